@@ -1,0 +1,414 @@
+// SPDX-License-Identifier: Apache-2.0
+#include "graph/model.h"
+
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+#include <deque>
+#include <unordered_map>
+
+#include "common.h"
+
+namespace pyengine {
+
+namespace {
+
+constexpr size_t kArenaAlignment = 64;
+constexpr size_t kMaxCachedPlans = 64;
+
+[[noreturn]] void graph_error(const std::string& path, const std::string& what) {
+    throw ModelFormatError(str("'", path, "' has an invalid graph: ", what));
+}
+
+const json::Value& member(const std::string& path, const json::Value& obj, const char* key,
+                          json::Type type, const std::string& where) {
+    const json::Value* v = obj.find(key);
+    if (v == nullptr) graph_error(path, str(where, " has no '", key, "'"));
+    if (v->type() != type) {
+        graph_error(path, str(where, " '", key, "' must be a ", json::type_name(type), ", got ", json::type_name(v->type())));
+    }
+    return *v;
+}
+
+// Scratch memory of the calling thread, reused across calls and models.
+class Arena {
+public:
+    void* get(size_t bytes) {
+        if (bytes > capacity_) {
+            std::free(data_);
+            capacity_ = (bytes + kArenaAlignment - 1) / kArenaAlignment * kArenaAlignment;
+            data_ = std::aligned_alloc(kArenaAlignment, capacity_);
+            if (data_ == nullptr) {
+                capacity_ = 0;
+                throw std::bad_alloc();
+            }
+        }
+        return data_;
+    }
+    ~Arena() { std::free(data_); }
+
+private:
+    void* data_ = nullptr;
+    size_t capacity_ = 0;
+};
+
+thread_local Arena tls_arena;
+
+}  // namespace
+
+Model::Model(const std::string& path) : reader_(path) {
+    parse_graph();
+    // Validate shapes once at load with the free dimensions filled in.
+    std::vector<Shape> probe;
+    for (const auto& in : inputs_) {
+        Shape s = in.shape;
+        for (size_t d = 0; d < s.size(); ++d) if (s[d] < 0) s[d] = d == 0 ? 1 : 64;
+        probe.push_back(s);
+    }
+    try {
+        plan(probe);
+    } catch (const InvalidArgument& e) {
+        graph_error(path, e.what());
+    }
+    infer_output_specs();
+}
+
+void Model::parse_graph() {
+    const std::string& path = reader_.path();
+    const json::Value& g = reader_.graph();
+    std::unordered_map<std::string, int> by_name;
+    auto add_value = [&](Value v) {
+        if (v.name.empty()) graph_error(path, "a value has an empty name");
+        if (!by_name.emplace(v.name, static_cast<int>(values_.size())).second) {
+            graph_error(path, str("value name '", v.name, "' is defined twice"));
+        }
+        values_.push_back(std::move(v));
+    };
+    for (const auto& t : reader_.tensors()) {
+        add_value(Value{t.name, Value::Constant, -1, reader_.view(t)});
+    }
+
+    const json::Value& inputs = member(path, g, "inputs", json::Type::Array, "graph");
+    if (inputs.items().empty()) graph_error(path, "graph has no inputs");
+    for (size_t i = 0; i < inputs.items().size(); ++i) {
+        const json::Value& in = inputs.items()[i];
+        const std::string where = str("input ", i);
+        if (!in.is_object()) graph_error(path, str(where, " must be an object"));
+        TensorSpec spec;
+        spec.name = member(path, in, "name", json::Type::String, where).as_string();
+        const std::string& dt = member(path, in, "dtype", json::Type::String, where).as_string();
+        if (!dtype_from_name(dt, &spec.dtype) || spec.dtype != DType::Float32) {
+            graph_error(path, str("input '", spec.name, "' has dtype '", dt, "'; the native engine takes float32 inputs"));
+        }
+        const json::Value& shape = member(path, in, "shape", json::Type::Array, where);
+        if (shape.items().size() > kMaxRank) graph_error(path, str("input '", spec.name, "' has rank above ", kMaxRank));
+        for (const auto& d : shape.items()) {
+            if (!d.is_integer() || d.as_int() < -1 || d.as_int() > (int64_t(1) << 31)) {
+                graph_error(path, str("input '", spec.name, "' shape entries must be integers >= -1, got ", d.dump()));
+            }
+            spec.shape.push_back(d.as_int());
+        }
+        input_values_.push_back(static_cast<int>(values_.size()));
+        add_value(Value{spec.name, Value::Input, static_cast<int>(i), Tensor{}});
+        inputs_.push_back(std::move(spec));
+    }
+
+    const json::Value& nodes = member(path, g, "nodes", json::Type::Array, "graph");
+    std::unordered_map<std::string, int> node_names;
+    for (size_t n = 0; n < nodes.items().size(); ++n) {
+        const json::Value& jn = nodes.items()[n];
+        if (!jn.is_object()) graph_error(path, str("node ", n, " must be an object"));
+        Node node;
+        node.name = member(path, jn, "name", json::Type::String, str("node ", n)).as_string();
+        const std::string where = str("node '", node.name, "'");
+        if (node.name.empty()) graph_error(path, str("node ", n, " has an empty name"));
+        if (!node_names.emplace(node.name, static_cast<int>(n)).second) graph_error(path, str(where, " is defined twice"));
+        node.op_name = member(path, jn, "op", json::Type::String, where).as_string();
+        const json::Value* attrs = jn.find("attrs");
+        OpSpec spec{};
+        node.op = op_create(node.op_name, Attrs(attrs, node.name, node.op_name), &spec);
+        const auto& ins = member(path, jn, "inputs", json::Type::Array, where).items();
+        const auto& outs = member(path, jn, "outputs", json::Type::Array, where).items();
+        if (ins.size() < static_cast<size_t>(spec.min_inputs) || ins.size() > static_cast<size_t>(spec.max_inputs)) {
+            graph_error(path, str(where, " (", node.op_name, ") has ", ins.size(), " inputs; it takes ",
+                                  spec.min_inputs, spec.min_inputs == spec.max_inputs ? "" : str("..", spec.max_inputs)));
+        }
+        if (outs.size() != static_cast<size_t>(spec.outputs)) {
+            graph_error(path, str(where, " (", node.op_name, ") has ", outs.size(), " outputs; it makes ", spec.outputs));
+        }
+        for (const auto& o : outs) {
+            if (!o.is_string()) graph_error(path, str(where, " output names must be strings"));
+            node.outputs.push_back(static_cast<int>(values_.size()));
+            add_value(Value{o.as_string(), Value::NodeOutput, static_cast<int>(nodes_.size()), Tensor{}});
+        }
+        // Inputs are resolved after every node's outputs exist (nodes may be listed in any order).
+        for (const auto& i : ins) {
+            if (!i.is_string()) graph_error(path, str(where, " input names must be strings"));
+        }
+        nodes_.push_back(std::move(node));
+    }
+    for (size_t n = 0; n < nodes_.size(); ++n) {
+        Node& node = nodes_[n];
+        for (const auto& i : nodes.items()[n].find("inputs")->items()) {
+            auto it = by_name.find(i.as_string());
+            if (it == by_name.end()) {
+                graph_error(path, str("node '", node.name, "' reads '", i.as_string(),
+                                      "', which is not a graph input, a tensor in the file or any node's output"));
+            }
+            const Value& v = values_[static_cast<size_t>(it->second)];
+            if (v.kind == Value::Constant && v.constant.dtype != DType::Float32) {
+                graph_error(path, str("node '", node.name, "' reads tensor '", v.name, "' of dtype ",
+                                      dtype_name(v.constant.dtype), "; ops take float32"));
+            }
+            node.inputs.push_back(it->second);
+        }
+    }
+
+    const json::Value& outputs = member(path, g, "outputs", json::Type::Array, "graph");
+    if (outputs.items().empty()) graph_error(path, "graph has no outputs");
+    for (size_t i = 0; i < outputs.items().size(); ++i) {
+        const json::Value& o = outputs.items()[i];
+        if (!o.is_object()) graph_error(path, str("output ", i, " must be an object"));
+        const std::string& name = member(path, o, "name", json::Type::String, str("output ", i)).as_string();
+        auto it = by_name.find(name);
+        if (it == by_name.end()) graph_error(path, str("output '", name, "' is not produced by any node, input or tensor"));
+        if (std::find(output_values_.begin(), output_values_.end(), it->second) != output_values_.end()) {
+            graph_error(path, str("output '", name, "' is listed twice"));
+        }
+        if (values_[static_cast<size_t>(it->second)].kind == Value::Constant &&
+            values_[static_cast<size_t>(it->second)].constant.dtype != DType::Float32) {
+            graph_error(path, str("output '", name, "' is not float32"));
+        }
+        output_values_.push_back(it->second);
+        outputs_.push_back(TensorSpec{name, DType::Float32, {}});
+    }
+
+    // Keep only the nodes the outputs need, then order them (Kahn); what is left is a cycle.
+    std::vector<char> needed(nodes_.size(), 0);
+    std::deque<int> work(output_values_.begin(), output_values_.end());
+    while (!work.empty()) {
+        const Value& v = values_[static_cast<size_t>(work.front())];
+        work.pop_front();
+        if (v.kind != Value::NodeOutput || needed[static_cast<size_t>(v.index)]) continue;
+        needed[static_cast<size_t>(v.index)] = 1;
+        for (int i : nodes_[static_cast<size_t>(v.index)].inputs) work.push_back(i);
+    }
+    std::vector<int> pending(nodes_.size(), 0);
+    std::vector<std::vector<int>> consumers(nodes_.size());
+    std::deque<int> ready;
+    for (size_t n = 0; n < nodes_.size(); ++n) {
+        if (!needed[n]) continue;
+        for (int i : nodes_[n].inputs) {
+            const Value& v = values_[static_cast<size_t>(i)];
+            if (v.kind == Value::NodeOutput) {
+                ++pending[n];
+                consumers[static_cast<size_t>(v.index)].push_back(static_cast<int>(n));
+            }
+        }
+        if (pending[n] == 0) ready.push_back(static_cast<int>(n));
+    }
+    while (!ready.empty()) {
+        const int n = ready.front();
+        ready.pop_front();
+        order_.push_back(n);
+        for (int c : consumers[static_cast<size_t>(n)]) {
+            if (--pending[static_cast<size_t>(c)] == 0) ready.push_back(c);
+        }
+    }
+    const size_t n_needed = static_cast<size_t>(std::count(needed.begin(), needed.end(), 1));
+    if (order_.size() != n_needed) {
+        for (size_t n = 0; n < nodes_.size(); ++n) {
+            if (needed[n] && pending[n] > 0) graph_error(path, str("the graph has a cycle through node '", nodes_[n].name, "'"));
+        }
+    }
+
+    last_use_.assign(values_.size(), -1);
+    for (size_t pos = 0; pos < order_.size(); ++pos) {
+        for (int i : nodes_[static_cast<size_t>(order_[pos])].inputs) last_use_[static_cast<size_t>(i)] = static_cast<int>(pos);
+    }
+    // Ops may precompute from constant inputs (folded batch norm, packed weights later).
+    for (int n : order_) {
+        Node& node = nodes_[static_cast<size_t>(n)];
+        std::vector<const Tensor*> constants;
+        for (int i : node.inputs) {
+            const Value& v = values_[static_cast<size_t>(i)];
+            constants.push_back(v.kind == Value::Constant ? &v.constant : nullptr);
+        }
+        node.op->prepare(constants);
+    }
+}
+
+std::shared_ptr<const Plan> Model::plan(const std::vector<Shape>& input_shapes) const {
+    if (input_shapes.size() != inputs_.size()) {
+        throw InvalidArgument(str("the model takes ", inputs_.size(), " inputs, got ", input_shapes.size()));
+    }
+    std::vector<int64_t> key;
+    for (size_t i = 0; i < inputs_.size(); ++i) {
+        const Shape& want = inputs_[i].shape;
+        const Shape& got = input_shapes[i];
+        bool ok = want.size() == got.size();
+        for (size_t d = 0; ok && d < want.size(); ++d) ok = got[d] >= 0 && (want[d] < 0 || want[d] == got[d]);
+        if (!ok) {
+            throw InvalidArgument(str("input '", inputs_[i].name, "' has shape ", shape_str(got),
+                                      ", expected ", shape_str(want), " (-1: any size)"));
+        }
+        key.push_back(static_cast<int64_t>(got.size()));
+        key.insert(key.end(), got.begin(), got.end());
+    }
+    {
+        std::lock_guard<std::mutex> lock(plan_mutex_);
+        auto it = plans_.find(key);
+        if (it != plans_.end()) return it->second;
+    }
+    std::shared_ptr<const Plan> p = build_plan(input_shapes);
+    std::lock_guard<std::mutex> lock(plan_mutex_);
+    if (plans_.size() >= kMaxCachedPlans) plans_.clear();  // many distinct shapes: start over
+    plans_.emplace(key, p);
+    return p;
+}
+
+std::shared_ptr<Plan> Model::build_plan(const std::vector<Shape>& input_shapes) const {
+    auto p = std::make_shared<Plan>();
+    const size_t nv = values_.size();
+    p->shapes.assign(nv, Shape{});
+    p->arena_offset.assign(nv, -1);
+    p->storage.resize(nv);
+    for (size_t v = 0; v < nv; ++v) {
+        p->storage[v] = static_cast<int>(v);
+        if (values_[v].kind == Value::Constant) p->shapes[v] = values_[v].constant.shape;
+    }
+    for (size_t i = 0; i < input_values_.size(); ++i) p->shapes[static_cast<size_t>(input_values_[i])] = input_shapes[i];
+
+    std::vector<char> is_output(nv, 0);
+    for (int o : output_values_) is_output[static_cast<size_t>(o)] = 1;
+
+    // Live arena blocks sorted by offset: {offset, size, value}.
+    struct Block { size_t offset, size; int value; };
+    std::vector<Block> live;
+    std::vector<int> root_last_use(last_use_);
+    auto allocate = [&](int v, size_t bytes) {
+        bytes = (bytes + kArenaAlignment - 1) / kArenaAlignment * kArenaAlignment;
+        size_t at = 0;
+        auto it = live.begin();
+        for (; it != live.end(); ++it) {
+            if (it->offset >= at + bytes) break;  // the gap before this block fits
+            at = std::max(at, it->offset + it->size);
+        }
+        live.insert(it, Block{at, bytes, v});
+        p->arena_offset[static_cast<size_t>(v)] = static_cast<int64_t>(at);
+        p->arena_bytes = std::max(p->arena_bytes, at + bytes);
+    };
+
+    for (size_t pos = 0; pos < order_.size(); ++pos) {
+        const Node& node = nodes_[static_cast<size_t>(order_[pos])];
+        std::vector<Shape> in_shapes;
+        for (int i : node.inputs) in_shapes.push_back(p->shapes[static_cast<size_t>(i)]);
+        std::vector<Shape> out_shapes;
+        try {
+            out_shapes = node.op->infer(in_shapes);
+        } catch (const InvalidArgument& e) {
+            throw InvalidArgument(str("node '", node.name, "' (", node.op_name, "): ", e.what()));
+        }
+        for (size_t k = 0; k < node.outputs.size(); ++k) {
+            const int v = node.outputs[k];
+            int64_t numel = 1;
+            for (int64_t d : out_shapes[k]) {
+                if (d < 0 || mul_overflow(numel, d, &numel) || numel > (int64_t(1) << 40)) {
+                    throw InvalidArgument(str("node '", node.name, "' (", node.op_name, ") output shape ",
+                                              shape_str(out_shapes[k]), " is too large"));
+                }
+            }
+            p->shapes[static_cast<size_t>(v)] = out_shapes[k];
+            if (is_output[static_cast<size_t>(v)]) continue;  // written straight into the caller's array
+            if (node.op->is_view() && k == 0) {
+                // Share the input's memory; that memory now lives as long as this value is read.
+                const int src = p->storage[static_cast<size_t>(node.inputs[0])];
+                p->storage[static_cast<size_t>(v)] = src;
+                root_last_use[static_cast<size_t>(src)] =
+                    std::max(root_last_use[static_cast<size_t>(src)], last_use_[static_cast<size_t>(v)]);
+                continue;
+            }
+            allocate(v, static_cast<size_t>(numel) * sizeof(float));
+        }
+        // Free arena blocks whose last reader was this node.
+        live.erase(std::remove_if(live.begin(), live.end(), [&](const Block& b) {
+            return root_last_use[static_cast<size_t>(b.value)] <= static_cast<int>(pos);
+        }), live.end());
+    }
+    for (int o : output_values_) p->output_shapes.push_back(p->shapes[static_cast<size_t>(o)]);
+    return p;
+}
+
+void Model::infer_output_specs() {
+    // Probe with other sizes for the free dimensions; output dimensions that move are free.
+    auto probe = [&](int64_t batch, int64_t other) -> std::vector<Shape> {
+        std::vector<Shape> shapes;
+        for (const auto& in : inputs_) {
+            Shape s = in.shape;
+            for (size_t d = 0; d < s.size(); ++d) if (s[d] < 0) s[d] = d == 0 ? batch : other;
+            shapes.push_back(s);
+        }
+        return build_plan(shapes)->output_shapes;
+    };
+    const std::vector<Shape> base = probe(1, 64);
+    for (size_t o = 0; o < outputs_.size(); ++o) outputs_[o].shape = base[o];
+    for (auto sizes : {std::pair<int64_t, int64_t>{2, 64}, {1, 96}}) {
+        std::vector<Shape> other;
+        try {
+            other = probe(sizes.first, sizes.second);
+        } catch (const InvalidArgument&) {
+            continue;  // the model only takes some sizes; those dimensions stay as probed
+        }
+        for (size_t o = 0; o < outputs_.size(); ++o) {
+            Shape& s = outputs_[o].shape;
+            if (other[o].size() != s.size()) continue;
+            for (size_t d = 0; d < s.size(); ++d) if (other[o][d] != base[o][d]) s[d] = -1;
+        }
+    }
+}
+
+void Model::run(const Plan& p, const std::vector<const void*>& inputs,
+                const std::vector<void*>& outputs) const {
+    if (inputs.size() != input_values_.size() || outputs.size() != output_values_.size()) {
+        throw InvalidArgument("wrong number of input or output buffers");
+    }
+    const size_t nv = values_.size();
+    std::vector<Tensor> t(nv);
+    char* arena = static_cast<char*>(tls_arena.get(std::max<size_t>(p.arena_bytes, 1)));
+    for (size_t v = 0; v < nv; ++v) {
+        t[v].shape = p.shapes[v];
+        if (values_[v].kind == Value::Constant) t[v].data = values_[v].constant.data;
+    }
+    for (size_t i = 0; i < inputs.size(); ++i) t[static_cast<size_t>(input_values_[i])].data = const_cast<void*>(inputs[i]);
+    for (size_t o = 0; o < outputs.size(); ++o) t[static_cast<size_t>(output_values_[o])].data = outputs[o];
+    for (size_t v = 0; v < nv; ++v) {
+        if (p.arena_offset[v] >= 0) t[v].data = arena + p.arena_offset[v];
+    }
+    // Views take their storage's pointer; storage is always resolved before its views.
+    for (int n : order_) {
+        const Node& node = nodes_[static_cast<size_t>(n)];
+        for (int v : node.outputs) {
+            const int s = p.storage[static_cast<size_t>(v)];
+            if (s != v) t[static_cast<size_t>(v)].data = t[static_cast<size_t>(s)].data;
+        }
+    }
+    std::vector<const Tensor*> in;
+    std::vector<Tensor*> out;
+    for (int n : order_) {
+        const Node& node = nodes_[static_cast<size_t>(n)];
+        in.clear();
+        out.clear();
+        for (int i : node.inputs) in.push_back(&t[static_cast<size_t>(i)]);
+        for (int o : node.outputs) out.push_back(&t[static_cast<size_t>(o)]);
+        node.op->run(in, out);
+    }
+    // Outputs that no node writes (an input or a tensor passed straight through).
+    for (size_t o = 0; o < output_values_.size(); ++o) {
+        const Value& v = values_[static_cast<size_t>(output_values_[o])];
+        if (v.kind == Value::NodeOutput) continue;
+        const void* src = v.kind == Value::Constant ? v.constant.data : inputs[static_cast<size_t>(v.index)];
+        std::memcpy(outputs[o], src, static_cast<size_t>(shape_numel(p.output_shapes[o])) * sizeof(float));
+    }
+}
+
+}  // namespace pyengine

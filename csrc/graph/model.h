@@ -1,0 +1,84 @@
+// SPDX-License-Identifier: Apache-2.0
+// A loaded native model: the validated graph, its execution order, and the executor.
+#pragma once
+
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "format/reader.h"
+#include "graph/op.h"
+#include "graph/tensor.h"
+
+namespace pyengine {
+
+struct TensorSpec {
+    std::string name;
+    DType dtype = DType::Float32;
+    Shape shape;  // -1 marks a free dimension
+};
+
+// Shapes and memory layout for one set of input shapes; computed once and cached.
+struct Plan {
+    std::vector<Shape> shapes;         // per value
+    std::vector<int64_t> arena_offset; // per value: byte offset in the arena, or -1
+    std::vector<int> storage;          // per value: the value whose memory it uses (views)
+    size_t arena_bytes = 0;
+    std::vector<Shape> output_shapes;
+};
+
+class Model {
+public:
+    // Loads and validates `path`; throws ModelFormatError naming the problem.
+    explicit Model(const std::string& path);
+
+    const std::string& path() const { return reader_.path(); }
+    const std::vector<TensorSpec>& inputs() const { return inputs_; }
+    const std::vector<TensorSpec>& outputs() const { return outputs_; }
+    // Bytes of weights mapped from the file (not copied).
+    uint64_t weight_bytes() const { return reader_.data_length(); }
+    size_t node_count() const { return order_.size(); }
+
+    // Checks input shapes (in inputs() order) and returns the cached plan for them.
+    // Throws InvalidArgument naming the input, what was expected and what came.
+    std::shared_ptr<const Plan> plan(const std::vector<Shape>& input_shapes) const;
+
+    // Runs the graph. `inputs` and `outputs` follow inputs()/outputs() order; outputs are
+    // allocated by the caller with plan.output_shapes. Thread-safe; takes no locks while
+    // computing (scratch memory is per calling thread).
+    void run(const Plan& plan, const std::vector<const void*>& inputs,
+             const std::vector<void*>& outputs) const;
+
+private:
+    struct Value {
+        std::string name;
+        enum Kind { Input, Constant, NodeOutput } kind;
+        int index;  // input position, or producing node
+        Tensor constant;
+    };
+    struct Node {
+        std::string name;
+        std::string op_name;
+        std::unique_ptr<Op> op;
+        std::vector<int> inputs, outputs;
+    };
+
+    void parse_graph();
+    std::shared_ptr<Plan> build_plan(const std::vector<Shape>& input_shapes) const;
+    void infer_output_specs();
+
+    PyemReader reader_;
+    std::vector<TensorSpec> inputs_, outputs_;
+    std::vector<Value> values_;
+    std::vector<Node> nodes_;
+    std::vector<int> order_;          // nodes to run, topologically sorted
+    std::vector<int> input_values_, output_values_;
+    std::vector<int> last_use_;       // per value: last position in order_ that reads it
+
+    mutable std::mutex plan_mutex_;
+    mutable std::map<std::vector<int64_t>, std::shared_ptr<const Plan>> plans_;
+};
+
+}  // namespace pyengine

@@ -1,0 +1,79 @@
+// SPDX-License-Identifier: Apache-2.0
+// The operator interface the executor runs, attribute parsing, and the op registry.
+#pragma once
+
+#include <memory>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "format/json.h"
+#include "graph/tensor.h"
+#include "kernels/activation.h"
+#include "kernels/conv2d.h"
+
+namespace pyengine {
+
+// Typed access to a node's attributes. Every getter validates; anything wrong is a
+// ModelFormatError naming the node, the op, the attribute and the value found.
+class Attrs {
+public:
+    Attrs(const json::Value* attrs, std::string node, std::string op);
+
+    bool has(const std::string& key) const;
+    int64_t get_int(const std::string& key, int64_t def) const;
+    int64_t get_int_required(const std::string& key) const;
+    float get_float(const std::string& key, float def) const;
+    bool get_bool(const std::string& key, bool def) const;
+    std::string get_string(const std::string& key, const std::string& def,
+                           const std::vector<std::string>& allowed) const;
+    // A list of integers; `size` < 0 means any length. `def` is used when the key is absent.
+    std::vector<int64_t> get_ints(const std::string& key, int size, std::vector<int64_t> def,
+                                  int64_t min_value) const;
+    // The fused activation: "activation" (+ "alpha", "beta" where it needs them).
+    Epilogue get_epilogue() const;
+    Layout get_layout() const;
+
+    // Throws if the node has an attribute no getter asked for (catches converter typos).
+    void check_all_used() const;
+    [[noreturn]] void fail(const std::string& what) const;
+    const std::string& node() const { return node_; }
+
+private:
+    const json::Value* find(const std::string& key) const;
+    const json::Value* attrs_;
+    std::string node_;
+    std::string op_;
+    mutable std::set<std::string> used_;
+};
+
+// One node's computation. Created once at load; `infer` and `run` are const and thread-safe.
+class Op {
+public:
+    virtual ~Op() = default;
+    // Output shapes from input shapes; throws InvalidArgument when the shapes do not fit.
+    virtual std::vector<Shape> infer(const std::vector<Shape>& in) const = 0;
+    // Computes outputs (already allocated with the inferred shapes) from inputs.
+    virtual void run(const std::vector<const Tensor*>& in, const std::vector<Tensor*>& out) const = 0;
+    // Called once at load with the inputs that are constant (nullptr elsewhere).
+    virtual void prepare(const std::vector<const Tensor*>& constants) { (void)constants; }
+    // True when output 0 may share the memory of input 0 (a reshape of the same bytes).
+    virtual bool is_view() const { return false; }
+};
+
+struct OpSpec {
+    int min_inputs;
+    int max_inputs;
+    int outputs;
+};
+
+// Creates the op named `op` from attributes, or throws ModelFormatError for an unknown op.
+std::unique_ptr<Op> op_create(const std::string& op, const Attrs& attrs, OpSpec* spec);
+// Names of every op the engine runs.
+std::vector<std::string> op_names();
+
+// Helpers shared by op implementations.
+int64_t normalize_axis(int64_t axis, size_t rank, const std::string& what);
+[[noreturn]] void shape_error(const std::string& what);
+
+}  // namespace pyengine

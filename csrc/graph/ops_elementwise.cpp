@@ -1,0 +1,83 @@
+// SPDX-License-Identifier: Apache-2.0
+// Broadcasting binary ops and unary activations.
+#include <cmath>
+
+#include "common.h"
+#include "graph/op.h"
+#include "kernels/elementwise.h"
+
+namespace pyengine {
+
+namespace {
+
+class BinaryOpNode : public Op {
+public:
+    explicit BinaryOpNode(BinaryOp op) : op_(op) {}
+
+    std::vector<Shape> infer(const std::vector<Shape>& in) const override {
+        const Shape& a = in[0];
+        const Shape& b = in[1];
+        const size_t rank = std::max(a.size(), b.size());
+        Shape out(rank);
+        for (size_t i = 0; i < rank; ++i) {
+            const int64_t da = i < rank - a.size() ? 1 : a[i - (rank - a.size())];
+            const int64_t db = i < rank - b.size() ? 1 : b[i - (rank - b.size())];
+            if (da != db && da != 1 && db != 1) {
+                shape_error(str("shapes ", shape_str(a), " and ", shape_str(b), " do not broadcast"));
+            }
+            out[i] = da == 1 ? db : da;
+        }
+        return {out};
+    }
+
+    void run(const std::vector<const Tensor*>& in, const std::vector<Tensor*>& out) const override {
+        binary_broadcast(op_, in[0]->f32(), in[0]->shape, in[1]->f32(), in[1]->shape,
+                         out[0]->f32(), out[0]->shape);
+    }
+
+private:
+    BinaryOp op_;
+};
+
+class UnaryOp : public Op {
+public:
+    explicit UnaryOp(Epilogue ep) : ep_(ep) {}
+    std::vector<Shape> infer(const std::vector<Shape>& in) const override { return {in[0]}; }
+    void run(const std::vector<const Tensor*>& in, const std::vector<Tensor*>& out) const override {
+        activation_apply(in[0]->f32(), out[0]->f32(), in[0]->numel(), ep_);
+    }
+
+private:
+    Epilogue ep_;
+};
+
+Epilogue epilogue_of(Activation act, float alpha = 0.0f, float beta = 0.0f) {
+    Epilogue e;
+    e.act = act;
+    e.alpha = alpha;
+    e.beta = beta;
+    return e;
+}
+
+}  // namespace
+
+std::unique_ptr<Op> make_Add(const Attrs&) { return std::make_unique<BinaryOpNode>(BinaryOp::Add); }
+std::unique_ptr<Op> make_Sub(const Attrs&) { return std::make_unique<BinaryOpNode>(BinaryOp::Sub); }
+std::unique_ptr<Op> make_Mul(const Attrs&) { return std::make_unique<BinaryOpNode>(BinaryOp::Mul); }
+std::unique_ptr<Op> make_Div(const Attrs&) { return std::make_unique<BinaryOpNode>(BinaryOp::Div); }
+std::unique_ptr<Op> make_Relu(const Attrs&) { return std::make_unique<UnaryOp>(epilogue_of(Activation::Relu)); }
+std::unique_ptr<Op> make_Relu6(const Attrs&) { return std::make_unique<UnaryOp>(epilogue_of(Activation::Relu6)); }
+std::unique_ptr<Op> make_Sigmoid(const Attrs&) { return std::make_unique<UnaryOp>(epilogue_of(Activation::Sigmoid)); }
+std::unique_ptr<Op> make_Tanh(const Attrs&) { return std::make_unique<UnaryOp>(epilogue_of(Activation::Tanh)); }
+
+std::unique_ptr<Op> make_LeakyRelu(const Attrs& a) {
+    return std::make_unique<UnaryOp>(epilogue_of(Activation::LeakyRelu, a.get_float("alpha", 0.01f)));
+}
+
+std::unique_ptr<Op> make_Clip(const Attrs& a) {
+    const float lo = a.get_float("min", -INFINITY), hi = a.get_float("max", INFINITY);
+    if (!(lo <= hi)) a.fail(str("attribute 'min' (", lo, ") must not exceed 'max' (", hi, ")"));
+    return std::make_unique<UnaryOp>(epilogue_of(Activation::Clip, lo, hi));
+}
+
+}  // namespace pyengine

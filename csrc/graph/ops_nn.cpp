@@ -1,0 +1,326 @@
+// SPDX-License-Identifier: Apache-2.0
+// Dense, Conv2D, BatchNorm, pooling and softmax.
+#include <cmath>
+
+#include "common.h"
+#include "graph/op.h"
+#include "kernels/elementwise.h"
+#include "kernels/gemm.h"
+#include "kernels/pool.h"
+#include "kernels/transform.h"
+
+namespace pyengine {
+
+namespace {
+
+// ---- Dense / MatMul: y[..., N] = x[..., K] W (+ b) ----
+class DenseOp : public Op {
+public:
+    explicit DenseOp(const Attrs& a) : trans_b_(a.get_bool("transpose_b", false)), ep_(a.get_epilogue()) {}
+
+    std::vector<Shape> infer(const std::vector<Shape>& in) const override {
+        const Shape& x = in[0];
+        const Shape& w = in[1];
+        if (x.empty()) shape_error("Dense input must have rank >= 1");
+        if (w.size() != 2) shape_error(str("Dense weight must be 2-D, got ", shape_str(w)));
+        const int64_t K = trans_b_ ? w[1] : w[0];
+        const int64_t N = trans_b_ ? w[0] : w[1];
+        if (x.back() != K) {
+            shape_error(str("Dense input's last dimension is ", x.back(), " but the weight ",
+                            shape_str(w), trans_b_ ? " (transposed)" : "", " needs ", K));
+        }
+        if (in.size() > 2 && (in[2].size() != 1 || in[2][0] != N)) {
+            shape_error(str("Dense bias must have shape [", N, "], got ", shape_str(in[2])));
+        }
+        Shape y = x;
+        y.back() = N;
+        return {y};
+    }
+
+    void run(const std::vector<const Tensor*>& in, const std::vector<Tensor*>& out) const override {
+        const Tensor& x = *in[0];
+        const Tensor& w = *in[1];
+        const int64_t K = x.shape.back();
+        const int64_t M = K == 0 ? 0 : x.numel() / K;
+        const int64_t N = out[0]->shape.back();
+        Epilogue ep = ep_;
+        ep.bias = in.size() > 2 ? in[2]->f32() : nullptr;
+        gemm(M, N, K, x.f32(), K, w.f32(), w.shape[1], trans_b_, out[0]->f32(), N, ep);
+    }
+
+private:
+    bool trans_b_;
+    Epilogue ep_;
+};
+
+// ---- Conv2D ----
+enum class PadMode2D { Explicit, SameUpper, SameLower, Valid };
+
+PadMode2D get_pad_mode(const Attrs& a) {
+    const std::string m = a.get_string("padding", "EXPLICIT", {"EXPLICIT", "SAME", "SAME_LOWER", "VALID"});
+    if (m == "SAME") return PadMode2D::SameUpper;
+    if (m == "SAME_LOWER") return PadMode2D::SameLower;
+    if (m == "VALID") return PadMode2D::Valid;
+    return PadMode2D::Explicit;
+}
+
+// Resolves SAME/VALID padding for one spatial dimension; returns {before, after}.
+std::pair<int64_t, int64_t> resolve_pad(PadMode2D mode, int64_t in, int64_t k_eff, int64_t stride,
+                                        int64_t before, int64_t after) {
+    if (mode == PadMode2D::Explicit) return {before, after};
+    if (mode == PadMode2D::Valid) return {0, 0};
+    const int64_t out = (in + stride - 1) / stride;
+    const int64_t total = std::max<int64_t>((out - 1) * stride + k_eff - in, 0);
+    const int64_t small = total / 2;
+    return mode == PadMode2D::SameUpper ? std::make_pair(small, total - small)
+                                        : std::make_pair(total - small, small);
+}
+
+class Conv2DOp : public Op {
+public:
+    explicit Conv2DOp(const Attrs& a)
+        : layout_(a.get_layout()),
+          strides_(a.get_ints("strides", 2, {1, 1}, 1)),
+          dilations_(a.get_ints("dilations", 2, {1, 1}, 1)),
+          pads_(a.get_ints("pads", 4, {0, 0, 0, 0}, 0)),
+          mode_(get_pad_mode(a)),
+          groups_(a.get_int("groups", 1)),
+          ep_(a.get_epilogue()) {
+        if (groups_ < 1) a.fail(str("attribute 'groups' must be >= 1, got ", groups_));
+    }
+
+    Conv2DParams geometry(const Shape& x, const Shape& w) const {
+        if (x.size() != 4) shape_error(str("Conv2D input must be 4-D, got ", shape_str(x)));
+        if (w.size() != 4) shape_error(str("Conv2D weight must be 4-D OIHW, got ", shape_str(w)));
+        Conv2DParams p;
+        p.layout = layout_;
+        p.N = x[0];
+        p.C = layout_ == Layout::NHWC ? x[3] : x[1];
+        p.H = layout_ == Layout::NHWC ? x[1] : x[2];
+        p.W = layout_ == Layout::NHWC ? x[2] : x[3];
+        p.O = w[0];
+        p.KH = w[2];
+        p.KW = w[3];
+        p.groups = groups_;
+        if (w[1] * groups_ != p.C) {
+            shape_error(str("Conv2D weight ", shape_str(w), " with groups=", groups_, " expects ",
+                            w[1] * groups_, " input channels, got ", p.C));
+        }
+        if (p.O % groups_ != 0) shape_error(str("Conv2D output channels ", p.O, " not divisible by groups ", groups_));
+        p.stride_h = strides_[0];
+        p.stride_w = strides_[1];
+        p.dilation_h = dilations_[0];
+        p.dilation_w = dilations_[1];
+        const int64_t kh = (p.KH - 1) * p.dilation_h + 1, kw = (p.KW - 1) * p.dilation_w + 1;
+        auto ph = resolve_pad(mode_, p.H, kh, p.stride_h, pads_[0], pads_[2]);
+        auto pw = resolve_pad(mode_, p.W, kw, p.stride_w, pads_[1], pads_[3]);
+        p.pad_top = ph.first;
+        p.pad_left = pw.first;
+        const int64_t hp = p.H + ph.first + ph.second, wp = p.W + pw.first + pw.second;
+        if (hp < kh || wp < kw || p.KH < 1 || p.KW < 1) {
+            shape_error(str("Conv2D kernel ", kh, "x", kw, " (dilated) is larger than the padded input ", hp, "x", wp));
+        }
+        p.OH = (hp - kh) / p.stride_h + 1;
+        p.OW = (wp - kw) / p.stride_w + 1;
+        return p;
+    }
+
+    std::vector<Shape> infer(const std::vector<Shape>& in) const override {
+        Conv2DParams p = geometry(in[0], in[1]);
+        if (in.size() > 2 && (in[2].size() != 1 || in[2][0] != p.O)) {
+            shape_error(str("Conv2D bias must have shape [", p.O, "], got ", shape_str(in[2])));
+        }
+        if (layout_ == Layout::NHWC) return {{p.N, p.OH, p.OW, p.O}};
+        return {{p.N, p.O, p.OH, p.OW}};
+    }
+
+    void run(const std::vector<const Tensor*>& in, const std::vector<Tensor*>& out) const override {
+        Conv2DParams p = geometry(in[0]->shape, in[1]->shape);
+        p.ep = ep_;
+        p.ep.bias = in.size() > 2 ? in[2]->f32() : nullptr;
+        conv2d(p, in[0]->f32(), in[1]->f32(), out[0]->f32());
+    }
+
+private:
+    Layout layout_;
+    std::vector<int64_t> strides_, dilations_, pads_;
+    PadMode2D mode_;
+    int64_t groups_;
+    Epilogue ep_;
+};
+
+// ---- BatchNorm (inference): y = (x - mean) / sqrt(var + eps) * scale + bias ----
+class BatchNormOp : public Op {
+public:
+    explicit BatchNormOp(const Attrs& a) : eps_(a.get_float("epsilon", 1e-5f)), axis_(a.get_int("axis", 1)) {
+        if (!(eps_ >= 0.0f)) a.fail(str("attribute 'epsilon' must be >= 0, got ", eps_));
+    }
+
+    std::vector<Shape> infer(const std::vector<Shape>& in) const override {
+        const int64_t axis = normalize_axis(axis_, in[0].size(), "BatchNorm");
+        const int64_t C = in[0][static_cast<size_t>(axis)];
+        for (size_t i = 1; i < 5; ++i) {
+            if (in[i].size() != 1 || in[i][0] != C) {
+                shape_error(str("BatchNorm parameter ", i, " must have shape [", C, "], got ", shape_str(in[i])));
+            }
+        }
+        return {in[0]};
+    }
+
+    void prepare(const std::vector<const Tensor*>& c) override {
+        if (c[1] && c[2] && c[3] && c[4] && c[1]->numel() == c[4]->numel()) {
+            fold(c[1]->f32(), c[2]->f32(), c[3]->f32(), c[4]->f32(), c[1]->numel(), scale_, shift_);
+        }
+    }
+
+    void run(const std::vector<const Tensor*>& in, const std::vector<Tensor*>& out) const override {
+        const Shape& s = in[0]->shape;
+        const size_t axis = static_cast<size_t>(normalize_axis(axis_, s.size(), "BatchNorm"));
+        int64_t outer = 1, inner = 1;
+        for (size_t i = 0; i < axis; ++i) outer *= s[i];
+        for (size_t i = axis + 1; i < s.size(); ++i) inner *= s[i];
+        const int64_t C = s[axis];
+        std::vector<float> scale, shift;
+        const std::vector<float>* sc = &scale_;
+        const std::vector<float>* sh = &shift_;
+        if (static_cast<int64_t>(scale_.size()) != C) {  // parameters are not constants
+            fold(in[1]->f32(), in[2]->f32(), in[3]->f32(), in[4]->f32(), C, scale, shift);
+            sc = &scale;
+            sh = &shift;
+        }
+        channel_affine(in[0]->f32(), sc->data(), sh->data(), outer, C, inner, out[0]->f32());
+    }
+
+private:
+    void fold(const float* g, const float* b, const float* m, const float* v, int64_t C,
+              std::vector<float>& scale, std::vector<float>& shift) const {
+        scale.resize(static_cast<size_t>(C));
+        shift.resize(static_cast<size_t>(C));
+        for (int64_t c = 0; c < C; ++c) {
+            const float s = g[c] / std::sqrt(v[c] + eps_);
+            scale[static_cast<size_t>(c)] = s;
+            shift[static_cast<size_t>(c)] = b[c] - m[c] * s;
+        }
+    }
+
+    float eps_;
+    int64_t axis_;
+    std::vector<float> scale_, shift_;
+};
+
+// ---- MaxPool / AvgPool / global pools ----
+class PoolOp : public Op {
+public:
+    PoolOp(const Attrs& a, bool is_max, bool global)
+        : layout_(a.get_layout()), is_max_(is_max), global_(global) {
+        if (!global) {
+            kernel_ = a.get_ints("kernel", 2, {}, 1);
+            if (kernel_.empty()) a.fail("attribute 'kernel' (a list of 2 integers) is required");
+            strides_ = a.get_ints("strides", 2, {1, 1}, 1);
+            pads_ = a.get_ints("pads", 4, {0, 0, 0, 0}, 0);
+            mode_ = get_pad_mode(a);
+            ceil_mode_ = a.get_bool("ceil_mode", false);
+            if (!is_max) count_include_pad_ = a.get_bool("count_include_pad", false);
+        }
+    }
+
+    Pool2DParams geometry(const Shape& x) const {
+        if (x.size() != 4) shape_error(str("pooling input must be 4-D, got ", shape_str(x)));
+        Pool2DParams p;
+        p.layout = layout_;
+        p.is_max = is_max_;
+        p.count_include_pad = count_include_pad_;
+        p.N = x[0];
+        p.C = layout_ == Layout::NHWC ? x[3] : x[1];
+        p.H = layout_ == Layout::NHWC ? x[1] : x[2];
+        p.W = layout_ == Layout::NHWC ? x[2] : x[3];
+        if (global_) {
+            p.KH = p.H;
+            p.KW = p.W;
+            p.OH = p.OW = 1;
+            return p;
+        }
+        p.KH = kernel_[0];
+        p.KW = kernel_[1];
+        p.stride_h = strides_[0];
+        p.stride_w = strides_[1];
+        auto ph = resolve_pad(mode_, p.H, p.KH, p.stride_h, pads_[0], pads_[2]);
+        auto pw = resolve_pad(mode_, p.W, p.KW, p.stride_w, pads_[1], pads_[3]);
+        p.pad_top = ph.first;
+        p.pad_bottom = ph.second;
+        p.pad_left = pw.first;
+        p.pad_right = pw.second;
+        p.OH = out_size(p.H, p.KH, p.stride_h, ph.first, ph.second);
+        p.OW = out_size(p.W, p.KW, p.stride_w, pw.first, pw.second);
+        // ceil mode: the last window may run past the padding; it still counts only real cells.
+        p.pad_bottom = std::max(p.pad_bottom, (p.OH - 1) * p.stride_h + p.KH - p.H - p.pad_top);
+        p.pad_right = std::max(p.pad_right, (p.OW - 1) * p.stride_w + p.KW - p.W - p.pad_left);
+        if (count_include_pad_) {  // counting stops at the declared padding, as in ONNX
+            p.pad_bottom = ph.second;
+            p.pad_right = pw.second;
+        }
+        return p;
+    }
+
+    std::vector<Shape> infer(const std::vector<Shape>& in) const override {
+        Pool2DParams p = geometry(in[0]);
+        if (layout_ == Layout::NHWC) return {{p.N, p.OH, p.OW, p.C}};
+        return {{p.N, p.C, p.OH, p.OW}};
+    }
+
+    void run(const std::vector<const Tensor*>& in, const std::vector<Tensor*>& out) const override {
+        pool2d(geometry(in[0]->shape), in[0]->f32(), out[0]->f32());
+    }
+
+private:
+    int64_t out_size(int64_t in, int64_t k, int64_t s, int64_t before, int64_t after) const {
+        const int64_t span = in + before + after - k;
+        if (span < 0 || in == 0) shape_error(str("pooling window ", k, " is larger than the padded input ", in + before + after));
+        int64_t out = (ceil_mode_ ? (span + s - 1) / s : span / s) + 1;
+        if (ceil_mode_ && (out - 1) * s >= in + before) --out;  // last window must start inside
+        return out;
+    }
+
+    Layout layout_;
+    bool is_max_, global_;
+    std::vector<int64_t> kernel_, strides_, pads_;
+    PadMode2D mode_ = PadMode2D::Explicit;
+    bool ceil_mode_ = false;
+    bool count_include_pad_ = false;
+};
+
+// ---- Softmax ----
+class SoftmaxOp : public Op {
+public:
+    explicit SoftmaxOp(const Attrs& a) : axis_(a.get_int("axis", -1)) {}
+    std::vector<Shape> infer(const std::vector<Shape>& in) const override {
+        normalize_axis(axis_, in[0].size(), "Softmax");
+        return {in[0]};
+    }
+    void run(const std::vector<const Tensor*>& in, const std::vector<Tensor*>& out) const override {
+        const Shape& s = in[0]->shape;
+        const size_t axis = static_cast<size_t>(normalize_axis(axis_, s.size(), "Softmax"));
+        int64_t outer = 1, inner = 1;
+        for (size_t i = 0; i < axis; ++i) outer *= s[i];
+        for (size_t i = axis + 1; i < s.size(); ++i) inner *= s[i];
+        if (s[axis] == 0) return;
+        softmax(in[0]->f32(), out[0]->f32(), outer, s[axis], inner);
+    }
+
+private:
+    int64_t axis_;
+};
+
+}  // namespace
+
+std::unique_ptr<Op> make_Dense(const Attrs& a) { return std::make_unique<DenseOp>(a); }
+std::unique_ptr<Op> make_MatMul(const Attrs& a) { return std::make_unique<DenseOp>(a); }
+std::unique_ptr<Op> make_Conv2D(const Attrs& a) { return std::make_unique<Conv2DOp>(a); }
+std::unique_ptr<Op> make_BatchNorm(const Attrs& a) { return std::make_unique<BatchNormOp>(a); }
+std::unique_ptr<Op> make_MaxPool(const Attrs& a) { return std::make_unique<PoolOp>(a, true, false); }
+std::unique_ptr<Op> make_AvgPool(const Attrs& a) { return std::make_unique<PoolOp>(a, false, false); }
+std::unique_ptr<Op> make_GlobalMaxPool(const Attrs& a) { return std::make_unique<PoolOp>(a, true, true); }
+std::unique_ptr<Op> make_GlobalAvgPool(const Attrs& a) { return std::make_unique<PoolOp>(a, false, true); }
+std::unique_ptr<Op> make_Softmax(const Attrs& a) { return std::make_unique<SoftmaxOp>(a); }
+
+}  // namespace pyengine

@@ -1,0 +1,43 @@
+// SPDX-License-Identifier: Apache-2.0
+// Shapes, element types and non-owning tensor views.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace pyengine {
+
+enum class DType : uint8_t { Float32 = 1, Int32 = 2, Int64 = 3, UInt8 = 4 };
+
+constexpr size_t kMaxRank = 8;
+
+// Bytes per element.
+size_t dtype_size(DType t);
+// "float32", ...
+const char* dtype_name(DType t);
+// Parses "float32" etc.; false for an unknown name.
+bool dtype_from_name(const std::string& name, DType* out);
+// True for codes the file format defines.
+bool dtype_valid(uint8_t code);
+
+using Shape = std::vector<int64_t>;
+
+// Number of elements; -1 never appears in concrete shapes.
+int64_t shape_numel(const Shape& s);
+// "[1, 3, 224, 224]"
+std::string shape_str(const Shape& s);
+
+// A view of memory owned elsewhere (the mapping, the caller, or the per-call arena).
+struct Tensor {
+    void* data = nullptr;
+    DType dtype = DType::Float32;
+    Shape shape;
+
+    float* f32() const { return static_cast<float*>(data); }
+    int64_t numel() const { return shape_numel(shape); }
+    size_t nbytes() const { return static_cast<size_t>(numel()) * dtype_size(dtype); }
+};
+
+}  // namespace pyengine

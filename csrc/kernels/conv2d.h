@@ -1,0 +1,30 @@
+// SPDX-License-Identifier: Apache-2.0
+// 2-D convolution, NCHW or NHWC, weights always OIHW (I = C / groups).
+#pragma once
+
+#include <cstdint>
+
+#include "kernels/activation.h"
+
+namespace pyengine {
+
+enum class Layout : uint8_t { NCHW, NHWC };
+
+struct Conv2DParams {
+    Layout layout = Layout::NCHW;
+    int64_t N = 0, C = 0, H = 0, W = 0;  // input
+    int64_t O = 0, KH = 0, KW = 0;       // output channels, kernel
+    int64_t stride_h = 1, stride_w = 1;
+    int64_t dilation_h = 1, dilation_w = 1;
+    int64_t pad_top = 0, pad_left = 0;   // bottom/right padding is implied by OH/OW
+    int64_t OH = 0, OW = 0;
+    int64_t groups = 1;
+    Epilogue ep;  // bias has O entries
+};
+
+// Dispatches on the ISA in use.
+void conv2d(const Conv2DParams& p, const float* x, const float* w, float* y);
+// The portable reference: direct loops.
+void conv2d_generic(const Conv2DParams& p, const float* x, const float* w, float* y);
+
+}  // namespace pyengine

@@ -1,0 +1,47 @@
+// SPDX-License-Identifier: Apache-2.0
+// Writing .pyem files from Python.
+#include "common.h"
+#include "format/writer.h"
+#include "python/bindings.h"
+
+namespace pyengine::python {
+
+DType dtype_of(const py::dtype& dt, const std::string& what) {
+    if (dt.byteorder() == '>') {
+        throw InvalidArgument(str(what, " is big-endian; pass a native-endian array (arr.astype(arr.dtype.newbyteorder('=')))"));
+    }
+    const char kind = dt.kind();
+    const auto size = dt.itemsize();
+    if (kind == 'f' && size == 4) return DType::Float32;
+    if (kind == 'i' && size == 4) return DType::Int32;
+    if (kind == 'i' && size == 8) return DType::Int64;
+    if (kind == 'u' && size == 1) return DType::UInt8;
+    throw InvalidArgument(str(what, " has dtype ", std::string(py::str(dt)), "; expected float32, int32, int64 or uint8"));
+}
+
+void register_format(py::module_& m) {
+    m.def("write_pyem", [](const std::string& path, const std::string& graph_json, py::list tensors) {
+        std::vector<TensorToWrite> items;
+        std::vector<py::array> keep;  // contiguous copies stay alive until written
+        for (py::handle h : tensors) {
+            auto pair = h.cast<py::tuple>();
+            if (pair.size() != 2) throw InvalidArgument("each tensor must be a (name, array) pair");
+            const std::string name = pair[0].cast<std::string>();
+            py::array arr = py::array::ensure(pair[1], py::array::c_style);
+            if (!arr) throw InvalidArgument(str("tensor '", name, "' is not an array"));
+            TensorToWrite t;
+            t.name = name;
+            t.dtype = dtype_of(arr.dtype(), str("tensor '", name, "'"));
+            for (py::ssize_t d = 0; d < arr.ndim(); ++d) t.shape.push_back(static_cast<int64_t>(arr.shape(d)));
+            t.data = arr.data();
+            t.length = static_cast<size_t>(arr.nbytes());
+            keep.push_back(arr);
+            items.push_back(std::move(t));
+        }
+        py::gil_scoped_release release;
+        write_pyem(path, graph_json, items);
+    }, py::arg("path"), py::arg("graph_json"), py::arg("tensors"),
+       "Write a .pyem file: graph JSON text and (name, array) tensors, atomically.");
+}
+
+}  // namespace pyengine::python

@@ -1,0 +1,82 @@
+// SPDX-License-Identifier: Apache-2.0
+// The native Model: load, describe, run (GIL released while loading and running).
+#include <memory>
+
+#include <pybind11/stl.h>
+
+#include "common.h"
+#include "graph/model.h"
+#include "python/bindings.h"
+
+namespace pyengine::python {
+
+namespace {
+
+py::list specs(const std::vector<TensorSpec>& v) {
+    py::list out;
+    for (const auto& s : v) {
+        py::tuple shape(s.shape.size());
+        for (size_t i = 0; i < s.shape.size(); ++i) shape[i] = s.shape[i];
+        out.append(py::make_tuple(s.name, shape, dtype_name(s.dtype)));
+    }
+    return out;
+}
+
+// Runs `model` on arrays given in input order; returns arrays in output order.
+py::list run(const Model& model, const py::sequence& arrays) {
+    const auto& specs_in = model.inputs();
+    if (static_cast<size_t>(py::len(arrays)) != specs_in.size()) {
+        throw InvalidArgument(str("the model takes ", specs_in.size(), " inputs, got ", py::len(arrays)));
+    }
+    std::vector<py::array> keep;
+    std::vector<Shape> shapes;
+    std::vector<const void*> in_ptrs;
+    for (size_t i = 0; i < specs_in.size(); ++i) {
+        const std::string what = str("input '", specs_in[i].name, "'");
+        py::object obj = arrays[i];
+        if (!py::isinstance<py::array>(obj)) throw InvalidArgument(str(what, " must be a numpy array, got ", std::string(py::str(py::type::of(obj)))));
+        py::array arr = obj.cast<py::array>();
+        if (dtype_of(arr.dtype(), what) != DType::Float32) {
+            throw InvalidArgument(str(what, " has dtype ", std::string(py::str(arr.dtype())), ", expected float32"));
+        }
+        arr = py::array::ensure(arr, py::array::c_style);  // copies only when not contiguous
+        Shape s;
+        for (py::ssize_t d = 0; d < arr.ndim(); ++d) s.push_back(static_cast<int64_t>(arr.shape(d)));
+        shapes.push_back(std::move(s));
+        in_ptrs.push_back(arr.data());
+        keep.push_back(std::move(arr));
+    }
+    std::shared_ptr<const Plan> plan = model.plan(shapes);
+    py::list outs;
+    std::vector<void*> out_ptrs;
+    for (const Shape& s : plan->output_shapes) {
+        py::array_t<float> a(std::vector<py::ssize_t>(s.begin(), s.end()));
+        out_ptrs.push_back(a.mutable_data());
+        outs.append(a);
+    }
+    {
+        py::gil_scoped_release release;
+        model.run(*plan, in_ptrs, out_ptrs);
+    }
+    return outs;
+}
+
+}  // namespace
+
+void register_model(py::module_& m) {
+    py::class_<Model, std::shared_ptr<Model>>(m, "Model", "A .pyem model mapped from disk.")
+        .def(py::init([](const std::string& path) {
+                 py::gil_scoped_release release;
+                 return std::make_shared<Model>(path);
+             }),
+             py::arg("path"))
+        .def_property_readonly("path", &Model::path)
+        .def_property_readonly("inputs", [](const Model& mdl) { return specs(mdl.inputs()); },
+                               "[(name, shape, dtype)] with -1 for free dimensions")
+        .def_property_readonly("outputs", [](const Model& mdl) { return specs(mdl.outputs()); })
+        .def_property_readonly("weight_bytes", &Model::weight_bytes)
+        .def_property_readonly("node_count", &Model::node_count)
+        .def("run", &run, py::arg("inputs"), "Run on arrays in input order; returns arrays in output order.");
+}
+
+}  // namespace pyengine::python

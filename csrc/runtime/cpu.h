@@ -1,0 +1,29 @@
+// SPDX-License-Identifier: Apache-2.0
+// CPU features, read once and cached.
+#pragma once
+
+#include <string>
+
+namespace pyengine {
+
+struct CpuFeatures {
+    std::string arch;   // "x86_64", "aarch64", "armv7l", ...
+    std::string model;  // brand string where the CPU gives one
+    bool avx = false;
+    bool avx2 = false;
+    bool fma = false;
+    bool f16c = false;
+    bool avx512f = false;
+    bool neon = false;
+    int cores = 1;  // online logical CPUs
+};
+
+// Read once: cpuid + XCR0 on x86 (the OS must have enabled AVX state), getauxval on ARM.
+const CpuFeatures& cpu_features();
+
+// True when the CPU and OS can run the AVX2+FMA kernels.
+bool cpu_support_x86_avx2();
+// True when the CPU has NEON (always on aarch64).
+bool cpu_support_arm_neon();
+
+}  // namespace pyengine

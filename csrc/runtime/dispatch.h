@@ -1,0 +1,49 @@
+// SPDX-License-Identifier: Apache-2.0
+// Kernel dispatch: one table of function pointers per instruction set, chosen once.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "kernels/activation.h"
+#include "kernels/conv2d.h"
+#include "kernels/elementwise.h"
+#include "kernels/pool.h"
+
+namespace pyengine {
+
+enum class Isa { Generic, Avx2, Neon };
+
+// Every kernel that has ISA-specific variants goes through this table.
+struct KernelTable {
+    Isa isa;
+    const char* name;
+    // C[M,N] = A[M,K] * B (+bias, activation). B is [K,N] (ldb), or [N,K] with trans_b.
+    void (*gemm)(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* B,
+                 int64_t ldb, bool trans_b, float* C, int64_t ldc, const Epilogue& ep);
+    void (*conv2d)(const Conv2DParams& p, const float* x, const float* w, float* y);
+    void (*pool2d)(const Pool2DParams& p, const float* x, float* y);
+    void (*activation_apply)(const float* x, float* y, int64_t n, const Epilogue& ep);
+    // y[i] = a[i*a_step] op b[i*b_step], steps 0 or 1.
+    void (*binary)(BinaryOp op, const float* a, int64_t a_step, const float* b, int64_t b_step,
+                   float* y, int64_t n);
+    // Softmax over the middle axis of [outer, axis, inner].
+    void (*softmax)(const float* x, float* y, int64_t outer, int64_t axis, int64_t inner);
+};
+
+// The table in use: PYENGINE_ISA if set (an error if the CPU lacks it), else the best available.
+const KernelTable& kernels();
+// The table for `isa`, or nullptr when it was not compiled in or the CPU cannot run it.
+const KernelTable* kernel_table(Isa isa);
+// Switches the table in use (tests compare variants); throws InvalidArgument if unavailable.
+void kernels_select(const std::string& isa_name);
+// Names of the ISAs usable on this machine, best first.
+std::vector<std::string> kernels_available();
+
+// Per-ISA tables, defined by the files that implement them.
+const KernelTable* kernel_table_generic();
+const KernelTable* kernel_table_avx2();  // nullptr unless compiled with the AVX2 kernels
+const KernelTable* kernel_table_neon();  // nullptr unless compiled with the NEON kernels
+
+}  // namespace pyengine

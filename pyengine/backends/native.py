@@ -1,0 +1,58 @@
+"""The native engine: .pyem files mapped from disk and run by the C++ core."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from pyengine import _core
+from pyengine.errors import ModelFormatError
+from pyengine.model import Model, TensorSpec
+
+
+class NativeModel(Model):
+    """A .pyem model run by the C++ core. Thread-safe: call ``predict`` from many threads."""
+
+    backend = "native"
+
+    def __init__(self, path: str) -> None:
+        self._core = _core.Model(path)
+        self._inputs = [TensorSpec(n, tuple(s), d) for n, s, d in self._core.inputs]
+        self._outputs = [TensorSpec(n, tuple(s), d) for n, s, d in self._core.outputs]
+        self.path = path
+
+    @property
+    def inputs(self) -> list[TensorSpec]:
+        return list(self._inputs)
+
+    @property
+    def outputs(self) -> list[TensorSpec]:
+        return list(self._outputs)
+
+    @property
+    def weight_bytes(self) -> int:
+        """Bytes of weights mapped from the file (shared, not copied)."""
+        return int(self._core.weight_bytes)
+
+    def _run(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
+        return list(self._core.run(arrays))
+
+
+def find_pyem(path: str) -> str:
+    """The .pyem file at ``path``, or the single one inside directory ``path``."""
+    if os.path.isfile(path):
+        return path
+    found = sorted(
+        os.path.join(root, f) for root, _, files in os.walk(path) for f in files if f.endswith(".pyem")
+    )
+    if len(found) == 1:
+        return found[0]
+    if not found:
+        raise ModelFormatError(f"'{path}' holds no .pyem model")
+    raise ModelFormatError(f"'{path}' holds several .pyem models ({', '.join(found)}); name one")
+
+
+def load(path: str) -> NativeModel:
+    """Load a .pyem file (or the one inside a directory)."""
+    return NativeModel(find_pyem(path))

@@ -1,0 +1,125 @@
+"""A small builder for native graphs; tests and the converters write .pyem files with it."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Sequence
+
+import numpy as np
+
+from pyengine import _core
+
+_DTYPES = {np.dtype(np.float32), np.dtype(np.int32), np.dtype(np.int64), np.dtype(np.uint8)}
+
+
+def _plain(value: Any) -> Any:
+    """Attribute values as JSON types (numpy scalars and arrays become Python numbers and lists)."""
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+class GraphBuilder:
+    """Builds a native graph node by node, then writes it as a .pyem file.
+
+    Example
+    -------
+    >>> g = GraphBuilder()
+    >>> x = g.input("x", [-1, 64])
+    >>> h = g.node("Dense", [x, g.constant("w", w), g.constant("b", b)], activation="relu")
+    >>> g.output(h)
+    >>> g.save("mlp.pyem")
+    """
+
+    def __init__(self, producer: str = "pyengine.GraphBuilder") -> None:
+        self.producer = producer
+        self._inputs: list[dict[str, Any]] = []
+        self._outputs: list[str] = []
+        self._nodes: list[dict[str, Any]] = []
+        self._tensors: dict[str, np.ndarray] = {}
+        self._names: set[str] = set()
+        self._counter = 0
+
+    def _claim(self, name: str) -> str:
+        if not name:
+            raise ValueError("names must not be empty")
+        if name in self._names:
+            raise ValueError(f"name '{name}' is already used in this graph")
+        self._names.add(name)
+        return name
+
+    def fresh_name(self, prefix: str) -> str:
+        """A name not used yet, starting with ``prefix``."""
+        while True:
+            self._counter += 1
+            name = f"{prefix}_{self._counter}"
+            if name not in self._names:
+                return name
+
+    def input(self, name: str, shape: Sequence[int], dtype: str = "float32") -> str:
+        """Declare a graph input; -1 marks a free dimension (the batch, usually)."""
+        shape = [int(d) for d in shape]
+        if any(d < -1 for d in shape):
+            raise ValueError(f"input '{name}' shape {shape} has entries below -1")
+        self._inputs.append({"name": self._claim(name), "dtype": dtype, "shape": shape})
+        return name
+
+    def constant(self, name: str, array: Any) -> str:
+        """Store a tensor (weights) in the file; float64 arrays are stored as float32."""
+        arr = np.asarray(array)
+        if arr.dtype == np.float64:
+            arr = arr.astype(np.float32)
+        arr = np.ascontiguousarray(arr).astype(arr.dtype.newbyteorder("<"), copy=False)
+        if arr.dtype.newbyteorder("=") not in _DTYPES:
+            raise ValueError(f"tensor '{name}' has dtype {arr.dtype}; expected float32, int32, int64 or uint8")
+        self._tensors[self._claim(name)] = arr
+        return name
+
+    def node(
+        self,
+        op: str,
+        inputs: Sequence[str],
+        *,
+        name: str | None = None,
+        outputs: Sequence[str] | None = None,
+        **attrs: Any,
+    ) -> str:
+        """Add a node; returns the name of its (first) output."""
+        name = self._claim(name or self.fresh_name(op.lower()))
+        outs = list(outputs) if outputs is not None else [name + ":0"]
+        for o in outs:
+            self._claim(o)
+        node: dict[str, Any] = {"name": name, "op": op, "inputs": list(inputs), "outputs": outs}
+        if attrs:
+            node["attrs"] = {k: _plain(v) for k, v in attrs.items()}
+        self._nodes.append(node)
+        return outs[0]
+
+    def output(self, name: str) -> None:
+        """Mark a value as a graph output."""
+        self._outputs.append(name)
+
+    @property
+    def graph(self) -> dict[str, Any]:
+        """The graph document (without tensor data)."""
+        return {
+            "format": "pyem",
+            "producer": self.producer,
+            "inputs": self._inputs,
+            "outputs": [{"name": o} for o in self._outputs],
+            "nodes": self._nodes,
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.graph, separators=(",", ":"))
+
+    def save(self, path: str | os.PathLike[str]) -> str:
+        """Write the .pyem file atomically; returns its path."""
+        path = os.fspath(path)
+        _core.write_pyem(path, self.to_json(), list(self._tensors.items()))
+        return path

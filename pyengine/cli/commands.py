@@ -1,0 +1,57 @@
+"""Model commands: info, run."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import numpy as np
+
+import pyengine
+
+
+def info_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+
+def info_run(args: argparse.Namespace) -> int:
+    data = pyengine.info()
+    if args.json:
+        print(json.dumps(data, indent=2))
+        return 0
+    cpu = data["cpu"]
+    flags = [k for k in ("avx", "avx2", "fma", "f16c", "avx512f", "neon") if cpu.get(k)]
+    print(f"pyengine {data['version']}")
+    print(f"cpu:      {cpu['model'] or cpu['arch']} ({cpu['arch']}, {cpu['cores']} cores; {' '.join(flags) or 'baseline'})")
+    print(f"kernels:  {data['kernel_variant']} (available: {', '.join(data['kernels_available'])})")
+    print(f"threads:  {data['threads']}")
+    print(f"backends: {', '.join(data['backends'])}")
+    return 0
+
+
+def run_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", help="model file or directory")
+    p.add_argument("--input", "-i", action="append", required=True, metavar="[NAME=]FILE.npy",
+                   help="input array; NAME= picks the input when the model has several")
+    p.add_argument("--output", "-o", help="write the output to this .npy (.npz for several outputs)")
+    p.add_argument("--backend", default="auto")
+
+
+def run_run(args: argparse.Namespace) -> int:
+    model = pyengine.load(args.model, backend=args.backend)
+    named = {}
+    for item in args.input:
+        name, sep, path = item.rpartition("=")
+        named[name if sep else ""] = np.load(path, allow_pickle=False)
+    x = named[""] if list(named) == [""] else named
+    y = model.predict(x)
+    if args.output:
+        if isinstance(y, dict):
+            np.savez(args.output, **y)
+        else:
+            np.save(args.output, y)
+    else:
+        for name, arr in (y.items() if isinstance(y, dict) else [(model.outputs[0].name, y)]):
+            print(f"{name}: shape={list(arr.shape)} dtype={arr.dtype}")
+            print(np.array2string(arr, threshold=50, precision=5))
+    return 0
