@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Sets up a development environment on a fresh machine: a venv in .venv with the test tools
+# (and, with --frameworks, TensorFlow, MXNet, Chainer, ONNX), then builds the native core in place.
+# Idempotent: re-running only does what is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+frameworks=0
+for arg in "$@"; do
+  case "$arg" in
+    --frameworks) frameworks=1 ;;
+    *) echo "usage: scripts/setup.sh [--frameworks]" >&2; exit 2 ;;
+  esac
+done
+
+PY=${PYTHON:-python3.11}
+command -v "$PY" >/dev/null || PY=python3
+if [ ! -x .venv/bin/python ]; then
+  "$PY" -m venv .venv
+fi
+VPY=.venv/bin/python
+# numpy < 2: MXNet 1.9.1 needs it, and one environment holds every framework.
+"$VPY" -m pip install -q --upgrade "pip>=23" 
+"$VPY" -m pip install -q "numpy>=1.23,<2" "setuptools<81" wheel "scikit-build-core>=0.10" "pybind11>=2.12" cmake ninja
+"$VPY" -m pip install -q pytest hypothesis pyyaml boto3 "moto[server]>=5" ruff mypy
+if [ "$(uname -m)" = "x86_64" ]; then
+  "$VPY" -m pip install -q atheris || echo "setup: atheris unavailable; the fuzz test will say so" >&2
+fi
+if [ "$frameworks" = 1 ]; then
+  scripts/install_frameworks.sh "$VPY"
+fi
+
+scripts/build.sh
