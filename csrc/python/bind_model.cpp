@@ -36,7 +36,11 @@ py::list run(const Model& model, const py::sequence& arrays) {
         py::object obj = arrays[i];
         if (!py::isinstance<py::array>(obj)) throw InvalidArgument(str(what, " must be a numpy array, got ", std::string(py::str(py::type::of(obj)))));
         py::array arr = obj.cast<py::array>();
-        if (dtype_of(arr.dtype(), what) != DType::Float32) {
+        const py::dtype dt = arr.dtype();
+        if (dt.byteorder() == '>') {
+            throw InvalidArgument(str(what, " is big-endian; pass a native-endian array (arr.astype('=f4'))"));
+        }
+        if (dt.kind() != 'f' || dt.itemsize() != 4) {
             throw InvalidArgument(str(what, " has dtype ", std::string(py::str(arr.dtype())), ", expected float32"));
         }
         arr = py::array::ensure(arr, py::array::c_style);  // copies only when not contiguous
