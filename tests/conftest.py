@@ -5,5 +5,8 @@ from __future__ import annotations
 import os
 import sys
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Tests import helpers (models.py, oprefs.py) from this directory.
 sys.path.insert(0, os.path.dirname(__file__))
+# Subprocesses (CLI runs, workers, fuzzers) import the same in-place build as the tests.
+os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (ROOT, os.environ.get("PYTHONPATH")) if p)

@@ -47,6 +47,30 @@ const char* type_name(Type t) {
     return "?";
 }
 
+bool valid_utf8(const std::string& s) {
+    const auto* p = reinterpret_cast<const unsigned char*>(s.data());
+    const auto* end = p + s.size();
+    while (p < end) {
+        const unsigned char c = *p;
+        size_t n;
+        uint32_t cp;
+        if (c < 0x80) { ++p; continue; }
+        if ((c & 0xE0) == 0xC0) { n = 1; cp = c & 0x1Fu; }
+        else if ((c & 0xF0) == 0xE0) { n = 2; cp = c & 0x0Fu; }
+        else if ((c & 0xF8) == 0xF0) { n = 3; cp = c & 0x07u; }
+        else return false;
+        if (static_cast<size_t>(end - p) <= n) return false;
+        for (size_t i = 1; i <= n; ++i) {
+            if ((p[i] & 0xC0) != 0x80) return false;
+            cp = (cp << 6) | (p[i] & 0x3Fu);
+        }
+        static const uint32_t min_for_len[4] = {0, 0x80, 0x800, 0x10000};
+        if (cp < min_for_len[n] || cp > 0x10FFFF || (cp >= 0xD800 && cp < 0xE000)) return false;
+        p += n + 1;
+    }
+    return true;
+}
+
 namespace {
 
 void dump_string(const std::string& s, std::string& out) {
@@ -228,7 +252,11 @@ private:
         for (;;) {
             if (p_ >= end_) fail("unterminated string");
             char c = *p_++;
-            if (c == '"') return out;
+            if (c == '"') {
+                // Names reach Python as str; refuse bytes that are not text here.
+                if (!valid_utf8(out)) fail("string is not valid UTF-8");
+                return out;
+            }
             if (static_cast<unsigned char>(c) < 0x20) fail("control character in string");
             if (c != '\\') { out += c; continue; }
             if (p_ >= end_) fail("unterminated escape");

@@ -58,6 +58,9 @@ private:
 // Parses `text`; throws ModelFormatError("invalid JSON at offset N: ...") on any error.
 Value parse(const char* text, size_t length, size_t max_depth = 64);
 
+// True when `s` is well-formed UTF-8 (no overlongs, surrogates or code points past U+10FFFF).
+bool valid_utf8(const std::string& s);
+
 // Name of a type for messages ("string", "array", ...).
 const char* type_name(Type t);
 

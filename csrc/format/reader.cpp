@@ -115,6 +115,7 @@ PyemReader::PyemReader(const std::string& path) : file_(std::make_unique<MappedF
         pos += 16;
         e.name.assign(reinterpret_cast<const char*>(t + pos), name_len);
         pos += name_len;
+        if (!json::valid_utf8(e.name)) bad(path, str("tensor table entry ", i, " name is not valid UTF-8"));
         pos = (pos + 7) & ~uint64_t(7);
         int64_t nbytes = 0;
         if (mul_overflow(numel, static_cast<int64_t>(dtype_size(e.dtype)), &nbytes)) {

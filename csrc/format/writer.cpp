@@ -89,6 +89,7 @@ void write_pyem(const std::string& path, const std::string& graph_json,
         if (t.name.empty() || t.name.size() > pyem::kMaxNameLength) {
             throw InvalidArgument(str("tensor name '", t.name, "' must be 1..", pyem::kMaxNameLength, " bytes"));
         }
+        if (!json::valid_utf8(t.name)) throw InvalidArgument("tensor names must be valid UTF-8");
         if (!names.insert(t.name).second) throw InvalidArgument(str("tensor name '", t.name, "' appears twice"));
         if (t.shape.size() > kMaxRank) throw InvalidArgument(str("tensor '", t.name, "' has rank above ", kMaxRank));
         for (int64_t d : t.shape) {
