@@ -20,7 +20,7 @@ if [ ! -x .venv/bin/python ]; then
 fi
 VPY=.venv/bin/python
 # numpy < 2: MXNet 1.9.1 needs it, and one environment holds every framework.
-"$VPY" -m pip install -q --upgrade "pip>=23" 
+"$VPY" -m pip install -q --upgrade "pip>=23"
 "$VPY" -m pip install -q "numpy>=1.23,<2" "setuptools<81" wheel "scikit-build-core>=0.10" "pybind11>=2.12" cmake ninja
 "$VPY" -m pip install -q pytest hypothesis pyyaml boto3 "moto[server]>=5" ruff mypy
 if [ "$(uname -m)" = "x86_64" ]; then
@@ -31,3 +31,14 @@ if [ "$frameworks" = 1 ]; then
 fi
 
 scripts/build.sh
+
+# The in-place build is what the venv imports and what its `pyengine` command runs.
+site=$("$VPY" -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
+echo "$PWD" > "$site/pyengine-dev.pth"
+cat > .venv/bin/pyengine <<PYENGINE
+#!$PWD/.venv/bin/python
+import sys
+from pyengine.cli import main
+sys.exit(main())
+PYENGINE
+chmod +x .venv/bin/pyengine
