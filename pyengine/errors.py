@@ -19,3 +19,27 @@ class BackendUnavailableError(ImportError):
         )
         self.backend = backend
         self.extra = extra
+
+
+class UnsupportedOpsError(ModelFormatError):  # type: ignore[misc,valid-type]
+    """A framework model uses ops the native engine cannot run; ``ops`` lists (node, op) pairs."""
+
+    def __init__(self, path: str, framework: str, ops: list[tuple[str, str]]) -> None:
+        listed = "; ".join(f"{node} ({op})" for node, op in ops)
+        kinds = sorted({op for _, op in ops})
+        super().__init__(
+            f"'{path}': cannot convert this {framework} model to the native engine: "
+            f"{len(ops)} node(s) use unsupported op(s) {', '.join(kinds)}: {listed}. "
+            f"Run it with backend='{framework}' (or 'auto', which falls back to the framework)"
+        )
+        self.path = path
+        self.framework = framework
+        self.ops = list(ops)
+
+
+class FrameworkFallbackWarning(UserWarning):
+    """``backend="auto"`` could not convert a model and runs it on its framework instead."""
+
+
+class FrameworkVersionWarning(UserWarning):
+    """A model was saved by a newer framework version than the one installed."""

@@ -103,20 +103,31 @@ def load(path: str | os.PathLike[str], backend: str = "auto", device: str = "aut
     Parameters
     ----------
     path
-        A model file (``.pyem``), or a directory holding one.
+        A model file, or a directory holding one model (descending into a single top-level
+        folder): ``.pyem``; a TensorFlow frozen graph ``.pb`` or SavedModel directory; an MXNet
+        ``<prefix>-symbol.json`` + ``<prefix>-NNNN.params``; a Chainer ``model.npz`` (with a
+        ``pyengine.json`` manifest or ``chain=``); an ONNX ``.onnx``.
     backend
-        ``"auto"`` picks the native engine for ``.pyem`` files.
+        ``"auto"`` converts framework models to the native engine and runs them there, falling
+        back to the framework (with one :class:`~pyengine.errors.FrameworkFallbackWarning`) when
+        an op does not convert. ``"native"`` converts or fails. ``"tensorflow"``, ``"mxnet"``,
+        ``"chainer"``, ``"onnx"`` run the model on that framework.
     device
         ``"auto"`` or ``"cpu"``.
     **options
-        Backend-specific options.
+        Backend-specific options: ``inputs``/``outputs``/``signature`` (TensorFlow),
+        ``epoch``/``strict`` (MXNet), ``chain`` (Chainer), ``input_shapes`` (MXNet, Chainer).
 
     Raises
     ------
     FileNotFoundError
         ``path`` does not exist.
     ModelFormatError
-        The file is damaged or not a model this backend reads.
+        No recognisable model, several candidates, or a damaged model.
+    UnsupportedOpsError
+        ``backend="native"`` and some ops do not convert (each is listed with its node).
+    BackendUnavailableError
+        The framework the model needs is not installed (the message names the pip extra).
     ValueError
         An unknown backend or device.
     """
@@ -124,11 +135,6 @@ def load(path: str | os.PathLike[str], backend: str = "auto", device: str = "aut
         raise ValueError(f"backend={backend!r} is not one of {', '.join(BACKENDS)}")
     if device not in ("auto", "cpu"):
         raise ValueError(f"device={device!r} is not available; this build runs on 'cpu' ('auto' picks it)")
-    fspath = os.fspath(path)
-    if not os.path.exists(fspath):
-        raise FileNotFoundError(f"no model at '{fspath}' (expected a .pyem file or a model directory)")
-    from pyengine.backends import native
+    from pyengine.backends import select
 
-    if backend in ("auto", "native"):
-        return native.load(fspath, **options)
-    raise ValueError(f"backend={backend!r} is not available in this build")
+    return select.load(os.fspath(path), backend, **options)

@@ -1,0 +1,62 @@
+"""Backend selection for :func:`pyengine.load`: find the model, convert it to the native engine
+when asked (or when ``auto`` can), else run it on its framework."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import tempfile
+import warnings
+from typing import Any
+
+from pyengine.errors import FrameworkFallbackWarning, ModelFormatError, UnsupportedOpsError
+from pyengine.locate import ModelLocation, locate
+from pyengine.model import Model
+
+# Options only the framework backends take (the importers ignore them).
+_BACKEND_ONLY = {"signature"}
+
+
+def _native_from(location: ModelLocation, options: dict[str, Any]) -> Model:
+    from pyengine.backends import native
+    from pyengine.convert import to_builder
+
+    builder = to_builder(location, **options)
+    fd, tmp = tempfile.mkstemp(prefix="pyengine-", suffix=".pyem")
+    os.close(fd)
+    try:
+        builder.save(tmp)
+        model = native.load(tmp)  # mapped: the file can go once loaded
+    finally:
+        os.unlink(tmp)
+    model.path = location.path
+    return model
+
+
+def load(path: str, backend: str, **options: Any) -> Model:
+    """See :func:`pyengine.load`."""
+    from pyengine.backends import native
+
+    wanted = None if backend in ("auto", "native") else backend
+    location = locate(path, wanted, epoch=options.pop("epoch", None))
+    if location.framework == "native":
+        if options:
+            raise ValueError(f"native models take no options; got {sorted(options)}")
+        return native.load(location.path)
+    if backend in ("auto", "native"):
+        convert_options = {k: v for k, v in options.items() if k not in _BACKEND_ONLY}
+        try:
+            return _native_from(location, convert_options)
+        except UnsupportedOpsError as exc:
+            if backend == "native":
+                raise
+            warnings.warn(
+                f"{exc}. pyengine runs this model on {location.framework} instead of the native engine",
+                FrameworkFallbackWarning,
+                stacklevel=3,
+            )
+    if location.framework != (wanted or location.framework):
+        raise ModelFormatError(f"'{path}' is a {location.framework} model, not a {backend} one")
+    module = importlib.import_module(f"pyengine.backends.{location.framework}")
+    model: Model = module.load(location, **options)
+    return model

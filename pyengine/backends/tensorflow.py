@@ -1,0 +1,105 @@
+"""TensorFlow backend: frozen GraphDefs imported with import_graph_def, SavedModels through their
+serving signature. TensorFlow is imported on first use."""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+
+from pyengine.convert.tensorflow import import_tf, read_graph
+from pyengine.errors import ModelFormatError
+from pyengine.locate import ModelLocation
+from pyengine.model import Model, TensorSpec
+
+
+def _shape(node: Any) -> tuple[int, ...]:
+    if "shape" not in node.attr or node.attr["shape"].shape.unknown_rank:
+        return ()
+    return tuple(d.size if d.size >= 0 else -1 for d in node.attr["shape"].shape.dim)
+
+
+class TensorFlowModel(Model):
+    """A TensorFlow graph run by TensorFlow (a pruned function over the imported GraphDef)."""
+
+    backend = "tensorflow"
+
+    def __init__(
+        self,
+        location: ModelLocation,
+        inputs: Sequence[str] | None = None,
+        outputs: Sequence[str] | None = None,
+        signature: str = "serving_default",
+    ) -> None:
+        tf = import_tf()
+        self._tf = tf
+        self.path = location.path
+        if location.extra.get("saved_model") and inputs is None and outputs is None:
+            self._init_saved_model(location.path, signature)
+            return
+        frozen = read_graph(location, inputs, outputs, signature)
+        graph_def = frozen.graph_def
+
+        def _import() -> None:
+            tf.compat.v1.import_graph_def(graph_def, name="")
+
+        try:
+            wrapped = tf.compat.v1.wrap_function(_import, [])
+            graph = wrapped.graph
+            feeds = [graph.get_tensor_by_name(n + ":0") for n in frozen.inputs]
+            fetches = [graph.get_tensor_by_name(n + ":0") for n in frozen.outputs]
+            self._fn = wrapped.prune(feeds, fetches)
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ModelFormatError(f"'{self.path}': TensorFlow cannot import this graph ({exc})") from None
+        nodes = {n.name: n for n in graph_def.node}
+        self._inputs = [TensorSpec(n, _shape(nodes[n]), "float32") for n in frozen.inputs]
+        self._outputs = [
+            TensorSpec(n, tuple(-1 if d is None else d for d in (f.shape.as_list() or [])), "float32")
+            for n, f in zip(frozen.outputs, fetches)
+        ]
+        self._signature = False
+
+    def _init_saved_model(self, path: str, signature: str) -> None:
+        tf = self._tf
+        try:
+            loaded = tf.saved_model.load(path)
+        except Exception as exc:
+            raise ModelFormatError(f"'{path}': not a loadable TensorFlow SavedModel ({exc})") from None
+        if signature not in loaded.signatures:
+            raise ModelFormatError(
+                f"'{path}': SavedModel has no signature '{signature}'; it has {sorted(loaded.signatures)}"
+            )
+        self._loaded = loaded  # keeps the variables alive
+        self._fn = loaded.signatures[signature]
+        specs = self._fn.structured_input_signature[1]
+        self._inputs = [
+            TensorSpec(k, tuple(-1 if d is None else d for d in v.shape.as_list()), "float32")
+            for k, v in sorted(specs.items())
+        ]
+        outs = self._fn.structured_outputs
+        self._outputs = [
+            TensorSpec(k, tuple(-1 if d is None else d for d in v.shape.as_list()), "float32")
+            for k, v in sorted(outs.items())
+        ]
+        self._signature = True
+
+    @property
+    def inputs(self) -> list[TensorSpec]:
+        return list(self._inputs)
+
+    @property
+    def outputs(self) -> list[TensorSpec]:
+        return list(self._outputs)
+
+    def _run(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
+        tf = self._tf
+        tensors = [tf.constant(a) for a in arrays]
+        if self._signature:
+            out = self._fn(**{s.name: t for s, t in zip(self._inputs, tensors)})
+            return [out[s.name].numpy() for s in self._outputs]
+        return [t.numpy() for t in self._fn(*tensors)]
+
+
+def load(location: ModelLocation, **options: Any) -> TensorFlowModel:
+    """Load a frozen graph or SavedModel. Options: ``inputs``, ``outputs``, ``signature``."""
+    return TensorFlowModel(location, **options)

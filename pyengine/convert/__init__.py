@@ -1,0 +1,73 @@
+"""Framework model -> native graph (.pyem): one importer per framework.
+
+>>> import pyengine
+>>> pyengine.convert("/models/digits", "digits.pyem")      # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from typing import Any
+
+from pyengine.builder import GraphBuilder
+from pyengine.errors import ModelFormatError
+from pyengine.locate import ModelLocation, locate
+
+FRAMEWORKS = ("tensorflow", "mxnet", "chainer", "onnx")
+
+
+def to_builder(location: ModelLocation, **options: Any) -> GraphBuilder:
+    """Import the located model into a :class:`GraphBuilder` (not yet written).
+
+    Raises
+    ------
+    UnsupportedOpsError
+        The model uses ops the native engine lacks (every one is listed with its node).
+    ModelFormatError
+        The model is damaged or cannot be read.
+    BackendUnavailableError
+        The framework the importer needs is not installed.
+    """
+    if location.framework not in FRAMEWORKS:
+        raise ModelFormatError(f"'{location.path}' is already a native model; nothing to convert")
+    module = importlib.import_module(f"pyengine.convert.{location.framework}")
+    builder: GraphBuilder = module.convert(location, **options)
+    return builder
+
+
+def convert(
+    src: str | os.PathLike[str],
+    dst: str | os.PathLike[str],
+    framework: str | None = None,
+    **options: Any,
+) -> str:
+    """Convert a TensorFlow, MXNet, Chainer or ONNX model into a native ``.pyem`` file.
+
+    Parameters
+    ----------
+    src
+        The model file or directory (found as :func:`pyengine.load` finds it).
+    dst
+        The ``.pyem`` file to write (atomically).
+    framework
+        Only consider this framework's models in ``src`` (default: whichever is there).
+    **options
+        Importer options: ``inputs``/``outputs`` (TensorFlow node names), ``input_shapes``
+        (``{name: shape}``; MXNet and Chainer), ``epoch`` (MXNet), ``chain`` (Chainer: a Chain
+        instance when the package has no manifest).
+
+    Returns
+    -------
+    The path written.
+
+    Raises
+    ------
+    UnsupportedOpsError
+        Some ops have no native equivalent; the message lists every one with its node name.
+    ModelFormatError
+        No model, several candidates, or a damaged model.
+    """
+    epoch = options.pop("epoch", None)
+    location = locate(os.fspath(src), framework, epoch=epoch)
+    return to_builder(location, **options).save(dst)

@@ -1,0 +1,325 @@
+"""The graph every importer builds: constant folding as nodes are added, then batch norm and
+affine folding into the preceding Conv2D/Dense, activation fusion, dead-node removal, and
+emission through :class:`pyengine.GraphBuilder`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from pyengine.builder import GraphBuilder
+from pyengine.errors import UnsupportedOpsError
+
+_FUSABLE_ACTIVATIONS = {"Relu": "relu", "Relu6": "relu6", "Sigmoid": "sigmoid", "Tanh": "tanh"}
+
+
+@dataclass
+class Node:
+    """One native op: ``out`` is the name of its (single) output value."""
+
+    name: str
+    op: str
+    inputs: list[str]
+    out: str
+    attrs: dict[str, Any] = field(default_factory=dict)
+
+
+def _reshape(x: np.ndarray, shape: Sequence[int]) -> np.ndarray:
+    target = [x.shape[i] if d == 0 else d for i, d in enumerate(shape)]
+    return x.reshape(target)
+
+
+def _squeeze(x: np.ndarray, axes: Sequence[int]) -> np.ndarray:
+    return np.squeeze(x, axis=tuple(axes)) if axes else np.squeeze(x)
+
+
+def _flatten(x: np.ndarray, axis: int) -> np.ndarray:
+    axis = axis % x.ndim if x.ndim else 0
+    return x.reshape(int(np.prod(x.shape[:axis])), -1)
+
+
+# Native ops evaluated with numpy when every input is a constant.
+_FOLD: dict[str, Callable[..., np.ndarray]] = {
+    "Add": lambda a, b: a + b,
+    "Sub": lambda a, b: a - b,
+    "Mul": lambda a, b: a * b,
+    "Div": lambda a, b: a / b,
+    "Relu": lambda x: np.maximum(x, 0),
+    "Identity": lambda x: x,
+    "Reshape": lambda x, shape: _reshape(x, shape),
+    "Transpose": lambda x, perm: np.transpose(x, perm),
+    "Squeeze": lambda x, axes=(): _squeeze(x, axes),
+    "Flatten": lambda x, axis=1: _flatten(x, axis),
+    "Concat": lambda *xs, axis: np.concatenate(xs, axis=axis),
+}
+
+
+class Graph:
+    """A native graph under construction by one importer.
+
+    Parameters
+    ----------
+    path
+        The source model (named in errors).
+    framework
+        The importer's framework (named in errors and the producer field).
+    """
+
+    def __init__(self, path: str, framework: str) -> None:
+        self.path = path
+        self.framework = framework
+        self.inputs: list[tuple[str, list[int]]] = []
+        self.outputs: list[tuple[str, str]] = []
+        self.nodes: list[Node] = []
+        self.consts: dict[str, np.ndarray] = {}
+        self.unsupported: list[tuple[str, str]] = []
+        self._names: set[str] = set()
+
+    # ---- naming ----
+    def fresh(self, hint: str) -> str:
+        """A name not used yet, based on ``hint``."""
+        hint = hint or "v"
+        name, i = hint, 0
+        while name in self._names:
+            i += 1
+            name = f"{hint}_{i}"
+        self._names.add(name)
+        return name
+
+    # ---- building ----
+    def input(self, name: str, shape: Sequence[int]) -> str:
+        """Declare a graph input (float32); -1 marks a free dimension."""
+        name = self.fresh(name)
+        self.inputs.append((name, [int(d) for d in shape]))
+        return name
+
+    def const(self, array: Any, hint: str = "const") -> str:
+        """Store a constant; float64 is kept as float32."""
+        arr = np.asarray(array)
+        if arr.dtype == np.float64:
+            arr = arr.astype(np.float32)
+        name = self.fresh(hint)
+        self.consts[name] = arr
+        return name
+
+    def is_const(self, value: str) -> bool:
+        return value in self.consts
+
+    def value(self, value: str) -> np.ndarray:
+        """The array of constant ``value``."""
+        return self.consts[value]
+
+    def op(self, op: str, inputs: Sequence[str], hint: str, **attrs: Any) -> str:
+        """Add native op ``op``; folds it to a constant when every input is one."""
+        inputs = list(inputs)
+        fold = _FOLD.get(op)
+        if fold is not None and inputs and all(self.is_const(i) for i in inputs):
+            return self.const(fold(*[self.consts[i] for i in inputs], **attrs), hint)
+        name = self.fresh(hint)
+        out = self.fresh(name + ":0")
+        self.nodes.append(Node(name, op, inputs, out, dict(attrs)))
+        return out
+
+    def unsupported_op(self, node: str, op: str) -> str:
+        """Record an op the engine lacks; returns a placeholder so conversion can list them all."""
+        self.unsupported.append((node, op))
+        return self.fresh(f"unsupported:{node}")
+
+    def output(self, value: str, name: str | None = None) -> None:
+        """Mark ``value`` as a graph output, exposed as ``name`` when given."""
+        self.outputs.append((value, name or value))
+
+    # ---- passes ----
+    def _producers(self) -> dict[str, Node]:
+        return {n.out: n for n in self.nodes}
+
+    def _uses(self) -> dict[str, int]:
+        uses: dict[str, int] = {}
+        for n in self.nodes:
+            for i in n.inputs:
+                uses[i] = uses.get(i, 0) + 1
+        for v, _ in self.outputs:
+            uses[v] = uses.get(v, 0) + 2  # outputs must stay visible
+        return uses
+
+    def _replace(self, old: str, new: str) -> None:
+        for n in self.nodes:
+            n.inputs = [new if i == old else i for i in n.inputs]
+        self.outputs = [(new if v == old else v, name) for v, name in self.outputs]
+
+    def _channel_vector(self, producer: Node, c: np.ndarray) -> np.ndarray | None:
+        """``c`` as a vector over ``producer``'s output channels, or None when it is not one."""
+        w = self.consts[producer.inputs[1]]
+        if producer.op == "Conv2D":
+            n_out, rank = w.shape[0], 4
+            axis = 3 if producer.attrs.get("layout") == "NHWC" else 1
+        else:
+            n_out = w.shape[0] if producer.attrs.get("transpose_b") else w.shape[1]
+            rank = max(c.ndim, 1)
+            if rank > 2:
+                return None
+            axis = rank - 1
+        if c.ndim > rank:
+            return None
+        shape = (1,) * (rank - c.ndim) + c.shape
+        if any(d != 1 for i, d in enumerate(shape) if i != axis) or shape[axis] not in (1, n_out):
+            return None
+        return np.broadcast_to(c.astype(np.float32).reshape(-1), (n_out,)).copy()
+
+    def _scale_shift(self, node: Node, x: str) -> tuple[np.ndarray | None, np.ndarray | None, str] | None:
+        """(scale, shift, kind) a node applies per channel to ``x``, or None."""
+        if node.op == "BatchNorm":
+            if node.inputs[0] != x or not all(self.is_const(i) for i in node.inputs[1:]):
+                return None
+            g, b, m, v = (self.consts[i].astype(np.float64) for i in node.inputs[1:])
+            s = g / np.sqrt(v + node.attrs.get("epsilon", 1e-5))
+            return s, b - m * s, "bn"
+        if node.op not in ("Add", "Sub", "Mul") or len(node.inputs) != 2:
+            return None
+        a, b = node.inputs
+        other = b if a == x else a
+        if not self.is_const(other) or (node.op == "Sub" and a != x):
+            return None
+        c = self.consts[other]
+        if node.op == "Mul":
+            return c, None, "mul"
+        return None, (-c if node.op == "Sub" else c), "add"
+
+    def _fold_affine(self) -> bool:
+        producers, uses = self._producers(), self._uses()
+        for node in self.nodes:
+            for x in node.inputs[:2]:
+                p = producers.get(x)
+                if p is None or p.op not in ("Conv2D", "Dense") or uses.get(x, 0) != 1:
+                    continue
+                if p.attrs.get("activation", "none") != "none" or not self.is_const(p.inputs[1]):
+                    continue
+                if len(p.inputs) > 2 and not self.is_const(p.inputs[2]):
+                    continue
+                ss = self._scale_shift(node, x)
+                if ss is None:
+                    continue
+                scale, shift, kind = ss
+                w = self.consts[p.inputs[1]]
+                n_out = w.shape[0] if (p.op == "Conv2D" or p.attrs.get("transpose_b")) else w.shape[1]
+                if kind == "bn":
+                    nchw = p.op == "Conv2D" and p.attrs.get("layout", "NCHW") == "NCHW"
+                    axis = node.attrs.get("axis", 1)
+                    if (axis not in ((1,) if nchw else (-1, 3 if p.op == "Conv2D" else 1))
+                            or np.asarray(scale).shape != (n_out,)):
+                        continue
+                    s, t = np.asarray(scale), np.asarray(shift)
+                else:
+                    s = None if scale is None else self._channel_vector(p, np.asarray(scale))
+                    t = None if shift is None else self._channel_vector(p, np.asarray(shift))
+                    if (scale is not None and s is None) or (shift is not None and t is None):
+                        continue
+                w = w.astype(np.float64)
+                bias = (self.consts[p.inputs[2]].astype(np.float64) if len(p.inputs) > 2
+                        else np.zeros(n_out))
+                if s is not None:
+                    if p.op == "Conv2D" or p.attrs.get("transpose_b"):
+                        w = w * s.reshape((-1,) + (1,) * (w.ndim - 1))
+                    else:
+                        w = w * s.reshape(1, -1)
+                    bias = bias * s
+                if t is not None:
+                    bias = bias + t
+                p.inputs = [p.inputs[0], self.const(w.astype(np.float32), p.name + "/w"),
+                            self.const(bias.astype(np.float32), p.name + "/b")]
+                self.nodes.remove(node)
+                self._replace(node.out, p.out)
+                return True
+        return False
+
+    def _fuse_activation(self) -> bool:
+        producers, uses = self._producers(), self._uses()
+        for node in self.nodes:
+            act = _FUSABLE_ACTIVATIONS.get(node.op)
+            attrs: dict[str, Any] = {}
+            if node.op == "LeakyRelu":
+                act, attrs = "leaky_relu", {"alpha": node.attrs.get("alpha", 0.01)}
+            elif node.op == "Clip":
+                act = "clip"
+                attrs = {k: node.attrs[k] for k in ("min", "max") if k in node.attrs}
+            if act is None:
+                continue
+            p = producers.get(node.inputs[0])
+            if p is None or p.op not in ("Conv2D", "Dense") or uses.get(p.out, 0) != 1:
+                continue
+            if p.attrs.get("activation", "none") != "none":
+                continue
+            p.attrs["activation"] = act
+            p.attrs.update(attrs)
+            self.nodes.remove(node)
+            self._replace(node.out, p.out)
+            return True
+        return False
+
+    def _prune(self) -> None:
+        producers = self._producers()
+        needed: set[str] = set()
+        stack = [v for v, _ in self.outputs]
+        while stack:
+            v = stack.pop()
+            if v in needed:
+                continue
+            needed.add(v)
+            p = producers.get(v)
+            if p is not None:
+                stack.extend(p.inputs)
+        self.nodes = [n for n in self.nodes if n.out in needed]
+        self.consts = {k: a for k, a in self.consts.items() if k in needed}
+
+    def finish(self) -> GraphBuilder:
+        """Run the folding passes and return a builder holding the native graph.
+
+        Raises
+        ------
+        UnsupportedOpsError
+            Some nodes used ops the native engine lacks (all of them are listed).
+        """
+        if self.unsupported:
+            raise UnsupportedOpsError(self.path, self.framework, self.unsupported)
+        self._prune()
+        while self._fold_affine() or self._fuse_activation():
+            pass
+        self._prune()
+        return self._emit()
+
+    def _emit(self) -> GraphBuilder:
+        g = GraphBuilder(producer=f"pyengine.convert.{self.framework}")
+        input_names = {n for n, _ in self.inputs}
+        # Expose outputs under their requested names where a node produces them.
+        rename: dict[str, str] = {}
+        taken = set(input_names) | set(self.consts)
+        for v, want in self.outputs:
+            if v in rename or v in input_names or v in self.consts or want == v:
+                continue
+            if want not in taken and want not in rename.values() and not any(
+                    n.out == want for n in self.nodes):
+                rename[v] = want
+        values = taken | {rename.get(n.out, n.out) for n in self.nodes}
+        for name, shape in self.inputs:
+            g.input(name, shape)
+        for name, arr in self.consts.items():
+            if arr.dtype != np.float32:
+                arr = arr.astype(np.float32)
+            g.constant(name, arr)
+        used_node_names: set[str] = set()
+        for n in self.nodes:
+            node_name = n.name
+            i = 0
+            while node_name in values or node_name in used_node_names:
+                i += 1
+                node_name = f"{n.name}#{i}"
+            used_node_names.add(node_name)
+            attrs = {k: v for k, v in n.attrs.items() if not (k == "activation" and v == "none")}
+            g.node(n.op, [rename.get(i, i) for i in n.inputs], name=node_name,
+                   outputs=[rename.get(n.out, n.out)], **attrs)
+        for v, _ in self.outputs:
+            g.output(rename.get(v, v))
+        return g

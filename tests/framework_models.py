@@ -1,0 +1,82 @@
+"""Small framework models built and briefly trained here; tests and bench/ share them.
+
+Every builder writes the model the way its framework saves it and returns the path (or the
+directory) plus whatever the test needs to run the framework itself.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+MLP_FEATURES = 16
+MLP_CLASSES = 5
+IMAGE = 8  # images are IMAGE x IMAGE with 3 channels
+
+
+def data(shape: tuple[int, ...], seed: int = 0) -> np.ndarray:
+    """Deterministic float32 inputs."""
+    return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
+
+
+def labels(n: int, classes: int = MLP_CLASSES, seed: int = 1) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, classes, n)
+
+
+# ---------------------------------------------------------------- TensorFlow (NHWC)
+def tf_quiet() -> None:
+    """Keep TensorFlow's C++ logging out of test output."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
+def keras_mlp():  # type: ignore[no-untyped-def]
+    import keras
+
+    inp = keras.Input((MLP_FEATURES,), name="x")
+    h = keras.layers.Dense(32, activation="relu")(inp)
+    h = keras.layers.Dense(32, activation="tanh")(h)
+    out = keras.layers.Dense(MLP_CLASSES, activation="softmax")(h)
+    return keras.Model(inp, out)
+
+
+def keras_cnn():  # type: ignore[no-untyped-def]
+    import keras
+    from keras import layers
+
+    inp = keras.Input((IMAGE, IMAGE, 3), name="image")
+    h = layers.Conv2D(8, 3, padding="same")(inp)
+    h = layers.BatchNormalization()(h)
+    h = layers.ReLU(max_value=6.0)(h)
+    h = layers.DepthwiseConv2D(3, padding="same", use_bias=False)(h)
+    h = layers.BatchNormalization()(h)
+    h = layers.ReLU()(h)
+    h = layers.MaxPooling2D(2)(h)
+    a = layers.Conv2D(8, 1, activation="relu")(h)
+    b = layers.AveragePooling2D(2, strides=1, padding="same")(h)
+    h = layers.Concatenate()([a, b])
+    h = layers.GlobalAveragePooling2D()(h)
+    out = layers.Dense(MLP_CLASSES, activation="softmax")(h)
+    return keras.Model(inp, out)
+
+
+def keras_train(model, x: np.ndarray, steps: int = 3) -> None:  # type: ignore[no-untyped-def]
+    """A few optimizer steps, so batch norm statistics and weights move off their init."""
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    y = labels(len(x))
+    model.fit(x, y, batch_size=max(1, len(x) // steps), epochs=1, verbose=0)
+
+
+def tf_freeze(model, path: str) -> str:  # type: ignore[no-untyped-def]
+    """Write ``model`` as a frozen GraphDef (.pb): variables become constants."""
+    import tensorflow as tf
+    from tensorflow.python.framework.convert_to_constants import (
+        convert_variables_to_constants_v2,
+    )
+
+    spec = [tf.TensorSpec([None, *model.inputs[0].shape[1:]], tf.float32, name=model.inputs[0].name)]
+    fn = tf.function(lambda x: model(x, training=False)).get_concrete_function(*spec)
+    frozen = convert_variables_to_constants_v2(fn)
+    with open(path, "wb") as f:
+        f.write(frozen.graph.as_graph_def().SerializeToString())
+    return path
