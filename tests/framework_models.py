@@ -80,3 +80,72 @@ def tf_freeze(model, path: str) -> str:  # type: ignore[no-untyped-def]
     with open(path, "wb") as f:
         f.write(frozen.graph.as_graph_def().SerializeToString())
     return path
+
+
+# ---------------------------------------------------------------- MXNet (NCHW)
+def import_mxnet():  # type: ignore[no-untyped-def]
+    """MXNet 1.9.1 reads numpy.bool, removed in numpy 1.24: restore the alias first."""
+    if "bool" not in np.__dict__:
+        np.bool = bool  # type: ignore[attr-defined]
+    import mxnet
+
+    return mxnet
+
+
+def mxnet_mlp():  # type: ignore[no-untyped-def]
+    mx = import_mxnet()
+    nn = mx.gluon.nn
+    net = nn.HybridSequential()
+    net.add(nn.Dense(32, activation="relu"), nn.Dense(32), nn.LeakyReLU(0.1),
+            nn.Dense(32, activation="sigmoid"), nn.Dense(MLP_CLASSES))
+    return net
+
+
+class _MXSoftmax:  # marker for readability only
+    pass
+
+
+def mxnet_cnn():  # type: ignore[no-untyped-def]
+    mx = import_mxnet()
+    nn = mx.gluon.nn
+
+    class Net(mx.gluon.HybridBlock):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv1 = nn.Conv2D(8, 3, padding=1)
+            self.bn1 = nn.BatchNorm()
+            self.pool1 = nn.MaxPool2D(2)
+            self.conv2 = nn.Conv2D(8, 3, padding=1, groups=8, use_bias=False)
+            self.bn2 = nn.BatchNorm()
+            self.conv3 = nn.Conv2D(8, 1, activation="tanh")
+            self.pool2 = nn.AvgPool2D(2, strides=1, padding=1, count_include_pad=False)
+            self.gap = nn.GlobalAvgPool2D()
+            self.fc = nn.Dense(MLP_CLASSES)
+
+        def hybrid_forward(self, F, x):  # type: ignore[no-untyped-def]
+            h = self.pool1(F.Activation(self.bn1(self.conv1(x)), act_type="relu"))
+            h = F.relu(self.bn2(self.conv2(h)))
+            h = F.concat(self.conv3(h), F.broadcast_mul(h, F.ones((1, 8, 1, 1)) * 0.5), dim=1)
+            h = self.gap(self.pool2(h))
+            h = F.reshape(F.flatten(h), (-1, 16))
+            return F.softmax(self.fc(h))
+
+    return Net()
+
+
+def mxnet_train_export(net, x: np.ndarray, prefix: str, steps: int = 3) -> str:  # type: ignore[no-untyped-def]
+    """Initialize, train a few steps, hybridize and export ``prefix``-symbol.json/-0000.params."""
+    mx = import_mxnet()
+    net.initialize(mx.init.Xavier())
+    net.hybridize()
+    trainer = mx.gluon.Trainer(net.collect_params(), "adam", {"learning_rate": 0.01})
+    loss_fn = mx.gluon.loss.SoftmaxCrossEntropyLoss()
+    xs, ys = mx.nd.array(x), mx.nd.array(labels(len(x)))
+    for _ in range(steps):
+        with mx.autograd.record():
+            loss = loss_fn(net(xs), ys)
+        loss.backward()
+        trainer.step(len(x))
+    net(xs)
+    net.export(prefix, epoch=0)
+    return prefix + "-symbol.json"

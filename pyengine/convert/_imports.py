@@ -14,6 +14,7 @@ def framework(module: str, backend: str, extra: str | None = None) -> ModuleType
     if backend == "tensorflow":
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     if backend == "mxnet":
+        os.environ.setdefault("MXNET_SUBGRAPH_VERBOSE", "0")
         import numpy
 
         # MXNet 1.9.1 reads numpy.bool, an alias numpy removed in 1.24; restore it for MXNet.
