@@ -1,0 +1,485 @@
+"""ONNX model -> native graph (NCHW). Opset 9 and later, plus the opset 6-8 forms of the same ops
+(attribute-style broadcast, Clip/Pad/Reshape attributes) that older exporters wrote."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import numpy as np
+
+from pyengine.builder import GraphBuilder
+from pyengine.convert._graph import Graph
+from pyengine.convert._imports import framework
+from pyengine.errors import ModelFormatError
+from pyengine.locate import ModelLocation
+
+
+def import_onnx() -> Any:
+    """The onnx module (BackendUnavailableError naming the extra when missing)."""
+    return framework("onnx", "onnx")
+
+
+def read_model(path: str) -> Any:
+    """Parse and check an ONNX file; a damaged one is a ModelFormatError naming the path."""
+    onnx = import_onnx()
+    try:
+        model = onnx.load(path)
+        onnx.checker.check_model(model)
+    except Exception as exc:  # DecodeError, ValidationError
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelFormatError(f"'{path}' is not a valid ONNX model: {first}") from None
+    return model
+
+
+def _shape_of(type_proto: Any) -> list[int] | None:
+    t = type_proto.tensor_type
+    if not t.HasField("shape"):
+        return None
+    return [d.dim_value if d.HasField("dim_value") else -1 for d in t.shape.dim]
+
+
+class _Importer:
+    def __init__(self, onnx: Any, path: str, model: Any) -> None:
+        self.onnx = onnx
+        self.path = path
+        self.model = model
+        self.opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 1)
+        self.g = Graph(path, "onnx")
+        self.values: dict[str, str] = {}
+        self.shapes: dict[str, list[int] | None] = {}
+        try:
+            inferred = onnx.shape_inference.infer_shapes(model)
+            for vi in list(inferred.graph.value_info) + list(inferred.graph.input) + list(inferred.graph.output):
+                self.shapes[vi.name] = _shape_of(vi.type)
+        except Exception:  # shape inference is only a help
+            pass
+
+    def rank(self, name: str) -> int | None:
+        s = self.shapes.get(name)
+        return None if s is None else len(s)
+
+    def const_of(self, value: str) -> np.ndarray | None:
+        return self.g.value(value) if self.g.is_const(value) else None
+
+    def fold(self, node: Any, ins: list[str]) -> list[str]:
+        """Evaluate a node whose inputs are all constants with onnx's reference evaluator."""
+        from onnx.reference import ReferenceEvaluator
+
+        helper = self.onnx.helper
+        names = [f"in{i}" for i in range(len(ins))]
+        n = helper.make_node(node.op_type, [names[i] if x else "" for i, x in enumerate(node.input)],
+                             [f"out{i}" for i in range(len(node.output))], domain=node.domain)
+        n.attribute.extend(node.attribute)
+        arrays = [self.g.value(v) for v in ins]
+        graph = helper.make_graph(
+            [n], "fold",
+            [helper.make_tensor_value_info(nm, helper.np_dtype_to_tensor_dtype(a.dtype), a.shape)
+             for nm, a in zip(names, arrays)],
+            [helper.make_tensor_value_info(f"out{i}", 0, None) for i in range(len(node.output))])
+        m = helper.make_model(graph, opset_imports=list(self.model.opset_import))
+        outs = ReferenceEvaluator(m).run(None, dict(zip(names, arrays)))
+        return [self.g.const(np.asarray(o), f"{node.name or node.output[0]}/{i}") for i, o in enumerate(outs)]
+
+    def run(self) -> GraphBuilder:
+        onnx = self.onnx
+        graph = self.model.graph
+        for init in graph.initializer:
+            self.values[init.name] = self.g.const(onnx.numpy_helper.to_array(init), init.name)
+        for vi in graph.input:
+            if vi.name in self.values:
+                continue
+            if vi.type.tensor_type.elem_type != onnx.TensorProto.FLOAT:
+                self.values[vi.name] = self.g.unsupported_op(
+                    vi.name, f"input of type {onnx.TensorProto.DataType.Name(vi.type.tensor_type.elem_type)}")
+                continue
+            shape = _shape_of(vi.type)
+            if shape is None:
+                raise ModelFormatError(f"'{self.path}': input '{vi.name}' has no shape")
+            self.values[vi.name] = self.g.input(vi.name, shape)
+        for node in graph.node:
+            self.convert_node(node)
+        for vi in graph.output:
+            self.g.output(self.values[vi.name], vi.name)
+        return self.g.finish()
+
+    def convert_node(self, node: Any) -> None:
+        name = node.name or node.output[0]
+        if node.domain not in ("", "ai.onnx"):
+            self._set(node, [self.g.unsupported_op(name, f"{node.domain}.{node.op_type}")])
+            return
+        ins = [self.values[i] if i else "" for i in node.input]
+        if any(v.startswith("unsupported:") for v in ins):
+            self._set(node, [self.g.fresh("unsupported:" + name) for _ in node.output])
+            return
+        present = [v for v in ins if v]
+        if node.op_type != "Constant" and present and all(self.g.is_const(v) for v in present):
+            try:
+                self._set(node, self.fold(node, present))
+                return
+            except Exception:  # not evaluable here: convert it as a node
+                pass
+        handler = _HANDLERS.get(node.op_type)
+        attrs = {a.name: self.onnx.helper.get_attribute_value(a) for a in node.attribute}
+        out = handler(self, node, name, ins, attrs) if handler is not None else None
+        if out is None:
+            self._set(node, [self.g.unsupported_op(name, node.op_type)] * len(node.output))
+        else:
+            self._set(node, out if isinstance(out, list) else [out])
+
+    def _set(self, node: Any, outs: list[str]) -> None:
+        for i, o in enumerate(node.output):
+            if not o:
+                continue
+            if i < len(outs):
+                self.values[o] = outs[i]
+            else:  # an extra output (MaxPool indices, Dropout mask...) that has no native form
+                self.values[o] = self.g.fresh(f"unsupported:{o}")
+                if self._used(o):
+                    self.g.unsupported_op(node.name or o, f"{node.op_type} output {i}")
+
+    def _used(self, value: str) -> bool:
+        graph = self.model.graph
+        return any(value in n.input for n in graph.node) or any(value == o.name for o in graph.output)
+
+
+Handler = Callable[[_Importer, Any, str, list[str], dict[str, Any]], "str | list[str] | None"]
+
+
+def _s(v: Any) -> Any:
+    return v.decode() if isinstance(v, bytes) else v
+
+
+def _pads2d(attrs: dict[str, Any], spatial: int) -> dict[str, Any]:
+    auto = _s(attrs.get("auto_pad", "NOTSET"))
+    if auto in ("SAME_UPPER", "SAME_LOWER"):
+        return {"padding": "SAME" if auto == "SAME_UPPER" else "SAME_LOWER"}
+    if auto == "VALID":
+        return {"padding": "VALID"}
+    p = list(attrs.get("pads", [0] * 2 * spatial))
+    if spatial == 1:
+        return {"pads": [0, p[0], 0, p[1]]}
+    return {"pads": [p[0], p[1], p[2], p[3]]}
+
+
+def _two(v: list[int] | None, spatial: int, default: int) -> list[int]:
+    v = list(v) if v else [default] * spatial
+    return [1, v[0]] if spatial == 1 and len(v) == 1 else v
+
+
+def _to_4d(imp: _Importer, x: str, name: str) -> str:
+    return imp.g.op("Reshape", [x], name + "/to4d", shape=[0, 0, 1, -1])
+
+
+def _from_4d(imp: _Importer, y: str, name: str) -> str:
+    return imp.g.op("Reshape", [y], name + "/to3d", shape=[0, 0, -1])
+
+
+def _conv(imp: _Importer, node: Any, name: str, ins: list[str], attrs: dict[str, Any]) -> str | None:
+    w = imp.const_of(ins[1])
+    if w is None or w.ndim not in (3, 4):
+        return None
+    spatial = w.ndim - 2
+    x = ins[0] if spatial == 2 else _to_4d(imp, ins[0], name)
+    wv = imp.g.const(w if spatial == 2 else w[:, :, None, :], name + "/w")
+    y = imp.g.op("Conv2D", [x, wv] + ([ins[2]] if len(ins) > 2 and ins[2] else []), name,
+                 strides=_two(attrs.get("strides"), spatial, 1),
+                 dilations=_two(attrs.get("dilations"), spatial, 1),
+                 groups=int(attrs.get("group", 1)), **_pads2d(attrs, spatial))
+    return y if spatial == 2 else _from_4d(imp, y, name)
+
+
+def _pool(imp: _Importer, node: Any, name: str, ins: list[str], attrs: dict[str, Any]) -> str | None:
+    kernel = list(attrs.get("kernel_shape", []))
+    if len(kernel) not in (1, 2) or any(d != 1 for d in attrs.get("dilations", [])):
+        return None
+    if len(node.output) > 1 and node.output[1] and imp._used(node.output[1]):
+        return None
+    spatial = len(kernel)
+    x = ins[0] if spatial == 2 else _to_4d(imp, ins[0], name)
+    is_max = node.op_type == "MaxPool"
+    extra: dict[str, Any] = {} if is_max else {"count_include_pad": bool(attrs.get("count_include_pad", 0))}
+    y = imp.g.op("MaxPool" if is_max else "AvgPool", [x], name, kernel=_two(kernel, spatial, 1),
+                 strides=_two(attrs.get("strides"), spatial, 1), ceil_mode=bool(attrs.get("ceil_mode", 0)),
+                 **_pads2d(attrs, spatial), **extra)
+    return y if spatial == 2 else _from_4d(imp, y, name)
+
+
+def _global_pool(imp: _Importer, node: Any, name: str, ins: list[str], attrs: dict[str, Any]) -> str | None:
+    if imp.rank(node.input[0]) not in (None, 4):
+        return None
+    return imp.g.op("GlobalMaxPool" if node.op_type == "GlobalMaxPool" else "GlobalAvgPool", ins[:1], name)
+
+
+def _gemm(imp: _Importer, node: Any, name: str, ins: list[str], attrs: dict[str, Any]) -> str | None:
+    if attrs.get("transA", 0):
+        return None
+    alpha = float(attrs.get("alpha", 1.0))
+    b = imp.const_of(ins[1])
+    if b is not None:
+        w = alpha * (b.T if attrs.get("transB", 0) else b)
+        y = imp.g.op("Dense", [ins[0], imp.g.const(np.ascontiguousarray(w, dtype=np.float32), name + "/w")], name)
+    else:  # a computed B: a plain matrix product, then the alpha scale
+        if imp.rank(node.input[1]) not in (None, 2):
+            return None
+        y = imp.g.op("Dense", ins[:2], name, transpose_b=bool(attrs.get("transB", 0)))
+        if alpha != 1.0:
+            y = imp.g.op("Mul", [y, imp.g.const(np.float32(alpha), name + "/alpha")], name + "/scaled")
+    if len(ins) > 2 and ins[2]:
+        beta = float(attrs.get("beta", 1.0))
+        c = imp.const_of(ins[2])
+        bias = imp.g.const(beta * c, name + "/b") if c is not None else (
+            imp.g.op("Mul", [ins[2], imp.g.const(np.float32(beta))], name + "/beta") if beta != 1 else ins[2])
+        y = imp.g.op("Add", [y, bias], name + "/bias")
+    return y
+
+
+def _abs(imp: _Importer, node: Any, name: str, ins: list[str], attrs: dict[str, Any]) -> str:
+    minus1 = imp.g.const(np.float32(-1.0), name + "/minus1")
+    neg = imp.g.op("Relu", [imp.g.op("Mul", [ins[0], minus1], name + "/negate")], name + "/neg")
+    return imp.g.op("Add", [imp.g.op("Relu", ins[:1], name + "/pos"), neg], name)
+
+
+def _reduce_sum(imp: _Importer, node: Any, name: str, ins: list[str], attrs: dict[str, Any]) -> str | None:
+    axes, shape = _axes(imp, ins, attrs), imp.shapes.get(node.input[0])
+    if axes is None or shape is None or (not axes and attrs.get("noop_with_empty_axes", 0)):
+        return None
+    dims = [shape[a] for a in (axes or range(len(shape)))]
+    if any(d < 0 for d in dims):  # a free dimension is reduced: its size is not known here
+        return None
+    count = int(np.prod(dims))
+    mean = imp.g.op("Mean", ins[:1], name + "/mean", axes=axes, keepdims=bool(attrs.get("keepdims", 1)))
+    return imp.g.op("Mul", [mean, imp.g.const(np.float32(count), name + "/count")], name)
+
+
+def _matmul(imp: _Importer, node: Any, name: str, ins: list[str], attrs: dict[str, Any]) -> str | None:
+    b = imp.const_of(ins[1])
+    if (b is not None and b.ndim != 2) or (b is None and imp.rank(node.input[1]) != 2):
+        return None
+    return imp.g.op("Dense", ins[:2], name)
+
+
+def _binary(op: str) -> Handler:
+    def handle(imp: _Importer, node: Any, name: str, ins: list[str], attrs: dict[str, Any]) -> str | None:
+        a, b = ins[:2]
+        if attrs.get("broadcast") and "axis" in attrs:  # opset < 7: align b at axis
+            bc, ra = imp.const_of(b), imp.rank(node.input[0])
+            if bc is None or ra is None:
+                return None
+            axis = attrs["axis"] % ra
+            b = imp.g.const(bc.reshape(bc.shape + (1,) * (ra - axis - bc.ndim)), name + "/b")
+        return imp.g.op(op, [a, b], name)
+
+    return handle
+
+
+def _sum(imp: _Importer, node: Any, name: str, ins: list[str], attrs: dict[str, Any]) -> str:
+    acc = ins[0]
+    for i, x in enumerate(ins[1:]):
+        acc = imp.g.op("Add", [acc, x], f"{name}/{i}")
+    return acc
+
+
+def _neg(imp: _Importer, node: Any, name: str, ins: list[str], attrs: dict[str, Any]) -> str:
+    return imp.g.op("Mul", [ins[0], imp.g.const(np.float32(-1.0), name + "/minus1")], name)
+
+
+def _unary(op: str) -> Handler:
+    def handle(imp: _Importer, node: Any, name: str, ins: list[str], attrs: dict[str, Any]) -> str:
+        extra = {"alpha": float(attrs.get("alpha", 0.01))} if op == "LeakyRelu" else {}
+        return imp.g.op(op, ins[:1], name, **extra)
+
+    return handle
+
+
+def _prelu(imp: _Importer, node: Any, name: str, ins: list[str], attrs: dict[str, Any]) -> str | None:
+    slope = imp.const_of(ins[1])
+    rank = imp.rank(node.input[0])
+    if slope is None or rank is None:
+        return None
+    if imp.opset < 7 and slope.ndim == 1 and rank > 2:  # opset 6: per-channel slope [C]
+        slope = slope.reshape((-1,) + (1,) * (rank - 2))
+    minus1 = imp.g.const(np.float32(-1.0), name + "/minus1")
+    pos = imp.g.op("Relu", ins[:1], name + "/pos")
+    neg = imp.g.op("Relu", [imp.g.op("Mul", [ins[0], minus1], name + "/negate")], name + "/neg")
+    scaled = imp.g.op("Mul", [neg, imp.g.const(slope, name + "/slope")], name + "/scaled")
+    return imp.g.op("Sub", [pos, scaled], name)
+
+
+def _clip(imp: _Importer, node: Any, name: str, ins: list[str], attrs: dict[str, Any]) -> str | None:
+    lo, hi = attrs.get("min", -np.inf), attrs.get("max", np.inf)
+    if imp.opset >= 11:
+        bounds = [imp.const_of(v) if v else None for v in (ins + ["", ""])[1:3]]
+        if any(v and b is None for v, b in zip((ins + ["", ""])[1:3], bounds)):
+            return None
+        lo = float(bounds[0]) if bounds[0] is not None else -np.inf
+        hi = float(bounds[1]) if bounds[1] is not None else np.inf
+    if lo == 0 and hi == 6:
+        return imp.g.op("Relu6", ins[:1], name)
+    if lo == 0 and hi == np.inf:
+        return imp.g.op("Relu", ins[:1], name)
+    return imp.g.op("Clip", ins[:1], name, min=float(lo), max=float(hi))
+
+
+def _softmax(imp: _Importer, node: Any, name: str, ins: list[str], attrs: dict[str, Any]) -> str | None:
+    rank = imp.rank(node.input[0])
+    axis = int(attrs.get("axis", -1 if imp.opset >= 13 else 1))
+    if imp.opset >= 13:
+        return imp.g.op("Softmax", ins[:1], name, axis=axis)
+    if rank is None:
+        return None
+    axis %= rank
+    if axis == rank - 1:
+        return imp.g.op("Softmax", ins[:1], name, axis=-1)
+    shape = imp.shapes.get(node.input[0]) or []
+    back = [-1 if i == 0 else d for i, d in enumerate(shape)]
+    if any(d < 0 for d in back[1:]):
+        return None
+    flat = imp.g.op("Flatten", ins[:1], name + "/flatten", axis=axis)
+    y = imp.g.op("Softmax", [flat], name + "/softmax", axis=-1)
+    return imp.g.op("Reshape", [y], name, shape=back)
+
+
+def _bn(imp: _Importer, node: Any, name: str, ins: list[str], attrs: dict[str, Any]) -> str | None:
+    if not attrs.get("spatial", 1) or attrs.get("training_mode", 0):
+        return None
+    if len(node.output) > 1 and any(o and imp._used(o) for o in node.output[1:]):
+        return None
+    return imp.g.op("BatchNorm", ins[:5], name, epsilon=float(attrs.get("epsilon", 1e-5)), axis=1)
+
+
+def _flatten(imp: _Importer, node: Any, name: str, ins: list[str], attrs: dict[str, Any]) -> str:
+    return imp.g.op("Flatten", ins[:1], name, axis=int(attrs.get("axis", 1)))
+
+
+def _reshape(imp: _Importer, node: Any, name: str, ins: list[str], attrs: dict[str, Any]) -> str | None:
+    shape = attrs.get("shape") if imp.opset < 5 else imp.const_of(ins[1])
+    if shape is None:
+        return None
+    shape = [int(d) for d in np.ravel(shape)]
+    if attrs.get("allowzero", 0) and 0 in shape:
+        return None
+    return imp.g.op("Reshape", ins[:1], name, shape=shape)
+
+
+def _concat(imp: _Importer, node: Any, name: str, ins: list[str], attrs: dict[str, Any]) -> str:
+    return imp.g.op("Concat", [i for i in ins if i], name, axis=int(attrs.get("axis", 1)))
+
+
+def _transpose(imp: _Importer, node: Any, name: str, ins: list[str], attrs: dict[str, Any]) -> str | None:
+    perm = attrs.get("perm")
+    if perm is None:
+        rank = imp.rank(node.input[0])
+        if rank is None:
+            return None
+        perm = list(range(rank))[::-1]
+    return imp.g.op("Transpose", ins[:1], name, perm=[int(p) for p in perm])
+
+
+def _axes(imp: _Importer, ins: list[str], attrs: dict[str, Any]) -> list[int] | None:
+    if "axes" in attrs:
+        return [int(a) for a in attrs["axes"]]
+    if len(ins) > 1 and ins[1]:
+        c = imp.const_of(ins[1])
+        return None if c is None else [int(a) for a in np.ravel(c)]
+    return []
+
+
+def _squeeze(imp: _Importer, node: Any, name: str, ins: list[str], attrs: dict[str, Any]) -> str | None:
+    axes = _axes(imp, ins, attrs)
+    return None if axes is None else imp.g.op("Squeeze", ins[:1], name, axes=axes)
+
+
+def _unsqueeze(imp: _Importer, node: Any, name: str, ins: list[str], attrs: dict[str, Any]) -> str | None:
+    axes, src = _axes(imp, ins, attrs), imp.shapes.get(node.input[0])
+    if not axes or src is None:
+        return None
+    rank = len(src) + len(axes)
+    axes = sorted(a % rank for a in axes)
+    # Before the first new axis, 0 copies the input's dimension; after it, dims come from inference.
+    shape = [1 if i in axes else (0 if i < axes[0] else src[i - sum(a < i for a in axes)])
+             for i in range(rank)]
+    if sum(d < 0 for d in shape) > 1:
+        return None
+    return imp.g.op("Reshape", ins[:1], name, shape=shape)
+
+
+def _pad(imp: _Importer, node: Any, name: str, ins: list[str], attrs: dict[str, Any]) -> str | None:
+    mode = _s(attrs.get("mode", "constant"))
+    if mode not in ("constant", "reflect", "edge"):
+        return None
+    if imp.opset < 11:
+        pads, value = attrs.get("pads", attrs.get("paddings")), float(attrs.get("value", 0.0))
+    else:
+        pads = imp.const_of(ins[1])
+        value = 0.0
+        if len(ins) > 2 and ins[2]:
+            v = imp.const_of(ins[2])
+            if v is None:
+                return None
+            value = float(v)
+        if len(ins) > 3 and ins[3]:
+            return None
+    if pads is None:
+        return None
+    return imp.g.op("Pad", ins[:1], name, pads=[int(p) for p in np.ravel(pads)], mode=mode, value=value)
+
+
+def _reduce_mean(imp: _Importer, node: Any, name: str, ins: list[str], attrs: dict[str, Any]) -> str | None:
+    axes = _axes(imp, ins, attrs)
+    if axes is None or (not axes and attrs.get("noop_with_empty_axes", 0)):
+        return None
+    return imp.g.op("Mean", ins[:1], name, axes=axes, keepdims=bool(attrs.get("keepdims", 1)))
+
+
+def _identity(imp: _Importer, node: Any, name: str, ins: list[str], attrs: dict[str, Any]) -> str:
+    return ins[0]
+
+
+def _constant(imp: _Importer, node: Any, name: str, ins: list[str], attrs: dict[str, Any]) -> str | None:
+    if "value" not in attrs:
+        return None
+    return imp.g.const(imp.onnx.numpy_helper.to_array(attrs["value"]), name)
+
+
+_HANDLERS: dict[str, Handler] = {
+    "Constant": _constant,
+    "Identity": _identity,
+    "Dropout": _identity,
+    "Conv": _conv,
+    "MaxPool": _pool,
+    "AveragePool": _pool,
+    "GlobalAveragePool": _global_pool,
+    "GlobalMaxPool": _global_pool,
+    "Gemm": _gemm,
+    "MatMul": _matmul,
+    "Add": _binary("Add"),
+    "Sub": _binary("Sub"),
+    "Mul": _binary("Mul"),
+    "Div": _binary("Div"),
+    "Sum": _sum,
+    "Neg": _neg,
+    "Relu": _unary("Relu"),
+    "Sigmoid": _unary("Sigmoid"),
+    "Tanh": _unary("Tanh"),
+    "LeakyRelu": _unary("LeakyRelu"),
+    "PRelu": _prelu,
+    "Clip": _clip,
+    "Softmax": _softmax,
+    "BatchNormalization": _bn,
+    "Flatten": _flatten,
+    "Reshape": _reshape,
+    "Concat": _concat,
+    "Transpose": _transpose,
+    "Squeeze": _squeeze,
+    "Unsqueeze": _unsqueeze,
+    "Pad": _pad,
+    "ReduceMean": _reduce_mean,
+    "ReduceSum": _reduce_sum,
+    "Abs": _abs,
+}
+
+
+def convert(location: ModelLocation) -> GraphBuilder:
+    """Import an ONNX model into a native graph."""
+    onnx = import_onnx()
+    return _Importer(onnx, location.path, read_model(location.path)).run()
