@@ -149,3 +149,33 @@ def mxnet_train_export(net, x: np.ndarray, prefix: str, steps: int = 3) -> str: 
     net(xs)
     net.export(prefix, epoch=0)
     return prefix + "-symbol.json"
+
+
+# ---------------------------------------------------------------- Chainer (NCHW)
+CHAINER_NETS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "chainer_nets.py")
+
+
+def chainer_train_save(chain, x: np.ndarray, folder: str, cls: str, steps: int = 3) -> str:  # type: ignore[no-untyped-def]
+    """Train a few steps, save ``model.npz`` and ship the network code with a pyengine.json manifest."""
+    import json
+    import shutil
+
+    import chainer
+    import chainer.functions as F
+
+    opt = chainer.optimizers.Adam(alpha=0.01)
+    opt.setup(chain)
+    y = labels(len(x))
+    for _ in range(steps):
+        chain.cleargrads()
+        loss = F.softmax_cross_entropy(chain(x), y)
+        loss.backward()
+        opt.update()
+    os.makedirs(folder, exist_ok=True)
+    chainer.serializers.save_npz(os.path.join(folder, "model.npz"), chain)
+    shutil.copy(CHAINER_NETS, os.path.join(folder, "net.py"))
+    manifest = {"framework": "chainer", "module": "net.py", "class": cls, "weights": "model.npz",
+                "inputs": [{"name": "x", "shape": [-1, *x.shape[1:]]}]}
+    with open(os.path.join(folder, "pyengine.json"), "w") as f:
+        json.dump(manifest, f)
+    return folder
