@@ -19,7 +19,14 @@ except ImportError as exc:  # pragma: no cover - only without a build
     ) from exc
 
 from pyengine.builder import GraphBuilder
-from pyengine.errors import BackendUnavailableError, ModelFormatError
+from pyengine.convert import convert
+from pyengine.errors import (
+    BackendUnavailableError,
+    FrameworkFallbackWarning,
+    FrameworkVersionWarning,
+    ModelFormatError,
+    UnsupportedOpsError,
+)
 from pyengine.model import Model, TensorSpec, load
 from pyengine.runtime import info
 
@@ -27,11 +34,15 @@ __version__: str = _core.__version__
 
 __all__ = [
     "BackendUnavailableError",
+    "FrameworkFallbackWarning",
+    "FrameworkVersionWarning",
     "GraphBuilder",
     "Model",
     "ModelFormatError",
     "TensorSpec",
+    "UnsupportedOpsError",
     "__version__",
+    "convert",
     "info",
     "load",
 ]

@@ -15,6 +15,12 @@ MLP_CLASSES = 5
 IMAGE = 8  # images are IMAGE x IMAGE with 3 channels
 
 
+def assert_close(actual: np.ndarray, expected: np.ndarray, tol: float = 1e-4) -> None:
+    """The converted model's outputs match the framework's within ``tol`` (absolute and relative)."""
+    assert actual.shape == expected.shape, (actual.shape, expected.shape)
+    np.testing.assert_allclose(actual, expected, rtol=tol, atol=tol)
+
+
 def data(shape: tuple[int, ...], seed: int = 0) -> np.ndarray:
     """Deterministic float32 inputs."""
     return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
@@ -179,3 +185,137 @@ def chainer_train_save(chain, x: np.ndarray, folder: str, cls: str, steps: int =
     with open(os.path.join(folder, "pyengine.json"), "w") as f:
         json.dump(manifest, f)
     return folder
+
+
+# ---------------------------------------------------------------- ONNX (NCHW), built with onnx.helper
+def _onnx_model(nodes, inits: dict[str, np.ndarray], x_shape, output: str, rank: int = 2, opset: int = 13):  # type: ignore[no-untyped-def]
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    graph = helper.make_graph(
+        nodes, "pyengine-test",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None if d == -1 else d for d in x_shape])],
+        [helper.make_tensor_value_info(output, TensorProto.FLOAT, [None] * rank)],
+        [numpy_helper.from_array(np.asarray(v, np.float32), k) for k, v in inits.items()
+         if any(k in n.input for n in nodes)],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    onnx.checker.check_model(model)
+    return model
+
+
+def _onnx_run(model, x: np.ndarray) -> np.ndarray:  # type: ignore[no-untyped-def]
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return sess.run(None, {"x": x})[0]
+
+
+def _train_head(features: np.ndarray, w: np.ndarray, b: np.ndarray, steps: int = 20) -> None:
+    """Softmax regression steps (numpy) on the last layer's inputs; updates ``w`` [K, N] and ``b``."""
+    y = labels(len(features))
+    onehot = np.eye(w.shape[1])[y]
+    for _ in range(steps):
+        z = features @ w + b
+        p = np.exp(z - z.max(1, keepdims=True))
+        p /= p.sum(1, keepdims=True)
+        g = (p - onehot) / len(features)
+        w -= 0.5 * (features.T @ g)
+        b -= 0.5 * g.sum(0)
+
+
+def onnx_mlp(x: np.ndarray):  # type: ignore[no-untyped-def]
+    """Gemm-Relu-MatMul/Add-Tanh-Gemm-Softmax; the classifier trained on the hidden features."""
+    from onnx import helper
+
+    rng = np.random.default_rng(3)
+    p = {"w1": rng.standard_normal((32, MLP_FEATURES)) * 0.3, "b1": rng.standard_normal(32) * 0.1,
+         "w2": rng.standard_normal((32, 32)) * 0.2, "b2": rng.standard_normal(32) * 0.1,
+         "w3": np.zeros((32, MLP_CLASSES)), "b3": np.zeros(MLP_CLASSES)}
+    nodes = [
+        helper.make_node("Gemm", ["x", "w1", "b1"], ["h1"], transB=1, name="fc1"),
+        helper.make_node("Relu", ["h1"], ["r1"], name="relu1"),
+        helper.make_node("MatMul", ["r1", "w2"], ["m2"], name="fc2"),
+        helper.make_node("Add", ["m2", "b2"], ["h2"], name="fc2_bias"),
+        helper.make_node("Tanh", ["h2"], ["t2"], name="tanh2"),
+        helper.make_node("Gemm", ["t2", "w3", "b3"], ["logits"], name="fc3"),
+        helper.make_node("Softmax", ["logits"], ["probs"], axis=-1, name="softmax"),
+    ]
+    features = _onnx_run(_onnx_model(nodes[:5], {k: p[k] for k in ("w1", "b1", "w2", "b2")},
+                                     [-1, MLP_FEATURES], "t2"), x)
+    _train_head(features, p["w3"], p["b3"])
+    return _onnx_model(nodes, p, ["N", MLP_FEATURES], "probs")
+
+
+def onnx_cnn(x: np.ndarray):  # type: ignore[no-untyped-def]
+    """Conv-BN-Relu-MaxPool, depthwise Conv-BN-Clip, AvgPool, GlobalAvgPool, Gemm, Softmax.
+
+    Batch norm statistics are measured on ``x`` (what training's running averages estimate) and
+    the classifier is trained on the pooled features."""
+    from onnx import helper
+
+    rng = np.random.default_rng(4)
+    c = 8
+    p: dict[str, np.ndarray] = {
+        "w1": rng.standard_normal((c, 3, 3, 3)) * 0.3, "b1": rng.standard_normal(c) * 0.1,
+        "w2": rng.standard_normal((c, 1, 3, 3)) * 0.3,
+        "fc_w": np.zeros((c, MLP_CLASSES)), "fc_b": np.zeros(MLP_CLASSES),
+    }
+    for i in (1, 2):
+        p[f"g{i}"] = rng.uniform(0.5, 1.5, c)
+        p[f"be{i}"] = rng.standard_normal(c) * 0.1
+    nodes = [
+        helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1], name="conv1"),
+        helper.make_node("BatchNormalization", ["c1", "g1", "be1", "m1", "v1"], ["n1"], epsilon=1e-5, name="bn1"),
+        helper.make_node("Relu", ["n1"], ["r1"], name="relu1"),
+        helper.make_node("MaxPool", ["r1"], ["p1"], kernel_shape=[2, 2], strides=[2, 2], name="pool1"),
+        helper.make_node("Conv", ["p1", "w2"], ["c2"], pads=[1, 1, 1, 1], group=c, name="dwconv2"),
+        helper.make_node("BatchNormalization", ["c2", "g2", "be2", "m2", "v2"], ["n2"], epsilon=1e-5, name="bn2"),
+        helper.make_node("Clip", ["n2", "lo", "hi"], ["r2"], name="relu6"),
+        helper.make_node("AveragePool", ["r2"], ["p2"], kernel_shape=[2, 2], strides=[1, 1],
+                         pads=[0, 0, 1, 1], count_include_pad=1, name="pool2"),
+        helper.make_node("GlobalAveragePool", ["p2"], ["gap"], name="gap"),
+        helper.make_node("Flatten", ["gap"], ["flat"], axis=1, name="flatten"),
+        helper.make_node("Gemm", ["flat", "fc_w", "fc_b"], ["logits"], name="fc"),
+        helper.make_node("Softmax", ["logits"], ["probs"], axis=1, name="softmax"),
+    ]
+    p["lo"], p["hi"] = np.array(0.0), np.array(6.0)
+    for i, (upto, conv_out) in enumerate(((1, "c1"), (5, "c2")), start=1):
+        prefix = {k: v for k, v in p.items() if not k.startswith("fc")}
+        out = _onnx_run(_onnx_model(nodes[:upto], prefix, [-1, 3, IMAGE, IMAGE], conv_out, rank=4), x)
+        p[f"m{i}"], p[f"v{i}"] = out.mean((0, 2, 3)), out.var((0, 2, 3))
+    features = _onnx_run(_onnx_model(nodes[:10], {k: v for k, v in p.items() if not k.startswith("fc")},
+                                     [-1, 3, IMAGE, IMAGE], "flat"), x)
+    _train_head(features, p["fc_w"], p["fc_b"])
+    return _onnx_model(nodes, p, ["N", 3, IMAGE, IMAGE], "probs")
+
+
+def onnx_save(model, path: str) -> str:  # type: ignore[no-untyped-def]
+    import onnx
+
+    onnx.save(model, path)
+    return path
+
+
+def check_backend_and_native(path: str, backend: str, reference, dst: str, shape: tuple[int, ...],
+                             **options) -> None:  # type: ignore[no-untyped-def]
+    """Through pyengine.load the framework backend gives ``reference``'s outputs (the framework
+    called directly); the converted native model matches them within 1e-4 at batch 1 and 7."""
+    import pyengine
+
+    framework_model = pyengine.load(path, backend=backend, **options)
+    assert framework_model.backend == backend
+    pyengine.convert(path, dst, **options)
+    native = pyengine.load(dst)
+    assert native.backend == "native"
+    assert [s.name for s in native.inputs] == [s.name for s in framework_model.inputs]
+    for batch in (1, 7):
+        x = data((batch, *shape), seed=batch)
+        expected = np.asarray(reference(x))
+        got = framework_model.predict(x)
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+        assert_close(native.predict(x), expected)
+    auto = pyengine.load(path, **options)
+    assert auto.backend == "native"
+    x = data((3, *shape), seed=3)
+    assert_close(auto.predict(x), np.asarray(reference(x)))

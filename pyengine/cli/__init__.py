@@ -7,11 +7,14 @@ import sys
 from typing import Callable, Sequence
 
 from pyengine.cli import commands
+from pyengine.cli import convert as convert_cmd
 
 # Each entry: (name, help, add_arguments, run). Later areas append their commands here.
 COMMANDS: list[tuple[str, str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = [
     ("info", "show version, CPU features, kernels and backends", commands.info_args, commands.info_run),
     ("run", "run a model on a .npy input", commands.run_args, commands.run_run),
+    ("convert", "convert a TensorFlow/MXNet/Chainer/ONNX model to .pyem",
+     convert_cmd.convert_args, convert_cmd.convert_run),
 ]
 
 

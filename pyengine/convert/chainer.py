@@ -176,10 +176,10 @@ class _Importer:
         kind = type(f).__name__
         label = f"{kind.lower()}"
         handler = _HANDLERS.get(kind)
-        if any(v.startswith("unsupported:") for v in ins):
-            out = self.g.fresh("unsupported:" + label)
-        elif handler is None:
+        if handler is None:
             out = self.g.unsupported_op(f"{label}#{len(self.values)}", kind)
+        elif any(v.startswith("unsupported:") for v in ins):
+            out = self.g.fresh("unsupported:" + label)
         else:
             result = handler(self, f, ins, label)
             out = self.g.unsupported_op(f"{label}#{len(self.values)}", kind) if result is None else result

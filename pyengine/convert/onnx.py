@@ -108,7 +108,10 @@ class _Importer:
             self._set(node, [self.g.unsupported_op(name, f"{node.domain}.{node.op_type}")])
             return
         ins = [self.values[i] if i else "" for i in node.input]
-        if any(v.startswith("unsupported:") for v in ins):
+        if node.op_type not in _HANDLERS:
+            self._set(node, [self.g.unsupported_op(name, node.op_type)] * len(node.output))
+            return
+        if any(v.startswith("unsupported:") for v in ins):  # downstream of an unsupported op
             self._set(node, [self.g.fresh("unsupported:" + name) for _ in node.output])
             return
         present = [v for v in ins if v]

@@ -1,0 +1,50 @@
+"""`pyengine convert SRC -o DST.pyem`: a framework model -> native file."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+import pyengine
+
+
+def _shape(text: str) -> tuple[str, list[int]]:
+    name, sep, dims = text.partition("=")
+    if not sep:
+        raise argparse.ArgumentTypeError(f"--input-shape {text!r}: expected NAME=D1,D2,... (-1 = free)")
+    try:
+        return name, [int(d) for d in dims.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--input-shape {text!r}: dimensions must be integers") from None
+
+
+def convert_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("src", help="model file or directory (TensorFlow, MXNet, Chainer with manifest, ONNX)")
+    p.add_argument("-o", "--output", required=True, metavar="DST.pyem", help="native model to write")
+    p.add_argument("--framework", choices=["tensorflow", "mxnet", "chainer", "onnx"],
+                   help="only consider this framework's model in SRC")
+    p.add_argument("--input", action="append", dest="inputs", metavar="NAME",
+                   help="TensorFlow: an input node (default: the Placeholders)")
+    p.add_argument("--output-node", action="append", dest="outputs", metavar="NAME",
+                   help="TensorFlow: an output node (default: nodes nothing consumes)")
+    p.add_argument("--epoch", type=int, help="MXNet: checkpoint epoch (default: the highest)")
+    p.add_argument("--input-shape", action="append", type=_shape, dest="input_shapes",
+                   metavar="NAME=D1,D2,...", help="an input's shape, -1 for a free dimension")
+
+
+def convert_run(args: argparse.Namespace) -> int:
+    options: dict[str, Any] = {}
+    if args.inputs:
+        options["inputs"] = args.inputs
+    if args.outputs:
+        options["outputs"] = args.outputs
+    if args.epoch is not None:
+        options["epoch"] = args.epoch
+    if args.input_shapes:
+        options["input_shapes"] = dict(args.input_shapes)
+    path = pyengine.convert(args.src, args.output, framework=args.framework, **options)
+    model = pyengine.load(path)
+    ins = ", ".join(f"{s.name}{list(s.shape)}" for s in model.inputs)
+    outs = ", ".join(f"{s.name}{list(s.shape)}" for s in model.outputs)
+    print(f"wrote {path}: inputs {ins}; outputs {outs}")
+    return 0

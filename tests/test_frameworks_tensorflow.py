@@ -1,0 +1,109 @@
+"""TensorFlow: Keras models built and briefly trained here, frozen to GraphDefs (and exported as a
+SavedModel), run by TensorFlow through pyengine.load and converted to the native engine (NHWC)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+import pyengine
+from framework_models import (
+    IMAGE,
+    MLP_FEATURES,
+    assert_close,
+    check_backend_and_native,
+    data,
+    keras_cnn,
+    keras_mlp,
+    keras_train,
+    tf_freeze,
+    tf_quiet,
+)
+
+pytestmark = pytest.mark.frameworks
+tf_quiet()
+tf = pytest.importorskip("tensorflow", reason="the tensorflow extra (pip install 'pyengine[tensorflow]') is not installed")
+
+
+@pytest.fixture(scope="module")
+def keras_models(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    d = tmp_path_factory.mktemp("tf")
+    mlp, cnn = keras_mlp(), keras_cnn()
+    keras_train(mlp, data((32, MLP_FEATURES)))
+    keras_train(cnn, data((32, IMAGE, IMAGE, 3)))
+    return {
+        "mlp": (mlp, tf_freeze(mlp, str(d / "mlp.pb"))),
+        "cnn": (cnn, tf_freeze(cnn, str(d / "cnn.pb"))),
+        "dir": d,
+    }
+
+
+@pytest.mark.parametrize("kind, shape", [("mlp", (MLP_FEATURES,)), ("cnn", (IMAGE, IMAGE, 3))])
+def test_tensorflow_backend_and_native_match(keras_models, tmp_path, kind: str, shape) -> None:  # type: ignore[no-untyped-def]
+    model, path = keras_models[kind]
+
+    def reference(x: np.ndarray) -> np.ndarray:
+        return model(x, training=False).numpy()
+
+    check_backend_and_native(path, "tensorflow", reference, str(tmp_path / f"{kind}.pyem"), shape)
+
+
+def test_frozen_keras_graph_holds_unfused_batch_norm_and_folds(keras_models) -> None:  # type: ignore[no-untyped-def]
+    from pyengine.convert import to_builder
+    from pyengine.convert.tensorflow import read_graph
+    from pyengine.locate import locate
+
+    location = locate(keras_models["cnn"][1])
+    tf_ops = {n.op for n in read_graph(location).graph_def.node}
+    assert {"Rsqrt", "Mul", "Sub", "AddV2", "Relu6", "DepthwiseConv2dNative", "Mean",
+            "MaxPool", "AvgPool", "ConcatV2", "Softmax", "MatMul", "BiasAdd", "Conv2D"} <= tf_ops
+    nodes = to_builder(location).graph["nodes"]
+    ops = [n["op"] for n in nodes]
+    assert "Mul" not in ops and "Add" not in ops and "Sub" not in ops  # batch norm folded
+    assert [n["attrs"]["layout"] for n in nodes if n["op"] == "Conv2D"] == ["NHWC"] * 3
+    assert any(n["op"] == "Conv2D" and n["attrs"].get("groups") == 8 for n in nodes)
+
+
+def test_saved_model_through_serving_signature(keras_models, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    model = keras_models["mlp"][0]
+    export = tmp_path / "exported"
+    model.export(str(export), verbose=False)
+    package = tmp_path / "package"  # an unpacked archive: one top-level folder holding the model
+    shutil.copytree(export, package / "mlp_savedmodel")
+    x = data((5, MLP_FEATURES))
+    expected = model(x, training=False).numpy()
+    framework_model = pyengine.load(str(package), backend="tensorflow")
+    np.testing.assert_allclose(framework_model.predict(x), expected, rtol=1e-5, atol=1e-6)
+    native = pyengine.load(str(package))
+    assert native.backend == "native"
+    assert_close(native.predict(x), expected)
+
+
+def test_named_input_must_exist(keras_models) -> None:  # type: ignore[no-untyped-def]
+    path = keras_models["mlp"][1]
+    for backend in ("tensorflow", "native"):
+        with pytest.raises(pyengine.ModelFormatError) as info:
+            pyengine.load(path, backend=backend, inputs=["no_such_input"])
+        msg = str(info.value)
+        assert path in msg and "'no_such_input' is not a node" in msg and "['x']" in msg
+
+
+def test_corrupt_pb_is_a_clear_error(keras_models, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    with open(keras_models["cnn"][1], "rb") as f:
+        blob = f.read()
+    bad = tmp_path / "model.pb"
+    bad.write_bytes(blob[: len(blob) // 3] + b"\xff" * 64)
+    for backend in ("tensorflow", "auto"):
+        with pytest.raises(pyengine.ModelFormatError, match="model.pb' is not a TensorFlow frozen GraphDef"):
+            pyengine.load(str(bad), backend=backend)
+
+
+def test_outputs_default_to_unconsumed_nodes(keras_models) -> None:  # type: ignore[no-untyped-def]
+    model = pyengine.load(keras_models["cnn"][1], backend="tensorflow")
+    assert [s.name for s in model.inputs] == ["image"]
+    assert [s.name for s in model.outputs] == ["Identity"]
+    assert model.inputs[0].shape == (-1, IMAGE, IMAGE, 3)
+    assert os.path.basename(model.path) == "cnn.pb"

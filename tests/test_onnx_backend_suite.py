@@ -1,0 +1,61 @@
+"""The ONNX backend test data shipped in the onnx package (pytorch-converted, pytorch-operator):
+every case whose ops the converter supports runs natively and matches its expected outputs."""
+
+from __future__ import annotations
+
+import glob
+import os
+
+import numpy as np
+import pytest
+
+import pyengine
+
+pytestmark = pytest.mark.frameworks
+onnx = pytest.importorskip("onnx", reason="the onnx extra (pip install 'pyengine[onnx]') is not installed")
+
+SUITES = ("pytorch-converted", "pytorch-operator")
+# Cases whose ops all convert today: 71 of 117. Fewer would mean an importer regressed.
+MIN_SUPPORTED = 65
+
+
+def _cases() -> list[str]:
+    base = os.path.join(os.path.dirname(onnx.__file__), "backend", "test", "data")
+    return [d for s in SUITES for d in sorted(glob.glob(os.path.join(base, s, "test_*")))]
+
+
+def _tensors(folder: str, kind: str) -> list[np.ndarray]:
+    from onnx import numpy_helper
+
+    files = sorted(glob.glob(os.path.join(folder, f"{kind}_*.pb")), key=lambda p: int(p.rsplit("_", 1)[1][:-3]))
+    return [numpy_helper.to_array(onnx.load_tensor(f)) for f in files]
+
+
+def test_onnx_backend_suite_runs_natively(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    cases = _cases()
+    assert len(cases) > 100, "the onnx package ships its backend test data"
+    ran, passed, failures, unsupported = 0, 0, [], {}
+    for case in cases:
+        name = os.path.basename(case)
+        dst = str(tmp_path / f"{name}.pyem")
+        try:
+            pyengine.convert(os.path.join(case, "model.onnx"), dst)
+        except pyengine.UnsupportedOpsError as exc:
+            unsupported[name] = sorted({op for _, op in exc.ops})
+            continue
+        model = pyengine.load(dst)
+        for data_set in sorted(glob.glob(os.path.join(case, "test_data_set_*"))):
+            inputs, expected = _tensors(data_set, "input"), _tensors(data_set, "output")
+            ran += 1
+            out = model.predict(dict(zip([s.name for s in model.inputs], inputs)))
+            outs = list(out.values()) if isinstance(out, dict) else [out]
+            ok = len(outs) == len(expected) and all(
+                a.shape == e.shape and np.allclose(a, e, rtol=1e-3, atol=1e-5) for a, e in zip(outs, expected))
+            if ok:
+                passed += 1
+            else:
+                failures.append(name)
+    print(f"\nONNX backend suite: {len(cases)} cases, {ran} ran natively, {passed} passed, "
+          f"{len(unsupported)} have unsupported ops")
+    assert not failures, f"native outputs differ from the expected ones in {failures}"
+    assert passed == ran >= MIN_SUPPORTED, (ran, passed, unsupported)
