@@ -153,6 +153,7 @@ def mxnet_train_export(net, x: np.ndarray, prefix: str, steps: int = 3) -> str: 
         loss.backward()
         trainer.step(len(x))
     net(xs)
+    os.makedirs(os.path.dirname(prefix) or ".", exist_ok=True)
     net.export(prefix, epoch=0)
     return prefix + "-symbol.json"
 

@@ -81,7 +81,9 @@ def read_package(
     elif not isinstance(chain, chainer.Chain):
         raise ValueError(f"chain= must be a chainer.Chain instance, got {type(chain).__name__}")
     try:
-        chainer.serializers.load_npz(path, chain)
+        # Our own file object: numpy leaks the descriptor it opens when the zip is damaged.
+        with open(path, "rb") as f:
+            chainer.serializers.load_npz(f, chain)
     except (OSError, ValueError, KeyError, EOFError) as exc:
         raise ModelFormatError(
             f"'{path}' is not a readable Chainer .npz for {type(chain).__name__}: "

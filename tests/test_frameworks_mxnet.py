@@ -1,0 +1,121 @@
+"""MXNet: Gluon networks built and briefly trained here, exported as symbol + params checkpoints,
+run by MXNet through pyengine.load and converted to the native engine (NCHW)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+import pyengine
+from framework_models import (
+    IMAGE,
+    MLP_FEATURES,
+    assert_close,
+    check_backend_and_native,
+    data,
+    import_mxnet,
+    mxnet_cnn,
+    mxnet_mlp,
+    mxnet_train_export,
+)
+
+pytestmark = pytest.mark.frameworks
+if importlib.util.find_spec("mxnet") is None:
+    pytest.skip("the mxnet extra (pip install 'pyengine[mxnet]') is not installed", allow_module_level=True)
+mx = import_mxnet()
+
+
+@pytest.fixture(scope="module")
+def gluon_models(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    d = tmp_path_factory.mktemp("mxnet")
+    mlp, cnn = mxnet_mlp(), mxnet_cnn()
+    mxnet_train_export(mlp, data((32, MLP_FEATURES)), str(d / "mlp" / "mlp"))
+    mxnet_train_export(cnn, data((32, 3, IMAGE, IMAGE)), str(d / "cnn" / "cnn"))
+    return {"mlp": (mlp, str(d / "mlp")), "cnn": (cnn, str(d / "cnn"))}
+
+
+@pytest.mark.parametrize("kind, shape", [("mlp", (MLP_FEATURES,)), ("cnn", (3, IMAGE, IMAGE))])
+def test_mxnet_backend_and_native_match(gluon_models, tmp_path, kind: str, shape) -> None:  # type: ignore[no-untyped-def]
+    net, folder = gluon_models[kind]
+
+    def reference(x: np.ndarray) -> np.ndarray:
+        return net(mx.nd.array(x)).asnumpy()
+
+    check_backend_and_native(folder, "mxnet", reference, str(tmp_path / f"{kind}.pyem"), shape)
+
+
+def test_bindings_cached_per_shape(gluon_models) -> None:  # type: ignore[no-untyped-def]
+    model = pyengine.load(gluon_models["mlp"][1], backend="mxnet")
+    for batch in (1, 4, 1, 4, 2):
+        assert model.predict(data((batch, MLP_FEATURES))).shape == (batch, 5)
+    assert sorted(k[0][0] for k in model._executors) == [1, 2, 4]
+
+
+def test_highest_epoch_unless_given(gluon_models, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    folder = tmp_path / "epochs"
+    shutil.copytree(gluon_models["mlp"][1], folder)
+    # epoch 3 holds different weights: every parameter scaled
+    arrays = mx.nd.load(str(folder / "mlp-0000.params"))
+    mx.nd.save(str(folder / "mlp-0003.params"), {k: v * 0.5 for k, v in arrays.items()})
+    x = data((2, MLP_FEATURES))
+    newest = pyengine.load(str(folder), backend="mxnet")
+    first = pyengine.load(str(folder), backend="mxnet", epoch=0)
+    assert newest.path.endswith("mlp-symbol.json")
+    assert not np.allclose(newest.predict(x), first.predict(x))
+    np.testing.assert_allclose(first.predict(x), gluon_models["mlp"][0](mx.nd.array(x)).asnumpy(), rtol=1e-5, atol=1e-6)
+    assert_close(pyengine.load(str(folder)).predict(x), newest.predict(x))
+    with pytest.raises(pyengine.ModelFormatError, match="no weights for epoch 7; found epochs \\[0, 3\\]"):
+        pyengine.load(str(folder), backend="mxnet", epoch=7)
+
+
+def test_newer_mxnet_version_warns_or_fails_strict(gluon_models, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    folder = tmp_path / "newer"
+    shutil.copytree(gluon_models["mlp"][1], folder)
+    sym = folder / "mlp-symbol.json"
+    doc = json.loads(sym.read_text())
+    doc["attrs"]["mxnet_version"] = ["int", 20001]
+    sym.write_text(json.dumps(doc))
+    with pytest.warns(pyengine.FrameworkVersionWarning, match="saved by MXNet 2.0.1, newer than the installed MXNet 1.9.1"):
+        model = pyengine.load(str(folder), backend="mxnet")
+    assert model.predict(data((1, MLP_FEATURES))).shape == (1, 5)
+    with pytest.raises(pyengine.ModelFormatError, match="MXNet 2.0.1.*strict=True"):
+        pyengine.load(str(folder), backend="mxnet", strict=True)
+
+
+def test_unsupported_activation_falls_back_to_mxnet(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    data_sym = mx.sym.var("data")
+    h = mx.sym.FullyConnected(data_sym, num_hidden=4, name="fc")
+    y = mx.sym.Activation(h, act_type="softrelu", name="softplus")
+    prefix = str(tmp_path / "soft")
+    y.save(prefix + "-symbol.json")
+    rng = np.random.default_rng(0)
+    mx.nd.save(prefix + "-0000.params", {"arg:fc_weight": mx.nd.array(rng.standard_normal((4, 3))),
+                                         "arg:fc_bias": mx.nd.array(np.zeros(4))})
+    with pytest.raises(pyengine.UnsupportedOpsError, match=r"softplus \(Activation\)"):
+        pyengine.load(str(tmp_path), backend="native")
+    with pytest.warns(pyengine.FrameworkFallbackWarning, match="runs this model on mxnet"):
+        model = pyengine.load(str(tmp_path))
+    assert model.backend == "mxnet"
+    x = data((2, 3))
+    w = mx.nd.load(prefix + "-0000.params")["arg:fc_weight"].asnumpy()
+    np.testing.assert_allclose(model.predict(x), np.log1p(np.exp(x @ w.T)), rtol=1e-5)
+
+
+def test_corrupt_params_is_a_clear_error(gluon_models, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    folder = tmp_path / "bad"
+    shutil.copytree(gluon_models["cnn"][1], folder)
+    params = folder / "cnn-0000.params"
+    blob = params.read_bytes()
+    params.write_bytes(blob[: len(blob) // 2])
+    for backend in ("mxnet", "auto"):
+        with pytest.raises(pyengine.ModelFormatError) as info:
+            pyengine.load(str(folder), backend=backend)
+        assert str(params) in str(info.value) and "is not a readable MXNet .params file" in str(info.value)
+    os.remove(params)
+    with pytest.raises(pyengine.ModelFormatError, match="MXNet symbol without weights"):
+        pyengine.load(str(folder))
