@@ -5,7 +5,7 @@ from __future__ import annotations
 from pyengine import _core
 
 #: A model file or graph that cannot be used (damaged, unsupported). Subclass of ValueError.
-ModelFormatError = _core.ModelFormatError
+ModelFormatError: type[ValueError] = _core.ModelFormatError
 
 
 class BackendUnavailableError(ImportError):

@@ -65,7 +65,9 @@ def _mxnet(symbol: str, epoch: int | None) -> ModelLocation:
         raise ModelFormatError(
             f"'{symbol}': no weights for epoch {epoch}; found epochs {sorted(epochs)}"
         )
-    return ModelLocation("mxnet", symbol, {"params": epochs[epoch], "epoch": epoch, "prefix": prefix})
+    return ModelLocation(
+        "mxnet", symbol, {"params": epochs[epoch], "epoch": epoch, "prefix": prefix}
+    )
 
 
 def _chainer(npz: str) -> ModelLocation:
@@ -76,12 +78,17 @@ def _chainer(npz: str) -> ModelLocation:
             with open(manifest_path, encoding="utf-8") as f:
                 manifest = json.load(f)
         except (OSError, ValueError) as exc:
-            raise ModelFormatError(f"'{manifest_path}': not a readable JSON manifest ({exc})") from None
-        if not isinstance(manifest, dict) or not isinstance(manifest.get("module"), str) or not isinstance(
-            manifest.get("class"), str
+            raise ModelFormatError(
+                f"'{manifest_path}': not a readable JSON manifest ({exc})"
+            ) from None
+        if (
+            not isinstance(manifest, dict)
+            or not isinstance(manifest.get("module"), str)
+            or not isinstance(manifest.get("class"), str)
         ):
             raise ModelFormatError(
-                f"'{manifest_path}': expected a JSON object with string fields 'module' (the .py file "
+                f"'{manifest_path}': expected a JSON object with string fields "
+                "'module' (the .py file "
                 "defining the network) and 'class' (its Chain class); see docs/frameworks.md"
             )
         manifest = dict(manifest, _dir=os.path.dirname(manifest_path))
@@ -100,7 +107,9 @@ def _classify_file(path: str, epoch: int | None) -> ModelLocation | None:
     if m:
         sym = os.path.join(os.path.dirname(path), m.group("prefix") + "-symbol.json")
         if not os.path.isfile(sym):
-            raise ModelFormatError(f"'{path}': MXNet weights without their symbol; expected '{sym}'")
+            raise ModelFormatError(
+                f"'{path}': MXNet weights without their symbol; expected '{sym}'"
+            )
         return _mxnet(sym, int(m.group("epoch")) if epoch is None else epoch)
     if base.endswith(".onnx"):
         return ModelLocation("onnx", path)
@@ -157,7 +166,9 @@ def locate(path: str, framework: str | None = None, epoch: int | None = None) ->
                 return ModelLocation("tensorflow", path, {"saved_model": False})
             if framework == "onnx":
                 return ModelLocation("onnx", path)
-            raise ModelFormatError(f"'{path}' is not a recognisable model file; expected {EXPECTED}")
+            raise ModelFormatError(
+                f"'{path}' is not a recognisable model file; expected {EXPECTED}"
+            )
         return loc
     folder = path
     entries = [e for e in os.listdir(folder) if not e.startswith(".")]

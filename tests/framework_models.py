@@ -16,7 +16,7 @@ IMAGE = 8  # images are IMAGE x IMAGE with 3 channels
 
 
 def assert_close(actual: np.ndarray, expected: np.ndarray, tol: float = 1e-4) -> None:
-    """The converted model's outputs match the framework's within ``tol`` (absolute and relative)."""
+    """Outputs match the framework's within ``tol`` (absolute and relative)."""
     assert actual.shape == expected.shape, (actual.shape, expected.shape)
     np.testing.assert_allclose(actual, expected, rtol=tol, atol=tol)
 
@@ -80,7 +80,9 @@ def tf_freeze(model, path: str) -> str:  # type: ignore[no-untyped-def]
         convert_variables_to_constants_v2,
     )
 
-    spec = [tf.TensorSpec([None, *model.inputs[0].shape[1:]], tf.float32, name=model.inputs[0].name)]
+    spec = [
+        tf.TensorSpec([None, *model.inputs[0].shape[1:]], tf.float32, name=model.inputs[0].name)
+    ]
     fn = tf.function(lambda x: model(x, training=False)).get_concrete_function(*spec)
     frozen = convert_variables_to_constants_v2(fn)
     with open(path, "wb") as f:
@@ -102,8 +104,13 @@ def mxnet_mlp():  # type: ignore[no-untyped-def]
     mx = import_mxnet()
     nn = mx.gluon.nn
     net = nn.HybridSequential()
-    net.add(nn.Dense(32, activation="relu"), nn.Dense(32), nn.LeakyReLU(0.1),
-            nn.Dense(32, activation="sigmoid"), nn.Dense(MLP_CLASSES))
+    net.add(
+        nn.Dense(32, activation="relu"),
+        nn.Dense(32),
+        nn.LeakyReLU(0.1),
+        nn.Dense(32, activation="sigmoid"),
+        nn.Dense(MLP_CLASSES),
+    )
     return net
 
 
@@ -163,7 +170,7 @@ CHAINER_NETS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "chainer
 
 
 def chainer_train_save(chain, x: np.ndarray, folder: str, cls: str, steps: int = 3) -> str:  # type: ignore[no-untyped-def]
-    """Train a few steps, save ``model.npz`` and ship the network code with a pyengine.json manifest."""
+    """Train a few steps, save model.npz, ship the network code with a pyengine.json manifest."""
     import json
     import shutil
 
@@ -181,24 +188,39 @@ def chainer_train_save(chain, x: np.ndarray, folder: str, cls: str, steps: int =
     os.makedirs(folder, exist_ok=True)
     chainer.serializers.save_npz(os.path.join(folder, "model.npz"), chain)
     shutil.copy(CHAINER_NETS, os.path.join(folder, "net.py"))
-    manifest = {"framework": "chainer", "module": "net.py", "class": cls, "weights": "model.npz",
-                "inputs": [{"name": "x", "shape": [-1, *x.shape[1:]]}]}
+    manifest = {
+        "framework": "chainer",
+        "module": "net.py",
+        "class": cls,
+        "weights": "model.npz",
+        "inputs": [{"name": "x", "shape": [-1, *x.shape[1:]]}],
+    }
     with open(os.path.join(folder, "pyengine.json"), "w") as f:
         json.dump(manifest, f)
     return folder
 
 
-# ---------------------------------------------------------------- ONNX (NCHW), built with onnx.helper
-def _onnx_model(nodes, inits: dict[str, np.ndarray], x_shape, output: str, rank: int = 2, opset: int = 13):  # type: ignore[no-untyped-def]
+# ---------------------------------------------------------------- ONNX (NCHW), via onnx.helper
+def _onnx_model(
+    nodes, inits: dict[str, np.ndarray], x_shape, output: str, rank: int = 2, opset: int = 13
+):  # type: ignore[no-untyped-def]
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     graph = helper.make_graph(
-        nodes, "pyengine-test",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None if d == -1 else d for d in x_shape])],
+        nodes,
+        "pyengine-test",
+        [
+            helper.make_tensor_value_info(
+                "x", TensorProto.FLOAT, [None if d == -1 else d for d in x_shape]
+            )
+        ],
         [helper.make_tensor_value_info(output, TensorProto.FLOAT, [None] * rank)],
-        [numpy_helper.from_array(np.asarray(v, np.float32), k) for k, v in inits.items()
-         if any(k in n.input for n in nodes)],
+        [
+            numpy_helper.from_array(np.asarray(v, np.float32), k)
+            for k, v in inits.items()
+            if any(k in n.input for n in nodes)
+        ],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
     onnx.checker.check_model(model)
@@ -213,7 +235,7 @@ def _onnx_run(model, x: np.ndarray) -> np.ndarray:  # type: ignore[no-untyped-de
 
 
 def _train_head(features: np.ndarray, w: np.ndarray, b: np.ndarray, steps: int = 20) -> None:
-    """Softmax regression steps (numpy) on the last layer's inputs; updates ``w`` [K, N] and ``b``."""
+    """Softmax regression steps (numpy) on the last layer's inputs; updates w [K, N] and b."""
     y = labels(len(features))
     onehot = np.eye(w.shape[1])[y]
     for _ in range(steps):
@@ -230,9 +252,14 @@ def onnx_mlp(x: np.ndarray):  # type: ignore[no-untyped-def]
     from onnx import helper
 
     rng = np.random.default_rng(3)
-    p = {"w1": rng.standard_normal((32, MLP_FEATURES)) * 0.3, "b1": rng.standard_normal(32) * 0.1,
-         "w2": rng.standard_normal((32, 32)) * 0.2, "b2": rng.standard_normal(32) * 0.1,
-         "w3": np.zeros((32, MLP_CLASSES)), "b3": np.zeros(MLP_CLASSES)}
+    p = {
+        "w1": rng.standard_normal((32, MLP_FEATURES)) * 0.3,
+        "b1": rng.standard_normal(32) * 0.1,
+        "w2": rng.standard_normal((32, 32)) * 0.2,
+        "b2": rng.standard_normal(32) * 0.1,
+        "w3": np.zeros((32, MLP_CLASSES)),
+        "b3": np.zeros(MLP_CLASSES),
+    }
     nodes = [
         helper.make_node("Gemm", ["x", "w1", "b1"], ["h1"], transB=1, name="fc1"),
         helper.make_node("Relu", ["h1"], ["r1"], name="relu1"),
@@ -242,8 +269,12 @@ def onnx_mlp(x: np.ndarray):  # type: ignore[no-untyped-def]
         helper.make_node("Gemm", ["t2", "w3", "b3"], ["logits"], name="fc3"),
         helper.make_node("Softmax", ["logits"], ["probs"], axis=-1, name="softmax"),
     ]
-    features = _onnx_run(_onnx_model(nodes[:5], {k: p[k] for k in ("w1", "b1", "w2", "b2")},
-                                     [-1, MLP_FEATURES], "t2"), x)
+    features = _onnx_run(
+        _onnx_model(
+            nodes[:5], {k: p[k] for k in ("w1", "b1", "w2", "b2")}, [-1, MLP_FEATURES], "t2"
+        ),
+        x,
+    )
     _train_head(features, p["w3"], p["b3"])
     return _onnx_model(nodes, p, ["N", MLP_FEATURES], "probs")
 
@@ -258,23 +289,39 @@ def onnx_cnn(x: np.ndarray):  # type: ignore[no-untyped-def]
     rng = np.random.default_rng(4)
     c = 8
     p: dict[str, np.ndarray] = {
-        "w1": rng.standard_normal((c, 3, 3, 3)) * 0.3, "b1": rng.standard_normal(c) * 0.1,
+        "w1": rng.standard_normal((c, 3, 3, 3)) * 0.3,
+        "b1": rng.standard_normal(c) * 0.1,
         "w2": rng.standard_normal((c, 1, 3, 3)) * 0.3,
-        "fc_w": np.zeros((c, MLP_CLASSES)), "fc_b": np.zeros(MLP_CLASSES),
+        "fc_w": np.zeros((c, MLP_CLASSES)),
+        "fc_b": np.zeros(MLP_CLASSES),
     }
     for i in (1, 2):
         p[f"g{i}"] = rng.uniform(0.5, 1.5, c)
         p[f"be{i}"] = rng.standard_normal(c) * 0.1
     nodes = [
         helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1], name="conv1"),
-        helper.make_node("BatchNormalization", ["c1", "g1", "be1", "m1", "v1"], ["n1"], epsilon=1e-5, name="bn1"),
+        helper.make_node(
+            "BatchNormalization", ["c1", "g1", "be1", "m1", "v1"], ["n1"], epsilon=1e-5, name="bn1"
+        ),
         helper.make_node("Relu", ["n1"], ["r1"], name="relu1"),
-        helper.make_node("MaxPool", ["r1"], ["p1"], kernel_shape=[2, 2], strides=[2, 2], name="pool1"),
+        helper.make_node(
+            "MaxPool", ["r1"], ["p1"], kernel_shape=[2, 2], strides=[2, 2], name="pool1"
+        ),
         helper.make_node("Conv", ["p1", "w2"], ["c2"], pads=[1, 1, 1, 1], group=c, name="dwconv2"),
-        helper.make_node("BatchNormalization", ["c2", "g2", "be2", "m2", "v2"], ["n2"], epsilon=1e-5, name="bn2"),
+        helper.make_node(
+            "BatchNormalization", ["c2", "g2", "be2", "m2", "v2"], ["n2"], epsilon=1e-5, name="bn2"
+        ),
         helper.make_node("Clip", ["n2", "lo", "hi"], ["r2"], name="relu6"),
-        helper.make_node("AveragePool", ["r2"], ["p2"], kernel_shape=[2, 2], strides=[1, 1],
-                         pads=[0, 0, 1, 1], count_include_pad=1, name="pool2"),
+        helper.make_node(
+            "AveragePool",
+            ["r2"],
+            ["p2"],
+            kernel_shape=[2, 2],
+            strides=[1, 1],
+            pads=[0, 0, 1, 1],
+            count_include_pad=1,
+            name="pool2",
+        ),
         helper.make_node("GlobalAveragePool", ["p2"], ["gap"], name="gap"),
         helper.make_node("Flatten", ["gap"], ["flat"], axis=1, name="flatten"),
         helper.make_node("Gemm", ["flat", "fc_w", "fc_b"], ["logits"], name="fc"),
@@ -283,10 +330,19 @@ def onnx_cnn(x: np.ndarray):  # type: ignore[no-untyped-def]
     p["lo"], p["hi"] = np.array(0.0), np.array(6.0)
     for i, (upto, conv_out) in enumerate(((1, "c1"), (5, "c2")), start=1):
         prefix = {k: v for k, v in p.items() if not k.startswith("fc")}
-        out = _onnx_run(_onnx_model(nodes[:upto], prefix, [-1, 3, IMAGE, IMAGE], conv_out, rank=4), x)
+        out = _onnx_run(
+            _onnx_model(nodes[:upto], prefix, [-1, 3, IMAGE, IMAGE], conv_out, rank=4), x
+        )
         p[f"m{i}"], p[f"v{i}"] = out.mean((0, 2, 3)), out.var((0, 2, 3))
-    features = _onnx_run(_onnx_model(nodes[:10], {k: v for k, v in p.items() if not k.startswith("fc")},
-                                     [-1, 3, IMAGE, IMAGE], "flat"), x)
+    features = _onnx_run(
+        _onnx_model(
+            nodes[:10],
+            {k: v for k, v in p.items() if not k.startswith("fc")},
+            [-1, 3, IMAGE, IMAGE],
+            "flat",
+        ),
+        x,
+    )
     _train_head(features, p["fc_w"], p["fc_b"])
     return _onnx_model(nodes, p, ["N", 3, IMAGE, IMAGE], "probs")
 
@@ -298,8 +354,9 @@ def onnx_save(model, path: str) -> str:  # type: ignore[no-untyped-def]
     return path
 
 
-def check_backend_and_native(path: str, backend: str, reference, dst: str, shape: tuple[int, ...],
-                             **options) -> None:  # type: ignore[no-untyped-def]
+def check_backend_and_native(
+    path: str, backend: str, reference, dst: str, shape: tuple[int, ...], **options
+) -> None:  # type: ignore[no-untyped-def]
     """Through pyengine.load the framework backend gives ``reference``'s outputs (the framework
     called directly); the converted native model matches them within 1e-4 at batch 1 and 7."""
     import pyengine

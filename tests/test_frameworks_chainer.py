@@ -9,12 +9,21 @@ import shutil
 
 import numpy as np
 import pytest
+from framework_models import (
+    IMAGE,
+    MLP_FEATURES,
+    assert_close,
+    chainer_train_save,
+    check_backend_and_native,
+    data,
+)
 
 import pyengine
-from framework_models import IMAGE, MLP_FEATURES, assert_close, chainer_train_save, check_backend_and_native, data
 
 pytestmark = pytest.mark.frameworks
-chainer = pytest.importorskip("chainer", reason="the chainer extra (pip install 'pyengine[chainer]') is not installed")
+chainer = pytest.importorskip(
+    "chainer", reason="the chainer extra (pip install 'pyengine[chainer]') is not installed"
+)
 import chainer_nets  # noqa: E402  (needs chainer)
 
 
@@ -39,7 +48,9 @@ def _reference(chain):  # type: ignore[no-untyped-def]
 @pytest.mark.parametrize("kind, shape", [("mlp", (MLP_FEATURES,)), ("cnn", (3, IMAGE, IMAGE))])
 def test_chainer_backend_and_native_match(chains, tmp_path, kind: str, shape) -> None:  # type: ignore[no-untyped-def]
     chain, folder = chains[kind]
-    check_backend_and_native(folder, "chainer", _reference(chain), str(tmp_path / f"{kind}.pyem"), shape)
+    check_backend_and_native(
+        folder, "chainer", _reference(chain), str(tmp_path / f"{kind}.pyem"), shape
+    )
 
 
 def test_chain_instance_instead_of_manifest(chains, tmp_path) -> None:  # type: ignore[no-untyped-def]
@@ -50,7 +61,9 @@ def test_chain_instance_instead_of_manifest(chains, tmp_path) -> None:  # type: 
     x = data((2, 3, IMAGE, IMAGE))
     model = pyengine.load(str(tmp_path), backend="chainer", chain=fresh)
     np.testing.assert_allclose(model.predict(x), _reference(chain)(x), rtol=1e-5, atol=1e-6)
-    native = pyengine.load(str(tmp_path), chain=chainer_nets.CNN(), input_shapes={"x": [-1, 3, IMAGE, IMAGE]})
+    native = pyengine.load(
+        str(tmp_path), chain=chainer_nets.CNN(), input_shapes={"x": [-1, 3, IMAGE, IMAGE]}
+    )
     assert native.backend == "native"
     assert_close(native.predict(x), _reference(chain)(x))
 
@@ -61,7 +74,11 @@ def test_package_without_code_is_a_clear_error(chains, tmp_path) -> None:  # typ
         with pytest.raises(pyengine.ModelFormatError) as info:
             pyengine.load(str(tmp_path), backend=backend)
         msg = str(info.value)
-        assert str(tmp_path / "model.npz") in msg and "chain=" in msg and "pyengine.json manifest" in msg
+        assert (
+            str(tmp_path / "model.npz") in msg
+            and "chain=" in msg
+            and "pyengine.json manifest" in msg
+        )
 
 
 def test_corrupt_npz_is_a_clear_error(chains, tmp_path) -> None:  # type: ignore[no-untyped-def]

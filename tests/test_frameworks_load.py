@@ -8,9 +8,9 @@ import sys
 
 import numpy as np
 import pytest
+from models import mlp
 
 import pyengine
-from models import mlp
 
 
 def test_directory_without_a_model(tmp_path) -> None:  # type: ignore[no-untyped-def]
@@ -20,7 +20,13 @@ def test_directory_without_a_model(tmp_path) -> None:  # type: ignore[no-untyped
         pyengine.load(str(tmp_path))
     msg = str(info.value)
     assert str(tmp_path) in msg and "holds no recognisable model" in msg
-    assert "*.pb" in msg and "-symbol.json" in msg and "model.npz" in msg and "*.onnx" in msg and "*.pyem" in msg
+    assert (
+        "*.pb" in msg
+        and "-symbol.json" in msg
+        and "model.npz" in msg
+        and "*.onnx" in msg
+        and "*.pyem" in msg
+    )
 
 
 def test_two_candidate_models(tmp_path) -> None:  # type: ignore[no-untyped-def]
@@ -45,7 +51,9 @@ def test_single_top_level_folder_is_descended(tmp_path) -> None:  # type: ignore
 def test_unrecognised_file(tmp_path) -> None:  # type: ignore[no-untyped-def]
     f = tmp_path / "model.bin"
     f.write_bytes(b"\0" * 8)
-    with pytest.raises(pyengine.ModelFormatError, match="model.bin' is not a recognisable model file; expected"):
+    with pytest.raises(
+        pyengine.ModelFormatError, match="model.bin' is not a recognisable model file; expected"
+    ):
         pyengine.load(str(f))
 
 

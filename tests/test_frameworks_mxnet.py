@@ -10,8 +10,6 @@ import shutil
 
 import numpy as np
 import pytest
-
-import pyengine
 from framework_models import (
     IMAGE,
     MLP_FEATURES,
@@ -24,9 +22,13 @@ from framework_models import (
     mxnet_train_export,
 )
 
+import pyengine
+
 pytestmark = pytest.mark.frameworks
 if importlib.util.find_spec("mxnet") is None:
-    pytest.skip("the mxnet extra (pip install 'pyengine[mxnet]') is not installed", allow_module_level=True)
+    pytest.skip(
+        "the mxnet extra (pip install 'pyengine[mxnet]') is not installed", allow_module_level=True
+    )
 mx = import_mxnet()
 
 
@@ -67,9 +69,13 @@ def test_highest_epoch_unless_given(gluon_models, tmp_path) -> None:  # type: ig
     first = pyengine.load(str(folder), backend="mxnet", epoch=0)
     assert newest.path.endswith("mlp-symbol.json")
     assert not np.allclose(newest.predict(x), first.predict(x))
-    np.testing.assert_allclose(first.predict(x), gluon_models["mlp"][0](mx.nd.array(x)).asnumpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        first.predict(x), gluon_models["mlp"][0](mx.nd.array(x)).asnumpy(), rtol=1e-5, atol=1e-6
+    )
     assert_close(pyengine.load(str(folder)).predict(x), newest.predict(x))
-    with pytest.raises(pyengine.ModelFormatError, match="no weights for epoch 7; found epochs \\[0, 3\\]"):
+    with pytest.raises(
+        pyengine.ModelFormatError, match="no weights for epoch 7; found epochs \\[0, 3\\]"
+    ):
         pyengine.load(str(folder), backend="mxnet", epoch=7)
 
 
@@ -80,7 +86,10 @@ def test_newer_mxnet_version_warns_or_fails_strict(gluon_models, tmp_path) -> No
     doc = json.loads(sym.read_text())
     doc["attrs"]["mxnet_version"] = ["int", 20001]
     sym.write_text(json.dumps(doc))
-    with pytest.warns(pyengine.FrameworkVersionWarning, match="saved by MXNet 2.0.1, newer than the installed MXNet 1.9.1"):
+    with pytest.warns(
+        pyengine.FrameworkVersionWarning,
+        match="saved by MXNet 2.0.1, newer than the installed MXNet 1.9.1",
+    ):
         model = pyengine.load(str(folder), backend="mxnet")
     assert model.predict(data((1, MLP_FEATURES))).shape == (1, 5)
     with pytest.raises(pyengine.ModelFormatError, match="MXNet 2.0.1.*strict=True"):
@@ -94,8 +103,13 @@ def test_unsupported_activation_falls_back_to_mxnet(tmp_path) -> None:  # type: 
     prefix = str(tmp_path / "soft")
     y.save(prefix + "-symbol.json")
     rng = np.random.default_rng(0)
-    mx.nd.save(prefix + "-0000.params", {"arg:fc_weight": mx.nd.array(rng.standard_normal((4, 3))),
-                                         "arg:fc_bias": mx.nd.array(np.zeros(4))})
+    mx.nd.save(
+        prefix + "-0000.params",
+        {
+            "arg:fc_weight": mx.nd.array(rng.standard_normal((4, 3))),
+            "arg:fc_bias": mx.nd.array(np.zeros(4)),
+        },
+    )
     with pytest.raises(pyengine.UnsupportedOpsError, match=r"softplus \(Activation\)"):
         pyengine.load(str(tmp_path), backend="native")
     with pytest.warns(pyengine.FrameworkFallbackWarning, match="runs this model on mxnet"):
@@ -115,7 +129,9 @@ def test_corrupt_params_is_a_clear_error(gluon_models, tmp_path) -> None:  # typ
     for backend in ("mxnet", "auto"):
         with pytest.raises(pyengine.ModelFormatError) as info:
             pyengine.load(str(folder), backend=backend)
-        assert str(params) in str(info.value) and "is not a readable MXNet .params file" in str(info.value)
+        assert str(params) in str(info.value) and "is not a readable MXNet .params file" in str(
+            info.value
+        )
     os.remove(params)
     with pytest.raises(pyengine.ModelFormatError, match="MXNet symbol without weights"):
         pyengine.load(str(folder))

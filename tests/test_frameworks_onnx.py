@@ -8,8 +8,6 @@ import sys
 
 import numpy as np
 import pytest
-
-import pyengine
 from framework_models import (
     IMAGE,
     MLP_FEATURES,
@@ -21,8 +19,12 @@ from framework_models import (
     onnx_save,
 )
 
+import pyengine
+
 pytestmark = pytest.mark.frameworks
-onnx = pytest.importorskip("onnx", reason="the onnx extra (pip install 'pyengine[onnx]') is not installed")
+onnx = pytest.importorskip(
+    "onnx", reason="the onnx extra (pip install 'pyengine[onnx]') is not installed"
+)
 ort = pytest.importorskip("onnxruntime", reason="the onnx extra is not installed")
 
 
@@ -43,7 +45,9 @@ def _session_reference(path: str):  # type: ignore[no-untyped-def]
 @pytest.mark.parametrize("kind, shape", [("mlp", (MLP_FEATURES,)), ("cnn", (3, IMAGE, IMAGE))])
 def test_onnx_backend_and_native_match(models: dict[str, str], tmp_path, kind: str, shape) -> None:  # type: ignore[no-untyped-def]
     path = models[kind]
-    check_backend_and_native(path, "onnx", _session_reference(path), str(tmp_path / f"{kind}.pyem"), shape)
+    check_backend_and_native(
+        path, "onnx", _session_reference(path), str(tmp_path / f"{kind}.pyem"), shape
+    )
 
 
 def test_cnn_batch_norm_and_activations_fold_into_conv(models: dict[str, str]) -> None:
@@ -63,8 +67,12 @@ def _unsupported_model(path: str) -> str:
         helper.make_node("Relu", ["e"], ["r"], name="relu_node"),
         helper.make_node("Log", ["r"], ["y"], name="log_node"),
     ]
-    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 4])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 4])])
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 4])],
+    )
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), path)
     return path
 
@@ -88,15 +96,23 @@ def test_unsupported_ops_listed_and_auto_falls_back_once(tmp_path) -> None:  # t
 
 def test_cli_convert(models: dict[str, str], tmp_path) -> None:  # type: ignore[no-untyped-def]
     dst = tmp_path / "cli.pyem"
-    done = subprocess.run([sys.executable, "-m", "pyengine", "convert", models["mlp"], "-o", str(dst)],
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "pyengine", "convert", models["mlp"], "-o", str(dst)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     assert "wrote" in done.stdout and str(dst) in done.stdout
     x = data((4, MLP_FEATURES))
     assert_close(pyengine.load(str(dst)).predict(x), _session_reference(models["mlp"])(x))
     bad = _unsupported_model(str(tmp_path / "exp.onnx"))
-    done = subprocess.run([sys.executable, "-m", "pyengine", "convert", bad, "-o", str(tmp_path / "x.pyem")],
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "pyengine", "convert", bad, "-o", str(tmp_path / "x.pyem")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 2
     assert "exp_node (Exp)" in done.stderr and "log_node (Log)" in done.stderr
 

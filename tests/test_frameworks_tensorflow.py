@@ -8,8 +8,6 @@ import shutil
 
 import numpy as np
 import pytest
-
-import pyengine
 from framework_models import (
     IMAGE,
     MLP_FEATURES,
@@ -23,9 +21,14 @@ from framework_models import (
     tf_quiet,
 )
 
+import pyengine
+
 pytestmark = pytest.mark.frameworks
 tf_quiet()
-tf = pytest.importorskip("tensorflow", reason="the tensorflow extra (pip install 'pyengine[tensorflow]') is not installed")
+tf = pytest.importorskip(
+    "tensorflow",
+    reason="the tensorflow extra (pip install 'pyengine[tensorflow]') is not installed",
+)
 
 
 @pytest.fixture(scope="module")
@@ -58,8 +61,22 @@ def test_frozen_keras_graph_holds_unfused_batch_norm_and_folds(keras_models) -> 
 
     location = locate(keras_models["cnn"][1])
     tf_ops = {n.op for n in read_graph(location).graph_def.node}
-    assert {"Rsqrt", "Mul", "Sub", "AddV2", "Relu6", "DepthwiseConv2dNative", "Mean",
-            "MaxPool", "AvgPool", "ConcatV2", "Softmax", "MatMul", "BiasAdd", "Conv2D"} <= tf_ops
+    assert {
+        "Rsqrt",
+        "Mul",
+        "Sub",
+        "AddV2",
+        "Relu6",
+        "DepthwiseConv2dNative",
+        "Mean",
+        "MaxPool",
+        "AvgPool",
+        "ConcatV2",
+        "Softmax",
+        "MatMul",
+        "BiasAdd",
+        "Conv2D",
+    } <= tf_ops
     nodes = to_builder(location).graph["nodes"]
     ops = [n["op"] for n in nodes]
     assert "Mul" not in ops and "Add" not in ops and "Sub" not in ops  # batch norm folded
@@ -97,7 +114,9 @@ def test_corrupt_pb_is_a_clear_error(keras_models, tmp_path) -> None:  # type: i
     bad = tmp_path / "model.pb"
     bad.write_bytes(blob[: len(blob) // 3] + b"\xff" * 64)
     for backend in ("tensorflow", "auto"):
-        with pytest.raises(pyengine.ModelFormatError, match="model.pb' is not a TensorFlow frozen GraphDef"):
+        with pytest.raises(
+            pyengine.ModelFormatError, match="model.pb' is not a TensorFlow frozen GraphDef"
+        ):
             pyengine.load(str(bad), backend=backend)
 
 

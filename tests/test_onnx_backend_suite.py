@@ -12,7 +12,9 @@ import pytest
 import pyengine
 
 pytestmark = pytest.mark.frameworks
-onnx = pytest.importorskip("onnx", reason="the onnx extra (pip install 'pyengine[onnx]') is not installed")
+onnx = pytest.importorskip(
+    "onnx", reason="the onnx extra (pip install 'pyengine[onnx]') is not installed"
+)
 
 SUITES = ("pytorch-converted", "pytorch-operator")
 # Cases whose ops all convert today: 71 of 117. Fewer would mean an importer regressed.
@@ -27,7 +29,9 @@ def _cases() -> list[str]:
 def _tensors(folder: str, kind: str) -> list[np.ndarray]:
     from onnx import numpy_helper
 
-    files = sorted(glob.glob(os.path.join(folder, f"{kind}_*.pb")), key=lambda p: int(p.rsplit("_", 1)[1][:-3]))
+    files = sorted(
+        glob.glob(os.path.join(folder, f"{kind}_*.pb")), key=lambda p: int(p.rsplit("_", 1)[1][:-3])
+    )
     return [numpy_helper.to_array(onnx.load_tensor(f)) for f in files]
 
 
@@ -50,12 +54,16 @@ def test_onnx_backend_suite_runs_natively(tmp_path) -> None:  # type: ignore[no-
             out = model.predict(dict(zip([s.name for s in model.inputs], inputs)))
             outs = list(out.values()) if isinstance(out, dict) else [out]
             ok = len(outs) == len(expected) and all(
-                a.shape == e.shape and np.allclose(a, e, rtol=1e-3, atol=1e-5) for a, e in zip(outs, expected))
+                a.shape == e.shape and np.allclose(a, e, rtol=1e-3, atol=1e-5)
+                for a, e in zip(outs, expected)
+            )
             if ok:
                 passed += 1
             else:
                 failures.append(name)
-    print(f"\nONNX backend suite: {len(cases)} cases, {ran} ran natively, {passed} passed, "
-          f"{len(unsupported)} have unsupported ops")
+    print(
+        f"\nONNX backend suite: {len(cases)} cases, {ran} ran natively, {passed} passed, "
+        f"{len(unsupported)} have unsupported ops"
+    )
     assert not failures, f"native outputs differ from the expected ones in {failures}"
     assert passed == ran >= MIN_SUPPORTED, (ran, passed, unsupported)

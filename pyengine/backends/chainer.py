@@ -17,8 +17,12 @@ class ChainerModel(Model):
 
     backend = "chainer"
 
-    def __init__(self, location: ModelLocation, chain: Any = None,
-                 input_shapes: dict[str, Sequence[int]] | None = None) -> None:
+    def __init__(
+        self,
+        location: ModelLocation,
+        chain: Any = None,
+        input_shapes: dict[str, Sequence[int]] | None = None,
+    ) -> None:
         self._chainer = import_chainer()
         self.path = location.path
         self._package = read_package(location, chain, input_shapes)
@@ -40,7 +44,9 @@ class ChainerModel(Model):
         with chainer.using_config("train", False), chainer.no_backprop_mode():
             outs = flatten_outputs(self.chain(*arrays))
         if len(outs) != len(self._outputs):
-            self._outputs = [TensorSpec(n, (), "float32") for n in output_names(self._package, len(outs))]
+            self._outputs = [
+                TensorSpec(n, (), "float32") for n in output_names(self._package, len(outs))
+            ]
         return [np.asarray(o.array if hasattr(o, "array") else o) for o in outs]
 
 

@@ -9,7 +9,13 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from pyengine.convert.mxnet import guess_input_shape, import_mxnet, load_params, model_inputs, read_symbol
+from pyengine.convert.mxnet import (
+    guess_input_shape,
+    import_mxnet,
+    load_params,
+    model_inputs,
+    read_symbol,
+)
 from pyengine.errors import ModelFormatError
 from pyengine.locate import ModelLocation
 from pyengine.model import Model, TensorSpec
@@ -20,8 +26,12 @@ class MXNetModel(Model):
 
     backend = "mxnet"
 
-    def __init__(self, location: ModelLocation, strict: bool = False,
-                 input_shapes: dict[str, Sequence[int]] | None = None) -> None:
+    def __init__(
+        self,
+        location: ModelLocation,
+        strict: bool = False,
+        input_shapes: dict[str, Sequence[int]] | None = None,
+    ) -> None:
         mx = import_mxnet()
         self._mx = mx
         self.path = location.path
@@ -30,10 +40,14 @@ class MXNetModel(Model):
         try:
             self._symbol = mx.sym.load(location.path)
         except Exception as exc:  # mxnet.base.MXNetError
-            raise ModelFormatError(f"'{location.path}': MXNet cannot load this symbol ({exc})") from None
+            raise ModelFormatError(
+                f"'{location.path}': MXNet cannot load this symbol ({exc})"
+            ) from None
         args = set(self._symbol.list_arguments())
         self._args = {k: v for k, v in params.items() if k in args}
-        self._aux = {k: v for k, v in params.items() if k in set(self._symbol.list_auxiliary_states())}
+        self._aux = {
+            k: v for k, v in params.items() if k in set(self._symbol.list_auxiliary_states())
+        }
         names = model_inputs(doc, params)
         shapes = dict(input_shapes or {})
         for n in names:
@@ -44,7 +58,9 @@ class MXNetModel(Model):
                     shapes[n] = ()
         self._inputs = [TensorSpec(n, tuple(shapes[n]), "float32") for n in names]
         self._outputs = [TensorSpec(n, (), "float32") for n in self._symbol.list_outputs()]
-        self._labels = [a for a in self._symbol.list_arguments() if a.endswith("_label") and a not in params]
+        self._labels = [
+            a for a in self._symbol.list_arguments() if a.endswith("_label") and a not in params
+        ]
         self._executors: dict[tuple[tuple[int, ...], ...], Any] = {}
         self._lock = threading.Lock()
 
@@ -67,7 +83,9 @@ class MXNetModel(Model):
                 exe = self._symbol.simple_bind(ctx=mx.cpu(), grad_req="null", **feed)
             except Exception as exc:  # mxnet.base.MXNetError
                 first = str(exc).strip().splitlines()[0]
-                raise ValueError(f"MXNet cannot bind '{self.path}' for input shapes {feed}: {first}") from None
+                raise ValueError(
+                    f"MXNet cannot bind '{self.path}' for input shapes {feed}: {first}"
+                ) from None
             exe.copy_params_from(self._args, self._aux, allow_extra_params=True)
             self._executors[shapes] = exe
         return exe

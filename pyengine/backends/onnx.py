@@ -12,8 +12,13 @@ from pyengine.errors import ModelFormatError
 from pyengine.locate import ModelLocation
 from pyengine.model import Model, TensorSpec
 
-_DTYPES = {"tensor(float)": "float32", "tensor(int64)": "int64", "tensor(int32)": "int32",
-           "tensor(uint8)": "uint8", "tensor(double)": "float64"}
+_DTYPES = {
+    "tensor(float)": "float32",
+    "tensor(int64)": "int64",
+    "tensor(int32)": "int32",
+    "tensor(uint8)": "uint8",
+    "tensor(double)": "float64",
+}
 
 
 def _spec(arg: Any) -> TensorSpec:
@@ -34,9 +39,13 @@ class ONNXModel(Model):
         if threads:
             options.intra_op_num_threads = threads
         try:
-            self._session = ort.InferenceSession(location.path, options, providers=["CPUExecutionProvider"])
+            self._session = ort.InferenceSession(
+                location.path, options, providers=["CPUExecutionProvider"]
+            )
         except Exception as exc:  # onnxruntime's Fail / InvalidGraph
-            raise ModelFormatError(f"'{location.path}': onnxruntime cannot load this model ({exc})") from None
+            raise ModelFormatError(
+                f"'{location.path}': onnxruntime cannot load this model ({exc})"
+            ) from None
         self._inputs = [_spec(a) for a in self._session.get_inputs()]
         self._outputs = [_spec(a) for a in self._session.get_outputs()]
         self._names = [s.name for s in self._outputs]

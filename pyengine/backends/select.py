@@ -51,7 +51,8 @@ def load(path: str, backend: str, **options: Any) -> Model:
             if backend == "native":
                 raise
             warnings.warn(
-                f"{exc}. pyengine runs this model on {location.framework} instead of the native engine",
+                f"{exc}. pyengine runs this model on {location.framework} instead of the "
+                "native engine",
                 FrameworkFallbackWarning,
                 stacklevel=3,
             )

@@ -7,7 +7,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from pyengine.convert.tensorflow import import_tf, read_graph
+from pyengine.convert.tensorflow import import_tf, load_saved_model, read_graph
 from pyengine.errors import ModelFormatError
 from pyengine.locate import ModelLocation
 from pyengine.model import Model, TensorSpec
@@ -50,27 +50,23 @@ class TensorFlowModel(Model):
             fetches = [graph.get_tensor_by_name(n + ":0") for n in frozen.outputs]
             self._fn = wrapped.prune(feeds, fetches)
         except (ValueError, KeyError, TypeError) as exc:
-            raise ModelFormatError(f"'{self.path}': TensorFlow cannot import this graph ({exc})") from None
+            raise ModelFormatError(
+                f"'{self.path}': TensorFlow cannot import this graph ({exc})"
+            ) from None
         nodes = {n.name: n for n in graph_def.node}
         self._inputs = [TensorSpec(n, _shape(nodes[n]), "float32") for n in frozen.inputs]
         self._outputs = [
-            TensorSpec(n, tuple(-1 if d is None else d for d in (f.shape.as_list() or [])), "float32")
+            TensorSpec(
+                n, tuple(-1 if d is None else d for d in (f.shape.as_list() or [])), "float32"
+            )
             for n, f in zip(frozen.outputs, fetches)
         ]
         self._signature = False
 
     def _init_saved_model(self, path: str, signature: str) -> None:
-        tf = self._tf
-        try:
-            loaded = tf.saved_model.load(path)
-        except Exception as exc:
-            raise ModelFormatError(f"'{path}': not a loadable TensorFlow SavedModel ({exc})") from None
-        if signature not in loaded.signatures:
-            raise ModelFormatError(
-                f"'{path}': SavedModel has no signature '{signature}'; it has {sorted(loaded.signatures)}"
-            )
-        self._loaded = loaded  # keeps the variables alive
-        self._fn = loaded.signatures[signature]
+        self._loaded, self._fn = load_saved_model(
+            self._tf, path, signature
+        )  # _loaded owns variables
         specs = self._fn.structured_input_signature[1]
         self._inputs = [
             TensorSpec(k, tuple(-1 if d is None else d for d in v.shape.as_list()), "float32")

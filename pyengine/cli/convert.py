@@ -11,25 +11,52 @@ import pyengine
 def _shape(text: str) -> tuple[str, list[int]]:
     name, sep, dims = text.partition("=")
     if not sep:
-        raise argparse.ArgumentTypeError(f"--input-shape {text!r}: expected NAME=D1,D2,... (-1 = free)")
+        raise argparse.ArgumentTypeError(
+            f"--input-shape {text!r}: expected NAME=D1,D2,... (-1 = free)"
+        )
     try:
         return name, [int(d) for d in dims.split(",")]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"--input-shape {text!r}: dimensions must be integers") from None
+        raise argparse.ArgumentTypeError(
+            f"--input-shape {text!r}: dimensions must be integers"
+        ) from None
 
 
 def convert_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("src", help="model file or directory (TensorFlow, MXNet, Chainer with manifest, ONNX)")
-    p.add_argument("-o", "--output", required=True, metavar="DST.pyem", help="native model to write")
-    p.add_argument("--framework", choices=["tensorflow", "mxnet", "chainer", "onnx"],
-                   help="only consider this framework's model in SRC")
-    p.add_argument("--input", action="append", dest="inputs", metavar="NAME",
-                   help="TensorFlow: an input node (default: the Placeholders)")
-    p.add_argument("--output-node", action="append", dest="outputs", metavar="NAME",
-                   help="TensorFlow: an output node (default: nodes nothing consumes)")
+    p.add_argument(
+        "src", help="model file or directory (TensorFlow, MXNet, Chainer with manifest, ONNX)"
+    )
+    p.add_argument(
+        "-o", "--output", required=True, metavar="DST.pyem", help="native model to write"
+    )
+    p.add_argument(
+        "--framework",
+        choices=["tensorflow", "mxnet", "chainer", "onnx"],
+        help="only consider this framework's model in SRC",
+    )
+    p.add_argument(
+        "--input",
+        action="append",
+        dest="inputs",
+        metavar="NAME",
+        help="TensorFlow: an input node (default: the Placeholders)",
+    )
+    p.add_argument(
+        "--output-node",
+        action="append",
+        dest="outputs",
+        metavar="NAME",
+        help="TensorFlow: an output node (default: nodes nothing consumes)",
+    )
     p.add_argument("--epoch", type=int, help="MXNet: checkpoint epoch (default: the highest)")
-    p.add_argument("--input-shape", action="append", type=_shape, dest="input_shapes",
-                   metavar="NAME=D1,D2,...", help="an input's shape, -1 for a free dimension")
+    p.add_argument(
+        "--input-shape",
+        action="append",
+        type=_shape,
+        dest="input_shapes",
+        metavar="NAME=D1,D2,...",
+        help="an input's shape, -1 for a free dimension",
+    )
 
 
 def convert_run(args: argparse.Namespace) -> int:

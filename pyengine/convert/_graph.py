@@ -169,14 +169,16 @@ class Graph:
             return None
         return np.broadcast_to(c.astype(np.float32).reshape(-1), (n_out,)).copy()
 
-    def _scale_shift(self, node: Node, x: str) -> tuple[np.ndarray | None, np.ndarray | None, str] | None:
+    def _scale_shift(
+        self, node: Node, x: str
+    ) -> tuple[np.ndarray | None, np.ndarray | None, str] | None:
         """(scale, shift, kind) a node applies per channel to ``x``, or None."""
         if node.op == "BatchNorm":
             if node.inputs[0] != x or not all(self.is_const(i) for i in node.inputs[1:]):
                 return None
-            g, b, m, v = (self.consts[i].astype(np.float64) for i in node.inputs[1:])
+            g, beta, m, v = (self.consts[i].astype(np.float64) for i in node.inputs[1:])
             s = g / np.sqrt(v + node.attrs.get("epsilon", 1e-5))
-            return s, b - m * s, "bn"
+            return s, beta - m * s, "bn"
         if node.op not in ("Add", "Sub", "Mul") or len(node.inputs) != 2:
             return None
         a, b = node.inputs
@@ -204,12 +206,17 @@ class Graph:
                     continue
                 scale, shift, kind = ss
                 w = self.consts[p.inputs[1]]
-                n_out = w.shape[0] if (p.op == "Conv2D" or p.attrs.get("transpose_b")) else w.shape[1]
+                s: np.ndarray | None
+                t: np.ndarray | None
+                n_out = (
+                    w.shape[0] if (p.op == "Conv2D" or p.attrs.get("transpose_b")) else w.shape[1]
+                )
                 if kind == "bn":
                     nchw = p.op == "Conv2D" and p.attrs.get("layout", "NCHW") == "NCHW"
                     axis = node.attrs.get("axis", 1)
-                    if (axis not in ((1,) if nchw else (-1, 3 if p.op == "Conv2D" else 1))
-                            or np.asarray(scale).shape != (n_out,)):
+                    if axis not in (
+                        (1,) if nchw else (-1, 3 if p.op == "Conv2D" else 1)
+                    ) or np.asarray(scale).shape != (n_out,):
                         continue
                     s, t = np.asarray(scale), np.asarray(shift)
                 else:
@@ -218,8 +225,11 @@ class Graph:
                     if (scale is not None and s is None) or (shift is not None and t is None):
                         continue
                 w = w.astype(np.float64)
-                bias = (self.consts[p.inputs[2]].astype(np.float64) if len(p.inputs) > 2
-                        else np.zeros(n_out))
+                bias = (
+                    self.consts[p.inputs[2]].astype(np.float64)
+                    if len(p.inputs) > 2
+                    else np.zeros(n_out)
+                )
                 if s is not None:
                     if p.op == "Conv2D" or p.attrs.get("transpose_b"):
                         w = w * s.reshape((-1,) + (1,) * (w.ndim - 1))
@@ -228,8 +238,11 @@ class Graph:
                     bias = bias * s
                 if t is not None:
                     bias = bias + t
-                p.inputs = [p.inputs[0], self.const(w.astype(np.float32), p.name + "/w"),
-                            self.const(bias.astype(np.float32), p.name + "/b")]
+                p.inputs = [
+                    p.inputs[0],
+                    self.const(w.astype(np.float32), p.name + "/w"),
+                    self.const(bias.astype(np.float32), p.name + "/b"),
+                ]
                 self.nodes.remove(node)
                 self._replace(node.out, p.out)
                 return True
@@ -299,8 +312,11 @@ class Graph:
         for v, want in self.outputs:
             if v in rename or v in input_names or v in self.consts or want == v:
                 continue
-            if want not in taken and want not in rename.values() and not any(
-                    n.out == want for n in self.nodes):
+            if (
+                want not in taken
+                and want not in rename.values()
+                and not any(n.out == want for n in self.nodes)
+            ):
                 rename[v] = want
         values = taken | {rename.get(n.out, n.out) for n in self.nodes}
         for name, shape in self.inputs:
@@ -318,8 +334,13 @@ class Graph:
                 node_name = f"{n.name}#{i}"
             used_node_names.add(node_name)
             attrs = {k: v for k, v in n.attrs.items() if not (k == "activation" and v == "none")}
-            g.node(n.op, [rename.get(i, i) for i in n.inputs], name=node_name,
-                   outputs=[rename.get(n.out, n.out)], **attrs)
+            g.node(
+                n.op,
+                [rename.get(i, i) for i in n.inputs],
+                name=node_name,
+                outputs=[rename.get(n.out, n.out)],
+                **attrs,
+            )
         for v, _ in self.outputs:
             g.output(rename.get(v, v))
         return g

@@ -10,7 +10,7 @@ from pyengine.errors import BackendUnavailableError
 
 
 def framework(module: str, backend: str, extra: str | None = None) -> ModuleType:
-    """Import ``module`` or raise :class:`BackendUnavailableError` naming ``pip install pyengine[extra]``."""
+    """Import ``module``, or raise :class:`BackendUnavailableError` naming the pip extra."""
     if backend == "tensorflow":
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     if backend == "mxnet":

@@ -51,7 +51,9 @@ def _instantiate(path: str, manifest: dict[str, Any]) -> Any:
     spec.loader.exec_module(module)
     cls = getattr(module, manifest["class"], None)
     if cls is None:
-        raise ModelFormatError(f"'{module_path}' defines no class '{manifest['class']}' (named in the manifest)")
+        raise ModelFormatError(
+            f"'{module_path}' defines no class '{manifest['class']}' (named in the manifest)"
+        )
     return cls(*manifest.get("args", []), **manifest.get("kwargs", {}))
 
 
@@ -74,7 +76,8 @@ def read_package(
         if manifest is None:
             raise ModelFormatError(
                 f"'{path}': a Chainer model.npz holds weights only, and no network code was found; "
-                f"expected chain=<a chainer.Chain instance> or a {CHAINER_MANIFEST} manifest beside it "
+                "expected chain=<a chainer.Chain instance> or a "
+                f"{CHAINER_MANIFEST} manifest beside it "
                 "naming the module file and class (see docs/frameworks.md)"
             )
         chain = _instantiate(path, manifest)
@@ -90,7 +93,9 @@ def read_package(
             f"{type(exc).__name__}: {exc}"
         ) from None
     except Exception as exc:  # zipfile.BadZipFile and friends
-        raise ModelFormatError(f"'{path}' is not a readable Chainer .npz: {type(exc).__name__}: {exc}") from None
+        raise ModelFormatError(
+            f"'{path}' is not a readable Chainer .npz: {type(exc).__name__}: {exc}"
+        ) from None
     shapes = dict(input_shapes or {})
     if manifest and not shapes:
         for spec in manifest.get("inputs", []):
@@ -128,7 +133,7 @@ class _Importer:
         chainer = self.chainer
         calls: dict[int, tuple[Any, tuple[Any, ...]]] = {}
 
-        class Trace(chainer.FunctionHook):  # type: ignore[misc,name-defined]
+        class Trace(chainer.FunctionHook):  # type: ignore[name-defined]
             name = "pyengine_trace"
 
             def forward_preprocess(self, function: Any, in_data: Any) -> None:
@@ -139,17 +144,26 @@ class _Importer:
         for name, shape in self.package.inputs:
             if shape is None or any(d < 0 for d in shape[1:]):
                 raise ModelFormatError(
-                    f"'{self.path}': converting needs input '{name}''s shape (only the batch may be "
+                    f"'{self.path}': converting needs input '{name}''s shape "
+                    "(only the batch may be "
                     f"free); pass input_shapes={{'{name}': [-1, ...]}} or list it in the manifest"
                 )
-            xs.append(chainer.Variable(rng.standard_normal([TRACE_BATCH, *shape[1:]]).astype(np.float32)))
+            xs.append(
+                chainer.Variable(rng.standard_normal([TRACE_BATCH, *shape[1:]]).astype(np.float32))
+            )
             self.values[id(xs[-1].node)] = self.g.input(name, [-1, *shape[1:]])
-        with chainer.using_config("train", False), chainer.using_config("enable_backprop", True), Trace():
+        with (
+            chainer.using_config("train", False),
+            chainer.using_config("enable_backprop", True),
+            Trace(),
+        ):
             outs = flatten_outputs(self.package.chain(*xs))
         order: list[Any] = []
         seen: set[int] = set()
         for y in outs:
-            stack: list[tuple[Any, bool]] = [(y.creator_node, False)] if y.creator_node is not None else []
+            stack: list[tuple[Any, bool]] = (
+                [(y.creator_node, False)] if y.creator_node is not None else []
+            )
             while stack:
                 f, done = stack.pop()
                 if done:
@@ -184,7 +198,11 @@ class _Importer:
             out = self.g.fresh("unsupported:" + label)
         else:
             result = handler(self, f, ins, label)
-            out = self.g.unsupported_op(f"{label}#{len(self.values)}", kind) if result is None else result
+            out = (
+                self.g.unsupported_op(f"{label}#{len(self.values)}", kind)
+                if result is None
+                else result
+            )
         for ref in f.outputs:
             node = ref()
             if node is not None:
@@ -204,8 +222,15 @@ def _linear(imp: _Importer, f: Any, ins: list[str], label: str) -> str | None:
 def _conv(imp: _Importer, f: Any, ins: list[str], label: str) -> str | None:
     if getattr(f, "cover_all", False) or not imp.g.is_const(ins[1]):
         return None
-    return imp.g.op("Conv2D", ins[:3], label, strides=[f.sy, f.sx], pads=[f.ph, f.pw, f.ph, f.pw],
-                    dilations=[getattr(f, "dy", 1), getattr(f, "dx", 1)], groups=int(getattr(f, "groups", 1)))
+    return imp.g.op(
+        "Conv2D",
+        ins[:3],
+        label,
+        strides=[f.sy, f.sx],
+        pads=[f.ph, f.pw, f.ph, f.pw],
+        dilations=[getattr(f, "dy", 1), getattr(f, "dx", 1)],
+        groups=int(getattr(f, "groups", 1)),
+    )
 
 
 def _bn(imp: _Importer, f: Any, ins: list[str], label: str) -> str | None:
@@ -218,8 +243,15 @@ def _max_pool(imp: _Importer, f: Any, ins: list[str], label: str) -> str | None:
     if getattr(f, "ndim", 2) != 2 or getattr(f, "return_indices", False):
         return None
     # cover_all=True (Chainer's default) sizes the output like ceil mode
-    return imp.g.op("MaxPool", ins[:1], label, kernel=list(f.ksize), strides=list(f.stride),
-                    pads=[f.pad[0], f.pad[1], f.pad[0], f.pad[1]], ceil_mode=bool(f.cover_all))
+    return imp.g.op(
+        "MaxPool",
+        ins[:1],
+        label,
+        kernel=list(f.ksize),
+        strides=list(f.stride),
+        pads=[f.pad[0], f.pad[1], f.pad[0], f.pad[1]],
+        ceil_mode=bool(f.cover_all),
+    )
 
 
 def _avg_pool(imp: _Importer, f: Any, ins: list[str], label: str) -> str | None:
@@ -233,8 +265,15 @@ def _avg_pool(imp: _Importer, f: Any, ins: list[str], label: str) -> str | None:
             return None
     else:
         return None
-    return imp.g.op("AvgPool", ins[:1], label, kernel=k, strides=s, pads=[p[0], p[1], p[0], p[1]],
-                    count_include_pad=True)
+    return imp.g.op(
+        "AvgPool",
+        ins[:1],
+        label,
+        kernel=k,
+        strides=s,
+        pads=[p[0], p[1], p[0], p[1]],
+        count_include_pad=True,
+    )
 
 
 def _unary(op: str) -> Handler:

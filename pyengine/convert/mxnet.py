@@ -17,7 +17,7 @@ from pyengine.locate import ModelLocation
 
 
 def import_mxnet() -> Any:
-    """The mxnet module (numpy.bool restored for MXNet 1.9.1; BackendUnavailableError if missing)."""
+    """The mxnet module (BackendUnavailableError if missing)."""
     return framework("mxnet", "mxnet")
 
 
@@ -39,13 +39,17 @@ def read_symbol(location: ModelLocation, strict: bool = False) -> dict[str, Any]
     except (OSError, ValueError) as exc:
         raise ModelFormatError(f"'{path}' is not an MXNet symbol file (JSON): {exc}") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("nodes"), list) or "heads" not in doc:
-        raise ModelFormatError(f"'{path}' is not an MXNet symbol file: expected 'nodes' and 'heads'")
+        raise ModelFormatError(
+            f"'{path}' is not an MXNet symbol file: expected 'nodes' and 'heads'"
+        )
     saved = doc.get("attrs", {}).get("mxnet_version", [None, None])[1]
     major, minor, patch = (int(p) for p in mx.__version__.split(".")[:3])
     installed = major * 10000 + minor * 100 + patch
     if isinstance(saved, int) and saved > installed:
-        msg = (f"'{path}' was saved by MXNet {_version_str(saved)}, newer than the installed "
-               f"MXNet {mx.__version__}; MXNet does not promise forward compatibility")
+        msg = (
+            f"'{path}' was saved by MXNet {_version_str(saved)}, newer than the installed "
+            f"MXNet {mx.__version__}; MXNet does not promise forward compatibility"
+        )
         if strict:
             raise ModelFormatError(msg + " (strict=True)")
         warnings.warn(msg, FrameworkVersionWarning, stacklevel=4)
@@ -68,8 +72,11 @@ def load_params(location: ModelLocation) -> dict[str, Any]:
 
 def model_inputs(doc: dict[str, Any], params: dict[str, Any]) -> list[str]:
     """The symbol's data inputs: free variables that are neither weights nor labels."""
-    return [n["name"] for n in doc["nodes"] if n["op"] == "null" and n["name"] not in params
-            and not n["name"].endswith("_label")]
+    return [
+        n["name"]
+        for n in doc["nodes"]
+        if n["op"] == "null" and n["name"] not in params and not n["name"].endswith("_label")
+    ]
 
 
 def _lit(s: Any, default: Any = None) -> Any:
@@ -95,16 +102,22 @@ def _pair(v: Any, default: int) -> list[int]:
     return v * 2 if len(v) == 1 else v
 
 
-def guess_input_shape(location: ModelLocation, doc: dict[str, Any], params: dict[str, Any],
-                      name: str) -> list[int]:
+def guess_input_shape(
+    location: ModelLocation, doc: dict[str, Any], params: dict[str, Any], name: str
+) -> list[int]:
     """Input ``name``'s shape as its first Convolution or FullyConnected implies (-1 = free)."""
     idx = next(i for i, n in enumerate(doc["nodes"]) if n["name"] == name)
     return _Importer(location, doc, params, {}).guess_shape(idx)
 
 
 class _Importer:
-    def __init__(self, location: ModelLocation, doc: dict[str, Any], params: dict[str, np.ndarray],
-                 input_shapes: dict[str, Sequence[int]]) -> None:
+    def __init__(
+        self,
+        location: ModelLocation,
+        doc: dict[str, Any],
+        params: dict[str, np.ndarray],
+        input_shapes: dict[str, Sequence[int]],
+    ) -> None:
         self.path = location.path
         self.doc = doc
         self.nodes = doc["nodes"]
@@ -122,14 +135,19 @@ class _Importer:
             if not n["inputs"] or n["inputs"][0][0] != idx:
                 continue
             a = n.get("attrs", {})
-            w = self.params.get(self.nodes[n["inputs"][1][0]]["name"]) if len(n["inputs"]) > 1 else None
+            w = (
+                self.params.get(self.nodes[n["inputs"][1][0]]["name"])
+                if len(n["inputs"]) > 1
+                else None
+            )
             if n["op"] == "Convolution" and w is not None:
                 c = w.shape[1] * int(_lit(a.get("num_group"), 1))
                 return [-1, -1, -1, c] if _lit(a.get("layout")) == "NHWC" else [-1, c, -1, -1]
             if n["op"] == "FullyConnected" and w is not None:
                 return [-1, w.shape[1]]
         raise ModelFormatError(
-            f"'{self.path}': cannot tell the shape of input '{name}'; pass input_shapes={{'{name}': [...]}}"
+            f"'{self.path}': cannot tell the shape of input '{name}'; "
+            f"pass input_shapes={{'{name}': [...]}}"
         )
 
     def run(self) -> GraphBuilder:
@@ -145,9 +163,14 @@ class _Importer:
                     self.values[idx] = self.g.input(name, shape)
                 continue
             handler = _HANDLERS.get(op)
-            if handler is None or any(self.values[e[0]].startswith("unsupported:") for e in node["inputs"]):
-                self.values[idx] = (self.g.unsupported_op(name, op) if handler is None
-                                    else self.g.fresh("unsupported:" + name))
+            if handler is None or any(
+                self.values[e[0]].startswith("unsupported:") for e in node["inputs"]
+            ):
+                self.values[idx] = (
+                    self.g.unsupported_op(name, op)
+                    if handler is None
+                    else self.g.fresh("unsupported:" + name)
+                )
                 continue
             out = handler(self, node, {k: _lit(v) for k, v in node.get("attrs", {}).items()})
             self.values[idx] = self.g.unsupported_op(name, op) if out is None else out
@@ -164,10 +187,16 @@ def _conv(imp: _Importer, n: dict[str, Any], a: dict[str, Any]) -> str | None:
     if not imp.g.is_const(ins[1]) or len(_pair(a.get("kernel"), 1)) != 2:
         return None
     pad = _pair(a.get("pad"), 0)
-    return imp.g.op("Conv2D", ins[:2] if a.get("no_bias") else ins[:3], n["name"],
-                    layout=a.get("layout") or "NCHW", strides=_pair(a.get("stride"), 1),
-                    dilations=_pair(a.get("dilate"), 1), pads=[pad[0], pad[1], pad[0], pad[1]],
-                    groups=int(a.get("num_group", 1)))
+    return imp.g.op(
+        "Conv2D",
+        ins[:2] if a.get("no_bias") else ins[:3],
+        n["name"],
+        layout=a.get("layout") or "NCHW",
+        strides=_pair(a.get("stride"), 1),
+        dilations=_pair(a.get("dilate"), 1),
+        pads=[pad[0], pad[1], pad[0], pad[1]],
+        groups=int(a.get("num_group", 1)),
+    )
 
 
 def _fc(imp: _Importer, n: dict[str, Any], a: dict[str, Any]) -> str | None:
@@ -176,8 +205,12 @@ def _fc(imp: _Importer, n: dict[str, Any], a: dict[str, Any]) -> str | None:
     if a.get("flatten", True):
         x = imp.g.op("Flatten", [x], n["name"] + "/flatten", axis=1)
     if not imp.g.is_const(ins[1]):
-        return imp.g.op("Dense", [x, ins[1]] + ([] if a.get("no_bias") else [ins[2]]), n["name"],
-                        transpose_b=True)
+        return imp.g.op(
+            "Dense",
+            [x, ins[1]] + ([] if a.get("no_bias") else [ins[2]]),
+            n["name"],
+            transpose_b=True,
+        )
     w = imp.g.const(np.ascontiguousarray(imp.g.value(ins[1]).T), n["name"] + "/w")
     return imp.g.op("Dense", [x, w] + ([] if a.get("no_bias") else [ins[2]]), n["name"])
 
@@ -186,8 +219,13 @@ def _bn(imp: _Importer, n: dict[str, Any], a: dict[str, Any]) -> str:
     x, gamma, beta, mean, var = imp.ins(n)
     if a.get("fix_gamma", True) and imp.g.is_const(gamma):
         gamma = imp.g.const(np.ones_like(imp.g.value(gamma)), n["name"] + "/gamma")
-    return imp.g.op("BatchNorm", [x, gamma, beta, mean, var], n["name"],
-                    epsilon=float(a.get("eps", 1e-3)), axis=int(a.get("axis", 1)))
+    return imp.g.op(
+        "BatchNorm",
+        [x, gamma, beta, mean, var],
+        n["name"],
+        epsilon=float(a.get("eps", 1e-3)),
+        axis=int(a.get("axis", 1)),
+    )
 
 
 _ACT = {"relu": "Relu", "sigmoid": "Sigmoid", "tanh": "Tanh"}
@@ -214,15 +252,23 @@ def _pool(imp: _Importer, n: dict[str, Any], a: dict[str, Any]) -> str | None:
     if kind not in ("max", "avg"):
         return None
     if a.get("global_pool", False):
-        return imp.g.op("GlobalMaxPool" if kind == "max" else "GlobalAvgPool", imp.ins(n)[:1],
-                        n["name"], layout=layout)
+        return imp.g.op(
+            "GlobalMaxPool" if kind == "max" else "GlobalAvgPool",
+            imp.ins(n)[:1],
+            n["name"],
+            layout=layout,
+        )
     conv = a.get("pooling_convention", "valid")
     if conv not in ("valid", "full"):
         return None
     pad = _pair(a.get("pad"), 0)
-    attrs: dict[str, Any] = {"layout": layout, "kernel": _pair(a.get("kernel"), 1),
-                             "strides": _pair(a.get("stride"), 1),
-                             "pads": [pad[0], pad[1], pad[0], pad[1]], "ceil_mode": conv == "full"}
+    attrs: dict[str, Any] = {
+        "layout": layout,
+        "kernel": _pair(a.get("kernel"), 1),
+        "strides": _pair(a.get("stride"), 1),
+        "pads": [pad[0], pad[1], pad[0], pad[1]],
+        "ceil_mode": conv == "full",
+    }
     if kind == "avg":
         attrs["count_include_pad"] = bool(a.get("count_include_pad", True))
     return imp.g.op("MaxPool" if kind == "max" else "AvgPool", imp.ins(n)[:1], n["name"], **attrs)
@@ -335,8 +381,14 @@ _HANDLERS: dict[str, Handler] = {
     "_div_scalar": _scalar("Div"),
     "_rdiv_scalar": _scalar("Div", reverse=True),
 }
-for _op, _native in (("add", "Add"), ("plus", "Add"), ("sub", "Sub"), ("minus", "Sub"),
-                     ("mul", "Mul"), ("div", "Div")):
+for _op, _native in (
+    ("add", "Add"),
+    ("plus", "Add"),
+    ("sub", "Sub"),
+    ("minus", "Sub"),
+    ("mul", "Mul"),
+    ("div", "Div"),
+):
     for _name in (f"elemwise_{_op}", f"broadcast_{_op}", f"_{_op}", f"_{_op.capitalize()}"):
         _HANDLERS.setdefault(_name, _binary(_native))
 

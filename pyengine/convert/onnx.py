@@ -49,7 +49,11 @@ class _Importer:
         self.shapes: dict[str, list[int] | None] = {}
         try:
             inferred = onnx.shape_inference.infer_shapes(model)
-            for vi in list(inferred.graph.value_info) + list(inferred.graph.input) + list(inferred.graph.output):
+            for vi in (
+                list(inferred.graph.value_info)
+                + list(inferred.graph.input)
+                + list(inferred.graph.output)
+            ):
                 self.shapes[vi.name] = _shape_of(vi.type)
         except Exception:  # shape inference is only a help
             pass
@@ -67,18 +71,29 @@ class _Importer:
 
         helper = self.onnx.helper
         names = [f"in{i}" for i in range(len(ins))]
-        n = helper.make_node(node.op_type, [names[i] if x else "" for i, x in enumerate(node.input)],
-                             [f"out{i}" for i in range(len(node.output))], domain=node.domain)
+        n = helper.make_node(
+            node.op_type,
+            [names[i] if x else "" for i, x in enumerate(node.input)],
+            [f"out{i}" for i in range(len(node.output))],
+            domain=node.domain,
+        )
         n.attribute.extend(node.attribute)
         arrays = [self.g.value(v) for v in ins]
         graph = helper.make_graph(
-            [n], "fold",
-            [helper.make_tensor_value_info(nm, helper.np_dtype_to_tensor_dtype(a.dtype), a.shape)
-             for nm, a in zip(names, arrays)],
-            [helper.make_tensor_value_info(f"out{i}", 0, None) for i in range(len(node.output))])
+            [n],
+            "fold",
+            [
+                helper.make_tensor_value_info(nm, helper.np_dtype_to_tensor_dtype(a.dtype), a.shape)
+                for nm, a in zip(names, arrays)
+            ],
+            [helper.make_tensor_value_info(f"out{i}", 0, None) for i in range(len(node.output))],
+        )
         m = helper.make_model(graph, opset_imports=list(self.model.opset_import))
         outs = ReferenceEvaluator(m).run(None, dict(zip(names, arrays)))
-        return [self.g.const(np.asarray(o), f"{node.name or node.output[0]}/{i}") for i, o in enumerate(outs)]
+        return [
+            self.g.const(np.asarray(o), f"{node.name or node.output[0]}/{i}")
+            for i, o in enumerate(outs)
+        ]
 
     def run(self) -> GraphBuilder:
         onnx = self.onnx
@@ -90,7 +105,10 @@ class _Importer:
                 continue
             if vi.type.tensor_type.elem_type != onnx.TensorProto.FLOAT:
                 self.values[vi.name] = self.g.unsupported_op(
-                    vi.name, f"input of type {onnx.TensorProto.DataType.Name(vi.type.tensor_type.elem_type)}")
+                    vi.name,
+                    "input of type "
+                    + onnx.TensorProto.DataType.Name(vi.type.tensor_type.elem_type),
+                )
                 continue
             shape = _shape_of(vi.type)
             if shape is None:
@@ -142,7 +160,9 @@ class _Importer:
 
     def _used(self, value: str) -> bool:
         graph = self.model.graph
-        return any(value in n.input for n in graph.node) or any(value == o.name for o in graph.output)
+        return any(value in n.input for n in graph.node) or any(
+            value == o.name for o in graph.output
+        )
 
 
 Handler = Callable[[_Importer, Any, str, list[str], dict[str, Any]], "str | list[str] | None"]
@@ -177,21 +197,30 @@ def _from_4d(imp: _Importer, y: str, name: str) -> str:
     return imp.g.op("Reshape", [y], name + "/to3d", shape=[0, 0, -1])
 
 
-def _conv(imp: _Importer, node: Any, name: str, ins: list[str], attrs: dict[str, Any]) -> str | None:
+def _conv(
+    imp: _Importer, node: Any, name: str, ins: list[str], attrs: dict[str, Any]
+) -> str | None:
     w = imp.const_of(ins[1])
     if w is None or w.ndim not in (3, 4):
         return None
     spatial = w.ndim - 2
     x = ins[0] if spatial == 2 else _to_4d(imp, ins[0], name)
     wv = imp.g.const(w if spatial == 2 else w[:, :, None, :], name + "/w")
-    y = imp.g.op("Conv2D", [x, wv] + ([ins[2]] if len(ins) > 2 and ins[2] else []), name,
-                 strides=_two(attrs.get("strides"), spatial, 1),
-                 dilations=_two(attrs.get("dilations"), spatial, 1),
-                 groups=int(attrs.get("group", 1)), **_pads2d(attrs, spatial))
+    y = imp.g.op(
+        "Conv2D",
+        [x, wv] + ([ins[2]] if len(ins) > 2 and ins[2] else []),
+        name,
+        strides=_two(attrs.get("strides"), spatial, 1),
+        dilations=_two(attrs.get("dilations"), spatial, 1),
+        groups=int(attrs.get("group", 1)),
+        **_pads2d(attrs, spatial),
+    )
     return y if spatial == 2 else _from_4d(imp, y, name)
 
 
-def _pool(imp: _Importer, node: Any, name: str, ins: list[str], attrs: dict[str, Any]) -> str | None:
+def _pool(
+    imp: _Importer, node: Any, name: str, ins: list[str], attrs: dict[str, Any]
+) -> str | None:
     kernel = list(attrs.get("kernel_shape", []))
     if len(kernel) not in (1, 2) or any(d != 1 for d in attrs.get("dilations", [])):
         return None
@@ -200,38 +229,66 @@ def _pool(imp: _Importer, node: Any, name: str, ins: list[str], attrs: dict[str,
     spatial = len(kernel)
     x = ins[0] if spatial == 2 else _to_4d(imp, ins[0], name)
     is_max = node.op_type == "MaxPool"
-    extra: dict[str, Any] = {} if is_max else {"count_include_pad": bool(attrs.get("count_include_pad", 0))}
-    y = imp.g.op("MaxPool" if is_max else "AvgPool", [x], name, kernel=_two(kernel, spatial, 1),
-                 strides=_two(attrs.get("strides"), spatial, 1), ceil_mode=bool(attrs.get("ceil_mode", 0)),
-                 **_pads2d(attrs, spatial), **extra)
+    extra: dict[str, Any] = (
+        {} if is_max else {"count_include_pad": bool(attrs.get("count_include_pad", 0))}
+    )
+    y = imp.g.op(
+        "MaxPool" if is_max else "AvgPool",
+        [x],
+        name,
+        kernel=_two(kernel, spatial, 1),
+        strides=_two(attrs.get("strides"), spatial, 1),
+        ceil_mode=bool(attrs.get("ceil_mode", 0)),
+        **_pads2d(attrs, spatial),
+        **extra,
+    )
     return y if spatial == 2 else _from_4d(imp, y, name)
 
 
-def _global_pool(imp: _Importer, node: Any, name: str, ins: list[str], attrs: dict[str, Any]) -> str | None:
+def _global_pool(
+    imp: _Importer, node: Any, name: str, ins: list[str], attrs: dict[str, Any]
+) -> str | None:
     if imp.rank(node.input[0]) not in (None, 4):
         return None
-    return imp.g.op("GlobalMaxPool" if node.op_type == "GlobalMaxPool" else "GlobalAvgPool", ins[:1], name)
+    return imp.g.op(
+        "GlobalMaxPool" if node.op_type == "GlobalMaxPool" else "GlobalAvgPool", ins[:1], name
+    )
 
 
-def _gemm(imp: _Importer, node: Any, name: str, ins: list[str], attrs: dict[str, Any]) -> str | None:
+def _gemm(
+    imp: _Importer, node: Any, name: str, ins: list[str], attrs: dict[str, Any]
+) -> str | None:
     if attrs.get("transA", 0):
         return None
     alpha = float(attrs.get("alpha", 1.0))
     b = imp.const_of(ins[1])
     if b is not None:
         w = alpha * (b.T if attrs.get("transB", 0) else b)
-        y = imp.g.op("Dense", [ins[0], imp.g.const(np.ascontiguousarray(w, dtype=np.float32), name + "/w")], name)
+        y = imp.g.op(
+            "Dense",
+            [ins[0], imp.g.const(np.ascontiguousarray(w, dtype=np.float32), name + "/w")],
+            name,
+        )
     else:  # a computed B: a plain matrix product, then the alpha scale
         if imp.rank(node.input[1]) not in (None, 2):
             return None
         y = imp.g.op("Dense", ins[:2], name, transpose_b=bool(attrs.get("transB", 0)))
         if alpha != 1.0:
-            y = imp.g.op("Mul", [y, imp.g.const(np.float32(alpha), name + "/alpha")], name + "/scaled")
+            y = imp.g.op(
+                "Mul", [y, imp.g.const(np.float32(alpha), name + "/alpha")], name + "/scaled"
+            )
     if len(ins) > 2 and ins[2]:
         beta = float(attrs.get("beta", 1.0))
         c = imp.const_of(ins[2])
-        bias = imp.g.const(beta * c, name + "/b") if c is not None else (
-            imp.g.op("Mul", [ins[2], imp.g.const(np.float32(beta))], name + "/beta") if beta != 1 else ins[2])
+        bias = (
+            imp.g.const(beta * c, name + "/b")
+            if c is not None
+            else (
+                imp.g.op("Mul", [ins[2], imp.g.const(np.float32(beta))], name + "/beta")
+                if beta != 1
+                else ins[2]
+            )
+        )
         y = imp.g.op("Add", [y, bias], name + "/bias")
     return y
 
@@ -242,7 +299,9 @@ def _abs(imp: _Importer, node: Any, name: str, ins: list[str], attrs: dict[str, 
     return imp.g.op("Add", [imp.g.op("Relu", ins[:1], name + "/pos"), neg], name)
 
 
-def _reduce_sum(imp: _Importer, node: Any, name: str, ins: list[str], attrs: dict[str, Any]) -> str | None:
+def _reduce_sum(
+    imp: _Importer, node: Any, name: str, ins: list[str], attrs: dict[str, Any]
+) -> str | None:
     axes, shape = _axes(imp, ins, attrs), imp.shapes.get(node.input[0])
     if axes is None or shape is None or (not axes and attrs.get("noop_with_empty_axes", 0)):
         return None
@@ -250,11 +309,15 @@ def _reduce_sum(imp: _Importer, node: Any, name: str, ins: list[str], attrs: dic
     if any(d < 0 for d in dims):  # a free dimension is reduced: its size is not known here
         return None
     count = int(np.prod(dims))
-    mean = imp.g.op("Mean", ins[:1], name + "/mean", axes=axes, keepdims=bool(attrs.get("keepdims", 1)))
+    mean = imp.g.op(
+        "Mean", ins[:1], name + "/mean", axes=axes, keepdims=bool(attrs.get("keepdims", 1))
+    )
     return imp.g.op("Mul", [mean, imp.g.const(np.float32(count), name + "/count")], name)
 
 
-def _matmul(imp: _Importer, node: Any, name: str, ins: list[str], attrs: dict[str, Any]) -> str | None:
+def _matmul(
+    imp: _Importer, node: Any, name: str, ins: list[str], attrs: dict[str, Any]
+) -> str | None:
     b = imp.const_of(ins[1])
     if (b is not None and b.ndim != 2) or (b is None and imp.rank(node.input[1]) != 2):
         return None
@@ -262,7 +325,9 @@ def _matmul(imp: _Importer, node: Any, name: str, ins: list[str], attrs: dict[st
 
 
 def _binary(op: str) -> Handler:
-    def handle(imp: _Importer, node: Any, name: str, ins: list[str], attrs: dict[str, Any]) -> str | None:
+    def handle(
+        imp: _Importer, node: Any, name: str, ins: list[str], attrs: dict[str, Any]
+    ) -> str | None:
         a, b = ins[:2]
         if attrs.get("broadcast") and "axis" in attrs:  # opset < 7: align b at axis
             bc, ra = imp.const_of(b), imp.rank(node.input[0])
@@ -294,7 +359,9 @@ def _unary(op: str) -> Handler:
     return handle
 
 
-def _prelu(imp: _Importer, node: Any, name: str, ins: list[str], attrs: dict[str, Any]) -> str | None:
+def _prelu(
+    imp: _Importer, node: Any, name: str, ins: list[str], attrs: dict[str, Any]
+) -> str | None:
     slope = imp.const_of(ins[1])
     rank = imp.rank(node.input[0])
     if slope is None or rank is None:
@@ -308,7 +375,9 @@ def _prelu(imp: _Importer, node: Any, name: str, ins: list[str], attrs: dict[str
     return imp.g.op("Sub", [pos, scaled], name)
 
 
-def _clip(imp: _Importer, node: Any, name: str, ins: list[str], attrs: dict[str, Any]) -> str | None:
+def _clip(
+    imp: _Importer, node: Any, name: str, ins: list[str], attrs: dict[str, Any]
+) -> str | None:
     lo, hi = attrs.get("min", -np.inf), attrs.get("max", np.inf)
     if imp.opset >= 11:
         bounds = [imp.const_of(v) if v else None for v in (ins + ["", ""])[1:3]]
@@ -323,7 +392,9 @@ def _clip(imp: _Importer, node: Any, name: str, ins: list[str], attrs: dict[str,
     return imp.g.op("Clip", ins[:1], name, min=float(lo), max=float(hi))
 
 
-def _softmax(imp: _Importer, node: Any, name: str, ins: list[str], attrs: dict[str, Any]) -> str | None:
+def _softmax(
+    imp: _Importer, node: Any, name: str, ins: list[str], attrs: dict[str, Any]
+) -> str | None:
     rank = imp.rank(node.input[0])
     axis = int(attrs.get("axis", -1 if imp.opset >= 13 else 1))
     if imp.opset >= 13:
@@ -354,7 +425,9 @@ def _flatten(imp: _Importer, node: Any, name: str, ins: list[str], attrs: dict[s
     return imp.g.op("Flatten", ins[:1], name, axis=int(attrs.get("axis", 1)))
 
 
-def _reshape(imp: _Importer, node: Any, name: str, ins: list[str], attrs: dict[str, Any]) -> str | None:
+def _reshape(
+    imp: _Importer, node: Any, name: str, ins: list[str], attrs: dict[str, Any]
+) -> str | None:
     shape = attrs.get("shape") if imp.opset < 5 else imp.const_of(ins[1])
     if shape is None:
         return None
@@ -368,7 +441,9 @@ def _concat(imp: _Importer, node: Any, name: str, ins: list[str], attrs: dict[st
     return imp.g.op("Concat", [i for i in ins if i], name, axis=int(attrs.get("axis", 1)))
 
 
-def _transpose(imp: _Importer, node: Any, name: str, ins: list[str], attrs: dict[str, Any]) -> str | None:
+def _transpose(
+    imp: _Importer, node: Any, name: str, ins: list[str], attrs: dict[str, Any]
+) -> str | None:
     perm = attrs.get("perm")
     if perm is None:
         rank = imp.rank(node.input[0])
@@ -387,20 +462,26 @@ def _axes(imp: _Importer, ins: list[str], attrs: dict[str, Any]) -> list[int] | 
     return []
 
 
-def _squeeze(imp: _Importer, node: Any, name: str, ins: list[str], attrs: dict[str, Any]) -> str | None:
+def _squeeze(
+    imp: _Importer, node: Any, name: str, ins: list[str], attrs: dict[str, Any]
+) -> str | None:
     axes = _axes(imp, ins, attrs)
     return None if axes is None else imp.g.op("Squeeze", ins[:1], name, axes=axes)
 
 
-def _unsqueeze(imp: _Importer, node: Any, name: str, ins: list[str], attrs: dict[str, Any]) -> str | None:
+def _unsqueeze(
+    imp: _Importer, node: Any, name: str, ins: list[str], attrs: dict[str, Any]
+) -> str | None:
     axes, src = _axes(imp, ins, attrs), imp.shapes.get(node.input[0])
     if not axes or src is None:
         return None
     rank = len(src) + len(axes)
     axes = sorted(a % rank for a in axes)
     # Before the first new axis, 0 copies the input's dimension; after it, dims come from inference.
-    shape = [1 if i in axes else (0 if i < axes[0] else src[i - sum(a < i for a in axes)])
-             for i in range(rank)]
+    shape = [
+        1 if i in axes else (0 if i < axes[0] else src[i - sum(a < i for a in axes)])
+        for i in range(rank)
+    ]
     if sum(d < 0 for d in shape) > 1:
         return None
     return imp.g.op("Reshape", ins[:1], name, shape=shape)
@@ -424,10 +505,14 @@ def _pad(imp: _Importer, node: Any, name: str, ins: list[str], attrs: dict[str, 
             return None
     if pads is None:
         return None
-    return imp.g.op("Pad", ins[:1], name, pads=[int(p) for p in np.ravel(pads)], mode=mode, value=value)
+    return imp.g.op(
+        "Pad", ins[:1], name, pads=[int(p) for p in np.ravel(pads)], mode=mode, value=value
+    )
 
 
-def _reduce_mean(imp: _Importer, node: Any, name: str, ins: list[str], attrs: dict[str, Any]) -> str | None:
+def _reduce_mean(
+    imp: _Importer, node: Any, name: str, ins: list[str], attrs: dict[str, Any]
+) -> str | None:
     axes = _axes(imp, ins, attrs)
     if axes is None or (not axes and attrs.get("noop_with_empty_axes", 0)):
         return None
@@ -438,7 +523,9 @@ def _identity(imp: _Importer, node: Any, name: str, ins: list[str], attrs: dict[
     return ins[0]
 
 
-def _constant(imp: _Importer, node: Any, name: str, ins: list[str], attrs: dict[str, Any]) -> str | None:
+def _constant(
+    imp: _Importer, node: Any, name: str, ins: list[str], attrs: dict[str, Any]
+) -> str | None:
     if "value" not in attrs:
         return None
     return imp.g.const(imp.onnx.numpy_helper.to_array(attrs["value"]), name)

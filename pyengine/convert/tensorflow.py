@@ -45,22 +45,32 @@ def _read_pb(tf: Any, path: str) -> Any:
             f"'{path}' is not a TensorFlow frozen GraphDef (.pb); parsing failed: {exc}"
         ) from None
     if not graph_def.node:
-        raise ModelFormatError(f"'{path}' is not a TensorFlow frozen GraphDef (.pb): it holds no nodes")
+        raise ModelFormatError(
+            f"'{path}' is not a TensorFlow frozen GraphDef (.pb): it holds no nodes"
+        )
     return graph_def
 
 
-def _freeze_saved_model(tf: Any, path: str, signature: str) -> tuple[Any, list[str], list[str]]:
-    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
-
+def load_saved_model(tf: Any, path: str, signature: str) -> tuple[Any, Any]:
+    """The loaded SavedModel (keep it alive: it owns the variables) and its signature function."""
     try:
         loaded = tf.saved_model.load(path)
     except Exception as exc:
         raise ModelFormatError(f"'{path}': not a loadable TensorFlow SavedModel ({exc})") from None
     if signature not in loaded.signatures:
         raise ModelFormatError(
-            f"'{path}': SavedModel has no signature '{signature}'; it has {sorted(loaded.signatures)}"
+            f"'{path}': SavedModel has no signature '{signature}'; "
+            f"it has {sorted(loaded.signatures)}"
         )
-    frozen = convert_variables_to_constants_v2(loaded.signatures[signature])
+    return loaded, loaded.signatures[signature]
+
+
+def _freeze_saved_model(tf: Any, path: str, signature: str) -> tuple[Any, list[str], list[str]]:
+    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+
+    loaded, fn = load_saved_model(tf, path, signature)
+    frozen = convert_variables_to_constants_v2(fn)  # reads the variables ``loaded`` owns
+    del loaded
     graph_def = frozen.graph.as_graph_def()
     inputs = [t.name.split(":")[0] for t in frozen.inputs if t.dtype != tf.resource]
     outputs = [t.name.split(":")[0] for t in frozen.outputs]
@@ -99,7 +109,12 @@ def read_graph(
                 f"'{path}': input '{name}' is not a node of the graph; expected one of the "
                 f"Placeholders {placeholders}"
             )
-    consumed = {i.lstrip("^").split(":")[0] for n in graph_def.node for i in n.input if not i.startswith("^")}
+    consumed = {
+        i.lstrip("^").split(":")[0]
+        for n in graph_def.node
+        for i in n.input
+        if not i.startswith("^")
+    }
     if outputs is None:
         outputs = sig_out or [
             n.name for n in graph_def.node if n.name not in consumed and n.op not in _NOT_OUTPUTS
@@ -109,7 +124,9 @@ def read_graph(
             raise ModelFormatError(f"'{path}': output '{name}' is not a node of the graph")
     if not outputs:
         raise ModelFormatError(f"'{path}': the graph has no output (every node is consumed)")
-    return FrozenGraph(path, graph_def, [i.split(":")[0] for i in inputs], [o.split(":")[0] for o in outputs])
+    return FrozenGraph(
+        path, graph_def, [i.split(":")[0] for i in inputs], [o.split(":")[0] for o in outputs]
+    )
 
 
 # ---------------------------------------------------------------- importer
@@ -126,7 +143,9 @@ def _attr(node: Any, key: str, default: Any = None) -> Any:
 
 
 class _Importer:
-    def __init__(self, tf: Any, frozen: FrozenGraph, input_shapes: dict[str, Sequence[int]]) -> None:
+    def __init__(
+        self, tf: Any, frozen: FrozenGraph, input_shapes: dict[str, Sequence[int]]
+    ) -> None:
         self.tf = tf
         self.frozen = frozen
         self.g = Graph(frozen.path, "tensorflow")
@@ -137,7 +156,9 @@ class _Importer:
     def ref(self, name: str) -> str:
         name = name.split(":")[0] if name.endswith(":0") else name
         if ":" in name:
-            raise ModelFormatError(f"'{self.frozen.path}': multi-output tensor '{name}' is not supported")
+            raise ModelFormatError(
+                f"'{self.frozen.path}': multi-output tensor '{name}' is not supported"
+            )
         return self.values[name]
 
     def const(self, node: Any, i: int) -> np.ndarray | None:
@@ -187,8 +208,11 @@ class _Importer:
         if handler is None:
             self.values[n.name] = g.unsupported_op(n.name, n.op)
             return
-        if any(self.values.get(i.split(":")[0], "").startswith("unsupported:")
-               for i in n.input if not i.startswith("^")):
+        if any(
+            self.values.get(i.split(":")[0], "").startswith("unsupported:")
+            for i in n.input
+            if not i.startswith("^")
+        ):
             self.values[n.name] = g.fresh("unsupported:" + n.name)
             return
         result = handler(self, n)
@@ -217,7 +241,7 @@ def _padding(n: Any) -> dict[str, Any]:
     pad = _attr(n, "padding", "VALID")
     if pad == "EXPLICIT":
         e = _attr(n, "explicit_paddings")
-        hw = (e[4:8] if _layout(n) == "NCHW" else e[2:6])
+        hw = e[4:8] if _layout(n) == "NCHW" else e[2:6]
         return {"padding": "EXPLICIT", "pads": [hw[0], hw[2], hw[1], hw[3]]}
     return {"padding": pad}
 
@@ -233,7 +257,9 @@ def _identity(imp: _Importer, n: Any) -> str:
 def _cast(imp: _Importer, n: Any) -> str | None:
     x = imp.ref(n.input[0])
     if imp.g.is_const(x):
-        return imp.g.const(imp.g.value(x).astype(imp.tf.as_dtype(_attr(n, "DstT")).as_numpy_dtype), n.name)
+        return imp.g.const(
+            imp.g.value(x).astype(imp.tf.as_dtype(_attr(n, "DstT")).as_numpy_dtype), n.name
+        )
     return x if _attr(n, "DstT") == imp.tf.float32.as_datatype_enum else None
 
 
@@ -246,22 +272,39 @@ def _conv(imp: _Importer, n: Any) -> str | None:
         wt, groups = w.reshape(kh, kw, c * m).transpose(2, 0, 1)[:, None], c
     else:
         wt, groups = w.transpose(3, 2, 0, 1), 1
-    return imp.g.op("Conv2D", [imp.ref(n.input[0]), imp.g.const(np.ascontiguousarray(wt), n.name + "/w")],
-                    n.name, layout=_layout(n), strides=_spatial(n, "strides", [1, 1]),
-                    dilations=_spatial(n, "dilations", [1, 1]), groups=groups, **_padding(n))
+    return imp.g.op(
+        "Conv2D",
+        [imp.ref(n.input[0]), imp.g.const(np.ascontiguousarray(wt), n.name + "/w")],
+        n.name,
+        layout=_layout(n),
+        strides=_spatial(n, "strides", [1, 1]),
+        dilations=_spatial(n, "dilations", [1, 1]),
+        groups=groups,
+        **_padding(n),
+    )
 
 
 def _pool(imp: _Importer, n: Any) -> str:
-    return imp.g.op("MaxPool" if n.op == "MaxPool" else "AvgPool", [imp.ref(n.input[0])], n.name,
-                    layout=_layout(n), kernel=_spatial(n, "ksize", [1, 1]),
-                    strides=_spatial(n, "strides", [1, 1]), **_padding(n))
+    return imp.g.op(
+        "MaxPool" if n.op == "MaxPool" else "AvgPool",
+        [imp.ref(n.input[0])],
+        n.name,
+        layout=_layout(n),
+        kernel=_spatial(n, "ksize", [1, 1]),
+        strides=_spatial(n, "strides", [1, 1]),
+        **_padding(n),
+    )
 
 
 def _bias_add(imp: _Importer, n: Any) -> str | None:
     b = imp.const(n, 1)
     if b is None:
         return None
-    bias = imp.g.const(b.reshape(-1, 1, 1), n.name + "/b") if _layout(n) == "NCHW" else imp.ref(n.input[1])
+    bias = (
+        imp.g.const(b.reshape(-1, 1, 1), n.name + "/b")
+        if _layout(n) == "NCHW"
+        else imp.ref(n.input[1])
+    )
     return imp.g.op("Add", [imp.ref(n.input[0]), bias], n.name)
 
 
@@ -293,16 +336,25 @@ def _unary(op: str, **attrs: Any) -> Callable[[_Importer, Any], str]:
 def _matmul(imp: _Importer, n: Any) -> str | None:
     if _attr(n, "transpose_a", False):
         return None
-    return imp.g.op("Dense", [imp.ref(n.input[0]), imp.ref(n.input[1])], n.name,
-                    transpose_b=bool(_attr(n, "transpose_b", False)))
+    return imp.g.op(
+        "Dense",
+        [imp.ref(n.input[0]), imp.ref(n.input[1])],
+        n.name,
+        transpose_b=bool(_attr(n, "transpose_b", False)),
+    )
 
 
 def _mean(imp: _Importer, n: Any) -> str | None:
     axes = imp.const(n, 1)
     if axes is None:
         return None
-    return imp.g.op("Mean", [imp.ref(n.input[0])], n.name, axes=[int(a) for a in np.ravel(axes)],
-                    keepdims=bool(_attr(n, "keep_dims", False)))
+    return imp.g.op(
+        "Mean",
+        [imp.ref(n.input[0])],
+        n.name,
+        axes=[int(a) for a in np.ravel(axes)],
+        keepdims=bool(_attr(n, "keep_dims", False)),
+    )
 
 
 def _reshape(imp: _Importer, n: Any) -> str | None:
@@ -318,7 +370,9 @@ def _reshape(imp: _Importer, n: Any) -> str | None:
 
 
 def _squeeze(imp: _Importer, n: Any) -> str:
-    return imp.g.op("Squeeze", [imp.ref(n.input[0])], n.name, axes=list(_attr(n, "squeeze_dims") or []))
+    return imp.g.op(
+        "Squeeze", [imp.ref(n.input[0])], n.name, axes=list(_attr(n, "squeeze_dims") or [])
+    )
 
 
 def _concat(imp: _Importer, n: Any) -> str | None:
@@ -331,8 +385,11 @@ def _concat(imp: _Importer, n: Any) -> str | None:
 
 def _transpose(imp: _Importer, n: Any) -> str | None:
     perm = imp.const(n, 1)
-    return None if perm is None else imp.g.op("Transpose", [imp.ref(n.input[0])], n.name,
-                                              perm=[int(p) for p in perm])
+    return (
+        None
+        if perm is None
+        else imp.g.op("Transpose", [imp.ref(n.input[0])], n.name, perm=[int(p) for p in perm])
+    )
 
 
 def _pad(imp: _Importer, n: Any) -> str | None:
@@ -356,8 +413,13 @@ def _fused_bn(imp: _Importer, n: Any) -> str | None:
     if _attr(n, "is_training", False):
         return None
     params = [imp.ref(i) for i in n.input[1:5]]
-    return imp.g.op("BatchNorm", [imp.ref(n.input[0]), *params], n.name,
-                    epsilon=float(_attr(n, "epsilon", 1e-3)), axis=1 if _layout(n) == "NCHW" else -1)
+    return imp.g.op(
+        "BatchNorm",
+        [imp.ref(n.input[0]), *params],
+        n.name,
+        epsilon=float(_attr(n, "epsilon", 1e-3)),
+        axis=1 if _layout(n) == "NCHW" else -1,
+    )
 
 
 def _softmax(imp: _Importer, n: Any) -> str:
