@@ -24,6 +24,7 @@ from pyengine.errors import (
     BackendUnavailableError,
     FrameworkFallbackWarning,
     FrameworkVersionWarning,
+    InputShapeUnknownError,
     ModelFormatError,
     UnsupportedOpsError,
 )
@@ -37,6 +38,7 @@ __all__ = [
     "FrameworkFallbackWarning",
     "FrameworkVersionWarning",
     "GraphBuilder",
+    "InputShapeUnknownError",
     "Model",
     "ModelFormatError",
     "TensorSpec",

@@ -43,3 +43,7 @@ class FrameworkFallbackWarning(UserWarning):
 
 class FrameworkVersionWarning(UserWarning):
     """A model was saved by a newer framework version than the one installed."""
+
+
+class InputShapeUnknownError(ModelFormatError):  # type: ignore[misc,valid-type]
+    """Converting needs an input's shape, which the model does not record; pass ``input_shapes``."""

@@ -98,3 +98,24 @@ def test_manifest_naming_a_missing_module(chains, tmp_path) -> None:  # type: ig
     os.remove(folder / "net.py")
     with pytest.raises(pyengine.ModelFormatError, match="names module 'net.py'.*does not exist"):
         pyengine.load(str(folder), backend="chainer")
+
+
+def test_manifest_without_input_shapes_runs_on_chainer_under_auto(chains, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import json
+
+    chain, source = chains["mlp"]
+    folder = tmp_path / "noshape"
+    shutil.copytree(source, folder)
+    manifest = json.loads((folder / "pyengine.json").read_text())
+    del manifest["inputs"]
+    (folder / "pyengine.json").write_text(json.dumps(manifest))
+    with pytest.raises(pyengine.InputShapeUnknownError, match="input_shapes="):
+        pyengine.load(str(folder), backend="native")
+    with pytest.warns(pyengine.FrameworkFallbackWarning, match="runs this model on chainer"):
+        model = pyengine.load(str(folder))
+    assert model.backend == "chainer"
+    x = data((2, MLP_FEATURES))
+    np.testing.assert_allclose(model.predict(x), _reference(chain)(x), rtol=1e-5, atol=1e-6)
+    native = pyengine.load(str(folder), input_shapes={"x": [-1, MLP_FEATURES]})
+    assert native.backend == "native"
+    assert_close(native.predict(x), _reference(chain)(x))

@@ -9,7 +9,12 @@ import tempfile
 import warnings
 from typing import Any
 
-from pyengine.errors import FrameworkFallbackWarning, ModelFormatError, UnsupportedOpsError
+from pyengine.errors import (
+    FrameworkFallbackWarning,
+    InputShapeUnknownError,
+    ModelFormatError,
+    UnsupportedOpsError,
+)
 from pyengine.locate import ModelLocation, locate
 from pyengine.model import Model
 
@@ -47,7 +52,7 @@ def load(path: str, backend: str, **options: Any) -> Model:
         convert_options = {k: v for k, v in options.items() if k not in _BACKEND_ONLY}
         try:
             return _native_from(location, convert_options)
-        except UnsupportedOpsError as exc:
+        except (UnsupportedOpsError, InputShapeUnknownError) as exc:
             if backend == "native":
                 raise
             warnings.warn(

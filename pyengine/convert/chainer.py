@@ -14,7 +14,7 @@ import numpy as np
 from pyengine.builder import GraphBuilder
 from pyengine.convert._graph import Graph
 from pyengine.convert._imports import framework
-from pyengine.errors import ModelFormatError
+from pyengine.errors import InputShapeUnknownError, ModelFormatError
 from pyengine.locate import CHAINER_MANIFEST, ModelLocation
 
 #: Batch size of the traced sample; a Reshape that names it in dimension 0 keeps the batch free.
@@ -143,7 +143,7 @@ class _Importer:
         rng = np.random.default_rng(0)
         for name, shape in self.package.inputs:
             if shape is None or any(d < 0 for d in shape[1:]):
-                raise ModelFormatError(
+                raise InputShapeUnknownError(
                     f"'{self.path}': converting needs input '{name}''s shape "
                     "(only the batch may be "
                     f"free); pass input_shapes={{'{name}': [-1, ...]}} or list it in the manifest"

@@ -12,7 +12,7 @@ import numpy as np
 from pyengine.builder import GraphBuilder
 from pyengine.convert._graph import Graph
 from pyengine.convert._imports import framework
-from pyengine.errors import FrameworkVersionWarning, ModelFormatError
+from pyengine.errors import FrameworkVersionWarning, InputShapeUnknownError, ModelFormatError
 from pyengine.locate import ModelLocation
 
 
@@ -145,7 +145,7 @@ class _Importer:
                 return [-1, -1, -1, c] if _lit(a.get("layout")) == "NHWC" else [-1, c, -1, -1]
             if n["op"] == "FullyConnected" and w is not None:
                 return [-1, w.shape[1]]
-        raise ModelFormatError(
+        raise InputShapeUnknownError(
             f"'{self.path}': cannot tell the shape of input '{name}'; "
             f"pass input_shapes={{'{name}': [...]}}"
         )

@@ -10,7 +10,7 @@ import numpy as np
 from pyengine.builder import GraphBuilder
 from pyengine.convert._graph import Graph
 from pyengine.convert._imports import framework
-from pyengine.errors import ModelFormatError
+from pyengine.errors import InputShapeUnknownError, ModelFormatError
 from pyengine.locate import ModelLocation
 
 
@@ -112,7 +112,7 @@ class _Importer:
                 continue
             shape = _shape_of(vi.type)
             if shape is None:
-                raise ModelFormatError(f"'{self.path}': input '{vi.name}' has no shape")
+                raise InputShapeUnknownError(f"'{self.path}': input '{vi.name}' has no shape")
             self.values[vi.name] = self.g.input(vi.name, shape)
         for node in graph.node:
             self.convert_node(node)

@@ -10,7 +10,7 @@ import numpy as np
 from pyengine.builder import GraphBuilder
 from pyengine.convert._graph import Graph
 from pyengine.convert._imports import framework
-from pyengine.errors import ModelFormatError
+from pyengine.errors import InputShapeUnknownError, ModelFormatError
 from pyengine.locate import ModelLocation
 
 _NOT_OUTPUTS = {"NoOp", "Const", "Placeholder", "Assert"}
@@ -197,7 +197,7 @@ class _Importer:
             if shape is None:
                 s = n.attr["shape"].shape if "shape" in n.attr else None
                 if s is None or s.unknown_rank:
-                    raise ModelFormatError(
+                    raise InputShapeUnknownError(
                         f"'{self.frozen.path}': input '{n.name}' has no known rank; pass "
                         f"input_shapes={{'{n.name}': [...]}}"
                     )
