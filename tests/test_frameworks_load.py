@@ -71,3 +71,11 @@ def test_missing_framework_names_the_extra(tmp_path) -> None:  # type: ignore[no
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert "ERR" in done.stdout and "pip install 'pyengine[onnx]'" in done.stdout
+
+
+def test_backend_must_match_the_model_file(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    path = mlp(str(tmp_path / "m.pyem"))
+    with pytest.raises(pyengine.ModelFormatError, match="is a native model, not a onnx one"):
+        pyengine.load(path, backend="onnx")
+    with pytest.raises(ValueError, match="backend='caffe' is not one of"):
+        pyengine.load(path, backend="caffe")

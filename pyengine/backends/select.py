@@ -44,6 +44,11 @@ def load(path: str, backend: str, **options: Any) -> Model:
 
     wanted = None if backend in ("auto", "native") else backend
     location = locate(path, wanted, epoch=options.pop("epoch", None))
+    if location.framework != (wanted or location.framework):
+        raise ModelFormatError(
+            f"'{location.path}' is a {location.framework} model, not a {backend} one; "
+            "pass backend='auto' (or the model's own framework)"
+        )
     if location.framework == "native":
         if options:
             raise ValueError(f"native models take no options; got {sorted(options)}")
@@ -61,8 +66,6 @@ def load(path: str, backend: str, **options: Any) -> Model:
                 FrameworkFallbackWarning,
                 stacklevel=3,
             )
-    if location.framework != (wanted or location.framework):
-        raise ModelFormatError(f"'{path}' is a {location.framework} model, not a {backend} one")
     module = importlib.import_module(f"pyengine.backends.{location.framework}")
     model: Model = module.load(location, **options)
     return model
