@@ -32,7 +32,13 @@ def to_builder(location: ModelLocation, **options: Any) -> GraphBuilder:
     if location.framework not in FRAMEWORKS:
         raise ModelFormatError(f"'{location.path}' is already a native model; nothing to convert")
     module = importlib.import_module(f"pyengine.convert.{location.framework}")
-    builder: GraphBuilder = module.convert(location, **options)
+    try:
+        builder: GraphBuilder = module.convert(location, **options)
+    except (KeyError, IndexError, AttributeError) as exc:  # a structurally damaged graph
+        raise ModelFormatError(
+            f"'{location.path}': malformed {location.framework} model "
+            f"({type(exc).__name__}: {exc})"
+        ) from exc
     return builder
 
 

@@ -100,6 +100,12 @@ def read_graph(
         graph_def = _read_pb(tf, path)
         sig_in, sig_out = [], []
     nodes = {n.name: n for n in graph_def.node}
+    for n in graph_def.node:
+        for i in n.input:
+            if i.lstrip("^").split(":")[0] not in nodes:
+                raise ModelFormatError(
+                    f"'{path}': node '{n.name}' reads '{i}', which is not a node of the graph"
+                )
     placeholders = [n.name for n in graph_def.node if n.op == "Placeholder"]
     if inputs is None:
         inputs = sig_in or placeholders
