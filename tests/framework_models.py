@@ -66,6 +66,26 @@ def keras_cnn():  # type: ignore[no-untyped-def]
     return keras.Model(inp, out)
 
 
+def keras_flatten_cnn():  # type: ignore[no-untyped-def]
+    """Strided conv, batch norm, leaky relu, a residual add, padding, dropout and Flatten (whose
+    frozen graph computes the batch size at run time: Shape, StridedSlice, Pack, Reshape)."""
+    import keras
+    from keras import layers
+
+    inp = keras.Input((IMAGE, IMAGE, 3), name="image")
+    h = layers.Conv2D(4, 3, strides=2, padding="valid")(inp)
+    h = layers.BatchNormalization()(h)
+    h = layers.LeakyReLU(0.2)(h)
+    h = layers.Add()([h, layers.Conv2D(4, 1, activation="sigmoid")(h)])
+    h = layers.ZeroPadding2D(1)(h)
+    h = layers.Dropout(0.3)(h)
+    h = layers.Flatten()(h)
+    h = layers.Dense(8)(h)
+    h = layers.BatchNormalization()(h)
+    h = layers.Activation("tanh")(h)
+    return keras.Model(inp, layers.Dense(MLP_CLASSES)(h))
+
+
 def keras_train(model, x: np.ndarray, steps: int = 3) -> None:  # type: ignore[no-untyped-def]
     """A few optimizer steps, so batch norm statistics and weights move off their init."""
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")

@@ -15,6 +15,7 @@ from framework_models import (
     check_backend_and_native,
     data,
     keras_cnn,
+    keras_flatten_cnn,
     keras_mlp,
     keras_train,
     tf_freeze,
@@ -34,17 +35,22 @@ tf = pytest.importorskip(
 @pytest.fixture(scope="module")
 def keras_models(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
     d = tmp_path_factory.mktemp("tf")
-    mlp, cnn = keras_mlp(), keras_cnn()
+    mlp, cnn, flat = keras_mlp(), keras_cnn(), keras_flatten_cnn()
     keras_train(mlp, data((32, MLP_FEATURES)))
     keras_train(cnn, data((32, IMAGE, IMAGE, 3)))
+    keras_train(flat, data((32, IMAGE, IMAGE, 3)))
     return {
         "mlp": (mlp, tf_freeze(mlp, str(d / "mlp.pb"))),
         "cnn": (cnn, tf_freeze(cnn, str(d / "cnn.pb"))),
+        "flatten": (flat, tf_freeze(flat, str(d / "flatten.pb"))),
         "dir": d,
     }
 
 
-@pytest.mark.parametrize("kind, shape", [("mlp", (MLP_FEATURES,)), ("cnn", (IMAGE, IMAGE, 3))])
+@pytest.mark.parametrize(
+    "kind, shape",
+    [("mlp", (MLP_FEATURES,)), ("cnn", (IMAGE, IMAGE, 3)), ("flatten", (IMAGE, IMAGE, 3))],
+)
 def test_tensorflow_backend_and_native_match(keras_models, tmp_path, kind: str, shape) -> None:  # type: ignore[no-untyped-def]
     model, path = keras_models[kind]
 

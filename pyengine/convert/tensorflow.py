@@ -158,6 +158,22 @@ class _Importer:
         self.nodes = {n.name: n for n in frozen.graph_def.node}
         self.values: dict[str, str] = {}
         self.input_shapes = input_shapes
+        # Constants computed from a tensor's shape with -1 for a dimension known only at run time
+        # (the batch): only shape plumbing (StridedSlice, Pack, Reshape...) may consume them.
+        self.symbolic: set[str] = set()
+        self._static: Any = None
+
+    def static_shape(self, tensor: str) -> list[int] | None:
+        """A tensor's shape as TensorFlow infers it (-1 for unknown dims), or None."""
+        if self._static is None:
+            self._static = self.tf.Graph()
+            with self._static.as_default():
+                self.tf.compat.v1.import_graph_def(self.frozen.graph_def, name="")
+        name = tensor if ":" in tensor else tensor + ":0"
+        shape = self._static.get_tensor_by_name(name).shape
+        if shape.rank is None:
+            return None
+        return [-1 if d is None else int(d) for d in shape.as_list()]
 
     def ref(self, name: str) -> str:
         name = name.split(":")[0] if name.endswith(":0") else name
@@ -221,7 +237,19 @@ class _Importer:
         ):
             self.values[n.name] = g.fresh("unsupported:" + n.name)
             return
+        if n.op not in _SHAPE_OPS and any(
+            self.values.get(i.split(":")[0]) in self.symbolic for i in _data_inputs(n)
+        ):
+            self.values[n.name] = g.unsupported_op(n.name, f"{n.op} of a run-time shape")
+            return
         result = handler(self, n)
+        if (
+            result is not None
+            and n.op in _SHAPE_OPS
+            and g.is_const(result)
+            and any(self.values.get(i.split(":")[0]) in self.symbolic for i in _data_inputs(n))
+        ):
+            self.symbolic.add(result)
         if result is None:
             self.values[n.name] = g.unsupported_op(n.name, n.op)
         else:
@@ -368,8 +396,11 @@ def _reshape(imp: _Importer, n: Any) -> str | None:
     if shape is None:
         return None
     x = imp.ref(n.input[0])
-    if imp.g.is_const(x):
+    dynamic = imp.ref(n.input[1]) in imp.symbolic
+    if imp.g.is_const(x) and not dynamic:
         return imp.g.const(imp.g.value(x).reshape([int(d) for d in shape]), n.name)
+    if imp.g.is_const(x) or int(np.sum(np.asarray(shape) == -1)) > 1:
+        return None  # several dimensions only known at run time
     if 0 in shape:  # TensorFlow's 0 is an empty dimension; the native 0 copies the input's
         return None
     return imp.g.op("Reshape", [x], n.name, shape=[int(d) for d in shape])
@@ -428,9 +459,45 @@ def _fused_bn(imp: _Importer, n: Any) -> str | None:
     )
 
 
+def _shape(imp: _Importer, n: Any) -> str | None:
+    x = imp.ref(n.input[0])
+    if imp.g.is_const(x):
+        return imp.g.const(np.array(imp.g.value(x).shape, np.int32), n.name)
+    shape = imp.static_shape(n.input[0])
+    if shape is None:
+        return None
+    out = imp.g.const(np.array(shape, np.int32), n.name)
+    if -1 in shape:
+        imp.symbolic.add(out)
+    return out
+
+
+def _strided_slice(imp: _Importer, n: Any) -> str | None:
+    x, begin, end, strides = (imp.const(n, i) for i in range(4))
+    if x is None or begin is None or end is None or strides is None or x.ndim != 1:
+        return None
+    if _attr(n, "ellipsis_mask", 0) or _attr(n, "new_axis_mask", 0):
+        return None
+    b = None if _attr(n, "begin_mask", 0) & 1 else int(begin[0])
+    e = None if _attr(n, "end_mask", 0) & 1 else int(end[0])
+    if _attr(n, "shrink_axis_mask", 0) & 1:
+        return imp.g.const(x[int(begin[0])], n.name)
+    return imp.g.const(x[b : e : int(strides[0])], n.name)
+
+
+def _pack(imp: _Importer, n: Any) -> str | None:
+    parts = [imp.const(n, i) for i in range(len(_data_inputs(n)))]
+    if any(p is None for p in parts):
+        return None
+    return imp.g.const(np.stack(parts, axis=int(_attr(n, "axis", 0))), n.name)
+
+
 def _softmax(imp: _Importer, n: Any) -> str:
     return imp.g.op("Softmax", [imp.ref(n.input[0])], n.name, axis=-1)
 
+
+# Ops that may read a run-time shape (see _Importer.symbolic).
+_SHAPE_OPS = {"Shape", "StridedSlice", "Pack", "Reshape", "Identity", "Cast", "ConcatV2"}
 
 _HANDLERS: dict[str, Callable[[_Importer, Any], str | None]] = {
     "Const": _const,
@@ -456,6 +523,9 @@ _HANDLERS: dict[str, Callable[[_Importer, Any], str | None]] = {
     "Tanh": _unary("Tanh"),
     "LeakyRelu": _unary("LeakyRelu"),
     "Softmax": _softmax,
+    "Shape": _shape,
+    "StridedSlice": _strided_slice,
+    "Pack": _pack,
     "MatMul": _matmul,
     "Mean": _mean,
     "Reshape": _reshape,
