@@ -126,3 +126,41 @@ def test_corrupt_onnx_is_a_clear_error(models: dict[str, str], tmp_path) -> None
     for backend in ("onnx", "auto"):
         with pytest.raises(pyengine.ModelFormatError, match="bad.onnx' is not a valid ONNX model"):
             pyengine.load(str(bad), backend=backend)
+
+
+def test_run_time_batch_reshape_converts(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """PyTorch's x.view(x.size(0), -1): Shape, Gather, Unsqueeze, Concat feeding a Reshape."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(5)
+    w = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)
+    fc = rng.standard_normal((4 * 6 * 6, 5)).astype(np.float32)
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["c"], name="conv"),
+        helper.make_node("Shape", ["c"], ["s"], name="shape"),
+        helper.make_node("Gather", ["s", "zero"], ["n"], axis=0, name="batch"),
+        helper.make_node("Unsqueeze", ["n", "axes"], ["n1"], name="unsqueeze"),
+        helper.make_node("Concat", ["n1", "minus1"], ["target"], axis=0, name="target"),
+        helper.make_node("Reshape", ["c", "target"], ["flat"], name="view"),
+        helper.make_node("MatMul", ["flat", "fc"], ["y"], name="fc"),
+    ]
+    inits = [
+        numpy_helper.from_array(w, "w"),
+        numpy_helper.from_array(fc, "fc"),
+        numpy_helper.from_array(np.array(0, np.int64), "zero"),
+        numpy_helper.from_array(np.array([0], np.int64), "axes"),
+        numpy_helper.from_array(np.array([-1], np.int64), "minus1"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "view",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 5])],
+        inits,
+    )
+    path = str(tmp_path / "view.onnx")
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), path)
+    model = pyengine.load(path, backend="native")
+    for batch in (1, 4):
+        x = data((batch, 3, 8, 8), seed=batch)
+        assert_close(model.predict(x), _session_reference(path)(x))

@@ -132,3 +132,25 @@ def test_outputs_default_to_unconsumed_nodes(keras_models) -> None:  # type: ign
     assert [s.name for s in model.outputs] == ["Identity"]
     assert model.inputs[0].shape == (-1, IMAGE, IMAGE, 3)
     assert os.path.basename(model.path) == "cnn.pb"
+
+
+def test_run_time_batch_reshape_converts(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """tf.reshape(h, [tf.shape(h)[0], -1]): the batch read at run time becomes a copied dim."""
+    from tensorflow.python.framework.convert_to_constants import (
+        convert_variables_to_constants_v2,
+    )
+
+    w = tf.Variable(data((3, 3, 3, 4), seed=2))
+
+    @tf.function(input_signature=[tf.TensorSpec([None, IMAGE, IMAGE, 3], tf.float32, name="x")])
+    def flatten(x):  # type: ignore[no-untyped-def]
+        h = tf.nn.conv2d(x, w, 1, "SAME")
+        return tf.reshape(h, [tf.shape(h)[0], -1])
+
+    frozen = convert_variables_to_constants_v2(flatten.get_concrete_function())
+    path = tmp_path / "view.pb"
+    path.write_bytes(frozen.graph.as_graph_def().SerializeToString())
+    model = pyengine.load(str(path), backend="native")
+    for batch in (1, 5):
+        x = data((batch, IMAGE, IMAGE, 3), seed=batch)
+        assert_close(model.predict(x), flatten(x).numpy())

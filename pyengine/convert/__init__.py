@@ -36,8 +36,7 @@ def to_builder(location: ModelLocation, **options: Any) -> GraphBuilder:
         builder: GraphBuilder = module.convert(location, **options)
     except (KeyError, IndexError, AttributeError) as exc:  # a structurally damaged graph
         raise ModelFormatError(
-            f"'{location.path}': malformed {location.framework} model "
-            f"({type(exc).__name__}: {exc})"
+            f"'{location.path}': malformed {location.framework} model ({type(exc).__name__}: {exc})"
         ) from exc
     return builder
 

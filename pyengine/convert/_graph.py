@@ -57,6 +57,16 @@ _FOLD: dict[str, Callable[..., np.ndarray]] = {
 }
 
 
+def batch_copied(shape: list[int], source: list[int] | None, batch_only: bool) -> list[int]:
+    """A run-time reshape target whose first entry is the (free) batch: 0, which copies it.
+
+    Valid when the batch is the graph's only free dimension, so every run-time -1 is the batch.
+    """
+    if batch_only and source and source[0] == -1 and shape and shape[0] == -1:
+        return [0, *shape[1:]]
+    return shape
+
+
 class Graph:
     """A native graph under construction by one importer.
 

@@ -8,7 +8,7 @@ from typing import Any, Callable
 import numpy as np
 
 from pyengine.builder import GraphBuilder
-from pyengine.convert._graph import Graph
+from pyengine.convert._graph import Graph, batch_copied
 from pyengine.convert._imports import framework
 from pyengine.errors import InputShapeUnknownError, ModelFormatError
 from pyengine.locate import ModelLocation
@@ -47,6 +47,11 @@ class _Importer:
         self.g = Graph(path, "onnx")
         self.values: dict[str, str] = {}
         self.shapes: dict[str, list[int] | None] = {}
+        # Constants computed from a tensor's shape with -1 for a dimension known only at run time
+        # (the batch): only shape plumbing (_SHAPE_OPS) may consume them.
+        self.symbolic: set[str] = set()
+        # Whether the batch (dimension 0) is the graph inputs' only free dimension.
+        self.batch_only = all(-1 not in (_shape_of(vi.type) or [0])[1:] for vi in model.graph.input)
         try:
             inferred = onnx.shape_inference.infer_shapes(model)
             for vi in (
@@ -126,19 +131,32 @@ class _Importer:
             self._set(node, [self.g.unsupported_op(name, f"{node.domain}.{node.op_type}")])
             return
         ins = [self.values[i] if i else "" for i in node.input]
+        present = [v for v in ins if v]
+        if node.op_type != "Constant" and present and all(self.g.is_const(v) for v in present):
+            dynamic = any(v in self.symbolic for v in present)
+            if dynamic and node.op_type not in _SHAPE_OPS:
+                self._set(
+                    node, [self.g.unsupported_op(name, f"{node.op_type} of a run-time shape")]
+                )
+                return
+            try:
+                outs = self.fold(node, present)
+            except Exception:  # not evaluable here: convert it as a node
+                outs = []
+            if outs:
+                if dynamic:
+                    self.symbolic.update(outs)
+                self._set(node, outs)
+                return
         if node.op_type not in _HANDLERS:
             self._set(node, [self.g.unsupported_op(name, node.op_type)] * len(node.output))
             return
         if any(v.startswith("unsupported:") for v in ins):  # downstream of an unsupported op
             self._set(node, [self.g.fresh("unsupported:" + name) for _ in node.output])
             return
-        present = [v for v in ins if v]
-        if node.op_type != "Constant" and present and all(self.g.is_const(v) for v in present):
-            try:
-                self._set(node, self.fold(node, present))
-                return
-            except Exception:  # not evaluable here: convert it as a node
-                pass
+        if node.op_type not in _SHAPE_OPS and any(v in self.symbolic for v in ins):
+            self._set(node, [self.g.unsupported_op(name, f"{node.op_type} of a run-time shape")])
+            return
         handler = _HANDLERS.get(node.op_type)
         attrs = {a.name: self.onnx.helper.get_attribute_value(a) for a in node.attribute}
         out = handler(self, node, name, ins, attrs) if handler is not None else None
@@ -425,6 +443,19 @@ def _flatten(imp: _Importer, node: Any, name: str, ins: list[str], attrs: dict[s
     return imp.g.op("Flatten", ins[:1], name, axis=int(attrs.get("axis", 1)))
 
 
+def _shape(
+    imp: _Importer, node: Any, name: str, ins: list[str], attrs: dict[str, Any]
+) -> str | None:
+    shape = imp.shapes.get(node.input[0])
+    if shape is None:
+        return None
+    shape = shape[attrs.get("start", 0) : attrs.get("end", len(shape))]
+    out = imp.g.const(np.array(shape, np.int64), name)
+    if -1 in shape:
+        imp.symbolic.add(out)
+    return out
+
+
 def _reshape(
     imp: _Importer, node: Any, name: str, ins: list[str], attrs: dict[str, Any]
 ) -> str | None:
@@ -432,7 +463,9 @@ def _reshape(
     if shape is None:
         return None
     shape = [int(d) for d in np.ravel(shape)]
-    if attrs.get("allowzero", 0) and 0 in shape:
+    if imp.opset >= 5 and ins[1] in imp.symbolic:
+        shape = batch_copied(shape, imp.shapes.get(node.input[0]), imp.batch_only)
+    if (attrs.get("allowzero", 0) and 0 in shape) or shape.count(-1) > 1:
         return None
     return imp.g.op("Reshape", ins[:1], name, shape=shape)
 
@@ -531,8 +564,22 @@ def _constant(
     return imp.g.const(imp.onnx.numpy_helper.to_array(attrs["value"]), name)
 
 
+# Ops that may read a run-time shape (see _Importer.symbolic).
+_SHAPE_OPS = {
+    "Shape",
+    "Gather",
+    "Unsqueeze",
+    "Squeeze",
+    "Concat",
+    "Cast",
+    "Identity",
+    "Slice",
+    "Reshape",
+}
+
 _HANDLERS: dict[str, Handler] = {
     "Constant": _constant,
+    "Shape": _shape,
     "Identity": _identity,
     "Dropout": _identity,
     "Conv": _conv,

@@ -8,7 +8,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from pyengine.builder import GraphBuilder
-from pyengine.convert._graph import Graph
+from pyengine.convert._graph import Graph, batch_copied
 from pyengine.convert._imports import framework
 from pyengine.errors import InputShapeUnknownError, ModelFormatError
 from pyengine.locate import ModelLocation
@@ -397,13 +397,18 @@ def _reshape(imp: _Importer, n: Any) -> str | None:
         return None
     x = imp.ref(n.input[0])
     dynamic = imp.ref(n.input[1]) in imp.symbolic
-    if imp.g.is_const(x) and not dynamic:
-        return imp.g.const(imp.g.value(x).reshape([int(d) for d in shape]), n.name)
-    if imp.g.is_const(x) or int(np.sum(np.asarray(shape) == -1)) > 1:
-        return None  # several dimensions only known at run time
-    if 0 in shape:  # TensorFlow's 0 is an empty dimension; the native 0 copies the input's
+    target = [int(d) for d in np.ravel(shape)]
+    if imp.g.is_const(x):
+        return None if dynamic else imp.g.const(imp.g.value(x).reshape(target), n.name)
+    if 0 in target:  # TensorFlow's 0 is an empty dimension; the native 0 copies the input's
         return None
-    return imp.g.op("Reshape", [x], n.name, shape=[int(d) for d in shape])
+    if dynamic:
+        placeholders = [imp.static_shape(i) or [0] for i in imp.frozen.inputs]
+        batch_only = all(-1 not in s[1:] for s in placeholders)
+        target = batch_copied(target, imp.static_shape(n.input[0]), batch_only)
+    if target.count(-1) > 1:
+        return None  # several dimensions only known at run time
+    return imp.g.op("Reshape", [x], n.name, shape=target)
 
 
 def _squeeze(imp: _Importer, n: Any) -> str:
@@ -487,9 +492,10 @@ def _strided_slice(imp: _Importer, n: Any) -> str | None:
 
 def _pack(imp: _Importer, n: Any) -> str | None:
     parts = [imp.const(n, i) for i in range(len(_data_inputs(n)))]
-    if any(p is None for p in parts):
+    arrays = [p for p in parts if p is not None]
+    if len(arrays) != len(parts):
         return None
-    return imp.g.const(np.stack(parts, axis=int(_attr(n, "axis", 0))), n.name)
+    return imp.g.const(np.stack(arrays, axis=int(_attr(n, "axis", 0))), n.name)
 
 
 def _softmax(imp: _Importer, n: Any) -> str:
