@@ -115,8 +115,9 @@ def load(path: str | os.PathLike[str], backend: str = "auto", device: str = "aut
     device
         ``"auto"`` or ``"cpu"``.
     **options
-        Backend-specific options: ``inputs``/``outputs``/``signature`` (TensorFlow),
-        ``epoch``/``strict`` (MXNet), ``chain`` (Chainer), ``input_shapes`` (MXNet, Chainer).
+        Framework options (an option that does not apply to the model is a ValueError):
+        ``inputs``/``outputs``/``signature`` (TensorFlow), ``epoch``/``strict`` (MXNet),
+        ``chain`` (Chainer), ``threads`` (ONNX), ``input_shapes`` (TensorFlow, MXNet, Chainer).
 
     Raises
     ------

@@ -164,3 +164,10 @@ def test_run_time_batch_reshape_converts(tmp_path) -> None:  # type: ignore[no-u
     for batch in (1, 4):
         x = data((batch, 3, 8, 8), seed=batch)
         assert_close(model.predict(x), _session_reference(path)(x))
+
+
+def test_options_must_apply_to_the_model(models: dict[str, str]) -> None:
+    with pytest.raises(ValueError, match="option\\(s\\) chain do not apply to onnx models"):
+        pyengine.load(models["mlp"], chain=object())
+    model = pyengine.load(models["mlp"], backend="onnx", threads=1)
+    assert model.predict(data((1, MLP_FEATURES))).shape == (1, 5)

@@ -50,7 +50,11 @@ class ChainerModel(Model):
         return [np.asarray(o.array if hasattr(o, "array") else o) for o in outs]
 
 
-def load(location: ModelLocation, **options: Any) -> ChainerModel:
-    """Load a Chainer model. Options: ``chain`` (a Chain instance; else the package manifest's
-    class), ``input_shapes``."""
-    return ChainerModel(location, **options)
+def load(
+    location: ModelLocation,
+    chain: Any = None,
+    input_shapes: dict[str, Sequence[int]] | None = None,
+) -> ChainerModel:
+    """Load a Chainer model: ``chain`` (a Chain instance; else the package manifest's class)
+    with model.npz's weights."""
+    return ChainerModel(location, chain, input_shapes)

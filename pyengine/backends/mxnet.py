@@ -99,7 +99,11 @@ class MXNetModel(Model):
             return [o.asnumpy() for o in exe.outputs]
 
 
-def load(location: ModelLocation, **options: Any) -> MXNetModel:
-    """Load an MXNet checkpoint. Options: ``strict`` (newer saving version is an error),
-    ``input_shapes`` (reported in ``inputs``)."""
-    return MXNetModel(location, **options)
+def load(
+    location: ModelLocation,
+    strict: bool = False,
+    input_shapes: dict[str, Sequence[int]] | None = None,
+) -> MXNetModel:
+    """Load an MXNet checkpoint; ``strict``: a newer saving MXNet is an error, not a warning;
+    ``input_shapes`` are reported in ``inputs``."""
+    return MXNetModel(location, strict, input_shapes)

@@ -63,6 +63,6 @@ class ONNXModel(Model):
         return list(self._session.run(self._names, feed))
 
 
-def load(location: ModelLocation, **options: Any) -> ONNXModel:
-    """Load an ONNX model into onnxruntime. Option: ``threads`` (intra-op threads)."""
-    return ONNXModel(location, **options)
+def load(location: ModelLocation, threads: int | None = None) -> ONNXModel:
+    """Load an ONNX model into onnxruntime (``threads``: intra-op threads)."""
+    return ONNXModel(location, threads)

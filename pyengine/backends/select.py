@@ -9,6 +9,7 @@ import tempfile
 import warnings
 from typing import Any
 
+from pyengine.convert import options_for
 from pyengine.errors import (
     FrameworkFallbackWarning,
     InputShapeUnknownError,
@@ -17,9 +18,6 @@ from pyengine.errors import (
 )
 from pyengine.locate import ModelLocation, locate
 from pyengine.model import Model
-
-# Options only the framework backends take (the importers ignore them).
-_BACKEND_ONLY = {"signature"}
 
 
 def _native_from(location: ModelLocation, options: dict[str, Any]) -> Model:
@@ -50,13 +48,13 @@ def load(path: str, backend: str, **options: Any) -> Model:
             "pass backend='auto' (or the model's own framework)"
         )
     if location.framework == "native":
-        if options:
-            raise ValueError(f"native models take no options; got {sorted(options)}")
+        options_for("native", native.load, options)
         return native.load(location.path)
+    module = importlib.import_module(f"pyengine.backends.{location.framework}")
+    backend_options = options_for(location.framework, module.load, options)
     if backend in ("auto", "native"):
-        convert_options = {k: v for k, v in options.items() if k not in _BACKEND_ONLY}
         try:
-            return _native_from(location, convert_options)
+            return _native_from(location, options)
         except (UnsupportedOpsError, InputShapeUnknownError) as exc:
             if backend == "native":
                 raise
@@ -66,6 +64,5 @@ def load(path: str, backend: str, **options: Any) -> Model:
                 FrameworkFallbackWarning,
                 stacklevel=3,
             )
-    module = importlib.import_module(f"pyengine.backends.{location.framework}")
-    model: Model = module.load(location, **options)
+    model: Model = module.load(location, **backend_options)
     return model

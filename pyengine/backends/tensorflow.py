@@ -96,6 +96,12 @@ class TensorFlowModel(Model):
         return [t.numpy() for t in self._fn(*tensors)]
 
 
-def load(location: ModelLocation, **options: Any) -> TensorFlowModel:
-    """Load a frozen graph or SavedModel. Options: ``inputs``, ``outputs``, ``signature``."""
-    return TensorFlowModel(location, **options)
+def load(
+    location: ModelLocation,
+    inputs: Sequence[str] | None = None,
+    outputs: Sequence[str] | None = None,
+    signature: str = "serving_default",
+) -> TensorFlowModel:
+    """Load a frozen graph (``inputs``/``outputs`` node names override the defaults) or a
+    SavedModel (through ``signature``)."""
+    return TensorFlowModel(location, inputs, outputs, signature)

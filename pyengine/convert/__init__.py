@@ -7,14 +7,43 @@
 from __future__ import annotations
 
 import importlib
+import inspect
 import os
-from typing import Any
+from typing import Any, Callable
 
 from pyengine.builder import GraphBuilder
 from pyengine.errors import ModelFormatError
 from pyengine.locate import ModelLocation, locate
 
 FRAMEWORKS = ("tensorflow", "mxnet", "chainer", "onnx")
+
+#: The options each framework's models take in load() and convert() (``epoch`` is MXNet's too).
+OPTIONS = {
+    "tensorflow": {"inputs", "outputs", "signature", "input_shapes"},
+    "mxnet": {"strict", "input_shapes"},
+    "chainer": {"chain", "input_shapes"},
+    "onnx": {"threads"},
+    "native": set(),
+}
+
+
+def options_for(framework: str, fn: Callable[..., Any], options: dict[str, Any]) -> dict[str, Any]:
+    """The subset of ``options`` that ``fn`` takes, after checking they apply to ``framework``.
+
+    Raises
+    ------
+    ValueError
+        An option this framework's models do not take.
+    """
+    wrong = sorted(set(options) - OPTIONS[framework])
+    if wrong:
+        allowed = ", ".join(sorted(OPTIONS[framework])) or "none"
+        raise ValueError(
+            f"option(s) {', '.join(wrong)} do not apply to {framework} models "
+            f"(they take: {allowed})"
+        )
+    params = inspect.signature(fn).parameters
+    return {k: v for k, v in options.items() if k in params}
 
 
 def to_builder(location: ModelLocation, **options: Any) -> GraphBuilder:
@@ -33,7 +62,9 @@ def to_builder(location: ModelLocation, **options: Any) -> GraphBuilder:
         raise ModelFormatError(f"'{location.path}' is already a native model; nothing to convert")
     module = importlib.import_module(f"pyengine.convert.{location.framework}")
     try:
-        builder: GraphBuilder = module.convert(location, **options)
+        builder: GraphBuilder = module.convert(
+            location, **options_for(location.framework, module.convert, options)
+        )
     except (KeyError, IndexError, AttributeError) as exc:  # a structurally damaged graph
         raise ModelFormatError(
             f"'{location.path}': malformed {location.framework} model ({type(exc).__name__}: {exc})"
