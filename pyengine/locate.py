@@ -132,6 +132,9 @@ def _candidates(folder: str, epoch: int | None) -> list[ModelLocation]:
         loc = _classify_file(p, epoch)
         if loc is not None:
             found.append(loc)
+    # An .npz without a manifest beside another model is data (sample inputs), not a Chainer model.
+    if any(f.framework != "chainer" for f in found):
+        found = [f for f in found if f.framework != "chainer" or f.extra.get("manifest")]
     return found
 
 

@@ -79,3 +79,9 @@ def test_backend_must_match_the_model_file(tmp_path) -> None:  # type: ignore[no
         pyengine.load(path, backend="onnx")
     with pytest.raises(ValueError, match="backend='caffe' is not one of"):
         pyengine.load(path, backend="caffe")
+
+
+def test_npz_data_beside_a_model_is_not_a_candidate(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    mlp(str(tmp_path / "model.pyem"))
+    np.savez(tmp_path / "samples.npz", x=np.zeros((2, 64), np.float32))
+    assert pyengine.load(str(tmp_path)).backend == "native"
