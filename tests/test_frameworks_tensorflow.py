@@ -154,3 +154,20 @@ def test_run_time_batch_reshape_converts(tmp_path) -> None:  # type: ignore[no-u
     for batch in (1, 5):
         x = data((batch, IMAGE, IMAGE, 3), seed=batch)
         assert_close(model.predict(x), flatten(x).numpy())
+
+
+def test_named_outputs(keras_models, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from pyengine.convert.tensorflow import read_graph
+    from pyengine.locate import locate
+
+    path = keras_models["mlp"][1]
+    logits = [n.name for n in read_graph(locate(path)).graph_def.node if n.op == "BiasAdd"][-1]
+    framework_model = pyengine.load(path, backend="tensorflow", inputs=["x"], outputs=[logits])
+    native = pyengine.load(path, backend="native", outputs=[logits])
+    assert [s.name for s in native.outputs] == [logits] == [s.name for s in framework_model.outputs]
+    x = data((3, MLP_FEATURES))
+    probs = keras_models["mlp"][0](x, training=False).numpy()
+    got = framework_model.predict(x)
+    e = np.exp(got - got.max(1, keepdims=True))
+    np.testing.assert_allclose(e / e.sum(1, keepdims=True), probs, rtol=1e-5, atol=1e-6)
+    assert_close(native.predict(x), got)

@@ -184,7 +184,7 @@ Handler = Callable[[_Importer, dict[str, Any], dict[str, Any]], "str | None"]
 
 def _conv(imp: _Importer, n: dict[str, Any], a: dict[str, Any]) -> str | None:
     ins = imp.ins(n)
-    if not imp.g.is_const(ins[1]) or len(_pair(a.get("kernel"), 1)) != 2:
+    if not imp.g.is_const(ins[1]) or imp.g.value(ins[1]).ndim != 4:  # 2-D convolutions only
         return None
     pad = _pair(a.get("pad"), 0)
     return imp.g.op(
@@ -258,6 +258,8 @@ def _pool(imp: _Importer, n: dict[str, Any], a: dict[str, Any]) -> str | None:
             n["name"],
             layout=layout,
         )
+    if len(tuple(a["kernel"]) if isinstance(a.get("kernel"), (tuple, list)) else ()) != 2:
+        return None  # 2-D pooling only
     conv = a.get("pooling_convention", "valid")
     if conv not in ("valid", "full"):
         return None
