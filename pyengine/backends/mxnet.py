@@ -20,6 +20,9 @@ from pyengine.errors import ModelFormatError
 from pyengine.locate import ModelLocation
 from pyengine.model import Model, TensorSpec
 
+#: Bound executors kept per model (one per distinct input shape), oldest dropped first.
+_MAX_BINDINGS = 16
+
 
 class MXNetModel(Model):
     """An MXNet symbol run by MXNet's executor; one executor per distinct input shape."""
@@ -87,6 +90,8 @@ class MXNetModel(Model):
                     f"MXNet cannot bind '{self.path}' for input shapes {feed}: {first}"
                 ) from None
             exe.copy_params_from(self._args, self._aux, allow_extra_params=True)
+            if len(self._executors) >= _MAX_BINDINGS:  # drop the oldest binding
+                self._executors.pop(next(iter(self._executors)))
             self._executors[shapes] = exe
         return exe
 
