@@ -103,7 +103,8 @@ def load(path: str | os.PathLike[str], backend: str = "auto", device: str = "aut
     Parameters
     ----------
     path
-        A model file (``.pyem``), or a directory holding one.
+        A model file (``.pyem``), or a directory holding one; inside a function, a resource id
+        (the handle then follows the resource to its newest version between calls).
     backend
         ``"auto"`` picks the native engine for ``.pyem`` files.
     device
@@ -125,6 +126,12 @@ def load(path: str | os.PathLike[str], backend: str = "auto", device: str = "aut
     if device not in ("auto", "cpu"):
         raise ValueError(f"device={device!r} is not available; this build runs on 'cpu' ('auto' picks it)")
     fspath = os.fspath(path)
+    if os.environ.get("PYENGINE_RESOURCES"):  # inside a function: a resource id names its model
+        from pyengine.core.runtime import load_resource
+
+        handle = load_resource(fspath, backend=backend, device=device, **options)
+        if handle is not None:
+            return handle
     if not os.path.exists(fspath):
         raise FileNotFoundError(f"no model at '{fspath}' (expected a .pyem file or a model directory)")
     from pyengine.backends import native

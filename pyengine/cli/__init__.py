@@ -6,12 +6,16 @@ import argparse
 import sys
 from typing import Callable, Sequence
 
-from pyengine.cli import commands
+from pyengine.cli import commands, core_cmds
 
 # Each entry: (name, help, add_arguments, run). Later areas append their commands here.
 COMMANDS: list[tuple[str, str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = [
     ("info", "show version, CPU features, kernels and backends", commands.info_args, commands.info_run),
     ("run", "run a model on a .npy input", commands.run_args, commands.run_run),
+    ("core", "run the deployed group's functions (core start)", core_cmds.core_args,
+     core_cmds.core_run),
+    ("invoke", "invoke a function on the running core", core_cmds.invoke_args,
+     core_cmds.invoke_run),
 ]
 
 
