@@ -43,7 +43,7 @@ SCOPE_SIGNAL = 1 << 1  # ABI 6: no signals to processes outside the domain
 _FILE_RIGHTS = EXECUTE | WRITE_FILE | READ_FILE | TRUNCATE | IOCTL_DEV
 READ = EXECUTE | READ_FILE | READ_DIR
 WRITE = (WRITE_FILE | REMOVE_DIR | REMOVE_FILE | MAKE_DIR | MAKE_REG | MAKE_SYM | MAKE_SOCK
-         | MAKE_FIFO | REFER | TRUNCATE)
+         | MAKE_FIFO | REFER | TRUNCATE | IOCTL_DEV)
 
 
 class _RulesetAttr(ctypes.Structure):

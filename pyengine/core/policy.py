@@ -30,7 +30,7 @@ _SYSTEM_READ = (
     "/sys/fs/cgroup",
 )
 _ESSENTIAL = ("/usr", "/lib", "/lib64", "/bin")
-_SYSTEM_WRITE = ("/dev/null", "/dev/zero", "/dev/full")
+_SYSTEM_WRITE = ("/dev/null",)
 _SYSTEM_READ_DEV = ("/dev/urandom", "/dev/random")
 
 

@@ -257,6 +257,11 @@ class FunctionPool:
         with self._cond:
             return len(self._workers)
 
+    def pids(self) -> list[int]:
+        """Process ids of the live workers."""
+        with self._cond:
+            return sorted(w.pid for w in self._workers)
+
     def busy(self) -> int:
         """Workers running a call now."""
         with self._cond:

@@ -39,6 +39,11 @@ def default_root() -> str:
     return os.path.join(os.path.expanduser("~"), ".local", "share", "pyengine")
 
 
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 256  # bursts of concurrent callers; the default of 5 resets them
+
+
 def _grant_ids(spec: FunctionSpec) -> tuple[tuple[int, int], ...]:
     ids = []
     for r in spec.resources:
@@ -103,8 +108,7 @@ class Core:
             path = os.path.join(self.root, name)
             if os.path.exists(path):
                 os.chmod(path, 0o600)
-        self._httpd = ThreadingHTTPServer((self.host, self.port), _handler_for(self))
-        self._httpd.daemon_threads = True
+        self._httpd = _Server((self.host, self.port), _handler_for(self))
         self.port = self._httpd.server_address[1]
         self._spawn(self._httpd.serve_forever, "http")
         self._write_address()
@@ -276,7 +280,7 @@ class Core:
         with self._lock:
             pools = dict(self._pools)
         return [{"name": n, "pinned": p.spec.pinned, "status": p.status, "workers": p.workers(),
-                 "busy": p.busy(), "max_workers": p.spec.max_workers(),
+                 "pids": p.pids(), "busy": p.busy(), "max_workers": p.spec.max_workers(),
                  "invocations": self.metrics.calls(n), "last_error": p.last_error,
                  "confinement": "landlock" if self.landlock else "uid/gid and modes"}
                 for n, p in sorted(pools.items())]
