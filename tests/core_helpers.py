@@ -51,7 +51,7 @@ def install_version(root: str, rid: str, destination: str, version: str,
     vdir = os.path.join(root, "resources", rid, "versions", version)
     os.makedirs(vdir)
     fill(vdir)
-    for dirpath, dirs, files in os.walk(vdir):
+    for dirpath, _, files in os.walk(vdir):
         os.chmod(dirpath, 0o777)  # modes open to all: the OS rule is what must refuse
         for f in files:
             os.chmod(os.path.join(dirpath, f), 0o666)
@@ -98,10 +98,11 @@ def chown_tree(path: str, uid: int, gid: int) -> None:
 class CoreProcess:
     """``pyengine core start`` in a real subprocess; stopped with SIGTERM."""
 
-    def __init__(self, root: str, user: int | None = None, env: dict[str, str] | None = None) -> None:
+    def __init__(self, root: str, user: int | None = None,
+                 env: dict[str, str] | None = None) -> None:
         self.root = root
         self.log_path = os.path.join(os.path.dirname(root), f"core-{os.path.basename(root)}.log")
-        self._log = open(self.log_path, "wb")
+        self._log = open(self.log_path, "wb")  # noqa: SIM115 - open while the core runs
         full_env = dict(os.environ)
         full_env.update(env or {})
         self.proc = subprocess.Popen(

@@ -330,7 +330,8 @@ def test_cli_invoke(core, tmp_path):
     assert '"echo": {"a": [1, 2]}' in out.stdout
     payload = tmp_path / "event.json"
     payload.write_text('{"op": "raise", "value": "cli"}')
-    out = subprocess.run(cmd + ["--payload", f"@{payload}"], capture_output=True, text=True, env=env)
+    out = subprocess.run(cmd + ["--payload", f"@{payload}"], capture_output=True, text=True,
+                         env=env)
     assert out.returncode == 1
     assert "ValueError: bad event 'cli'" in out.stderr
     out = subprocess.run(cmd + ["--payload", "{oops"], capture_output=True, text=True, env=env)
@@ -389,7 +390,8 @@ def _pids(core: CoreProcess) -> dict[str, list[int]]:
 
 def test_redeploy_changed_code_restarts_only_that_function(core):
     before = _pids(core)
-    new_fn = function(core.root, "ondemand-v2", OPS.replace('"echo": event', '"echo": event, "v": 2'))
+    new_code = OPS.replace('"echo": event', '"echo": event, "v": 2')
+    new_fn = function(core.root, "ondemand-v2", new_code)
     changed = [replace(f, code_dir=new_fn.code_dir) if f.name == "ondemand" else f
                for f in core.group.functions]
     results = []

@@ -110,7 +110,7 @@ class FunctionSpec:
     idle_s: float = 60.0
 
     def max_workers(self) -> int:
-        """Most workers at once: ``concurrency``, else 1 for pinned and 4 for on-demand functions."""
+        """Most workers at once: ``concurrency``, else 1 (pinned) or 4 (on demand)."""
         if self.concurrency > 0:
             return self.concurrency
         return 1 if self.pinned else 4

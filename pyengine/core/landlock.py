@@ -127,8 +127,9 @@ def restrict(rules: Iterable[tuple[str, int]]) -> int:
                 if not allowed:
                     continue
                 rule = _PathBeneathAttr(allowed_access=allowed, parent_fd=fd)
-                if _libc.syscall(_SYS_ADD_RULE, ctypes.c_int(ruleset), ctypes.c_int(_RULE_PATH_BENEATH),
-                                 ctypes.byref(rule), ctypes.c_uint32(0)) < 0:
+                if _libc.syscall(_SYS_ADD_RULE, ctypes.c_int(ruleset),
+                                 ctypes.c_int(_RULE_PATH_BENEATH), ctypes.byref(rule),
+                                 ctypes.c_uint32(0)) < 0:
                     raise _error(f"add_rule({path!r})")
             finally:
                 os.close(fd)

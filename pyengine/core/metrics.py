@@ -25,7 +25,7 @@ class Metrics:
         self._sum: dict[str, float] = defaultdict(float)
 
     def record(self, function: str, seconds: float, error: str | None = None) -> None:
-        """Count one call of ``function`` that took ``seconds`` and failed with ``error`` (a type)."""
+        """Count one call of ``function`` taking ``seconds``; ``error``: its failure type."""
         with self._lock:
             self._calls[function] += 1
             if error:
@@ -54,7 +54,8 @@ class Metrics:
             buckets = {k: list(v) for k, v in self._buckets.items()}
             sums = dict(self._sum)
         for fn in sorted(set(calls) | set(workers)):
-            lines.append(f'pyengine_invocations_total{{function="{_label(fn)}"}} {calls.get(fn, 0)}')
+            lines.append(f'pyengine_invocations_total{{function="{_label(fn)}"}} '
+                         f'{calls.get(fn, 0)}')
         lines += ["# HELP pyengine_invocation_errors_total Failed invocations by error type.",
                   "# TYPE pyengine_invocation_errors_total counter"]
         for (fn, kind), n in sorted(errors.items()):

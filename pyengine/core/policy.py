@@ -102,11 +102,11 @@ def plan(spec: FunctionSpec, root: str, scratch: str, protected: list[str]) -> W
     rules.append((scratch, "rw"))
     for r in spec.resources:
         rules.append((r.grant_path(), r.permission))
+    uid: int | None = None
+    gid: int | None = None
+    groups: tuple[int, ...] = ()
     if os.geteuid() == 0:
         uid = DEFAULT_ID if spec.uid is None else spec.uid
         gid = DEFAULT_ID if spec.gid is None else spec.gid
         groups = tuple(sorted({r.owner_gid for r in spec.resources if r.owner_gid is not None}))
-    else:
-        uid = gid = None
-        groups = ()
     return WorkerPlan(uid=uid, gid=gid, groups=groups, scratch=scratch, rules=tuple(rules))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -86,8 +87,8 @@ class Worker:
         if msg.get("op") != "ready":
             self.kill()
             err = msg.get("error", {})
-            raise InvokeError("FunctionInitError",
-                              f"{spec.name!r} failed to start: {err.get('type')}: {err.get('message')}")
+            raise InvokeError("FunctionInitError", f"{spec.name!r} failed to start: "
+                              f"{err.get('type')}: {err.get('message')}")
         self.confinement = msg.get("confinement", "")
 
     def call(self, invocation_id: str, payload: Any) -> dict[str, Any]:
@@ -102,7 +103,8 @@ class Worker:
         deadline = time.monotonic() + timeout
         try:
             self.sock.settimeout(None)
-            protocol.send(self.sock, {"id": invocation_id, "payload": payload, "timeout_s": timeout})
+            protocol.send(self.sock, {"id": invocation_id, "payload": payload,
+                                      "timeout_s": timeout})
             self.sock.settimeout(max(0.001, deadline - time.monotonic()))
             reply: dict[str, Any] = protocol.recv(self.sock)
         except (socket.timeout, TimeoutError) as exc:
@@ -127,10 +129,8 @@ class Worker:
 
     def stop(self, grace_s: float = 2.0) -> None:
         """Close the channel (the worker exits), then kill it if it lingers."""
-        try:
+        with contextlib.suppress(OSError):
             self.sock.close()
-        except OSError:
-            pass
         try:
             self.proc.wait(timeout=grace_s)
         except subprocess.TimeoutExpired:
@@ -139,15 +139,11 @@ class Worker:
     def kill(self) -> None:
         """Kill the process now and reap it."""
         if self.proc.poll() is None:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 self.proc.kill()
-            except ProcessLookupError:
-                pass
         self.proc.wait()
-        try:
+        with contextlib.suppress(OSError):
             self.sock.close()
-        except OSError:
-            pass
 
 
 class FunctionPool:
@@ -242,8 +238,9 @@ class FunctionPool:
         """Stop on-demand workers idle for longer than ``idle_s``; restart dead pinned ones."""
         now = time.monotonic()
         with self._cond:
+            expired = not self.spec.pinned
             stale = [w for w in self._idle
-                     if not w.alive() or (not self.spec.pinned and now - w.last_used > self.spec.idle_s)]
+                     if not w.alive() or (expired and now - w.last_used > self.spec.idle_s)]
             for w in stale:
                 self._idle.remove(w)
                 self._workers.discard(w)
@@ -287,12 +284,12 @@ class FunctionPool:
                     raise InvokeError("Busy", f"no worker of {self.spec.name!r} became free in "
                                       f"{self.queue_timeout_s:g} s")
                 self._cond.wait(left)
-        w = self._spawn()
-        if w is None:
+        spawned = self._spawn()
+        if spawned is None:
             raise InvokeError("FunctionInitError", self.last_error)
         with self._cond:
             self._busy += 1
-        return w
+        return spawned
 
     def _release(self, w: Worker, healthy: bool) -> None:
         with self._cond:

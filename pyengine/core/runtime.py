@@ -55,7 +55,8 @@ def begin_call() -> dict[str, str]:
 class ResourceModel(Model):
     """A model loaded by resource id: follows the resource to its newest version between calls."""
 
-    def __init__(self, resource_id: str, backend: str, device: str, options: dict[str, Any]) -> None:
+    def __init__(self, resource_id: str, backend: str, device: str,
+                 options: dict[str, Any]) -> None:
         self.resource_id = resource_id
         self._args = (backend, device, options)
         self._lock = threading.Lock()
@@ -98,7 +99,7 @@ class ResourceModel(Model):
 
 def load_resource(name: str, backend: str = "auto", device: str = "auto",
                   **options: Any) -> Model | None:
-    """``pyengine.load(name)`` inside a function: a handle when ``name`` is a granted resource id."""
+    """``pyengine.load(name)`` in a function: a handle when ``name`` is a granted resource id."""
     if name not in destinations():
         return None
     return ResourceModel(name, backend, device, options)

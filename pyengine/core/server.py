@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -103,7 +104,8 @@ class Core:
         else:
             why = ("turned off" if self.landlock_abi > 0
                    else "not available in this kernel (it needs Linux 5.13+ with landlock enabled)")
-            log.warning("Landlock is %s: functions are confined by uid/gid and file modes only", why)
+            log.warning("Landlock is %s: functions are confined by uid/gid and file modes only",
+                        why)
         for name in (STATE_DB, MANIFEST):
             path = os.path.join(self.root, name)
             if os.path.exists(path):
@@ -159,10 +161,8 @@ class Core:
             self._retiring.clear()
         for p in pools:
             p.stop()
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(os.path.join(self.root, ADDRESS_FILE))
-        except FileNotFoundError:
-            pass
         log.info("stopped")
 
     # -- deployments -----------------------------------------------------------------------
@@ -187,11 +187,13 @@ class Core:
         scratch = os.path.join(self.root, "run", spec.name)
         os.makedirs(scratch, exist_ok=True)
         protected = [f.code_dir for f in group.functions]
-        protected += [r.grant_path() for f in group.functions for r in f.resources if r.kind == "model"]
+        protected += [r.grant_path() for f in group.functions for r in f.resources
+                      if r.kind == "model"]
         worker_plan = plan(spec, self.root, scratch, protected)
         os.chmod(os.path.join(self.root, "run"), 0o711)
         if worker_plan.uid is not None:
-            os.chown(scratch, worker_plan.uid, worker_plan.gid if worker_plan.gid is not None else -1)
+            gid = worker_plan.gid if worker_plan.gid is not None else -1
+            os.chown(scratch, worker_plan.uid, gid)
         os.chmod(scratch, 0o700)
         return FunctionPool(spec, worker_plan, self.landlock)
 

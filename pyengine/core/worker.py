@@ -18,11 +18,11 @@ import time
 import traceback
 from typing import Any, Callable
 
-from pyengine.core import landlock, protocol, runtime
-
 # Imported before confinement so that later imports by handlers find them in sys.modules.
 import numpy  # noqa: F401, I001
+
 import pyengine  # noqa: F401
+from pyengine.core import landlock, protocol, runtime
 
 
 def _error(exc: BaseException, tb: bool = True) -> dict[str, Any]:
@@ -67,7 +67,7 @@ def _load_handler(cfg: dict[str, Any]) -> Callable[[Any, Any], Any]:
     if not callable(fn):
         raise AttributeError(f"module {module_name!r} (in {cfg['code_dir']}) has no function "
                              f"{func_name!r}")
-    return fn  # type: ignore[no-any-return]
+    return fn
 
 
 def _default_invocation(record: logging.LogRecord) -> bool:
