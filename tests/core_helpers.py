@@ -1,90 +1,94 @@
-"""Deployed roots for the core's tests: code, versioned resources, a state database, a core.
+"""Deployed roots for the core's tests: packages, a group file, real deploys, a core process.
 
-A root here is laid out the way the deploy layer installs one: each function's code under
-``functions/<name>``, each model resource's versions under ``resources/<id>/versions/<n>`` with
-its destination a symlink to the current version (switched atomically by rename), the SQLite
-state database, and the manifest the core reads (:func:`pyengine.core.group.write_deployed_group`).
+Roots are made with the deploy layer itself (:func:`pyengine.deploy.deploy` over ``file://``
+packages), so the core runs on exactly what a deployment installs.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import sqlite3
 import subprocess
 import sys
+import tarfile
 import textwrap
 import time
 import urllib.error
 import urllib.request
-from dataclasses import replace
 from typing import Any, Callable
 
-from pyengine.core.group import DeployedGroup, FunctionSpec, ResourceGrant, write_deployed_group
-
-SECRET = "core-state-secret-7f3a"
+from pyengine import deploy as dp
 
 
-def make_state_db(root: str) -> str:
-    """A real SQLite database in the root holding a value no function may read."""
-    path = os.path.join(root, "state.db")
-    con = sqlite3.connect(path)
-    con.execute("CREATE TABLE IF NOT EXISTS secrets (value TEXT)")
-    con.execute("INSERT INTO secrets VALUES (?)", (SECRET,))
-    con.commit()
-    con.close()
+def package(path: str, fill: Callable[[str], None]) -> str:
+    """A .tar.gz at ``path`` holding what ``fill(directory)`` writes."""
+    staging = f"{path}.d"
+    os.makedirs(staging, exist_ok=True)
+    fill(staging)
+    tmp = f"{path}.tmp"
+    with tarfile.open(tmp, "w:gz") as tar:
+        for name in sorted(os.listdir(staging)):
+            tar.add(os.path.join(staging, name), arcname=name)
+    os.replace(tmp, path)  # a new file: the source's change token moves
+    for name in os.listdir(staging):
+        os.unlink(os.path.join(staging, name))
+    os.rmdir(staging)
     return path
 
 
-def write_code(root: str, name: str, source: str) -> str:
-    """Function code ``functions/<name>/handler.py``; returns the directory."""
-    code = os.path.join(root, "functions", name)
+def text_file(name: str, content: str) -> Callable[[str], None]:
+    """A ``fill`` writing one text file."""
+    def fill(d: str) -> None:
+        with open(os.path.join(d, name), "w") as fh:
+            fh.write(content)
+    return fill
+
+
+def write_code(base: str, name: str, source: str) -> str:
+    """Function code ``functions/<name>/handler.py`` next to the group file."""
+    code = os.path.join(base, "functions", name)
     os.makedirs(code, exist_ok=True)
     with open(os.path.join(code, "handler.py"), "w") as fh:
         fh.write(textwrap.dedent(source))
-    return code
+    return f"./functions/{name}"
 
 
-def install_version(root: str, rid: str, destination: str, version: str,
-                    fill: Callable[[str], None]) -> str:
-    """Install ``version`` of resource ``rid`` and switch ``destination`` to it atomically."""
-    vdir = os.path.join(root, "resources", rid, "versions", version)
-    os.makedirs(vdir)
-    fill(vdir)
-    for dirpath, _, files in os.walk(vdir):
-        os.chmod(dirpath, 0o777)  # modes open to all: the OS rule is what must refuse
-        for f in files:
-            os.chmod(os.path.join(dirpath, f), 0o666)
-    os.makedirs(os.path.dirname(destination), exist_ok=True)
-    tmp = f"{destination}.switch"
-    if os.path.lexists(tmp):
-        os.unlink(tmp)
-    os.symlink(vdir, tmp)
-    os.replace(tmp, destination)
-    return vdir
+def model_resource(base: str, rid: str, fill: Callable[[str], None],
+                   owner: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A model resource entry with its package written under ``base/sources``."""
+    os.makedirs(os.path.join(base, "sources"), exist_ok=True)
+    src = package(os.path.join(base, "sources", f"{rid}.tar.gz"), fill)
+    model: dict[str, Any] = {"source": f"file://{src}",
+                             "destination": os.path.join(base, "dest", rid)}
+    if owner:
+        model["owner"] = owner
+    return {"id": rid, "name": rid, "model": model}
 
 
-def model_resource(root: str, rid: str, destination: str, fill: Callable[[str], None],
-                   permission: str = "ro") -> ResourceGrant:
-    """Install version 1 of a model resource; the grant functions get on it."""
-    install_version(root, rid, destination, "1", fill)
-    return ResourceGrant(id=rid, path=destination, permission=permission, kind="model",
-                         grant=os.path.join(root, "resources", rid, "versions"))
+def function(base: str, name: str, source: str, resources: tuple[tuple[str, str], ...] = (),
+             **settings: Any) -> dict[str, Any]:
+    """A function entry whose handler is ``handler.function_handler`` in ``source``."""
+    entry = {"name": name, "handler": "handler.function_handler",
+             "code": write_code(base, name, source),
+             "resources": [{"id": rid, "permission": perm} for rid, perm in resources]}
+    entry.update(settings)
+    return entry
 
 
-def deploy(root: str, functions: list[FunctionSpec], name: str = "test-group",
-           deployment: str = "1") -> DeployedGroup:
-    """Write the manifest the core reads (atomically), as a deployment would."""
-    group = DeployedGroup(name=name, root=root, functions=tuple(functions), deployment=deployment)
-    write_deployed_group(group)
-    return group
+def deploy_group(base: str, root: str, resources: list[dict[str, Any]],
+                 functions: list[dict[str, Any]], name: str = "test-group") -> dp.Deployment:
+    """Write ``base/group.json`` and deploy it into ``root``; the deployment must succeed."""
+    path = os.path.join(base, "group.json")
+    with open(path, "w") as fh:
+        json.dump({"name": name, "resources": resources, "functions": functions}, fh, indent=2)
+    return redeploy(base, root)
 
 
-def function(root: str, name: str, source: str, **settings: Any) -> FunctionSpec:
-    """A function whose handler is ``handler.function_handler`` in ``source``."""
-    code = write_code(root, name, source)
-    spec = FunctionSpec(name=name, handler="handler.function_handler", code_dir=code)
-    return replace(spec, **settings)
+def redeploy(base: str, root: str) -> dp.Deployment:
+    """Deploy ``base/group.json`` (again) into ``root``."""
+    d = dp.deploy(os.path.join(base, "group.json"), root, wait_s=30)
+    assert d.status == "Success", (d.status, d.message, d.items)
+    return d
 
 
 def chown_tree(path: str, uid: int, gid: int) -> None:

@@ -15,25 +15,24 @@ import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
 
 import numpy as np
 import pytest
 from core_helpers import (
-    SECRET,
     CoreProcess,
     chown_tree,
-    deploy,
+    deploy_group,
     function,
-    install_version,
-    make_state_db,
     model_resource,
+    package,
+    redeploy,
+    text_file,
+    write_code,
 )
 from models import mlp
 
 import pyengine
 from pyengine.core import landlock
-from pyengine.core.group import ResourceGrant
 
 NOBODY = 65534
 
@@ -112,49 +111,41 @@ def _x() -> np.ndarray:
     return np.linspace(-1, 1, 64, dtype=np.float32).reshape(1, 64)
 
 
-def build_root(base: str, owner: int | None = None):
-    """A root with functions covering access, failures, concurrency and hot updates."""
+def _fill_model(seed: int):
+    return lambda d: mlp(os.path.join(d, "model.pyem"), seed=seed)
+
+
+def build_root(base: str, owner: int | None = None) -> str:
+    """Deploy a group covering access, failures, concurrency and hot updates; the root."""
     root = os.path.join(base, "root")
-    os.makedirs(root)
-    os.chmod(root, 0o711)
-    make_state_db(root)
-    dest = os.path.join(base, "dest")
-
-    def text(content: str):
-        def fill(d: str) -> None:
-            with open(os.path.join(d, "data.txt"), "w") as fh:
-                fh.write(content)
-        return fill
-
-    ro = model_resource(root, "ro-data", f"{dest}/ro-data", text("ro-content"), "ro")
-    rw = model_resource(root, "rw-data", f"{dest}/rw-data", text("rw-content"), "rw")
-    other = model_resource(root, "other-data", f"{dest}/other-data", text("other-content"), "ro")
-    hot = model_resource(root, "hotmodel", f"{dest}/hotmodel",
-                         lambda d: mlp(os.path.join(d, "model.pyem"), seed=1), "ro")
-    zero = ResourceGrant(id="zero", path="/dev/zero", permission="ro", kind="device",
-                         grant="/dev/zero")
-    fns = [
-        function(root, "guard", OPS, pinned=True, resources=(ro, rw, zero)),
-        function(root, "other", OPS, pinned=False, resources=(other,)),
-        function(root, "faulty", OPS, pinned=True, timeout_s=1.0, memory_mb=400),
-        function(root, "ondemand", OPS, pinned=False, concurrency=4, idle_s=30),
-        function(root, "classify", MODEL_FN, pinned=True, concurrency=2, resources=(hot,)),
+    resources = [
+        model_resource(base, "ro-data", text_file("data.txt", "ro-content")),
+        model_resource(base, "rw-data", text_file("data.txt", "rw-content"),
+                       owner={"group": NOBODY, "permission": "rw"}),
+        model_resource(base, "other-data", text_file("data.txt", "other-content")),
+        model_resource(base, "hotmodel", _fill_model(1)),
+        {"id": "zero", "name": "zero", "device": {"path": "/dev/zero"}},
     ]
+    functions = [
+        function(base, "guard", OPS, (("ro-data", "ro"), ("rw-data", "rw"), ("zero", "ro")),
+                 pinned=True),
+        function(base, "other", OPS, (("other-data", "ro"),), pinned=False),
+        function(base, "faulty", OPS, pinned=True, timeout_s=1.0, memory_mb=128),
+        function(base, "ondemand", OPS, pinned=False),
+        function(base, "classify", MODEL_FN, (("hotmodel", "ro"),), pinned=True),
+    ]
+    deploy_group(base, root, resources, functions)
     if owner is not None:
         chown_tree(base, owner, owner)
-    group = deploy(root, fns)
-    if owner is not None:
-        chown_tree(root, owner, owner)
-    return root, group
+    return root
 
 
 @pytest.fixture(scope="module")
 def core(open_tmp):
     base = os.path.join(open_tmp, "as-root")
     os.makedirs(base)
-    root, group = build_root(base)
+    root = build_root(base)
     proc = CoreProcess(root).wait_ready()
-    proc.group = group
     yield proc
     proc.stop()
 
@@ -163,11 +154,10 @@ def _paths(root: str) -> dict[str, str]:
     base = os.path.dirname(root)
     return {
         "state": os.path.join(root, "state.db"),
-        "manifest": os.path.join(root, "deployed.json"),
         "ro": os.path.join(base, "dest", "ro-data", "data.txt"),
         "rw": os.path.join(base, "dest", "rw-data", "data.txt"),
         "other": os.path.join(base, "dest", "other-data", "data.txt"),
-        "other_code": os.path.join(root, "functions", "other", "handler.py"),
+        "other_code": os.path.join(root, "functions", "other", "current", "handler.py"),
     }
 
 
@@ -195,8 +185,7 @@ def check_access(core: CoreProcess) -> None:
     for fn in ("guard", "other", "ondemand"):
         got = op(fn, op="read", path=p["state"])
         assert got["error"] == "PermissionError", (fn, got)
-        assert SECRET not in str(got)
-        assert op(fn, op="read", path=p["manifest"])["error"] == "PermissionError"
+        assert "SQLite" not in str(got)
         assert op(fn, op="listdir", path=core.root)["error"] == "PermissionError"
     assert op("guard", op="read", path=p["other_code"])["error"] == "PermissionError"
     # Devices only for the functions that list them.
@@ -217,7 +206,7 @@ def test_access_enforced_core_as_root(core):
 def test_access_enforced_core_as_ordinary_user(open_tmp):
     base = os.path.join(open_tmp, "as-user")
     os.makedirs(base)
-    root, _ = build_root(base, owner=NOBODY)
+    root = build_root(base, owner=NOBODY)
     proc = CoreProcess(root, user=NOBODY)
     try:
         proc.wait_ready()
@@ -234,11 +223,9 @@ def test_without_landlock_uid_and_modes_protect_the_state(open_tmp):
     base = os.path.join(open_tmp, "no-landlock")
     os.makedirs(base)
     root = os.path.join(base, "root")
-    os.makedirs(root)
-    os.chmod(root, 0o711)
-    state = make_state_db(root)
+    deploy_group(base, root, [], [function(base, "guard", OPS, pinned=True)])
+    state = os.path.join(root, "state.db")
     os.chmod(state, 0o644)
-    deploy(root, [function(root, "guard", OPS, pinned=True)])
     proc = CoreProcess(root, env={"PYENGINE_LANDLOCK": "off"})
     try:
         proc.wait_ready()
@@ -304,7 +291,7 @@ def test_context(core):
     ctx = body["result"]
     assert ctx["name"] == "guard" and ctx["id"] == body["invocation_id"]
     assert 0 < ctx["remaining"] <= 3000
-    assert ctx["resources"]["ro-data"].endswith("/resources/ro-data/versions/1")
+    assert os.path.dirname(ctx["resources"]["ro-data"]).endswith("/dest/.ro-data.pyengine")
     assert f"inv={body['invocation_id']}" not in core.log()
     assert body["invocation_id"] in core.log()
 
@@ -340,13 +327,10 @@ def test_cli_invoke(core, tmp_path):
 
 def test_hot_model_update_under_load(core, open_tmp):
     base = os.path.dirname(core.root)
-    v2 = os.path.join(open_tmp, "v2-model.pyem")
-    mlp(v2, seed=2)
-    expected = {"1": pyengine.load(os.path.join(core.root, "resources", "hotmodel", "versions",
-                                                "1", "model.pyem")).predict(_x())[0],
-                "2": pyengine.load(v2).predict(_x())[0]}
-    assert not np.allclose(expected["1"], expected["2"], atol=1e-3)
-    _, before = core.invoke("guard", {})
+    dest = os.path.join(base, "dest", "hotmodel")
+    v1 = os.path.realpath(dest)
+    expected = {os.path.basename(v1): pyengine.load(os.path.join(v1, "model.pyem")).predict(_x())[0]}
+    before = _pids(core)
 
     results: list[tuple[int, dict]] = []
     stop = threading.Event()
@@ -360,27 +344,31 @@ def test_hot_model_update_under_load(core, open_tmp):
         t.start()
     time.sleep(0.5)
     with ThreadPoolExecutor(1) as ex:
-        slow = ex.submit(core.invoke, "classify", {"slow": 0.6})
+        slow = ex.submit(core.invoke, "classify", {"slow": 1.0})
         time.sleep(0.2)
-        install_version(core.root, "hotmodel", os.path.join(base, "dest", "hotmodel"), "2",
-                        lambda d: shutil.copy(v2, os.path.join(d, "model.pyem")))
+        package(os.path.join(base, "sources", "hotmodel.tar.gz"), _fill_model(2))
+        redeploy(base, core.root)
         slow_status, slow_body = slow.result()
-    time.sleep(0.5)
+    v2 = os.path.realpath(dest)
+    assert v2 != v1
+    expected[os.path.basename(v2)] = pyengine.load(os.path.join(v2, "model.pyem")).predict(_x())[0]
+    assert not np.allclose(*expected.values(), atol=1e-3)
+    time.sleep(1.0)
     stop.set()
     for t in threads:
         t.join()
 
     failed = [r for r in results if r[0] != 200]
     assert failed == [] and len(results) > 20
-    assert slow_status == 200 and slow_body["result"]["version"] == "1"  # in flight: old version
+    assert slow_status == 200 and slow_body["result"]["version"] == os.path.basename(v1)
     versions = [b["result"]["version"] for _, b in results]
-    switch = versions.index("2")
-    assert set(versions[:switch]) == {"1"} and set(versions[switch:]) == {"2"}
+    switch = versions.index(os.path.basename(v2))
+    assert set(versions[:switch]) == {os.path.basename(v1)}
+    assert set(versions[switch:]) == {os.path.basename(v2)}
     for _, b in results:
         np.testing.assert_allclose(b["result"]["probs"], expected[b["result"]["version"]],
                                    rtol=1e-5, atol=1e-6)
-    _, after = core.invoke("guard", {})
-    assert after["result"]["pid"] == before["result"]["pid"]
+    assert _pids(core) == before  # the model changed, the code did not: no restart
 
 
 def _pids(core: CoreProcess) -> dict[str, list[int]]:
@@ -389,11 +377,9 @@ def _pids(core: CoreProcess) -> dict[str, list[int]]:
 
 
 def test_redeploy_changed_code_restarts_only_that_function(core):
+    base = os.path.dirname(core.root)
     before = _pids(core)
-    new_code = OPS.replace('"echo": event', '"echo": event, "v": 2')
-    new_fn = function(core.root, "ondemand-v2", new_code)
-    changed = [replace(f, code_dir=new_fn.code_dir) if f.name == "ondemand" else f
-               for f in core.group.functions]
+    write_code(base, "ondemand", OPS.replace('"echo": event', '"echo": event, "v": 2'))
     results = []
     stop = threading.Event()
 
@@ -404,7 +390,7 @@ def test_redeploy_changed_code_restarts_only_that_function(core):
     t = threading.Thread(target=stream)
     t.start()
     time.sleep(0.3)
-    core.group = deploy(core.root, changed, deployment="2")
+    redeploy(base, core.root)
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline and not (results and results[-1][1]["result"].get("v") == 2):
         time.sleep(0.05)
@@ -413,5 +399,5 @@ def test_redeploy_changed_code_restarts_only_that_function(core):
     assert [r for r in results if r[0] != 200] == []
     assert results[0][1]["result"].get("v") is None and results[-1][1]["result"]["v"] == 2
     after = _pids(core)
-    for name in ("guard", "classify", "faulty"):
+    for name in ("guard", "classify", "faulty", "other"):
         assert after[name] == before[name], name

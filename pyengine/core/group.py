@@ -4,7 +4,7 @@ The deploy layer (``pyengine.deploy``) owns the root: the group file, the instal
 resource versions, the function code and ``state.db``. The core needs much less: for each
 function its handler, code directory, limits and the resources it may touch. This module
 defines that view (:class:`DeployedGroup`) and the one adapter, :func:`read_deployed_group`,
-that builds it from a root.
+that builds it from what :func:`pyengine.deploy.current` reports.
 
 Resources are installed so that a resource's *destination* always names one complete version
 and switching versions is atomic: the destination is a symlink into a directory that holds
@@ -15,13 +15,10 @@ worker, while every other path stays closed.
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-#: Name of the file the adapter reads in the root (see :func:`read_deployed_group`).
-MANIFEST = "deployed.json"
 #: The deploy layer's state database in the root; no function may read it.
 STATE_DB = "state.db"
 
@@ -82,7 +79,9 @@ class FunctionSpec:
     timeout_s
         A call running longer is killed with its worker and fails with ``FunctionTimeout``.
     memory_mb
-        The worker's memory limit (address space).
+        What the handler may allocate: the worker's address space is limited (RLIMIT_AS) to
+        what the bare worker uses at start (interpreter, numpy, pyengine: about 125 MB) plus
+        this. Mapped model files count.
     environment
         Extra environment variables of the worker.
     resources
@@ -101,7 +100,7 @@ class FunctionSpec:
     code_dir: str
     pinned: bool = False
     timeout_s: float = 3.0
-    memory_mb: int = 256
+    memory_mb: int = 128
     environment: Mapping[str, str] = field(default_factory=dict)
     resources: tuple[ResourceGrant, ...] = ()
     concurrency: int = 0
@@ -139,91 +138,55 @@ class DeployedGroup:
         raise KeyError(f"no function {name!r} in group {self.name!r}; "
                        f"its functions are {[f.name for f in self.functions]}")
 
-    def to_json(self) -> dict[str, Any]:
-        """The manifest form read by :func:`read_deployed_group`."""
-        return {
-            "name": self.name,
-            "deployment": self.deployment,
-            "functions": [
-                {
-                    "name": f.name, "handler": f.handler, "code": f.code_dir, "pinned": f.pinned,
-                    "timeout_s": f.timeout_s, "memory_mb": f.memory_mb,
-                    "environment": dict(f.environment), "concurrency": f.concurrency,
-                    "run_as": {"uid": f.uid, "gid": f.gid}, "idle_s": f.idle_s,
-                    "resources": [
-                        {"id": r.id, "path": r.path, "permission": r.permission, "kind": r.kind,
-                         "grant": r.grant, "owner_gid": r.owner_gid}
-                        for r in f.resources
-                    ],
-                }
-                for f in self.functions
-            ],
-        }
+
+def change_token(root: str | os.PathLike[str]) -> tuple[tuple[int, int], ...]:
+    """A cheap token that changes whenever the deploy layer's state changes (stat only)."""
+    out = []
+    for name in (STATE_DB, STATE_DB + "-wal"):
+        try:
+            st = os.stat(os.path.join(os.fspath(root), name))
+            out.append((st.st_mtime_ns, st.st_size))
+        except FileNotFoundError:
+            out.append((0, 0))
+    return tuple(out)
 
 
-def _function_from_json(root: str, d: Mapping[str, Any], where: str) -> FunctionSpec:
-    def need(key: str) -> Any:
-        if key not in d:
-            raise ValueError(f"{where}: missing '{key}'")
-        return d[key]
-
-    run_as = d.get("run_as") or {}
-    code = str(need("code"))
-    resources = []
-    for j, r in enumerate(d.get("resources") or []):
-        perm = r.get("permission", "ro")
-        if perm not in ("ro", "rw"):
-            raise ValueError(f"{where}.resources[{j}].permission: {perm!r} is not 'ro' or 'rw'")
-        resources.append(ResourceGrant(
-            id=str(r["id"]), path=str(r["path"]), permission=perm, kind=r.get("kind", "model"),
-            grant=str(r.get("grant") or ""), owner_gid=r.get("owner_gid")))
-    return FunctionSpec(
-        name=str(need("name")), handler=str(need("handler")),
-        code_dir=code if os.path.isabs(code) else os.path.join(root, code),
-        pinned=bool(d.get("pinned", False)), timeout_s=float(d.get("timeout_s", 3.0)),
-        memory_mb=int(d.get("memory_mb", 256)),
-        environment={str(k): str(v) for k, v in (d.get("environment") or {}).items()},
-        resources=tuple(resources), concurrency=int(d.get("concurrency", 0)),
-        uid=run_as.get("uid"), gid=run_as.get("gid"), idle_s=float(d.get("idle_s", 60.0)))
-
-
-def read_deployed_group(root: str | os.PathLike[str]) -> DeployedGroup | None:
+def read_deployed_group(root: str | os.PathLike[str], cleanup: bool = False) -> DeployedGroup | None:
     """Build the core's view of the group deployed into ``root``; None when nothing is deployed.
 
-    The one adapter between the deploy layer and the core: it reads ``<root>/deployed.json``
-    (the form :meth:`DeployedGroup.to_json` writes), which the deploy layer writes atomically
-    at the end of each successful deployment.
+    The one adapter between the deploy layer and the core, over
+    :func:`pyengine.deploy.current`.
 
-    Raises
-    ------
-    ValueError
-        The manifest is damaged; the message names the file and the field.
+    Parameters
+    ----------
+    root
+        The root the deploy layer installs into.
+    cleanup
+        Let the deploy layer first roll back what a killed deploy left (done at core start).
     """
-    root = os.fspath(root)
-    path = os.path.join(root, MANIFEST)
-    try:
-        with open(path, encoding="utf-8") as fh:
-            data = json.load(fh)
-    except FileNotFoundError:
+    from pyengine import deploy
+
+    root = os.path.abspath(os.fspath(root))
+    installed = deploy.current(root, cleanup=cleanup)
+    if installed is None:
         return None
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{path}: not valid JSON ({exc})") from exc
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected an object, got {type(data).__name__}")
-    functions = tuple(_function_from_json(root, f, f"{path}: functions[{i}]")
-                      for i, f in enumerate(data.get("functions") or []))
-    return DeployedGroup(name=str(data.get("name", "")), root=root, functions=functions,
-                         deployment=str(data.get("deployment", "")))
-
-
-def write_deployed_group(group: DeployedGroup) -> str:
-    """Write ``group``'s manifest into its root atomically (temporary file, fsync, rename)."""
-    path = os.path.join(group.root, MANIFEST)
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(group.to_json(), fh, indent=2)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.chmod(tmp, 0o600)
-    os.replace(tmp, path)
-    return path
+    functions = []
+    for f in installed.functions.values():
+        grants = []
+        for fr in f.resources:
+            r = installed.resources.get(fr.id)
+            if r is None:
+                continue  # not installed (a failed first deploy kept with --on-failure=keep)
+            if r.kind == "device":
+                grants.append(ResourceGrant(id=r.id, path=r.path, permission=fr.permission,
+                                            kind="device", grant=r.path))
+            else:
+                store = os.path.dirname(r.version_path) if r.version_path else ""
+                grants.append(ResourceGrant(id=r.id, path=r.path, permission=fr.permission,
+                                            kind="model", grant=store, owner_gid=r.owner_group))
+        functions.append(FunctionSpec(
+            name=f.name, handler=f.handler, code_dir=f.code_dir, pinned=f.pinned,
+            timeout_s=float(f.timeout_s), memory_mb=int(f.memory_mb),
+            environment=dict(f.environment), resources=tuple(grants)))
+    return DeployedGroup(name=installed.name, root=root, functions=tuple(functions),
+                         deployment=str(installed.deployment_id))

@@ -15,7 +15,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from pyengine.core import landlock, protocol
-from pyengine.core.group import MANIFEST, STATE_DB, DeployedGroup, FunctionSpec, read_deployed_group
+from pyengine.core.group import (
+    STATE_DB,
+    DeployedGroup,
+    FunctionSpec,
+    change_token,
+    read_deployed_group,
+)
 from pyengine.core.metrics import Metrics
 from pyengine.core.policy import plan
 from pyengine.core.pool import FunctionPool, InvokeError
@@ -88,6 +94,7 @@ class Core:
         self._pools: dict[str, FunctionPool] = {}
         self._grants: dict[str, tuple[tuple[int, int], ...]] = {}
         self._retiring: list[FunctionPool] = []
+        self._token: tuple[tuple[int, int], ...] = ()
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._reload_now = threading.Event()
@@ -106,15 +113,16 @@ class Core:
                    else "not available in this kernel (it needs Linux 5.13+ with landlock enabled)")
             log.warning("Landlock is %s: functions are confined by uid/gid and file modes only",
                         why)
-        for name in (STATE_DB, MANIFEST):
-            path = os.path.join(self.root, name)
-            if os.path.exists(path):
-                os.chmod(path, 0o600)
+        if not self.landlock:
+            for name in (STATE_DB, f"{STATE_DB}-wal", f"{STATE_DB}-shm"):
+                path = os.path.join(self.root, name)
+                if os.path.exists(path):
+                    os.chmod(path, 0o600)
         self._httpd = _Server((self.host, self.port), _handler_for(self))
         self.port = self._httpd.server_address[1]
         self._spawn(self._httpd.serve_forever, "http")
         self._write_address()
-        self.reload()
+        self.reload(cleanup=True)
         self._spawn(self._watch, "watch")
         log.info("listening on %s", self.url)
 
@@ -197,7 +205,7 @@ class Core:
         os.chmod(scratch, 0o700)
         return FunctionPool(spec, worker_plan, self.landlock)
 
-    def reload(self) -> bool:
+    def reload(self, cleanup: bool = False) -> bool:
         """Apply the deployment in the root if it changed; True when something changed.
 
         A function whose code, settings or resource grants changed gets a new pool (pinned
@@ -205,7 +213,11 @@ class Core:
         Functions the deployment does not change keep their workers: a new version of a
         resource they use is picked up by their next call.
         """
-        group = read_deployed_group(self.root)
+        token = change_token(self.root)
+        if token == self._token and not cleanup:
+            return False
+        group = read_deployed_group(self.root, cleanup=cleanup)
+        self._token = token
         if group is None or group == self.group:
             return False
         started: list[FunctionPool] = []

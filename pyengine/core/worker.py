@@ -47,14 +47,11 @@ def _confine(cfg: dict[str, Any]) -> str:
     return f"landlock abi {abi}"
 
 
-def _limit_memory(memory_mb: int) -> None:
-    used = _address_space_mb()
-    if memory_mb <= used:
-        raise MemoryError(
-            f"memory_mb={memory_mb} is below what the worker uses before loading the handler "
-            f"({used:.0f} MB of address space); give the function at least {int(used) + 64} MB")
-    limit = memory_mb << 20
-    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+def _limit_memory(memory_mb: int) -> int:
+    """Limit the address space to what the worker uses now plus ``memory_mb``; the limit in MB."""
+    limit_mb = int(_address_space_mb()) + memory_mb
+    resource.setrlimit(resource.RLIMIT_AS, (limit_mb << 20, limit_mb << 20))
+    return limit_mb
 
 
 def _load_handler(cfg: dict[str, Any]) -> Callable[[Any, Any], Any]:
@@ -90,14 +87,15 @@ def serve(sock: socket.socket) -> None:
     logger.propagate = False
     try:
         confinement = _confine(cfg)
-        _limit_memory(int(cfg["memory_mb"]))
+        limit_mb = _limit_memory(int(cfg["memory_mb"]))
         os.chdir(cfg["code_dir"])
         fn = _load_handler(cfg)
     except BaseException as exc:  # noqa: BLE001 - every start failure is reported to the core
         logger.error("could not start: %s: %s\n%s", type(exc).__name__, exc, traceback.format_exc())
         protocol.send(sock, {"op": "init_error", "error": _error(exc)})
         return
-    protocol.send(sock, {"op": "ready", "pid": os.getpid(), "confinement": confinement})
+    protocol.send(sock, {"op": "ready", "pid": os.getpid(),
+                         "confinement": f"{confinement}, address space {limit_mb} MB"})
     while True:
         try:
             msg = protocol.recv(sock)
