@@ -329,7 +329,8 @@ def test_hot_model_update_under_load(core, open_tmp):
     base = os.path.dirname(core.root)
     dest = os.path.join(base, "dest", "hotmodel")
     v1 = os.path.realpath(dest)
-    expected = {os.path.basename(v1): pyengine.load(os.path.join(v1, "model.pyem")).predict(_x())[0]}
+    first = pyengine.load(os.path.join(v1, "model.pyem"))
+    expected = {os.path.basename(v1): first.predict(_x())[0]}
     before = _pids(core)
 
     results: list[tuple[int, dict]] = []

@@ -151,7 +151,8 @@ def change_token(root: str | os.PathLike[str]) -> tuple[tuple[int, int], ...]:
     return tuple(out)
 
 
-def read_deployed_group(root: str | os.PathLike[str], cleanup: bool = False) -> DeployedGroup | None:
+def read_deployed_group(root: str | os.PathLike[str],
+                        cleanup: bool = False) -> DeployedGroup | None:
     """Build the core's view of the group deployed into ``root``; None when nothing is deployed.
 
     The one adapter between the deploy layer and the core, over

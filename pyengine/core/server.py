@@ -310,6 +310,7 @@ def _handler_for(core: Core) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
         server_version = "pyengine-core"
+        disable_nagle_algorithm = True  # headers and body go out as separate writes
 
         def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
             log.debug("http: " + format, *args)
