@@ -13,6 +13,7 @@ import argparse
 import http.client
 import importlib
 import json
+import logging
 import os
 import shutil
 import statistics
@@ -85,8 +86,6 @@ def main() -> None:
         handler = importlib.import_module("handler")
         from pyengine.core.runtime import Context, begin_call
 
-        import logging
-
         log = logging.getLogger("bench")
 
         def direct() -> object:
@@ -94,7 +93,8 @@ def main() -> None:
                 event, Context("classify", "bench", time.monotonic() + 3, begin_call(), log))
 
         expected = direct()
-        rows: list[tuple[str, list[float]]] = [("handler called directly", timed(direct, args.calls))]
+        rows: list[tuple[str, list[float]]] = [
+            ("handler called directly", timed(direct, args.calls))]
         del os.environ["PYENGINE_RESOURCES"]
 
         core = CoreProcess(root).wait_ready()
