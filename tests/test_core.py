@@ -188,6 +188,14 @@ def check_access(core: CoreProcess) -> None:
         assert "SQLite" not in str(got)
         assert op(fn, op="listdir", path=core.root)["error"] == "PermissionError"
     assert op("guard", op="read", path=p["other_code"])["error"] == "PermissionError"
+    # Not through the core's /proc entries either (same uid when the core is unprivileged).
+    via_proc = f"/proc/{core.proc.pid}/root{p['state']}"
+    assert op("guard", op="read", path=via_proc)["ok"] is False
+    # A rw grant is on the version in use, not on the deploy layer's store of versions.
+    store = os.path.dirname(os.path.dirname(os.path.realpath(p["rw"])))
+    assert op("guard", op="write", path=os.path.join(store, "planted"))["error"] == \
+        "PermissionError"
+    assert op("guard", op="read", path=p["ro"])["value"] == "ro-content"
     # Devices only for the functions that list them.
     assert op("guard", op="read", path="/dev/zero")["ok"] is True
     assert op("other", op="read", path="/dev/zero")["error"] == "PermissionError"

@@ -101,7 +101,13 @@ def plan(spec: FunctionSpec, root: str, scratch: str, protected: list[str]) -> W
     rules.append((os.path.realpath(spec.code_dir), "ro"))
     rules.append((scratch, "rw"))
     for r in spec.resources:
-        rules.append((r.grant_path(), r.permission))
+        if r.kind == "model" and r.permission == "rw":
+            # Write access to the version in use only, not to the deploy layer's store around it
+            # (a new version of a rw resource gets new workers: see Core.reload).
+            rules.append((r.grant_path(), "ro"))
+            rules.append((os.path.realpath(r.path), "rw"))
+        else:
+            rules.append((r.grant_path(), r.permission))
     uid: int | None = None
     gid: int | None = None
     groups: tuple[int, ...] = ()

@@ -52,10 +52,13 @@ class _Server(ThreadingHTTPServer):
 
 
 def _grant_ids(spec: FunctionSpec) -> tuple[tuple[int, int], ...]:
+    """What the workers' Landlock rules are bound to: a change needs new workers."""
+    paths = [r.grant_path() for r in spec.resources]
+    paths += [r.path for r in spec.resources if r.kind == "model" and r.permission == "rw"]
     ids = []
-    for r in spec.resources:
+    for path in paths:
         try:
-            st = os.stat(r.grant_path())
+            st = os.stat(path)
             ids.append((st.st_dev, st.st_ino))
         except OSError:
             ids.append((0, 0))
