@@ -71,6 +71,10 @@ def function_handler(event, context):
         return float(block.sum())
     if op == "raise":
         raise ValueError(f"bad event {event['value']!r}")
+    if op == "env":
+        return {k: os.environ.get(k) for k in ("GREETING", "HOME", "PYENGINE_FUNCTION")}
+    if op == "object":
+        return object()
     if op == "context":
         context.logger.info("context asked")
         return {"name": context.function_name, "id": context.invocation_id,
@@ -128,7 +132,7 @@ def build_root(base: str, owner: int | None = None) -> str:
     ]
     functions = [
         function(base, "guard", OPS, (("ro-data", "ro"), ("rw-data", "rw"), ("zero", "ro")),
-                 pinned=True),
+                 pinned=True, environment={"GREETING": "hello"}),
         function(base, "other", OPS, (("other-data", "ro"),), pinned=False),
         function(base, "faulty", OPS, pinned=True, timeout_s=1.0, memory_mb=128),
         function(base, "ondemand", OPS, pinned=False),
@@ -274,6 +278,10 @@ def test_failures_fail_only_their_call(core):
     assert body["error"]["message"] == "bad event 42"
     assert "Traceback" in core.log() and "bad event 42" in core.log()
 
+    status, body = core.invoke("faulty", {"op": "object"})
+    assert status == 500 and body["error"]["type"] == "TypeError"
+    assert "not JSON serializable" in body["error"]["message"]
+
     _, later = core.invoke("guard", {})
     assert later["result"]["pid"] == before["result"]["pid"]  # other functions untouched
     _, metrics = core.get("/metrics")
@@ -291,6 +299,44 @@ def test_bad_requests(core):
     names = {f["name"]: f for f in body["functions"]}
     assert set(names) == {"guard", "other", "faulty", "ondemand", "classify"}
     assert names["guard"]["status"] == "ready" and names["guard"]["workers"] == 1
+
+
+def test_environment(core):
+    status, body = core.invoke("guard", {"op": "env"})
+    assert status == 200
+    env = body["result"]
+    assert env["GREETING"] == "hello" and env["PYENGINE_FUNCTION"] == "guard"
+    assert env["HOME"] == os.path.join(core.root, "run", "guard")
+
+
+def test_on_demand_workers_stop_when_idle(open_tmp):
+    from pyengine.core.group import FunctionSpec
+    from pyengine.core.policy import plan
+    from pyengine.core.pool import FunctionPool
+
+    base = os.path.join(open_tmp, "idle")
+    code = os.path.join(base, write_code(base, "idle", OPS))
+    scratch = os.path.join(base, "scratch")
+    os.makedirs(scratch, mode=0o777)
+    os.chmod(scratch, 0o777)
+    spec = FunctionSpec(name="idle", handler="handler.function_handler", code_dir=code,
+                        pinned=False, idle_s=0.3)
+    pool = FunctionPool(spec, plan(spec, os.path.join(base, "root"), scratch, []),
+                        landlock.abi_version() > 0)
+    try:
+        assert pool.start() and pool.workers() == 0  # on demand: nothing until a call
+        first = pool.invoke("a", {"x": 1})
+        assert first["ok"] and first["result"]["echo"] == {"x": 1}
+        assert pool.workers() == 1
+        pool.reap_idle()
+        assert pool.workers() == 1  # used just now
+        time.sleep(0.5)
+        pool.reap_idle()
+        assert pool.workers() == 0
+        again = pool.invoke("b", {})
+        assert again["ok"] and again["result"]["pid"] != first["result"]["pid"]
+    finally:
+        pool.stop()
 
 
 def test_context(core):
