@@ -255,6 +255,8 @@ def _unpack_zip(path: str, w: _Writer) -> None:
                                   "than allowed (raise model.max_unpacked_mb if it is genuine)")
             for info in infos:
                 mode = (info.external_attr >> 16) & 0xFFFF if info.create_system == 3 else 0
+                if not stat.S_IFMT(mode):
+                    mode = 0  # permission bits without a type: a plain file (Python's writestr)
                 if info.flag_bits & 0x1:
                     raise UnpackError(f"entry {info.filename!r} is encrypted; encrypted zips are refused")
                 if mode and stat.S_ISLNK(mode):
