@@ -213,7 +213,9 @@ def fsync_dir(path: str) -> None:
 
 def _unpack_tar(path: str, w: _Writer) -> None:
     try:
-        with tarfile.open(path, mode="r|gz", bufsize=_BUF) as tf:
+        # "r:gz" (gzip.GzipFile) bounds each decompression step; the "r|gz" stream mode inflates a
+        # whole compressed buffer at once, which a bomb turns into gigabytes of memory.
+        with tarfile.open(path, mode="r:gz") as tf:
             for m in tf:
                 if m.isreg():
                     src = tf.extractfile(m)
