@@ -234,12 +234,12 @@ class _Checker:
         return v
 
 
-def _check_bucket(c: _Checker, where: str, bucket: str) -> None:
+def _check_bucket(c: _Checker, where: str, bucket: str, raw: str) -> None:
     if "." in bucket:
-        c.bad(where, f"bucket {bucket!r} contains a period; virtual-hosted-style HTTPS breaks on such "
+        c.bad(where, f"{raw!r}: bucket {bucket!r} contains a period; virtual-hosted-style HTTPS breaks on such "
                      "names (the certificate does not match), so use a bucket without periods")
     elif not BUCKET_RE.match(bucket):
-        c.bad(where, f"bucket {bucket!r} is not a valid S3 bucket name (3-63 lowercase letters, "
+        c.bad(where, f"{raw!r}: bucket {bucket!r} is not a valid S3 bucket name (3-63 lowercase letters, "
                      "digits and hyphens, starting and ending with a letter or digit)")
 
 
@@ -262,7 +262,7 @@ def _check_source(c: _Checker, where: str, raw: Any) -> str:
         if not bucket or not key:
             c.bad(where, f"{raw!r} must be s3://BUCKET/KEY")
         else:
-            _check_bucket(c, where, bucket)
+            _check_bucket(c, where, bucket, str(raw))
             if not key.endswith(PACKAGE_EXTS):
                 c.bad(where, f"{raw!r}: packages must be .tar.gz, .tgz or .zip")
     elif src.startswith("sagemaker://"):
@@ -271,7 +271,7 @@ def _check_source(c: _Checker, where: str, raw: Any) -> str:
         try:
             training_job_name(src)
         except ValueError as exc:
-            c.bad(where, str(exc))
+            c.bad(where, f"{raw!r}: {exc}")
     else:
         c.bad(where, f"{raw!r}: unsupported source; expected file://, s3:// or sagemaker://")
     return src
