@@ -286,3 +286,23 @@ def test_deploy_without_native_core(world):
     assert r.returncode == 0, r.stdout + r.stderr
     assert "Success" in r.stdout
     assert world.tag("alpha") == "v1"
+
+
+def test_example_group_deploys(tmp_path):
+    """What scripts/main.sh runs: build the example package, deploy examples/group."""
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, PYENGINE_DEMO_DIR=str(tmp_path / "demo"))
+    pkg = str(tmp_path / "demo" / "packages" / "digits.tar.gz")
+    r = subprocess.run([sys.executable, os.path.join(repo, "examples", "group", "make_package.py"), pkg],
+                       capture_output=True, text=True, env=env, timeout=60)
+    assert r.returncode == 0, r.stderr
+    group = os.path.join(repo, "examples", "group", "group.yaml")
+    root = str(tmp_path / "demo" / "root")
+    for expected in ("installed", "unchanged"):
+        r = run_cli("deploy", group, "--root", root, env=env)
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert f"model    digits                   {expected}" in r.stdout, r.stdout
+    cur = dp.current(root)
+    assert os.path.isfile(os.path.join(cur.resource_path("digits"), "digits.pyem"))
+    assert os.path.isfile(os.path.join(cur.functions["classify"].code_dir, "classify.py"))
+    assert cur.functions["classify"].environment == {"TOP_K": "3"}
