@@ -71,7 +71,9 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=3)
     args = ap.parse_args()
 
-    os.environ.update(AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench", AWS_DEFAULT_REGION="us-east-1")
+    os.environ.update(
+        AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench", AWS_DEFAULT_REGION="us-east-1"
+    )
     import boto3
     from moto.server import ThreadedMotoServer
 
@@ -87,9 +89,18 @@ def main() -> None:
         # 1. ten unchanged resources
         resources = []
         for i in range(10):
-            s3.upload_file(small_package(os.path.join(work, f"s{i}.tar.gz"), i), "bench-models", f"s{i}.tar.gz")
-            resources.append({"id": f"m{i}", "model": {"source": f"s3://bench-models/s{i}.tar.gz",
-                                                       "destination": os.path.join(work, "models", f"m{i}")}})
+            s3.upload_file(
+                small_package(os.path.join(work, f"s{i}.tar.gz"), i), "bench-models", f"s{i}.tar.gz"
+            )
+            resources.append(
+                {
+                    "id": f"m{i}",
+                    "model": {
+                        "source": f"s3://bench-models/s{i}.tar.gz",
+                        "destination": os.path.join(work, "models", f"m{i}"),
+                    },
+                }
+            )
         group = os.path.join(work, "ten.json")
         with open(group, "w") as f:
             json.dump({"name": "ten", "s3": {"endpoint_url": ep}, "resources": resources}, f)
@@ -105,16 +116,38 @@ def main() -> None:
             assert all(i.outcome == "unchanged" for i in d.items)
         redeploy = statistics.median(times)
         t = time.perf_counter()
-        cli = subprocess.run([sys.executable, "-m", "pyengine", "deploy", group, "--root", root, "-q"],
-                             capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=ROOT_DIR))
+        cli = subprocess.run(
+            [sys.executable, "-m", "pyengine", "deploy", group, "--root", root, "-q"],
+            capture_output=True,
+            text=True,
+            env=dict(os.environ, PYTHONPATH=ROOT_DIR),
+        )
         cli_s = time.perf_counter() - t
         assert cli.returncode == 0, cli.stdout + cli.stderr
-        rows.append(("redeploy 10 unchanged S3 resources: bytes downloaded", f"{max(nbytes)}", "0",
-                     "yes" if max(nbytes) == 0 else "no"))
-        rows.append(("redeploy 10 unchanged S3 resources: time (API, median of 5)", f"{redeploy * 1e3:.0f} ms",
-                     "< 1 s", "yes" if redeploy < 1.0 else "no"))
-        rows.append(("same, as a `pyengine deploy` process (interpreter start and imports included)",
-                     f"{cli_s * 1e3:.0f} ms", "", ""))
+        rows.append(
+            (
+                "redeploy 10 unchanged S3 resources: bytes downloaded",
+                f"{max(nbytes)}",
+                "0",
+                "yes" if max(nbytes) == 0 else "no",
+            )
+        )
+        rows.append(
+            (
+                "redeploy 10 unchanged S3 resources: time (API, median of 5)",
+                f"{redeploy * 1e3:.0f} ms",
+                "< 1 s",
+                "yes" if redeploy < 1.0 else "no",
+            )
+        )
+        rows.append(
+            (
+                "same, as a `pyengine deploy` process (interpreter start and imports included)",
+                f"{cli_s * 1e3:.0f} ms",
+                "",
+                "",
+            )
+        )
 
         # 2. one 200 MB package
         pkg = big_package(os.path.join(work, "big.tar.gz"), args.mb)
@@ -151,9 +184,23 @@ def main() -> None:
 
             g = os.path.join(work, "big.json")
             with open(g, "w") as f:
-                json.dump({"name": "big", "s3": {"endpoint_url": ep}, "resources": [
-                    {"id": "big", "model": {"source": "s3://bench-models/big.tar.gz", "sha256": digest,
-                                            "destination": os.path.join(work, "models", f"big-{rep}")}}]}, f)
+                json.dump(
+                    {
+                        "name": "big",
+                        "s3": {"endpoint_url": ep},
+                        "resources": [
+                            {
+                                "id": "big",
+                                "model": {
+                                    "source": "s3://bench-models/big.tar.gz",
+                                    "sha256": digest,
+                                    "destination": os.path.join(work, "models", f"big-{rep}"),
+                                },
+                            }
+                        ],
+                    },
+                    f,
+                )
             r = os.path.join(work, f"root-big-{rep}")
             t = time.perf_counter()
             d = dp.deploy(g, r)
@@ -163,26 +210,59 @@ def main() -> None:
         mo, mp, ms = statistics.median(ours), statistics.median(plain), statistics.median(single)
         best = min(mp, ms)
         ratio = (size / mo) / (size / best)
-        rows.append((f"plain boto3 download_file (managed, ranged, threaded) + tarfile extractall, "
-                     f"{size / 1e6:.0f} MB (median of {args.reps})",
-                     f"{mp:.2f} s ({size / mp / 1e6:.0f} MB/s)", "", ""))
-        rows.append((f"plain boto3 get_object streamed to a file + tarfile extractall (median of {args.reps})",
-                     f"{ms:.2f} s ({size / ms / 1e6:.0f} MB/s)", "", ""))
-        rows.append((f"pyengine deploy: stream + sha256 + safe unpack + fsync + atomic switch (median of {args.reps})",
-                     f"{mo:.2f} s ({size / mo / 1e6:.0f} MB/s)", "", ""))
-        rows.append(("pyengine deploy throughput / the faster plain throughput", f"{ratio:.2f}x", ">= 0.8x",
-                     "yes" if ratio >= 0.8 else "no"))
+        rows.append(
+            (
+                f"plain boto3 download_file (managed, ranged, threaded) + tarfile extractall, "
+                f"{size / 1e6:.0f} MB (median of {args.reps})",
+                f"{mp:.2f} s ({size / mp / 1e6:.0f} MB/s)",
+                "",
+                "",
+            )
+        )
+        rows.append(
+            (
+                f"plain boto3 get_object streamed to a file + tarfile extractall "
+                f"(median of {args.reps})",
+                f"{ms:.2f} s ({size / ms / 1e6:.0f} MB/s)",
+                "",
+                "",
+            )
+        )
+        rows.append(
+            (
+                "pyengine deploy: stream + sha256 + safe unpack + fsync + atomic switch "
+                f"(median of {args.reps})",
+                f"{mo:.2f} s ({size / mo / 1e6:.0f} MB/s)",
+                "",
+                "",
+            )
+        )
+        rows.append(
+            (
+                "pyengine deploy throughput / the faster plain throughput",
+                f"{ratio:.2f}x",
+                ">= 0.8x",
+                "yes" if ratio >= 0.8 else "no",
+            )
+        )
         runs = ", ".join(f"{a:.2f}/{b:.2f}/{c:.2f}" for a, b, c in zip(ours, plain, single))
     finally:
         srv.stop()
         shutil.rmtree(work, ignore_errors=True)
 
     os.makedirs(RESULTS, exist_ok=True)
-    lines = ["# Deploy (loopback S3: moto server mode over HTTP)", "", describe().rstrip(), "",
-             f"Generated by `python bench/bench_deploy.py --mb {args.mb} --reps {args.reps}` on "
-             f"{time.strftime('%Y-%m-%d')}. Both sides read the same object from the same loopback "
-             "server in one run; the package is incompressible (random weights in 4 files).", "",
-             "| measurement | value | target | met |", "|---|---|---|---|"]
+    lines = [
+        "# Deploy (loopback S3: moto server mode over HTTP)",
+        "",
+        describe().rstrip(),
+        "",
+        f"Generated by `python bench/bench_deploy.py --mb {args.mb} --reps {args.reps}` on "
+        f"{time.strftime('%Y-%m-%d')}. Both sides read the same object from the same loopback "
+        "server in one run; the package is incompressible (random weights in 4 files).",
+        "",
+        "| measurement | value | target | met |",
+        "|---|---|---|---|",
+    ]
     lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows]
     lines += ["", f"Per run, seconds for pyengine / download_file / get_object: {runs}.", ""]
     with open(os.path.join(RESULTS, "deploy.md"), "w") as f:

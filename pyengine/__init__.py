@@ -40,6 +40,7 @@ else:  # pragma: no cover - only without a build
             raise _CORE_MISSING  # type: ignore[misc]
         raise AttributeError(f"module 'pyengine' has no attribute {name!r}")
 
+
 __all__ = [
     "BackendUnavailableError",
     "GraphBuilder",

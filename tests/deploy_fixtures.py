@@ -3,6 +3,7 @@ HTTP), a TCP proxy that can cut connections mid-body, and package builders."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -88,8 +89,12 @@ def moto_auth_server() -> Iterator[str]:
     port = free_port()
     env = dict(os.environ, INITIAL_NO_AUTH_ACTION_COUNT="4")
     exe = os.path.join(os.path.dirname(sys.executable), "moto_server")
-    p = subprocess.Popen([exe, "-H", "127.0.0.1", "-p", str(port)], env=env,
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    p = subprocess.Popen(
+        [exe, "-H", "127.0.0.1", "-p", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         wait_port(port)
         yield f"http://127.0.0.1:{port}"
@@ -107,8 +112,13 @@ class CutProxy:
     SSE-C objects (moto does not implement SSE-C). Every request line and Range header is logged.
     """
 
-    def __init__(self, upstream: str, cut_after: Optional[int] = None, cuts: int = 0,
-                 bad_request_heads: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        upstream: str,
+        cut_after: Optional[int] = None,
+        cuts: int = 0,
+        bad_request_heads: tuple[str, ...] = (),
+    ) -> None:
         m = re.match(r"^http://([^:/]+):(\d+)", upstream)
         assert m
         self.up = (m.group(1), int(m.group(2)))
@@ -165,10 +175,8 @@ class CutProxy:
             except OSError:
                 pass
             for s in (c, u):
-                try:
+                with contextlib.suppress(OSError):
                     s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
 
         t = threading.Thread(target=up_to_client, daemon=True)
         t.start()
@@ -179,12 +187,16 @@ class CutProxy:
                     break
                 text = data.decode("latin-1")
                 for m in re.finditer(r"(GET|HEAD|PUT|POST) (\S+) HTTP/1\.1\r\n", text):
-                    rng = re.search(r"(?i)\r\nrange: *([^\r\n]+)", text[m.end() - 2:])
+                    rng = re.search(r"(?i)\r\nrange: *([^\r\n]+)", text[m.end() - 2 :])
                     with self.lock:
-                        self.requests.append((m.group(1), m.group(2), rng.group(1) if rng else None))
+                        self.requests.append(
+                            (m.group(1), m.group(2), rng.group(1) if rng else None)
+                        )
                     if m.group(1) == "HEAD" and any(b in m.group(2) for b in self.bad):
-                        c.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n"
-                                  b"Connection: close\r\n\r\n")
+                        c.sendall(
+                            b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n"
+                            b"Connection: close\r\n\r\n"
+                        )
                         raise OSError("answered")
                     if m.group(1) == "GET":
                         with self.lock:
@@ -205,7 +217,8 @@ def write_package(path: str, files: dict[str, bytes], manifest: bool = True) -> 
     files = dict(files)
     if manifest:
         files["MANIFEST.json"] = json.dumps(
-            {n: hashlib.sha256(b).hexdigest() for n, b in files.items()}).encode()
+            {n: hashlib.sha256(b).hexdigest() for n, b in files.items()}
+        ).encode()
     if path.endswith(".zip"):
         with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
             for n, b in files.items():
@@ -238,7 +251,14 @@ def write_group(path: str, group: dict) -> str:
     return path
 
 
-def run_cli(*args: str, env: Optional[dict] = None, timeout: float = 120) -> subprocess.CompletedProcess:
+def run_cli(
+    *args: str, env: Optional[dict] = None, timeout: float = 120
+) -> subprocess.CompletedProcess:
     """``python -m pyengine ARGS`` in a subprocess."""
-    return subprocess.run([sys.executable, "-m", "pyengine", *args], capture_output=True, text=True,
-                          env=env, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "pyengine", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
+    )

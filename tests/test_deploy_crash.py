@@ -28,15 +28,28 @@ def test_kill_9_during_deploys(tmp_path):
 
     def publish(tag: int) -> None:
         for k in KEYS:
-            write_package(pkgs[k], {"tag": str(tag).encode(), "w.bin": rng.randbytes(400_000),
-                                    **{f"f{i}": rng.randbytes(2000) for i in range(20)}})
-        (code / "handler.py").write_text(f"TAG = {tag}\n\ndef handle(event, context):\n    return TAG\n")
+            write_package(
+                pkgs[k],
+                {
+                    "tag": str(tag).encode(),
+                    "w.bin": rng.randbytes(400_000),
+                    **{f"f{i}": rng.randbytes(2000) for i in range(20)},
+                },
+            )
+        (code / "handler.py").write_text(
+            f"TAG = {tag}\n\ndef handle(event, context):\n    return TAG\n"
+        )
 
-    group = write_group(str(tmp_path / "group.json"), {
-        "name": "crash",
-        "resources": [{"id": k, "model": {"source": pkgs[k], "destination": dests[k]}} for k in KEYS],
-        "functions": [{"name": "fn", "handler": "handler.handle", "code": str(code)}],
-    })
+    group = write_group(
+        str(tmp_path / "group.json"),
+        {
+            "name": "crash",
+            "resources": [
+                {"id": k, "model": {"source": pkgs[k], "destination": dests[k]}} for k in KEYS
+            ],
+            "functions": [{"name": "fn", "handler": "handler.handle", "code": str(code)}],
+        },
+    )
     cmd = [sys.executable, "-m", "pyengine", "deploy", group, "--root", root, "-q", "--wait", "30"]
 
     def tags() -> dict[str, int]:

@@ -33,7 +33,8 @@ class World:
 
     def set_code(self, tag: str) -> None:
         (self.code / "classify.py").write_text(
-            f"TAG = {tag!r}\n\ndef function_handler(event, context):\n    return TAG\n")
+            f"TAG = {tag!r}\n\ndef function_handler(event, context):\n    return TAG\n"
+        )
 
     def set_pkg(self, k: str, tag: str, size: int = 2000) -> None:
         write_package(self.pkg[k], {"tag": tag.encode(), "w.bin": os.urandom(size)})
@@ -44,15 +45,37 @@ class World:
             return f.read()
 
     def group(self, keys: tuple[str, ...] = ("alpha", "beta"), **model_extra: object) -> str:
-        return write_group(str(self.tmp / "group.json"), {
-            "name": "line-1",
-            "resources": [{"id": k, "name": k, "model": {"source": self.pkg[k], "destination": self.dest[k],
-                                                         **model_extra}} for k in keys]
-            + [{"id": "null", "device": {"path": "/dev/null"}}],
-            "functions": [{"name": "classify", "handler": "classify.function_handler", "code": str(self.code),
-                           "environment": {"MODE": "test"},
-                           "resources": [{"id": keys[0], "permission": "ro"}, {"id": "null", "permission": "rw"}]}],
-        })
+        return write_group(
+            str(self.tmp / "group.json"),
+            {
+                "name": "line-1",
+                "resources": [
+                    {
+                        "id": k,
+                        "name": k,
+                        "model": {
+                            "source": self.pkg[k],
+                            "destination": self.dest[k],
+                            **model_extra,
+                        },
+                    }
+                    for k in keys
+                ]
+                + [{"id": "null", "device": {"path": "/dev/null"}}],
+                "functions": [
+                    {
+                        "name": "classify",
+                        "handler": "classify.function_handler",
+                        "code": str(self.code),
+                        "environment": {"MODE": "test"},
+                        "resources": [
+                            {"id": keys[0], "permission": "ro"},
+                            {"id": "null", "permission": "rw"},
+                        ],
+                    }
+                ],
+            },
+        )
 
 
 @pytest.fixture
@@ -64,8 +87,11 @@ def test_outcomes_and_current_api(world):
     d = dp.deploy(world.group(), world.root)
     assert d.status == "Success" and d.kind == "deploy" and d.applied
     assert {(i.kind, i.key): i.outcome for i in d.items} == {
-        ("model", "alpha"): "installed", ("model", "beta"): "installed",
-        ("device", "null"): "verified", ("function", "classify"): "installed"}
+        ("model", "alpha"): "installed",
+        ("model", "beta"): "installed",
+        ("device", "null"): "verified",
+        ("function", "classify"): "installed",
+    }
     cur = dp.current(world.root)
     assert cur is not None and cur.deployment_id == d.id and cur.name == "line-1"
     assert cur.resource_path("alpha") == world.dest["alpha"]
@@ -83,7 +109,12 @@ def test_outcomes_and_current_api(world):
     world.set_code("v2")
     d2 = dp.deploy(world.group(), world.root)
     outcomes = {i.key: i.outcome for i in d2.items}
-    assert outcomes == {"alpha": "unchanged", "beta": "unchanged", "null": "verified", "classify": "installed"}
+    assert outcomes == {
+        "alpha": "unchanged",
+        "beta": "unchanged",
+        "null": "verified",
+        "classify": "installed",
+    }
     assert d2.bytes_downloaded == 0
     fn2 = dp.current(world.root).functions["classify"]
     with open(os.path.join(fn2.code_dir, "classify.py")) as f:
@@ -93,7 +124,9 @@ def test_outcomes_and_current_api(world):
 def test_file_change_detection(world):
     dp.deploy(world.group(), world.root)
     st = os.stat(world.pkg["alpha"])
-    os.utime(world.pkg["alpha"], ns=(st.st_atime_ns, st.st_mtime_ns + 5_000_000_000))  # touched only
+    os.utime(
+        world.pkg["alpha"], ns=(st.st_atime_ns, st.st_mtime_ns + 5_000_000_000)
+    )  # touched only
     d = dp.deploy(world.group(), world.root)
     assert {i.key: i.outcome for i in d.items}["alpha"] == "unchanged"
     world.set_pkg("alpha", "v2")
@@ -115,7 +148,10 @@ def test_failure_rolls_back_whole_deployment(world):
     assert out["classify"].outcome == "skipped"
     assert "rolled back to the previous group" in d.message
     assert world.tag("alpha") == "v1" and world.tag("beta") == "v1"
-    assert dp.current(world.root).resources["alpha"].version == dp.list_deployments(world.root)[1].items[0].version
+    assert (
+        dp.current(world.root).resources["alpha"].version
+        == dp.list_deployments(world.root)[1].items[0].version
+    )
 
 
 def test_failure_keep(world, capsys):
@@ -209,9 +245,16 @@ def test_destination_not_ours_is_refused(world):
 
 
 def test_missing_device_fails(world, tmp_path):
-    g = write_group(str(tmp_path / "dev.json"), {"name": "g", "resources": [
-        {"id": "cam", "device": {"path": "/dev/pyengine-no-such-device"}},
-        {"id": "shm", "device": {"path": "/dev/shm"}}]})
+    g = write_group(
+        str(tmp_path / "dev.json"),
+        {
+            "name": "g",
+            "resources": [
+                {"id": "cam", "device": {"path": "/dev/pyengine-no-such-device"}},
+                {"id": "shm", "device": {"path": "/dev/shm"}},
+            ],
+        },
+    )
     d = dp.deploy(g, world.root, on_failure="keep")
     msgs = {i.key: i.message for i in d.items}
     assert "does not exist on this machine" in msgs["cam"]
@@ -219,10 +262,21 @@ def test_missing_device_fails(world, tmp_path):
 
 
 def test_concurrent_deploy_refused_or_waits(world):
-    holder = subprocess.Popen([sys.executable, "-c", (
-        "import sys, time; from pyengine.deploy.state import RootLock; "
-        f"lk = RootLock({world.root!r}); lk.acquire(0, 'deploy of group other'); print('held', flush=True); "
-        "time.sleep(float(sys.argv[1])); lk.release()"), "1.5"], stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            (
+                "import sys, time; from pyengine.deploy.state import RootLock; "
+                f"lk = RootLock({world.root!r}); lk.acquire(0, 'deploy of group other'); "
+                "print('held', flush=True); "
+                "time.sleep(float(sys.argv[1])); lk.release()"
+            ),
+            "1.5",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout.readline().strip() == "held"
         r = run_cli("deploy", world.group(), "--root", world.root)
@@ -247,8 +301,11 @@ def test_progress_plain_and_tty(world):
 
     world.set_pkg("alpha", "big2", size=3_000_000)
     master, slave = pty.openpty()
-    p = subprocess.Popen([sys.executable, "-m", "pyengine", "deploy", world.group(), "--root", world.root],
-                         stdout=slave, stderr=slave)
+    p = subprocess.Popen(
+        [sys.executable, "-m", "pyengine", "deploy", world.group(), "--root", world.root],
+        stdout=slave,
+        stderr=slave,
+    )
     os.close(slave)
     out = b""
     while True:
@@ -271,7 +328,8 @@ def test_deploy_without_native_core(world):
         "sys.modules['pyengine._core'] = None  # as if the extension were not built\n"
         "from pyengine.cli import main\n"
         f"rc = main(['deploy', {world.group()!r}, '--root', {world.root!r}, '-q'])\n"
-        "bad = [m for m in sys.modules if m.startswith(('pyengine.backends', 'boto3', 'tensorflow'))]\n"
+        "bad = [m for m in sys.modules\n"
+        "       if m.startswith(('pyengine.backends', 'boto3', 'tensorflow'))]\n"
         "assert not bad, bad\n"
         "assert sys.modules['pyengine._core'] is None\n"
         "import pyengine\n"
@@ -281,7 +339,8 @@ def test_deploy_without_native_core(world):
         "    assert 'not built' in str(e)\n"
         "else:\n"
         "    raise AssertionError('pyengine.load should say the core is not built')\n"
-        "sys.exit(rc)\n")
+        "sys.exit(rc)\n"
+    )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "Success" in r.stdout
@@ -293,8 +352,13 @@ def test_example_group_deploys(tmp_path):
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = dict(os.environ, PYENGINE_DEMO_DIR=str(tmp_path / "demo"))
     pkg = str(tmp_path / "demo" / "packages" / "digits.tar.gz")
-    r = subprocess.run([sys.executable, os.path.join(repo, "examples", "group", "make_package.py"), pkg],
-                       capture_output=True, text=True, env=env, timeout=60)
+    r = subprocess.run(
+        [sys.executable, os.path.join(repo, "examples", "group", "make_package.py"), pkg],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
     assert r.returncode == 0, r.stderr
     group = os.path.join(repo, "examples", "group", "group.yaml")
     root = str(tmp_path / "demo" / "root")

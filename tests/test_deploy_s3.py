@@ -14,12 +14,15 @@ from pyengine import deploy as dp
 
 
 def _group(tmp_path, endpoint: str, resources: list[dict], name: str = "line-1") -> str:
-    return write_group(str(tmp_path / "group.json"), {
-        "name": name,
-        "s3": {"endpoint_url": endpoint, "region": "us-east-1"},
-        "sagemaker": {"endpoint_url": endpoint, "region": "us-east-1"},
-        "resources": resources,
-    })
+    return write_group(
+        str(tmp_path / "group.json"),
+        {
+            "name": name,
+            "s3": {"endpoint_url": endpoint, "region": "us-east-1"},
+            "sagemaker": {"endpoint_url": endpoint, "region": "us-east-1"},
+            "resources": resources,
+        },
+    )
 
 
 def _model(rid: str, source: str, dest: str, **extra: object) -> dict:
@@ -27,10 +30,14 @@ def _model(rid: str, source: str, dest: str, **extra: object) -> dict:
 
 
 def test_s3_deploy_then_unchanged_then_changed(tmp_path, s3, bucket, moto_endpoint):
-    pkg = write_package(str(tmp_path / "p1.tar.gz"), {"weights.bin": os.urandom(300_000), "a.txt": b"v1"})
+    pkg = write_package(
+        str(tmp_path / "p1.tar.gz"), {"weights.bin": os.urandom(300_000), "a.txt": b"v1"}
+    )
     s3.upload_file(pkg, bucket, "digits.tar.gz")
     dest = str(tmp_path / "models" / "digits")
-    group = _group(tmp_path, moto_endpoint, [_model("digits", f"s3://{bucket}/digits.tar.gz", dest)])
+    group = _group(
+        tmp_path, moto_endpoint, [_model("digits", f"s3://{bucket}/digits.tar.gz", dest)]
+    )
     root = str(tmp_path / "root")
 
     d1 = dp.deploy(group, root)
@@ -90,10 +97,14 @@ def test_sagemaker_training_job_artifact(tmp_path, s3, bucket, moto_endpoint):
     pkg = write_package(str(tmp_path / "model.tar.gz"), {"model.bin": os.urandom(5000)})
     s3.upload_file(pkg, bucket, key)
     dest_a, dest_b = str(tmp_path / "by-name"), str(tmp_path / "by-arn")
-    group = _group(tmp_path, moto_endpoint, [
-        _model("by-name", f"sagemaker://{job}", dest_a),
-        _model("by-arn", f"sagemaker://{desc['TrainingJobArn']}", dest_b),
-    ])
+    group = _group(
+        tmp_path,
+        moto_endpoint,
+        [
+            _model("by-name", f"sagemaker://{job}", dest_a),
+            _model("by-arn", f"sagemaker://{desc['TrainingJobArn']}", dest_b),
+        ],
+    )
     d = dp.deploy(group, str(tmp_path / "root"))
     assert d.status == "Success", [i.message for i in d.items]
     check_complete(dest_a)
@@ -124,8 +135,9 @@ def test_resume_after_connection_cut_mid_body(tmp_path, s3, bucket, moto_endpoin
         ranges = [r[2] for r in gets if r[2]]
         assert len(gets) == 3, proxy.requests
         # the 2nd and 3rd requests resumed from where the cut connections stopped
-        assert len(ranges) == 2 and all(r.startswith("bytes=") and not r.startswith("bytes=0-")
-                                        for r in ranges), ranges
+        assert len(ranges) == 2 and all(
+            r.startswith("bytes=") and not r.startswith("bytes=0-") for r in ranges
+        ), ranges
         starts = [int(r[6:].split("-")[0]) for r in ranges]
         assert 0 < starts[0] < starts[1] < size
         assert d.items[0].attempts == 3
@@ -148,7 +160,9 @@ def test_digest_mismatch_is_retried_then_fails_cleanly(tmp_path, s3, bucket, mot
     s3.upload_file(other, bucket, "m.tar.gz")
     proxy = CutProxy(moto_endpoint)
     try:
-        bad = _group(tmp_path, proxy.url, [_model("m", f"s3://{bucket}/m.tar.gz", dest, sha256="0" * 64)])
+        bad = _group(
+            tmp_path, proxy.url, [_model("m", f"s3://{bucket}/m.tar.gz", dest, sha256="0" * 64)]
+        )
         d = dp.deploy(bad, root, retries=2, backoff_s=0.01)
         assert d.status == "Failure"
         item = d.items[0]
@@ -174,7 +188,9 @@ def test_etag_md5_mismatch_detected(tmp_path, s3, bucket, moto_endpoint):
     src = open_source(f"s3://{bucket}/e.tar.gz", AwsSettings(moto_endpoint, "us-east-1"))
     info = src.resolve()
     assert info.md5 is not None and len(info.md5) == 32
-    lying = SourceInfo(info.uri, info.location, info.size, info.token, md5="f" * 32, details=info.details)
+    lying = SourceInfo(
+        info.uri, info.location, info.size, info.token, md5="f" * 32, details=info.details
+    )
     with pytest.raises(dp.DeployError, match="after 2 attempts: MD5 mismatch"):
         fetch(src, lying, str(tmp_path / "e.part"), attempts=2, backoff_s=0.0)
     assert fetch(src, info, str(tmp_path / "e.part")).size == 3000
@@ -185,8 +201,11 @@ def test_sse_c_refused_with_advice(tmp_path, s3, bucket, moto_endpoint):
     s3.upload_file(str(tmp_path / "p.tar.gz"), bucket, "secret-ssec.tar.gz")
     proxy = CutProxy(moto_endpoint, bad_request_heads=("-ssec",))
     try:
-        group = _group(tmp_path, proxy.url, [_model("s", f"s3://{bucket}/secret-ssec.tar.gz",
-                                                   str(tmp_path / "s"))])
+        group = _group(
+            tmp_path,
+            proxy.url,
+            [_model("s", f"s3://{bucket}/secret-ssec.tar.gz", str(tmp_path / "s"))],
+        )
         d = dp.deploy(group, str(tmp_path / "root"))
     finally:
         proxy.close()
@@ -206,8 +225,11 @@ def test_access_denied_names_bucket_and_policy(tmp_path, moto_auth_server):
     iam.create_user(UserName="edge")
     key = iam.create_access_key(UserName="edge")["AccessKey"]
     group = _group(tmp_path, ep, [_model("m", "s3://private-models/m.tar.gz", str(tmp_path / "m"))])
-    env = dict(os.environ, AWS_ACCESS_KEY_ID=key["AccessKeyId"],
-               AWS_SECRET_ACCESS_KEY=key["SecretAccessKey"])
+    env = dict(
+        os.environ,
+        AWS_ACCESS_KEY_ID=key["AccessKeyId"],
+        AWS_SECRET_ACCESS_KEY=key["SecretAccessKey"],
+    )
     r = run_cli("deploy", group, "--root", str(tmp_path / "root"), env=env)
     assert r.returncode == 1, r.stdout + r.stderr
     assert "access denied" in r.stdout and "bucket 'private-models'" in r.stdout, r.stdout
@@ -216,12 +238,18 @@ def test_access_denied_names_bucket_and_policy(tmp_path, moto_auth_server):
 
 
 def test_policy_command(tmp_path):
-    group = write_group(str(tmp_path / "g.json"), {"name": "g", "resources": [
-        _model("a", "s3://bucket-one/a.tar.gz", "/srv/models/a"),
-        _model("b", "s3://bucket-two/b.zip", "/srv/models/b"),
-        _model("c", "s3://bucket-one/c.tgz", "/srv/models/c"),
-        _model("d", "sagemaker://my-job", "/srv/models/d"),
-    ]})
+    group = write_group(
+        str(tmp_path / "g.json"),
+        {
+            "name": "g",
+            "resources": [
+                _model("a", "s3://bucket-one/a.tar.gz", "/srv/models/a"),
+                _model("b", "s3://bucket-two/b.zip", "/srv/models/b"),
+                _model("c", "s3://bucket-one/c.tgz", "/srv/models/c"),
+                _model("d", "sagemaker://my-job", "/srv/models/d"),
+            ],
+        },
+    )
     r = run_cli("policy", group)
     assert r.returncode == 0, r.stderr
     policy = json.loads(r.stdout)
@@ -233,7 +261,9 @@ def test_policy_command(tmp_path):
 
 
 def test_missing_object_is_a_clear_failure(tmp_path, bucket, moto_endpoint):
-    group = _group(tmp_path, moto_endpoint, [_model("m", f"s3://{bucket}/nope.tar.gz", str(tmp_path / "m"))])
+    group = _group(
+        tmp_path, moto_endpoint, [_model("m", f"s3://{bucket}/nope.tar.gz", str(tmp_path / "m"))]
+    )
     d = dp.deploy(group, str(tmp_path / "root"))
     assert d.status == "Failure"
     assert "no such object" in d.items[0].message and bucket in d.items[0].message

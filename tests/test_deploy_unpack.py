@@ -93,14 +93,41 @@ def zip_bomb(path: str, entries: int = 10, mib: int = 400) -> str:
     for i in range(entries):
         name = f"zeros{i}.bin".encode()
         off = out.tell()
-        out.write(struct.pack("<IHHHHHIIIHH", 0x04034B50, 20, 0, 8, 0, 0, crc, len(data), usize, len(name), 0))
+        out.write(
+            struct.pack(
+                "<IHHHHHIIIHH", 0x04034B50, 20, 0, 8, 0, 0, crc, len(data), usize, len(name), 0
+            )
+        )
         out.write(name + data)
-        central.append(struct.pack("<IHHHHHHIIIHHHHHII", 0x02014B50, 20, 20, 0, 8, 0, 0, crc, len(data),
-                                   usize, len(name), 0, 0, 0, 0, 0, off) + name)
+        central.append(
+            struct.pack(
+                "<IHHHHHHIIIHHHHHII",
+                0x02014B50,
+                20,
+                20,
+                0,
+                8,
+                0,
+                0,
+                crc,
+                len(data),
+                usize,
+                len(name),
+                0,
+                0,
+                0,
+                0,
+                0,
+                off,
+            )
+            + name
+        )
     cd_off = out.tell()
     for c in central:
         out.write(c)
-    out.write(struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, entries, entries, out.tell() - cd_off, cd_off, 0))
+    out.write(
+        struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, entries, entries, out.tell() - cd_off, cd_off, 0)
+    )
     with open(path, "wb") as f:
         f.write(out.getvalue())
     return path
@@ -117,8 +144,10 @@ def _truncated(path: str) -> str:
 
 def _html(path: str) -> str:
     with open(path, "w") as f:
-        f.write("<!DOCTYPE html>\n<html><head><title>403 Forbidden</title></head>"
-                "<body><h1>Forbidden</h1></body></html>\n")
+        f.write(
+            "<!DOCTYPE html>\n<html><head><title>403 Forbidden</title></head>"
+            "<body><h1>Forbidden</h1></body></html>\n"
+        )
     return path
 
 
@@ -133,45 +162,106 @@ def _bz2_tar(path: str) -> str:
 
 HOSTILE: dict[str, tuple[str, Callable[[str, str], str], str]] = {
     # name: (package file name, builder(path, outside_dir), expected message fragment)
-    "traversal": ("p.tar.gz", lambda p, out: _tar(p, lambda tf: (_reg(tf, "ok.txt"),
-                  _reg(tf, "../../escaped.txt"))), "contains '..'"),
-    "traversal-nested": ("p.tar.gz", lambda p, out: _tar(p, lambda tf: _reg(tf, "a/b/../../../escaped.txt")),
-                         "contains '..'"),
-    "absolute": ("p.tar.gz", lambda p, out: _tar(p, lambda tf: _reg(tf, os.path.join(out, "abs.txt"))),
-                 "absolute path"),
-    "symlink-absolute": ("p.tar.gz", lambda p, out: _tar(p, lambda tf: _special(tf, "l", tarfile.SYMTYPE, out)),
-                         "points to an absolute path"),
-    "symlink-up": ("p.tar.gz", lambda p, out: _tar(p, lambda tf: _special(tf, "d/l", tarfile.SYMTYPE,
-                   "../../outside")), "points outside the package"),
-    "symlink-chain": ("p.tar.gz", lambda p, out: _tar(p, lambda tf: (
-        _special(tf, "s", tarfile.SYMTYPE, "."), _special(tf, "t", tarfile.SYMTYPE, "s/s/s/../../x"))),
-        "resolves outside the package"),
-    "write-through-link": ("p.tar.gz", lambda p, out: _tar(p, lambda tf: (
-        _special(tf, "l", tarfile.SYMTYPE, "."), _reg(tf, "l/escaped.txt"))), "written through 'l'"),
-    "hardlink": ("p.tar.gz", lambda p, out: _tar(p, lambda tf: _special(tf, "h", tarfile.LNKTYPE,
-                 "/etc/passwd")), "hard links are refused"),
-    "hardlink-inside": ("p.tar.gz", lambda p, out: _tar(p, lambda tf: (_reg(tf, "a"),
-                        _special(tf, "h", tarfile.LNKTYPE, "a"))), "hard links are refused"),
-    "chr-device": ("p.tar.gz", lambda p, out: _tar(p, lambda tf: _special(tf, "null", tarfile.CHRTYPE)),
-                   "device node"),
-    "blk-device": ("p.tar.gz", lambda p, out: _tar(p, lambda tf: _special(tf, "sda", tarfile.BLKTYPE)),
-                   "device node"),
-    "fifo": ("p.tar.gz", lambda p, out: _tar(p, lambda tf: _special(tf, "pipe", tarfile.FIFOTYPE)), "FIFO"),
-    "duplicate": ("p.tar.gz", lambda p, out: _tar(p, lambda tf: (_reg(tf, "a", b"1"), _reg(tf, "a", b"2"))),
-                  "appears twice"),
+    "traversal": (
+        "p.tar.gz",
+        lambda p, out: _tar(p, lambda tf: (_reg(tf, "ok.txt"), _reg(tf, "../../escaped.txt"))),
+        "contains '..'",
+    ),
+    "traversal-nested": (
+        "p.tar.gz",
+        lambda p, out: _tar(p, lambda tf: _reg(tf, "a/b/../../../escaped.txt")),
+        "contains '..'",
+    ),
+    "absolute": (
+        "p.tar.gz",
+        lambda p, out: _tar(p, lambda tf: _reg(tf, os.path.join(out, "abs.txt"))),
+        "absolute path",
+    ),
+    "symlink-absolute": (
+        "p.tar.gz",
+        lambda p, out: _tar(p, lambda tf: _special(tf, "l", tarfile.SYMTYPE, out)),
+        "points to an absolute path",
+    ),
+    "symlink-up": (
+        "p.tar.gz",
+        lambda p, out: _tar(p, lambda tf: _special(tf, "d/l", tarfile.SYMTYPE, "../../outside")),
+        "points outside the package",
+    ),
+    "symlink-chain": (
+        "p.tar.gz",
+        lambda p, out: _tar(
+            p,
+            lambda tf: (
+                _special(tf, "s", tarfile.SYMTYPE, "."),
+                _special(tf, "t", tarfile.SYMTYPE, "s/s/s/../../x"),
+            ),
+        ),
+        "resolves outside the package",
+    ),
+    "write-through-link": (
+        "p.tar.gz",
+        lambda p, out: _tar(
+            p, lambda tf: (_special(tf, "l", tarfile.SYMTYPE, "."), _reg(tf, "l/escaped.txt"))
+        ),
+        "written through 'l'",
+    ),
+    "hardlink": (
+        "p.tar.gz",
+        lambda p, out: _tar(p, lambda tf: _special(tf, "h", tarfile.LNKTYPE, "/etc/passwd")),
+        "hard links are refused",
+    ),
+    "hardlink-inside": (
+        "p.tar.gz",
+        lambda p, out: _tar(p, lambda tf: (_reg(tf, "a"), _special(tf, "h", tarfile.LNKTYPE, "a"))),
+        "hard links are refused",
+    ),
+    "chr-device": (
+        "p.tar.gz",
+        lambda p, out: _tar(p, lambda tf: _special(tf, "null", tarfile.CHRTYPE)),
+        "device node",
+    ),
+    "blk-device": (
+        "p.tar.gz",
+        lambda p, out: _tar(p, lambda tf: _special(tf, "sda", tarfile.BLKTYPE)),
+        "device node",
+    ),
+    "fifo": (
+        "p.tar.gz",
+        lambda p, out: _tar(p, lambda tf: _special(tf, "pipe", tarfile.FIFOTYPE)),
+        "FIFO",
+    ),
+    "duplicate": (
+        "p.tar.gz",
+        lambda p, out: _tar(p, lambda tf: (_reg(tf, "a", b"1"), _reg(tf, "a", b"2"))),
+        "appears twice",
+    ),
     "tar-gz-bomb": ("p.tar.gz", lambda p, out: tar_gz_bomb(p), "decompression bomb"),
     "zip-bomb": ("p.zip", lambda p, out: zip_bomb(p), "decompression bomb"),
     "truncated": ("p.tar.gz", lambda p, out: _truncated(p), "damaged or truncated"),
     "html-page": ("p.tar.gz", lambda p, out: _html(p), "HTML/XML page"),
     "empty-zip": ("p.zip", lambda p, out: _zip(p, []), "empty zip"),
     "empty-tar": ("p.tgz", lambda p, out: _tar(p, lambda tf: None), "contains no files"),
-    "bzip2-as-tar-gz": ("p.tar.gz", lambda p, out: _bz2_tar(p), "bzip2 file, which is not supported"),
+    "bzip2-as-tar-gz": (
+        "p.tar.gz",
+        lambda p, out: _bz2_tar(p),
+        "bzip2 file, which is not supported",
+    ),
     "zip-as-tar-gz": ("p.tar.gz", lambda p, out: _zip(p, [("a", b"a", 0o100644)]), "a zip file"),
-    "zip-slip": ("p.zip", lambda p, out: _zip(p, [("../../escaped.txt", b"x", 0o100644)]), "contains '..'"),
-    "zip-absolute": ("p.zip", lambda p, out: _zip(p, [(os.path.join(out, "abs.txt"), b"x", 0o100644)]),
-                     "absolute path"),
-    "zip-symlink": ("p.zip", lambda p, out: _zip(p, [("l", b"../../outside", 0o120777)]),
-                    "points outside the package"),
+    "zip-slip": (
+        "p.zip",
+        lambda p, out: _zip(p, [("../../escaped.txt", b"x", 0o100644)]),
+        "contains '..'",
+    ),
+    "zip-absolute": (
+        "p.zip",
+        lambda p, out: _zip(p, [(os.path.join(out, "abs.txt"), b"x", 0o100644)]),
+        "absolute path",
+    ),
+    "zip-symlink": (
+        "p.zip",
+        lambda p, out: _zip(p, [("l", b"../../outside", 0o120777)]),
+        "points outside the package",
+    ),
     "zip-fifo": ("p.zip", lambda p, out: _zip(p, [("f", b"", 0o010644)]), "FIFO"),
     "zip-device": ("p.zip", lambda p, out: _zip(p, [("d", b"", 0o020644)]), "device node"),
 }
@@ -187,13 +277,24 @@ def installed(tmp_path):
     good = write_package(str(tmp_path / "good.tar.gz"), {"weights.bin": b"w" * 1000, "v": b"good"})
 
     def group_for(pkg: str) -> str:
-        return write_group(str(tmp_path / "group.json"), {"name": "g", "resources": [
-            {"id": "m", "model": {"source": pkg, "destination": dest}}]})
+        return write_group(
+            str(tmp_path / "group.json"),
+            {
+                "name": "g",
+                "resources": [{"id": "m", "model": {"source": pkg, "destination": dest}}],
+            },
+        )
 
     d = dp.deploy(group_for(good), root)
     assert d.status == "Success"
-    return {"dest": dest, "root": root, "outside": str(outside), "group_for": group_for,
-            "before": check_complete(dest), "tmp": tmp_path}
+    return {
+        "dest": dest,
+        "root": root,
+        "outside": str(outside),
+        "group_for": group_for,
+        "before": check_complete(dest),
+        "tmp": tmp_path,
+    }
 
 
 @pytest.mark.parametrize("case", sorted(HOSTILE))
@@ -223,7 +324,10 @@ def test_hostile_package_refused(installed, case):
     assert len(os.listdir(store)) == 1
     assert os.listdir(os.path.join(installed["root"], "downloads")) == []
     cur = dp.current(installed["root"])
-    assert cur is not None and cur.resources["m"].version == dp.list_deployments(installed["root"])[1].items[0].version
+    assert (
+        cur is not None
+        and cur.resources["m"].version == dp.list_deployments(installed["root"])[1].items[0].version
+    )
 
 
 def test_caps_configurable(tmp_path):

@@ -8,6 +8,7 @@ unchanged.
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import io
 import os
@@ -24,15 +25,14 @@ def build(out: str) -> bool:
     with tempfile.TemporaryDirectory() as tmp:
         model = write_mlp(os.path.join(tmp, "digits.pyem"), seed=7)
         buf = io.BytesIO()
+        with open(model, "rb") as f:
+            weights = f.read()
+        labels = b"\n".join(str(i).encode() for i in range(10)) + b"\n"
         with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
-            for name, path_or_bytes in (("digits.pyem", model), ("labels.txt", b"\n".join(
-                    str(i).encode() for i in range(10)) + b"\n")):
-                data = open(path_or_bytes, "rb").read() if isinstance(path_or_bytes, str) else path_or_bytes
+            for name, data in (("digits.pyem", weights), ("labels.txt", labels)):
                 ti = tarfile.TarInfo(name)
                 ti.size, ti.mode, ti.mtime = len(data), 0o644, 0
                 tf.addfile(ti, io.BytesIO(data))
-        import gzip
-
         data = gzip.compress(buf.getvalue(), mtime=0)
     if os.path.exists(out):
         with open(out, "rb") as f:
