@@ -34,9 +34,12 @@ if _CORE_MISSING is None:
 else:  # pragma: no cover - only without a build
 
     def __getattr__(name: str) -> Any:
-        if name.startswith("__"):
-            raise AttributeError(name)
-        raise _CORE_MISSING  # type: ignore[misc]
+        # Only the model API needs the core; anything else (a submodule being imported with
+        # `from pyengine import deploy`) must get AttributeError so the import system goes on.
+        if name in __all__:
+            raise _CORE_MISSING  # type: ignore[misc]
+        raise AttributeError(f"module 'pyengine' has no attribute {name!r}")
+
 
 __all__ = [
     "BackendUnavailableError",

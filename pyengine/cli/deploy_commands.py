@@ -17,8 +17,11 @@ EXIT_FAILURE = 1
 
 
 def _root_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--root", help="pyengine's directory (default: $PYENGINE_ROOT, else "
-                   "/var/lib/pyengine as root, ~/.local/share/pyengine otherwise)")
+    p.add_argument(
+        "--root",
+        help="pyengine's directory (default: $PYENGINE_ROOT, else "
+        "/var/lib/pyengine as root, ~/.local/share/pyengine otherwise)",
+    )
 
 
 def _mb(n: Optional[int]) -> str:
@@ -44,7 +47,9 @@ class Progress:
         elif e.event == "resource":
             if self.tty:
                 self.out.write("\r\x1b[K")
-            print(f"  {e.key}: {e.message}" + (f" ({_mb(e.total)})" if e.total else ""), file=self.out)
+            print(
+                f"  {e.key}: {e.message}" + (f" ({_mb(e.total)})" if e.total else ""), file=self.out
+            )
         elif e.event == "bytes":
             if self.tty:
                 now = time.monotonic()
@@ -53,7 +58,10 @@ class Progress:
                 self.last = now
                 frac = e.done / e.total if e.total else 0.0
                 bar = "#" * int(30 * frac)
-                self.out.write(f"\r\x1b[K  {e.key}: [{bar:<30}] {100 * frac:5.1f}% {_mb(e.done)}/{_mb(e.total)}")
+                self.out.write(
+                    f"\r\x1b[K  {e.key}: [{bar:<30}] {100 * frac:5.1f}% "
+                    f"{_mb(e.done)}/{_mb(e.total)}"
+                )
                 self.out.flush()
             elif e.total:
                 q = int(4 * e.done / e.total)
@@ -92,19 +100,36 @@ def print_deployment(d: dp.Deployment, out: IO[str] = sys.stdout) -> None:
 def deploy_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("group", help="group file (YAML or JSON)")
     _root_arg(p)
-    p.add_argument("--on-failure", choices=("rollback", "keep"), default="rollback",
-                   help="rollback (default): keep the previous group if any resource fails; "
-                   "keep: install what succeeded")
-    p.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
-                   help="wait this long for a running deployment instead of refusing at once")
-    p.add_argument("--retries", type=int, default=4, help="download retries per resource (default 4)")
+    p.add_argument(
+        "--on-failure",
+        choices=("rollback", "keep"),
+        default="rollback",
+        help="rollback (default): keep the previous group if any resource fails; "
+        "keep: install what succeeded",
+    )
+    p.add_argument(
+        "--wait",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="wait this long for a running deployment instead of refusing at once",
+    )
+    p.add_argument(
+        "--retries", type=int, default=4, help="download retries per resource (default 4)"
+    )
     p.add_argument("--quiet", "-q", action="store_true", help="print only the summary")
 
 
 def deploy_run(args: argparse.Namespace) -> int:
     progress = None if args.quiet else Progress(sys.stdout)
-    d = dp.deploy(args.group, args.root, on_failure=args.on_failure, wait_s=args.wait,
-                  progress=progress, retries=args.retries)
+    d = dp.deploy(
+        args.group,
+        args.root,
+        on_failure=args.on_failure,
+        wait_s=args.wait,
+        progress=progress,
+        retries=args.retries,
+    )
     print_deployment(d)
     return 0 if d.status == "Success" else EXIT_FAILURE
 
@@ -144,26 +169,62 @@ def deployments_run(args: argparse.Namespace) -> int:
     if args.action == "list":
         deps = dp.list_deployments(args.root)
         if args.json:
-            print(json.dumps([{"id": d.id, "kind": d.kind, "group": d.group_name, "status": d.status,
-                               "started": d.started, "finished": d.finished, "message": d.message}
-                              for d in deps], indent=2))
+            print(
+                json.dumps(
+                    [
+                        {
+                            "id": d.id,
+                            "kind": d.kind,
+                            "group": d.group_name,
+                            "status": d.status,
+                            "started": d.started,
+                            "finished": d.finished,
+                            "message": d.message,
+                        }
+                        for d in deps
+                    ],
+                    indent=2,
+                )
+            )
             return 0
         if not deps:
             print(f"no deployments in {dp.resolve_root(args.root)}")
         for d in deps:
-            print(f"{d.id:>5}  {d.kind:<8} {d.status:<10} {_when(d.started)}  {d.group_name}  "
-                  f"{d.message or ''}".rstrip())
+            print(
+                f"{d.id:>5}  {d.kind:<8} {d.status:<10} {_when(d.started)}  {d.group_name}  "
+                f"{d.message or ''}".rstrip()
+            )
         return 0
     deps = dp.list_deployments(args.root)
     if args.id is None and not deps:
         raise dp.DeployError(f"no deployments in {dp.resolve_root(args.root)}")
     d = dp.get_deployment(args.id if args.id is not None else deps[0].id, args.root)
     if args.json:
-        print(json.dumps({"id": d.id, "kind": d.kind, "group": d.group_name, "status": d.status,
-                          "message": d.message, "items": [
-                              {"kind": i.kind, "key": i.key, "outcome": i.outcome, "version": i.version,
-                               "path": i.path, "bytes": i.bytes, "attempts": i.attempts,
-                               "message": i.message} for i in d.items]}, indent=2))
+        print(
+            json.dumps(
+                {
+                    "id": d.id,
+                    "kind": d.kind,
+                    "group": d.group_name,
+                    "status": d.status,
+                    "message": d.message,
+                    "items": [
+                        {
+                            "kind": i.kind,
+                            "key": i.key,
+                            "outcome": i.outcome,
+                            "version": i.version,
+                            "path": i.path,
+                            "bytes": i.bytes,
+                            "attempts": i.attempts,
+                            "message": i.message,
+                        }
+                        for i in d.items
+                    ],
+                },
+                indent=2,
+            )
+        )
     else:
         print_deployment(d)
     return 0
@@ -183,14 +244,23 @@ def resources_run(args: argparse.Namespace) -> int:
             raise ValueError("resources show needs a resource id or function name")
         rows = [r for r in rows if r["key"] == args.id]
         if not rows:
-            raise dp.DeployError(f"no resource or function {args.id!r} is deployed in "
-                                 f"{dp.resolve_root(args.root)}")
+            raise dp.DeployError(
+                f"no resource or function {args.id!r} is deployed in {dp.resolve_root(args.root)}"
+            )
         for r in rows:
             if args.json:
                 print(json.dumps(r, indent=2))
                 continue
-            for k in ("kind", "key", "destination", "version", "version_path", "source", "token",
-                      "deployment_id"):
+            for k in (
+                "kind",
+                "key",
+                "destination",
+                "version",
+                "version_path",
+                "source",
+                "token",
+                "deployment_id",
+            ):
                 print(f"{k + ':':<15}{r[k] if r[k] is not None else '-'}")
             if r["version_path"] and os.path.isdir(r["version_path"]):
                 n = sum(len(fs) for _, _, fs in os.walk(r["version_path"]))
@@ -202,8 +272,10 @@ def resources_run(args: argparse.Namespace) -> int:
     if not rows:
         print(f"nothing deployed in {dp.resolve_root(args.root)}")
     for r in rows:
-        print(f"{r['kind']:<8} {r['key']:<24} {r['version'] or '-':<16} {r['destination']}  "
-              f"(deployment {r['deployment_id']}, {r['source'] or '-'})")
+        print(
+            f"{r['kind']:<8} {r['key']:<24} {r['version'] or '-':<16} {r['destination']}  "
+            f"(deployment {r['deployment_id']}, {r['source'] or '-'})"
+        )
     return 0
 
 
@@ -215,8 +287,11 @@ def policy_run(args: argparse.Namespace) -> int:
     g = dp.load_group(args.group)
     print(json.dumps(dp.group_policy(g), indent=2))
     if any(r.model and r.model.source.startswith("sagemaker://") for r in g.resources):
-        print("note: a training job's artifact bucket is only known at deploy time; grant "
-              "s3:GetObject on it too", file=sys.stderr)
+        print(
+            "note: a training job's artifact bucket is only known at deploy time; grant "
+            "s3:GetObject on it too",
+            file=sys.stderr,
+        )
     return 0
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import site
+import stat
 import sys
 from dataclasses import dataclass
 
@@ -116,3 +117,32 @@ def plan(spec: FunctionSpec, root: str, scratch: str, protected: list[str]) -> W
         gid = DEFAULT_ID if spec.gid is None else spec.gid
         groups = tuple(sorted({r.owner_gid for r in spec.resources if r.owner_gid is not None}))
     return WorkerPlan(uid=uid, gid=gid, groups=groups, scratch=scratch, rules=tuple(rules))
+
+
+def unreadable(worker_plan: WorkerPlan, spec: FunctionSpec) -> list[str]:
+    """Resources the workers' user cannot read by file modes (a group file mistake worth a warning).
+
+    Only meaningful when the core runs as root and switches user; empty otherwise.
+    """
+    if worker_plan.uid is None:
+        return []
+    groups = {worker_plan.gid, *worker_plan.groups}
+    out = []
+    for r in spec.resources:
+        path = os.path.realpath(r.path)
+        try:
+            st = os.stat(path)
+        except OSError:
+            continue
+        if st.st_uid == worker_plan.uid:
+            ok = bool(st.st_mode & stat.S_IRUSR)
+        elif st.st_gid in groups:
+            ok = bool(st.st_mode & stat.S_IRGRP)
+        else:
+            ok = bool(st.st_mode & stat.S_IROTH)
+        if not ok:
+            out.append(f"resource {r.id!r} ({path}, mode {stat.S_IMODE(st.st_mode):04o}, owner "
+                       f"{st.st_uid}:{st.st_gid}) is not readable by the function's user "
+                       f"{worker_plan.uid}:{worker_plan.gid}; give the resource an owner group "
+                       "the function runs with, or no owner setting")
+    return out

@@ -23,7 +23,7 @@ from pyengine.core.group import (
     read_deployed_group,
 )
 from pyengine.core.metrics import Metrics
-from pyengine.core.policy import plan
+from pyengine.core.policy import plan, unreadable
 from pyengine.core.pool import FunctionPool, InvokeError
 
 log = logging.getLogger("pyengine.core")
@@ -206,6 +206,8 @@ class Core:
             gid = worker_plan.gid if worker_plan.gid is not None else -1
             os.chown(scratch, worker_plan.uid, gid)
         os.chmod(scratch, 0o700)
+        for problem in unreadable(worker_plan, spec):
+            log.warning("function %s: %s", spec.name, problem)
         return FunctionPool(spec, worker_plan, self.landlock)
 
     def reload(self, cleanup: bool = False) -> bool:

@@ -20,6 +20,8 @@ back from the journal by the next deploy (or :func:`recover` at core start), the
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -147,14 +149,10 @@ def _rmtree(path: str) -> None:
         for d in dirnames:
             full = os.path.join(dirpath, d)
             if not os.path.islink(full):
-                try:
+                with contextlib.suppress(OSError):
                     os.chmod(full, 0o700)
-                except OSError:
-                    pass
-    try:
+    with contextlib.suppress(OSError):
         os.chmod(path, 0o700)
-    except OSError:
-        pass
     shutil.rmtree(path, onerror=onerror)
 
 
@@ -170,10 +168,8 @@ def _point(dest: str, target: Optional[str], tmp_dir: str) -> None:
         return
     rel = os.path.relpath(target, os.path.dirname(dest))
     tmp = os.path.join(tmp_dir, f".link-{os.getpid()}")
-    try:
+    with contextlib.suppress(FileNotFoundError):
         os.unlink(tmp)
-    except FileNotFoundError:
-        pass
     os.symlink(rel, tmp)
     if os.path.isdir(dest) and not os.path.islink(dest):
         os.rmdir(dest)  # an empty directory left for us (checked during planning)
@@ -209,8 +205,9 @@ def _tree_token(path: str) -> str:
 def _copy_code(src: str, dst: str) -> int:
     """Copy a function's code directory (links followed, bytecode caches skipped); bytes copied."""
     total = 0
-    shutil.copytree(src, dst, symlinks=False,
-                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.pyo"))
+    shutil.copytree(
+        src, dst, symlinks=False, ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.pyo")
+    )
     for dirpath, _, filenames in os.walk(dst):
         for n in filenames:
             p = os.path.join(dirpath, n)
@@ -246,14 +243,16 @@ class _Session:
 
 # ----------------------------------------------------------------------------------- recovery
 
+
 def recover_locked(state: State) -> list[int]:
     """Roll back deployments that died mid-way and remove leftovers; the lock must be held.
 
     Returns the ids of the deployments rolled back.
     """
     rolled: list[int] = []
-    for dep in state.q("SELECT id FROM deployments WHERE status IN ('Building','InProgress') "
-                       "ORDER BY id"):
+    for dep in state.q(
+        "SELECT id FROM deployments WHERE status IN ('Building','InProgress') ORDER BY id"
+    ):
         dep_id = int(dep["id"])
         for j in state.q("SELECT * FROM journal WHERE deployment_id=? ORDER BY id DESC", dep_id):
             if j["op"] == "switch":
@@ -272,12 +271,21 @@ def recover_locked(state: State) -> list[int]:
                     _rmtree(target)
         with state.tx() as db:
             db.execute("DELETE FROM journal WHERE deployment_id=?", (dep_id,))
-            db.execute("UPDATE items SET outcome='rolled-back', message='the deployment was "
-                       "interrupted' WHERE deployment_id=? AND outcome IN ('installed','pending',"
-                       "'removed')", (dep_id,))
-            db.execute("UPDATE deployments SET status='Failure', finished=?, message=? WHERE id=?",
-                       (time.time(), "interrupted (the deploying process stopped); rolled back to "
-                        "the previous group", dep_id))
+            db.execute(
+                "UPDATE items SET outcome='rolled-back', message='the deployment was "
+                "interrupted' WHERE deployment_id=? AND outcome IN ('installed','pending',"
+                "'removed')",
+                (dep_id,),
+            )
+            db.execute(
+                "UPDATE deployments SET status='Failure', finished=?, message=? WHERE id=?",
+                (
+                    time.time(),
+                    "interrupted (the deploying process stopped); rolled back to "
+                    "the previous group",
+                    dep_id,
+                ),
+            )
         rolled.append(dep_id)
     _gc(state)
     return rolled
@@ -286,21 +294,34 @@ def recover_locked(state: State) -> list[int]:
 def _gc(state: State) -> None:
     """Remove versions no longer needed (kept: installed, and the previous group for rollback)
     and leftovers in every store (staging directories, temporary links, unregistered versions)."""
-    applied = state.q("SELECT id FROM deployments WHERE applied=1 AND status='Success' "
-                      "ORDER BY id DESC LIMIT 2")
-    keep = {r["version_path"] for r in state.q("SELECT version_path FROM installed") if r["version_path"]}
+    applied = state.q(
+        "SELECT id FROM deployments WHERE applied=1 AND status='Success' ORDER BY id DESC LIMIT 2"
+    )
+    keep = {
+        r["version_path"]
+        for r in state.q("SELECT version_path FROM installed")
+        if r["version_path"]
+    }
     for d in applied:
-        for it in state.q("SELECT kind, key, version FROM items WHERE deployment_id=? AND version "
-                          "IS NOT NULL", d["id"]):
-            v = state.one("SELECT path FROM versions WHERE kind=? AND key=? AND version=?",
-                          it["kind"], it["key"], it["version"])
+        for it in state.q(
+            "SELECT kind, key, version FROM items WHERE deployment_id=? AND version IS NOT NULL",
+            d["id"],
+        ):
+            v = state.one(
+                "SELECT path FROM versions WHERE kind=? AND key=? AND version=?",
+                it["kind"],
+                it["key"],
+                it["version"],
+            )
             if v:
                 keep.add(v["path"])
     for v in state.q("SELECT * FROM versions"):
         if v["path"] not in keep:
             with state.tx() as db:
-                db.execute("DELETE FROM versions WHERE kind=? AND key=? AND version=?",
-                           (v["kind"], v["key"], v["version"]))
+                db.execute(
+                    "DELETE FROM versions WHERE kind=? AND key=? AND version=?",
+                    (v["kind"], v["key"], v["version"]),
+                )
             _rmtree(v["path"])
     registered = {r["path"] for r in state.q("SELECT path FROM versions")}
     for s in state.q("SELECT path FROM stores"):
@@ -312,11 +333,16 @@ def _gc(state: State) -> None:
         for n in names:
             p = os.path.join(store, n)
             if n.startswith(("staging-", ".link-", "trash-")) or (
-                    n.startswith("v") and os.path.isdir(p) and not os.path.islink(p) and p not in registered):
+                n.startswith("v")
+                and os.path.isdir(p)
+                and not os.path.islink(p)
+                and p not in registered
+            ):
                 _rmtree(p)
     downloads = os.path.join(state.root, "downloads")
-    if os.path.isdir(downloads) and not state.one("SELECT 1 FROM deployments WHERE status IN "
-                                                  "('Building','InProgress')"):
+    if os.path.isdir(downloads) and not state.one(
+        "SELECT 1 FROM deployments WHERE status IN ('Building','InProgress')"
+    ):
         # Partial downloads of an interrupted deploy are kept for resuming, but only a day.
         now = time.time()
         for n in os.listdir(downloads):
@@ -349,9 +375,17 @@ def recover(root: Optional[str] = None) -> list[int]:
 
 # ----------------------------------------------------------------------------------- deploy
 
+
 class _Deployer:
-    def __init__(self, s: _Session, group: Group, on_failure: str, progress: Optional[ProgressCallback],
-                 retries: int, backoff_s: float) -> None:
+    def __init__(
+        self,
+        s: _Session,
+        group: Group,
+        on_failure: str,
+        progress: Optional[ProgressCallback],
+        retries: int,
+        backoff_s: float,
+    ) -> None:
         self.s = s
         self.state = s.state
         self.group = group
@@ -366,11 +400,26 @@ class _Deployer:
         self.progress(ProgressEvent(**kw))  # type: ignore[arg-type]
 
     def _record(self, db: sqlite3.Connection, it: ItemResult) -> None:
-        db.execute("INSERT OR REPLACE INTO items(deployment_id, kind, key, outcome, version, path, "
-                   "token, source, spec, bytes, attempts, seconds, message) "
-                   "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                   (self.dep, it.kind, it.key, it.outcome, it.version, it.path, it.token, it.source,
-                    it.spec, it.bytes, it.attempts, it.seconds, it.message))
+        db.execute(
+            "INSERT OR REPLACE INTO items(deployment_id, kind, key, outcome, version, path, "
+            "token, source, spec, bytes, attempts, seconds, message) "
+            "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (
+                self.dep,
+                it.kind,
+                it.key,
+                it.outcome,
+                it.version,
+                it.path,
+                it.token,
+                it.source,
+                it.spec,
+                it.bytes,
+                it.attempts,
+                it.seconds,
+                it.message,
+            ),
+        )
 
     def record(self, it: ItemResult) -> None:
         with self.state.tx() as db:
@@ -391,22 +440,33 @@ class _Deployer:
             if os.path.islink(dest):
                 target = _current_target(dest) or ""
                 if not target.startswith(store_for(dest) + "/"):
-                    raise DeployError(f"destination {dest} is a link to {os.readlink(dest)!r}, which "
-                                      "pyengine did not make; remove it or choose another destination")
+                    raise DeployError(
+                        f"destination {dest} is a link to {os.readlink(dest)!r}, which "
+                        "pyengine did not make; remove it or choose another destination"
+                    )
             elif os.path.isdir(dest):
                 if os.listdir(dest):
-                    raise DeployError(f"destination {dest} is a non-empty directory that pyengine does "
-                                      "not manage; move it away or choose another destination")
+                    raise DeployError(
+                        f"destination {dest} is a non-empty directory that pyengine does "
+                        "not manage; move it away or choose another destination"
+                    )
             else:
-                raise DeployError(f"destination {dest} exists and is not a directory; remove it or "
-                                  "choose another destination")
+                raise DeployError(
+                    f"destination {dest} exists and is not a directory; remove it or "
+                    "choose another destination"
+                )
 
     def prepare_model(self, r: Resource, it: ItemResult) -> None:
         assert r.model is not None
         m = r.model
-        spec = dumps({"source": m.source, "destination": m.destination,
-                      "owner": None if m.owner is None else [m.owner.group, m.owner.permission],
-                      "sha256": m.sha256})
+        spec = dumps(
+            {
+                "source": m.source,
+                "destination": m.destination,
+                "owner": None if m.owner is None else [m.owner.group, m.owner.permission],
+                "sha256": m.sha256,
+            }
+        )
         it.path = m.destination
         it.source = m.source
         it.spec = spec
@@ -416,9 +476,19 @@ class _Deployer:
         self.emit(event="resource", key=r.id, kind="model", message=f"resolving {m.source}")
         info = source.resolve(prev["token"] if prev and prev["spec_json"] == spec else None)
         it.token = info.token
-        if prev and prev["token"] == info.token and prev["spec_json"] == spec and prev["version_path"] \
-                and os.path.isdir(prev["version_path"]) and _current_target(m.destination) == prev["version_path"]:
-            it.outcome, it.version, it.version_path = "unchanged", prev["version"], prev["version_path"]
+        if (
+            prev
+            and prev["token"] == info.token
+            and prev["spec_json"] == spec
+            and prev["version_path"]
+            and os.path.isdir(prev["version_path"])
+            and _current_target(m.destination) == prev["version_path"]
+        ):
+            it.outcome, it.version, it.version_path = (
+                "unchanged",
+                prev["version"],
+                prev["version_path"],
+            )
             return
         store = store_for(m.destination)
         os.makedirs(store, exist_ok=True)
@@ -429,16 +499,29 @@ class _Deployer:
         self.state.journal(self.dep, "stage", "model", r.id, staging, vpath, None)
         downloads = os.path.join(self.s.root, "downloads")
         os.makedirs(downloads, exist_ok=True)
-        part = os.path.join(downloads, hashlib.sha256(f"{r.id}\0{info.token}".encode()).hexdigest()[:24]
-                            + ".part")
-        self.emit(event="resource", key=r.id, kind="model", total=info.size,
-                  message=f"downloading {info.location}")
+        part = os.path.join(
+            downloads, hashlib.sha256(f"{r.id}\0{info.token}".encode()).hexdigest()[:24] + ".part"
+        )
+        self.emit(
+            event="resource",
+            key=r.id,
+            kind="model",
+            total=info.size,
+            message=f"downloading {info.location}",
+        )
 
         def on_bytes(done: int, total: Optional[int]) -> None:
             self.emit(event="bytes", key=r.id, kind="model", done=done, total=total)
 
-        res = fetch(source, info, part, sha256=m.sha256, attempts=self.retries, backoff_s=self.backoff_s,
-                    progress=on_bytes)
+        res = fetch(
+            source,
+            info,
+            part,
+            sha256=m.sha256,
+            attempts=self.retries,
+            backoff_s=self.backoff_s,
+            progress=on_bytes,
+        )
         it.bytes, it.attempts = res.downloaded, res.attempts
         self.emit(event="resource", key=r.id, kind="model", message="unpacking")
         _rmtree(staging)
@@ -446,7 +529,9 @@ class _Deployer:
         name = info.location.rsplit("/", 1)[-1]
         try:
             unpack(part, staging, name=name, max_bytes=m.max_unpacked_bytes, max_files=m.max_files)
-            apply_owner(staging, m.owner.group if m.owner else None, m.owner.permission if m.owner else None)
+            apply_owner(
+                staging, m.owner.group if m.owner else None, m.owner.permission if m.owner else None
+            )
         except UnpackError as exc:
             _rmtree(staging)
             os.unlink(part)
@@ -455,9 +540,11 @@ class _Deployer:
         os.rename(staging, vpath)
         fsync_dir(store)
         with self.state.tx() as db:
-            db.execute("INSERT OR REPLACE INTO versions(kind, key, version, path, token, deployment_id, "
-                       "created) VALUES (?,?,?,?,?,?,?)",
-                       ("model", r.id, version, vpath, info.token, self.dep, time.time()))
+            db.execute(
+                "INSERT OR REPLACE INTO versions(kind, key, version, path, token, deployment_id, "
+                "created) VALUES (?,?,?,?,?,?,?)",
+                ("model", r.id, version, vpath, info.token, self.dep, time.time()),
+            )
         os.unlink(part)
         it.outcome, it.version, it.version_path = "installed", version, vpath
 
@@ -480,9 +567,18 @@ class _Deployer:
         dest = os.path.join(store, "current")
         it.path = dest
         prev = self.installed("function", f.name)
-        if prev and prev["token"] == token and prev["version_path"] and os.path.isdir(prev["version_path"]) \
-                and _current_target(dest) == prev["version_path"]:
-            it.outcome, it.version, it.version_path = "unchanged", prev["version"], prev["version_path"]
+        if (
+            prev
+            and prev["token"] == token
+            and prev["version_path"]
+            and os.path.isdir(prev["version_path"])
+            and _current_target(dest) == prev["version_path"]
+        ):
+            it.outcome, it.version, it.version_path = (
+                "unchanged",
+                prev["version"],
+                prev["version_path"],
+            )
             return
         os.makedirs(store, exist_ok=True)
         self.state.add_store(store)
@@ -496,9 +592,17 @@ class _Deployer:
         fsync_dir(staging)
         os.rename(staging, vpath)
         fsync_dir(store)
-        self.state.x("INSERT OR REPLACE INTO versions(kind, key, version, path, token, deployment_id, "
-                     "created) VALUES (?,?,?,?,?,?,?)", "function", f.name, version, vpath, token,
-                     self.dep, time.time())
+        self.state.x(
+            "INSERT OR REPLACE INTO versions(kind, key, version, path, token, deployment_id, "
+            "created) VALUES (?,?,?,?,?,?,?)",
+            "function",
+            f.name,
+            version,
+            vpath,
+            token,
+            self.dep,
+            time.time(),
+        )
         it.outcome, it.version, it.version_path = "installed", version, vpath
 
     def switch(self, it: ItemResult, target: Optional[str]) -> None:
@@ -514,21 +618,30 @@ class _Deployer:
         g = self.group
         started = time.time()
         with self.state.tx() as db:
-            cur = db.execute("INSERT INTO deployments(kind, group_name, group_file, group_json, status, "
-                             "on_failure, pid, started) VALUES ('deploy',?,?,?,?,?,?,?)",
-                             (g.name, g.path, json.dumps(g.to_dict()), "Building", self.on_failure,
-                              os.getpid(), started))
+            cur = db.execute(
+                "INSERT INTO deployments(kind, group_name, group_file, group_json, status, "
+                "on_failure, pid, started) VALUES ('deploy',?,?,?,?,?,?,?)",
+                (
+                    g.name,
+                    g.path,
+                    json.dumps(g.to_dict()),
+                    "Building",
+                    self.on_failure,
+                    os.getpid(),
+                    started,
+                ),
+            )
             self.dep = int(cur.lastrowid or 0)
         self.emit(event="start", key=str(self.dep), message=g.name)
         self.state.x("UPDATE deployments SET status='InProgress' WHERE id=?", self.dep)
         units: list[tuple[str, str, Callable[[ItemResult], None]]] = []
         for r in g.resources:
             if r.model is not None:
-                units.append(("model", r.id, lambda it, r=r: self.prepare_model(r, it)))
+                units.append(("model", r.id, functools.partial(self.prepare_model, r)))
             else:
-                units.append(("device", r.id, lambda it, r=r: self.prepare_device(r, it)))
+                units.append(("device", r.id, functools.partial(self.prepare_device, r)))
         for f in g.functions:
-            units.append(("function", f.name, lambda it, f=f: self.prepare_function(f, it)))
+            units.append(("function", f.name, functools.partial(self.prepare_function, f)))
         failed = False
         for kind, key, prep in units:
             it = ItemResult(kind, key, "pending")
@@ -548,9 +661,11 @@ class _Deployer:
             self.emit(event="done", key=key, kind=kind, done=it.bytes, message=it.outcome)
 
         in_group = {(it.kind, it.key) for it in self.items}
-        removed = [ItemResult(row["kind"], row["key"], "removed", path=row["destination"])
-                   for row in self.state.q("SELECT * FROM installed")
-                   if (row["kind"], row["key"]) not in in_group and row["kind"] != "device"]
+        removed = [
+            ItemResult(row["kind"], row["key"], "removed", path=row["destination"])
+            for row in self.state.q("SELECT * FROM installed")
+            if (row["kind"], row["key"]) not in in_group and row["kind"] != "device"
+        ]
         apply = not failed or self.on_failure == "keep"
         switched: list[ItemResult] = []
         if apply:
@@ -565,9 +680,18 @@ class _Deployer:
                         switched.append(it)
             except OSError as exc:
                 for it in reversed(switched):  # undo from the journal's previous targets
-                    j = self.state.one("SELECT previous FROM journal WHERE deployment_id=? AND op='switch' "
-                                       "AND kind=? AND key=? ORDER BY id DESC", self.dep, it.kind, it.key)
-                    tmp = os.path.dirname(it.path or "") if it.kind == "function" else store_for(it.path or "")
+                    j = self.state.one(
+                        "SELECT previous FROM journal WHERE deployment_id=? AND op='switch' "
+                        "AND kind=? AND key=? ORDER BY id DESC",
+                        self.dep,
+                        it.kind,
+                        it.key,
+                    )
+                    tmp = (
+                        os.path.dirname(it.path or "")
+                        if it.kind == "function"
+                        else store_for(it.path or "")
+                    )
                     _point(it.path or "", j["previous"] if j else None, tmp)
                 failed, apply = True, False
                 for it in self.items:
@@ -577,7 +701,9 @@ class _Deployer:
             for it in self.items:
                 if it.outcome == "installed":
                     it.outcome = "rolled-back"
-                    it.message = "prepared, not installed: the deployment failed and was rolled back"
+                    it.message = (
+                        "prepared, not installed: the deployment failed and was rolled back"
+                    )
             removed = []
         status = "Failure" if failed else "Success"
         bad = [it for it in self.items if it.outcome == "failed"]
@@ -591,25 +717,45 @@ class _Deployer:
             if apply:
                 for it in self.items:
                     if it.outcome == "installed":
-                        db.execute("INSERT OR REPLACE INTO installed(kind, key, destination, version, "
-                                   "version_path, token, source, spec_json, deployment_id) "
-                                   "VALUES (?,?,?,?,?,?,?,?,?)",
-                                   (it.kind, it.key, it.path, it.version, it.version_path, it.token,
-                                    it.source, it.spec, self.dep))
+                        db.execute(
+                            "INSERT OR REPLACE INTO installed(kind, key, destination, version, "
+                            "version_path, token, source, spec_json, deployment_id) "
+                            "VALUES (?,?,?,?,?,?,?,?,?)",
+                            (
+                                it.kind,
+                                it.key,
+                                it.path,
+                                it.version,
+                                it.version_path,
+                                it.token,
+                                it.source,
+                                it.spec,
+                                self.dep,
+                            ),
+                        )
                     elif it.outcome == "verified":
-                        db.execute("INSERT OR REPLACE INTO installed(kind, key, destination, "
-                                   "deployment_id) VALUES (?,?,?,?)", (it.kind, it.key, it.path, self.dep))
+                        db.execute(
+                            "INSERT OR REPLACE INTO installed(kind, key, destination, "
+                            "deployment_id) VALUES (?,?,?,?)",
+                            (it.kind, it.key, it.path, self.dep),
+                        )
                 for it in removed:
                     db.execute("DELETE FROM installed WHERE kind=? AND key=?", (it.kind, it.key))
                 if not failed:
-                    for row in list(db.execute("SELECT kind, key FROM installed WHERE kind='device'")):
+                    for row in list(
+                        db.execute("SELECT kind, key FROM installed WHERE kind='device'")
+                    ):
                         if (row[0], row[1]) not in in_group:
-                            db.execute("DELETE FROM installed WHERE kind=? AND key=?", (row[0], row[1]))
+                            db.execute(
+                                "DELETE FROM installed WHERE kind=? AND key=?", (row[0], row[1])
+                            )
             for it in self.items + removed:
                 self._record(db, it)
             db.execute("DELETE FROM journal WHERE deployment_id=?", (self.dep,))
-            db.execute("UPDATE deployments SET status=?, applied=?, finished=?, message=? WHERE id=?",
-                       (status, 1 if apply else 0, time.time(), msg, self.dep))
+            db.execute(
+                "UPDATE deployments SET status=?, applied=?, finished=?, message=? WHERE id=?",
+                (status, 1 if apply else 0, time.time(), msg, self.dep),
+            )
         _gc(self.state)
         downloads = os.path.join(self.s.root, "downloads")
         if os.path.isdir(downloads):
@@ -619,9 +765,16 @@ class _Deployer:
         return self.dep
 
 
-def deploy(group: Group | str, root: Optional[str] = None, *, on_failure: str = "rollback",
-           wait_s: float = 0.0, progress: Optional[ProgressCallback] = None, retries: int = 4,
-           backoff_s: float = 0.2) -> Deployment:
+def deploy(
+    group: Group | str,
+    root: Optional[str] = None,
+    *,
+    on_failure: str = "rollback",
+    wait_s: float = 0.0,
+    progress: Optional[ProgressCallback] = None,
+    retries: int = 4,
+    backoff_s: float = 0.2,
+) -> Deployment:
     """Deploy a group into ``root``.
 
     Parameters
@@ -658,41 +811,77 @@ def deploy(group: Group | str, root: Optional[str] = None, *, on_failure: str = 
 
 # ----------------------------------------------------------------------------------- rollback/reset
 
-def rollback(root: Optional[str] = None, *, wait_s: float = 0.0,
-             progress: Optional[ProgressCallback] = None) -> Deployment:
-    """Switch every resource back to the previous successfully deployed group (as a new deployment)."""
+
+def rollback(
+    root: Optional[str] = None, *, wait_s: float = 0.0, progress: Optional[ProgressCallback] = None
+) -> Deployment:
+    """Switch every resource back to the previous successful group (as a new deployment)."""
     s = _Session(root, wait_s, "rollback")
     try:
         state = s.state
         applied = state.q("SELECT * FROM deployments WHERE applied=1 ORDER BY id DESC")
-        target = next((d for d in applied[1:] if d["status"] == "Success"), None)
+        earlier = [d for d in applied[1:] if d["status"] == "Success"]
+        target = earlier[0] if earlier else None
         if not applied or target is None:
             raise DeployError("there is no previous successful deployment to roll back to")
-        items = state.q("SELECT * FROM items WHERE deployment_id=? AND outcome IN "
-                        "('installed','unchanged','verified')", target["id"])
+        items = state.q(
+            "SELECT * FROM items WHERE deployment_id=? AND outcome IN "
+            "('installed','unchanged','verified')",
+            target["id"],
+        )
         plan: list[tuple[ItemResult, Optional[str]]] = []
         for row in items:
             v = None
             if row["kind"] != "device":
-                vrow = state.one("SELECT path FROM versions WHERE kind=? AND key=? AND version=?",
-                                 row["kind"], row["key"], row["version"])
+                vrow = state.one(
+                    "SELECT path FROM versions WHERE kind=? AND key=? AND version=?",
+                    row["kind"],
+                    row["key"],
+                    row["version"],
+                )
                 if not vrow or not os.path.isdir(vrow["path"]):
-                    raise DeployError(f"version {row['version']} of {row['kind']} {row['key']!r} is no "
-                                      "longer kept; cannot roll back")
+                    raise DeployError(
+                        f"version {row['version']} of {row['kind']} {row['key']!r} is no "
+                        "longer kept; cannot roll back"
+                    )
                 v = vrow["path"]
-            plan.append((ItemResult(row["kind"], row["key"], "installed", version=row["version"],
-                                    path=row["path"], token=row["token"], source=row["source"],
-                                    version_path=v, spec=row["spec"]), v))
+            plan.append(
+                (
+                    ItemResult(
+                        row["kind"],
+                        row["key"],
+                        "installed",
+                        version=row["version"],
+                        path=row["path"],
+                        token=row["token"],
+                        source=row["source"],
+                        version_path=v,
+                        spec=row["spec"],
+                    ),
+                    v,
+                )
+            )
         keys = {(it.kind, it.key) for it, _ in plan}
         for row in state.q("SELECT * FROM installed"):
             if (row["kind"], row["key"]) not in keys and row["kind"] != "device":
-                plan.append((ItemResult(row["kind"], row["key"], "removed", path=row["destination"]), None))
+                plan.append(
+                    (ItemResult(row["kind"], row["key"], "removed", path=row["destination"]), None)
+                )
         with state.tx() as db:
-            cur = db.execute("INSERT INTO deployments(kind, group_name, group_file, group_json, status, "
-                             "on_failure, pid, started, message) VALUES ('rollback',?,?,?,?,?,?,?,?)",
-                             (target["group_name"], target["group_file"], target["group_json"],
-                              "InProgress", "rollback", os.getpid(), time.time(),
-                              f"rollback to deployment {target['id']}"))
+            cur = db.execute(
+                "INSERT INTO deployments(kind, group_name, group_file, group_json, status, "
+                "on_failure, pid, started, message) VALUES ('rollback',?,?,?,?,?,?,?,?)",
+                (
+                    target["group_name"],
+                    target["group_file"],
+                    target["group_json"],
+                    "InProgress",
+                    "rollback",
+                    os.getpid(),
+                    time.time(),
+                    f"rollback to deployment {target['id']}",
+                ),
+            )
             dep = int(cur.lastrowid or 0)
         d = _Deployer(s, Group(str(target["group_name"] or "")), "rollback", progress, 1, 0.0)
         d.dep = dep
@@ -704,14 +893,18 @@ def rollback(root: Optional[str] = None, *, wait_s: float = 0.0,
             for it, v in plan:
                 if it.outcome == "removed":
                     continue
-                db.execute("INSERT INTO installed(kind, key, destination, version, version_path, token, "
-                           "source, spec_json, deployment_id) VALUES (?,?,?,?,?,?,?,?,?)",
-                           (it.kind, it.key, it.path, it.version, v, it.token, it.source, it.spec, dep))
+                db.execute(
+                    "INSERT INTO installed(kind, key, destination, version, version_path, token, "
+                    "source, spec_json, deployment_id) VALUES (?,?,?,?,?,?,?,?,?)",
+                    (it.kind, it.key, it.path, it.version, v, it.token, it.source, it.spec, dep),
+                )
             for it, _ in plan:
                 d._record(db, it)
             db.execute("DELETE FROM journal WHERE deployment_id=?", (dep,))
-            db.execute("UPDATE deployments SET status='Success', applied=1, finished=? WHERE id=?",
-                       (time.time(), dep))
+            db.execute(
+                "UPDATE deployments SET status='Success', applied=1, finished=? WHERE id=?",
+                (time.time(), dep),
+            )
         # The group rolled back to is now also the one a further rollback returns from.
         _gc(state)
         return _load_deployment(state, dep)
@@ -746,26 +939,48 @@ def reset(root: Optional[str] = None, *, wait_s: float = 0.0) -> list[str]:
     finally:
         s.close()
     for n in ("state.db", "state.db-wal", "state.db-shm"):
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(os.path.join(r, n))
-        except FileNotFoundError:
-            pass
     removed.append(os.path.join(r, "state.db"))
     return removed
 
 
 # ----------------------------------------------------------------------------------- queries
 
+
 def _load_deployment(state: State, dep: int) -> Deployment:
     row = state.one("SELECT * FROM deployments WHERE id=?", dep)
     if row is None:
         raise DeployError(f"no deployment {dep}")
-    items = [ItemResult(r["kind"], r["key"], r["outcome"], r["version"], r["path"], r["source"],
-                        r["bytes"], r["attempts"], r["seconds"], r["message"] or "", r["token"])
-             for r in state.q("SELECT * FROM items WHERE deployment_id=? ORDER BY rowid", dep)]
-    return Deployment(int(row["id"]), row["kind"], row["group_name"], row["group_file"], row["status"],
-                      row["on_failure"], row["message"], row["started"], row["finished"],
-                      bool(row["applied"]), items)
+    items = [
+        ItemResult(
+            r["kind"],
+            r["key"],
+            r["outcome"],
+            r["version"],
+            r["path"],
+            r["source"],
+            r["bytes"],
+            r["attempts"],
+            r["seconds"],
+            r["message"] or "",
+            r["token"],
+        )
+        for r in state.q("SELECT * FROM items WHERE deployment_id=? ORDER BY rowid", dep)
+    ]
+    return Deployment(
+        int(row["id"]),
+        row["kind"],
+        row["group_name"],
+        row["group_file"],
+        row["status"],
+        row["on_failure"],
+        row["message"],
+        row["started"],
+        row["finished"],
+        bool(row["applied"]),
+        items,
+    )
 
 
 def _open_state(root: Optional[str]) -> Optional[State]:
@@ -781,8 +996,10 @@ def list_deployments(root: Optional[str] = None) -> list[Deployment]:
     if state is None:
         return []
     try:
-        return [_load_deployment(state, int(r["id"]))
-                for r in state.q("SELECT id FROM deployments ORDER BY id DESC")]
+        return [
+            _load_deployment(state, int(r["id"]))
+            for r in state.q("SELECT id FROM deployments ORDER BY id DESC")
+        ]
     finally:
         state.close()
 
@@ -791,7 +1008,9 @@ def get_deployment(dep: int, root: Optional[str] = None) -> Deployment:
     """One deployment by id."""
     state = _open_state(root)
     if state is None:
-        raise DeployError(f"no deployment {dep}: nothing has been deployed into {resolve_root(root)}")
+        raise DeployError(
+            f"no deployment {dep}: nothing has been deployed into {resolve_root(root)}"
+        )
     try:
         return _load_deployment(state, dep)
     finally:

@@ -3,6 +3,7 @@ request after a dropped connection, bounded retries with exponential backoff."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import time
@@ -32,9 +33,17 @@ class _DigestMismatch(Exception):
     pass
 
 
-def fetch(source: Source, info: SourceInfo, part_path: str, *, sha256: Optional[str] = None,
-          attempts: int = 5, backoff_s: float = 0.2, progress: Optional[ProgressFn] = None,
-          chunk_size: int = 1 << 20) -> FetchResult:
+def fetch(
+    source: Source,
+    info: SourceInfo,
+    part_path: str,
+    *,
+    sha256: Optional[str] = None,
+    attempts: int = 5,
+    backoff_s: float = 0.2,
+    progress: Optional[ProgressFn] = None,
+    chunk_size: int = 1 << 20,
+) -> FetchResult:
     """Download ``info`` into ``part_path``, resuming a partial file left there.
 
     The expected digests are ``sha256`` (from the group), the source's own SHA-256 (a file's) and
@@ -77,27 +86,32 @@ def fetch(source: Source, info: SourceInfo, part_path: str, *, sha256: Optional[
                         done += len(chunk)
                         downloaded += len(chunk)
                         if info.size is not None and done > info.size:
-                            raise _DigestMismatch(f"received {done} bytes, more than the {info.size} "
-                                                  "the source announced")
+                            raise _DigestMismatch(
+                                f"received {done} bytes, more than the {info.size} "
+                                "the source announced"
+                            )
                         if progress is not None:
                             progress(done, info.size)
             if info.size is not None and done != info.size:
-                raise SourceError(f"{info.location}: the stream ended at {done} of {info.size} bytes",
-                                  transient=True)
+                raise SourceError(
+                    f"{info.location}: the stream ended at {done} of {info.size} bytes",
+                    transient=True,
+                )
             got_sha = h_sha.hexdigest() if h_sha is not None else None
             if want_sha and got_sha != want_sha:
-                raise _DigestMismatch(f"sha256 mismatch for {info.location}: expected {want_sha}, "
-                                      f"got {got_sha}")
+                raise _DigestMismatch(
+                    f"sha256 mismatch for {info.location}: expected {want_sha}, got {got_sha}"
+                )
             if h_md5 is not None and h_md5.hexdigest() != info.md5:
-                raise _DigestMismatch(f"MD5 mismatch for {info.location}: the ETag says {info.md5}, "
-                                      f"the bytes hash to {h_md5.hexdigest()}")
+                raise _DigestMismatch(
+                    f"MD5 mismatch for {info.location}: the ETag says {info.md5}, "
+                    f"the bytes hash to {h_md5.hexdigest()}"
+                )
             return FetchResult(part_path, done, downloaded, attempt, resumed, got_sha)
         except _DigestMismatch as exc:
             last = str(exc)
-            try:
+            with contextlib.suppress(FileNotFoundError):
                 os.unlink(part_path)
-            except FileNotFoundError:
-                pass
         except SourceError as exc:
             if not exc.transient:
                 raise DeployError(str(exc)) from None

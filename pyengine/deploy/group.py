@@ -23,9 +23,28 @@ BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 PACKAGE_EXTS = (".tar.gz", ".tgz", ".zip")
 PERMISSIONS = ("ro", "rw")
 #: Destinations inside these need root (or are the system itself).
-SYSTEM_DIRS = ("/bin", "/boot", "/dev", "/etc", "/lib", "/lib32", "/lib64", "/libx32", "/proc",
-               "/sbin", "/sys", "/usr", "/run", "/var/run", "/var/lock", "/var/lib/dpkg",
-               "/var/lib/apt", "/var/cache", "/var/log", "/snap")
+SYSTEM_DIRS = (
+    "/bin",
+    "/boot",
+    "/dev",
+    "/etc",
+    "/lib",
+    "/lib32",
+    "/lib64",
+    "/libx32",
+    "/proc",
+    "/sbin",
+    "/sys",
+    "/usr",
+    "/run",
+    "/var/run",
+    "/var/lock",
+    "/var/lib/dpkg",
+    "/var/lib/apt",
+    "/var/cache",
+    "/var/log",
+    "/snap",
+)
 #: Destinations equal to these would replace a top-level directory.
 TOP_DIRS = ("/", "/home", "/tmp", "/var", "/var/lib", "/srv", "/opt", "/mnt", "/media", "/root")
 _ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}|\$([A-Za-z_][A-Za-z0-9_]*)")
@@ -69,7 +88,7 @@ class Resource:
 
     @property
     def kind(self) -> str:
-        """"model" or "device"."""
+        """ "model" or "device"."""
         return "model" if self.model is not None else "device"
 
     @property
@@ -137,10 +156,20 @@ class Group:
                 model = ModelSpec(**{**m, "owner": Owner(**o) if o else None})
             dev = DeviceSpec(**r["device"]) if r.get("device") else None
             res.append(Resource(r["id"], r["name"], model, dev))
-        funcs = [Function(**{**f, "resources": tuple(FunctionResource(**x) for x in f.get("resources", []))})
-                 for f in d.get("functions", [])]
-        return Group(d["name"], tuple(res), tuple(funcs), AwsSettings(**d.get("s3", {})),
-                     AwsSettings(**d.get("sagemaker", {})), d.get("path", ""))
+        funcs = [
+            Function(
+                **{**f, "resources": tuple(FunctionResource(**x) for x in f.get("resources", []))}
+            )
+            for f in d.get("functions", [])
+        ]
+        return Group(
+            d["name"],
+            tuple(res),
+            tuple(funcs),
+            AwsSettings(**d.get("s3", {})),
+            AwsSettings(**d.get("sagemaker", {})),
+            d.get("path", ""),
+        )
 
 
 def read_group_file(path: str) -> dict[str, Any]:
@@ -159,8 +188,13 @@ def read_group_file(path: str) -> dict[str, Any]:
         try:
             import yaml
         except ImportError:
-            raise GroupError(path, ["YAML group files need PyYAML: pip install 'pyengine[yaml]' "
-                                    "(or write the group as JSON)"]) from None
+            raise GroupError(
+                path,
+                [
+                    "YAML group files need PyYAML: pip install 'pyengine[yaml]' "
+                    "(or write the group as JSON)"
+                ],
+            ) from None
         try:
             data = yaml.safe_load(text)
         except yaml.YAMLError as exc:
@@ -184,14 +218,18 @@ class _Checker:
     def bad(self, where: str, msg: str) -> None:
         self.problems.append(f"{where}: {msg}")
 
-    def mapping(self, where: str, v: Any, allowed: tuple[str, ...], required: tuple[str, ...] = ()) -> dict:
+    def mapping(
+        self, where: str, v: Any, allowed: tuple[str, ...], required: tuple[str, ...] = ()
+    ) -> dict:
         if not isinstance(v, dict):
             self.bad(where, f"expected a mapping with {', '.join(required or allowed)}, got {v!r}")
             return {}
         for k in v:
             if k not in allowed:
-                self.bad(f"{where}.{k}" if where else str(k),
-                         f"unknown field {k!r}; expected one of {', '.join(allowed)}")
+                self.bad(
+                    f"{where}.{k}" if where else str(k),
+                    f"unknown field {k!r}; expected one of {', '.join(allowed)}",
+                )
         for k in required:
             if k not in v or v[k] is None:
                 self.bad(f"{where}.{k}" if where else k, "required field is missing")
@@ -234,13 +272,20 @@ class _Checker:
         return v
 
 
-def _check_bucket(c: _Checker, where: str, bucket: str) -> None:
+def _check_bucket(c: _Checker, where: str, bucket: str, raw: str) -> None:
     if "." in bucket:
-        c.bad(where, f"bucket {bucket!r} contains a period; virtual-hosted-style HTTPS breaks on such "
-                     "names (the certificate does not match), so use a bucket without periods")
+        c.bad(
+            where,
+            f"{raw!r}: bucket {bucket!r} contains a period; virtual-hosted-style HTTPS breaks "
+            "on such "
+            "names (the certificate does not match), so use a bucket without periods",
+        )
     elif not BUCKET_RE.match(bucket):
-        c.bad(where, f"bucket {bucket!r} is not a valid S3 bucket name (3-63 lowercase letters, "
-                     "digits and hyphens, starting and ending with a letter or digit)")
+        c.bad(
+            where,
+            f"{raw!r}: bucket {bucket!r} is not a valid S3 bucket name (3-63 lowercase letters, "
+            "digits and hyphens, starting and ending with a letter or digit)",
+        )
 
 
 def _check_source(c: _Checker, where: str, raw: Any) -> str:
@@ -251,10 +296,13 @@ def _check_source(c: _Checker, where: str, raw: Any) -> str:
     if "://" not in src:  # a plain path: relative to the group file's directory
         src = "file://" + os.path.normpath(os.path.join(c.base_dir, src))
     if src.startswith("file://"):
-        path = src[len("file://"):]
+        path = src[len("file://") :]
         if not os.path.isabs(path):
-            c.bad(where, f"{raw!r}: file:// sources need an absolute path (file:///abs/path); "
-                         "write a plain relative path to resolve it against the group file's directory")
+            c.bad(
+                where,
+                f"{raw!r}: file:// sources need an absolute path (file:///abs/path); "
+                "write a plain relative path to resolve it against the group file's directory",
+            )
         elif not path.endswith(PACKAGE_EXTS):
             c.bad(where, f"{raw!r}: packages must be .tar.gz, .tgz or .zip")
     elif src.startswith("s3://"):
@@ -262,7 +310,7 @@ def _check_source(c: _Checker, where: str, raw: Any) -> str:
         if not bucket or not key:
             c.bad(where, f"{raw!r} must be s3://BUCKET/KEY")
         else:
-            _check_bucket(c, where, bucket)
+            _check_bucket(c, where, bucket, str(raw))
             if not key.endswith(PACKAGE_EXTS):
                 c.bad(where, f"{raw!r}: packages must be .tar.gz, .tgz or .zip")
     elif src.startswith("sagemaker://"):
@@ -271,7 +319,7 @@ def _check_source(c: _Checker, where: str, raw: Any) -> str:
         try:
             training_job_name(src)
         except ValueError as exc:
-            c.bad(where, str(exc))
+            c.bad(where, f"{raw!r}: {exc}")
     else:
         c.bad(where, f"{raw!r}: unsupported source; expected file://, s3:// or sagemaker://")
     return src
@@ -293,8 +341,11 @@ def _check_destination(c: _Checker, where: str, raw: Any) -> str:
         dest = "/" + dest.lstrip("/")
     for d in SYSTEM_DIRS:
         if dest == d or dest.startswith(d + "/"):
-            c.bad(where, f"{raw!r} is inside {d}, a system directory that needs root; "
-                         "choose a directory such as /srv/models/NAME")
+            c.bad(
+                where,
+                f"{raw!r} is inside {d}, a system directory that needs root; "
+                "choose a directory such as /srv/models/NAME",
+            )
             return dest
     if re.match(r"^/lib[^/]*(/|$)", dest):
         c.bad(where, f"{raw!r} is inside a system library directory; choose another directory")
@@ -329,13 +380,22 @@ def _check_owner(c: _Checker, where: str, raw: Any) -> Optional[Owner]:
 
 
 def _check_model(c: _Checker, where: str, raw: Any) -> Optional[ModelSpec]:
-    m = c.mapping(where, raw, ("source", "destination", "owner", "sha256", "max_unpacked_mb", "max_files"),
-                  ("source", "destination"))
+    m = c.mapping(
+        where,
+        raw,
+        ("source", "destination", "owner", "sha256", "max_unpacked_mb", "max_files"),
+        ("source", "destination"),
+    )
     if not m:
         return None
-    src = _check_source(c, f"{where}.source", m.get("source")) if m.get("source") is not None else ""
-    dest = _check_destination(c, f"{where}.destination", m.get("destination")) \
-        if m.get("destination") is not None else ""
+    src = (
+        _check_source(c, f"{where}.source", m.get("source")) if m.get("source") is not None else ""
+    )
+    dest = (
+        _check_destination(c, f"{where}.destination", m.get("destination"))
+        if m.get("destination") is not None
+        else ""
+    )
     owner = _check_owner(c, f"{where}.owner", m.get("owner"))
     sha = m.get("sha256")
     if sha is not None:
@@ -345,9 +405,15 @@ def _check_model(c: _Checker, where: str, raw: Any) -> Optional[ModelSpec]:
         else:
             sha = sha.lower()
     cap = m.get("max_unpacked_mb")
-    cap_b = int(c.number(f"{where}.max_unpacked_mb", cap, 1, 2**40) * 2**20) if cap is not None else None
+    cap_b = (
+        int(c.number(f"{where}.max_unpacked_mb", cap, 1, 2**40) * 2**20)
+        if cap is not None
+        else None
+    )
     mf = m.get("max_files")
-    files = int(c.number(f"{where}.max_files", mf, 1, 10**8, integer=True)) if mf is not None else None
+    files = (
+        int(c.number(f"{where}.max_files", mf, 1, 10**8, integer=True)) if mf is not None else None
+    )
     return ModelSpec(src, dest, owner, sha, cap_b, files)
 
 
@@ -357,8 +423,13 @@ def _check_device(c: _Checker, where: str, raw: Any) -> Optional[DeviceSpec]:
     if p is None:
         return None
     path = c.string(f"{where}.path", p)
-    if path and (not path.startswith("/dev/") or ".." in path.split("/") or os.path.normpath(path) != path):
-        c.bad(f"{where}.path", f"{p!r}: device resources must be character or block devices under /dev")
+    if path and (
+        not path.startswith("/dev/") or ".." in path.split("/") or os.path.normpath(path) != path
+    ):
+        c.bad(
+            f"{where}.path",
+            f"{p!r}: device resources must be character or block devices under /dev",
+        )
     return DeviceSpec(path)
 
 
@@ -375,8 +446,10 @@ def validate_group(data: dict[str, Any], path: str = "<group>") -> Group:
             c.bad(f"{svc}.endpoint_url", f"{ep!r} must be an http:// or https:// URL")
         if region is not None and not isinstance(region, str):
             c.bad(f"{svc}.region", f"{region!r} must be a region name such as us-east-1")
-        aws[svc] = AwsSettings(c.expand(f"{svc}.endpoint_url", ep) if isinstance(ep, str) else None,
-                               region if isinstance(region, str) else None)
+        aws[svc] = AwsSettings(
+            c.expand(f"{svc}.endpoint_url", ep) if isinstance(ep, str) else None,
+            region if isinstance(region, str) else None,
+        )
 
     resources: list[Resource] = []
     raw_res = top.get("resources") or []
@@ -404,14 +477,22 @@ def validate_group(data: dict[str, Any], path: str = "<group>") -> Group:
             continue
         resources.append(Resource(rid, rname, model, dev))
 
-    dests = [(r.model.destination, i) for i, r in enumerate(resources) if r.model and r.model.destination]
+    dests = [
+        (r.model.destination, i) for i, r in enumerate(resources) if r.model and r.model.destination
+    ]
     for a, ia in dests:
         for b, ib in dests:
-            if ia < ib and (a == b or b.startswith(a.rstrip("/") + "/") or a.startswith(b.rstrip("/") + "/")):
-                rel = "the same as" if a == b else ("inside" if a.startswith(b + "/") else "contains")
-                c.bad(f"resources[{ib}].model.destination",
-                      f"{b!r} overlaps resources[{ia}] ({a!r}: {rel}); each resource needs its own "
-                      "directory, not nested in another's")
+            if ia < ib and (
+                a == b or b.startswith(a.rstrip("/") + "/") or a.startswith(b.rstrip("/") + "/")
+            ):
+                rel = (
+                    "the same as" if a == b else ("inside" if a.startswith(b + "/") else "contains")
+                )
+                c.bad(
+                    f"resources[{ib}].model.destination",
+                    f"{b!r} overlaps resources[{ia}] ({a!r}: {rel}); each resource needs its own "
+                    "directory, not nested in another's",
+                )
 
     functions: list[Function] = []
     raw_fn = top.get("functions") or []
@@ -422,8 +503,21 @@ def validate_group(data: dict[str, Any], path: str = "<group>") -> Group:
     by_id = {r.id: r for r in resources}
     for i, f in enumerate(raw_fn):
         where = f"functions[{i}]"
-        m = c.mapping(where, f, ("name", "handler", "code", "pinned", "timeout_s", "memory_mb",
-                                 "environment", "resources"), ("name", "handler", "code"))
+        m = c.mapping(
+            where,
+            f,
+            (
+                "name",
+                "handler",
+                "code",
+                "pinned",
+                "timeout_s",
+                "memory_mb",
+                "environment",
+                "resources",
+            ),
+            ("name", "handler", "code"),
+        )
         if not m:
             continue
         fname = c.ident(f"{where}.name", m.get("name")) if m.get("name") is not None else ""
@@ -432,7 +526,10 @@ def validate_group(data: dict[str, Any], path: str = "<group>") -> Group:
         fnames.add(fname)
         handler = m.get("handler")
         if handler is not None and (not isinstance(handler, str) or not HANDLER_RE.match(handler)):
-            c.bad(f"{where}.handler", f"{handler!r} must be module.function (e.g. classify.function_handler)")
+            c.bad(
+                f"{where}.handler",
+                f"{handler!r} must be module.function (e.g. classify.function_handler)",
+            )
             handler = None
         code = ""
         if m.get("code") is not None:
@@ -443,8 +540,10 @@ def validate_group(data: dict[str, Any], path: str = "<group>") -> Group:
                     c.bad(f"{where}.code", f"{m['code']!r} ({code}) is not a directory")
                 elif handler:
                     mod = handler.rsplit(".", 1)[0].replace(".", "/")
-                    if not (os.path.isfile(os.path.join(code, mod + ".py"))
-                            or os.path.isfile(os.path.join(code, mod, "__init__.py"))):
+                    if not (
+                        os.path.isfile(os.path.join(code, mod + ".py"))
+                        or os.path.isfile(os.path.join(code, mod, "__init__.py"))
+                    ):
                         c.bad(f"{where}.handler", f"{handler!r}: no {mod}.py in {code}")
         pinned = m.get("pinned", False)
         if not isinstance(pinned, bool):
@@ -455,7 +554,10 @@ def validate_group(data: dict[str, Any], path: str = "<group>") -> Group:
         if not isinstance(env, dict) or not all(isinstance(k, str) for k in env):
             c.bad(f"{where}.environment", f"{env!r} must be a mapping of names to values")
             env = {}
-        env = {k: "" if v is None else str(v).lower() if isinstance(v, bool) else str(v) for k, v in env.items()}
+        env = {
+            k: "" if v is None else str(v).lower() if isinstance(v, bool) else str(v)
+            for k, v in env.items()
+        }
         frs: list[FunctionResource] = []
         raw_fr = m.get("resources") or []
         if not isinstance(raw_fr, list):
@@ -466,21 +568,36 @@ def validate_group(data: dict[str, Any], path: str = "<group>") -> Group:
             fm = c.mapping(w, fr, ("id", "permission"), ("id",))
             if not fm:
                 continue
-            rid = fm.get("id")
+            fr_id = fm.get("id")
             perm = c.permission(f"{w}.permission", fm.get("permission", "ro"))
-            if rid not in by_id:
-                c.bad(f"{w}.id", f"{rid!r} is not the id of any resource in the group "
-                                 f"(known: {', '.join(sorted(by_id)) or 'none'})")
+            if fr_id not in by_id:
+                c.bad(
+                    f"{w}.id",
+                    f"{fr_id!r} is not the id of any resource in the group "
+                    f"(known: {', '.join(sorted(by_id)) or 'none'})",
+                )
                 continue
-            res = by_id[str(rid)]
+            res = by_id[str(fr_id)]
             if perm == "rw" and res.max_permission == "ro":
-                c.bad(f"{w}.permission",
-                      f"'rw' is more than resource {rid!r} allows: its owner setting is "
-                      f"{'ro' if res.model and res.model.owner else 'absent (read-only)'}; set "
-                      "model.owner.permission to rw or grant ro")
-            frs.append(FunctionResource(str(rid), perm))
-        functions.append(Function(fname, str(handler or ""), code, bool(pinned), float(timeout),
-                                  int(memory), env, tuple(frs)))
+                c.bad(
+                    f"{w}.permission",
+                    f"'rw' is more than resource {fr_id!r} allows: its owner setting is "
+                    f"{'ro' if res.model and res.model.owner else 'absent (read-only)'}; set "
+                    "model.owner.permission to rw or grant ro",
+                )
+            frs.append(FunctionResource(str(fr_id), perm))
+        functions.append(
+            Function(
+                fname,
+                str(handler or ""),
+                code,
+                bool(pinned),
+                float(timeout),
+                int(memory),
+                env,
+                tuple(frs),
+            )
+        )
 
     if c.problems:
         raise GroupError(path, c.problems)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from typing import Optional
 
@@ -75,8 +74,10 @@ class DeployedGroup:
         try:
             return self.resources[rid].path
         except KeyError:
-            raise KeyError(f"no resource {rid!r} is deployed (deployed: "
-                           f"{', '.join(sorted(self.resources)) or 'none'})") from None
+            raise KeyError(
+                f"no resource {rid!r} is deployed (deployed: "
+                f"{', '.join(sorted(self.resources)) or 'none'})"
+            ) from None
 
 
 def current(root: Optional[str] = None, *, cleanup: bool = True) -> Optional[DeployedGroup]:
@@ -101,16 +102,34 @@ def current(root: Optional[str] = None, *, cleanup: bool = True) -> Optional[Dep
                 continue  # failed and kept nothing (--on-failure=keep on a first deploy)
             owner = r.model.owner if r.model else None
             resources[r.id] = InstalledResource(
-                r.id, r.name, r.kind, row["destination"], row["version"], row["version_path"],
-                r.max_permission, owner.group if owner else None, int(row["deployment_id"]), row["source"])
+                r.id,
+                r.name,
+                r.kind,
+                row["destination"],
+                row["version"],
+                row["version_path"],
+                r.max_permission,
+                owner.group if owner else None,
+                int(row["deployment_id"]),
+                row["source"],
+            )
         functions: dict[str, InstalledFunction] = {}
         for f in group.functions:
             row = rows.get(("function", f.name))
             if row is None:
                 continue
             functions[f.name] = InstalledFunction(
-                f.name, f.handler, row["version_path"] or row["destination"], row["destination"],
-                row["version"], f.pinned, f.timeout_s, f.memory_mb, dict(f.environment), f.resources)
+                f.name,
+                f.handler,
+                row["version_path"] or row["destination"],
+                row["destination"],
+                row["version"],
+                f.pinned,
+                f.timeout_s,
+                f.memory_mb,
+                dict(f.environment),
+                f.resources,
+            )
         return DeployedGroup(state.root, int(dep["id"]), group.name, group, resources, functions)
     finally:
         state.close()
@@ -123,9 +142,12 @@ def list_installed(root: Optional[str] = None) -> list[dict]:
     if state is None:
         return []
     try:
-        return [dict(r) for r in state.q("SELECT kind, key, destination, version, version_path, token, "
-                                         "source, deployment_id FROM installed ORDER BY kind, key")]
+        return [
+            dict(r)
+            for r in state.q(
+                "SELECT kind, key, destination, version, version_path, token, "
+                "source, deployment_id FROM installed ORDER BY kind, key"
+            )
+        ]
     finally:
         state.close()
-
-

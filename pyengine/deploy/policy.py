@@ -24,14 +24,30 @@ def group_policy(group: Group) -> dict:
     statements: list[dict] = []
     buckets = group_buckets(group)
     if buckets:
-        statements.append({"Sid": "PyengineDeployGetObject", "Effect": "Allow", "Action": ["s3:GetObject"],
-                           "Resource": [f"arn:aws:s3:::{b}/*" for b in buckets]})
-    jobs = sorted({training_job_name(r.model.source) for r in group.resources
-                   if r.model and r.model.source.startswith("sagemaker://")})
+        statements.append(
+            {
+                "Sid": "PyengineDeployGetObject",
+                "Effect": "Allow",
+                "Action": ["s3:GetObject"],
+                "Resource": [f"arn:aws:s3:::{b}/*" for b in buckets],
+            }
+        )
+    jobs = sorted(
+        {
+            training_job_name(r.model.source)
+            for r in group.resources
+            if r.model and r.model.source.startswith("sagemaker://")
+        }
+    )
     if jobs:
-        statements.append({"Sid": "PyengineDeployDescribeTrainingJob", "Effect": "Allow",
-                           "Action": ["sagemaker:DescribeTrainingJob"],
-                           "Resource": [f"arn:aws:sagemaker:*:*:training-job/{j}" for j in jobs]})
+        statements.append(
+            {
+                "Sid": "PyengineDeployDescribeTrainingJob",
+                "Effect": "Allow",
+                "Action": ["sagemaker:DescribeTrainingJob"],
+                "Resource": [f"arn:aws:sagemaker:*:*:training-job/{j}" for j in jobs],
+            }
+        )
     return {"Version": "2012-10-17", "Statement": statements}
 
 

@@ -8,7 +8,7 @@ import json
 import os
 import sqlite3
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any, Iterator, Optional
 
 from pyengine.deploy.errors import DeployBusyError
@@ -126,11 +126,28 @@ class State:
         with self.tx():
             return int(self.db.execute(sql, args).lastrowid or 0)
 
-    def journal(self, dep: int, op: str, kind: str, key: str, path: str, target: Optional[str],
-                previous: Optional[str]) -> int:
+    def journal(
+        self,
+        dep: int,
+        op: str,
+        kind: str,
+        key: str,
+        path: str,
+        target: Optional[str],
+        previous: Optional[str],
+    ) -> int:
         """Record an intended filesystem change before making it (durable on return)."""
-        return self.x("INSERT INTO journal(deployment_id, op, kind, key, path, target, previous) "
-                      "VALUES (?,?,?,?,?,?,?)", dep, op, kind, key, path, target, previous)
+        return self.x(
+            "INSERT INTO journal(deployment_id, op, kind, key, path, target, previous) "
+            "VALUES (?,?,?,?,?,?,?)",
+            dep,
+            op,
+            kind,
+            key,
+            path,
+            target,
+            previous,
+        )
 
     def add_store(self, path: str) -> None:
         """Remember a version store directory (for cleanup and reset)."""
@@ -175,16 +192,18 @@ class RootLock:
                 )
             time.sleep(0.05)
         os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{what} by pid {os.getpid()} since {time.strftime('%Y-%m-%d %H:%M:%S')}".encode(), 0)
+        os.pwrite(
+            fd,
+            f"{what} by pid {os.getpid()} since {time.strftime('%Y-%m-%d %H:%M:%S')}".encode(),
+            0,
+        )
         self.fd = fd
 
     def release(self) -> None:
         """Release the lock."""
         if self.fd >= 0:
-            try:
+            with suppress(OSError):
                 os.ftruncate(self.fd, 0)
-            except OSError:
-                pass
             os.close(self.fd)
             self.fd = -1
 

@@ -41,14 +41,17 @@ def default_max_bytes(package_size: int) -> int:
 
 
 def package_format(path: str, name: Optional[str] = None) -> str:
-    """"tar.gz" or "zip" from the name, checked against the first bytes of the file."""
+    """ "tar.gz" or "zip" from the name, checked against the first bytes of the file."""
     name = name or path
     with open(path, "rb") as f:
         head = f.read(512)
-    declared = "zip" if name.endswith(".zip") else "tar.gz" if name.endswith((".tar.gz", ".tgz")) else ""
+    declared = (
+        "zip" if name.endswith(".zip") else "tar.gz" if name.endswith((".tar.gz", ".tgz")) else ""
+    )
     if not declared:
-        raise UnpackError(f"{os.path.basename(name)!r} is not a supported package: expected .tar.gz, "
-                          ".tgz or .zip")
+        raise UnpackError(
+            f"{os.path.basename(name)!r} is not a supported package: expected .tar.gz, .tgz or .zip"
+        )
     if not head:
         raise UnpackError(f"the package {os.path.basename(name)!r} is empty (0 bytes)")
     actual = "tar.gz" if head[:2] == b"\x1f\x8b" else "zip" if head[:2] == b"PK" else ""
@@ -67,8 +70,10 @@ def package_format(path: str, name: Optional[str] = None) -> str:
         looks = "an uncompressed tar, which is not supported"
     else:
         looks = f"an unknown format (first bytes {head[:8].hex()})"
-    raise UnpackError(f"{os.path.basename(name)!r} should be a {declared} package but its content is "
-                      f"{looks}; expected a gzip-compressed tar (.tar.gz/.tgz) or a zip")
+    raise UnpackError(
+        f"{os.path.basename(name)!r} should be a {declared} package but its content is "
+        f"{looks}; expected a gzip-compressed tar (.tar.gz/.tgz) or a zip"
+    )
 
 
 class _Writer:
@@ -85,7 +90,9 @@ class _Writer:
     def clean(self, name: str, what: str = "entry") -> str:
         n = name
         if n.startswith("/") or (len(n) > 1 and n[1] == ":" and n[0].isalpha()):
-            raise UnpackError(f"{what} {name!r} has an absolute path; packages must hold relative paths")
+            raise UnpackError(
+                f"{what} {name!r} has an absolute path; packages must hold relative paths"
+            )
         parts = [p for p in n.split("/") if p not in ("", ".")]
         if ".." in parts:
             raise UnpackError(f"{what} {name!r} contains '..' (path traversal); refused")
@@ -105,8 +112,9 @@ class _Writer:
                 self.kinds[acc] = "dir"
                 self.stats.dirs += 1
             elif kind != "dir":
-                raise UnpackError(f"entry {rel!r} would be written through {acc!r}, which is a {kind}; "
-                                  "refused")
+                raise UnpackError(
+                    f"entry {rel!r} would be written through {acc!r}, which is a {kind}; refused"
+                )
         return os.path.join(self.root, rel)
 
     def _count(self, rel: str, kind: str) -> None:
@@ -115,15 +123,18 @@ class _Writer:
                 return
             raise UnpackError(f"entry {rel!r} appears twice in the package; refused")
         if self.stats.files + self.stats.links + self.stats.dirs + 1 > self.max_files:
-            raise UnpackError(f"the package holds more than {self.max_files} entries (the limit); "
-                              "raise model.max_files if that is intended")
+            raise UnpackError(
+                f"the package holds more than {self.max_files} entries (the limit); "
+                "raise model.max_files if that is intended"
+            )
 
     def _reserve(self, rel: str, size: int) -> None:
         if self.stats.bytes + size > self.max_bytes:
             raise UnpackError(
                 f"entry {rel!r} ({size} bytes) would bring the unpacked size past the limit of "
                 f"{self.max_bytes} bytes — a decompression bomb, or a package bigger than allowed "
-                "(raise model.max_unpacked_mb if it is genuine)")
+                "(raise model.max_unpacked_mb if it is genuine)"
+            )
 
     def mkdir(self, name: str) -> None:
         rel = self.clean(name)
@@ -144,7 +155,9 @@ class _Writer:
         self._count(rel, "file")
         self._reserve(rel, size)
         path = self._parent(rel)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        fd = os.open(
+            path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600
+        )
         self.kinds[rel] = "file"
         self.stats.files += 1
         written = 0
@@ -158,8 +171,10 @@ class _Writer:
                     self._reserve(rel, written - size if written > size else 0)
                     out.write(b)
             if written != size:
-                raise UnpackError(f"entry {rel!r} holds {written} bytes but its header says {size}; "
-                                  "the package is damaged")
+                raise UnpackError(
+                    f"entry {rel!r} holds {written} bytes but its header says {size}; "
+                    "the package is damaged"
+                )
             os.fchmod(fd, 0o755 if mode & 0o111 else 0o644)
             if mtime is not None:
                 os.utime(fd, (mtime, mtime))
@@ -174,11 +189,15 @@ class _Writer:
         if not rel:
             raise UnpackError(f"link entry {name!r} has an empty path")
         if not target or target.startswith("/"):
-            raise UnpackError(f"symbolic link {rel!r} -> {target!r} points to an absolute path, outside "
-                              "the package; refused")
+            raise UnpackError(
+                f"symbolic link {rel!r} -> {target!r} points to an absolute path, outside "
+                "the package; refused"
+            )
         resolved = os.path.normpath(os.path.join(os.path.dirname(rel), target))
         if resolved == ".." or resolved.startswith("../"):
-            raise UnpackError(f"symbolic link {rel!r} -> {target!r} points outside the package; refused")
+            raise UnpackError(
+                f"symbolic link {rel!r} -> {target!r} points outside the package; refused"
+            )
         self._count(rel, "link")
         path = self._parent(rel)
         os.symlink(target, path)
@@ -194,10 +213,14 @@ class _Writer:
                 continue
             real = os.path.realpath(os.path.join(self.root, rel))
             if real != real_root and not real.startswith(real_root + "/"):
-                raise UnpackError(f"symbolic link {rel!r} resolves outside the package (through other "
-                                  "links); refused")
+                raise UnpackError(
+                    f"symbolic link {rel!r} resolves outside the package (through other "
+                    "links); refused"
+                )
         if self.do_fsync:
-            for rel in sorted((r for r, k in self.kinds.items() if k == "dir"), key=len, reverse=True):
+            for rel in sorted(
+                (r for r, k in self.kinds.items() if k == "dir"), key=len, reverse=True
+            ):
                 fsync_dir(os.path.join(self.root, rel) if rel else self.root)
         return self.stats
 
@@ -213,7 +236,9 @@ def fsync_dir(path: str) -> None:
 
 def _unpack_tar(path: str, w: _Writer) -> None:
     try:
-        with tarfile.open(path, mode="r|gz", bufsize=_BUF) as tf:
+        # "r:gz" (gzip.GzipFile) bounds each decompression step; the "r|gz" stream mode inflates a
+        # whole compressed buffer at once, which a bomb turns into gigabytes of memory.
+        with tarfile.open(path, mode="r:gz") as tf:
             for m in tf:
                 if m.isreg():
                     src = tf.extractfile(m)
@@ -224,7 +249,9 @@ def _unpack_tar(path: str, w: _Writer) -> None:
                 elif m.issym():
                     w.symlink(m.name, m.linkname)
                 elif m.islnk():
-                    raise UnpackError(f"hard link {m.name!r} -> {m.linkname!r}: hard links are refused")
+                    raise UnpackError(
+                        f"hard link {m.name!r} -> {m.linkname!r}: hard links are refused"
+                    )
                 elif m.ischr() or m.isblk():
                     raise UnpackError(f"device node {m.name!r}: packages may not hold devices")
                 elif m.isfifo():
@@ -236,7 +263,9 @@ def _unpack_tar(path: str, w: _Writer) -> None:
     except (tarfile.TarError, EOFError, zlib.error, OSError) as exc:
         if isinstance(exc, OSError) and not isinstance(exc, (EOFError,)) and exc.errno is not None:
             raise  # a local I/O failure (disk full), not a damaged package
-        raise UnpackError(f"the package is damaged or truncated (not a complete .tar.gz): {exc}") from None
+        raise UnpackError(
+            f"the package is damaged or truncated (not a complete .tar.gz): {exc}"
+        ) from None
 
 
 def _unpack_zip(path: str, w: _Writer) -> None:
@@ -246,43 +275,70 @@ def _unpack_zip(path: str, w: _Writer) -> None:
             if not infos:
                 raise UnpackError("the package is an empty zip (no entries)")
             if len(infos) > w.max_files:
-                raise UnpackError(f"the package holds {len(infos)} entries, more than the limit of "
-                                  f"{w.max_files}; raise model.max_files if that is intended")
+                raise UnpackError(
+                    f"the package holds {len(infos)} entries, more than the limit of "
+                    f"{w.max_files}; raise model.max_files if that is intended"
+                )
             total = sum(i.file_size for i in infos)
             if total > w.max_bytes:
-                raise UnpackError(f"the package would unpack to {total} bytes, past the limit of "
-                                  f"{w.max_bytes} bytes — a decompression bomb, or a package bigger "
-                                  "than allowed (raise model.max_unpacked_mb if it is genuine)")
+                raise UnpackError(
+                    f"the package would unpack to {total} bytes, past the limit of "
+                    f"{w.max_bytes} bytes — a decompression bomb, or a package bigger "
+                    "than allowed (raise model.max_unpacked_mb if it is genuine)"
+                )
             for info in infos:
                 mode = (info.external_attr >> 16) & 0xFFFF if info.create_system == 3 else 0
+                if not stat.S_IFMT(mode):
+                    mode = 0  # permission bits without a type: a plain file (Python's writestr)
                 if info.flag_bits & 0x1:
-                    raise UnpackError(f"entry {info.filename!r} is encrypted; encrypted zips are refused")
+                    raise UnpackError(
+                        f"entry {info.filename!r} is encrypted; encrypted zips are refused"
+                    )
                 if mode and stat.S_ISLNK(mode):
                     if info.file_size > 4096:
-                        raise UnpackError(f"symbolic link {info.filename!r} has a {info.file_size}-byte target")
+                        raise UnpackError(
+                            f"symbolic link {info.filename!r} has a {info.file_size}-byte target"
+                        )
                     target = zf.read(info).decode("utf-8", "surrogateescape")
                     w.symlink(info.filename, target)
                 elif info.is_dir():
                     w.mkdir(info.filename)
                 elif mode and (stat.S_ISCHR(mode) or stat.S_ISBLK(mode)):
-                    raise UnpackError(f"device node {info.filename!r}: packages may not hold devices")
+                    raise UnpackError(
+                        f"device node {info.filename!r}: packages may not hold devices"
+                    )
                 elif mode and stat.S_ISFIFO(mode):
                     raise UnpackError(f"FIFO {info.filename!r}: packages may not hold named pipes")
                 elif mode and not stat.S_ISREG(mode):
-                    raise UnpackError(f"entry {info.filename!r} has an unsupported file type {oct(mode)}")
+                    raise UnpackError(
+                        f"entry {info.filename!r} has an unsupported file type {oct(mode)}"
+                    )
                 else:
                     mt = None
                     with zf.open(info) as src:
                         w.file(info.filename, info.file_size, src, mode, mt)
     except UnpackError:
         raise
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, zlib.error, NotImplementedError,
-            RuntimeError) as exc:
+    except (
+        zipfile.BadZipFile,
+        zipfile.LargeZipFile,
+        EOFError,
+        zlib.error,
+        NotImplementedError,
+        RuntimeError,
+    ) as exc:
         raise UnpackError(f"the package is damaged or truncated (not a valid zip): {exc}") from None
 
 
-def unpack(package: str, staging: str, *, name: Optional[str] = None, max_bytes: Optional[int] = None,
-           max_files: Optional[int] = None, do_fsync: bool = True) -> UnpackStats:
+def unpack(
+    package: str,
+    staging: str,
+    *,
+    name: Optional[str] = None,
+    max_bytes: Optional[int] = None,
+    max_files: Optional[int] = None,
+    do_fsync: bool = True,
+) -> UnpackStats:
     """Unpack ``package`` into the empty directory ``staging``.
 
     Parameters
@@ -303,7 +359,9 @@ def unpack(package: str, staging: str, *, name: Optional[str] = None, max_bytes:
     """
     fmt = package_format(package, name)
     size = os.path.getsize(package)
-    w = _Writer(staging, max_bytes or default_max_bytes(size), max_files or DEFAULT_MAX_FILES, do_fsync)
+    w = _Writer(
+        staging, max_bytes or default_max_bytes(size), max_files or DEFAULT_MAX_FILES, do_fsync
+    )
     if fmt == "zip":
         _unpack_zip(package, w)
     else:
@@ -311,8 +369,12 @@ def unpack(package: str, staging: str, *, name: Optional[str] = None, max_bytes:
     return w.finish()
 
 
-def apply_owner(root: str, group: Optional[int], permission: Optional[str],
-                chown: Callable[[str, int, int], None] = os.lchown) -> None:
+def apply_owner(
+    root: str,
+    group: Optional[int],
+    permission: Optional[str],
+    chown: Callable[[str, int, int], None] = os.lchown,
+) -> None:
     """Set modes (and group) on an unpacked tree: ro = group read-only, rw = group read-write.
 
     Without an owner setting, everything is readable by all and writable by no one but the owner.
@@ -331,8 +393,10 @@ def apply_owner(root: str, group: Optional[int], permission: Optional[str],
                 try:
                     chown(p, -1, group)
                 except PermissionError:
-                    raise UnpackError(f"cannot give group {group} ownership of the files: this user "
-                                      "is not a member of it; deploy as root or as a member") from None
+                    raise UnpackError(
+                        f"cannot give group {group} ownership of the files: this user "
+                        "is not a member of it; deploy as root or as a member"
+                    ) from None
             if stat.S_ISLNK(st.st_mode):
                 continue
             if stat.S_ISDIR(st.st_mode):
@@ -344,6 +408,8 @@ def apply_owner(root: str, group: Optional[int], permission: Optional[str],
         try:
             os.chown(root, -1, group)
         except PermissionError:
-            raise UnpackError(f"cannot give group {group} ownership of {root}: this user is not a "
-                              "member of it; deploy as root or as a member") from None
+            raise UnpackError(
+                f"cannot give group {group} ownership of {root}: this user is not a "
+                "member of it; deploy as root or as a member"
+            ) from None
     os.chmod(root, dmode)

@@ -15,7 +15,9 @@ from pyengine.sources.file import FileSource, file_sha256
 SCHEMES = ("file://", "s3://", "sagemaker://")
 
 
-def open_source(uri: str, s3: AwsSettings | None = None, sagemaker: AwsSettings | None = None) -> Source:
+def open_source(
+    uri: str, s3: AwsSettings | None = None, sagemaker: AwsSettings | None = None
+) -> Source:
     """The :class:`Source` for ``uri``.
 
     Parameters
@@ -27,9 +29,9 @@ def open_source(uri: str, s3: AwsSettings | None = None, sagemaker: AwsSettings 
     """
     s3 = s3 or AwsSettings()
     if uri.startswith("file://"):
-        path = uri[len("file://"):]
+        path = uri[len("file://") :]
         if path.startswith("localhost/"):
-            path = path[len("localhost"):]
+            path = path[len("localhost") :]
         return FileSource(uri, path)
     if uri.startswith("s3://"):
         from pyengine.sources.s3 import S3Source
@@ -41,7 +43,9 @@ def open_source(uri: str, s3: AwsSettings | None = None, sagemaker: AwsSettings 
         return SageMakerSource(uri, sagemaker or AwsSettings(), s3)
     if os.path.isabs(uri):
         return FileSource(uri, uri)
-    raise ValueError(f"unsupported source {uri!r}; expected one of {', '.join(SCHEMES)} or an absolute path")
+    raise ValueError(
+        f"unsupported source {uri!r}; expected one of {', '.join(SCHEMES)} or an absolute path"
+    )
 
 
 __all__ = [

@@ -48,7 +48,9 @@ def client(service: str, settings: AwsSettings) -> Any:
             max_pool_connections=16,
         )
         try:
-            c = boto3.client(service, endpoint_url=settings.endpoint_url, region_name=region, config=cfg)
+            c = boto3.client(
+                service, endpoint_url=settings.endpoint_url, region_name=region, config=cfg
+            )
         except Exception as exc:  # noqa: BLE001 - botocore raises many kinds; all mean "no client"
             raise SourceError(f"cannot create a {service} client: {exc}") from None
         _clients[key] = c

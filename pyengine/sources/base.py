@@ -73,7 +73,9 @@ class Source(abc.ABC):
         """
 
     @abc.abstractmethod
-    def stream(self, info: SourceInfo, offset: int = 0, chunk_size: int = 1 << 20) -> Iterator[bytes]:
+    def stream(
+        self, info: SourceInfo, offset: int = 0, chunk_size: int = 1 << 20
+    ) -> Iterator[bytes]:
         """Yield the object's bytes from ``offset`` on, exactly as resolved in ``info``.
 
         Raises :class:`SourceError`; ``transient=True`` when retrying (from where it stopped)

@@ -56,7 +56,9 @@ class FileSource(Source):
                 token = previous_token  # touched, same bytes: unchanged
         return SourceInfo(self.uri, self.path, st.st_size, token, sha256=token.rsplit(":", 1)[-1])
 
-    def stream(self, info: SourceInfo, offset: int = 0, chunk_size: int = 1 << 20) -> Iterator[bytes]:
+    def stream(
+        self, info: SourceInfo, offset: int = 0, chunk_size: int = 1 << 20
+    ) -> Iterator[bytes]:
         try:
             with open(self.path, "rb") as f:
                 f.seek(offset)

@@ -18,7 +18,7 @@ def parse_s3_uri(uri: str) -> tuple[str, str]:
     """``s3://bucket/key`` -> (bucket, key); ValueError naming the problem otherwise."""
     if not uri.startswith("s3://"):
         raise ValueError(f"{uri!r} is not an s3:// URI")
-    bucket, _, key = uri[len("s3://"):].partition("/")
+    bucket, _, key = uri[len("s3://") :].partition("/")
     if not bucket or not key:
         raise ValueError(f"{uri!r} must be s3://BUCKET/KEY with both parts non-empty")
     return bucket, key
@@ -41,24 +41,34 @@ class S3Source(Source):
     def _error(self, exc: BaseException, action: str) -> SourceError:
         code, status = error_code(exc)
         where = f"s3://{self.bucket}/{self.key}"
-        if code in ("AccessDenied", "403", "Forbidden", "InvalidAccessKeyId", "SignatureDoesNotMatch") \
-                or status == 403:
+        if (
+            code
+            in ("AccessDenied", "403", "Forbidden", "InvalidAccessKeyId", "SignatureDoesNotMatch")
+            or status == 403
+        ):
             return SourceError(
                 f"{action} {where}: access denied ({code or status}) to bucket '{self.bucket}'. "
                 f"Grant the identity that deploys s3:GetObject on it, for example with this inline "
                 f"policy:\n{get_object_policy([self.bucket])}"
             )
         if code in ("NoSuchKey", "404", "NotFound") or status == 404:
-            return SourceError(f"{action} {where}: no such object (bucket '{self.bucket}', key "
-                               f"'{self.key}'); check the source URI")
+            return SourceError(
+                f"{action} {where}: no such object (bucket '{self.bucket}', key "
+                f"'{self.key}'); check the source URI"
+            )
         if code == "NoSuchBucket":
             return SourceError(f"{action} {where}: bucket '{self.bucket}' does not exist")
         if status == 400 and action == "HEAD":
-            return SourceError(f"HEAD {where} answered 400 Bad Request, which is what S3 answers for "
-                               f"an object encrypted with a customer-provided key (SSE-C). {_SSE_C_HELP}")
+            return SourceError(
+                f"HEAD {where} answered 400 Bad Request, which is what S3 answers for "
+                f"an object encrypted with a customer-provided key (SSE-C). {_SSE_C_HELP}"
+            )
         if code == "PreconditionFailed" or status == 412:
-            return SourceError(f"{action} {where}: the object changed while it was being downloaded; "
-                               "deploy again to fetch the new version", transient=False)
+            return SourceError(
+                f"{action} {where}: the object changed while it was being downloaded; "
+                "deploy again to fetch the new version",
+                transient=False,
+            )
         if is_transient(exc):
             return SourceError(f"{action} {where}: {exc}", transient=True)
         return SourceError(f"{action} {where}: {exc}")
@@ -71,19 +81,31 @@ class S3Source(Source):
         except Exception as exc:  # noqa: BLE001 - classified by _error
             raise self._error(exc, "HEAD") from None
         if head.get("SSECustomerAlgorithm"):
-            raise SourceError(f"s3://{self.bucket}/{self.key} is encrypted with SSE-C. {_SSE_C_HELP}")
+            raise SourceError(
+                f"s3://{self.bucket}/{self.key} is encrypted with SSE-C. {_SSE_C_HELP}"
+            )
         etag = str(head.get("ETag", "")).strip('"')
         version = head.get("VersionId")
         version = version if version and version != "null" else None
-        token = f"s3:{self.bucket}/{self.key}:" + (f"version={version}" if version else f"etag={etag}")
+        token = f"s3:{self.bucket}/{self.key}:" + (
+            f"version={version}" if version else f"etag={etag}"
+        )
         sse = head.get("ServerSideEncryption")
         # A single-part upload's ETag is the MD5 of the bytes, except under SSE-KMS.
         md5 = etag if (len(etag) == 32 and "-" not in etag and sse in (None, "AES256")) else None
         details = {"etag": etag, "version_id": version, "encryption": sse}
-        return SourceInfo(self.uri, f"s3://{self.bucket}/{self.key}", int(head["ContentLength"]),
-                          token, md5=md5, details=details)
+        return SourceInfo(
+            self.uri,
+            f"s3://{self.bucket}/{self.key}",
+            int(head["ContentLength"]),
+            token,
+            md5=md5,
+            details=details,
+        )
 
-    def stream(self, info: SourceInfo, offset: int = 0, chunk_size: int = 1 << 20) -> Iterator[bytes]:
+    def stream(
+        self, info: SourceInfo, offset: int = 0, chunk_size: int = 1 << 20
+    ) -> Iterator[bytes]:
         kwargs: dict[str, Any] = {"Bucket": self.bucket, "Key": self.key}
         if info.details.get("version_id"):
             kwargs["VersionId"] = info.details["version_id"]

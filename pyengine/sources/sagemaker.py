@@ -15,12 +15,14 @@ _NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
 
 def training_job_name(uri: str) -> str:
     """The training job name in ``sagemaker://NAME`` or ``sagemaker://ARN``."""
-    rest = uri[len("sagemaker://"):] if uri.startswith("sagemaker://") else uri
+    rest = uri[len("sagemaker://") :] if uri.startswith("sagemaker://") else uri
     m = _ARN.match(rest)
     name = m.group("name") if m else rest
     if not _NAME.match(name):
-        raise ValueError(f"{name!r} is not a SageMaker training job name or training-job ARN "
-                         "(names are 1-63 characters of letters, digits and hyphens)")
+        raise ValueError(
+            f"{name!r} is not a SageMaker training job name or training-job ARN "
+            "(names are 1-63 characters of letters, digits and hyphens)"
+        )
     return name
 
 
@@ -37,18 +39,25 @@ class SageMakerSource(Source):
     def describe(self) -> dict:
         """DescribeTrainingJob's answer."""
         try:
-            return dict(client("sagemaker", self.sagemaker).describe_training_job(TrainingJobName=self.job))
+            return dict(
+                client("sagemaker", self.sagemaker).describe_training_job(TrainingJobName=self.job)
+            )
         except SourceError:
             raise
         except Exception as exc:  # noqa: BLE001
             code, status = error_code(exc)
             if code == "ValidationException" or status == 404:
-                raise SourceError(f"{self.uri}: training job '{self.job}' not found ({exc})") from None
+                raise SourceError(
+                    f"{self.uri}: training job '{self.job}' not found ({exc})"
+                ) from None
             if code == "AccessDeniedException" or status == 403:
-                raise SourceError(f"{self.uri}: access denied to DescribeTrainingJob on '{self.job}'; "
-                                  "grant sagemaker:DescribeTrainingJob on the job") from None
-            raise SourceError(f"{self.uri}: DescribeTrainingJob failed: {exc}",
-                              transient=is_transient(exc)) from None
+                raise SourceError(
+                    f"{self.uri}: access denied to DescribeTrainingJob on '{self.job}'; "
+                    "grant sagemaker:DescribeTrainingJob on the job"
+                ) from None
+            raise SourceError(
+                f"{self.uri}: DescribeTrainingJob failed: {exc}", transient=is_transient(exc)
+            ) from None
 
     def resolve(self, previous_token: Optional[str] = None) -> SourceInfo:
         job = self.describe()
@@ -56,24 +65,39 @@ class SageMakerSource(Source):
         if status != "Completed":
             why = f" ({job['FailureReason']})" if job.get("FailureReason") else ""
             raise SourceError(
-                f"{self.uri}: training job '{self.job}' is {status}{why}; only Completed jobs have a "
+                f"{self.uri}: training job '{self.job}' is {status}{why}; only Completed jobs "
+                "have a "
                 "model to deploy — wait for it to complete or name another job"
             )
         artifact = (job.get("ModelArtifacts") or {}).get("S3ModelArtifacts")
         if not artifact:
-            raise SourceError(f"{self.uri}: training job '{self.job}' has no ModelArtifacts.S3ModelArtifacts")
+            raise SourceError(
+                f"{self.uri}: training job '{self.job}' has no ModelArtifacts.S3ModelArtifacts"
+            )
         if not artifact.endswith((".tar.gz", ".tgz", ".zip")):
-            raise SourceError(f"{self.uri}: the job's artifact {artifact} is not a .tar.gz/.tgz or .zip package")
+            raise SourceError(
+                f"{self.uri}: the job's artifact {artifact} is not a .tar.gz/.tgz or .zip package"
+            )
         try:
             self._artifact = S3Source(artifact, self.s3)
         except ValueError as exc:
             raise SourceError(f"{self.uri}: bad artifact location: {exc}") from None
         info = self._artifact.resolve()
-        details = dict(info.details, training_job=self.job, training_job_status=status, artifact=artifact)
-        return SourceInfo(self.uri, info.location, info.size,
-                          f"sagemaker:{self.job}:{artifact}:{info.token}", md5=info.md5, details=details)
+        details = dict(
+            info.details, training_job=self.job, training_job_status=status, artifact=artifact
+        )
+        return SourceInfo(
+            self.uri,
+            info.location,
+            info.size,
+            f"sagemaker:{self.job}:{artifact}:{info.token}",
+            md5=info.md5,
+            details=details,
+        )
 
-    def stream(self, info: SourceInfo, offset: int = 0, chunk_size: int = 1 << 20) -> Iterator[bytes]:
+    def stream(
+        self, info: SourceInfo, offset: int = 0, chunk_size: int = 1 << 20
+    ) -> Iterator[bytes]:
         if self._artifact is None or self._artifact.uri != info.location:
             self._artifact = S3Source(info.location, self.s3)
         return self._artifact.stream(info, offset, chunk_size)

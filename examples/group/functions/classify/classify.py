@@ -1,8 +1,10 @@
-"""An example function: classify 64-feature rows with the group's "digits" model.
+"""The example group's function: classify a 64-value feature vector with the `digits` model.
 
-The model is loaded once, when the core starts this pinned function; the handle follows the
-resource to each new version a deployment installs.
+The core (pyengine/core) runs this handler in a worker process with the group's resources
+available; ``engine.load("digits")`` names the deployed resource by its id.
 """
+
+from __future__ import annotations
 
 import os
 
@@ -10,15 +12,16 @@ import numpy as np
 
 import pyengine as engine
 
-model = engine.load("digits")
+_model = None
 
 
 def function_handler(event, context):
-    x = np.asarray(event["x"], dtype=np.float32).reshape(-1, 64)
-    probs = model.predict(x)
-    context.logger.info("classified %d row(s)", len(x))
-    return {
-        "classes": probs.argmax(axis=1).tolist(),
-        "confidence": np.round(probs.max(axis=1).astype(np.float64), 4).tolist(),
-        "model_version": os.path.basename(context.resources["digits"]),
-    }
+    """``event`` = {"x": [64 floats]} -> {"label": int, "top": [[label, probability], ...]}."""
+    global _model
+    if _model is None:
+        _model = engine.load("digits")
+    x = np.asarray(event["x"], np.float32).reshape(1, -1)
+    probs = np.asarray(_model.predict(x))[0]
+    k = int(os.environ.get("TOP_K", "3"))
+    top = np.argsort(probs)[::-1][:k]
+    return {"label": int(top[0]), "top": [[int(i), float(probs[i])] for i in top]}
