@@ -309,7 +309,8 @@ def test_environment(core):
     assert env["HOME"] == os.path.join(core.root, "run", "guard")
 
 
-def test_on_demand_workers_stop_when_idle(open_tmp):
+@pytest.mark.skipif(os.geteuid() != 0, reason="running functions as another user needs root")
+def test_on_demand_workers_stop_when_idle_and_run_as_configured_user(open_tmp):
     from pyengine.core.group import FunctionSpec
     from pyengine.core.policy import plan
     from pyengine.core.pool import FunctionPool
@@ -320,13 +321,14 @@ def test_on_demand_workers_stop_when_idle(open_tmp):
     os.makedirs(scratch, mode=0o777)
     os.chmod(scratch, 0o777)
     spec = FunctionSpec(name="idle", handler="handler.function_handler", code_dir=code,
-                        pinned=False, idle_s=0.3)
+                        pinned=False, idle_s=0.3, uid=4242, gid=4243)
     pool = FunctionPool(spec, plan(spec, os.path.join(base, "root"), scratch, []),
                         landlock.abi_version() > 0)
     try:
         assert pool.start() and pool.workers() == 0  # on demand: nothing until a call
         first = pool.invoke("a", {"x": 1})
         assert first["ok"] and first["result"]["echo"] == {"x": 1}
+        assert first["result"]["uid"] == 4242
         assert pool.workers() == 1
         pool.reap_idle()
         assert pool.workers() == 1  # used just now

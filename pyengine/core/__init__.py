@@ -7,7 +7,8 @@ docs/core.md.
 from __future__ import annotations
 
 from pyengine.core.group import DeployedGroup, FunctionSpec, ResourceGrant, read_deployed_group
-from pyengine.core.server import ADDRESS_FILE, Core, default_root
+from pyengine.core.server import ADDRESS_FILE, Core
+from pyengine.deploy import default_root
 
 __all__ = ["ADDRESS_FILE", "Core", "DeployedGroup", "FunctionSpec", "ResourceGrant",
            "default_root", "read_deployed_group"]

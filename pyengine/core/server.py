@@ -36,16 +36,6 @@ DEFAULT_PORT = 8686
 STATUS = {"FunctionTimeout": 504, "WorkerDied": 502, "FunctionInitError": 502, "Busy": 503}
 
 
-def default_root() -> str:
-    """``$PYENGINE_ROOT``, else /var/lib/pyengine as root and ~/.local/share/pyengine otherwise."""
-    env = os.environ.get("PYENGINE_ROOT")
-    if env:
-        return env
-    if os.geteuid() == 0:
-        return "/var/lib/pyengine"
-    return os.path.join(os.path.expanduser("~"), ".local", "share", "pyengine")
-
-
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 256  # bursts of concurrent callers; the default of 5 resets them
@@ -71,7 +61,7 @@ class Core:
     Parameters
     ----------
     root
-        The core's root (see :func:`default_root`).
+        The core's root (see :func:`pyengine.deploy.default_root`).
     host, port
         Where the HTTP API listens (127.0.0.1 by default; port 0 picks a free one).
     poll_s
