@@ -125,7 +125,8 @@ def build_root(base: str, owner: int | None = None) -> str:
     resources = [
         model_resource(base, "ro-data", text_file("data.txt", "ro-content")),
         model_resource(base, "rw-data", text_file("data.txt", "rw-content"),
-                       owner={"group": NOBODY, "permission": "rw"}),
+                       owner={"group": NOBODY if os.geteuid() == 0 else os.getgid(),
+                              "permission": "rw"}),
         model_resource(base, "other-data", text_file("data.txt", "other-content")),
         model_resource(base, "hotmodel", _fill_model(1)),
         {"id": "zero", "name": "zero", "device": {"path": "/dev/zero"}},
@@ -206,10 +207,10 @@ def check_access(core: CoreProcess) -> None:
 
 
 @pytest.mark.skipif(landlock.abi_version() == 0, reason="the kernel has no Landlock")
-def test_access_enforced_core_as_root(core):
+def test_access_enforced_core_as_this_user(core):
     assert "Landlock (ABI" in core.log()
     status, body = core.invoke("guard", {})
-    assert body["result"]["uid"] == NOBODY
+    assert body["result"]["uid"] == (NOBODY if os.geteuid() == 0 else os.geteuid())
     check_access(core)
 
 
@@ -348,6 +349,7 @@ def test_context(core):
     assert ctx["name"] == "guard" and ctx["id"] == body["invocation_id"]
     assert 0 < ctx["remaining"] <= 3000
     assert os.path.dirname(ctx["resources"]["ro-data"]).endswith("/dest/.ro-data.pyengine")
+    assert ctx["resources"]["zero"] == "/dev/zero"
     assert f"inv={body['invocation_id']}" not in core.log()
     assert body["invocation_id"] in core.log()
 

@@ -58,8 +58,7 @@ class Worker:
             "PYTHONDONTWRITEBYTECODE": "1", "PYENGINE_FUNCTION": spec.name,
             "PYTHONPATH": os.pathsep.join(
                 p for p in (pkg_parent, os.environ.get("PYTHONPATH")) if p),
-            ENV_RESOURCES: protocol.json.dumps({r.id: r.path for r in spec.resources
-                                                if r.kind == "model"}),
+            ENV_RESOURCES: protocol.json.dumps({r.id: r.path for r in spec.resources}),
         })
         try:
             self.proc = subprocess.Popen(
