@@ -138,6 +138,7 @@ def build_root(base: str, owner: int | None = None) -> str:
         function(base, "faulty", OPS, pinned=True, timeout_s=1.0, memory_mb=128),
         function(base, "ondemand", OPS, pinned=False),
         function(base, "classify", MODEL_FN, (("hotmodel", "ro"),), pinned=True),
+        function(base, "broken", "raise RuntimeError('model missing')\n", pinned=False),
     ]
     deploy_group(base, root, resources, functions)
     if owner is not None:
@@ -290,6 +291,16 @@ def test_failures_fail_only_their_call(core):
     assert 'pyengine_invocation_errors_total{function="faulty",type="WorkerDied"} 1' in metrics
 
 
+def test_function_that_fails_to_start(core):
+    status, body = core.invoke("broken", {})
+    assert status == 502 and body["error"]["type"] == "FunctionInitError"
+    assert "RuntimeError: model missing" in body["error"]["message"]
+    _, listing = core.get("/functions")
+    broken = [f for f in listing["functions"] if f["name"] == "broken"][0]
+    assert "model missing" in broken["last_error"] and broken["workers"] == 0
+    assert core.invoke("guard", {})[0] == 200
+
+
 def test_bad_requests(core):
     assert core.invoke("guard", raw=b"{not json")[0] == 400
     status, body = core.invoke("nope", {})
@@ -298,7 +309,7 @@ def test_bad_requests(core):
     status, body = core.get("/functions")
     assert status == 200
     names = {f["name"]: f for f in body["functions"]}
-    assert set(names) == {"guard", "other", "faulty", "ondemand", "classify"}
+    assert set(names) == {"guard", "other", "faulty", "ondemand", "classify", "broken"}
     assert names["guard"]["status"] == "ready" and names["guard"]["workers"] == 1
 
 

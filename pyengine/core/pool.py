@@ -67,6 +67,10 @@ class Worker:
                 stdout=sys.stderr.fileno(), user=plan.uid, group=plan.gid,
                 extra_groups=list(plan.groups) if plan.uid is not None else None,
                 start_new_session=True)
+        except OSError as exc:
+            parent.close()
+            raise InvokeError("FunctionInitError", f"cannot start a worker of {spec.name!r}: "
+                              f"{exc}") from exc
         finally:
             child.close()
         self.sock = parent
