@@ -471,3 +471,28 @@ def test_redeploy_changed_code_restarts_only_that_function(core):
     after = _pids(core)
     for name in ("guard", "classify", "faulty", "other"):
         assert after[name] == before[name], name
+
+
+def test_new_version_of_a_rw_resource_gets_new_workers(core):
+    """Write access is bound to the version in use, so a new one needs (and gets) new workers."""
+    base = os.path.dirname(core.root)
+    before = _pids(core)
+    old_version = os.path.realpath(os.path.join(base, "dest", "rw-data"))
+    package(os.path.join(base, "sources", "rw-data.tar.gz"), text_file("data.txt", "rw-v2"))
+    redeploy(base, core.root)
+    path = os.path.join(base, "dest", "rw-data", "data.txt")
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and _pids(core)["guard"] == before["guard"]:
+        time.sleep(0.05)
+    assert _pids(core)["guard"] != before["guard"]
+    assert _pids(core)["classify"] == before["classify"]
+    status, body = core.invoke("guard", {"op": "read", "path": path})
+    assert body["result"]["value"] == "rw-v2"
+    status, body = core.invoke("guard", {"op": "write", "path": path})
+    assert body["result"] == {"ok": True, "value": "written"}
+    status, body = core.invoke("guard", {"op": "write",
+                                         "path": os.path.join(old_version, "data.txt")})
+    assert body["result"]["error"] == "PermissionError"  # the previous version is closed now
+    _, body = core.invoke("guard", {"op": "context"})
+    new_version = os.path.realpath(os.path.join(base, "dest", "rw-data"))
+    assert body["result"]["resources"]["rw-data"] == new_version != old_version

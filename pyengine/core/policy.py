@@ -60,6 +60,8 @@ class WorkerPlan:
     groups: tuple[int, ...]
     scratch: str
     rules: tuple[tuple[str, str], ...]
+    #: Resource id -> the version the workers keep using (rw resources: their write grant).
+    fixed: tuple[tuple[str, str], ...] = ()
 
 
 def plan(spec: FunctionSpec, root: str, scratch: str, protected: list[str]) -> WorkerPlan:
@@ -101,12 +103,15 @@ def plan(spec: FunctionSpec, root: str, scratch: str, protected: list[str]) -> W
     rules.extend((p, "rw") for p in _SYSTEM_WRITE)
     rules.append((os.path.realpath(spec.code_dir), "ro"))
     rules.append((scratch, "rw"))
+    fixed: list[tuple[str, str]] = []
     for r in spec.resources:
         if r.kind == "model" and r.permission == "rw":
             # Write access to the version in use only, not to the deploy layer's store around it
             # (a new version of a rw resource gets new workers: see Core.reload).
+            version = os.path.realpath(r.path)
             rules.append((r.grant_path(), "ro"))
-            rules.append((os.path.realpath(r.path), "rw"))
+            rules.append((version, "rw"))
+            fixed.append((r.id, version))
         else:
             rules.append((r.grant_path(), r.permission))
     uid: int | None = None
@@ -116,7 +121,8 @@ def plan(spec: FunctionSpec, root: str, scratch: str, protected: list[str]) -> W
         uid = DEFAULT_ID if spec.uid is None else spec.uid
         gid = DEFAULT_ID if spec.gid is None else spec.gid
         groups = tuple(sorted({r.owner_gid for r in spec.resources if r.owner_gid is not None}))
-    return WorkerPlan(uid=uid, gid=gid, groups=groups, scratch=scratch, rules=tuple(rules))
+    return WorkerPlan(uid=uid, gid=gid, groups=groups, scratch=scratch, rules=tuple(rules),
+                      fixed=tuple(fixed))
 
 
 def unreadable(worker_plan: WorkerPlan, spec: FunctionSpec) -> list[str]:

@@ -80,7 +80,8 @@ class Worker:
         try:
             protocol.send(parent, {
                 "name": spec.name, "handler": spec.handler, "code_dir": spec.code_dir,
-                "memory_mb": spec.memory_mb, "landlock": landlock, "rules": plan.rules})
+                "memory_mb": spec.memory_mb, "landlock": landlock, "rules": plan.rules,
+                "fixed": dict(plan.fixed)})
             parent.settimeout(START_TIMEOUT_S)
             msg = protocol.recv(parent)
         except (OSError, protocol.ChannelClosed, ValueError) as exc:

@@ -22,6 +22,16 @@ ENV_RESOURCES = "PYENGINE_RESOURCES"
 
 _lock = threading.Lock()
 _pinned: dict[str, str] = {}
+_fixed: dict[str, str] = {}
+
+
+def fix_versions(versions: dict[str, str]) -> None:
+    """Resources this worker keeps on one version for its whole life (its rw grants)."""
+    _fixed.update(versions)
+
+
+def _version(resource_id: str, destination: str) -> str:
+    return _fixed.get(resource_id) or os.path.realpath(destination)
 
 
 def destinations() -> dict[str, str]:
@@ -40,12 +50,12 @@ def resolve(resource_id: str) -> str:
     if resource_id not in dests:
         raise KeyError(f"resource {resource_id!r} is not granted to this function; "
                        f"its resources are {sorted(dests)}")
-    return os.path.realpath(dests[resource_id])
+    return _version(resource_id, dests[resource_id])
 
 
 def begin_call() -> dict[str, str]:
     """Pin each resource to the version its destination names now; returns id -> that path."""
-    current = {rid: os.path.realpath(path) for rid, path in destinations().items()}
+    current = {rid: _version(rid, path) for rid, path in destinations().items()}
     with _lock:
         _pinned.clear()
         _pinned.update(current)

@@ -85,6 +85,7 @@ def serve(sock: socket.socket) -> None:
     logger.addHandler(handler_out)
     logger.setLevel(logging.INFO)
     logger.propagate = False
+    runtime.fix_versions(cfg.get("fixed") or {})
     try:
         confinement = _confine(cfg)
         limit_mb = _limit_memory(int(cfg["memory_mb"]))
