@@ -9,15 +9,22 @@ Inside a function::
 
 from __future__ import annotations
 
+from typing import Any
+
+_CORE_MISSING: ImportError | None = None
 try:
     from pyengine import _core
 except ImportError as exc:  # pragma: no cover - only without a build
-    raise ImportError(
+    # Deployment (pyengine.deploy, pyengine.sources, `pyengine deploy`) needs no native code, so
+    # the package still imports; the model API raises this error when first used.
+    _CORE_MISSING = ImportError(
         "pyengine's native extension (pyengine._core) is not built. Install the package with "
         "`pip install .` (or `scripts/setup.sh`) from the source tree; a C++17 compiler and "
         f"CMake are needed. Original error: {exc}"
-    ) from exc
+    )
+    _CORE_MISSING.__cause__ = exc
 
+<<<<<<< HEAD
 from pyengine.builder import GraphBuilder
 from pyengine.convert import convert
 from pyengine.errors import (
@@ -30,8 +37,24 @@ from pyengine.errors import (
 )
 from pyengine.model import Model, TensorSpec, load
 from pyengine.runtime import info
+=======
+if _CORE_MISSING is None:
+    from pyengine.builder import GraphBuilder
+    from pyengine.errors import BackendUnavailableError, ModelFormatError
+    from pyengine.model import Model, TensorSpec, load
+    from pyengine.runtime import info
 
-__version__: str = _core.__version__
+    __version__: str = _core.__version__
+else:  # pragma: no cover - only without a build
+
+    def __getattr__(name: str) -> Any:
+        # Only the model API needs the core; anything else (a submodule being imported with
+        # `from pyengine import deploy`) must get AttributeError so the import system goes on.
+        if name in __all__:
+            raise _CORE_MISSING  # type: ignore[misc]
+        raise AttributeError(f"module 'pyengine' has no attribute {name!r}")
+>>>>>>> issue-6
+
 
 __all__ = [
     "BackendUnavailableError",

@@ -106,7 +106,8 @@ def load(path: str | os.PathLike[str], backend: str = "auto", device: str = "aut
         A model file, or a directory holding one model (descending into a single top-level
         folder): ``.pyem``; a TensorFlow frozen graph ``.pb`` or SavedModel directory; an MXNet
         ``<prefix>-symbol.json`` + ``<prefix>-NNNN.params``; a Chainer ``model.npz`` (with a
-        ``pyengine.json`` manifest or ``chain=``); an ONNX ``.onnx``.
+        ``pyengine.json`` manifest or ``chain=``); an ONNX ``.onnx``. Inside a function, a
+        resource id (the handle then follows the resource to its newest version between calls).
     backend
         ``"auto"`` converts framework models to the native engine and runs them there, falling
         back to the framework (with one :class:`~pyengine.errors.FrameworkFallbackWarning`) when
@@ -136,6 +137,13 @@ def load(path: str | os.PathLike[str], backend: str = "auto", device: str = "aut
         raise ValueError(f"backend={backend!r} is not one of {', '.join(BACKENDS)}")
     if device not in ("auto", "cpu"):
         raise ValueError(f"device={device!r} is not available; this build runs on 'cpu' ('auto' picks it)")
+    fspath = os.fspath(path)
+    if os.environ.get("PYENGINE_RESOURCES"):  # inside a function: a resource id names its model
+        from pyengine.core.runtime import load_resource
+
+        handle = load_resource(fspath, backend=backend, device=device, **options)
+        if handle is not None:
+            return handle
     from pyengine.backends import select
 
-    return select.load(os.fspath(path), backend, **options)
+    return select.load(fspath, backend, **options)

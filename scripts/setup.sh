@@ -42,3 +42,15 @@ from pyengine.cli import main
 sys.exit(main())
 PYENGINE
 chmod +x .venv/bin/pyengine
+
+# The core runs functions as an unprivileged user (nobody) when it runs as root: that user must
+# be able to execute the venv's interpreter and import pyengine from this tree, so make the
+# directories above them traversable (o+x, no listing).
+if [ "$(id -u)" = 0 ]; then
+  for dir in "$(dirname "$(readlink -f .venv/bin/python)")" "$PWD"; do
+    while [ "$dir" != / ]; do
+      if [ -n "$(find "$dir" -maxdepth 0 ! -perm -o=x)" ]; then chmod o+x "$dir"; fi
+      dir=$(dirname "$dir")
+    done
+  done
+fi

@@ -6,15 +6,38 @@ import argparse
 import sys
 from typing import Callable, Sequence
 
+<<<<<<< HEAD
 from pyengine.cli import commands
 from pyengine.cli import convert as convert_cmd
+=======
+from pyengine.cli import commands, core_cmds, deploy_commands
+>>>>>>> issue-6
 
 # Each entry: (name, help, add_arguments, run). Later areas append their commands here.
 COMMANDS: list[tuple[str, str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = [
     ("info", "show version, CPU features, kernels and backends", commands.info_args, commands.info_run),
     ("run", "run a model on a .npy input", commands.run_args, commands.run_run),
+<<<<<<< HEAD
     ("convert", "convert a TensorFlow/MXNet/Chainer/ONNX model to .pyem",
      convert_cmd.convert_args, convert_cmd.convert_run),
+=======
+    ("core", "run the deployed group's functions (core start)", core_cmds.core_args,
+     core_cmds.core_run),
+    ("invoke", "invoke a function on the running core", core_cmds.invoke_args,
+     core_cmds.invoke_run),
+    ("deploy", "deploy a group's resources and functions", deploy_commands.deploy_args,
+     deploy_commands.deploy_run),
+    ("rollback", "go back to the previous deployed group", deploy_commands.rollback_args,
+     deploy_commands.rollback_run),
+    ("reset", "remove everything deployed and its state", deploy_commands.reset_args,
+     deploy_commands.reset_run),
+    ("deployments", "list or show deployments", deploy_commands.deployments_args,
+     deploy_commands.deployments_run),
+    ("resources", "list or show installed resources", deploy_commands.resources_args,
+     deploy_commands.resources_run),
+    ("policy", "print the IAM policy a group's sources need", deploy_commands.policy_args,
+     deploy_commands.policy_run),
+>>>>>>> issue-6
 ]
 
 
@@ -30,7 +53,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return runners[args.command](args)
-    except (ValueError, OSError, ImportError) as exc:
+    except (ValueError, OSError, ImportError, *deploy_commands.ERRORS) as exc:
         print(f"pyengine {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

@@ -1,0 +1,193 @@
+"""What the core runs: the deployed group, as a small interface of its own.
+
+The deploy layer (``pyengine.deploy``) owns the root: the group file, the installed
+resource versions, the function code and ``state.db``. The core needs much less: for each
+function its handler, code directory, limits and the resources it may touch. This module
+defines that view (:class:`DeployedGroup`) and the one adapter, :func:`read_deployed_group`,
+that builds it from what :func:`pyengine.deploy.current` reports.
+
+Resources are installed so that a resource's *destination* always names one complete version
+and switching versions is atomic: the destination is a symlink into a directory that holds
+every installed version of that resource (its *grant*). A worker's Landlock rule is put on the
+grant, so a new version installed beside the old one is reachable without restarting the
+worker, while every other path stays closed.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+#: The deploy layer's state database in the root; no function may read it.
+STATE_DB = "state.db"
+
+
+@dataclass(frozen=True)
+class ResourceGrant:
+    """One resource a function may use.
+
+    Attributes
+    ----------
+    id
+        The resource id (what ``pyengine.load(id)`` takes inside the function).
+    path
+        The destination: the path the function sees (a model directory, or a device node).
+    permission
+        ``"ro"`` or ``"rw"``.
+    kind
+        ``"model"`` (a machine-learning resource) or ``"device"``.
+    grant
+        The path the OS rule is put on: the directory holding every version of a model
+        resource (the destination points into it), or the device node itself.
+    owner_gid
+        The group owning the installed files (the owner setting), added to the worker's
+        groups when the core runs as root; None when the group file sets none.
+    """
+
+    id: str
+    path: str
+    permission: str = "ro"
+    kind: str = "model"
+    grant: str = ""
+    owner_gid: int | None = None
+
+    def grant_path(self) -> str:
+        """The path Landlock grants: ``grant`` when set, else the destination's directory."""
+        if self.grant:
+            return self.grant
+        if self.kind == "device":
+            return self.path
+        return os.path.dirname(os.path.realpath(self.path))
+
+
+@dataclass(frozen=True)
+class FunctionSpec:
+    """One function of the deployed group.
+
+    Attributes
+    ----------
+    name
+        The function's name (``[a-zA-Z0-9:_-]+``).
+    handler
+        ``module.function`` inside ``code_dir``; called as ``function(event, context)``.
+    code_dir
+        The installed code; the worker imports the handler's module from here.
+    pinned
+        Started with the core and kept (module-level code runs once per worker); else workers
+        start on invocation and stop after ``idle_s`` without calls.
+    timeout_s
+        A call running longer is killed with its worker and fails with ``FunctionTimeout``.
+    memory_mb
+        What the handler may allocate: the worker's address space is limited (RLIMIT_AS) to
+        what the bare worker uses at start (interpreter, numpy, pyengine: about 125 MB) plus
+        this. Mapped model files count.
+    environment
+        Extra environment variables of the worker.
+    resources
+        What the function may touch, by resource id.
+    concurrency
+        Most workers at once (pinned functions start them all with the core).
+    uid, gid
+        Run as this user and group when the core runs as root (default: nobody/nogroup, 65534);
+        ignored otherwise, since an unprivileged core cannot change user.
+    idle_s
+        Idle time after which an on-demand worker stops.
+    """
+
+    name: str
+    handler: str
+    code_dir: str
+    pinned: bool = False
+    timeout_s: float = 3.0
+    memory_mb: int = 128
+    environment: Mapping[str, str] = field(default_factory=dict)
+    resources: tuple[ResourceGrant, ...] = ()
+    concurrency: int = 0
+    uid: int | None = None
+    gid: int | None = None
+    idle_s: float = 60.0
+
+    def max_workers(self) -> int:
+        """Most workers at once: ``concurrency``, else 1 (pinned) or 4 (on demand)."""
+        if self.concurrency > 0:
+            return self.concurrency
+        return 1 if self.pinned else 4
+
+    def shape(self) -> tuple[Any, ...]:
+        """Everything that needs new workers when it changes (resource versions excluded)."""
+        return (self.handler, self.code_dir, self.pinned, self.timeout_s, self.memory_mb,
+                tuple(sorted(self.environment.items())), self.resources, self.max_workers(),
+                self.uid, self.gid)
+
+
+@dataclass(frozen=True)
+class DeployedGroup:
+    """The functions of the group deployed into a root, and what identifies the deployment."""
+
+    name: str
+    root: str
+    functions: tuple[FunctionSpec, ...] = ()
+    deployment: str = ""
+
+    def function(self, name: str) -> FunctionSpec:
+        """The function called ``name``; KeyError naming the functions there are otherwise."""
+        for f in self.functions:
+            if f.name == name:
+                return f
+        raise KeyError(f"no function {name!r} in group {self.name!r}; "
+                       f"its functions are {[f.name for f in self.functions]}")
+
+
+def change_token(root: str | os.PathLike[str]) -> tuple[tuple[int, int], ...]:
+    """A cheap token that changes whenever the deploy layer's state changes (stat only)."""
+    out = []
+    for name in (STATE_DB, STATE_DB + "-wal"):
+        try:
+            st = os.stat(os.path.join(os.fspath(root), name))
+            out.append((st.st_mtime_ns, st.st_size))
+        except FileNotFoundError:
+            out.append((0, 0))
+    return tuple(out)
+
+
+def read_deployed_group(root: str | os.PathLike[str],
+                        cleanup: bool = False) -> DeployedGroup | None:
+    """Build the core's view of the group deployed into ``root``; None when nothing is deployed.
+
+    The one adapter between the deploy layer and the core, over
+    :func:`pyengine.deploy.current`.
+
+    Parameters
+    ----------
+    root
+        The root the deploy layer installs into.
+    cleanup
+        Let the deploy layer first roll back what a killed deploy left (done at core start).
+    """
+    from pyengine import deploy
+
+    root = os.path.abspath(os.fspath(root))
+    installed = deploy.current(root, cleanup=cleanup)
+    if installed is None:
+        return None
+    functions = []
+    for f in installed.functions.values():
+        grants = []
+        for fr in f.resources:
+            r = installed.resources.get(fr.id)
+            if r is None:
+                continue  # not installed (a failed first deploy kept with --on-failure=keep)
+            if r.kind == "device":
+                grants.append(ResourceGrant(id=r.id, path=r.path, permission=fr.permission,
+                                            kind="device", grant=r.path))
+            else:
+                store = os.path.dirname(r.version_path) if r.version_path else ""
+                grants.append(ResourceGrant(id=r.id, path=r.path, permission=fr.permission,
+                                            kind="model", grant=store, owner_gid=r.owner_group))
+        functions.append(FunctionSpec(
+            name=f.name, handler=f.handler, code_dir=f.code_dir, pinned=f.pinned,
+            timeout_s=float(f.timeout_s), memory_mb=int(f.memory_mb),
+            environment=dict(f.environment), resources=tuple(grants)))
+    return DeployedGroup(name=installed.name, root=root, functions=tuple(functions),
+                         deployment=str(installed.deployment_id))

@@ -1,0 +1,81 @@
+"""Per-function invocation metrics in the Prometheus text format."""
+
+from __future__ import annotations
+
+import bisect
+import threading
+from collections import defaultdict
+
+#: Upper bounds (seconds) of the duration histogram's buckets.
+BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+def _label(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+class Metrics:
+    """Thread-safe counters: invocations, errors by type, and a duration histogram per function."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._calls: dict[str, int] = defaultdict(int)
+        self._errors: dict[tuple[str, str], int] = defaultdict(int)
+        self._buckets: dict[str, list[int]] = defaultdict(lambda: [0] * len(BUCKETS))
+        self._sum: dict[str, float] = defaultdict(float)
+
+    def record(self, function: str, seconds: float, error: str | None = None) -> None:
+        """Count one call of ``function`` taking ``seconds``; ``error``: its failure type."""
+        with self._lock:
+            self._calls[function] += 1
+            if error:
+                self._errors[(function, error)] += 1
+            i = bisect.bisect_left(BUCKETS, seconds)
+            if i < len(BUCKETS):
+                self._buckets[function][i] += 1
+            else:
+                self._buckets[function]  # noqa: B018 - create the row: +Inf only
+            self._sum[function] += seconds
+
+    def calls(self, function: str) -> int:
+        """Calls of ``function`` so far."""
+        with self._lock:
+            return self._calls.get(function, 0)
+
+    def render(self, workers: dict[str, int]) -> str:
+        """The Prometheus exposition text; ``workers`` gives each function's live worker count."""
+        lines = [
+            "# HELP pyengine_invocations_total Function invocations.",
+            "# TYPE pyengine_invocations_total counter",
+        ]
+        with self._lock:
+            calls = dict(self._calls)
+            errors = dict(self._errors)
+            buckets = {k: list(v) for k, v in self._buckets.items()}
+            sums = dict(self._sum)
+        for fn in sorted(set(calls) | set(workers)):
+            lines.append(f'pyengine_invocations_total{{function="{_label(fn)}"}} '
+                         f'{calls.get(fn, 0)}')
+        lines += ["# HELP pyengine_invocation_errors_total Failed invocations by error type.",
+                  "# TYPE pyengine_invocation_errors_total counter"]
+        for (fn, kind), n in sorted(errors.items()):
+            lines.append(f'pyengine_invocation_errors_total{{function="{_label(fn)}",'
+                         f'type="{_label(kind)}"}} {n}')
+        lines += ["# HELP pyengine_invocation_duration_seconds Invocation round trip in the core.",
+                  "# TYPE pyengine_invocation_duration_seconds histogram"]
+        for fn in sorted(buckets):
+            acc = 0
+            for bound, n in zip(BUCKETS, buckets[fn]):
+                acc += n
+                lines.append(f'pyengine_invocation_duration_seconds_bucket{{function="{_label(fn)}",'
+                             f'le="{bound}"}} {acc}')
+            lines.append(f'pyengine_invocation_duration_seconds_bucket{{function="{_label(fn)}",'
+                         f'le="+Inf"}} {calls.get(fn, 0)}')
+            lines.append(f'pyengine_invocation_duration_seconds_sum{{function="{_label(fn)}"}} '
+                         f'{sums.get(fn, 0.0):.6f}')
+            lines.append(f'pyengine_invocation_duration_seconds_count{{function="{_label(fn)}"}} '
+                         f'{calls.get(fn, 0)}')
+        lines += ["# HELP pyengine_workers Live worker processes.", "# TYPE pyengine_workers gauge"]
+        for fn, n in sorted(workers.items()):
+            lines.append(f'pyengine_workers{{function="{_label(fn)}"}} {n}')
+        return "\n".join(lines) + "\n"

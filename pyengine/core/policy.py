@@ -1,0 +1,154 @@
+"""Who a worker runs as and which paths it may touch: one place for the access policy.
+
+Each worker gets, read-only, what any Python process needs (the interpreter, its standard
+library, site-packages, the pyengine package, shared libraries, a few files in /etc, /proc,
+CPU topology in /sys) and, per function: its own code read-only, its own scratch directory
+read-write, each granted resource with the granted permission, and the devices it lists.
+Nothing else: not the core's root (state database, manifests, other functions' code) and not
+resources the function was not given.
+"""
+
+from __future__ import annotations
+
+import os
+import site
+import stat
+import sys
+from dataclasses import dataclass
+
+import pyengine
+from pyengine.core.group import FunctionSpec
+
+#: uid and gid functions run as when the core runs as root and the group sets none (nobody).
+DEFAULT_ID = 65534
+
+_SYSTEM_READ = (
+    "/usr", "/lib", "/lib64", "/lib32", "/bin", "/sbin", "/opt",
+    "/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d", "/etc/localtime", "/etc/timezone",
+    "/etc/ssl", "/etc/ca-certificates", "/etc/pki", "/etc/hosts", "/etc/resolv.conf",
+    "/etc/nsswitch.conf", "/etc/host.conf", "/etc/gai.conf", "/etc/passwd", "/etc/group",
+    "/etc/mime.types", "/etc/os-release", "/proc", "/sys/devices/system/cpu",
+    "/sys/fs/cgroup",
+)
+_ESSENTIAL = ("/usr", "/lib", "/lib64", "/bin")
+_SYSTEM_WRITE = ("/dev/null",)
+_SYSTEM_READ_DEV = ("/dev/urandom", "/dev/random")
+
+
+def _contains(parent: str, child: str) -> bool:
+    parent = parent.rstrip("/") or "/"
+    return child == parent or child.startswith(parent if parent == "/" else parent + "/")
+
+
+def python_paths() -> list[str]:
+    """Directories this interpreter imports from, resolved."""
+    paths = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix,
+             os.path.dirname(os.path.realpath(sys.executable)),
+             os.path.dirname(os.path.dirname(os.path.abspath(pyengine.__file__)))}
+    paths.update(p for p in sys.path if p)
+    paths.update(site.getsitepackages())
+    paths.add(site.getusersitepackages())
+    return sorted({os.path.realpath(p) for p in paths if os.path.exists(p)})
+
+
+@dataclass(frozen=True)
+class WorkerPlan:
+    """Everything the core decides about one function's workers before starting them."""
+
+    uid: int | None
+    gid: int | None
+    groups: tuple[int, ...]
+    scratch: str
+    rules: tuple[tuple[str, str], ...]
+    #: Resource id -> the version the workers keep using (rw resources: their write grant).
+    fixed: tuple[tuple[str, str], ...] = ()
+
+
+def plan(spec: FunctionSpec, root: str, scratch: str, protected: list[str]) -> WorkerPlan:
+    """The user, groups and path rules of ``spec``'s workers.
+
+    Parameters
+    ----------
+    spec
+        The function.
+    root
+        The core's root; no rule may open it (or anything above it) to the function.
+    scratch
+        The function's own read-write directory (HOME and TMPDIR of its workers).
+    protected
+        Other paths no system rule may cover (every function's code, every resource).
+
+    Raises
+    ------
+    ValueError
+        A path a worker must read (the interpreter, a shared library directory) contains the
+        root; the message names both.
+    """
+    root = os.path.realpath(root)
+    guarded = [root, *(os.path.realpath(p) for p in protected)]
+    package = os.path.dirname(os.path.realpath(pyengine.__file__))
+    rules: list[tuple[str, str]] = []
+    for path in (*_SYSTEM_READ, *python_paths(), *_SYSTEM_READ_DEV):
+        real = os.path.realpath(path)
+        hidden = [g for g in guarded if _contains(real, g)]
+        if not hidden:
+            rules.append((real, "ro"))
+        elif path in _ESSENTIAL:
+            raise ValueError(f"the core's root or a resource ({hidden[0]}) lies inside {real}, "
+                             "which every function must read; choose a root and destinations "
+                             "outside it")
+        elif _contains(real, package):
+            # An import directory that also holds the root: open only the pyengine package.
+            rules.append((package, "ro"))
+    rules.extend((p, "rw") for p in _SYSTEM_WRITE)
+    rules.append((os.path.realpath(spec.code_dir), "ro"))
+    rules.append((scratch, "rw"))
+    fixed: list[tuple[str, str]] = []
+    for r in spec.resources:
+        if r.kind == "model" and r.permission == "rw":
+            # Write access to the version in use only, not to the deploy layer's store around it
+            # (a new version of a rw resource gets new workers: see Core.reload).
+            version = os.path.realpath(r.path)
+            rules.append((r.grant_path(), "ro"))
+            rules.append((version, "rw"))
+            fixed.append((r.id, version))
+        else:
+            rules.append((r.grant_path(), r.permission))
+    uid: int | None = None
+    gid: int | None = None
+    groups: tuple[int, ...] = ()
+    if os.geteuid() == 0:
+        uid = DEFAULT_ID if spec.uid is None else spec.uid
+        gid = DEFAULT_ID if spec.gid is None else spec.gid
+        groups = tuple(sorted({r.owner_gid for r in spec.resources if r.owner_gid is not None}))
+    return WorkerPlan(uid=uid, gid=gid, groups=groups, scratch=scratch, rules=tuple(rules),
+                      fixed=tuple(fixed))
+
+
+def unreadable(worker_plan: WorkerPlan, spec: FunctionSpec) -> list[str]:
+    """Resources the workers' user cannot read by file modes (a group file mistake worth a warning).
+
+    Only meaningful when the core runs as root and switches user; empty otherwise.
+    """
+    if worker_plan.uid is None:
+        return []
+    groups = {worker_plan.gid, *worker_plan.groups}
+    out = []
+    for r in spec.resources:
+        path = os.path.realpath(r.path)
+        try:
+            st = os.stat(path)
+        except OSError:
+            continue
+        if st.st_uid == worker_plan.uid:
+            ok = bool(st.st_mode & stat.S_IRUSR)
+        elif st.st_gid in groups:
+            ok = bool(st.st_mode & stat.S_IRGRP)
+        else:
+            ok = bool(st.st_mode & stat.S_IROTH)
+        if not ok:
+            out.append(f"resource {r.id!r} ({path}, mode {stat.S_IMODE(st.st_mode):04o}, owner "
+                       f"{st.st_uid}:{st.st_gid}) is not readable by the function's user "
+                       f"{worker_plan.uid}:{worker_plan.gid}; give the resource an owner group "
+                       "the function runs with, or no owner setting")
+    return out

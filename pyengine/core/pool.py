@@ -1,0 +1,322 @@
+"""Worker processes and the per-function pool that hands calls to them."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from typing import Any
+
+import pyengine
+from pyengine.core import protocol
+from pyengine.core.group import FunctionSpec
+from pyengine.core.policy import WorkerPlan
+from pyengine.core.runtime import ENV_RESOURCES
+
+log = logging.getLogger("pyengine.core")
+
+#: How long a worker may take to import its handler's module.
+START_TIMEOUT_S = 120.0
+
+
+class InvokeError(Exception):
+    """A call that failed outside the handler: ``kind`` is the error type the caller sees."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+def _describe_exit(code: int | None) -> str:
+    if code is None:
+        return "still running"
+    if code < 0:
+        try:
+            return f"killed by signal {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exited with status {code}"
+
+
+class Worker:
+    """One worker process of a function, serving one call at a time over a socket pair."""
+
+    def __init__(self, spec: FunctionSpec, plan: WorkerPlan, landlock: bool) -> None:
+        self.spec = spec
+        parent, child = socket.socketpair()
+        env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8"}
+        env.update(spec.environment)
+        pkg_parent = os.path.dirname(os.path.dirname(os.path.abspath(pyengine.__file__)))
+        env.update({
+            "HOME": plan.scratch, "TMPDIR": plan.scratch, "PYTHONUNBUFFERED": "1",
+            "PYTHONDONTWRITEBYTECODE": "1", "PYENGINE_FUNCTION": spec.name,
+            "PYTHONPATH": os.pathsep.join(
+                p for p in (pkg_parent, os.environ.get("PYTHONPATH")) if p),
+            ENV_RESOURCES: protocol.json.dumps({r.id: r.path for r in spec.resources}),
+        })
+        try:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "pyengine.core.worker", str(child.fileno())],
+                pass_fds=[child.fileno()], env=env, cwd=plan.scratch, stdin=subprocess.DEVNULL,
+                stdout=sys.stderr.fileno(), user=plan.uid, group=plan.gid,
+                extra_groups=list(plan.groups) if plan.uid is not None else None,
+                start_new_session=True)
+        except OSError as exc:
+            parent.close()
+            raise InvokeError("FunctionInitError", f"cannot start a worker of {spec.name!r}: "
+                              f"{exc}") from exc
+        finally:
+            child.close()
+        self.sock = parent
+        self.pid = self.proc.pid
+        self.last_used = time.monotonic()
+        self.confinement = ""
+        try:
+            protocol.send(parent, {
+                "name": spec.name, "handler": spec.handler, "code_dir": spec.code_dir,
+                "memory_mb": spec.memory_mb, "landlock": landlock, "rules": plan.rules,
+                "fixed": dict(plan.fixed)})
+            parent.settimeout(START_TIMEOUT_S)
+            msg = protocol.recv(parent)
+        except (OSError, protocol.ChannelClosed, ValueError) as exc:
+            self.kill()
+            raise InvokeError("FunctionInitError", f"worker of {spec.name!r} did not start: "
+                              f"{exc} ({_describe_exit(self.proc.poll())})") from exc
+        if msg.get("op") != "ready":
+            self.kill()
+            err = msg.get("error", {})
+            raise InvokeError("FunctionInitError", f"{spec.name!r} failed to start: "
+                              f"{err.get('type')}: {err.get('message')}")
+        self.confinement = msg.get("confinement", "")
+
+    def call(self, invocation_id: str, payload: Any) -> dict[str, Any]:
+        """Run one call; the reply ``{"ok": ..., "result" | "error": ...}``.
+
+        Raises
+        ------
+        InvokeError
+            ``FunctionTimeout`` (the worker was killed) or ``WorkerDied``.
+        """
+        timeout = self.spec.timeout_s
+        deadline = time.monotonic() + timeout
+        try:
+            self.sock.settimeout(None)
+            protocol.send(self.sock, {"id": invocation_id, "payload": payload,
+                                      "timeout_s": timeout})
+            self.sock.settimeout(max(0.001, deadline - time.monotonic()))
+            reply: dict[str, Any] = protocol.recv(self.sock)
+        except (socket.timeout, TimeoutError) as exc:
+            self.kill()
+            raise InvokeError("FunctionTimeout", f"{self.spec.name!r} did not finish in "
+                              f"{timeout:g} s; its worker was stopped") from exc
+        except (protocol.ChannelClosed, OSError) as exc:
+            try:
+                code = self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.kill()
+                code = self.proc.returncode
+            raise InvokeError("WorkerDied", f"the worker (pid {self.pid}) of {self.spec.name!r} "
+                              f"died during the call: {_describe_exit(code)}") from exc
+        finally:
+            self.last_used = time.monotonic()
+        return reply
+
+    def alive(self) -> bool:
+        """Whether the process still runs."""
+        return self.proc.poll() is None
+
+    def stop(self, grace_s: float = 2.0) -> None:
+        """Close the channel (the worker exits), then kill it if it lingers."""
+        with contextlib.suppress(OSError):
+            self.sock.close()
+        try:
+            self.proc.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            self.kill()
+
+    def kill(self) -> None:
+        """Kill the process now and reap it."""
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.kill()
+        self.proc.wait()
+        with contextlib.suppress(OSError):
+            self.sock.close()
+
+
+class FunctionPool:
+    """The workers of one function (one deployment of it): start, hand out, retire.
+
+    Pinned functions start all their workers at :meth:`start` and replace a worker that died;
+    on-demand functions start workers on invocation, up to ``spec.max_workers()``, and stop
+    those idle for ``spec.idle_s``.
+    """
+
+    def __init__(self, spec: FunctionSpec, plan: WorkerPlan, landlock: bool,
+                 queue_timeout_s: float = 60.0) -> None:
+        self.spec = spec
+        self.plan = plan
+        self.landlock = landlock
+        self.queue_timeout_s = queue_timeout_s
+        self._cond = threading.Condition()
+        self._idle: list[Worker] = []
+        self._workers: set[Worker] = set()
+        self._starting = 0
+        self._busy = 0
+        self._retired = False
+        self.status = "stopped" if not spec.pinned else "starting"
+        self.last_error = ""
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def start(self) -> bool:
+        """Start a pinned function's workers (nothing for on-demand); True when all started."""
+        if not self.spec.pinned:
+            self.status = "ready"
+            return True
+        ok = True
+        while True:
+            with self._cond:
+                if self._retired or len(self._workers) + self._starting >= self.spec.max_workers():
+                    break
+                self._starting += 1
+            w = self._spawn()
+            if w is None:
+                ok = False
+                break
+            with self._cond:
+                retired = self._retired
+                if retired:
+                    self._workers.discard(w)
+                else:
+                    self._idle.append(w)
+                    self._cond.notify()
+            if retired:
+                w.stop()
+        self.status = "ready" if ok else "failed"
+        return ok
+
+    def _spawn(self) -> Worker | None:
+        try:
+            w = Worker(self.spec, self.plan, self.landlock)
+        except InvokeError as exc:
+            with self._cond:
+                self._starting -= 1
+                self._cond.notify()
+            self.last_error = str(exc)
+            log.error("%s", exc)
+            return None
+        with self._cond:
+            self._starting -= 1
+            self._workers.add(w)
+        log.info("function %s: worker %d started (%s)", self.spec.name, w.pid, w.confinement)
+        return w
+
+    def retire(self) -> None:
+        """Take no more workers into service; idle ones stop now, busy ones after their call."""
+        with self._cond:
+            self._retired = True
+            idle, self._idle = self._idle, []
+            for w in idle:
+                self._workers.discard(w)
+            self._cond.notify_all()
+        for w in idle:
+            w.stop()
+        self.status = "retired"
+
+    def stop(self) -> None:
+        """Retire, then kill what still runs."""
+        self.retire()
+        with self._cond:
+            rest = list(self._workers)
+        for w in rest:
+            w.kill()
+
+    def reap_idle(self) -> None:
+        """Stop on-demand workers idle for longer than ``idle_s``; restart dead pinned ones."""
+        now = time.monotonic()
+        with self._cond:
+            expired = not self.spec.pinned
+            stale = [w for w in self._idle
+                     if not w.alive() or (expired and now - w.last_used > self.spec.idle_s)]
+            for w in stale:
+                self._idle.remove(w)
+                self._workers.discard(w)
+        for w in stale:
+            w.stop()
+        if self.spec.pinned and not self._retired and stale:
+            self.start()
+
+    def workers(self) -> int:
+        """Live workers."""
+        with self._cond:
+            return len(self._workers)
+
+    def pids(self) -> list[int]:
+        """Process ids of the live workers."""
+        with self._cond:
+            return sorted(w.pid for w in self._workers)
+
+    def busy(self) -> int:
+        """Workers running a call now."""
+        with self._cond:
+            return self._busy
+
+    # -- calls -----------------------------------------------------------------------------
+
+    def _acquire(self) -> Worker:
+        deadline = time.monotonic() + self.queue_timeout_s
+        with self._cond:
+            while True:
+                while self._idle:
+                    w = self._idle.pop()
+                    if w.alive():
+                        self._busy += 1
+                        return w
+                    self._workers.discard(w)
+                if len(self._workers) + self._starting < self.spec.max_workers():
+                    self._starting += 1
+                    break
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise InvokeError("Busy", f"no worker of {self.spec.name!r} became free in "
+                                      f"{self.queue_timeout_s:g} s")
+                self._cond.wait(left)
+        spawned = self._spawn()
+        if spawned is None:
+            raise InvokeError("FunctionInitError", self.last_error)
+        with self._cond:
+            self._busy += 1
+        return spawned
+
+    def _release(self, w: Worker, healthy: bool) -> None:
+        with self._cond:
+            self._busy -= 1
+            keep = healthy and not self._retired and w.alive()
+            if keep:
+                self._idle.append(w)
+            else:
+                self._workers.discard(w)
+            self._cond.notify()
+        if not keep:
+            w.stop() if healthy else w.kill()
+            if self.spec.pinned and not self._retired:
+                threading.Thread(target=self.start, name=f"restart-{self.spec.name}",
+                                 daemon=True).start()
+
+    def invoke(self, invocation_id: str, payload: Any) -> dict[str, Any]:
+        """Run one call on a free worker; the worker's reply, or InvokeError."""
+        w = self._acquire()
+        healthy = False
+        try:
+            reply = w.call(invocation_id, payload)
+            healthy = True
+            return reply
+        finally:
+            self._release(w, healthy)

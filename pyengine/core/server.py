@@ -1,0 +1,371 @@
+"""The running core: function pools, deploy watching, and the local HTTP API."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import shutil
+import signal
+import threading
+import time
+import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from pyengine.core import landlock, protocol
+from pyengine.core.group import (
+    STATE_DB,
+    DeployedGroup,
+    FunctionSpec,
+    change_token,
+    read_deployed_group,
+)
+from pyengine.core.metrics import Metrics
+from pyengine.core.policy import plan, unreadable
+from pyengine.core.pool import FunctionPool, InvokeError
+
+log = logging.getLogger("pyengine.core")
+
+#: The file in the root that tells ``pyengine invoke`` where the running core listens.
+ADDRESS_FILE = "core.json"
+DEFAULT_PORT = 8686
+
+#: HTTP status of each failure kind.
+STATUS = {"FunctionTimeout": 504, "WorkerDied": 502, "FunctionInitError": 502, "Busy": 503}
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 256  # bursts of concurrent callers; the default of 5 resets them
+
+
+def _grant_ids(spec: FunctionSpec) -> tuple[tuple[int, int], ...]:
+    """What the workers' Landlock rules are bound to: a change needs new workers."""
+    paths = [r.grant_path() for r in spec.resources]
+    paths += [r.path for r in spec.resources if r.kind == "model" and r.permission == "rw"]
+    ids = []
+    for path in paths:
+        try:
+            st = os.stat(path)
+            ids.append((st.st_dev, st.st_ino))
+        except OSError:
+            ids.append((0, 0))
+    return tuple(ids)
+
+
+class Core:
+    """Runs the functions of the group deployed into ``root`` and serves the invoke API.
+
+    Parameters
+    ----------
+    root
+        The core's root (see :func:`pyengine.deploy.default_root`).
+    host, port
+        Where the HTTP API listens (127.0.0.1 by default; port 0 picks a free one).
+    poll_s
+        How often the deployed group is checked for a new deployment.
+    use_landlock
+        None: Landlock where the kernel has it (``PYENGINE_LANDLOCK=off`` turns it off);
+        False: uid/gid and file modes only.
+    """
+
+    def __init__(self, root: str, host: str = "127.0.0.1", port: int = DEFAULT_PORT,
+                 poll_s: float = 0.5, use_landlock: bool | None = None) -> None:
+        self.root = os.path.abspath(root)
+        self.host = host
+        self.port = port
+        self.poll_s = poll_s
+        abi = landlock.abi_version()
+        if use_landlock is None:
+            use_landlock = abi > 0 and os.environ.get("PYENGINE_LANDLOCK", "on") != "off"
+        self.landlock = bool(use_landlock and abi > 0)
+        self.landlock_abi = abi
+        self.metrics = Metrics()
+        self.group: DeployedGroup | None = None
+        self._pools: dict[str, FunctionPool] = {}
+        self._grants: dict[str, tuple[tuple[int, int], ...]] = {}
+        self._retiring: list[FunctionPool] = []
+        self._token: tuple[tuple[int, int], ...] = ()
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._reload_now = threading.Event()
+        self._httpd: ThreadingHTTPServer | None = None
+        self._threads: list[threading.Thread] = []
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the pinned functions, the HTTP API and the deploy watcher (returns at once)."""
+        os.makedirs(self.root, exist_ok=True)
+        if self.landlock:
+            log.info("functions are confined with Landlock (ABI %d)", self.landlock_abi)
+        else:
+            why = ("turned off" if self.landlock_abi > 0
+                   else "not available in this kernel (it needs Linux 5.13+ with landlock enabled)")
+            log.warning("Landlock is %s: functions are confined by uid/gid and file modes only",
+                        why)
+        if not self.landlock:
+            for name in (STATE_DB, f"{STATE_DB}-wal", f"{STATE_DB}-shm"):
+                path = os.path.join(self.root, name)
+                if os.path.exists(path):
+                    os.chmod(path, 0o600)
+        try:
+            self._httpd = _Server((self.host, self.port), _handler_for(self))
+        except OSError as exc:
+            raise OSError(exc.errno, f"cannot listen on {self.host}:{self.port} ({exc.strerror}); "
+                          "is another core running? pick another --port") from exc
+        self.port = self._httpd.server_address[1]
+        self._spawn(self._httpd.serve_forever, "http")
+        self._write_address()
+        self.reload(cleanup=True)
+        self._spawn(self._watch, "watch")
+        log.info("listening on %s", self.url)
+
+    @property
+    def url(self) -> str:
+        """The HTTP API's base URL."""
+        return f"http://{self.host}:{self.port}"
+
+    def _spawn(self, target: Any, name: str) -> None:
+        t = threading.Thread(target=target, name=f"pyengine-{name}", daemon=True)
+        t.start()
+        self._threads.append(t)
+
+    def _write_address(self) -> None:
+        path = os.path.join(self.root, ADDRESS_FILE)
+        tmp = f"{path}.tmp"
+        with open(tmp, "w") as fh:
+            json.dump({"url": self.url, "pid": os.getpid()}, fh)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+
+    def serve_forever(self) -> None:
+        """Start, then run until SIGTERM or SIGINT; SIGHUP checks for a new deployment now."""
+        signal.signal(signal.SIGTERM, lambda *_: self._stopping.set())
+        signal.signal(signal.SIGINT, lambda *_: self._stopping.set())
+        signal.signal(signal.SIGHUP, lambda *_: self._reload_now.set())
+        try:
+            self.start()
+            while not self._stopping.wait(0.2):
+                pass
+        finally:
+            self.stop()
+
+    def stop(self) -> None:
+        """Stop the API and every worker."""
+        self._stopping.set()
+        self._reload_now.set()
+        if self._httpd is not None:
+            self._httpd.shutdown()
+            self._httpd.server_close()
+        with self._lock:
+            pools = list(self._pools.values()) + self._retiring
+            self._pools.clear()
+            self._retiring.clear()
+        for p in pools:
+            p.stop()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(os.path.join(self.root, ADDRESS_FILE))
+        log.info("stopped")
+
+    # -- deployments -----------------------------------------------------------------------
+
+    def _watch(self) -> None:
+        while not self._stopping.is_set():
+            self._reload_now.wait(self.poll_s)
+            self._reload_now.clear()
+            if self._stopping.is_set():
+                return
+            try:
+                self.reload()
+            except Exception:  # noqa: BLE001 - a bad deployment must not stop the core
+                log.exception("could not apply the deployment in %s", self.root)
+            with self._lock:
+                pools = list(self._pools.values())
+                self._retiring = [p for p in self._retiring if p.workers() > 0]
+            for p in pools:
+                p.reap_idle()
+
+    def _new_pool(self, spec: FunctionSpec, group: DeployedGroup) -> FunctionPool:
+        scratch = os.path.join(self.root, "run", spec.name)
+        os.makedirs(scratch, exist_ok=True)
+        protected = [f.code_dir for f in group.functions]
+        protected += [r.grant_path() for f in group.functions for r in f.resources
+                      if r.kind == "model"]
+        worker_plan = plan(spec, self.root, scratch, protected)
+        os.chmod(os.path.join(self.root, "run"), 0o711)
+        if worker_plan.uid is not None:
+            gid = worker_plan.gid if worker_plan.gid is not None else -1
+            os.chown(scratch, worker_plan.uid, gid)
+        os.chmod(scratch, 0o700)
+        for problem in unreadable(worker_plan, spec):
+            log.warning("function %s: %s", spec.name, problem)
+        return FunctionPool(spec, worker_plan, self.landlock)
+
+    def reload(self, cleanup: bool = False) -> bool:
+        """Apply the deployment in the root if it changed; True when something changed.
+
+        A function whose code, settings or resource grants changed gets a new pool (pinned
+        workers start before it takes calls); its old workers finish their calls and stop.
+        Functions the deployment does not change keep their workers: a new version of a
+        resource they use is picked up by their next call.
+        """
+        token = change_token(self.root)
+        if token == self._token and not cleanup:
+            return False
+        group = read_deployed_group(self.root, cleanup=cleanup)
+        self._token = token
+        if group is None or group == self.group:
+            return False
+        started: list[FunctionPool] = []
+        for spec in group.functions:
+            old = self._pools.get(spec.name)
+            grants = _grant_ids(spec)
+            if old is not None and old.spec.shape() == spec.shape() \
+                    and self._grants.get(spec.name) == grants:
+                continue
+            pool = self._new_pool(spec, group)
+            pool.start()
+            started.append(pool)
+            self._grants[spec.name] = grants
+        names = {f.name for f in group.functions}
+        with self._lock:
+            retired = [p for n, p in self._pools.items() if n not in names]
+            for pool in started:
+                old = self._pools.get(pool.spec.name)
+                if old is not None:
+                    retired.append(old)
+                self._pools[pool.spec.name] = pool
+            for n in [n for n in self._pools if n not in names]:
+                del self._pools[n]
+                self._grants.pop(n, None)
+            self._retiring.extend(retired)
+            self.group = group
+        for p in retired:
+            p.retire()
+        for n in os.listdir(os.path.join(self.root, "run")) if os.path.isdir(
+                os.path.join(self.root, "run")) else []:
+            if n not in names:
+                shutil.rmtree(os.path.join(self.root, "run", n), ignore_errors=True)
+        if started or retired:
+            log.info("deployment %s of group %s applied: started %s, retired %s",
+                     group.deployment or "-", group.name, [p.spec.name for p in started],
+                     [p.spec.name for p in retired])
+        return True
+
+    # -- calls and status ------------------------------------------------------------------
+
+    def invoke(self, name: str, payload: Any) -> tuple[int, dict[str, Any]]:
+        """Invoke ``name`` with ``payload``; (HTTP status, answer)."""
+        with self._lock:
+            pool = self._pools.get(name)
+        if pool is None:
+            return 404, {"error": {"type": "FunctionNotFound",
+                                   "message": f"no function {name!r}; the functions are "
+                                              f"{sorted(self._pools)}"}}
+        inv = uuid.uuid4().hex
+        t0 = time.perf_counter()
+        try:
+            reply = pool.invoke(inv, payload)
+        except InvokeError as exc:
+            self.metrics.record(name, time.perf_counter() - t0, exc.kind)
+            log.error("%s %s: %s: %s", name, inv, exc.kind, exc)
+            return STATUS.get(exc.kind, 500), {"invocation_id": inv, "error": {
+                "type": exc.kind, "message": str(exc)}}
+        dt = time.perf_counter() - t0
+        if reply.get("ok"):
+            self.metrics.record(name, dt)
+            return 200, {"invocation_id": inv, "result": reply.get("result")}
+        err = reply.get("error") or {}
+        self.metrics.record(name, dt, str(err.get("type", "Error")))
+        return 500, {"invocation_id": inv, "error": err}
+
+    def ready(self) -> bool:
+        """True once every pinned function has started."""
+        with self._lock:
+            pools = list(self._pools.values())
+        return self.group is not None and all(p.status == "ready" for p in pools)
+
+    def functions(self) -> list[dict[str, Any]]:
+        """Each function's status."""
+        with self._lock:
+            pools = dict(self._pools)
+        return [{"name": n, "pinned": p.spec.pinned, "status": p.status, "workers": p.workers(),
+                 "pids": p.pids(), "busy": p.busy(), "max_workers": p.spec.max_workers(),
+                 "invocations": self.metrics.calls(n), "last_error": p.last_error,
+                 "confinement": "landlock" if self.landlock else "uid/gid and modes"}
+                for n, p in sorted(pools.items())]
+
+    def metrics_text(self) -> str:
+        """Prometheus text."""
+        with self._lock:
+            workers = {n: p.workers() for n, p in self._pools.items()}
+        return self.metrics.render(workers)
+
+
+def _handler_for(core: Core) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+        server_version = "pyengine-core"
+        disable_nagle_algorithm = True  # headers and body go out as separate writes
+
+        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+            log.debug("http: " + format, *args)
+
+        def _send(self, status: int, body: Any, ctype: str = "application/json") -> None:
+            data = body.encode() if isinstance(body, str) else \
+                json.dumps(body, default=protocol._json_default).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def do_GET(self) -> None:  # noqa: N802
+            path = self.path.split("?", 1)[0].rstrip("/")
+            if path == "/health/live":
+                self._send(200, {"status": "live"})
+            elif path == "/health/ready":
+                ok = core.ready()
+                self._send(200 if ok else 503, {"status": "ready" if ok else "starting",
+                                                "functions": core.functions()})
+            elif path == "/functions":
+                self._send(200, {"group": core.group.name if core.group else None,
+                                 "deployment": core.group.deployment if core.group else None,
+                                 "functions": core.functions()})
+            elif path == "/metrics":
+                self._send(200, core.metrics_text(), "text/plain; version=0.0.4")
+            else:
+                self._send(404, {"error": {"type": "NotFound", "message": f"no route GET {path}"}})
+
+        def do_POST(self) -> None:  # noqa: N802
+            parts = self.path.split("?", 1)[0].strip("/").split("/")
+            if len(parts) != 3 or parts[0] != "functions" or parts[2] != "invoke":
+                self._send(404, {"error": {"type": "NotFound",
+                                           "message": f"no route POST {self.path}; "
+                                                      "use POST /functions/{name}/invoke"}})
+                return
+            try:
+                n = int(self.headers.get("Content-Length") or 0)
+            except ValueError:
+                n = -1
+            if n < 0 or n > protocol.MAX_MESSAGE:
+                self.close_connection = True
+                self._send(413 if n > 0 else 400, {"error": {
+                    "type": "BadRequest",
+                    "message": f"Content-Length {self.headers.get('Content-Length')!r} is not "
+                               f"a size up to {protocol.MAX_MESSAGE} bytes"}})
+                return
+            raw = self.rfile.read(n) if n else b""
+            try:
+                payload = json.loads(raw) if raw.strip() else None
+            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+                self._send(400, {"error": {"type": "MalformedPayload",
+                                           "message": f"the payload is not JSON: {exc}"}})
+                return
+            status, body = core.invoke(parts[1], payload)
+            self._send(status, body)
+
+    return Handler

@@ -1,0 +1,133 @@
+"""A function's worker process: ``python -m pyengine.core.worker FD``.
+
+The core starts it (already as the function's user) with one end of a socket pair as FD and
+sends its configuration first. The worker imports what it needs, confines itself with Landlock
+to the paths the core lists, sets its memory limit, imports the handler's module (module-level
+code runs once) and then serves one call at a time until the socket closes.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import resource
+import socket
+import sys
+import time
+import traceback
+from typing import Any, Callable
+
+# Imported before confinement so that later imports by handlers find them in sys.modules.
+import numpy  # noqa: F401, I001
+
+import pyengine  # noqa: F401
+from pyengine.core import landlock, protocol, runtime
+
+
+def _error(exc: BaseException, tb: bool = True) -> dict[str, Any]:
+    return {"type": type(exc).__name__, "message": str(exc),
+            "traceback": traceback.format_exc() if tb else ""}
+
+
+def _address_space_mb() -> float:
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmSize:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def _confine(cfg: dict[str, Any]) -> str:
+    if not cfg.get("landlock"):
+        return "off"
+    rules = [(p, landlock.READ | (landlock.WRITE if mode == "rw" else 0))
+             for p, mode in cfg["rules"]]
+    abi = landlock.restrict(rules)
+    return f"landlock abi {abi}"
+
+
+def _limit_memory(memory_mb: int) -> int:
+    """Limit the address space to what the worker uses now plus ``memory_mb``; the limit in MB."""
+    limit_mb = int(_address_space_mb()) + memory_mb
+    resource.setrlimit(resource.RLIMIT_AS, (limit_mb << 20, limit_mb << 20))
+    return limit_mb
+
+
+def _load_handler(cfg: dict[str, Any]) -> Callable[[Any, Any], Any]:
+    module_name, _, func_name = cfg["handler"].rpartition(".")
+    if not module_name:
+        raise ValueError(f"handler {cfg['handler']!r} is not 'module.function'")
+    sys.path.insert(0, cfg["code_dir"])
+    module = importlib.import_module(module_name)
+    fn = getattr(module, func_name, None)
+    if not callable(fn):
+        raise AttributeError(f"module {module_name!r} (in {cfg['code_dir']}) has no function "
+                             f"{func_name!r}")
+    return fn
+
+
+def _default_invocation(record: logging.LogRecord) -> bool:
+    if not hasattr(record, "invocation"):
+        record.invocation = "-"
+    return True
+
+
+def serve(sock: socket.socket) -> None:
+    """Set up from the first message, then answer invocations until the core closes the socket."""
+    cfg = protocol.recv(sock)
+    name = cfg["name"]
+    logger = logging.getLogger(f"pyengine.function.{name}")
+    handler_out = logging.StreamHandler(sys.stderr)
+    handler_out.setFormatter(logging.Formatter(
+        f"%(asctime)s {name}[%(process)d] %(levelname)s %(invocation)s: %(message)s"))
+    handler_out.addFilter(_default_invocation)
+    logger.addHandler(handler_out)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    runtime.fix_versions(cfg.get("fixed") or {})
+    try:
+        confinement = _confine(cfg)
+        limit_mb = _limit_memory(int(cfg["memory_mb"]))
+        os.chdir(cfg["code_dir"])
+        fn = _load_handler(cfg)
+    except BaseException as exc:  # noqa: BLE001 - every start failure is reported to the core
+        logger.error("could not start: %s: %s\n%s", type(exc).__name__, exc, traceback.format_exc())
+        protocol.send(sock, {"op": "init_error", "error": _error(exc)})
+        return
+    protocol.send(sock, {"op": "ready", "pid": os.getpid(),
+                         "confinement": f"{confinement}, address space {limit_mb} MB"})
+    while True:
+        try:
+            msg = protocol.recv(sock)
+        except protocol.ChannelClosed:
+            return
+        deadline = time.monotonic() + float(msg["timeout_s"])
+        ctx = runtime.Context(name, msg["id"], deadline, runtime.begin_call(), logger)
+        try:
+            result = fn(msg["payload"], ctx)
+            reply: dict[str, Any] = {"ok": True, "result": result}
+            try:
+                data = protocol.encode(reply)
+            except (TypeError, ValueError) as exc:
+                logger.error("result not serializable: %s", exc, extra={"invocation": msg["id"]})
+                data = protocol.encode({"ok": False, "error": _error(exc, tb=False)})
+        except BaseException as exc:  # noqa: BLE001 - the caller gets every handler failure
+            logger.error("%s: %s\n%s", type(exc).__name__, exc, traceback.format_exc(),
+                         extra={"invocation": msg["id"]})
+            data = protocol.encode({"ok": False, "error": _error(exc)})
+            del exc
+        sock.sendall(data)
+
+
+def main() -> None:
+    fd = int(sys.argv[1])
+    sock = socket.socket(fileno=fd)
+    try:
+        serve(sock)
+    finally:
+        sock.close()
+
+
+if __name__ == "__main__":
+    main()

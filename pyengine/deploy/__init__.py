@@ -1,0 +1,86 @@
+"""Deploying groups: group file -> validated plan -> fetch -> verify -> unpack -> install -> state.
+
+This package never imports a backend or the native core: a deployment works on a machine with no
+framework installed.
+
+Main entry points
+-----------------
+- :func:`load_group` / :func:`validate_group`: read and check a group file.
+- :func:`deploy`, :func:`rollback`, :func:`reset`: change what is installed in a root.
+- :func:`current`: the deployed group with each resource's local path and each function's
+  installed code (what the core runs); :func:`recover` cleans up after a killed deploy.
+- :func:`list_deployments`, :func:`get_deployment`, :func:`list_installed`: history and state.
+- :func:`group_policy`: the IAM policy a group's S3 sources need.
+"""
+
+from __future__ import annotations
+
+from pyengine.deploy.deployer import (
+    STATUSES,
+    Deployment,
+    ItemResult,
+    ProgressEvent,
+    default_root,
+    deploy,
+    get_deployment,
+    list_deployments,
+    recover,
+    reset,
+    resolve_root,
+    rollback,
+)
+from pyengine.deploy.errors import DeployBusyError, DeployError, GroupError, UnpackError
+from pyengine.deploy.group import (
+    DeviceSpec,
+    Function,
+    FunctionResource,
+    Group,
+    ModelSpec,
+    Owner,
+    Resource,
+    load_group,
+    validate_group,
+)
+from pyengine.deploy.installed import (
+    DeployedGroup,
+    InstalledFunction,
+    InstalledResource,
+    current,
+    list_installed,
+)
+from pyengine.deploy.policy import group_buckets, group_policy
+
+__all__ = [
+    "STATUSES",
+    "DeployBusyError",
+    "DeployError",
+    "DeployedGroup",
+    "Deployment",
+    "DeviceSpec",
+    "Function",
+    "FunctionResource",
+    "Group",
+    "GroupError",
+    "InstalledFunction",
+    "InstalledResource",
+    "ItemResult",
+    "ModelSpec",
+    "Owner",
+    "ProgressEvent",
+    "Resource",
+    "UnpackError",
+    "current",
+    "default_root",
+    "deploy",
+    "get_deployment",
+    "group_buckets",
+    "group_policy",
+    "list_deployments",
+    "list_installed",
+    "load_group",
+    "recover",
+    "reset",
+    "resolve_root",
+    "rollback",
+    "validate_group",
+]

@@ -1,0 +1,1093 @@
+"""Deployments: plan -> fetch -> verify -> unpack -> switch atomically -> record; rollback, reset
+and crash recovery.
+
+Layout on disk
+--------------
+A model resource's destination is a symbolic link to one complete version directory kept next
+to it, on the same filesystem::
+
+    /srv/models/digits -> .digits.pyengine/v12-3f9a0c1d2e
+    /srv/models/.digits.pyengine/{v12-..., v9-..., staging-13, .link-13}
+
+A version directory only appears (by rename) once it is completely unpacked and fsynced, and the
+link is replaced with rename(2), so the destination always names one complete version. Function
+code lives the same way under ``ROOT/functions/<name>/current``.
+
+Every filesystem change is written to the journal first; a deploy killed at any instant is rolled
+back from the journal by the next deploy (or :func:`recover` at core start), then leftovers
+(staging directories, unregistered versions, temporary links) are removed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import hashlib
+import json
+import os
+import shutil
+import sqlite3
+import stat
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+from pyengine.deploy.errors import DeployError, UnpackError
+from pyengine.deploy.fetch import fetch
+from pyengine.deploy.group import Function, Group, ModelSpec, Resource, load_group
+from pyengine.deploy.state import RootLock, State, dumps
+from pyengine.deploy.unpack import (
+    Pipe,
+    apply_owner,
+    declared_format,
+    fsync_dir,
+    unpack,
+    unpack_stream,
+)
+from pyengine.sources import open_source
+from pyengine.sources.base import SourceError
+
+STATUSES = ("Building", "InProgress", "Success", "Failure")
+
+
+@dataclass
+class ProgressEvent:
+    """What a deployment reports as it goes (the CLI renders these)."""
+
+    event: str  # "start" | "resource" | "bytes" | "done" | "end"
+    key: str = ""
+    kind: str = ""
+    done: int = 0
+    total: Optional[int] = None
+    message: str = ""
+
+
+ProgressCallback = Callable[[ProgressEvent], None]
+
+
+@dataclass
+class ItemResult:
+    """The outcome of one resource or function in a deployment.
+
+    ``outcome`` is one of: installed, unchanged, verified (a device), removed, failed,
+    rolled-back (prepared but not switched because the deployment failed), skipped.
+    """
+
+    kind: str
+    key: str
+    outcome: str
+    version: Optional[str] = None
+    path: Optional[str] = None
+    source: Optional[str] = None
+    bytes: int = 0
+    attempts: int = 0
+    seconds: float = 0.0
+    message: str = ""
+    token: Optional[str] = field(default=None, repr=False)
+    version_path: Optional[str] = field(default=None, repr=False)
+    spec: Optional[str] = field(default=None, repr=False)
+
+
+@dataclass
+class Deployment:
+    """A deployment as recorded in the state database."""
+
+    id: int
+    kind: str
+    group_name: Optional[str]
+    group_file: Optional[str]
+    status: str
+    on_failure: Optional[str]
+    message: Optional[str]
+    started: Optional[float]
+    finished: Optional[float]
+    applied: bool
+    items: list[ItemResult] = field(default_factory=list)
+
+    @property
+    def bytes_downloaded(self) -> int:
+        """Total bytes transferred by this deployment."""
+        return sum(i.bytes for i in self.items)
+
+
+def default_root() -> str:
+    """``$PYENGINE_ROOT``, else /var/lib/pyengine as root, else ~/.local/share/pyengine."""
+    env = os.environ.get("PYENGINE_ROOT")
+    if env:
+        return os.path.abspath(env)
+    if os.geteuid() == 0:
+        return "/var/lib/pyengine"
+    return os.path.join(os.path.expanduser("~"), ".local", "share", "pyengine")
+
+
+def resolve_root(root: Optional[str] = None) -> str:
+    """The root directory to use: ``root`` when given, else :func:`default_root`."""
+    return os.path.abspath(root) if root else default_root()
+
+
+def store_for(destination: str) -> str:
+    """The version store of a destination: ``<parent>/.<name>.pyengine``."""
+    parent, name = os.path.split(destination.rstrip("/"))
+    return os.path.join(parent, f".{name}.pyengine")
+
+
+def _version_name(dep: int, token: str) -> str:
+    return f"v{dep}-{hashlib.sha256(token.encode()).hexdigest()[:10]}"
+
+
+def _rmtree(path: str) -> None:
+    """Remove a file, link or tree; missing is fine. Read-only directories are made writable."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISDIR(st.st_mode):
+        os.unlink(path)
+        return
+
+    def onerror(func: Callable, p: str, exc: object) -> None:
+        try:
+            os.chmod(os.path.dirname(p), 0o700)
+            func(p)
+        except FileNotFoundError:
+            pass
+
+    for dirpath, dirnames, _ in os.walk(path):
+        for d in dirnames:
+            full = os.path.join(dirpath, d)
+            if not os.path.islink(full):
+                with contextlib.suppress(OSError):
+                    os.chmod(full, 0o700)
+    with contextlib.suppress(OSError):
+        os.chmod(path, 0o700)
+    shutil.rmtree(path, onerror=onerror)
+
+
+def _point(dest: str, target: Optional[str], tmp_dir: str) -> None:
+    """Atomically make ``dest`` a link to ``target`` (or remove it when ``target`` is None)."""
+    if target is None:
+        try:
+            if os.path.islink(dest):
+                os.unlink(dest)
+                fsync_dir(os.path.dirname(dest))
+        except FileNotFoundError:
+            pass
+        return
+    rel = os.path.relpath(target, os.path.dirname(dest))
+    tmp = os.path.join(tmp_dir, f".link-{os.getpid()}")
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(tmp)
+    os.symlink(rel, tmp)
+    if os.path.isdir(dest) and not os.path.islink(dest):
+        os.rmdir(dest)  # an empty directory left for us (checked during planning)
+    os.rename(tmp, dest)
+    fsync_dir(os.path.dirname(dest))
+
+
+def _current_target(dest: str) -> Optional[str]:
+    if not os.path.islink(dest):
+        return None
+    return os.path.normpath(os.path.join(os.path.dirname(dest), os.readlink(dest)))
+
+
+def _tree_token(path: str) -> str:
+    """A digest of a directory tree's names, modes and contents (function code change token)."""
+    h = hashlib.sha256()
+    for dirpath, dirnames, filenames in os.walk(path):
+        dirnames[:] = sorted(d for d in dirnames if d != "__pycache__")
+        for n in sorted(filenames):
+            if n.endswith((".pyc", ".pyo")):
+                continue
+            p = os.path.join(dirpath, n)
+            rel = os.path.relpath(p, path)
+            h.update(rel.encode("utf-8", "surrogateescape") + b"\0")
+            h.update(b"x" if os.access(p, os.X_OK) else b"-")
+            with open(p, "rb") as f:
+                for b in iter(lambda: f.read(1 << 20), b""):
+                    h.update(b)
+            h.update(b"\0")
+    return "code:" + h.hexdigest()
+
+
+def _copy_code(src: str, dst: str) -> int:
+    """Copy a function's code directory (links followed, bytecode caches skipped); bytes copied."""
+    total = 0
+    shutil.copytree(
+        src, dst, symlinks=False, ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.pyo")
+    )
+    for dirpath, _, filenames in os.walk(dst):
+        for n in filenames:
+            p = os.path.join(dirpath, n)
+            total += os.path.getsize(p)
+            fd = os.open(p, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.chmod(p, 0o755 if os.access(p, os.X_OK) else 0o644)
+        fsync_dir(dirpath)
+    return total
+
+
+class _StreamingUnpack:
+    """Unpacks a .tar.gz on a thread from the bytes a download hands on (a fetch ``tee``)."""
+
+    def __init__(self, staging: str, name: str, size: Optional[int], m: ModelSpec) -> None:
+        self.pipe = Pipe()
+        self.valid = True
+        self.error: Optional[BaseException] = None
+        self.thread = threading.Thread(
+            target=self._run, args=(staging, name, size, m), name="pyengine-unpack", daemon=True
+        )
+        self.thread.start()
+
+    def _run(self, staging: str, name: str, size: Optional[int], m: ModelSpec) -> None:
+        try:
+            unpack_stream(
+                self.pipe,
+                staging,
+                name=name,
+                size=size,
+                max_bytes=m.max_unpacked_bytes,
+                max_files=m.max_files,
+            )
+        except BaseException as exc:  # noqa: BLE001 - handed to the deploying thread
+            self.error = exc
+
+    def write(self, b: bytes) -> None:
+        self.pipe.write(b)
+
+    def restart(self) -> None:
+        self.valid = False
+        self.pipe.abort()
+
+    def cancel(self) -> None:
+        self.pipe.abort()
+        self.thread.join()
+
+    def finish(self) -> bool:
+        """Wait for the unpacker; True when staging holds the package, False when it must be
+        unpacked again from the file. Raises the unpacker's error (the bytes were verified)."""
+        if not self.valid:
+            self.thread.join()
+            return False
+        self.pipe.close()
+        self.thread.join()
+        if self.error is not None:
+            raise self.error
+        return True
+
+
+class _Session:
+    """One locked use of a root."""
+
+    def __init__(self, root: Optional[str], wait_s: float, what: str) -> None:
+        self.root = resolve_root(root)
+        self.lock = RootLock(self.root)
+        self.lock.acquire(wait_s, what)
+        try:
+            self.state = State(self.root)
+            recover_locked(self.state)
+        except BaseException:
+            self.lock.release()
+            raise
+
+    def close(self) -> None:
+        self.state.close()
+        self.lock.release()
+
+
+# ----------------------------------------------------------------------------------- recovery
+
+
+def recover_locked(state: State) -> list[int]:
+    """Roll back deployments that died mid-way and remove leftovers; the lock must be held.
+
+    Returns the ids of the deployments rolled back.
+    """
+    rolled: list[int] = []
+    for dep in state.q(
+        "SELECT id FROM deployments WHERE status IN ('Building','InProgress') ORDER BY id"
+    ):
+        dep_id = int(dep["id"])
+        for j in state.q("SELECT * FROM journal WHERE deployment_id=? ORDER BY id DESC", dep_id):
+            if j["op"] == "switch":
+                dest = j["path"]
+                if os.path.islink(dest) or not os.path.exists(dest):
+                    prev = j["previous"]
+                    tmp_dir = store_for(dest) if j["kind"] != "function" else os.path.dirname(dest)
+                    if prev is not None and not os.path.isdir(prev):
+                        prev = None
+                    os.makedirs(tmp_dir, exist_ok=True)
+                    _point(dest, prev, tmp_dir)
+            elif j["op"] == "stage":
+                _rmtree(j["path"])
+                target = j["target"]
+                if target and not state.one("SELECT 1 FROM versions WHERE path=?", target):
+                    _rmtree(target)
+        with state.tx() as db:
+            db.execute("DELETE FROM journal WHERE deployment_id=?", (dep_id,))
+            db.execute(
+                "UPDATE items SET outcome='rolled-back', message='the deployment was "
+                "interrupted' WHERE deployment_id=? AND outcome IN ('installed','pending',"
+                "'removed')",
+                (dep_id,),
+            )
+            db.execute(
+                "UPDATE deployments SET status='Failure', finished=?, message=? WHERE id=?",
+                (
+                    time.time(),
+                    "interrupted (the deploying process stopped); rolled back to "
+                    "the previous group",
+                    dep_id,
+                ),
+            )
+        rolled.append(dep_id)
+    _gc(state)
+    return rolled
+
+
+def _gc(state: State) -> None:
+    """Remove versions no longer needed (kept: installed, and the previous group for rollback)
+    and leftovers in every store (staging directories, temporary links, unregistered versions)."""
+    applied = state.q(
+        "SELECT id FROM deployments WHERE applied=1 AND status='Success' ORDER BY id DESC LIMIT 2"
+    )
+    keep = {
+        r["version_path"]
+        for r in state.q("SELECT version_path FROM installed")
+        if r["version_path"]
+    }
+    for d in applied:
+        for it in state.q(
+            "SELECT kind, key, version FROM items WHERE deployment_id=? AND version IS NOT NULL",
+            d["id"],
+        ):
+            v = state.one(
+                "SELECT path FROM versions WHERE kind=? AND key=? AND version=?",
+                it["kind"],
+                it["key"],
+                it["version"],
+            )
+            if v:
+                keep.add(v["path"])
+    for v in state.q("SELECT * FROM versions"):
+        if v["path"] not in keep:
+            with state.tx() as db:
+                db.execute(
+                    "DELETE FROM versions WHERE kind=? AND key=? AND version=?",
+                    (v["kind"], v["key"], v["version"]),
+                )
+            _rmtree(v["path"])
+    registered = {r["path"] for r in state.q("SELECT path FROM versions")}
+    for s in state.q("SELECT path FROM stores"):
+        store = s["path"]
+        try:
+            names = os.listdir(store)
+        except FileNotFoundError:
+            continue
+        for n in names:
+            p = os.path.join(store, n)
+            if n.startswith(("staging-", ".link-", "trash-")) or (
+                n.startswith("v")
+                and os.path.isdir(p)
+                and not os.path.islink(p)
+                and p not in registered
+            ):
+                _rmtree(p)
+    downloads = os.path.join(state.root, "downloads")
+    if os.path.isdir(downloads) and not state.one(
+        "SELECT 1 FROM deployments WHERE status IN ('Building','InProgress')"
+    ):
+        # Partial downloads of an interrupted deploy are kept for resuming, but only a day.
+        now = time.time()
+        for n in os.listdir(downloads):
+            p = os.path.join(downloads, n)
+            try:
+                if now - os.path.getmtime(p) > 86400:
+                    os.unlink(p)
+            except FileNotFoundError:
+                pass
+
+
+def recover(root: Optional[str] = None) -> list[int]:
+    """Clean up after a deploy that was killed (call at core start). Returns the rolled-back
+    deployment ids; does nothing (returns []) while another process holds the root's lock."""
+    r = resolve_root(root)
+    if not os.path.exists(os.path.join(r, "state.db")):
+        return []
+    lock = RootLock(r)
+    if not lock.try_acquire():
+        return []
+    try:
+        state = State(r)
+        try:
+            return recover_locked(state)
+        finally:
+            state.close()
+    finally:
+        lock.release()
+
+
+# ----------------------------------------------------------------------------------- deploy
+
+
+class _Deployer:
+    def __init__(
+        self,
+        s: _Session,
+        group: Group,
+        on_failure: str,
+        progress: Optional[ProgressCallback],
+        retries: int,
+        backoff_s: float,
+    ) -> None:
+        self.s = s
+        self.state = s.state
+        self.group = group
+        self.on_failure = on_failure
+        self.progress = progress or (lambda e: None)
+        self.retries = retries
+        self.backoff_s = backoff_s
+        self.items: list[ItemResult] = []
+        self.dep = 0
+
+    def emit(self, **kw: object) -> None:
+        self.progress(ProgressEvent(**kw))  # type: ignore[arg-type]
+
+    def _record(self, db: sqlite3.Connection, it: ItemResult) -> None:
+        db.execute(
+            "INSERT OR REPLACE INTO items(deployment_id, kind, key, outcome, version, path, "
+            "token, source, spec, bytes, attempts, seconds, message) "
+            "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (
+                self.dep,
+                it.kind,
+                it.key,
+                it.outcome,
+                it.version,
+                it.path,
+                it.token,
+                it.source,
+                it.spec,
+                it.bytes,
+                it.attempts,
+                it.seconds,
+                it.message,
+            ),
+        )
+
+    def record(self, it: ItemResult) -> None:
+        with self.state.tx() as db:
+            self._record(db, it)
+
+    def installed(self, kind: str, key: str) -> Optional[dict]:
+        row = self.state.one("SELECT * FROM installed WHERE kind=? AND key=?", kind, key)
+        return dict(row) if row else None
+
+    # -- planning checks that need the filesystem
+    def check_destination(self, r: Resource) -> None:
+        assert r.model is not None
+        dest = r.model.destination
+        root = self.s.root
+        if dest == root or dest.startswith(root + "/") or root.startswith(dest + "/"):
+            raise DeployError(f"destination {dest} overlaps pyengine's root {root}; choose another")
+        if os.path.lexists(dest):
+            if os.path.islink(dest):
+                target = _current_target(dest) or ""
+                if not target.startswith(store_for(dest) + "/"):
+                    raise DeployError(
+                        f"destination {dest} is a link to {os.readlink(dest)!r}, which "
+                        "pyengine did not make; remove it or choose another destination"
+                    )
+            elif os.path.isdir(dest):
+                if os.listdir(dest):
+                    raise DeployError(
+                        f"destination {dest} is a non-empty directory that pyengine does "
+                        "not manage; move it away or choose another destination"
+                    )
+            else:
+                raise DeployError(
+                    f"destination {dest} exists and is not a directory; remove it or "
+                    "choose another destination"
+                )
+
+    def prepare_model(self, r: Resource, it: ItemResult) -> None:
+        assert r.model is not None
+        m = r.model
+        spec = dumps(
+            {
+                "source": m.source,
+                "destination": m.destination,
+                "owner": None if m.owner is None else [m.owner.group, m.owner.permission],
+                "sha256": m.sha256,
+            }
+        )
+        it.path = m.destination
+        it.source = m.source
+        it.spec = spec
+        self.check_destination(r)
+        prev = self.installed("model", r.id)
+        source = open_source(m.source, self.group.s3, self.group.sagemaker)
+        self.emit(event="resource", key=r.id, kind="model", message=f"resolving {m.source}")
+        info = source.resolve(prev["token"] if prev and prev["spec_json"] == spec else None)
+        it.token = info.token
+        if (
+            prev
+            and prev["token"] == info.token
+            and prev["spec_json"] == spec
+            and prev["version_path"]
+            and os.path.isdir(prev["version_path"])
+            and _current_target(m.destination) == prev["version_path"]
+        ):
+            it.outcome, it.version, it.version_path = (
+                "unchanged",
+                prev["version"],
+                prev["version_path"],
+            )
+            return
+        store = store_for(m.destination)
+        os.makedirs(store, exist_ok=True)
+        self.state.add_store(store)
+        version = _version_name(self.dep, info.token)
+        vpath = os.path.join(store, version)
+        staging = os.path.join(store, f"staging-{self.dep}")
+        self.state.journal(self.dep, "stage", "model", r.id, staging, vpath, None)
+        downloads = os.path.join(self.s.root, "downloads")
+        os.makedirs(downloads, exist_ok=True)
+        part = os.path.join(
+            downloads, hashlib.sha256(f"{r.id}\0{info.token}".encode()).hexdigest()[:24] + ".part"
+        )
+        self.emit(
+            event="resource",
+            key=r.id,
+            kind="model",
+            total=info.size,
+            message=f"downloading {info.location}",
+        )
+
+        def on_bytes(done: int, total: Optional[int]) -> None:
+            self.emit(event="bytes", key=r.id, kind="model", done=done, total=total)
+
+        name = info.location.rsplit("/", 1)[-1]
+        _rmtree(staging)
+        os.mkdir(staging, 0o700)
+        # A .tar.gz is unpacked while it downloads (into staging, used only once the digest is
+        # verified); a zip, or a download that had to start over, is unpacked afterwards.
+        streaming = (
+            _StreamingUnpack(staging, name, info.size, m)
+            if declared_format(name) == "tar.gz"
+            else None
+        )
+        try:
+            res = fetch(
+                source,
+                info,
+                part,
+                sha256=m.sha256,
+                attempts=self.retries,
+                backoff_s=self.backoff_s,
+                progress=on_bytes,
+                tee=streaming,
+            )
+        except BaseException:
+            if streaming is not None:
+                streaming.cancel()
+            _rmtree(staging)
+            raise
+        it.bytes, it.attempts = res.downloaded, res.attempts
+        self.emit(event="resource", key=r.id, kind="model", message="unpacking")
+        try:
+            if streaming is None or not streaming.finish():
+                _rmtree(staging)
+                os.mkdir(staging, 0o700)
+                unpack(
+                    part, staging, name=name, max_bytes=m.max_unpacked_bytes, max_files=m.max_files
+                )
+            apply_owner(
+                staging, m.owner.group if m.owner else None, m.owner.permission if m.owner else None
+            )
+        except UnpackError as exc:
+            _rmtree(staging)
+            os.unlink(part)
+            raise UnpackError(f"{name}: {exc}") from None
+        fsync_dir(staging)
+        os.rename(staging, vpath)
+        fsync_dir(store)
+        with self.state.tx() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO versions(kind, key, version, path, token, deployment_id, "
+                "created) VALUES (?,?,?,?,?,?,?)",
+                ("model", r.id, version, vpath, info.token, self.dep, time.time()),
+            )
+        os.unlink(part)
+        it.outcome, it.version, it.version_path = "installed", version, vpath
+
+    def prepare_device(self, r: Resource, it: ItemResult) -> None:
+        assert r.device is not None
+        p = r.device.path
+        it.path = p
+        try:
+            st = os.stat(p)
+        except FileNotFoundError:
+            raise DeployError(f"device {p} does not exist on this machine") from None
+        if not (stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode)):
+            raise DeployError(f"{p} is not a character or block device; device resources must be")
+        it.outcome = "verified"
+
+    def prepare_function(self, f: Function, it: ItemResult) -> None:
+        token = _tree_token(f.code)
+        it.token, it.source = token, f.code
+        store = os.path.join(self.s.root, "functions", f.name)
+        dest = os.path.join(store, "current")
+        it.path = dest
+        prev = self.installed("function", f.name)
+        if (
+            prev
+            and prev["token"] == token
+            and prev["version_path"]
+            and os.path.isdir(prev["version_path"])
+            and _current_target(dest) == prev["version_path"]
+        ):
+            it.outcome, it.version, it.version_path = (
+                "unchanged",
+                prev["version"],
+                prev["version_path"],
+            )
+            return
+        os.makedirs(store, exist_ok=True)
+        self.state.add_store(store)
+        version = _version_name(self.dep, token)
+        vpath = os.path.join(store, version)
+        staging = os.path.join(store, f"staging-{self.dep}")
+        self.state.journal(self.dep, "stage", "function", f.name, staging, vpath, None)
+        _rmtree(staging)
+        it.bytes = 0
+        _copy_code(f.code, staging)
+        fsync_dir(staging)
+        os.rename(staging, vpath)
+        fsync_dir(store)
+        self.state.x(
+            "INSERT OR REPLACE INTO versions(kind, key, version, path, token, deployment_id, "
+            "created) VALUES (?,?,?,?,?,?,?)",
+            "function",
+            f.name,
+            version,
+            vpath,
+            token,
+            self.dep,
+            time.time(),
+        )
+        it.outcome, it.version, it.version_path = "installed", version, vpath
+
+    def switch(self, it: ItemResult, target: Optional[str]) -> None:
+        assert it.path is not None
+        dest = it.path
+        tmp_dir = os.path.dirname(dest) if it.kind == "function" else store_for(dest)
+        os.makedirs(os.path.dirname(dest), exist_ok=True)
+        os.makedirs(tmp_dir, exist_ok=True)
+        self.state.journal(self.dep, "switch", it.kind, it.key, dest, target, _current_target(dest))
+        _point(dest, target, tmp_dir)
+
+    def run(self) -> int:
+        g = self.group
+        started = time.time()
+        with self.state.tx() as db:
+            cur = db.execute(
+                "INSERT INTO deployments(kind, group_name, group_file, group_json, status, "
+                "on_failure, pid, started) VALUES ('deploy',?,?,?,?,?,?,?)",
+                (
+                    g.name,
+                    g.path,
+                    json.dumps(g.to_dict()),
+                    "Building",
+                    self.on_failure,
+                    os.getpid(),
+                    started,
+                ),
+            )
+            self.dep = int(cur.lastrowid or 0)
+        self.emit(event="start", key=str(self.dep), message=g.name)
+        self.state.x("UPDATE deployments SET status='InProgress' WHERE id=?", self.dep)
+        units: list[tuple[str, str, Callable[[ItemResult], None]]] = []
+        for r in g.resources:
+            if r.model is not None:
+                units.append(("model", r.id, functools.partial(self.prepare_model, r)))
+            else:
+                units.append(("device", r.id, functools.partial(self.prepare_device, r)))
+        for f in g.functions:
+            units.append(("function", f.name, functools.partial(self.prepare_function, f)))
+        failed = False
+        for kind, key, prep in units:
+            it = ItemResult(kind, key, "pending")
+            self.items.append(it)
+            if failed and self.on_failure == "rollback":
+                it.outcome, it.message = "skipped", "not attempted: an earlier resource failed"
+                continue
+            t0 = time.monotonic()
+            try:
+                prep(it)
+            except (DeployError, UnpackError, SourceError, OSError, ValueError) as exc:
+                it.outcome, it.message = "failed", str(exc)
+                failed = True
+            it.seconds = time.monotonic() - t0
+            if it.outcome != "installed":
+                self.record(it)
+            self.emit(event="done", key=key, kind=kind, done=it.bytes, message=it.outcome)
+
+        in_group = {(it.kind, it.key) for it in self.items}
+        removed = [
+            ItemResult(row["kind"], row["key"], "removed", path=row["destination"])
+            for row in self.state.q("SELECT * FROM installed")
+            if (row["kind"], row["key"]) not in in_group and row["kind"] != "device"
+        ]
+        apply = not failed or self.on_failure == "keep"
+        switched: list[ItemResult] = []
+        if apply:
+            try:
+                for it in self.items:
+                    if it.outcome == "installed":
+                        self.switch(it, it.version_path)
+                        switched.append(it)
+                if not failed:
+                    for it in removed:
+                        self.switch(it, None)
+                        switched.append(it)
+            except OSError as exc:
+                for it in reversed(switched):  # undo from the journal's previous targets
+                    j = self.state.one(
+                        "SELECT previous FROM journal WHERE deployment_id=? AND op='switch' "
+                        "AND kind=? AND key=? ORDER BY id DESC",
+                        self.dep,
+                        it.kind,
+                        it.key,
+                    )
+                    tmp = (
+                        os.path.dirname(it.path or "")
+                        if it.kind == "function"
+                        else store_for(it.path or "")
+                    )
+                    _point(it.path or "", j["previous"] if j else None, tmp)
+                failed, apply = True, False
+                for it in self.items:
+                    if it.outcome == "installed":
+                        it.outcome, it.message = "rolled-back", f"switching failed: {exc}"
+        if not apply:
+            for it in self.items:
+                if it.outcome == "installed":
+                    it.outcome = "rolled-back"
+                    it.message = (
+                        "prepared, not installed: the deployment failed and was rolled back"
+                    )
+            removed = []
+        status = "Failure" if failed else "Success"
+        bad = [it for it in self.items if it.outcome == "failed"]
+        if not failed:
+            msg = ""
+        elif apply:
+            msg = f"{len(bad)} resource(s) failed; the others were installed (--on-failure=keep)"
+        else:
+            msg = f"{len(bad) or 1} resource(s) failed; rolled back to the previous group"
+        with self.state.tx() as db:
+            if apply:
+                for it in self.items:
+                    if it.outcome == "installed":
+                        db.execute(
+                            "INSERT OR REPLACE INTO installed(kind, key, destination, version, "
+                            "version_path, token, source, spec_json, deployment_id) "
+                            "VALUES (?,?,?,?,?,?,?,?,?)",
+                            (
+                                it.kind,
+                                it.key,
+                                it.path,
+                                it.version,
+                                it.version_path,
+                                it.token,
+                                it.source,
+                                it.spec,
+                                self.dep,
+                            ),
+                        )
+                    elif it.outcome == "verified":
+                        db.execute(
+                            "INSERT OR REPLACE INTO installed(kind, key, destination, "
+                            "deployment_id) VALUES (?,?,?,?)",
+                            (it.kind, it.key, it.path, self.dep),
+                        )
+                for it in removed:
+                    db.execute("DELETE FROM installed WHERE kind=? AND key=?", (it.kind, it.key))
+                if not failed:
+                    for row in list(
+                        db.execute("SELECT kind, key FROM installed WHERE kind='device'")
+                    ):
+                        if (row[0], row[1]) not in in_group:
+                            db.execute(
+                                "DELETE FROM installed WHERE kind=? AND key=?", (row[0], row[1])
+                            )
+            for it in self.items + removed:
+                self._record(db, it)
+            db.execute("DELETE FROM journal WHERE deployment_id=?", (self.dep,))
+            db.execute(
+                "UPDATE deployments SET status=?, applied=?, finished=?, message=? WHERE id=?",
+                (status, 1 if apply else 0, time.time(), msg, self.dep),
+            )
+        _gc(self.state)
+        downloads = os.path.join(self.s.root, "downloads")
+        if os.path.isdir(downloads):
+            for n in os.listdir(downloads):
+                _rmtree(os.path.join(downloads, n))
+        self.emit(event="end", key=str(self.dep), message=status)
+        return self.dep
+
+
+def deploy(
+    group: Group | str,
+    root: Optional[str] = None,
+    *,
+    on_failure: str = "rollback",
+    wait_s: float = 0.0,
+    progress: Optional[ProgressCallback] = None,
+    retries: int = 4,
+    backoff_s: float = 0.2,
+) -> Deployment:
+    """Deploy a group into ``root``.
+
+    Parameters
+    ----------
+    group:
+        A validated :class:`Group` or the path of a group file.
+    root:
+        pyengine's directory (see :func:`default_root`).
+    on_failure:
+        "rollback" (default): any failing resource leaves the previous group in place.
+        "keep": install what succeeded; failed resources keep their previous version.
+    wait_s:
+        How long to wait for another running deployment before refusing.
+    progress:
+        Called with :class:`ProgressEvent` as the deployment goes.
+    retries, backoff_s:
+        Download attempts per resource and the first backoff (doubling, at most 5 s).
+
+    Returns
+    -------
+    Deployment
+        Its ``status`` is "Success" or "Failure"; ``items`` hold each resource's outcome.
+    """
+    if on_failure not in ("rollback", "keep"):
+        raise ValueError(f"on_failure={on_failure!r}; expected 'rollback' or 'keep'")
+    g = load_group(group) if isinstance(group, str) else group
+    s = _Session(root, wait_s, f"deploy of group {g.name}")
+    try:
+        dep = _Deployer(s, g, on_failure, progress, max(1, retries + 1), backoff_s).run()
+        return _load_deployment(s.state, dep)
+    finally:
+        s.close()
+
+
+# ----------------------------------------------------------------------------------- rollback/reset
+
+
+def rollback(
+    root: Optional[str] = None, *, wait_s: float = 0.0, progress: Optional[ProgressCallback] = None
+) -> Deployment:
+    """Switch every resource back to the previous successful group (as a new deployment)."""
+    s = _Session(root, wait_s, "rollback")
+    try:
+        state = s.state
+        applied = state.q("SELECT * FROM deployments WHERE applied=1 ORDER BY id DESC")
+        earlier = [d for d in applied[1:] if d["status"] == "Success"]
+        target = earlier[0] if earlier else None
+        if not applied or target is None:
+            raise DeployError("there is no previous successful deployment to roll back to")
+        items = state.q(
+            "SELECT * FROM items WHERE deployment_id=? AND outcome IN "
+            "('installed','unchanged','verified')",
+            target["id"],
+        )
+        plan: list[tuple[ItemResult, Optional[str]]] = []
+        for row in items:
+            v = None
+            if row["kind"] != "device":
+                vrow = state.one(
+                    "SELECT path FROM versions WHERE kind=? AND key=? AND version=?",
+                    row["kind"],
+                    row["key"],
+                    row["version"],
+                )
+                if not vrow or not os.path.isdir(vrow["path"]):
+                    raise DeployError(
+                        f"version {row['version']} of {row['kind']} {row['key']!r} is no "
+                        "longer kept; cannot roll back"
+                    )
+                v = vrow["path"]
+            plan.append(
+                (
+                    ItemResult(
+                        row["kind"],
+                        row["key"],
+                        "installed",
+                        version=row["version"],
+                        path=row["path"],
+                        token=row["token"],
+                        source=row["source"],
+                        version_path=v,
+                        spec=row["spec"],
+                    ),
+                    v,
+                )
+            )
+        keys = {(it.kind, it.key) for it, _ in plan}
+        for row in state.q("SELECT * FROM installed"):
+            if (row["kind"], row["key"]) not in keys and row["kind"] != "device":
+                plan.append(
+                    (ItemResult(row["kind"], row["key"], "removed", path=row["destination"]), None)
+                )
+        with state.tx() as db:
+            cur = db.execute(
+                "INSERT INTO deployments(kind, group_name, group_file, group_json, status, "
+                "on_failure, pid, started, message) VALUES ('rollback',?,?,?,?,?,?,?,?)",
+                (
+                    target["group_name"],
+                    target["group_file"],
+                    target["group_json"],
+                    "InProgress",
+                    "rollback",
+                    os.getpid(),
+                    time.time(),
+                    f"rollback to deployment {target['id']}",
+                ),
+            )
+            dep = int(cur.lastrowid or 0)
+        d = _Deployer(s, Group(str(target["group_name"] or "")), "rollback", progress, 1, 0.0)
+        d.dep = dep
+        for it, v in plan:
+            if it.kind != "device" and it.path:
+                d.switch(it, v)
+        with state.tx() as db:
+            db.execute("DELETE FROM installed")
+            for it, v in plan:
+                if it.outcome == "removed":
+                    continue
+                db.execute(
+                    "INSERT INTO installed(kind, key, destination, version, version_path, token, "
+                    "source, spec_json, deployment_id) VALUES (?,?,?,?,?,?,?,?,?)",
+                    (it.kind, it.key, it.path, it.version, v, it.token, it.source, it.spec, dep),
+                )
+            for it, _ in plan:
+                d._record(db, it)
+            db.execute("DELETE FROM journal WHERE deployment_id=?", (dep,))
+            db.execute(
+                "UPDATE deployments SET status='Success', applied=1, finished=? WHERE id=?",
+                (time.time(), dep),
+            )
+        # The group rolled back to is now also the one a further rollback returns from.
+        _gc(state)
+        return _load_deployment(state, dep)
+    finally:
+        s.close()
+
+
+def reset(root: Optional[str] = None, *, wait_s: float = 0.0) -> list[str]:
+    """Remove everything deployed into ``root`` (destinations' links, versions, function code)
+    and the state. Returns the paths removed."""
+    r = resolve_root(root)
+    if not os.path.exists(os.path.join(r, "state.db")):
+        return []
+    s = _Session(r, wait_s, "reset")
+    removed: list[str] = []
+    try:
+        state = s.state
+        for row in state.q("SELECT * FROM installed WHERE kind='model'"):
+            dest = row["destination"]
+            if dest and os.path.islink(dest):
+                os.unlink(dest)
+                removed.append(dest)
+        for row in state.q("SELECT path FROM stores"):
+            if os.path.exists(row["path"]):
+                _rmtree(row["path"])
+                removed.append(row["path"])
+        for sub in ("functions", "downloads"):
+            p = os.path.join(r, sub)
+            if os.path.exists(p):
+                _rmtree(p)
+                removed.append(p)
+    finally:
+        s.close()
+    for n in ("state.db", "state.db-wal", "state.db-shm"):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(os.path.join(r, n))
+    removed.append(os.path.join(r, "state.db"))
+    return removed
+
+
+# ----------------------------------------------------------------------------------- queries
+
+
+def _load_deployment(state: State, dep: int) -> Deployment:
+    row = state.one("SELECT * FROM deployments WHERE id=?", dep)
+    if row is None:
+        raise DeployError(f"no deployment {dep}")
+    items = [
+        ItemResult(
+            r["kind"],
+            r["key"],
+            r["outcome"],
+            r["version"],
+            r["path"],
+            r["source"],
+            r["bytes"],
+            r["attempts"],
+            r["seconds"],
+            r["message"] or "",
+            r["token"],
+        )
+        for r in state.q("SELECT * FROM items WHERE deployment_id=? ORDER BY rowid", dep)
+    ]
+    return Deployment(
+        int(row["id"]),
+        row["kind"],
+        row["group_name"],
+        row["group_file"],
+        row["status"],
+        row["on_failure"],
+        row["message"],
+        row["started"],
+        row["finished"],
+        bool(row["applied"]),
+        items,
+    )
+
+
+def _open_state(root: Optional[str]) -> Optional[State]:
+    r = resolve_root(root)
+    if not os.path.exists(os.path.join(r, "state.db")):
+        return None
+    return State(r)
+
+
+def list_deployments(root: Optional[str] = None) -> list[Deployment]:
+    """Every deployment recorded in ``root``, newest first."""
+    state = _open_state(root)
+    if state is None:
+        return []
+    try:
+        return [
+            _load_deployment(state, int(r["id"]))
+            for r in state.q("SELECT id FROM deployments ORDER BY id DESC")
+        ]
+    finally:
+        state.close()
+
+
+def get_deployment(dep: int, root: Optional[str] = None) -> Deployment:
+    """One deployment by id."""
+    state = _open_state(root)
+    if state is None:
+        raise DeployError(
+            f"no deployment {dep}: nothing has been deployed into {resolve_root(root)}"
+        )
+    try:
+        return _load_deployment(state, dep)
+    finally:
+        state.close()

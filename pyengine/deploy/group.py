@@ -1,0 +1,604 @@
+"""The group file: parsing (YAML or JSON) and validation with precise messages.
+
+Every problem names the field path (``resources[1].model.destination``), the offending value and
+the rule it breaks; all problems are reported at once.
+"""
+
+from __future__ import annotations
+
+import grp
+import json
+import os
+import re
+from dataclasses import asdict, dataclass, field
+from typing import Any, Optional
+
+from pyengine.deploy.errors import GroupError
+from pyengine.sources.aws import AwsSettings
+
+ID_RE = re.compile(r"^[a-zA-Z0-9:_-]{1,128}$")
+HANDLER_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$")
+SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+PACKAGE_EXTS = (".tar.gz", ".tgz", ".zip")
+PERMISSIONS = ("ro", "rw")
+#: Destinations inside these need root (or are the system itself).
+SYSTEM_DIRS = (
+    "/bin",
+    "/boot",
+    "/dev",
+    "/etc",
+    "/lib",
+    "/lib32",
+    "/lib64",
+    "/libx32",
+    "/proc",
+    "/sbin",
+    "/sys",
+    "/usr",
+    "/run",
+    "/var/run",
+    "/var/lock",
+    "/var/lib/dpkg",
+    "/var/lib/apt",
+    "/var/cache",
+    "/var/log",
+    "/snap",
+)
+#: Destinations equal to these would replace a top-level directory.
+TOP_DIRS = ("/", "/home", "/tmp", "/var", "/var/lib", "/srv", "/opt", "/mnt", "/media", "/root")
+_ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}|\$([A-Za-z_][A-Za-z0-9_]*)")
+
+
+@dataclass(frozen=True)
+class Owner:
+    """Ownership of an installed resource: ``group`` (gid) gets read-only or read-write access."""
+
+    group: Optional[int]
+    permission: str = "ro"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A machine-learning resource: a package unpacked into ``destination``."""
+
+    source: str
+    destination: str
+    owner: Optional[Owner] = None
+    sha256: Optional[str] = None
+    max_unpacked_bytes: Optional[int] = None
+    max_files: Optional[int] = None
+
+
+@dataclass(frozen=True)
+class DeviceSpec:
+    """A device resource: a character or block device under /dev."""
+
+    path: str
+
+
+@dataclass(frozen=True)
+class Resource:
+    """One resource of a group (a model or a device)."""
+
+    id: str
+    name: str
+    model: Optional[ModelSpec] = None
+    device: Optional[DeviceSpec] = None
+
+    @property
+    def kind(self) -> str:
+        """ "model" or "device"."""
+        return "model" if self.model is not None else "device"
+
+    @property
+    def max_permission(self) -> str:
+        """The most a function may be granted: the owner setting's (ro without one)."""
+        if self.device is not None:
+            return "rw"
+        owner = self.model.owner if self.model else None
+        return owner.permission if owner else "ro"
+
+
+@dataclass(frozen=True)
+class FunctionResource:
+    """A function's access to a resource."""
+
+    id: str
+    permission: str = "ro"
+
+
+@dataclass(frozen=True)
+class Function:
+    """A Lambda-style handler: ``handler`` is ``module.function`` inside ``code`` (a directory)."""
+
+    name: str
+    handler: str
+    code: str
+    pinned: bool = False
+    timeout_s: float = 3.0
+    memory_mb: int = 128
+    environment: dict[str, str] = field(default_factory=dict)
+    resources: tuple[FunctionResource, ...] = ()
+
+
+@dataclass(frozen=True)
+class Group:
+    """A validated group."""
+
+    name: str
+    resources: tuple[Resource, ...] = ()
+    functions: tuple[Function, ...] = ()
+    s3: AwsSettings = AwsSettings()
+    sagemaker: AwsSettings = AwsSettings()
+    path: str = ""
+
+    def resource(self, rid: str) -> Resource:
+        """The resource with id ``rid`` (KeyError when none)."""
+        for r in self.resources:
+            if r.id == rid:
+                return r
+        raise KeyError(rid)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-able form (kept in the state database, read back by :func:`from_dict`)."""
+        return asdict(self)
+
+    @staticmethod
+    def from_dict(d: dict[str, Any]) -> Group:
+        """Inverse of :meth:`to_dict`."""
+        res = []
+        for r in d.get("resources", []):
+            m = r.get("model")
+            model = None
+            if m:
+                o = m.get("owner")
+                model = ModelSpec(**{**m, "owner": Owner(**o) if o else None})
+            dev = DeviceSpec(**r["device"]) if r.get("device") else None
+            res.append(Resource(r["id"], r["name"], model, dev))
+        funcs = [
+            Function(
+                **{**f, "resources": tuple(FunctionResource(**x) for x in f.get("resources", []))}
+            )
+            for f in d.get("functions", [])
+        ]
+        return Group(
+            d["name"],
+            tuple(res),
+            tuple(funcs),
+            AwsSettings(**d.get("s3", {})),
+            AwsSettings(**d.get("sagemaker", {})),
+            d.get("path", ""),
+        )
+
+
+def read_group_file(path: str) -> dict[str, Any]:
+    """The raw mapping in a YAML or JSON group file."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except OSError as exc:
+        raise GroupError(path, [f"cannot read the group file: {exc.strerror or exc}"]) from None
+    if path.endswith(".json") or text.lstrip().startswith("{"):
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise GroupError(path, [f"not valid JSON: {exc}"]) from None
+    else:
+        try:
+            import yaml
+        except ImportError:
+            raise GroupError(
+                path,
+                [
+                    "YAML group files need PyYAML: pip install 'pyengine[yaml]' "
+                    "(or write the group as JSON)"
+                ],
+            ) from None
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise GroupError(path, [f"not valid YAML: {exc}"]) from None
+    if not isinstance(data, dict):
+        raise GroupError(path, [f"the top level must be a mapping, not {type(data).__name__}"])
+    return data
+
+
+def load_group(path: str) -> Group:
+    """Read and validate a group file; raises :class:`GroupError` listing every problem."""
+    path = os.path.abspath(path)
+    return validate_group(read_group_file(path), path)
+
+
+class _Checker:
+    def __init__(self, base_dir: str) -> None:
+        self.problems: list[str] = []
+        self.base_dir = base_dir
+
+    def bad(self, where: str, msg: str) -> None:
+        self.problems.append(f"{where}: {msg}")
+
+    def mapping(
+        self, where: str, v: Any, allowed: tuple[str, ...], required: tuple[str, ...] = ()
+    ) -> dict:
+        if not isinstance(v, dict):
+            self.bad(where, f"expected a mapping with {', '.join(required or allowed)}, got {v!r}")
+            return {}
+        for k in v:
+            if k not in allowed:
+                self.bad(
+                    f"{where}.{k}" if where else str(k),
+                    f"unknown field {k!r}; expected one of {', '.join(allowed)}",
+                )
+        for k in required:
+            if k not in v or v[k] is None:
+                self.bad(f"{where}.{k}" if where else k, "required field is missing")
+        return v
+
+    def ident(self, where: str, v: Any) -> str:
+        if not isinstance(v, str) or not ID_RE.match(v):
+            self.bad(where, f"{v!r} must be 1-128 characters of letters, digits, ':', '_' or '-'")
+            return ""
+        return v
+
+    def string(self, where: str, v: Any) -> str:
+        if not isinstance(v, str) or not v:
+            self.bad(where, f"expected a non-empty string, got {v!r}")
+            return ""
+        return v
+
+    def expand(self, where: str, v: str) -> str:
+        def sub(m: re.Match) -> str:
+            name = m.group(1) or m.group(2)
+            if name not in os.environ:
+                self.bad(where, f"{v!r} uses ${{{name}}}, which is not set in the environment")
+                return m.group(0)
+            return os.environ[name]
+
+        return _ENV_RE.sub(sub, os.path.expanduser(v) if v.startswith("~") else v)
+
+    def permission(self, where: str, v: Any) -> str:
+        if v not in PERMISSIONS:
+            self.bad(where, f"{v!r} is not a permission; expected 'ro' or 'rw'")
+            return "ro"
+        return str(v)
+
+    def number(self, where: str, v: Any, lo: float, hi: float, integer: bool = False) -> Any:
+        ok = isinstance(v, int) if integer else isinstance(v, (int, float))
+        if isinstance(v, bool) or not ok or not (lo <= v <= hi):
+            kind = "an integer" if integer else "a number"
+            self.bad(where, f"{v!r} must be {kind} from {lo:g} to {hi:g}")
+            return lo
+        return v
+
+
+def _check_bucket(c: _Checker, where: str, bucket: str, raw: str) -> None:
+    if "." in bucket:
+        c.bad(
+            where,
+            f"{raw!r}: bucket {bucket!r} contains a period; virtual-hosted-style HTTPS breaks "
+            "on such "
+            "names (the certificate does not match), so use a bucket without periods",
+        )
+    elif not BUCKET_RE.match(bucket):
+        c.bad(
+            where,
+            f"{raw!r}: bucket {bucket!r} is not a valid S3 bucket name (3-63 lowercase letters, "
+            "digits and hyphens, starting and ending with a letter or digit)",
+        )
+
+
+def _check_source(c: _Checker, where: str, raw: Any) -> str:
+    src = c.string(where, raw)
+    if not src:
+        return ""
+    src = c.expand(where, src)
+    if "://" not in src:  # a plain path: relative to the group file's directory
+        src = "file://" + os.path.normpath(os.path.join(c.base_dir, src))
+    if src.startswith("file://"):
+        path = src[len("file://") :]
+        if not os.path.isabs(path):
+            c.bad(
+                where,
+                f"{raw!r}: file:// sources need an absolute path (file:///abs/path); "
+                "write a plain relative path to resolve it against the group file's directory",
+            )
+        elif not path.endswith(PACKAGE_EXTS):
+            c.bad(where, f"{raw!r}: packages must be .tar.gz, .tgz or .zip")
+    elif src.startswith("s3://"):
+        bucket, _, key = src[5:].partition("/")
+        if not bucket or not key:
+            c.bad(where, f"{raw!r} must be s3://BUCKET/KEY")
+        else:
+            _check_bucket(c, where, bucket, str(raw))
+            if not key.endswith(PACKAGE_EXTS):
+                c.bad(where, f"{raw!r}: packages must be .tar.gz, .tgz or .zip")
+    elif src.startswith("sagemaker://"):
+        from pyengine.sources.sagemaker import training_job_name
+
+        try:
+            training_job_name(src)
+        except ValueError as exc:
+            c.bad(where, f"{raw!r}: {exc}")
+    else:
+        c.bad(where, f"{raw!r}: unsupported source; expected file://, s3:// or sagemaker://")
+    return src
+
+
+def _check_destination(c: _Checker, where: str, raw: Any) -> str:
+    dest = c.string(where, raw)
+    if not dest:
+        return ""
+    dest = c.expand(where, dest)
+    if not os.path.isabs(dest):
+        c.bad(where, f"{raw!r} is not an absolute path")
+        return ""
+    if ".." in dest.split("/"):
+        c.bad(where, f"{raw!r} contains '..'; write the path without it")
+        return ""
+    dest = os.path.normpath(dest)
+    if dest.startswith("//"):
+        dest = "/" + dest.lstrip("/")
+    for d in SYSTEM_DIRS:
+        if dest == d or dest.startswith(d + "/"):
+            c.bad(
+                where,
+                f"{raw!r} is inside {d}, a system directory that needs root; "
+                "choose a directory such as /srv/models/NAME",
+            )
+            return dest
+    if re.match(r"^/lib[^/]*(/|$)", dest):
+        c.bad(where, f"{raw!r} is inside a system library directory; choose another directory")
+    elif dest in TOP_DIRS:
+        c.bad(where, f"{raw!r} is a top-level directory; name a directory of its own inside it")
+    return dest
+
+
+def _check_owner(c: _Checker, where: str, raw: Any) -> Optional[Owner]:
+    if raw is None:
+        return None
+    m = c.mapping(where, raw, ("group", "permission"), ("permission",))
+    if not m:
+        return None
+    perm = c.permission(f"{where}.permission", m.get("permission"))
+    g = m.get("group")
+    gid: Optional[int] = None
+    if isinstance(g, bool):
+        c.bad(f"{where}.group", f"{g!r} must be a group id or name")
+    elif isinstance(g, int):
+        if not 0 <= g < 2**32 - 1:
+            c.bad(f"{where}.group", f"{g!r} is not a valid group id")
+        gid = g
+    elif isinstance(g, str):
+        try:
+            gid = grp.getgrnam(g).gr_gid
+        except KeyError:
+            c.bad(f"{where}.group", f"group {g!r} does not exist on this machine")
+    elif g is not None:
+        c.bad(f"{where}.group", f"{g!r} must be a group id or name")
+    return Owner(gid, perm)
+
+
+def _check_model(c: _Checker, where: str, raw: Any) -> Optional[ModelSpec]:
+    m = c.mapping(
+        where,
+        raw,
+        ("source", "destination", "owner", "sha256", "max_unpacked_mb", "max_files"),
+        ("source", "destination"),
+    )
+    if not m:
+        return None
+    src = (
+        _check_source(c, f"{where}.source", m.get("source")) if m.get("source") is not None else ""
+    )
+    dest = (
+        _check_destination(c, f"{where}.destination", m.get("destination"))
+        if m.get("destination") is not None
+        else ""
+    )
+    owner = _check_owner(c, f"{where}.owner", m.get("owner"))
+    sha = m.get("sha256")
+    if sha is not None:
+        if not isinstance(sha, str) or not SHA256_RE.match(sha.lower()):
+            c.bad(f"{where}.sha256", f"{sha!r} must be 64 hexadecimal digits (or null)")
+            sha = None
+        else:
+            sha = sha.lower()
+    cap = m.get("max_unpacked_mb")
+    cap_b = (
+        int(c.number(f"{where}.max_unpacked_mb", cap, 1, 2**40) * 2**20)
+        if cap is not None
+        else None
+    )
+    mf = m.get("max_files")
+    files = (
+        int(c.number(f"{where}.max_files", mf, 1, 10**8, integer=True)) if mf is not None else None
+    )
+    return ModelSpec(src, dest, owner, sha, cap_b, files)
+
+
+def _check_device(c: _Checker, where: str, raw: Any) -> Optional[DeviceSpec]:
+    m = c.mapping(where, raw, ("path",), ("path",))
+    p = m.get("path") if m else None
+    if p is None:
+        return None
+    path = c.string(f"{where}.path", p)
+    if path and (
+        not path.startswith("/dev/") or ".." in path.split("/") or os.path.normpath(path) != path
+    ):
+        c.bad(
+            f"{where}.path",
+            f"{p!r}: device resources must be character or block devices under /dev",
+        )
+    return DeviceSpec(path)
+
+
+def validate_group(data: dict[str, Any], path: str = "<group>") -> Group:
+    """Validate a raw group mapping; relative paths resolve against ``path``'s directory."""
+    c = _Checker(os.path.dirname(os.path.abspath(path)) if path != "<group>" else os.getcwd())
+    top = c.mapping("", data, ("name", "resources", "functions", "s3", "sagemaker"), ("name",))
+    name = c.ident("name", top.get("name")) if top.get("name") is not None else ""
+    aws: dict[str, AwsSettings] = {}
+    for svc in ("s3", "sagemaker"):
+        m = c.mapping(svc, top.get(svc) or {}, ("endpoint_url", "region"))
+        ep, region = m.get("endpoint_url"), m.get("region")
+        if ep is not None and (not isinstance(ep, str) or not re.match(r"^https?://", ep)):
+            c.bad(f"{svc}.endpoint_url", f"{ep!r} must be an http:// or https:// URL")
+        if region is not None and not isinstance(region, str):
+            c.bad(f"{svc}.region", f"{region!r} must be a region name such as us-east-1")
+        aws[svc] = AwsSettings(
+            c.expand(f"{svc}.endpoint_url", ep) if isinstance(ep, str) else None,
+            region if isinstance(region, str) else None,
+        )
+
+    resources: list[Resource] = []
+    raw_res = top.get("resources") or []
+    if not isinstance(raw_res, list):
+        c.bad("resources", f"expected a list, got {raw_res!r}")
+        raw_res = []
+    seen: dict[str, str] = {}
+    for i, r in enumerate(raw_res):
+        where = f"resources[{i}]"
+        m = c.mapping(where, r, ("id", "name", "model", "device"), ("id",))
+        if not m:
+            continue
+        rid = c.ident(f"{where}.id", m.get("id")) if m.get("id") is not None else ""
+        rname = c.ident(f"{where}.name", m["name"]) if m.get("name") is not None else rid
+        if rid in seen:
+            c.bad(f"{where}.id", f"{rid!r} is already the id of {seen[rid]}; ids must be unique")
+        seen[rid] = where
+        has_model, has_dev = m.get("model") is not None, m.get("device") is not None
+        if has_model == has_dev:
+            c.bad(where, "a resource needs exactly one of 'model' or 'device'")
+            continue
+        model = _check_model(c, f"{where}.model", m["model"]) if has_model else None
+        dev = _check_device(c, f"{where}.device", m["device"]) if has_dev else None
+        if model is None and dev is None:
+            continue
+        resources.append(Resource(rid, rname, model, dev))
+
+    dests = [
+        (r.model.destination, i) for i, r in enumerate(resources) if r.model and r.model.destination
+    ]
+    for a, ia in dests:
+        for b, ib in dests:
+            if ia < ib and (
+                a == b or b.startswith(a.rstrip("/") + "/") or a.startswith(b.rstrip("/") + "/")
+            ):
+                rel = (
+                    "the same as" if a == b else ("inside" if a.startswith(b + "/") else "contains")
+                )
+                c.bad(
+                    f"resources[{ib}].model.destination",
+                    f"{b!r} overlaps resources[{ia}] ({a!r}: {rel}); each resource needs its own "
+                    "directory, not nested in another's",
+                )
+
+    functions: list[Function] = []
+    raw_fn = top.get("functions") or []
+    if not isinstance(raw_fn, list):
+        c.bad("functions", f"expected a list, got {raw_fn!r}")
+        raw_fn = []
+    fnames: set[str] = set()
+    by_id = {r.id: r for r in resources}
+    for i, f in enumerate(raw_fn):
+        where = f"functions[{i}]"
+        m = c.mapping(
+            where,
+            f,
+            (
+                "name",
+                "handler",
+                "code",
+                "pinned",
+                "timeout_s",
+                "memory_mb",
+                "environment",
+                "resources",
+            ),
+            ("name", "handler", "code"),
+        )
+        if not m:
+            continue
+        fname = c.ident(f"{where}.name", m.get("name")) if m.get("name") is not None else ""
+        if fname in fnames:
+            c.bad(f"{where}.name", f"{fname!r} is already the name of another function")
+        fnames.add(fname)
+        handler = m.get("handler")
+        if handler is not None and (not isinstance(handler, str) or not HANDLER_RE.match(handler)):
+            c.bad(
+                f"{where}.handler",
+                f"{handler!r} must be module.function (e.g. classify.function_handler)",
+            )
+            handler = None
+        code = ""
+        if m.get("code") is not None:
+            code = c.string(f"{where}.code", m["code"])
+            if code:
+                code = os.path.normpath(os.path.join(c.base_dir, c.expand(f"{where}.code", code)))
+                if not os.path.isdir(code):
+                    c.bad(f"{where}.code", f"{m['code']!r} ({code}) is not a directory")
+                elif handler:
+                    mod = handler.rsplit(".", 1)[0].replace(".", "/")
+                    if not (
+                        os.path.isfile(os.path.join(code, mod + ".py"))
+                        or os.path.isfile(os.path.join(code, mod, "__init__.py"))
+                    ):
+                        c.bad(f"{where}.handler", f"{handler!r}: no {mod}.py in {code}")
+        pinned = m.get("pinned", False)
+        if not isinstance(pinned, bool):
+            c.bad(f"{where}.pinned", f"{pinned!r} must be true or false")
+        timeout = c.number(f"{where}.timeout_s", m.get("timeout_s", 3), 0.001, 86400)
+        memory = c.number(f"{where}.memory_mb", m.get("memory_mb", 128), 1, 2**20, integer=True)
+        env = m.get("environment") or {}
+        if not isinstance(env, dict) or not all(isinstance(k, str) for k in env):
+            c.bad(f"{where}.environment", f"{env!r} must be a mapping of names to values")
+            env = {}
+        env = {
+            k: "" if v is None else str(v).lower() if isinstance(v, bool) else str(v)
+            for k, v in env.items()
+        }
+        frs: list[FunctionResource] = []
+        raw_fr = m.get("resources") or []
+        if not isinstance(raw_fr, list):
+            c.bad(f"{where}.resources", f"expected a list, got {raw_fr!r}")
+            raw_fr = []
+        for j, fr in enumerate(raw_fr):
+            w = f"{where}.resources[{j}]"
+            fm = c.mapping(w, fr, ("id", "permission"), ("id",))
+            if not fm:
+                continue
+            fr_id = fm.get("id")
+            perm = c.permission(f"{w}.permission", fm.get("permission", "ro"))
+            if fr_id not in by_id:
+                c.bad(
+                    f"{w}.id",
+                    f"{fr_id!r} is not the id of any resource in the group "
+                    f"(known: {', '.join(sorted(by_id)) or 'none'})",
+                )
+                continue
+            res = by_id[str(fr_id)]
+            if perm == "rw" and res.max_permission == "ro":
+                c.bad(
+                    f"{w}.permission",
+                    f"'rw' is more than resource {fr_id!r} allows: its owner setting is "
+                    f"{'ro' if res.model and res.model.owner else 'absent (read-only)'}; set "
+                    "model.owner.permission to rw or grant ro",
+                )
+            frs.append(FunctionResource(str(fr_id), perm))
+        functions.append(
+            Function(
+                fname,
+                str(handler or ""),
+                code,
+                bool(pinned),
+                float(timeout),
+                int(memory),
+                env,
+                tuple(frs),
+            )
+        )
+
+    if c.problems:
+        raise GroupError(path, c.problems)
+    return Group(name, tuple(resources), tuple(functions), aws["s3"], aws["sagemaker"], path)

@@ -1,0 +1,153 @@
+"""What is deployed now: the API the core uses to find models and function code."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Optional
+
+from pyengine.deploy.deployer import _open_state, recover
+from pyengine.deploy.group import FunctionResource, Group
+
+
+@dataclass(frozen=True)
+class InstalledResource:
+    """A resource as installed.
+
+    Attributes
+    ----------
+    id, name, kind:
+        From the group; ``kind`` is "model" or "device".
+    path:
+        The destination (a model: a link to the installed version) or the device path.
+    version, version_path:
+        The installed version and the directory the destination points at (models only).
+    max_permission:
+        The most a function may be granted ("ro" or "rw").
+    owner_group:
+        The gid given ownership, when the group sets one.
+    deployment_id:
+        The deployment that installed this version.
+    """
+
+    id: str
+    name: str
+    kind: str
+    path: str
+    version: Optional[str]
+    version_path: Optional[str]
+    max_permission: str
+    owner_group: Optional[int]
+    deployment_id: int
+    source: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class InstalledFunction:
+    """A function as installed: run ``handler`` with ``code_dir`` first on ``sys.path``."""
+
+    name: str
+    handler: str
+    code_dir: str  # the installed version's directory (stable while a newer one is deployed)
+    code_link: str  # ROOT/functions/<name>/current
+    version: Optional[str]
+    pinned: bool
+    timeout_s: float
+    memory_mb: int
+    environment: dict[str, str]
+    resources: tuple[FunctionResource, ...]
+
+
+@dataclass(frozen=True)
+class DeployedGroup:
+    """The group currently deployed into a root."""
+
+    root: str
+    deployment_id: int
+    name: str
+    group: Group
+    resources: dict[str, InstalledResource]
+    functions: dict[str, InstalledFunction]
+
+    def resource_path(self, rid: str) -> str:
+        """The local path of resource ``rid`` (KeyError naming the known ids otherwise)."""
+        try:
+            return self.resources[rid].path
+        except KeyError:
+            raise KeyError(
+                f"no resource {rid!r} is deployed (deployed: "
+                f"{', '.join(sorted(self.resources)) or 'none'})"
+            ) from None
+
+
+def current(root: Optional[str] = None, *, cleanup: bool = True) -> Optional[DeployedGroup]:
+    """The deployed group in ``root`` with each resource's local path and each function's code,
+    or None when nothing is deployed. With ``cleanup`` (the default, as at core start), leftovers
+    of a deploy that was killed are rolled back and removed first (skipped while one runs)."""
+    if cleanup:
+        recover(root)
+    state = _open_state(root)
+    if state is None:
+        return None
+    try:
+        dep = state.one("SELECT * FROM deployments WHERE applied=1 ORDER BY id DESC")
+        if dep is None:
+            return None
+        group = Group.from_dict(json.loads(dep["group_json"]))
+        rows = {(r["kind"], r["key"]): dict(r) for r in state.q("SELECT * FROM installed")}
+        resources: dict[str, InstalledResource] = {}
+        for r in group.resources:
+            row = rows.get((r.kind, r.id))
+            if row is None:
+                continue  # failed and kept nothing (--on-failure=keep on a first deploy)
+            owner = r.model.owner if r.model else None
+            resources[r.id] = InstalledResource(
+                r.id,
+                r.name,
+                r.kind,
+                row["destination"],
+                row["version"],
+                row["version_path"],
+                r.max_permission,
+                owner.group if owner else None,
+                int(row["deployment_id"]),
+                row["source"],
+            )
+        functions: dict[str, InstalledFunction] = {}
+        for f in group.functions:
+            row = rows.get(("function", f.name))
+            if row is None:
+                continue
+            functions[f.name] = InstalledFunction(
+                f.name,
+                f.handler,
+                row["version_path"] or row["destination"],
+                row["destination"],
+                row["version"],
+                f.pinned,
+                f.timeout_s,
+                f.memory_mb,
+                dict(f.environment),
+                f.resources,
+            )
+        return DeployedGroup(state.root, int(dep["id"]), group.name, group, resources, functions)
+    finally:
+        state.close()
+
+
+def list_installed(root: Optional[str] = None) -> list[dict]:
+    """Rows of what is installed (kind, key, destination, version, version_path, source,
+    deployment_id), sorted by kind and key."""
+    state = _open_state(root)
+    if state is None:
+        return []
+    try:
+        return [
+            dict(r)
+            for r in state.q(
+                "SELECT kind, key, destination, version, version_path, token, "
+                "source, deployment_id FROM installed ORDER BY kind, key"
+            )
+        ]
+    finally:
+        state.close()

@@ -1,0 +1,216 @@
+"""The root's state: SQLite (WAL, synchronous=FULL) with a journal, and the deploy lock."""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import os
+import sqlite3
+import time
+from contextlib import contextmanager, suppress
+from typing import Any, Iterator, Optional
+
+from pyengine.deploy.errors import DeployBusyError
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS deployments(
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  kind TEXT NOT NULL,
+  group_name TEXT,
+  group_file TEXT,
+  group_json TEXT,
+  status TEXT NOT NULL,
+  on_failure TEXT,
+  applied INTEGER NOT NULL DEFAULT 0,
+  message TEXT,
+  pid INTEGER,
+  started REAL,
+  finished REAL
+);
+CREATE TABLE IF NOT EXISTS items(
+  deployment_id INTEGER NOT NULL,
+  kind TEXT NOT NULL,
+  key TEXT NOT NULL,
+  outcome TEXT NOT NULL,
+  version TEXT,
+  path TEXT,
+  token TEXT,
+  source TEXT,
+  spec TEXT,
+  bytes INTEGER NOT NULL DEFAULT 0,
+  attempts INTEGER NOT NULL DEFAULT 0,
+  seconds REAL NOT NULL DEFAULT 0,
+  message TEXT,
+  PRIMARY KEY(deployment_id, kind, key)
+);
+CREATE TABLE IF NOT EXISTS installed(
+  kind TEXT NOT NULL,
+  key TEXT NOT NULL,
+  destination TEXT,
+  version TEXT,
+  version_path TEXT,
+  token TEXT,
+  source TEXT,
+  spec_json TEXT,
+  deployment_id INTEGER,
+  PRIMARY KEY(kind, key)
+);
+CREATE TABLE IF NOT EXISTS versions(
+  kind TEXT NOT NULL,
+  key TEXT NOT NULL,
+  version TEXT NOT NULL,
+  path TEXT NOT NULL,
+  token TEXT,
+  deployment_id INTEGER,
+  created REAL,
+  PRIMARY KEY(kind, key, version)
+);
+CREATE TABLE IF NOT EXISTS journal(
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  deployment_id INTEGER NOT NULL,
+  op TEXT NOT NULL,
+  kind TEXT,
+  key TEXT,
+  path TEXT,
+  target TEXT,
+  previous TEXT
+);
+CREATE TABLE IF NOT EXISTS stores(path TEXT PRIMARY KEY);
+"""
+
+
+class State:
+    """The state database of one root."""
+
+    def __init__(self, root: str) -> None:
+        self.root = root
+        os.makedirs(root, exist_ok=True)
+        self.path = os.path.join(root, "state.db")
+        self.db = sqlite3.connect(self.path, isolation_level=None, timeout=30)
+        self.db.row_factory = sqlite3.Row
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=FULL")
+        self.db.execute("PRAGMA foreign_keys=ON")
+        with self.tx():
+            for stmt in SCHEMA.split(";"):
+                if stmt.strip():
+                    self.db.execute(stmt)
+
+    def close(self) -> None:
+        """Close the connection."""
+        self.db.close()
+
+    @contextmanager
+    def tx(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction (BEGIN IMMEDIATE ... COMMIT, rolled back on error)."""
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.db
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+
+    def q(self, sql: str, *args: Any) -> list[sqlite3.Row]:
+        """Rows of a query."""
+        return list(self.db.execute(sql, args))
+
+    def one(self, sql: str, *args: Any) -> Optional[sqlite3.Row]:
+        """First row of a query, or None."""
+        rows = self.q(sql, *args)
+        return rows[0] if rows else None
+
+    def x(self, sql: str, *args: Any) -> int:
+        """Execute one statement in its own transaction; the last row id."""
+        with self.tx():
+            return int(self.db.execute(sql, args).lastrowid or 0)
+
+    def journal(
+        self,
+        dep: int,
+        op: str,
+        kind: str,
+        key: str,
+        path: str,
+        target: Optional[str],
+        previous: Optional[str],
+    ) -> int:
+        """Record an intended filesystem change before making it (durable on return)."""
+        return self.x(
+            "INSERT INTO journal(deployment_id, op, kind, key, path, target, previous) "
+            "VALUES (?,?,?,?,?,?,?)",
+            dep,
+            op,
+            kind,
+            key,
+            path,
+            target,
+            previous,
+        )
+
+    def add_store(self, path: str) -> None:
+        """Remember a version store directory (for cleanup and reset)."""
+        self.x("INSERT OR IGNORE INTO stores(path) VALUES (?)", path)
+
+
+def dumps(obj: Any) -> str:
+    """Canonical JSON (sorted keys) used for specs and groups."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"))
+
+
+class RootLock:
+    """An exclusive flock on ``ROOT/deploy.lock``; its file says who holds it."""
+
+    def __init__(self, root: str) -> None:
+        os.makedirs(root, exist_ok=True)
+        self.path = os.path.join(root, "deploy.lock")
+        self.fd = -1
+
+    def acquire(self, wait_s: float = 0.0, what: str = "deploy") -> None:
+        """Take the lock, waiting up to ``wait_s`` seconds; :class:`DeployBusyError` otherwise."""
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        deadline = time.monotonic() + max(0.0, wait_s)
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError as exc:
+                if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+                    os.close(fd)
+                    raise
+            if time.monotonic() >= deadline:
+                try:
+                    holder = os.pread(fd, 512, 0).decode("utf-8", "replace").strip()
+                except OSError:
+                    holder = ""
+                os.close(fd)
+                root = os.path.dirname(self.path)
+                raise DeployBusyError(
+                    f"another deployment is running in {root} ({holder or 'holder unknown'}); "
+                    f"wait for it to finish, or pass --wait SECONDS to wait for it"
+                )
+            time.sleep(0.05)
+        os.ftruncate(fd, 0)
+        os.pwrite(
+            fd,
+            f"{what} by pid {os.getpid()} since {time.strftime('%Y-%m-%d %H:%M:%S')}".encode(),
+            0,
+        )
+        self.fd = fd
+
+    def release(self) -> None:
+        """Release the lock."""
+        if self.fd >= 0:
+            with suppress(OSError):
+                os.ftruncate(self.fd, 0)
+            os.close(self.fd)
+            self.fd = -1
+
+    def try_acquire(self) -> bool:
+        """Take the lock if it is free; False when another process holds it."""
+        try:
+            self.acquire(0.0, "cleanup")
+            return True
+        except DeployBusyError:
+            return False

@@ -1,0 +1,564 @@
+"""Safe unpacking of .tar.gz/.tgz and .zip packages into a staging directory.
+
+Refused: absolute paths, ``..`` components, symbolic links that point outside the package, hard
+links, device nodes, FIFOs, duplicate entries, writing through a link, encrypted zip entries, and
+anything past the caps on unpacked size and file count. Files are created with ``O_EXCL |
+O_NOFOLLOW`` under the staging directory only, and fsynced before the caller switches to them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import queue
+import stat
+import tarfile
+import zipfile
+import zlib
+from dataclasses import dataclass
+from typing import IO, Any, Callable, Optional
+
+from pyengine.deploy.errors import UnpackError
+
+#: Default cap on the unpacked size: this multiple of the package size (with a floor).
+DEFAULT_RATIO = 20
+DEFAULT_FLOOR = 64 << 20
+DEFAULT_MAX_FILES = 100_000
+_BUF = 1 << 20
+
+
+@dataclass
+class UnpackStats:
+    """What was unpacked."""
+
+    files: int = 0
+    dirs: int = 0
+    links: int = 0
+    bytes: int = 0
+
+
+def _sync_file_range() -> Optional[Callable[[int, int, int], None]]:
+    """Linux sync_file_range(SYNC_FILE_RANGE_WRITE) through libc, or None where unavailable."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        fn = libc.sync_file_range
+        fn.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+    except (OSError, AttributeError):
+        return None
+
+    def start_writeback(fd: int, offset: int, nbytes: int) -> None:
+        fn(fd, offset, nbytes, 2)  # SYNC_FILE_RANGE_WRITE: start writing, do not wait
+
+    return start_writeback
+
+
+_START_WRITEBACK = _sync_file_range()
+_WRITEBACK_EVERY = 8 << 20
+
+
+def default_max_bytes(package_size: int) -> int:
+    """The default cap on unpacked bytes for a package of ``package_size`` bytes."""
+    return max(DEFAULT_FLOOR, DEFAULT_RATIO * package_size)
+
+
+def package_format(path: str, name: Optional[str] = None) -> str:
+    """ "tar.gz" or "zip" from the name, checked against the first bytes of the file."""
+    with open(path, "rb") as f:
+        head = f.read(512)
+    return classify_head(head, name or path)
+
+
+def declared_format(name: str) -> str:
+    """ "tar.gz", "zip" or "" (unsupported) from a package's name."""
+    return (
+        "zip" if name.endswith(".zip") else "tar.gz" if name.endswith((".tar.gz", ".tgz")) else ""
+    )
+
+
+def classify_head(head: bytes, name: str) -> str:
+    """ "tar.gz" or "zip" from ``name``, checked against the package's first bytes ``head``."""
+    declared = (
+        "zip" if name.endswith(".zip") else "tar.gz" if name.endswith((".tar.gz", ".tgz")) else ""
+    )
+    if not declared:
+        raise UnpackError(
+            f"{os.path.basename(name)!r} is not a supported package: expected .tar.gz, .tgz or .zip"
+        )
+    if not head:
+        raise UnpackError(f"the package {os.path.basename(name)!r} is empty (0 bytes)")
+    actual = "tar.gz" if head[:2] == b"\x1f\x8b" else "zip" if head[:2] == b"PK" else ""
+    if actual == declared:
+        return actual
+    text = head.lstrip().lower()
+    if text.startswith((b"<!doctype html", b"<html", b"<?xml", b"<head", b"<error")):
+        looks = "an HTML/XML page (an error page saved in place of the package?)"
+    elif actual:
+        looks = f"a {actual} file"
+    elif head[:3] == b"BZh":
+        looks = "a bzip2 file, which is not supported"
+    elif head[:6] == b"\xfd7zXZ\x00":
+        looks = "an xz file, which is not supported"
+    elif head[257:262] == b"ustar":
+        looks = "an uncompressed tar, which is not supported"
+    else:
+        looks = f"an unknown format (first bytes {head[:8].hex()})"
+    raise UnpackError(
+        f"{os.path.basename(name)!r} should be a {declared} package but its content is "
+        f"{looks}; expected a gzip-compressed tar (.tar.gz/.tgz) or a zip"
+    )
+
+
+class _Writer:
+    """Creates entries under ``root`` only, enforcing the caps and the link rules."""
+
+    def __init__(self, root: str, max_bytes: int, max_files: int, do_fsync: bool) -> None:
+        self.root = root
+        self.max_bytes = max_bytes
+        self.max_files = max_files
+        self.do_fsync = do_fsync
+        self.stats = UnpackStats()
+        self.kinds: dict[str, str] = {"": "dir"}  # relative path -> "dir" | "file" | "link"
+
+    def clean(self, name: str, what: str = "entry") -> str:
+        n = name
+        if n.startswith("/") or (len(n) > 1 and n[1] == ":" and n[0].isalpha()):
+            raise UnpackError(
+                f"{what} {name!r} has an absolute path; packages must hold relative paths"
+            )
+        parts = [p for p in n.split("/") if p not in ("", ".")]
+        if ".." in parts:
+            raise UnpackError(f"{what} {name!r} contains '..' (path traversal); refused")
+        if "\x00" in n:
+            raise UnpackError(f"{what} {name!r} contains a NUL byte")
+        return "/".join(parts)
+
+    def _parent(self, rel: str) -> str:
+        parent = os.path.dirname(rel)
+        # Every ancestor must be a directory of ours: never write through a link or a file.
+        acc = ""
+        for part in parent.split("/") if parent else []:
+            acc = f"{acc}/{part}" if acc else part
+            kind = self.kinds.get(acc)
+            if kind is None:
+                os.mkdir(os.path.join(self.root, acc), 0o755)
+                self.kinds[acc] = "dir"
+                self.stats.dirs += 1
+            elif kind != "dir":
+                raise UnpackError(
+                    f"entry {rel!r} would be written through {acc!r}, which is a {kind}; refused"
+                )
+        return os.path.join(self.root, rel)
+
+    def _count(self, rel: str, kind: str) -> None:
+        if rel in self.kinds:
+            if kind == "dir" and self.kinds[rel] == "dir":
+                return
+            raise UnpackError(f"entry {rel!r} appears twice in the package; refused")
+        if self.stats.files + self.stats.links + self.stats.dirs + 1 > self.max_files:
+            raise UnpackError(
+                f"the package holds more than {self.max_files} entries (the limit); "
+                "raise model.max_files if that is intended"
+            )
+
+    def _reserve(self, rel: str, size: int) -> None:
+        if self.stats.bytes + size > self.max_bytes:
+            raise UnpackError(
+                f"entry {rel!r} ({size} bytes) would bring the unpacked size past the limit of "
+                f"{self.max_bytes} bytes — a decompression bomb, or a package bigger than allowed "
+                "(raise model.max_unpacked_mb if it is genuine)"
+            )
+
+    def mkdir(self, name: str) -> None:
+        rel = self.clean(name)
+        if not rel:
+            return
+        self._count(rel, "dir")
+        if self.kinds.get(rel) == "dir":
+            return
+        path = self._parent(rel)
+        os.mkdir(path, 0o755)
+        self.kinds[rel] = "dir"
+        self.stats.dirs += 1
+
+    def file(self, name: str, size: int, src: IO[bytes], mode: int, mtime: Optional[float]) -> None:
+        rel = self.clean(name)
+        if not rel:
+            raise UnpackError(f"file entry {name!r} has an empty path")
+        self._count(rel, "file")
+        self._reserve(rel, size)
+        path = self._parent(rel)
+        fd = os.open(
+            path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600
+        )
+        self.kinds[rel] = "file"
+        self.stats.files += 1
+        written = 0
+        flushed = 0
+        writeback = _START_WRITEBACK if self.do_fsync else None
+        try:
+            with os.fdopen(fd, "wb", buffering=0, closefd=False) as out:
+                while True:
+                    b = src.read(_BUF)
+                    if not b:
+                        break
+                    written += len(b)
+                    self._reserve(rel, written - size if written > size else 0)
+                    out.write(b)
+                    if writeback is not None and written - flushed >= _WRITEBACK_EVERY:
+                        # Start writing back what is done so the final fsync has little left.
+                        writeback(fd, flushed, written - flushed)
+                        flushed = written
+            if written != size:
+                raise UnpackError(
+                    f"entry {rel!r} holds {written} bytes but its header says {size}; "
+                    "the package is damaged"
+                )
+            os.fchmod(fd, 0o755 if mode & 0o111 else 0o644)
+            if mtime is not None:
+                os.utime(fd, (mtime, mtime))
+            if self.do_fsync:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+        self.stats.bytes += written
+
+    def symlink(self, name: str, target: str) -> None:
+        rel = self.clean(name, "link")
+        if not rel:
+            raise UnpackError(f"link entry {name!r} has an empty path")
+        if not target or target.startswith("/"):
+            raise UnpackError(
+                f"symbolic link {rel!r} -> {target!r} points to an absolute path, outside "
+                "the package; refused"
+            )
+        resolved = os.path.normpath(os.path.join(os.path.dirname(rel), target))
+        if resolved == ".." or resolved.startswith("../"):
+            raise UnpackError(
+                f"symbolic link {rel!r} -> {target!r} points outside the package; refused"
+            )
+        self._count(rel, "link")
+        path = self._parent(rel)
+        os.symlink(target, path)
+        self.kinds[rel] = "link"
+        self.stats.links += 1
+
+    def finish(self) -> UnpackStats:
+        if self.stats.files + self.stats.links == 0:
+            raise UnpackError("the package contains no files")
+        real_root = os.path.realpath(self.root)
+        for rel, kind in self.kinds.items():
+            if kind != "link":
+                continue
+            real = os.path.realpath(os.path.join(self.root, rel))
+            if real != real_root and not real.startswith(real_root + "/"):
+                raise UnpackError(
+                    f"symbolic link {rel!r} resolves outside the package (through other "
+                    "links); refused"
+                )
+        if self.do_fsync:
+            for rel in sorted(
+                (r for r, k in self.kinds.items() if k == "dir"), key=len, reverse=True
+            ):
+                fsync_dir(os.path.join(self.root, rel) if rel else self.root)
+        return self.stats
+
+
+def fsync_dir(path: str) -> None:
+    """fsync a directory so the entries created in it survive a power cut."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _unpack_tar(path: str, w: _Writer, fileobj: Optional[Any] = None) -> None:
+    try:
+        # "r:gz" (gzip.GzipFile) bounds each decompression step. The stream mode used on a pipe
+        # ("r|gz") inflates one 10 KiB compressed record at a time, so at most ~10 MiB per step.
+        with (
+            tarfile.open(fileobj=fileobj, mode="r|gz")
+            if fileobj is not None
+            else tarfile.open(path, mode="r:gz")
+        ) as tf:
+            for m in tf:
+                if m.issparse():
+                    raise UnpackError(f"entry {m.name!r} is a sparse file, which is not supported")
+                if m.isreg():
+                    src = tf.extractfile(m)
+                    assert src is not None
+                    w.file(m.name, m.size, src, m.mode, m.mtime)
+                elif m.isdir():
+                    w.mkdir(m.name)
+                elif m.issym():
+                    w.symlink(m.name, m.linkname)
+                elif m.islnk():
+                    raise UnpackError(
+                        f"hard link {m.name!r} -> {m.linkname!r}: hard links are refused"
+                    )
+                elif m.ischr() or m.isblk():
+                    raise UnpackError(f"device node {m.name!r}: packages may not hold devices")
+                elif m.isfifo():
+                    raise UnpackError(f"FIFO {m.name!r}: packages may not hold named pipes")
+                else:
+                    raise UnpackError(f"entry {m.name!r} has an unsupported tar type {m.type!r}")
+    except UnpackError:
+        raise
+    except (tarfile.TarError, EOFError, zlib.error, OSError) as exc:
+        if isinstance(exc, OSError) and not isinstance(exc, (EOFError,)) and exc.errno is not None:
+            raise  # a local I/O failure (disk full), not a damaged package
+        raise UnpackError(
+            f"the package is damaged or truncated (not a complete .tar.gz): {exc}"
+        ) from None
+
+
+def _unpack_zip(path: str, w: _Writer) -> None:
+    try:
+        with zipfile.ZipFile(path) as zf:
+            infos = zf.infolist()
+            if not infos:
+                raise UnpackError("the package is an empty zip (no entries)")
+            if len(infos) > w.max_files:
+                raise UnpackError(
+                    f"the package holds {len(infos)} entries, more than the limit of "
+                    f"{w.max_files}; raise model.max_files if that is intended"
+                )
+            total = sum(i.file_size for i in infos)
+            if total > w.max_bytes:
+                raise UnpackError(
+                    f"the package would unpack to {total} bytes, past the limit of "
+                    f"{w.max_bytes} bytes — a decompression bomb, or a package bigger "
+                    "than allowed (raise model.max_unpacked_mb if it is genuine)"
+                )
+            for info in infos:
+                mode = (info.external_attr >> 16) & 0xFFFF if info.create_system == 3 else 0
+                if not stat.S_IFMT(mode):
+                    mode = 0  # permission bits without a type: a plain file (Python's writestr)
+                if info.flag_bits & 0x1:
+                    raise UnpackError(
+                        f"entry {info.filename!r} is encrypted; encrypted zips are refused"
+                    )
+                if mode and stat.S_ISLNK(mode):
+                    if info.file_size > 4096:
+                        raise UnpackError(
+                            f"symbolic link {info.filename!r} has a {info.file_size}-byte target"
+                        )
+                    target = zf.read(info).decode("utf-8", "surrogateescape")
+                    w.symlink(info.filename, target)
+                elif info.is_dir():
+                    w.mkdir(info.filename)
+                elif mode and (stat.S_ISCHR(mode) or stat.S_ISBLK(mode)):
+                    raise UnpackError(
+                        f"device node {info.filename!r}: packages may not hold devices"
+                    )
+                elif mode and stat.S_ISFIFO(mode):
+                    raise UnpackError(f"FIFO {info.filename!r}: packages may not hold named pipes")
+                elif mode and not stat.S_ISREG(mode):
+                    raise UnpackError(
+                        f"entry {info.filename!r} has an unsupported file type {oct(mode)}"
+                    )
+                else:
+                    mt = None
+                    with zf.open(info) as src:
+                        w.file(info.filename, info.file_size, src, mode, mt)
+    except UnpackError:
+        raise
+    except (
+        zipfile.BadZipFile,
+        zipfile.LargeZipFile,
+        EOFError,
+        zlib.error,
+        NotImplementedError,
+        RuntimeError,
+    ) as exc:
+        raise UnpackError(f"the package is damaged or truncated (not a valid zip): {exc}") from None
+
+
+def unpack(
+    package: str,
+    staging: str,
+    *,
+    name: Optional[str] = None,
+    max_bytes: Optional[int] = None,
+    max_files: Optional[int] = None,
+    do_fsync: bool = True,
+) -> UnpackStats:
+    """Unpack ``package`` into the empty directory ``staging``.
+
+    Parameters
+    ----------
+    package:
+        The downloaded package file.
+    staging:
+        An existing empty directory; nothing is written outside it.
+    name:
+        The package's name as published (decides .tar.gz vs .zip); defaults to ``package``.
+    max_bytes, max_files:
+        Caps; default :func:`default_max_bytes` of the package size and 100000 entries.
+
+    Raises
+    ------
+    UnpackError
+        For hostile, damaged, empty or unsupported packages; the message says which entry and why.
+    """
+    fmt = package_format(package, name)
+    size = os.path.getsize(package)
+    w = _Writer(
+        staging, max_bytes or default_max_bytes(size), max_files or DEFAULT_MAX_FILES, do_fsync
+    )
+    if fmt == "zip":
+        _unpack_zip(package, w)
+    else:
+        _unpack_tar(package, w)
+    return w.finish()
+
+
+class Pipe:
+    """Bytes handed from a download to an unpacker running on another thread.
+
+    ``write`` queues a chunk (bounded: the download waits when the unpacker is behind), ``close``
+    marks the end, ``abort`` makes the reader fail and later writes be dropped.
+    """
+
+    _END = b""
+
+    def __init__(self, depth: int = 32) -> None:
+        self._q: queue.Queue = queue.Queue(maxsize=depth)
+        self._cur = memoryview(b"")
+        self._eof = False
+        self.aborted = False
+        self.reader_done = False
+
+    def write(self, b: bytes) -> None:
+        """Queue ``b`` for the reader (dropped once aborted or the reader has stopped)."""
+        while not (self.aborted or self.reader_done):
+            try:
+                self._q.put(b, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def close(self) -> None:
+        """No more bytes."""
+        self.write(self._END)
+
+    def abort(self) -> None:
+        """Make the reader stop with an error; drop further writes."""
+        self.aborted = True
+        with contextlib.suppress(queue.Full):
+            self._q.put_nowait(None)
+
+    def read(self, n: int = -1) -> bytes:
+        out = []
+        want = n if n >= 0 else 1 << 62
+        while want > 0:
+            if not self._cur:
+                if self._eof:
+                    break
+                item = self._q.get()
+                if item is None or self.aborted:
+                    raise UnpackError("the download was restarted; unpacking again")
+                if item == self._END:
+                    self._eof = True
+                    break
+                self._cur = memoryview(item)
+            take = self._cur[:want]
+            out.append(bytes(take))
+            self._cur = self._cur[len(take) :]
+            want -= len(take)
+        return b"".join(out)
+
+
+def unpack_stream(
+    pipe: Pipe,
+    staging: str,
+    *,
+    name: str,
+    size: Optional[int],
+    max_bytes: Optional[int] = None,
+    max_files: Optional[int] = None,
+    do_fsync: bool = True,
+) -> UnpackStats:
+    """Unpack a .tar.gz while it downloads: like :func:`unpack`, reading from ``pipe``.
+
+    The caller must only use the result once the download's digest has been verified.
+    """
+    try:
+        head = pipe.read(512)
+        if classify_head(head, name) != "tar.gz":  # pragma: no cover - callers pass tar.gz only
+            raise UnpackError(f"{name!r}: only .tar.gz packages unpack while downloading")
+        w = _Writer(
+            staging,
+            max_bytes or default_max_bytes(size or 0),
+            max_files or DEFAULT_MAX_FILES,
+            do_fsync,
+        )
+        _unpack_tar("", w, _Prefixed(head, pipe))
+        return w.finish()
+    finally:
+        pipe.reader_done = True
+
+
+class _Prefixed:
+    """A reader that returns ``head`` first, then the rest of ``pipe``."""
+
+    def __init__(self, head: bytes, pipe: Pipe) -> None:
+        self.head = head
+        self.pipe = pipe
+
+    def read(self, n: int = -1) -> bytes:
+        if self.head:
+            if n < 0 or n >= len(self.head):
+                h, self.head = self.head, b""
+                return h + (self.pipe.read(n - len(h)) if n >= 0 else self.pipe.read())
+            h, self.head = self.head[:n], self.head[n:]
+            return h
+        return self.pipe.read(n)
+
+
+def apply_owner(
+    root: str,
+    group: Optional[int],
+    permission: Optional[str],
+    chown: Callable[[str, int, int], None] = os.lchown,
+) -> None:
+    """Set modes (and group) on an unpacked tree: ro = group read-only, rw = group read-write.
+
+    Without an owner setting, everything is readable by all and writable by no one but the owner.
+    """
+    if permission == "rw":
+        dmode, fmode = 0o2770, 0o660
+    elif permission == "ro":
+        dmode, fmode = 0o750, 0o640
+    else:
+        dmode, fmode = 0o755, 0o644
+    for dirpath, dirnames, filenames in os.walk(root):
+        for n in filenames + dirnames:
+            p = os.path.join(dirpath, n)
+            st = os.lstat(p)
+            if group is not None:
+                try:
+                    chown(p, -1, group)
+                except PermissionError:
+                    raise UnpackError(
+                        f"cannot give group {group} ownership of the files: this user "
+                        "is not a member of it; deploy as root or as a member"
+                    ) from None
+            if stat.S_ISLNK(st.st_mode):
+                continue
+            if stat.S_ISDIR(st.st_mode):
+                os.chmod(p, dmode)
+            else:
+                x = (fmode >> 2) & 0o111 if st.st_mode & 0o100 else 0
+                os.chmod(p, fmode | x)
+    if group is not None:
+        try:
+            os.chown(root, -1, group)
+        except PermissionError:
+            raise UnpackError(
+                f"cannot give group {group} ownership of {root}: this user is not a "
+                "member of it; deploy as root or as a member"
+            ) from None
+    os.chmod(root, dmode)

@@ -1,0 +1,170 @@
+"""Deployed roots for the core's tests: packages, a group file, real deploys, a core process.
+
+Roots are made with the deploy layer itself (:func:`pyengine.deploy.deploy` over ``file://``
+packages), so the core runs on exactly what a deployment installs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tarfile
+import textwrap
+import time
+import urllib.error
+import urllib.request
+from typing import Any, Callable
+
+from pyengine import deploy as dp
+
+
+def package(path: str, fill: Callable[[str], None]) -> str:
+    """A .tar.gz at ``path`` holding what ``fill(directory)`` writes."""
+    staging = f"{path}.d"
+    os.makedirs(staging, exist_ok=True)
+    fill(staging)
+    tmp = f"{path}.tmp"
+    with tarfile.open(tmp, "w:gz") as tar:
+        for name in sorted(os.listdir(staging)):
+            tar.add(os.path.join(staging, name), arcname=name)
+    os.replace(tmp, path)  # a new file: the source's change token moves
+    for name in os.listdir(staging):
+        os.unlink(os.path.join(staging, name))
+    os.rmdir(staging)
+    return path
+
+
+def text_file(name: str, content: str) -> Callable[[str], None]:
+    """A ``fill`` writing one text file."""
+    def fill(d: str) -> None:
+        with open(os.path.join(d, name), "w") as fh:
+            fh.write(content)
+    return fill
+
+
+def write_code(base: str, name: str, source: str) -> str:
+    """Function code ``functions/<name>/handler.py`` next to the group file."""
+    code = os.path.join(base, "functions", name)
+    os.makedirs(code, exist_ok=True)
+    with open(os.path.join(code, "handler.py"), "w") as fh:
+        fh.write(textwrap.dedent(source))
+    return f"./functions/{name}"
+
+
+def model_resource(base: str, rid: str, fill: Callable[[str], None],
+                   owner: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A model resource entry with its package written under ``base/sources``."""
+    os.makedirs(os.path.join(base, "sources"), exist_ok=True)
+    src = package(os.path.join(base, "sources", f"{rid}.tar.gz"), fill)
+    model: dict[str, Any] = {"source": f"file://{src}",
+                             "destination": os.path.join(base, "dest", rid)}
+    if owner:
+        model["owner"] = owner
+    return {"id": rid, "name": rid, "model": model}
+
+
+def function(base: str, name: str, source: str, resources: tuple[tuple[str, str], ...] = (),
+             **settings: Any) -> dict[str, Any]:
+    """A function entry whose handler is ``handler.function_handler`` in ``source``."""
+    entry = {"name": name, "handler": "handler.function_handler",
+             "code": write_code(base, name, source),
+             "resources": [{"id": rid, "permission": perm} for rid, perm in resources]}
+    entry.update(settings)
+    return entry
+
+
+def deploy_group(base: str, root: str, resources: list[dict[str, Any]],
+                 functions: list[dict[str, Any]], name: str = "test-group") -> dp.Deployment:
+    """Write ``base/group.json`` and deploy it into ``root``; the deployment must succeed."""
+    path = os.path.join(base, "group.json")
+    with open(path, "w") as fh:
+        json.dump({"name": name, "resources": resources, "functions": functions}, fh, indent=2)
+    return redeploy(base, root)
+
+
+def redeploy(base: str, root: str) -> dp.Deployment:
+    """Deploy ``base/group.json`` (again) into ``root``."""
+    d = dp.deploy(os.path.join(base, "group.json"), root, wait_s=30)
+    assert d.status == "Success", (d.status, d.message, d.items)
+    return d
+
+
+def chown_tree(path: str, uid: int, gid: int) -> None:
+    """Give ``path`` and everything below it to ``uid``/``gid``."""
+    os.chown(path, uid, gid)
+    for dirpath, dirs, files in os.walk(path):
+        for n in dirs + files:
+            os.lchown(os.path.join(dirpath, n), uid, gid)
+
+
+class CoreProcess:
+    """``pyengine core start`` in a real subprocess; stopped with SIGTERM."""
+
+    def __init__(self, root: str, user: int | None = None,
+                 env: dict[str, str] | None = None) -> None:
+        self.root = root
+        self.log_path = os.path.join(os.path.dirname(root), f"core-{os.path.basename(root)}.log")
+        self._log = open(self.log_path, "wb")  # noqa: SIM115 - open while the core runs
+        full_env = dict(os.environ)
+        full_env.update(env or {})
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "pyengine", "core", "start", "--root", root, "--port", "0"],
+            stdout=self._log, stderr=subprocess.STDOUT, env=full_env, user=user,
+            group=user, extra_groups=[] if user is not None else None, cwd="/")
+        self.url = ""
+
+    def wait_ready(self, timeout: float = 60.0) -> CoreProcess:
+        deadline = time.monotonic() + timeout
+        address = os.path.join(self.root, "core.json")
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"core exited with {self.proc.returncode}:\n{self.log()}")
+            if not self.url and os.path.exists(address):
+                with open(address) as fh:
+                    self.url = json.load(fh)["url"]
+            if self.url:
+                status, _ = self.get("/health/ready")
+                if status == 200:
+                    return self
+            time.sleep(0.05)
+        raise TimeoutError(f"core not ready in {timeout} s:\n{self.log()}")
+
+    def get(self, path: str) -> tuple[int, Any]:
+        try:
+            with urllib.request.urlopen(self.url + path, timeout=30) as resp:
+                body = resp.read()
+                status = resp.status
+        except urllib.error.HTTPError as exc:
+            body, status = exc.read(), exc.code
+        try:
+            return status, json.loads(body)
+        except json.JSONDecodeError:
+            return status, body.decode()
+
+    def invoke(self, name: str, payload: Any = None, raw: bytes | None = None,
+               timeout: float = 60.0) -> tuple[int, Any]:
+        data = raw if raw is not None else json.dumps(payload).encode()
+        req = urllib.request.Request(f"{self.url}/functions/{name}/invoke", data=data,
+                                     method="POST")
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as resp:
+                return resp.status, json.loads(resp.read())
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read())
+
+    def log(self) -> str:
+        self._log.flush()
+        with open(self.log_path, errors="replace") as fh:
+            return fh.read()
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
