@@ -24,23 +24,17 @@ except ImportError as exc:  # pragma: no cover - only without a build
     )
     _CORE_MISSING.__cause__ = exc
 
-<<<<<<< HEAD
-from pyengine.builder import GraphBuilder
-from pyengine.convert import convert
-from pyengine.errors import (
-    BackendUnavailableError,
-    FrameworkFallbackWarning,
-    FrameworkVersionWarning,
-    InputShapeUnknownError,
-    ModelFormatError,
-    UnsupportedOpsError,
-)
-from pyengine.model import Model, TensorSpec, load
-from pyengine.runtime import info
-=======
 if _CORE_MISSING is None:
     from pyengine.builder import GraphBuilder
-    from pyengine.errors import BackendUnavailableError, ModelFormatError
+    from pyengine.convert import convert
+    from pyengine.errors import (
+        BackendUnavailableError,
+        FrameworkFallbackWarning,
+        FrameworkVersionWarning,
+        InputShapeUnknownError,
+        ModelFormatError,
+        UnsupportedOpsError,
+    )
     from pyengine.model import Model, TensorSpec, load
     from pyengine.runtime import info
 
@@ -53,7 +47,6 @@ else:  # pragma: no cover - only without a build
         if name in __all__:
             raise _CORE_MISSING  # type: ignore[misc]
         raise AttributeError(f"module 'pyengine' has no attribute {name!r}")
->>>>>>> issue-6
 
 
 __all__ = [

@@ -6,21 +6,15 @@ import argparse
 import sys
 from typing import Callable, Sequence
 
-<<<<<<< HEAD
-from pyengine.cli import commands
-from pyengine.cli import convert as convert_cmd
-=======
 from pyengine.cli import commands, core_cmds, deploy_commands
->>>>>>> issue-6
+from pyengine.cli import convert as convert_cmd
 
 # Each entry: (name, help, add_arguments, run). Later areas append their commands here.
 COMMANDS: list[tuple[str, str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = [
     ("info", "show version, CPU features, kernels and backends", commands.info_args, commands.info_run),
     ("run", "run a model on a .npy input", commands.run_args, commands.run_run),
-<<<<<<< HEAD
     ("convert", "convert a TensorFlow/MXNet/Chainer/ONNX model to .pyem",
      convert_cmd.convert_args, convert_cmd.convert_run),
-=======
     ("core", "run the deployed group's functions (core start)", core_cmds.core_args,
      core_cmds.core_run),
     ("invoke", "invoke a function on the running core", core_cmds.invoke_args,
@@ -37,7 +31,6 @@ COMMANDS: list[tuple[str, str, Callable[[argparse.ArgumentParser], None], Callab
      deploy_commands.resources_run),
     ("policy", "print the IAM policy a group's sources need", deploy_commands.policy_args,
      deploy_commands.policy_run),
->>>>>>> issue-6
 ]
 
 
