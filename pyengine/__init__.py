@@ -18,8 +18,9 @@ except ImportError as exc:  # pragma: no cover - only without a build
         f"CMake are needed. Original error: {exc}"
     ) from exc
 
+from pyengine.batching import BatchedModel, BatchingConfig
 from pyengine.builder import GraphBuilder
-from pyengine.errors import BackendUnavailableError, ModelFormatError
+from pyengine.errors import BackendUnavailableError, BatcherClosedError, ModelFormatError, QueueFullError
 from pyengine.model import Model, TensorSpec, load
 from pyengine.runtime import info
 
@@ -27,9 +28,13 @@ __version__: str = _core.__version__
 
 __all__ = [
     "BackendUnavailableError",
+    "BatchedModel",
+    "BatcherClosedError",
+    "BatchingConfig",
     "GraphBuilder",
     "Model",
     "ModelFormatError",
+    "QueueFullError",
     "TensorSpec",
     "__version__",
     "info",
