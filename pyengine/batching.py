@@ -143,10 +143,12 @@ _live: weakref.WeakSet[BatchedModel] = weakref.WeakSet()
 
 
 @atexit.register
-def _close_all() -> None:
-    # Worker threads must not outlive the interpreter; requests still queued fail.
+def _stop_all() -> None:
+    # Worker threads must not outlive the interpreter. Callers still waiting are daemon threads
+    # (the others were joined before atexit): they stay parked, since a thread that wakes up and
+    # takes the GIL while the interpreter finalizes is killed mid-C++ (a crash).
     for b in list(_live):
-        b.close(drain=False)
+        b._batcher.abandon()
 
 
 class BatchedModel:

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
+#include <pthread.h>
 
 #include "common.h"
 
@@ -108,6 +109,9 @@ std::shared_ptr<Request> Batcher::submit(std::vector<TensorIn> inputs, std::func
     const int64_t t_us = timeout_us < 0 ? config_.timeout_us : timeout_us;
 
     std::unique_lock<std::mutex> lk(mutex_);
+    if (abandoned_) {
+        work_cv_.wait(lk, [] { return false; });  // the process is exiting: park this caller
+    }
     if (closing_) throw BatcherClosed("the batcher is closed; make a new one with model.batched()");
     if (config_.max_queue_size > 0 && static_cast<int64_t>(queue_.size()) >= config_.max_queue_size) {
         lk.unlock();
@@ -147,10 +151,11 @@ std::shared_ptr<Request> Batcher::submit(std::vector<TensorIn> inputs, std::func
 
 void Batcher::wait(Request& r) {
     std::unique_lock<std::mutex> lk(mutex_);
-    auto is_done = [&] { return r.state_ == Request::State::Done; };
+    auto is_done = [&] { return r.state_ == Request::State::Done && !abandoned_; };
+    if (abandoned_) r.cv_.wait(lk, is_done);  // parks for good
     if (r.has_deadline_) {
         if (r.cv_.wait_until(lk, r.deadline_, is_done)) return;
-        if (r.state_ == Request::State::Queued) {
+        if (r.state_ == Request::State::Queued && !abandoned_) {
             auto it = std::find_if(queue_.begin(), queue_.end(), [&](const ReqPtr& q) { return q.get() == &r; });
             if (it != queue_.end()) queue_.erase(it);
             r.error_ = std::make_exception_ptr(RequestTimeout(
@@ -226,12 +231,32 @@ void Batcher::close(bool drain) {
     idle_cv_.wait(lk, [&] { return active_ == 0; });  // callers running a request inline
 }
 
+void Batcher::abandon() {
+    {
+        std::lock_guard<std::mutex> lk(mutex_);
+        closing_ = true;
+        abandoned_ = true;
+        queue_.clear();  // their callers stay parked in wait()
+        work_cv_.notify_all();
+    }
+    if (tls_running == this) return;
+    {
+        std::lock_guard<std::mutex> j(join_mutex_);
+        for (auto& t : workers_) {
+            if (t.joinable()) t.join();
+        }
+    }
+    std::unique_lock<std::mutex> lk(mutex_);
+    idle_cv_.wait(lk, [&] { return active_ == 0; });
+}
+
 bool Batcher::closed() const {
     std::lock_guard<std::mutex> lk(mutex_);
     return closing_;
 }
 
 void Batcher::worker_loop() {
+    pthread_setname_np(pthread_self(), "pyengine-batch");  // visible in top -H, gdb, /proc
     std::unique_lock<std::mutex> lk(mutex_);
     for (;;) {
         if (closing_ && queue_.empty()) break;

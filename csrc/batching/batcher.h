@@ -60,7 +60,9 @@ struct TensorIn {
     int32_t dtype = 0;
     size_t itemsize = 4;
     Shape shape;
-    std::shared_ptr<const void> owner;  // keeps `data` alive where the runner may retain it
+    std::shared_ptr<const void> owner;  // keeps a concatenated batch's memory alive
+    const void* user = nullptr;         // the caller's own object for `data` (opaque; valid while
+                                        // the request is), passed on when a batch is one request
 };
 
 // One output of a batch (or a caller's rows of it): `owner` keeps the batch's memory alive.
@@ -151,6 +153,9 @@ public:
     // Stops accepting requests; drain=true runs what is queued, false fails it with BatcherClosed.
     // Waits for running batches and joins the workers. Idempotent.
     void close(bool drain = true);
+    // For process exit: stops the workers after their current batch and answers nobody; callers
+    // still waiting (daemon threads) stay parked instead of waking into a finalizing interpreter.
+    void abandon();
     bool closed() const;
 
     BatcherStats stats() const;
@@ -186,6 +191,7 @@ private:
     int active_ = 0;  // batches running (workers and inline callers)
     bool closing_ = false;
     bool drain_ = true;
+    bool abandoned_ = false;
     uint64_t next_id_ = 1;
     std::vector<std::thread> workers_;
     std::mutex join_mutex_;

@@ -60,6 +60,10 @@ BatchFn callback_batch_fn(py::function fn) {
         py::gil_scoped_acquire gil;
         py::list arrays;
         for (const TensorIn& t : inputs) {
+            if (t.user != nullptr) {  // a batch of one request: the caller's own array
+                arrays.append(py::reinterpret_borrow<py::object>(static_cast<PyObject*>(const_cast<void*>(t.user))));
+                continue;
+            }
             std::vector<py::ssize_t> shape(t.shape.begin(), t.shape.end());
             py::array a(py::dtype(t.dtype), shape, t.data, owner_capsule(t.owner));
             py::detail::array_proxy(a.ptr())->flags &= ~py::detail::npy_api::NPY_ARRAY_WRITEABLE_;
@@ -150,7 +154,7 @@ public:
                 shapes.push_back(t.shape);
             } else {
                 t.dtype = arr.dtype().num();
-                t.owner = py_owner(arr);  // the callback may keep a view of it
+                t.user = arr.ptr();  // alive in `keep` (sync) or the caller's pending entry (async)
             }
             keep.push_back(std::move(arr));
             ins.push_back(std::move(t));
@@ -160,6 +164,9 @@ public:
     }
 
     py::list run(const py::sequence& arrays, int64_t timeout_us) {
+        // Refuse while holding the GIL: a thread that gives it up near interpreter exit may not get
+        // it back, and a closed batcher has nothing to wait for.
+        if (live()->closed()) throw BatcherClosed("the batcher is closed; make a new one with model.batched()");
         std::vector<py::array> keep;
         std::vector<TensorIn> ins = convert(arrays, true, keep);
         std::shared_ptr<Request> r;
@@ -190,6 +197,12 @@ public:
         if (!batcher_) return;
         py::gil_scoped_release release;
         batcher_->close(drain);
+    }
+
+    void abandon() {
+        if (!batcher_) return;
+        py::gil_scoped_release release;
+        batcher_->abandon();
     }
 
     bool closed() const { return !batcher_ || batcher_->closed(); }
@@ -285,6 +298,8 @@ void register_batching(py::module_& m) {
              "Fail a still-queued request (TimeoutError if timeout, else cancelled); False if it already runs.")
         .def("close", &PyBatcher::close, py::arg("drain") = true,
              "Stop taking requests; drain=True runs the queued ones, False fails them with BatcherClosedError.")
+        .def("abandon", &PyBatcher::abandon,
+             "At process exit: stop the workers, answer nobody (waiting daemon threads stay parked).")
         .def_property_readonly("closed", &PyBatcher::closed)
         .def("stats", [](const PyBatcher& b) { return stats_dict(b.batcher().stats()); })
         .def("reset_stats", [](const PyBatcher& b) { b.batcher().reset_stats(); });
