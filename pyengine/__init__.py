@@ -20,7 +20,12 @@ except ImportError as exc:  # pragma: no cover - only without a build
 
 from pyengine.batching import BatchedModel, BatchingConfig
 from pyengine.builder import GraphBuilder
-from pyengine.errors import BackendUnavailableError, BatcherClosedError, ModelFormatError, QueueFullError
+from pyengine.errors import (
+    BackendUnavailableError,
+    BatcherClosedError,
+    ModelFormatError,
+    QueueFullError,
+)
 from pyengine.model import Model, TensorSpec, load
 from pyengine.runtime import info
 

@@ -64,7 +64,9 @@ class BatchingConfig:
             or not math.isfinite(self.timeout_s)
             or self.timeout_s <= 0
         ):
-            raise ValueError(f"timeout_s must be a number of seconds > 0 or None, got {self.timeout_s!r}")
+            raise ValueError(
+                f"timeout_s must be a number of seconds > 0 or None, got {self.timeout_s!r}"
+            )
         sizes = self.preferred_batch_sizes
         if isinstance(sizes, (str, bytes)) or not isinstance(sizes, (list, tuple)):
             raise ValueError(f"preferred_batch_sizes must be a list of integers, got {sizes!r}")
@@ -83,7 +85,9 @@ class BatchingConfig:
             starts with ``where`` and names the key.
         """
         if not isinstance(data, Mapping):
-            raise ValueError(f"{where} must be a mapping of batching options, got {type(data).__name__}")
+            raise ValueError(
+                f"{where} must be a mapping of batching options, got {type(data).__name__}"
+            )
         known = [f.name for f in fields(cls)]
         unknown = sorted(str(k) for k in data if k not in known)
         if unknown:
@@ -212,7 +216,8 @@ class BatchedModel:
                     want >= 0 and got != want for want, got in zip(spec.shape[1:], a.shape[1:])
                 ):
                     raise ValueError(
-                        f"input '{spec.name}' has shape {list(a.shape)}, expected {list(spec.shape)} "
+                        f"input '{spec.name}' has shape {list(a.shape)}, "
+                        f"expected {list(spec.shape)} "
                         f"(-1: any size; dimension 0 is the rows of the request)"
                     )
         return arrays
@@ -226,7 +231,11 @@ class BatchedModel:
     def _timeout_us(timeout_s: Optional[float]) -> int:
         if timeout_s is None:
             return -1
-        if isinstance(timeout_s, bool) or not isinstance(timeout_s, (int, float)) or not timeout_s > 0:
+        if (
+            isinstance(timeout_s, bool)
+            or not isinstance(timeout_s, (int, float))
+            or not timeout_s > 0
+        ):
             raise ValueError(f"timeout_s must be a number of seconds > 0, got {timeout_s!r}")
         return max(1, round(timeout_s * 1e6))
 
@@ -275,12 +284,16 @@ class BatchedModel:
         effective = timeout_us if timeout_us > 0 else self.config.timeout_us
         # The C++ workers expire queued requests too, but not while every worker is busy.
         timer = (
-            loop.call_later(effective / 1e6, self._batcher.cancel, req, True) if effective > 0 else None
+            loop.call_later(effective / 1e6, self._batcher.cancel, req, True)
+            if effective > 0
+            else None
         )
         try:
             outs = await fut
         except asyncio.CancelledError:
-            self._batcher.cancel(req, False)  # a request a batch already took runs; its answer is dropped
+            self._batcher.cancel(
+                req, False
+            )  # a request a batch already took runs; its answer is dropped
             raise
         finally:
             if timer is not None:

@@ -13,7 +13,9 @@ import pyengine
 MLP_SIZES = (64, 256, 256, 10)
 
 
-def mlp_params(sizes: tuple[int, ...] = MLP_SIZES, seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
+def mlp_params(
+    sizes: tuple[int, ...] = MLP_SIZES, seed: int = 0
+) -> list[tuple[np.ndarray, np.ndarray]]:
     """(w[k, n], b[n]) per Dense layer, float32."""
     rng = np.random.default_rng(seed)
     out = []
@@ -31,8 +33,12 @@ def mlp(path: str, sizes: tuple[int, ...] = MLP_SIZES, seed: int = 0) -> str:
     params = mlp_params(sizes, seed)
     for i, (w, b) in enumerate(params):
         last = i == len(params) - 1
-        h = g.node("Dense", [h, g.constant(f"fc{i}/w", w), g.constant(f"fc{i}/b", b)], name=f"fc{i}",
-                   activation="none" if last else "relu")
+        h = g.node(
+            "Dense",
+            [h, g.constant(f"fc{i}/w", w), g.constant(f"fc{i}/b", b)],
+            name=f"fc{i}",
+            activation="none" if last else "relu",
+        )
     g.output(g.node("Softmax", [h], name="probs"))
     return g.save(path)
 
@@ -61,13 +67,24 @@ def cnn(path: str, layout: str = "NCHW", size: int = 28, channels: int = 16, see
     shape = [-1, 1, size, size] if layout == "NCHW" else [-1, size, size, 1]
     h = g.input("image", shape)
     for i in range(2):
-        h = g.node("Conv2D", [h, g.constant(f"conv{i}/w", p[f"conv{i}/w"])], name=f"conv{i}", layout=layout,
-                   pads=[1, 1, 1, 1])
+        h = g.node(
+            "Conv2D",
+            [h, g.constant(f"conv{i}/w", p[f"conv{i}/w"])],
+            name=f"conv{i}",
+            layout=layout,
+            pads=[1, 1, 1, 1],
+        )
         bn = [g.constant(f"bn{i}/{k}", p[f"bn{i}/{k}"]) for k in ("scale", "bias", "mean", "var")]
         h = g.node("BatchNorm", [h, *bn], name=f"bn{i}", axis=1 if layout == "NCHW" else -1)
         h = g.node("Relu", [h], name=f"relu{i}")
         h = g.node("MaxPool", [h], name=f"pool{i}", layout=layout, kernel=[2, 2], strides=[2, 2])
     h = g.node("GlobalAvgPool", [h], name="gap", layout=layout)
     h = g.node("Flatten", [h], name="flatten")
-    g.output(g.node("Dense", [h, g.constant("fc/w", p["fc/w"]), g.constant("fc/b", p["fc/b"])], name="logits"))
+    g.output(
+        g.node(
+            "Dense",
+            [h, g.constant("fc/w", p["fc/w"]), g.constant("fc/b", p["fc/b"])],
+            name="logits",
+        )
+    )
     return g.save(path)

@@ -6,8 +6,8 @@ from __future__ import annotations
 from typing import Optional
 
 import numpy as np
-
 from models import MLP_SIZES, cnn_params, mlp_params
+
 from pyengine.model import Model, TensorSpec
 
 
@@ -15,8 +15,13 @@ def _model_bytes(nodes: list, inputs: list, outputs: list, weights: dict[str, np
     import onnx
     from onnx import helper, numpy_helper
 
-    graph = helper.make_graph(nodes, "g", inputs, outputs,
-                              initializer=[numpy_helper.from_array(v, name=k) for k, v in weights.items()])
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        inputs,
+        outputs,
+        initializer=[numpy_helper.from_array(v, name=k) for k, v in weights.items()],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     onnx.checker.check_model(model)
@@ -39,8 +44,12 @@ def mlp_onnx(sizes: tuple[int, ...] = MLP_SIZES, seed: int = 0) -> bytes:
             nodes.append(helper.make_node("Relu", [h], [f"relu{i}"]))
             h = f"relu{i}"
     nodes.append(helper.make_node("Softmax", [h], ["probs"], axis=-1))
-    return _model_bytes(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", sizes[0]])],
-                        [helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["n", sizes[-1]])], weights)
+    return _model_bytes(
+        nodes,
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", sizes[0]])],
+        [helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["n", sizes[-1]])],
+        weights,
+    )
 
 
 def cnn_onnx(size: int = 28, channels: int = 16, seed: int = 0) -> bytes:
@@ -54,10 +63,16 @@ def cnn_onnx(size: int = 28, channels: int = 16, seed: int = 0) -> bytes:
     for i in range(2):
         nodes += [
             helper.make_node("Conv", [h, f"conv{i}_w"], [f"conv{i}"], pads=[1, 1, 1, 1]),
-            helper.make_node("BatchNormalization", [f"conv{i}"] + [f"bn{i}_{k}" for k in ("scale", "bias", "mean", "var")],
-                             [f"bn{i}"], epsilon=1e-5),
+            helper.make_node(
+                "BatchNormalization",
+                [f"conv{i}"] + [f"bn{i}_{k}" for k in ("scale", "bias", "mean", "var")],
+                [f"bn{i}"],
+                epsilon=1e-5,
+            ),
             helper.make_node("Relu", [f"bn{i}"], [f"relu{i}"]),
-            helper.make_node("MaxPool", [f"relu{i}"], [f"pool{i}"], kernel_shape=[2, 2], strides=[2, 2]),
+            helper.make_node(
+                "MaxPool", [f"relu{i}"], [f"pool{i}"], kernel_shape=[2, 2], strides=[2, 2]
+            ),
         ]
         h = f"pool{i}"
     nodes += [
@@ -65,8 +80,12 @@ def cnn_onnx(size: int = 28, channels: int = 16, seed: int = 0) -> bytes:
         helper.make_node("Flatten", ["gap"], ["flat"]),
         helper.make_node("Gemm", ["flat", "fc_w", "fc_b"], ["logits"]),
     ]
-    return _model_bytes(nodes, [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["n", 1, size, size])],
-                        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["n", 10])], weights)
+    return _model_bytes(
+        nodes,
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["n", 1, size, size])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["n", 10])],
+        weights,
+    )
 
 
 class OrtModel(Model):

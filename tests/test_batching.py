@@ -24,7 +24,9 @@ from onnx_models import OrtModel, mlp_onnx
 import pyengine
 from pyengine import BatcherClosedError, BatchingConfig, QueueFullError
 
-pytest.importorskip("onnxruntime", reason="the framework-callback tests run a real onnxruntime model")
+pytest.importorskip(
+    "onnxruntime", reason="the framework-callback tests run a real onnxruntime model"
+)
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +36,7 @@ def mlp_model(tmp_path_factory: pytest.TempPathFactory) -> pyengine.Model:
 
 @pytest.fixture(scope="module")
 def exact_model(tmp_path_factory: pytest.TempPathFactory) -> pyengine.Model:
-    """y = relu(x) on [-1, 8]: with positive inputs every output row equals its input row exactly."""
+    """y = relu(x) on [-1, 8]: for positive inputs each output row equals its input row exactly."""
     g = pyengine.GraphBuilder()
     g.output(g.node("Relu", [g.input("x", [-1, 8])], name="y"))
     return pyengine.load(g.save(str(tmp_path_factory.mktemp("batching") / "relu.pyem")))
@@ -104,20 +106,30 @@ def unique_rows(caller: int, req: int, rows: int, width: int) -> np.ndarray:
 # ---- every caller gets exactly its own rows ----
 
 plans = st.lists(st.lists(st.integers(1, 5), min_size=1, max_size=6), min_size=2, max_size=12)
-configs = st.fixed_dictionaries({
-    "max_batch_size": st.sampled_from([5, 8, 16, 64]),
-    "max_delay_us": st.sampled_from([0, 200, 2000]),
-    "workers": st.integers(1, 3),
-    "preferred": st.sampled_from([(), (4,), (2, 5)]),
-})
+configs = st.fixed_dictionaries(
+    {
+        "max_batch_size": st.sampled_from([5, 8, 16, 64]),
+        "max_delay_us": st.sampled_from([0, 200, 2000]),
+        "workers": st.integers(1, 3),
+        "preferred": st.sampled_from([(), (4,), (2, 5)]),
+    }
+)
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(plan=plans, cfg=configs)
-def test_native_callers_get_their_own_rows(exact_model: pyengine.Model, plan: list[list[int]],
-                                           cfg: dict[str, Any]) -> None:
-    with exact_model.batched(cfg["max_batch_size"], cfg["max_delay_us"], workers=cfg["workers"],
-                             preferred_batch_sizes=cfg["preferred"]) as b:
+def test_native_callers_get_their_own_rows(
+    exact_model: pyengine.Model, plan: list[list[int]], cfg: dict[str, Any]
+) -> None:
+    with exact_model.batched(
+        cfg["max_batch_size"],
+        cfg["max_delay_us"],
+        workers=cfg["workers"],
+        preferred_batch_sizes=cfg["preferred"],
+    ) as b:
+
         def caller(i: int) -> bool:
             for r, rows in enumerate(plan[i]):
                 x = unique_rows(i, r, rows, 8)
@@ -135,8 +147,10 @@ def test_native_callers_get_their_own_rows(exact_model: pyengine.Model, plan: li
 
 def test_native_mlp_batches_and_matches_unbatched(mlp_model: pyengine.Model) -> None:
     rng = np.random.default_rng(1)
-    xs = [[rng.standard_normal((int(rng.integers(1, 4)), 64)).astype(np.float32) for _ in range(20)]
-          for _ in range(16)]
+    xs = [
+        [rng.standard_normal((int(rng.integers(1, 4)), 64)).astype(np.float32) for _ in range(20)]
+        for _ in range(16)
+    ]
     with mlp_model.batched(max_batch_size=32, max_delay_us=2000) as b:
         outs = in_threads(16, lambda i: [b.predict(x) for x in xs[i]])
         s = b.stats()
@@ -148,12 +162,17 @@ def test_native_mlp_batches_and_matches_unbatched(mlp_model: pyengine.Model) -> 
     assert s["queue_time_us"]["count"] == 320
 
 
-@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(plan=plans, delay=st.sampled_from([0, 500, 3000]))
-def test_framework_callers_get_their_own_rows(mlp_bytes: bytes, plan: list[list[int]], delay: int) -> None:
+def test_framework_callers_get_their_own_rows(
+    mlp_bytes: bytes, plan: list[list[int]], delay: int
+) -> None:
     model = OrtModel(mlp_bytes)
     reference = OrtModel(mlp_bytes)
     with model.batched(max_batch_size=16, max_delay_us=delay) as b:
+
         def caller(i: int) -> list[tuple[np.ndarray, np.ndarray]]:
             out = []
             for r, rows in enumerate(plan[i]):
@@ -183,7 +202,10 @@ def test_framework_batches_form(mlp_bytes: bytes) -> None:
             model.gate.set()
             outs = [f.result(10) for f in futs]
         first.join()
-    assert model.batch_rows == [1, sum(len(x) for x in xs)]  # the ten queued requests ran as one batch
+    assert model.batch_rows == [
+        1,
+        sum(len(x) for x in xs),
+    ]  # the ten queued requests ran as one batch
     reference = OrtModel(mlp_bytes)
     for x, y in zip(xs, outs):
         np.testing.assert_allclose(y, reference.predict(x), rtol=1e-5, atol=1e-6)
@@ -197,6 +219,7 @@ def test_several_inputs_and_outputs(tmp_path: Any) -> None:
     model = pyengine.load(g.save(str(tmp_path / "two.pyem")))
     sum_name, relu_name = (o.name for o in model.outputs)
     with model.batched(max_batch_size=8, max_delay_us=1000) as b:
+
         def caller(i: int) -> None:
             a_ = unique_rows(i, 0, 1 + i % 3, 3)
             out = b.predict({"a": a_, "c": a_ * 2})
@@ -208,6 +231,7 @@ def test_several_inputs_and_outputs(tmp_path: Any) -> None:
 
 
 # ---- asyncio ----
+
 
 def test_predict_async_native_and_framework(mlp_model: pyengine.Model, mlp_bytes: bytes) -> None:
     ort_model = OrtModel(mlp_bytes)
@@ -240,7 +264,9 @@ def test_predict_async_cancel_and_timeout(mlp_bytes: bytes) -> None:
             await queued
         t0 = time.monotonic()
         with pytest.raises(TimeoutError):
-            await b.predict_async(x, timeout_s=0.05)  # the only worker is busy: the loop's timer fires
+            await b.predict_async(
+                x, timeout_s=0.05
+            )  # the only worker is busy: the loop's timer fires
         assert time.monotonic() - t0 >= 0.045
         model.gate.set()
         y = await busy
@@ -255,10 +281,14 @@ def test_predict_async_cancel_and_timeout(mlp_bytes: bytes) -> None:
 
 # ---- limits, errors, shutdown ----
 
+
 def test_queue_full_fails_at_once(mlp_bytes: bytes) -> None:
     model = GatedModel(mlp_bytes)
     x = np.ones((1, 64), np.float32)
-    with model.batched(max_batch_size=1, max_delay_us=0, max_queue_size=2) as b, ThreadPoolExecutor(3) as pool:
+    with (
+        model.batched(max_batch_size=1, max_delay_us=0, max_queue_size=2) as b,
+        ThreadPoolExecutor(3) as pool,
+    ):
         running = pool.submit(b.predict, x)
         assert model.entered.wait(10)
         queued = [pool.submit(b.predict, x) for _ in range(2)]
@@ -278,7 +308,10 @@ def test_queue_full_fails_at_once(mlp_bytes: bytes) -> None:
 def test_timeout_while_queued(mlp_bytes: bytes) -> None:
     model = GatedModel(mlp_bytes)
     x = np.ones((2, 64), np.float32)
-    with model.batched(max_batch_size=4, max_delay_us=0, timeout_s=5) as b, ThreadPoolExecutor(2) as pool:
+    with (
+        model.batched(max_batch_size=4, max_delay_us=0, timeout_s=5) as b,
+        ThreadPoolExecutor(2) as pool,
+    ):
         running = pool.submit(b.predict, x)
         assert model.entered.wait(10)
         t0 = time.monotonic()
@@ -382,29 +415,39 @@ def test_callback_errors_reach_only_their_callers(mlp_bytes: bytes) -> None:
 
 
 def test_framework_error_reaches_its_caller(mlp_bytes: bytes) -> None:
-    """onnxruntime itself refuses float64 input: that caller gets ORT's error, the others answers."""
+    """onnxruntime itself refuses float64 input: that caller gets ORT's error, others answers."""
     ort = pytest.importorskip("onnxruntime")
     model = OrtModel(mlp_bytes)
     with model.batched(max_batch_size=16, max_delay_us=1000) as b:
+
         def caller(i: int) -> Any:
             x = unique_rows(i, 0, 2, 64)
             return b.predict(x.astype(np.float64) if i == 3 else x)
 
         answers = in_threads(6, caller)
     assert isinstance(answers[3], ort.capi.onnxruntime_pybind11_state.InvalidArgument)
-    assert all(isinstance(a, np.ndarray) and a.shape == (2, 10) for i, a in enumerate(answers) if i != 3)
+    assert all(
+        isinstance(a, np.ndarray) and a.shape == (2, 10) for i, a in enumerate(answers) if i != 3
+    )
 
 
-def test_wrong_input_is_that_callers_value_error(mlp_model: pyengine.Model, mlp_bytes: bytes) -> None:
+def test_wrong_input_is_that_callers_value_error(
+    mlp_model: pyengine.Model, mlp_bytes: bytes
+) -> None:
     for model in (mlp_model, OrtModel(mlp_bytes)):
         with model.batched(max_batch_size=8, max_delay_us=2000) as b:
+
             def caller(i: int) -> Any:
                 x = unique_rows(i, 0, 2, 64)
                 return b.predict(x[:, :5] if i == 1 else x)
 
             answers = in_threads(5, caller)
             assert isinstance(answers[1], ValueError) and "expected [-1, 64]" in str(answers[1])
-            assert all(isinstance(a, np.ndarray) and a.shape == (2, 10) for i, a in enumerate(answers) if i != 1)
+            assert all(
+                isinstance(a, np.ndarray) and a.shape == (2, 10)
+                for i, a in enumerate(answers)
+                if i != 1
+            )
             with pytest.raises(ValueError, match="9 rows, more than max_batch_size=8"):
                 b.predict(np.ones((9, 64), np.float32))
             with pytest.raises(ValueError, match="0 rows"):
@@ -412,7 +455,10 @@ def test_wrong_input_is_that_callers_value_error(mlp_model: pyengine.Model, mlp_
             with pytest.raises(ValueError, match="numpy array"):
                 b.predict([[1.0] * 64])  # type: ignore[arg-type]
             assert b.stats()["completed"] == 4
-    with mlp_model.batched() as b, pytest.raises(ValueError, match="dtype float64, expected float32"):
+    with (
+        mlp_model.batched() as b,
+        pytest.raises(ValueError, match="dtype float64, expected float32"),
+    ):
         b.predict(np.ones((1, 64)))
 
 
@@ -477,17 +523,31 @@ def test_interpreter_exit_with_a_busy_batcher(tmp_path: Any) -> None:
             pass
         print("exiting", flush=True)
     """)
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.path.dirname(__file__), os.environ["PYTHONPATH"]]))
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
+    env = dict(
+        os.environ,
+        PYTHONPATH=os.pathsep.join([os.path.dirname(__file__), os.environ["PYTHONPATH"]]),
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env
+    )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "exiting"
 
 
 # ---- configuration ----
 
+
 def test_batching_config_from_dict() -> None:
-    c = BatchingConfig.from_dict({"max_batch_size": 16, "max_delay_us": 500, "preferred_batch_sizes": [8, 4, 8],
-                                  "max_queue_size": None, "timeout_s": 0.25, "workers": 2})
+    c = BatchingConfig.from_dict(
+        {
+            "max_batch_size": 16,
+            "max_delay_us": 500,
+            "preferred_batch_sizes": [8, 4, 8],
+            "max_queue_size": None,
+            "timeout_s": 0.25,
+            "workers": 2,
+        }
+    )
     assert c == BatchingConfig(16, 500, (4, 8), None, 0.25, 2)
     assert c.timeout_us == 250_000
     assert BatchingConfig.from_dict({}) == BatchingConfig()
@@ -496,8 +556,14 @@ def test_batching_config_from_dict() -> None:
         ({"max_batch_size": True}, "max_batch_size must be an integer >= 1, got True"),
         ({"max_delay_us": -1}, "max_delay_us must be an integer >= 0, got -1"),
         ({"max_delay_us": 1.5}, "max_delay_us must be an integer >= 0, got 1.5"),
-        ({"preferred_batch_sizes": [4, 64]}, "preferred batch size must be an integer between 1 and 32, got 64"),
-        ({"preferred_batch_sizes": "8"}, "preferred_batch_sizes must be a list of integers, got '8'"),
+        (
+            {"preferred_batch_sizes": [4, 64]},
+            "preferred batch size must be an integer between 1 and 32, got 64",
+        ),
+        (
+            {"preferred_batch_sizes": "8"},
+            "preferred_batch_sizes must be a list of integers, got '8'",
+        ),
         ({"max_queue_size": 0}, "max_queue_size must be an integer >= 1, got 0"),
         ({"timeout_s": 0}, "timeout_s must be a number of seconds > 0 or None, got 0"),
         ({"timeout_s": "3"}, "timeout_s must be a number of seconds > 0 or None, got '3'"),
