@@ -142,42 +142,54 @@ std::shared_ptr<Request> Batcher::submit(std::vector<TensorIn> inputs, std::func
         --active_;
         idle_cv_.notify_all();
         if (!queue_.empty()) work_cv_.notify_one();
-        return r;
+        return r;  // answered: notify() ran in execute()
     }
+    const int64_t before = queued_rows_;
     queue_.push_back(r);
-    work_cv_.notify_one();
+    queued_rows_ += r->rows_;
+    wake_worker_locked(before);
     return r;
 }
 
 void Batcher::wait(Request& r) {
-    std::unique_lock<std::mutex> lk(mutex_);
-    auto is_done = [&] { return r.state_ == Request::State::Done && !abandoned_; };
-    if (abandoned_) r.cv_.wait(lk, is_done);  // parks for good
-    if (r.has_deadline_) {
-        if (r.cv_.wait_until(lk, r.deadline_, is_done)) return;
-        if (r.state_ == Request::State::Queued && !abandoned_) {
-            auto it = std::find_if(queue_.begin(), queue_.end(), [&](const ReqPtr& q) { return q.get() == &r; });
-            if (it != queue_.end()) queue_.erase(it);
-            r.error_ = std::make_exception_ptr(RequestTimeout(
-                str("the request waited ", micros(Clock::now() - r.enqueued_) / 1000.0, " ms in the batch queue, longer than its timeout")));
-            {
-                std::lock_guard<std::mutex> s(stats_mutex_);
-                ++stats_.timed_out;
+    std::unique_lock<std::mutex> rl(r.m_);
+    auto answered = [&] { return r.answered_; };
+    if (r.has_deadline_ && !r.cv_.wait_until(rl, r.deadline_, answered)) {
+        rl.unlock();
+        bool expired = false;
+        {
+            std::lock_guard<std::mutex> lk(mutex_);
+            if (r.state_ == Request::State::Queued && !abandoned_) {
+                auto it = std::find_if(queue_.begin(), queue_.end(), [&](const ReqPtr& q) { return q.get() == &r; });
+                if (it != queue_.end()) {
+                    queue_.erase(it);
+                    queued_rows_ -= r.rows_;
+                }
+                r.error_ = std::make_exception_ptr(RequestTimeout(
+                    str("the request waited ", micros(Clock::now() - r.enqueued_) / 1000.0, " ms in the batch queue, longer than its timeout")));
+                {
+                    std::lock_guard<std::mutex> s(stats_mutex_);
+                    ++stats_.timed_out;
+                }
+                mark_done_locked(r, Clock::now());
+                expired = true;
             }
-            mark_done_locked(r, Clock::now());
-            lk.unlock();
-            notify({r.shared_from_this()});
-            return;
         }
+        if (expired) notify({r.shared_from_this()});
+        rl.lock();
     }
-    r.cv_.wait(lk, is_done);
+    r.cv_.wait(rl, answered);
+    if (abandoned_) r.cv_.wait(rl, [] { return false; });  // the process is exiting: park for good
 }
 
 bool Batcher::cancel(Request& r, std::exception_ptr why) {
     std::unique_lock<std::mutex> lk(mutex_);
     if (r.state_ != Request::State::Queued) return false;
     auto it = std::find_if(queue_.begin(), queue_.end(), [&](const ReqPtr& q) { return q.get() == &r; });
-    if (it != queue_.end()) queue_.erase(it);
+    if (it != queue_.end()) {
+        queue_.erase(it);
+        queued_rows_ -= r.rows_;
+    }
     r.error_ = std::move(why);
     {
         std::lock_guard<std::mutex> s(stats_mutex_);
@@ -213,6 +225,7 @@ void Batcher::close(bool drain) {
                 failed.push_back(std::move(r));
             }
             queue_.clear();
+            queued_rows_ = 0;
             std::lock_guard<std::mutex> s(stats_mutex_);
             stats_.closed += failed.size();
         }
@@ -237,6 +250,7 @@ void Batcher::abandon() {
         closing_ = true;
         abandoned_ = true;
         queue_.clear();  // their callers stay parked in wait()
+        queued_rows_ = 0;
         work_cv_.notify_all();
     }
     if (tls_running == this) return;
@@ -250,9 +264,14 @@ void Batcher::abandon() {
     idle_cv_.wait(lk, [&] { return active_ == 0; });
 }
 
-bool Batcher::closed() const {
-    std::lock_guard<std::mutex> lk(mutex_);
-    return closing_;
+bool Batcher::closed() const { return closing_; }
+
+void Batcher::wake_worker_locked(int64_t rows_before) {
+    // A worker waiting out the delay need not hear of every arrival: only of the first request,
+    // a full batch, or a preferred size within reach.
+    const bool worth = rows_before == 0 || config_.max_queue_delay_us == 0 || queued_rows_ >= config_.max_batch_size ||
+                       (!config_.preferred_batch_sizes.empty() && queued_rows_ >= config_.preferred_batch_sizes.front());
+    if (worth) work_cv_.notify_one();
 }
 
 void Batcher::worker_loop() {
@@ -301,6 +320,7 @@ void Batcher::take_expired(Clock::time_point now, std::vector<ReqPtr>& out) {
             r->error_ = std::make_exception_ptr(RequestTimeout(
                 str("the request waited ", micros(now - r->enqueued_) / 1000.0, " ms in the batch queue, longer than its timeout")));
             mark_done_locked(*r, now);
+            queued_rows_ -= r->rows_;
             out.push_back(std::move(r));
         } else {
             if (kept != i) queue_[kept] = std::move(r);
@@ -354,6 +374,7 @@ std::vector<Batcher::ReqPtr> Batcher::take_batch(Clock::time_point now, Clock::t
     for (size_t i = 0; i < queue_.size(); ++i) {
         if (k < picked.size() && picked[k] == i) {
             queue_[i]->state_ = Request::State::Running;
+            queued_rows_ -= queue_[i]->rows_;
             batch.push_back(std::move(queue_[i]));
             ++k;
         } else {
@@ -416,6 +437,7 @@ void Batcher::run_batch(const std::vector<ReqPtr>& batch) {
             TensorOut v = out;
             v.data = static_cast<char*>(out.data) + row_bytes(out.shape, out.itemsize) * static_cast<size_t>(offset);
             v.shape[0] = r->rows_;
+            if (batch.size() > 1) v.user = nullptr;
             r->outputs_.push_back(std::move(v));
         }
         offset += r->rows_;
@@ -465,7 +487,6 @@ void Batcher::mark_done_locked(Request& r, Clock::time_point now) {
         std::lock_guard<std::mutex> s(stats_mutex_);
         record(stats_.latency_us, latency_pos_, micros(now - r.enqueued_));
     }
-    r.cv_.notify_all();
 }
 
 void Batcher::finish(const std::vector<ReqPtr>& reqs) {
@@ -479,6 +500,11 @@ void Batcher::finish(const std::vector<ReqPtr>& reqs) {
 
 void Batcher::notify(const std::vector<ReqPtr>& reqs) {
     for (const auto& r : reqs) {
+        {
+            std::lock_guard<std::mutex> rl(r->m_);
+            r->answered_ = true;
+        }
+        r->cv_.notify_all();
         if (!r->on_done_) continue;
         auto hook = std::move(r->on_done_);
         r->on_done_ = nullptr;

@@ -5,6 +5,7 @@
 // Model::run directly (see native_runner.h); the Python binding supplies a callback for frameworks.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
@@ -73,6 +74,8 @@ struct TensorOut {
     size_t itemsize = 4;
     Shape shape;
     bool writable = true;
+    const void* user = nullptr;  // the runner's own object for the whole output (opaque); kept on
+                                 // a caller's view only when the batch was that caller alone
 };
 
 // The function a batch runs through: inputs concatenated along dimension 0, `rows` in all.
@@ -102,7 +105,10 @@ private:
     std::chrono::steady_clock::time_point enqueued_, deadline_;
     bool has_deadline_ = false;
     State state_ = State::Queued;  // guarded by Batcher::mutex_
-    std::condition_variable cv_;   // signalled when state_ becomes Done
+    // The waiter's own lock and signal, so that answering a batch never convoys on the queue lock.
+    std::mutex m_;
+    std::condition_variable cv_;
+    bool answered_ = false;  // guarded by m_; set once, after state_ became Done
     std::vector<TensorOut> outputs_;
     std::exception_ptr error_;
     std::function<void(Request&)> on_done_;
@@ -178,8 +184,10 @@ private:
     void mark_done_locked(Request& r, Clock::time_point now);
     // Marks finished batch requests done (takes mutex_), then calls their on_done hooks.
     void finish(const std::vector<ReqPtr>& reqs);
-    // Calls on_done for requests already marked done; no lock held.
-    static void notify(const std::vector<ReqPtr>& reqs);
+    // Wakes the waiters of requests already marked done and calls their on_done; no lock held.
+    void notify(const std::vector<ReqPtr>& reqs);
+    // Under mutex_: wakes a worker if the queue just became worth looking at.
+    void wake_worker_locked(int64_t rows_before);
     void record_queue_time(const std::vector<ReqPtr>& reqs, Clock::time_point now);
 
     BatcherConfig config_;
@@ -189,9 +197,10 @@ private:
     std::condition_variable idle_cv_;  // close(): a running batch finished
     std::deque<ReqPtr> queue_;
     int active_ = 0;  // batches running (workers and inline callers)
-    bool closing_ = false;
+    int64_t queued_rows_ = 0;
+    std::atomic<bool> closing_{false};  // written under mutex_; read without it by closed()
     bool drain_ = true;
-    bool abandoned_ = false;
+    std::atomic<bool> abandoned_{false};
     uint64_t next_id_ = 1;
     std::vector<std::thread> workers_;
     std::mutex join_mutex_;

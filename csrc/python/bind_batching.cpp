@@ -36,7 +36,9 @@ py::capsule owner_capsule(std::shared_ptr<const void> owner) {
     return py::capsule(h, [](void* q) { delete static_cast<std::shared_ptr<const void>*>(q); });
 }
 
-py::array to_array(const TensorOut& t) {
+py::object to_array(const TensorOut& t) {
+    // A batch of one request through the callback: the callback's own array, as it returned it.
+    if (t.user != nullptr) return py::reinterpret_borrow<py::object>(static_cast<PyObject*>(const_cast<void*>(t.user)));
     std::vector<py::ssize_t> shape(t.shape.begin(), t.shape.end());
     py::array a(py::dtype(t.dtype), shape, t.data, owner_capsule(t.owner));
     if (!t.writable) py::detail::array_proxy(a.ptr())->flags &= ~py::detail::npy_api::NPY_ARRAY_WRITEABLE_;
@@ -89,6 +91,7 @@ BatchFn callback_batch_fn(py::function fn) {
             o.shape.assign(a.shape(), a.shape() + a.ndim());
             o.writable = a.writeable();
             o.owner = std::const_pointer_cast<void>(py_owner(a));
+            o.user = a.ptr();  // alive as long as `owner`
             outs.push_back(std::move(o));
         }
         return outs;
@@ -97,7 +100,8 @@ BatchFn callback_batch_fn(py::function fn) {
 
 class PyBatcher {
 public:
-    PyBatcher(std::shared_ptr<const Model> model, py::object fn, BatcherConfig config) : model_(std::move(model)) {
+    PyBatcher(std::shared_ptr<const Model> model, py::object fn, BatcherConfig config, std::vector<TensorSpec> specs)
+        : model_(std::move(model)), specs_(std::move(specs)) {
         BatchFn batch_fn;
         if (model_) {
             BatchFn inner = native_batch_fn(model_);
@@ -125,12 +129,16 @@ public:
     std::vector<TensorIn> convert(const py::sequence& arrays, bool copy_ok, std::vector<py::array>& keep) const {
         std::vector<TensorIn> ins;
         const size_t n = static_cast<size_t>(py::len(arrays));
+        if (!model_ && !specs_.empty() && n != specs_.size()) {
+            throw InvalidArgument(str("the model takes ", specs_.size(), " inputs, got ", n));
+        }
         if (model_ && n != model_->inputs().size()) {
             throw InvalidArgument(str("the model takes ", model_->inputs().size(), " inputs, got ", n));
         }
         std::vector<Shape> shapes;
         for (size_t i = 0; i < n; ++i) {
-            const std::string what = model_ ? str("input '", model_->inputs()[i].name, "'") : str("input ", i);
+            const std::string what = model_ ? str("input '", model_->inputs()[i].name, "'")
+                                     : i < specs_.size() ? str("input '", specs_[i].name, "'") : str("input ", i);
             py::object obj = arrays[i];
             if (!py::isinstance<py::array>(obj)) {
                 throw InvalidArgument(str(what, " must be a numpy array, got ", std::string(py::str(py::type::of(obj)))));
@@ -153,6 +161,7 @@ public:
                 t.dtype = kNativeFloat32;
                 shapes.push_back(t.shape);
             } else {
+                if (i < specs_.size()) check_shape(specs_[i], t.shape);
                 t.dtype = arr.dtype().num();
                 t.user = arr.ptr();  // alive in `keep` (sync) or the caller's pending entry (async)
             }
@@ -209,12 +218,23 @@ public:
     Batcher& batcher() const { return *live(); }
 
 private:
+    // Framework models: rank and fixed dimensions (after the rows) as the model declares them.
+    static void check_shape(const TensorSpec& spec, const Shape& got) {
+        bool ok = got.size() == spec.shape.size();
+        for (size_t d = 1; ok && d < got.size(); ++d) ok = spec.shape[d] < 0 || spec.shape[d] == got[d];
+        if (!ok) {
+            throw InvalidArgument(str("input '", spec.name, "' has shape ", shape_str(got), ", expected ", shape_str(spec.shape),
+                                      " (-1: any size; dimension 0 is the rows of the request)"));
+        }
+    }
+
     const std::shared_ptr<Batcher>& live() const {
         if (!batcher_) throw BatcherClosed("the batcher is closed; make a new one with model.batched()");
         return batcher_;
     }
 
     std::shared_ptr<const Model> model_;
+    std::vector<TensorSpec> specs_;  // callback mode: the model's inputs, checked per request
     std::shared_ptr<Batcher> batcher_;
 };
 
@@ -274,7 +294,8 @@ void register_batching(py::module_& m) {
 
     py::class_<PyBatcher>(m, "Batcher", "Dynamic batcher over a native model or a Python batch callback.")
         .def(py::init([](py::object target, int64_t max_batch_size, std::vector<int64_t> preferred, int64_t delay_us,
-                         int64_t queue_size, int64_t timeout_us, int workers) {
+                         int64_t queue_size, int64_t timeout_us, int workers,
+                         std::vector<std::pair<std::string, std::vector<int64_t>>> input_shapes) {
                  BatcherConfig c;
                  c.max_batch_size = max_batch_size;
                  c.preferred_batch_sizes = std::move(preferred);
@@ -284,12 +305,20 @@ void register_batching(py::module_& m) {
                  c.workers = workers;
                  std::shared_ptr<const Model> model;
                  if (py::isinstance<Model>(target)) model = target.cast<std::shared_ptr<Model>>();
-                 return std::make_unique<PyBatcher>(model, model ? py::none() : target, std::move(c));
+                 std::vector<TensorSpec> specs;
+                 for (auto& [name, shape] : input_shapes) {
+                     TensorSpec sp;
+                     sp.name = name;
+                     sp.shape = shape;
+                     specs.push_back(std::move(sp));
+                 }
+                 return std::make_unique<PyBatcher>(model, model ? py::none() : target, std::move(c), std::move(specs));
              }),
              py::arg("target"), py::arg("max_batch_size") = 32, py::arg("preferred_batch_sizes") = std::vector<int64_t>{},
              py::arg("max_queue_delay_us") = 1000, py::arg("max_queue_size") = 1024, py::arg("timeout_us") = 0,
-             py::arg("workers") = 1,
-             "target: a _core.Model (runs natively, no GIL) or a callable taking a list of arrays and returning one.")
+             py::arg("workers") = 1, py::arg("input_shapes") = std::vector<std::pair<std::string, std::vector<int64_t>>>{},
+             "target: a _core.Model (runs natively, no GIL) or a callable taking a list of arrays and returning one. "
+             "input_shapes: [(name, shape)] a callable's requests are checked against (-1: any size).")
         .def("run", &PyBatcher::run, py::arg("arrays"), py::arg("timeout_us") = -1,
              "Queue arrays (input order) and wait for this request's rows of each output.")
         .def("submit", &PyBatcher::submit, py::arg("arrays"), py::arg("notifier"), py::arg("timeout_us") = -1,
