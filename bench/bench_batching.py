@@ -25,17 +25,20 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "tests"))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import pyengine  # noqa: E402
 from machine import describe  # noqa: E402
 from models import cnn, mlp  # noqa: E402
 from onnx_models import OrtModel, cnn_onnx, mlp_onnx  # noqa: E402
+
+import pyengine  # noqa: E402
 
 RESULTS = os.path.join(ROOT, "bench", "results")
 MAX_BATCH = 64
 DELAY_US = 500
 
 
-def run_point(predict: Callable[[np.ndarray], Any], x: np.ndarray, clients: int, seconds: float) -> dict[str, float]:
+def run_point(
+    predict: Callable[[np.ndarray], Any], x: np.ndarray, clients: int, seconds: float
+) -> dict[str, float]:
     """`clients` threads calling predict(x) back to back for `seconds`."""
     latencies: list[list[float]] = [[] for _ in range(clients)]
     start = threading.Barrier(clients + 1)
@@ -70,7 +73,9 @@ def run_point(predict: Callable[[np.ndarray], Any], x: np.ndarray, clients: int,
     }
 
 
-def single_client_overhead(model: pyengine.Model, x: np.ndarray, rounds: int, seconds: float) -> tuple[float, float]:
+def single_client_overhead(
+    model: pyengine.Model, x: np.ndarray, rounds: int, seconds: float
+) -> tuple[float, float]:
     """Median p50 of one client, unbatched vs batched with max_delay_us=0, rounds interleaved."""
     plain, batched = [], []
     with model.batched(max_batch_size=MAX_BATCH, max_delay_us=0) as b:
@@ -108,8 +113,8 @@ def main() -> None:
         modes = ["unbatched", "batched, delay 0", f"batched, delay {DELAY_US} us"]
         table: dict[tuple[str, str, int], dict[str, float]] = {}
         for name, (model, x) in models.items():
-            for mode in modes:
-                for c in clients:
+            for c in clients:
+                for mode in modes:  # side by side, so that load from elsewhere hits all alike
                     if mode == "unbatched":
                         r = run_point(model.predict, x, c, args.seconds)
                     else:
@@ -118,31 +123,81 @@ def main() -> None:
                             r = run_point(b.predict, x, c, args.seconds)
                             r["batch"] = b.stats()["mean_batch_size"]
                     table[(name, mode, c)] = r
-                    print(f"{name:16s} {mode:22s} {c:3d} clients: {r['throughput']:9.0f}/s  "
-                          f"p50 {r['p50']:8.1f} us  p99 {r['p99']:9.1f} us  batch {r.get('batch', 1):.1f}",
-                          flush=True)
+                    print(
+                        f"{name:16s} {mode:22s} {c:3d} clients: {r['throughput']:9.0f}/s  "
+                        f"p50 {r['p50']:8.1f} us  p99 {r['p99']:9.1f} us  "
+                        f"batch {r.get('batch', 1):.1f}",
+                        flush=True,
+                    )
         single = {}
         for name in ("MLP native", "MLP onnxruntime"):
             if name in models:
-                single[name] = single_client_overhead(*models[name], rounds=5, seconds=min(args.seconds, 0.6))
+                single[name] = single_client_overhead(
+                    *models[name], rounds=7, seconds=min(args.seconds, 0.6)
+                )
+        row_cost = {name: per_row_us(model, x) for name, (model, x) in models.items()}
+        floor = handoff_floor(tmp, max(clients), args.seconds)
         load_after = os.getloadavg()
 
-    write_results(table, modes, clients, single, load_before, load_after, args.seconds)
+    write_results(
+        table, modes, clients, single, row_cost, floor, load_before, load_after, args.seconds
+    )
 
 
-def write_results(table: dict, modes: list[str], clients: list[int], single: dict, load_before: tuple,
-                  load_after: tuple, seconds: float) -> None:
+def per_row_us(model: pyengine.Model, x: np.ndarray) -> dict[int, float]:
+    """Microseconds per row of one predict call with 1, 8 and 64 rows (one thread, best of 5)."""
+    out = {}
+    for n in (1, 8, 64):
+        xb = np.repeat(x, n, axis=0)
+        model.predict(xb)
+        reps = max(3, int(0.05 / max(timed(model, xb), 1e-6)))
+        out[n] = min(timed(model, xb, reps) for _ in range(5)) / n * 1e6
+    return out
+
+
+def timed(model: pyengine.Model, x: np.ndarray, reps: int = 1) -> float:
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        model.predict(x)
+    return (time.perf_counter() - t0) / reps
+
+
+def handoff_floor(tmp: str, clients: int, seconds: float) -> tuple[float, float]:
+    """Requests/s of `clients` threads on a model that does almost nothing (relu of 8 values):
+    what Python threads and the GIL allow, unbatched and batched, before any model cost."""
+    g = pyengine.GraphBuilder()
+    g.output(g.node("Relu", [g.input("x", [-1, 8])]))
+    model = pyengine.load(g.save(os.path.join(tmp, "relu.pyem")))
+    x = np.ones((1, 8), np.float32)
+    plain = run_point(model.predict, x, clients, seconds)["throughput"]
+    with model.batched(max_batch_size=MAX_BATCH, max_delay_us=DELAY_US) as b:
+        batched = run_point(b.predict, x, clients, seconds)["throughput"]
+    return plain, batched
+
+
+def write_results(
+    table: dict,
+    modes: list[str],
+    clients: list[int],
+    single: dict,
+    row_cost: dict,
+    floor: tuple[float, float],
+    load_before: tuple,
+    load_after: tuple,
+    seconds: float,
+) -> None:
     names = sorted({k[0] for k in table}, key=lambda n: (n.split()[0] != "MLP", n))
     top = max(clients)
     lines = [
         "# Dynamic batching\n",
         describe(),
-        f"- Load average (1/5/15 min) at start {load_before[0]:.1f}/{load_before[1]:.1f}/{load_before[2]:.1f}, "
-        f"at end {load_after[0]:.1f}/{load_after[1]:.1f}/{load_after[2]:.1f} (the machine is shared: "
-        "other work competes for the same cores)\n",
-        f"Generated by `python bench/bench_batching.py` on {time.strftime('%Y-%m-%d')}: {seconds:g} s per "
-        "point; every client is a thread sending one-row requests back to back. Batched: "
-        f"`model.batched(max_batch_size={MAX_BATCH}, max_delay_us=...)`, one worker. onnxruntime runs the same "
+        f"- Load average (1/5/15 min) at start {'/'.join(f'{v:.1f}' for v in load_before)}, "
+        f"at end {'/'.join(f'{v:.1f}' for v in load_after)} "
+        "(the machine is shared: other work competes for the same cores)\n",
+        f"Generated by `python bench/bench_batching.py` on {time.strftime('%Y-%m-%d')}: "
+        f"{seconds:g} s per point; every client is a thread sending one-row requests back to "
+        f"back. Batched: `model.batched(max_batch_size={MAX_BATCH}, max_delay_us=...)`, one "
+        "worker. onnxruntime runs the same "
         "graph (one intra-op thread per session) through the batcher's Python callback. "
         "Latency in microseconds, throughput in requests per second.\n",
         "## Targets\n",
@@ -166,13 +221,38 @@ def write_results(table: dict, modes: list[str], clients: list[int], single: dic
         extra = batched / plain - 1
         lines.append(
             f"| {name}, 1 client, max_delay 0: p50 at most 5% above unbatched | "
-            f"{batched:.1f} vs {plain:.1f} us ({extra:+.1%}; median of 5 interleaved rounds) | "
+            f"{batched:.1f} vs {plain:.1f} us ({extra:+.1%}; median of 7 interleaved rounds) | "
             f"{'yes' if extra <= 0.05 else 'no'} |"
         )
-    lines += ["", "## All points\n"]
+    lines += [
+        "",
+        "## What bounds the gain here\n",
+        "Per-row cost of one call (one thread, best of 5), which is what batching can save:\n",
+        "| model | 1 row | 8 rows | 64 rows (per row) |",
+        "|---|---|---|---|",
+    ]
     for name in names:
-        lines += [f"### {name}\n", "| clients | " + " | ".join(f"{m}: req/s, p50, p99" for m in modes) + " |",
-                  "|---|" + "---|" * len(modes)]
+        rc = row_cost[name]
+        lines.append(
+            f"| {name} | {rc[1]:.1f} us | {rc[8]:.1f} us | "
+            f"{rc[64]:.1f} us ({rc[1] / rc[64]:.1f}x cheaper) |"
+        )
+    plain, batched = floor
+    lines += [
+        "",
+        f"Thread and GIL cost with no model work ({top} threads, relu of 8 values): "
+        f"{plain:.0f} requests/s unbatched, {batched:.0f} batched, i.e. about "
+        f"{1e6 / batched:.1f} us per batched request spent waking its thread and taking the GIL "
+        "back (the batched caller sleeps until its batch is done; the unbatched one need not).",
+        "",
+        "## All points\n",
+    ]
+    for name in names:
+        lines += [
+            f"### {name}\n",
+            "| clients | " + " | ".join(f"{m}: req/s, p50, p99" for m in modes) + " |",
+            "|---|" + "---|" * len(modes),
+        ]
         for c in clients:
             cells = []
             for m in modes:

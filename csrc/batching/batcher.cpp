@@ -84,7 +84,7 @@ Batcher::Batcher(BatcherConfig config, BatchFn fn) : config_(std::move(config)),
 Batcher::~Batcher() { close(true); }
 
 std::shared_ptr<Request> Batcher::submit(std::vector<TensorIn> inputs, std::function<void(Request&)> on_done,
-                                         int64_t timeout_us) {
+                                         int64_t timeout_us, bool park) {
     if (inputs.empty()) throw InvalidArgument("a request needs at least one input");
     int64_t rows = -1;
     for (size_t i = 0; i < inputs.size(); ++i) {
@@ -109,7 +109,7 @@ std::shared_ptr<Request> Batcher::submit(std::vector<TensorIn> inputs, std::func
     const int64_t t_us = timeout_us < 0 ? config_.timeout_us : timeout_us;
 
     std::unique_lock<std::mutex> lk(mutex_);
-    if (abandoned_) {
+    if (abandoned_ && park) {
         work_cv_.wait(lk, [] { return false; });  // the process is exiting: park this caller
     }
     if (closing_) throw BatcherClosed("the batcher is closed; make a new one with model.batched()");

@@ -149,8 +149,10 @@ public:
     // config's default, 0 means none. Throws InvalidArgument, QueueFull or BatcherClosed.
     // With max_queue_delay_us == 0, a synchronous request (no on_done) that finds the queue empty
     // and a worker slot free runs at once on the calling thread, saving two thread hand-offs.
+    // After abandon(), a caller is parked for good, or with park=false gets BatcherClosed (for a
+    // caller that holds a lock the exiting process needs, such as Python's GIL).
     std::shared_ptr<Request> submit(std::vector<TensorIn> inputs, std::function<void(Request&)> on_done = {},
-                                    int64_t timeout_us = -1);
+                                    int64_t timeout_us = -1, bool park = true);
     // Blocks until `r` is done; enforces its timeout (a request still queued at its deadline fails
     // with RequestTimeout; one already in a batch runs to the end).
     void wait(Request& r);

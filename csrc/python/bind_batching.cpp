@@ -179,9 +179,16 @@ public:
         std::vector<py::array> keep;
         std::vector<TensorIn> ins = convert(arrays, true, keep);
         std::shared_ptr<Request> r;
-        {
+        if (model_) {
             py::gil_scoped_release release;
             r = live()->submit(std::move(ins), {}, timeout_us);
+            batcher_->wait(*r);
+        } else {
+            // Keep the GIL through submit: a request run at once on this thread calls the Python
+            // callback without giving the GIL up and taking it back. (No batcher lock is ever
+            // held while waiting for the GIL, so holding it here cannot deadlock.)
+            r = live()->submit(std::move(ins), {}, timeout_us, /*park=*/false);
+            py::gil_scoped_release release;
             batcher_->wait(*r);
         }
         return results(*r);
