@@ -245,6 +245,23 @@ def write_results(
         f"{1e6 / batched:.1f} us per batched request spent waking its thread and taking the GIL "
         "back (the batched caller sleeps until its batch is done; the unbatched one need not).",
         "",
+        "So with one worker, thread clients can get at most about 1 / (per-row cost at 64 rows + "
+        "that wake-up cost) from a batched model:",
+        "",
+    ]
+    handoff_us = 1e6 / batched
+    for name in names:
+        if (name, "unbatched", top) not in table:
+            continue
+        ceiling = 1e6 / (row_cost[name][64] + handoff_us)
+        best = max(table[(name, m, top)]["throughput"] for m in modes[1:])
+        base = table[(name, "unbatched", top)]["throughput"]
+        lines.append(
+            f"- {name}: ceiling about {ceiling:.0f}/s ({ceiling / base:.1f}x the unbatched "
+            f"{base:.0f}/s at {top} clients); measured best {best:.0f}/s"
+        )
+    lines += [
+        "",
         "## All points\n",
     ]
     for name in names:

@@ -90,9 +90,13 @@ public:
 
     int64_t rows() const { return rows_; }
     uint64_t id() const { return id_; }
-    // True once outputs() or error() is final. Read under no lock only after wait() or on_done.
-    bool done() const { return state_ == State::Done; }
+    // True once the request is answered: outputs() or error() is final.
+    bool done() const {
+        std::lock_guard<std::mutex> lk(m_);
+        return answered_;
+    }
     // This request's rows of each output (views sharing the batch's memory); empty on error.
+    // Read outputs() and error() only once done() (after wait() or in on_done).
     const std::vector<TensorOut>& outputs() const { return outputs_; }
     // The failure, or null.
     std::exception_ptr error() const { return error_; }
@@ -106,7 +110,7 @@ private:
     bool has_deadline_ = false;
     State state_ = State::Queued;  // guarded by Batcher::mutex_
     // The waiter's own lock and signal, so that answering a batch never convoys on the queue lock.
-    std::mutex m_;
+    mutable std::mutex m_;
     std::condition_variable cv_;
     bool answered_ = false;  // guarded by m_; set once, after state_ became Done
     std::vector<TensorOut> outputs_;

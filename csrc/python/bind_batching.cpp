@@ -46,6 +46,7 @@ py::object to_array(const TensorOut& t) {
 }
 
 py::list results(const Request& r) {
+    if (!r.done()) throw InvalidArgument("the request is not answered yet");
     if (r.error()) std::rethrow_exception(r.error());
     py::list out;
     for (const TensorOut& t : r.outputs()) out.append(to_array(t));
