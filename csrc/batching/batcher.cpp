@@ -266,6 +266,8 @@ void Batcher::abandon() {
 
 bool Batcher::closed() const { return closing_; }
 
+bool Batcher::in_batch_fn() const { return tls_running == this; }
+
 void Batcher::wake_worker_locked(int64_t rows_before) {
     // A worker waiting out the delay need not hear of every arrival: only of the first request,
     // a full batch, or a preferred size within reach.

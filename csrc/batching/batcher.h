@@ -169,6 +169,8 @@ public:
     // still waiting (daemon threads) stay parked instead of waking into a finalizing interpreter.
     void abandon();
     bool closed() const;
+    // True on a thread that is running this batcher's batch function right now.
+    bool in_batch_fn() const;
 
     BatcherStats stats() const;
     void reset_stats();

@@ -4,6 +4,7 @@
 // taken just for it). Results are numpy views into the batch's output memory (no copies).
 #include <algorithm>
 #include <memory>
+#include <thread>
 
 #include <pybind11/functional.h>
 #include <pybind11/stl.h>
@@ -120,6 +121,12 @@ public:
     }
 
     ~PyBatcher() {
+        if (batcher_ && batcher_->in_batch_fn()) {
+            // Collected by Python inside its own callback (a worker thread): a worker cannot join
+            // itself, so another thread closes the batcher once this batch is done.
+            std::thread([b = std::move(batcher_)]() mutable { b.reset(); }).detach();
+            return;
+        }
         // Workers of the callback path need the GIL to finish their batch.
         py::gil_scoped_release release;
         batcher_.reset();
