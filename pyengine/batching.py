@@ -256,7 +256,10 @@ class BatchedModel:
         BatcherClosedError
             The batcher was closed.
         """
-        return self._outputs(self._batcher.run(self._arrays(x), self._timeout_us(timeout_s)))
+        # Inlined helpers: this is the hot path of every caller.
+        arrays = [x] if self._single_input and type(x) is np.ndarray else self.model._order_inputs(x)
+        outs = self._batcher.run(arrays, -1 if timeout_s is None else self._timeout_us(timeout_s))
+        return outs[0] if len(outs) == 1 else dict(zip(self._output_names, outs))
 
     async def predict_async(self, x: Inputs, timeout_s: Optional[float] = None) -> Outputs:
         """:meth:`predict` for asyncio: awaits the answer without blocking the event loop.

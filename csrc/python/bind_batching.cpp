@@ -196,8 +196,10 @@ public:
             // callback without giving the GIL up and taking it back. (No batcher lock is ever
             // held while waiting for the GIL, so holding it here cannot deadlock.)
             r = live()->submit(std::move(ins), {}, timeout_us, /*park=*/false);
-            py::gil_scoped_release release;
-            batcher_->wait(*r);
+            if (!r->done()) {  // queued: wait for a worker without the GIL
+                py::gil_scoped_release release;
+                batcher_->wait(*r);
+            }
         }
         return results(*r);
     }
