@@ -257,7 +257,8 @@ class BatchedModel:
             The batcher was closed.
         """
         # Inlined helpers: this is the hot path of every caller.
-        arrays = [x] if self._single_input and type(x) is np.ndarray else self.model._order_inputs(x)
+        fast = self._single_input and type(x) is np.ndarray
+        arrays = [x] if fast else self.model._order_inputs(x)
         outs = self._batcher.run(arrays, -1 if timeout_s is None else self._timeout_us(timeout_s))
         return outs[0] if len(outs) == 1 else dict(zip(self._output_names, outs))
 
