@@ -236,7 +236,8 @@ def write_results(
     for name in names:
         rc = row_cost[name]
         lines.append(
-            f"| {name} | {rc[1]:.1f} us | {rc[8]:.1f} us | {rc[64]:.1f} us | {rc[1] / rc[64]:.1f}x |"
+            f"| {name} | {rc[1]:.1f} us | {rc[8]:.1f} us | {rc[64]:.1f} us "
+            f"| {rc[1] / rc[64]:.1f}x |"
         )
     plain, batched = floor
     lines += [
