@@ -24,10 +24,6 @@ from onnx_models import OrtModel, mlp_onnx
 import pyengine
 from pyengine import BatcherClosedError, BatchingConfig, QueueFullError
 
-pytest.importorskip(
-    "onnxruntime", reason="the framework-callback tests run a real onnxruntime model"
-)
-
 
 @pytest.fixture(scope="module")
 def mlp_model(tmp_path_factory: pytest.TempPathFactory) -> pyengine.Model:
@@ -44,6 +40,11 @@ def exact_model(tmp_path_factory: pytest.TempPathFactory) -> pyengine.Model:
 
 @pytest.fixture(scope="module")
 def mlp_bytes() -> bytes:
+    """The MLP as ONNX; the framework-callback tests run it with onnxruntime (pyengine[onnx])."""
+    for module in ("onnx", "onnxruntime"):
+        pytest.importorskip(
+            module, reason=f"the framework-path tests need {module}: pip install 'pyengine[onnx]'"
+        )
     return mlp_onnx()
 
 
@@ -508,7 +509,7 @@ def test_workers_stop_when_the_batched_model_goes(mlp_model: pyengine.Model) -> 
     assert workers() == before
 
 
-def test_interpreter_exit_with_a_busy_batcher(tmp_path: Any) -> None:
+def test_interpreter_exit_with_a_busy_batcher(mlp_bytes: bytes) -> None:
     """Daemon threads still calling a framework-batched model when the interpreter exits."""
     code = textwrap.dedent("""
         import threading, numpy as np
