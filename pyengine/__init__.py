@@ -25,14 +25,17 @@ except ImportError as exc:  # pragma: no cover - only without a build
     _CORE_MISSING.__cause__ = exc
 
 if _CORE_MISSING is None:
+    from pyengine.batching import BatchedModel, BatchingConfig
     from pyengine.builder import GraphBuilder
     from pyengine.convert import convert
     from pyengine.errors import (
         BackendUnavailableError,
+        BatcherClosedError,
         FrameworkFallbackWarning,
         FrameworkVersionWarning,
         InputShapeUnknownError,
         ModelFormatError,
+        QueueFullError,
         UnsupportedOpsError,
     )
     from pyengine.model import Model, TensorSpec, load
@@ -51,12 +54,16 @@ else:  # pragma: no cover - only without a build
 
 __all__ = [
     "BackendUnavailableError",
+    "BatchedModel",
+    "BatcherClosedError",
+    "BatchingConfig",
     "FrameworkFallbackWarning",
     "FrameworkVersionWarning",
     "GraphBuilder",
     "InputShapeUnknownError",
     "Model",
     "ModelFormatError",
+    "QueueFullError",
     "TensorSpec",
     "UnsupportedOpsError",
     "__version__",

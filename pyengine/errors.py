@@ -7,6 +7,14 @@ from pyengine import _core
 #: A model file or graph that cannot be used (damaged, unsupported). Subclass of ValueError.
 ModelFormatError: type[ValueError] = _core.ModelFormatError
 
+#: A batched model's queue is full (``max_queue_size`` requests wait); the call failed at once.
+#: Subclass of RuntimeError. A request that waits past its timeout raises the built-in TimeoutError.
+QueueFullError = _core.QueueFullError
+
+#: A batched model was closed before the request ran, or the request came after ``close()``.
+#: Subclass of RuntimeError.
+BatcherClosedError = _core.BatcherClosedError
+
 
 class BackendUnavailableError(ImportError):
     """A backend's framework is not installed; the message names the pip extra to install."""

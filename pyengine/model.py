@@ -5,9 +5,12 @@ from __future__ import annotations
 import abc
 import os
 from dataclasses import dataclass
-from typing import Any, Mapping, Union
+from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence, Union
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from pyengine.batching import BatchedModel, BatchingConfig
 
 Array = np.ndarray
 Inputs = Union[Array, Mapping[str, Array]]
@@ -64,6 +67,45 @@ class Model(abc.ABC):
         if len(outs) == 1:
             return outs[0]
         return {spec.name: out for spec, out in zip(self.outputs, outs)}
+
+    def batched(
+        self,
+        max_batch_size: int = 32,
+        max_delay_us: int = 1000,
+        *,
+        preferred_batch_sizes: Sequence[int] = (),
+        max_queue_size: Optional[int] = 1024,
+        timeout_s: Optional[float] = None,
+        workers: int = 1,
+        config: Optional[BatchingConfig] = None,
+    ) -> BatchedModel:
+        """A thread-safe, asyncio-ready front to this model that batches concurrent calls.
+
+        Native models are batched entirely in C++ (no GIL while batching or running); other
+        backends run through one Python call of the model per batch. See
+        :class:`pyengine.BatchingConfig` for what each option means; ``config`` replaces them all.
+
+        Returns
+        -------
+        A :class:`pyengine.BatchedModel`; close it (or use ``with``) when done.
+
+        Raises
+        ------
+        ValueError
+            An option out of range (the message names it).
+        """
+        from pyengine.batching import BatchedModel, BatchingConfig
+
+        if config is None:
+            config = BatchingConfig(
+                max_batch_size=max_batch_size,
+                max_delay_us=max_delay_us,
+                preferred_batch_sizes=tuple(preferred_batch_sizes),
+                max_queue_size=max_queue_size,
+                timeout_s=timeout_s,
+                workers=workers,
+            )
+        return BatchedModel(self, config)
 
     def _order_inputs(self, x: Inputs) -> list[Array]:
         specs = self.inputs

@@ -1,0 +1,347 @@
+"""Dynamic batching: many callers' requests gathered into one model run.
+
+``model.batched(...)`` returns a :class:`BatchedModel`. Its ``predict`` is safe from many threads
+and ``predict_async`` serves asyncio. The batcher lives in the C++ core: for native models its
+worker threads call the engine directly with no GIL held; other backends run through one Python
+call of the model per batch. Each caller gets its own rows back as views of the batch output.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import math
+import weakref
+from dataclasses import dataclass, fields
+from typing import Any, Mapping, Optional
+
+import numpy as np
+
+from pyengine import _core
+from pyengine.model import Inputs, Model, Outputs, TensorSpec
+
+
+@dataclass(frozen=True)
+class BatchingConfig:
+    """How a batched model gathers requests; the ``batching`` block of a group file maps onto it.
+
+    Parameters
+    ----------
+    max_batch_size
+        Rows per batch at most. A request with more rows is refused (ValueError).
+    max_delay_us
+        The longest the oldest queued request waits for others to join its batch, in microseconds.
+        0 runs whatever is queued at once (a lone caller then runs on its own thread).
+    preferred_batch_sizes
+        Batch sizes the model runs best at; a batch of one of them goes as soon as the queue can
+        fill it, without waiting for ``max_delay_us``.
+    max_queue_size
+        Requests that may wait at once; beyond it a call fails at once with QueueFullError.
+        None: unbounded.
+    timeout_s
+        The longest a request may wait in the queue before a batch takes it; it then fails with
+        TimeoutError. None: no limit. A request already in a batch always runs to the end.
+    workers
+        Batches that may run at once (worker threads).
+    """
+
+    max_batch_size: int = 32
+    max_delay_us: int = 1000
+    preferred_batch_sizes: tuple[int, ...] = ()
+    max_queue_size: Optional[int] = 1024
+    timeout_s: Optional[float] = None
+    workers: int = 1
+
+    def __post_init__(self) -> None:
+        _check_int("max_batch_size", self.max_batch_size, 1)
+        _check_int("max_delay_us", self.max_delay_us, 0)
+        _check_int("workers", self.workers, 1, 256)
+        if self.max_queue_size is not None:
+            _check_int("max_queue_size", self.max_queue_size, 1)
+        if self.timeout_s is not None and (
+            isinstance(self.timeout_s, bool)
+            or not isinstance(self.timeout_s, (int, float))
+            or not math.isfinite(self.timeout_s)
+            or self.timeout_s <= 0
+        ):
+            raise ValueError(
+                f"timeout_s must be a number of seconds > 0 or None, got {self.timeout_s!r}"
+            )
+        sizes = self.preferred_batch_sizes
+        if isinstance(sizes, (str, bytes)) or not isinstance(sizes, (list, tuple)):
+            raise ValueError(f"preferred_batch_sizes must be a list of integers, got {sizes!r}")
+        for s in sizes:
+            _check_int("each preferred batch size", s, 1, self.max_batch_size)
+        object.__setattr__(self, "preferred_batch_sizes", tuple(sorted(set(sizes))))
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], where: str = "batching") -> BatchingConfig:
+        """Build from a mapping (a group file's ``batching`` block); missing keys take defaults.
+
+        Raises
+        ------
+        ValueError
+            Not a mapping, an unknown key, or a value of the wrong type or range; the message
+            starts with ``where`` and names the key.
+        """
+        if not isinstance(data, Mapping):
+            raise ValueError(
+                f"{where} must be a mapping of batching options, got {type(data).__name__}"
+            )
+        known = [f.name for f in fields(cls)]
+        unknown = sorted(str(k) for k in data if k not in known)
+        if unknown:
+            raise ValueError(f"{where} has unknown key(s) {unknown}; the keys are {known}")
+        try:
+            return cls(**{str(k): v for k, v in data.items()})
+        except ValueError as exc:
+            raise ValueError(f"{where}: {exc}") from None
+
+    @property
+    def timeout_us(self) -> int:
+        """The timeout in microseconds; 0 for none."""
+        return 0 if self.timeout_s is None else max(1, round(self.timeout_s * 1e6))
+
+
+def _check_int(name: str, value: Any, low: int, high: Optional[int] = None) -> None:
+    ok = isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value >= low
+    if ok and high is not None:
+        ok = value <= high
+    if not ok:
+        bound = f">= {low}" if high is None else f"between {low} and {high}"
+        raise ValueError(f"{name} must be an integer {bound}, got {value!r}")
+
+
+class _LoopWaker:
+    """Answers one event loop's pending futures when the C++ side signals its notifier's fd."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.notifier = _core.BatchNotifier()
+        self.pending: dict[int, tuple[asyncio.Future[list[np.ndarray]], list[np.ndarray]]] = {}
+        self.closed = False
+        loop.add_reader(self.notifier.fd, self._ready)
+
+    def _ready(self) -> None:
+        for req in self.notifier.drain():
+            entry = self.pending.pop(req.id, None)  # drops the input arrays the C++ side used
+            if entry is None or entry[0].done():
+                continue
+            fut = entry[0]
+            try:
+                outs = req.result()
+            except BaseException as exc:  # noqa: BLE001 - every error belongs to its caller
+                fut.set_exception(exc)
+            else:
+                fut.set_result(outs)
+        if self.closed and not self.pending:
+            self.loop.remove_reader(self.notifier.fd)
+
+    def close(self) -> None:
+        self.closed = True
+        if not self.loop.is_closed():
+            self.loop.call_soon_threadsafe(self._ready)
+
+
+_live: weakref.WeakSet[BatchedModel] = weakref.WeakSet()
+
+
+@atexit.register
+def _stop_all() -> None:
+    # Worker threads must not outlive the interpreter. Callers still waiting are daemon threads
+    # (the others were joined before atexit): they stay parked, since a thread that wakes up and
+    # takes the GIL while the interpreter finalizes is killed mid-C++ (a crash).
+    for b in list(_live):
+        b._batcher.abandon()
+
+
+class BatchedModel:
+    """A model whose calls from many threads or tasks are gathered into batches.
+
+    Use it as a context manager, or call :meth:`close`, to stop it; requests queued by then still
+    run (``close(drain=False)`` fails them with BatcherClosedError instead). Made by
+    :meth:`pyengine.Model.batched`.
+    """
+
+    def __init__(self, model: Model, config: BatchingConfig) -> None:
+        if not isinstance(config, BatchingConfig):
+            raise TypeError(f"config must be a BatchingConfig, got {type(config).__name__}")
+        self.model = model
+        self.config = config
+        core = getattr(model, "_core", None)
+        self.native = isinstance(core, _core.Model)
+        # Framework models: the batch callback is the model's own _run (not a method of self, so no
+        # reference cycle runs through C++).
+        target = core if self.native else model._run
+        self._batcher = _core.Batcher(
+            target,
+            max_batch_size=config.max_batch_size,
+            preferred_batch_sizes=list(config.preferred_batch_sizes),
+            max_queue_delay_us=config.max_delay_us,
+            max_queue_size=config.max_queue_size or 0,
+            timeout_us=config.timeout_us,
+            workers=config.workers,
+            # Framework models: each request's shape is checked in C++ against the declared inputs.
+            input_shapes=[] if self.native else [(s.name, list(s.shape)) for s in model.inputs],
+        )
+        self._inputs = model.inputs
+        self._output_names = [s.name for s in model.outputs]
+        self._single_input = len(self._inputs) == 1
+        self._wakers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopWaker] = (
+            weakref.WeakKeyDictionary()
+        )
+        _live.add(self)
+
+    @property
+    def inputs(self) -> list[TensorSpec]:
+        """The model's inputs; dimension 0 is the rows a request carries."""
+        return list(self._inputs)
+
+    @property
+    def outputs(self) -> list[TensorSpec]:
+        """The model's outputs."""
+        return self.model.outputs
+
+    @property
+    def backend(self) -> str:
+        """The wrapped model's backend."""
+        return self.model.backend
+
+    def _arrays(self, x: Inputs) -> list[np.ndarray]:
+        # Names and types here; shapes in C++ (against the native graph or the declared inputs).
+        if self._single_input and type(x) is np.ndarray:
+            return [x]
+        return self.model._order_inputs(x)
+
+    def _outputs(self, outs: list[np.ndarray]) -> Outputs:
+        if len(outs) == 1:
+            return outs[0]
+        return dict(zip(self._output_names, outs))
+
+    @staticmethod
+    def _timeout_us(timeout_s: Optional[float]) -> int:
+        if timeout_s is None:
+            return -1
+        if (
+            isinstance(timeout_s, bool)
+            or not isinstance(timeout_s, (int, float))
+            or not timeout_s > 0
+        ):
+            raise ValueError(f"timeout_s must be a number of seconds > 0, got {timeout_s!r}")
+        return max(1, round(timeout_s * 1e6))
+
+    def predict(self, x: Inputs, timeout_s: Optional[float] = None) -> Outputs:
+        """Run ``x`` (one or more rows) in a batch with other callers' requests; thread-safe.
+
+        Parameters
+        ----------
+        x
+            An array of shape ``[rows, ...]`` when the model has one input, else a dict by name.
+        timeout_s
+            Overrides the config's queue timeout for this call.
+
+        Returns
+        -------
+        This request's rows of each output (an array, or a dict for several outputs): views of
+        the batch's output memory.
+
+        Raises
+        ------
+        ValueError
+            Wrong names, dtype or shape for this model, or more rows than ``max_batch_size``.
+        QueueFullError
+            ``max_queue_size`` requests are waiting already.
+        TimeoutError
+            The request waited in the queue longer than its timeout.
+        BatcherClosedError
+            The batcher was closed.
+        """
+        # Inlined helpers: this is the hot path of every caller.
+        fast = self._single_input and type(x) is np.ndarray
+        arrays = [x] if fast else self.model._order_inputs(x)
+        outs = self._batcher.run(arrays, -1 if timeout_s is None else self._timeout_us(timeout_s))
+        return outs[0] if len(outs) == 1 else dict(zip(self._output_names, outs))
+
+    async def predict_async(self, x: Inputs, timeout_s: Optional[float] = None) -> Outputs:
+        """:meth:`predict` for asyncio: awaits the answer without blocking the event loop.
+
+        Cancelling the awaiting task takes the request out of the queue if no batch has it yet.
+        """
+        arrays = [np.ascontiguousarray(a) for a in self._arrays(x)]
+        loop = asyncio.get_running_loop()
+        waker = self._wakers.get(loop)
+        if waker is None or waker.closed:
+            waker = self._wakers[loop] = _LoopWaker(loop)
+        timeout_us = self._timeout_us(timeout_s)
+        req = self._batcher.submit(arrays, waker.notifier, timeout_us)
+        fut: asyncio.Future[list[np.ndarray]] = loop.create_future()
+        waker.pending[req.id] = (fut, arrays)  # the arrays live until the request is answered
+        effective = timeout_us if timeout_us > 0 else self.config.timeout_us
+        # The C++ workers expire queued requests too, but not while every worker is busy.
+        timer = (
+            loop.call_later(effective / 1e6, self._batcher.cancel, req, True)
+            if effective > 0
+            else None
+        )
+        try:
+            outs = await fut
+        except asyncio.CancelledError:
+            self._batcher.cancel(
+                req, False
+            )  # a request a batch already took runs; its answer is dropped
+            raise
+        finally:
+            if timer is not None:
+                timer.cancel()
+        return self._outputs(outs)
+
+    def stats(self) -> dict[str, Any]:
+        """Counters since creation (or :meth:`reset_stats`) and recent-request percentiles.
+
+        Keys: requests, completed, failed, queue_full, timed_out, closed, cancelled, batches, rows,
+        isolation_runs (single-request reruns that find whose request failed a batch),
+        mean_batch_size, batch_size_histogram ({rows: batches}), and queue_time_us and latency_us
+        ({count, mean, p50, p90, p99, max} over the last 8192 requests).
+        """
+        return dict(self._batcher.stats())
+
+    def reset_stats(self) -> None:
+        """Zero the counters and drop the samples."""
+        self._batcher.reset_stats()
+
+    @property
+    def closed(self) -> bool:
+        """True after :meth:`close`."""
+        return bool(self._batcher.closed)
+
+    def close(self, drain: bool = True) -> None:
+        """Stop taking requests and wait for the workers.
+
+        Parameters
+        ----------
+        drain
+            True runs the requests already queued; False fails them with BatcherClosedError.
+            Either way every request gets exactly one answer.
+        """
+        self._batcher.close(drain)
+        for waker in list(self._wakers.values()):
+            waker.close()
+
+    def __enter__(self) -> BatchedModel:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        batcher = getattr(self, "_batcher", None)
+        if batcher is not None:
+            batcher.close(True)
+
+    def __repr__(self) -> str:
+        c = self.config
+        state = "closed" if self.closed else "open"
+        return (
+            f"<BatchedModel {state} backend={self.backend} max_batch_size={c.max_batch_size} "
+            f"max_delay_us={c.max_delay_us} workers={c.workers}>"
+        )
