@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 import tempfile
 import threading
@@ -44,6 +45,7 @@ class Mosquitto:
             f"listener {self.port} 127.0.0.1",
             "allow_anonymous true",
             "persistence false",
+            "set_tcp_nodelay true",
             "max_queued_messages 100000",
             "max_inflight_messages 100",
             "log_dest stderr",
@@ -113,10 +115,15 @@ class Device:
         self.client.max_queued_messages_set(0)
         self.client.on_message = self._message
         self.client.on_subscribe = lambda *a: self._subscribed.set()
-        self.client.on_connect = lambda c, u, f, rc, p: c.subscribe([(t, 1) for t in topics])
+        self.client.on_connect = lambda c, u, f, rc, p: self._connected(c, topics)
         self.client.connect("127.0.0.1", port, keepalive=30)
         self.client.loop_start()
         assert self._subscribed.wait(20), f"the device could not subscribe to {topics}"
+
+    @staticmethod
+    def _connected(client: Any, topics: list[str]) -> None:
+        client.socket().setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        client.subscribe([(t, 1) for t in topics])
 
     def _message(self, client: Any, userdata: Any, msg: Any) -> None:
         with self.cond:
