@@ -124,7 +124,11 @@ class Core:
                 path = os.path.join(self.root, name)
                 if os.path.exists(path):
                     os.chmod(path, 0o600)
-        self._httpd = _Server((self.host, self.port), _handler_for(self))
+        try:
+            self._httpd = _Server((self.host, self.port), _handler_for(self))
+        except OSError as exc:
+            raise OSError(exc.errno, f"cannot listen on {self.host}:{self.port} ({exc.strerror}); "
+                          "is another core running? pick another --port") from exc
         self.port = self._httpd.server_address[1]
         self._spawn(self._httpd.serve_forever, "http")
         self._write_address()
@@ -161,8 +165,8 @@ class Core:
         signal.signal(signal.SIGTERM, lambda *_: self._stopping.set())
         signal.signal(signal.SIGINT, lambda *_: self._stopping.set())
         signal.signal(signal.SIGHUP, lambda *_: self._reload_now.set())
-        self.start()
         try:
+            self.start()
             while not self._stopping.wait(0.2):
                 pass
         finally:

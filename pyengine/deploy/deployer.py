@@ -28,15 +28,23 @@ import os
 import shutil
 import sqlite3
 import stat
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 from pyengine.deploy.errors import DeployError, UnpackError
 from pyengine.deploy.fetch import fetch
-from pyengine.deploy.group import Function, Group, Resource, load_group
+from pyengine.deploy.group import Function, Group, ModelSpec, Resource, load_group
 from pyengine.deploy.state import RootLock, State, dumps
-from pyengine.deploy.unpack import apply_owner, fsync_dir, unpack
+from pyengine.deploy.unpack import (
+    Pipe,
+    apply_owner,
+    declared_format,
+    fsync_dir,
+    unpack,
+    unpack_stream,
+)
 from pyengine.sources import open_source
 from pyengine.sources.base import SourceError
 
@@ -220,6 +228,55 @@ def _copy_code(src: str, dst: str) -> int:
             os.chmod(p, 0o755 if os.access(p, os.X_OK) else 0o644)
         fsync_dir(dirpath)
     return total
+
+
+class _StreamingUnpack:
+    """Unpacks a .tar.gz on a thread from the bytes a download hands on (a fetch ``tee``)."""
+
+    def __init__(self, staging: str, name: str, size: Optional[int], m: ModelSpec) -> None:
+        self.pipe = Pipe()
+        self.valid = True
+        self.error: Optional[BaseException] = None
+        self.thread = threading.Thread(
+            target=self._run, args=(staging, name, size, m), name="pyengine-unpack", daemon=True
+        )
+        self.thread.start()
+
+    def _run(self, staging: str, name: str, size: Optional[int], m: ModelSpec) -> None:
+        try:
+            unpack_stream(
+                self.pipe,
+                staging,
+                name=name,
+                size=size,
+                max_bytes=m.max_unpacked_bytes,
+                max_files=m.max_files,
+            )
+        except BaseException as exc:  # noqa: BLE001 - handed to the deploying thread
+            self.error = exc
+
+    def write(self, b: bytes) -> None:
+        self.pipe.write(b)
+
+    def restart(self) -> None:
+        self.valid = False
+        self.pipe.abort()
+
+    def cancel(self) -> None:
+        self.pipe.abort()
+        self.thread.join()
+
+    def finish(self) -> bool:
+        """Wait for the unpacker; True when staging holds the package, False when it must be
+        unpacked again from the file. Raises the unpacker's error (the bytes were verified)."""
+        if not self.valid:
+            self.thread.join()
+            return False
+        self.pipe.close()
+        self.thread.join()
+        if self.error is not None:
+            raise self.error
+        return True
 
 
 class _Session:
@@ -513,22 +570,41 @@ class _Deployer:
         def on_bytes(done: int, total: Optional[int]) -> None:
             self.emit(event="bytes", key=r.id, kind="model", done=done, total=total)
 
-        res = fetch(
-            source,
-            info,
-            part,
-            sha256=m.sha256,
-            attempts=self.retries,
-            backoff_s=self.backoff_s,
-            progress=on_bytes,
-        )
-        it.bytes, it.attempts = res.downloaded, res.attempts
-        self.emit(event="resource", key=r.id, kind="model", message="unpacking")
+        name = info.location.rsplit("/", 1)[-1]
         _rmtree(staging)
         os.mkdir(staging, 0o700)
-        name = info.location.rsplit("/", 1)[-1]
+        # A .tar.gz is unpacked while it downloads (into staging, used only once the digest is
+        # verified); a zip, or a download that had to start over, is unpacked afterwards.
+        streaming = (
+            _StreamingUnpack(staging, name, info.size, m)
+            if declared_format(name) == "tar.gz"
+            else None
+        )
         try:
-            unpack(part, staging, name=name, max_bytes=m.max_unpacked_bytes, max_files=m.max_files)
+            res = fetch(
+                source,
+                info,
+                part,
+                sha256=m.sha256,
+                attempts=self.retries,
+                backoff_s=self.backoff_s,
+                progress=on_bytes,
+                tee=streaming,
+            )
+        except BaseException:
+            if streaming is not None:
+                streaming.cancel()
+            _rmtree(staging)
+            raise
+        it.bytes, it.attempts = res.downloaded, res.attempts
+        self.emit(event="resource", key=r.id, kind="model", message="unpacking")
+        try:
+            if streaming is None or not streaming.finish():
+                _rmtree(staging)
+                os.mkdir(staging, 0o700)
+                unpack(
+                    part, staging, name=name, max_bytes=m.max_unpacked_bytes, max_files=m.max_files
+                )
             apply_owner(
                 staging, m.owner.group if m.owner else None, m.owner.permission if m.owner else None
             )
