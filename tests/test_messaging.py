@@ -278,3 +278,45 @@ def function_handler(event, context):
         assert _metric(metrics, "pyengine_messages_unrouted_total", function="pub") == 1
     finally:
         core.stop()
+
+
+def test_cloud_broker_routes(mosquitto: Mosquitto, predict_base: str) -> None:
+    """``cloud`` is a second broker of its own (here another Mosquitto): commands from it reach
+    a function, and what the function sends to the cloud goes there and not to the devices."""
+    base = predict_base
+    source = """
+def function_handler(event, context):
+    context.publish("telemetry/line-1", {"ack": event["cmd"], "from": context.topic})
+    context.publish("status/line-1", {"ack": event["cmd"]})
+"""
+    root = _deploy(base, [function(base, "control", source, pinned=True)], [
+        {"source": "cloud", "topic": "commands/#", "target": "control"},
+        {"source": "control", "topic": "telemetry/#", "target": "cloud"},
+        {"source": "control", "topic": "status/#", "target": "devices"},
+    ])
+    cloud = Mosquitto()
+    config = os.path.join(base, "core.json")
+    with open(config, "w") as fh:
+        json.dump({"mqtt": {"host": "127.0.0.1", "port": mosquitto.port},
+                   "cloud": {"host": "127.0.0.1", "port": cloud.port}}, fh)
+    core = CoreProcess(root, args=("--config", config)).wait_ready()
+    in_cloud = Device(cloud.port, ["telemetry/#", "status/#"])
+    on_site = Device(mosquitto.port, ["#"])
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not in_cloud.wait_for(1, 0.5):
+            in_cloud.publish("commands/line-1/restart", json.dumps({"cmd": "restart"}))
+        assert [(t, json.loads(p)) for t, p in in_cloud.wait_for(1, 5)][:1] == [
+            ("telemetry/line-1", {"ack": "restart", "from": "commands/line-1/restart"})]
+        got = on_site.wait_for(1, 10)
+        assert got and all(t == "status/line-1" for t, _ in got), got
+        assert not any(t.startswith("status/") for t, _ in in_cloud.wait_for(0, 0))
+        _, metrics = core.get("/metrics")
+        assert _metric(metrics, "pyengine_mqtt_connected", broker="cloud") == 1
+        assert _metric(metrics, "pyengine_messages_received_total", function="control",
+                       source="cloud") >= 1
+    finally:
+        in_cloud.close()
+        on_site.close()
+        core.stop()
+        cloud.close()
