@@ -261,10 +261,13 @@ def function_handler(event, context):
         except ValueError as exc:
             out[topic or "empty"] = str(exc)
     out["event_type"] = type(event).__name__
+    if context.topic == "raw":  # not JSON: the bytes, sent back as they came
+        context.publish("echo/raw", event)
     return out
 """
     root = _deploy(base, [function(base, "pub", source, pinned=True)], [
         {"source": "devices", "topic": "raw", "target": "pub"},
+        {"source": "pub", "topic": "echo/#", "target": "devices"},
     ])
     core = CoreProcess(root, args=("--mqtt", f"127.0.0.1:{mosquitto.port}")).wait_ready()
     try:
@@ -276,6 +279,16 @@ def function_handler(event, context):
         assert "non-empty MQTT topic" in result["empty"]
         _, metrics = core.get("/metrics")
         assert _metric(metrics, "pyengine_messages_unrouted_total", function="pub") == 1
+        assert result["event_type"] == "dict"
+        device = Device(mosquitto.port, ["echo/#"])
+        try:
+            raw = bytes(range(256))
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and not device.wait_for(1, 0.5):
+                device.publish("raw", raw)
+            assert device.wait_for(1, 1)[0] == ("echo/raw", raw)
+        finally:
+            device.close()
     finally:
         core.stop()
 
