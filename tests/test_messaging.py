@@ -333,3 +333,38 @@ def function_handler(event, context):
         on_site.close()
         core.stop()
         cloud.close()
+
+
+def test_a_new_deployment_changes_the_routes_of_the_running_core(mosquitto: Mosquitto,
+                                                                 predict_base: str) -> None:
+    base = predict_base
+    fns = [function(base, "slow", SLOW, pinned=True)]
+    root = _deploy(base, fns, [
+        {"source": "devices", "topic": "old/#", "target": "slow"},
+        {"source": "slow", "topic": "acks/slow", "target": "devices"},
+    ])
+    core = CoreProcess(root, args=("--mqtt", f"127.0.0.1:{mosquitto.port}")).wait_ready()
+    device = Device(mosquitto.port, ["acks/#"])
+
+    def answered(topic: str, seq: int, wait_s: float) -> bool:
+        deadline = time.monotonic() + wait_s
+        while time.monotonic() < deadline:
+            device.publish(topic, json.dumps({"seq": seq, "sleep": 0}))
+            if any(json.loads(p)["seq"] == seq for _, p in device.wait_for(10**6, 0.3)):
+                return True
+        return False
+
+    try:
+        assert answered("old/1", 1, 20)
+        pids = core.get("/functions")[1]["functions"][0]["pids"]
+        _deploy(base, fns, [
+            {"source": "devices", "topic": "new/+", "target": "slow"},
+            {"source": "slow", "topic": "acks/slow", "target": "devices"},
+        ])
+        assert answered("new/1", 2, 20), core.log()[-2000:]
+        assert not answered("old/1", 3, 1.5)  # unsubscribed
+        # Only the routes changed: the function kept its worker.
+        assert core.get("/functions")[1]["functions"][0]["pids"] == pids
+    finally:
+        device.close()
+        core.stop()
