@@ -87,6 +87,16 @@ def _metric(text: str, name: str, **labels: str) -> float:
     return 0.0
 
 
+def _wait_subscribed(core: CoreProcess, broker: str = "devices") -> None:
+    """Until the core is connected to ``broker`` and its subscriptions are acknowledged."""
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if _metric(core.get("/metrics")[1], "pyengine_mqtt_connected", broker=broker) == 1:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"the core did not subscribe on {broker} in 20 s:\n{core.log()}")
+
+
 def _x(seed: int) -> list[float]:
     return np.random.default_rng(seed).standard_normal(64).astype(np.float32).tolist()
 
@@ -115,6 +125,7 @@ def test_device_gets_predictions_and_1000_qos1_messages_arrive_once(mosquitto: M
         {"source": "aggregate", "topic": "summaries/+", "target": "devices"},
     ], _model_dir(base))
     core = CoreProcess(root, args=("--mqtt", f"127.0.0.1:{mosquitto.port}")).wait_ready()
+    _wait_subscribed(core)
     device = Device(mosquitto.port, ["#"])
     try:
         # One reading: the prediction comes back on the reply topic, equal to the model's.
@@ -185,12 +196,7 @@ def test_full_queue_drops_are_counted(mosquitto: Mosquitto, predict_base: str) -
     core = CoreProcess(root, args=("--config", config)).wait_ready()
     device = Device(mosquitto.port, ["acks/#"])
     try:
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:  # the core subscribes once it has connected
-            _, metrics = core.get("/metrics")
-            if _metric(metrics, "pyengine_mqtt_connected", broker="devices") == 1:
-                break
-            time.sleep(0.05)
+        _wait_subscribed(core)
         n = 60
         for i in range(n):
             device.publish("work", json.dumps({"seq": i, "sleep": 0.05})).wait_for_publish(10)
