@@ -374,3 +374,46 @@ def test_a_new_deployment_changes_the_routes_of_the_running_core(mosquitto: Mosq
     finally:
         device.close()
         core.stop()
+
+
+def test_tls_and_credentials_from_the_core_config(predict_base: str) -> None:
+    """The broker takes TLS only, with a password: the core connects with the CA, user and
+    password file of its configuration; a wrong password is refused and said so."""
+    base = predict_base
+    broker = Mosquitto(tls=True, users={"core": "core-secret", "cam": "cam-secret"})
+    root = _deploy(base, [function(base, "slow", SLOW, pinned=True)], [
+        {"source": "devices", "topic": "work/#", "target": "slow"},
+        {"source": "slow", "topic": "acks/slow", "target": "devices"},
+    ])
+    pass_file = os.path.join(base, "mqtt.pass")
+    with open(pass_file, "w") as fh:
+        fh.write("core-secret\n")
+    config = os.path.join(base, "core.json")
+    mqtt = {"host": "127.0.0.1", "port": broker.port, "tls": {"ca": broker.ca},
+            "username": "core", "password_file": pass_file}
+    with open(config, "w") as fh:
+        json.dump({"mqtt": mqtt}, fh)
+    core = CoreProcess(root, args=("--config", config)).wait_ready()
+    try:
+        _wait_subscribed(core)
+        device = Device(broker.port, ["acks/#"], ca=broker.ca, auth=("cam", "cam-secret"))
+        try:
+            device.publish("work/1", json.dumps({"seq": 7, "sleep": 0}))
+            assert [json.loads(p) for _, p in device.wait_for(1, 20)] == [{"seq": 7}]
+        finally:
+            device.close()
+    finally:
+        core.stop()
+    with open(config, "w") as fh:
+        json.dump({"mqtt": {**mqtt, "password_file": None}}, fh)
+    core = CoreProcess(root, args=("--config", config),
+                       env={"PYENGINE_MQTT_PASSWORD": "wrong"}).wait_ready()
+    try:
+        deadline = time.monotonic() + 20
+        while "refused the connection" not in core.log() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert "refused the connection" in core.log(), core.log()
+        assert _metric(core.get("/metrics")[1], "pyengine_mqtt_connected", broker="devices") == 0
+    finally:
+        core.stop()
+        broker.close()
