@@ -161,7 +161,8 @@ class Spool:
         """
         with self._cond:
             seq = self._next
-            data = (json.dumps({"seq": seq, **sample}, default=_json_default,
+            record = {"seq": seq, **{k: v for k, v in sample.items() if k != "seq"}}
+            data = (json.dumps(record, default=_json_default,
                                separators=(",", ":")) + "\n").encode()
             if len(data) > self.cap_bytes:
                 raise ValueError(f"a sample of {len(data)} bytes is larger than the whole capture "

@@ -337,9 +337,14 @@ class Core:
             if op == "capture":
                 if self.spool is None:
                     raise RuntimeError("the core has not started its capture spool")
-                seq = self.spool.append({"time": time.time(), "function": function,
-                                         "invocation_id": invocation_id,
-                                         "topic": msg.get("topic"), **msg.get("sample", {})})
+                sample = msg.get("sample")
+                if not isinstance(sample, dict):
+                    raise TypeError(f"a capture needs a sample mapping, not {sample!r:.80}")
+                # Only the sample's own fields come from the function; the rest is the core's.
+                seq = self.spool.append({
+                    "time": time.time(), "function": function, "invocation_id": invocation_id,
+                    "topic": msg.get("topic"), "inputs": sample.get("inputs"),
+                    "outputs": sample.get("outputs"), "meta": sample.get("meta")})
                 return {"op": "ack", "seq": seq}
         except (ValueError, TypeError, OSError, RuntimeError) as exc:
             log.warning("%s %s: %s refused: %s", function, invocation_id, op, exc)
