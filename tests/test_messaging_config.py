@@ -8,7 +8,13 @@ from typing import Any
 
 import pytest
 
-from pyengine.core.config import ConfigError, load_config, parse_address, validate_config
+from pyengine.core.config import (
+    ConfigError,
+    client_id,
+    load_config,
+    parse_address,
+    validate_config,
+)
 from pyengine.deploy import GroupError, Subscription, validate_group
 from pyengine.deploy.subscriptions import filter_problem, topic_matches, topic_problem
 
@@ -125,6 +131,11 @@ def test_core_config(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     assert cfg.mqtt is not None and (cfg.mqtt.host, cfg.mqtt.port) == ("127.0.0.1", 1884)
     assert cfg.mqtt.password == "s3cret" and "s3cret" not in repr(cfg)
     assert cfg.queue_size == 7
+    # Each core gets a stable client id of its own (two cores on one host must not kick each
+    # other off the broker), unless the configuration names one.
+    assert cfg.mqtt.client_id == ""
+    assert client_id("/srv/a", "mqtt") == client_id("/srv/a/", "mqtt") != client_id("/srv/b",
+                                                                                     "mqtt")
     assert parse_address("[::1]:1883") == ("::1", 1883)
     assert parse_address("broker") == ("broker", 1883)
     with pytest.raises(ValueError, match="'host:port:x' is not HOST:PORT"):

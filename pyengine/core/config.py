@@ -7,7 +7,7 @@ mqtt:                         # the devices' broker (subscriptions' "devices")
   tls: {ca: /etc/pyengine/ca.pem, cert: /etc/pyengine/core.pem, key: /etc/pyengine/core.key}
   username: core              # password: from password_file, else $PYENGINE_MQTT_PASSWORD
   password_file: /etc/pyengine/mqtt.pass
-  client_id: pyengine-core    # default: pyengine-<hostname>
+  client_id: pyengine-core    # default: pyengine-<hostname>-<hash of the core's root>
   keepalive_s: 30
 cloud: {host: ..., port: 8883, tls: {...}}   # optional: subscriptions' "cloud"
 queue_size: 1000              # messages waiting per function before new ones are dropped
@@ -25,6 +25,7 @@ Every problem is reported at once with its field path, like the group file.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -64,6 +65,7 @@ class MqttSettings:
     tls: Optional[TlsSettings] = None
     username: Optional[str] = None
     password: Optional[str] = field(default=None, repr=False)
+    #: Empty: the core picks ``pyengine-<hostname>-<hash of its root>`` (:func:`client_id`).
     client_id: str = ""
     keepalive_s: int = 30
 
@@ -139,6 +141,13 @@ class _Check:
         return v
 
 
+def client_id(root: str, broker: str) -> str:
+    """The default MQTT client id of the core in ``root``: stable across restarts (the broker
+    keeps the session) and different for two cores on one host."""
+    digest = hashlib.sha1(os.path.abspath(root).encode()).hexdigest()[:8]
+    return f"pyengine-{socket.gethostname()}-{digest}" + ("-cloud" if broker == "cloud" else "")
+
+
 def parse_address(text: str, where: str = "--mqtt") -> tuple[str, int]:
     """``host:port`` (or ``host``, port 1883; ``[v6]:port``) -> (host, port); ValueError else."""
     m = re.match(r"^\[([0-9a-fA-F:.]+)\](?::(\d+))?$|^([^:\[\]\s/]+)(?::(\d+))?$", text or "")
@@ -189,11 +198,10 @@ def _mqtt(c: _Check, where: str, raw: Any) -> Optional[MqttSettings]:
         with open(pfile, encoding="utf-8") as fh:
             password = fh.read().strip()
     password = password or os.environ.get(PASSWORD_ENV.get(where, ""), "") or None
-    cid = m.get("client_id") or f"pyengine-{socket.gethostname()}" + (
-        "-cloud" if where == "cloud" else "")
+    cid = m.get("client_id") or ""
     if not isinstance(cid, str) or len(cid) > 128:
         c.bad(f"{where}.client_id", f"{cid!r} must be a string of at most 128 characters")
-        cid = "pyengine"
+        cid = ""
     keep = c.number(f"{where}.keepalive_s", m.get("keepalive_s", 30), 5, 3600, integer=True)
     return MqttSettings(host, int(port), tls, user, password, cid, int(keep or 30))
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -17,7 +18,7 @@ from typing import Any
 
 from pyengine.core import landlock, protocol
 from pyengine.core.capture import Spool, Uploader
-from pyengine.core.config import CoreConfig
+from pyengine.core.config import CoreConfig, client_id
 from pyengine.core.group import (
     STATE_DB,
     DeployedGroup,
@@ -103,6 +104,11 @@ class Core:
         self._httpd: ThreadingHTTPServer | None = None
         self._threads: list[threading.Thread] = []
         self.config = config or CoreConfig()
+        for name in ("mqtt", "cloud"):  # a client id of its own for this core, unless set
+            settings = getattr(self.config, name)
+            if settings is not None and not settings.client_id:
+                self.config = dataclasses.replace(self.config, **{name: dataclasses.replace(
+                    settings, client_id=client_id(self.root, name))})
         self.router = Router(self.config, self.metrics, self._invoke_message, self._threads_for)
         self.spool: Spool | None = None
         self.uploader: Uploader | None = None
