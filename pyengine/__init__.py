@@ -52,6 +52,18 @@ else:  # pragma: no cover - only without a build
         raise AttributeError(f"module 'pyengine' has no attribute {name!r}")
 
 
+def capture(inputs: Any, outputs: Any = None, meta: Any = None) -> int:
+    """Record a sample (inputs, outputs, meta) for training, inside a function run by the core.
+
+    The core spools it on disk (fsynced before this returns) and uploads it to the S3 prefix
+    of its configuration in batches; see docs/messaging.md. Returns the sample's sequence
+    number; raises RuntimeError outside a function call.
+    """
+    from pyengine.core.runtime import capture as _capture
+
+    return _capture(inputs, outputs, meta)
+
+
 __all__ = [
     "BackendUnavailableError",
     "BatchedModel",
@@ -67,6 +79,7 @@ __all__ = [
     "TensorSpec",
     "UnsupportedOpsError",
     "__version__",
+    "capture",
     "convert",
     "info",
     "load",

@@ -24,6 +24,7 @@ VPY=.venv/bin/python
 "$VPY" -m pip install -q "numpy>=1.23,<2" "setuptools<81" wheel "scikit-build-core>=0.10" "pybind11>=2.12" cmake ninja
 "$VPY" -m pip install -q pytest hypothesis pyyaml boto3 "moto[server]>=5" ruff mypy
 "$VPY" -m pip install -q matplotlib  # bench plots (bench/bench_batching.py)
+"$VPY" -m pip install -q "paho-mqtt>=2,<3"
 if [ "$(uname -m)" = "x86_64" ]; then
   "$VPY" -m pip install -q atheris || echo "setup: atheris unavailable; the fuzz test will say so" >&2
 fi
