@@ -10,6 +10,7 @@ import sys
 import urllib.error
 import urllib.request
 
+from pyengine.cli import fleet_cmds
 from pyengine.core import ADDRESS_FILE, Core, default_root
 from pyengine.core.server import DEFAULT_PORT
 
@@ -23,12 +24,18 @@ def core_args(p: argparse.ArgumentParser) -> None:
     s.add_argument("--port", type=int, default=DEFAULT_PORT,
                    help=f"port of the HTTP API ({DEFAULT_PORT}; 0 picks a free one)")
     s.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    fleet_cmds.core_start_args(s)
 
 
 def core_run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=args.log_level, stream=sys.stderr,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    Core(args.root or default_root(), host=args.host, port=args.port).serve_forever()
+    root = args.root or default_root()
+    core = Core(root, host=args.host, port=args.port)
+    agent = fleet_cmds.fleet_agent(args, root, core)
+    if agent is not None:
+        core.services.append(agent)
+    core.serve_forever()
     return 0
 
 

@@ -93,6 +93,9 @@ class Core:
         self._reload_now = threading.Event()
         self._httpd: ThreadingHTTPServer | None = None
         self._threads: list[threading.Thread] = []
+        #: Started after the core, stopped before it: objects with start() and stop() (the fleet
+        #: agent of ``core start --fleet``).
+        self.services: list[Any] = []
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -122,6 +125,8 @@ class Core:
         self.reload(cleanup=True)
         self._spawn(self._watch, "watch")
         log.info("listening on %s", self.url)
+        for service in self.services:
+            service.start()
 
     @property
     def url(self) -> str:
@@ -157,6 +162,8 @@ class Core:
         """Stop the API and every worker."""
         self._stopping.set()
         self._reload_now.set()
+        for service in reversed(self.services):
+            service.stop()
         if self._httpd is not None:
             self._httpd.shutdown()
             self._httpd.server_close()
