@@ -103,14 +103,15 @@ class CoreProcess:
     """``pyengine core start`` in a real subprocess; stopped with SIGTERM."""
 
     def __init__(self, root: str, user: int | None = None,
-                 env: dict[str, str] | None = None) -> None:
+                 env: dict[str, str] | None = None, args: tuple[str, ...] = ()) -> None:
         self.root = root
         self.log_path = os.path.join(os.path.dirname(root), f"core-{os.path.basename(root)}.log")
-        self._log = open(self.log_path, "wb")  # noqa: SIM115 - open while the core runs
+        self._log = open(self.log_path, "ab")  # noqa: SIM115 - open while the core runs
         full_env = dict(os.environ)
         full_env.update(env or {})
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "pyengine", "core", "start", "--root", root, "--port", "0"],
+            [sys.executable, "-m", "pyengine", "core", "start", "--root", root, "--port", "0",
+             *args],
             stdout=self._log, stderr=subprocess.STDOUT, env=full_env, user=user,
             group=user, extra_groups=[] if user is not None else None, cwd="/")
         self.url = ""

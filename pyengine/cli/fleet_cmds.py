@@ -69,7 +69,7 @@ def fleet_agent(args: argparse.Namespace, root: str, core: Any) -> Any:
     return FleetAgent(root, Fleet.parse(args.fleet, s3_settings(args)),
                       args.core_name or os.uname().nodename,
                       [TrustedKey.load(p) for p in args.trust], mqtt=args.mqtt,
-                      poll_s=args.fleet_poll, health=health)
+                      poll_s=args.fleet_poll, health=health, running=core.await_deployment)
 
 
 def fleet_args(p: argparse.ArgumentParser) -> None:

@@ -262,6 +262,21 @@ class Core:
                      [p.spec.name for p in retired])
         return True
 
+    def await_deployment(self, deployment: int | str, timeout_s: float = 30.0) -> bool:
+        """Apply ``deployment`` now rather than at the next poll; True once the core runs it
+        (its new workers started), False after ``timeout_s``."""
+        deadline = time.monotonic() + timeout_s
+        while not self._stopping.is_set():
+            with self._lock:
+                group = self.group
+            if group is not None and group.deployment == str(deployment):
+                return True
+            if time.monotonic() > deadline:
+                return False
+            self._reload_now.set()
+            time.sleep(0.02)
+        return False
+
     # -- calls and status ------------------------------------------------------------------
 
     def invoke(self, name: str, payload: Any) -> tuple[int, dict[str, Any]]:

@@ -39,6 +39,8 @@ from pyengine.sources.s3 import S3Source
 log = logging.getLogger("pyengine.fleet")
 
 STATE_FILE = "state.json"
+#: How often health is sampled (a status is written only when something changed).
+HEALTH_S = 1.0
 #: How many refusals a status keeps.
 REFUSALS_KEPT = 10
 
@@ -62,11 +64,15 @@ class FleetAgent:
         Seconds between checks when no announcement arrives.
     health
         Returns this core's health (readiness and functions) for the status.
+    running
+        Called with a deployment id after it is installed; returns once the core runs it (so
+        the status says "applied" only when the new functions are in place).
     """
 
     def __init__(self, root: str, fleet: Fleet, core_name: str, trusted: list[TrustedKey],
                  mqtt: Optional[str] = None, poll_s: float = 30.0,
-                 health: Optional[Callable[[], dict[str, Any]]] = None) -> None:
+                 health: Optional[Callable[[], dict[str, Any]]] = None,
+                 running: Optional[Callable[[int], Any]] = None) -> None:
         if not trusted:
             raise ValueError("a fleet core needs at least one --trust public key")
         if not poll_s > 0:
@@ -78,6 +84,7 @@ class FleetAgent:
         self.mqtt = mqtt
         self.poll_s = poll_s
         self.health = health or (lambda: {})
+        self.running = running or (lambda dep: True)
         self.dir = os.path.join(self.root, "fleet")
         os.makedirs(self.dir, exist_ok=True)
         self.st = self._load()
@@ -147,21 +154,22 @@ class FleetAgent:
         self._wake.set()
 
     def _run(self) -> None:
-        first = True
+        next_check = 0.0
         while not self._stop.is_set():
-            if not first:
-                self._wake.wait(self.poll_s)
-                self._wake.clear()
-                if self._stop.is_set():
-                    return
-            first = False
-            try:
-                self.check()
-            except (SourceError, OSError) as exc:
-                log.warning("fleet %s unreachable: %s (retrying in %g s)", self.fleet.uri, exc,
-                            self.poll_s)
-            except Exception:  # noqa: BLE001 - the agent must outlive any one document
-                log.exception("fleet check failed")
+            wait = min(max(0.0, next_check - time.monotonic()), HEALTH_S)
+            woken = self._wake.wait(wait) if wait > 0 else True
+            self._wake.clear()
+            if self._stop.is_set():
+                return
+            if woken or time.monotonic() >= next_check:
+                next_check = time.monotonic() + self.poll_s
+                try:
+                    self.check()
+                except (SourceError, OSError) as exc:
+                    log.warning("fleet %s unreachable: %s (retrying in %g s)", self.fleet.uri,
+                                exc, self.poll_s)
+                except Exception:  # noqa: BLE001 - the agent must outlive any one document
+                    log.exception("fleet check failed")
             try:
                 self.report()
             except (SourceError, OSError) as exc:
@@ -293,6 +301,9 @@ class FleetAgent:
         resources = [{"kind": i.kind, "key": i.key, "outcome": i.outcome, "version": i.version,
                       "message": i.message} for i in dep.items]
         if dep.status == "Success":
+            if not self.running(dep.id):
+                log.warning("deployment %d installed, but the core has not picked it up yet",
+                            dep.id)
             self._set("applied", f"{document.summary(doc)} installed (deployment {dep.id})",
                       serial=serial, version=version, group=doc["group"], failed_version=None,
                       deployment=dep.id, resources=resources, seen=digest)
