@@ -308,7 +308,8 @@ class FleetAgent:
                       serial=serial, version=version, group=doc["group"], failed_version=None,
                       deployment=dep.id, resources=resources, seen=digest)
             keep = set(code.values())
-            for n in os.listdir(os.path.join(self.dir, "code")):
+            codes = os.path.join(self.dir, "code")
+            for n in os.listdir(codes) if os.path.isdir(codes) else []:
                 p = os.path.join(self.dir, "code", n)
                 if p not in keep:
                     shutil.rmtree(p, ignore_errors=True)
