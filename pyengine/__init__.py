@@ -41,6 +41,18 @@ else:  # pragma: no cover - only without a build
         raise AttributeError(f"module 'pyengine' has no attribute {name!r}")
 
 
+def capture(inputs: Any, outputs: Any = None, meta: Any = None) -> int:
+    """Record a sample (inputs, outputs, meta) for training, inside a function run by the core.
+
+    The core spools it on disk (fsynced before this returns) and uploads it to the S3 prefix
+    of its configuration in batches; see docs/messaging.md. Returns the sample's sequence
+    number; raises RuntimeError outside a function call.
+    """
+    from pyengine.core.runtime import capture as _capture
+
+    return _capture(inputs, outputs, meta)
+
+
 __all__ = [
     "BackendUnavailableError",
     "GraphBuilder",
@@ -48,6 +60,7 @@ __all__ = [
     "ModelFormatError",
     "TensorSpec",
     "__version__",
+    "capture",
     "info",
     "load",
 ]

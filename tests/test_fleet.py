@@ -20,6 +20,7 @@ from typing import Any, Callable
 import pytest
 from core_helpers import CoreProcess, package, text_file, write_code
 from deploy_fixtures import run_cli
+from mqtt_fixtures import Mosquitto
 
 from pyengine import fleet as fl
 from pyengine.fleet import document
@@ -66,8 +67,15 @@ class FleetEnv:
         os.makedirs(os.path.dirname(self.root(name)), exist_ok=True)
         args = ["--fleet", self.uri, "--core-name", name, "--trust", f"{self.key_path}.pub",
                 "--s3-endpoint", self.endpoint, "--log-level", "DEBUG"]
-        args += ["--fleet-poll", "1"] if name == POLL_ONLY else \
-            ["--fleet-poll", "120", "--mqtt", self.broker]
+        if name == POLL_ONLY:
+            args += ["--fleet-poll", "1"]
+        else:  # the core's own broker settings; a client id per core, as on separate devices
+            config = os.path.join(os.path.dirname(self.root(name)), "core.json")
+            host, port = self.broker.split(":")
+            with open(config, "w") as fh:
+                json.dump({"mqtt": {"host": host, "port": int(port),
+                                    "client_id": f"pyengine-{name}"}}, fh)
+            args += ["--fleet-poll", "120", "--config", config]
         self.cores[name] = CoreProcess(self.root(name), args=tuple(args))
         return self.cores[name]
 
@@ -148,10 +156,11 @@ class FleetEnv:
 
 
 @pytest.fixture(scope="module")
-def env(moto_endpoint, bucket, mqtt_broker):  # noqa: ANN001, ANN201
+def env(moto_endpoint, bucket):  # noqa: ANN001, ANN201
     base = tempfile.mkdtemp(prefix="pyengine-fleet-test-")
     os.chmod(base, 0o755)  # functions run as nobody when the suite runs as root
-    e = FleetEnv(base, moto_endpoint, bucket, mqtt_broker)
+    broker = Mosquitto()  # one broker for the module's fleet (the messaging tests' fixture)
+    e = FleetEnv(base, moto_endpoint, bucket, f"127.0.0.1:{broker.port}")
     for n in CORES:
         e.start(n)
     try:
@@ -161,6 +170,7 @@ def env(moto_endpoint, bucket, mqtt_broker):  # noqa: ANN001, ANN201
     finally:
         for n in list(e.cores):
             e.stop(n)
+        broker.close()
         shutil.rmtree(base, ignore_errors=True)
 
 
@@ -249,7 +259,7 @@ def test_forged_documents_are_refused_by_every_core(env: FleetEnv) -> None:
     for what, data in _bad_documents(env).items():
         env.fleet.put(data, "deployment.json")
         announce(env.broker, f"{env.fleet.topic}/deployment", {"serial": 999})
-        st = env.wait(f"every core to refuse the {what} document", lambda s: all(
+        st = env.wait(f"every core to refuse the {what} document", lambda s, what=what: all(
             s[n]["refused"] and what in s[n]["refused"][-1]["reason"] for n in CORES))
         for n in CORES:
             assert st[n]["version"] == before[n]["version"] == 3

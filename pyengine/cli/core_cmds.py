@@ -12,6 +12,7 @@ import urllib.request
 
 from pyengine.cli import fleet_cmds
 from pyengine.core import ADDRESS_FILE, Core, default_root
+from pyengine.core.config import load_config
 from pyengine.core.server import DEFAULT_PORT
 
 
@@ -24,6 +25,14 @@ def core_args(p: argparse.ArgumentParser) -> None:
     s.add_argument("--port", type=int, default=DEFAULT_PORT,
                    help=f"port of the HTTP API ({DEFAULT_PORT}; 0 picks a free one)")
     s.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    s.add_argument("--config", default=os.environ.get("PYENGINE_CORE_CONFIG"),
+                   help="the core's configuration file, YAML or JSON: MQTT brokers, queues, "
+                   "data capture (default: $PYENGINE_CORE_CONFIG; see docs/messaging.md)")
+    s.add_argument("--mqtt", default=os.environ.get("PYENGINE_MQTT"), metavar="HOST:PORT",
+                   help="the devices' MQTT broker (overrides the config file's mqtt host and "
+                   "port; default: $PYENGINE_MQTT)")
+    s.add_argument("--capture-s3", default=None, metavar="s3://BUCKET/PREFIX/",
+                   help="where captured samples go (overrides the config file's capture.s3)")
     fleet_cmds.core_start_args(s)
 
 
@@ -31,7 +40,8 @@ def core_run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=args.log_level, stream=sys.stderr,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     root = args.root or default_root()
-    core = Core(root, host=args.host, port=args.port)
+    config = load_config(args.config, mqtt=args.mqtt, capture_s3=args.capture_s3)
+    core = Core(root, host=args.host, port=args.port, config=config)
     agent = fleet_cmds.fleet_agent(args, root, core)
     if agent is not None:
         core.services.append(agent)

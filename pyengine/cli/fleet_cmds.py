@@ -40,10 +40,9 @@ def core_start_args(s: argparse.ArgumentParser) -> None:
     g.add_argument("--trust", action="append", default=[], metavar="PUBLIC_KEY",
                    help="public key whose signatures are accepted (repeatable; required with "
                    "--fleet)")
-    g.add_argument("--mqtt", default=None, metavar="HOST[:PORT]",
-                   help="MQTT broker announcing new documents")
     g.add_argument("--fleet-poll", type=float, default=30.0, metavar="SECONDS",
-                   help="check the bucket this often without announcements (30)")
+                   help="check the bucket this often without announcements (30); "
+                   "announcements come through the core's broker (--mqtt or --config)")
     g.add_argument("--s3-endpoint", default=None, metavar="URL", help="S3 API endpoint")
     g.add_argument("--s3-region", default=None, help="S3 region")
 
@@ -51,7 +50,7 @@ def core_start_args(s: argparse.ArgumentParser) -> None:
 def fleet_agent(args: argparse.Namespace, root: str, core: Any) -> Any:
     """The fleet agent ``core start --fleet`` runs (None without --fleet)."""
     if not args.fleet:
-        for opt in ("core_name", "mqtt", "s3_endpoint"):
+        for opt in ("core_name", "s3_endpoint"):
             if getattr(args, opt):
                 raise ValueError(f"--{opt.replace('_', '-')} needs --fleet")
         return None
@@ -68,8 +67,9 @@ def fleet_agent(args: argparse.Namespace, root: str, core: Any) -> Any:
 
     return FleetAgent(root, Fleet.parse(args.fleet, s3_settings(args)),
                       args.core_name or os.uname().nodename,
-                      [TrustedKey.load(p) for p in args.trust], mqtt=args.mqtt,
-                      poll_s=args.fleet_poll, health=health, running=core.await_deployment)
+                      [TrustedKey.load(p) for p in args.trust], mqtt=core.config.mqtt,
+                      poll_s=args.fleet_poll, health=health, running=core.await_deployment,
+                      metrics=core.metrics)
 
 
 def fleet_args(p: argparse.ArgumentParser) -> None:

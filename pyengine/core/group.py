@@ -19,6 +19,8 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from pyengine.deploy.subscriptions import Subscription
+
 #: The deploy layer's state database in the root; no function may read it.
 STATE_DB = "state.db"
 
@@ -129,6 +131,8 @@ class DeployedGroup:
     root: str
     functions: tuple[FunctionSpec, ...] = ()
     deployment: str = ""
+    #: Message routes (the group file's ``subscriptions``).
+    subscriptions: tuple[Subscription, ...] = ()
 
     def function(self, name: str) -> FunctionSpec:
         """The function called ``name``; KeyError naming the functions there are otherwise."""
@@ -190,4 +194,5 @@ def read_deployed_group(root: str | os.PathLike[str],
             timeout_s=float(f.timeout_s), memory_mb=int(f.memory_mb),
             environment=dict(f.environment), resources=tuple(grants)))
     return DeployedGroup(name=installed.name, root=root, functions=tuple(functions),
-                         deployment=str(installed.deployment_id))
+                         deployment=str(installed.deployment_id),
+                         subscriptions=tuple(installed.group.subscriptions))

@@ -10,6 +10,31 @@ from collections import defaultdict
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 
+#: Counters and gauges beside the invocation metrics: name -> (type, help).
+EXTRA = {
+    "pyengine_messages_received_total": (
+        "counter", "MQTT messages routed to a function, by function and source."),
+    "pyengine_messages_dropped_total": (
+        "counter", "Messages dropped before reaching a function, by function and reason "
+        "(queue_full: the function's queue was full)."),
+    "pyengine_messages_published_total": (
+        "counter", "Messages functions published, by function and target (devices, cloud, or "
+        "a function)."),
+    "pyengine_messages_unrouted_total": (
+        "counter", "Messages a function published that no subscription routes."),
+    "pyengine_message_queue_depth": ("gauge", "Messages waiting for each function."),
+    "pyengine_mqtt_connected": ("gauge", "1 while the core is connected to the broker."),
+    "pyengine_mqtt_connects_total": ("counter", "Successful connections to the broker."),
+    "pyengine_capture_samples_total": ("counter", "Samples captured (spooled and fsynced)."),
+    "pyengine_capture_evicted_total": (
+        "counter", "Spooled samples evicted, oldest first, to stay within the spool cap."),
+    "pyengine_capture_uploaded_total": ("counter", "Samples uploaded to S3."),
+    "pyengine_capture_upload_errors_total": ("counter", "Failed batch uploads (retried)."),
+    "pyengine_capture_spool_samples": ("gauge", "Samples waiting in the spool."),
+    "pyengine_capture_spool_bytes": ("gauge", "Bytes of samples waiting in the spool."),
+}
+
+
 def _label(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
@@ -23,6 +48,17 @@ class Metrics:
         self._errors: dict[tuple[str, str], int] = defaultdict(int)
         self._buckets: dict[str, list[int]] = defaultdict(lambda: [0] * len(BUCKETS))
         self._sum: dict[str, float] = defaultdict(float)
+        self._extra: dict[tuple[str, tuple[tuple[str, str], ...]], float] = defaultdict(float)
+
+    def inc(self, name: str, n: float = 1, **labels: str) -> None:
+        """Add ``n`` to the counter ``name`` (one of :data:`EXTRA`) with ``labels``."""
+        with self._lock:
+            self._extra[(name, tuple(sorted(labels.items())))] += n
+
+    def value(self, name: str, **labels: str) -> float:
+        """The counter ``name`` with exactly ``labels`` (0 when never counted)."""
+        with self._lock:
+            return self._extra.get((name, tuple(sorted(labels.items()))), 0)
 
     def record(self, function: str, seconds: float, error: str | None = None) -> None:
         """Count one call of ``function`` taking ``seconds``; ``error``: its failure type."""
@@ -42,8 +78,10 @@ class Metrics:
         with self._lock:
             return self._calls.get(function, 0)
 
-    def render(self, workers: dict[str, int]) -> str:
-        """The Prometheus exposition text; ``workers`` gives each function's live worker count."""
+    def render(self, workers: dict[str, int],
+               gauges: dict[tuple[str, tuple[tuple[str, str], ...]], float] | None = None) -> str:
+        """The Prometheus exposition text; ``workers`` gives each function's live worker count,
+        ``gauges`` the current value of gauges of :data:`EXTRA` by (name, labels)."""
         lines = [
             "# HELP pyengine_invocations_total Function invocations.",
             "# TYPE pyengine_invocations_total counter",
@@ -53,6 +91,8 @@ class Metrics:
             errors = dict(self._errors)
             buckets = {k: list(v) for k, v in self._buckets.items()}
             sums = dict(self._sum)
+            extra = dict(self._extra)
+        extra.update(gauges or {})
         for fn in sorted(set(calls) | set(workers)):
             lines.append(f'pyengine_invocations_total{{function="{_label(fn)}"}} '
                          f'{calls.get(fn, 0)}')
@@ -78,4 +118,13 @@ class Metrics:
         lines += ["# HELP pyengine_workers Live worker processes.", "# TYPE pyengine_workers gauge"]
         for fn, n in sorted(workers.items()):
             lines.append(f'pyengine_workers{{function="{_label(fn)}"}} {n}')
+        for name, (kind, text) in EXTRA.items():
+            rows = sorted((labels, v) for (n, labels), v in extra.items() if n == name)
+            if not rows:
+                continue
+            lines += [f"# HELP {name} {text}", f"# TYPE {name} {kind}"]
+            for labels, v in rows:
+                lab = ",".join(f'{k}="{_label(val)}"' for k, val in labels)
+                num = str(int(v)) if float(v).is_integer() else repr(float(v))
+                lines.append(f"{name}{{{lab}}} {num}" if lab else f"{name} {num}")
         return "\n".join(lines) + "\n"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import logging
 import os
@@ -11,7 +12,7 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Any
+from typing import Any, Callable, Optional
 
 import pyengine
 from pyengine.core import protocol
@@ -23,6 +24,15 @@ log = logging.getLogger("pyengine.core")
 
 #: How long a worker may take to import its handler's module.
 START_TIMEOUT_S = 120.0
+
+#: Answers what a worker asks the core during a call (``context.publish``, ``pyengine.capture``):
+#: (function name, invocation id, the request) -> the answer sent back.
+OpHandler = Callable[[str, str, dict[str, Any]], dict[str, Any]]
+
+
+def _no_ops(function: str, invocation_id: str, msg: dict[str, Any]) -> dict[str, Any]:
+    return {"op": "error", "type": "RuntimeError",
+            "message": f"{msg.get('op')!r} is not available in this core"}
 
 
 class InvokeError(Exception):
@@ -47,8 +57,10 @@ def _describe_exit(code: int | None) -> str:
 class Worker:
     """One worker process of a function, serving one call at a time over a socket pair."""
 
-    def __init__(self, spec: FunctionSpec, plan: WorkerPlan, landlock: bool) -> None:
+    def __init__(self, spec: FunctionSpec, plan: WorkerPlan, landlock: bool,
+                 on_op: Optional[OpHandler] = None) -> None:
         self.spec = spec
+        self.on_op = on_op or _no_ops
         parent, child = socket.socketpair()
         env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8"}
         env.update(spec.environment)
@@ -95,8 +107,12 @@ class Worker:
                               f"{err.get('type')}: {err.get('message')}")
         self.confinement = msg.get("confinement", "")
 
-    def call(self, invocation_id: str, payload: Any) -> dict[str, Any]:
+    def call(self, invocation_id: str, payload: Any, topic: str | None = None) -> dict[str, Any]:
         """Run one call; the reply ``{"ok": ..., "result" | "error": ...}``.
+
+        ``payload`` is the event (bytes travel base64-encoded and reach the handler as bytes);
+        ``topic`` the MQTT topic it came on (None for direct invocations). Requests the worker
+        makes during the call (publish, capture) are answered by ``on_op``.
 
         Raises
         ------
@@ -107,10 +123,20 @@ class Worker:
         deadline = time.monotonic() + timeout
         try:
             self.sock.settimeout(None)
-            protocol.send(self.sock, {"id": invocation_id, "payload": payload,
-                                      "timeout_s": timeout})
-            self.sock.settimeout(max(0.001, deadline - time.monotonic()))
-            reply: dict[str, Any] = protocol.recv(self.sock)
+            msg: dict[str, Any] = {"id": invocation_id, "timeout_s": timeout, "topic": topic}
+            if isinstance(payload, (bytes, bytearray)):
+                msg["payload_b64"] = base64.b64encode(payload).decode()
+            else:
+                msg["payload"] = payload
+            protocol.send(self.sock, msg)
+            while True:
+                self.sock.settimeout(max(0.001, deadline - time.monotonic()))
+                reply: dict[str, Any] = protocol.recv(self.sock)
+                if "op" not in reply:
+                    break
+                answer = self.on_op(self.spec.name, invocation_id, reply)
+                self.sock.settimeout(max(0.001, deadline - time.monotonic()))
+                protocol.send(self.sock, answer)
         except (socket.timeout, TimeoutError) as exc:
             self.kill()
             raise InvokeError("FunctionTimeout", f"{self.spec.name!r} did not finish in "
@@ -159,8 +185,9 @@ class FunctionPool:
     """
 
     def __init__(self, spec: FunctionSpec, plan: WorkerPlan, landlock: bool,
-                 queue_timeout_s: float = 60.0) -> None:
+                 queue_timeout_s: float = 60.0, on_op: Optional[OpHandler] = None) -> None:
         self.spec = spec
+        self.on_op = on_op
         self.plan = plan
         self.landlock = landlock
         self.queue_timeout_s = queue_timeout_s
@@ -204,7 +231,7 @@ class FunctionPool:
 
     def _spawn(self) -> Worker | None:
         try:
-            w = Worker(self.spec, self.plan, self.landlock)
+            w = Worker(self.spec, self.plan, self.landlock, self.on_op)
         except InvokeError as exc:
             with self._cond:
                 self._starting -= 1
@@ -310,12 +337,13 @@ class FunctionPool:
                 threading.Thread(target=self.start, name=f"restart-{self.spec.name}",
                                  daemon=True).start()
 
-    def invoke(self, invocation_id: str, payload: Any) -> dict[str, Any]:
+    def invoke(self, invocation_id: str, payload: Any,
+               topic: str | None = None) -> dict[str, Any]:
         """Run one call on a free worker; the worker's reply, or InvokeError."""
         w = self._acquire()
         healthy = False
         try:
-            reply = w.call(invocation_id, payload)
+            reply = w.call(invocation_id, payload, topic)
             healthy = True
             return reply
         finally:

@@ -9,9 +9,11 @@ call the worker pins every resource to the version its destination names at that
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import os
+import socket
 import threading
 import time
 from typing import Any
@@ -115,6 +117,93 @@ def load_resource(name: str, backend: str = "auto", device: str = "auto",
     return ResourceModel(name, backend, device, options)
 
 
+class Channel:
+    """The worker's side of its socket to the core, for requests made during a call.
+
+    ``context.publish`` and ``pyengine.capture`` send a request and wait for the core's answer
+    (a captured sample is acknowledged only once the core has fsynced it). Requests are only
+    possible while a call runs: between calls the core is not listening.
+    """
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.lock = threading.Lock()
+        self.in_call = False
+        self.function = ""
+        self.invocation = ""
+        self.topic: str | None = None
+
+    def request(self, msg: dict[str, Any]) -> dict[str, Any]:
+        """Send ``msg`` to the core and return its answer; errors become exceptions."""
+        from pyengine.core import protocol
+
+        with self.lock:
+            if not self.in_call:
+                raise RuntimeError(f"{msg['op']} is only possible while the function is "
+                                   "handling a call (not at import or from a thread that "
+                                   "outlives the call)")
+            protocol.send(self.sock, msg)
+            answer: dict[str, Any] = protocol.recv(self.sock)
+        if answer.get("op") == "error":
+            exc_type = {"ValueError": ValueError, "TypeError": TypeError}.get(
+                str(answer.get("type")), RuntimeError)
+            raise exc_type(answer.get("message", "the core refused the request"))
+        return answer
+
+
+_channel: Channel | None = None
+
+
+def set_channel(channel: Channel | None) -> None:
+    """Install the worker's channel (done by the worker before the first call)."""
+    global _channel
+    _channel = channel
+
+
+def _require_channel(what: str) -> Channel:
+    if _channel is None:
+        raise RuntimeError(f"{what} works inside a function run by the pyengine core "
+                           "(`pyengine core start`), not in a plain Python process")
+    return _channel
+
+
+def payload_bytes(payload: Any) -> bytes:
+    """What ``context.publish`` sends: bytes as they are, str as UTF-8, the rest as JSON."""
+    if isinstance(payload, (bytes, bytearray, memoryview)):
+        return bytes(payload)
+    if isinstance(payload, str):
+        return payload.encode()
+    from pyengine.core.protocol import _json_default
+
+    return json.dumps(payload, default=_json_default, separators=(",", ":")).encode()
+
+
+def publish(topic: str, payload: Any, qos: int = 1, retain: bool = False) -> int:
+    """Publish ``payload`` on ``topic`` from the running function; see :meth:`Context.publish`."""
+    channel = _require_channel("context.publish")
+    answer = channel.request({"op": "publish", "topic": topic, "qos": qos, "retain": retain,
+                              "payload_b64": base64.b64encode(payload_bytes(payload)).decode()})
+    return int(answer.get("routes", 0))
+
+
+def capture(inputs: Any, outputs: Any = None, meta: Any = None) -> int:
+    """Record a sample for training (``pyengine.capture``); its sequence number in the spool.
+
+    Returns once the core has the sample on disk (fsynced): an acknowledged sample survives a
+    crash. Inputs, outputs and meta must be JSON-serializable (numpy arrays become lists).
+    """
+    channel = _require_channel("pyengine.capture")
+    from pyengine.core.protocol import _json_default
+
+    sample = {"inputs": inputs, "outputs": outputs, "meta": meta}
+    try:
+        json.dumps(sample, default=_json_default)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"pyengine.capture: the sample is not serializable: {exc}") from None
+    answer = channel.request({"op": "capture", "sample": sample, "topic": channel.topic})
+    return int(answer["seq"])
+
+
 class Context:
     """The second argument of a handler.
 
@@ -128,16 +217,40 @@ class Context:
         Resource id -> local path of the version this call uses.
     logger
         A logger whose lines carry the function name and invocation id.
+    topic
+        The MQTT topic of the message that triggered the call; None for a direct invocation.
     """
 
     def __init__(self, function_name: str, invocation_id: str, deadline: float,
-                 resources: dict[str, str], logger: logging.Logger) -> None:
+                 resources: dict[str, str], logger: logging.Logger,
+                 topic: str | None = None) -> None:
         self.function_name = function_name
         self.invocation_id = invocation_id
         self.resources = resources
+        self.topic = topic
         self.logger: logging.LoggerAdapter[logging.Logger] = logging.LoggerAdapter(
             logger, {"invocation": invocation_id})
         self._deadline = deadline
+
+    def publish(self, topic: str, payload: Any, qos: int = 1, retain: bool = False) -> int:
+        """Publish a message from this function; the group's subscriptions route it.
+
+        Parameters
+        ----------
+        topic
+            The topic (no wildcards).
+        payload
+            ``bytes`` (sent as they are), ``str`` (UTF-8) or anything JSON-serializable
+            (numpy arrays become lists).
+        qos, retain
+            MQTT quality of service (0 or 1) and retain flag, for messages that go to a broker.
+
+        Returns
+        -------
+        How many targets the subscriptions routed it to (0: none matched; it is dropped and
+        counted in ``pyengine_messages_unrouted_total``).
+        """
+        return publish(topic, payload, qos, retain)
 
     def remaining_time(self) -> float:
         """Seconds left before the call times out."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import logging
@@ -15,6 +16,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from pyengine.core import landlock, protocol
+from pyengine.core.capture import Spool, Uploader
+from pyengine.core.config import CoreConfig
 from pyengine.core.group import (
     STATE_DB,
     DeployedGroup,
@@ -22,6 +25,7 @@ from pyengine.core.group import (
     change_token,
     read_deployed_group,
 )
+from pyengine.core.messaging import Router
 from pyengine.core.metrics import Metrics
 from pyengine.core.policy import plan, unreadable
 from pyengine.core.pool import FunctionPool, InvokeError
@@ -31,6 +35,8 @@ log = logging.getLogger("pyengine.core")
 #: The file in the root that tells ``pyengine invoke`` where the running core listens.
 ADDRESS_FILE = "core.json"
 DEFAULT_PORT = 8686
+#: The capture spool in the root (core only; workers have no access).
+CAPTURE_DIR = os.path.join("capture", "spool")
 
 #: HTTP status of each failure kind.
 STATUS = {"FunctionTimeout": 504, "WorkerDied": 502, "FunctionInitError": 502, "Busy": 503}
@@ -69,10 +75,13 @@ class Core:
     use_landlock
         None: Landlock where the kernel has it (``PYENGINE_LANDLOCK=off`` turns it off);
         False: uid/gid and file modes only.
+    config
+        MQTT brokers, message queues and data capture (:mod:`pyengine.core.config`).
     """
 
     def __init__(self, root: str, host: str = "127.0.0.1", port: int = DEFAULT_PORT,
-                 poll_s: float = 0.5, use_landlock: bool | None = None) -> None:
+                 poll_s: float = 0.5, use_landlock: bool | None = None,
+                 config: CoreConfig | None = None) -> None:
         self.root = os.path.abspath(root)
         self.host = host
         self.port = port
@@ -93,6 +102,10 @@ class Core:
         self._reload_now = threading.Event()
         self._httpd: ThreadingHTTPServer | None = None
         self._threads: list[threading.Thread] = []
+        self.config = config or CoreConfig()
+        self.router = Router(self.config, self.metrics, self._invoke_message, self._threads_for)
+        self.spool: Spool | None = None
+        self.uploader: Uploader | None = None
         #: Started after the core, stopped before it: objects with start() and stop() (the fleet
         #: agent of ``core start --fleet``).
         self.services: list[Any] = []
@@ -122,7 +135,13 @@ class Core:
         self.port = self._httpd.server_address[1]
         self._spawn(self._httpd.serve_forever, "http")
         self._write_address()
+        self.spool = Spool(os.path.join(self.root, CAPTURE_DIR),
+                           int(self.config.capture.spool_mb * (1 << 20)), self.metrics)
+        if self.config.capture.s3:
+            self.uploader = Uploader(self.spool, self.config.capture, self.metrics)
+            self.uploader.start()
         self.reload(cleanup=True)
+        self.router.start()
         self._spawn(self._watch, "watch")
         log.info("listening on %s", self.url)
         for service in self.services:
@@ -167,6 +186,9 @@ class Core:
         if self._httpd is not None:
             self._httpd.shutdown()
             self._httpd.server_close()
+        self.router.stop()
+        if self.uploader is not None:
+            self.uploader.stop()
         with self._lock:
             pools = list(self._pools.values()) + self._retiring
             self._pools.clear()
@@ -209,7 +231,7 @@ class Core:
         os.chmod(scratch, 0o700)
         for problem in unreadable(worker_plan, spec):
             log.warning("function %s: %s", spec.name, problem)
-        return FunctionPool(spec, worker_plan, self.landlock)
+        return FunctionPool(spec, worker_plan, self.landlock, on_op=self._worker_op)
 
     def reload(self, cleanup: bool = False) -> bool:
         """Apply the deployment in the root if it changed; True when something changed.
@@ -250,6 +272,7 @@ class Core:
                 self._grants.pop(n, None)
             self._retiring.extend(retired)
             self.group = group
+        self.router.update(group)
         for p in retired:
             p.retire()
         for n in os.listdir(os.path.join(self.root, "run")) if os.path.isdir(
@@ -279,8 +302,12 @@ class Core:
 
     # -- calls and status ------------------------------------------------------------------
 
-    def invoke(self, name: str, payload: Any) -> tuple[int, dict[str, Any]]:
-        """Invoke ``name`` with ``payload``; (HTTP status, answer)."""
+    def invoke(self, name: str, payload: Any,
+               topic: str | None = None) -> tuple[int, dict[str, Any]]:
+        """Invoke ``name`` with ``payload``; (HTTP status, answer).
+
+        ``topic``: the MQTT topic of the message that triggers the call (``context.topic``).
+        """
         with self._lock:
             pool = self._pools.get(name)
         if pool is None:
@@ -290,7 +317,7 @@ class Core:
         inv = uuid.uuid4().hex
         t0 = time.perf_counter()
         try:
-            reply = pool.invoke(inv, payload)
+            reply = pool.invoke(inv, payload, topic)
         except InvokeError as exc:
             self.metrics.record(name, time.perf_counter() - t0, exc.kind)
             log.error("%s %s: %s: %s", name, inv, exc.kind, exc)
@@ -303,6 +330,43 @@ class Core:
         err = reply.get("error") or {}
         self.metrics.record(name, dt, str(err.get("type", "Error")))
         return 500, {"invocation_id": inv, "error": err}
+
+    # -- messaging and capture ---------------------------------------------------------------
+
+    def _threads_for(self, name: str) -> int:
+        with self._lock:
+            pool = self._pools.get(name)
+        return pool.spec.max_workers() if pool is not None else 1
+
+    def _invoke_message(self, name: str, event: Any, topic: str) -> None:
+        status, body = self.invoke(name, event, topic)
+        if status != 200:
+            err = body.get("error") or {}
+            log.warning("%s: the message on %s failed: %s: %s", name, topic, err.get("type"),
+                        err.get("message"))
+
+    def _worker_op(self, function: str, invocation_id: str,
+                   msg: dict[str, Any]) -> dict[str, Any]:
+        """Answer a worker's request during a call: publish or capture."""
+        op = msg.get("op")
+        try:
+            if op == "publish":
+                payload = base64.b64decode(msg.get("payload_b64") or "")
+                routes = self.router.from_function(function, msg.get("topic"), payload,
+                                                   int(msg.get("qos", 1)),
+                                                   bool(msg.get("retain", False)))
+                return {"op": "ack", "routes": routes}
+            if op == "capture":
+                if self.spool is None:
+                    raise RuntimeError("the core has not started its capture spool")
+                seq = self.spool.append({"time": time.time(), "function": function,
+                                         "invocation_id": invocation_id,
+                                         "topic": msg.get("topic"), **msg.get("sample", {})})
+                return {"op": "ack", "seq": seq}
+        except (ValueError, TypeError, OSError, RuntimeError) as exc:
+            log.warning("%s %s: %s refused: %s", function, invocation_id, op, exc)
+            return {"op": "error", "type": type(exc).__name__, "message": str(exc)}
+        return {"op": "error", "type": "ValueError", "message": f"unknown request {op!r}"}
 
     def ready(self) -> bool:
         """True once every pinned function has started."""
@@ -324,7 +388,12 @@ class Core:
         """Prometheus text."""
         with self._lock:
             workers = {n: p.workers() for n, p in self._pools.items()}
-        return self.metrics.render(workers)
+        gauges = self.router.gauges()
+        if self.spool is not None:
+            samples, size = self.spool.stats()
+            gauges[("pyengine_capture_spool_samples", ())] = samples
+            gauges[("pyengine_capture_spool_bytes", ())] = size
+        return self.metrics.render(workers, gauges)
 
 
 def _handler_for(core: Core) -> type[BaseHTTPRequestHandler]:

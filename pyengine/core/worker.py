@@ -8,6 +8,7 @@ code runs once) and then serves one call at a time until the socket closes.
 
 from __future__ import annotations
 
+import base64
 import importlib
 import logging
 import os
@@ -86,6 +87,9 @@ def serve(sock: socket.socket) -> None:
     logger.setLevel(logging.INFO)
     logger.propagate = False
     runtime.fix_versions(cfg.get("fixed") or {})
+    channel = runtime.Channel(sock)
+    channel.function = name
+    runtime.set_channel(channel)
     try:
         confinement = _confine(cfg)
         limit_mb = _limit_memory(int(cfg["memory_mb"]))
@@ -103,9 +107,14 @@ def serve(sock: socket.socket) -> None:
         except protocol.ChannelClosed:
             return
         deadline = time.monotonic() + float(msg["timeout_s"])
-        ctx = runtime.Context(name, msg["id"], deadline, runtime.begin_call(), logger)
+        topic = msg.get("topic")
+        ctx = runtime.Context(name, msg["id"], deadline, runtime.begin_call(), logger, topic)
+        event = (base64.b64decode(msg["payload_b64"]) if "payload_b64" in msg
+                 else msg.get("payload"))
+        with channel.lock:
+            channel.in_call, channel.invocation, channel.topic = True, msg["id"], topic
         try:
-            result = fn(msg["payload"], ctx)
+            result = fn(event, ctx)
             reply: dict[str, Any] = {"ok": True, "result": result}
             try:
                 data = protocol.encode(reply)
@@ -117,7 +126,9 @@ def serve(sock: socket.socket) -> None:
                          extra={"invocation": msg["id"]})
             data = protocol.encode({"ok": False, "error": _error(exc)})
             del exc
-        sock.sendall(data)
+        with channel.lock:  # a thread of the handler publishing now gets a clear error
+            channel.in_call = False
+            sock.sendall(data)
 
 
 def main() -> None:

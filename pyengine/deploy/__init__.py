@@ -49,6 +49,7 @@ from pyengine.deploy.installed import (
     list_installed,
 )
 from pyengine.deploy.policy import group_buckets, group_policy
+from pyengine.deploy.subscriptions import Subscription
 
 __all__ = [
     "STATUSES",
@@ -68,6 +69,7 @@ __all__ = [
     "Owner",
     "ProgressEvent",
     "Resource",
+    "Subscription",
     "UnpackError",
     "current",
     "default_root",

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Optional
 
 from pyengine.deploy.errors import GroupError
+from pyengine.deploy.subscriptions import BROKERS, Subscription, filter_problem
 from pyengine.sources.aws import AwsSettings
 
 ID_RE = re.compile(r"^[a-zA-Z0-9:_-]{1,128}$")
@@ -132,6 +133,7 @@ class Group:
     s3: AwsSettings = AwsSettings()
     sagemaker: AwsSettings = AwsSettings()
     path: str = ""
+    subscriptions: tuple[Subscription, ...] = ()
 
     def resource(self, rid: str) -> Resource:
         """The resource with id ``rid`` (KeyError when none)."""
@@ -169,6 +171,7 @@ class Group:
             AwsSettings(**d.get("s3", {})),
             AwsSettings(**d.get("sagemaker", {})),
             d.get("path", ""),
+            tuple(Subscription(**x) for x in d.get("subscriptions", [])),
         )
 
 
@@ -436,7 +439,9 @@ def _check_device(c: _Checker, where: str, raw: Any) -> Optional[DeviceSpec]:
 def validate_group(data: dict[str, Any], path: str = "<group>") -> Group:
     """Validate a raw group mapping; relative paths resolve against ``path``'s directory."""
     c = _Checker(os.path.dirname(os.path.abspath(path)) if path != "<group>" else os.getcwd())
-    top = c.mapping("", data, ("name", "resources", "functions", "s3", "sagemaker"), ("name",))
+    top = c.mapping(
+        "", data, ("name", "resources", "functions", "subscriptions", "s3", "sagemaker"), ("name",)
+    )
     name = c.ident("name", top.get("name")) if top.get("name") is not None else ""
     aws: dict[str, AwsSettings] = {}
     for svc in ("s3", "sagemaker"):
@@ -599,6 +604,57 @@ def validate_group(data: dict[str, Any], path: str = "<group>") -> Group:
             )
         )
 
+    subscriptions = _check_subscriptions(c, top.get("subscriptions"), fnames)
     if c.problems:
         raise GroupError(path, c.problems)
-    return Group(name, tuple(resources), tuple(functions), aws["s3"], aws["sagemaker"], path)
+    return Group(
+        name, tuple(resources), tuple(functions), aws["s3"], aws["sagemaker"], path, subscriptions
+    )
+
+
+def _check_subscriptions(c: _Checker, raw: Any, functions: set[str]) -> tuple[Subscription, ...]:
+    """The ``subscriptions`` list: endpoints are functions of the group, devices or cloud."""
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        c.bad("subscriptions", f"expected a list, got {raw!r}")
+        return ()
+    known = ", ".join(sorted(functions)) or "none"
+    out: list[Subscription] = []
+    seen: dict[tuple[str, str, str], str] = {}
+    for i, s in enumerate(raw):
+        where = f"subscriptions[{i}]"
+        m = c.mapping(where, s, ("source", "topic", "target"), ("source", "topic", "target"))
+        if not m or any(m.get(k) is None for k in ("source", "topic", "target")):
+            continue
+        ok = True
+        for key in ("source", "target"):
+            v = m[key]
+            if v in BROKERS:
+                if v in functions:
+                    c.bad(f"{where}.{key}", f"{v!r} is ambiguous: it means the {v} endpoint, and "
+                          f"a function of the group has that name; rename the function")
+                    ok = False
+                continue
+            if not isinstance(v, str) or v not in functions:
+                c.bad(f"{where}.{key}", f"{v!r} is not 'devices', 'cloud' or the name of a "
+                      f"function of the group (functions: {known})")
+                ok = False
+        problem = filter_problem(m["topic"])
+        if problem:
+            c.bad(f"{where}.topic", problem)
+            ok = False
+        if ok and m["source"] in BROKERS and m["target"] in BROKERS:
+            c.bad(where, f"{m['source']!r} to {m['target']!r}: a subscription needs a function "
+                  "at one end (the core does not relay between brokers)")
+            ok = False
+        if not ok:
+            continue
+        sub = Subscription(str(m["source"]), str(m["topic"]), str(m["target"]))
+        key3 = (sub.source, sub.topic, sub.target)
+        if key3 in seen:
+            c.bad(where, f"the same subscription as {seen[key3]}; list each route once")
+            continue
+        seen[key3] = where
+        out.append(sub)
+    return tuple(out)

@@ -24,12 +24,14 @@ import threading
 import time
 from typing import Any, Callable, Optional
 
+from pyengine.core.config import MqttSettings
+from pyengine.core.metrics import Metrics
 from pyengine.deploy import GroupError, deploy, validate_group
 from pyengine.deploy.errors import DeployBusyError, DeployError, UnpackError
 from pyengine.deploy.fetch import fetch
 from pyengine.deploy.unpack import unpack
 from pyengine.fleet import document
-from pyengine.fleet.notify import Broker
+from pyengine.fleet.notify import FleetLink
 from pyengine.fleet.publish import CORE_NAME_VAR
 from pyengine.fleet.signing import SignatureError, TrustedKey, open_envelope
 from pyengine.fleet.store import LATEST, Fleet, check_core_name
@@ -59,7 +61,7 @@ class FleetAgent:
     trusted
         Public keys whose signatures are accepted (at least one).
     mqtt
-        ``host:port`` of the broker (None: poll only).
+        The broker that announces documents (the core's; None: poll only).
     poll_s
         Seconds between checks when no announcement arrives.
     health
@@ -70,9 +72,10 @@ class FleetAgent:
     """
 
     def __init__(self, root: str, fleet: Fleet, core_name: str, trusted: list[TrustedKey],
-                 mqtt: Optional[str] = None, poll_s: float = 30.0,
+                 mqtt: Optional[MqttSettings] = None, poll_s: float = 30.0,
                  health: Optional[Callable[[], dict[str, Any]]] = None,
-                 running: Optional[Callable[[int], Any]] = None) -> None:
+                 running: Optional[Callable[[int], Any]] = None,
+                 metrics: Optional[Metrics] = None) -> None:
         if not trusted:
             raise ValueError("a fleet core needs at least one --trust public key")
         if not poll_s > 0:
@@ -91,7 +94,8 @@ class FleetAgent:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
-        self._broker: Optional[Broker] = None
+        self._broker: Optional[FleetLink] = None
+        self._metrics = metrics
         self._last_report: Optional[dict[str, Any]] = None
         self._last_report_t = 0.0
         # Destinations may name the core: /srv/${PYENGINE_CORE_NAME}/models/digits.
@@ -128,14 +132,15 @@ class FleetAgent:
     def start(self) -> None:
         """Connect to the broker (in the background) and start checking."""
         if self.mqtt:
-            self._broker = Broker(self.mqtt, {f"{self.fleet.topic}/deployment": self._announced},
-                                  client_id=f"pyengine-core-{self.name}")
+            self._broker = FleetLink(self.mqtt, f"pyengine-fleet-{self.name}",
+                                     {f"{self.fleet.topic}/deployment": self._announced},
+                                     self._metrics)
             self._broker.start()
         self._thread = threading.Thread(target=self._run, name="pyengine-fleet", daemon=True)
         self._thread.start()
         log.info("fleet %s: core %s, trusting %s, checking every %g s%s", self.fleet.uri,
                  self.name, ", ".join(k.id for k in self.trusted), self.poll_s,
-                 f" and on announcements from {self.mqtt}" if self.mqtt else "")
+                 f" and on announcements from {self.mqtt.address()}" if self.mqtt else "")
 
     def stop(self) -> None:
         self._stop.set()

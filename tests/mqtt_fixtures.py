@@ -1,0 +1,146 @@
+"""Fixtures for the messaging tests: a real Mosquitto broker on a free loopback port, and a
+device (a paho-mqtt client) that publishes readings and collects what it receives.
+
+``scripts/services.sh`` installs Mosquitto (Debian's package) when it is missing.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+from typing import Any, Iterator
+
+import pytest
+from deploy_fixtures import free_port, wait_port
+
+
+def mosquitto_binary() -> str:
+    """The broker's executable; fails (never skips) with how to install it."""
+    exe = shutil.which("mosquitto") or next(
+        (p for p in ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto") if os.path.exists(p)),
+        None)
+    if exe is None:
+        pytest.fail("mosquitto is not installed: run scripts/services.sh "
+                    "(apt-get install -y mosquitto)")
+    return exe
+
+
+class Mosquitto:
+    """A Mosquitto process on 127.0.0.1:``port`` with a generated configuration.
+
+    ``stop()`` and ``start()`` again keep the port (a broker restart as devices see it).
+    """
+
+    def __init__(self, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.dir = tempfile.mkdtemp(prefix="pyengine-mosquitto-")
+        self.conf = os.path.join(self.dir, "mosquitto.conf")
+        self.log_path = os.path.join(self.dir, "mosquitto.log")
+        lines = [
+            f"listener {self.port} 127.0.0.1",
+            "allow_anonymous true",
+            "persistence false",
+            "set_tcp_nodelay true",
+            "max_queued_messages 100000",
+            "max_inflight_messages 100",
+            "log_dest stderr",
+            "log_type error",
+            "log_type warning",
+            "log_type notice",
+        ]
+        if os.geteuid() == 0:
+            lines.append("user root")
+        with open(self.conf, "w") as fh:
+            fh.write("\n".join(lines) + "\n")
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.start()
+
+    def start(self) -> None:
+        """Start the broker (again) on the same port; returns once it accepts connections."""
+        self._log = open(self.log_path, "ab")  # noqa: SIM115 - open while the broker runs
+        self.proc = subprocess.Popen([mosquitto_binary(), "-c", self.conf], stdout=self._log,
+                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        try:
+            wait_port(self.port, timeout=20)
+        except OSError:
+            self.stop()
+            raise RuntimeError(f"mosquitto did not start on port {self.port}:\n{self.log()}")
+
+    def stop(self) -> None:
+        """Stop the broker (its sessions and queued messages are gone: persistence is off)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+        self._log.close()
+
+    def log(self) -> str:
+        with open(self.log_path, errors="replace") as fh:
+            return fh.read()
+
+    def close(self) -> None:
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@pytest.fixture
+def mosquitto() -> Iterator[Mosquitto]:
+    """A broker of the test's own (tests that restart it need their own anyway)."""
+    broker = Mosquitto()
+    yield broker
+    broker.close()
+
+
+class Device:
+    """A device: a paho client that subscribes to ``topics`` and keeps every message it gets."""
+
+    def __init__(self, port: int, topics: list[str], client_id: str = "") -> None:
+        import paho.mqtt.client as mqtt
+
+        self.messages: list[tuple[str, bytes]] = []
+        self.cond = threading.Condition()
+        self._subscribed = threading.Event()
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,
+                                  client_id=client_id or f"device-{time.monotonic_ns()}")
+        self.client.max_inflight_messages_set(100)
+        self.client.max_queued_messages_set(0)
+        self.client.on_message = self._message
+        self.client.on_subscribe = lambda *a: self._subscribed.set()
+        self.client.on_connect = lambda c, u, f, rc, p: self._connected(c, topics)
+        self.client.connect("127.0.0.1", port, keepalive=30)
+        self.client.loop_start()
+        assert self._subscribed.wait(20), f"the device could not subscribe to {topics}"
+
+    @staticmethod
+    def _connected(client: Any, topics: list[str]) -> None:
+        client.socket().setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        client.subscribe([(t, 1) for t in topics])
+
+    def _message(self, client: Any, userdata: Any, msg: Any) -> None:
+        with self.cond:
+            self.messages.append((msg.topic, bytes(msg.payload)))
+            self.cond.notify_all()
+
+    def publish(self, topic: str, payload: bytes | str, qos: int = 1) -> Any:
+        return self.client.publish(topic, payload, qos=qos)
+
+    def wait_for(self, n: int, timeout: float = 60.0) -> list[tuple[str, bytes]]:
+        """Wait until ``n`` messages arrived (or the timeout); every message so far."""
+        deadline = time.monotonic() + timeout
+        with self.cond:
+            while len(self.messages) < n and time.monotonic() < deadline:
+                self.cond.wait(min(0.5, max(0.01, deadline - time.monotonic())))
+            return list(self.messages)
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
