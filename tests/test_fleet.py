@@ -20,7 +20,7 @@ from typing import Any, Callable
 import pytest
 from core_helpers import CoreProcess, package, text_file, write_code
 from deploy_fixtures import run_cli
-from mqtt_fixtures import Mosquitto
+from mqtt_fixtures import Device, Mosquitto
 
 from pyengine import fleet as fl
 from pyengine.fleet import document
@@ -197,6 +197,19 @@ def test_first_version_reaches_all_five(env: FleetEnv) -> None:
         assert env.invoke(n) == {"model": "v1", "code": "v1"}
     st = env.wait("health reported", lambda s: all(s[n]["health"].get("ready") for n in CORES))
     assert all(st[n]["health"]["functions"][0]["name"] == "report" for n in CORES)
+    # Cores with a broker also publish their status there (retained).
+    device = Device(int(env.broker.rsplit(":", 1)[1]), [f"{env.fleet.topic}/status/+"])
+    try:
+        deadline = time.monotonic() + 30
+        seen: dict[str, Any] = {}
+        while time.monotonic() < deadline and set(seen) != set(CORES) - {POLL_ONLY}:
+            for topic, payload in device.wait_for(len(seen) + 1, timeout=1):
+                body = json.loads(payload)
+                if body["version"] == 1:
+                    seen[topic.rsplit("/", 1)[1]] = body
+        assert set(seen) == set(CORES) - {POLL_ONLY}, sorted(seen)
+    finally:
+        device.close()
 
 
 def test_canary_then_promotion(env: FleetEnv) -> None:
@@ -225,6 +238,9 @@ def test_rollback_goes_back_everywhere(env: FleetEnv) -> None:
     env.wait_versions({n: 1 for n in CORES})
     assert all(env.installed_tag(n) == "v1" for n in CORES)
     assert env.invoke(CORES[0]) == {"model": "v1", "code": "v1"}
+    r = run_cli("fleet", "rollback", "--fleet", env.uri, "--s3-endpoint", env.endpoint,
+                "--key", env.key_path, "--to", "7")
+    assert r.returncode == 2 and "--to 7: not an earlier version" in r.stderr, r.stderr
     # The next publish continues above the highest version ever published.
     assert env.publish("v3")["version"] == 3
     env.wait_versions({n: 3 for n in CORES})

@@ -99,6 +99,9 @@ def fleet_args(p: argparse.ArgumentParser) -> None:
     rb = sub.add_parser("rollback", help="publish the previous version again, to every core")
     add_location_args(rb)
     rb.add_argument("--key", required=True, help="the private key that signs")
+    rb.add_argument("--to", type=int, default=None, metavar="VERSION",
+                    help="the version to go back to (default: the newest earlier version that "
+                    "reached every core)")
 
     st = sub.add_parser("status", help="every core's version and state")
     add_location_args(st)
@@ -161,7 +164,7 @@ def fleet_run(args: argparse.Namespace) -> int:
     elif args.fleet_command == "promote":
         doc = fl.promote(where, key, percent=args.percent, force=args.force, mqtt=args.mqtt)
     else:
-        doc = fl.rollback(where, key, mqtt=args.mqtt)
+        doc = fl.rollback(where, key, to=args.to, mqtt=args.mqtt)
     if getattr(args, "json", False):
         print(json.dumps(doc, indent=2))
     else:

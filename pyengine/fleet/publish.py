@@ -244,16 +244,32 @@ def promote(fleet: Fleet, key: SigningKey, *, percent: float = 100.0, force: boo
     return doc
 
 
-def rollback(fleet: Fleet, key: SigningKey, *, mqtt: Optional[str] = None) -> dict[str, Any]:
-    """Publish the previous version again, with the signed rollback marker, to every core."""
+def rollback(fleet: Fleet, key: SigningKey, *, to: Optional[int] = None,
+             mqtt: Optional[str] = None) -> dict[str, Any]:
+    """Publish an earlier version again, with the signed rollback marker, to every core.
+
+    Parameters
+    ----------
+    to
+        The version to go back to; default: the newest earlier version that was promoted to
+        every core (else the newest earlier version).
+    """
     past = history(fleet, [key.public])
     if not past:
         raise FleetError(f"nothing has been published to {fleet.uri}; nothing to roll back")
     cur = past[0].doc
-    prev = next((s.doc for s in past if int(s.doc["version"]) < int(cur["version"])), None)
-    if prev is None:
+    earlier = [s.doc for s in past if int(s.doc["version"]) < int(cur["version"])]
+    if to is not None:
+        earlier = [d for d in earlier if int(d["version"]) == to]
+        if not earlier:
+            known = sorted({int(s.doc["version"]) for s in past})
+            raise FleetError(f"--to {to}: not an earlier version of {fleet.uri} (current "
+                             f"{cur['version']}; published: {known})")
+    if not earlier:
         raise FleetError(f"{document.summary(cur)} is the first version published to "
                          f"{fleet.uri}; there is no earlier version to roll back to")
+    everywhere = [d for d in earlier if float(d["rollout"].get("percent", 100)) >= 100]
+    prev = (everywhere or earlier)[0]
     doc = dict(prev)
     doc["serial"] = int(cur["serial"]) + 1
     doc["high"] = int(cur.get("high", cur["version"]))
