@@ -23,16 +23,9 @@ VPY=.venv/bin/python
 "$VPY" -m pip install -q --upgrade "pip>=23"
 "$VPY" -m pip install -q "numpy>=1.23,<2" "setuptools<81" wheel "scikit-build-core>=0.10" "pybind11>=2.12" cmake ninja
 "$VPY" -m pip install -q pytest hypothesis pyyaml boto3 "moto[server]>=5" ruff mypy
-# Fleets (pyengine fleet, core start --fleet): Ed25519 signatures and MQTT announcements; their
-# tests start a Mosquitto broker.
-"$VPY" -m pip install -q "cryptography>=42" "paho-mqtt>=2"
-if ! command -v mosquitto >/dev/null && [ ! -x /usr/sbin/mosquitto ]; then
-  if [ "$(id -u)" = 0 ]; then
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto
-  else
-    echo "setup: the fleet and messaging tests need mosquitto: sudo apt-get install mosquitto" >&2
-  fi
-fi
+"$VPY" -m pip install -q "paho-mqtt>=2,<3"
+# Fleets (pyengine fleet, core start --fleet): Ed25519 signatures.
+"$VPY" -m pip install -q "cryptography>=42"
 if [ "$(uname -m)" = "x86_64" ]; then
   "$VPY" -m pip install -q atheris || echo "setup: atheris unavailable; the fuzz test will say so" >&2
 fi

@@ -5,6 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh --frameworks
+scripts/services.sh
 export PATH="$PWD/.venv/bin:$PATH"
 ctest --test-dir build/dev --output-on-failure
 set +e

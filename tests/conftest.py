@@ -13,5 +13,6 @@ os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (ROOT, os.environ.get("PYT
 
 # Deploy-area fixtures: loopback S3 server, cutting proxy, package builders.
 from deploy_fixtures import bucket, moto_auth_server, moto_endpoint, s3  # noqa: E402,F401
+
 # Messaging fixtures: a Mosquitto broker on a free loopback port.
 from mqtt_fixtures import mosquitto  # noqa: E402,F401

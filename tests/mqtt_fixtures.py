@@ -69,7 +69,8 @@ class Mosquitto:
             wait_port(self.port, timeout=20)
         except OSError:
             self.stop()
-            raise RuntimeError(f"mosquitto did not start on port {self.port}:\n{self.log()}")
+            raise RuntimeError(
+                f"mosquitto did not start on port {self.port}:\n{self.log()}") from None
 
     def stop(self) -> None:
         """Stop the broker (its sessions and queued messages are gone: persistence is off)."""

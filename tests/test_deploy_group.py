@@ -212,7 +212,8 @@ def test_unknown_fields_and_missing(tmp_path):
         "owner, sha256, max_unpacked_mb, max_files" in problems
     )
     assert (
-        "extra: unknown field 'extra'; expected one of name, resources, functions, s3, sagemaker"
+        "extra: unknown field 'extra'; expected one of name, resources, functions, "
+        "subscriptions, s3, sagemaker"
         in problems
     )
     assert "resources[0].model.destination: required field is missing" in problems

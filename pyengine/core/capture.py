@@ -12,12 +12,13 @@ ones first, each counted in ``pyengine_capture_evicted_total``.
 
 The uploader sends the oldest samples in batches of up to ``capture.batch_size`` (or what is
 there once the oldest has waited ``capture.batch_s``) as one JSON Lines object
-``PREFIX<first seq>-<last seq>.jsonl`` (sequence numbers zero-padded to 20 digits, so keys sort
-in capture order). After an upload succeeds it records the last uploaded sequence number
+``PREFIX<first seq>.jsonl`` (the sequence number zero-padded to 20 digits, so keys sort in
+capture order). After an upload succeeds it records the last uploaded sequence number
 (fsynced), then deletes those files. When S3 cannot be reached it retries with exponential
-backoff up to ``capture.retry_max_s``; samples wait in the spool meanwhile. A crash between
-the upload and that record can send those samples again on the next start (at least once); at
-any other time nothing is uploaded twice.
+backoff up to ``capture.retry_max_s``; samples wait in the spool meanwhile. A crash between an
+upload and that record sends the batch again on the next start, starting with the same sample
+and so under the same key: the object is replaced (with the same samples, maybe more), not
+duplicated.
 """
 
 from __future__ import annotations
@@ -225,7 +226,10 @@ class Uploader:
             kept, body = self.spool.read(seqs)
             if not kept:
                 continue
-            key = f"{self.prefix}{kept[0]:020d}-{kept[-1]:020d}.jsonl"
+            # Named by the first sample only: after a crash between an upload and its record,
+            # the same samples (and maybe more) go out again under the same key, replacing the
+            # object instead of duplicating them.
+            key = f"{self.prefix}{kept[0]:020d}.jsonl"
             try:
                 self._client().put_object(Bucket=self.bucket, Key=key, Body=body,
                                           ContentType="application/x-ndjson")

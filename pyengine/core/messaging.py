@@ -37,6 +37,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("pyengine.core.messaging")
 
+#: Most messages the core holds for a broker it cannot reach (QoS 1, per broker).
+OUTGOING_MAX = 100_000
+
 #: What invokes a function: (function name, event, topic) -> None.
 Invoke = Callable[[str, Any, str], Any]
 
@@ -80,7 +83,8 @@ class BrokerLink:
                       keyfile=settings.tls.key)
             c.tls_insecure_set(settings.tls.insecure)
         c.max_inflight_messages_set(100)
-        c.max_queued_messages_set(0)  # QoS 1 messages published while disconnected wait
+        # QoS 1 messages published while the broker is unreachable wait, up to this many.
+        c.max_queued_messages_set(OUTGOING_MAX)
         c.reconnect_delay_set(min_delay=1, max_delay=5)
         c.on_connect = self._connected
         c.on_disconnect = self._disconnected
@@ -112,9 +116,13 @@ class BrokerLink:
             if removed:
                 self.client.unsubscribe(sorted(removed))
 
-    def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> None:
-        """Publish (queued by the client while the broker is unreachable, for QoS 1)."""
-        self.client.publish(topic, payload, qos=qos, retain=retain)
+    def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> str:
+        """Publish; QoS 1 messages wait in the client while the broker is unreachable (up to
+        :data:`OUTGOING_MAX`). Returns "" when sent or queued, else why it was dropped."""
+        info = self.client.publish(topic, payload, qos=qos, retain=retain)
+        if info.rc == 0:
+            return ""
+        return "broker_queue_full" if qos else "disconnected"
 
     # -- paho callbacks (its network thread) -----------------------------------------------
 
@@ -321,7 +329,11 @@ class Router:
                     self.metrics.inc("pyengine_messages_dropped_total", function=function,
                                      reason=f"no_{t}_broker")
                     continue
-                link.publish(topic, payload, qos=qos, retain=retain)
+                dropped = link.publish(topic, payload, qos=qos, retain=retain)
+                if dropped:
+                    self.metrics.inc("pyengine_messages_dropped_total", function=function,
+                                     reason=dropped)
+                    continue
                 reached += 1
             elif self._queue(t).put(decode_event(payload), topic, function):
                 reached += 1

@@ -366,6 +366,10 @@ class Core:
         except (ValueError, TypeError, OSError, RuntimeError) as exc:
             log.warning("%s %s: %s refused: %s", function, invocation_id, op, exc)
             return {"op": "error", "type": type(exc).__name__, "message": str(exc)}
+        except Exception as exc:  # noqa: BLE001 - the function gets the failure, the call goes on
+            log.exception("%s %s: %s failed", function, invocation_id, op)
+            return {"op": "error", "type": "RuntimeError", "message": f"{op} failed in the "
+                    f"core: {type(exc).__name__}: {exc}"}
         return {"op": "error", "type": "ValueError", "message": f"unknown request {op!r}"}
 
     def ready(self) -> bool:
