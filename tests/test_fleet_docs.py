@@ -125,6 +125,10 @@ def test_serial_and_version_rules(tmp_path, keys, moto_endpoint, bucket,  # noqa
     assert again.report(force=True)
     st = fleet.statuses()["solo"]
     assert st["version"] == 1 and st["state"] == "applied" and len(st["refused"]) == 3
+    # A genuine old document copied under a newer name does not fool the publisher either.
+    fleet.put(fleet.get("deployments", f"{1:010d}.json") or b"", "deployments",
+              f"{99:010d}.json")
+    assert fl.latest(fleet, [key.public])["serial"] == 3
     # Publishing continues above the highest version ever published.
     assert fl.publish(str(group), fleet, key)["version"] == 3
 

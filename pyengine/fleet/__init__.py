@@ -16,6 +16,7 @@ from pyengine.fleet.agent import FleetAgent
 from pyengine.fleet.publish import (
     CORE_NAME_VAR,
     FleetError,
+    documents,
     history,
     latest,
     promote,
@@ -34,6 +35,7 @@ __all__ = [
     "SignatureError",
     "SigningKey",
     "TrustedKey",
+    "documents",
     "history",
     "keygen",
     "latest",

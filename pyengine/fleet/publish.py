@@ -84,10 +84,10 @@ def _stream_sha256(uri: str, group: Any) -> str:
     return h.hexdigest()
 
 
-def history(fleet: Fleet, trusted: list[TrustedKey]) -> list[Signed]:
-    """Every document in the fleet's history signed by a trusted key, newest serial first.
-    Documents that fail verification are skipped with a warning."""
-    out: list[Signed] = []
+def documents(fleet: Fleet, trusted: list[TrustedKey]) -> Iterator[Signed]:
+    """The fleet's history, newest serial first, read lazily: only documents signed by a
+    trusted key, for this fleet, stored under their own serial's name (a genuine old document
+    copied under a newer name is skipped, like anything that fails verification)."""
     for name in sorted(fleet.list("deployments"), reverse=True):
         data = fleet.get("deployments", name)
         if data is None:
@@ -97,11 +97,18 @@ def history(fleet: Fleet, trusted: list[TrustedKey]) -> list[Signed]:
         except SignatureError as exc:
             log.warning("ignoring %s: %s", fleet.object_uri("deployments", name), exc)
             continue
-        if doc.get("fleet") != fleet.uri or not isinstance(doc.get("serial"), int):
+        serial = doc.get("serial")
+        if doc.get("fleet") != fleet.uri or not isinstance(serial, int) \
+                or name != f"{serial:010d}.json":
+            log.warning("ignoring %s: not this fleet's document number %s",
+                        fleet.object_uri("deployments", name), name)
             continue
-        out.append(Signed(doc, name))
-    out.sort(key=lambda s: int(s.doc["serial"]), reverse=True)
-    return out
+        yield Signed(doc, name)
+
+
+def history(fleet: Fleet, trusted: list[TrustedKey]) -> list[Signed]:
+    """Every verified document of the fleet (see :func:`documents`), newest first."""
+    return list(documents(fleet, trusted))
 
 
 def _write(fleet: Fleet, key: SigningKey, doc: dict[str, Any], mqtt: Optional[str]) -> None:
@@ -187,10 +194,9 @@ def publish(group_path: str, fleet: Fleet, key: SigningKey, *, percent: float = 
             code[f.name] = {"uri": fleet.object_uri("code", name), "sha256": sha,
                             "size": os.path.getsize(out)}
             raw_fn[f.name]["code"] = f"fleet-code:{sha}"
-    past = history(fleet, [key.public])
-    latest = past[0].doc if past else None
-    serial = int(latest["serial"]) + 1 if latest else 1
-    high = max([int(s.doc.get("high", s.doc["version"])) for s in past[:1]] or [0])
+    last = next(documents(fleet, [key.public]), None)
+    serial = int(last.doc["serial"]) + 1 if last else 1
+    high = int(last.doc.get("high", last.doc["version"])) if last else 0
     doc = {
         "format": document.DOC_FORMAT,
         "fleet": fleet.uri,
@@ -210,11 +216,11 @@ def publish(group_path: str, fleet: Fleet, key: SigningKey, *, percent: float = 
 
 def latest(fleet: Fleet, trusted: list[TrustedKey]) -> dict[str, Any]:
     """The newest document signed by a trusted key; FleetError when there is none."""
-    past = history(fleet, trusted)
-    if not past:
+    last = next(documents(fleet, trusted), None)
+    if last is None:
         raise FleetError(f"nothing has been published to {fleet.uri} with a trusted key; "
                          "run `pyengine fleet publish` first")
-    return past[0].doc
+    return last.doc
 
 
 def promote(fleet: Fleet, key: SigningKey, *, percent: float = 100.0, force: bool = False,
@@ -254,15 +260,17 @@ def rollback(fleet: Fleet, key: SigningKey, *, to: Optional[int] = None,
         The version to go back to; default: the newest earlier version that was promoted to
         every core (else the newest earlier version).
     """
-    past = history(fleet, [key.public])
-    if not past:
+    past = documents(fleet, [key.public])
+    first = next(past, None)
+    if first is None:
         raise FleetError(f"nothing has been published to {fleet.uri}; nothing to roll back")
-    cur = past[0].doc
-    earlier = [s.doc for s in past if int(s.doc["version"]) < int(cur["version"])]
+    cur = first.doc
+    older = [s.doc for s in past]
+    earlier = [d for d in older if int(d["version"]) < int(cur["version"])]
     if to is not None:
         earlier = [d for d in earlier if int(d["version"]) == to]
         if not earlier:
-            known = sorted({int(s.doc["version"]) for s in past})
+            known = sorted({int(d["version"]) for d in [cur, *older]})
             raise FleetError(f"--to {to}: not an earlier version of {fleet.uri} (current "
                              f"{cur['version']}; published: {known})")
     if not earlier:
@@ -282,8 +290,8 @@ def rollback(fleet: Fleet, key: SigningKey, *, to: Optional[int] = None,
 
 def status(fleet: Fleet, trusted: list[TrustedKey]) -> dict[str, Any]:
     """The current document (or None) and every core's status, with rollout counts."""
-    past = history(fleet, trusted)
-    cur = past[0].doc if past else None
+    last = next(documents(fleet, trusted), None)
+    cur = last.doc if last else None
     cores = fleet.statuses()
     out: dict[str, Any] = {"fleet": fleet.uri, "document": None, "cores": cores}
     if cur is not None:
