@@ -79,6 +79,7 @@ class FleetLink:
         return bool(info.is_published())
 
     def stop(self) -> None:
+        self.link.connected.clear()  # an intended disconnect: not "lost the connection"
         self.link.stop()
 
 
