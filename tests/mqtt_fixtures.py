@@ -19,11 +19,53 @@ import pytest
 from deploy_fixtures import free_port, wait_port
 
 
-def mosquitto_binary() -> str:
-    """The broker's executable; fails (never skips) with how to install it."""
-    exe = shutil.which("mosquitto") or next(
-        (p for p in ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto") if os.path.exists(p)),
-        None)
+def make_certificates(directory: str) -> tuple[str, str, str]:
+    """A CA and a server certificate for 127.0.0.1 signed by it: (ca.pem, server.pem, key)."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "pyengine test CA")])
+    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name)
+          .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
+          .not_valid_before(now - datetime.timedelta(minutes=5))
+          .not_valid_after(now + datetime.timedelta(days=1))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+          .sign(ca_key, hashes.SHA256()))
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
+            .issuer_name(ca_name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    paths = [os.path.join(directory, n) for n in ("ca.pem", "server.pem", "server.key")]
+    with open(paths[0], "wb") as fh:
+        fh.write(ca.public_bytes(serialization.Encoding.PEM))
+    with open(paths[1], "wb") as fh:
+        fh.write(cert.public_bytes(serialization.Encoding.PEM))
+    with open(paths[2], "wb") as fh:
+        fh.write(key.private_bytes(serialization.Encoding.PEM,
+                                   serialization.PrivateFormat.TraditionalOpenSSL,
+                                   serialization.NoEncryption()))
+    return paths[0], paths[1], paths[2]
+
+
+def mosquitto_binary(name: str = "mosquitto") -> str:
+    """The broker's executable (or another of its package's); fails (never skips) with how to
+    install it."""
+    exe = shutil.which(name) or next(
+        (p for p in (f"/usr/sbin/{name}", f"/usr/bin/{name}", f"/usr/local/sbin/{name}")
+         if os.path.exists(p)), None)
     if exe is None:
         pytest.fail("mosquitto is not installed: run scripts/services.sh "
                     "(apt-get install -y mosquitto)")
@@ -36,14 +78,26 @@ class Mosquitto:
     ``stop()`` and ``start()`` again keep the port (a broker restart as devices see it).
     """
 
-    def __init__(self, port: int | None = None) -> None:
+    def __init__(self, port: int | None = None, tls: bool = False,
+                 users: dict[str, str] | None = None) -> None:
         self.port = port or free_port()
         self.dir = tempfile.mkdtemp(prefix="pyengine-mosquitto-")
         self.conf = os.path.join(self.dir, "mosquitto.conf")
         self.log_path = os.path.join(self.dir, "mosquitto.log")
-        lines = [
-            f"listener {self.port} 127.0.0.1",
-            "allow_anonymous true",
+        lines = [f"listener {self.port} 127.0.0.1"]
+        if tls:
+            self.ca, cert, key = make_certificates(self.dir)
+            lines += [f"cafile {self.ca}", f"certfile {cert}", f"keyfile {key}"]
+        if users:
+            passwd = os.path.join(self.dir, "passwd")
+            for i, (user, password) in enumerate(users.items()):
+                subprocess.run([mosquitto_binary("mosquitto_passwd"), "-b",
+                                *(["-c"] if i == 0 else []), passwd, user, password],
+                               check=True, capture_output=True)
+            lines += ["allow_anonymous false", f"password_file {passwd}"]
+        else:
+            lines.append("allow_anonymous true")
+        lines += [
             "persistence false",
             "set_tcp_nodelay true",
             "max_queued_messages 100000",
@@ -104,7 +158,8 @@ def mosquitto() -> Iterator[Mosquitto]:
 class Device:
     """A device: a paho client that subscribes to ``topics`` and keeps every message it gets."""
 
-    def __init__(self, port: int, topics: list[str], client_id: str = "") -> None:
+    def __init__(self, port: int, topics: list[str], client_id: str = "",
+                 ca: str | None = None, auth: tuple[str, str] | None = None) -> None:
         import paho.mqtt.client as mqtt
 
         self.messages: list[tuple[str, bytes]] = []
@@ -113,6 +168,10 @@ class Device:
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,
                                   client_id=client_id or f"device-{time.monotonic_ns()}")
         self.client.max_inflight_messages_set(100)
+        if ca:
+            self.client.tls_set(ca_certs=ca)
+        if auth:
+            self.client.username_pw_set(*auth)
         self.client.max_queued_messages_set(0)
         self.client.on_message = self._message
         self.client.on_subscribe = lambda *a: self._subscribed.set()

@@ -186,10 +186,15 @@ def test_spool_cap_evicts_oldest_first_and_counts(tmp_path: Any) -> None:
     kept, body = spool.read(list(range(40)))
     assert kept == list(range(40 - samples, 40))  # the newest survive
     assert [json.loads(line)["i"] for line in body.decode().splitlines()] == kept
+    # A write cut by a crash (never acknowledged) is not a sample after a restart.
+    spool_dir = tmp_path / "spool"
+    slots = sorted(p.name for p in spool_dir.iterdir() if p.name.startswith("slot-"))
+    (spool_dir / "slot-999999").write_bytes(b'{"seq":1000,"inputs":"xx')
     # A new Spool over the same directory (a restart) sees the same samples, and numbering
     # continues after them; after an upload is recorded numbering continues past it too.
-    again = Spool(str(tmp_path / "spool"), cap_bytes=2000, metrics=metrics)
+    again = Spool(str(spool_dir), cap_bytes=2000, metrics=metrics)
     assert again.stats() == (samples, size)
+    assert len(slots) <= samples + 32  # slots are reused, not one file per sample ever taken
     again.done(39)
     assert again.stats() == (0, 0)
     assert Spool(str(tmp_path / "spool"), 2000, metrics).append(sample) == 40

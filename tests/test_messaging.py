@@ -87,6 +87,16 @@ def _metric(text: str, name: str, **labels: str) -> float:
     return 0.0
 
 
+def _wait_subscribed(core: CoreProcess, broker: str = "devices") -> None:
+    """Until the core is connected to ``broker`` and its subscriptions are acknowledged."""
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if _metric(core.get("/metrics")[1], "pyengine_mqtt_connected", broker=broker) == 1:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"the core did not subscribe on {broker} in 20 s:\n{core.log()}")
+
+
 def _x(seed: int) -> list[float]:
     return np.random.default_rng(seed).standard_normal(64).astype(np.float32).tolist()
 
@@ -115,6 +125,7 @@ def test_device_gets_predictions_and_1000_qos1_messages_arrive_once(mosquitto: M
         {"source": "aggregate", "topic": "summaries/+", "target": "devices"},
     ], _model_dir(base))
     core = CoreProcess(root, args=("--mqtt", f"127.0.0.1:{mosquitto.port}")).wait_ready()
+    _wait_subscribed(core)
     device = Device(mosquitto.port, ["#"])
     try:
         # One reading: the prediction comes back on the reply topic, equal to the model's.
@@ -185,12 +196,7 @@ def test_full_queue_drops_are_counted(mosquitto: Mosquitto, predict_base: str) -
     core = CoreProcess(root, args=("--config", config)).wait_ready()
     device = Device(mosquitto.port, ["acks/#"])
     try:
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:  # the core subscribes once it has connected
-            _, metrics = core.get("/metrics")
-            if _metric(metrics, "pyengine_mqtt_connected", broker="devices") == 1:
-                break
-            time.sleep(0.05)
+        _wait_subscribed(core)
         n = 60
         for i in range(n):
             device.publish("work", json.dumps({"seq": i, "sleep": 0.05})).wait_for_publish(10)
@@ -333,3 +339,81 @@ def function_handler(event, context):
         on_site.close()
         core.stop()
         cloud.close()
+
+
+def test_a_new_deployment_changes_the_routes_of_the_running_core(mosquitto: Mosquitto,
+                                                                 predict_base: str) -> None:
+    base = predict_base
+    fns = [function(base, "slow", SLOW, pinned=True)]
+    root = _deploy(base, fns, [
+        {"source": "devices", "topic": "old/#", "target": "slow"},
+        {"source": "slow", "topic": "acks/slow", "target": "devices"},
+    ])
+    core = CoreProcess(root, args=("--mqtt", f"127.0.0.1:{mosquitto.port}")).wait_ready()
+    device = Device(mosquitto.port, ["acks/#"])
+
+    def answered(topic: str, seq: int, wait_s: float) -> bool:
+        deadline = time.monotonic() + wait_s
+        while time.monotonic() < deadline:
+            device.publish(topic, json.dumps({"seq": seq, "sleep": 0}))
+            if any(json.loads(p)["seq"] == seq for _, p in device.wait_for(10**6, 0.3)):
+                return True
+        return False
+
+    try:
+        assert answered("old/1", 1, 20)
+        pids = core.get("/functions")[1]["functions"][0]["pids"]
+        _deploy(base, fns, [
+            {"source": "devices", "topic": "new/+", "target": "slow"},
+            {"source": "slow", "topic": "acks/slow", "target": "devices"},
+        ])
+        assert answered("new/1", 2, 20), core.log()[-2000:]
+        assert not answered("old/1", 3, 1.5)  # unsubscribed
+        # Only the routes changed: the function kept its worker.
+        assert core.get("/functions")[1]["functions"][0]["pids"] == pids
+    finally:
+        device.close()
+        core.stop()
+
+
+def test_tls_and_credentials_from_the_core_config(predict_base: str) -> None:
+    """The broker takes TLS only, with a password: the core connects with the CA, user and
+    password file of its configuration; a wrong password is refused and said so."""
+    base = predict_base
+    broker = Mosquitto(tls=True, users={"core": "core-secret", "cam": "cam-secret"})
+    root = _deploy(base, [function(base, "slow", SLOW, pinned=True)], [
+        {"source": "devices", "topic": "work/#", "target": "slow"},
+        {"source": "slow", "topic": "acks/slow", "target": "devices"},
+    ])
+    pass_file = os.path.join(base, "mqtt.pass")
+    with open(pass_file, "w") as fh:
+        fh.write("core-secret\n")
+    config = os.path.join(base, "core.json")
+    mqtt = {"host": "127.0.0.1", "port": broker.port, "tls": {"ca": broker.ca},
+            "username": "core", "password_file": pass_file}
+    with open(config, "w") as fh:
+        json.dump({"mqtt": mqtt}, fh)
+    core = CoreProcess(root, args=("--config", config)).wait_ready()
+    try:
+        _wait_subscribed(core)
+        device = Device(broker.port, ["acks/#"], ca=broker.ca, auth=("cam", "cam-secret"))
+        try:
+            device.publish("work/1", json.dumps({"seq": 7, "sleep": 0}))
+            assert [json.loads(p) for _, p in device.wait_for(1, 20)] == [{"seq": 7}]
+        finally:
+            device.close()
+    finally:
+        core.stop()
+    with open(config, "w") as fh:
+        json.dump({"mqtt": {**mqtt, "password_file": None}}, fh)
+    core = CoreProcess(root, args=("--config", config),
+                       env={"PYENGINE_MQTT_PASSWORD": "wrong"}).wait_ready()
+    try:
+        deadline = time.monotonic() + 20
+        while "refused the connection" not in core.log() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert "refused the connection" in core.log(), core.log()
+        assert _metric(core.get("/metrics")[1], "pyengine_mqtt_connected", broker="devices") == 0
+    finally:
+        core.stop()
+        broker.close()

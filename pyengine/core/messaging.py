@@ -89,6 +89,8 @@ class BrokerLink:
         c.on_connect = self._connected
         c.on_disconnect = self._disconnected
         c.on_message = self._message
+        c.on_subscribe = self._subscribed
+        self._pending_mid = -1
         self.client = c
 
     def start(self) -> None:
@@ -139,12 +141,18 @@ class BrokerLink:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         with self._lock:
             filters = sorted(self._filters)
-        if filters:
-            client.subscribe([(f, 1) for f in filters])
-        self.connected.set()
         self.metrics.inc("pyengine_mqtt_connects_total", broker=self.name)
+        if filters:  # connected (in /metrics) once the broker has acknowledged them
+            _, self._pending_mid = client.subscribe([(f, 1) for f in filters])
+        else:
+            self.connected.set()
         log.info("%s: connected to %s; subscribed to %s", self.name, self.settings.address(),
                  filters or "nothing")
+
+    def _subscribed(self, client: Any, userdata: Any, mid: int, reason_codes: Any,
+                    properties: Any) -> None:
+        if mid == self._pending_mid:
+            self.connected.set()
 
     def _disconnected(self, client: Any, userdata: Any, flags: Any, reason: Any,
                       properties: Any) -> None:

@@ -23,7 +23,8 @@ EXTRA = {
     "pyengine_messages_unrouted_total": (
         "counter", "Messages a function published that no subscription routes."),
     "pyengine_message_queue_depth": ("gauge", "Messages waiting for each function."),
-    "pyengine_mqtt_connected": ("gauge", "1 while the core is connected to the broker."),
+    "pyengine_mqtt_connected": (
+        "gauge", "1 while the core is connected to the broker and subscribed."),
     "pyengine_mqtt_connects_total": ("counter", "Successful connections to the broker."),
     "pyengine_capture_samples_total": ("counter", "Samples captured (spooled and fsynced)."),
     "pyengine_capture_evicted_total": (
