@@ -228,16 +228,16 @@ class FleetAgent:
             return str(self.st["state"])
         target = {"serial": serial, "version": version, "group": doc.get("group"),
                   "rollback": doc.get("rollback"), "signed_by": signer}
+        if have is not None and version == int(have) and self.st.get("group") == doc["group"]:
+            self._set("applied", f"{document.summary(doc)} is installed", serial=serial,
+                      target=target, seen=digest)
+            return "applied"
         if not document.targets(doc, self.name):
             self._set("waiting", f"{document.summary(doc)} does not include this core yet "
                       f"(canary point {document.point(self.name):.3f} >= cutoff "
                       f"{float(doc['rollout']['cutoff']):.3f}); waiting for promotion",
                       serial=serial, target=target, seen=digest)
             return "waiting"
-        if have is not None and version == int(have) and self.st.get("group") == doc["group"]:
-            self._set("applied", f"{document.summary(doc)} is installed", serial=serial,
-                      target=target, seen=digest)
-            return "applied"
         if self.st.get("failed_version") == version and self.st.get("group") in (
                 doc["group"], None) and self.st.get("state") == "failed":
             self.st.update(serial=serial, target=target, seen=digest)
