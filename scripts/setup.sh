@@ -25,6 +25,8 @@ VPY=.venv/bin/python
 "$VPY" -m pip install -q pytest hypothesis pyyaml boto3 "moto[server]>=5" ruff mypy
 "$VPY" -m pip install -q matplotlib  # bench plots (bench/bench_batching.py)
 "$VPY" -m pip install -q "paho-mqtt>=2,<3"
+# Fleets (pyengine fleet, core start --fleet): Ed25519 signatures.
+"$VPY" -m pip install -q "cryptography>=42"
 if [ "$(uname -m)" = "x86_64" ]; then
   "$VPY" -m pip install -q atheris || echo "setup: atheris unavailable; the fuzz test will say so" >&2
 fi

@@ -106,7 +106,7 @@ class CoreProcess:
                  env: dict[str, str] | None = None, args: tuple[str, ...] = ()) -> None:
         self.root = root
         self.log_path = os.path.join(os.path.dirname(root), f"core-{os.path.basename(root)}.log")
-        self._log = open(self.log_path, "wb")  # noqa: SIM115 - open while the core runs
+        self._log = open(self.log_path, "ab")  # noqa: SIM115 - open while the core runs
         full_env = dict(os.environ)
         full_env.update(env or {})
         self.proc = subprocess.Popen(

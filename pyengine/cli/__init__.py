@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import Callable, Sequence
 
-from pyengine.cli import commands, core_cmds, deploy_commands
+from pyengine.cli import commands, core_cmds, deploy_commands, fleet_cmds
 from pyengine.cli import convert as convert_cmd
 
 # Each entry: (name, help, add_arguments, run). Later areas append their commands here.
@@ -31,6 +31,8 @@ COMMANDS: list[tuple[str, str, Callable[[argparse.ArgumentParser], None], Callab
      deploy_commands.resources_run),
     ("policy", "print the IAM policy a group's sources need", deploy_commands.policy_args,
      deploy_commands.policy_run),
+    ("fleet", "publish a group to a fleet of cores; promote, roll back, status",
+     fleet_cmds.fleet_args, fleet_cmds.fleet_run),
 ]
 
 
@@ -46,7 +48,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return runners[args.command](args)
-    except (ValueError, OSError, ImportError, *deploy_commands.ERRORS) as exc:
+    except (ValueError, OSError, ImportError, *deploy_commands.ERRORS, *fleet_cmds.ERRORS) as exc:
         print(f"pyengine {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

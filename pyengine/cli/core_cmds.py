@@ -10,6 +10,7 @@ import sys
 import urllib.error
 import urllib.request
 
+from pyengine.cli import fleet_cmds
 from pyengine.core import ADDRESS_FILE, Core, default_root
 from pyengine.core.config import load_config
 from pyengine.core.server import DEFAULT_PORT
@@ -32,14 +33,19 @@ def core_args(p: argparse.ArgumentParser) -> None:
                    "port; default: $PYENGINE_MQTT)")
     s.add_argument("--capture-s3", default=None, metavar="s3://BUCKET/PREFIX/",
                    help="where captured samples go (overrides the config file's capture.s3)")
+    fleet_cmds.core_start_args(s)
 
 
 def core_run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=args.log_level, stream=sys.stderr,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    root = args.root or default_root()
     config = load_config(args.config, mqtt=args.mqtt, capture_s3=args.capture_s3)
-    Core(args.root or default_root(), host=args.host, port=args.port,
-         config=config).serve_forever()
+    core = Core(root, host=args.host, port=args.port, config=config)
+    agent = fleet_cmds.fleet_agent(args, root, core)
+    if agent is not None:
+        core.services.append(agent)
+    core.serve_forever()
     return 0
 
 

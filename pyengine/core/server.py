@@ -112,6 +112,9 @@ class Core:
         self.router = Router(self.config, self.metrics, self._invoke_message, self._threads_for)
         self.spool: Spool | None = None
         self.uploader: Uploader | None = None
+        #: Started after the core, stopped before it: objects with start() and stop() (the fleet
+        #: agent of ``core start --fleet``).
+        self.services: list[Any] = []
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -147,6 +150,8 @@ class Core:
         self.router.start()
         self._spawn(self._watch, "watch")
         log.info("listening on %s", self.url)
+        for service in self.services:
+            service.start()
 
     @property
     def url(self) -> str:
@@ -182,6 +187,8 @@ class Core:
         """Stop the API and every worker."""
         self._stopping.set()
         self._reload_now.set()
+        for service in reversed(self.services):
+            service.stop()
         if self._httpd is not None:
             self._httpd.shutdown()
             self._httpd.server_close()
@@ -283,6 +290,21 @@ class Core:
                      group.deployment or "-", group.name, [p.spec.name for p in started],
                      [p.spec.name for p in retired])
         return True
+
+    def await_deployment(self, deployment: int | str, timeout_s: float = 30.0) -> bool:
+        """Apply ``deployment`` now rather than at the next poll; True once the core runs it
+        (its new workers started), False after ``timeout_s``."""
+        deadline = time.monotonic() + timeout_s
+        while not self._stopping.is_set():
+            with self._lock:
+                group = self.group
+            if group is not None and group.deployment == str(deployment):
+                return True
+            if time.monotonic() > deadline:
+                return False
+            self._reload_now.set()
+            time.sleep(0.02)
+        return False
 
     # -- calls and status ------------------------------------------------------------------
 

@@ -1,0 +1,174 @@
+"""Fleet commands: ``fleet keygen|publish|promote|rollback|status`` and the ``core start
+--fleet`` options."""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+from typing import Any
+
+from pyengine.fleet.publish import FleetError
+from pyengine.sources.aws import AwsSettings
+
+#: What a fleet command reports as "pyengine fleet: error: ..." (besides ValueError/OSError).
+ERRORS = (FleetError,)
+
+
+def s3_settings(args: argparse.Namespace) -> AwsSettings:
+    return AwsSettings(args.s3_endpoint or None, args.s3_region or None)
+
+
+def add_location_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--fleet", required=True, metavar="s3://BUCKET/PREFIX",
+                   help="where the fleet's documents and statuses live")
+    p.add_argument("--s3-endpoint", default=None, metavar="URL",
+                   help="S3 API endpoint (default: boto3's, e.g. $AWS_ENDPOINT_URL_S3)")
+    p.add_argument("--s3-region", default=None, help="S3 region (default: boto3's)")
+    p.add_argument("--mqtt", default=None, metavar="HOST[:PORT]",
+                   help="MQTT broker that announces documents (optional; cores also poll)")
+
+
+def core_start_args(s: argparse.ArgumentParser) -> None:
+    """The options ``core start`` gains for fleets."""
+    g = s.add_argument_group("fleet (see `pyengine fleet --help`)")
+    g.add_argument("--fleet", default=None, metavar="s3://BUCKET/PREFIX",
+                   help="follow this fleet's signed deployment documents")
+    g.add_argument("--core-name", default=None,
+                   help="this core's name in the fleet (default: the host name)")
+    g.add_argument("--trust", action="append", default=[], metavar="PUBLIC_KEY",
+                   help="public key whose signatures are accepted (repeatable; required with "
+                   "--fleet)")
+    g.add_argument("--fleet-poll", type=float, default=30.0, metavar="SECONDS",
+                   help="check the bucket this often without announcements (30); "
+                   "announcements come through the core's broker (--mqtt or --config)")
+    g.add_argument("--s3-endpoint", default=None, metavar="URL", help="S3 API endpoint")
+    g.add_argument("--s3-region", default=None, help="S3 region")
+
+
+def fleet_agent(args: argparse.Namespace, root: str, core: Any) -> Any:
+    """The fleet agent ``core start --fleet`` runs (None without --fleet)."""
+    if not args.fleet:
+        for opt in ("core_name", "s3_endpoint"):
+            if getattr(args, opt):
+                raise ValueError(f"--{opt.replace('_', '-')} needs --fleet")
+        return None
+    from pyengine.fleet import Fleet, FleetAgent, TrustedKey
+
+    if not args.trust:
+        raise ValueError("--fleet needs --trust PUBLIC_KEY: a core only applies documents "
+                         "signed by a key it trusts (make a pair with `pyengine fleet keygen`)")
+
+    def health() -> dict[str, Any]:
+        return {"ready": core.ready(),
+                "functions": [{k: f[k] for k in ("name", "status", "last_error")}
+                              for f in core.functions()]}
+
+    return FleetAgent(root, Fleet.parse(args.fleet, s3_settings(args)),
+                      args.core_name or os.uname().nodename,
+                      [TrustedKey.load(p) for p in args.trust], mqtt=core.config.mqtt,
+                      poll_s=args.fleet_poll, health=health, running=core.await_deployment,
+                      metrics=core.metrics)
+
+
+def fleet_args(p: argparse.ArgumentParser) -> None:
+    sub = p.add_subparsers(dest="fleet_command", required=True)
+    k = sub.add_parser("keygen", help="make an Ed25519 key pair for signing documents")
+    k.add_argument("key", help="the private key file to write (the public key goes to KEY.pub)")
+    k.add_argument("--public", default=None, help="where the public key goes (KEY.pub)")
+    k.add_argument("--force", action="store_true", help="overwrite existing key files")
+
+    pub = sub.add_parser("publish", help="publish a group to the fleet as a new version")
+    pub.add_argument("group", help="the group file (YAML or JSON)")
+    add_location_args(pub)
+    pub.add_argument("--key", required=True, help="the private key that signs (fleet keygen)")
+    pub.add_argument("--percent", type=float, default=100.0,
+                     help="share of cores that get it first (canary); promote widens it (100)")
+    pub.add_argument("--max-failures", type=int, default=None,
+                     help="halt the rollout when more cores than this fail (default: never)")
+    pub.add_argument("--json", action="store_true", help="print the signed document as JSON")
+
+    pro = sub.add_parser("promote", help="widen the current rollout")
+    add_location_args(pro)
+    pro.add_argument("--key", required=True, help="the private key that signs")
+    pro.add_argument("--percent", type=float, default=100.0, help="new share of cores (100)")
+    pro.add_argument("--force", action="store_true",
+                     help="promote even a halted rollout (cores still refuse a halted version)")
+
+    rb = sub.add_parser("rollback", help="publish the previous version again, to every core")
+    add_location_args(rb)
+    rb.add_argument("--key", required=True, help="the private key that signs")
+    rb.add_argument("--to", type=int, default=None, metavar="VERSION",
+                    help="the version to go back to (default: the newest earlier version that "
+                    "reached every core)")
+
+    st = sub.add_parser("status", help="every core's version and state")
+    add_location_args(st)
+    st.add_argument("--trust", action="append", default=[], metavar="PUBLIC_KEY",
+                    help="public key to verify documents with (repeatable)")
+    st.add_argument("--key", default=None, help="or the private key (its public half is used)")
+    st.add_argument("--json", action="store_true", help="print JSON")
+
+
+def _ago(t: Any) -> str:
+    if not isinstance(t, (int, float)):
+        return "-"
+    return datetime.datetime.fromtimestamp(t).strftime("%H:%M:%S")
+
+
+def fleet_run(args: argparse.Namespace) -> int:
+    from pyengine import fleet as fl
+
+    if args.fleet_command == "keygen":
+        kid = fl.keygen(args.key, args.public, overwrite=args.force)
+        print(f"key {kid}: private {args.key} (keep it secret), public "
+              f"{args.public or args.key + '.pub'} (give it to cores with --trust)")
+        return 0
+    where = fl.Fleet.parse(args.fleet, s3_settings(args))
+    if args.fleet_command == "status":
+        trusted = [fl.TrustedKey.load(p) for p in args.trust]
+        if args.key:
+            trusted.append(fl.SigningKey(args.key).public)
+        if not trusted:
+            raise ValueError("fleet status needs --trust PUBLIC_KEY (or --key) to verify the "
+                             "fleet's documents")
+        out = fl.status(where, trusted)
+        if args.json:
+            print(json.dumps(out, indent=2, default=str))
+            return 0
+        d = out["document"]
+        if d is None:
+            print(f"{where.uri}: nothing published")
+        else:
+            ro = d["rollout"]
+            line = (f"{where.uri}: {d['summary']}; {len(d['on_version'])}/{len(out['cores'])} "
+                    f"cores on it, {len(d['targeted'])} targeted, {len(d['failed'])} failed")
+            if ro.get("max_failures") is not None:
+                line += f" (halts above {ro['max_failures']})"
+            print(line + (" -- HALTED" if d["halted"] else ""))
+        print(f"{'CORE':<20} {'VERSION':>7} {'STATE':<9} {'HEALTH':<8} {'UPDATED':<8} MESSAGE")
+        for name, st in sorted(out["cores"].items()):
+            h = st.get("health") or {}
+            health = "-" if not h else ("ready" if h.get("ready") else "starting")
+            msg = st.get("message") or ""
+            if st.get("refused"):
+                msg += f" [refused: {st['refused'][-1].get('reason')}]"
+            print(f"{name:<20} {st.get('version') or '-':>7} {st.get('state') or '-':<9} "
+                  f"{health:<8} {_ago(st.get('updated')):<8} {msg}")
+        return 0
+    key = fl.SigningKey(args.key)
+    if args.fleet_command == "publish":
+        doc = fl.publish(args.group, where, key, percent=args.percent,
+                         max_failures=args.max_failures, mqtt=args.mqtt)
+    elif args.fleet_command == "promote":
+        doc = fl.promote(where, key, percent=args.percent, force=args.force, mqtt=args.mqtt)
+    else:
+        doc = fl.rollback(where, key, to=args.to, mqtt=args.mqtt)
+    if getattr(args, "json", False):
+        print(json.dumps(doc, indent=2))
+    else:
+        from pyengine.fleet.document import summary
+
+        print(f"published {summary(doc)} to {where.uri}")
+    return 0

@@ -1,0 +1,100 @@
+"""MQTT for the fleet: publishers announce new documents, cores announce their status.
+
+Messages are only hints: a core that hears of a new document still reads it from the bucket and
+checks its signature, and a core that hears nothing still polls. Topics (under
+:attr:`pyengine.fleet.store.Fleet.topic`)::
+
+    <root>/deployment        {"serial": N, "version": V}   (retained)
+    <root>/status/<core>     the core's status JSON        (retained)
+
+The connection is the core's own MQTT client (:class:`pyengine.core.messaging.BrokerLink`, with
+the broker settings of ``core start --mqtt``/``--config``), as a separate session named after the
+core so that fleet traffic never mixes with the group's subscriptions.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from typing import Any, Callable, Optional
+
+from pyengine.core.config import MqttSettings, parse_address
+from pyengine.core.messaging import BrokerLink
+from pyengine.core.metrics import Metrics
+
+log = logging.getLogger("pyengine.fleet")
+
+
+def settings(address: str, client_id: str) -> MqttSettings:
+    """Broker settings from ``host:port`` (the ``--mqtt`` of the fleet commands)."""
+    host, port = parse_address(address, "--mqtt")
+    return MqttSettings(host, port, client_id=client_id)
+
+
+class FleetLink:
+    """One MQTT session for fleet traffic.
+
+    Parameters
+    ----------
+    broker
+        The broker (the core's settings: TLS and credentials included).
+    client_id
+        This session's client id (unique per core: ``pyengine-fleet-<core name>``).
+    subscriptions
+        Topic filter -> callback(topic, payload), subscribed again on every reconnect.
+    """
+
+    def __init__(self, broker: MqttSettings, client_id: str,
+                 subscriptions: Optional[dict[str, Callable[[str, bytes], None]]] = None,
+                 metrics: Optional[Metrics] = None) -> None:
+        self.subscriptions = dict(subscriptions or {})
+        self.link = BrokerLink("fleet", dataclasses.replace(broker, client_id=client_id),
+                               metrics or Metrics(), self._message)
+        self.link.set_filters(set(self.subscriptions))
+
+    def _message(self, name: str, topic: str, payload: bytes) -> None:
+        import paho.mqtt.client as mqtt
+
+        for flt, cb in self.subscriptions.items():
+            if mqtt.topic_matches_sub(flt, topic):
+                cb(topic, payload)
+
+    def start(self, wait_s: float = 0.0) -> bool:
+        """Connect in the background; True when connected within ``wait_s`` seconds."""
+        self.link.start()
+        return self.link.connected.wait(wait_s) if wait_s > 0 else self.link.connected.is_set()
+
+    def publish(self, topic: str, payload: Any, retain: bool = False,
+                wait_s: float = 0.0) -> bool:
+        """Publish JSON at QoS 1; True when the broker acknowledged it within ``wait_s``."""
+        info = self.link.client.publish(topic, json.dumps(payload).encode(), qos=1,
+                                        retain=retain)
+        if wait_s <= 0:
+            return True
+        try:
+            info.wait_for_publish(wait_s)
+        except (RuntimeError, ValueError):
+            return False
+        return bool(info.is_published())
+
+    def stop(self) -> None:
+        self.link.connected.clear()  # an intended disconnect: not "lost the connection"
+        self.link.stop()
+
+
+def announce(address: str, topic: str, payload: Any, timeout_s: float = 5.0) -> bool:
+    """Publish one retained message and disconnect; False (with a warning) when the broker
+    cannot be reached in time (cores still find the document by polling)."""
+    import uuid
+
+    cid = f"pyengine-fleet-publisher-{uuid.uuid4().hex[:8]}"
+    link = FleetLink(settings(address, cid), cid)
+    try:
+        if not link.start(wait_s=timeout_s):
+            log.warning("MQTT broker %s unreachable; cores will find the document by polling",
+                        address)
+            return False
+        return link.publish(topic, payload, retain=True, wait_s=timeout_s)
+    finally:
+        link.stop()
