@@ -23,6 +23,9 @@ struct KernelTable {
     void (*gemm)(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* B,
                  int64_t ldb, bool trans_b, float* C, int64_t ldc, const Epilogue& ep);
     void (*conv2d)(const Conv2DParams& p, const float* x, const float* w, float* y);
+    // Depthwise (groups == C == O) direct convolution of image n, channels [c0, c1).
+    void (*depthwise2d)(const Conv2DParams& p, const float* x, const float* w, float* y, int64_t n,
+                        int64_t c0, int64_t c1);
     void (*pool2d)(const Pool2DParams& p, const float* x, float* y);
     void (*activation_apply)(const float* x, float* y, int64_t n, const Epilogue& ep);
     // y[i] = a[i*a_step] op b[i*b_step], steps 0 or 1.
