@@ -106,16 +106,24 @@ void gemm_driver(const GemmMicroKernel& uk, int64_t M, int64_t N, int64_t K, con
     // Few rows of A: no packing. Each element of B is used at most M times, so copying B into
     // panels would cost as much as the multiply; the micro-kernel reads B rows in place.
     if (!trans_b && M <= 2 * mr) {
+        // K in blocks so that consecutive column strips read neighbouring cache lines of the
+        // same B rows (one long strip would stride a page per k and defeat the prefetcher).
+        // Short blocks when B is larger than L2 (streamed once), long ones when it stays cached.
+        const int64_t kb = K * N * 4 > (int64_t(1) << 20) ? 16 : 256;
         const int64_t tasks = task_count(M * N * K, n_panels_all);
         parallel_for(tasks, [&](int64_t t) {
             const int64_t p0 = n_panels_all * t / tasks, p1 = n_panels_all * (t + 1) / tasks;
-            for (int64_t p = p0; p < p1; ++p) {
-                const int64_t j0 = p * nr;
-                const int n = static_cast<int>(std::min<int64_t>(nr, N - j0));
-                for (int64_t i0 = 0; i0 < M; i0 += mr) {
-                    const int m = static_cast<int>(std::min<int64_t>(mr, M - i0));
-                    uk.run(K, A + i0 * lda, lda, 1, B + j0, ldb, false, C + i0 * ldc + j0, ldc, m, n,
-                           false, &ep, i0, j0);
+            for (int64_t k0 = 0; k0 < K; k0 += kb) {
+                const int64_t kc = std::min(kb, K - k0);
+                const bool last = k0 + kc >= K;
+                for (int64_t p = p0; p < p1; ++p) {
+                    const int64_t j0 = p * nr;
+                    const int n = static_cast<int>(std::min<int64_t>(nr, N - j0));
+                    for (int64_t i0 = 0; i0 < M; i0 += mr) {
+                        const int m = static_cast<int>(std::min<int64_t>(mr, M - i0));
+                        uk.run(kc, A + i0 * lda + k0, lda, 1, B + k0 * ldb + j0, ldb, false,
+                               C + i0 * ldc + j0, ldc, m, n, k0 > 0, last ? &ep : nullptr, i0, j0);
+                    }
                 }
             }
         });

@@ -31,8 +31,9 @@ void gemm_py(const F32Array& a, const F32Array& b, F32Array& out, bool trans_b, 
     if (!isa.empty()) {
         if (isa == "generic") t = kernel_table(Isa::Generic);
         else if (isa == "avx2") t = kernel_table(Isa::Avx2);
+        else if (isa == "avx512") t = kernel_table(Isa::Avx512);
         else if (isa == "neon") t = kernel_table(Isa::Neon);
-        else throw InvalidArgument(str("isa='", isa, "' is not one of generic, avx2, neon"));
+        else throw InvalidArgument(str("isa='", isa, "' is not one of generic, avx2, avx512, neon"));
         if (t == nullptr) throw InvalidArgument(str("instruction set '", isa, "' is not available on this CPU or build"));
     }
     const float* pa = a.data();

@@ -13,7 +13,7 @@
 
 namespace pyengine {
 
-enum class Isa { Generic, Avx2, Neon };
+enum class Isa { Generic, Avx2, Avx512, Neon };
 
 // Every kernel that has ISA-specific variants goes through this table.
 struct KernelTable {
@@ -47,6 +47,7 @@ std::vector<std::string> kernels_available();
 // Per-ISA tables, defined by the files that implement them.
 const KernelTable* kernel_table_generic();
 const KernelTable* kernel_table_avx2();  // nullptr unless compiled with the AVX2 kernels
+const KernelTable* kernel_table_avx512();  // nullptr unless compiled with the AVX-512 kernels
 const KernelTable* kernel_table_neon();  // nullptr unless compiled with the NEON kernels
 
 }  // namespace pyengine

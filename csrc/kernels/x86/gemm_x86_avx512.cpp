@@ -1,0 +1,174 @@
+// SPDX-License-Identifier: Apache-2.0
+// The AVX-512F GEMM micro-kernel: 12x32 tile, 24 zmm accumulators. Same driver as every ISA;
+// the other kernels of the avx512 table are the AVX2 ones (they are memory-bound).
+#include "kernels/gemm.h"
+
+#if defined(__AVX512F__) && defined(__FMA__)
+// GCC 12's _mm512_max_ps/_mm512_min_ps start from _mm512_undefined_ps(), which trips a
+// false -Wmaybe-uninitialized (GCC bug 105593).
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#include <immintrin.h>
+
+#include <cmath>
+
+namespace pyengine {
+
+namespace {
+
+constexpr int kMR = 12, kNR = 32;
+
+inline __m512 act512(__m512 v, const Epilogue& e) {
+    switch (e.act) {
+        case Activation::None: return v;
+        case Activation::Relu: return _mm512_max_ps(v, _mm512_setzero_ps());
+        case Activation::Relu6: return _mm512_min_ps(_mm512_max_ps(v, _mm512_setzero_ps()), _mm512_set1_ps(6.0f));
+        case Activation::Clip: return _mm512_min_ps(_mm512_max_ps(v, _mm512_set1_ps(e.alpha)), _mm512_set1_ps(e.beta));
+        case Activation::LeakyRelu: {
+            const __mmask16 neg = _mm512_cmp_ps_mask(v, _mm512_setzero_ps(), _CMP_LT_OQ);
+            return _mm512_mask_mul_ps(v, neg, v, _mm512_set1_ps(e.alpha));
+        }
+        default: break;
+    }
+    // Sigmoid and tanh: rare in GEMM epilogues, done per lane (libm, not the shared inline
+    // activate(), whose out-of-line copy must not be an AVX-512 one).
+    alignas(64) float t[16];
+    _mm512_store_ps(t, v);
+    for (float& f : t) f = e.act == Activation::Sigmoid ? 1.0f / (1.0f + std::exp(-f)) : std::tanh(f);
+    return _mm512_load_ps(t);
+}
+
+// Accumulates, then stores through the epilogue. Every accumulator is a named local (not an
+// array) so the compiler keeps all of them in registers through the k loop.
+#define PYENGINE_ROW(I, ACC) \
+    if constexpr (M > I) { \
+        const __m512 av = _mm512_set1_ps(ak[I * a_rs]); \
+        ACC##I##_0 = _mm512_fmadd_ps(av, b0, ACC##I##_0); \
+        ACC##I##_1 = _mm512_fmadd_ps(av, b1, ACC##I##_1); \
+    }
+#define PYENGINE_STEP(AK, BK, ACC) \
+    do { \
+        const float* ak = (AK); \
+        const __m512 b0 = _mm512_maskz_loadu_ps(l0, BK), b1 = _mm512_maskz_loadu_ps(l1, (BK) + 16); \
+        PYENGINE_ROW(0, ACC) PYENGINE_ROW(1, ACC) PYENGINE_ROW(2, ACC) PYENGINE_ROW(3, ACC) PYENGINE_ROW(4, ACC) PYENGINE_ROW(5, ACC) PYENGINE_ROW(6, ACC) PYENGINE_ROW(7, ACC) PYENGINE_ROW(8, ACC) PYENGINE_ROW(9, ACC) PYENGINE_ROW(10, ACC) PYENGINE_ROW(11, ACC) \
+    } while (0)
+#define PYENGINE_STORE(I) \
+    if constexpr (M > I) { \
+        const int i = I; \
+        __m512 v0 = _mm512_add_ps(c##I##_0, e##I##_0), v1 = _mm512_add_ps(c##I##_1, e##I##_1); \
+        float* ci = c + i * ldc; \
+        if (accumulate_c) { \
+        v0 = _mm512_add_ps(v0, _mm512_maskz_loadu_ps(s0, ci)); \
+        v1 = _mm512_add_ps(v1, _mm512_maskz_loadu_ps(s1, ci + 16)); \
+        } \
+        if (bias) { \
+        if (ep->bias_per_row) { \
+        const __m512 rb = _mm512_set1_ps(ep->bias[row0 + i]); \
+        v0 = _mm512_add_ps(v0, rb); \
+        v1 = _mm512_add_ps(v1, rb); \
+        } else { \
+        v0 = _mm512_add_ps(v0, cb0); \
+        v1 = _mm512_add_ps(v1, cb1); \
+        } \
+        } \
+        if (ep != nullptr && ep->act != Activation::None) { \
+        v0 = act512(v0, *ep); \
+        v1 = act512(v1, *ep); \
+        } \
+        _mm512_mask_storeu_ps(ci, s0, v0); \
+        _mm512_mask_storeu_ps(ci + 16, s1, v1); \
+    }
+
+template <int M, bool kPacked>
+void kernel(int64_t kc, const float* a, int64_t a_rs, int64_t a_cs, const float* b, int64_t b_rs,
+            bool b_padded, float* c, int64_t ldc, int n, bool accumulate_c, const Epilogue* ep,
+            int64_t row0, int64_t col0) {
+    auto mask = [](int lanes) -> __mmask16 {
+        return lanes >= 16 ? __mmask16(0xFFFF) : (lanes <= 0 ? __mmask16(0) : __mmask16((1u << lanes) - 1));
+    };
+    const __mmask16 s0 = mask(n), s1 = mask(n - 16);  // the columns of C that exist
+    const __mmask16 l0 = b_padded ? __mmask16(0xFFFF) : s0, l1 = b_padded ? __mmask16(0xFFFF) : s1;
+    if (kPacked) {
+        a_rs = 1;
+        a_cs = kMR;
+    }
+    __m512 c0_0 = _mm512_setzero_ps(), c0_1 = c0_0, e0_0 = c0_0, e0_1 = c0_0;
+    __m512 c1_0 = _mm512_setzero_ps(), c1_1 = c1_0, e1_0 = c1_0, e1_1 = c1_0;
+    __m512 c2_0 = _mm512_setzero_ps(), c2_1 = c2_0, e2_0 = c2_0, e2_1 = c2_0;
+    __m512 c3_0 = _mm512_setzero_ps(), c3_1 = c3_0, e3_0 = c3_0, e3_1 = c3_0;
+    __m512 c4_0 = _mm512_setzero_ps(), c4_1 = c4_0, e4_0 = c4_0, e4_1 = c4_0;
+    __m512 c5_0 = _mm512_setzero_ps(), c5_1 = c5_0, e5_0 = c5_0, e5_1 = c5_0;
+    __m512 c6_0 = _mm512_setzero_ps(), c6_1 = c6_0, e6_0 = c6_0, e6_1 = c6_0;
+    __m512 c7_0 = _mm512_setzero_ps(), c7_1 = c7_0, e7_0 = c7_0, e7_1 = c7_0;
+    __m512 c8_0 = _mm512_setzero_ps(), c8_1 = c8_0, e8_0 = c8_0, e8_1 = c8_0;
+    __m512 c9_0 = _mm512_setzero_ps(), c9_1 = c9_0, e9_0 = c9_0, e9_1 = c9_0;
+    __m512 c10_0 = _mm512_setzero_ps(), c10_1 = c10_0, e10_0 = c10_0, e10_1 = c10_0;
+    __m512 c11_0 = _mm512_setzero_ps(), c11_1 = c11_0, e11_0 = c11_0, e11_1 = c11_0;
+    int64_t k = 0;
+    if constexpr (M <= 2) {  // few rows: alternate two accumulator sets to hide FMA latency
+        for (; k + 2 <= kc; k += 2) {
+            PYENGINE_STEP(a, b, c);
+            PYENGINE_STEP(a + a_cs, b + b_rs, e);
+            a += 2 * a_cs;
+            b += 2 * b_rs;
+        }
+    }
+    for (; k < kc; ++k) {
+        PYENGINE_STEP(a, b, c);
+        a += a_cs;
+        b += b_rs;
+    }
+    const bool bias = ep != nullptr && ep->bias != nullptr;
+    __m512 cb0 = _mm512_setzero_ps(), cb1 = _mm512_setzero_ps();
+    if (bias && !ep->bias_per_row) {
+        cb0 = _mm512_maskz_loadu_ps(s0, ep->bias + col0);
+        cb1 = _mm512_maskz_loadu_ps(s1, ep->bias + col0 + 16);
+    }
+    PYENGINE_STORE(0) PYENGINE_STORE(1) PYENGINE_STORE(2) PYENGINE_STORE(3) PYENGINE_STORE(4) PYENGINE_STORE(5) PYENGINE_STORE(6) PYENGINE_STORE(7) PYENGINE_STORE(8) PYENGINE_STORE(9) PYENGINE_STORE(10) PYENGINE_STORE(11)
+}
+#undef PYENGINE_ROW
+#undef PYENGINE_STEP
+#undef PYENGINE_STORE
+
+template <int M>
+void tile(int64_t kc, const float* a, int64_t a_rs, int64_t a_cs, const float* b, int64_t b_rs,
+          bool b_padded, float* c, int64_t ldc, int n, bool accumulate_c, const Epilogue* ep,
+          int64_t row0, int64_t col0) {
+    const bool packed = a_rs == 1 && a_cs == kMR;
+    if (packed) kernel<M, true>(kc, a, a_rs, a_cs, b, b_rs, b_padded, c, ldc, n, accumulate_c, ep, row0, col0);
+    else kernel<M, false>(kc, a, a_rs, a_cs, b, b_rs, b_padded, c, ldc, n, accumulate_c, ep, row0, col0);
+}
+
+void micro_avx512(int64_t kc, const float* a, int64_t a_rs, int64_t a_cs, const float* b,
+                int64_t b_rs, bool b_padded, float* c, int64_t ldc, int m, int n,
+                bool accumulate_c, const Epilogue* ep, int64_t row0, int64_t col0) {
+    switch (m) {
+        case 1: tile<1>(kc, a, a_rs, a_cs, b, b_rs, b_padded, c, ldc, n, accumulate_c, ep, row0, col0); break;
+        case 2: tile<2>(kc, a, a_rs, a_cs, b, b_rs, b_padded, c, ldc, n, accumulate_c, ep, row0, col0); break;
+        case 3: tile<3>(kc, a, a_rs, a_cs, b, b_rs, b_padded, c, ldc, n, accumulate_c, ep, row0, col0); break;
+        case 4: tile<4>(kc, a, a_rs, a_cs, b, b_rs, b_padded, c, ldc, n, accumulate_c, ep, row0, col0); break;
+        case 5: tile<5>(kc, a, a_rs, a_cs, b, b_rs, b_padded, c, ldc, n, accumulate_c, ep, row0, col0); break;
+        case 6: tile<6>(kc, a, a_rs, a_cs, b, b_rs, b_padded, c, ldc, n, accumulate_c, ep, row0, col0); break;
+        case 7: tile<7>(kc, a, a_rs, a_cs, b, b_rs, b_padded, c, ldc, n, accumulate_c, ep, row0, col0); break;
+        case 8: tile<8>(kc, a, a_rs, a_cs, b, b_rs, b_padded, c, ldc, n, accumulate_c, ep, row0, col0); break;
+        case 9: tile<9>(kc, a, a_rs, a_cs, b, b_rs, b_padded, c, ldc, n, accumulate_c, ep, row0, col0); break;
+        case 10: tile<10>(kc, a, a_rs, a_cs, b, b_rs, b_padded, c, ldc, n, accumulate_c, ep, row0, col0); break;
+        case 11: tile<11>(kc, a, a_rs, a_cs, b, b_rs, b_padded, c, ldc, n, accumulate_c, ep, row0, col0); break;
+        default: tile<12>(kc, a, a_rs, a_cs, b, b_rs, b_padded, c, ldc, n, accumulate_c, ep, row0, col0); break;
+    }
+}
+
+}  // namespace
+
+const GemmMicroKernel& gemm_micro_avx512() {
+    static const GemmMicroKernel uk = {kMR, kNR, micro_avx512};
+    return uk;
+}
+
+void gemm_avx512(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* B,
+                 int64_t ldb, bool trans_b, float* C, int64_t ldc, const Epilogue& ep) {
+    gemm_driver(gemm_micro_avx512(), M, N, K, A, lda, B, ldb, trans_b, C, ldc, ep);
+}
+
+}  // namespace pyengine
+
+#endif  // defined(__AVX512F__) && defined(__FMA__)
