@@ -103,6 +103,26 @@ void gemm_driver(const GemmMicroKernel& uk, int64_t M, int64_t N, int64_t K, con
     const int mr = uk.mr, nr = uk.nr;
     const int64_t n_panels_all = ceil_div(N, nr);
 
+    // One or two rows: a row kernel streams B rows as long contiguous runs.
+    if (!trans_b && M <= 2 && uk.row != nullptr) {
+        int64_t width = uk.row_nr;
+        if (K * N * 4 > (int64_t(1) << 20)) {  // B beyond L2: one wide stream per thread
+            const int64_t per_thread = ceil_div(N, task_count(M * N * K, ceil_div(N, uk.row_nr)));
+            width = std::max(width, ceil_div(per_thread, uk.row_nr) * uk.row_nr);
+        }
+        const int64_t chunks = ceil_div(N, width);
+        const int64_t tasks = task_count(M * N * K, M * chunks);
+        parallel_for(tasks, [&](int64_t t) {
+            const int64_t q0 = M * chunks * t / tasks, q1 = M * chunks * (t + 1) / tasks;
+            for (int64_t q = q0; q < q1; ++q) {
+                const int64_t i = q / chunks, j0 = (q % chunks) * width;
+                const int n = static_cast<int>(std::min<int64_t>(width, N - j0));
+                uk.row(K, A + i * lda, B + j0, ldb, C + i * ldc + j0, n, &ep, i, j0);
+            }
+        });
+        return;
+    }
+
     // Few rows of A: no packing. Each element of B is used at most M times, so copying B into
     // panels would cost as much as the multiply; the micro-kernel reads B rows in place.
     if (!trans_b && M <= 2 * mr) {
@@ -223,7 +243,7 @@ void micro_generic(int64_t kc, const float* a, int64_t a_rs, int64_t a_cs, const
 }  // namespace
 
 const GemmMicroKernel& gemm_micro_generic() {
-    static const GemmMicroKernel uk = {kGenericMR, kGenericNR, micro_generic};
+    static const GemmMicroKernel uk = {kGenericMR, kGenericNR, micro_generic, 0, nullptr};
     return uk;
 }
 

@@ -34,6 +34,13 @@ struct GemmMicroKernel {
     void (*run)(int64_t kc, const float* a, int64_t a_rs, int64_t a_cs, const float* b,
                 int64_t b_rs, bool b_padded, float* c, int64_t ldc, int m, int n, bool accumulate,
                 const Epilogue* ep, int64_t row0, int64_t col0);
+    // Optional (nullptr: the driver uses `run`): one row of C over all of K, reading B rows as
+    // contiguous runs (GEMV-like; for M = 1-2, where the tile kernel would stride through B).
+    // c[j] = sum_k a[k] * b[k*b_rs + j] for j < n, then the epilogue as for `run`. Any n works;
+    // up to row_nr columns stay in registers, wider rows stream B row by row (for B beyond L2).
+    int row_nr;
+    void (*row)(int64_t K, const float* a, const float* b, int64_t b_rs, float* c, int n,
+                const Epilogue* ep, int64_t row0, int64_t col0);
 };
 
 // The packing, cache-blocking and threading driver shared by every ISA.

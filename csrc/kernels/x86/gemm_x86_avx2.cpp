@@ -131,10 +131,69 @@ void micro_avx2(int64_t kc, const float* a, int64_t a_rs, int64_t a_cs, const fl
     }
 }
 
+// One row of C, up to 128 columns in 16 ymm accumulators; B rows are read as 512-byte runs.
+void row_avx2(int64_t K, const float* a, const float* b, int64_t b_rs, float* c, int n,
+              const Epilogue* ep, int64_t row0, int64_t col0) {
+    constexpr int kRegs = 16;
+    if (n > 8 * kRegs) {  // wider than the registers: 128 columns at a time
+        for (int j = 0; j < n; j += 8 * kRegs) {
+            row_avx2(K, a, b + j, b_rs, c + j, n - j < 8 * kRegs ? n - j : 8 * kRegs, ep, row0, col0 + j);
+        }
+        return;
+    }
+    __m256i m[kRegs];
+    for (int r = 0; r < kRegs; ++r) m[r] = tail_mask(n - 8 * r);
+    const int regs = (n + 7) / 8;
+    const bool full = n == 8 * kRegs;
+#define PYENGINE_ACC(R) __m256 acc##R = _mm256_setzero_ps();
+    PYENGINE_ACC(0) PYENGINE_ACC(1) PYENGINE_ACC(2) PYENGINE_ACC(3) PYENGINE_ACC(4) PYENGINE_ACC(5)
+    PYENGINE_ACC(6) PYENGINE_ACC(7) PYENGINE_ACC(8) PYENGINE_ACC(9) PYENGINE_ACC(10) PYENGINE_ACC(11)
+    PYENGINE_ACC(12) PYENGINE_ACC(13) PYENGINE_ACC(14) PYENGINE_ACC(15)
+#undef PYENGINE_ACC
+    if (full) {
+#define PYENGINE_FMA(R) acc##R = _mm256_fmadd_ps(av, _mm256_loadu_ps(bk + 8 * R), acc##R);
+        for (int64_t k = 0; k < K; ++k) {
+            const __m256 av = _mm256_broadcast_ss(a + k);
+            const float* bk = b + k * b_rs;
+            PYENGINE_FMA(0) PYENGINE_FMA(1) PYENGINE_FMA(2) PYENGINE_FMA(3) PYENGINE_FMA(4) PYENGINE_FMA(5)
+            PYENGINE_FMA(6) PYENGINE_FMA(7) PYENGINE_FMA(8) PYENGINE_FMA(9) PYENGINE_FMA(10) PYENGINE_FMA(11)
+            PYENGINE_FMA(12) PYENGINE_FMA(13) PYENGINE_FMA(14) PYENGINE_FMA(15)
+        }
+#undef PYENGINE_FMA
+    } else {
+#define PYENGINE_FMA(R) \
+    if (R < regs) acc##R = _mm256_fmadd_ps(av, _mm256_maskload_ps(bk + 8 * R, m[R]), acc##R);
+        for (int64_t k = 0; k < K; ++k) {
+            const __m256 av = _mm256_broadcast_ss(a + k);
+            const float* bk = b + k * b_rs;
+            PYENGINE_FMA(0) PYENGINE_FMA(1) PYENGINE_FMA(2) PYENGINE_FMA(3) PYENGINE_FMA(4) PYENGINE_FMA(5)
+            PYENGINE_FMA(6) PYENGINE_FMA(7) PYENGINE_FMA(8) PYENGINE_FMA(9) PYENGINE_FMA(10) PYENGINE_FMA(11)
+            PYENGINE_FMA(12) PYENGINE_FMA(13) PYENGINE_FMA(14) PYENGINE_FMA(15)
+        }
+#undef PYENGINE_FMA
+    }
+    const bool bias = ep->bias != nullptr;
+    const bool act = ep->act != Activation::None;
+#define PYENGINE_OUT(R)                                                                          \
+    if (R < regs) {                                                                              \
+        __m256 v = acc##R;                                                                       \
+        if (bias) {                                                                              \
+            v = _mm256_add_ps(v, ep->bias_per_row ? _mm256_set1_ps(ep->bias[row0])               \
+                                                  : _mm256_maskload_ps(ep->bias + col0 + 8 * R, m[R])); \
+        }                                                                                        \
+        if (act) v = activate256(v, *ep);                                                        \
+        _mm256_maskstore_ps(c + 8 * R, m[R], v);                                                 \
+    }
+    PYENGINE_OUT(0) PYENGINE_OUT(1) PYENGINE_OUT(2) PYENGINE_OUT(3) PYENGINE_OUT(4) PYENGINE_OUT(5)
+    PYENGINE_OUT(6) PYENGINE_OUT(7) PYENGINE_OUT(8) PYENGINE_OUT(9) PYENGINE_OUT(10) PYENGINE_OUT(11)
+    PYENGINE_OUT(12) PYENGINE_OUT(13) PYENGINE_OUT(14) PYENGINE_OUT(15)
+#undef PYENGINE_OUT
+}
+
 }  // namespace
 
 const GemmMicroKernel& gemm_micro_avx2() {
-    static const GemmMicroKernel uk = {kMR, kNR, micro_avx2};
+    static const GemmMicroKernel uk = {kMR, kNR, micro_avx2, 128, row_avx2};
     return uk;
 }
 

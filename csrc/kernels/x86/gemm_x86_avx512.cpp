@@ -157,10 +157,100 @@ void micro_avx512(int64_t kc, const float* a, int64_t a_rs, int64_t a_cs, const 
     }
 }
 
+// One wide row of C (more than 256 columns): four rows of B at a time, each read start to end,
+// with the partial sums in c (L1). Four sequential streams suit the prefetcher when B is too
+// big for L2, where 1 KB runs 4 KB apart would not.
+void row_wide_avx512(int64_t K, const float* a, const float* b, int64_t b_rs, float* c, int n,
+                     const Epilogue* ep, int64_t row0, int64_t col0) {
+    const int64_t full = n / 16 * 16;
+    const __mmask16 tail = static_cast<__mmask16>((1u << (n - full)) - 1);
+    int64_t k = 0;
+    for (; k < K; k += 4) {
+        const int64_t kn = K - k < 4 ? K - k : 4;
+        const __m512 a0 = _mm512_set1_ps(a[k]);
+        const __m512 a1 = _mm512_set1_ps(kn > 1 ? a[k + 1] : 0.0f);
+        const __m512 a2 = _mm512_set1_ps(kn > 2 ? a[k + 2] : 0.0f);
+        const __m512 a3 = _mm512_set1_ps(kn > 3 ? a[k + 3] : 0.0f);
+        const float* b0 = b + k * b_rs;
+        const float* b1 = kn > 1 ? b0 + b_rs : b0;  // a1..a3 are 0 where rows run out
+        const float* b2 = kn > 2 ? b1 + b_rs : b0;
+        const float* b3 = kn > 3 ? b2 + b_rs : b0;
+        for (int64_t j = 0; j <= full; j += 16) {
+            const __mmask16 mk = j < full ? __mmask16(0xFFFF) : tail;
+            if (mk == 0) break;
+            __m512 v = k == 0 ? _mm512_setzero_ps() : _mm512_maskz_loadu_ps(mk, c + j);
+            v = _mm512_fmadd_ps(a0, _mm512_maskz_loadu_ps(mk, b0 + j), v);
+            v = _mm512_fmadd_ps(a1, _mm512_maskz_loadu_ps(mk, b1 + j), v);
+            v = _mm512_fmadd_ps(a2, _mm512_maskz_loadu_ps(mk, b2 + j), v);
+            v = _mm512_fmadd_ps(a3, _mm512_maskz_loadu_ps(mk, b3 + j), v);
+            _mm512_mask_storeu_ps(c + j, mk, v);
+        }
+    }
+    if (ep->bias == nullptr && ep->act == Activation::None) return;
+    for (int64_t j = 0; j <= full; j += 16) {
+        const __mmask16 mk = j < full ? __mmask16(0xFFFF) : tail;
+        if (mk == 0) break;
+        __m512 v = _mm512_maskz_loadu_ps(mk, c + j);
+        if (ep->bias) {
+            v = _mm512_add_ps(v, ep->bias_per_row ? _mm512_set1_ps(ep->bias[row0])
+                                                  : _mm512_maskz_loadu_ps(mk, ep->bias + col0 + j));
+        }
+        if (ep->act != Activation::None) v = act512(v, *ep);
+        _mm512_mask_storeu_ps(c + j, mk, v);
+    }
+}
+
+// One row of C: up to 256 columns in 16 zmm accumulators, more through row_wide_avx512.
+void row_avx512(int64_t K, const float* a, const float* b, int64_t b_rs, float* c, int n,
+                const Epilogue* ep, int64_t row0, int64_t col0) {
+    if (n > 256) {
+        row_wide_avx512(K, a, b, b_rs, c, n, ep, row0, col0);
+        return;
+    }
+    constexpr int kRegs = 16;
+    __mmask16 m[kRegs];
+    for (int r = 0; r < kRegs; ++r) {
+        const int lanes = n - 16 * r;
+        m[r] = lanes >= 16 ? __mmask16(0xFFFF) : (lanes <= 0 ? __mmask16(0) : __mmask16((1u << lanes) - 1));
+    }
+    const int regs = (n + 15) / 16;
+#define PYENGINE_ACC(R) __m512 acc##R = _mm512_setzero_ps();
+    PYENGINE_ACC(0) PYENGINE_ACC(1) PYENGINE_ACC(2) PYENGINE_ACC(3) PYENGINE_ACC(4) PYENGINE_ACC(5)
+    PYENGINE_ACC(6) PYENGINE_ACC(7) PYENGINE_ACC(8) PYENGINE_ACC(9) PYENGINE_ACC(10) PYENGINE_ACC(11)
+    PYENGINE_ACC(12) PYENGINE_ACC(13) PYENGINE_ACC(14) PYENGINE_ACC(15)
+#undef PYENGINE_ACC
+#define PYENGINE_FMA(R) \
+    if (R < regs) acc##R = _mm512_fmadd_ps(av, _mm512_maskz_loadu_ps(m[R], bk + 16 * R), acc##R);
+    for (int64_t k = 0; k < K; ++k) {
+        const __m512 av = _mm512_set1_ps(a[k]);
+        const float* bk = b + k * b_rs;
+        PYENGINE_FMA(0) PYENGINE_FMA(1) PYENGINE_FMA(2) PYENGINE_FMA(3) PYENGINE_FMA(4) PYENGINE_FMA(5)
+        PYENGINE_FMA(6) PYENGINE_FMA(7) PYENGINE_FMA(8) PYENGINE_FMA(9) PYENGINE_FMA(10) PYENGINE_FMA(11)
+        PYENGINE_FMA(12) PYENGINE_FMA(13) PYENGINE_FMA(14) PYENGINE_FMA(15)
+    }
+#undef PYENGINE_FMA
+    const bool bias = ep->bias != nullptr;
+    const bool act = ep->act != Activation::None;
+#define PYENGINE_OUT(R)                                                                          \
+    if (R < regs) {                                                                              \
+        __m512 v = acc##R;                                                                       \
+        if (bias) {                                                                              \
+            v = _mm512_add_ps(v, ep->bias_per_row ? _mm512_set1_ps(ep->bias[row0])               \
+                                                  : _mm512_maskz_loadu_ps(m[R], ep->bias + col0 + 16 * R)); \
+        }                                                                                        \
+        if (act) v = act512(v, *ep);                                                             \
+        _mm512_mask_storeu_ps(c + 16 * R, m[R], v);                                              \
+    }
+    PYENGINE_OUT(0) PYENGINE_OUT(1) PYENGINE_OUT(2) PYENGINE_OUT(3) PYENGINE_OUT(4) PYENGINE_OUT(5)
+    PYENGINE_OUT(6) PYENGINE_OUT(7) PYENGINE_OUT(8) PYENGINE_OUT(9) PYENGINE_OUT(10) PYENGINE_OUT(11)
+    PYENGINE_OUT(12) PYENGINE_OUT(13) PYENGINE_OUT(14) PYENGINE_OUT(15)
+#undef PYENGINE_OUT
+}
+
 }  // namespace
 
 const GemmMicroKernel& gemm_micro_avx512() {
-    static const GemmMicroKernel uk = {kMR, kNR, micro_avx512};
+    static const GemmMicroKernel uk = {kMR, kNR, micro_avx512, 256, row_avx512};
     return uk;
 }
 
