@@ -87,7 +87,7 @@ void conv2d_run(const KernelTable& k, const Conv2DParams& p, const float* x, con
     if (p.groups > 1 && p.groups == p.C && p.O == p.C) {  // depthwise: direct
         const int64_t per_task = p.C >= 64 ? 16 : p.C;
         const int64_t c_tasks = (p.C + per_task - 1) / per_task;
-        const bool parallel = p.N * p.C * OHW * p.KH * p.KW >= (int64_t(1) << 15);
+        const bool parallel = p.N * p.C * OHW * p.KH * p.KW >= (int64_t(1) << 18);
         auto task = [&](int64_t t) {
             const int64_t n = t / c_tasks, c0 = (t % c_tasks) * per_task;
             k.depthwise2d(p, x, w, y, n, c0, c0 + per_task < p.C ? c0 + per_task : p.C);

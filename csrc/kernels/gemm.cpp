@@ -18,7 +18,7 @@ constexpr int64_t kKC = 256;
 constexpr int64_t kMC = 96;
 constexpr int64_t kNC = 4096;
 // Below this many multiply-adds a GEMM runs on one thread (waking workers costs more).
-constexpr int64_t kParallelMin = int64_t(1) << 17;
+constexpr int64_t kParallelMin = int64_t(1) << 18;
 
 // Per-thread packing buffers, reused across calls.
 struct PackBuffer {

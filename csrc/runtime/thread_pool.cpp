@@ -51,14 +51,14 @@ public:
         }
         std::lock_guard<std::mutex> own(busy_, std::adopt_lock);
         start_workers();
-        const int helpers = static_cast<int>(std::min<int64_t>(n_tasks - 1, static_cast<int64_t>(workers_.size())));
         {
             std::lock_guard<std::mutex> lock(mutex_);
             fn_ = &fn;
             n_tasks_ = n_tasks;
             next_.store(0, std::memory_order_relaxed);
-            helpers_ = helpers;
-            running_ = helpers;
+            helpers_ = static_cast<int>(std::min<int64_t>(n_tasks - 1, static_cast<int64_t>(workers_.size())));
+            open_ = true;
+            joined_ = 0;
             error_ = nullptr;
             ++generation_;
         }
@@ -66,8 +66,11 @@ public:
         tls_in_pool = true;  // nested parallel_for from fn runs inline
         work();
         tls_in_pool = false;
+        // Close the job: a worker that has not woken yet (a busy machine may not schedule it
+        // for a while) will not join, so we wait only for workers that are running tasks.
         std::unique_lock<std::mutex> lock(mutex_);
-        done_.wait(lock, [&] { return running_ == 0; });
+        open_ = false;
+        done_.wait(lock, [&] { return joined_ == 0; });
         fn_ = nullptr;
         if (error_) std::rethrow_exception(error_);
     }
@@ -97,11 +100,12 @@ private:
                 wake_.wait(lock, [&] { return stop_ || generation_ != seen; });
                 if (stop_) return;
                 seen = generation_;
-                if (index >= helpers_) continue;  // this job needs fewer helpers
+                if (!open_ || index >= helpers_) continue;  // job over, or fewer helpers needed
+                ++joined_;
             }
             work();
             std::lock_guard<std::mutex> lock(mutex_);
-            if (--running_ == 0) done_.notify_one();
+            if (--joined_ == 0 && !open_) done_.notify_one();
         }
     }
 
@@ -131,7 +135,9 @@ private:
     const std::function<void(int64_t)>* fn_ = nullptr;
     int64_t n_tasks_ = 0;
     std::atomic<int64_t> next_{0};
-    int helpers_ = 0, running_ = 0;
+    int helpers_ = 0;
+    int joined_ = 0;    // workers inside work() for the current job
+    bool open_ = false; // workers may still join the current job
     uint64_t generation_ = 0;
     bool stop_ = false;
     std::exception_ptr error_;
