@@ -152,14 +152,16 @@ void gemm_driver(const GemmMicroKernel& uk, int64_t M, int64_t N, int64_t K, con
 
     const int64_t mc = std::max<int64_t>(mr, kMC / mr * mr);
     const int64_t m_panels = ceil_div(M, mr);
-    const int64_t kc_max = std::min(K, kKC);
+    // K in equal blocks of at most kKC (300 is two blocks of 150, not 256 + 44).
+    const int64_t k_blocks = ceil_div(K, kKC);
+    const int64_t kc_max = ceil_div(K, k_blocks);
     float* pa = tls_pack_a.get(static_cast<size_t>(m_panels * mr * kc_max));
     float* pb = tls_pack_b.get(static_cast<size_t>(ceil_div(std::min(N, kNC), nr) * nr * kc_max));
     for (int64_t jc = 0; jc < N; jc += kNC) {
         const int64_t nc = std::min(kNC, N - jc);
         const int64_t n_panels = ceil_div(nc, nr);
-        for (int64_t pc = 0; pc < K; pc += kKC) {
-            const int64_t kc = std::min(kKC, K - pc);
+        for (int64_t pc = 0; pc < K; pc += kc_max) {
+            const int64_t kc = std::min(kc_max, K - pc);
             const bool last = pc + kc >= K;
             // Pack this K slice of B (all panels) and of A (all rows).
             const int64_t pack_items = n_panels + m_panels;
