@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "kernels/conv2d.h"
 
+#include <cstring>
 #include <vector>
 
 #include "runtime/dispatch.h"
@@ -24,21 +25,27 @@ namespace pyengine {
 
 namespace {
 
-thread_local std::vector<float> tls_col;
+thread_local std::vector<float> tls_col, tls_row;
 
-// NCHW: rows (ci, kh, kw) of cg input channels starting at channel c_first, columns (oh, ow).
-void im2col_nchw(const Conv2DParams& p, const float* x, int64_t n, int64_t c_first, int64_t cg, float* col) {
+// NCHW im2col straight into the GEMM's packed-B layout (panels of nr output pixels, each K rows
+// of nr floats): rows (ci, kh, kw) of cg input channels starting at channel c_first. Each row is
+// gathered contiguously into `row`, then cut into the panels.
+void im2col_nchw_packed(const Conv2DParams& p, const float* x, int64_t n, int64_t c_first, int64_t cg,
+                        int nr, float* row, float* dst) {
     const int64_t OHW = p.OH * p.OW;
+    const int64_t K = cg * p.KH * p.KW;
+    const int64_t panels = (OHW + nr - 1) / nr;
+    for (int64_t j = OHW; j < panels * nr; ++j) row[j] = 0.0f;  // the last panel's padding
     for (int64_t ci = 0; ci < cg; ++ci) {
         const float* xc = x + (n * p.C + c_first + ci) * p.H * p.W;
         for (int64_t kh = 0; kh < p.KH; ++kh) {
             for (int64_t kw = 0; kw < p.KW; ++kw) {
-                float* dst = col + ((ci * p.KH + kh) * p.KW + kw) * OHW;
+                const int64_t k = (ci * p.KH + kh) * p.KW + kw;
                 const int64_t off = kw * p.dilation_w - p.pad_left;
                 int64_t lo = 0, hi = 0;
                 valid_range(p.OW, p.W, p.stride_w, off, &lo, &hi);
                 for (int64_t oh = 0; oh < p.OH; ++oh) {
-                    float* d = dst + oh * p.OW;
+                    float* d = row + oh * p.OW;
                     const int64_t ih = oh * p.stride_h - p.pad_top + kh * p.dilation_h;
                     if (ih < 0 || ih >= p.H) {
                         for (int64_t ow = 0; ow < p.OW; ++ow) d[ow] = 0.0f;
@@ -52,6 +59,9 @@ void im2col_nchw(const Conv2DParams& p, const float* x, int64_t n, int64_t c_fir
                         for (int64_t ow = lo; ow < hi; ++ow) d[ow] = xr[ow * p.stride_w + off];
                     }
                     for (int64_t ow = hi; ow < p.OW; ++ow) d[ow] = 0.0f;
+                }
+                for (int64_t q = 0; q < panels; ++q) {
+                    std::memcpy(dst + (q * K + k) * nr, row + q * nr, static_cast<size_t>(nr) * sizeof(float));
                 }
             }
         }
@@ -120,9 +130,11 @@ void conv2d_run(const KernelTable& k, const Conv2DParams& p, const float* x, con
                     k.gemm(og, OHW, cg, wg, cg, x + (n * p.C + g * cg) * OHW, OHW, false, yg, OHW, ep);
                     continue;
                 }
-                tls_col.resize(static_cast<size_t>(KC * OHW));
-                im2col_nchw(p, x, n, g * cg, cg, tls_col.data());
-                k.gemm(og, OHW, KC, wg, KC, tls_col.data(), OHW, false, yg, OHW, ep);
+                const int nr = k.gemm_uk->nr;
+                tls_row.resize(static_cast<size_t>((OHW + nr - 1) / nr * nr));
+                tls_col.resize(gemm_packed_b_size(nr, KC, OHW));
+                im2col_nchw_packed(p, x, n, g * cg, cg, nr, tls_row.data(), tls_col.data());
+                gemm_driver(*k.gemm_uk, og, OHW, KC, wg, KC, nullptr, 0, false, yg, OHW, ep, tls_col.data());
             } else {
                 tls_col.resize(static_cast<size_t>(KC * OHW));
                 im2col_nhwc(p, x, n, g * cg, cg, tls_col.data());

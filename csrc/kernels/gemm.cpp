@@ -87,9 +87,20 @@ int64_t task_count(int64_t work, int64_t max_tasks) {
 
 }  // namespace
 
+size_t gemm_packed_b_size(int nr, int64_t K, int64_t N) {
+    return static_cast<size_t>(ceil_div(N, nr) * nr * K);
+}
+
+void gemm_pack_b(int nr, int64_t K, int64_t N, const float* B, int64_t ldb, bool trans_b, float* dst) {
+    for (int64_t p = 0; p * nr < N; ++p) {
+        const int64_t j0 = p * nr;
+        pack_b_panel(B, ldb, trans_b, 0, K, j0, std::min<int64_t>(nr, N - j0), nr, dst + p * K * nr);
+    }
+}
+
 void gemm_driver(const GemmMicroKernel& uk, int64_t M, int64_t N, int64_t K, const float* A,
                  int64_t lda, const float* B, int64_t ldb, bool trans_b, float* C, int64_t ldc,
-                 const Epilogue& ep) {
+                 const Epilogue& ep, const float* packed_b) {
     if (M <= 0 || N <= 0) return;
     if (K <= 0) {  // an empty sum: only the epilogue
         for (int64_t i = 0; i < M; ++i) {
@@ -104,7 +115,7 @@ void gemm_driver(const GemmMicroKernel& uk, int64_t M, int64_t N, int64_t K, con
     const int64_t n_panels_all = ceil_div(N, nr);
 
     // One or two rows: a row kernel streams B rows as long contiguous runs.
-    if (!trans_b && M <= 2 && uk.row != nullptr) {
+    if (packed_b == nullptr && !trans_b && M <= 2 && uk.row != nullptr) {
         int64_t width = uk.row_nr;
         if (K * N * 4 > (int64_t(1) << 20)) {  // B beyond L2: one wide stream per thread
             const int64_t per_thread = ceil_div(N, task_count(M * N * K, ceil_div(N, uk.row_nr)));
@@ -125,7 +136,7 @@ void gemm_driver(const GemmMicroKernel& uk, int64_t M, int64_t N, int64_t K, con
 
     // Few rows of A: no packing. Each element of B is used at most M times, so copying B into
     // panels would cost as much as the multiply; the micro-kernel reads B rows in place.
-    if (!trans_b && M <= 2 * mr) {
+    if (packed_b == nullptr && !trans_b && M <= 2 * mr) {
         // K in blocks so that consecutive column strips read neighbouring cache lines of the
         // same B rows (one long strip would stride a page per k and defeat the prefetcher).
         // Short blocks when B is larger than L2 (streamed once), long ones when it stays cached.
@@ -156,27 +167,28 @@ void gemm_driver(const GemmMicroKernel& uk, int64_t M, int64_t N, int64_t K, con
     const int64_t k_blocks = ceil_div(K, kKC);
     const int64_t kc_max = ceil_div(K, k_blocks);
     float* pa = tls_pack_a.get(static_cast<size_t>(m_panels * mr * kc_max));
-    float* pb = tls_pack_b.get(static_cast<size_t>(ceil_div(std::min(N, kNC), nr) * nr * kc_max));
+    float* pb = packed_b ? nullptr : tls_pack_b.get(static_cast<size_t>(ceil_div(std::min(N, kNC), nr) * nr * kc_max));
     for (int64_t jc = 0; jc < N; jc += kNC) {
         const int64_t nc = std::min(kNC, N - jc);
         const int64_t n_panels = ceil_div(nc, nr);
         for (int64_t pc = 0; pc < K; pc += kc_max) {
             const int64_t kc = std::min(kc_max, K - pc);
             const bool last = pc + kc >= K;
-            // Pack this K slice of B (all panels) and of A (all rows).
-            const int64_t pack_items = n_panels + m_panels;
+            // Pack this K slice of B (all panels, unless given packed) and of A (all rows).
+            const int64_t b_items = packed_b ? 0 : n_panels;
+            const int64_t pack_items = b_items + m_panels;
             const int64_t pack_tasks = task_count(M * nc * kc, pack_items);
             parallel_for(pack_tasks, [&](int64_t t) {
                 const int64_t q0 = pack_items * t / pack_tasks, q1 = pack_items * (t + 1) / pack_tasks;
                 for (int64_t q = q0; q < q1; ++q) {
-                    if (q < n_panels) {
+                    if (q < b_items) {
                         const int64_t j0 = jc + q * nr;
                         pack_b_panel(B, ldb, trans_b, pc, kc, j0, std::min<int64_t>(nr, N - j0), nr,
                                      pb + q * kc * nr);
                     } else {
-                        const int64_t i0 = (q - n_panels) * mr;
+                        const int64_t i0 = (q - b_items) * mr;
                         pack_a_panel(A, lda, pc, kc, i0, std::min<int64_t>(mr, M - i0), mr,
-                                     pa + (q - n_panels) * kc * mr);
+                                     pa + (q - b_items) * kc * mr);
                     }
                 }
             });
@@ -195,7 +207,8 @@ void gemm_driver(const GemmMicroKernel& uk, int64_t M, int64_t N, int64_t K, con
                     const int n = static_cast<int>(std::min<int64_t>(nr, N - j0));
                     for (int64_t i0 = mb * mc; i0 < i_end; i0 += mr) {
                         const int m = static_cast<int>(std::min<int64_t>(mr, M - i0));
-                        uk.run(kc, pa + (i0 / mr) * kc * mr, 1, mr, pb + p * kc * nr, nr, true,
+                        const float* bp = packed_b ? packed_b + (jc / nr + p) * K * nr + pc * nr : pb + p * kc * nr;
+                        uk.run(kc, pa + (i0 / mr) * kc * mr, 1, mr, bp, nr, true,
                                C + i0 * ldc + j0, ldc, m, n, pc > 0, last ? &ep : nullptr, i0, j0);
                     }
                 }

@@ -43,10 +43,16 @@ struct GemmMicroKernel {
                 const Epilogue* ep, int64_t row0, int64_t col0);
 };
 
-// The packing, cache-blocking and threading driver shared by every ISA.
+// The packing, cache-blocking and threading driver shared by every ISA. With packed_b (see
+// gemm_pack_b, for uk.nr), B, ldb and trans_b are not read: B is used as packed.
 void gemm_driver(const GemmMicroKernel& uk, int64_t M, int64_t N, int64_t K, const float* A,
                  int64_t lda, const float* B, int64_t ldb, bool trans_b, float* C, int64_t ldc,
-                 const Epilogue& ep);
+                 const Epilogue& ep, const float* packed_b = nullptr);
+
+// Floats in B packed for a micro-kernel of width nr: ceil(N / nr) panels of K rows x nr columns.
+size_t gemm_packed_b_size(int nr, int64_t K, int64_t N);
+// Packs B ([K,N], or [N,K] when trans_b) in that layout, zero-padding the last panel.
+void gemm_pack_b(int nr, int64_t K, int64_t N, const float* B, int64_t ldb, bool trans_b, float* dst);
 
 // The portable micro-kernel (4x8, plain C the compiler vectorizes for the baseline ISA).
 const GemmMicroKernel& gemm_micro_generic();

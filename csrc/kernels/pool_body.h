@@ -60,6 +60,21 @@ void pool_body(const Pool2DParams& p, const float* x, float* y) {
                 yp[0] = p.is_max ? (p.H * p.W > 0 ? r : 0.0f) : (p.H * p.W > 0 ? r / static_cast<float>(p.H * p.W) : 0.0f);
                 continue;
             }
+            if (p.is_max && p.KH == 2 && p.KW == 2 && p.stride_h == 2 && p.stride_w == 2 &&
+                p.pad_top == 0 && p.pad_left == 0 && 2 * p.OH <= p.H && 2 * p.OW <= p.W) {
+                // 2x2/2 max pooling: the max of two rows (contiguous), then of neighbour pairs.
+                float pair[1024];
+                for (int64_t oh = 0; oh < p.OH && 2 * p.OW <= 1024; ++oh) {
+                    const float* r0 = plane + 2 * oh * p.W;
+                    const float* r1 = r0 + p.W;
+                    for (int64_t j = 0; j < 2 * p.OW; ++j) pair[j] = r0[j] > r1[j] ? r0[j] : r1[j];
+                    float* row = yp + oh * p.OW;
+                    for (int64_t ow = 0; ow < p.OW; ++ow) {
+                        row[ow] = pair[2 * ow] > pair[2 * ow + 1] ? pair[2 * ow] : pair[2 * ow + 1];
+                    }
+                }
+                if (2 * p.OW <= 1024) continue;
+            }
             for (int64_t oh = 0; oh < p.OH; ++oh) {
                 const int64_t h0 = oh * p.stride_h - p.pad_top;
                 const int64_t h1 = h0 + p.KH < p.H + p.pad_bottom ? h0 + p.KH : p.H + p.pad_bottom;

@@ -9,6 +9,7 @@
 #include "kernels/activation.h"
 #include "kernels/conv2d.h"
 #include "kernels/elementwise.h"
+#include "kernels/gemm.h"
 #include "kernels/pool.h"
 
 namespace pyengine {
@@ -33,6 +34,8 @@ struct KernelTable {
                    float* y, int64_t n);
     // Softmax over the middle axis of [outer, axis, inner].
     void (*softmax)(const float* x, float* y, int64_t outer, int64_t axis, int64_t inner);
+    // The GEMM micro-kernel behind `gemm`, for callers that pack B themselves (convolution).
+    const GemmMicroKernel* gemm_uk;
 };
 
 // The table in use: PYENGINE_ISA if set (an error if the CPU lacks it), else the best available.

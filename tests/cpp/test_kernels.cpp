@@ -167,7 +167,7 @@ TEST_CASE(pool_variants_match_generic) {
         p.N = 1 + iter % 2; p.C = 1 + iter % 25; p.H = 5 + iter % 7; p.W = 6 + iter % 5;
         p.KH = 1 + iter % 3; p.KW = 1 + (iter / 3) % 3;
         p.stride_h = 1 + iter % 2; p.stride_w = 1 + (iter / 2) % 3;
-        p.pad_top = p.pad_left = (p.KH > 1 && p.KW > 1) ? 1 : 0;
+        p.pad_top = p.pad_left = (p.KH > 1 && p.KW > 1 && iter % 5 != 0) ? 1 : 0;
         p.pad_bottom = p.pad_right = p.pad_top;
         p.OH = (p.H + 2 * p.pad_top - p.KH) / p.stride_h + 1;
         p.OW = (p.W + 2 * p.pad_left - p.KW) / p.stride_w + 1;

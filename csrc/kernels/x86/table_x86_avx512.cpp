@@ -13,6 +13,8 @@ namespace pyengine {
 void gemm_avx512(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* B,
                  int64_t ldb, bool trans_b, float* C, int64_t ldc, const Epilogue& ep);
 
+const GemmMicroKernel& gemm_micro_avx512();
+
 namespace {
 void conv2d_avx512(const Conv2DParams& p, const float* x, const float* w, float* y) {
     conv2d_run(*kernel_table_avx512(), p, x, w, y);
@@ -26,6 +28,7 @@ const KernelTable* kernel_table_avx512() {
         t.name = "avx512";
         t.gemm = gemm_avx512;
         t.conv2d = conv2d_avx512;
+        t.gemm_uk = &gemm_micro_avx512();
         return t;
     }();
     return &table;
