@@ -37,72 +37,93 @@ inline __m512 act512(__m512 v, const Epilogue& e) {
     return _mm512_load_ps(t);
 }
 
-// Accumulates, then stores through the epilogue. Every accumulator is a named local (not an
-// array) so the compiler keeps all of them in registers through the k loop.
-#define PYENGINE_ROW(I, ACC) \
-    if constexpr (M > I) { \
-        const __m512 av = _mm512_set1_ps(ak[I * a_rs]); \
-        ACC##I##_0 = _mm512_fmadd_ps(av, b0, ACC##I##_0); \
-        ACC##I##_1 = _mm512_fmadd_ps(av, b1, ACC##I##_1); \
+inline __mmask16 lane_mask(int lanes) {
+    return lanes >= 16 ? __mmask16(0xFFFF) : (lanes <= 0 ? __mmask16(0) : __mmask16((1u << lanes) - 1));
+}
+
+// How one tile's rows leave the registers: C added (later K blocks), bias, activation, tail.
+struct TileOut {
+    bool accumulate, bias, bias_per_row, act;
+    __mmask16 m0, m1;  // the columns of C that exist
+    __m512 col_bias0, col_bias1;
+    const Epilogue* ep;
+    int64_t row0;
+
+    TileOut(int n, bool accumulate_c, const Epilogue* e, int64_t r0, int64_t col0)
+        : accumulate(accumulate_c), bias(e != nullptr && e->bias != nullptr),
+          bias_per_row(bias && e->bias_per_row), act(e != nullptr && e->act != Activation::None),
+          m0(lane_mask(n)), m1(lane_mask(n - 16)), col_bias0(_mm512_setzero_ps()),
+          col_bias1(_mm512_setzero_ps()), ep(e), row0(r0) {
+        if (bias && !bias_per_row) {
+            col_bias0 = _mm512_maskz_loadu_ps(m0, e->bias + col0);
+            col_bias1 = _mm512_maskz_loadu_ps(m1, e->bias + col0 + 16);
+        }
     }
-#define PYENGINE_STEP(AK, BK, ACC) \
-    do { \
-        const float* ak = (AK); \
+
+    __attribute__((always_inline)) void store(float* ci, int i, __m512 v0, __m512 v1) const {
+        if (accumulate) {
+            v0 = _mm512_add_ps(v0, _mm512_maskz_loadu_ps(m0, ci));
+            v1 = _mm512_add_ps(v1, _mm512_maskz_loadu_ps(m1, ci + 16));
+        }
+        if (bias) {
+            const __m512 b0 = bias_per_row ? _mm512_set1_ps(ep->bias[row0 + i]) : col_bias0;
+            const __m512 b1 = bias_per_row ? b0 : col_bias1;
+            v0 = _mm512_add_ps(v0, b0);
+            v1 = _mm512_add_ps(v1, b1);
+        }
+        if (act) {
+            v0 = act512(v0, *ep);
+            v1 = act512(v1, *ep);
+        }
+        _mm512_mask_storeu_ps(ci, m0, v0);
+        _mm512_mask_storeu_ps(ci + 16, m1, v1);
+    }
+};
+
+// One M x 32 tile. Every accumulator is a named local, not an array element, so that the
+// compiler keeps all of them in registers through the k loop (an array of __m512, which may
+// alias the float loads, ends up stored to the stack on every iteration).
+#define PYENGINE_ROW(I, ACC)                                  \
+    if constexpr (M > I) {                                    \
+        const __m512 av = _mm512_set1_ps(ak[I * a_rs]);       \
+        ACC##I##_0 = _mm512_fmadd_ps(av, b0, ACC##I##_0);     \
+        ACC##I##_1 = _mm512_fmadd_ps(av, b1, ACC##I##_1);     \
+    }
+#define PYENGINE_STEP(AK, BK, ACC)                                                              \
+    do {                                                                                        \
+        const float* ak = (AK);                                                                 \
         const __m512 b0 = _mm512_maskz_loadu_ps(l0, BK), b1 = _mm512_maskz_loadu_ps(l1, (BK) + 16); \
-        PYENGINE_ROW(0, ACC) PYENGINE_ROW(1, ACC) PYENGINE_ROW(2, ACC) PYENGINE_ROW(3, ACC) PYENGINE_ROW(4, ACC) PYENGINE_ROW(5, ACC) PYENGINE_ROW(6, ACC) PYENGINE_ROW(7, ACC) PYENGINE_ROW(8, ACC) PYENGINE_ROW(9, ACC) PYENGINE_ROW(10, ACC) PYENGINE_ROW(11, ACC) \
+        PYENGINE_ROW(0, ACC) PYENGINE_ROW(1, ACC) PYENGINE_ROW(2, ACC) PYENGINE_ROW(3, ACC)     \
+        PYENGINE_ROW(4, ACC) PYENGINE_ROW(5, ACC) PYENGINE_ROW(6, ACC) PYENGINE_ROW(7, ACC)     \
+        PYENGINE_ROW(8, ACC) PYENGINE_ROW(9, ACC) PYENGINE_ROW(10, ACC) PYENGINE_ROW(11, ACC)   \
     } while (0)
 #define PYENGINE_STORE(I) \
-    if constexpr (M > I) { \
-        const int i = I; \
-        __m512 v0 = _mm512_add_ps(c##I##_0, e##I##_0), v1 = _mm512_add_ps(c##I##_1, e##I##_1); \
-        float* ci = c + i * ldc; \
-        if (accumulate_c) { \
-        v0 = _mm512_add_ps(v0, _mm512_maskz_loadu_ps(s0, ci)); \
-        v1 = _mm512_add_ps(v1, _mm512_maskz_loadu_ps(s1, ci + 16)); \
-        } \
-        if (bias) { \
-        if (ep->bias_per_row) { \
-        const __m512 rb = _mm512_set1_ps(ep->bias[row0 + i]); \
-        v0 = _mm512_add_ps(v0, rb); \
-        v1 = _mm512_add_ps(v1, rb); \
-        } else { \
-        v0 = _mm512_add_ps(v0, cb0); \
-        v1 = _mm512_add_ps(v1, cb1); \
-        } \
-        } \
-        if (ep != nullptr && ep->act != Activation::None) { \
-        v0 = act512(v0, *ep); \
-        v1 = act512(v1, *ep); \
-        } \
-        _mm512_mask_storeu_ps(ci, s0, v0); \
-        _mm512_mask_storeu_ps(ci + 16, s1, v1); \
-    }
+    if constexpr (M > I) out.store(c + I * ldc, I, _mm512_add_ps(c##I##_0, e##I##_0), _mm512_add_ps(c##I##_1, e##I##_1));
 
 template <int M, bool kPacked>
 void kernel(int64_t kc, const float* a, int64_t a_rs, int64_t a_cs, const float* b, int64_t b_rs,
             bool b_padded, float* c, int64_t ldc, int n, bool accumulate_c, const Epilogue* ep,
             int64_t row0, int64_t col0) {
-    auto mask = [](int lanes) -> __mmask16 {
-        return lanes >= 16 ? __mmask16(0xFFFF) : (lanes <= 0 ? __mmask16(0) : __mmask16((1u << lanes) - 1));
-    };
-    const __mmask16 s0 = mask(n), s1 = mask(n - 16);  // the columns of C that exist
-    const __mmask16 l0 = b_padded ? __mmask16(0xFFFF) : s0, l1 = b_padded ? __mmask16(0xFFFF) : s1;
+    // Packed panels are zero-padded and may be read in full; otherwise only the n columns.
+    const __mmask16 l0 = b_padded ? __mmask16(0xFFFF) : lane_mask(n);
+    const __mmask16 l1 = b_padded ? __mmask16(0xFFFF) : lane_mask(n - 16);
     if (kPacked) {
         a_rs = 1;
         a_cs = kMR;
     }
+    // c: the sums; e: a second set for odd k when M <= 2 (zero otherwise).
     __m512 c0_0 = _mm512_setzero_ps(), c0_1 = c0_0, e0_0 = c0_0, e0_1 = c0_0;
-    __m512 c1_0 = _mm512_setzero_ps(), c1_1 = c1_0, e1_0 = c1_0, e1_1 = c1_0;
-    __m512 c2_0 = _mm512_setzero_ps(), c2_1 = c2_0, e2_0 = c2_0, e2_1 = c2_0;
-    __m512 c3_0 = _mm512_setzero_ps(), c3_1 = c3_0, e3_0 = c3_0, e3_1 = c3_0;
-    __m512 c4_0 = _mm512_setzero_ps(), c4_1 = c4_0, e4_0 = c4_0, e4_1 = c4_0;
-    __m512 c5_0 = _mm512_setzero_ps(), c5_1 = c5_0, e5_0 = c5_0, e5_1 = c5_0;
-    __m512 c6_0 = _mm512_setzero_ps(), c6_1 = c6_0, e6_0 = c6_0, e6_1 = c6_0;
-    __m512 c7_0 = _mm512_setzero_ps(), c7_1 = c7_0, e7_0 = c7_0, e7_1 = c7_0;
-    __m512 c8_0 = _mm512_setzero_ps(), c8_1 = c8_0, e8_0 = c8_0, e8_1 = c8_0;
-    __m512 c9_0 = _mm512_setzero_ps(), c9_1 = c9_0, e9_0 = c9_0, e9_1 = c9_0;
-    __m512 c10_0 = _mm512_setzero_ps(), c10_1 = c10_0, e10_0 = c10_0, e10_1 = c10_0;
-    __m512 c11_0 = _mm512_setzero_ps(), c11_1 = c11_0, e11_0 = c11_0, e11_1 = c11_0;
+    __m512 c1_0 = c0_0, c1_1 = c0_0, e1_0 = c0_0, e1_1 = c0_0;
+    __m512 c2_0 = c0_0, c2_1 = c0_0, e2_0 = c0_0, e2_1 = c0_0;
+    __m512 c3_0 = c0_0, c3_1 = c0_0, e3_0 = c0_0, e3_1 = c0_0;
+    __m512 c4_0 = c0_0, c4_1 = c0_0, e4_0 = c0_0, e4_1 = c0_0;
+    __m512 c5_0 = c0_0, c5_1 = c0_0, e5_0 = c0_0, e5_1 = c0_0;
+    __m512 c6_0 = c0_0, c6_1 = c0_0, e6_0 = c0_0, e6_1 = c0_0;
+    __m512 c7_0 = c0_0, c7_1 = c0_0, e7_0 = c0_0, e7_1 = c0_0;
+    __m512 c8_0 = c0_0, c8_1 = c0_0, e8_0 = c0_0, e8_1 = c0_0;
+    __m512 c9_0 = c0_0, c9_1 = c0_0, e9_0 = c0_0, e9_1 = c0_0;
+    __m512 c10_0 = c0_0, c10_1 = c0_0, e10_0 = c0_0, e10_1 = c0_0;
+    __m512 c11_0 = c0_0, c11_1 = c0_0, e11_0 = c0_0, e11_1 = c0_0;
     int64_t k = 0;
     if constexpr (M <= 2) {  // few rows: alternate two accumulator sets to hide FMA latency
         for (; k + 2 <= kc; k += 2) {
@@ -117,13 +138,9 @@ void kernel(int64_t kc, const float* a, int64_t a_rs, int64_t a_cs, const float*
         a += a_cs;
         b += b_rs;
     }
-    const bool bias = ep != nullptr && ep->bias != nullptr;
-    __m512 cb0 = _mm512_setzero_ps(), cb1 = _mm512_setzero_ps();
-    if (bias && !ep->bias_per_row) {
-        cb0 = _mm512_maskz_loadu_ps(s0, ep->bias + col0);
-        cb1 = _mm512_maskz_loadu_ps(s1, ep->bias + col0 + 16);
-    }
-    PYENGINE_STORE(0) PYENGINE_STORE(1) PYENGINE_STORE(2) PYENGINE_STORE(3) PYENGINE_STORE(4) PYENGINE_STORE(5) PYENGINE_STORE(6) PYENGINE_STORE(7) PYENGINE_STORE(8) PYENGINE_STORE(9) PYENGINE_STORE(10) PYENGINE_STORE(11)
+    const TileOut out(n, accumulate_c, ep, row0, col0);
+    PYENGINE_STORE(0) PYENGINE_STORE(1) PYENGINE_STORE(2) PYENGINE_STORE(3) PYENGINE_STORE(4) PYENGINE_STORE(5)
+    PYENGINE_STORE(6) PYENGINE_STORE(7) PYENGINE_STORE(8) PYENGINE_STORE(9) PYENGINE_STORE(10) PYENGINE_STORE(11)
 }
 #undef PYENGINE_ROW
 #undef PYENGINE_STEP
@@ -211,7 +228,7 @@ void row_avx512(int64_t K, const float* a, const float* b, int64_t b_rs, float* 
     __mmask16 m[kRegs];
     for (int r = 0; r < kRegs; ++r) {
         const int lanes = n - 16 * r;
-        m[r] = lanes >= 16 ? __mmask16(0xFFFF) : (lanes <= 0 ? __mmask16(0) : __mmask16((1u << lanes) - 1));
+        m[r] = lane_mask(lanes);
     }
     const int regs = (n + 15) / 16;
 #define PYENGINE_ACC(R) __m512 acc##R = _mm512_setzero_ps();
