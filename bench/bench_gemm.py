@@ -52,17 +52,19 @@ def child(quick: bool) -> None:
             a = rng.standard_normal((m, kn)).astype(np.float32)
             c = np.empty((m, kn), np.float32)
             flop = 2.0 * m * kn * kn
-            row = {"M": m, "KN": kn}
+            row: dict[str, float] = {"M": m, "KN": kn}
             # Interleave the contenders so that machine noise hits them alike.
             for isa in ["numpy"] + isas:
                 if isa == "generic" and quick and m * kn * kn > 64 * 512 * 512:
                     continue
                 if isa == "numpy":
-                    sec = best_seconds(lambda: np.matmul(a, b, out=c))
+                    sec = best_seconds(lambda: np.matmul(a, b, out=c))  # noqa: B023 (run now)
                 else:
-                    sec = best_seconds(lambda isa=isa: _core.gemm(a, b, c, isa=isa),
-                                       budget_s=0.1 if isa == "generic" else 0.25,
-                                       min_reps=1 if isa == "generic" else 3)
+                    sec = best_seconds(
+                        lambda isa=isa: _core.gemm(a, b, c, isa=isa),  # noqa: B023 (run now)
+                        budget_s=0.1 if isa == "generic" else 0.25,
+                        min_reps=1 if isa == "generic" else 3,
+                    )
                 row[isa] = flop / sec / 1e9
             ref = a.astype(np.float64) @ b.astype(np.float64)
             _core.gemm(a, b, c)
@@ -97,9 +99,17 @@ def main() -> None:
         return
     from machine import describe
 
-    env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1",
-               PYENGINE_NUM_THREADS="1", PYTHONPATH=os.path.dirname(HERE))
-    cmd = [sys.executable, os.path.abspath(__file__), "--child"] + (["--quick"] if args.quick else [])
+    env = dict(
+        os.environ,
+        OPENBLAS_NUM_THREADS="1",
+        OMP_NUM_THREADS="1",
+        MKL_NUM_THREADS="1",
+        PYENGINE_NUM_THREADS="1",
+        PYTHONPATH=os.path.dirname(HERE),
+    )
+    cmd = [sys.executable, os.path.abspath(__file__), "--child"] + (
+        ["--quick"] if args.quick else []
+    )
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout
     data = json.loads(out)
     isas, rows = data["isas"], data["rows"]
@@ -118,7 +128,8 @@ def main() -> None:
         f"{np.__version__ and ''}(DYNAMIC_ARCH: it picks its AVX-512 kernels on this CPU).\n",
         f"Peak = 2 FMA units x lanes x 2 flops x {ghz:.2f} GHz (nominal clock from /proc/cpuinfo; "
         "turbo clocks run higher, so a kernel can exceed 100%): "
-        + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in peak.items() if k in isas) + ".\n",
+        + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in peak.items() if k in isas)
+        + ".\n",
         "| " + " | ".join(head) + " |",
         "|" + "---|" * len(head),
     ]
@@ -131,7 +142,11 @@ def main() -> None:
         lines.append("| " + " | ".join(cells) + " |")
 
     def ratio(ms: tuple[int, ...], kns: tuple[int, ...], isa: str, base: str) -> float:
-        vals = [r[isa] / r[base] for r in rows if r["M"] in ms and r["KN"] in kns and isa in r and base in r]
+        vals = [
+            r[isa] / r[base]
+            for r in rows
+            if r["M"] in ms and r["KN"] in kns and isa in r and base in r
+        ]
         return min(vals) if vals else float("nan")
 
     big = ratio((512, 1024), KNS, best, "numpy")
@@ -143,10 +158,19 @@ def main() -> None:
     if "avx2" in isas and "generic" in isas:
         g = ratio(MS, KNS, "avx2", "generic")
         targets.append(("AVX2 vs generic variant: worst ratio", g, ">= 4x", g >= 4))
-    lines += ["", f"Targets ({best} kernels unless named):", "", "| target | measured | goal | met |", "|---|---|---|---|"]
+    lines += [
+        "",
+        f"Targets ({best} kernels unless named):",
+        "",
+        "| target | measured | goal | met |",
+        "|---|---|---|---|",
+    ]
     for name, val, goal, ok in targets:
         lines.append(f"| {name} | {val:.2f}x | {goal} | {'yes' if ok else 'no'} |")
-    lines.append(f"\nLargest relative error against a float64 product: {max(r['max_rel_err'] for r in rows):.1e}.")
+    lines.append(
+        "\nLargest relative error against a float64 product: "
+        f"{max(r['max_rel_err'] for r in rows):.1e}."
+    )
     os.makedirs(RESULTS, exist_ok=True)
     with open(os.path.join(RESULTS, "gemm.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
