@@ -25,17 +25,23 @@ namespace pyengine {
 
 namespace {
 
-thread_local std::vector<float> tls_col, tls_row;
+thread_local std::vector<float> tls_col;
 
-// NCHW im2col straight into the GEMM's packed-B layout (panels of nr output pixels, each K rows
-// of nr floats): rows (ci, kh, kw) of cg input channels starting at channel c_first. Each row is
-// gathered contiguously into `row`, then cut into the panels.
+// NCHW im2col straight into the GEMM's packed-B layout: panels of nr output pixels, each K rows
+// (ci, kh, kw) of nr floats, for cg input channels starting at channel c_first. An output row
+// falls into at most a few contiguous runs of a panel row, which are filled in place.
 void im2col_nchw_packed(const Conv2DParams& p, const float* x, int64_t n, int64_t c_first, int64_t cg,
-                        int nr, float* row, float* dst) {
+                        int nr, float* dst) {
     const int64_t OHW = p.OH * p.OW;
     const int64_t K = cg * p.KH * p.KW;
     const int64_t panels = (OHW + nr - 1) / nr;
-    for (int64_t j = OHW; j < panels * nr; ++j) row[j] = 0.0f;  // the last panel's padding
+    const int64_t tail = OHW - (panels - 1) * nr;  // pixels in the last panel
+    if (tail < nr) {  // zero the last panel's padding columns
+        float* last = dst + (panels - 1) * K * nr;
+        for (int64_t k = 0; k < K; ++k) {
+            for (int64_t j = tail; j < nr; ++j) last[k * nr + j] = 0.0f;
+        }
+    }
     for (int64_t ci = 0; ci < cg; ++ci) {
         const float* xc = x + (n * p.C + c_first + ci) * p.H * p.W;
         for (int64_t kh = 0; kh < p.KH; ++kh) {
@@ -45,23 +51,30 @@ void im2col_nchw_packed(const Conv2DParams& p, const float* x, int64_t n, int64_
                 int64_t lo = 0, hi = 0;
                 valid_range(p.OW, p.W, p.stride_w, off, &lo, &hi);
                 for (int64_t oh = 0; oh < p.OH; ++oh) {
-                    float* d = row + oh * p.OW;
                     const int64_t ih = oh * p.stride_h - p.pad_top + kh * p.dilation_h;
-                    if (ih < 0 || ih >= p.H) {
-                        for (int64_t ow = 0; ow < p.OW; ++ow) d[ow] = 0.0f;
-                        continue;
-                    }
+                    const bool row_inside = ih >= 0 && ih < p.H;
                     const float* xr = xc + ih * p.W;
-                    for (int64_t ow = 0; ow < lo; ++ow) d[ow] = 0.0f;
-                    if (p.stride_w == 1) {
-                        for (int64_t ow = lo; ow < hi; ++ow) d[ow] = xr[ow + off];
-                    } else {
-                        for (int64_t ow = lo; ow < hi; ++ow) d[ow] = xr[ow * p.stride_w + off];
+                    for (int64_t ow = 0; ow < p.OW;) {
+                        const int64_t pix = oh * p.OW + ow;
+                        const int64_t q = pix / nr, j = pix % nr;
+                        const int64_t len = p.OW - ow < nr - j ? p.OW - ow : nr - j;
+                        float* d = dst + (q * K + k) * nr + j - ow;  // d[ow'] for ow' in [ow, ow + len)
+                        const int64_t end = ow + len;
+                        if (!row_inside) {
+                            for (int64_t o = ow; o < end; ++o) d[o] = 0.0f;
+                        } else {
+                            const int64_t a = lo > ow ? (lo < end ? lo : end) : ow;
+                            const int64_t b = hi < end ? (hi > a ? hi : a) : end;
+                            for (int64_t o = ow; o < a; ++o) d[o] = 0.0f;
+                            if (p.stride_w == 1) {
+                                for (int64_t o = a; o < b; ++o) d[o] = xr[o + off];
+                            } else {
+                                for (int64_t o = a; o < b; ++o) d[o] = xr[o * p.stride_w + off];
+                            }
+                            for (int64_t o = b; o < end; ++o) d[o] = 0.0f;
+                        }
+                        ow = end;
                     }
-                    for (int64_t ow = hi; ow < p.OW; ++ow) d[ow] = 0.0f;
-                }
-                for (int64_t q = 0; q < panels; ++q) {
-                    std::memcpy(dst + (q * K + k) * nr, row + q * nr, static_cast<size_t>(nr) * sizeof(float));
                 }
             }
         }
@@ -131,9 +144,8 @@ void conv2d_run(const KernelTable& k, const Conv2DParams& p, const float* x, con
                     continue;
                 }
                 const int nr = k.gemm_uk->nr;
-                tls_row.resize(static_cast<size_t>((OHW + nr - 1) / nr * nr));
                 tls_col.resize(gemm_packed_b_size(nr, KC, OHW));
-                im2col_nchw_packed(p, x, n, g * cg, cg, nr, tls_row.data(), tls_col.data());
+                im2col_nchw_packed(p, x, n, g * cg, cg, nr, tls_col.data());
                 gemm_driver(*k.gemm_uk, og, OHW, KC, wg, KC, nullptr, 0, false, yg, OHW, ep, tls_col.data());
             } else {
                 tls_col.resize(static_cast<size_t>(KC * OHW));

@@ -17,7 +17,7 @@ namespace {
 
 constexpr int kMR = 12, kNR = 32;
 
-inline __m512 act512(__m512 v, const Epilogue& e) {
+__attribute__((always_inline)) inline __m512 act512(__m512 v, const Epilogue& e) {
     switch (e.act) {
         case Activation::None: return v;
         case Activation::Relu: return _mm512_max_ps(v, _mm512_setzero_ps());
@@ -92,7 +92,8 @@ struct TileOut {
 #define PYENGINE_STEP(AK, BK, ACC)                                                              \
     do {                                                                                        \
         const float* ak = (AK);                                                                 \
-        const __m512 b0 = _mm512_maskz_loadu_ps(l0, BK), b1 = _mm512_maskz_loadu_ps(l1, (BK) + 16); \
+        const __m512 b0 = kFullB ? _mm512_loadu_ps(BK) : _mm512_maskz_loadu_ps(l0, BK);     \
+        const __m512 b1 = kFullB ? _mm512_loadu_ps((BK) + 16) : _mm512_maskz_loadu_ps(l1, (BK) + 16); \
         PYENGINE_ROW(0, ACC) PYENGINE_ROW(1, ACC) PYENGINE_ROW(2, ACC) PYENGINE_ROW(3, ACC)     \
         PYENGINE_ROW(4, ACC) PYENGINE_ROW(5, ACC) PYENGINE_ROW(6, ACC) PYENGINE_ROW(7, ACC)     \
         PYENGINE_ROW(8, ACC) PYENGINE_ROW(9, ACC) PYENGINE_ROW(10, ACC) PYENGINE_ROW(11, ACC)   \
@@ -100,7 +101,7 @@ struct TileOut {
 #define PYENGINE_STORE(I) \
     if constexpr (M > I) out.store(c + I * ldc, I, _mm512_add_ps(c##I##_0, e##I##_0), _mm512_add_ps(c##I##_1, e##I##_1));
 
-template <int M, bool kPacked>
+template <int M, bool kPacked, bool kFullB>
 void kernel(int64_t kc, const float* a, int64_t a_rs, int64_t a_cs, const float* b, int64_t b_rs,
             bool b_padded, float* c, int64_t ldc, int n, bool accumulate_c, const Epilogue* ep,
             int64_t row0, int64_t col0) {
@@ -151,8 +152,11 @@ void tile(int64_t kc, const float* a, int64_t a_rs, int64_t a_cs, const float* b
           bool b_padded, float* c, int64_t ldc, int n, bool accumulate_c, const Epilogue* ep,
           int64_t row0, int64_t col0) {
     const bool packed = a_rs == 1 && a_cs == kMR;
-    if (packed) kernel<M, true>(kc, a, a_rs, a_cs, b, b_rs, b_padded, c, ldc, n, accumulate_c, ep, row0, col0);
-    else kernel<M, false>(kc, a, a_rs, a_cs, b, b_rs, b_padded, c, ldc, n, accumulate_c, ep, row0, col0);
+    // A whole 32-column row of B can be loaded without a mask (padded panel, or n == 32).
+    const bool full_b = b_padded || n == kNR;
+    if (packed && full_b) kernel<M, true, true>(kc, a, a_rs, a_cs, b, b_rs, b_padded, c, ldc, n, accumulate_c, ep, row0, col0);
+    else if (full_b) kernel<M, false, true>(kc, a, a_rs, a_cs, b, b_rs, b_padded, c, ldc, n, accumulate_c, ep, row0, col0);
+    else kernel<M, false, false>(kc, a, a_rs, a_cs, b, b_rs, b_padded, c, ldc, n, accumulate_c, ep, row0, col0);
 }
 
 void micro_avx512(int64_t kc, const float* a, int64_t a_rs, int64_t a_cs, const float* b,
