@@ -131,7 +131,9 @@ void conv2d_run(const KernelTable& k, const Conv2DParams& p, const float* x, con
         k.gemm(p.N * OHW, p.O, p.C, x, p.C, w, p.C, true, y, p.O, p.ep);
         return;
     }
-    for (int64_t n = 0; n < p.N; ++n) {
+    // One image per task when there are several (each GEMM then runs on its task's thread);
+    // a single image parallelizes inside its GEMMs instead.
+    auto image = [&](int64_t n) {
         for (int64_t g = 0; g < p.groups; ++g) {
             Epilogue ep = p.ep;
             if (ep.bias) ep.bias += g * og;
@@ -153,6 +155,11 @@ void conv2d_run(const KernelTable& k, const Conv2DParams& p, const float* x, con
                 k.gemm(OHW, og, KC, tls_col.data(), KC, wg, KC, true, y + n * OHW * p.O + g * og, p.O, ep);
             }
         }
+    };
+    if (p.N > 1 && num_threads() > 1 && p.O * KC * OHW >= (int64_t(1) << 16)) {
+        parallel_for(p.N, image);
+    } else {
+        for (int64_t n = 0; n < p.N; ++n) image(n);
     }
 }
 
