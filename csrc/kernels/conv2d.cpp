@@ -4,6 +4,7 @@
 #include <cstring>
 #include <vector>
 
+#include "kernels/gemm.h"
 #include "runtime/dispatch.h"
 #include "runtime/thread_pool.h"
 
@@ -133,6 +134,8 @@ void conv2d_run(const KernelTable& k, const Conv2DParams& p, const float* x, con
     }
     // One image per task when there are several (each GEMM then runs on its task's thread);
     // a single image parallelizes inside its GEMMs instead.
+    const bool use_packed = p.packed_w != nullptr && p.packed_w_uk == k.gemm_uk && p.layout == Layout::NCHW;
+    const size_t packed_group = use_packed ? gemm_packed_a_size(k.gemm_uk->mr, og, KC) : 0;
     auto image = [&](int64_t n) {
         for (int64_t g = 0; g < p.groups; ++g) {
             Epilogue ep = p.ep;
@@ -141,14 +144,17 @@ void conv2d_run(const KernelTable& k, const Conv2DParams& p, const float* x, con
             if (p.layout == Layout::NCHW) {
                 ep.bias_per_row = true;
                 float* yg = y + (n * p.O + g * og) * OHW;
+                const float* pw = use_packed ? p.packed_w + static_cast<size_t>(g) * packed_group : nullptr;
                 if (pointwise) {  // [O, C] x [C, H*W]: the input is the B matrix as it lies
-                    k.gemm(og, OHW, cg, wg, cg, x + (n * p.C + g * cg) * OHW, OHW, false, yg, OHW, ep);
+                    const float* xg = x + (n * p.C + g * cg) * OHW;
+                    if (pw) gemm_driver(*k.gemm_uk, og, OHW, cg, wg, cg, xg, OHW, false, yg, OHW, ep, nullptr, pw);
+                    else k.gemm(og, OHW, cg, wg, cg, xg, OHW, false, yg, OHW, ep);
                     continue;
                 }
                 const int nr = k.gemm_uk->nr;
                 tls_col.resize(gemm_packed_b_size(nr, KC, OHW));
                 im2col_nchw_packed(p, x, n, g * cg, cg, nr, tls_col.data());
-                gemm_driver(*k.gemm_uk, og, OHW, KC, wg, KC, nullptr, 0, false, yg, OHW, ep, tls_col.data());
+                gemm_driver(*k.gemm_uk, og, OHW, KC, wg, KC, nullptr, 0, false, yg, OHW, ep, tls_col.data(), pw);
             } else {
                 tls_col.resize(static_cast<size_t>(KC * OHW));
                 im2col_nhwc(p, x, n, g * cg, cg, tls_col.data());
@@ -161,6 +167,17 @@ void conv2d_run(const KernelTable& k, const Conv2DParams& p, const float* x, con
     } else {
         for (int64_t n = 0; n < p.N; ++n) image(n);
     }
+}
+
+std::vector<float> conv2d_pack_weights(const Conv2DParams& p, const GemmMicroKernel& uk, const float* w) {
+    if (p.layout != Layout::NCHW || (p.groups > 1 && p.groups == p.C && p.O == p.C)) return {};
+    const int64_t og = p.O / p.groups, KC = p.C / p.groups * p.KH * p.KW;
+    const size_t group = gemm_packed_a_size(uk.mr, og, KC);
+    std::vector<float> out(group * static_cast<size_t>(p.groups));
+    for (int64_t g = 0; g < p.groups; ++g) {
+        gemm_pack_a(uk.mr, og, KC, w + g * og * KC, KC, out.data() + static_cast<size_t>(g) * group);
+    }
+    return out;
 }
 
 void depthwise2d_generic(const Conv2DParams& p, const float* x, const float* w, float* y, int64_t n,

@@ -121,6 +121,8 @@ void tile(int64_t kc, const float* a, int64_t a_rs, int64_t a_cs, const float* b
     if (n == kNR || b_padded) {
         if (packed) kernel<M, true, false>(kc, a, a_rs, a_cs, b, b_rs, c, ldc, n, accumulate_c, ep, row0, col0);
         else kernel<M, false, false>(kc, a, a_rs, a_cs, b, b_rs, c, ldc, n, accumulate_c, ep, row0, col0);
+    } else if (packed) {
+        kernel<M, true, true>(kc, a, a_rs, a_cs, b, b_rs, c, ldc, n, accumulate_c, ep, row0, col0);
     } else {
         kernel<M, false, true>(kc, a, a_rs, a_cs, b, b_rs, c, ldc, n, accumulate_c, ep, row0, col0);
     }
