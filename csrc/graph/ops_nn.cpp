@@ -135,11 +135,14 @@ public:
         return {{p.N, p.O, p.OH, p.OW}};
     }
 
-    // Constant weights are packed once for the GEMM micro-kernel in use at load; a run under
-    // another kernel variant (tests switch them) packs as it goes instead.
+    // Constant weights up to kPackMax bytes are packed once for the GEMM micro-kernel in use at
+    // load (larger ones, and runs under another kernel variant, pack as they go): loading stays
+    // a mapping of the file, not a copy of it.
     void prepare(const std::vector<const Tensor*>& constants) override {
+        constexpr size_t kPackMax = size_t(4) << 20;
         if (constants.size() < 2 || constants[1] == nullptr || constants[1]->shape.size() != 4) return;
         const Tensor& w = *constants[1];
+        if (w.nbytes() > kPackMax) return;
         Conv2DParams p;
         p.layout = layout_;
         p.groups = groups_;
