@@ -68,8 +68,9 @@ TEST_CASE(gemm_variants_match_reference) {
     std::uniform_int_distribution<int> small(1, 40), big(1, 300);
     // Fixed shapes for the paths random ones rarely reach: one or two rows with B beyond L2
     // (the streaming row kernel), row kernels' register tails, 5x6x7.
-    const int64_t fixed[][3] = {{1, 517, 700}, {2, 1031, 300}, {1, 257, 33}, {2, 129, 5}, {5, 7, 6}, {13, 1, 1}};
-    for (int iter = 0; iter < 66; ++iter) {
+    const int64_t fixed[][3] = {{1, 517, 700}, {2, 1031, 300}, {1, 2000, 601}, {1, 257, 33},
+                                {2, 129, 5}, {5, 7, 6}, {13, 1, 1}};
+    for (int iter = 0; iter < 67; ++iter) {
         int64_t M = iter % 3 == 0 ? big(rng) : small(rng);
         int64_t N = iter % 4 == 0 ? big(rng) : small(rng);
         int64_t K = iter % 5 == 0 ? big(rng) + 256 : small(rng);  // > one K block sometimes
