@@ -141,63 +141,78 @@ void micro_avx2(int64_t kc, const float* a, int64_t a_rs, int64_t a_cs, const fl
     }
 }
 
-// One row of C, up to 128 columns in 16 ymm accumulators; B rows are read as 512-byte runs.
-void row_avx2(int64_t K, const float* a, const float* b, int64_t b_rs, float* c, int n,
+// One row of C with kRegs ymm accumulators (8 * kRegs columns at most; the last is masked).
+// kRegs is a template argument so that the k loop has no per-register branches.
+template <int kRegs>
+void row_regs(int64_t K, const float* a, const float* b, int64_t b_rs, float* c, int n,
               const Epilogue* ep, int64_t row0, int64_t col0) {
-    constexpr int kRegs = 16;
-    if (n > 8 * kRegs) {  // wider than the registers: 128 columns at a time
-        for (int j = 0; j < n; j += 8 * kRegs) {
-            row_avx2(K, a, b + j, b_rs, c + j, n - j < 8 * kRegs ? n - j : 8 * kRegs, ep, row0, col0 + j);
-        }
-        return;
-    }
-    __m256i m[kRegs];
-    for (int r = 0; r < kRegs; ++r) m[r] = tail_mask(n - 8 * r);
-    const int regs = (n + 7) / 8;
-    const bool full = n == 8 * kRegs;
+    const __m256i last = tail_mask(n - 8 * (kRegs - 1));
+    const bool last_full = n == 8 * kRegs;
 #define PYENGINE_ACC(R) __m256 acc##R = _mm256_setzero_ps();
     PYENGINE_ACC(0) PYENGINE_ACC(1) PYENGINE_ACC(2) PYENGINE_ACC(3) PYENGINE_ACC(4) PYENGINE_ACC(5)
     PYENGINE_ACC(6) PYENGINE_ACC(7) PYENGINE_ACC(8) PYENGINE_ACC(9) PYENGINE_ACC(10) PYENGINE_ACC(11)
     PYENGINE_ACC(12) PYENGINE_ACC(13) PYENGINE_ACC(14) PYENGINE_ACC(15)
 #undef PYENGINE_ACC
-    if (full) {
-#define PYENGINE_FMA(R) acc##R = _mm256_fmadd_ps(av, _mm256_loadu_ps(bk + 8 * R), acc##R);
-        for (int64_t k = 0; k < K; ++k) {
-            const __m256 av = _mm256_broadcast_ss(a + k);
-            const float* bk = b + k * b_rs;
-            PYENGINE_FMA(0) PYENGINE_FMA(1) PYENGINE_FMA(2) PYENGINE_FMA(3) PYENGINE_FMA(4) PYENGINE_FMA(5)
-            PYENGINE_FMA(6) PYENGINE_FMA(7) PYENGINE_FMA(8) PYENGINE_FMA(9) PYENGINE_FMA(10) PYENGINE_FMA(11)
-            PYENGINE_FMA(12) PYENGINE_FMA(13) PYENGINE_FMA(14) PYENGINE_FMA(15)
-        }
-#undef PYENGINE_FMA
-    } else {
-#define PYENGINE_FMA(R) \
-    if (R < regs) acc##R = _mm256_fmadd_ps(av, _mm256_maskload_ps(bk + 8 * R, m[R]), acc##R);
-        for (int64_t k = 0; k < K; ++k) {
-            const __m256 av = _mm256_broadcast_ss(a + k);
-            const float* bk = b + k * b_rs;
-            PYENGINE_FMA(0) PYENGINE_FMA(1) PYENGINE_FMA(2) PYENGINE_FMA(3) PYENGINE_FMA(4) PYENGINE_FMA(5)
-            PYENGINE_FMA(6) PYENGINE_FMA(7) PYENGINE_FMA(8) PYENGINE_FMA(9) PYENGINE_FMA(10) PYENGINE_FMA(11)
-            PYENGINE_FMA(12) PYENGINE_FMA(13) PYENGINE_FMA(14) PYENGINE_FMA(15)
-        }
-#undef PYENGINE_FMA
+#define PYENGINE_FMA(R)                                                                          \
+    if constexpr (R < kRegs) {                                                                   \
+        const __m256 bv = R == kRegs - 1 && !last_full ? _mm256_maskload_ps(bk + 8 * R, last)   \
+                                                       : _mm256_loadu_ps(bk + 8 * R);            \
+        acc##R = _mm256_fmadd_ps(av, bv, acc##R);                                                \
     }
+    for (int64_t k = 0; k < K; ++k) {
+        const __m256 av = _mm256_broadcast_ss(a + k);
+        const float* bk = b + k * b_rs;
+        PYENGINE_FMA(0) PYENGINE_FMA(1) PYENGINE_FMA(2) PYENGINE_FMA(3) PYENGINE_FMA(4) PYENGINE_FMA(5)
+        PYENGINE_FMA(6) PYENGINE_FMA(7) PYENGINE_FMA(8) PYENGINE_FMA(9) PYENGINE_FMA(10) PYENGINE_FMA(11)
+        PYENGINE_FMA(12) PYENGINE_FMA(13) PYENGINE_FMA(14) PYENGINE_FMA(15)
+    }
+#undef PYENGINE_FMA
     const bool bias = ep->bias != nullptr;
     const bool act = ep->act != Activation::None;
+    const __m256i all = tail_mask(8);
 #define PYENGINE_OUT(R)                                                                          \
-    if (R < regs) {                                                                              \
+    if constexpr (R < kRegs) {                                                                   \
+        const __m256i mk = R == kRegs - 1 ? last : all;                                          \
         __m256 v = acc##R;                                                                       \
         if (bias) {                                                                              \
             v = _mm256_add_ps(v, ep->bias_per_row ? _mm256_set1_ps(ep->bias[row0])               \
-                                                  : _mm256_maskload_ps(ep->bias + col0 + 8 * R, m[R])); \
+                                                  : _mm256_maskload_ps(ep->bias + col0 + 8 * R, mk)); \
         }                                                                                        \
         if (act) v = activate256(v, *ep);                                                        \
-        _mm256_maskstore_ps(c + 8 * R, m[R], v);                                                 \
+        _mm256_maskstore_ps(c + 8 * R, mk, v);                                                   \
     }
     PYENGINE_OUT(0) PYENGINE_OUT(1) PYENGINE_OUT(2) PYENGINE_OUT(3) PYENGINE_OUT(4) PYENGINE_OUT(5)
     PYENGINE_OUT(6) PYENGINE_OUT(7) PYENGINE_OUT(8) PYENGINE_OUT(9) PYENGINE_OUT(10) PYENGINE_OUT(11)
     PYENGINE_OUT(12) PYENGINE_OUT(13) PYENGINE_OUT(14) PYENGINE_OUT(15)
 #undef PYENGINE_OUT
+}
+
+// One row of C: 128 columns at a time in 16 ymm accumulators (B rows read as 512-byte runs).
+void row_avx2(int64_t K, const float* a, const float* b, int64_t b_rs, float* c, int n,
+              const Epilogue* ep, int64_t row0, int64_t col0) {
+    for (int j = 0; j < n; j += 128) {
+        const int w = n - j < 128 ? n - j : 128;
+        const float* bj = b + j;
+        float* cj = c + j;
+        switch ((w + 7) / 8) {
+            case 1: row_regs<1>(K, a, bj, b_rs, cj, w, ep, row0, col0 + j); break;
+            case 2: row_regs<2>(K, a, bj, b_rs, cj, w, ep, row0, col0 + j); break;
+            case 3: row_regs<3>(K, a, bj, b_rs, cj, w, ep, row0, col0 + j); break;
+            case 4: row_regs<4>(K, a, bj, b_rs, cj, w, ep, row0, col0 + j); break;
+            case 5: row_regs<5>(K, a, bj, b_rs, cj, w, ep, row0, col0 + j); break;
+            case 6: row_regs<6>(K, a, bj, b_rs, cj, w, ep, row0, col0 + j); break;
+            case 7: row_regs<7>(K, a, bj, b_rs, cj, w, ep, row0, col0 + j); break;
+            case 8: row_regs<8>(K, a, bj, b_rs, cj, w, ep, row0, col0 + j); break;
+            case 9: row_regs<9>(K, a, bj, b_rs, cj, w, ep, row0, col0 + j); break;
+            case 10: row_regs<10>(K, a, bj, b_rs, cj, w, ep, row0, col0 + j); break;
+            case 11: row_regs<11>(K, a, bj, b_rs, cj, w, ep, row0, col0 + j); break;
+            case 12: row_regs<12>(K, a, bj, b_rs, cj, w, ep, row0, col0 + j); break;
+            case 13: row_regs<13>(K, a, bj, b_rs, cj, w, ep, row0, col0 + j); break;
+            case 14: row_regs<14>(K, a, bj, b_rs, cj, w, ep, row0, col0 + j); break;
+            case 15: row_regs<15>(K, a, bj, b_rs, cj, w, ep, row0, col0 + j); break;
+            default: row_regs<16>(K, a, bj, b_rs, cj, w, ep, row0, col0 + j); break;
+        }
+    }
 }
 
 }  // namespace
