@@ -51,15 +51,15 @@ void im2col_nchw_packed(const Conv2DParams& p, const float* x, int64_t n, int64_
                 const int64_t off = kw * p.dilation_w - p.pad_left;
                 int64_t lo = 0, hi = 0;
                 valid_range(p.OW, p.W, p.stride_w, off, &lo, &hi);
+                int64_t q = 0, j = 0;  // panel and column of output pixel (oh, 0)
+                float* const row_k = dst + k * nr;
                 for (int64_t oh = 0; oh < p.OH; ++oh) {
                     const int64_t ih = oh * p.stride_h - p.pad_top + kh * p.dilation_h;
                     const bool row_inside = ih >= 0 && ih < p.H;
                     const float* xr = xc + ih * p.W;
                     for (int64_t ow = 0; ow < p.OW;) {
-                        const int64_t pix = oh * p.OW + ow;
-                        const int64_t q = pix / nr, j = pix % nr;
                         const int64_t len = p.OW - ow < nr - j ? p.OW - ow : nr - j;
-                        float* d = dst + (q * K + k) * nr + j - ow;  // d[ow'] for ow' in [ow, ow + len)
+                        float* d = row_k + q * K * nr + j - ow;  // d[o] for o in [ow, ow + len)
                         const int64_t end = ow + len;
                         if (!row_inside) {
                             for (int64_t o = ow; o < end; ++o) d[o] = 0.0f;
@@ -75,9 +75,63 @@ void im2col_nchw_packed(const Conv2DParams& p, const float* x, int64_t n, int64_
                             for (int64_t o = b; o < end; ++o) d[o] = 0.0f;
                         }
                         ow = end;
+                        j += len;
+                        if (j == nr) {
+                            j = 0;
+                            ++q;
+                        }
                     }
                 }
             }
+        }
+    }
+}
+
+// Stride-1 NCHW convolution as one GEMM over the flattened zero-bordered input: with the planes
+// padded to Hp x Wp, tap (kh, kw) of output pixel (oh, ow) sits at flat position
+// oh * Wp + ow + kh * dh * Wp + kw * dw, so each packed B row is a plain run of the padded plane
+// (no bounds checks, no im2col). The GEMM computes (OH - 1) * Wp + OW flat outputs; the Wp - OW
+// border columns of each row are dropped when copying the result out.
+void conv_nchw_stride1(const KernelTable& k, const Conv2DParams& p, const float* x, int64_t n, int64_t g,
+                       const float* wg, const float* packed_w, const Epilogue& ep, float* yg) {
+    const int64_t cg = p.C / p.groups, og = p.O / p.groups;
+    const int64_t K = cg * p.KH * p.KW;
+    const int64_t Hp = p.OH - 1 + (p.KH - 1) * p.dilation_h + 1;
+    const int64_t Wp = p.OW - 1 + (p.KW - 1) * p.dilation_w + 1;
+    const int64_t plane = Hp * Wp;
+    const int64_t span = (p.OH - 1) * Wp + p.OW;
+    const int nr = k.gemm_uk->nr;
+    const int64_t panels = (span + nr - 1) / nr;
+    thread_local std::vector<float> pad, packed, out;
+    // Slack after the last plane: the last panel may read up to nr floats past the span.
+    pad.assign(static_cast<size_t>(cg * plane + nr + Wp), 0.0f);
+    const int64_t rows = p.H < Hp - p.pad_top ? p.H : Hp - p.pad_top;
+    const int64_t cols = p.W < Wp - p.pad_left ? p.W : Wp - p.pad_left;
+    for (int64_t ci = 0; ci < cg; ++ci) {
+        const float* xc = x + (n * p.C + g * cg + ci) * p.H * p.W;
+        float* dc = pad.data() + ci * plane + p.pad_top * Wp + p.pad_left;
+        for (int64_t h = 0; h < rows; ++h) std::memcpy(dc + h * Wp, xc + h * p.W, static_cast<size_t>(cols) * sizeof(float));
+    }
+    packed.resize(static_cast<size_t>(panels * K * nr));
+    for (int64_t ci = 0; ci < cg; ++ci) {
+        for (int64_t kh = 0; kh < p.KH; ++kh) {
+            for (int64_t kw = 0; kw < p.KW; ++kw) {
+                const int64_t kk = (ci * p.KH + kh) * p.KW + kw;
+                const float* src = pad.data() + ci * plane + kh * p.dilation_h * Wp + kw * p.dilation_w;
+                float* dst = packed.data() + kk * nr;
+                for (int64_t q = 0; q < panels; ++q) {
+                    std::memcpy(dst + q * K * nr, src + q * nr, static_cast<size_t>(nr) * sizeof(float));
+                }
+            }
+        }
+    }
+    out.resize(static_cast<size_t>(og * span));
+    gemm_driver(*k.gemm_uk, og, span, K, wg, K, nullptr, 0, false, out.data(), span, ep, packed.data(),
+                packed_w);
+    for (int64_t o = 0; o < og; ++o) {
+        for (int64_t oh = 0; oh < p.OH; ++oh) {
+            std::memcpy(yg + (o * p.OH + oh) * p.OW, out.data() + o * span + oh * Wp,
+                        static_cast<size_t>(p.OW) * sizeof(float));
         }
     }
 }
@@ -149,6 +203,10 @@ void conv2d_run(const KernelTable& k, const Conv2DParams& p, const float* x, con
                     const float* xg = x + (n * p.C + g * cg) * OHW;
                     if (pw) gemm_driver(*k.gemm_uk, og, OHW, cg, wg, cg, xg, OHW, false, yg, OHW, ep, nullptr, pw);
                     else k.gemm(og, OHW, cg, wg, cg, xg, OHW, false, yg, OHW, ep);
+                    continue;
+                }
+                if (p.stride_h == 1 && p.stride_w == 1) {
+                    conv_nchw_stride1(k, p, x, n, g, wg, pw, ep, yg);
                     continue;
                 }
                 const int nr = k.gemm_uk->nr;

@@ -173,8 +173,9 @@ void gemm_driver(const GemmMicroKernel& uk, int64_t M, int64_t N, int64_t K, con
 
     const int64_t mc = std::max<int64_t>(mr, kMC / mr * mr);
     const int64_t m_panels = ceil_div(M, mr);
-    // K in equal blocks of at most kKC (300 is two blocks of 150, not 256 + 44).
-    const int64_t k_blocks = ceil_div(K, kKC);
+    // K in equal blocks of at most kKC (600 is three blocks of 200, not 256 + 256 + 88); up to
+    // 1.5 kKC is one block (the B panel then spills from L1 a little, but C is written once).
+    const int64_t k_blocks = K <= kKC * 3 / 2 ? 1 : ceil_div(K, kKC);
     const int64_t kc_max = ceil_div(K, k_blocks);
     float* pa = packed_a ? nullptr : tls_pack_a.get(static_cast<size_t>(m_panels * mr * kc_max));
     // B rows less than 2 KB apart are read in place: a panel's rows then share cache sets

@@ -131,6 +131,8 @@ TEST_CASE(conv2d_variants_match_reference) {
         {Layout::NCHW, 1, 6, 11, 13, 9, 5, 3, 2, 1, 3},  {Layout::NHWC, 1, 6, 11, 13, 9, 5, 3, 2, 1, 3},
         {Layout::NCHW, 1, 4, 8, 8, 8, 3, 1, 1, 1, 4},    {Layout::NCHW, 1, 3, 33, 35, 33, 3, 2, 1, 1, 1},
         {Layout::NCHW, 1, 7, 6, 7, 5, 1, 2, 0, 1, 1},    {Layout::NHWC, 1, 7, 6, 7, 5, 1, 2, 0, 1, 1},
+        {Layout::NCHW, 2, 5, 9, 8, 7, 3, 1, 2, 2, 1},    {Layout::NCHW, 1, 32, 16, 16, 64, 3, 1, 1, 1, 1},
+        {Layout::NCHW, 1, 6, 5, 7, 4, 5, 1, 0, 1, 2},
     };
     int which = 0;
     for (const Case& c : cases) {
