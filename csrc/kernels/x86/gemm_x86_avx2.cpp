@@ -187,31 +187,75 @@ void row_regs(int64_t K, const float* a, const float* b, int64_t b_rs, float* c,
 #undef PYENGINE_OUT
 }
 
-// One row of C: 128 columns at a time in 16 ymm accumulators (B rows read as 512-byte runs).
+// One wide row of C (more than 128 columns): four rows of B at a time, each read start to end,
+// with the partial sums in c (L1). Four sequential streams suit the prefetcher when B is too
+// big for L2.
+void row_wide_avx2(int64_t K, const float* a, const float* b, int64_t b_rs, float* c, int n,
+                   const Epilogue* ep, int64_t row0, int64_t col0) {
+    const int64_t full = n / 8 * 8;
+    const __m256i tail = tail_mask(static_cast<int>(n - full));
+    for (int64_t k = 0; k < K; k += 4) {
+        const int64_t kn = K - k < 4 ? K - k : 4;
+        const __m256 a0 = _mm256_set1_ps(a[k]);
+        const __m256 a1 = _mm256_set1_ps(kn > 1 ? a[k + 1] : 0.0f);
+        const __m256 a2 = _mm256_set1_ps(kn > 2 ? a[k + 2] : 0.0f);
+        const __m256 a3 = _mm256_set1_ps(kn > 3 ? a[k + 3] : 0.0f);
+        const float* b0 = b + k * b_rs;
+        const float* b1 = kn > 1 ? b0 + b_rs : b0;  // a1..a3 are 0 where rows run out
+        const float* b2 = kn > 2 ? b1 + b_rs : b0;
+        const float* b3 = kn > 3 ? b2 + b_rs : b0;
+        int64_t j = 0;
+        for (; j < full; j += 8) {
+            __m256 v = k == 0 ? _mm256_setzero_ps() : _mm256_loadu_ps(c + j);
+            v = _mm256_fmadd_ps(a0, _mm256_loadu_ps(b0 + j), v);
+            v = _mm256_fmadd_ps(a1, _mm256_loadu_ps(b1 + j), v);
+            v = _mm256_fmadd_ps(a2, _mm256_loadu_ps(b2 + j), v);
+            v = _mm256_fmadd_ps(a3, _mm256_loadu_ps(b3 + j), v);
+            _mm256_storeu_ps(c + j, v);
+        }
+        if (j < n) {
+            __m256 v = k == 0 ? _mm256_setzero_ps() : _mm256_maskload_ps(c + j, tail);
+            v = _mm256_fmadd_ps(a0, _mm256_maskload_ps(b0 + j, tail), v);
+            v = _mm256_fmadd_ps(a1, _mm256_maskload_ps(b1 + j, tail), v);
+            v = _mm256_fmadd_ps(a2, _mm256_maskload_ps(b2 + j, tail), v);
+            v = _mm256_fmadd_ps(a3, _mm256_maskload_ps(b3 + j, tail), v);
+            _mm256_maskstore_ps(c + j, tail, v);
+        }
+    }
+    if (ep->bias == nullptr && ep->act == Activation::None) return;
+    for (int64_t j = 0; j < n; j += 8) {
+        const __m256i mk = tail_mask(static_cast<int>(n - j < 8 ? n - j : 8));
+        __m256 v = _mm256_maskload_ps(c + j, mk);
+        if (ep->bias) {
+            v = _mm256_add_ps(v, ep->bias_per_row ? _mm256_set1_ps(ep->bias[row0])
+                                                  : _mm256_maskload_ps(ep->bias + col0 + j, mk));
+        }
+        if (ep->act != Activation::None) v = activate256(v, *ep);
+        _mm256_maskstore_ps(c + j, mk, v);
+    }
+}
+
+// One row of C: up to 128 columns in 16 ymm accumulators, more through row_wide_avx2.
 void row_avx2(int64_t K, const float* a, const float* b, int64_t b_rs, float* c, int n,
               const Epilogue* ep, int64_t row0, int64_t col0) {
-    for (int j = 0; j < n; j += 128) {
-        const int w = n - j < 128 ? n - j : 128;
-        const float* bj = b + j;
-        float* cj = c + j;
-        switch ((w + 7) / 8) {
-            case 1: row_regs<1>(K, a, bj, b_rs, cj, w, ep, row0, col0 + j); break;
-            case 2: row_regs<2>(K, a, bj, b_rs, cj, w, ep, row0, col0 + j); break;
-            case 3: row_regs<3>(K, a, bj, b_rs, cj, w, ep, row0, col0 + j); break;
-            case 4: row_regs<4>(K, a, bj, b_rs, cj, w, ep, row0, col0 + j); break;
-            case 5: row_regs<5>(K, a, bj, b_rs, cj, w, ep, row0, col0 + j); break;
-            case 6: row_regs<6>(K, a, bj, b_rs, cj, w, ep, row0, col0 + j); break;
-            case 7: row_regs<7>(K, a, bj, b_rs, cj, w, ep, row0, col0 + j); break;
-            case 8: row_regs<8>(K, a, bj, b_rs, cj, w, ep, row0, col0 + j); break;
-            case 9: row_regs<9>(K, a, bj, b_rs, cj, w, ep, row0, col0 + j); break;
-            case 10: row_regs<10>(K, a, bj, b_rs, cj, w, ep, row0, col0 + j); break;
-            case 11: row_regs<11>(K, a, bj, b_rs, cj, w, ep, row0, col0 + j); break;
-            case 12: row_regs<12>(K, a, bj, b_rs, cj, w, ep, row0, col0 + j); break;
-            case 13: row_regs<13>(K, a, bj, b_rs, cj, w, ep, row0, col0 + j); break;
-            case 14: row_regs<14>(K, a, bj, b_rs, cj, w, ep, row0, col0 + j); break;
-            case 15: row_regs<15>(K, a, bj, b_rs, cj, w, ep, row0, col0 + j); break;
-            default: row_regs<16>(K, a, bj, b_rs, cj, w, ep, row0, col0 + j); break;
-        }
+    switch ((n + 7) / 8) {
+        case 1: row_regs<1>(K, a, b, b_rs, c, n, ep, row0, col0); break;
+        case 2: row_regs<2>(K, a, b, b_rs, c, n, ep, row0, col0); break;
+        case 3: row_regs<3>(K, a, b, b_rs, c, n, ep, row0, col0); break;
+        case 4: row_regs<4>(K, a, b, b_rs, c, n, ep, row0, col0); break;
+        case 5: row_regs<5>(K, a, b, b_rs, c, n, ep, row0, col0); break;
+        case 6: row_regs<6>(K, a, b, b_rs, c, n, ep, row0, col0); break;
+        case 7: row_regs<7>(K, a, b, b_rs, c, n, ep, row0, col0); break;
+        case 8: row_regs<8>(K, a, b, b_rs, c, n, ep, row0, col0); break;
+        case 9: row_regs<9>(K, a, b, b_rs, c, n, ep, row0, col0); break;
+        case 10: row_regs<10>(K, a, b, b_rs, c, n, ep, row0, col0); break;
+        case 11: row_regs<11>(K, a, b, b_rs, c, n, ep, row0, col0); break;
+        case 12: row_regs<12>(K, a, b, b_rs, c, n, ep, row0, col0); break;
+        case 13: row_regs<13>(K, a, b, b_rs, c, n, ep, row0, col0); break;
+        case 14: row_regs<14>(K, a, b, b_rs, c, n, ep, row0, col0); break;
+        case 15: row_regs<15>(K, a, b, b_rs, c, n, ep, row0, col0); break;
+        case 16: row_regs<16>(K, a, b, b_rs, c, n, ep, row0, col0); break;
+        default: row_wide_avx2(K, a, b, b_rs, c, n, ep, row0, col0); break;
     }
 }
 
