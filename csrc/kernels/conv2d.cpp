@@ -2,6 +2,7 @@
 #include "kernels/conv2d.h"
 
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 #include "kernels/gemm.h"
@@ -28,109 +29,89 @@ namespace {
 
 thread_local std::vector<float> tls_col;
 
-// NCHW im2col straight into the GEMM's packed-B layout: panels of nr output pixels, each K rows
-// (ci, kh, kw) of nr floats, for cg input channels starting at channel c_first. An output row
-// falls into at most a few contiguous runs of a panel row, which are filled in place.
-void im2col_nchw_packed(const Conv2DParams& p, const float* x, int64_t n, int64_t c_first, int64_t cg,
-                        int nr, float* dst) {
-    const int64_t OHW = p.OH * p.OW;
+// NCHW convolution as one GEMM over flattened, zero-bordered input planes, split by stride
+// phase: phase (a, b) of a channel holds padded-input pixels (sh * i + a, sw * j + b) as an
+// Hs x Ws plane. Tap (kh, kw) of output pixel (oh, ow) is then pixel
+// (oh + th / sh, ow + tw / sw) of phase (th % sh, tw % sw), th = kh * dh, tw = kw * dw: at flat
+// offset (th / sh) * Ws + tw / sw from flat position oh * Ws + ow. So every packed B row is a
+// plain run of a phase plane (no per-element bounds checks, unlike im2col). The GEMM computes
+// (OH - 1) * Ws + OW flat outputs; the Ws - OW wrap-around columns of each row are dropped when
+// the result is copied out.
+void conv_nchw_flat(const KernelTable& k, const Conv2DParams& p, const float* x, int64_t n, int64_t g,
+                    const float* wg, const float* packed_w, const Epilogue& ep, float* yg) {
+    const int64_t cg = p.C / p.groups, og = p.O / p.groups;
     const int64_t K = cg * p.KH * p.KW;
-    const int64_t panels = (OHW + nr - 1) / nr;
-    const int64_t tail = OHW - (panels - 1) * nr;  // pixels in the last panel
-    if (tail < nr) {  // zero the last panel's padding columns
-        float* last = dst + (panels - 1) * K * nr;
-        for (int64_t k = 0; k < K; ++k) {
-            for (int64_t j = tail; j < nr; ++j) last[k * nr + j] = 0.0f;
+    const int64_t sh = p.stride_h, sw = p.stride_w;
+    const int64_t Hs = p.OH + (p.KH - 1) * p.dilation_h / sh;
+    const int64_t Ws = p.OW + (p.KW - 1) * p.dilation_w / sw;
+    const int64_t plane = Hs * Ws;
+    const int64_t span = (p.OH - 1) * Ws + p.OW;
+    const int nr = k.gemm_uk->nr;
+    const int64_t panels = (span + nr - 1) / nr;
+    thread_local std::vector<float> phases, packed, out;
+    // Slack at the end: the last panel may read up to nr floats past the span.
+    phases.resize(static_cast<size_t>(cg * sh * sw * plane + nr + Ws));
+    float* const ph = phases.data();
+    for (int64_t ci = 0; ci < cg; ++ci) {
+        const float* xc = x + (n * p.C + g * cg + ci) * p.H * p.W;
+        for (int64_t a = 0; a < sh; ++a) {
+            for (int64_t b = 0; b < sw; ++b) {
+                float* dst = ph + ((ci * sh + a) * sw + b) * plane;
+                // Columns j whose input column sw * j + b - pad_left lies inside [0, W).
+                const int64_t off = b - p.pad_left;
+                int64_t lo = 0, hi = 0;
+                valid_range(Ws, p.W, sw, off, &lo, &hi);
+                for (int64_t i = 0; i < Hs; ++i) {
+                    float* d = dst + i * Ws;
+                    const int64_t ih = sh * i + a - p.pad_top;
+                    if (ih < 0 || ih >= p.H) {
+                        for (int64_t j = 0; j < Ws; ++j) d[j] = 0.0f;
+                        continue;
+                    }
+                    const float* xr = xc + ih * p.W + off;
+                    for (int64_t j = 0; j < lo; ++j) d[j] = 0.0f;
+                    if (sw == 1) {
+                        for (int64_t j = lo; j < hi; ++j) d[j] = xr[j];
+                    } else {
+                        for (int64_t j = lo; j < hi; ++j) d[j] = xr[sw * j];
+                    }
+                    for (int64_t j = hi; j < Ws; ++j) d[j] = 0.0f;
+                }
+            }
         }
     }
-    for (int64_t ci = 0; ci < cg; ++ci) {
-        const float* xc = x + (n * p.C + c_first + ci) * p.H * p.W;
-        for (int64_t kh = 0; kh < p.KH; ++kh) {
-            for (int64_t kw = 0; kw < p.KW; ++kw) {
-                const int64_t k = (ci * p.KH + kh) * p.KW + kw;
-                const int64_t off = kw * p.dilation_w - p.pad_left;
-                int64_t lo = 0, hi = 0;
-                valid_range(p.OW, p.W, p.stride_w, off, &lo, &hi);
-                int64_t q = 0, j = 0;  // panel and column of output pixel (oh, 0)
-                float* const row_k = dst + k * nr;
-                for (int64_t oh = 0; oh < p.OH; ++oh) {
-                    const int64_t ih = oh * p.stride_h - p.pad_top + kh * p.dilation_h;
-                    const bool row_inside = ih >= 0 && ih < p.H;
-                    const float* xr = xc + ih * p.W;
-                    for (int64_t ow = 0; ow < p.OW;) {
-                        const int64_t len = p.OW - ow < nr - j ? p.OW - ow : nr - j;
-                        float* d = row_k + q * K * nr + j - ow;  // d[o] for o in [ow, ow + len)
-                        const int64_t end = ow + len;
-                        if (!row_inside) {
-                            for (int64_t o = ow; o < end; ++o) d[o] = 0.0f;
-                        } else {
-                            const int64_t a = lo > ow ? (lo < end ? lo : end) : ow;
-                            const int64_t b = hi < end ? (hi > a ? hi : a) : end;
-                            for (int64_t o = ow; o < a; ++o) d[o] = 0.0f;
-                            if (p.stride_w == 1) {
-                                for (int64_t o = a; o < b; ++o) d[o] = xr[o + off];
-                            } else {
-                                for (int64_t o = a; o < b; ++o) d[o] = xr[o * p.stride_w + off];
-                            }
-                            for (int64_t o = b; o < end; ++o) d[o] = 0.0f;
-                        }
-                        ow = end;
-                        j += len;
-                        if (j == nr) {
-                            j = 0;
-                            ++q;
-                        }
+    for (int64_t i = cg * sh * sw * plane; i < static_cast<int64_t>(phases.size()); ++i) ph[i] = 0.0f;
+    packed.resize(static_cast<size_t>(panels * K * nr));
+    // Runs of nr floats; a constant size lets the compiler inline the copies.
+    auto copy_runs = [&](auto run_floats) {
+        const int kRun = decltype(run_floats)::value == 0 ? nr : decltype(run_floats)::value;
+        for (int64_t ci = 0; ci < cg; ++ci) {
+            for (int64_t kh = 0; kh < p.KH; ++kh) {
+                const int64_t th = kh * p.dilation_h;
+                for (int64_t kw = 0; kw < p.KW; ++kw) {
+                    const int64_t tw = kw * p.dilation_w;
+                    const int64_t kk = (ci * p.KH + kh) * p.KW + kw;
+                    const float* src = ph + ((ci * sh + th % sh) * sw + tw % sw) * plane + (th / sh) * Ws + tw / sw;
+                    float* dst = packed.data() + kk * kRun;
+                    for (int64_t q = 0; q < panels; ++q) {
+                        std::memcpy(dst + q * K * kRun, src + q * kRun, sizeof(float) * kRun);
                     }
                 }
             }
         }
-    }
-}
-
-// Stride-1 NCHW convolution as one GEMM over the flattened zero-bordered input: with the planes
-// padded to Hp x Wp, tap (kh, kw) of output pixel (oh, ow) sits at flat position
-// oh * Wp + ow + kh * dh * Wp + kw * dw, so each packed B row is a plain run of the padded plane
-// (no bounds checks, no im2col). The GEMM computes (OH - 1) * Wp + OW flat outputs; the Wp - OW
-// border columns of each row are dropped when copying the result out.
-void conv_nchw_stride1(const KernelTable& k, const Conv2DParams& p, const float* x, int64_t n, int64_t g,
-                       const float* wg, const float* packed_w, const Epilogue& ep, float* yg) {
-    const int64_t cg = p.C / p.groups, og = p.O / p.groups;
-    const int64_t K = cg * p.KH * p.KW;
-    const int64_t Hp = p.OH - 1 + (p.KH - 1) * p.dilation_h + 1;
-    const int64_t Wp = p.OW - 1 + (p.KW - 1) * p.dilation_w + 1;
-    const int64_t plane = Hp * Wp;
-    const int64_t span = (p.OH - 1) * Wp + p.OW;
-    const int nr = k.gemm_uk->nr;
-    const int64_t panels = (span + nr - 1) / nr;
-    thread_local std::vector<float> pad, packed, out;
-    // Slack after the last plane: the last panel may read up to nr floats past the span.
-    pad.assign(static_cast<size_t>(cg * plane + nr + Wp), 0.0f);
-    const int64_t rows = p.H < Hp - p.pad_top ? p.H : Hp - p.pad_top;
-    const int64_t cols = p.W < Wp - p.pad_left ? p.W : Wp - p.pad_left;
-    for (int64_t ci = 0; ci < cg; ++ci) {
-        const float* xc = x + (n * p.C + g * cg + ci) * p.H * p.W;
-        float* dc = pad.data() + ci * plane + p.pad_top * Wp + p.pad_left;
-        for (int64_t h = 0; h < rows; ++h) std::memcpy(dc + h * Wp, xc + h * p.W, static_cast<size_t>(cols) * sizeof(float));
-    }
-    packed.resize(static_cast<size_t>(panels * K * nr));
-    for (int64_t ci = 0; ci < cg; ++ci) {
-        for (int64_t kh = 0; kh < p.KH; ++kh) {
-            for (int64_t kw = 0; kw < p.KW; ++kw) {
-                const int64_t kk = (ci * p.KH + kh) * p.KW + kw;
-                const float* src = pad.data() + ci * plane + kh * p.dilation_h * Wp + kw * p.dilation_w;
-                float* dst = packed.data() + kk * nr;
-                for (int64_t q = 0; q < panels; ++q) {
-                    std::memcpy(dst + q * K * nr, src + q * nr, static_cast<size_t>(nr) * sizeof(float));
-                }
-            }
-        }
+    };
+    switch (nr) {
+        case 8: copy_runs(std::integral_constant<int, 8>{}); break;
+        case 16: copy_runs(std::integral_constant<int, 16>{}); break;
+        case 32: copy_runs(std::integral_constant<int, 32>{}); break;
+        default: copy_runs(std::integral_constant<int, 0>{}); break;  // any other width
     }
     out.resize(static_cast<size_t>(og * span));
     gemm_driver(*k.gemm_uk, og, span, K, wg, K, nullptr, 0, false, out.data(), span, ep, packed.data(),
                 packed_w);
     for (int64_t o = 0; o < og; ++o) {
         for (int64_t oh = 0; oh < p.OH; ++oh) {
-            std::memcpy(yg + (o * p.OH + oh) * p.OW, out.data() + o * span + oh * Wp,
+            std::memcpy(yg + (o * p.OH + oh) * p.OW, out.data() + o * span + oh * Ws,
                         static_cast<size_t>(p.OW) * sizeof(float));
         }
     }
@@ -205,14 +186,7 @@ void conv2d_run(const KernelTable& k, const Conv2DParams& p, const float* x, con
                     else k.gemm(og, OHW, cg, wg, cg, xg, OHW, false, yg, OHW, ep);
                     continue;
                 }
-                if (p.stride_h == 1 && p.stride_w == 1) {
-                    conv_nchw_stride1(k, p, x, n, g, wg, pw, ep, yg);
-                    continue;
-                }
-                const int nr = k.gemm_uk->nr;
-                tls_col.resize(gemm_packed_b_size(nr, KC, OHW));
-                im2col_nchw_packed(p, x, n, g * cg, cg, nr, tls_col.data());
-                gemm_driver(*k.gemm_uk, og, OHW, KC, wg, KC, nullptr, 0, false, yg, OHW, ep, tls_col.data(), pw);
+                conv_nchw_flat(k, p, x, n, g, wg, pw, ep, yg);
             } else {
                 tls_col.resize(static_cast<size_t>(KC * OHW));
                 im2col_nhwc(p, x, n, g * cg, cg, tls_col.data());
