@@ -184,7 +184,7 @@ def main() -> None:
     lines += [
         f"| one thread, CNN call ({call_ms:.2f} ms per call) | {one:.1f} calls/s | | |",
         f"| two threads on the same model | {two:.1f} calls/s ({two / one:.2f}x) | >= 1.7x | {'yes' if two / one >= 1.7 else 'no'} |",
-        f"| control: zlib.compress on two threads vs one, same machine, right after | {control:.2f}x | | |",
+        f"| control: zlib.compress on two threads vs one, right after | {control:.2f}x | | |",
         "",
         "Pss counts each shared page once across the processes that map it: with two processes",
         "touching the same 256 MB of weights, each is charged about 128 MB of them.",
