@@ -137,7 +137,7 @@ def main() -> None:
         "contenders taking turns round after round "
         "(`np.matmul(a, b, out=c)` vs `pyengine._core.gemm(a, b, c, isa=...)`), one thread each "
         "(OPENBLAS_NUM_THREADS=1, PYENGINE_NUM_THREADS=1). numpy's BLAS is OpenBLAS "
-        f"{np.__version__ and ''}(DYNAMIC_ARCH: it picks its AVX-512 kernels on this CPU).\n",
+        f"(numpy {np.__version__}; DYNAMIC_ARCH: it picks its AVX-512 kernels on this CPU).\n",
         f"Load average (1 min) {load_before:.1f} before and {load_after:.1f} after the run on "
         f"{os.cpu_count()} logical cores: other work shared the machine.\n",
         f"Peak = 2 FMA units x lanes x 2 flops x {ghz:.2f} GHz (nominal clock from /proc/cpuinfo; "
