@@ -25,6 +25,7 @@ DEFAULT_RATIO = 20
 DEFAULT_FLOOR = 64 << 20
 DEFAULT_MAX_FILES = 100_000
 _BUF = 1 << 20
+_STREAM_BUF = 64 << 10
 
 
 @dataclass
@@ -277,9 +278,10 @@ def fsync_dir(path: str) -> None:
 def _unpack_tar(path: str, w: _Writer, fileobj: Optional[Any] = None) -> None:
     try:
         # "r:gz" (gzip.GzipFile) bounds each decompression step. The stream mode used on a pipe
-        # ("r|gz") inflates one 10 KiB compressed record at a time, so at most ~10 MiB per step.
+        # ("r|gz") inflates one whole compressed buffer at a time: 64 KiB, so at most ~64 MiB
+        # (deflate's ratio is at most ~1032:1) per step, however much a bomb expands.
         with (
-            tarfile.open(fileobj=fileobj, mode="r|gz")
+            tarfile.open(fileobj=fileobj, mode="r|gz", bufsize=_STREAM_BUF)
             if fileobj is not None
             else tarfile.open(path, mode="r:gz")
         ) as tf:
