@@ -329,7 +329,7 @@ def test_deploy_without_native_core(world):
         "from pyengine.cli import main\n"
         f"rc = main(['deploy', {world.group()!r}, '--root', {world.root!r}, '-q'])\n"
         "bad = [m for m in sys.modules\n"
-        "       if m.startswith(('pyengine.backends', 'boto3', 'tensorflow'))]\n"
+        "       if m.startswith(('pyengine.backends', 'pyengine.model', 'boto3', 'tensorflow'))]\n"
         "assert not bad, bad\n"
         "assert sys.modules['pyengine._core'] is None\n"
         "import pyengine\n"
