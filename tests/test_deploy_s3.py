@@ -112,6 +112,23 @@ def test_sagemaker_training_job_artifact(tmp_path, s3, bucket, moto_endpoint):
     assert artifact in d.items[0].token
     assert [i.outcome for i in dp.deploy(group, str(tmp_path / "root")).items] == ["unchanged"] * 2
 
+    # A job that is not Completed is refused. moto's API only creates Completed jobs, so the test
+    # sets the status in the (in-process) server's state; the deploy still asks it over HTTP.
+    from moto.sagemaker.models import sagemaker_backends
+
+    fake = sagemaker_backends["123456789012"]["us-east-1"].training_jobs[job]
+    fake.training_job_status, fake.failure_reason = "Failed", "AlgorithmError: out of memory"
+    try:
+        d = dp.deploy(group, str(tmp_path / "root"))
+    finally:
+        fake.training_job_status = "Completed"
+        del fake.failure_reason
+    assert d.status == "Failure"
+    assert f"training job '{job}' is Failed (AlgorithmError: out of memory); only Completed" in (
+        d.items[0].message
+    ), d.items[0].message
+    check_complete(dest_a)
+
     missing = _group(tmp_path, moto_endpoint, [_model("x", "sagemaker://no-such-job", dest_a)])
     d = dp.deploy(missing, str(tmp_path / "root"))
     assert d.status == "Failure"
