@@ -370,3 +370,16 @@ def test_example_group_deploys(tmp_path):
     assert os.path.isfile(os.path.join(cur.resource_path("digits"), "digits.pyem"))
     assert os.path.isfile(os.path.join(cur.functions["classify"].code_dir, "classify.py"))
     assert cur.functions["classify"].environment == {"TOP_K": "3"}
+
+
+def test_keep_removes_dropped_resources_and_keeps_failed_ones(world):
+    dp.deploy(world.group(), world.root)
+    world.set_pkg("alpha", "v2")
+    with open(world.pkg["alpha"], "w") as f:
+        f.write("<html>error</html>")
+    d = dp.deploy(world.group(("alpha",)), world.root, on_failure="keep")  # beta dropped
+    out = {i.key: i.outcome for i in d.items}
+    assert d.status == "Failure" and d.applied
+    assert out["alpha"] == "failed" and out["beta"] == "removed"
+    assert world.tag("alpha") == "v1" and not os.path.lexists(world.dest["beta"])
+    assert {r["key"] for r in dp.list_installed(world.root)} == {"alpha", "null", "classify"}

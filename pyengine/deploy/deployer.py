@@ -750,10 +750,11 @@ class _Deployer:
                     if it.outcome == "installed":
                         self.switch(it, it.version_path)
                         switched.append(it)
-                if not failed:
-                    for it in removed:
-                        self.switch(it, None)
-                        switched.append(it)
+                # Resources dropped from the group go too (with --on-failure=keep as well: only
+                # the failed resources keep their previous version).
+                for it in removed:
+                    self.switch(it, None)
+                    switched.append(it)
             except OSError as exc:
                 for it in reversed(switched):  # undo from the journal's previous targets
                     j = self.state.one(
@@ -817,7 +818,7 @@ class _Deployer:
                         )
                 for it in removed:
                     db.execute("DELETE FROM installed WHERE kind=? AND key=?", (it.kind, it.key))
-                if not failed:
+                if apply:
                     for row in list(
                         db.execute("SELECT kind, key FROM installed WHERE kind='device'")
                     ):
