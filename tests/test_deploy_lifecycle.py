@@ -383,3 +383,16 @@ def test_keep_removes_dropped_resources_and_keeps_failed_ones(world):
     assert out["alpha"] == "failed" and out["beta"] == "removed"
     assert world.tag("alpha") == "v1" and not os.path.lexists(world.dest["beta"])
     assert {r["key"] for r in dp.list_installed(world.root)} == {"alpha", "null", "classify"}
+
+
+def test_moved_destination_removes_the_old_link(world, tmp_path):
+    dp.deploy(world.group(), world.root)
+    old = world.dest["alpha"]
+    world.dest["alpha"] = str(tmp_path / "elsewhere" / "alpha")
+    d = dp.deploy(world.group(), world.root)
+    assert {i.key: i.outcome for i in d.items}["alpha"] == "installed"
+    assert not os.path.lexists(old) and world.tag("alpha") == "v1"
+    r = run_cli("rollback", "--root", world.root)
+    assert r.returncode == 0, r.stderr
+    assert os.path.islink(old) and not os.path.lexists(world.dest["alpha"])
+    check_complete(old)

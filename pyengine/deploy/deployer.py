@@ -748,6 +748,12 @@ class _Deployer:
             try:
                 for it in self.items:
                     if it.outcome == "installed":
+                        prev = self.installed(it.kind, it.key)
+                        if prev and prev["destination"] and prev["destination"] != it.path:
+                            # The destination moved: the old link goes (journalled like a switch).
+                            old = ItemResult(it.kind, it.key, "moved", path=prev["destination"])
+                            self.switch(old, None)
+                            switched.append(old)
                         self.switch(it, it.version_path)
                         switched.append(it)
                 # Resources dropped from the group go too (with --on-failure=keep as well: only
@@ -962,8 +968,15 @@ def rollback(
             dep = int(cur.lastrowid or 0)
         d = _Deployer(s, Group(str(target["group_name"] or "")), "rollback", progress, 1, 0.0)
         d.dep = dep
+        current_dest = {
+            (row["kind"], row["key"]): row["destination"]
+            for row in state.q("SELECT kind, key, destination FROM installed")
+        }
         for it, v in plan:
             if it.kind != "device" and it.path:
+                old = current_dest.get((it.kind, it.key))
+                if old and old != it.path:  # the destination moved since: its link goes
+                    d.switch(ItemResult(it.kind, it.key, "moved", path=old), None)
                 d.switch(it, v)
         with state.tx() as db:
             db.execute("DELETE FROM installed")
