@@ -145,7 +145,7 @@ def test_failure_rolls_back_whole_deployment(world):
     out = {i.key: i for i in d.items}
     assert out["alpha"].outcome == "rolled-back"
     assert out["beta"].outcome == "failed" and "HTML" in out["beta"].message
-    assert out["classify"].outcome == "skipped"
+    assert out["classify"].outcome == "unchanged"
     assert "rolled back to the previous group" in d.message
     assert world.tag("alpha") == "v1" and world.tag("beta") == "v1"
     assert (
@@ -396,3 +396,17 @@ def test_moved_destination_removes_the_old_link(world, tmp_path):
     assert r.returncode == 0, r.stderr
     assert os.path.islink(old) and not os.path.lexists(world.dest["alpha"])
     check_complete(old)
+
+
+def test_missing_source_fails_before_any_download(world, tmp_path):
+    """Sources are resolved while the deployment is Building: a missing package fails it before
+    the other (changed) packages are transferred."""
+    dp.deploy(world.group(), world.root)
+    world.set_pkg("alpha", "v2", size=500_000)
+    os.unlink(world.pkg["beta"])
+    d = dp.deploy(world.group(), world.root)
+    out = {i.key: i for i in d.items}
+    assert d.status == "Failure"
+    assert out["beta"].outcome == "failed" and "no such file" in out["beta"].message
+    assert out["alpha"].outcome == "skipped" and out["alpha"].bytes == 0
+    assert world.tag("alpha") == "v1"

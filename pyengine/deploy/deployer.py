@@ -513,7 +513,7 @@ class _Deployer:
                     "choose another destination"
                 )
 
-    def prepare_model(self, r: Resource, it: ItemResult) -> None:
+    def prepare_model(self, r: Resource, it: ItemResult) -> Optional[Callable[[], None]]:
         assert r.model is not None
         m = r.model
         spec = dumps(
@@ -546,85 +546,96 @@ class _Deployer:
                 prev["version"],
                 prev["version_path"],
             )
-            return
-        store = store_for(m.destination)
-        os.makedirs(store, exist_ok=True)
-        self.state.add_store(store)
-        version = _version_name(self.dep, info.token)
-        vpath = os.path.join(store, version)
-        staging = os.path.join(store, f"staging-{self.dep}")
-        self.state.journal(self.dep, "stage", "model", r.id, staging, vpath, None)
-        downloads = os.path.join(self.s.root, "downloads")
-        os.makedirs(downloads, exist_ok=True)
-        part = os.path.join(
-            downloads, hashlib.sha256(f"{r.id}\0{info.token}".encode()).hexdigest()[:24] + ".part"
-        )
-        self.emit(
-            event="resource",
-            key=r.id,
-            kind="model",
-            total=info.size,
-            message=f"downloading {info.location}",
-        )
+            return None
 
-        def on_bytes(done: int, total: Optional[int]) -> None:
-            self.emit(event="bytes", key=r.id, kind="model", done=done, total=total)
-
-        name = info.location.rsplit("/", 1)[-1]
-        _rmtree(staging)
-        os.mkdir(staging, 0o700)
-        # A .tar.gz is unpacked while it downloads (into staging, used only once the digest is
-        # verified); a zip, or a download that had to start over, is unpacked afterwards.
-        streaming = (
-            _StreamingUnpack(staging, name, info.size, m)
-            if declared_format(name) == "tar.gz"
-            else None
-        )
-        try:
-            res = fetch(
-                source,
-                info,
-                part,
-                sha256=m.sha256,
-                attempts=self.retries,
-                backoff_s=self.backoff_s,
-                progress=on_bytes,
-                tee=streaming,
+        def build() -> None:
+            store = store_for(m.destination)
+            os.makedirs(store, exist_ok=True)
+            self.state.add_store(store)
+            version = _version_name(self.dep, info.token)
+            vpath = os.path.join(store, version)
+            staging = os.path.join(store, f"staging-{self.dep}")
+            self.state.journal(self.dep, "stage", "model", r.id, staging, vpath, None)
+            downloads = os.path.join(self.s.root, "downloads")
+            os.makedirs(downloads, exist_ok=True)
+            part = os.path.join(
+                downloads,
+                hashlib.sha256(f"{r.id}\0{info.token}".encode()).hexdigest()[:24] + ".part",
             )
-        except BaseException:
-            if streaming is not None:
-                streaming.cancel()
+            self.emit(
+                event="resource",
+                key=r.id,
+                kind="model",
+                total=info.size,
+                message=f"downloading {info.location}",
+            )
+
+            def on_bytes(done: int, total: Optional[int]) -> None:
+                self.emit(event="bytes", key=r.id, kind="model", done=done, total=total)
+
+            name = info.location.rsplit("/", 1)[-1]
             _rmtree(staging)
-            raise
-        it.bytes, it.attempts = res.downloaded, res.attempts
-        self.emit(event="resource", key=r.id, kind="model", message="unpacking")
-        try:
-            if streaming is None or not streaming.finish():
-                _rmtree(staging)
-                os.mkdir(staging, 0o700)
-                unpack(
-                    part, staging, name=name, max_bytes=m.max_unpacked_bytes, max_files=m.max_files
+            os.mkdir(staging, 0o700)
+            # A .tar.gz is unpacked while it downloads (into staging, used only once the digest is
+            # verified); a zip, or a download that had to start over, is unpacked afterwards.
+            streaming = (
+                _StreamingUnpack(staging, name, info.size, m)
+                if declared_format(name) == "tar.gz"
+                else None
+            )
+            try:
+                res = fetch(
+                    source,
+                    info,
+                    part,
+                    sha256=m.sha256,
+                    attempts=self.retries,
+                    backoff_s=self.backoff_s,
+                    progress=on_bytes,
+                    tee=streaming,
                 )
-            apply_owner(
-                staging, m.owner.group if m.owner else None, m.owner.permission if m.owner else None
-            )
-        except UnpackError as exc:
-            _rmtree(staging)
+            except BaseException:
+                if streaming is not None:
+                    streaming.cancel()
+                _rmtree(staging)
+                raise
+            it.bytes, it.attempts = res.downloaded, res.attempts
+            self.emit(event="resource", key=r.id, kind="model", message="unpacking")
+            try:
+                if streaming is None or not streaming.finish():
+                    _rmtree(staging)
+                    os.mkdir(staging, 0o700)
+                    unpack(
+                        part,
+                        staging,
+                        name=name,
+                        max_bytes=m.max_unpacked_bytes,
+                        max_files=m.max_files,
+                    )
+                apply_owner(
+                    staging,
+                    m.owner.group if m.owner else None,
+                    m.owner.permission if m.owner else None,
+                )
+            except UnpackError as exc:
+                _rmtree(staging)
+                os.unlink(part)
+                raise UnpackError(f"{name}: {exc}") from None
+            fsync_dir(staging)
+            os.rename(staging, vpath)
+            fsync_dir(store)
+            with self.state.tx() as db:
+                db.execute(
+                    "INSERT OR REPLACE INTO versions(kind, key, version, path, token, "
+                    "deployment_id, created) VALUES (?,?,?,?,?,?,?)",
+                    ("model", r.id, version, vpath, info.token, self.dep, time.time()),
+                )
             os.unlink(part)
-            raise UnpackError(f"{name}: {exc}") from None
-        fsync_dir(staging)
-        os.rename(staging, vpath)
-        fsync_dir(store)
-        with self.state.tx() as db:
-            db.execute(
-                "INSERT OR REPLACE INTO versions(kind, key, version, path, token, deployment_id, "
-                "created) VALUES (?,?,?,?,?,?,?)",
-                ("model", r.id, version, vpath, info.token, self.dep, time.time()),
-            )
-        os.unlink(part)
-        it.outcome, it.version, it.version_path = "installed", version, vpath
+            it.outcome, it.version, it.version_path = "installed", version, vpath
 
-    def prepare_device(self, r: Resource, it: ItemResult) -> None:
+        return build
+
+    def prepare_device(self, r: Resource, it: ItemResult) -> Optional[Callable[[], None]]:
         assert r.device is not None
         p = r.device.path
         it.path = p
@@ -635,8 +646,9 @@ class _Deployer:
         if not (stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode)):
             raise DeployError(f"{p} is not a character or block device; device resources must be")
         it.outcome = "verified"
+        return None
 
-    def prepare_function(self, f: Function, it: ItemResult) -> None:
+    def prepare_function(self, f: Function, it: ItemResult) -> Optional[Callable[[], None]]:
         token = _tree_token(f.code)
         it.token, it.source = token, f.code
         store = os.path.join(self.s.root, "functions", f.name)
@@ -655,31 +667,35 @@ class _Deployer:
                 prev["version"],
                 prev["version_path"],
             )
-            return
-        os.makedirs(store, exist_ok=True)
-        self.state.add_store(store)
-        version = _version_name(self.dep, token)
-        vpath = os.path.join(store, version)
-        staging = os.path.join(store, f"staging-{self.dep}")
-        self.state.journal(self.dep, "stage", "function", f.name, staging, vpath, None)
-        _rmtree(staging)
-        it.bytes = 0
-        _copy_code(f.code, staging)
-        fsync_dir(staging)
-        os.rename(staging, vpath)
-        fsync_dir(store)
-        self.state.x(
-            "INSERT OR REPLACE INTO versions(kind, key, version, path, token, deployment_id, "
-            "created) VALUES (?,?,?,?,?,?,?)",
-            "function",
-            f.name,
-            version,
-            vpath,
-            token,
-            self.dep,
-            time.time(),
-        )
-        it.outcome, it.version, it.version_path = "installed", version, vpath
+            return None
+
+        def build() -> None:
+            os.makedirs(store, exist_ok=True)
+            self.state.add_store(store)
+            version = _version_name(self.dep, token)
+            vpath = os.path.join(store, version)
+            staging = os.path.join(store, f"staging-{self.dep}")
+            self.state.journal(self.dep, "stage", "function", f.name, staging, vpath, None)
+            _rmtree(staging)
+            it.bytes = 0
+            _copy_code(f.code, staging)
+            fsync_dir(staging)
+            os.rename(staging, vpath)
+            fsync_dir(store)
+            self.state.x(
+                "INSERT OR REPLACE INTO versions(kind, key, version, path, token, deployment_id, "
+                "created) VALUES (?,?,?,?,?,?,?)",
+                "function",
+                f.name,
+                version,
+                vpath,
+                token,
+                self.dep,
+                time.time(),
+            )
+            it.outcome, it.version, it.version_path = "installed", version, vpath
+
+        return build
 
     def switch(self, it: ItemResult, target: Optional[str]) -> None:
         assert it.path is not None
@@ -709,8 +725,7 @@ class _Deployer:
             )
             self.dep = int(cur.lastrowid or 0)
         self.emit(event="start", key=str(self.dep), message=g.name)
-        self.state.x("UPDATE deployments SET status='InProgress' WHERE id=?", self.dep)
-        units: list[tuple[str, str, Callable[[ItemResult], None]]] = []
+        units: list[tuple[str, str, Callable[[ItemResult], Optional[Callable[[], None]]]]] = []
         for r in g.resources:
             if r.model is not None:
                 units.append(("model", r.id, functools.partial(self.prepare_model, r)))
@@ -719,22 +734,42 @@ class _Deployer:
         for f in g.functions:
             units.append(("function", f.name, functools.partial(self.prepare_function, f)))
         failed = False
-        for kind, key, prep in units:
+        errors = (DeployError, UnpackError, SourceError, OSError, ValueError)
+        # Building: resolve every source and decide what changed (nothing is downloaded yet, so
+        # a missing object or a bad device fails the deployment before any transfer).
+        builds: list[tuple[ItemResult, Callable[[], None]]] = []
+        for kind, key, plan in units:
             it = ItemResult(kind, key, "pending")
             self.items.append(it)
-            if failed and self.on_failure == "rollback":
-                it.outcome, it.message = "skipped", "not attempted: an earlier resource failed"
-                continue
             t0 = time.monotonic()
             try:
-                prep(it)
-            except (DeployError, UnpackError, SourceError, OSError, ValueError) as exc:
+                build = plan(it)
+            except errors as exc:
                 it.outcome, it.message = "failed", str(exc)
                 failed = True
+                build = None
             it.seconds = time.monotonic() - t0
+            if build is not None:
+                builds.append((it, build))
+            else:
+                self.record(it)
+                self.emit(event="done", key=key, kind=kind, message=it.outcome)
+        # InProgress: fetch, verify and unpack what changed.
+        self.state.x("UPDATE deployments SET status='InProgress' WHERE id=?", self.dep)
+        for it, build in builds:
+            if failed and self.on_failure == "rollback":
+                it.outcome, it.message = "skipped", "not attempted: another resource failed"
+            else:
+                t0 = time.monotonic()
+                try:
+                    build()
+                except errors as exc:
+                    it.outcome, it.message = "failed", str(exc)
+                    failed = True
+                it.seconds += time.monotonic() - t0
             if it.outcome != "installed":
                 self.record(it)
-            self.emit(event="done", key=key, kind=kind, done=it.bytes, message=it.outcome)
+            self.emit(event="done", key=it.key, kind=it.kind, done=it.bytes, message=it.outcome)
 
         in_group = {(it.kind, it.key) for it in self.items}
         removed = [
