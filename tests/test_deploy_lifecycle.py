@@ -297,7 +297,8 @@ def test_progress_plain_and_tty(world):
     assert r.returncode == 0
     assert "\r" not in r.stdout
     assert "  alpha: 100% (3.0 MB of 3.0 MB)" in r.stdout and "  alpha: installed" in r.stdout
-    assert "deployment 1: group line-1: Building -> InProgress" in r.stdout
+    assert "deployment 1: group line-1: Building" in r.stdout
+    assert r.stdout.index("deployment 1: InProgress") < r.stdout.index("alpha: 100%")
 
     world.set_pkg("alpha", "big2", size=3_000_000)
     master, slave = pty.openpty()
@@ -410,3 +411,13 @@ def test_missing_source_fails_before_any_download(world, tmp_path):
     assert out["beta"].outcome == "failed" and "no such file" in out["beta"].message
     assert out["alpha"].outcome == "skipped" and out["alpha"].bytes == 0
     assert world.tag("alpha") == "v1"
+
+
+def test_destination_of_another_root_is_refused(world, tmp_path):
+    dp.deploy(world.group(), world.root)
+    other = str(tmp_path / "other-root")
+    d = dp.deploy(world.group(), other)
+    assert d.status == "Failure"
+    assert "managed by another pyengine root" in d.items[0].message, d.items[0].message
+    assert world.tag("alpha") == "v1" and world.tag("beta") == "v1"
+    assert dp.deploy(world.group(), world.root).status == "Success"

@@ -43,7 +43,9 @@ class Progress:
 
     def __call__(self, e: dp.ProgressEvent) -> None:
         if e.event == "start":
-            print(f"deployment {e.key}: group {e.message}: Building -> InProgress", file=self.out)
+            print(f"deployment {e.key}: group {e.message}: Building", file=self.out)
+        elif e.event == "status":
+            print(f"deployment {e.key}: {e.message}", file=self.out)
         elif e.event == "resource":
             if self.tty:
                 self.out.write("\r\x1b[K")

@@ -25,6 +25,7 @@ import functools
 import hashlib
 import json
 import os
+import secrets
 import shutil
 import sqlite3
 import stat
@@ -55,7 +56,7 @@ STATUSES = ("Building", "InProgress", "Success", "Failure")
 class ProgressEvent:
     """What a deployment reports as it goes (the CLI renders these)."""
 
-    event: str  # "start" | "resource" | "bytes" | "done" | "end"
+    event: str  # "start" | "resource" | "status" | "bytes" | "done" | "end"
     key: str = ""
     kind: str = ""
     done: int = 0
@@ -132,8 +133,13 @@ def store_for(destination: str) -> str:
     return os.path.join(parent, f".{name}.pyengine")
 
 
-def _version_name(dep: int, token: str) -> str:
-    return f"v{dep}-{hashlib.sha256(token.encode()).hexdigest()[:10]}"
+def _version_name(dep: int, token: str, store: str) -> str:
+    """``v<deployment>-<token hash>``, made unique in ``store`` (which another root's state, or a
+    removed state database, may have used before)."""
+    name = f"v{dep}-{hashlib.sha256(token.encode()).hexdigest()[:10]}"
+    while os.path.lexists(os.path.join(store, name)):
+        name = f"v{dep}-{hashlib.sha256(token.encode()).hexdigest()[:10]}-{secrets.token_hex(3)}"
+    return name
 
 
 def _rmtree(path: str) -> None:
@@ -350,7 +356,7 @@ def recover_locked(state: State) -> list[int]:
 
 def _gc(state: State) -> None:
     """Remove versions no longer needed (kept: installed, and the previous group for rollback)
-    and leftovers in every store (staging directories, temporary links, unregistered versions)."""
+    and leftovers in every store (staging directories, temporary links, half-removed versions)."""
     applied = state.q(
         "SELECT id FROM deployments WHERE applied=1 AND status='Success' ORDER BY id DESC LIMIT 2"
     )
@@ -374,13 +380,16 @@ def _gc(state: State) -> None:
                 keep.add(v["path"])
     for v in state.q("SELECT * FROM versions"):
         if v["path"] not in keep:
+            # Renamed away first, so a half-deleted tree never carries a version's name.
+            trash = os.path.join(os.path.dirname(v["path"]), "trash-" + os.path.basename(v["path"]))
+            with contextlib.suppress(FileNotFoundError):
+                os.rename(v["path"], trash)
             with state.tx() as db:
                 db.execute(
                     "DELETE FROM versions WHERE kind=? AND key=? AND version=?",
                     (v["kind"], v["key"], v["version"]),
                 )
-            _rmtree(v["path"])
-    registered = {r["path"] for r in state.q("SELECT path FROM versions")}
+            _rmtree(trash)
     for s in state.q("SELECT path FROM stores"):
         store = s["path"]
         try:
@@ -389,12 +398,8 @@ def _gc(state: State) -> None:
             continue
         for n in names:
             p = os.path.join(store, n)
-            if n.startswith(("staging-", ".link-", "trash-")) or (
-                n.startswith("v")
-                and os.path.isdir(p)
-                and not os.path.islink(p)
-                and p not in registered
-            ):
+            # Versions a killed deploy left unregistered are removed from its journal (above).
+            if n.startswith(("staging-", ".link-", "trash-")):
                 _rmtree(p)
     downloads = os.path.join(state.root, "downloads")
     if os.path.isdir(downloads) and not state.one(
@@ -501,6 +506,12 @@ class _Deployer:
                         f"destination {dest} is a link to {os.readlink(dest)!r}, which "
                         "pyengine did not make; remove it or choose another destination"
                     )
+                if not self.state.one("SELECT 1 FROM versions WHERE path=?", target):
+                    raise DeployError(
+                        f"destination {dest} is managed by another pyengine root (it links to "
+                        f"{target}, which {self.s.root} did not install); deploy with that "
+                        "root, or `pyengine reset` it first"
+                    )
             elif os.path.isdir(dest):
                 if os.listdir(dest):
                     raise DeployError(
@@ -552,7 +563,7 @@ class _Deployer:
             store = store_for(m.destination)
             os.makedirs(store, exist_ok=True)
             self.state.add_store(store)
-            version = _version_name(self.dep, info.token)
+            version = _version_name(self.dep, info.token, store)
             vpath = os.path.join(store, version)
             staging = os.path.join(store, f"staging-{self.dep}")
             self.state.journal(self.dep, "stage", "model", r.id, staging, vpath, None)
@@ -672,7 +683,7 @@ class _Deployer:
         def build() -> None:
             os.makedirs(store, exist_ok=True)
             self.state.add_store(store)
-            version = _version_name(self.dep, token)
+            version = _version_name(self.dep, token, store)
             vpath = os.path.join(store, version)
             staging = os.path.join(store, f"staging-{self.dep}")
             self.state.journal(self.dep, "stage", "function", f.name, staging, vpath, None)
@@ -756,6 +767,7 @@ class _Deployer:
                 self.emit(event="done", key=key, kind=kind, message=it.outcome)
         # InProgress: fetch, verify and unpack what changed.
         self.state.x("UPDATE deployments SET status='InProgress' WHERE id=?", self.dep)
+        self.emit(event="status", key=str(self.dep), message="InProgress")
         for it, build in builds:
             if failed and self.on_failure == "rollback":
                 it.outcome, it.message = "skipped", "not attempted: another resource failed"
