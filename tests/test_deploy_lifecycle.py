@@ -9,6 +9,7 @@ import pty
 import stat
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -262,18 +263,18 @@ def test_missing_device_fails(world, tmp_path):
 
 
 def test_concurrent_deploy_refused_or_waits(world):
+    # Another process holds the root's lock until it reads a line on stdin.
     holder = subprocess.Popen(
         [
             sys.executable,
             "-c",
             (
-                "import sys, time; from pyengine.deploy.state import RootLock; "
+                "import sys; from pyengine.deploy.state import RootLock; "
                 f"lk = RootLock({world.root!r}); lk.acquire(0, 'deploy of group other'); "
-                "print('held', flush=True); "
-                "time.sleep(float(sys.argv[1])); lk.release()"
+                "print('held', flush=True); sys.stdin.readline(); lk.release()"
             ),
-            "1.5",
         ],
+        stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -283,10 +284,21 @@ def test_concurrent_deploy_refused_or_waits(world):
         assert r.returncode == 2
         assert "another deployment is running" in r.stderr and "deploy of group other" in r.stderr
         assert "--wait" in r.stderr
+
+        def release() -> None:
+            time.sleep(0.5)
+            holder.stdin.write("go\n")
+            holder.stdin.flush()
+
+        releaser = threading.Thread(target=release)
         t0 = time.monotonic()
-        d = dp.deploy(world.group(), world.root, wait_s=30)
-        assert d.status == "Success" and time.monotonic() - t0 < 30
+        releaser.start()
+        d = dp.deploy(world.group(), world.root, wait_s=60)
+        waited = time.monotonic() - t0
+        releaser.join()
+        assert d.status == "Success" and waited >= 0.5
     finally:
+        holder.stdin.close()
         holder.wait(10)
         holder.stdout.close()
 
