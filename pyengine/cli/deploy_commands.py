@@ -49,9 +49,9 @@ class Progress:
         elif e.event == "resource":
             if self.tty:
                 self.out.write("\r\x1b[K")
-            print(
-                f"  {e.key}: {e.message}" + (f" ({_mb(e.total)})" if e.total else ""), file=self.out
-            )
+            where = f"{e.key}: " if e.key else ""
+            size = f" ({_mb(e.total)})" if e.total else ""
+            print(f"  {where}{e.message}{size}", file=self.out)
         elif e.event == "bytes":
             if self.tty:
                 now = time.monotonic()

@@ -20,6 +20,7 @@ back from the journal by the next deploy (or :func:`recover` at core start), the
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import functools
 import hashlib
@@ -47,7 +48,7 @@ from pyengine.deploy.unpack import (
     unpack_stream,
 )
 from pyengine.sources import open_source
-from pyengine.sources.base import SourceError
+from pyengine.sources.base import Source, SourceError, SourceInfo
 
 STATUSES = ("Building", "InProgress", "Success", "Failure")
 
@@ -131,6 +132,14 @@ def store_for(destination: str) -> str:
     """The version store of a destination: ``<parent>/.<name>.pyengine``."""
     parent, name = os.path.split(destination.rstrip("/"))
     return os.path.join(parent, f".{name}.pyengine")
+
+
+def _model_spec(m: ModelSpec) -> str:
+    """What, besides the source's token, decides whether an installed model is still right."""
+    owner = None if m.owner is None else [m.owner.group, m.owner.permission]
+    return dumps(
+        {"source": m.source, "destination": m.destination, "owner": owner, "sha256": m.sha256}
+    )
 
 
 def _version_name(dep: int, token: str, store: str) -> str:
@@ -457,6 +466,7 @@ class _Deployer:
         self.backoff_s = backoff_s
         self.items: list[ItemResult] = []
         self.dep = 0
+        self.resolved: dict[str, tuple[Optional[Source], object]] = {}
 
     def emit(self, **kw: object) -> None:
         self.progress(ProgressEvent(**kw))  # type: ignore[arg-type]
@@ -524,25 +534,53 @@ class _Deployer:
                     "choose another destination"
                 )
 
+    def resolve_all(self) -> None:
+        """Resolve every model's source at once (HEAD requests, file hashes run in parallel);
+        the results wait in ``self.resolved`` for :meth:`prepare_model`."""
+        jobs: list[tuple[str, Source, Optional[str]]] = []
+        for r in self.group.resources:
+            if r.model is None:
+                continue
+            prev = self.installed("model", r.id)
+            spec = _model_spec(r.model)
+            try:
+                source = open_source(r.model.source, self.group.s3, self.group.sagemaker)
+            except (SourceError, ValueError) as exc:
+                self.resolved[r.id] = (None, exc)
+                continue
+            jobs.append(
+                (r.id, source, prev["token"] if prev and prev["spec_json"] == spec else None)
+            )
+        if not jobs:
+            return
+        self.emit(
+            event="resource", key="", kind="model", message=f"resolving {len(jobs)} source(s)"
+        )
+
+        def one(job: tuple[str, Source, Optional[str]]) -> tuple[Source, object]:
+            try:
+                return job[1], job[1].resolve(job[2])
+            except (SourceError, ValueError, OSError) as exc:
+                return job[1], exc
+
+        with concurrent.futures.ThreadPoolExecutor(max_workers=min(8, len(jobs))) as pool:
+            for job, res in zip(jobs, pool.map(one, jobs)):
+                self.resolved[job[0]] = res
+
     def prepare_model(self, r: Resource, it: ItemResult) -> Optional[Callable[[], None]]:
         assert r.model is not None
         m = r.model
-        spec = dumps(
-            {
-                "source": m.source,
-                "destination": m.destination,
-                "owner": None if m.owner is None else [m.owner.group, m.owner.permission],
-                "sha256": m.sha256,
-            }
-        )
+        spec = _model_spec(m)
         it.path = m.destination
         it.source = m.source
         it.spec = spec
         self.check_destination(r)
         prev = self.installed("model", r.id)
-        source = open_source(m.source, self.group.s3, self.group.sagemaker)
-        self.emit(event="resource", key=r.id, kind="model", message=f"resolving {m.source}")
-        info = source.resolve(prev["token"] if prev and prev["spec_json"] == spec else None)
+        source, got = self.resolved.pop(r.id)
+        if isinstance(got, BaseException):
+            raise got
+        assert source is not None and isinstance(got, SourceInfo)
+        info = got
         it.token = info.token
         if (
             prev
@@ -749,6 +787,7 @@ class _Deployer:
         # Building: resolve every source and decide what changed (nothing is downloaded yet, so
         # a missing object or a bad device fails the deployment before any transfer).
         builds: list[tuple[ItemResult, Callable[[], None]]] = []
+        self.resolve_all()
         for kind, key, plan in units:
             it = ItemResult(kind, key, "pending")
             self.items.append(it)
