@@ -289,7 +289,9 @@ def test_missing_object_is_a_clear_failure(tmp_path, bucket, moto_endpoint):
 
 def test_resume_from_partial_file_left_by_a_killed_deploy(tmp_path, s3, bucket, moto_endpoint):
     """A partial download on disk (a deploy killed mid-download) is re-hashed and continued with
-    a range request; a tee (the streaming unpacker) still gets every byte once, in order."""
+    a range request."""
+    import hashlib
+
     from pyengine.deploy.fetch import fetch
     from pyengine.sources import AwsSettings, open_source
 
@@ -299,22 +301,12 @@ def test_resume_from_partial_file_left_by_a_killed_deploy(tmp_path, s3, bucket, 
     with open(part, "wb") as f:
         f.write(body[:1_000_000])
     proxy = CutProxy(moto_endpoint)
-    got = []
-
-    class Collect:
-        def write(self, b: bytes) -> None:
-            got.append(bytes(b))
-
-        def restart(self) -> None:
-            raise AssertionError("no restart expected")
-
     try:
         src = open_source(f"s3://{bucket}/r.tar.gz", AwsSettings(proxy.url, "us-east-1"))
-        res = fetch(src, src.resolve(), part, tee=Collect())
+        res = fetch(src, src.resolve(), part, sha256=hashlib.sha256(body).hexdigest())
     finally:
         proxy.close()
     assert res.resumed and res.downloaded == 1_500_000 and res.size == len(body)
-    assert b"".join(got) == body
     assert [r[2] for r in proxy.requests if r[0] == "GET"] == ["bytes=1000000-"]
     with open(part, "rb") as f:
         assert f.read() == body

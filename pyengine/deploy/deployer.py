@@ -30,7 +30,6 @@ import secrets
 import shutil
 import sqlite3
 import stat
-import threading
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Optional
@@ -40,12 +39,9 @@ from pyengine.deploy.fetch import fetch
 from pyengine.deploy.group import Function, Group, ModelSpec, Resource, load_group
 from pyengine.deploy.state import RootLock, State, dumps
 from pyengine.deploy.unpack import (
-    Pipe,
     apply_owner,
-    declared_format,
     fsync_dir,
     unpack,
-    unpack_stream,
 )
 from pyengine.sources import open_source
 from pyengine.sources.base import Source, SourceError, SourceInfo
@@ -243,55 +239,6 @@ def _copy_code(src: str, dst: str) -> int:
             os.chmod(p, 0o755 if os.access(p, os.X_OK) else 0o644)
         fsync_dir(dirpath)
     return total
-
-
-class _StreamingUnpack:
-    """Unpacks a .tar.gz on a thread from the bytes a download hands on (a fetch ``tee``)."""
-
-    def __init__(self, staging: str, name: str, size: Optional[int], m: ModelSpec) -> None:
-        self.pipe = Pipe()
-        self.valid = True
-        self.error: Optional[BaseException] = None
-        self.thread = threading.Thread(
-            target=self._run, args=(staging, name, size, m), name="pyengine-unpack", daemon=True
-        )
-        self.thread.start()
-
-    def _run(self, staging: str, name: str, size: Optional[int], m: ModelSpec) -> None:
-        try:
-            unpack_stream(
-                self.pipe,
-                staging,
-                name=name,
-                size=size,
-                max_bytes=m.max_unpacked_bytes,
-                max_files=m.max_files,
-            )
-        except BaseException as exc:  # noqa: BLE001 - handed to the deploying thread
-            self.error = exc
-
-    def write(self, b: bytes) -> None:
-        self.pipe.write(b)
-
-    def restart(self) -> None:
-        self.valid = False
-        self.pipe.abort()
-
-    def cancel(self) -> None:
-        self.pipe.abort()
-        self.thread.join()
-
-    def finish(self) -> bool:
-        """Wait for the unpacker; True when staging holds the package, False when it must be
-        unpacked again from the file. Raises the unpacker's error (the bytes were verified)."""
-        if not self.valid:
-            self.thread.join()
-            return False
-        self.pipe.close()
-        self.thread.join()
-        if self.error is not None:
-            raise self.error
-        return True
 
 
 class _Session:
@@ -623,44 +570,28 @@ class _Deployer:
                 self.emit(event="bytes", key=r.id, kind="model", done=done, total=total)
 
             name = info.location.rsplit("/", 1)[-1]
-            _rmtree(staging)
-            os.mkdir(staging, 0o700)
-            # A .tar.gz is unpacked while it downloads (into staging, used only once the digest is
-            # verified); a zip, or a download that had to start over, is unpacked afterwards.
-            streaming = (
-                _StreamingUnpack(staging, name, info.size, m)
-                if declared_format(name) == "tar.gz"
-                else None
+            # Only verified bytes are unpacked: the download (and its digests) completes first.
+            res = fetch(
+                source,
+                info,
+                part,
+                sha256=m.sha256,
+                attempts=self.retries,
+                backoff_s=self.backoff_s,
+                progress=on_bytes,
             )
-            try:
-                res = fetch(
-                    source,
-                    info,
-                    part,
-                    sha256=m.sha256,
-                    attempts=self.retries,
-                    backoff_s=self.backoff_s,
-                    progress=on_bytes,
-                    tee=streaming,
-                )
-            except BaseException:
-                if streaming is not None:
-                    streaming.cancel()
-                _rmtree(staging)
-                raise
             it.bytes, it.attempts = res.downloaded, res.attempts
             self.emit(event="resource", key=r.id, kind="model", message="unpacking")
+            _rmtree(staging)
+            os.mkdir(staging, 0o700)
             try:
-                if streaming is None or not streaming.finish():
-                    _rmtree(staging)
-                    os.mkdir(staging, 0o700)
-                    unpack(
-                        part,
-                        staging,
-                        name=name,
-                        max_bytes=m.max_unpacked_bytes,
-                        max_files=m.max_files,
-                    )
+                unpack(
+                    part,
+                    staging,
+                    name=name,
+                    max_bytes=m.max_unpacked_bytes,
+                    max_files=m.max_files,
+                )
                 apply_owner(
                     staging,
                     m.owner.group if m.owner else None,

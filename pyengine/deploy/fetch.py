@@ -10,7 +10,7 @@ import queue
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Optional, Protocol
+from typing import Any, Callable, Optional
 
 from pyengine.deploy.errors import DeployError
 from pyengine.sources.base import Source, SourceError, SourceInfo
@@ -33,16 +33,6 @@ class FetchResult:
 
 class _DigestMismatch(Exception):
     pass
-
-
-class Tee(Protocol):
-    """Receives a download's bytes as they arrive."""
-
-    def write(self, b: bytes) -> None:
-        """The next bytes of the object."""
-
-    def restart(self) -> None:
-        """The download starts over; nothing handed on so far is valid."""
 
 
 class _Digests:
@@ -94,7 +84,6 @@ def fetch(
     backoff_s: float = 0.2,
     progress: Optional[ProgressFn] = None,
     chunk_size: int = 1 << 20,
-    tee: Optional[Tee] = None,
 ) -> FetchResult:
     """Download ``info`` into ``part_path``, resuming a partial file left there.
 
@@ -102,14 +91,9 @@ def fetch(
     the source's MD5 (a single-part S3 ETag); each is computed while streaming and checked at the
     end. A dropped connection resumes from the bytes already on disk; a digest mismatch discards
     the file and starts over. After ``attempts`` tries the last error is raised as DeployError.
-
-    ``tee`` (optional) receives the package's bytes once each, in order, as they arrive (an
-    unpacker working while the download goes on); ``tee.restart()`` is called if the download has
-    to start over, after which the tee gets nothing more.
     """
     want_sha = sha256 or info.sha256
     downloaded = 0
-    teed = 0
     resumed = False
     last = ""
     algos = [n for n, want in (("sha256", want_sha), ("md5", info.md5)) if want]
@@ -123,27 +107,16 @@ def fetch(
                     os.unlink(part_path)
                     offset = 0
                 else:
-                    pos = 0
                     with open(part_path, "rb") as f:  # re-hash what is already here
                         for b in iter(lambda: f.read(chunk_size), b""):
                             digests.update(b)
-                            if tee is not None and pos + len(b) > teed:
-                                tee.write(b[teed - pos :])
-                                teed = pos + len(b)
-                            pos += len(b)
                     resumed = resumed or offset > 0
-            if tee is not None and offset < teed:
-                tee.restart()  # starting over: the bytes already handed on are void
-                tee = None
             done = offset
             if info.size is None or offset < info.size:
                 with open(part_path, "ab", buffering=0) as out:
                     for chunk in source.stream(info, offset, chunk_size):
                         out.write(chunk)
                         digests.update(chunk)
-                        if tee is not None:
-                            tee.write(chunk)
-                            teed += len(chunk)
                         done += len(chunk)
                         downloaded += len(chunk)
                         if info.size is not None and done > info.size:
