@@ -14,6 +14,8 @@
 
 namespace pyengine {
 
+struct DeviceProgram;
+
 struct TensorSpec {
     std::string name;
     DType dtype = DType::Float32;
@@ -50,6 +52,12 @@ public:
     // computing (scratch memory is per calling thread).
     void run(const Plan& plan, const std::vector<const void*>& inputs,
              const std::vector<void*>& outputs) const;
+
+    // Device hook (defined in graph/model_device.cpp): the graph lowered for a device executor
+    // with `plan`'s shapes and memory layout. Weights are addressed from weight_span().first.
+    std::shared_ptr<const DeviceProgram> device_program(const Plan& plan) const;
+    // The mapped bytes that hold every constant tensor, {start, length}; uploaded as one block.
+    std::pair<const void*, uint64_t> weight_span() const;
 
 private:
     struct Value {

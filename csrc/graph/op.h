@@ -14,6 +14,8 @@
 
 namespace pyengine {
 
+struct DeviceStep;
+
 // Typed access to a node's attributes. Every getter validates; anything wrong is a
 // ModelFormatError naming the node, the op, the attribute and the value found.
 class Attrs {
@@ -59,6 +61,14 @@ public:
     virtual void prepare(const std::vector<const Tensor*>& constants) { (void)constants; }
     // True when output 0 may share the memory of input 0 (a reshape of the same bytes).
     virtual bool is_view() const { return false; }
+    // Fills `step` (kind and resolved parameters) for input shapes `in` so a device executor
+    // can run this op (runtime/device.h); false when the op has no device kernel, and the
+    // executor then runs `run` on host copies of the tensors.
+    virtual bool lower(const std::vector<Shape>& in, DeviceStep* step) const {
+        (void)in;
+        (void)step;
+        return false;
+    }
 };
 
 struct OpSpec {

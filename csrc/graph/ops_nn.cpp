@@ -8,6 +8,7 @@
 #include "kernels/gemm.h"
 #include "kernels/pool.h"
 #include "kernels/transform.h"
+#include "runtime/device.h"
 
 namespace pyengine {
 
@@ -46,6 +47,16 @@ public:
         Epilogue ep = ep_;
         ep.bias = in.size() > 2 ? in[2]->f32() : nullptr;
         gemm(M, N, K, x.f32(), K, w.f32(), w.shape[1], trans_b_, out[0]->f32(), N, ep);
+    }
+
+    bool lower(const std::vector<Shape>& in, DeviceStep* s) const override {
+        s->kind = DeviceStep::Gemm;
+        s->K = in[0].back();
+        s->M = s->K == 0 ? 0 : shape_numel(in[0]) / s->K;
+        s->N = trans_b_ ? in[1][0] : in[1][1];
+        s->trans_b = trans_b_;
+        s->ep = ep_;
+        return true;
     }
 
 private:
@@ -141,6 +152,13 @@ public:
         conv2d(p, in[0]->f32(), in[1]->f32(), out[0]->f32());
     }
 
+    bool lower(const std::vector<Shape>& in, DeviceStep* s) const override {
+        s->kind = DeviceStep::Conv2D;
+        s->conv = geometry(in[0], in[1]);
+        s->conv.ep = ep_;
+        return true;
+    }
+
 private:
     Layout layout_;
     std::vector<int64_t> strides_, dilations_, pads_;
@@ -189,6 +207,18 @@ public:
             sh = &shift;
         }
         channel_affine(in[0]->f32(), sc->data(), sh->data(), outer, C, inner, out[0]->f32());
+    }
+
+    bool lower(const std::vector<Shape>& in, DeviceStep* st) const override {
+        const Shape& s = in[0];
+        const size_t axis = static_cast<size_t>(normalize_axis(axis_, s.size(), "BatchNorm"));
+        st->kind = DeviceStep::BatchNorm;
+        st->outer = st->inner = 1;
+        for (size_t i = 0; i < axis; ++i) st->outer *= s[i];
+        for (size_t i = axis + 1; i < s.size(); ++i) st->inner *= s[i];
+        st->axis = s[axis];
+        st->eps = eps_;
+        return true;
     }
 
 private:
@@ -272,6 +302,12 @@ public:
         pool2d(geometry(in[0]->shape), in[0]->f32(), out[0]->f32());
     }
 
+    bool lower(const std::vector<Shape>& in, DeviceStep* s) const override {
+        s->kind = DeviceStep::Pool2D;
+        s->pool = geometry(in[0]);
+        return true;
+    }
+
 private:
     int64_t out_size(int64_t in, int64_t k, int64_t s, int64_t before, int64_t after) const {
         const int64_t span = in + before + after - k;
@@ -305,6 +341,16 @@ public:
         for (size_t i = axis + 1; i < s.size(); ++i) inner *= s[i];
         if (s[axis] == 0) return;
         softmax(in[0]->f32(), out[0]->f32(), outer, s[axis], inner);
+    }
+    bool lower(const std::vector<Shape>& in, DeviceStep* st) const override {
+        const Shape& s = in[0];
+        const size_t axis = static_cast<size_t>(normalize_axis(axis_, s.size(), "Softmax"));
+        st->kind = DeviceStep::Softmax;
+        st->outer = st->inner = 1;
+        for (size_t i = 0; i < axis; ++i) st->outer *= s[i];
+        for (size_t i = axis + 1; i < s.size(); ++i) st->inner *= s[i];
+        st->axis = s[axis];
+        return true;
     }
 
 private:

@@ -10,4 +10,5 @@ PYBIND11_MODULE(_core, m) {
     pyengine::python::register_runtime(m);
     pyengine::python::register_format(m);
     pyengine::python::register_model(m);
+    pyengine::python::register_device(m);
 }
