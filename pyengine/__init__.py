@@ -19,7 +19,7 @@ except ImportError as exc:  # pragma: no cover - only without a build
     ) from exc
 
 from pyengine.builder import GraphBuilder
-from pyengine.errors import BackendUnavailableError, ModelFormatError
+from pyengine.errors import BackendUnavailableError, DeviceUnavailableError, ModelFormatError
 from pyengine.model import Model, TensorSpec, load
 from pyengine.runtime import info
 
@@ -27,6 +27,7 @@ __version__: str = _core.__version__
 
 __all__ = [
     "BackendUnavailableError",
+    "DeviceUnavailableError",
     "GraphBuilder",
     "Model",
     "ModelFormatError",

@@ -7,6 +7,11 @@ from pyengine import _core
 #: A model file or graph that cannot be used (damaged, unsupported). Subclass of ValueError.
 ModelFormatError = _core.ModelFormatError
 
+#: A device was asked for that this build or machine cannot provide: no CUDA support in the
+#: build, the CUDA backend or driver missing, no such GPU, or a GPU not granted to the function.
+#: Subclass of RuntimeError; the message names what is missing.
+DeviceUnavailableError = _core.DeviceUnavailableError
+
 
 class BackendUnavailableError(ImportError):
     """A backend's framework is not installed; the message names the pip extra to install."""

@@ -107,7 +107,8 @@ def load(path: str | os.PathLike[str], backend: str = "auto", device: str = "aut
     backend
         ``"auto"`` picks the native engine for ``.pyem`` files.
     device
-        ``"auto"`` or ``"cpu"``.
+        ``"cpu"``, ``"cuda"`` (the first GPU), ``"cuda:N"``, or ``"auto"``: a GPU when one is
+        present and, inside a function, granted to it (see :mod:`pyengine.devices`), else the CPU.
     **options
         Backend-specific options.
 
@@ -118,17 +119,21 @@ def load(path: str | os.PathLike[str], backend: str = "auto", device: str = "aut
     ModelFormatError
         The file is damaged or not a model this backend reads.
     ValueError
-        An unknown backend or device.
+        An unknown backend or a malformed device string.
+    DeviceUnavailableError
+        A GPU was asked for and this build has no CUDA support, the CUDA backend or driver is
+        missing, there is no such GPU, or it is not granted to the function.
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend={backend!r} is not one of {', '.join(BACKENDS)}")
-    if device not in ("auto", "cpu"):
-        raise ValueError(f"device={device!r} is not available; this build runs on 'cpu' ('auto' picks it)")
+    from pyengine import devices
+
+    dev = devices.resolve(device)
     fspath = os.fspath(path)
     if not os.path.exists(fspath):
         raise FileNotFoundError(f"no model at '{fspath}' (expected a .pyem file or a model directory)")
     from pyengine.backends import native
 
     if backend in ("auto", "native"):
-        return native.load(fspath, **options)
+        return native.load(fspath, device=dev, **options)
     raise ValueError(f"backend={backend!r} is not available in this build")

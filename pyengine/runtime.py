@@ -6,7 +6,7 @@ import importlib.util
 import os
 from typing import Any
 
-from pyengine import _core
+from pyengine import _core, devices
 
 FRAMEWORKS = {"tensorflow": "tensorflow", "mxnet": "mxnet", "chainer": "chainer", "onnx": "onnxruntime"}
 
@@ -26,7 +26,10 @@ def thread_count() -> int:
 
 
 def info() -> dict[str, Any]:
-    """Version, CPU features, kernel variant in use, threads and the backends present.
+    """Version, CPU features, kernel variant in use, threads, GPUs seen and the backends present.
+
+    ``gpus`` lists the CUDA GPUs (empty when there are none); ``cuda`` says whether this build
+    has CUDA support and, in ``error``, why no GPU is usable.
 
     Framework presence is checked without importing the frameworks.
     """
@@ -37,6 +40,8 @@ def info() -> dict[str, Any]:
         "kernels_available": list(_core.kernels_available()),
         "threads": thread_count(),
         "ops": list(_core.op_names()),
+        "gpus": devices.gpus(),
+        "cuda": devices.cuda_status(),
         "backends": ["native"]
         + [name for name, module in FRAMEWORKS.items() if importlib.util.find_spec(module) is not None],
     }

@@ -6,6 +6,7 @@
 
 #include "common.h"
 #include "graph/device_model.h"
+#include "runtime/device.h"
 #include "python/bindings.h"
 
 namespace pyengine::python {
@@ -55,6 +56,15 @@ void register_device(py::module_& m) {
         return out;
     }, "The CUDA GPUs seen: [{index, name, memory_bytes, compute_capability, pci_bus_id, integrated}].");
 
+    m.def("device_steps", [](const Model& model, const std::vector<Shape>& input_shapes) {
+        auto plan = model.plan(input_shapes);
+        auto prog = model.device_program(*plan);
+        py::list out;
+        for (const DeviceStep& s : prog->steps) out.append(py::make_tuple(s.name, device_step_kind_name(s.kind)));
+        return out;
+    }, py::arg("model"), py::arg("input_shapes"),
+       "How a device runs `model` for these input shapes: [(node, step kind)]; kind 'Host' is the "
+       "CPU fallback for an op without a device kernel. Needs no GPU.");
     py::class_<DeviceRunner, std::shared_ptr<DeviceRunner>>(m, "DeviceModel",
                                                            "A Model whose weights live on a CUDA GPU.")
         .def(py::init([](std::shared_ptr<Model> model, int index) {

@@ -55,6 +55,26 @@ CudaRuntime load_cuda() {
 
 }  // namespace
 
+const char* device_step_kind_name(DeviceStep::Kind kind) {
+    switch (kind) {
+        case DeviceStep::Gemm: return "Gemm";
+        case DeviceStep::Conv2D: return "Conv2D";
+        case DeviceStep::BatchNorm: return "BatchNorm";
+        case DeviceStep::Binary: return "Binary";
+        case DeviceStep::Unary: return "Unary";
+        case DeviceStep::Softmax: return "Softmax";
+        case DeviceStep::Pool2D: return "Pool2D";
+        case DeviceStep::Copy: return "Copy";
+        case DeviceStep::Nop: return "Nop";
+        case DeviceStep::Transpose: return "Transpose";
+        case DeviceStep::Concat: return "Concat";
+        case DeviceStep::Pad: return "Pad";
+        case DeviceStep::Mean: return "Mean";
+        case DeviceStep::Host: return "Host";
+    }
+    return "unknown";
+}
+
 const CudaRuntime& cuda_runtime() {
     static const CudaRuntime rt = load_cuda();
     return rt;

@@ -70,6 +70,9 @@ struct DeviceStep {
     std::function<void(const std::vector<const Tensor*>&, const std::vector<Tensor*>&)> host;
 };
 
+// "Gemm", "Conv2D", ... "Host".
+const char* device_step_kind_name(DeviceStep::Kind kind);
+
 // A model's graph lowered for one set of input shapes: memory layout and steps in order.
 struct DeviceProgram {
     uint64_t workspace_bytes = 0;  // arena, then the inputs, then the outputs

@@ -7,6 +7,7 @@ import os
 import numpy as np
 
 from pyengine import _core
+from pyengine.devices import Device
 from pyengine.errors import ModelFormatError
 from pyengine.model import Model, TensorSpec
 
@@ -16,8 +17,11 @@ class NativeModel(Model):
 
     backend = "native"
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, device: Device = Device("cpu")) -> None:
         self._core = _core.Model(path)
+        # On a GPU the weights are copied to the device once, here; every call then runs there.
+        self._device = _core.DeviceModel(self._core, device.index) if device.kind == "cuda" else None
+        self.device = str(device)
         self._inputs = [TensorSpec(n, tuple(s), d) for n, s, d in self._core.inputs]
         self._outputs = [TensorSpec(n, tuple(s), d) for n, s, d in self._core.outputs]
         self.path = path
@@ -35,7 +39,14 @@ class NativeModel(Model):
         """Bytes of weights mapped from the file (shared, not copied)."""
         return int(self._core.weight_bytes)
 
+    @property
+    def device_bytes(self) -> int:
+        """Bytes of GPU memory held (weights plus pooled workspaces); 0 on the CPU."""
+        return int(self._device.device_bytes) if self._device is not None else 0
+
     def _run(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
+        if self._device is not None:
+            return list(self._device.run(arrays))
         return list(self._core.run(arrays))
 
 
@@ -53,6 +64,6 @@ def find_pyem(path: str) -> str:
     raise ModelFormatError(f"'{path}' holds several .pyem models ({', '.join(found)}); name one")
 
 
-def load(path: str) -> NativeModel:
-    """Load a .pyem file (or the one inside a directory)."""
-    return NativeModel(find_pyem(path))
+def load(path: str, device: Device = Device("cpu")) -> NativeModel:
+    """Load a .pyem file (or the one inside a directory) to run on ``device``."""
+    return NativeModel(find_pyem(path), device)
