@@ -43,6 +43,10 @@ class Device:
         return "cpu" if self.kind == "cpu" else f"cuda:{self.index}"
 
 
+#: The CPU.
+CPU = Device("cpu")
+
+
 def parse(device: str) -> Optional[Device]:
     """Parse a device string; ``None`` for ``"auto"``.
 
@@ -56,7 +60,7 @@ def parse(device: str) -> Optional[Device]:
     if device == "auto":
         return None
     if device == "cpu":
-        return Device("cpu")
+        return CPU
     m = _DEVICE_RE.match(device)
     if m is None:
         raise ValueError(
@@ -139,7 +143,9 @@ def is_granted(gpu: dict[str, Any], granted: Optional[list[str]]) -> bool:
     if granted is None:
         return True
     paths = {os.path.normpath(p.strip()) for p in granted}
-    if gpu.get("integrated") and ("/dev/nvidia0" in paths or any(p.startswith(_TEGRA_PREFIXES) for p in paths)):
+    if gpu.get("integrated") and (
+        "/dev/nvidia0" in paths or any(p.startswith(_TEGRA_PREFIXES) for p in paths)
+    ):
         return True
     return os.path.normpath(str(gpu.get("path") or device_path(gpu))) in paths
 
@@ -163,7 +169,7 @@ def resolve(device: str) -> Device:
         for g in gpus():
             if is_granted(g, granted):
                 return Device("cuda", int(g["index"]))
-        return Device("cpu")
+        return CPU
     if d.kind == "cuda" and granted is not None:
         seen = {int(g["index"]): g for g in gpus()}
         gpu = seen.get(d.index)

@@ -48,43 +48,119 @@ def op_cases() -> list[Case]:
     rng = np.random.default_rng(7)
     r = lambda *s, **k: _r(rng, *s, **k)  # noqa: E731
     cases = [
-        Case("dense_relu", "Dense", [r(5, 37)], {"w": r(37, 19), "b": r(19)}, {"activation": "relu"}),
-        Case("dense_transb_sigmoid", "Dense", [r(3, 37)], {"w": r(19, 37)},
-             {"transpose_b": True, "activation": "sigmoid"}),
+        Case(
+            "dense_relu", "Dense", [r(5, 37)], {"w": r(37, 19), "b": r(19)}, {"activation": "relu"}
+        ),
+        Case(
+            "dense_transb_sigmoid",
+            "Dense",
+            [r(3, 37)],
+            {"w": r(19, 37)},
+            {"transpose_b": True, "activation": "sigmoid"},
+        ),
         Case("matmul_rank4", "MatMul", [r(2, 3, 5, 7)], {"w": r(7, 4)}),
     ]
     for layout in ("NCHW", "NHWC"):
+
         def img(n: int, c: int, h: int, w: int, layout: str = layout) -> np.ndarray:
             return r(n, c, h, w) if layout == "NCHW" else r(n, h, w, c)
 
         cases += [
-            Case(f"conv3x3_bias_relu6_{layout}", "Conv2D", [img(2, 5, 9, 11)], {"w": r(7, 5, 3, 3), "b": r(7)},
-                 {"layout": layout, "pads": [1, 1, 1, 1], "activation": "relu6"}),
-            Case(f"conv_stride2_dil2_same_{layout}", "Conv2D", [img(3, 4, 13, 10)], {"w": r(6, 4, 3, 2)},
-                 {"layout": layout, "strides": [2, 2], "dilations": [2, 2], "padding": "SAME",
-                  "activation": "leaky_relu", "alpha": 0.2}),
-            Case(f"conv_pointwise_{layout}", "Conv2D", [img(2, 25, 6, 7)], {"w": r(9, 25, 1, 1), "b": r(9)},
-                 {"layout": layout, "activation": "clip", "min": -0.3, "max": 0.4}),
-            Case(f"conv_depthwise_{layout}", "Conv2D", [img(2, 12, 10, 9)], {"w": r(12, 1, 3, 3), "b": r(12)},
-                 {"layout": layout, "groups": 12, "strides": [2, 2], "pads": [1, 1, 1, 1], "activation": "tanh"}),
-            Case(f"conv_grouped_{layout}", "Conv2D", [img(1, 8, 7, 7)], {"w": r(6, 4, 3, 3)},
-                 {"layout": layout, "groups": 2, "padding": "VALID"}),
-            Case(f"maxpool_{layout}", "MaxPool", [img(2, 5, 11, 9)], {},
-                 {"layout": layout, "kernel": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1]}),
-            Case(f"avgpool_ceil_pad_{layout}", "AvgPool", [img(2, 3, 10, 7)], {},
-                 {"layout": layout, "kernel": [3, 2], "strides": [2, 2], "pads": [1, 0, 1, 1],
-                  "ceil_mode": True, "count_include_pad": True}),
-            Case(f"avgpool_same_{layout}", "AvgPool", [img(1, 4, 9, 9)], {},
-                 {"layout": layout, "kernel": [2, 2], "strides": [2, 2], "padding": "SAME"}),
+            Case(
+                f"conv3x3_bias_relu6_{layout}",
+                "Conv2D",
+                [img(2, 5, 9, 11)],
+                {"w": r(7, 5, 3, 3), "b": r(7)},
+                {"layout": layout, "pads": [1, 1, 1, 1], "activation": "relu6"},
+            ),
+            Case(
+                f"conv_stride2_dil2_same_{layout}",
+                "Conv2D",
+                [img(3, 4, 13, 10)],
+                {"w": r(6, 4, 3, 2)},
+                {
+                    "layout": layout,
+                    "strides": [2, 2],
+                    "dilations": [2, 2],
+                    "padding": "SAME",
+                    "activation": "leaky_relu",
+                    "alpha": 0.2,
+                },
+            ),
+            Case(
+                f"conv_pointwise_{layout}",
+                "Conv2D",
+                [img(2, 25, 6, 7)],
+                {"w": r(9, 25, 1, 1), "b": r(9)},
+                {"layout": layout, "activation": "clip", "min": -0.3, "max": 0.4},
+            ),
+            Case(
+                f"conv_depthwise_{layout}",
+                "Conv2D",
+                [img(2, 12, 10, 9)],
+                {"w": r(12, 1, 3, 3), "b": r(12)},
+                {
+                    "layout": layout,
+                    "groups": 12,
+                    "strides": [2, 2],
+                    "pads": [1, 1, 1, 1],
+                    "activation": "tanh",
+                },
+            ),
+            Case(
+                f"conv_grouped_{layout}",
+                "Conv2D",
+                [img(1, 8, 7, 7)],
+                {"w": r(6, 4, 3, 3)},
+                {"layout": layout, "groups": 2, "padding": "VALID"},
+            ),
+            Case(
+                f"maxpool_{layout}",
+                "MaxPool",
+                [img(2, 5, 11, 9)],
+                {},
+                {"layout": layout, "kernel": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1]},
+            ),
+            Case(
+                f"avgpool_ceil_pad_{layout}",
+                "AvgPool",
+                [img(2, 3, 10, 7)],
+                {},
+                {
+                    "layout": layout,
+                    "kernel": [3, 2],
+                    "strides": [2, 2],
+                    "pads": [1, 0, 1, 1],
+                    "ceil_mode": True,
+                    "count_include_pad": True,
+                },
+            ),
+            Case(
+                f"avgpool_same_{layout}",
+                "AvgPool",
+                [img(1, 4, 9, 9)],
+                {},
+                {"layout": layout, "kernel": [2, 2], "strides": [2, 2], "padding": "SAME"},
+            ),
             Case(f"globalmax_{layout}", "GlobalMaxPool", [img(2, 6, 5, 7)], {}, {"layout": layout}),
             Case(f"globalavg_{layout}", "GlobalAvgPool", [img(2, 6, 5, 7)], {}, {"layout": layout}),
         ]
     c = 6
     cases += [
-        Case("batchnorm_nchw", "BatchNorm", [r(2, c, 5, 3)],
-             {"s": r(c), "b": r(c), "m": r(c), "v": r(c, low=0.5, high=1.5)}, {"epsilon": 1e-3}),
-        Case("batchnorm_nhwc", "BatchNorm", [r(2, 5, 3, c)],
-             {"s": r(c), "b": r(c), "m": r(c), "v": r(c, low=0.5, high=1.5)}, {"axis": -1}),
+        Case(
+            "batchnorm_nchw",
+            "BatchNorm",
+            [r(2, c, 5, 3)],
+            {"s": r(c), "b": r(c), "m": r(c), "v": r(c, low=0.5, high=1.5)},
+            {"epsilon": 1e-3},
+        ),
+        Case(
+            "batchnorm_nhwc",
+            "BatchNorm",
+            [r(2, 5, 3, c)],
+            {"s": r(c), "b": r(c), "m": r(c), "v": r(c, low=0.5, high=1.5)},
+            {"axis": -1},
+        ),
         Case("add_broadcast", "Add", [r(2, 3, 4, 5), r(3, 1, 5)]),
         Case("sub_broadcast", "Sub", [r(4, 1), r(1, 6)]),
         Case("mul_constant", "Mul", [r(2, 7, 3)], {"k": r(7, 1)}),
@@ -103,7 +179,9 @@ def op_cases() -> list[Case]:
         Case("squeeze", "Squeeze", [r(3, 1, 5)], {}, {"axes": [1]}),
         Case("concat", "Concat", [r(2, 3, 4), r(2, 5, 4), r(2, 1, 4)], {}, {"axis": 1}),
         Case("pad_constant", "Pad", [r(2, 3, 4)], {}, {"pads": [0, 1, 2, 1, 0, 3], "value": 0.5}),
-        Case("pad_reflect", "Pad", [r(2, 5, 4)], {}, {"pads": [0, 2, 1, 0, 3, 2], "mode": "reflect"}),
+        Case(
+            "pad_reflect", "Pad", [r(2, 5, 4)], {}, {"pads": [0, 2, 1, 0, 3, 2], "mode": "reflect"}
+        ),
         Case("pad_edge", "Pad", [r(1, 3, 3)], {}, {"pads": [0, 2, 2, 0, 1, 4], "mode": "edge"}),
         Case("mean_hw", "Mean", [r(2, 6, 5, 7)], {}, {"axes": [2, 3], "keepdims": False}),
         Case("mean_all", "Mean", [r(3, 4, 5)]),
@@ -122,7 +200,9 @@ def build_case(case: Case, directory: str) -> str:
 
 
 def feed(case_inputs: list[np.ndarray]) -> Any:
-    return case_inputs[0] if len(case_inputs) == 1 else {f"x{i}": a for i, a in enumerate(case_inputs)}
+    return (
+        case_inputs[0] if len(case_inputs) == 1 else {f"x{i}": a for i, a in enumerate(case_inputs)}
+    )
 
 
 def model_cases(directory: str) -> list[tuple[str, str, np.ndarray]]:
@@ -134,8 +214,13 @@ def model_cases(directory: str) -> list[tuple[str, str, np.ndarray]]:
         out.append((f"mlp_b{n}", mlp, rng.standard_normal((n, 64)).astype(np.float32)))
     for layout in ("NCHW", "NHWC"):
         cnn = models.cnn(os.path.join(directory, f"cnn_{layout}.pyem"), layout)
-        mob = models.mobilenet_v2(os.path.join(directory, f"mobilenet_{layout}.pyem"), size=64, width=0.5,
-                                  classes=100, layout=layout)
+        mob = models.mobilenet_v2(
+            os.path.join(directory, f"mobilenet_{layout}.pyem"),
+            size=64,
+            width=0.5,
+            classes=100,
+            layout=layout,
+        )
         for n in (1, 3):
             img = rng.standard_normal((n, 1, 28, 28)).astype(np.float32)
             mimg = rng.standard_normal((n, 3, 64, 64)).astype(np.float32)
@@ -158,8 +243,12 @@ def max_error(a: np.ndarray, b: np.ndarray) -> float:
 
 def compare(directory: str) -> dict[str, Any]:
     """Run everything; returns a JSON-able report."""
-    report: dict[str, Any] = {"gpus": devices.gpus(), "cuda": devices.cuda_status(),
-                              "lowering": {}, "errors": {}}
+    report: dict[str, Any] = {
+        "gpus": devices.gpus(),
+        "cuda": devices.cuda_status(),
+        "lowering": {},
+        "errors": {},
+    }
     gpu = bool(report["gpus"])
     for case in op_cases():
         path = build_case(case, directory)
@@ -179,13 +268,20 @@ def compare(directory: str) -> dict[str, Any]:
             report["errors"][name] = max_error(model.predict(x), cpu)
             # Several threads at once: each call takes its own pooled context.
             results: list[float] = []
-            threads = [threading.Thread(target=lambda: results.append(max_error(model.predict(x), cpu)))
-                       for _ in range(4)]
+
+            def call(
+                model: Any = model, x: np.ndarray = x, cpu: np.ndarray = cpu, out: list = results
+            ) -> None:
+                out.append(max_error(model.predict(x), cpu))
+
+            threads = [threading.Thread(target=call) for _ in range(4)]
             for t in threads:
                 t.start()
             for t in threads:
                 t.join()
-            report["errors"][f"{name}_threads"] = max(results) if len(results) == 4 else float("inf")
+            report["errors"][f"{name}_threads"] = (
+                max(results) if len(results) == 4 else float("inf")
+            )
     return report
 
 

@@ -47,8 +47,8 @@ def cnn(path: str, layout: str = "NCHW", size: int = 28, channels: int = 16, see
 
 
 # (expansion t, output channels c, repeats n, first stride s): MobileNet-v2's bottleneck table.
-MOBILENET_V2_BLOCKS = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1),
-                       (6, 160, 3, 2), (6, 320, 1, 1))
+MOBILENET_V2_BLOCKS = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2),
+                       (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1))
 
 
 def mobilenet_v2(path: str, size: int = 224, width: float = 1.0, classes: int = 1000,
@@ -64,14 +64,16 @@ def mobilenet_v2(path: str, size: int = 224, width: float = 1.0, classes: int = 
     def ch(c: float) -> int:
         return max(8, int(c * width + 4) // 8 * 8)
 
-    def conv(h: str, c_in: int, c_out: int, k: int, stride: int, groups: int, act: str, name: str) -> str:
+    def conv(h: str, c_in: int, c_out: int, k: int, stride: int, groups: int, act: str,
+             name: str) -> str:
         fan_in = c_in // groups * k * k
-        w = rng.standard_normal((c_out, c_in // groups, k, k)).astype(np.float32) * np.sqrt(2.0 / fan_in)
+        w = rng.standard_normal((c_out, c_in // groups, k, k)).astype(np.float32)
+        w *= np.float32(np.sqrt(2.0 / fan_in))
         b = (rng.standard_normal(c_out) * 0.05).astype(np.float32)
         p = k // 2
-        return g.node("Conv2D", [h, g.constant(f"{name}/w", w), g.constant(f"{name}/b", b)], name=name,
-                      layout=layout, strides=[stride, stride], pads=[p, p, p, p], groups=groups,
-                      activation=act)
+        ins = [h, g.constant(f"{name}/w", w), g.constant(f"{name}/b", b)]
+        return g.node("Conv2D", ins, name=name, layout=layout, strides=[stride, stride],
+                      pads=[p, p, p, p], groups=groups, activation=act)
 
     c_in = ch(32)
     h = conv(g.input("image", shape), 3, c_in, 3, 2, 1, "relu6", "stem")

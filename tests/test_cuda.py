@@ -29,8 +29,17 @@ BUILD_TIMEOUT_S = 600
 
 # ---- device strings, errors, auto, info: the default (CPU) build ----
 
-@pytest.mark.parametrize("text,kind,index", [("cpu", "cpu", 0), ("cuda", "cuda", 0), ("cuda:0", "cuda", 0),
-                                              ("cuda:3", "cuda", 3), ("cuda:12", "cuda", 12)])
+
+@pytest.mark.parametrize(
+    "text,kind,index",
+    [
+        ("cpu", "cpu", 0),
+        ("cuda", "cuda", 0),
+        ("cuda:0", "cuda", 0),
+        ("cuda:3", "cuda", 3),
+        ("cuda:12", "cuda", 12),
+    ],
+)
 def test_parse_device(text, kind, index):
     d = devices.parse(text)
     assert d is not None and (d.kind, d.index) == (kind, index)
@@ -38,10 +47,14 @@ def test_parse_device(text, kind, index):
     assert devices.parse("auto") is None
 
 
-@pytest.mark.parametrize("bad", ["gpu", "CUDA", "cuda:", "cuda:-1", "cuda:x", "cuda0", "cuda:1:2", " cpu", ""])
+@pytest.mark.parametrize(
+    "bad", ["gpu", "CUDA", "cuda:", "cuda:-1", "cuda:x", "cuda0", "cuda:1:2", " cpu", ""]
+)
 def test_bad_device_string_names_it(tmp_path, bad):
     path = mlp(str(tmp_path / "m.pyem"), (4, 3))
-    with pytest.raises(ValueError, match=f"device={bad!r} is not one of 'auto', 'cpu', 'cuda', 'cuda:N'"):
+    with pytest.raises(
+        ValueError, match=f"device={bad!r} is not one of 'auto', 'cpu', 'cuda', 'cuda:N'"
+    ):
         pyengine.load(path, device=bad)
 
 
@@ -83,31 +96,81 @@ def test_info_lists_gpus():
     assert set(info["cuda"]) == {"built", "loaded", "library", "error", "version"}
     if not info["gpus"]:
         assert info["cuda"]["error"], "no GPU must come with the reason"
-    out = subprocess.run([sys.executable, "-m", "pyengine", "info"], capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "pyengine", "info"], capture_output=True, text=True, check=True
+    )
     line = next(ln for ln in out.stdout.splitlines() if ln.startswith(("gpus:", "gpu:")))
     if not info["gpus"]:
         assert line.startswith("gpus:     none (") and info["cuda"]["error"] in line
-    data = json.loads(subprocess.run([sys.executable, "-m", "pyengine", "info", "--json"], capture_output=True,
-                                     text=True, check=True).stdout)
+    data = json.loads(
+        subprocess.run(
+            [sys.executable, "-m", "pyengine", "info", "--json"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    )
     assert data["gpus"] == info["gpus"]
 
 
 def test_cli_run_device(tmp_path):
     path = mlp(str(tmp_path / "m.pyem"), (4, 3))
     np.save(tmp_path / "x.npy", np.ones((2, 4), np.float32))
-    ok = subprocess.run([sys.executable, "-m", "pyengine", "run", path, "-i", str(tmp_path / "x.npy"),
-                         "--device", "cpu", "-o", str(tmp_path / "y.npy")], capture_output=True, text=True)
+    ok = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pyengine",
+            "run",
+            path,
+            "-i",
+            str(tmp_path / "x.npy"),
+            "--device",
+            "cpu",
+            "-o",
+            str(tmp_path / "y.npy"),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert ok.returncode == 0, ok.stderr
-    np.testing.assert_allclose(np.load(tmp_path / "y.npy"), pyengine.load(path).predict(np.ones((2, 4), np.float32)))
-    bad = subprocess.run([sys.executable, "-m", "pyengine", "run", path, "-i", str(tmp_path / "x.npy"),
-                          "--device", "tpu"], capture_output=True, text=True)
+    np.testing.assert_allclose(
+        np.load(tmp_path / "y.npy"), pyengine.load(path).predict(np.ones((2, 4), np.float32))
+    )
+    bad = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pyengine",
+            "run",
+            path,
+            "-i",
+            str(tmp_path / "x.npy"),
+            "--device",
+            "tpu",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert bad.returncode == 2 and "device='tpu'" in bad.stderr
 
 
 # ---- the grant hook (PYENGINE_GRANTED_DEVICES) ----
 
-DISCRETE = {"index": 0, "name": "GPU", "pci_bus_id": "0000:65:00.0", "integrated": False, "path": "/dev/nvidia2"}
-JETSON = {"index": 0, "name": "Orin", "pci_bus_id": "", "integrated": True, "path": "/dev/nvhost-gpu"}
+DISCRETE = {
+    "index": 0,
+    "name": "GPU",
+    "pci_bus_id": "0000:65:00.0",
+    "integrated": False,
+    "path": "/dev/nvidia2",
+}
+JETSON = {
+    "index": 0,
+    "name": "Orin",
+    "pci_bus_id": "",
+    "integrated": True,
+    "path": "/dev/nvhost-gpu",
+}
 
 
 def test_granted_paths_from_environment(monkeypatch):
@@ -133,7 +196,9 @@ def test_is_granted():
 def test_device_path_of_this_machines_gpus():
     for g in devices.gpus():
         assert g["path"] == devices.device_path(g) and g["path"].startswith("/dev/")
-    assert devices.device_path({"index": 3, "pci_bus_id": "", "integrated": False}) == "/dev/nvidia3"
+    assert (
+        devices.device_path({"index": 3, "pci_bus_id": "", "integrated": False}) == "/dev/nvidia3"
+    )
 
 
 def test_auto_inside_a_function_without_a_grant_uses_cpu(tmp_path, monkeypatch):
@@ -150,6 +215,7 @@ def test_auto_inside_a_function_without_a_grant_uses_cpu(tmp_path, monkeypatch):
 
 # ---- lowering: every op has a device kernel (needs no GPU) ----
 
+
 def test_every_op_lowers_to_a_device_kernel(tmp_path):
     covered = set()
     for case in op_cases():
@@ -159,7 +225,9 @@ def test_every_op_lowers_to_a_device_kernel(tmp_path):
         kinds = {kind for _, kind in steps}
         assert "Host" not in kinds, f"{case.name} falls back to the CPU: {steps}"
         covered.add(case.op)
-    assert covered == set(_core.op_names()), f"ops without a CUDA case: {set(_core.op_names()) - covered}"
+    assert covered == set(_core.op_names()), (
+        f"ops without a CUDA case: {set(_core.op_names()) - covered}"
+    )
     for name, path, x in model_cases(str(tmp_path)):
         kinds = [k for _, k in _core.device_steps(_core.Model(path), [list(x.shape)])]
         assert kinds and "Host" not in kinds, name
@@ -178,6 +246,7 @@ def test_passthrough_and_view_outputs_lower_to_copies(tmp_path):
 
 
 # ---- the CUDA build (whenever nvcc is present) ----
+
 
 def _nvcc() -> str | None:
     found = os.environ.get("CUDACXX") or shutil.which("nvcc")
@@ -198,11 +267,22 @@ def _needed(lib: str) -> list[str]:
 def cuda_build() -> str:
     """build/cuda, (re)built with warnings as errors; incremental after the first time."""
     if _nvcc() is None:
-        pytest.skip("no nvcc on this machine (PATH, CUDACXX, /usr/local/cuda*/bin): the CUDA variant cannot be compiled")
+        pytest.skip(
+            "no nvcc on this machine (PATH, CUDACXX, /usr/local/cuda*/bin): "
+            "the CUDA variant cannot be compiled"
+        )
     env = dict(os.environ, VPY=sys.executable)
-    proc = subprocess.run([os.path.join(ROOT, "scripts", "build_cuda.sh")], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=BUILD_TIMEOUT_S)
-    assert proc.returncode == 0, f"the CUDA build failed:\n{proc.stdout[-6000:]}\n{proc.stderr[-6000:]}"
+    proc = subprocess.run(
+        [os.path.join(ROOT, "scripts", "build_cuda.sh")],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=BUILD_TIMEOUT_S,
+    )
+    assert proc.returncode == 0, (
+        f"the CUDA build failed:\n{proc.stdout[-6000:]}\n{proc.stderr[-6000:]}"
+    )
     return os.path.join(ROOT, "build", "cuda")
 
 
@@ -211,8 +291,11 @@ def cuda_package(cuda_build, tmp_path_factory) -> str:
     """A pyengine package holding the CUDA build's _core and libpyengine_cuda.so."""
     root = tmp_path_factory.mktemp("cuda_pkg")
     pkg = root / "pyengine"
-    shutil.copytree(os.path.join(ROOT, "pyengine"), pkg,
-                    ignore=shutil.ignore_patterns("_core*.so", "libpyengine_cuda.so", "__pycache__"))
+    shutil.copytree(
+        os.path.join(ROOT, "pyengine"),
+        pkg,
+        ignore=shutil.ignore_patterns("_core*.so", "libpyengine_cuda.so", "__pycache__"),
+    )
     for name in os.listdir(cuda_build):
         if name.startswith("_core") and name.endswith(".so") or name == "libpyengine_cuda.so":
             shutil.copy2(os.path.join(cuda_build, name), pkg / name)
@@ -221,19 +304,29 @@ def cuda_package(cuda_build, tmp_path_factory) -> str:
 
 def _run_in(package: str, code: str) -> subprocess.CompletedProcess:
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([package, TESTS]))
-    # cwd: `python -c` puts the working directory first on sys.path, which must not be the source tree.
-    return subprocess.run([sys.executable, "-c", code], env=env, cwd=package, capture_output=True, text=True,
-                          timeout=300)
+    # cwd: `python -c` puts the working directory first on sys.path; not the source tree.
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        env=env,
+        cwd=package,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def test_cuda_build_links_cuda_only_into_the_backend(cuda_build):
     backend = os.path.join(cuda_build, "libpyengine_cuda.so")
-    core = next(os.path.join(cuda_build, n) for n in os.listdir(cuda_build) if n.startswith("_core"))
+    core = next(
+        os.path.join(cuda_build, n) for n in os.listdir(cuda_build) if n.startswith("_core")
+    )
     # _core never needs a CUDA library to load; the backend links the CUDA runtime statically.
     assert not [n for n in _needed(core) if "cuda" in n or "cublas" in n], _needed(core)
     assert "libcublas.so.13" in _needed(backend)
     assert not [n for n in _needed(backend) if n.startswith("libcudart")], _needed(backend)
-    symbols = subprocess.run(["nm", "-D", "--defined-only", backend], capture_output=True, text=True, check=True).stdout
+    symbols = subprocess.run(
+        ["nm", "-D", "--defined-only", backend], capture_output=True, text=True, check=True
+    ).stdout
     assert " T pyengine_cuda_backend" in symbols
 
 
@@ -259,8 +352,12 @@ print(json.dumps(out))
     assert out["status"]["built"] and out["status"]["loaded"], out["status"]
     assert out["status"]["version"].startswith("CUDA runtime 13.")
     assert out["gpus"] == out["info_gpus"]
-    np.testing.assert_allclose(out["y"], pyengine.load(path, device="cpu").predict(np.ones((2, 4), np.float32)),
-                               rtol=TOLERANCE, atol=TOLERANCE)
+    np.testing.assert_allclose(
+        out["y"],
+        pyengine.load(path, device="cpu").predict(np.ones((2, 4), np.float32)),
+        rtol=TOLERANCE,
+        atol=TOLERANCE,
+    )
     if not out["gpus"]:
         assert out["status"]["error"] and out["auto"] == "cpu"
         assert "no CUDA GPU is usable" in out["cuda9"] and out["status"]["error"] in out["cuda9"]
@@ -273,8 +370,11 @@ def test_cuda_core_without_backend_library_says_what_is_missing(cuda_package, tm
     bare = tmp_path / "bare"
     shutil.copytree(cuda_package, bare)
     os.remove(bare / "pyengine" / "libpyengine_cuda.so")
-    proc = _run_in(str(bare), "import json, pyengine; from pyengine import devices; "
-                              "print(json.dumps([devices.cuda_status(), pyengine.info()['gpus']]))")
+    proc = _run_in(
+        str(bare),
+        "import json, pyengine; from pyengine import devices; "
+        "print(json.dumps([devices.cuda_status(), pyengine.info()['gpus']]))",
+    )
     assert proc.returncode == 0, proc.stderr
     status, gpus = json.loads(proc.stdout)
     assert status["built"] and not status["loaded"] and gpus == []
@@ -284,17 +384,28 @@ def test_cuda_core_without_backend_library_says_what_is_missing(cuda_package, tm
 def test_cuda_matches_cpu_for_every_op_and_model(cuda_package, tmp_path):
     report_path = tmp_path / "report.json"
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([cuda_package, TESTS]))
-    proc = subprocess.run([sys.executable, os.path.join(TESTS, "cuda_compare.py"), str(report_path)], env=env,
-                          cwd=cuda_package, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, os.path.join(TESTS, "cuda_compare.py"), str(report_path)],
+        env=env,
+        cwd=cuda_package,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-6000:]
     report = json.loads(report_path.read_text())
     assert report["cuda"]["built"] and report["cuda"]["loaded"], report["cuda"]
     lowered = report["lowering"]
     assert len(lowered) == len(op_cases()) + 10
-    assert all(steps and all(kind != "Host" for _, kind in steps) for steps in lowered.values()), lowered
+    assert all(steps and all(kind != "Host" for _, kind in steps) for steps in lowered.values()), (
+        lowered
+    )
     if not report["gpus"]:
-        pytest.skip(f"no CUDA GPU on this machine ({report['cuda']['error']}): the CUDA kernels compiled, linked "
-                    "and lowered every case, but cannot run here")
+        pytest.skip(
+            f"no CUDA GPU on this machine ({report['cuda']['error']}): "
+            "the CUDA kernels compiled, linked "
+            "and lowered every case, but cannot run here"
+        )
     bad = {k: v for k, v in report["errors"].items() if not v <= TOLERANCE}
     assert not bad, f"CUDA differs from the CPU by more than {TOLERANCE}: {bad}"
     assert len(report["errors"]) == len(op_cases()) + 20

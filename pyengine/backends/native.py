@@ -7,7 +7,7 @@ import os
 import numpy as np
 
 from pyengine import _core
-from pyengine.devices import Device
+from pyengine.devices import CPU, Device
 from pyengine.errors import ModelFormatError
 from pyengine.model import Model, TensorSpec
 
@@ -17,10 +17,12 @@ class NativeModel(Model):
 
     backend = "native"
 
-    def __init__(self, path: str, device: Device = Device("cpu")) -> None:
+    def __init__(self, path: str, device: Device = CPU) -> None:
         self._core = _core.Model(path)
         # On a GPU the weights are copied to the device once, here; every call then runs there.
-        self._device = _core.DeviceModel(self._core, device.index) if device.kind == "cuda" else None
+        self._device = None
+        if device.kind == "cuda":
+            self._device = _core.DeviceModel(self._core, device.index)
         self.device = str(device)
         self._inputs = [TensorSpec(n, tuple(s), d) for n, s, d in self._core.inputs]
         self._outputs = [TensorSpec(n, tuple(s), d) for n, s, d in self._core.outputs]
@@ -64,6 +66,6 @@ def find_pyem(path: str) -> str:
     raise ModelFormatError(f"'{path}' holds several .pyem models ({', '.join(found)}); name one")
 
 
-def load(path: str, device: Device = Device("cpu")) -> NativeModel:
+def load(path: str, device: Device = CPU) -> NativeModel:
     """Load a .pyem file (or the one inside a directory) to run on ``device``."""
     return NativeModel(find_pyem(path), device)
