@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 // CUDA kernels of the native ops. Each launch goes on `stream`; pointers are device pointers.
-// Every kernel keeps the reference CPU kernel's arithmetic order where that matters
-// (sums, softmax, batch norm folding) so the two agree to 1e-4.
+// The element bodies live in kernels_body.h (tested on the host against the CPU kernels);
+// they keep the CPU kernels' arithmetic order (sums, softmax, batch norm folding).
 #pragma once
 
 #include <cuda_runtime.h>
@@ -9,15 +9,10 @@
 #include <cstdint>
 #include <vector>
 
+#include "kernels/cuda/kernels_body.h"
 #include "runtime/device.h"
 
 namespace pyengine::cuda {
-
-// Up to kMaxRank dimensions, passed to kernels by value.
-struct Dims {
-    int rank = 0;
-    int64_t d[kMaxRank] = {};
-};
 
 // y[i] = act(y[i] + bias[(i / bias_div) % bias_mod]); bias may be null.
 void bias_act(float* y, int64_t n, const float* bias, int64_t bias_div, int64_t bias_mod,
