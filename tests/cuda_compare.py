@@ -282,6 +282,16 @@ def compare(directory: str) -> dict[str, Any]:
             report["errors"][f"{name}_threads"] = (
                 max(results) if len(results) == 4 else float("inf")
             )
+    if gpu:  # the CPU fallback path on a real GPU: ops forced to the host between device steps
+        os.environ["PYENGINE_DEVICE_HOST_OPS"] = "Add,GlobalAvgPool,Flatten,Softmax"
+        try:
+            for name, path, x in model_cases(directory):
+                if name.startswith("mobilenet"):
+                    cpu = pyengine.load(path, device="cpu").predict(x)
+                    dev = pyengine.load(path, device="cuda").predict(x)
+                    report["errors"][f"{name}_host_fallback"] = max_error(dev, cpu)
+        finally:
+            del os.environ["PYENGINE_DEVICE_HOST_OPS"]
     return report
 
 

@@ -16,7 +16,7 @@ import sys
 
 import numpy as np
 import pytest
-from cuda_compare import TOLERANCE, build_case, model_cases, op_cases
+from cuda_compare import TOLERANCE, build_case, feed, max_error, model_cases, op_cases
 from models import cnn, mlp
 
 import pyengine
@@ -245,6 +245,54 @@ def test_passthrough_and_view_outputs_lower_to_copies(tmp_path):
     assert steps == [("r", "Copy"), ("x", "Copy")]
 
 
+def test_view_of_a_weight_reads_the_weight_in_place(tmp_path):
+    g = pyengine.GraphBuilder()
+    x = g.input("x", [-1, 3, 4])
+    w = g.constant("w", np.arange(12, dtype=np.float32))
+    g.output(g.node("Add", [x, g.node("Reshape", [w], name="r", shape=[3, 4])], name="add"))
+    path = g.save(str(tmp_path / "v.pyem"))
+    assert _core.device_steps(_core.Model(path), [[2, 3, 4]]) == [("r", "Nop"), ("add", "Binary")]
+    x0 = np.ones((2, 3, 4), np.float32)
+    em = _core.DeviceModel(_core.Model(path), 0, emulate=True)
+    np.testing.assert_array_equal(
+        em.run([x0])[0], x0 + np.arange(12, dtype=np.float32).reshape(3, 4)
+    )
+
+
+# ---- the device executor emulated on the host: lowering, layout, paths, GEMM mapping ----
+
+
+def _emulated_error(path: str, inputs: list[np.ndarray]) -> float:
+    cpu = pyengine.load(path, device="cpu")
+    emulated = _core.DeviceModel(cpu._core, 0, emulate=True)  # type: ignore[attr-defined]
+    want = cpu.predict(feed(inputs))
+    got = emulated.run(inputs)
+    assert len(got) == 1 and got[0].shape == np.asarray(want).shape
+    return max_error(got[0], np.asarray(want))
+
+
+def test_emulated_device_matches_cpu_for_every_op_and_model(tmp_path):
+    errors = {c.name: _emulated_error(build_case(c, str(tmp_path)), c.inputs) for c in op_cases()}
+    for name, path, x in model_cases(str(tmp_path)):
+        errors[name] = _emulated_error(path, [x])
+    bad = {k: v for k, v in errors.items() if not v <= TOLERANCE}
+    assert not bad, f"the emulated device differs from the CPU by more than {TOLERANCE}: {bad}"
+
+
+def test_forced_host_fallback(tmp_path, monkeypatch):
+    _, path, x = next(c for c in model_cases(str(tmp_path)) if c[0] == "mobilenet_NHWC_b3")
+    forced = {"Add", "Softmax", "GlobalAvgPool", "Flatten"}
+    monkeypatch.setenv("PYENGINE_DEVICE_HOST_OPS", ",".join(sorted(forced)))
+    steps = _core.device_steps(_core.Model(path), [list(x.shape)])
+    host = {name for name, kind in steps if kind == "Host"}
+    assert (
+        host
+        and {"probs", "gap", "flatten"} <= host
+        and all("/add" in n or n in ("probs", "gap", "flatten") for n in host)
+    )
+    assert _emulated_error(path, [x]) <= TOLERANCE
+
+
 # ---- the CUDA build (whenever nvcc is present) ----
 
 
@@ -408,4 +456,4 @@ def test_cuda_matches_cpu_for_every_op_and_model(cuda_package, tmp_path):
         )
     bad = {k: v for k, v in report["errors"].items() if not v <= TOLERANCE}
     assert not bad, f"CUDA differs from the CPU by more than {TOLERANCE}: {bad}"
-    assert len(report["errors"]) == len(op_cases()) + 20
+    assert len(report["errors"]) == len(op_cases()) + 24

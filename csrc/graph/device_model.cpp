@@ -9,7 +9,14 @@ namespace {
 constexpr size_t kMaxCachedPrograms = 64;
 }  // namespace
 
-DeviceRunner::DeviceRunner(std::shared_ptr<const Model> model, int index) : model_(std::move(model)) {
+DeviceRunner::DeviceRunner(std::shared_ptr<const Model> model, int index, bool emulate) : model_(std::move(model)) {
+    if (emulate) {
+        info_.index = -1;
+        info_.name = "host emulation of the device executor";
+        const auto span = model_->weight_span();
+        device_ = device_model_emulated(span.first, span.second);
+        return;
+    }
     const CudaRuntime& rt = cuda_runtime();
     if (rt.backend == nullptr) throw DeviceUnavailable(str("device 'cuda:", index, "' is not available: ", rt.error));
     const std::vector<DeviceInfo> devices = rt.backend->devices();

@@ -16,7 +16,8 @@ class DeviceRunner {
 public:
     // Uploads `model`'s weights to CUDA device `index`. Throws DeviceUnavailable naming what is
     // missing (no CUDA support in this build, backend library not loadable, no such GPU).
-    DeviceRunner(std::shared_ptr<const Model> model, int index);
+    // emulate: run on the host emulation of the device executor instead (no GPU needed).
+    DeviceRunner(std::shared_ptr<const Model> model, int index, bool emulate = false);
 
     const Model& model() const { return *model_; }
     const DeviceInfo& device() const { return info_; }

@@ -67,11 +67,13 @@ void register_device(py::module_& m) {
        "CPU fallback for an op without a device kernel. Needs no GPU.");
     py::class_<DeviceRunner, std::shared_ptr<DeviceRunner>>(m, "DeviceModel",
                                                            "A Model whose weights live on a CUDA GPU.")
-        .def(py::init([](std::shared_ptr<Model> model, int index) {
+        .def(py::init([](std::shared_ptr<Model> model, int index, bool emulate) {
                  py::gil_scoped_release release;
-                 return std::make_shared<DeviceRunner>(std::move(model), index);
+                 return std::make_shared<DeviceRunner>(std::move(model), index, emulate);
              }),
-             py::arg("model"), py::arg("index"))
+             py::arg("model"), py::arg("index"), py::arg("emulate") = false,
+             "Bind `model` to CUDA GPU `index`; emulate=True runs the device executor on the host "
+             "(the CUDA kernels' element bodies and a reference SGEMM) to check the lowering without a GPU.")
         .def_property_readonly("device", [](const DeviceRunner& r) { return device_dict(r.device()); })
         .def_property_readonly("device_bytes", &DeviceRunner::device_bytes,
                                "Device memory held: weights plus pooled workspaces.")

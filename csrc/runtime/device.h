@@ -130,6 +130,11 @@ struct CudaRuntime {
     std::string library;             // the path tried
 };
 
+// The device executor emulated on the host (runtime/device_emulated.cpp): the same program,
+// layout and step logic with the CUDA kernels' element bodies in loops and a reference SGEMM.
+// For checking the lowering on machines without a GPU.
+std::unique_ptr<DeviceModel> device_model_emulated(const void* weights, uint64_t weight_bytes);
+
 // Loads the CUDA backend once (dlopen next to the module holding this code); never throws.
 const CudaRuntime& cuda_runtime();
 

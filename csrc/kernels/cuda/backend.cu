@@ -17,6 +17,7 @@
 #include "common.h"
 #include "kernels/cuda/kernels.cuh"
 #include "runtime/device.h"
+#include "runtime/device_exec.h"
 
 namespace pyengine::cuda {
 
@@ -29,19 +30,6 @@ void check(cudaError_t e, const char* what) {
 void check(cublasStatus_t s, const char* what) {
     if (s != CUBLAS_STATUS_SUCCESS) throw std::runtime_error(str("cuBLAS error in ", what, ": ", cublasGetStatusString(s)));
 }
-
-int to_int(int64_t v, const std::string& node) {
-    if (v < 0 || v > INT_MAX) throw std::runtime_error(str("node '", node, "': dimension ", v, " exceeds cuBLAS's int range"));
-    return static_cast<int>(v);
-}
-
-int64_t numel(const Shape& s) {
-    int64_t n = 1;
-    for (int64_t d : s) n *= d;
-    return n;
-}
-
-uint64_t nbytes(const DeviceArg& a) { return static_cast<uint64_t>(numel(a.shape)) * sizeof(float); }
 
 // Grow-only device buffer.
 struct DeviceBuffer {
@@ -101,28 +89,101 @@ struct Context {
     }
 };
 
-// C[M,N] = A[M,K] * B, row-major; B is [K,N] (ldb), or [N,K] when trans_b. cuBLAS is
-// column-major, so this computes C^T = B^T A^T.
-void gemm_rm(cublasHandle_t h, int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* B,
-             int64_t ldb, bool trans_b, float* C, int64_t ldc, const std::string& node) {
-    const float one = 1.0f, zero = 0.0f;
-    check(cublasSgemm(h, trans_b ? CUBLAS_OP_T : CUBLAS_OP_N, CUBLAS_OP_N, to_int(N, node), to_int(M, node),
-                      to_int(K, node), &one, B, to_int(ldb, node), A, to_int(lda, node), &zero, C, to_int(ldc, node)),
-          "cublasSgemm");
-}
+// The device interface of runtime/device_exec.h: kernels and cuBLAS on the context's stream.
+struct CudaDev {
+    Context& c;
+    char* weights;
 
-bool conv_is_pointwise(const Conv2DParams& p) {
-    return p.KH == 1 && p.KW == 1 && p.stride_h == 1 && p.stride_w == 1 && p.pad_top == 0 && p.pad_left == 0 &&
-           p.OH == p.H && p.OW == p.W;
-}
+    float* ptr(const DeviceArg& a) const {
+        char* base = a.region == DeviceArg::Weights ? weights : static_cast<char*>(c.workspace.ptr);
+        return reinterpret_cast<float*>(base + a.offset);
+    }
+    float* scratch() const { return static_cast<float*>(c.scratch.ptr); }
 
-// Scratch bytes a step needs on the device (im2col columns).
-uint64_t scratch_bytes(const DeviceStep& s) {
-    if (s.kind != DeviceStep::Conv2D) return 0;
-    const Conv2DParams& p = s.conv;
-    if (p.groups != 1 || conv_is_pointwise(p)) return 0;
-    return static_cast<uint64_t>(p.N * p.C * p.KH * p.KW * p.OH * p.OW) * sizeof(float);
-}
+    void sgemm(bool trans_a, int m, int n, int k, const float* A, int lda, const float* B, int ldb, float* C, int ldc) {
+        const float one = 1.0f, zero = 0.0f;
+        check(cublasSgemm(c.blas, trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, CUBLAS_OP_N, m, n, k, &one, A, lda, B, ldb, &zero,
+                          C, ldc),
+              "cublasSgemm");
+    }
+    void sgemm_strided_batched(int m, int n, int k, const float* A, int lda, int64_t stride_a, const float* B, int ldb,
+                               int64_t stride_b, float* C, int ldc, int64_t stride_c, int batch) {
+        const float one = 1.0f, zero = 0.0f;
+        check(cublasSgemmStridedBatched(c.blas, CUBLAS_OP_N, CUBLAS_OP_N, m, n, k, &one, A, lda, stride_a, B, ldb,
+                                        stride_b, &zero, C, ldc, stride_c, batch),
+              "cublasSgemmStridedBatched");
+    }
+    void copy(void* dst, const void* src, uint64_t bytes) {
+        check(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, c.stream), "cudaMemcpyAsync (copy)");
+    }
+    void zero(void* dst, uint64_t bytes) { check(cudaMemsetAsync(dst, 0, bytes, c.stream), "cudaMemsetAsync"); }
+    void copy2d(void* dst, size_t dpitch, const void* src, size_t spitch, size_t width, size_t rows) {
+        check(cudaMemcpy2DAsync(dst, dpitch, src, spitch, width, rows, cudaMemcpyDeviceToDevice, c.stream),
+              "cudaMemcpy2DAsync (concat)");
+    }
+
+    void bias_act(float* y, int64_t n, const float* bias, int64_t div, int64_t mod, const Epilogue& ep) {
+        cuda::bias_act(y, n, bias, div, mod, ep, c.stream);
+    }
+    void conv2d_direct(const Conv2DParams& p, const float* x, const float* w, float* y) {
+        cuda::conv2d_direct(p, x, w, y, c.stream);
+    }
+    void im2col(const Conv2DParams& p, const float* x, float* col) { cuda::im2col(p, x, col, c.stream); }
+    void pool2d(const Pool2DParams& p, const float* x, float* y) { cuda::pool2d(p, x, y, c.stream); }
+    void binary(BinaryOp op, const float* a, const Shape& as, const float* b, const Shape& bs, float* y, const Shape& out) {
+        cuda::binary(op, a, as, b, bs, y, out, c.stream);
+    }
+    void unary(const float* x, float* y, int64_t n, const Epilogue& ep) { cuda::unary(x, y, n, ep, c.stream); }
+    void softmax(const float* x, float* y, int64_t outer, int64_t axis, int64_t inner) {
+        cuda::softmax(x, y, outer, axis, inner, c.stream);
+    }
+    void batchnorm(const float* x, const float* g, const float* b, const float* m, const float* v, float eps,
+                   int64_t outer, int64_t channels, int64_t inner, float* y) {
+        cuda::batchnorm(x, g, b, m, v, eps, outer, channels, inner, y, c.stream);
+    }
+    void transpose(const float* x, const Shape& s, const std::vector<int64_t>& perm, float* y) {
+        cuda::transpose(x, s, perm, y, c.stream);
+    }
+    void pad(const float* x, const Shape& s, const std::vector<int64_t>& begin, const std::vector<int64_t>& end,
+             PadMode mode, float value, float* y) {
+        cuda::pad(x, s, begin, end, mode, value, y, c.stream);
+    }
+    void reduce_mean(const float* x, const Shape& s, const std::vector<int64_t>& axes, float* y) {
+        cuda::reduce_mean(x, s, axes, y, c.stream);
+    }
+
+    // The fallback for ops without a device kernel: run the CPU kernel on pinned host copies.
+    void host(const DeviceStep& s) {
+        uint64_t total = 0;
+        for (const auto& a : s.in) total += device_nbytes(a);
+        for (const auto& a : s.out) total += device_nbytes(a);
+        check(cudaStreamSynchronize(c.stream), "cudaStreamSynchronize");  // earlier copies out of `host` are done
+        char* h = c.host.reserve(total > 0 ? total : 1);
+        std::vector<Tensor> ins(s.in.size()), outs(s.out.size());
+        std::vector<const Tensor*> in_ptrs;
+        std::vector<Tensor*> out_ptrs;
+        for (size_t i = 0; i < s.in.size(); ++i) {
+            ins[i].data = h;
+            ins[i].shape = s.in[i].shape;
+            check(cudaMemcpyAsync(h, ptr(s.in[i]), device_nbytes(s.in[i]), cudaMemcpyDeviceToHost, c.stream),
+                  "cudaMemcpyAsync");
+            h += device_nbytes(s.in[i]);
+            in_ptrs.push_back(&ins[i]);
+        }
+        for (size_t i = 0; i < s.out.size(); ++i) {
+            outs[i].data = h;
+            outs[i].shape = s.out[i].shape;
+            h += device_nbytes(s.out[i]);
+            out_ptrs.push_back(&outs[i]);
+        }
+        check(cudaStreamSynchronize(c.stream), "cudaStreamSynchronize");
+        s.host(in_ptrs, out_ptrs);
+        for (size_t i = 0; i < s.out.size(); ++i) {
+            check(cudaMemcpyAsync(ptr(s.out[i]), outs[i].data, device_nbytes(s.out[i]), cudaMemcpyHostToDevice, c.stream),
+                  "cudaMemcpyAsync");
+        }
+    }
+};
 
 class CudaModel : public DeviceModel {
 public:
@@ -145,7 +206,7 @@ public:
         std::unique_ptr<Context> ctx = acquire();
         uint64_t added = ctx->workspace.reserve(prog.workspace_bytes > 0 ? prog.workspace_bytes : 1);
         uint64_t scratch = 0;
-        for (const DeviceStep& s : prog.steps) scratch = std::max(scratch, scratch_bytes(s));
+        for (const DeviceStep& s : prog.steps) scratch = std::max(scratch, device_scratch_bytes(s));
         added += ctx->scratch.reserve(scratch);
         if (added) {
             std::lock_guard<std::mutex> lock(mutex_);
@@ -173,11 +234,6 @@ private:
         pool_.push_back(std::move(c));
     }
 
-    float* ptr(Context& c, const DeviceArg& a) const {
-        char* base = static_cast<char*>(a.region == DeviceArg::Weights ? weights_.ptr : c.workspace.ptr);
-        return reinterpret_cast<float*>(base + a.offset);
-    }
-
     void execute(Context& c, const DeviceProgram& prog, const std::vector<const void*>& inputs,
                  const std::vector<void*>& outputs) {
         // Inputs and outputs sit contiguously at the end of the workspace; the pinned buffer
@@ -193,7 +249,8 @@ private:
             check(cudaMemcpyAsync(dev + prog.io_offset, io, out_begin - prog.io_offset, cudaMemcpyHostToDevice, c.stream),
                   "cudaMemcpyAsync (inputs)");
         }
-        for (const DeviceStep& s : prog.steps) step(c, s);
+        CudaDev d{c, static_cast<char*>(weights_.ptr)};
+        for (const DeviceStep& s : prog.steps) device_step(d, s);
         if (prog.workspace_bytes > out_begin) {
             check(cudaMemcpyAsync(io + (out_begin - prog.io_offset), dev + out_begin, prog.workspace_bytes - out_begin,
                                   cudaMemcpyDeviceToHost, c.stream),
@@ -202,130 +259,6 @@ private:
         check(cudaStreamSynchronize(c.stream), "running the model");
         for (size_t o = 0; o < outputs.size(); ++o) {
             std::memcpy(outputs[o], io + (prog.output_offset[o] - prog.io_offset), prog.output_bytes[o]);
-        }
-    }
-
-    void step(Context& c, const DeviceStep& s) {
-        cudaStream_t st = c.stream;
-        switch (s.kind) {
-            case DeviceStep::Nop: return;
-            case DeviceStep::Copy:
-                if (nbytes(s.out[0]) > 0) {
-                    check(cudaMemcpyAsync(ptr(c, s.out[0]), ptr(c, s.in[0]), nbytes(s.out[0]), cudaMemcpyDeviceToDevice, st),
-                          "cudaMemcpyAsync (copy)");
-                }
-                return;
-            case DeviceStep::Gemm: {
-                float* y = ptr(c, s.out[0]);
-                if (s.M == 0 || s.N == 0) return;
-                if (s.K == 0) {
-                    check(cudaMemsetAsync(y, 0, static_cast<size_t>(s.M * s.N) * sizeof(float), st), "cudaMemsetAsync");
-                } else {
-                    gemm_rm(c.blas, s.M, s.N, s.K, ptr(c, s.in[0]), s.K, ptr(c, s.in[1]), s.in[1].shape[1], s.trans_b, y,
-                            s.N, s.name);
-                }
-                bias_act(y, s.M * s.N, s.in.size() > 2 ? ptr(c, s.in[2]) : nullptr, 1, s.N, s.ep, st);
-                return;
-            }
-            case DeviceStep::Conv2D: conv(c, s); return;
-            case DeviceStep::BatchNorm:
-                batchnorm(ptr(c, s.in[0]), ptr(c, s.in[1]), ptr(c, s.in[2]), ptr(c, s.in[3]), ptr(c, s.in[4]), s.eps,
-                          s.outer, s.axis, s.inner, ptr(c, s.out[0]), st);
-                return;
-            case DeviceStep::Binary:
-                binary(s.binop, ptr(c, s.in[0]), s.in[0].shape, ptr(c, s.in[1]), s.in[1].shape, ptr(c, s.out[0]),
-                       s.out[0].shape, st);
-                return;
-            case DeviceStep::Unary: unary(ptr(c, s.in[0]), ptr(c, s.out[0]), numel(s.in[0].shape), s.ep, st); return;
-            case DeviceStep::Softmax: softmax(ptr(c, s.in[0]), ptr(c, s.out[0]), s.outer, s.axis, s.inner, st); return;
-            case DeviceStep::Pool2D: pool2d(s.pool, ptr(c, s.in[0]), ptr(c, s.out[0]), st); return;
-            case DeviceStep::Transpose: transpose(ptr(c, s.in[0]), s.in[0].shape, s.perm, ptr(c, s.out[0]), st); return;
-            case DeviceStep::Pad:
-                pad(ptr(c, s.in[0]), s.in[0].shape, s.pad_begin, s.pad_end, s.pad_mode, s.pad_value, ptr(c, s.out[0]), st);
-                return;
-            case DeviceStep::Mean: reduce_mean(ptr(c, s.in[0]), s.in[0].shape, s.axes, ptr(c, s.out[0]), st); return;
-            case DeviceStep::Concat: {
-                int64_t total = 0;
-                for (int64_t n : s.sizes) total += n;
-                char* dst = reinterpret_cast<char*>(ptr(c, s.out[0]));
-                const size_t pitch = static_cast<size_t>(total * s.inner) * sizeof(float);
-                for (size_t i = 0; i < s.in.size(); ++i) {
-                    const size_t width = static_cast<size_t>(s.sizes[i] * s.inner) * sizeof(float);
-                    if (width > 0 && s.outer > 0) {
-                        check(cudaMemcpy2DAsync(dst, pitch, ptr(c, s.in[i]), width, width, static_cast<size_t>(s.outer),
-                                                cudaMemcpyDeviceToDevice, st),
-                              "cudaMemcpy2DAsync (concat)");
-                    }
-                    dst += width;
-                }
-                return;
-            }
-            case DeviceStep::Host: host(c, s); return;
-        }
-        throw std::runtime_error(str("node '", s.name, "': unknown device step kind ", static_cast<int>(s.kind)));
-    }
-
-    void conv(Context& c, const DeviceStep& s) {
-        Conv2DParams p = s.conv;
-        const float* x = ptr(c, s.in[0]);
-        const float* w = ptr(c, s.in[1]);
-        const float* bias = s.in.size() > 2 ? ptr(c, s.in[2]) : nullptr;
-        float* y = ptr(c, s.out[0]);
-        if (p.N * p.O * p.OH * p.OW == 0) return;
-        if (p.groups != 1) {  // depthwise and grouped: direct, bias and activation fused
-            p.ep.bias = bias;
-            conv2d_direct(p, x, w, y, c.stream);
-            return;
-        }
-        const int64_t ckk = p.C * p.KH * p.KW, ohw = p.OH * p.OW;
-        const float* cols = x;  // a pointwise convolution reads the input as its columns
-        if (!conv_is_pointwise(p)) {
-            im2col(p, x, static_cast<float*>(c.scratch.ptr), c.stream);
-            cols = static_cast<const float*>(c.scratch.ptr);
-        }
-        if (p.layout == Layout::NHWC) {  // Y[N*OH*OW, O] = cols[N*OH*OW, CKK] * W[O, CKK]^T
-            gemm_rm(c.blas, p.N * ohw, p.O, ckk, cols, ckk, w, ckk, true, y, p.O, s.name);
-            bias_act(y, p.N * ohw * p.O, bias, 1, p.O, p.ep, c.stream);
-            return;
-        }
-        // NCHW, per image: Y_n[O, OH*OW] = W[O, CKK] * cols_n[CKK, OH*OW]; one batched call.
-        const float one = 1.0f, zero = 0.0f;
-        check(cublasSgemmStridedBatched(c.blas, CUBLAS_OP_N, CUBLAS_OP_N, to_int(ohw, s.name), to_int(p.O, s.name),
-                                        to_int(ckk, s.name), &one, cols, to_int(ohw, s.name), ckk * ohw, w,
-                                        to_int(ckk, s.name), 0, &zero, y, to_int(ohw, s.name), p.O * ohw,
-                                        to_int(p.N, s.name)),
-              "cublasSgemmStridedBatched");
-        bias_act(y, p.N * p.O * ohw, bias, ohw, p.O, p.ep, c.stream);
-    }
-
-    // The documented fallback for ops without a device kernel: run the CPU kernel on host copies.
-    void host(Context& c, const DeviceStep& s) {
-        uint64_t total = 0;
-        for (const auto& a : s.in) total += nbytes(a);
-        for (const auto& a : s.out) total += nbytes(a);
-        check(cudaStreamSynchronize(c.stream), "cudaStreamSynchronize");  // earlier copies out of `host` are done
-        char* h = c.host.reserve(total > 0 ? total : 1);
-        std::vector<Tensor> ins(s.in.size()), outs(s.out.size());
-        std::vector<const Tensor*> in_ptrs;
-        std::vector<Tensor*> out_ptrs;
-        for (size_t i = 0; i < s.in.size(); ++i) {
-            ins[i].data = h;
-            ins[i].shape = s.in[i].shape;
-            check(cudaMemcpyAsync(h, ptr(c, s.in[i]), nbytes(s.in[i]), cudaMemcpyDeviceToHost, c.stream), "cudaMemcpyAsync");
-            h += nbytes(s.in[i]);
-            in_ptrs.push_back(&ins[i]);
-        }
-        for (size_t i = 0; i < s.out.size(); ++i) {
-            outs[i].data = h;
-            outs[i].shape = s.out[i].shape;
-            h += nbytes(s.out[i]);
-            out_ptrs.push_back(&outs[i]);
-        }
-        check(cudaStreamSynchronize(c.stream), "cudaStreamSynchronize");
-        s.host(in_ptrs, out_ptrs);
-        for (size_t i = 0; i < s.out.size(); ++i) {
-            check(cudaMemcpyAsync(ptr(c, s.out[i]), outs[i].data, nbytes(s.out[i]), cudaMemcpyHostToDevice, c.stream),
-                  "cudaMemcpyAsync");
         }
     }
 
