@@ -46,57 +46,52 @@ def cnn(path: str, layout: str = "NCHW", size: int = 28, channels: int = 16, see
     return g.save(path)
 
 
-# (expansion t, output channels c, repeats n, first stride s): MobileNet-v2's bottleneck table.
-MOBILENET_V2_BLOCKS = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2),
-                       (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1))
+
+# (expansion, output channels, repeats, first stride) as in MobileNet-v2's table 2.
+MOBILENET_V2_BLOCKS = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 2, 2), (6, 96, 1, 1))
 
 
-def mobilenet_v2(path: str, size: int = 224, width: float = 1.0, classes: int = 1000,
-                 layout: str = "NCHW", blocks: tuple = MOBILENET_V2_BLOCKS, seed: int = 0) -> str:
-    """A MobileNet-v2-style classifier with batch norm folded into the convolutions (as a
-    converter emits it): 3x3 stem, inverted residual blocks (1x1 expand + ReLU6, 3x3 depthwise
-    + ReLU6, 1x1 linear projection, Add when the shape allows), 1x1 head, global pool, Dense,
-    softmax. Random He-scaled weights; `width` scales every channel count."""
+def mobilenet_v2_graph(
+    size: int = 112, width: int = 32, seed: int = 0,
+    blocks: tuple[tuple[int, int, int, int], ...] = MOBILENET_V2_BLOCKS,
+    layout: str = "NCHW",
+) -> pyengine.GraphBuilder:
+    """A MobileNet-v2-style network (NCHW or NHWC): a 3x3/2 stem, inverted residual blocks (1x1
+    expand + ReLU6, 3x3 depthwise + ReLU6, 1x1 linear projection, residual add where shapes
+    allow), global pooling and a dense classifier. Batch norm is folded into the convolutions'
+    biases."""
     rng = np.random.default_rng(seed)
     g = pyengine.GraphBuilder()
-    shape = [-1, 3, size, size] if layout == "NCHW" else [-1, size, size, 3]
+    counter = iter(range(10**6))
 
-    def ch(c: float) -> int:
-        return max(8, int(c * width + 4) // 8 * 8)
-
-    def conv(h: str, c_in: int, c_out: int, k: int, stride: int, groups: int, act: str,
-             name: str) -> str:
+    def conv(h: str, c_in: int, c_out: int, k: int, stride: int, groups: int, act: str) -> str:
+        i = next(counter)
         fan_in = c_in // groups * k * k
-        w = rng.standard_normal((c_out, c_in // groups, k, k)).astype(np.float32)
-        w *= np.float32(np.sqrt(2.0 / fan_in))
-        b = (rng.standard_normal(c_out) * 0.05).astype(np.float32)
+        w0 = rng.standard_normal((c_out, c_in // groups, k, k)).astype(np.float32)
+        w = g.constant(f"c{i}/w", w0 * np.sqrt(2.0 / fan_in))
+        b = g.constant(f"c{i}/b", rng.standard_normal(c_out).astype(np.float32) * 0.05)
         p = k // 2
-        ins = [h, g.constant(f"{name}/w", w), g.constant(f"{name}/b", b)]
-        return g.node("Conv2D", ins, name=name, layout=layout, strides=[stride, stride],
-                      pads=[p, p, p, p], groups=groups, activation=act)
+        return g.node("Conv2D", [h, w, b], name=f"conv{i}", pads=[p, p, p, p],
+                      strides=[stride, stride], groups=groups, activation=act, layout=layout)
 
-    c_in = ch(32)
-    h = conv(g.input("image", shape), 3, c_in, 3, 2, 1, "relu6", "stem")
-    for bi, (t, c, n, s) in enumerate(blocks):
-        c_out = ch(c)
+    h = g.input("image", [-1, 3, size, size] if layout == "NCHW" else [-1, size, size, 3])
+    h = conv(h, 3, width, 3, 2, 1, "relu6")
+    c = width
+    for t, c_out, n, s in blocks:
         for r in range(n):
             stride = s if r == 0 else 1
-            name = f"block{bi}_{r}"
             x = h
-            hidden = c_in * t
+            hidden = c * t
             if t != 1:
-                h = conv(h, c_in, hidden, 1, 1, 1, "relu6", f"{name}/expand")
-            h = conv(h, hidden, hidden, 3, stride, hidden, "relu6", f"{name}/dw")
-            h = conv(h, hidden, c_out, 1, 1, 1, "none", f"{name}/project")
-            if stride == 1 and c_in == c_out:
-                h = g.node("Add", [x, h], name=f"{name}/add")
-            c_in = c_out
-    head = max(1280, ch(1280)) if width > 1.0 else ch(1280)
-    h = conv(h, c_in, head, 1, 1, 1, "relu6", "head")
+                h = conv(h, c, hidden, 1, 1, 1, "relu6")
+            h = conv(h, hidden, hidden, 3, stride, hidden, "relu6")
+            h = conv(h, hidden, c_out, 1, 1, 1, "none")
+            if stride == 1 and c == c_out:
+                h = g.node("Add", [x, h], name=f"res{next(counter)}")
+            c = c_out
     h = g.node("GlobalAvgPool", [h], name="gap", layout=layout)
     h = g.node("Flatten", [h], name="flatten")
-    w = (rng.standard_normal((head, classes)) / np.sqrt(head)).astype(np.float32)
-    b = np.zeros(classes, np.float32)
-    h = g.node("Dense", [h, g.constant("fc/w", w), g.constant("fc/b", b)], name="fc")
-    g.output(g.node("Softmax", [h], name="probs"))
-    return g.save(path)
+    w = g.constant("fc/w", rng.standard_normal((c, 10)).astype(np.float32) / np.sqrt(c))
+    b = g.constant("fc/b", np.zeros(10, np.float32))
+    g.output(g.node("Dense", [h, w, b], name="logits"))
+    return g

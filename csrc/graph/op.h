@@ -11,10 +11,9 @@
 #include "graph/tensor.h"
 #include "kernels/activation.h"
 #include "kernels/conv2d.h"
+#include "runtime/device.h"
 
 namespace pyengine {
-
-struct DeviceStep;
 
 // Typed access to a node's attributes. Every getter validates; anything wrong is a
 // ModelFormatError naming the node, the op, the attribute and the value found.

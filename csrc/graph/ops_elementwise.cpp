@@ -5,7 +5,6 @@
 #include "common.h"
 #include "graph/op.h"
 #include "kernels/elementwise.h"
-#include "runtime/device.h"
 
 namespace pyengine {
 

@@ -8,7 +8,6 @@
 #include "kernels/gemm.h"
 #include "kernels/pool.h"
 #include "kernels/transform.h"
-#include "runtime/device.h"
 
 namespace pyengine {
 
@@ -136,6 +135,13 @@ public:
         return p;
     }
 
+    bool lower(const std::vector<Shape>& in, DeviceStep* s) const override {
+        s->kind = DeviceStep::Conv2D;
+        s->conv = geometry(in[0], in[1]);
+        s->conv.ep = ep_;
+        return true;
+    }
+
     std::vector<Shape> infer(const std::vector<Shape>& in) const override {
         Conv2DParams p = geometry(in[0], in[1]);
         if (in.size() > 2 && (in[2].size() != 1 || in[2][0] != p.O)) {
@@ -150,13 +156,6 @@ public:
         p.ep = ep_;
         p.ep.bias = in.size() > 2 ? in[2]->f32() : nullptr;
         conv2d(p, in[0]->f32(), in[1]->f32(), out[0]->f32());
-    }
-
-    bool lower(const std::vector<Shape>& in, DeviceStep* s) const override {
-        s->kind = DeviceStep::Conv2D;
-        s->conv = geometry(in[0], in[1]);
-        s->conv.ep = ep_;
-        return true;
     }
 
 private:

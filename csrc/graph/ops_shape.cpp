@@ -6,7 +6,6 @@
 #include "common.h"
 #include "graph/op.h"
 #include "kernels/transform.h"
-#include "runtime/device.h"
 
 namespace pyengine {
 
