@@ -153,6 +153,23 @@ def test_cli_run_device(tmp_path):
         text=True,
     )
     assert bad.returncode == 2 and "device='tpu'" in bad.stderr
+    if not devices.gpus():
+        gpu = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pyengine",
+                "run",
+                path,
+                "-i",
+                str(tmp_path / "x.npy"),
+                "--device",
+                "cuda",
+            ],
+            capture_output=True,
+            text=True,
+        )
+        assert gpu.returncode == 2 and "error: device 'cuda:0' is not available" in gpu.stderr
 
 
 # ---- the grant hook (PYENGINE_GRANTED_DEVICES) ----

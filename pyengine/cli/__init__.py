@@ -7,6 +7,7 @@ import sys
 from typing import Callable, Sequence
 
 from pyengine.cli import commands
+from pyengine.errors import DeviceUnavailableError
 
 # Each entry: (name, help, add_arguments, run). Later areas append their commands here.
 COMMANDS: list[tuple[str, str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = [
@@ -27,7 +28,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return runners[args.command](args)
-    except (ValueError, OSError, ImportError) as exc:
+    except (ValueError, OSError, ImportError, DeviceUnavailableError) as exc:
         print(f"pyengine {args.command}: error: {exc}", file=sys.stderr)
         return 2
 
