@@ -5,6 +5,7 @@
 #include <cuda_runtime.h>
 #include <dlfcn.h>
 
+#include <atomic>
 #include <climits>
 #include <cstdio>
 #include <cstring>
@@ -31,23 +32,26 @@ void check(cublasStatus_t s, const char* what) {
     if (s != CUBLAS_STATUS_SUCCESS) throw std::runtime_error(str("cuBLAS error in ", what, ": ", cublasGetStatusString(s)));
 }
 
-// Grow-only device buffer.
+// Grow-only device buffer; keeps `held` (the owning model's total) up to date.
 struct DeviceBuffer {
     void* ptr = nullptr;
     uint64_t size = 0;
-    // Returns the bytes newly allocated (0 when it already fit).
-    uint64_t reserve(uint64_t bytes) {
-        if (bytes <= size) return 0;
-        if (ptr) check(cudaFree(ptr), "cudaFree");
-        ptr = nullptr;
-        size = 0;
+    std::atomic<int64_t>* held = nullptr;
+
+    void reserve(uint64_t bytes) {
+        if (bytes <= size) return;
+        release();
         check(cudaMalloc(&ptr, bytes), "cudaMalloc");
         size = bytes;
-        return bytes;
+        if (held) *held += static_cast<int64_t>(bytes);
     }
-    ~DeviceBuffer() {
+    void release() {
         if (ptr) cudaFree(ptr);
+        if (held) *held -= static_cast<int64_t>(size);
+        ptr = nullptr;
+        size = 0;
     }
+    ~DeviceBuffer() { release(); }
 };
 
 // Grow-only page-locked host buffer: copies from it run asynchronously at full bus speed.
@@ -76,7 +80,8 @@ struct Context {
     DeviceBuffer workspace, scratch;
     PinnedBuffer io, host;
 
-    Context() {
+    explicit Context(std::atomic<int64_t>* held) {
+        workspace.held = scratch.held = held;
         check(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), "cudaStreamCreate");
         check(cublasCreate(&blas), "cublasCreate");
         check(cublasSetStream(blas, stream), "cublasSetStream");
@@ -189,29 +194,22 @@ class CudaModel : public DeviceModel {
 public:
     CudaModel(int device, const void* weights, uint64_t weight_bytes) : device_(device) {
         check(cudaSetDevice(device_), "cudaSetDevice");
+        weights_.held = &held_;
         weights_.reserve(weight_bytes > 0 ? weight_bytes : 1);
         // Straight from the mapped file to the device, once.
         if (weight_bytes > 0) check(cudaMemcpy(weights_.ptr, weights, weight_bytes, cudaMemcpyHostToDevice), "cudaMemcpy (weights)");
-        bytes_ = weights_.size;
     }
 
-    uint64_t device_bytes() const override {
-        std::lock_guard<std::mutex> lock(mutex_);
-        return bytes_;
-    }
+    uint64_t device_bytes() const override { return static_cast<uint64_t>(held_.load()); }
 
     void run(const DeviceProgram& prog, const std::vector<const void*>& inputs,
              const std::vector<void*>& outputs) override {
         check(cudaSetDevice(device_), "cudaSetDevice");
         std::unique_ptr<Context> ctx = acquire();
-        uint64_t added = ctx->workspace.reserve(prog.workspace_bytes > 0 ? prog.workspace_bytes : 1);
+        ctx->workspace.reserve(prog.workspace_bytes > 0 ? prog.workspace_bytes : 1);
         uint64_t scratch = 0;
         for (const DeviceStep& s : prog.steps) scratch = std::max(scratch, device_scratch_bytes(s));
-        added += ctx->scratch.reserve(scratch);
-        if (added) {
-            std::lock_guard<std::mutex> lock(mutex_);
-            bytes_ += added;
-        }
+        ctx->scratch.reserve(scratch);
         execute(*ctx, prog, inputs, outputs);  // on failure the context is dropped, not pooled
         release(std::move(ctx));
     }
@@ -226,7 +224,7 @@ private:
                 return c;
             }
         }
-        return std::make_unique<Context>();
+        return std::make_unique<Context>(&held_);
     }
 
     void release(std::unique_ptr<Context> c) {
@@ -263,9 +261,9 @@ private:
     }
 
     int device_;
+    std::atomic<int64_t> held_{0};  // declared before the buffers that update it
     DeviceBuffer weights_;
-    mutable std::mutex mutex_;
-    uint64_t bytes_ = 0;
+    std::mutex mutex_;
     std::vector<std::unique_ptr<Context>> pool_;
 };
 
