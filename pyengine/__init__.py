@@ -13,7 +13,7 @@ from typing import Any
 
 _CORE_MISSING: ImportError | None = None
 try:
-    from pyengine import _core
+    from pyengine import _core as _core  # explicit re-export (mypy): other modules import it from here
 except ImportError as exc:  # pragma: no cover - only without a build
     # Deployment (pyengine.deploy, pyengine.sources, `pyengine deploy`) needs no native code, so
     # the package still imports; the model API raises this error when first used.

@@ -9,9 +9,9 @@ import threading
 
 import numpy as np
 import pytest
+from models import cnn, mlp
 
 import pyengine
-from models import cnn, mlp
 
 
 @pytest.fixture(scope="module")

@@ -130,10 +130,7 @@ def test_binary_broadcast(op, a_shape, mask, drop, swap, const, seed):
     a, b = rand(rng, *a_shape), rand(rng, *b_shape)
     if op == "Div":
         b = np.where(np.abs(b) < 0.1, 1.0, b).astype(np.float32)
-    if const:
-        y = run_op(op, [a], {"b": b}, free_batch=False)
-    else:
-        y = run_op(op, [a, b], free_batch=False)
+    y = run_op(op, [a], {"b": b}, free_batch=False) if const else run_op(op, [a, b], free_batch=False)
     ref = {"Add": np.add, "Sub": np.subtract, "Mul": np.multiply, "Div": np.divide}[op](
         a.astype(np.float64), b.astype(np.float64))
     np.testing.assert_allclose(y, ref, **TOL)

@@ -26,7 +26,8 @@ def info_run(args: argparse.Namespace) -> int:
     cpu = data["cpu"]
     flags = [k for k in ("avx", "avx2", "fma", "f16c", "avx512f", "neon") if cpu.get(k)]
     print(f"pyengine {data['version']}")
-    print(f"cpu:      {cpu['model'] or cpu['arch']} ({cpu['arch']}, {cpu['cores']} cores; {' '.join(flags) or 'baseline'})")
+    features = " ".join(flags) or "baseline"
+    print(f"cpu:      {cpu['model'] or cpu['arch']} ({cpu['arch']}, {cpu['cores']} cores; {features})")
     print(f"kernels:  {data['kernel_variant']} (available: {', '.join(data['kernels_available'])})")
     print(f"threads:  {data['threads']}")
     gpus = data["gpus"]

@@ -175,10 +175,7 @@ class TrustedKey:
         text = data.strip()
         raw = b""
         try:
-            if len(text) == 64:
-                raw = bytes.fromhex(text.decode())
-            else:
-                raw = base64.b64decode(text, validate=True)
+            raw = bytes.fromhex(text.decode()) if len(text) == 64 else base64.b64decode(text, validate=True)
         except (ValueError, binascii.Error):
             raw = b""
         if len(raw) != 32:
