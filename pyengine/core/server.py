@@ -343,7 +343,8 @@ class Core:
     def _threads_for(self, name: str) -> int:
         with self._lock:
             pool = self._pools.get(name)
-        return pool.spec.max_workers() if pool is not None else 1
+        # Calls that can run at once: messages to a batching function batch too.
+        return pool.spec.max_workers() * pool.spec.slots() if pool is not None else 1
 
     def _invoke_message(self, name: str, event: Any, topic: str) -> None:
         status, body = self.invoke(name, event, topic)
