@@ -40,7 +40,7 @@ def function_handler(event, context):
     y = model.predict(x)
     assert model.path == version, "version changed inside a call"
     return {"probs": y.tolist(), "version": os.path.basename(version), "pid": os.getpid(),
-            "type": type(model).__name__}
+            "type": type(model).__name__, "shared": pyengine.load("digits") is model}
 """
 
 BATCHING = {"max_batch_size": 32, "max_delay_us": 20000, "max_queue_size": 256}
@@ -102,6 +102,7 @@ def test_concurrent_invocations_meet_in_batches(core):
     for i, (_, body) in enumerate(answers):
         assert body["result"]["version"] == version
         assert body["result"]["type"] == "BatchedResourceModel"
+        assert body["result"]["shared"] is True  # every load shares the batcher
         np.testing.assert_allclose(body["result"]["probs"], want[i:i + 1], rtol=1e-5, atol=1e-6)
     assert len({b["result"]["pid"] for _, b in answers}) == 1  # one pinned worker took them all
     _, listing = core.get("/functions")

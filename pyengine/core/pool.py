@@ -103,6 +103,7 @@ class Worker:
         self.sock = self.socks[0]
         self.stats_sock = pairs[-1][0] if batching else None
         self._stats_lock = threading.Lock()
+        self._stats_seq = 0
         #: Call sockets free now (the pool hands them out) and calls running.
         self.free = list(range(len(self.socks) - 1, -1, -1))
         self.inflight = 0
@@ -181,22 +182,31 @@ class Worker:
             self.last_used = time.monotonic()
         return reply
 
-    def stats(self, timeout_s: float = 1.0) -> dict[str, Any]:
+    def stats(self, timeout_s: float = 2.0) -> dict[str, Any]:
         """The worker's batchers' stats by resource id ({} when it batches nothing or does not
-        answer within ``timeout_s``)."""
-        if self.stats_sock is None:
+        answer within ``timeout_s``; a late answer is skipped by the next request)."""
+        sock = self.stats_sock
+        if sock is None:
             return {}
         with self._stats_lock:
+            self._stats_seq += 1
+            seq = self._stats_seq
+            deadline = time.monotonic() + timeout_s
             try:
-                self.stats_sock.settimeout(timeout_s)
-                protocol.send(self.stats_sock, {"op": "stats"})
-                answer = protocol.recv(self.stats_sock)
+                protocol.send(sock, {"op": "stats", "seq": seq})
+                while True:
+                    sock.settimeout(max(0.001, deadline - time.monotonic()))
+                    answer = protocol.recv(sock)
+                    if answer.get("seq") == seq:
+                        break
+            except (socket.timeout, TimeoutError):
+                log.warning("function %s: worker %d did not report its batching stats in %g s",
+                            self.spec.name, self.pid, timeout_s)
+                return {}
             except (OSError, protocol.ChannelClosed, ValueError) as exc:
-                log.warning("function %s: worker %d did not report its batching stats: %s",
-                            self.spec.name, self.pid, exc)
-                with contextlib.suppress(OSError):  # a late answer would answer the next ask
-                    self.stats_sock.close()
-                self.stats_sock = None
+                if self.alive():
+                    log.warning("function %s: worker %d: batching stats: %s", self.spec.name,
+                                self.pid, exc)
                 return {}
         if answer.get("op") != "stats":
             log.warning("function %s: worker %d: batching stats: %s", self.spec.name, self.pid,

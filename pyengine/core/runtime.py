@@ -234,6 +234,7 @@ class BatchedResourceModel(ResourceModel):
 
 
 _handles: list[BatchedResourceModel] = []
+_shared: dict[tuple[str, str, str, str], BatchedResourceModel] = {}
 
 _COUNTERS = ("requests", "completed", "failed", "queue_full", "timed_out", "closed",
              "cancelled", "batches", "rows", "isolation_runs")
@@ -273,13 +274,23 @@ def batching_stats() -> dict[str, dict[str, Any]]:
 def load_resource(name: str, backend: str = "auto", device: str = "auto",
                   **options: Any) -> Model | None:
     """``pyengine.load(name)`` in a function: a handle when ``name`` is a granted resource id
-    (a batching one when the function's entry for it has a ``batching`` block)."""
+    (a batching one, shared by every load with the same arguments, when the function's entry for
+    it has a ``batching`` block)."""
     if name not in destinations():
         return None
     config = _batching.get(name)
-    if config is not None:
-        return BatchedResourceModel(name, backend, device, options, config)
-    return ResourceModel(name, backend, device, options)
+    if config is None:
+        return ResourceModel(name, backend, device, options)
+    # One handle (one batcher per version) for every load of the same model: calls only batch
+    # together through a shared batcher, and a handler loading per call must not pile them up.
+    key = (name, backend, device, repr(sorted(options.items())))
+    with _lock:
+        handle = _shared.get(key)
+    if handle is None:
+        handle = BatchedResourceModel(name, backend, device, options, config)
+        with _lock:
+            handle = _shared.setdefault(key, handle)
+    return handle
 
 
 class Channel:

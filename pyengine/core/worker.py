@@ -132,6 +132,7 @@ def _serve_stats(sock: socket.socket) -> None:
             answer: dict[str, Any] = {"op": "stats", "batching": runtime.batching_stats()}
         except Exception as exc:  # noqa: BLE001 - the core logs it; the worker goes on
             answer = {"op": "error", "type": type(exc).__name__, "message": str(exc)}
+        answer["seq"] = msg.get("seq")
         try:
             protocol.send(sock, answer)
         except OSError:
