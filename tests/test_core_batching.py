@@ -67,6 +67,7 @@ def core():
     deploy_group(base, root, [model_resource(base, "digits", _fill_model(1))], [
         _batched_function(base, "classify", timeout_s=10.0),
         _batched_function(base, "sleepy", timeout_s=3.0),
+        {**_batched_function(base, "ondemand"), "pinned": False},
     ])
     proc = CoreProcess(root).wait_ready()
     yield proc
@@ -131,6 +132,20 @@ def test_concurrent_invocations_meet_in_batches(core):
     status, body = core.invoke("classify", {"x": x[:5].tolist()})
     assert status == 200
     np.testing.assert_allclose(body["result"]["probs"], want[:5], rtol=1e-5, atol=1e-6)
+
+
+def test_on_demand_calls_meet_in_one_worker(core):
+    """From cold, 16 concurrent calls wait for the one worker starting rather than start 4."""
+    x = _rows(16, seed=3)
+    _, want = _expected(core, x)
+    with ThreadPoolExecutor(16) as ex:
+        answers = list(ex.map(lambda i: core.invoke("ondemand", {"x": x[i:i + 1].tolist()}),
+                              range(16)))
+    assert [s for s, _ in answers] == [200] * 16, answers
+    for i, (_, body) in enumerate(answers):
+        np.testing.assert_allclose(body["result"]["probs"], want[i:i + 1], rtol=1e-5, atol=1e-6)
+    assert len({b["result"]["pid"] for _, b in answers}) == 1
+    assert _pids(core)["ondemand"] == [answers[0][1]["result"]["pid"]]
 
 
 def test_timeout_fails_the_calls_in_that_worker(core):

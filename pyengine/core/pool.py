@@ -261,6 +261,8 @@ class FunctionPool:
         self._cond = threading.Condition()
         self._workers: set[Worker] = set()
         self._starting = 0
+        #: Calls waiting for a slot of a worker that is starting.
+        self._pending = 0
         self._busy = 0
         self._retired = False
         self.status = "stopped" if not spec.pinned else "starting"
@@ -302,7 +304,7 @@ class FunctionPool:
         except InvokeError as exc:
             with self._cond:
                 self._starting -= 1
-                self._cond.notify()
+                self._cond.notify_all()
             self.last_error = str(exc)
             log.error("%s", exc)
             return None
@@ -393,6 +395,16 @@ class FunctionPool:
                         best = w
                 if best is not None:
                     return best, self._take(best)
+                left = deadline - time.monotonic()
+                if self._starting * (self.spec.slots() - 1) > self._pending and left > 0:
+                    # A worker starting now has a slot nobody waits for yet: wait for it rather
+                    # than start another (calls of a batching function meet in one worker).
+                    self._pending += 1
+                    try:
+                        self._cond.wait(left)
+                    finally:
+                        self._pending -= 1
+                    continue
                 if len(self._workers) + self._starting < self.spec.max_workers():
                     self._starting += 1
                     break
