@@ -1,10 +1,12 @@
-"""A function's worker process: ``python -m pyengine.core.worker FD``.
+"""A function's worker process: ``python -m pyengine.core.worker FD[,FD...] [STATS_FD]``.
 
-The core starts it (already as the function's user) with one end of a socket pair as FD and
-sends its configuration first. The worker imports what it needs, confines itself with Landlock
-to the paths the core lists, sets its memory limit, imports the handler's module (module-level
-code runs once) and then serves calls until the socket closes: one at a time, or for a
-function that batches calls to a model one per call socket at once (each in its own thread).
+The core starts it (already as the function's user) with one end of a socket pair per call it
+may run at once (one, or for a function that batches calls to a model up to its largest
+``max_batch_size``; the core sends its configuration on the first) and, when it batches, one
+more on which the core asks for the batchers' stats. The worker imports what it needs, confines
+itself with Landlock to the paths the core lists, starts a thread per extra call socket, sets its
+memory limit, imports the handler's module (module-level code runs once) and then serves calls
+until the sockets close: one at a time on each call socket.
 """
 
 from __future__ import annotations
