@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import random
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -16,6 +17,21 @@ from deploy_fixtures import check_complete, write_group, write_package
 from pyengine import deploy as dp
 
 KEYS = ("a", "b", "c")
+
+
+def _status(root: str) -> tuple[int, str]:
+    """(id, status) of the newest deployment, read without taking the deploy lock."""
+    try:
+        db = sqlite3.connect(f"file:{os.path.join(root, 'state.db')}?mode=ro", uri=True, timeout=1)
+        try:
+            row = db.execute(
+                "SELECT id, status FROM deployments ORDER BY id DESC LIMIT 1"
+            ).fetchone()
+        finally:
+            db.close()
+    except sqlite3.Error:
+        return (0, "")
+    return (int(row[0]), str(row[1])) if row else (0, "")
 
 
 def test_kill_9_during_deploys(tmp_path):
@@ -71,8 +87,20 @@ def test_kill_9_during_deploys(tmp_path):
     kills = 0
     for i in range(1, 25):
         publish(i)
+        before = _status(root)[0]
         p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(rng.uniform(0.15 * wall, 1.1 * wall))
+        if i % 2:
+            time.sleep(rng.uniform(0.15 * wall, 1.1 * wall))  # any instant, startup included
+        else:
+            # Aim at the work itself: wait until this deployment is InProgress (fetching,
+            # unpacking, switching), then kill within the next moments.
+            deadline = time.monotonic() + 30
+            while p.poll() is None and time.monotonic() < deadline:
+                dep, status = _status(root)
+                if dep > before and status == "InProgress":
+                    break
+                time.sleep(0.002)
+            time.sleep(rng.uniform(0.0, 0.3 * wall))
         if p.poll() is None:
             os.kill(p.pid, signal.SIGKILL)
             kills += 1
@@ -84,6 +112,8 @@ def test_kill_9_during_deploys(tmp_path):
             # A core starting now cleans up: no staging directory or unregistered version is left.
             cur = dp.current(root)
             assert cur is not None
+            # the interrupted deployment was rolled back: one group, all old or all new
+            assert len(set(tags().values())) == 1, tags()
             assert all(os.path.realpath(dests[k]) == cur.resources[k].version_path for k in KEYS)
             for k in KEYS:
                 store = os.path.join(str(tmp_path / "models"), f".{k}.pyengine")
@@ -97,7 +127,8 @@ def test_kill_9_during_deploys(tmp_path):
     assert deps[0].status == "Success"
     assert all(d.status in ("Success", "Failure") for d in deps)
     interrupted = [d for d in deps if d.message and "interrupted" in d.message]
-    assert interrupted, "no deployment was recorded as interrupted"
+    assert len(interrupted) >= 3, f"only {len(interrupted)} deployments were interrupted mid-way"
+    print(f"{kills} kills, {len(interrupted)} interrupted deployments, {len(deps)} in all")
     # At most the installed and the previous version are kept per resource; nothing else is left.
     for k in KEYS:
         store = os.path.join(str(tmp_path / "models"), f".{k}.pyengine")

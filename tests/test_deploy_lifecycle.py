@@ -9,6 +9,7 @@ import pty
 import stat
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -145,7 +146,7 @@ def test_failure_rolls_back_whole_deployment(world):
     out = {i.key: i for i in d.items}
     assert out["alpha"].outcome == "rolled-back"
     assert out["beta"].outcome == "failed" and "HTML" in out["beta"].message
-    assert out["classify"].outcome == "skipped"
+    assert out["classify"].outcome == "unchanged"
     assert "rolled back to the previous group" in d.message
     assert world.tag("alpha") == "v1" and world.tag("beta") == "v1"
     assert (
@@ -262,18 +263,18 @@ def test_missing_device_fails(world, tmp_path):
 
 
 def test_concurrent_deploy_refused_or_waits(world):
+    # Another process holds the root's lock until it reads a line on stdin.
     holder = subprocess.Popen(
         [
             sys.executable,
             "-c",
             (
-                "import sys, time; from pyengine.deploy.state import RootLock; "
+                "import sys; from pyengine.deploy.state import RootLock; "
                 f"lk = RootLock({world.root!r}); lk.acquire(0, 'deploy of group other'); "
-                "print('held', flush=True); "
-                "time.sleep(float(sys.argv[1])); lk.release()"
+                "print('held', flush=True); sys.stdin.readline(); lk.release()"
             ),
-            "1.5",
         ],
+        stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -283,10 +284,21 @@ def test_concurrent_deploy_refused_or_waits(world):
         assert r.returncode == 2
         assert "another deployment is running" in r.stderr and "deploy of group other" in r.stderr
         assert "--wait" in r.stderr
+
+        def release() -> None:
+            time.sleep(0.5)
+            holder.stdin.write("go\n")
+            holder.stdin.flush()
+
+        releaser = threading.Thread(target=release)
         t0 = time.monotonic()
-        d = dp.deploy(world.group(), world.root, wait_s=30)
-        assert d.status == "Success" and time.monotonic() - t0 < 30
+        releaser.start()
+        d = dp.deploy(world.group(), world.root, wait_s=60)
+        waited = time.monotonic() - t0
+        releaser.join()
+        assert d.status == "Success" and waited >= 0.5
     finally:
+        holder.stdin.close()
         holder.wait(10)
         holder.stdout.close()
 
@@ -297,7 +309,8 @@ def test_progress_plain_and_tty(world):
     assert r.returncode == 0
     assert "\r" not in r.stdout
     assert "  alpha: 100% (3.0 MB of 3.0 MB)" in r.stdout and "  alpha: installed" in r.stdout
-    assert "deployment 1: group line-1: Building -> InProgress" in r.stdout
+    assert "deployment 1: group line-1: Building" in r.stdout
+    assert r.stdout.index("deployment 1: InProgress") < r.stdout.index("alpha: 100%")
 
     world.set_pkg("alpha", "big2", size=3_000_000)
     master, slave = pty.openpty()
@@ -329,7 +342,7 @@ def test_deploy_without_native_core(world):
         "from pyengine.cli import main\n"
         f"rc = main(['deploy', {world.group()!r}, '--root', {world.root!r}, '-q'])\n"
         "bad = [m for m in sys.modules\n"
-        "       if m.startswith(('pyengine.backends', 'boto3', 'tensorflow'))]\n"
+        "       if m.startswith(('pyengine.backends', 'pyengine.model', 'boto3', 'tensorflow'))]\n"
         "assert not bad, bad\n"
         "assert sys.modules['pyengine._core'] is None\n"
         "import pyengine\n"
@@ -370,3 +383,53 @@ def test_example_group_deploys(tmp_path):
     assert os.path.isfile(os.path.join(cur.resource_path("digits"), "digits.pyem"))
     assert os.path.isfile(os.path.join(cur.functions["classify"].code_dir, "classify.py"))
     assert cur.functions["classify"].environment == {"TOP_K": "3"}
+
+
+def test_keep_removes_dropped_resources_and_keeps_failed_ones(world):
+    dp.deploy(world.group(), world.root)
+    world.set_pkg("alpha", "v2")
+    with open(world.pkg["alpha"], "w") as f:
+        f.write("<html>error</html>")
+    d = dp.deploy(world.group(("alpha",)), world.root, on_failure="keep")  # beta dropped
+    out = {i.key: i.outcome for i in d.items}
+    assert d.status == "Failure" and d.applied
+    assert out["alpha"] == "failed" and out["beta"] == "removed"
+    assert world.tag("alpha") == "v1" and not os.path.lexists(world.dest["beta"])
+    assert {r["key"] for r in dp.list_installed(world.root)} == {"alpha", "null", "classify"}
+
+
+def test_moved_destination_removes_the_old_link(world, tmp_path):
+    dp.deploy(world.group(), world.root)
+    old = world.dest["alpha"]
+    world.dest["alpha"] = str(tmp_path / "elsewhere" / "alpha")
+    d = dp.deploy(world.group(), world.root)
+    assert {i.key: i.outcome for i in d.items}["alpha"] == "installed"
+    assert not os.path.lexists(old) and world.tag("alpha") == "v1"
+    r = run_cli("rollback", "--root", world.root)
+    assert r.returncode == 0, r.stderr
+    assert os.path.islink(old) and not os.path.lexists(world.dest["alpha"])
+    check_complete(old)
+
+
+def test_missing_source_fails_before_any_download(world, tmp_path):
+    """Sources are resolved while the deployment is Building: a missing package fails it before
+    the other (changed) packages are transferred."""
+    dp.deploy(world.group(), world.root)
+    world.set_pkg("alpha", "v2", size=500_000)
+    os.unlink(world.pkg["beta"])
+    d = dp.deploy(world.group(), world.root)
+    out = {i.key: i for i in d.items}
+    assert d.status == "Failure"
+    assert out["beta"].outcome == "failed" and "no such file" in out["beta"].message
+    assert out["alpha"].outcome == "skipped" and out["alpha"].bytes == 0
+    assert world.tag("alpha") == "v1"
+
+
+def test_destination_of_another_root_is_refused(world, tmp_path):
+    dp.deploy(world.group(), world.root)
+    other = str(tmp_path / "other-root")
+    d = dp.deploy(world.group(), other)
+    assert d.status == "Failure"
+    assert "managed by another pyengine root" in d.items[0].message, d.items[0].message
+    assert world.tag("alpha") == "v1" and world.tag("beta") == "v1"
+    assert dp.deploy(world.group(), world.root).status == "Success"

@@ -43,13 +43,15 @@ class Progress:
 
     def __call__(self, e: dp.ProgressEvent) -> None:
         if e.event == "start":
-            print(f"deployment {e.key}: group {e.message}: Building -> InProgress", file=self.out)
+            print(f"deployment {e.key}: group {e.message}: Building", file=self.out)
+        elif e.event == "status":
+            print(f"deployment {e.key}: {e.message}", file=self.out)
         elif e.event == "resource":
             if self.tty:
                 self.out.write("\r\x1b[K")
-            print(
-                f"  {e.key}: {e.message}" + (f" ({_mb(e.total)})" if e.total else ""), file=self.out
-            )
+            where = f"{e.key}: " if e.key else ""
+            size = f" ({_mb(e.total)})" if e.total else ""
+            print(f"  {where}{e.message}{size}", file=self.out)
         elif e.event == "bytes":
             if self.tty:
                 now = time.monotonic()

@@ -20,15 +20,16 @@ back from the journal by the next deploy (or :func:`recover` at core start), the
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import functools
 import hashlib
 import json
 import os
+import secrets
 import shutil
 import sqlite3
 import stat
-import threading
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Optional
@@ -38,15 +39,12 @@ from pyengine.deploy.fetch import fetch
 from pyengine.deploy.group import Function, Group, ModelSpec, Resource, load_group
 from pyengine.deploy.state import RootLock, State, dumps
 from pyengine.deploy.unpack import (
-    Pipe,
     apply_owner,
-    declared_format,
     fsync_dir,
     unpack,
-    unpack_stream,
 )
 from pyengine.sources import open_source
-from pyengine.sources.base import SourceError
+from pyengine.sources.base import Source, SourceError, SourceInfo
 
 STATUSES = ("Building", "InProgress", "Success", "Failure")
 
@@ -55,7 +53,7 @@ STATUSES = ("Building", "InProgress", "Success", "Failure")
 class ProgressEvent:
     """What a deployment reports as it goes (the CLI renders these)."""
 
-    event: str  # "start" | "resource" | "bytes" | "done" | "end"
+    event: str  # "start" | "resource" | "status" | "bytes" | "done" | "end"
     key: str = ""
     kind: str = ""
     done: int = 0
@@ -132,8 +130,21 @@ def store_for(destination: str) -> str:
     return os.path.join(parent, f".{name}.pyengine")
 
 
-def _version_name(dep: int, token: str) -> str:
-    return f"v{dep}-{hashlib.sha256(token.encode()).hexdigest()[:10]}"
+def _model_spec(m: ModelSpec) -> str:
+    """What, besides the source's token, decides whether an installed model is still right."""
+    owner = None if m.owner is None else [m.owner.group, m.owner.permission]
+    return dumps(
+        {"source": m.source, "destination": m.destination, "owner": owner, "sha256": m.sha256}
+    )
+
+
+def _version_name(dep: int, token: str, store: str) -> str:
+    """``v<deployment>-<token hash>``, made unique in ``store`` (which another root's state, or a
+    removed state database, may have used before)."""
+    name = f"v{dep}-{hashlib.sha256(token.encode()).hexdigest()[:10]}"
+    while os.path.lexists(os.path.join(store, name)):
+        name = f"v{dep}-{hashlib.sha256(token.encode()).hexdigest()[:10]}-{secrets.token_hex(3)}"
+    return name
 
 
 def _rmtree(path: str) -> None:
@@ -230,55 +241,6 @@ def _copy_code(src: str, dst: str) -> int:
     return total
 
 
-class _StreamingUnpack:
-    """Unpacks a .tar.gz on a thread from the bytes a download hands on (a fetch ``tee``)."""
-
-    def __init__(self, staging: str, name: str, size: Optional[int], m: ModelSpec) -> None:
-        self.pipe = Pipe()
-        self.valid = True
-        self.error: Optional[BaseException] = None
-        self.thread = threading.Thread(
-            target=self._run, args=(staging, name, size, m), name="pyengine-unpack", daemon=True
-        )
-        self.thread.start()
-
-    def _run(self, staging: str, name: str, size: Optional[int], m: ModelSpec) -> None:
-        try:
-            unpack_stream(
-                self.pipe,
-                staging,
-                name=name,
-                size=size,
-                max_bytes=m.max_unpacked_bytes,
-                max_files=m.max_files,
-            )
-        except BaseException as exc:  # noqa: BLE001 - handed to the deploying thread
-            self.error = exc
-
-    def write(self, b: bytes) -> None:
-        self.pipe.write(b)
-
-    def restart(self) -> None:
-        self.valid = False
-        self.pipe.abort()
-
-    def cancel(self) -> None:
-        self.pipe.abort()
-        self.thread.join()
-
-    def finish(self) -> bool:
-        """Wait for the unpacker; True when staging holds the package, False when it must be
-        unpacked again from the file. Raises the unpacker's error (the bytes were verified)."""
-        if not self.valid:
-            self.thread.join()
-            return False
-        self.pipe.close()
-        self.thread.join()
-        if self.error is not None:
-            raise self.error
-        return True
-
-
 class _Session:
     """One locked use of a root."""
 
@@ -350,7 +312,7 @@ def recover_locked(state: State) -> list[int]:
 
 def _gc(state: State) -> None:
     """Remove versions no longer needed (kept: installed, and the previous group for rollback)
-    and leftovers in every store (staging directories, temporary links, unregistered versions)."""
+    and leftovers in every store (staging directories, temporary links, half-removed versions)."""
     applied = state.q(
         "SELECT id FROM deployments WHERE applied=1 AND status='Success' ORDER BY id DESC LIMIT 2"
     )
@@ -374,13 +336,16 @@ def _gc(state: State) -> None:
                 keep.add(v["path"])
     for v in state.q("SELECT * FROM versions"):
         if v["path"] not in keep:
+            # Renamed away first, so a half-deleted tree never carries a version's name.
+            trash = os.path.join(os.path.dirname(v["path"]), "trash-" + os.path.basename(v["path"]))
+            with contextlib.suppress(FileNotFoundError):
+                os.rename(v["path"], trash)
             with state.tx() as db:
                 db.execute(
                     "DELETE FROM versions WHERE kind=? AND key=? AND version=?",
                     (v["kind"], v["key"], v["version"]),
                 )
-            _rmtree(v["path"])
-    registered = {r["path"] for r in state.q("SELECT path FROM versions")}
+            _rmtree(trash)
     for s in state.q("SELECT path FROM stores"):
         store = s["path"]
         try:
@@ -389,12 +354,8 @@ def _gc(state: State) -> None:
             continue
         for n in names:
             p = os.path.join(store, n)
-            if n.startswith(("staging-", ".link-", "trash-")) or (
-                n.startswith("v")
-                and os.path.isdir(p)
-                and not os.path.islink(p)
-                and p not in registered
-            ):
+            # Versions a killed deploy left unregistered are removed from its journal (above).
+            if n.startswith(("staging-", ".link-", "trash-")):
                 _rmtree(p)
     downloads = os.path.join(state.root, "downloads")
     if os.path.isdir(downloads) and not state.one(
@@ -452,6 +413,7 @@ class _Deployer:
         self.backoff_s = backoff_s
         self.items: list[ItemResult] = []
         self.dep = 0
+        self.resolved: dict[str, tuple[Optional[Source], object]] = {}
 
     def emit(self, **kw: object) -> None:
         self.progress(ProgressEvent(**kw))  # type: ignore[arg-type]
@@ -501,6 +463,12 @@ class _Deployer:
                         f"destination {dest} is a link to {os.readlink(dest)!r}, which "
                         "pyengine did not make; remove it or choose another destination"
                     )
+                if not self.state.one("SELECT 1 FROM versions WHERE path=?", target):
+                    raise DeployError(
+                        f"destination {dest} is managed by another pyengine root (it links to "
+                        f"{target}, which {self.s.root} did not install); deploy with that "
+                        "root, or `pyengine reset` it first"
+                    )
             elif os.path.isdir(dest):
                 if os.listdir(dest):
                     raise DeployError(
@@ -513,25 +481,53 @@ class _Deployer:
                     "choose another destination"
                 )
 
-    def prepare_model(self, r: Resource, it: ItemResult) -> None:
+    def resolve_all(self) -> None:
+        """Resolve every model's source at once (HEAD requests, file hashes run in parallel);
+        the results wait in ``self.resolved`` for :meth:`prepare_model`."""
+        jobs: list[tuple[str, Source, Optional[str]]] = []
+        for r in self.group.resources:
+            if r.model is None:
+                continue
+            prev = self.installed("model", r.id)
+            spec = _model_spec(r.model)
+            try:
+                source = open_source(r.model.source, self.group.s3, self.group.sagemaker)
+            except (SourceError, ValueError) as exc:
+                self.resolved[r.id] = (None, exc)
+                continue
+            jobs.append(
+                (r.id, source, prev["token"] if prev and prev["spec_json"] == spec else None)
+            )
+        if not jobs:
+            return
+        self.emit(
+            event="resource", key="", kind="model", message=f"resolving {len(jobs)} source(s)"
+        )
+
+        def one(job: tuple[str, Source, Optional[str]]) -> tuple[Source, object]:
+            try:
+                return job[1], job[1].resolve(job[2])
+            except (SourceError, ValueError, OSError) as exc:
+                return job[1], exc
+
+        with concurrent.futures.ThreadPoolExecutor(max_workers=min(8, len(jobs))) as pool:
+            for job, res in zip(jobs, pool.map(one, jobs)):
+                self.resolved[job[0]] = res
+
+    def prepare_model(self, r: Resource, it: ItemResult) -> Optional[Callable[[], None]]:
         assert r.model is not None
         m = r.model
-        spec = dumps(
-            {
-                "source": m.source,
-                "destination": m.destination,
-                "owner": None if m.owner is None else [m.owner.group, m.owner.permission],
-                "sha256": m.sha256,
-            }
-        )
+        spec = _model_spec(m)
         it.path = m.destination
         it.source = m.source
         it.spec = spec
         self.check_destination(r)
         prev = self.installed("model", r.id)
-        source = open_source(m.source, self.group.s3, self.group.sagemaker)
-        self.emit(event="resource", key=r.id, kind="model", message=f"resolving {m.source}")
-        info = source.resolve(prev["token"] if prev and prev["spec_json"] == spec else None)
+        source, got = self.resolved.pop(r.id)
+        if isinstance(got, BaseException):
+            raise got
+        assert source is not None and isinstance(got, SourceInfo)
+        info = got
         it.token = info.token
         if (
             prev
@@ -546,41 +542,35 @@ class _Deployer:
                 prev["version"],
                 prev["version_path"],
             )
-            return
-        store = store_for(m.destination)
-        os.makedirs(store, exist_ok=True)
-        self.state.add_store(store)
-        version = _version_name(self.dep, info.token)
-        vpath = os.path.join(store, version)
-        staging = os.path.join(store, f"staging-{self.dep}")
-        self.state.journal(self.dep, "stage", "model", r.id, staging, vpath, None)
-        downloads = os.path.join(self.s.root, "downloads")
-        os.makedirs(downloads, exist_ok=True)
-        part = os.path.join(
-            downloads, hashlib.sha256(f"{r.id}\0{info.token}".encode()).hexdigest()[:24] + ".part"
-        )
-        self.emit(
-            event="resource",
-            key=r.id,
-            kind="model",
-            total=info.size,
-            message=f"downloading {info.location}",
-        )
+            return None
 
-        def on_bytes(done: int, total: Optional[int]) -> None:
-            self.emit(event="bytes", key=r.id, kind="model", done=done, total=total)
+        def build() -> None:
+            store = store_for(m.destination)
+            os.makedirs(store, exist_ok=True)
+            self.state.add_store(store)
+            version = _version_name(self.dep, info.token, store)
+            vpath = os.path.join(store, version)
+            staging = os.path.join(store, f"staging-{self.dep}")
+            self.state.journal(self.dep, "stage", "model", r.id, staging, vpath, None)
+            downloads = os.path.join(self.s.root, "downloads")
+            os.makedirs(downloads, exist_ok=True)
+            part = os.path.join(
+                downloads,
+                hashlib.sha256(f"{r.id}\0{info.token}".encode()).hexdigest()[:24] + ".part",
+            )
+            self.emit(
+                event="resource",
+                key=r.id,
+                kind="model",
+                total=info.size,
+                message=f"downloading {info.location}",
+            )
 
-        name = info.location.rsplit("/", 1)[-1]
-        _rmtree(staging)
-        os.mkdir(staging, 0o700)
-        # A .tar.gz is unpacked while it downloads (into staging, used only once the digest is
-        # verified); a zip, or a download that had to start over, is unpacked afterwards.
-        streaming = (
-            _StreamingUnpack(staging, name, info.size, m)
-            if declared_format(name) == "tar.gz"
-            else None
-        )
-        try:
+            def on_bytes(done: int, total: Optional[int]) -> None:
+                self.emit(event="bytes", key=r.id, kind="model", done=done, total=total)
+
+            name = info.location.rsplit("/", 1)[-1]
+            # Only verified bytes are unpacked: the download (and its digests) completes first.
             res = fetch(
                 source,
                 info,
@@ -589,42 +579,43 @@ class _Deployer:
                 attempts=self.retries,
                 backoff_s=self.backoff_s,
                 progress=on_bytes,
-                tee=streaming,
             )
-        except BaseException:
-            if streaming is not None:
-                streaming.cancel()
+            it.bytes, it.attempts = res.downloaded, res.attempts
+            self.emit(event="resource", key=r.id, kind="model", message="unpacking")
             _rmtree(staging)
-            raise
-        it.bytes, it.attempts = res.downloaded, res.attempts
-        self.emit(event="resource", key=r.id, kind="model", message="unpacking")
-        try:
-            if streaming is None or not streaming.finish():
-                _rmtree(staging)
-                os.mkdir(staging, 0o700)
+            os.mkdir(staging, 0o700)
+            try:
                 unpack(
-                    part, staging, name=name, max_bytes=m.max_unpacked_bytes, max_files=m.max_files
+                    part,
+                    staging,
+                    name=name,
+                    max_bytes=m.max_unpacked_bytes,
+                    max_files=m.max_files,
                 )
-            apply_owner(
-                staging, m.owner.group if m.owner else None, m.owner.permission if m.owner else None
-            )
-        except UnpackError as exc:
-            _rmtree(staging)
+                apply_owner(
+                    staging,
+                    m.owner.group if m.owner else None,
+                    m.owner.permission if m.owner else None,
+                )
+            except UnpackError as exc:
+                _rmtree(staging)
+                os.unlink(part)
+                raise UnpackError(f"{name}: {exc}") from None
+            fsync_dir(staging)
+            os.rename(staging, vpath)
+            fsync_dir(store)
+            with self.state.tx() as db:
+                db.execute(
+                    "INSERT OR REPLACE INTO versions(kind, key, version, path, token, "
+                    "deployment_id, created) VALUES (?,?,?,?,?,?,?)",
+                    ("model", r.id, version, vpath, info.token, self.dep, time.time()),
+                )
             os.unlink(part)
-            raise UnpackError(f"{name}: {exc}") from None
-        fsync_dir(staging)
-        os.rename(staging, vpath)
-        fsync_dir(store)
-        with self.state.tx() as db:
-            db.execute(
-                "INSERT OR REPLACE INTO versions(kind, key, version, path, token, deployment_id, "
-                "created) VALUES (?,?,?,?,?,?,?)",
-                ("model", r.id, version, vpath, info.token, self.dep, time.time()),
-            )
-        os.unlink(part)
-        it.outcome, it.version, it.version_path = "installed", version, vpath
+            it.outcome, it.version, it.version_path = "installed", version, vpath
 
-    def prepare_device(self, r: Resource, it: ItemResult) -> None:
+        return build
+
+    def prepare_device(self, r: Resource, it: ItemResult) -> Optional[Callable[[], None]]:
         assert r.device is not None
         p = r.device.path
         it.path = p
@@ -635,8 +626,9 @@ class _Deployer:
         if not (stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode)):
             raise DeployError(f"{p} is not a character or block device; device resources must be")
         it.outcome = "verified"
+        return None
 
-    def prepare_function(self, f: Function, it: ItemResult) -> None:
+    def prepare_function(self, f: Function, it: ItemResult) -> Optional[Callable[[], None]]:
         token = _tree_token(f.code)
         it.token, it.source = token, f.code
         store = os.path.join(self.s.root, "functions", f.name)
@@ -655,31 +647,35 @@ class _Deployer:
                 prev["version"],
                 prev["version_path"],
             )
-            return
-        os.makedirs(store, exist_ok=True)
-        self.state.add_store(store)
-        version = _version_name(self.dep, token)
-        vpath = os.path.join(store, version)
-        staging = os.path.join(store, f"staging-{self.dep}")
-        self.state.journal(self.dep, "stage", "function", f.name, staging, vpath, None)
-        _rmtree(staging)
-        it.bytes = 0
-        _copy_code(f.code, staging)
-        fsync_dir(staging)
-        os.rename(staging, vpath)
-        fsync_dir(store)
-        self.state.x(
-            "INSERT OR REPLACE INTO versions(kind, key, version, path, token, deployment_id, "
-            "created) VALUES (?,?,?,?,?,?,?)",
-            "function",
-            f.name,
-            version,
-            vpath,
-            token,
-            self.dep,
-            time.time(),
-        )
-        it.outcome, it.version, it.version_path = "installed", version, vpath
+            return None
+
+        def build() -> None:
+            os.makedirs(store, exist_ok=True)
+            self.state.add_store(store)
+            version = _version_name(self.dep, token, store)
+            vpath = os.path.join(store, version)
+            staging = os.path.join(store, f"staging-{self.dep}")
+            self.state.journal(self.dep, "stage", "function", f.name, staging, vpath, None)
+            _rmtree(staging)
+            it.bytes = 0
+            _copy_code(f.code, staging)
+            fsync_dir(staging)
+            os.rename(staging, vpath)
+            fsync_dir(store)
+            self.state.x(
+                "INSERT OR REPLACE INTO versions(kind, key, version, path, token, deployment_id, "
+                "created) VALUES (?,?,?,?,?,?,?)",
+                "function",
+                f.name,
+                version,
+                vpath,
+                token,
+                self.dep,
+                time.time(),
+            )
+            it.outcome, it.version, it.version_path = "installed", version, vpath
+
+        return build
 
     def switch(self, it: ItemResult, target: Optional[str]) -> None:
         assert it.path is not None
@@ -709,8 +705,7 @@ class _Deployer:
             )
             self.dep = int(cur.lastrowid or 0)
         self.emit(event="start", key=str(self.dep), message=g.name)
-        self.state.x("UPDATE deployments SET status='InProgress' WHERE id=?", self.dep)
-        units: list[tuple[str, str, Callable[[ItemResult], None]]] = []
+        units: list[tuple[str, str, Callable[[ItemResult], Optional[Callable[[], None]]]]] = []
         for r in g.resources:
             if r.model is not None:
                 units.append(("model", r.id, functools.partial(self.prepare_model, r)))
@@ -719,22 +714,44 @@ class _Deployer:
         for f in g.functions:
             units.append(("function", f.name, functools.partial(self.prepare_function, f)))
         failed = False
-        for kind, key, prep in units:
+        errors = (DeployError, UnpackError, SourceError, OSError, ValueError)
+        # Building: resolve every source and decide what changed (nothing is downloaded yet, so
+        # a missing object or a bad device fails the deployment before any transfer).
+        builds: list[tuple[ItemResult, Callable[[], None]]] = []
+        self.resolve_all()
+        for kind, key, plan in units:
             it = ItemResult(kind, key, "pending")
             self.items.append(it)
-            if failed and self.on_failure == "rollback":
-                it.outcome, it.message = "skipped", "not attempted: an earlier resource failed"
-                continue
             t0 = time.monotonic()
             try:
-                prep(it)
-            except (DeployError, UnpackError, SourceError, OSError, ValueError) as exc:
+                build = plan(it)
+            except errors as exc:
                 it.outcome, it.message = "failed", str(exc)
                 failed = True
+                build = None
             it.seconds = time.monotonic() - t0
+            if build is not None:
+                builds.append((it, build))
+            else:
+                self.record(it)
+                self.emit(event="done", key=key, kind=kind, message=it.outcome)
+        # InProgress: fetch, verify and unpack what changed.
+        self.state.x("UPDATE deployments SET status='InProgress' WHERE id=?", self.dep)
+        self.emit(event="status", key=str(self.dep), message="InProgress")
+        for it, build in builds:
+            if failed and self.on_failure == "rollback":
+                it.outcome, it.message = "skipped", "not attempted: another resource failed"
+            else:
+                t0 = time.monotonic()
+                try:
+                    build()
+                except errors as exc:
+                    it.outcome, it.message = "failed", str(exc)
+                    failed = True
+                it.seconds += time.monotonic() - t0
             if it.outcome != "installed":
                 self.record(it)
-            self.emit(event="done", key=key, kind=kind, done=it.bytes, message=it.outcome)
+            self.emit(event="done", key=it.key, kind=it.kind, done=it.bytes, message=it.outcome)
 
         in_group = {(it.kind, it.key) for it in self.items}
         removed = [
@@ -748,12 +765,19 @@ class _Deployer:
             try:
                 for it in self.items:
                     if it.outcome == "installed":
+                        prev = self.installed(it.kind, it.key)
+                        if prev and prev["destination"] and prev["destination"] != it.path:
+                            # The destination moved: the old link goes (journalled like a switch).
+                            old = ItemResult(it.kind, it.key, "moved", path=prev["destination"])
+                            self.switch(old, None)
+                            switched.append(old)
                         self.switch(it, it.version_path)
                         switched.append(it)
-                if not failed:
-                    for it in removed:
-                        self.switch(it, None)
-                        switched.append(it)
+                # Resources dropped from the group go too (with --on-failure=keep as well: only
+                # the failed resources keep their previous version).
+                for it in removed:
+                    self.switch(it, None)
+                    switched.append(it)
             except OSError as exc:
                 for it in reversed(switched):  # undo from the journal's previous targets
                     j = self.state.one(
@@ -817,7 +841,7 @@ class _Deployer:
                         )
                 for it in removed:
                     db.execute("DELETE FROM installed WHERE kind=? AND key=?", (it.kind, it.key))
-                if not failed:
+                if apply:
                     for row in list(
                         db.execute("SELECT kind, key FROM installed WHERE kind='device'")
                     ):
@@ -961,8 +985,15 @@ def rollback(
             dep = int(cur.lastrowid or 0)
         d = _Deployer(s, Group(str(target["group_name"] or "")), "rollback", progress, 1, 0.0)
         d.dep = dep
+        current_dest = {
+            (row["kind"], row["key"]): row["destination"]
+            for row in state.q("SELECT kind, key, destination FROM installed")
+        }
         for it, v in plan:
             if it.kind != "device" and it.path:
+                old = current_dest.get((it.kind, it.key))
+                if old and old != it.path:  # the destination moved since: its link goes
+                    d.switch(ItemResult(it.kind, it.key, "moved", path=old), None)
                 d.switch(it, v)
         with state.tx() as db:
             db.execute("DELETE FROM installed")

@@ -8,15 +8,13 @@ O_NOFOLLOW`` under the staging directory only, and fsynced before the caller swi
 
 from __future__ import annotations
 
-import contextlib
 import os
-import queue
 import stat
 import tarfile
 import zipfile
 import zlib
 from dataclasses import dataclass
-from typing import IO, Any, Callable, Optional
+from typing import IO, Any, Callable, Optional, cast
 
 from pyengine.deploy.errors import UnpackError
 
@@ -25,6 +23,10 @@ DEFAULT_RATIO = 20
 DEFAULT_FLOOR = 64 << 20
 DEFAULT_MAX_FILES = 100_000
 _BUF = 1 << 20
+#: fsync unpacked files before they are switched to (the crash-safety guarantee). Only a
+#: benchmark turns it off, to show what durability costs on a given disk.
+FSYNC = True
+_INFLATE_MAX = 4 << 20
 
 
 @dataclass
@@ -274,36 +276,70 @@ def fsync_dir(path: str) -> None:
         os.close(fd)
 
 
-def _unpack_tar(path: str, w: _Writer, fileobj: Optional[Any] = None) -> None:
+class _Gunzip:
+    """Reads the decompressed bytes of a gzip stream (several members allowed; CRC and length
+    checked by zlib). Each step inflates at most ``_INFLATE_MAX`` bytes, so a bomb costs time
+    until the caps stop it, never memory; the input is read 1 MiB at a time."""
+
+    def __init__(self, src: Any) -> None:
+        self.src = src
+        self.z = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        self.pending = b""  # compressed input not yet inflated
+        self.started = False
+
+    def read(self, n: int = -1) -> bytes:
+        while True:
+            if self.pending:
+                out = self.z.decompress(self.pending, _INFLATE_MAX)
+                self.pending = self.z.unconsumed_tail
+                if self.z.eof:  # end of one gzip member; another may follow
+                    rest = self.z.unused_data + self.pending
+                    self.z = zlib.decompressobj(16 + zlib.MAX_WBITS)
+                    self.pending = rest
+                    self.started = False
+                if out:
+                    return out
+                continue
+            chunk = self.src.read(_BUF)
+            if not chunk:
+                if self.started:
+                    raise EOFError("the gzip stream ends before its end marker (truncated)")
+                return b""
+            self.started = True
+            self.pending = chunk
+
+
+def _unpack_tar(path: str, w: _Writer) -> None:
     try:
-        # "r:gz" (gzip.GzipFile) bounds each decompression step. The stream mode used on a pipe
-        # ("r|gz") inflates one 10 KiB compressed record at a time, so at most ~10 MiB per step.
-        with (
-            tarfile.open(fileobj=fileobj, mode="r|gz")
-            if fileobj is not None
-            else tarfile.open(path, mode="r:gz")
-        ) as tf:
-            for m in tf:
-                if m.issparse():
-                    raise UnpackError(f"entry {m.name!r} is a sparse file, which is not supported")
-                if m.isreg():
-                    src = tf.extractfile(m)
-                    assert src is not None
-                    w.file(m.name, m.size, src, m.mode, m.mtime)
-                elif m.isdir():
-                    w.mkdir(m.name)
-                elif m.issym():
-                    w.symlink(m.name, m.linkname)
-                elif m.islnk():
-                    raise UnpackError(
-                        f"hard link {m.name!r} -> {m.linkname!r}: hard links are refused"
-                    )
-                elif m.ischr() or m.isblk():
-                    raise UnpackError(f"device node {m.name!r}: packages may not hold devices")
-                elif m.isfifo():
-                    raise UnpackError(f"FIFO {m.name!r}: packages may not hold named pipes")
-                else:
-                    raise UnpackError(f"entry {m.name!r} has an unsupported tar type {m.type!r}")
+        # A bounded gzip reader under tarfile's stream mode (members are read in order once).
+        with open(path, "rb") as f:
+            gz = cast(IO[bytes], _Gunzip(f))
+            with tarfile.open(fileobj=gz, mode="r|", bufsize=_BUF) as tf:
+                for m in tf:
+                    if m.issparse():
+                        raise UnpackError(
+                            f"entry {m.name!r} is a sparse file, which is not supported"
+                        )
+                    if m.isreg():
+                        src = tf.extractfile(m)
+                        assert src is not None
+                        w.file(m.name, m.size, src, m.mode, m.mtime)
+                    elif m.isdir():
+                        w.mkdir(m.name)
+                    elif m.issym():
+                        w.symlink(m.name, m.linkname)
+                    elif m.islnk():
+                        raise UnpackError(
+                            f"hard link {m.name!r} -> {m.linkname!r}: hard links are refused"
+                        )
+                    elif m.ischr() or m.isblk():
+                        raise UnpackError(f"device node {m.name!r}: packages may not hold devices")
+                    elif m.isfifo():
+                        raise UnpackError(f"FIFO {m.name!r}: packages may not hold named pipes")
+                    else:
+                        raise UnpackError(
+                            f"entry {m.name!r} has an unsupported tar type {m.type!r}"
+                        )
     except UnpackError:
         raise
     except (tarfile.TarError, EOFError, zlib.error, OSError) as exc:
@@ -383,7 +419,7 @@ def unpack(
     name: Optional[str] = None,
     max_bytes: Optional[int] = None,
     max_files: Optional[int] = None,
-    do_fsync: bool = True,
+    do_fsync: Optional[bool] = None,
 ) -> UnpackStats:
     """Unpack ``package`` into the empty directory ``staging``.
 
@@ -403,6 +439,7 @@ def unpack(
     UnpackError
         For hostile, damaged, empty or unsupported packages; the message says which entry and why.
     """
+    do_fsync = FSYNC if do_fsync is None else do_fsync
     fmt = package_format(package, name)
     size = os.path.getsize(package)
     w = _Writer(
@@ -413,109 +450,6 @@ def unpack(
     else:
         _unpack_tar(package, w)
     return w.finish()
-
-
-class Pipe:
-    """Bytes handed from a download to an unpacker running on another thread.
-
-    ``write`` queues a chunk (bounded: the download waits when the unpacker is behind), ``close``
-    marks the end, ``abort`` makes the reader fail and later writes be dropped.
-    """
-
-    _END = b""
-
-    def __init__(self, depth: int = 32) -> None:
-        self._q: queue.Queue = queue.Queue(maxsize=depth)
-        self._cur = memoryview(b"")
-        self._eof = False
-        self.aborted = False
-        self.reader_done = False
-
-    def write(self, b: bytes) -> None:
-        """Queue ``b`` for the reader (dropped once aborted or the reader has stopped)."""
-        while not (self.aborted or self.reader_done):
-            try:
-                self._q.put(b, timeout=0.1)
-                return
-            except queue.Full:
-                continue
-
-    def close(self) -> None:
-        """No more bytes."""
-        self.write(self._END)
-
-    def abort(self) -> None:
-        """Make the reader stop with an error; drop further writes."""
-        self.aborted = True
-        with contextlib.suppress(queue.Full):
-            self._q.put_nowait(None)
-
-    def read(self, n: int = -1) -> bytes:
-        out = []
-        want = n if n >= 0 else 1 << 62
-        while want > 0:
-            if not self._cur:
-                if self._eof:
-                    break
-                item = self._q.get()
-                if item is None or self.aborted:
-                    raise UnpackError("the download was restarted; unpacking again")
-                if item == self._END:
-                    self._eof = True
-                    break
-                self._cur = memoryview(item)
-            take = self._cur[:want]
-            out.append(bytes(take))
-            self._cur = self._cur[len(take) :]
-            want -= len(take)
-        return b"".join(out)
-
-
-def unpack_stream(
-    pipe: Pipe,
-    staging: str,
-    *,
-    name: str,
-    size: Optional[int],
-    max_bytes: Optional[int] = None,
-    max_files: Optional[int] = None,
-    do_fsync: bool = True,
-) -> UnpackStats:
-    """Unpack a .tar.gz while it downloads: like :func:`unpack`, reading from ``pipe``.
-
-    The caller must only use the result once the download's digest has been verified.
-    """
-    try:
-        head = pipe.read(512)
-        if classify_head(head, name) != "tar.gz":  # pragma: no cover - callers pass tar.gz only
-            raise UnpackError(f"{name!r}: only .tar.gz packages unpack while downloading")
-        w = _Writer(
-            staging,
-            max_bytes or default_max_bytes(size or 0),
-            max_files or DEFAULT_MAX_FILES,
-            do_fsync,
-        )
-        _unpack_tar("", w, _Prefixed(head, pipe))
-        return w.finish()
-    finally:
-        pipe.reader_done = True
-
-
-class _Prefixed:
-    """A reader that returns ``head`` first, then the rest of ``pipe``."""
-
-    def __init__(self, head: bytes, pipe: Pipe) -> None:
-        self.head = head
-        self.pipe = pipe
-
-    def read(self, n: int = -1) -> bytes:
-        if self.head:
-            if n < 0 or n >= len(self.head):
-                h, self.head = self.head, b""
-                return h + (self.pipe.read(n - len(h)) if n >= 0 else self.pipe.read())
-            h, self.head = self.head[:n], self.head[n:]
-            return h
-        return self.pipe.read(n)
 
 
 def apply_owner(

@@ -1,0 +1,42 @@
+// SPDX-License-Identifier: Apache-2.0
+// The AVX-512 kernel table: the AVX-512 GEMM (and the convolutions built on it) and depthwise
+// convolution; the memory-bound elementwise kernels are the AVX2 ones. Only reached after cpu_support_x86_avx512().
+#include "kernels/elementwise.h"
+#include "kernels/gemm.h"
+#include "kernels/pool.h"
+#include "runtime/dispatch.h"
+
+#if defined(__AVX512F__) && defined(__FMA__)
+
+namespace pyengine {
+
+void gemm_avx512(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* B,
+                 int64_t ldb, bool trans_b, float* C, int64_t ldc, const Epilogue& ep);
+
+const GemmMicroKernel& gemm_micro_avx512();
+void depthwise2d_avx512(const Conv2DParams& p, const float* x, const float* w, float* y, int64_t n,
+                        int64_t c0, int64_t c1);
+
+namespace {
+void conv2d_avx512(const Conv2DParams& p, const float* x, const float* w, float* y) {
+    conv2d_run(*kernel_table_avx512(), p, x, w, y);
+}
+}  // namespace
+
+const KernelTable* kernel_table_avx512() {
+    static const KernelTable table = [] {
+        KernelTable t = *kernel_table_avx2();
+        t.isa = Isa::Avx512;
+        t.name = "avx512";
+        t.gemm = gemm_avx512;
+        t.conv2d = conv2d_avx512;
+        t.gemm_uk = &gemm_micro_avx512();
+        t.depthwise2d = depthwise2d_avx512;
+        return t;
+    }();
+    return &table;
+}
+
+}  // namespace pyengine
+
+#endif  // defined(__AVX512F__) && defined(__FMA__)
