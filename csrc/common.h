@@ -36,6 +36,13 @@ private:
     int code_;
 };
 
+// A device was asked for that this build or machine cannot provide (no CUDA support, no GPU,
+// a GPU not granted). -> pyengine.DeviceUnavailableError (a RuntimeError)
+class DeviceUnavailable : public std::runtime_error {
+public:
+    explicit DeviceUnavailable(const std::string& what) : std::runtime_error(what) {}
+};
+
 // Builds a message from streamable parts: str("node '", name, "' has ", n, " inputs").
 template <typename... Args>
 std::string str(const Args&... args) {

@@ -31,6 +31,7 @@ if _CORE_MISSING is None:
     from pyengine.errors import (
         BackendUnavailableError,
         BatcherClosedError,
+        DeviceUnavailableError,
         FrameworkFallbackWarning,
         FrameworkVersionWarning,
         InputShapeUnknownError,
@@ -71,6 +72,7 @@ __all__ = [
     "BatchingConfig",
     "FrameworkFallbackWarning",
     "FrameworkVersionWarning",
+    "DeviceUnavailableError",
     "GraphBuilder",
     "InputShapeUnknownError",
     "Model",

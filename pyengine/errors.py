@@ -15,6 +15,11 @@ QueueFullError = _core.QueueFullError
 #: Subclass of RuntimeError.
 BatcherClosedError = _core.BatcherClosedError
 
+#: A device was asked for that this build or machine cannot provide: no CUDA support in the
+#: build, the CUDA backend or driver missing, no such GPU, or a GPU not granted to the function.
+#: Subclass of RuntimeError; the message names what is missing.
+DeviceUnavailableError = _core.DeviceUnavailableError
+
 
 class BackendUnavailableError(ImportError):
     """A backend's framework is not installed; the message names the pip extra to install."""

@@ -156,7 +156,8 @@ def load(path: str | os.PathLike[str], backend: str = "auto", device: str = "aut
         an op does not convert. ``"native"`` converts or fails. ``"tensorflow"``, ``"mxnet"``,
         ``"chainer"``, ``"onnx"`` run the model on that framework.
     device
-        ``"auto"`` or ``"cpu"``.
+        ``"cpu"``, ``"cuda"`` (the first GPU), ``"cuda:N"``, or ``"auto"``: a GPU when one is
+        present and, inside a function, granted to it (see :mod:`pyengine.devices`), else the CPU.
     **options
         Framework options (an option that does not apply to the model is a ValueError):
         ``inputs``/``outputs``/``signature`` (TensorFlow), ``epoch``/``strict`` (MXNet),
@@ -173,12 +174,16 @@ def load(path: str | os.PathLike[str], backend: str = "auto", device: str = "aut
     BackendUnavailableError
         The framework the model needs is not installed (the message names the pip extra).
     ValueError
-        An unknown backend or device.
+        An unknown backend or a malformed device string.
+    DeviceUnavailableError
+        A GPU was asked for and this build has no CUDA support, the CUDA backend or driver is
+        missing, there is no such GPU, or it is not granted to the function.
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend={backend!r} is not one of {', '.join(BACKENDS)}")
-    if device not in ("auto", "cpu"):
-        raise ValueError(f"device={device!r} is not available; this build runs on 'cpu' ('auto' picks it)")
+    from pyengine import devices
+
+    dev = devices.resolve(device)
     fspath = os.fspath(path)
     if os.environ.get("PYENGINE_RESOURCES"):  # inside a function: a resource id names its model
         from pyengine.core.runtime import load_resource
@@ -188,4 +193,4 @@ def load(path: str | os.PathLike[str], backend: str = "auto", device: str = "aut
             return handle
     from pyengine.backends import select
 
-    return select.load(fspath, backend, **options)
+    return select.load(fspath, backend, dev, device == "auto", **options)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib.util
 from typing import Any
 
-from pyengine import _core
+from pyengine import _core, devices
 
 FRAMEWORKS = {"tensorflow": "tensorflow", "mxnet": "mxnet", "chainer": "chainer", "onnx": "onnxruntime"}
 
@@ -27,7 +27,10 @@ def set_thread_count(n: int) -> None:
 
 
 def info() -> dict[str, Any]:
-    """Version, CPU features, kernel variant in use, threads and the backends present.
+    """Version, CPU features, kernel variant in use, threads, GPUs seen and the backends present.
+
+    ``gpus`` lists the CUDA GPUs (empty when there are none); ``cuda`` says whether this build
+    has CUDA support and, in ``error``, why no GPU is usable.
 
     Framework presence is checked without importing the frameworks.
     """
@@ -38,6 +41,8 @@ def info() -> dict[str, Any]:
         "kernels_available": list(_core.kernels_available()),
         "threads": thread_count(),
         "ops": list(_core.op_names()),
+        "gpus": devices.gpus(),
+        "cuda": devices.cuda_status(),
         "backends": ["native"]
         + [name for name, module in FRAMEWORKS.items() if importlib.util.find_spec(module) is not None],
     }

@@ -30,6 +30,10 @@ VPY=.venv/bin/python
 if [ "$(uname -m)" = "x86_64" ]; then
   "$VPY" -m pip install -q atheris || echo "setup: atheris unavailable; the fuzz test will say so" >&2
 fi
+# cuBLAS for the CUDA variant (scripts/build_cuda.sh), only where the CUDA compiler is present.
+if command -v nvcc >/dev/null || ls /usr/local/cuda*/bin/nvcc >/dev/null 2>&1; then
+  "$VPY" -m pip install -q "nvidia-cublas==13.0.*" || echo "setup: nvidia-cublas unavailable; the CUDA build will say so" >&2
+fi
 if [ "$frameworks" = 1 ]; then
   scripts/install_frameworks.sh "$VPY"
 fi

@@ -111,10 +111,12 @@ MOBILENET_V2_BLOCKS = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 2, 2
 def mobilenet_v2_graph(
     size: int = 112, width: int = 32, seed: int = 0,
     blocks: tuple[tuple[int, int, int, int], ...] = MOBILENET_V2_BLOCKS,
+    layout: str = "NCHW",
 ) -> pyengine.GraphBuilder:
-    """A MobileNet-v2-style network (NCHW): a 3x3/2 stem, inverted residual blocks (1x1 expand +
-    ReLU6, 3x3 depthwise + ReLU6, 1x1 linear projection, residual add where shapes allow),
-    global pooling and a dense classifier. Batch norm is folded into the convolutions' biases."""
+    """A MobileNet-v2-style network (NCHW or NHWC): a 3x3/2 stem, inverted residual blocks (1x1
+    expand + ReLU6, 3x3 depthwise + ReLU6, 1x1 linear projection, residual add where shapes
+    allow), global pooling and a dense classifier. Batch norm is folded into the convolutions'
+    biases."""
     rng = np.random.default_rng(seed)
     g = pyengine.GraphBuilder()
     counter = iter(range(10**6))
@@ -127,9 +129,9 @@ def mobilenet_v2_graph(
         b = g.constant(f"c{i}/b", rng.standard_normal(c_out).astype(np.float32) * 0.05)
         p = k // 2
         return g.node("Conv2D", [h, w, b], name=f"conv{i}", pads=[p, p, p, p],
-                      strides=[stride, stride], groups=groups, activation=act)
+                      strides=[stride, stride], groups=groups, activation=act, layout=layout)
 
-    h = g.input("image", [-1, 3, size, size])
+    h = g.input("image", [-1, 3, size, size] if layout == "NCHW" else [-1, size, size, 3])
     h = conv(h, 3, width, 3, 2, 1, "relu6")
     c = width
     for t, c_out, n, s in blocks:
@@ -144,7 +146,7 @@ def mobilenet_v2_graph(
             if stride == 1 and c == c_out:
                 h = g.node("Add", [x, h], name=f"res{next(counter)}")
             c = c_out
-    h = g.node("GlobalAvgPool", [h], name="gap")
+    h = g.node("GlobalAvgPool", [h], name="gap", layout=layout)
     h = g.node("Flatten", [h], name="flatten")
     w = g.constant("fc/w", rng.standard_normal((c, 10)).astype(np.float32) / np.sqrt(c))
     b = g.constant("fc/b", np.zeros(10, np.float32))

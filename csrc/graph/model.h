@@ -14,6 +14,8 @@
 
 namespace pyengine {
 
+struct DeviceProgram;
+
 struct TensorSpec {
     std::string name;
     DType dtype = DType::Float32;
@@ -56,6 +58,12 @@ public:
 
     // Unique for the life of the process (unlike the address): keys per-thread plan caches.
     uint64_t id() const { return id_; }
+
+    // Device hook (defined in graph/model_device.cpp): the graph lowered for a device executor
+    // with `plan`'s shapes and memory layout. Weights are addressed from weight_span().first.
+    std::shared_ptr<const DeviceProgram> device_program(const Plan& plan) const;
+    // The mapped bytes that hold every constant tensor, {start, length}; uploaded as one block.
+    std::pair<const void*, uint64_t> weight_span() const;
 
 private:
     struct Value {

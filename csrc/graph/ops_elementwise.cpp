@@ -34,6 +34,11 @@ public:
         binary_broadcast(op_, in[0]->f32(), in[0]->shape, in[1]->f32(), in[1]->shape,
                          out[0]->f32(), out[0]->shape);
     }
+    bool lower(const std::vector<Shape>&, DeviceStep* s) const override {
+        s->kind = DeviceStep::Binary;
+        s->binop = op_;
+        return true;
+    }
 
 private:
     BinaryOp op_;
@@ -45,6 +50,11 @@ public:
     std::vector<Shape> infer(const std::vector<Shape>& in) const override { return {in[0]}; }
     void run(const std::vector<const Tensor*>& in, const std::vector<Tensor*>& out) const override {
         activation_apply(in[0]->f32(), out[0]->f32(), in[0]->numel(), ep_);
+    }
+    bool lower(const std::vector<Shape>&, DeviceStep* s) const override {
+        s->kind = DeviceStep::Unary;
+        s->ep = ep_;
+        return true;
     }
 
 private:

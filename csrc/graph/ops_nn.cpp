@@ -49,6 +49,16 @@ public:
         gemm(M, N, K, x.f32(), K, w.f32(), w.shape[1], trans_b_, out[0]->f32(), N, ep);
     }
 
+    bool lower(const std::vector<Shape>& in, DeviceStep* s) const override {
+        s->kind = DeviceStep::Gemm;
+        s->K = in[0].back();
+        s->M = s->K == 0 ? 0 : shape_numel(in[0]) / s->K;
+        s->N = trans_b_ ? in[1][0] : in[1][1];
+        s->trans_b = trans_b_;
+        s->ep = ep_;
+        return true;
+    }
+
 private:
     bool trans_b_;
     Epilogue ep_;
@@ -124,6 +134,13 @@ public:
         p.OH = (hp - kh) / p.stride_h + 1;
         p.OW = (wp - kw) / p.stride_w + 1;
         return p;
+    }
+
+    bool lower(const std::vector<Shape>& in, DeviceStep* s) const override {
+        s->kind = DeviceStep::Conv2D;
+        s->conv = geometry(in[0], in[1]);
+        s->conv.ep = ep_;
+        return true;
     }
 
     std::vector<Shape> infer(const std::vector<Shape>& in) const override {
@@ -220,6 +237,18 @@ public:
         channel_affine(in[0]->f32(), sc->data(), sh->data(), outer, C, inner, out[0]->f32());
     }
 
+    bool lower(const std::vector<Shape>& in, DeviceStep* st) const override {
+        const Shape& s = in[0];
+        const size_t axis = static_cast<size_t>(normalize_axis(axis_, s.size(), "BatchNorm"));
+        st->kind = DeviceStep::BatchNorm;
+        st->outer = st->inner = 1;
+        for (size_t i = 0; i < axis; ++i) st->outer *= s[i];
+        for (size_t i = axis + 1; i < s.size(); ++i) st->inner *= s[i];
+        st->axis = s[axis];
+        st->eps = eps_;
+        return true;
+    }
+
 private:
     void fold(const float* g, const float* b, const float* m, const float* v, int64_t C,
               std::vector<float>& scale, std::vector<float>& shift) const {
@@ -301,6 +330,12 @@ public:
         pool2d(geometry(in[0]->shape), in[0]->f32(), out[0]->f32());
     }
 
+    bool lower(const std::vector<Shape>& in, DeviceStep* s) const override {
+        s->kind = DeviceStep::Pool2D;
+        s->pool = geometry(in[0]);
+        return true;
+    }
+
 private:
     int64_t out_size(int64_t in, int64_t k, int64_t s, int64_t before, int64_t after) const {
         const int64_t span = in + before + after - k;
@@ -334,6 +369,16 @@ public:
         for (size_t i = axis + 1; i < s.size(); ++i) inner *= s[i];
         if (s[axis] == 0) return;
         softmax(in[0]->f32(), out[0]->f32(), outer, s[axis], inner);
+    }
+    bool lower(const std::vector<Shape>& in, DeviceStep* st) const override {
+        const Shape& s = in[0];
+        const size_t axis = static_cast<size_t>(normalize_axis(axis_, s.size(), "Softmax"));
+        st->kind = DeviceStep::Softmax;
+        st->outer = st->inner = 1;
+        for (size_t i = 0; i < axis; ++i) st->outer *= s[i];
+        for (size_t i = axis + 1; i < s.size(); ++i) st->inner *= s[i];
+        st->axis = s[axis];
+        return true;
     }
 
 private:

@@ -18,6 +18,10 @@ public:
         if (out[0]->data != in[0]->data) std::memcpy(out[0]->data, in[0]->data, in[0]->nbytes());
     }
     bool is_view() const override { return true; }
+    bool lower(const std::vector<Shape>&, DeviceStep* s) const override {
+        s->kind = DeviceStep::Copy;  // a Nop when the executor's layout shares the memory
+        return true;
+    }
 };
 
 class FlattenOp : public ViewOp {
@@ -122,6 +126,11 @@ public:
     void run(const std::vector<const Tensor*>& in, const std::vector<Tensor*>& out) const override {
         transpose(in[0]->f32(), in[0]->shape, perm_, out[0]->f32());
     }
+    bool lower(const std::vector<Shape>&, DeviceStep* s) const override {
+        s->kind = DeviceStep::Transpose;
+        s->perm = perm_;
+        return true;
+    }
 
 private:
     std::vector<int64_t> perm_;
@@ -154,6 +163,16 @@ public:
             sizes.push_back(t->shape[axis]);
         }
         concat(xs, sizes, outer, inner, out[0]->f32());
+    }
+    bool lower(const std::vector<Shape>& in, DeviceStep* st) const override {
+        const Shape& s = in[0];
+        const size_t axis = static_cast<size_t>(normalize_axis(axis_, s.size(), "Concat"));
+        st->kind = DeviceStep::Concat;
+        st->outer = st->inner = 1;
+        for (size_t i = 0; i < axis; ++i) st->outer *= s[i];
+        for (size_t i = axis + 1; i < s.size(); ++i) st->inner *= s[i];
+        for (const Shape& t : in) st->sizes.push_back(t[axis]);
+        return true;
     }
 
 private:
@@ -191,6 +210,15 @@ public:
         std::vector<int64_t> e(pads_.begin() + static_cast<long>(r), pads_.end());
         pad(in[0]->f32(), in[0]->shape, b, e, mode_, value_, out[0]->f32());
     }
+    bool lower(const std::vector<Shape>& in, DeviceStep* s) const override {
+        const size_t r = in[0].size();
+        s->kind = DeviceStep::Pad;
+        s->pad_begin.assign(pads_.begin(), pads_.begin() + static_cast<long>(r));
+        s->pad_end.assign(pads_.begin() + static_cast<long>(r), pads_.end());
+        s->pad_mode = mode_;
+        s->pad_value = value_;
+        return true;
+    }
 
 private:
     std::vector<int64_t> pads_;
@@ -222,6 +250,11 @@ public:
     }
     void run(const std::vector<const Tensor*>& in, const std::vector<Tensor*>& out) const override {
         reduce_mean(in[0]->f32(), in[0]->shape, axes(in[0]->shape.size()), out[0]->f32());
+    }
+    bool lower(const std::vector<Shape>& in, DeviceStep* s) const override {
+        s->kind = DeviceStep::Mean;
+        s->axes = axes(in[0].size());
+        return true;
     }
 
 private:

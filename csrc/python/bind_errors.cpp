@@ -10,6 +10,7 @@ void register_errors(py::module_& m) {
     static py::exception<ModelFormatError> model_format_error(m, "ModelFormatError", PyExc_ValueError);
     static py::exception<QueueFull> queue_full_error(m, "QueueFullError", PyExc_RuntimeError);
     static py::exception<BatcherClosed> batcher_closed_error(m, "BatcherClosedError", PyExc_RuntimeError);
+    static py::exception<DeviceUnavailable> device_unavailable(m, "DeviceUnavailableError", PyExc_RuntimeError);
     py::register_exception_translator([](std::exception_ptr p) {
         try {
             if (p) std::rethrow_exception(p);
@@ -21,6 +22,8 @@ void register_errors(py::module_& m) {
             py::set_error(batcher_closed_error, e.what());
         } catch (const RequestTimeout& e) {
             py::set_error(PyExc_TimeoutError, e.what());
+        } catch (const DeviceUnavailable& e) {
+            py::set_error(device_unavailable, e.what());
         } catch (const InvalidArgument& e) {
             py::set_error(PyExc_ValueError, e.what());
         } catch (const SystemError& e) {

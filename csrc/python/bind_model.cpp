@@ -22,8 +22,9 @@ py::list specs(const std::vector<TensorSpec>& v) {
     return out;
 }
 
-// Runs `model` on arrays given in input order; returns arrays in output order.
-py::list run(const Model& model, const py::sequence& arrays) {
+}  // namespace
+
+py::list run_arrays(const Model& model, const py::sequence& arrays, const RunFn& exec) {
     const auto& specs_in = model.inputs();
     if (static_cast<size_t>(py::len(arrays)) != specs_in.size()) {
         throw InvalidArgument(str("the model takes ", specs_in.size(), " inputs, got ", py::len(arrays)));
@@ -60,9 +61,17 @@ py::list run(const Model& model, const py::sequence& arrays) {
     }
     {
         py::gil_scoped_release release;
-        model.run(*plan, in_ptrs, out_ptrs);
+        exec(plan, in_ptrs, out_ptrs);
     }
     return outs;
+}
+
+namespace {
+
+// Runs `model` on arrays given in input order; returns arrays in output order.
+py::list run(const Model& model, const py::sequence& arrays) {
+    return run_arrays(model, arrays, [&model](const std::shared_ptr<const Plan>& plan, const std::vector<const void*>& in,
+                                              const std::vector<void*>& out) { model.run(*plan, in, out); });
 }
 
 // The lean path for one-input, one-output models: a native-endian, aligned, C-contiguous

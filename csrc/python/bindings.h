@@ -4,6 +4,10 @@
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
+#include <functional>
+#include <memory>
+
+#include "graph/model.h"
 #include "graph/tensor.h"
 
 namespace pyengine::python {
@@ -15,6 +19,14 @@ void register_runtime(py::module_& m);
 void register_format(py::module_& m);
 void register_model(py::module_& m);
 void register_batching(py::module_& m);
+void register_device(py::module_& m);
+
+// Executes a model for a plan on host buffers (the CPU executor, or a device's).
+using RunFn = std::function<void(const std::shared_ptr<const Plan>&, const std::vector<const void*>&,
+                                 const std::vector<void*>&)>;
+// Checks `arrays` against `model`'s inputs (count, dtype, byte order), allocates the outputs and
+// calls `exec` with the GIL released. Returns the outputs in output order.
+py::list run_arrays(const Model& model, const py::sequence& arrays, const RunFn& exec);
 
 // The pyengine dtype of a numpy dtype; throws InvalidArgument (-> ValueError) if unsupported.
 DType dtype_of(const py::dtype& dt, const std::string& what);

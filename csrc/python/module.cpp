@@ -11,4 +11,5 @@ PYBIND11_MODULE(_core, m) {
     pyengine::python::register_format(m);
     pyengine::python::register_model(m);
     pyengine::python::register_batching(m);
+    pyengine::python::register_device(m);
 }

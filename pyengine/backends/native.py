@@ -7,6 +7,7 @@ import os
 import numpy as np
 
 from pyengine import _core
+from pyengine.devices import CPU, Device
 from pyengine.errors import ModelFormatError
 from pyengine.model import Inputs, Model, Outputs, TensorSpec
 
@@ -16,13 +17,19 @@ class NativeModel(Model):
 
     backend = "native"
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, device: Device = CPU) -> None:
         self._core = _core.Model(path)
+        # On a GPU the weights are copied to the device once, here; every call then runs there.
+        self._device = None
+        if device.kind == "cuda":
+            self._device = _core.DeviceModel(self._core, device.index)
+        self.device = str(device)
         self._inputs = [TensorSpec(n, tuple(s), d) for n, s, d in self._core.inputs]
         self._outputs = [TensorSpec(n, tuple(s), d) for n, s, d in self._core.outputs]
         self.path = path
-        # One input and one output: predict(array) goes straight to the C++ lean path.
-        self._run1 = self._core.run1 if len(self._inputs) == 1 and len(self._outputs) == 1 else None
+        # One input and one output on the CPU: predict(array) goes straight to the C++ lean path.
+        self._run1 = (self._core.run1 if self._device is None and len(self._inputs) == 1
+                      and len(self._outputs) == 1 else None)
 
     @property
     def inputs(self) -> list[TensorSpec]:
@@ -37,6 +44,11 @@ class NativeModel(Model):
         """Bytes of weights mapped from the file (shared, not copied)."""
         return int(self._core.weight_bytes)
 
+    @property
+    def device_bytes(self) -> int:
+        """Bytes of GPU memory held (weights plus pooled workspaces); 0 on the CPU."""
+        return int(self._device.device_bytes) if self._device is not None else 0
+
     def predict(self, x: Inputs) -> Outputs:
         """Run the model; see :meth:`pyengine.Model.predict`. Thread-safe."""
         if self._run1 is not None and type(x) is np.ndarray:
@@ -44,14 +56,9 @@ class NativeModel(Model):
         return super().predict(x)
 
     def _run(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
+        if self._device is not None:
+            return list(self._device.run(arrays))
         return list(self._core.run(arrays))
-
-    def predict(self, x: Inputs) -> Outputs:
-        """Run the model (see :meth:`Model.predict`); one array in and out skips the Python
-        bookkeeping, which is most of a small model's call time (the core checks the array)."""
-        if type(x) is np.ndarray and len(self._inputs) == 1 and len(self._outputs) == 1:
-            return self._core.run((x,))[0]
-        return super().predict(x)
 
 
 def find_pyem(path: str) -> str:
@@ -68,6 +75,6 @@ def find_pyem(path: str) -> str:
     raise ModelFormatError(f"'{path}' holds several .pyem models ({', '.join(found)}); name one")
 
 
-def load(path: str) -> NativeModel:
-    """Load a .pyem file (or the one inside a directory)."""
-    return NativeModel(find_pyem(path))
+def load(path: str, device: Device = CPU) -> NativeModel:
+    """Load a .pyem file (or the one inside a directory) to run on ``device``."""
+    return NativeModel(find_pyem(path), device)

@@ -10,7 +10,9 @@ import warnings
 from typing import Any
 
 from pyengine.convert import options_for
+from pyengine.devices import CPU, Device
 from pyengine.errors import (
+    DeviceUnavailableError,
     FrameworkFallbackWarning,
     InputShapeUnknownError,
     ModelFormatError,
@@ -20,7 +22,7 @@ from pyengine.locate import ModelLocation, locate
 from pyengine.model import Model
 
 
-def _native_from(location: ModelLocation, options: dict[str, Any]) -> Model:
+def _native_from(location: ModelLocation, options: dict[str, Any], device: Device) -> Model:
     from pyengine.backends import native
     from pyengine.convert import to_builder
 
@@ -29,15 +31,17 @@ def _native_from(location: ModelLocation, options: dict[str, Any]) -> Model:
     os.close(fd)
     try:
         builder.save(tmp)
-        model = native.load(tmp)  # mapped: the file can go once loaded
+        model = native.load(tmp, device)  # mapped: the file can go once loaded
     finally:
         os.unlink(tmp)
     model.path = location.path
     return model
 
 
-def load(path: str, backend: str, **options: Any) -> Model:
-    """See :func:`pyengine.load`."""
+def load(path: str, backend: str, device: Device = CPU, device_auto: bool = True,
+         **options: Any) -> Model:
+    """See :func:`pyengine.load`; ``device`` is already resolved. Framework models run on the
+    CPU: with ``device="auto"`` that is a quiet choice, with a GPU asked for by name an error."""
     from pyengine.backends import native
 
     wanted = None if backend in ("auto", "native") else backend
@@ -49,12 +53,12 @@ def load(path: str, backend: str, **options: Any) -> Model:
         )
     if location.framework == "native":
         options_for("native", native.load, options)
-        return native.load(location.path)
+        return native.load(location.path, device)
     module = importlib.import_module(f"pyengine.backends.{location.framework}")
     backend_options = options_for(location.framework, module.load, options)
     if backend in ("auto", "native"):
         try:
-            return _native_from(location, options)
+            return _native_from(location, options, device)
         except (UnsupportedOpsError, InputShapeUnknownError) as exc:
             if backend == "native":
                 raise
@@ -64,5 +68,10 @@ def load(path: str, backend: str, **options: Any) -> Model:
                 FrameworkFallbackWarning,
                 stacklevel=3,
             )
+    if device.kind != "cpu" and not device_auto:
+        raise DeviceUnavailableError(
+            f"device={str(device)!r}: '{location.path}' runs on {location.framework}, and only "
+            "native models run on a GPU here; convert it (pyengine convert) or use device='cpu'"
+        )
     model: Model = module.load(location, **backend_options)
     return model

@@ -1,54 +1,63 @@
-"""The pyengine command line: thin commands over the public API."""
+"""The pyengine command line: thin commands over the public API.
+
+Each command lives in a module of this package that defines ``<stem>_args(parser)`` and
+``<stem>_run(args) -> int`` (and may define ``ERRORS``, the exception types it reports as
+plain errors). Only the module of the command being run is imported, so ``pyengine deploy``
+never loads the core, the native engine or a framework, and every command starts quickly.
+"""
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
-from typing import Callable, Sequence
+from typing import Sequence
 
-from pyengine.cli import commands, core_cmds, deploy_commands, fleet_cmds
-from pyengine.cli import convert as convert_cmd
-
-# Each entry: (name, help, add_arguments, run). Later areas append their commands here.
-COMMANDS: list[tuple[str, str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = [
-    ("info", "show version, CPU features, kernels and backends", commands.info_args, commands.info_run),
-    ("run", "run a model on a .npy input", commands.run_args, commands.run_run),
-    ("convert", "convert a TensorFlow/MXNet/Chainer/ONNX model to .pyem",
-     convert_cmd.convert_args, convert_cmd.convert_run),
-    ("core", "run the deployed group's functions (core start)", core_cmds.core_args,
-     core_cmds.core_run),
-    ("invoke", "invoke a function on the running core", core_cmds.invoke_args,
-     core_cmds.invoke_run),
-    ("deploy", "deploy a group's resources and functions", deploy_commands.deploy_args,
-     deploy_commands.deploy_run),
-    ("rollback", "go back to the previous deployed group", deploy_commands.rollback_args,
-     deploy_commands.rollback_run),
-    ("reset", "remove everything deployed and its state", deploy_commands.reset_args,
-     deploy_commands.reset_run),
-    ("deployments", "list or show deployments", deploy_commands.deployments_args,
-     deploy_commands.deployments_run),
-    ("resources", "list or show installed resources", deploy_commands.resources_args,
-     deploy_commands.resources_run),
-    ("policy", "print the IAM policy a group's sources need", deploy_commands.policy_args,
-     deploy_commands.policy_run),
-    ("fleet", "publish a group to a fleet of cores; promote, roll back, status",
-     fleet_cmds.fleet_args, fleet_cmds.fleet_run),
+# (name, help, module in pyengine.cli, function stem). Later areas append their commands here.
+COMMANDS: list[tuple[str, str, str, str]] = [
+    ("info", "show version, CPU features, kernels and backends", "commands", "info"),
+    ("run", "run a model on a .npy input", "commands", "run"),
+    ("convert", "convert a TensorFlow/MXNet/Chainer/ONNX model to .pyem", "convert", "convert"),
+    ("core", "run the deployed group's functions (core start)", "core_cmds", "core"),
+    ("invoke", "invoke a function on the running core", "core_cmds", "invoke"),
+    ("deploy", "deploy a group's resources and functions", "deploy_commands", "deploy"),
+    ("rollback", "go back to the previous deployed group", "deploy_commands", "rollback"),
+    ("reset", "remove everything deployed and its state", "deploy_commands", "reset"),
+    ("deployments", "list or show deployments", "deploy_commands", "deployments"),
+    ("resources", "list or show installed resources", "deploy_commands", "resources"),
+    ("policy", "print the IAM policy a group's sources need", "deploy_commands", "policy"),
+    ("fleet", "publish a group to a fleet of cores; promote, roll back, status", "fleet_cmds",
+     "fleet"),
 ]
+
+
+def _chosen(argv: Sequence[str]) -> str | None:
+    """The command named on the command line (its first non-option word), if any."""
+    names = {c[0] for c in COMMANDS}
+    for word in argv:
+        if not word.startswith("-"):
+            return word if word in names else None
+    return None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``pyengine`` command."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    chosen = _chosen(argv)
     parser = argparse.ArgumentParser(prog="pyengine", description="Edge ML inference runtime")
     sub = parser.add_subparsers(dest="command", required=True)
-    runners = {}
-    for name, help_text, add_args, run in COMMANDS:
+    module = None
+    for name, help_text, module_name, stem in COMMANDS:
         p = sub.add_parser(name, help=help_text)
-        add_args(p)
-        runners[name] = run
+        if name == chosen:
+            module = importlib.import_module(f"pyengine.cli.{module_name}")
+            getattr(module, f"{stem}_args")(p)
+            p.set_defaults(_run=getattr(module, f"{stem}_run"))
     args = parser.parse_args(argv)
+    errors = (ValueError, OSError, ImportError, *getattr(module, "ERRORS", ()))
     try:
-        return runners[args.command](args)
-    except (ValueError, OSError, ImportError, *deploy_commands.ERRORS, *fleet_cmds.ERRORS) as exc:
+        return int(args._run(args))
+    except errors as exc:
         print(f"pyengine {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

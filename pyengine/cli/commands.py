@@ -8,6 +8,10 @@ import json
 import numpy as np
 
 import pyengine
+from pyengine.errors import DeviceUnavailableError
+
+#: Errors reported as "pyengine <command>: error: ...".
+ERRORS = (DeviceUnavailableError,)
 
 
 def info_args(p: argparse.ArgumentParser) -> None:
@@ -25,6 +29,13 @@ def info_run(args: argparse.Namespace) -> int:
     print(f"cpu:      {cpu['model'] or cpu['arch']} ({cpu['arch']}, {cpu['cores']} cores; {' '.join(flags) or 'baseline'})")
     print(f"kernels:  {data['kernel_variant']} (available: {', '.join(data['kernels_available'])})")
     print(f"threads:  {data['threads']}")
+    gpus = data["gpus"]
+    if gpus:
+        for g in gpus:
+            print(f"gpu:      cuda:{g['index']} {g['name']} (compute {g['compute_capability']}, "
+                  f"{g['memory_bytes'] / 2**30:.1f} GiB, {g['path']})")
+    else:
+        print(f"gpus:     none ({data['cuda']['error'] or 'no CUDA GPU'})")
     print(f"backends: {', '.join(data['backends'])}")
     return 0
 
@@ -35,10 +46,11 @@ def run_args(p: argparse.ArgumentParser) -> None:
                    help="input array; NAME= picks the input when the model has several")
     p.add_argument("--output", "-o", help="write the output to this .npy (.npz for several outputs)")
     p.add_argument("--backend", default="auto")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
 
 
 def run_run(args: argparse.Namespace) -> int:
-    model = pyengine.load(args.model, backend=args.backend)
+    model = pyengine.load(args.model, backend=args.backend, device=args.device)
     named = {}
     for item in args.input:
         name, sep, path = item.rpartition("=")

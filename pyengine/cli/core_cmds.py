@@ -15,6 +15,9 @@ from pyengine.core import ADDRESS_FILE, Core, default_root
 from pyengine.core.config import load_config
 from pyengine.core.server import DEFAULT_PORT
 
+#: Errors reported as "pyengine core: error: ..." (a fleet core's settings are checked at start).
+ERRORS = fleet_cmds.ERRORS
+
 
 def core_args(p: argparse.ArgumentParser) -> None:
     sub = p.add_subparsers(dest="core_command", required=True)
