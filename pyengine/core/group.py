@@ -19,10 +19,13 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from pyengine.batching_config import BatchingConfig
 from pyengine.deploy.subscriptions import Subscription
 
 #: The deploy layer's state database in the root; no function may read it.
 STATE_DB = "state.db"
+#: Most calls one worker of a batching function runs at once (one thread each).
+MAX_SLOTS = 64
 
 
 @dataclass(frozen=True)
@@ -45,6 +48,9 @@ class ResourceGrant:
     owner_gid
         The group owning the installed files (the owner setting), added to the worker's
         groups when the core runs as root; None when the group file sets none.
+    batching
+        The worker batches the function's concurrent calls to this model with these options
+        (``pyengine.load(id)`` returns a batched handle); None: no batching.
     """
 
     id: str
@@ -53,6 +59,7 @@ class ResourceGrant:
     kind: str = "model"
     grant: str = ""
     owner_gid: int | None = None
+    batching: BatchingConfig | None = None
 
     def grant_path(self) -> str:
         """The path Landlock grants: ``grant`` when set, else the destination's directory."""
@@ -115,6 +122,13 @@ class FunctionSpec:
         if self.concurrency > 0:
             return self.concurrency
         return 1 if self.pinned else 4
+
+    def slots(self) -> int:
+        """Calls one worker runs at once: 1, or for a function that batches calls to a model the
+        largest ``max_batch_size`` of its batching blocks (at most :data:`MAX_SLOTS`), so that
+        concurrent invocations meet in one worker and its batcher."""
+        sizes = [r.batching.max_batch_size for r in self.resources if r.batching is not None]
+        return min(MAX_SLOTS, max(sizes)) if sizes else 1
 
     def shape(self) -> tuple[Any, ...]:
         """Everything that needs new workers when it changes (resource versions excluded)."""
@@ -188,7 +202,8 @@ def read_deployed_group(root: str | os.PathLike[str],
             else:
                 store = os.path.dirname(r.version_path) if r.version_path else ""
                 grants.append(ResourceGrant(id=r.id, path=r.path, permission=fr.permission,
-                                            kind="model", grant=store, owner_gid=r.owner_group))
+                                            kind="model", grant=store, owner_gid=r.owner_group,
+                                            batching=getattr(fr, "batching", None)))
         functions.append(FunctionSpec(
             name=f.name, handler=f.handler, code_dir=f.code_dir, pinned=f.pinned,
             timeout_s=float(f.timeout_s), memory_mb=int(f.memory_mb),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import bisect
 import threading
 from collections import defaultdict
+from typing import Any
 
 #: Upper bounds (seconds) of the duration histogram's buckets.
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -34,6 +35,13 @@ EXTRA = {
     "pyengine_capture_spool_samples": ("gauge", "Samples waiting in the spool."),
     "pyengine_capture_spool_bytes": ("gauge", "Bytes of samples waiting in the spool."),
 }
+
+
+#: Upper bounds (rows) of the batch size histogram's buckets.
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+#: Batcher counters: stats key -> the outcome label of ``pyengine_batch_requests_total``.
+BATCH_OUTCOMES = {"completed": "completed", "failed": "failed", "queue_full": "queue_full",
+                  "timed_out": "timed_out", "closed": "closed", "cancelled": "cancelled"}
 
 
 def _label(value: str) -> str:
@@ -129,3 +137,50 @@ class Metrics:
                 num = str(int(v)) if float(v).is_integer() else repr(float(v))
                 lines.append(f"{name}{{{lab}}} {num}" if lab else f"{name} {num}")
         return "\n".join(lines) + "\n"
+
+
+def render_batching(stats: dict[tuple[str, str], dict[str, Any]]) -> str:
+    """The batchers' metrics: ``stats`` maps (function, resource id) to the merged
+    :meth:`pyengine.BatchedModel.stats` of the function's live workers."""
+    if not stats:
+        return ""
+    rows = sorted(stats.items())
+
+    def lab(fn: str, rid: str, **more: str) -> str:
+        extra = "".join(f',{k}="{_label(v)}"' for k, v in more.items())
+        return f'{{function="{_label(fn)}",resource="{_label(rid)}"{extra}}}'
+
+    lines = ["# HELP pyengine_batch_requests_total Requests to a batched model, by outcome.",
+             "# TYPE pyengine_batch_requests_total counter"]
+    for (fn, rid), st in rows:
+        for key, outcome in BATCH_OUTCOMES.items():
+            lines.append(f"pyengine_batch_requests_total{lab(fn, rid, outcome=outcome)} "
+                         f"{int(st.get(key, 0))}")
+    lines += ["# HELP pyengine_batches_total Batches run (model runs).",
+              "# TYPE pyengine_batches_total counter"]
+    for (fn, rid), st in rows:
+        lines.append(f"pyengine_batches_total{lab(fn, rid)} {int(st.get('batches', 0))}")
+    lines += ["# HELP pyengine_batch_size Rows per batch.",
+              "# TYPE pyengine_batch_size histogram"]
+    for (fn, rid), st in rows:
+        hist = {int(k): int(v) for k, v in (st.get("batch_size_histogram") or {}).items()}
+        for bound in BATCH_BUCKETS:
+            n = sum(v for k, v in hist.items() if k <= bound)
+            lines.append(f"pyengine_batch_size_bucket{lab(fn, rid, le=str(bound))} {n}")
+        lines.append(f"pyengine_batch_size_bucket{lab(fn, rid, le='+Inf')} {sum(hist.values())}")
+        lines.append(f"pyengine_batch_size_sum{lab(fn, rid)} {int(st.get('rows', 0))}")
+        lines.append(f"pyengine_batch_size_count{lab(fn, rid)} {int(st.get('batches', 0))}")
+    for name, key, text in (
+            ("pyengine_batch_queue_seconds", "queue_time_us",
+             "Time a request waited in the batcher's queue (recent requests)."),
+            ("pyengine_batch_latency_seconds", "latency_us",
+             "A request's time in the batcher, queue and model run (recent requests).")):
+        lines += [f"# HELP {name} {text}", f"# TYPE {name} summary"]
+        for (fn, rid), st in rows:
+            w = st.get(key) or {}
+            count = int(w.get("count", 0))
+            for q, field in (("0.5", "p50"), ("0.9", "p90"), ("0.99", "p99")):
+                lines.append(f"{name}{lab(fn, rid, quantile=q)} {float(w.get(field, 0)) / 1e6:.6f}")
+            lines.append(f"{name}_sum{lab(fn, rid)} {float(w.get('mean', 0)) * count / 1e6:.6f}")
+            lines.append(f"{name}_count{lab(fn, rid)} {count}")
+    return "\n".join(lines) + "\n"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import dataclasses
 import logging
 import os
 import signal
@@ -55,14 +56,21 @@ def _describe_exit(code: int | None) -> str:
 
 
 class Worker:
-    """One worker process of a function, serving one call at a time over a socket pair."""
+    """One worker process of a function, over socket pairs: one per call it may run at once
+    (``spec.slots()``: 1, or more for a function that batches calls to a model), plus one for
+    the core's ``stats`` requests when it batches."""
 
     def __init__(self, spec: FunctionSpec, plan: WorkerPlan, landlock: bool,
                  on_op: Optional[OpHandler] = None) -> None:
         self.spec = spec
         self.on_op = on_op or _no_ops
-        parent, child = socket.socketpair()
+        batching = {r.id: dataclasses.asdict(r.batching) for r in spec.resources
+                    if r.batching is not None}
+        pairs = [socket.socketpair() for _ in range(spec.slots() + (1 if batching else 0))]
+        children = [c for _, c in pairs]
         env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8"}
+        if len(pairs) > 1:
+            env["MALLOC_ARENA_MAX"] = "2"  # an arena per thread would eat the address space
         env.update(spec.environment)
         pkg_parent = os.path.dirname(os.path.dirname(os.path.abspath(pyengine.__file__)))
         env.update({
@@ -72,28 +80,44 @@ class Worker:
                 p for p in (pkg_parent, os.environ.get("PYTHONPATH")) if p),
             ENV_RESOURCES: protocol.json.dumps({r.id: r.path for r in spec.resources}),
         })
+        call_fds = [c.fileno() for c in children[:spec.slots()]]
+        argv = [sys.executable, "-m", "pyengine.core.worker", ",".join(map(str, call_fds))]
+        if batching:
+            argv.append(str(children[-1].fileno()))
         try:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "pyengine.core.worker", str(child.fileno())],
-                pass_fds=[child.fileno()], env=env, cwd=plan.scratch, stdin=subprocess.DEVNULL,
+                argv, pass_fds=[c.fileno() for c in children], env=env, cwd=plan.scratch,
+                stdin=subprocess.DEVNULL,
                 stdout=sys.stderr.fileno(), user=plan.uid, group=plan.gid,
                 extra_groups=list(plan.groups) if plan.uid is not None else None,
                 start_new_session=True)
         except OSError as exc:
-            parent.close()
+            for p, _ in pairs:
+                p.close()
             raise InvokeError("FunctionInitError", f"cannot start a worker of {spec.name!r}: "
                               f"{exc}") from exc
         finally:
-            child.close()
-        self.sock = parent
+            for c in children:
+                c.close()
+        self.socks = [p for p, _ in pairs[:spec.slots()]]
+        self.sock = self.socks[0]
+        self.stats_sock = pairs[-1][0] if batching else None
+        self._stats_lock = threading.Lock()
+        self._stats_seq = 0
+        #: Call sockets free now (the pool hands them out) and calls running.
+        self.free = list(range(len(self.socks) - 1, -1, -1))
+        self.inflight = 0
+        #: Why the core killed it (the other calls in it fail with this).
+        self.fate = ""
         self.pid = self.proc.pid
         self.last_used = time.monotonic()
         self.confinement = ""
+        parent = self.sock
         try:
             protocol.send(parent, {
                 "name": spec.name, "handler": spec.handler, "code_dir": spec.code_dir,
                 "memory_mb": spec.memory_mb, "landlock": landlock, "rules": plan.rules,
-                "fixed": dict(plan.fixed)})
+                "fixed": dict(plan.fixed), "batching": batching})
             parent.settimeout(START_TIMEOUT_S)
             msg = protocol.recv(parent)
         except (OSError, protocol.ChannelClosed, ValueError) as exc:
@@ -107,8 +131,9 @@ class Worker:
                               f"{err.get('type')}: {err.get('message')}")
         self.confinement = msg.get("confinement", "")
 
-    def call(self, invocation_id: str, payload: Any, topic: str | None = None) -> dict[str, Any]:
-        """Run one call; the reply ``{"ok": ..., "result" | "error": ...}``.
+    def call(self, invocation_id: str, payload: Any, topic: str | None = None,
+             slot: int = 0) -> dict[str, Any]:
+        """Run one call on call socket ``slot``; the reply ``{"ok": ..., "result" | "error": ...}``.
 
         ``payload`` is the event (bytes travel base64-encoded and reach the handler as bytes);
         ``topic`` the MQTT topic it came on (None for direct invocations). Requests the worker
@@ -121,23 +146,26 @@ class Worker:
         """
         timeout = self.spec.timeout_s
         deadline = time.monotonic() + timeout
+        sock = self.socks[slot]
         try:
-            self.sock.settimeout(None)
+            sock.settimeout(None)
             msg: dict[str, Any] = {"id": invocation_id, "timeout_s": timeout, "topic": topic}
             if isinstance(payload, (bytes, bytearray)):
                 msg["payload_b64"] = base64.b64encode(payload).decode()
             else:
                 msg["payload"] = payload
-            protocol.send(self.sock, msg)
+            protocol.send(sock, msg)
             while True:
-                self.sock.settimeout(max(0.001, deadline - time.monotonic()))
-                reply: dict[str, Any] = protocol.recv(self.sock)
+                sock.settimeout(max(0.001, deadline - time.monotonic()))
+                reply: dict[str, Any] = protocol.recv(sock)
                 if "op" not in reply:
                     break
                 answer = self.on_op(self.spec.name, invocation_id, reply)
-                self.sock.settimeout(max(0.001, deadline - time.monotonic()))
-                protocol.send(self.sock, answer)
+                sock.settimeout(max(0.001, deadline - time.monotonic()))
+                protocol.send(sock, answer)
         except (socket.timeout, TimeoutError) as exc:
+            if not self.fate:
+                self.fate = f"another call in it ({invocation_id}) timed out"
             self.kill()
             raise InvokeError("FunctionTimeout", f"{self.spec.name!r} did not finish in "
                               f"{timeout:g} s; its worker was stopped") from exc
@@ -147,20 +175,52 @@ class Worker:
             except subprocess.TimeoutExpired:
                 self.kill()
                 code = self.proc.returncode
+            why = f"; it was stopped because {self.fate}" if self.fate else ""
             raise InvokeError("WorkerDied", f"the worker (pid {self.pid}) of {self.spec.name!r} "
-                              f"died during the call: {_describe_exit(code)}") from exc
+                              f"died during the call: {_describe_exit(code)}{why}") from exc
         finally:
             self.last_used = time.monotonic()
         return reply
+
+    def stats(self, timeout_s: float = 2.0) -> dict[str, Any]:
+        """The worker's batchers' stats by resource id ({} when it batches nothing or does not
+        answer within ``timeout_s``; a late answer is skipped by the next request)."""
+        sock = self.stats_sock
+        if sock is None:
+            return {}
+        with self._stats_lock:
+            self._stats_seq += 1
+            seq = self._stats_seq
+            deadline = time.monotonic() + timeout_s
+            try:
+                protocol.send(sock, {"op": "stats", "seq": seq})
+                while True:
+                    sock.settimeout(max(0.001, deadline - time.monotonic()))
+                    answer = protocol.recv(sock)
+                    if answer.get("seq") == seq:
+                        break
+            except (socket.timeout, TimeoutError):
+                log.warning("function %s: worker %d did not report its batching stats in %g s",
+                            self.spec.name, self.pid, timeout_s)
+                return {}
+            except (OSError, protocol.ChannelClosed, ValueError) as exc:
+                if self.alive():
+                    log.warning("function %s: worker %d: batching stats: %s", self.spec.name,
+                                self.pid, exc)
+                return {}
+        if answer.get("op") != "stats":
+            log.warning("function %s: worker %d: batching stats: %s", self.spec.name, self.pid,
+                        answer.get("message"))
+            return {}
+        return dict(answer.get("batching") or {})
 
     def alive(self) -> bool:
         """Whether the process still runs."""
         return self.proc.poll() is None
 
     def stop(self, grace_s: float = 2.0) -> None:
-        """Close the channel (the worker exits), then kill it if it lingers."""
-        with contextlib.suppress(OSError):
-            self.sock.close()
+        """Close the channels (the worker exits), then kill it if it lingers."""
+        self._close()
         try:
             self.proc.wait(timeout=grace_s)
         except subprocess.TimeoutExpired:
@@ -172,8 +232,13 @@ class Worker:
             with contextlib.suppress(ProcessLookupError):
                 self.proc.kill()
         self.proc.wait()
-        with contextlib.suppress(OSError):
-            self.sock.close()
+        self._close()
+
+    def _close(self) -> None:
+        for s in [*self.socks, self.stats_sock]:
+            if s is not None:
+                with contextlib.suppress(OSError):
+                    s.close()
 
 
 class FunctionPool:
@@ -181,7 +246,9 @@ class FunctionPool:
 
     Pinned functions start all their workers at :meth:`start` and replace a worker that died;
     on-demand functions start workers on invocation, up to ``spec.max_workers()``, and stop
-    those idle for ``spec.idle_s``.
+    those idle for ``spec.idle_s``. A worker takes up to ``spec.slots()`` calls at once; a call
+    goes to the busiest worker with a free slot (so that concurrent calls of a batching function
+    meet in one batcher), a new worker starts only when every slot is taken.
     """
 
     def __init__(self, spec: FunctionSpec, plan: WorkerPlan, landlock: bool,
@@ -192,9 +259,10 @@ class FunctionPool:
         self.landlock = landlock
         self.queue_timeout_s = queue_timeout_s
         self._cond = threading.Condition()
-        self._idle: list[Worker] = []
         self._workers: set[Worker] = set()
         self._starting = 0
+        #: Calls waiting for a slot of a worker that is starting.
+        self._pending = 0
         self._busy = 0
         self._retired = False
         self.status = "stopped" if not spec.pinned else "starting"
@@ -213,43 +281,46 @@ class FunctionPool:
                 if self._retired or len(self._workers) + self._starting >= self.spec.max_workers():
                     break
                 self._starting += 1
-            w = self._spawn()
-            if w is None:
+            got = self._spawn()
+            if got is None:
                 ok = False
                 break
+            w = got[0]
             with self._cond:
                 retired = self._retired
                 if retired:
                     self._workers.discard(w)
-                else:
-                    self._idle.append(w)
-                    self._cond.notify()
+                self._cond.notify_all()
             if retired:
                 w.stop()
         self.status = "ready" if ok else "failed"
         return ok
 
-    def _spawn(self) -> Worker | None:
+    def _spawn(self, claim: bool = False) -> tuple[Worker, int] | None:
+        """Start a worker and put it in service; ``claim`` takes one of its slots at once
+        (returned with it; -1 without ``claim``)."""
         try:
             w = Worker(self.spec, self.plan, self.landlock, self.on_op)
         except InvokeError as exc:
             with self._cond:
                 self._starting -= 1
-                self._cond.notify()
+                self._cond.notify_all()
             self.last_error = str(exc)
             log.error("%s", exc)
             return None
         with self._cond:
             self._starting -= 1
             self._workers.add(w)
+            slot = self._take(w) if claim else -1
+            self._cond.notify_all()
         log.info("function %s: worker %d started (%s)", self.spec.name, w.pid, w.confinement)
-        return w
+        return w, slot
 
     def retire(self) -> None:
-        """Take no more workers into service; idle ones stop now, busy ones after their call."""
+        """Take no more workers into service; idle ones stop now, busy ones after their calls."""
         with self._cond:
             self._retired = True
-            idle, self._idle = self._idle, []
+            idle = [w for w in self._workers if w.inflight == 0]
             for w in idle:
                 self._workers.discard(w)
             self._cond.notify_all()
@@ -270,10 +341,9 @@ class FunctionPool:
         now = time.monotonic()
         with self._cond:
             expired = not self.spec.pinned
-            stale = [w for w in self._idle
-                     if not w.alive() or (expired and now - w.last_used > self.spec.idle_s)]
+            stale = [w for w in self._workers if w.inflight == 0 and (
+                not w.alive() or (expired and now - w.last_used > self.spec.idle_s))]
             for w in stale:
-                self._idle.remove(w)
                 self._workers.discard(w)
         for w in stale:
             w.stop()
@@ -291,22 +361,50 @@ class FunctionPool:
             return sorted(w.pid for w in self._workers)
 
     def busy(self) -> int:
-        """Workers running a call now."""
+        """Calls running now."""
         with self._cond:
             return self._busy
 
+    def batching_stats(self) -> list[dict[str, Any]]:
+        """Each live worker's batching stats (resource id -> stats), for the metrics."""
+        with self._cond:
+            workers = list(self._workers)
+        return [w.stats() for w in workers if w.stats_sock is not None and w.alive()]
+
     # -- calls -----------------------------------------------------------------------------
 
-    def _acquire(self) -> Worker:
+    def _take(self, w: Worker) -> int:
+        slot = w.free.pop()
+        w.inflight += 1
+        self._busy += 1
+        return slot
+
+    def _acquire(self) -> tuple[Worker, int]:
         deadline = time.monotonic() + self.queue_timeout_s
         with self._cond:
             while True:
-                while self._idle:
-                    w = self._idle.pop()
-                    if w.alive():
-                        self._busy += 1
-                        return w
-                    self._workers.discard(w)
+                best: Worker | None = None
+                for w in list(self._workers):
+                    if self._retired or not w.free:
+                        continue
+                    if not w.alive():
+                        if w.inflight == 0:
+                            self._workers.discard(w)
+                        continue
+                    if best is None or (w.inflight, w.last_used) > (best.inflight, best.last_used):
+                        best = w
+                if best is not None:
+                    return best, self._take(best)
+                left = deadline - time.monotonic()
+                if self._starting * (self.spec.slots() - 1) > self._pending and left > 0:
+                    # A worker starting now has a slot nobody waits for yet: wait for it rather
+                    # than start another (calls of a batching function meet in one worker).
+                    self._pending += 1
+                    try:
+                        self._cond.wait(left)
+                    finally:
+                        self._pending -= 1
+                    continue
                 if len(self._workers) + self._starting < self.spec.max_workers():
                     self._starting += 1
                     break
@@ -315,36 +413,46 @@ class FunctionPool:
                     raise InvokeError("Busy", f"no worker of {self.spec.name!r} became free in "
                                       f"{self.queue_timeout_s:g} s")
                 self._cond.wait(left)
-        spawned = self._spawn()
+        spawned = self._spawn(claim=True)
         if spawned is None:
             raise InvokeError("FunctionInitError", self.last_error)
-        with self._cond:
-            self._busy += 1
         return spawned
 
-    def _release(self, w: Worker, healthy: bool) -> None:
+    def _release(self, w: Worker, slot: int, healthy: bool) -> None:
+        action = ""
+        restart = False
         with self._cond:
             self._busy -= 1
-            keep = healthy and not self._retired and w.alive()
-            if keep:
-                self._idle.append(w)
-            else:
+            w.inflight -= 1
+            w.last_used = time.monotonic()
+            if not healthy or not w.alive():
+                # A crash or timeout kills the whole process: its other calls fail too.
+                restart = w in self._workers
                 self._workers.discard(w)
-            self._cond.notify()
-        if not keep:
-            w.stop() if healthy else w.kill()
-            if self.spec.pinned and not self._retired:
-                threading.Thread(target=self.start, name=f"restart-{self.spec.name}",
-                                 daemon=True).start()
+                action = "kill" if not healthy else "stop"
+            elif self._retired:
+                if w.inflight == 0:
+                    self._workers.discard(w)
+                    action = "stop"
+            else:
+                w.free.append(slot)
+            self._cond.notify_all()
+        if action == "kill":
+            w.kill()
+        elif action == "stop":
+            w.stop()
+        if restart and self.spec.pinned and not self._retired:
+            threading.Thread(target=self.start, name=f"restart-{self.spec.name}",
+                             daemon=True).start()
 
     def invoke(self, invocation_id: str, payload: Any,
                topic: str | None = None) -> dict[str, Any]:
-        """Run one call on a free worker; the worker's reply, or InvokeError."""
-        w = self._acquire()
+        """Run one call on a free slot of a worker; the worker's reply, or InvokeError."""
+        w, slot = self._acquire()
         healthy = False
         try:
-            reply = w.call(invocation_id, payload, topic)
+            reply = w.call(invocation_id, payload, topic, slot)
             healthy = True
             return reply
         finally:
-            self._release(w, healthy)
+            self._release(w, slot, healthy)

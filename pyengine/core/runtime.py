@@ -18,18 +18,30 @@ import threading
 import time
 from typing import Any
 
-from pyengine.model import Array, Model, TensorSpec
+from pyengine.batching_config import BatchingConfig
+from pyengine.model import Array, Inputs, Model, Outputs, TensorSpec
 
 ENV_RESOURCES = "PYENGINE_RESOURCES"
 
 _lock = threading.Lock()
+#: The pins of the latest call (what threads outside a call see), and each call thread's own.
 _pinned: dict[str, str] = {}
+_local = threading.local()
+#: Calls in progress: thread id -> the versions it pinned (old versions stay loaded meanwhile).
+_active: dict[int, dict[str, str]] = {}
 _fixed: dict[str, str] = {}
+_batching: dict[str, BatchingConfig] = {}
 
 
 def fix_versions(versions: dict[str, str]) -> None:
     """Resources this worker keeps on one version for its whole life (its rw grants)."""
     _fixed.update(versions)
+
+
+def set_batching(configs: dict[str, BatchingConfig]) -> None:
+    """Resources whose ``pyengine.load`` handle batches concurrent calls (set by the worker)."""
+    _batching.clear()
+    _batching.update(configs)
 
 
 def _version(resource_id: str, destination: str) -> str:
@@ -43,9 +55,16 @@ def destinations() -> dict[str, str]:
 
 
 def resolve(resource_id: str) -> str:
-    """The version of ``resource_id`` the current call uses (the destination when not in a call)."""
-    with _lock:
-        pinned = _pinned.get(resource_id)
+    """The version of ``resource_id`` the current call uses (the destination when not in a call).
+
+    A call's own thread sees the versions that call pinned; other threads (a handler's helper
+    threads) see those of the latest call.
+    """
+    local: dict[str, str] | None = getattr(_local, "pinned", None)
+    pinned = local.get(resource_id) if local is not None else None
+    if pinned is None:
+        with _lock:
+            pinned = _pinned.get(resource_id)
     if pinned is not None:
         return pinned
     dests = destinations()
@@ -56,16 +75,39 @@ def resolve(resource_id: str) -> str:
 
 
 def begin_call() -> dict[str, str]:
-    """Pin each resource to the version its destination names now; returns id -> that path."""
+    """Pin each resource to the version its destination names now, for the calling thread's
+    call; returns id -> that path. :func:`end_call` ends the call."""
     current = {rid: _version(rid, path) for rid, path in destinations().items()}
+    _local.pinned = current
     with _lock:
         _pinned.clear()
         _pinned.update(current)
+        _active[threading.get_ident()] = current
     return current
 
 
+def end_call() -> None:
+    """The calling thread's call is over: its versions may be unloaded."""
+    _local.pinned = None
+    with _lock:
+        _active.pop(threading.get_ident(), None)
+
+
+def in_use(resource_id: str) -> set[str]:
+    """Versions of ``resource_id`` that calls in progress (or the latest call) pinned."""
+    with _lock:
+        used = {p[resource_id] for p in _active.values() if resource_id in p}
+        if resource_id in _pinned:
+            used.add(_pinned[resource_id])
+    return used
+
+
 class ResourceModel(Model):
-    """A model loaded by resource id: follows the resource to its newest version between calls."""
+    """A model loaded by resource id: follows the resource to its newest version between calls.
+
+    Calls running at once in one worker (a batching function) may use two versions during an
+    update: each version stays loaded while a call in progress uses it.
+    """
 
     def __init__(self, resource_id: str, backend: str, device: str,
                  options: dict[str, Any]) -> None:
@@ -73,25 +115,38 @@ class ResourceModel(Model):
         self._args = (backend, device, options)
         self._lock = threading.Lock()
         self._path = ""
-        self._model: Model | None = None
+        self._models: dict[str, Model] = {}
         self._current()
+
+    def _load(self, path: str) -> Model:
+        from pyengine.model import load
+
+        backend, device, options = self._args
+        return load(path, backend=backend, device=device, **options)
+
+    def _unload(self, model: Model) -> None:
+        """A version no call uses any more is dropped."""
 
     def _current(self) -> Model:
         path = resolve(self.resource_id)
+        dropped: list[Model] = []
         with self._lock:
-            if self._model is None or path != self._path:
-                from pyengine.model import load
-
-                backend, device, options = self._args
-                self._model = load(path, backend=backend, device=device, **options)
-                self._path = path
-            return self._model
+            model = self._models.get(path)
+            if model is None:
+                model = self._models[path] = self._load(path)
+            if len(self._models) > 1:  # after an update, once no call uses the old version
+                keep = in_use(self.resource_id) | {path}
+                dropped = [self._models.pop(p) for p in list(self._models) if p not in keep]
+            self._path = path
+        for m in dropped:
+            self._unload(m)
+        return model
 
     @property
     def path(self) -> str:
-        """The version directory the handle is using now."""
+        """The version directory the calling call uses."""
         self._current()
-        return self._path
+        return resolve(self.resource_id)
 
     @property
     def backend(self) -> str:  # type: ignore[override]
@@ -109,12 +164,133 @@ class ResourceModel(Model):
         return self._current()._run(arrays)
 
 
+class _Versioned(Model):
+    """One version of a batched resource: the loaded model and its batcher."""
+
+    def __init__(self, model: Model, config: BatchingConfig) -> None:
+        self.model = model
+        self.batcher = model.batched(config=config)
+
+    @property
+    def backend(self) -> str:  # type: ignore[override]
+        return self.model.backend
+
+    @property
+    def inputs(self) -> list[TensorSpec]:
+        return self.model.inputs
+
+    @property
+    def outputs(self) -> list[TensorSpec]:
+        return self.model.outputs
+
+    def _run(self, arrays: list[Array]) -> list[Array]:
+        return self.model._run(arrays)
+
+
+class BatchedResourceModel(ResourceModel):
+    """``pyengine.load(id)`` for a resource with a ``batching`` block: concurrent calls of the
+    function (running in one worker) go through one batcher per version of the model.
+
+    ``predict`` and ``predict_async`` batch; ``stats()`` merges the counters of every version's
+    batcher (see :meth:`pyengine.BatchedModel.stats`).
+    """
+
+    def __init__(self, resource_id: str, backend: str, device: str,
+                 options: dict[str, Any], config: BatchingConfig) -> None:
+        self.config = config
+        self._retired: dict[str, Any] = {}
+        super().__init__(resource_id, backend, device, options)
+        _handles.append(self)
+
+    def _load(self, path: str) -> Model:
+        return _Versioned(super()._load(path), self.config)
+
+    def _unload(self, model: Model) -> None:
+        assert isinstance(model, _Versioned)
+        model.batcher.close()  # nothing queued: no call uses this version any more
+        with self._lock:
+            self._retired = merge_stats([self._retired, model.batcher.stats()])
+
+    def _version_now(self) -> _Versioned:
+        v = self._current()
+        assert isinstance(v, _Versioned)
+        return v
+
+    def predict(self, x: Inputs, timeout_s: float | None = None) -> Outputs:
+        """Run ``x`` in a batch with other calls' requests (see :meth:`BatchedModel.predict`)."""
+        return self._version_now().batcher.predict(x, timeout_s)
+
+    async def predict_async(self, x: Inputs, timeout_s: float | None = None) -> Outputs:
+        """:meth:`predict` for asyncio (see :meth:`BatchedModel.predict_async`)."""
+        return await self._version_now().batcher.predict_async(x, timeout_s)
+
+    def stats(self) -> dict[str, Any]:
+        """The batchers' stats: counters over every version, percentiles of the newest."""
+        with self._lock:
+            live = [v.batcher.stats() for v in self._models.values()
+                    if isinstance(v, _Versioned)]
+            retired = self._retired
+        return merge_stats([retired, *live])
+
+
+_handles: list[BatchedResourceModel] = []
+_shared: dict[tuple[str, str, str, str], BatchedResourceModel] = {}
+
+_COUNTERS = ("requests", "completed", "failed", "queue_full", "timed_out", "closed",
+             "cancelled", "batches", "rows", "isolation_runs")
+
+
+def merge_stats(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """Several batchers' :meth:`BatchedModel.stats` as one: counters and histograms add up;
+    each percentile is the highest of the parts' (the worst case), means are weighted."""
+    out: dict[str, Any] = {k: 0 for k in _COUNTERS}
+    hist: dict[str, int] = {}
+    for p in parts:
+        for k in _COUNTERS:
+            out[k] += int(p.get(k, 0))
+        for size, n in (p.get("batch_size_histogram") or {}).items():
+            hist[str(size)] = hist.get(str(size), 0) + int(n)
+    out["batch_size_histogram"] = hist
+    out["mean_batch_size"] = out["rows"] / out["batches"] if out["batches"] else 0.0
+    for key in ("queue_time_us", "latency_us"):
+        windows = [p[key] for p in parts if p.get(key) and p[key].get("count")]
+        count = sum(int(w["count"]) for w in windows)
+        merged = {"count": count,
+                  "mean": sum(w["mean"] * w["count"] for w in windows) / count if count else 0.0}
+        for q in ("p50", "p90", "p99", "max"):
+            merged[q] = max((float(w[q]) for w in windows), default=0.0)
+        out[key] = merged
+    return out
+
+
+def batching_stats() -> dict[str, dict[str, Any]]:
+    """Resource id -> the merged stats of this process's batched handles on it."""
+    by_id: dict[str, list[dict[str, Any]]] = {}
+    for h in list(_handles):
+        by_id.setdefault(h.resource_id, []).append(h.stats())
+    return {rid: merge_stats(parts) for rid, parts in by_id.items()}
+
+
 def load_resource(name: str, backend: str = "auto", device: str = "auto",
                   **options: Any) -> Model | None:
-    """``pyengine.load(name)`` in a function: a handle when ``name`` is a granted resource id."""
+    """``pyengine.load(name)`` in a function: a handle when ``name`` is a granted resource id
+    (a batching one, shared by every load with the same arguments, when the function's entry for
+    it has a ``batching`` block)."""
     if name not in destinations():
         return None
-    return ResourceModel(name, backend, device, options)
+    config = _batching.get(name)
+    if config is None:
+        return ResourceModel(name, backend, device, options)
+    # One handle (one batcher per version) for every load of the same model: calls only batch
+    # together through a shared batcher, and a handler loading per call must not pile them up.
+    key = (name, backend, device, repr(sorted(options.items())))
+    with _lock:
+        handle = _shared.get(key)
+    if handle is None:
+        handle = BatchedResourceModel(name, backend, device, options, config)
+        with _lock:
+            handle = _shared.setdefault(key, handle)
+    return handle
 
 
 class Channel:
@@ -154,17 +330,23 @@ class Channel:
 _channel: Channel | None = None
 
 
-def set_channel(channel: Channel | None) -> None:
-    """Install the worker's channel (done by the worker before the first call)."""
+def set_channel(channel: Channel | None, thread_only: bool = False) -> None:
+    """Install the worker's channel (done by the worker before the first call); with
+    ``thread_only`` for the calling thread only (each call thread of a multi-call worker has its
+    own channel; other threads use the one installed for all)."""
     global _channel
-    _channel = channel
+    if thread_only:
+        _local.channel = channel
+    else:
+        _channel = channel
 
 
 def _require_channel(what: str) -> Channel:
-    if _channel is None:
+    channel: Channel | None = getattr(_local, "channel", None) or _channel
+    if channel is None:
         raise RuntimeError(f"{what} works inside a function run by the pyengine core "
                            "(`pyengine core start`), not in a plain Python process")
-    return _channel
+    return channel
 
 
 def payload_bytes(payload: Any) -> bytes:

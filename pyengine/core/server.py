@@ -27,9 +27,10 @@ from pyengine.core.group import (
     read_deployed_group,
 )
 from pyengine.core.messaging import Router
-from pyengine.core.metrics import Metrics
+from pyengine.core.metrics import Metrics, render_batching
 from pyengine.core.policy import plan, unreadable
 from pyengine.core.pool import FunctionPool, InvokeError
+from pyengine.core.runtime import merge_stats
 
 log = logging.getLogger("pyengine.core")
 
@@ -342,7 +343,8 @@ class Core:
     def _threads_for(self, name: str) -> int:
         with self._lock:
             pool = self._pools.get(name)
-        return pool.spec.max_workers() if pool is not None else 1
+        # Calls that can run at once: messages to a batching function batch too.
+        return pool.spec.max_workers() * pool.spec.slots() if pool is not None else 1
 
     def _invoke_message(self, name: str, event: Any, topic: str) -> None:
         status, body = self.invoke(name, event, topic)
@@ -395,6 +397,7 @@ class Core:
             pools = dict(self._pools)
         return [{"name": n, "pinned": p.spec.pinned, "status": p.status, "workers": p.workers(),
                  "pids": p.pids(), "busy": p.busy(), "max_workers": p.spec.max_workers(),
+                 "calls_per_worker": p.spec.slots(),
                  "invocations": self.metrics.calls(n), "last_error": p.last_error,
                  "confinement": "landlock" if self.landlock else "uid/gid and modes"}
                 for n, p in sorted(pools.items())]
@@ -403,12 +406,33 @@ class Core:
         """Prometheus text."""
         with self._lock:
             workers = {n: p.workers() for n, p in self._pools.items()}
+            pools = dict(self._pools)
         gauges = self.router.gauges()
         if self.spool is not None:
             samples, size = self.spool.stats()
             gauges[("pyengine_capture_spool_samples", ())] = samples
             gauges[("pyengine_capture_spool_bytes", ())] = size
-        return self.metrics.render(workers, gauges)
+        return self.metrics.render(workers, gauges) + render_batching(self.batching_stats(pools))
+
+    def batching_stats(self, pools: dict[str, FunctionPool] | None = None
+                       ) -> dict[tuple[str, str], dict[str, Any]]:
+        """(function, resource id) -> its batchers' stats, merged over the live workers (asked
+        now over each worker's stats socket)."""
+        if pools is None:
+            with self._lock:
+                pools = dict(self._pools)
+        out: dict[tuple[str, str], dict[str, Any]] = {}
+        for name, pool in sorted(pools.items()):
+            batched = [r.id for r in pool.spec.resources if r.batching is not None]
+            if not batched:
+                continue
+            parts: dict[str, list[dict[str, Any]]] = {rid: [] for rid in batched}
+            for worker_stats in pool.batching_stats():
+                for rid, st in worker_stats.items():
+                    parts.setdefault(rid, []).append(st)
+            for rid, sts in parts.items():
+                out[(name, rid)] = merge_stats(sts)
+        return out
 
 
 def _handler_for(core: Core) -> type[BaseHTTPRequestHandler]:

@@ -1,9 +1,12 @@
-"""A function's worker process: ``python -m pyengine.core.worker FD``.
+"""A function's worker process: ``python -m pyengine.core.worker FD[,FD...] [STATS_FD]``.
 
-The core starts it (already as the function's user) with one end of a socket pair as FD and
-sends its configuration first. The worker imports what it needs, confines itself with Landlock
-to the paths the core lists, sets its memory limit, imports the handler's module (module-level
-code runs once) and then serves one call at a time until the socket closes.
+The core starts it (already as the function's user) with one end of a socket pair per call it
+may run at once (one, or for a function that batches calls to a model up to its largest
+``max_batch_size``; the core sends its configuration on the first) and, when it batches, one
+more on which the core asks for the batchers' stats. The worker imports what it needs, confines
+itself with Landlock to the paths the core lists, starts a thread per extra call socket, sets its
+memory limit, imports the handler's module (module-level code runs once) and then serves calls
+until the sockets close: one at a time on each call socket.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import os
 import resource
 import socket
 import sys
+import threading
 import time
 import traceback
 from typing import Any, Callable
@@ -74,37 +78,18 @@ def _default_invocation(record: logging.LogRecord) -> bool:
     return True
 
 
-def serve(sock: socket.socket) -> None:
-    """Set up from the first message, then answer invocations until the core closes the socket."""
-    cfg = protocol.recv(sock)
-    name = cfg["name"]
-    logger = logging.getLogger(f"pyengine.function.{name}")
-    handler_out = logging.StreamHandler(sys.stderr)
-    handler_out.setFormatter(logging.Formatter(
-        f"%(asctime)s {name}[%(process)d] %(levelname)s %(invocation)s: %(message)s"))
-    handler_out.addFilter(_default_invocation)
-    logger.addHandler(handler_out)
-    logger.setLevel(logging.INFO)
-    logger.propagate = False
-    runtime.fix_versions(cfg.get("fixed") or {})
-    channel = runtime.Channel(sock)
-    channel.function = name
-    runtime.set_channel(channel)
-    try:
-        confinement = _confine(cfg)
-        limit_mb = _limit_memory(int(cfg["memory_mb"]))
-        os.chdir(cfg["code_dir"])
-        fn = _load_handler(cfg)
-    except BaseException as exc:  # noqa: BLE001 - every start failure is reported to the core
-        logger.error("could not start: %s: %s\n%s", type(exc).__name__, exc, traceback.format_exc())
-        protocol.send(sock, {"op": "init_error", "error": _error(exc)})
-        return
-    protocol.send(sock, {"op": "ready", "pid": os.getpid(),
-                         "confinement": f"{confinement}, address space {limit_mb} MB"})
+#: Stack of each extra call thread: threads' stacks count against the memory limit.
+THREAD_STACK = 2 << 20
+
+
+def _serve_calls(sock: socket.socket, channel: runtime.Channel, fn: Callable[[Any, Any], Any],
+                 name: str, logger: logging.Logger) -> None:
+    """Answer invocations on one call socket until the core closes it."""
+    runtime.set_channel(channel, thread_only=True)
     while True:
         try:
             msg = protocol.recv(sock)
-        except protocol.ChannelClosed:
+        except (protocol.ChannelClosed, OSError):
             return
         deadline = time.monotonic() + float(msg["timeout_s"])
         topic = msg.get("topic")
@@ -126,18 +111,101 @@ def serve(sock: socket.socket) -> None:
                          extra={"invocation": msg["id"]})
             data = protocol.encode({"ok": False, "error": _error(exc)})
             del exc
+        finally:
+            runtime.end_call()
         with channel.lock:  # a thread of the handler publishing now gets a clear error
             channel.in_call = False
-            sock.sendall(data)
+            try:
+                sock.sendall(data)
+            except OSError:
+                return
+
+
+def _serve_stats(sock: socket.socket) -> None:
+    """Answer the core's ``stats`` requests (the batchers' stats) until it closes the socket."""
+    while True:
+        try:
+            msg = protocol.recv(sock)
+        except (protocol.ChannelClosed, OSError):
+            return
+        try:
+            if msg.get("op") != "stats":
+                raise ValueError(f"unknown request {msg.get('op')!r}")
+            answer: dict[str, Any] = {"op": "stats", "batching": runtime.batching_stats()}
+        except Exception as exc:  # noqa: BLE001 - the core logs it; the worker goes on
+            answer = {"op": "error", "type": type(exc).__name__, "message": str(exc)}
+        answer["seq"] = msg.get("seq")
+        try:
+            protocol.send(sock, answer)
+        except OSError:
+            return
+
+
+def serve(socks: list[socket.socket], stats_sock: socket.socket | None = None) -> None:
+    """Set up from the first message on ``socks[0]``, then answer invocations on every call
+    socket (one thread each; the first in this thread) until the core closes them."""
+    sock = socks[0]
+    cfg = protocol.recv(sock)
+    name = cfg["name"]
+    logger = logging.getLogger(f"pyengine.function.{name}")
+    handler_out = logging.StreamHandler(sys.stderr)
+    handler_out.setFormatter(logging.Formatter(
+        f"%(asctime)s {name}[%(process)d] %(levelname)s %(invocation)s: %(message)s"))
+    handler_out.addFilter(_default_invocation)
+    logger.addHandler(handler_out)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    runtime.fix_versions(cfg.get("fixed") or {})
+    channels = [runtime.Channel(s) for s in socks]
+    for channel in channels:
+        channel.function = name
+    runtime.set_channel(channels[0])
+    handler: list[Callable[[Any, Any], Any]] = []
+    go = threading.Event()
+
+    def slot(i: int) -> None:
+        go.wait()
+        if handler:
+            _serve_calls(socks[i], channels[i], handler[0], name, logger)
+
+    try:
+        from pyengine.batching_config import BatchingConfig
+
+        runtime.set_batching({rid: BatchingConfig.from_dict(block, f"batching of {rid!r}")
+                              for rid, block in (cfg.get("batching") or {}).items()})
+        confinement = _confine(cfg)
+        # Threads first, so that their stacks are part of the bare worker the limit starts from.
+        if len(socks) > 1 or stats_sock is not None:
+            threading.stack_size(THREAD_STACK)
+        for i in range(1, len(socks)):
+            threading.Thread(target=slot, args=(i,), name=f"call-{i}", daemon=True).start()
+        if stats_sock is not None:
+            threading.Thread(target=_serve_stats, args=(stats_sock,), name="stats",
+                             daemon=True).start()
+        limit_mb = _limit_memory(int(cfg["memory_mb"]))
+        os.chdir(cfg["code_dir"])
+        handler.append(_load_handler(cfg))
+    except BaseException as exc:  # noqa: BLE001 - every start failure is reported to the core
+        logger.error("could not start: %s: %s\n%s", type(exc).__name__, exc, traceback.format_exc())
+        protocol.send(sock, {"op": "init_error", "error": _error(exc)})
+        go.set()
+        return
+    calls = f", {len(socks)} calls at once" if len(socks) > 1 else ""
+    protocol.send(sock, {"op": "ready", "pid": os.getpid(),
+                         "confinement": f"{confinement}, address space {limit_mb} MB{calls}"})
+    go.set()
+    _serve_calls(sock, channels[0], handler[0], name, logger)
 
 
 def main() -> None:
-    fd = int(sys.argv[1])
-    sock = socket.socket(fileno=fd)
+    """``python -m pyengine.core.worker CALL_FD[,CALL_FD...] [STATS_FD]``."""
+    socks = [socket.socket(fileno=int(fd)) for fd in sys.argv[1].split(",")]
+    stats_sock = socket.socket(fileno=int(sys.argv[2])) if len(sys.argv) > 2 else None
     try:
-        serve(sock)
+        serve(socks, stats_sock)
     finally:
-        sock.close()
+        for s in socks:
+            s.close()
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Any, Optional
 
+from pyengine.batching_config import BatchingConfig
 from pyengine.deploy.errors import GroupError
 from pyengine.deploy.subscriptions import BROKERS, Subscription, filter_problem
 from pyengine.sources.aws import AwsSettings
@@ -103,10 +104,12 @@ class Resource:
 
 @dataclass(frozen=True)
 class FunctionResource:
-    """A function's access to a resource."""
+    """A function's access to a resource; ``batching``: the core batches the function's calls
+    to this model (the entry's ``batching`` block), None when it does not."""
 
     id: str
     permission: str = "ro"
+    batching: Optional[BatchingConfig] = None
 
 
 @dataclass(frozen=True)
@@ -160,7 +163,7 @@ class Group:
             res.append(Resource(r["id"], r["name"], model, dev))
         funcs = [
             Function(
-                **{**f, "resources": tuple(FunctionResource(**x) for x in f.get("resources", []))}
+                **{**f, "resources": tuple(_function_resource(x) for x in f.get("resources", []))}
             )
             for f in d.get("functions", [])
         ]
@@ -173,6 +176,11 @@ class Group:
             d.get("path", ""),
             tuple(Subscription(**x) for x in d.get("subscriptions", [])),
         )
+
+
+def _function_resource(d: dict[str, Any]) -> FunctionResource:
+    b = d.get("batching")
+    return FunctionResource(**{**d, "batching": BatchingConfig(**b) if b else None})
 
 
 def read_group_file(path: str) -> dict[str, Any]:
@@ -570,7 +578,7 @@ def validate_group(data: dict[str, Any], path: str = "<group>") -> Group:
             raw_fr = []
         for j, fr in enumerate(raw_fr):
             w = f"{where}.resources[{j}]"
-            fm = c.mapping(w, fr, ("id", "permission"), ("id",))
+            fm = c.mapping(w, fr, ("id", "permission", "batching"), ("id",))
             if not fm:
                 continue
             fr_id = fm.get("id")
@@ -590,7 +598,16 @@ def validate_group(data: dict[str, Any], path: str = "<group>") -> Group:
                     f"{'ro' if res.model and res.model.owner else 'absent (read-only)'}; set "
                     "model.owner.permission to rw or grant ro",
                 )
-            frs.append(FunctionResource(str(fr_id), perm))
+            batching = None
+            if fm.get("batching") is not None:
+                if res.kind != "model":
+                    c.bad(f"{w}.batching", f"{fr_id!r} is a device; only model resources batch")
+                else:
+                    try:
+                        batching = BatchingConfig.from_dict(fm["batching"], f"{w}.batching")
+                    except ValueError as exc:
+                        c.problems.append(str(exc))
+            frs.append(FunctionResource(str(fr_id), perm, batching))
         functions.append(
             Function(
                 fname,
