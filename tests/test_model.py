@@ -132,3 +132,25 @@ def test_cli_info_and_run(mlp_path, tmp_path):
     bad = subprocess.run([sys.executable, "-m", "pyengine", "run", str(tmp_path / "nope.pyem"),
                           "--input", str(tmp_path / "x.npy")], capture_output=True, text=True)
     assert bad.returncode == 2 and "no model at" in bad.stderr
+
+
+def test_interpreter_exit_with_daemon_threads_in_predict(tmp_path):
+    """Daemon threads inside predict when the interpreter exits: they must not abort the
+    process (taking the GIL back then ends the thread; that may not pass a noexcept frame)."""
+    path = cnn(str(tmp_path / "cnn.pyem"))
+    code = (
+        "import threading, numpy as np, pyengine\n"
+        f"m = pyengine.load({path!r})\n"
+        "x = np.ones((8, 1, 28, 28), np.float32)\n"
+        "def loop():\n"
+        "    while True:\n"
+        "        m.predict(x)\n"
+        "for _ in range(4):\n"
+        "    threading.Thread(target=loop, daemon=True).start()\n"
+        "m.predict(x)\n"
+        "print('exiting', flush=True)\n"
+    )
+    for _ in range(5):
+        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        assert proc.stdout.strip() == "exiting"

@@ -116,7 +116,7 @@ public:
             if (!PyCallable_Check(fn.ptr())) throw InvalidArgument("Batcher needs a native model or a callable");
             batch_fn = callback_batch_fn(fn.cast<py::function>());
         }
-        py::gil_scoped_release release;
+        GilRelease release;
         batcher_ = std::make_shared<Batcher>(std::move(config), std::move(batch_fn));
     }
 
@@ -128,7 +128,7 @@ public:
             return;
         }
         // Workers of the callback path need the GIL to finish their batch.
-        py::gil_scoped_release release;
+        GilRelease release;
         batcher_.reset();
     }
 
@@ -188,7 +188,7 @@ public:
         std::vector<TensorIn> ins = convert(arrays, true, keep);
         std::shared_ptr<Request> r;
         if (model_) {
-            py::gil_scoped_release release;
+            GilRelease release;
             r = live()->submit(std::move(ins), {}, timeout_us);
             batcher_->wait(*r);
         } else {
@@ -197,7 +197,7 @@ public:
             // held while waiting for the GIL, so holding it here cannot deadlock.)
             r = live()->submit(std::move(ins), {}, timeout_us, /*park=*/false);
             if (!r->done()) {  // queued: wait for a worker without the GIL
-                py::gil_scoped_release release;
+                GilRelease release;
                 batcher_->wait(*r);
             }
         }
@@ -208,26 +208,26 @@ public:
         if (!notifier) throw InvalidArgument("submit needs a BatchNotifier");
         std::vector<py::array> keep;
         std::vector<TensorIn> ins = convert(arrays, false, keep);
-        py::gil_scoped_release release;
+        GilRelease release;
         return live()->submit(std::move(ins), [notifier](Request& r) { notifier->push(r.shared_from_this()); }, timeout_us);
     }
 
     bool cancel(Request& r, bool timeout) {
         std::exception_ptr why = timeout ? std::make_exception_ptr(RequestTimeout("the request timed out in the batch queue"))
                                          : std::make_exception_ptr(BatcherClosed("the request was cancelled"));
-        py::gil_scoped_release release;
+        GilRelease release;
         return live()->cancel(r, why);
     }
 
     void close(bool drain) {
         if (!batcher_) return;
-        py::gil_scoped_release release;
+        GilRelease release;
         batcher_->close(drain);
     }
 
     void abandon() {
         if (!batcher_) return;
-        py::gil_scoped_release release;
+        GilRelease release;
         batcher_->abandon();
     }
 

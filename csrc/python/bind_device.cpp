@@ -35,7 +35,7 @@ void register_device(py::module_& m) {
         d["loaded"] = rt.backend != nullptr;
         std::string error = rt.error, version;
         if (rt.backend != nullptr) {
-            py::gil_scoped_release release;
+            GilRelease release;
             error = rt.backend->status();
             version = rt.backend->version();
         }
@@ -49,7 +49,7 @@ void register_device(py::module_& m) {
         if (rt.backend == nullptr) return out;
         std::vector<DeviceInfo> devices;
         {
-            py::gil_scoped_release release;
+            GilRelease release;
             devices = rt.backend->devices();
         }
         for (const auto& d : devices) out.append(device_dict(d));
@@ -68,7 +68,7 @@ void register_device(py::module_& m) {
     py::class_<DeviceRunner, std::shared_ptr<DeviceRunner>>(m, "DeviceModel",
                                                            "A Model whose weights live on a CUDA GPU.")
         .def(py::init([](std::shared_ptr<Model> model, int index, bool emulate) {
-                 py::gil_scoped_release release;
+                 GilRelease release;
                  return std::make_shared<DeviceRunner>(std::move(model), index, emulate);
              }),
              py::arg("model"), py::arg("index"), py::arg("emulate") = false,

@@ -38,7 +38,7 @@ void register_format(py::module_& m) {
             keep.push_back(arr);
             items.push_back(std::move(t));
         }
-        py::gil_scoped_release release;
+        GilRelease release;
         write_pyem(path, graph_json, items);
     }, py::arg("path"), py::arg("graph_json"), py::arg("tensors"),
        "Write a .pyem file: graph JSON text and (name, array) tensors, atomically.");

@@ -60,7 +60,7 @@ py::list run_arrays(const Model& model, const py::sequence& arrays, const RunFn&
         outs.append(a);
     }
     {
-        py::gil_scoped_release release;
+        GilRelease release;
         exec(plan, in_ptrs, out_ptrs);
     }
     return outs;
@@ -110,7 +110,7 @@ py::object run1(const Model& model, py::handle x) {
             const void* in_ptr = a->data;
             void* out_ptr = py::detail::array_proxy(out.ptr())->data;
             {
-                py::gil_scoped_release release;
+                GilRelease release;
                 model.run(*plan, &in_ptr, 1, &out_ptr, 1);
             }
             return out;
@@ -125,7 +125,7 @@ py::object run1(const Model& model, py::handle x) {
 void register_model(py::module_& m) {
     py::class_<Model, std::shared_ptr<Model>>(m, "Model", "A .pyem model mapped from disk.")
         .def(py::init([](const std::string& path) {
-                 py::gil_scoped_release release;
+                 GilRelease release;
                  return std::make_shared<Model>(path);
              }),
              py::arg("path"))

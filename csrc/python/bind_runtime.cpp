@@ -54,7 +54,7 @@ void gemm_py(py::handle a_obj, py::handle b_obj, py::handle out_obj, bool trans_
         else throw InvalidArgument(str("isa='", isa, "' is not one of generic, avx2, avx512, neon"));
         if (t == nullptr) throw InvalidArgument(str("instruction set '", isa, "' is not available on this CPU or build"));
     }
-    py::gil_scoped_release release;
+    GilRelease release;
     t->gemm(M, N, K, a.data, K, b.data, trans_b ? K : N, trans_b, out.data, N, Epilogue{});
 }
 

@@ -14,6 +14,21 @@ namespace pyengine::python {
 
 namespace py = pybind11;
 
+// Releases the GIL around native work, like py::gil_scoped_release, for callers that may wake
+// while the interpreter exits (daemon threads): taking the GIL back then ends the thread with
+// pthread_exit, whose unwinding must pass through this destructor (a noexcept one, as
+// gil_scoped_release's is, calls std::terminate). pybind11 lets that unwinding through.
+class GilRelease {
+public:
+    GilRelease() : state_(PyEval_SaveThread()) {}
+    ~GilRelease() noexcept(false) { PyEval_RestoreThread(state_); }
+    GilRelease(const GilRelease&) = delete;
+    GilRelease& operator=(const GilRelease&) = delete;
+
+private:
+    PyThreadState* state_;
+};
+
 void register_errors(py::module_& m);
 void register_runtime(py::module_& m);
 void register_format(py::module_& m);
