@@ -8,7 +8,8 @@
 # it needs the CUDA toolkit's aarch64 target files once the CUDA kernels are in the tree).
 # Default: aarch64 armv7l. Wheels go to DIR (default dist/), one build tree per target in
 # build/arm/TARGET, so a rebuild only compiles what changed.
-# --tests also builds the C++ tests in that tree, set up to run under qemu-user (ctest).
+# --tests also builds the C++ tests in that tree (with -Werror), set up to run under qemu-user
+# (ctest in build/arm/TARGET).
 #
 # scikit-build-core does the build with the target's toolchain file; the target's Python headers
 # come from a Debian root (scripts/arm_setup.sh), the extension suffix from SETUPTOOLS_EXT_SUFFIX
@@ -77,6 +78,7 @@ for t in "${targets[@]}"; do
     -C cmake.define.Python_SOABI="$soabi" \
     -C cmake.define.pybind11_DIR="$pybind11_dir" \
     -C cmake.define.PYENGINE_TESTS="$tests" \
+    -C cmake.define.PYENGINE_WERROR="${PYENGINE_WERROR:-$tests}" \
     -C cmake.define.CMAKE_CROSSCOMPILING_EMULATOR="$qemu;-L;$cache/sysroot-$debarch"
   whl=$(ls "$tmp_out"/*.whl)
   case "$whl" in
