@@ -105,6 +105,11 @@ class GraphBuilder:
         self._outputs.append(name)
 
     @property
+    def tensors(self) -> dict[str, np.ndarray]:
+        """The stored tensors by name (a copy of the mapping; the arrays are shared)."""
+        return dict(self._tensors)
+
+    @property
     def graph(self) -> dict[str, Any]:
         """The graph document (without tensor data)."""
         return {

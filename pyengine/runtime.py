@@ -12,17 +12,19 @@ FRAMEWORKS = {"tensorflow": "tensorflow", "mxnet": "mxnet", "chainer": "chainer"
 
 
 def thread_count() -> int:
-    """Intra-op threads: PYENGINE_NUM_THREADS, else the number of cores."""
-    env = os.environ.get("PYENGINE_NUM_THREADS", "")
-    if env:
-        try:
-            n = int(env)
-        except ValueError:
-            raise ValueError(f"PYENGINE_NUM_THREADS={env!r} is not a positive integer") from None
-        if n < 1:
-            raise ValueError(f"PYENGINE_NUM_THREADS={env!r} is not a positive integer")
-        return n
-    return int(_core.cpu_features()["cores"])
+    """Intra-op threads of the native engine's pool: PYENGINE_NUM_THREADS, else the number of cores.
+
+    Raises
+    ------
+    ValueError
+        PYENGINE_NUM_THREADS is set to something other than an integer from 1 to 1024.
+    """
+    return int(_core.num_threads())
+
+
+def set_thread_count(n: int) -> None:
+    """Change the native engine's intra-op thread count for this process (n >= 1)."""
+    _core.set_num_threads(int(n))
 
 
 def info() -> dict[str, Any]:

@@ -9,9 +9,20 @@ from hypothesis import strategies as st
 
 from oprefs import ACTIVATIONS, conv2d_ref, pool_ref, run_op, same_pads
 
+from pyengine import _core
+
 TOL = {"rtol": 1e-5, "atol": 1e-5}
 SETTINGS = settings(max_examples=25, deadline=None)
 dims = st.integers(1, 7)
+
+
+@pytest.fixture(scope="module", autouse=True, params=_core.kernels_available())
+def isa(request: pytest.FixtureRequest):
+    """Runs every op test once per kernel variant this build and CPU offer (avx512, avx2, generic)."""
+    before = _core.kernel_variant()
+    _core.set_isa(request.param)
+    yield request.param
+    _core.set_isa(before)
 
 
 def rand(rng: np.random.Generator, *shape: int) -> np.ndarray:

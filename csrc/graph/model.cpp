@@ -2,6 +2,7 @@
 #include "graph/model.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cstdlib>
 #include <cstring>
 #include <deque>
@@ -56,7 +57,11 @@ thread_local Arena tls_arena;
 
 }  // namespace
 
-Model::Model(const std::string& path) : reader_(path) {
+namespace {
+std::atomic<uint64_t> next_model_id{1};
+}  // namespace
+
+Model::Model(const std::string& path) : reader_(path), id_(next_model_id.fetch_add(1)) {
     parse_graph();
     // Validate shapes once at load with the free dimensions filled in.
     std::vector<Shape> probe;
@@ -369,18 +374,27 @@ void Model::infer_output_specs() {
 
 void Model::run(const Plan& p, const std::vector<const void*>& inputs,
                 const std::vector<void*>& outputs) const {
-    if (inputs.size() != input_values_.size() || outputs.size() != output_values_.size()) {
+    run(p, inputs.data(), inputs.size(), outputs.data(), outputs.size());
+}
+
+void Model::run(const Plan& p, const void* const* inputs, size_t n_inputs, void* const* outputs,
+                size_t n_outputs) const {
+    if (n_inputs != input_values_.size() || n_outputs != output_values_.size()) {
         throw InvalidArgument("wrong number of input or output buffers");
     }
     const size_t nv = values_.size();
-    std::vector<Tensor> t(nv);
+    // Per-thread scratch reused across calls: no heap allocation once shapes have been seen.
+    thread_local std::vector<Tensor> t;
+    thread_local std::vector<const Tensor*> in;
+    thread_local std::vector<Tensor*> out;
+    t.resize(nv);
     char* arena = static_cast<char*>(tls_arena.get(std::max<size_t>(p.arena_bytes, 1)));
     for (size_t v = 0; v < nv; ++v) {
         t[v].shape = p.shapes[v];
-        if (values_[v].kind == Value::Constant) t[v].data = values_[v].constant.data;
+        t[v].data = values_[v].kind == Value::Constant ? values_[v].constant.data : nullptr;
     }
-    for (size_t i = 0; i < inputs.size(); ++i) t[static_cast<size_t>(input_values_[i])].data = const_cast<void*>(inputs[i]);
-    for (size_t o = 0; o < outputs.size(); ++o) t[static_cast<size_t>(output_values_[o])].data = outputs[o];
+    for (size_t i = 0; i < n_inputs; ++i) t[static_cast<size_t>(input_values_[i])].data = const_cast<void*>(inputs[i]);
+    for (size_t o = 0; o < n_outputs; ++o) t[static_cast<size_t>(output_values_[o])].data = outputs[o];
     for (size_t v = 0; v < nv; ++v) {
         if (p.arena_offset[v] >= 0) t[v].data = arena + p.arena_offset[v];
     }
@@ -392,8 +406,6 @@ void Model::run(const Plan& p, const std::vector<const void*>& inputs,
             if (s != v) t[static_cast<size_t>(v)].data = t[static_cast<size_t>(s)].data;
         }
     }
-    std::vector<const Tensor*> in;
-    std::vector<Tensor*> out;
     for (int n : order_) {
         const Node& node = nodes_[static_cast<size_t>(n)];
         in.clear();

@@ -50,6 +50,12 @@ public:
     // computing (scratch memory is per calling thread).
     void run(const Plan& plan, const std::vector<const void*>& inputs,
              const std::vector<void*>& outputs) const;
+    // The same with plain arrays of n_inputs / n_outputs buffers (the lean call path).
+    void run(const Plan& plan, const void* const* inputs, size_t n_inputs, void* const* outputs,
+             size_t n_outputs) const;
+
+    // Unique for the life of the process (unlike the address): keys per-thread plan caches.
+    uint64_t id() const { return id_; }
 
 private:
     struct Value {
@@ -70,6 +76,7 @@ private:
     void infer_output_specs();
 
     PyemReader reader_;
+    uint64_t id_;
     std::vector<TensorSpec> inputs_, outputs_;
     std::vector<Value> values_;
     std::vector<Node> nodes_;

@@ -13,6 +13,7 @@ enum class Activation : uint8_t { None, Relu, Relu6, LeakyRelu, Sigmoid, Tanh, C
 // What a kernel applies to each output element after the sum: bias, then activation.
 struct Epilogue {
     const float* bias = nullptr;  // one per output channel / column, or nullptr
+    bool bias_per_row = false;    // GEMM: bias indexed by the row of C (NCHW convolution)
     Activation act = Activation::None;
     float alpha = 0.0f;  // LeakyRelu slope; Clip minimum
     float beta = 0.0f;   // Clip maximum

@@ -24,7 +24,17 @@ struct Conv2DParams {
 
 // Dispatches on the ISA in use.
 void conv2d(const Conv2DParams& p, const float* x, const float* w, float* y);
-// The portable reference: direct loops.
+// The generic variant: conv2d_run with the generic kernel table.
 void conv2d_generic(const Conv2DParams& p, const float* x, const float* w, float* y);
+// Plain direct loops, the reference the fast paths are tested against.
+void conv2d_reference(const Conv2DParams& p, const float* x, const float* w, float* y);
+// Depthwise (groups == C == O) direct convolution of image n, channels [c0, c1); portable.
+void depthwise2d_generic(const Conv2DParams& p, const float* x, const float* w, float* y, int64_t n,
+                         int64_t c0, int64_t c1);
+
+struct KernelTable;
+// The shared convolution driver: depthwise direct, 1x1 as GEMM, else im2col + GEMM, all
+// through the kernels of table `k` (so each ISA's table reuses it with its own GEMM).
+void conv2d_run(const KernelTable& k, const Conv2DParams& p, const float* x, const float* w, float* y);
 
 }  // namespace pyengine

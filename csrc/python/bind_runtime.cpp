@@ -6,8 +6,44 @@
 #include "python/bindings.h"
 #include "runtime/cpu.h"
 #include "runtime/dispatch.h"
+#include "runtime/thread_pool.h"
+#include "kernels/gemm.h"
+#include "common.h"
 
 namespace pyengine::python {
+
+namespace {
+
+using F32Array = py::array_t<float, py::array::c_style>;
+
+void gemm_py(const F32Array& a, const F32Array& b, F32Array& out, bool trans_b, const std::string& isa) {
+    if (a.ndim() != 2 || b.ndim() != 2 || out.ndim() != 2) {
+        throw InvalidArgument("gemm takes 2-D float32 arrays a, b and out");
+    }
+    const int64_t M = a.shape(0), K = a.shape(1);
+    const int64_t N = trans_b ? b.shape(0) : b.shape(1);
+    if ((trans_b ? b.shape(1) : b.shape(0)) != K || out.shape(0) != M || out.shape(1) != N) {
+        throw InvalidArgument(str("gemm shapes do not fit: a [", M, ", ", K, "], b [", b.shape(0), ", ",
+                                  b.shape(1), "]", trans_b ? " (transposed)" : "", ", out [",
+                                  out.shape(0), ", ", out.shape(1), "]"));
+    }
+    const KernelTable* t = &kernels();
+    if (!isa.empty()) {
+        if (isa == "generic") t = kernel_table(Isa::Generic);
+        else if (isa == "avx2") t = kernel_table(Isa::Avx2);
+        else if (isa == "avx512") t = kernel_table(Isa::Avx512);
+        else if (isa == "neon") t = kernel_table(Isa::Neon);
+        else throw InvalidArgument(str("isa='", isa, "' is not one of generic, avx2, avx512, neon"));
+        if (t == nullptr) throw InvalidArgument(str("instruction set '", isa, "' is not available on this CPU or build"));
+    }
+    const float* pa = a.data();
+    const float* pb = b.data();
+    float* pc = out.mutable_data();
+    py::gil_scoped_release release;
+    t->gemm(M, N, K, pa, K, pb, trans_b ? K : N, trans_b, pc, N, Epilogue{});
+}
+
+}  // namespace
 
 void register_runtime(py::module_& m) {
     m.attr("__version__") = PYENGINE_VERSION;
@@ -31,6 +67,13 @@ void register_runtime(py::module_& m) {
     m.def("set_isa", &kernels_select, py::arg("isa"),
           "Switch the kernel variant in use (for comparing variants); ValueError if unavailable.");
     m.def("op_names", &op_names, "Ops the native engine runs.");
+    m.def("num_threads", &num_threads, "Intra-op threads (PYENGINE_NUM_THREADS, else the core count).");
+    m.def("set_num_threads", &set_num_threads, py::arg("n"),
+          "Change the intra-op thread count of the process-wide pool.");
+    m.def("gemm", &gemm_py, py::arg("a"), py::arg("b"), py::arg("out"), py::arg("trans_b") = false,
+          py::arg("isa") = "",
+          "out[M,N] = a[M,K] @ b[K,N] (b[N,K] when trans_b) with the kernels of `isa` "
+          "(default: the variant in use). For benchmarks and tests of the GEMM itself.");
 }
 
 }  // namespace pyengine::python

@@ -91,6 +91,11 @@ bool cpu_support_x86_avx2() {
     return f.avx2 && f.fma;
 }
 
+bool cpu_support_x86_avx512() {
+    const auto& f = cpu_features();
+    return f.avx512f && f.avx2 && f.fma;
+}
+
 bool cpu_support_arm_neon() { return cpu_features().neon; }
 
 }  // namespace pyengine

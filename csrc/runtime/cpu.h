@@ -23,6 +23,8 @@ const CpuFeatures& cpu_features();
 
 // True when the CPU and OS can run the AVX2+FMA kernels.
 bool cpu_support_x86_avx2();
+// True when the CPU and OS can run the AVX-512F kernels (which also use AVX2 and FMA).
+bool cpu_support_x86_avx512();
 // True when the CPU has NEON (always on aarch64).
 bool cpu_support_arm_neon();
 

@@ -9,11 +9,12 @@
 #include "kernels/activation.h"
 #include "kernels/conv2d.h"
 #include "kernels/elementwise.h"
+#include "kernels/gemm.h"
 #include "kernels/pool.h"
 
 namespace pyengine {
 
-enum class Isa { Generic, Avx2, Neon };
+enum class Isa { Generic, Avx2, Avx512, Neon };
 
 // Every kernel that has ISA-specific variants goes through this table.
 struct KernelTable {
@@ -23,6 +24,9 @@ struct KernelTable {
     void (*gemm)(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* B,
                  int64_t ldb, bool trans_b, float* C, int64_t ldc, const Epilogue& ep);
     void (*conv2d)(const Conv2DParams& p, const float* x, const float* w, float* y);
+    // Depthwise (groups == C == O) direct convolution of image n, channels [c0, c1).
+    void (*depthwise2d)(const Conv2DParams& p, const float* x, const float* w, float* y, int64_t n,
+                        int64_t c0, int64_t c1);
     void (*pool2d)(const Pool2DParams& p, const float* x, float* y);
     void (*activation_apply)(const float* x, float* y, int64_t n, const Epilogue& ep);
     // y[i] = a[i*a_step] op b[i*b_step], steps 0 or 1.
@@ -30,6 +34,8 @@ struct KernelTable {
                    float* y, int64_t n);
     // Softmax over the middle axis of [outer, axis, inner].
     void (*softmax)(const float* x, float* y, int64_t outer, int64_t axis, int64_t inner);
+    // The GEMM micro-kernel behind `gemm`, for callers that pack B themselves (convolution).
+    const GemmMicroKernel* gemm_uk;
 };
 
 // The table in use: PYENGINE_ISA if set (an error if the CPU lacks it), else the best available.
@@ -44,6 +50,7 @@ std::vector<std::string> kernels_available();
 // Per-ISA tables, defined by the files that implement them.
 const KernelTable* kernel_table_generic();
 const KernelTable* kernel_table_avx2();  // nullptr unless compiled with the AVX2 kernels
+const KernelTable* kernel_table_avx512();  // nullptr unless compiled with the AVX-512 kernels
 const KernelTable* kernel_table_neon();  // nullptr unless compiled with the NEON kernels
 
 }  // namespace pyengine

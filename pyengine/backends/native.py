@@ -8,7 +8,7 @@ import numpy as np
 
 from pyengine import _core
 from pyengine.errors import ModelFormatError
-from pyengine.model import Model, TensorSpec
+from pyengine.model import Inputs, Model, Outputs, TensorSpec
 
 
 class NativeModel(Model):
@@ -21,6 +21,8 @@ class NativeModel(Model):
         self._inputs = [TensorSpec(n, tuple(s), d) for n, s, d in self._core.inputs]
         self._outputs = [TensorSpec(n, tuple(s), d) for n, s, d in self._core.outputs]
         self.path = path
+        # One input and one output: predict(array) goes straight to the C++ lean path.
+        self._run1 = self._core.run1 if len(self._inputs) == 1 and len(self._outputs) == 1 else None
 
     @property
     def inputs(self) -> list[TensorSpec]:
@@ -34,6 +36,12 @@ class NativeModel(Model):
     def weight_bytes(self) -> int:
         """Bytes of weights mapped from the file (shared, not copied)."""
         return int(self._core.weight_bytes)
+
+    def predict(self, x: Inputs) -> Outputs:
+        """Run the model; see :meth:`pyengine.Model.predict`. Thread-safe."""
+        if self._run1 is not None and type(x) is np.ndarray:
+            return self._run1(x)
+        return super().predict(x)
 
     def _run(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
         return list(self._core.run(arrays))

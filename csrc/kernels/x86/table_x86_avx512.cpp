@@ -1,0 +1,39 @@
+// SPDX-License-Identifier: Apache-2.0
+// The AVX-512 kernel table: the AVX-512 GEMM (and the convolutions built on it); the
+// memory-bound kernels are the AVX2 ones. Only reached after cpu_support_x86_avx512().
+#include "kernels/elementwise.h"
+#include "kernels/gemm.h"
+#include "kernels/pool.h"
+#include "runtime/dispatch.h"
+
+#if defined(__AVX512F__) && defined(__FMA__)
+
+namespace pyengine {
+
+void gemm_avx512(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* B,
+                 int64_t ldb, bool trans_b, float* C, int64_t ldc, const Epilogue& ep);
+
+const GemmMicroKernel& gemm_micro_avx512();
+
+namespace {
+void conv2d_avx512(const Conv2DParams& p, const float* x, const float* w, float* y) {
+    conv2d_run(*kernel_table_avx512(), p, x, w, y);
+}
+}  // namespace
+
+const KernelTable* kernel_table_avx512() {
+    static const KernelTable table = [] {
+        KernelTable t = *kernel_table_avx2();
+        t.isa = Isa::Avx512;
+        t.name = "avx512";
+        t.gemm = gemm_avx512;
+        t.conv2d = conv2d_avx512;
+        t.gemm_uk = &gemm_micro_avx512();
+        return t;
+    }();
+    return &table;
+}
+
+}  // namespace pyengine
+
+#endif  // defined(__AVX512F__) && defined(__FMA__)

@@ -1,0 +1,163 @@
+// SPDX-License-Identifier: Apache-2.0
+#include "runtime/thread_pool.h"
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdlib>
+#include <exception>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "common.h"
+#include "runtime/cpu.h"
+
+namespace pyengine {
+
+namespace {
+
+int threads_from_env() {
+    const char* env = std::getenv("PYENGINE_NUM_THREADS");
+    if (env == nullptr || *env == '\0') return cpu_features().cores;
+    char* end = nullptr;
+    const long n = std::strtol(env, &end, 10);
+    if (*end != '\0' || n < 1 || n > 1024) {
+        throw InvalidArgument(str("PYENGINE_NUM_THREADS='", env, "' is not an integer from 1 to 1024"));
+    }
+    return static_cast<int>(n);
+}
+
+thread_local bool tls_in_pool = false;
+
+class ThreadPool {
+public:
+    explicit ThreadPool(int threads) : threads_(threads) {}
+    ~ThreadPool() { stop_workers(); }
+
+    int threads() const { return threads_.load(std::memory_order_relaxed); }
+
+    void resize(int n) {
+        std::lock_guard<std::mutex> own(busy_);  // no job is running while we swap workers
+        stop_workers();
+        threads_.store(n, std::memory_order_relaxed);
+    }
+
+    void run(int64_t n_tasks, const std::function<void(int64_t)>& fn) {
+        if (n_tasks <= 0) return;
+        if (n_tasks == 1 || tls_in_pool || threads() <= 1 || !busy_.try_lock()) {
+            for (int64_t t = 0; t < n_tasks; ++t) fn(t);
+            return;
+        }
+        std::lock_guard<std::mutex> own(busy_, std::adopt_lock);
+        start_workers();
+        {
+            std::lock_guard<std::mutex> lock(mutex_);
+            fn_ = &fn;
+            n_tasks_ = n_tasks;
+            next_.store(0, std::memory_order_relaxed);
+            helpers_ = static_cast<int>(std::min<int64_t>(n_tasks - 1, static_cast<int64_t>(workers_.size())));
+            open_ = true;
+            joined_ = 0;
+            error_ = nullptr;
+            ++generation_;
+        }
+        wake_.notify_all();
+        tls_in_pool = true;  // nested parallel_for from fn runs inline
+        work();
+        tls_in_pool = false;
+        // Close the job: a worker that has not woken yet (a busy machine may not schedule it
+        // for a while) will not join, so we wait only for workers that are running tasks.
+        std::unique_lock<std::mutex> lock(mutex_);
+        open_ = false;
+        done_.wait(lock, [&] { return joined_ == 0; });
+        fn_ = nullptr;
+        if (error_) std::rethrow_exception(error_);
+    }
+
+private:
+    // Takes tasks until none are left; records the first exception.
+    void work() {
+        for (;;) {
+            const int64_t t = next_.fetch_add(1, std::memory_order_relaxed);
+            if (t >= n_tasks_) return;
+            try {
+                (*fn_)(t);
+            } catch (...) {
+                std::lock_guard<std::mutex> lock(mutex_);
+                if (!error_) error_ = std::current_exception();
+                next_.store(n_tasks_, std::memory_order_relaxed);
+            }
+        }
+    }
+
+    void worker_main(int index) {
+        tls_in_pool = true;
+        uint64_t seen = 0;
+        for (;;) {
+            {
+                std::unique_lock<std::mutex> lock(mutex_);
+                wake_.wait(lock, [&] { return stop_ || generation_ != seen; });
+                if (stop_) return;
+                seen = generation_;
+                if (!open_ || index >= helpers_) continue;  // job over, or fewer helpers needed
+                ++joined_;
+            }
+            work();
+            std::lock_guard<std::mutex> lock(mutex_);
+            if (--joined_ == 0 && !open_) done_.notify_one();
+        }
+    }
+
+    void start_workers() {
+        const int want = threads() - 1;
+        if (static_cast<int>(workers_.size()) == want) return;
+        stop_workers();
+        for (int i = 0; i < want; ++i) workers_.emplace_back([this, i] { worker_main(i); });
+    }
+
+    void stop_workers() {
+        {
+            std::lock_guard<std::mutex> lock(mutex_);
+            stop_ = true;
+        }
+        wake_.notify_all();
+        for (auto& w : workers_) w.join();
+        workers_.clear();
+        stop_ = false;
+    }
+
+    std::atomic<int> threads_;
+    std::mutex busy_;  // held by the caller whose job the workers run
+    std::mutex mutex_;
+    std::condition_variable wake_, done_;
+    std::vector<std::thread> workers_;
+    const std::function<void(int64_t)>* fn_ = nullptr;
+    int64_t n_tasks_ = 0;
+    std::atomic<int64_t> next_{0};
+    int helpers_ = 0;
+    int joined_ = 0;    // workers inside work() for the current job
+    bool open_ = false; // workers may still join the current job
+    uint64_t generation_ = 0;
+    bool stop_ = false;
+    std::exception_ptr error_;
+};
+
+ThreadPool& pool() {
+    // Leaked on purpose: workers must not be joined during static destruction at exit.
+    static ThreadPool* p = new ThreadPool(threads_from_env());
+    return *p;
+}
+
+}  // namespace
+
+int num_threads() { return pool().threads(); }
+
+void set_num_threads(int n) {
+    if (n < 1 || n > 1024) throw InvalidArgument(str("thread count ", n, " is not an integer from 1 to 1024"));
+    pool().resize(n);
+}
+
+void parallel_for(int64_t n_tasks, const std::function<void(int64_t)>& fn) { pool().run(n_tasks, fn); }
+
+}  // namespace pyengine
