@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 // The NEON GEMM micro-kernel: 8x8 tiles on AArch64 (16 of its 32 vector registers hold the
-// sums), 4x8 on armv7 (8 of 16). The packing and blocking driver is the shared one in
-// kernels/gemm.cpp; this file only supplies the register tile.
+// sums), 4x8 on armv7 (8 of 16), and a row kernel for one or two rows (GEMV-like). The
+// packing and blocking driver is the shared one in kernels/gemm.cpp.
 #include "kernels/arm/kernels_arm_neon.h"
 #include "kernels/arm/neon_math.h"
 #include "kernels/gemm.h"
@@ -182,10 +182,69 @@ void micro_neon(int64_t kc, const float* a, int64_t a_rs, int64_t a_cs, const fl
     }
 }
 
+// One row of C over all of K (M = 1 or 2): up to kRowRegs vectors of columns stay in registers
+// and each step reads one contiguous run of a B row. Columns past the last full vector are
+// summed as scalars so that B is never read beyond n.
+#if defined(__aarch64__)
+constexpr int kRowRegs = 16;
+#else
+constexpr int kRowRegs = 8;
+#endif
+
+void row_neon(int64_t K, const float* a, const float* b, int64_t b_rs, float* c, int n,
+              const Epilogue* ep, int64_t row0, int64_t col0) {
+    if (n > 4 * kRowRegs) {  // wider than the registers: one register-wide chunk at a time
+        for (int j = 0; j < n; j += 4 * kRowRegs) {
+            row_neon(K, a, b + j, b_rs, c + j, n - j < 4 * kRowRegs ? n - j : 4 * kRowRegs, ep, row0, col0 + j);
+        }
+        return;
+    }
+    const int full = n / 4, tail = n % 4;
+    const float32x4_t z = vdupq_n_f32(0.0f);
+    float32x4_t r0 = z, r1 = z, r2 = z, r3 = z, r4 = z, r5 = z, r6 = z, r7 = z;
+#if defined(__aarch64__)
+    float32x4_t r8 = z, r9 = z, r10 = z, r11 = z, r12 = z, r13 = z, r14 = z, r15 = z;
+#endif
+    float s0 = 0.0f, s1 = 0.0f, s2 = 0.0f;
+#define PYENGINE_FMA(R) \
+    if (R < full) r##R = neon::madd(r##R, vld1q_f32(bk + 4 * (R)), av);
+    for (int64_t k = 0; k < K; ++k) {
+        const float* bk = b + k * b_rs;
+        const float32x4_t av = vdupq_n_f32(a[k]);
+        PYENGINE_FMA(0) PYENGINE_FMA(1) PYENGINE_FMA(2) PYENGINE_FMA(3)
+        PYENGINE_FMA(4) PYENGINE_FMA(5) PYENGINE_FMA(6) PYENGINE_FMA(7)
+#if defined(__aarch64__)
+        PYENGINE_FMA(8) PYENGINE_FMA(9) PYENGINE_FMA(10) PYENGINE_FMA(11)
+        PYENGINE_FMA(12) PYENGINE_FMA(13) PYENGINE_FMA(14) PYENGINE_FMA(15)
+#endif
+        if (tail > 0) {
+            const float* bt = bk + 4 * full;
+            s0 += a[k] * bt[0];
+            if (tail > 1) s1 += a[k] * bt[1];
+            if (tail > 2) s2 += a[k] * bt[2];
+        }
+    }
+#undef PYENGINE_FMA
+    float t[4 * kRowRegs + 4];
+#define PYENGINE_OUT(R) \
+    if (R < full) vst1q_f32(t + 4 * (R), r##R);
+    PYENGINE_OUT(0) PYENGINE_OUT(1) PYENGINE_OUT(2) PYENGINE_OUT(3)
+    PYENGINE_OUT(4) PYENGINE_OUT(5) PYENGINE_OUT(6) PYENGINE_OUT(7)
+#if defined(__aarch64__)
+    PYENGINE_OUT(8) PYENGINE_OUT(9) PYENGINE_OUT(10) PYENGINE_OUT(11)
+    PYENGINE_OUT(12) PYENGINE_OUT(13) PYENGINE_OUT(14) PYENGINE_OUT(15)
+#endif
+#undef PYENGINE_OUT
+    t[4 * full] = s0;
+    t[4 * full + 1] = s1;
+    t[4 * full + 2] = s2;
+    neon::with_activation(*ep, [&](const auto& act) { store(t, c, 0, 1, n, false, ep, row0, col0, act); });
+}
+
 }  // namespace
 
 const GemmMicroKernel& gemm_micro_arm_neon() {
-    static const GemmMicroKernel uk = {kMR, kNR, micro_neon, 0, nullptr};
+    static const GemmMicroKernel uk = {kMR, kNR, micro_neon, 4 * kRowRegs, row_neon};
     return uk;
 }
 
