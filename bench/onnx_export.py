@@ -42,31 +42,58 @@ def to_onnx(g: pyengine.GraphBuilder, opset: int = 17) -> bytes:
         act = attrs.get("activation", "none")
         core_out = out if act == "none" else f"{out}/pre"
         if op == "Dense":
-            nodes.append(helper.make_node("Gemm", ins, [core_out], name=name,
-                                          transB=int(attrs.get("transpose_b", False))))
+            nodes.append(
+                helper.make_node(
+                    "Gemm", ins, [core_out], name=name, transB=int(attrs.get("transpose_b", False))
+                )
+            )
         elif op == "Conv2D":
             w = g.tensors[ins[1]]
             p = attrs.get("pads", [0, 0, 0, 0])
-            nodes.append(helper.make_node(
-                "Conv", ins, [core_out], name=name, kernel_shape=list(w.shape[2:]),
-                pads=[p[0], p[1], p[2], p[3]], strides=attrs.get("strides", [1, 1]),
-                dilations=attrs.get("dilations", [1, 1]), group=attrs.get("groups", 1)))
+            nodes.append(
+                helper.make_node(
+                    "Conv",
+                    ins,
+                    [core_out],
+                    name=name,
+                    kernel_shape=list(w.shape[2:]),
+                    pads=[p[0], p[1], p[2], p[3]],
+                    strides=attrs.get("strides", [1, 1]),
+                    dilations=attrs.get("dilations", [1, 1]),
+                    group=attrs.get("groups", 1),
+                )
+            )
         elif op in ("MaxPool", "AvgPool"):
             p = attrs.get("pads", [0, 0, 0, 0])
-            nodes.append(helper.make_node(
-                "MaxPool" if op == "MaxPool" else "AveragePool", ins, [out], name=name,
-                kernel_shape=attrs["kernel"], strides=attrs.get("strides", [1, 1]), pads=p))
+            nodes.append(
+                helper.make_node(
+                    "MaxPool" if op == "MaxPool" else "AveragePool",
+                    ins,
+                    [out],
+                    name=name,
+                    kernel_shape=attrs["kernel"],
+                    strides=attrs.get("strides", [1, 1]),
+                    pads=p,
+                )
+            )
         elif op == "GlobalAvgPool":
             nodes.append(helper.make_node("GlobalAveragePool", ins, [out], name=name))
         elif op == "BatchNorm":
-            nodes.append(helper.make_node("BatchNormalization", ins, [out], name=name,
-                                          epsilon=attrs.get("epsilon", 1e-5)))
+            nodes.append(
+                helper.make_node(
+                    "BatchNormalization", ins, [out], name=name, epsilon=attrs.get("epsilon", 1e-5)
+                )
+            )
         elif op in ("Relu", "Add", "Identity", "Sigmoid", "Tanh"):
             nodes.append(helper.make_node(op, ins, [out], name=name))
         elif op == "Flatten":
-            nodes.append(helper.make_node("Flatten", ins, [out], name=name, axis=attrs.get("axis", 1)))
+            nodes.append(
+                helper.make_node("Flatten", ins, [out], name=name, axis=attrs.get("axis", 1))
+            )
         elif op == "Softmax":
-            nodes.append(helper.make_node("Softmax", ins, [out], name=name, axis=attrs.get("axis", -1)))
+            nodes.append(
+                helper.make_node("Softmax", ins, [out], name=name, axis=attrs.get("axis", -1))
+            )
         else:
             raise ValueError(f"node '{name}': op {op} has no ONNX export here")
         if act != "none" and op in ("Dense", "Conv2D"):
@@ -77,8 +104,13 @@ def to_onnx(g: pyengine.GraphBuilder, opset: int = 17) -> bytes:
         return helper.make_tensor_value_info(name, TensorProto.FLOAT, dims)
 
     inputs = [value_info(i["name"], i["shape"]) for i in graph["inputs"]]
-    outputs = [helper.make_tensor_value_info(o["name"], TensorProto.FLOAT, None) for o in graph["outputs"]]
-    model = helper.make_model(helper.make_graph(nodes, "pyengine", inputs, outputs, inits + extra),
-                              opset_imports=[helper.make_opsetid("", opset)], producer_name="pyengine-bench")
+    outputs = [
+        helper.make_tensor_value_info(o["name"], TensorProto.FLOAT, None) for o in graph["outputs"]
+    ]
+    model = helper.make_model(
+        helper.make_graph(nodes, "pyengine", inputs, outputs, inits + extra),
+        opset_imports=[helper.make_opsetid("", opset)],
+        producer_name="pyengine-bench",
+    )
     model.ir_version = 8
     return model.SerializeToString()

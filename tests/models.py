@@ -72,8 +72,10 @@ def cnn(path: str, layout: str = "NCHW", size: int = 28, channels: int = 16, see
 MOBILENET_V2_BLOCKS = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 2, 2), (6, 96, 1, 1))
 
 
-def mobilenet_v2_graph(size: int = 112, width: int = 32, seed: int = 0,
-                       blocks: tuple[tuple[int, int, int, int], ...] = MOBILENET_V2_BLOCKS) -> pyengine.GraphBuilder:
+def mobilenet_v2_graph(
+    size: int = 112, width: int = 32, seed: int = 0,
+    blocks: tuple[tuple[int, int, int, int], ...] = MOBILENET_V2_BLOCKS,
+) -> pyengine.GraphBuilder:
     """A MobileNet-v2-style network (NCHW): a 3x3/2 stem, inverted residual blocks (1x1 expand +
     ReLU6, 3x3 depthwise + ReLU6, 1x1 linear projection, residual add where shapes allow),
     global pooling and a dense classifier. Batch norm is folded into the convolutions' biases."""
@@ -84,12 +86,12 @@ def mobilenet_v2_graph(size: int = 112, width: int = 32, seed: int = 0,
     def conv(h: str, c_in: int, c_out: int, k: int, stride: int, groups: int, act: str) -> str:
         i = next(counter)
         fan_in = c_in // groups * k * k
-        w = g.constant(f"c{i}/w", rng.standard_normal((c_out, c_in // groups, k, k)).astype(np.float32)
-                       * np.sqrt(2.0 / fan_in))
+        w0 = rng.standard_normal((c_out, c_in // groups, k, k)).astype(np.float32)
+        w = g.constant(f"c{i}/w", w0 * np.sqrt(2.0 / fan_in))
         b = g.constant(f"c{i}/b", rng.standard_normal(c_out).astype(np.float32) * 0.05)
         p = k // 2
-        return g.node("Conv2D", [h, w, b], name=f"conv{i}", pads=[p, p, p, p], strides=[stride, stride],
-                      groups=groups, activation=act)
+        return g.node("Conv2D", [h, w, b], name=f"conv{i}", pads=[p, p, p, p],
+                      strides=[stride, stride], groups=groups, activation=act)
 
     h = g.input("image", [-1, 3, size, size])
     h = conv(h, 3, width, 3, 2, 1, "relu6")

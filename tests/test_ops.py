@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
 from oprefs import ACTIVATIONS, conv2d_ref, pool_ref, run_op, same_pads
 
 from pyengine import _core

@@ -8,6 +8,7 @@
 #include "kernels/gemm.h"
 #include "kernels/pool.h"
 #include "kernels/transform.h"
+#include "runtime/dispatch.h"
 
 namespace pyengine {
 
@@ -134,14 +135,42 @@ public:
         return {{p.N, p.O, p.OH, p.OW}};
     }
 
+    // Constant weights up to kPackMax bytes are packed once for the GEMM micro-kernel in use at
+    // load (larger ones, and runs under another kernel variant, pack as they go): loading stays
+    // a mapping of the file, not a copy of it.
+    void prepare(const std::vector<const Tensor*>& constants) override {
+        constexpr size_t kPackMax = size_t(4) << 20;
+        if (constants.size() < 2 || constants[1] == nullptr || constants[1]->shape.size() != 4) return;
+        const Tensor& w = *constants[1];
+        if (w.nbytes() > kPackMax) return;
+        Conv2DParams p;
+        p.layout = layout_;
+        p.groups = groups_;
+        p.O = w.shape[0];
+        p.C = w.shape[1] * groups_;
+        p.KH = w.shape[2];
+        p.KW = w.shape[3];
+        if (p.O % groups_ != 0 || w.numel() == 0) return;  // infer reports the problem
+        packed_uk_ = kernels().gemm_uk;
+        packed_w_ = conv2d_pack_weights(p, *packed_uk_, w.f32());
+        packed_src_ = w.f32();
+    }
+
     void run(const std::vector<const Tensor*>& in, const std::vector<Tensor*>& out) const override {
         Conv2DParams p = geometry(in[0]->shape, in[1]->shape);
         p.ep = ep_;
         p.ep.bias = in.size() > 2 ? in[2]->f32() : nullptr;
+        if (!packed_w_.empty() && in[1]->f32() == packed_src_) {
+            p.packed_w = packed_w_.data();
+            p.packed_w_uk = packed_uk_;
+        }
         conv2d(p, in[0]->f32(), in[1]->f32(), out[0]->f32());
     }
 
 private:
+    std::vector<float> packed_w_;
+    const GemmMicroKernel* packed_uk_ = nullptr;
+    const float* packed_src_ = nullptr;
     Layout layout_;
     std::vector<int64_t> strides_, dilations_, pads_;
     PadMode2D mode_;

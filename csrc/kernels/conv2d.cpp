@@ -2,8 +2,10 @@
 #include "kernels/conv2d.h"
 
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
+#include "kernels/gemm.h"
 #include "runtime/dispatch.h"
 #include "runtime/thread_pool.h"
 
@@ -25,45 +27,92 @@ namespace pyengine {
 
 namespace {
 
-thread_local std::vector<float> tls_col, tls_row;
+thread_local std::vector<float> tls_col;
 
-// NCHW im2col straight into the GEMM's packed-B layout (panels of nr output pixels, each K rows
-// of nr floats): rows (ci, kh, kw) of cg input channels starting at channel c_first. Each row is
-// gathered contiguously into `row`, then cut into the panels.
-void im2col_nchw_packed(const Conv2DParams& p, const float* x, int64_t n, int64_t c_first, int64_t cg,
-                        int nr, float* row, float* dst) {
-    const int64_t OHW = p.OH * p.OW;
+// NCHW convolution as one GEMM over flattened, zero-bordered input planes, split by stride
+// phase: phase (a, b) of a channel holds padded-input pixels (sh * i + a, sw * j + b) as an
+// Hs x Ws plane. Tap (kh, kw) of output pixel (oh, ow) is then pixel
+// (oh + th / sh, ow + tw / sw) of phase (th % sh, tw % sw), th = kh * dh, tw = kw * dw: at flat
+// offset (th / sh) * Ws + tw / sw from flat position oh * Ws + ow. So every packed B row is a
+// plain run of a phase plane (no per-element bounds checks, unlike im2col). The GEMM computes
+// (OH - 1) * Ws + OW flat outputs; the Ws - OW wrap-around columns of each row are dropped when
+// the result is copied out.
+void conv_nchw_flat(const KernelTable& k, const Conv2DParams& p, const float* x, int64_t n, int64_t g,
+                    const float* wg, const float* packed_w, const Epilogue& ep, float* yg) {
+    const int64_t cg = p.C / p.groups, og = p.O / p.groups;
     const int64_t K = cg * p.KH * p.KW;
-    const int64_t panels = (OHW + nr - 1) / nr;
-    for (int64_t j = OHW; j < panels * nr; ++j) row[j] = 0.0f;  // the last panel's padding
+    const int64_t sh = p.stride_h, sw = p.stride_w;
+    const int64_t Hs = p.OH + (p.KH - 1) * p.dilation_h / sh;
+    const int64_t Ws = p.OW + (p.KW - 1) * p.dilation_w / sw;
+    const int64_t plane = Hs * Ws;
+    const int64_t span = (p.OH - 1) * Ws + p.OW;
+    const int nr = k.gemm_uk->nr;
+    const int64_t panels = (span + nr - 1) / nr;
+    thread_local std::vector<float> phases, packed, out;
+    // Slack at the end: the last panel may read up to nr floats past the span.
+    phases.resize(static_cast<size_t>(cg * sh * sw * plane + nr + Ws));
+    float* const ph = phases.data();
     for (int64_t ci = 0; ci < cg; ++ci) {
-        const float* xc = x + (n * p.C + c_first + ci) * p.H * p.W;
-        for (int64_t kh = 0; kh < p.KH; ++kh) {
-            for (int64_t kw = 0; kw < p.KW; ++kw) {
-                const int64_t k = (ci * p.KH + kh) * p.KW + kw;
-                const int64_t off = kw * p.dilation_w - p.pad_left;
+        const float* xc = x + (n * p.C + g * cg + ci) * p.H * p.W;
+        for (int64_t a = 0; a < sh; ++a) {
+            for (int64_t b = 0; b < sw; ++b) {
+                float* dst = ph + ((ci * sh + a) * sw + b) * plane;
+                // Columns j whose input column sw * j + b - pad_left lies inside [0, W).
+                const int64_t off = b - p.pad_left;
                 int64_t lo = 0, hi = 0;
-                valid_range(p.OW, p.W, p.stride_w, off, &lo, &hi);
-                for (int64_t oh = 0; oh < p.OH; ++oh) {
-                    float* d = row + oh * p.OW;
-                    const int64_t ih = oh * p.stride_h - p.pad_top + kh * p.dilation_h;
+                valid_range(Ws, p.W, sw, off, &lo, &hi);
+                for (int64_t i = 0; i < Hs; ++i) {
+                    float* d = dst + i * Ws;
+                    const int64_t ih = sh * i + a - p.pad_top;
                     if (ih < 0 || ih >= p.H) {
-                        for (int64_t ow = 0; ow < p.OW; ++ow) d[ow] = 0.0f;
+                        for (int64_t j = 0; j < Ws; ++j) d[j] = 0.0f;
                         continue;
                     }
-                    const float* xr = xc + ih * p.W;
-                    for (int64_t ow = 0; ow < lo; ++ow) d[ow] = 0.0f;
-                    if (p.stride_w == 1) {
-                        for (int64_t ow = lo; ow < hi; ++ow) d[ow] = xr[ow + off];
+                    const float* xr = xc + ih * p.W + off;
+                    for (int64_t j = 0; j < lo; ++j) d[j] = 0.0f;
+                    if (sw == 1) {
+                        for (int64_t j = lo; j < hi; ++j) d[j] = xr[j];
                     } else {
-                        for (int64_t ow = lo; ow < hi; ++ow) d[ow] = xr[ow * p.stride_w + off];
+                        for (int64_t j = lo; j < hi; ++j) d[j] = xr[sw * j];
                     }
-                    for (int64_t ow = hi; ow < p.OW; ++ow) d[ow] = 0.0f;
-                }
-                for (int64_t q = 0; q < panels; ++q) {
-                    std::memcpy(dst + (q * K + k) * nr, row + q * nr, static_cast<size_t>(nr) * sizeof(float));
+                    for (int64_t j = hi; j < Ws; ++j) d[j] = 0.0f;
                 }
             }
+        }
+    }
+    for (int64_t i = cg * sh * sw * plane; i < static_cast<int64_t>(phases.size()); ++i) ph[i] = 0.0f;
+    packed.resize(static_cast<size_t>(panels * K * nr));
+    // Runs of nr floats; a constant size lets the compiler inline the copies.
+    auto copy_runs = [&](auto run_floats) {
+        const int kRun = decltype(run_floats)::value == 0 ? nr : decltype(run_floats)::value;
+        for (int64_t ci = 0; ci < cg; ++ci) {
+            for (int64_t kh = 0; kh < p.KH; ++kh) {
+                const int64_t th = kh * p.dilation_h;
+                for (int64_t kw = 0; kw < p.KW; ++kw) {
+                    const int64_t tw = kw * p.dilation_w;
+                    const int64_t kk = (ci * p.KH + kh) * p.KW + kw;
+                    const float* src = ph + ((ci * sh + th % sh) * sw + tw % sw) * plane + (th / sh) * Ws + tw / sw;
+                    float* dst = packed.data() + kk * kRun;
+                    for (int64_t q = 0; q < panels; ++q) {
+                        std::memcpy(dst + q * K * kRun, src + q * kRun, sizeof(float) * kRun);
+                    }
+                }
+            }
+        }
+    };
+    switch (nr) {
+        case 8: copy_runs(std::integral_constant<int, 8>{}); break;
+        case 16: copy_runs(std::integral_constant<int, 16>{}); break;
+        case 32: copy_runs(std::integral_constant<int, 32>{}); break;
+        default: copy_runs(std::integral_constant<int, 0>{}); break;  // any other width
+    }
+    out.resize(static_cast<size_t>(og * span));
+    gemm_driver(*k.gemm_uk, og, span, K, wg, K, nullptr, 0, false, out.data(), span, ep, packed.data(),
+                packed_w);
+    for (int64_t o = 0; o < og; ++o) {
+        for (int64_t oh = 0; oh < p.OH; ++oh) {
+            std::memcpy(yg + (o * p.OH + oh) * p.OW, out.data() + o * span + oh * Ws,
+                        static_cast<size_t>(p.OW) * sizeof(float));
         }
     }
 }
@@ -118,7 +167,11 @@ void conv2d_run(const KernelTable& k, const Conv2DParams& p, const float* x, con
         k.gemm(p.N * OHW, p.O, p.C, x, p.C, w, p.C, true, y, p.O, p.ep);
         return;
     }
-    for (int64_t n = 0; n < p.N; ++n) {
+    // One image per task when there are several (each GEMM then runs on its task's thread);
+    // a single image parallelizes inside its GEMMs instead.
+    const bool use_packed = p.packed_w != nullptr && p.packed_w_uk == k.gemm_uk && p.layout == Layout::NCHW;
+    const size_t packed_group = use_packed ? gemm_packed_a_size(k.gemm_uk->mr, og, KC) : 0;
+    auto image = [&](int64_t n) {
         for (int64_t g = 0; g < p.groups; ++g) {
             Epilogue ep = p.ep;
             if (ep.bias) ep.bias += g * og;
@@ -126,22 +179,37 @@ void conv2d_run(const KernelTable& k, const Conv2DParams& p, const float* x, con
             if (p.layout == Layout::NCHW) {
                 ep.bias_per_row = true;
                 float* yg = y + (n * p.O + g * og) * OHW;
+                const float* pw = use_packed ? p.packed_w + static_cast<size_t>(g) * packed_group : nullptr;
                 if (pointwise) {  // [O, C] x [C, H*W]: the input is the B matrix as it lies
-                    k.gemm(og, OHW, cg, wg, cg, x + (n * p.C + g * cg) * OHW, OHW, false, yg, OHW, ep);
+                    const float* xg = x + (n * p.C + g * cg) * OHW;
+                    if (pw) gemm_driver(*k.gemm_uk, og, OHW, cg, wg, cg, xg, OHW, false, yg, OHW, ep, nullptr, pw);
+                    else k.gemm(og, OHW, cg, wg, cg, xg, OHW, false, yg, OHW, ep);
                     continue;
                 }
-                const int nr = k.gemm_uk->nr;
-                tls_row.resize(static_cast<size_t>((OHW + nr - 1) / nr * nr));
-                tls_col.resize(gemm_packed_b_size(nr, KC, OHW));
-                im2col_nchw_packed(p, x, n, g * cg, cg, nr, tls_row.data(), tls_col.data());
-                gemm_driver(*k.gemm_uk, og, OHW, KC, wg, KC, nullptr, 0, false, yg, OHW, ep, tls_col.data());
+                conv_nchw_flat(k, p, x, n, g, wg, pw, ep, yg);
             } else {
                 tls_col.resize(static_cast<size_t>(KC * OHW));
                 im2col_nhwc(p, x, n, g * cg, cg, tls_col.data());
                 k.gemm(OHW, og, KC, tls_col.data(), KC, wg, KC, true, y + n * OHW * p.O + g * og, p.O, ep);
             }
         }
+    };
+    if (p.N > 1 && num_threads() > 1 && p.O * KC * OHW >= (int64_t(1) << 16)) {
+        parallel_for(p.N, image);
+    } else {
+        for (int64_t n = 0; n < p.N; ++n) image(n);
     }
+}
+
+std::vector<float> conv2d_pack_weights(const Conv2DParams& p, const GemmMicroKernel& uk, const float* w) {
+    if (p.layout != Layout::NCHW || (p.groups > 1 && p.groups == p.C && p.O == p.C)) return {};
+    const int64_t og = p.O / p.groups, KC = p.C / p.groups * p.KH * p.KW;
+    const size_t group = gemm_packed_a_size(uk.mr, og, KC);
+    std::vector<float> out(group * static_cast<size_t>(p.groups));
+    for (int64_t g = 0; g < p.groups; ++g) {
+        gemm_pack_a(uk.mr, og, KC, w + g * og * KC, KC, out.data() + static_cast<size_t>(g) * group);
+    }
+    return out;
 }
 
 void depthwise2d_generic(const Conv2DParams& p, const float* x, const float* w, float* y, int64_t n,

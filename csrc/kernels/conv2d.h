@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <vector>
 
 #include "kernels/activation.h"
 
@@ -20,6 +21,11 @@ struct Conv2DParams {
     int64_t OH = 0, OW = 0;
     int64_t groups = 1;
     Epilogue ep;  // bias has O entries
+    // Optional: the weights of each group packed for this GEMM micro-kernel (gemm_pack_a of the
+    // O/groups x C/groups*KH*KW matrix, groups one after another). Used when the kernel table in
+    // use has this micro-kernel; ignored otherwise.
+    const float* packed_w = nullptr;
+    const struct GemmMicroKernel* packed_w_uk = nullptr;
 };
 
 // Dispatches on the ISA in use.
@@ -33,6 +39,9 @@ void depthwise2d_generic(const Conv2DParams& p, const float* x, const float* w, 
                          int64_t c0, int64_t c1);
 
 struct KernelTable;
+// Packs OIHW weights per group for conv2d_run with micro-kernel `uk` (see packed_w above);
+// returns an empty vector when the convolution would not use them (depthwise, NHWC).
+std::vector<float> conv2d_pack_weights(const Conv2DParams& p, const struct GemmMicroKernel& uk, const float* w);
 // The shared convolution driver: depthwise direct, 1x1 as GEMM, else im2col + GEMM, all
 // through the kernels of table `k` (so each ISA's table reuses it with its own GEMM).
 void conv2d_run(const KernelTable& k, const Conv2DParams& p, const float* x, const float* w, float* y);

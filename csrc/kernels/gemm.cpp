@@ -98,9 +98,19 @@ void gemm_pack_b(int nr, int64_t K, int64_t N, const float* B, int64_t ldb, bool
     }
 }
 
+size_t gemm_packed_a_size(int mr, int64_t M, int64_t K) {
+    return static_cast<size_t>(ceil_div(M, mr) * mr * K);
+}
+
+void gemm_pack_a(int mr, int64_t M, int64_t K, const float* A, int64_t lda, float* dst) {
+    for (int64_t q = 0; q * mr < M; ++q) {
+        pack_a_panel(A, lda, 0, K, q * mr, std::min<int64_t>(mr, M - q * mr), mr, dst + q * K * mr);
+    }
+}
+
 void gemm_driver(const GemmMicroKernel& uk, int64_t M, int64_t N, int64_t K, const float* A,
                  int64_t lda, const float* B, int64_t ldb, bool trans_b, float* C, int64_t ldc,
-                 const Epilogue& ep, const float* packed_b) {
+                 const Epilogue& ep, const float* packed_b, const float* packed_a) {
     if (M <= 0 || N <= 0) return;
     if (K <= 0) {  // an empty sum: only the epilogue
         for (int64_t i = 0; i < M; ++i) {
@@ -115,7 +125,7 @@ void gemm_driver(const GemmMicroKernel& uk, int64_t M, int64_t N, int64_t K, con
     const int64_t n_panels_all = ceil_div(N, nr);
 
     // One or two rows: a row kernel streams B rows as long contiguous runs.
-    if (packed_b == nullptr && !trans_b && M <= 2 && uk.row != nullptr) {
+    if (packed_b == nullptr && packed_a == nullptr && !trans_b && M <= 2 && uk.row != nullptr) {
         int64_t width = uk.row_nr;
         if (K * N * 4 > (int64_t(1) << 20)) {  // B beyond L2: one wide stream per thread
             const int64_t per_thread = ceil_div(N, task_count(M * N * K, ceil_div(N, uk.row_nr)));
@@ -136,7 +146,7 @@ void gemm_driver(const GemmMicroKernel& uk, int64_t M, int64_t N, int64_t K, con
 
     // Few rows of A: no packing. Each element of B is used at most M times, so copying B into
     // panels would cost as much as the multiply; the micro-kernel reads B rows in place.
-    if (packed_b == nullptr && !trans_b && M <= 2 * mr) {
+    if (packed_b == nullptr && packed_a == nullptr && !trans_b && M <= 2 * mr) {
         // K in blocks so that consecutive column strips read neighbouring cache lines of the
         // same B rows (one long strip would stride a page per k and defeat the prefetcher).
         // Short blocks when B is larger than L2 (streamed once), long ones when it stays cached.
@@ -163,11 +173,15 @@ void gemm_driver(const GemmMicroKernel& uk, int64_t M, int64_t N, int64_t K, con
 
     const int64_t mc = std::max<int64_t>(mr, kMC / mr * mr);
     const int64_t m_panels = ceil_div(M, mr);
-    // K in equal blocks of at most kKC (300 is two blocks of 150, not 256 + 44).
-    const int64_t k_blocks = ceil_div(K, kKC);
+    // K in equal blocks of at most kKC (600 is three blocks of 200, not 256 + 256 + 88); up to
+    // 1.5 kKC is one block (the B panel then spills from L1 a little, but C is written once).
+    const int64_t k_blocks = K <= kKC * 3 / 2 ? 1 : ceil_div(K, kKC);
     const int64_t kc_max = ceil_div(K, k_blocks);
-    float* pa = tls_pack_a.get(static_cast<size_t>(m_panels * mr * kc_max));
-    float* pb = packed_b ? nullptr : tls_pack_b.get(static_cast<size_t>(ceil_div(std::min(N, kNC), nr) * nr * kc_max));
+    float* pa = packed_a ? nullptr : tls_pack_a.get(static_cast<size_t>(m_panels * mr * kc_max));
+    // B rows less than 2 KB apart are read in place: a panel's rows then share cache sets
+    // little, and the copy into panels would cost about as much as it saves.
+    const bool b_in_place = packed_b == nullptr && !trans_b && ldb <= 512;
+    float* pb = packed_b || b_in_place ? nullptr : tls_pack_b.get(static_cast<size_t>(ceil_div(std::min(N, kNC), nr) * nr * kc_max));
     for (int64_t jc = 0; jc < N; jc += kNC) {
         const int64_t nc = std::min(kNC, N - jc);
         const int64_t n_panels = ceil_div(nc, nr);
@@ -175,10 +189,11 @@ void gemm_driver(const GemmMicroKernel& uk, int64_t M, int64_t N, int64_t K, con
             const int64_t kc = std::min(kc_max, K - pc);
             const bool last = pc + kc >= K;
             // Pack this K slice of B (all panels, unless given packed) and of A (all rows).
-            const int64_t b_items = packed_b ? 0 : n_panels;
-            const int64_t pack_items = b_items + m_panels;
+            const int64_t b_items = packed_b || b_in_place ? 0 : n_panels;
+            const int64_t a_items = packed_a ? 0 : m_panels;
+            const int64_t pack_items = b_items + a_items;
             const int64_t pack_tasks = task_count(M * nc * kc, pack_items);
-            parallel_for(pack_tasks, [&](int64_t t) {
+            if (pack_items > 0) parallel_for(pack_tasks, [&](int64_t t) {
                 const int64_t q0 = pack_items * t / pack_tasks, q1 = pack_items * (t + 1) / pack_tasks;
                 for (int64_t q = q0; q < q1; ++q) {
                     if (q < b_items) {
@@ -207,8 +222,11 @@ void gemm_driver(const GemmMicroKernel& uk, int64_t M, int64_t N, int64_t K, con
                     const int n = static_cast<int>(std::min<int64_t>(nr, N - j0));
                     for (int64_t i0 = mb * mc; i0 < i_end; i0 += mr) {
                         const int m = static_cast<int>(std::min<int64_t>(mr, M - i0));
-                        const float* bp = packed_b ? packed_b + (jc / nr + p) * K * nr + pc * nr : pb + p * kc * nr;
-                        uk.run(kc, pa + (i0 / mr) * kc * mr, 1, mr, bp, nr, true,
+                        const float* bp = b_in_place ? B + pc * ldb + j0
+                                          : packed_b ? packed_b + (jc / nr + p) * K * nr + pc * nr
+                                                     : pb + p * kc * nr;
+                        const float* ap = packed_a ? packed_a + (i0 / mr) * K * mr + pc * mr : pa + (i0 / mr) * kc * mr;
+                        uk.run(kc, ap, 1, mr, bp, b_in_place ? ldb : nr, !b_in_place,
                                C + i0 * ldc + j0, ldc, m, n, pc > 0, last ? &ep : nullptr, i0, j0);
                     }
                 }

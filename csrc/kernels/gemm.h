@@ -44,10 +44,16 @@ struct GemmMicroKernel {
 };
 
 // The packing, cache-blocking and threading driver shared by every ISA. With packed_b (see
-// gemm_pack_b, for uk.nr), B, ldb and trans_b are not read: B is used as packed.
+// gemm_pack_b, for uk.nr), B, ldb and trans_b are not read: B is used as packed; likewise A with
+// packed_a (gemm_pack_a, for uk.mr): constant weights are packed once, at load.
 void gemm_driver(const GemmMicroKernel& uk, int64_t M, int64_t N, int64_t K, const float* A,
                  int64_t lda, const float* B, int64_t ldb, bool trans_b, float* C, int64_t ldc,
-                 const Epilogue& ep, const float* packed_b = nullptr);
+                 const Epilogue& ep, const float* packed_b = nullptr, const float* packed_a = nullptr);
+
+// Floats in A packed for a micro-kernel of height mr: ceil(M / mr) panels of K columns x mr rows.
+size_t gemm_packed_a_size(int mr, int64_t M, int64_t K);
+// Packs row-major A [M,K] in that layout, zero-padding the last panel.
+void gemm_pack_a(int mr, int64_t M, int64_t K, const float* A, int64_t lda, float* dst);
 
 // Floats in B packed for a micro-kernel of width nr: ceil(N / nr) panels of K rows x nr columns.
 size_t gemm_packed_b_size(int nr, int64_t K, int64_t N);

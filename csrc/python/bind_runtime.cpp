@@ -14,18 +14,36 @@ namespace pyengine::python {
 
 namespace {
 
-using F32Array = py::array_t<float, py::array::c_style>;
+// A C-contiguous, aligned, native float32 2-D array, checked through the numpy C API (no
+// conversion: the bench times the kernel, not a copy).
+struct Matrix {
+    float* data;
+    int64_t rows, cols;
+};
 
-void gemm_py(const F32Array& a, const F32Array& b, F32Array& out, bool trans_b, const std::string& isa) {
-    if (a.ndim() != 2 || b.ndim() != 2 || out.ndim() != 2) {
-        throw InvalidArgument("gemm takes 2-D float32 arrays a, b and out");
+Matrix matrix(py::handle h, const char* name) {
+    auto& api = py::detail::npy_api::get();
+    if (api.PyArray_Check_(h.ptr())) {
+        auto* a = py::detail::array_proxy(h.ptr());
+        auto* d = py::detail::array_descriptor_proxy(a->descr);
+        constexpr int kFlags = py::detail::npy_api::NPY_ARRAY_C_CONTIGUOUS_ | py::detail::npy_api::NPY_ARRAY_ALIGNED_;
+        if (a->nd == 2 && d->type_num == py::detail::npy_api::NPY_FLOAT_ && d->byteorder != '>' &&
+            (a->flags & kFlags) == kFlags) {
+            return {reinterpret_cast<float*>(a->data), static_cast<int64_t>(a->dimensions[0]),
+                    static_cast<int64_t>(a->dimensions[1])};
+        }
     }
-    const int64_t M = a.shape(0), K = a.shape(1);
-    const int64_t N = trans_b ? b.shape(0) : b.shape(1);
-    if ((trans_b ? b.shape(1) : b.shape(0)) != K || out.shape(0) != M || out.shape(1) != N) {
-        throw InvalidArgument(str("gemm shapes do not fit: a [", M, ", ", K, "], b [", b.shape(0), ", ",
-                                  b.shape(1), "]", trans_b ? " (transposed)" : "", ", out [",
-                                  out.shape(0), ", ", out.shape(1), "]"));
+    throw InvalidArgument(str("gemm: '", name, "' must be a C-contiguous 2-D float32 array"));
+}
+
+void gemm_py(py::handle a_obj, py::handle b_obj, py::handle out_obj, bool trans_b, const std::string& isa) {
+    const Matrix a = matrix(a_obj, "a"), b = matrix(b_obj, "b"), out = matrix(out_obj, "out");
+    const int64_t M = a.rows, K = a.cols;
+    const int64_t N = trans_b ? b.rows : b.cols;
+    if ((trans_b ? b.cols : b.rows) != K || out.rows != M || out.cols != N) {
+        throw InvalidArgument(str("gemm shapes do not fit: a [", M, ", ", K, "], b [", b.rows, ", ",
+                                  b.cols, "]", trans_b ? " (transposed)" : "", ", out [",
+                                  out.rows, ", ", out.cols, "]"));
     }
     const KernelTable* t = &kernels();
     if (!isa.empty()) {
@@ -36,11 +54,8 @@ void gemm_py(const F32Array& a, const F32Array& b, F32Array& out, bool trans_b, 
         else throw InvalidArgument(str("isa='", isa, "' is not one of generic, avx2, avx512, neon"));
         if (t == nullptr) throw InvalidArgument(str("instruction set '", isa, "' is not available on this CPU or build"));
     }
-    const float* pa = a.data();
-    const float* pb = b.data();
-    float* pc = out.mutable_data();
     py::gil_scoped_release release;
-    t->gemm(M, N, K, pa, K, pb, trans_b ? K : N, trans_b, pc, N, Epilogue{});
+    t->gemm(M, N, K, a.data, K, b.data, trans_b ? K : N, trans_b, out.data, N, Epilogue{});
 }
 
 }  // namespace

@@ -68,8 +68,9 @@ TEST_CASE(gemm_variants_match_reference) {
     std::uniform_int_distribution<int> small(1, 40), big(1, 300);
     // Fixed shapes for the paths random ones rarely reach: one or two rows with B beyond L2
     // (the streaming row kernel), row kernels' register tails, 5x6x7.
-    const int64_t fixed[][3] = {{1, 517, 700}, {2, 1031, 300}, {1, 257, 33}, {2, 129, 5}, {5, 7, 6}, {13, 1, 1}};
-    for (int iter = 0; iter < 66; ++iter) {
+    const int64_t fixed[][3] = {{1, 517, 700}, {2, 1031, 300}, {1, 2000, 601}, {1, 257, 33},
+                                {2, 129, 5}, {5, 7, 6}, {13, 1, 1}};
+    for (int iter = 0; iter < 67; ++iter) {
         int64_t M = iter % 3 == 0 ? big(rng) : small(rng);
         int64_t N = iter % 4 == 0 ? big(rng) : small(rng);
         int64_t K = iter % 5 == 0 ? big(rng) + 256 : small(rng);  // > one K block sometimes
@@ -130,6 +131,8 @@ TEST_CASE(conv2d_variants_match_reference) {
         {Layout::NCHW, 1, 6, 11, 13, 9, 5, 3, 2, 1, 3},  {Layout::NHWC, 1, 6, 11, 13, 9, 5, 3, 2, 1, 3},
         {Layout::NCHW, 1, 4, 8, 8, 8, 3, 1, 1, 1, 4},    {Layout::NCHW, 1, 3, 33, 35, 33, 3, 2, 1, 1, 1},
         {Layout::NCHW, 1, 7, 6, 7, 5, 1, 2, 0, 1, 1},    {Layout::NHWC, 1, 7, 6, 7, 5, 1, 2, 0, 1, 1},
+        {Layout::NCHW, 2, 5, 9, 8, 7, 3, 1, 2, 2, 1},    {Layout::NCHW, 1, 32, 16, 16, 64, 3, 1, 1, 1, 1},
+        {Layout::NCHW, 1, 6, 5, 7, 4, 5, 1, 0, 1, 2},
     };
     int which = 0;
     for (const Case& c : cases) {

@@ -121,6 +121,8 @@ void tile(int64_t kc, const float* a, int64_t a_rs, int64_t a_cs, const float* b
     if (n == kNR || b_padded) {
         if (packed) kernel<M, true, false>(kc, a, a_rs, a_cs, b, b_rs, c, ldc, n, accumulate_c, ep, row0, col0);
         else kernel<M, false, false>(kc, a, a_rs, a_cs, b, b_rs, c, ldc, n, accumulate_c, ep, row0, col0);
+    } else if (packed) {
+        kernel<M, true, true>(kc, a, a_rs, a_cs, b, b_rs, c, ldc, n, accumulate_c, ep, row0, col0);
     } else {
         kernel<M, false, true>(kc, a, a_rs, a_cs, b, b_rs, c, ldc, n, accumulate_c, ep, row0, col0);
     }
@@ -139,63 +141,122 @@ void micro_avx2(int64_t kc, const float* a, int64_t a_rs, int64_t a_cs, const fl
     }
 }
 
-// One row of C, up to 128 columns in 16 ymm accumulators; B rows are read as 512-byte runs.
-void row_avx2(int64_t K, const float* a, const float* b, int64_t b_rs, float* c, int n,
+// One row of C with kRegs ymm accumulators (8 * kRegs columns at most; the last is masked).
+// kRegs is a template argument so that the k loop has no per-register branches.
+template <int kRegs>
+void row_regs(int64_t K, const float* a, const float* b, int64_t b_rs, float* c, int n,
               const Epilogue* ep, int64_t row0, int64_t col0) {
-    constexpr int kRegs = 16;
-    if (n > 8 * kRegs) {  // wider than the registers: 128 columns at a time
-        for (int j = 0; j < n; j += 8 * kRegs) {
-            row_avx2(K, a, b + j, b_rs, c + j, n - j < 8 * kRegs ? n - j : 8 * kRegs, ep, row0, col0 + j);
-        }
-        return;
-    }
-    __m256i m[kRegs];
-    for (int r = 0; r < kRegs; ++r) m[r] = tail_mask(n - 8 * r);
-    const int regs = (n + 7) / 8;
-    const bool full = n == 8 * kRegs;
+    const __m256i last = tail_mask(n - 8 * (kRegs - 1));
+    const bool last_full = n == 8 * kRegs;
 #define PYENGINE_ACC(R) __m256 acc##R = _mm256_setzero_ps();
     PYENGINE_ACC(0) PYENGINE_ACC(1) PYENGINE_ACC(2) PYENGINE_ACC(3) PYENGINE_ACC(4) PYENGINE_ACC(5)
     PYENGINE_ACC(6) PYENGINE_ACC(7) PYENGINE_ACC(8) PYENGINE_ACC(9) PYENGINE_ACC(10) PYENGINE_ACC(11)
     PYENGINE_ACC(12) PYENGINE_ACC(13) PYENGINE_ACC(14) PYENGINE_ACC(15)
 #undef PYENGINE_ACC
-    if (full) {
-#define PYENGINE_FMA(R) acc##R = _mm256_fmadd_ps(av, _mm256_loadu_ps(bk + 8 * R), acc##R);
-        for (int64_t k = 0; k < K; ++k) {
-            const __m256 av = _mm256_broadcast_ss(a + k);
-            const float* bk = b + k * b_rs;
-            PYENGINE_FMA(0) PYENGINE_FMA(1) PYENGINE_FMA(2) PYENGINE_FMA(3) PYENGINE_FMA(4) PYENGINE_FMA(5)
-            PYENGINE_FMA(6) PYENGINE_FMA(7) PYENGINE_FMA(8) PYENGINE_FMA(9) PYENGINE_FMA(10) PYENGINE_FMA(11)
-            PYENGINE_FMA(12) PYENGINE_FMA(13) PYENGINE_FMA(14) PYENGINE_FMA(15)
-        }
-#undef PYENGINE_FMA
-    } else {
-#define PYENGINE_FMA(R) \
-    if (R < regs) acc##R = _mm256_fmadd_ps(av, _mm256_maskload_ps(bk + 8 * R, m[R]), acc##R);
-        for (int64_t k = 0; k < K; ++k) {
-            const __m256 av = _mm256_broadcast_ss(a + k);
-            const float* bk = b + k * b_rs;
-            PYENGINE_FMA(0) PYENGINE_FMA(1) PYENGINE_FMA(2) PYENGINE_FMA(3) PYENGINE_FMA(4) PYENGINE_FMA(5)
-            PYENGINE_FMA(6) PYENGINE_FMA(7) PYENGINE_FMA(8) PYENGINE_FMA(9) PYENGINE_FMA(10) PYENGINE_FMA(11)
-            PYENGINE_FMA(12) PYENGINE_FMA(13) PYENGINE_FMA(14) PYENGINE_FMA(15)
-        }
-#undef PYENGINE_FMA
+#define PYENGINE_FMA(R)                                                                          \
+    if constexpr (R < kRegs) {                                                                   \
+        const __m256 bv = R == kRegs - 1 && !last_full ? _mm256_maskload_ps(bk + 8 * R, last)   \
+                                                       : _mm256_loadu_ps(bk + 8 * R);            \
+        acc##R = _mm256_fmadd_ps(av, bv, acc##R);                                                \
     }
+    for (int64_t k = 0; k < K; ++k) {
+        const __m256 av = _mm256_broadcast_ss(a + k);
+        const float* bk = b + k * b_rs;
+        PYENGINE_FMA(0) PYENGINE_FMA(1) PYENGINE_FMA(2) PYENGINE_FMA(3) PYENGINE_FMA(4) PYENGINE_FMA(5)
+        PYENGINE_FMA(6) PYENGINE_FMA(7) PYENGINE_FMA(8) PYENGINE_FMA(9) PYENGINE_FMA(10) PYENGINE_FMA(11)
+        PYENGINE_FMA(12) PYENGINE_FMA(13) PYENGINE_FMA(14) PYENGINE_FMA(15)
+    }
+#undef PYENGINE_FMA
     const bool bias = ep->bias != nullptr;
     const bool act = ep->act != Activation::None;
+    const __m256i all = tail_mask(8);
 #define PYENGINE_OUT(R)                                                                          \
-    if (R < regs) {                                                                              \
+    if constexpr (R < kRegs) {                                                                   \
+        const __m256i mk = R == kRegs - 1 ? last : all;                                          \
         __m256 v = acc##R;                                                                       \
         if (bias) {                                                                              \
             v = _mm256_add_ps(v, ep->bias_per_row ? _mm256_set1_ps(ep->bias[row0])               \
-                                                  : _mm256_maskload_ps(ep->bias + col0 + 8 * R, m[R])); \
+                                                  : _mm256_maskload_ps(ep->bias + col0 + 8 * R, mk)); \
         }                                                                                        \
         if (act) v = activate256(v, *ep);                                                        \
-        _mm256_maskstore_ps(c + 8 * R, m[R], v);                                                 \
+        _mm256_maskstore_ps(c + 8 * R, mk, v);                                                   \
     }
     PYENGINE_OUT(0) PYENGINE_OUT(1) PYENGINE_OUT(2) PYENGINE_OUT(3) PYENGINE_OUT(4) PYENGINE_OUT(5)
     PYENGINE_OUT(6) PYENGINE_OUT(7) PYENGINE_OUT(8) PYENGINE_OUT(9) PYENGINE_OUT(10) PYENGINE_OUT(11)
     PYENGINE_OUT(12) PYENGINE_OUT(13) PYENGINE_OUT(14) PYENGINE_OUT(15)
 #undef PYENGINE_OUT
+}
+
+// One wide row of C (more than 128 columns): four rows of B at a time, each read start to end,
+// with the partial sums in c (L1). Four sequential streams suit the prefetcher when B is too
+// big for L2.
+void row_wide_avx2(int64_t K, const float* a, const float* b, int64_t b_rs, float* c, int n,
+                   const Epilogue* ep, int64_t row0, int64_t col0) {
+    const int64_t full = n / 8 * 8;
+    const __m256i tail = tail_mask(static_cast<int>(n - full));
+    for (int64_t k = 0; k < K; k += 4) {
+        const int64_t kn = K - k < 4 ? K - k : 4;
+        const __m256 a0 = _mm256_set1_ps(a[k]);
+        const __m256 a1 = _mm256_set1_ps(kn > 1 ? a[k + 1] : 0.0f);
+        const __m256 a2 = _mm256_set1_ps(kn > 2 ? a[k + 2] : 0.0f);
+        const __m256 a3 = _mm256_set1_ps(kn > 3 ? a[k + 3] : 0.0f);
+        const float* b0 = b + k * b_rs;
+        const float* b1 = kn > 1 ? b0 + b_rs : b0;  // a1..a3 are 0 where rows run out
+        const float* b2 = kn > 2 ? b1 + b_rs : b0;
+        const float* b3 = kn > 3 ? b2 + b_rs : b0;
+        int64_t j = 0;
+        for (; j < full; j += 8) {
+            __m256 v = k == 0 ? _mm256_setzero_ps() : _mm256_loadu_ps(c + j);
+            v = _mm256_fmadd_ps(a0, _mm256_loadu_ps(b0 + j), v);
+            v = _mm256_fmadd_ps(a1, _mm256_loadu_ps(b1 + j), v);
+            v = _mm256_fmadd_ps(a2, _mm256_loadu_ps(b2 + j), v);
+            v = _mm256_fmadd_ps(a3, _mm256_loadu_ps(b3 + j), v);
+            _mm256_storeu_ps(c + j, v);
+        }
+        if (j < n) {
+            __m256 v = k == 0 ? _mm256_setzero_ps() : _mm256_maskload_ps(c + j, tail);
+            v = _mm256_fmadd_ps(a0, _mm256_maskload_ps(b0 + j, tail), v);
+            v = _mm256_fmadd_ps(a1, _mm256_maskload_ps(b1 + j, tail), v);
+            v = _mm256_fmadd_ps(a2, _mm256_maskload_ps(b2 + j, tail), v);
+            v = _mm256_fmadd_ps(a3, _mm256_maskload_ps(b3 + j, tail), v);
+            _mm256_maskstore_ps(c + j, tail, v);
+        }
+    }
+    if (ep->bias == nullptr && ep->act == Activation::None) return;
+    for (int64_t j = 0; j < n; j += 8) {
+        const __m256i mk = tail_mask(static_cast<int>(n - j < 8 ? n - j : 8));
+        __m256 v = _mm256_maskload_ps(c + j, mk);
+        if (ep->bias) {
+            v = _mm256_add_ps(v, ep->bias_per_row ? _mm256_set1_ps(ep->bias[row0])
+                                                  : _mm256_maskload_ps(ep->bias + col0 + j, mk));
+        }
+        if (ep->act != Activation::None) v = activate256(v, *ep);
+        _mm256_maskstore_ps(c + j, mk, v);
+    }
+}
+
+// One row of C: up to 128 columns in 16 ymm accumulators, more through row_wide_avx2.
+void row_avx2(int64_t K, const float* a, const float* b, int64_t b_rs, float* c, int n,
+              const Epilogue* ep, int64_t row0, int64_t col0) {
+    switch ((n + 7) / 8) {
+        case 1: row_regs<1>(K, a, b, b_rs, c, n, ep, row0, col0); break;
+        case 2: row_regs<2>(K, a, b, b_rs, c, n, ep, row0, col0); break;
+        case 3: row_regs<3>(K, a, b, b_rs, c, n, ep, row0, col0); break;
+        case 4: row_regs<4>(K, a, b, b_rs, c, n, ep, row0, col0); break;
+        case 5: row_regs<5>(K, a, b, b_rs, c, n, ep, row0, col0); break;
+        case 6: row_regs<6>(K, a, b, b_rs, c, n, ep, row0, col0); break;
+        case 7: row_regs<7>(K, a, b, b_rs, c, n, ep, row0, col0); break;
+        case 8: row_regs<8>(K, a, b, b_rs, c, n, ep, row0, col0); break;
+        case 9: row_regs<9>(K, a, b, b_rs, c, n, ep, row0, col0); break;
+        case 10: row_regs<10>(K, a, b, b_rs, c, n, ep, row0, col0); break;
+        case 11: row_regs<11>(K, a, b, b_rs, c, n, ep, row0, col0); break;
+        case 12: row_regs<12>(K, a, b, b_rs, c, n, ep, row0, col0); break;
+        case 13: row_regs<13>(K, a, b, b_rs, c, n, ep, row0, col0); break;
+        case 14: row_regs<14>(K, a, b, b_rs, c, n, ep, row0, col0); break;
+        case 15: row_regs<15>(K, a, b, b_rs, c, n, ep, row0, col0); break;
+        case 16: row_regs<16>(K, a, b, b_rs, c, n, ep, row0, col0); break;
+        default: row_wide_avx2(K, a, b, b_rs, c, n, ep, row0, col0); break;
+    }
 }
 
 }  // namespace

@@ -17,7 +17,7 @@ namespace {
 
 constexpr int kMR = 12, kNR = 32;
 
-inline __m512 act512(__m512 v, const Epilogue& e) {
+__attribute__((always_inline)) inline __m512 act512(__m512 v, const Epilogue& e) {
     switch (e.act) {
         case Activation::None: return v;
         case Activation::Relu: return _mm512_max_ps(v, _mm512_setzero_ps());
@@ -92,7 +92,8 @@ struct TileOut {
 #define PYENGINE_STEP(AK, BK, ACC)                                                              \
     do {                                                                                        \
         const float* ak = (AK);                                                                 \
-        const __m512 b0 = _mm512_maskz_loadu_ps(l0, BK), b1 = _mm512_maskz_loadu_ps(l1, (BK) + 16); \
+        const __m512 b0 = kFullB ? _mm512_loadu_ps(BK) : _mm512_maskz_loadu_ps(l0, BK);     \
+        const __m512 b1 = kFullB ? _mm512_loadu_ps((BK) + 16) : _mm512_maskz_loadu_ps(l1, (BK) + 16); \
         PYENGINE_ROW(0, ACC) PYENGINE_ROW(1, ACC) PYENGINE_ROW(2, ACC) PYENGINE_ROW(3, ACC)     \
         PYENGINE_ROW(4, ACC) PYENGINE_ROW(5, ACC) PYENGINE_ROW(6, ACC) PYENGINE_ROW(7, ACC)     \
         PYENGINE_ROW(8, ACC) PYENGINE_ROW(9, ACC) PYENGINE_ROW(10, ACC) PYENGINE_ROW(11, ACC)   \
@@ -100,7 +101,7 @@ struct TileOut {
 #define PYENGINE_STORE(I) \
     if constexpr (M > I) out.store(c + I * ldc, I, _mm512_add_ps(c##I##_0, e##I##_0), _mm512_add_ps(c##I##_1, e##I##_1));
 
-template <int M, bool kPacked>
+template <int M, bool kPacked, bool kFullB>
 void kernel(int64_t kc, const float* a, int64_t a_rs, int64_t a_cs, const float* b, int64_t b_rs,
             bool b_padded, float* c, int64_t ldc, int n, bool accumulate_c, const Epilogue* ep,
             int64_t row0, int64_t col0) {
@@ -151,8 +152,12 @@ void tile(int64_t kc, const float* a, int64_t a_rs, int64_t a_cs, const float* b
           bool b_padded, float* c, int64_t ldc, int n, bool accumulate_c, const Epilogue* ep,
           int64_t row0, int64_t col0) {
     const bool packed = a_rs == 1 && a_cs == kMR;
-    if (packed) kernel<M, true>(kc, a, a_rs, a_cs, b, b_rs, b_padded, c, ldc, n, accumulate_c, ep, row0, col0);
-    else kernel<M, false>(kc, a, a_rs, a_cs, b, b_rs, b_padded, c, ldc, n, accumulate_c, ep, row0, col0);
+    // A whole 32-column row of B can be loaded without a mask (padded panel, or n == 32).
+    const bool full_b = b_padded || n == kNR;
+    if (packed && full_b) kernel<M, true, true>(kc, a, a_rs, a_cs, b, b_rs, b_padded, c, ldc, n, accumulate_c, ep, row0, col0);
+    else if (full_b) kernel<M, false, true>(kc, a, a_rs, a_cs, b, b_rs, b_padded, c, ldc, n, accumulate_c, ep, row0, col0);
+    else if (packed) kernel<M, true, false>(kc, a, a_rs, a_cs, b, b_rs, b_padded, c, ldc, n, accumulate_c, ep, row0, col0);
+    else kernel<M, false, false>(kc, a, a_rs, a_cs, b, b_rs, b_padded, c, ldc, n, accumulate_c, ep, row0, col0);
 }
 
 void micro_avx512(int64_t kc, const float* a, int64_t a_rs, int64_t a_cs, const float* b,
@@ -217,27 +222,24 @@ void row_wide_avx512(int64_t K, const float* a, const float* b, int64_t b_rs, fl
     }
 }
 
-// One row of C: up to 256 columns in 16 zmm accumulators, more through row_wide_avx512.
-void row_avx512(int64_t K, const float* a, const float* b, int64_t b_rs, float* c, int n,
-                const Epilogue* ep, int64_t row0, int64_t col0) {
-    if (n > 256) {
-        row_wide_avx512(K, a, b, b_rs, c, n, ep, row0, col0);
-        return;
-    }
-    constexpr int kRegs = 16;
-    __mmask16 m[kRegs];
-    for (int r = 0; r < kRegs; ++r) {
-        const int lanes = n - 16 * r;
-        m[r] = lane_mask(lanes);
-    }
-    const int regs = (n + 15) / 16;
+// One row of C with kRegs zmm accumulators (16 * kRegs columns at most; the last is masked).
+// kRegs is a template argument so that the k loop has no per-register branches.
+template <int kRegs>
+void row_regs(int64_t K, const float* a, const float* b, int64_t b_rs, float* c, int n,
+              const Epilogue* ep, int64_t row0, int64_t col0) {
+    const __mmask16 last = lane_mask(n - 16 * (kRegs - 1));
+#define PYENGINE_MASK(R) (R == kRegs - 1 ? last : __mmask16(0xFFFF))
 #define PYENGINE_ACC(R) __m512 acc##R = _mm512_setzero_ps();
     PYENGINE_ACC(0) PYENGINE_ACC(1) PYENGINE_ACC(2) PYENGINE_ACC(3) PYENGINE_ACC(4) PYENGINE_ACC(5)
     PYENGINE_ACC(6) PYENGINE_ACC(7) PYENGINE_ACC(8) PYENGINE_ACC(9) PYENGINE_ACC(10) PYENGINE_ACC(11)
     PYENGINE_ACC(12) PYENGINE_ACC(13) PYENGINE_ACC(14) PYENGINE_ACC(15)
 #undef PYENGINE_ACC
-#define PYENGINE_FMA(R) \
-    if (R < regs) acc##R = _mm512_fmadd_ps(av, _mm512_maskz_loadu_ps(m[R], bk + 16 * R), acc##R);
+#define PYENGINE_FMA(R)                                                                          \
+    if constexpr (R < kRegs) {                                                                   \
+        const __m512 bv = R == kRegs - 1 ? _mm512_maskz_loadu_ps(last, bk + 16 * R)             \
+                                         : _mm512_loadu_ps(bk + 16 * R);                         \
+        acc##R = _mm512_fmadd_ps(av, bv, acc##R);                                                \
+    }
     for (int64_t k = 0; k < K; ++k) {
         const __m512 av = _mm512_set1_ps(a[k]);
         const float* bk = b + k * b_rs;
@@ -249,19 +251,45 @@ void row_avx512(int64_t K, const float* a, const float* b, int64_t b_rs, float* 
     const bool bias = ep->bias != nullptr;
     const bool act = ep->act != Activation::None;
 #define PYENGINE_OUT(R)                                                                          \
-    if (R < regs) {                                                                              \
+    if constexpr (R < kRegs) {                                                                   \
         __m512 v = acc##R;                                                                       \
         if (bias) {                                                                              \
-            v = _mm512_add_ps(v, ep->bias_per_row ? _mm512_set1_ps(ep->bias[row0])               \
-                                                  : _mm512_maskz_loadu_ps(m[R], ep->bias + col0 + 16 * R)); \
+            v = _mm512_add_ps(v, ep->bias_per_row                                                \
+                                     ? _mm512_set1_ps(ep->bias[row0])                            \
+                                     : _mm512_maskz_loadu_ps(PYENGINE_MASK(R), ep->bias + col0 + 16 * R)); \
         }                                                                                        \
         if (act) v = act512(v, *ep);                                                             \
-        _mm512_mask_storeu_ps(c + 16 * R, m[R], v);                                              \
+        _mm512_mask_storeu_ps(c + 16 * R, PYENGINE_MASK(R), v);                                  \
     }
     PYENGINE_OUT(0) PYENGINE_OUT(1) PYENGINE_OUT(2) PYENGINE_OUT(3) PYENGINE_OUT(4) PYENGINE_OUT(5)
     PYENGINE_OUT(6) PYENGINE_OUT(7) PYENGINE_OUT(8) PYENGINE_OUT(9) PYENGINE_OUT(10) PYENGINE_OUT(11)
     PYENGINE_OUT(12) PYENGINE_OUT(13) PYENGINE_OUT(14) PYENGINE_OUT(15)
 #undef PYENGINE_OUT
+#undef PYENGINE_MASK
+}
+
+// One row of C: up to 256 columns in registers, more through row_wide_avx512.
+void row_avx512(int64_t K, const float* a, const float* b, int64_t b_rs, float* c, int n,
+                const Epilogue* ep, int64_t row0, int64_t col0) {
+    switch ((n + 15) / 16) {
+        case 1: row_regs<1>(K, a, b, b_rs, c, n, ep, row0, col0); break;
+        case 2: row_regs<2>(K, a, b, b_rs, c, n, ep, row0, col0); break;
+        case 3: row_regs<3>(K, a, b, b_rs, c, n, ep, row0, col0); break;
+        case 4: row_regs<4>(K, a, b, b_rs, c, n, ep, row0, col0); break;
+        case 5: row_regs<5>(K, a, b, b_rs, c, n, ep, row0, col0); break;
+        case 6: row_regs<6>(K, a, b, b_rs, c, n, ep, row0, col0); break;
+        case 7: row_regs<7>(K, a, b, b_rs, c, n, ep, row0, col0); break;
+        case 8: row_regs<8>(K, a, b, b_rs, c, n, ep, row0, col0); break;
+        case 9: row_regs<9>(K, a, b, b_rs, c, n, ep, row0, col0); break;
+        case 10: row_regs<10>(K, a, b, b_rs, c, n, ep, row0, col0); break;
+        case 11: row_regs<11>(K, a, b, b_rs, c, n, ep, row0, col0); break;
+        case 12: row_regs<12>(K, a, b, b_rs, c, n, ep, row0, col0); break;
+        case 13: row_regs<13>(K, a, b, b_rs, c, n, ep, row0, col0); break;
+        case 14: row_regs<14>(K, a, b, b_rs, c, n, ep, row0, col0); break;
+        case 15: row_regs<15>(K, a, b, b_rs, c, n, ep, row0, col0); break;
+        case 16: row_regs<16>(K, a, b, b_rs, c, n, ep, row0, col0); break;
+        default: row_wide_avx512(K, a, b, b_rs, c, n, ep, row0, col0); break;
+    }
 }
 
 }  // namespace
