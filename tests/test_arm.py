@@ -7,8 +7,9 @@ Python 3.11 (with numpy's aarch64 wheel, or Debian's armhf numpy) and runs model
 here, matching this machine's outputs. Tools and roots are installed and cached by
 scripts/arm_setup.sh ($PYENGINE_ARM_CACHE, default ~/.cache/pyengine-arm).
 
-Cost: a cold run (apt packages, two Debian roots, numpy download, two cross builds) takes
-about 6 minutes on 2 cores; a warm one (nothing changed) well under a minute.
+Cost: a cold run (two Debian roots and numpy downloaded, two cross builds with tests) took
+7 minutes on a shared 2-core machine (2.5 minutes of CPU; add about a minute when apt has to
+install the cross compilers and qemu); a warm run, nothing to rebuild, 30-50 seconds.
 """
 
 from __future__ import annotations
