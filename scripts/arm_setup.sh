@@ -59,6 +59,8 @@ sysroot() {
   esac
   local root=$cache/sysroot-$arch stamp="$suite $pkgs v2"
   if [ ! -f "$root/.pyengine-ready" ] || [ "$(cat "$root/.pyengine-ready")" != "$stamp" ]; then
+    [ "$(id -u)" = 0 ] || unavailable "debootstrap needs root to make the $arch root in $root" \
+      "(run 'scripts/arm_setup.sh sysroot $arch' once as root, PYENGINE_ARM_CACHE naming a shared directory)"
     echo "arm_setup: making the $arch root in $root (debootstrap, about 50 MB)" >&2
     rm -rf "$root" "$cache/python-$arch"
     debootstrap --foreign --variant=minbase --arch="$arch" --include="$pkgs" "$suite" "$root" \
