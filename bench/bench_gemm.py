@@ -119,7 +119,9 @@ def main() -> None:
     cmd = [sys.executable, os.path.abspath(__file__), "--child"] + (
         ["--quick"] if args.quick else []
     )
+    load_before = os.getloadavg()[0]
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout
+    load_after = os.getloadavg()[0]
     data = json.loads(out)
     isas, rows = data["isas"], data["rows"]
     best = isas[0]
@@ -135,7 +137,9 @@ def main() -> None:
         "contenders taking turns round after round "
         "(`np.matmul(a, b, out=c)` vs `pyengine._core.gemm(a, b, c, isa=...)`), one thread each "
         "(OPENBLAS_NUM_THREADS=1, PYENGINE_NUM_THREADS=1). numpy's BLAS is OpenBLAS "
-        f"{np.__version__ and ''}(DYNAMIC_ARCH: it picks its AVX-512 kernels on this CPU).\n",
+        f"(numpy {np.__version__}; DYNAMIC_ARCH: it picks its AVX-512 kernels on this CPU).\n",
+        f"Load average (1 min) {load_before:.1f} before and {load_after:.1f} after the run on "
+        f"{os.cpu_count()} logical cores: other work shared the machine.\n",
         f"Peak = 2 FMA units x lanes x 2 flops x {ghz:.2f} GHz (nominal clock from /proc/cpuinfo; "
         "turbo clocks run higher, so a kernel can exceed 100%): "
         + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in peak.items() if k in isas)

@@ -85,6 +85,7 @@ def main() -> None:
         "MobileNet-v2-style 3x112x112": (mobilenet_v2_graph(size=112), (3, 112, 112)),
     }
     rows = []
+    load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:
         for title, (g, shape) in models.items():
             native = pyengine.load(g.save(os.path.join(tmp, "m.pyem")))
@@ -139,6 +140,8 @@ def main() -> None:
         "intra_op_num_threads "
         f"({cores} = all cores, "
         "onnxruntime's default).\n",
+        f"Load average (1 min) {load_before:.1f} before and {os.getloadavg()[0]:.1f} after the "
+        f"run on {os.cpu_count()} logical cores: other work shared the machine.\n",
         "| model | batch | threads | pyengine ms | onnxruntime ms | ratio | target | met |",
         "|---|---|---|---|---|---|---|---|",
     ]

@@ -212,6 +212,13 @@ std::vector<float> conv2d_pack_weights(const Conv2DParams& p, const GemmMicroKer
     return out;
 }
 
+float* conv_scratch(int slot, size_t floats) {
+    thread_local std::vector<float> buffers[4];
+    std::vector<float>& b = buffers[slot & 3];
+    if (b.size() < floats) b.resize(floats);
+    return b.data();
+}
+
 void depthwise2d_generic(const Conv2DParams& p, const float* x, const float* w, float* y, int64_t n,
                          int64_t c0, int64_t c1) {
     depthwise_body(p, x, w, y, n, c0, c1);

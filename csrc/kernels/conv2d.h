@@ -2,6 +2,7 @@
 // 2-D convolution, NCHW or NHWC, weights always OIHW (I = C / groups).
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <vector>
 
@@ -37,6 +38,10 @@ void conv2d_reference(const Conv2DParams& p, const float* x, const float* w, flo
 // Depthwise (groups == C == O) direct convolution of image n, channels [c0, c1); portable.
 void depthwise2d_generic(const Conv2DParams& p, const float* x, const float* w, float* y, int64_t n,
                          int64_t c0, int64_t c1);
+
+// Per-thread scratch buffer `slot` (0-3) of at least `floats` floats, reused across calls.
+// Defined in baseline code so that ISA-specific files need no std::vector of their own.
+float* conv_scratch(int slot, size_t floats);
 
 struct KernelTable;
 // Packs OIHW weights per group for conv2d_run with micro-kernel `uk` (see packed_w above);

@@ -3,10 +3,11 @@
 // kernels/conv2d.cpp (baseline ISA) and kernels/x86/conv2d_x86_avx2.cpp (-mavx2 -mfma): each
 // includer gets its own copy (internal linkage), built for its own instruction set.
 // The includer defines `act_row(float* row, int64_t n, const Epilogue&)` before including.
+// No std:: containers here: their out-of-line template code would be emitted by the ISA file
+// too, and the linker could keep that copy for baseline callers (conv_scratch is baseline).
 #pragma once
 
 #include <cstdint>
-#include <vector>
 
 #include "kernels/conv2d.h"
 
@@ -35,11 +36,8 @@ void depthwise_body(const Conv2DParams& p, const float* x, const float* w, float
         const int64_t ke_h = (p.KH - 1) * p.dilation_h + 1, ke_w = (p.KW - 1) * p.dilation_w + 1;
         const int64_t Hp = (p.OH - 1) * p.stride_h + ke_h, Wp = (p.OW - 1) * p.stride_w + ke_w;
         const int64_t span = (p.OH - 1) * Wp + p.OW;  // flat outputs computed with stride 1
-        thread_local std::vector<float> pad, acc;
-        pad.resize(static_cast<size_t>(Hp * Wp));
-        acc.resize(static_cast<size_t>(p.stride_h == 1 && p.stride_w == 1 ? span : p.OW));
-        float* xp = pad.data();
-        float* ap = acc.data();
+        float* xp = conv_scratch(0, static_cast<size_t>(Hp * Wp));
+        float* ap = conv_scratch(1, static_cast<size_t>(p.stride_h == 1 && p.stride_w == 1 ? span : p.OW));
         // Zero once per call; planes only overwrite the interior.
         for (int64_t i = 0; i < Hp * Wp; ++i) xp[i] = 0.0f;
         const int64_t rows = p.H < Hp - p.pad_top ? p.H : Hp - p.pad_top;
@@ -125,10 +123,9 @@ void depthwise_body(const Conv2DParams& p, const float* x, const float* w, float
     }
     // NHWC: vectorize over channels; weights regrouped as [KH*KW][channels].
     const int64_t nc = c1 - c0;
-    thread_local std::vector<float> wt;
-    wt.resize(static_cast<size_t>(KK * nc));
+    float* wt = conv_scratch(2, static_cast<size_t>(KK * nc));
     for (int64_t c = 0; c < nc; ++c) {
-        for (int64_t k = 0; k < KK; ++k) wt[static_cast<size_t>(k * nc + c)] = w[(c0 + c) * KK + k];
+        for (int64_t k = 0; k < KK; ++k) wt[k * nc + c] = w[(c0 + c) * KK + k];
     }
     for (int64_t oh = 0; oh < p.OH; ++oh) {
         for (int64_t ow = 0; ow < p.OW; ++ow) {
@@ -145,7 +142,7 @@ void depthwise_body(const Conv2DParams& p, const float* x, const float* w, float
                     const int64_t iw = ow * p.stride_w - p.pad_left + kw * p.dilation_w;
                     if (iw < 0 || iw >= p.W) continue;
                     const float* xp = x + ((n * p.H + ih) * p.W + iw) * p.C + c0;
-                    const float* wk = wt.data() + (kh * p.KW + kw) * nc;
+                    const float* wk = wt + (kh * p.KW + kw) * nc;
                     for (int64_t c = 0; c < nc; ++c) yp[c] += xp[c] * wk[c];
                 }
             }

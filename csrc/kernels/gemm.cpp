@@ -2,6 +2,8 @@
 #include "kernels/gemm.h"
 
 #include <algorithm>
+#include <cstring>
+#include <type_traits>
 #include <cstdlib>
 #include <memory>
 #include <new>
@@ -46,6 +48,14 @@ int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 void pack_b_panel(const float* B, int64_t ldb, bool trans_b, int64_t k0, int64_t kc, int64_t j0,
                   int64_t n, int nr, float* dst) {
     if (!trans_b) {
+        // Whole rows of the common widths as fixed-size copies (inlined by the compiler).
+        auto rows = [&](auto width) {
+            constexpr int64_t kW = decltype(width)::value;
+            for (int64_t k = 0; k < kc; ++k) std::memcpy(dst + k * kW, B + (k0 + k) * ldb + j0, kW * sizeof(float));
+        };
+        if (n == nr && nr == 32) return rows(std::integral_constant<int64_t, 32>{});
+        if (n == nr && nr == 16) return rows(std::integral_constant<int64_t, 16>{});
+        if (n == nr && nr == 8) return rows(std::integral_constant<int64_t, 8>{});
         for (int64_t k = 0; k < kc; ++k) {
             const float* src = B + (k0 + k) * ldb + j0;
             float* d = dst + k * nr;

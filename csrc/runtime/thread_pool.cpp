@@ -2,6 +2,7 @@
 #include "runtime/thread_pool.h"
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstdlib>
 #include <exception>
@@ -30,6 +31,17 @@ int threads_from_env() {
 
 thread_local bool tls_in_pool = false;
 
+// How long an idle worker spins before it blocks.
+constexpr std::chrono::microseconds kSpin{50};
+
+inline void cpu_relax() {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__) || defined(__arm__)
+    __asm__ __volatile__("yield");
+#endif
+}
+
 class ThreadPool {
 public:
     explicit ThreadPool(int threads) : threads_(threads) {}
@@ -51,6 +63,7 @@ public:
         }
         std::lock_guard<std::mutex> own(busy_, std::adopt_lock);
         start_workers();
+        bool wake = true;
         {
             std::lock_guard<std::mutex> lock(mutex_);
             fn_ = &fn;
@@ -59,10 +72,12 @@ public:
             helpers_ = static_cast<int>(std::min<int64_t>(n_tasks - 1, static_cast<int64_t>(workers_.size())));
             open_ = true;
             joined_ = 0;
+            joined_count_.store(0, std::memory_order_relaxed);
             error_ = nullptr;
-            ++generation_;
+            generation_.fetch_add(1, std::memory_order_release);
+            if (sleepers_ == 0) wake = false;  // every worker is spinning: no syscall needed
         }
-        wake_.notify_all();
+        if (wake) wake_.notify_all();
         tls_in_pool = true;  // nested parallel_for from fn runs inline
         work();
         tls_in_pool = false;
@@ -70,6 +85,17 @@ public:
         // for a while) will not join, so we wait only for workers that are running tasks.
         std::unique_lock<std::mutex> lock(mutex_);
         open_ = false;
+        if (joined_ != 0) {
+            // Workers still finish their last tasks, usually within microseconds: spin for them
+            // (a sleep and wake-up costs more) before blocking.
+            lock.unlock();
+            const auto spin_end = std::chrono::steady_clock::now() + kSpin;
+            for (int i = 0; joined_count_.load(std::memory_order_acquire) != 0; ++i) {
+                cpu_relax();
+                if ((i & 255) == 255 && std::chrono::steady_clock::now() > spin_end) break;
+            }
+            lock.lock();
+        }
         done_.wait(lock, [&] { return joined_ == 0; });
         fn_ = nullptr;
         if (error_) std::rethrow_exception(error_);
@@ -95,17 +121,28 @@ private:
         tls_in_pool = true;
         uint64_t seen = 0;
         for (;;) {
+            // Spin briefly before sleeping: the ops of one inference come back to back, and a
+            // worker that is awake joins the next one without a wake-up's latency.
+            const auto spin_end = std::chrono::steady_clock::now() + kSpin;
+            for (int i = 0; generation_.load(std::memory_order_acquire) == seen && !stop_flag_.load(std::memory_order_relaxed); ++i) {
+                cpu_relax();
+                if ((i & 255) == 255 && std::chrono::steady_clock::now() > spin_end) break;
+            }
             {
                 std::unique_lock<std::mutex> lock(mutex_);
-                wake_.wait(lock, [&] { return stop_ || generation_ != seen; });
+                ++sleepers_;
+                wake_.wait(lock, [&] { return stop_ || generation_.load(std::memory_order_relaxed) != seen; });
+                --sleepers_;
                 if (stop_) return;
-                seen = generation_;
+                seen = generation_.load(std::memory_order_relaxed);
                 if (!open_ || index >= helpers_) continue;  // job over, or fewer helpers needed
                 ++joined_;
+                joined_count_.store(joined_, std::memory_order_relaxed);
             }
             work();
             std::lock_guard<std::mutex> lock(mutex_);
-            if (--joined_ == 0 && !open_) done_.notify_one();
+            joined_count_.store(--joined_, std::memory_order_release);
+            if (joined_ == 0 && !open_) done_.notify_one();
         }
     }
 
@@ -120,11 +157,13 @@ private:
         {
             std::lock_guard<std::mutex> lock(mutex_);
             stop_ = true;
+            stop_flag_.store(true, std::memory_order_relaxed);
         }
         wake_.notify_all();
         for (auto& w : workers_) w.join();
         workers_.clear();
         stop_ = false;
+        stop_flag_.store(false, std::memory_order_relaxed);
     }
 
     std::atomic<int> threads_;
@@ -137,8 +176,11 @@ private:
     std::atomic<int64_t> next_{0};
     int helpers_ = 0;
     int joined_ = 0;    // workers inside work() for the current job
+    std::atomic<int> joined_count_{0};  // joined_, readable without the lock
     bool open_ = false; // workers may still join the current job
-    uint64_t generation_ = 0;
+    std::atomic<uint64_t> generation_{0};  // written under mutex_, read by spinning workers
+    std::atomic<bool> stop_flag_{false};   // stop_, readable without the lock
+    int sleepers_ = 0;                      // workers blocked on wake_
     bool stop_ = false;
     std::exception_ptr error_;
 };

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
-// The AVX-512 kernel table: the AVX-512 GEMM (and the convolutions built on it); the
-// memory-bound kernels are the AVX2 ones. Only reached after cpu_support_x86_avx512().
+// The AVX-512 kernel table: the AVX-512 GEMM (and the convolutions built on it) and depthwise
+// convolution; the memory-bound elementwise kernels are the AVX2 ones. Only reached after cpu_support_x86_avx512().
 #include "kernels/elementwise.h"
 #include "kernels/gemm.h"
 #include "kernels/pool.h"
@@ -14,6 +14,8 @@ void gemm_avx512(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, c
                  int64_t ldb, bool trans_b, float* C, int64_t ldc, const Epilogue& ep);
 
 const GemmMicroKernel& gemm_micro_avx512();
+void depthwise2d_avx512(const Conv2DParams& p, const float* x, const float* w, float* y, int64_t n,
+                        int64_t c0, int64_t c1);
 
 namespace {
 void conv2d_avx512(const Conv2DParams& p, const float* x, const float* w, float* y) {
@@ -29,6 +31,7 @@ const KernelTable* kernel_table_avx512() {
         t.gemm = gemm_avx512;
         t.conv2d = conv2d_avx512;
         t.gemm_uk = &gemm_micro_avx512();
+        t.depthwise2d = depthwise2d_avx512;
         return t;
     }();
     return &table;
