@@ -6,6 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh --frameworks
 scripts/services.sh
+# Cross compilers and qemu-user for tests/test_arm.py (apt; the test says why it skips without them).
+scripts/arm_setup.sh tools || echo "test.sh: the ARM cross tools could not be installed" >&2
 export PATH="$PWD/.venv/bin:$PATH"
 ctest --test-dir build/dev --output-on-failure
 set +e

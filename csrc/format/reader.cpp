@@ -149,7 +149,8 @@ PyemReader::PyemReader(const std::string& path) : file_(std::make_unique<MappedF
     }
 
     try {
-        graph_ = json::parse(reinterpret_cast<const char*>(base + graph_off), graph_len);
+        // graph_len was checked against the mapped size (a size_t) above.
+        graph_ = json::parse(reinterpret_cast<const char*>(base + graph_off), static_cast<size_t>(graph_len));
     } catch (const ModelFormatError& e) {
         bad(path, str("graph section: ", e.what()));
     }

@@ -49,10 +49,10 @@ public:
             n -= static_cast<size_t>(w);
         }
     }
-    void zeros(size_t n) {
+    void zeros(uint64_t n) {  // 64-bit: file offsets, also on 32-bit targets
         static const char z[pyem::kDataAlignment] = {};
         while (n > 0) {
-            size_t k = n < sizeof z ? n : sizeof z;
+            const size_t k = n < sizeof z ? static_cast<size_t>(n) : sizeof z;
             write(z, k);
             n -= k;
         }
@@ -111,7 +111,7 @@ void write_pyem(const std::string& path, const std::string& graph_json,
         append_u64(table, data_len);
         append_u64(table, t.length);
         table += t.name;
-        table.resize(align_up(table.size(), 8), '\0');
+        table.resize(static_cast<size_t>(align_up(table.size(), 8)), '\0');
         data_len += t.length;
     }
     data_len = align_up(data_len, pyem::kDataAlignment);

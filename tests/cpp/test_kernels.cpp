@@ -89,7 +89,7 @@ TEST_CASE(gemm_variants_match_reference) {
         for (int64_t i = 0; i < M; ++i) {
             for (int64_t j = 0; j < N; ++j) {
                 double s = 0;
-                for (int64_t k = 0; k < K; ++k) s += double(A[i * K + k]) * (trans_b ? B[j * K + k] : B[k * N + j]);
+                for (int64_t k = 0; k < K; ++k) s += double(A.data()[i * K + k]) * (trans_b ? B.data()[j * K + k] : B.data()[k * N + j]);
                 const float b = ep.bias ? ep.bias[per_row ? i : j] : 0.0f;
                 ref[static_cast<size_t>(i * N + j)] = activate(static_cast<float>(s) + b, ep);
             }

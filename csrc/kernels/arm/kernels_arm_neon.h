@@ -1,0 +1,28 @@
+// SPDX-License-Identifier: Apache-2.0
+// The NEON kernels (AArch64, and armv7 with NEON chosen at run time); see kernel_table_neon().
+#pragma once
+
+#include <cstdint>
+
+#include "kernels/activation.h"
+#include "kernels/conv2d.h"
+#include "kernels/elementwise.h"
+#include "kernels/gemm.h"
+#include "kernels/pool.h"
+
+namespace pyengine {
+
+// Same contracts as the generic kernels of the same name (kernels/<op>.h, runtime/dispatch.h).
+void gemm_arm_neon(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* B,
+                   int64_t ldb, bool trans_b, float* C, int64_t ldc, const Epilogue& ep);
+const GemmMicroKernel& gemm_micro_arm_neon();
+void conv2d_arm_neon(const Conv2DParams& p, const float* x, const float* w, float* y);
+void depthwise2d_arm_neon(const Conv2DParams& p, const float* x, const float* w, float* y,
+                          int64_t n, int64_t c0, int64_t c1);
+void pool2d_arm_neon(const Pool2DParams& p, const float* x, float* y);
+void activation_apply_arm_neon(const float* x, float* y, int64_t n, const Epilogue& e);
+void binary_arm_neon(BinaryOp op, const float* a, int64_t a_step, const float* b, int64_t b_step,
+                     float* y, int64_t n);
+void softmax_arm_neon(const float* x, float* y, int64_t outer, int64_t axis, int64_t inner);
+
+}  // namespace pyengine
