@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Sets up everything the test suite needs on a fresh machine (venv, test tools, every framework,
 # the native build) and runs the whole suite: C++ tests (CTest), then pytest.
-# Later areas add their system services (S3 server, MQTT broker) in tests' own fixtures.
+# System services: Mosquitto is installed here and started by the tests; moto (S3) is a package.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh --frameworks
