@@ -41,8 +41,8 @@ struct HostDev {
                                int64_t stride_b, float* C, int ldc, int64_t stride_c, int batch) {
         for (int64_t b = 0; b < batch; ++b) sgemm(false, m, n, k, A + b * stride_a, lda, B + b * stride_b, ldb, C + b * stride_c, ldc);
     }
-    void copy(void* dst, const void* src, uint64_t bytes) { std::memmove(dst, src, bytes); }
-    void zero(void* dst, uint64_t bytes) { std::memset(dst, 0, bytes); }
+    void copy(void* dst, const void* src, uint64_t bytes) { std::memmove(dst, src, static_cast<size_t>(bytes)); }
+    void zero(void* dst, uint64_t bytes) { std::memset(dst, 0, static_cast<size_t>(bytes)); }
     void copy2d(void* dst, size_t dpitch, const void* src, size_t spitch, size_t width, size_t rows) {
         for (size_t r = 0; r < rows; ++r) {
             std::memcpy(static_cast<char*>(dst) + r * dpitch, static_cast<const char*>(src) + r * spitch, width);
