@@ -120,10 +120,10 @@ public:
         for (const DeviceStep& s : prog.steps) scratch = std::max(scratch, device_scratch_bytes(s));
         std::vector<float> scratch_buf(static_cast<size_t>(scratch / sizeof(float)) + 1, NAN);
         char* ws = reinterpret_cast<char*>(workspace.data());
-        for (size_t i = 0; i < inputs.size(); ++i) std::memcpy(ws + prog.input_offset[i], inputs[i], prog.input_bytes[i]);
+        for (size_t i = 0; i < inputs.size(); ++i) std::memcpy(ws + prog.input_offset[i], inputs[i], static_cast<size_t>(prog.input_bytes[i]));
         HostDev d{ws, weights_.data(), scratch_buf.data()};
         for (const DeviceStep& s : prog.steps) device_step(d, s);
-        for (size_t o = 0; o < outputs.size(); ++o) std::memcpy(outputs[o], ws + prog.output_offset[o], prog.output_bytes[o]);
+        for (size_t o = 0; o < outputs.size(); ++o) std::memcpy(outputs[o], ws + prog.output_offset[o], static_cast<size_t>(prog.output_bytes[o]));
     }
 
     uint64_t device_bytes() const override { return weights_.size(); }
