@@ -107,8 +107,9 @@ def test_wheel_is_tagged_and_built_for_the_target(arm_builds, target):
     with zipfile.ZipFile(wheel) as z:
         names = z.namelist()
         meta = z.read(f"pyengine-{pyengine.__version__}.dist-info/WHEEL").decode()
-        core = [n for n in names if n.startswith("pyengine/_core")]
+        core = [n for n in names if n.startswith("pyengine/_core") and not n.endswith(".pyi")]
         assert core == [f"pyengine/_core{suffix}"], names
+        assert "pyengine/_core.pyi" in names, names  # the typed stub ships with the module
         elf = z.read(core[0])[:20]
     assert f"Tag: cp311-cp311-{tag}" in meta and "Root-Is-Purelib: false" in meta, meta
     assert elf[:4] == b"\x7fELF"
