@@ -30,12 +30,11 @@ import time
 ROOT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT_DIR)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import write_markdown  # noqa: E402
 from machine import describe  # noqa: E402
 
 from pyengine import deploy as dp  # noqa: E402
 from pyengine.deploy import unpack as unpack_mod  # noqa: E402
-
-RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
 
 def small_package(path: str, i: int) -> str:
@@ -276,7 +275,6 @@ def main() -> None:
         srv.wait(10)
         shutil.rmtree(work, ignore_errors=True)
 
-    os.makedirs(RESULTS, exist_ok=True)
     lines = [
         "# Deploy (loopback S3: moto server mode over HTTP)",
         "",
@@ -296,9 +294,8 @@ def main() -> None:
         "|---|---|---|---|",
     ]
     lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows]
-    lines += ["", f"Seconds per run: {runs}.", ""]
-    with open(os.path.join(RESULTS, "deploy.md"), "w") as f:
-        f.write("\n".join(lines))
+    lines += ["", f"Seconds per run: {runs}."]
+    write_markdown("deploy", lines)
     print("\n".join(lines))
 
 

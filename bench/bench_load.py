@@ -20,11 +20,10 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import write_markdown  # noqa: E402
 from machine import describe  # noqa: E402
 
 import pyengine  # noqa: E402
-
-RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
 
 def big_model(path: str, mb: int) -> str:
@@ -198,9 +197,7 @@ def main() -> None:
         "Pss counts each shared page once across the processes that map it: with two processes",
         "touching the same 256 MB of weights, each is charged about 128 MB of them.",
     ]
-    os.makedirs(RESULTS, exist_ok=True)
-    with open(os.path.join(RESULTS, "load.md"), "w") as f:
-        f.write("\n".join(lines) + "\n")
+    write_markdown("load", lines)
     print("\n".join(lines))
 
 
