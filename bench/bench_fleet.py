@@ -32,7 +32,7 @@ sys.path.insert(0, ROOT_DIR)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT_DIR, "tests"))
 from common import write_markdown  # noqa: E402
-from deploy_fixtures import free_port, wait_port  # noqa: E402
+from deploy_fixtures import aws_env, free_port, start_moto_server, wait_port  # noqa: E402
 from machine import describe  # noqa: E402
 
 from pyengine import fleet as fl  # noqa: E402
@@ -132,14 +132,11 @@ def main() -> None:
     ap.add_argument("--cores", type=int, default=5)
     ap.add_argument("--rounds", type=int, default=3)
     args = ap.parse_args()
-    os.environ.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing",
-                      AWS_DEFAULT_REGION="us-east-1")
+    aws_env()
     base = tempfile.mkdtemp(prefix="pyengine-bench-fleet-")
     os.chmod(base, 0o755)
     moto_port, mqtt_port = free_port(), free_port()
-    exe = os.path.join(os.path.dirname(sys.executable), "moto_server")
-    moto = subprocess.Popen([exe, "-H", "127.0.0.1", "-p", str(moto_port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    moto = start_moto_server(moto_port)
     conf = os.path.join(base, "mosquitto.conf")
     with open(conf, "w") as fh:
         fh.write(f"listener {mqtt_port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
