@@ -11,11 +11,11 @@ Usage: python bench/bench_batching.py [--seconds 1.5] [--clients 1,2,4,8,16,32,6
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import statistics
 import sys
 import tempfile
-import threading
 import time
 from typing import Any, Callable
 
@@ -25,13 +25,13 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "tests"))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import RESULTS, closed_loop, pct, write_markdown  # noqa: E402
 from machine import describe  # noqa: E402
 from models import cnn, mlp  # noqa: E402
 from onnx_models import OrtModel, cnn_onnx, mlp_onnx  # noqa: E402
 
 import pyengine  # noqa: E402
 
-RESULTS = os.path.join(ROOT, "bench", "results")
 MAX_BATCH = 64
 DELAY_US = 500
 
@@ -40,37 +40,9 @@ def run_point(
     predict: Callable[[np.ndarray], Any], x: np.ndarray, clients: int, seconds: float
 ) -> dict[str, float]:
     """`clients` threads calling predict(x) back to back for `seconds`."""
-    latencies: list[list[float]] = [[] for _ in range(clients)]
-    start = threading.Barrier(clients + 1)
-    stop_at = [0.0]
-
-    def client(i: int) -> None:
-        lat = latencies[i]
-        clock = time.perf_counter
-        start.wait()
-        while True:
-            t0 = clock()
-            predict(x)
-            t1 = clock()
-            lat.append(t1 - t0)
-            if t1 >= stop_at[0]:
-                break
-
-    threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
-    for t in threads:
-        t.start()
-    t0 = time.perf_counter()
-    stop_at[0] = t0 + seconds
-    start.wait()
-    for t in threads:
-        t.join()
-    elapsed = time.perf_counter() - t0
-    lat = np.concatenate([np.asarray(v) for v in latencies]) * 1e6
-    return {
-        "throughput": len(lat) / elapsed,
-        "p50": float(np.percentile(lat, 50)),
-        "p99": float(np.percentile(lat, 99)),
-    }
+    lat, elapsed = closed_loop(lambda: contextlib.nullcontext(lambda: predict(x)), clients, seconds)
+    lat = lat * 1e6
+    return {"throughput": len(lat) / elapsed, "p50": pct(lat, 50), "p99": pct(lat, 99)}
 
 
 def single_client_overhead(
@@ -285,8 +257,7 @@ def write_results(
     os.makedirs(RESULTS, exist_ok=True)
     plot(table, names, modes, clients, os.path.join(RESULTS, "batching.png"))
     lines.append("![throughput and p99 against clients](batching.png)\n")
-    with open(os.path.join(RESULTS, "batching.md"), "w") as f:
-        f.write("\n".join(lines) + "\n")
+    write_markdown("batching", lines)
     print("\n".join(lines))
 
 

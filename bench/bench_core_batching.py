@@ -13,39 +13,25 @@ Usage: python bench/bench_core_batching.py [--seconds 1.5] [--clients 1,8,32]
 from __future__ import annotations
 
 import argparse
+import contextlib
 import http.client
 import json
 import os
 import shutil
 import sys
 import tempfile
-import threading
-import time
 import urllib.parse
-from typing import Any
+from typing import Any, Callable, Iterator
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests"))
 import numpy as np  # noqa: E402
+from common import CLASSIFIER_HANDLER, closed_loop, pct, write_markdown  # noqa: E402
 from core_helpers import CoreProcess, deploy_group, function, model_resource  # noqa: E402
 from machine import describe  # noqa: E402
 from models import cnn, mlp  # noqa: E402
-
-RESULTS = os.path.join(HERE, "results")
-
-HANDLER = """
-import numpy as np
-import pyengine
-
-model = pyengine.load("{rid}")
-
-def function_handler(event, context):
-    x = np.asarray(event["x"], dtype=np.float32).reshape({shape})
-    probs = model.predict(x)[0]
-    return {{"class": int(probs.argmax()), "p": float(probs.max())}}
-"""
 
 MODELS = {"mlp": ("(1, 64)", 64), "cnn": ("(1, 1, 28, 28)", 784)}
 #: name -> (description, group file settings, batching block or None)
@@ -62,43 +48,24 @@ VARIANTS: dict[str, tuple[str, dict[str, Any], dict[str, Any] | None]] = {
 def run_point(url: str, fn: str, body: bytes, clients: int, seconds: float) -> dict[str, float]:
     """``clients`` threads invoking ``fn`` back to back for ``seconds``."""
     parts = urllib.parse.urlsplit(url)
-    latencies: list[list[float]] = [[] for _ in range(clients)]
-    errors: list[str] = []
-    start = threading.Barrier(clients + 1)
-    stop_at = [0.0]
 
-    def client(i: int) -> None:
+    @contextlib.contextmanager
+    def client() -> Iterator[Callable[[], None]]:
         conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=60)
-        lat = latencies[i]
-        start.wait()
-        while True:
-            t0 = time.perf_counter()
+
+        def call() -> None:
             conn.request("POST", f"/functions/{fn}/invoke", body=body)
             resp = conn.getresponse()
             data = resp.read()
-            t1 = time.perf_counter()
             if resp.status != 200:
-                errors.append(data.decode()[:200])
-                break
-            lat.append(t1 - t0)
-            if t1 >= stop_at[0]:
-                break
+                raise RuntimeError(f"{fn}: {data.decode()[:200]}")
+
+        yield call
         conn.close()
 
-    threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
-    for t in threads:
-        t.start()
-    t_start = time.perf_counter()
-    stop_at[0] = t_start + seconds
-    start.wait()
-    for t in threads:
-        t.join()
-    elapsed = time.perf_counter() - t_start
-    if errors:
-        raise RuntimeError(f"{fn}: {errors[0]}")
-    all_lat = np.concatenate([np.asarray(x) for x in latencies]) * 1e3
-    return {"rps": len(all_lat) / elapsed, "p50": float(np.percentile(all_lat, 50)),
-            "p99": float(np.percentile(all_lat, 99))}
+    lat, elapsed = closed_loop(client, clients, seconds)
+    all_lat = lat * 1e3
+    return {"rps": len(all_lat) / elapsed, "p50": pct(all_lat, 50), "p99": pct(all_lat, 99)}
 
 
 def batch_totals(core: CoreProcess, fn: str, rid: str) -> tuple[float, float]:
@@ -129,7 +96,7 @@ def main() -> None:
         functions = []
         for rid, (shape, _) in MODELS.items():
             for v, (_, settings, batching) in VARIANTS.items():
-                entry = function(base, f"{rid}-{v}", HANDLER.format(rid=rid, shape=shape),
+                entry = function(base, f"{rid}-{v}", CLASSIFIER_HANDLER.format(rid=rid, shape=shape),
                                  ((rid, "ro"),), timeout_s=30.0, memory_mb=512, **settings)
                 if batching is not None:
                     entry["resources"][0]["batching"] = batching
@@ -201,9 +168,7 @@ def main() -> None:
         "several unbatched workers can match or beat one batching worker. With max_delay_us 0 "
         "a batch forms only from calls that queue while the previous batch runs.",
     ]
-    os.makedirs(RESULTS, exist_ok=True)
-    with open(os.path.join(RESULTS, "core_batching.md"), "w") as fh:
-        fh.write("\n".join(lines) + "\n")
+    write_markdown("core_batching", lines)
     print("\n".join(lines))
 
 

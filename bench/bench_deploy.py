@@ -19,7 +19,6 @@ import io
 import json
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -30,12 +29,13 @@ import time
 ROOT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT_DIR)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT_DIR, "tests"))
+from common import write_markdown  # noqa: E402
+from deploy_fixtures import free_port, start_moto_server, wait_port  # noqa: E402
 from machine import describe  # noqa: E402
 
 from pyengine import deploy as dp  # noqa: E402
 from pyengine.deploy import unpack as unpack_mod  # noqa: E402
-
-RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
 
 def small_package(path: str, i: int) -> str:
@@ -79,21 +79,10 @@ def main() -> None:
     import boto3
 
     # The server runs in its own process (as S3 would), so it does not share this process's GIL.
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    host, port = sock.getsockname()
-    sock.close()
-    exe = os.path.join(os.path.dirname(sys.executable), "moto_server")
-    srv = subprocess.Popen(
-        [exe, "-H", host, "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    for _ in range(400):
-        try:
-            socket.create_connection((host, port), 0.2).close()
-            break
-        except OSError:
-            time.sleep(0.05)
-    ep = f"http://{host}:{port}"
+    port = free_port()
+    srv = start_moto_server(port)
+    wait_port(port)
+    ep = f"http://127.0.0.1:{port}"
     s3 = boto3.client("s3", endpoint_url=ep)
     s3.create_bucket(Bucket="bench-models")
     work = tempfile.mkdtemp(prefix="bench-deploy-", dir=os.environ.get("BENCH_DIR"))
@@ -276,7 +265,6 @@ def main() -> None:
         srv.wait(10)
         shutil.rmtree(work, ignore_errors=True)
 
-    os.makedirs(RESULTS, exist_ok=True)
     lines = [
         "# Deploy (loopback S3: moto server mode over HTTP)",
         "",
@@ -296,9 +284,8 @@ def main() -> None:
         "|---|---|---|---|",
     ]
     lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows]
-    lines += ["", f"Seconds per run: {runs}.", ""]
-    with open(os.path.join(RESULTS, "deploy.md"), "w") as f:
-        f.write("\n".join(lines))
+    lines += ["", f"Seconds per run: {runs}."]
+    write_markdown("deploy", lines)
     print("\n".join(lines))
 
 

@@ -18,7 +18,6 @@ import argparse
 import json
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -31,33 +30,15 @@ import uuid
 ROOT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT_DIR)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT_DIR, "tests"))
+from common import write_markdown  # noqa: E402
+from deploy_fixtures import aws_env, free_port, start_moto_server, wait_port  # noqa: E402
 from machine import describe  # noqa: E402
 
 from pyengine import fleet as fl  # noqa: E402
 from pyengine.sources.aws import AwsSettings  # noqa: E402
 
-RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 HANDLER = "def function_handler(event, context):\n    return TAG\n"
-
-
-def free_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = int(s.getsockname()[1])
-    s.close()
-    return port
-
-
-def wait_port(port: int, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), 0.2).close()
-            return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)
 
 
 def write_group(base: str, tag: str) -> str:
@@ -151,14 +132,11 @@ def main() -> None:
     ap.add_argument("--cores", type=int, default=5)
     ap.add_argument("--rounds", type=int, default=3)
     args = ap.parse_args()
-    os.environ.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing",
-                      AWS_DEFAULT_REGION="us-east-1")
+    aws_env()
     base = tempfile.mkdtemp(prefix="pyengine-bench-fleet-")
     os.chmod(base, 0o755)
     moto_port, mqtt_port = free_port(), free_port()
-    exe = os.path.join(os.path.dirname(sys.executable), "moto_server")
-    moto = subprocess.Popen([exe, "-H", "127.0.0.1", "-p", str(moto_port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    moto = start_moto_server(moto_port)
     conf = os.path.join(base, "mosquitto.conf")
     with open(conf, "w") as fh:
         fh.write(f"listener {mqtt_port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
@@ -184,7 +162,6 @@ def main() -> None:
         moto.wait(10)
         mosq.wait(10)
         shutil.rmtree(base, ignore_errors=True)
-    os.makedirs(RESULTS, exist_ok=True)
     lines = [
         "# Fleet convergence", "",
         describe(), "",
@@ -205,9 +182,7 @@ def main() -> None:
               f"parsing): {verify_us:.0f} us.", "",
               "No speed target in the issue; announcements bound convergence by the deploy "
               "itself instead of the poll interval."]
-    path = os.path.join(RESULTS, "fleet.md")
-    with open(path, "w") as fh:
-        fh.write("\n".join(lines) + "\n")
+    write_markdown("fleet", lines)
     print("\n".join(lines))
 
 

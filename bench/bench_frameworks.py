@@ -25,11 +25,11 @@ sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "tests"))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import framework_models as fm  # noqa: E402
+from common import write_markdown  # noqa: E402
 from machine import describe  # noqa: E402
 
 import pyengine  # noqa: E402
 
-RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 TARGET = 0.3
 
 
@@ -162,9 +162,7 @@ def main() -> None:
         "kernels are faster. p99 values include interference from other work on this shared "
         "2-core machine.",
     ]
-    os.makedirs(RESULTS, exist_ok=True)
-    with open(os.path.join(RESULTS, "frameworks.md"), "w") as f:
-        f.write("\n".join(lines) + "\n")
+    write_markdown("frameworks", lines)
     print("\n".join(lines[-1:]))
 
 

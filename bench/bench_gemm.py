@@ -23,7 +23,6 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 sys.path.insert(0, HERE)
-RESULTS = os.path.join(HERE, "results")
 
 MS = (1, 8, 64, 256, 512, 1024)
 KNS = (256, 512, 1024)
@@ -106,6 +105,7 @@ def main() -> None:
     if args.child:
         child(args.quick)
         return
+    from common import write_markdown
     from machine import describe
 
     env = dict(
@@ -185,9 +185,7 @@ def main() -> None:
         "\nLargest relative error against a float64 product: "
         f"{max(r['max_rel_err'] for r in rows):.1e}."
     )
-    os.makedirs(RESULTS, exist_ok=True)
-    with open(os.path.join(RESULTS, "gemm.md"), "w") as f:
-        f.write("\n".join(lines) + "\n")
+    write_markdown("gemm", lines)
     print("\n".join(lines))
 
 

@@ -26,13 +26,13 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.append(os.path.dirname(HERE))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests"))
+from common import write_markdown  # noqa: E402
 from machine import describe  # noqa: E402
 from models import cnn, mobilenet_v2_graph  # noqa: E402
 
 import pyengine  # noqa: E402
 from pyengine import devices  # noqa: E402
 
-RESULTS = os.path.join(HERE, "results")
 BATCHES = (1, 32)
 # MobileNet-v2's whole bottleneck table (tests/models.py's default stops at 96 channels).
 MOBILENET_V2_FULL = (
@@ -155,11 +155,7 @@ def write(rows: list[dict[str, Any]], gpus: list[dict[str, Any]], budget_s: floa
             "`scripts/build.sh -DPYENGINE_CUDA=ON` (in a fresh build/dev), then "
             "`python bench/bench_gpu.py`.",
         ]
-    os.makedirs(RESULTS, exist_ok=True)
-    out = os.path.join(RESULTS, "gpu.md")
-    with open(out, "w", encoding="utf-8") as f:
-        f.write("\n".join(lines) + "\n")
-    return out
+    return write_markdown("gpu", lines)
 
 
 def main() -> None:

@@ -16,52 +16,24 @@ import json
 import logging
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.parse
 import urllib.request
-from typing import Callable
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests"))
 import numpy as np  # noqa: E402
+from common import CLASSIFIER_HANDLER, latency_rows, pct, timed, write_markdown  # noqa: E402
 from core_helpers import CoreProcess, deploy_group, function, model_resource  # noqa: E402
 from machine import describe  # noqa: E402
 from models import mlp  # noqa: E402
 
-RESULTS = os.path.join(HERE, "results")
-
-HANDLER = """
-import numpy as np
-import pyengine
-
-model = pyengine.load("mlp")
-
-def function_handler(event, context):
-    x = np.asarray(event["x"], dtype=np.float32).reshape(1, -1)
-    probs = model.predict(x)[0]
-    return {"class": int(probs.argmax()), "p": float(probs.max())}
-"""
-
-
-def timed(fn: Callable[[], object], n: int, warmup: int = 20) -> list[float]:
-    for _ in range(min(warmup, n)):
-        fn()
-    out = []
-    for _ in range(n):
-        t = time.perf_counter()
-        fn()
-        out.append((time.perf_counter() - t) * 1e3)
-    return out
-
-
-def pct(xs: list[float], q: float) -> float:
-    return float(np.percentile(np.asarray(xs), q))
+HANDLER = CLASSIFIER_HANDLER.format(rid="mlp", shape="1, -1")
 
 
 def main() -> None:
@@ -88,7 +60,7 @@ def main() -> None:
 
         log = logging.getLogger("bench")
 
-        def direct() -> object:
+        def direct(_: int = 0) -> object:
             return handler.function_handler(
                 event, Context("classify", "bench", time.monotonic() + 3, begin_call(), log))
 
@@ -102,7 +74,7 @@ def main() -> None:
             url = urllib.parse.urlsplit(core.url)
             conn = http.client.HTTPConnection(url.hostname, url.port)
 
-            def http_keepalive() -> object:
+            def http_keepalive(_: int = 0) -> object:
                 conn.request("POST", "/functions/classify/invoke", body=body,
                              headers={"Content-Type": "application/json"})
                 resp = conn.getresponse()
@@ -113,7 +85,7 @@ def main() -> None:
             assert http_keepalive() == expected
             rows.append(("HTTP, one kept-alive connection", timed(http_keepalive, args.calls)))
 
-            def http_new() -> object:
+            def http_new(_: int = 0) -> object:
                 req = urllib.request.Request(f"{core.url}/functions/classify/invoke", data=body,
                                              method="POST")
                 with urllib.request.urlopen(req) as resp:
@@ -124,7 +96,7 @@ def main() -> None:
             cli = [sys.executable, "-m", "pyengine", "invoke", "classify", "--root", root,
                    "--payload", body.decode()]
 
-            def via_cli() -> object:
+            def via_cli(_: int = 0) -> object:
                 out = subprocess.run(cli, capture_output=True, text=True, check=True)
                 return json.loads(out.stdout)
 
@@ -152,9 +124,7 @@ def main() -> None:
         "| path | p50 (ms) | p99 (ms) | mean (ms) | overhead over direct, p50 (ms) |",
         "|---|---:|---:|---:|---:|",
     ]
-    for name, xs in rows:
-        lines.append(f"| {name} | {pct(xs, 50):.3f} | {pct(xs, 99):.3f} | "
-                     f"{statistics.fmean(xs):.3f} | {pct(xs, 50) - direct_p50:.3f} |")
+    lines += latency_rows(rows, direct_p50)
     met = http_p50 - direct_p50 < 1.0
     lines += [
         "",
@@ -164,9 +134,7 @@ def main() -> None:
         "The CLI row is dominated by starting a Python process that imports pyengine; it is "
         "for scripts and checks, not for a request path.",
     ]
-    os.makedirs(RESULTS, exist_ok=True)
-    with open(os.path.join(RESULTS, "invoke.md"), "w") as fh:
-        fh.write("\n".join(lines) + "\n")
+    write_markdown("invoke", lines)
     print("\n".join(lines))
 
 

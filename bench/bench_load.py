@@ -15,16 +15,16 @@ import sys
 import tempfile
 import threading
 import time
+from typing import Callable
 
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import write_markdown  # noqa: E402
 from machine import describe  # noqa: E402
 
 import pyengine  # noqa: E402
-
-RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
 
 def big_model(path: str, mb: int) -> str:
@@ -81,6 +81,24 @@ def spawn(mode: str, path: str) -> subprocess.Popen:
                             stdout=subprocess.PIPE, text=True)
 
 
+def thread_rate(call: Callable[[], object], calls: int, threads: int) -> float:
+    """Calls per second of ``threads`` threads started together, each making
+    ``calls // threads`` calls of ``call``."""
+    per = calls // threads
+
+    def work() -> None:
+        for _ in range(per):
+            call()
+
+    ts = [threading.Thread(target=work) for _ in range(threads)]
+    t0 = time.perf_counter()
+    for th in ts:
+        th.start()
+    for th in ts:
+        th.join()
+    return per * threads / (time.perf_counter() - t0)
+
+
 def two_threads(tmp: str) -> tuple[float, float, float]:
     """Throughput of one vs two threads calling predict on one model (>= 1 ms per call)."""
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests"))
@@ -95,22 +113,8 @@ def two_threads(tmp: str) -> tuple[float, float, float]:
     call_ms = (time.perf_counter() - t) * 1e3
     n = max(20, int(2000 / max(call_ms, 0.1)))
 
-    def run(threads: int) -> float:
-        per = n // threads
-
-        def work() -> None:
-            for _ in range(per):
-                model.predict(x)
-
-        ts = [threading.Thread(target=work) for _ in range(threads)]
-        t0 = time.perf_counter()
-        for th in ts:
-            th.start()
-        for th in ts:
-            th.join()
-        return per * threads / (time.perf_counter() - t0)
-
-    one, two = run(1), run(2)
+    one = thread_rate(lambda: model.predict(x), n, 1)
+    two = thread_rate(lambda: model.predict(x), n, 2)
     return call_ms, one, two
 
 
@@ -121,18 +125,8 @@ def control_threads() -> float:
 
     data = np.random.default_rng(1).integers(0, 4, 1 << 20, dtype=np.uint8).tobytes()
 
-    def rate(threads: int, n: int = 40) -> float:
-        def work() -> None:
-            for _ in range(n // threads):
-                zlib.compress(data, 6)
-
-        ts = [threading.Thread(target=work) for _ in range(threads)]
-        t0 = time.perf_counter()
-        for th in ts:
-            th.start()
-        for th in ts:
-            th.join()
-        return n / (time.perf_counter() - t0)
+    def rate(threads: int) -> float:
+        return thread_rate(lambda: zlib.compress(data, 6), 40, threads)
 
     return rate(2) / rate(1)
 
@@ -198,9 +192,7 @@ def main() -> None:
         "Pss counts each shared page once across the processes that map it: with two processes",
         "touching the same 256 MB of weights, each is charged about 128 MB of them.",
     ]
-    os.makedirs(RESULTS, exist_ok=True)
-    with open(os.path.join(RESULTS, "load.md"), "w") as f:
-        f.write("\n".join(lines) + "\n")
+    write_markdown("load", lines)
     print("\n".join(lines))
 
 

@@ -15,24 +15,21 @@ import http.client
 import json
 import os
 import shutil
-import statistics
 import sys
 import tempfile
 import time
 import urllib.parse
-from typing import Callable
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests"))
 import numpy as np  # noqa: E402
+from common import latency_rows, pct, timed, write_markdown  # noqa: E402
 from core_helpers import CoreProcess, function, model_resource, redeploy  # noqa: E402
 from machine import describe  # noqa: E402
 from models import mlp  # noqa: E402
 from mqtt_fixtures import Device, Mosquitto  # noqa: E402
-
-RESULTS = os.path.join(HERE, "results")
 
 HANDLER = """
 import numpy as np
@@ -50,21 +47,6 @@ def function_handler(event, context):
         context.publish("predictions/" + context.topic.split("/")[1], out)
     return out
 """
-
-
-def pct(xs: list[float], q: float) -> float:
-    return float(np.percentile(np.asarray(xs), q))
-
-
-def timed(fn: Callable[[int], object], n: int, warmup: int = 20) -> list[float]:
-    for i in range(min(warmup, n)):
-        fn(-1 - i)
-    out = []
-    for i in range(n):
-        t = time.perf_counter()
-        fn(i)
-        out.append((time.perf_counter() - t) * 1e3)
-    return out
 
 
 def main() -> None:
@@ -172,9 +154,7 @@ def main() -> None:
         "| path | p50 (ms) | p99 (ms) | mean (ms) | over HTTP invoke, p50 (ms) |",
         "|---|---:|---:|---:|---:|",
     ]
-    for name, xs in rows:
-        lines.append(f"| {name} | {pct(xs, 50):.3f} | {pct(xs, 99):.3f} | "
-                     f"{statistics.fmean(xs):.3f} | {pct(xs, 50) - http_p50:.3f} |")
+    lines += latency_rows(rows, http_p50)
     mqtt_extra = pct(rows[2][1], 50) - http_p50
     capture_extra = pct(rows[1][1], 50) - http_p50
     lines += [
@@ -198,9 +178,7 @@ def main() -> None:
         "its cost follows this disk's sync latency. (The first design, a new file per sample "
         "renamed into place with a directory fsync, cost two syncs: 9.7 ms at p50 here.)",
     ]
-    os.makedirs(RESULTS, exist_ok=True)
-    with open(os.path.join(RESULTS, "messaging.md"), "w") as fh:
-        fh.write("\n".join(lines) + "\n")
+    write_markdown("messaging", lines)
     print("\n".join(lines))
 
 

@@ -28,14 +28,13 @@ sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests"))
 sys.path.insert(0, HERE)
 
 import onnxruntime as ort  # noqa: E402
+from common import write_markdown  # noqa: E402
 from machine import describe  # noqa: E402
 from models import cnn_graph, mlp_graph, mobilenet_v2_graph  # noqa: E402
 from onnx_export import to_onnx  # noqa: E402
 
 import pyengine  # noqa: E402
 from pyengine import _core  # noqa: E402
-
-RESULTS = os.path.join(HERE, "results")
 
 
 def session(model: bytes, threads: int) -> ort.InferenceSession:
@@ -169,9 +168,7 @@ def main() -> None:
         f"| {id_ours * 1e6:.2f} us | {id_theirs * 1e6:.2f} us | {id_ratio:.2f}x | <= 0.2x "
         f"| {'yes' if id_ratio <= 0.2 else 'no'} |",
     ]
-    os.makedirs(RESULTS, exist_ok=True)
-    with open(os.path.join(RESULTS, "models.md"), "w") as f:
-        f.write("\n".join(lines) + "\n")
+    write_markdown("models", lines)
     print("\n".join(lines))
 
 

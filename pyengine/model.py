@@ -136,6 +136,22 @@ class Model(abc.ABC):
         return f"<{type(self).__name__} backend={self.backend} inputs=({ins}) outputs=({outs})>"
 
 
+class SpecListModel(Model):
+    """A Model whose inputs and outputs are the lists ``_inputs`` and ``_outputs`` its
+    constructor sets; :attr:`inputs` and :attr:`outputs` return copies of them."""
+
+    _inputs: list[TensorSpec]
+    _outputs: list[TensorSpec]
+
+    @property
+    def inputs(self) -> list[TensorSpec]:
+        return list(self._inputs)
+
+    @property
+    def outputs(self) -> list[TensorSpec]:
+        return list(self._outputs)
+
+
 BACKENDS = ("auto", "native", "tensorflow", "mxnet", "chainer", "onnx")
 
 

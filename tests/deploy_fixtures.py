@@ -82,19 +82,24 @@ def wait_port(port: int, timeout: float = 20.0) -> None:
             time.sleep(0.05)
 
 
-@pytest.fixture
-def moto_auth_server() -> Iterator[str]:
-    """A moto server in its own process that enforces IAM after the first 4 requests."""
-    aws_env()
-    port = free_port()
-    env = dict(os.environ, INITIAL_NO_AUTH_ACTION_COUNT="4")
+def start_moto_server(port: int, env: Optional[dict[str, str]] = None) -> subprocess.Popen[bytes]:
+    """moto's server in its own process on 127.0.0.1:``port`` (output discarded; ``env``: its
+    environment, default this process's). Wait for it with :func:`wait_port`."""
     exe = os.path.join(os.path.dirname(sys.executable), "moto_server")
-    p = subprocess.Popen(
+    return subprocess.Popen(
         [exe, "-H", "127.0.0.1", "-p", str(port)],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
+
+
+@pytest.fixture
+def moto_auth_server() -> Iterator[str]:
+    """A moto server in its own process that enforces IAM after the first 4 requests."""
+    aws_env()
+    port = free_port()
+    p = start_moto_server(port, dict(os.environ, INITIAL_NO_AUTH_ACTION_COUNT="4"))
     try:
         wait_port(port)
         yield f"http://127.0.0.1:{port}"

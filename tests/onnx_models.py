@@ -8,7 +8,7 @@ from typing import Optional
 import numpy as np
 from models import MLP_SIZES, cnn_params, mlp_params
 
-from pyengine.model import Model, TensorSpec
+from pyengine.model import SpecListModel, TensorSpec
 
 
 def _model_bytes(nodes: list, inputs: list, outputs: list, weights: dict[str, np.ndarray]) -> bytes:
@@ -88,7 +88,7 @@ def cnn_onnx(size: int = 28, channels: int = 16, seed: int = 0) -> bytes:
     )
 
 
-class OrtModel(Model):
+class OrtModel(SpecListModel):
     """An onnxruntime InferenceSession behind the Model interface (not a native model)."""
 
     backend = "onnx"
@@ -109,14 +109,6 @@ class OrtModel(Model):
         self._inputs = [spec(v) for v in self.session.get_inputs()]
         self._outputs = [spec(v) for v in self.session.get_outputs()]
         self.calls = 0
-
-    @property
-    def inputs(self) -> list[TensorSpec]:
-        return list(self._inputs)
-
-    @property
-    def outputs(self) -> list[TensorSpec]:
-        return list(self._outputs)
 
     def _run(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
         self.calls += 1

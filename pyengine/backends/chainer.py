@@ -9,10 +9,10 @@ import numpy as np
 
 from pyengine.convert.chainer import flatten_outputs, import_chainer, output_names, read_package
 from pyengine.locate import ModelLocation
-from pyengine.model import Model, TensorSpec
+from pyengine.model import SpecListModel, TensorSpec
 
 
-class ChainerModel(Model):
+class ChainerModel(SpecListModel):
     """A Chainer Chain run by Chainer (``train=False``, no backprop graph)."""
 
     backend = "chainer"
@@ -30,14 +30,6 @@ class ChainerModel(Model):
         self._inputs = [TensorSpec(n, tuple(s or ()), "float32") for n, s in self._package.inputs]
         names = self._package.outputs or ["y"]
         self._outputs = [TensorSpec(n, (), "float32") for n in names]
-
-    @property
-    def inputs(self) -> list[TensorSpec]:
-        return list(self._inputs)
-
-    @property
-    def outputs(self) -> list[TensorSpec]:
-        return list(self._outputs)
 
     def _run(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
         chainer = self._chainer

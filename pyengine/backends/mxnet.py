@@ -18,13 +18,13 @@ from pyengine.convert.mxnet import (
 )
 from pyengine.errors import ModelFormatError
 from pyengine.locate import ModelLocation
-from pyengine.model import Model, TensorSpec
+from pyengine.model import SpecListModel, TensorSpec
 
 #: Bound executors kept per model (one per distinct input shape), oldest dropped first.
 _MAX_BINDINGS = 16
 
 
-class MXNetModel(Model):
+class MXNetModel(SpecListModel):
     """An MXNet symbol run by MXNet's executor; one executor per distinct input shape."""
 
     backend = "mxnet"
@@ -66,14 +66,6 @@ class MXNetModel(Model):
         ]
         self._executors: dict[tuple[tuple[int, ...], ...], Any] = {}
         self._lock = threading.Lock()
-
-    @property
-    def inputs(self) -> list[TensorSpec]:
-        return list(self._inputs)
-
-    @property
-    def outputs(self) -> list[TensorSpec]:
-        return list(self._outputs)
 
     def _executor(self, shapes: tuple[tuple[int, ...], ...]) -> Any:
         exe = self._executors.get(shapes)

@@ -9,10 +9,10 @@ import numpy as np
 from pyengine import _core
 from pyengine.devices import CPU, Device
 from pyengine.errors import ModelFormatError
-from pyengine.model import Inputs, Model, Outputs, TensorSpec
+from pyengine.model import Inputs, Outputs, SpecListModel, TensorSpec
 
 
-class NativeModel(Model):
+class NativeModel(SpecListModel):
     """A .pyem model run by the C++ core. Thread-safe: call ``predict`` from many threads."""
 
     backend = "native"
@@ -30,14 +30,6 @@ class NativeModel(Model):
         # One input and one output on the CPU: predict(array) goes straight to the C++ lean path.
         self._run1 = (self._core.run1 if self._device is None and len(self._inputs) == 1
                       and len(self._outputs) == 1 else None)
-
-    @property
-    def inputs(self) -> list[TensorSpec]:
-        return list(self._inputs)
-
-    @property
-    def outputs(self) -> list[TensorSpec]:
-        return list(self._outputs)
 
     @property
     def weight_bytes(self) -> int:

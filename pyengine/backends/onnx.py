@@ -10,7 +10,7 @@ from pyengine.convert._imports import framework
 from pyengine.convert.onnx import read_model
 from pyengine.errors import ModelFormatError
 from pyengine.locate import ModelLocation
-from pyengine.model import Model, TensorSpec
+from pyengine.model import SpecListModel, TensorSpec
 
 _DTYPES = {
     "tensor(float)": "float32",
@@ -26,7 +26,7 @@ def _spec(arg: Any) -> TensorSpec:
     return TensorSpec(arg.name, shape, _DTYPES.get(arg.type, arg.type))
 
 
-class ONNXModel(Model):
+class ONNXModel(SpecListModel):
     """An ONNX model run by an onnxruntime InferenceSession on the CPU."""
 
     backend = "onnx"
@@ -49,14 +49,6 @@ class ONNXModel(Model):
         self._inputs = [_spec(a) for a in self._session.get_inputs()]
         self._outputs = [_spec(a) for a in self._session.get_outputs()]
         self._names = [s.name for s in self._outputs]
-
-    @property
-    def inputs(self) -> list[TensorSpec]:
-        return list(self._inputs)
-
-    @property
-    def outputs(self) -> list[TensorSpec]:
-        return list(self._outputs)
 
     def _run(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
         feed = {s.name: a for s, a in zip(self._inputs, arrays)}

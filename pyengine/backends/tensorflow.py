@@ -10,7 +10,7 @@ import numpy as np
 from pyengine.convert.tensorflow import import_tf, load_saved_model, read_graph
 from pyengine.errors import ModelFormatError
 from pyengine.locate import ModelLocation
-from pyengine.model import Model, TensorSpec
+from pyengine.model import SpecListModel, TensorSpec
 
 
 def _shape(node: Any) -> tuple[int, ...]:
@@ -19,7 +19,7 @@ def _shape(node: Any) -> tuple[int, ...]:
     return tuple(d.size if d.size >= 0 else -1 for d in node.attr["shape"].shape.dim)
 
 
-class TensorFlowModel(Model):
+class TensorFlowModel(SpecListModel):
     """A TensorFlow graph run by TensorFlow (a pruned function over the imported GraphDef)."""
 
     backend = "tensorflow"
@@ -78,14 +78,6 @@ class TensorFlowModel(Model):
             for k, v in sorted(outs.items())
         ]
         self._signature = True
-
-    @property
-    def inputs(self) -> list[TensorSpec]:
-        return list(self._inputs)
-
-    @property
-    def outputs(self) -> list[TensorSpec]:
-        return list(self._outputs)
 
     def _run(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
         tf = self._tf

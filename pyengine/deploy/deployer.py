@@ -202,6 +202,21 @@ def _current_target(dest: str) -> Optional[str]:
     return os.path.normpath(os.path.join(os.path.dirname(dest), os.readlink(dest)))
 
 
+def _keep_installed(it: ItemResult, prev: Optional[dict], token: str, dest: str) -> bool:
+    """Whether the installed version ``prev`` (a state row) has ``token`` and is still complete
+    and what ``dest`` points to; if so ``it`` is marked unchanged with that version."""
+    if not (
+        prev
+        and prev["token"] == token
+        and prev["version_path"]
+        and os.path.isdir(prev["version_path"])
+        and _current_target(dest) == prev["version_path"]
+    ):
+        return False
+    it.outcome, it.version, it.version_path = ("unchanged", prev["version"], prev["version_path"])
+    return True
+
+
 def _tree_token(path: str) -> str:
     """A digest of a directory tree's names, modes and contents (function code change token)."""
     h = hashlib.sha256()
@@ -529,19 +544,7 @@ class _Deployer:
         assert source is not None and isinstance(got, SourceInfo)
         info = got
         it.token = info.token
-        if (
-            prev
-            and prev["token"] == info.token
-            and prev["spec_json"] == spec
-            and prev["version_path"]
-            and os.path.isdir(prev["version_path"])
-            and _current_target(m.destination) == prev["version_path"]
-        ):
-            it.outcome, it.version, it.version_path = (
-                "unchanged",
-                prev["version"],
-                prev["version_path"],
-            )
+        if prev and prev["spec_json"] == spec and _keep_installed(it, prev, info.token, m.destination):
             return None
 
         def build() -> None:
@@ -635,18 +638,7 @@ class _Deployer:
         dest = os.path.join(store, "current")
         it.path = dest
         prev = self.installed("function", f.name)
-        if (
-            prev
-            and prev["token"] == token
-            and prev["version_path"]
-            and os.path.isdir(prev["version_path"])
-            and _current_target(dest) == prev["version_path"]
-        ):
-            it.outcome, it.version, it.version_path = (
-                "unchanged",
-                prev["version"],
-                prev["version_path"],
-            )
+        if _keep_installed(it, prev, token, dest):
             return None
 
         def build() -> None:
