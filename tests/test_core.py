@@ -72,7 +72,8 @@ def function_handler(event, context):
     if op == "raise":
         raise ValueError(f"bad event {event['value']!r}")
     if op == "env":
-        return {k: os.environ.get(k) for k in ("GREETING", "HOME", "PYENGINE_FUNCTION")}
+        return {k: os.environ.get(k) for k in ("GREETING", "HOME", "PYENGINE_FUNCTION",
+                                               "PYENGINE_GRANTED_DEVICES")}
     if op == "object":
         return object()
     if op == "context":
@@ -319,6 +320,10 @@ def test_environment(core):
     env = body["result"]
     assert env["GREETING"] == "hello" and env["PYENGINE_FUNCTION"] == "guard"
     assert env["HOME"] == os.path.join(core.root, "run", "guard")
+    # The devices the group grants (device="auto" picks only granted GPUs); none for the others.
+    assert env["PYENGINE_GRANTED_DEVICES"] == "/dev/zero"
+    status, body = core.invoke("ondemand", {"op": "env"})
+    assert status == 200 and body["result"]["PYENGINE_GRANTED_DEVICES"] == ""
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="running functions as another user needs root")

@@ -20,6 +20,7 @@ from pyengine.core import protocol
 from pyengine.core.group import FunctionSpec
 from pyengine.core.policy import WorkerPlan
 from pyengine.core.runtime import ENV_RESOURCES
+from pyengine.devices import GRANT_ENV
 
 log = logging.getLogger("pyengine.core")
 
@@ -79,6 +80,8 @@ class Worker:
             "PYTHONPATH": os.pathsep.join(
                 p for p in (pkg_parent, os.environ.get("PYTHONPATH")) if p),
             ENV_RESOURCES: protocol.json.dumps({r.id: r.path for r in spec.resources}),
+            # The granted device paths: load(device="auto") uses only the GPUs listed here.
+            GRANT_ENV: ",".join(r.path for r in spec.resources if r.kind == "device"),
         })
         call_fds = [c.fileno() for c in children[:spec.slots()]]
         argv = [sys.executable, "-m", "pyengine.core.worker", ",".join(map(str, call_fds))]
