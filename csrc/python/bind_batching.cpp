@@ -26,6 +26,7 @@ constexpr int kNumpyFloat32 = 11;  // NPY_FLOAT
 std::shared_ptr<const void> py_owner(py::object obj) {
     auto* p = new py::object(std::move(obj));
     return std::shared_ptr<const void>(p->ptr(), [p](const void*) {
+        if (interpreter_exiting()) return;  // the process is ending: leak rather than be ended here
         py::gil_scoped_acquire gil;
         delete p;
     });
@@ -57,10 +58,13 @@ py::list results(const Request& r) {
 // The Python callback as a batch function: arrays in (views of the batch), arrays out.
 BatchFn callback_batch_fn(py::function fn) {
     auto f = std::shared_ptr<py::function>(new py::function(std::move(fn)), [](py::function* p) {
+        if (interpreter_exiting()) return;  // the process is ending: leak rather than be ended here
         py::gil_scoped_acquire gil;
         delete p;
     });
     return [f](const std::vector<TensorIn>& inputs, int64_t rows) {
+        // A worker that took the GIL now would be ended inside the batcher's loop.
+        if (interpreter_exiting()) throw BatcherClosed("the interpreter is exiting");
         py::gil_scoped_acquire gil;
         py::list arrays;
         for (const TensorIn& t : inputs) {

@@ -29,6 +29,16 @@ private:
     PyThreadState* state_;
 };
 
+// True once the interpreter is exiting: a thread that takes the GIL then is ended on the spot,
+// so drop-the-reference paths (deleters, run from noexcept destructors) leak instead.
+inline bool interpreter_exiting() {
+#if PY_VERSION_HEX >= 0x030D0000
+    return Py_IsFinalizing() != 0;
+#else
+    return _Py_IsFinalizing() != 0;
+#endif
+}
+
 void register_errors(py::module_& m);
 void register_runtime(py::module_& m);
 void register_format(py::module_& m);
