@@ -6,8 +6,6 @@
 # Serialized with the same lock as scripts/build.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-VPY=${VPY:-.venv/bin/python}
-[ -x "$VPY" ] || VPY=python3
 nvcc=${CUDACXX:-$(command -v nvcc || true)}
 if [ -z "$nvcc" ]; then
   for d in /usr/local/cuda/bin /usr/local/cuda-*/bin; do
@@ -18,21 +16,13 @@ if [ -z "$nvcc" ]; then
   echo "build_cuda: no nvcc found (PATH, CUDACXX, /usr/local/cuda*/bin); the CUDA variant is not built" >&2
   exit 3
 fi
-pybind11_dir=$("$VPY" -c "import pybind11; print(pybind11.get_cmake_dir())")
+. scripts/cmake_env.sh
 cublas_root=$("$VPY" -c "import nvidia.cu13, os; print(list(nvidia.cu13.__path__)[0])" 2>/dev/null || true)
-cmake_bin=$(dirname "$VPY")/cmake
-[ -x "$cmake_bin" ] || cmake_bin=cmake
-gen=()
-command -v ninja >/dev/null || [ -x "$(dirname "$VPY")/ninja" ] && gen=(-G Ninja)
-export PATH="$(cd "$(dirname "$VPY")" && pwd):$PATH"
-mkdir -p build
-exec 9>build/.lock
-flock 9
 if [ ! -f build/cuda/CMakeCache.txt ]; then
   "$cmake_bin" -S . -B build/cuda "${gen[@]}" -DCMAKE_BUILD_TYPE=Release \
     -DPYENGINE_CUDA=ON -DPYENGINE_PYTHON=ON -DPYENGINE_WERROR=ON \
     -DCMAKE_CUDA_COMPILER="$nvcc" -DPYENGINE_CUBLAS_ROOT="$cublas_root" \
-    -DPython_EXECUTABLE="$(cd "$(dirname "$VPY")" && pwd)/$(basename "$VPY")" \
+    -DPython_EXECUTABLE="$VPY_ABS" \
     -Dpybind11_DIR="$pybind11_dir" "$@"
 fi
 "$cmake_bin" --build build/cuda -j "$(nproc)"
