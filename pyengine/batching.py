@@ -97,6 +97,9 @@ class BatchedModel:
         self._inputs = model.inputs
         self._output_names = [s.name for s in model.outputs]
         self._single_input = len(self._inputs) == 1
+        # One input and one output, natively: predict(array) goes straight to the C++ lean path.
+        self._run1 = (self._batcher.run1 if self.native and self._single_input
+                      and len(self._output_names) == 1 else None)
         self._wakers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopWaker] = (
             weakref.WeakKeyDictionary()
         )
@@ -167,6 +170,8 @@ class BatchedModel:
             The batcher was closed.
         """
         # Inlined helpers: this is the hot path of every caller.
+        if self._run1 is not None and timeout_s is None and type(x) is np.ndarray:
+            return self._run1(x)
         fast = self._single_input and type(x) is np.ndarray
         arrays = [x] if fast else self.model._order_inputs(x)
         outs = self._batcher.run(arrays, -1 if timeout_s is None else self._timeout_us(timeout_s))

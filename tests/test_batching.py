@@ -136,7 +136,9 @@ def test_native_callers_get_their_own_rows(
                 x = unique_rows(i, r, rows, 8)
                 y = b.predict(x)
                 assert y.shape == x.shape and np.array_equal(y, x), (i, r)
-                assert not y.flags.owndata  # a view of the batch output, not a copy
+                # A view of the batch output, or (run at once on this thread, max_delay_us=0)
+                # the array the model wrote into: never a copy.
+                assert y.flags.owndata == (y.base is None)
             return True
 
         assert in_threads(len(plan), caller) == [True] * len(plan)
@@ -609,6 +611,25 @@ def test_batching_config_from_dict() -> None:
         assert message in str(err.value), (data, str(err.value))
     with pytest.raises(ValueError, match="must be a mapping"):
         BatchingConfig.from_dict([1, 2], where="batching")  # type: ignore[arg-type]
+
+
+def test_idle_batcher_runs_a_request_on_its_callers_thread(mlp_model: pyengine.Model) -> None:
+    """max_delay_us=0 with nobody queued: no hand-off to a worker, the caller runs the model."""
+    x = np.random.default_rng(3).standard_normal((3, 64)).astype(np.float32)
+    with mlp_model.batched(max_batch_size=4, max_delay_us=0) as b:
+        for _ in range(50):
+            np.testing.assert_array_equal(b.predict(x), mlp_model.predict(x))
+        s = b.stats()
+        assert s["requests"] == s["completed"] == s["batches"] == 50 and s["rows"] == 150
+        assert s["batch_size_histogram"] == {3: 50} and s["queue_time_us"]["max"] == 0.0
+        with pytest.raises(ValueError, match="5 rows, more than max_batch_size=4"):
+            b.predict(np.zeros((5, 64), np.float32))
+        with pytest.raises(ValueError, match="shape"):
+            b.predict(np.zeros((1, 63), np.float32))
+        with pytest.raises(ValueError, match="float32"):
+            b.predict(np.zeros((1, 64), np.float64))
+    with pytest.raises(pyengine.BatcherClosedError):
+        b.predict(x)
 
 
 def test_batched_options_and_stats(mlp_model: pyengine.Model) -> None:

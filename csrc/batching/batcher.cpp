@@ -130,18 +130,14 @@ std::shared_ptr<Request> Batcher::submit(std::vector<TensorIn> inputs, std::func
         std::lock_guard<std::mutex> s(stats_mutex_);
         ++stats_.requests;
     }
-    if (!r->on_done_ && config_.max_queue_delay_us == 0 && queue_.empty() && active_ < config_.workers) {
+    if (!r->on_done_ && claim_inline_locked()) {
         // Nothing to wait for: run on this thread rather than hand off to a worker and back.
         r->state_ = Request::State::Running;
-        ++active_;
         lk.unlock();
         const std::vector<ReqPtr> batch{r};
         record_queue_time(batch, r->enqueued_);
         execute(batch);
-        lk.lock();
-        --active_;
-        idle_cv_.notify_all();
-        if (!queue_.empty()) work_cv_.notify_one();
+        release_inline();
         return r;  // answered: notify() ran in execute()
     }
     const int64_t before = queued_rows_;
@@ -149,6 +145,38 @@ std::shared_ptr<Request> Batcher::submit(std::vector<TensorIn> inputs, std::func
     queued_rows_ += r->rows_;
     wake_worker_locked(before);
     return r;
+}
+
+bool Batcher::claim_inline_locked() {
+    if (closing_ || config_.max_queue_delay_us != 0 || !queue_.empty() || active_ >= config_.workers) return false;
+    ++active_;
+    return true;
+}
+
+void Batcher::release_inline() {
+    std::lock_guard<std::mutex> lk(mutex_);
+    --active_;
+    idle_cv_.notify_all();
+    if (!queue_.empty()) work_cv_.notify_one();
+}
+
+bool Batcher::begin_inline(int64_t rows) {
+    if (rows < 1 || rows > config_.max_batch_size) return false;
+    std::lock_guard<std::mutex> lk(mutex_);
+    return claim_inline_locked();
+}
+
+void Batcher::end_inline(int64_t rows, Clock::time_point started, bool ok) {
+    const auto now = Clock::now();
+    release_inline();
+    std::lock_guard<std::mutex> s(stats_mutex_);
+    ++stats_.requests;
+    ++(ok ? stats_.completed : stats_.failed);
+    ++stats_.batches;
+    stats_.rows += static_cast<uint64_t>(rows);
+    ++stats_.batch_size_histogram[static_cast<size_t>(rows)];
+    record(stats_.queue_us, queue_pos_, 0.0);
+    record(stats_.latency_us, latency_pos_, micros(now - started));
 }
 
 void Batcher::wait(Request& r) {

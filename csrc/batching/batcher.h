@@ -157,6 +157,12 @@ public:
     // caller that holds a lock the exiting process needs, such as Python's GIL).
     std::shared_ptr<Request> submit(std::vector<TensorIn> inputs, std::function<void(Request&)> on_done = {},
                                     int64_t timeout_us = -1, bool park = true);
+    // The lean form of that inline run, for a caller that runs the model itself on one request of
+    // `rows`: true claims a worker slot (max_queue_delay_us == 0, queue empty, a slot free, rows
+    // within max_batch_size, not closed); the caller then must call end_inline(). False: submit().
+    bool begin_inline(int64_t rows);
+    // Frees the slot begin_inline() claimed and records the request; ok: it was answered.
+    void end_inline(int64_t rows, std::chrono::steady_clock::time_point started, bool ok);
     // Blocks until `r` is done; enforces its timeout (a request still queued at its deadline fails
     // with RequestTimeout; one already in a batch runs to the end).
     void wait(Request& r);
@@ -197,6 +203,10 @@ private:
     // Under mutex_: wakes a worker if the queue just became worth looking at.
     void wake_worker_locked(int64_t rows_before);
     void record_queue_time(const std::vector<ReqPtr>& reqs, Clock::time_point now);
+    // Under mutex_: true (and a slot taken) when a request may run on its caller's thread now.
+    bool claim_inline_locked();
+    // Gives back a slot claim_inline_locked() took (takes mutex_).
+    void release_inline();
 
     BatcherConfig config_;
     BatchFn fn_;

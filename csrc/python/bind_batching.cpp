@@ -3,6 +3,7 @@
 // Framework models: one Python callback per batch, the only place C++ calls into Python (the GIL is
 // taken just for it). Results are numpy views into the batch's output memory (no copies).
 #include <algorithm>
+#include <chrono>
 #include <memory>
 #include <thread>
 
@@ -149,15 +150,17 @@ public:
         }
         std::vector<Shape> shapes;
         for (size_t i = 0; i < n; ++i) {
-            const std::string what = model_ ? str("input '", model_->inputs()[i].name, "'")
-                                     : i < specs_.size() ? str("input '", specs_[i].name, "'") : str("input ", i);
+            auto what = [&] {  // only for an error message: not built on the hot path
+                return model_ ? str("input '", model_->inputs()[i].name, "'")
+                              : i < specs_.size() ? str("input '", specs_[i].name, "'") : str("input ", i);
+            };
             py::object obj = arrays[i];
             if (!py::isinstance<py::array>(obj)) {
-                throw InvalidArgument(str(what, " must be a numpy array, got ", std::string(py::str(py::type::of(obj)))));
+                throw InvalidArgument(str(what(), " must be a numpy array, got ", std::string(py::str(py::type::of(obj)))));
             }
             py::array arr = obj.cast<py::array>();
             if (!(arr.flags() & py::array::c_style)) {
-                if (!copy_ok) throw InvalidArgument(str(what, " is not C-contiguous; pass np.ascontiguousarray(x)"));
+                if (!copy_ok) throw InvalidArgument(str(what(), " is not C-contiguous; pass np.ascontiguousarray(x)"));
                 arr = py::array::ensure(arr, py::array::c_style);
             }
             TensorIn t;
@@ -166,9 +169,9 @@ public:
             t.itemsize = static_cast<size_t>(arr.itemsize());
             if (model_) {
                 const py::dtype dt = arr.dtype();
-                if (dt.byteorder() == '>') throw InvalidArgument(str(what, " is big-endian; pass a native-endian array (arr.astype('=f4'))"));
+                if (dt.byteorder() == '>') throw InvalidArgument(str(what(), " is big-endian; pass a native-endian array (arr.astype('=f4'))"));
                 if (dt.kind() != 'f' || dt.itemsize() != 4) {
-                    throw InvalidArgument(str(what, " has dtype ", std::string(py::str(dt)), ", expected float32"));
+                    throw InvalidArgument(str(what(), " has dtype ", std::string(py::str(dt)), ", expected float32"));
                 }
                 t.dtype = kNativeFloat32;
                 shapes.push_back(t.shape);
@@ -206,6 +209,32 @@ public:
             }
         }
         return results(*r);
+    }
+
+    // One array in, one out, for a native model with one input and one output: with
+    // max_queue_delay_us == 0 and nobody waiting, the caller runs the model itself on the lean
+    // path Model.run1 takes (no request object, no copies); otherwise it queues through run().
+    py::object run1(py::handle x) {
+        LeanCall call;
+        if (model_ && prepare_lean_call(*model_, x, call)) {
+            Batcher& b = *live();
+            if (b.begin_inline(call.rows)) {
+                const auto started = std::chrono::steady_clock::now();
+                {
+                    GilRelease release;
+                    try {
+                        model_->run(*call.plan, &call.in, 1, &call.out_data, 1);
+                    } catch (...) {
+                        b.end_inline(call.rows, started, false);
+                        throw;
+                    }
+                    b.end_inline(call.rows, started, true);
+                }
+                return call.out;
+            }
+        }
+        py::list outs = run(py::make_tuple(x), -1);
+        return outs[0];
     }
 
     std::shared_ptr<Request> submit(const py::sequence& arrays, std::shared_ptr<Notifier> notifier, int64_t timeout_us) {
@@ -342,6 +371,9 @@ void register_batching(py::module_& m) {
              "input_shapes: [(name, shape)] a callable's requests are checked against (-1: any size).")
         .def("run", &PyBatcher::run, py::arg("arrays"), py::arg("timeout_us") = -1,
              "Queue arrays (input order) and wait for this request's rows of each output.")
+        .def("run1", &PyBatcher::run1, py::arg("x"),
+             "run() for one array in and one out; with max_queue_delay_us=0 and nobody waiting, the model runs "
+             "on the caller's thread (the lean path of Model.run1).")
         .def("submit", &PyBatcher::submit, py::arg("arrays"), py::arg("notifier"), py::arg("timeout_us") = -1,
              "Queue C-contiguous arrays the caller keeps alive; the request is pushed to `notifier` when done.")
         .def("cancel", &PyBatcher::cancel, py::arg("request"), py::arg("timeout") = false,

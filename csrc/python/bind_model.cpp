@@ -66,6 +66,44 @@ py::list run_arrays(const Model& model, const py::sequence& arrays, const RunFn&
     return outs;
 }
 
+bool prepare_lean_call(const Model& model, py::handle x, LeanCall& call) {
+    auto& api = py::detail::npy_api::get();
+    if (model.inputs().size() != 1 || model.outputs().size() != 1 || !api.PyArray_Check_(x.ptr())) return false;
+    auto* a = py::detail::array_proxy(x.ptr());
+    auto* d = py::detail::array_descriptor_proxy(a->descr);
+    constexpr int kFlags = py::detail::npy_api::NPY_ARRAY_C_CONTIGUOUS_ | py::detail::npy_api::NPY_ARRAY_ALIGNED_;
+    if (d->type_num != py::detail::npy_api::NPY_FLOAT_ || d->byteorder == '>' || (a->flags & kFlags) != kFlags ||
+        a->nd > static_cast<int>(kMaxRank)) {
+        return false;
+    }
+    struct Cache {
+        uint64_t model = 0;
+        Shape dims;
+        std::shared_ptr<const Plan> plan;
+    };
+    thread_local Cache cache;
+    const int nd = a->nd;
+    bool hit = cache.model == model.id() && cache.dims.size() == static_cast<size_t>(nd);
+    for (int i = 0; hit && i < nd; ++i) hit = cache.dims[static_cast<size_t>(i)] == a->dimensions[i];
+    if (!hit) {
+        Shape dims(a->dimensions, a->dimensions + nd);
+        std::shared_ptr<const Plan> plan = model.plan({dims});
+        cache = Cache{model.id(), std::move(dims), std::move(plan)};
+    }
+    call.plan = cache.plan;
+    const Shape& os = call.plan->output_shapes[0];
+    Py_intptr_t out_dims[kMaxRank];
+    for (size_t i = 0; i < os.size(); ++i) out_dims[i] = static_cast<Py_intptr_t>(os[i]);
+    call.out = py::reinterpret_steal<py::object>(api.PyArray_NewFromDescr_(
+        api.PyArray_Type_, api.PyArray_DescrFromType_(py::detail::npy_api::NPY_FLOAT_), static_cast<int>(os.size()),
+        out_dims, nullptr, nullptr, 0, nullptr));
+    if (!call.out) throw py::error_already_set();
+    call.in = a->data;
+    call.out_data = py::detail::array_proxy(call.out.ptr())->data;
+    call.rows = nd > 0 ? static_cast<int64_t>(a->dimensions[0]) : 0;
+    return true;
+}
+
 namespace {
 
 // Runs `model` on arrays given in input order; returns arrays in output order.
@@ -74,47 +112,15 @@ py::list run(const Model& model, const py::sequence& arrays) {
                                               const std::vector<void*>& out) { model.run(*plan, in, out); });
 }
 
-// The lean path for one-input, one-output models: a native-endian, aligned, C-contiguous
-// float32 array goes straight in (plan from a per-thread cache, output made with the numpy C
-// API); anything else takes the checked path of run(), which converts or explains.
+// Runs a one-input, one-output model on `x`: the lean path when `x` qualifies, else run().
 py::object run1(const Model& model, py::handle x) {
-    auto& api = py::detail::npy_api::get();
-    if (model.inputs().size() == 1 && model.outputs().size() == 1 && api.PyArray_Check_(x.ptr())) {
-        auto* a = py::detail::array_proxy(x.ptr());
-        auto* d = py::detail::array_descriptor_proxy(a->descr);
-        constexpr int kFlags = py::detail::npy_api::NPY_ARRAY_C_CONTIGUOUS_ | py::detail::npy_api::NPY_ARRAY_ALIGNED_;
-        if (d->type_num == py::detail::npy_api::NPY_FLOAT_ && d->byteorder != '>' &&
-            (a->flags & kFlags) == kFlags && a->nd <= static_cast<int>(kMaxRank)) {
-            struct Cache {
-                uint64_t model = 0;
-                Shape dims;
-                std::shared_ptr<const Plan> plan;
-            };
-            thread_local Cache cache;
-            const int nd = a->nd;
-            bool hit = cache.model == model.id() && cache.dims.size() == static_cast<size_t>(nd);
-            for (int i = 0; hit && i < nd; ++i) hit = cache.dims[static_cast<size_t>(i)] == a->dimensions[i];
-            if (!hit) {
-                Shape dims(a->dimensions, a->dimensions + nd);
-                std::shared_ptr<const Plan> plan = model.plan({dims});
-                cache = Cache{model.id(), std::move(dims), std::move(plan)};
-            }
-            std::shared_ptr<const Plan> plan = cache.plan;  // keeps the plan alive during the run
-            const Shape& os = plan->output_shapes[0];
-            Py_intptr_t out_dims[kMaxRank];
-            for (size_t i = 0; i < os.size(); ++i) out_dims[i] = static_cast<Py_intptr_t>(os[i]);
-            py::object out = py::reinterpret_steal<py::object>(api.PyArray_NewFromDescr_(
-                api.PyArray_Type_, api.PyArray_DescrFromType_(py::detail::npy_api::NPY_FLOAT_),
-                static_cast<int>(os.size()), out_dims, nullptr, nullptr, 0, nullptr));
-            if (!out) throw py::error_already_set();
-            const void* in_ptr = a->data;
-            void* out_ptr = py::detail::array_proxy(out.ptr())->data;
-            {
-                GilRelease release;
-                model.run(*plan, &in_ptr, 1, &out_ptr, 1);
-            }
-            return out;
+    LeanCall call;
+    if (prepare_lean_call(model, x, call)) {
+        {
+            GilRelease release;
+            model.run(*call.plan, &call.in, 1, &call.out_data, 1);
         }
+        return call.out;
     }
     py::list outs = run(model, py::make_tuple(x));
     return outs[0];

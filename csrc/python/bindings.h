@@ -53,6 +53,19 @@ using RunFn = std::function<void(const std::shared_ptr<const Plan>&, const std::
 // calls `exec` with the GIL released. Returns the outputs in output order.
 py::list run_arrays(const Model& model, const py::sequence& arrays, const RunFn& exec);
 
+// One call on the lean path of a one-input, one-output model: `x` a native-endian, aligned,
+// C-contiguous float32 array, the plan from a per-thread cache, the output a fresh numpy array.
+struct LeanCall {
+    std::shared_ptr<const Plan> plan;  // kept alive for the run
+    const void* in = nullptr;
+    void* out_data = nullptr;
+    py::object out;
+    int64_t rows = 0;  // dimension 0 of x (0 for a scalar)
+};
+// Fills `call` (GIL held) and returns true when `x` qualifies; false sends the caller to the
+// checked path (run_arrays), which converts or explains. Throws for a shape the model rejects.
+bool prepare_lean_call(const Model& model, py::handle x, LeanCall& call);
+
 // The pyengine dtype of a numpy dtype; throws InvalidArgument (-> ValueError) if unsupported.
 DType dtype_of(const py::dtype& dt, const std::string& what);
 
