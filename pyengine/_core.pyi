@@ -100,6 +100,10 @@ class Batcher:
         """
         Queue arrays (input order) and wait for this request's rows of each output.
         """
+    def run1(self, x: typing.Any) -> typing.Any:
+        """
+        run() for one array in and one out; with max_queue_delay_us=0 and nobody waiting, the model runs on the caller's thread (the lean path of Model.run1).
+        """
     def stats(self) -> dict:
         ...
     def submit(self, arrays: collections.abc.Sequence, notifier: BatchNotifier, timeout_us: typing.SupportsInt | typing.SupportsIndex = -1) -> BatchRequest:
