@@ -179,7 +179,7 @@ void Batcher::end_inline(int64_t rows, Clock::time_point started, bool ok) {
     record(stats_.latency_us, latency_pos_, micros(now - started));
 }
 
-void Batcher::wait(Request& r) {
+void Batcher::wait(Request& r, bool pass) {
     std::unique_lock<std::mutex> rl(r.m_);
     auto answered = [&] { return r.answered_; };
     if (r.has_deadline_ && !r.cv_.wait_until(rl, r.deadline_, answered)) {
@@ -206,8 +206,29 @@ void Batcher::wait(Request& r) {
         if (expired) notify({r.shared_from_this()});
         rl.lock();
     }
-    r.cv_.wait(rl, answered);
+    // Woken on its turn, once answered; a predecessor that never passes the turn on (a request
+    // nobody waits for) delays it by about kTurnPatience.
+    while (!(r.answered_ && r.turn_)) {
+        if (r.cv_.wait_for(rl, kTurnPatience) == std::cv_status::timeout && r.answered_) break;
+    }
     if (abandoned_) r.cv_.wait(rl, [] { return false; });  // the process is exiting: park for good
+    rl.unlock();
+    if (pass) pass_turn(r);
+}
+
+void Batcher::pass_turn(Request& r) {
+    std::shared_ptr<Request> next;
+    {
+        std::lock_guard<std::mutex> rl(r.m_);
+        next = std::move(r.next_turn_);
+        r.next_turn_ = nullptr;
+    }
+    if (!next) return;
+    {
+        std::lock_guard<std::mutex> nl(next->m_);
+        next->turn_ = true;
+    }
+    next->cv_.notify_all();
 }
 
 bool Batcher::cancel(Request& r, std::exception_ptr why) {
@@ -529,13 +550,35 @@ void Batcher::finish(const std::vector<ReqPtr>& reqs) {
 }
 
 void Batcher::notify(const std::vector<ReqPtr>& reqs) {
+    // Synchronous waiters form a chain, each woken by the one before it (see wait()): every
+    // request is answered and linked before the head can run and pass its turn on.
+    Request* prev_sync = nullptr;
+    Request* head = nullptr;
     for (const auto& r : reqs) {
         {
             std::lock_guard<std::mutex> rl(r->m_);
             r->answered_ = true;
+            if (r->on_done_) r->turn_ = true;
         }
-        r->cv_.notify_all();
+        if (r->on_done_) continue;
+        if (prev_sync != nullptr) {
+            std::lock_guard<std::mutex> pl(prev_sync->m_);
+            prev_sync->next_turn_ = r;
+        } else {
+            head = r.get();
+        }
+        prev_sync = r.get();
+    }
+    if (head != nullptr) {
+        {
+            std::lock_guard<std::mutex> hl(head->m_);
+            head->turn_ = true;
+        }
+        head->cv_.notify_all();
+    }
+    for (const auto& r : reqs) {
         if (!r->on_done_) continue;
+        r->cv_.notify_all();
         auto hook = std::move(r->on_done_);
         r->on_done_ = nullptr;
         try {

@@ -194,18 +194,26 @@ public:
         std::vector<py::array> keep;
         std::vector<TensorIn> ins = convert(arrays, true, keep);
         std::shared_ptr<Request> r;
+        // The caller after this one in the batch wakes once this one holds the GIL again: a
+        // batch's callers then line up for the GIL one by one, not all at once (fewer futile wakes).
         if (model_) {
-            GilRelease release;
-            r = live()->submit(std::move(ins), {}, timeout_us);
-            batcher_->wait(*r);
+            {
+                GilRelease release;
+                r = live()->submit(std::move(ins), {}, timeout_us);
+                batcher_->wait(*r, /*pass_turn=*/false);
+            }
+            Batcher::pass_turn(*r);
         } else {
             // Keep the GIL through submit: a request run at once on this thread calls the Python
             // callback without giving the GIL up and taking it back. (No batcher lock is ever
             // held while waiting for the GIL, so holding it here cannot deadlock.)
             r = live()->submit(std::move(ins), {}, timeout_us, /*park=*/false);
             if (!r->done()) {  // queued: wait for a worker without the GIL
-                GilRelease release;
-                batcher_->wait(*r);
+                {
+                    GilRelease release;
+                    batcher_->wait(*r, /*pass_turn=*/false);
+                }
+                Batcher::pass_turn(*r);
             }
         }
         return results(*r);

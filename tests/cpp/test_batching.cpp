@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 // The batcher without Python: rows routed back to their callers from many threads (a batch
 // function and a native model), queue limits, timeouts, close, and failure isolation.
+#include <chrono>
 #include <atomic>
 #include <condition_variable>
 #include <cstring>
@@ -218,6 +219,30 @@ TEST_CASE(a_failing_request_fails_alone) {
         CHECK((i == 3) == is_error(*reqs[i], "negative value in a batch of 2"));
     }
     CHECK(b.stats().isolation_runs == 5);
+}
+
+TEST_CASE(waiters_wake_in_turn_and_a_missing_waiter_does_not_block) {
+    Gate gate;
+    BatcherConfig c;
+    c.max_batch_size = 16;
+    c.max_queue_delay_us = 0;
+    Batcher b(c, doubler(&gate));
+    std::vector<float> x = rows_of(1, 1);
+    auto busy = b.submit({view(x)}, [](Request&) {});
+    wait_for([&] { return gate.entered > 0; });
+    // One batch of three synchronous requests; nobody ever waits for the first, whose turn to
+    // wake the second therefore never passes: the second's waiter goes on after the patience.
+    auto unwaited = b.submit({view(x)});
+    auto second = b.submit({view(x)});
+    auto third = b.submit({view(x)});
+    gate.release();
+    const auto t0 = std::chrono::steady_clock::now();
+    b.wait(*second);
+    b.wait(*third);  // woken by the second
+    const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+    CHECK(!second->error() && !third->error() && unwaited->done());
+    CHECK(ms < 1000);
+    b.wait(*busy);
 }
 
 TEST_CASE(config_is_validated) {
