@@ -1,6 +1,6 @@
 """Dynamic batching: throughput and p50/p99 latency against 1, 2, 4, ... 64 concurrent clients,
-batched vs unbatched, for the MLP and the CNN of tests/models.py, run natively and by onnxruntime
-on the same graph (the framework-callback path). Writes bench/results/batching.md and
+batched vs unbatched, for the MLP and the CNN of tests/models.py and two wider MLPs, run natively
+and by onnxruntime on the same graph (the framework-callback path). Writes bench/results/batching.md and
 bench/results/batching.png.
 
 Each client is a thread that sends one-row requests back to back (a function handler's pattern).
@@ -27,13 +27,21 @@ sys.path.insert(0, os.path.join(ROOT, "tests"))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import RESULTS, closed_loop, pct, write_markdown  # noqa: E402
 from machine import describe  # noqa: E402
-from models import cnn, mlp  # noqa: E402
+from models import MLP_SIZES, cnn, mlp  # noqa: E402
 from onnx_models import OrtModel, cnn_onnx, mlp_onnx  # noqa: E402
 
 import pyengine  # noqa: E402
 
 MAX_BATCH = 64
 DELAY_US = 500
+# The tests' MLP (84K parameters, 330 KB: a batch-1 call already runs near the core's peak) and
+# two wider ones whose weights outgrow the 2 MB L2, where one row at a time leaves the core waiting
+# on memory: what batching can win depends on that.
+MLPS = {
+    "mlp": ("MLP", MLP_SIZES),
+    "mlp1m": ("MLP-1.3M", (256, 1024, 1024, 10)),
+    "mlp5m": ("MLP-5.3M", (512, 2048, 2048, 10)),
+}
 
 
 def run_point(
@@ -61,7 +69,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seconds", type=float, default=1.5, help="per point")
     ap.add_argument("--clients", default="1,2,4,8,16,32,64")
-    ap.add_argument("--models", default="mlp,cnn")
+    ap.add_argument("--models", default="mlp,mlp1m,mlp5m,cnn")
     args = ap.parse_args()
     clients = [int(c) for c in args.clients.split(",")]
     os.environ.setdefault("PYENGINE_NUM_THREADS", "1")
@@ -69,10 +77,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         models: dict[str, tuple[pyengine.Model, np.ndarray]] = {}
         rng = np.random.default_rng(0)
-        if "mlp" in args.models:
-            x = rng.standard_normal((1, 64)).astype(np.float32)
-            models["MLP native"] = (pyengine.load(mlp(os.path.join(tmp, "mlp.pyem"))), x)
-            models["MLP onnxruntime"] = (OrtModel(mlp_onnx()), x)
+        for key, (label, sizes) in MLPS.items():
+            if key in args.models:
+                x = rng.standard_normal((1, sizes[0])).astype(np.float32)
+                path = mlp(os.path.join(tmp, f"{key}.pyem"), sizes)
+                models[f"{label} native"] = (pyengine.load(path), x)
+                models[f"{label} onnxruntime"] = (OrtModel(mlp_onnx(sizes)), x)
         if "cnn" in args.models:
             x = rng.standard_normal((1, 1, 28, 28)).astype(np.float32)
             models["CNN native"] = (pyengine.load(cnn(os.path.join(tmp, "cnn.pyem"))), x)
@@ -114,6 +124,10 @@ def main() -> None:
     write_results(
         table, modes, clients, single, row_cost, floor, load_before, load_after, args.seconds
     )
+
+
+def mlp_parameters(sizes: tuple[int, ...]) -> int:
+    return sum(k * n + n for k, n in zip(sizes[:-1], sizes[1:]))
 
 
 def per_row_us(model: pyengine.Model, x: np.ndarray) -> dict[int, float]:
@@ -159,7 +173,8 @@ def write_results(
     load_after: tuple,
     seconds: float,
 ) -> None:
-    names = sorted({k[0] for k in table}, key=lambda n: (n.split()[0] != "MLP", n))
+    order = [label for label, _ in MLPS.values()] + ["CNN"]
+    names = sorted({k[0] for k in table}, key=lambda n: (order.index(n.split()[0]), n))
     top = max(clients)
     lines = [
         "# Dynamic batching\n",
@@ -173,6 +188,13 @@ def write_results(
         "worker. onnxruntime runs the same "
         "graph (one intra-op thread per session) through the batcher's Python callback. "
         "Latency in microseconds, throughput in requests per second.\n",
+        "Models: "
+        + "; ".join(f"{label} = Dense layers {'-'.join(map(str, sizes))} "
+                    f"({mlp_parameters(sizes) / 1e6:.2f}M parameters, "
+                    f"{mlp_parameters(sizes) * 4 / 2**20:.1f} MiB)" for label, sizes in MLPS.values())
+        + "; CNN = tests/models.py's two-convolution CNN on 28x28. The first MLP is the one the "
+        "tests and the other benches use; the wider two are there because what batching can win "
+        "is set by how much cheaper a row gets in a batch (the per-row table below).\n",
         "## Targets\n",
         "| target | measured | met |",
         "|---|---|---|",

@@ -59,4 +59,13 @@ inline bool add_overflow(uint64_t a, uint64_t b, uint64_t* out) {
     return __builtin_add_overflow(a, b, out);
 }
 
+// The pause hint for a spin-wait loop (lets the sibling hyperthread run, saves power).
+inline void cpu_relax() {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__) || defined(__arm__)
+    __asm__ __volatile__("yield");
+#endif
+}
+
 }  // namespace pyengine

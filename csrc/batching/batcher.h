@@ -231,6 +231,7 @@ private:
     bool drain_ = true;
     std::atomic<bool> abandoned_{false};
     uint64_t next_id_ = 1;
+    std::atomic<uint64_t> arrivals_{0};  // requests queued so far (an idle worker spins on it)
     std::vector<std::thread> workers_;
     std::mutex join_mutex_;
 

@@ -34,14 +34,6 @@ thread_local bool tls_in_pool = false;
 // How long an idle worker spins before it blocks.
 constexpr std::chrono::microseconds kSpin{50};
 
-inline void cpu_relax() {
-#if defined(__x86_64__) || defined(__i386__)
-    __builtin_ia32_pause();
-#elif defined(__aarch64__) || defined(__arm__)
-    __asm__ __volatile__("yield");
-#endif
-}
-
 class ThreadPool {
 public:
     explicit ThreadPool(int threads) : threads_(threads) {}
