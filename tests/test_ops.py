@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from oprefs import ACTIVATIONS, conv2d_ref, pool_ref, run_op, same_pads
 
+import pyengine
 from pyengine import _core
 
 TOL = {"rtol": 1e-5, "atol": 1e-5}
@@ -40,6 +41,27 @@ def test_dense(m, k, n, trans, act, bias, seed):
     y = run_op("Dense", [x], consts, transpose_b=trans, activation=act)
     ref = ACTIVATIONS[act](x.astype(np.float64) @ w + (b if bias else 0))
     np.testing.assert_allclose(y, ref, **TOL)
+
+
+@pytest.mark.parametrize("trans", [False, True])
+def test_dense_packed_weight(tmp_path, isa, trans):
+    """Many rows and a wide weight: the weight is packed once, on the first such call; calls
+    after a switch of kernel variant (another packing) and one-row calls still match."""
+    rng = np.random.default_rng(7)
+    k, n = 300, 600
+    w, b = rand(rng, k, n), rand(rng, n)
+    g = pyengine.GraphBuilder()
+    y = g.node("Dense", [g.input("x", [-1, k]), g.constant("w", w.T.copy() if trans else w),
+                         g.constant("b", b)], name="fc", transpose_b=trans, activation="relu")
+    g.output(y)
+    model = pyengine.load(g.save(str(tmp_path / "dense.pyem")))
+    others = [v for v in _core.kernels_available() if v != isa]
+    for rows, variant in [(64, isa), (61, isa), (1, isa), (40, others[0] if others else isa), (64, isa)]:
+        _core.set_isa(variant)
+        x = rand(rng, rows, k)
+        ref = np.maximum(x.astype(np.float64) @ w + b, 0)
+        np.testing.assert_allclose(model.predict(x), ref, rtol=1e-4, atol=1e-4, err_msg=f"{rows} {variant}")
+    _core.set_isa(isa)
 
 
 @SETTINGS

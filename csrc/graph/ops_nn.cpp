@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 // Dense, Conv2D, BatchNorm, pooling and softmax.
 #include <cmath>
+#include <mutex>
+#include <vector>
 
 #include "common.h"
 #include "graph/op.h"
@@ -46,7 +48,23 @@ public:
         const int64_t N = out[0]->shape.back();
         Epilogue ep = ep_;
         ep.bias = in.size() > 2 ? in[2]->f32() : nullptr;
+        const GemmMicroKernel& uk = *kernels().gemm_uk;
+        // The blocked path of gemm_driver (more than 2 mr rows; B transposed or rows over 2 KB
+        // apart) packs B on every call: a constant weight is packed once instead.
+        if (weight_ != nullptr && w.f32() == weight_->f32() && M > 2 * uk.mr && (trans_b_ || w.shape[1] > 512)) {
+            if (const float* pb = packed_weight(uk, K, N)) {
+                gemm_driver(uk, M, N, K, x.f32(), K, nullptr, 0, false, out[0]->f32(), N, ep, pb);
+                return;
+            }
+        }
         gemm(M, N, K, x.f32(), K, w.f32(), w.shape[1], trans_b_, out[0]->f32(), N, ep);
+    }
+
+    // Keeps the constant weight; it is packed on the first call that needs it, not at load:
+    // loading stays a mapping of the file, and one-row calls (which read it in place) never pay
+    // the packed copy's memory.
+    void prepare(const std::vector<const Tensor*>& constants) override {
+        if (constants.size() >= 2 && constants[1] != nullptr && constants[1]->shape.size() == 2) weight_ = constants[1];
     }
 
     bool lower(const std::vector<Shape>& in, DeviceStep* s) const override {
@@ -60,8 +78,23 @@ public:
     }
 
 private:
+    // The weight packed for `uk` (once, thread-safe); nullptr when it was packed for another
+    // kernel variant (a switch of PYENGINE_ISA at run time: gemm then packs as it goes).
+    const float* packed_weight(const GemmMicroKernel& uk, int64_t K, int64_t N) const {
+        std::call_once(pack_once_, [&] {
+            packed_.resize(gemm_packed_b_size(uk.nr, K, N));
+            gemm_pack_b(uk.nr, K, N, weight_->f32(), weight_->shape[1], trans_b_, packed_.data());
+            packed_uk_ = &uk;
+        });
+        return packed_uk_ == &uk ? packed_.data() : nullptr;
+    }
+
     bool trans_b_;
     Epilogue ep_;
+    const Tensor* weight_ = nullptr;  // the constant weight, if it is one
+    mutable std::once_flag pack_once_;
+    mutable std::vector<float> packed_;
+    mutable const GemmMicroKernel* packed_uk_ = nullptr;
 };
 
 // ---- Conv2D ----
