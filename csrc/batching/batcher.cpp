@@ -165,7 +165,7 @@ void Batcher::release_inline() {
 }
 
 bool Batcher::begin_inline(int64_t rows) {
-    if (rows < 1 || rows > config_.max_batch_size) return false;
+    if (rows < 1 || rows > config_.max_batch_size || config_.max_queue_delay_us != 0) return false;
     std::lock_guard<std::mutex> lk(mutex_);
     return claim_inline_locked();
 }

@@ -228,15 +228,16 @@ public:
             Batcher& b = *live();
             if (b.begin_inline(call.rows)) {
                 const auto started = std::chrono::steady_clock::now();
-                {
+                bool ran = false;
+                try {
+                    allocate_lean_output(call);
                     GilRelease release;
-                    try {
-                        model_->run(*call.plan, &call.in, 1, &call.out_data, 1);
-                    } catch (...) {
-                        b.end_inline(call.rows, started, false);
-                        throw;
-                    }
+                    model_->run(*call.plan, &call.in, 1, &call.out_data, 1);
+                    ran = true;
                     b.end_inline(call.rows, started, true);
+                } catch (...) {
+                    if (!ran) b.end_inline(call.rows, started, false);
+                    throw;
                 }
                 return call.out;
             }

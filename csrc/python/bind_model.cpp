@@ -91,6 +91,13 @@ bool prepare_lean_call(const Model& model, py::handle x, LeanCall& call) {
         cache = Cache{model.id(), std::move(dims), std::move(plan)};
     }
     call.plan = cache.plan;
+    call.in = a->data;
+    call.rows = nd > 0 ? static_cast<int64_t>(a->dimensions[0]) : 0;
+    return true;
+}
+
+void allocate_lean_output(LeanCall& call) {
+    auto& api = py::detail::npy_api::get();
     const Shape& os = call.plan->output_shapes[0];
     Py_intptr_t out_dims[kMaxRank];
     for (size_t i = 0; i < os.size(); ++i) out_dims[i] = static_cast<Py_intptr_t>(os[i]);
@@ -98,10 +105,7 @@ bool prepare_lean_call(const Model& model, py::handle x, LeanCall& call) {
         api.PyArray_Type_, api.PyArray_DescrFromType_(py::detail::npy_api::NPY_FLOAT_), static_cast<int>(os.size()),
         out_dims, nullptr, nullptr, 0, nullptr));
     if (!call.out) throw py::error_already_set();
-    call.in = a->data;
     call.out_data = py::detail::array_proxy(call.out.ptr())->data;
-    call.rows = nd > 0 ? static_cast<int64_t>(a->dimensions[0]) : 0;
-    return true;
 }
 
 namespace {
@@ -116,6 +120,7 @@ py::list run(const Model& model, const py::sequence& arrays) {
 py::object run1(const Model& model, py::handle x) {
     LeanCall call;
     if (prepare_lean_call(model, x, call)) {
+        allocate_lean_output(call);
         {
             GilRelease release;
             model.run(*call.plan, &call.in, 1, &call.out_data, 1);

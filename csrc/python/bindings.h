@@ -62,9 +62,12 @@ struct LeanCall {
     py::object out;
     int64_t rows = 0;  // dimension 0 of x (0 for a scalar)
 };
-// Fills `call` (GIL held) and returns true when `x` qualifies; false sends the caller to the
-// checked path (run_arrays), which converts or explains. Throws for a shape the model rejects.
+// Fills `call`'s plan, input and rows (GIL held) and returns true when `x` qualifies; false sends
+// the caller to the checked path (run_arrays), which converts or explains. Throws for a shape the
+// model rejects.
 bool prepare_lean_call(const Model& model, py::handle x, LeanCall& call);
+// Allocates `call`'s output array (GIL held), once the call is sure to run.
+void allocate_lean_output(LeanCall& call);
 
 // The pyengine dtype of a numpy dtype; throws InvalidArgument (-> ValueError) if unsupported.
 DType dtype_of(const py::dtype& dt, const std::string& what);
