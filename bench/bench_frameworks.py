@@ -157,10 +157,9 @@ def main() -> None:
         "",
         *notes,
         "",
-        "The native engine here runs its generic (reference) kernels; the CNN at batch 32 is "
-        "dominated by convolution arithmetic, where onnxruntime's and MXNet's (oneDNN) optimized "
-        "kernels are faster. p99 values include interference from other work on this shared "
-        "2-core machine.",
+        f"The native engine ran its {pyengine._core.kernel_variant()} kernels with "
+        f"{pyengine._core.num_threads()} intra-op threads. p99 values include interference from "
+        "other work on this shared 2-core machine.",
     ]
     write_markdown("frameworks", lines)
     print("\n".join(lines[-1:]))
