@@ -185,6 +185,7 @@ void Batcher::end_inline(int64_t rows, Clock::time_point started, bool ok) {
 
 void Batcher::wait(Request& r, bool pass) {
     std::unique_lock<std::mutex> rl(r.m_);
+    r.waiting_ = true;
     auto answered = [&] { return r.answered_; };
     if (r.has_deadline_ && !r.cv_.wait_until(rl, r.deadline_, answered)) {
         rl.unlock();
@@ -210,11 +211,7 @@ void Batcher::wait(Request& r, bool pass) {
         if (expired) notify({r.shared_from_this()});
         rl.lock();
     }
-    // Woken on its turn, once answered; a predecessor that never passes the turn on (a request
-    // nobody waits for) delays it by about kTurnPatience.
-    while (!(r.answered_ && r.turn_)) {
-        if (r.cv_.wait_for(rl, kTurnPatience) == std::cv_status::timeout && r.answered_) break;
-    }
+    r.cv_.wait(rl, [&] { return r.answered_ && r.turn_; });  // woken on its turn
     if (abandoned_) r.cv_.wait(rl, [] { return false; });  // the process is exiting: park for good
     rl.unlock();
     if (pass) pass_turn(r);
@@ -571,17 +568,20 @@ void Batcher::finish(const std::vector<ReqPtr>& reqs) {
 }
 
 void Batcher::notify(const std::vector<ReqPtr>& reqs) {
-    // Synchronous waiters form a chain, each woken by the one before it (see wait()): every
-    // request is answered and linked before the head can run and pass its turn on.
+    // The threads waiting on synchronous requests form a chain, each woken by the one before it
+    // (see wait()): every request is answered and linked before the head can run and pass its
+    // turn on. A request without a waiter yet has its turn now (its wait() returns at once).
     Request* prev_sync = nullptr;
     Request* head = nullptr;
     for (const auto& r : reqs) {
+        bool chained = false;
         {
             std::lock_guard<std::mutex> rl(r->m_);
             r->answered_ = true;
-            if (r->on_done_) r->turn_ = true;
+            chained = !r->on_done_ && r->waiting_;
+            if (!chained) r->turn_ = true;
         }
-        if (r->on_done_) continue;
+        if (!chained) continue;
         if (prev_sync != nullptr) {
             std::lock_guard<std::mutex> pl(prev_sync->m_);
             prev_sync->next_turn_ = r;

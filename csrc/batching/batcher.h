@@ -113,8 +113,10 @@ private:
     mutable std::mutex m_;
     std::condition_variable cv_;
     bool answered_ = false;  // guarded by m_; set once, after state_ became Done
-    // Waiters of one batch wake one after another, not all at once (see Batcher::pass_turn):
-    // `turn_` lets wait() return; `next_turn_` is the waiter to wake next. Guarded by m_.
+    // Waiters of one batch wake one after another, not all at once (see Batcher::wait):
+    // `turn_` lets wait() return; `next_turn_` is the waiter to wake next; `waiting_`: a thread
+    // is in wait() (only those join the chain). Guarded by m_.
+    bool waiting_ = false;
     bool turn_ = false;
     std::shared_ptr<Request> next_turn_;
     std::vector<TensorOut> outputs_;
@@ -169,14 +171,14 @@ public:
     void end_inline(int64_t rows, std::chrono::steady_clock::time_point started, bool ok);
     // Blocks until `r` is done; enforces its timeout (a request still queued at its deadline fails
     // with RequestTimeout; one already in a batch runs to the end).
-    // The waiters of a batch's synchronous requests wake in turn: each wakes the next as it leaves
-    // wait() (or, with pass_turn=false, when it calls pass_turn(r) itself), so that a big batch
-    // does not wake every caller at once into a fight for one lock (such as Python's GIL). A turn
-    // not passed within kTurnPatience is taken anyway.
+    // The threads waiting on a batch's synchronous requests wake in turn: each wakes the next as
+    // it leaves wait() (or, with pass_turn=false, when it calls pass_turn(r) itself, which it
+    // then must), so that a big batch does not wake every caller at once into a fight for one
+    // lock (such as Python's GIL). Requests nobody waits on yet when the batch ends are not in
+    // the chain: their wait() returns at once.
     void wait(Request& r, bool pass_turn = true);
     // Wakes the waiter after `r` (see wait()); once per request, after its wait() returned.
     static void pass_turn(Request& r);
-    static constexpr std::chrono::microseconds kTurnPatience{2000};
     // Fails `r` with `why` if it is still queued (true); false if a batch has it or it is done.
     bool cancel(Request& r, std::exception_ptr why);
     // Stops accepting requests; drain=true runs what is queued, false fails it with BatcherClosed.
