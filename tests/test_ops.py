@@ -45,8 +45,8 @@ def test_dense(m, k, n, trans, act, bias, seed):
 
 @pytest.mark.parametrize("trans", [False, True])
 def test_dense_packed_weight(tmp_path, isa, trans):
-    """Many rows and a wide weight: the weight is packed once, on the first such call; calls
-    after a switch of kernel variant (another packing) and one-row calls still match."""
+    """Many rows and a wide weight: the weight is packed once, on the first such call; one-row
+    calls, and calls under another kernel variant (which pack as they go), still match."""
     rng = np.random.default_rng(7)
     k, n = 300, 600
     w, b = rand(rng, k, n), rand(rng, n)
