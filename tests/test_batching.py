@@ -136,6 +136,8 @@ def test_native_callers_get_their_own_rows(
                 x = unique_rows(i, r, rows, 8)
                 y = b.predict(x)
                 assert y.shape == x.shape and np.array_equal(y, x), (i, r)
+                if cfg["max_delay_us"] > 0:  # (with 0, an idle batcher may run it on this thread)
+                    assert not y.flags.owndata  # a view of the batch output, not a copy
             return True
 
         assert in_threads(len(plan), caller) == [True] * len(plan)
