@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
-// AVX2+FMA vector helpers shared by the *_x86_avx2.cpp files (include only from those files:
-// everything here is compiled with -mavx2 -mfma and has internal linkage).
+// AVX2+FMA vector helpers shared by the *_x86_avx2.cpp files and the AVX-512 GEMM's epilogue
+// (include only from x86 kernel files: everything here has internal linkage, so each file's copy
+// is compiled for that file's instruction set).
 #pragma once
 
 #if defined(__AVX2__) && defined(__FMA__)

@@ -9,7 +9,7 @@
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #include <immintrin.h>
 
-#include <cmath>
+#include "kernels/x86/avx2_math.h"
 
 namespace pyengine {
 
@@ -29,12 +29,11 @@ __attribute__((always_inline)) inline __m512 act512(__m512 v, const Epilogue& e)
         }
         default: break;
     }
-    // Sigmoid and tanh: rare in GEMM epilogues, done per lane (libm, not the shared inline
-    // activate(), whose out-of-line copy must not be an AVX-512 one).
-    alignas(64) float t[16];
-    _mm512_store_ps(t, v);
-    for (float& f : t) f = e.act == Activation::Sigmoid ? 1.0f / (1.0f + std::exp(-f)) : std::tanh(f);
-    return _mm512_load_ps(t);
+    // Sigmoid and tanh: the AVX2 code on each half (avx2_math.h has internal linkage, so this
+    // file's copy is its own; libm per lane cost ~10 ns an element, more than the GEMM itself).
+    const __m256 lo = activate256(_mm512_castps512_ps256(v), e);
+    const __m256 hi = activate256(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)), e);
+    return _mm512_castpd_ps(_mm512_insertf64x4(_mm512_castps_pd(_mm512_castps256_ps512(lo)), _mm256_castps_pd(hi), 1));
 }
 
 inline __mmask16 lane_mask(int lanes) {
