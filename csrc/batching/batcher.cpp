@@ -176,9 +176,7 @@ void Batcher::end_inline(int64_t rows, Clock::time_point started, bool ok) {
     std::lock_guard<std::mutex> s(stats_mutex_);
     ++stats_.requests;
     ++(ok ? stats_.completed : stats_.failed);
-    ++stats_.batches;
-    stats_.rows += static_cast<uint64_t>(rows);
-    ++stats_.batch_size_histogram[static_cast<size_t>(rows)];
+    count_batch_locked(rows);
     record(stats_.queue_us, queue_pos_, 0.0);
     record(stats_.latency_us, latency_pos_, micros(now - started));
 }
@@ -224,12 +222,15 @@ void Batcher::pass_turn(Request& r) {
         next = std::move(r.next_turn_);
         r.next_turn_ = nullptr;
     }
-    if (!next) return;
+    if (next) give_turn(*next);
+}
+
+void Batcher::give_turn(Request& r) {
     {
-        std::lock_guard<std::mutex> nl(next->m_);
-        next->turn_ = true;
+        std::lock_guard<std::mutex> rl(r.m_);
+        r.turn_ = true;
     }
-    next->cv_.notify_all();
+    r.cv_.notify_all();
 }
 
 bool Batcher::cancel(Request& r, std::exception_ptr why) {
@@ -484,9 +485,7 @@ void Batcher::run_batch(const std::vector<ReqPtr>& batch) {
     }
     {
         std::lock_guard<std::mutex> s(stats_mutex_);
-        ++stats_.batches;
-        stats_.rows += static_cast<uint64_t>(rows);
-        if (static_cast<size_t>(rows) < stats_.batch_size_histogram.size()) ++stats_.batch_size_histogram[static_cast<size_t>(rows)];
+        count_batch_locked(rows);
     }
     std::vector<TensorOut> outs;
     {
@@ -545,6 +544,12 @@ void Batcher::execute(const std::vector<ReqPtr>& batch) {
     finish(batch);
 }
 
+void Batcher::count_batch_locked(int64_t rows) {
+    ++stats_.batches;
+    stats_.rows += static_cast<uint64_t>(rows);
+    if (static_cast<size_t>(rows) < stats_.batch_size_histogram.size()) ++stats_.batch_size_histogram[static_cast<size_t>(rows)];
+}
+
 void Batcher::record_queue_time(const std::vector<ReqPtr>& reqs, Clock::time_point now) {
     std::lock_guard<std::mutex> s(stats_mutex_);
     for (const auto& r : reqs) record(stats_.queue_us, queue_pos_, micros(now - r->enqueued_));
@@ -590,13 +595,7 @@ void Batcher::notify(const std::vector<ReqPtr>& reqs) {
         }
         prev_sync = r.get();
     }
-    if (head != nullptr) {
-        {
-            std::lock_guard<std::mutex> hl(head->m_);
-            head->turn_ = true;
-        }
-        head->cv_.notify_all();
-    }
+    if (head != nullptr) give_turn(*head);
     for (const auto& r : reqs) {
         if (!r->on_done_) continue;
         r->cv_.notify_all();

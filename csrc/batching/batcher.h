@@ -216,6 +216,10 @@ private:
     // Under mutex_: wakes a worker if the queue just became worth looking at.
     void wake_worker_locked(int64_t rows_before);
     void record_queue_time(const std::vector<ReqPtr>& reqs, Clock::time_point now);
+    // Under stats_mutex_: counts a batch of `rows` (batches, rows, the size histogram).
+    void count_batch_locked(int64_t rows);
+    // Lets `r`'s waiter leave wait() and wakes it.
+    static void give_turn(Request& r);
     // Under mutex_: true (and a slot taken) when a request may run on its caller's thread now.
     bool claim_inline_locked();
     // Gives back a slot claim_inline_locked() took (takes mutex_).
