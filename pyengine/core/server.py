@@ -28,9 +28,10 @@ from pyengine.core.group import (
 )
 from pyengine.core.messaging import Router
 from pyengine.core.metrics import Metrics, render_batching
-from pyengine.core.policy import plan, unreadable
+from pyengine.core.policy import give_scratch, plan, unreadable
 from pyengine.core.pool import FunctionPool, InvokeError
 from pyengine.core.runtime import merge_stats
+from pyengine.core.users import FunctionUsers
 
 log = logging.getLogger("pyengine.core")
 
@@ -116,6 +117,9 @@ class Core:
         #: Started after the core, stopped before it: objects with start() and stop() (the fleet
         #: agent of ``core start --fleet``).
         self.services: list[Any] = []
+        #: Each function's own user (root core only: an unprivileged one cannot switch users).
+        self.users = (FunctionUsers(self.root, self.config.functions.uids)
+                      if os.geteuid() == 0 else None)
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -129,6 +133,12 @@ class Core:
                    else "not available in this kernel (it needs Linux 5.13+ with landlock enabled)")
             log.warning("Landlock is %s: functions are confined by uid/gid and file modes only",
                         why)
+        if self.users is not None:
+            log.info("each function runs as a user of its own (uids %s, recorded in %s)",
+                     self.users.uid_range, self.users.path)
+        else:
+            log.warning("the core runs as uid %d, not root: every function runs as uid %d too "
+                        "(no user of its own without root)", os.geteuid(), os.geteuid())
         if not self.landlock:
             for name in (STATE_DB, f"{STATE_DB}-wal", f"{STATE_DB}-shm"):
                 path = os.path.join(self.root, name)
@@ -230,12 +240,11 @@ class Core:
         protected = [f.code_dir for f in group.functions]
         protected += [r.grant_path() for f in group.functions for r in f.resources
                       if r.kind == "model"]
-        worker_plan = plan(spec, self.root, scratch, protected)
+        user = self.users.user_for(spec.name) if self.users is not None else None
+        worker_plan = plan(spec, self.root, scratch, protected, user,
+                           self.config.functions.processes_max)
         os.chmod(os.path.join(self.root, "run"), 0o711)
-        if worker_plan.uid is not None:
-            gid = worker_plan.gid if worker_plan.gid is not None else -1
-            os.chown(scratch, worker_plan.uid, gid)
-        os.chmod(scratch, 0o700)
+        give_scratch(scratch, worker_plan.uid, worker_plan.gid)
         for problem in unreadable(worker_plan, spec):
             log.warning("function %s: %s", spec.name, problem)
         return FunctionPool(spec, worker_plan, self.landlock, on_op=self._worker_op)

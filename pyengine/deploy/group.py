@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Optional
 
 from pyengine.batching_config import BatchingConfig
+from pyengine.deploy.environment import environment_problem
 from pyengine.deploy.errors import GroupError
 from pyengine.deploy.subscriptions import BROKERS, Subscription, filter_problem
 from pyengine.sources.aws import AwsSettings
@@ -571,6 +572,10 @@ def validate_group(data: dict[str, Any], path: str = "<group>") -> Group:
             k: "" if v is None else str(v).lower() if isinstance(v, bool) else str(v)
             for k, v in env.items()
         }
+        for k, v in env.items():
+            problem = environment_problem(k, v)
+            if problem:
+                c.bad(f"{where}.environment.{k}", problem)
         frs: list[FunctionResource] = []
         raw_fr = m.get("resources") or []
         if not isinstance(raw_fr, list):
