@@ -19,6 +19,7 @@ import pyengine
 from pyengine.core import protocol
 from pyengine.core.group import FunctionSpec
 from pyengine.core.policy import WorkerPlan
+from pyengine.core.procs import kill_tree
 from pyengine.core.runtime import ENV_RESOURCES
 from pyengine.deploy.environment import environment_problem
 from pyengine.devices import GRANT_ENV
@@ -56,6 +57,10 @@ def _describe_exit(code: int | None) -> str:
             return f"killed by signal {-code}"
     return f"exited with status {code}"
 
+
+#: Pids of the workers started and not yet reaped, in this process (see procs.kill_strays).
+LIVE_PIDS: set[int] = set()
+LIVE_LOCK = threading.Lock()
 
 #: The worker's first code (run by path: importing ``pyengine`` would import numpy unconfined).
 BOOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "boot.py")
@@ -114,12 +119,14 @@ class Worker:
         if batching:
             argv.append(str(children[-1].fileno()))
         try:
-            self.proc = subprocess.Popen(
-                argv, pass_fds=[c.fileno() for c in children], env=env, cwd="/",
-                stdin=subprocess.DEVNULL,
-                stdout=sys.stderr.fileno(), user=plan.uid, group=plan.gid,
-                extra_groups=list(plan.groups) if plan.uid is not None else None,
-                start_new_session=True)
+            with LIVE_LOCK:  # registered before a stray sweep can see it
+                self.proc = subprocess.Popen(
+                    argv, pass_fds=[c.fileno() for c in children], env=env, cwd="/",
+                    stdin=subprocess.DEVNULL,
+                    stdout=sys.stderr.fileno(), user=plan.uid, group=plan.gid,
+                    extra_groups=list(plan.groups) if plan.uid is not None else None,
+                    start_new_session=True)
+                LIVE_PIDS.add(self.proc.pid)
         except OSError as exc:
             for p, _ in pairs:
                 p.close()
@@ -249,20 +256,28 @@ class Worker:
         return self.proc.poll() is None
 
     def stop(self, grace_s: float = 2.0) -> None:
-        """Close the channels (the worker exits), then kill it if it lingers."""
+        """Kill what the handler started, close the channels (the worker exits), then kill the
+        worker if it lingers."""
+        if self.proc.poll() is None:
+            kill_tree(self.pid, include_root=False)
         self._close()
         try:
             self.proc.wait(timeout=grace_s)
         except subprocess.TimeoutExpired:
             self.kill()
+        self._forget()
 
     def kill(self) -> None:
-        """Kill the process now and reap it."""
+        """Kill the process and everything it started now, and reap it."""
         if self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                self.proc.kill()
+            kill_tree(self.pid)
         self.proc.wait()
         self._close()
+        self._forget()
+
+    def _forget(self) -> None:
+        with LIVE_LOCK:
+            LIVE_PIDS.discard(self.pid)
 
     def _close(self) -> None:
         for s in [*self.socks, self.stats_sock]:

@@ -29,7 +29,8 @@ from pyengine.core.group import (
 from pyengine.core.messaging import Router
 from pyengine.core.metrics import Metrics, render_batching
 from pyengine.core.policy import give_scratch, plan, unreadable
-from pyengine.core.pool import FunctionPool, InvokeError
+from pyengine.core.pool import LIVE_LOCK, LIVE_PIDS, FunctionPool, InvokeError
+from pyengine.core.procs import become_subreaper, kill_strays
 from pyengine.core.runtime import merge_stats
 from pyengine.core.users import FunctionUsers
 
@@ -118,6 +119,8 @@ class Core:
         #: agent of ``core start --fleet``).
         self.services: list[Any] = []
         #: Each function's own user (root core only: an unprivileged one cannot switch users).
+        #: Whether orphans of workers come to this process (``serve_forever``; see procs).
+        self.subreaper = False
         self.users = (FunctionUsers(self.root, self.config.functions.uids)
                       if os.geteuid() == 0 else None)
 
@@ -187,6 +190,8 @@ class Core:
         signal.signal(signal.SIGTERM, lambda *_: self._stopping.set())
         signal.signal(signal.SIGINT, lambda *_: self._stopping.set())
         signal.signal(signal.SIGHUP, lambda *_: self._reload_now.set())
+        # Orphans of a worker that died on its own come to the core, which kills them.
+        self.subreaper = become_subreaper()
         try:
             self.start()
             while not self._stopping.wait(0.2):
@@ -212,6 +217,7 @@ class Core:
             self._retiring.clear()
         for p in pools:
             p.stop()
+        self._kill_strays()
         with contextlib.suppress(FileNotFoundError):
             os.unlink(os.path.join(self.root, ADDRESS_FILE))
         log.info("stopped")
@@ -233,6 +239,16 @@ class Core:
                 self._retiring = [p for p in self._retiring if p.workers() > 0]
             for p in pools:
                 p.reap_idle()
+            self._kill_strays()
+
+    def _kill_strays(self) -> None:
+        if not self.subreaper:
+            return
+        with LIVE_LOCK:
+            strays = kill_strays(LIVE_PIDS)
+        if strays:
+            log.warning("killed %d process(es) left behind by workers that ended: %s",
+                        len(strays), strays)
 
     def _new_pool(self, spec: FunctionSpec, group: DeployedGroup) -> FunctionPool:
         scratch = os.path.join(self.root, "run", spec.name)

@@ -217,6 +217,20 @@ def _keep_installed(it: ItemResult, prev: Optional[dict], token: str, dest: str)
     return True
 
 
+def _changed_since(path: str, t: float) -> Optional[str]:
+    """The first entry of the tree at ``path`` (itself included) whose inode changed after the
+    time ``t`` (written, truncated, chmod-ed, an entry added or removed below it); None when none
+    did or the tree is gone."""
+    for dirpath, dirnames, filenames in os.walk(path):
+        for p in (dirpath, *(os.path.join(dirpath, n) for n in dirnames + filenames)):
+            try:
+                if os.lstat(p).st_ctime > t:
+                    return p
+            except FileNotFoundError:
+                return p
+    return None
+
+
 def _tree_token(path: str) -> str:
     """A digest of a directory tree's names, modes and contents (function code change token)."""
     h = hashlib.sha256()
@@ -544,6 +558,19 @@ class _Deployer:
         assert source is not None and isinstance(got, SourceInfo)
         info = got
         it.token = info.token
+        if prev and prev["spec_json"] == spec and m.owner and m.owner.permission == "rw":
+            # Functions granted rw write this version in place: it is kept only while nothing in
+            # it changed since it was installed (a change moves an inode's ctime, which no user
+            # can set back), never reported "unchanged" over content the source did not give.
+            row = self.state.one("SELECT created FROM versions WHERE kind='model' AND key=? AND "
+                                 "version=?", r.id, prev["version"])
+            changed = (_changed_since(prev["version_path"], row["created"])
+                       if row is not None and row["created"] and prev["version_path"] else None)
+            if changed is not None:
+                prev = None
+                it.message = (f"the installed version was modified in place ({changed} changed "
+                              "after it was installed; a function has rw on it): installed again "
+                              "from the source")
         if prev and prev["spec_json"] == spec and _keep_installed(it, prev, info.token, m.destination):
             return None
 
