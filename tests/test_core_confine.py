@@ -22,6 +22,7 @@ from core_helpers import (
     deploy_group,
     function,
     model_resource,
+    package,
     redeploy,
     text_file,
 )
@@ -385,8 +386,13 @@ def test_deploy_does_not_call_a_modified_rw_version_unchanged(tmp_path):
         fh.truncate(10)
     d = redeploy(base, root)
     item = {i.key: i for i in d.items}["weights"]
-    assert item.outcome == "installed", item
-    assert "modified in place" in item.message
-    assert os.path.realpath(data) != before
+    assert item.outcome == "modified", item
+    assert "no longer matches the source" in item.message and "w.bin" in item.message
+    assert os.path.realpath(data) == before  # the writer keeps what it wrote
+    # A new source version is installed as usual, and reported unchanged while untouched.
+    package(os.path.join(base, "sources", "weights.tar.gz"), text_file("w.bin", "B" * 4096))
+    d = redeploy(base, root)
+    assert {i.key: i.outcome for i in d.items}["weights"] == "installed"
     with open(data) as fh:
-        assert fh.read() == "A" * 4096
+        assert fh.read() == "B" * 4096
+    assert {i.key: i.outcome for i in redeploy(base, root).items}["weights"] == "unchanged"

@@ -19,7 +19,7 @@ import pyengine
 from pyengine.core import protocol
 from pyengine.core.group import FunctionSpec
 from pyengine.core.policy import WorkerPlan
-from pyengine.core.procs import kill_tree
+from pyengine.core.procs import kill_tree, reap
 from pyengine.core.runtime import ENV_RESOURCES
 from pyengine.deploy.environment import environment_problem
 from pyengine.devices import GRANT_ENV
@@ -258,20 +258,20 @@ class Worker:
     def stop(self, grace_s: float = 2.0) -> None:
         """Kill what the handler started, close the channels (the worker exits), then kill the
         worker if it lingers."""
-        if self.proc.poll() is None:
-            kill_tree(self.pid, include_root=False)
+        killed = kill_tree(self.pid, include_root=False) if self.proc.poll() is None else set()
         self._close()
         try:
             self.proc.wait(timeout=grace_s)
         except subprocess.TimeoutExpired:
             self.kill()
+        reap(killed)
         self._forget()
 
     def kill(self) -> None:
         """Kill the process and everything it started now, and reap it."""
-        if self.proc.poll() is None:
-            kill_tree(self.pid)
+        killed = kill_tree(self.pid) if self.proc.poll() is None else set()
         self.proc.wait()
+        reap(killed)  # they count against the user's process limit until reaped
         self._close()
         self._forget()
 

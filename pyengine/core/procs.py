@@ -16,6 +16,7 @@ import contextlib
 import ctypes
 import os
 import signal
+import time
 
 _PR_SET_CHILD_SUBREAPER = 36
 
@@ -65,12 +66,12 @@ def _signal(pid: int, sig: int) -> None:
         os.kill(pid, sig)
 
 
-def kill_tree(pid: int, include_root: bool = True) -> int:
+def kill_tree(pid: int, include_root: bool = True) -> set[int]:
     """SIGKILL every descendant of ``pid`` (and ``pid`` itself with ``include_root``).
 
     Each process is stopped first and the tree read again until no new one appears, so a
-    process forking in a loop cannot outrun the kill. ``pid`` is not reaped here (its parent
-    does that). Returns how many processes were killed.
+    process forking in a loop cannot outrun the kill. Nothing is reaped here: ``pid`` by its
+    parent, the descendants with :func:`reap`. Returns the descendants killed.
     """
     stopped: set[int] = set()
     if include_root:
@@ -82,11 +83,44 @@ def kill_tree(pid: int, include_root: bool = True) -> int:
         for p in new:
             _signal(p, signal.SIGSTOP)
         stopped |= new
-    if include_root:
-        stopped.add(pid)
-    for p in stopped:
+    for p in stopped | ({pid} if include_root else set()):
         _signal(p, signal.SIGKILL)
-    return len(stopped)
+    return stopped
+
+
+def _state(pid: int) -> tuple[str, int] | None:
+    """(state letter, parent pid) of ``pid``; None when it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            fields = fh.read().rsplit(b")", 1)[1].split()
+    except OSError:
+        return None
+    return fields[0].decode(), int(fields[1])
+
+
+def reap(pids: set[int], timeout_s: float = 2.0) -> set[int]:
+    """Wait until the killed ``pids`` are gone, reaping those that became this process's
+    children (a subreaper's orphans); what still exists after ``timeout_s``.
+
+    Until a task is reaped it still counts against its user's RLIMIT_NPROC: a worker started
+    at once after a fork bomb was killed would find no task left to start its threads.
+    """
+    me = os.getpid()
+    left = set(pids)
+    deadline = time.monotonic() + timeout_s
+    while left:
+        for p in list(left):
+            st = _state(p)
+            if st is None:
+                left.discard(p)
+            elif st[0] in "ZX" and st[1] == me:
+                with contextlib.suppress(ChildProcessError):
+                    os.waitpid(p, os.WNOHANG)
+                left.discard(p)
+        if not left or time.monotonic() > deadline:
+            break
+        time.sleep(0.01)
+    return left
 
 
 def kill_strays(keep: set[int]) -> list[int]:
@@ -98,7 +132,7 @@ def kill_strays(keep: set[int]) -> list[int]:
     me = os.getpid()
     strays = [p for p, parent in _parents().items() if parent == me and p not in keep]
     for p in strays:
-        kill_tree(p)
+        reap(kill_tree(p))
         with contextlib.suppress(ChildProcessError):
             os.waitpid(p, 0)
     return strays

@@ -68,7 +68,8 @@ ProgressCallback = Callable[[ProgressEvent], None]
 class ItemResult:
     """The outcome of one resource or function in a deployment.
 
-    ``outcome`` is one of: installed, unchanged, verified (a device), removed, failed,
+    ``outcome`` is one of: installed, unchanged, modified (kept, but a function granted rw
+    changed it since it was installed), verified (a device), removed, failed,
     rolled-back (prepared but not switched because the deployment failed), skipped.
     """
 
@@ -558,20 +559,21 @@ class _Deployer:
         assert source is not None and isinstance(got, SourceInfo)
         info = got
         it.token = info.token
-        if prev and prev["spec_json"] == spec and m.owner and m.owner.permission == "rw":
-            # Functions granted rw write this version in place: it is kept only while nothing in
-            # it changed since it was installed (a change moves an inode's ctime, which no user
-            # can set back), never reported "unchanged" over content the source did not give.
-            row = self.state.one("SELECT created FROM versions WHERE kind='model' AND key=? AND "
-                                 "version=?", r.id, prev["version"])
-            changed = (_changed_since(prev["version_path"], row["created"])
-                       if row is not None and row["created"] and prev["version_path"] else None)
-            if changed is not None:
-                prev = None
-                it.message = (f"the installed version was modified in place ({changed} changed "
-                              "after it was installed; a function has rw on it): installed again "
-                              "from the source")
         if prev and prev["spec_json"] == spec and _keep_installed(it, prev, info.token, m.destination):
+            if m.owner and m.owner.permission == "rw":
+                # The function granted rw writes this version in place and keeps what it wrote;
+                # a deploy that did not install it cannot vouch for it, so it does not call it
+                # "unchanged" once anything in it changed (a change moves an inode's ctime,
+                # which no user can set back).
+                row = self.state.one("SELECT created FROM versions WHERE kind='model' AND "
+                                     "key=? AND version=?", r.id, prev["version"])
+                changed = (_changed_since(prev["version_path"], row["created"])
+                           if row is not None and row["created"] else None)
+                if changed is not None:
+                    it.outcome = "modified"
+                    it.message = (f"kept as the function granted rw left it: {changed} changed "
+                                  "after the deploy installed it, so it no longer matches the "
+                                  "source (change the source, or reset, to install it again)")
             return None
 
         def build() -> None:
@@ -945,7 +947,7 @@ def rollback(
             raise DeployError("there is no previous successful deployment to roll back to")
         items = state.q(
             "SELECT * FROM items WHERE deployment_id=? AND outcome IN "
-            "('installed','unchanged','verified')",
+            "('installed','unchanged','modified','verified')",
             target["id"],
         )
         plan: list[tuple[ItemResult, Optional[str]]] = []
