@@ -39,8 +39,12 @@ from pyengine.deploy.fetch import fetch
 from pyengine.deploy.group import Function, Group, ModelSpec, Resource, load_group
 from pyengine.deploy.state import RootLock, State, dumps
 from pyengine.deploy.unpack import (
+    DEFAULT_MAX_FILES,
+    TREE_MAX_BYTES,
     apply_owner,
+    copy_tree,
     fsync_dir,
+    tree_digest,
     unpack,
 )
 from pyengine.sources import open_source
@@ -217,43 +221,9 @@ def _keep_installed(it: ItemResult, prev: Optional[dict], token: str, dest: str)
     return True
 
 
-def _tree_token(path: str) -> str:
-    """A digest of a directory tree's names, modes and contents (function code change token)."""
-    h = hashlib.sha256()
-    for dirpath, dirnames, filenames in os.walk(path):
-        dirnames[:] = sorted(d for d in dirnames if d != "__pycache__")
-        for n in sorted(filenames):
-            if n.endswith((".pyc", ".pyo")):
-                continue
-            p = os.path.join(dirpath, n)
-            rel = os.path.relpath(p, path)
-            h.update(rel.encode("utf-8", "surrogateescape") + b"\0")
-            h.update(b"x" if os.access(p, os.X_OK) else b"-")
-            with open(p, "rb") as f:
-                for b in iter(lambda: f.read(1 << 20), b""):
-                    h.update(b)
-            h.update(b"\0")
-    return "code:" + h.hexdigest()
-
-
-def _copy_code(src: str, dst: str) -> int:
-    """Copy a function's code directory (links followed, bytecode caches skipped); bytes copied."""
-    total = 0
-    shutil.copytree(
-        src, dst, symlinks=False, ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.pyo")
-    )
-    for dirpath, _, filenames in os.walk(dst):
-        for n in filenames:
-            p = os.path.join(dirpath, n)
-            total += os.path.getsize(p)
-            fd = os.open(p, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.chmod(p, 0o755 if os.access(p, os.X_OK) else 0o644)
-        fsync_dir(dirpath)
-    return total
+def _code_limits(f: Function) -> tuple[int, int]:
+    """The caps (bytes, entries) on copying ``f``'s code: the group's, else the defaults."""
+    return f.max_code_bytes or TREE_MAX_BYTES, f.max_code_files or DEFAULT_MAX_FILES
 
 
 class _Session:
@@ -632,7 +602,16 @@ class _Deployer:
         return None
 
     def prepare_function(self, f: Function, it: ItemResult) -> Optional[Callable[[], None]]:
-        token = _tree_token(f.code)
+        where = f"functions[{self.group.functions.index(f)}].code"
+
+        def refused(exc: Exception) -> UnpackError:
+            return UnpackError(f"{where} ({f.code}): {exc}")
+
+        max_bytes, max_files = _code_limits(f)
+        try:
+            token = "code:" + tree_digest(f.code, max_bytes=max_bytes, max_files=max_files)
+        except (UnpackError, OSError) as exc:
+            raise refused(exc) from None
         it.token, it.source = token, f.code
         store = os.path.join(self.s.root, "functions", f.name)
         dest = os.path.join(store, "current")
@@ -644,14 +623,22 @@ class _Deployer:
         def build() -> None:
             os.makedirs(store, exist_ok=True)
             self.state.add_store(store)
-            version = _version_name(self.dep, token, store)
-            vpath = os.path.join(store, version)
             staging = os.path.join(store, f"staging-{self.dep}")
-            self.state.journal(self.dep, "stage", "function", f.name, staging, vpath, None)
+            self.state.journal(self.dep, "stage", "function", f.name, staging, None, None)
             _rmtree(staging)
-            it.bytes = 0
-            _copy_code(f.code, staging)
-            fsync_dir(staging)
+            os.mkdir(staging, 0o700)
+            try:
+                _, digest = copy_tree(
+                    f.code, staging, max_bytes=max_bytes, max_files=max_files
+                )
+            except (UnpackError, OSError) as exc:
+                _rmtree(staging)
+                raise refused(exc) from None
+            # What was copied decides the version (the tree may have changed since planning).
+            it.token = "code:" + digest
+            version = _version_name(self.dep, it.token, store)
+            vpath = os.path.join(store, version)
+            self.state.journal(self.dep, "stage", "function", f.name, staging, vpath, None)
             os.rename(staging, vpath)
             fsync_dir(store)
             self.state.x(
@@ -661,7 +648,7 @@ class _Deployer:
                 f.name,
                 version,
                 vpath,
-                token,
+                it.token,
                 self.dep,
                 time.time(),
             )

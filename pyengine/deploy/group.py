@@ -124,6 +124,9 @@ class Function:
     memory_mb: int = 128
     environment: dict[str, str] = field(default_factory=dict)
     resources: tuple[FunctionResource, ...] = ()
+    #: Caps on the copy of ``code`` (None: the defaults of :func:`pyengine.deploy.unpack.copy_tree`).
+    max_code_bytes: Optional[int] = None
+    max_code_files: Optional[int] = None
 
 
 @dataclass(frozen=True)
@@ -528,6 +531,8 @@ def validate_group(data: dict[str, Any], path: str = "<group>") -> Group:
                 "memory_mb",
                 "environment",
                 "resources",
+                "max_code_mb",
+                "max_code_files",
             ),
             ("name", "handler", "code"),
         )
@@ -608,6 +613,8 @@ def validate_group(data: dict[str, Any], path: str = "<group>") -> Group:
                     except ValueError as exc:
                         c.problems.append(str(exc))
             frs.append(FunctionResource(str(fr_id), perm, batching))
+        code_mb = m.get("max_code_mb")
+        code_files = m.get("max_code_files")
         functions.append(
             Function(
                 fname,
@@ -618,6 +625,12 @@ def validate_group(data: dict[str, Any], path: str = "<group>") -> Group:
                 int(memory),
                 env,
                 tuple(frs),
+                int(c.number(f"{where}.max_code_mb", code_mb, 1, 2**20) * 2**20)
+                if code_mb is not None
+                else None,
+                int(c.number(f"{where}.max_code_files", code_files, 1, 10**8, integer=True))
+                if code_files is not None
+                else None,
             )
         )
 
