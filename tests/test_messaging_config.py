@@ -206,7 +206,7 @@ def test_client_id_is_random_persisted_and_private(tmp_path: Any) -> None:
 
 def test_message_limits_and_capture_quotas(tmp_path: Any) -> None:
     cfg = validate_config({"queue_mb": 2, "message_max_mb": 0.5,
-                           "functions": {"big": {"queue_mb": 64, "message_max_mb": 32}},
+                           "message_limits": {"big": {"queue_mb": 64, "message_max_mb": 32}},
                            "capture": {"spool_mb": 100, "function_mb": 10,
                                        "function_files": 50}})
     assert cfg.limits("any").queue_bytes == 2 << 20
@@ -220,17 +220,17 @@ def test_message_limits_and_capture_quotas(tmp_path: Any) -> None:
     assert default.limits("f").message_max_bytes == 4 << 20
     with pytest.raises(ConfigError) as info:
         validate_config({"message_max_mb": 100, "queue_mb": 0,
-                         "functions": {"f": {"message_max_mb": 8, "queue_mb": 4, "x": 1},
-                                       "g": 3},
+                         "message_limits": {"f": {"message_max_mb": 8, "queue_mb": 4, "x": 1},
+                                            "g": 3},
                          "mqtt": {"host": "h", "topic_prefix": "ops/"},
                          "fleet_mqtt": {"host": "h", "topic_prefix": "ops/#"},
                          "capture": {"spool_mb": 1, "function_mb": 2, "function_files": 0}})
     text = str(info.value)
     for expected in ("message_max_mb: 100 must be a number from 0.0001 to 44",
                      "queue_mb: 0 must be a number from 0.001",
-                     "functions.f.message_max_mb: 8 is more than queue_mb (4)",
-                     "functions.f.x: unknown field 'x'",
-                     "functions.g: expected a mapping",
+                     "message_limits.f.message_max_mb: 8 is more than queue_mb (4)",
+                     "message_limits.f.x: unknown field 'x'",
+                     "message_limits.g: expected a mapping",
                      "mqtt.topic_prefix: only fleet_mqtt takes a topic prefix",
                      "fleet_mqtt.topic_prefix: 'ops/#' must be topic levels ending with '/'",
                      "capture.function_mb: 2 is more than spool_mb (1)",

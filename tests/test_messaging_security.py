@@ -361,7 +361,7 @@ def test_every_payload_is_delivered_or_counted(mosquitto: Mosquitto, predict_bas
         {"source": "probe", "topic": "acks/probe", "target": "devices"},
     ])
     cfg = _config(base, mqtt={"host": "127.0.0.1", "port": mosquitto.port},
-                  functions={"probe": {"queue_mb": 64, "message_max_mb": 32}})
+                  message_limits={"probe": {"queue_mb": 64, "message_max_mb": 32}})
     core = CoreProcess(root, args=("--config", cfg)).wait_ready()
     device = Device(mosquitto.port, ["acks/#"])
 

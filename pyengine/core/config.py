@@ -14,7 +14,7 @@ fleet_mqtt: {host: ..., topic_prefix: ops/}  # optional: fleet traffic (default:
 queue_size: 1000              # messages waiting per function before new ones are dropped
 queue_mb: 16                  # bytes of payloads waiting per function before new ones are dropped
 message_max_mb: 4             # larger payloads for a function are refused (counted)
-functions:                    # per-function overrides of the three above
+message_limits:               # per-function overrides of the three above
   classify: {queue_size: 100, queue_mb: 64, message_max_mb: 32}
 capture:
   s3: s3://bucket/prefix/     # where pyengine.capture() samples go; none: they stay spooled
@@ -25,6 +25,10 @@ capture:
   function_files: 10000       # each function's quota of samples (one file each)
   batch_size: 100             # samples per uploaded object
   batch_s: 5                  # the longest a sample waits for its batch to fill
+functions:                    # how the core runs functions (see docs/core.md)
+  uid_first: 70000            # a root core gives each function its own uid from this range
+  uid_count: 30000
+  processes_max: 512          # RLIMIT_NPROC: tasks (processes and threads) per function
 ```
 
 Every problem is reported at once with its field path, like the group file.
@@ -39,6 +43,9 @@ import re
 import secrets
 from dataclasses import dataclass, field, replace
 from typing import Any, Optional
+
+from pyengine.core.policy import DEFAULT_PROCESSES_MAX
+from pyengine.core.users import UidRange
 
 log = logging.getLogger("pyengine.core.config")
 
@@ -145,6 +152,15 @@ class MessageLimits:
 
 
 @dataclass(frozen=True)
+class FunctionSettings:
+    """How the core runs functions: the uid range of their users (a root core) and their
+    process limit."""
+
+    uids: UidRange = UidRange()
+    processes_max: int = DEFAULT_PROCESSES_MAX
+
+
+@dataclass(frozen=True)
 class CoreConfig:
     """The core's configuration (all optional: a core without brokers still runs functions)."""
 
@@ -152,6 +168,7 @@ class CoreConfig:
     cloud: Optional[MqttSettings] = None
     queue_size: int = 1000
     capture: CaptureSettings = CaptureSettings()
+    functions: FunctionSettings = FunctionSettings()
     #: Fleet traffic's broker; None: the devices' broker (``mqtt``), in a session of its own.
     fleet_mqtt: Optional[MqttSettings] = None
     queue_mb: float = 16.0
@@ -329,21 +346,23 @@ def validate_config(data: Any, source: str = "<config>") -> CoreConfig:
     c = _Check()
     top = c.mapping("", data if data is not None else {},
                     ("mqtt", "cloud", "fleet_mqtt", "queue_size", "queue_mb", "message_max_mb",
-                     "functions", "capture"))
+                     "message_limits", "capture", "functions"))
     mqtt = _mqtt(c, "mqtt", top["mqtt"]) if top.get("mqtt") is not None else None
     cloud = _mqtt(c, "cloud", top["cloud"]) if top.get("cloud") is not None else None
     fleet = _mqtt(c, "fleet_mqtt", top["fleet_mqtt"]) if top.get("fleet_mqtt") is not None \
         else None
     limits = _limits(c, "", top, MessageLimits())
     per_function: list[tuple[str, MessageLimits]] = []
-    raw_fns = top.get("functions") or {}
+    raw_fns = top.get("message_limits") or {}
     if not isinstance(raw_fns, dict):
-        c.bad("functions", f"expected a mapping of function name -> limits, got {raw_fns!r}")
+        c.bad("message_limits", f"expected a mapping of function name -> limits, got "
+              f"{raw_fns!r}")
         raw_fns = {}
     for fname, raw in raw_fns.items():
-        m = c.mapping(f"functions.{fname}", raw, ("queue_size", "queue_mb", "message_max_mb"))
+        where = f"message_limits.{fname}"
+        m = c.mapping(where, raw, ("queue_size", "queue_mb", "message_max_mb"))
         if m:
-            per_function.append((str(fname), _limits(c, f"functions.{fname}", m, limits)))
+            per_function.append((str(fname), _limits(c, where, m, limits)))
     cap = c.mapping("capture", top.get("capture") or {},
                     ("s3", "endpoint_url", "region", "spool_mb", "function_mb", "function_files",
                      "batch_size", "batch_s", "retry_max_s"))
@@ -375,11 +394,31 @@ def validate_config(data: Any, source: str = "<config>") -> CoreConfig:
     batch_s = c.number("capture.batch_s", cap.get("batch_s", defaults.batch_s), 0, 86400)
     retry = c.number("capture.retry_max_s", cap.get("retry_max_s", defaults.retry_max_s), 0.01,
                      86400)
+    functions = _functions(c, top.get("functions") or {})
     if c.problems:
         raise ConfigError(source, c.problems)
     return CoreConfig(mqtt, cloud, limits.queue_size, CaptureSettings(
         s3, ep, region, float(spool), float(fn_mb), int(fn_files), int(batch), float(batch_s),
-        float(retry)), fleet, limits.queue_mb, limits.message_max_mb, tuple(per_function))
+        float(retry)), functions, fleet_mqtt=fleet, queue_mb=limits.queue_mb,
+        message_max_mb=limits.message_max_mb, function_limits=tuple(per_function))
+
+
+def _functions(c: _Check, raw: Any) -> FunctionSettings:
+    f = c.mapping("functions", raw, ("uid_first", "uid_count", "processes_max"))
+    default = FunctionSettings()
+    # Above the ids of system and login users (1000-60000) and nobody; 2^31 keeps clear of
+    # (uid_t)-1 and of signed overflows in tools.
+    first = c.number("functions.uid_first", f.get("uid_first", default.uids.first), 65536,
+                     2**31 - 1, integer=True)
+    count = c.number("functions.uid_count", f.get("uid_count", default.uids.count), 1, 2**30,
+                     integer=True)
+    if first is not None and count is not None and first + count > 2**31:
+        c.bad("functions.uid_count", f"{count} uids from {first} go past 2147483647")
+    nproc = c.number("functions.processes_max", f.get("processes_max", default.processes_max),
+                     16, 10**6, integer=True)
+    return FunctionSettings(UidRange(int(first or default.uids.first),
+                                     int(count or default.uids.count)),
+                            int(nproc or default.processes_max))
 
 
 def load_config(path: Optional[str] = None, mqtt: Optional[str] = None,
