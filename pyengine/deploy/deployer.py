@@ -81,7 +81,8 @@ ProgressCallback = Callable[[ProgressEvent], None]
 class ItemResult:
     """The outcome of one resource or function in a deployment.
 
-    ``outcome`` is one of: installed, unchanged, verified (a device), removed, failed,
+    ``outcome`` is one of: installed, unchanged, modified (kept, but a function granted rw
+    changed it since it was installed), verified (a device), removed, failed,
     rolled-back (prepared but not switched because the deployment failed), skipped.
     """
 
@@ -273,6 +274,20 @@ def _keep_installed(it: ItemResult, prev: Optional[dict], token: str, dest: str)
         return False
     it.outcome, it.version, it.version_path = ("unchanged", prev["version"], prev["version_path"])
     return True
+
+
+def _changed_since(path: str, t: float) -> Optional[str]:
+    """The first entry of the tree at ``path`` (itself included) whose inode changed after the
+    time ``t`` (written, truncated, chmod-ed, an entry added or removed below it); None when none
+    did or the tree is gone."""
+    for dirpath, dirnames, filenames in os.walk(path):
+        for p in (dirpath, *(os.path.join(dirpath, n) for n in dirnames + filenames)):
+            try:
+                if os.lstat(p).st_ctime > t:
+                    return p
+            except FileNotFoundError:
+                return p
+    return None
 
 
 def _code_limits(f: Function) -> tuple[int, int]:
@@ -652,6 +667,20 @@ class _Deployer:
         info = got
         it.token = info.token
         if prev and prev["spec_json"] == spec and _keep_installed(it, prev, info.token, m.destination):
+            if m.owner and m.owner.permission == "rw":
+                # The function granted rw writes this version in place and keeps what it wrote;
+                # a deploy that did not install it cannot vouch for it, so it does not call it
+                # "unchanged" once anything in it changed (a change moves an inode's ctime,
+                # which no user can set back).
+                row = self.state.one("SELECT created FROM versions WHERE kind='model' AND "
+                                     "key=? AND version=?", r.id, prev["version"])
+                changed = (_changed_since(prev["version_path"], row["created"])
+                           if row is not None and row["created"] else None)
+                if changed is not None:
+                    it.outcome = "modified"
+                    it.message = (f"kept as the function granted rw left it: {changed} changed "
+                                  "after the deploy installed it, so it no longer matches the "
+                                  "source (change the source, or reset, to install it again)")
             return None
 
         def build() -> None:
@@ -1081,7 +1110,7 @@ def rollback(
             raise DeployError("there is no previous successful deployment to roll back to")
         items = state.q(
             "SELECT * FROM items WHERE deployment_id=? AND outcome IN "
-            "('installed','unchanged','verified')",
+            "('installed','unchanged','modified','verified')",
             target["id"],
         )
         plan: list[tuple[ItemResult, Optional[str]]] = []

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Optional
 
 from pyengine.batching_config import BatchingConfig
+from pyengine.deploy.environment import environment_problem
 from pyengine.deploy.errors import GroupError
 from pyengine.deploy.subscriptions import BROKERS, Subscription, filter_problem
 from pyengine.sources.aws import AwsSettings
@@ -596,6 +597,10 @@ def validate_group(data: dict[str, Any], path: str = "<group>") -> Group:
             k: "" if v is None else str(v).lower() if isinstance(v, bool) else str(v)
             for k, v in env.items()
         }
+        for k, v in env.items():
+            problem = environment_problem(k, v)
+            if problem:
+                c.bad(f"{where}.environment.{k}", problem)
         frs: list[FunctionResource] = []
         raw_fr = m.get("resources") or []
         if not isinstance(raw_fr, list):
@@ -654,12 +659,33 @@ def validate_group(data: dict[str, Any], path: str = "<group>") -> Group:
             )
         )
 
+    _check_rw_exclusive(c, functions)
     subscriptions = _check_subscriptions(c, top.get("subscriptions"), fnames)
     if c.problems:
         raise GroupError(path, c.problems)
     return Group(
         name, tuple(resources), tuple(functions), aws["s3"], aws["sagemaker"], path, subscriptions
     )
+
+
+def _check_rw_exclusive(c: _Checker, functions: list[Function]) -> None:
+    """A resource one function may write is that function's alone: another function mapping
+    the same files would see them change (a truncation kills it with SIGBUS)."""
+    users: dict[str, list[tuple[int, int, str]]] = {}
+    for i, f in enumerate(functions):
+        for j, fr in enumerate(f.resources):
+            users.setdefault(fr.id, []).append((i, j, fr.permission))
+    for rid, grants in users.items():
+        writers = [(i, j) for i, j, perm in grants if perm == "rw"]
+        if not writers or len(grants) < 2:
+            continue
+        wi, wj = writers[0]
+        for i, j, perm in grants:
+            if (i, j) != (wi, wj):
+                c.bad(f"functions[{i}].resources[{j}]",
+                      f"resource {rid!r} is granted rw to function {functions[wi].name!r} "
+                      f"(functions[{wi}].resources[{wj}]); a resource a function may write "
+                      f"cannot be granted to another ({perm} here): give each its own resource")
 
 
 def _check_subscriptions(c: _Checker, raw: Any, functions: set[str]) -> tuple[Subscription, ...]:
