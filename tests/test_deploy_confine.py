@@ -44,7 +44,10 @@ class Tenant:
                 "resources": [
                     {
                         "id": "m",
-                        "model": {"source": self.pkg, "destination": dest or str(self.models / "m")},
+                        "model": {
+                            "source": self.pkg,
+                            "destination": dest or str(self.models / "m"),
+                        },
                     }
                 ],
                 "functions": [

@@ -34,7 +34,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
-from pyengine.deploy import environments
+from pyengine.deploy import private
 from pyengine.deploy.errors import DeployError, UnpackError
 from pyengine.deploy.fetch import fetch
 from pyengine.deploy.group import (
@@ -375,7 +375,8 @@ def _move_environments_out(state: State) -> None:
     for row in rows:
         recorded = json.loads(row["group_json"])
         if any(f.get("environment") for f in recorded.get("functions", [])):
-            kept = environments.store(state.root, environments.load(state.root, recorded))
+            inline = private.load_environments(state.root, recorded)
+            kept = private.store_environments(state.root, inline)
             state.x("UPDATE deployments SET group_json=? WHERE id=?", json.dumps(kept), row["id"])
             moved = True
     if moved:
@@ -436,8 +437,8 @@ def _gc(state: State) -> None:
         "OR id IN (SELECT id FROM deployments WHERE applied=1 AND status='Success' "
         "ORDER BY id DESC LIMIT 2)"
     )
-    environments.remove_unreferenced(
-        state.root, environments.referenced(r["group_json"] for r in recorded)
+    private.remove_unreferenced_environments(
+        state.root, private.referenced_environments(r["group_json"] for r in recorded)
     )
     downloads = os.path.join(state.root, "downloads")
     if os.path.isdir(downloads) and not state.one(
@@ -880,7 +881,7 @@ class _Deployer:
                 (
                     g.name,
                     g.path,
-                    json.dumps(environments.store(self.s.root, g.to_dict())),
+                    json.dumps(private.store_environments(self.s.root, g.to_dict())),
                     "Building",
                     self.on_failure,
                     os.getpid(),
@@ -1222,7 +1223,7 @@ def reset(root: Optional[str] = None, *, wait_s: float = 0.0) -> list[str]:
             if os.path.exists(row["path"]):
                 _rmtree(row["path"])
                 removed.append(row["path"])
-        for sub in ("functions", "downloads", environments.ENV_DIR):
+        for sub in ("functions", "downloads", private.ENV_DIR):
             p = os.path.join(r, sub)
             if os.path.exists(p):
                 _rmtree(p)

@@ -11,8 +11,8 @@ import time
 from contextlib import contextmanager, suppress
 from typing import Any, Iterator, Optional
 
-from pyengine.deploy.environments import private_file
 from pyengine.deploy.errors import DeployBusyError, DeployError
+from pyengine.deploy.private import private_file
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS deployments(

@@ -27,9 +27,9 @@ from typing import Any, Callable, Optional
 from pyengine.core.config import MqttSettings
 from pyengine.core.metrics import Metrics
 from pyengine.deploy import GroupError, deploy, validate_group
-from pyengine.deploy.environments import private_file
 from pyengine.deploy.errors import DeployBusyError, DeployError, UnpackError
 from pyengine.deploy.fetch import fetch
+from pyengine.deploy.private import private_file
 from pyengine.deploy.unpack import unpack
 from pyengine.fleet import document
 from pyengine.fleet.notify import FleetLink

@@ -1,4 +1,5 @@
-"""Functions' environments, kept out of the state database.
+"""What the root keeps private: files only the core's user reads (:func:`private_file`), and
+functions' environments, kept out of the state database.
 
 A function's ``environment`` often holds secrets (API keys, broker passwords). The group as
 recorded in ``state.db`` keeps none of it: each deployment writes each function's environment to
@@ -52,7 +53,7 @@ def _env_dir(root: str) -> str:
     return d
 
 
-def store(root: str, group: dict[str, Any]) -> dict[str, Any]:
+def store_environments(root: str, group: dict[str, Any]) -> dict[str, Any]:
     """``group`` (a :meth:`Group.to_dict`) as it is recorded: each function's non-empty
     environment moved to its own private file (written and fsynced before this returns)."""
     out = dict(group)
@@ -82,9 +83,9 @@ def store(root: str, group: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def load(root: str, recorded: dict[str, Any]) -> dict[str, Any]:
-    """Inverse of :func:`store`: the group with each function's environment read back (groups
-    recorded before environments left the database carry theirs inline)."""
+def load_environments(root: str, recorded: dict[str, Any]) -> dict[str, Any]:
+    """Inverse of :func:`store_environments`: the group with each function's environment read
+    back (groups recorded before environments left the database carry theirs inline)."""
     refs = recorded.get(REFS) or {}
     out = {k: v for k, v in recorded.items() if k != REFS}
     functions = []
@@ -111,7 +112,7 @@ def load(root: str, recorded: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def referenced(recorded_groups: Iterable[Optional[str]]) -> set[str]:
+def referenced_environments(recorded_groups: Iterable[Optional[str]]) -> set[str]:
     """The environment files named by these recorded groups (``group_json`` texts)."""
     names: set[str] = set()
     for text in recorded_groups:
@@ -121,7 +122,7 @@ def referenced(recorded_groups: Iterable[Optional[str]]) -> set[str]:
     return names
 
 
-def remove_unreferenced(root: str, keep: set[str]) -> None:
+def remove_unreferenced_environments(root: str, keep: set[str]) -> None:
     """Delete environment files no kept deployment names (the lock must be held)."""
     d = os.path.join(root, ENV_DIR)
     if not os.path.isdir(d):
