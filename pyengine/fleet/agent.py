@@ -133,7 +133,9 @@ class FleetAgent:
     def start(self) -> None:
         """Connect to the broker (in the background) and start checking."""
         if self.mqtt:
-            self._broker = FleetLink(self.mqtt, f"pyengine-fleet-{self.name}",
+            # The settings' own id (the core's random one, "-fleet"): a guessable id would let
+            # a device take the session over.
+            self._broker = FleetLink(self.mqtt, self.mqtt.client_id or f"pyengine-fleet-{self.name}",
                                      {f"{self.fleet.topic}/deployment": self._announced},
                                      self._metrics)
             self._broker.start()
