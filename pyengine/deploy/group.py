@@ -125,7 +125,7 @@ class Function:
     memory_mb: int = 128
     environment: dict[str, str] = field(default_factory=dict)
     resources: tuple[FunctionResource, ...] = ()
-    #: Caps on the copy of ``code`` (None: the defaults of :func:`pyengine.deploy.unpack.copy_tree`).
+    #: Caps on the copy of ``code`` (None: the defaults of ``unpack.copy_tree``).
     max_code_bytes: Optional[int] = None
     max_code_files: Optional[int] = None
 

@@ -29,6 +29,7 @@ from pyengine.core.metrics import Metrics
 from pyengine.deploy import GroupError, deploy, validate_group
 from pyengine.deploy.errors import DeployBusyError, DeployError, UnpackError
 from pyengine.deploy.fetch import fetch
+from pyengine.deploy.private import private_file
 from pyengine.deploy.unpack import unpack
 from pyengine.fleet import document
 from pyengine.fleet.notify import FleetLink
@@ -292,7 +293,10 @@ class FleetAgent:
                 raw["s3"] = {"endpoint_url": self.fleet.s3.endpoint_url,
                              **({"region": self.fleet.s3.region} if self.fleet.s3.region else {})}
             path = os.path.join(self.dir, "group.json")
-            with open(path, "w") as fh:
+            # It holds the functions' environments (often secrets): the core's user only.
+            fd = private_file(path, self.root)
+            os.ftruncate(fd, 0)
+            with os.fdopen(fd, "w") as fh:
                 json.dump(raw, fh, indent=1)
             group = validate_group(raw, path)
             dep = deploy(group, self.root, wait_s=120)
