@@ -48,6 +48,10 @@ class InvokeError(Exception):
         self.kind = kind
 
 
+class PayloadError(InvokeError):
+    """The event cannot be sent to a worker (too large, not JSON); the worker is unharmed."""
+
+
 def _describe_exit(code: int | None) -> str:
     if code is None:
         return "still running"
@@ -197,14 +201,23 @@ class Worker:
         timeout = self.spec.timeout_s
         deadline = time.monotonic() + timeout
         sock = self.socks[slot]
+        msg: dict[str, Any] = {"id": invocation_id, "timeout_s": timeout, "topic": topic}
+        if isinstance(payload, protocol.MessagePayload):  # the worker decodes it
+            msg["message_b64"] = base64.b64encode(payload).decode()
+        elif isinstance(payload, (bytes, bytearray)):
+            msg["payload_b64"] = base64.b64encode(payload).decode()
+        else:
+            msg["payload"] = payload
+        try:
+            frame = protocol.encode(msg)
+        except (ValueError, TypeError, RecursionError) as exc:
+            # Nothing was sent: the worker is as good as before.
+            raise PayloadError("PayloadTooLarge" if isinstance(exc, ValueError)
+                               else "BadPayload",
+                               f"the event cannot be sent to {self.spec.name!r}: {exc}") from None
         try:
             sock.settimeout(None)
-            msg: dict[str, Any] = {"id": invocation_id, "timeout_s": timeout, "topic": topic}
-            if isinstance(payload, (bytes, bytearray)):
-                msg["payload_b64"] = base64.b64encode(payload).decode()
-            else:
-                msg["payload"] = payload
-            protocol.send(sock, msg)
+            sock.sendall(frame)
             while True:
                 sock.settimeout(max(0.001, deadline - time.monotonic()))
                 reply: dict[str, Any] = protocol.recv(sock)
@@ -525,5 +538,8 @@ class FunctionPool:
             reply = w.call(invocation_id, payload, topic, slot)
             healthy = True
             return reply
+        except PayloadError:
+            healthy = True
+            raise
         finally:
             self._release(w, slot, healthy)
