@@ -400,6 +400,7 @@ class FleetAgent:
             self._refuse(where, pin["sha256"], str(exc), serial)
             return
         if document.expired(doc):
+            self.st["doc_expires"] = float(doc["expires"])  # what the fleet offers: stale
             self._refuse(where, pin["sha256"], f"{document.summary(doc)} expired at "
                          f"{_when(doc['expires'])}; the fleet is not being refreshed", serial)
             return
@@ -493,6 +494,7 @@ class FleetAgent:
             path = os.path.join(self.dir, "group.json")
             with open(path, "w") as fh:
                 json.dump(raw, fh, indent=1)
+            os.environ[CORE_NAME_VAR] = self.name  # ${PYENGINE_CORE_NAME} is this core
             group = validate_group(raw, path)
             dep = deploy(group, self.root, wait_s=120)
         except DeployBusyError:

@@ -108,7 +108,11 @@ def verify_status(name: str, data: bytes, enrolled: Enrollment,
     key = enrolled.cores.get(name)
     if key is None:
         raise SignatureError(f"core {name!r} is not enrolled")
-    doc, _ = open_envelope(data, [key])
+    try:
+        doc, _ = open_envelope(data, [key])
+    except SignatureError as exc:
+        raise SignatureError(f"not signed by core {name}'s enrolled key {key.id}: "
+                             f"{str(exc).partition('; this core trusts')[0]}") from None
     document.check_status(doc, fleet_uri, name)
     return doc
 

@@ -415,11 +415,33 @@ def promote(fleet: Fleet, key: SigningKey, *, percent: float = 100.0, force: boo
     if percent <= float(cur["rollout"].get("percent", 100)) and not force:
         raise FleetError(f"{document.summary(cur)} already goes to {cur['rollout']['percent']:g}%"
                          f"; promote to a larger share than that")
+    unconfirmed = _unconfirmed(hist, cur)
+    if unconfirmed and not force:
+        raise FleetError(
+            f"the canary of {document.summary(cur)} is not confirmed: enrolled core(s) "
+            f"{', '.join(f'{n} ({why})' for n, why in unconfirmed.items())} have no status "
+            "signed by their enrolled key saying they applied it; wait for them, or --force")
     rollout = _rollout(hist, percent, cur["rollout"].get("max_failures"))
     rollout["acknowledged"] = list(cur["rollout"].get("acknowledged") or [])
     doc = _stamp({**cur, "rollout": rollout}, hist.next_serial, expires_s)
     _write(fleet, key, hist, doc, mqtt, timestamp_expires_s)
     return doc
+
+
+def _unconfirmed(hist: History, doc: dict[str, Any]) -> dict[str, str]:
+    """The enrolled cores the rollout targets that have not verifiably applied its version
+    (core name -> what their status lacks): a deleted or forged status confirms nothing."""
+    out = {}
+    for n in hist.enrolled.names:
+        if not document.targets(doc, n):
+            continue
+        st = hist.statuses.verified.get(n)
+        if st is None:
+            out[n] = hist.statuses.unverified.get(n, "no status")
+        elif not (st.get("version") == doc["version"] and st.get("group") == doc["group"]
+                  and st.get("state") == "applied"):
+            out[n] = f"{st.get('state')} at version {st.get('version')}"
+    return out
 
 
 def resume(fleet: Fleet, key: SigningKey, *, mqtt: Optional[str] = None,
