@@ -77,7 +77,7 @@ class FleetEnv:
             with open(config, "w") as fh:
                 json.dump({"mqtt": {"host": host, "port": int(port),
                                     "client_id": f"pyengine-{name}"}}, fh)
-            args += ["--fleet-poll", "120", "--config", config]
+            args += ["--fleet-poll", "120", "--fleet-debounce", "0.2", "--config", config]
         self.cores[name] = CoreProcess(self.root(name), args=tuple(args))
         return self.cores[name]
 
