@@ -124,6 +124,9 @@ class Function:
     memory_mb: int = 128
     environment: dict[str, str] = field(default_factory=dict)
     resources: tuple[FunctionResource, ...] = ()
+    #: Caps on the copy of ``code`` (None: the defaults of :func:`pyengine.deploy.unpack.copy_tree`).
+    max_code_bytes: Optional[int] = None
+    max_code_files: Optional[int] = None
 
 
 @dataclass(frozen=True)
@@ -336,6 +339,30 @@ def _check_source(c: _Checker, where: str, raw: Any) -> str:
     return src
 
 
+def denied_destination(dest: str) -> Optional[str]:
+    """Why ``dest`` (absolute, normalised) may not be a destination, or None when it may: inside
+    a system directory, or a top-level directory itself. Validation applies it to the path as
+    written and to its real path; the deploy applies it again right before installing."""
+    for d in SYSTEM_DIRS:
+        if dest == d or dest.startswith(d + "/"):
+            return (
+                f"inside {d}, a system directory that needs root; "
+                "choose a directory such as /srv/models/NAME"
+            )
+    if re.match(r"^/lib[^/]*(/|$)", dest):
+        return "inside a system library directory; choose another directory"
+    if dest in TOP_DIRS:
+        return "a top-level directory; name a directory of its own inside it"
+    return None
+
+
+def real_destination(dest: str) -> str:
+    """``dest`` with its parent resolved (every symbolic link on the way followed, as far as
+    it exists); the destination itself, a link pyengine manages, is not followed."""
+    parent, name = os.path.split(dest.rstrip("/") or "/")
+    return os.path.join(os.path.realpath(parent), name) if name else "/"
+
+
 def _check_destination(c: _Checker, where: str, raw: Any) -> str:
     dest = c.string(where, raw)
     if not dest:
@@ -350,18 +377,14 @@ def _check_destination(c: _Checker, where: str, raw: Any) -> str:
     dest = os.path.normpath(dest)
     if dest.startswith("//"):
         dest = "/" + dest.lstrip("/")
-    for d in SYSTEM_DIRS:
-        if dest == d or dest.startswith(d + "/"):
-            c.bad(
-                where,
-                f"{raw!r} is inside {d}, a system directory that needs root; "
-                "choose a directory such as /srv/models/NAME",
-            )
-            return dest
-    if re.match(r"^/lib[^/]*(/|$)", dest):
-        c.bad(where, f"{raw!r} is inside a system library directory; choose another directory")
-    elif dest in TOP_DIRS:
-        c.bad(where, f"{raw!r} is a top-level directory; name a directory of its own inside it")
+    problem = denied_destination(dest)
+    if problem:
+        c.bad(where, f"{raw!r} is {problem}")
+        return dest
+    real = real_destination(dest)
+    problem = denied_destination(real)
+    if problem:
+        c.bad(where, f"{raw!r} is, through symbolic links, {real}, which is {problem}")
     return dest
 
 
@@ -528,6 +551,8 @@ def validate_group(data: dict[str, Any], path: str = "<group>") -> Group:
                 "memory_mb",
                 "environment",
                 "resources",
+                "max_code_mb",
+                "max_code_files",
             ),
             ("name", "handler", "code"),
         )
@@ -608,6 +633,8 @@ def validate_group(data: dict[str, Any], path: str = "<group>") -> Group:
                     except ValueError as exc:
                         c.problems.append(str(exc))
             frs.append(FunctionResource(str(fr_id), perm, batching))
+        code_mb = m.get("max_code_mb")
+        code_files = m.get("max_code_files")
         functions.append(
             Function(
                 fname,
@@ -618,6 +645,12 @@ def validate_group(data: dict[str, Any], path: str = "<group>") -> Group:
                 int(memory),
                 env,
                 tuple(frs),
+                int(c.number(f"{where}.max_code_mb", code_mb, 1, 2**20) * 2**20)
+                if code_mb is not None
+                else None,
+                int(c.number(f"{where}.max_code_files", code_files, 1, 10**8, integer=True))
+                if code_files is not None
+                else None,
             )
         )
 
