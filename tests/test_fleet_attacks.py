@@ -283,6 +283,16 @@ def test_endless_data_is_cut_at_the_cap(world: World, counter: S3Counter) -> Non
     assert f"has {3 << 20} bytes, but the document signs {code['size']}" in core.st["message"]
     assert counter.sent(name) == 0 and counter.count("HEAD", name) == 1
     assert world.installed("cam-1") == "v1"
+    # The same for a model package (checked against its signed size before the deploy).
+    doc = world.publish("v4", code=True)
+    pkg = doc["group_file"]["resources"][0]["model"]["source"].rsplit("/", 1)[1]
+    assert doc["packages"]["m"]["size"] < 10_000
+    world.put(os.urandom(3 << 20), "packages", pkg)
+    counter.reset()
+    assert core.check() == "failed"
+    assert f"has {3 << 20} bytes, but the document signs" in core.st["message"]
+    assert counter.sent(pkg) == 0
+    assert world.installed("cam-1") == "v1"
 
 
 def test_an_announcement_flood_is_debounced(world: World, counter: S3Counter,

@@ -164,3 +164,8 @@ def test_cli_errors(capsys, tmp_path, keys) -> None:  # noqa: ANN001
     assert "core name 'a/b'" in capsys.readouterr().err
     assert main(["fleet", "keygen", path]) == 2
     assert "exists; refusing to overwrite" in capsys.readouterr().err
+    assert main(["fleet", "enroll", "--fleet", "s3://bucket-x/p", "--key", path,
+                 "--core", "cam-1"]) == 2
+    assert "--core 'cam-1' must be NAME=PUBLIC_KEY_FILE" in capsys.readouterr().err
+    assert main(["fleet", "enroll", "--fleet", "s3://bucket-x/p", "--key", path]) == 2
+    assert "needs --core NAME=PUBLIC_KEY or --remove NAME" in capsys.readouterr().err

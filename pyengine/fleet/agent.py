@@ -49,6 +49,7 @@ from pyengine.fleet.notify import FleetLink
 from pyengine.fleet.publish import CORE_NAME_VAR
 from pyengine.fleet.signing import SignatureError, TrustedKey, open_envelope
 from pyengine.fleet.store import ENROLLMENT, TIMESTAMP, Fleet, OversizeError, check_core_name
+from pyengine.sources import open_source
 from pyengine.sources.base import SourceError
 from pyengine.sources.s3 import S3Source
 
@@ -478,6 +479,20 @@ class FleetAgent:
         os.rename(staging, dest)
         return dest
 
+    def _check_package_sizes(self, doc: dict[str, Any], group: Any) -> None:
+        """Refuse a model package whose object is not of the signed size before the deploy
+        downloads it (the deploy then streams that object, pinned by its ETag, and checks the
+        signed SHA-256)."""
+        sizes = doc.get("packages") or {}
+        for r in group.resources:
+            want = (sizes.get(r.id) or {}).get("size")
+            if r.model is None or not isinstance(want, int):
+                continue
+            info = open_source(r.model.source, group.s3, group.sagemaker).resolve()
+            if info.size is not None and info.size != want:
+                raise DeployError(f"resource {r.id!r}: {info.location} has {info.size} bytes, "
+                                  f"but the document signs {want}")
+
     def _apply(self, doc: dict[str, Any], target: dict[str, Any],
                accepted: dict[str, Any]) -> None:
         version = int(doc["version"])
@@ -496,6 +511,7 @@ class FleetAgent:
                 json.dump(raw, fh, indent=1)
             os.environ[CORE_NAME_VAR] = self.name  # ${PYENGINE_CORE_NAME} is this core
             group = validate_group(raw, path)
+            self._check_package_sizes(doc, group)
             dep = deploy(group, self.root, wait_s=120)
         except DeployBusyError:
             raise  # another deploy holds the root: try again at the next check

@@ -182,6 +182,10 @@ def check(doc: dict[str, Any], fleet_uri: str) -> None:
             need(isinstance(m, dict) and isinstance(m.get("sha256"), str)
                  and len(m["sha256"]) == 64,
                  f"resources[{i}] has no sha256: every package must be pinned by the document")
+    pk = doc.get("packages") or {}
+    need(isinstance(pk, dict) and all(
+        isinstance(v, dict) and isinstance(v.get("size"), int) and v["size"] >= 0
+        for v in pk.values()), f"packages {pk!r} must map resource ids to {{'size': BYTES}}")
     code = doc.get("code")
     if not isinstance(code, dict):
         raise ValueError("malformed document: code missing")

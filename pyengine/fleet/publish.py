@@ -94,13 +94,24 @@ def code_package(code_dir: str, out_path: str, *, max_bytes: Optional[int] = Non
     return file_sha256(out_path)
 
 
-def _stream_sha256(uri: str, group: Any) -> str:
+def _remote_package(uri: str, sha256: Optional[str], group: Any) -> tuple[str, Optional[int]]:
+    """(SHA-256, size) of a package the publisher does not upload (streamed when the group does
+    not give the digest)."""
     src = open_source(uri, group.s3, group.sagemaker)
     info = src.resolve()
+    if sha256:
+        return sha256, info.size
     h = hashlib.sha256()
     for chunk in src.stream(info):
         h.update(chunk)
-    return h.hexdigest()
+    return h.hexdigest(), info.size
+
+
+def _upload(fleet: Fleet, local: str, *parts: str) -> None:
+    """Upload unless the bucket holds an object of the same size under this content-addressed
+    name (one of another size was replaced: upload it again)."""
+    if fleet.size(*parts) != os.path.getsize(local):
+        fleet.upload_file(local, *parts)
 
 
 def _doc_name(serial: int) -> str:
@@ -343,6 +354,7 @@ def publish(group_path: str, fleet: Fleet, key: SigningKey, *, percent: float = 
     hist = verified_history(fleet, key)
     rollout = _rollout(hist, percent, max_failures)
     raw_by_id = {r.get("id"): r for r in raw.get("resources") or [] if isinstance(r, dict)}
+    packages: dict[str, dict[str, int]] = {}  # resource id -> the size the document signs
     for r in group.resources:
         if r.model is None:
             continue
@@ -355,13 +367,15 @@ def publish(group_path: str, fleet: Fleet, key: SigningKey, *, percent: float = 
                                  f"says {r.model.sha256}")
             ext = next(e for e in (".tar.gz", ".tgz", ".zip") if local.endswith(e))
             name = f"{sha}{ext}"
-            if not fleet.exists("packages", name):
-                fleet.upload_file(local, "packages", name)
+            _upload(fleet, local, "packages", name)
             m["source"] = fleet.object_uri("packages", name)
+            size: Optional[int] = os.path.getsize(local)
         else:
-            sha = r.model.sha256 or _stream_sha256(r.model.source, group)
+            sha, size = _remote_package(r.model.source, r.model.sha256, group)
             m["source"] = r.model.source
         m["sha256"] = sha
+        if size is not None:
+            packages[r.id] = {"size": size}
     code: dict[str, dict[str, Any]] = {}
     raw_fn = {f.get("name"): f for f in raw.get("functions") or [] if isinstance(f, dict)}
     with tempfile.TemporaryDirectory(prefix="pyengine-fleet-") as tmp:
@@ -374,8 +388,7 @@ def publish(group_path: str, fleet: Fleet, key: SigningKey, *, percent: float = 
                 where = f"functions[{group.functions.index(f)}].code"
                 raise FleetError(f"{where} ({f.code}): {exc}") from None
             name = f"{sha}.tar.gz"
-            if not fleet.exists("code", name):
-                fleet.upload_file(out, "code", name)
+            _upload(fleet, out, "code", name)
             code[f.name] = {"uri": fleet.object_uri("code", name), "sha256": sha,
                             "size": os.path.getsize(out)}
             raw_fn[f.name]["code"] = f"fleet-code:{sha}"
@@ -388,6 +401,7 @@ def publish(group_path: str, fleet: Fleet, key: SigningKey, *, percent: float = 
         "rollout": rollout,
         "group_file": raw,
         "code": code,
+        "packages": packages,
     }, hist.next_serial, expires_s)
     _write(fleet, key, hist, doc, mqtt, timestamp_expires_s)
     return doc

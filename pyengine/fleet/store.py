@@ -168,16 +168,20 @@ class Fleet:
         return (f"{where} has {got} bytes or more, over the {cap}-byte cap for documents "
                 "without a signed size (--fleet-max-document): refused unread")
 
-    def exists(self, *parts: str) -> bool:
+    def size(self, *parts: str) -> Optional[int]:
+        """The size of an object under the prefix; None when it does not exist."""
         key = self.key(*parts)
         try:
-            self._client().head_object(Bucket=self.bucket, Key=key)
-            return True
+            head = self._client().head_object(Bucket=self.bucket, Key=key)
+            return int(head["ContentLength"])
         except Exception as exc:  # noqa: BLE001
             code, status = error_code(exc)
             if code in ("NoSuchKey", "404", "NotFound") or status == 404:
-                return False
+                return None
             raise self._error(exc, "HEAD", key) from None
+
+    def exists(self, *parts: str) -> bool:
+        return self.size(*parts) is not None
 
     def put(self, data: bytes, *parts: str, content_type: str = "application/json") -> str:
         """Write an object under the prefix; returns its s3:// URI."""
