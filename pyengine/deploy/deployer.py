@@ -34,6 +34,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
+from pyengine.deploy import private
 from pyengine.deploy.errors import DeployError, UnpackError
 from pyengine.deploy.fetch import fetch
 from pyengine.deploy.group import (
@@ -45,7 +46,7 @@ from pyengine.deploy.group import (
     load_group,
     real_destination,
 )
-from pyengine.deploy.state import RootLock, State, dumps
+from pyengine.deploy.state import STATE_FILES, RootLock, State, dumps
 from pyengine.deploy.unpack import (
     DEFAULT_MAX_FILES,
     TREE_MAX_BYTES,
@@ -80,7 +81,8 @@ ProgressCallback = Callable[[ProgressEvent], None]
 class ItemResult:
     """The outcome of one resource or function in a deployment.
 
-    ``outcome`` is one of: installed, unchanged, verified (a device), removed, failed,
+    ``outcome`` is one of: installed, unchanged, modified (kept, but a function granted rw
+    changed it since it was installed), verified (a device), removed, failed,
     rolled-back (prepared but not switched because the deployment failed), skipped.
     """
 
@@ -274,6 +276,20 @@ def _keep_installed(it: ItemResult, prev: Optional[dict], token: str, dest: str)
     return True
 
 
+def _changed_since(path: str, t: float) -> Optional[str]:
+    """The first entry of the tree at ``path`` (itself included) whose inode changed after the
+    time ``t`` (written, truncated, chmod-ed, an entry added or removed below it); None when none
+    did or the tree is gone."""
+    for dirpath, dirnames, filenames in os.walk(path):
+        for p in (dirpath, *(os.path.join(dirpath, n) for n in dirnames + filenames)):
+            try:
+                if os.lstat(p).st_ctime > t:
+                    return p
+            except FileNotFoundError:
+                return p
+    return None
+
+
 def _code_limits(f: Function) -> tuple[int, int]:
     """The caps (bytes, entries) on copying ``f``'s code: the group's, else the defaults."""
     return f.max_code_bytes or TREE_MAX_BYTES, f.max_code_files or DEFAULT_MAX_FILES
@@ -306,6 +322,7 @@ def recover_locked(state: State) -> list[int]:
 
     Returns the ids of the deployments rolled back.
     """
+    _move_environments_out(state)
     rolled: list[int] = []
     for dep in state.q(
         "SELECT id FROM deployments WHERE status IN ('Building','InProgress') ORDER BY id"
@@ -346,6 +363,24 @@ def recover_locked(state: State) -> list[int]:
         rolled.append(dep_id)
     _gc(state)
     return rolled
+
+
+def _move_environments_out(state: State) -> None:
+    """Groups recorded before environments left the database: move theirs out now, and
+    overwrite what the database held (secure_delete, then a truncating checkpoint)."""
+    rows = state.q(
+        "SELECT id, group_json FROM deployments WHERE group_json LIKE '%\"environment\": {\"%'"
+    )
+    moved = False
+    for row in rows:
+        recorded = json.loads(row["group_json"])
+        if any(f.get("environment") for f in recorded.get("functions", [])):
+            inline = private.load_environments(state.root, recorded)
+            kept = private.store_environments(state.root, inline)
+            state.x("UPDATE deployments SET group_json=? WHERE id=?", json.dumps(kept), row["id"])
+            moved = True
+    if moved:
+        state.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
 
 def _gc(state: State) -> None:
@@ -395,6 +430,16 @@ def _gc(state: State) -> None:
             # Versions a killed deploy left unregistered are removed from its journal (above).
             if n.startswith(("staging-", ".link-", "trash-")):
                 _rmtree(p)
+    # Environments of the deployments that current() or rollback may still read.
+    recorded = state.q(
+        "SELECT group_json FROM deployments WHERE status IN ('Building','InProgress') "
+        "OR id IN (SELECT id FROM deployments WHERE applied=1 ORDER BY id DESC LIMIT 1) "
+        "OR id IN (SELECT id FROM deployments WHERE applied=1 AND status='Success' "
+        "ORDER BY id DESC LIMIT 2)"
+    )
+    private.remove_unreferenced_environments(
+        state.root, private.referenced_environments(r["group_json"] for r in recorded)
+    )
     downloads = os.path.join(state.root, "downloads")
     if os.path.isdir(downloads) and not state.one(
         "SELECT 1 FROM deployments WHERE status IN ('Building','InProgress')"
@@ -623,6 +668,20 @@ class _Deployer:
         info = got
         it.token = info.token
         if prev and prev["spec_json"] == spec and _keep_installed(it, prev, info.token, m.destination):
+            if m.owner and m.owner.permission == "rw":
+                # The function granted rw writes this version in place and keeps what it wrote;
+                # a deploy that did not install it cannot vouch for it, so it does not call it
+                # "unchanged" once anything in it changed (a change moves an inode's ctime,
+                # which no user can set back).
+                row = self.state.one("SELECT created FROM versions WHERE kind='model' AND "
+                                     "key=? AND version=?", r.id, prev["version"])
+                changed = (_changed_since(prev["version_path"], row["created"])
+                           if row is not None and row["created"] else None)
+                if changed is not None:
+                    it.outcome = "modified"
+                    it.message = (f"kept as the function granted rw left it: {changed} changed "
+                                  "after the deploy installed it, so it no longer matches the "
+                                  "source (change the source, or reset, to install it again)")
             return None
 
         def build() -> None:
@@ -822,7 +881,7 @@ class _Deployer:
                 (
                     g.name,
                     g.path,
-                    json.dumps(g.to_dict()),
+                    json.dumps(private.store_environments(self.s.root, g.to_dict())),
                     "Building",
                     self.on_failure,
                     os.getpid(),
@@ -1052,7 +1111,7 @@ def rollback(
             raise DeployError("there is no previous successful deployment to roll back to")
         items = state.q(
             "SELECT * FROM items WHERE deployment_id=? AND outcome IN "
-            "('installed','unchanged','verified')",
+            "('installed','unchanged','modified','verified')",
             target["id"],
         )
         plan: list[tuple[ItemResult, Optional[str]]] = []
@@ -1164,14 +1223,14 @@ def reset(root: Optional[str] = None, *, wait_s: float = 0.0) -> list[str]:
             if os.path.exists(row["path"]):
                 _rmtree(row["path"])
                 removed.append(row["path"])
-        for sub in ("functions", "downloads"):
+        for sub in ("functions", "downloads", private.ENV_DIR):
             p = os.path.join(r, sub)
             if os.path.exists(p):
                 _rmtree(p)
                 removed.append(p)
     finally:
         s.close()
-    for n in ("state.db", "state.db-wal", "state.db-shm"):
+    for n in STATE_FILES:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(os.path.join(r, n))
     removed.append(os.path.join(r, "state.db"))

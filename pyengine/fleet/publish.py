@@ -30,7 +30,7 @@ from pyengine.deploy.unpack import (
     walk_tree,
 )
 from pyengine.fleet import document, enrollment
-from pyengine.fleet.notify import announce
+from pyengine.fleet.notify import Broker, announce
 from pyengine.fleet.signing import SignatureError, SigningKey, TrustedKey, open_envelope
 from pyengine.fleet.store import ENROLLMENT, LATEST, TIMESTAMP, Fleet, OversizeError
 from pyengine.sources import open_source
@@ -277,7 +277,7 @@ def write_timestamp(fleet: Fleet, key: SigningKey, latest: Signed,
 
 
 def _write(fleet: Fleet, key: SigningKey, hist: History, doc: dict[str, Any],
-           mqtt: Optional[str], timestamp_expires_s: float = document.TIMESTAMP_EXPIRES_S,
+           mqtt: Optional[Broker], timestamp_expires_s: float = document.TIMESTAMP_EXPIRES_S,
            ) -> None:
     """Sign a new document into the history and the timestamp, and announce it."""
     name = _doc_name(int(doc["serial"]))
@@ -312,7 +312,7 @@ def _stamp(doc: dict[str, Any], serial: int, expires_s: float) -> dict[str, Any]
 
 
 def publish(group_path: str, fleet: Fleet, key: SigningKey, *, percent: float = 100.0,
-            max_failures: Optional[int] = None, mqtt: Optional[str] = None,
+            max_failures: Optional[int] = None, mqtt: Optional[Broker] = None,
             expires_s: float = document.DOC_EXPIRES_S,
             timestamp_expires_s: float = document.TIMESTAMP_EXPIRES_S) -> dict[str, Any]:
     """Publish a group file to ``fleet`` as a new version.
@@ -332,7 +332,8 @@ def publish(group_path: str, fleet: Fleet, key: SigningKey, *, percent: float = 
     max_failures
         The rollout halts when more cores than this report failure (None: never).
     mqtt
-        ``host:port`` of the broker to announce the document on (cores also poll).
+        The broker to announce the document on (cores also poll): ``host:port`` or
+        :class:`~pyengine.core.config.MqttSettings` (TLS, credentials, topic prefix).
     expires_s, timestamp_expires_s
         Lifetimes of the document and of the timestamp (`fleet refresh` renews both).
 
@@ -431,7 +432,7 @@ def _halt_message(doc: dict[str, Any], bad: list[str]) -> str:
 
 
 def promote(fleet: Fleet, key: SigningKey, *, percent: float = 100.0, force: bool = False,
-            mqtt: Optional[str] = None, expires_s: float = document.DOC_EXPIRES_S,
+            mqtt: Optional[Broker] = None, expires_s: float = document.DOC_EXPIRES_S,
             timestamp_expires_s: float = document.TIMESTAMP_EXPIRES_S) -> dict[str, Any]:
     """Widen the current rollout to ``percent`` of the cores (a new document, same version).
 
@@ -477,7 +478,7 @@ def _unconfirmed(hist: History, doc: dict[str, Any]) -> dict[str, str]:
     return out
 
 
-def resume(fleet: Fleet, key: SigningKey, *, mqtt: Optional[str] = None,
+def resume(fleet: Fleet, key: SigningKey, *, mqtt: Optional[Broker] = None,
            expires_s: float = document.DOC_EXPIRES_S,
            timestamp_expires_s: float = document.TIMESTAMP_EXPIRES_S) -> dict[str, Any]:
     """Clear a halt: the current document again (a new serial) with today's failures
@@ -498,7 +499,7 @@ def resume(fleet: Fleet, key: SigningKey, *, mqtt: Optional[str] = None,
 
 
 def rollback(fleet: Fleet, key: SigningKey, *, to: Optional[int] = None,
-             mqtt: Optional[str] = None, expires_s: float = document.DOC_EXPIRES_S,
+             mqtt: Optional[Broker] = None, expires_s: float = document.DOC_EXPIRES_S,
              timestamp_expires_s: float = document.TIMESTAMP_EXPIRES_S) -> dict[str, Any]:
     """Publish an earlier version again, with the signed rollback marker, to every core.
 
@@ -532,7 +533,7 @@ def rollback(fleet: Fleet, key: SigningKey, *, to: Optional[int] = None,
     return doc
 
 
-def refresh(fleet: Fleet, key: SigningKey, *, mqtt: Optional[str] = None,
+def refresh(fleet: Fleet, key: SigningKey, *, mqtt: Optional[Broker] = None,
             expires_s: float = document.DOC_EXPIRES_S,
             timestamp_expires_s: float = document.TIMESTAMP_EXPIRES_S) -> dict[str, Any]:
     """Re-sign the timestamp (run it from cron more often than ``timestamp_expires_s``).
@@ -566,7 +567,7 @@ def _sign_enrollment(fleet: Fleet, key: SigningKey,
 
 
 def enroll(fleet: Fleet, key: SigningKey, *, add: Optional[dict[str, TrustedKey]] = None,
-           remove: Optional[list[str]] = None, mqtt: Optional[str] = None,
+           remove: Optional[list[str]] = None, mqtt: Optional[Broker] = None,
            expires_s: float = document.DOC_EXPIRES_S,
            timestamp_expires_s: float = document.TIMESTAMP_EXPIRES_S) -> dict[str, Any]:
     """Enroll cores' status keys (``add``: name -> public key) or remove cores; returns the
