@@ -13,7 +13,16 @@ import numpy as np
 from pyengine.builder import GraphBuilder
 from pyengine.errors import UnsupportedOpsError
 
-_FUSABLE_ACTIVATIONS = {"Relu": "relu", "Relu6": "relu6", "Sigmoid": "sigmoid", "Tanh": "tanh"}
+_FUSABLE_ACTIVATIONS = {
+    "Relu": "relu",
+    "Relu6": "relu6",
+    "Sigmoid": "sigmoid",
+    "Tanh": "tanh",
+    "HardSwish": "hard_swish",
+    "Silu": "silu",
+}
+#: x * gate(x) -> one op: (gate op, its attributes that must hold) -> fused op.
+_SWISH_GATES = {"Sigmoid": "Silu", "HardSigmoid": "HardSwish"}
 
 
 @dataclass
@@ -268,6 +277,9 @@ class Graph:
             elif node.op == "Clip":
                 act = "clip"
                 attrs = {k: node.attrs[k] for k in ("min", "max") if k in node.attrs}
+            elif node.op == "HardSigmoid":
+                act = "hard_sigmoid"
+                attrs = {k: node.attrs[k] for k in ("alpha", "beta") if k in node.attrs}
             if act is None:
                 continue
             p = producers.get(node.inputs[0])
@@ -280,6 +292,27 @@ class Graph:
             self.nodes.remove(node)
             self._replace(node.out, p.out)
             return True
+        return False
+
+    def _fuse_swish(self) -> bool:
+        """Mul(x, Sigmoid(x)) -> Silu(x); Mul(x, HardSigmoid(x) with alpha 1/6, beta 1/2) ->
+        HardSwish(x) (how exporters write SiLU/swish and hard-swish), when the gate has no
+        other reader."""
+        producers, uses = self._producers(), self._uses()
+        for node in self.nodes:
+            if node.op != "Mul" or len(node.inputs) != 2:
+                continue
+            for x, gate in (node.inputs, node.inputs[::-1]):
+                g = producers.get(gate)
+                if g is None or g.op not in _SWISH_GATES or g.inputs[0] != x or uses.get(gate) != 1:
+                    continue
+                if g.op == "HardSigmoid" and not (
+                    abs(g.attrs.get("alpha", 0.2) - 1 / 6) < 1e-6 and g.attrs.get("beta", 0.5) == 0.5
+                ):
+                    continue
+                node.op, node.inputs, node.attrs = _SWISH_GATES[g.op], [x], {}
+                self.nodes.remove(g)
+                return True
         return False
 
     def _prune(self) -> None:
@@ -308,7 +341,7 @@ class Graph:
         if self.unsupported:
             raise UnsupportedOpsError(self.path, self.framework, self.unsupported)
         self._prune()
-        while self._fold_affine() or self._fuse_activation():
+        while self._fold_affine() or self._fuse_swish() or self._fuse_activation():
             pass
         self._prune()
         return self._emit()
