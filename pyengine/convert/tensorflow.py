@@ -525,6 +525,9 @@ _HANDLERS: dict[str, Callable[[_Importer, Any], str | None]] = {
     "Const": _const,
     "Identity": _identity,
     "StopGradient": _identity,
+    # Output i is input i (tf.custom_gradient wraps tf.nn.silu in one); output 0 is the first
+    # data input, and a reader of another output gets the multi-output error from ref().
+    "IdentityN": _identity,
     "Snapshot": _identity,
     "Cast": _cast,
     "Conv2D": _conv,
