@@ -44,7 +44,10 @@ class Tenant:
                 "resources": [
                     {
                         "id": "m",
-                        "model": {"source": self.pkg, "destination": dest or str(self.models / "m")},
+                        "model": {
+                            "source": self.pkg,
+                            "destination": dest or str(self.models / "m"),
+                        },
                     }
                 ],
                 "functions": [
@@ -276,3 +279,233 @@ def test_fleet_code_package_refuses_links_and_special_files(tmp_path):
     os.mkfifo(src / "pipe")
     with pytest.raises(dp.UnpackError, match="'pipe' is a FIFO"):
         code_package(str(src), out)
+
+
+# ----------------------------------------------------------------------------------- destinations
+
+
+class Places:
+    """Two models: 'a' installed at models/a, and 'b' whose destination's parent (``parent``)
+    the tenant controls and may turn into a symbolic link."""
+
+    def __init__(self, tmp_path) -> None:
+        self.tmp = tmp_path
+        self.root = str(tmp_path / "root")
+        self.pkg = {
+            k: write_package(str(tmp_path / f"{k}.tar.gz"), {"tag": f"{k}1".encode()})
+            for k in ("a", "b")
+        }
+        self.dest_a = str(tmp_path / "models" / "a")
+        self.parent = tmp_path / "tenant"
+        self.dest_b = str(self.parent / "b")
+
+    def group(self, dest_b: str = "") -> str:
+        return write_group(
+            str(self.tmp / "group.json"),
+            {
+                "name": "places",
+                "resources": [
+                    {"id": "a", "model": {"source": self.pkg["a"], "destination": self.dest_a}},
+                    {
+                        "id": "b",
+                        "model": {"source": self.pkg["b"], "destination": dest_b or self.dest_b},
+                    },
+                ],
+            },
+        )
+
+    def snapshot(self, top: str) -> list[tuple[str, str]]:
+        out = []
+        for dirpath, dirnames, names in os.walk(top):
+            for n in sorted(dirnames + names):
+                p = os.path.join(dirpath, n)
+                out.append((os.path.relpath(p, top), os.readlink(p) if os.path.islink(p) else ""))
+        return sorted(out)
+
+
+@pytest.fixture
+def places(tmp_path) -> Places:
+    return Places(tmp_path)
+
+
+def test_destination_through_a_link_into_etc_is_refused_at_validation(places):
+    os.symlink("/etc", places.parent)
+    with pytest.raises(dp.GroupError) as e:
+        dp.load_group(places.group())
+    assert (
+        f"resources[1].model.destination: '{places.dest_b}' is, through symbolic links, "
+        "/etc/b, which is inside /etc, a system directory" in str(e.value)
+    )
+
+
+@pytest.mark.parametrize("into", ["root", "version-of-a", "store-of-a"])
+def test_destination_through_a_link_into_ours_is_refused(places, into):
+    first = dp.deploy(places.group(), places.root)
+    assert first.status == "Success"
+    dp.reset(places.root)  # 'b' goes; 'a' is deployed alone, then 'b' comes back via a link
+    os.makedirs(places.root, exist_ok=True)
+    solo = write_group(
+        str(places.tmp / "solo.json"),
+        {
+            "name": "solo",
+            "resources": [
+                {"id": "a", "model": {"source": places.pkg["a"], "destination": places.dest_a}}
+            ],
+        },
+    )
+    assert dp.deploy(solo, places.root).status == "Success"
+    target = {
+        "root": places.root,
+        "version-of-a": os.path.realpath(places.dest_a),
+        "store-of-a": os.path.join(os.path.dirname(places.dest_a), ".a.pyengine"),
+    }[into]
+    os.rmdir(places.parent)
+    os.symlink(target, places.parent)
+    before = places.snapshot(target)
+    d = dp.deploy(places.group(), places.root)
+    b = next(i for i in d.items if i.key == "b")
+    assert d.status == "Failure" and b.outcome == "failed"
+    assert f"resources[1].model.destination {places.dest_b} (through symbolic links: " in b.message
+    assert {"root": "pyengine's root", "version-of-a": "the installed version of resource 'a'",
+            "store-of-a": "the version store of resource 'a'"}[into] in b.message, b.message
+    assert places.snapshot(target) == before  # nothing was made there
+
+
+@pytest.mark.parametrize("when", ["InProgress", "done"])
+@pytest.mark.parametrize("into", ["root", "version-of-a"])
+def test_link_swapped_in_after_validation_is_refused_at_install(places, when, into):
+    """The destination's parent becomes a link after the plan was checked: before the packages
+    are unpacked (InProgress) or right before the switch (done). The install is refused the same
+    way, nothing lands in the link's target, and the previous version keeps serving."""
+    assert dp.deploy(places.group(), places.root).status == "Success"
+    write_package(places.pkg["b"], {"tag": b"b2"})
+    write_package(places.pkg["a"], {"tag": b"a2"})
+    moved = places.tmp / "tenant-real"
+    target = {"root": places.root, "version-of-a": os.path.realpath(places.dest_a)}[into]
+    before: list = []
+
+    def swap(e: dp.ProgressEvent) -> None:
+        hit = (e.event == "status" and e.message == "InProgress" and when == "InProgress") or (
+            e.event == "done" and e.key == "b" and when == "done"
+        )
+        if hit and not os.path.islink(places.parent):
+            before.extend(places.snapshot(target))
+            os.rename(places.parent, moved)
+            os.symlink(target, places.parent)
+
+    d = dp.deploy(places.group(), places.root, progress=swap)
+    assert os.path.islink(places.parent), "the swap did not happen"
+    b = next(i for i in d.items if i.key == "b")
+    assert d.status == "Failure", [(i.key, i.outcome, i.message) for i in d.items]
+    assert "(through symbolic links: " in b.message and "refused" in b.message, b.message
+    assert not {"b", ".b.pyengine"} & {os.path.basename(n) for n, _ in places.snapshot(target)}
+    if into != "root":  # the root's own files (state.db-wal, downloads) come and go
+        assert places.snapshot(target) == before
+    # the previous versions still serve: b at its real place, a unchanged at v1
+    with open(moved / "b" / "tag") as f:
+        assert f.read() == "b1"
+    with open(os.path.join(places.dest_a, "tag")) as f:
+        assert f.read() == "a1"
+    os.unlink(places.parent)
+    os.rename(moved, places.parent)
+    d2 = dp.deploy(places.group(), places.root)
+    assert d2.status == "Success"
+    with open(os.path.join(places.dest_b, "tag")) as f:
+        assert f.read() == "b2"
+
+
+# ----------------------------------------------------------------------------------- state
+
+
+def _mode(path: str) -> int:
+    return stat.S_IMODE(os.lstat(path).st_mode)
+
+
+def test_state_db_and_its_side_files_are_0600_whatever_the_umask(tenant):
+    old = os.umask(0)
+    try:
+        d = dp.deploy(tenant.group(), tenant.root)
+        assert d.status == "Success"
+        from pyengine.deploy.state import State
+
+        st = State(tenant.root)  # an open connection keeps -wal and -shm in place
+        try:
+            st.q("SELECT 1 FROM deployments")
+            names = [n for n in os.listdir(tenant.root) if n.startswith("state.db")]
+            assert {"state.db", "state.db-wal", "state.db-shm"} <= set(names)
+            assert {n: _mode(os.path.join(tenant.root, n)) for n in names} == {
+                n: 0o600 for n in names
+            }
+        finally:
+            st.close()
+    finally:
+        os.umask(old)
+
+
+def test_an_existing_install_is_tightened_at_open(tenant):
+    assert dp.deploy(tenant.group(), tenant.root).status == "Success"
+    for n in ("state.db", "state.db-wal", "state.db-shm"):
+        p = os.path.join(tenant.root, n)
+        if os.path.exists(p):
+            os.chmod(p, 0o644)
+    assert dp.list_deployments(tenant.root)  # any open tightens
+    assert _mode(os.path.join(tenant.root, "state.db")) == 0o600
+    for n in ("state.db-wal", "state.db-shm"):
+        p = os.path.join(tenant.root, n)
+        assert not os.path.exists(p) or _mode(p) == 0o600
+
+
+SECRET = "sk-live-7f3a9c0e41d2b8"
+
+
+def test_environment_secrets_are_not_in_the_state(tenant):
+    from pyengine.core.group import read_deployed_group
+
+    d = dp.deploy(tenant.group(environment={"API_KEY": SECRET, "MODE": "x"}), tenant.root)
+    assert d.status == "Success"
+    # the core still gets it
+    assert dp.current(tenant.root).functions["fn"].environment == {"API_KEY": SECRET, "MODE": "x"}
+    core = read_deployed_group(tenant.root)
+    assert core is not None and core.functions[0].environment["API_KEY"] == SECRET
+    # the only file holding it is the function's environment file: 0600 in a 0700 directory
+    env_dir = os.path.join(tenant.root, "environments")
+    holding = tenant.files_holding(SECRET.encode())
+    assert len(holding) == 1 and os.path.dirname(holding[0]) == env_dir, holding
+    assert _mode(holding[0]) == 0o600 and _mode(env_dir) == 0o700
+    # nor in what `deployments show` prints
+    r = run_cli("deployments", "show", "--json", "--root", tenant.root)
+    assert r.returncode == 0 and SECRET not in r.stdout + r.stderr
+
+    # a new environment, then rollback: the old one comes back; unreferenced files go
+    d2 = dp.deploy(tenant.group(environment={"API_KEY": "second"}), tenant.root)
+    assert d2.status == "Success"
+    assert dp.current(tenant.root).functions["fn"].environment == {"API_KEY": "second"}
+    dp.rollback(tenant.root)
+    assert dp.current(tenant.root).functions["fn"].environment["API_KEY"] == SECRET
+    for _ in range(3):
+        dp.deploy(tenant.group(environment={"API_KEY": "third"}), tenant.root)
+    assert tenant.files_holding(SECRET.encode()) == []
+    assert len(os.listdir(env_dir)) <= 3
+
+
+def test_environments_recorded_by_an_older_version_are_moved_out(tenant):
+    import json
+
+    from pyengine.deploy.state import State
+
+    assert dp.deploy(tenant.group(), tenant.root).status == "Success"
+    st = State(tenant.root)
+    try:  # as the main before this change recorded it: inline
+        row = st.one("SELECT id, group_json FROM deployments ORDER BY id DESC")
+        g = json.loads(row["group_json"])
+        g.pop("environments", None)
+        g["functions"][0]["environment"] = {"API_KEY": SECRET}
+        st.x("UPDATE deployments SET group_json=? WHERE id=?", json.dumps(g), row["id"])
+        st.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    finally:
+        st.close()
+    assert any("state.db" in p for p in tenant.files_holding(SECRET.encode()))
+    dp.recover(tenant.root)  # what the core runs at start (or any deploy)
+    holding = tenant.files_holding(SECRET.encode())
+    assert len(holding) == 1 and "/environments/" in holding[0], holding
+    assert dp.current(tenant.root).functions["fn"].environment == {"API_KEY": SECRET}

@@ -17,9 +17,12 @@ from typing import Any, Callable, Optional
 
 import pyengine
 from pyengine.core import protocol
+from pyengine.core.cgroups import WorkerCgroups
 from pyengine.core.group import FunctionSpec
 from pyengine.core.policy import WorkerPlan
+from pyengine.core.procs import kill_tree, reap
 from pyengine.core.runtime import ENV_RESOURCES
+from pyengine.deploy.environment import environment_problem
 from pyengine.devices import GRANT_ENV
 
 log = logging.getLogger("pyengine.core")
@@ -45,6 +48,10 @@ class InvokeError(Exception):
         self.kind = kind
 
 
+class PayloadError(InvokeError):
+    """The event cannot be sent to a worker (too large, not JSON); the worker is unharmed."""
+
+
 def _describe_exit(code: int | None) -> str:
     if code is None:
         return "still running"
@@ -56,44 +63,78 @@ def _describe_exit(code: int | None) -> str:
     return f"exited with status {code}"
 
 
+#: Pids of the workers started and not yet reaped, in this process (see procs.kill_strays).
+LIVE_PIDS: set[int] = set()
+LIVE_LOCK = threading.Lock()
+
+#: The worker's first code (run by path: importing ``pyengine`` would import numpy unconfined).
+BOOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "boot.py")
+#: The directory holding the ``pyengine`` package: the one entry the core adds to sys.path.
+PKG_DIR = os.path.dirname(os.path.dirname(os.path.abspath(pyengine.__file__)))
+
+
+def worker_environment(spec: FunctionSpec, plan: WorkerPlan, threads: bool) -> dict[str, str]:
+    """A worker's whole environment: what the core sets plus the function's ``environment``.
+
+    Nothing is inherited from the core. A variable the group validation refuses (LD_*,
+    PYTHON*...; see :mod:`pyengine.deploy.environment`) stops the function from starting, for
+    a state deployed before that check existed.
+
+    Raises
+    ------
+    InvokeError
+        ``FunctionInitError`` naming the refused variable.
+    """
+    for key, value in spec.environment.items():
+        problem = environment_problem(key, value)
+        if problem:
+            raise InvokeError("FunctionInitError", f"{spec.name!r} cannot start: environment: "
+                              f"{problem}; deploy the group again without it")
+    env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8"}
+    if threads:
+        env["MALLOC_ARENA_MAX"] = "2"  # an arena per thread would eat the address space
+    env.update(spec.environment)
+    env.update({
+        "HOME": plan.scratch, "TMPDIR": plan.scratch, "PYENGINE_FUNCTION": spec.name,
+        ENV_RESOURCES: protocol.json.dumps({r.id: r.path for r in spec.resources}),
+        # The granted device paths: load(device="auto") uses only the GPUs listed here.
+        GRANT_ENV: ",".join(r.path for r in spec.resources if r.kind == "device"),
+    })
+    return env
+
+
 class Worker:
     """One worker process of a function, over socket pairs: one per call it may run at once
     (``spec.slots()``: 1, or more for a function that batches calls to a model), plus one for
     the core's ``stats`` requests when it batches."""
 
     def __init__(self, spec: FunctionSpec, plan: WorkerPlan, landlock: bool,
-                 on_op: Optional[OpHandler] = None) -> None:
+                 on_op: Optional[OpHandler] = None,
+                 cgroups: Optional[WorkerCgroups] = None) -> None:
         self.spec = spec
         self.on_op = on_op or _no_ops
+        #: The worker's own cgroup (None without cgroups).
+        self.cgroup: Optional[str] = None
         batching = {r.id: dataclasses.asdict(r.batching) for r in spec.resources
                     if r.batching is not None}
+        env = worker_environment(spec, plan, threads=spec.slots() > 1 or bool(batching))
         pairs = [socket.socketpair() for _ in range(spec.slots() + (1 if batching else 0))]
         children = [c for _, c in pairs]
-        env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8"}
-        if len(pairs) > 1:
-            env["MALLOC_ARENA_MAX"] = "2"  # an arena per thread would eat the address space
-        env.update(spec.environment)
-        pkg_parent = os.path.dirname(os.path.dirname(os.path.abspath(pyengine.__file__)))
-        env.update({
-            "HOME": plan.scratch, "TMPDIR": plan.scratch, "PYTHONUNBUFFERED": "1",
-            "PYTHONDONTWRITEBYTECODE": "1", "PYENGINE_FUNCTION": spec.name,
-            "PYTHONPATH": os.pathsep.join(
-                p for p in (pkg_parent, os.environ.get("PYTHONPATH")) if p),
-            ENV_RESOURCES: protocol.json.dumps({r.id: r.path for r in spec.resources}),
-            # The granted device paths: load(device="auto") uses only the GPUs listed here.
-            GRANT_ENV: ",".join(r.path for r in spec.resources if r.kind == "device"),
-        })
         call_fds = [c.fileno() for c in children[:spec.slots()]]
-        argv = [sys.executable, "-m", "pyengine.core.worker", ",".join(map(str, call_fds))]
+        # Isolated (-I): no cwd or script directory on sys.path, no PYTHON* variables, no user
+        # site; the boot module confines the worker before pyengine (and numpy) is imported.
+        argv = [sys.executable, "-I", "-B", "-u", BOOT, PKG_DIR, ",".join(map(str, call_fds))]
         if batching:
             argv.append(str(children[-1].fileno()))
         try:
-            self.proc = subprocess.Popen(
-                argv, pass_fds=[c.fileno() for c in children], env=env, cwd=plan.scratch,
-                stdin=subprocess.DEVNULL,
-                stdout=sys.stderr.fileno(), user=plan.uid, group=plan.gid,
-                extra_groups=list(plan.groups) if plan.uid is not None else None,
-                start_new_session=True)
+            with LIVE_LOCK:  # registered before a stray sweep can see it
+                self.proc = subprocess.Popen(
+                    argv, pass_fds=[c.fileno() for c in children], env=env, cwd="/",
+                    stdin=subprocess.DEVNULL,
+                    stdout=sys.stderr.fileno(), user=plan.uid, group=plan.gid,
+                    extra_groups=list(plan.groups) if plan.uid is not None else None,
+                    start_new_session=True)
+                LIVE_PIDS.add(self.proc.pid)
         except OSError as exc:
             for p, _ in pairs:
                 p.close()
@@ -116,10 +157,20 @@ class Worker:
         self.last_used = time.monotonic()
         self.confinement = ""
         parent = self.sock
+        if cgroups is not None:
+            # Before the configuration goes out: the worker forks nothing until it has it.
+            try:
+                self.cgroup = cgroups.create(spec.name, plan.processes_max, spec.memory_mb)
+                cgroups.enter(self.cgroup, self.pid)
+            except OSError as exc:
+                log.warning("function %s: worker %d runs without a cgroup: %s", spec.name,
+                            self.pid, exc)
+                self._drop_cgroup()
         try:
             protocol.send(parent, {
                 "name": spec.name, "handler": spec.handler, "code_dir": spec.code_dir,
                 "memory_mb": spec.memory_mb, "landlock": landlock, "rules": plan.rules,
+                "processes_max": plan.processes_max, "shared_uid": plan.uid is None,
                 "fixed": dict(plan.fixed), "batching": batching})
             parent.settimeout(START_TIMEOUT_S)
             msg = protocol.recv(parent)
@@ -150,14 +201,23 @@ class Worker:
         timeout = self.spec.timeout_s
         deadline = time.monotonic() + timeout
         sock = self.socks[slot]
+        msg: dict[str, Any] = {"id": invocation_id, "timeout_s": timeout, "topic": topic}
+        if isinstance(payload, protocol.MessagePayload):  # the worker decodes it
+            msg["message_b64"] = base64.b64encode(payload).decode()
+        elif isinstance(payload, (bytes, bytearray)):
+            msg["payload_b64"] = base64.b64encode(payload).decode()
+        else:
+            msg["payload"] = payload
+        try:
+            frame = protocol.encode(msg)
+        except (ValueError, TypeError, RecursionError) as exc:
+            # Nothing was sent: the worker is as good as before.
+            raise PayloadError("PayloadTooLarge" if isinstance(exc, ValueError)
+                               else "BadPayload",
+                               f"the event cannot be sent to {self.spec.name!r}: {exc}") from None
         try:
             sock.settimeout(None)
-            msg: dict[str, Any] = {"id": invocation_id, "timeout_s": timeout, "topic": topic}
-            if isinstance(payload, (bytes, bytearray)):
-                msg["payload_b64"] = base64.b64encode(payload).decode()
-            else:
-                msg["payload"] = payload
-            protocol.send(sock, msg)
+            sock.sendall(frame)
             while True:
                 sock.settimeout(max(0.001, deadline - time.monotonic()))
                 reply: dict[str, Any] = protocol.recv(sock)
@@ -222,20 +282,39 @@ class Worker:
         return self.proc.poll() is None
 
     def stop(self, grace_s: float = 2.0) -> None:
-        """Close the channels (the worker exits), then kill it if it lingers."""
+        """Kill what the handler started, close the channels (the worker exits), then kill the
+        worker if it lingers."""
+        killed = kill_tree(self.pid, include_root=False) if self.proc.poll() is None else set()
         self._close()
         try:
             self.proc.wait(timeout=grace_s)
         except subprocess.TimeoutExpired:
             self.kill()
+        killed |= self._drop_cgroup()
+        reap(killed)
+        self._forget()
 
     def kill(self) -> None:
-        """Kill the process now and reap it."""
-        if self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                self.proc.kill()
+        """Kill the process and everything it started now, and reap it."""
+        killed = kill_tree(self.pid) if self.proc.poll() is None else set()
         self.proc.wait()
+        killed |= self._drop_cgroup()
+        reap(killed)  # they count against the user's process limit until reaped
         self._close()
+        self._forget()
+
+    def _drop_cgroup(self) -> set[int]:
+        """Kill whatever is still in the worker's cgroup and remove it; the pids killed."""
+        path, self.cgroup = self.cgroup, None
+        if path is None:
+            return set()
+        pids = WorkerCgroups.pids(path)
+        WorkerCgroups.kill(path)
+        return pids - {self.pid}
+
+    def _forget(self) -> None:
+        with LIVE_LOCK:
+            LIVE_PIDS.discard(self.pid)
 
     def _close(self) -> None:
         for s in [*self.socks, self.stats_sock]:
@@ -255,9 +334,11 @@ class FunctionPool:
     """
 
     def __init__(self, spec: FunctionSpec, plan: WorkerPlan, landlock: bool,
-                 queue_timeout_s: float = 60.0, on_op: Optional[OpHandler] = None) -> None:
+                 queue_timeout_s: float = 60.0, on_op: Optional[OpHandler] = None,
+                 cgroups: Optional[WorkerCgroups] = None) -> None:
         self.spec = spec
         self.on_op = on_op
+        self.cgroups = cgroups
         self.plan = plan
         self.landlock = landlock
         self.queue_timeout_s = queue_timeout_s
@@ -303,7 +384,7 @@ class FunctionPool:
         """Start a worker and put it in service; ``claim`` takes one of its slots at once
         (returned with it; -1 without ``claim``)."""
         try:
-            w = Worker(self.spec, self.plan, self.landlock, self.on_op)
+            w = Worker(self.spec, self.plan, self.landlock, self.on_op, self.cgroups)
         except InvokeError as exc:
             with self._cond:
                 self._starting -= 1
@@ -457,5 +538,8 @@ class FunctionPool:
             reply = w.call(invocation_id, payload, topic, slot)
             healthy = True
             return reply
+        except PayloadError:
+            healthy = True
+            raise
         finally:
             self._release(w, slot, healthy)
