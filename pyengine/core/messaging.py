@@ -38,7 +38,14 @@ from typing import TYPE_CHECKING, Any, Callable, Optional
 from pyengine.core.config import CoreConfig, MessageLimits, MqttSettings
 from pyengine.core.metrics import Metrics
 from pyengine.core.protocol import MessagePayload, decode_event
-from pyengine.deploy.subscriptions import CLOUD, DEVICES, Subscription, topic_matches, topic_problem
+from pyengine.deploy.subscriptions import (
+    CLOUD,
+    DEVICES,
+    Subscription,
+    routing_cycles,
+    topic_matches,
+    topic_problem,
+)
 
 if TYPE_CHECKING:
     from pyengine.core.group import DeployedGroup
@@ -238,11 +245,12 @@ class FunctionQueue:
     def put(self, payload: bytes, topic: str, source: str) -> bool:
         """Queue one message; False (and counted as dropped, with the reason) when it is larger
         than ``message_max_mb`` or the queue is full (in count or bytes)."""
-        size = len(payload)
+        # The topic counts too: a device may pick a 64 KiB topic under a '#' filter.
+        size = len(payload) + len(topic)
         with self._cond:
             if self._closed:
                 reason = "stopped"
-            elif size > self.limits.message_max_bytes:
+            elif len(payload) > self.limits.message_max_bytes:
                 reason = "too_large"
             elif len(self._items) >= self.limits.queue_size:
                 reason = "queue_full"
@@ -260,7 +268,7 @@ class FunctionQueue:
         return True
 
     def depth(self) -> tuple[int, int]:
-        """(messages, bytes) waiting."""
+        """(messages, bytes of payloads and topics) waiting."""
         with self._cond:
             return len(self._items), self._bytes
 
@@ -283,7 +291,7 @@ class FunctionQueue:
                 if self._closed:
                     return
                 payload, topic, source = self._items.popleft()
-                self._bytes -= len(payload)
+                self._bytes -= len(payload) + len(topic)
             try:
                 why = self._invoke(self.name, MessagePayload(payload), topic, source)
             except Exception as exc:  # noqa: BLE001 - counted, and the queue goes on
@@ -327,8 +335,17 @@ class Router:
 
     def update(self, group: Optional[DeployedGroup]) -> None:
         """Take the subscriptions of ``group`` (a new deployment)."""
-        subs = group.subscriptions if group is not None else ()
+        subs = tuple(group.subscriptions) if group is not None else ()
         functions = {f.name for f in group.functions} if group is not None else set()
+        cycles = routing_cycles(list(subs))
+        if cycles:
+            # Validation refuses these; a group deployed before it did must not loop either.
+            looping = {i for _, on_it in cycles for i in on_it}
+            log.error("the deployed group has routing cycles (%s); those subscriptions are "
+                      "idle until a deployment without the cycle", "; ".join(
+                          f"{subs[i].source} -> {subs[i].topic} -> {subs[i].target}"
+                          for i in sorted(looping)))
+            subs = tuple(s for i, s in enumerate(subs) if i not in looping)
         with self._lock:
             self._subs = tuple(subs)
             gone = [n for n in self._queues if n not in functions]
