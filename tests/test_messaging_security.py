@@ -221,7 +221,7 @@ def test_acl_password_and_mutual_tls_broker(predict_base: str) -> None:
     cores_port, devices_port = free_port(), free_port()
     tls = [f"cafile {ca.pem}", f"certfile {server[0]}", f"keyfile {server[1]}"]
     broker = Mosquitto(cores_port, directory=base, listeners=[
-        "per_listener_settings true",
+        "per_listener_settings true", "max_packet_size 5242880",
         f"listener {cores_port} 127.0.0.1", *tls,
         "require_certificate true", "use_identity_as_username true",
         "allow_anonymous false", f"acl_file {acl}",
@@ -288,10 +288,16 @@ def test_acl_password_and_mutual_tls_broker(predict_base: str) -> None:
                        auth=("cam-1", "cam-secret"))
         clients.append(snoop)
         device.publish("pyengine/fleet/fleet-bucket/deployment", b'{"serial": 99}')
+        device.publish("sensors/cam-1/reading", b"x" * (6 << 20))  # over max_packet_size
         device.publish("predictions/cam-2", b'{"forged": true}')
         time.sleep(1.0)
         assert snoop.wait_for(0, 0) == [], snoop.messages
         assert [t for t, _ in ops.wait_for(0, 0)] == ["pyengine/fleet/fleet-bucket/status/core-1"]
+        # The broker refused the oversized message: it never reached the core.
+        metrics = core.get("/metrics")[1]
+        assert _metric(metrics, "pyengine_messages_received_total", function="echo",
+                       source="devices") == 2
+        assert "pyengine_messages_dropped_total" not in metrics
     finally:
         for c in clients:
             if isinstance(c, Device):
@@ -447,3 +453,40 @@ def test_routing_cycle_is_refused_at_deploy(predict_base: str) -> None:
             {"source": "echo", "topic": "sensors/#", "target": "devices"},
         ])
     assert "subscriptions[0], subscriptions[1]: a routing cycle" in str(info.value)
+
+
+# -- fleet announcements with the core's broker settings ----------------------------------
+
+
+def test_fleet_publish_announces_with_tls_credentials_and_prefix(predict_base: str) -> None:
+    """``fleet publish --mqtt-config core.yaml`` uses the broker settings of a core's
+    configuration (fleet_mqtt: TLS, user and password, topic prefix), not only host:port."""
+    import argparse
+
+    from pyengine.cli.fleet_cmds import _broker
+    from pyengine.fleet.notify import announce
+
+    base = predict_base
+    broker = Mosquitto(tls=True, users={"ops": "ops-secret", "watch": "watch-secret"})
+    try:
+        pass_file = os.path.join(base, "ops.pass")
+        with open(pass_file, "w") as fh:
+            fh.write("ops-secret\n")
+        cfg = _config(base, fleet_mqtt={"host": "127.0.0.1", "port": broker.port,
+                                        "tls": {"ca": broker.ca}, "username": "ops",
+                                        "password_file": pass_file, "topic_prefix": "ops/"})
+        settings = _broker(argparse.Namespace(mqtt=None, mqtt_config=cfg))
+        assert settings.username == "ops" and settings.topic_prefix == "ops/"
+        assert _broker(argparse.Namespace(mqtt="h:1", mqtt_config=None)) == "h:1"
+        watcher = Device(broker.port, ["#"], ca=broker.ca, auth=("watch", "watch-secret"))
+        try:
+            assert announce(settings, "pyengine/fleet/b/deployment", {"serial": 3})
+            got = watcher.wait_for(1, 10)
+            assert [(t, json.loads(p)) for t, p in got] == [
+                ("ops/pyengine/fleet/b/deployment", {"serial": 3})]
+        finally:
+            watcher.close()
+        # host:port alone reaches a broker that wants TLS and a password: refused, and said.
+        assert not announce(f"127.0.0.1:{broker.port}", "x/deployment", {}, timeout_s=1.0)
+    finally:
+        broker.close()
