@@ -78,6 +78,7 @@ CREATE TABLE IF NOT EXISTS journal(
   previous TEXT
 );
 CREATE TABLE IF NOT EXISTS stores(path TEXT PRIMARY KEY);
+CREATE TABLE IF NOT EXISTS marks(name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 """
 
 
@@ -186,6 +187,38 @@ class State:
     def add_store(self, path: str) -> None:
         """Remember a version store directory (for cleanup and reset)."""
         self.x("INSERT OR IGNORE INTO stores(path) VALUES (?)", path)
+
+
+def high_water(root: str, name: str) -> int:
+    """The high-water mark ``name`` kept in ``ROOT/state.db`` (0 when never raised).
+
+    Marks only grow (:func:`raise_high_water`); the fleet keeps the highest document serial and
+    version a core accepted here, so losing a file beside them does not reset them.
+    """
+    if not os.path.exists(os.path.join(root, "state.db")):
+        return 0
+    state = State(root)
+    try:
+        row = state.one("SELECT value FROM marks WHERE name=?", name)
+        return int(row["value"]) if row else 0
+    finally:
+        state.close()
+
+
+def raise_high_water(root: str, name: str, value: int) -> int:
+    """Raise the mark ``name`` to ``value`` (a lower value leaves it); the mark afterwards."""
+    state = State(root)
+    try:
+        with state.tx() as db:
+            db.execute(
+                "INSERT INTO marks(name, value) VALUES (?, ?) ON CONFLICT(name) "
+                "DO UPDATE SET value = MAX(value, excluded.value)",
+                (name, int(value)),
+            )
+            row = db.execute("SELECT value FROM marks WHERE name=?", (name,)).fetchone()
+        return int(row["value"])
+    finally:
+        state.close()
 
 
 def dumps(obj: Any) -> str:
