@@ -7,7 +7,6 @@ the rule it breaks; all problems are reported at once.
 from __future__ import annotations
 
 import grp
-import json
 import os
 import re
 from dataclasses import asdict, dataclass, field
@@ -16,6 +15,7 @@ from typing import Any, Optional
 from pyengine.batching_config import BatchingConfig
 from pyengine.deploy.environment import environment_problem
 from pyengine.deploy.errors import GroupError
+from pyengine.deploy.parse import parse_group_text, read_text
 from pyengine.deploy.subscriptions import BROKERS, Subscription, filter_problem, routing_cycles
 from pyengine.sources.aws import AwsSettings
 
@@ -188,32 +188,9 @@ def _function_resource(d: dict[str, Any]) -> FunctionResource:
 
 
 def read_group_file(path: str) -> dict[str, Any]:
-    """The raw mapping in a YAML or JSON group file."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
-    except OSError as exc:
-        raise GroupError(path, [f"cannot read the group file: {exc.strerror or exc}"]) from None
-    if path.endswith(".json") or text.lstrip().startswith("{"):
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise GroupError(path, [f"not valid JSON: {exc}"]) from None
-    else:
-        try:
-            import yaml
-        except ImportError:
-            raise GroupError(
-                path,
-                [
-                    "YAML group files need PyYAML: pip install 'pyengine[yaml]' "
-                    "(or write the group as JSON)"
-                ],
-            ) from None
-        try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            raise GroupError(path, [f"not valid YAML: {exc}"]) from None
+    """The raw mapping in a YAML or JSON group file, read with the limits of
+    :mod:`pyengine.deploy.parse` (size, aliases, nesting, duplicate keys)."""
+    data = parse_group_text(read_text(path), path)
     if not isinstance(data, dict):
         raise GroupError(path, [f"the top level must be a mapping, not {type(data).__name__}"])
     return data
