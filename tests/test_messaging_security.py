@@ -181,6 +181,28 @@ def test_tls_and_auth_failures_are_logged_and_counted(predict_base: str) -> None
             core.stop()
     finally:
         broker.close()
+    # A broker that requires a client certificate and gets one from another CA: with TLS 1.3
+    # it says so only after the client's side of the handshake, by closing the connection.
+    ca = MadeCA(base, "broker CA")
+    server = ca.issue("127.0.0.1", server=True)
+    foreign = stranger.issue("core-9")
+    port = free_port()
+    broker = Mosquitto(port, listeners=[
+        f"listener {port} 127.0.0.1", f"cafile {ca.pem}", f"certfile {server[0]}",
+        f"keyfile {server[1]}", "require_certificate true", "use_identity_as_username true",
+        "allow_anonymous false"])
+    try:
+        cfg = _config(base, mqtt={"host": "127.0.0.1", "port": port, "tls": {
+            "ca": ca.pem, "cert": foreign[0], "key": foreign[1]}})
+        core = CoreProcess(root, args=("--config", cfg)).wait_ready()
+        try:
+            assert _wait_metric(core, "pyengine_mqtt_connect_failures_total", 2,
+                                broker="devices", reason="tls") >= 2, core.log()
+            assert "a client certificate it does not accept" in core.log()
+        finally:
+            core.stop()
+    finally:
+        broker.close()
 
 
 ACL = """\
