@@ -408,6 +408,41 @@ void Model::plan_layout() {
     }
 }
 
+Model::LayoutReport Model::layout_report(const Plan& p) const {
+    LayoutReport r;
+    r.block = block_;
+    const HostSchedule& h = p.host;
+    const size_t nv = values_.size();
+    // An extra slot holds a copy of the value whose shape and producer it shares: find by name.
+    auto value_name = [&](int slot) -> std::string {
+        if (static_cast<size_t>(slot) < nv) return values_[static_cast<size_t>(slot)].name;
+        for (const PlanStep& s : h.steps) {
+            if ((s.kind == PlanStep::ToBlocked || s.kind == PlanStep::ToPlain) && s.outs[0] == slot) {
+                return static_cast<size_t>(s.ins[0]) < nv ? values_[static_cast<size_t>(s.ins[0])].name : "?";
+            }
+        }
+        for (const PlanStep& s : h.steps) {
+            if (s.kind == PlanStep::ToPlain && s.ins[0] == slot) return values_[static_cast<size_t>(s.outs[0])].name;
+        }
+        return "?";
+    };
+    for (const PlanStep& s : h.steps) {
+        if (s.kind == PlanStep::ToBlocked || s.kind == PlanStep::ToPlain) {
+            r.reorders.push_back(str(value_name(s.ins[0]), s.kind == PlanStep::ToPlain ? " to plain" : " to blocked"));
+            continue;
+        }
+        const Node& node = nodes_[static_cast<size_t>(s.node)];
+        if (!s.outs.empty() && h.block[static_cast<size_t>(s.outs[0])] != 0) r.blocked.push_back(node.name);
+        if (s.kind == PlanStep::Fused) {
+            const Fusion& f = fusion_[static_cast<size_t>(s.node)];
+            std::string chain = str(node.name, " + ", nodes_[static_cast<size_t>(f.add)].name);
+            if (f.act >= 0) chain += str(" + ", nodes_[static_cast<size_t>(f.act)].name);
+            r.fused.push_back(chain);
+        }
+    }
+    return r;
+}
+
 void Model::build_host_schedule(Plan* p) const {
     HostSchedule& h = p->host;
     const size_t nv = values_.size();

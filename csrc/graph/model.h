@@ -83,6 +83,13 @@ public:
 
     // The block of the blocked layout this model plans with (0: plain NCHW everywhere).
     int layout_block() const { return block_; }
+    // What the layout pass made of `plan`: the nodes that run blocked, the fused Conv -> Add
+    // (-> activation) chains, and each reorder ("value to plain" / "value to blocked").
+    struct LayoutReport {
+        int block = 0;
+        std::vector<std::string> blocked, fused, reorders;
+    };
+    LayoutReport layout_report(const Plan& plan) const;
 
     // Unique for the life of the process (unlike the address): keys per-thread plan caches.
     uint64_t id() const { return id_; }
