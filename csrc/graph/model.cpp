@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cstdlib>
 #include <cstring>
 #include <deque>
@@ -615,8 +616,49 @@ void Model::run(const Plan& p, const std::vector<const void*>& inputs,
     run(p, inputs.data(), inputs.size(), outputs.data(), outputs.size());
 }
 
+std::vector<NodeProfile> Model::profile_nodes(const Plan& p) const {
+    // One entry per step of the layout pass's schedule: nodes, fused chains and reorders.
+    std::vector<NodeProfile> out;
+    const HostSchedule& h = p.host;
+    const std::string blocked = str("NCHW", block_, "c");
+    for (const PlanStep& st : h.steps) {
+        if (st.kind == PlanStep::ToBlocked || st.kind == PlanStep::ToPlain) {
+            const bool to_blocked = st.kind == PlanStep::ToBlocked;
+            const Shape& s = h.shapes[static_cast<size_t>(st.ins[0])];
+            NodeProfile np{str("reorder to ", to_blocked ? blocked : "NCHW"), "Reorder", {s}, {s}, {}};
+            np.run = OpRunInfo{to_blocked ? str("NCHW -> ", blocked) : str(blocked, " -> NCHW"), "reorder"};
+            out.push_back(std::move(np));
+            continue;
+        }
+        const Node& node = nodes_[static_cast<size_t>(st.node)];
+        NodeProfile np{node.name, node.op_name, {}, {}, {}};
+        for (int i : node.inputs) np.inputs.push_back(p.shapes[static_cast<size_t>(i)]);
+        for (int o : st.outs) np.outputs.push_back(h.shapes[static_cast<size_t>(o)]);
+        np.run = node.op->run_info(np.inputs);
+        if (st.kind == PlanStep::Fused) {
+            const Fusion& f = fusion_[static_cast<size_t>(st.node)];
+            np.name += str(" + ", nodes_[static_cast<size_t>(f.add)].name);
+            np.op += "+Add";
+            if (f.act >= 0) {
+                np.name += str(" + ", nodes_[static_cast<size_t>(f.act)].name);
+                np.op += str("+", nodes_[static_cast<size_t>(f.act)].op_name);
+            }
+        }
+        if (!st.outs.empty() && h.block[static_cast<size_t>(st.outs[0])] != 0) np.run.layout = blocked;
+        out.push_back(std::move(np));
+    }
+    return out;
+}
+
+namespace {
+int64_t steady_ns() {
+    return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch())
+        .count();
+}
+}  // namespace
+
 void Model::run(const Plan& p, const void* const* inputs, size_t n_inputs, void* const* outputs,
-                size_t n_outputs) const {
+                size_t n_outputs, RunTrace* trace) const {
     if (n_inputs != input_values_.size() || n_outputs != output_values_.size()) {
         throw InvalidArgument("wrong number of input or output buffers");
     }
@@ -646,24 +688,31 @@ void Model::run(const Plan& p, const void* const* inputs, size_t n_inputs, void*
             if (s != v) t[static_cast<size_t>(v)].data = t[static_cast<size_t>(s)].data;
         }
     }
-    for (const PlanStep& st : h.steps) {
+    if (trace != nullptr) {
+        trace->start_ns.assign(h.steps.size(), 0);
+        trace->end_ns.assign(h.steps.size(), 0);
+    }
+    for (size_t pos = 0; pos < h.steps.size(); ++pos) {
+        const PlanStep& st = h.steps[pos];
+        if (trace != nullptr) trace->start_ns[pos] = steady_ns();
         if (st.kind == PlanStep::ToBlocked || st.kind == PlanStep::ToPlain) {
             const Tensor& src = t[static_cast<size_t>(st.ins[0])];
             const Tensor& dst = t[static_cast<size_t>(st.outs[0])];
             const Shape& s = src.shape;
             nchwc_reorder(src.f32(), dst.f32(), s[0], s[1], s[2] * s[3], block_, st.kind == PlanStep::ToBlocked);
-            continue;
-        }
-        const Node& node = nodes_[static_cast<size_t>(st.node)];
-        in.clear();
-        out.clear();
-        for (int i : st.ins) in.push_back(&t[static_cast<size_t>(i)]);
-        for (int o : st.outs) out.push_back(&t[static_cast<size_t>(o)]);
-        if (st.kind == PlanStep::Fused) {
-            node.op->run_fused(in, t[static_cast<size_t>(st.residual)], st.act, out);
         } else {
-            node.op->run(in, out);
+            const Node& node = nodes_[static_cast<size_t>(st.node)];
+            in.clear();
+            out.clear();
+            for (int i : st.ins) in.push_back(&t[static_cast<size_t>(i)]);
+            for (int o : st.outs) out.push_back(&t[static_cast<size_t>(o)]);
+            if (st.kind == PlanStep::Fused) {
+                node.op->run_fused(in, t[static_cast<size_t>(st.residual)], st.act, out);
+            } else {
+                node.op->run(in, out);
+            }
         }
+        if (trace != nullptr) trace->end_ns[pos] = steady_ns();
     }
     // Outputs that no node writes (an input or a tensor passed straight through).
     for (size_t o = 0; o < output_values_.size(); ++o) {

@@ -69,6 +69,11 @@ public:
         if (constants.size() >= 2 && constants[1] != nullptr && constants[1]->shape.size() == 2) weight_ = constants[1];
     }
 
+    OpRunInfo run_info(const std::vector<Shape>& in) const override {
+        (void)in;
+        return {"", str(kernels().name, " gemm")};
+    }
+
     bool lower(const std::vector<Shape>& in, DeviceStep* s) const override {
         s->kind = DeviceStep::Gemm;
         s->K = in[0].back();
@@ -169,6 +174,23 @@ public:
         p.OH = (hp - kh) / p.stride_h + 1;
         p.OW = (wp - kw) / p.stride_w + 1;
         return p;
+    }
+
+    // Names the path conv2d_run takes (a blocked kernel overrides this with its own).
+    OpRunInfo run_info(const std::vector<Shape>& in) const override {
+        const Conv2DParams p = geometry(in[0], in[1]);
+        const bool pointwise = p.KH == 1 && p.KW == 1 && p.stride_h == 1 && p.stride_w == 1 &&
+                               p.OH == p.H && p.OW == p.W;
+        const bool depthwise = p.groups > 1 && p.groups == p.C && p.O == p.C;
+        if (blocked_ != nullptr) {  // the layout pass runs it blocked (model.cpp sets the layout)
+            const int block = blocked_->conv.cb;
+            const bool native = kernels().nchwc_block == block;
+            return {"", str(native ? kernels().name : "generic", " nchwc", block, " ",
+                            depthwise ? "depthwise" : p.KH * p.KW == 1 ? "1x1" : "direct",
+                            blocked_->conv.in_block == 1 ? " (plain input)" : "")};
+        }
+        const char* path = depthwise ? "depthwise direct" : pointwise ? "1x1 gemm" : "im2col gemm";
+        return {layout_ == Layout::NHWC ? "NHWC" : "NCHW", str(kernels().name, " ", path)};
     }
 
     bool lower(const std::vector<Shape>& in, DeviceStep* s) const override {
@@ -449,6 +471,11 @@ public:
         const bool blocked = layout_ == Layout::NCHW && in[0].size() == 4 && in_block[0] == block;
         want->assign(1, blocked ? block : 0);
         return blocked ? block : 0;
+    }
+
+    OpRunInfo run_info(const std::vector<Shape>& in) const override {
+        (void)in;
+        return {layout_ == Layout::NHWC ? "NHWC" : "NCHW", kernels().name};
     }
 
     bool lower(const std::vector<Shape>& in, DeviceStep* s) const override {

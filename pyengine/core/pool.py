@@ -19,7 +19,9 @@ import pyengine
 from pyengine.core import protocol
 from pyengine.core.group import FunctionSpec
 from pyengine.core.policy import WorkerPlan
+from pyengine.core.procs import kill_tree, reap
 from pyengine.core.runtime import ENV_RESOURCES
+from pyengine.deploy.environment import environment_problem
 from pyengine.devices import GRANT_ENV
 
 log = logging.getLogger("pyengine.core")
@@ -45,6 +47,10 @@ class InvokeError(Exception):
         self.kind = kind
 
 
+class PayloadError(InvokeError):
+    """The event cannot be sent to a worker (too large, not JSON); the worker is unharmed."""
+
+
 def _describe_exit(code: int | None) -> str:
     if code is None:
         return "still running"
@@ -54,6 +60,46 @@ def _describe_exit(code: int | None) -> str:
         except ValueError:
             return f"killed by signal {-code}"
     return f"exited with status {code}"
+
+
+#: Pids of the workers started and not yet reaped, in this process (see procs.kill_strays).
+LIVE_PIDS: set[int] = set()
+LIVE_LOCK = threading.Lock()
+
+#: The worker's first code (run by path: importing ``pyengine`` would import numpy unconfined).
+BOOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "boot.py")
+#: The directory holding the ``pyengine`` package: the one entry the core adds to sys.path.
+PKG_DIR = os.path.dirname(os.path.dirname(os.path.abspath(pyengine.__file__)))
+
+
+def worker_environment(spec: FunctionSpec, plan: WorkerPlan, threads: bool) -> dict[str, str]:
+    """A worker's whole environment: what the core sets plus the function's ``environment``.
+
+    Nothing is inherited from the core. A variable the group validation refuses (LD_*,
+    PYTHON*...; see :mod:`pyengine.deploy.environment`) stops the function from starting, for
+    a state deployed before that check existed.
+
+    Raises
+    ------
+    InvokeError
+        ``FunctionInitError`` naming the refused variable.
+    """
+    for key, value in spec.environment.items():
+        problem = environment_problem(key, value)
+        if problem:
+            raise InvokeError("FunctionInitError", f"{spec.name!r} cannot start: environment: "
+                              f"{problem}; deploy the group again without it")
+    env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8"}
+    if threads:
+        env["MALLOC_ARENA_MAX"] = "2"  # an arena per thread would eat the address space
+    env.update(spec.environment)
+    env.update({
+        "HOME": plan.scratch, "TMPDIR": plan.scratch, "PYENGINE_FUNCTION": spec.name,
+        ENV_RESOURCES: protocol.json.dumps({r.id: r.path for r in spec.resources}),
+        # The granted device paths: load(device="auto") uses only the GPUs listed here.
+        GRANT_ENV: ",".join(r.path for r in spec.resources if r.kind == "device"),
+    })
+    return env
 
 
 class Worker:
@@ -67,33 +113,24 @@ class Worker:
         self.on_op = on_op or _no_ops
         batching = {r.id: dataclasses.asdict(r.batching) for r in spec.resources
                     if r.batching is not None}
+        env = worker_environment(spec, plan, threads=spec.slots() > 1 or bool(batching))
         pairs = [socket.socketpair() for _ in range(spec.slots() + (1 if batching else 0))]
         children = [c for _, c in pairs]
-        env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8"}
-        if len(pairs) > 1:
-            env["MALLOC_ARENA_MAX"] = "2"  # an arena per thread would eat the address space
-        env.update(spec.environment)
-        pkg_parent = os.path.dirname(os.path.dirname(os.path.abspath(pyengine.__file__)))
-        env.update({
-            "HOME": plan.scratch, "TMPDIR": plan.scratch, "PYTHONUNBUFFERED": "1",
-            "PYTHONDONTWRITEBYTECODE": "1", "PYENGINE_FUNCTION": spec.name,
-            "PYTHONPATH": os.pathsep.join(
-                p for p in (pkg_parent, os.environ.get("PYTHONPATH")) if p),
-            ENV_RESOURCES: protocol.json.dumps({r.id: r.path for r in spec.resources}),
-            # The granted device paths: load(device="auto") uses only the GPUs listed here.
-            GRANT_ENV: ",".join(r.path for r in spec.resources if r.kind == "device"),
-        })
         call_fds = [c.fileno() for c in children[:spec.slots()]]
-        argv = [sys.executable, "-m", "pyengine.core.worker", ",".join(map(str, call_fds))]
+        # Isolated (-I): no cwd or script directory on sys.path, no PYTHON* variables, no user
+        # site; the boot module confines the worker before pyengine (and numpy) is imported.
+        argv = [sys.executable, "-I", "-B", "-u", BOOT, PKG_DIR, ",".join(map(str, call_fds))]
         if batching:
             argv.append(str(children[-1].fileno()))
         try:
-            self.proc = subprocess.Popen(
-                argv, pass_fds=[c.fileno() for c in children], env=env, cwd=plan.scratch,
-                stdin=subprocess.DEVNULL,
-                stdout=sys.stderr.fileno(), user=plan.uid, group=plan.gid,
-                extra_groups=list(plan.groups) if plan.uid is not None else None,
-                start_new_session=True)
+            with LIVE_LOCK:  # registered before a stray sweep can see it
+                self.proc = subprocess.Popen(
+                    argv, pass_fds=[c.fileno() for c in children], env=env, cwd="/",
+                    stdin=subprocess.DEVNULL,
+                    stdout=sys.stderr.fileno(), user=plan.uid, group=plan.gid,
+                    extra_groups=list(plan.groups) if plan.uid is not None else None,
+                    start_new_session=True)
+                LIVE_PIDS.add(self.proc.pid)
         except OSError as exc:
             for p, _ in pairs:
                 p.close()
@@ -120,6 +157,7 @@ class Worker:
             protocol.send(parent, {
                 "name": spec.name, "handler": spec.handler, "code_dir": spec.code_dir,
                 "memory_mb": spec.memory_mb, "landlock": landlock, "rules": plan.rules,
+                "processes_max": plan.processes_max, "shared_uid": plan.uid is None,
                 "fixed": dict(plan.fixed), "batching": batching})
             parent.settimeout(START_TIMEOUT_S)
             msg = protocol.recv(parent)
@@ -150,14 +188,23 @@ class Worker:
         timeout = self.spec.timeout_s
         deadline = time.monotonic() + timeout
         sock = self.socks[slot]
+        msg: dict[str, Any] = {"id": invocation_id, "timeout_s": timeout, "topic": topic}
+        if isinstance(payload, protocol.MessagePayload):  # the worker decodes it
+            msg["message_b64"] = base64.b64encode(payload).decode()
+        elif isinstance(payload, (bytes, bytearray)):
+            msg["payload_b64"] = base64.b64encode(payload).decode()
+        else:
+            msg["payload"] = payload
+        try:
+            frame = protocol.encode(msg)
+        except (ValueError, TypeError, RecursionError) as exc:
+            # Nothing was sent: the worker is as good as before.
+            raise PayloadError("PayloadTooLarge" if isinstance(exc, ValueError)
+                               else "BadPayload",
+                               f"the event cannot be sent to {self.spec.name!r}: {exc}") from None
         try:
             sock.settimeout(None)
-            msg: dict[str, Any] = {"id": invocation_id, "timeout_s": timeout, "topic": topic}
-            if isinstance(payload, (bytes, bytearray)):
-                msg["payload_b64"] = base64.b64encode(payload).decode()
-            else:
-                msg["payload"] = payload
-            protocol.send(sock, msg)
+            sock.sendall(frame)
             while True:
                 sock.settimeout(max(0.001, deadline - time.monotonic()))
                 reply: dict[str, Any] = protocol.recv(sock)
@@ -222,20 +269,28 @@ class Worker:
         return self.proc.poll() is None
 
     def stop(self, grace_s: float = 2.0) -> None:
-        """Close the channels (the worker exits), then kill it if it lingers."""
+        """Kill what the handler started, close the channels (the worker exits), then kill the
+        worker if it lingers."""
+        killed = kill_tree(self.pid, include_root=False) if self.proc.poll() is None else set()
         self._close()
         try:
             self.proc.wait(timeout=grace_s)
         except subprocess.TimeoutExpired:
             self.kill()
+        reap(killed)
+        self._forget()
 
     def kill(self) -> None:
-        """Kill the process now and reap it."""
-        if self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                self.proc.kill()
+        """Kill the process and everything it started now, and reap it."""
+        killed = kill_tree(self.pid) if self.proc.poll() is None else set()
         self.proc.wait()
+        reap(killed)  # they count against the user's process limit until reaped
         self._close()
+        self._forget()
+
+    def _forget(self) -> None:
+        with LIVE_LOCK:
+            LIVE_PIDS.discard(self.pid)
 
     def _close(self) -> None:
         for s in [*self.socks, self.stats_sock]:
@@ -457,5 +512,8 @@ class FunctionPool:
             reply = w.call(invocation_id, payload, topic, slot)
             healthy = True
             return reply
+        except PayloadError:
+            healthy = True
+            raise
         finally:
             self._release(w, slot, healthy)

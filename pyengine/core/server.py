@@ -28,9 +28,11 @@ from pyengine.core.group import (
 )
 from pyengine.core.messaging import Router
 from pyengine.core.metrics import Metrics, render_batching
-from pyengine.core.policy import plan, unreadable
-from pyengine.core.pool import FunctionPool, InvokeError
+from pyengine.core.policy import give_scratch, plan, unreadable
+from pyengine.core.pool import LIVE_LOCK, LIVE_PIDS, FunctionPool, InvokeError
+from pyengine.core.procs import become_subreaper, kill_strays
 from pyengine.core.runtime import merge_stats
+from pyengine.core.users import FunctionUsers
 
 log = logging.getLogger("pyengine.core")
 
@@ -41,7 +43,14 @@ DEFAULT_PORT = 8686
 CAPTURE_DIR = os.path.join("capture", "spool")
 
 #: HTTP status of each failure kind.
-STATUS = {"FunctionTimeout": 504, "WorkerDied": 502, "FunctionInitError": 502, "Busy": 503}
+STATUS = {"FunctionTimeout": 504, "WorkerDied": 502, "FunctionInitError": 502, "Busy": 503,
+          "PayloadTooLarge": 413, "BadPayload": 400}
+#: Why a message that reached a function's queue got no answer from the function (its call
+#: failed outside the handler): the reason it is counted under as dropped.
+MESSAGE_DROP_REASON = {"WorkerDied": "worker_died", "FunctionTimeout": "timeout", "Busy": "busy",
+                       "FunctionInitError": "function_failed",
+                       "FunctionNotFound": "no_function", "PayloadTooLarge": "too_large_frame",
+                       "BadPayload": "bad_payload"}
 
 
 class _Server(ThreadingHTTPServer):
@@ -105,17 +114,25 @@ class Core:
         self._httpd: ThreadingHTTPServer | None = None
         self._threads: list[threading.Thread] = []
         self.config = config or CoreConfig()
-        for name in ("mqtt", "cloud"):  # a client id of its own for this core, unless set
+        for name in ("mqtt", "cloud", "fleet_mqtt"):  # the core's random id, unless set
             settings = getattr(self.config, name)
             if settings is not None and not settings.client_id:
                 self.config = dataclasses.replace(self.config, **{name: dataclasses.replace(
                     settings, client_id=client_id(self.root, name))})
         self.router = Router(self.config, self.metrics, self._invoke_message, self._threads_for)
+        #: Invocation id -> (topic, source) of the calls running: what a capture is stamped
+        #: with (the core's record, never the worker's claim).
+        self._calls: dict[str, tuple[str | None, str]] = {}
         self.spool: Spool | None = None
         self.uploader: Uploader | None = None
         #: Started after the core, stopped before it: objects with start() and stop() (the fleet
         #: agent of ``core start --fleet``).
         self.services: list[Any] = []
+        #: Each function's own user (root core only: an unprivileged one cannot switch users).
+        #: Whether orphans of workers come to this process (``serve_forever``; see procs).
+        self.subreaper = False
+        self.users = (FunctionUsers(self.root, self.config.functions.uids)
+                      if os.geteuid() == 0 else None)
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -129,6 +146,12 @@ class Core:
                    else "not available in this kernel (it needs Linux 5.13+ with landlock enabled)")
             log.warning("Landlock is %s: functions are confined by uid/gid and file modes only",
                         why)
+        if self.users is not None:
+            log.info("each function runs as a user of its own (uids %s, recorded in %s)",
+                     self.users.uid_range, self.users.path)
+        else:
+            log.warning("the core runs as uid %d, not root: every function runs as uid %d too "
+                        "(no user of its own without root)", os.geteuid(), os.geteuid())
         if not self.landlock:
             for name in (STATE_DB, f"{STATE_DB}-wal", f"{STATE_DB}-shm"):
                 path = os.path.join(self.root, name)
@@ -142,8 +165,9 @@ class Core:
         self.port = self._httpd.server_address[1]
         self._spawn(self._httpd.serve_forever, "http")
         self._write_address()
-        self.spool = Spool(os.path.join(self.root, CAPTURE_DIR),
-                           int(self.config.capture.spool_mb * (1 << 20)), self.metrics)
+        cap = self.config.capture
+        self.spool = Spool(os.path.join(self.root, CAPTURE_DIR), int(cap.spool_mb * (1 << 20)),
+                           self.metrics, int(cap.function_mb * (1 << 20)), cap.function_files)
         if self.config.capture.s3:
             self.uploader = Uploader(self.spool, self.config.capture, self.metrics)
             self.uploader.start()
@@ -177,6 +201,8 @@ class Core:
         signal.signal(signal.SIGTERM, lambda *_: self._stopping.set())
         signal.signal(signal.SIGINT, lambda *_: self._stopping.set())
         signal.signal(signal.SIGHUP, lambda *_: self._reload_now.set())
+        # Orphans of a worker that died on its own come to the core, which kills them.
+        self.subreaper = become_subreaper()
         try:
             self.start()
             while not self._stopping.wait(0.2):
@@ -202,6 +228,7 @@ class Core:
             self._retiring.clear()
         for p in pools:
             p.stop()
+        self._kill_strays()
         with contextlib.suppress(FileNotFoundError):
             os.unlink(os.path.join(self.root, ADDRESS_FILE))
         log.info("stopped")
@@ -223,6 +250,16 @@ class Core:
                 self._retiring = [p for p in self._retiring if p.workers() > 0]
             for p in pools:
                 p.reap_idle()
+            self._kill_strays()
+
+    def _kill_strays(self) -> None:
+        if not self.subreaper:
+            return
+        with LIVE_LOCK:
+            strays = kill_strays(LIVE_PIDS)
+        if strays:
+            log.warning("killed %d process(es) left behind by workers that ended: %s",
+                        len(strays), strays)
 
     def _new_pool(self, spec: FunctionSpec, group: DeployedGroup) -> FunctionPool:
         scratch = os.path.join(self.root, "run", spec.name)
@@ -230,12 +267,11 @@ class Core:
         protected = [f.code_dir for f in group.functions]
         protected += [r.grant_path() for f in group.functions for r in f.resources
                       if r.kind == "model"]
-        worker_plan = plan(spec, self.root, scratch, protected)
+        user = self.users.user_for(spec.name) if self.users is not None else None
+        worker_plan = plan(spec, self.root, scratch, protected, user,
+                           self.config.functions.processes_max)
         os.chmod(os.path.join(self.root, "run"), 0o711)
-        if worker_plan.uid is not None:
-            gid = worker_plan.gid if worker_plan.gid is not None else -1
-            os.chown(scratch, worker_plan.uid, gid)
-        os.chmod(scratch, 0o700)
+        give_scratch(scratch, worker_plan.uid, worker_plan.gid)
         for problem in unreadable(worker_plan, spec):
             log.warning("function %s: %s", spec.name, problem)
         return FunctionPool(spec, worker_plan, self.landlock, on_op=self._worker_op)
@@ -309,11 +345,13 @@ class Core:
 
     # -- calls and status ------------------------------------------------------------------
 
-    def invoke(self, name: str, payload: Any,
-               topic: str | None = None) -> tuple[int, dict[str, Any]]:
+    def invoke(self, name: str, payload: Any, topic: str | None = None,
+               source: str = "invoke") -> tuple[int, dict[str, Any]]:
         """Invoke ``name`` with ``payload``; (HTTP status, answer).
 
-        ``topic``: the MQTT topic of the message that triggers the call (``context.topic``).
+        ``topic``: the MQTT topic of the message that triggers the call (``context.topic``);
+        ``source``: where the message came from (``devices``, ``cloud``, a function; "invoke"
+        for a direct call).
         """
         with self._lock:
             pool = self._pools.get(name)
@@ -323,6 +361,7 @@ class Core:
                                               f"{sorted(self._pools)}"}}
         inv = uuid.uuid4().hex
         t0 = time.perf_counter()
+        self._calls[inv] = (topic, source)
         try:
             reply = pool.invoke(inv, payload, topic)
         except InvokeError as exc:
@@ -330,6 +369,8 @@ class Core:
             log.error("%s %s: %s: %s", name, inv, exc.kind, exc)
             return STATUS.get(exc.kind, 500), {"invocation_id": inv, "error": {
                 "type": exc.kind, "message": str(exc)}}
+        finally:
+            self._calls.pop(inv, None)
         dt = time.perf_counter() - t0
         if reply.get("ok"):
             self.metrics.record(name, dt)
@@ -346,12 +387,19 @@ class Core:
         # Calls that can run at once: messages to a batching function batch too.
         return pool.spec.max_workers() * pool.spec.slots() if pool is not None else 1
 
-    def _invoke_message(self, name: str, event: Any, topic: str) -> None:
-        status, body = self.invoke(name, event, topic)
-        if status != 200:
-            err = body.get("error") or {}
-            log.warning("%s: the message on %s failed: %s: %s", name, topic, err.get("type"),
-                        err.get("message"))
+    def _invoke_message(self, name: str, payload: Any, topic: str, source: str) -> str:
+        """A queued message's call (:data:`pyengine.core.messaging.Invoke`): "" once the
+        handler got it, else why it was not delivered."""
+        status, body = self.invoke(name, payload, topic, source)
+        if status == 200:
+            return ""
+        err = body.get("error") or {}
+        log.warning("%s: the message on %s failed: %s: %s", name, topic, err.get("type"),
+                    err.get("message"))
+        kind = str(err.get("type"))
+        if status == 500 and kind not in MESSAGE_DROP_REASON:
+            return ""  # the handler raised: it had the message (counted as an error)
+        return MESSAGE_DROP_REASON.get(kind, "error")
 
     def _worker_op(self, function: str, invocation_id: str,
                    msg: dict[str, Any]) -> dict[str, Any]:
@@ -370,10 +418,12 @@ class Core:
                 sample = msg.get("sample")
                 if not isinstance(sample, dict):
                     raise TypeError(f"a capture needs a sample mapping, not {sample!r:.80}")
-                # Only the sample's own fields come from the function; the rest is the core's.
+                # Only the sample's own fields come from the function; the rest is the core's
+                # (the topic and source of the call, from the core's own record of it).
+                topic, source = self._calls.get(invocation_id, (None, "invoke"))
                 seq = self.spool.append({
                     "time": time.time(), "function": function, "invocation_id": invocation_id,
-                    "topic": msg.get("topic"), "inputs": sample.get("inputs"),
+                    "topic": topic, "source": source, "inputs": sample.get("inputs"),
                     "outputs": sample.get("outputs"), "meta": sample.get("meta")})
                 return {"op": "ack", "seq": seq}
         except (ValueError, TypeError, OSError, RuntimeError) as exc:
@@ -412,6 +462,9 @@ class Core:
             samples, size = self.spool.stats()
             gauges[("pyengine_capture_spool_samples", ())] = samples
             gauges[("pyengine_capture_spool_bytes", ())] = size
+            for fn, (n, used) in self.spool.usage().items():
+                gauges[("pyengine_capture_spool_function_samples", (("function", fn),))] = n
+                gauges[("pyengine_capture_spool_function_bytes", (("function", fn),))] = used
         return self.metrics.render(workers, gauges) + render_batching(self.batching_stats(pools))
 
     def batching_stats(self, pools: dict[str, FunctionPool] | None = None

@@ -14,8 +14,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Optional
 
 from pyengine.batching_config import BatchingConfig
+from pyengine.deploy.environment import environment_problem
 from pyengine.deploy.errors import GroupError
-from pyengine.deploy.subscriptions import BROKERS, Subscription, filter_problem
+from pyengine.deploy.subscriptions import BROKERS, Subscription, filter_problem, routing_cycles
 from pyengine.sources.aws import AwsSettings
 
 ID_RE = re.compile(r"^[a-zA-Z0-9:_-]{1,128}$")
@@ -124,6 +125,9 @@ class Function:
     memory_mb: int = 128
     environment: dict[str, str] = field(default_factory=dict)
     resources: tuple[FunctionResource, ...] = ()
+    #: Caps on the copy of ``code`` (None: the defaults of ``unpack.copy_tree``).
+    max_code_bytes: Optional[int] = None
+    max_code_files: Optional[int] = None
 
 
 @dataclass(frozen=True)
@@ -336,6 +340,30 @@ def _check_source(c: _Checker, where: str, raw: Any) -> str:
     return src
 
 
+def denied_destination(dest: str) -> Optional[str]:
+    """Why ``dest`` (absolute, normalised) may not be a destination, or None when it may: inside
+    a system directory, or a top-level directory itself. Validation applies it to the path as
+    written and to its real path; the deploy applies it again right before installing."""
+    for d in SYSTEM_DIRS:
+        if dest == d or dest.startswith(d + "/"):
+            return (
+                f"inside {d}, a system directory that needs root; "
+                "choose a directory such as /srv/models/NAME"
+            )
+    if re.match(r"^/lib[^/]*(/|$)", dest):
+        return "inside a system library directory; choose another directory"
+    if dest in TOP_DIRS:
+        return "a top-level directory; name a directory of its own inside it"
+    return None
+
+
+def real_destination(dest: str) -> str:
+    """``dest`` with its parent resolved (every symbolic link on the way followed, as far as
+    it exists); the destination itself, a link pyengine manages, is not followed."""
+    parent, name = os.path.split(dest.rstrip("/") or "/")
+    return os.path.join(os.path.realpath(parent), name) if name else "/"
+
+
 def _check_destination(c: _Checker, where: str, raw: Any) -> str:
     dest = c.string(where, raw)
     if not dest:
@@ -350,18 +378,14 @@ def _check_destination(c: _Checker, where: str, raw: Any) -> str:
     dest = os.path.normpath(dest)
     if dest.startswith("//"):
         dest = "/" + dest.lstrip("/")
-    for d in SYSTEM_DIRS:
-        if dest == d or dest.startswith(d + "/"):
-            c.bad(
-                where,
-                f"{raw!r} is inside {d}, a system directory that needs root; "
-                "choose a directory such as /srv/models/NAME",
-            )
-            return dest
-    if re.match(r"^/lib[^/]*(/|$)", dest):
-        c.bad(where, f"{raw!r} is inside a system library directory; choose another directory")
-    elif dest in TOP_DIRS:
-        c.bad(where, f"{raw!r} is a top-level directory; name a directory of its own inside it")
+    problem = denied_destination(dest)
+    if problem:
+        c.bad(where, f"{raw!r} is {problem}")
+        return dest
+    real = real_destination(dest)
+    problem = denied_destination(real)
+    if problem:
+        c.bad(where, f"{raw!r} is, through symbolic links, {real}, which is {problem}")
     return dest
 
 
@@ -528,6 +552,8 @@ def validate_group(data: dict[str, Any], path: str = "<group>") -> Group:
                 "memory_mb",
                 "environment",
                 "resources",
+                "max_code_mb",
+                "max_code_files",
             ),
             ("name", "handler", "code"),
         )
@@ -571,6 +597,10 @@ def validate_group(data: dict[str, Any], path: str = "<group>") -> Group:
             k: "" if v is None else str(v).lower() if isinstance(v, bool) else str(v)
             for k, v in env.items()
         }
+        for k, v in env.items():
+            problem = environment_problem(k, v)
+            if problem:
+                c.bad(f"{where}.environment.{k}", problem)
         frs: list[FunctionResource] = []
         raw_fr = m.get("resources") or []
         if not isinstance(raw_fr, list):
@@ -608,6 +638,8 @@ def validate_group(data: dict[str, Any], path: str = "<group>") -> Group:
                     except ValueError as exc:
                         c.problems.append(str(exc))
             frs.append(FunctionResource(str(fr_id), perm, batching))
+        code_mb = m.get("max_code_mb")
+        code_files = m.get("max_code_files")
         functions.append(
             Function(
                 fname,
@@ -618,15 +650,42 @@ def validate_group(data: dict[str, Any], path: str = "<group>") -> Group:
                 int(memory),
                 env,
                 tuple(frs),
+                int(c.number(f"{where}.max_code_mb", code_mb, 1, 2**20) * 2**20)
+                if code_mb is not None
+                else None,
+                int(c.number(f"{where}.max_code_files", code_files, 1, 10**8, integer=True))
+                if code_files is not None
+                else None,
             )
         )
 
+    _check_rw_exclusive(c, functions)
     subscriptions = _check_subscriptions(c, top.get("subscriptions"), fnames)
     if c.problems:
         raise GroupError(path, c.problems)
     return Group(
         name, tuple(resources), tuple(functions), aws["s3"], aws["sagemaker"], path, subscriptions
     )
+
+
+def _check_rw_exclusive(c: _Checker, functions: list[Function]) -> None:
+    """A resource one function may write is that function's alone: another function mapping
+    the same files would see them change (a truncation kills it with SIGBUS)."""
+    users: dict[str, list[tuple[int, int, str]]] = {}
+    for i, f in enumerate(functions):
+        for j, fr in enumerate(f.resources):
+            users.setdefault(fr.id, []).append((i, j, fr.permission))
+    for rid, grants in users.items():
+        writers = [(i, j) for i, j, perm in grants if perm == "rw"]
+        if not writers or len(grants) < 2:
+            continue
+        wi, wj = writers[0]
+        for i, j, perm in grants:
+            if (i, j) != (wi, wj):
+                c.bad(f"functions[{i}].resources[{j}]",
+                      f"resource {rid!r} is granted rw to function {functions[wi].name!r} "
+                      f"(functions[{wi}].resources[{wj}]); a resource a function may write "
+                      f"cannot be granted to another ({perm} here): give each its own resource")
 
 
 def _check_subscriptions(c: _Checker, raw: Any, functions: set[str]) -> tuple[Subscription, ...]:
@@ -638,10 +697,12 @@ def _check_subscriptions(c: _Checker, raw: Any, functions: set[str]) -> tuple[Su
         return ()
     known = ", ".join(sorted(functions)) or "none"
     out: list[Subscription] = []
+    wheres: list[str] = []
     seen: dict[tuple[str, str, str], str] = {}
     for i, s in enumerate(raw):
         where = f"subscriptions[{i}]"
-        m = c.mapping(where, s, ("source", "topic", "target"), ("source", "topic", "target"))
+        m = c.mapping(where, s, ("source", "topic", "target", "retain"),
+                      ("source", "topic", "target"))
         if not m or any(m.get(k) is None for k in ("source", "topic", "target")):
             continue
         ok = True
@@ -665,13 +726,32 @@ def _check_subscriptions(c: _Checker, raw: Any, functions: set[str]) -> tuple[Su
             c.bad(where, f"{m['source']!r} to {m['target']!r}: a subscription needs a function "
                   "at one end (the core does not relay between brokers)")
             ok = False
+        retain = m.get("retain", False)
+        if not isinstance(retain, bool):
+            c.bad(f"{where}.retain", f"{retain!r} must be true or false")
+            ok = False
+        elif retain and (m["source"] in BROKERS or m["target"] not in BROKERS):
+            c.bad(f"{where}.retain", "only a subscription from a function to 'devices' or "
+                  f"'cloud' can grant retained messages (this one is {m['source']!r} to "
+                  f"{m['target']!r})")
+            ok = False
         if not ok:
             continue
-        sub = Subscription(str(m["source"]), str(m["topic"]), str(m["target"]))
+        sub = Subscription(str(m["source"]), str(m["topic"]), str(m["target"]), retain)
         key3 = (sub.source, sub.topic, sub.target)
         if key3 in seen:
             c.bad(where, f"the same subscription as {seen[key3]}; list each route once")
             continue
         seen[key3] = where
         out.append(sub)
+        wheres.append(where)
+    for component, on_it in routing_cycles(out):
+        route = "; ".join(f"{wheres[i]}: {out[i].source} -> {out[i].topic} -> {out[i].target}"
+                          for i in on_it)
+        one = len(component) == 1
+        c.bad(", ".join(wheres[i] for i in on_it),
+              f"a routing cycle: what {' and '.join(component)} "
+              f"{'publishes' if one else 'publish'} can come back to call "
+              f"{'it' if one else 'them'} again, without end ({route}); make the topics of "
+              "one of these routes disjoint")
     return tuple(out)
