@@ -221,7 +221,7 @@ def test_acl_password_and_mutual_tls_broker(predict_base: str) -> None:
     cores_port, devices_port = free_port(), free_port()
     tls = [f"cafile {ca.pem}", f"certfile {server[0]}", f"keyfile {server[1]}"]
     broker = Mosquitto(cores_port, directory=base, listeners=[
-        "per_listener_settings true",
+        "per_listener_settings true", "max_packet_size 5242880",
         f"listener {cores_port} 127.0.0.1", *tls,
         "require_certificate true", "use_identity_as_username true",
         "allow_anonymous false", f"acl_file {acl}",
@@ -288,10 +288,16 @@ def test_acl_password_and_mutual_tls_broker(predict_base: str) -> None:
                        auth=("cam-1", "cam-secret"))
         clients.append(snoop)
         device.publish("pyengine/fleet/fleet-bucket/deployment", b'{"serial": 99}')
+        device.publish("sensors/cam-1/reading", b"x" * (6 << 20))  # over max_packet_size
         device.publish("predictions/cam-2", b'{"forged": true}')
         time.sleep(1.0)
         assert snoop.wait_for(0, 0) == [], snoop.messages
         assert [t for t, _ in ops.wait_for(0, 0)] == ["pyengine/fleet/fleet-bucket/status/core-1"]
+        # The broker refused the oversized message: it never reached the core.
+        metrics = core.get("/metrics")[1]
+        assert _metric(metrics, "pyengine_messages_received_total", function="echo",
+                       source="devices") == 2
+        assert "pyengine_messages_dropped_total" not in metrics
     finally:
         for c in clients:
             if isinstance(c, Device):

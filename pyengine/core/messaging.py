@@ -238,11 +238,12 @@ class FunctionQueue:
     def put(self, payload: bytes, topic: str, source: str) -> bool:
         """Queue one message; False (and counted as dropped, with the reason) when it is larger
         than ``message_max_mb`` or the queue is full (in count or bytes)."""
-        size = len(payload)
+        # The topic counts too: a device may pick a 64 KiB topic under a '#' filter.
+        size = len(payload) + len(topic)
         with self._cond:
             if self._closed:
                 reason = "stopped"
-            elif size > self.limits.message_max_bytes:
+            elif len(payload) > self.limits.message_max_bytes:
                 reason = "too_large"
             elif len(self._items) >= self.limits.queue_size:
                 reason = "queue_full"
@@ -260,7 +261,7 @@ class FunctionQueue:
         return True
 
     def depth(self) -> tuple[int, int]:
-        """(messages, bytes) waiting."""
+        """(messages, bytes of payloads and topics) waiting."""
         with self._cond:
             return len(self._items), self._bytes
 
@@ -283,7 +284,7 @@ class FunctionQueue:
                 if self._closed:
                     return
                 payload, topic, source = self._items.popleft()
-                self._bytes -= len(payload)
+                self._bytes -= len(payload) + len(topic)
             try:
                 why = self._invoke(self.name, MessagePayload(payload), topic, source)
             except Exception as exc:  # noqa: BLE001 - counted, and the queue goes on

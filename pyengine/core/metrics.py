@@ -25,7 +25,8 @@ EXTRA = {
     "pyengine_messages_unrouted_total": (
         "counter", "Messages a function published that no subscription routes."),
     "pyengine_message_queue_depth": ("gauge", "Messages waiting for each function."),
-    "pyengine_message_queue_bytes": ("gauge", "Bytes of payloads waiting for each function."),
+    "pyengine_message_queue_bytes": (
+        "gauge", "Bytes of payloads and topics waiting for each function."),
     "pyengine_mqtt_connect_failures_total": (
         "counter", "Failed connection attempts to a broker, by reason (tls, auth, refused, "
         "network)."),

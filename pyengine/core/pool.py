@@ -17,6 +17,7 @@ from typing import Any, Callable, Optional
 
 import pyengine
 from pyengine.core import protocol
+from pyengine.core.cgroups import WorkerCgroups
 from pyengine.core.group import FunctionSpec
 from pyengine.core.policy import WorkerPlan
 from pyengine.core.procs import kill_tree, reap
@@ -108,9 +109,12 @@ class Worker:
     the core's ``stats`` requests when it batches."""
 
     def __init__(self, spec: FunctionSpec, plan: WorkerPlan, landlock: bool,
-                 on_op: Optional[OpHandler] = None) -> None:
+                 on_op: Optional[OpHandler] = None,
+                 cgroups: Optional[WorkerCgroups] = None) -> None:
         self.spec = spec
         self.on_op = on_op or _no_ops
+        #: The worker's own cgroup (None without cgroups).
+        self.cgroup: Optional[str] = None
         batching = {r.id: dataclasses.asdict(r.batching) for r in spec.resources
                     if r.batching is not None}
         env = worker_environment(spec, plan, threads=spec.slots() > 1 or bool(batching))
@@ -153,6 +157,15 @@ class Worker:
         self.last_used = time.monotonic()
         self.confinement = ""
         parent = self.sock
+        if cgroups is not None:
+            # Before the configuration goes out: the worker forks nothing until it has it.
+            try:
+                self.cgroup = cgroups.create(spec.name, plan.processes_max, spec.memory_mb)
+                cgroups.enter(self.cgroup, self.pid)
+            except OSError as exc:
+                log.warning("function %s: worker %d runs without a cgroup: %s", spec.name,
+                            self.pid, exc)
+                self._drop_cgroup()
         try:
             protocol.send(parent, {
                 "name": spec.name, "handler": spec.handler, "code_dir": spec.code_dir,
@@ -277,6 +290,7 @@ class Worker:
             self.proc.wait(timeout=grace_s)
         except subprocess.TimeoutExpired:
             self.kill()
+        killed |= self._drop_cgroup()
         reap(killed)
         self._forget()
 
@@ -284,9 +298,19 @@ class Worker:
         """Kill the process and everything it started now, and reap it."""
         killed = kill_tree(self.pid) if self.proc.poll() is None else set()
         self.proc.wait()
+        killed |= self._drop_cgroup()
         reap(killed)  # they count against the user's process limit until reaped
         self._close()
         self._forget()
+
+    def _drop_cgroup(self) -> set[int]:
+        """Kill whatever is still in the worker's cgroup and remove it; the pids killed."""
+        path, self.cgroup = self.cgroup, None
+        if path is None:
+            return set()
+        pids = WorkerCgroups.pids(path)
+        WorkerCgroups.kill(path)
+        return pids - {self.pid}
 
     def _forget(self) -> None:
         with LIVE_LOCK:
@@ -310,9 +334,11 @@ class FunctionPool:
     """
 
     def __init__(self, spec: FunctionSpec, plan: WorkerPlan, landlock: bool,
-                 queue_timeout_s: float = 60.0, on_op: Optional[OpHandler] = None) -> None:
+                 queue_timeout_s: float = 60.0, on_op: Optional[OpHandler] = None,
+                 cgroups: Optional[WorkerCgroups] = None) -> None:
         self.spec = spec
         self.on_op = on_op
+        self.cgroups = cgroups
         self.plan = plan
         self.landlock = landlock
         self.queue_timeout_s = queue_timeout_s
@@ -358,7 +384,7 @@ class FunctionPool:
         """Start a worker and put it in service; ``claim`` takes one of its slots at once
         (returned with it; -1 without ``claim``)."""
         try:
-            w = Worker(self.spec, self.plan, self.landlock, self.on_op)
+            w = Worker(self.spec, self.plan, self.landlock, self.on_op, self.cgroups)
         except InvokeError as exc:
             with self._cond:
                 self._starting -= 1

@@ -18,6 +18,7 @@ from typing import Any
 
 from pyengine.core import landlock, protocol
 from pyengine.core.capture import Spool, Uploader
+from pyengine.core.cgroups import WorkerCgroups
 from pyengine.core.config import CoreConfig, client_id
 from pyengine.core.group import (
     STATE_DB,
@@ -131,6 +132,8 @@ class Core:
         #: Each function's own user (root core only: an unprivileged one cannot switch users).
         #: Whether orphans of workers come to this process (``serve_forever``; see procs).
         self.subreaper = False
+        #: A cgroup v2 per worker where the core may create them (set at start).
+        self.cgroups: WorkerCgroups | None = None
         self.users = (FunctionUsers(self.root, self.config.functions.uids)
                       if os.geteuid() == 0 else None)
 
@@ -146,6 +149,13 @@ class Core:
                    else "not available in this kernel (it needs Linux 5.13+ with landlock enabled)")
             log.warning("Landlock is %s: functions are confined by uid/gid and file modes only",
                         why)
+        self.cgroups, why = WorkerCgroups.detect(self.root)
+        if self.cgroups is not None:
+            log.info("each worker's processes are killed with it: %s", self.cgroups.describe())
+        else:
+            log.warning("no cgroup per worker (%s): a worker's processes are killed with it as "
+                        "its process tree (it is their subreaper), the process limit is "
+                        "RLIMIT_NPROC only", why)
         if self.users is not None:
             log.info("each function runs as a user of its own (uids %s, recorded in %s)",
                      self.users.uid_range, self.users.path)
@@ -229,6 +239,8 @@ class Core:
         for p in pools:
             p.stop()
         self._kill_strays()
+        if self.cgroups is not None:
+            self.cgroups.close()
         with contextlib.suppress(FileNotFoundError):
             os.unlink(os.path.join(self.root, ADDRESS_FILE))
         log.info("stopped")
@@ -274,7 +286,8 @@ class Core:
         give_scratch(scratch, worker_plan.uid, worker_plan.gid)
         for problem in unreadable(worker_plan, spec):
             log.warning("function %s: %s", spec.name, problem)
-        return FunctionPool(spec, worker_plan, self.landlock, on_op=self._worker_op)
+        return FunctionPool(spec, worker_plan, self.landlock, on_op=self._worker_op,
+                            cgroups=self.cgroups)
 
     def reload(self, cleanup: bool = False) -> bool:
         """Apply the deployment in the root if it changed; True when something changed.
