@@ -413,6 +413,11 @@ def test_rw_resource_is_one_functions_alone(tmp_path):
         in str(ei.value)
     data["functions"][1]["resources"] = []
     validate_group(data, str(tmp_path / "group.yaml"))  # one writer alone is fine
+    # A device (a GPU) is shared rw as the group says: no file of it can be truncated.
+    data["resources"].append({"id": "null", "device": {"path": "/dev/null"}})
+    for f in data["functions"]:
+        f["resources"] = [{"id": "null", "permission": "rw"}]
+    validate_group(data, str(tmp_path / "group.yaml"))
 
 
 def test_deploy_does_not_call_a_modified_rw_version_unchanged(tmp_path):
