@@ -69,8 +69,39 @@ def parse_group_text(text: str, path: str) -> Any:
     """Parse a group file's text: JSON when ``path`` ends in .json or the text starts with
     ``{``, YAML otherwise. Raises :class:`GroupError` for anything it refuses."""
     if path.endswith(".json") or text.lstrip().startswith("{"):
-        return _parse_json(text, path)
-    return _parse_yaml(text, path)
+        data = _parse_json(text, path)
+    else:
+        data = _parse_yaml(text, path)
+    bad = _surrogates(data, "")
+    if bad is not None:
+        raise GroupError(path, [f"{bad or '(top level)'}: a string with a lone surrogate "
+                                "(\\ud800-\\udfff) is not valid Unicode text"])
+    return data
+
+
+def _surrogates(v: Any, where: str) -> Optional[str]:
+    """The field path of the first string (key or value) that is not encodable as UTF-8 (a
+    JSON ``\\ud800`` escape makes one), or None. Nesting is already capped."""
+    if isinstance(v, str):
+        try:
+            v.encode("utf-8")
+        except UnicodeEncodeError:
+            return where
+        return None
+    if isinstance(v, dict):
+        for k, x in v.items():
+            sub = f"{where}.{k}" if where else str(k)
+            found = _surrogates(k, sub) if isinstance(k, str) else None
+            found = found if found is not None else _surrogates(x, sub)
+            if found is not None:
+                return found.encode("utf-8", "backslashreplace").decode()
+        return None
+    if isinstance(v, list):
+        for i, x in enumerate(v):
+            found = _surrogates(x, f"{where}[{i}]")
+            if found is not None:
+                return found
+    return None
 
 
 # ------------------------------------------------------------------------------------- JSON
