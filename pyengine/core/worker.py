@@ -48,8 +48,12 @@ def _confine(cfg: dict[str, Any]) -> str:
         return "off"
     rules = [(p, landlock.READ | (landlock.WRITE if mode == "rw" else 0))
              for p, mode in cfg["rules"]]
-    abi = landlock.restrict(rules)
-    return f"landlock abi {abi}"
+    net = cfg.get("net")
+    abi = landlock.restrict(rules, landlock.NetRules(tuple(net["connect"]), tuple(net["bind"]))
+                            if net is not None else None)
+    ports = "" if net is None else \
+        f", tcp connect {net['connect'] or 'none'} bind {net['bind'] or 'none'}"
+    return f"landlock abi {abi}{ports}"
 
 
 def _limit_memory(memory_mb: int) -> int:
