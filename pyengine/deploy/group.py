@@ -557,6 +557,8 @@ def validate_group(data: dict[str, Any], path: str = "<group>") -> Group:
         raw_fn = []
     fnames: set[str] = set()
     by_id = {r.id: r for r in resources}
+    # Every name, for the invoke lists (which may name functions further down).
+    all_names = sorted({str(f["name"]) for f in raw_fn if isinstance(f, dict) and f.get("name")})
     for i, f in enumerate(raw_fn):
         where = f"functions[{i}]"
         m = c.mapping(
@@ -664,11 +666,10 @@ def validate_group(data: dict[str, Any], path: str = "<group>") -> Group:
                 env,
                 tuple(frs),
                 _check_network(c, f"{where}.network", m.get("network")),
-                _invoke_list(c, f"{where}.invoke", m.get("invoke"), fname),
+                _invoke_list(c, f"{where}.invoke", m.get("invoke"), fname, all_names),
             )
         )
 
-    _check_invoke_targets(c, functions, fnames)
     subscriptions = _check_subscriptions(c, top.get("subscriptions"), fnames)
     if c.problems:
         raise GroupError(path, c.problems)
@@ -728,9 +729,9 @@ def _check_network(c: _Checker, where: str, raw: Any) -> Optional[Network]:
     return Network(connect=tuple(out["connect"]), bind=tuple(sorted(set(out["bind"]))))
 
 
-def _invoke_list(c: _Checker, where: str, raw: Any, fname: str) -> tuple[str, ...]:
-    """``invoke``: names of functions of the group this one may call (checked against the
-    group by :func:`_check_invoke_targets` once every function is known)."""
+def _invoke_list(c: _Checker, where: str, raw: Any, fname: str,
+                 names: list[str]) -> tuple[str, ...]:
+    """``invoke``: names of other functions of the group (``names``) this one may call."""
     if raw is None:
         return ()
     if not isinstance(raw, list):
@@ -743,20 +744,14 @@ def _invoke_list(c: _Checker, where: str, raw: Any, fname: str) -> tuple[str, ..
         elif name == fname:
             c.bad(f"{where}[{k}]", f"{name!r} is this function; a function calls its own code "
                   "directly, not through context.invoke")
+        elif name not in names:
+            c.bad(f"{where}[{k}]", f"{name!r} is not a function of the group (functions: "
+                  f"{', '.join(names)})")
         elif name in out:
             c.bad(f"{where}[{k}]", f"{name!r} is listed twice")
         else:
             out.append(name)
     return tuple(out)
-
-
-def _check_invoke_targets(c: _Checker, functions: list[Function], names: set[str]) -> None:
-    known = ", ".join(sorted(names)) or "none"
-    for i, f in enumerate(functions):
-        for k, target in enumerate(f.invoke):
-            if target not in names:
-                c.bad(f"functions[{i}].invoke[{k}]", f"{target!r} is not a function of the "
-                      f"group (functions: {known})")
 
 
 def _check_subscriptions(c: _Checker, raw: Any, functions: set[str]) -> tuple[Subscription, ...]:
