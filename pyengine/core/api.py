@@ -30,7 +30,7 @@ import stat
 import struct
 from dataclasses import dataclass
 from http.server import ThreadingHTTPServer
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 #: The file in the root that tells clients where the running core listens.
 ADDRESS_FILE = "core.json"
@@ -41,6 +41,22 @@ TOKEN_FILE = "api.token"
 #: Routes anyone who can connect may use.
 OPEN_ROUTES = ("/health/live",)
 SOCKET_MODE = 0o660
+#: Longest path a Unix socket address holds (sun_path, with its NUL).
+_SUN_PATH_MAX = 107
+
+
+@contextlib.contextmanager
+def _short_path(path: str) -> Iterator[str]:
+    """``path``, or for one too long for a socket address the same file through
+    /proc/self/fd/N of its directory (opened for the duration)."""
+    if len(os.fsencode(path)) <= _SUN_PATH_MAX:
+        yield path
+        return
+    fd = os.open(os.path.dirname(path) or ".", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        yield f"/proc/self/fd/{fd}/{os.path.basename(path)}"
+    finally:
+        os.close(fd)
 
 
 @dataclass(frozen=True)
@@ -292,10 +308,11 @@ class UnixListener(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
 
     def __init__(self, path: str, handler: Any, group: int | None = None) -> None:
         self.group = group
+        self.path = path
         super().__init__(path, handler)
 
     def server_bind(self) -> None:
-        path = str(self.server_address)
+        path = self.path
         try:
             st = os.lstat(path)
         except FileNotFoundError:
@@ -306,17 +323,16 @@ class UnixListener(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
                               "another --socket")
             probe = socket.socket(socket.AF_UNIX)
             try:
-                probe.connect(path)
+                with _short_path(path) as address:
+                    probe.connect(address)
             except ConnectionRefusedError:
                 os.unlink(path)  # a dead core's socket
             else:
                 raise OSError(98, f"another core answers on {path}")
             finally:
                 probe.close()
-        if len(os.fsencode(path)) >= 108:
-            raise OSError(36, f"the socket path {path} is longer than the 107 bytes a Unix socket "
-                          "address holds; choose a shorter --socket or root")
-        super().server_bind()
+        with _short_path(path) as address:
+            self.socket.bind(address)
         # Before listen(): nobody can connect until the modes are right.
         os.chmod(path, SOCKET_MODE)
         if self.group is not None:
@@ -330,7 +346,7 @@ class UnixListener(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
     def server_close(self) -> None:
         super().server_close()
         with contextlib.suppress(FileNotFoundError):
-            os.unlink(str(self.server_address))
+            os.unlink(self.path)
 
     def peer(self, request: socket.socket, client_address: Any) -> Peer:
         """The caller's pid, uid and gid from SO_PEERCRED."""
@@ -340,7 +356,7 @@ class UnixListener(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
 
     def describe(self) -> str:
         """Where it listens."""
-        return f"unix:{self.server_address}"
+        return f"unix:{self.path}"
 
 
 # -- client ------------------------------------------------------------------------------------
@@ -356,7 +372,8 @@ class _UnixConnection(http.client.HTTPConnection):
         if self.timeout is not None:
             sock.settimeout(self.timeout)
         try:
-            sock.connect(self.path)
+            with _short_path(self.path) as address:
+                sock.connect(address)
         except PermissionError:
             sock.close()
             raise PermissionError(f"cannot connect to the core's socket {self.path}: permission "
