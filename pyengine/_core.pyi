@@ -27,6 +27,10 @@ class Model:
         """
         Run a one-input, one-output model on one array; returns the output array.
         """
+    def profile(self, inputs: collections.abc.Sequence, runs: typing.SupportsInt | typing.SupportsIndex) -> dict:
+        """
+        Run `runs` times on arrays in input order, timing each node: {'nodes': [{name, op, input_shapes, output_shapes, layout, kernel}] in execution order, 'start_ns' and 'end_ns': per run, per node (steady clock), 'calls_ns': per run (start, end), 'outputs': the last run's outputs}.
+        """
     @property
     def inputs(self) -> list:
         """

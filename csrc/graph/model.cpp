@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cstdlib>
 #include <cstring>
 #include <deque>
@@ -377,8 +378,28 @@ void Model::run(const Plan& p, const std::vector<const void*>& inputs,
     run(p, inputs.data(), inputs.size(), outputs.data(), outputs.size());
 }
 
+std::vector<NodeProfile> Model::profile_nodes(const Plan& p) const {
+    std::vector<NodeProfile> out;
+    for (int n : order_) {
+        const Node& node = nodes_[static_cast<size_t>(n)];
+        NodeProfile np{node.name, node.op_name, {}, {}, {}};
+        for (int i : node.inputs) np.inputs.push_back(p.shapes[static_cast<size_t>(i)]);
+        for (int o : node.outputs) np.outputs.push_back(p.shapes[static_cast<size_t>(o)]);
+        np.run = node.op->run_info(np.inputs);
+        out.push_back(std::move(np));
+    }
+    return out;
+}
+
+namespace {
+int64_t steady_ns() {
+    return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch())
+        .count();
+}
+}  // namespace
+
 void Model::run(const Plan& p, const void* const* inputs, size_t n_inputs, void* const* outputs,
-                size_t n_outputs) const {
+                size_t n_outputs, RunTrace* trace) const {
     if (n_inputs != input_values_.size() || n_outputs != output_values_.size()) {
         throw InvalidArgument("wrong number of input or output buffers");
     }
@@ -406,13 +427,23 @@ void Model::run(const Plan& p, const void* const* inputs, size_t n_inputs, void*
             if (s != v) t[static_cast<size_t>(v)].data = t[static_cast<size_t>(s)].data;
         }
     }
-    for (int n : order_) {
-        const Node& node = nodes_[static_cast<size_t>(n)];
+    if (trace != nullptr) {
+        trace->start_ns.assign(order_.size(), 0);
+        trace->end_ns.assign(order_.size(), 0);
+    }
+    for (size_t pos = 0; pos < order_.size(); ++pos) {
+        const Node& node = nodes_[static_cast<size_t>(order_[pos])];
         in.clear();
         out.clear();
         for (int i : node.inputs) in.push_back(&t[static_cast<size_t>(i)]);
         for (int o : node.outputs) out.push_back(&t[static_cast<size_t>(o)]);
+        if (trace == nullptr) {
+            node.op->run(in, out);
+            continue;
+        }
+        trace->start_ns[pos] = steady_ns();
         node.op->run(in, out);
+        trace->end_ns[pos] = steady_ns();
     }
     // Outputs that no node writes (an input or a tensor passed straight through).
     for (size_t o = 0; o < output_values_.size(); ++o) {

@@ -31,6 +31,19 @@ struct Plan {
     std::vector<Shape> output_shapes;
 };
 
+// Filled by a profiled run: when each node (in execution order) started and ended, in
+// nanoseconds of the steady clock.
+struct RunTrace {
+    std::vector<int64_t> start_ns, end_ns;
+};
+
+// One node as the profiler reports it, for one plan's shapes.
+struct NodeProfile {
+    std::string name, op;
+    std::vector<Shape> inputs, outputs;
+    OpRunInfo run;
+};
+
 class Model {
 public:
     // Loads and validates `path`; throws ModelFormatError naming the problem.
@@ -52,9 +65,13 @@ public:
     // computing (scratch memory is per calling thread).
     void run(const Plan& plan, const std::vector<const void*>& inputs,
              const std::vector<void*>& outputs) const;
-    // The same with plain arrays of n_inputs / n_outputs buffers (the lean call path).
+    // The same with plain arrays of n_inputs / n_outputs buffers (the lean call path). With a
+    // `trace`, each node's start and end times are recorded into it (the profiler); without
+    // one, the executor only pays a null check per node.
     void run(const Plan& plan, const void* const* inputs, size_t n_inputs, void* const* outputs,
-             size_t n_outputs) const;
+             size_t n_outputs, RunTrace* trace = nullptr) const;
+    // The nodes run() executes for `plan`, in execution order (RunTrace's order).
+    std::vector<NodeProfile> profile_nodes(const Plan& plan) const;
 
     // Unique for the life of the process (unlike the address): keys per-thread plan caches.
     uint64_t id() const { return id_; }

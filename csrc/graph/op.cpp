@@ -5,6 +5,7 @@
 #include <map>
 
 #include "common.h"
+#include "runtime/dispatch.h"
 
 namespace pyengine {
 
@@ -104,6 +105,11 @@ void Attrs::check_all_used() const {
     for (const auto& m : attrs_->members()) {
         if (!used_.count(m.first)) fail(str("unknown attribute '", m.first, "'"));
     }
+}
+
+OpRunInfo Op::run_info(const std::vector<Shape>& in) const {
+    (void)in;
+    return OpRunInfo{"", is_view() ? "view" : kernels().name};
 }
 
 int64_t normalize_axis(int64_t axis, size_t rank, const std::string& what) {

@@ -48,6 +48,12 @@ private:
     mutable std::set<std::string> used_;
 };
 
+// How an op runs on given input shapes, as the profiler reports it (docs/kernels.md).
+struct OpRunInfo {
+    std::string layout;  // layout of the activations it reads/writes ("NCHW", "NCHW16c"); "" = none
+    std::string kernel;  // the kernel path that runs ("avx512 gemm", "reorder", "view")
+};
+
 // One node's computation. Created once at load; `infer` and `run` are const and thread-safe.
 class Op {
 public:
@@ -68,6 +74,9 @@ public:
         (void)step;
         return false;
     }
+    // What the profiler reports for inputs shaped `in`. The default: no layout, and the kernel
+    // table in use ("avx512"), or "view" for a view; ops with several paths say which one runs.
+    virtual OpRunInfo run_info(const std::vector<Shape>& in) const;
 };
 
 struct OpSpec {

@@ -67,6 +67,11 @@ public:
         if (constants.size() >= 2 && constants[1] != nullptr && constants[1]->shape.size() == 2) weight_ = constants[1];
     }
 
+    OpRunInfo run_info(const std::vector<Shape>& in) const override {
+        (void)in;
+        return {"", str(kernels().name, " gemm")};
+    }
+
     bool lower(const std::vector<Shape>& in, DeviceStep* s) const override {
         s->kind = DeviceStep::Gemm;
         s->K = in[0].back();
@@ -167,6 +172,17 @@ public:
         p.OH = (hp - kh) / p.stride_h + 1;
         p.OW = (wp - kw) / p.stride_w + 1;
         return p;
+    }
+
+    // Names the path conv2d_run takes (a blocked kernel overrides this with its own).
+    OpRunInfo run_info(const std::vector<Shape>& in) const override {
+        const Conv2DParams p = geometry(in[0], in[1]);
+        const bool pointwise = p.KH == 1 && p.KW == 1 && p.stride_h == 1 && p.stride_w == 1 &&
+                               p.OH == p.H && p.OW == p.W;
+        const char* path = p.groups > 1 && p.groups == p.C && p.O == p.C ? "depthwise direct"
+                           : pointwise                                   ? "1x1 gemm"
+                                                                         : "im2col gemm";
+        return {layout_ == Layout::NHWC ? "NHWC" : "NCHW", str(kernels().name, " ", path)};
     }
 
     bool lower(const std::vector<Shape>& in, DeviceStep* s) const override {
@@ -361,6 +377,11 @@ public:
 
     void run(const std::vector<const Tensor*>& in, const std::vector<Tensor*>& out) const override {
         pool2d(geometry(in[0]->shape), in[0]->f32(), out[0]->f32());
+    }
+
+    OpRunInfo run_info(const std::vector<Shape>& in) const override {
+        (void)in;
+        return {layout_ == Layout::NHWC ? "NHWC" : "NCHW", kernels().name};
     }
 
     bool lower(const std::vector<Shape>& in, DeviceStep* s) const override {

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from typing import Optional
 
 import numpy as np
 
@@ -10,6 +11,7 @@ from pyengine import _core
 from pyengine.devices import CPU, Device
 from pyengine.errors import ModelFormatError
 from pyengine.model import Inputs, Outputs, SpecListModel, TensorSpec
+from pyengine.profiler import Profile, build_profile
 
 
 class NativeModel(SpecListModel):
@@ -46,6 +48,53 @@ class NativeModel(SpecListModel):
         if self._run1 is not None and type(x) is np.ndarray:
             return self._run1(x)
         return super().predict(x)
+
+    def profile(
+        self,
+        x: Inputs,
+        runs: int = 10,
+        warmup: int = 1,
+        trace_path: Optional[str | os.PathLike[str]] = None,
+    ) -> Profile:
+        """Time every op of the model over ``runs`` calls on ``x``.
+
+        Parameters
+        ----------
+        x
+            The input, as :meth:`predict` takes it.
+        runs
+            Calls to time (each node's time is reported as the mean and median over them).
+        warmup
+            Untimed calls first (the first call plans memory and packs weights).
+        trace_path
+            Also write the runs as a Chrome trace JSON here (see
+            :meth:`pyengine.profiler.Profile.write_chrome_trace`).
+
+        Returns
+        -------
+        A :class:`pyengine.profiler.Profile`: per node its op type, shapes, layout, kernel, times
+        and share of the total; ``print`` it for a table.
+
+        Raises
+        ------
+        ValueError
+            ``runs`` < 1 or ``warmup`` < 0, an input as :meth:`predict` rejects it, or a model
+            loaded on a GPU (the profiler times the CPU executor).
+        """
+        if self._device is not None:
+            raise ValueError(f"profile() times the CPU executor; this model runs on {self.device}. "
+                             "Load it with device='cpu' to profile it")
+        if runs < 1:
+            raise ValueError(f"runs must be >= 1, got {runs}")
+        if warmup < 0:
+            raise ValueError(f"warmup must be >= 0, got {warmup}")
+        arrays = self._order_inputs(x)
+        for _ in range(warmup):
+            self._core.run(arrays)
+        report = build_profile(self._core.profile(arrays, runs))
+        if trace_path is not None:
+            report.write_chrome_trace(trace_path)
+        return report
 
     def _run(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
         if self._device is not None:

@@ -48,15 +48,35 @@ def run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--output", "-o", help="write the output to this .npy (.npz for several outputs)")
     p.add_argument("--backend", default="auto")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
+    p.add_argument("--profile", action="store_true",
+                   help="time each op of the native model and print a table (type, shapes, layout, "
+                        "kernel, time, share)")
+    p.add_argument("--profile-json", metavar="FILE",
+                   help="write the profiled runs as a Chrome trace JSON (implies --profile)")
+    p.add_argument("--runs", type=int, default=10, help="calls timed by --profile (default 10)")
+    p.add_argument("--top", type=int, default=None, help="--profile prints only the N slowest ops")
 
 
 def run_run(args: argparse.Namespace) -> int:
-    model = pyengine.load(args.model, backend=args.backend, device=args.device)
+    profiling = args.profile or args.profile_json is not None
+    model = pyengine.load(args.model, backend=args.backend,
+                          device="cpu" if profiling and args.device == "auto" else args.device)
+    if profiling and not hasattr(model, "profile"):
+        raise ValueError(f"--profile times the native engine's ops; '{args.model}' runs on the "
+                         f"{model.backend} backend (load it with --backend native to see why it "
+                         "does not convert)")
     named = {}
     for item in args.input:
         name, sep, path = item.rpartition("=")
         named[name if sep else ""] = np.load(path, allow_pickle=False)
     x = named[""] if list(named) == [""] else named
+    if profiling:
+        report = model.profile(x, runs=args.runs, trace_path=args.profile_json)  # type: ignore[attr-defined]
+        print(report.table(top=args.top))
+        if args.profile_json:
+            print(f"Chrome trace: {args.profile_json}")
+        if not args.output:
+            return 0
     y = model.predict(x)
     if args.output:
         if isinstance(y, dict):

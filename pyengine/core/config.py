@@ -18,6 +18,10 @@ capture:
   spool_mb: 256               # the local spool's cap; the oldest samples are evicted past it
   batch_size: 100             # samples per uploaded object
   batch_s: 5                  # the longest a sample waits for its batch to fill
+functions:                    # how the core runs functions (see docs/core.md)
+  uid_first: 70000            # a root core gives each function its own uid from this range
+  uid_count: 30000
+  processes_max: 512          # RLIMIT_NPROC: tasks (processes and threads) per function
 ```
 
 Every problem is reported at once with its field path, like the group file.
@@ -32,6 +36,9 @@ import re
 import socket
 from dataclasses import dataclass, field, replace
 from typing import Any, Optional
+
+from pyengine.core.policy import DEFAULT_PROCESSES_MAX
+from pyengine.core.users import UidRange
 
 #: Environment variables with the brokers' passwords (when no password_file is given).
 PASSWORD_ENV = {"mqtt": "PYENGINE_MQTT_PASSWORD", "cloud": "PYENGINE_CLOUD_MQTT_PASSWORD"}
@@ -96,6 +103,15 @@ class CaptureSettings:
 
 
 @dataclass(frozen=True)
+class FunctionSettings:
+    """How the core runs functions: the uid range of their users (a root core) and their
+    process limit."""
+
+    uids: UidRange = UidRange()
+    processes_max: int = DEFAULT_PROCESSES_MAX
+
+
+@dataclass(frozen=True)
 class CoreConfig:
     """The core's configuration (all optional: a core without brokers still runs functions)."""
 
@@ -103,6 +119,7 @@ class CoreConfig:
     cloud: Optional[MqttSettings] = None
     queue_size: int = 1000
     capture: CaptureSettings = CaptureSettings()
+    functions: FunctionSettings = FunctionSettings()
 
 
 class _Check:
@@ -210,7 +227,7 @@ def validate_config(data: Any, source: str = "<config>") -> CoreConfig:
     """A :class:`CoreConfig` from a raw mapping; :class:`ConfigError` listing every problem."""
     c = _Check()
     top = c.mapping("", data if data is not None else {}, ("mqtt", "cloud", "queue_size",
-                                                          "capture"))
+                                                          "capture", "functions"))
     mqtt = _mqtt(c, "mqtt", top["mqtt"]) if top.get("mqtt") is not None else None
     cloud = _mqtt(c, "cloud", top["cloud"]) if top.get("cloud") is not None else None
     qsize = c.number("queue_size", top.get("queue_size", 1000), 1, 10**7, integer=True)
@@ -238,10 +255,29 @@ def validate_config(data: Any, source: str = "<config>") -> CoreConfig:
     batch_s = c.number("capture.batch_s", cap.get("batch_s", defaults.batch_s), 0, 86400)
     retry = c.number("capture.retry_max_s", cap.get("retry_max_s", defaults.retry_max_s), 0.01,
                      86400)
+    functions = _functions(c, top.get("functions") or {})
     if c.problems:
         raise ConfigError(source, c.problems)
     return CoreConfig(mqtt, cloud, int(qsize), CaptureSettings(
-        s3, ep, region, float(spool), int(batch), float(batch_s), float(retry)))
+        s3, ep, region, float(spool), int(batch), float(batch_s), float(retry)), functions)
+
+
+def _functions(c: _Check, raw: Any) -> FunctionSettings:
+    f = c.mapping("functions", raw, ("uid_first", "uid_count", "processes_max"))
+    default = FunctionSettings()
+    # Above the ids of system and login users (1000-60000) and nobody; 2^31 keeps clear of
+    # (uid_t)-1 and of signed overflows in tools.
+    first = c.number("functions.uid_first", f.get("uid_first", default.uids.first), 65536,
+                     2**31 - 1, integer=True)
+    count = c.number("functions.uid_count", f.get("uid_count", default.uids.count), 1, 2**30,
+                     integer=True)
+    if first is not None and count is not None and first + count > 2**31:
+        c.bad("functions.uid_count", f"{count} uids from {first} go past 2147483647")
+    nproc = c.number("functions.processes_max", f.get("processes_max", default.processes_max),
+                     16, 10**6, integer=True)
+    return FunctionSettings(UidRange(int(first or default.uids.first),
+                                     int(count or default.uids.count)),
+                            int(nproc or default.processes_max))
 
 
 def load_config(path: Optional[str] = None, mqtt: Optional[str] = None,

@@ -20,8 +20,10 @@ import pyengine
 from pyengine.core import landlock, netns
 from pyengine.core.group import FunctionSpec
 
-#: uid and gid functions run as when the core runs as root and the group sets none (nobody).
+#: uid and gid of functions run by a root core that allocates no user for them (nobody).
 DEFAULT_ID = 65534
+#: Most tasks (processes and threads) a function's user may run at once (RLIMIT_NPROC).
+DEFAULT_PROCESSES_MAX = 512
 
 _SYSTEM_READ = (
     "/usr", "/lib", "/lib64", "/lib32", "/bin", "/sbin", "/opt",
@@ -124,6 +126,8 @@ class WorkerPlan:
     netns: bool = False
     #: What the grant asks that this machine cannot enforce ('' when all of it is).
     network_gap: str = ""
+    #: RLIMIT_NPROC of the workers: tasks the function may run beyond what its user runs.
+    processes_max: int = DEFAULT_PROCESSES_MAX
 
 
 def _network(spec: FunctionSpec, support: NetworkSupport
@@ -149,6 +153,8 @@ def _network(spec: FunctionSpec, support: NetworkSupport
 
 
 def plan(spec: FunctionSpec, root: str, scratch: str, protected: list[str],
+         user: tuple[int, int] | None = None,
+         processes_max: int = DEFAULT_PROCESSES_MAX,
          network: NetworkSupport = NetworkSupport()) -> WorkerPlan:
     """The user, groups, path rules and network rules of ``spec``'s workers.
 
@@ -162,6 +168,12 @@ def plan(spec: FunctionSpec, root: str, scratch: str, protected: list[str],
         The function's own read-write directory (HOME and TMPDIR of its workers).
     protected
         Other paths no system rule may cover (every function's code, every resource).
+    user
+        (uid, gid) the workers run as when the core runs as root (the function's own user, see
+        :class:`pyengine.core.users.FunctionUsers`); ``spec.uid``/``spec.gid`` take precedence,
+        and nobody (65534) is used when neither is given. Ignored by an unprivileged core.
+    processes_max
+        The workers' RLIMIT_NPROC (see :func:`pyengine.core.boot.limit_processes`).
     network
         What the machine offers to restrict the network (:func:`network_support`).
 
@@ -205,12 +217,14 @@ def plan(spec: FunctionSpec, root: str, scratch: str, protected: list[str],
     gid: int | None = None
     groups: tuple[int, ...] = ()
     if os.geteuid() == 0:
-        uid = DEFAULT_ID if spec.uid is None else spec.uid
-        gid = DEFAULT_ID if spec.gid is None else spec.gid
+        own_uid, own_gid = user if user is not None else (DEFAULT_ID, DEFAULT_ID)
+        uid = own_uid if spec.uid is None else spec.uid
+        gid = own_gid if spec.gid is None else spec.gid
         groups = tuple(sorted({r.owner_gid for r in spec.resources if r.owner_gid is not None}))
     net, in_netns, gap = _network(spec, network)
     return WorkerPlan(uid=uid, gid=gid, groups=groups, scratch=scratch, rules=tuple(rules),
-                      fixed=tuple(fixed), net=net, netns=in_netns, network_gap=gap)
+                      fixed=tuple(fixed), processes_max=processes_max, net=net, netns=in_netns,
+                      network_gap=gap)
 
 
 def unreadable(worker_plan: WorkerPlan, spec: FunctionSpec) -> list[str]:
@@ -240,3 +254,20 @@ def unreadable(worker_plan: WorkerPlan, spec: FunctionSpec) -> list[str]:
                        f"{worker_plan.uid}:{worker_plan.gid}; give the resource an owner group "
                        "the function runs with, or no owner setting")
     return out
+
+
+def give_scratch(scratch: str, uid: int | None, gid: int | None) -> None:
+    """Make ``scratch`` private to the function's user: owned by it (everything inside too,
+    when it belonged to another user before, e.g. nobody) and mode 0700."""
+    st = os.lstat(scratch)
+    if stat.S_ISLNK(st.st_mode) or not stat.S_ISDIR(st.st_mode):
+        raise ValueError(f"the scratch directory {scratch} is not a directory")
+    if uid is not None and (st.st_uid, st.st_gid) != (uid, gid if gid is not None else st.st_gid):
+        g = gid if gid is not None else -1
+        # fwalk opens each directory by fd without following links: a link the old user swapped
+        # in while this runs cannot lead the chown out of the scratch.
+        for _, dirs, files, dir_fd in os.fwalk(scratch):
+            for n in dirs + files:
+                os.chown(n, uid, g, dir_fd=dir_fd, follow_symlinks=False)
+        os.lchown(scratch, uid, g)
+    os.chmod(scratch, 0o700)

@@ -19,7 +19,9 @@ import pyengine
 from pyengine.core import netns, protocol
 from pyengine.core.group import FunctionSpec
 from pyengine.core.policy import WorkerPlan
+from pyengine.core.procs import kill_tree, reap
 from pyengine.core.runtime import ENV_RESOURCES
+from pyengine.deploy.environment import environment_problem
 from pyengine.devices import GRANT_ENV
 
 log = logging.getLogger("pyengine.core")
@@ -56,6 +58,46 @@ def _describe_exit(code: int | None) -> str:
     return f"exited with status {code}"
 
 
+#: Pids of the workers started and not yet reaped, in this process (see procs.kill_strays).
+LIVE_PIDS: set[int] = set()
+LIVE_LOCK = threading.Lock()
+
+#: The worker's first code (run by path: importing ``pyengine`` would import numpy unconfined).
+BOOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "boot.py")
+#: The directory holding the ``pyengine`` package: the one entry the core adds to sys.path.
+PKG_DIR = os.path.dirname(os.path.dirname(os.path.abspath(pyengine.__file__)))
+
+
+def worker_environment(spec: FunctionSpec, plan: WorkerPlan, threads: bool) -> dict[str, str]:
+    """A worker's whole environment: what the core sets plus the function's ``environment``.
+
+    Nothing is inherited from the core. A variable the group validation refuses (LD_*,
+    PYTHON*...; see :mod:`pyengine.deploy.environment`) stops the function from starting, for
+    a state deployed before that check existed.
+
+    Raises
+    ------
+    InvokeError
+        ``FunctionInitError`` naming the refused variable.
+    """
+    for key, value in spec.environment.items():
+        problem = environment_problem(key, value)
+        if problem:
+            raise InvokeError("FunctionInitError", f"{spec.name!r} cannot start: environment: "
+                              f"{problem}; deploy the group again without it")
+    env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8"}
+    if threads:
+        env["MALLOC_ARENA_MAX"] = "2"  # an arena per thread would eat the address space
+    env.update(spec.environment)
+    env.update({
+        "HOME": plan.scratch, "TMPDIR": plan.scratch, "PYENGINE_FUNCTION": spec.name,
+        ENV_RESOURCES: protocol.json.dumps({r.id: r.path for r in spec.resources}),
+        # The granted device paths: load(device="auto") uses only the GPUs listed here.
+        GRANT_ENV: ",".join(r.path for r in spec.resources if r.kind == "device"),
+    })
+    return env
+
+
 class Worker:
     """One worker process of a function, over socket pairs: one per call it may run at once
     (``spec.slots()``: 1, or more for a function that batches calls to a model), plus one for
@@ -67,35 +109,26 @@ class Worker:
         self.on_op = on_op or _no_ops
         batching = {r.id: dataclasses.asdict(r.batching) for r in spec.resources
                     if r.batching is not None}
+        env = worker_environment(spec, plan, threads=spec.slots() > 1 or bool(batching))
         pairs = [socket.socketpair() for _ in range(spec.slots() + (1 if batching else 0))]
         children = [c for _, c in pairs]
-        env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8"}
-        if len(pairs) > 1:
-            env["MALLOC_ARENA_MAX"] = "2"  # an arena per thread would eat the address space
-        env.update(spec.environment)
-        pkg_parent = os.path.dirname(os.path.dirname(os.path.abspath(pyengine.__file__)))
-        env.update({
-            "HOME": plan.scratch, "TMPDIR": plan.scratch, "PYTHONUNBUFFERED": "1",
-            "PYTHONDONTWRITEBYTECODE": "1", "PYENGINE_FUNCTION": spec.name,
-            "PYTHONPATH": os.pathsep.join(
-                p for p in (pkg_parent, os.environ.get("PYTHONPATH")) if p),
-            ENV_RESOURCES: protocol.json.dumps({r.id: r.path for r in spec.resources}),
-            # The granted device paths: load(device="auto") uses only the GPUs listed here.
-            GRANT_ENV: ",".join(r.path for r in spec.resources if r.kind == "device"),
-        })
         call_fds = [c.fileno() for c in children[:spec.slots()]]
-        argv = [sys.executable, "-m", "pyengine.core.worker", ",".join(map(str, call_fds))]
+        # Isolated (-I): no cwd or script directory on sys.path, no PYTHON* variables, no user
+        # site; the boot module confines the worker before pyengine (and numpy) is imported.
+        argv = [sys.executable, "-I", "-B", "-u", BOOT, PKG_DIR, ",".join(map(str, call_fds))]
         if batching:
             argv.append(str(children[-1].fileno()))
         try:
-            self.proc = subprocess.Popen(
-                argv, pass_fds=[c.fileno() for c in children], env=env, cwd=plan.scratch,
-                stdin=subprocess.DEVNULL,
-                stdout=sys.stderr.fileno(), user=plan.uid, group=plan.gid,
-                extra_groups=list(plan.groups) if plan.uid is not None else None,
-                start_new_session=True,
-                # In the forked child, after the switch of user: no network at all.
-                preexec_fn=netns.isolate if plan.netns else None)
+            with LIVE_LOCK:  # registered before a stray sweep can see it
+                self.proc = subprocess.Popen(
+                    argv, pass_fds=[c.fileno() for c in children], env=env, cwd="/",
+                    stdin=subprocess.DEVNULL,
+                    stdout=sys.stderr.fileno(), user=plan.uid, group=plan.gid,
+                    extra_groups=list(plan.groups) if plan.uid is not None else None,
+                    start_new_session=True,
+                    # In the forked child, after the switch of user: no network at all.
+                    preexec_fn=netns.isolate if plan.netns else None)
+                LIVE_PIDS.add(self.proc.pid)
         except (OSError, subprocess.SubprocessError) as exc:
             for p, _ in pairs:
                 p.close()
@@ -124,6 +157,7 @@ class Worker:
                 "memory_mb": spec.memory_mb, "landlock": landlock, "rules": plan.rules,
                 "net": None if plan.net is None else {"connect": list(plan.net.connect),
                                                       "bind": list(plan.net.bind)},
+                "processes_max": plan.processes_max, "shared_uid": plan.uid is None,
                 "fixed": dict(plan.fixed), "batching": batching})
             parent.settimeout(START_TIMEOUT_S)
             msg = protocol.recv(parent)
@@ -226,20 +260,28 @@ class Worker:
         return self.proc.poll() is None
 
     def stop(self, grace_s: float = 2.0) -> None:
-        """Close the channels (the worker exits), then kill it if it lingers."""
+        """Kill what the handler started, close the channels (the worker exits), then kill the
+        worker if it lingers."""
+        killed = kill_tree(self.pid, include_root=False) if self.proc.poll() is None else set()
         self._close()
         try:
             self.proc.wait(timeout=grace_s)
         except subprocess.TimeoutExpired:
             self.kill()
+        reap(killed)
+        self._forget()
 
     def kill(self) -> None:
-        """Kill the process now and reap it."""
-        if self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                self.proc.kill()
+        """Kill the process and everything it started now, and reap it."""
+        killed = kill_tree(self.pid) if self.proc.poll() is None else set()
         self.proc.wait()
+        reap(killed)  # they count against the user's process limit until reaped
         self._close()
+        self._forget()
+
+    def _forget(self) -> None:
+        with LIVE_LOCK:
+            LIVE_PIDS.discard(self.pid)
 
     def _close(self) -> None:
         for s in [*self.socks, self.stats_sock]:

@@ -46,9 +46,11 @@ from pyengine.core.group import (
 )
 from pyengine.core.messaging import Router
 from pyengine.core.metrics import Metrics, render_batching
-from pyengine.core.policy import DEFAULT_ID, network_support, plan, unreadable
-from pyengine.core.pool import FunctionPool, InvokeError
+from pyengine.core.policy import DEFAULT_ID, give_scratch, network_support, plan, unreadable
+from pyengine.core.pool import LIVE_LOCK, LIVE_PIDS, FunctionPool, InvokeError
+from pyengine.core.procs import become_subreaper, kill_strays
 from pyengine.core.runtime import merge_stats
+from pyengine.core.users import FunctionUsers
 
 log = logging.getLogger("pyengine.core")
 
@@ -140,6 +142,11 @@ class Core:
         #: Started after the core, stopped before it: objects with start() and stop() (the fleet
         #: agent of ``core start --fleet``).
         self.services: list[Any] = []
+        #: Each function's own user (root core only: an unprivileged one cannot switch users).
+        #: Whether orphans of workers come to this process (``serve_forever``; see procs).
+        self.subreaper = False
+        self.users = (FunctionUsers(self.root, self.config.functions.uids)
+                      if os.geteuid() == 0 else None)
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -153,6 +160,12 @@ class Core:
                    else "not available in this kernel (it needs Linux 5.13+ with landlock enabled)")
             log.warning("Landlock is %s: functions are confined by uid/gid and file modes only",
                         why)
+        if self.users is not None:
+            log.info("each function runs as a user of its own (uids %s, recorded in %s)",
+                     self.users.uid_range, self.users.path)
+        else:
+            log.warning("the core runs as uid %d, not root: every function runs as uid %d too "
+                        "(no user of its own without root)", os.geteuid(), os.geteuid())
         if not self.landlock:
             for name in (STATE_DB, f"{STATE_DB}-wal", f"{STATE_DB}-shm"):
                 path = os.path.join(self.root, name)
@@ -244,6 +257,8 @@ class Core:
         signal.signal(signal.SIGTERM, lambda *_: self._stopping.set())
         signal.signal(signal.SIGINT, lambda *_: self._stopping.set())
         signal.signal(signal.SIGHUP, lambda *_: self._reload_now.set())
+        # Orphans of a worker that died on its own come to the core, which kills them.
+        self.subreaper = become_subreaper()
         try:
             self.start()
             while not self._stopping.wait(0.2):
@@ -269,6 +284,7 @@ class Core:
             self._retiring.clear()
         for p in pools:
             p.stop()
+        self._kill_strays()
         with contextlib.suppress(FileNotFoundError):
             os.unlink(os.path.join(self.root, ADDRESS_FILE))
         log.info("stopped")
@@ -290,6 +306,16 @@ class Core:
                 self._retiring = [p for p in self._retiring if p.workers() > 0]
             for p in pools:
                 p.reap_idle()
+            self._kill_strays()
+
+    def _kill_strays(self) -> None:
+        if not self.subreaper:
+            return
+        with LIVE_LOCK:
+            strays = kill_strays(LIVE_PIDS)
+        if strays:
+            log.warning("killed %d process(es) left behind by workers that ended: %s",
+                        len(strays), strays)
 
     def _new_pool(self, spec: FunctionSpec, group: DeployedGroup) -> FunctionPool:
         scratch = os.path.join(self.root, "run", spec.name)
@@ -297,12 +323,11 @@ class Core:
         protected = [f.code_dir for f in group.functions]
         protected += [r.grant_path() for f in group.functions for r in f.resources
                       if r.kind == "model"]
-        worker_plan = plan(spec, self.root, scratch, protected, self.network)
+        user = self.users.user_for(spec.name) if self.users is not None else None
+        worker_plan = plan(spec, self.root, scratch, protected, user,
+                           self.config.functions.processes_max, self.network)
         os.chmod(os.path.join(self.root, "run"), 0o711)
-        if worker_plan.uid is not None:
-            gid = worker_plan.gid if worker_plan.gid is not None else -1
-            os.chown(scratch, worker_plan.uid, gid)
-        os.chmod(scratch, 0o700)
+        give_scratch(scratch, worker_plan.uid, worker_plan.gid)
         for problem in unreadable(worker_plan, spec):
             log.warning("function %s: %s", spec.name, problem)
         if worker_plan.network_gap:

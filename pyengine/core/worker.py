@@ -1,12 +1,13 @@
-"""A function's worker process: ``python -m pyengine.core.worker FD[,FD...] [STATS_FD]``.
+"""A function's worker process, after :mod:`pyengine.core.boot` confined it.
 
-The core starts it (already as the function's user) with one end of a socket pair per call it
-may run at once (one, or for a function that batches calls to a model up to its largest
-``max_batch_size``; the core sends its configuration on the first) and, when it batches, one
-more on which the core asks for the batchers' stats. The worker imports what it needs, confines
-itself with Landlock to the paths the core lists, starts a thread per extra call socket, sets its
-memory limit, imports the handler's module (module-level code runs once) and then serves calls
-until the sockets close: one at a time on each call socket.
+The core starts it (already as the function's user, see :mod:`pyengine.core.boot`) with one
+end of a socket pair per call it may run at once (one, or for a function that batches calls to
+a model up to its largest ``max_batch_size``; the core sends its configuration on the first)
+and, when it batches, one more on which the core asks for the batchers' stats. Once the boot
+module has applied Landlock and the other limits, this module is imported (numpy and pyengine
+with it), starts a thread per extra call socket, sets the memory limit, imports the handler's
+module (module-level code runs once) and then serves calls until the sockets close: one at a
+time on each call socket.
 """
 
 from __future__ import annotations
@@ -23,11 +24,11 @@ import time
 import traceback
 from typing import Any, Callable
 
-# Imported before confinement so that later imports by handlers find them in sys.modules.
+# Part of the bare worker the memory limit starts from (imported after confinement).
 import numpy  # noqa: F401, I001
 
 import pyengine  # noqa: F401
-from pyengine.core import landlock, protocol, runtime
+from pyengine.core import protocol, runtime
 
 
 def _error(exc: BaseException, tb: bool = True) -> dict[str, Any]:
@@ -41,19 +42,6 @@ def _address_space_mb() -> float:
             if line.startswith("VmSize:"):
                 return int(line.split()[1]) / 1024
     return 0.0
-
-
-def _confine(cfg: dict[str, Any]) -> str:
-    if not cfg.get("landlock"):
-        return "off"
-    rules = [(p, landlock.READ | (landlock.WRITE if mode == "rw" else 0))
-             for p, mode in cfg["rules"]]
-    net = cfg.get("net")
-    abi = landlock.restrict(rules, landlock.NetRules(tuple(net["connect"]), tuple(net["bind"]))
-                            if net is not None else None)
-    ports = "" if net is None else \
-        f", tcp connect {net['connect'] or 'none'} bind {net['bind'] or 'none'}"
-    return f"landlock abi {abi}{ports}"
 
 
 def _limit_memory(memory_mb: int) -> int:
@@ -145,11 +133,12 @@ def _serve_stats(sock: socket.socket) -> None:
             return
 
 
-def serve(socks: list[socket.socket], stats_sock: socket.socket | None = None) -> None:
-    """Set up from the first message on ``socks[0]``, then answer invocations on every call
-    socket (one thread each; the first in this thread) until the core closes them."""
+def serve(socks: list[socket.socket], stats_sock: socket.socket | None, cfg: dict[str, Any],
+          confinement: str) -> None:
+    """Set up from ``cfg`` (the first message on ``socks[0]``, already applied by the boot
+    module: ``confinement`` says how), then answer invocations on every call socket (one thread
+    each; the first in this thread) until the core closes them."""
     sock = socks[0]
-    cfg = protocol.recv(sock)
     name = cfg["name"]
     logger = logging.getLogger(f"pyengine.function.{name}")
     handler_out = logging.StreamHandler(sys.stderr)
@@ -177,7 +166,6 @@ def serve(socks: list[socket.socket], stats_sock: socket.socket | None = None) -
 
         runtime.set_batching({rid: BatchingConfig.from_dict(block, f"batching of {rid!r}")
                               for rid, block in (cfg.get("batching") or {}).items()})
-        confinement = _confine(cfg)
         # Threads first, so that their stacks are part of the bare worker the limit starts from.
         if len(socks) > 1 or stats_sock is not None:
             threading.stack_size(THREAD_STACK)
@@ -199,18 +187,3 @@ def serve(socks: list[socket.socket], stats_sock: socket.socket | None = None) -
                          "confinement": f"{confinement}, address space {limit_mb} MB{calls}"})
     go.set()
     _serve_calls(sock, channels[0], handler[0], name, logger)
-
-
-def main() -> None:
-    """``python -m pyengine.core.worker CALL_FD[,CALL_FD...] [STATS_FD]``."""
-    socks = [socket.socket(fileno=int(fd)) for fd in sys.argv[1].split(",")]
-    stats_sock = socket.socket(fileno=int(sys.argv[2])) if len(sys.argv) > 2 else None
-    try:
-        serve(socks, stats_sock)
-    finally:
-        for s in socks:
-            s.close()
-
-
-if __name__ == "__main__":
-    main()

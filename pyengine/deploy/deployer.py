@@ -36,11 +36,23 @@ from typing import Callable, Optional
 
 from pyengine.deploy.errors import DeployError, UnpackError
 from pyengine.deploy.fetch import fetch
-from pyengine.deploy.group import Function, Group, ModelSpec, Resource, load_group
+from pyengine.deploy.group import (
+    Function,
+    Group,
+    ModelSpec,
+    Resource,
+    denied_destination,
+    load_group,
+    real_destination,
+)
 from pyengine.deploy.state import RootLock, State, dumps
 from pyengine.deploy.unpack import (
+    DEFAULT_MAX_FILES,
+    TREE_MAX_BYTES,
     apply_owner,
+    copy_tree,
     fsync_dir,
+    tree_digest,
     unpack,
 )
 from pyengine.sources import open_source
@@ -68,7 +80,8 @@ ProgressCallback = Callable[[ProgressEvent], None]
 class ItemResult:
     """The outcome of one resource or function in a deployment.
 
-    ``outcome`` is one of: installed, unchanged, verified (a device), removed, failed,
+    ``outcome`` is one of: installed, unchanged, modified (kept, but a function granted rw
+    changed it since it was installed), verified (a device), removed, failed,
     rolled-back (prepared but not switched because the deployment failed), skipped.
     """
 
@@ -175,25 +188,70 @@ def _rmtree(path: str) -> None:
     shutil.rmtree(path, onerror=onerror)
 
 
-def _point(dest: str, target: Optional[str], tmp_dir: str) -> None:
-    """Atomically make ``dest`` a link to ``target`` (or remove it when ``target`` is None)."""
-    if target is None:
+def _fd_path(fd: int, fallback: str) -> str:
+    """The real path of the directory open as ``fd`` (``fallback`` resolved where /proc is not
+    mounted)."""
+    try:
+        return os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        return os.path.realpath(fallback)
+
+
+def _open_dir(path: str, dir_fd: Optional[int] = None) -> int:
+    """Open a directory without following a link at its last component."""
+    return os.open(
+        path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd
+    )
+
+
+PlaceCheck = Callable[[str], None]
+
+
+def _point(
+    dest: str, target: Optional[str], tmp_dir: str, check: Optional[PlaceCheck] = None
+) -> None:
+    """Atomically make ``dest`` a link to ``target`` (or remove it when ``target`` is None).
+
+    ``dest``'s directory is opened once and every step goes through that descriptor, so what
+    ``check`` is given (the real path of that directory, plus the name) is where the change
+    lands: a link swapped into the path before this point is refused by ``check``, one swapped
+    in after it changes nothing. ``tmp_dir`` is that directory or a subdirectory of it (the
+    store) where the new link is made before it is renamed over ``dest``.
+    """
+    parent, name = os.path.split(dest)
+    pfd = os.open(parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    tfd = -1
+    try:
+        if check is not None:
+            check(os.path.join(_fd_path(pfd, parent), name))
         try:
-            if os.path.islink(dest):
-                os.unlink(dest)
-                fsync_dir(os.path.dirname(dest))
+            st: Optional[os.stat_result] = os.stat(name, dir_fd=pfd, follow_symlinks=False)
         except FileNotFoundError:
-            pass
-        return
-    rel = os.path.relpath(target, os.path.dirname(dest))
-    tmp = os.path.join(tmp_dir, f".link-{os.getpid()}")
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(tmp)
-    os.symlink(rel, tmp)
-    if os.path.isdir(dest) and not os.path.islink(dest):
-        os.rmdir(dest)  # an empty directory left for us (checked during planning)
-    os.rename(tmp, dest)
-    fsync_dir(os.path.dirname(dest))
+            st = None
+        if target is None:
+            if st is not None and stat.S_ISLNK(st.st_mode):
+                os.unlink(name, dir_fd=pfd)
+                os.fsync(pfd)
+            return
+        rel = os.path.relpath(target, parent)
+        if os.path.normpath(tmp_dir) == os.path.normpath(parent):
+            tfd = os.dup(pfd)
+        elif os.path.dirname(os.path.normpath(tmp_dir)) == os.path.normpath(parent):
+            tfd = _open_dir(os.path.basename(tmp_dir), pfd)
+        else:
+            raise ValueError(f"{tmp_dir} is not {parent} or a directory in it")
+        tmp = f".link-{os.getpid()}"
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp, dir_fd=tfd)
+        os.symlink(rel, tmp, dir_fd=tfd)
+        if st is not None and stat.S_ISDIR(st.st_mode):
+            os.rmdir(name, dir_fd=pfd)  # an empty directory left for us (checked during planning)
+        os.rename(tmp, name, src_dir_fd=tfd, dst_dir_fd=pfd)
+        os.fsync(pfd)
+    finally:
+        os.close(pfd)
+        if tfd >= 0:
+            os.close(tfd)
 
 
 def _current_target(dest: str) -> Optional[str]:
@@ -217,43 +275,23 @@ def _keep_installed(it: ItemResult, prev: Optional[dict], token: str, dest: str)
     return True
 
 
-def _tree_token(path: str) -> str:
-    """A digest of a directory tree's names, modes and contents (function code change token)."""
-    h = hashlib.sha256()
+def _changed_since(path: str, t: float) -> Optional[str]:
+    """The first entry of the tree at ``path`` (itself included) whose inode changed after the
+    time ``t`` (written, truncated, chmod-ed, an entry added or removed below it); None when none
+    did or the tree is gone."""
     for dirpath, dirnames, filenames in os.walk(path):
-        dirnames[:] = sorted(d for d in dirnames if d != "__pycache__")
-        for n in sorted(filenames):
-            if n.endswith((".pyc", ".pyo")):
-                continue
-            p = os.path.join(dirpath, n)
-            rel = os.path.relpath(p, path)
-            h.update(rel.encode("utf-8", "surrogateescape") + b"\0")
-            h.update(b"x" if os.access(p, os.X_OK) else b"-")
-            with open(p, "rb") as f:
-                for b in iter(lambda: f.read(1 << 20), b""):
-                    h.update(b)
-            h.update(b"\0")
-    return "code:" + h.hexdigest()
-
-
-def _copy_code(src: str, dst: str) -> int:
-    """Copy a function's code directory (links followed, bytecode caches skipped); bytes copied."""
-    total = 0
-    shutil.copytree(
-        src, dst, symlinks=False, ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.pyo")
-    )
-    for dirpath, _, filenames in os.walk(dst):
-        for n in filenames:
-            p = os.path.join(dirpath, n)
-            total += os.path.getsize(p)
-            fd = os.open(p, os.O_RDONLY)
+        for p in (dirpath, *(os.path.join(dirpath, n) for n in dirnames + filenames)):
             try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.chmod(p, 0o755 if os.access(p, os.X_OK) else 0o644)
-        fsync_dir(dirpath)
-    return total
+                if os.lstat(p).st_ctime > t:
+                    return p
+            except FileNotFoundError:
+                return p
+    return None
+
+
+def _code_limits(f: Function) -> tuple[int, int]:
+    """The caps (bytes, entries) on copying ``f``'s code: the group's, else the defaults."""
+    return f.max_code_bytes or TREE_MAX_BYTES, f.max_code_files or DEFAULT_MAX_FILES
 
 
 class _Session:
@@ -464,12 +502,67 @@ class _Deployer:
         return dict(row) if row else None
 
     # -- planning checks that need the filesystem
+    def protected(self, key: str, dest: str) -> list[tuple[str, str]]:
+        """Real paths the destination ``dest`` of model ``key`` may neither be in nor contain,
+        each with what it is: the root, and every other resource's destination, installed
+        version and version store (those of this group, those installed, and every store this
+        root has made)."""
+        root = self.s.root
+        out = [(os.path.realpath(root), f"pyengine's root {root}")]
+        dests = {r.id: r.model.destination for r in self.group.resources if r.model}
+        for row in self.state.q("SELECT key, destination FROM installed WHERE kind='model'"):
+            # An installed resource's place may be taken over by another id in the same
+            # deployment (the old one is removed); nesting stays refused.
+            if row["destination"] != dest:
+                dests.setdefault(row["key"], row["destination"])
+        for rid, other in dests.items():
+            if rid == key or not other:
+                continue
+            what = f"resource {rid!r}"
+            out.append((real_destination(other), f"the destination of {what} ({other})"))
+            out.append((os.path.realpath(other), f"the installed version of {what}"))
+            out.append((os.path.realpath(store_for(other)), f"the version store of {what}"))
+        own = store_for(dest)
+        for row in self.state.q("SELECT path FROM stores"):
+            if row["path"] != own:
+                out.append((os.path.realpath(row["path"]), f"the version store {row['path']}"))
+        return out
+
+    def check_place(self, key: str, dest: str, real: Optional[str] = None) -> None:
+        """Refuse (DeployError) a destination whose real path (its parent resolved) is denied
+        by the group rules, or is in, is, or contains a place of :meth:`protected`."""
+        real = real or real_destination(dest)
+        ids = [r.id for r in self.group.resources]
+        name = (
+            f"resources[{ids.index(key)}].model.destination {dest}"
+            if key in ids
+            else f"the destination {dest} of resource {key!r}"
+        )
+        via = f" (through symbolic links: {real})" if real != dest else ""
+        problem = denied_destination(real)
+        if problem:
+            raise DeployError(f"{name}{via} is {problem}; refused")
+        for place, what in self.protected(key, dest):
+            if real == place or real.startswith(place + "/"):
+                rel = "is" if real == place else "is inside"
+            elif place.startswith(real + "/"):
+                rel = "contains"
+            else:
+                continue
+            raise DeployError(
+                f"{name}{via} {rel} {what}; refused: choose a directory of its own"
+            )
+
     def check_destination(self, r: Resource) -> None:
         assert r.model is not None
         dest = r.model.destination
-        root = self.s.root
-        if dest == root or dest.startswith(root + "/") or root.startswith(dest + "/"):
-            raise DeployError(f"destination {dest} overlaps pyengine's root {root}; choose another")
+        self.check_place(r.id, dest)
+        store = store_for(dest)
+        if os.path.islink(store):
+            raise DeployError(
+                f"the version store {store} of {dest} is a symbolic link (to "
+                f"{os.readlink(store)!r}), which pyengine did not make; remove it"
+            )
         if os.path.lexists(dest):
             if os.path.islink(dest):
                 target = _current_target(dest) or ""
@@ -545,68 +638,113 @@ class _Deployer:
         info = got
         it.token = info.token
         if prev and prev["spec_json"] == spec and _keep_installed(it, prev, info.token, m.destination):
+            if m.owner and m.owner.permission == "rw":
+                # The function granted rw writes this version in place and keeps what it wrote;
+                # a deploy that did not install it cannot vouch for it, so it does not call it
+                # "unchanged" once anything in it changed (a change moves an inode's ctime,
+                # which no user can set back).
+                row = self.state.one("SELECT created FROM versions WHERE kind='model' AND "
+                                     "key=? AND version=?", r.id, prev["version"])
+                changed = (_changed_since(prev["version_path"], row["created"])
+                           if row is not None and row["created"] else None)
+                if changed is not None:
+                    it.outcome = "modified"
+                    it.message = (f"kept as the function granted rw left it: {changed} changed "
+                                  "after the deploy installed it, so it no longer matches the "
+                                  "source (change the source, or reset, to install it again)")
             return None
 
         def build() -> None:
             store = store_for(m.destination)
-            os.makedirs(store, exist_ok=True)
-            self.state.add_store(store)
-            version = _version_name(self.dep, info.token, store)
-            vpath = os.path.join(store, version)
-            staging = os.path.join(store, f"staging-{self.dep}")
-            self.state.journal(self.dep, "stage", "model", r.id, staging, vpath, None)
-            downloads = os.path.join(self.s.root, "downloads")
-            os.makedirs(downloads, exist_ok=True)
-            part = os.path.join(
-                downloads,
-                hashlib.sha256(f"{r.id}\0{info.token}".encode()).hexdigest()[:24] + ".part",
-            )
-            self.emit(
-                event="resource",
-                key=r.id,
-                kind="model",
-                total=info.size,
-                message=f"downloading {info.location}",
-            )
-
-            def on_bytes(done: int, total: Optional[int]) -> None:
-                self.emit(event="bytes", key=r.id, kind="model", done=done, total=total)
-
-            name = info.location.rsplit("/", 1)[-1]
-            # Only verified bytes are unpacked: the download (and its digests) completes first.
-            res = fetch(
-                source,
-                info,
-                part,
-                sha256=m.sha256,
-                attempts=self.retries,
-                backoff_s=self.backoff_s,
-                progress=on_bytes,
-            )
-            it.bytes, it.attempts = res.downloaded, res.attempts
-            self.emit(event="resource", key=r.id, kind="model", message="unpacking")
-            _rmtree(staging)
-            os.mkdir(staging, 0o700)
+            parent, store_name = os.path.split(store)
+            # Checked again before anything is made on the way (the download took a while).
+            self.check_place(r.id, m.destination)
+            os.makedirs(parent, exist_ok=True)
+            pfd = os.open(parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            sfd = gfd = -1
             try:
-                unpack(
+                # From here every step goes through descriptors of directories whose real path
+                # was checked: a link swapped into the destination's path changes nothing.
+                self.check_place(
+                    r.id, m.destination, os.path.join(_fd_path(pfd, parent), os.path.basename(
+                        m.destination))
+                )
+                with contextlib.suppress(FileExistsError):
+                    os.mkdir(store_name, 0o755, dir_fd=pfd)
+                try:
+                    sfd = _open_dir(store_name, pfd)
+                except OSError as exc:
+                    raise DeployError(
+                        f"the version store {store} cannot be opened as a directory of its "
+                        f"own ({exc.strerror}); is it a symbolic link? remove it"
+                    ) from None
+                self.state.add_store(store)
+                version = _version_name(self.dep, info.token, store)
+                vpath = os.path.join(store, version)
+                staging_name = f"staging-{self.dep}"
+                staging = os.path.join(store, staging_name)
+                self.state.journal(self.dep, "stage", "model", r.id, staging, vpath, None)
+                downloads = os.path.join(self.s.root, "downloads")
+                os.makedirs(downloads, exist_ok=True)
+                part = os.path.join(
+                    downloads,
+                    hashlib.sha256(f"{r.id}\0{info.token}".encode()).hexdigest()[:24] + ".part",
+                )
+                self.emit(
+                    event="resource",
+                    key=r.id,
+                    kind="model",
+                    total=info.size,
+                    message=f"downloading {info.location}",
+                )
+
+                def on_bytes(done: int, total: Optional[int]) -> None:
+                    self.emit(event="bytes", key=r.id, kind="model", done=done, total=total)
+
+                name = info.location.rsplit("/", 1)[-1]
+                # Only verified bytes are unpacked: the download (and its digests) completes
+                # first.
+                res = fetch(
+                    source,
+                    info,
                     part,
-                    staging,
-                    name=name,
-                    max_bytes=m.max_unpacked_bytes,
-                    max_files=m.max_files,
+                    sha256=m.sha256,
+                    attempts=self.retries,
+                    backoff_s=self.backoff_s,
+                    progress=on_bytes,
                 )
-                apply_owner(
-                    staging,
-                    m.owner.group if m.owner else None,
-                    m.owner.permission if m.owner else None,
-                )
-            except UnpackError as exc:
-                _rmtree(staging)
-                os.unlink(part)
-                raise UnpackError(f"{name}: {exc}") from None
-            fsync_dir(staging)
-            os.rename(staging, vpath)
-            fsync_dir(store)
+                it.bytes, it.attempts = res.downloaded, res.attempts
+                self.emit(event="resource", key=r.id, kind="model", message="unpacking")
+                _rmtree(os.path.join(_fd_path(sfd, store), staging_name))
+                os.mkdir(staging_name, 0o700, dir_fd=sfd)
+                gfd = _open_dir(staging_name, sfd)
+                # The staging directory by its descriptor: unpacking and ownership go there
+                # whatever happens to the path above it.
+                at = f"/proc/self/fd/{gfd}" if os.path.isdir(f"/proc/self/fd/{gfd}") else staging
+                try:
+                    unpack(
+                        part,
+                        at,
+                        name=name,
+                        max_bytes=m.max_unpacked_bytes,
+                        max_files=m.max_files,
+                    )
+                    apply_owner(
+                        at,
+                        m.owner.group if m.owner else None,
+                        m.owner.permission if m.owner else None,
+                    )
+                except UnpackError as exc:
+                    _rmtree(os.path.join(_fd_path(sfd, store), staging_name))
+                    os.unlink(part)
+                    raise UnpackError(f"{name}: {exc}") from None
+                os.fsync(gfd)
+                os.rename(staging_name, version, src_dir_fd=sfd, dst_dir_fd=sfd)
+                os.fsync(sfd)
+            finally:
+                for fd in (gfd, sfd, pfd):
+                    if fd >= 0:
+                        os.close(fd)
             with self.state.tx() as db:
                 db.execute(
                     "INSERT OR REPLACE INTO versions(kind, key, version, path, token, "
@@ -632,7 +770,16 @@ class _Deployer:
         return None
 
     def prepare_function(self, f: Function, it: ItemResult) -> Optional[Callable[[], None]]:
-        token = _tree_token(f.code)
+        where = f"functions[{self.group.functions.index(f)}].code"
+
+        def refused(exc: Exception) -> UnpackError:
+            return UnpackError(f"{where} ({f.code}): {exc}")
+
+        max_bytes, max_files = _code_limits(f)
+        try:
+            token = "code:" + tree_digest(f.code, max_bytes=max_bytes, max_files=max_files)
+        except (UnpackError, OSError) as exc:
+            raise refused(exc) from None
         it.token, it.source = token, f.code
         store = os.path.join(self.s.root, "functions", f.name)
         dest = os.path.join(store, "current")
@@ -644,14 +791,22 @@ class _Deployer:
         def build() -> None:
             os.makedirs(store, exist_ok=True)
             self.state.add_store(store)
-            version = _version_name(self.dep, token, store)
-            vpath = os.path.join(store, version)
             staging = os.path.join(store, f"staging-{self.dep}")
-            self.state.journal(self.dep, "stage", "function", f.name, staging, vpath, None)
+            self.state.journal(self.dep, "stage", "function", f.name, staging, None, None)
             _rmtree(staging)
-            it.bytes = 0
-            _copy_code(f.code, staging)
-            fsync_dir(staging)
+            os.mkdir(staging, 0o700)
+            try:
+                _, digest = copy_tree(
+                    f.code, staging, max_bytes=max_bytes, max_files=max_files
+                )
+            except (UnpackError, OSError) as exc:
+                _rmtree(staging)
+                raise refused(exc) from None
+            # What was copied decides the version (the tree may have changed since planning).
+            it.token = "code:" + digest
+            version = _version_name(self.dep, it.token, store)
+            vpath = os.path.join(store, version)
+            self.state.journal(self.dep, "stage", "function", f.name, staging, vpath, None)
             os.rename(staging, vpath)
             fsync_dir(store)
             self.state.x(
@@ -661,7 +816,7 @@ class _Deployer:
                 f.name,
                 version,
                 vpath,
-                token,
+                it.token,
                 self.dep,
                 time.time(),
             )
@@ -672,11 +827,19 @@ class _Deployer:
     def switch(self, it: ItemResult, target: Optional[str]) -> None:
         assert it.path is not None
         dest = it.path
+        check: Optional[PlaceCheck] = None
+        if it.kind == "model":
+            # Checked again here, right before the switch: a link swapped into the path since
+            # validation is refused as it would have been then.
+            def check(real: str) -> None:
+                self.check_place(it.key, dest, real)
+
+            check(real_destination(dest))  # before any directory is made on the way
         tmp_dir = os.path.dirname(dest) if it.kind == "function" else store_for(dest)
         os.makedirs(os.path.dirname(dest), exist_ok=True)
         os.makedirs(tmp_dir, exist_ok=True)
         self.state.journal(self.dep, "switch", it.kind, it.key, dest, target, _current_target(dest))
-        _point(dest, target, tmp_dir)
+        _point(dest, target, tmp_dir, check)
 
     def run(self) -> int:
         g = self.group
@@ -770,7 +933,7 @@ class _Deployer:
                 for it in removed:
                     self.switch(it, None)
                     switched.append(it)
-            except OSError as exc:
+            except (OSError, DeployError) as exc:
                 for it in reversed(switched):  # undo from the journal's previous targets
                     j = self.state.one(
                         "SELECT previous FROM journal WHERE deployment_id=? AND op='switch' "
@@ -918,7 +1081,7 @@ def rollback(
             raise DeployError("there is no previous successful deployment to roll back to")
         items = state.q(
             "SELECT * FROM items WHERE deployment_id=? AND outcome IN "
-            "('installed','unchanged','verified')",
+            "('installed','unchanged','modified','verified')",
             target["id"],
         )
         plan: list[tuple[ItemResult, Optional[str]]] = []

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Optional
 
 from pyengine.batching_config import BatchingConfig
+from pyengine.deploy.environment import environment_problem
 from pyengine.deploy.errors import GroupError
 from pyengine.deploy.subscriptions import BROKERS, Subscription, filter_problem
 from pyengine.sources.aws import AwsSettings
@@ -160,6 +161,9 @@ class Function:
     memory_mb: int = 128
     environment: dict[str, str] = field(default_factory=dict)
     resources: tuple[FunctionResource, ...] = ()
+    #: Caps on the copy of ``code`` (None: the defaults of :func:`pyengine.deploy.unpack.copy_tree`).
+    max_code_bytes: Optional[int] = None
+    max_code_files: Optional[int] = None
     network: Optional[Network] = None
     invoke: tuple[str, ...] = ()
 
@@ -379,6 +383,30 @@ def _check_source(c: _Checker, where: str, raw: Any) -> str:
     return src
 
 
+def denied_destination(dest: str) -> Optional[str]:
+    """Why ``dest`` (absolute, normalised) may not be a destination, or None when it may: inside
+    a system directory, or a top-level directory itself. Validation applies it to the path as
+    written and to its real path; the deploy applies it again right before installing."""
+    for d in SYSTEM_DIRS:
+        if dest == d or dest.startswith(d + "/"):
+            return (
+                f"inside {d}, a system directory that needs root; "
+                "choose a directory such as /srv/models/NAME"
+            )
+    if re.match(r"^/lib[^/]*(/|$)", dest):
+        return "inside a system library directory; choose another directory"
+    if dest in TOP_DIRS:
+        return "a top-level directory; name a directory of its own inside it"
+    return None
+
+
+def real_destination(dest: str) -> str:
+    """``dest`` with its parent resolved (every symbolic link on the way followed, as far as
+    it exists); the destination itself, a link pyengine manages, is not followed."""
+    parent, name = os.path.split(dest.rstrip("/") or "/")
+    return os.path.join(os.path.realpath(parent), name) if name else "/"
+
+
 def _check_destination(c: _Checker, where: str, raw: Any) -> str:
     dest = c.string(where, raw)
     if not dest:
@@ -393,18 +421,14 @@ def _check_destination(c: _Checker, where: str, raw: Any) -> str:
     dest = os.path.normpath(dest)
     if dest.startswith("//"):
         dest = "/" + dest.lstrip("/")
-    for d in SYSTEM_DIRS:
-        if dest == d or dest.startswith(d + "/"):
-            c.bad(
-                where,
-                f"{raw!r} is inside {d}, a system directory that needs root; "
-                "choose a directory such as /srv/models/NAME",
-            )
-            return dest
-    if re.match(r"^/lib[^/]*(/|$)", dest):
-        c.bad(where, f"{raw!r} is inside a system library directory; choose another directory")
-    elif dest in TOP_DIRS:
-        c.bad(where, f"{raw!r} is a top-level directory; name a directory of its own inside it")
+    problem = denied_destination(dest)
+    if problem:
+        c.bad(where, f"{raw!r} is {problem}")
+        return dest
+    real = real_destination(dest)
+    problem = denied_destination(real)
+    if problem:
+        c.bad(where, f"{raw!r} is, through symbolic links, {real}, which is {problem}")
     return dest
 
 
@@ -573,6 +597,8 @@ def validate_group(data: dict[str, Any], path: str = "<group>") -> Group:
                 "memory_mb",
                 "environment",
                 "resources",
+                "max_code_mb",
+                "max_code_files",
                 "network",
                 "invoke",
             ),
@@ -618,6 +644,10 @@ def validate_group(data: dict[str, Any], path: str = "<group>") -> Group:
             k: "" if v is None else str(v).lower() if isinstance(v, bool) else str(v)
             for k, v in env.items()
         }
+        for k, v in env.items():
+            problem = environment_problem(k, v)
+            if problem:
+                c.bad(f"{where}.environment.{k}", problem)
         frs: list[FunctionResource] = []
         raw_fr = m.get("resources") or []
         if not isinstance(raw_fr, list):
@@ -655,6 +685,8 @@ def validate_group(data: dict[str, Any], path: str = "<group>") -> Group:
                     except ValueError as exc:
                         c.problems.append(str(exc))
             frs.append(FunctionResource(str(fr_id), perm, batching))
+        code_mb = m.get("max_code_mb")
+        code_files = m.get("max_code_files")
         functions.append(
             Function(
                 fname,
@@ -665,11 +697,18 @@ def validate_group(data: dict[str, Any], path: str = "<group>") -> Group:
                 int(memory),
                 env,
                 tuple(frs),
+                int(c.number(f"{where}.max_code_mb", code_mb, 1, 2**20) * 2**20)
+                if code_mb is not None
+                else None,
+                int(c.number(f"{where}.max_code_files", code_files, 1, 10**8, integer=True))
+                if code_files is not None
+                else None,
                 _check_network(c, f"{where}.network", m.get("network")),
                 _invoke_list(c, f"{where}.invoke", m.get("invoke"), fname, all_names),
             )
         )
 
+    _check_rw_exclusive(c, functions)
     subscriptions = _check_subscriptions(c, top.get("subscriptions"), fnames)
     if c.problems:
         raise GroupError(path, c.problems)
@@ -752,6 +791,26 @@ def _invoke_list(c: _Checker, where: str, raw: Any, fname: str,
         else:
             out.append(name)
     return tuple(out)
+
+
+def _check_rw_exclusive(c: _Checker, functions: list[Function]) -> None:
+    """A resource one function may write is that function's alone: another function mapping
+    the same files would see them change (a truncation kills it with SIGBUS)."""
+    users: dict[str, list[tuple[int, int, str]]] = {}
+    for i, f in enumerate(functions):
+        for j, fr in enumerate(f.resources):
+            users.setdefault(fr.id, []).append((i, j, fr.permission))
+    for rid, grants in users.items():
+        writers = [(i, j) for i, j, perm in grants if perm == "rw"]
+        if not writers or len(grants) < 2:
+            continue
+        wi, wj = writers[0]
+        for i, j, perm in grants:
+            if (i, j) != (wi, wj):
+                c.bad(f"functions[{i}].resources[{j}]",
+                      f"resource {rid!r} is granted rw to function {functions[wi].name!r} "
+                      f"(functions[{wi}].resources[{wj}]); a resource a function may write "
+                      f"cannot be granted to another ({perm} here): give each its own resource")
 
 
 def _check_subscriptions(c: _Checker, raw: Any, functions: set[str]) -> tuple[Subscription, ...]:

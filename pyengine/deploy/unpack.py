@@ -1,13 +1,23 @@
-"""Safe unpacking of .tar.gz/.tgz and .zip packages into a staging directory.
+"""Safe unpacking of .tar.gz/.tgz and .zip packages into a staging directory, and safe copying
+of a directory tree (a function's code).
 
-Refused: absolute paths, ``..`` components, symbolic links that point outside the package, hard
-links, device nodes, FIFOs, duplicate entries, writing through a link, encrypted zip entries, and
-anything past the caps on unpacked size and file count. Files are created with ``O_EXCL |
-O_NOFOLLOW`` under the staging directory only, and fsynced before the caller switches to them.
+Refused in packages: absolute paths, ``..`` components, symbolic links that point outside the
+package, hard links, device nodes, FIFOs, duplicate entries, writing through a link, encrypted zip
+entries, and anything past the caps on unpacked size and file count. Files are created with
+``O_EXCL | O_NOFOLLOW`` under the staging directory only, and fsynced before the caller switches
+to them.
+
+Refused in a copied tree (:func:`walk_tree`): every symbolic link, FIFO, socket and device node,
+a file that grows or shrinks while it is read, and anything past the caps. Entries are opened
+relative to their directory's descriptor with ``O_NOFOLLOW | O_NONBLOCK`` and checked with
+``fstat``, so a link or FIFO swapped in after the listing is refused too, never followed or
+waited on.
 """
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import os
 import stat
 import tarfile
@@ -22,6 +32,9 @@ from pyengine.deploy.errors import UnpackError
 DEFAULT_RATIO = 20
 DEFAULT_FLOOR = 64 << 20
 DEFAULT_MAX_FILES = 100_000
+#: Default caps on a copied tree (a function's code directory).
+TREE_MAX_BYTES = 256 << 20
+TREE_MAX_DEPTH = 64
 _BUF = 1 << 20
 #: fsync unpacked files before they are switched to (the crash-safety guarantee). Only a
 #: benchmark turns it off, to show what durability costs on a given disk.
@@ -112,14 +125,48 @@ def classify_head(head: bytes, name: str) -> str:
     )
 
 
+@dataclass(frozen=True)
+class _Limits:
+    """What the caps' messages call the thing and the fields that raise them."""
+
+    what: str
+    files_field: str
+    bytes_field: str
+
+
+_PACKAGE_LIMITS = _Limits("the package", "model.max_files", "model.max_unpacked_mb")
+_TREE_LIMITS = _Limits("the directory", "max_code_files", "max_code_mb")
+
+
+def narrow_mode(mode: int, is_dir: bool) -> int:
+    """A copied entry's mode: the source's permission bits without setuid/setgid/sticky and
+    without group or world write (never wider than the source); directories keep owner rwx so
+    the copy can be filled, fsynced and removed."""
+    bits = stat.S_IMODE(mode) & 0o755
+    return bits | 0o700 if is_dir else bits
+
+
 class _Writer:
     """Creates entries under ``root`` only, enforcing the caps and the link rules."""
 
-    def __init__(self, root: str, max_bytes: int, max_files: int, do_fsync: bool) -> None:
+    def __init__(
+        self,
+        root: str,
+        max_bytes: int,
+        max_files: int,
+        do_fsync: bool,
+        keep_modes: bool = False,
+        limits: _Limits | None = None,
+    ) -> None:
         self.root = root
         self.max_bytes = max_bytes
         self.max_files = max_files
         self.do_fsync = do_fsync
+        # Packages get 0644/0755 (apply_owner decides later); a copied tree keeps its modes,
+        # narrowed (see _narrow).
+        self.keep_modes = keep_modes
+        self.limits = limits or _PACKAGE_LIMITS
+        self.dir_modes: dict[str, int] = {}
         self.stats = UnpackStats()
         self.kinds: dict[str, str] = {"": "dir"}  # relative path -> "dir" | "file" | "link"
 
@@ -160,20 +207,22 @@ class _Writer:
             raise UnpackError(f"entry {rel!r} appears twice in the package; refused")
         if self.stats.files + self.stats.links + self.stats.dirs + 1 > self.max_files:
             raise UnpackError(
-                f"the package holds more than {self.max_files} entries (the limit); "
-                "raise model.max_files if that is intended"
+                f"{self.limits.what} holds more than {self.max_files} entries (the limit); "
+                f"raise {self.limits.files_field} if that is intended"
             )
 
     def _reserve(self, rel: str, size: int) -> None:
         if self.stats.bytes + size > self.max_bytes:
             raise UnpackError(
                 f"entry {rel!r} ({size} bytes) would bring the unpacked size past the limit of "
-                f"{self.max_bytes} bytes — a decompression bomb, or a package bigger than allowed "
-                "(raise model.max_unpacked_mb if it is genuine)"
+                f"{self.max_bytes} bytes — a decompression bomb, or {self.limits.what} is bigger "
+                f"than allowed (raise {self.limits.bytes_field} if it is genuine)"
             )
 
-    def mkdir(self, name: str) -> None:
+    def mkdir(self, name: str, mode: Optional[int] = None) -> None:
         rel = self.clean(name)
+        if mode is not None and self.keep_modes:
+            self.dir_modes[rel] = narrow_mode(mode, True)
         if not rel:
             return
         self._count(rel, "dir")
@@ -217,7 +266,10 @@ class _Writer:
                     f"entry {rel!r} holds {written} bytes but its header says {size}; "
                     "the package is damaged"
                 )
-            os.fchmod(fd, 0o755 if mode & 0o111 else 0o644)
+            os.fchmod(
+                fd,
+                narrow_mode(mode, False) if self.keep_modes else 0o755 if mode & 0o111 else 0o644,
+            )
             if mtime is not None:
                 os.utime(fd, (mtime, mtime))
             if self.do_fsync:
@@ -248,7 +300,7 @@ class _Writer:
 
     def finish(self) -> UnpackStats:
         if self.stats.files + self.stats.links == 0:
-            raise UnpackError("the package contains no files")
+            raise UnpackError(f"{self.limits.what} contains no files")
         real_root = os.path.realpath(self.root)
         for rel, kind in self.kinds.items():
             if kind != "link":
@@ -259,6 +311,8 @@ class _Writer:
                     f"symbolic link {rel!r} resolves outside the package (through other "
                     "links); refused"
                 )
+        for rel, dmode in self.dir_modes.items():
+            os.chmod(os.path.join(self.root, rel) if rel else self.root, dmode)
         if self.do_fsync:
             for rel in sorted(
                 (r for r, k in self.kinds.items() if k == "dir"), key=len, reverse=True
@@ -496,3 +550,231 @@ def apply_owner(
                 "member of it; deploy as root or as a member"
             ) from None
     os.chmod(root, dmode)
+
+
+# ----------------------------------------------------------------------------------- trees
+
+#: Names a copied tree leaves out (bytecode caches are rebuilt where they are needed).
+_SKIP_DIRS = ("__pycache__",)
+_SKIP_SUFFIXES = (".pyc", ".pyo")
+_TYPE_NAMES = {
+    stat.S_IFIFO: "a FIFO (named pipe)",
+    stat.S_IFSOCK: "a socket",
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+    stat.S_IFLNK: "a symbolic link",
+    stat.S_IFDIR: "a directory",
+}
+
+
+def _kind(mode: int) -> str:
+    return _TYPE_NAMES.get(stat.S_IFMT(mode), f"a file of type {oct(stat.S_IFMT(mode))}")
+
+
+class ExactReader:
+    """Reads exactly ``size`` bytes (the size fstat gave) from ``f``: never more, so a file that
+    keeps growing costs nothing past the caps, and a file that changed size while it was read
+    is refused (:meth:`check_end`)."""
+
+    def __init__(self, f: IO[bytes], size: int, rel: str) -> None:
+        self.f, self.left, self.size, self.rel = f, size, size, rel
+
+    def read(self, n: int = -1) -> bytes:
+        if self.left == 0:
+            return b""
+        b = self.f.read(self.left if n < 0 else min(n, self.left))
+        if not b:
+            raise UnpackError(
+                f"{self.rel!r} shrank to {self.size - self.left} bytes while it was read "
+                f"(it had {self.size}); it is being changed: deploy again once it is not"
+            )
+        self.left -= len(b)
+        return b
+
+    def check_end(self) -> None:
+        if self.left == 0 and self.f.read(1):
+            raise UnpackError(
+                f"{self.rel!r} grew past {self.size} bytes while it was read; it is being "
+                "changed: deploy again once it is not"
+            )
+
+
+#: Called for each directory (``reader`` None, before its content) and each regular file.
+TreeVisitor = Callable[[str, os.stat_result, Optional[ExactReader]], None]
+
+_OPEN_ENTRY = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
+
+
+def walk_tree(
+    top: str,
+    visit: TreeVisitor,
+    *,
+    max_bytes: int = TREE_MAX_BYTES,
+    max_files: int = DEFAULT_MAX_FILES,
+) -> None:
+    """Visit the directories and regular files under ``top`` in a fixed (sorted) order, without
+    following any link inside it.
+
+    ``top`` itself is opened as named (the operator chose it). Below it every entry is opened
+    relative to its directory's descriptor with ``O_NOFOLLOW | O_NONBLOCK`` and checked with
+    ``fstat``: symbolic links, FIFOs, sockets and devices are refused without being read (a
+    link or FIFO swapped in after the listing is refused the same way, and never waited on).
+    ``__pycache__`` directories and ``.pyc``/``.pyo`` files are skipped by name.
+
+    Raises
+    ------
+    UnpackError
+        Naming the entry (relative to ``top``) and why; also past ``max_files`` entries, past
+        ``max_bytes`` in total, deeper than 64 directories, or when a file changes size while
+        it is read.
+    """
+    budget = {"files": 0, "bytes": 0}
+    fd = os.open(top, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        visit("", os.fstat(fd), None)
+        _walk_dir(fd, "", visit, budget, max_bytes, max_files, 0)
+    finally:
+        os.close(fd)
+
+
+def _walk_dir(
+    dir_fd: int,
+    rel: str,
+    visit: TreeVisitor,
+    budget: dict[str, int],
+    max_bytes: int,
+    max_files: int,
+    depth: int,
+) -> None:
+    if depth >= TREE_MAX_DEPTH:
+        raise UnpackError(f"{rel!r} is nested more than {TREE_MAX_DEPTH} directories deep")
+    with os.scandir(dir_fd) as it:
+        names = sorted(e.name for e in it)
+    for name in names:
+        if name in _SKIP_DIRS or name.endswith(_SKIP_SUFFIXES):
+            continue
+        sub = f"{rel}/{name}" if rel else name
+        st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+        if stat.S_ISLNK(st.st_mode):
+            try:
+                target = os.readlink(name, dir_fd=dir_fd)
+            except OSError:
+                target = "?"
+            raise UnpackError(
+                f"{sub!r} is a symbolic link (to {target!r}); links are not followed or "
+                "copied: put the file itself in the directory"
+            )
+        if not (stat.S_ISDIR(st.st_mode) or stat.S_ISREG(st.st_mode)):
+            raise UnpackError(
+                f"{sub!r} is {_kind(st.st_mode)}; only regular files and directories are copied"
+            )
+        budget["files"] += 1
+        if budget["files"] > max_files:
+            raise UnpackError(
+                f"the directory holds more than {max_files} entries (the limit, reached at "
+                f"{sub!r}); raise {_TREE_LIMITS.files_field} if that is intended"
+            )
+        try:
+            fd = os.open(
+                name, _OPEN_ENTRY | (os.O_DIRECTORY if stat.S_ISDIR(st.st_mode) else 0),
+                dir_fd=dir_fd,
+            )
+        except OSError as exc:
+            if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+                raise UnpackError(
+                    f"{sub!r} was replaced (by a symbolic link or another kind of file) while "
+                    "the directory was read; refused"
+                ) from None
+            raise
+        try:
+            fst = os.fstat(fd)
+            if stat.S_IFMT(fst.st_mode) != stat.S_IFMT(st.st_mode):
+                raise UnpackError(
+                    f"{sub!r} was replaced by {_kind(fst.st_mode)} while the directory was "
+                    "read; refused"
+                )
+            if stat.S_ISDIR(fst.st_mode):
+                visit(sub, fst, None)
+                _walk_dir(fd, sub, visit, budget, max_bytes, max_files, depth + 1)
+                continue
+            budget["bytes"] += fst.st_size
+            if budget["bytes"] > max_bytes:
+                raise UnpackError(
+                    f"{sub!r} ({fst.st_size} bytes) brings the directory past its limit of "
+                    f"{max_bytes} bytes; raise {_TREE_LIMITS.bytes_field} if it is genuine"
+                )
+            with os.fdopen(fd, "rb", buffering=0, closefd=False) as f:
+                reader = ExactReader(f, fst.st_size, sub)
+                visit(sub, fst, reader)
+                reader.check_end()
+        finally:
+            os.close(fd)
+
+
+def _digest_entry(h: Any, rel: str, st: os.stat_result) -> None:
+    kind = b"d" if stat.S_ISDIR(st.st_mode) else b"f"
+    perm = narrow_mode(st.st_mode, kind == b"d")
+    h.update(kind + rel.encode("utf-8", "surrogateescape") + b"\0" + b"%o\0" % perm)
+
+
+class _Hashing:
+    """A reader that feeds what it reads into a hash."""
+
+    def __init__(self, src: ExactReader, h: Any) -> None:
+        self.src, self.h = src, h
+
+    def read(self, n: int = -1) -> bytes:
+        b = self.src.read(n)
+        self.h.update(b)
+        return b
+
+
+def tree_digest(
+    top: str, *, max_bytes: int = TREE_MAX_BYTES, max_files: int = DEFAULT_MAX_FILES
+) -> str:
+    """The SHA-256 of a tree's names, (narrowed) modes and contents, walked as
+    :func:`walk_tree` walks it; the same value :func:`copy_tree` returns for it."""
+    h = hashlib.sha256()
+
+    def visit(rel: str, st: os.stat_result, reader: Optional[ExactReader]) -> None:
+        _digest_entry(h, rel, st)
+        if reader is not None:
+            hashing = _Hashing(reader, h)
+            while hashing.read(_BUF):
+                pass
+
+    walk_tree(top, visit, max_bytes=max_bytes, max_files=max_files)
+    return h.hexdigest()
+
+
+def copy_tree(
+    top: str,
+    dest: str,
+    *,
+    max_bytes: int = TREE_MAX_BYTES,
+    max_files: int = DEFAULT_MAX_FILES,
+    do_fsync: Optional[bool] = None,
+) -> tuple[UnpackStats, str]:
+    """Copy the tree ``top`` into the existing empty directory ``dest`` as :func:`walk_tree`
+    walks it (links and special files refused, caps checked as it goes); modes are kept but
+    narrowed (no setuid/setgid/sticky, no group or world write). Returns what was copied and
+    the tree's :func:`tree_digest`, computed from the bytes copied."""
+    h = hashlib.sha256()
+    w = _Writer(
+        dest,
+        max_bytes,
+        max_files,
+        FSYNC if do_fsync is None else do_fsync,
+        keep_modes=True,
+        limits=_TREE_LIMITS,
+    )
+
+    def visit(rel: str, st: os.stat_result, reader: Optional[ExactReader]) -> None:
+        _digest_entry(h, rel, st)
+        if reader is None:
+            w.mkdir(rel, st.st_mode)
+        else:
+            w.file(rel, st.st_size, cast(IO[bytes], _Hashing(reader, h)), st.st_mode, st.st_mtime)
+
+    walk_tree(top, visit, max_bytes=max_bytes, max_files=max_files)
+    return w.finish(), h.hexdigest()

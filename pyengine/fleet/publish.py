@@ -15,9 +15,17 @@ import tarfile
 import tempfile
 import time
 from dataclasses import dataclass
-from typing import Any, Iterator, Optional
+from typing import IO, Any, Iterator, Optional, cast
 
+from pyengine.deploy.errors import UnpackError
 from pyengine.deploy.group import read_group_file, validate_group
+from pyengine.deploy.unpack import (
+    DEFAULT_MAX_FILES,
+    TREE_MAX_BYTES,
+    ExactReader,
+    narrow_mode,
+    walk_tree,
+)
 from pyengine.fleet import document
 from pyengine.fleet.notify import announce
 from pyengine.fleet.signing import SignatureError, SigningKey, TrustedKey, open_envelope
@@ -56,22 +64,28 @@ def _placeholder_core_name() -> Iterator[None]:
         os.environ.pop(CORE_NAME_VAR, None)
 
 
-def code_package(code_dir: str, out_path: str) -> str:
-    """A reproducible .tar.gz of a function's code (caches skipped, times zeroed); its sha256."""
+def code_package(code_dir: str, out_path: str, *, max_bytes: Optional[int] = None,
+                 max_files: Optional[int] = None) -> str:
+    """A reproducible .tar.gz of a function's code (caches skipped, times zeroed); its sha256.
+
+    The directory is walked as a deploy copies it (:func:`pyengine.deploy.unpack.walk_tree`):
+    symbolic links, FIFOs, sockets and devices are refused (:class:`UnpackError`), never
+    followed or read; modes are kept, narrowed (no setuid/setgid, no group or world write).
+    """
     with open(out_path, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as gz, \
             tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for dirpath, dirnames, filenames in os.walk(code_dir, followlinks=True):
-            dirnames[:] = sorted(d for d in dirnames if d != "__pycache__")
-            for n in sorted(filenames):
-                if n.endswith((".pyc", ".pyo")):
-                    continue
-                p = os.path.join(dirpath, n)
-                ti = tarfile.TarInfo(os.path.relpath(p, code_dir))
-                ti.size = os.path.getsize(p)
-                ti.mode = 0o755 if os.access(p, os.X_OK) else 0o644
-                ti.mtime = 0
-                with open(p, "rb") as fh:
-                    tar.addfile(ti, fh)
+
+        def add(rel: str, st: os.stat_result, reader: Optional[ExactReader]) -> None:
+            if reader is None:
+                return  # directories come with their files (the unpacker makes them)
+            ti = tarfile.TarInfo(rel)
+            ti.size = st.st_size
+            ti.mode = narrow_mode(st.st_mode, False)
+            ti.mtime = 0
+            tar.addfile(ti, cast(IO[bytes], reader))
+
+        walk_tree(code_dir, add, max_bytes=max_bytes or TREE_MAX_BYTES,
+                  max_files=max_files or DEFAULT_MAX_FILES)
     return file_sha256(out_path)
 
 
@@ -187,7 +201,12 @@ def publish(group_path: str, fleet: Fleet, key: SigningKey, *, percent: float = 
     with tempfile.TemporaryDirectory(prefix="pyengine-fleet-") as tmp:
         for f in group.functions:
             out = os.path.join(tmp, f"{f.name}.tar.gz")
-            sha = code_package(f.code, out)
+            try:
+                sha = code_package(f.code, out, max_bytes=f.max_code_bytes,
+                                   max_files=f.max_code_files)
+            except (UnpackError, OSError) as exc:
+                where = f"functions[{group.functions.index(f)}].code"
+                raise FleetError(f"{where} ({f.code}): {exc}") from None
             name = f"{sha}.tar.gz"
             if not fleet.exists("code", name):
                 fleet.upload_file(out, "code", name)

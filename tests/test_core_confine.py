@@ -1,0 +1,398 @@
+"""Attacks a tenant's function makes on the core's confinement, with real cores and workers.
+
+Each test runs the attack the way a function would: it plants modules where a worker used to
+import from, forks daemons and fork bombs, reads another function's scratch. Where it matters,
+the core runs both as root (each function a user of its own) and as an ordinary user (uid
+65534, every function that same user).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from typing import Any
+
+import pytest
+from core_helpers import (
+    CoreProcess,
+    chown_tree,
+    deploy_group,
+    function,
+    model_resource,
+    package,
+    redeploy,
+    text_file,
+)
+
+from pyengine.core import landlock
+from pyengine.core.group import FunctionSpec
+from pyengine.core.policy import plan
+from pyengine.core.pool import FunctionPool, InvokeError
+from pyengine.core.users import UidRange
+from pyengine.deploy import GroupError, validate_group
+
+NOBODY = 65534
+
+TENANT = """
+import os, sys, threading, time
+import numpy as np
+
+# What a tenant writes where the old worker imported from (its cwd, the scratch): each file
+# records that it ran, then tries what an unconfined module could.
+PLANT = '''
+import os
+open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "PLANT-RAN-" + __name__),
+     "w").close()
+'''
+PLANTS = ("numpy.py", "sitecustomize.py", "usercustomize.py", "json.py", "socket.py",
+          "encodings/__init__.py", "pyengine/__init__.py", "ctypes/__init__.py")
+
+
+def _try(fn):
+    try:
+        return {"ok": True, "value": fn()}
+    except OSError as exc:
+        return {"ok": False, "error": type(exc).__name__, "message": str(exc)}
+
+
+def _daemon(home):
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the classic double fork: setsid, fork again, the middle one exits
+        os.setsid()
+        if os.fork() == 0:
+            with open(os.path.join(home, "daemon.pid"), "w") as fh:
+                fh.write(str(os.getpid()))
+            os.write(w, str(os.getpid()).encode())
+            time.sleep(600)
+        os._exit(0)
+    os.waitpid(pid, 0)
+    os.close(w)
+    got = int(os.read(r, 32))
+    os.close(r)
+    return got
+
+
+def function_handler(event, context):
+    op = event.get("op")
+    home = os.environ["HOME"]
+    if op == "plant":
+        for rel in PLANTS:
+            path = os.path.join(home, rel)
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            with open(path, "w") as fh:
+                fh.write(PLANT)
+        return sorted(os.listdir(home))
+    if op == "interpreter":
+        return {"numpy": np.__file__, "sum": float(np.ones(3).sum()), "sys_path": sys.path,
+                "cwd": os.getcwd(), "isolated": sys.flags.isolated, "env": dict(os.environ),
+                "home_listing": sorted(os.listdir(home))}
+    if op == "read":
+        return _try(lambda: open(event["path"]).read())
+    if op == "listdir":
+        return _try(lambda: sorted(os.listdir(event["path"])))
+    if op == "write":
+        def write():
+            with open(os.path.join(home, event["name"]), "w") as fh:
+                fh.write(event["text"])
+            return "written"
+        return _try(write)
+    if op == "sleep":
+        time.sleep(event["s"])
+    if op == "daemon":
+        pid = _daemon(home)
+        if event.get("then") == "exit":
+            os._exit(3)  # the worker dies on its own; the daemon stays behind
+        if event.get("then") == "sleep":
+            time.sleep(event["s"])
+        return pid
+    if op == "fork":
+        pids, error = [], ""
+        for _ in range(event["n"]):
+            try:
+                pid = os.fork()
+            except OSError as exc:
+                error = type(exc).__name__
+                break
+            if pid == 0:
+                time.sleep(30)
+                os._exit(0)
+            pids.append(pid)
+        return {"pids": pids, "error": error}
+    if op == "threads":
+        started, error = 0, ""
+        for _ in range(event["n"]):
+            try:
+                threading.Thread(target=time.sleep, args=(30,), daemon=True).start()
+            except RuntimeError as exc:
+                error = str(exc)
+                break
+            started += 1
+        return {"started": started, "error": error}
+    return {"uid": os.getuid(), "pid": os.getpid()}
+"""
+
+
+@pytest.fixture()
+def open_tmp():
+    """A directory every user can traverse (pytest's own tmp is private to root)."""
+    path = tempfile.mkdtemp(prefix="pyengine-confine-test-")
+    os.chmod(path, 0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def _ok(core: CoreProcess, function_name: str, **event) -> Any:
+    status, body = core.invoke(function_name, event)
+    assert status == 200, body
+    return body["result"]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            state = fh.read().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state not in ("Z", "X")
+
+
+def _gone(pids: list[int], timeout_s: float = 5.0) -> list[int]:
+    """The pids still alive after ``timeout_s`` (empty: all gone)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        alive = [p for p in pids if _alive(p)]
+        if not alive:
+            return []
+        time.sleep(0.05)
+    return [p for p in pids if _alive(p)]
+
+
+def _start(base: str, kind: str, functions: list[dict], resources: list[dict] | None = None,
+           config: dict | None = None, env: dict[str, str] | None = None) -> CoreProcess:
+    """Deploy ``functions`` and start a core as root or as uid 65534 ("user")."""
+    if kind == "user" and os.geteuid() != 0:
+        pytest.skip("starting the core as another user needs root")
+    root = os.path.join(base, "root")
+    deploy_group(base, root, resources or [], functions)
+    args: tuple[str, ...] = ()
+    if config is not None:
+        path = os.path.join(base, "core.json")
+        with open(path, "w") as fh:
+            json.dump(config, fh)
+        args = ("--config", path)
+    user = None
+    if kind == "user":
+        chown_tree(base, NOBODY, NOBODY)
+        user = NOBODY
+    return CoreProcess(root, user=user, env=env, args=args).wait_ready()
+
+
+CORES = ["root", "user"]
+
+
+@pytest.mark.parametrize("kind", CORES)
+def test_planted_modules_are_never_imported(open_tmp, kind):
+    base = os.path.join(open_tmp, kind)
+    os.makedirs(base)
+    resources = [model_resource(base, "secret", text_file("data.txt", "secret-content"))]
+    functions = [function(base, "tenant", TENANT, timeout_s=1.0),
+                 function(base, "victim", TENANT, (("secret", "ro"),))]
+    core = _start(base, kind, functions, resources,
+                  env={"PYENGINE_CORE_ONLY": "core-secret", "LD_LIBRARY_PATH": "/nonexistent"})
+    try:
+        planted = _ok(core, "tenant", op="plant")
+        assert "numpy.py" in planted and "sitecustomize.py" in planted
+        # A new worker (the timeout kills this one) starts where the plants lie.
+        status, body = core.invoke("tenant", {"op": "sleep", "s": 5})
+        assert status == 504, body
+        got = _ok(core, "tenant", op="interpreter")
+        scratch = os.path.join(core.root, "run", "tenant")
+        assert not [n for n in got["home_listing"] if n.startswith("PLANT-RAN")], got
+        assert not [n for n in os.listdir(scratch) if n.startswith("PLANT-RAN")]
+        assert got["sum"] == 3.0 and "site-packages" in got["numpy"], got["numpy"]
+        assert got["isolated"] == 1
+        assert "" not in got["sys_path"] and not any(
+            p.startswith(scratch) for p in got["sys_path"]), got["sys_path"]
+        assert got["cwd"] == os.path.realpath(os.path.join(core.root, "functions", "tenant",
+                                                           "current"))
+        # The worker's environment is the core's allow-list, nothing inherited from the core.
+        assert "PYENGINE_CORE_ONLY" not in got["env"] and "LD_LIBRARY_PATH" not in got["env"]
+        assert not [k for k in got["env"] if k.startswith("PYTHON")], got["env"]
+        if landlock.abi_version() > 0:
+            secret = os.path.join(base, "dest", "secret", "data.txt")
+            assert _ok(core, "tenant", op="read", path=secret)["error"] == "PermissionError"
+            assert _ok(core, "victim", op="read", path=secret)["value"] == "secret-content"
+    finally:
+        core.stop()
+
+
+def test_loader_and_interpreter_variables_are_refused(tmp_path):
+    code = tmp_path / "fn"
+    code.mkdir()
+    (code / "handler.py").write_text("def function_handler(event, context):\n    return 1\n")
+    env = {"LD_PRELOAD": "/tmp/evil.so", "PYTHONPATH": "/tmp", "PYTHONSTARTUP": "/tmp/s.py",
+           "GCONV_PATH": "/tmp", "BASH_ENV": "/tmp/rc", "PYENGINE_RESOURCES": "{}",
+           "bad-name": "x", "OMP_NUM_THREADS": "1", "GREETING": "hello"}
+    data = {"name": "g", "functions": [{"name": "f", "handler": "handler.function_handler",
+                                        "code": str(code), "environment": env}]}
+    with pytest.raises(GroupError) as ei:
+        validate_group(data, str(tmp_path / "group.yaml"))
+    text = str(ei.value)
+    for key in ("LD_PRELOAD", "PYTHONPATH", "PYTHONSTARTUP", "GCONV_PATH", "BASH_ENV",
+                "PYENGINE_RESOURCES", "bad-name"):
+        assert f"functions[0].environment.{key}: " in text, (key, text)
+    assert "the dynamic loader" in text and "the Python interpreter" in text
+    assert "OMP_NUM_THREADS" not in text and "GREETING" not in text
+    # A state written before this check: the core refuses to start the function.
+    spec = FunctionSpec(name="old", handler="handler.function_handler", code_dir=str(code),
+                        environment={"LD_PRELOAD": "/tmp/evil.so"})
+    pool = FunctionPool(spec, plan(spec, str(tmp_path / "root"), str(tmp_path), []), False)
+    with pytest.raises(InvokeError) as ie:
+        pool.invoke("x", {})
+    assert ie.value.kind == "FunctionInitError" and "'LD_PRELOAD' is not allowed" in str(ie.value)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="users of their own need the core to run as root")
+def test_functions_cannot_read_each_others_scratch(open_tmp):
+    """Without Landlock, only the uids and the 0700 scratch directories separate tenants."""
+    base = os.path.join(open_tmp, "scratch")
+    os.makedirs(base)
+    core = _start(base, "root", [function(base, "alice", TENANT), function(base, "bob", TENANT)],
+                  env={"PYENGINE_LANDLOCK": "off"})
+    try:
+        assert _ok(core, "alice", op="write", name="notes.txt", text="alice's")["ok"]
+        alice_dir = os.path.join(core.root, "run", "alice")
+        uid_a, uid_b = _ok(core, "alice")["uid"], _ok(core, "bob")["uid"]
+        assert uid_a != uid_b and uid_a in UidRange() and uid_b in UidRange()
+        st = os.stat(alice_dir)
+        assert (st.st_uid, st.st_mode & 0o777) == (uid_a, 0o700)
+        assert os.stat(os.path.join(alice_dir, "notes.txt")).st_uid == uid_a
+        for op, path in (("read", os.path.join(alice_dir, "notes.txt")), ("listdir", alice_dir)):
+            got = _ok(core, "bob", op=op, path=path)
+            assert got["error"] == "PermissionError", (op, got)
+        users = os.path.join(core.root, "users.json")
+        assert os.stat(users).st_mode & 0o777 == 0o600
+        assert "each function runs as a user of its own" in core.log()
+    finally:
+        core.stop()
+    # The allocation outlives the core: the same uids after a restart.
+    again = CoreProcess(core.root, env={"PYENGINE_LANDLOCK": "off"}).wait_ready()
+    try:
+        assert (_ok(again, "alice")["uid"], _ok(again, "bob")["uid"]) == (uid_a, uid_b)
+        assert _ok(again, "alice", op="read", path=os.path.join(alice_dir, "notes.txt"))[
+            "value"] == "alice's"
+    finally:
+        again.stop()
+
+
+@pytest.mark.parametrize("kind", CORES)
+def test_daemons_die_with_their_worker_and_the_core(open_tmp, kind):
+    base = os.path.join(open_tmp, kind)
+    os.makedirs(base)
+    core = _start(base, kind, [function(base, "spawner", TENANT, timeout_s=1.0)])
+    scratch = os.path.join(core.root, "run", "spawner")
+    stopped = False
+    try:
+        # A daemon forked by a call that then times out.
+        status, body = core.invoke("spawner", {"op": "daemon", "then": "sleep", "s": 5})
+        assert status == 504, body
+        with open(os.path.join(scratch, "daemon.pid")) as fh:
+            timed_out = int(fh.read())
+        assert _gone([timed_out]) == []
+        # A daemon whose worker then dies on its own (the core is the orphans' subreaper).
+        kept = _ok(core, "spawner", op="daemon")
+        assert _alive(kept)  # while its worker lives
+        status, body = core.invoke("spawner", {"op": "daemon", "then": "exit"})
+        assert status == 502 and body["error"]["type"] == "WorkerDied", body
+        with open(os.path.join(scratch, "daemon.pid")) as fh:
+            orphan = int(fh.read())
+        assert _gone([kept, orphan]) == []
+        assert "left behind by workers that ended" in core.log()
+        # A daemon alive when the core stops.
+        last = _ok(core, "spawner", op="daemon")
+        assert _alive(last)
+        core.stop()
+        stopped = True
+        assert _gone([last]) == []
+    finally:
+        if not stopped:
+            core.stop()
+
+
+@pytest.mark.parametrize("kind", CORES)
+def test_fork_and_thread_bombs_are_bounded(open_tmp, kind):
+    base = os.path.join(open_tmp, kind)
+    os.makedirs(base)
+    limit = 48
+    core = _start(base, kind, [function(base, "bomber", TENANT, timeout_s=2.0)],
+                  config={"functions": {"processes_max": limit}})
+    try:
+        got = _ok(core, "bomber", op="fork", n=200)
+        assert got["error"] == "BlockingIOError", got
+        if kind == "root":  # its own user: the limit counts this function's tasks only
+            assert len(got["pids"]) < limit
+        else:  # the core's user: the limit adds to what that user ran when the worker started
+            assert len(got["pids"]) < 200
+        threads = _ok(core, "bomber", op="threads", n=200)
+        assert threads["started"] < 200 and "can't start new thread" in threads["error"]
+        status, body = core.invoke("bomber", {"op": "sleep", "s": 5})
+        assert status == 504, body
+        assert _gone(got["pids"]) == []
+        assert _ok(core, "bomber")["pid"] > 0  # a new worker starts: the tasks were freed
+    finally:
+        core.stop()
+
+
+def test_rw_resource_is_one_functions_alone(tmp_path):
+    for name in ("writer", "reader"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "handler.py").write_text("def function_handler(e, c):\n    return 1\n")
+    data = {"name": "g",
+            "resources": [{"id": "weights", "model": {
+                "source": "file:///nonexistent.tar.gz", "destination": str(tmp_path / "dest"),
+                "owner": {"permission": "rw"}}}],
+            "functions": [
+                {"name": "writer", "handler": "handler.function_handler",
+                 "code": str(tmp_path / "writer"),
+                 "resources": [{"id": "weights", "permission": "rw"}]},
+                {"name": "reader", "handler": "handler.function_handler",
+                 "code": str(tmp_path / "reader"),
+                 "resources": [{"id": "weights", "permission": "ro"}]}]}
+    with pytest.raises(GroupError) as ei:
+        validate_group(data, str(tmp_path / "group.yaml"))
+    assert "functions[1].resources[0]: resource 'weights' is granted rw to function 'writer'" \
+        in str(ei.value)
+    data["functions"][1]["resources"] = []
+    validate_group(data, str(tmp_path / "group.yaml"))  # one writer alone is fine
+
+
+def test_deploy_does_not_call_a_modified_rw_version_unchanged(tmp_path):
+    base = str(tmp_path)
+    root = os.path.join(base, "root")
+    res = model_resource(base, "weights", text_file("w.bin", "A" * 4096),
+                         owner={"permission": "rw"})
+    fn = function(base, "writer", "def function_handler(e, c):\n    return 1\n",
+                  (("weights", "rw"),))
+    deploy_group(base, root, [res], [fn])
+    again = redeploy(base, root)
+    assert {i.key: i.outcome for i in again.items}["weights"] == "unchanged"
+    data = os.path.join(base, "dest", "weights", "w.bin")
+    before = os.path.realpath(data)
+    with open(data, "r+b") as fh:  # what a function with rw (or an attacker) does in place
+        fh.truncate(10)
+    d = redeploy(base, root)
+    item = {i.key: i for i in d.items}["weights"]
+    assert item.outcome == "modified", item
+    assert "no longer matches the source" in item.message and "w.bin" in item.message
+    assert os.path.realpath(data) == before  # the writer keeps what it wrote
+    # A new source version is installed as usual, and reported unchanged while untouched.
+    package(os.path.join(base, "sources", "weights.tar.gz"), text_file("w.bin", "B" * 4096))
+    d = redeploy(base, root)
+    assert {i.key: i.outcome for i in d.items}["weights"] == "installed"
+    with open(data) as fh:
+        assert fh.read() == "B" * 4096
+    assert {i.key: i.outcome for i in redeploy(base, root).items}["weights"] == "unchanged"
