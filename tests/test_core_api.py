@@ -441,3 +441,22 @@ def test_group_file_invoke_and_network_fields(tmp_path):
         "functions[2].network: 'everything' must be 'none', 'any', a list of HOST:PORT",
     ):
         assert expected in text, (expected, text)
+
+
+def test_config_file_api_section():
+    from pyengine.core.config import ConfigError, validate_config
+
+    api = validate_config({"api": {"socket": "/run/pyengine/core.sock", "socket_group": 0,
+                                   "port": 8686, "token_file": "/etc/pyengine/api.token",
+                                   "debug": True}}).api
+    assert (api.socket, api.socket_group, api.port, api.host, api.token, api.debug) == \
+        ("/run/pyengine/core.sock", 0, 8686, "127.0.0.1", True, True)
+    with pytest.raises(ConfigError) as err:
+        validate_config({"api": {"socket": "rel.sock", "socket_group": "no-such-group",
+                                 "port": 70000, "token": "yes", "listen": 1}})
+    for expected in ("api.socket: 'rel.sock' must be an absolute path",
+                     "api.socket_group: socket group 'no-such-group' does not exist",
+                     "api.port: 70000 must be an integer from 0 to 65535",
+                     "api.token: 'yes' must be true or false",
+                     "api.listen: unknown field 'listen'"):
+        assert expected in str(err.value), (expected, str(err.value))

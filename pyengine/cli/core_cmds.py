@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
 import sys
 
 from pyengine.cli import fleet_cmds
-from pyengine.core.api import ApiSettings, CoreClient, group_id, read_token
+from pyengine.core.api import CoreClient, group_id, read_token
 from pyengine.deploy import default_root
 
 #: Errors reported as "pyengine core: error: ..." (a fleet core's settings are checked at start).
@@ -28,7 +29,7 @@ def core_args(p: argparse.ArgumentParser) -> None:
     s.add_argument("--port", type=int, default=None,
                    help="also listen on TCP at this port (8686 is usual; 0 picks a free one); "
                    "callers need the bearer token")
-    s.add_argument("--host", default="127.0.0.1",
+    s.add_argument("--host", default=None,
                    help="address of the TCP listener (127.0.0.1; any other needs the token)")
     s.add_argument("--token-file", default=None, metavar="PATH",
                    help="the TCP listener's bearer token, mode 0600 (default: ROOT/api.token, "
@@ -57,9 +58,12 @@ def core_run(args: argparse.Namespace) -> int:
 
     root = args.root or default_root()
     config = load_config(args.config, mqtt=args.mqtt, capture_s3=args.capture_s3)
-    api = ApiSettings(socket=args.socket, port=args.port, host=args.host,
-                      socket_group=group_id(args.socket_group) if args.socket_group else None,
-                      token_file=args.token_file, token=not args.no_token, debug=args.debug)
+    # Flags given on the command line win over the configuration file's api section.
+    given = {"socket": args.socket, "port": args.port, "host": args.host,
+             "socket_group": group_id(args.socket_group) if args.socket_group else None,
+             "token_file": args.token_file, "token": False if args.no_token else None,
+             "debug": True if args.debug else None}
+    api = dataclasses.replace(config.api, **{k: v for k, v in given.items() if v is not None})
     core = Core(root, api=api, config=config)
     agent = fleet_cmds.fleet_agent(args, root, core)
     if agent is not None:

@@ -22,6 +22,13 @@ functions:                    # how the core runs functions (see docs/core.md)
   uid_first: 70000            # a root core gives each function its own uid from this range
   uid_count: 30000
   processes_max: 512          # RLIMIT_NPROC: tasks (processes and threads) per function
+api:                          # who may call the core (see docs/core.md; flags of core start win)
+  socket: /var/lib/pyengine/core.sock   # default: ROOT/core.sock, mode 0660
+  socket_group: pyengine      # its members may invoke (default: the core's group)
+  port: 8686                  # a TCP listener too (default: none); callers need the token
+  host: 127.0.0.1             # any other address needs the token
+  token_file: /etc/pyengine/api.token   # default: ROOT/api.token, written at first start (0600)
+  debug: false                # error answers carry tracebacks
 ```
 
 Every problem is reported at once with its field path, like the group file.
@@ -37,6 +44,7 @@ import socket
 from dataclasses import dataclass, field, replace
 from typing import Any, Optional
 
+from pyengine.core.api import ApiSettings, group_id
 from pyengine.core.policy import DEFAULT_PROCESSES_MAX
 from pyengine.core.users import UidRange
 
@@ -120,6 +128,7 @@ class CoreConfig:
     queue_size: int = 1000
     capture: CaptureSettings = CaptureSettings()
     functions: FunctionSettings = FunctionSettings()
+    api: ApiSettings = ApiSettings()
 
 
 class _Check:
@@ -227,7 +236,7 @@ def validate_config(data: Any, source: str = "<config>") -> CoreConfig:
     """A :class:`CoreConfig` from a raw mapping; :class:`ConfigError` listing every problem."""
     c = _Check()
     top = c.mapping("", data if data is not None else {}, ("mqtt", "cloud", "queue_size",
-                                                          "capture", "functions"))
+                                                          "capture", "functions", "api"))
     mqtt = _mqtt(c, "mqtt", top["mqtt"]) if top.get("mqtt") is not None else None
     cloud = _mqtt(c, "cloud", top["cloud"]) if top.get("cloud") is not None else None
     qsize = c.number("queue_size", top.get("queue_size", 1000), 1, 10**7, integer=True)
@@ -256,10 +265,50 @@ def validate_config(data: Any, source: str = "<config>") -> CoreConfig:
     retry = c.number("capture.retry_max_s", cap.get("retry_max_s", defaults.retry_max_s), 0.01,
                      86400)
     functions = _functions(c, top.get("functions") or {})
+    api = _api(c, top.get("api") or {})
     if c.problems:
         raise ConfigError(source, c.problems)
     return CoreConfig(mqtt, cloud, int(qsize), CaptureSettings(
-        s3, ep, region, float(spool), int(batch), float(batch_s), float(retry)), functions)
+        s3, ep, region, float(spool), int(batch), float(batch_s), float(retry)), functions, api)
+
+
+def _api(c: _Check, raw: Any) -> ApiSettings:
+    a = c.mapping("api", raw, ("socket", "socket_group", "port", "host", "token_file", "token",
+                               "debug"))
+    paths = {}
+    for key in ("socket", "token_file"):
+        v = a.get(key)
+        if v is not None and (not isinstance(v, str) or not os.path.isabs(v)):
+            c.bad(f"api.{key}", f"{v!r} must be an absolute path")
+            v = None
+        paths[key] = v
+    gid = None
+    group = a.get("socket_group")
+    if group is not None:
+        if isinstance(group, bool) or not isinstance(group, (int, str)):
+            c.bad("api.socket_group", f"{group!r} must be a group name or gid")
+        else:
+            try:
+                gid = group_id(group)
+            except ValueError as exc:
+                c.bad("api.socket_group", str(exc))
+    port = a.get("port")
+    if port is not None:
+        port = c.number("api.port", port, 0, 65535, integer=True)
+    host = a.get("host", "127.0.0.1")
+    if not isinstance(host, str) or not host or "/" in host or " " in host:
+        c.bad("api.host", f"{host!r} must be a host name or address")
+        host = "127.0.0.1"
+    flags = {}
+    for key, default in (("token", True), ("debug", False)):
+        v = a.get(key, default)
+        if not isinstance(v, bool):
+            c.bad(f"api.{key}", f"{v!r} must be true or false")
+            v = default
+        flags[key] = v
+    return ApiSettings(socket=paths["socket"], socket_group=gid, host=host, port=port,
+                       token_file=paths["token_file"], token=flags["token"],
+                       debug=flags["debug"])
 
 
 def _functions(c: _Check, raw: Any) -> FunctionSettings:
