@@ -19,8 +19,7 @@ import ctypes
 import os
 import platform
 import stat
-from dataclasses import dataclass
-from typing import Iterable
+from typing import Iterable, NamedTuple
 
 # Syscall numbers are the same on every architecture (added after the unified table).
 _SYS_CREATE_RULESET = 444
@@ -75,9 +74,12 @@ class _NetPortAttr(ctypes.Structure):
     _fields_ = [("allowed_access", ctypes.c_uint64), ("port", ctypes.c_uint64)]
 
 
-@dataclass(frozen=True)
-class NetRules:
-    """The TCP ports a process may connect to and bind (every other port is refused)."""
+class NetRules(NamedTuple):
+    """The TCP ports a process may connect to and bind (every other port is refused).
+
+    (A NamedTuple rather than a dataclass: the worker's boot loads this module by path, outside
+    ``sys.modules``, where dataclasses cannot resolve their annotations.)
+    """
 
     connect: tuple[int, ...] = ()
     bind: tuple[int, ...] = ()
