@@ -17,6 +17,7 @@ from typing import Any, Callable, Optional
 
 import pyengine
 from pyengine.core import netns, protocol
+from pyengine.core.boot import tasks_of
 from pyengine.core.group import FunctionSpec
 from pyengine.core.policy import WorkerPlan
 from pyengine.core.procs import kill_tree, reap
@@ -157,7 +158,8 @@ class Worker:
                 "memory_mb": spec.memory_mb, "landlock": landlock, "rules": plan.rules,
                 "net": None if plan.net is None else {"connect": list(plan.net.connect),
                                                       "bind": list(plan.net.bind)},
-                "processes_max": plan.processes_max, "shared_uid": plan.uid is None,
+                "processes_max": plan.processes_max,
+                "shared_tasks": tasks_of(os.geteuid()) if plan.uid is None else 0,
                 "fixed": dict(plan.fixed), "batching": batching})
             parent.settimeout(START_TIMEOUT_S)
             msg = protocol.recv(parent)
