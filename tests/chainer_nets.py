@@ -37,3 +37,22 @@ class CNN(chainer.Chain):
         h = F.concat([h, F.sigmoid(h) * 0.5 + 0.1], axis=1)
         h = F.average_pooling_2d(h, 2, stride=2)
         return self.fc(F.tanh(h))
+
+
+class LRNNet(chainer.Chain):
+    """Local response normalization (odd and even n), hard_sigmoid and a learned swish."""
+
+    def __init__(self, channels=3, n_out=5):
+        super().__init__()
+        with self.init_scope():
+            self.conv1 = L.Convolution2D(channels, 8, ksize=3, pad=1)
+            self.conv2 = L.Convolution2D(8, 8, ksize=1)
+            self.swish = L.Swish((8,))
+            self.fc = L.Linear(None, n_out)
+
+    def forward(self, x):
+        h = F.local_response_normalization(self.conv1(x), n=5, k=1.5, alpha=1e-2, beta=0.75)
+        h = F.hard_sigmoid(self.conv2(h))
+        h = self.swish(h)
+        h = F.local_response_normalization(h, n=4, k=2, alpha=0.1, beta=0.5)
+        return self.fc(h)

@@ -399,6 +399,89 @@ def densenet121(image: int = 224, classes: int = 1000, seed: int = 0) -> bytes:
     return n.model(n.fc(n.gap(x), c, classes), classes)
 
 
+# ---------------------------------------------------------------- LRN networks
+
+
+def alexnet(image: int = 224, classes: int = 1000, seed: int = 0, width: int = 1) -> bytes:
+    """AlexNet as in the paper (Caffe's bvlc_alexnet): LRN after conv1 and conv2, two-group
+    conv2/4/5. ``width`` divides every layer's channels (small test versions)."""
+    n = Net("alexnet", seed, image)
+    c = [96 // width, 256 // width, 384 // width, 4096 // width]
+    x = n.conv("x", 3, c[0], 11, stride=4, pad=0, bn=False, bias=True)
+    x = n.maxpool(n.lrn(x, 5, 1e-4, 0.75, 1.0), 3, 2, ceil=True)
+    x = n.conv(x, c[0], c[1], 5, groups=2, bn=False, bias=True)
+    x = n.maxpool(n.lrn(x, 5, 1e-4, 0.75, 1.0), 3, 2, ceil=True)
+    x = n.conv(x, c[1], c[2], 3, bn=False, bias=True)
+    x = n.conv(x, c[2], c[2], 3, groups=2, bn=False, bias=True)
+    x = n.conv(x, c[2], c[1], 3, groups=2, bn=False, bias=True)
+    x = n.maxpool(x, 3, 2, ceil=True)
+    size = _pool_out(_pool_out(_pool_out((image - 11) // 4 + 1)))
+    x = n.fc(x, c[1] * size * size, c[3], act="relu")
+    x = n.fc(x, c[3], c[3], flatten=False, act="relu")
+    return n.model(n.fc(x, c[3], classes, flatten=False), classes)
+
+
+def zfnet(image: int = 224, classes: int = 1000, seed: int = 0, width: int = 1) -> bytes:
+    """ZFNet (Zeiler & Fergus): AlexNet with a 7x7 stride-2 first layer and a stride-2 conv2,
+    contrast normalization (LRN) after both."""
+    n = Net("zfnet", seed, image)
+    c = [96 // width, 256 // width, 384 // width, 4096 // width]
+    x = n.conv("x", 3, c[0], 7, stride=2, pad=1, bn=False, bias=True)
+    x = n.lrn(n.maxpool(x, 3, 2, pad=1), 5, 1e-4, 0.75, 1.0)
+    x = n.conv(x, c[0], c[1], 5, stride=2, pad=0, bn=False, bias=True)
+    x = n.lrn(n.maxpool(x, 3, 2, pad=1), 5, 1e-4, 0.75, 1.0)
+    x = n.conv(x, c[1], c[2], 3, bn=False, bias=True)
+    x = n.conv(x, c[2], c[2], 3, bn=False, bias=True)
+    x = n.conv(x, c[2], c[1], 3, bn=False, bias=True)
+    x = n.maxpool(x, 3, 2)
+    size = (image + 2 - 7) // 2 + 1
+    size = (size + 2 - 3) // 2 + 1
+    size = (size - 5) // 2 + 1
+    size = (size + 2 - 3) // 2 + 1
+    size = (size - 3) // 2 + 1
+    x = n.fc(x, c[1] * size * size, c[3], act="relu")
+    x = n.fc(x, c[3], c[3], flatten=False, act="relu")
+    return n.model(n.fc(x, c[3], classes, flatten=False), classes)
+
+
+def googlenet(image: int = 224, classes: int = 1000, seed: int = 0, width: int = 1) -> bytes:
+    """GoogLeNet (Inception v1, Caffe's bvlc_googlenet): LRN after the stem's pools, nine
+    inception modules, global average pooling."""
+    n = Net("googlenet", seed, image)
+
+    def ch(v: int) -> int:
+        return max(1, v // width)
+
+    def inception(x: str, cin: int, c1: int, r3: int, c3: int, r5: int, c5: int, pp: int) -> tuple[str, int]:
+        b1 = n.conv(x, cin, ch(c1), 1, bn=False, bias=True)
+        b3 = n.conv(n.conv(x, cin, ch(r3), 1, bn=False, bias=True), ch(r3), ch(c3), 3, bn=False, bias=True)
+        b5 = n.conv(n.conv(x, cin, ch(r5), 1, bn=False, bias=True), ch(r5), ch(c5), 5, bn=False, bias=True)
+        bp = n.conv(n.maxpool(x, 3, 1, 1), cin, ch(pp), 1, bn=False, bias=True)
+        return n.concat([b1, b3, b5, bp]), ch(c1) + ch(c3) + ch(c5) + ch(pp)
+
+    x = n.conv("x", 3, ch(64), 7, stride=2, pad=3, bn=False, bias=True)
+    x = n.lrn(n.maxpool(x, 3, 2, ceil=True))
+    x = n.conv(x, ch(64), ch(64), 1, bn=False, bias=True)
+    x = n.conv(x, ch(64), ch(192), 3, bn=False, bias=True)
+    x = n.maxpool(n.lrn(x), 3, 2, ceil=True)
+    c = ch(192)
+    for cfg in ((64, 96, 128, 16, 32, 32), (128, 128, 192, 32, 96, 64), None,
+                (192, 96, 208, 16, 48, 64), (160, 112, 224, 24, 64, 64),
+                (128, 128, 256, 24, 64, 64), (112, 144, 288, 32, 64, 64),
+                (256, 160, 320, 32, 128, 128), None,
+                (256, 160, 320, 32, 128, 128), (384, 192, 384, 48, 128, 128)):
+        if cfg is None:
+            x = n.maxpool(x, 3, 2, ceil=True)
+        else:
+            x, c = inception(x, c, *cfg)
+    return n.model(n.fc(n.gap(x), c, classes), classes)
+
+
+def _pool_out(size: int, k: int = 3, s: int = 2) -> int:
+    """A ceil-mode pooling's output size."""
+    return -(-(size - k) // s) + 1
+
+
 #: The bench's model set: name -> builder(image, classes, seed).
 MODELS: dict[str, Callable[..., bytes]] = {
     "resnet18": lambda image=224, classes=1000, seed=0: resnet(18, image, classes, seed),

@@ -156,7 +156,8 @@ class CoreProcess:
         return self.client.invoke(name, payload, raw)
 
     def log(self) -> str:
-        self._log.flush()
+        if not self._log.closed:  # the log stays readable after stop()
+            self._log.flush()
         with open(self.log_path, errors="replace") as fh:
             return fh.read()
 

@@ -86,6 +86,25 @@ def keras_flatten_cnn():  # type: ignore[no-untyped-def]
     return keras.Model(inp, layers.Dense(MLP_CLASSES)(h))
 
 
+def keras_lrn_cnn():  # type: ignore[no-untyped-def]
+    """tf.nn.local_response_normalization, Keras's hard_swish, hard_sigmoid and silu (frozen as
+    LRN; Relu6(x + 3) / 6 patterns; x * sigmoid(1.0 * x) under an IdentityN)."""
+    import keras
+    import tensorflow as tf
+    from keras import layers
+
+    inp = keras.Input((IMAGE, IMAGE, 3), name="image")
+    h = layers.Conv2D(8, 3, padding="same")(inp)
+    h = layers.Lambda(lambda t: tf.nn.local_response_normalization(
+        t, depth_radius=2, bias=1.5, alpha=1e-2, beta=0.75))(h)
+    h = layers.Activation("hard_swish")(h)
+    h = layers.Conv2D(8, 1, activation="hard_sigmoid")(h)
+    h = layers.Conv2D(8, 3, activation="silu")(h)
+    h = layers.Lambda(lambda t: tf.nn.local_response_normalization(t, depth_radius=1))(h)
+    h = layers.GlobalAveragePooling2D()(h)
+    return keras.Model(inp, layers.Dense(MLP_CLASSES)(h))
+
+
 def keras_train(model, x: np.ndarray, steps: int = 3) -> None:  # type: ignore[no-untyped-def]
     """A few optimizer steps, so batch norm statistics and weights move off their init."""
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
@@ -162,6 +181,29 @@ def mxnet_cnn():  # type: ignore[no-untyped-def]
             h = self.gap(self.pool2(h))
             h = F.reshape(F.flatten(h), (-1, 16))
             return F.softmax(self.fc(h))
+
+    return Net()
+
+
+def mxnet_lrn_cnn():  # type: ignore[no-untyped-def]
+    """MXNet's LRN (odd and even nsize), hard_sigmoid and Gluon's Swish."""
+    mx = import_mxnet()
+    nn = mx.gluon.nn
+
+    class Net(mx.gluon.HybridBlock):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv1 = nn.Conv2D(8, 3, padding=1)
+            self.conv2 = nn.Conv2D(8, 1)
+            self.conv3 = nn.Conv2D(8, 3, padding=1)
+            self.swish = nn.Swish()
+            self.fc = nn.Dense(MLP_CLASSES)
+
+        def hybrid_forward(self, F, x):  # type: ignore[no-untyped-def]
+            h = F.LRN(self.conv1(x), nsize=5, alpha=1e-2, beta=0.75, knorm=1.5)
+            h = F.hard_sigmoid(self.conv2(h), alpha=0.3, beta=0.4)
+            h = self.swish(self.conv3(h))
+            return self.fc(F.LRN(h, nsize=3, alpha=0.1, beta=0.5, knorm=2.0))
 
     return Net()
 

@@ -19,45 +19,78 @@ import pytest
 from deploy_fixtures import free_port, wait_port
 
 
+def _pem(path: str, obj: Any) -> str:
+    from cryptography.hazmat.primitives import serialization
+
+    if hasattr(obj, "public_bytes"):
+        data = obj.public_bytes(serialization.Encoding.PEM)
+    else:
+        data = obj.private_bytes(serialization.Encoding.PEM,
+                                 serialization.PrivateFormat.TraditionalOpenSSL,
+                                 serialization.NoEncryption())
+    with open(path, "wb") as fh:
+        fh.write(data)
+    return path
+
+
+class MadeCA:
+    """A certificate authority made for one test (``cryptography``): signs the broker's
+    certificate and clients' certificates (mutual TLS)."""
+
+    def __init__(self, directory: str, name: str = "pyengine test CA") -> None:
+        import datetime
+
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.x509.oid import NameOID
+
+        self.directory = directory
+        self.now = datetime.datetime.now(datetime.timezone.utc)
+        self.key = ec.generate_private_key(ec.SECP256R1())
+        self.name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+        cert = (x509.CertificateBuilder().subject_name(self.name).issuer_name(self.name)
+                .public_key(self.key.public_key()).serial_number(x509.random_serial_number())
+                .not_valid_before(self.now - datetime.timedelta(minutes=5))
+                .not_valid_after(self.now + datetime.timedelta(days=1))
+                .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+                .sign(self.key, hashes.SHA256()))
+        slug = name.replace(" ", "-")
+        self.pem = _pem(os.path.join(directory, f"{slug}.pem"), cert)
+
+    def issue(self, common_name: str, server: bool = False) -> tuple[str, str]:
+        """A certificate for ``common_name`` (for 127.0.0.1 when ``server``): (cert, key)."""
+        import datetime
+        import ipaddress
+
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+        key = ec.generate_private_key(ec.SECP256R1())
+        b = (x509.CertificateBuilder()
+             .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
+             .issuer_name(self.name).public_key(key.public_key())
+             .serial_number(x509.random_serial_number())
+             .not_valid_before(self.now - datetime.timedelta(minutes=5))
+             .not_valid_after(self.now + datetime.timedelta(days=1)))
+        if server:
+            b = b.add_extension(x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+        else:
+            b = b.add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]),
+                                critical=False)
+        cert = b.sign(self.key, hashes.SHA256())
+        return (_pem(os.path.join(self.directory, f"{common_name}.pem"), cert),
+                _pem(os.path.join(self.directory, f"{common_name}.key"), key))
+
+
 def make_certificates(directory: str) -> tuple[str, str, str]:
     """A CA and a server certificate for 127.0.0.1 signed by it: (ca.pem, server.pem, key)."""
-    import datetime
-    import ipaddress
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    now = datetime.datetime.now(datetime.timezone.utc)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "pyengine test CA")])
-    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name)
-          .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
-          .not_valid_before(now - datetime.timedelta(minutes=5))
-          .not_valid_after(now + datetime.timedelta(days=1))
-          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-          .sign(ca_key, hashes.SHA256()))
-    key = ec.generate_private_key(ec.SECP256R1())
-    cert = (x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
-            .issuer_name(ca_name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName(
-                [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
-            .sign(ca_key, hashes.SHA256()))
-    paths = [os.path.join(directory, n) for n in ("ca.pem", "server.pem", "server.key")]
-    with open(paths[0], "wb") as fh:
-        fh.write(ca.public_bytes(serialization.Encoding.PEM))
-    with open(paths[1], "wb") as fh:
-        fh.write(cert.public_bytes(serialization.Encoding.PEM))
-    with open(paths[2], "wb") as fh:
-        fh.write(key.private_bytes(serialization.Encoding.PEM,
-                                   serialization.PrivateFormat.TraditionalOpenSSL,
-                                   serialization.NoEncryption()))
-    return paths[0], paths[1], paths[2]
+    ca = MadeCA(directory)
+    cert, key = ca.issue("127.0.0.1", server=True)
+    return ca.pem, cert, key
 
 
 def mosquitto_binary(name: str = "mosquitto") -> str:
@@ -72,6 +105,17 @@ def mosquitto_binary(name: str = "mosquitto") -> str:
     return exe
 
 
+def password_file(directory: str, users: dict[str, str]) -> str:
+    """``directory``/passwd: a Mosquitto password file (hashed by mosquitto_passwd)."""
+    passwd = os.path.join(directory, "passwd")
+    for i, (user, password) in enumerate(users.items()):
+        subprocess.run([mosquitto_binary("mosquitto_passwd"), "-b",
+                        *(["-c"] if i == 0 else []), passwd, user, password],
+                       check=True, capture_output=True)
+    os.chmod(passwd, 0o600)
+    return passwd
+
+
 class Mosquitto:
     """A Mosquitto process on 127.0.0.1:``port`` with a generated configuration.
 
@@ -79,24 +123,24 @@ class Mosquitto:
     """
 
     def __init__(self, port: int | None = None, tls: bool = False,
-                 users: dict[str, str] | None = None) -> None:
+                 users: dict[str, str] | None = None,
+                 listeners: list[str] | None = None, directory: str | None = None) -> None:
         self.port = port or free_port()
-        self.dir = tempfile.mkdtemp(prefix="pyengine-mosquitto-")
+        self.dir = directory or tempfile.mkdtemp(prefix="pyengine-mosquitto-")
         self.conf = os.path.join(self.dir, "mosquitto.conf")
         self.log_path = os.path.join(self.dir, "mosquitto.log")
-        lines = [f"listener {self.port} 127.0.0.1"]
-        if tls:
-            self.ca, cert, key = make_certificates(self.dir)
-            lines += [f"cafile {self.ca}", f"certfile {cert}", f"keyfile {key}"]
-        if users:
-            passwd = os.path.join(self.dir, "passwd")
-            for i, (user, password) in enumerate(users.items()):
-                subprocess.run([mosquitto_binary("mosquitto_passwd"), "-b",
-                                *(["-c"] if i == 0 else []), passwd, user, password],
-                               check=True, capture_output=True)
-            lines += ["allow_anonymous false", f"password_file {passwd}"]
+        if listeners is not None:  # the caller's own listeners and authentication
+            lines = list(listeners)
         else:
-            lines.append("allow_anonymous true")
+            lines = [f"listener {self.port} 127.0.0.1"]
+            if tls:
+                self.ca, cert, key = make_certificates(self.dir)
+                lines += [f"cafile {self.ca}", f"certfile {cert}", f"keyfile {key}"]
+            if users:
+                lines += ["allow_anonymous false",
+                          f"password_file {password_file(self.dir, users)}"]
+            else:
+                lines.append("allow_anonymous true")
         lines += [
             "persistence false",
             "set_tcp_nodelay true",

@@ -16,7 +16,20 @@ ACTIVATIONS = {
     "relu6": lambda v: np.clip(v, 0, 6),
     "sigmoid": lambda v: 1 / (1 + np.exp(-v)),
     "tanh": np.tanh,
+    "hard_sigmoid": lambda v: np.clip(0.2 * v + 0.5, 0, 1),  # ONNX's default alpha and beta
+    "hard_swish": lambda v: v * np.clip(v / 6 + 0.5, 0, 1),
+    "silu": lambda v: v / (1 + np.exp(-v)),
 }
+
+
+def lrn_ref(x: np.ndarray, size: int, alpha: float, beta: float, bias: float, axis: int = 1) -> np.ndarray:
+    """ONNX LRN across the channels of ``axis``: x / (bias + alpha / size * window sum of x^2)^beta."""
+    xd = np.moveaxis(x.astype(np.float64), axis, 0)
+    c = xd.shape[0]
+    lo, hi = (size - 1) // 2, size - 1 - (size - 1) // 2
+    sq = xd**2
+    sums = np.stack([sq[max(0, i - lo):min(c, i + hi + 1)].sum(axis=0) for i in range(c)])
+    return np.moveaxis(xd / (bias + alpha / size * sums) ** beta, 0, axis)
 
 
 def run_op(op: str, inputs: list[np.ndarray], constants: dict[str, np.ndarray] | None = None,

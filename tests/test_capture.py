@@ -173,16 +173,24 @@ def test_s3_outage_and_a_killed_core_lose_no_acknowledged_sample(open_tmp: str) 
         server.stop()
 
 
+def _disk(directory: Any) -> tuple[int, int]:
+    """(slot files, bytes they take on disk) in a spool directory."""
+    slots = [p for p in os.scandir(directory) if p.name.startswith("slot-")]
+    return len(slots), sum(p.stat().st_blocks * 512 for p in slots)
+
+
 def test_spool_cap_evicts_oldest_first_and_counts(tmp_path: Any) -> None:
     metrics = Metrics()
-    spool = Spool(str(tmp_path / "spool"), cap_bytes=2000, metrics=metrics)
-    sample = {"inputs": "x" * 150}
+    block = os.statvfs(tmp_path).f_bsize
+    cap = 8 * block
+    spool = Spool(str(tmp_path / "spool"), cap_bytes=cap, metrics=metrics)
+    sample = {"inputs": "x" * 150, "function": "f"}
     seqs = [spool.append({**sample, "i": i}) for i in range(40)]
     assert seqs == list(range(40))
     samples, size = spool.stats()
-    assert size <= 2000
-    evicted = metrics.value("pyengine_capture_evicted_total")
-    assert evicted == 40 - samples and evicted > 0
+    assert samples == 8 and size <= cap  # each sample takes a block, whatever its JSON length
+    evicted = metrics.value("pyengine_capture_evicted_total", function="f")
+    assert evicted == 40 - samples
     kept, body = spool.read(list(range(40)))
     assert kept == list(range(40 - samples, 40))  # the newest survive
     assert [json.loads(line)["i"] for line in body.decode().splitlines()] == kept
@@ -192,11 +200,105 @@ def test_spool_cap_evicts_oldest_first_and_counts(tmp_path: Any) -> None:
     (spool_dir / "slot-999999").write_bytes(b'{"seq":1000,"inputs":"xx')
     # A new Spool over the same directory (a restart) sees the same samples, and numbering
     # continues after them; after an upload is recorded numbering continues past it too.
-    again = Spool(str(spool_dir), cap_bytes=2000, metrics=metrics)
+    again = Spool(str(spool_dir), cap_bytes=cap, metrics=metrics)
     assert again.stats() == (samples, size)
+    assert again.usage() == {"f": (samples, size)}
     assert len(slots) <= samples + 32  # slots are reused, not one file per sample ever taken
     again.done(39)
     assert again.stats() == (0, 0)
-    assert Spool(str(tmp_path / "spool"), 2000, metrics).append(sample) == 40
-    with pytest.raises(ValueError, match="larger than the whole capture spool"):
-        again.append({"inputs": "x" * 5000})
+    assert Spool(str(tmp_path / "spool"), cap, metrics).append(sample) == 40
+    with pytest.raises(ValueError, match="larger than the function's whole capture quota"):
+        again.append({"inputs": "x" * cap, "function": "f"})
+    assert metrics.value("pyengine_capture_refused_total", function="f", reason="too_large") == 1
+
+
+def test_one_function_cannot_evict_anothers_samples(tmp_path: Any) -> None:
+    """The cap was shared: one function's flood evicted all 20 of another's samples."""
+    metrics = Metrics()
+    block = os.statvfs(tmp_path).f_bsize
+    spool = Spool(str(tmp_path / "spool"), cap_bytes=64 * block, metrics=metrics,
+                  function_bytes=32 * block, function_files=1000)
+    quiet = [spool.append({"function": "quiet", "inputs": [i]}) for i in range(20)]
+    for i in range(500):
+        spool.append({"function": "noisy", "inputs": [i]})
+    usage = spool.usage()
+    assert usage["quiet"] == (20, 20 * block)
+    assert usage["noisy"][0] == 32 and usage["noisy"][1] <= 32 * block
+    assert metrics.value("pyengine_capture_evicted_total", function="quiet") == 0
+    assert metrics.value("pyengine_capture_evicted_total", function="noisy") == 500 - 32
+    kept, _ = spool.read(quiet)
+    assert kept == quiet
+    # When the whole spool is full of other functions' samples, a newcomer is refused, and
+    # nobody else's samples go.
+    tight = Spool(str(tmp_path / "tight"), cap_bytes=8 * block, metrics=metrics,
+                  function_bytes=6 * block)
+    for i in range(10):
+        tight.append({"function": "a", "inputs": [i]})
+    tight.append({"function": "b", "inputs": [0]})
+    tight.append({"function": "b", "inputs": [1]})
+    with pytest.raises(ValueError, match="the capture spool is full"):
+        tight.append({"function": "c", "inputs": [0]})
+    assert tight.usage() == {"a": (6, 6 * block), "b": (2, 2 * block)}
+    assert metrics.value("pyengine_capture_refused_total", function="c",
+                         reason="spool_full") == 1
+
+
+def test_quota_counts_disk_blocks_and_files(tmp_path: Any) -> None:
+    """Tiny samples used 25.5x the cap on disk when the cap counted JSON bytes."""
+    metrics = Metrics()
+    cap = 40 << 10
+    directory = tmp_path / "spool"
+    spool = Spool(str(directory), cap_bytes=cap, metrics=metrics, function_files=7)
+    for i in range(300):
+        spool.append({"function": "tiny", "inputs": i})
+    files, on_disk = _disk(directory)
+    samples, counted = spool.stats()
+    assert samples == 7  # the file quota
+    assert on_disk <= counted <= cap
+    # Without the file quota the byte quota holds on disk, block for block.
+    wide = Spool(str(tmp_path / "wide"), cap_bytes=cap, metrics=metrics)
+    for i in range(300):
+        wide.append({"function": "tiny", "inputs": i})
+    files, on_disk = _disk(tmp_path / "wide")
+    assert on_disk <= cap, (files, on_disk)
+    assert wide.stats()[1] <= cap
+    # Uploaded samples free their files: empty slots kept for reuse are bounded.
+    wide.done(10**6)
+    files, on_disk = _disk(tmp_path / "wide")
+    assert on_disk == 0 and files <= 64
+
+
+FORGE = """
+import pyengine
+from pyengine.core import runtime
+
+def function_handler(event, context):
+    # A function that claims another topic and source for its sample than its call had.
+    answer = runtime._require_channel("x").request(
+        {"op": "capture", "sample": {"inputs": [1], "topic": "forged/topic", "source": "cloud"},
+         "topic": "forged/topic", "source": "cloud"})
+    return {"seq": answer["seq"], "topic": context.topic}
+"""
+
+
+def test_the_core_sets_a_samples_topic_and_source(open_tmp: str) -> None:
+    base = os.path.join(open_tmp, "forge")
+    os.makedirs(base)
+    root = os.path.join(base, "root")
+    with open(os.path.join(base, "group.json"), "w") as fh:
+        json.dump({"name": "capture", "functions": [
+            function(base, "forge", FORGE, pinned=True, timeout_s=10)]}, fh)
+    redeploy(base, root)
+    core = CoreProcess(root).wait_ready()
+    try:
+        status, body = core.invoke("forge", {})
+        assert status == 200, body
+        seq = body["result"]["seq"]
+    finally:
+        core.stop()
+    spool = Spool(os.path.join(root, "capture", "spool"), 1 << 20, Metrics())
+    kept, data = spool.read([seq])
+    assert kept == [seq]
+    sample = json.loads(data)
+    assert sample["topic"] is None and sample["source"] == "invoke"  # a direct invocation
+    assert sample["function"] == "forge" and sample["inputs"] == [1]

@@ -44,7 +44,10 @@ class Tenant:
                 "resources": [
                     {
                         "id": "m",
-                        "model": {"source": self.pkg, "destination": dest or str(self.models / "m")},
+                        "model": {
+                            "source": self.pkg,
+                            "destination": dest or str(self.models / "m"),
+                        },
                     }
                 ],
                 "functions": [
@@ -409,3 +412,100 @@ def test_link_swapped_in_after_validation_is_refused_at_install(places, when, in
     assert d2.status == "Success"
     with open(os.path.join(places.dest_b, "tag")) as f:
         assert f.read() == "b2"
+
+
+# ----------------------------------------------------------------------------------- state
+
+
+def _mode(path: str) -> int:
+    return stat.S_IMODE(os.lstat(path).st_mode)
+
+
+def test_state_db_and_its_side_files_are_0600_whatever_the_umask(tenant):
+    old = os.umask(0)
+    try:
+        d = dp.deploy(tenant.group(), tenant.root)
+        assert d.status == "Success"
+        from pyengine.deploy.state import State
+
+        st = State(tenant.root)  # an open connection keeps -wal and -shm in place
+        try:
+            st.q("SELECT 1 FROM deployments")
+            names = [n for n in os.listdir(tenant.root) if n.startswith("state.db")]
+            assert {"state.db", "state.db-wal", "state.db-shm"} <= set(names)
+            assert {n: _mode(os.path.join(tenant.root, n)) for n in names} == {
+                n: 0o600 for n in names
+            }
+        finally:
+            st.close()
+    finally:
+        os.umask(old)
+
+
+def test_an_existing_install_is_tightened_at_open(tenant):
+    assert dp.deploy(tenant.group(), tenant.root).status == "Success"
+    for n in ("state.db", "state.db-wal", "state.db-shm"):
+        p = os.path.join(tenant.root, n)
+        if os.path.exists(p):
+            os.chmod(p, 0o644)
+    assert dp.list_deployments(tenant.root)  # any open tightens
+    assert _mode(os.path.join(tenant.root, "state.db")) == 0o600
+    for n in ("state.db-wal", "state.db-shm"):
+        p = os.path.join(tenant.root, n)
+        assert not os.path.exists(p) or _mode(p) == 0o600
+
+
+SECRET = "sk-live-7f3a9c0e41d2b8"
+
+
+def test_environment_secrets_are_not_in_the_state(tenant):
+    from pyengine.core.group import read_deployed_group
+
+    d = dp.deploy(tenant.group(environment={"API_KEY": SECRET, "MODE": "x"}), tenant.root)
+    assert d.status == "Success"
+    # the core still gets it
+    assert dp.current(tenant.root).functions["fn"].environment == {"API_KEY": SECRET, "MODE": "x"}
+    core = read_deployed_group(tenant.root)
+    assert core is not None and core.functions[0].environment["API_KEY"] == SECRET
+    # the only file holding it is the function's environment file: 0600 in a 0700 directory
+    env_dir = os.path.join(tenant.root, "environments")
+    holding = tenant.files_holding(SECRET.encode())
+    assert len(holding) == 1 and os.path.dirname(holding[0]) == env_dir, holding
+    assert _mode(holding[0]) == 0o600 and _mode(env_dir) == 0o700
+    # nor in what `deployments show` prints
+    r = run_cli("deployments", "show", "--json", "--root", tenant.root)
+    assert r.returncode == 0 and SECRET not in r.stdout + r.stderr
+
+    # a new environment, then rollback: the old one comes back; unreferenced files go
+    d2 = dp.deploy(tenant.group(environment={"API_KEY": "second"}), tenant.root)
+    assert d2.status == "Success"
+    assert dp.current(tenant.root).functions["fn"].environment == {"API_KEY": "second"}
+    dp.rollback(tenant.root)
+    assert dp.current(tenant.root).functions["fn"].environment["API_KEY"] == SECRET
+    for _ in range(3):
+        dp.deploy(tenant.group(environment={"API_KEY": "third"}), tenant.root)
+    assert tenant.files_holding(SECRET.encode()) == []
+    assert len(os.listdir(env_dir)) <= 3
+
+
+def test_environments_recorded_by_an_older_version_are_moved_out(tenant):
+    import json
+
+    from pyengine.deploy.state import State
+
+    assert dp.deploy(tenant.group(), tenant.root).status == "Success"
+    st = State(tenant.root)
+    try:  # as the main before this change recorded it: inline
+        row = st.one("SELECT id, group_json FROM deployments ORDER BY id DESC")
+        g = json.loads(row["group_json"])
+        g.pop("environments", None)
+        g["functions"][0]["environment"] = {"API_KEY": SECRET}
+        st.x("UPDATE deployments SET group_json=? WHERE id=?", json.dumps(g), row["id"])
+        st.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    finally:
+        st.close()
+    assert any("state.db" in p for p in tenant.files_holding(SECRET.encode()))
+    dp.recover(tenant.root)  # what the core runs at start (or any deploy)
+    holding = tenant.files_holding(SECRET.encode())
+    assert len(holding) == 1 and "/environments/" in holding[0], holding
+    assert dp.current(tenant.root).functions["fn"].environment == {"API_KEY": SECRET}

@@ -119,3 +119,21 @@ def test_manifest_without_input_shapes_runs_on_chainer_under_auto(chains, tmp_pa
     native = pyengine.load(str(folder), input_shapes={"x": [-1, MLP_FEATURES]})
     assert native.backend == "native"
     assert_close(native.predict(x), _reference(chain)(x))
+
+
+def _native_ops(path: str, **options) -> list[tuple[str, str]]:  # type: ignore[no-untyped-def]
+    """(op, fused activation) of each node of the converted graph."""
+    from pyengine.convert import to_builder
+    from pyengine.locate import locate
+
+    nodes = to_builder(locate(path), **options).graph["nodes"]
+    return [(n["op"], n.get("attrs", {}).get("activation", "")) for n in nodes]
+
+
+def test_lrn_hard_sigmoid_swish(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    chain = chainer_nets.LRNNet()
+    folder = chainer_train_save(chain, data((16, 3, IMAGE, IMAGE)), str(tmp_path / "lrn"), "LRNNet")
+    assert not np.all(chain.swish.beta.array == 1)  # trained: the general x * sigmoid(beta * x)
+    check_backend_and_native(folder, "chainer", _reference(chain), str(tmp_path / "lrn.pyem"), (3, IMAGE, IMAGE))
+    ops = _native_ops(folder)
+    assert ops.count(("LRN", "")) == 2 and ("Conv2D", "hard_sigmoid") in ops

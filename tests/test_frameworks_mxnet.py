@@ -18,6 +18,7 @@ from framework_models import (
     data,
     import_mxnet,
     mxnet_cnn,
+    mxnet_lrn_cnn,
     mxnet_mlp,
     mxnet_train_export,
 )
@@ -135,3 +136,29 @@ def test_corrupt_params_is_a_clear_error(gluon_models, tmp_path) -> None:  # typ
     os.remove(params)
     with pytest.raises(pyengine.ModelFormatError, match="MXNet symbol without weights"):
         pyengine.load(str(folder))
+
+
+def _native_ops(path: str, **options) -> list[tuple[str, str]]:  # type: ignore[no-untyped-def]
+    """(op, fused activation) of each node of the converted graph."""
+    from pyengine.convert import to_builder
+    from pyengine.locate import locate
+
+    nodes = to_builder(locate(path), **options).graph["nodes"]
+    return [(n["op"], n.get("attrs", {}).get("activation", "")) for n in nodes]
+
+
+def test_lrn_hard_sigmoid_swish(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    mx = import_mxnet()
+    net = mxnet_lrn_cnn()
+    folder = tmp_path / "lrn"
+    mxnet_train_export(net, data((16, 3, IMAGE, IMAGE)), str(folder / "lrn"))
+
+    def reference(x: np.ndarray) -> np.ndarray:
+        return net(mx.nd.array(x)).asnumpy()
+
+    # Its Dense reads the flattened image: converting needs the image size.
+    shapes = {"data": [-1, 3, IMAGE, IMAGE]}
+    check_backend_and_native(str(folder), "mxnet", reference, str(tmp_path / "lrn.pyem"), (3, IMAGE, IMAGE),
+                             input_shapes=shapes)
+    ops = _native_ops(str(folder), input_shapes=shapes)
+    assert ("LRN", "") in ops and ("Conv2D", "hard_sigmoid") in ops and ("Conv2D", "silu") in ops

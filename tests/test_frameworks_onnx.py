@@ -171,3 +171,127 @@ def test_options_must_apply_to_the_model(models: dict[str, str]) -> None:
         pyengine.load(models["mlp"], chain=object())
     model = pyengine.load(models["mlp"], backend="onnx", threads=1)
     assert model.predict(data((1, MLP_FEATURES))).shape == (1, 5)
+
+
+# ---- coverage real CNNs need (tests/cnn_zoo.py, small versions) ----
+def _native_ops(path: str) -> list[str]:
+    from pyengine.convert import to_builder
+    from pyengine.locate import locate
+
+    return [n["op"] for n in to_builder(locate(path)).graph["nodes"]]
+
+
+def _check_against_onnxruntime(path: str, tmp_path, image: int) -> pyengine.Model:  # type: ignore[no-untyped-def]
+    native = pyengine.load(pyengine.convert(path, str(tmp_path / "model.pyem")))
+    sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    for batch in (1, 3):
+        x = data((batch, 3, image, image), seed=batch)
+        assert_close(native.predict(x), sess.run(None, {"x": x})[0])
+    return native
+
+
+@pytest.mark.parametrize("name, image, width", [("alexnet", 67, 8), ("zfnet", 64, 8), ("googlenet", 64, 8)])
+def test_lrn_networks_convert(tmp_path, name: str, image: int, width: int) -> None:  # type: ignore[no-untyped-def]
+    """AlexNet, ZFNet and GoogLeNet (Inception v1) need LRN; small versions of each."""
+    import cnn_zoo
+
+    path = tmp_path / f"{name}.onnx"
+    path.write_bytes(getattr(cnn_zoo, name)(image=image, classes=10, width=width))
+    _check_against_onnxruntime(str(path), tmp_path, image)
+    assert _native_ops(str(path)).count("LRN") == 2
+
+
+@pytest.mark.parametrize("name", ["mobilenet_v3_small", "efficientnet_b0", "shufflenet_v2"])
+def test_hard_swish_silu_and_split_networks_convert(tmp_path, name: str) -> None:  # type: ignore[no-untyped-def]
+    """MobileNetV3 (HardSwish, HardSigmoid), EfficientNet (SiLU as x * Sigmoid(x)), ShuffleNetV2
+    (Split); the activations all fuse into the convolution or Dense before them."""
+    import cnn_zoo
+
+    path = tmp_path / f"{name}.onnx"
+    path.write_bytes(cnn_zoo.MODELS[name](image=32, classes=10))
+    _check_against_onnxruntime(str(path), tmp_path, 32)
+    ops = set(_native_ops(str(path)))
+    assert not ops & {"HardSwish", "HardSigmoid", "Sigmoid", "Silu"}, ops
+    assert ("Slice" in ops) == (name == "shufflenet_v2")
+
+
+def test_standalone_activations_lrn_slice_and_split(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The ops where nothing fuses them: HardSigmoid (its own alpha and beta), HardSwish, x *
+    sigmoid(x) on a graph input, LRN (onnxruntime takes odd sizes only), Split into unequal parts, Slice with negative
+    bounds on two axes."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    nodes = [
+        helper.make_node("HardSigmoid", ["x"], ["hs"], alpha=0.3, beta=0.4),
+        helper.make_node("HardSwish", ["x"], ["hw"]),
+        helper.make_node("Sigmoid", ["x"], ["sig"]),
+        helper.make_node("Mul", ["x", "sig"], ["silu"]),
+        helper.make_node("Add", ["hs", "hw"], ["a"]),
+        helper.make_node("Add", ["a", "silu"], ["b"]),
+        helper.make_node("LRN", ["b"], ["lrn"], size=3, alpha=0.05, beta=0.6, bias=1.2),
+        helper.make_node("Split", ["lrn", "parts"], ["s0", "s1", "s2"], axis=1),
+        helper.make_node("Slice", ["s2", "starts", "ends", "axes"], ["sl"]),
+        helper.make_node("Concat", ["s0", "s1"], ["s01"], axis=1),
+        helper.make_node("Slice", ["s01", "zero", "five", "three", "one"], ["s01w"]),
+        helper.make_node("Concat", ["s01w", "sl"], ["y"], axis=1),
+    ]
+    inits = [
+        numpy_helper.from_array(np.array([1, 2, 3], np.int64), "parts"),
+        numpy_helper.from_array(np.array([-2, 1], np.int64), "starts"),
+        numpy_helper.from_array(np.array([2**62, -1], np.int64), "ends"),
+        numpy_helper.from_array(np.array([1, -1], np.int64), "axes"),
+        *(numpy_helper.from_array(np.array([v], np.int64), k)
+          for k, v in (("zero", 0), ("five", 5), ("three", 3), ("one", 1))),
+    ]
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 6, 5, 7])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 5, 5, 5])], initializer=inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    path = onnx_save(model, str(tmp_path / "ops.onnx"))
+    native = pyengine.load(pyengine.convert(path, str(tmp_path / "ops.pyem")))
+    sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    for batch in (1, 4):
+        x = data((batch, 6, 5, 7), seed=batch) * 4
+        assert_close(native.predict(x), sess.run(None, {"x": x})[0])
+    ops = _native_ops(path)
+    assert {"HardSigmoid", "HardSwish", "Silu", "LRN"} <= set(ops) and ops.count("Slice") == 6
+
+
+@pytest.mark.parametrize("name, reweight", [("bvlc_alexnet", False), ("zfnet512", False),
+                                           ("inception_v1", True)])
+def test_model_zoo_lrn_graphs_convert(tmp_path, name: str, reweight: bool) -> None:  # type: ignore[no-untyped-def]
+    """The ONNX model zoo's AlexNet, ZFNet and GoogLeNet graphs (opset 9), as the onnx package
+    ships them for its backend tests: weights stripped to ConstantOfShape (every logit equal).
+    GoogLeNet also runs with random weights put back, so that its output varies (AlexNet's and
+    ZFNet's 60M weights would take most of a minute to write out; the small versions in
+    test_lrn_networks_convert check their numbers)."""
+    import os
+
+    from onnx import numpy_helper
+
+    light = os.path.join(os.path.dirname(onnx.__file__), "backend", "test", "data", "light")
+    model = onnx.load(os.path.join(light, f"light_{name}.onnx"))
+    if reweight:
+        shapes = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+        rng = np.random.default_rng(0)
+        kept = []
+        for node in model.graph.node:
+            if node.op_type == "ConstantOfShape" and node.input[0] in shapes:
+                shape = tuple(int(d) for d in shapes[node.input[0]])
+                fan_in = int(np.prod(shape[1:])) if len(shape) > 1 else 1
+                w = rng.standard_normal(shape, dtype=np.float32)
+                w *= np.float32(np.sqrt(2.0 / fan_in) if len(shape) > 1 else 0.1)
+                model.graph.initializer.append(numpy_helper.from_array(w, node.output[0]))
+            else:
+                kept.append(node)
+        del model.graph.node[:]
+        model.graph.node.extend(kept)
+        model.ir_version = max(model.ir_version, 4)  # initializers that are not graph inputs
+    path = onnx_save(model, str(tmp_path / f"{name}.onnx"))
+    native = pyengine.load(pyengine.convert(path, str(tmp_path / f"{name}.pyem")))
+    (spec,) = native.inputs
+    x = data(spec.shape)
+    expected = ort.InferenceSession(path, providers=["CPUExecutionProvider"]).run(None, {spec.name: x})[0]
+    assert (expected.std() > 1e-4) == reweight  # with random weights, the softmax output varies
+    assert_close(native.predict(x), expected)

@@ -16,6 +16,7 @@ from framework_models import (
     data,
     keras_cnn,
     keras_flatten_cnn,
+    keras_lrn_cnn,
     keras_mlp,
     keras_train,
     tf_freeze,
@@ -171,3 +172,28 @@ def test_named_outputs(keras_models, tmp_path) -> None:  # type: ignore[no-untyp
     e = np.exp(got - got.max(1, keepdims=True))
     np.testing.assert_allclose(e / e.sum(1, keepdims=True), probs, rtol=1e-5, atol=1e-6)
     assert_close(native.predict(x), got)
+
+
+def _native_ops(path: str, **options) -> list[tuple[str, str]]:  # type: ignore[no-untyped-def]
+    """(op, fused activation) of each node of the converted graph."""
+    from pyengine.convert import to_builder
+    from pyengine.locate import locate
+
+    nodes = to_builder(locate(path), **options).graph["nodes"]
+    return [(n["op"], n.get("attrs", {}).get("activation", "")) for n in nodes]
+
+
+def test_lrn_hard_swish_hard_sigmoid_silu(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    model = keras_lrn_cnn()
+    keras_train(model, data((32, IMAGE, IMAGE, 3)))
+    path = tf_freeze(model, str(tmp_path / "lrn.pb"))
+
+    def reference(x: np.ndarray) -> np.ndarray:
+        return model(x, training=False).numpy()
+
+    check_backend_and_native(path, "tensorflow", reference, str(tmp_path / "lrn.pyem"), (IMAGE, IMAGE, 3))
+    # Relu6(x + 3) / 6 became HardSigmoid (fused into its convolution), x * that HardSwish, and
+    # x * sigmoid(1.0 * x) SiLU: no Relu6, Div or Sigmoid node is left.
+    assert _native_ops(path) == [("Conv2D", ""), ("LRN", ""), ("HardSwish", ""),
+                                 ("Conv2D", "hard_sigmoid"), ("Conv2D", "silu"), ("LRN", ""),
+                                 ("Mean", ""), ("Dense", "")]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from typing import Any
 
 import pytest
@@ -16,7 +17,12 @@ from pyengine.core.config import (
     validate_config,
 )
 from pyengine.deploy import GroupError, Subscription, validate_group
-from pyengine.deploy.subscriptions import filter_problem, topic_matches, topic_problem
+from pyengine.deploy.subscriptions import (
+    filter_problem,
+    filters_overlap,
+    topic_matches,
+    topic_problem,
+)
 
 
 def _group(tmp_path: Any, subscriptions: Any, names: tuple[str, ...] = ("classify", "agg")
@@ -41,12 +47,13 @@ def test_valid_subscriptions_round_trip(tmp_path: Any) -> None:
         {"source": "classify", "topic": "predictions/#", "target": "devices"},
         {"source": "classify", "topic": "features/#", "target": "agg"},
         {"source": "cloud", "topic": "commands/#", "target": "agg"},
-        {"source": "agg", "topic": "#", "target": "cloud"},
+        {"source": "agg", "topic": "telemetry/#", "target": "cloud", "retain": True},
     ]
     g = validate_group(_group(tmp_path, subs), str(tmp_path / "group.json"))
     assert g.subscriptions[0] == Subscription("devices", "sensors/+/reading", "classify")
     assert g.subscriptions[2].source_is_function and g.subscriptions[2].target_is_function
     assert not g.subscriptions[0].source_is_function
+    assert g.subscriptions[4].retain and not g.subscriptions[1].retain
     # Kept in the state database as JSON and read back by the core.
     from pyengine.deploy import Group
 
@@ -73,8 +80,8 @@ def test_subscription_problems_are_precise(tmp_path: Any) -> None:
     assert "subscriptions[2]: 'devices' to 'cloud': a subscription needs a function" in text
     assert "subscriptions[3].topic: 'a+': '+' must be a whole level" in text
     assert "subscriptions[4].topic: '' must be a non-empty MQTT topic filter" in text
-    assert "subscriptions[5].qos: unknown field 'qos'; expected one of source, topic, target" \
-        in text
+    assert ("subscriptions[5].qos: unknown field 'qos'; expected one of source, topic, target, "
+            "retain") in text
     assert "subscriptions[6].topic: required field is missing" in text
     assert "subscriptions[8]: the same subscription as subscriptions[7]" in text
     assert "subscriptions[9]: expected a mapping with source, topic, target, got" in text
@@ -131,11 +138,8 @@ def test_core_config(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     assert cfg.mqtt is not None and (cfg.mqtt.host, cfg.mqtt.port) == ("127.0.0.1", 1884)
     assert cfg.mqtt.password == "s3cret" and "s3cret" not in repr(cfg)
     assert cfg.queue_size == 7
-    # Each core gets a stable client id of its own (two cores on one host must not kick each
-    # other off the broker), unless the configuration names one.
+    # The core picks its client id (client_id below) unless the configuration names one.
     assert cfg.mqtt.client_id == ""
-    assert client_id("/srv/a", "mqtt") == client_id("/srv/a/", "mqtt") != client_id("/srv/b",
-                                                                                     "mqtt")
     assert parse_address("[::1]:1883") == ("::1", 1883)
     assert parse_address("broker") == ("broker", 1883)
     with pytest.raises(ValueError, match="'host:port:x' is not HOST:PORT"):
@@ -166,3 +170,135 @@ def test_core_config_problems(tmp_path: Any) -> None:
         load_config(str(bad))
     with pytest.raises(ConfigError, match="cannot read it"):
         load_config(os.path.join(str(tmp_path), "missing.yaml"))
+
+
+def test_client_id_is_random_persisted_and_private(tmp_path: Any) -> None:
+    """A client that connects with a core's client id takes its session over: the id must not
+    be derivable from the host name or the root (it was ``pyengine-<host>-<sha1(root)[:8]>``)."""
+    import hashlib
+    import socket
+    import stat
+
+    a, b = str(tmp_path / "a"), str(tmp_path / "b")
+    first = client_id(a, "mqtt")
+    assert re.fullmatch(r"pyengine-[0-9a-f]{32}", first)
+    assert socket.gethostname() not in first
+    assert hashlib.sha1(os.path.abspath(a).encode()).hexdigest()[:8] not in first
+    # Stable across restarts (the broker keeps the session), different per core and broker.
+    assert client_id(a + "/", "mqtt") == first
+    assert client_id(a, "cloud") == first + "-cloud"
+    assert client_id(a, "fleet_mqtt") == first + "-fleet"
+    assert client_id(b, "mqtt") != first
+    path = os.path.join(a, "mqtt-client-id")
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    with open(path) as fh:
+        assert fh.read().strip() == first
+    # A file the core did not write (say, a guessable id put there) is replaced.
+    with open(path, "w") as fh:
+        fh.write(f"pyengine-{socket.gethostname()}\n")
+    again = client_id(a, "mqtt")
+    assert again != first and re.fullmatch(r"pyengine-[0-9a-f]{32}", again)
+    # The fleet session never uses the devices' session's id.
+    cfg = validate_config({"mqtt": {"host": "h", "client_id": "core-7"}})
+    fleet = cfg.fleet_broker()
+    assert fleet is not None and fleet.client_id == "core-7-fleet" and fleet.host == "h"
+
+
+def test_message_limits_and_capture_quotas(tmp_path: Any) -> None:
+    cfg = validate_config({"queue_mb": 2, "message_max_mb": 0.5,
+                           "message_limits": {"big": {"queue_mb": 64, "message_max_mb": 32}},
+                           "capture": {"spool_mb": 100, "function_mb": 10,
+                                       "function_files": 50}})
+    assert cfg.limits("any").queue_bytes == 2 << 20
+    assert cfg.limits("any").message_max_bytes == 512 << 10
+    big = cfg.limits("big")
+    assert (big.queue_size, big.queue_mb, big.message_max_mb) == (1000, 64, 32)
+    assert (cfg.capture.function_mb, cfg.capture.function_files) == (10, 50)
+    # Edge-device defaults: bounded in bytes as well as count.
+    default = validate_config({})
+    assert default.limits("f").queue_bytes == 16 << 20
+    assert default.limits("f").message_max_bytes == 4 << 20
+    with pytest.raises(ConfigError) as info:
+        validate_config({"message_max_mb": 100, "queue_mb": 0,
+                         "message_limits": {"f": {"message_max_mb": 8, "queue_mb": 4, "x": 1},
+                                            "g": 3},
+                         "mqtt": {"host": "h", "topic_prefix": "ops/"},
+                         "fleet_mqtt": {"host": "h", "topic_prefix": "ops/#"},
+                         "capture": {"spool_mb": 1, "function_mb": 2, "function_files": 0}})
+    text = str(info.value)
+    for expected in ("message_max_mb: 100 must be a number from 0.0001 to 44",
+                     "queue_mb: 0 must be a number from 0.001",
+                     "message_limits.f.message_max_mb: 8 is more than queue_mb (4)",
+                     "message_limits.f.x: unknown field 'x'",
+                     "message_limits.g: expected a mapping",
+                     "mqtt.topic_prefix: only fleet_mqtt takes a topic prefix",
+                     "fleet_mqtt.topic_prefix: 'ops/#' must be topic levels ending with '/'",
+                     "capture.function_mb: 2 is more than spool_mb (1)",
+                     "capture.function_files: 0 must be an integer from 1"):
+        assert expected in text, text
+
+
+@pytest.mark.parametrize(("a", "b", "overlap"), [
+    ("a/#", "a", True),
+    ("a/+", "a/b", True),
+    ("a/+/c", "+/b/+", True),
+    ("a/b", "a/c", False),
+    ("a/b", "a/b/c", False),
+    ("#", "x/y", True),
+    ("+/#", "$SYS/x", False),
+    ("$SYS/#", "$SYS/+", True),
+    ("a/+", "a/b/c", False),
+])
+def test_filters_overlap(a: str, b: str, overlap: bool) -> None:
+    assert filters_overlap(a, b) is overlap
+    assert filters_overlap(b, a) is overlap
+
+
+def test_routing_cycles_are_refused_naming_the_subscriptions(tmp_path: Any) -> None:
+    # A function publishing to its own input: one message was 20,682 calls in 10 s.
+    assert _problems(tmp_path, [
+        {"source": "devices", "topic": "in/#", "target": "classify"},
+        {"source": "classify", "topic": "loop/#", "target": "classify"},
+    ]) == ["subscriptions[1]: a routing cycle: what classify publishes can come back to call it "
+           "again, without end (subscriptions[1]: classify -> loop/# -> classify); make the "
+           "topics of one of these routes disjoint"]
+    # Through a chain of functions.
+    problems = _problems(tmp_path, [
+        {"source": "devices", "topic": "in/#", "target": "classify"},
+        {"source": "classify", "topic": "features/#", "target": "agg"},
+        {"source": "agg", "topic": "ok/#", "target": "devices"},
+        {"source": "agg", "topic": "again/#", "target": "classify"},
+    ])
+    assert len(problems) == 1 and problems[0].startswith(
+        "subscriptions[1], subscriptions[3]: a routing cycle: what agg and classify publish")
+    # Through the broker: the output topic matches the input filter, and the broker hands the
+    # core its own message back.
+    problems = _problems(tmp_path, [
+        {"source": "devices", "topic": "sensors/+/reading", "target": "classify"},
+        {"source": "classify", "topic": "sensors/#", "target": "devices"},
+    ])
+    assert len(problems) == 1 and problems[0].startswith(
+        "subscriptions[0], subscriptions[1]: a routing cycle: what classify publishes")
+    assert "subscriptions[1]: classify -> sensors/# -> devices" in problems[0]
+    # Disjoint topics, or another broker, are no cycle.
+    validate_group(_group(tmp_path, [
+        {"source": "devices", "topic": "sensors/+/reading", "target": "classify"},
+        {"source": "classify", "topic": "predictions/#", "target": "devices"},
+        {"source": "classify", "topic": "sensors/#", "target": "cloud"},
+        {"source": "classify", "topic": "features/#", "target": "agg"},
+        {"source": "agg", "topic": "sensors/x/reading", "target": "cloud"},
+    ]), str(tmp_path / "group.json"))
+
+
+def test_retain_grant_is_validated(tmp_path: Any) -> None:
+    problems = _problems(tmp_path, [
+        {"source": "classify", "topic": "status/#", "target": "devices", "retain": "yes"},
+        {"source": "devices", "topic": "in/#", "target": "classify", "retain": True},
+        {"source": "classify", "topic": "f/#", "target": "agg", "retain": True},
+    ])
+    assert problems == [
+        "subscriptions[0].retain: 'yes' must be true or false",
+        "subscriptions[1].retain: only a subscription from a function to 'devices' or 'cloud' "
+        "can grant retained messages (this one is 'devices' to 'classify')",
+        "subscriptions[2].retain: only a subscription from a function to 'devices' or 'cloud' "
+        "can grant retained messages (this one is 'classify' to 'agg')"]

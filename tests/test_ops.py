@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from oprefs import ACTIVATIONS, conv2d_ref, pool_ref, run_op, same_pads
+from oprefs import ACTIVATIONS, conv2d_ref, lrn_ref, pool_ref, run_op, same_pads
 
 import pyengine
 from pyengine import _core
@@ -159,18 +159,22 @@ def test_binary_broadcast(op, a_shape, mask, drop, swap, const, seed):
 
 
 @SETTINGS
-@given(op=st.sampled_from(["Relu", "Relu6", "Sigmoid", "Tanh", "LeakyRelu", "Clip"]),
+@given(op=st.sampled_from(["Relu", "Relu6", "Sigmoid", "Tanh", "LeakyRelu", "Clip", "HardSigmoid",
+                           "HardSwish", "Silu"]),
        shape=st.lists(dims, min_size=1, max_size=4), seed=st.integers(0, 2**16))
 def test_unary(op, shape, seed):
     rng = np.random.default_rng(seed)
     x = rand(rng, *shape) * 4
-    attrs = {"LeakyRelu": {"alpha": 0.2}, "Clip": {"min": -1.5, "max": 0.5}}.get(op, {})
+    attrs = {"LeakyRelu": {"alpha": 0.2}, "Clip": {"min": -1.5, "max": 0.5},
+             "HardSigmoid": {"alpha": 0.3, "beta": 0.4}}.get(op, {})
     y = run_op(op, [x], **attrs)
     xd = x.astype(np.float64)
     ref = {
         "Relu": lambda: np.maximum(xd, 0), "Relu6": lambda: np.clip(xd, 0, 6),
         "Sigmoid": lambda: 1 / (1 + np.exp(-xd)), "Tanh": lambda: np.tanh(xd),
         "LeakyRelu": lambda: np.where(xd >= 0, xd, 0.2 * xd), "Clip": lambda: np.clip(xd, -1.5, 0.5),
+        "HardSigmoid": lambda: np.clip(0.3 * xd + 0.4, 0, 1), "HardSwish": lambda: ACTIVATIONS["hard_swish"](xd),
+        "Silu": lambda: ACTIVATIONS["silu"](xd),
     }[op]()
     np.testing.assert_allclose(y, ref, **TOL)
 
@@ -274,3 +278,38 @@ def test_squeeze_axes_and_errors():
     assert run_op("Squeeze", [x], free_batch=False, axes=[2]).shape == (1, 3, 2)
     with pytest.raises(ValueError, match="Squeeze axis 1 has size 3"):
         run_op("Squeeze", [x], free_batch=False, axes=[1])
+
+
+@SETTINGS
+@given(shape=st.lists(dims, min_size=2, max_size=4), size=st.integers(1, 6), axis=st.sampled_from([1, -1]),
+       alpha=st.floats(1e-4, 2.0), beta=st.floats(0.1, 1.0), bias=st.floats(0.5, 3.0), seed=st.integers(0, 2**16))
+def test_lrn(shape, size, axis, alpha, beta, bias, seed):
+    x = rand(np.random.default_rng(seed), *shape) * 3
+    y = run_op("LRN", [x], size=size, alpha=alpha, beta=beta, bias=bias, axis=axis)
+    np.testing.assert_allclose(y, lrn_ref(x, size, alpha, beta, bias, axis), **TOL)
+
+
+def test_lrn_large_runs_threaded_and_rejects_bad_attributes():
+    x = rand(np.random.default_rng(1), 2, 37, 19, 21)  # big enough to split over the pool
+    np.testing.assert_allclose(run_op("LRN", [x], size=5, alpha=1e-3, beta=0.75, bias=2.0),
+                               lrn_ref(x, 5, 1e-3, 0.75, 2.0), **TOL)
+    with pytest.raises(pyengine.ModelFormatError, match="'size' must be >= 1, got 0"):
+        run_op("LRN", [x], size=0)
+    with pytest.raises(pyengine.ModelFormatError, match="'bias' .* and 'alpha' .* cannot both be <= 0"):
+        run_op("LRN", [x], size=3, alpha=0.0, bias=0.0)
+
+
+@SETTINGS
+@given(shape=st.lists(dims, min_size=1, max_size=4), data=st.data(), seed=st.integers(0, 2**16))
+def test_slice(shape, data, seed):
+    axis = data.draw(st.integers(-len(shape), len(shape) - 1))
+    d = shape[axis]
+    start = data.draw(st.integers(-d - 2, d + 2))
+    end = data.draw(st.integers(-d - 2, d + 2))
+    x = rand(np.random.default_rng(seed), *shape)
+    index = [slice(None)] * len(shape)
+    index[axis] = slice(start, end)
+    ref = x[tuple(index)]
+    if ref.size == 0:
+        return  # an empty result (start past end) is a valid shape, but run_op cannot hold it
+    np.testing.assert_array_equal(run_op("Slice", [x], axis=axis, start=start, end=end), ref)

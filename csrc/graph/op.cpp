@@ -85,9 +85,17 @@ std::vector<int64_t> Attrs::get_ints(const std::string& key, int size, std::vect
 Epilogue Attrs::get_epilogue() const {
     Epilogue e;
     const std::string name = get_string("activation", "none",
-        {"none", "relu", "relu6", "leaky_relu", "sigmoid", "tanh", "clip"});
+        {"none", "relu", "relu6", "leaky_relu", "sigmoid", "tanh", "clip", "hard_sigmoid", "hard_swish", "silu"});
     activation_from_name(name, &e.act);
     if (e.act == Activation::LeakyRelu) e.alpha = get_float("alpha", 0.01f);
+    if (e.act == Activation::HardSigmoid) {  // ONNX's defaults
+        e.alpha = get_float("alpha", 0.2f);
+        e.beta = get_float("beta", 0.5f);
+    }
+    if (e.act == Activation::HardSwish) {
+        e.alpha = 1.0f / 6.0f;
+        e.beta = 0.5f;
+    }
     if (e.act == Activation::Clip) {
         e.alpha = get_float("min", -INFINITY);
         e.beta = get_float("max", INFINITY);
@@ -127,6 +135,8 @@ using Factory = std::unique_ptr<Op> (*)(const Attrs&);
     X(Add, 2, 2, 1) X(Sub, 2, 2, 1) X(Mul, 2, 2, 1) X(Div, 2, 2, 1)                      \
     X(Relu, 1, 1, 1) X(Relu6, 1, 1, 1) X(Clip, 1, 1, 1) X(LeakyRelu, 1, 1, 1)            \
     X(Sigmoid, 1, 1, 1) X(Tanh, 1, 1, 1) X(Softmax, 1, 1, 1)                             \
+    X(HardSigmoid, 1, 1, 1) X(HardSwish, 1, 1, 1) X(Silu, 1, 1, 1) X(LRN, 1, 1, 1)       \
+    X(Slice, 1, 1, 1)                                                                    \
     X(MaxPool, 1, 1, 1) X(AvgPool, 1, 1, 1) X(GlobalMaxPool, 1, 1, 1)                    \
     X(GlobalAvgPool, 1, 1, 1) X(Flatten, 1, 1, 1) X(Reshape, 1, 1, 1)                    \
     X(Transpose, 1, 1, 1) X(Squeeze, 1, 1, 1) X(Concat, 1, 64, 1) X(Pad, 1, 1, 1)        \

@@ -80,6 +80,14 @@ std::unique_ptr<Op> make_Relu6(const Attrs&) { return std::make_unique<UnaryOp>(
 std::unique_ptr<Op> make_Sigmoid(const Attrs&) { return std::make_unique<UnaryOp>(epilogue_of(Activation::Sigmoid)); }
 std::unique_ptr<Op> make_Tanh(const Attrs&) { return std::make_unique<UnaryOp>(epilogue_of(Activation::Tanh)); }
 
+std::unique_ptr<Op> make_Silu(const Attrs&) { return std::make_unique<UnaryOp>(epilogue_of(Activation::Silu)); }
+std::unique_ptr<Op> make_HardSwish(const Attrs&) {
+    return std::make_unique<UnaryOp>(epilogue_of(Activation::HardSwish, 1.0f / 6.0f, 0.5f));
+}
+std::unique_ptr<Op> make_HardSigmoid(const Attrs& a) {  // ONNX's defaults
+    return std::make_unique<UnaryOp>(epilogue_of(Activation::HardSigmoid, a.get_float("alpha", 0.2f), a.get_float("beta", 0.5f)));
+}
+
 std::unique_ptr<Op> make_LeakyRelu(const Attrs& a) {
     return std::make_unique<UnaryOp>(epilogue_of(Activation::LeakyRelu, a.get_float("alpha", 0.01f)));
 }

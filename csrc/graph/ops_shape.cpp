@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
-// Shape and data-movement ops: Flatten, Reshape, Transpose, Squeeze, Concat, Pad, Mean, Identity.
+// Shape and data-movement ops: Flatten, Reshape, Transpose, Squeeze, Slice, Concat, Pad, Mean,
+// Identity.
 #include <algorithm>
 #include <cstring>
 
@@ -103,6 +104,47 @@ private:
 class IdentityOp : public ViewOp {
 public:
     std::vector<Shape> infer(const std::vector<Shape>& in) const override { return {in[0]}; }
+};
+
+// Elements [start, end) of one axis (step 1). start/end as in ONNX: negative counts from the
+// end, and both are clamped to the axis, so a slice past the end is shorter, never an error.
+class SliceOp : public Op {
+public:
+    explicit SliceOp(const Attrs& a)
+        : axis_(a.get_int_required("axis")), start_(a.get_int_required("start")), end_(a.get_int_required("end")) {}
+
+    std::pair<int64_t, int64_t> range(const Shape& x) const {
+        const size_t axis = static_cast<size_t>(normalize_axis(axis_, x.size(), "Slice"));
+        const int64_t d = x[axis];
+        auto clamp = [d](int64_t i) { return std::min(std::max(i < 0 ? i + d : i, int64_t(0)), d); };
+        const int64_t s = clamp(start_), e = clamp(end_);
+        return {s, std::max(s, e)};
+    }
+
+    std::vector<Shape> infer(const std::vector<Shape>& in) const override {
+        Shape out = in[0];
+        const auto r = range(in[0]);
+        out[static_cast<size_t>(normalize_axis(axis_, out.size(), "Slice"))] = r.second - r.first;
+        return {out};
+    }
+
+    void run(const std::vector<const Tensor*>& in, const std::vector<Tensor*>& out) const override {
+        const Shape& x = in[0]->shape;
+        const size_t axis = static_cast<size_t>(normalize_axis(axis_, x.size(), "Slice"));
+        const auto r = range(x);
+        int64_t outer = 1, inner = 1;
+        for (size_t i = 0; i < axis; ++i) outer *= x[i];
+        for (size_t i = axis + 1; i < x.size(); ++i) inner *= x[i];
+        const int64_t row = (r.second - r.first) * inner;
+        const float* src = in[0]->f32();
+        float* dst = out[0]->f32();
+        for (int64_t o = 0; o < outer; ++o) {
+            std::memcpy(dst + o * row, src + (o * x[axis] + r.first) * inner, static_cast<size_t>(row) * sizeof(float));
+        }
+    }
+
+private:
+    int64_t axis_, start_, end_;
 };
 
 class TransposeOp : public Op {
@@ -268,6 +310,7 @@ std::unique_ptr<Op> make_Flatten(const Attrs& a) { return std::make_unique<Flatt
 std::unique_ptr<Op> make_Reshape(const Attrs& a) { return std::make_unique<ReshapeOp>(a); }
 std::unique_ptr<Op> make_Squeeze(const Attrs& a) { return std::make_unique<SqueezeOp>(a); }
 std::unique_ptr<Op> make_Identity(const Attrs&) { return std::make_unique<IdentityOp>(); }
+std::unique_ptr<Op> make_Slice(const Attrs& a) { return std::make_unique<SliceOp>(a); }
 std::unique_ptr<Op> make_Transpose(const Attrs& a) { return std::make_unique<TransposeOp>(a); }
 std::unique_ptr<Op> make_Concat(const Attrs& a) { return std::make_unique<ConcatOp>(a); }
 std::unique_ptr<Op> make_Pad(const Attrs& a) { return std::make_unique<PadOp>(a); }

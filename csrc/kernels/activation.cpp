@@ -10,7 +10,8 @@ bool activation_from_name(const std::string& name, Activation* out) {
         {"none", Activation::None},       {"relu", Activation::Relu},
         {"relu6", Activation::Relu6},     {"leaky_relu", Activation::LeakyRelu},
         {"sigmoid", Activation::Sigmoid}, {"tanh", Activation::Tanh},
-        {"clip", Activation::Clip},
+        {"clip", Activation::Clip},       {"hard_sigmoid", Activation::HardSigmoid},
+        {"hard_swish", Activation::HardSwish}, {"silu", Activation::Silu},
     };
     for (const auto& t : table) {
         if (name == t.name) { *out = t.act; return true; }

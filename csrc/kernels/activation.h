@@ -8,18 +8,21 @@
 
 namespace pyengine {
 
-enum class Activation : uint8_t { None, Relu, Relu6, LeakyRelu, Sigmoid, Tanh, Clip };
+// HardSigmoid: clamp(alpha * v + beta, 0, 1); HardSwish: v * that with alpha = 1/6, beta = 1/2
+// (MobileNetV3); Silu: v * sigmoid(v) (EfficientNet's swish).
+enum class Activation : uint8_t { None, Relu, Relu6, LeakyRelu, Sigmoid, Tanh, Clip, HardSigmoid, HardSwish, Silu };
 
 // What a kernel applies to each output element after the sum: bias, then activation.
 struct Epilogue {
     const float* bias = nullptr;  // one per output channel / column, or nullptr
     bool bias_per_row = false;    // GEMM: bias indexed by the row of C (NCHW convolution)
     Activation act = Activation::None;
-    float alpha = 0.0f;  // LeakyRelu slope; Clip minimum
-    float beta = 0.0f;   // Clip maximum
+    float alpha = 0.0f;  // LeakyRelu slope; Clip minimum; HardSigmoid/HardSwish slope
+    float beta = 0.0f;   // Clip maximum; HardSigmoid/HardSwish offset
 };
 
-// Parses "none", "relu", "relu6", "leaky_relu", "sigmoid", "tanh", "clip"; false if unknown.
+// Parses "none", "relu", "relu6", "leaky_relu", "sigmoid", "tanh", "clip", "hard_sigmoid",
+// "hard_swish", "silu"; false if unknown.
 bool activation_from_name(const std::string& name, Activation* out);
 
 inline float activate(float v, const Epilogue& e) {
@@ -31,6 +34,13 @@ inline float activate(float v, const Epilogue& e) {
         case Activation::Sigmoid: return 1.0f / (1.0f + std::exp(-v));
         case Activation::Tanh: return std::tanh(v);
         case Activation::Clip: return v < e.alpha ? e.alpha : (v > e.beta ? e.beta : v);
+        case Activation::HardSigmoid:
+        case Activation::HardSwish: {
+            float t = e.alpha * v + e.beta;
+            t = t < 0.0f ? 0.0f : (t > 1.0f ? 1.0f : t);
+            return e.act == Activation::HardSwish ? v * t : t;
+        }
+        case Activation::Silu: return v / (1.0f + std::exp(-v));
     }
     return v;
 }

@@ -28,6 +28,10 @@ def add_location_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--s3-region", default=None, help="S3 region (default: boto3's)")
     p.add_argument("--mqtt", default=None, metavar="HOST[:PORT]",
                    help="MQTT broker that announces documents (optional; cores also poll)")
+    p.add_argument("--mqtt-config", default=None, metavar="FILE",
+                   help="a core configuration file whose fleet_mqtt (else mqtt) section gives "
+                   "the broker with its TLS, credentials and topic prefix (--mqtt overrides "
+                   "its address)")
 
 
 def core_start_args(s: argparse.ArgumentParser) -> None:
@@ -67,7 +71,7 @@ def fleet_agent(args: argparse.Namespace, root: str, core: Any) -> Any:
 
     return FleetAgent(root, Fleet.parse(args.fleet, s3_settings(args)),
                       args.core_name or os.uname().nodename,
-                      [TrustedKey.load(p) for p in args.trust], mqtt=core.config.mqtt,
+                      [TrustedKey.load(p) for p in args.trust], mqtt=core.config.fleet_broker(),
                       poll_s=args.fleet_poll, health=health, running=core.await_deployment,
                       metrics=core.metrics)
 
@@ -109,6 +113,20 @@ def fleet_args(p: argparse.ArgumentParser) -> None:
                     help="public key to verify documents with (repeatable)")
     st.add_argument("--key", default=None, help="or the private key (its public half is used)")
     st.add_argument("--json", action="store_true", help="print JSON")
+
+
+def _broker(args: argparse.Namespace) -> Any:
+    """The announcements' broker: ``--mqtt-config``'s fleet_mqtt (else mqtt) settings, with
+    ``--mqtt``'s address; ``--mqtt`` alone; or None."""
+    if not args.mqtt_config:
+        return args.mqtt
+    from pyengine.core.config import load_config
+
+    broker = load_config(args.mqtt_config, mqtt=args.mqtt).fleet_broker()
+    if broker is None:
+        raise ValueError(f"--mqtt-config {args.mqtt_config}: it names no broker (fleet_mqtt "
+                         "or mqtt)")
+    return broker
 
 
 def _ago(t: Any) -> str:
@@ -158,13 +176,14 @@ def fleet_run(args: argparse.Namespace) -> int:
                   f"{health:<8} {_ago(st.get('updated')):<8} {msg}")
         return 0
     key = fl.SigningKey(args.key)
+    broker = _broker(args)
     if args.fleet_command == "publish":
         doc = fl.publish(args.group, where, key, percent=args.percent,
-                         max_failures=args.max_failures, mqtt=args.mqtt)
+                         max_failures=args.max_failures, mqtt=broker)
     elif args.fleet_command == "promote":
-        doc = fl.promote(where, key, percent=args.percent, force=args.force, mqtt=args.mqtt)
+        doc = fl.promote(where, key, percent=args.percent, force=args.force, mqtt=broker)
     else:
-        doc = fl.rollback(where, key, to=args.to, mqtt=args.mqtt)
+        doc = fl.rollback(where, key, to=args.to, mqtt=broker)
     if getattr(args, "json", False):
         print(json.dumps(doc, indent=2))
     else:

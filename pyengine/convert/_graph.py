@@ -13,7 +13,16 @@ import numpy as np
 from pyengine.builder import GraphBuilder
 from pyengine.errors import UnsupportedOpsError
 
-_FUSABLE_ACTIVATIONS = {"Relu": "relu", "Relu6": "relu6", "Sigmoid": "sigmoid", "Tanh": "tanh"}
+_FUSABLE_ACTIVATIONS = {
+    "Relu": "relu",
+    "Relu6": "relu6",
+    "Sigmoid": "sigmoid",
+    "Tanh": "tanh",
+    "HardSwish": "hard_swish",
+    "Silu": "silu",
+}
+#: x * gate(x) -> one op: (gate op, its attributes that must hold) -> fused op.
+_SWISH_GATES = {"Sigmoid": "Silu", "HardSigmoid": "HardSwish"}
 
 
 @dataclass
@@ -268,6 +277,9 @@ class Graph:
             elif node.op == "Clip":
                 act = "clip"
                 attrs = {k: node.attrs[k] for k in ("min", "max") if k in node.attrs}
+            elif node.op == "HardSigmoid":
+                act = "hard_sigmoid"
+                attrs = {k: node.attrs[k] for k in ("alpha", "beta") if k in node.attrs}
             if act is None:
                 continue
             p = producers.get(node.inputs[0])
@@ -280,6 +292,82 @@ class Graph:
             self.nodes.remove(node)
             self._replace(node.out, p.out)
             return True
+        return False
+
+    def _scalar(self, value: str) -> float | None:
+        """The value of a constant holding one number, else None."""
+        if not self.is_const(value) or self.consts[value].size != 1:
+            return None
+        return float(self.consts[value].reshape(()))
+
+    def _drop_identity_arith(self) -> bool:
+        """x * 1, x / 1, x + 0, x - 0 -> x, for a one-number constant of rank 0 (which never
+        broadcasts x to another shape): tf.nn.silu writes sigmoid(1.0 * x)."""
+        neutral = {"Mul": 1.0, "Div": 1.0, "Add": 0.0, "Sub": 0.0}
+        out_values = {v for v, _ in self.outputs}
+        for node in self.nodes:
+            if node.op not in neutral or len(node.inputs) != 2 or node.out in out_values:
+                continue
+            a, b = node.inputs
+            for x, c in [(a, b)] + ([(b, a)] if node.op in ("Mul", "Add") else []):
+                if (
+                    not self.is_const(x)
+                    and self.is_const(c)
+                    and self.consts[c].ndim == 0
+                    and self._scalar(c) == neutral[node.op]
+                ):
+                    self.nodes.remove(node)
+                    self._replace(node.out, x)
+                    return True
+        return False
+
+    def _fuse_hard_sigmoid(self) -> bool:
+        """Relu6(x + b) / 6 (or * 1/6) -> HardSigmoid(x, alpha 1/6, beta b/6): how Keras and
+        TensorFlow write hard_sigmoid (and, times x, hard_swish)."""
+        producers, uses = self._producers(), self._uses()
+        for node in self.nodes:
+            if node.op not in ("Div", "Mul") or len(node.inputs) != 2:
+                continue
+            r, c = node.inputs
+            s = self._scalar(c)
+            if s is None or abs((s if node.op == "Div" else 1 / s if s else 0) - 6.0) > 1e-5:
+                continue
+            relu6 = producers.get(r)
+            if relu6 is None or relu6.op != "Relu6" or uses.get(r) != 1:
+                continue
+            add = producers.get(relu6.inputs[0])
+            if add is None or add.op != "Add" or uses.get(add.out) != 1:
+                continue
+            x, b = add.inputs if not self.is_const(add.inputs[0]) else add.inputs[::-1]
+            shift = self._scalar(b)
+            if shift is None or self.is_const(x):
+                continue
+            node.op, node.inputs = "HardSigmoid", [x]
+            node.attrs = {"alpha": 1.0 / 6.0, "beta": shift / 6.0}
+            self.nodes.remove(relu6)
+            self.nodes.remove(add)
+            return True
+        return False
+
+    def _fuse_swish(self) -> bool:
+        """Mul(x, Sigmoid(x)) -> Silu(x); Mul(x, HardSigmoid(x) with alpha 1/6, beta 1/2) ->
+        HardSwish(x) (how exporters write SiLU/swish and hard-swish), when the gate has no
+        other reader."""
+        producers, uses = self._producers(), self._uses()
+        for node in self.nodes:
+            if node.op != "Mul" or len(node.inputs) != 2:
+                continue
+            for x, gate in (node.inputs, node.inputs[::-1]):
+                g = producers.get(gate)
+                if g is None or g.op not in _SWISH_GATES or g.inputs[0] != x or uses.get(gate) != 1:
+                    continue
+                if g.op == "HardSigmoid" and not (
+                    abs(g.attrs.get("alpha", 0.2) - 1 / 6) < 1e-6 and g.attrs.get("beta", 0.5) == 0.5
+                ):
+                    continue
+                node.op, node.inputs, node.attrs = _SWISH_GATES[g.op], [x], {}
+                self.nodes.remove(g)
+                return True
         return False
 
     def _prune(self) -> None:
@@ -308,7 +396,13 @@ class Graph:
         if self.unsupported:
             raise UnsupportedOpsError(self.path, self.framework, self.unsupported)
         self._prune()
-        while self._fold_affine() or self._fuse_activation():
+        while (
+            self._drop_identity_arith()
+            or self._fuse_hard_sigmoid()  # before its "+ 3" folds into a convolution's bias
+            or self._fold_affine()
+            or self._fuse_swish()
+            or self._fuse_activation()
+        ):
             pass
         self._prune()
         return self._emit()

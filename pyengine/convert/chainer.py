@@ -291,6 +291,39 @@ def _clipped(imp: _Importer, f: Any, ins: list[str], label: str) -> str:
     return imp.g.op("Clip", ins[:1], label, min=0.0, max=cap)
 
 
+def _lrn(imp: _Importer, f: Any, ins: list[str], label: str) -> str:
+    """Chainer's LRN: x / (k + alpha * sum of squares over channels c - n // 2 .. c + n // 2)^beta;
+    native LRN divides alpha by the window's size."""
+    size = 2 * (int(f.n) // 2) + 1
+    return imp.g.op(
+        "LRN",
+        ins[:1],
+        label,
+        size=size,
+        alpha=float(f.alpha) * size,
+        beta=float(f.beta),
+        bias=float(f.k),
+        axis=1,
+    )
+
+
+def _hard_sigmoid(imp: _Importer, f: Any, ins: list[str], label: str) -> str:
+    return imp.g.op("HardSigmoid", ins[:1], label, alpha=0.2, beta=0.5)  # Chainer's fixed slope
+
+
+def _swish(imp: _Importer, f: Any, ins: list[str], label: str) -> str | None:
+    """x * sigmoid(beta * x), beta per channel (axis 1 on): SiLU where beta is all ones."""
+    if not imp.g.is_const(ins[1]):
+        return None
+    beta = imp.g.value(ins[1])
+    if np.all(beta == 1):
+        return imp.g.op("Silu", ins[:1], label)
+    rank = len(f.inputs[0].shape)
+    b = imp.g.const(beta.reshape(beta.shape + (1,) * (rank - 1 - beta.ndim)), label + "/beta")
+    gate = imp.g.op("Sigmoid", [imp.g.op("Mul", [ins[0], b], label + "/scaled")], label + "/gate")
+    return imp.g.op("Mul", [ins[0], gate], label)
+
+
 def _softmax(imp: _Importer, f: Any, ins: list[str], label: str) -> str:
     return imp.g.op("Softmax", ins[:1], label, axis=int(f.axis))
 
@@ -347,6 +380,9 @@ _HANDLERS: dict[str, Handler] = {
     "LeakyReLU": _leaky,
     "ClippedReLU": _clipped,
     "Softmax": _softmax,
+    "LocalResponseNormalization": _lrn,
+    "HardSigmoid": _hard_sigmoid,
+    "Swish": _swish,
     "Reshape": _reshape,
     "Concat": _concat,
     "Add": _binary("Add"),

@@ -342,6 +342,33 @@ def _transpose(imp: _Importer, n: dict[str, Any], a: dict[str, Any]) -> str | No
     return imp.g.op("Transpose", imp.ins(n)[:1], n["name"], perm=[int(p) for p in axes])
 
 
+def _lrn(imp: _Importer, n: dict[str, Any], a: dict[str, Any]) -> str:
+    """MXNet's LRN: x / (knorm + alpha / nsize * sum of squares over channels
+    c - nsize // 2 .. c + nsize // 2)^beta."""
+    nsize = int(a["nsize"])
+    size = 2 * (nsize // 2) + 1  # the window; native LRN divides alpha by it
+    return imp.g.op(
+        "LRN",
+        imp.ins(n)[:1],
+        n["name"],
+        size=size,
+        alpha=float(a.get("alpha", 1e-4)) / nsize * size,
+        beta=float(a.get("beta", 0.75)),
+        bias=float(a.get("knorm", 2.0)),
+        axis=1,
+    )
+
+
+def _hard_sigmoid(imp: _Importer, n: dict[str, Any], a: dict[str, Any]) -> str:
+    return imp.g.op(
+        "HardSigmoid",
+        imp.ins(n)[:1],
+        n["name"],
+        alpha=float(a.get("alpha", 0.2)),
+        beta=float(a.get("beta", 0.5)),
+    )
+
+
 def _clip(imp: _Importer, n: dict[str, Any], a: dict[str, Any]) -> str:
     return imp.g.op("Clip", imp.ins(n)[:1], n["name"], min=float(a["a_min"]), max=float(a["a_max"]))
 
@@ -371,6 +398,8 @@ _HANDLERS: dict[str, Handler] = {
     "_copy": _identity,
     "transpose": _transpose,
     "clip": _clip,
+    "LRN": _lrn,
+    "hard_sigmoid": _hard_sigmoid,
     "add_n": _add_n,
     "ElementWiseSum": _add_n,
     "_ones": _full(1.0),

@@ -410,6 +410,92 @@ def _clip(
     return imp.g.op("Clip", ins[:1], name, min=float(lo), max=float(hi))
 
 
+def _hard_sigmoid(
+    imp: _Importer, node: Any, name: str, ins: list[str], attrs: dict[str, Any]
+) -> str:
+    return imp.g.op(
+        "HardSigmoid",
+        ins[:1],
+        name,
+        alpha=float(attrs.get("alpha", 0.2)),
+        beta=float(attrs.get("beta", 0.5)),
+    )
+
+
+def _lrn(imp: _Importer, node: Any, name: str, ins: list[str], attrs: dict[str, Any]) -> str:
+    return imp.g.op(
+        "LRN",
+        ins[:1],
+        name,
+        size=int(attrs["size"]),
+        alpha=float(attrs.get("alpha", 1e-4)),
+        beta=float(attrs.get("beta", 0.75)),
+        bias=float(attrs.get("bias", 1.0)),
+        axis=1,
+    )
+
+
+# Slice bounds past an axis mean "to its end"; kept within what the .pyem attributes hold.
+_BOUND = 2**31
+
+
+def _slice(
+    imp: _Importer, node: Any, name: str, ins: list[str], attrs: dict[str, Any]
+) -> str | None:
+    if imp.opset < 10:
+        starts, ends = attrs.get("starts"), attrs.get("ends")
+        axes, steps = attrs.get("axes"), None
+    else:
+        got = [imp.const_of(v) if v else None for v in (ins + [""] * 4)[1:5]]
+        if any(v and c is None for v, c in zip((ins + [""] * 4)[1:5], got)):
+            return None  # run-time bounds
+        starts, ends, axes, steps = got
+    if starts is None or ends is None:
+        return None
+    starts, ends = [int(s) for s in np.ravel(starts)], [int(e) for e in np.ravel(ends)]
+    axes = [int(a) for a in np.ravel(axes)] if axes is not None else list(range(len(starts)))
+    if steps is not None and any(int(s) != 1 for s in np.ravel(steps)):
+        return None
+    y = ins[0]
+    for i, (axis, s, e) in enumerate(zip(axes, starts, ends)):
+        y = imp.g.op(
+            "Slice",
+            [y],
+            name if i == len(axes) - 1 else f"{name}/{i}",
+            axis=axis,
+            start=max(-_BOUND, min(s, _BOUND)),
+            end=max(-_BOUND, min(e, _BOUND)),
+        )
+    return y
+
+
+def _split(
+    imp: _Importer, node: Any, name: str, ins: list[str], attrs: dict[str, Any]
+) -> list[str] | None:
+    axis = int(attrs.get("axis", 0))
+    if len(ins) > 1 and ins[1]:
+        sizes = imp.const_of(ins[1])
+        if sizes is None:
+            return None
+        split = [int(s) for s in np.ravel(sizes)]
+    elif "split" in attrs:
+        split = [int(s) for s in attrs["split"]]
+    else:  # equal parts (the last one smaller with num_outputs, opset 18)
+        shape = imp.shapes.get(node.input[0])
+        if shape is None or shape[axis] < 0:
+            return None
+        n = int(attrs.get("num_outputs", len(node.output)))
+        part = -(-shape[axis] // n)
+        split = [min(part, shape[axis] - i * part) for i in range(n)]
+    outs, start = [], 0
+    for i, size in enumerate(split):
+        outs.append(
+            imp.g.op("Slice", ins[:1], f"{name}/{i}", axis=axis, start=start, end=start + size)
+        )
+        start += size
+    return outs
+
+
 def _softmax(
     imp: _Importer, node: Any, name: str, ins: list[str], attrs: dict[str, Any]
 ) -> str | None:
@@ -601,6 +687,11 @@ _HANDLERS: dict[str, Handler] = {
     "LeakyRelu": _unary("LeakyRelu"),
     "PRelu": _prelu,
     "Clip": _clip,
+    "HardSigmoid": _hard_sigmoid,
+    "HardSwish": _unary("HardSwish"),
+    "LRN": _lrn,
+    "Slice": _slice,
+    "Split": _split,
     "Softmax": _softmax,
     "BatchNormalization": _bn,
     "Flatten": _flatten,

@@ -451,6 +451,22 @@ def _pad(imp: _Importer, n: Any) -> str | None:
     return imp.g.op("Pad", [imp.ref(n.input[0])], n.name, **attrs)
 
 
+def _lrn(imp: _Importer, n: Any) -> str:
+    """tf.nn.local_response_normalization: over the last axis, x / (bias + alpha * sum of
+    squares within depth_radius)^beta; native LRN divides alpha by the window's size."""
+    size = 2 * int(_attr(n, "depth_radius", 5)) + 1
+    return imp.g.op(
+        "LRN",
+        [imp.ref(n.input[0])],
+        n.name,
+        size=size,
+        alpha=float(_attr(n, "alpha", 1.0)) * size,
+        beta=float(_attr(n, "beta", 0.5)),
+        bias=float(_attr(n, "bias", 1.0)),
+        axis=-1,
+    )
+
+
 def _fused_bn(imp: _Importer, n: Any) -> str | None:
     if _attr(n, "is_training", False):
         return None
@@ -509,6 +525,9 @@ _HANDLERS: dict[str, Callable[[_Importer, Any], str | None]] = {
     "Const": _const,
     "Identity": _identity,
     "StopGradient": _identity,
+    # Output i is input i (tf.custom_gradient wraps tf.nn.silu in one); output 0 is the first
+    # data input, and a reader of another output gets the multi-output error from ref().
+    "IdentityN": _identity,
     "Snapshot": _identity,
     "Cast": _cast,
     "Conv2D": _conv,
@@ -541,6 +560,7 @@ _HANDLERS: dict[str, Callable[[_Importer, Any], str | None]] = {
     "Pad": _pad,
     "PadV2": _pad,
     "MirrorPad": _pad,
+    "LRN": _lrn,
     "FusedBatchNorm": _fused_bn,
     "FusedBatchNormV3": _fused_bn,
 }

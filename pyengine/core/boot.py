@@ -9,7 +9,8 @@ interpreter imports only from its standard library and site-packages.
 This module reads the worker's configuration from the first call socket and applies every
 limit before anything else is imported: it becomes the subreaper of what the handler forks,
 sets RLIMIT_NPROC and RLIMIT_CORE, sets no_new_privs and applies the Landlock rules. It uses the
-standard library and two sibling modules loaded by path (:mod:`protocol`, :mod:`landlock`),
+standard library and sibling modules loaded by path (:mod:`protocol`, :mod:`landlock`,
+:mod:`procs`),
 because ``import pyengine`` would import numpy and the native extension unconfined. Only then
 is ``PKG_DIR`` (the directory holding the ``pyengine`` package, chosen by the core) put first
 on ``sys.path`` and :func:`pyengine.core.worker.serve` called.
@@ -114,14 +115,18 @@ def main() -> None:
             "type": type(exc).__name__, "message": f"confining the worker: {exc}",
             "traceback": ""}})
         raise SystemExit(1) from exc
+    procs = _sibling("procs")
     sys.path.insert(0, pkg_dir)
-    from pyengine.core import worker
-
     try:
+        from pyengine.core import worker
+
         worker.serve(socks, stats_sock, cfg, confinement)
     finally:
         for s in socks:
             s.close()
+        # The core closed the sockets (it stopped, or died without killing us): what the
+        # handler started goes with this worker.
+        procs.kill_tree(os.getpid(), include_root=False)
 
 
 if __name__ == "__main__":

@@ -7,15 +7,22 @@ mqtt:                         # the devices' broker (subscriptions' "devices")
   tls: {ca: /etc/pyengine/ca.pem, cert: /etc/pyengine/core.pem, key: /etc/pyengine/core.key}
   username: core              # password: from password_file, else $PYENGINE_MQTT_PASSWORD
   password_file: /etc/pyengine/mqtt.pass
-  client_id: pyengine-core    # default: pyengine-<hostname>-<hash of the core's root>
+  client_id: pyengine-core    # default: random, made once and kept in ROOT/mqtt-client-id
   keepalive_s: 30
 cloud: {host: ..., port: 8883, tls: {...}}   # optional: subscriptions' "cloud"
+fleet_mqtt: {host: ..., topic_prefix: ops/}  # optional: fleet traffic (default: mqtt's broker)
 queue_size: 1000              # messages waiting per function before new ones are dropped
+queue_mb: 16                  # bytes of payloads waiting per function before new ones are dropped
+message_max_mb: 4             # larger payloads for a function are refused (counted)
+message_limits:               # per-function overrides of the three above
+  classify: {queue_size: 100, queue_mb: 64, message_max_mb: 32}
 capture:
   s3: s3://bucket/prefix/     # where pyengine.capture() samples go; none: they stay spooled
   endpoint_url: null          # an S3-compatible endpoint (default: AWS, or $AWS_ENDPOINT_URL_S3)
   region: null
-  spool_mb: 256               # the local spool's cap; the oldest samples are evicted past it
+  spool_mb: 256               # the whole spool's cap on disk (allocated blocks)
+  function_mb: 64             # each function's quota on disk; its own oldest samples go first
+  function_files: 10000       # each function's quota of samples (one file each)
   batch_size: 100             # samples per uploaded object
   batch_s: 5                  # the longest a sample waits for its batch to fill
 functions:                    # how the core runs functions (see docs/core.md)
@@ -36,11 +43,11 @@ Every problem is reported at once with its field path, like the group file.
 
 from __future__ import annotations
 
-import hashlib
 import json
+import logging
 import os
 import re
-import socket
+import secrets
 from dataclasses import dataclass, field, replace
 from typing import Any, Optional
 
@@ -48,8 +55,16 @@ from pyengine.core.api import ApiSettings, group_id
 from pyengine.core.policy import DEFAULT_PROCESSES_MAX
 from pyengine.core.users import UidRange
 
+log = logging.getLogger("pyengine.core.config")
+
 #: Environment variables with the brokers' passwords (when no password_file is given).
-PASSWORD_ENV = {"mqtt": "PYENGINE_MQTT_PASSWORD", "cloud": "PYENGINE_CLOUD_MQTT_PASSWORD"}
+PASSWORD_ENV = {"mqtt": "PYENGINE_MQTT_PASSWORD", "cloud": "PYENGINE_CLOUD_MQTT_PASSWORD",
+                "fleet_mqtt": "PYENGINE_FLEET_MQTT_PASSWORD"}
+#: The file in the core's root with its random MQTT client id.
+CLIENT_ID_FILE = "mqtt-client-id"
+#: Largest ``message_max_mb``: a payload travels to its worker base64-encoded in one frame of at
+#: most :data:`pyengine.core.protocol.MAX_MESSAGE` (64 MiB) bytes.
+MESSAGE_MAX_MB = 44.0
 
 
 class ConfigError(ValueError):
@@ -80,13 +95,26 @@ class MqttSettings:
     tls: Optional[TlsSettings] = None
     username: Optional[str] = None
     password: Optional[str] = field(default=None, repr=False)
-    #: Empty: the core picks ``pyengine-<hostname>-<hash of its root>`` (:func:`client_id`).
+    #: Empty: the core's random id from its root (:func:`client_id`).
     client_id: str = ""
     keepalive_s: int = 30
+    #: Put before every fleet topic (fleet traffic only: lets fleet and device topics share a
+    #: broker under ACLs that keep devices off the fleet's prefix).
+    topic_prefix: str = ""
 
     def address(self) -> str:
         """host:port (for messages)."""
         return f"{self.host}:{self.port}"
+
+    def weaknesses(self) -> list[str]:
+        """What an attacker on the network or the broker could exploit: "plaintext" (no TLS),
+        "anonymous" (neither a password nor a client certificate)."""
+        out = []
+        if self.tls is None:
+            out.append("plaintext")
+        if self.username is None and (self.tls is None or self.tls.cert is None):
+            out.append("anonymous")
+        return out
 
 
 @dataclass(frozen=True)
@@ -97,6 +125,8 @@ class CaptureSettings:
     endpoint_url: Optional[str] = None
     region: Optional[str] = None
     spool_mb: float = 256.0
+    function_mb: float = 64.0
+    function_files: int = 10000
     batch_size: int = 100
     batch_s: float = 5.0
     retry_max_s: float = 30.0
@@ -108,6 +138,25 @@ class CaptureSettings:
         if prefix and not prefix.endswith("/"):
             prefix += "/"
         return bucket, prefix
+
+
+@dataclass(frozen=True)
+class MessageLimits:
+    """How much may wait for one function, and the largest message it is sent."""
+
+    queue_size: int = 1000
+    queue_mb: float = 16.0
+    message_max_mb: float = 4.0
+
+    @property
+    def queue_bytes(self) -> int:
+        """``queue_mb`` in bytes."""
+        return int(self.queue_mb * (1 << 20))
+
+    @property
+    def message_max_bytes(self) -> int:
+        """``message_max_mb`` in bytes."""
+        return int(self.message_max_mb * (1 << 20))
 
 
 @dataclass(frozen=True)
@@ -128,6 +177,27 @@ class CoreConfig:
     queue_size: int = 1000
     capture: CaptureSettings = CaptureSettings()
     functions: FunctionSettings = FunctionSettings()
+    #: Fleet traffic's broker; None: the devices' broker (``mqtt``), in a session of its own.
+    fleet_mqtt: Optional[MqttSettings] = None
+    queue_mb: float = 16.0
+    message_max_mb: float = 4.0
+    #: Function name -> its own limits (the top-level ones for the rest).
+    function_limits: tuple[tuple[str, MessageLimits], ...] = ()
+
+    def limits(self, function: str) -> MessageLimits:
+        """The message limits of ``function``."""
+        return dict(self.function_limits).get(function) or MessageLimits(
+            self.queue_size, self.queue_mb, self.message_max_mb)
+
+    def fleet_broker(self) -> Optional[MqttSettings]:
+        """The broker settings of fleet traffic (``fleet_mqtt``, else ``mqtt``), with a client
+        id of its own (``<the core's id>-fleet``: never the devices' session's id)."""
+        if self.fleet_mqtt is not None:
+            return self.fleet_mqtt
+        if self.mqtt is None:
+            return None
+        cid = f"{self.mqtt.client_id}-fleet" if self.mqtt.client_id else ""
+        return replace(self.mqtt, client_id=cid)
     api: ApiSettings = ApiSettings()
 
 
@@ -168,10 +238,33 @@ class _Check:
 
 
 def client_id(root: str, broker: str) -> str:
-    """The default MQTT client id of the core in ``root``: stable across restarts (the broker
-    keeps the session) and different for two cores on one host."""
-    digest = hashlib.sha1(os.path.abspath(root).encode()).hexdigest()[:8]
-    return f"pyengine-{socket.gethostname()}-{digest}" + ("-cloud" if broker == "cloud" else "")
+    """The default MQTT client id of the core in ``root`` for ``broker`` (mqtt, cloud or
+    fleet_mqtt): ``pyengine-<128 random bits>`` (plus ``-cloud``/``-fleet``).
+
+    Stable across restarts (the broker keeps the session) and unguessable: a client that
+    connects with a core's id takes its session over, so the id is no function of the host
+    name or path. It is made once and kept in ``ROOT/mqtt-client-id`` (mode 0600).
+    """
+    path = os.path.join(os.path.abspath(root), CLIENT_ID_FILE)
+    try:
+        with open(path, encoding="ascii") as fh:
+            base = fh.read().strip()
+    except FileNotFoundError:
+        base = ""
+    if not re.fullmatch(r"pyengine-[0-9a-f]{32}", base):
+        if base:
+            log.warning("%s does not hold a client id made by the core; making a new one", path)
+        base = f"pyengine-{secrets.token_hex(16)}"
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        tmp = f"{path}.{os.getpid()}.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="ascii") as fh:
+            fh.write(base + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    os.chmod(path, 0o600)
+    return base + {"cloud": "-cloud", "fleet_mqtt": "-fleet"}.get(broker, "")
 
 
 def parse_address(text: str, where: str = "--mqtt") -> tuple[str, int]:
@@ -188,7 +281,7 @@ def parse_address(text: str, where: str = "--mqtt") -> tuple[str, int]:
 
 def _mqtt(c: _Check, where: str, raw: Any) -> Optional[MqttSettings]:
     m = c.mapping(where, raw, ("host", "port", "tls", "username", "password", "password_file",
-                               "client_id", "keepalive_s"))
+                               "client_id", "keepalive_s", "topic_prefix"))
     if not m:
         return None
     host = m.get("host")
@@ -229,20 +322,59 @@ def _mqtt(c: _Check, where: str, raw: Any) -> Optional[MqttSettings]:
         c.bad(f"{where}.client_id", f"{cid!r} must be a string of at most 128 characters")
         cid = ""
     keep = c.number(f"{where}.keepalive_s", m.get("keepalive_s", 30), 5, 3600, integer=True)
-    return MqttSettings(host, int(port), tls, user, password, cid, int(keep or 30))
+    prefix = m.get("topic_prefix", "")
+    if prefix and (not isinstance(prefix, str) or not prefix.endswith("/")
+                   or "+" in prefix or "#" in prefix or prefix.startswith("/")):
+        c.bad(f"{where}.topic_prefix", f"{prefix!r} must be topic levels ending with '/' "
+              "(such as ops/), without wildcards")
+        prefix = ""
+    if prefix and where != "fleet_mqtt":
+        c.bad(f"{where}.topic_prefix", "only fleet_mqtt takes a topic prefix (device topics "
+              "are the subscriptions' own)")
+        prefix = ""
+    return MqttSettings(host, int(port), tls, user, password, cid, int(keep or 30), prefix)
+
+
+def _limits(c: _Check, where: str, raw: dict[str, Any], base: MessageLimits) -> MessageLimits:
+    pre = f"{where}." if where else ""
+    size = c.number(f"{pre}queue_size", raw.get("queue_size", base.queue_size), 1, 10**7,
+                    integer=True)
+    qmb = c.number(f"{pre}queue_mb", raw.get("queue_mb", base.queue_mb), 0.001, 2**20)
+    mmb = c.number(f"{pre}message_max_mb", raw.get("message_max_mb", base.message_max_mb),
+                   0.0001, MESSAGE_MAX_MB)
+    out = MessageLimits(int(size or base.queue_size), float(qmb or base.queue_mb),
+                        float(mmb or base.message_max_mb))
+    if qmb is not None and mmb is not None and out.message_max_mb > out.queue_mb:
+        c.bad(f"{pre}message_max_mb", f"{out.message_max_mb:g} is more than queue_mb "
+              f"({out.queue_mb:g}): such a message could never wait in the queue")
+    return out
 
 
 def validate_config(data: Any, source: str = "<config>") -> CoreConfig:
     """A :class:`CoreConfig` from a raw mapping; :class:`ConfigError` listing every problem."""
     c = _Check()
-    top = c.mapping("", data if data is not None else {}, ("mqtt", "cloud", "queue_size",
-                                                          "capture", "functions", "api"))
+    top = c.mapping("", data if data is not None else {},
+                    ("mqtt", "cloud", "fleet_mqtt", "queue_size", "queue_mb", "message_max_mb",
+                     "message_limits", "capture", "functions", "api"))
     mqtt = _mqtt(c, "mqtt", top["mqtt"]) if top.get("mqtt") is not None else None
     cloud = _mqtt(c, "cloud", top["cloud"]) if top.get("cloud") is not None else None
-    qsize = c.number("queue_size", top.get("queue_size", 1000), 1, 10**7, integer=True)
+    fleet = _mqtt(c, "fleet_mqtt", top["fleet_mqtt"]) if top.get("fleet_mqtt") is not None \
+        else None
+    limits = _limits(c, "", top, MessageLimits())
+    per_function: list[tuple[str, MessageLimits]] = []
+    raw_fns = top.get("message_limits") or {}
+    if not isinstance(raw_fns, dict):
+        c.bad("message_limits", f"expected a mapping of function name -> limits, got "
+              f"{raw_fns!r}")
+        raw_fns = {}
+    for fname, raw in raw_fns.items():
+        where = f"message_limits.{fname}"
+        m = c.mapping(where, raw, ("queue_size", "queue_mb", "message_max_mb"))
+        if m:
+            per_function.append((str(fname), _limits(c, where, m, limits)))
     cap = c.mapping("capture", top.get("capture") or {},
-                    ("s3", "endpoint_url", "region", "spool_mb", "batch_size", "batch_s",
-                     "retry_max_s"))
+                    ("s3", "endpoint_url", "region", "spool_mb", "function_mb", "function_files",
+                     "batch_size", "batch_s", "retry_max_s"))
     s3 = cap.get("s3")
     if s3 is not None and (not isinstance(s3, str)
                            or not re.match(r"^s3://[a-z0-9][a-z0-9-]{1,61}[a-z0-9](/.*)?$", s3)):
@@ -259,6 +391,13 @@ def validate_config(data: Any, source: str = "<config>") -> CoreConfig:
         region = None
     defaults = CaptureSettings()
     spool = c.number("capture.spool_mb", cap.get("spool_mb", defaults.spool_mb), 0.001, 2**30)
+    fn_mb = c.number("capture.function_mb", cap.get("function_mb", min(
+        defaults.function_mb, spool or defaults.function_mb)), 0.001, 2**30)
+    fn_files = c.number("capture.function_files", cap.get("function_files",
+                                                          defaults.function_files),
+                        1, 10**7, integer=True)
+    if spool is not None and fn_mb is not None and fn_mb > spool:
+        c.bad("capture.function_mb", f"{fn_mb:g} is more than spool_mb ({spool:g})")
     batch = c.number("capture.batch_size", cap.get("batch_size", defaults.batch_size), 1, 100000,
                      integer=True)
     batch_s = c.number("capture.batch_s", cap.get("batch_s", defaults.batch_s), 0, 86400)
@@ -268,8 +407,10 @@ def validate_config(data: Any, source: str = "<config>") -> CoreConfig:
     api = _api(c, top.get("api") or {})
     if c.problems:
         raise ConfigError(source, c.problems)
-    return CoreConfig(mqtt, cloud, int(qsize), CaptureSettings(
-        s3, ep, region, float(spool), int(batch), float(batch_s), float(retry)), functions, api)
+    return CoreConfig(mqtt, cloud, limits.queue_size, CaptureSettings(
+        s3, ep, region, float(spool), float(fn_mb), int(fn_files), int(batch), float(batch_s),
+        float(retry)), functions, fleet_mqtt=fleet, queue_mb=limits.queue_mb,
+        message_max_mb=limits.message_max_mb, function_limits=tuple(per_function), api=api)
 
 
 def _api(c: _Check, raw: Any) -> ApiSettings:

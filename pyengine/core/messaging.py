@@ -4,52 +4,59 @@
   ``mqtt`` setting) or ``cloud``. It connects in the background, reconnects by itself with
   backoff and, on every (re)connect, subscribes again to every topic filter the subscriptions
   need (at QoS 1), so a restarted broker needs nothing from anyone. The session is persistent
-  (clean session off, a stable client id): QoS 1 messages published while the core was away
-  from a broker that kept running are delivered when it comes back.
-- Each function that is the target of a subscription has a :class:`FunctionQueue`: a bounded
-  FIFO (``queue_size`` in the core's config) drained by as many threads as the function has
-  workers. A message is acknowledged to the broker once it is in the queue; when the queue is
-  full it is dropped and counted in ``pyengine_messages_dropped_total{reason="queue_full"}``.
-  Each queued message invokes the function once (no redelivery within a core run).
+  (clean session off, the core's random client id: see :func:`pyengine.core.config.client_id`):
+  QoS 1 messages published while the core was away from a broker that kept running are
+  delivered when it comes back. A plaintext or anonymous connection is warned about at start,
+  and every failed attempt (TLS handshake, authentication, network) is logged and counted in
+  ``pyengine_mqtt_connect_failures_total{broker, reason}``.
+- Each function that is the target of a subscription has a :class:`FunctionQueue`: a FIFO of
+  raw payloads bounded in count and in bytes (:class:`pyengine.core.config.MessageLimits`),
+  drained by as many threads as the function has workers. A message is acknowledged to the
+  broker once it is in the queue. Every payload routed to a function is either invoked or
+  counted in ``pyengine_messages_dropped_total{function, reason}``: ``too_large``,
+  ``queue_full``, ``queue_full_bytes``, ``stopped`` and, for a message whose call never ran
+  to an answer, ``worker_died``, ``timeout``, ``busy``, ``function_failed``...
 - :class:`Router` matches topics against subscriptions: broker -> function, function ->
   broker, and function -> function inside the core (never through a broker).
 
-A message's payload becomes the event: the decoded JSON when the payload is JSON, else the raw
-bytes. ``context.publish(topic, payload)`` sends bytes as they are, ``str`` as UTF-8 and
-anything else as JSON.
+A message's payload becomes the event in the function's worker (the core queues and sends the
+bytes): the decoded JSON when the payload is JSON, else the raw bytes
+(:func:`pyengine.core.protocol.decode_event`). ``context.publish(topic, payload)`` sends bytes
+as they are, ``str`` as UTF-8 and anything else as JSON.
 """
 
 from __future__ import annotations
 
 import collections
-import json
 import logging
 import socket
+import ssl
+import sys
 import threading
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
-from pyengine.core.config import CoreConfig, MqttSettings
+from pyengine.core.config import CoreConfig, MessageLimits, MqttSettings
 from pyengine.core.metrics import Metrics
+from pyengine.core.protocol import MessagePayload, decode_event
 from pyengine.deploy.subscriptions import CLOUD, DEVICES, Subscription, topic_matches, topic_problem
 
 if TYPE_CHECKING:
     from pyengine.core.group import DeployedGroup
+
+__all__ = ["BrokerLink", "FunctionQueue", "Router", "decode_event"]
 
 log = logging.getLogger("pyengine.core.messaging")
 
 #: Most messages the core holds for a broker it cannot reach (QoS 1, per broker).
 OUTGOING_MAX = 100_000
 
-#: What invokes a function: (function name, event, topic) -> None.
-Invoke = Callable[[str, Any, str], Any]
+#: What invokes a function: (function name, payload, topic, source) -> why the message was not
+#: delivered ("" when the function got it: answered or raised).
+Invoke = Callable[[str, MessagePayload, str, str], str]
 
-
-def decode_event(payload: bytes) -> Any:
-    """A message's payload as a handler's event: JSON when it parses, else the bytes."""
-    try:
-        return json.loads(payload)
-    except (ValueError, UnicodeDecodeError):
-        return bytes(payload)
+#: MQTT CONNACK reasons that mean "who you are was refused" (v3.1.1 codes 4 and 5, v5's).
+_AUTH_REASONS = ("bad user name or password", "not authorized", "bad authentication method",
+                 "banned", "client identifier not valid")
 
 
 def _paho() -> Any:
@@ -62,7 +69,7 @@ def _paho() -> Any:
 
 
 class BrokerLink:
-    """One MQTT connection of the core (``name``: ``devices`` or ``cloud``)."""
+    """One MQTT connection of the core (``name``: ``devices``, ``cloud`` or ``fleet``)."""
 
     def __init__(self, name: str, settings: MqttSettings, metrics: Metrics,
                  on_message: Callable[[str, str, bytes], None]) -> None:
@@ -87,6 +94,7 @@ class BrokerLink:
         c.max_queued_messages_set(OUTGOING_MAX)
         c.reconnect_delay_set(min_delay=1, max_delay=5)
         c.on_connect = self._connected
+        c.on_connect_fail = self._connect_failed
         c.on_disconnect = self._disconnected
         c.on_message = self._message
         c.on_subscribe = self._subscribed
@@ -95,8 +103,16 @@ class BrokerLink:
 
     def start(self) -> None:
         """Connect in the background (the core starts even while the broker is down)."""
-        log.info("%s: connecting to the MQTT broker at %s as %s", self.name,
-                 self.settings.address(), self.settings.client_id)
+        weak = self.settings.weaknesses()
+        if weak:
+            log.warning("%s: the connection to the MQTT broker at %s is %s: %s", self.name,
+                        self.settings.address(), " and ".join(weak), "; ".join(
+                            {"plaintext": "anyone on the network path can read and alter "
+                                          "messages (set tls)",
+                             "anonymous": "the broker cannot tell the core from a device "
+                                          "(set username and password_file, or a client "
+                                          "certificate in tls.cert/tls.key)"}[w] for w in weak))
+        log.info("%s: connecting to the MQTT broker at %s", self.name, self.settings.address())
         self.client.connect_async(self.settings.host, self.settings.port,
                                   keepalive=self.settings.keepalive_s)
         self.client.loop_start()
@@ -126,13 +142,31 @@ class BrokerLink:
             return ""
         return "broker_queue_full" if qos else "disconnected"
 
+    def _failed(self, reason: str, detail: str) -> None:
+        self.metrics.inc("pyengine_mqtt_connect_failures_total", broker=self.name, reason=reason)
+        log.warning("%s: cannot connect to the MQTT broker at %s: %s failure: %s; retrying",
+                    self.name, self.settings.address(), reason, detail)
+
     # -- paho callbacks (its network thread) -----------------------------------------------
+
+    def _connect_failed(self, client: Any, userdata: Any) -> None:
+        # paho calls this inside its ``except OSError`` around the connection attempt.
+        exc = sys.exc_info()[1]
+        if isinstance(exc, ssl.SSLError):  # includes SSLCertVerificationError
+            self._failed("tls", f"TLS handshake failed: {exc}")
+        elif exc is not None and self.settings.tls is not None and isinstance(
+                exc, (ConnectionResetError, BrokenPipeError)):
+            self._failed("tls", f"the broker closed the connection during the TLS handshake "
+                         f"(a client certificate it does not accept?): {exc}")
+        else:
+            self._failed("network", str(exc) if exc is not None else "connection failed")
 
     def _connected(self, client: Any, userdata: Any, flags: Any, reason: Any,
                    properties: Any) -> None:
         if getattr(reason, "is_failure", False):
-            log.warning("%s: the broker at %s refused the connection: %s", self.name,
-                        self.settings.address(), reason)
+            auth = str(reason).lower() in _AUTH_REASONS
+            self._failed("auth" if auth else "refused",
+                         f"the broker refused the connection: {reason}")
             return
         sock = client.socket()
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
@@ -151,6 +185,10 @@ class BrokerLink:
 
     def _subscribed(self, client: Any, userdata: Any, mid: int, reason_codes: Any,
                     properties: Any) -> None:
+        refused = [str(r) for r in reason_codes or () if getattr(r, "is_failure", False)]
+        if refused:  # a broker ACL that does not let the core read a filter
+            log.warning("%s: the broker at %s refused %d of the subscriptions (%s)", self.name,
+                        self.settings.address(), len(refused), ", ".join(refused))
         if mid == self._pending_mid:
             self.connected.set()
 
@@ -165,19 +203,22 @@ class BrokerLink:
         try:
             self._on_message(self.name, msg.topic, bytes(msg.payload))
         except Exception:  # noqa: BLE001 - never let one message stop the network thread
+            self.metrics.inc("pyengine_messages_dropped_total", function="", reason="error")
             log.exception("%s: cannot route a message on %s", self.name, msg.topic)
 
 
 class FunctionQueue:
-    """The bounded queue of messages waiting for one function, drained by ``threads`` threads."""
+    """The queue of messages (raw payloads) waiting for one function, bounded in count and in
+    bytes, drained by ``threads`` threads."""
 
-    def __init__(self, name: str, size: int, threads: int, invoke: Invoke,
+    def __init__(self, name: str, limits: MessageLimits, threads: int, invoke: Invoke,
                  metrics: Metrics) -> None:
         self.name = name
-        self.size = size
+        self.limits = limits
         self.metrics = metrics
         self._invoke = invoke
-        self._items: collections.deque[tuple[Any, str]] = collections.deque()
+        self._items: collections.deque[tuple[bytes, str, str]] = collections.deque()
+        self._bytes = 0
         self._cond = threading.Condition()
         self._closed = False
         self._threads = [threading.Thread(target=self._drain, name=f"pyengine-queue-{name}-{i}",
@@ -185,26 +226,44 @@ class FunctionQueue:
         for t in self._threads:
             t.start()
 
-    def put(self, event: Any, topic: str, source: str) -> bool:
-        """Queue one message; False (and counted as dropped) when the queue is full."""
+    def _dropped(self, reason: str, topic: str, n: int = 1) -> None:
+        self.metrics.inc("pyengine_messages_dropped_total", n, function=self.name, reason=reason)
+        if reason != "stopped":
+            log.warning("%s: dropped a message on %s: %s", self.name, topic, {
+                "too_large": f"larger than message_max_mb ({self.limits.message_max_mb:g} MiB)",
+                "queue_full": f"message queue full ({self.limits.queue_size})",
+                "queue_full_bytes": f"message queue full ({self.limits.queue_mb:g} MiB)",
+            }.get(reason, reason))
+
+    def put(self, payload: bytes, topic: str, source: str) -> bool:
+        """Queue one message; False (and counted as dropped, with the reason) when it is larger
+        than ``message_max_mb`` or the queue is full (in count or bytes)."""
+        # The topic counts too: a device may pick a 64 KiB topic under a '#' filter.
+        size = len(payload) + len(topic)
         with self._cond:
-            if self._closed or len(self._items) >= self.size:
-                reason = "queue_full" if not self._closed else "stopped"
-                self.metrics.inc("pyengine_messages_dropped_total", function=self.name,
-                                 reason=reason)
-                if reason == "queue_full":
-                    log.warning("%s: message queue full (%d); dropped a message on %s",
-                                self.name, self.size, topic)
-                return False
-            self._items.append((event, topic))
-            self._cond.notify()
+            if self._closed:
+                reason = "stopped"
+            elif len(payload) > self.limits.message_max_bytes:
+                reason = "too_large"
+            elif len(self._items) >= self.limits.queue_size:
+                reason = "queue_full"
+            elif self._bytes + size > self.limits.queue_bytes:
+                reason = "queue_full_bytes"
+            else:
+                reason = ""
+                self._items.append((payload, topic, source))
+                self._bytes += size
+                self._cond.notify()
+        if reason:
+            self._dropped(reason, topic)
+            return False
         self.metrics.inc("pyengine_messages_received_total", function=self.name, source=source)
         return True
 
-    def depth(self) -> int:
-        """Messages waiting."""
+    def depth(self) -> tuple[int, int]:
+        """(messages, bytes of payloads and topics) waiting."""
         with self._cond:
-            return len(self._items)
+            return len(self._items), self._bytes
 
     def close(self) -> None:
         """Stop the threads; messages still queued are dropped (counted, reason "stopped")."""
@@ -212,10 +271,10 @@ class FunctionQueue:
             self._closed = True
             left = len(self._items)
             self._items.clear()
+            self._bytes = 0
             self._cond.notify_all()
         if left:
-            self.metrics.inc("pyengine_messages_dropped_total", left, function=self.name,
-                             reason="stopped")
+            self._dropped("stopped", "", left)
 
     def _drain(self) -> None:
         while True:
@@ -224,11 +283,15 @@ class FunctionQueue:
                     self._cond.wait()
                 if self._closed:
                     return
-                event, topic = self._items.popleft()
+                payload, topic, source = self._items.popleft()
+                self._bytes -= len(payload) + len(topic)
             try:
-                self._invoke(self.name, event, topic)
-            except Exception:  # noqa: BLE001 - the invoke path reports failures itself
+                why = self._invoke(self.name, MessagePayload(payload), topic, source)
+            except Exception as exc:  # noqa: BLE001 - counted, and the queue goes on
                 log.exception("%s: invocation for a message on %s failed", self.name, topic)
+                why = f"error_{type(exc).__name__}"
+            if why:
+                self._dropped(why, topic)
 
 
 class Router:
@@ -286,29 +349,34 @@ class Router:
         with self._lock:
             q = self._queues.get(name)
             if q is None:
-                q = FunctionQueue(name, self.config.queue_size, self._threads_for(name),
+                q = FunctionQueue(name, self.config.limits(name), self._threads_for(name),
                                   self._invoke, self.metrics)
                 self._queues[name] = q
             return q
 
-    def _targets(self, source: str, topic: str) -> list[str]:
+    def _routes(self, source: str, topic: str) -> dict[str, list[Subscription]]:
+        """Target -> the subscriptions from ``source`` that route ``topic`` to it."""
         with self._lock:
             subs = self._subs
-        out: list[str] = []
+        out: dict[str, list[Subscription]] = {}
         for s in subs:
-            if s.source == source and s.target not in out and topic_matches(s.topic, topic):
-                out.append(s.target)
+            if s.source == source and topic_matches(s.topic, topic):
+                out.setdefault(s.target, []).append(s)
         return out
+
+    def _targets(self, source: str, topic: str) -> list[str]:
+        return list(self._routes(source, topic))
 
     def from_broker(self, broker: str, topic: str, payload: bytes) -> None:
         """A message from ``broker`` (devices or cloud): queue it for each target function."""
         targets = [t for t in self._targets(broker, topic) if t not in (DEVICES, CLOUD)]
         if not targets:
+            # A message on a filter just unsubscribed (a new deployment), or the broker's own.
+            self.metrics.inc("pyengine_messages_dropped_total", function="", reason="unrouted")
             log.debug("%s: no subscription routes %s to a function", broker, topic)
             return
-        event = decode_event(payload)
         for t in targets:
-            self._queue(t).put(event, topic, broker)
+            self._queue(t).put(payload, topic, broker)
 
     def from_function(self, function: str, topic: Any, payload: bytes, qos: int = 1,
                       retain: bool = False) -> int:
@@ -317,14 +385,27 @@ class Router:
         Raises
         ------
         ValueError
-            ``topic`` is not a topic one can publish to, or ``qos`` is not 0 or 1.
+            ``topic`` is not a topic one can publish to, ``qos`` is not 0 or 1, or ``retain``
+            is asked for where no subscription grants it.
         """
         problem = topic_problem(topic)
         if problem:
             raise ValueError(f"context.publish: {problem}")
         if qos not in (0, 1):
             raise ValueError(f"context.publish: qos {qos!r} must be 0 or 1")
-        targets = self._targets(function, topic)
+        routes = self._routes(function, topic)
+        targets = list(routes)
+        if retain:
+            # A retained message outlives the call and greets every later subscriber: only the
+            # group file can allow it, per route to a broker.
+            denied = [t for t, subs in routes.items()
+                      if t in (DEVICES, CLOUD) and not any(s.retain for s in subs)]
+            if denied:
+                raise ValueError(
+                    f"context.publish: retain=True on {topic!r}: no subscription from "
+                    f"{function!r} to {' or '.join(map(repr, denied))} matching it grants "
+                    "retained messages; add `retain: true` to that subscription in the group "
+                    "file, or publish with retain=False")
         if not targets:
             self.metrics.inc("pyengine_messages_unrouted_total", function=function)
             log.debug("%s published on %s, which no subscription routes", function, topic)
@@ -343,7 +424,7 @@ class Router:
                                      reason=dropped)
                     continue
                 reached += 1
-            elif self._queue(t).put(decode_event(payload), topic, function):
+            elif self._queue(t).put(payload, topic, function):
                 reached += 1
             self.metrics.inc("pyengine_messages_published_total", function=function, target=t)
         return reached
@@ -352,9 +433,11 @@ class Router:
         """Queue depths and connection states, for /metrics."""
         with self._lock:
             queues = dict(self._queues)
-        out: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {
-            ("pyengine_message_queue_depth", (("function", n),)): q.depth()
-            for n, q in queues.items()}
+        out: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
+        for n, q in queues.items():
+            count, size = q.depth()
+            out[("pyengine_message_queue_depth", (("function", n),))] = count
+            out[("pyengine_message_queue_bytes", (("function", n),))] = size
         for name, link in self.links.items():
             out[("pyengine_mqtt_connected", (("broker", name),))] = float(
                 link.connected.is_set())

@@ -16,24 +16,37 @@ EXTRA = {
     "pyengine_messages_received_total": (
         "counter", "MQTT messages routed to a function, by function and source."),
     "pyengine_messages_dropped_total": (
-        "counter", "Messages dropped before reaching a function, by function and reason "
-        "(queue_full: the function's queue was full)."),
+        "counter", "Messages that did not reach a function's handler, by function and reason "
+        "(too_large, queue_full, queue_full_bytes, stopped, worker_died, timeout, busy, "
+        "function_failed, unrouted, ...)."),
     "pyengine_messages_published_total": (
         "counter", "Messages functions published, by function and target (devices, cloud, or "
         "a function)."),
     "pyengine_messages_unrouted_total": (
         "counter", "Messages a function published that no subscription routes."),
     "pyengine_message_queue_depth": ("gauge", "Messages waiting for each function."),
+    "pyengine_message_queue_bytes": (
+        "gauge", "Bytes of payloads and topics waiting for each function."),
+    "pyengine_mqtt_connect_failures_total": (
+        "counter", "Failed connection attempts to a broker, by reason (tls, auth, refused, "
+        "network)."),
     "pyengine_mqtt_connected": (
         "gauge", "1 while the core is connected to the broker and subscribed."),
     "pyengine_mqtt_connects_total": ("counter", "Successful connections to the broker."),
     "pyengine_capture_samples_total": ("counter", "Samples captured (spooled and fsynced)."),
     "pyengine_capture_evicted_total": (
-        "counter", "Spooled samples evicted, oldest first, to stay within the spool cap."),
+        "counter", "Spooled samples of a function evicted, its oldest first, to stay within "
+        "its quota."),
+    "pyengine_capture_refused_total": (
+        "counter", "Samples refused, by function and reason (too_large, spool_full)."),
     "pyengine_capture_uploaded_total": ("counter", "Samples uploaded to S3."),
     "pyengine_capture_upload_errors_total": ("counter", "Failed batch uploads (retried)."),
     "pyengine_capture_spool_samples": ("gauge", "Samples waiting in the spool."),
-    "pyengine_capture_spool_bytes": ("gauge", "Bytes of samples waiting in the spool."),
+    "pyengine_capture_spool_bytes": (
+        "gauge", "Bytes on disk (allocated blocks) of the samples waiting in the spool."),
+    "pyengine_capture_spool_function_samples": ("gauge", "Samples waiting, by function."),
+    "pyengine_capture_spool_function_bytes": (
+        "gauge", "Bytes on disk of the samples waiting, by function."),
 }
 
 

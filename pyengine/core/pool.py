@@ -18,6 +18,7 @@ from typing import Any, Callable, Optional
 import pyengine
 from pyengine.core import netns, protocol
 from pyengine.core.boot import tasks_of
+from pyengine.core.cgroups import WorkerCgroups
 from pyengine.core.group import FunctionSpec
 from pyengine.core.policy import WorkerPlan
 from pyengine.core.procs import kill_tree, reap
@@ -46,6 +47,10 @@ class InvokeError(Exception):
     def __init__(self, kind: str, message: str) -> None:
         super().__init__(message)
         self.kind = kind
+
+
+class PayloadError(InvokeError):
+    """The event cannot be sent to a worker (too large, not JSON); the worker is unharmed."""
 
 
 def _describe_exit(code: int | None) -> str:
@@ -105,9 +110,12 @@ class Worker:
     the core's ``stats`` requests when it batches."""
 
     def __init__(self, spec: FunctionSpec, plan: WorkerPlan, landlock: bool,
-                 on_op: Optional[OpHandler] = None) -> None:
+                 on_op: Optional[OpHandler] = None,
+                 cgroups: Optional[WorkerCgroups] = None) -> None:
         self.spec = spec
         self.on_op = on_op or _no_ops
+        #: The worker's own cgroup (None without cgroups).
+        self.cgroup: Optional[str] = None
         batching = {r.id: dataclasses.asdict(r.batching) for r in spec.resources
                     if r.batching is not None}
         env = worker_environment(spec, plan, threads=spec.slots() > 1 or bool(batching))
@@ -152,6 +160,15 @@ class Worker:
         self.last_used = time.monotonic()
         self.confinement = ""
         parent = self.sock
+        if cgroups is not None:
+            # Before the configuration goes out: the worker forks nothing until it has it.
+            try:
+                self.cgroup = cgroups.create(spec.name, plan.processes_max, spec.memory_mb)
+                cgroups.enter(self.cgroup, self.pid)
+            except OSError as exc:
+                log.warning("function %s: worker %d runs without a cgroup: %s", spec.name,
+                            self.pid, exc)
+                self._drop_cgroup()
         try:
             protocol.send(parent, {
                 "name": spec.name, "handler": spec.handler, "code_dir": spec.code_dir,
@@ -190,14 +207,23 @@ class Worker:
         timeout = self.spec.timeout_s
         deadline = time.monotonic() + timeout
         sock = self.socks[slot]
+        msg: dict[str, Any] = {"id": invocation_id, "timeout_s": timeout, "topic": topic}
+        if isinstance(payload, protocol.MessagePayload):  # the worker decodes it
+            msg["message_b64"] = base64.b64encode(payload).decode()
+        elif isinstance(payload, (bytes, bytearray)):
+            msg["payload_b64"] = base64.b64encode(payload).decode()
+        else:
+            msg["payload"] = payload
+        try:
+            frame = protocol.encode(msg)
+        except (ValueError, TypeError, RecursionError) as exc:
+            # Nothing was sent: the worker is as good as before.
+            raise PayloadError("PayloadTooLarge" if isinstance(exc, ValueError)
+                               else "BadPayload",
+                               f"the event cannot be sent to {self.spec.name!r}: {exc}") from None
         try:
             sock.settimeout(None)
-            msg: dict[str, Any] = {"id": invocation_id, "timeout_s": timeout, "topic": topic}
-            if isinstance(payload, (bytes, bytearray)):
-                msg["payload_b64"] = base64.b64encode(payload).decode()
-            else:
-                msg["payload"] = payload
-            protocol.send(sock, msg)
+            sock.sendall(frame)
             while True:
                 sock.settimeout(max(0.001, deadline - time.monotonic()))
                 reply: dict[str, Any] = protocol.recv(sock)
@@ -270,6 +296,7 @@ class Worker:
             self.proc.wait(timeout=grace_s)
         except subprocess.TimeoutExpired:
             self.kill()
+        killed |= self._drop_cgroup()
         reap(killed)
         self._forget()
 
@@ -277,9 +304,19 @@ class Worker:
         """Kill the process and everything it started now, and reap it."""
         killed = kill_tree(self.pid) if self.proc.poll() is None else set()
         self.proc.wait()
+        killed |= self._drop_cgroup()
         reap(killed)  # they count against the user's process limit until reaped
         self._close()
         self._forget()
+
+    def _drop_cgroup(self) -> set[int]:
+        """Kill whatever is still in the worker's cgroup and remove it; the pids killed."""
+        path, self.cgroup = self.cgroup, None
+        if path is None:
+            return set()
+        pids = WorkerCgroups.pids(path)
+        WorkerCgroups.kill(path)
+        return pids - {self.pid}
 
     def _forget(self) -> None:
         with LIVE_LOCK:
@@ -303,9 +340,11 @@ class FunctionPool:
     """
 
     def __init__(self, spec: FunctionSpec, plan: WorkerPlan, landlock: bool,
-                 queue_timeout_s: float = 60.0, on_op: Optional[OpHandler] = None) -> None:
+                 queue_timeout_s: float = 60.0, on_op: Optional[OpHandler] = None,
+                 cgroups: Optional[WorkerCgroups] = None) -> None:
         self.spec = spec
         self.on_op = on_op
+        self.cgroups = cgroups
         self.plan = plan
         self.landlock = landlock
         self.queue_timeout_s = queue_timeout_s
@@ -351,7 +390,7 @@ class FunctionPool:
         """Start a worker and put it in service; ``claim`` takes one of its slots at once
         (returned with it; -1 without ``claim``)."""
         try:
-            w = Worker(self.spec, self.plan, self.landlock, self.on_op)
+            w = Worker(self.spec, self.plan, self.landlock, self.on_op, self.cgroups)
         except InvokeError as exc:
             with self._cond:
                 self._starting -= 1
@@ -506,5 +545,8 @@ class FunctionPool:
             reply = w.call(invocation_id, payload, topic, slot)
             healthy = True
             return reply
+        except PayloadError:
+            healthy = True
+            raise
         finally:
             self._release(w, slot, healthy)

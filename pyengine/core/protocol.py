@@ -1,4 +1,9 @@
-"""The core <-> worker wire format: length-prefixed JSON messages over a Unix socket pair."""
+"""The core <-> worker wire format: length-prefixed JSON messages over a Unix socket pair.
+
+Bodies are UTF-8 JSON with non-ASCII characters as they are (not ``\\uXXXX``, which would
+triple a string of 2-byte characters) and lone surrogates passed through, so any ``str`` a
+handler gets or returns crosses intact and a frame is never much larger than its content.
+"""
 
 from __future__ import annotations
 
@@ -25,9 +30,31 @@ def _json_default(obj: Any) -> Any:
                     "strings, numbers, booleans, None or numpy arrays")
 
 
+class MessagePayload(bytes):
+    """An MQTT message's payload on its way to a function: it travels as bytes and the worker
+    makes the event of it (:func:`decode_event`), so the core never holds it decoded."""
+
+
+def decode_event(payload: bytes) -> Any:
+    """A message's payload as a handler's event: the JSON value when the payload is JSON (UTF-8,
+    nested less deep than Python's recursion limit), else the bytes as they came."""
+    try:
+        return json.loads(payload)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return bytes(payload)
+
+
 def encode(msg: Any) -> bytes:
-    """One framed message."""
-    body = json.dumps(msg, default=_json_default, separators=(",", ":")).encode()
+    """One framed message.
+
+    Raises
+    ------
+    ValueError
+        The message is larger than :data:`MAX_MESSAGE` or not JSON (TypeError: a value JSON
+        has no form for; RecursionError: nested too deep).
+    """
+    body = json.dumps(msg, default=_json_default, separators=(",", ":"),
+                      ensure_ascii=False).encode("utf-8", "surrogatepass")
     if len(body) > MAX_MESSAGE:
         raise ValueError(f"message of {len(body)} bytes is over the limit of {MAX_MESSAGE}")
     return _HEADER.pack(len(body)) + body
@@ -53,4 +80,4 @@ def recv(sock: socket.socket) -> Any:
     (n,) = _HEADER.unpack(_recv_exact(sock, _HEADER.size))
     if n > MAX_MESSAGE:
         raise ValueError(f"message of {n} bytes is over the limit of {MAX_MESSAGE}")
-    return json.loads(_recv_exact(sock, n))
+    return json.loads(_recv_exact(sock, n).decode("utf-8", "surrogatepass"))

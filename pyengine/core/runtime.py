@@ -429,7 +429,8 @@ def capture(inputs: Any, outputs: Any = None, meta: Any = None) -> int:
         json.dumps(sample, default=_json_default)
     except (TypeError, ValueError) as exc:
         raise TypeError(f"pyengine.capture: the sample is not serializable: {exc}") from None
-    answer = channel.request({"op": "capture", "sample": sample, "topic": channel.topic})
+    # The core stamps the sample with the call's topic and source from its own record.
+    answer = channel.request({"op": "capture", "sample": sample})
     return int(answer["seq"])
 
 

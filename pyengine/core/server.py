@@ -36,6 +36,7 @@ from pyengine.core.api import (
     no_new_privs,
 )
 from pyengine.core.capture import Spool, Uploader
+from pyengine.core.cgroups import WorkerCgroups
 from pyengine.core.config import CoreConfig, client_id
 from pyengine.core.group import (
     STATE_DB,
@@ -63,7 +64,14 @@ CAPTURE_DIR = os.path.join("capture", "spool")
 
 #: HTTP status of each failure kind.
 STATUS = {"FunctionTimeout": 504, "WorkerDied": 502, "FunctionInitError": 502, "Busy": 503,
-          "FunctionNotFound": 404, "Forbidden": 403, "InvokeCycle": 508}
+          "FunctionNotFound": 404, "Forbidden": 403, "InvokeCycle": 508,
+          "PayloadTooLarge": 413, "BadPayload": 400}
+#: Why a message that reached a function's queue got no answer from the function (its call
+#: failed outside the handler): the reason it is counted under as dropped.
+MESSAGE_DROP_REASON = {"WorkerDied": "worker_died", "FunctionTimeout": "timeout", "Busy": "busy",
+                       "FunctionInitError": "function_failed",
+                       "FunctionNotFound": "no_function", "PayloadTooLarge": "too_large_frame",
+                       "BadPayload": "bad_payload"}
 
 
 def _grant_ids(spec: FunctionSpec) -> tuple[tuple[int, int], ...]:
@@ -131,12 +139,15 @@ class Core:
         self._chains: dict[str, tuple[str, ...]] = {}
         self._threads: list[threading.Thread] = []
         self.config = config or CoreConfig()
-        for name in ("mqtt", "cloud"):  # a client id of its own for this core, unless set
+        for name in ("mqtt", "cloud", "fleet_mqtt"):  # the core's random id, unless set
             settings = getattr(self.config, name)
             if settings is not None and not settings.client_id:
                 self.config = dataclasses.replace(self.config, **{name: dataclasses.replace(
                     settings, client_id=client_id(self.root, name))})
         self.router = Router(self.config, self.metrics, self._invoke_message, self._threads_for)
+        #: Invocation id -> (topic, source) of the calls running: what a capture is stamped
+        #: with (the core's record, never the worker's claim).
+        self._calls: dict[str, tuple[str | None, str]] = {}
         self.spool: Spool | None = None
         self.uploader: Uploader | None = None
         #: Started after the core, stopped before it: objects with start() and stop() (the fleet
@@ -145,6 +156,8 @@ class Core:
         #: Each function's own user (root core only: an unprivileged one cannot switch users).
         #: Whether orphans of workers come to this process (``serve_forever``; see procs).
         self.subreaper = False
+        #: A cgroup v2 per worker where the core may create them (set at start).
+        self.cgroups: WorkerCgroups | None = None
         self.users = (FunctionUsers(self.root, self.config.functions.uids)
                       if os.geteuid() == 0 else None)
 
@@ -160,6 +173,13 @@ class Core:
                    else "not available in this kernel (it needs Linux 5.13+ with landlock enabled)")
             log.warning("Landlock is %s: functions are confined by uid/gid and file modes only",
                         why)
+        self.cgroups, why = WorkerCgroups.detect(self.root)
+        if self.cgroups is not None:
+            log.info("each worker's processes are killed with it: %s", self.cgroups.describe())
+        else:
+            log.warning("no cgroup per worker (%s): a worker's processes are killed with it as "
+                        "its process tree (it is their subreaper), the process limit is "
+                        "RLIMIT_NPROC only", why)
         if self.users is not None:
             log.info("each function runs as a user of its own (uids %s, recorded in %s)",
                      self.users.uid_range, self.users.path)
@@ -176,8 +196,9 @@ class Core:
             log.info("no network namespaces for functions: %s", self.network.why_not_netns)
         self._listen()
         self._write_address()
-        self.spool = Spool(os.path.join(self.root, CAPTURE_DIR),
-                           int(self.config.capture.spool_mb * (1 << 20)), self.metrics)
+        cap = self.config.capture
+        self.spool = Spool(os.path.join(self.root, CAPTURE_DIR), int(cap.spool_mb * (1 << 20)),
+                           self.metrics, int(cap.function_mb * (1 << 20)), cap.function_files)
         if self.config.capture.s3:
             self.uploader = Uploader(self.spool, self.config.capture, self.metrics)
             self.uploader.start()
@@ -285,6 +306,8 @@ class Core:
         for p in pools:
             p.stop()
         self._kill_strays()
+        if self.cgroups is not None:
+            self.cgroups.close()
         with contextlib.suppress(FileNotFoundError):
             os.unlink(os.path.join(self.root, ADDRESS_FILE))
         log.info("stopped")
@@ -336,7 +359,8 @@ class Core:
             log.info("function %s: network grant %s is enforced by port only (any host on "
                      "those ports)", spec.name,
                      ", ".join(f"{e.host}:{e.port}" for e in spec.network.connect))
-        return FunctionPool(spec, worker_plan, self.landlock, on_op=self._worker_op)
+        return FunctionPool(spec, worker_plan, self.landlock, on_op=self._worker_op,
+                            cgroups=self.cgroups)
 
     def reload(self, cleanup: bool = False) -> bool:
         """Apply the deployment in the root if it changed; True when something changed.
@@ -408,13 +432,14 @@ class Core:
     # -- calls and status ------------------------------------------------------------------
 
     def invoke(self, name: str, payload: Any, topic: str | None = None,
-               chain: tuple[str, ...] = ()) -> tuple[int, dict[str, Any]]:
+               source: str = "invoke", chain: tuple[str, ...] = ()) -> tuple[int, dict[str, Any]]:
         """Invoke ``name`` with ``payload``; (HTTP status, answer).
 
-        ``topic``: the MQTT topic of the message that triggers the call (``context.topic``).
-        ``chain``: the functions whose calls wait on this one (``context.invoke``), outermost
-        first. The error of an answer carries the handler's traceback; the API drops it unless
-        the core runs with ``--debug``.
+        ``topic``: the MQTT topic of the message that triggers the call (``context.topic``);
+        ``source``: where the message came from (``devices``, ``cloud``, a function; "invoke"
+        for a direct call). ``chain``: the functions whose calls wait on this one
+        (``context.invoke``), outermost first. The error of an answer carries the handler's
+        traceback; the API drops it unless the core runs with ``--debug``.
         """
         with self._lock:
             pool = self._pools.get(name)
@@ -424,6 +449,7 @@ class Core:
                                    "message": f"no function {name!r} is deployed"}}
         inv = uuid.uuid4().hex
         t0 = time.perf_counter()
+        self._calls[inv] = (topic, source)
         with self._lock:
             self._chains[inv] = (*chain, name)
         try:
@@ -434,6 +460,7 @@ class Core:
             return STATUS.get(exc.kind, 500), {"invocation_id": inv, "error": {
                 "type": exc.kind, "message": str(exc)}}
         finally:
+            self._calls.pop(inv, None)
             with self._lock:
                 self._chains.pop(inv, None)
         dt = time.perf_counter() - t0
@@ -464,7 +491,7 @@ class Core:
                                f"{' -> '.join((*chain, target))}"}
         payload = (base64.b64decode(msg["payload_b64"]) if "payload_b64" in msg
                    else msg.get("payload"))
-        status, body = self.invoke(target, payload, chain=chain)
+        status, body = self.invoke(target, payload, source=caller, chain=chain)
         if status == 200:
             return {"op": "ack", "status": 200, "result": body.get("result"),
                     "invocation_id": body.get("invocation_id")}
@@ -482,12 +509,19 @@ class Core:
         # Calls that can run at once: messages to a batching function batch too.
         return pool.spec.max_workers() * pool.spec.slots() if pool is not None else 1
 
-    def _invoke_message(self, name: str, event: Any, topic: str) -> None:
-        status, body = self.invoke(name, event, topic)
-        if status != 200:
-            err = body.get("error") or {}
-            log.warning("%s: the message on %s failed: %s: %s", name, topic, err.get("type"),
-                        err.get("message"))
+    def _invoke_message(self, name: str, payload: Any, topic: str, source: str) -> str:
+        """A queued message's call (:data:`pyengine.core.messaging.Invoke`): "" once the
+        handler got it, else why it was not delivered."""
+        status, body = self.invoke(name, payload, topic, source)
+        if status == 200:
+            return ""
+        err = body.get("error") or {}
+        log.warning("%s: the message on %s failed: %s: %s", name, topic, err.get("type"),
+                    err.get("message"))
+        kind = str(err.get("type"))
+        if status == 500 and kind not in MESSAGE_DROP_REASON:
+            return ""  # the handler raised: it had the message (counted as an error)
+        return MESSAGE_DROP_REASON.get(kind, "error")
 
     def _worker_op(self, function: str, invocation_id: str,
                    msg: dict[str, Any]) -> dict[str, Any]:
@@ -508,10 +542,12 @@ class Core:
                 sample = msg.get("sample")
                 if not isinstance(sample, dict):
                     raise TypeError(f"a capture needs a sample mapping, not {sample!r:.80}")
-                # Only the sample's own fields come from the function; the rest is the core's.
+                # Only the sample's own fields come from the function; the rest is the core's
+                # (the topic and source of the call, from the core's own record of it).
+                topic, source = self._calls.get(invocation_id, (None, "invoke"))
                 seq = self.spool.append({
                     "time": time.time(), "function": function, "invocation_id": invocation_id,
-                    "topic": msg.get("topic"), "inputs": sample.get("inputs"),
+                    "topic": topic, "source": source, "inputs": sample.get("inputs"),
                     "outputs": sample.get("outputs"), "meta": sample.get("meta")})
                 return {"op": "ack", "seq": seq}
         except (ValueError, TypeError, OSError, RuntimeError) as exc:
@@ -555,6 +591,9 @@ class Core:
             samples, size = self.spool.stats()
             gauges[("pyengine_capture_spool_samples", ())] = samples
             gauges[("pyengine_capture_spool_bytes", ())] = size
+            for fn, (n, used) in self.spool.usage().items():
+                gauges[("pyengine_capture_spool_function_samples", (("function", fn),))] = n
+                gauges[("pyengine_capture_spool_function_bytes", (("function", fn),))] = used
         return self.metrics.render(workers, gauges) + render_batching(self.batching_stats(pools))
 
     def batching_stats(self, pools: dict[str, FunctionPool] | None = None

@@ -86,8 +86,12 @@ def _serve_calls(sock: socket.socket, channel: runtime.Channel, fn: Callable[[An
         deadline = time.monotonic() + float(msg["timeout_s"])
         topic = msg.get("topic")
         ctx = runtime.Context(name, msg["id"], deadline, runtime.begin_call(), logger, topic)
-        event = (base64.b64decode(msg["payload_b64"]) if "payload_b64" in msg
-                 else msg.get("payload"))
+        if "message_b64" in msg:  # an MQTT message: JSON when it parses, else its bytes
+            event = protocol.decode_event(base64.b64decode(msg["message_b64"]))
+        elif "payload_b64" in msg:
+            event = base64.b64decode(msg["payload_b64"])
+        else:
+            event = msg.get("payload")
         with channel.lock:
             channel.in_call, channel.invocation, channel.topic = True, msg["id"], topic
         try:

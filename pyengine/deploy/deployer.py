@@ -34,6 +34,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
+from pyengine.deploy import private
 from pyengine.deploy.errors import DeployError, UnpackError
 from pyengine.deploy.fetch import fetch
 from pyengine.deploy.group import (
@@ -45,7 +46,7 @@ from pyengine.deploy.group import (
     load_group,
     real_destination,
 )
-from pyengine.deploy.state import RootLock, State, dumps
+from pyengine.deploy.state import STATE_FILES, RootLock, State, dumps
 from pyengine.deploy.unpack import (
     DEFAULT_MAX_FILES,
     TREE_MAX_BYTES,
@@ -321,6 +322,7 @@ def recover_locked(state: State) -> list[int]:
 
     Returns the ids of the deployments rolled back.
     """
+    _move_environments_out(state)
     rolled: list[int] = []
     for dep in state.q(
         "SELECT id FROM deployments WHERE status IN ('Building','InProgress') ORDER BY id"
@@ -361,6 +363,24 @@ def recover_locked(state: State) -> list[int]:
         rolled.append(dep_id)
     _gc(state)
     return rolled
+
+
+def _move_environments_out(state: State) -> None:
+    """Groups recorded before environments left the database: move theirs out now, and
+    overwrite what the database held (secure_delete, then a truncating checkpoint)."""
+    rows = state.q(
+        "SELECT id, group_json FROM deployments WHERE group_json LIKE '%\"environment\": {\"%'"
+    )
+    moved = False
+    for row in rows:
+        recorded = json.loads(row["group_json"])
+        if any(f.get("environment") for f in recorded.get("functions", [])):
+            inline = private.load_environments(state.root, recorded)
+            kept = private.store_environments(state.root, inline)
+            state.x("UPDATE deployments SET group_json=? WHERE id=?", json.dumps(kept), row["id"])
+            moved = True
+    if moved:
+        state.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
 
 def _gc(state: State) -> None:
@@ -410,6 +430,16 @@ def _gc(state: State) -> None:
             # Versions a killed deploy left unregistered are removed from its journal (above).
             if n.startswith(("staging-", ".link-", "trash-")):
                 _rmtree(p)
+    # Environments of the deployments that current() or rollback may still read.
+    recorded = state.q(
+        "SELECT group_json FROM deployments WHERE status IN ('Building','InProgress') "
+        "OR id IN (SELECT id FROM deployments WHERE applied=1 ORDER BY id DESC LIMIT 1) "
+        "OR id IN (SELECT id FROM deployments WHERE applied=1 AND status='Success' "
+        "ORDER BY id DESC LIMIT 2)"
+    )
+    private.remove_unreferenced_environments(
+        state.root, private.referenced_environments(r["group_json"] for r in recorded)
+    )
     downloads = os.path.join(state.root, "downloads")
     if os.path.isdir(downloads) and not state.one(
         "SELECT 1 FROM deployments WHERE status IN ('Building','InProgress')"
@@ -851,7 +881,7 @@ class _Deployer:
                 (
                     g.name,
                     g.path,
-                    json.dumps(g.to_dict()),
+                    json.dumps(private.store_environments(self.s.root, g.to_dict())),
                     "Building",
                     self.on_failure,
                     os.getpid(),
@@ -1193,14 +1223,14 @@ def reset(root: Optional[str] = None, *, wait_s: float = 0.0) -> list[str]:
             if os.path.exists(row["path"]):
                 _rmtree(row["path"])
                 removed.append(row["path"])
-        for sub in ("functions", "downloads"):
+        for sub in ("functions", "downloads", private.ENV_DIR):
             p = os.path.join(r, sub)
             if os.path.exists(p):
                 _rmtree(p)
                 removed.append(p)
     finally:
         s.close()
-    for n in ("state.db", "state.db-wal", "state.db-shm"):
+    for n in STATE_FILES:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(os.path.join(r, n))
     removed.append(os.path.join(r, "state.db"))

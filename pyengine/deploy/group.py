@@ -16,7 +16,7 @@ from typing import Any, Optional
 from pyengine.batching_config import BatchingConfig
 from pyengine.deploy.environment import environment_problem
 from pyengine.deploy.errors import GroupError
-from pyengine.deploy.subscriptions import BROKERS, Subscription, filter_problem
+from pyengine.deploy.subscriptions import BROKERS, Subscription, filter_problem, routing_cycles
 from pyengine.sources.aws import AwsSettings
 
 ID_RE = re.compile(r"^[a-zA-Z0-9:_-]{1,128}$")
@@ -161,7 +161,7 @@ class Function:
     memory_mb: int = 128
     environment: dict[str, str] = field(default_factory=dict)
     resources: tuple[FunctionResource, ...] = ()
-    #: Caps on the copy of ``code`` (None: the defaults of :func:`pyengine.deploy.unpack.copy_tree`).
+    #: Caps on the copy of ``code`` (None: the defaults of ``unpack.copy_tree``).
     max_code_bytes: Optional[int] = None
     max_code_files: Optional[int] = None
     network: Optional[Network] = None
@@ -822,10 +822,12 @@ def _check_subscriptions(c: _Checker, raw: Any, functions: set[str]) -> tuple[Su
         return ()
     known = ", ".join(sorted(functions)) or "none"
     out: list[Subscription] = []
+    wheres: list[str] = []
     seen: dict[tuple[str, str, str], str] = {}
     for i, s in enumerate(raw):
         where = f"subscriptions[{i}]"
-        m = c.mapping(where, s, ("source", "topic", "target"), ("source", "topic", "target"))
+        m = c.mapping(where, s, ("source", "topic", "target", "retain"),
+                      ("source", "topic", "target"))
         if not m or any(m.get(k) is None for k in ("source", "topic", "target")):
             continue
         ok = True
@@ -849,13 +851,32 @@ def _check_subscriptions(c: _Checker, raw: Any, functions: set[str]) -> tuple[Su
             c.bad(where, f"{m['source']!r} to {m['target']!r}: a subscription needs a function "
                   "at one end (the core does not relay between brokers)")
             ok = False
+        retain = m.get("retain", False)
+        if not isinstance(retain, bool):
+            c.bad(f"{where}.retain", f"{retain!r} must be true or false")
+            ok = False
+        elif retain and (m["source"] in BROKERS or m["target"] not in BROKERS):
+            c.bad(f"{where}.retain", "only a subscription from a function to 'devices' or "
+                  f"'cloud' can grant retained messages (this one is {m['source']!r} to "
+                  f"{m['target']!r})")
+            ok = False
         if not ok:
             continue
-        sub = Subscription(str(m["source"]), str(m["topic"]), str(m["target"]))
+        sub = Subscription(str(m["source"]), str(m["topic"]), str(m["target"]), retain)
         key3 = (sub.source, sub.topic, sub.target)
         if key3 in seen:
             c.bad(where, f"the same subscription as {seen[key3]}; list each route once")
             continue
         seen[key3] = where
         out.append(sub)
+        wheres.append(where)
+    for component, on_it in routing_cycles(out):
+        route = "; ".join(f"{wheres[i]}: {out[i].source} -> {out[i].topic} -> {out[i].target}"
+                          for i in on_it)
+        one = len(component) == 1
+        c.bad(", ".join(wheres[i] for i in on_it),
+              f"a routing cycle: what {' and '.join(component)} "
+              f"{'publishes' if one else 'publish'} can come back to call "
+              f"{'it' if one else 'them'} again, without end ({route}); make the topics of "
+              "one of these routes disjoint")
     return tuple(out)

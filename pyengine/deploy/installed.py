@@ -6,6 +6,7 @@ import json
 from dataclasses import dataclass
 from typing import Optional
 
+from pyengine.deploy import private
 from pyengine.deploy.deployer import _open_state, recover
 from pyengine.deploy.group import FunctionResource, Group, Network
 
@@ -95,7 +96,8 @@ def current(root: Optional[str] = None, *, cleanup: bool = True) -> Optional[Dep
         dep = state.one("SELECT * FROM deployments WHERE applied=1 ORDER BY id DESC")
         if dep is None:
             return None
-        group = Group.from_dict(json.loads(dep["group_json"]))
+        recorded = json.loads(dep["group_json"])
+        group = Group.from_dict(private.load_environments(state.root, recorded))
         rows = {(r["kind"], r["key"]): dict(r) for r in state.q("SELECT * FROM installed")}
         resources: dict[str, InstalledResource] = {}
         for r in group.resources:

@@ -11,7 +11,8 @@ import time
 from contextlib import contextmanager, suppress
 from typing import Any, Iterator, Optional
 
-from pyengine.deploy.errors import DeployBusyError
+from pyengine.deploy.errors import DeployBusyError, DeployError
+from pyengine.deploy.private import private_file
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS deployments(
@@ -80,15 +81,48 @@ CREATE TABLE IF NOT EXISTS stores(path TEXT PRIMARY KEY);
 """
 
 
+#: The database and the files SQLite keeps beside it; all are made and kept 0600.
+STATE_FILES = ("state.db", "state.db-wal", "state.db-shm", "state.db-journal")
+
+
+def _tighten(path: str) -> None:
+    """Make an existing file 0600 (without following a link); a missing one is fine."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return
+    try:
+        os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
+
+
 class State:
-    """The state database of one root."""
+    """The state database of one root.
+
+    ``state.db`` and its -wal/-shm/-journal files are readable and writable by their owner only
+    (0600 whatever the umask; SQLite gives its side files the database's mode and owner), and
+    files of an existing install are tightened here. Functions' environments are not in it
+    (:mod:`pyengine.deploy.environments`).
+    """
 
     def __init__(self, root: str) -> None:
         self.root = root
         os.makedirs(root, exist_ok=True)
-        self.path = os.path.join(root, "state.db")
+        self.path = os.path.join(root, STATE_FILES[0])
+        try:
+            os.close(private_file(self.path, root))
+            for name in STATE_FILES[1:]:
+                _tighten(os.path.join(root, name))
+        except PermissionError:
+            raise DeployError(
+                f"{self.path} is readable by its owner only (the core's user); run as that "
+                "user (or root)"
+            ) from None
         self.db = sqlite3.connect(self.path, isolation_level=None, timeout=30)
         self.db.row_factory = sqlite3.Row
+        # Deleted and replaced content is overwritten, not left in free pages.
+        self.db.execute("PRAGMA secure_delete=ON")
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=FULL")
         self.db.execute("PRAGMA foreign_keys=ON")

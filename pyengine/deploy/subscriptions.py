@@ -10,8 +10,12 @@ matches one level, ``#`` the rest) from ``source`` to ``target``:
   (published on the core's broker) or ``cloud``.
 
 Function to function subscriptions are routed inside the core, never through a broker.
-This module has no dependency beyond the standard library: the deploy layer validates
-subscriptions and the core matches topics with the same rules.
+``retain: true`` on a subscription from a function to ``devices`` or ``cloud`` lets the
+function publish retained messages on its topics (``context.publish(..., retain=True)``);
+without it such a publish is refused. :func:`routing_cycles` finds routes on which what a
+function publishes can come back to it. This module has no dependency beyond the standard
+library: the deploy layer validates subscriptions and the core matches topics with the same
+rules.
 """
 
 from __future__ import annotations
@@ -33,6 +37,8 @@ class Subscription:
     source: str
     topic: str
     target: str
+    #: Whether the function (``source``) may publish retained messages on this route.
+    retain: bool = False
 
     @property
     def source_is_function(self) -> bool:
@@ -94,3 +100,66 @@ def topic_matches(topic_filter: str, topic: str) -> bool:
         if f != "+" and f != t_levels[i]:
             return False
     return len(t_levels) == len(f_levels)
+
+
+def filters_overlap(a: str, b: str) -> bool:
+    """Whether some topic matches both MQTT topic filters ``a`` and ``b`` (valid filters)."""
+    al, bl = a.split("/"), b.split("/")
+    # A topic starting with '$' matches no filter that starts with a wildcard.
+    for x, y in ((al[0], bl[0]), (bl[0], al[0])):
+        if x.startswith("$") and y in ("+", "#"):
+            return False
+    for x, y in zip(al, bl):
+        if x == "#" or y == "#":
+            return True
+        if x != "+" and y != "+" and x != y:
+            return False
+    if len(al) == len(bl):
+        return True
+    longer = al if len(al) > len(bl) else bl
+    return longer[min(len(al), len(bl))] == "#"  # 'a/#' matches 'a' itself
+
+
+def routing_cycles(subs: list[Subscription]) -> list[tuple[list[str], list[int]]]:
+    """The routing cycles among ``subs``: each as (functions, indices into ``subs`` of the
+    subscriptions on it), one per set of functions that can reach each other.
+
+    A function reaches another through a function -> function subscription (whatever it
+    publishes matching the filter calls the target), or through a broker: a subscription from
+    it to ``devices``/``cloud`` and one from that broker to the other function whose filters
+    share a topic (the broker delivers the core's own message back to the core).
+    """
+    edges: dict[str, dict[str, set[int]]] = {}
+    for i, s in enumerate(subs):
+        if not s.source_is_function:
+            continue
+        if s.target_is_function:
+            edges.setdefault(s.source, {}).setdefault(s.target, set()).add(i)
+            continue
+        for j, back in enumerate(subs):
+            if back.source == s.target and back.target_is_function and filters_overlap(
+                    s.topic, back.topic):
+                edges.setdefault(s.source, {}).setdefault(back.target, set()).update((i, j))
+
+    def reach(start: str) -> set[str]:
+        seen: set[str] = set()
+        todo = [start]
+        while todo:
+            for nxt in edges.get(todo.pop(), {}):
+                if nxt not in seen:
+                    seen.add(nxt)
+                    todo.append(nxt)
+        return seen
+
+    reachable = {f: reach(f) for f in edges}
+    cycles: list[tuple[list[str], list[int]]] = []
+    done: set[str] = set()
+    for f in sorted(edges):
+        if f in done or f not in reachable[f]:
+            continue
+        component = sorted(g for g in reachable[f] if f in reachable.get(g, set()))
+        done.update(component)
+        on_it = sorted({i for a in component for b, idx in edges.get(a, {}).items()
+                        if b in component for i in idx})
+        cycles.append((component, on_it))
+    return cycles

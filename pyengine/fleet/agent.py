@@ -29,6 +29,7 @@ from pyengine.core.metrics import Metrics
 from pyengine.deploy import GroupError, deploy, validate_group
 from pyengine.deploy.errors import DeployBusyError, DeployError, UnpackError
 from pyengine.deploy.fetch import fetch
+from pyengine.deploy.private import private_file
 from pyengine.deploy.unpack import unpack
 from pyengine.fleet import document
 from pyengine.fleet.notify import FleetLink
@@ -132,7 +133,9 @@ class FleetAgent:
     def start(self) -> None:
         """Connect to the broker (in the background) and start checking."""
         if self.mqtt:
-            self._broker = FleetLink(self.mqtt, f"pyengine-fleet-{self.name}",
+            # The settings' own id (the core's random one, "-fleet"): a guessable id would let
+            # a device take the session over.
+            self._broker = FleetLink(self.mqtt, self.mqtt.client_id or f"pyengine-fleet-{self.name}",
                                      {f"{self.fleet.topic}/deployment": self._announced},
                                      self._metrics)
             self._broker.start()
@@ -290,7 +293,10 @@ class FleetAgent:
                 raw["s3"] = {"endpoint_url": self.fleet.s3.endpoint_url,
                              **({"region": self.fleet.s3.region} if self.fleet.s3.region else {})}
             path = os.path.join(self.dir, "group.json")
-            with open(path, "w") as fh:
+            # It holds the functions' environments (often secrets): the core's user only.
+            fd = private_file(path, self.root)
+            os.ftruncate(fd, 0)
+            with os.fdopen(fd, "w") as fh:
                 json.dump(raw, fh, indent=1)
             group = validate_group(raw, path)
             dep = deploy(group, self.root, wait_s=120)

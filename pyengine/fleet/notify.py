@@ -8,8 +8,10 @@ checks its signature, and a core that hears nothing still polls. Topics (under
     <root>/status/<core>     the core's status JSON        (retained)
 
 The connection is the core's own MQTT client (:class:`pyengine.core.messaging.BrokerLink`, with
-the broker settings of ``core start --mqtt``/``--config``), as a separate session named after the
-core so that fleet traffic never mixes with the group's subscriptions.
+the broker settings of ``core start --config``: ``fleet_mqtt``, else ``mqtt``), as a separate
+session (client id ``<the core's random id>-fleet``) so that fleet traffic never mixes with the
+group's subscriptions. The settings' ``topic_prefix`` goes before every fleet topic, so that a
+broker's ACL can keep devices off the fleet's topics (docs/messaging.md).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Union
 
 from pyengine.core.config import MqttSettings, parse_address
 from pyengine.core.messaging import BrokerLink
@@ -30,6 +32,10 @@ def settings(address: str, client_id: str) -> MqttSettings:
     """Broker settings from ``host:port`` (the ``--mqtt`` of the fleet commands)."""
     host, port = parse_address(address, "--mqtt")
     return MqttSettings(host, port, client_id=client_id)
+
+
+#: A broker for the fleet commands: ``host:port`` or full settings (TLS, credentials, prefix).
+Broker = Union[str, MqttSettings]
 
 
 class FleetLink:
@@ -48,7 +54,8 @@ class FleetLink:
     def __init__(self, broker: MqttSettings, client_id: str,
                  subscriptions: Optional[dict[str, Callable[[str, bytes], None]]] = None,
                  metrics: Optional[Metrics] = None) -> None:
-        self.subscriptions = dict(subscriptions or {})
+        self.prefix = broker.topic_prefix
+        self.subscriptions = {self.prefix + f: cb for f, cb in (subscriptions or {}).items()}
         self.link = BrokerLink("fleet", dataclasses.replace(broker, client_id=client_id),
                                metrics or Metrics(), self._message)
         self.link.set_filters(set(self.subscriptions))
@@ -68,8 +75,8 @@ class FleetLink:
     def publish(self, topic: str, payload: Any, retain: bool = False,
                 wait_s: float = 0.0) -> bool:
         """Publish JSON at QoS 1; True when the broker acknowledged it within ``wait_s``."""
-        info = self.link.client.publish(topic, json.dumps(payload).encode(), qos=1,
-                                        retain=retain)
+        info = self.link.client.publish(self.prefix + topic, json.dumps(payload).encode(),
+                                        qos=1, retain=retain)
         if wait_s <= 0:
             return True
         try:
@@ -83,17 +90,22 @@ class FleetLink:
         self.link.stop()
 
 
-def announce(address: str, topic: str, payload: Any, timeout_s: float = 5.0) -> bool:
+def announce(broker: Broker, topic: str, payload: Any, timeout_s: float = 5.0) -> bool:
     """Publish one retained message and disconnect; False (with a warning) when the broker
-    cannot be reached in time (cores still find the document by polling)."""
-    import uuid
+    cannot be reached in time (cores still find the document by polling).
 
-    cid = f"pyengine-fleet-publisher-{uuid.uuid4().hex[:8]}"
-    link = FleetLink(settings(address, cid), cid)
+    ``broker``: ``host:port``, or settings with TLS, credentials and a topic prefix (those of
+    a core's configuration: ``fleet publish --mqtt-config``).
+    """
+    import secrets
+
+    cid = f"pyengine-fleet-publisher-{secrets.token_hex(8)}"
+    conf = settings(broker, cid) if isinstance(broker, str) else broker
+    link = FleetLink(conf, cid)
     try:
         if not link.start(wait_s=timeout_s):
             log.warning("MQTT broker %s unreachable; cores will find the document by polling",
-                        address)
+                        conf.address())
             return False
         return link.publish(topic, payload, retain=True, wait_s=timeout_s)
     finally:

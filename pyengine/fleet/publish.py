@@ -27,7 +27,7 @@ from pyengine.deploy.unpack import (
     walk_tree,
 )
 from pyengine.fleet import document
-from pyengine.fleet.notify import announce
+from pyengine.fleet.notify import Broker, announce
 from pyengine.fleet.signing import SignatureError, SigningKey, TrustedKey, open_envelope
 from pyengine.fleet.store import LATEST, Fleet
 from pyengine.sources import open_source
@@ -125,7 +125,7 @@ def history(fleet: Fleet, trusted: list[TrustedKey]) -> list[Signed]:
     return list(documents(fleet, trusted))
 
 
-def _write(fleet: Fleet, key: SigningKey, doc: dict[str, Any], mqtt: Optional[str]) -> None:
+def _write(fleet: Fleet, key: SigningKey, doc: dict[str, Any], mqtt: Optional[Broker]) -> None:
     env = key.seal(doc)
     fleet.put_json(env, "deployments", f"{int(doc['serial']):010d}.json")
     fleet.put_json(env, LATEST)
@@ -145,7 +145,7 @@ def _rollout(fleet: Fleet, percent: float, max_failures: Optional[int]) -> dict[
 
 
 def publish(group_path: str, fleet: Fleet, key: SigningKey, *, percent: float = 100.0,
-            max_failures: Optional[int] = None, mqtt: Optional[str] = None) -> dict[str, Any]:
+            max_failures: Optional[int] = None, mqtt: Optional[Broker] = None) -> dict[str, Any]:
     """Publish a group file to ``fleet`` as a new version.
 
     Local packages and every function's code are uploaded (content-addressed, skipped when the
@@ -163,7 +163,8 @@ def publish(group_path: str, fleet: Fleet, key: SigningKey, *, percent: float = 
     max_failures
         The rollout halts when more cores than this report failure (None: never).
     mqtt
-        ``host:port`` of the broker to announce the document on (cores also poll).
+        The broker to announce the document on (cores also poll): ``host:port`` or
+        :class:`~pyengine.core.config.MqttSettings` (TLS, credentials, topic prefix).
 
     Returns
     -------
@@ -243,7 +244,7 @@ def latest(fleet: Fleet, trusted: list[TrustedKey]) -> dict[str, Any]:
 
 
 def promote(fleet: Fleet, key: SigningKey, *, percent: float = 100.0, force: bool = False,
-            mqtt: Optional[str] = None) -> dict[str, Any]:
+            mqtt: Optional[Broker] = None) -> dict[str, Any]:
     """Widen the current rollout to ``percent`` of the cores (a new document, same version).
 
     Refused when the rollout is halted (more failures than it allows) unless ``force``; even
@@ -270,7 +271,7 @@ def promote(fleet: Fleet, key: SigningKey, *, percent: float = 100.0, force: boo
 
 
 def rollback(fleet: Fleet, key: SigningKey, *, to: Optional[int] = None,
-             mqtt: Optional[str] = None) -> dict[str, Any]:
+             mqtt: Optional[Broker] = None) -> dict[str, Any]:
     """Publish an earlier version again, with the signed rollback marker, to every core.
 
     Parameters

@@ -166,7 +166,8 @@ TEST_CASE(binary_broadcast_matches_reference) {
 TEST_CASE(activations_and_softmax_match_reference) {
     const auto x = rand_vec(4 * 1000, -8.0f, 8.0f);
     for (Activation a : {Activation::None, Activation::Relu, Activation::Relu6, Activation::LeakyRelu,
-                         Activation::Sigmoid, Activation::Tanh, Activation::Clip}) {
+                         Activation::Sigmoid, Activation::Tanh, Activation::Clip, Activation::HardSigmoid,
+                         Activation::HardSwish, Activation::Silu}) {
         Epilogue e;
         e.act = a;
         e.alpha = a == Activation::Clip ? -0.5f : 0.2f;

@@ -61,13 +61,17 @@ const char* act_name(Activation a) {
         case Activation::Sigmoid: return "sigmoid";
         case Activation::Tanh: return "tanh";
         case Activation::Clip: return "clip";
+        case Activation::HardSigmoid: return "hard_sigmoid";
+        case Activation::HardSwish: return "hard_swish";
+        case Activation::Silu: return "silu";
     }
     return "?";
 }
 
 const Activation kActs[] = {Activation::None, Activation::Relu, Activation::Relu6,
                             Activation::LeakyRelu, Activation::Sigmoid, Activation::Tanh,
-                            Activation::Clip};
+                            Activation::Clip, Activation::HardSigmoid, Activation::HardSwish,
+                            Activation::Silu};
 
 Epilogue epilogue(Activation a, const float* bias) {
     Epilogue e;
@@ -75,6 +79,10 @@ Epilogue epilogue(Activation a, const float* bias) {
     e.bias = bias;
     e.alpha = a == Activation::Clip ? -0.5f : 0.1f;
     e.beta = 0.75f;
+    if (a == Activation::HardSwish) {  // its fixed parameters
+        e.alpha = 1.0f / 6.0f;
+        e.beta = 0.5f;
+    }
     return e;
 }
 
@@ -113,7 +121,9 @@ TEST_CASE(activation_matches_generic) {
         for (int64_t n : {1, 3, 4, 5, 8, 17, 1027}) {
             auto x = randoms(static_cast<size_t>(n), -12.0f, 12.0f, static_cast<uint32_t>(n));
             if (n > 8) {  // the edges of each activation's pieces, and tiny values for tanh
-                const float edges[] = {0.0f, -0.0f, 6.0f, -0.5f, 0.75f, 0.625f, -0.625f, 1e-4f, -3e-6f, 9.5f, -95.0f, 90.0f};
+                // (-3, 3: HardSwish's knees; 2.5, -7.5: HardSigmoid's with alpha 0.1, beta 0.75)
+                const float edges[] = {0.0f, -0.0f, 6.0f, -0.5f, 0.75f, 0.625f, -0.625f, 1e-4f,
+                                       -3e-6f, 9.5f, -95.0f, 90.0f, 3.0f, -3.0f, 2.5f, -7.5f};
                 for (size_t i = 0; i < sizeof edges / sizeof edges[0]; ++i) x[i] = edges[i];
             }
             for (Activation a : kActs) {

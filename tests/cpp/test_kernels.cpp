@@ -55,8 +55,9 @@ Epilogue epilogue(int which, const float* bias) {
     Epilogue e;
     e.bias = bias;
     const Activation acts[] = {Activation::None, Activation::Relu, Activation::Relu6, Activation::LeakyRelu,
-                               Activation::Sigmoid, Activation::Tanh, Activation::Clip};
-    e.act = acts[which % 7];
+                               Activation::Sigmoid, Activation::Tanh, Activation::Clip,
+                               Activation::HardSigmoid, Activation::HardSwish, Activation::Silu};
+    e.act = acts[which % 10];
     e.alpha = e.act == Activation::Clip ? -0.5f : 0.1f;
     e.beta = 0.75f;
     return e;

@@ -158,6 +158,20 @@ struct ActClip {
     }
 };
 
+struct ActHardSigmoid {
+    float32x4_t alpha, beta;
+    bool swish;  // HardSwish: v * hard_sigmoid(v)
+    float32x4_t operator()(float32x4_t v) const {
+        float32x4_t t = madd(beta, alpha, v);
+        t = vbslq_f32(vcltq_f32(t, vdupq_n_f32(0.0f)), vdupq_n_f32(0.0f), t);
+        t = vbslq_f32(vcgtq_f32(t, vdupq_n_f32(1.0f)), vdupq_n_f32(1.0f), t);
+        return swish ? vmulq_f32(v, t) : t;
+    }
+};
+struct ActSilu {
+    float32x4_t operator()(float32x4_t v) const { return vmulq_f32(v, sigmoid4(v)); }
+};
+
 // Calls f with the functor for e.act, so the activation is chosen once, outside the loops.
 template <class F>
 inline void with_activation(const Epilogue& e, F&& f) {
@@ -169,6 +183,11 @@ inline void with_activation(const Epilogue& e, F&& f) {
         case Activation::Sigmoid: f(ActSigmoid{}); return;
         case Activation::Tanh: f(ActTanh{}); return;
         case Activation::Clip: f(ActClip{vdupq_n_f32(e.alpha), vdupq_n_f32(e.beta)}); return;
+        case Activation::HardSigmoid:
+        case Activation::HardSwish:
+            f(ActHardSigmoid{vdupq_n_f32(e.alpha), vdupq_n_f32(e.beta), e.act == Activation::HardSwish});
+            return;
+        case Activation::Silu: f(ActSilu{}); return;
     }
     f(ActNone{});
 }

@@ -43,6 +43,13 @@ PYENGINE_HD float activate_hd(float v, Activation act, float alpha, float beta) 
         case Activation::Sigmoid: return 1.0f / (1.0f + expf(-v));
         case Activation::Tanh: return tanhf(v);
         case Activation::Clip: return v < alpha ? alpha : (v > beta ? beta : v);
+        case Activation::HardSigmoid:
+        case Activation::HardSwish: {
+            float t = alpha * v + beta;
+            t = t < 0.0f ? 0.0f : (t > 1.0f ? 1.0f : t);
+            return act == Activation::HardSwish ? v * t : t;
+        }
+        case Activation::Silu: return v / (1.0f + expf(-v));
     }
     return v;
 }

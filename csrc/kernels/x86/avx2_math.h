@@ -68,6 +68,13 @@ inline __m256 activate256(__m256 v, const Epilogue& e) {
         case Activation::Tanh: return tanh256(v);
         case Activation::Clip:
             return _mm256_min_ps(_mm256_max_ps(v, _mm256_set1_ps(e.alpha)), _mm256_set1_ps(e.beta));
+        case Activation::HardSigmoid:
+        case Activation::HardSwish: {
+            __m256 t = _mm256_fmadd_ps(v, _mm256_set1_ps(e.alpha), _mm256_set1_ps(e.beta));
+            t = _mm256_min_ps(_mm256_max_ps(t, _mm256_setzero_ps()), _mm256_set1_ps(1.0f));
+            return e.act == Activation::HardSwish ? _mm256_mul_ps(v, t) : t;
+        }
+        case Activation::Silu: return _mm256_mul_ps(v, sigmoid256(v));
     }
     return v;
 }

@@ -27,9 +27,15 @@ __attribute__((always_inline)) inline __m512 act512(__m512 v, const Epilogue& e)
             const __mmask16 neg = _mm512_cmp_ps_mask(v, _mm512_setzero_ps(), _CMP_LT_OQ);
             return _mm512_mask_mul_ps(v, neg, v, _mm512_set1_ps(e.alpha));
         }
+        case Activation::HardSigmoid:
+        case Activation::HardSwish: {
+            __m512 t = _mm512_fmadd_ps(v, _mm512_set1_ps(e.alpha), _mm512_set1_ps(e.beta));
+            t = _mm512_min_ps(_mm512_max_ps(t, _mm512_setzero_ps()), _mm512_set1_ps(1.0f));
+            return e.act == Activation::HardSwish ? _mm512_mul_ps(v, t) : t;
+        }
         default: break;
     }
-    // Sigmoid and tanh: the AVX2 code on each half (avx2_math.h has internal linkage, so this
+    // Sigmoid, tanh and SiLU: the AVX2 code on each half (avx2_math.h has internal linkage, so this
     // file's copy is its own; libm per lane cost ~10 ns an element, more than the GEMM itself).
     const __m256 lo = activate256(_mm512_castps512_ps256(v), e);
     const __m256 hi = activate256(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)), e);
