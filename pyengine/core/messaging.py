@@ -38,7 +38,14 @@ from typing import TYPE_CHECKING, Any, Callable, Optional
 from pyengine.core.config import CoreConfig, MessageLimits, MqttSettings
 from pyengine.core.metrics import Metrics
 from pyengine.core.protocol import MessagePayload, decode_event
-from pyengine.deploy.subscriptions import CLOUD, DEVICES, Subscription, topic_matches, topic_problem
+from pyengine.deploy.subscriptions import (
+    CLOUD,
+    DEVICES,
+    Subscription,
+    routing_cycles,
+    topic_matches,
+    topic_problem,
+)
 
 if TYPE_CHECKING:
     from pyengine.core.group import DeployedGroup
@@ -99,6 +106,9 @@ class BrokerLink:
         c.on_message = self._message
         c.on_subscribe = self._subscribed
         self._pending_mid = -1
+        #: The current attempt: "connecting" until the broker's CONNACK, then "accepted" or
+        #: "refused" (already logged).
+        self._attempt = "connecting"
         self.client = c
 
     def start(self) -> None:
@@ -119,6 +129,7 @@ class BrokerLink:
 
     def stop(self) -> None:
         """Disconnect and stop the network thread."""
+        self._attempt = "stopping"
         self.client.disconnect()
         self.client.loop_stop()
         self.connected.clear()
@@ -164,10 +175,12 @@ class BrokerLink:
     def _connected(self, client: Any, userdata: Any, flags: Any, reason: Any,
                    properties: Any) -> None:
         if getattr(reason, "is_failure", False):
+            self._attempt = "refused"
             auth = str(reason).lower() in _AUTH_REASONS
             self._failed("auth" if auth else "refused",
                          f"the broker refused the connection: {reason}")
             return
+        self._attempt = "accepted"
         sock = client.socket()
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             # An answer right after a PUBACK would otherwise wait for the broker's delayed ACK
@@ -194,7 +207,19 @@ class BrokerLink:
 
     def _disconnected(self, client: Any, userdata: Any, flags: Any, reason: Any,
                       properties: Any) -> None:
-        if self.connected.is_set():
+        attempt = self._attempt
+        if attempt != "stopping":
+            self._attempt = "connecting"
+        if attempt == "connecting":
+            # Closed before the CONNACK. With TLS 1.3 a broker checks the client certificate
+            # after the client's side of the handshake is done: a certificate it does not
+            # accept shows up here, not as a handshake error.
+            tls = self.settings.tls is not None
+            self._failed("tls" if tls else "network",
+                         f"the broker closed the connection before accepting it ({reason})"
+                         + ("; with TLS that is usually a client certificate it does not "
+                            "accept, or none where it requires one" if tls else ""))
+        elif self.connected.is_set():
             log.warning("%s: lost the connection to %s (%s); reconnecting", self.name,
                         self.settings.address(), reason)
         self.connected.clear()
@@ -328,8 +353,17 @@ class Router:
 
     def update(self, group: Optional[DeployedGroup]) -> None:
         """Take the subscriptions of ``group`` (a new deployment)."""
-        subs = group.subscriptions if group is not None else ()
+        subs = tuple(group.subscriptions) if group is not None else ()
         functions = {f.name for f in group.functions} if group is not None else set()
+        cycles = routing_cycles(list(subs))
+        if cycles:
+            # Validation refuses these; a group deployed before it did must not loop either.
+            looping = {i for _, on_it in cycles for i in on_it}
+            log.error("the deployed group has routing cycles (%s); those subscriptions are "
+                      "idle until a deployment without the cycle", "; ".join(
+                          f"{subs[i].source} -> {subs[i].topic} -> {subs[i].target}"
+                          for i in sorted(looping)))
+            subs = tuple(s for i, s in enumerate(subs) if i not in looping)
         with self._lock:
             self._subs = tuple(subs)
             gone = [n for n in self._queues if n not in functions]

@@ -47,7 +47,14 @@ from pyengine.core.group import (
 )
 from pyengine.core.messaging import Router
 from pyengine.core.metrics import Metrics, render_batching
-from pyengine.core.policy import DEFAULT_ID, give_scratch, network_support, plan, unreadable
+from pyengine.core.policy import (
+    DEFAULT_ID,
+    give_scratch,
+    network_support,
+    plan,
+    unreadable,
+    writable_imports,
+)
 from pyengine.core.pool import LIVE_LOCK, LIVE_PIDS, FunctionPool, InvokeError
 from pyengine.core.procs import become_subreaper, kill_strays
 from pyengine.core.runtime import merge_stats
@@ -359,6 +366,11 @@ class Core:
             log.info("function %s: network grant %s is enforced by port only (any host on "
                      "those ports)", spec.name,
                      ", ".join(f"{e.host}:{e.port}" for e in spec.network.connect))
+        if not self.landlock:
+            for path in writable_imports(worker_plan):
+                log.warning("function %s: its user can write %s, which every worker imports "
+                            "from, and Landlock is off: install pyengine where functions "
+                            "cannot write, or run the core as root", spec.name, path)
         return FunctionPool(spec, worker_plan, self.landlock, on_op=self._worker_op,
                             cgroups=self.cgroups)
 
@@ -699,7 +711,7 @@ def _handler_for(core: Core, transport: str) -> type[BaseHTTPRequestHandler]:
             raw = self.rfile.read(n) if n else b""
             try:
                 payload = json.loads(raw) if raw.strip() else None
-            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            except (ValueError, RecursionError) as exc:  # JSONDecodeError, UTF-8, digits
                 self._send(400, {"error": {"type": "MalformedPayload",
                                            "message": f"the payload is not JSON: {exc}"}})
                 return

@@ -708,7 +708,7 @@ def validate_group(data: dict[str, Any], path: str = "<group>") -> Group:
             )
         )
 
-    _check_rw_exclusive(c, functions)
+    _check_rw_exclusive(c, functions, {r.id for r in resources if r.kind == "model"})
     subscriptions = _check_subscriptions(c, top.get("subscriptions"), fnames)
     if c.problems:
         raise GroupError(path, c.problems)
@@ -793,13 +793,16 @@ def _invoke_list(c: _Checker, where: str, raw: Any, fname: str,
     return tuple(out)
 
 
-def _check_rw_exclusive(c: _Checker, functions: list[Function]) -> None:
-    """A resource one function may write is that function's alone: another function mapping
-    the same files would see them change (a truncation kills it with SIGBUS)."""
+
+def _check_rw_exclusive(c: _Checker, functions: list[Function], models: set[str]) -> None:
+    """A model resource one function may write is that function's alone: another function
+    mapping the same files would see them change (a truncation kills it with SIGBUS). Devices
+    (a GPU) are shared as the group says."""
     users: dict[str, list[tuple[int, int, str]]] = {}
     for i, f in enumerate(functions):
         for j, fr in enumerate(f.resources):
-            users.setdefault(fr.id, []).append((i, j, fr.permission))
+            if fr.id in models:
+                users.setdefault(fr.id, []).append((i, j, fr.permission))
     for rid, grants in users.items():
         writers = [(i, j) for i, j, perm in grants if perm == "rw"]
         if not writers or len(grants) < 2:
