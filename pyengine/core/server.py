@@ -562,7 +562,7 @@ def _handler_for(core: Core) -> type[BaseHTTPRequestHandler]:
             raw = self.rfile.read(n) if n else b""
             try:
                 payload = json.loads(raw) if raw.strip() else None
-            except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+            except (ValueError, RecursionError) as exc:  # JSONDecodeError, UTF-8, digits
                 self._send(400, {"error": {"type": "MalformedPayload",
                                            "message": f"the payload is not JSON: {exc}"}})
                 return
