@@ -114,8 +114,44 @@ class FunctionResource:
 
 
 @dataclass(frozen=True)
+class Endpoint:
+    """A host and TCP port a function may connect to (``host`` may be ``*``)."""
+
+    host: str
+    port: int
+
+
+@dataclass(frozen=True)
+class Network:
+    """What a function may do on the network (the entry's ``network``).
+
+    ``any``: no restriction. Otherwise TCP connections only to the ``connect`` endpoints and
+    listening only on the ``bind`` ports. The OS enforces ports only (Landlock has no address
+    rules): an endpoint's host is documentation, and the port is open towards every host.
+    """
+
+    any: bool = False
+    connect: tuple[Endpoint, ...] = ()
+    bind: tuple[int, ...] = ()
+
+    def connect_ports(self) -> tuple[int, ...]:
+        """The ports of ``connect``, sorted, each once."""
+        return tuple(sorted({e.port for e in self.connect}))
+
+    @staticmethod
+    def from_dict(d: dict[str, Any]) -> Network:
+        """Inverse of :func:`dataclasses.asdict`."""
+        return Network(bool(d.get("any")), tuple(Endpoint(**e) for e in d.get("connect", ())),
+                       tuple(int(p) for p in d.get("bind", ())))
+
+
+@dataclass(frozen=True)
 class Function:
-    """A Lambda-style handler: ``handler`` is ``module.function`` inside ``code`` (a directory)."""
+    """A Lambda-style handler: ``handler`` is ``module.function`` inside ``code`` (a directory).
+
+    ``network``: None (the default) means no network at all. ``invoke``: the functions of the
+    group this one may call with ``context.invoke``.
+    """
 
     name: str
     handler: str
@@ -128,6 +164,8 @@ class Function:
     #: Caps on the copy of ``code`` (None: the defaults of ``unpack.copy_tree``).
     max_code_bytes: Optional[int] = None
     max_code_files: Optional[int] = None
+    network: Optional[Network] = None
+    invoke: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -167,7 +205,12 @@ class Group:
             res.append(Resource(r["id"], r["name"], model, dev))
         funcs = [
             Function(
-                **{**f, "resources": tuple(_function_resource(x) for x in f.get("resources", []))}
+                **{
+                    **f,
+                    "resources": tuple(_function_resource(x) for x in f.get("resources", [])),
+                    "network": Network.from_dict(f["network"]) if f.get("network") else None,
+                    "invoke": tuple(f.get("invoke", ())),
+                }
             )
             for f in d.get("functions", [])
         ]
@@ -515,6 +558,8 @@ def validate_group(data: dict[str, Any], path: str = "<group>") -> Group:
         raw_fn = []
     fnames: set[str] = set()
     by_id = {r.id: r for r in resources}
+    # Every name, for the invoke lists (which may name functions further down).
+    all_names = sorted({str(f["name"]) for f in raw_fn if isinstance(f, dict) and f.get("name")})
     for i, f in enumerate(raw_fn):
         where = f"functions[{i}]"
         m = c.mapping(
@@ -531,6 +576,8 @@ def validate_group(data: dict[str, Any], path: str = "<group>") -> Group:
                 "resources",
                 "max_code_mb",
                 "max_code_files",
+                "network",
+                "invoke",
             ),
             ("name", "handler", "code"),
         )
@@ -622,6 +669,8 @@ def validate_group(data: dict[str, Any], path: str = "<group>") -> Group:
                 int(c.number(f"{where}.max_code_files", code_files, 1, 10**8, integer=True))
                 if code_files is not None
                 else None,
+                _check_network(c, f"{where}.network", m.get("network")),
+                _invoke_list(c, f"{where}.invoke", m.get("invoke"), fname, all_names),
             )
         )
 
@@ -662,6 +711,83 @@ def _check_environment(c: _Checker, where: str, raw: Any) -> dict[str, str]:
     if problem:
         c.bad(where, problem)
     return env
+
+
+_HOST_RE = re.compile(r"^(\*|[A-Za-z0-9]([A-Za-z0-9.-]{0,252})|\[[0-9A-Fa-f:.]+\])$")
+
+
+def _port(c: _Checker, where: str, v: Any) -> Optional[int]:
+    if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= 65535:
+        c.bad(where, f"{v!r} must be a TCP port from 1 to 65535")
+        return None
+    return v
+
+
+def _endpoint(c: _Checker, where: str, v: Any) -> Optional[Endpoint]:
+    text = v if isinstance(v, str) else ""
+    host, sep, port = text.rpartition(":")
+    if not sep or not _HOST_RE.match(host) or not port.isdigit():
+        c.bad(where, f"{v!r} must be HOST:PORT (e.g. mqtt.local:8883, 127.0.0.1:9000, "
+              "[::1]:443 or *:443)")
+        return None
+    p = _port(c, where, int(port))
+    return Endpoint(host, p) if p is not None else None
+
+
+def _check_network(c: _Checker, where: str, raw: Any) -> Optional[Network]:
+    """``network``: absent or ``none`` (no network), ``any``, a list of HOST:PORT to connect to,
+    or a mapping ``{connect: [HOST:PORT...], bind: [PORT...]}``."""
+    if raw is None or raw == "none":
+        return None
+    if raw == "any":
+        return Network(any=True)
+    if isinstance(raw, list):
+        m: dict[str, Any] = {"connect": raw}
+        connect_where = where
+    elif isinstance(raw, dict):
+        m = c.mapping(where, raw, ("connect", "bind"))
+        connect_where = f"{where}.connect"
+    else:
+        c.bad(where, f"{raw!r} must be 'none', 'any', a list of HOST:PORT, or a mapping with "
+              "connect (HOST:PORT list) and bind (port list)")
+        return None
+    out: dict[str, list[Any]] = {"connect": [], "bind": []}
+    for key, check, at in (("connect", _endpoint, connect_where), ("bind", _port, f"{where}.bind")):
+        items = m.get(key) or []
+        if not isinstance(items, list):
+            c.bad(at, f"expected a list, got {items!r}")
+            continue
+        for k, item in enumerate(items):
+            got = check(c, f"{at}[{k}]", item)
+            if got is not None:
+                out[key].append(got)
+    return Network(connect=tuple(out["connect"]), bind=tuple(sorted(set(out["bind"]))))
+
+
+def _invoke_list(c: _Checker, where: str, raw: Any, fname: str,
+                 names: list[str]) -> tuple[str, ...]:
+    """``invoke``: names of other functions of the group (``names``) this one may call."""
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        c.bad(where, f"expected a list of function names, got {raw!r}")
+        return ()
+    out: list[str] = []
+    for k, name in enumerate(raw):
+        if not isinstance(name, str) or not ID_RE.match(name):
+            c.bad(f"{where}[{k}]", f"{name!r} must be the name of a function of the group")
+        elif name == fname:
+            c.bad(f"{where}[{k}]", f"{name!r} is this function; a function calls its own code "
+                  "directly, not through context.invoke")
+        elif name not in names:
+            c.bad(f"{where}[{k}]", f"{name!r} is not a function of the group (functions: "
+                  f"{', '.join(names)})")
+        elif name in out:
+            c.bad(f"{where}[{k}]", f"{name!r} is listed twice")
+        else:
+            out.append(name)
+    return tuple(out)
+
 
 
 def _check_rw_exclusive(c: _Checker, functions: list[Function], models: set[str]) -> None:
