@@ -1268,12 +1268,21 @@ def deploy(
     if on_failure not in ("rollback", "keep"):
         raise ValueError(f"on_failure={on_failure!r}; expected 'rollback' or 'keep'")
     g = load_group(group) if isinstance(group, str) else group
-    s = _Session(root, wait_s, f"deploy of group {g.name}")
     try:
-        dep = _Deployer(s, g, on_failure, progress, max(1, retries + 1), backoff_s).run()
-        return _load_deployment(s.state, dep)
-    finally:
-        s.close()
+        s = _Session(root, wait_s, f"deploy of group {g.name}")
+        try:
+            dep = _Deployer(s, g, on_failure, progress, max(1, retries + 1), backoff_s).run()
+            return _load_deployment(s.state, dep)
+        finally:
+            s.close()
+    except OSError as exc:
+        if not _no_space(exc):
+            raise
+        r = resolve_root(root)
+        raise DeployError(
+            f"no space left on the filesystem of {exc.filename or r} ({exc.strerror}; "
+            f"{free_bytes(r)} bytes available in {r}); free some space and deploy again (the "
+            "previous deployment keeps serving)") from None
 
 
 # ----------------------------------------------------------------------------------- rollback/reset
@@ -1462,7 +1471,7 @@ def _open_state(root: Optional[str]) -> Optional[State]:
     r = resolve_root(root)
     if not os.path.exists(os.path.join(r, "state.db")):
         return None
-    return State(r)
+    return State(r, readonly=True)
 
 
 def list_deployments(root: Optional[str] = None) -> list[Deployment]:

@@ -136,7 +136,7 @@ def check(root: Optional[str] = None, thorough: bool = True) -> Report:
         report.add("ok", f"nothing deployed in {r} (no {path})")
         return report
     try:
-        state = State(r)
+        state = State(r, readonly=True)
     except StateError as exc:
         report.add("error", str(exc))
         return report

@@ -119,7 +119,7 @@ def state_error(path: str, exc: BaseException) -> StateError:
     """A :class:`StateError` for an SQLite error ``exc`` on the database at ``path``."""
     root = os.path.dirname(path)
     text = str(exc)
-    if "full" in text:
+    if "full" in text or _space_short(root):
         return StateError(
             f"{path}: {text}: the filesystem of {root} has no space left; free some (old "
             "files, a function's scratch) and try again")
@@ -129,6 +129,16 @@ def state_error(path: str, exc: BaseException) -> StateError:
         return StateError(f"{path}: {text}: run as the user that owns {root}")
     return StateError(f"{path} is damaged ({text}); {repair_hint(root)} (it restores the copy "
                       "taken after the last deployment, or rebuilds what it can)")
+
+
+def _space_short(root: str) -> bool:
+    """Whether the filesystem of ``root`` is (nearly) full: SQLite reports a failed write of
+    its side files as a "disk I/O error"."""
+    try:
+        st = os.statvfs(root)
+    except OSError:
+        return False
+    return st.f_bavail * st.f_frsize < (1 << 20)
 
 
 def check_database(db: sqlite3.Connection) -> Optional[str]:
@@ -150,7 +160,9 @@ class State:
     later.
     """
 
-    def __init__(self, root: str) -> None:
+    def __init__(self, root: str, readonly: bool = False) -> None:
+        """Open ``root``'s state. ``readonly``: the caller only reads, so on a full filesystem
+        (no room for SQLite's side files) the database file is read as it is."""
         self.root = root
         os.makedirs(root, exist_ok=True)
         self.path = os.path.join(root, STATE_FILES[0])
@@ -169,18 +181,33 @@ class State:
                 f"{self.path} is readable by its owner only (the core's user); run as that "
                 "user (or root)"
             ) from None
+        fallback = False
         try:
             self.db = sqlite3.connect(self.path, isolation_level=None, timeout=30)
         except sqlite3.Error as exc:
             raise state_error(self.path, exc) from None
+        try:
+            self.db.execute("PRAGMA journal_mode=WAL")
+        except sqlite3.Error as exc:
+            self.db.close()
+            wal = os.path.join(root, STATE_FILES[1])
+            if not (readonly and _space_short(root) and not (
+                    os.path.exists(wal) and os.path.getsize(wal) > 0)):
+                raise state_error(self.path, exc) from None
+            # A full filesystem has no room for the side files SQLite makes to open a WAL
+            # database; with no WAL content, the database file alone is the state: read it.
+            self.db = sqlite3.connect(f"file:{self.path}?immutable=1", uri=True,
+                                      isolation_level=None)
+            fallback = True
         self.db.row_factory = sqlite3.Row
         try:
             problem = check_database(self.db)
             if problem is not None:
                 raise sqlite3.DatabaseError(problem)
+            if fallback:
+                return
             # Deleted and replaced content is overwritten, not left in free pages.
             self.db.execute("PRAGMA secure_delete=ON")
-            self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=FULL")
             self.db.execute("PRAGMA foreign_keys=ON")
             with self.tx():
