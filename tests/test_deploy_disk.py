@@ -70,8 +70,8 @@ def test_a_stale_partial_download_does_not_lock_out_the_next_deploy(tmp_path, fs
     os.makedirs(os.path.join(root, "downloads"))
     stale = os.path.join(root, "downloads", "0123456789abcdef01234567.part")
     with open(stale, "wb") as f:  # what a killed deploy of another package left, just now
-        f.write(os.urandom(5 * MiB))
-    pkg = write_package(str(tmp_path / "p.tar.gz"), {"w": os.urandom(MiB)})
+        f.write(os.urandom(7 * MiB))
+    pkg = write_package(str(tmp_path / "p.tar.gz"), {"w": os.urandom(512 << 10)})
     d = dp.deploy(_group(tmp_path, fs, pkg), root)
     assert d.status == "Success", d.items
     assert not os.path.exists(stale) and _parts(root) == []
