@@ -426,3 +426,9 @@ def test_only_enrolled_signed_statuses_count(world: World, capsys) -> None:  # n
     _check(cores[second], cores[third])
     assert [cores[n].st["state"] for n in (second, third)] == ["applied", "applied"]
     assert [cores[n].st["version"] for n in (second, third)] == [2, 2]
+    # Taking a core off the list: its signed status no longer counts.
+    fl.enroll(world.fleet, world.key, remove=[first])
+    out = fl.status(world.fleet, world.trusted)
+    assert "not enrolled" in out["unverified"][first] and first not in out["enrolled"]
+    with pytest.raises(ValueError, match="--remove 'nobody': not enrolled"):
+        fl.enroll(world.fleet, world.key, remove=["nobody"])
