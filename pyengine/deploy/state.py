@@ -236,7 +236,9 @@ class RootLock:
 
     def acquire(self, wait_s: float = 0.0, what: str = "deploy") -> None:
         """Take the lock, waiting up to ``wait_s`` seconds; :class:`DeployBusyError` otherwise."""
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        # Like state.db, owned by the root directory's owner (the core's user, which takes it
+        # at start to clean up after a killed deploy).
+        fd = private_file(self.path, os.path.dirname(self.path))
         deadline = time.monotonic() + max(0.0, wait_s)
         while True:
             try:
