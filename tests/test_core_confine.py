@@ -373,17 +373,22 @@ def test_fork_and_thread_bombs_are_bounded(open_tmp, kind):
     base = os.path.join(open_tmp, kind)
     os.makedirs(base)
     limit = 48
-    core = _start(base, kind, [function(base, "bomber", TENANT, timeout_s=2.0)],
+    core = _start(base, kind, [function(base, "bomber", TENANT, timeout_s=2.0),
+                               function(base, "bystander", TENANT)],
                   config={"functions": {"processes_max": limit}})
     try:
-        got = _ok(core, "bomber", op="fork", n=200)
+        threads = _ok(core, "bomber", op="threads", n=200)
+        assert threads["started"] < limit and "can't start new thread" in threads["error"]
+        status, body = core.invoke("bomber", {"op": "sleep", "s": 5})
+        assert status == 504, body
+        got = _ok(core, "bomber", op="fork", n=200)  # a new worker: the threads went with the old
         assert got["error"] == "BlockingIOError", got
         if kind == "root":  # its own user: the limit counts this function's tasks only
-            assert len(got["pids"]) < limit
+            assert 0 < len(got["pids"]) < limit
         else:  # the core's user: the limit adds to what that user ran when the worker started
-            assert len(got["pids"]) < 200
-        threads = _ok(core, "bomber", op="threads", n=200)
-        assert threads["started"] < 200 and "can't start new thread" in threads["error"]
+            assert 0 < len(got["pids"]) <= limit
+        # Another function starts and answers while the bomber's processes hold its limit.
+        assert _ok(core, "bystander")["pid"] > 0
         status, body = core.invoke("bomber", {"op": "sleep", "s": 5})
         assert status == 504, body
         assert _gone(got["pids"]) == []
@@ -413,6 +418,11 @@ def test_rw_resource_is_one_functions_alone(tmp_path):
         in str(ei.value)
     data["functions"][1]["resources"] = []
     validate_group(data, str(tmp_path / "group.yaml"))  # one writer alone is fine
+    # A device (a GPU) is shared rw as the group says: no file of it can be truncated.
+    data["resources"].append({"id": "null", "device": {"path": "/dev/null"}})
+    for f in data["functions"]:
+        f["resources"] = [{"id": "null", "permission": "rw"}]
+    validate_group(data, str(tmp_path / "group.yaml"))
 
 
 def test_deploy_does_not_call_a_modified_rw_version_unchanged(tmp_path):

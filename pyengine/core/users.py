@@ -115,6 +115,7 @@ class FunctionUsers:
         self.uid_range = uid_range
         self.registry = registry
         self._lock = threading.Lock()
+        self._warned = False
         self._uids = _load(self.path)
         with self._host() as others:
             for name, uid in list(self._uids.items()):
@@ -128,8 +129,16 @@ class FunctionUsers:
     def _host(self) -> Iterator[dict[int, str]]:
         """Hold the registry's lock; yields uid -> the root holding it, for other roots (live
         ones: a root without users.json is dropped), and records this root's uids on exit."""
-        os.makedirs(os.path.dirname(self.registry), mode=0o700, exist_ok=True)
-        fd = os.open(self.registry + ".lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+        try:
+            os.makedirs(os.path.dirname(self.registry), mode=0o700, exist_ok=True)
+            fd = os.open(self.registry + ".lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+        except OSError as exc:
+            if not self._warned:
+                log.warning("no host registry of function uids (%s): another core on this host "
+                            "with the same uid range may give its functions the same uids", exc)
+                self._warned = True
+            yield {}
+            return
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             try:
