@@ -312,6 +312,13 @@ def test_grants_core_as_ordinary_user(open_tmp, banner):
     try:
         proc.wait_ready()
         assert result(proc, "callee", op="whoami") == {"ok": True, "value": "callee"}
+        # The core's own user may call over the socket; another local user cannot connect.
+        path = proc.client.socket_path
+        assert os.stat(path).st_uid == NOBODY and stat.S_IMODE(os.stat(path).st_mode) == 0o660
+        status, body = _client_as(NOBODY, "unix", path)
+        assert status == 200 and body["result"]["value"] == "callee", body
+        got = _client_as(STRANGER, "unix", path)
+        assert got[0] == "PermissionError", got
         check_grants(proc, banner)
     finally:
         proc.stop()
