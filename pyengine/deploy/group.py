@@ -7,15 +7,15 @@ the rule it breaks; all problems are reported at once.
 from __future__ import annotations
 
 import grp
-import json
 import os
 import re
 from dataclasses import asdict, dataclass, field
 from typing import Any, Optional
 
 from pyengine.batching_config import BatchingConfig
-from pyengine.deploy.environment import environment_problem
+from pyengine.deploy.environment import environment_problem, environment_size_problem
 from pyengine.deploy.errors import GroupError
+from pyengine.deploy.parse import parse_group_text, read_text
 from pyengine.deploy.subscriptions import BROKERS, Subscription, filter_problem, routing_cycles
 from pyengine.sources.aws import AwsSettings
 
@@ -231,32 +231,9 @@ def _function_resource(d: dict[str, Any]) -> FunctionResource:
 
 
 def read_group_file(path: str) -> dict[str, Any]:
-    """The raw mapping in a YAML or JSON group file."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
-    except OSError as exc:
-        raise GroupError(path, [f"cannot read the group file: {exc.strerror or exc}"]) from None
-    if path.endswith(".json") or text.lstrip().startswith("{"):
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise GroupError(path, [f"not valid JSON: {exc}"]) from None
-    else:
-        try:
-            import yaml
-        except ImportError:
-            raise GroupError(
-                path,
-                [
-                    "YAML group files need PyYAML: pip install 'pyengine[yaml]' "
-                    "(or write the group as JSON)"
-                ],
-            ) from None
-        try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            raise GroupError(path, [f"not valid YAML: {exc}"]) from None
+    """The raw mapping in a YAML or JSON group file, read with the limits of
+    :mod:`pyengine.deploy.parse` (size, aliases, nesting, duplicate keys)."""
+    data = parse_group_text(read_text(path), path)
     if not isinstance(data, dict):
         raise GroupError(path, [f"the top level must be a mapping, not {type(data).__name__}"])
     return data
@@ -636,18 +613,7 @@ def validate_group(data: dict[str, Any], path: str = "<group>") -> Group:
             c.bad(f"{where}.pinned", f"{pinned!r} must be true or false")
         timeout = c.number(f"{where}.timeout_s", m.get("timeout_s", 3), 0.001, 86400)
         memory = c.number(f"{where}.memory_mb", m.get("memory_mb", 128), 1, 2**20, integer=True)
-        env = m.get("environment") or {}
-        if not isinstance(env, dict) or not all(isinstance(k, str) for k in env):
-            c.bad(f"{where}.environment", f"{env!r} must be a mapping of names to values")
-            env = {}
-        env = {
-            k: "" if v is None else str(v).lower() if isinstance(v, bool) else str(v)
-            for k, v in env.items()
-        }
-        for k, v in env.items():
-            problem = environment_problem(k, v)
-            if problem:
-                c.bad(f"{where}.environment.{k}", problem)
+        env = _check_environment(c, f"{where}.environment", m.get("environment"))
         frs: list[FunctionResource] = []
         raw_fr = m.get("resources") or []
         if not isinstance(raw_fr, list):
@@ -660,7 +626,7 @@ def validate_group(data: dict[str, Any], path: str = "<group>") -> Group:
                 continue
             fr_id = fm.get("id")
             perm = c.permission(f"{w}.permission", fm.get("permission", "ro"))
-            if fr_id not in by_id:
+            if not isinstance(fr_id, str) or fr_id not in by_id:
                 c.bad(
                     f"{w}.id",
                     f"{fr_id!r} is not the id of any resource in the group "
@@ -715,6 +681,36 @@ def validate_group(data: dict[str, Any], path: str = "<group>") -> Group:
     return Group(
         name, tuple(resources), tuple(functions), aws["s3"], aws["sagemaker"], path, subscriptions
     )
+
+
+def _check_environment(c: _Checker, where: str, raw: Any) -> dict[str, str]:
+    """A function's ``environment``: names to strings (numbers and booleans are written out,
+    null is empty), each entry vetted by :func:`environment_problem`, the whole capped."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        c.bad(where, f"expected a mapping of variable names to values, got {type(raw).__name__}"
+              f" {raw!r}")
+        return {}
+    env: dict[str, str] = {}
+    for k, v in raw.items():
+        if not isinstance(k, str):
+            c.bad(where, f"{k!r} is not a variable name (a string of letters, digits and _)")
+            continue
+        if v is not None and not isinstance(v, (str, int, float)):
+            c.bad(f"{where}.{k}", f"expected a string, number, boolean or null, got "
+                  f"{type(v).__name__} {v!r}")
+            continue
+        value = "" if v is None else str(v).lower() if isinstance(v, bool) else str(v)
+        problem = environment_problem(k, value)
+        if problem:
+            c.bad(f"{where}.{k}", problem)
+            continue
+        env[k] = value
+    problem = environment_size_problem(env)
+    if problem:
+        c.bad(where, problem)
+    return env
 
 
 _HOST_RE = re.compile(r"^(\*|[A-Za-z0-9]([A-Za-z0-9.-]{0,252})|\[[0-9A-Fa-f:.]+\])$")
