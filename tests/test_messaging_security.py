@@ -74,6 +74,7 @@ def _connect(port: int, client_id: str = "", ca: str | None = None,
         done.set()
 
     c.on_connect = connected
+    c.on_disconnect = lambda *a: (result.append("closed by the broker"), done.set())
     try:
         c.connect("127.0.0.1", port, keepalive=30)
     except OSError as exc:  # the TLS handshake: ssl.SSLError, or the connection reset
