@@ -47,7 +47,15 @@ from pyengine.deploy.group import (
     load_group,
     real_destination,
 )
-from pyengine.deploy.state import BACKUP_FILE, STATE_FILES, RootLock, State, dumps
+from pyengine.deploy.state import (
+    BACKUP_FILE,
+    STATE_FILES,
+    STORES_FILE,
+    RootLock,
+    State,
+    dumps,
+    known_stores,
+)
 from pyengine.deploy.unpack import (
     DEFAULT_MAX_FILES,
     SKIP_DIRS,
@@ -330,21 +338,6 @@ def changed_in_place(state: State, kind: str, key: str, version: str, path: str,
     where = f" ({changed} changed after it was installed)" if changed else ""
     return (f"its content digest is {now[:16]}..., not the {row['digest'][:16]}... recorded "
             f"when it was installed{where}")
-
-
-#: A version store's mark: which root made it (read when a rebuilt state meets the store).
-STORE_MARK = ".pyengine-store.json"
-
-
-def _mark_store(store_fd: int, root: str) -> None:
-    """Write the store's mark (once) through the store's descriptor."""
-    try:
-        fd = os.open(STORE_MARK, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW |
-                     os.O_CLOEXEC, 0o644, dir_fd=store_fd)
-    except FileExistsError:
-        return
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        json.dump({"root": root}, f)
 
 
 def free_bytes(path: str) -> int:
@@ -712,19 +705,13 @@ class _Deployer:
                 )
 
     def adopt(self, r: Resource, target: str) -> bool:
-        """Record the version ``target`` that ``r``'s destination links to when its store's
-        mark says this root made it (a state rebuilt by ``pyengine doctor --repair`` lost its
-        rows); it keeps serving until this deployment replaces it. False when the mark names
-        another root, or there is none."""
+        """Record the version ``target`` that ``r``'s destination links to when
+        ``ROOT/stores.list`` says this root made its store (a state rebuilt by ``pyengine doctor
+        --repair`` lost its rows); it keeps serving until this deployment replaces it. False
+        when the store is not this root's."""
         assert r.model is not None
         store = store_for(r.model.destination)
-        try:
-            with open(os.path.join(store, STORE_MARK), encoding="utf-8") as f:
-                mark = json.load(f)
-        except (OSError, ValueError):
-            return False
-        if not isinstance(mark, dict) or mark.get("root") != self.s.root or \
-                not os.path.isdir(target):
+        if store not in known_stores(self.s.root) or not os.path.isdir(target):
             return False
         version = os.path.basename(target)
         with self.state.tx() as db:
@@ -833,7 +820,6 @@ class _Deployer:
                         f"own ({exc.strerror}); is it a symbolic link? remove it"
                     ) from None
                 self.state.add_store(store)
-                _mark_store(sfd, self.s.root)
                 version = _version_name(self.dep, info.token, store)
                 vpath = os.path.join(store, version)
                 staging_name = f"staging-{self.dep}"
@@ -1422,7 +1408,7 @@ def reset(root: Optional[str] = None, *, wait_s: float = 0.0) -> list[str]:
                 removed.append(p)
     finally:
         s.close()
-    for n in (*STATE_FILES, BACKUP_FILE):
+    for n in (*STATE_FILES, BACKUP_FILE, STORES_FILE):
         with contextlib.suppress(FileNotFoundError):
             os.unlink(os.path.join(r, n))
     removed.append(os.path.join(r, "state.db"))

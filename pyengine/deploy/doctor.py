@@ -16,17 +16,16 @@ What :func:`repair` does with a damaged or emptied ``state.db`` (moved aside to
 
    - every row SQLite can still read in the damaged file (table by table, row by row);
    - functions' installed code (``ROOT/functions/<name>/current``): recorded as installed, so
-     a redeploy of the same code reports it unchanged.
-
-   - model versions: they live beside their destinations, outside the root, and each store
-     holds a mark naming the root that made it (``.pyengine-store.json``). The next deploy
-     finds the version a destination links to, records it (it keeps serving) and installs
-     the group's version over it.
+     a redeploy of the same code reports it unchanged;
+   - model versions: they live beside their destinations, outside the root;
+     ``ROOT/stores.list`` names every store this root made. The next deploy finds the version
+     a destination in one of them links to, records it (it keeps serving) and installs the
+     group's version over it.
 
    What cannot be rebuilt: deployments and groups in unreadable pages (functions' handlers,
    settings and resource grants, subscriptions) and the history. The core serves nothing
-   until the group is deployed again. A store without the mark (made before it was written)
-   is refused by that deploy as managed by another root: remove its destination link.
+   until the group is deployed again. A store missing from ``stores.list`` (made before the
+   list was kept) is refused by that deploy as managed by another root: remove its link.
    Environment files (``ROOT/environments``) stay until a deployment no longer names them.
 """
 
@@ -59,6 +58,7 @@ from pyengine.deploy.state import (
     State,
     StateError,
     check_database,
+    known_stores,
 )
 from pyengine.deploy.unpack import tree_digest
 
@@ -279,6 +279,8 @@ def _rebuild(damaged: str, root: str) -> list[str]:
         notes.append("rebuilt the state: " + (", ".join(f"{n} {t} row(s)" for t, n in
                                                          copied.items() if n) or
                                               "no row of the damaged database was readable"))
+        for store in sorted(known_stores(root)):
+            state.x("INSERT OR IGNORE INTO stores(path) VALUES (?)", store)
         notes.extend(_adopt_functions(state))
         lost = [t for t in ("deployments", "installed") if not copied.get(t)]
         if lost:

@@ -100,9 +100,12 @@ def _tighten(path: str) -> None:
 
 #: The copy of ``state.db`` taken after every deployment that changed what is installed.
 BACKUP_FILE = "state.db.backup"
+#: Every version store this root made, one path a line: kept beside the database so a rebuilt
+#: state knows which stores are this root's (they live beside destinations, outside the root).
+STORES_FILE = "stores.list"
 #: What only a deployment makes in a root: a ``state.db`` of 0 bytes beside one of these was
 #: emptied, not just created.
-DEPLOYED_MARKS = (BACKUP_FILE, "functions", "environments")
+DEPLOYED_MARKS = (BACKUP_FILE, STORES_FILE, "functions", "environments")
 
 
 class StateError(DeployError):
@@ -319,8 +322,27 @@ class State:
         )
 
     def add_store(self, path: str) -> None:
-        """Remember a version store directory (for cleanup and reset)."""
+        """Remember a version store directory (for cleanup and reset), in the database and in
+        ``ROOT/stores.list``."""
         self.x("INSERT OR IGNORE INTO stores(path) VALUES (?)", path)
+        if path in known_stores(self.root):
+            return
+        fd = private_file(os.path.join(self.root, STORES_FILE), self.root)
+        try:
+            os.lseek(fd, 0, os.SEEK_END)
+            os.write(fd, path.encode("utf-8", "surrogateescape") + b"\n")
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def known_stores(root: str) -> set[str]:
+    """The version stores ``ROOT/stores.list`` says this root made."""
+    try:
+        with open(os.path.join(root, STORES_FILE), "rb") as f:
+            return {ln.decode("utf-8", "surrogateescape") for ln in f.read().splitlines() if ln}
+    except FileNotFoundError:
+        return set()
 
 
 #: Columns added after a table was first made: (table, column, type).
