@@ -76,6 +76,15 @@ def batch_copied(shape: list[int], source: list[int] | None, batch_only: bool) -
     return shape
 
 
+def input_shapes_hint(inputs: Sequence[tuple[str, Sequence[int]]]) -> str:
+    """``input_shapes={...}`` for an error message: each input's shape with SIZE where a
+    dimension beyond the batch is free."""
+    def dims(shape: Sequence[int]) -> str:
+        return ", ".join(("-1" if i == 0 else "SIZE") if d < 0 else str(d) for i, d in enumerate(shape))
+
+    return "input_shapes={" + ", ".join(f"'{name}': [{dims(shape)}]" for name, shape in inputs) + "}"
+
+
 class Graph:
     """A native graph under construction by one importer.
 
