@@ -36,6 +36,7 @@ from deploy_fixtures import aws_env, free_port, start_moto_server, wait_port  # 
 from machine import describe  # noqa: E402
 
 from pyengine import fleet as fl  # noqa: E402
+from pyengine.fleet import enrollment  # noqa: E402
 from pyengine.sources.aws import AwsSettings  # noqa: E402
 
 HANDLER = "def function_handler(event, context):\n    return TAG\n"
@@ -63,10 +64,11 @@ def write_group(base: str, tag: str) -> str:
     return path
 
 
-def converge(fleet: fl.Fleet, names: list[str], version: int, timeout: float = 120) -> float:
+def converge(fleet: fl.Fleet, enrolled: enrollment.Enrollment, names: list[str], version: int,
+             timeout: float = 120) -> float:
     t0 = time.monotonic()
     while time.monotonic() - t0 < timeout:
-        st = fleet.statuses()
+        st = enrollment.statuses(fleet, enrolled).verified
         if all(st.get(n, {}).get("version") == version and st[n].get("state") == "applied"
                for n in names):
             return time.monotonic() - t0
@@ -105,17 +107,21 @@ def run_mode(base: str, endpoint: str, broker: int, key: fl.SigningKey, key_path
                                        env=env), log))
     try:
         t0 = time.monotonic()
-        while set(fleet.statuses()) != set(names):
+        while set(fleet.status_names()) != set(names):
             if time.monotonic() - t0 > 120:
                 raise TimeoutError("cores did not register")
             time.sleep(0.1)
+        fl.enroll(fleet, key, add={  # each core's status key, made at its first start
+            n: fl.TrustedKey.load(os.path.join(base, mode, n, "root", "fleet", "core.pem.pub"))
+            for n in names})
+        enrolled = enrollment.read(fleet, [key.public])
         group_dir = os.path.join(base, mode, "group")
         os.makedirs(group_dir)
         times = []
         for r in range(rounds + 1):  # the first round installs from nothing: not counted
             doc = fl.publish(write_group(group_dir, f"{mode}-{r}"), fleet, key,
                              mqtt=f"127.0.0.1:{broker}" if mode == "mqtt" else None)
-            dt = converge(fleet, names, int(doc["version"]))
+            dt = converge(fleet, enrolled, names, int(doc["version"]))
             if r:
                 times.append(dt)
             print(f"{mode} round {r}: {dt:.2f} s", flush=True)

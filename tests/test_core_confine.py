@@ -32,9 +32,9 @@ from core_helpers import (
 
 from pyengine.core import landlock
 from pyengine.core.group import FunctionSpec
-from pyengine.core.policy import plan
+from pyengine.core.policy import WorkerPlan, plan, python_paths, writable_imports
 from pyengine.core.pool import FunctionPool, InvokeError
-from pyengine.core.users import UidRange
+from pyengine.core.users import FunctionUsers, UidRange, id_in_use
 from pyengine.deploy import GroupError, validate_group
 
 NOBODY = 65534
@@ -441,3 +441,37 @@ def test_deploy_does_not_call_a_modified_rw_version_unchanged(tmp_path):
     with open(data) as fh:
         assert fh.read() == "B" * 4096
     assert {i.key: i.outcome for i in redeploy(base, root).items}["weights"] == "unchanged"
+
+
+def test_function_users_skip_taken_ids_and_are_recorded(tmp_path):
+    root = str(tmp_path)
+    # A range whose only id an account (root) uses: nothing to allocate.
+    assert id_in_use(0) == "user 'root'"
+    with pytest.raises(RuntimeError, match=r"no free uid left for function 'f' in the range 0-0"):
+        FunctionUsers(root, UidRange(0, 1)).user_for("f")
+    # nobody (65534) is skipped; the next id that no account uses is given and kept.
+    users = FunctionUsers(root, UidRange(NOBODY, 200))
+    first = users.user_for("a")
+    assert first[0] != NOBODY and first[0] == first[1] and not id_in_use(first[0])
+    second = users.user_for("b")
+    assert second != first
+    with open(os.path.join(root, "users.json")) as fh:
+        assert json.load(fh) == {"functions": {"a": first[0], "b": second[0]}}
+    assert os.stat(os.path.join(root, "users.json")).st_mode & 0o777 == 0o600
+    again = FunctionUsers(root, UidRange(NOBODY, 200))
+    assert again.user_for("b") == second and again.user_for("a") == first
+
+
+def test_writable_import_directories_are_found():
+    """Where Landlock is off, the core warns when a function's user could plant a module in
+    a directory every worker imports from (here: root owns the interpreter's)."""
+    as_owner = WorkerPlan(uid=0, gid=0, groups=(), scratch="/nonexistent", rules=())
+    as_other = WorkerPlan(uid=NOBODY + 1, gid=NOBODY + 1, groups=(), scratch="/nonexistent",
+                          rules=())
+    owned = [p for p in python_paths() if os.stat(p).st_uid == 0
+             and os.stat(p).st_mode & 0o200 and os.path.isdir(p)]
+    assert set(owned) <= set(writable_imports(as_owner))
+    assert any("site-packages" in p for p in writable_imports(as_owner)) == any(
+        "site-packages" in p for p in owned)
+    assert [p for p in writable_imports(as_other)
+            if not os.stat(p).st_mode & 0o002] == []  # only world-writable ones, if any

@@ -509,3 +509,53 @@ def test_environments_recorded_by_an_older_version_are_moved_out(tenant):
     holding = tenant.files_holding(SECRET.encode())
     assert len(holding) == 1 and "/environments/" in holding[0], holding
     assert dp.current(tenant.root).functions["fn"].environment == {"API_KEY": SECRET}
+
+
+def test_a_root_deploy_leaves_the_state_to_the_roots_owner(tenant):
+    """Deployed as root into a root directory owned by the core's user: that user, and only
+    it, can read the state and the environments (the core reads them at start)."""
+    import shutil
+    import subprocess
+    import sys
+    import tempfile
+
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        pytest.skip("needs root and setpriv to deploy as root for another user")
+    # pytest's own temp directories are 0700 root; the core's user must reach this one.
+    with tempfile.TemporaryDirectory(prefix="pyengine-owner-") as top:
+        os.chmod(top, 0o755)
+        root = os.path.join(top, "root")
+        os.mkdir(root)
+        os.chown(root, 65534, 65534)
+        g = write_group(
+            os.path.join(top, "group.json"),
+            {
+                "name": "owned",
+                "functions": [
+                    {
+                        "name": "fn",
+                        "handler": "fn.function_handler",
+                        "code": str(tenant.code),
+                        "environment": {"API_KEY": SECRET},
+                    }
+                ],
+            },
+        )
+        d = dp.deploy(g, root)
+        assert d.status == "Success"
+        env_dir = os.path.join(root, "environments")
+        names = ["state.db", "deploy.lock", "environments"]
+        names += [os.path.join("environments", n) for n in os.listdir(env_dir)]
+        for p in names:
+            st = os.stat(os.path.join(root, p))
+            assert (st.st_uid, stat.S_IMODE(st.st_mode) & 0o077) == (65534, 0), p
+        code = (
+            "import sys; from pyengine import deploy as dp; "
+            "print(dp.current(sys.argv[1]).functions['fn'].environment['API_KEY'])"
+        )
+        r = subprocess.run(
+            ["setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups",
+             sys.executable, "-c", code, root],
+            capture_output=True, text=True, timeout=60,
+        )
+        assert r.returncode == 0 and r.stdout.strip() == SECRET, r.stderr

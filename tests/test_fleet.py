@@ -23,7 +23,7 @@ from deploy_fixtures import run_cli
 from mqtt_fixtures import Device, Mosquitto
 
 from pyengine import fleet as fl
-from pyengine.fleet import document
+from pyengine.fleet import document, enrollment
 from pyengine.fleet.notify import announce
 from pyengine.fleet.signing import canonical
 from pyengine.sources.aws import AwsSettings
@@ -57,6 +57,8 @@ class FleetEnv:
         self.cores: dict[str, CoreProcess] = {}
         self.group_dir = os.path.join(base, "group")
         os.makedirs(self.group_dir)
+        self.enrolled = enrollment.Enrollment()
+        self.old_timestamp = b""
 
     # -- cores -------------------------------------------------------------------------------
 
@@ -75,7 +77,7 @@ class FleetEnv:
             with open(config, "w") as fh:
                 json.dump({"mqtt": {"host": host, "port": int(port),
                                     "client_id": f"pyengine-{name}"}}, fh)
-            args += ["--fleet-poll", "120", "--config", config]
+            args += ["--fleet-poll", "120", "--fleet-debounce", "0.2", "--config", config]
         self.cores[name] = CoreProcess(self.root(name), args=tuple(args))
         return self.cores[name]
 
@@ -123,8 +125,15 @@ class FleetEnv:
 
     # -- observing ---------------------------------------------------------------------------
 
+    def enroll(self) -> None:
+        """Enroll every core's status key (ROOT/fleet/core.pem.pub), as an operator does."""
+        specs = [f"--core={n}={self.root(n)}/fleet/core.pem.pub" for n in CORES]
+        self.cli("enroll", "--key", self.key_path, *specs)
+        self.enrolled = enrollment.read(self.fleet, [self.key.public])
+
     def statuses(self) -> dict[str, dict[str, Any]]:
-        return self.fleet.statuses()
+        """The statuses signed by enrolled cores (the only ones that count)."""
+        return enrollment.statuses(self.fleet, self.enrolled).verified
 
     def wait(self, what: str, cond: Callable[[dict[str, dict[str, Any]]], bool],
              timeout: float = 60.0) -> dict[str, dict[str, Any]]:
@@ -164,8 +173,13 @@ def env(moto_endpoint, bucket):  # noqa: ANN001, ANN201
     for n in CORES:
         e.start(n)
     try:
-        # Every core registers (writes its status) at start, before anything is published.
-        e.wait("all cores registered", lambda st: set(CORES) <= set(st), timeout=90)
+        # Every core registers (writes its signed status) at start; the operator enrolls them.
+        deadline = time.monotonic() + 90
+        while not set(CORES) <= set(e.fleet.status_names()):
+            assert time.monotonic() < deadline, f"cores did not register\n{e.logs()}"
+            time.sleep(0.1)
+        e.enroll()
+        e.wait("all statuses verified", lambda st: set(CORES) <= set(st), timeout=90)
         yield e
     finally:
         for n in list(e.cores):
@@ -204,7 +218,9 @@ def test_first_version_reaches_all_five(env: FleetEnv) -> None:
         seen: dict[str, Any] = {}
         while time.monotonic() < deadline and set(seen) != set(CORES) - {POLL_ONLY}:
             for topic, payload in device.wait_for(len(seen) + 1, timeout=1):
-                body = json.loads(payload)
+                name = topic.rsplit("/", 1)[1]
+                # Signed by the core's enrolled key, like the status in the bucket.
+                body = enrollment.verify_status(name, payload, env.enrolled, env.uri)
                 if body["version"] == 1:
                     seen[topic.rsplit("/", 1)[1]] = body
         assert set(seen) == set(CORES) - {POLL_ONLY}, sorted(seen)
@@ -213,6 +229,7 @@ def test_first_version_reaches_all_five(env: FleetEnv) -> None:
 
 
 def test_canary_then_promotion(env: FleetEnv) -> None:
+    env.old_timestamp = env.fleet.get("timestamp.json") or b""  # for the replay test below
     doc = env.publish("v2", percent=40)
     assert doc["version"] == 2 and doc["rollout"]["percent"] == 40
     ranked = sorted(CORES, key=document.point)
@@ -223,7 +240,7 @@ def test_canary_then_promotion(env: FleetEnv) -> None:
     assert [n for n in CORES if st[n]["version"] == 2] == sorted(canary)
     assert all(st[n]["version"] == 1 and env.installed_tag(n) == "v1" for n in rest)
     status = env.cli("status", "--trust", f"{env.key_path}.pub")
-    assert "2/5 cores on it, 2 targeted, 0 failed" in status, status
+    assert "2/5 enrolled cores on it, 2 targeted, 0 failed" in status, status
     for n in CORES:
         assert n in status
     env.cli("promote", "--key", env.key_path)
@@ -246,42 +263,42 @@ def test_rollback_goes_back_everywhere(env: FleetEnv) -> None:
     env.wait_versions({n: 3 for n in CORES})
 
 
-def _bad_documents(env: FleetEnv) -> dict[str, bytes]:
-    """Documents a compromised bucket could hold: signed by another key, unsigned, altered after
-    signing, and a replay of an older genuine document."""
-    genuine = env.fleet.get("deployment.json")
+def _bad_timestamps(env: FleetEnv, old: bytes) -> dict[str, bytes]:
+    """Timestamps a compromised bucket could hold: signed by another key, unsigned, altered after
+    signing, and a replay of an older genuine one (``old``)."""
+    genuine = env.fleet.get("timestamp.json")
     assert genuine is not None
     real = json.loads(genuine)
-    doc = json.loads(base64.b64decode(real["payload"]))
-    evil = dict(doc, serial=doc["serial"] + 10, version=doc["version"] + 10)
+    ts = json.loads(base64.b64decode(real["payload"]))
+    evil = dict(ts, serial=ts["serial"] + 10)
     other_key = os.path.join(env.base, "keys", "other.pem")
     if not os.path.exists(other_key):
         fl.keygen(other_key)
     tampered = dict(real, payload=base64.b64encode(canonical(evil)).decode())
-    oldest = env.fleet.get("deployments", f"{1:010d}.json")
-    assert oldest is not None
     return {
         "untrusted key": json.dumps(fl.SigningKey(other_key).seal(evil)).encode(),
         "unsigned": json.dumps(evil).encode(),
         "bad signature": json.dumps(tampered).encode(),
-        "replayed": oldest,
+        "replayed timestamp": old,
     }
 
 
 def test_forged_documents_are_refused_by_every_core(env: FleetEnv) -> None:
     before = env.statuses()
-    genuine = env.fleet.get("deployment.json")
+    genuine = env.fleet.get("timestamp.json")
     assert genuine is not None
-    for what, data in _bad_documents(env).items():
-        env.fleet.put(data, "deployment.json")
+    # An old genuine document over deployment.json changes nothing: cores follow the timestamp.
+    env.fleet.put(env.fleet.get("deployments", f"{1:010d}.json") or b"", "deployment.json")
+    for what, data in _bad_timestamps(env, env.old_timestamp).items():
+        env.fleet.put(data, "timestamp.json")
         announce(env.broker, f"{env.fleet.topic}/deployment", {"serial": 999})
-        st = env.wait(f"every core to refuse the {what} document", lambda s, what=what: all(
+        st = env.wait(f"every core to refuse the {what} timestamp", lambda s, what=what: all(
             s[n]["refused"] and what in s[n]["refused"][-1]["reason"] for n in CORES))
         for n in CORES:
             assert st[n]["version"] == before[n]["version"] == 3
             assert st[n]["state"] == "applied"
             assert env.installed_tag(n) == "v3"
-    env.fleet.put(genuine, "deployment.json")
+    env.fleet.put(genuine, "timestamp.json")
     # Nothing forged entered the history: the next version is 4.
     assert fl.latest(env.fleet, [env.key.public])["version"] == 3
 

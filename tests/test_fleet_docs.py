@@ -14,6 +14,7 @@ import pytest
 from pyengine import fleet as fl
 from pyengine.cli import main
 from pyengine.fleet import document
+from pyengine.fleet.publish import write_timestamp
 from pyengine.fleet.signing import canonical
 from pyengine.sources.aws import AwsSettings
 
@@ -80,6 +81,14 @@ def test_canary_cutoff_takes_exactly_the_share() -> None:
     assert document.cutoff(40, []) == 0.4
 
 
+def delete(fleet: fl.Fleet, *parts: str) -> None:
+    """What a bucket writer can do: delete an object."""
+    import boto3
+
+    boto3.client("s3", endpoint_url=fleet.s3.endpoint_url, region_name="us-east-1") \
+        .delete_object(Bucket=fleet.bucket, Key=fleet.key(*parts))
+
+
 def _agent(tmp_path, fleet: fl.Fleet, key_path: str) -> fl.FleetAgent:  # noqa: ANN001
     return fl.FleetAgent(str(tmp_path / "root"), fleet, "solo",
                          [fl.TrustedKey.load(f"{key_path}.pub")], poll_s=60)
@@ -97,38 +106,49 @@ def test_serial_and_version_rules(tmp_path, keys, moto_endpoint, bucket,  # noqa
     assert agent.check() == "idle"  # nothing published yet
     fl.publish(str(group), fleet, key)
     assert agent.check() == "applied" and agent.st["version"] == 1
-    v2 = fl.publish(str(group), fleet, key)
+    fl.publish(str(group), fleet, key)
     assert agent.check() == "applied" and agent.st["version"] == 2
+    ts2 = fleet.get("timestamp.json")
 
-    # A correctly signed but older version without the rollback marker is refused ...
+    # A correctly signed but older version without the rollback marker is refused, even under a
+    # higher serial and a fresh timestamp ...
     first = json.loads(base64.b64decode(json.loads(fleet.get("deployments",
                                                              f"{1:010d}.json"))["payload"]))
-    fleet.put_json(key.seal(dict(first, serial=9)), "deployment.json")
+    sneaky = fl.SigningKey(path).seal(dict(first, serial=3))
+    data = json.dumps(sneaky).encode()
+    fleet.put(data, "deployments", f"{3:010d}.json")
+    hist = fl.verified_history(fleet, key)
+    write_timestamp(fleet, key, hist.docs[0], hist.enrolled, hist.timestamp)
     assert agent.check() == "applied" and agent.st["version"] == 2
     assert "no rollback marker" in agent.st["refused"][-1]["reason"]
-    # ... a signed rollback is applied ...
+    delete(fleet, "deployments", f"{3:010d}.json")  # (and the timestamp back on serial 2)
+    write_timestamp(fleet, key, hist.docs[1], hist.enrolled, hist.timestamp)
+    # ... a signed rollback is applied: a new, higher serial carrying the older content ...
     rb = fl.rollback(fleet, key)
     assert rb["version"] == 1 and rb["rollback"] == {"from": 2} and rb["serial"] == 3
     assert agent.check() == "applied" and agent.st["version"] == 1
-    # ... and replaying the genuine document of version 2 afterwards is refused.
-    fleet.put_json(key.seal(v2), "deployment.json")
+    # ... and replaying the timestamp of version 2 afterwards is refused.
+    fleet.put(ts2 or b"", "timestamp.json")
     agent.check()
-    assert agent.st["version"] == 1 and "replayed document" in agent.st["refused"][-1]["reason"]
-    # A document signed for another fleet is refused too.
-    fleet.put_json(key.seal(dict(v2, serial=20, fleet="s3://elsewhere/x")), "deployment.json")
+    assert agent.st["version"] == 1 and "replayed timestamp" in agent.st["refused"][-1]["reason"]
+    # A timestamp signed for another fleet is refused too.
+    ts = json.loads(base64.b64decode(json.loads(ts2 or b"")["payload"]))
+    fleet.put(json.dumps(key.seal(dict(ts, serial=10**15, fleet="s3://elsewhere/x"))).encode(),
+              "timestamp.json")
     agent.check()
     assert "published to fleet 's3://elsewhere/x'" in agent.st["refused"][-1]["reason"]
+    fl.refresh(fleet, key)
     # The state survives a restart: a new agent on the same root keeps serial and version.
     again = _agent(tmp_path, fleet, path)
     assert (again.st["serial"], again.st["version"]) == (3, 1)
-    # The status in the bucket carries it all.
+    assert (again.mark("serial"), again.mark("version")) == (3, 2)
+    # The status in the bucket carries it all, signed with the core's own key.
     assert again.report(force=True)
-    st = fleet.statuses()["solo"]
+    out = fl.status(fleet, [key.public])
+    assert "solo" in out["unverified"] and "not enrolled" in out["unverified"]["solo"]
+    fl.enroll(fleet, key, add={"solo": again.key.public})
+    st = fl.status(fleet, [key.public])["cores"]["solo"]
     assert st["version"] == 1 and st["state"] == "applied" and len(st["refused"]) == 3
-    # A genuine old document copied under a newer name does not fool the publisher either.
-    fleet.put(fleet.get("deployments", f"{1:010d}.json") or b"", "deployments",
-              f"{99:010d}.json")
-    assert fl.latest(fleet, [key.public])["serial"] == 3
     # Publishing continues above the highest version ever published.
     assert fl.publish(str(group), fleet, key)["version"] == 3
 
@@ -144,3 +164,8 @@ def test_cli_errors(capsys, tmp_path, keys) -> None:  # noqa: ANN001
     assert "core name 'a/b'" in capsys.readouterr().err
     assert main(["fleet", "keygen", path]) == 2
     assert "exists; refusing to overwrite" in capsys.readouterr().err
+    assert main(["fleet", "enroll", "--fleet", "s3://bucket-x/p", "--key", path,
+                 "--core", "cam-1"]) == 2
+    assert "--core 'cam-1' must be NAME=PUBLIC_KEY_FILE" in capsys.readouterr().err
+    assert main(["fleet", "enroll", "--fleet", "s3://bucket-x/p", "--key", path]) == 2
+    assert "needs --core NAME=PUBLIC_KEY or --remove NAME" in capsys.readouterr().err

@@ -302,3 +302,37 @@ def test_retain_grant_is_validated(tmp_path: Any) -> None:
         "can grant retained messages (this one is 'devices' to 'classify')",
         "subscriptions[2].retain: only a subscription from a function to 'devices' or 'cloud' "
         "can grant retained messages (this one is 'classify' to 'agg')"]
+
+
+def test_the_core_keeps_a_deployed_cycle_idle() -> None:
+    """A group deployed before validation refused cycles: the router logs it and leaves the
+    looping routes idle, and routes the rest."""
+    import threading
+
+    from pyengine.core.config import CoreConfig
+    from pyengine.core.group import DeployedGroup
+    from pyengine.core.messaging import Router
+    from pyengine.core.metrics import Metrics
+
+    calls: list[tuple[str, str, str]] = []
+    done = threading.Event()
+
+    def invoke(name: str, payload: Any, topic: str, source: str) -> str:
+        calls.append((name, topic, source))
+        done.set()
+        return ""
+
+    metrics = Metrics()
+    router = Router(CoreConfig(), metrics, invoke, lambda name: 1)
+    try:
+        router.update(DeployedGroup("g", "/nonexistent", (), "1", (
+            Subscription("a", "loop/#", "a"),
+            Subscription("a", "out/#", "b"),
+        )))
+        assert router.from_function("a", "loop/1", b"{}") == 0
+        assert router.from_function("a", "out/1", b"{}") == 1
+        assert done.wait(10)
+        assert calls == [("b", "out/1", "a")]
+        assert metrics.value("pyengine_messages_unrouted_total", function="a") == 1
+    finally:
+        router.stop()

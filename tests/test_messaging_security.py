@@ -403,6 +403,39 @@ def test_every_payload_is_delivered_or_counted(mosquitto: Mosquitto, predict_bas
         core.stop()
 
 
+LENGTH = """
+import os
+
+def function_handler(event, context):
+    return {"len": len(event), "pid": os.getpid()}
+"""
+
+
+def test_an_event_that_cannot_be_framed_fails_its_call_not_the_worker(predict_base: str) -> None:
+    """Frames used to escape non-ASCII text (x3 for 2-byte characters): 24 MB of it went over
+    the 64 MiB frame limit and the core killed the worker. Now text crosses as UTF-8, and an
+    event that still does not fit fails its call with PayloadTooLarge, the worker unharmed."""
+    base = predict_base
+    root = _deploy(base, [function(base, "length", LENGTH, pinned=True, timeout_s=30,
+                                   memory_mb=1024)], [])
+    core = CoreProcess(root).wait_ready()
+    try:
+        status, body = core.invoke("length", raw=json.dumps(
+            "\u00e9" * 12_000_000, ensure_ascii=False).encode())  # 24 MB of UTF-8
+        assert status == 200, body
+        assert body["result"]["len"] == 12_000_000
+        pid = body["result"]["pid"]
+        # 18 MB of body, 68 MB in the frame: 1e15 is written 1000000000000000.0.
+        status, body = core.invoke("length", raw=b"[" + b"1e15," * 3_600_000 + b"1]")
+        assert status == 413 and body["error"]["type"] == "PayloadTooLarge", body
+        status, body = core.invoke("length", raw=b"[" * 100_000 + b"]" * 100_000)
+        assert status == 400 and body["error"]["type"] == "MalformedPayload", body
+        status, body = core.invoke("length", "ok")
+        assert status == 200 and body["result"] == {"len": 2, "pid": pid}
+    finally:
+        core.stop()
+
+
 # -- retained messages ---------------------------------------------------------------------
 
 RETAIN = """

@@ -1,5 +1,5 @@
-"""Fleet commands: ``fleet keygen|publish|promote|rollback|status`` and the ``core start
---fleet`` options."""
+"""Fleet commands: ``fleet keygen|publish|promote|rollback|resume|refresh|enroll|status`` and
+the ``core start --fleet`` options."""
 
 from __future__ import annotations
 
@@ -9,7 +9,9 @@ import json
 import os
 from typing import Any
 
+from pyengine.fleet.document import DOC_EXPIRES_S, TIMESTAMP_EXPIRES_S
 from pyengine.fleet.publish import FleetError
+from pyengine.fleet.store import MAX_DOCUMENT
 from pyengine.sources.aws import AwsSettings
 
 #: What a fleet command reports as "pyengine fleet: error: ..." (besides ValueError/OSError).
@@ -47,8 +49,29 @@ def core_start_args(s: argparse.ArgumentParser) -> None:
     g.add_argument("--fleet-poll", type=float, default=30.0, metavar="SECONDS",
                    help="check the bucket this often without announcements (30); "
                    "announcements come through the core's broker (--mqtt or --config)")
+    g.add_argument("--fleet-debounce", type=float, default=2.0, metavar="SECONDS",
+                   help="at most one check per this many seconds on announcements (2)")
+    g.add_argument("--fleet-max-document", type=int, default=MAX_DOCUMENT, metavar="BYTES",
+                   help="the most read of a document without a signed size: the timestamp, "
+                   f"statuses ({MAX_DOCUMENT})")
     g.add_argument("--s3-endpoint", default=None, metavar="URL", help="S3 API endpoint")
     g.add_argument("--s3-region", default=None, help="S3 region")
+
+
+def add_signing_args(p: argparse.ArgumentParser) -> None:
+    """Options of every command that signs: the key and the lifetimes."""
+    p.add_argument("--key", required=True, help="the private key that signs (fleet keygen)")
+    p.add_argument("--expires", type=float, default=DOC_EXPIRES_S / 86400, metavar="DAYS",
+                   help="lifetime of the document or enrollment signed now "
+                   f"({DOC_EXPIRES_S / 86400:g}); `fleet refresh` renews it at half-life")
+    p.add_argument("--timestamp-expires", type=float, default=TIMESTAMP_EXPIRES_S,
+                   metavar="SECONDS", help="lifetime of the timestamp signed now "
+                   f"({TIMESTAMP_EXPIRES_S:g}); cores report 'stale' after it unless "
+                   "`fleet refresh` runs again")
+
+
+def _lifetimes(args: argparse.Namespace) -> dict[str, float]:
+    return {"expires_s": args.expires * 86400, "timestamp_expires_s": args.timestamp_expires}
 
 
 def fleet_agent(args: argparse.Namespace, root: str, core: Any) -> Any:
@@ -69,11 +92,11 @@ def fleet_agent(args: argparse.Namespace, root: str, core: Any) -> Any:
                 "functions": [{k: f[k] for k in ("name", "status", "last_error")}
                               for f in core.functions()]}
 
-    return FleetAgent(root, Fleet.parse(args.fleet, s3_settings(args)),
+    return FleetAgent(root, Fleet.parse(args.fleet, s3_settings(args), args.fleet_max_document),
                       args.core_name or os.uname().nodename,
                       [TrustedKey.load(p) for p in args.trust], mqtt=core.config.fleet_broker(),
                       poll_s=args.fleet_poll, health=health, running=core.await_deployment,
-                      metrics=core.metrics)
+                      metrics=core.metrics, debounce_s=args.fleet_debounce)
 
 
 def fleet_args(p: argparse.ArgumentParser) -> None:
@@ -86,7 +109,7 @@ def fleet_args(p: argparse.ArgumentParser) -> None:
     pub = sub.add_parser("publish", help="publish a group to the fleet as a new version")
     pub.add_argument("group", help="the group file (YAML or JSON)")
     add_location_args(pub)
-    pub.add_argument("--key", required=True, help="the private key that signs (fleet keygen)")
+    add_signing_args(pub)
     pub.add_argument("--percent", type=float, default=100.0,
                      help="share of cores that get it first (canary); promote widens it (100)")
     pub.add_argument("--max-failures", type=int, default=None,
@@ -95,17 +118,36 @@ def fleet_args(p: argparse.ArgumentParser) -> None:
 
     pro = sub.add_parser("promote", help="widen the current rollout")
     add_location_args(pro)
-    pro.add_argument("--key", required=True, help="the private key that signs")
+    add_signing_args(pro)
     pro.add_argument("--percent", type=float, default=100.0, help="new share of cores (100)")
     pro.add_argument("--force", action="store_true",
                      help="promote even a halted rollout (cores still refuse a halted version)")
 
     rb = sub.add_parser("rollback", help="publish the previous version again, to every core")
     add_location_args(rb)
-    rb.add_argument("--key", required=True, help="the private key that signs")
+    add_signing_args(rb)
     rb.add_argument("--to", type=int, default=None, metavar="VERSION",
                     help="the version to go back to (default: the newest earlier version that "
                     "reached every core)")
+
+    rs = sub.add_parser("resume", help="clear a halt: accept the failures reported so far")
+    add_location_args(rs)
+    add_signing_args(rs)
+
+    rf = sub.add_parser("refresh", help="re-sign the timestamp (run from cron more often than "
+                        "--timestamp-expires) and renew documents at half-life")
+    add_location_args(rf)
+    add_signing_args(rf)
+
+    en = sub.add_parser("enroll", help="enroll cores' status keys (only enrolled cores' signed "
+                        "statuses count)")
+    add_location_args(en)
+    add_signing_args(en)
+    en.add_argument("--core", action="append", default=[], metavar="NAME=PUBLIC_KEY",
+                    help="a core and its public key file (ROOT/fleet/core.pem.pub on the core); "
+                    "repeatable")
+    en.add_argument("--remove", action="append", default=[], metavar="NAME",
+                    help="take a core off the list (repeatable)")
 
     st = sub.add_parser("status", help="every core's version and state")
     add_location_args(st)
@@ -129,10 +171,51 @@ def _broker(args: argparse.Namespace) -> Any:
     return broker
 
 
-def _ago(t: Any) -> str:
+def _ago(t: Any, full: bool = False) -> str:
     if not isinstance(t, (int, float)):
         return "-"
-    return datetime.datetime.fromtimestamp(t).strftime("%H:%M:%S")
+    return datetime.datetime.fromtimestamp(t).strftime(
+        "%Y-%m-%d %H:%M:%S" if full else "%H:%M:%S")
+
+
+def _print_status(out: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(out, indent=2, default=str))
+        return
+    uri, d, ts = out["fleet"], out["document"], out["timestamp"]
+    if d is None:
+        print(f"{uri}: nothing published")
+    else:
+        ro = d["rollout"]
+        line = (f"{uri}: {d['summary']}; {len(d['on_version'])}/{len(out['cores'])} "
+                f"enrolled cores on it, {len(d['targeted'])} targeted, {len(d['failed'])} failed")
+        if ro.get("max_failures") is not None:
+            line += f" (halts above {ro['max_failures']})"
+        if d["halted"]:
+            line += f" -- HALTED by {', '.join(d['halted_by'])} (`fleet resume` to accept)"
+        print(line)
+    if ts is None:
+        print("timestamp: none (cores apply nothing until `pyengine fleet refresh`)")
+    else:
+        print(f"timestamp {ts['serial']}: valid until {_ago(ts['expires'], True)}"
+              + (" -- EXPIRED: cores report stale; run `pyengine fleet refresh`"
+                 if ts["stale"] else ""))
+    if out["enrollment_problem"]:
+        print(f"enrollment: {out['enrollment_problem']}")
+    print(f"{'CORE':<20} {'VERSION':>7} {'STATE':<9} {'FRESH':<7} {'HEALTH':<8} {'UPDATED':<8} "
+          "MESSAGE")
+    for name, st in sorted(out["cores"].items()):
+        h = st.get("health") or {}
+        health = "-" if not h else ("ready" if h.get("ready") else "starting")
+        msg = st.get("message") or ""
+        if st.get("refused"):
+            msg += f" [refused: {st['refused'][-1].get('reason')}]"
+        print(f"{name:<20} {st.get('version') or '-':>7} {st.get('state') or '-':<9} "
+              f"{st.get('freshness') or '-':<7} {health:<8} {_ago(st.get('updated')):<8} {msg}")
+    for name in sorted(set(out["enrolled"]) - set(out["cores"])):
+        print(f"{name:<20} {'-':>7} {'silent':<9} enrolled, no verified status")
+    for name, why in sorted(out["unverified"].items()):
+        print(f"{name:<20} {'-':>7} {'unverified':<9} ignored: {why}")
 
 
 def fleet_run(args: argparse.Namespace) -> int:
@@ -151,39 +234,39 @@ def fleet_run(args: argparse.Namespace) -> int:
         if not trusted:
             raise ValueError("fleet status needs --trust PUBLIC_KEY (or --key) to verify the "
                              "fleet's documents")
-        out = fl.status(where, trusted)
-        if args.json:
-            print(json.dumps(out, indent=2, default=str))
-            return 0
-        d = out["document"]
-        if d is None:
-            print(f"{where.uri}: nothing published")
-        else:
-            ro = d["rollout"]
-            line = (f"{where.uri}: {d['summary']}; {len(d['on_version'])}/{len(out['cores'])} "
-                    f"cores on it, {len(d['targeted'])} targeted, {len(d['failed'])} failed")
-            if ro.get("max_failures") is not None:
-                line += f" (halts above {ro['max_failures']})"
-            print(line + (" -- HALTED" if d["halted"] else ""))
-        print(f"{'CORE':<20} {'VERSION':>7} {'STATE':<9} {'HEALTH':<8} {'UPDATED':<8} MESSAGE")
-        for name, st in sorted(out["cores"].items()):
-            h = st.get("health") or {}
-            health = "-" if not h else ("ready" if h.get("ready") else "starting")
-            msg = st.get("message") or ""
-            if st.get("refused"):
-                msg += f" [refused: {st['refused'][-1].get('reason')}]"
-            print(f"{name:<20} {st.get('version') or '-':>7} {st.get('state') or '-':<9} "
-                  f"{health:<8} {_ago(st.get('updated')):<8} {msg}")
+        _print_status(fl.status(where, trusted), args.json)
         return 0
     key = fl.SigningKey(args.key)
+    life = _lifetimes(args)
     broker = _broker(args)
+    if args.fleet_command == "refresh":
+        ts = fl.refresh(where, key, mqtt=broker, **life)
+        print(f"signed timestamp {ts['serial']} of {where.uri} (serial "
+              f"{ts['deployment']['serial']}), valid until {_ago(ts['expires'], True)}")
+        return 0
+    if args.fleet_command == "enroll":
+        add = {}
+        for spec in args.core:
+            name, sep, path = spec.partition("=")
+            if not sep or not name or not path:
+                raise ValueError(f"--core {spec!r} must be NAME=PUBLIC_KEY_FILE")
+            add[name] = fl.TrustedKey.load(path)
+        if not add and not args.remove:
+            raise ValueError("fleet enroll needs --core NAME=PUBLIC_KEY or --remove NAME")
+        doc = fl.enroll(where, key, add=add, remove=args.remove, mqtt=broker, **life)
+        names = ", ".join(f"{n} ({c['key_id']})" for n, c in sorted(doc["cores"].items()))
+        print(f"enrollment {doc['serial']} of {where.uri}: {names or 'no cores'}")
+        return 0
     if args.fleet_command == "publish":
         doc = fl.publish(args.group, where, key, percent=args.percent,
-                         max_failures=args.max_failures, mqtt=broker)
+                         max_failures=args.max_failures, mqtt=broker, **life)
     elif args.fleet_command == "promote":
-        doc = fl.promote(where, key, percent=args.percent, force=args.force, mqtt=broker)
+        doc = fl.promote(where, key, percent=args.percent, force=args.force, mqtt=broker,
+                         **life)
+    elif args.fleet_command == "resume":
+        doc = fl.resume(where, key, mqtt=broker, **life)
     else:
-        doc = fl.rollback(where, key, to=args.to, mqtt=broker)
+        doc = fl.rollback(where, key, to=args.to, mqtt=broker, **life)
     if getattr(args, "json", False):
         print(json.dumps(doc, indent=2))
     else:

@@ -28,7 +28,8 @@ capture:
 functions:                    # how the core runs functions (see docs/core.md)
   uid_first: 70000            # a root core gives each function its own uid from this range
   uid_count: 30000
-  processes_max: 512          # RLIMIT_NPROC: tasks (processes and threads) per function
+  processes_max: 544          # RLIMIT_NPROC: tasks (processes and threads) per function
+                              # (default 512 + 16 per CPU)
 ```
 
 Every problem is reported at once with its field path, like the group file.

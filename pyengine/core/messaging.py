@@ -38,7 +38,14 @@ from typing import TYPE_CHECKING, Any, Callable, Optional
 from pyengine.core.config import CoreConfig, MessageLimits, MqttSettings
 from pyengine.core.metrics import Metrics
 from pyengine.core.protocol import MessagePayload, decode_event
-from pyengine.deploy.subscriptions import CLOUD, DEVICES, Subscription, topic_matches, topic_problem
+from pyengine.deploy.subscriptions import (
+    CLOUD,
+    DEVICES,
+    Subscription,
+    routing_cycles,
+    topic_matches,
+    topic_problem,
+)
 
 if TYPE_CHECKING:
     from pyengine.core.group import DeployedGroup
@@ -328,8 +335,17 @@ class Router:
 
     def update(self, group: Optional[DeployedGroup]) -> None:
         """Take the subscriptions of ``group`` (a new deployment)."""
-        subs = group.subscriptions if group is not None else ()
+        subs = tuple(group.subscriptions) if group is not None else ()
         functions = {f.name for f in group.functions} if group is not None else set()
+        cycles = routing_cycles(list(subs))
+        if cycles:
+            # Validation refuses these; a group deployed before it did must not loop either.
+            looping = {i for _, on_it in cycles for i in on_it}
+            log.error("the deployed group has routing cycles (%s); those subscriptions are "
+                      "idle until a deployment without the cycle", "; ".join(
+                          f"{subs[i].source} -> {subs[i].topic} -> {subs[i].target}"
+                          for i in sorted(looping)))
+            subs = tuple(s for i, s in enumerate(subs) if i not in looping)
         with self._lock:
             self._subs = tuple(subs)
             gone = [n for n in self._queues if n not in functions]

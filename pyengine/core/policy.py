@@ -21,8 +21,10 @@ from pyengine.core.group import FunctionSpec
 
 #: uid and gid of functions run by a root core that allocates no user for them (nobody).
 DEFAULT_ID = 65534
-#: Most tasks (processes and threads) a function's user may run at once (RLIMIT_NPROC).
-DEFAULT_PROCESSES_MAX = 512
+#: Most tasks (processes and threads) a function's user may run at once (RLIMIT_NPROC): room
+#: for several workers, each with a BLAS and an inference thread pool per CPU and its call
+#: threads, and still a bound on a fork bomb.
+DEFAULT_PROCESSES_MAX = 512 + 16 * (os.cpu_count() or 1)
 
 _SYSTEM_READ = (
     "/usr", "/lib", "/lib64", "/lib32", "/bin", "/sbin", "/opt",
@@ -182,3 +184,29 @@ def give_scratch(scratch: str, uid: int | None, gid: int | None) -> None:
                 os.chown(n, uid, g, dir_fd=dir_fd, follow_symlinks=False)
         os.lchown(scratch, uid, g)
     os.chmod(scratch, 0o700)
+
+
+def writable_imports(worker_plan: WorkerPlan) -> list[str]:
+    """Directories workers import from (the interpreter's, pyengine's) that the workers' user
+    could write by file modes: where Landlock is missing, a module planted there would run in
+    every worker. Empty when none."""
+    groups = {worker_plan.gid, *worker_plan.groups}
+    out = []
+    for path in python_paths():
+        try:
+            st = os.stat(path)
+        except OSError:
+            continue
+        if not stat.S_ISDIR(st.st_mode):
+            continue
+        if worker_plan.uid is None:  # the core's own user
+            writable = os.access(path, os.W_OK)
+        elif st.st_uid == worker_plan.uid:
+            writable = bool(st.st_mode & stat.S_IWUSR)
+        elif st.st_gid in groups:
+            writable = bool(st.st_mode & stat.S_IWGRP)
+        else:
+            writable = bool(st.st_mode & stat.S_IWOTH)
+        if writable:
+            out.append(path)
+    return out

@@ -29,7 +29,7 @@ from pyengine.core.group import (
 )
 from pyengine.core.messaging import Router
 from pyengine.core.metrics import Metrics, render_batching
-from pyengine.core.policy import give_scratch, plan, unreadable
+from pyengine.core.policy import give_scratch, plan, unreadable, writable_imports
 from pyengine.core.pool import LIVE_LOCK, LIVE_PIDS, FunctionPool, InvokeError
 from pyengine.core.procs import become_subreaper, kill_strays
 from pyengine.core.runtime import merge_stats
@@ -286,6 +286,11 @@ class Core:
         give_scratch(scratch, worker_plan.uid, worker_plan.gid)
         for problem in unreadable(worker_plan, spec):
             log.warning("function %s: %s", spec.name, problem)
+        if not self.landlock:
+            for path in writable_imports(worker_plan):
+                log.warning("function %s: its user can write %s, which every worker imports "
+                            "from, and Landlock is off: install pyengine where functions "
+                            "cannot write, or run the core as root", spec.name, path)
         return FunctionPool(spec, worker_plan, self.landlock, on_op=self._worker_op,
                             cgroups=self.cgroups)
 
@@ -557,7 +562,7 @@ def _handler_for(core: Core) -> type[BaseHTTPRequestHandler]:
             raw = self.rfile.read(n) if n else b""
             try:
                 payload = json.loads(raw) if raw.strip() else None
-            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
                 self._send(400, {"error": {"type": "MalformedPayload",
                                            "message": f"the payload is not JSON: {exc}"}})
                 return

@@ -11,6 +11,8 @@ Main entry points
   installed code (what the core runs); :func:`recover` cleans up after a killed deploy.
 - :func:`list_deployments`, :func:`get_deployment`, :func:`list_installed`: history and state.
 - :func:`group_policy`: the IAM policy a group's S3 sources need.
+- :func:`high_water`, :func:`raise_high_water`: marks in the root's state that only grow (the
+  fleet's highest accepted document serial and version).
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ from pyengine.deploy.installed import (
     list_installed,
 )
 from pyengine.deploy.policy import group_buckets, group_policy
+from pyengine.deploy.state import high_water, raise_high_water
 from pyengine.deploy.subscriptions import Subscription
 
 __all__ = [
@@ -77,9 +80,11 @@ __all__ = [
     "get_deployment",
     "group_buckets",
     "group_policy",
+    "high_water",
     "list_deployments",
     "list_installed",
     "load_group",
+    "raise_high_water",
     "recover",
     "reset",
     "resolve_root",

@@ -16,6 +16,7 @@ import contextlib
 import json
 import os
 import secrets
+import stat
 from typing import Any, Iterable, Optional
 
 from pyengine.deploy.errors import DeployError
@@ -32,7 +33,8 @@ def private_file(path: str, owner_of: Optional[str] = None) -> int:
     so a core running as the root directory's owner can read it. Returns the descriptor."""
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     try:
-        os.fchmod(fd, 0o600)
+        if stat.S_IMODE(os.fstat(fd).st_mode) != 0o600:
+            os.fchmod(fd, 0o600)
         if owner_of is not None and os.geteuid() == 0:
             st = os.stat(owner_of)
             if st.st_uid != 0:

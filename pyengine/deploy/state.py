@@ -78,6 +78,7 @@ CREATE TABLE IF NOT EXISTS journal(
   previous TEXT
 );
 CREATE TABLE IF NOT EXISTS stores(path TEXT PRIMARY KEY);
+CREATE TABLE IF NOT EXISTS marks(name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 """
 
 
@@ -188,6 +189,38 @@ class State:
         self.x("INSERT OR IGNORE INTO stores(path) VALUES (?)", path)
 
 
+def high_water(root: str, name: str) -> int:
+    """The high-water mark ``name`` kept in ``ROOT/state.db`` (0 when never raised).
+
+    Marks only grow (:func:`raise_high_water`); the fleet keeps the highest document serial and
+    version a core accepted here, so losing a file beside them does not reset them.
+    """
+    if not os.path.exists(os.path.join(root, "state.db")):
+        return 0
+    state = State(root)
+    try:
+        row = state.one("SELECT value FROM marks WHERE name=?", name)
+        return int(row["value"]) if row else 0
+    finally:
+        state.close()
+
+
+def raise_high_water(root: str, name: str, value: int) -> int:
+    """Raise the mark ``name`` to ``value`` (a lower value leaves it); the mark afterwards."""
+    state = State(root)
+    try:
+        with state.tx() as db:
+            db.execute(
+                "INSERT INTO marks(name, value) VALUES (?, ?) ON CONFLICT(name) "
+                "DO UPDATE SET value = MAX(value, excluded.value)",
+                (name, int(value)),
+            )
+            row = db.execute("SELECT value FROM marks WHERE name=?", (name,)).fetchone()
+        return int(row["value"])
+    finally:
+        state.close()
+
+
 def dumps(obj: Any) -> str:
     """Canonical JSON (sorted keys) used for specs and groups."""
     return json.dumps(obj, sort_keys=True, separators=(",", ":"))
@@ -203,7 +236,9 @@ class RootLock:
 
     def acquire(self, wait_s: float = 0.0, what: str = "deploy") -> None:
         """Take the lock, waiting up to ``wait_s`` seconds; :class:`DeployBusyError` otherwise."""
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        # Like state.db, owned by the root directory's owner (the core's user, which takes it
+        # at start to clean up after a killed deploy).
+        fd = private_file(self.path, os.path.dirname(self.path))
         deadline = time.monotonic() + max(0.0, wait_s)
         while True:
             try:

@@ -4,7 +4,9 @@ No server of pyengine's own: the bucket holds signed deployment documents (and e
 status), the broker announces new documents, and each core decides for itself.
 
 - :func:`keygen`, :class:`SigningKey`, :class:`TrustedKey`: Ed25519 keys.
-- :func:`publish`, :func:`promote`, :func:`rollback`, :func:`status`: the operator's side.
+- :func:`publish`, :func:`promote`, :func:`rollback`, :func:`resume`, :func:`refresh`,
+  :func:`enroll`, :func:`status`: the operator's side (each signing command verifies the whole
+  history first and signs a new timestamp).
 - :class:`FleetAgent`: the core's side (``pyengine core start --fleet``).
 
 Imports the deploy layer and the sources, never a backend or the native core.
@@ -17,12 +19,16 @@ from pyengine.fleet.publish import (
     CORE_NAME_VAR,
     FleetError,
     documents,
+    enroll,
     history,
     latest,
     promote,
     publish,
+    refresh,
+    resume,
     rollback,
     status,
+    verified_history,
 )
 from pyengine.fleet.signing import SignatureError, SigningKey, TrustedKey, keygen, open_envelope
 from pyengine.fleet.store import Fleet
@@ -36,12 +42,16 @@ __all__ = [
     "SigningKey",
     "TrustedKey",
     "documents",
+    "enroll",
     "history",
     "keygen",
     "latest",
     "open_envelope",
     "promote",
     "publish",
+    "refresh",
+    "resume",
     "rollback",
     "status",
+    "verified_history",
 ]

@@ -1,31 +1,126 @@
-"""Deployment documents: what a publisher signs and a core applies.
+"""The fleet's signed documents: what a publisher signs and a core checks.
 
-A document (inside a signed envelope, see :mod:`pyengine.fleet.signing`)::
+Four kinds, each inside a signed envelope (see :mod:`pyengine.fleet.signing`), each with a
+``serial`` that only grows and an ``expires`` time (after TUF's roles: targets, timestamp, and a
+list of the devices' keys):
 
-    {"format": "pyengine-fleet/1",
-     "fleet": "s3://bucket/prefix",        # where it was published (elsewhere: refused)
+- the deployment (``deployments/<serial>.json``)::
+
+    {"format": "pyengine-fleet/2", "fleet": "s3://bucket/prefix",
      "serial": 7,                          # +1 for every document (publish, promote, rollback)
-     "version": 3,                         # the group's version; a new publish is max + 1
+     "version": 3,                         # the group's version; a new publish is high + 1
+     "high": 4,                            # the highest version ever published
      "rollback": null | {"from": 4},       # the signed marker that allows going back
-     "group": "line-1", "created": 1764064000.0,
-     "rollout": {"percent": 40, "cutoff": 0.37, "max_failures": 1},
+     "group": "line-1", "created": 1764064000.0, "expires": 1771840000.0,
+     "rollout": {"percent": 40, "cutoff": 0.37, "max_failures": 1, "known_cores": 5,
+                 "acknowledged": []},      # failures a `fleet resume` accepted
      "group_file": {...},                  # the group; sources in the bucket, pinned by sha256
-     "code": {"classify": {"uri": "s3://...", "sha256": "..."}}}
+     "code": {"classify": {"uri": "s3://...", "sha256": "...", "size": 403}}}
 
-A core takes a document only when its serial is above the last one it accepted (a replayed old
-document is refused), applies a version lower than its own only with the rollback marker, and
-applies at all only when the rollout targets it: ``point(core name) < cutoff``, a stable hash of
-the name in [0, 1). The publisher picks the cutoff so that exactly ``percent`` of the cores it
-knows are inside.
+- the timestamp (``timestamp.json``, short-lived, re-signed by ``fleet refresh``): the latest
+  deployment and enrollment by serial, SHA-256 and size of their stored bytes;
+- the enrollment (``enrollment.json``): each enrolled core's Ed25519 public key;
+- a core's status (``status/<core>.json``), signed by that core's own key.
+
+A core takes a timestamp only while it is unexpired and newer than the last it took, follows it
+to the deployment it names (reading no more than the signed size, checking the SHA-256), takes a
+deployment only with a serial at least its high-water mark, applies a version lower than its
+highest only with the rollback marker, and applies at all only when the rollout targets it:
+``point(core name) < cutoff``, a stable hash of the name in [0, 1). The publisher picks the
+cutoff so that exactly ``percent`` of the enrolled cores are inside.
 """
 
 from __future__ import annotations
 
 import hashlib
 import math
-from typing import Any
+import time
+from typing import Any, Optional
 
-DOC_FORMAT = "pyengine-fleet/1"
+DOC_FORMAT = "pyengine-fleet/2"
+TIMESTAMP_FORMAT = "pyengine-fleet-timestamp/1"
+ENROLLMENT_FORMAT = "pyengine-fleet-enrollment/1"
+STATUS_FORMAT = "pyengine-fleet-status/1"
+#: Default lifetimes: a deployment or enrollment is re-signed by `fleet refresh` once half of
+#: this has passed; the timestamp must be refreshed (cron) more often than it expires.
+DOC_EXPIRES_S = 90 * 86400.0
+TIMESTAMP_EXPIRES_S = 86400.0
+
+
+def _need(cond: bool, what: str, kind: str = "document") -> None:
+    if not cond:
+        raise ValueError(f"malformed {kind}: {what}")
+
+
+def _count(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 1
+
+
+def _header(doc: dict[str, Any], fmt: str, fleet_uri: str, kind: str) -> None:
+    """The fields every signed document shares: format, fleet, serial, expires."""
+    _need(doc.get("format") == fmt, f"format {doc.get('format')!r}, expected {fmt!r}", kind)
+    _need(doc.get("fleet") == fleet_uri,
+          f"published to fleet {doc.get('fleet')!r}, not this core's {fleet_uri!r}", kind)
+    _need(_count(doc.get("serial")), f"serial {doc.get('serial')!r} must be a positive integer",
+          kind)
+    _need(isinstance(doc.get("expires"), (int, float)) and not isinstance(doc["expires"], bool),
+          f"expires {doc.get('expires')!r} must be a time (seconds since the epoch)", kind)
+
+
+def expired(doc: dict[str, Any], now: Optional[float] = None) -> bool:
+    """Whether a checked document's ``expires`` has passed."""
+    return float(doc["expires"]) <= (time.time() if now is None else now)
+
+
+def renew_due(doc: dict[str, Any], now: Optional[float] = None) -> bool:
+    """Whether less than half of a document's lifetime is left (``fleet refresh`` re-signs it)."""
+    now = time.time() if now is None else now
+    exp = doc.get("expires")
+    if not isinstance(exp, (int, float)):
+        return True
+    created = float(doc.get("created") or now)
+    return now >= created + (float(exp) - created) / 2
+
+
+def pin(data: bytes, serial: int) -> dict[str, Any]:
+    """How a timestamp names stored bytes: serial, SHA-256 and size (the read cap)."""
+    return {"serial": serial, "sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
+
+
+def _check_pin(p: Any, where: str) -> None:
+    _need(isinstance(p, dict) and _count(p.get("serial")) and isinstance(p.get("sha256"), str)
+          and len(p["sha256"]) == 64 and isinstance(p.get("size"), int)
+          and not isinstance(p["size"], bool) and p["size"] >= 0,
+          f"{where} {p!r} must be {{'serial', 'sha256', 'size'}}", "timestamp")
+
+
+def check_timestamp(doc: dict[str, Any], fleet_uri: str) -> None:
+    """Check a verified timestamp's shape; ValueError naming the first problem."""
+    _header(doc, TIMESTAMP_FORMAT, fleet_uri, "timestamp")
+    _check_pin(doc.get("deployment"), "deployment")
+    if doc.get("enrollment") is not None:
+        _check_pin(doc["enrollment"], "enrollment")
+
+
+def check_enrollment(doc: dict[str, Any], fleet_uri: str) -> None:
+    """Check a verified enrollment's shape; ValueError naming the first problem."""
+    _header(doc, ENROLLMENT_FORMAT, fleet_uri, "enrollment")
+    cores = doc.get("cores")
+    if not isinstance(cores, dict):
+        raise ValueError("malformed enrollment: cores must be a mapping of core name -> key")
+    for name, c in cores.items():
+        _need(isinstance(c, dict) and isinstance(c.get("public"), str)
+              and len(c["public"]) == 64, f"cores.{name}.public must be 64 hex digits",
+              "enrollment")
+
+
+def check_status(doc: dict[str, Any], fleet_uri: str, core: str) -> None:
+    """Check a verified status: this fleet's, and about ``core`` (the name it is stored under)."""
+    _need(doc.get("format") == STATUS_FORMAT,
+          f"format {doc.get('format')!r}, expected {STATUS_FORMAT!r}", "status")
+    _need(doc.get("fleet") == fleet_uri, f"for fleet {doc.get('fleet')!r}", "status")
+    _need(doc.get("core") == core,
+          f"core {doc.get('core')!r} stored as status/{core}.json", "status")
 
 
 def point(core_name: str) -> float:
@@ -60,19 +155,13 @@ def targets(doc: dict[str, Any], core_name: str) -> bool:
 
 
 def check(doc: dict[str, Any], fleet_uri: str) -> None:
-    """Check a verified document's shape; ValueError naming the first problem."""
+    """Check a verified deployment's shape; ValueError naming the first problem."""
 
     def need(cond: bool, what: str) -> None:
-        if not cond:
-            raise ValueError(f"malformed document: {what}")
+        _need(cond, what)
 
-    need(doc.get("format") == DOC_FORMAT, f"format {doc.get('format')!r}, expected {DOC_FORMAT!r}")
-    need(doc.get("fleet") == fleet_uri,
-         f"published to fleet {doc.get('fleet')!r}, not this core's {fleet_uri!r}")
-    for k in ("serial", "version"):
-        v = doc.get(k)
-        need(isinstance(v, int) and not isinstance(v, bool) and v >= 1,
-             f"{k} {v!r} must be a positive integer")
+    _header(doc, DOC_FORMAT, fleet_uri, "document")
+    need(_count(doc.get("version")), f"version {doc.get('version')!r} must be a positive integer")
     rb = doc.get("rollback")
     need(rb is None or (isinstance(rb, dict) and isinstance(rb.get("from"), int)),
          f"rollback {rb!r} must be null or {{'from': VERSION}}")
@@ -93,6 +182,10 @@ def check(doc: dict[str, Any], fleet_uri: str) -> None:
             need(isinstance(m, dict) and isinstance(m.get("sha256"), str)
                  and len(m["sha256"]) == 64,
                  f"resources[{i}] has no sha256: every package must be pinned by the document")
+    pk = doc.get("packages") or {}
+    need(isinstance(pk, dict) and all(
+        isinstance(v, dict) and isinstance(v.get("size"), int) and v["size"] >= 0
+        for v in pk.values()), f"packages {pk!r} must map resource ids to {{'size': BYTES}}")
     code = doc.get("code")
     if not isinstance(code, dict):
         raise ValueError("malformed document: code missing")
@@ -100,8 +193,9 @@ def check(doc: dict[str, Any], fleet_uri: str) -> None:
         name = f.get("name") if isinstance(f, dict) else None
         c = code.get(name) if isinstance(name, str) else None
         need(isinstance(c, dict) and isinstance(c.get("uri"), str)
-             and isinstance(c.get("sha256"), str) and len(c["sha256"]) == 64,
-             f"functions[{i}] ({name!r}) has no pinned code package")
+             and isinstance(c.get("sha256"), str) and len(c["sha256"]) == 64
+             and isinstance(c.get("size"), int) and c["size"] >= 0,
+             f"functions[{i}] ({name!r}) has no code package pinned by sha256 and size")
 
 
 def summary(doc: dict[str, Any]) -> str:
@@ -113,18 +207,23 @@ def summary(doc: dict[str, Any]) -> str:
     return f"version {doc.get('version')} of {doc.get('group')} ({', '.join(parts)})"
 
 
-def failures(statuses: dict[str, dict[str, Any]], version: int, group: str) -> list[str]:
-    """The cores whose status says applying ``version`` of ``group`` failed."""
+def failures(statuses: dict[str, dict[str, Any]], doc: dict[str, Any]) -> list[str]:
+    """The cores whose (verified) status says applying the document's version failed, less the
+    ones a ``fleet resume`` acknowledged."""
+    version, group = doc.get("version"), doc.get("group")
+    acknowledged = set(doc.get("rollout", {}).get("acknowledged") or [])
     return sorted(
         n for n, st in statuses.items()
         if st.get("failed_version") == version and st.get("group") in (group, None)
-        and st.get("state") == "failed"
+        and st.get("state") == "failed" and n not in acknowledged
     )
 
 
-def halted(doc: dict[str, Any], statuses: dict[str, dict[str, Any]]) -> bool:
-    """True when more cores failed this document's version than its rollout allows."""
+def halted(doc: dict[str, Any], statuses: dict[str, dict[str, Any]]) -> list[str]:
+    """The failed cores when more failed this document's version than its rollout allows (a
+    halt); an empty list otherwise."""
     mf = doc.get("rollout", {}).get("max_failures")
     if mf is None:
-        return False
-    return len(failures(statuses, int(doc["version"]), str(doc.get("group")))) > int(mf)
+        return []
+    bad = failures(statuses, doc)
+    return bad if len(bad) > int(mf) else []

@@ -1,6 +1,8 @@
 """Publishing to a fleet: upload packages and code, sign a document, announce it.
 
-Everything here runs on the operator's machine; cores only ever read what it wrote.
+Everything here runs on the operator's machine; cores only ever read what it wrote. Every
+command that signs first verifies the whole history (:func:`verified_history`) and numbers the
+new document above the highest verified one; each one also signs a new timestamp.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ import contextlib
 import copy
 import gzip
 import hashlib
+import json
 import logging
 import os
 import tarfile
@@ -26,11 +29,12 @@ from pyengine.deploy.unpack import (
     narrow_mode,
     walk_tree,
 )
-from pyengine.fleet import document
+from pyengine.fleet import document, enrollment
 from pyengine.fleet.notify import Broker, announce
 from pyengine.fleet.signing import SignatureError, SigningKey, TrustedKey, open_envelope
-from pyengine.fleet.store import LATEST, Fleet
+from pyengine.fleet.store import ENROLLMENT, LATEST, TIMESTAMP, Fleet, OversizeError
 from pyengine.sources import open_source
+from pyengine.sources.base import SourceError
 from pyengine.sources.file import file_sha256
 
 log = logging.getLogger("pyengine.fleet")
@@ -50,6 +54,7 @@ class Signed:
 
     doc: dict[str, Any]
     key: str  # object name under deployments/
+    data: bytes  # the stored envelope (what the timestamp pins)
 
 
 @contextlib.contextmanager
@@ -89,35 +94,58 @@ def code_package(code_dir: str, out_path: str, *, max_bytes: Optional[int] = Non
     return file_sha256(out_path)
 
 
-def _stream_sha256(uri: str, group: Any) -> str:
+def _remote_package(uri: str, sha256: Optional[str], group: Any) -> tuple[str, Optional[int]]:
+    """(SHA-256, size) of a package the publisher does not upload (streamed when the group does
+    not give the digest)."""
     src = open_source(uri, group.s3, group.sagemaker)
     info = src.resolve()
+    if sha256:
+        return sha256, info.size
     h = hashlib.sha256()
     for chunk in src.stream(info):
         h.update(chunk)
-    return h.hexdigest()
+    return h.hexdigest(), info.size
+
+
+def _upload(fleet: Fleet, local: str, *parts: str) -> None:
+    """Upload unless the bucket holds an object of the same size under this content-addressed
+    name (one of another size was replaced: upload it again)."""
+    if fleet.size(*parts) != os.path.getsize(local):
+        fleet.upload_file(local, *parts)
+
+
+def _doc_name(serial: int) -> str:
+    return f"{serial:010d}.json"
 
 
 def documents(fleet: Fleet, trusted: list[TrustedKey]) -> Iterator[Signed]:
-    """The fleet's history, newest serial first, read lazily: only documents signed by a
-    trusted key, for this fleet, stored under their own serial's name (a genuine old document
-    copied under a newer name is skipped, like anything that fails verification)."""
+    """The fleet's history, newest serial first, read lazily, for display: only documents signed
+    by a trusted key, for this fleet, stored under their own serial's name (anything else is
+    skipped with a warning; :func:`verified_history` refuses it instead)."""
     for name in sorted(fleet.list("deployments"), reverse=True):
-        data = fleet.get("deployments", name)
-        if data is None:
-            continue
         try:
-            doc, _ = open_envelope(data, trusted)
-        except SignatureError as exc:
-            log.warning("ignoring %s: %s", fleet.object_uri("deployments", name), exc)
-            continue
-        serial = doc.get("serial")
-        if doc.get("fleet") != fleet.uri or not isinstance(serial, int) \
-                or name != f"{serial:010d}.json":
-            log.warning("ignoring %s: not this fleet's document number %s",
-                        fleet.object_uri("deployments", name), name)
-            continue
-        yield Signed(doc, name)
+            yield _verified(fleet, name, trusted)
+        except (FleetError, SourceError) as exc:
+            log.warning("ignoring %s", exc)
+
+
+def _verified(fleet: Fleet, name: str, trusted: list[TrustedKey]) -> Signed:
+    """One history object, verified; FleetError naming it otherwise."""
+    where = fleet.object_uri("deployments", name)
+    data = fleet.get("deployments", name)
+    if data is None:
+        raise FleetError(f"{where} vanished while the history was read")
+    try:
+        doc, _ = open_envelope(data, trusted)
+    except SignatureError as exc:
+        raise FleetError(f"{where}: {exc}") from None
+    serial = doc.get("serial")
+    if doc.get("fleet") != fleet.uri or not isinstance(serial, int) \
+            or name != _doc_name(serial):
+        raise FleetError(f"{where}: holds serial {serial!r} of fleet {doc.get('fleet')!r}, not "
+                         f"this fleet's document {name} (a genuine document copied under "
+                         "another name?)")
+    return Signed(doc, name, data)
 
 
 def history(fleet: Fleet, trusted: list[TrustedKey]) -> list[Signed]:
@@ -125,27 +153,168 @@ def history(fleet: Fleet, trusted: list[TrustedKey]) -> list[Signed]:
     return list(documents(fleet, trusted))
 
 
-def _write(fleet: Fleet, key: SigningKey, doc: dict[str, Any], mqtt: Optional[Broker]) -> None:
-    env = key.seal(doc)
-    fleet.put_json(env, "deployments", f"{int(doc['serial']):010d}.json")
-    fleet.put_json(env, LATEST)
+@dataclass
+class History:
+    """The fleet's history as a publisher must see it before signing anything new."""
+
+    docs: list[Signed]  # newest first, every object verified, serials 1..N without a gap
+    enrolled: enrollment.Enrollment
+    statuses: enrollment.Statuses  # of the enrolled cores
+    timestamp: Optional[dict[str, Any]]  # the current verified timestamp, if any
+
+    @property
+    def latest(self) -> Optional[dict[str, Any]]:
+        return self.docs[0].doc if self.docs else None
+
+    @property
+    def next_serial(self) -> int:
+        return int(self.docs[0].doc["serial"]) + 1 if self.docs else 1
+
+    @property
+    def high(self) -> int:
+        """The highest version ever published."""
+        return max((int(s.doc.get("high", s.doc["version"])) for s in self.docs), default=0)
+
+
+def verified_history(fleet: Fleet, key: SigningKey) -> History:
+    """Read and verify everything a new document is numbered from.
+
+    Every object under ``deployments/`` must verify against ``key`` under its own serial's name,
+    the serials must run 1..N without a gap, and nothing signed (the timestamp, an enrolled
+    core's status) may name a serial above N: otherwise the history was tampered with or cut,
+    and a publish would reuse a serial that cores already hold.
+
+    Raises
+    ------
+    FleetError
+        Naming the object that cannot be verified (or the serial that is missing) and what to do.
+    """
+    trusted = [key.public]
+    fix = ("; restore it from a backup (S3 versioning keeps old versions) or, after checking "
+           "how it got there, delete it, then run the command again")
+    docs = []
+    for name in sorted(fleet.list("deployments"), reverse=True):
+        try:
+            docs.append(_verified(fleet, name, trusted))
+        except OversizeError as exc:
+            raise FleetError(f"cannot verify the fleet's history: {exc}{fix}") from None
+        except FleetError as exc:
+            raise FleetError(f"cannot verify the fleet's history: {exc}{fix}") from None
+    serials = [int(s.doc["serial"]) for s in docs]
+    missing = sorted(set(range(1, (serials[0] if serials else 0) + 1)) - set(serials))
+    if missing:
+        shown = ", ".join(fleet.object_uri("deployments", _doc_name(n)) for n in missing[:5])
+        raise FleetError(f"the fleet's history has a gap: {shown}"
+                         f"{' ...' if len(missing) > 5 else ''} missing; restore "
+                         f"{'them' if len(missing) > 1 else 'it'} from a backup (S3 versioning)")
+    top = serials[0] if serials else 0
+    try:
+        enrolled = enrollment.read(fleet, trusted)
+    except ValueError as exc:
+        raise FleetError(str(exc)) from None
+    ts = _timestamp(fleet, trusted)
+    claims = []
+    if ts is not None:
+        claims.append((int(ts["deployment"]["serial"]), fleet.object_uri(TIMESTAMP)))
+    sts = enrollment.statuses(fleet, enrolled)
+    for n, st in sts.verified.items():
+        if isinstance(st.get("serial"), int):
+            claims.append((int(st["serial"]), f"enrolled core {n}'s signed status"))
+    for serial, who in claims:
+        if serial > top:
+            raise FleetError(
+                f"{who} names serial {serial}, but the history in "
+                f"{fleet.object_uri('deployments')}/ ends at {top}: documents were deleted; "
+                "restore them from a backup (S3 versioning) before publishing, or the new "
+                "document would reuse a serial that cores already hold")
+    return History(docs, enrolled, sts, ts)
+
+
+def _timestamp(fleet: Fleet, trusted: list[TrustedKey]) -> Optional[dict[str, Any]]:
+    """The current timestamp when it verifies (a forged one is replaced, with a warning)."""
+    try:
+        data = fleet.get(TIMESTAMP)
+    except OversizeError as exc:
+        log.warning("replacing %s", exc)
+        return None
+    if data is None:
+        return None
+    try:
+        doc, _ = open_envelope(data, trusted)
+        document.check_timestamp(doc, fleet.uri)
+    except (SignatureError, ValueError) as exc:
+        log.warning("replacing %s, which does not verify: %s", fleet.object_uri(TIMESTAMP), exc)
+        return None
+    return doc
+
+
+def _put(fleet: Fleet, key: SigningKey, doc: dict[str, Any], *parts: str) -> bytes:
+    """Sign ``doc`` and store it under each of ``parts`` (one object per tuple element)."""
+    data = json.dumps(key.seal(doc), indent=1, sort_keys=True).encode()
+    for p in parts:
+        fleet.put(data, *p.split("/"))
+    return data
+
+
+def write_timestamp(fleet: Fleet, key: SigningKey, latest: Signed,
+                    enrolled: enrollment.Enrollment, previous: Optional[dict[str, Any]],
+                    expires_s: float = document.TIMESTAMP_EXPIRES_S) -> dict[str, Any]:
+    """Sign a timestamp naming ``latest`` and the enrollment; returns it."""
+    if not expires_s > 0:
+        raise ValueError(f"--timestamp-expires {expires_s!r} must be more than 0 seconds")
+    now = time.time()
+    prev = int(previous["serial"]) if previous else 0
+    ts = {
+        "format": document.TIMESTAMP_FORMAT, "fleet": fleet.uri,
+        # Milliseconds keep it growing even when timestamp.json was lost or forged.
+        "serial": max(prev + 1, int(now * 1000)),
+        "created": now, "expires": now + expires_s,
+        "deployment": document.pin(latest.data, int(latest.doc["serial"])),
+        "enrollment": document.pin(enrolled.data, enrolled.serial) if enrolled.data else None,
+    }
+    _put(fleet, key, ts, TIMESTAMP)
+    return ts
+
+
+def _write(fleet: Fleet, key: SigningKey, hist: History, doc: dict[str, Any],
+           mqtt: Optional[Broker], timestamp_expires_s: float = document.TIMESTAMP_EXPIRES_S,
+           ) -> None:
+    """Sign a new document into the history and the timestamp, and announce it."""
+    name = _doc_name(int(doc["serial"]))
+    data = _put(fleet, key, doc, f"deployments/{name}", LATEST)
+    write_timestamp(fleet, key, Signed(doc, name, data), hist.enrolled, hist.timestamp,
+                    timestamp_expires_s)
     if mqtt:
         announce(mqtt, f"{fleet.topic}/deployment",
                  {"serial": doc["serial"], "version": doc["version"]})
 
 
-def _rollout(fleet: Fleet, percent: float, max_failures: Optional[int]) -> dict[str, Any]:
+def _rollout(hist: History, percent: float, max_failures: Optional[int]) -> dict[str, Any]:
     if not 0 < percent <= 100:
         raise ValueError(f"--percent {percent!r} must be more than 0 and at most 100")
     if max_failures is not None and max_failures < 0:
         raise ValueError(f"--max-failures {max_failures!r} must be 0 or more")
-    known = sorted(fleet.statuses())
+    known = hist.enrolled.names
+    if not known and percent < 100:
+        log.warning("no core is enrolled: the %g%% canary is chosen by hash alone (enroll the "
+                    "cores with `pyengine fleet enroll` for an exact share)", percent)
     return {"percent": percent, "cutoff": document.cutoff(percent, known),
-            "max_failures": max_failures, "known_cores": len(known)}
+            "max_failures": max_failures, "known_cores": len(known), "acknowledged": []}
+
+
+def _stamp(doc: dict[str, Any], serial: int, expires_s: float) -> dict[str, Any]:
+    """``doc`` as a new document: the next serial, signed now, expiring after ``expires_s``."""
+    if not expires_s > 0:
+        raise ValueError(f"--expires {expires_s!r} must be more than 0 seconds")
+    now = time.time()
+    return {**doc, "format": document.DOC_FORMAT, "serial": serial, "created": now,
+            "expires": now + expires_s}
 
 
 def publish(group_path: str, fleet: Fleet, key: SigningKey, *, percent: float = 100.0,
-            max_failures: Optional[int] = None, mqtt: Optional[Broker] = None) -> dict[str, Any]:
+            max_failures: Optional[int] = None, mqtt: Optional[Broker] = None,
+            expires_s: float = document.DOC_EXPIRES_S,
+            timestamp_expires_s: float = document.TIMESTAMP_EXPIRES_S) -> dict[str, Any]:
     """Publish a group file to ``fleet`` as a new version.
 
     Local packages and every function's code are uploaded (content-addressed, skipped when the
@@ -165,19 +334,28 @@ def publish(group_path: str, fleet: Fleet, key: SigningKey, *, percent: float = 
     mqtt
         The broker to announce the document on (cores also poll): ``host:port`` or
         :class:`~pyengine.core.config.MqttSettings` (TLS, credentials, topic prefix).
+    expires_s, timestamp_expires_s
+        Lifetimes of the document and of the timestamp (`fleet refresh` renews both).
 
     Returns
     -------
     dict
         The signed document.
+
+    Raises
+    ------
+    FleetError
+        The bucket's history cannot be verified (see :func:`verified_history`).
     """
     path = os.path.abspath(group_path)
     raw = read_group_file(path)
     with _placeholder_core_name():
         group = validate_group(raw, path)
     raw = copy.deepcopy(raw)
-    rollout = _rollout(fleet, percent, max_failures)
+    hist = verified_history(fleet, key)
+    rollout = _rollout(hist, percent, max_failures)
     raw_by_id = {r.get("id"): r for r in raw.get("resources") or [] if isinstance(r, dict)}
+    packages: dict[str, dict[str, int]] = {}  # resource id -> the size the document signs
     for r in group.resources:
         if r.model is None:
             continue
@@ -190,13 +368,15 @@ def publish(group_path: str, fleet: Fleet, key: SigningKey, *, percent: float = 
                                  f"says {r.model.sha256}")
             ext = next(e for e in (".tar.gz", ".tgz", ".zip") if local.endswith(e))
             name = f"{sha}{ext}"
-            if not fleet.exists("packages", name):
-                fleet.upload_file(local, "packages", name)
+            _upload(fleet, local, "packages", name)
             m["source"] = fleet.object_uri("packages", name)
+            size: Optional[int] = os.path.getsize(local)
         else:
-            sha = r.model.sha256 or _stream_sha256(r.model.source, group)
+            sha, size = _remote_package(r.model.source, r.model.sha256, group)
             m["source"] = r.model.source
         m["sha256"] = sha
+        if size is not None:
+            packages[r.id] = {"size": size}
     code: dict[str, dict[str, Any]] = {}
     raw_fn = {f.get("name"): f for f in raw.get("functions") or [] if isinstance(f, dict)}
     with tempfile.TemporaryDirectory(prefix="pyengine-fleet-") as tmp:
@@ -209,28 +389,22 @@ def publish(group_path: str, fleet: Fleet, key: SigningKey, *, percent: float = 
                 where = f"functions[{group.functions.index(f)}].code"
                 raise FleetError(f"{where} ({f.code}): {exc}") from None
             name = f"{sha}.tar.gz"
-            if not fleet.exists("code", name):
-                fleet.upload_file(out, "code", name)
+            _upload(fleet, out, "code", name)
             code[f.name] = {"uri": fleet.object_uri("code", name), "sha256": sha,
                             "size": os.path.getsize(out)}
             raw_fn[f.name]["code"] = f"fleet-code:{sha}"
-    last = next(documents(fleet, [key.public]), None)
-    serial = int(last.doc["serial"]) + 1 if last else 1
-    high = int(last.doc.get("high", last.doc["version"])) if last else 0
-    doc = {
-        "format": document.DOC_FORMAT,
+    doc = _stamp({
         "fleet": fleet.uri,
-        "serial": serial,
-        "version": high + 1,
-        "high": high + 1,
+        "version": hist.high + 1,
+        "high": hist.high + 1,
         "rollback": None,
         "group": group.name,
-        "created": time.time(),
         "rollout": rollout,
         "group_file": raw,
         "code": code,
-    }
-    _write(fleet, key, doc, mqtt)
+        "packages": packages,
+    }, hist.next_serial, expires_s)
+    _write(fleet, key, hist, doc, mqtt, timestamp_expires_s)
     return doc
 
 
@@ -243,36 +417,94 @@ def latest(fleet: Fleet, trusted: list[TrustedKey]) -> dict[str, Any]:
     return last.doc
 
 
+def _current(fleet: Fleet, key: SigningKey) -> tuple[History, dict[str, Any]]:
+    hist = verified_history(fleet, key)
+    if hist.latest is None:
+        raise FleetError(f"nothing has been published to {fleet.uri}; run `pyengine fleet "
+                         "publish` first")
+    return hist, hist.latest
+
+
+def _halt_message(doc: dict[str, Any], bad: list[str]) -> str:
+    return (f"the rollout of {document.summary(doc)} is halted: {len(bad)} enrolled core(s) "
+            f"reported failure ({', '.join(bad)}), more than the "
+            f"{doc['rollout']['max_failures']} allowed")
+
+
 def promote(fleet: Fleet, key: SigningKey, *, percent: float = 100.0, force: bool = False,
-            mqtt: Optional[Broker] = None) -> dict[str, Any]:
+            mqtt: Optional[Broker] = None, expires_s: float = document.DOC_EXPIRES_S,
+            timestamp_expires_s: float = document.TIMESTAMP_EXPIRES_S) -> dict[str, Any]:
     """Widen the current rollout to ``percent`` of the cores (a new document, same version).
 
-    Refused when the rollout is halted (more failures than it allows) unless ``force``; even
-    then each core checks the failures itself and refuses to apply a halted version.
+    Refused when the rollout is halted (more enrolled cores reported failure than it allows)
+    unless ``force``; even then each core checks the failures itself and refuses to apply a
+    halted version.
     """
-    cur = latest(fleet, [key.public])
-    statuses = fleet.statuses()
-    if document.halted(cur, statuses) and not force:
-        bad = document.failures(statuses, int(cur["version"]), str(cur["group"]))
-        raise FleetError(
-            f"the rollout of {document.summary(cur)} is halted: {len(bad)} core(s) failed "
-            f"({', '.join(bad)}), more than the {cur['rollout']['max_failures']} allowed; "
-            "publish a fixed version or roll back (`pyengine fleet rollback`)"
-        )
+    hist, cur = _current(fleet, key)
+    bad = document.halted(cur, hist.statuses.verified)
+    if bad and not force:
+        raise FleetError(f"{_halt_message(cur, bad)}; publish a fixed version, roll back "
+                         "(`pyengine fleet rollback`) or accept the failures (`pyengine fleet "
+                         "resume`)")
     if percent <= float(cur["rollout"].get("percent", 100)) and not force:
         raise FleetError(f"{document.summary(cur)} already goes to {cur['rollout']['percent']:g}%"
                          f"; promote to a larger share than that")
-    doc = dict(cur)
-    doc["serial"] = int(cur["serial"]) + 1
-    doc["created"] = time.time()
-    doc["rollout"] = {**_rollout(fleet, percent, cur["rollout"].get("max_failures"))}
-    _write(fleet, key, doc, mqtt)
+    unconfirmed = _unconfirmed(hist, cur)
+    if unconfirmed and not force:
+        raise FleetError(
+            f"the canary of {document.summary(cur)} is not confirmed: enrolled core(s) "
+            f"{', '.join(f'{n} ({why})' for n, why in unconfirmed.items())} have no status "
+            "signed by their enrolled key saying they applied it; wait for them, or --force")
+    rollout = _rollout(hist, percent, cur["rollout"].get("max_failures"))
+    rollout["acknowledged"] = list(cur["rollout"].get("acknowledged") or [])
+    doc = _stamp({**cur, "rollout": rollout}, hist.next_serial, expires_s)
+    _write(fleet, key, hist, doc, mqtt, timestamp_expires_s)
+    return doc
+
+
+def _unconfirmed(hist: History, doc: dict[str, Any]) -> dict[str, str]:
+    """The enrolled cores the rollout targets that have not verifiably applied its version
+    (core name -> what their status lacks): a deleted or forged status confirms nothing."""
+    out = {}
+    for n in hist.enrolled.names:
+        if not document.targets(doc, n):
+            continue
+        st = hist.statuses.verified.get(n)
+        if st is None:
+            out[n] = hist.statuses.unverified.get(n, "no status")
+        elif not (st.get("version") == doc["version"] and st.get("group") == doc["group"]
+                  and st.get("state") == "applied"):
+            out[n] = f"{st.get('state')} at version {st.get('version')}"
+    return out
+
+
+def resume(fleet: Fleet, key: SigningKey, *, mqtt: Optional[Broker] = None,
+           expires_s: float = document.DOC_EXPIRES_S,
+           timestamp_expires_s: float = document.TIMESTAMP_EXPIRES_S) -> dict[str, Any]:
+    """Clear a halt: the current document again (a new serial) with today's failures
+    acknowledged, so only new failures count against ``max_failures``.
+
+    The cores that failed keep their version (a version that failed on a core is not retried
+    there); the halted ones apply it.
+    """
+    hist, cur = _current(fleet, key)
+    bad = document.failures(hist.statuses.verified, cur)
+    if not bad:
+        raise FleetError(f"{document.summary(cur)} has no failures to accept; nothing to resume")
+    rollout = dict(cur["rollout"])
+    rollout["acknowledged"] = sorted(set(rollout.get("acknowledged") or []) | set(bad))
+    doc = _stamp({**cur, "rollout": rollout}, hist.next_serial, expires_s)
+    _write(fleet, key, hist, doc, mqtt, timestamp_expires_s)
     return doc
 
 
 def rollback(fleet: Fleet, key: SigningKey, *, to: Optional[int] = None,
-             mqtt: Optional[Broker] = None) -> dict[str, Any]:
+             mqtt: Optional[Broker] = None, expires_s: float = document.DOC_EXPIRES_S,
+             timestamp_expires_s: float = document.TIMESTAMP_EXPIRES_S) -> dict[str, Any]:
     """Publish an earlier version again, with the signed rollback marker, to every core.
+
+    The rollback is a new document with the next serial (above everything before it) that
+    carries older content; cores accept a lower version only from such a document.
 
     Parameters
     ----------
@@ -280,12 +512,8 @@ def rollback(fleet: Fleet, key: SigningKey, *, to: Optional[int] = None,
         The version to go back to; default: the newest earlier version that was promoted to
         every core (else the newest earlier version).
     """
-    past = documents(fleet, [key.public])
-    first = next(past, None)
-    if first is None:
-        raise FleetError(f"nothing has been published to {fleet.uri}; nothing to roll back")
-    cur = first.doc
-    older = [s.doc for s in past]
+    hist, cur = _current(fleet, key)
+    older = [s.doc for s in hist.docs[1:]]
     earlier = [d for d in older if int(d["version"]) < int(cur["version"])]
     if to is not None:
         earlier = [d for d in earlier if int(d["version"]) == to]
@@ -298,31 +526,100 @@ def rollback(fleet: Fleet, key: SigningKey, *, to: Optional[int] = None,
                          f"{fleet.uri}; there is no earlier version to roll back to")
     everywhere = [d for d in earlier if float(d["rollout"].get("percent", 100)) >= 100]
     prev = (everywhere or earlier)[0]
-    doc = dict(prev)
-    doc["serial"] = int(cur["serial"]) + 1
-    doc["high"] = int(cur.get("high", cur["version"]))
-    doc["rollback"] = {"from": int(cur["version"])}
-    doc["created"] = time.time()
-    doc["rollout"] = _rollout(fleet, 100.0, prev["rollout"].get("max_failures"))
-    _write(fleet, key, doc, mqtt)
+    doc = _stamp({**prev, "high": hist.high, "rollback": {"from": int(cur["version"])},
+                  "rollout": _rollout(hist, 100.0, prev["rollout"].get("max_failures"))},
+                 hist.next_serial, expires_s)
+    _write(fleet, key, hist, doc, mqtt, timestamp_expires_s)
     return doc
 
 
+def refresh(fleet: Fleet, key: SigningKey, *, mqtt: Optional[Broker] = None,
+            expires_s: float = document.DOC_EXPIRES_S,
+            timestamp_expires_s: float = document.TIMESTAMP_EXPIRES_S) -> dict[str, Any]:
+    """Re-sign the timestamp (run it from cron more often than ``timestamp_expires_s``).
+
+    The current document and the enrollment are re-signed too (a new serial, same content) once
+    half their lifetime has passed. Returns the new timestamp; cores that stop seeing fresh
+    timestamps report "stale" (a frozen bucket).
+    """
+    hist, cur = _current(fleet, key)
+    if document.renew_due(cur):
+        doc = _stamp(cur, hist.next_serial, expires_s)
+        name = _doc_name(int(doc["serial"]))
+        data = _put(fleet, key, doc, f"deployments/{name}", LATEST)
+        hist.docs.insert(0, Signed(doc, name, data))
+        log.info("renewed %s (it expired or would soon)", document.summary(doc))
+    if hist.enrolled.doc is not None and document.renew_due(hist.enrolled.doc):
+        hist.enrolled = _sign_enrollment(fleet, key, enrollment.enroll(fleet, key,
+                                                                          expires_s=expires_s))
+    ts = write_timestamp(fleet, key, hist.docs[0], hist.enrolled, hist.timestamp,
+                         timestamp_expires_s)
+    if mqtt:
+        announce(mqtt, f"{fleet.topic}/deployment",
+                 {"serial": hist.docs[0].doc["serial"], "version": hist.docs[0].doc["version"]})
+    return ts
+
+
+def _sign_enrollment(fleet: Fleet, key: SigningKey,
+                     doc: dict[str, Any]) -> enrollment.Enrollment:
+    data = _put(fleet, key, doc, ENROLLMENT)
+    return enrollment.parse(data, [key.public], fleet.uri)
+
+
+def enroll(fleet: Fleet, key: SigningKey, *, add: Optional[dict[str, TrustedKey]] = None,
+           remove: Optional[list[str]] = None, mqtt: Optional[Broker] = None,
+           expires_s: float = document.DOC_EXPIRES_S,
+           timestamp_expires_s: float = document.TIMESTAMP_EXPIRES_S) -> dict[str, Any]:
+    """Enroll cores' status keys (``add``: name -> public key) or remove cores; returns the
+    signed enrollment. Only enrolled cores' signed statuses count for halting, promotion and
+    canary selection."""
+    hist = verified_history(fleet, key)
+    hist.enrolled = _sign_enrollment(
+        fleet, key, enrollment.enroll(fleet, key, add=add, remove=remove, expires_s=expires_s))
+    if hist.docs:  # cores learn of the list through the timestamp
+        write_timestamp(fleet, key, hist.docs[0], hist.enrolled, hist.timestamp,
+                        timestamp_expires_s)
+        if mqtt:
+            announce(mqtt, f"{fleet.topic}/deployment",
+                     {"serial": hist.docs[0].doc["serial"],
+                      "version": hist.docs[0].doc["version"]})
+    assert hist.enrolled.doc is not None
+    return hist.enrolled.doc
+
+
 def status(fleet: Fleet, trusted: list[TrustedKey]) -> dict[str, Any]:
-    """The current document (or None) and every core's status, with rollout counts."""
+    """The current document (or None), the timestamp's freshness and every core's status.
+
+    Rollout counts use only statuses signed by enrolled cores; the rest are listed under
+    ``unverified`` with the reason, and ignored.
+    """
     last = next(documents(fleet, trusted), None)
     cur = last.doc if last else None
-    cores = fleet.statuses()
-    out: dict[str, Any] = {"fleet": fleet.uri, "document": None, "cores": cores}
+    try:
+        enrolled = enrollment.read(fleet, trusted)
+        problem = None
+    except ValueError as exc:
+        enrolled, problem = enrollment.Enrollment(), str(exc)
+    sts = enrollment.statuses(fleet, enrolled, every=True)
+    cores = sts.verified
+    ts = _timestamp(fleet, trusted)
+    out: dict[str, Any] = {
+        "fleet": fleet.uri, "document": None, "cores": cores,
+        "unverified": sts.unverified, "enrolled": enrolled.names, "enrollment_problem": problem,
+        "timestamp": None if ts is None else {
+            "serial": ts["serial"], "expires": ts["expires"], "stale": document.expired(ts)},
+    }
     if cur is not None:
         v = int(cur["version"])
+        bad = document.halted(cur, cores)
         out["document"] = {
             "serial": cur["serial"], "version": v, "group": cur["group"],
             "rollback": cur.get("rollback"), "rollout": cur["rollout"],
+            "expires": cur.get("expires"),
             "summary": document.summary(cur),
             "on_version": sorted(n for n, s in cores.items() if s.get("version") == v),
             "targeted": sorted(n for n in cores if document.targets(cur, n)),
-            "failed": document.failures(cores, v, str(cur["group"])),
-            "halted": document.halted(cur, cores),
+            "failed": document.failures(cores, cur),
+            "halted": bool(bad), "halted_by": bad,
         }
     return out

@@ -2,15 +2,23 @@
 
 Layout under the prefix::
 
-    deployment.json              the latest signed document (cores read this one)
+    timestamp.json               signed, short-lived: names the latest document and enrollment
+                                 by serial, SHA-256 and size (cores read this first)
+    deployment.json              the latest signed document (for people; cores follow the
+                                 timestamp to deployments/<serial>.json)
     deployments/<serial>.json    every signed document ever published (rollback, audit)
+    enrollment.json              the signed list of enrolled cores and their public keys
     packages/<sha256><ext>       model packages uploaded from local files (content-addressed)
     code/<sha256>.tar.gz         function code (content-addressed)
-    status/<core>.json           each core's status (written by the core)
+    status/<core>.json           each core's status, signed with the core's own key
+
+Every read is capped: by the size the timestamp signs where one is known, else by
+:attr:`Fleet.max_document` (1 MiB unless configured), and nothing past the cap is requested.
 """
 
 from __future__ import annotations
 
+import builtins
 import json
 import re
 from dataclasses import dataclass
@@ -21,6 +29,14 @@ from pyengine.sources.base import SourceError
 
 CORE_NAME_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
 LATEST = "deployment.json"
+TIMESTAMP = "timestamp.json"
+ENROLLMENT = "enrollment.json"
+#: The largest object read when no signed size is known (timestamp.json, statuses, history).
+MAX_DOCUMENT = 1 << 20
+
+
+class OversizeError(SourceError):
+    """An object larger than the size that was signed for it (or than the document cap)."""
 
 
 def check_core_name(name: str) -> str:
@@ -39,9 +55,11 @@ class Fleet:
     bucket: str
     prefix: str
     s3: AwsSettings = AwsSettings()
+    max_document: int = MAX_DOCUMENT
 
     @staticmethod
-    def parse(uri: str, s3: Optional[AwsSettings] = None) -> Fleet:
+    def parse(uri: str, s3: Optional[AwsSettings] = None,
+              max_document: int = MAX_DOCUMENT) -> Fleet:
         """``s3://bucket/prefix`` -> Fleet (the prefix may be empty or nested)."""
         if not isinstance(uri, str) or not uri.startswith("s3://"):
             raise ValueError(f"--fleet {uri!r} must be s3://BUCKET/PREFIX")
@@ -54,7 +72,9 @@ class Fleet:
         prefix = prefix.strip("/")
         if any(c in prefix for c in "+#\0"):
             raise ValueError(f"--fleet {uri!r}: the prefix may not contain '+', '#' or NUL")
-        return Fleet(bucket, prefix, s3 or AwsSettings())
+        if not isinstance(max_document, int) or max_document < 1024:
+            raise ValueError(f"the document cap {max_document!r} must be at least 1024 bytes")
+        return Fleet(bucket, prefix, s3 or AwsSettings(), max_document)
 
     @property
     def uri(self) -> str:
@@ -89,28 +109,79 @@ class Fleet:
 
     # -- objects -----------------------------------------------------------------------------
 
-    def get(self, *parts: str) -> Optional[bytes]:
-        """The bytes of an object under the prefix; None when it does not exist."""
+    def get(self, *parts: str, size: Optional[int] = None) -> Optional[bytes]:
+        """The bytes of an object under the prefix; None when it does not exist.
+
+        At most ``size`` bytes (the signed size: the object must have exactly that many) or,
+        without one, :attr:`max_document` bytes are read. The request itself asks for no more
+        than one byte past the cap, so a huge object costs the cap, not its size.
+
+        Raises
+        ------
+        OversizeError
+            The object is larger than the cap (or not of the signed size).
+        """
         key = self.key(*parts)
+        cap = self.max_document if size is None else size
+        where = f"s3://{self.bucket}/{key}"
         try:
-            resp = self._client().get_object(Bucket=self.bucket, Key=key)
-            return bytes(resp["Body"].read())
+            resp = self._client().get_object(Bucket=self.bucket, Key=key,
+                                              Range=f"bytes=0-{cap}")
         except Exception as exc:  # noqa: BLE001 - classified below
             code, status = error_code(exc)
             if code in ("NoSuchKey", "404", "NotFound") or status == 404:
                 return None
+            if code == "InvalidRange":  # an empty object has no byte 0
+                data = b""
+                if size not in (None, 0):
+                    raise OversizeError(f"{where} is empty, but {size} bytes were signed") \
+                        from None
+                return data
             raise self._error(exc, "GET", key) from None
+        body = resp["Body"]
+        try:
+            # "bytes 0-N/TOTAL" when the server honoured the range; else the whole length.
+            total = str(resp.get("ContentRange") or "").rpartition("/")[2]
+            length = int(total) if total.isdigit() else int(resp.get("ContentLength") or 0)
+            if length > cap:
+                raise OversizeError(self._oversize(where, length, cap, size))
+            out = bytearray()
+            for chunk in body.iter_chunks(1 << 16):
+                out += chunk
+                if len(out) > cap:  # a server that ignored the range and lied about length
+                    raise OversizeError(self._oversize(where, len(out), cap, size))
+        except OversizeError:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            raise self._error(exc, "GET", key) from None
+        finally:
+            body.close()
+        if size is not None and len(out) != size:
+            raise OversizeError(f"{where} has {len(out)} bytes, but {size} were signed")
+        return bytes(out)
 
-    def exists(self, *parts: str) -> bool:
+    @staticmethod
+    def _oversize(where: str, got: int, cap: int, size: Optional[int]) -> str:
+        if size is not None:
+            return (f"{where} has {got} bytes or more, but the timestamp signs {size}: "
+                    "refused after reading at most the signed size")
+        return (f"{where} has {got} bytes or more, over the {cap}-byte cap for documents "
+                "without a signed size (--fleet-max-document): refused unread")
+
+    def size(self, *parts: str) -> Optional[int]:
+        """The size of an object under the prefix; None when it does not exist."""
         key = self.key(*parts)
         try:
-            self._client().head_object(Bucket=self.bucket, Key=key)
-            return True
+            head = self._client().head_object(Bucket=self.bucket, Key=key)
+            return int(head["ContentLength"])
         except Exception as exc:  # noqa: BLE001
             code, status = error_code(exc)
             if code in ("NoSuchKey", "404", "NotFound") or status == 404:
-                return False
+                return None
             raise self._error(exc, "HEAD", key) from None
+
+    def exists(self, *parts: str) -> bool:
+        return self.size(*parts) is not None
 
     def put(self, data: bytes, *parts: str, content_type: str = "application/json") -> str:
         """Write an object under the prefix; returns its s3:// URI."""
@@ -154,19 +225,12 @@ class Fleet:
 
     # -- statuses ----------------------------------------------------------------------------
 
-    def statuses(self) -> dict[str, dict[str, Any]]:
-        """Every core's last status, by core name (unreadable ones are skipped)."""
-        out: dict[str, dict[str, Any]] = {}
-        for name in self.list("status"):
-            if not name.endswith(".json") or "/" in name:
-                continue
-            data = self.get("status", name)
-            if data is None:
-                continue
-            try:
-                st = json.loads(data)
-            except (json.JSONDecodeError, UnicodeDecodeError):
-                continue
-            if isinstance(st, dict):
-                out[name[: -len(".json")]] = st
-        return out
+    def status_names(self) -> builtins.list[str]:
+        """The core names that have a status object (anyone with write access can add one:
+        see :mod:`pyengine.fleet.enrollment` for the ones that count)."""
+        return sorted(n[: -len(".json")] for n in self.list("status")
+                      if n.endswith(".json") and "/" not in n)
+
+    def status_object(self, name: str) -> Optional[bytes]:
+        """The raw status object of core ``name`` (capped like every document)."""
+        return self.get("status", f"{check_core_name(name)}.json")
