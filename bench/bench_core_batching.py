@@ -14,13 +14,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import http.client
 import json
 import os
 import shutil
 import sys
 import tempfile
-import urllib.parse
 from typing import Any, Callable, Iterator
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -32,6 +30,8 @@ from common import CLASSIFIER_HANDLER, closed_loop, pct, write_markdown  # noqa:
 from core_helpers import CoreProcess, deploy_group, function, model_resource  # noqa: E402
 from machine import describe  # noqa: E402
 from models import cnn, mlp  # noqa: E402
+
+from pyengine.core.api import CoreClient  # noqa: E402
 
 MODELS = {"mlp": ("(1, 64)", 64), "cnn": ("(1, 1, 28, 28)", 784)}
 #: name -> (description, group file settings, batching block or None)
@@ -45,16 +45,17 @@ VARIANTS: dict[str, tuple[str, dict[str, Any], dict[str, Any] | None]] = {
 }
 
 
-def run_point(url: str, fn: str, body: bytes, clients: int, seconds: float) -> dict[str, float]:
-    """``clients`` threads invoking ``fn`` back to back for ``seconds``."""
-    parts = urllib.parse.urlsplit(url)
+def run_point(core: CoreClient, fn: str, body: bytes, clients: int,
+              seconds: float) -> dict[str, float]:
+    """``clients`` threads invoking ``fn`` back to back for ``seconds`` (each on a kept-alive
+    connection to the core's socket)."""
 
     @contextlib.contextmanager
     def client() -> Iterator[Callable[[], None]]:
-        conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=60)
+        conn = core.connection()
 
         def call() -> None:
-            conn.request("POST", f"/functions/{fn}/invoke", body=body)
+            conn.request("POST", f"/functions/{fn}/invoke", body=body, headers=core.headers())
             resp = conn.getresponse()
             data = resp.read()
             if resp.status != 200:
@@ -109,10 +110,10 @@ def main() -> None:
                 body = json.dumps({"x": rng.standard_normal(n).round(4).tolist()}).encode()
                 for v in VARIANTS:
                     fn = f"{rid}-{v}"
-                    run_point(core.url, fn, body, 8, 0.3)  # warm up (and start on-demand workers)
+                    run_point(core.client, fn, body, 8, 0.3)  # warm up (and start on-demand workers)
                     for clients in client_counts:
                         r0, b0 = batch_totals(core, fn, rid)
-                        point = run_point(core.url, fn, body, clients, args.seconds)
+                        point = run_point(core.client, fn, body, clients, args.seconds)
                         r1, b1 = batch_totals(core, fn, rid)
                         mb = (r1 - r0) / (b1 - b0) if b1 > b0 else 1.0
                         rows.append((rid, v, clients, point, mb))

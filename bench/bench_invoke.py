@@ -10,7 +10,6 @@ Usage: python bench/bench_invoke.py [--calls 1000] [--cli-calls 30]
 from __future__ import annotations
 
 import argparse
-import http.client
 import importlib
 import json
 import logging
@@ -20,8 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.parse
-import urllib.request
+from typing import Callable
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
@@ -32,6 +30,8 @@ from common import CLASSIFIER_HANDLER, latency_rows, pct, timed, write_markdown 
 from core_helpers import CoreProcess, deploy_group, function, model_resource  # noqa: E402
 from machine import describe  # noqa: E402
 from models import mlp  # noqa: E402
+
+from pyengine.core.api import CoreClient  # noqa: E402
 
 HANDLER = CLASSIFIER_HANDLER.format(rid="mlp", shape="1, -1")
 
@@ -69,29 +69,37 @@ def main() -> None:
             ("handler called directly", timed(direct, args.calls))]
         del os.environ["PYENGINE_RESOURCES"]
 
-        core = CoreProcess(root).wait_ready()
+        core = CoreProcess(root, args=("--port", "0")).wait_ready()
         try:
-            url = urllib.parse.urlsplit(core.url)
-            conn = http.client.HTTPConnection(url.hostname, url.port)
+            assert core.client is not None
 
-            def http_keepalive(_: int = 0) -> object:
-                conn.request("POST", "/functions/classify/invoke", body=body,
-                             headers={"Content-Type": "application/json"})
-                resp = conn.getresponse()
-                data = json.loads(resp.read())
-                assert resp.status == 200, data
-                return data["result"]
+            def keepalive(client: CoreClient) -> Callable[[int], object]:
+                conn = client.connection()
+                headers = client.headers({"Content-Type": "application/json"})
 
-            assert http_keepalive() == expected
-            rows.append(("HTTP, one kept-alive connection", timed(http_keepalive, args.calls)))
+                def call(_: int = 0) -> object:
+                    conn.request("POST", "/functions/classify/invoke", body=body, headers=headers)
+                    resp = conn.getresponse()
+                    data = json.loads(resp.read())
+                    assert resp.status == 200, data
+                    return data["result"]
+                return call
+
+            over_socket = keepalive(core.client)
+            assert over_socket() == expected
+            rows.append(("HTTP over the Unix socket, one kept-alive connection",
+                         timed(over_socket, args.calls)))
+            over_tcp = keepalive(core.tcp_client())
+            assert over_tcp() == expected
+            rows.append(("HTTP over TCP with the bearer token, one kept-alive connection",
+                         timed(over_tcp, args.calls)))
 
             def http_new(_: int = 0) -> object:
-                req = urllib.request.Request(f"{core.url}/functions/classify/invoke", data=body,
-                                             method="POST")
-                with urllib.request.urlopen(req) as resp:
-                    return json.loads(resp.read())["result"]
+                assert core.client is not None
+                return core.client.invoke("classify", raw=body)[1]["result"]
 
-            rows.append(("HTTP, new connection per call", timed(http_new, args.calls // 2)))
+            rows.append(("HTTP over the Unix socket, new connection per call",
+                         timed(http_new, args.calls // 2)))
 
             cli = [sys.executable, "-m", "pyengine", "invoke", "classify", "--root", root,
                    "--payload", body.decode()]

@@ -11,14 +11,12 @@ Usage: python bench/bench_messaging.py [--calls 500] [--burst 2000]
 from __future__ import annotations
 
 import argparse
-import http.client
 import json
 import os
 import shutil
 import sys
 import tempfile
 import time
-import urllib.parse
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
@@ -76,8 +74,8 @@ def main() -> None:
         core = CoreProcess(root, args=("--config", config)).wait_ready()
         device = Device(broker.port, ["predictions/#"])
         try:
-            url = urllib.parse.urlsplit(core.url)
-            conn = http.client.HTTPConnection(url.hostname, url.port)
+            assert core.client is not None
+            conn = core.client.connection()
 
             def http_call(i: int, capture: bool = False) -> object:
                 body = json.dumps({"x": x, "seq": i, "capture": capture}).encode()

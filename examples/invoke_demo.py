@@ -2,10 +2,12 @@
 
 ``scripts/main.sh`` deploys examples/group/group.yaml into ROOT first; this then runs
 
-    pyengine core start --root ROOT --port 0        (in the background; functions confined)
+    pyengine core start --root ROOT                 (in the background; functions confined)
     pyengine invoke classify --root ROOT --payload @event.json
 
-and stops the core. Usage: python examples/invoke_demo.py ROOT
+and stops the core. The core's API is its Unix socket ROOT/core.sock (mode 0660: the core's
+user and group); ``pyengine invoke --root ROOT`` finds it in ROOT/core.json.
+Usage: python examples/invoke_demo.py ROOT
 """
 
 from __future__ import annotations
@@ -16,29 +18,26 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 
 import numpy as np
+
+from pyengine.core.api import CoreClient
 
 PYENGINE = [sys.executable, "-m", "pyengine"]
 
 
-def wait_ready(root: str, core: subprocess.Popen, log_path: str, timeout: float = 60) -> str:
-    """The core's URL once /health/ready answers 200."""
-    address = os.path.join(root, "core.json")
+def wait_ready(root: str, core: subprocess.Popen, log_path: str, timeout: float = 60) -> None:
+    """Return once the core in ``root`` answers 200 on /health/ready (over its socket)."""
     deadline = time.monotonic() + timeout
     while True:
         if core.poll() is not None or time.monotonic() > deadline:
             with open(log_path) as fh:
                 raise RuntimeError(f"the core did not become ready:\n{fh.read()}")
-        if os.path.exists(address):
-            with open(address) as fh:
-                url = json.load(fh)["url"]
-            try:
-                with urllib.request.urlopen(f"{url}/health/ready", timeout=5):
-                    return str(url)
-            except OSError:
-                pass
+        try:
+            if CoreClient.for_root(root, timeout=5).get("/health/ready")[0] == 200:
+                return
+        except OSError:
+            pass  # not started yet
         time.sleep(0.1)
 
 
@@ -46,8 +45,8 @@ def main(root: str) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         log_path = os.path.join(tmp, "core.log")
         with open(log_path, "wb") as log:
-            print(f"$ pyengine core start --root {root} --port 0 &", flush=True)
-            core = subprocess.Popen([*PYENGINE, "core", "start", "--root", root, "--port", "0"],
+            print(f"$ pyengine core start --root {root} &", flush=True)
+            core = subprocess.Popen([*PYENGINE, "core", "start", "--root", root],
                                     stdout=log, stderr=subprocess.STDOUT)
             try:
                 wait_ready(root, core, log_path)

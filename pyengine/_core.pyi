@@ -19,6 +19,10 @@ class Model:
     """
     def __init__(self, path: str) -> None:
         ...
+    def layout(self, input_shapes: collections.abc.Sequence[collections.abc.Sequence[typing.SupportsInt]]) -> dict:
+        """
+        The layout plan for these input shapes: {'block': channels per block (0: plain NCHW), 'blocked': nodes run blocked, 'fused': 'conv + add [+ act]' chains run as one step, 'reorders': 'value to plain|blocked' conversions}.
+        """
     def run(self, inputs: collections.abc.Sequence) -> list:
         """
         Run on arrays in input order; returns arrays in output order.

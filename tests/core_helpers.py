@@ -6,6 +6,7 @@ packages), so the core runs on exactly what a deployment installs.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -13,11 +14,10 @@ import sys
 import tarfile
 import textwrap
 import time
-import urllib.error
-import urllib.request
 from typing import Any, Callable
 
 from pyengine import deploy as dp
+from pyengine.core.api import CoreClient
 
 
 def package(path: str, fill: Callable[[str], None]) -> str:
@@ -100,7 +100,11 @@ def chown_tree(path: str, uid: int, gid: int) -> None:
 
 
 class CoreProcess:
-    """``pyengine core start`` in a real subprocess; stopped with SIGTERM."""
+    """``pyengine core start`` in a real subprocess; stopped with SIGTERM.
+
+    Requests go over the core's Unix socket as the test's own user (``client``); ``args`` adds
+    options such as ``--port 0`` for the TCP listener (then ``tcp_client()``).
+    """
 
     def __init__(self, root: str, user: int | None = None,
                  env: dict[str, str] | None = None, args: tuple[str, ...] = ()) -> None:
@@ -110,10 +114,11 @@ class CoreProcess:
         full_env = dict(os.environ)
         full_env.update(env or {})
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "pyengine", "core", "start", "--root", root, "--port", "0",
-             *args],
+            [sys.executable, "-m", "pyengine", "core", "start", "--root", root, *args],
             stdout=self._log, stderr=subprocess.STDOUT, env=full_env, user=user,
             group=user, extra_groups=[] if user is not None else None, cwd="/")
+        self.client: CoreClient | None = None
+        #: The TCP listener's URL ('' without one).
         self.url = ""
 
     def wait_ready(self, timeout: float = 60.0) -> CoreProcess:
@@ -122,38 +127,33 @@ class CoreProcess:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"core exited with {self.proc.returncode}:\n{self.log()}")
-            if not self.url and os.path.exists(address):
-                with open(address) as fh:
-                    self.url = json.load(fh)["url"]
-            if self.url:
-                status, _ = self.get("/health/ready")
-                if status == 200:
-                    return self
+            if self.client is None and os.path.exists(address):
+                addr = CoreClient.address(self.root)
+                if addr.get("pid") == self.proc.pid:
+                    self.client = CoreClient(socket_path=addr["socket"], timeout=60)
+                    self.url = addr.get("url") or ""
+            if self.client is not None:
+                with contextlib.suppress(OSError):
+                    status, _ = self.get("/health/ready")
+                    if status == 200:
+                        return self
             time.sleep(0.05)
         raise TimeoutError(f"core not ready in {timeout} s:\n{self.log()}")
 
+    def tcp_client(self, token: bytes | str | None = None) -> CoreClient:
+        """A client of the TCP listener: with ``token`` None, the core's own token file's."""
+        if token is None:
+            return CoreClient.for_root(self.root, tcp=True, timeout=60)
+        return CoreClient(url=self.url, token=token, timeout=60)
+
     def get(self, path: str) -> tuple[int, Any]:
-        try:
-            with urllib.request.urlopen(self.url + path, timeout=30) as resp:
-                body = resp.read()
-                status = resp.status
-        except urllib.error.HTTPError as exc:
-            body, status = exc.read(), exc.code
-        try:
-            return status, json.loads(body)
-        except json.JSONDecodeError:
-            return status, body.decode()
+        assert self.client is not None, "wait_ready first"
+        return self.client.get(path)
 
     def invoke(self, name: str, payload: Any = None, raw: bytes | None = None,
                timeout: float = 60.0) -> tuple[int, Any]:
-        data = raw if raw is not None else json.dumps(payload).encode()
-        req = urllib.request.Request(f"{self.url}/functions/{name}/invoke", data=data,
-                                     method="POST")
-        try:
-            with urllib.request.urlopen(req, timeout=timeout) as resp:
-                return resp.status, json.loads(resp.read())
-        except urllib.error.HTTPError as exc:
-            return exc.code, json.loads(exc.read())
+        assert self.client is not None, "wait_ready first"
+        return self.client.invoke(name, payload, raw)
 
     def log(self) -> str:
         if not self._log.closed:  # the log stays readable after stop()

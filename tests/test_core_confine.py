@@ -373,17 +373,22 @@ def test_fork_and_thread_bombs_are_bounded(open_tmp, kind):
     base = os.path.join(open_tmp, kind)
     os.makedirs(base)
     limit = 48
-    core = _start(base, kind, [function(base, "bomber", TENANT, timeout_s=2.0)],
+    core = _start(base, kind, [function(base, "bomber", TENANT, timeout_s=2.0),
+                               function(base, "bystander", TENANT)],
                   config={"functions": {"processes_max": limit}})
     try:
-        got = _ok(core, "bomber", op="fork", n=200)
+        threads = _ok(core, "bomber", op="threads", n=200)
+        assert threads["started"] < limit and "can't start new thread" in threads["error"]
+        status, body = core.invoke("bomber", {"op": "sleep", "s": 5})
+        assert status == 504, body
+        got = _ok(core, "bomber", op="fork", n=200)  # a new worker: the threads went with the old
         assert got["error"] == "BlockingIOError", got
         if kind == "root":  # its own user: the limit counts this function's tasks only
-            assert len(got["pids"]) < limit
+            assert 0 < len(got["pids"]) < limit
         else:  # the core's user: the limit adds to what that user ran when the worker started
-            assert len(got["pids"]) < 200
-        threads = _ok(core, "bomber", op="threads", n=200)
-        assert threads["started"] < 200 and "can't start new thread" in threads["error"]
+            assert 0 < len(got["pids"]) <= limit
+        # Another function starts and answers while the bomber's processes hold its limit.
+        assert _ok(core, "bystander")["pid"] > 0
         status, body = core.invoke("bomber", {"op": "sleep", "s": 5})
         assert status == 504, body
         assert _gone(got["pids"]) == []
@@ -413,6 +418,11 @@ def test_rw_resource_is_one_functions_alone(tmp_path):
         in str(ei.value)
     data["functions"][1]["resources"] = []
     validate_group(data, str(tmp_path / "group.yaml"))  # one writer alone is fine
+    # A device (a GPU) is shared rw as the group says: no file of it can be truncated.
+    data["resources"].append({"id": "null", "device": {"path": "/dev/null"}})
+    for f in data["functions"]:
+        f["resources"] = [{"id": "null", "permission": "rw"}]
+    validate_group(data, str(tmp_path / "group.yaml"))
 
 
 def test_deploy_does_not_call_a_modified_rw_version_unchanged(tmp_path):
@@ -444,13 +454,15 @@ def test_deploy_does_not_call_a_modified_rw_version_unchanged(tmp_path):
 
 
 def test_function_users_skip_taken_ids_and_are_recorded(tmp_path):
-    root = str(tmp_path)
+    root = str(tmp_path / "root")
+    os.makedirs(root)
+    registry = str(tmp_path / "run" / "uids.json")
     # A range whose only id an account (root) uses: nothing to allocate.
     assert id_in_use(0) == "user 'root'"
     with pytest.raises(RuntimeError, match=r"no free uid left for function 'f' in the range 0-0"):
-        FunctionUsers(root, UidRange(0, 1)).user_for("f")
+        FunctionUsers(root, UidRange(0, 1), registry).user_for("f")
     # nobody (65534) is skipped; the next id that no account uses is given and kept.
-    users = FunctionUsers(root, UidRange(NOBODY, 200))
+    users = FunctionUsers(root, UidRange(NOBODY, 200), registry)
     first = users.user_for("a")
     assert first[0] != NOBODY and first[0] == first[1] and not id_in_use(first[0])
     second = users.user_for("b")
@@ -458,8 +470,24 @@ def test_function_users_skip_taken_ids_and_are_recorded(tmp_path):
     with open(os.path.join(root, "users.json")) as fh:
         assert json.load(fh) == {"functions": {"a": first[0], "b": second[0]}}
     assert os.stat(os.path.join(root, "users.json")).st_mode & 0o777 == 0o600
-    again = FunctionUsers(root, UidRange(NOBODY, 200))
+    again = FunctionUsers(root, UidRange(NOBODY, 200), registry)
     assert again.user_for("b") == second and again.user_for("a") == first
+    # Another root on the host never gets a uid this one holds.
+    other_root = str(tmp_path / "other")
+    os.makedirs(other_root)
+    other = FunctionUsers(other_root, UidRange(NOBODY, 200), registry)
+    assert other.user_for("a")[0] not in (first[0], second[0])
+    # A uid two roots recorded (before the registry, or after a reboot): the second to start
+    # gives it up.
+    with open(os.path.join(other_root, "users.json"), "w") as fh:
+        json.dump({"functions": {"a": first[0]}}, fh)
+    assert FunctionUsers(other_root, UidRange(NOBODY, 200), registry).user_for("a")[0] not in (
+        first[0], second[0])
+    # A root that is gone frees its uids.
+    shutil.rmtree(root)
+    third = str(tmp_path / "third")
+    os.makedirs(third)
+    assert FunctionUsers(third, UidRange(NOBODY, 200), registry).user_for("x") == first
 
 
 def test_writable_import_directories_are_found():

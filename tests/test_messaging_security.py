@@ -74,6 +74,7 @@ def _connect(port: int, client_id: str = "", ca: str | None = None,
         done.set()
 
     c.on_connect = connected
+    c.on_disconnect = lambda *a: (result.append("closed by the broker"), done.set())
     try:
         c.connect("127.0.0.1", port, keepalive=30)
     except OSError as exc:  # the TLS handshake: ssl.SSLError, or the connection reset
@@ -177,6 +178,28 @@ def test_tls_and_auth_failures_are_logged_and_counted(predict_base: str) -> None
                                 broker="devices", reason="auth") >= 1, core.log()
             assert "auth failure: the broker refused the connection" in core.log()
             assert "plaintext" not in core.log() and "anonymous" not in core.log()
+        finally:
+            core.stop()
+    finally:
+        broker.close()
+    # A broker that requires a client certificate and gets one from another CA: with TLS 1.3
+    # it says so only after the client's side of the handshake, by closing the connection.
+    ca = MadeCA(base, "broker CA")
+    server = ca.issue("127.0.0.1", server=True)
+    foreign = stranger.issue("core-9")
+    port = free_port()
+    broker = Mosquitto(port, listeners=[
+        f"listener {port} 127.0.0.1", f"cafile {ca.pem}", f"certfile {server[0]}",
+        f"keyfile {server[1]}", "require_certificate true", "use_identity_as_username true",
+        "allow_anonymous false"])
+    try:
+        cfg = _config(base, mqtt={"host": "127.0.0.1", "port": port, "tls": {
+            "ca": ca.pem, "cert": foreign[0], "key": foreign[1]}})
+        core = CoreProcess(root, args=("--config", cfg)).wait_ready()
+        try:
+            assert _wait_metric(core, "pyengine_mqtt_connect_failures_total", 2,
+                                broker="devices", reason="tls") >= 2, core.log()
+            assert "a client certificate it does not accept" in core.log()
         finally:
             core.stop()
     finally:
@@ -428,8 +451,9 @@ def test_an_event_that_cannot_be_framed_fails_its_call_not_the_worker(predict_ba
         # 18 MB of body, 68 MB in the frame: 1e15 is written 1000000000000000.0.
         status, body = core.invoke("length", raw=b"[" + b"1e15," * 3_600_000 + b"1]")
         assert status == 413 and body["error"]["type"] == "PayloadTooLarge", body
-        status, body = core.invoke("length", raw=b"[" * 100_000 + b"]" * 100_000)
-        assert status == 400 and body["error"]["type"] == "MalformedPayload", body
+        for raw in (b"[" * 100_000 + b"]" * 100_000, b"1" * 5000):  # too deep, too many digits
+            status, body = core.invoke("length", raw=raw)
+            assert status == 400 and body["error"]["type"] == "MalformedPayload", body
         status, body = core.invoke("length", "ok")
         assert status == 200 and body["result"] == {"len": 2, "pid": pid}
     finally:

@@ -22,13 +22,38 @@ struct TensorSpec {
     Shape shape;  // -1 marks a free dimension
 };
 
+// One step of the CPU executor: a node, a node with the Add (and activation) after it fused
+// in, or a reorder between plain NCHW and the blocked layout.
+struct PlanStep {
+    enum Kind : uint8_t { Node, Fused, ToBlocked, ToPlain } kind = Node;
+    int node = -1;               // Node, Fused
+    std::vector<int> ins, outs;  // slots: a value's index, or an extra slot after the values
+    int residual = -1;           // Fused: the slot added before the activation
+    Epilogue act;                // Fused: the activation after the Add (None if there is none)
+};
+
+// How the CPU executor runs one plan: the layout pass's result. Slots are the graph's values
+// followed by extra ones (a value's copy in the other layout).
+struct HostSchedule {
+    std::vector<PlanStep> steps;
+    std::vector<Shape> shapes;          // per slot, logical [N, C, H, W] also when blocked
+    std::vector<int> block;             // per slot: 0 plain, else the NCHW[c] block
+    std::vector<int64_t> arena_offset;  // per slot: byte offset in the arena, or -1
+    std::vector<int> storage;           // per slot: the slot whose memory it uses (views)
+    size_t arena_bytes = 0;
+    int reorders = 0;                   // reorder steps
+    int blocked_steps = 0;              // node steps that run in the blocked layout
+    int fused = 0;                      // Add (+ activation) pairs fused into a convolution
+};
+
 // Shapes and memory layout for one set of input shapes; computed once and cached.
 struct Plan {
     std::vector<Shape> shapes;         // per value
     std::vector<int64_t> arena_offset; // per value: byte offset in the arena, or -1
     std::vector<int> storage;          // per value: the value whose memory it uses (views)
-    size_t arena_bytes = 0;
+    size_t arena_bytes = 0;            // (these four: the plain layout a device program uses)
     std::vector<Shape> output_shapes;
+    HostSchedule host;                 // what Model::run executes
 };
 
 // Filled by a profiled run: when each node (in execution order) started and ended, in
@@ -73,6 +98,16 @@ public:
     // The nodes run() executes for `plan`, in execution order (RunTrace's order).
     std::vector<NodeProfile> profile_nodes(const Plan& plan) const;
 
+    // The block of the blocked layout this model plans with (0: plain NCHW everywhere).
+    int layout_block() const { return block_; }
+    // What the layout pass made of `plan`: the nodes that run blocked, the fused Conv -> Add
+    // (-> activation) chains, and each reorder ("value to plain" / "value to blocked").
+    struct LayoutReport {
+        int block = 0;
+        std::vector<std::string> blocked, fused, reorders;
+    };
+    LayoutReport layout_report(const Plan& plan) const;
+
     // Unique for the life of the process (unlike the address): keys per-thread plan caches.
     uint64_t id() const { return id_; }
 
@@ -96,8 +131,17 @@ private:
         std::vector<int> inputs, outputs;
     };
 
+    // Conv -> Add -> activation chains the planner may run as one fused step (per conv node).
+    struct Fusion {
+        int add = -1, act = -1;  // nodes folded into the conv (act: -1 if none)
+        int residual = -1;       // the Add's other input
+        int out = -1;            // the value the fused step writes
+    };
+
     void parse_graph();
+    void plan_layout();
     std::shared_ptr<Plan> build_plan(const std::vector<Shape>& input_shapes) const;
+    void build_host_schedule(Plan* p) const;
     void infer_output_specs();
 
     PyemReader reader_;
@@ -108,6 +152,8 @@ private:
     std::vector<int> order_;          // nodes to run, topologically sorted
     std::vector<int> input_values_, output_values_;
     std::vector<int> last_use_;       // per value: last position in order_ that reads it
+    int block_ = 0;                   // see layout_block()
+    std::vector<Fusion> fusion_;      // per node
 
     mutable std::mutex plan_mutex_;
     mutable std::map<std::vector<int64_t>, std::shared_ptr<const Plan>> plans_;

@@ -74,6 +74,33 @@ public:
         (void)step;
         return false;
     }
+
+    // ---- The blocked layout (graph/model.cpp plans it; kernels/conv_nchwc.h) ----
+    // Called once at load, after prepare, with the block of the blocked layout (0: none):
+    // ops with blocked kernels get ready for it (a convolution repacks its weights).
+    virtual void prepare_layout(int block) { (void)block; }
+    // For input shapes `in` whose values have blocks `in_block` (0: plain), the block this op
+    // writes its output in (0: plain, else `block`); fills `want` with the block each input
+    // must have (the planner reorders a value that has another). Default: plain everywhere.
+    virtual int layout(const std::vector<Shape>& in, const std::vector<int>& in_block, int block,
+                       std::vector<int>* want) const {
+        (void)in_block;
+        (void)block;
+        want->assign(in.size(), 0);
+        return 0;
+    }
+    // True when run_fused may fold a following Add and activation into this op's blocked output.
+    virtual bool fuses_residual() const { return false; }
+    // run, with `residual` (same shape and block as the output) added before activation `act`.
+    virtual void run_fused(const std::vector<const Tensor*>& in, const Tensor& residual, const Epilogue& act,
+                           const std::vector<Tensor*>& out) const {
+        (void)in;
+        (void)residual;
+        (void)act;
+        (void)out;
+    }
+    // The activation this op applies when it is a plain activation op; nullptr otherwise.
+    virtual const Epilogue* activation() const { return nullptr; }
     // What the profiler reports for inputs shaped `in`. The default: no layout, and the kernel
     // table in use ("avx512"), or "view" for a view; ops with several paths say which one runs.
     virtual OpRunInfo run_info(const std::vector<Shape>& in) const;

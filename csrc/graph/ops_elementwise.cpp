@@ -5,6 +5,7 @@
 #include "common.h"
 #include "graph/op.h"
 #include "kernels/elementwise.h"
+#include "runtime/dispatch.h"
 
 namespace pyengine {
 
@@ -31,8 +32,19 @@ public:
     }
 
     void run(const std::vector<const Tensor*>& in, const std::vector<Tensor*>& out) const override {
+        if (out[0]->block != 0) {  // both inputs blocked with the output's shape (layout below)
+            kernels().binary(op_, in[0]->f32(), 1, in[1]->f32(), 1, out[0]->f32(), out[0]->storage_numel());
+            return;
+        }
         binary_broadcast(op_, in[0]->f32(), in[0]->shape, in[1]->f32(), in[1]->shape,
                          out[0]->f32(), out[0]->shape);
+    }
+    // Blocked when the inputs have one 4-D shape and one of them is blocked already.
+    int layout(const std::vector<Shape>& in, const std::vector<int>& in_block, int block,
+               std::vector<int>* want) const override {
+        const bool blocked = in[0].size() == 4 && in[0] == in[1] && (in_block[0] != 0 || in_block[1] != 0);
+        want->assign(2, blocked ? block : 0);
+        return blocked ? block : 0;
     }
     bool lower(const std::vector<Shape>&, DeviceStep* s) const override {
         s->kind = DeviceStep::Binary;
@@ -49,8 +61,15 @@ public:
     explicit UnaryOp(Epilogue ep) : ep_(ep) {}
     std::vector<Shape> infer(const std::vector<Shape>& in) const override { return {in[0]}; }
     void run(const std::vector<const Tensor*>& in, const std::vector<Tensor*>& out) const override {
-        activation_apply(in[0]->f32(), out[0]->f32(), in[0]->numel(), ep_);
+        activation_apply(in[0]->f32(), out[0]->f32(), in[0]->storage_numel(), ep_);
     }
+    // Elementwise: runs in whatever layout its input has.
+    int layout(const std::vector<Shape>&, const std::vector<int>& in_block, int,
+               std::vector<int>* want) const override {
+        *want = in_block;
+        return in_block[0];
+    }
+    const Epilogue* activation() const override { return &ep_; }
     bool lower(const std::vector<Shape>&, DeviceStep* s) const override {
         s->kind = DeviceStep::Unary;
         s->ep = ep_;

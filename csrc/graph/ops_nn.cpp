@@ -1,11 +1,13 @@
 // SPDX-License-Identifier: Apache-2.0
 // Dense, Conv2D, BatchNorm, pooling and softmax.
+#include <algorithm>
 #include <cmath>
 #include <mutex>
 #include <vector>
 
 #include "common.h"
 #include "graph/op.h"
+#include "kernels/conv_nchwc.h"
 #include "kernels/elementwise.h"
 #include "kernels/gemm.h"
 #include "kernels/pool.h"
@@ -179,9 +181,15 @@ public:
         const Conv2DParams p = geometry(in[0], in[1]);
         const bool pointwise = p.KH == 1 && p.KW == 1 && p.stride_h == 1 && p.stride_w == 1 &&
                                p.OH == p.H && p.OW == p.W;
-        const char* path = p.groups > 1 && p.groups == p.C && p.O == p.C ? "depthwise direct"
-                           : pointwise                                   ? "1x1 gemm"
-                                                                         : "im2col gemm";
+        const bool depthwise = p.groups > 1 && p.groups == p.C && p.O == p.C;
+        if (blocked_ != nullptr) {  // the layout pass runs it blocked (model.cpp sets the layout)
+            const int block = blocked_->conv.cb;
+            const bool native = kernels().nchwc_block == block;
+            return {"", str(native ? kernels().name : "generic", " nchwc", block, " ",
+                            depthwise ? "depthwise" : p.KH * p.KW == 1 ? "1x1" : "direct",
+                            blocked_->conv.in_block == 1 ? " (plain input)" : "")};
+        }
+        const char* path = depthwise ? "depthwise direct" : pointwise ? "1x1 gemm" : "im2col gemm";
         return {layout_ == Layout::NHWC ? "NHWC" : "NCHW", str(kernels().name, " ", path)};
     }
 
@@ -207,6 +215,9 @@ public:
     void prepare(const std::vector<const Tensor*>& constants) override {
         constexpr size_t kPackMax = size_t(4) << 20;
         if (constants.size() < 2 || constants[1] == nullptr || constants[1]->shape.size() != 4) return;
+        weight_ = constants[1];
+        bias_ = constants.size() > 2 ? constants[2] : nullptr;
+        bias_constant_ = constants.size() <= 2 || constants[2] != nullptr;
         const Tensor& w = *constants[1];
         if (w.nbytes() > kPackMax) return;
         Conv2DParams p;
@@ -222,7 +233,57 @@ public:
         packed_src_ = w.f32();
     }
 
+    // A constant weight (and bias) in NCHW is repacked once for the blocked kernels
+    // ([OB][ICB][KH][KW][ib][block]); the GEMM packing made by prepare is then dropped, so the
+    // model holds one extra copy of these weights (padded to whole blocks), not two.
+    void prepare_layout(int block) override {
+        if (block == 0 || weight_ == nullptr || !bias_constant_ || layout_ != Layout::NCHW) return;
+        const Shape& ws = weight_->shape;
+        if (weight_->numel() == 0 || ws[0] % groups_ != 0) return;  // infer reports the problem
+        if (bias_ != nullptr && (bias_->shape.size() != 1 || bias_->shape[0] != ws[0])) return;
+        auto b = std::make_shared<Blocked>();
+        NchwcConv& c = b->conv;
+        c.p.layout = Layout::NCHW;
+        c.p.O = ws[0];
+        c.p.C = ws[1] * groups_;
+        c.p.KH = ws[2];
+        c.p.KW = ws[3];
+        c.p.groups = groups_;
+        c.cb = block;
+        const bool depthwise = groups_ > 1 && groups_ == c.p.C && c.p.O == c.p.C;
+        // A few input channels (an image) are read straight from plain NCHW, as MLAS does.
+        c.in_block = !depthwise && groups_ == 1 && c.p.C < block ? 1 : block;
+        if (!nchwc_conv_setup(&c)) return;
+        b->weights = nchwc_pack_conv_weights(c, weight_->f32());
+        if (bias_ != nullptr) {
+            b->bias.assign(static_cast<size_t>((c.p.O + block - 1) / block * block), 0.0f);
+            std::copy(bias_->f32(), bias_->f32() + c.p.O, b->bias.begin());
+        }
+        blocked_ = std::move(b);
+        packed_w_.clear();
+        packed_w_.shrink_to_fit();
+    }
+
+    int layout(const std::vector<Shape>& in, const std::vector<int>&, int block,
+               std::vector<int>* want) const override {
+        want->assign(in.size(), 0);
+        if (!blocked_ || blocked_->conv.cb != block || in[0].size() != 4) return 0;
+        (*want)[0] = blocked_->conv.in_block == 1 ? 0 : block;
+        return block;
+    }
+
+    bool fuses_residual() const override { return blocked_ != nullptr && ep_.act == Activation::None; }
+
+    void run_fused(const std::vector<const Tensor*>& in, const Tensor& residual, const Epilogue& act,
+                   const std::vector<Tensor*>& out) const override {
+        run_blocked(in, out, residual.f32(), act);
+    }
+
     void run(const std::vector<const Tensor*>& in, const std::vector<Tensor*>& out) const override {
+        if (out[0]->block != 0) {
+            run_blocked(in, out, nullptr, ep_);
+            return;
+        }
         Conv2DParams p = geometry(in[0]->shape, in[1]->shape);
         p.ep = ep_;
         p.ep.bias = in.size() > 2 ? in[2]->f32() : nullptr;
@@ -234,6 +295,28 @@ public:
     }
 
 private:
+    struct Blocked {
+        NchwcConv conv;             // block, input block and grouping; geometry filled per call
+        std::vector<float> weights;
+        std::vector<float> bias;    // padded to whole blocks; empty without a bias
+    };
+
+    void run_blocked(const std::vector<const Tensor*>& in, const std::vector<Tensor*>& out, const float* residual,
+                     const Epilogue& act) const {
+        NchwcConv c = blocked_->conv;
+        c.p = geometry(in[0]->shape, in[1]->shape);
+        c.p.ep = act;
+        nchwc_conv_setup(&c);
+        c.w = blocked_->weights.data();
+        c.bias = blocked_->bias.empty() ? nullptr : blocked_->bias.data();
+        c.residual = residual;
+        conv_nchwc(c, in[0]->f32(), out[0]->f32());
+    }
+
+    std::shared_ptr<const Blocked> blocked_;
+    const Tensor* weight_ = nullptr;  // the constant weight and bias, if they are constants
+    const Tensor* bias_ = nullptr;
+    bool bias_constant_ = false;
     std::vector<float> packed_w_;
     const GemmMicroKernel* packed_uk_ = nullptr;
     const float* packed_src_ = nullptr;
@@ -376,7 +459,18 @@ public:
     }
 
     void run(const std::vector<const Tensor*>& in, const std::vector<Tensor*>& out) const override {
+        if (in[0]->block != 0) {
+            pool2d_nchwc(geometry(in[0]->shape), in[0]->block, in[0]->f32(), out[0]->f32());
+            return;
+        }
         pool2d(geometry(in[0]->shape), in[0]->f32(), out[0]->f32());
+    }
+    // NCHW pooling follows a blocked input.
+    int layout(const std::vector<Shape>& in, const std::vector<int>& in_block, int block,
+               std::vector<int>* want) const override {
+        const bool blocked = layout_ == Layout::NCHW && in[0].size() == 4 && in_block[0] == block;
+        want->assign(1, blocked ? block : 0);
+        return blocked ? block : 0;
     }
 
     OpRunInfo run_info(const std::vector<Shape>& in) const override {

@@ -214,11 +214,30 @@ public:
         for (size_t i = axis + 1; i < s.size(); ++i) inner *= s[i];
         std::vector<const float*> xs;
         std::vector<int64_t> sizes;
+        const int block = out[0]->block;
+        if (block != 0) {  // channel blocks of each image, one input after another
+            outer = s[0];
+            inner = s[2] * s[3] * block;
+        }
         for (const Tensor* t : in) {
             xs.push_back(t->f32());
-            sizes.push_back(t->shape[axis]);
+            sizes.push_back(block != 0 ? (t->shape[axis] + block - 1) / block : t->shape[axis]);
         }
         concat(xs, sizes, outer, inner, out[0]->f32());
+    }
+    // Blocked along channels of 4-D inputs when every input but the last fills whole blocks
+    // (so each input's blocks follow the previous ones' unchanged).
+    int layout(const std::vector<Shape>& in, const std::vector<int>& in_block, int block,
+               std::vector<int>* want) const override {
+        bool blocked = in[0].size() == 4 && normalize_axis(axis_, 4, "Concat") == 1;
+        bool any = false;
+        for (size_t i = 0; blocked && i < in.size(); ++i) {
+            any = any || in_block[i] != 0;
+            if (i + 1 < in.size() && in[i][1] % block != 0) blocked = false;
+        }
+        blocked = blocked && any;
+        want->assign(in.size(), blocked ? block : 0);
+        return blocked ? block : 0;
     }
     bool lower(const std::vector<Shape>& in, DeviceStep* st) const override {
         const Shape& s = in[0];

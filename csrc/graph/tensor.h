@@ -34,9 +34,17 @@ struct Tensor {
     void* data = nullptr;
     DType dtype = DType::Float32;
     Shape shape;
+    // 0: plain (row-major `shape`). Otherwise the channel block c of the NCHW[c] layout of a
+    // 4-D [N, C, H, W] tensor (kernels/conv_nchwc.h): stored as [N, ceil(C/c), H, W, c].
+    int block = 0;
 
     float* f32() const { return static_cast<float*>(data); }
     int64_t numel() const { return shape_numel(shape); }
+    // Elements stored: numel(), plus the padded channels of a blocked tensor.
+    int64_t storage_numel() const { return block == 0 ? numel() : storage_numel_blocked(shape, block); }
+    static int64_t storage_numel_blocked(const Shape& s, int block) {
+        return s[0] * ((s[1] + block - 1) / block) * block * s[2] * s[3];
+    }
     size_t nbytes() const { return static_cast<size_t>(numel()) * dtype_size(dtype); }
 };
 

@@ -197,6 +197,21 @@ void register_model(py::module_& m) {
         .def_property_readonly("weight_bytes", &Model::weight_bytes)
         .def_property_readonly("node_count", &Model::node_count)
         .def("run", &run, py::arg("inputs"), "Run on arrays in input order; returns arrays in output order.")
+        .def(
+            "layout",
+            [](const Model& mdl, const std::vector<Shape>& shapes) {
+                const Model::LayoutReport r = mdl.layout_report(*mdl.plan(shapes));
+                py::dict d;
+                d["block"] = r.block;
+                d["blocked"] = r.blocked;
+                d["fused"] = r.fused;
+                d["reorders"] = r.reorders;
+                return d;
+            },
+            py::arg("input_shapes"),
+            "The layout plan for these input shapes: {'block': channels per block (0: plain NCHW), "
+            "'blocked': nodes run blocked, 'fused': 'conv + add [+ act]' chains run as one step, "
+            "'reorders': 'value to plain|blocked' conversions}.")
         .def("run1", &run1, py::arg("x"),
              "Run a one-input, one-output model on one array; returns the output array.")
         .def("profile", &profile, py::arg("inputs"), py::arg("runs"),

@@ -8,6 +8,7 @@
 
 #include "kernels/activation.h"
 #include "kernels/conv2d.h"
+#include "kernels/conv_nchwc.h"
 #include "kernels/elementwise.h"
 #include "kernels/gemm.h"
 #include "kernels/pool.h"
@@ -36,6 +37,11 @@ struct KernelTable {
     void (*softmax)(const float* x, float* y, int64_t outer, int64_t axis, int64_t inner);
     // The GEMM micro-kernel behind `gemm`, for callers that pack B themselves (convolution).
     const GemmMicroKernel* gemm_uk;
+    // The blocked layout (kernels/conv_nchwc.h): the block this variant's kernel is built for
+    // (its vector width), the kernel, and how many output blocks one of its tiles covers.
+    int nchwc_block;
+    NchwcConvKernel conv_nchwc;
+    int nchwc_oc_tile;
 };
 
 // The table in use: PYENGINE_ISA if set (an error if the CPU lacks it), else the best available.

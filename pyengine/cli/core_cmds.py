@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
 import sys
-import urllib.error
-import urllib.request
 
 from pyengine.cli import fleet_cmds
-from pyengine.core import ADDRESS_FILE, Core, default_root
-from pyengine.core.config import load_config
-from pyengine.core.server import DEFAULT_PORT
+from pyengine.core.api import CoreClient, group_id, read_token
+from pyengine.deploy import default_root
 
 #: Errors reported as "pyengine core: error: ..." (a fleet core's settings are checked at start).
 ERRORS = fleet_cmds.ERRORS
@@ -24,9 +22,22 @@ def core_args(p: argparse.ArgumentParser) -> None:
     s = sub.add_parser("start", help="run the deployed group's functions in the foreground")
     s.add_argument("--root", default=None, help="the core's root (default: $PYENGINE_ROOT, "
                    "/var/lib/pyengine as root, ~/.local/share/pyengine otherwise)")
-    s.add_argument("--host", default="127.0.0.1", help="address of the HTTP API (127.0.0.1)")
-    s.add_argument("--port", type=int, default=DEFAULT_PORT,
-                   help=f"port of the HTTP API ({DEFAULT_PORT}; 0 picks a free one)")
+    s.add_argument("--socket", default=None, metavar="PATH",
+                   help="the API's Unix socket (default: ROOT/core.sock, mode 0660)")
+    s.add_argument("--socket-group", default=None, metavar="GROUP",
+                   help="group of the socket: its members may invoke (default: the core's group)")
+    s.add_argument("--port", type=int, default=None,
+                   help="also listen on TCP at this port (8686 is usual; 0 picks a free one); "
+                   "callers need the bearer token")
+    s.add_argument("--host", default=None,
+                   help="address of the TCP listener (127.0.0.1; any other needs the token)")
+    s.add_argument("--token-file", default=None, metavar="PATH",
+                   help="the TCP listener's bearer token, mode 0600 (default: ROOT/api.token, "
+                   "written at first start)")
+    s.add_argument("--no-token", action="store_true",
+                   help="TCP without the token (refused unless --host is a loopback address)")
+    s.add_argument("--debug", action="store_true",
+                   help="error answers carry the handler's traceback (else only the log has it)")
     s.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     s.add_argument("--config", default=os.environ.get("PYENGINE_CORE_CONFIG"),
                    help="the core's configuration file, YAML or JSON: MQTT brokers, queues, "
@@ -42,9 +53,18 @@ def core_args(p: argparse.ArgumentParser) -> None:
 def core_run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=args.log_level, stream=sys.stderr,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    from pyengine.core import Core
+    from pyengine.core.config import load_config
+
     root = args.root or default_root()
     config = load_config(args.config, mqtt=args.mqtt, capture_s3=args.capture_s3)
-    core = Core(root, host=args.host, port=args.port, config=config)
+    # Flags given on the command line win over the configuration file's api section.
+    given = {"socket": args.socket, "port": args.port, "host": args.host,
+             "socket_group": group_id(args.socket_group) if args.socket_group else None,
+             "token_file": args.token_file, "token": False if args.no_token else None,
+             "debug": True if args.debug else None}
+    api = dataclasses.replace(config.api, **{k: v for k, v in given.items() if v is not None})
+    core = Core(root, api=api, config=config)
     agent = fleet_cmds.fleet_agent(args, root, core)
     if agent is not None:
         core.services.append(agent)
@@ -55,21 +75,31 @@ def core_run(args: argparse.Namespace) -> int:
 def invoke_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("function", help="the function's name")
     p.add_argument("--payload", default="null", help="the event: JSON text, or @FILE to read it")
-    p.add_argument("--root", default=None, help="the running core's root (finds its address)")
-    p.add_argument("--url", default=None, help="the core's API URL (instead of --root)")
+    p.add_argument("--root", default=None,
+                   help="the running core's root (its socket, from the address file there)")
+    p.add_argument("--socket", default=None, metavar="PATH", help="the core's Unix socket")
+    p.add_argument("--url", default=None,
+                   help="the core's TCP listener, http://HOST:PORT (needs the token)")
+    p.add_argument("--tcp", action="store_true",
+                   help="use the TCP listener of the core in --root (and its token file)")
+    p.add_argument("--token-file", default=None, metavar="PATH",
+                   help="the bearer token for TCP (default: the core's, named in its address file;"
+                   " or $PYENGINE_API_TOKEN)")
     p.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for the answer")
 
 
-def core_url(root: str | None) -> str:
-    """The API URL of the core running in ``root`` (from the address file it writes)."""
-    root = root or default_root()
-    path = os.path.join(root, ADDRESS_FILE)
-    try:
-        with open(path) as fh:
-            return str(json.load(fh)["url"])
-    except FileNotFoundError:
-        raise OSError(f"no core is running in {root} (no {path}); start one with "
-                      f"`pyengine core start --root {root}`") from None
+def client_for(args: argparse.Namespace) -> CoreClient:
+    """The client ``pyengine invoke`` uses: --socket, --url (with a token), or the core in
+    --root (its socket, or with --tcp its TCP listener)."""
+    if args.socket:
+        return CoreClient(socket_path=args.socket, timeout=args.timeout)
+    if args.url:
+        token: bytes | str | None = os.environ.get("PYENGINE_API_TOKEN")
+        if args.token_file:
+            token = read_token(args.token_file)
+        return CoreClient(url=args.url, token=token, timeout=args.timeout)
+    return CoreClient.for_root(args.root or default_root(), tcp=args.tcp,
+                               token_file=args.token_file, timeout=args.timeout)
 
 
 def invoke_run(args: argparse.Namespace) -> int:
@@ -81,21 +111,19 @@ def invoke_run(args: argparse.Namespace) -> int:
         json.loads(text)
     except json.JSONDecodeError as exc:
         raise ValueError(f"--payload is not JSON ({exc}): {text[:80]!r}") from None
-    url = (args.url or core_url(args.root)).rstrip("/") + f"/functions/{args.function}/invoke"
-    req = urllib.request.Request(url, data=text.encode(), method="POST",
-                                 headers={"Content-Type": "application/json"})
+    client = client_for(args)
     try:
-        with urllib.request.urlopen(req, timeout=args.timeout) as resp:
-            body = json.loads(resp.read())
-    except urllib.error.HTTPError as exc:
-        body = json.loads(exc.read() or b"{}")
+        status, body = client.invoke(args.function, raw=text.encode())
+    except PermissionError:
+        raise
+    except OSError as exc:
+        raise OSError(f"cannot reach the core at {client.describe()}: {exc}") from None
+    if status != 200:
         err = body.get("error", {})
-        print(f"pyengine invoke: {args.function} failed ({exc.code}): {err.get('type')}: "
+        print(f"pyengine invoke: {args.function} failed ({status}): {err.get('type')}: "
               f"{err.get('message')}", file=sys.stderr)
         if err.get("traceback"):
             print(err["traceback"], file=sys.stderr, end="")
         return 1
-    except urllib.error.URLError as exc:
-        raise OSError(f"cannot reach the core at {url}: {exc.reason}") from None
     print(json.dumps(body.get("result")))
     return 0

@@ -6,8 +6,9 @@ docs/core.md.
 
 from __future__ import annotations
 
+from pyengine.core.api import ADDRESS_FILE
 from pyengine.core.group import DeployedGroup, FunctionSpec, ResourceGrant, read_deployed_group
-from pyengine.core.server import ADDRESS_FILE, Core
+from pyengine.core.server import Core
 from pyengine.deploy import default_root
 
 __all__ = ["ADDRESS_FILE", "Core", "DeployedGroup", "FunctionSpec", "ResourceGrant",

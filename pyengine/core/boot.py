@@ -41,8 +41,13 @@ def _sibling(name: str) -> ModuleType:
     return module
 
 
-def _tasks_of(uid: int) -> int:
-    """Tasks (threads included, as RLIMIT_NPROC counts them) whose real uid is ``uid``."""
+def tasks_of(uid: int) -> int:
+    """Tasks (threads included, as RLIMIT_NPROC counts them) whose real uid is ``uid``.
+
+    Counted by the core before it starts a worker: inside a worker's own user namespace (an
+    empty network namespace, see :mod:`pyengine.core.netns`) every uid outside the mapping reads
+    as the overflow uid, so a worker running as that uid (nobody) would count them all.
+    """
     count = 0
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -57,14 +62,14 @@ def _tasks_of(uid: int) -> int:
     return count
 
 
-def limit_processes(processes_max: int, shared_uid: bool) -> int:
+def limit_processes(processes_max: int, running: int = 0) -> int:
     """Set RLIMIT_NPROC so that the function's user runs at most ``processes_max`` more tasks.
 
     With a user of its own (a root core) the limit is ``processes_max``; where the function
-    shares the core's user (an unprivileged core), the tasks that user runs already are added.
-    Returns the limit set.
+    shares the core's user (an unprivileged core), ``running`` is the tasks that user ran when
+    the core started the worker (:func:`tasks_of`). Returns the limit set.
     """
-    limit = processes_max + (_tasks_of(os.getuid()) if shared_uid else 0)
+    limit = processes_max + running
     resource.setrlimit(resource.RLIMIT_NPROC, (limit, limit))
     return limit
 
@@ -77,13 +82,18 @@ def confine(cfg: dict[str, Any]) -> str:
     if libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
         raise OSError(ctypes.get_errno(), "prctl(PR_SET_CHILD_SUBREAPER) failed")
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # no dumps of a worker's memory
-    nproc = limit_processes(int(cfg["processes_max"]), bool(cfg.get("shared_uid")))
+    nproc = limit_processes(int(cfg["processes_max"]), int(cfg.get("shared_tasks") or 0))
     done = [f"processes {nproc}"]
     if cfg.get("landlock"):
         landlock = _sibling("landlock")
         rules = [(p, landlock.READ | (landlock.WRITE if mode == "rw" else 0))
                  for p, mode in cfg["rules"]]
-        done.insert(0, f"landlock abi {landlock.restrict(rules)}")
+        net = cfg.get("net")  # TCP ports (None: TCP is not restricted by Landlock)
+        abi = landlock.restrict(rules, None if net is None else landlock.NetRules(
+            tuple(net["connect"]), tuple(net["bind"])))
+        ports = "" if net is None else \
+            f", tcp connect {net['connect'] or 'none'} bind {net['bind'] or 'none'}"
+        done.insert(0, f"landlock abi {abi}{ports}")
     elif libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
         raise OSError(ctypes.get_errno(), "prctl(PR_SET_NO_NEW_PRIVS) failed")
     else:

@@ -30,6 +30,13 @@ functions:                    # how the core runs functions (see docs/core.md)
   uid_count: 30000
   processes_max: 544          # RLIMIT_NPROC: tasks (processes and threads) per function
                               # (default 512 + 16 per CPU)
+api:                          # who may call the core (see docs/core.md; flags of core start win)
+  socket: /var/lib/pyengine/core.sock   # default: ROOT/core.sock, mode 0660
+  socket_group: pyengine      # its members may invoke (default: the core's group)
+  port: 8686                  # a TCP listener too (default: none); callers need the token
+  host: 127.0.0.1             # any other address needs the token
+  token_file: /etc/pyengine/api.token   # default: ROOT/api.token, written at first start (0600)
+  debug: false                # error answers carry tracebacks
 ```
 
 Every problem is reported at once with its field path, like the group file.
@@ -45,6 +52,7 @@ import secrets
 from dataclasses import dataclass, field, replace
 from typing import Any, Optional
 
+from pyengine.core.api import ApiSettings, group_id
 from pyengine.core.policy import DEFAULT_PROCESSES_MAX
 from pyengine.core.users import UidRange
 
@@ -191,6 +199,7 @@ class CoreConfig:
             return None
         cid = f"{self.mqtt.client_id}-fleet" if self.mqtt.client_id else ""
         return replace(self.mqtt, client_id=cid)
+    api: ApiSettings = ApiSettings()
 
 
 class _Check:
@@ -347,7 +356,7 @@ def validate_config(data: Any, source: str = "<config>") -> CoreConfig:
     c = _Check()
     top = c.mapping("", data if data is not None else {},
                     ("mqtt", "cloud", "fleet_mqtt", "queue_size", "queue_mb", "message_max_mb",
-                     "message_limits", "capture", "functions"))
+                     "message_limits", "capture", "functions", "api"))
     mqtt = _mqtt(c, "mqtt", top["mqtt"]) if top.get("mqtt") is not None else None
     cloud = _mqtt(c, "cloud", top["cloud"]) if top.get("cloud") is not None else None
     fleet = _mqtt(c, "fleet_mqtt", top["fleet_mqtt"]) if top.get("fleet_mqtt") is not None \
@@ -396,12 +405,52 @@ def validate_config(data: Any, source: str = "<config>") -> CoreConfig:
     retry = c.number("capture.retry_max_s", cap.get("retry_max_s", defaults.retry_max_s), 0.01,
                      86400)
     functions = _functions(c, top.get("functions") or {})
+    api = _api(c, top.get("api") or {})
     if c.problems:
         raise ConfigError(source, c.problems)
     return CoreConfig(mqtt, cloud, limits.queue_size, CaptureSettings(
         s3, ep, region, float(spool), float(fn_mb), int(fn_files), int(batch), float(batch_s),
         float(retry)), functions, fleet_mqtt=fleet, queue_mb=limits.queue_mb,
-        message_max_mb=limits.message_max_mb, function_limits=tuple(per_function))
+        message_max_mb=limits.message_max_mb, function_limits=tuple(per_function), api=api)
+
+
+def _api(c: _Check, raw: Any) -> ApiSettings:
+    a = c.mapping("api", raw, ("socket", "socket_group", "port", "host", "token_file", "token",
+                               "debug"))
+    paths = {}
+    for key in ("socket", "token_file"):
+        v = a.get(key)
+        if v is not None and (not isinstance(v, str) or not os.path.isabs(v)):
+            c.bad(f"api.{key}", f"{v!r} must be an absolute path")
+            v = None
+        paths[key] = v
+    gid = None
+    group = a.get("socket_group")
+    if group is not None:
+        if isinstance(group, bool) or not isinstance(group, (int, str)):
+            c.bad("api.socket_group", f"{group!r} must be a group name or gid")
+        else:
+            try:
+                gid = group_id(group)
+            except ValueError as exc:
+                c.bad("api.socket_group", str(exc))
+    port = a.get("port")
+    if port is not None:
+        port = c.number("api.port", port, 0, 65535, integer=True)
+    host = a.get("host", "127.0.0.1")
+    if not isinstance(host, str) or not host or "/" in host or " " in host:
+        c.bad("api.host", f"{host!r} must be a host name or address")
+        host = "127.0.0.1"
+    flags = {}
+    for key, default in (("token", True), ("debug", False)):
+        v = a.get(key, default)
+        if not isinstance(v, bool):
+            c.bad(f"api.{key}", f"{v!r} must be true or false")
+            v = default
+        flags[key] = v
+    return ApiSettings(socket=paths["socket"], socket_group=gid, host=host, port=port,
+                       token_file=paths["token_file"], token=flags["token"],
+                       debug=flags["debug"])
 
 
 def _functions(c: _Check, raw: Any) -> FunctionSettings:

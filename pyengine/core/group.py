@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from pyengine.batching_config import BatchingConfig
+from pyengine.deploy.group import Network
 from pyengine.deploy.subscriptions import Subscription
 
 #: The deploy layer's state database in the root; no function may read it.
@@ -102,6 +103,11 @@ class FunctionSpec:
         ignored otherwise, since an unprivileged core cannot change user.
     idle_s
         Idle time after which an on-demand worker stops.
+    network
+        None: no network at all; else what the group grants (``any``, or TCP ports to connect
+        to and bind).
+    invoke
+        The functions this one may call with ``context.invoke``.
     """
 
     name: str
@@ -116,6 +122,8 @@ class FunctionSpec:
     uid: int | None = None
     gid: int | None = None
     idle_s: float = 60.0
+    network: Network | None = None
+    invoke: tuple[str, ...] = ()
 
     def max_workers(self) -> int:
         """Most workers at once: ``concurrency``, else 1 (pinned) or 4 (on demand)."""
@@ -134,7 +142,7 @@ class FunctionSpec:
         """Everything that needs new workers when it changes (resource versions excluded)."""
         return (self.handler, self.code_dir, self.pinned, self.timeout_s, self.memory_mb,
                 tuple(sorted(self.environment.items())), self.resources, self.max_workers(),
-                self.uid, self.gid)
+                self.uid, self.gid, self.network)
 
 
 @dataclass(frozen=True)
@@ -207,7 +215,8 @@ def read_deployed_group(root: str | os.PathLike[str],
         functions.append(FunctionSpec(
             name=f.name, handler=f.handler, code_dir=f.code_dir, pinned=f.pinned,
             timeout_s=float(f.timeout_s), memory_mb=int(f.memory_mb),
-            environment=dict(f.environment), resources=tuple(grants)))
+            environment=dict(f.environment), resources=tuple(grants),
+            network=f.network, invoke=tuple(f.invoke)))
     return DeployedGroup(name=installed.name, root=root, functions=tuple(functions),
                          deployment=str(installed.deployment_id),
                          subscriptions=tuple(installed.group.subscriptions))

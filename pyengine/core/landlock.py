@@ -1,9 +1,16 @@
-"""Landlock (Linux 5.13 and later) through ctypes: confine the calling process to a file allowlist.
+"""Landlock (Linux 5.13 and later) through ctypes: confine the calling process to a file allowlist
+and, from ABI 4, to the TCP ports it may connect to or bind.
 
 A worker builds a ruleset that handles every file-system right the kernel knows, adds one
 rule per allowed path (read-only or read-write), sets ``PR_SET_NO_NEW_PRIVS`` and restricts
 itself. From then on the kernel refuses every other file access of the process and of its
-children, whatever the file modes say. Nothing here needs privileges.
+children, whatever the file modes say. With a :class:`NetRules` the ruleset also handles TCP
+connect and bind (ABI 4+): only the listed ports are allowed, for any host (Landlock knows
+ports, not addresses; UDP is not covered). From ABI 6 the process may not signal, nor connect
+to abstract Unix sockets of, processes outside its domain. Nothing here needs privileges.
+
+Connecting to a *pathname* Unix socket is not a file access Landlock mediates (up to ABI 7):
+such sockets must be protected by their file modes and by the server checking its peer.
 """
 
 from __future__ import annotations
@@ -12,7 +19,7 @@ import ctypes
 import os
 import platform
 import stat
-from typing import Iterable
+from typing import Iterable, NamedTuple
 
 # Syscall numbers are the same on every architecture (added after the unified table).
 _SYS_CREATE_RULESET = 444
@@ -38,7 +45,14 @@ MAKE_SYM = 1 << 12
 REFER = 1 << 13  # ABI 2
 TRUNCATE = 1 << 14  # ABI 3
 IOCTL_DEV = 1 << 15  # ABI 5
+SCOPE_ABSTRACT_UNIX_SOCKET = 1 << 0  # ABI 6: no abstract Unix sockets outside the domain
 SCOPE_SIGNAL = 1 << 1  # ABI 6: no signals to processes outside the domain
+BIND_TCP = 1 << 0  # ABI 4 (handled_access_net)
+CONNECT_TCP = 1 << 1  # ABI 4
+_RULE_NET_PORT = 2
+#: First ABI with TCP port rules, and with scoping.
+NET_ABI = 4
+SCOPE_ABI = 6
 
 _FILE_RIGHTS = EXECUTE | WRITE_FILE | READ_FILE | TRUNCATE | IOCTL_DEV
 READ = EXECUTE | READ_FILE | READ_DIR
@@ -54,6 +68,21 @@ class _RulesetAttr(ctypes.Structure):
 class _PathBeneathAttr(ctypes.Structure):
     _pack_ = 1
     _fields_ = [("allowed_access", ctypes.c_uint64), ("parent_fd", ctypes.c_int32)]
+
+
+class _NetPortAttr(ctypes.Structure):
+    _fields_ = [("allowed_access", ctypes.c_uint64), ("port", ctypes.c_uint64)]
+
+
+class NetRules(NamedTuple):
+    """The TCP ports a process may connect to and bind (every other port is refused).
+
+    (A NamedTuple rather than a dataclass: the worker's boot loads this module by path, outside
+    ``sys.modules``, where dataclasses cannot resolve their annotations.)
+    """
+
+    connect: tuple[int, ...] = ()
+    bind: tuple[int, ...] = ()
 
 
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -85,14 +114,24 @@ def _error(what: str) -> OSError:
     return OSError(err, f"landlock {what}: {os.strerror(err)}")
 
 
-def restrict(rules: Iterable[tuple[str, int]]) -> int:
-    """Confine this process (and its future children) to ``rules``.
+def _add_rule(ruleset: int, kind: int, rule: ctypes.Structure, what: str) -> None:
+    if _libc.syscall(_SYS_ADD_RULE, ctypes.c_int(ruleset), ctypes.c_int(kind), ctypes.byref(rule),
+                     ctypes.c_uint32(0)) < 0:
+        raise _error(f"add_rule({what})")
+
+
+def restrict(rules: Iterable[tuple[str, int]], net: NetRules | None = None) -> int:
+    """Confine this process (and its future children) to ``rules`` (and ``net``).
 
     Parameters
     ----------
     rules
         ``(path, rights)`` pairs; rights are ``READ``, ``READ | WRITE`` or finer bits. Paths
         that do not exist are skipped; on a file only the rights that apply to files are kept.
+    net
+        TCP ports allowed; every other TCP connect and bind is refused (EACCES). None leaves
+        TCP unrestricted. Needs ABI 4: below it an OSError (EOPNOTSUPP) is raised rather than
+        silently leaving the network open.
 
     Returns
     -------
@@ -106,10 +145,14 @@ def restrict(rules: Iterable[tuple[str, int]]) -> int:
     abi = abi_version()
     if abi <= 0:
         raise OSError(95, "Landlock is not available in this kernel")
+    if net is not None and abi < NET_ABI:
+        raise OSError(95, f"Landlock ABI {abi} has no network rules (ABI {NET_ABI}, Linux 6.7+)")
     handled = _handled(abi)
-    attr = _RulesetAttr(handled_access_fs=handled, handled_access_net=0,
-                        scoped=SCOPE_SIGNAL if abi >= 6 else 0)
-    size = ctypes.sizeof(_RulesetAttr) if abi >= 6 else 16
+    handled_net = BIND_TCP | CONNECT_TCP if net is not None else 0
+    attr = _RulesetAttr(handled_access_fs=handled, handled_access_net=handled_net,
+                        scoped=SCOPE_SIGNAL | SCOPE_ABSTRACT_UNIX_SOCKET if abi >= SCOPE_ABI
+                        else 0)
+    size = ctypes.sizeof(_RulesetAttr) if abi >= SCOPE_ABI else 16
     ruleset = _libc.syscall(_SYS_CREATE_RULESET, ctypes.byref(attr), ctypes.c_size_t(size),
                             ctypes.c_uint32(0))
     if ruleset < 0:
@@ -126,13 +169,19 @@ def restrict(rules: Iterable[tuple[str, int]]) -> int:
                     allowed &= _FILE_RIGHTS
                 if not allowed:
                     continue
-                rule = _PathBeneathAttr(allowed_access=allowed, parent_fd=fd)
-                if _libc.syscall(_SYS_ADD_RULE, ctypes.c_int(ruleset),
-                                 ctypes.c_int(_RULE_PATH_BENEATH), ctypes.byref(rule),
-                                 ctypes.c_uint32(0)) < 0:
-                    raise _error(f"add_rule({path!r})")
+                _add_rule(ruleset, _RULE_PATH_BENEATH,
+                          _PathBeneathAttr(allowed_access=allowed, parent_fd=fd), repr(path))
             finally:
                 os.close(fd)
+        if net is not None:
+            ports: dict[int, int] = {}
+            for port in net.connect:
+                ports[port] = ports.get(port, 0) | CONNECT_TCP
+            for port in net.bind:
+                ports[port] = ports.get(port, 0) | BIND_TCP
+            for port, access in sorted(ports.items()):
+                _add_rule(ruleset, _RULE_NET_PORT, _NetPortAttr(allowed_access=access, port=port),
+                          f"tcp port {port}")
         if _libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
             raise _error("prctl(PR_SET_NO_NEW_PRIVS)")
         if _libc.syscall(_SYS_RESTRICT_SELF, ctypes.c_int(ruleset), ctypes.c_uint32(0)) < 0:

@@ -106,6 +106,9 @@ class BrokerLink:
         c.on_message = self._message
         c.on_subscribe = self._subscribed
         self._pending_mid = -1
+        #: The current attempt: "connecting" until the broker's CONNACK, then "accepted" or
+        #: "refused" (already logged).
+        self._attempt = "connecting"
         self.client = c
 
     def start(self) -> None:
@@ -126,6 +129,7 @@ class BrokerLink:
 
     def stop(self) -> None:
         """Disconnect and stop the network thread."""
+        self._attempt = "stopping"
         self.client.disconnect()
         self.client.loop_stop()
         self.connected.clear()
@@ -171,10 +175,12 @@ class BrokerLink:
     def _connected(self, client: Any, userdata: Any, flags: Any, reason: Any,
                    properties: Any) -> None:
         if getattr(reason, "is_failure", False):
+            self._attempt = "refused"
             auth = str(reason).lower() in _AUTH_REASONS
             self._failed("auth" if auth else "refused",
                          f"the broker refused the connection: {reason}")
             return
+        self._attempt = "accepted"
         sock = client.socket()
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             # An answer right after a PUBACK would otherwise wait for the broker's delayed ACK
@@ -201,7 +207,19 @@ class BrokerLink:
 
     def _disconnected(self, client: Any, userdata: Any, flags: Any, reason: Any,
                       properties: Any) -> None:
-        if self.connected.is_set():
+        attempt = self._attempt
+        if attempt != "stopping":
+            self._attempt = "connecting"
+        if attempt == "connecting":
+            # Closed before the CONNACK. With TLS 1.3 a broker checks the client certificate
+            # after the client's side of the handshake is done: a certificate it does not
+            # accept shows up here, not as a handshake error.
+            tls = self.settings.tls is not None
+            self._failed("tls" if tls else "network",
+                         f"the broker closed the connection before accepting it ({reason})"
+                         + ("; with TLS that is usually a client certificate it does not "
+                            "accept, or none where it requires one" if tls else ""))
+        elif self.connected.is_set():
             log.warning("%s: lost the connection to %s (%s); reconnecting", self.name,
                         self.settings.address(), reason)
         self.connected.clear()

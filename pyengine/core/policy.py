@@ -17,6 +17,7 @@ import sys
 from dataclasses import dataclass
 
 import pyengine
+from pyengine.core import landlock, netns
 from pyengine.core.group import FunctionSpec
 
 #: uid and gid of functions run by a root core that allocates no user for them (nobody).
@@ -55,6 +56,61 @@ def python_paths() -> list[str]:
     return sorted({os.path.realpath(p) for p in paths if os.path.exists(p)})
 
 
+#: ``PYENGINE_NETWORK``: which network mechanisms the core may use (auto: every one available;
+#: landlock / netns: only that one, as on a machine lacking the other; off: none).
+NETWORK_ENV = "PYENGINE_NETWORK"
+_NETWORK_CHOICES = ("auto", "landlock", "netns", "off")
+
+
+@dataclass(frozen=True)
+class NetworkSupport:
+    """How this core can take network access away from functions.
+
+    Attributes
+    ----------
+    landlock_abi
+        The Landlock ABI used for TCP port rules (4 or more); 0 when they are not available.
+    netns
+        Workers can be started in an empty network namespace.
+    why_not_netns
+        Why not, when ``netns`` is False.
+    """
+
+    landlock_abi: int = 0
+    netns: bool = False
+    why_not_netns: str = ""
+
+    def describe(self) -> str:
+        """The mechanism, as the core states it at start."""
+        parts = []
+        if self.landlock_abi:
+            parts.append(f"landlock ABI {self.landlock_abi} (TCP connect/bind by port)")
+        if self.netns:
+            parts.append("netns (functions without a network grant get no network at all)")
+        if not parts:
+            return "none available — functions have unrestricted network"
+        return " + ".join(parts)
+
+
+def network_support(use_landlock: bool, worker_uid: int | None,
+                    worker_gid: int | None) -> NetworkSupport:
+    """What this machine offers to restrict workers' network (see :class:`NetworkSupport`).
+
+    ``worker_uid``/``worker_gid``: the user workers run as (None: the core's own), for the probe
+    of network namespaces; ``PYENGINE_NETWORK`` narrows the choice (for tests and for kernels
+    where one mechanism misbehaves).
+    """
+    choice = os.environ.get(NETWORK_ENV, "auto")
+    if choice not in _NETWORK_CHOICES:
+        raise ValueError(f"{NETWORK_ENV}={choice!r}: expected one of {', '.join(_NETWORK_CHOICES)}")
+    abi = landlock.abi_version() if use_landlock else 0
+    use_abi = abi if abi >= landlock.NET_ABI and choice in ("auto", "landlock") else 0
+    why = "turned off by PYENGINE_NETWORK"
+    if choice in ("auto", "netns"):
+        why = netns.available(worker_uid, worker_gid)
+    return NetworkSupport(use_abi, not why, why)
+
+
 @dataclass(frozen=True)
 class WorkerPlan:
     """Everything the core decides about one function's workers before starting them."""
@@ -66,14 +122,43 @@ class WorkerPlan:
     rules: tuple[tuple[str, str], ...]
     #: Resource id -> the version the workers keep using (rw resources: their write grant).
     fixed: tuple[tuple[str, str], ...] = ()
+    #: TCP ports Landlock allows (None: TCP not restricted by Landlock).
+    net: landlock.NetRules | None = None
+    #: Start the workers in an empty network namespace (no network at all).
+    netns: bool = False
+    #: What the grant asks that this machine cannot enforce ('' when all of it is).
+    network_gap: str = ""
     #: RLIMIT_NPROC of the workers: tasks the function may run beyond what its user runs.
     processes_max: int = DEFAULT_PROCESSES_MAX
 
 
+def _network(spec: FunctionSpec, support: NetworkSupport
+             ) -> tuple[landlock.NetRules | None, bool, str]:
+    """(Landlock port rules, empty network namespace, what cannot be enforced) for ``spec``."""
+    grant = spec.network
+    if grant is not None and grant.any:
+        return None, False, ""
+    rules = None
+    if support.landlock_abi:
+        rules = landlock.NetRules() if grant is None else landlock.NetRules(
+            grant.connect_ports(), grant.bind)
+    if grant is None:
+        if support.netns or rules is not None:
+            return rules, support.netns, ""
+        return None, False, ("it has no network grant, but this machine can take no network "
+                             "away (no Landlock ABI 4, no network namespace): it has "
+                             "unrestricted network")
+    if rules is None:
+        return None, False, ("its network grant lists ports, which only Landlock ABI 4+ can "
+                             "enforce: it has unrestricted network")
+    return rules, False, ""
+
+
 def plan(spec: FunctionSpec, root: str, scratch: str, protected: list[str],
          user: tuple[int, int] | None = None,
-         processes_max: int = DEFAULT_PROCESSES_MAX) -> WorkerPlan:
-    """The user, groups and path rules of ``spec``'s workers.
+         processes_max: int = DEFAULT_PROCESSES_MAX,
+         network: NetworkSupport = NetworkSupport()) -> WorkerPlan:
+    """The user, groups, path rules and network rules of ``spec``'s workers.
 
     Parameters
     ----------
@@ -91,6 +176,8 @@ def plan(spec: FunctionSpec, root: str, scratch: str, protected: list[str],
         and nobody (65534) is used when neither is given. Ignored by an unprivileged core.
     processes_max
         The workers' RLIMIT_NPROC (see :func:`pyengine.core.boot.limit_processes`).
+    network
+        What the machine offers to restrict the network (:func:`network_support`).
 
     Raises
     ------
@@ -136,8 +223,10 @@ def plan(spec: FunctionSpec, root: str, scratch: str, protected: list[str],
         uid = own_uid if spec.uid is None else spec.uid
         gid = own_gid if spec.gid is None else spec.gid
         groups = tuple(sorted({r.owner_gid for r in spec.resources if r.owner_gid is not None}))
+    net, in_netns, gap = _network(spec, network)
     return WorkerPlan(uid=uid, gid=gid, groups=groups, scratch=scratch, rules=tuple(rules),
-                      fixed=tuple(fixed), processes_max=processes_max)
+                      fixed=tuple(fixed), processes_max=processes_max, net=net, netns=in_netns,
+                      network_gap=gap)
 
 
 def unreadable(worker_plan: WorkerPlan, spec: FunctionSpec) -> list[str]:

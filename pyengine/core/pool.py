@@ -16,7 +16,8 @@ import time
 from typing import Any, Callable, Optional
 
 import pyengine
-from pyengine.core import protocol
+from pyengine.core import netns, protocol
+from pyengine.core.boot import tasks_of
 from pyengine.core.cgroups import WorkerCgroups
 from pyengine.core.group import FunctionSpec
 from pyengine.core.policy import WorkerPlan
@@ -133,9 +134,11 @@ class Worker:
                     stdin=subprocess.DEVNULL,
                     stdout=sys.stderr.fileno(), user=plan.uid, group=plan.gid,
                     extra_groups=list(plan.groups) if plan.uid is not None else None,
-                    start_new_session=True)
+                    start_new_session=True,
+                    # In the forked child, after the switch of user: no network at all.
+                    preexec_fn=netns.isolate if plan.netns else None)
                 LIVE_PIDS.add(self.proc.pid)
-        except OSError as exc:
+        except (OSError, subprocess.SubprocessError) as exc:
             for p, _ in pairs:
                 p.close()
             raise InvokeError("FunctionInitError", f"cannot start a worker of {spec.name!r}: "
@@ -170,7 +173,10 @@ class Worker:
             protocol.send(parent, {
                 "name": spec.name, "handler": spec.handler, "code_dir": spec.code_dir,
                 "memory_mb": spec.memory_mb, "landlock": landlock, "rules": plan.rules,
-                "processes_max": plan.processes_max, "shared_uid": plan.uid is None,
+                "net": None if plan.net is None else {"connect": list(plan.net.connect),
+                                                      "bind": list(plan.net.bind)},
+                "processes_max": plan.processes_max,
+                "shared_tasks": tasks_of(os.geteuid()) if plan.uid is None else 0,
                 "fixed": dict(plan.fixed), "batching": batching})
             parent.settimeout(START_TIMEOUT_S)
             msg = protocol.recv(parent)
@@ -397,7 +403,8 @@ class FunctionPool:
             self._workers.add(w)
             slot = self._take(w) if claim else -1
             self._cond.notify_all()
-        log.info("function %s: worker %d started (%s)", self.spec.name, w.pid, w.confinement)
+        log.info("function %s: worker %d started (%s%s)", self.spec.name, w.pid, w.confinement,
+                 ", in an empty network namespace" if self.plan.netns else "")
         return w, slot
 
     def retire(self) -> None:

@@ -293,10 +293,38 @@ def load_resource(name: str, backend: str = "auto", device: str = "auto",
     return handle
 
 
+class InvocationError(RuntimeError):
+    """A function called with ``context.invoke`` failed.
+
+    Attributes
+    ----------
+    status
+        The HTTP status the call would have had (500 handler exception, 504 timeout, 404 not
+        deployed...).
+    error_type
+        The failure's type (the handler's exception class name, ``FunctionTimeout``...).
+    invocation_id
+        The failed call's id (in the core's log).
+    """
+
+    def __init__(self, message: str, status: int = 500, error_type: str = "",
+                 invocation_id: str = "") -> None:
+        super().__init__(message)
+        self.status = status
+        self.error_type = error_type
+        self.invocation_id = invocation_id
+
+
+_ERRORS: dict[str, type[Exception]] = {"ValueError": ValueError, "TypeError": TypeError,
+                                       "PermissionError": PermissionError,
+                                       "RecursionError": RecursionError}
+
+
 class Channel:
     """The worker's side of its socket to the core, for requests made during a call.
 
-    ``context.publish`` and ``pyengine.capture`` send a request and wait for the core's answer
+    ``context.publish``, ``context.invoke`` and ``pyengine.capture`` send a request and wait for
+    the core's answer
     (a captured sample is acknowledged only once the core has fsynced it). Requests are only
     possible while a call runs: between calls the core is not listening.
     """
@@ -321,9 +349,12 @@ class Channel:
             protocol.send(self.sock, msg)
             answer: dict[str, Any] = protocol.recv(self.sock)
         if answer.get("op") == "error":
-            exc_type = {"ValueError": ValueError, "TypeError": TypeError}.get(
-                str(answer.get("type")), RuntimeError)
-            raise exc_type(answer.get("message", "the core refused the request"))
+            message = answer.get("message", "the core refused the request")
+            if answer.get("type") == "InvocationError":
+                raise InvocationError(message, int(answer.get("status") or 500),
+                                      str(answer.get("error_type") or ""),
+                                      str(answer.get("invocation_id") or ""))
+            raise _ERRORS.get(str(answer.get("type")), RuntimeError)(message)
         return answer
 
 
@@ -366,6 +397,22 @@ def publish(topic: str, payload: Any, qos: int = 1, retain: bool = False) -> int
     answer = channel.request({"op": "publish", "topic": topic, "qos": qos, "retain": retain,
                               "payload_b64": base64.b64encode(payload_bytes(payload)).decode()})
     return int(answer.get("routes", 0))
+
+
+def invoke(function: str, payload: Any = None) -> Any:
+    """Call another function of the group from the running one; see :meth:`Context.invoke`."""
+    channel = _require_channel("context.invoke")
+    msg: dict[str, Any] = {"op": "invoke", "function": function}
+    if isinstance(payload, (bytes, bytearray, memoryview)):
+        msg["payload_b64"] = base64.b64encode(bytes(payload)).decode()
+    else:
+        from pyengine.core.protocol import _json_default
+
+        try:  # the same JSON the core sends on, checked here for a clear error
+            msg["payload"] = json.loads(json.dumps(payload, default=_json_default))
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"context.invoke: the payload is not serializable: {exc}") from None
+    return channel.request(msg).get("result")
 
 
 def capture(inputs: Any, outputs: Any = None, meta: Any = None) -> int:
@@ -434,6 +481,31 @@ class Context:
         counted in ``pyengine_messages_unrouted_total``).
         """
         return publish(topic, payload, qos, retain)
+
+    def invoke(self, function: str, payload: Any = None) -> Any:
+        """Call ``function`` (another function of the group) and return its result.
+
+        The call goes through the core, not the network, and only to functions the group file
+        lists in this function's ``invoke`` entry. It runs in the target's own workers, under
+        the target's grants, and counts against this call's timeout.
+
+        Parameters
+        ----------
+        function
+            The target's name.
+        payload
+            Its event: ``bytes`` (passed as they are) or anything JSON-serializable.
+
+        Raises
+        ------
+        PermissionError
+            The group does not let this function invoke ``function``.
+        RecursionError
+            ``function`` is already waiting further up this chain of calls.
+        InvocationError
+            The target failed (its ``status`` and ``error_type`` say how).
+        """
+        return invoke(function, payload)
 
     def remaining_time(self) -> float:
         """Seconds left before the call times out."""

@@ -1,4 +1,8 @@
-"""The running core: function pools, deploy watching, and the local HTTP API."""
+"""The running core: function pools, deploy watching, and the local HTTP API.
+
+The API's transports and its authorization live in :mod:`pyengine.core.api`; the handler here
+asks :class:`pyengine.core.api.Authorizer` before every route but ``/health/live``.
+"""
 
 from __future__ import annotations
 
@@ -13,10 +17,24 @@ import signal
 import threading
 import time
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 from pyengine.core import landlock, protocol
+from pyengine.core.api import (
+    ADDRESS_FILE,
+    SOCKET_FILE,
+    TOKEN_FILE,
+    ApiError,
+    ApiSettings,
+    Authorizer,
+    Peer,
+    TcpListener,
+    UnixListener,
+    check_settings,
+    load_or_create_token,
+    no_new_privs,
+)
 from pyengine.core.capture import Spool, Uploader
 from pyengine.core.cgroups import WorkerCgroups
 from pyengine.core.config import CoreConfig, client_id
@@ -29,7 +47,14 @@ from pyengine.core.group import (
 )
 from pyengine.core.messaging import Router
 from pyengine.core.metrics import Metrics, render_batching
-from pyengine.core.policy import give_scratch, plan, unreadable, writable_imports
+from pyengine.core.policy import (
+    DEFAULT_ID,
+    give_scratch,
+    network_support,
+    plan,
+    unreadable,
+    writable_imports,
+)
 from pyengine.core.pool import LIVE_LOCK, LIVE_PIDS, FunctionPool, InvokeError
 from pyengine.core.procs import become_subreaper, kill_strays
 from pyengine.core.runtime import merge_stats
@@ -37,14 +62,16 @@ from pyengine.core.users import FunctionUsers
 
 log = logging.getLogger("pyengine.core")
 
-#: The file in the root that tells ``pyengine invoke`` where the running core listens.
-ADDRESS_FILE = "core.json"
+__all__ = ["ADDRESS_FILE", "DEFAULT_PORT", "Core"]
+
+#: The usual port of the optional TCP listener.
 DEFAULT_PORT = 8686
 #: The capture spool in the root (core only; workers have no access).
 CAPTURE_DIR = os.path.join("capture", "spool")
 
 #: HTTP status of each failure kind.
 STATUS = {"FunctionTimeout": 504, "WorkerDied": 502, "FunctionInitError": 502, "Busy": 503,
+          "FunctionNotFound": 404, "Forbidden": 403, "InvokeCycle": 508,
           "PayloadTooLarge": 413, "BadPayload": 400}
 #: Why a message that reached a function's queue got no answer from the function (its call
 #: failed outside the handler): the reason it is counted under as dropped.
@@ -52,11 +79,6 @@ MESSAGE_DROP_REASON = {"WorkerDied": "worker_died", "FunctionTimeout": "timeout"
                        "FunctionInitError": "function_failed",
                        "FunctionNotFound": "no_function", "PayloadTooLarge": "too_large_frame",
                        "BadPayload": "bad_payload"}
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    request_queue_size = 256  # bursts of concurrent callers; the default of 5 resets them
 
 
 def _grant_ids(spec: FunctionSpec) -> tuple[tuple[int, int], ...]:
@@ -80,8 +102,9 @@ class Core:
     ----------
     root
         The core's root (see :func:`pyengine.deploy.default_root`).
-    host, port
-        Where the HTTP API listens (127.0.0.1 by default; port 0 picks a free one).
+    api
+        Where the API listens and who may call it (default: the Unix socket ``ROOT/core.sock``
+        only; see :class:`pyengine.core.api.ApiSettings`).
     poll_s
         How often the deployed group is checked for a new deployment.
     use_landlock
@@ -91,18 +114,24 @@ class Core:
         MQTT brokers, message queues and data capture (:mod:`pyengine.core.config`).
     """
 
-    def __init__(self, root: str, host: str = "127.0.0.1", port: int = DEFAULT_PORT,
+    def __init__(self, root: str, api: ApiSettings | None = None,
                  poll_s: float = 0.5, use_landlock: bool | None = None,
                  config: CoreConfig | None = None) -> None:
         self.root = os.path.abspath(root)
-        self.host = host
-        self.port = port
+        self.api = api or ApiSettings()
+        check_settings(self.api)
+        self.socket_path = os.path.abspath(self.api.socket or os.path.join(self.root, SOCKET_FILE))
+        self.token_file = os.path.abspath(self.api.token_file
+                                          or os.path.join(self.root, TOKEN_FILE))
         self.poll_s = poll_s
         abi = landlock.abi_version()
         if use_landlock is None:
             use_landlock = abi > 0 and os.environ.get("PYENGINE_LANDLOCK", "on") != "off"
         self.landlock = bool(use_landlock and abi > 0)
         self.landlock_abi = abi
+        root_core = os.geteuid() == 0
+        self.network = network_support(self.landlock, DEFAULT_ID if root_core else None,
+                                       DEFAULT_ID if root_core else None)
         self.metrics = Metrics()
         self.group: DeployedGroup | None = None
         self._pools: dict[str, FunctionPool] = {}
@@ -112,7 +141,9 @@ class Core:
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._reload_now = threading.Event()
-        self._httpd: ThreadingHTTPServer | None = None
+        self._listeners: list[TcpListener | UnixListener] = []
+        #: Invocation id -> the functions calling each other down to it (context.invoke).
+        self._chains: dict[str, tuple[str, ...]] = {}
         self._threads: list[threading.Thread] = []
         self.config = config or CoreConfig()
         for name in ("mqtt", "cloud", "fleet_mqtt"):  # the core's random id, unless set
@@ -167,13 +198,10 @@ class Core:
                 path = os.path.join(self.root, name)
                 if os.path.exists(path):
                     os.chmod(path, 0o600)
-        try:
-            self._httpd = _Server((self.host, self.port), _handler_for(self))
-        except OSError as exc:
-            raise OSError(exc.errno, f"cannot listen on {self.host}:{self.port} ({exc.strerror}); "
-                          "is another core running? pick another --port") from exc
-        self.port = self._httpd.server_address[1]
-        self._spawn(self._httpd.serve_forever, "http")
+        log.info("network: %s", self.network.describe())
+        if not self.network.netns and self.network.why_not_netns:
+            log.info("no network namespaces for functions: %s", self.network.why_not_netns)
+        self._listen()
         self._write_address()
         cap = self.config.capture
         self.spool = Spool(os.path.join(self.root, CAPTURE_DIR), int(cap.spool_mb * (1 << 20)),
@@ -184,14 +212,58 @@ class Core:
         self.reload(cleanup=True)
         self.router.start()
         self._spawn(self._watch, "watch")
-        log.info("listening on %s", self.url)
         for service in self.services:
             service.start()
 
+    def _listen(self) -> None:
+        token = None
+        if self.api.port is not None and self.api.token:
+            token = load_or_create_token(self.token_file)
+        self.authorizer = Authorizer(token, self.api.socket_group, self._is_function_peer)
+        self._listeners.append(UnixListener(self.socket_path, _handler_for(self, "unix"),
+                                            self.api.socket_group))
+        if self.api.port is not None:
+            try:
+                self._listeners.append(TcpListener((self.api.host, self.api.port),
+                                                   _handler_for(self, "tcp")))
+            except OSError as exc:
+                raise OSError(exc.errno, f"cannot listen on {self.api.host}:{self.api.port} "
+                              f"({exc.strerror}); is another core running? pick another "
+                              "--port") from exc
+        for listener in self._listeners:
+            self._spawn(listener.serve_forever, listener.transport)
+            log.info("API listening on %s%s", listener.describe(),
+                     "" if listener.transport == "unix" else
+                     f" (bearer token in {self.token_file})" if token is not None
+                     else " (no token: any local user can call)")
+
     @property
-    def url(self) -> str:
-        """The HTTP API's base URL."""
-        return f"http://{self.host}:{self.port}"
+    def url(self) -> str | None:
+        """The TCP listener's base URL (None without one)."""
+        tcp = [lis for lis in self._listeners if isinstance(lis, TcpListener)]
+        return tcp[0].describe() if tcp else None
+
+    def _is_function_peer(self, peer: Peer) -> bool:
+        """Whether a Unix socket peer is a process of a function (a worker or its child)."""
+        if peer.pid is None:
+            return False
+        with self._lock:
+            pools = list(self._pools.values()) + list(self._retiring)
+        workers = {pid for p in pools for pid in p.pids()}
+        pid = peer.pid
+        for _ in range(64):  # up the parent chain: a worker's children count as the worker
+            if pid in workers:
+                return True
+            try:
+                with open(f"/proc/{pid}/stat") as fh:
+                    pid = int(fh.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                break
+            if pid <= 1:
+                break
+        # A child that left its worker's tree (double fork) keeps no_new_privs and the uid.
+        uids = {p.plan.uid if p.plan.uid is not None else os.geteuid() for p in pools}
+        return peer.uid in uids and no_new_privs(peer.pid)
 
     def _spawn(self, target: Any, name: str) -> None:
         t = threading.Thread(target=target, name=f"pyengine-{name}", daemon=True)
@@ -202,7 +274,9 @@ class Core:
         path = os.path.join(self.root, ADDRESS_FILE)
         tmp = f"{path}.tmp"
         with open(tmp, "w") as fh:
-            json.dump({"url": self.url, "pid": os.getpid()}, fh)
+            json.dump({"socket": self.socket_path, "url": self.url,
+                       "token_file": self.token_file if self.url and self.api.token else None,
+                       "pid": os.getpid()}, fh)
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
 
@@ -226,9 +300,9 @@ class Core:
         self._reload_now.set()
         for service in reversed(self.services):
             service.stop()
-        if self._httpd is not None:
-            self._httpd.shutdown()
-            self._httpd.server_close()
+        for listener in self._listeners:
+            listener.shutdown()
+            listener.server_close()
         self.router.stop()
         if self.uploader is not None:
             self.uploader.stop()
@@ -281,11 +355,17 @@ class Core:
                       if r.kind == "model"]
         user = self.users.user_for(spec.name) if self.users is not None else None
         worker_plan = plan(spec, self.root, scratch, protected, user,
-                           self.config.functions.processes_max)
+                           self.config.functions.processes_max, self.network)
         os.chmod(os.path.join(self.root, "run"), 0o711)
         give_scratch(scratch, worker_plan.uid, worker_plan.gid)
         for problem in unreadable(worker_plan, spec):
             log.warning("function %s: %s", spec.name, problem)
+        if worker_plan.network_gap:
+            log.warning("function %s: %s", spec.name, worker_plan.network_gap)
+        elif spec.network is not None and any(e.host != "*" for e in spec.network.connect):
+            log.info("function %s: network grant %s is enforced by port only (any host on "
+                     "those ports)", spec.name,
+                     ", ".join(f"{e.host}:{e.port}" for e in spec.network.connect))
         if not self.landlock:
             for path in writable_imports(worker_plan):
                 log.warning("function %s: its user can write %s, which every worker imports "
@@ -364,22 +444,26 @@ class Core:
     # -- calls and status ------------------------------------------------------------------
 
     def invoke(self, name: str, payload: Any, topic: str | None = None,
-               source: str = "invoke") -> tuple[int, dict[str, Any]]:
+               source: str = "invoke", chain: tuple[str, ...] = ()) -> tuple[int, dict[str, Any]]:
         """Invoke ``name`` with ``payload``; (HTTP status, answer).
 
         ``topic``: the MQTT topic of the message that triggers the call (``context.topic``);
         ``source``: where the message came from (``devices``, ``cloud``, a function; "invoke"
-        for a direct call).
+        for a direct call). ``chain``: the functions whose calls wait on this one
+        (``context.invoke``), outermost first. The error of an answer carries the handler's
+        traceback; the API drops it unless the core runs with ``--debug``.
         """
         with self._lock:
             pool = self._pools.get(name)
         if pool is None:
+            # The names of the other functions are not the caller's business.
             return 404, {"error": {"type": "FunctionNotFound",
-                                   "message": f"no function {name!r}; the functions are "
-                                              f"{sorted(self._pools)}"}}
+                                   "message": f"no function {name!r} is deployed"}}
         inv = uuid.uuid4().hex
         t0 = time.perf_counter()
         self._calls[inv] = (topic, source)
+        with self._lock:
+            self._chains[inv] = (*chain, name)
         try:
             reply = pool.invoke(inv, payload, topic)
         except InvokeError as exc:
@@ -389,6 +473,8 @@ class Core:
                 "type": exc.kind, "message": str(exc)}}
         finally:
             self._calls.pop(inv, None)
+            with self._lock:
+                self._chains.pop(inv, None)
         dt = time.perf_counter() - t0
         if reply.get("ok"):
             self.metrics.record(name, dt)
@@ -396,6 +482,36 @@ class Core:
         err = reply.get("error") or {}
         self.metrics.record(name, dt, str(err.get("type", "Error")))
         return 500, {"invocation_id": inv, "error": err}
+
+    def _invoke_from(self, caller: str, invocation_id: str,
+                     msg: dict[str, Any]) -> dict[str, Any]:
+        """``context.invoke`` of ``caller``: only targets its group entry lists, no cycles."""
+        target = msg.get("function")
+        with self._lock:
+            pool = self._pools.get(caller)
+            chain = self._chains.get(invocation_id, (caller,))
+        allowed = pool.spec.invoke if pool is not None else ()
+        if not isinstance(target, str) or target not in allowed:
+            log.warning("%s %s: context.invoke(%r) refused: not in its invoke list %s", caller,
+                        invocation_id, target, list(allowed))
+            return {"op": "error", "type": "PermissionError", "status": 403,
+                    "message": f"function {caller!r} may not invoke {target!r}: the group "
+                               f"grants it {list(allowed) or 'no functions'} (its 'invoke' list)"}
+        if target in chain:
+            return {"op": "error", "type": "RecursionError", "status": 508,
+                    "message": f"invoking {target!r} would wait on itself: "
+                               f"{' -> '.join((*chain, target))}"}
+        payload = (base64.b64decode(msg["payload_b64"]) if "payload_b64" in msg
+                   else msg.get("payload"))
+        status, body = self.invoke(target, payload, source=caller, chain=chain)
+        if status == 200:
+            return {"op": "ack", "status": 200, "result": body.get("result"),
+                    "invocation_id": body.get("invocation_id")}
+        err = dict(body.get("error") or {})
+        return {"op": "error", "type": "InvocationError", "status": status,
+                "error_type": err.get("type"), "message": f"{target!r} failed ({status}): "
+                f"{err.get('type')}: {err.get('message')}",
+                "invocation_id": body.get("invocation_id")}
 
     # -- messaging and capture ---------------------------------------------------------------
 
@@ -424,6 +540,8 @@ class Core:
         """Answer a worker's request during a call: publish or capture."""
         op = msg.get("op")
         try:
+            if op == "invoke":
+                return self._invoke_from(function, invocation_id, msg)
             if op == "publish":
                 payload = base64.b64decode(msg.get("payload_b64") or "")
                 routes = self.router.from_function(function, msg.get("topic"), payload,
@@ -467,7 +585,12 @@ class Core:
                  "pids": p.pids(), "busy": p.busy(), "max_workers": p.spec.max_workers(),
                  "calls_per_worker": p.spec.slots(),
                  "invocations": self.metrics.calls(n), "last_error": p.last_error,
-                 "confinement": "landlock" if self.landlock else "uid/gid and modes"}
+                 "confinement": "landlock" if self.landlock else "uid/gid and modes",
+                 "network": ("any" if p.spec.network is not None and p.spec.network.any else
+                             "none (netns)" if p.plan.netns else
+                             f"tcp ports {list(p.plan.net.connect)}" if p.plan.net is not None
+                             else "unrestricted"),
+                 "invoke": list(p.spec.invoke)}
                 for n, p in sorted(pools.items())]
 
     def metrics_text(self) -> str:
@@ -506,26 +629,50 @@ class Core:
         return out
 
 
-def _handler_for(core: Core) -> type[BaseHTTPRequestHandler]:
+def _handler_for(core: Core, transport: str) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
         server_version = "pyengine-core"
-        disable_nagle_algorithm = True  # headers and body go out as separate writes
+        # Headers and body go out as separate writes (TCP only: a Unix socket has no Nagle).
+        disable_nagle_algorithm = transport == "tcp"
 
         def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
             log.debug("http: " + format, *args)
 
-        def _send(self, status: int, body: Any, ctype: str = "application/json") -> None:
+        def _send(self, status: int, body: Any, ctype: str = "application/json",
+                  headers: dict[str, str] | None = None) -> None:
+            if isinstance(body, dict) and isinstance(body.get("error"), dict) \
+                    and not core.api.debug:
+                body = {**body, "error": {k: v for k, v in body["error"].items()
+                                          if k != "traceback"}}
             data = body.encode() if isinstance(body, str) else \
                 json.dumps(body, default=protocol._json_default).encode()
             self.send_response(status)
             self.send_header("Content-Type", ctype)
             self.send_header("Content-Length", str(len(data)))
+            for key, value in (headers or {}).items():
+                self.send_header(key, value)
             self.end_headers()
             self.wfile.write(data)
 
+        def _authorized(self, path: str) -> bool:
+            """Ask the authorizer; answer 401/403 (and close) when it refuses."""
+            peer = self.server.peer(self.request, self.client_address)  # type: ignore[attr-defined]
+            try:
+                core.authorizer.check(peer, path, self.headers.get("Authorization"))
+                return True
+            except ApiError as exc:
+                log.warning("API: %s %s from %s refused (%d): %s", self.command, path,
+                            peer.describe(), exc.status, exc)
+                self.close_connection = True
+                self._send(exc.status, {"error": {"type": exc.kind, "message": str(exc)}},
+                           headers={"WWW-Authenticate": "Bearer"} if exc.status == 401 else None)
+                return False
+
         def do_GET(self) -> None:  # noqa: N802
             path = self.path.split("?", 1)[0].rstrip("/")
+            if not self._authorized(path):
+                return
             if path == "/health/live":
                 self._send(200, {"status": "live"})
             elif path == "/health/ready":
@@ -542,6 +689,8 @@ def _handler_for(core: Core) -> type[BaseHTTPRequestHandler]:
                 self._send(404, {"error": {"type": "NotFound", "message": f"no route GET {path}"}})
 
         def do_POST(self) -> None:  # noqa: N802
+            if not self._authorized(self.path.split("?", 1)[0].rstrip("/")):
+                return
             parts = self.path.split("?", 1)[0].strip("/").split("/")
             if len(parts) != 3 or parts[0] != "functions" or parts[2] != "invoke":
                 self._send(404, {"error": {"type": "NotFound",
@@ -562,7 +711,7 @@ def _handler_for(core: Core) -> type[BaseHTTPRequestHandler]:
             raw = self.rfile.read(n) if n else b""
             try:
                 payload = json.loads(raw) if raw.strip() else None
-            except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+            except (ValueError, RecursionError) as exc:  # JSONDecodeError, UTF-8, digits
                 self._send(400, {"error": {"type": "MalformedPayload",
                                            "message": f"the payload is not JSON: {exc}"}})
                 return

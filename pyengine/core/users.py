@@ -1,4 +1,4 @@
-"""One user per function: uids from a configured range, recorded in the root.
+"""One user per function: uids from a configured range, recorded in the root and on the host.
 
 Where the core runs as root, each function's workers run as a uid of their own (with a primary
 gid of the same number), so that file modes separate tenants even where Landlock is missing,
@@ -8,11 +8,19 @@ group databases and the subordinate id ranges of /etc/subuid and /etc/subgid) an
 in ``ROOT/users.json`` (mode 0600) so that a function keeps its uid, and the files it owns,
 across core restarts and deployments. A removed function's uid is not given to another one.
 
+Several cores (roots) on one host share the range: each registers its uids in
+:data:`HOST_REGISTRY` (under a lock), and no core takes a uid another root holds. The registry
+lives in /run: after a reboot each core registers its recorded uids again when it starts, and a
+uid two roots recorded is given up by the one that starts second (its function gets a new uid).
+A root whose ``users.json`` is gone is dropped from the registry.
+
 An unprivileged core cannot switch users: its functions run as the core's own user.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import grp
 import json
 import logging
@@ -20,6 +28,7 @@ import os
 import pwd
 import threading
 from dataclasses import dataclass
+from typing import Any, Iterator
 
 log = logging.getLogger("pyengine.core")
 
@@ -77,6 +86,10 @@ def id_in_use(uid: int) -> str:
     return ""
 
 
+#: The host's registry of every root's function uids (see the module docstring).
+HOST_REGISTRY = "/run/pyengine/function-uids.json"
+
+
 class FunctionUsers:
     """The uid (and gid, the same number) of each function of the core in ``root``.
 
@@ -86,22 +99,66 @@ class FunctionUsers:
         The core's root; the allocation is kept in ``root/users.json``.
     uid_range
         Where new uids come from.
+    registry
+        The host-wide registry of the uids every root holds.
+
+    Raises
+    ------
+    ValueError
+        ``users.json`` or the registry is not a record of uids.
     """
 
-    def __init__(self, root: str, uid_range: UidRange = UidRange()) -> None:
-        self.path = os.path.join(root, USERS_FILE)
+    def __init__(self, root: str, uid_range: UidRange = UidRange(),
+                 registry: str = HOST_REGISTRY) -> None:
+        self.root = os.path.abspath(root)
+        self.path = os.path.join(self.root, USERS_FILE)
         self.uid_range = uid_range
+        self.registry = registry
         self._lock = threading.Lock()
-        self._uids: dict[str, int] = {}
+        self._warned = False
+        self._uids = _load(self.path)
+        with self._host() as others:
+            for name, uid in list(self._uids.items()):
+                owner = others.get(uid)
+                if owner is not None:
+                    log.warning("function %s: its uid %d is held by %s on this host; it gets "
+                                "a new one", name, uid, owner)
+                    del self._uids[name]
+
+    @contextlib.contextmanager
+    def _host(self) -> Iterator[dict[int, str]]:
+        """Hold the registry's lock; yields uid -> the root holding it, for other roots (live
+        ones: a root without users.json is dropped), and records this root's uids on exit."""
         try:
-            with open(self.path) as fh:
-                raw = json.load(fh)
-            self._uids = {str(k): int(v) for k, v in raw.get("functions", {}).items()}
-        except FileNotFoundError:
-            pass
-        except (OSError, ValueError, AttributeError) as exc:
-            raise ValueError(f"{self.path} is not a record of function users ({exc}); move it "
-                             "away to allocate new ones") from exc
+            os.makedirs(os.path.dirname(self.registry), mode=0o700, exist_ok=True)
+            fd = os.open(self.registry + ".lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+        except OSError as exc:
+            if not self._warned:
+                log.warning("no host registry of function uids (%s): another core on this host "
+                            "with the same uid range may give its functions the same uids", exc)
+                self._warned = True
+            yield {}
+            return
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                with open(self.registry) as fh:
+                    roots = {str(r): {str(k): int(v) for k, v in fns.items()}
+                             for r, fns in json.load(fh).items()}
+            except FileNotFoundError:
+                roots = {}
+            except (OSError, ValueError, AttributeError) as exc:
+                raise ValueError(f"{self.registry} is not a registry of function uids ({exc}); "
+                                 "remove it (every core registers its uids again at start)"
+                                 ) from exc
+            roots = {r: fns for r, fns in roots.items()
+                     if r != self.root and os.path.exists(os.path.join(r, USERS_FILE))}
+            yield {uid: f"function {name!r} of the root {r}" for r, fns in roots.items()
+                   for name, uid in fns.items()}
+            roots[self.root] = dict(self._uids)
+            _save(self.registry, roots)
+        finally:
+            os.close(fd)
 
     def user_for(self, function: str) -> tuple[int, int]:
         """The (uid, gid) ``function`` runs as: its recorded uid, else the lowest free one of the
@@ -121,22 +178,37 @@ class FunctionUsers:
                     return uid, uid
                 log.warning("function %s: its uid %d is now used by %s; it gets a new one",
                             function, uid, clash)
-            taken = set(self._uids.values())
-            for candidate in range(self.uid_range.first,
-                                   self.uid_range.first + self.uid_range.count):
-                if candidate not in taken and not id_in_use(candidate):
-                    self._uids[function] = candidate
-                    self._save()
-                    return candidate, candidate
+            with self._host() as others:
+                taken = set(self._uids.values()) | set(others)
+                for candidate in range(self.uid_range.first,
+                                       self.uid_range.first + self.uid_range.count):
+                    if candidate not in taken and not id_in_use(candidate):
+                        self._uids[function] = candidate
+                        _save(self.path, {"functions": self._uids})
+                        return candidate, candidate
             raise RuntimeError(f"no free uid left for function {function!r} in the range "
                                f"{self.uid_range} (functions.uid_first / functions.uid_count "
                                "of the core's configuration)")
 
-    def _save(self) -> None:
-        tmp = f"{self.path}.tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            json.dump({"functions": self._uids}, fh, indent=1, sort_keys=True)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, self.path)
+
+def _load(path: str) -> dict[str, int]:
+    try:
+        with open(path) as fh:
+            raw = json.load(fh)
+        return {str(k): int(v) for k, v in raw.get("functions", {}).items()}
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError, AttributeError) as exc:
+        raise ValueError(f"{path} is not a record of function users ({exc}); move it away to "
+                         "allocate new ones") from exc
+
+
+def _save(path: str, data: Any) -> None:
+    """Write ``data`` as JSON to ``path`` (mode 0600) atomically."""
+    tmp = f"{path}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(data, fh, indent=1, sort_keys=True)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)

@@ -40,6 +40,12 @@ REFUSED_NAMES: dict[str, str] = {
 
 _NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
+#: Caps on a function's environment: one value (Linux refuses a longer ``NAME=value`` string,
+#: MAX_ARG_STRLEN, 128 KiB, at exec) and all names and values together (they share the
+#: worker's ARG_MAX with its arguments). Larger data belongs in a resource.
+VALUE_MAX_BYTES = 32 << 10
+TOTAL_MAX_BYTES = 128 << 10
+
 
 def environment_problem(name: str, value: str) -> Optional[str]:
     """Why ``name=value`` may not be in a function's environment; None when it may.
@@ -53,10 +59,29 @@ def environment_problem(name: str, value: str) -> Optional[str]:
         return f"{name!r} is not a variable name (letters, digits and _, not starting with a digit)"
     if "\0" in value:
         return f"the value of {name!r} contains a NUL byte"
+    try:
+        size = len(value.encode("utf-8"))
+    except UnicodeEncodeError:
+        return f"the value of {name!r} is not valid Unicode text (a lone surrogate)"
+    if size > VALUE_MAX_BYTES:
+        return (f"the value of {name!r} is {size} bytes, more than the {VALUE_MAX_BYTES} a "
+                "variable may hold; put large data in a resource")
     reason = REFUSED_NAMES.get(name)
     if reason is None:
         reason = next((why for prefix, why in REFUSED_PREFIXES if name.startswith(prefix)), None)
     if reason is not None:
         return (f"{name!r} is not allowed: {reason}; functions may not set it (see "
                 "docs/core.md, 'The confinement model')")
+    return None
+
+
+def environment_size_problem(environment: dict[str, str]) -> Optional[str]:
+    """Why the environment as a whole is too large (over :data:`TOTAL_MAX_BYTES`); None when
+    it is not."""
+    total = sum(len(k.encode("utf-8", "replace")) + len(v.encode("utf-8", "replace")) + 2
+                for k, v in environment.items())
+    if total > TOTAL_MAX_BYTES:
+        return (f"{len(environment)} variables of {total} bytes in all, more than the "
+                f"{TOTAL_MAX_BYTES} a function's environment may hold; put large data in a "
+                "resource")
     return None

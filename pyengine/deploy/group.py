@@ -7,15 +7,15 @@ the rule it breaks; all problems are reported at once.
 from __future__ import annotations
 
 import grp
-import json
 import os
 import re
 from dataclasses import asdict, dataclass, field
 from typing import Any, Optional
 
 from pyengine.batching_config import BatchingConfig
-from pyengine.deploy.environment import environment_problem
+from pyengine.deploy.environment import environment_problem, environment_size_problem
 from pyengine.deploy.errors import GroupError
+from pyengine.deploy.parse import parse_group_text, read_text
 from pyengine.deploy.subscriptions import BROKERS, Subscription, filter_problem, routing_cycles
 from pyengine.sources.aws import AwsSettings
 
@@ -114,8 +114,44 @@ class FunctionResource:
 
 
 @dataclass(frozen=True)
+class Endpoint:
+    """A host and TCP port a function may connect to (``host`` may be ``*``)."""
+
+    host: str
+    port: int
+
+
+@dataclass(frozen=True)
+class Network:
+    """What a function may do on the network (the entry's ``network``).
+
+    ``any``: no restriction. Otherwise TCP connections only to the ``connect`` endpoints and
+    listening only on the ``bind`` ports. The OS enforces ports only (Landlock has no address
+    rules): an endpoint's host is documentation, and the port is open towards every host.
+    """
+
+    any: bool = False
+    connect: tuple[Endpoint, ...] = ()
+    bind: tuple[int, ...] = ()
+
+    def connect_ports(self) -> tuple[int, ...]:
+        """The ports of ``connect``, sorted, each once."""
+        return tuple(sorted({e.port for e in self.connect}))
+
+    @staticmethod
+    def from_dict(d: dict[str, Any]) -> Network:
+        """Inverse of :func:`dataclasses.asdict`."""
+        return Network(bool(d.get("any")), tuple(Endpoint(**e) for e in d.get("connect", ())),
+                       tuple(int(p) for p in d.get("bind", ())))
+
+
+@dataclass(frozen=True)
 class Function:
-    """A Lambda-style handler: ``handler`` is ``module.function`` inside ``code`` (a directory)."""
+    """A Lambda-style handler: ``handler`` is ``module.function`` inside ``code`` (a directory).
+
+    ``network``: None (the default) means no network at all. ``invoke``: the functions of the
+    group this one may call with ``context.invoke``.
+    """
 
     name: str
     handler: str
@@ -128,6 +164,8 @@ class Function:
     #: Caps on the copy of ``code`` (None: the defaults of ``unpack.copy_tree``).
     max_code_bytes: Optional[int] = None
     max_code_files: Optional[int] = None
+    network: Optional[Network] = None
+    invoke: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -167,7 +205,12 @@ class Group:
             res.append(Resource(r["id"], r["name"], model, dev))
         funcs = [
             Function(
-                **{**f, "resources": tuple(_function_resource(x) for x in f.get("resources", []))}
+                **{
+                    **f,
+                    "resources": tuple(_function_resource(x) for x in f.get("resources", [])),
+                    "network": Network.from_dict(f["network"]) if f.get("network") else None,
+                    "invoke": tuple(f.get("invoke", ())),
+                }
             )
             for f in d.get("functions", [])
         ]
@@ -188,32 +231,9 @@ def _function_resource(d: dict[str, Any]) -> FunctionResource:
 
 
 def read_group_file(path: str) -> dict[str, Any]:
-    """The raw mapping in a YAML or JSON group file."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
-    except OSError as exc:
-        raise GroupError(path, [f"cannot read the group file: {exc.strerror or exc}"]) from None
-    if path.endswith(".json") or text.lstrip().startswith("{"):
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise GroupError(path, [f"not valid JSON: {exc}"]) from None
-    else:
-        try:
-            import yaml
-        except ImportError:
-            raise GroupError(
-                path,
-                [
-                    "YAML group files need PyYAML: pip install 'pyengine[yaml]' "
-                    "(or write the group as JSON)"
-                ],
-            ) from None
-        try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            raise GroupError(path, [f"not valid YAML: {exc}"]) from None
+    """The raw mapping in a YAML or JSON group file, read with the limits of
+    :mod:`pyengine.deploy.parse` (size, aliases, nesting, duplicate keys)."""
+    data = parse_group_text(read_text(path), path)
     if not isinstance(data, dict):
         raise GroupError(path, [f"the top level must be a mapping, not {type(data).__name__}"])
     return data
@@ -538,6 +558,8 @@ def validate_group(data: dict[str, Any], path: str = "<group>") -> Group:
         raw_fn = []
     fnames: set[str] = set()
     by_id = {r.id: r for r in resources}
+    # Every name, for the invoke lists (which may name functions further down).
+    all_names = sorted({str(f["name"]) for f in raw_fn if isinstance(f, dict) and f.get("name")})
     for i, f in enumerate(raw_fn):
         where = f"functions[{i}]"
         m = c.mapping(
@@ -554,6 +576,8 @@ def validate_group(data: dict[str, Any], path: str = "<group>") -> Group:
                 "resources",
                 "max_code_mb",
                 "max_code_files",
+                "network",
+                "invoke",
             ),
             ("name", "handler", "code"),
         )
@@ -589,18 +613,7 @@ def validate_group(data: dict[str, Any], path: str = "<group>") -> Group:
             c.bad(f"{where}.pinned", f"{pinned!r} must be true or false")
         timeout = c.number(f"{where}.timeout_s", m.get("timeout_s", 3), 0.001, 86400)
         memory = c.number(f"{where}.memory_mb", m.get("memory_mb", 128), 1, 2**20, integer=True)
-        env = m.get("environment") or {}
-        if not isinstance(env, dict) or not all(isinstance(k, str) for k in env):
-            c.bad(f"{where}.environment", f"{env!r} must be a mapping of names to values")
-            env = {}
-        env = {
-            k: "" if v is None else str(v).lower() if isinstance(v, bool) else str(v)
-            for k, v in env.items()
-        }
-        for k, v in env.items():
-            problem = environment_problem(k, v)
-            if problem:
-                c.bad(f"{where}.environment.{k}", problem)
+        env = _check_environment(c, f"{where}.environment", m.get("environment"))
         frs: list[FunctionResource] = []
         raw_fr = m.get("resources") or []
         if not isinstance(raw_fr, list):
@@ -613,7 +626,7 @@ def validate_group(data: dict[str, Any], path: str = "<group>") -> Group:
                 continue
             fr_id = fm.get("id")
             perm = c.permission(f"{w}.permission", fm.get("permission", "ro"))
-            if fr_id not in by_id:
+            if not isinstance(fr_id, str) or fr_id not in by_id:
                 c.bad(
                     f"{w}.id",
                     f"{fr_id!r} is not the id of any resource in the group "
@@ -656,10 +669,12 @@ def validate_group(data: dict[str, Any], path: str = "<group>") -> Group:
                 int(c.number(f"{where}.max_code_files", code_files, 1, 10**8, integer=True))
                 if code_files is not None
                 else None,
+                _check_network(c, f"{where}.network", m.get("network")),
+                _invoke_list(c, f"{where}.invoke", m.get("invoke"), fname, all_names),
             )
         )
 
-    _check_rw_exclusive(c, functions)
+    _check_rw_exclusive(c, functions, {r.id for r in resources if r.kind == "model"})
     subscriptions = _check_subscriptions(c, top.get("subscriptions"), fnames)
     if c.problems:
         raise GroupError(path, c.problems)
@@ -668,13 +683,122 @@ def validate_group(data: dict[str, Any], path: str = "<group>") -> Group:
     )
 
 
-def _check_rw_exclusive(c: _Checker, functions: list[Function]) -> None:
-    """A resource one function may write is that function's alone: another function mapping
-    the same files would see them change (a truncation kills it with SIGBUS)."""
+def _check_environment(c: _Checker, where: str, raw: Any) -> dict[str, str]:
+    """A function's ``environment``: names to strings (numbers and booleans are written out,
+    null is empty), each entry vetted by :func:`environment_problem`, the whole capped."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        c.bad(where, f"expected a mapping of variable names to values, got {type(raw).__name__}"
+              f" {raw!r}")
+        return {}
+    env: dict[str, str] = {}
+    for k, v in raw.items():
+        if not isinstance(k, str):
+            c.bad(where, f"{k!r} is not a variable name (a string of letters, digits and _)")
+            continue
+        if v is not None and not isinstance(v, (str, int, float)):
+            c.bad(f"{where}.{k}", f"expected a string, number, boolean or null, got "
+                  f"{type(v).__name__} {v!r}")
+            continue
+        value = "" if v is None else str(v).lower() if isinstance(v, bool) else str(v)
+        problem = environment_problem(k, value)
+        if problem:
+            c.bad(f"{where}.{k}", problem)
+            continue
+        env[k] = value
+    problem = environment_size_problem(env)
+    if problem:
+        c.bad(where, problem)
+    return env
+
+
+_HOST_RE = re.compile(r"^(\*|[A-Za-z0-9]([A-Za-z0-9.-]{0,252})|\[[0-9A-Fa-f:.]+\])$")
+
+
+def _port(c: _Checker, where: str, v: Any) -> Optional[int]:
+    if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= 65535:
+        c.bad(where, f"{v!r} must be a TCP port from 1 to 65535")
+        return None
+    return v
+
+
+def _endpoint(c: _Checker, where: str, v: Any) -> Optional[Endpoint]:
+    text = v if isinstance(v, str) else ""
+    host, sep, port = text.rpartition(":")
+    if not sep or not _HOST_RE.match(host) or not port.isdigit():
+        c.bad(where, f"{v!r} must be HOST:PORT (e.g. mqtt.local:8883, 127.0.0.1:9000, "
+              "[::1]:443 or *:443)")
+        return None
+    p = _port(c, where, int(port))
+    return Endpoint(host, p) if p is not None else None
+
+
+def _check_network(c: _Checker, where: str, raw: Any) -> Optional[Network]:
+    """``network``: absent or ``none`` (no network), ``any``, a list of HOST:PORT to connect to,
+    or a mapping ``{connect: [HOST:PORT...], bind: [PORT...]}``."""
+    if raw is None or raw == "none":
+        return None
+    if raw == "any":
+        return Network(any=True)
+    if isinstance(raw, list):
+        m: dict[str, Any] = {"connect": raw}
+        connect_where = where
+    elif isinstance(raw, dict):
+        m = c.mapping(where, raw, ("connect", "bind"))
+        connect_where = f"{where}.connect"
+    else:
+        c.bad(where, f"{raw!r} must be 'none', 'any', a list of HOST:PORT, or a mapping with "
+              "connect (HOST:PORT list) and bind (port list)")
+        return None
+    out: dict[str, list[Any]] = {"connect": [], "bind": []}
+    for key, check, at in (("connect", _endpoint, connect_where), ("bind", _port, f"{where}.bind")):
+        items = m.get(key) or []
+        if not isinstance(items, list):
+            c.bad(at, f"expected a list, got {items!r}")
+            continue
+        for k, item in enumerate(items):
+            got = check(c, f"{at}[{k}]", item)
+            if got is not None:
+                out[key].append(got)
+    return Network(connect=tuple(out["connect"]), bind=tuple(sorted(set(out["bind"]))))
+
+
+def _invoke_list(c: _Checker, where: str, raw: Any, fname: str,
+                 names: list[str]) -> tuple[str, ...]:
+    """``invoke``: names of other functions of the group (``names``) this one may call."""
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        c.bad(where, f"expected a list of function names, got {raw!r}")
+        return ()
+    out: list[str] = []
+    for k, name in enumerate(raw):
+        if not isinstance(name, str) or not ID_RE.match(name):
+            c.bad(f"{where}[{k}]", f"{name!r} must be the name of a function of the group")
+        elif name == fname:
+            c.bad(f"{where}[{k}]", f"{name!r} is this function; a function calls its own code "
+                  "directly, not through context.invoke")
+        elif name not in names:
+            c.bad(f"{where}[{k}]", f"{name!r} is not a function of the group (functions: "
+                  f"{', '.join(names)})")
+        elif name in out:
+            c.bad(f"{where}[{k}]", f"{name!r} is listed twice")
+        else:
+            out.append(name)
+    return tuple(out)
+
+
+
+def _check_rw_exclusive(c: _Checker, functions: list[Function], models: set[str]) -> None:
+    """A model resource one function may write is that function's alone: another function
+    mapping the same files would see them change (a truncation kills it with SIGBUS). Devices
+    (a GPU) are shared as the group says."""
     users: dict[str, list[tuple[int, int, str]]] = {}
     for i, f in enumerate(functions):
         for j, fr in enumerate(f.resources):
-            users.setdefault(fr.id, []).append((i, j, fr.permission))
+            if fr.id in models:
+                users.setdefault(fr.id, []).append((i, j, fr.permission))
     for rid, grants in users.items():
         writers = [(i, j) for i, j, perm in grants if perm == "rw"]
         if not writers or len(grants) < 2:

@@ -8,7 +8,7 @@ from typing import Optional
 
 from pyengine.deploy import private
 from pyengine.deploy.deployer import _open_state, recover
-from pyengine.deploy.group import FunctionResource, Group
+from pyengine.deploy.group import FunctionResource, Group, Network
 
 
 @dataclass(frozen=True)
@@ -57,6 +57,8 @@ class InstalledFunction:
     memory_mb: int
     environment: dict[str, str]
     resources: tuple[FunctionResource, ...]
+    network: Optional[Network] = None  # None: no network
+    invoke: tuple[str, ...] = ()  # the functions it may call with context.invoke
 
 
 @dataclass(frozen=True)
@@ -131,6 +133,8 @@ def current(root: Optional[str] = None, *, cleanup: bool = True) -> Optional[Dep
                 f.memory_mb,
                 dict(f.environment),
                 f.resources,
+                f.network,
+                f.invoke,
             )
         return DeployedGroup(state.root, int(dep["id"]), group.name, group, resources, functions)
     finally:

@@ -14,6 +14,7 @@
 
 #include "common.h"
 #include "runtime/cpu.h"
+#include "kernels/conv_nchwc.h"
 #include "runtime/dispatch.h"
 #include "test_util.h"
 
@@ -264,6 +265,129 @@ TEST_CASE(gemm_matches_generic) {
                     CHECK(close(got, want, str(t->name, " gemm ", M, "x", N, "x", K, trans_b ? " trans_b" : "", " act ", act_name(a)),
                                 1e-5f, atol));
                 }
+            }
+        }
+    }
+}
+
+namespace {
+
+// A blocked convolution of p (plain NCHW data, OIHW weights) through `kernel` with block cb,
+// through the driver (which splits it over the pool's threads, in runs of oc_tile output blocks
+// and of pixels, and writes out the padding); returns the plain NCHW output.
+// Also checks that every padded lane of the blocked output is finite.
+std::vector<float> conv_blocked(NchwcConvKernel kernel, int oc_tile, int cb, const Conv2DParams& p, bool plain_input,
+                                const std::vector<float>& x, const std::vector<float>& w, const float* bias,
+                                const std::vector<float>* residual, bool* finite) {
+    NchwcConv c;
+    c.p = p;
+    c.cb = cb;
+    c.in_block = plain_input ? 1 : cb;
+    if (!nchwc_conv_setup(&c)) return {};
+    const std::vector<float> wb = nchwc_pack_conv_weights(c, w.data());
+    c.w = wb.data();
+    const int64_t OB = (p.O + cb - 1) / cb;
+    std::vector<float> bb(static_cast<size_t>(OB * cb), 0.0f);
+    if (bias != nullptr) std::memcpy(bb.data(), bias, static_cast<size_t>(p.O) * sizeof(float));
+    c.bias = bias != nullptr ? bb.data() : nullptr;
+    std::vector<float> xb(static_cast<size_t>(nchwc_numel(p.N, p.C, p.H * p.W, cb)));
+    if (plain_input) xb = x;
+    else nchwc_reorder(x.data(), xb.data(), p.N, p.C, p.H * p.W, cb, true);
+    const int64_t ny = nchwc_numel(p.N, p.O, p.OH * p.OW, cb);
+    std::vector<float> rb;
+    if (residual != nullptr) {
+        rb.resize(static_cast<size_t>(ny));
+        nchwc_reorder(residual->data(), rb.data(), p.N, p.O, p.OH * p.OW, cb, true);
+        c.residual = rb.data();
+    }
+    std::vector<float> yb(static_cast<size_t>(ny), NAN);
+    conv_nchwc_run(kernel, oc_tile, c, xb.data(), yb.data());
+    *finite = true;
+    for (float v : yb) *finite = *finite && std::isfinite(v);
+    std::vector<float> y(static_cast<size_t>(p.N * p.O * p.OH * p.OW));
+    nchwc_reorder(yb.data(), y.data(), p.N, p.O, p.OH * p.OW, cb, false);
+    return y;
+}
+
+}  // namespace
+
+TEST_CASE(conv_nchwc_matches_reference) {
+    // Every variant's blocked kernel, and the generic one at each block size.
+    struct Variant { std::string name; NchwcConvKernel kernel; int cb, oc_tile; };
+    std::vector<Variant> kernels;
+    for (int cb : {4, 8, 16}) kernels.push_back({str("generic/", cb), conv_nchwc_generic(cb), cb, 1});
+    for (const KernelTable* t : variants()) kernels.push_back({t->name, t->conv_nchwc, t->nchwc_block, t->nchwc_oc_tile});
+    // {C, O, H, W, k, stride, pad, dilation, groups (0: depthwise)}
+    const int64_t convs[][9] = {
+        {24 + 1, 17, 5, 6, 3, 1, 1, 1, 1}, {3, 33, 9, 11, 7, 2, 3, 1, 1}, {16, 40, 7, 7, 1, 1, 0, 1, 1},
+        {32, 64, 8, 9, 1, 2, 0, 1, 1},     {19, 23, 6, 13, 3, 2, 1, 2, 1}, {9, 8, 5, 7, 5, 1, 2, 1, 1},
+        {64, 32, 6, 7, 3, 1, 1, 1, 2},     {25, 25, 7, 9, 3, 1, 1, 1, 0}, {40, 40, 9, 8, 3, 2, 1, 1, 0},
+        {33, 33, 6, 5, 5, 1, 2, 2, 0},     {5, 7, 1, 1, 1, 1, 0, 1, 1},   {7, 6, 3, 4, 3, 1, 0, 1, 1},
+        // Big enough to be split over threads: by rows, and by pixels within rows (2 rows).
+        {32, 48, 17, 19, 3, 1, 1, 1, 1},  {64, 16, 2, 30, 3, 1, 1, 1, 1}, {48, 48, 15, 13, 3, 2, 1, 1, 0}};
+    for (const Variant& kv : kernels) {
+        const int cb = kv.cb;
+        for (const auto& cv : convs) {
+            const int64_t groups = cv[8] == 0 ? cv[0] : cv[8];
+            if (cv[8] > 1 && ((cv[0] / groups) % cb != 0 || (cv[1] / groups) % cb != 0)) continue;
+            Conv2DParams p = conv_params(Layout::NCHW, 2, cv[0], cv[2], cv[3], cv[1], cv[4], cv[5], cv[6], cv[7], groups);
+            auto x = randoms(static_cast<size_t>(p.N * p.C * p.H * p.W), -1.0f, 1.0f, 11);
+            auto w = randoms(static_cast<size_t>(p.O * (p.C / groups) * p.KH * p.KW), -0.5f, 0.5f, 12);
+            auto bias = randoms(static_cast<size_t>(p.O), -0.2f, 0.2f, 13);
+            auto res = randoms(static_cast<size_t>(p.N * p.O * p.OH * p.OW), -1.0f, 1.0f, 14);
+            for (Activation a : kActs) {
+                for (int mode = 0; mode < 3; ++mode) {  // 0: plain, 1: residual, 2: plain input, no bias
+                    const bool plain_input = mode == 2 && cv[8] != 0 && groups == 1;
+                    if (mode == 2 && !plain_input) continue;
+                    const float* b = mode == 2 ? nullptr : bias.data();
+                    Conv2DParams q = p;
+                    q.ep = epilogue(Activation::None, b);
+                    std::vector<float> want(static_cast<size_t>(p.N * p.O * p.OH * p.OW));
+                    conv2d_reference(q, x.data(), w.data(), want.data());
+                    const Epilogue e = epilogue(a, nullptr);
+                    for (size_t i = 0; i < want.size(); ++i) want[i] = activate(want[i] + (mode == 1 ? res[i] : 0.0f), e);
+                    q.ep = e;
+                    bool finite = false;
+                    auto got = conv_blocked(kv.kernel, kv.oc_tile, cb, q, plain_input, x, w, b, mode == 1 ? &res : nullptr, &finite);
+                    const std::string what = str(kv.name, " conv C=", p.C, " O=", p.O, " ", p.H, "x", p.W, " k=", p.KH,
+                                                 " s=", p.stride_h, " pad=", p.pad_top, " dil=", p.dilation_h, " groups=",
+                                                 groups, " act ", act_name(a), " mode ", mode);
+                    CHECK(!got.empty());
+                    CHECK(finite);
+                    if (!got.empty()) CHECK(close(got, want, what, 1e-4f, 1e-5f));
+                }
+            }
+        }
+    }
+}
+
+TEST_CASE(nchwc_pool_and_reorder_match_plain) {
+    // {C, H, W, k, stride, pad, global}
+    const int64_t pools[][7] = {{25, 7, 9, 3, 2, 1, 0}, {17, 6, 5, 2, 2, 0, 0}, {9, 5, 6, 3, 1, 1, 0}, {33, 7, 7, 7, 1, 0, 1}};
+    for (int cb : {4, 8, 16}) {
+        for (const auto& pc : pools) {
+            for (bool is_max : {true, false}) {
+                Pool2DParams p;
+                p.is_max = is_max;
+                p.N = 2; p.C = pc[0]; p.H = pc[1]; p.W = pc[2];
+                p.KH = p.KW = pc[6] ? pc[1] : pc[3];
+                p.stride_h = p.stride_w = pc[4];
+                p.pad_top = p.pad_left = p.pad_bottom = p.pad_right = pc[5];
+                p.OH = (p.H + 2 * pc[5] - p.KH) / p.stride_h + 1;
+                p.OW = (p.W + 2 * pc[5] - p.KW) / p.stride_w + 1;
+                auto x = randoms(static_cast<size_t>(p.N * p.C * p.H * p.W), -1.0f, 1.0f, 21);
+                std::vector<float> want(static_cast<size_t>(p.N * p.C * p.OH * p.OW));
+                pool2d_generic(p, x.data(), want.data());
+                std::vector<float> xb(static_cast<size_t>(nchwc_numel(p.N, p.C, p.H * p.W, cb)));
+                nchwc_reorder(x.data(), xb.data(), p.N, p.C, p.H * p.W, cb, true);
+                std::vector<float> back(x.size());
+                nchwc_reorder(xb.data(), back.data(), p.N, p.C, p.H * p.W, cb, false);
+                CHECK(back == x);
+                std::vector<float> yb(static_cast<size_t>(nchwc_numel(p.N, p.C, p.OH * p.OW, cb)), NAN);
+                pool2d_nchwc(p, cb, xb.data(), yb.data());
+                std::vector<float> got(want.size());
+                nchwc_reorder(yb.data(), got.data(), p.N, p.C, p.OH * p.OW, cb, false);
+                CHECK(close(got, want, str("nchwc pool cb=", cb, " C=", p.C, is_max ? " max" : " avg"), 1e-5f, 1e-6f));
             }
         }
     }

@@ -6,6 +6,7 @@
 
 #include "kernels/activation.h"
 #include "kernels/conv2d.h"
+#include "kernels/conv_nchwc.h"
 #include "kernels/elementwise.h"
 #include "kernels/gemm.h"
 #include "kernels/pool.h"
@@ -23,6 +24,8 @@ void pool2d_arm_neon(const Pool2DParams& p, const float* x, float* y);
 void activation_apply_arm_neon(const float* x, float* y, int64_t n, const Epilogue& e);
 void binary_arm_neon(BinaryOp op, const float* a, int64_t a_step, const float* b, int64_t b_step,
                      float* y, int64_t n);
+void conv_nchwc_arm_neon(const NchwcConv& c, const float* x, float* y, int64_t n, int64_t ob0, int64_t ob1,
+                         int64_t q0, int64_t q1);
 void softmax_arm_neon(const float* x, float* y, int64_t outer, int64_t axis, int64_t inner);
 
 }  // namespace pyengine

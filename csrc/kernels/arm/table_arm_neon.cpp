@@ -9,6 +9,7 @@ const KernelTable* kernel_table_neon() {
     static const KernelTable table = {
         Isa::Neon, "neon", gemm_arm_neon, conv2d_arm_neon, depthwise2d_arm_neon, pool2d_arm_neon,
         activation_apply_arm_neon, binary_arm_neon, softmax_arm_neon, &gemm_micro_arm_neon(),
+        4, conv_nchwc_arm_neon, 4,
     };
     return &table;
 }

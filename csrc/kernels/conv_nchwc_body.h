@@ -1,0 +1,262 @@
+// SPDX-License-Identifier: Apache-2.0
+// Blocked (NCHWc) convolution kernels over GCC/Clang vector types of one block of channels, so
+// that one body serves every variant: kernels/conv_nchwc.cpp (generic, blocks 4/8/16),
+// x86/conv_nchwc_x86_avx2.cpp (8), x86/conv_nchwc_x86_avx512.cpp (16) and
+// arm/conv_nchwc_arm_neon.cpp (4) each compile it for their own instruction set (internal
+// linkage). The includer defines `act_row(float* row, int64_t n, const Epilogue&)` first.
+//
+// Direct convolution: a tile of F output blocks x T output pixels of one row is kept in F*T
+// vector accumulators over the whole reduction (input blocks x KH x KW x the block's channels);
+// each step loads F weight vectors (c output channels of one input channel) and broadcasts T
+// input scalars. A 1x1 convolution is the same loop with one tap: a GEMM over blocks. Pixels
+// whose taps leave the input (padding) go through a one-pixel tile that checks each tap.
+// No std:: containers here (their out-of-line code could be kept from the ISA copy).
+#pragma once
+
+#include <cstdint>
+
+#include "kernels/conv_nchwc.h"
+
+namespace pyengine {
+namespace {
+
+#define PE_NC_LOAD(v, ptr) __builtin_memcpy(&(v), (ptr), sizeof(v))
+#define PE_NC_STORE(ptr, v) __builtin_memcpy((ptr), &(v), sizeof(v))
+
+// [lo, hi): output columns whose taps all lie inside [0, W).
+inline void nchwc_interior(const Conv2DParams& p, int64_t* lo, int64_t* hi) {
+    const int64_t sw = p.stride_w, last = (p.KW - 1) * p.dilation_w;
+    int64_t l = (p.pad_left + sw - 1) / sw;
+    const int64_t top = p.W - 1 + p.pad_left - last;  // ow * sw <= top
+    int64_t h = top < 0 ? 0 : top / sw + 1;
+    if (h > p.OW) h = p.OW;
+    if (l > h) l = h;
+    *lo = l;
+    *hi = h;
+}
+
+// Applies bias, residual and the activation to acc and stores it; activations without a
+// one-instruction vector form go through act_row afterwards.
+template <int CB, typename V>
+inline __attribute__((always_inline)) void nchwc_store(V v, float* y, const float* r, const Epilogue& e) {
+    if (r != nullptr) {
+        V rv;
+        PE_NC_LOAD(rv, r);
+        v += rv;
+    }
+    const V zero = V{} + 0.0f;
+    switch (e.act) {
+        case Activation::Relu: v = v > zero ? v : zero; break;
+        case Activation::Relu6: {
+            const V six = zero + 6.0f;
+            v = v > zero ? v : zero;
+            v = v < six ? v : six;
+            break;
+        }
+        case Activation::Clip: {
+            const V lo = zero + e.alpha, hi = zero + e.beta;
+            v = v > lo ? v : lo;
+            v = v < hi ? v : hi;
+            break;
+        }
+        case Activation::LeakyRelu: v = v >= zero ? v : v * e.alpha; break;
+        default: break;
+    }
+    PE_NC_STORE(y, v);
+}
+
+inline bool nchwc_act_inline(Activation a) {
+    return a == Activation::None || a == Activation::Relu || a == Activation::Relu6 || a == Activation::Clip ||
+           a == Activation::LeakyRelu;
+}
+
+// Output blocks [ob, ob + F) x output pixels [q0, q0 + T) of the flattened OH x OW plane (a
+// tile may span rows). The input needs no bounds checks: conv_nchwc gives the kernel an input
+// copy with the padding written out. xg: the group's first input block of this image; w: the
+// weights of block ob; y, r: output / residual at (ob, q0).
+template <int CB, int IB, int F, int T>
+void nchwc_tile(const NchwcConv& c, const float* xg, const float* w, float* y, const float* r, int64_t q0) {
+    typedef float V __attribute__((vector_size(CB * sizeof(float))));
+    const Conv2DParams& p = c.p;
+    const int64_t KK = p.KH * p.KW;
+    const int64_t wf = c.icb_per_group * KK * IB * CB;  // floats between output blocks' weights
+    const int64_t yf = p.OH * p.OW * CB;               // between output blocks
+    const int64_t plane = p.H * p.W * IB;              // one input block
+    V acc[F][T];
+    for (int f = 0; f < F; ++f) {
+        V b = V{} + 0.0f;
+        if (c.bias != nullptr) {
+            const int64_t ob = (w - c.w) / wf + f;
+            PE_NC_LOAD(b, c.bias + ob * CB);
+        }
+        for (int t = 0; t < T; ++t) acc[f][t] = b;
+    }
+    // One pointer per pixel and per output block, offset by ic only: with a runtime stride in
+    // the index the compiler hoists an address for every (pixel, ic) pair out of the loops.
+    const float* xp[T];
+    for (int t = 0; t < T; ++t) {
+        const int64_t oh = (q0 + t) / p.OW, ow = (q0 + t) % p.OW;
+        xp[t] = xg + (oh * p.stride_h * p.W + ow * p.stride_w) * IB;
+    }
+    for (int64_t icb = 0; icb < c.icb_per_group; ++icb) {
+        for (int64_t kh = 0; kh < p.KH; ++kh) {
+            for (int64_t kw = 0; kw < p.KW; ++kw) {
+                const int64_t off = icb * plane + (kh * p.dilation_h * p.W + kw * p.dilation_w) * IB;
+                const float* xq[T];
+                const float* wq[F];
+                for (int t = 0; t < T; ++t) xq[t] = xp[t] + off;
+                for (int f = 0; f < F; ++f) wq[f] = w + ((icb * p.KH + kh) * p.KW + kw) * IB * CB + f * wf;
+#pragma GCC unroll 16
+                for (int ic = 0; ic < IB; ++ic) {
+                    V wv[F];
+                    for (int f = 0; f < F; ++f) PE_NC_LOAD(wv[f], wq[f] + ic * CB);
+                    for (int t = 0; t < T; ++t) {
+                        const float s = xq[t][ic];
+                        for (int f = 0; f < F; ++f) acc[f][t] += wv[f] * s;
+                    }
+                }
+            }
+        }
+    }
+    const bool inline_act = nchwc_act_inline(p.ep.act);
+    for (int f = 0; f < F; ++f) {
+        float* yo = y + f * yf;
+        const float* ro = r != nullptr ? r + f * yf : nullptr;
+        for (int t = 0; t < T; ++t) nchwc_store<CB>(acc[f][t], yo + t * CB, ro != nullptr ? ro + t * CB : nullptr, p.ep);
+        if (!inline_act) act_row(yo, T * CB, p.ep);
+    }
+}
+
+// Picks the instantiation for a run of t <= T pixels.
+template <int CB, int IB, int F, int T>
+inline void nchwc_tile_n(int t, const NchwcConv& c, const float* xg, const float* w, float* y, const float* r,
+                         int64_t q0) {
+    if (t == T) {
+        nchwc_tile<CB, IB, F, T>(c, xg, w, y, r, q0);
+    } else if constexpr (T > 1) {
+        nchwc_tile_n<CB, IB, F, T - 1>(t, c, xg, w, y, r, q0);
+    }
+}
+
+// Pixels [q0, q1) of F blocks; y, r at (ob, pixel 0).
+template <int CB, int IB, int F, int T>
+void nchwc_range(const NchwcConv& c, const float* xg, const float* w, float* y, const float* r, int64_t q0,
+                 int64_t q1) {
+    int64_t q = q0;
+    for (; q + T <= q1; q += T) nchwc_tile<CB, IB, F, T>(c, xg, w, y + q * CB, r ? r + q * CB : nullptr, q);
+    if (q < q1) nchwc_tile_n<CB, IB, F, T>(static_cast<int>(q1 - q), c, xg, w, y + q * CB, r ? r + q * CB : nullptr, q);
+}
+
+template <int CB, int IB, int F, int T>
+inline void nchwc_range_f(int f, const NchwcConv& c, const float* xg, const float* w, float* y, const float* r,
+                          int64_t q0, int64_t q1) {
+    if (f == F) {
+        nchwc_range<CB, IB, F, T>(c, xg, w, y, r, q0, q1);
+    } else if constexpr (F > 1) {
+        nchwc_range_f<CB, IB, F - 1, T>(f, c, xg, w, y, r, q0, q1);
+    }
+}
+
+// Depthwise: T pixels of one block, one vector FMA per tap and pixel.
+template <int CB, int T, bool EDGE>
+void nchwc_dw_tile(const NchwcConv& c, const float* xb, const float* w, const float* bias, float* y, const float* r,
+                   int64_t oh, int64_t ow0) {
+    typedef float V __attribute__((vector_size(CB * sizeof(float))));
+    const Conv2DParams& p = c.p;
+    V acc[T];
+    V b = V{} + 0.0f;
+    if (bias != nullptr) PE_NC_LOAD(b, bias);
+    for (int t = 0; t < T; ++t) acc[t] = b;
+    const int64_t ih0 = oh * p.stride_h - p.pad_top;
+    const int64_t iw0 = ow0 * p.stride_w - p.pad_left;
+    const int64_t xs = p.stride_w * CB;
+    for (int64_t kh = 0; kh < p.KH; ++kh) {
+        const int64_t ih = ih0 + kh * p.dilation_h;
+        if (static_cast<uint64_t>(ih) >= static_cast<uint64_t>(p.H)) continue;
+        const float* xr = xb + ih * p.W * CB;
+        for (int64_t kw = 0; kw < p.KW; ++kw) {
+            const int64_t iw = iw0 + kw * p.dilation_w;
+            if (EDGE && static_cast<uint64_t>(iw) >= static_cast<uint64_t>(p.W)) continue;
+            V wv;
+            PE_NC_LOAD(wv, w + (kh * p.KW + kw) * CB);
+            const float* xp = xr + iw * CB;
+            for (int t = 0; t < T; ++t) {
+                V xv;
+                PE_NC_LOAD(xv, xp + t * xs);
+                acc[t] += wv * xv;
+            }
+        }
+    }
+    for (int t = 0; t < T; ++t) nchwc_store<CB>(acc[t], y + t * CB, r != nullptr ? r + t * CB : nullptr, p.ep);
+    if (!nchwc_act_inline(p.ep.act)) act_row(y, T * CB, p.ep);
+}
+
+template <int CB, int T>
+void nchwc_dw(const NchwcConv& c, const float* x, float* y, int64_t n, int64_t ob0, int64_t ob1, int64_t q0,
+              int64_t q1) {
+    const Conv2DParams& p = c.p;
+    const int64_t OB = (p.O + CB - 1) / CB;
+    int64_t lo = 0, hi = 0;
+    nchwc_interior(p, &lo, &hi);
+    for (int64_t ob = ob0; ob < ob1; ++ob) {
+        const float* xb = x + (n * OB + ob) * p.H * p.W * CB;
+        const float* w = c.w + ob * p.KH * p.KW * CB;
+        const float* bias = c.bias != nullptr ? c.bias + ob * CB : nullptr;
+        const int64_t at = (n * OB + ob) * p.OH * p.OW * CB;
+        for (int64_t oh = q0 / p.OW; oh * p.OW < q1; ++oh) {
+            const int64_t a = q0 > oh * p.OW ? q0 - oh * p.OW : 0;  // this row's columns [a, b)
+            const int64_t b = q1 < (oh + 1) * p.OW ? q1 - oh * p.OW : p.OW;
+            float* yr = y + at + oh * p.OW * CB;
+            const float* rr = c.residual != nullptr ? c.residual + at + oh * p.OW * CB : nullptr;
+            auto one = [&](int64_t ow, bool edge) {
+                if (edge) {
+                    nchwc_dw_tile<CB, 1, true>(c, xb, w, bias, yr + ow * CB, rr ? rr + ow * CB : nullptr, oh, ow);
+                } else {
+                    nchwc_dw_tile<CB, 1, false>(c, xb, w, bias, yr + ow * CB, rr ? rr + ow * CB : nullptr, oh, ow);
+                }
+            };
+            const int64_t ilo = lo > a ? lo : a, ihi = hi < b ? hi : b;
+            int64_t ow = a;
+            for (; ow < b && ow < ilo; ++ow) one(ow, true);
+            for (; ow + T <= ihi; ow += T) {
+                nchwc_dw_tile<CB, T, false>(c, xb, w, bias, yr + ow * CB, rr ? rr + ow * CB : nullptr, oh, ow);
+            }
+            for (; ow < ihi; ++ow) one(ow, false);
+            for (; ow < b; ++ow) one(ow, true);
+        }
+    }
+}
+
+// The task entry point (NchwcConvKernel) for block CB with tiles of up to F blocks x T pixels.
+template <int CB, int F, int T>
+void nchwc_conv_body(const NchwcConv& c, const float* x, float* y, int64_t n, int64_t ob0, int64_t ob1,
+                     int64_t q0, int64_t q1) {
+    if (c.depthwise) {
+        nchwc_dw<CB, (T > 4 ? 8 : 4)>(c, x, y, n, ob0, ob1, q0, q1);
+        return;
+    }
+    const Conv2DParams& p = c.p;
+    const int64_t OB = (p.O + CB - 1) / CB;
+    const int ib = c.in_block;
+    const int64_t in_blocks = ib == 1 ? p.C : (p.C + CB - 1) / CB;
+    const float* xn = x + n * in_blocks * p.H * p.W * ib;
+    const int64_t wob = c.icb_per_group * p.KH * p.KW * ib * CB;
+    for (int64_t ob = ob0; ob < ob1;) {
+        const int64_t g = ob / c.ob_per_group;
+        int64_t f = ob1 - ob;
+        if (f > F) f = F;
+        if (f > (g + 1) * c.ob_per_group - ob) f = (g + 1) * c.ob_per_group - ob;
+        const float* xg = xn + g * c.icb_per_group * p.H * p.W * ib;
+        const int64_t o = (n * OB + ob) * p.OH * p.OW * CB;
+        const float* rr = c.residual != nullptr ? c.residual + o : nullptr;
+        if (ib == 1) {
+            nchwc_range_f<CB, 1, F, T>(static_cast<int>(f), c, xg, c.w + ob * wob, y + o, rr, q0, q1);
+        } else {
+            nchwc_range_f<CB, CB, F, T>(static_cast<int>(f), c, xg, c.w + ob * wob, y + o, rr, q0, q1);
+        }
+        ob += f;
+    }
+}
+
+}  // namespace
+}  // namespace pyengine

@@ -1,0 +1,28 @@
+// SPDX-License-Identifier: Apache-2.0
+// AVX2 blocked convolution: the shared body with 8-channel blocks, tiles of 2 blocks x 6 pixels
+// (12 ymm accumulators), and the AVX2 vector activations.
+#include "kernels/conv_nchwc.h"
+
+#if defined(__AVX2__) && defined(__FMA__)
+
+namespace pyengine {
+void activation_apply_avx2(const float* x, float* y, int64_t n, const Epilogue& e);
+namespace {
+void act_row(float* row, int64_t n, const Epilogue& e) {
+    if (e.act != Activation::None) activation_apply_avx2(row, row, n, e);
+}
+}  // namespace
+}  // namespace pyengine
+
+#include "kernels/conv_nchwc_body.h"
+
+namespace pyengine {
+
+void conv_nchwc_avx2(const NchwcConv& c, const float* x, float* y, int64_t n, int64_t ob0, int64_t ob1,
+                     int64_t q0, int64_t q1) {
+    nchwc_conv_body<8, 2, 6>(c, x, y, n, ob0, ob1, q0, q1);
+}
+
+}  // namespace pyengine
+
+#endif  // defined(__AVX2__) && defined(__FMA__)
