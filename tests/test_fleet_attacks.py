@@ -414,3 +414,21 @@ def test_only_enrolled_signed_statuses_count(world: World, capsys) -> None:  # n
     assert world.installed(second, "dest2") == world.installed(third, "dest2") == "v2"
     assert cores[first].st["state"] == "failed" and world.installed(first) == "v1"
     assert not fl.status(world.fleet, world.trusted)["document"]["halted"]
+    # A replayed genuine failure from an earlier rollout of the same version number does not
+    # halt a later one (a rollback to version 2): statuses count from rollout.since on.
+    old_failure = world.get("status", f"{first}.json")
+    world.publish("v3", max_failures=0)
+    _check(*cores.values())
+    assert all(cores[n].st["version"] == 3 for n in names)
+    back = fl.rollback(world.fleet, world.key, to=2)
+    assert back["rollout"]["since"] == back["serial"]
+    world.put(old_failure, "status", f"{first}.json")
+    _check(cores[second], cores[third])
+    assert [cores[n].st["state"] for n in (second, third)] == ["applied", "applied"]
+    assert [cores[n].st["version"] for n in (second, third)] == [2, 2]
+    # Taking a core off the list: its signed status no longer counts.
+    fl.enroll(world.fleet, world.key, remove=[first])
+    out = fl.status(world.fleet, world.trusted)
+    assert "not enrolled" in out["unverified"][first] and first not in out["enrolled"]
+    with pytest.raises(ValueError, match="--remove 'nobody': not enrolled"):
+        fl.enroll(world.fleet, world.key, remove=["nobody"])

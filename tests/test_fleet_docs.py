@@ -142,6 +142,9 @@ def test_serial_and_version_rules(tmp_path, keys, moto_endpoint, bucket,  # noqa
     again = _agent(tmp_path, fleet, path)
     assert (again.st["serial"], again.st["version"]) == (3, 1)
     assert (again.mark("serial"), again.mark("version")) == (3, 2)
+    # Each core has its own status key, made at the first start, readable by its user only.
+    assert stat.S_IMODE(os.stat(again.key.path).st_mode) == 0o600
+    assert again.key.public.id == agent.key.public.id
     # The status in the bucket carries it all, signed with the core's own key.
     assert again.report(force=True)
     out = fl.status(fleet, [key.public])

@@ -100,6 +100,8 @@ def _concat_and_plain_ops(net: Net) -> list[str]:
     b = net.conv(net.x, 17, 16, 1)
     c = net.conv(net.x, 17, 9, 3, dil=2)
     y = net.op("Concat", [a, b, c], axis=1)  # whole blocks, then a partial last one
+    bn = [net.const(RNG.uniform(0.5, 1.5, 41).astype(np.float32)) for _ in range(4)]
+    y = net.op("BatchNorm", [y, *bn], epsilon=1e-3)  # not folded: it follows a concat
     y = net.conv(y, 41, 12, 3, stride=2)
     z = net.conv(y, 12, 20, 1)
     y = net.op("Concat", [y, z], axis=1)  # 12 channels first: no blocked form, reorders
@@ -117,6 +119,9 @@ def _depthwise_grouped_se(net: Net) -> list[str]:
     s = net.conv(s, 48, 12, 1, act="relu")
     s = net.conv(s, 12, 48, 1, act="sigmoid")
     y = net.op("Mul", [y, s])  # squeeze-excite broadcast
+    y = net.op("Add", [s, y])  # the per-channel input first
+    y = net.op("Sub", [y, net.const(_b(48).reshape(1, 48, 1, 1))])  # a constant, reordered
+    y = net.op("Div", [y, net.op("Add", [s, net.const(np.ones((1, 48, 1, 1), np.float32))])])  # plain
     y = net.conv(y, 48, 48, 5, groups=48, stride=2, pad=2)
     y = net.op("Clip", [y], min=-0.5, max=0.5)
     return [net.op("Add", [y, net.conv(y, 48, 48, 1)])]

@@ -4,6 +4,7 @@
 
 #include "common.h"
 #include "graph/op.h"
+#include "kernels/conv_nchwc.h"
 #include "kernels/elementwise.h"
 #include "runtime/dispatch.h"
 
@@ -32,17 +33,37 @@ public:
     }
 
     void run(const std::vector<const Tensor*>& in, const std::vector<Tensor*>& out) const override {
-        if (out[0]->block != 0) {  // both inputs blocked with the output's shape (layout below)
-            kernels().binary(op_, in[0]->f32(), 1, in[1]->f32(), 1, out[0]->f32(), out[0]->storage_numel());
+        if (out[0]->block != 0) {  // the layout pass planned one of the two blocked forms below
+            const Tensor& a = *in[0];
+            const Tensor& b = *in[1];
+            if (a.shape == b.shape) {
+                kernels().binary(op_, a.f32(), 1, b.f32(), 1, out[0]->f32(), out[0]->storage_numel());
+                return;
+            }
+            const bool a_big = a.shape == out[0]->shape;  // else Add/Mul with b the big one
+            const Tensor& big = a_big ? a : b;
+            const Tensor& small = a_big ? b : a;
+            const Shape& s = big.shape;
+            nchwc_binary_channel(op_, big.f32(), small.f32(), s[0], s[1], s[2] * s[3], small.shape[0] == s[0],
+                                 out[0]->block, out[0]->f32());
             return;
         }
         binary_broadcast(op_, in[0]->f32(), in[0]->shape, in[1]->f32(), in[1]->shape,
                          out[0]->f32(), out[0]->shape);
     }
-    // Blocked when the inputs have one 4-D shape and one of them is blocked already.
+    // Blocked, when one input is blocked already, for one 4-D shape, or for [N, C, H, W] op
+    // [N or 1, C, 1, 1] (squeeze-excite; either order for Add and Mul). Never Div: the padded
+    // lanes of the divisor may be 0, and padding must stay finite.
     int layout(const std::vector<Shape>& in, const std::vector<int>& in_block, int block,
                std::vector<int>* want) const override {
-        const bool blocked = in[0].size() == 4 && in[0] == in[1] && (in_block[0] != 0 || in_block[1] != 0);
+        auto per_channel = [](const Shape& big, const Shape& small) {
+            return small.size() == 4 && (small[0] == 1 || small[0] == big[0]) && small[1] == big[1] &&
+                   small[2] == 1 && small[3] == 1;
+        };
+        const bool commutes = op_ == BinaryOp::Add || op_ == BinaryOp::Mul;
+        bool blocked = op_ != BinaryOp::Div && in[0].size() == 4 && in[1].size() == 4 &&
+                       (in_block[0] != 0 || in_block[1] != 0) &&
+                       (in[0] == in[1] || per_channel(in[0], in[1]) || (commutes && per_channel(in[1], in[0])));
         want->assign(2, blocked ? block : 0);
         return blocked ? block : 0;
     }

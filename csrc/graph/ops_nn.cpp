@@ -351,8 +351,36 @@ public:
         }
     }
 
+    // Constant parameters padded to whole blocks (scale and shift 0 on padded channels).
+    void prepare_layout(int block) override {
+        if (block == 0 || scale_.empty()) return;
+        const size_t padded = (scale_.size() + static_cast<size_t>(block) - 1) / static_cast<size_t>(block) *
+                              static_cast<size_t>(block);
+        scale_blocked_ = scale_;
+        shift_blocked_ = shift_;
+        scale_blocked_.resize(padded, 0.0f);
+        shift_blocked_.resize(padded, 0.0f);
+        block_ = block;
+    }
+
+    // Follows a blocked 4-D input over the channel axis, with constant parameters.
+    int layout(const std::vector<Shape>& in, const std::vector<int>& in_block, int block,
+               std::vector<int>* want) const override {
+        const bool blocked = block_ == block && in[0].size() == 4 && in_block[0] == block &&
+                             normalize_axis(axis_, 4, "BatchNorm") == 1 &&
+                             static_cast<int64_t>(scale_.size()) == in[0][1];
+        want->assign(in.size(), 0);
+        (*want)[0] = blocked ? block : 0;
+        return blocked ? block : 0;
+    }
+
     void run(const std::vector<const Tensor*>& in, const std::vector<Tensor*>& out) const override {
         const Shape& s = in[0]->shape;
+        if (in[0]->block != 0) {
+            nchwc_channel_affine(in[0]->f32(), scale_blocked_.data(), shift_blocked_.data(), s[0], s[1], s[2] * s[3],
+                                 in[0]->block, out[0]->f32());
+            return;
+        }
         const size_t axis = static_cast<size_t>(normalize_axis(axis_, s.size(), "BatchNorm"));
         int64_t outer = 1, inner = 1;
         for (size_t i = 0; i < axis; ++i) outer *= s[i];
@@ -396,6 +424,8 @@ private:
     float eps_;
     int64_t axis_;
     std::vector<float> scale_, shift_;
+    int block_ = 0;  // prepare_layout's block (0: no blocked parameters)
+    std::vector<float> scale_blocked_, shift_blocked_;
 };
 
 // ---- MaxPool / AvgPool / global pools ----

@@ -93,7 +93,7 @@ def print_deployment(d: dp.Deployment, out: IO[str] = sys.stdout) -> None:
             extra.append(f"{it.attempts} attempts")
         line = f"  {it.kind:<8} {it.key:<24} {it.outcome:<12} {', '.join(extra)}"
         print(line.rstrip(), file=out)
-        if it.message and it.outcome in ("failed", "rolled-back", "skipped"):
+        if it.message and it.outcome in ("failed", "rolled-back", "skipped", "modified"):
             for ml in it.message.splitlines():
                 print(f"      {ml}", file=out)
     print(f"  downloaded {d.bytes_downloaded} bytes", file=out)

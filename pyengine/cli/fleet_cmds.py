@@ -49,8 +49,8 @@ def core_start_args(s: argparse.ArgumentParser) -> None:
     g.add_argument("--fleet-poll", type=float, default=30.0, metavar="SECONDS",
                    help="check the bucket this often without announcements (30); "
                    "announcements come through the core's broker (--mqtt or --config)")
-    g.add_argument("--fleet-debounce", type=float, default=2.0, metavar="SECONDS",
-                   help="at most one check per this many seconds on announcements (2)")
+    g.add_argument("--fleet-debounce", type=float, default=1.0, metavar="SECONDS",
+                   help="at most one check per this many seconds on announcements (1)")
     g.add_argument("--fleet-max-document", type=int, default=MAX_DOCUMENT, metavar="BYTES",
                    help="the most read of a document without a signed size: the timestamp, "
                    f"statuses ({MAX_DOCUMENT})")

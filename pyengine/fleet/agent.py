@@ -95,7 +95,7 @@ class FleetAgent:
                  mqtt: Optional[MqttSettings] = None, poll_s: float = 30.0,
                  health: Optional[Callable[[], dict[str, Any]]] = None,
                  running: Optional[Callable[[int], Any]] = None,
-                 metrics: Optional[Metrics] = None, debounce_s: float = 2.0) -> None:
+                 metrics: Optional[Metrics] = None, debounce_s: float = 1.0) -> None:
         if not trusted:
             raise ValueError("a fleet core needs at least one --trust public key")
         if not poll_s > 0:

@@ -13,7 +13,8 @@ list of the devices' keys):
      "rollback": null | {"from": 4},       # the signed marker that allows going back
      "group": "line-1", "created": 1764064000.0, "expires": 1771840000.0,
      "rollout": {"percent": 40, "cutoff": 0.37, "max_failures": 1, "known_cores": 5,
-                 "acknowledged": []},      # failures a `fleet resume` accepted
+                 "acknowledged": [],       # failures a `fleet resume` accepted
+                 "since": 6},              # the serial that first carried this version
      "group_file": {...},                  # the group; sources in the bucket, pinned by sha256
      "code": {"classify": {"uri": "s3://...", "sha256": "...", "size": 403}}}
 
@@ -207,15 +208,24 @@ def summary(doc: dict[str, Any]) -> str:
     return f"version {doc.get('version')} of {doc.get('group')} ({', '.join(parts)})"
 
 
+def current(status: dict[str, Any], doc: dict[str, Any]) -> bool:
+    """Whether a status was written about this rollout: at or after ``rollout.since``, the serial
+    that first carried the document's version (so a replayed status from an earlier rollout of
+    the same version number says nothing about this one)."""
+    since = int(doc.get("rollout", {}).get("since") or 0)
+    serial = status.get("serial")
+    return isinstance(serial, int) and serial >= since
+
+
 def failures(statuses: dict[str, dict[str, Any]], doc: dict[str, Any]) -> list[str]:
-    """The cores whose (verified) status says applying the document's version failed, less the
-    ones a ``fleet resume`` acknowledged."""
+    """The cores whose (verified) status says applying the document's version failed in this
+    rollout, less the ones a ``fleet resume`` acknowledged."""
     version, group = doc.get("version"), doc.get("group")
     acknowledged = set(doc.get("rollout", {}).get("acknowledged") or [])
     return sorted(
         n for n, st in statuses.items()
         if st.get("failed_version") == version and st.get("group") in (group, None)
-        and st.get("state") == "failed" and n not in acknowledged
+        and st.get("state") == "failed" and n not in acknowledged and current(st, doc)
     )
 
 

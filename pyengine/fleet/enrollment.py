@@ -136,7 +136,7 @@ def statuses(fleet: Fleet, enrolled: Enrollment, *, every: bool = False,
             continue
         try:
             data = fleet.status_object(name)
-        except OversizeError as exc:
+        except (OversizeError, ValueError) as exc:  # too large, or no core's name
             out.unverified[name] = str(exc)
             continue
         if data is None:

@@ -289,7 +289,11 @@ def _write(fleet: Fleet, key: SigningKey, hist: History, doc: dict[str, Any],
                  {"serial": doc["serial"], "version": doc["version"]})
 
 
-def _rollout(hist: History, percent: float, max_failures: Optional[int]) -> dict[str, Any]:
+def _rollout(hist: History, percent: float, max_failures: Optional[int],
+             since: Optional[int] = None) -> dict[str, Any]:
+    """A rollout over the enrolled cores. ``since``: the serial that first carried this version
+    (statuses from before it are about another rollout, e.g. replayed old failures); the next
+    serial by default."""
     if not 0 < percent <= 100:
         raise ValueError(f"--percent {percent!r} must be more than 0 and at most 100")
     if max_failures is not None and max_failures < 0:
@@ -299,7 +303,8 @@ def _rollout(hist: History, percent: float, max_failures: Optional[int]) -> dict
         log.warning("no core is enrolled: the %g%% canary is chosen by hash alone (enroll the "
                     "cores with `pyengine fleet enroll` for an exact share)", percent)
     return {"percent": percent, "cutoff": document.cutoff(percent, known),
-            "max_failures": max_failures, "known_cores": len(known), "acknowledged": []}
+            "max_failures": max_failures, "known_cores": len(known), "acknowledged": [],
+            "since": hist.next_serial if since is None else since}
 
 
 def _stamp(doc: dict[str, Any], serial: int, expires_s: float) -> dict[str, Any]:
@@ -455,7 +460,8 @@ def promote(fleet: Fleet, key: SigningKey, *, percent: float = 100.0, force: boo
             f"the canary of {document.summary(cur)} is not confirmed: enrolled core(s) "
             f"{', '.join(f'{n} ({why})' for n, why in unconfirmed.items())} have no status "
             "signed by their enrolled key saying they applied it; wait for them, or --force")
-    rollout = _rollout(hist, percent, cur["rollout"].get("max_failures"))
+    rollout = _rollout(hist, percent, cur["rollout"].get("max_failures"),
+                       int(cur["rollout"].get("since", cur["serial"])))
     rollout["acknowledged"] = list(cur["rollout"].get("acknowledged") or [])
     doc = _stamp({**cur, "rollout": rollout}, hist.next_serial, expires_s)
     _write(fleet, key, hist, doc, mqtt, timestamp_expires_s)
@@ -473,7 +479,7 @@ def _unconfirmed(hist: History, doc: dict[str, Any]) -> dict[str, str]:
         if st is None:
             out[n] = hist.statuses.unverified.get(n, "no status")
         elif not (st.get("version") == doc["version"] and st.get("group") == doc["group"]
-                  and st.get("state") == "applied"):
+                  and st.get("state") == "applied" and document.current(st, doc)):
             out[n] = f"{st.get('state')} at version {st.get('version')}"
     return out
 
