@@ -338,6 +338,8 @@ class Graph:
             if node.op not in ("Div", "Mul") or len(node.inputs) != 2:
                 continue
             r, c = node.inputs
+            if node.op == "Mul" and self.is_const(r):  # (1/6) * Relu6(...)
+                r, c = c, r
             s = self._scalar(c)
             if s is None or abs((s if node.op == "Div" else 1 / s if s else 0) - 6.0) > 1e-5:
                 continue
