@@ -353,3 +353,32 @@ def test_free_image_size_with_global_pool_runs_at_any_size(tmp_path) -> None:  #
     for size in (IMAGE, 2 * IMAGE + 1):
         x = data((2, 3, size, size))
         assert_close(native.predict(x), sess.run(None, {"x": x})[0])
+
+
+def test_hard_swish_written_out_becomes_one_op(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """x * ((1/6) * Clip(x + 3, 0, 6)), as older exporters write hard-swish: one HardSwish, and
+    Relu6(x + 3) / 6 alone one HardSigmoid."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    consts = {"three": 3.0, "zero": 0.0, "six": 6.0, "sixth": 1 / 6}
+    nodes = [
+        helper.make_node("Add", ["x", "three"], ["a"]),
+        helper.make_node("Clip", ["a", "zero", "six"], ["r"]),
+        helper.make_node("Mul", ["sixth", "r"], ["hs"]),
+        helper.make_node("Mul", ["x", "hs"], ["hw"]),
+        helper.make_node("Add", ["hw", "three"], ["b"]),
+        helper.make_node("Clip", ["b", "zero", "six"], ["r2"]),
+        helper.make_node("Div", ["r2", "six"], ["y"]),
+    ]
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 11])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 11])],
+        initializer=[numpy_helper.from_array(np.array(v, np.float32), k) for k, v in consts.items()],
+    )
+    path = onnx_save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]),
+                     str(tmp_path / "hs.onnx"))
+    assert _native_ops(path) == ["HardSwish", "HardSigmoid"]
+    native = pyengine.load(pyengine.convert(path, str(tmp_path / "hs.pyem")))
+    x = data((5, 11)) * 5
+    sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    assert_close(native.predict(x), sess.run(None, {"x": x})[0])
