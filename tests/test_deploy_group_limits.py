@@ -55,7 +55,10 @@ def _valid(code_dir: str) -> dict:
                 ],
                 "max_code_mb": 4,
                 "max_code_files": 100,
-            }
+                "network": {"connect": ["127.0.0.1:9000"], "bind": [8080]},
+                "invoke": ["post"],
+            },
+            {"name": "post", "handler": "classify.function_handler", "code": code_dir},
         ],
         "subscriptions": [
             {"source": "devices", "topic": "in/#", "target": "classify"},
