@@ -89,7 +89,7 @@ def test_unwritable_parent_refused_before_anything_is_made(base: str) -> None:
         assert r.returncode != 0
         assert f"resources[0].model.destination: {dest!r}: the deploying user" in r.stderr, \
             r.stderr
-        assert says in r.stderr and f"install -d -o " in r.stderr, r.stderr
+        assert says in r.stderr and "install -d -o " in r.stderr, r.stderr
         assert "Errno" not in r.stderr
         assert os.listdir(locked) == []  # nothing made
     # The first group is still what is installed.
