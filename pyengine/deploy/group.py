@@ -20,11 +20,14 @@ from pyengine.deploy.errors import GroupError
 from pyengine.deploy.parse import parse_group_text, read_text
 from pyengine.deploy.subscriptions import BROKERS, Subscription, filter_problem, routing_cycles
 from pyengine.sources.aws import AwsSettings
+from pyengine.sources.s3 import bucket_problem
 
 ID_RE = re.compile(r"^[a-zA-Z0-9:_-]{1,128}$")
 HANDLER_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$")
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
-BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+KMS_KEY_ARN_RE = re.compile(
+    r"^arn:aws[a-z-]*:kms:[a-z]{2}(-[a-z]+)+-\d:\d{12}:key/(mrk-)?[0-9a-fA-F-]{32,36}$"
+)
 PACKAGE_EXTS = (".tar.gz", ".tgz", ".zip")
 PERMISSIONS = ("ro", "rw")
 #: Destinations inside these need root (or are the system itself).
@@ -75,6 +78,9 @@ class ModelSpec:
     sha256: Optional[str] = None
     max_unpacked_bytes: Optional[int] = None
     max_files: Optional[int] = None
+    #: The KMS key the S3 object (or the training job's artifact) is encrypted with (SSE-KMS):
+    #: ``pyengine policy`` then grants kms:Decrypt on it.
+    kms_key_arn: Optional[str] = None
 
 
 @dataclass(frozen=True)
@@ -312,19 +318,9 @@ class _Checker:
 
 
 def _check_bucket(c: _Checker, where: str, bucket: str, raw: str) -> None:
-    if "." in bucket:
-        c.bad(
-            where,
-            f"{raw!r}: bucket {bucket!r} contains a period; virtual-hosted-style HTTPS breaks "
-            "on such "
-            "names (the certificate does not match), so use a bucket without periods",
-        )
-    elif not BUCKET_RE.match(bucket):
-        c.bad(
-            where,
-            f"{raw!r}: bucket {bucket!r} is not a valid S3 bucket name (3-63 lowercase letters, "
-            "digits and hyphens, starting and ending with a letter or digit)",
-        )
+    problem = bucket_problem(bucket)
+    if problem:
+        c.bad(where, f"{raw!r}: {problem}")
 
 
 def _check_source(c: _Checker, where: str, raw: Any) -> str:
@@ -557,7 +553,8 @@ def _check_model(c: _Checker, where: str, raw: Any) -> Optional[ModelSpec]:
     m = c.mapping(
         where,
         raw,
-        ("source", "destination", "owner", "sha256", "max_unpacked_mb", "max_files"),
+        ("source", "destination", "owner", "sha256", "max_unpacked_mb", "max_files",
+         "kms_key_arn"),
         ("source", "destination"),
     )
     if not m:
@@ -588,7 +585,30 @@ def _check_model(c: _Checker, where: str, raw: Any) -> Optional[ModelSpec]:
     files = (
         int(c.number(f"{where}.max_files", mf, 1, 10**8, integer=True)) if mf is not None else None
     )
-    return ModelSpec(src, dest, owner, sha, cap_b, files)
+    kms = _check_kms_key(c, f"{where}.kms_key_arn", m.get("kms_key_arn"), src)
+    return ModelSpec(src, dest, owner, sha, cap_b, files, kms)
+
+
+def _check_kms_key(c: _Checker, where: str, raw: Any, source: str) -> Optional[str]:
+    """``kms_key_arn``: the ARN of the KMS key (not an alias: IAM policies name keys) an S3 or
+    SageMaker source is encrypted with."""
+    if raw is None:
+        return None
+    if not isinstance(raw, str) or not KMS_KEY_ARN_RE.match(raw):
+        hint = (
+            "; an alias does not work in an IAM policy's Resource: give the key's ARN "
+            "(aws kms describe-key --key-id alias/NAME shows it)"
+            if isinstance(raw, str) and (":alias/" in raw or raw.startswith("alias/"))
+            else ""
+        )
+        c.bad(where, f"{raw!r} must be a KMS key ARN, "
+              f"arn:aws:kms:REGION:ACCOUNT:key/KEY-ID{hint}")
+        return None
+    if source and not source.startswith(("s3://", "sagemaker://")):
+        c.bad(where, f"{raw!r}: only s3:// and sagemaker:// sources are encrypted with KMS keys "
+              f"(the source is {source!r}); remove kms_key_arn")
+        return None
+    return raw
 
 
 def _check_device(c: _Checker, where: str, raw: Any) -> Optional[DeviceSpec]:
