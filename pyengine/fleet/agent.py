@@ -84,6 +84,8 @@ class FleetAgent:
         Seconds between checks when no announcement arrives.
     debounce_s
         The least time between two checks that announcements start.
+    timestamp_keys
+        Public keys accepted on the timestamp only (besides ``trusted``).
     health
         Returns this core's health (readiness and functions) for the status.
     running
@@ -95,7 +97,8 @@ class FleetAgent:
                  mqtt: Optional[MqttSettings] = None, poll_s: float = 30.0,
                  health: Optional[Callable[[], dict[str, Any]]] = None,
                  running: Optional[Callable[[int], Any]] = None,
-                 metrics: Optional[Metrics] = None, debounce_s: float = 1.0) -> None:
+                 metrics: Optional[Metrics] = None, debounce_s: float = 1.0,
+                 timestamp_keys: Optional[list[TrustedKey]] = None) -> None:
         if not trusted:
             raise ValueError("a fleet core needs at least one --trust public key")
         if not poll_s > 0:
@@ -106,6 +109,8 @@ class FleetAgent:
         self.fleet = fleet
         self.name = check_core_name(core_name)
         self.trusted = trusted
+        #: Keys accepted on timestamps only (an online key for cron; TUF's timestamp role).
+        self.timestamp_keys = [*trusted, *(timestamp_keys or [])]
         self.mqtt = mqtt
         self.poll_s = poll_s
         self.debounce_s = debounce_s
@@ -276,7 +281,7 @@ class FleetAgent:
 
     def _timestamp(self, data: bytes, digest: str) -> None:
         try:
-            ts, _ = open_envelope(data, self.trusted)
+            ts, _ = open_envelope(data, self.timestamp_keys)
             document.check_timestamp(ts, self.fleet.uri)
         except (SignatureError, ValueError) as exc:
             self._refuse("the timestamp", digest, str(exc))
