@@ -312,6 +312,13 @@ def test_grants_core_as_ordinary_user(open_tmp, banner):
     try:
         proc.wait_ready()
         assert result(proc, "callee", op="whoami") == {"ok": True, "value": "callee"}
+        # The core's own user may call over the socket; another local user cannot connect.
+        path = proc.client.socket_path
+        assert os.stat(path).st_uid == NOBODY and stat.S_IMODE(os.stat(path).st_mode) == 0o660
+        status, body = _client_as(NOBODY, "unix", path)
+        assert status == 200 and body["result"]["value"] == "callee", body
+        got = _client_as(STRANGER, "unix", path)
+        assert got[0] == "PermissionError", got
         check_grants(proc, banner)
     finally:
         proc.stop()
@@ -460,3 +467,20 @@ def test_config_file_api_section():
                      "api.token: 'yes' must be true or false",
                      "api.listen: unknown field 'listen'"):
         assert expected in str(err.value), (expected, str(err.value))
+
+
+def test_token_file_outside_the_root_is_closed_to_functions(tmp_path):
+    """A token file in a directory every function reads (/opt here) drops that directory's rule."""
+    from pyengine.core.group import FunctionSpec
+    from pyengine.core.policy import plan
+
+    if not os.path.isdir("/opt"):
+        pytest.skip("this machine has no /opt")
+    code = tmp_path / "code"
+    code.mkdir()
+    spec = FunctionSpec(name="f", handler="handler.function_handler", code_dir=str(code))
+    token = "/opt/pyengine-test/api.token"
+    open_rules = plan(spec, str(tmp_path / "root"), str(tmp_path / "scratch"), []).rules
+    closed = plan(spec, str(tmp_path / "root"), str(tmp_path / "scratch"), [token]).rules
+    assert ("/opt", "ro") in open_rules
+    assert not [p for p, _ in closed if token.startswith(p.rstrip("/") + "/")]

@@ -180,6 +180,39 @@ def test_a_frozen_bucket_is_reported_stale(world: World) -> None:
     assert late.status()["freshness"] == "fresh"
 
 
+def test_a_timestamp_only_key_refreshes_but_signs_nothing_else(world: World) -> None:
+    """TUF's timestamp role: cron holds a key that keeps the fleet fresh, not the fleet key."""
+    ts_path = os.path.join(world.base, "timestamp.pem")
+    fl.keygen(ts_path)
+    ts_key = fl.SigningKey(ts_path)
+    world.publish("v1", timestamp_expires_s=1.0)
+    core = world.agent("cam-1", timestamp_keys=[ts_key.public])
+    assert core.check() == "applied"
+    time.sleep(1.1)
+    core.check()
+    assert core.status()["freshness"] == "stale"
+    rc = main(["fleet", "refresh", "--fleet", world.uri, "--s3-endpoint", world.endpoint,
+               "--key", ts_path, "--trust", f"{world.key_path}.pub"])
+    assert rc == 0
+    assert core.check() == "applied" and core.status()["freshness"] == "fresh"
+    # A core that does not trust the timestamp key refuses its timestamps ...
+    other = world.agent("cam-2")
+    other.check()
+    assert "untrusted key" in last_refusal(other)
+    # ... and the timestamp key cannot sign a deployment that a core would take.
+    hist = fl.verified_history(world.fleet, ts_key, world.trusted)
+    evil = dict(hist.docs[0].doc, serial=2, version=5, high=5)
+    data = json.dumps(ts_key.seal(evil)).encode()
+    world.put(data, "deployments", f"{2:010d}.json")
+    write_timestamp(world.fleet, ts_key, Signed(evil, f"{2:010d}.json", data), hist.enrolled,
+                    hist.timestamp)
+    core.check()
+    assert "untrusted key" in last_refusal(core) and core.st["version"] == 1
+    # The fleet key's own publishing still works, its history check refusing the forged object.
+    with pytest.raises(fl.FleetError, match=f"{2:010d}.json: signed by an untrusted key"):
+        world.publish("v2")
+
+
 def test_publish_refuses_a_history_it_cannot_verify(world: World, capsys) -> None:  # noqa: ANN001
     world.publish("v1")
     world.publish("v2")
@@ -260,6 +293,10 @@ def test_endless_data_is_cut_at_the_cap(world: World, counter: S3Counter) -> Non
     core.check()
     assert "over the 65536-byte cap" in last_refusal(core)
     assert counter.sent("timestamp.json") <= cap + 1
+    kept = len(core.st["refused"])
+    core.check()  # at every poll again: counted on the same refusal, not a new one each time
+    assert len(core.st["refused"]) == kept and core.st["refused"][-1]["times"] == 2
+    assert counter.sent("timestamp.json") <= 2 * (cap + 1)
     assert counter.count("GET", "deployment.json") == 0
     world.put(genuine, "timestamp.json")
     # A huge document in place of the one the timestamp names: at most the signed size is read.

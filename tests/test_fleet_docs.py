@@ -172,3 +172,28 @@ def test_cli_errors(capsys, tmp_path, keys) -> None:  # noqa: ANN001
     assert "--core 'cam-1' must be NAME=PUBLIC_KEY_FILE" in capsys.readouterr().err
     assert main(["fleet", "enroll", "--fleet", "s3://bucket-x/p", "--key", path]) == 2
     assert "needs --core NAME=PUBLIC_KEY or --remove NAME" in capsys.readouterr().err
+
+
+def test_a_fleet_published_before_timestamps_upgrades_with_refresh(  # noqa: ANN001
+        tmp_path, keys, moto_endpoint, bucket, monkeypatch) -> None:
+    """Documents of format pyengine-fleet/1 (no expiry, no timestamp): cores wait, and one
+    `fleet refresh` re-signs the latest as a current document with a timestamp."""
+    monkeypatch.setenv(fl.CORE_NAME_VAR, "solo")
+    path, _ = keys
+    key = fl.SigningKey(path)
+    fleet = fl.Fleet.parse(f"s3://{bucket}/old", AwsSettings(moto_endpoint))
+    group = tmp_path / "group.json"
+    group.write_text(json.dumps({"name": "empty"}))
+    doc = fl.publish(str(group), fleet, key)
+    old = {k: v for k, v in doc.items() if k not in ("expires", "packages")}
+    old["format"] = "pyengine-fleet/1"
+    old["rollout"] = {k: v for k, v in doc["rollout"].items()
+                      if k not in ("acknowledged", "since")}
+    fleet.put_json(key.seal(old), "deployments", f"{1:010d}.json")
+    delete(fleet, "timestamp.json")
+    agent = _agent(tmp_path, fleet, path)
+    assert agent.check() == "idle" and agent.status()["freshness"] == "unknown"
+    ts = fl.refresh(fleet, key)
+    assert ts["deployment"]["serial"] == 2
+    assert agent.check() == "applied" and agent.st["version"] == 1
+    assert agent.status()["freshness"] == "fresh"

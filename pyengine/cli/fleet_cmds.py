@@ -46,6 +46,9 @@ def core_start_args(s: argparse.ArgumentParser) -> None:
     g.add_argument("--trust", action="append", default=[], metavar="PUBLIC_KEY",
                    help="public key whose signatures are accepted (repeatable; required with "
                    "--fleet)")
+    g.add_argument("--trust-timestamp", action="append", default=[], metavar="PUBLIC_KEY",
+                   help="public key accepted on the fleet's timestamp only (the key `fleet "
+                   "refresh` runs with from cron; repeatable)")
     g.add_argument("--fleet-poll", type=float, default=30.0, metavar="SECONDS",
                    help="check the bucket this often without announcements (30); "
                    "announcements come through the core's broker (--mqtt or --config)")
@@ -96,7 +99,8 @@ def fleet_agent(args: argparse.Namespace, root: str, core: Any) -> Any:
                       args.core_name or os.uname().nodename,
                       [TrustedKey.load(p) for p in args.trust], mqtt=core.config.fleet_broker(),
                       poll_s=args.fleet_poll, health=health, running=core.await_deployment,
-                      metrics=core.metrics, debounce_s=args.fleet_debounce)
+                      metrics=core.metrics, debounce_s=args.fleet_debounce,
+                      timestamp_keys=[TrustedKey.load(p) for p in args.trust_timestamp])
 
 
 def fleet_args(p: argparse.ArgumentParser) -> None:
@@ -138,6 +142,9 @@ def fleet_args(p: argparse.ArgumentParser) -> None:
                         "--timestamp-expires) and renew documents at half-life")
     add_location_args(rf)
     add_signing_args(rf)
+    rf.add_argument("--trust", action="append", default=[], metavar="PUBLIC_KEY",
+                    help="the fleet's public key, when --key is a timestamp-only key (cores "
+                    "trust it with --trust-timestamp): only the timestamp is signed")
 
     en = sub.add_parser("enroll", help="enroll cores' status keys (only enrolled cores' signed "
                         "statuses count)")
@@ -240,7 +247,8 @@ def fleet_run(args: argparse.Namespace) -> int:
     life = _lifetimes(args)
     broker = _broker(args)
     if args.fleet_command == "refresh":
-        ts = fl.refresh(where, key, mqtt=broker, **life)
+        ts = fl.refresh(where, key, mqtt=broker,
+                        trusted=[fl.TrustedKey.load(p) for p in args.trust] or None, **life)
         print(f"signed timestamp {ts['serial']} of {where.uri} (serial "
               f"{ts['deployment']['serial']}), valid until {_ago(ts['expires'], True)}")
         return 0

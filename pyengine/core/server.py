@@ -351,6 +351,8 @@ class Core:
         scratch = os.path.join(self.root, "run", spec.name)
         os.makedirs(scratch, exist_ok=True)
         protected = [f.code_dir for f in group.functions]
+        if self.api.port is not None:  # a token file outside the root (say in /opt) stays closed
+            protected.append(self.token_file)
         protected += [r.grant_path() for f in group.functions for r in f.resources
                       if r.kind == "model"]
         user = self.users.user_for(spec.name) if self.users is not None else None

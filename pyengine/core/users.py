@@ -155,7 +155,8 @@ class FunctionUsers:
                      if r != self.root and os.path.exists(os.path.join(r, USERS_FILE))}
             yield {uid: f"function {name!r} of the root {r}" for r, fns in roots.items()
                    for name, uid in fns.items()}
-            roots[self.root] = dict(self._uids)
+            if self._uids:
+                roots[self.root] = dict(self._uids)
             _save(self.registry, roots)
         finally:
             os.close(fd)

@@ -84,6 +84,8 @@ class FleetAgent:
         Seconds between checks when no announcement arrives.
     debounce_s
         The least time between two checks that announcements start.
+    timestamp_keys
+        Public keys accepted on the timestamp only (besides ``trusted``).
     health
         Returns this core's health (readiness and functions) for the status.
     running
@@ -95,7 +97,8 @@ class FleetAgent:
                  mqtt: Optional[MqttSettings] = None, poll_s: float = 30.0,
                  health: Optional[Callable[[], dict[str, Any]]] = None,
                  running: Optional[Callable[[int], Any]] = None,
-                 metrics: Optional[Metrics] = None, debounce_s: float = 1.0) -> None:
+                 metrics: Optional[Metrics] = None, debounce_s: float = 1.0,
+                 timestamp_keys: Optional[list[TrustedKey]] = None) -> None:
         if not trusted:
             raise ValueError("a fleet core needs at least one --trust public key")
         if not poll_s > 0:
@@ -106,6 +109,8 @@ class FleetAgent:
         self.fleet = fleet
         self.name = check_core_name(core_name)
         self.trusted = trusted
+        #: Keys accepted on timestamps only (an online key for cron; TUF's timestamp role).
+        self.timestamp_keys = [*trusted, *(timestamp_keys or [])]
         self.mqtt = mqtt
         self.poll_s = poll_s
         self.debounce_s = debounce_s
@@ -125,8 +130,7 @@ class FleetAgent:
         self._ts_seen: Optional[str] = None  # digest of the last timestamp fully handled
         self._enrolled = enrollment.Enrollment()
         self._stale_warned: Optional[str] = None
-        #: Checks made (any cause); announcements that arrived.
-        self.checks = 0
+        #: Announcements heard (each only brings the next check forward).
         self.announcements = 0
         # Destinations may name the core: /srv/${PYENGINE_CORE_NAME}/models/digits.
         os.environ[CORE_NAME_VAR] = self.name
@@ -246,10 +250,16 @@ class FleetAgent:
     # -- documents ---------------------------------------------------------------------------
 
     def _refuse(self, what: str, digest: str, reason: str, serial: Optional[int] = None) -> None:
+        refused = self.st.get("refused") or []
+        if refused and refused[-1].get("reason") == reason:
+            # The same refusal again (an oversize object at every poll): counted, logged once.
+            refused[-1].update(at=time.time(), times=int(refused[-1].get("times") or 1) + 1)
+            self._save()
+            return
         log.error("fleet %s: refused %s: %s", self.fleet.uri, what, reason)
-        self.st["refused"] = (self.st.get("refused") or [])[-(REFUSALS_KEPT - 1):] + [
+        self.st["refused"] = refused[-(REFUSALS_KEPT - 1):] + [
             {"at": time.time(), "what": what, "digest": digest, "serial": serial,
-             "reason": reason}]
+             "reason": reason, "times": 1}]
         self._save()
 
     def _set(self, state: str, message: str, **fields: Any) -> None:
@@ -259,7 +269,6 @@ class FleetAgent:
 
     def check(self) -> str:
         """Read the timestamp and act on what it names; returns this core's state afterwards."""
-        self.checks += 1
         try:
             data = self.fleet.get(TIMESTAMP)
         except OversizeError as exc:
@@ -276,7 +285,7 @@ class FleetAgent:
 
     def _timestamp(self, data: bytes, digest: str) -> None:
         try:
-            ts, _ = open_envelope(data, self.trusted)
+            ts, _ = open_envelope(data, self.timestamp_keys)
             document.check_timestamp(ts, self.fleet.uri)
         except (SignatureError, ValueError) as exc:
             self._refuse("the timestamp", digest, str(exc))

@@ -176,10 +176,12 @@ class History:
         return max((int(s.doc.get("high", s.doc["version"])) for s in self.docs), default=0)
 
 
-def verified_history(fleet: Fleet, key: SigningKey) -> History:
+def verified_history(fleet: Fleet, key: SigningKey,
+                     trusted: Optional[list[TrustedKey]] = None) -> History:
     """Read and verify everything a new document is numbered from.
 
-    Every object under ``deployments/`` must verify against ``key`` under its own serial's name,
+    Every object under ``deployments/`` must verify against ``key`` (or ``trusted``: the fleet
+    keys, when ``key`` only signs timestamps) under its own serial's name,
     the serials must run 1..N without a gap, and nothing signed (the timestamp, an enrolled
     core's status) may name a serial above N: otherwise the history was tampered with or cut,
     and a publish would reuse a serial that cores already hold.
@@ -189,7 +191,7 @@ def verified_history(fleet: Fleet, key: SigningKey) -> History:
     FleetError
         Naming the object that cannot be verified (or the serial that is missing) and what to do.
     """
-    trusted = [key.public]
+    trusted = trusted or [key.public]
     fix = ("; restore it from a backup (S3 versioning keeps old versions) or, after checking "
            "how it got there, delete it, then run the command again")
     docs = []
@@ -212,21 +214,23 @@ def verified_history(fleet: Fleet, key: SigningKey) -> History:
         enrolled = enrollment.read(fleet, trusted)
     except ValueError as exc:
         raise FleetError(str(exc)) from None
-    ts = _timestamp(fleet, trusted)
+    ts = _timestamp(fleet, [*trusted, key.public])
     claims = []
     if ts is not None:
-        claims.append((int(ts["deployment"]["serial"]), fleet.object_uri(TIMESTAMP)))
+        claims.append((int(ts["deployment"]["serial"]), fleet.object_uri(TIMESTAMP), ""))
     sts = enrollment.statuses(fleet, enrolled)
     for n, st in sts.verified.items():
         if isinstance(st.get("serial"), int):
-            claims.append((int(st["serial"]), f"enrolled core {n}'s signed status"))
-    for serial, who in claims:
+            claims.append((int(st["serial"]), f"enrolled core {n}'s signed status",
+                           f" (if core {n} itself is compromised and lies, take it off the "
+                           f"list: `pyengine fleet enroll --remove {n}`)"))
+    for serial, who, otherwise in claims:
         if serial > top:
             raise FleetError(
                 f"{who} names serial {serial}, but the history in "
                 f"{fleet.object_uri('deployments')}/ ends at {top}: documents were deleted; "
                 "restore them from a backup (S3 versioning) before publishing, or the new "
-                "document would reuse a serial that cores already hold")
+                f"document would reuse a serial that cores already hold{otherwise}")
     return History(docs, enrolled, sts, ts)
 
 
@@ -243,7 +247,10 @@ def _timestamp(fleet: Fleet, trusted: list[TrustedKey]) -> Optional[dict[str, An
         doc, _ = open_envelope(data, trusted)
         document.check_timestamp(doc, fleet.uri)
     except (SignatureError, ValueError) as exc:
-        log.warning("replacing %s, which does not verify: %s", fleet.object_uri(TIMESTAMP), exc)
+        # Forged, or signed by a timestamp key this command does not know: the new one is
+        # numbered from the clock either way.
+        log.info("replacing %s (not verified with this command's keys: %s)",
+                 fleet.object_uri(TIMESTAMP), exc)
         return None
     return doc
 
@@ -539,23 +546,37 @@ def rollback(fleet: Fleet, key: SigningKey, *, to: Optional[int] = None,
     return doc
 
 
-def refresh(fleet: Fleet, key: SigningKey, *, mqtt: Optional[Broker] = None,
-            expires_s: float = document.DOC_EXPIRES_S,
+def refresh(fleet: Fleet, key: SigningKey, *, trusted: Optional[list[TrustedKey]] = None,
+            mqtt: Optional[Broker] = None, expires_s: float = document.DOC_EXPIRES_S,
             timestamp_expires_s: float = document.TIMESTAMP_EXPIRES_S) -> dict[str, Any]:
     """Re-sign the timestamp (run it from cron more often than ``timestamp_expires_s``).
 
-    The current document and the enrollment are re-signed too (a new serial, same content) once
-    half their lifetime has passed. Returns the new timestamp; cores that stop seeing fresh
-    timestamps report "stale" (a frozen bucket).
+    With the fleet key, the current document and the enrollment are re-signed too (a new
+    serial, same content) once half their lifetime has passed. With a timestamp-only key (cores
+    trust it with ``--trust-timestamp``; ``trusted``: the fleet's public keys, to verify the
+    history) only the timestamp is signed, so a machine that runs cron never holds the fleet
+    key. Returns the new timestamp; cores that stop seeing fresh timestamps report "stale".
     """
-    hist, cur = _current(fleet, key)
-    if document.renew_due(cur):
+    hist = verified_history(fleet, key, trusted)
+    cur = hist.latest
+    if cur is None:
+        raise FleetError(f"nothing has been published to {fleet.uri}; run `pyengine fleet "
+                         "publish` first")
+    fleet_key = trusted is None or key.public.id in {k.id for k in trusted}
+    if not fleet_key:
+        for what, d in (("the document", cur), ("the enrollment", hist.enrolled.doc)):
+            if d is not None and document.renew_due(d):
+                log.warning("%s expires at %s; renew it with the fleet key (`pyengine fleet "
+                            "refresh --key FLEET_KEY`)", what,
+                            time.strftime("%Y-%m-%d %H:%M", time.gmtime(float(d["expires"])))
+                            if isinstance(d.get("expires"), (int, float)) else "once")
+    elif document.renew_due(cur):
         doc = _stamp(cur, hist.next_serial, expires_s)
         name = _doc_name(int(doc["serial"]))
         data = _put(fleet, key, doc, f"deployments/{name}", LATEST)
         hist.docs.insert(0, Signed(doc, name, data))
         log.info("renewed %s (it expired or would soon)", document.summary(doc))
-    if hist.enrolled.doc is not None and document.renew_due(hist.enrolled.doc):
+    if fleet_key and hist.enrolled.doc is not None and document.renew_due(hist.enrolled.doc):
         hist.enrolled = _sign_enrollment(fleet, key, enrollment.enroll(fleet, key,
                                                                           expires_s=expires_s))
     ts = write_timestamp(fleet, key, hist.docs[0], hist.enrolled, hist.timestamp,
