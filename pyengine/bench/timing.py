@@ -1,0 +1,213 @@
+"""The one way this project times a call: :func:`measure` (one callable) and :func:`alternate`
+(several, taking turns). ``pyengine bench`` and the development benches in bench/ use them.
+
+The loop is kept lean on purpose (two ``perf_counter_ns`` reads and a list append per call, the
+deadline compared as integers, the progress callback called at most every 0.1 s) so that its own
+cost stays far below a model call; bench/bench_timing.py measures it against a bare loop.
+Only the standard library is used.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Optional, Sequence
+
+#: Called with the fraction done (0..1) while a measurement runs.
+Progress = Callable[[float], None]
+
+_TICK_NS = 100_000_000  # progress updates at most every 0.1 s
+
+
+def percentile(xs: Sequence[float], q: float) -> float:
+    """The ``q``-th percentile (0..100) of ``xs``, interpolated linearly (numpy's default)."""
+    if not xs:
+        return math.nan
+    s = sorted(xs)
+    pos = (len(s) - 1) * q / 100.0
+    lo = int(math.floor(pos))
+    hi = min(lo + 1, len(s) - 1)
+    return s[lo] + (s[hi] - s[lo]) * (pos - lo)
+
+
+@dataclass
+class Timing:
+    """The calls of one measurement.
+
+    Attributes
+    ----------
+    times_ms
+        Each timed call's milliseconds, in order (the first call and the warm-up excluded).
+    first_ms
+        The first call's milliseconds (NaN when it was not timed separately).
+    wall_s
+        Seconds of the timed calls from the first start to the last end (loop included).
+    """
+
+    times_ms: list[float] = field(default_factory=list)
+    first_ms: float = math.nan
+    wall_s: float = 0.0
+
+    @property
+    def runs(self) -> int:
+        return len(self.times_ms)
+
+    def pct(self, q: float) -> float:
+        """The ``q``-th percentile of :attr:`times_ms`."""
+        return percentile(self.times_ms, q)
+
+    @property
+    def p50(self) -> float:
+        return self.pct(50)
+
+    @property
+    def p90(self) -> float:
+        return self.pct(90)
+
+    @property
+    def p99(self) -> float:
+        return self.pct(99)
+
+    @property
+    def mean(self) -> float:
+        return statistics.fmean(self.times_ms) if self.times_ms else math.nan
+
+
+def _check(runs: Optional[int], duration: Optional[float], warmup: int) -> None:
+    if runs is None and duration is None:
+        raise ValueError("give runs or duration")
+    if runs is not None and runs < 1:
+        raise ValueError(f"runs={runs}: must be >= 1")
+    if duration is not None and not duration > 0:
+        raise ValueError(f"duration={duration}: must be > 0 seconds")
+    if warmup < 0:
+        raise ValueError(f"warmup={warmup}: must be >= 0")
+
+
+def measure(
+    fn: Callable[[], object],
+    *,
+    runs: Optional[int] = None,
+    duration: Optional[float] = None,
+    warmup: int = 0,
+    first: bool = False,
+    min_runs: int = 1,
+    progress: Optional[Progress] = None,
+) -> Timing:
+    """Time calls of ``fn()``.
+
+    Parameters
+    ----------
+    fn
+        The call to time (takes no arguments).
+    runs, duration
+        Time ``runs`` calls, or calls until ``duration`` seconds have passed (at least
+        ``min_runs``); with both, whichever comes first.
+    warmup
+        Untimed calls before the timed ones.
+    first
+        Time the very first call on its own (:attr:`Timing.first_ms`); it counts as the first
+        warm-up call.
+    progress
+        Called with the fraction done, at most every 0.1 s.
+
+    Raises
+    ------
+    ValueError
+        Neither ``runs`` nor ``duration``, or one out of range.
+    """
+    _check(runs, duration, warmup)
+    clock = time.perf_counter_ns
+    out = Timing()
+    if first:
+        t0 = clock()
+        fn()
+        out.first_ms = (clock() - t0) / 1e6
+        warmup -= 1
+    for _ in range(max(warmup, 0)):
+        fn()
+    ns: list[int] = []
+    append = ns.append
+    limit = runs if runs is not None else 1 << 62
+    start = clock()
+    deadline = start + int(duration * 1e9) if duration is not None else 1 << 62
+    tick = start + _TICK_NS if progress is not None else 1 << 62
+    total = float(deadline - start) if runs is None else float(limit)
+    n = 0
+    t1 = start
+    while n < limit:
+        t0 = clock()
+        fn()
+        t1 = clock()
+        append(t1 - t0)
+        n += 1
+        if t1 >= deadline and n >= min_runs:
+            break
+        if t1 >= tick:
+            assert progress is not None
+            progress(min(1.0, (t1 - start) / total if runs is None else n / total))
+            tick = t1 + _TICK_NS
+    out.wall_s = (t1 - start) / 1e9
+    out.times_ms = [x / 1e6 for x in ns]
+    if progress is not None:
+        progress(1.0)
+    return out
+
+
+def alternate(
+    fns: Sequence[Callable[[], object]],
+    *,
+    runs: Optional[int] = None,
+    duration: Optional[float] = None,
+    warmup: int = 0,
+    first: bool = False,
+    min_runs: int = 5,
+    progress: Optional[Progress] = None,
+) -> list[Timing]:
+    """Time several calls taking turns, one call of each per round, the order rotating each
+    round (so that none always runs right after another's cache and thread wake-ups).
+
+    ``runs`` counts rounds; ``duration`` bounds the whole measurement (at least ``min_runs``
+    rounds). Other parameters as :func:`measure`, per callable.
+    """
+    _check(runs, duration, warmup)
+    clock = time.perf_counter_ns
+    outs = [Timing() for _ in fns]
+    if first:
+        for fn, out in zip(fns, outs):
+            t0 = clock()
+            fn()
+            out.first_ms = (clock() - t0) / 1e6
+        warmup -= 1
+    for _ in range(max(warmup, 0)):
+        for fn in fns:
+            fn()
+    k = len(fns)
+    ns: list[list[int]] = [[] for _ in fns]
+    limit = runs if runs is not None else 1 << 62
+    start = clock()
+    deadline = start + int(duration * 1e9) if duration is not None else 1 << 62
+    tick = start + _TICK_NS
+    t1 = start
+    rnd = 0
+    while rnd < limit:
+        for j in range(k):
+            i = (rnd + j) % k
+            t0 = clock()
+            fns[i]()
+            t1 = clock()
+            ns[i].append(t1 - t0)
+        rnd += 1
+        if t1 >= deadline and rnd >= min_runs:
+            break
+        if progress is not None and t1 >= tick:
+            progress(min(1.0, (t1 - start) / (deadline - start) if runs is None else rnd / limit))
+            tick = t1 + _TICK_NS
+    for out, xs in zip(outs, ns):
+        out.wall_s = (t1 - start) / 1e9
+        out.times_ms = [x / 1e6 for x in xs]
+    if progress is not None:
+        progress(1.0)
+    return outs
