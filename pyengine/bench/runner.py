@@ -23,6 +23,11 @@ from pyengine.runtime import FRAMEWORKS, set_thread_count, thread_count
 SCHEMA_ID = "pyengine-bench/1"
 
 
+#: ``--compare`` alternates blocks of calls this long: onnxruntime's idle workers spin for a
+#: while after each call and would slow a pyengine call that followed right away.
+COMPARE_BLOCK_S = 0.05
+
+
 class OutputsDifferError(ValueError):
     """``--compare``: the engine's and the framework's outputs differ beyond the tolerance."""
 
@@ -379,7 +384,8 @@ def _cell(model: Model, ref: Optional[Model], batch: int, opts: BenchOptions, la
                 f"tolerance {opts.tolerance:g} (--tolerance); not timing models that disagree")
         t, t_ref = timing.alternate([lambda: model.predict(x), lambda: ref.predict(x)],
                                     runs=opts.runs, duration=opts.duration,
-                                    warmup=max(opts.warmup - 1, 0), progress=tick)
+                                    warmup=max(opts.warmup - 1, 0), block_s=COMPARE_BLOCK_S,
+                                    progress=tick)
         t.first_ms = first_ms
         cell["compare"] = {"backend": ref.backend, "max_rel_diff": diff,
                            **_timing_json(t_ref, batch),

@@ -1,5 +1,6 @@
-"""The one way this project times a call: :func:`measure` (one callable) and :func:`alternate`
-(several, taking turns). ``pyengine bench`` and the development benches in bench/ use them.
+"""The one way this project times a call: :func:`measure` (one callable), :func:`alternate`
+(several, taking turns) and :func:`closed_loop` (several threads calling at once).
+``pyengine bench`` and the development benches in bench/ use them.
 
 The loop is kept lean on purpose (two ``perf_counter_ns`` reads and a list append per call, the
 deadline compared as integers, the progress callback called at most every 0.1 s) so that its own
@@ -11,9 +12,10 @@ from __future__ import annotations
 
 import math
 import statistics
+import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Optional, Sequence
+from typing import Callable, ContextManager, Optional, Sequence
 
 #: Called with the fraction done (0..1) while a measurement runs.
 Progress = Callable[[float], None]
@@ -94,6 +96,7 @@ def measure(
     warmup: int = 0,
     first: bool = False,
     min_runs: int = 1,
+    group: int = 1,
     progress: Optional[Progress] = None,
 ) -> Timing:
     """Time calls of ``fn()``.
@@ -110,6 +113,9 @@ def measure(
     first
         Time the very first call on its own (:attr:`Timing.first_ms`); it counts as the first
         warm-up call.
+    group
+        Calls per sample: each sample times ``group`` calls back to back and records their mean
+        (for calls too short for the clock); ``runs`` then counts samples.
     progress
         Called with the fraction done, at most every 0.1 s.
 
@@ -119,6 +125,8 @@ def measure(
         Neither ``runs`` nor ``duration``, or one out of range.
     """
     _check(runs, duration, warmup)
+    if group < 1:
+        raise ValueError(f"group={group}: must be >= 1")
     clock = time.perf_counter_ns
     out = Timing()
     if first:
@@ -137,11 +145,19 @@ def measure(
     total = float(deadline - start) if runs is None else float(limit)
     n = 0
     t1 = start
+    calls = range(group)
     while n < limit:
-        t0 = clock()
-        fn()
-        t1 = clock()
-        append(t1 - t0)
+        if group == 1:
+            t0 = clock()
+            fn()
+            t1 = clock()
+            append(t1 - t0)
+        else:
+            t0 = clock()
+            for _ in calls:
+                fn()
+            t1 = clock()
+            append((t1 - t0) // group)
         n += 1
         if t1 >= deadline and n >= min_runs:
             break
@@ -164,13 +180,18 @@ def alternate(
     warmup: int = 0,
     first: bool = False,
     min_runs: int = 5,
+    block_s: float = 0.0,
     progress: Optional[Progress] = None,
 ) -> list[Timing]:
     """Time several calls taking turns, one call of each per round, the order rotating each
     round (so that none always runs right after another's cache and thread wake-ups).
 
-    ``runs`` counts rounds; ``duration`` bounds the whole measurement (at least ``min_runs``
-    rounds). Other parameters as :func:`measure`, per callable.
+    ``runs`` counts each callable's timed calls; ``duration`` bounds the whole measurement (at
+    least ``min_runs`` rounds, fewer when ``runs`` is reached first). With ``block_s`` > 0 each
+    turn is a block: one untimed call, then timed calls until ``block_s`` seconds have passed
+    (at least one), so that a runtime whose idle threads spin after its calls (onnxruntime's
+    do) slows only its own block's first call. Other parameters as :func:`measure`, per
+    callable.
     """
     _check(runs, duration, warmup)
     clock = time.perf_counter_ns
@@ -192,18 +213,29 @@ def alternate(
     tick = start + _TICK_NS
     t1 = start
     rnd = 0
-    while rnd < limit:
+    block_ns = int(block_s * 1e9)
+    while True:
         for j in range(k):
             i = (rnd + j) % k
-            t0 = clock()
-            fns[i]()
-            t1 = clock()
-            ns[i].append(t1 - t0)
+            fn, out_ns = fns[i], ns[i]
+            if len(out_ns) >= limit:
+                continue
+            if block_ns:
+                fn()
+                end = clock() + block_ns
+            while len(out_ns) < limit:
+                t0 = clock()
+                fn()
+                t1 = clock()
+                out_ns.append(t1 - t0)
+                if not block_ns or t1 >= end:
+                    break
         rnd += 1
-        if t1 >= deadline and rnd >= min_runs:
+        if rnd >= min_runs and (t1 >= deadline or min(len(x) for x in ns) >= limit):
             break
         if progress is not None and t1 >= tick:
-            progress(min(1.0, (t1 - start) / (deadline - start) if runs is None else rnd / limit))
+            progress(min(1.0, (t1 - start) / (deadline - start) if runs is None
+                         else min(len(x) for x in ns) / limit))
             tick = t1 + _TICK_NS
     for out, xs in zip(outs, ns):
         out.wall_s = (t1 - start) / 1e9
@@ -211,3 +243,47 @@ def alternate(
     if progress is not None:
         progress(1.0)
     return outs
+
+
+def closed_loop(client: Callable[[], ContextManager[Callable[[], object]]], clients: int,
+                seconds: float) -> tuple[list[float], float]:
+    """``clients`` threads each calling back to back for ``seconds``, all starting together.
+
+    Each thread enters ``client()`` once for its call (and leaves it when done, e.g. to close a
+    connection). A call that raises stops its thread; the first such error is raised here once
+    every thread has finished. Returns every call's latency in seconds and the elapsed seconds.
+    """
+    latencies: list[list[float]] = [[] for _ in range(clients)]
+    errors: list[BaseException] = []
+    start = threading.Barrier(clients + 1)
+    stop_at = [0.0]
+
+    def run(i: int) -> None:
+        lat = latencies[i]
+        clock = time.perf_counter
+        with client() as call:
+            start.wait()
+            while True:
+                t0 = clock()
+                try:
+                    call()
+                except Exception as e:  # noqa: BLE001 - raised again in the calling thread
+                    errors.append(e)
+                    break
+                t1 = clock()
+                lat.append(t1 - t0)
+                if t1 >= stop_at[0]:
+                    break
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(clients)]
+    for t in threads:
+        t.start()
+    t_start = time.perf_counter()
+    stop_at[0] = t_start + seconds
+    start.wait()
+    for t in threads:
+        t.join()
+    elapsed = time.perf_counter() - t_start
+    if errors:
+        raise errors[0]
+    return [x for lat in latencies for x in lat], elapsed
