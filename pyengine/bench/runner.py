@@ -372,7 +372,7 @@ def _cell(model: Model, ref: Optional[Model], batch: int, opts: BenchOptions, la
     cell: dict[str, Any] = {"batch": batch, "input_shapes": [list(a.shape) for a in xs],
                             "compare": None, "profile": None}
     if ref is None:
-        t = timing.measure(lambda: model.predict(x), runs=opts.runs, duration=opts.duration,
+        t = timing.measure(model.predict, args=(x,), runs=opts.runs, duration=opts.duration,
                            warmup=max(opts.warmup - 1, 0), progress=tick)
         t.first_ms = first_ms
     else:

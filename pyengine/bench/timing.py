@@ -10,17 +10,37 @@ Only the standard library is used.
 
 from __future__ import annotations
 
+import functools
 import math
 import statistics
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable, ContextManager, Optional, Sequence
+from typing import Any, Callable, ContextManager, Optional, Sequence
 
 #: Called with the fraction done (0..1) while a measurement runs.
 Progress = Callable[[float], None]
 
 _TICK_NS = 100_000_000  # progress updates at most every 0.1 s
+
+
+_clock_ns: Optional[int] = None
+
+
+def clock_overhead_ns() -> int:
+    """What one ``perf_counter_ns`` read adds to a sample: the median of 2000 back-to-back read
+    pairs, measured once per process. A sample ``t1 - t0`` spans the call plus about one read,
+    so :func:`measure` and :func:`alternate` subtract this from every sample (bench/bench_timing.py
+    shows the effect on the cheapest model call)."""
+    global _clock_ns
+    if _clock_ns is None:
+        clock = time.perf_counter_ns
+        d = []
+        for _ in range(2000):
+            t0 = clock()
+            d.append(clock() - t0)
+        _clock_ns = int(statistics.median(d))
+    return _clock_ns
 
 
 def percentile(xs: Sequence[float], q: float) -> float:
@@ -41,7 +61,8 @@ class Timing:
     Attributes
     ----------
     times_ms
-        Each timed call's milliseconds, in order (the first call and the warm-up excluded).
+        Each timed call's milliseconds, in order (the first call and the warm-up excluded), the
+        clock's own read time (:func:`clock_overhead_ns`) taken off.
     first_ms
         The first call's milliseconds (NaN when it was not timed separately).
     wall_s
@@ -89,8 +110,9 @@ def _check(runs: Optional[int], duration: Optional[float], warmup: int) -> None:
 
 
 def measure(
-    fn: Callable[[], object],
+    fn: Callable[..., object],
     *,
+    args: tuple[Any, ...] = (),
     runs: Optional[int] = None,
     duration: Optional[float] = None,
     warmup: int = 0,
@@ -103,8 +125,9 @@ def measure(
 
     Parameters
     ----------
-    fn
-        The call to time (takes no arguments).
+    fn, args
+        The call to time: ``fn(*args)`` (pass the arguments here rather than wrapping the call
+        in a lambda: one Python frame less per call).
     runs, duration
         Time ``runs`` calls, or calls until ``duration`` seconds have passed (at least
         ``min_runs``); with both, whichever comes first.
@@ -127,15 +150,20 @@ def measure(
     _check(runs, duration, warmup)
     if group < 1:
         raise ValueError(f"group={group}: must be >= 1")
+    if args:
+        fn = functools.partial(fn, *args) if len(args) > 1 else fn
+    single = len(args) == 1
+    one = args[0] if single else None
+    call: Callable[[], object] = (lambda: fn(one)) if single else fn
     clock = time.perf_counter_ns
     out = Timing()
     if first:
         t0 = clock()
-        fn()
+        call()
         out.first_ms = (clock() - t0) / 1e6
         warmup -= 1
     for _ in range(max(warmup, 0)):
-        fn()
+        call()
     ns: list[int] = []
     append = ns.append
     limit = runs if runs is not None else 1 << 62
@@ -145,28 +173,45 @@ def measure(
     total = float(deadline - start) if runs is None else float(limit)
     n = 0
     t1 = start
-    calls = range(group)
-    while n < limit:
-        if group == 1:
+    if group > 1:
+        calls = range(group)
+        inner = call
+
+        def grouped() -> None:
+            for _ in calls:
+                inner()
+
+        fn, single = grouped, False
+    # Two copies of the loop so that neither pays for a test or a frame per call.
+    if single:
+        while n < limit:
+            t0 = clock()
+            fn(one)
+            t1 = clock()
+            append(t1 - t0)
+            n += 1
+            if t1 >= deadline and n >= min_runs:
+                break
+            if t1 >= tick:
+                assert progress is not None
+                progress(min(1.0, (t1 - start) / total if runs is None else n / total))
+                tick = t1 + _TICK_NS
+    else:
+        while n < limit:
             t0 = clock()
             fn()
             t1 = clock()
             append(t1 - t0)
-        else:
-            t0 = clock()
-            for _ in calls:
-                fn()
-            t1 = clock()
-            append((t1 - t0) // group)
-        n += 1
-        if t1 >= deadline and n >= min_runs:
-            break
-        if t1 >= tick:
-            assert progress is not None
-            progress(min(1.0, (t1 - start) / total if runs is None else n / total))
-            tick = t1 + _TICK_NS
+            n += 1
+            if t1 >= deadline and n >= min_runs:
+                break
+            if t1 >= tick:
+                assert progress is not None
+                progress(min(1.0, (t1 - start) / total if runs is None else n / total))
+                tick = t1 + _TICK_NS
     out.wall_s = (t1 - start) / 1e9
-    out.times_ms = [x / 1e6 for x in ns]
+    off = clock_overhead_ns() / group
+    out.times_ms = [max(x / group - off, 0) / 1e6 for x in ns]
     if progress is not None:
         progress(1.0)
     return out
@@ -237,9 +282,10 @@ def alternate(
             progress(min(1.0, (t1 - start) / (deadline - start) if runs is None
                          else min(len(x) for x in ns) / limit))
             tick = t1 + _TICK_NS
+    off = clock_overhead_ns()
     for out, xs in zip(outs, ns):
         out.wall_s = (t1 - start) / 1e9
-        out.times_ms = [x / 1e6 for x in xs]
+        out.times_ms = [max(x - off, 0) / 1e6 for x in xs]
     if progress is not None:
         progress(1.0)
     return outs
