@@ -177,7 +177,7 @@ def load(path: str | os.PathLike[str], backend: str = "auto", device: str = "aut
     **options
         Framework options (an option that does not apply to the model is a ValueError):
         ``inputs``/``outputs``/``signature`` (TensorFlow), ``epoch``/``strict`` (MXNet),
-        ``chain`` (Chainer), ``threads`` (ONNX), ``input_shapes`` (TensorFlow, MXNet, Chainer).
+        ``chain`` (Chainer), ``threads`` (ONNX), ``input_shapes`` (all four: sizes the model leaves free).
 
     Raises
     ------

@@ -25,6 +25,11 @@ VPY=.venv/bin/python
 "$VPY" -m pip install -q pytest hypothesis pyyaml boto3 "moto[server]>=5" ruff mypy
 "$VPY" -m pip install -q matplotlib  # bench plots (bench/bench_batching.py)
 "$VPY" -m pip install -q "paho-mqtt>=2,<3"
+# The image-classification example (scripts/main.sh trains it): scikit-learn's digits, Pillow to
+# read images, and Chainer to train (its sdist builds against this setuptools < 81).
+"$VPY" -m pip install -q "scikit-learn>=1.3" "Pillow>=10"
+"$VPY" -c "import chainer" 2>/dev/null ||
+  "$VPY" -m pip install -q --no-build-isolation "chainer==7.8.1" "numpy>=1.23,<2"
 # Fleets (pyengine fleet, core start --fleet): Ed25519 signatures.
 "$VPY" -m pip install -q "cryptography>=42"
 if [ "$(uname -m)" = "x86_64" ]; then

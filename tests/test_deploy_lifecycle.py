@@ -13,70 +13,9 @@ import threading
 import time
 
 import pytest
-from deploy_fixtures import check_complete, run_cli, write_group, write_package
+from deploy_fixtures import World, check_complete, run_cli, write_group
 
 from pyengine import deploy as dp
-
-
-class World:
-    """A group of two models and a function, with packages the test can change."""
-
-    def __init__(self, tmp_path) -> None:
-        self.tmp = tmp_path
-        self.root = str(tmp_path / "root")
-        self.dest = {k: str(tmp_path / "models" / k) for k in ("alpha", "beta")}
-        self.code = tmp_path / "functions" / "classify"
-        self.code.mkdir(parents=True)
-        self.set_code("v1")
-        self.pkg = {k: str(tmp_path / f"{k}.tar.gz") for k in ("alpha", "beta")}
-        for k in self.pkg:
-            self.set_pkg(k, "v1")
-
-    def set_code(self, tag: str) -> None:
-        (self.code / "classify.py").write_text(
-            f"TAG = {tag!r}\n\ndef function_handler(event, context):\n    return TAG\n"
-        )
-
-    def set_pkg(self, k: str, tag: str, size: int = 2000) -> None:
-        write_package(self.pkg[k], {"tag": tag.encode(), "w.bin": os.urandom(size)})
-
-    def tag(self, k: str) -> str:
-        check_complete(self.dest[k])
-        with open(os.path.join(self.dest[k], "tag")) as f:
-            return f.read()
-
-    def group(self, keys: tuple[str, ...] = ("alpha", "beta"), **model_extra: object) -> str:
-        return write_group(
-            str(self.tmp / "group.json"),
-            {
-                "name": "line-1",
-                "resources": [
-                    {
-                        "id": k,
-                        "name": k,
-                        "model": {
-                            "source": self.pkg[k],
-                            "destination": self.dest[k],
-                            **model_extra,
-                        },
-                    }
-                    for k in keys
-                ]
-                + [{"id": "null", "device": {"path": "/dev/null"}}],
-                "functions": [
-                    {
-                        "name": "classify",
-                        "handler": "classify.function_handler",
-                        "code": str(self.code),
-                        "environment": {"MODE": "test"},
-                        "resources": [
-                            {"id": keys[0], "permission": "ro"},
-                            {"id": "null", "permission": "rw"},
-                        ],
-                    }
-                ],
-            },
-        )
 
 
 @pytest.fixture

@@ -293,6 +293,10 @@ def test_endless_data_is_cut_at_the_cap(world: World, counter: S3Counter) -> Non
     core.check()
     assert "over the 65536-byte cap" in last_refusal(core)
     assert counter.sent("timestamp.json") <= cap + 1
+    kept = len(core.st["refused"])
+    core.check()  # at every poll again: counted on the same refusal, not a new one each time
+    assert len(core.st["refused"]) == kept and core.st["refused"][-1]["times"] == 2
+    assert counter.sent("timestamp.json") <= 2 * (cap + 1)
     assert counter.count("GET", "deployment.json") == 0
     world.put(genuine, "timestamp.json")
     # A huge document in place of the one the timestamp names: at most the signed size is read.

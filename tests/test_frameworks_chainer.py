@@ -137,3 +137,11 @@ def test_lrn_hard_sigmoid_swish(tmp_path) -> None:  # type: ignore[no-untyped-de
     check_backend_and_native(folder, "chainer", _reference(chain), str(tmp_path / "lrn.pyem"), (3, IMAGE, IMAGE))
     ops = _native_ops(folder)
     assert ops.count(("LRN", "")) == 2 and ("Conv2D", "hard_sigmoid") in ops
+
+
+def test_free_image_size_is_refused_at_convert(chains, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Chainer converts by tracing a sample input: every size but the batch must be given."""
+    chain, folder = chains["cnn"]
+    with pytest.raises(pyengine.InputShapeUnknownError, match=r"input 'x''s shape .*input_shapes="):
+        pyengine.convert(folder, str(tmp_path / "no.pyem"), input_shapes={"x": [-1, 3, -1, -1]})
+    assert not (tmp_path / "no.pyem").exists()

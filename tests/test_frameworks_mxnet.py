@@ -162,3 +162,67 @@ def test_lrn_hard_sigmoid_swish(tmp_path) -> None:  # type: ignore[no-untyped-de
                              input_shapes=shapes)
     ops = _native_ops(str(folder), input_shapes=shapes)
     assert ("LRN", "") in ops and ("Conv2D", "hard_sigmoid") in ops and ("Conv2D", "silu") in ops
+
+
+def test_flatten_cnn_without_input_shapes_is_refused_at_convert(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A Gluon CNN (conv, pool, Flatten, Dense) records no input shape: its Dense fits only the
+    trained image size, so converting without input_shapes says so (it used to build a graph
+    that failed at load: "Dense input's last dimension is ... but the weight ... needs ...")."""
+    nn = mx.gluon.nn
+    net = nn.HybridSequential()
+    net.add(nn.Conv2D(4, 3, padding=1, activation="relu"), nn.MaxPool2D(2), nn.Flatten(), nn.Dense(5))
+    folder = tmp_path / "flat"
+    mxnet_train_export(net, data((16, 3, IMAGE, IMAGE)), str(folder / "flat"))
+    with pytest.raises(pyengine.InputShapeUnknownError) as err:
+        pyengine.convert(str(folder), str(tmp_path / "no.pyem"))
+    msg = str(err.value)
+    assert "input(s) 'data' [-1, 3, -1, -1]" in msg and "Dense input's last dimension is" in msg
+    assert "input_shapes={'data': [-1, 3, SIZE, SIZE]}" in msg
+    assert not (tmp_path / "no.pyem").exists()
+    with pytest.warns(pyengine.FrameworkFallbackWarning, match="runs this model on mxnet"):
+        assert pyengine.load(str(folder)).backend == "mxnet"
+    native = pyengine.load(str(folder), input_shapes={"data": [-1, 3, IMAGE, IMAGE]})
+    assert native.backend == "native"
+    x = data((2, 3, IMAGE, IMAGE))
+    assert_close(native.predict(x), net(mx.nd.array(x)).asnumpy())
+
+
+def test_global_pool_cnn_without_input_shapes_runs_at_any_size(gluon_models, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The same free sizes where the graph pools globally: it converts as it is, and each
+    predict call's image size is resolved then."""
+    net, folder = gluon_models["cnn"]
+    native = pyengine.load(pyengine.convert(folder, str(tmp_path / "gap.pyem")))
+    assert native.inputs[0].shape == (-1, 3, -1, -1)
+    for size in (IMAGE, IMAGE + 6):
+        x = data((2, 3, size, size))
+        assert_close(native.predict(x), net(mx.nd.array(x)).asnumpy())
+
+
+@pytest.mark.parametrize("legacy_key, version", [("attr", 1100), ("param", None)])
+def test_pre_1_0_symbol_files_convert_natively(gluon_models, tmp_path, legacy_key: str,
+                                               version) -> None:  # type: ignore[no-untyped-def]
+    """MXNet 0.9-0.12 (v0.11: SageMaker's) saved node attributes under 'attr', MXNet before 0.9
+    under 'param'; the file is rewritten so, and both MXNet (which upgrades it on load) and the
+    native converter must give what the network itself gives."""
+    net, original = gluon_models["cnn"]
+    folder = tmp_path / legacy_key
+    shutil.copytree(original, folder)
+    sym = folder / "cnn-symbol.json"
+    doc = json.loads(sym.read_text())
+    moved = 0
+    for node in doc["nodes"]:
+        if "attrs" in node:
+            node[legacy_key] = node.pop("attrs")
+            moved += 1
+    assert moved >= 8  # convolutions, pools, batch norms, activations, dense...
+    if version is None:
+        doc.pop("attrs", None)  # files before 0.9 carry no version
+    else:
+        doc["attrs"]["mxnet_version"] = ["int", version]
+    sym.write_text(json.dumps(doc))
+
+    def reference(x: np.ndarray) -> np.ndarray:
+        return net(mx.nd.array(x)).asnumpy()
+
+    check_backend_and_native(str(folder), "mxnet", reference, str(tmp_path / "old.pyem"),
+                             (3, IMAGE, IMAGE))

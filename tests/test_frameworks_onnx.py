@@ -295,3 +295,90 @@ def test_model_zoo_lrn_graphs_convert(tmp_path, name: str, reweight: bool) -> No
     expected = ort.InferenceSession(path, providers=["CPUExecutionProvider"]).run(None, {spec.name: x})[0]
     assert (expected.std() > 1e-4) == reweight  # with random weights, the softmax output varies
     assert_close(native.predict(x), expected)
+
+
+def _free_size_cnn(tmp_path, pool: str) -> str:  # type: ignore[no-untyped-def]
+    """["N", 3, "H", "W"] -> Conv -> (Flatten | PyTorch's x.view(x.size(0), -1) |
+    GlobalAveragePool + Flatten) -> Gemm to 5."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    feats = 4 if pool == "gap" else 4 * IMAGE * IMAGE
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1])]
+    if pool == "gap":
+        nodes.append(helper.make_node("GlobalAveragePool", ["c"], ["c2"]))
+    if pool == "view":
+        nodes += [helper.make_node("Shape", ["c"], ["s"]),
+                  helper.make_node("Gather", ["s", "zero"], ["n"], axis=0),
+                  helper.make_node("Unsqueeze", ["n", "zero1"], ["n1"]),
+                  helper.make_node("Concat", ["n1", "minus1"], ["target"], axis=0),
+                  helper.make_node("Reshape", ["c", "target"], ["f"])]
+    else:
+        nodes.append(helper.make_node("Flatten", ["c2" if pool == "gap" else "c"], ["f"]))
+    nodes.append(helper.make_node("Gemm", ["f", "fw"], ["y"]))
+    inits = [numpy_helper.from_array(rng.standard_normal((4, 3, 3, 3)).astype(np.float32), "w"),
+             numpy_helper.from_array(rng.standard_normal((feats, 5)).astype(np.float32), "fw"),
+             numpy_helper.from_array(np.array(0, np.int64), "zero"),
+             numpy_helper.from_array(np.array([0], np.int64), "zero1"),
+             numpy_helper.from_array(np.array([-1], np.int64), "minus1")]
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, "H", "W"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 5])], initializer=inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    return onnx_save(model, str(tmp_path / f"{pool}.onnx"))
+
+
+@pytest.mark.parametrize("flatten", ["flatten", "view"])
+def test_free_image_size_with_flatten_is_refused_at_convert(tmp_path, flatten: str) -> None:  # type: ignore[no-untyped-def]
+    path = _free_size_cnn(tmp_path, flatten)
+    with pytest.raises(pyengine.InputShapeUnknownError,
+                       match=r"x.? \[-1, 3, -1, -1\].*input_shapes=\{'x': \[-1, 3, SIZE, SIZE\]\}"):
+        pyengine.convert(path, str(tmp_path / "no.pyem"))
+    with pytest.raises(ValueError, match="input_shapes names 'image', which is not an input .*its inputs: x"):
+        pyengine.convert(path, str(tmp_path / "no.pyem"), input_shapes={"image": [-1, 3, 8, 8]})
+    with pytest.raises(ValueError, match=r"input_shapes\['x'\] = \[3, 8, 8\] does not fit .* rank 4"):
+        pyengine.convert(path, str(tmp_path / "no.pyem"), input_shapes={"x": [3, 8, 8]})
+    native = pyengine.load(pyengine.convert(path, str(tmp_path / "fixed.pyem"),
+                                            input_shapes={"x": [-1, 3, IMAGE, IMAGE]}))
+    assert native.inputs[0].shape == (-1, 3, IMAGE, IMAGE)
+    sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    x = data((2, 3, IMAGE, IMAGE))
+    assert_close(native.predict(x), sess.run(None, {"x": x})[0])
+
+
+def test_free_image_size_with_global_pool_runs_at_any_size(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    path = _free_size_cnn(tmp_path, "gap")
+    native = pyengine.load(pyengine.convert(path, str(tmp_path / "gap.pyem")))
+    sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    for size in (IMAGE, 2 * IMAGE + 1):
+        x = data((2, 3, size, size))
+        assert_close(native.predict(x), sess.run(None, {"x": x})[0])
+
+
+def test_hard_swish_written_out_becomes_one_op(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """x * ((1/6) * Clip(x + 3, 0, 6)), as older exporters write hard-swish: one HardSwish, and
+    Relu6(x + 3) / 6 alone one HardSigmoid."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    consts = {"three": 3.0, "zero": 0.0, "six": 6.0, "sixth": 1 / 6}
+    nodes = [
+        helper.make_node("Add", ["x", "three"], ["a"]),
+        helper.make_node("Clip", ["a", "zero", "six"], ["r"]),
+        helper.make_node("Mul", ["sixth", "r"], ["hs"]),
+        helper.make_node("Mul", ["x", "hs"], ["hw"]),
+        helper.make_node("Add", ["hw", "three"], ["b"]),
+        helper.make_node("Clip", ["b", "zero", "six"], ["r2"]),
+        helper.make_node("Div", ["r2", "six"], ["y"]),
+    ]
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 11])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 11])],
+        initializer=[numpy_helper.from_array(np.array(v, np.float32), k) for k, v in consts.items()],
+    )
+    path = onnx_save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]),
+                     str(tmp_path / "hs.onnx"))
+    assert _native_ops(path) == ["HardSwish", "HardSigmoid"]
+    native = pyengine.load(pyengine.convert(path, str(tmp_path / "hs.pyem")))
+    x = data((5, 11)) * 5
+    sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    assert_close(native.predict(x), sess.run(None, {"x": x})[0])

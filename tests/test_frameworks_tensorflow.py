@@ -197,3 +197,29 @@ def test_lrn_hard_swish_hard_sigmoid_silu(tmp_path) -> None:  # type: ignore[no-
     assert _native_ops(path) == [("Conv2D", ""), ("LRN", ""), ("HardSwish", ""),
                                  ("Conv2D", "hard_sigmoid"), ("Conv2D", "silu"), ("LRN", ""),
                                  ("Mean", ""), ("Dense", "")]
+
+
+def test_free_image_size_with_flatten_is_refused_at_convert(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A graph taking [None, None, None, 3] images that flattens them (batch read at run time)
+    into a matmul: only the trained size fits, so converting without input_shapes says so."""
+    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+
+    rng = np.random.default_rng(0)
+    w = tf.Variable(rng.standard_normal((3, 3, 3, 4)).astype(np.float32))
+    fw = tf.Variable(rng.standard_normal((IMAGE * IMAGE * 4, 5)).astype(np.float32) / 16)
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32, name="image")])
+    def f(x):  # type: ignore[no-untyped-def]
+        h = tf.nn.relu(tf.nn.conv2d(x, w, 1, "SAME"))
+        return tf.matmul(tf.reshape(h, [tf.shape(h)[0], -1]), fw)
+
+    path = str(tmp_path / "free.pb")
+    with open(path, "wb") as fh:
+        fh.write(convert_variables_to_constants_v2(f.get_concrete_function()).graph.as_graph_def().SerializeToString())
+    with pytest.raises(pyengine.InputShapeUnknownError,
+                       match=r"image \[-1, -1, -1, 3\].*input_shapes=\{'image': \[-1, SIZE, SIZE, 3\]\}"):
+        pyengine.convert(path, str(tmp_path / "no.pyem"))
+    native = pyengine.load(pyengine.convert(path, str(tmp_path / "fixed.pyem"),
+                                            input_shapes={"image": [-1, IMAGE, IMAGE, 3]}))
+    x = data((2, IMAGE, IMAGE, 3))
+    assert_close(native.predict(x), f(x).numpy())

@@ -73,6 +73,21 @@ public:
         }
     }
 
+    bool lower(const std::vector<Shape>& in, DeviceStep* st) const override {
+        const Shape& s = in[0];
+        const size_t axis = static_cast<size_t>(normalize_axis(axis_, s.size(), "LRN"));
+        st->kind = DeviceStep::Lrn;
+        st->outer = st->inner = 1;
+        for (size_t i = 0; i < axis; ++i) st->outer *= s[i];
+        for (size_t i = axis + 1; i < s.size(); ++i) st->inner *= s[i];
+        st->axis = s[axis];
+        st->lrn_size = size_;
+        st->lrn_alpha = alpha_;
+        st->lrn_beta = beta_;
+        st->lrn_bias = bias_;
+        return true;
+    }
+
     OpRunInfo run_info(const std::vector<Shape>& in) const override {
         const size_t axis = static_cast<size_t>(normalize_axis(axis_, in[0].size(), "LRN"));
         return {in[0].size() == 4 ? (axis == 1 ? "NCHW" : axis == 3 ? "NHWC" : "") : "", "generic across channels"};

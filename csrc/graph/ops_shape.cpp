@@ -143,6 +143,20 @@ public:
         }
     }
 
+    // A pad with negative amounts: it crops [start, end) out of the axis.
+    bool lower(const std::vector<Shape>& in, DeviceStep* s) const override {
+        const size_t axis = static_cast<size_t>(normalize_axis(axis_, in[0].size(), "Slice"));
+        const auto r = range(in[0]);
+        s->kind = DeviceStep::Pad;
+        s->pad_begin.assign(in[0].size(), 0);
+        s->pad_end.assign(in[0].size(), 0);
+        s->pad_begin[axis] = -r.first;
+        s->pad_end[axis] = -(in[0][axis] - r.second);
+        s->pad_mode = PadMode::Constant;
+        s->pad_value = 0.0f;
+        return true;
+    }
+
 private:
     int64_t axis_, start_, end_;
 };

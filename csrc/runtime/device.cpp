@@ -67,6 +67,7 @@ const char* device_step_kind_name(DeviceStep::Kind kind) {
         case DeviceStep::Copy: return "Copy";
         case DeviceStep::Nop: return "Nop";
         case DeviceStep::Transpose: return "Transpose";
+        case DeviceStep::Lrn: return "LRN";
         case DeviceStep::Concat: return "Concat";
         case DeviceStep::Pad: return "Pad";
         case DeviceStep::Mean: return "Mean";

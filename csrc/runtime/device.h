@@ -24,7 +24,7 @@
 namespace pyengine {
 
 // Bumped whenever a struct below changes layout: the core refuses a backend built for another.
-constexpr int kDeviceAbiVersion = 1;
+constexpr int kDeviceAbiVersion = 2;
 
 // Where a tensor's bytes live on the device: the per-call workspace or the model's weights.
 struct DeviceArg {
@@ -49,6 +49,7 @@ struct DeviceStep {
         Concat,     // along the middle axis of [outer, sizes[i] * inner]
         Pad,        // pad_begin, pad_end, pad_mode, pad_value
         Mean,       // axes (sorted)
+        Lrn,        // across the middle axis of [outer, axis, inner]: lrn_size, lrn_alpha, lrn_beta, lrn_bias
         Host,       // no device kernel: the executor copies the inputs to the host and runs `host`
     };
     Kind kind = Host;
@@ -63,6 +64,8 @@ struct DeviceStep {
     BinaryOp binop = BinaryOp::Add;
     int64_t outer = 1, axis = 1, inner = 1;
     float eps = 0.0f;
+    int64_t lrn_size = 1;
+    float lrn_alpha = 0.0f, lrn_beta = 0.0f, lrn_bias = 0.0f;
     std::vector<int64_t> perm, axes, pad_begin, pad_end, sizes;
     PadMode pad_mode = PadMode::Constant;
     float pad_value = 0.0f;

@@ -89,6 +89,10 @@ struct HostDev {
         const MeanArgs m = mean_args(s, axes);
         for (int64_t i = 0; i < m.total; ++i) y[i] = mean_at(x, m, i);
     }
+    void lrn(const float* x, int64_t outer, int64_t channels, int64_t inner, int64_t size, float alpha, float beta,
+             float bias, float* y) {
+        for (int64_t i = 0; i < outer * channels * inner; ++i) y[i] = lrn_at(x, channels, inner, size, alpha, beta, bias, i);
+    }
     void host(const DeviceStep& s) {  // the workspace is host memory already
         std::vector<Tensor> ins(s.in.size()), outs(s.out.size());
         std::vector<const Tensor*> in_ptrs;

@@ -136,6 +136,10 @@ void device_step(Dev& d, const DeviceStep& s) {
             d.pad(d.ptr(s.in[0]), s.in[0].shape, s.pad_begin, s.pad_end, s.pad_mode, s.pad_value, d.ptr(s.out[0]));
             return;
         case DeviceStep::Mean: d.reduce_mean(d.ptr(s.in[0]), s.in[0].shape, s.axes, d.ptr(s.out[0])); return;
+        case DeviceStep::Lrn:
+            d.lrn(d.ptr(s.in[0]), s.outer, s.axis, s.inner, s.lrn_size, s.lrn_alpha, s.lrn_beta, s.lrn_bias,
+                  d.ptr(s.out[0]));
+            return;
         case DeviceStep::Concat: {
             int64_t total = 0;
             for (int64_t n : s.sizes) total += n;

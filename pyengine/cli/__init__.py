@@ -28,6 +28,8 @@ COMMANDS: list[tuple[str, str, str, str]] = [
     ("deployments", "list or show deployments", "deploy_commands", "deployments"),
     ("resources", "list or show installed resources", "deploy_commands", "resources"),
     ("policy", "print the IAM policy a group's sources need", "deploy_commands", "policy"),
+    ("doctor", "check the root's state and installed versions; --repair a damaged state",
+     "deploy_commands", "doctor"),
     ("fleet", "publish a group to a fleet of cores; promote, roll back, status", "fleet_cmds",
      "fleet"),
 ]

@@ -11,10 +11,11 @@ import sys
 
 from pyengine.cli import fleet_cmds
 from pyengine.core.api import CoreClient, group_id, read_token
-from pyengine.deploy import default_root
+from pyengine.deploy import DeployError, default_root
 
-#: Errors reported as "pyengine core: error: ..." (a fleet core's settings are checked at start).
-ERRORS = fleet_cmds.ERRORS
+#: Errors reported as "pyengine core: error: ..." (a fleet core's settings are checked at start;
+#: a damaged state database says how to repair it).
+ERRORS = (*fleet_cmds.ERRORS, DeployError)
 
 
 def core_args(p: argparse.ArgumentParser) -> None:

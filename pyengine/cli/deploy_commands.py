@@ -93,7 +93,8 @@ def print_deployment(d: dp.Deployment, out: IO[str] = sys.stdout) -> None:
             extra.append(f"{it.attempts} attempts")
         line = f"  {it.kind:<8} {it.key:<24} {it.outcome:<12} {', '.join(extra)}"
         print(line.rstrip(), file=out)
-        if it.message and it.outcome in ("failed", "rolled-back", "skipped", "modified"):
+        if it.message and it.outcome in ("failed", "rolled-back", "skipped", "modified",
+                                         "installed"):
             for ml in it.message.splitlines():
                 print(f"      {ml}", file=out)
     print(f"  downloaded {d.bytes_downloaded} bytes", file=out)
@@ -295,6 +296,38 @@ def policy_run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     return 0
+
+
+def doctor_args(p: argparse.ArgumentParser) -> None:
+    _root_arg(p)
+    p.add_argument("--repair", action="store_true",
+                   help="repair a damaged or emptied state database: restore its backup, or "
+                   "rebuild what can be read (see docs/deploy.md)")
+    p.add_argument("--quick", action="store_true",
+                   help="hash only installed versions whose files' ctime moved (not every byte)")
+    p.add_argument("--wait", type=float, default=0.0, metavar="SECONDS")
+    p.add_argument("--json", action="store_true")
+
+
+def doctor_run(args: argparse.Namespace) -> int:
+    from pyengine.deploy import doctor
+
+    if args.repair:
+        report = doctor.repair(args.root, wait_s=args.wait)
+    else:
+        report = doctor.check(args.root, thorough=not args.quick)
+    if args.json:
+        print(json.dumps({"root": report.root, "healthy": report.healthy,
+                          "repaired": report.repaired,
+                          "findings": [{"level": f.level, "what": f.what}
+                                       for f in report.findings]}, indent=2))
+    else:
+        for line in report.repaired:
+            print(f"repaired: {line}")
+        for f in report.findings:
+            print(f"{f.level:<8} {f.what}")
+        print(f"{report.root}: {'healthy' if report.healthy else 'NOT healthy'}")
+    return 0 if report.healthy else EXIT_FAILURE
 
 
 ERRORS = (dp.DeployError, dp.GroupError, dp.UnpackError)

@@ -9,10 +9,12 @@ from __future__ import annotations
 import importlib
 import inspect
 import os
+import tempfile
 from typing import Any, Callable
 
 from pyengine.builder import GraphBuilder
-from pyengine.errors import ModelFormatError
+from pyengine.convert._graph import input_shapes_hint
+from pyengine.errors import InputShapeUnknownError, ModelFormatError
 from pyengine.locate import ModelLocation, locate
 
 FRAMEWORKS = ("tensorflow", "mxnet", "chainer", "onnx")
@@ -22,7 +24,7 @@ OPTIONS = {
     "tensorflow": {"inputs", "outputs", "signature", "input_shapes"},
     "mxnet": {"strict", "input_shapes"},
     "chainer": {"chain", "input_shapes"},
-    "onnx": {"threads"},
+    "onnx": {"threads", "input_shapes"},
     "native": set(),
 }
 
@@ -69,7 +71,42 @@ def to_builder(location: ModelLocation, **options: Any) -> GraphBuilder:
         raise ModelFormatError(
             f"'{location.path}': malformed {location.framework} model ({type(exc).__name__}: {exc})"
         ) from exc
+    check_free_sizes(location.path, builder)
     return builder
+
+
+def check_free_sizes(path: str, builder: GraphBuilder) -> None:
+    """Refuse a graph whose inputs leave dimensions beyond the batch free when it does not run
+    for every size of them (a CNN whose flattened features feed a dense layer: only the trained
+    image size fits), so that the problem surfaces here, naming ``input_shapes``, and not as an
+    invalid graph when the converted model loads.
+
+    Raises
+    ------
+    InputShapeUnknownError
+        The graph fails the native engine's load-time check with the free sizes it probes.
+    """
+    from pyengine import _core
+
+    free = [(i["name"], list(i["shape"])) for i in builder.graph["inputs"]
+            if any(d < 0 for d in i["shape"][1:])]
+    if not free:
+        return
+    fd, tmp = tempfile.mkstemp(prefix="pyengine-check-", suffix=".pyem")
+    os.close(fd)
+    try:
+        builder.save(tmp)
+        _core.Model(tmp)
+    except ModelFormatError as exc:
+        reason = str(exc).split("invalid graph: ", 1)[-1]
+        listed = ", ".join(f"'{name}' {shape}" for name, shape in free)
+        raise InputShapeUnknownError(
+            f"'{path}': input(s) {listed} leave dimensions beyond the batch free (-1), and the "
+            f"graph does not run for every size of them ({reason}); pass "
+            f"{input_shapes_hint(free)} with the sizes the model was trained for"
+        ) from None
+    finally:
+        os.unlink(tmp)
 
 
 def convert(
@@ -90,7 +127,7 @@ def convert(
         Only consider this framework's models in ``src`` (default: whichever is there).
     **options
         Importer options: ``inputs``/``outputs`` (TensorFlow node names), ``input_shapes``
-        (``{name: shape}``; MXNet and Chainer), ``epoch`` (MXNet), ``chain`` (Chainer: a Chain
+        (``{name: shape}``, -1 free; every framework), ``epoch`` (MXNet), ``chain`` (Chainer: a Chain
         instance when the package has no manifest).
 
     Returns

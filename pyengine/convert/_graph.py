@@ -76,6 +76,15 @@ def batch_copied(shape: list[int], source: list[int] | None, batch_only: bool) -
     return shape
 
 
+def input_shapes_hint(inputs: Sequence[tuple[str, Sequence[int]]]) -> str:
+    """``input_shapes={...}`` for an error message: each input's shape with SIZE where a
+    dimension beyond the batch is free."""
+    def dims(shape: Sequence[int]) -> str:
+        return ", ".join(("-1" if i == 0 else "SIZE") if d < 0 else str(d) for i, d in enumerate(shape))
+
+    return "input_shapes={" + ", ".join(f"'{name}': [{dims(shape)}]" for name, shape in inputs) + "}"
+
+
 class Graph:
     """A native graph under construction by one importer.
 
@@ -329,6 +338,8 @@ class Graph:
             if node.op not in ("Div", "Mul") or len(node.inputs) != 2:
                 continue
             r, c = node.inputs
+            if node.op == "Mul" and self.is_const(r):  # (1/6) * Relu6(...)
+                r, c = c, r
             s = self._scalar(c)
             if s is None or abs((s if node.op == "Div" else 1 / s if s else 0) - 6.0) > 1e-5:
                 continue

@@ -3,12 +3,12 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from pyengine.builder import GraphBuilder
-from pyengine.convert._graph import Graph, batch_copied
+from pyengine.convert._graph import Graph, batch_copied, input_shapes_hint
 from pyengine.convert._imports import framework
 from pyengine.errors import InputShapeUnknownError, ModelFormatError
 from pyengine.locate import ModelLocation
@@ -551,6 +551,16 @@ def _reshape(
     shape = [int(d) for d in np.ravel(shape)]
     if imp.opset >= 5 and ins[1] in imp.symbolic:
         shape = batch_copied(shape, imp.shapes.get(node.input[0]), imp.batch_only)
+        if shape.count(-1) > 1 and not imp.batch_only:
+            weights = {i.name for i in imp.model.graph.initializer}
+            free = [(vi.name, _shape_of(vi.type) or []) for vi in imp.model.graph.input
+                    if vi.name not in weights]
+            raise InputShapeUnknownError(
+                f"'{imp.path}': node '{name}' reshapes to {shape}, sizes computed at run time from "
+                f"input(s) {', '.join(f'{n} {s}' for n, s in free)}, which leave dimensions beyond "
+                f"the batch free; pass {input_shapes_hint(free)} with the sizes the model was "
+                "trained for"
+            )
     if (attrs.get("allowzero", 0) and 0 in shape) or shape.count(-1) > 1:
         return None
     return imp.g.op("Reshape", ins[:1], name, shape=shape)
@@ -707,7 +717,31 @@ _HANDLERS: dict[str, Handler] = {
 }
 
 
-def convert(location: ModelLocation) -> GraphBuilder:
-    """Import an ONNX model into a native graph."""
+def _set_input_shapes(model: Any, path: str, input_shapes: dict[str, Sequence[int]]) -> None:
+    """Give the model's graph inputs the shapes in ``input_shapes`` (-1: left free)."""
+    inputs = {vi.name: vi for vi in model.graph.input}
+    for name, shape in input_shapes.items():
+        vi = inputs.get(name)
+        if vi is None:
+            raise ValueError(f"input_shapes names '{name}', which is not an input of '{path}' "
+                             f"(its inputs: {', '.join(sorted(inputs))})")
+        dims = vi.type.tensor_type.shape.dim
+        if len(dims) not in (0, len(shape)) or any(int(d) < -1 for d in shape):
+            raise ValueError(f"input_shapes['{name}'] = {list(shape)} does not fit input '{name}' "
+                             f"of '{path}', which has rank {len(dims)} (-1 marks a free size)")
+        vi.type.tensor_type.shape.Clear()
+        for i, d in enumerate(shape):
+            dim = vi.type.tensor_type.shape.dim.add()
+            if int(d) >= 0:
+                dim.dim_value = int(d)
+            else:
+                dim.dim_param = f"{name}_{i}"
+
+
+def convert(location: ModelLocation, input_shapes: dict[str, Sequence[int]] | None = None) -> GraphBuilder:
+    """Import an ONNX model into a native graph; ``input_shapes`` fixes sizes its inputs leave free."""
     onnx = import_onnx()
-    return _Importer(onnx, location.path, read_model(location.path)).run()
+    model = read_model(location.path)
+    if input_shapes:
+        _set_input_shapes(model, location.path, input_shapes)
+    return _Importer(onnx, location.path, model).run()

@@ -8,7 +8,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from pyengine.builder import GraphBuilder
-from pyengine.convert._graph import Graph, batch_copied
+from pyengine.convert._graph import Graph, batch_copied, input_shapes_hint
 from pyengine.convert._imports import framework
 from pyengine.errors import InputShapeUnknownError, ModelFormatError
 from pyengine.locate import ModelLocation
@@ -403,9 +403,18 @@ def _reshape(imp: _Importer, n: Any) -> str | None:
     if 0 in target:  # TensorFlow's 0 is an empty dimension; the native 0 copies the input's
         return None
     if dynamic:
-        placeholders = [imp.static_shape(i) or [0] for i in imp.frozen.inputs]
+        placeholders = [list(imp.input_shapes.get(i) or imp.static_shape(i) or [0])
+                        for i in imp.frozen.inputs]
         batch_only = all(-1 not in s[1:] for s in placeholders)
         target = batch_copied(target, imp.static_shape(n.input[0]), batch_only)
+        if target.count(-1) > 1 and not batch_only:
+            free = list(zip(imp.frozen.inputs, placeholders))
+            raise InputShapeUnknownError(
+                f"'{imp.frozen.path}': node '{n.name}' reshapes to {target}, sizes computed at run "
+                f"time from input(s) {', '.join(f'{i} {s}' for i, s in free)}, which leave "
+                f"dimensions beyond the batch free; pass {input_shapes_hint(free)} with the sizes "
+                "the model was trained for"
+            )
     if target.count(-1) > 1:
         return None  # several dimensions only known at run time
     return imp.g.op("Reshape", [x], n.name, shape=target)

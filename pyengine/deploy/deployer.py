@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import errno
 import functools
 import hashlib
 import json
@@ -35,7 +36,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 from pyengine.deploy import private
-from pyengine.deploy.errors import DeployError, UnpackError
+from pyengine.deploy.errors import DeployError, GroupError, UnpackError
 from pyengine.deploy.fetch import fetch
 from pyengine.deploy.group import (
     Function,
@@ -43,14 +44,26 @@ from pyengine.deploy.group import (
     ModelSpec,
     Resource,
     denied_destination,
+    destination_problems,
     load_group,
     real_destination,
+    traversal_warnings,
 )
-from pyengine.deploy.state import STATE_FILES, RootLock, State, dumps
+from pyengine.deploy.state import (
+    BACKUP_FILE,
+    STATE_FILES,
+    STORES_FILE,
+    RootLock,
+    State,
+    dumps,
+    known_stores,
+)
 from pyengine.deploy.unpack import (
     DEFAULT_MAX_FILES,
+    SKIP_DIRS,
     TREE_MAX_BYTES,
     apply_owner,
+    content_digest,
     copy_tree,
     fsync_dir,
     tree_digest,
@@ -293,6 +306,79 @@ def _changed_since(path: str, t: float) -> Optional[str]:
 def _code_limits(f: Function) -> tuple[int, int]:
     """The caps (bytes, entries) on copying ``f``'s code: the group's, else the defaults."""
     return f.max_code_bytes or TREE_MAX_BYTES, f.max_code_files or DEFAULT_MAX_FILES
+
+
+def version_digest(kind: str, path: str) -> str:
+    """The content digest recorded for an installed version (:func:`content_digest`; a
+    function's ``__pycache__`` is left out: Python may write it beside the code it imports)."""
+    return content_digest(path, skip_dirs=SKIP_DIRS if kind == "function" else ())
+
+
+def changed_in_place(state: State, kind: str, key: str, version: str, path: str,
+                     thorough: bool = False) -> Optional[str]:
+    """What changed in the installed version ``path`` since it was installed, or None when it
+    is as installed (or was installed before digests were recorded).
+
+    The cheap test first: no inode in the tree changed since the version was made (a write, a
+    chmod, an entry added or removed moves its ctime, which no user can set back) means it is
+    as installed. Otherwise, or with ``thorough`` (which also finds what a ctime cannot show,
+    such as damage below the filesystem), its content digest is compared with the recorded one.
+    """
+    row = state.one("SELECT created, digest FROM versions WHERE kind=? AND key=? AND version=?",
+                    kind, key, version)
+    if row is None or not row["digest"]:
+        return None
+    changed = _changed_since(path, row["created"]) if row["created"] else path
+    if changed is None and not thorough:
+        return None
+    try:
+        now = version_digest(kind, path)
+    except OSError as exc:
+        return f"{exc.filename or path} cannot be read ({exc.strerror or exc})"
+    if now == row["digest"]:
+        return None
+    where = f" ({changed} changed after it was installed)" if changed else ""
+    return (f"its content digest is {now[:16]}..., not the {row['digest'][:16]}... recorded "
+            f"when it was installed{where}")
+
+
+def free_bytes(path: str) -> int:
+    """Bytes an unprivileged writer may still use on ``path``'s filesystem (``statvfs``)."""
+    st = os.statvfs(path)
+    return st.f_bavail * st.f_frsize
+
+
+def _no_space(exc: BaseException) -> bool:
+    return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
+def remove_partial_downloads(root: str, keep: Optional[str] = None) -> int:
+    """Remove the partial downloads (``ROOT/downloads/*.part``) other than ``keep``; the bytes
+    freed."""
+    downloads = os.path.join(root, "downloads")
+    freed = 0
+    try:
+        names = os.listdir(downloads)
+    except FileNotFoundError:
+        return 0
+    for n in names:
+        p = os.path.join(downloads, n)
+        if p == keep:
+            continue
+        with contextlib.suppress(FileNotFoundError):
+            freed += os.lstat(p).st_size
+            _rmtree(p)
+    return freed
+
+
+def _backup_state(state: State, emit: Callable[..., None]) -> None:
+    """Copy the state after a deployment that changed what is installed; a failed copy is
+    reported, not fatal (the deployment itself is done)."""
+    try:
+        state.backup()
+    except (OSError, sqlite3.Error) as exc:
+        emit(event="resource", message=f"warning: the state database was not copied to "
+             f"{os.path.join(state.root, BACKUP_FILE)}: {exc}")
 
 
 class _Session:
@@ -601,7 +687,8 @@ class _Deployer:
                         f"destination {dest} is a link to {os.readlink(dest)!r}, which "
                         "pyengine did not make; remove it or choose another destination"
                     )
-                if not self.state.one("SELECT 1 FROM versions WHERE path=?", target):
+                if not self.state.one("SELECT 1 FROM versions WHERE path=?", target) and \
+                        not self.adopt(r, target):
                     raise DeployError(
                         f"destination {dest} is managed by another pyengine root (it links to "
                         f"{target}, which {self.s.root} did not install); deploy with that "
@@ -618,6 +705,25 @@ class _Deployer:
                     f"destination {dest} exists and is not a directory; remove it or "
                     "choose another destination"
                 )
+
+    def adopt(self, r: Resource, target: str) -> bool:
+        """Record the version ``target`` that ``r``'s destination links to when
+        ``ROOT/stores.list`` says this root made its store (a state rebuilt by ``pyengine doctor
+        --repair`` lost its rows); it keeps serving until this deployment replaces it. False
+        when the store is not this root's."""
+        assert r.model is not None
+        store = store_for(r.model.destination)
+        if store not in known_stores(self.s.root) or not os.path.isdir(target):
+            return False
+        version = os.path.basename(target)
+        with self.state.tx() as db:
+            db.execute("INSERT OR IGNORE INTO stores(path) VALUES (?)", (store,))
+            db.execute("INSERT OR IGNORE INTO versions(kind, key, version, path, deployment_id, "
+                       "created) VALUES ('model',?,?,?,0,?)", (r.id, version, target, time.time()))
+            db.execute("INSERT OR IGNORE INTO installed(kind, key, destination, version, "
+                       "version_path, deployment_id) VALUES ('model',?,?,?,?,0)",
+                       (r.id, r.model.destination, version, target))
+        return True
 
     def resolve_all(self) -> None:
         """Resolve every model's source at once (HEAD requests, file hashes run in parallel);
@@ -682,7 +788,14 @@ class _Deployer:
                     it.message = (f"kept as the function granted rw left it: {changed} changed "
                                   "after the deploy installed it, so it no longer matches the "
                                   "source (change the source, or reset, to install it again)")
-            return None
+                return None
+            damage = changed_in_place(self.state, "model", r.id, prev["version"],
+                                      prev["version_path"])
+            if damage is None:
+                return None
+            # Changed in place (not by a function: none may write it): installed again.
+            it.outcome, it.version, it.version_path = "pending", None, None
+            it.message = f"installed again: version {prev['version']} {damage}"
 
         def build() -> None:
             store = store_for(m.destination)
@@ -732,17 +845,27 @@ class _Deployer:
                     self.emit(event="bytes", key=r.id, kind="model", done=done, total=total)
 
                 name = info.location.rsplit("/", 1)[-1]
+                self.check_space(r, info, part, store)
                 # Only verified bytes are unpacked: the download (and its digests) completes
                 # first.
-                res = fetch(
-                    source,
-                    info,
-                    part,
-                    sha256=m.sha256,
-                    attempts=self.retries,
-                    backoff_s=self.backoff_s,
-                    progress=on_bytes,
-                )
+                try:
+                    res = fetch(
+                        source,
+                        info,
+                        part,
+                        sha256=m.sha256,
+                        attempts=self.retries,
+                        backoff_s=self.backoff_s,
+                        progress=on_bytes,
+                    )
+                except OSError as exc:
+                    if not _no_space(exc):
+                        raise
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(part)  # a partial file no one can finish only takes space
+                    raise DeployError(self.space_message(r, f"the download into {part} ran "
+                                                         f"out of space ({exc.strerror})",
+                                                         info.size, downloads)) from None
                 it.bytes, it.attempts = res.downloaded, res.attempts
                 self.emit(event="resource", key=r.id, kind="model", message="unpacking")
                 _rmtree(os.path.join(_fd_path(sfd, store), staging_name))
@@ -768,6 +891,15 @@ class _Deployer:
                     _rmtree(os.path.join(_fd_path(sfd, store), staging_name))
                     os.unlink(part)
                     raise UnpackError(f"{name}: {exc}") from None
+                except OSError as exc:
+                    if not _no_space(exc):
+                        raise
+                    _rmtree(os.path.join(_fd_path(sfd, store), staging_name))
+                    os.unlink(part)
+                    raise DeployError(self.space_message(r, f"unpacking into {store} ran out "
+                                                         f"of space ({exc.strerror})", None,
+                                                         store)) from None
+                digest = version_digest("model", at)
                 os.fsync(gfd)
                 os.rename(staging_name, version, src_dir_fd=sfd, dst_dir_fd=sfd)
                 os.fsync(sfd)
@@ -778,8 +910,8 @@ class _Deployer:
             with self.state.tx() as db:
                 db.execute(
                     "INSERT OR REPLACE INTO versions(kind, key, version, path, token, "
-                    "deployment_id, created) VALUES (?,?,?,?,?,?,?)",
-                    ("model", r.id, version, vpath, info.token, self.dep, time.time()),
+                    "deployment_id, created, digest) VALUES (?,?,?,?,?,?,?,?)",
+                    ("model", r.id, version, vpath, info.token, self.dep, time.time(), digest),
                 )
             os.unlink(part)
             it.outcome, it.version, it.version_path = "installed", version, vpath
@@ -816,7 +948,13 @@ class _Deployer:
         it.path = dest
         prev = self.installed("function", f.name)
         if _keep_installed(it, prev, token, dest):
-            return None
+            assert prev is not None
+            damage = changed_in_place(self.state, "function", f.name, prev["version"],
+                                      prev["version_path"])
+            if damage is None:
+                return None
+            it.outcome, it.version, it.version_path = "pending", None, None
+            it.message = f"installed again: version {prev['version']} {damage}"
 
         def build() -> None:
             os.makedirs(store, exist_ok=True)
@@ -834,6 +972,7 @@ class _Deployer:
                 raise refused(exc) from None
             # What was copied decides the version (the tree may have changed since planning).
             it.token = "code:" + digest
+            installed_digest = version_digest("function", staging)
             version = _version_name(self.dep, it.token, store)
             vpath = os.path.join(store, version)
             self.state.journal(self.dep, "stage", "function", f.name, staging, vpath, None)
@@ -841,7 +980,7 @@ class _Deployer:
             fsync_dir(store)
             self.state.x(
                 "INSERT OR REPLACE INTO versions(kind, key, version, path, token, deployment_id, "
-                "created) VALUES (?,?,?,?,?,?,?)",
+                "created, digest) VALUES (?,?,?,?,?,?,?,?)",
                 "function",
                 f.name,
                 version,
@@ -849,10 +988,42 @@ class _Deployer:
                 it.token,
                 self.dep,
                 time.time(),
+                installed_digest,
             )
             it.outcome, it.version, it.version_path = "installed", version, vpath
 
         return build
+
+    def space_message(self, r: Resource, what: str, need: Optional[int], where: str) -> str:
+        """The error for resource ``r`` lacking space on ``where``'s filesystem."""
+        needs = f"needs {need} bytes, " if need is not None else ""
+        return (f"resource {r.id!r}: not enough disk space: {what}; {needs}"
+                f"{free_bytes(where)} bytes are available on the filesystem of {where}; "
+                "free some space and deploy again (the previous version keeps serving)")
+
+    def check_space(self, r: Resource, info: SourceInfo, part: str, store: str) -> None:
+        """Refuse (DeployError) to start a download that cannot fit: what is left of the
+        package goes to ``part``, and at least the package's size (more once unpacked, up to
+        the resource's cap) into ``store``. Partial downloads of other deployments are given up
+        first when they stand in the way."""
+        if info.size is None:
+            return  # unknown until it arrives: running out of space is caught as it happens
+        have = os.path.getsize(part) if os.path.exists(part) else 0
+        need_dl, need_store = max(0, info.size - have), info.size
+        downloads = os.path.dirname(part)
+        same = os.stat(downloads).st_dev == os.stat(store).st_dev
+        needs = [(downloads, need_dl + (need_store if same else 0))]
+        if not same:
+            needs.append((store, need_store))
+        for where, need in needs:
+            if free_bytes(where) < need and where == downloads:
+                remove_partial_downloads(self.s.root, keep=part)
+            if free_bytes(where) < need:
+                cap = r.model.max_unpacked_bytes if r.model else None
+                what = (f"{info.location} is {info.size} bytes (downloaded to {downloads}"
+                        f"{', then unpacked on the same filesystem' if same else ''}"
+                        f"{f', up to {cap} bytes unpacked' if cap else ''})")
+                raise DeployError(self.space_message(r, what, need, where))
 
     def switch(self, it: ItemResult, target: Optional[str]) -> None:
         assert it.path is not None
@@ -993,7 +1164,7 @@ class _Deployer:
         status = "Failure" if failed else "Success"
         bad = [it for it in self.items if it.outcome == "failed"]
         if not failed:
-            msg = ""
+            msg = "\n".join(f"warning: {w}" for w in traversal_warnings(g))
         elif apply:
             msg = f"{len(bad)} resource(s) failed; the others were installed (--on-failure=keep)"
         else:
@@ -1042,10 +1213,9 @@ class _Deployer:
                 (status, 1 if apply else 0, time.time(), msg, self.dep),
             )
         _gc(self.state)
-        downloads = os.path.join(self.s.root, "downloads")
-        if os.path.isdir(downloads):
-            for n in os.listdir(downloads):
-                _rmtree(os.path.join(downloads, n))
+        remove_partial_downloads(self.s.root)
+        if apply:
+            _backup_state(self.state, self.emit)
         self.emit(event="end", key=str(self.dep), message=status)
         return self.dep
 
@@ -1086,12 +1256,26 @@ def deploy(
     if on_failure not in ("rollback", "keep"):
         raise ValueError(f"on_failure={on_failure!r}; expected 'rollback' or 'keep'")
     g = load_group(group) if isinstance(group, str) else group
-    s = _Session(root, wait_s, f"deploy of group {g.name}")
+    # Checked on this machine, as this user (a fleet's publisher validates elsewhere): nothing
+    # is made, and the previous group stays, when a destination cannot be installed at.
+    problems = destination_problems(g)
+    if problems:
+        raise GroupError(g.path or "<group>", problems)
     try:
-        dep = _Deployer(s, g, on_failure, progress, max(1, retries + 1), backoff_s).run()
-        return _load_deployment(s.state, dep)
-    finally:
-        s.close()
+        s = _Session(root, wait_s, f"deploy of group {g.name}")
+        try:
+            dep = _Deployer(s, g, on_failure, progress, max(1, retries + 1), backoff_s).run()
+            return _load_deployment(s.state, dep)
+        finally:
+            s.close()
+    except OSError as exc:
+        if not _no_space(exc):
+            raise
+        r = resolve_root(root)
+        raise DeployError(
+            f"no space left on the filesystem of {exc.filename or r} ({exc.strerror}; "
+            f"{free_bytes(r)} bytes available in {r}); free some space and deploy again (the "
+            "previous deployment keeps serving)") from None
 
 
 # ----------------------------------------------------------------------------------- rollback/reset
@@ -1199,6 +1383,7 @@ def rollback(
             )
         # The group rolled back to is now also the one a further rollback returns from.
         _gc(state)
+        _backup_state(state, d.emit)
         return _load_deployment(state, dep)
     finally:
         s.close()
@@ -1230,7 +1415,7 @@ def reset(root: Optional[str] = None, *, wait_s: float = 0.0) -> list[str]:
                 removed.append(p)
     finally:
         s.close()
-    for n in STATE_FILES:
+    for n in (*STATE_FILES, BACKUP_FILE, STORES_FILE):
         with contextlib.suppress(FileNotFoundError):
             os.unlink(os.path.join(r, n))
     removed.append(os.path.join(r, "state.db"))
@@ -1279,7 +1464,7 @@ def _open_state(root: Optional[str]) -> Optional[State]:
     r = resolve_root(root)
     if not os.path.exists(os.path.join(r, "state.db")):
         return None
-    return State(r)
+    return State(r, readonly=True)
 
 
 def list_deployments(root: Optional[str] = None) -> list[Deployment]:

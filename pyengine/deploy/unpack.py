@@ -555,7 +555,8 @@ def apply_owner(
 # ----------------------------------------------------------------------------------- trees
 
 #: Names a copied tree leaves out (bytecode caches are rebuilt where they are needed).
-_SKIP_DIRS = ("__pycache__",)
+SKIP_DIRS = ("__pycache__",)
+_SKIP_DIRS = SKIP_DIRS
 _SKIP_SUFFIXES = (".pyc", ".pyo")
 _TYPE_NAMES = {
     stat.S_IFIFO: "a FIFO (named pipe)",
@@ -778,3 +779,48 @@ def copy_tree(
 
     walk_tree(top, visit, max_bytes=max_bytes, max_files=max_files)
     return w.finish(), h.hexdigest()
+
+
+def content_digest(top: str, *, skip_dirs: tuple[str, ...] = ()) -> str:
+    """The SHA-256 of an installed version as it is on disk: every entry's relative name,
+    type and permission bits, each file's bytes and each link's target, in sorted order.
+
+    Links are recorded, never followed. ``skip_dirs`` names directories left out wherever they
+    are (a function's ``__pycache__``, which Python may write beside the code it imports).
+    Raises OSError when the tree cannot be read.
+    """
+    h = hashlib.sha256()
+
+    def entry(rel: str, st: os.stat_result) -> None:
+        h.update(f"{_kind(st.st_mode)}\0{rel}\0{stat.S_IMODE(st.st_mode):o}\0".encode(
+            "utf-8", "surrogateescape"))
+
+    def walk(path: str, rel: str) -> None:
+        for name in sorted(os.listdir(path)):
+            p = os.path.join(path, name)
+            r = f"{rel}/{name}" if rel else name
+            st = os.lstat(p)
+            if stat.S_ISDIR(st.st_mode):
+                if name in skip_dirs:
+                    continue
+                entry(r, st)
+                walk(p, r)
+            elif stat.S_ISLNK(st.st_mode):
+                entry(r, st)
+                h.update(os.readlink(p).encode("utf-8", "surrogateescape") + b"\0")
+            else:
+                entry(r, st)
+                if stat.S_ISREG(st.st_mode):
+                    fd = os.open(p, _OPEN_ENTRY)
+                    try:
+                        h.update(f"{st.st_size}\0".encode())
+                        while True:
+                            b = os.read(fd, _BUF)
+                            if not b:
+                                break
+                            h.update(b)
+                    finally:
+                        os.close(fd)
+
+    walk(top, "")
+    return h.hexdigest()

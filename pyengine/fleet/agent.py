@@ -130,8 +130,7 @@ class FleetAgent:
         self._ts_seen: Optional[str] = None  # digest of the last timestamp fully handled
         self._enrolled = enrollment.Enrollment()
         self._stale_warned: Optional[str] = None
-        #: Checks made (any cause); announcements that arrived.
-        self.checks = 0
+        #: Announcements heard (each only brings the next check forward).
         self.announcements = 0
         # Destinations may name the core: /srv/${PYENGINE_CORE_NAME}/models/digits.
         os.environ[CORE_NAME_VAR] = self.name
@@ -251,10 +250,16 @@ class FleetAgent:
     # -- documents ---------------------------------------------------------------------------
 
     def _refuse(self, what: str, digest: str, reason: str, serial: Optional[int] = None) -> None:
+        refused = self.st.get("refused") or []
+        if refused and refused[-1].get("reason") == reason:
+            # The same refusal again (an oversize object at every poll): counted, logged once.
+            refused[-1].update(at=time.time(), times=int(refused[-1].get("times") or 1) + 1)
+            self._save()
+            return
         log.error("fleet %s: refused %s: %s", self.fleet.uri, what, reason)
-        self.st["refused"] = (self.st.get("refused") or [])[-(REFUSALS_KEPT - 1):] + [
+        self.st["refused"] = refused[-(REFUSALS_KEPT - 1):] + [
             {"at": time.time(), "what": what, "digest": digest, "serial": serial,
-             "reason": reason}]
+             "reason": reason, "times": 1}]
         self._save()
 
     def _set(self, state: str, message: str, **fields: Any) -> None:
@@ -264,7 +269,6 @@ class FleetAgent:
 
     def check(self) -> str:
         """Read the timestamp and act on what it names; returns this core's state afterwards."""
-        self.checks += 1
         try:
             data = self.fleet.get(TIMESTAMP)
         except OversizeError as exc:

@@ -217,18 +217,20 @@ def verified_history(fleet: Fleet, key: SigningKey,
     ts = _timestamp(fleet, [*trusted, key.public])
     claims = []
     if ts is not None:
-        claims.append((int(ts["deployment"]["serial"]), fleet.object_uri(TIMESTAMP)))
+        claims.append((int(ts["deployment"]["serial"]), fleet.object_uri(TIMESTAMP), ""))
     sts = enrollment.statuses(fleet, enrolled)
     for n, st in sts.verified.items():
         if isinstance(st.get("serial"), int):
-            claims.append((int(st["serial"]), f"enrolled core {n}'s signed status"))
-    for serial, who in claims:
+            claims.append((int(st["serial"]), f"enrolled core {n}'s signed status",
+                           f" (if core {n} itself is compromised and lies, take it off the "
+                           f"list: `pyengine fleet enroll --remove {n}`)"))
+    for serial, who, otherwise in claims:
         if serial > top:
             raise FleetError(
                 f"{who} names serial {serial}, but the history in "
                 f"{fleet.object_uri('deployments')}/ ends at {top}: documents were deleted; "
                 "restore them from a backup (S3 versioning) before publishing, or the new "
-                "document would reuse a serial that cores already hold")
+                f"document would reuse a serial that cores already hold{otherwise}")
     return History(docs, enrolled, sts, ts)
 
 

@@ -156,6 +156,10 @@ struct CudaDev {
     void reduce_mean(const float* x, const Shape& s, const std::vector<int64_t>& axes, float* y) {
         cuda::reduce_mean(x, s, axes, y, c.stream);
     }
+    void lrn(const float* x, int64_t outer, int64_t channels, int64_t inner, int64_t size, float alpha, float beta,
+             float bias, float* y) {
+        cuda::lrn(x, outer, channels, inner, size, alpha, beta, bias, y, c.stream);
+    }
 
     // The fallback for ops without a device kernel: run the CPU kernel on pinned host copies.
     void host(const DeviceStep& s) {

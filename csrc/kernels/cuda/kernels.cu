@@ -67,6 +67,11 @@ __global__ void batchnorm_kernel(const float* x, const float* g, const float* b,
     GRID_STRIDE(i, total) y[i] = batchnorm_at(x, g, b, m, v, eps, channels, inner, i);
 }
 
+__global__ void lrn_kernel(const float* x, int64_t channels, int64_t inner, int64_t size, float alpha, float beta,
+                           float bias, float* y, int64_t total) {
+    GRID_STRIDE(i, total) y[i] = lrn_at(x, channels, inner, size, alpha, beta, bias, i);
+}
+
 __global__ void transpose_kernel(const float* x, TransposeArgs t, float* y) {
     GRID_STRIDE(i, t.total) y[i] = transpose_at(x, t, i);
 }
@@ -127,6 +132,14 @@ void softmax(const float* x, float* y, int64_t outer, int64_t axis, int64_t inne
     if (outer * inner == 0 || axis == 0) return;
     softmax_kernel<<<blocks_for(outer * inner), kThreads, 0, stream>>>(x, y, outer * inner, axis, inner);
     check_launch("softmax");
+}
+
+void lrn(const float* x, int64_t outer, int64_t channels, int64_t inner, int64_t size, float alpha, float beta,
+         float bias, float* y, cudaStream_t stream) {
+    const int64_t total = outer * channels * inner;
+    if (total == 0) return;
+    lrn_kernel<<<blocks_for(total), kThreads, 0, stream>>>(x, channels, inner, size, alpha, beta, bias, y, total);
+    check_launch("lrn");
 }
 
 void batchnorm(const float* x, const float* scale, const float* bias, const float* mean, const float* var, float eps,

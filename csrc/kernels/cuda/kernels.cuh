@@ -35,6 +35,9 @@ void transpose(const float* x, const Shape& x_shape, const std::vector<int64_t>&
                cudaStream_t stream);
 void pad(const float* x, const Shape& x_shape, const std::vector<int64_t>& begin,
          const std::vector<int64_t>& end, PadMode mode, float value, float* y, cudaStream_t stream);
+// LRN across the middle axis of [outer, channels, inner] (ONNX semantics).
+void lrn(const float* x, int64_t outer, int64_t channels, int64_t inner, int64_t size, float alpha, float beta,
+         float bias, float* y, cudaStream_t stream);
 // Mean over `axes` (sorted, unique).
 void reduce_mean(const float* x, const Shape& x_shape, const std::vector<int64_t>& axes, float* y,
                  cudaStream_t stream);

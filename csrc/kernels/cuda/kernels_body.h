@@ -231,6 +231,18 @@ PYENGINE_HD float batchnorm_at(const float* x, const float* g, const float* b, c
     return x[i] * s + (b[c] - m[c] * s);
 }
 
+// Element i of LRN across the middle axis of [outer, channels, inner], in the CPU op's order:
+// the window's squares summed from its first channel, then x * (bias + alpha / size * sum)^-beta.
+PYENGINE_HD float lrn_at(const float* x, int64_t channels, int64_t inner, int64_t size, float alpha, float beta,
+                         float bias, int64_t i) {
+    const int64_t c = (i / inner) % channels;
+    const float* base = x + (i - c * inner);  // channel 0 at this position
+    const int64_t lo = (size - 1) / 2, hi = size - 1 - lo;
+    float sum = 0.0f;
+    for (int64_t j = max64(0, c - lo); j <= min64(channels - 1, c + hi); ++j) sum += base[j * inner] * base[j * inner];
+    return x[i] * powf(bias + alpha / static_cast<float>(size) * sum, -beta);
+}
+
 struct TransposeArgs {
     Dims y_shape, step;  // step[d]: the input stride of output dimension d
     int64_t total = 0;
