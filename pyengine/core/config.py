@@ -37,6 +37,12 @@ api:                          # who may call the core (see docs/core.md; flags o
   host: 127.0.0.1             # any other address needs the token
   token_file: /etc/pyengine/api.token   # default: ROOT/api.token, written at first start (0600)
   debug: false                # error answers carry tracebacks
+  body_max_mb: 16             # largest request body (413 above it)
+  connections_max: 1024       # connections at once (kept below the fd limit)
+  idle_timeout_s: 10          # an idle or stalled connection is closed after this
+logs:                         # ROOT/logs/core.log and ROOT/logs/<function>.log
+  max_mb: 10                  # a log is rotated at this size...
+  files: 5                    # ...keeping this many old files (<name>.log.1 newest)
 ```
 
 Every problem is reported at once with its field path, like the group file.
@@ -170,6 +176,14 @@ class FunctionSettings:
 
 
 @dataclass(frozen=True)
+class LogSettings:
+    """Rotation of ``ROOT/logs/*.log``: at ``max_mb``, keeping ``files`` old ones."""
+
+    max_mb: float = 10.0
+    files: int = 5
+
+
+@dataclass(frozen=True)
 class CoreConfig:
     """The core's configuration (all optional: a core without brokers still runs functions)."""
 
@@ -200,6 +214,7 @@ class CoreConfig:
         cid = f"{self.mqtt.client_id}-fleet" if self.mqtt.client_id else ""
         return replace(self.mqtt, client_id=cid)
     api: ApiSettings = ApiSettings()
+    logs: LogSettings = LogSettings()
 
 
 class _Check:
@@ -356,7 +371,7 @@ def validate_config(data: Any, source: str = "<config>") -> CoreConfig:
     c = _Check()
     top = c.mapping("", data if data is not None else {},
                     ("mqtt", "cloud", "fleet_mqtt", "queue_size", "queue_mb", "message_max_mb",
-                     "message_limits", "capture", "functions", "api"))
+                     "message_limits", "capture", "functions", "api", "logs"))
     mqtt = _mqtt(c, "mqtt", top["mqtt"]) if top.get("mqtt") is not None else None
     cloud = _mqtt(c, "cloud", top["cloud"]) if top.get("cloud") is not None else None
     fleet = _mqtt(c, "fleet_mqtt", top["fleet_mqtt"]) if top.get("fleet_mqtt") is not None \
@@ -406,17 +421,24 @@ def validate_config(data: Any, source: str = "<config>") -> CoreConfig:
                      86400)
     functions = _functions(c, top.get("functions") or {})
     api = _api(c, top.get("api") or {})
+    logs = _logs(c, top.get("logs") or {})
     if c.problems:
         raise ConfigError(source, c.problems)
     return CoreConfig(mqtt, cloud, limits.queue_size, CaptureSettings(
         s3, ep, region, float(spool), float(fn_mb), int(fn_files), int(batch), float(batch_s),
         float(retry)), functions, fleet_mqtt=fleet, queue_mb=limits.queue_mb,
-        message_max_mb=limits.message_max_mb, function_limits=tuple(per_function), api=api)
+        message_max_mb=limits.message_max_mb, function_limits=tuple(per_function), api=api, logs=logs)
 
 
 def _api(c: _Check, raw: Any) -> ApiSettings:
     a = c.mapping("api", raw, ("socket", "socket_group", "port", "host", "token_file", "token",
-                               "debug"))
+                               "debug", "body_max_mb", "connections_max", "idle_timeout_s"))
+    base = ApiSettings()
+    body = c.number("api.body_max_mb", a.get("body_max_mb", base.body_max_mb), 0.001, 64)
+    conns = c.number("api.connections_max", a.get("connections_max", base.connections_max),
+                     16, 10**6, integer=True)
+    idle = c.number("api.idle_timeout_s", a.get("idle_timeout_s", base.idle_timeout_s),
+                    0.1, 3600)
     paths = {}
     for key in ("socket", "token_file"):
         v = a.get(key)
@@ -450,7 +472,18 @@ def _api(c: _Check, raw: Any) -> ApiSettings:
         flags[key] = v
     return ApiSettings(socket=paths["socket"], socket_group=gid, host=host, port=port,
                        token_file=paths["token_file"], token=flags["token"],
-                       debug=flags["debug"])
+                       debug=flags["debug"], body_max_mb=float(body or base.body_max_mb),
+                       connections_max=int(conns or base.connections_max),
+                       idle_timeout_s=float(idle or base.idle_timeout_s))
+
+
+def _logs(c: _Check, raw: Any) -> LogSettings:
+    g = c.mapping("logs", raw, ("max_mb", "files"))
+    default = LogSettings()
+    size = c.number("logs.max_mb", g.get("max_mb", default.max_mb), 0.001, 2**20)
+    files = c.number("logs.files", g.get("files", default.files), 0, 1000, integer=True)
+    return LogSettings(float(size if size is not None else default.max_mb),
+                       int(files if files is not None else default.files))
 
 
 def _functions(c: _Check, raw: Any) -> FunctionSettings:
