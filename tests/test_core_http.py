@@ -26,6 +26,7 @@ from hypothesis import strategies as st
 FD_LIMIT = 1024
 BODY_MAX = 1 << 20
 LOG_MAX = 8192
+SCRATCH_MB = 2
 
 FN = r"""
 import hashlib, json, os, sys, time
@@ -49,6 +50,17 @@ def function_handler(event, context):
         _frame_to_core(b"\x00\x00\x00\x05hello")
         time.sleep(5)
         return "unreachable"
+    if op == "fill":
+        path = os.path.join(os.environ["TMPDIR"], "fill")
+        try:
+            with open(path, "wb") as fh:
+                for _ in range(event["mb"]):
+                    fh.write(b"f" * (1 << 20))
+                    fh.flush()
+                    os.fsync(fh.fileno())
+            return {"wrote": event["mb"], "dir": os.environ["TMPDIR"]}
+        except OSError as exc:
+            return {"error": exc.strerror, "size": os.path.getsize(path)}
     if op == "deep":
         v = []
         for _ in range(event["n"]):
@@ -86,7 +98,8 @@ def core():
     config = os.path.join(base, "core.json")
     with open(config, "w") as fh:
         json.dump({"api": {"body_max_mb": BODY_MAX / (1 << 20), "idle_timeout_s": 2},
-                   "logs": {"max_mb": LOG_MAX / (1 << 20), "files": 2}}, fh)
+                   "logs": {"max_mb": LOG_MAX / (1 << 20), "files": 2},
+                   "functions": {"scratch_mb": SCRATCH_MB}}, fh)
     proc = CoreProcess(root, args=("--config", config), nofile=FD_LIMIT)
     try:
         yield proc.wait_ready()
@@ -397,6 +410,48 @@ def test_signals(core):
     assert "SIGUSR2: function echo: ready" in text and "API connections" in text
     assert core.proc.poll() is None
     assert core.invoke("echo", {"op": "alive"})[0] == 200
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root")
+def test_scratch_is_a_tmpfs_of_its_quota(core):
+    status, body = core.invoke("echo", {"op": "fill", "mb": 3 * SCRATCH_MB})
+    assert status == 200
+    assert body["result"]["error"] == "No space left on device"
+    assert body["result"]["size"] <= SCRATCH_MB << 20
+    scratch = os.path.join(core.root, "run", "echo")
+    with open("/proc/self/mountinfo") as fh:
+        mounts = [line.split() for line in fh]
+    assert any(m[4] == scratch and "tmpfs" in m for m in mounts)
+    st = os.statvfs(scratch)
+    assert st.f_blocks * st.f_frsize == SCRATCH_MB << 20
+    os.unlink(os.path.join(scratch, "fill"))
+
+
+def test_scratch_quota_checked_without_a_tmpfs():
+    """Where the core cannot mount (PYENGINE_SCRATCH=check does as a core that is not root):
+    over its quota a function takes no new calls, with an error naming the scratch."""
+    base = tempfile.mkdtemp(prefix="pyengine-scratch-")
+    os.chmod(base, 0o755)
+    root = os.path.join(base, "root")
+    deploy_group(base, root, [], [function(base, "echo", FN, pinned=True)])
+    config = os.path.join(base, "core.json")
+    with open(config, "w") as fh:
+        json.dump({"functions": {"scratch_mb": 1}}, fh)
+    proc = CoreProcess(root, args=("--config", config), env={"PYENGINE_SCRATCH": "check"})
+    try:
+        proc.wait_ready()
+        assert proc.invoke("echo", {"op": "fill", "mb": 3})[1]["result"]["wrote"] == 3
+        time.sleep(2.1)  # the check's period
+        status, body = proc.invoke("echo", {"op": "x"})
+        scratch = os.path.join(root, "run", "echo")
+        assert status == 507 and body["error"]["type"] == "ScratchFull", body
+        assert scratch in body["error"]["message"] and "quota of 1 MB" in body["error"]["message"]
+        os.unlink(os.path.join(scratch, "fill"))
+        time.sleep(2.1)
+        assert proc.invoke("echo", {"op": "x"})[0] == 200
+    finally:
+        proc.stop()
+        shutil.rmtree(base, ignore_errors=True)
 
 
 _TOKENS = [b"GET", b"POST", b"PUT", b"HEAD", b"G\x00T", b"/", b"/functions",

@@ -30,6 +30,8 @@ functions:                    # how the core runs functions (see docs/core.md)
   uid_count: 30000
   processes_max: 544          # RLIMIT_NPROC: tasks (processes and threads) per function
                               # (default 512 + 16 per CPU)
+  scratch_mb: 256             # each function's scratch (HOME, TMPDIR): a tmpfs of this size
+                              # (root core), else checked: over it, no new calls (507)
 api:                          # who may call the core (see docs/core.md; flags of core start win)
   socket: /var/lib/pyengine/core.sock   # default: ROOT/core.sock, mode 0660
   socket_group: pyengine      # its members may invoke (default: the core's group)
@@ -173,6 +175,8 @@ class FunctionSettings:
 
     uids: UidRange = UidRange()
     processes_max: int = DEFAULT_PROCESSES_MAX
+    #: Each function's scratch (ROOT/run/<function>): a tmpfs of this size, or checked.
+    scratch_mb: float = 256.0
 
 
 @dataclass(frozen=True)
@@ -487,7 +491,7 @@ def _logs(c: _Check, raw: Any) -> LogSettings:
 
 
 def _functions(c: _Check, raw: Any) -> FunctionSettings:
-    f = c.mapping("functions", raw, ("uid_first", "uid_count", "processes_max"))
+    f = c.mapping("functions", raw, ("uid_first", "uid_count", "processes_max", "scratch_mb"))
     default = FunctionSettings()
     # Above the ids of system and login users (1000-60000) and nobody; 2^31 keeps clear of
     # (uid_t)-1 and of signed overflows in tools.
@@ -499,9 +503,12 @@ def _functions(c: _Check, raw: Any) -> FunctionSettings:
         c.bad("functions.uid_count", f"{count} uids from {first} go past 2147483647")
     nproc = c.number("functions.processes_max", f.get("processes_max", default.processes_max),
                      16, 10**6, integer=True)
+    scratch = c.number("functions.scratch_mb", f.get("scratch_mb", default.scratch_mb), 1,
+                       2**30)
     return FunctionSettings(UidRange(int(first or default.uids.first),
                                      int(count or default.uids.count)),
-                            int(nproc or default.processes_max))
+                            int(nproc or default.processes_max),
+                            float(scratch or default.scratch_mb))
 
 
 def load_config(path: Optional[str] = None, mqtt: Optional[str] = None,

@@ -58,6 +58,7 @@ from pyengine.core.policy import (
 from pyengine.core.pool import LIVE_LOCK, LIVE_PIDS, FunctionPool, InvokeError
 from pyengine.core.procs import become_subreaper, kill_strays
 from pyengine.core.runtime import merge_stats
+from pyengine.core.scratch import ScratchQuota
 from pyengine.core.users import FunctionUsers
 
 log = logging.getLogger("pyengine.core")
@@ -78,12 +79,13 @@ BINARY_TYPES = ("application/octet-stream",)
 #: HTTP status of each failure kind.
 STATUS = {"FunctionTimeout": 504, "WorkerDied": 502, "FunctionInitError": 502, "Busy": 503,
           "FunctionNotFound": 404, "Forbidden": 403, "InvokeCycle": 508,
-          "PayloadTooLarge": 413, "BadPayload": 400}
+          "PayloadTooLarge": 413, "BadPayload": 400, "ScratchFull": 507}
 #: Why a message that reached a function's queue got no answer from the function (its call
 #: failed outside the handler): the reason it is counted under as dropped.
 MESSAGE_DROP_REASON = {"WorkerDied": "worker_died", "FunctionTimeout": "timeout", "Busy": "busy",
                        "FunctionInitError": "function_failed",
                        "FunctionNotFound": "no_function", "PayloadTooLarge": "too_large_frame",
+                       "ScratchFull": "scratch_full",
                        "BadPayload": "bad_payload"}
 
 
@@ -177,6 +179,7 @@ class Core:
         self.cgroups: WorkerCgroups | None = None
         self.users = (FunctionUsers(self.root, self.config.functions.uids)
                       if os.geteuid() == 0 else None)
+        self.scratch = ScratchQuota(self.config.functions.scratch_mb)
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -351,6 +354,9 @@ class Core:
         for p in pools:
             p.stop()
         self._kill_strays()
+        run = os.path.join(self.root, "run")
+        for n in os.listdir(run) if os.path.isdir(run) else []:
+            self.scratch.release(os.path.join(run, n))  # its files go with the core
         if self.cgroups is not None:
             self.cgroups.close()
         with contextlib.suppress(FileNotFoundError):
@@ -400,6 +406,10 @@ class Core:
         worker_plan = plan(spec, self.root, scratch, protected, user,
                            self.config.functions.processes_max, self.network)
         os.chmod(os.path.join(self.root, "run"), 0o711)
+        how = self.scratch.prepare(scratch, worker_plan.uid, worker_plan.gid)
+        log.info("function %s: scratch %s, %g MB (%s)", spec.name, scratch,
+                 self.config.functions.scratch_mb,
+                 "a tmpfs of its own" if how == "tmpfs" else "no new calls over it")
         give_scratch(scratch, worker_plan.uid, worker_plan.gid)
         for problem in unreadable(worker_plan, spec):
             log.warning("function %s: %s", spec.name, problem)
@@ -463,6 +473,7 @@ class Core:
         for n in os.listdir(os.path.join(self.root, "run")) if os.path.isdir(
                 os.path.join(self.root, "run")) else []:
             if n not in names:
+                self.scratch.release(os.path.join(self.root, "run", n))
                 shutil.rmtree(os.path.join(self.root, "run", n), ignore_errors=True)
         if started or retired:
             log.info("deployment %s of group %s applied: started %s, retired %s",
@@ -503,6 +514,9 @@ class Core:
             # The names of the other functions are not the caller's business.
             return 404, {"error": {"type": "FunctionNotFound",
                                    "message": f"no function {name!r} is deployed"}}
+        full = self.scratch.problem(pool.plan.scratch)
+        if full:
+            return 507, {"error": {"type": "ScratchFull", "message": f"{name!r}: {full}"}}
         inv = uuid.uuid4().hex
         t0 = time.perf_counter()
         self._calls[inv] = (topic, source)
