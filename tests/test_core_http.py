@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import select
 import shutil
 import signal
 import socket
@@ -291,6 +292,15 @@ def test_wrong_method_is_405_and_unknown_paths_404(core):
     assert status == 411
 
 
+def test_oversized_request_line_and_headers_are_refused(core):
+    assert [a[0] for a in raw(core, b"GET /" + b"a" * (100 << 10) + b" HTTP/1.1\r\n\r\n")] \
+        == [414]
+    assert [a[0] for a in raw(core, b"GET /functions HTTP/1.1\r\n"
+                              + b"X-A: b\r\n" * 1000 + b"\r\n")] == [431]
+    assert [a[0] for a in raw(core, b"GET /functions HTTP/1.1\r\nX: " + b"b" * (100 << 10)
+                              + b"\r\n\r\n")] == [431]
+
+
 @pytest.mark.parametrize("ctype", ["application/octet-stream", "image/png"])
 def test_binary_payloads_reach_the_handler_as_bytes(core, ctype):
     data = bytes(range(256)) * 100 + b"\x89PNG\r\n\x1a\n"
@@ -374,16 +384,20 @@ def test_pyengine_logs_since_and_follow(core):
                              text=True, timeout=60)
     assert missing.returncode != 0 and "no log for 'nosuch'" in missing.stderr
     assert "echo" in missing.stderr
-    follow = subprocess.Popen([*cmd, "--follow", "--since", "0s"], stdout=subprocess.PIPE,
-                              text=True)
+    follow = subprocess.Popen([*cmd, "--follow", "--since", "10m"], stdout=subprocess.PIPE)
+    got = b""
+
+    def read_until(text: bytes) -> None:
+        nonlocal got
+        deadline = time.monotonic() + 30
+        while text not in got and time.monotonic() < deadline:
+            if select.select([follow.stdout], [], [], 1)[0]:
+                got += os.read(follow.stdout.fileno(), 1 << 16)  # type: ignore[union-attr]
+        assert text in got
     try:
-        time.sleep(1.0)
+        read_until(marker.encode())  # the lines so far, then it follows
         core.invoke("echo", {"op": "print", "text": "followed-line"})
-        deadline = time.monotonic() + 10
-        got = ""
-        while "followed-line" not in got and time.monotonic() < deadline:
-            got += follow.stdout.readline()  # type: ignore[union-attr]
-        assert "followed-line" in got
+        read_until(b"followed-line")
     finally:
         follow.kill()
         follow.wait()

@@ -66,37 +66,43 @@ def _emit(line: bytes, as_json: bool, out: IO[str]) -> None:
         out.write(text + "\n")
 
 
-def _print_since(files: list[str], since: Optional[float], as_json: bool) -> None:
+def _print_since(path: str, since: Optional[float], as_json: bool) -> IO[bytes]:
+    """Print the lines of ``path``'s rotated files and then of ``path`` (from ``since`` on);
+    ``path`` open at the end of its last whole line, for --follow to go on from."""
     keep = since is None
-    for name in files:
+    files = log_files(path)
+    for name in files[:-1]:
         with open(name, "rb") as fh:
-            for line in fh:
-                if not keep:  # lines are in time order: once one is recent, the rest are
-                    t = line_time(line)
-                    keep = t is not None and t >= since  # type: ignore[operator]
-                if keep:
-                    _emit(line, as_json, sys.stdout)
+            keep = _print_lines(fh, keep, since, as_json)
+    fh = open(path, "rb")  # noqa: SIM115 - the caller's
+    _print_lines(fh, keep, since, as_json)
+    return fh
 
 
-def _follow(path: str, as_json: bool) -> None:
-    """Print what is appended to ``path``, across rotations (a new file at the path)."""
-    fh = open(path, "rb")  # noqa: SIM115 - reopened on rotation
-    fh.seek(0, os.SEEK_END)
+def _print_lines(fh: IO[bytes], keep: bool, since: Optional[float], as_json: bool) -> bool:
+    while True:
+        line = fh.readline()
+        if not line.endswith(b"\n"):
+            fh.seek(-len(line), os.SEEK_CUR)  # a line still being written: --follow's
+            return keep
+        if not keep:  # lines are in time order: once one is recent, the rest are
+            t = line_time(line)
+            keep = since is None or (t is not None and t >= since)
+        if keep:
+            _emit(line, as_json, sys.stdout)
+
+
+def _follow(fh: IO[bytes], path: str, as_json: bool) -> None:
+    """Print what is appended to ``fh`` (``path``), across rotations (a new file at the path)."""
     ino = os.fstat(fh.fileno()).st_ino
     try:
         while True:
-            line = fh.readline()
-            if line.endswith(b"\n"):
-                _emit(line, as_json, sys.stdout)
-                continue
-            if line:
-                fh.seek(-len(line), os.SEEK_CUR)  # a line still being written
+            _print_lines(fh, True, None, as_json)
             sys.stdout.flush()
             time.sleep(0.2)
             try:
                 if os.stat(path).st_ino != ino:
-                    for rest in fh:  # the end of the rotated file, then the new one
-                        _emit(rest, as_json, sys.stdout)
+                    _print_lines(fh, True, None, as_json)  # the end of the rotated file
                     fh.close()
                     fh = open(path, "rb")  # noqa: SIM115
                     ino = os.fstat(fh.fileno()).st_ino
@@ -110,11 +116,13 @@ def logs_run(args: argparse.Namespace) -> int:
     root = args.root or default_root()
     path = _path(root, args.function)
     since = time.time() - parse_since(args.since) if args.since is not None else None
-    _print_since(log_files(path), since, args.json)
+    fh = _print_since(path, since, args.json)
     sys.stdout.flush()
-    if args.follow:
-        try:
-            _follow(path, args.json)
-        except KeyboardInterrupt:
-            return 130
+    if not args.follow:
+        fh.close()
+        return 0
+    try:
+        _follow(fh, path, args.json)
+    except KeyboardInterrupt:
+        return 130
     return 0

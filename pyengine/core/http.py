@@ -289,13 +289,18 @@ class HttpServer:
             log.exception("API: a connection failed")
         finally:
             self._conns.pop(key, None)
-            writer.transport.abort() if writer.transport.is_closing() else writer.close()
+            writer.close()
 
     async def _one(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                    peer: Peer, conn: _Conn) -> bool:
         """Read and answer one request; whether the connection stays open."""
         lim = self.limits
-        line = await asyncio.wait_for(reader.readline(), lim.idle_timeout_s)
+        try:
+            line = await asyncio.wait_for(reader.readline(), lim.idle_timeout_s)
+        except ValueError:  # a request line past HEAD_MAX
+            await self._send(writer, self.error(414, f"request line over {HEAD_MAX} bytes"),
+                             close=True)
+            return False
         if not line:
             return False
         conn.idle = False
