@@ -697,6 +697,7 @@ def validate_group(data: dict[str, Any], path: str = "<group>") -> Group:
         raw_fn = []
     fnames: set[str] = set()
     by_id = {r.id: r for r in resources}
+    known_ids = _some(sorted(by_id))
     # Every name, for the invoke lists (which may name functions further down).
     all_names = sorted({str(f["name"]) for f in raw_fn if isinstance(f, dict) and f.get("name")})
     for i, f in enumerate(raw_fn):
@@ -769,7 +770,7 @@ def validate_group(data: dict[str, Any], path: str = "<group>") -> Group:
                 c.bad(
                     f"{w}.id",
                     f"{fr_id!r} is not the id of any resource in the group "
-                    f"(known: {', '.join(sorted(by_id)) or 'none'})",
+                    f"(known: {known_ids})",
                 )
                 continue
             res = by_id[str(fr_id)]
@@ -820,6 +821,12 @@ def validate_group(data: dict[str, Any], path: str = "<group>") -> Group:
     return Group(
         name, tuple(resources), tuple(functions), aws["s3"], aws["sagemaker"], path, subscriptions
     )
+
+
+def _some(names: list[str], at_most: int = 20) -> str:
+    """``names`` for a message: the first ``at_most`` (a huge group repeats them per problem)."""
+    more = f", ... ({len(names) - at_most} more)" if len(names) > at_most else ""
+    return ", ".join(names[:at_most]) + more if names else "none"
 
 
 def _check_environment(c: _Checker, where: str, raw: Any) -> dict[str, str]:
@@ -920,7 +927,7 @@ def _invoke_list(c: _Checker, where: str, raw: Any, fname: str,
                   "directly, not through context.invoke")
         elif name not in names:
             c.bad(f"{where}[{k}]", f"{name!r} is not a function of the group (functions: "
-                  f"{', '.join(names)})")
+                  f"{_some(names)})")
         elif name in out:
             c.bad(f"{where}[{k}]", f"{name!r} is listed twice")
         else:
@@ -958,7 +965,7 @@ def _check_subscriptions(c: _Checker, raw: Any, functions: set[str]) -> tuple[Su
     if not isinstance(raw, list):
         c.bad("subscriptions", f"expected a list, got {raw!r}")
         return ()
-    known = ", ".join(sorted(functions)) or "none"
+    known = _some(sorted(functions))
     out: list[Subscription] = []
     wheres: list[str] = []
     seen: dict[tuple[str, str, str], str] = {}
