@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import os
+import shlex
 import sys
 import time
 from dataclasses import dataclass, field
@@ -413,7 +414,7 @@ def bench(models: Sequence[tuple[str, str]], opts: BenchOptions,
     results = [bench_model(path, opts, name, progress) for name, path in models]
     return {
         "schema": SCHEMA_ID,
-        "command": " ".join(["pyengine", *sys.argv[1:]]) if sys.argv else "",
+        "command": shlex.join(["pyengine", *sys.argv[1:]]) if sys.argv else "",
         "header": head,
         "options": {
             "batches": opts.batches, "threads": thread_counts(opts),
