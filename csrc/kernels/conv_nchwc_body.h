@@ -145,9 +145,13 @@ void nchwc_tile(const NchwcConv& c, const NchwcChunk& k, const float* xg, const 
     // One pointer per pixel and per output block, offset by ic only: with a runtime stride in
     // the index the compiler hoists an address for every (pixel, ic) pair out of the loops.
     const float* xp[T];
+    int64_t oh = q0 / p.OW, ow = q0 - oh * p.OW;  // one division per tile, not one per pixel
     for (int t = 0; t < T; ++t) {
-        const int64_t oh = (q0 + t) / p.OW, ow = (q0 + t) % p.OW;
         xp[t] = xg + (oh * p.stride_h * p.W + ow * p.stride_w) * IB;
+        if (++ow == p.OW) {
+            ow = 0;
+            ++oh;
+        }
     }
     for (int64_t icb = k.icb0; icb < k.icb1; ++icb) {
         for (int64_t kh = 0; kh < p.KH; ++kh) {
@@ -278,10 +282,14 @@ void nchwc_dw_flat(const NchwcConv& c, const float* xb, const float* w, const fl
     V b = V{} + 0.0f;
     if (bias != nullptr) PE_NC_LOAD(b, bias);
     const float* xp[T];
+    int64_t oh = q0 / p.OW, ow = q0 - oh * p.OW;
     for (int t = 0; t < T; ++t) {
         acc[t] = b;
-        const int64_t oh = (q0 + t) / p.OW, ow = (q0 + t) % p.OW;
         xp[t] = xb + (oh * p.stride_h * p.W + ow * p.stride_w) * CB;
+        if (++ow == p.OW) {
+            ow = 0;
+            ++oh;
+        }
     }
     for (int64_t kh = 0; kh < p.KH; ++kh) {
         for (int64_t kw = 0; kw < p.KW; ++kw) {
