@@ -17,6 +17,8 @@ from typing import Sequence
 COMMANDS: list[tuple[str, str, str, str]] = [
     ("info", "show version, CPU features, kernels and backends", "commands", "info"),
     ("run", "run a model on a .npy input", "commands", "run"),
+    ("bench", "time a model or the standard suite on this device; merge devices' reports",
+     "bench_cmds", "bench"),
     ("convert", "convert a TensorFlow/MXNet/Chainer/ONNX model to .pyem", "convert", "convert"),
     ("core", "run the deployed group's functions (core start)", "core_cmds", "core"),
     ("invoke", "invoke a function on the running core", "core_cmds", "invoke"),
