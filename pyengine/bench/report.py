@@ -143,7 +143,11 @@ def columns(head: Sequence[str], rows: Sequence[Sequence[str]], right: Sequence[
 def _num(x: Optional[float], digits: int = 3) -> str:
     if x is None or (isinstance(x, float) and not math.isfinite(x)):
         return "-"
-    return f"{x:.{digits}f}" if abs(x) < 1000 else f"{x:.0f}"
+    if abs(x) >= 1000:
+        return f"{x:.0f}"
+    if digits == 3 and abs(x) < 1:  # sub-millisecond calls: keep three significant digits
+        return f"{x:.3g}" if abs(x) >= 1e-3 else f"{x:.6f}"
+    return f"{x:.{digits}f}"
 
 
 def table(record: dict[str, Any], top: Optional[int] = 10) -> str:
