@@ -343,6 +343,16 @@ def changed_in_place(state: State, kind: str, key: str, version: str, path: str,
             f"when it was installed{where}")
 
 
+def writable_by_function(spec_json: Optional[str]) -> bool:
+    """Whether an installed model's recorded spec grants a function rw (its content is then
+    the function's to change, not compared)."""
+    try:
+        owner = json.loads(spec_json or "{}").get("owner")
+    except (ValueError, AttributeError):
+        return False
+    return isinstance(owner, list) and len(owner) == 2 and owner[1] == "rw"
+
+
 def free_bytes(path: str) -> int:
     """Bytes an unprivileged writer may still use on ``path``'s filesystem (``statvfs``)."""
     st = os.statvfs(path)
