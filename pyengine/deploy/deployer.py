@@ -55,6 +55,7 @@ from pyengine.deploy.state import (
     STORES_FILE,
     RootLock,
     State,
+    StateError,
     dumps,
     known_stores,
 )
@@ -543,21 +544,41 @@ def _gc(state: State) -> None:
 
 def recover(root: Optional[str] = None) -> list[int]:
     """Clean up after a deploy that was killed (call at core start). Returns the rolled-back
-    deployment ids; does nothing (returns []) while another process holds the root's lock."""
+    deployment ids; does nothing (returns []) while another process holds the root's lock.
+
+    On a full filesystem, where nothing can be written, there is nothing to clean up unless a
+    deployment was interrupted: then a :class:`DeployError` says to free space first.
+    """
     r = resolve_root(root)
     if not os.path.exists(os.path.join(r, "state.db")):
         return []
-    lock = RootLock(r)
-    if not lock.try_acquire():
-        return []
     try:
-        state = State(r)
+        lock = RootLock(r)
+        if not lock.try_acquire():
+            return []
         try:
-            return recover_locked(state)
+            state = State(r)
+            try:
+                return recover_locked(state)
+            finally:
+                state.close()
+        finally:
+            lock.release()
+    except (OSError, StateError) as exc:
+        if not (_no_space(exc) or (isinstance(exc, StateError) and free_bytes(r) < 1 << 20)):
+            raise
+        state = State(r, readonly=True)
+        try:
+            left = state.one("SELECT id FROM deployments WHERE status IN ('Building', "
+                             "'InProgress') ORDER BY id")
         finally:
             state.close()
-    finally:
-        lock.release()
+        if left is not None:
+            raise DeployError(
+                f"deployment {left['id']} in {r} was interrupted and cannot be rolled back: no "
+                f"space left on the filesystem ({free_bytes(r)} bytes available); free some "
+                "space") from None
+        return []
 
 
 # ----------------------------------------------------------------------------------- deploy
