@@ -361,7 +361,8 @@ class Core:
                       if r.kind == "model"]
         user = self.users.user_for(spec.name) if self.users is not None else None
         worker_plan = plan(spec, self.root, scratch, protected, user,
-                           self.config.functions.processes_max, self.network)
+                           self.config.functions.processes_max, self.network,
+                           self.config.functions.allow_root)
         os.chmod(os.path.join(self.root, "run"), 0o711)
         give_scratch(scratch, worker_plan.uid, worker_plan.gid)
         for problem in unreadable(worker_plan, spec):
