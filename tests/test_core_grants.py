@@ -27,8 +27,8 @@ from pyengine.core import landlock
 from pyengine.core.group import FunctionSpec, ResourceGrant
 from pyengine.core.policy import device_nodes, plan
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="a core switches users only as root; "
-                                "these tests check what each function's user may do")
+root_only = pytest.mark.skipif(os.geteuid() != 0, reason="a core switches users (and mknod works) "
+                               "only as root; these tests check what each function's user may do")
 
 HANDLER = """
 import errno, fcntl, os, termios, time
@@ -149,6 +149,7 @@ def _alive(pid: int) -> bool:
         return False
 
 
+@root_only
 def test_run_as_concurrency_and_idle_timeout(open_tmp, monkeypatch):
     base = open_tmp
     root = os.path.join(base, "root")
@@ -208,6 +209,7 @@ def _needs_landlock(abi: int) -> None:
         pytest.skip(f"the kernel lacks Landlock ABI {abi} (has {landlock.abi_version()})")
 
 
+@root_only
 def test_volume_grants(open_tmp):
     _needs_landlock(1)
     base = open_tmp
@@ -248,6 +250,7 @@ def test_volume_grants(open_tmp):
     assert not os.path.exists(os.path.join(volume, "out-vnone.txt"))
 
 
+@root_only
 def test_volume_must_exist_outside_the_root(open_tmp):
     base = open_tmp
     root = os.path.join(base, "root")
@@ -262,6 +265,7 @@ def test_volume_must_exist_outside_the_root(open_tmp):
         assert item.outcome == "failed" and fragment in item.message and path in item.message
 
 
+@root_only
 def test_device_grants(open_tmp, null_copy):
     _needs_landlock(5)  # ioctl rights on devices
     node, gid = null_copy
@@ -310,6 +314,7 @@ def fake_gpu() -> Iterator[str]:
             os.unlink(p)
 
 
+@root_only
 def test_gpu_grants_its_companions_or_names_the_missing_one(open_tmp, fake_gpu):
     mknod = fake_gpu
     base = open_tmp
@@ -339,3 +344,27 @@ def test_gpu_grants_its_companions_or_names_the_missing_one(open_tmp, fake_gpu):
                                                  "/dev/nvidia-uvm"))
     assert video in ok.groups and 0 not in ok.groups
     assert dp.deploy(os.path.join(base, "group.json"), root, wait_s=30).status == "Success"
+
+
+def test_the_core_checks_volumes_again(open_tmp):
+    """What changed since the deploy: a link swapped to a system directory, a volume that now
+    overlaps the root (the core's own checks, in its plan)."""
+    base = open_tmp
+    root = os.path.join(base, "root")
+    os.makedirs(root)
+    link = os.path.join(base, "captures")
+    os.symlink("/etc", link)
+
+    def refused(path: str) -> str:
+        spec = FunctionSpec("f", "h.f", base, resources=(ResourceGrant(
+            "v", path, "rw", "volume", path),))
+        return plan(spec, root, os.path.join(base, "scratch"), []).refused
+
+    assert "'f' cannot start: volume resource 'v' (" + link + ", really /etc) is inside " \
+        "/etc" in refused(link)
+    os.mkdir(os.path.join(root, "run"))
+    assert "overlaps " + os.path.realpath(root) in refused(os.path.join(root, "run"))
+    assert "is not an existing directory" in refused(os.path.join(base, "gone"))
+    os.unlink(link)
+    os.mkdir(link)
+    assert refused(link) == ""

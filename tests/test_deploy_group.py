@@ -316,3 +316,12 @@ def test_gpu_granted_ro_is_refused(tmp_path):
     assert _problems(tmp_path, data) == [
         "functions[0].resources[1].permission: 'ro' on GPU /dev/nvidia0: the CUDA driver opens "
         "the GPU's device files read-write, which a ro device grant refuses; grant rw"]
+
+
+def test_volume_overlapping_a_model_is_refused(tmp_path):
+    data = _base(tmp_path)
+    data["resources"].append({"id": "captures", "volume": {"path": "/srv/models"}})
+    assert _problems(tmp_path, data) == [
+        "resources[2].volume.path: '/srv/models' overlaps the model destination of resources[0] "
+        "('/srv/models/digits'): a function writing the volume would change the installed model; "
+        "keep volumes and models apart"]

@@ -21,6 +21,7 @@ import pyengine
 from pyengine import devices
 from pyengine.core import landlock, netns
 from pyengine.core.group import FunctionSpec
+from pyengine.deploy.group import denied_destination
 
 #: uid and gid of functions run by a root core that allocates no user for them (nobody).
 DEFAULT_ID = 65534
@@ -226,17 +227,26 @@ def plan(spec: FunctionSpec, root: str, scratch: str, protected: list[str],
                          "on this machine (load the driver's module, e.g. nvidia-modprobe -u "
                          "-c 0 for /dev/nvidia-uvm)" for m in missing]
             for node in nodes:
+                st = os.stat(node)
+                if not (stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode)):
+                    refusals.append(f"device resource {r.id!r}: {node} is no longer a device")
+                    continue
                 rules.append((node, f"device-{r.permission}"))
-                node_groups.add(os.stat(node).st_gid)
+                node_groups.add(st.st_gid)
         elif r.kind == "volume":
             real = os.path.realpath(r.path)
             clash = [g for g in guarded if _contains(real, g) or _contains(g, real)]
-            if clash:
+            denied = denied_destination(real)  # a link swapped to /etc since the deploy
+            if denied or not os.path.isdir(real):
+                refusals.append(f"volume resource {r.id!r} ({r.path}, really {real}) is "
+                                f"{denied or 'not an existing directory'} (it changed since "
+                                "the deploy)")
+            elif clash:
                 refusals.append(f"volume resource {r.id!r} ({r.path}, really {real}) overlaps "
                                 f"{clash[0]}, which the core keeps from functions (its root, "
                                 "code and model stores); choose a directory outside them")
-                continue
-            rules.append((real, f"volume-{r.permission}"))
+            else:
+                rules.append((real, f"volume-{r.permission}"))
             with contextlib.suppress(OSError):
                 node_groups.add(os.stat(real).st_gid)
         elif r.kind == "model" and r.permission == "rw":

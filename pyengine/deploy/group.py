@@ -783,6 +783,16 @@ def validate_group(data: dict[str, Any], path: str = "<group>") -> Group:
                     "directory, not nested in another's",
                 )
 
+    for iv, v in enumerate(resources):
+        if v.volume is None:
+            continue
+        vp = v.volume.path.rstrip("/") or "/"
+        for a, ia in dests:
+            if a == vp or a.startswith(vp + "/") or vp.startswith(a.rstrip("/") + "/"):
+                c.bad(f"resources[{iv}].volume.path", f"{v.volume.path!r} overlaps the model "
+                      f"destination of resources[{ia}] ({a!r}): a function writing the volume "
+                      "would change the installed model; keep volumes and models apart")
+
     functions: list[Function] = []
     raw_fn = top.get("functions") or []
     if not isinstance(raw_fn, list):
