@@ -170,11 +170,12 @@ class MessageLimits:
 
 @dataclass(frozen=True)
 class FunctionSettings:
-    """How the core runs functions: the uid range of their users (a root core) and their
-    process limit."""
+    """How the core runs functions: the uid range of their users (a root core), their
+    process limit, and whether a group may run a function as root (``run_as`` uid or gid 0)."""
 
     uids: UidRange = UidRange()
     processes_max: int = DEFAULT_PROCESSES_MAX
+    allow_root: bool = False
     #: Each function's scratch (ROOT/run/<function>): a tmpfs of this size, or checked.
     scratch_mb: float = 256.0
 
@@ -491,7 +492,8 @@ def _logs(c: _Check, raw: Any) -> LogSettings:
 
 
 def _functions(c: _Check, raw: Any) -> FunctionSettings:
-    f = c.mapping("functions", raw, ("uid_first", "uid_count", "processes_max", "scratch_mb"))
+    f = c.mapping("functions", raw, ("uid_first", "uid_count", "processes_max", "allow_root",
+                                     "scratch_mb"))
     default = FunctionSettings()
     # Above the ids of system and login users (1000-60000) and nobody; 2^31 keeps clear of
     # (uid_t)-1 and of signed overflows in tools.
@@ -503,11 +505,15 @@ def _functions(c: _Check, raw: Any) -> FunctionSettings:
         c.bad("functions.uid_count", f"{count} uids from {first} go past 2147483647")
     nproc = c.number("functions.processes_max", f.get("processes_max", default.processes_max),
                      16, 10**6, integer=True)
+    allow_root = f.get("allow_root", False)
+    if not isinstance(allow_root, bool):
+        c.bad("functions.allow_root", f"{allow_root!r} must be true or false")
+        allow_root = False
     scratch = c.number("functions.scratch_mb", f.get("scratch_mb", default.scratch_mb), 1,
                        2**30)
     return FunctionSettings(UidRange(int(first or default.uids.first),
                                      int(count or default.uids.count)),
-                            int(nproc or default.processes_max),
+                            int(nproc or default.processes_max), allow_root,
                             float(scratch or default.scratch_mb))
 
 

@@ -114,6 +114,8 @@ class Worker:
                  on_op: Optional[OpHandler] = None,
                  cgroups: Optional[WorkerCgroups] = None,
                  log_file: Optional[RotatingLog] = None) -> None:
+        if plan.refused:
+            raise InvokeError("FunctionInitError", plan.refused)
         self.spec = spec
         self.on_op = on_op or _no_ops
         #: The worker's own cgroup (None without cgroups).
