@@ -2,6 +2,8 @@
 
 - **A size-limited tmpfs** mounted on the scratch when the core is root and may mount: a
   function that writes past its quota gets ENOSPC, and the root's filesystem is not touched.
+  The mount stays when the core stops, so a scratch keeps its files across core restarts (a
+  new core takes the mount over), not across a reboot; it goes when the function is removed.
 - **Otherwise a periodic check** of the space the scratch holds: a function over its quota gets
   no new calls (507 ``ScratchFull``, naming the directory, its size and the quota) until its
   scratch is back under it.

@@ -354,9 +354,6 @@ class Core:
         for p in pools:
             p.stop()
         self._kill_strays()
-        run = os.path.join(self.root, "run")
-        for n in os.listdir(run) if os.path.isdir(run) else []:
-            self.scratch.release(os.path.join(run, n))  # its files go with the core
         if self.cgroups is not None:
             self.cgroups.close()
         with contextlib.suppress(FileNotFoundError):
