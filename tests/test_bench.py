@@ -219,6 +219,8 @@ def test_merge_and_plot(tmp_path, capsys):
     rc, _, err = bench(capsys, "--merge", str(tmp_path / "bad.json"))
     assert rc == 2
     assert "not a pyengine bench record: $.models[0].cells[0].p50_ms: is str 'fast'" in err
+    rc, _, err = bench(capsys, "--merge", model, str(tmp_path / "none.json"))
+    assert rc == 2 and f"{model}: not a JSON bench record" in err and "Traceback" not in err
 
 
 def test_timing_core_counts_and_percentiles():

@@ -162,11 +162,12 @@ class MessageLimits:
 
 @dataclass(frozen=True)
 class FunctionSettings:
-    """How the core runs functions: the uid range of their users (a root core) and their
-    process limit."""
+    """How the core runs functions: the uid range of their users (a root core), their
+    process limit, and whether a group may run a function as root (``run_as`` uid or gid 0)."""
 
     uids: UidRange = UidRange()
     processes_max: int = DEFAULT_PROCESSES_MAX
+    allow_root: bool = False
 
 
 @dataclass(frozen=True)
@@ -454,7 +455,7 @@ def _api(c: _Check, raw: Any) -> ApiSettings:
 
 
 def _functions(c: _Check, raw: Any) -> FunctionSettings:
-    f = c.mapping("functions", raw, ("uid_first", "uid_count", "processes_max"))
+    f = c.mapping("functions", raw, ("uid_first", "uid_count", "processes_max", "allow_root"))
     default = FunctionSettings()
     # Above the ids of system and login users (1000-60000) and nobody; 2^31 keeps clear of
     # (uid_t)-1 and of signed overflows in tools.
@@ -466,9 +467,13 @@ def _functions(c: _Check, raw: Any) -> FunctionSettings:
         c.bad("functions.uid_count", f"{count} uids from {first} go past 2147483647")
     nproc = c.number("functions.processes_max", f.get("processes_max", default.processes_max),
                      16, 10**6, integer=True)
+    allow_root = f.get("allow_root", False)
+    if not isinstance(allow_root, bool):
+        c.bad("functions.allow_root", f"{allow_root!r} must be true or false")
+        allow_root = False
     return FunctionSettings(UidRange(int(first or default.uids.first),
                                      int(count or default.uids.count)),
-                            int(nproc or default.processes_max))
+                            int(nproc or default.processes_max), allow_root)
 
 
 def load_config(path: Optional[str] = None, mqtt: Optional[str] = None,

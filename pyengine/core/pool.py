@@ -112,6 +112,8 @@ class Worker:
     def __init__(self, spec: FunctionSpec, plan: WorkerPlan, landlock: bool,
                  on_op: Optional[OpHandler] = None,
                  cgroups: Optional[WorkerCgroups] = None) -> None:
+        if plan.refused:
+            raise InvokeError("FunctionInitError", plan.refused)
         self.spec = spec
         self.on_op = on_op or _no_ops
         #: The worker's own cgroup (None without cgroups).

@@ -361,9 +361,15 @@ class Core:
                       if r.kind == "model"]
         user = self.users.user_for(spec.name) if self.users is not None else None
         worker_plan = plan(spec, self.root, scratch, protected, user,
-                           self.config.functions.processes_max, self.network)
+                           self.config.functions.processes_max, self.network,
+                           self.config.functions.allow_root)
         os.chmod(os.path.join(self.root, "run"), 0o711)
         give_scratch(scratch, worker_plan.uid, worker_plan.gid)
+        if worker_plan.refused:
+            log.error("%s", worker_plan.refused)
+        if spec.uid is not None and worker_plan.uid is None:
+            log.warning("function %s: run_as %s:%s is ignored: a core that is not root runs "
+                        "every function as itself", spec.name, spec.uid, spec.gid)
         for problem in unreadable(worker_plan, spec):
             log.warning("function %s: %s", spec.name, problem)
         if worker_plan.network_gap:

@@ -9,7 +9,8 @@ Main entry points
 - :func:`deploy`, :func:`rollback`, :func:`reset`: change what is installed in a root.
 - :func:`current`: the deployed group with each resource's local path and each function's
   installed code (what the core runs); :func:`recover` cleans up after a killed deploy.
-- :func:`list_deployments`, :func:`get_deployment`, :func:`list_installed`: history and state.
+- :func:`list_deployments`, :func:`get_deployment`, :func:`list_installed`: history and state;
+  :func:`changed_versions`: installed versions changed in place (the core reports them at start).
 - :func:`group_policy`: the IAM policy a group's S3 sources need.
 - :func:`high_water`, :func:`raise_high_water`: marks in the root's state that only grow (the
   fleet's highest accepted document serial and version).
@@ -47,6 +48,7 @@ from pyengine.deploy.installed import (
     DeployedGroup,
     InstalledFunction,
     InstalledResource,
+    changed_versions,
     current,
     list_installed,
 )
@@ -74,6 +76,7 @@ __all__ = [
     "Resource",
     "Subscription",
     "UnpackError",
+    "changed_versions",
     "current",
     "default_root",
     "deploy",

@@ -55,6 +55,7 @@ from pyengine.deploy.state import (
     STORES_FILE,
     RootLock,
     State,
+    StateError,
     dumps,
     known_stores,
 )
@@ -342,6 +343,16 @@ def changed_in_place(state: State, kind: str, key: str, version: str, path: str,
             f"when it was installed{where}")
 
 
+def writable_by_function(spec_json: Optional[str]) -> bool:
+    """Whether an installed model's recorded spec grants a function rw (its content is then
+    the function's to change, not compared)."""
+    try:
+        owner = json.loads(spec_json or "{}").get("owner")
+    except (ValueError, AttributeError):
+        return False
+    return isinstance(owner, list) and len(owner) == 2 and owner[1] == "rw"
+
+
 def free_bytes(path: str) -> int:
     """Bytes an unprivileged writer may still use on ``path``'s filesystem (``statvfs``)."""
     st = os.statvfs(path)
@@ -543,24 +554,47 @@ def _gc(state: State) -> None:
 
 def recover(root: Optional[str] = None) -> list[int]:
     """Clean up after a deploy that was killed (call at core start). Returns the rolled-back
-    deployment ids; does nothing (returns []) while another process holds the root's lock."""
+    deployment ids; does nothing (returns []) while another process holds the root's lock.
+
+    On a full filesystem, where nothing can be written, there is nothing to clean up unless a
+    deployment was interrupted: then a :class:`DeployError` says to free space first.
+    """
     r = resolve_root(root)
     if not os.path.exists(os.path.join(r, "state.db")):
         return []
-    lock = RootLock(r)
-    if not lock.try_acquire():
-        return []
     try:
-        state = State(r)
+        lock = RootLock(r)
+        if not lock.try_acquire():
+            return []
         try:
-            return recover_locked(state)
+            state = State(r)
+            try:
+                return recover_locked(state)
+            finally:
+                state.close()
+        finally:
+            lock.release()
+    except (OSError, StateError) as exc:
+        if not (_no_space(exc) or (isinstance(exc, StateError) and free_bytes(r) < 1 << 20)):
+            raise
+        state = State(r, readonly=True)
+        try:
+            left = state.one("SELECT id FROM deployments WHERE status IN ('Building', "
+                             "'InProgress') ORDER BY id")
         finally:
             state.close()
-    finally:
-        lock.release()
+        if left is not None:
+            raise DeployError(
+                f"deployment {left['id']} in {r} was interrupted and cannot be rolled back: no "
+                f"space left on the filesystem ({free_bytes(r)} bytes available); free some "
+                "space") from None
+        return []
 
 
 # ----------------------------------------------------------------------------------- deploy
+
+#: Resources that are checked where they are, never installed (nothing to link or remove).
+VERIFIED_KINDS = ("device", "volume")
 
 
 class _Deployer:
@@ -928,6 +962,34 @@ class _Deployer:
             raise DeployError(f"device {p} does not exist on this machine") from None
         if not (stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode)):
             raise DeployError(f"{p} is not a character or block device; device resources must be")
+        from pyengine.core.policy import device_nodes
+
+        _, missing = device_nodes(p)
+        if missing:
+            raise DeployError(
+                f"GPU {p} needs {', '.join(missing)}, which does not exist on this machine: load "
+                "the driver's modules (for /dev/nvidia-uvm: `nvidia-modprobe -u -c 0`, or run "
+                "one CUDA program as root) and deploy again"
+            )
+        it.outcome = "verified"
+        return None
+
+    def prepare_volume(self, r: Resource, it: ItemResult) -> Optional[Callable[[], None]]:
+        assert r.volume is not None
+        p = r.volume.path
+        it.path = p
+        real = os.path.realpath(p)
+        if not os.path.isdir(real):
+            raise DeployError(f"volume {p} is not an existing directory on this machine; create "
+                              "it (owned by the group the functions should share it through)")
+        problem = denied_destination(real)  # again: links may have moved since validation
+        if problem:
+            raise DeployError(f"volume {p} is, through symbolic links, {real}, which is {problem}")
+        root = os.path.realpath(self.s.root)
+        if real == root or real.startswith(root.rstrip("/") + "/") or \
+                root.startswith(real.rstrip("/") + "/"):
+            raise DeployError(f"volume {p} ({real}) overlaps the core's root {root}, which no "
+                              "function may see; choose a directory outside it")
         it.outcome = "verified"
         return None
 
@@ -1065,8 +1127,10 @@ class _Deployer:
         for r in g.resources:
             if r.model is not None:
                 units.append(("model", r.id, functools.partial(self.prepare_model, r)))
-            else:
+            elif r.device is not None:
                 units.append(("device", r.id, functools.partial(self.prepare_device, r)))
+            else:
+                units.append(("volume", r.id, functools.partial(self.prepare_volume, r)))
         for f in g.functions:
             units.append(("function", f.name, functools.partial(self.prepare_function, f)))
         failed = False
@@ -1113,7 +1177,7 @@ class _Deployer:
         removed = [
             ItemResult(row["kind"], row["key"], "removed", path=row["destination"])
             for row in self.state.q("SELECT * FROM installed")
-            if (row["kind"], row["key"]) not in in_group and row["kind"] != "device"
+            if (row["kind"], row["key"]) not in in_group and row["kind"] not in VERIFIED_KINDS
         ]
         apply = not failed or self.on_failure == "keep"
         switched: list[ItemResult] = []
@@ -1199,7 +1263,8 @@ class _Deployer:
                     db.execute("DELETE FROM installed WHERE kind=? AND key=?", (it.kind, it.key))
                 if apply:
                     for row in list(
-                        db.execute("SELECT kind, key FROM installed WHERE kind='device'")
+                        db.execute("SELECT kind, key FROM installed WHERE kind IN "
+                                   "('device', 'volume')")
                     ):
                         if (row[0], row[1]) not in in_group:
                             db.execute(
@@ -1301,7 +1366,7 @@ def rollback(
         plan: list[tuple[ItemResult, Optional[str]]] = []
         for row in items:
             v = None
-            if row["kind"] != "device":
+            if row["kind"] not in VERIFIED_KINDS:
                 vrow = state.one(
                     "SELECT path FROM versions WHERE kind=? AND key=? AND version=?",
                     row["kind"],
@@ -1332,7 +1397,7 @@ def rollback(
             )
         keys = {(it.kind, it.key) for it, _ in plan}
         for row in state.q("SELECT * FROM installed"):
-            if (row["kind"], row["key"]) not in keys and row["kind"] != "device":
+            if (row["kind"], row["key"]) not in keys and row["kind"] not in VERIFIED_KINDS:
                 plan.append(
                     (ItemResult(row["kind"], row["key"], "removed", path=row["destination"]), None)
                 )
@@ -1359,7 +1424,7 @@ def rollback(
             for row in state.q("SELECT kind, key, destination FROM installed")
         }
         for it, v in plan:
-            if it.kind != "device" and it.path:
+            if it.kind not in VERIFIED_KINDS and it.path:
                 old = current_dest.get((it.kind, it.key))
                 if old and old != it.path:  # the destination moved since: its link goes
                     d.switch(ItemResult(it.kind, it.key, "moved", path=old), None)
