@@ -97,8 +97,10 @@ const float* pad_input(NchwcConv* c, const float* x) {
     if (p.pad_top == 0 && p.pad_left == 0 && Hp <= p.H && Wp <= p.W) return x;
     const int64_t ib = c->in_block;
     const int64_t blocks = p.N * (ib == 1 ? p.C : (p.C + ib - 1) / ib);
+    // Grow-only: resizing down and up again would zero the regrown part on every call.
     thread_local std::vector<float> padded;
-    padded.resize(static_cast<size_t>(blocks * Hp * Wp * ib));
+    const size_t need = static_cast<size_t>(blocks * Hp * Wp * ib);
+    if (padded.size() < need) padded.resize(need);
     float* out = padded.data();
     const Conv2DParams q = p;
     auto copy = [&](int64_t b) {
