@@ -100,7 +100,7 @@ class Limits:
     connections_max: int = 512
     idle_timeout_s: float = 10.0
     header_timeout_s: float = 10.0
-    threads: int = 64
+    threads: int = 128
 
 
 def raise_fd_limit() -> int:
