@@ -245,6 +245,25 @@ def load_group(path: str) -> Group:
     return validate_group(read_group_file(path), path)
 
 
+def group_file_problems(path: str) -> tuple[Optional[Group], list[str]]:
+    """Every problem a deploy of group file ``path`` would meet before downloading anything:
+    the schema's (as :func:`load_group` lists them), then local (file://) model packages that
+    are missing. Reads only; returns the group (None when the schema refuses it) and the
+    problems as ``field.path: message``."""
+    try:
+        group = load_group(path)
+    except GroupError as exc:
+        return None, list(exc.problems)
+    problems = []
+    for i, r in enumerate(group.resources):
+        if r.model is not None and r.model.source.startswith("file://"):
+            local = r.model.source[len("file://"):]
+            if not os.path.isfile(local):
+                problems.append(f"resources[{i}].model.source: {local} is not a file (the "
+                                "package to deploy must exist before the deploy)")
+    return group, problems
+
+
 class _Checker:
     def __init__(self, base_dir: str) -> None:
         self.problems: list[str] = []
