@@ -175,7 +175,8 @@ def validate_args(p: argparse.ArgumentParser) -> None:
 
 def validate_run(args: argparse.Namespace) -> int:
     """``validate`` and ``deploy --dry-run``: every problem of the group file, nothing written."""
-    group, problems = dp.group_file_problems(args.group)
+    problems = dp.group_file_problems(args.group)
+    group = None if problems else dp.load_group(args.group)
     if args.json:
         print_json({"group": os.path.abspath(args.group),
                     "name": group.name if group is not None else None,
@@ -223,10 +224,8 @@ def reset_args(p: argparse.ArgumentParser) -> None:
 def _confirm_reset(root: str) -> None:
     """Ask on the terminal before removing what ``root`` has deployed; Refused when the answer
     is not yes, or when there is no terminal to ask on."""
-    try:
-        what = f"{len(dp.list_installed(root))} installed resource(s) and function(s)"
-    except (dp.DeployError, OSError):
-        what = "everything deployed"  # a damaged state still resets; say it generally
+    # A damaged state raises here, naming `pyengine doctor --repair`.
+    what = f"{len(dp.list_installed(root))} installed resource(s) and function(s)"
     if not sys.stdin.isatty():
         raise Refused(f"reset would remove {what} in {root} and its state; standard input is "
                       "not a terminal to confirm on, so pass --yes to reset")
@@ -252,7 +251,8 @@ def reset_run(args: argparse.Namespace) -> int:
 
 
 def deployments_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("action", choices=("list", "show"))
+    p.add_argument("action", choices=("list", "show"),
+                   help="list: every deployment, newest first; show: one with its items")
     p.add_argument("id", nargs="?", type=int, help="deployment id (show; default the latest)")
     _root_arg(p)
     add_json_flag(p, "the deployments (list) or the deployment (show)")
@@ -281,7 +281,8 @@ def deployments_run(args: argparse.Namespace) -> int:
 
 
 def resources_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("action", choices=("list", "show"))
+    p.add_argument("action", choices=("list", "show"),
+                   help="list: every installed resource and function; show: one in detail")
     p.add_argument("id", nargs="?", help="resource id or function name (show)")
     _root_arg(p)
     add_json_flag(p, "the installed resources and functions")
@@ -294,7 +295,7 @@ def resources_run(args: argparse.Namespace) -> int:
             raise ValueError("resources show needs a resource id or function name")
         rows = [r for r in rows if r["key"] == args.id]
         if not rows:
-            raise dp.DeployError(
+            raise ValueError(  # the name given is wrong: bad input (exit 2)
                 f"no resource or function {args.id!r} is deployed in {dp.resolve_root(args.root)}"
             )
         for r in rows:
