@@ -31,6 +31,7 @@ from models import MLP_SIZES, cnn, mlp  # noqa: E402
 from onnx_models import OrtModel, cnn_onnx, mlp_onnx  # noqa: E402
 
 import pyengine  # noqa: E402
+from pyengine.bench.timing import measure  # noqa: E402
 
 MAX_BATCH = 64
 DELAY_US = 500
@@ -147,10 +148,8 @@ def per_row_us(model: pyengine.Model, x: np.ndarray) -> dict[int, float]:
 
 
 def timed(model: pyengine.Model, x: np.ndarray, reps: int = 1) -> float:
-    t0 = time.perf_counter()
-    for _ in range(reps):
-        model.predict(x)
-    return (time.perf_counter() - t0) / reps
+    """Seconds per call of ``reps`` calls back to back (one sample of pyengine's timing core)."""
+    return measure(lambda: model.predict(x), runs=1, group=reps).mean / 1e3
 
 
 def handoff_floor(tmp: str, clients: int, seconds: float) -> tuple[float, float]:

@@ -26,7 +26,6 @@ import math
 import os
 import sys
 import tempfile
-import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -42,6 +41,7 @@ from common import pct, write_markdown  # noqa: E402
 from machine import describe  # noqa: E402
 
 import pyengine  # noqa: E402
+from pyengine.bench import timing  # noqa: E402
 from pyengine.runtime import set_thread_count  # noqa: E402
 
 #: Largest max|native - onnxruntime| / max|onnxruntime| accepted before timing.
@@ -79,21 +79,10 @@ def rel_diff(actual: np.ndarray, expected: np.ndarray) -> float:
 def alternate(native: Callable[[], Any], ort: Callable[[], Any], runs: int, seconds: float,
               warmup: int) -> tuple[list[float], list[float]]:
     """Milliseconds of ``runs`` calls of each, taking turns (which goes first alternates too),
-    after ``warmup`` untimed calls of each; stops early (after at least 5 each) past ``seconds``."""
-    for _ in range(warmup):
-        native()
-        ort()
-    times: tuple[list[float], list[float]] = ([], [])
-    end = time.perf_counter() + seconds
-    for i in range(runs):
-        order = ((0, native), (1, ort)) if i % 2 == 0 else ((1, ort), (0, native))
-        for k, fn in order:
-            t0 = time.perf_counter()
-            fn()
-            times[k].append((time.perf_counter() - t0) * 1e3)
-        if i >= 4 and time.perf_counter() > end:
-            break
-    return times
+    after ``warmup`` untimed calls of each; stops early (after at least 5 each) past ``seconds``
+    (pyengine's timing core)."""
+    a, b = timing.alternate([native, ort], runs=runs, duration=seconds, warmup=warmup, min_runs=5)
+    return a.times_ms, b.times_ms
 
 
 def ort_session(path: str, threads: int, spinning: bool) -> Any:

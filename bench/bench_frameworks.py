@@ -15,7 +15,6 @@ import datetime
 import os
 import sys
 import tempfile
-import time
 from typing import Any, Callable
 
 import numpy as np
@@ -29,6 +28,7 @@ from common import write_markdown  # noqa: E402
 from machine import describe  # noqa: E402
 
 import pyengine  # noqa: E402
+from pyengine.bench.timing import measure  # noqa: E402
 
 TARGET = 0.3
 
@@ -76,18 +76,10 @@ def build(framework: str, folder: str) -> dict[str, tuple[str, tuple[int, ...]]]
 
 
 def per_call(fn: Callable[[], Any], seconds: float) -> tuple[float, float, int]:
-    """p50 and p99 of one call in microseconds, timing calls for about ``seconds``."""
-    for _ in range(5):
-        fn()
-    times: list[float] = []
-    end = time.perf_counter() + seconds
-    while time.perf_counter() < end or len(times) < 50:
-        t0 = time.perf_counter_ns()
-        fn()
-        times.append((time.perf_counter_ns() - t0) / 1e3)
-        if len(times) >= 20000:
-            break
-    return float(np.percentile(times, 50)), float(np.percentile(times, 99)), len(times)
+    """p50 and p99 of one call in microseconds, timing calls for about ``seconds`` (at least 50,
+    at most 20000) after 5 untimed ones, with pyengine's timing core."""
+    t = measure(fn, duration=seconds, runs=20000, warmup=5, min_runs=50)
+    return t.p50 * 1e3, t.p99 * 1e3, t.runs
 
 
 def main() -> None:

@@ -31,23 +31,20 @@ KNS = (256, 512, 1024)
 def best_seconds(fns: dict[str, Callable[[], object]], budget_s: float) -> dict[str, float]:
     """Fastest seconds per call of each function. The functions take turns, round after round,
     so that a busy spell of the machine hits them alike; each turn times a group of calls long
-    enough (about 2 ms) for the clock."""
+    enough (about 2 ms) for the clock (pyengine's timing core)."""
+    from pyengine.bench.timing import measure
+
     group = {}
     for name, fn in fns.items():
-        fn()
-        t = time.perf_counter()
-        fn()
-        once = max(time.perf_counter() - t, 1e-7)
+        once = max(measure(fn, runs=1, warmup=1).mean / 1e3, 1e-7)
         group[name] = max(1, min(1000, int(2e-3 / once)))
     best = {name: float("inf") for name in fns}
     start = time.perf_counter()
     rounds = 0
     while rounds < 3 or (time.perf_counter() - start < budget_s and rounds < 100):
         for name, fn in fns.items():
-            t = time.perf_counter()
-            for _ in range(group[name]):
-                fn()
-            best[name] = min(best[name], (time.perf_counter() - t) / group[name])
+            sample = measure(fn, runs=1, group=group[name]).mean / 1e3
+            best[name] = min(best[name], sample)
         rounds += 1
     return best
 

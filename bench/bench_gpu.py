@@ -13,10 +13,8 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
-import statistics
 import sys
 import tempfile
-import time
 from typing import Any, Optional
 
 import numpy as np
@@ -32,6 +30,7 @@ from models import cnn, mobilenet_v2_graph  # noqa: E402
 
 import pyengine  # noqa: E402
 from pyengine import devices  # noqa: E402
+from pyengine.bench.timing import measure  # noqa: E402
 
 BATCHES = (1, 32)
 # MobileNet-v2's whole bottleneck table (tests/models.py's default stops at 96 channels).
@@ -47,15 +46,9 @@ MOBILENET_V2_FULL = (
 
 
 def time_calls(model: pyengine.Model, x: np.ndarray, budget_s: float) -> float:
-    """Median ms per predict call: one warm-up call, then calls until the budget (at least 1)."""
-    model.predict(x)
-    times: list[float] = []
-    start = time.perf_counter()
-    while not times or (time.perf_counter() - start < budget_s and len(times) < 200):
-        t = time.perf_counter()
-        model.predict(x)
-        times.append((time.perf_counter() - t) * 1e3)
-    return statistics.median(times)
+    """Median ms per predict call: one warm-up call, then calls until the budget (at least 1,
+    at most 200), with pyengine's timing core."""
+    return measure(lambda: model.predict(x), duration=budget_s, runs=200, warmup=1).p50
 
 
 def max_diff(a: Any, b: Any) -> float:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
 import tempfile
 import time
@@ -35,6 +34,7 @@ from onnx_export import to_onnx  # noqa: E402
 
 import pyengine  # noqa: E402
 from pyengine import _core  # noqa: E402
+from pyengine.bench import timing  # noqa: E402
 
 
 def session(model: bytes, threads: int) -> ort.InferenceSession:
@@ -48,25 +48,11 @@ def session(model: bytes, threads: int) -> ort.InferenceSession:
 def compare(ours, theirs, budget_s: float, min_calls: int = 15) -> tuple[float, float]:
     """Median seconds per call of two callables. They take turns in blocks of about 50 ms (the
     first call of each block not counted): onnxruntime's workers spin for a while after each
-    call, which would slow whatever ran right after them if the calls alternated one by one."""
-    for _ in range(3):
-        ours()
-        theirs()
-    times: tuple[list[float], list[float]] = ([], [])
-    start = time.perf_counter()
-    while min(len(times[0]), len(times[1])) < min_calls or time.perf_counter() - start < budget_s:
-        for fn, out in ((ours, times[0]), (theirs, times[1])):
-            fn()
-            block = time.perf_counter()
-            while time.perf_counter() - block < 0.05 or len(out) < 3:
-                t0 = time.perf_counter()
-                fn()
-                out.append(time.perf_counter() - t0)
-                if len(out) >= 100000:
-                    break
-        if time.perf_counter() - start > 20 * budget_s:
-            break
-    return statistics.median(times[0]), statistics.median(times[1])
+    call, which would slow whatever ran right after them if the calls alternated one by one.
+    Timed by pyengine's timing core (``alternate`` with blocks)."""
+    a, b = timing.alternate([ours, theirs], duration=budget_s, runs=100000, warmup=3,
+                            min_runs=min_calls, block_s=0.05)
+    return a.p50 / 1e3, b.p50 / 1e3
 
 
 def main() -> None:

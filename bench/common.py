@@ -1,16 +1,18 @@
-"""Helpers the benches share: timing a call, percentiles, the latency table rows and writing a
-result table to bench/results/<name>.md."""
+"""Helpers the benches share: timing a call and percentiles (over pyengine.bench.timing, the one
+timing core of the project), the latency table rows and writing a result table to
+bench/results/<name>.md."""
 
 from __future__ import annotations
 
 import os
 import statistics
-import threading
-import time
 from typing import Callable, ContextManager
 
 import numpy as np
 import numpy.typing as npt
+
+from pyengine.bench.timing import closed_loop as _closed_loop
+from pyengine.bench.timing import measure, percentile
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
@@ -31,66 +33,26 @@ def function_handler(event, context):
 
 def pct(xs: npt.ArrayLike, q: float) -> float:
     """The ``q``-th percentile of ``xs``."""
-    return float(np.percentile(np.asarray(xs), q))
+    return percentile(np.asarray(xs, dtype=np.float64).ravel().tolist(), q)
 
 
 def timed(fn: Callable[[int], object], n: int, warmup: int = 20) -> list[float]:
-    """Milliseconds of each of ``n`` calls ``fn(i)``, after ``min(warmup, n)`` untimed calls.
+    """Milliseconds of each of ``n`` calls ``fn(i)``, after ``min(warmup, n)`` untimed calls,
+    timed by pyengine's timing core.
 
     The warm-up calls get ``i`` = -1, -2, ...; the timed ones 0 .. n-1.
     """
     for i in range(min(warmup, n)):
         fn(-1 - i)
-    out = []
-    for i in range(n):
-        t = time.perf_counter()
-        fn(i)
-        out.append((time.perf_counter() - t) * 1e3)
-    return out
+    index = iter(range(n))
+    return measure(lambda: fn(next(index)), runs=n).times_ms
 
 
 def closed_loop(client: Callable[[], ContextManager[Callable[[], None]]], clients: int,
                 seconds: float) -> tuple[np.ndarray, float]:
-    """``clients`` threads each calling back to back for ``seconds``, all starting together.
-
-    Each thread enters ``client()`` once for its call (and leaves it when done, e.g. to close a
-    connection). A call that raises stops its thread; the first such error is raised here once
-    every thread has finished. Returns every call's latency in seconds and the elapsed seconds.
-    """
-    latencies: list[list[float]] = [[] for _ in range(clients)]
-    errors: list[BaseException] = []
-    start = threading.Barrier(clients + 1)
-    stop_at = [0.0]
-
-    def run(i: int) -> None:
-        lat = latencies[i]
-        clock = time.perf_counter
-        with client() as call:
-            start.wait()
-            while True:
-                t0 = clock()
-                try:
-                    call()
-                except Exception as e:  # noqa: BLE001 - raised again in the calling thread
-                    errors.append(e)
-                    break
-                t1 = clock()
-                lat.append(t1 - t0)
-                if t1 >= stop_at[0]:
-                    break
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(clients)]
-    for t in threads:
-        t.start()
-    t_start = time.perf_counter()
-    stop_at[0] = t_start + seconds
-    start.wait()
-    for t in threads:
-        t.join()
-    elapsed = time.perf_counter() - t_start
-    if errors:
-        raise errors[0]
-    return np.concatenate([np.asarray(x) for x in latencies]), elapsed
+    """:func:`pyengine.bench.timing.closed_loop` with the latencies (seconds) as an array."""
+    lat, elapsed = _closed_loop(client, clients, seconds)
+    return np.asarray(lat), elapsed
 
 
 def latency_rows(rows: list[tuple[str, list[float]]], base_p50: float) -> list[str]:

@@ -112,9 +112,11 @@ class CutProxy:
     """A loopback TCP proxy to an HTTP server.
 
     ``cut_after``: on the first ``cuts`` connections that carry a GET, close both sides after
-    that many response bytes (a dropped connection mid-body). ``bad_request_heads``: HEAD requests
-    whose path contains one of these strings are answered ``400 Bad Request`` as S3 does for
-    SSE-C objects (moto does not implement SSE-C). Every request line and Range header is logged.
+    that many response bytes (a dropped connection mid-body). ``errors_400``: requests whose
+    path contains one of its keys are answered ``400 Bad Request`` as S3 answers them, HEAD
+    with no body and GET with the error document of the (code, message) given; S3 answers so
+    for an SSE-C object requested without its key (:data:`SSE_C_400`), which moto does not
+    (it serves such an object without the key). Every request line and Range header is logged.
     """
 
     def __init__(
@@ -122,14 +124,14 @@ class CutProxy:
         upstream: str,
         cut_after: Optional[int] = None,
         cuts: int = 0,
-        bad_request_heads: tuple[str, ...] = (),
+        errors_400: Optional[dict[str, tuple[str, str]]] = None,
     ) -> None:
         m = re.match(r"^http://([^:/]+):(\d+)", upstream)
         assert m
         self.up = (m.group(1), int(m.group(2)))
         self.cut_after = cut_after
         self.cuts_left = cuts
-        self.bad = bad_request_heads
+        self.errors_400 = dict(errors_400 or {})
         self.requests: list[tuple[str, str, Optional[str]]] = []
         self.bytes_down = 0
         self.lock = threading.Lock()
@@ -197,11 +199,10 @@ class CutProxy:
                         self.requests.append(
                             (m.group(1), m.group(2), rng.group(1) if rng else None)
                         )
-                    if m.group(1) == "HEAD" and any(b in m.group(2) for b in self.bad):
-                        c.sendall(
-                            b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n"
-                            b"Connection: close\r\n\r\n"
-                        )
+                    error = next((e for p, e in self.errors_400.items() if p in m.group(2)),
+                                 None)
+                    if error is not None and m.group(1) in ("HEAD", "GET"):
+                        c.sendall(_answer_400(m.group(1), *error))
                         raise OSError("answered")
                     if m.group(1) == "GET":
                         with self.lock:
@@ -214,6 +215,19 @@ class CutProxy:
         t.join(30)
         c.close()
         u.close()
+
+
+#: What AWS S3 answers a GET of an SSE-C object that carries no key (HEAD: the status only).
+SSE_C_400 = ("InvalidRequest", "The object was stored using a form of Server Side Encryption. "
+             "The correct parameters must be provided to retrieve the object.")
+
+
+def _answer_400(method: str, code: str, message: str) -> bytes:
+    body = b"" if method == "HEAD" else (
+        f'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>{code}</Code>'
+        f"<Message>{message}</Message><RequestId>0</RequestId></Error>").encode()
+    return (f"HTTP/1.1 400 Bad Request\r\nContent-Type: application/xml\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode() + body
 
 
 def write_package(path: str, files: dict[str, bytes], manifest: bool = True) -> str:

@@ -43,7 +43,7 @@ needs_net_rules = pytest.mark.skipif(not HAS_NET_RULES, reason="the kernel lacks
                                      "(TCP port rules)")
 
 FN = """
-import os, socket
+import json, os, socket
 from pyengine.core.api import CoreClient
 from pyengine.core.runtime import InvocationError
 
@@ -75,6 +75,24 @@ def function_handler(event, context):
             client = (CoreClient(socket_path=event["socket"], timeout=5) if event.get("socket")
                       else CoreClient(url=event["url"], timeout=5))
             return {"ok": True, "value": client.invoke(event["target"], {"op": "whoami"})[0]}
+        if op == "api_grandchild":  # a detached grandchild (setsid, double fork) tries the API
+            out = os.path.join(os.environ["HOME"], "grandchild.json")
+            code = ("import json, os, sys\\n"
+                    "if os.fork(): os._exit(0)\\n"
+                    "os.setsid()\\n"
+                    "from pyengine.core.api import CoreClient\\n"
+                    "try: got = CoreClient(socket_path=sys.argv[1], timeout=5).invoke('callee')[0]\\n"
+                    "except OSError as exc: got = type(exc).__name__\\n"
+                    "open(sys.argv[2] + '.tmp', 'w').write(json.dumps(got))\\n"
+                    "os.rename(sys.argv[2] + '.tmp', sys.argv[2])\\n")
+            import subprocess, sys, time
+            subprocess.run([sys.executable, "-c", code, event["socket"], out], check=True)
+            for _ in range(100):
+                if os.path.exists(out):
+                    with open(out) as fh:
+                        return {"ok": True, "value": json.load(fh)}
+                time.sleep(0.05)
+            return {"ok": False, "error": "no answer from the grandchild"}
         if op == "raise":
             raise ValueError("the callee failed")
         if op == "whoami":
@@ -194,6 +212,9 @@ def check_grants(core: CoreProcess, banner: Banner) -> None:
     else:
         assert got == {"ok": True, "value": 403}, got
         assert "a function's process may not use the core's API" in core.log()
+        # Nor through a process that left the worker's session (double fork, setsid).
+        got = result(core, "nogrant", op="api_grandchild", socket=core.client.socket_path)
+        assert got == {"ok": True, "value": 403}, got
 
 
 def _core_uid(core: CoreProcess) -> int:

@@ -209,7 +209,7 @@ def test_unknown_fields_and_missing(tmp_path):
     problems = _problems(tmp_path, data)
     assert (
         "resources[0].model.sourse: unknown field 'sourse'; expected one of source, destination, "
-        "owner, sha256, max_unpacked_mb, max_files" in problems
+        "owner, sha256, max_unpacked_mb, max_files, kms_key_arn" in problems
     )
     assert (
         "extra: unknown field 'extra'; expected one of name, resources, functions, "

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from pyengine.deploy import GroupError, load_group, validate_group
 from pyengine.deploy.environment import TOTAL_MAX_BYTES, VALUE_MAX_BYTES
-from pyengine.deploy.parse import MAX_DEPTH
+from pyengine.deploy.parse import MAX_DEPTH, MAX_YAML_NODES
 
 
 def _valid(code_dir: str) -> dict:
@@ -55,7 +55,10 @@ def _valid(code_dir: str) -> dict:
                 ],
                 "max_code_mb": 4,
                 "max_code_files": 100,
-            }
+                "network": {"connect": ["127.0.0.1:9000"], "bind": [8080]},
+                "invoke": ["post"],
+            },
+            {"name": "post", "handler": "classify.function_handler", "code": code_dir},
         ],
         "subscriptions": [
             {"source": "devices", "topic": "in/#", "target": "classify"},
@@ -131,6 +134,12 @@ def test_deep_yaml_is_a_nesting_error_with_its_line(tmp_path, depth):
     assert f"nested deeper than {MAX_DEPTH} levels" in err and "line " in err
     flow = "name: g\nx: " + "[" * 5000 + "]" * 5000 + "\n"
     assert "YAML" in str(_error(_write(tmp_path, "flow.yaml", flow)))
+
+
+def test_a_yaml_file_of_too_many_values_is_refused_before_building_them(tmp_path):
+    text = "name: g\nx: [" + "1, " * MAX_YAML_NODES + "1]\n"
+    err = _error(_write(tmp_path, "many.yaml", text))
+    assert f"line 2: more than {MAX_YAML_NODES} values" in str(err)
 
 
 def test_json_strings_with_brackets_do_not_count_as_nesting(code_dir, tmp_path):

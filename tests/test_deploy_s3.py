@@ -1,6 +1,7 @@
 """Deploying from a real S3 API server on loopback (moto's server mode over HTTP): S3 and
-SageMaker sources, change detection, resume after a cut connection, digest mismatch, SSE-C and
-AccessDenied messages, and `pyengine policy`."""
+SageMaker sources, change detection, resume after a cut connection, digest mismatch, SSE-C (and
+other 400) and AccessDenied messages, SSE-S3 and SSE-KMS objects, bucket names, and
+`pyengine policy`."""
 
 from __future__ import annotations
 
@@ -8,7 +9,14 @@ import json
 import os
 
 import pytest
-from deploy_fixtures import CutProxy, check_complete, run_cli, write_group, write_package
+from deploy_fixtures import (
+    SSE_C_400,
+    CutProxy,
+    check_complete,
+    run_cli,
+    write_group,
+    write_package,
+)
 
 from pyengine import deploy as dp
 
@@ -214,9 +222,11 @@ def test_etag_md5_mismatch_detected(tmp_path, s3, bucket, moto_endpoint):
 
 
 def test_sse_c_refused_with_advice(tmp_path, s3, bucket, moto_endpoint):
+    """S3 answers HEAD of an SSE-C object without its key with a bare 400, and GET with
+    InvalidRequest naming Server Side Encryption; the deploy asks GET why and says SSE-C."""
     write_package(str(tmp_path / "p.tar.gz"), {"a": b"a"})
     s3.upload_file(str(tmp_path / "p.tar.gz"), bucket, "secret-ssec.tar.gz")
-    proxy = CutProxy(moto_endpoint, bad_request_heads=("-ssec",))
+    proxy = CutProxy(moto_endpoint, errors_400={"-ssec": SSE_C_400})
     try:
         group = _group(
             tmp_path,
@@ -228,7 +238,110 @@ def test_sse_c_refused_with_advice(tmp_path, s3, bucket, moto_endpoint):
         proxy.close()
     msg = d.items[0].message
     assert d.status == "Failure"
-    assert "SSE-C" in msg and "SSE-S3" in msg and "SSE-KMS" in msg, msg
+    assert "encrypted with a customer-provided key (SSE-C): InvalidRequest: The object was " \
+        "stored using a form of Server Side Encryption" in msg, msg
+    assert "SSE-S3" in msg and "SSE-KMS" in msg, msg
+    assert ("GET", f"/{bucket}/secret-ssec.tar.gz", "bytes=0-0") in proxy.requests
+
+
+def test_another_400_is_not_called_sse_c(tmp_path, s3, bucket, moto_endpoint):
+    write_package(str(tmp_path / "p.tar.gz"), {"a": b"a"})
+    s3.upload_file(str(tmp_path / "p.tar.gz"), bucket, "elsewhere.tar.gz")
+    wrong_region = ("AuthorizationHeaderMalformed", "The authorization header is malformed; "
+                    "the region 'us-east-1' is wrong; expecting 'eu-west-1'")
+    proxy = CutProxy(moto_endpoint, errors_400={"/elsewhere": wrong_region})
+    try:
+        group = _group(
+            tmp_path, proxy.url,
+            [_model("s", f"s3://{bucket}/elsewhere.tar.gz", str(tmp_path / "s"))],
+        )
+        d = dp.deploy(group, str(tmp_path / "root"))
+    finally:
+        proxy.close()
+    msg = d.items[0].message
+    assert d.status == "Failure"
+    assert "400 Bad Request (AuthorizationHeaderMalformed: The authorization header is " \
+        "malformed; the region 'us-east-1' is wrong; expecting 'eu-west-1'); not an SSE-C " \
+        "object" in msg, msg
+    assert "s3.region" in msg and "customer-provided" not in msg, msg
+
+
+def test_sse_s3_and_sse_kms_objects_deploy(tmp_path, s3, bucket, moto_endpoint):
+    key_arn = "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+    for name, extra in (("sse-s3", {"ServerSideEncryption": "AES256"}),
+                        ("sse-kms", {"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": key_arn})):
+        pkg = write_package(str(tmp_path / f"{name}.tar.gz"), {"w.bin": os.urandom(20_000)})
+        with open(pkg, "rb") as f:
+            s3.put_object(Bucket=bucket, Key=f"{name}.tar.gz", Body=f.read(), **extra)
+        head = s3.head_object(Bucket=bucket, Key=f"{name}.tar.gz")
+        assert head["ServerSideEncryption"] == extra["ServerSideEncryption"]
+    group = _group(tmp_path, moto_endpoint, [
+        _model("a", f"s3://{bucket}/sse-s3.tar.gz", str(tmp_path / "a")),
+        _model("b", f"s3://{bucket}/sse-kms.tar.gz", str(tmp_path / "b"), kms_key_arn=key_arn),
+    ])
+    d = dp.deploy(group, str(tmp_path / "root"))
+    assert d.status == "Success", [i.message for i in d.items]
+    assert [i.outcome for i in d.items] == ["installed", "installed"]
+    check_complete(str(tmp_path / "a"))
+    check_complete(str(tmp_path / "b"))
+    r = run_cli("policy", group)
+    assert r.returncode == 0, r.stderr
+    kms = [st for st in json.loads(r.stdout)["Statement"] if st["Action"] == ["kms:Decrypt"]]
+    assert kms == [{"Sid": "PyengineDeployKmsDecrypt", "Effect": "Allow",
+                    "Action": ["kms:Decrypt"], "Resource": [key_arn]}]
+
+
+@pytest.mark.parametrize("value, says", [
+    ("alias/models", "an alias does not work in an IAM policy's Resource"),
+    ("arn:aws:kms:us-east-1:123456789012:alias/models", "an alias does not work"),
+    ("arn:aws:kms:us-east-1:1234:key/abc", "must be a KMS key ARN"),
+    (17, "must be a KMS key ARN"),
+])
+def test_kms_key_arn_checked(tmp_path, value, says):
+    group = write_group(str(tmp_path / "g.json"), {"name": "g", "resources": [
+        _model("a", "s3://bucket-one/a.tar.gz", "/srv/models/a", kms_key_arn=value)]})
+    with pytest.raises(dp.GroupError) as info:
+        dp.load_group(group)
+    assert f"resources[0].model.kms_key_arn: {value!r}" in str(info.value)
+    assert says in str(info.value)
+
+
+def test_kms_key_arn_only_for_s3_sources(tmp_path):
+    pkg = write_package(str(tmp_path / "p.tar.gz"), {"a": b"a"})
+    arn = "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+    group = write_group(str(tmp_path / "g.json"), {"name": "g", "resources": [
+        _model("a", pkg, "/srv/models/a", kms_key_arn=arn)]})
+    with pytest.raises(dp.GroupError, match="only s3:// and sagemaker:// sources are encrypted"):
+        dp.load_group(group)
+
+
+def test_sagemaker_artifact_bucket_with_a_period_refused(tmp_path, s3, moto_endpoint):
+    import boto3
+
+    dotted = "models.example.com"
+    s3.create_bucket(Bucket=dotted)
+    sm = boto3.client("sagemaker", endpoint_url=moto_endpoint, region_name="us-east-1")
+    job = "job-dotted-bucket"
+    sm.create_training_job(
+        TrainingJobName=job,
+        AlgorithmSpecification={"TrainingImage": "img", "TrainingInputMode": "File"},
+        RoleArn="arn:aws:iam::123456789012:role/sagemaker",
+        OutputDataConfig={"S3OutputPath": f"s3://{dotted}/output"},
+        ResourceConfig={"InstanceType": "ml.m5.large", "InstanceCount": 1, "VolumeSizeInGB": 1},
+        StoppingCondition={"MaxRuntimeInSeconds": 60},
+    )
+    artifact = sm.describe_training_job(TrainingJobName=job)["ModelArtifacts"][
+        "S3ModelArtifacts"]
+    pkg = write_package(str(tmp_path / "model.tar.gz"), {"model.bin": b"x"})
+    s3.upload_file(pkg, dotted, artifact.split("/", 3)[3])
+    group = _group(tmp_path, moto_endpoint,
+                   [_model("m", f"sagemaker://{job}", str(tmp_path / "m"))])
+    d = dp.deploy(group, str(tmp_path / "root"))
+    assert d.status == "Failure"
+    msg = d.items[0].message
+    assert f"the job's artifact {artifact} is in a bucket pyengine does not fetch from: bucket " \
+        f"'{dotted}' contains a period" in msg, msg
+    assert not os.path.lexists(tmp_path / "m")
 
 
 def test_access_denied_names_bucket_and_policy(tmp_path, moto_auth_server):

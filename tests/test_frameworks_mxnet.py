@@ -196,3 +196,33 @@ def test_global_pool_cnn_without_input_shapes_runs_at_any_size(gluon_models, tmp
     for size in (IMAGE, IMAGE + 6):
         x = data((2, 3, size, size))
         assert_close(native.predict(x), net(mx.nd.array(x)).asnumpy())
+
+
+@pytest.mark.parametrize("legacy_key, version", [("attr", 1100), ("param", None)])
+def test_pre_1_0_symbol_files_convert_natively(gluon_models, tmp_path, legacy_key: str,
+                                               version) -> None:  # type: ignore[no-untyped-def]
+    """MXNet 0.9-0.12 (v0.11: SageMaker's) saved node attributes under 'attr', MXNet before 0.9
+    under 'param'; the file is rewritten so, and both MXNet (which upgrades it on load) and the
+    native converter must give what the network itself gives."""
+    net, original = gluon_models["cnn"]
+    folder = tmp_path / legacy_key
+    shutil.copytree(original, folder)
+    sym = folder / "cnn-symbol.json"
+    doc = json.loads(sym.read_text())
+    moved = 0
+    for node in doc["nodes"]:
+        if "attrs" in node:
+            node[legacy_key] = node.pop("attrs")
+            moved += 1
+    assert moved >= 8  # convolutions, pools, batch norms, activations, dense...
+    if version is None:
+        doc.pop("attrs", None)  # files before 0.9 carry no version
+    else:
+        doc["attrs"]["mxnet_version"] = ["int", version]
+    sym.write_text(json.dumps(doc))
+
+    def reference(x: np.ndarray) -> np.ndarray:
+        return net(mx.nd.array(x)).asnumpy()
+
+    check_backend_and_native(str(folder), "mxnet", reference, str(tmp_path / "old.pyem"),
+                             (3, IMAGE, IMAGE))

@@ -122,7 +122,9 @@ def _depthwise_grouped_se(net: Net) -> list[str]:
     y = net.op("Add", [s, y])  # the per-channel input first
     y = net.op("Sub", [y, net.const(_b(48).reshape(1, 48, 1, 1))])  # a constant, reordered
     y = net.op("Div", [y, net.op("Add", [s, net.const(np.ones((1, 48, 1, 1), np.float32))])])  # plain
-    y = net.conv(y, 48, 48, 5, groups=48, stride=2, pad=2)
+    y = net.op("Mul", [y, net.const(np.full((1, 48, 1, 1), 40.0, np.float32))])  # exp's far range
+    y = net.conv(y, 48, 48, 5, groups=48, stride=2, pad=2, act="silu")
+    y = net.conv(y, 48, 48, 1, act="hard_swish")
     y = net.op("Clip", [y], min=-0.5, max=0.5)
     return [net.op("Add", [y, net.conv(y, 48, 48, 1)])]
 

@@ -35,8 +35,34 @@ inline void nchwc_interior(const Conv2DParams& p, int64_t* lo, int64_t* hi) {
     *hi = h;
 }
 
-// Applies bias, residual and the activation to acc and stores it; activations without a
-// one-instruction vector form go through act_row afterwards.
+// e^x for a vector (Cephes' expf: 2^n * e^r, |r| <= ln2/2, a degree-5 polynomial; about 1
+// ulp), for the sigmoid family in the epilogue without leaving registers.
+// In place (a vector by value or as the result would change the ABI for generic code).
+template <typename V>
+inline __attribute__((always_inline)) void nchwc_exp(V& x) {
+    typedef int VI __attribute__((vector_size(sizeof(V))));
+    const V zero = V{} + 0.0f, one = zero + 1.0f;
+    x = x < zero + 88.3762626647949f ? x : zero + 88.3762626647949f;
+    x = x > zero - 87.3365447505531f ? x : zero - 87.3365447505531f;
+    V fx = x * 1.44269504088896341f + 0.5f;
+    V fl = __builtin_convertvector(__builtin_convertvector(fx, VI), V);  // truncation
+    fl = fl > fx ? fl - one : fl;                                         // floor
+    x = x - fl * 0.693359375f + fl * 2.12194440e-4f;
+    V y = zero + 1.9875691500e-4f;
+    y = y * x + 1.3981999507e-3f;
+    y = y * x + 8.3334519073e-3f;
+    y = y * x + 4.1665795894e-2f;
+    y = y * x + 1.6666665459e-1f;
+    y = y * x + 5.0000001201e-1f;
+    y = y * x * x + x + one;
+    const VI bits = (__builtin_convertvector(fl, VI) + 127) << 23;
+    V pow2;
+    __builtin_memcpy(&pow2, &bits, sizeof(pow2));
+    x = y * pow2;
+}
+
+// Applies bias, residual and the activation to acc and stores it; Tanh goes through act_row
+// afterwards (see nchwc_act_inline).
 template <int CB, typename V>
 inline __attribute__((always_inline)) void nchwc_store(V v, float* y, const float* r, const Epilogue& e) {
     if (r != nullptr) {
@@ -60,15 +86,27 @@ inline __attribute__((always_inline)) void nchwc_store(V v, float* y, const floa
             break;
         }
         case Activation::LeakyRelu: v = v >= zero ? v : v * e.alpha; break;
+        case Activation::Sigmoid:
+        case Activation::Silu: {
+            V en = -v;
+            nchwc_exp(en);
+            v = (e.act == Activation::Silu ? v : zero + 1.0f) / (en + 1.0f);
+            break;
+        }
+        case Activation::HardSigmoid:
+        case Activation::HardSwish: {
+            V t = v * e.alpha + e.beta;
+            t = t > zero ? t : zero;
+            t = t < zero + 1.0f ? t : zero + 1.0f;
+            v = e.act == Activation::HardSwish ? v * t : t;
+            break;
+        }
         default: break;
     }
     PE_NC_STORE(y, v);
 }
 
-inline bool nchwc_act_inline(Activation a) {
-    return a == Activation::None || a == Activation::Relu || a == Activation::Relu6 || a == Activation::Clip ||
-           a == Activation::LeakyRelu;
-}
+inline bool nchwc_act_inline(Activation a) { return a != Activation::Tanh; }
 
 // Output blocks [ob, ob + F) x output pixels [q0, q0 + T) of the flattened OH x OW plane (a
 // tile may span rows). The input needs no bounds checks: conv_nchwc gives the kernel an input
@@ -191,6 +229,48 @@ void nchwc_dw_tile(const NchwcConv& c, const float* xb, const float* w, const fl
     if (!nchwc_act_inline(p.ep.act)) act_row(y, T * CB, p.ep);
 }
 
+// Depthwise over flattened output pixels [q0, q0 + T) when no tap leaves the input (the
+// driver wrote the padding out): one input pointer per pixel, so tiles span rows.
+template <int CB, int T>
+void nchwc_dw_flat(const NchwcConv& c, const float* xb, const float* w, const float* bias, float* y, const float* r,
+                   int64_t q0) {
+    typedef float V __attribute__((vector_size(CB * sizeof(float))));
+    const Conv2DParams& p = c.p;
+    V acc[T];
+    V b = V{} + 0.0f;
+    if (bias != nullptr) PE_NC_LOAD(b, bias);
+    const float* xp[T];
+    for (int t = 0; t < T; ++t) {
+        acc[t] = b;
+        const int64_t oh = (q0 + t) / p.OW, ow = (q0 + t) % p.OW;
+        xp[t] = xb + (oh * p.stride_h * p.W + ow * p.stride_w) * CB;
+    }
+    for (int64_t kh = 0; kh < p.KH; ++kh) {
+        for (int64_t kw = 0; kw < p.KW; ++kw) {
+            const int64_t off = (kh * p.dilation_h * p.W + kw * p.dilation_w) * CB;
+            V wv;
+            PE_NC_LOAD(wv, w + (kh * p.KW + kw) * CB);
+            for (int t = 0; t < T; ++t) {
+                V xv;
+                PE_NC_LOAD(xv, xp[t] + off);
+                acc[t] += wv * xv;
+            }
+        }
+    }
+    for (int t = 0; t < T; ++t) nchwc_store<CB>(acc[t], y + t * CB, r != nullptr ? r + t * CB : nullptr, p.ep);
+    if (!nchwc_act_inline(p.ep.act)) act_row(y, T * CB, p.ep);
+}
+
+template <int CB, int T>
+inline void nchwc_dw_flat_n(int t, const NchwcConv& c, const float* xb, const float* w, const float* bias, float* y,
+                            const float* r, int64_t q0) {
+    if (t == T) {
+        nchwc_dw_flat<CB, T>(c, xb, w, bias, y, r, q0);
+    } else if constexpr (T > 1) {
+        nchwc_dw_flat_n<CB, T - 1>(t, c, xb, w, bias, y, r, q0);
+    }
+}
+
 template <int CB, int T>
 void nchwc_dw(const NchwcConv& c, const float* x, float* y, int64_t n, int64_t ob0, int64_t ob1, int64_t q0,
               int64_t q1) {
@@ -198,11 +278,21 @@ void nchwc_dw(const NchwcConv& c, const float* x, float* y, int64_t n, int64_t o
     const int64_t OB = (p.O + CB - 1) / CB;
     int64_t lo = 0, hi = 0;
     nchwc_interior(p, &lo, &hi);
+    const bool no_edges = lo == 0 && hi == p.OW && p.pad_top == 0 && (p.OH - 1) * p.stride_h + (p.KH - 1) * p.dilation_h < p.H;
     for (int64_t ob = ob0; ob < ob1; ++ob) {
         const float* xb = x + (n * OB + ob) * p.H * p.W * CB;
         const float* w = c.w + ob * p.KH * p.KW * CB;
         const float* bias = c.bias != nullptr ? c.bias + ob * CB : nullptr;
         const int64_t at = (n * OB + ob) * p.OH * p.OW * CB;
+        if (no_edges) {
+            const float* rr = c.residual != nullptr ? c.residual + at : nullptr;
+            int64_t q = q0;
+            for (; q + T <= q1; q += T) nchwc_dw_flat<CB, T>(c, xb, w, bias, y + at + q * CB, rr ? rr + q * CB : nullptr, q);
+            if (q < q1) {
+                nchwc_dw_flat_n<CB, T>(static_cast<int>(q1 - q), c, xb, w, bias, y + at + q * CB, rr ? rr + q * CB : nullptr, q);
+            }
+            continue;
+        }
         for (int64_t oh = q0 / p.OW; oh * p.OW < q1; ++oh) {
             const int64_t a = q0 > oh * p.OW ? q0 - oh * p.OW : 0;  // this row's columns [a, b)
             const int64_t b = q1 < (oh + 1) * p.OW ? q1 - oh * p.OW : p.OW;

@@ -31,6 +31,8 @@ COMMANDS: list[tuple[str, str, str, str]] = [
     ("validate", "check a group file and its local sources; print every problem, touch nothing",
      "deploy_commands", "validate"),
     ("run", "run a model on a .npy input", "commands", "run"),
+    ("bench", "time a model or the standard suite on this device; merge devices' reports",
+     "bench_cmds", "bench"),
     ("convert", "convert a TensorFlow/MXNet/Chainer/ONNX model to .pyem", "convert", "convert"),
     ("core", "run the deployed group's functions (core start), or stop one or show its status",
      "core_cmds", "core"),

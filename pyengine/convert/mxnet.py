@@ -42,7 +42,8 @@ def read_symbol(location: ModelLocation, strict: bool = False) -> dict[str, Any]
         raise ModelFormatError(
             f"'{path}' is not an MXNet symbol file: expected 'nodes' and 'heads'"
         )
-    saved = doc.get("attrs", {}).get("mxnet_version", [None, None])[1]
+    upgrade_legacy_attrs(doc)
+    saved = (doc.get("attrs") or {}).get("mxnet_version", [None, None])[1]
     major, minor, patch = (int(p) for p in mx.__version__.split(".")[:3])
     installed = major * 10000 + minor * 100 + patch
     if isinstance(saved, int) and saved > installed:
@@ -54,6 +55,26 @@ def read_symbol(location: ModelLocation, strict: bool = False) -> dict[str, Any]
             raise ModelFormatError(msg + " (strict=True)")
         warnings.warn(msg, FrameworkVersionWarning, stacklevel=4)
     return doc
+
+
+def upgrade_legacy_attrs(doc: dict[str, Any]) -> None:
+    """Move each node's attributes to ``attrs``, where MXNet 1.0 and later save them.
+
+    MXNet 0.9 to 0.12 (v0.11 is what SageMaker long trained with) saved them under ``attr``,
+    and MXNet before 0.9 under ``param``; MXNet itself upgrades such files when it loads them
+    (``attrs`` or ``attr`` read into one dictionary, ``param`` filling in keys they lack), and
+    this does the same, so that the converter reads a kernel size or a stride where it is.
+    """
+    for node in doc["nodes"]:
+        if not isinstance(node, dict):
+            continue
+        merged: dict[str, Any] = {}
+        for key in ("param", "attr", "attrs"):  # later keys win, as in MXNet's loader
+            part = node.pop(key, None)
+            if isinstance(part, dict):
+                merged.update(part)
+        if merged:
+            node["attrs"] = merged
 
 
 def load_params(location: ModelLocation) -> dict[str, Any]:

@@ -69,6 +69,10 @@ DEFAULT_PORT = 8686
 #: The capture spool in the root (core only; workers have no access).
 CAPTURE_DIR = os.path.join("capture", "spool")
 
+#: A refused request's body is read (and dropped) up to this size, for this long at most.
+DRAIN_MAX = 1 << 20
+DRAIN_TIMEOUT_S = 5.0
+
 #: HTTP status of each failure kind.
 STATUS = {"FunctionTimeout": 504, "WorkerDied": 502, "FunctionInitError": 502, "Busy": 503,
           "FunctionNotFound": 404, "Forbidden": 403, "InvokeCycle": 508,
@@ -657,6 +661,19 @@ def _handler_for(core: Core, transport: str) -> type[BaseHTTPRequestHandler]:
             self.end_headers()
             self.wfile.write(data)
 
+        def _drain(self) -> None:
+            """Read a small request body nobody will use, so that the refusal reaches the caller
+            (closing with unread data resets a TCP connection; a client still sending its body
+            to a closed socket gets EPIPE instead of the answer)."""
+            try:
+                n = int(self.headers.get("Content-Length") or 0)
+            except ValueError:
+                return
+            if 0 < n <= DRAIN_MAX:
+                self.connection.settimeout(DRAIN_TIMEOUT_S)
+                with contextlib.suppress(OSError):
+                    self.rfile.read(n)
+
         def _authorized(self, path: str) -> bool:
             """Ask the authorizer; answer 401/403 (and close) when it refuses."""
             peer = self.server.peer(self.request, self.client_address)  # type: ignore[attr-defined]
@@ -667,6 +684,7 @@ def _handler_for(core: Core, transport: str) -> type[BaseHTTPRequestHandler]:
                 log.warning("API: %s %s from %s refused (%d): %s", self.command, path,
                             peer.describe(), exc.status, exc)
                 self.close_connection = True
+                self._drain()
                 self._send(exc.status, {"error": {"type": exc.kind, "message": str(exc)}},
                            headers={"WWW-Authenticate": "Bearer"} if exc.status == 401 else None)
                 return False

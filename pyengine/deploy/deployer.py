@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 from pyengine.deploy import private
-from pyengine.deploy.errors import DeployError, UnpackError
+from pyengine.deploy.errors import DeployError, GroupError, UnpackError
 from pyengine.deploy.fetch import fetch
 from pyengine.deploy.group import (
     Function,
@@ -44,8 +44,10 @@ from pyengine.deploy.group import (
     ModelSpec,
     Resource,
     denied_destination,
+    destination_problems,
     load_group,
     real_destination,
+    traversal_warnings,
 )
 from pyengine.deploy.state import (
     BACKUP_FILE,
@@ -1162,7 +1164,7 @@ class _Deployer:
         status = "Failure" if failed else "Success"
         bad = [it for it in self.items if it.outcome == "failed"]
         if not failed:
-            msg = ""
+            msg = "\n".join(f"warning: {w}" for w in traversal_warnings(g))
         elif apply:
             msg = f"{len(bad)} resource(s) failed; the others were installed (--on-failure=keep)"
         else:
@@ -1254,6 +1256,11 @@ def deploy(
     if on_failure not in ("rollback", "keep"):
         raise ValueError(f"on_failure={on_failure!r}; expected 'rollback' or 'keep'")
     g = load_group(group) if isinstance(group, str) else group
+    # Checked on this machine, as this user (a fleet's publisher validates elsewhere): nothing
+    # is made, and the previous group stays, when a destination cannot be installed at.
+    problems = destination_problems(g)
+    if problems:
+        raise GroupError(g.path or "<group>", problems)
     try:
         s = _Session(root, wait_s, f"deploy of group {g.name}")
         try:

@@ -210,9 +210,9 @@ def _check_disk(root: str, report: Report) -> None:
 
 def repair(root: Optional[str] = None, *, wait_s: float = 0.0) -> Report:
     """Repair ``root``'s state database when it is damaged or emptied: restore the backup, or
-    rebuild what can be read (see the module's description). A sound database is left as it
-    is. Returns the report of a :func:`check` made afterwards, with what was done in
-    ``repaired``."""
+    rebuild what can be read (see the module's description). A sound database is kept; with
+    either, destinations are pointed back at the versions the state records. Returns the
+    report of a :func:`check` made afterwards, with what was done in ``repaired``."""
     r = resolve_root(root)
     path = os.path.join(r, STATE_FILES[0])
     lock = RootLock(r)
@@ -234,13 +234,15 @@ def repair(root: Optional[str] = None, *, wait_s: float = 0.0) -> Report:
                     done.append(f"restored {path} from {backup}")
                 else:
                     done.extend(_rebuild(aside, r))
-                state = State(r)
-                try:
-                    done.extend(_point_back(state))
-                    recover_locked(state)
+            state = State(r)
+            try:
+                # Destinations follow the state (restored, or sound with a link moved by hand).
+                done.extend(_point_back(state))
+                recover_locked(state)
+                if damaged:
                     state.backup()
-                finally:
-                    state.close()
+            finally:
+                state.close()
     finally:
         lock.release()
     report = check(r)

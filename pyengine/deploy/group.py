@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import grp
 import os
+import pwd
 import re
+import stat
 from dataclasses import asdict, dataclass, field
 from typing import Any, Optional
 
@@ -18,11 +20,14 @@ from pyengine.deploy.errors import GroupError
 from pyengine.deploy.parse import parse_group_text, read_text
 from pyengine.deploy.subscriptions import BROKERS, Subscription, filter_problem, routing_cycles
 from pyengine.sources.aws import AwsSettings
+from pyengine.sources.s3 import bucket_problem
 
 ID_RE = re.compile(r"^[a-zA-Z0-9:_-]{1,128}$")
 HANDLER_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$")
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
-BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+KMS_KEY_ARN_RE = re.compile(
+    r"^arn:aws[a-z-]*:kms:[a-z]{2}(-[a-z]+)+-\d:\d{12}:key/(mrk-)?[0-9a-fA-F-]{32,36}$"
+)
 PACKAGE_EXTS = (".tar.gz", ".tgz", ".zip")
 PERMISSIONS = ("ro", "rw")
 #: Destinations inside these need root (or are the system itself).
@@ -48,6 +53,8 @@ SYSTEM_DIRS = (
     "/var/log",
     "/snap",
 )
+#: Home directories only their owner may enter (a destination inside one is refused).
+PRIVATE_HOMES = ("/root",)
 #: Destinations equal to these would replace a top-level directory.
 TOP_DIRS = ("/", "/home", "/tmp", "/var", "/var/lib", "/srv", "/opt", "/mnt", "/media", "/root")
 _ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}|\$([A-Za-z_][A-Za-z0-9_]*)")
@@ -71,6 +78,9 @@ class ModelSpec:
     sha256: Optional[str] = None
     max_unpacked_bytes: Optional[int] = None
     max_files: Optional[int] = None
+    #: The KMS key the S3 object (or the training job's artifact) is encrypted with (SSE-KMS):
+    #: ``pyengine policy`` then grants kms:Decrypt on it.
+    kms_key_arn: Optional[str] = None
 
 
 @dataclass(frozen=True)
@@ -322,19 +332,9 @@ class _Checker:
 
 
 def _check_bucket(c: _Checker, where: str, bucket: str, raw: str) -> None:
-    if "." in bucket:
-        c.bad(
-            where,
-            f"{raw!r}: bucket {bucket!r} contains a period; virtual-hosted-style HTTPS breaks "
-            "on such "
-            "names (the certificate does not match), so use a bucket without periods",
-        )
-    elif not BUCKET_RE.match(bucket):
-        c.bad(
-            where,
-            f"{raw!r}: bucket {bucket!r} is not a valid S3 bucket name (3-63 lowercase letters, "
-            "digits and hyphens, starting and ending with a letter or digit)",
-        )
+    problem = bucket_problem(bucket)
+    if problem:
+        c.bad(where, f"{raw!r}: {problem}")
 
 
 def _check_source(c: _Checker, where: str, raw: Any) -> str:
@@ -378,8 +378,16 @@ def _check_source(c: _Checker, where: str, raw: Any) -> str:
 
 def denied_destination(dest: str) -> Optional[str]:
     """Why ``dest`` (absolute, normalised) may not be a destination, or None when it may: inside
-    a system directory, or a top-level directory itself. Validation applies it to the path as
-    written and to its real path; the deploy applies it again right before installing."""
+    a system directory or root's home, or a top-level directory itself. Validation applies it
+    to the path as written and to its real path; the deploy applies it again right before
+    installing."""
+    for d in PRIVATE_HOMES:
+        if dest.startswith(d + "/"):
+            return (
+                f"inside {d}, root's home directory, which only root may enter (mode 0700): the "
+                "core runs each function as a user of its own, which could not reach the model; "
+                "choose a directory such as /srv/models/NAME"
+            )
     for d in SYSTEM_DIRS:
         if dest == d or dest.startswith(d + "/"):
             return (
@@ -391,6 +399,113 @@ def denied_destination(dest: str) -> Optional[str]:
     if dest in TOP_DIRS:
         return "a top-level directory; name a directory of its own inside it"
     return None
+
+
+def _user_name(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
+
+
+def _owner_text(st: os.stat_result) -> str:
+    return f"mode {stat.S_IMODE(st.st_mode):04o}, owner {st.st_uid}:{st.st_gid}"
+
+
+def existing_ancestor(path: str) -> str:
+    """The nearest directory entry on ``path``'s way that exists (``path`` itself when it does),
+    every symbolic link before it followed."""
+    path = os.path.realpath(path)
+    while not os.path.lexists(path):
+        path = os.path.dirname(path)
+    return path
+
+
+def placement_problem(dest: str) -> Optional[str]:
+    """Why the deploying user (this process) cannot install at ``dest``, or None: the deploy
+    writes the destination's link and its version store in its parent, making the parent (and
+    what is missing above it) first, so the nearest existing directory on the way must be one
+    this user may write in. Errors carry the fix, not a later ``[Errno 13]``."""
+    parent = os.path.dirname(dest.rstrip("/")) or "/"
+    anc = existing_ancestor(parent)
+    try:
+        st = os.stat(anc)
+    except OSError as exc:
+        return f"{anc} on its way cannot be examined ({exc.strerror}); check the path"
+    if not stat.S_ISDIR(st.st_mode):
+        return f"{anc} on its way is not a directory; choose another destination"
+    if os.access(anc, os.W_OK | os.X_OK):
+        return None
+    uid = os.geteuid()
+    what = (
+        f"cannot create {parent}: {anc}, the nearest directory on the way that exists, is not "
+        f"writable by it ({_owner_text(st)})"
+        if anc != os.path.realpath(parent)
+        else f"cannot write in {parent} ({_owner_text(st)})"
+    )
+    return (
+        f"the deploying user {_user_name(uid)} (uid {uid}) {what}; create the directory for "
+        f"this user first (`sudo install -d -o {_user_name(uid)} {parent}`), or choose a "
+        "destination under a directory it owns"
+    )
+
+
+def traversal_problem(dest: str, groups: tuple[int, ...] = ()) -> Optional[str]:
+    """Why another user (a function's, with supplementary ``groups``) cannot reach ``dest``, or
+    None: each existing directory on the way needs the search (x) bit for others, or for its
+    group when that group is one of ``groups``."""
+    anc = existing_ancestor(os.path.dirname(dest.rstrip("/")) or "/")
+    path = "/"
+    for part in [p for p in anc.split("/") if p]:
+        path = os.path.join(path, part)
+        try:
+            st = os.stat(path)
+        except OSError:
+            return None
+        if not stat.S_ISDIR(st.st_mode):
+            return None
+        mode = st.st_mode
+        if mode & stat.S_IXOTH or (st.st_gid in groups and mode & stat.S_IXGRP):
+            continue
+        return (
+            f"{path} ({_owner_text(st)}) cannot be traversed by a function's user: a core run "
+            "as root runs each function as a user of its own, which needs the search (x) "
+            f"permission on every directory on the way; run `chmod o+x {path}` (or give the "
+            "resource an owner group that may search it), or choose a destination such as "
+            "/srv/models/NAME"
+        )
+    return None
+
+
+def destination_problems(group: Group) -> list[str]:
+    """Every model destination this deploying user cannot install at, as ``field: problem``
+    (checked by :func:`pyengine.deploy.deploy` before anything is made)."""
+    out = []
+    for i, r in enumerate(group.resources):
+        if r.model is not None and r.model.destination:
+            problem = placement_problem(r.model.destination)
+            if problem:
+                out.append(f"resources[{i}].model.destination: {r.model.destination!r}: "
+                           f"{problem}")
+    return out
+
+
+def traversal_warnings(group: Group) -> list[str]:
+    """Model destinations granted to a function that the function's user cannot reach, when
+    this process runs as root (a core run as root runs each function as a user of its own with
+    the resources' owner groups; an unprivileged core runs them as itself, which deployed)."""
+    if os.geteuid() != 0:
+        return []
+    used = {fr.id for f in group.functions for fr in f.resources}
+    out = []
+    for i, r in enumerate(group.resources):
+        if r.model is None or not r.model.destination or r.id not in used:
+            continue
+        groups = (r.model.owner.group,) if r.model.owner and r.model.owner.group is not None else ()
+        problem = traversal_problem(r.model.destination, groups)
+        if problem:
+            out.append(f"resources[{i}].model.destination: {r.model.destination!r}: {problem}")
+    return out
 
 
 def real_destination(dest: str) -> str:
@@ -454,7 +569,8 @@ def _check_model(c: _Checker, where: str, raw: Any) -> Optional[ModelSpec]:
     m = c.mapping(
         where,
         raw,
-        ("source", "destination", "owner", "sha256", "max_unpacked_mb", "max_files"),
+        ("source", "destination", "owner", "sha256", "max_unpacked_mb", "max_files",
+         "kms_key_arn"),
         ("source", "destination"),
     )
     if not m:
@@ -485,7 +601,30 @@ def _check_model(c: _Checker, where: str, raw: Any) -> Optional[ModelSpec]:
     files = (
         int(c.number(f"{where}.max_files", mf, 1, 10**8, integer=True)) if mf is not None else None
     )
-    return ModelSpec(src, dest, owner, sha, cap_b, files)
+    kms = _check_kms_key(c, f"{where}.kms_key_arn", m.get("kms_key_arn"), src)
+    return ModelSpec(src, dest, owner, sha, cap_b, files, kms)
+
+
+def _check_kms_key(c: _Checker, where: str, raw: Any, source: str) -> Optional[str]:
+    """``kms_key_arn``: the ARN of the KMS key (not an alias: IAM policies name keys) an S3 or
+    SageMaker source is encrypted with."""
+    if raw is None:
+        return None
+    if not isinstance(raw, str) or not KMS_KEY_ARN_RE.match(raw):
+        hint = (
+            "; an alias does not work in an IAM policy's Resource: give the key's ARN "
+            "(aws kms describe-key --key-id alias/NAME shows it)"
+            if isinstance(raw, str) and (":alias/" in raw or raw.startswith("alias/"))
+            else ""
+        )
+        c.bad(where, f"{raw!r} must be a KMS key ARN, "
+              f"arn:aws:kms:REGION:ACCOUNT:key/KEY-ID{hint}")
+        return None
+    if source and not source.startswith(("s3://", "sagemaker://")):
+        c.bad(where, f"{raw!r}: only s3:// and sagemaker:// sources are encrypted with KMS keys "
+              f"(the source is {source!r}); remove kms_key_arn")
+        return None
+    return raw
 
 
 def _check_device(c: _Checker, where: str, raw: Any) -> Optional[DeviceSpec]:
@@ -578,6 +717,7 @@ def validate_group(data: dict[str, Any], path: str = "<group>", local_sources: b
         raw_fn = []
     fnames: set[str] = set()
     by_id = {r.id: r for r in resources}
+    known_ids = _some(sorted(by_id))
     # Every name, for the invoke lists (which may name functions further down).
     all_names = sorted({str(f["name"]) for f in raw_fn if isinstance(f, dict) and f.get("name")})
     for i, f in enumerate(raw_fn):
@@ -650,7 +790,7 @@ def validate_group(data: dict[str, Any], path: str = "<group>", local_sources: b
                 c.bad(
                     f"{w}.id",
                     f"{fr_id!r} is not the id of any resource in the group "
-                    f"(known: {', '.join(sorted(by_id)) or 'none'})",
+                    f"(known: {known_ids})",
                 )
                 continue
             res = by_id[str(fr_id)]
@@ -701,6 +841,12 @@ def validate_group(data: dict[str, Any], path: str = "<group>", local_sources: b
     return Group(
         name, tuple(resources), tuple(functions), aws["s3"], aws["sagemaker"], path, subscriptions
     )
+
+
+def _some(names: list[str], at_most: int = 20) -> str:
+    """``names`` for a message: the first ``at_most`` (a huge group repeats them per problem)."""
+    more = f", ... ({len(names) - at_most} more)" if len(names) > at_most else ""
+    return ", ".join(names[:at_most]) + more if names else "none"
 
 
 def _check_environment(c: _Checker, where: str, raw: Any) -> dict[str, str]:
@@ -801,7 +947,7 @@ def _invoke_list(c: _Checker, where: str, raw: Any, fname: str,
                   "directly, not through context.invoke")
         elif name not in names:
             c.bad(f"{where}[{k}]", f"{name!r} is not a function of the group (functions: "
-                  f"{', '.join(names)})")
+                  f"{_some(names)})")
         elif name in out:
             c.bad(f"{where}[{k}]", f"{name!r} is listed twice")
         else:
@@ -839,7 +985,7 @@ def _check_subscriptions(c: _Checker, raw: Any, functions: set[str]) -> tuple[Su
     if not isinstance(raw, list):
         c.bad("subscriptions", f"expected a list, got {raw!r}")
         return ()
-    known = ", ".join(sorted(functions)) or "none"
+    known = _some(sorted(functions))
     out: list[Subscription] = []
     wheres: list[str] = []
     seen: dict[tuple[str, str, str], str] = {}

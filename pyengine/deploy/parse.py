@@ -5,6 +5,8 @@ error, never a traceback, a stall or gigabytes of memory.
   before a byte is parsed. A group is a few kilobytes; the cap leaves room for long lists.
 - **YAML aliases** (``*name``, and ``<<`` merges, which need one) are refused: they are how a
   few hundred bytes expand into gigabytes ("billion laughs"). Write the value out instead.
+- **YAML values**: at most :data:`MAX_YAML_NODES`, counted before any is built (PyYAML builds
+  each in Python), so a file under the size cap is read in seconds at worst.
 - **Nesting** deeper than :data:`MAX_DEPTH` is refused before anything is built (the schema's
   deepest field is 6 levels down), so no parser or validator recurses without bound.
 - **Duplicate keys** in a mapping are an error naming the key and its line (YAML and JSON both
@@ -25,6 +27,10 @@ from pyengine.deploy.errors import GroupError
 MAX_BYTES = 4 << 20
 #: Deepest nesting of mappings and lists accepted.
 MAX_DEPTH = 32
+#: Most YAML nodes (scalars, mappings, lists) in one file: building each costs PyYAML ~20 us
+#: of pure Python, so this bounds the time a file under the size cap can take (a group of a
+#: thousand functions has ~20,000; 100,000 take about 2.5 s).
+MAX_YAML_NODES = 100_000
 
 
 def max_bytes() -> int:
@@ -176,8 +182,13 @@ def _yaml(path: str) -> Any:
 def _yaml_events_problem(yaml: Any, text: str, loader: Any) -> Optional[str]:
     """Walk the YAML event stream (no objects built, no recursion): the first alias or
     nesting past MAX_DEPTH, or None."""
-    depth = 0
+    depth = nodes = 0
     for ev in yaml.parse(text, Loader=loader):
+        if isinstance(ev, yaml.NodeEvent):
+            nodes += 1
+            if nodes > MAX_YAML_NODES:
+                return (f"line {ev.start_mark.line + 1}: more than {MAX_YAML_NODES} values; a "
+                        "group this large belongs in several groups (or in JSON)")
         if isinstance(ev, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
             depth += 1
             if depth > MAX_DEPTH:

@@ -18,9 +18,9 @@ def group_buckets(group: Group) -> list[str]:
 
 
 def group_policy(group: Group) -> dict:
-    """The inline IAM policy granting s3:GetObject on every bucket the group uses (and
-    sagemaker:DescribeTrainingJob on its training jobs, whose artifact buckets are learnt at
-    deploy time)."""
+    """The inline IAM policy granting s3:GetObject on every bucket the group uses,
+    sagemaker:DescribeTrainingJob on its training jobs (whose artifact buckets are learnt at
+    deploy time) and kms:Decrypt on the KMS keys its sources name (``kms_key_arn``)."""
     statements: list[dict] = []
     buckets = group_buckets(group)
     if buckets:
@@ -46,6 +46,17 @@ def group_policy(group: Group) -> dict:
                 "Effect": "Allow",
                 "Action": ["sagemaker:DescribeTrainingJob"],
                 "Resource": [f"arn:aws:sagemaker:*:*:training-job/{j}" for j in jobs],
+            }
+        )
+    keys = sorted({r.model.kms_key_arn for r in group.resources if r.model and r.model.kms_key_arn})
+    if keys:
+        # SSE-KMS objects: S3 decrypts with the caller's permission on the key.
+        statements.append(
+            {
+                "Sid": "PyengineDeployKmsDecrypt",
+                "Effect": "Allow",
+                "Action": ["kms:Decrypt"],
+                "Resource": keys,
             }
         )
     return {"Version": "2012-10-17", "Statement": statements}

@@ -83,6 +83,14 @@ def error_code(exc: BaseException) -> tuple[str, int]:
     return code, status
 
 
+def error_message(exc: BaseException) -> str:
+    """The message S3 (or another service) gave in a botocore ClientError's body; ''."""
+    resp = getattr(exc, "response", None)
+    if not isinstance(resp, dict):
+        return ""
+    return str(resp.get("Error", {}).get("Message", "") or "")
+
+
 def is_transient(exc: BaseException) -> bool:
     """True for network-level failures (connection reset, timeouts, truncated bodies)."""
     try:

@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any, Iterator, Optional
 
-from pyengine.sources.aws import AwsSettings, client, error_code, get_object_policy, is_transient
+from pyengine.sources.aws import (
+    AwsSettings,
+    client,
+    error_code,
+    error_message,
+    get_object_policy,
+    is_transient,
+)
 from pyengine.sources.base import Source, SourceError, SourceInfo
 
 _SSE_C_HELP = (
@@ -12,6 +20,44 @@ _SSE_C_HELP = (
     "key would have to be stored on every device; re-upload the package with SSE-S3 (AES256) or "
     "SSE-KMS encryption, which work"
 )
+
+
+_BAD_REQUEST_HELP = (
+    "Check the S3 endpoint and region (the group's s3.endpoint_url and s3.region, or "
+    "AWS_ENDPOINT_URL_S3 and AWS_REGION): a request signed for another region is answered 400"
+)
+
+
+def is_sse_c_answer(code: str, message: str) -> bool:
+    """True when a 400's error body is what S3 (or a compatible store) answers for an object
+    encrypted with a customer-provided key (SSE-C) requested without that key: AWS answers
+    ``InvalidRequest``, "The object was stored using a form of Server Side Encryption. The
+    correct parameters must be provided to retrieve the object."; Ceph and MinIO name the
+    missing ``...-Customer-Key`` header."""
+    text = message.lower()
+    return (code == "InvalidRequest" and "server side encryption" in text) or (
+        "customer-key" in text or "customer key" in text
+    )
+
+
+BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+
+
+def bucket_problem(bucket: str) -> Optional[str]:
+    """Why pyengine refuses the S3 bucket name ``bucket``, or None: a period breaks
+    virtual-hosted-style HTTPS (the certificate does not match), and a name must be a valid
+    bucket name. Applied to s3:// sources and to SageMaker artifact locations."""
+    if "." in bucket:
+        return (
+            f"bucket {bucket!r} contains a period; virtual-hosted-style HTTPS breaks on such "
+            "names (the certificate does not match), so use a bucket without periods"
+        )
+    if not BUCKET_RE.match(bucket):
+        return (
+            f"bucket {bucket!r} is not a valid S3 bucket name (3-63 lowercase letters, digits "
+            "and hyphens, starting and ending with a letter or digit)"
+        )
+    return None
 
 
 def parse_s3_uri(uri: str) -> tuple[str, str]:
@@ -59,9 +105,17 @@ class S3Source(Source):
         if code == "NoSuchBucket":
             return SourceError(f"{action} {where}: bucket '{self.bucket}' does not exist")
         if status == 400 and action == "HEAD":
+            return self._explain_head_400()
+        if status == 400:
+            message = error_message(exc)
+            if is_sse_c_answer(code, message):
+                return SourceError(
+                    f"{action} {where}: S3 answers that the object is encrypted with a "
+                    f"customer-provided key (SSE-C): {code}: {message} {_SSE_C_HELP}"
+                )
             return SourceError(
-                f"HEAD {where} answered 400 Bad Request, which is what S3 answers for "
-                f"an object encrypted with a customer-provided key (SSE-C). {_SSE_C_HELP}"
+                f"{action} {where}: 400 Bad Request ({code}: {message or 'no message'}); "
+                f"not an SSE-C object. {_BAD_REQUEST_HELP}"
             )
         if code == "PreconditionFailed" or status == 412:
             return SourceError(
@@ -72,6 +126,28 @@ class S3Source(Source):
         if is_transient(exc):
             return SourceError(f"{action} {where}: {exc}", transient=True)
         return SourceError(f"{action} {where}: {exc}")
+
+    def _explain_head_400(self) -> SourceError:
+        """A HEAD answer has no body, so its 400 does not say why: GET the first byte, whose
+        error body does (S3 answers InvalidRequest naming Server Side Encryption for an SSE-C
+        object requested without its key)."""
+        where = f"s3://{self.bucket}/{self.key}"
+        try:
+            self._client().get_object(Bucket=self.bucket, Key=self.key, Range="bytes=0-0")[
+                "Body"
+            ].close()
+        except Exception as exc:  # noqa: BLE001 - classified below
+            if error_code(exc)[1] in (400, 403, 404):
+                return self._error(exc, "GET")
+            return SourceError(
+                f"HEAD {where} answered 400 Bad Request, and a GET of its first byte failed "
+                f"too ({exc}). {_BAD_REQUEST_HELP}",
+                transient=is_transient(exc),
+            )
+        return SourceError(
+            f"HEAD {where} answered 400 Bad Request, though a GET of the object works: not an "
+            f"SSE-C object (S3 refuses both for those). {_BAD_REQUEST_HELP}"
+        )
 
     def resolve(self, previous_token: Optional[str] = None) -> SourceInfo:
         try:

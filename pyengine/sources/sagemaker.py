@@ -7,7 +7,7 @@ from typing import Iterator, Optional
 
 from pyengine.sources.aws import AwsSettings, client, error_code, is_transient
 from pyengine.sources.base import Source, SourceError, SourceInfo
-from pyengine.sources.s3 import S3Source
+from pyengine.sources.s3 import S3Source, bucket_problem
 
 _ARN = re.compile(r"^arn:aws[a-z-]*:sagemaker:[a-z0-9-]*:\d*:training-job/(?P<name>[^/]+)$")
 _NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
@@ -82,6 +82,13 @@ class SageMakerSource(Source):
             self._artifact = S3Source(artifact, self.s3)
         except ValueError as exc:
             raise SourceError(f"{self.uri}: bad artifact location: {exc}") from None
+        problem = bucket_problem(self._artifact.bucket)
+        if problem:
+            raise SourceError(
+                f"{self.uri}: the job's artifact {artifact} is in a bucket pyengine does not "
+                f"fetch from: {problem} (train with an output path in such a bucket, or copy "
+                "the artifact there and deploy it as an s3:// source)"
+            )
         info = self._artifact.resolve()
         details = dict(
             info.details, training_job=self.job, training_job_status=status, artifact=artifact
