@@ -175,6 +175,14 @@ def test_run_exit_codes(model_files: dict[str, str], capsys: pytest.CaptureFixtu
     assert "pyengine run: error:" in err and "cuda:63" in err
 
 
+def test_bench_json(model_files: dict[str, str], capsys: pytest.CaptureFixture[str]) -> None:
+    from pyengine.bench import report
+
+    data = cli_json(capsys, "bench", "bench", model_files["model"], "--runs", "3", "--warmup",
+                    "1", "--threads", "1", "--no-progress")
+    assert report.validate(data) == [] and len(data["models"]) == 1
+
+
 def _onnx_with_unsupported_ops(path: str) -> str:
     import onnx
     from onnx import TensorProto, helper
