@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -25,6 +24,7 @@ from common import write_markdown  # noqa: E402
 from machine import describe  # noqa: E402
 
 import pyengine  # noqa: E402
+from pyengine.bench.timing import measure  # noqa: E402
 
 
 def big_model(path: str, mb: int) -> str:
@@ -67,13 +67,8 @@ def child(mode: str, path: str) -> None:
 
 
 def load_times(path: str, repeat: int = 30) -> float:
-    pyengine.load(path)  # warm the page cache
-    times = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        pyengine.load(path)
-        times.append((time.perf_counter() - t) * 1e3)
-    return statistics.median(times)
+    """Median ms of ``repeat`` loads after one that warms the page cache."""
+    return measure(pyengine.load, args=(path,), runs=repeat, warmup=1).p50
 
 
 def spawn(mode: str, path: str) -> subprocess.Popen:
@@ -106,11 +101,7 @@ def two_threads(tmp: str) -> tuple[float, float, float]:
 
     model = pyengine.load(cnn(os.path.join(tmp, "cnn.pyem"), size=56, channels=24))
     x = np.random.default_rng(0).standard_normal((8, 1, 56, 56)).astype(np.float32)  # >= 1 ms a call
-    for _ in range(3):
-        model.predict(x)
-    t = time.perf_counter()
-    model.predict(x)
-    call_ms = (time.perf_counter() - t) * 1e3
+    call_ms = measure(model.predict, args=(x,), runs=1, warmup=3).times_ms[0]
     n = max(20, int(2000 / max(call_ms, 0.1)))
 
     one = thread_rate(lambda: model.predict(x), n, 1)

@@ -116,7 +116,9 @@ class CutProxy:
     path contains one of its keys are answered ``400 Bad Request`` as S3 answers them, HEAD
     with no body and GET with the error document of the (code, message) given; S3 answers so
     for an SSE-C object requested without its key (:data:`SSE_C_400`), which moto does not
-    (it serves such an object without the key). Every request line and Range header is logged.
+    (it serves such an object without the key). ``bad_request_heads``: HEAD requests whose path
+    contains one of these get a bare 400, GETs go through. Every request line and Range header
+    is logged.
     """
 
     def __init__(
@@ -125,6 +127,7 @@ class CutProxy:
         cut_after: Optional[int] = None,
         cuts: int = 0,
         errors_400: Optional[dict[str, tuple[str, str]]] = None,
+        bad_request_heads: tuple[str, ...] = (),
     ) -> None:
         m = re.match(r"^http://([^:/]+):(\d+)", upstream)
         assert m
@@ -132,6 +135,7 @@ class CutProxy:
         self.cut_after = cut_after
         self.cuts_left = cuts
         self.errors_400 = dict(errors_400 or {})
+        self.bad_heads = bad_request_heads
         self.requests: list[tuple[str, str, Optional[str]]] = []
         self.bytes_down = 0
         self.lock = threading.Lock()
@@ -201,6 +205,9 @@ class CutProxy:
                         )
                     error = next((e for p, e in self.errors_400.items() if p in m.group(2)),
                                  None)
+                    if error is None and m.group(1) == "HEAD" and any(
+                            b in m.group(2) for b in self.bad_heads):
+                        error = ("", "")
                     if error is not None and m.group(1) in ("HEAD", "GET"):
                         c.sendall(_answer_400(m.group(1), *error))
                         raise OSError("answered")

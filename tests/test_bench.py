@@ -219,6 +219,8 @@ def test_merge_and_plot(tmp_path, capsys):
     rc, _, err = bench(capsys, "--merge", str(tmp_path / "bad.json"))
     assert rc == 2
     assert "not a pyengine bench record: $.models[0].cells[0].p50_ms: is str 'fast'" in err
+    rc, _, err = bench(capsys, "--merge", model, str(tmp_path / "none.json"))
+    assert rc == 2 and f"{model}: not a JSON bench record" in err and "Traceback" not in err
 
 
 def test_timing_core_counts_and_percentiles():
@@ -354,3 +356,67 @@ def test_standard_suite_from_a_wheel_in_a_fresh_venv(wheel, tmp_path):
     for m in doc["models"]:
         assert [c["threads"] for c in m["cells"]] == threads and m["backend"] == "native"
     assert "resnet18_224" in proc.stdout and "p50 ms" in proc.stdout
+
+
+def test_two_inputs_one_from_a_file(tmp_path, capsys):
+    """A file's rows are repeated to the batch; the other input is random; outputs by name."""
+    import pyengine
+
+    g = pyengine.GraphBuilder()
+    a, b = g.input("a", [-1, 3]), g.input("b", [-1, 3])
+    s = g.node("Add", [a, b], name="sum")
+    g.output(s)
+    g.output(g.node("Relu", [s], name="relu"))
+    model = g.save(str(tmp_path / "two.pyem"))
+    np.save(tmp_path / "b.npy", np.arange(6, dtype=np.float64).reshape(2, 3))
+    rc, _, err = bench(capsys, model, "--input", f"b={tmp_path / 'b.npy'}", "--batch", "5", *QUICK,
+                       "--json", str(tmp_path / "r.json"))
+    assert rc == 0, err
+    m = validate(tmp_path / "r.json")["models"][0]
+    assert m["cells"][0]["input_shapes"] == [[5, 3], [5, 3]]
+    assert [o["name"] for o in m["outputs"]] == ["sum:0", "relu:0"]
+    rc, _, err = bench(capsys, model, "--input", str(tmp_path / "b.npy"), *QUICK)
+    assert rc == 2 and "--input: the model has 2 inputs ['a', 'b']; name one with --input NAME=" in err
+
+
+def test_onnxruntime_backend_gets_the_thread_count(tmp_path, capsys):
+    pytest.importorskip("onnxruntime", reason="--backend onnx runs onnxruntime")
+    from onnx_models import mlp_onnx
+
+    path = tmp_path / "mlp.onnx"
+    path.write_bytes(mlp_onnx())
+    rc, _, err = bench(capsys, str(path), "--backend", "onnx", "--runs", "3", "--threads", "1,2",
+                       "--profile", "--json", str(tmp_path / "r.json"))
+    assert rc == 0, err
+    m = validate(tmp_path / "r.json")["models"][0]
+    assert m["backend"] == "onnx" and m["threads_control"] == "onnxruntime's intra_op_num_threads"
+    assert [c["threads"] for c in m["cells"]] == [1, 2]
+    assert m["cells"][0]["profile"] == {
+        "unavailable": "the onnx backend has no per-op profile (only the native engine does)"}
+
+
+def test_progress_bar_on_a_tty_only(tmp_path):
+    """Run with stderr on a pseudo-terminal: the bar is drawn there (and wiped); the table on
+    stdout (a pipe) has none of it."""
+    import pty
+
+    model = mlp(str(tmp_path / "mlp.pyem"))
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "pyengine", "bench", model, "--duration", "0.4",
+                             "--threads", "1"], stdout=subprocess.PIPE, stderr=follower,
+                            cwd=ROOT, text=True)
+    os.close(follower)
+    drawn = b""
+    while True:
+        try:
+            chunk = os.read(leader, 4096)
+        except OSError:  # the child closed the terminal
+            break
+        if not chunk:
+            break
+        drawn += chunk
+    out, _ = proc.communicate(timeout=120)
+    os.close(leader)
+    assert proc.returncode == 0
+    assert b"\r[" in drawn and b"mlp.pyem" in drawn and b"threads=1 batch=1 (1/1)" in drawn
+    assert "\r" not in out and "p50 ms" in out

@@ -122,3 +122,21 @@ def test_destination_functions_cannot_traverse_is_reported(base: str) -> None:
     d = dp.deploy(validate_group(_group(base, dest), os.path.join(base, "g.json")),
                   os.path.join(base, "root"))
     assert d.status == "Success" and not d.message
+
+
+@pytest.mark.skipif(not IS_ROOT, reason="an unprivileged core runs functions as the deploying "
+                    "user, who can reach what it deployed; the warning is for a root core")
+def test_directories_made_under_a_tight_umask_are_reported(base: str) -> None:
+    dest = os.path.join(base, "new", "models", "m")
+    path = os.path.join(base, "g.json")
+    with open(path, "w") as f:
+        json.dump(_group(base, dest), f)
+    r = subprocess.run([sys.executable, "-m", "pyengine", "deploy", path, "--root",
+                        os.path.join(base, "root")], capture_output=True, text=True, umask=0o077,
+                       timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    # Checked once the deploy made them: the directory it made first is 0700.
+    made = os.path.join(base, "new")
+    assert (f"warning: resources[0].model.destination: {dest!r}: {made} (mode 0700, owner 0:0) "
+            "cannot be traversed by a function's user") in r.stdout, r.stdout
+    assert f"chmod o+x {made}" in r.stdout

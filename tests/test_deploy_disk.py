@@ -110,6 +110,8 @@ def test_state_commands_answer_on_a_full_filesystem(tmp_path, fs):
         except OSError:
             pass
     assert free_bytes(fs) < 256 << 10
+    # What the core reads at start (cleanup included) still answers.
+    assert dp.current(root).resources["big"].path == os.path.join(fs, "models", "big")
     for args in (("deployments", "list"), ("resources", "list"), ("doctor",)):
         r = run_cli(*args, "--root", root)
         assert "Traceback" not in r.stderr, (args, r.stderr)

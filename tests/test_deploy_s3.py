@@ -266,6 +266,22 @@ def test_another_400_is_not_called_sse_c(tmp_path, s3, bucket, moto_endpoint):
     assert "s3.region" in msg and "customer-provided" not in msg, msg
 
 
+def test_head_400_with_a_working_get_is_not_called_sse_c(tmp_path, s3, bucket, moto_endpoint):
+    write_package(str(tmp_path / "p.tar.gz"), {"a": b"a"})
+    s3.upload_file(str(tmp_path / "p.tar.gz"), bucket, "odd-head.tar.gz")
+    proxy = CutProxy(moto_endpoint, bad_request_heads=("/odd-head",))
+    try:
+        group = _group(tmp_path, proxy.url,
+                       [_model("s", f"s3://{bucket}/odd-head.tar.gz", str(tmp_path / "s"))])
+        d = dp.deploy(group, str(tmp_path / "root"))
+    finally:
+        proxy.close()
+    msg = d.items[0].message
+    assert d.status == "Failure"
+    assert "answered 400 Bad Request, though a GET of the object works: not an SSE-C object" \
+        in msg, msg
+
+
 def test_sse_s3_and_sse_kms_objects_deploy(tmp_path, s3, bucket, moto_endpoint):
     key_arn = "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
     for name, extra in (("sse-s3", {"ServerSideEncryption": "AES256"}),

@@ -194,12 +194,16 @@ def test_a_model_changed_in_place_is_found_and_installed_again(world):
         f.write(b"\0corrupt")
     r = run_cli("doctor", "--root", world.root)
     assert r.returncode == 1 and "model 'alpha'" in r.stdout and "changed in place" in r.stdout
+    # What the core logs at start.
+    changed = dp.changed_versions(world.root)
+    assert len(changed) == 1 and changed[0].startswith("model 'alpha' version v1-")
     d = dp.deploy(world.group(), world.root)
     alpha = next(i for i in d.items if i.key == "alpha")
     assert alpha.outcome == "installed" and "content digest" in alpha.message
     assert os.path.realpath(world.dest["alpha"]) != version_path
     world.tag("alpha")  # every file complete again
     assert run_cli("doctor", "--root", world.root).returncode == 0
+    assert dp.changed_versions(world.root) == []
 
 
 def test_function_code_changed_in_place_is_installed_again(world):

@@ -112,8 +112,17 @@ inline bool nchwc_act_inline(Activation a) { return a != Activation::Tanh; }
 // tile may span rows). The input needs no bounds checks: conv_nchwc gives the kernel an input
 // copy with the padding written out. xg: the group's first input block of this image; w: the
 // weights of block ob; y, r: output / residual at (ob, q0).
+// The reduction is split into chunks of input blocks [icb0, icb1) whose weights fit in L1:
+// the first starts from the bias, the others from the partial sums stored in y, and only the
+// last applies the residual and activation.
+struct NchwcChunk {
+    int64_t icb0, icb1;
+    bool first, last;
+};
+
 template <int CB, int IB, int F, int T>
-void nchwc_tile(const NchwcConv& c, const float* xg, const float* w, float* y, const float* r, int64_t q0) {
+void nchwc_tile(const NchwcConv& c, const NchwcChunk& k, const float* xg, const float* w, float* y, const float* r,
+                int64_t q0) {
     typedef float V __attribute__((vector_size(CB * sizeof(float))));
     const Conv2DParams& p = c.p;
     const int64_t KK = p.KH * p.KW;
@@ -122,6 +131,10 @@ void nchwc_tile(const NchwcConv& c, const float* xg, const float* w, float* y, c
     const int64_t plane = p.H * p.W * IB;              // one input block
     V acc[F][T];
     for (int f = 0; f < F; ++f) {
+        if (!k.first) {
+            for (int t = 0; t < T; ++t) PE_NC_LOAD(acc[f][t], y + f * yf + t * CB);
+            continue;
+        }
         V b = V{} + 0.0f;
         if (c.bias != nullptr) {
             const int64_t ob = (w - c.w) / wf + f;
@@ -132,11 +145,15 @@ void nchwc_tile(const NchwcConv& c, const float* xg, const float* w, float* y, c
     // One pointer per pixel and per output block, offset by ic only: with a runtime stride in
     // the index the compiler hoists an address for every (pixel, ic) pair out of the loops.
     const float* xp[T];
+    int64_t oh = q0 / p.OW, ow = q0 - oh * p.OW;  // one division per tile, not one per pixel
     for (int t = 0; t < T; ++t) {
-        const int64_t oh = (q0 + t) / p.OW, ow = (q0 + t) % p.OW;
         xp[t] = xg + (oh * p.stride_h * p.W + ow * p.stride_w) * IB;
+        if (++ow == p.OW) {
+            ow = 0;
+            ++oh;
+        }
     }
-    for (int64_t icb = 0; icb < c.icb_per_group; ++icb) {
+    for (int64_t icb = k.icb0; icb < k.icb1; ++icb) {
         for (int64_t kh = 0; kh < p.KH; ++kh) {
             for (int64_t kw = 0; kw < p.KW; ++kw) {
                 const int64_t off = icb * plane + (kh * p.dilation_h * p.W + kw * p.dilation_w) * IB;
@@ -156,6 +173,12 @@ void nchwc_tile(const NchwcConv& c, const float* xg, const float* w, float* y, c
             }
         }
     }
+    if (!k.last) {
+        for (int f = 0; f < F; ++f) {
+            for (int t = 0; t < T; ++t) PE_NC_STORE(y + f * yf + t * CB, acc[f][t]);
+        }
+        return;
+    }
     const bool inline_act = nchwc_act_inline(p.ep.act);
     for (int f = 0; f < F; ++f) {
         float* yo = y + f * yf;
@@ -167,12 +190,12 @@ void nchwc_tile(const NchwcConv& c, const float* xg, const float* w, float* y, c
 
 // Picks the instantiation for a run of t <= T pixels.
 template <int CB, int IB, int F, int T>
-inline void nchwc_tile_n(int t, const NchwcConv& c, const float* xg, const float* w, float* y, const float* r,
-                         int64_t q0) {
+inline void nchwc_tile_n(int t, const NchwcConv& c, const NchwcChunk& k, const float* xg, const float* w, float* y,
+                         const float* r, int64_t q0) {
     if (t == T) {
-        nchwc_tile<CB, IB, F, T>(c, xg, w, y, r, q0);
+        nchwc_tile<CB, IB, F, T>(c, k, xg, w, y, r, q0);
     } else if constexpr (T > 1) {
-        nchwc_tile_n<CB, IB, F, T - 1>(t, c, xg, w, y, r, q0);
+        nchwc_tile_n<CB, IB, F, T - 1>(t, c, k, xg, w, y, r, q0);
     }
 }
 
@@ -180,9 +203,28 @@ inline void nchwc_tile_n(int t, const NchwcConv& c, const float* xg, const float
 template <int CB, int IB, int F, int T>
 void nchwc_range(const NchwcConv& c, const float* xg, const float* w, float* y, const float* r, int64_t q0,
                  int64_t q1) {
-    int64_t q = q0;
-    for (; q + T <= q1; q += T) nchwc_tile<CB, IB, F, T>(c, xg, w, y + q * CB, r ? r + q * CB : nullptr, q);
-    if (q < q1) nchwc_tile_n<CB, IB, F, T>(static_cast<int>(q1 - q), c, xg, w, y + q * CB, r ? r + q * CB : nullptr, q);
+    const Conv2DParams& p = c.p;
+    // Input blocks whose weights for F output blocks fit in about 32 KB (L1).
+    int64_t chunk = 8192 / (F * p.KH * p.KW * IB * CB);
+    if (chunk < 1) chunk = 1;
+    if (chunk >= c.icb_per_group) {
+        const NchwcChunk k{0, c.icb_per_group, true, true};
+        int64_t q = q0;
+        for (; q + T <= q1; q += T) nchwc_tile<CB, IB, F, T>(c, k, xg, w, y + q * CB, r ? r + q * CB : nullptr, q);
+        if (q < q1) nchwc_tile_n<CB, IB, F, T>(static_cast<int>(q1 - q), c, k, xg, w, y + q * CB, r ? r + q * CB : nullptr, q);
+        return;
+    }
+    // Runs of 8 tiles: their partial sums stay in cache while every chunk passes over them.
+    for (int64_t qs = q0; qs < q1; qs += 8 * T) {
+        const int64_t qe = qs + 8 * T < q1 ? qs + 8 * T : q1;
+        for (int64_t icb = 0; icb < c.icb_per_group; icb += chunk) {
+            const int64_t end = icb + chunk < c.icb_per_group ? icb + chunk : c.icb_per_group;
+            const NchwcChunk k{icb, end, icb == 0, end == c.icb_per_group};
+            int64_t q = qs;
+            for (; q + T <= qe; q += T) nchwc_tile<CB, IB, F, T>(c, k, xg, w, y + q * CB, r ? r + q * CB : nullptr, q);
+            if (q < qe) nchwc_tile_n<CB, IB, F, T>(static_cast<int>(qe - q), c, k, xg, w, y + q * CB, r ? r + q * CB : nullptr, q);
+        }
+    }
 }
 
 template <int CB, int IB, int F, int T>
@@ -240,10 +282,14 @@ void nchwc_dw_flat(const NchwcConv& c, const float* xb, const float* w, const fl
     V b = V{} + 0.0f;
     if (bias != nullptr) PE_NC_LOAD(b, bias);
     const float* xp[T];
+    int64_t oh = q0 / p.OW, ow = q0 - oh * p.OW;
     for (int t = 0; t < T; ++t) {
         acc[t] = b;
-        const int64_t oh = (q0 + t) / p.OW, ow = (q0 + t) % p.OW;
         xp[t] = xb + (oh * p.stride_h * p.W + ow * p.stride_w) * CB;
+        if (++ow == p.OW) {
+            ow = 0;
+            ++oh;
+        }
     }
     for (int64_t kh = 0; kh < p.KH; ++kh) {
         for (int64_t kw = 0; kw < p.KW; ++kw) {

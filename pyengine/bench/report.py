@@ -127,8 +127,10 @@ def load_json(path: str) -> dict[str, Any]:
     try:
         with open(path, encoding="utf-8") as fh:
             doc = json.load(fh)
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{path}: not JSON ({exc})") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path}: not a JSON bench record ({exc})") from None
+    except OSError as exc:
+        raise ValueError(f"{path}: cannot be read ({exc.strerror or exc})") from None
     problems = validate(doc)
     if problems:
         more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
@@ -150,7 +152,11 @@ def columns(head: Sequence[str], rows: Sequence[Sequence[str]], right: Sequence[
 def _num(x: Optional[float], digits: int = 3) -> str:
     if x is None or (isinstance(x, float) and not math.isfinite(x)):
         return "-"
-    return f"{x:.{digits}f}" if abs(x) < 1000 else f"{x:.0f}"
+    if abs(x) >= 1000:
+        return f"{x:.0f}"
+    if digits == 3 and abs(x) < 1:  # sub-millisecond calls: keep three significant digits
+        return f"{x:.3g}" if abs(x) >= 1e-3 else f"{x:.6f}"
+    return f"{x:.{digits}f}"
 
 
 def table(record: dict[str, Any], top: Optional[int] = 10) -> str:

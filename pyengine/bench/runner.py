@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import os
+import shlex
 import sys
 import time
 from dataclasses import dataclass, field
@@ -291,6 +292,21 @@ def _profile_json(report: Any, top: int = 0) -> dict[str, Any]:
 Say = Callable[[str], None]
 
 
+#: How each backend's thread count is set; others run with their framework's default.
+THREADS_CONTROL = {"native": "the native pool (pyengine.runtime.set_thread_count)",
+                   "onnx": "onnxruntime's intra_op_num_threads"}
+THREADS_UNCONTROLLED = "not set: the framework's default"
+
+
+def _load(path: str, opts: BenchOptions, backend: str, device: str,
+          threads: Optional[int]) -> tuple[Model, float]:
+    """The model and its load time in ms (``threads`` only for onnxruntime sessions)."""
+    extra = {"threads": threads} if backend == "onnx" and threads else {}
+    t0 = time.perf_counter()
+    model = pyengine.load(path, backend=backend, device=device, **extra)
+    return model, (time.perf_counter() - t0) * 1e3
+
+
 def bench_model(path: str, opts: BenchOptions, name: Optional[str] = None,
                 progress: Optional[Callable[[str, float], None]] = None,
                 say: Optional[Say] = None) -> dict[str, Any]:
@@ -324,20 +340,17 @@ def bench_model(path: str, opts: BenchOptions, name: Optional[str] = None,
         for isa in isas:
             _core.set_isa(isa)
             # Load under the variant so that weights are packed for it (load time per variant).
-            t0 = time.perf_counter()
-            model = pyengine.load(path, backend=opts.backend, device=opts.device)
-            load_ms = (time.perf_counter() - t0) * 1e3
+            model, load_ms = _load(path, opts, opts.backend, opts.device, None)
             result.update(backend=model.backend, device=str(getattr(model, "device", "cpu")),
-                          inputs=_spec_json(model.inputs), outputs=_spec_json(model.outputs))
+                          inputs=_spec_json(model.inputs), outputs=_spec_json(model.outputs),
+                          threads_control=THREADS_CONTROL.get(model.backend, THREADS_UNCONTROLLED))
             for n_threads in threads:
                 set_thread_count(n_threads)
-                ref = None
-                ref_load_ms = None
+                if model.backend == "onnx":  # its session's pool is sized at load
+                    model, load_ms = _load(path, opts, "onnx", opts.device, n_threads)
+                ref = ref_load_ms = None
                 if ref_backend is not None:
-                    t0 = time.perf_counter()
-                    extra = {"threads": n_threads} if ref_backend == "onnx" else {}
-                    ref = pyengine.load(ref_path, backend=ref_backend, device="cpu", **extra)
-                    ref_load_ms = (time.perf_counter() - t0) * 1e3
+                    ref, ref_load_ms = _load(ref_path, opts, ref_backend, "cpu", n_threads)
                 for batch in opts.batches:
                     label = (f"{name} {isa} threads={n_threads} batch={batch} "
                              f"({done + 1}/{total})")
@@ -413,7 +426,7 @@ def bench(models: Sequence[tuple[str, str]], opts: BenchOptions,
     results = [bench_model(path, opts, name, progress) for name, path in models]
     return {
         "schema": SCHEMA_ID,
-        "command": " ".join(["pyengine", *sys.argv[1:]]) if sys.argv else "",
+        "command": shlex.join(["pyengine", *sys.argv[1:]]) if sys.argv else "",
         "header": head,
         "options": {
             "batches": opts.batches, "threads": thread_counts(opts),

@@ -168,6 +168,11 @@ def bench_run(args: argparse.Namespace) -> int:
                     bar.close()
                 print(f"pyengine bench: {exc}", file=sys.stderr)
                 return 1
+            except KeyboardInterrupt:
+                if bar:
+                    bar.close()
+                print("pyengine bench: interrupted; nothing written", file=sys.stderr)
+                return 130
     finally:
         if bar:
             bar.close()

@@ -15,6 +15,7 @@ worker, while every other path stays closed.
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass, field
 from typing import Any, Mapping
@@ -197,6 +198,9 @@ def read_deployed_group(root: str | os.PathLike[str],
     installed = deploy.current(root, cleanup=cleanup)
     if installed is None:
         return None
+    if cleanup:  # at start: say which installed versions were changed in place (cheap check)
+        for line in deploy.changed_versions(root):
+            logging.getLogger("pyengine.core").warning("%s", line)
     functions = []
     for f in installed.functions.values():
         grants = []

@@ -10,7 +10,8 @@ Main entry points
 - :func:`deploy`, :func:`rollback`, :func:`reset`: change what is installed in a root.
 - :func:`current`: the deployed group with each resource's local path and each function's
   installed code (what the core runs); :func:`recover` cleans up after a killed deploy.
-- :func:`list_deployments`, :func:`get_deployment`, :func:`list_installed`: history and state.
+- :func:`list_deployments`, :func:`get_deployment`, :func:`list_installed`: history and state;
+  :func:`changed_versions`: installed versions changed in place (the core reports them at start).
 - :func:`group_policy`: the IAM policy a group's S3 sources need.
 - :func:`high_water`, :func:`raise_high_water`: marks in the root's state that only grow (the
   fleet's highest accepted document serial and version).
@@ -49,6 +50,7 @@ from pyengine.deploy.installed import (
     DeployedGroup,
     InstalledFunction,
     InstalledResource,
+    changed_versions,
     current,
     list_installed,
 )
@@ -76,6 +78,7 @@ __all__ = [
     "Resource",
     "Subscription",
     "UnpackError",
+    "changed_versions",
     "current",
     "default_root",
     "deploy",

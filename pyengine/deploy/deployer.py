@@ -55,6 +55,7 @@ from pyengine.deploy.state import (
     STORES_FILE,
     RootLock,
     State,
+    StateError,
     dumps,
     known_stores,
 )
@@ -342,6 +343,16 @@ def changed_in_place(state: State, kind: str, key: str, version: str, path: str,
             f"when it was installed{where}")
 
 
+def writable_by_function(spec_json: Optional[str]) -> bool:
+    """Whether an installed model's recorded spec grants a function rw (its content is then
+    the function's to change, not compared)."""
+    try:
+        owner = json.loads(spec_json or "{}").get("owner")
+    except (ValueError, AttributeError):
+        return False
+    return isinstance(owner, list) and len(owner) == 2 and owner[1] == "rw"
+
+
 def free_bytes(path: str) -> int:
     """Bytes an unprivileged writer may still use on ``path``'s filesystem (``statvfs``)."""
     st = os.statvfs(path)
@@ -543,21 +554,41 @@ def _gc(state: State) -> None:
 
 def recover(root: Optional[str] = None) -> list[int]:
     """Clean up after a deploy that was killed (call at core start). Returns the rolled-back
-    deployment ids; does nothing (returns []) while another process holds the root's lock."""
+    deployment ids; does nothing (returns []) while another process holds the root's lock.
+
+    On a full filesystem, where nothing can be written, there is nothing to clean up unless a
+    deployment was interrupted: then a :class:`DeployError` says to free space first.
+    """
     r = resolve_root(root)
     if not os.path.exists(os.path.join(r, "state.db")):
         return []
-    lock = RootLock(r)
-    if not lock.try_acquire():
-        return []
     try:
-        state = State(r)
+        lock = RootLock(r)
+        if not lock.try_acquire():
+            return []
         try:
-            return recover_locked(state)
+            state = State(r)
+            try:
+                return recover_locked(state)
+            finally:
+                state.close()
+        finally:
+            lock.release()
+    except (OSError, StateError) as exc:
+        if not (_no_space(exc) or (isinstance(exc, StateError) and free_bytes(r) < 1 << 20)):
+            raise
+        state = State(r, readonly=True)
+        try:
+            left = state.one("SELECT id FROM deployments WHERE status IN ('Building', "
+                             "'InProgress') ORDER BY id")
         finally:
             state.close()
-    finally:
-        lock.release()
+        if left is not None:
+            raise DeployError(
+                f"deployment {left['id']} in {r} was interrupted and cannot be rolled back: no "
+                f"space left on the filesystem ({free_bytes(r)} bytes available); free some "
+                "space") from None
+        return []
 
 
 # ----------------------------------------------------------------------------------- deploy

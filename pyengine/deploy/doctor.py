@@ -48,6 +48,7 @@ from pyengine.deploy.deployer import (
     resolve_root,
     store_for,
     version_digest,
+    writable_by_function,
 )
 from pyengine.deploy.errors import DeployError
 from pyengine.deploy.state import (
@@ -163,8 +164,7 @@ def _check_installed(state: State, report: Report, thorough: bool) -> None:
             report.add("error", f"{name}: {dest} does not point to it; `pyengine doctor "
                        f"--repair --root {state.root}` points it back")
             continue
-        spec = row["spec_json"] or ""
-        if row["kind"] == "model" and '"rw"' in spec:
+        if row["kind"] == "model" and writable_by_function(row["spec_json"]):
             report.add("ok", f"{name}: writable by its function (owner.permission rw); its "
                        "content is not compared")
             continue

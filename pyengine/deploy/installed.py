@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from pyengine.deploy import private
-from pyengine.deploy.deployer import _open_state, recover
+from pyengine.deploy.deployer import _open_state, changed_in_place, recover, writable_by_function
 from pyengine.deploy.group import FunctionResource, Group, Network
 
 
@@ -157,3 +157,30 @@ def list_installed(root: Optional[str] = None) -> list[dict]:
         ]
     finally:
         state.close()
+
+
+def changed_versions(root: Optional[str] = None) -> list[str]:
+    """One line for each installed version changed in place since it was installed (the
+    cheap check: a version none of whose inodes' ctime moved is not hashed), for the core to
+    report at start; the next deploy installs each again. Versions a function may write are
+    left out."""
+    state = _open_state(root)
+    if state is None:
+        return []
+    out = []
+    try:
+        for row in state.q("SELECT * FROM installed WHERE kind IN ('model','function') AND "
+                           "version_path IS NOT NULL ORDER BY kind, key"):
+            if row["kind"] == "model" and writable_by_function(row["spec_json"]):
+                continue
+            try:
+                damage = changed_in_place(state, row["kind"], row["key"], row["version"],
+                                          row["version_path"])
+            except OSError as exc:
+                damage = f"cannot be read ({exc})"
+            if damage:
+                out.append(f"{row['kind']} {row['key']!r} version {row['version']} changed in "
+                           f"place: {damage}; deploy the group again to reinstall it")
+    finally:
+        state.close()
+    return out

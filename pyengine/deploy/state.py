@@ -123,9 +123,14 @@ def state_error(path: str, exc: BaseException) -> StateError:
     root = os.path.dirname(path)
     text = str(exc)
     if "full" in text or _space_short(root):
+        try:
+            st = os.statvfs(root)
+            avail = f" ({st.f_bavail * st.f_frsize} bytes available)"
+        except OSError:
+            avail = ""
         return StateError(
-            f"{path}: {text}: the filesystem of {root} has no space left; free some (old "
-            "files, a function's scratch) and try again")
+            f"{path}: {text}: no space left on the filesystem of {root}{avail}; free some "
+            "space (old files, a function's scratch) and try again")
     if "locked" in text or "busy" in text:
         return StateError(f"{path}: {text}: another process holds it; try again")
     if "readonly" in text or "read-only" in text:
@@ -428,13 +433,16 @@ class RootLock:
                     f"wait for it to finish, or pass --wait SECONDS to wait for it"
                 )
             time.sleep(0.05)
-        os.ftruncate(fd, 0)
-        os.pwrite(
-            fd,
-            f"{what} by pid {os.getpid()} since {time.strftime('%Y-%m-%d %H:%M:%S')}".encode(),
-            0,
-        )
         self.fd = fd
+        # Who holds it, for the message of the next one (best effort: a full filesystem has no
+        # room for it, and the lock holds without it).
+        with suppress(OSError):
+            os.ftruncate(fd, 0)
+            os.pwrite(
+                fd,
+                f"{what} by pid {os.getpid()} since {time.strftime('%Y-%m-%d %H:%M:%S')}".encode(),
+                0,
+            )
 
     def release(self) -> None:
         """Release the lock."""

@@ -77,6 +77,8 @@ class S3Source(Source):
         self.uri = uri
         self.bucket, self.key = parse_s3_uri(uri)
         self.settings = settings
+        #: The KMS key HEAD reported (SSE-KMS), for the advice when a GET is denied.
+        self.kms_key_id: Optional[str] = None
 
     def buckets(self) -> list[str]:
         return [self.bucket]
@@ -92,10 +94,17 @@ class S3Source(Source):
             in ("AccessDenied", "403", "Forbidden", "InvalidAccessKeyId", "SignatureDoesNotMatch")
             or status == 403
         ):
+            kms = (
+                f" The object is encrypted with the KMS key {self.kms_key_id} (SSE-KMS): the "
+                "identity also needs kms:Decrypt on that key; name it in the resource's "
+                "model.kms_key_arn and `pyengine policy` grants it."
+                if self.kms_key_id and action == "GET"
+                else ""
+            )
             return SourceError(
                 f"{action} {where}: access denied ({code or status}) to bucket '{self.bucket}'. "
                 f"Grant the identity that deploys s3:GetObject on it, for example with this inline "
-                f"policy:\n{get_object_policy([self.bucket])}"
+                f"policy:\n{get_object_policy([self.bucket])}{kms}"
             )
         if code in ("NoSuchKey", "404", "NotFound") or status == 404:
             return SourceError(
@@ -167,9 +176,11 @@ class S3Source(Source):
             f"version={version}" if version else f"etag={etag}"
         )
         sse = head.get("ServerSideEncryption")
+        self.kms_key_id = head.get("SSEKMSKeyId") if sse == "aws:kms" else None
         # A single-part upload's ETag is the MD5 of the bytes, except under SSE-KMS.
         md5 = etag if (len(etag) == 32 and "-" not in etag and sse in (None, "AES256")) else None
-        details = {"etag": etag, "version_id": version, "encryption": sse}
+        details = {"etag": etag, "version_id": version, "encryption": sse,
+                   "kms_key_id": self.kms_key_id}
         return SourceInfo(
             self.uri,
             f"s3://{self.bucket}/{self.key}",
@@ -182,6 +193,7 @@ class S3Source(Source):
     def stream(
         self, info: SourceInfo, offset: int = 0, chunk_size: int = 1 << 20
     ) -> Iterator[bytes]:
+        self.kms_key_id = info.details.get("kms_key_id") or self.kms_key_id
         kwargs: dict[str, Any] = {"Bucket": self.bucket, "Key": self.key}
         if info.details.get("version_id"):
             kwargs["VersionId"] = info.details["version_id"]
