@@ -226,3 +226,44 @@ def test_pre_1_0_symbol_files_convert_natively(gluon_models, tmp_path, legacy_ke
 
     check_backend_and_native(str(folder), "mxnet", reference, str(tmp_path / "old.pyem"),
                              (3, IMAGE, IMAGE))
+
+
+def test_pre_0_9_batchnorm_without_moving_statistics(gluon_models, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """MXNet before 0.9 saved a BatchNorm without its moving mean and variance as inputs (they
+    were named <node>_moving_mean/_moving_var in the parameters); MXNet adds them back on load."""
+    net, original = gluon_models["cnn"]
+    folder = tmp_path / "v08"
+    shutil.copytree(original, folder)
+    sym = folder / "cnn-symbol.json"
+    doc = json.loads(sym.read_text())
+    nodes = doc["nodes"]
+    arrays = mx.nd.load(str(folder / "cnn-0000.params"))
+    drop: set[int] = set()
+    for n in nodes:
+        if n["op"] == "BatchNorm":
+            for entry, stat in zip(n["inputs"][3:5], ("moving_mean", "moving_var")):
+                drop.add(entry[0])
+                arrays[f"aux:{n['name']}_{stat}"] = arrays.pop(f"aux:{nodes[entry[0]]['name']}")
+    assert len(drop) == 4  # two batch norms
+    index: dict[int, int] = {}
+    kept = []
+    for i, n in enumerate(nodes):
+        if i not in drop:
+            index[i] = len(kept)
+            kept.append(n)
+    for n in kept:
+        n["inputs"] = [[index[e[0]], *e[1:]] for e in n["inputs"] if e[0] not in drop]
+        if "attrs" in n:
+            n["param"] = n.pop("attrs")
+    doc.update(nodes=kept, arg_nodes=[index[i] for i in doc["arg_nodes"] if i not in drop],
+               heads=[[index[h[0]], *h[1:]] for h in doc["heads"]])
+    doc.pop("node_row_ptr", None)
+    doc.pop("attrs", None)
+    sym.write_text(json.dumps(doc))
+    mx.nd.save(str(folder / "cnn-0000.params"), arrays)
+
+    def reference(x: np.ndarray) -> np.ndarray:
+        return net(mx.nd.array(x)).asnumpy()
+
+    check_backend_and_native(str(folder), "mxnet", reference, str(tmp_path / "v08.pyem"),
+                             (3, IMAGE, IMAGE))

@@ -237,7 +237,21 @@ def _fc(imp: _Importer, n: dict[str, Any], a: dict[str, Any]) -> str | None:
 
 
 def _bn(imp: _Importer, n: dict[str, Any], a: dict[str, Any]) -> str:
-    x, gamma, beta, mean, var = imp.ins(n)
+    ins = imp.ins(n)
+    if len(ins) == 3:
+        # MXNet before 0.9 kept a BatchNorm's moving statistics out of the symbol file; its
+        # loader adds them back as variables named <node>_moving_mean/_moving_var.
+        stats = []
+        for stat in ("moving_mean", "moving_var"):
+            key = f"{n['name']}_{stat}"
+            if key not in imp.params:
+                raise ModelFormatError(
+                    f"'{imp.path}': BatchNorm '{n['name']}' has no {stat} input (a file saved "
+                    f"by MXNet before 0.9) and the parameters hold no '{key}'"
+                )
+            stats.append(imp.g.const(imp.params[key], key))
+        ins = [*ins, *stats]
+    x, gamma, beta, mean, var = ins
     if a.get("fix_gamma", True) and imp.g.is_const(gamma):
         gamma = imp.g.const(np.ones_like(imp.g.value(gamma)), n["name"] + "/gamma")
     return imp.g.op(
