@@ -9,6 +9,7 @@ import importlib
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from typing import Any
@@ -365,6 +366,14 @@ def test_core_status_invoke_stop(open_tmp: str, capsys: pytest.CaptureFixture[st
         lines = capsys.readouterr().out.splitlines()
         header = next(ln for ln in lines if ln.startswith("FUNCTION"))
         assert header.split()[:3] == ["FUNCTION", "STATUS", "PINNED"]
+        if os.geteuid() == 0 and shutil.which("setpriv"):
+            # Another user may not stop it: the socket and the signal both refuse.
+            other = subprocess.run(
+                ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable,
+                 "-m", "pyengine", "core", "stop", "--root", root], capture_output=True,
+                text=True, timeout=120, cwd="/", env={**os.environ, "PYTHONPATH": REPO})
+            assert other.returncode == 1 and "may not stop the core" in other.stderr, other.stderr
+            assert core.proc.poll() is None
         stopped = cli_json(capsys, "core-stop", "core", "stop", "--root", root)
         assert stopped == {"root": root, "pid": core.proc.pid, "stopped": True}
         assert core.proc.wait(timeout=30) == 0

@@ -262,6 +262,9 @@ def core_stop(args: argparse.Namespace) -> int:
     # process listening on the core's socket is that pid.
     try:
         owner = _socket_owner(addr["socket"], args.timeout)
+    except PermissionError:
+        raise PermissionError(f"may not stop the core (pid {pid}): its socket {addr['socket']} "
+                              "is for root, the core's user and the socket's group") from None
     except (FileNotFoundError, ConnectionError) as exc:
         raise Unavailable(f"no core answers on {addr['socket']} ({exc}); pid {pid} named in "
                           f"{os.path.join(root, ADDRESS_FILE)} is not the core") from None
