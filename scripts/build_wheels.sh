@@ -65,9 +65,17 @@ for py in "${pythons[@]}"; do
   echo "build_wheels.sh: $tag ($py) -> $out" >&2
   raw=build/wheelhouse/$tag
   rm -rf "$raw"
-  # Build isolation: each Python gets scikit-build-core, pybind11, cmake and ninja of its own.
-  "$py" -m pip wheel . --no-deps -q -w "$raw" \
-    --config-settings=build-dir="build/$tag"
+  # Each Python's build tools live in a venv of its own that is kept (build/wheel-env/cp3XX):
+  # pip's isolated build environment would put pybind11 in a new temporary path every time and
+  # recompile every binding file; with stable paths a rebuild compiles only what changed.
+  env=build/wheel-env/$tag
+  if [ ! -x "$env/bin/ninja" ]; then
+    rm -rf "$env"
+    "$py" -m venv "$env"
+    "$env/bin/python" -m pip install -q "scikit-build-core>=0.10" "pybind11>=2.12" cmake ninja
+  fi
+  PATH="$PWD/$env/bin:$PATH" "$env/bin/python" -m pip wheel . --no-deps --no-build-isolation -q \
+    -w "$raw" --config-settings=build-dir="build/$tag"
   "$tools/bin/auditwheel" repair --plat "$POLICY" -w "$out" "$raw"/pyengine-*.whl
 done
 

@@ -123,7 +123,9 @@ def _check_symbols(wheel: str, tmp: str) -> str:
         zf.extractall(tmp, elves)
     for name in elves:
         for prefix, versions in _needed_versions(os.path.join(tmp, name)).items():
-            top = max(_key(v) for v in allowed.get(prefix, ["0"]))
+            # Numeric versions only: the GCC list also names FLOAT128 and the like.
+            top = max(_key(v) for v in [*allowed.get(prefix, []), "0"]
+                      if re.fullmatch(r"[0-9.]+", v))
             too_new = sorted(v for v in versions if _key(v) > top)
             assert not too_new, f"{name} needs {prefix} {too_new}, beyond {tag}'s {top}"
     return tag
