@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 from pyengine import _core
+from pyengine.device_files import TEGRA_PREFIXES as _TEGRA_PREFIXES
 from pyengine.errors import DeviceUnavailableError
 
 #: The environment variable a function worker sets to the device paths the group grants it.
@@ -29,7 +30,6 @@ GRANT_ENV = "PYENGINE_GRANTED_DEVICES"
 
 _DEVICE_RE = re.compile(r"^cuda(?::(\d+))?$")
 _PROC_GPUS = "/proc/driver/nvidia/gpus"
-_TEGRA_PREFIXES = ("/dev/nvhost-", "/dev/nvgpu/")
 
 
 @dataclass(frozen=True)

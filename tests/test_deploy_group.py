@@ -154,6 +154,16 @@ def test_relative_and_env_paths(tmp_path, monkeypatch):
         (("functions", 0, "pinned"), "yes", "must be true or false"),
         (("functions", 0, "resources", 0, "id"), "nope", "'nope' is not the id of any resource"),
         (("functions", 0, "resources", 0, "permission"), "admin", "is not a permission"),
+        (("functions", 0, "run_as"), {"uid": -1, "gid": 1000}, "must be a numeric uid"),
+        (("functions", 0, "run_as"), {"uid": "pi", "gid": 1000}, "must be a numeric uid"),
+        (("functions", 0, "run_as"), {"uid": 1000, "gid": True}, "must be a numeric gid"),
+        (("functions", 0, "run_as"), {"uid": 0, "gid": 1000}, "functions.allow_root: true"),
+        (("functions", 0, "run_as"), {"uid": 1000, "gid": 0}, "functions.allow_root: true"),
+        (("functions", 0, "run_as"), 1000, "expected a mapping with uid, gid"),
+        (("functions", 0, "concurrency"), 0, "must be an integer from 1 to 256"),
+        (("functions", 0, "concurrency"), 2.5, "must be an integer from 1 to 256"),
+        (("functions", 0, "idle_timeout_s"), 0, "must be a number from 0.1 to 86400"),
+        (("functions", 0, "idle_timeout_s"), 30, "pinned function's workers never stop"),
     ],
 )
 def test_field_errors(tmp_path, path, value, fragment):
@@ -164,8 +174,9 @@ def test_field_errors(tmp_path, path, value, fragment):
     node[path[-1]] = value
     problems = _problems(tmp_path, data)
     where = ".".join(f"[{k}]" if isinstance(k, int) else k for k in path).replace(".[", "[")
-    assert any(p.startswith(where + ": ") and fragment in p for p in problems), (where, problems)
-    assert any(repr(value) in p or str(value) in p for p in problems), problems
+    assert any(p.startswith(where) and fragment in p for p in problems), (where, problems)
+    shown = [repr(v) for v in value.values()] if isinstance(value, dict) else [repr(value)]
+    assert any(any(v in p for v in shown) or str(value) in p for p in problems), problems
 
 
 def test_permission_above_owner_setting(tmp_path):
@@ -219,9 +230,8 @@ def test_unknown_fields_and_missing(tmp_path):
     assert "resources[0].model.destination: required field is missing" in problems
     data = _base(tmp_path)
     data["resources"][1]["model"] = {"source": "s3://bucket-ok/a.zip", "destination": "/srv/a"}
-    assert "resources[1]: a resource needs exactly one of 'model' or 'device'" in _problems(
-        tmp_path, data
-    )
+    assert "resources[1]: a resource needs exactly one of 'model', 'device' or 'volume' (it " \
+        "has model, device)" in _problems(tmp_path, data)
 
 
 def test_cli_reports_all_problems(tmp_path):
@@ -238,3 +248,80 @@ def test_cli_reports_all_problems(tmp_path):
     (tmp_path / "broken.yaml").write_text("name: [unclosed\n")
     r = run_cli("deploy", str(tmp_path / "broken.yaml"), "--root", str(tmp_path / "root"))
     assert r.returncode == 2 and "not valid YAML" in r.stderr
+
+
+def test_run_as_concurrency_and_idle_timeout_are_carried(tmp_path, monkeypatch):
+    data = _base(tmp_path)
+    data["functions"][0].update(pinned=False, run_as={"uid": 1234, "gid": 2345}, concurrency=3,
+                                idle_timeout_s=2.5)
+    f = validate_group(data, str(tmp_path / "group.yaml")).functions[0]
+    assert (f.run_as.uid, f.run_as.gid, f.concurrency, f.idle_timeout_s) == (1234, 2345, 3, 2.5)
+    from pyengine.deploy.group import Group
+
+    again = Group.from_dict(json.loads(json.dumps(validate_group(
+        data, str(tmp_path / "group.yaml")).to_dict()))).functions[0]
+    assert again == f  # the state database's round trip keeps them
+    data["functions"][0]["run_as"] = {"uid": 1234}
+    assert _problems(tmp_path, data) == ["functions[0].run_as.gid: required field is missing"]
+    # Root only where the core's configuration (named at deploy time) allows it.
+    data["functions"][0]["run_as"] = {"uid": 0, "gid": 0}
+    assert len(_problems(tmp_path, data)) == 2
+    cfg = tmp_path / "core.json"
+    cfg.write_text(json.dumps({"functions": {"allow_root": True}}))
+    monkeypatch.setenv("PYENGINE_CORE_CONFIG", str(cfg))
+    assert validate_group(data, str(tmp_path / "group.yaml")).functions[0].run_as.uid == 0
+    cfg.write_text(json.dumps({"functions": {"allow_root": "yes"}}))
+    assert len(_problems(tmp_path, data)) == 2  # an invalid configuration allows nothing
+
+
+@pytest.mark.parametrize(
+    "value, fragment",
+    [
+        ("captures", "is not an absolute path"),
+        ("/etc/captures", "inside /etc, a system directory"),
+        ("/tmp", "a top-level directory"),
+        ("/root/captures", "root's home directory"),
+        ("/srv/../etc", "contains '..'"),
+        (7, "expected a non-empty string"),
+    ],
+)
+def test_volume_path_errors(tmp_path, value, fragment):
+    data = _base(tmp_path)
+    data["resources"].append({"id": "captures", "volume": {"path": value}})
+    problems = _problems(tmp_path, data)
+    assert len(problems) == 1 and problems[0].startswith("resources[2].volume.path: ") \
+        and fragment in problems[0] and repr(value) in problems[0], problems
+
+
+def test_volume_through_a_link_into_a_system_dir(tmp_path):
+    link = tmp_path / "captures"
+    link.symlink_to("/etc")
+    data = _base(tmp_path)
+    data["resources"].append({"id": "captures", "volume": {"path": str(link)}})
+    data["functions"][0]["resources"].append({"id": "captures", "permission": "rw"})
+    problems = _problems(tmp_path, data)
+    assert problems == [f"resources[2].volume.path: {str(link)!r} is, through symbolic links, "
+                        "/etc, which is inside /etc, a system directory that needs root; choose "
+                        "a directory such as /srv/models/NAME"]
+    link.unlink()
+    link.mkdir()
+    g = validate_group(data, str(tmp_path / "group.yaml"))
+    assert g.resources[2].kind == "volume" and g.functions[0].resources[2].permission == "rw"
+
+
+def test_gpu_granted_ro_is_refused(tmp_path):
+    data = _base(tmp_path)
+    data["resources"][1]["device"]["path"] = "/dev/nvidia0"
+    data["functions"][0]["resources"][1]["permission"] = "ro"
+    assert _problems(tmp_path, data) == [
+        "functions[0].resources[1].permission: 'ro' on GPU /dev/nvidia0: the CUDA driver opens "
+        "the GPU's device files read-write, which a ro device grant refuses; grant rw"]
+
+
+def test_volume_overlapping_a_model_is_refused(tmp_path):
+    data = _base(tmp_path)
+    data["resources"].append({"id": "captures", "volume": {"path": "/srv/models"}})
+    assert _problems(tmp_path, data) == [
+        "resources[2].volume.path: '/srv/models' overlaps the model destination of resources[0] "
+        "('/srv/models/digits'): a function writing the volume would change the installed model; "
+        "keep volumes and models apart"]

@@ -38,6 +38,7 @@ def _valid(code_dir: str) -> dict:
                 },
             },
             {"id": "gpu", "device": {"path": "/dev/null"}},
+            {"id": "captures", "volume": {"path": "/srv/captures"}},
         ],
         "functions": [
             {
@@ -58,7 +59,9 @@ def _valid(code_dir: str) -> dict:
                 "network": {"connect": ["127.0.0.1:9000"], "bind": [8080]},
                 "invoke": ["post"],
             },
-            {"name": "post", "handler": "classify.function_handler", "code": code_dir},
+            {"name": "post", "handler": "classify.function_handler", "code": code_dir,
+             "run_as": {"uid": 1000, "gid": 1000}, "concurrency": 2, "idle_timeout_s": 30,
+             "resources": [{"id": "captures", "permission": "rw"}]},
         ],
         "subscriptions": [
             {"source": "devices", "topic": "in/#", "target": "classify"},

@@ -63,9 +63,9 @@ def _unsupported_model(path: str) -> str:
     from onnx import TensorProto, helper
 
     nodes = [
-        helper.make_node("Exp", ["x"], ["e"], name="exp_node"),
+        helper.make_node("Hardmax", ["x"], ["e"], name="hardmax_node"),
         helper.make_node("Relu", ["e"], ["r"], name="relu_node"),
-        helper.make_node("Log", ["r"], ["y"], name="log_node"),
+        helper.make_node("Trilu", ["r"], ["y"], name="trilu_node"),
     ]
     graph = helper.make_graph(
         nodes,
@@ -73,25 +73,25 @@ def _unsupported_model(path: str) -> str:
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 4])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 4])],
     )
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), path)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)]), path)
     return path
 
 
 def test_unsupported_ops_listed_and_auto_falls_back_once(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    path = _unsupported_model(str(tmp_path / "exp.onnx"))
+    path = _unsupported_model(str(tmp_path / "hardmax.onnx"))
     with pytest.raises(pyengine.UnsupportedOpsError) as info:
-        pyengine.convert(path, str(tmp_path / "exp.pyem"))
+        pyengine.convert(path, str(tmp_path / "hardmax.pyem"))
     msg = str(info.value)
-    assert "exp_node (Exp)" in msg and "log_node (Log)" in msg and path in msg
-    assert info.value.ops == [("exp_node", "Exp"), ("log_node", "Log")]
+    assert "hardmax_node (Hardmax)" in msg and "trilu_node (Trilu)" in msg and path in msg
+    assert info.value.ops == [("hardmax_node", "Hardmax"), ("trilu_node", "Trilu")]
     with pytest.raises(pyengine.UnsupportedOpsError):
         pyengine.load(path, backend="native")
     with pytest.warns(pyengine.FrameworkFallbackWarning, match="runs this model on onnx") as caught:
         model = pyengine.load(path)
     assert len(caught) == 1
     assert model.backend == "onnx"
-    x = np.abs(data((2, 4))) + 0.5
-    np.testing.assert_allclose(model.predict(x), np.log(np.exp(x)), rtol=1e-5)
+    x = data((3, 4))
+    np.testing.assert_array_equal(model.predict(x), np.triu(np.eye(4, dtype=np.float32)[x.argmax(1)]))
 
 
 def test_cli_convert(models: dict[str, str], tmp_path) -> None:  # type: ignore[no-untyped-def]
@@ -106,7 +106,7 @@ def test_cli_convert(models: dict[str, str], tmp_path) -> None:  # type: ignore[
     assert "wrote" in done.stdout and str(dst) in done.stdout
     x = data((4, MLP_FEATURES))
     assert_close(pyengine.load(str(dst)).predict(x), _session_reference(models["mlp"])(x))
-    bad = _unsupported_model(str(tmp_path / "exp.onnx"))
+    bad = _unsupported_model(str(tmp_path / "hardmax.onnx"))
     done = subprocess.run(
         [sys.executable, "-m", "pyengine", "convert", bad, "-o", str(tmp_path / "x.pyem")],
         capture_output=True,
@@ -114,7 +114,7 @@ def test_cli_convert(models: dict[str, str], tmp_path) -> None:  # type: ignore[
         timeout=120,
     )
     assert done.returncode == 2
-    assert "exp_node (Exp)" in done.stderr and "log_node (Log)" in done.stderr
+    assert "hardmax_node (Hardmax)" in done.stderr and "trilu_node (Trilu)" in done.stderr
 
 
 def test_corrupt_onnx_is_a_clear_error(models: dict[str, str], tmp_path) -> None:  # type: ignore[no-untyped-def]

@@ -101,6 +101,12 @@ void dump_value(const Value& v, std::string& out) {
         case Type::Bool: out += v.as_bool() ? "true" : "false"; break;
         case Type::Number: {
             char buf[32];
+            // Non-finite numbers as Python's json writes and reads them (a Clip's open bound).
+            if (std::isnan(v.as_number())) { out += "NaN"; break; }
+            if (std::isinf(v.as_number())) {
+                out += v.as_number() > 0 ? "Infinity" : "-Infinity";
+                break;
+            }
             if (v.is_integer()) std::snprintf(buf, sizeof buf, "%lld", static_cast<long long>(v.as_int()));
             else std::snprintf(buf, sizeof buf, "%.17g", v.as_number());
             out += buf;
@@ -173,6 +179,10 @@ private:
         if (consume("true")) return Value::boolean(true);
         if (consume("false")) return Value::boolean(false);
         if (consume("null")) return Value();
+        // The non-finite tokens Python's json module writes for inf and nan (allow_nan).
+        if (consume("NaN")) return Value::number(std::nan(""));
+        if (consume("Infinity")) return Value::number(HUGE_VAL);
+        if (consume("-Infinity")) return Value::number(-HUGE_VAL);
         if (c == '-' || (c >= '0' && c <= '9')) return parse_number();
         fail("unexpected character");
     }

@@ -98,7 +98,7 @@ void Model::parse_graph() {
     }
 
     const json::Value& inputs = member(path, g, "inputs", json::Type::Array, "graph");
-    if (inputs.items().empty()) graph_error(path, "graph has no inputs");
+    // A graph with no inputs (only constants, as ONNX allows) is valid: it answers its constants.
     for (size_t i = 0; i < inputs.items().size(); ++i) {
         const json::Value& in = inputs.items()[i];
         const std::string where = str("input ", i);

@@ -30,12 +30,15 @@ public:
     explicit FlattenOp(const Attrs& a) : axis_(a.get_int("axis", 1)) {}
     std::vector<Shape> infer(const std::vector<Shape>& in) const override {
         const Shape& x = in[0];
-        // axis may equal the rank (everything in the first dimension), as in ONNX.
-        if (axis_ < 0 || axis_ > static_cast<int64_t>(x.size())) {
+        const int64_t rank = static_cast<int64_t>(x.size());
+        // axis may equal the rank (everything in the first dimension) or count from the end,
+        // as in ONNX.
+        if (axis_ < -rank || axis_ > rank) {
             shape_error(str("Flatten axis ", axis_, " is out of range for rank ", x.size()));
         }
+        const int64_t axis = axis_ < 0 ? axis_ + rank : axis_;
         int64_t a = 1, b = 1;
-        for (size_t i = 0; i < x.size(); ++i) (static_cast<int64_t>(i) < axis_ ? a : b) *= x[i];
+        for (size_t i = 0; i < x.size(); ++i) (static_cast<int64_t>(i) < axis ? a : b) *= x[i];
         return {{a, b}};
     }
 

@@ -311,34 +311,14 @@ def _gemm(
     return y
 
 
-def _abs(imp: _Importer, node: Any, name: str, ins: list[str], attrs: dict[str, Any]) -> str:
-    minus1 = imp.g.const(np.float32(-1.0), name + "/minus1")
-    neg = imp.g.op("Relu", [imp.g.op("Mul", [ins[0], minus1], name + "/negate")], name + "/neg")
-    return imp.g.op("Add", [imp.g.op("Relu", ins[:1], name + "/pos"), neg], name)
-
-
-def _reduce_sum(
-    imp: _Importer, node: Any, name: str, ins: list[str], attrs: dict[str, Any]
-) -> str | None:
-    axes, shape = _axes(imp, ins, attrs), imp.shapes.get(node.input[0])
-    if axes is None or shape is None or (not axes and attrs.get("noop_with_empty_axes", 0)):
-        return None
-    dims = [shape[a] for a in (axes or range(len(shape)))]
-    if any(d < 0 for d in dims):  # a free dimension is reduced: its size is not known here
-        return None
-    count = int(np.prod(dims))
-    mean = imp.g.op(
-        "Mean", ins[:1], name + "/mean", axes=axes, keepdims=bool(attrs.get("keepdims", 1))
-    )
-    return imp.g.op("Mul", [mean, imp.g.const(np.float32(count), name + "/count")], name)
-
-
 def _matmul(
     imp: _Importer, node: Any, name: str, ins: list[str], attrs: dict[str, Any]
 ) -> str | None:
     b = imp.const_of(ins[1])
     if (b is not None and b.ndim != 2) or (b is None and imp.rank(node.input[1]) != 2):
-        return None
+        return _batch_matmul(imp, node, name, ins)
+    if imp.rank(node.input[0]) == 1:
+        return _batch_matmul(imp, node, name, ins)
     return imp.g.op("Dense", ins[:2], name)
 
 
@@ -365,10 +345,6 @@ def _sum(imp: _Importer, node: Any, name: str, ins: list[str], attrs: dict[str, 
     return acc
 
 
-def _neg(imp: _Importer, node: Any, name: str, ins: list[str], attrs: dict[str, Any]) -> str:
-    return imp.g.op("Mul", [ins[0], imp.g.const(np.float32(-1.0), name + "/minus1")], name)
-
-
 def _unary(op: str) -> Handler:
     def handle(imp: _Importer, node: Any, name: str, ins: list[str], attrs: dict[str, Any]) -> str:
         extra = {"alpha": float(attrs.get("alpha", 0.01))} if op == "LeakyRelu" else {}
@@ -386,11 +362,7 @@ def _prelu(
         return None
     if imp.opset < 7 and slope.ndim == 1 and rank > 2:  # opset 6: per-channel slope [C]
         slope = slope.reshape((-1,) + (1,) * (rank - 2))
-    minus1 = imp.g.const(np.float32(-1.0), name + "/minus1")
-    pos = imp.g.op("Relu", ins[:1], name + "/pos")
-    neg = imp.g.op("Relu", [imp.g.op("Mul", [ins[0], minus1], name + "/negate")], name + "/neg")
-    scaled = imp.g.op("Mul", [neg, imp.g.const(slope, name + "/slope")], name + "/scaled")
-    return imp.g.op("Sub", [pos, scaled], name)
+    return imp.g.op("BinaryMath", [ins[0], imp.g.const(slope, name + "/slope")], name, fn="prelu")
 
 
 def _clip(
@@ -499,21 +471,22 @@ def _split(
 def _softmax(
     imp: _Importer, node: Any, name: str, ins: list[str], attrs: dict[str, Any]
 ) -> str | None:
+    op = node.op_type if node.op_type == "LogSoftmax" else "Softmax"
     rank = imp.rank(node.input[0])
     axis = int(attrs.get("axis", -1 if imp.opset >= 13 else 1))
     if imp.opset >= 13:
-        return imp.g.op("Softmax", ins[:1], name, axis=axis)
+        return imp.g.op(op, ins[:1], name, axis=axis)
     if rank is None:
         return None
     axis %= rank
     if axis == rank - 1:
-        return imp.g.op("Softmax", ins[:1], name, axis=-1)
+        return imp.g.op(op, ins[:1], name, axis=-1)
     shape = imp.shapes.get(node.input[0]) or []
     back = [-1 if i == 0 else d for i, d in enumerate(shape)]
     if any(d < 0 for d in back[1:]):
         return None
     flat = imp.g.op("Flatten", ins[:1], name + "/flatten", axis=axis)
-    y = imp.g.op("Softmax", [flat], name + "/softmax", axis=-1)
+    y = imp.g.op(op, [flat], name + "/softmax", axis=-1)
     return imp.g.op("Reshape", [y], name, shape=back)
 
 
@@ -660,6 +633,109 @@ def _constant(
     return imp.g.const(imp.onnx.numpy_helper.to_array(attrs["value"]), name)
 
 
+def _math(fn: str, **defaults: float) -> Handler:
+    """An elementwise function of the native ``Math`` op; ``defaults`` maps the ONNX attributes
+    it reads (alpha, gamma...) to their ONNX defaults, passed on as ``alpha`` and ``beta``."""
+
+    def handle(imp: _Importer, node: Any, name: str, ins: list[str], attrs: dict[str, Any]) -> str:
+        params = {
+            ("alpha" if i == 0 else "beta"): float(attrs.get(key, default))
+            for i, (key, default) in enumerate(defaults.items())
+        }
+        return imp.g.op("Math", ins[:1], name, fn=fn, **params)
+
+    return handle
+
+
+def _gelu(imp: _Importer, node: Any, name: str, ins: list[str], attrs: dict[str, Any]) -> str | None:
+    approximate = _s(attrs.get("approximate", "none"))
+    if approximate not in ("none", "tanh"):
+        return None
+    return imp.g.op("Math", ins[:1], name, fn="gelu" if approximate == "none" else "gelu_tanh")
+
+
+def _binary_math(fn: str) -> Handler:
+    """Min, Max (variadic: folded left), Pow and Mod (fmod=1) on the native ``BinaryMath``."""
+
+    def handle(
+        imp: _Importer, node: Any, name: str, ins: list[str], attrs: dict[str, Any]
+    ) -> str | None:
+        present = [i for i in ins if i]
+        if fn == "fmod" and not attrs.get("fmod", 0):
+            return None  # integer Mod: the engine computes in float32
+        acc = present[0]
+        for i, x in enumerate(present[1:]):
+            last = i == len(present) - 2
+            acc = imp.g.op("BinaryMath", [acc, x], name if last else f"{name}/{i}", fn=fn)
+        return acc
+
+    return handle
+
+
+# ONNX Reduce* -> the native Reduce's kind.
+_REDUCE_KINDS = {
+    "ReduceSum": "sum", "ReduceMax": "max", "ReduceMin": "min", "ReduceProd": "prod",
+    "ReduceL1": "l1", "ReduceL2": "l2", "ReduceLogSum": "log_sum",
+    "ReduceLogSumExp": "log_sum_exp", "ReduceSumSquare": "sum_square",
+}
+
+
+def _reduce(imp: _Importer, node: Any, name: str, ins: list[str], attrs: dict[str, Any]) -> str | None:
+    axes = _axes(imp, ins, attrs)
+    if axes is None:
+        return None  # axes computed at run time
+    if not axes and attrs.get("noop_with_empty_axes", 0):
+        return ins[0]
+    shape = imp.shapes.get(node.input[0])
+    if shape is not None and 0 in shape:
+        return None  # an empty input: the engine holds no zero-size tensors
+    return imp.g.op(
+        "Reduce", ins[:1], name, kind=_REDUCE_KINDS[node.op_type], axes=axes,
+        keepdims=bool(attrs.get("keepdims", 1)),
+    )
+
+
+def _layer_norm(
+    imp: _Importer, node: Any, name: str, ins: list[str], attrs: dict[str, Any]
+) -> str | None:
+    if len(node.output) > 1 and any(o and imp._used(o) for o in node.output[1:]):
+        return None  # the saved mean / inverse deviation (training outputs)
+    return imp.g.op(
+        "LayerNorm", [i for i in ins[:3] if i], name, axis=int(attrs.get("axis", -1)),
+        epsilon=float(attrs.get("epsilon", 1e-5)),
+    )
+
+
+def _batch_matmul(imp: _Importer, node: Any, name: str, ins: list[str]) -> str | None:
+    """MatMul with numpy semantics: batch dimensions broadcast, 1-D operands promoted."""
+    ra, rb = imp.rank(node.input[0]), imp.rank(node.input[1])
+    if ra is None or rb is None or ra == 0 or rb == 0:
+        return None
+    a, b = ins[0], ins[1]
+    if ra == 1:
+        a = imp.g.op("Reshape", [a], name + "/a2d", shape=[1, -1])
+    if rb == 1:
+        b = imp.g.op("Reshape", [b], name + "/b2d", shape=[-1, 1])
+    rank = max(ra, rb, 2)
+    squeeze = ([rank - 2] if ra == 1 else []) + ([rank - 1] if rb == 1 else [])
+    y = imp.g.op("BatchMatMul", [a, b], name + "/mm" if squeeze else name)
+    return imp.g.op("Squeeze", [y], name, axes=squeeze) if squeeze else y
+
+
+def _expand(imp: _Importer, node: Any, name: str, ins: list[str], attrs: dict[str, Any]) -> str | None:
+    shape = imp.const_of(ins[1])
+    if shape is None or ins[1] in imp.symbolic:
+        return None
+    # x broadcast against zeros of the target shape: numpy's rules, as Expand's.
+    zeros = np.zeros([int(d) for d in np.ravel(shape)], np.float32)
+    return imp.g.op("Add", [ins[0], imp.g.const(zeros, name + "/zeros")], name)
+
+
+def _cast(imp: _Importer, node: Any, name: str, ins: list[str], attrs: dict[str, Any]) -> str | None:
+    return ins[0] if attrs.get("to") == imp.onnx.TensorProto.FLOAT else None
+
+
+
 # Ops that may read a run-time shape (see _Importer.symbolic).
 _SHAPE_OPS = {
     "Shape",
@@ -690,7 +766,7 @@ _HANDLERS: dict[str, Handler] = {
     "Mul": _binary("Mul"),
     "Div": _binary("Div"),
     "Sum": _sum,
-    "Neg": _neg,
+    "Neg": _math("neg"),
     "Relu": _unary("Relu"),
     "Sigmoid": _unary("Sigmoid"),
     "Tanh": _unary("Tanh"),
@@ -712,8 +788,44 @@ _HANDLERS: dict[str, Handler] = {
     "Unsqueeze": _unsqueeze,
     "Pad": _pad,
     "ReduceMean": _reduce_mean,
-    "ReduceSum": _reduce_sum,
-    "Abs": _abs,
+    **{op: _reduce for op in _REDUCE_KINDS},
+    "Abs": _math("abs"),
+    "Exp": _math("exp"),
+    "Log": _math("log"),
+    "Sqrt": _math("sqrt"),
+    "Erf": _math("erf"),
+    "Reciprocal": _math("reciprocal"),
+    "Floor": _math("floor"),
+    "Ceil": _math("ceil"),
+    "Round": _math("round"),
+    "Sin": _math("sin"),
+    "Cos": _math("cos"),
+    "Tan": _math("tan"),
+    "Asin": _math("asin"),
+    "Acos": _math("acos"),
+    "Atan": _math("atan"),
+    "Sinh": _math("sinh"),
+    "Cosh": _math("cosh"),
+    "Asinh": _math("asinh"),
+    "Acosh": _math("acosh"),
+    "Atanh": _math("atanh"),
+    "Sign": _math("sign"),
+    "Softplus": _math("softplus"),
+    "Softsign": _math("softsign"),
+    "Mish": _math("mish"),
+    "Elu": _math("elu", alpha=1.0),
+    "Celu": _math("celu", alpha=1.0),
+    "ThresholdedRelu": _math("thresholded_relu", alpha=1.0),
+    "Selu": _math("selu", alpha=1.67326319217681884765625, gamma=1.05070102214813232421875),
+    "Gelu": _gelu,
+    "Min": _binary_math("min"),
+    "Max": _binary_math("max"),
+    "Pow": _binary_math("pow"),
+    "Mod": _binary_math("fmod"),
+    "LayerNormalization": _layer_norm,
+    "LogSoftmax": _softmax,
+    "Expand": _expand,
+    "Cast": _cast,
 }
 
 

@@ -86,8 +86,7 @@ def confine(cfg: dict[str, Any]) -> str:
     done = [f"processes {nproc}"]
     if cfg.get("landlock"):
         landlock = _sibling("landlock")
-        rules = [(p, landlock.READ | (landlock.WRITE if mode == "rw" else 0))
-                 for p, mode in cfg["rules"]]
+        rules = [(p, landlock.RIGHTS[mode]) for p, mode in cfg["rules"]]
         net = cfg.get("net")  # TCP ports (None: TCP is not restricted by Landlock)
         abi = landlock.restrict(rules, None if net is None else landlock.NetRules(
             tuple(net["connect"]), tuple(net["bind"])))

@@ -43,10 +43,11 @@ class ResourceGrant:
     permission
         ``"ro"`` or ``"rw"``.
     kind
-        ``"model"`` (a machine-learning resource) or ``"device"``.
+        ``"model"`` (a machine-learning resource), ``"device"`` or ``"volume"`` (a host
+        directory).
     grant
         The path the OS rule is put on: the directory holding every version of a model
-        resource (the destination points into it), or the device node itself.
+        resource (the destination points into it), the device node or the volume itself.
     owner_gid
         The group owning the installed files (the owner setting), added to the worker's
         groups when the core runs as root; None when the group file sets none.
@@ -67,7 +68,7 @@ class ResourceGrant:
         """The path Landlock grants: ``grant`` when set, else the destination's directory."""
         if self.grant:
             return self.grant
-        if self.kind == "device":
+        if self.kind != "model":
             return self.path
         return os.path.dirname(os.path.realpath(self.path))
 
@@ -98,12 +99,15 @@ class FunctionSpec:
     resources
         What the function may touch, by resource id.
     concurrency
-        Most workers at once (pinned functions start them all with the core).
+        Most workers at once (pinned functions start them all with the core): the group file's
+        ``concurrency``, the calls the function runs at once (a worker runs one call, or up to
+        its batch size for a batching function).
     uid, gid
-        Run as this user and group when the core runs as root (default: nobody/nogroup, 65534);
-        ignored otherwise, since an unprivileged core cannot change user.
+        The group file's ``run_as``: run as this user and group when the core runs as root
+        (default: the function's own user); ignored otherwise, since an unprivileged core cannot
+        change user. 0 needs the core's ``functions.allow_root``.
     idle_s
-        Idle time after which an on-demand worker stops.
+        Idle time after which an on-demand worker stops (the group file's ``idle_timeout_s``).
     network
         None: no network at all; else what the group grants (``any``, or TCP ports to connect
         to and bind).
@@ -143,7 +147,7 @@ class FunctionSpec:
         """Everything that needs new workers when it changes (resource versions excluded)."""
         return (self.handler, self.code_dir, self.pinned, self.timeout_s, self.memory_mb,
                 tuple(sorted(self.environment.items())), self.resources, self.max_workers(),
-                self.uid, self.gid, self.network)
+                self.uid, self.gid, self.network, self.idle_s)
 
 
 @dataclass(frozen=True)
@@ -202,25 +206,32 @@ def read_deployed_group(root: str | os.PathLike[str],
         for line in deploy.changed_versions(root):
             logging.getLogger("pyengine.core").warning("%s", line)
     functions = []
+    declared = {f.name: f for f in installed.group.functions}
     for f in installed.functions.values():
         grants = []
         for fr in f.resources:
             r = installed.resources.get(fr.id)
             if r is None:
                 continue  # not installed (a failed first deploy kept with --on-failure=keep)
-            if r.kind == "device":
+            if r.kind != "model":
                 grants.append(ResourceGrant(id=r.id, path=r.path, permission=fr.permission,
-                                            kind="device", grant=r.path))
+                                            kind=r.kind, grant=r.path))
             else:
                 store = os.path.dirname(r.version_path) if r.version_path else ""
                 grants.append(ResourceGrant(id=r.id, path=r.path, permission=fr.permission,
                                             kind="model", grant=store, owner_gid=r.owner_group,
                                             batching=getattr(fr, "batching", None)))
+        fd = declared.get(f.name)
+        run_as = fd.run_as if fd is not None else None
         functions.append(FunctionSpec(
             name=f.name, handler=f.handler, code_dir=f.code_dir, pinned=f.pinned,
             timeout_s=float(f.timeout_s), memory_mb=int(f.memory_mb),
             environment=dict(f.environment), resources=tuple(grants),
-            network=f.network, invoke=tuple(f.invoke)))
+            network=f.network, invoke=tuple(f.invoke),
+            concurrency=(fd.concurrency or 0) if fd is not None else 0,
+            uid=run_as.uid if run_as is not None else None,
+            gid=run_as.gid if run_as is not None else None,
+            idle_s=fd.idle_timeout_s if fd is not None and fd.idle_timeout_s else 60.0))
     return DeployedGroup(name=installed.name, root=root, functions=tuple(functions),
                          deployment=str(installed.deployment_id),
                          subscriptions=tuple(installed.group.subscriptions))

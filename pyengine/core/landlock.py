@@ -57,7 +57,20 @@ SCOPE_ABI = 6
 _FILE_RIGHTS = EXECUTE | WRITE_FILE | READ_FILE | TRUNCATE | IOCTL_DEV
 READ = EXECUTE | READ_FILE | READ_DIR
 WRITE = (WRITE_FILE | REMOVE_DIR | REMOVE_FILE | MAKE_DIR | MAKE_REG | MAKE_SYM | MAKE_SOCK
-         | MAKE_FIFO | REFER | TRUNCATE | IOCTL_DEV)
+         | MAKE_FIFO | REFER | TRUNCATE)
+#: What each permission of a rule (:class:`pyengine.core.policy.WorkerPlan` ``rules``) allows.
+#: A device's ro opens it for reading and issues ioctls (a driver's calls: a camera's
+#: controls, a GPU's work submission), rw also opens it for writing; ioctl is never a
+#: write-only right, so a granted device is usable whatever its permission. A volume holds
+#: data: read (and, rw, write) but never execute.
+RIGHTS = {
+    "ro": READ,
+    "rw": READ | WRITE,
+    "device-ro": READ_FILE | IOCTL_DEV,
+    "device-rw": READ_FILE | WRITE_FILE | IOCTL_DEV,
+    "volume-ro": READ_FILE | READ_DIR,
+    "volume-rw": READ_FILE | READ_DIR | WRITE,
+}
 
 
 class _RulesetAttr(ctypes.Structure):

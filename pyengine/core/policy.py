@@ -10,6 +10,7 @@ resources the function was not given.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import site
 import stat
@@ -17,8 +18,10 @@ import sys
 from dataclasses import dataclass
 
 import pyengine
+from pyengine import device_files
 from pyengine.core import landlock, netns
 from pyengine.core.group import FunctionSpec
+from pyengine.deploy.group import denied_destination
 
 #: uid and gid of functions run by a root core that allocates no user for them (nobody).
 DEFAULT_ID = 65534
@@ -130,6 +133,8 @@ class WorkerPlan:
     network_gap: str = ""
     #: RLIMIT_NPROC of the workers: tasks the function may run beyond what its user runs.
     processes_max: int = DEFAULT_PROCESSES_MAX
+    #: Why the core will not start this function's workers ('' when it will).
+    refused: str = ""
 
 
 def _network(spec: FunctionSpec, support: NetworkSupport
@@ -157,7 +162,7 @@ def _network(spec: FunctionSpec, support: NetworkSupport
 def plan(spec: FunctionSpec, root: str, scratch: str, protected: list[str],
          user: tuple[int, int] | None = None,
          processes_max: int = DEFAULT_PROCESSES_MAX,
-         network: NetworkSupport = NetworkSupport()) -> WorkerPlan:
+         network: NetworkSupport = NetworkSupport(), allow_root: bool = False) -> WorkerPlan:
     """The user, groups, path rules and network rules of ``spec``'s workers.
 
     Parameters
@@ -178,6 +183,15 @@ def plan(spec: FunctionSpec, root: str, scratch: str, protected: list[str],
         The workers' RLIMIT_NPROC (see :func:`pyengine.core.boot.limit_processes`).
     network
         What the machine offers to restrict the network (:func:`network_support`).
+    allow_root
+        The core's ``functions.allow_root``: without it a ``run_as`` uid or gid of 0 gives a
+        plan whose ``refused`` says why (the core's own check; validation checks too).
+
+    A device grant opens the node and its companions (a GPU's, see
+    :func:`pyengine.device_files.device_nodes`), a volume grant its directory, each with the
+    rights of :data:`landlock.RIGHTS`; a required companion that is missing, or a volume
+    overlapping the root or what it guards, gives a plan whose ``refused`` names it: the
+    workers do not start and each call fails with that reason.
 
     Raises
     ------
@@ -205,8 +219,38 @@ def plan(spec: FunctionSpec, root: str, scratch: str, protected: list[str],
     rules.append((os.path.realpath(spec.code_dir), "ro"))
     rules.append((scratch, "rw"))
     fixed: list[tuple[str, str]] = []
+    refusals: list[str] = []
+    node_groups: set[int] = set()
     for r in spec.resources:
-        if r.kind == "model" and r.permission == "rw":
+        if r.kind == "device":
+            nodes, missing = device_files.device_nodes(r.path)
+            refusals += [f"device resource {r.id!r} ({r.path}) needs {m}, which does not exist "
+                         "on this machine (load the driver's module, e.g. nvidia-modprobe -u "
+                         "-c 0 for /dev/nvidia-uvm)" for m in missing]
+            for node in nodes:
+                st = os.stat(node)
+                if not (stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode)):
+                    refusals.append(f"device resource {r.id!r}: {node} is no longer a device")
+                    continue
+                rules.append((node, f"device-{r.permission}"))
+                node_groups.add(st.st_gid)
+        elif r.kind == "volume":
+            real = os.path.realpath(r.path)
+            clash = [g for g in guarded if _contains(real, g) or _contains(g, real)]
+            denied = denied_destination(real)  # a link swapped to /etc since the deploy
+            if denied or not os.path.isdir(real):
+                refusals.append(f"volume resource {r.id!r} ({r.path}, really {real}) is "
+                                f"{denied or 'not an existing directory'} (it changed since "
+                                "the deploy)")
+            elif clash:
+                refusals.append(f"volume resource {r.id!r} ({r.path}, really {real}) overlaps "
+                                f"{clash[0]}, which the core keeps from functions (its root, "
+                                "code and model stores); choose a directory outside them")
+            else:
+                rules.append((real, f"volume-{r.permission}"))
+            with contextlib.suppress(OSError):
+                node_groups.add(os.stat(real).st_gid)
+        elif r.kind == "model" and r.permission == "rw":
             # Write access to the version in use only, not to the deploy layer's store around it
             # (a new version of a rw resource gets new workers: see Core.reload).
             version = os.path.realpath(r.path)
@@ -222,11 +266,19 @@ def plan(spec: FunctionSpec, root: str, scratch: str, protected: list[str],
         own_uid, own_gid = user if user is not None else (DEFAULT_ID, DEFAULT_ID)
         uid = own_uid if spec.uid is None else spec.uid
         gid = own_gid if spec.gid is None else spec.gid
-        groups = tuple(sorted({r.owner_gid for r in spec.resources if r.owner_gid is not None}))
+        # The owner groups of its models, and the groups owning its devices and volumes (a
+        # 0660 root:video GPU): never group 0, which owns much of the system.
+        groups = tuple(sorted({r.owner_gid for r in spec.resources if r.owner_gid is not None}
+                              | (node_groups - {0})))
+        if 0 in (spec.uid, spec.gid) and not allow_root:
+            refusals.append(f"its run_as ({spec.uid}:{spec.gid}) is root, which this core's "
+                            "configuration does not allow (functions.allow_root: true)")
     net, in_netns, gap = _network(spec, network)
     return WorkerPlan(uid=uid, gid=gid, groups=groups, scratch=scratch, rules=tuple(rules),
                       fixed=tuple(fixed), processes_max=processes_max, net=net, netns=in_netns,
-                      network_gap=gap)
+                      network_gap=gap,
+                      refused="; ".join(f"{spec.name!r} cannot start: {r}" for r in refusals))
+
 
 
 def unreadable(worker_plan: WorkerPlan, spec: FunctionSpec) -> list[str]:

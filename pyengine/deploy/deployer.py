@@ -70,6 +70,7 @@ from pyengine.deploy.unpack import (
     tree_digest,
     unpack,
 )
+from pyengine.device_files import device_nodes
 from pyengine.sources import open_source
 from pyengine.sources.base import Source, SourceError, SourceInfo
 
@@ -593,6 +594,9 @@ def recover(root: Optional[str] = None) -> list[int]:
 
 # ----------------------------------------------------------------------------------- deploy
 
+#: Resources that are checked where they are, never installed (nothing to link or remove).
+VERIFIED_KINDS = ("device", "volume")
+
 
 class _Deployer:
     def __init__(
@@ -959,6 +963,32 @@ class _Deployer:
             raise DeployError(f"device {p} does not exist on this machine") from None
         if not (stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode)):
             raise DeployError(f"{p} is not a character or block device; device resources must be")
+        _, missing = device_nodes(p)
+        if missing:
+            raise DeployError(
+                f"GPU {p} needs {', '.join(missing)}, which does not exist on this machine: load "
+                "the driver's modules (for /dev/nvidia-uvm: `nvidia-modprobe -u -c 0`, or run "
+                "one CUDA program as root) and deploy again"
+            )
+        it.outcome = "verified"
+        return None
+
+    def prepare_volume(self, r: Resource, it: ItemResult) -> Optional[Callable[[], None]]:
+        assert r.volume is not None
+        p = r.volume.path
+        it.path = p
+        real = os.path.realpath(p)
+        if not os.path.isdir(real):
+            raise DeployError(f"volume {p} is not an existing directory on this machine; create "
+                              "it (owned by the group the functions should share it through)")
+        problem = denied_destination(real)  # again: links may have moved since validation
+        if problem:
+            raise DeployError(f"volume {p} is, through symbolic links, {real}, which is {problem}")
+        root = os.path.realpath(self.s.root)
+        if real == root or real.startswith(root.rstrip("/") + "/") or \
+                root.startswith(real.rstrip("/") + "/"):
+            raise DeployError(f"volume {p} ({real}) overlaps the core's root {root}, which no "
+                              "function may see; choose a directory outside it")
         it.outcome = "verified"
         return None
 
@@ -1096,8 +1126,10 @@ class _Deployer:
         for r in g.resources:
             if r.model is not None:
                 units.append(("model", r.id, functools.partial(self.prepare_model, r)))
-            else:
+            elif r.device is not None:
                 units.append(("device", r.id, functools.partial(self.prepare_device, r)))
+            else:
+                units.append(("volume", r.id, functools.partial(self.prepare_volume, r)))
         for f in g.functions:
             units.append(("function", f.name, functools.partial(self.prepare_function, f)))
         failed = False
@@ -1144,7 +1176,7 @@ class _Deployer:
         removed = [
             ItemResult(row["kind"], row["key"], "removed", path=row["destination"])
             for row in self.state.q("SELECT * FROM installed")
-            if (row["kind"], row["key"]) not in in_group and row["kind"] != "device"
+            if (row["kind"], row["key"]) not in in_group and row["kind"] not in VERIFIED_KINDS
         ]
         apply = not failed or self.on_failure == "keep"
         switched: list[ItemResult] = []
@@ -1230,7 +1262,8 @@ class _Deployer:
                     db.execute("DELETE FROM installed WHERE kind=? AND key=?", (it.kind, it.key))
                 if apply:
                     for row in list(
-                        db.execute("SELECT kind, key FROM installed WHERE kind='device'")
+                        db.execute("SELECT kind, key FROM installed WHERE kind IN "
+                                   "('device', 'volume')")
                     ):
                         if (row[0], row[1]) not in in_group:
                             db.execute(
@@ -1332,7 +1365,7 @@ def rollback(
         plan: list[tuple[ItemResult, Optional[str]]] = []
         for row in items:
             v = None
-            if row["kind"] != "device":
+            if row["kind"] not in VERIFIED_KINDS:
                 vrow = state.one(
                     "SELECT path FROM versions WHERE kind=? AND key=? AND version=?",
                     row["kind"],
@@ -1363,7 +1396,7 @@ def rollback(
             )
         keys = {(it.kind, it.key) for it, _ in plan}
         for row in state.q("SELECT * FROM installed"):
-            if (row["kind"], row["key"]) not in keys and row["kind"] != "device":
+            if (row["kind"], row["key"]) not in keys and row["kind"] not in VERIFIED_KINDS:
                 plan.append(
                     (ItemResult(row["kind"], row["key"], "removed", path=row["destination"]), None)
                 )
@@ -1390,7 +1423,7 @@ def rollback(
             for row in state.q("SELECT kind, key, destination FROM installed")
         }
         for it, v in plan:
-            if it.kind != "device" and it.path:
+            if it.kind not in VERIFIED_KINDS and it.path:
                 old = current_dest.get((it.kind, it.key))
                 if old and old != it.path:  # the destination moved since: its link goes
                     d.switch(ItemResult(it.kind, it.key, "moved", path=old), None)

@@ -19,6 +19,7 @@ from pyengine.deploy.environment import environment_problem, environment_size_pr
 from pyengine.deploy.errors import GroupError
 from pyengine.deploy.parse import parse_group_text, read_text
 from pyengine.deploy.subscriptions import BROKERS, Subscription, filter_problem, routing_cycles
+from pyengine.device_files import is_gpu_node
 from pyengine.sources.aws import AwsSettings
 from pyengine.sources.s3 import bucket_problem
 
@@ -91,23 +92,34 @@ class DeviceSpec:
 
 
 @dataclass(frozen=True)
+class VolumeSpec:
+    """A volume resource: a host directory (a camera's capture folder) granted as it is."""
+
+    path: str
+
+
+@dataclass(frozen=True)
 class Resource:
-    """One resource of a group (a model or a device)."""
+    """One resource of a group (a model, a device or a volume)."""
 
     id: str
     name: str
     model: Optional[ModelSpec] = None
     device: Optional[DeviceSpec] = None
+    volume: Optional[VolumeSpec] = None
 
     @property
     def kind(self) -> str:
-        """ "model" or "device"."""
-        return "model" if self.model is not None else "device"
+        """ "model", "device" or "volume"."""
+        if self.model is not None:
+            return "model"
+        return "device" if self.device is not None else "volume"
 
     @property
     def max_permission(self) -> str:
-        """The most a function may be granted: the owner setting's (ro without one)."""
-        if self.device is not None:
+        """The most a function may be granted: the owner setting's (ro without one); devices
+        and volumes are granted as each function's entry says."""
+        if self.device is not None or self.volume is not None:
             return "rw"
         owner = self.model.owner if self.model else None
         return owner.permission if owner else "ro"
@@ -156,6 +168,14 @@ class Network:
 
 
 @dataclass(frozen=True)
+class RunAs:
+    """The user and group a function runs as (``run_as``), instead of a user of its own."""
+
+    uid: int
+    gid: int
+
+
+@dataclass(frozen=True)
 class Function:
     """A Lambda-style handler: ``handler`` is ``module.function`` inside ``code`` (a directory).
 
@@ -176,6 +196,12 @@ class Function:
     max_code_files: Optional[int] = None
     network: Optional[Network] = None
     invoke: tuple[str, ...] = ()
+    #: None: the core's choice (a user of its own for each function).
+    run_as: Optional[RunAs] = None
+    #: Most calls at once (one worker each); None: 1 pinned, 4 on demand.
+    concurrency: Optional[int] = None
+    #: An on-demand worker idle this long stops; None: 60 s.
+    idle_timeout_s: Optional[float] = None
 
 
 @dataclass(frozen=True)
@@ -212,7 +238,8 @@ class Group:
                 o = m.get("owner")
                 model = ModelSpec(**{**m, "owner": Owner(**o) if o else None})
             dev = DeviceSpec(**r["device"]) if r.get("device") else None
-            res.append(Resource(r["id"], r["name"], model, dev))
+            vol = VolumeSpec(**r["volume"]) if r.get("volume") else None
+            res.append(Resource(r["id"], r["name"], model, dev, vol))
         funcs = [
             Function(
                 **{
@@ -220,6 +247,7 @@ class Group:
                     "resources": tuple(_function_resource(x) for x in f.get("resources", [])),
                     "network": Network.from_dict(f["network"]) if f.get("network") else None,
                     "invoke": tuple(f.get("invoke", ())),
+                    "run_as": RunAs(**f["run_as"]) if f.get("run_as") else None,
                 }
             )
             for f in d.get("functions", [])
@@ -643,6 +671,69 @@ def _check_device(c: _Checker, where: str, raw: Any) -> Optional[DeviceSpec]:
     return DeviceSpec(path)
 
 
+def _check_volume(c: _Checker, where: str, raw: Any) -> Optional[VolumeSpec]:
+    """``volume: {path}``: an absolute host directory, refused where a model destination is
+    (system directories, root's home, a top-level directory), as written and through symbolic
+    links. That it exists, is a directory and lies outside the core's root is checked by the
+    deploy (which knows the root) and again by the core."""
+    m = c.mapping(where, raw, ("path",), ("path",))
+    p = m.get("path") if m else None
+    if p is None:
+        return None
+    before = len(c.problems)
+    path = _check_destination(c, f"{where}.path", p)
+    if path and len(c.problems) == before:
+        real = os.path.realpath(path)
+        problem = denied_destination(real)
+        if problem and real != real_destination(path):
+            c.bad(f"{where}.path", f"{p!r} is, through symbolic links, {real}, which is {problem}")
+    return VolumeSpec(path) if path else None
+
+
+#: Largest ``concurrency`` of a function (each call at once is a worker process).
+CONCURRENCY_MAX = 256
+
+
+def _check_run_as(c: _Checker, where: str, raw: Any) -> Optional[RunAs]:
+    """``run_as: {uid, gid}``: numeric ids. uid or gid 0 is refused here unless the core
+    configuration named by ``PYENGINE_CORE_CONFIG`` allows root functions; the core refuses
+    them again when its own configuration does not (see :func:`pyengine.core.policy.plan`)."""
+    if raw is None:
+        return None
+    m = c.mapping(where, raw, ("uid", "gid"), ("uid", "gid"))
+    ids: dict[str, int] = {}
+    for key in ("uid", "gid"):
+        v = m.get(key)
+        if v is None:
+            continue
+        if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v < 2**32 - 1:
+            c.bad(f"{where}.{key}", f"{v!r} must be a numeric {key} from 0 to {2**32 - 2}")
+            continue
+        ids[key] = v
+    if len(ids) < 2:
+        return None
+    for key in ("uid", "gid"):
+        if ids[key] == 0 and not root_functions_allowed():
+            c.bad(f"{where}.{key}", "0 runs the function as root, which the core refuses "
+                  "unless its configuration sets functions.allow_root: true (and "
+                  "PYENGINE_CORE_CONFIG names that file when deploying); choose another id")
+    return RunAs(ids["uid"], ids["gid"])
+
+
+def root_functions_allowed() -> bool:
+    """Whether the core configuration in ``PYENGINE_CORE_CONFIG`` (if any) sets
+    ``functions.allow_root`` (validation's view; the core checks its own configuration)."""
+    path = os.environ.get("PYENGINE_CORE_CONFIG")
+    if not path:
+        return False
+    from pyengine.core.config import ConfigError, load_config
+
+    try:
+        return load_config(path).functions.allow_root
+    except (ConfigError, OSError, ValueError):
+        return False
+
+
 def validate_group(data: dict[str, Any], path: str = "<group>", local_sources: bool = False
                    ) -> Group:
     """Validate a raw group mapping; relative paths resolve against ``path``'s directory.
@@ -675,7 +766,7 @@ def validate_group(data: dict[str, Any], path: str = "<group>", local_sources: b
     seen: dict[str, str] = {}
     for i, r in enumerate(raw_res):
         where = f"resources[{i}]"
-        m = c.mapping(where, r, ("id", "name", "model", "device"), ("id",))
+        m = c.mapping(where, r, ("id", "name", "model", "device", "volume"), ("id",))
         if not m:
             continue
         rid = c.ident(f"{where}.id", m.get("id")) if m.get("id") is not None else ""
@@ -683,15 +774,17 @@ def validate_group(data: dict[str, Any], path: str = "<group>", local_sources: b
         if rid in seen:
             c.bad(f"{where}.id", f"{rid!r} is already the id of {seen[rid]}; ids must be unique")
         seen[rid] = where
-        has_model, has_dev = m.get("model") is not None, m.get("device") is not None
-        if has_model == has_dev:
-            c.bad(where, "a resource needs exactly one of 'model' or 'device'")
+        kinds = [k for k in ("model", "device", "volume") if m.get(k) is not None]
+        if len(kinds) != 1:
+            c.bad(where, "a resource needs exactly one of 'model', 'device' or 'volume'"
+                  f"{' (it has ' + ', '.join(kinds) + ')' if kinds else ''}")
             continue
-        model = _check_model(c, f"{where}.model", m["model"]) if has_model else None
-        dev = _check_device(c, f"{where}.device", m["device"]) if has_dev else None
-        if model is None and dev is None:
+        model = _check_model(c, f"{where}.model", m["model"]) if kinds == ["model"] else None
+        dev = _check_device(c, f"{where}.device", m["device"]) if kinds == ["device"] else None
+        vol = _check_volume(c, f"{where}.volume", m["volume"]) if kinds == ["volume"] else None
+        if model is None and dev is None and vol is None:
             continue
-        resources.append(Resource(rid, rname, model, dev))
+        resources.append(Resource(rid, rname, model, dev, vol))
 
     dests = [
         (r.model.destination, i) for i, r in enumerate(resources) if r.model and r.model.destination
@@ -709,6 +802,16 @@ def validate_group(data: dict[str, Any], path: str = "<group>", local_sources: b
                     f"{b!r} overlaps resources[{ia}] ({a!r}: {rel}); each resource needs its own "
                     "directory, not nested in another's",
                 )
+
+    for iv, v in enumerate(resources):
+        if v.volume is None:
+            continue
+        vp = v.volume.path.rstrip("/") or "/"
+        for a, ia in dests:
+            if a == vp or a.startswith(vp + "/") or vp.startswith(a.rstrip("/") + "/"):
+                c.bad(f"resources[{iv}].volume.path", f"{v.volume.path!r} overlaps the model "
+                      f"destination of resources[{ia}] ({a!r}): a function writing the volume "
+                      "would change the installed model; keep volumes and models apart")
 
     functions: list[Function] = []
     raw_fn = top.get("functions") or []
@@ -738,6 +841,9 @@ def validate_group(data: dict[str, Any], path: str = "<group>", local_sources: b
                 "max_code_files",
                 "network",
                 "invoke",
+                "run_as",
+                "concurrency",
+                "idle_timeout_s",
             ),
             ("name", "handler", "code"),
         )
@@ -794,6 +900,12 @@ def validate_group(data: dict[str, Any], path: str = "<group>", local_sources: b
                 )
                 continue
             res = by_id[str(fr_id)]
+            if perm == "ro" and res.device is not None and is_gpu_node(res.device.path):
+                c.bad(
+                    f"{w}.permission",
+                    f"'ro' on GPU {res.device.path}: the CUDA driver opens the GPU's device "
+                    "files read-write, which a ro device grant refuses; grant rw",
+                )
             if perm == "rw" and res.max_permission == "ro":
                 c.bad(
                     f"{w}.permission",
@@ -811,6 +923,9 @@ def validate_group(data: dict[str, Any], path: str = "<group>", local_sources: b
                     except ValueError as exc:
                         c.problems.append(str(exc))
             frs.append(FunctionResource(str(fr_id), perm, batching))
+        if pinned is True and m.get("idle_timeout_s") is not None:
+            c.bad(f"{where}.idle_timeout_s", f"{m['idle_timeout_s']!r}: a pinned function's "
+                  "workers never stop for being idle; remove idle_timeout_s or set pinned: false")
         code_mb = m.get("max_code_mb")
         code_files = m.get("max_code_files")
         functions.append(
@@ -831,6 +946,11 @@ def validate_group(data: dict[str, Any], path: str = "<group>", local_sources: b
                 else None,
                 _check_network(c, f"{where}.network", m.get("network")),
                 _invoke_list(c, f"{where}.invoke", m.get("invoke"), fname, all_names),
+                _check_run_as(c, f"{where}.run_as", m.get("run_as")),
+                int(c.number(f"{where}.concurrency", m["concurrency"], 1, CONCURRENCY_MAX,
+                             integer=True)) if m.get("concurrency") is not None else None,
+                float(c.number(f"{where}.idle_timeout_s", m["idle_timeout_s"], 0.1, 86400))
+                if m.get("idle_timeout_s") is not None else None,
             )
         )
 

@@ -1,0 +1,431 @@
+// SPDX-License-Identifier: Apache-2.0
+// Generic elementwise math, broadcasting binaries, reductions, LayerNorm, LogSoftmax and batched
+// MatMul: the ops the ONNX importer maps Exp, Erf, Pow, Min, ReduceMax, LayerNormalization... onto.
+// Plain loops (no vector variants yet: none is hot in the CNNs the vector kernels serve) and
+// host-only (lower() stays false, so a device executor runs them on host copies).
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <map>
+#include <vector>
+
+#include "common.h"
+#include "graph/op.h"
+
+namespace pyengine {
+
+namespace {
+
+// Row-major strides of `s`, with 0 for the dimensions `s` broadcasts (size 1) into `out`
+// (`s` right-aligned against `out`).
+std::vector<int64_t> broadcast_strides(const Shape& s, const Shape& out) {
+    std::vector<int64_t> st(out.size(), 0);
+    int64_t stride = 1;
+    for (size_t k = 0; k < s.size(); ++k) {
+        const size_t i = s.size() - 1 - k, o = out.size() - 1 - k;
+        st[o] = s[i] == 1 ? 0 : stride;
+        stride *= s[i];
+    }
+    return st;
+}
+
+Shape broadcast_shape(const Shape& a, const Shape& b) {
+    const size_t rank = std::max(a.size(), b.size());
+    Shape out(rank);
+    for (size_t i = 0; i < rank; ++i) {
+        const int64_t da = i < rank - a.size() ? 1 : a[i - (rank - a.size())];
+        const int64_t db = i < rank - b.size() ? 1 : b[i - (rank - b.size())];
+        if (da != db && da != 1 && db != 1) {
+            shape_error(str("shapes ", shape_str(a), " and ", shape_str(b), " do not broadcast"));
+        }
+        out[i] = da == 1 ? db : da;
+    }
+    return out;
+}
+
+// Calls f(out_index, a_offset, b_offset) for every element of `out`, walking an odometer.
+template <class F>
+void for_each_broadcast(const Shape& out, const std::vector<int64_t>& sa, const std::vector<int64_t>& sb, F f) {
+    const int64_t n = shape_numel(out);
+    std::vector<int64_t> idx(out.size(), 0);
+    int64_t oa = 0, ob = 0;
+    for (int64_t e = 0; e < n; ++e) {
+        f(e, oa, ob);
+        for (size_t d = out.size(); d-- > 0;) {
+            oa += sa[d];
+            ob += sb[d];
+            if (++idx[d] < out[d]) break;
+            oa -= sa[d] * out[d];
+            ob -= sb[d] * out[d];
+            idx[d] = 0;
+        }
+    }
+}
+
+// ---- Unary math ----
+
+enum class Fn {
+    Exp, Log, Sqrt, Erf, Abs, Neg, Reciprocal, Floor, Ceil, Round, Sin, Cos, Tan, Asin, Acos, Atan,
+    Sinh, Cosh, Asinh, Acosh, Atanh, Sign, Softplus, Softsign, Elu, Selu, Celu, Gelu, GeluTanh, Mish,
+    ThresholdedRelu
+};
+
+const std::map<std::string, Fn>& unary_fns() {
+    static const std::map<std::string, Fn> table = {
+        {"exp", Fn::Exp}, {"log", Fn::Log}, {"sqrt", Fn::Sqrt}, {"erf", Fn::Erf}, {"abs", Fn::Abs},
+        {"neg", Fn::Neg}, {"reciprocal", Fn::Reciprocal}, {"floor", Fn::Floor}, {"ceil", Fn::Ceil},
+        {"round", Fn::Round}, {"sin", Fn::Sin}, {"cos", Fn::Cos}, {"tan", Fn::Tan}, {"asin", Fn::Asin},
+        {"acos", Fn::Acos}, {"atan", Fn::Atan}, {"sinh", Fn::Sinh}, {"cosh", Fn::Cosh},
+        {"asinh", Fn::Asinh}, {"acosh", Fn::Acosh}, {"atanh", Fn::Atanh}, {"sign", Fn::Sign},
+        {"softplus", Fn::Softplus}, {"softsign", Fn::Softsign}, {"elu", Fn::Elu}, {"selu", Fn::Selu},
+        {"celu", Fn::Celu}, {"gelu", Fn::Gelu}, {"gelu_tanh", Fn::GeluTanh}, {"mish", Fn::Mish},
+        {"thresholded_relu", Fn::ThresholdedRelu},
+    };
+    return table;
+}
+
+float softplus(float x) { return x > 0.0f ? x + std::log1p(std::exp(-x)) : std::log1p(std::exp(x)); }
+
+class MathOp : public Op {
+public:
+    explicit MathOp(const Attrs& a) {
+        std::vector<std::string> names;
+        for (const auto& kv : unary_fns()) names.push_back(kv.first);
+        fn_ = unary_fns().at(a.get_string("fn", "", names));
+        alpha_ = a.get_float("alpha", 1.0f);
+        beta_ = a.get_float("beta", 1.0f);
+    }
+    std::vector<Shape> infer(const std::vector<Shape>& in) const override { return {in[0]}; }
+    void run(const std::vector<const Tensor*>& in, const std::vector<Tensor*>& out) const override {
+        const float* x = in[0]->f32();
+        float* y = out[0]->f32();
+        const int64_t n = in[0]->numel();
+        for (int64_t i = 0; i < n; ++i) y[i] = apply(x[i]);
+    }
+
+private:
+    float apply(float x) const {
+        switch (fn_) {
+            case Fn::Exp: return std::exp(x);
+            case Fn::Log: return std::log(x);
+            case Fn::Sqrt: return std::sqrt(x);
+            case Fn::Erf: return std::erf(x);
+            case Fn::Abs: return std::fabs(x);
+            case Fn::Neg: return -x;
+            case Fn::Reciprocal: return 1.0f / x;
+            case Fn::Floor: return std::floor(x);
+            case Fn::Ceil: return std::ceil(x);
+            case Fn::Round: return std::nearbyint(x);  // halves to even, as ONNX
+            case Fn::Sin: return std::sin(x);
+            case Fn::Cos: return std::cos(x);
+            case Fn::Tan: return std::tan(x);
+            case Fn::Asin: return std::asin(x);
+            case Fn::Acos: return std::acos(x);
+            case Fn::Atan: return std::atan(x);
+            case Fn::Sinh: return std::sinh(x);
+            case Fn::Cosh: return std::cosh(x);
+            case Fn::Asinh: return std::asinh(x);
+            case Fn::Acosh: return std::acosh(x);
+            case Fn::Atanh: return std::atanh(x);
+            case Fn::Sign: return static_cast<float>((x > 0.0f) - (x < 0.0f));
+            case Fn::Softplus: return softplus(x);
+            case Fn::Softsign: return x / (1.0f + std::fabs(x));
+            case Fn::Elu: return x < 0.0f ? alpha_ * std::expm1(x) : x;
+            case Fn::Selu: return beta_ * (x > 0.0f ? x : alpha_ * std::expm1(x));  // beta: gamma
+            case Fn::Celu: return std::max(0.0f, x) + std::min(0.0f, alpha_ * std::expm1(x / alpha_));
+            case Fn::Gelu: return 0.5f * x * (1.0f + std::erf(x * 0.70710678118654752f));
+            case Fn::GeluTanh:
+                return 0.5f * x * (1.0f + std::tanh(0.79788456080286536f * (x + 0.044715f * x * x * x)));
+            case Fn::Mish: return x * std::tanh(softplus(x));
+            case Fn::ThresholdedRelu: return x > alpha_ ? x : 0.0f;
+        }
+        return x;
+    }
+    Fn fn_;
+    float alpha_, beta_;
+};
+
+// ---- Broadcasting binaries beyond Add/Sub/Mul/Div ----
+
+enum class Bin { Pow, Min, Max, Fmod, PRelu };
+
+class BinaryMathOp : public Op {
+public:
+    explicit BinaryMathOp(const Attrs& a) {
+        const std::string fn = a.get_string("fn", "", {"pow", "min", "max", "fmod", "prelu"});
+        fn_ = fn == "pow" ? Bin::Pow : fn == "min" ? Bin::Min : fn == "max" ? Bin::Max
+            : fn == "fmod" ? Bin::Fmod : Bin::PRelu;
+    }
+    std::vector<Shape> infer(const std::vector<Shape>& in) const override {
+        return {broadcast_shape(in[0], in[1])};
+    }
+    void run(const std::vector<const Tensor*>& in, const std::vector<Tensor*>& out) const override {
+        const Shape& os = out[0]->shape;
+        const float* a = in[0]->f32();
+        const float* b = in[1]->f32();
+        float* y = out[0]->f32();
+        const Bin fn = fn_;
+        for_each_broadcast(os, broadcast_strides(in[0]->shape, os), broadcast_strides(in[1]->shape, os),
+                           [&](int64_t e, int64_t ia, int64_t ib) {
+                               const float x = a[ia], z = b[ib];
+                               switch (fn) {
+                                   case Bin::Pow: y[e] = std::pow(x, z); break;
+                                   // NaN propagates, as in ONNX's Min/Max
+                                   case Bin::Min: y[e] = std::isnan(x) || x < z ? x : z; break;
+                                   case Bin::Max: y[e] = std::isnan(x) || x > z ? x : z; break;
+                                   case Bin::Fmod: y[e] = std::fmod(x, z); break;
+                                   case Bin::PRelu: y[e] = x < 0.0f ? x * z : x; break;
+                               }
+                           });
+    }
+
+private:
+    Bin fn_;
+};
+
+// ---- Reductions ----
+
+enum class Red { Sum, Mean, Max, Min, Prod, L1, L2, LogSum, LogSumExp, SumSquare };
+
+class ReduceOp : public Op {
+public:
+    explicit ReduceOp(const Attrs& a) {
+        static const std::map<std::string, Red> kinds = {
+            {"sum", Red::Sum}, {"mean", Red::Mean}, {"max", Red::Max}, {"min", Red::Min},
+            {"prod", Red::Prod}, {"l1", Red::L1}, {"l2", Red::L2}, {"log_sum", Red::LogSum},
+            {"log_sum_exp", Red::LogSumExp}, {"sum_square", Red::SumSquare}};
+        std::vector<std::string> names;
+        for (const auto& kv : kinds) names.push_back(kv.first);
+        kind_ = kinds.at(a.get_string("kind", "", names));
+        axes_ = a.get_ints("axes", -1, {}, std::numeric_limits<int64_t>::min());
+        keepdims_ = a.get_bool("keepdims", true);
+    }
+    // Which dimensions of an input of rank `rank` are reduced (no axes: all of them).
+    std::vector<bool> reduced(size_t rank) const {
+        std::vector<bool> r(rank, axes_.empty());
+        for (int64_t ax : axes_) r[static_cast<size_t>(normalize_axis(ax, rank, "Reduce"))] = true;
+        return r;
+    }
+    std::vector<Shape> infer(const std::vector<Shape>& in) const override {
+        const std::vector<bool> r = reduced(in[0].size());
+        Shape out;
+        for (size_t i = 0; i < in[0].size(); ++i) {
+            if (!r[i]) out.push_back(in[0][i]);
+            else if (keepdims_) out.push_back(1);
+        }
+        return {out};
+    }
+    void run(const std::vector<const Tensor*>& in, const std::vector<Tensor*>& out) const override {
+        const Shape& s = in[0]->shape;
+        const std::vector<bool> r = reduced(s.size());
+        // The kept shape with reduced dims as 1: output strides that skip the reduced dims.
+        Shape kept(s.size());
+        int64_t count = 1;
+        for (size_t i = 0; i < s.size(); ++i) {
+            kept[i] = r[i] ? 1 : s[i];
+            if (r[i]) count *= s[i];
+        }
+        const std::vector<int64_t> so = broadcast_strides(kept, s);
+        const std::vector<int64_t> none(s.size(), 0);
+        const int64_t m = out[0]->numel();
+        const float* x = in[0]->f32();
+        float* y = out[0]->f32();
+        const float inf = std::numeric_limits<float>::infinity();
+        std::vector<double> acc(static_cast<size_t>(m), kind_ == Red::Prod ? 1.0 : kind_ == Red::Max ? -inf
+                                                         : kind_ == Red::Min ? inf : 0.0);
+        std::vector<double> peak;
+        if (kind_ == Red::LogSumExp) {  // stable: subtract each output's maximum first
+            peak.assign(static_cast<size_t>(m), -inf);
+            for_each_broadcast(s, so, none, [&](int64_t e, int64_t o, int64_t) {
+                peak[static_cast<size_t>(o)] = std::max<double>(peak[static_cast<size_t>(o)], x[e]);
+            });
+        }
+        for_each_broadcast(s, so, none, [&](int64_t e, int64_t o, int64_t) {
+            double& a = acc[static_cast<size_t>(o)];
+            const double v = x[e];
+            switch (kind_) {
+                case Red::Sum: case Red::Mean: case Red::LogSum: a += v; break;
+                case Red::Max: a = std::isnan(v) || v > a ? v : a; break;
+                case Red::Min: a = std::isnan(v) || v < a ? v : a; break;
+                case Red::Prod: a *= v; break;
+                case Red::L1: a += std::fabs(v); break;
+                case Red::L2: case Red::SumSquare: a += v * v; break;
+                case Red::LogSumExp: {
+                    const double p = peak[static_cast<size_t>(o)];
+                    a += std::isinf(p) ? std::exp(v) : std::exp(v - p);
+                    break;
+                }
+            }
+        });
+        for (int64_t o = 0; o < m; ++o) {
+            const double a = acc[static_cast<size_t>(o)];
+            double v = a;
+            switch (kind_) {
+                case Red::Mean: v = a / static_cast<double>(count); break;
+                case Red::L2: v = std::sqrt(a); break;
+                case Red::LogSum: v = std::log(a); break;
+                case Red::LogSumExp: {
+                    const double p = peak[static_cast<size_t>(o)];
+                    v = std::log(a) + (std::isinf(p) ? 0.0 : p);
+                    break;
+                }
+                default: break;
+            }
+            y[o] = static_cast<float>(v);
+        }
+    }
+
+private:
+    Red kind_;
+    std::vector<int64_t> axes_;
+    bool keepdims_;
+};
+
+// ---- LayerNorm and LogSoftmax ----
+
+// `t` broadcast (right-aligned) to `target`, as a dense vector.
+std::vector<float> expand_to(const Tensor& t, const Shape& target) {
+    std::vector<float> v(static_cast<size_t>(shape_numel(target)));
+    if (t.shape.size() > target.size()) shape_error(str("shape ", shape_str(t.shape), " does not broadcast to ", shape_str(target)));
+    broadcast_shape(t.shape, target);
+    const float* src = t.f32();
+    for_each_broadcast(target, broadcast_strides(t.shape, target), std::vector<int64_t>(target.size(), 0),
+                       [&](int64_t e, int64_t i, int64_t) { v[static_cast<size_t>(e)] = src[i]; });
+    return v;
+}
+
+// ONNX LayerNormalization: normalise over the dimensions from `axis` on, then scale and bias.
+class LayerNormOp : public Op {
+public:
+    explicit LayerNormOp(const Attrs& a) : axis_(a.get_int("axis", -1)), eps_(a.get_float("epsilon", 1e-5f)) {}
+    std::vector<Shape> infer(const std::vector<Shape>& in) const override {
+        const size_t axis = static_cast<size_t>(normalize_axis(axis_, in[0].size(), "LayerNorm"));
+        const Shape inner(in[0].begin() + static_cast<std::ptrdiff_t>(axis), in[0].end());
+        for (size_t i = 1; i < in.size(); ++i) {
+            if (in[i].size() > inner.size() || broadcast_shape(in[i], inner) != inner) {
+                shape_error(str("LayerNorm scale/bias ", shape_str(in[i]), " does not broadcast to ", shape_str(inner)));
+            }
+        }
+        return {in[0]};
+    }
+    void run(const std::vector<const Tensor*>& in, const std::vector<Tensor*>& out) const override {
+        const Shape& s = in[0]->shape;
+        const size_t axis = static_cast<size_t>(normalize_axis(axis_, s.size(), "LayerNorm"));
+        const Shape inner_shape(s.begin() + static_cast<std::ptrdiff_t>(axis), s.end());
+        const int64_t inner = shape_numel(inner_shape), outer = in[0]->numel() / std::max<int64_t>(inner, 1);
+        const std::vector<float> scale = expand_to(*in[1], inner_shape);
+        const std::vector<float> bias =
+            in.size() > 2 && in[2] ? expand_to(*in[2], inner_shape) : std::vector<float>(static_cast<size_t>(inner), 0.0f);
+        const float* x = in[0]->f32();
+        float* y = out[0]->f32();
+        for (int64_t o = 0; o < outer; ++o) {
+            const float* xo = x + o * inner;
+            float* yo = y + o * inner;
+            double mean = 0.0, var = 0.0;
+            for (int64_t i = 0; i < inner; ++i) mean += xo[i];
+            mean /= static_cast<double>(inner);
+            for (int64_t i = 0; i < inner; ++i) var += (xo[i] - mean) * (xo[i] - mean);
+            var /= static_cast<double>(inner);
+            const double inv = 1.0 / std::sqrt(var + static_cast<double>(eps_));
+            for (int64_t i = 0; i < inner; ++i) {
+                const size_t k = static_cast<size_t>(i);
+                yo[i] = static_cast<float>((xo[i] - mean) * inv) * scale[k] + bias[k];
+            }
+        }
+    }
+
+private:
+    int64_t axis_;
+    float eps_;
+};
+
+class LogSoftmaxOp : public Op {
+public:
+    explicit LogSoftmaxOp(const Attrs& a) : axis_(a.get_int("axis", -1)) {}
+    std::vector<Shape> infer(const std::vector<Shape>& in) const override {
+        normalize_axis(axis_, in[0].size(), "LogSoftmax");
+        return {in[0]};
+    }
+    void run(const std::vector<const Tensor*>& in, const std::vector<Tensor*>& out) const override {
+        const Shape& s = in[0]->shape;
+        const size_t axis = static_cast<size_t>(normalize_axis(axis_, s.size(), "LogSoftmax"));
+        int64_t outer = 1, inner = 1;
+        for (size_t i = 0; i < axis; ++i) outer *= s[i];
+        for (size_t i = axis + 1; i < s.size(); ++i) inner *= s[i];
+        const int64_t n = s[axis];
+        const float* x = in[0]->f32();
+        float* y = out[0]->f32();
+        for (int64_t o = 0; o < outer; ++o) {
+            for (int64_t j = 0; j < inner; ++j) {
+                const float* xb = x + o * n * inner + j;
+                float* yb = y + o * n * inner + j;
+                float peak = -std::numeric_limits<float>::infinity();
+                for (int64_t k = 0; k < n; ++k) peak = std::max(peak, xb[k * inner]);
+                double sum = 0.0;
+                for (int64_t k = 0; k < n; ++k) sum += std::exp(static_cast<double>(xb[k * inner] - peak));
+                const float lse = peak + static_cast<float>(std::log(sum));
+                for (int64_t k = 0; k < n; ++k) yb[k * inner] = xb[k * inner] - lse;
+            }
+        }
+    }
+
+private:
+    int64_t axis_;
+};
+
+// ---- MatMul with numpy batch broadcasting: [..., M, K] x [..., K, N] (rank >= 2 both; the
+// importer reshapes 1-D operands) ----
+class BatchMatMulOp : public Op {
+public:
+    explicit BatchMatMulOp(const Attrs&) {}
+    std::vector<Shape> infer(const std::vector<Shape>& in) const override {
+        const Shape& a = in[0];
+        const Shape& b = in[1];
+        if (a.size() < 2 || b.size() < 2) shape_error(str("BatchMatMul needs rank >= 2, got ", shape_str(a), " and ", shape_str(b)));
+        if (a[a.size() - 1] != b[b.size() - 2]) {
+            shape_error(str("BatchMatMul: ", shape_str(a), " x ", shape_str(b), " inner sizes differ"));
+        }
+        Shape out = broadcast_shape(Shape(a.begin(), a.end() - 2), Shape(b.begin(), b.end() - 2));
+        out.push_back(a[a.size() - 2]);
+        out.push_back(b[b.size() - 1]);
+        return {out};
+    }
+    void run(const std::vector<const Tensor*>& in, const std::vector<Tensor*>& out) const override {
+        const Shape& as = in[0]->shape;
+        const Shape& bs = in[1]->shape;
+        const Shape& os = out[0]->shape;
+        const int64_t M = as[as.size() - 2], K = as[as.size() - 1], N = bs[bs.size() - 1];
+        const Shape batch(os.begin(), os.end() - 2);
+        const Shape ab(as.begin(), as.end() - 2), bb(bs.begin(), bs.end() - 2);
+        const float* a = in[0]->f32();
+        const float* b = in[1]->f32();
+        float* y = out[0]->f32();
+        if (shape_numel(batch) == 0 || M * N == 0) return;
+        for_each_broadcast(batch, broadcast_strides(ab, batch), broadcast_strides(bb, batch),
+                           [&](int64_t e, int64_t ia, int64_t ib) {
+                               const float* am = a + ia * M * K;
+                               const float* bm = b + ib * K * N;
+                               float* ym = y + e * M * N;
+                               std::fill(ym, ym + M * N, 0.0f);
+                               for (int64_t i = 0; i < M; ++i) {
+                                   for (int64_t k = 0; k < K; ++k) {
+                                       const float av = am[i * K + k];
+                                       const float* brow = bm + k * N;
+                                       float* yrow = ym + i * N;
+                                       for (int64_t j = 0; j < N; ++j) yrow[j] += av * brow[j];
+                                   }
+                               }
+                           });
+    }
+};
+
+}  // namespace
+
+std::unique_ptr<Op> make_Math(const Attrs& a) { return std::make_unique<MathOp>(a); }
+std::unique_ptr<Op> make_BinaryMath(const Attrs& a) { return std::make_unique<BinaryMathOp>(a); }
+std::unique_ptr<Op> make_Reduce(const Attrs& a) { return std::make_unique<ReduceOp>(a); }
+std::unique_ptr<Op> make_LayerNorm(const Attrs& a) { return std::make_unique<LayerNormOp>(a); }
+std::unique_ptr<Op> make_LogSoftmax(const Attrs& a) { return std::make_unique<LogSoftmaxOp>(a); }
+std::unique_ptr<Op> make_BatchMatMul(const Attrs& a) { return std::make_unique<BatchMatMulOp>(a); }
+
+}  // namespace pyengine
