@@ -188,8 +188,8 @@ def _onnx_with_unsupported_ops(path: str) -> str:
     import onnx
     from onnx import TensorProto, helper
 
-    nodes = [helper.make_node("Exp", ["x"], ["e"], name="exp_node"),
-             helper.make_node("Relu", ["e"], ["y"], name="relu_node")]
+    nodes = [helper.make_node("Hardmax", ["x"], ["h"], name="hardmax_node"),
+             helper.make_node("Relu", ["h"], ["y"], name="relu_node")]
     graph = helper.make_graph(nodes, "g",
                               [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 4])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 4])])
@@ -221,11 +221,13 @@ def test_convert_json(tmp_path: Any, capsys: pytest.CaptureFixture[str]) -> None
 
 def test_run_warning_in_cli_words(tmp_path: Any) -> None:
     pytest.importorskip("onnxruntime", reason="the onnx extra is not installed")
-    src = _onnx_with_unsupported_ops(str(tmp_path / "exp.onnx"))
-    np.save(tmp_path / "x.npy", np.zeros((2, 4), np.float32))
+    src = _onnx_with_unsupported_ops(str(tmp_path / "hardmax.onnx"))
+    x = np.random.default_rng(2).standard_normal((3, 4)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
     r = run_cli("run", src, "-i", str(tmp_path / "x.npy"), "--json")
     assert r.returncode == 0, r.stderr
-    assert np.allclose(json.loads(r.stdout)["outputs"]["y"]["values"], 1.0)  # relu(exp(0))
+    got = np.array(json.loads(r.stdout)["outputs"]["y"]["values"])
+    np.testing.assert_array_equal(got, np.eye(4)[x.argmax(axis=1)])  # relu(hardmax(x))
     assert "pyengine run: warning:" in r.stderr and "--backend onnx" in r.stderr
     assert "backend='" not in r.stderr and "Warning:" not in r.stderr, r.stderr
 
