@@ -323,11 +323,11 @@ class HttpServer:
                 refusal = self.error(exc.status, str(exc))
                 refusal.close = True
         if refusal is not None:
-            if refusal.close or refusal.status >= 400 and not _body_read(req):
-                close = True
+            unread = refusal.close or refusal.status >= 400 and not _body_read(req)
+            await self._send(writer, refusal, close=close or unread)
+            if unread:  # the answer first: a caller may wait for it before sending its body
                 await self._drain(req, reader)
-            await self._send(writer, refusal, close=close)
-            return not close
+            return not (close or unread)
         try:
             resp = await self.loop.run_in_executor(self.pool, self.app, req)
         except Exception as exc:  # noqa: BLE001 - every request gets an answer
@@ -449,7 +449,7 @@ class HttpServer:
         writer.write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + resp.body)
         await asyncio.wait_for(writer.drain(), self.limits.idle_timeout_s)
         if close:
-            with contextlib.suppress(OSError):
+            with contextlib.suppress(OSError, RuntimeError):
                 if writer.can_write_eof():
                     writer.write_eof()
 
