@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 from pyengine import _core
+from pyengine.device_files import TEGRA_PREFIXES as _TEGRA_PREFIXES
 from pyengine.errors import DeviceUnavailableError
 
 #: The environment variable a function worker sets to the device paths the group grants it.
@@ -29,7 +30,6 @@ GRANT_ENV = "PYENGINE_GRANTED_DEVICES"
 
 _DEVICE_RE = re.compile(r"^cuda(?::(\d+))?$")
 _PROC_GPUS = "/proc/driver/nvidia/gpus"
-_TEGRA_PREFIXES = ("/dev/nvhost-", "/dev/nvgpu/")
 
 
 @dataclass(frozen=True)
@@ -128,46 +128,6 @@ def gpus() -> list[dict[str, Any]]:
         d["path"] = device_path(d)
         out.append(d)
     return out
-
-
-_NVIDIA_NODE_RE = re.compile(r"^/dev/nvidia\d+$")
-#: The nodes the NVIDIA driver needs beside ``/dev/nvidiaN``: required, then where present.
-NVIDIA_COMPANIONS = ("/dev/nvidiactl", "/dev/nvidia-uvm")
-NVIDIA_OPTIONAL = ("/dev/nvidia-uvm-tools", "/dev/nvidia-modeset")
-#: A Jetson's GPU driver: the memory manager, then every ``/dev/nvhost-*`` node present.
-TEGRA_COMPANIONS = ("/dev/nvmap",)
-
-
-def _names(directory: str) -> list[str]:
-    try:
-        return sorted(os.listdir(directory))
-    except OSError:
-        return []
-
-
-def is_gpu_node(path: str) -> bool:
-    """Whether ``path`` is a GPU's device file (``/dev/nvidiaN``, ``/dev/nvhost-*``,
-    ``/dev/nvgpu/...``): granting it grants its companions (:func:`companions`)."""
-    return bool(_NVIDIA_NODE_RE.match(path)) or path.startswith(_TEGRA_PREFIXES)
-
-
-def companions(path: str) -> tuple[list[str], list[str]]:
-    """The other device files a GPU granted by ``path`` needs: (required, present optional).
-
-    A discrete GPU (``/dev/nvidiaN``) needs ``/dev/nvidiactl`` and ``/dev/nvidia-uvm`` (made
-    by ``nvidia-modprobe -u -c 0`` or the first CUDA program run as root), and uses
-    ``/dev/nvidia-uvm-tools`` and ``/dev/nvidia-modeset`` where present. A Jetson GPU needs
-    ``/dev/nvmap`` and every ``/dev/nvhost-*`` node (and ``/dev/nvgpu/*``) present. Other
-    devices have none. Required nodes are listed whether or not they exist (the caller says
-    which is missing); optional ones only when they exist.
-    """
-    if _NVIDIA_NODE_RE.match(path):
-        return list(NVIDIA_COMPANIONS), [p for p in NVIDIA_OPTIONAL if os.path.exists(p)]
-    if path.startswith(_TEGRA_PREFIXES):
-        present = [f"/dev/{n}" for n in _names("/dev") if n.startswith("nvhost-")]
-        present += [f"/dev/nvgpu/{n}" for n in _names("/dev/nvgpu")]  # a directory per GPU
-        return list(TEGRA_COMPANIONS), [p for p in present if p != path]
-    return [], []
 
 
 def granted_paths() -> Optional[list[str]]:

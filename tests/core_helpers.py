@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import resource
 import subprocess
 import sys
 import tarfile
@@ -107,16 +108,22 @@ class CoreProcess:
     """
 
     def __init__(self, root: str, user: int | None = None,
-                 env: dict[str, str] | None = None, args: tuple[str, ...] = ()) -> None:
+                 env: dict[str, str] | None = None, args: tuple[str, ...] = (),
+                 nofile: int | None = None) -> None:
         self.root = root
         self.log_path = os.path.join(os.path.dirname(root), f"core-{os.path.basename(root)}.log")
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - open while the core runs
         full_env = dict(os.environ)
         full_env.update(env or {})
+
+        def limit_fds() -> None:  # both limits: the core cannot raise it back
+            if nofile is not None:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "pyengine", "core", "start", "--root", root, *args],
             stdout=self._log, stderr=subprocess.STDOUT, env=full_env, user=user,
-            group=user, extra_groups=[] if user is not None else None, cwd="/")
+            group=user, extra_groups=[] if user is not None else None, cwd="/",
+            preexec_fn=limit_fds if nofile is not None else None)
         self.client: CoreClient | None = None
         #: The TCP listener's URL ('' without one).
         self.url = ""
@@ -155,11 +162,27 @@ class CoreProcess:
         assert self.client is not None, "wait_ready first"
         return self.client.invoke(name, payload, raw)
 
-    def log(self) -> str:
+    def core_log(self) -> str:
+        """What the core wrote to its stderr."""
         if not self._log.closed:  # the log stays readable after stop()
             self._log.flush()
         with open(self.log_path, errors="replace") as fh:
             return fh.read()
+
+    def function_log(self, name: str) -> str:
+        """Function ``name``'s log, ROOT/logs/<name>.log ('' before it has one)."""
+        try:
+            with open(os.path.join(self.root, "logs", f"{name}.log"), errors="replace") as fh:
+                return fh.read()
+        except FileNotFoundError:
+            return ""
+
+    def log(self) -> str:
+        """Everything: the core's stderr, then each function's log (its stdout and stderr)."""
+        logs = os.path.join(self.root, "logs")
+        names = sorted(n[:-4] for n in os.listdir(logs) if n.endswith(".log")
+                       and n != "core.log") if os.path.isdir(logs) else []
+        return "\n".join([self.core_log(), *(self.function_log(n) for n in names)])
 
     def stop(self) -> None:
         if self.proc.poll() is None:

@@ -25,7 +25,8 @@ from core_helpers import CoreProcess, deploy_group, function
 from pyengine import deploy as dp
 from pyengine.core import landlock
 from pyengine.core.group import FunctionSpec, ResourceGrant
-from pyengine.core.policy import device_nodes, plan
+from pyengine.core.policy import plan
+from pyengine.device_files import device_nodes
 
 root_only = pytest.mark.skipif(os.geteuid() != 0, reason="a core switches users (and mknod works) "
                                "only as root; these tests check what each function's user may do")

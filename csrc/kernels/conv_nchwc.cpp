@@ -26,10 +26,14 @@ void act_row(float* row, int64_t n, const Epilogue& e) {
 namespace pyengine {
 
 namespace {
-// Work below this many multiply-adds runs on the calling thread: a fork-join costs more.
-constexpr int64_t kInlineMacs = int64_t(1) << 17;
-// The smallest task worth handing to another thread.
-constexpr int64_t kTaskMacs = int64_t(1) << 15;
+// Convolutions below this many multiply-adds (about 20 us on one AVX-512 core) run on the
+// calling thread: waking a worker costs tens of microseconds on a busy VM.
+constexpr int64_t kInlineMacs = int64_t(1) << 20;
+// The smallest task worth handing to another thread (about 5 us).
+constexpr int64_t kTaskMacs = int64_t(1) << 18;
+// Memory-bound blocked ops (padding copy, pooling, BatchNorm, per-channel binary) split over
+// threads from this many floats (1 MB) on.
+constexpr int64_t kInlineFloats = int64_t(1) << 18;
 }  // namespace
 
 bool nchwc_conv_setup(NchwcConv* c) {
@@ -97,8 +101,10 @@ const float* pad_input(NchwcConv* c, const float* x) {
     if (p.pad_top == 0 && p.pad_left == 0 && Hp <= p.H && Wp <= p.W) return x;
     const int64_t ib = c->in_block;
     const int64_t blocks = p.N * (ib == 1 ? p.C : (p.C + ib - 1) / ib);
+    // Grow-only: resizing down and up again would zero the regrown part on every call.
     thread_local std::vector<float> padded;
-    padded.resize(static_cast<size_t>(blocks * Hp * Wp * ib));
+    const size_t need = static_cast<size_t>(blocks * Hp * Wp * ib);
+    if (padded.size() < need) padded.resize(need);
     float* out = padded.data();
     const Conv2DParams q = p;
     auto copy = [&](int64_t b) {
@@ -117,7 +123,7 @@ const float* pad_input(NchwcConv* c, const float* x) {
             std::memset(d + w1 * ib, 0, static_cast<size_t>((Wp - w1) * ib) * sizeof(float));
         }
     };
-    if (num_threads() > 1 && blocks > 1 && blocks * Hp * Wp * ib >= kInlineMacs) {
+    if (num_threads() > 1 && blocks > 1 && blocks * Hp * Wp * ib >= kInlineFloats) {
         parallel_for(blocks, copy);
     } else {
         for (int64_t b = 0; b < blocks; ++b) copy(b);
@@ -185,7 +191,7 @@ void pool2d_nchwc(const Pool2DParams& p, int cb, const float* x, float* y) {
     const int64_t in = p.H * p.W * cb, out = p.OH * p.OW * cb;
     auto one = [&](int64_t b) { pool2d(q, x + b * in, y + b * out); };
     const int64_t work = blocks * out * p.KH * p.KW;
-    if (work < kInlineMacs || num_threads() <= 1) {
+    if (work < kInlineFloats || num_threads() <= 1) {
         for (int64_t b = 0; b < blocks; ++b) one(b);
     } else {
         parallel_for(blocks, one);
@@ -196,7 +202,7 @@ namespace {
 // Runs fn(image, block) over the pool when the tensor is big enough to pay for it.
 template <class Fn>
 void for_blocks(int64_t N, int64_t blocks, int64_t floats_per_block, const Fn& fn) {
-    if (num_threads() > 1 && N * blocks > 1 && N * blocks * floats_per_block >= kInlineMacs) {
+    if (num_threads() > 1 && N * blocks > 1 && N * blocks * floats_per_block >= kInlineFloats) {
         parallel_for(N * blocks, [&](int64_t t) { fn(t / blocks, t % blocks); });
     } else {
         for (int64_t t = 0; t < N * blocks; ++t) fn(t / blocks, t % blocks);

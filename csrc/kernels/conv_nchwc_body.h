@@ -5,11 +5,13 @@
 // arm/conv_nchwc_arm_neon.cpp (4) each compile it for their own instruction set (internal
 // linkage). The includer defines `act_row(float* row, int64_t n, const Epilogue&)` first.
 //
-// Direct convolution: a tile of F output blocks x T output pixels of one row is kept in F*T
-// vector accumulators over the whole reduction (input blocks x KH x KW x the block's channels);
-// each step loads F weight vectors (c output channels of one input channel) and broadcasts T
-// input scalars. A 1x1 convolution is the same loop with one tap: a GEMM over blocks. Pixels
-// whose taps leave the input (padding) go through a one-pixel tile that checks each tap.
+// Direct convolution: a tile of F output blocks x T output pixels (flattened, so a tile may
+// span rows) is kept in F*T vector accumulators over the reduction (input blocks x KH x KW x
+// the block's channels, in L1-sized chunks); each step loads F weight vectors (c output
+// channels of one input channel) and broadcasts T input scalars. A 1x1 convolution is the
+// same loop with one tap: a GEMM over blocks. The driver hands direct convolutions an input
+// with the padding written out, so their tiles check no bounds; depthwise on long rows checks
+// taps in one-pixel edge tiles instead.
 // No std:: containers here (their out-of-line code could be kept from the ISA copy).
 #pragma once
 

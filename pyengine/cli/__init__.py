@@ -22,6 +22,8 @@ COMMANDS: list[tuple[str, str, str, str]] = [
     ("convert", "convert a TensorFlow/MXNet/Chainer/ONNX model to .pyem", "convert", "convert"),
     ("core", "run the deployed group's functions (core start)", "core_cmds", "core"),
     ("invoke", "invoke a function on the running core", "core_cmds", "invoke"),
+    ("logs", "print a function's log (or the core's): --follow, --since 10m", "logs_cmds",
+     "logs"),
     ("deploy", "deploy a group's resources and functions", "deploy_commands", "deploy"),
     ("rollback", "go back to the previous deployed group", "deploy_commands", "rollback"),
     ("reset", "remove everything deployed and its state", "deploy_commands", "reset"),

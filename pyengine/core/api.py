@@ -78,6 +78,12 @@ class ApiSettings:
         Require the token on TCP. Only a loopback ``host`` may go without.
     debug
         Error answers carry the handler's traceback (otherwise only the core's log has it).
+    body_max_mb
+        Largest request body (413 above it, refused from its Content-Length before it is read).
+    connections_max
+        Connections open at once (capped below the fd limit; see :mod:`pyengine.core.http`).
+    idle_timeout_s
+        A connection idle this long (or a request stalled this long) is closed.
     """
 
     socket: str | None = None
@@ -87,6 +93,9 @@ class ApiSettings:
     token_file: str | None = None
     token: bool = True
     debug: bool = False
+    body_max_mb: float = 16.0
+    connections_max: int = 1024
+    idle_timeout_s: float = 10.0
 
 
 class ApiError(Exception):

@@ -30,6 +30,8 @@ functions:                    # how the core runs functions (see docs/core.md)
   uid_count: 30000
   processes_max: 544          # RLIMIT_NPROC: tasks (processes and threads) per function
                               # (default 512 + 16 per CPU)
+  scratch_mb: 256             # each function's scratch (HOME, TMPDIR): a tmpfs of this size
+                              # (root core), else checked: over it, no new calls (507)
 api:                          # who may call the core (see docs/core.md; flags of core start win)
   socket: /var/lib/pyengine/core.sock   # default: ROOT/core.sock, mode 0660
   socket_group: pyengine      # its members may invoke (default: the core's group)
@@ -37,6 +39,12 @@ api:                          # who may call the core (see docs/core.md; flags o
   host: 127.0.0.1             # any other address needs the token
   token_file: /etc/pyengine/api.token   # default: ROOT/api.token, written at first start (0600)
   debug: false                # error answers carry tracebacks
+  body_max_mb: 16             # largest request body (413 above it)
+  connections_max: 1024       # connections at once (kept below the fd limit)
+  idle_timeout_s: 10          # an idle or stalled connection is closed after this
+logs:                         # ROOT/logs/core.log and ROOT/logs/<function>.log
+  max_mb: 10                  # a log is rotated at this size...
+  files: 5                    # ...keeping this many old files (<name>.log.1 newest)
 ```
 
 Every problem is reported at once with its field path, like the group file.
@@ -168,6 +176,16 @@ class FunctionSettings:
     uids: UidRange = UidRange()
     processes_max: int = DEFAULT_PROCESSES_MAX
     allow_root: bool = False
+    #: Each function's scratch (ROOT/run/<function>): a tmpfs of this size, or checked.
+    scratch_mb: float = 256.0
+
+
+@dataclass(frozen=True)
+class LogSettings:
+    """Rotation of ``ROOT/logs/*.log``: at ``max_mb``, keeping ``files`` old ones."""
+
+    max_mb: float = 10.0
+    files: int = 5
 
 
 @dataclass(frozen=True)
@@ -201,6 +219,7 @@ class CoreConfig:
         cid = f"{self.mqtt.client_id}-fleet" if self.mqtt.client_id else ""
         return replace(self.mqtt, client_id=cid)
     api: ApiSettings = ApiSettings()
+    logs: LogSettings = LogSettings()
 
 
 class _Check:
@@ -357,7 +376,7 @@ def validate_config(data: Any, source: str = "<config>") -> CoreConfig:
     c = _Check()
     top = c.mapping("", data if data is not None else {},
                     ("mqtt", "cloud", "fleet_mqtt", "queue_size", "queue_mb", "message_max_mb",
-                     "message_limits", "capture", "functions", "api"))
+                     "message_limits", "capture", "functions", "api", "logs"))
     mqtt = _mqtt(c, "mqtt", top["mqtt"]) if top.get("mqtt") is not None else None
     cloud = _mqtt(c, "cloud", top["cloud"]) if top.get("cloud") is not None else None
     fleet = _mqtt(c, "fleet_mqtt", top["fleet_mqtt"]) if top.get("fleet_mqtt") is not None \
@@ -407,17 +426,24 @@ def validate_config(data: Any, source: str = "<config>") -> CoreConfig:
                      86400)
     functions = _functions(c, top.get("functions") or {})
     api = _api(c, top.get("api") or {})
+    logs = _logs(c, top.get("logs") or {})
     if c.problems:
         raise ConfigError(source, c.problems)
     return CoreConfig(mqtt, cloud, limits.queue_size, CaptureSettings(
         s3, ep, region, float(spool), float(fn_mb), int(fn_files), int(batch), float(batch_s),
         float(retry)), functions, fleet_mqtt=fleet, queue_mb=limits.queue_mb,
-        message_max_mb=limits.message_max_mb, function_limits=tuple(per_function), api=api)
+        message_max_mb=limits.message_max_mb, function_limits=tuple(per_function), api=api, logs=logs)
 
 
 def _api(c: _Check, raw: Any) -> ApiSettings:
     a = c.mapping("api", raw, ("socket", "socket_group", "port", "host", "token_file", "token",
-                               "debug"))
+                               "debug", "body_max_mb", "connections_max", "idle_timeout_s"))
+    base = ApiSettings()
+    body = c.number("api.body_max_mb", a.get("body_max_mb", base.body_max_mb), 0.001, 64)
+    conns = c.number("api.connections_max", a.get("connections_max", base.connections_max),
+                     16, 10**6, integer=True)
+    idle = c.number("api.idle_timeout_s", a.get("idle_timeout_s", base.idle_timeout_s),
+                    0.1, 3600)
     paths = {}
     for key in ("socket", "token_file"):
         v = a.get(key)
@@ -451,11 +477,23 @@ def _api(c: _Check, raw: Any) -> ApiSettings:
         flags[key] = v
     return ApiSettings(socket=paths["socket"], socket_group=gid, host=host, port=port,
                        token_file=paths["token_file"], token=flags["token"],
-                       debug=flags["debug"])
+                       debug=flags["debug"], body_max_mb=float(body or base.body_max_mb),
+                       connections_max=int(conns or base.connections_max),
+                       idle_timeout_s=float(idle or base.idle_timeout_s))
+
+
+def _logs(c: _Check, raw: Any) -> LogSettings:
+    g = c.mapping("logs", raw, ("max_mb", "files"))
+    default = LogSettings()
+    size = c.number("logs.max_mb", g.get("max_mb", default.max_mb), 0.001, 2**20)
+    files = c.number("logs.files", g.get("files", default.files), 0, 1000, integer=True)
+    return LogSettings(float(size if size is not None else default.max_mb),
+                       int(files if files is not None else default.files))
 
 
 def _functions(c: _Check, raw: Any) -> FunctionSettings:
-    f = c.mapping("functions", raw, ("uid_first", "uid_count", "processes_max", "allow_root"))
+    f = c.mapping("functions", raw, ("uid_first", "uid_count", "processes_max", "allow_root",
+                                     "scratch_mb"))
     default = FunctionSettings()
     # Above the ids of system and login users (1000-60000) and nobody; 2^31 keeps clear of
     # (uid_t)-1 and of signed overflows in tools.
@@ -471,9 +509,12 @@ def _functions(c: _Check, raw: Any) -> FunctionSettings:
     if not isinstance(allow_root, bool):
         c.bad("functions.allow_root", f"{allow_root!r} must be true or false")
         allow_root = False
+    scratch = c.number("functions.scratch_mb", f.get("scratch_mb", default.scratch_mb), 1,
+                       2**30)
     return FunctionSettings(UidRange(int(first or default.uids.first),
                                      int(count or default.uids.count)),
-                            int(nproc or default.processes_max), allow_root)
+                            int(nproc or default.processes_max), allow_root,
+                            float(scratch or default.scratch_mb))
 
 
 def load_config(path: Optional[str] = None, mqtt: Optional[str] = None,

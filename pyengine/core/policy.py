@@ -18,7 +18,7 @@ import sys
 from dataclasses import dataclass
 
 import pyengine
-from pyengine import devices
+from pyengine import device_files
 from pyengine.core import landlock, netns
 from pyengine.core.group import FunctionSpec
 from pyengine.deploy.group import denied_destination
@@ -187,10 +187,11 @@ def plan(spec: FunctionSpec, root: str, scratch: str, protected: list[str],
         The core's ``functions.allow_root``: without it a ``run_as`` uid or gid of 0 gives a
         plan whose ``refused`` says why (the core's own check; validation checks too).
 
-    A device grant opens the node and its companions (a GPU's, see :func:`device_nodes`), a
-    volume grant its directory, each with the rights of :data:`landlock.RIGHTS`; a required
-    companion that is missing, or a volume overlapping the root or what it guards, gives a plan
-    whose ``refused`` names it: the workers do not start and each call fails with that reason.
+    A device grant opens the node and its companions (a GPU's, see
+    :func:`pyengine.device_files.device_nodes`), a volume grant its directory, each with the
+    rights of :data:`landlock.RIGHTS`; a required companion that is missing, or a volume
+    overlapping the root or what it guards, gives a plan whose ``refused`` names it: the
+    workers do not start and each call fails with that reason.
 
     Raises
     ------
@@ -222,7 +223,7 @@ def plan(spec: FunctionSpec, root: str, scratch: str, protected: list[str],
     node_groups: set[int] = set()
     for r in spec.resources:
         if r.kind == "device":
-            nodes, missing = device_nodes(r.path)
+            nodes, missing = device_files.device_nodes(r.path)
             refusals += [f"device resource {r.id!r} ({r.path}) needs {m}, which does not exist "
                          "on this machine (load the driver's module, e.g. nvidia-modprobe -u "
                          "-c 0 for /dev/nvidia-uvm)" for m in missing]
@@ -278,16 +279,6 @@ def plan(spec: FunctionSpec, root: str, scratch: str, protected: list[str],
                       network_gap=gap,
                       refused="; ".join(f"{spec.name!r} cannot start: {r}" for r in refusals))
 
-
-def device_nodes(path: str) -> tuple[list[str], list[str]]:
-    """(the device files a grant of ``path`` opens, the required ones missing): the node itself
-    and, for a GPU, its companions (:func:`pyengine.devices.companions`)."""
-    required, optional = devices.companions(path)
-    nodes = [path, *optional]
-    missing: list[str] = []
-    for node in required:
-        (nodes if os.path.exists(node) else missing).append(node)
-    return [n for n in nodes if os.path.exists(n)], missing
 
 
 def unreadable(worker_plan: WorkerPlan, spec: FunctionSpec) -> list[str]:

@@ -20,6 +20,7 @@ from pyengine.core import netns, protocol
 from pyengine.core.boot import tasks_of
 from pyengine.core.cgroups import WorkerCgroups
 from pyengine.core.group import FunctionSpec
+from pyengine.core.logs import PipeReader, RotatingLog
 from pyengine.core.policy import WorkerPlan
 from pyengine.core.procs import kill_tree, reap
 from pyengine.core.runtime import ENV_RESOURCES
@@ -111,7 +112,8 @@ class Worker:
 
     def __init__(self, spec: FunctionSpec, plan: WorkerPlan, landlock: bool,
                  on_op: Optional[OpHandler] = None,
-                 cgroups: Optional[WorkerCgroups] = None) -> None:
+                 cgroups: Optional[WorkerCgroups] = None,
+                 log_file: Optional[RotatingLog] = None) -> None:
         if plan.refused:
             raise InvokeError("FunctionInitError", plan.refused)
         self.spec = spec
@@ -134,7 +136,10 @@ class Worker:
                 self.proc = subprocess.Popen(
                     argv, pass_fds=[c.fileno() for c in children], env=env, cwd="/",
                     stdin=subprocess.DEVNULL,
-                    stdout=sys.stderr.fileno(), user=plan.uid, group=plan.gid,
+                    # One pipe the core reads into the function's log: the worker never holds
+                    # the core's stderr or a log file (it could forge or truncate them).
+                    stdout=subprocess.PIPE if log_file is not None else sys.stderr.fileno(),
+                    stderr=subprocess.STDOUT, user=plan.uid, group=plan.gid,
                     extra_groups=list(plan.groups) if plan.uid is not None else None,
                     start_new_session=True,
                     # In the forked child, after the switch of user: no network at all.
@@ -148,6 +153,8 @@ class Worker:
         finally:
             for c in children:
                 c.close()
+        if log_file is not None and self.proc.stdout is not None:
+            PipeReader(self.proc.stdout, log_file, spec.name, self.proc.pid).start()
         self.socks = [p for p, _ in pairs[:spec.slots()]]
         self.sock = self.socks[0]
         self.stats_sock = pairs[-1][0] if batching else None
@@ -229,6 +236,8 @@ class Worker:
             while True:
                 sock.settimeout(max(0.001, deadline - time.monotonic()))
                 reply: dict[str, Any] = protocol.recv(sock)
+                if not isinstance(reply, dict):
+                    raise ValueError(f"a frame that is not a JSON object: {reply!r:.80}")
                 if "op" not in reply:
                     break
                 answer = self.on_op(self.spec.name, invocation_id, reply)
@@ -240,6 +249,15 @@ class Worker:
             self.kill()
             raise InvokeError("FunctionTimeout", f"{self.spec.name!r} did not finish in "
                               f"{timeout:g} s; its worker was stopped") from exc
+        except (ValueError, RecursionError) as exc:
+            # A frame the core cannot read (over the size limit, not JSON, too deep): the
+            # channel is out of step, so the worker goes; the caller gets an answer.
+            if not self.fate:
+                self.fate = f"it sent a malformed frame during call {invocation_id}"
+            self.kill()
+            raise InvokeError("WorkerDied", f"the worker (pid {self.pid}) of "
+                              f"{self.spec.name!r} sent a malformed answer ({exc}); it was "
+                              "stopped") from exc
         except (protocol.ChannelClosed, OSError) as exc:
             try:
                 code = self.proc.wait(timeout=5)
@@ -343,10 +361,13 @@ class FunctionPool:
 
     def __init__(self, spec: FunctionSpec, plan: WorkerPlan, landlock: bool,
                  queue_timeout_s: float = 60.0, on_op: Optional[OpHandler] = None,
-                 cgroups: Optional[WorkerCgroups] = None) -> None:
+                 cgroups: Optional[WorkerCgroups] = None,
+                 log_file: Optional[RotatingLog] = None) -> None:
         self.spec = spec
         self.on_op = on_op
         self.cgroups = cgroups
+        #: The function's log, where its workers' stdout and stderr go (None: the core's stderr).
+        self.log_file = log_file
         self.plan = plan
         self.landlock = landlock
         self.queue_timeout_s = queue_timeout_s
@@ -392,7 +413,7 @@ class FunctionPool:
         """Start a worker and put it in service; ``claim`` takes one of its slots at once
         (returned with it; -1 without ``claim``)."""
         try:
-            w = Worker(self.spec, self.plan, self.landlock, self.on_op, self.cgroups)
+            w = Worker(self.spec, self.plan, self.landlock, self.on_op, self.cgroups, self.log_file)
         except InvokeError as exc:
             with self._cond:
                 self._starting -= 1

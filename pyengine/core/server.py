@@ -11,13 +11,13 @@ import contextlib
 import dataclasses
 import json
 import logging
+import math
 import os
 import shutil
 import signal
 import threading
 import time
 import uuid
-from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 from pyengine.core import landlock, protocol
@@ -29,8 +29,6 @@ from pyengine.core.api import (
     ApiSettings,
     Authorizer,
     Peer,
-    TcpListener,
-    UnixListener,
     check_settings,
     load_or_create_token,
     no_new_privs,
@@ -45,6 +43,8 @@ from pyengine.core.group import (
     change_token,
     read_deployed_group,
 )
+from pyengine.core.http import HttpServer, Limits, Request, Response, connections_cap, raise_fd_limit
+from pyengine.core.logs import Logs
 from pyengine.core.messaging import Router
 from pyengine.core.metrics import Metrics, render_batching
 from pyengine.core.policy import (
@@ -58,6 +58,7 @@ from pyengine.core.policy import (
 from pyengine.core.pool import LIVE_LOCK, LIVE_PIDS, FunctionPool, InvokeError
 from pyengine.core.procs import become_subreaper, kill_strays
 from pyengine.core.runtime import merge_stats
+from pyengine.core.scratch import ScratchQuota
 from pyengine.core.users import FunctionUsers
 
 log = logging.getLogger("pyengine.core")
@@ -69,19 +70,22 @@ DEFAULT_PORT = 8686
 #: The capture spool in the root (core only; workers have no access).
 CAPTURE_DIR = os.path.join("capture", "spool")
 
-#: A refused request's body is read (and dropped) up to this size, for this long at most.
-DRAIN_MAX = 1 << 20
-DRAIN_TIMEOUT_S = 5.0
+#: The deepest JSON payload the API takes (400 deeper), and the longest integer in it.
+JSON_DEPTH_MAX = 64
+INT_DIGITS_MAX = 100
+#: Request bodies that reach the handler as bytes, not JSON (and ``image/*``).
+BINARY_TYPES = ("application/octet-stream",)
 
 #: HTTP status of each failure kind.
 STATUS = {"FunctionTimeout": 504, "WorkerDied": 502, "FunctionInitError": 502, "Busy": 503,
           "FunctionNotFound": 404, "Forbidden": 403, "InvokeCycle": 508,
-          "PayloadTooLarge": 413, "BadPayload": 400}
+          "PayloadTooLarge": 413, "BadPayload": 400, "ScratchFull": 507}
 #: Why a message that reached a function's queue got no answer from the function (its call
 #: failed outside the handler): the reason it is counted under as dropped.
 MESSAGE_DROP_REASON = {"WorkerDied": "worker_died", "FunctionTimeout": "timeout", "Busy": "busy",
                        "FunctionInitError": "function_failed",
                        "FunctionNotFound": "no_function", "PayloadTooLarge": "too_large_frame",
+                       "ScratchFull": "scratch_full",
                        "BadPayload": "bad_payload"}
 
 
@@ -145,7 +149,11 @@ class Core:
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._reload_now = threading.Event()
-        self._listeners: list[TcpListener | UnixListener] = []
+        self._reopen_logs = threading.Event()
+        self._dump_state = threading.Event()
+        self.http: HttpServer | None = None
+        self._url: str | None = None
+        self.logs: Logs | None = None
         #: Invocation id -> the functions calling each other down to it (context.invoke).
         self._chains: dict[str, tuple[str, ...]] = {}
         self._threads: list[threading.Thread] = []
@@ -171,12 +179,15 @@ class Core:
         self.cgroups: WorkerCgroups | None = None
         self.users = (FunctionUsers(self.root, self.config.functions.uids)
                       if os.geteuid() == 0 else None)
+        self.scratch = ScratchQuota(self.config.functions.scratch_mb)
 
     # -- lifecycle -------------------------------------------------------------------------
 
     def start(self) -> None:
         """Start the pinned functions, the HTTP API and the deploy watcher (returns at once)."""
         os.makedirs(self.root, exist_ok=True)
+        self.logs = Logs(self.root, self.config.logs.max_mb, self.config.logs.files)
+        logging.getLogger("pyengine").addHandler(self.logs.core_handler)
         if self.landlock:
             log.info("functions are confined with Landlock (ABI %d)", self.landlock_abi)
         else:
@@ -224,28 +235,32 @@ class Core:
         if self.api.port is not None and self.api.token:
             token = load_or_create_token(self.token_file)
         self.authorizer = Authorizer(token, self.api.socket_group, self._is_function_peer)
-        self._listeners.append(UnixListener(self.socket_path, _handler_for(self, "unix"),
-                                            self.api.socket_group))
+        fds = raise_fd_limit()
+        limits = Limits(body_max=int(self.api.body_max_mb * (1 << 20)),
+                        connections_max=connections_cap(fds, self.api.connections_max),
+                        idle_timeout_s=self.api.idle_timeout_s,
+                        header_timeout_s=self.api.idle_timeout_s)
+        api = _Api(self)
+        self.http = HttpServer(api, api.precheck, api.error, limits)
+        where = [self.http.listen_unix(self.socket_path, self.api.socket_group)]
         if self.api.port is not None:
             try:
-                self._listeners.append(TcpListener((self.api.host, self.api.port),
-                                                   _handler_for(self, "tcp")))
+                self._url = self.http.listen_tcp(self.api.host, self.api.port)
             except OSError as exc:
                 raise OSError(exc.errno, f"cannot listen on {self.api.host}:{self.api.port} "
                               f"({exc.strerror}); is another core running? pick another "
                               "--port") from exc
-        for listener in self._listeners:
-            self._spawn(listener.serve_forever, listener.transport)
-            log.info("API listening on %s%s", listener.describe(),
-                     "" if listener.transport == "unix" else
-                     f" (bearer token in {self.token_file})" if token is not None
-                     else " (no token: any local user can call)")
+            where.append(self._url + (f" (bearer token in {self.token_file})"
+                                      if token is not None
+                                      else " (no token: any local user can call)"))
+        log.info("API listening on %s; at most %d connections (fd limit %d), bodies up to %d "
+                 "bytes, idle timeout %g s", ", ".join(where), limits.connections_max, fds,
+                 limits.body_max, limits.idle_timeout_s)
 
     @property
     def url(self) -> str | None:
         """The TCP listener's base URL (None without one)."""
-        tcp = [lis for lis in self._listeners if isinstance(lis, TcpListener)]
-        return tcp[0].describe() if tcp else None
+        return self._url
 
     def _is_function_peer(self, peer: Peer) -> bool:
         """Whether a Unix socket peer is a process of a function (a worker or its child)."""
@@ -289,14 +304,37 @@ class Core:
         signal.signal(signal.SIGTERM, lambda *_: self._stopping.set())
         signal.signal(signal.SIGINT, lambda *_: self._stopping.set())
         signal.signal(signal.SIGHUP, lambda *_: self._reload_now.set())
+        signal.signal(signal.SIGUSR1, lambda *_: self._reopen_logs.set())
+        signal.signal(signal.SIGUSR2, lambda *_: self._dump_state.set())
+        # A caller that hangs up mid-answer is an EPIPE error on that connection, not death.
+        signal.signal(signal.SIGPIPE, signal.SIG_IGN)
         # Orphans of a worker that died on its own come to the core, which kills them.
         self.subreaper = become_subreaper()
         try:
             self.start()
             while not self._stopping.wait(0.2):
-                pass
+                if self._reopen_logs.is_set():
+                    self._reopen_logs.clear()
+                    if self.logs is not None:
+                        self.logs.reopen()
+                    log.info("SIGUSR1: logs reopened")
+                if self._dump_state.is_set():
+                    self._dump_state.clear()
+                    self.dump_state()
         finally:
             self.stop()
+
+    def dump_state(self) -> None:
+        """Write the core's state to its log (SIGUSR2): functions, workers, connections."""
+        log.info("SIGUSR2: state: group %s deployment %s; API connections %d (refused %d); "
+                 "threads %d", self.group.name if self.group else None,
+                 self.group.deployment if self.group else None,
+                 self.http.connections() if self.http else 0,
+                 self.http.refused if self.http else 0, threading.active_count())
+        for f in self.functions():
+            log.info("SIGUSR2: function %s: %s, workers %s (pids %s), busy %s, calls %s, last "
+                     "error %r", f["name"], f["status"], f["workers"], f["pids"], f["busy"],
+                     f["invocations"], f["last_error"])
 
     def stop(self) -> None:
         """Stop the API and every worker."""
@@ -304,9 +342,8 @@ class Core:
         self._reload_now.set()
         for service in reversed(self.services):
             service.stop()
-        for listener in self._listeners:
-            listener.shutdown()
-            listener.server_close()
+        if self.http is not None:
+            self.http.close()
         self.router.stop()
         if self.uploader is not None:
             self.uploader.stop()
@@ -322,6 +359,9 @@ class Core:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(os.path.join(self.root, ADDRESS_FILE))
         log.info("stopped")
+        if self.logs is not None:
+            logging.getLogger("pyengine").removeHandler(self.logs.core_handler)
+            self.logs.close()
 
     # -- deployments -----------------------------------------------------------------------
 
@@ -364,6 +404,10 @@ class Core:
                            self.config.functions.processes_max, self.network,
                            self.config.functions.allow_root)
         os.chmod(os.path.join(self.root, "run"), 0o711)
+        how = self.scratch.prepare(scratch, worker_plan.uid, worker_plan.gid)
+        log.info("function %s: scratch %s, %g MB (%s)", spec.name, scratch,
+                 self.config.functions.scratch_mb,
+                 "a tmpfs of its own" if how == "tmpfs" else "no new calls over it")
         give_scratch(scratch, worker_plan.uid, worker_plan.gid)
         if worker_plan.refused:
             log.error("%s", worker_plan.refused)
@@ -384,7 +428,8 @@ class Core:
                             "from, and Landlock is off: install pyengine where functions "
                             "cannot write, or run the core as root", spec.name, path)
         return FunctionPool(spec, worker_plan, self.landlock, on_op=self._worker_op,
-                            cgroups=self.cgroups)
+                            cgroups=self.cgroups,
+                            log_file=self.logs.function(spec.name) if self.logs else None)
 
     def reload(self, cleanup: bool = False) -> bool:
         """Apply the deployment in the root if it changed; True when something changed.
@@ -431,6 +476,7 @@ class Core:
         for n in os.listdir(os.path.join(self.root, "run")) if os.path.isdir(
                 os.path.join(self.root, "run")) else []:
             if n not in names:
+                self.scratch.release(os.path.join(self.root, "run", n))
                 shutil.rmtree(os.path.join(self.root, "run", n), ignore_errors=True)
         if started or retired:
             log.info("deployment %s of group %s applied: started %s, retired %s",
@@ -471,6 +517,9 @@ class Core:
             # The names of the other functions are not the caller's business.
             return 404, {"error": {"type": "FunctionNotFound",
                                    "message": f"no function {name!r} is deployed"}}
+        full = self.scratch.problem(pool.plan.scratch)
+        if full:
+            return 507, {"error": {"type": "ScratchFull", "message": f"{name!r}: {full}"}}
         inv = uuid.uuid4().hex
         t0 = time.perf_counter()
         self._calls[inv] = (topic, source)
@@ -492,6 +541,8 @@ class Core:
             self.metrics.record(name, dt)
             return 200, {"invocation_id": inv, "result": reply.get("result")}
         err = reply.get("error") or {}
+        if not isinstance(err, dict):  # a worker's word, checked like any other input
+            err = {"type": "BadAnswer", "message": f"the worker's error is {err!r:.200}"}
         self.metrics.record(name, dt, str(err.get("type", "Error")))
         return 500, {"invocation_id": inv, "error": err}
 
@@ -641,107 +692,165 @@ class Core:
         return out
 
 
-def _handler_for(core: Core, transport: str) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-        server_version = "pyengine-core"
-        # Headers and body go out as separate writes (TCP only: a Unix socket has no Nagle).
-        disable_nagle_algorithm = transport == "tcp"
+def _json(body: Any) -> tuple[bytes, int]:
+    """An answer as strict JSON and the count of non-finite numbers sent as null.
 
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
-            log.debug("http: " + format, *args)
+    The rule (docs/core.md): NaN, Infinity and -Infinity in a result are sent as ``null`` and
+    the answer carries ``"nonfinite": N``; the output is always valid JSON.
+    """
+    try:
+        return json.dumps(body, default=protocol._json_default, allow_nan=False).encode(), 0
+    except ValueError:
+        pass
+    count = 0
 
-        def _send(self, status: int, body: Any, ctype: str = "application/json",
-                  headers: dict[str, str] | None = None) -> None:
-            if isinstance(body, dict) and isinstance(body.get("error"), dict) \
-                    and not core.api.debug:
-                body = {**body, "error": {k: v for k, v in body["error"].items()
-                                          if k != "traceback"}}
-            data = body.encode() if isinstance(body, str) else \
-                json.dumps(body, default=protocol._json_default).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", ctype)
-            self.send_header("Content-Length", str(len(data)))
-            for key, value in (headers or {}).items():
-                self.send_header(key, value)
-            self.end_headers()
-            self.wfile.write(data)
+    def clean(v: Any) -> Any:
+        nonlocal count
+        if isinstance(v, float) and not math.isfinite(v):
+            count += 1
+            return None
+        if isinstance(v, dict):
+            return {k: clean(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [clean(x) for x in v]
+        tolist = getattr(v, "tolist", None)
+        return clean(tolist()) if callable(tolist) else v
+    cleaned = clean(body)
+    if isinstance(cleaned, dict):
+        cleaned["nonfinite"] = count
+    return json.dumps(cleaned, default=protocol._json_default, allow_nan=False).encode(), count
 
-        def _drain(self) -> None:
-            """Read a small request body nobody will use, so that the refusal reaches the caller
-            (closing with unread data resets a TCP connection; a client still sending its body
-            to a closed socket gets EPIPE instead of the answer)."""
-            try:
-                n = int(self.headers.get("Content-Length") or 0)
-            except ValueError:
-                return
-            if 0 < n <= DRAIN_MAX:
-                self.connection.settimeout(DRAIN_TIMEOUT_S)
-                with contextlib.suppress(OSError):
-                    self.rfile.read(n)
 
-        def _authorized(self, path: str) -> bool:
-            """Ask the authorizer; answer 401/403 (and close) when it refuses."""
-            peer = self.server.peer(self.request, self.client_address)  # type: ignore[attr-defined]
-            try:
-                core.authorizer.check(peer, path, self.headers.get("Authorization"))
-                return True
-            except ApiError as exc:
-                log.warning("API: %s %s from %s refused (%d): %s", self.command, path,
-                            peer.describe(), exc.status, exc)
-                self.close_connection = True
-                self._drain()
-                self._send(exc.status, {"error": {"type": exc.kind, "message": str(exc)}},
-                           headers={"WWW-Authenticate": "Bearer"} if exc.status == 401 else None)
-                return False
+def _parse_int(text: str) -> int:
+    if len(text.lstrip("-")) > INT_DIGITS_MAX:
+        raise ValueError(f"an integer of {len(text.lstrip('-'))} digits is over the limit of "
+                         f"{INT_DIGITS_MAX}")
+    return int(text)
 
-        def do_GET(self) -> None:  # noqa: N802
-            path = self.path.split("?", 1)[0].rstrip("/")
-            if not self._authorized(path):
-                return
-            if path == "/health/live":
-                self._send(200, {"status": "live"})
-            elif path == "/health/ready":
-                ok = core.ready()
-                self._send(200 if ok else 503, {"status": "ready" if ok else "starting",
-                                                "functions": core.functions()})
-            elif path == "/functions":
-                self._send(200, {"group": core.group.name if core.group else None,
-                                 "deployment": core.group.deployment if core.group else None,
-                                 "functions": core.functions()})
-            elif path == "/metrics":
-                self._send(200, core.metrics_text(), "text/plain; version=0.0.4")
-            else:
-                self._send(404, {"error": {"type": "NotFound", "message": f"no route GET {path}"}})
 
-        def do_POST(self) -> None:  # noqa: N802
-            if not self._authorized(self.path.split("?", 1)[0].rstrip("/")):
-                return
-            parts = self.path.split("?", 1)[0].strip("/").split("/")
-            if len(parts) != 3 or parts[0] != "functions" or parts[2] != "invoke":
-                self._send(404, {"error": {"type": "NotFound",
-                                           "message": f"no route POST {self.path}; "
-                                                      "use POST /functions/{name}/invoke"}})
-                return
-            try:
-                n = int(self.headers.get("Content-Length") or 0)
-            except ValueError:
-                n = -1
-            if n < 0 or n > protocol.MAX_MESSAGE:
-                self.close_connection = True
-                self._send(413 if n > 0 else 400, {"error": {
-                    "type": "BadRequest",
-                    "message": f"Content-Length {self.headers.get('Content-Length')!r} is not "
-                               f"a size up to {protocol.MAX_MESSAGE} bytes"}})
-                return
-            raw = self.rfile.read(n) if n else b""
-            try:
-                payload = json.loads(raw) if raw.strip() else None
-            except (ValueError, RecursionError) as exc:  # JSONDecodeError, UTF-8, digits
-                self._send(400, {"error": {"type": "MalformedPayload",
-                                           "message": f"the payload is not JSON: {exc}"}})
-                return
-            status, body = core.invoke(parts[1], payload)
-            self._send(status, body)
+def json_depth(value: Any) -> int:
+    """How deep ``value`` nests (a scalar: 0), without recursion."""
+    depth = 0
+    stack = [(value, 1)]
+    while stack:
+        v, d = stack.pop()
+        if isinstance(v, dict):
+            v = list(v.values())
+        if isinstance(v, list):
+            depth = max(depth, d)
+            stack.extend((x, d + 1) for x in v if isinstance(x, (dict, list)))
+    return depth
 
-    return Handler
+
+def parse_payload(raw: bytes, content_type: str) -> Any:
+    """A request body as the handler's event: bytes for ``application/octet-stream`` and
+    ``image/*`` (as an MQTT message's bytes), else JSON with depth and integer caps.
+
+    Raises
+    ------
+    ValueError
+        Not JSON, nested deeper than :data:`JSON_DEPTH_MAX`, or an integer longer than
+        :data:`INT_DIGITS_MAX` digits.
+    """
+    ctype = content_type.split(";", 1)[0].strip().lower()
+    if ctype in BINARY_TYPES or ctype.startswith("image/"):
+        return raw
+    if not raw.strip():
+        return None
+    try:
+        value = json.loads(raw, parse_int=_parse_int)
+    except RecursionError:
+        raise ValueError(f"the payload nests deeper than {JSON_DEPTH_MAX} levels") from None
+    if json_depth(value) > JSON_DEPTH_MAX:
+        raise ValueError(f"the payload nests deeper than {JSON_DEPTH_MAX} levels")
+    return value
+
+
+class _Api:
+    """The routes, over :class:`pyengine.core.http.HttpServer`."""
+
+    ROUTES = {"/health/live": "GET", "/health/ready": "GET", "/functions": "GET",
+              "/metrics": "GET"}
+
+    def __init__(self, core: Core) -> None:
+        self.core = core
+
+    def error(self, status: int, message: str, kind: str = "") -> Response:
+        kinds = {400: "BadRequest", 401: "Unauthorized", 403: "Forbidden", 404: "NotFound",
+                 405: "MethodNotAllowed", 411: "LengthRequired", 413: "PayloadTooLarge",
+                 431: "HeadersTooLarge", 501: "NotImplemented", 503: "Busy"}
+        body = {"error": {"type": kind or kinds.get(status, "Error"), "message": message}}
+        return Response(status, json.dumps(body).encode())
+
+    def answer(self, status: int, body: Any, headers: dict[str, str] | None = None) -> Response:
+        if isinstance(body, dict) and isinstance(body.get("error"), dict) \
+                and not self.core.api.debug:
+            body = {**body, "error": {k: v for k, v in body["error"].items()
+                                      if k != "traceback"}}
+        try:
+            data, nonfinite = _json(body)
+        except (ValueError, TypeError, RecursionError) as exc:
+            log.warning("API: an answer that is not JSON: %s", exc)
+            return self.error(500, f"the function's result cannot be sent as JSON: {exc}",
+                              "BadResult")
+        if nonfinite:
+            log.warning("API: %d non-finite number(s) in an answer sent as null", nonfinite)
+        return Response(status, data, headers=headers or {})
+
+    def precheck(self, req: Request) -> Response | None:
+        """Authorization and the route's method, before the body is read."""
+        path = req.path
+        try:
+            self.core.authorizer.check(req.peer, path, req.headers.get("authorization"))
+        except ApiError as exc:
+            log.warning("API: %s %s from %s refused (%d): %s", req.method, path,
+                        req.peer.describe(), exc.status, exc)
+            resp = self.error(exc.status, str(exc), exc.kind)
+            if exc.status == 401:
+                resp.headers["WWW-Authenticate"] = "Bearer"
+            resp.close = True
+            return resp
+        allowed = self.ROUTES.get(path) or ("POST" if _invoke_target(path) else None)
+        if allowed is None:
+            return self.error(404, f"no route {req.method} {path}; the routes are GET "
+                              f"{', '.join(self.ROUTES)} and POST /functions/NAME/invoke")
+        if req.method != allowed:
+            resp = self.error(405, f"{path} takes {allowed}, not {req.method}")
+            resp.headers["Allow"] = allowed
+            return resp
+        if req.method == "POST" and "content-length" not in req.headers \
+                and "transfer-encoding" not in req.headers:
+            return self.error(411, "POST needs a Content-Length (or a chunked body)")
+        return None
+
+    def __call__(self, req: Request) -> Response:
+        core = self.core
+        path = req.path
+        if path == "/health/live":
+            return self.answer(200, {"status": "live"})
+        if path == "/health/ready":
+            ok = core.ready()
+            return self.answer(200 if ok else 503, {"status": "ready" if ok else "starting",
+                                                    "functions": core.functions()})
+        if path == "/functions":
+            return self.answer(200, {"group": core.group.name if core.group else None,
+                                     "deployment": core.group.deployment if core.group else None,
+                                     "functions": core.functions()})
+        if path == "/metrics":
+            return Response(200, core.metrics_text().encode(), "text/plain; version=0.0.4")
+        name = _invoke_target(path)
+        assert name is not None  # precheck answered other paths
+        try:
+            payload = parse_payload(req.body, req.headers.get("content-type", ""))
+        except (ValueError, UnicodeDecodeError) as exc:
+            return self.error(400, f"the payload is not JSON the core accepts: {exc}",
+                              "MalformedPayload")
+        status, body = core.invoke(name, payload)
+        return self.answer(status, body)
+
+
+def _invoke_target(path: str) -> str | None:
+    parts = path.strip("/").split("/")
+    if len(parts) == 3 and parts[0] == "functions" and parts[2] == "invoke" and parts[1]:
+        return parts[1]
+    return None

@@ -70,6 +70,7 @@ from pyengine.deploy.unpack import (
     tree_digest,
     unpack,
 )
+from pyengine.device_files import device_nodes
 from pyengine.sources import open_source
 from pyengine.sources.base import Source, SourceError, SourceInfo
 
@@ -962,8 +963,6 @@ class _Deployer:
             raise DeployError(f"device {p} does not exist on this machine") from None
         if not (stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode)):
             raise DeployError(f"{p} is not a character or block device; device resources must be")
-        from pyengine.core.policy import device_nodes
-
         _, missing = device_nodes(p)
         if missing:
             raise DeployError(

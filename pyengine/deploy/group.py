@@ -19,7 +19,7 @@ from pyengine.deploy.environment import environment_problem, environment_size_pr
 from pyengine.deploy.errors import GroupError
 from pyengine.deploy.parse import parse_group_text, read_text
 from pyengine.deploy.subscriptions import BROKERS, Subscription, filter_problem, routing_cycles
-from pyengine.devices import is_gpu_node
+from pyengine.device_files import is_gpu_node
 from pyengine.sources.aws import AwsSettings
 from pyengine.sources.s3 import bucket_problem
 

@@ -324,7 +324,8 @@ TEST_CASE(conv_nchwc_matches_reference) {
         {64, 32, 6, 7, 3, 1, 1, 1, 2},     {25, 25, 7, 9, 3, 1, 1, 1, 0}, {40, 40, 9, 8, 3, 2, 1, 1, 0},
         {33, 33, 6, 5, 5, 1, 2, 2, 0},     {5, 7, 1, 1, 1, 1, 0, 1, 1},   {7, 6, 3, 4, 3, 1, 0, 1, 1},
         // Big enough to be split over threads: by rows, and by pixels within rows (2 rows).
-        {32, 48, 17, 19, 3, 1, 1, 1, 1},  {64, 16, 2, 30, 3, 1, 1, 1, 1}, {48, 48, 15, 13, 3, 2, 1, 1, 0},
+        {32, 48, 17, 19, 3, 1, 1, 1, 1},  {64, 16, 2, 60, 3, 1, 1, 1, 1}, {48, 48, 45, 40, 3, 1, 1, 1, 0},
+        {80, 80, 26, 30, 3, 1, 1, 1, 0},
         // A reduction split into chunks of input blocks (1x1 over 300 channels; 3x3 over 70).
         {300, 40, 5, 11, 1, 1, 0, 1, 1},  {70, 33, 9, 7, 3, 1, 1, 1, 1}};
     // Every activation on the first geometry; two on each of the others (one rotating), so the
