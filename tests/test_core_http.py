@@ -247,6 +247,26 @@ def test_chunked_body_is_decoded_and_never_a_second_request(core):
     answers = raw(core, b"POST /functions/echo/invoke HTTP/1.1\r\nContent-Length: 2\r\n"
                   b"Content-Length: 3\r\n\r\n{}")
     assert [a[0] for a in answers] == [400]
+    for size in (b"0x2", b"+2", b"2_0", b"\xb2", b" "):  # int() would take some of these
+        answers = raw(core, b"POST /functions/echo/invoke HTTP/1.1\r\nTransfer-Encoding: "
+                      b"chunked\r\n\r\n" + size + b"\r\n{}\r\n0\r\n\r\n")
+        assert [a[0] for a in answers] == [400], size
+        answers = raw(core, b"POST /functions/echo/invoke HTTP/1.1\r\nContent-Length: " + size
+                      + b"\r\n\r\n{}")
+        assert [a[0] for a in answers] == [400], size
+
+
+def test_expect_100_continue(core):
+    with connect(core) as s:
+        s.sendall(b"POST /functions/echo/invoke HTTP/1.1\r\nContent-Length: 7\r\n"
+                  b"Expect: 100-continue\r\nConnection: close\r\n\r\n")
+        assert s.recv(25) == b"HTTP/1.1 100 Continue\r\n\r\n"
+        s.sendall(b'{"a":1}')
+        status, _, body = read_answers(s)[0]
+    assert status == 200 and json.loads(body)["result"]["value"] == {"a": 1}
+    answers = raw(core, b"POST /functions/echo/invoke HTTP/1.1\r\nContent-Length: 99999999\r\n"
+                  b"Expect: 100-continue\r\n\r\n")
+    assert [a[0] for a in answers] == [413]
 
 
 @pytest.mark.parametrize("body, expect", [
