@@ -1,6 +1,7 @@
 """``pyengine bench``: records on real models of three formats validated against the schema,
 ``--compare`` against onnxruntime, bad input as exit code 2, merge and plot, the emulation
-check under qemu-user, and the standard suite from a wheel installed into a fresh venv."""
+check under qemu-user. (The standard suite from an installed wheel is in test_wheels.py, which
+builds the wheels once.)"""
 
 from __future__ import annotations
 
@@ -269,93 +270,6 @@ def test_emulation_detected_under_qemu_user():
     assert emu["detail"].startswith("aarch64 process on a x86_64 kernel"), emu
     assert any(line.startswith("EMULATED: aarch64 process") and "correctness only" in line
                for line in lines), lines
-
-
-# ---------------------------------------------------------------- the suite from a wheel
-
-WHEEL_CACHE = ROOT / "build" / "wheel-cache"
-#: What the wheel is built from; a change to any of these builds a new one.
-WHEEL_SOURCES = ("CMakeLists.txt", "pyproject.toml", "csrc", "pyengine")
-
-
-def _source_digest() -> str:
-    import hashlib
-
-    h = hashlib.sha256()
-    for top in WHEEL_SOURCES:
-        base = ROOT / top
-        files = [base] if base.is_file() else sorted(
-            p for p in base.rglob("*") if p.is_file() and "__pycache__" not in p.parts
-            and not p.name.endswith((".so", ".pyc")))
-        for p in files:
-            h.update(str(p.relative_to(ROOT)).encode() + b"\0" + p.read_bytes() + b"\0")
-    return h.hexdigest()[:16]
-
-
-@pytest.fixture(scope="module")
-def wheel() -> Path:
-    """This tree's wheel, built with pip (scikit-build-core, incremental in build/<wheel tag>)
-    or reused from build/wheel-cache/<digest of its sources>/."""
-    folder = WHEEL_CACHE / _source_digest()
-    found = sorted(folder.glob("pyengine-*.whl"))
-    if found:
-        return found[0]
-    cmd = [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(folder), str(ROOT)]
-    try:
-        import scikit_build_core  # noqa: F401 - present: build here, with no download
-        cmd.insert(4, "--no-build-isolation")
-    except ImportError:
-        pass
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1800, cwd=ROOT)
-    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
-    return sorted(folder.glob("pyengine-*.whl"))[0]
-
-
-@pytest.mark.slow
-def test_standard_suite_from_a_wheel_in_a_fresh_venv(wheel, tmp_path):
-    """The wheel is installed into a new venv that has numpy and nothing else (no frameworks, no
-    source tree on the path); `pyengine bench --suite standard` runs there in under a minute."""
-    venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True,
-                   timeout=120)
-    py = venv / "bin" / "python"
-    pip = subprocess.run([sys.executable, "-m", "pip", "--python", str(py), "install", "-q",
-                          "--no-deps", "--no-index", str(wheel)],
-                         capture_output=True, text=True, timeout=300)
-    assert pip.returncode == 0, pip.stderr
-    # numpy, offline: this interpreter's copy linked in alone (its site-packages also holds the
-    # frameworks, which must stay out of reach).
-    site = Path(subprocess.run([str(py), "-c", "import sysconfig; print(sysconfig.get_paths()"
-                                "['purelib'])"], capture_output=True, text=True,
-                               check=True).stdout.strip())
-    numpy_dir = Path(np.__file__).parent
-    for sibling in (numpy_dir, numpy_dir.parent / "numpy.libs"):
-        if sibling.exists():
-            (site / sibling.name).symlink_to(sibling)
-    env = {"PATH": f"{venv / 'bin'}:/usr/bin:/bin", "HOME": str(tmp_path)}
-    check = subprocess.run(
-        [str(py), "-c", "import importlib.util, pyengine; print(pyengine.__file__); "
-         "print([m for m in ('onnx', 'onnxruntime', 'tensorflow', 'mxnet', 'chainer') "
-         "if importlib.util.find_spec(m)])"],
-        capture_output=True, text=True, timeout=120, cwd=tmp_path, env=env)
-    assert check.returncode == 0, check.stderr
-    where, frameworks = check.stdout.splitlines()
-    assert where.startswith(str(site)) and frameworks == "[]", check.stdout
-    t0 = time.perf_counter()
-    proc = subprocess.run([str(venv / "bin" / "pyengine"), "bench", "--suite", "standard",
-                           "--duration", "0.2", "--warmup", "2", "--json", "suite.json"],
-                          capture_output=True, text=True, timeout=300, cwd=tmp_path, env=env)
-    took = time.perf_counter() - t0
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    assert took < 60, f"the suite took {took:.1f} s"
-    doc = validate(tmp_path / "suite.json")
-    assert doc["suite"] == "standard"
-    assert [m["name"] for m in doc["models"]] == ["mlp_784x512x512x10", "small_cnn_28",
-                                                  "mobilenet_v2_224", "resnet18_224"]
-    threads = sorted({1, os.cpu_count() or 1})
-    for m in doc["models"]:
-        assert [c["threads"] for c in m["cells"]] == threads and m["backend"] == "native"
-    assert "resnet18_224" in proc.stdout and "p50 ms" in proc.stdout
 
 
 def test_two_inputs_one_from_a_file(tmp_path, capsys):

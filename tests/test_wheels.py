@@ -17,11 +17,13 @@ import shutil
 import subprocess
 import sys
 import tarfile
+import time
 import urllib.request
 import zipfile
 
 import numpy as np
 import pytest
+from test_bench import validate
 from test_model import numpy_mlp
 
 import pyengine
@@ -71,8 +73,14 @@ def index() -> None:
                     "numpy cannot be installed into fresh venvs")
 
 
+#: Wheels built in this session, by interpreter: each Python's wheel is built once.
+_BUILT: dict[str, str] = {}
+
+
 def _build(python: str) -> str:
-    """The repaired wheel for ``python`` (built, or relinked from build/cp3XX)."""
+    """The repaired wheel for ``python`` (built, or relinked from build/cp3XX), once a session."""
+    if python in _BUILT:
+        return _BUILT[python]
     tag = subprocess.run([python, "-c", "import sys; print('cp%d%d' % sys.version_info[:2])"],
                          capture_output=True, text=True, check=True).stdout.strip()
     out = os.path.join(WHEELS, tag)
@@ -83,6 +91,7 @@ def _build(python: str) -> str:
     assert done.returncode == 0, done.stdout + done.stderr
     wheels = glob.glob(os.path.join(out, f"pyengine-*-{tag}-{tag}-*.whl"))
     assert len(wheels) == 1, os.listdir(out)
+    _BUILT[python] = wheels[0]
     return wheels[0]
 
 
@@ -190,3 +199,41 @@ def test_sdist_builds_from_scratch(index: None, tmp_path) -> None:  # noqa: ANN0
         assert needed in names, needed
     assert any(n.startswith("csrc/") and n.endswith(".cpp") for n in names)
     assert not [n for n in names if n.startswith(("build/", ".venv/")) or n.endswith(".so")]
+
+
+def test_standard_suite_from_the_newest_wheel(index: None, tmp_path) -> None:  # noqa: ANN001
+    """The newest wheel in a new venv that has numpy and nothing else (no frameworks, no source
+    tree on the path): `pyengine bench --suite standard` runs there in under a minute."""
+    python = _find_python(NEWEST[1])
+    if python is None:
+        pytest.skip(f"no Python 3.{NEWEST[1]} on this machine (python3.{NEWEST[1]} on PATH or "
+                    "under ~/.pyenv)")
+    wheel = _build(python)
+    venv = tmp_path / "venv"
+    subprocess.run([python, "-m", "venv", str(venv)], check=True, timeout=300)
+    subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "-q", wheel],
+                   check=True, timeout=900)
+    env = {"PATH": f"{venv / 'bin'}:/usr/bin:/bin", "HOME": str(tmp_path)}
+    check = subprocess.run(
+        [str(venv / "bin" / "python"), "-c", "import importlib.util, pyengine; "
+         "print(pyengine.__file__); print([m for m in ('onnx', 'onnxruntime', 'tensorflow', "
+         "'mxnet', 'chainer') if importlib.util.find_spec(m)])"],
+        capture_output=True, text=True, timeout=120, cwd=tmp_path, env=env)
+    assert check.returncode == 0, check.stderr
+    where, frameworks = check.stdout.splitlines()
+    assert where.startswith(str(venv)) and frameworks == "[]", check.stdout
+    t0 = time.perf_counter()
+    proc = subprocess.run([str(venv / "bin" / "pyengine"), "bench", "--suite", "standard",
+                           "--duration", "0.2", "--warmup", "2", "--json", "suite.json"],
+                          capture_output=True, text=True, timeout=300, cwd=tmp_path, env=env)
+    took = time.perf_counter() - t0
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert took < 60, f"the suite took {took:.1f} s"
+    doc = validate(tmp_path / "suite.json")
+    assert doc["suite"] == "standard"
+    assert [m["name"] for m in doc["models"]] == ["mlp_784x512x512x10", "small_cnn_28",
+                                                  "mobilenet_v2_224", "resnet18_224"]
+    threads = sorted({1, os.cpu_count() or 1})
+    for m in doc["models"]:
+        assert [c["threads"] for c in m["cells"]] == threads and m["backend"] == "native"
+    assert "resnet18_224" in proc.stdout and "p50 ms" in proc.stdout
