@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import functools
 import os
 import sys
 import tempfile
@@ -49,8 +50,10 @@ class CaseResult:
     detail: str = ""
 
 
+@functools.lru_cache(maxsize=1)
 def tensor_cases() -> list[Any]:
-    """ONNX's node test cases whose inputs and outputs are all plain numpy tensors."""
+    """ONNX's node test cases whose inputs and outputs are all plain numpy tensors (collected
+    once per process: onnx generates them, which takes seconds)."""
     from onnx.backend.test.case.node import collect_testcases
 
     with warnings.catch_warnings():

@@ -5,7 +5,7 @@
 # ./.demo: a CNN trained on scikit-learn's digits classifies a held-out test digit sent as a PNG.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/setup.sh
+scripts/setup.sh  # the runtime and the demo's packages only (no test or dev tools)
 .venv/bin/python examples/quickstart.py
 .venv/bin/python -m pyengine info
 

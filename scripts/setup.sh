@@ -1,15 +1,22 @@
 #!/usr/bin/env bash
-# Sets up a development environment on a fresh machine: a venv in .venv with the test tools
-# (and, with --frameworks, TensorFlow, MXNet, Chainer, ONNX), then builds the native core in place.
+# Sets up a fresh machine: a venv in .venv with what pyengine needs to build and run and what
+# the main job's demo uses (scripts/main.sh), then builds the native core in place.
+#   --dev         also the test and development tools (pytest, hypothesis, moto, ruff, mypy,
+#                 matplotlib for bench plots, the MQTT and fleet packages the tests use);
+#                 scripts/test.sh passes it.
+#   --frameworks  also TensorFlow, MXNet and ONNX (scripts/install_frameworks.sh).
+# The lists mirror pyproject's extras: runtime = dependencies + yaml + examples; --dev = test + dev.
 # Idempotent: re-running only does what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 frameworks=0
+dev=0
 for arg in "$@"; do
   case "$arg" in
     --frameworks) frameworks=1 ;;
-    *) echo "usage: scripts/setup.sh [--frameworks]" >&2; exit 2 ;;
+    --dev) dev=1 ;;
+    *) echo "usage: scripts/setup.sh [--dev] [--frameworks]" >&2; exit 2 ;;
   esac
 done
 
@@ -22,22 +29,24 @@ VPY=.venv/bin/python
 # numpy < 2: MXNet 1.9.1 needs it, and one environment holds every framework.
 "$VPY" -m pip install -q --upgrade "pip>=23"
 "$VPY" -m pip install -q "numpy>=1.23,<2" "setuptools<81" wheel "scikit-build-core>=0.10" "pybind11>=2.12" cmake ninja
-"$VPY" -m pip install -q pytest hypothesis pyyaml boto3 "moto[server]>=5" ruff mypy
-"$VPY" -m pip install -q matplotlib  # bench plots (bench/bench_batching.py)
-"$VPY" -m pip install -q "paho-mqtt>=2,<3"
+# Group files in YAML (the demo's group.yaml).
+"$VPY" -m pip install -q "pyyaml>=6"
 # The image-classification example (scripts/main.sh trains it): scikit-learn's digits, Pillow to
 # read images, and Chainer to train (its sdist builds against this setuptools < 81).
 "$VPY" -m pip install -q "scikit-learn>=1.3" "Pillow>=10"
 "$VPY" -c "import chainer" 2>/dev/null ||
   "$VPY" -m pip install -q --no-build-isolation "chainer==7.8.1" "numpy>=1.23,<2"
-# Fleets (pyengine fleet, core start --fleet): Ed25519 signatures.
-"$VPY" -m pip install -q "cryptography>=42"
-if [ "$(uname -m)" = "x86_64" ]; then
-  "$VPY" -m pip install -q atheris || echo "setup: atheris unavailable; the fuzz test will say so" >&2
-fi
-# cuBLAS for the CUDA variant (scripts/build_cuda.sh), only where the CUDA compiler is present.
-if command -v nvcc >/dev/null || ls /usr/local/cuda*/bin/nvcc >/dev/null 2>&1; then
-  "$VPY" -m pip install -q "nvidia-cublas==13.0.*" || echo "setup: nvidia-cublas unavailable; the CUDA build will say so" >&2
+if [ "$dev" = 1 ]; then
+  # Tests: S3 (moto's server), MQTT, fleets (Ed25519 signatures); lint and type checks; plots.
+  "$VPY" -m pip install -q pytest hypothesis boto3 "moto[server]>=5" "paho-mqtt>=2,<3" \
+    "cryptography>=42" ruff mypy matplotlib
+  if [ "$(uname -m)" = "x86_64" ]; then
+    "$VPY" -m pip install -q atheris || echo "setup: atheris unavailable; the fuzz test will say so" >&2
+  fi
+  # cuBLAS for the CUDA variant (scripts/build_cuda.sh), only where the CUDA compiler is present.
+  if command -v nvcc >/dev/null || ls /usr/local/cuda*/bin/nvcc >/dev/null 2>&1; then
+    "$VPY" -m pip install -q "nvidia-cublas==13.0.*" || echo "setup: nvidia-cublas unavailable; the CUDA build will say so" >&2
+  fi
 fi
 if [ "$frameworks" = 1 ]; then
   scripts/install_frameworks.sh "$VPY"

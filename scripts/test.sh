@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# Sets up everything the test suite needs on a fresh machine (venv, test tools, every framework,
-# the native build) and runs the whole suite: C++ tests (CTest), then pytest.
+# Sets up everything the test suite needs on a fresh machine (venv, the runtime, the test and
+# dev tools, every framework, the native build) and runs the whole suite: C++ tests (CTest), then
+# pytest.
 # System services: Mosquitto is installed here and started by the tests; moto (S3) is a package.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/setup.sh --frameworks
+scripts/setup.sh --dev --frameworks
 scripts/services.sh
 # Cross compilers and qemu-user for tests/test_arm.py (apt; the test says why it skips without them).
 scripts/arm_setup.sh tools || echo "test.sh: the ARM cross tools could not be installed" >&2

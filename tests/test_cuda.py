@@ -152,7 +152,7 @@ def test_cli_run_device(tmp_path):
         capture_output=True,
         text=True,
     )
-    assert bad.returncode == 2 and "device='tpu'" in bad.stderr
+    assert bad.returncode == 2 and "--device tpu" in bad.stderr
     if not devices.gpus():
         gpu = subprocess.run(
             [
@@ -169,7 +169,7 @@ def test_cli_run_device(tmp_path):
             capture_output=True,
             text=True,
         )
-        assert gpu.returncode == 2 and "error: device 'cuda:0' is not available" in gpu.stderr
+        assert gpu.returncode == 3 and "error: device 'cuda:0' is not available" in gpu.stderr
 
 
 # ---- the grant hook (PYENGINE_GRANTED_DEVICES) ----

@@ -130,7 +130,8 @@ def test_rollback_command_and_removed_resources(world):
     assert d.status == "Success" and world.tag("alpha") == "v2"
 
     r = run_cli("deployments", "list", "--root", world.root)
-    lines = r.stdout.strip().splitlines()
+    header, *lines = r.stdout.strip().splitlines()
+    assert header.split() == ["ID", "KIND", "STATUS", "STARTED", "GROUP", "MESSAGE"]
     assert len(lines) == 4 and "rollback" in lines[1] and all("Success" in ln for ln in lines)
     r = run_cli("deployments", "show", "2", "--root", world.root)
     assert "deployment 2 (deploy) of group line-1: Success" in r.stdout
@@ -139,7 +140,7 @@ def test_rollback_command_and_removed_resources(world):
 
 def test_reset_removes_everything(world):
     dp.deploy(world.group(), world.root)
-    r = run_cli("reset", "--root", world.root)
+    r = run_cli("reset", "--yes", "--root", world.root)
     assert r.returncode == 0, r.stderr
     for k in ("alpha", "beta"):
         assert not os.path.lexists(world.dest[k])
@@ -155,7 +156,7 @@ def test_resources_cli(world):
     dp.deploy(world.group(), world.root)
     r = run_cli("resources", "list", "--root", world.root)
     assert r.returncode == 0
-    lines = r.stdout.strip().splitlines()
+    lines = r.stdout.strip().splitlines()[1:]  # under the header row
     assert [ln.split()[1] for ln in lines] == ["null", "classify", "alpha", "beta"]
     r = run_cli("resources", "show", "alpha", "--root", world.root)
     assert f"destination:   {world.dest['alpha']}" in r.stdout and "files:         3" in r.stdout
@@ -220,7 +221,7 @@ def test_concurrent_deploy_refused_or_waits(world):
     try:
         assert holder.stdout.readline().strip() == "held"
         r = run_cli("deploy", world.group(), "--root", world.root)
-        assert r.returncode == 2
+        assert r.returncode == 1  # the operation could not be done (docs/cli.md)
         assert "another deployment is running" in r.stderr and "deploy of group other" in r.stderr
         assert "--wait" in r.stderr
 

@@ -441,7 +441,10 @@ def test_an_event_that_cannot_be_framed_fails_its_call_not_the_worker(predict_ba
     base = predict_base
     root = _deploy(base, [function(base, "length", LENGTH, pinned=True, timeout_s=30,
                                    memory_mb=1024)], [])
-    core = CoreProcess(root).wait_ready()
+    config = os.path.join(base, "core-big-bodies.json")
+    with open(config, "w") as fh:  # bodies up to the frame limit: the frame is what is tested
+        json.dump({"api": {"body_max_mb": 64}}, fh)
+    core = CoreProcess(root, args=("--config", config)).wait_ready()
     try:
         status, body = core.invoke("length", raw=json.dumps(
             "\u00e9" * 12_000_000, ensure_ascii=False).encode())  # 24 MB of UTF-8

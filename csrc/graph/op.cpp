@@ -82,6 +82,23 @@ std::vector<int64_t> Attrs::get_ints(const std::string& key, int size, std::vect
     return out;
 }
 
+std::vector<double> Attrs::get_floats(const std::string& key, int size) const {
+    const json::Value* v = find(key);
+    if (!v) return {};
+    auto complain = [&]() {
+        fail(str("attribute '", key, "' must be a list of ", size >= 0 ? str(size, " ") : std::string(),
+                 "finite numbers, got ", v->dump()));
+    };
+    if (!v->is_array() || (size >= 0 && v->items().size() != static_cast<size_t>(size))) complain();
+    if (v->items().size() > 64) complain();
+    std::vector<double> out;
+    for (const auto& it : v->items()) {
+        if (!it.is_number() || !std::isfinite(it.as_number())) complain();
+        out.push_back(it.as_number());
+    }
+    return out;
+}
+
 Epilogue Attrs::get_epilogue() const {
     Epilogue e;
     const std::string name = get_string("activation", "none",
@@ -128,7 +145,8 @@ int64_t normalize_axis(int64_t axis, size_t rank, const std::string& what) {
 
 void shape_error(const std::string& what) { throw InvalidArgument(what); }
 
-// Factories live beside their ops (ops_nn.cpp, ops_elementwise.cpp, ops_shape.cpp, ops_math.cpp).
+// Factories live beside their ops (ops_nn.cpp, ops_elementwise.cpp, ops_shape.cpp, ops_math.cpp,
+// ops_conv_transpose.cpp).
 using Factory = std::unique_ptr<Op> (*)(const Attrs&);
 #define PYENGINE_OPS(X)                                                                  \
     X(Dense, 2, 3, 1) X(MatMul, 2, 3, 1) X(Conv2D, 2, 3, 1) X(BatchNorm, 5, 5, 1)        \
@@ -142,7 +160,8 @@ using Factory = std::unique_ptr<Op> (*)(const Attrs&);
     X(Transpose, 1, 1, 1) X(Squeeze, 1, 1, 1) X(Concat, 1, 64, 1) X(Pad, 1, 1, 1)        \
     X(Mean, 1, 1, 1) X(Identity, 1, 1, 1)                                                \
     X(Math, 1, 1, 1) X(BinaryMath, 2, 2, 1) X(Reduce, 1, 1, 1) X(LayerNorm, 2, 3, 1)     \
-    X(LogSoftmax, 1, 1, 1) X(BatchMatMul, 2, 2, 1)
+    X(LogSoftmax, 1, 1, 1) X(BatchMatMul, 2, 2, 1) X(Where, 3, 3, 1)    \
+    X(Resize, 1, 1, 1) X(ConvTranspose2D, 2, 3, 1)
 
 #define DECLARE(name, a, b, c) std::unique_ptr<Op> make_##name(const Attrs&);
 PYENGINE_OPS(DECLARE)

@@ -31,6 +31,8 @@ public:
     // A list of integers; `size` < 0 means any length. `def` is used when the key is absent.
     std::vector<int64_t> get_ints(const std::string& key, int size, std::vector<int64_t> def,
                                   int64_t min_value) const;
+    // A list of finite numbers; `size` < 0 means any length. Absent: empty.
+    std::vector<double> get_floats(const std::string& key, int size) const;
     // The fused activation: "activation" (+ "alpha", "beta" where it needs them).
     Epilogue get_epilogue() const;
     Layout get_layout() const;

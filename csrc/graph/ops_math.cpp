@@ -43,23 +43,27 @@ Shape broadcast_shape(const Shape& a, const Shape& b) {
     return out;
 }
 
-// Calls f(out_index, a_offset, b_offset) for every element of `out`, walking an odometer.
+// Calls f(out_index, offsets) for every element of `out`, walking an odometer; offsets[k] is the
+// element of operand k (strides from broadcast_strides).
 template <class F>
-void for_each_broadcast(const Shape& out, const std::vector<int64_t>& sa, const std::vector<int64_t>& sb, F f) {
+void for_each_broadcast_n(const Shape& out, const std::vector<std::vector<int64_t>>& strides, F f) {
     const int64_t n = shape_numel(out);
-    std::vector<int64_t> idx(out.size(), 0);
-    int64_t oa = 0, ob = 0;
+    std::vector<int64_t> idx(out.size(), 0), off(strides.size(), 0);
     for (int64_t e = 0; e < n; ++e) {
-        f(e, oa, ob);
+        f(e, off.data());
         for (size_t d = out.size(); d-- > 0;) {
-            oa += sa[d];
-            ob += sb[d];
+            for (size_t k = 0; k < strides.size(); ++k) off[k] += strides[k][d];
             if (++idx[d] < out[d]) break;
-            oa -= sa[d] * out[d];
-            ob -= sb[d] * out[d];
+            for (size_t k = 0; k < strides.size(); ++k) off[k] -= strides[k][d] * out[d];
             idx[d] = 0;
         }
     }
+}
+
+// The two-operand form: f(out_index, a_offset, b_offset).
+template <class F>
+void for_each_broadcast(const Shape& out, const std::vector<int64_t>& sa, const std::vector<int64_t>& sb, F f) {
+    for_each_broadcast_n(out, {sa, sb}, [&](int64_t e, const int64_t* off) { f(e, off[0], off[1]); });
 }
 
 // ---- Unary math ----
@@ -67,7 +71,7 @@ void for_each_broadcast(const Shape& out, const std::vector<int64_t>& sa, const 
 enum class Fn {
     Exp, Log, Sqrt, Erf, Abs, Neg, Reciprocal, Floor, Ceil, Round, Sin, Cos, Tan, Asin, Acos, Atan,
     Sinh, Cosh, Asinh, Acosh, Atanh, Sign, Softplus, Softsign, Elu, Selu, Celu, Gelu, GeluTanh, Mish,
-    ThresholdedRelu
+    ThresholdedRelu, Not
 };
 
 const std::map<std::string, Fn>& unary_fns() {
@@ -79,7 +83,7 @@ const std::map<std::string, Fn>& unary_fns() {
         {"asinh", Fn::Asinh}, {"acosh", Fn::Acosh}, {"atanh", Fn::Atanh}, {"sign", Fn::Sign},
         {"softplus", Fn::Softplus}, {"softsign", Fn::Softsign}, {"elu", Fn::Elu}, {"selu", Fn::Selu},
         {"celu", Fn::Celu}, {"gelu", Fn::Gelu}, {"gelu_tanh", Fn::GeluTanh}, {"mish", Fn::Mish},
-        {"thresholded_relu", Fn::ThresholdedRelu},
+        {"thresholded_relu", Fn::ThresholdedRelu}, {"not", Fn::Not},
     };
     return table;
 }
@@ -138,6 +142,7 @@ private:
                 return 0.5f * x * (1.0f + std::tanh(0.79788456080286536f * (x + 0.044715f * x * x * x)));
             case Fn::Mish: return x * std::tanh(softplus(x));
             case Fn::ThresholdedRelu: return x > alpha_ ? x : 0.0f;
+            case Fn::Not: return x == 0.0f ? 1.0f : 0.0f;  // booleans are 0 / 1
         }
         return x;
     }
@@ -147,14 +152,19 @@ private:
 
 // ---- Broadcasting binaries beyond Add/Sub/Mul/Div ----
 
-enum class Bin { Pow, Min, Max, Fmod, PRelu };
+enum class Bin { Pow, Min, Max, Fmod, PRelu, Equal, Less, Greater, LessEqual, GreaterEqual, And, Or, Xor };
 
 class BinaryMathOp : public Op {
 public:
     explicit BinaryMathOp(const Attrs& a) {
-        const std::string fn = a.get_string("fn", "", {"pow", "min", "max", "fmod", "prelu"});
-        fn_ = fn == "pow" ? Bin::Pow : fn == "min" ? Bin::Min : fn == "max" ? Bin::Max
-            : fn == "fmod" ? Bin::Fmod : Bin::PRelu;
+        static const std::map<std::string, Bin> fns = {
+            {"pow", Bin::Pow}, {"min", Bin::Min}, {"max", Bin::Max}, {"fmod", Bin::Fmod},
+            {"prelu", Bin::PRelu}, {"equal", Bin::Equal}, {"less", Bin::Less}, {"greater", Bin::Greater},
+            {"less_equal", Bin::LessEqual}, {"greater_equal", Bin::GreaterEqual}, {"and", Bin::And},
+            {"or", Bin::Or}, {"xor", Bin::Xor}};
+        std::vector<std::string> names;
+        for (const auto& kv : fns) names.push_back(kv.first);
+        fn_ = fns.at(a.get_string("fn", "", names));
     }
     std::vector<Shape> infer(const std::vector<Shape>& in) const override {
         return {broadcast_shape(in[0], in[1])};
@@ -175,12 +185,41 @@ public:
                                    case Bin::Max: y[e] = std::isnan(x) || x > z ? x : z; break;
                                    case Bin::Fmod: y[e] = std::fmod(x, z); break;
                                    case Bin::PRelu: y[e] = x < 0.0f ? x * z : x; break;
+                                   // Comparisons and logic answer booleans as 0 / 1.
+                                   case Bin::Equal: y[e] = x == z; break;
+                                   case Bin::Less: y[e] = x < z; break;
+                                   case Bin::Greater: y[e] = x > z; break;
+                                   case Bin::LessEqual: y[e] = x <= z; break;
+                                   case Bin::GreaterEqual: y[e] = x >= z; break;
+                                   case Bin::And: y[e] = x != 0.0f && z != 0.0f; break;
+                                   case Bin::Or: y[e] = x != 0.0f || z != 0.0f; break;
+                                   case Bin::Xor: y[e] = (x != 0.0f) != (z != 0.0f); break;
                                }
                            });
     }
 
 private:
     Bin fn_;
+};
+
+// Where(cond, a, b): a where cond is non-zero (a boolean as 0 / 1), else b; all three broadcast.
+class WhereOp : public Op {
+public:
+    explicit WhereOp(const Attrs&) {}
+    std::vector<Shape> infer(const std::vector<Shape>& in) const override {
+        return {broadcast_shape(in[0], broadcast_shape(in[1], in[2]))};
+    }
+    void run(const std::vector<const Tensor*>& in, const std::vector<Tensor*>& out) const override {
+        const Shape& os = out[0]->shape;
+        const float* c = in[0]->f32();
+        const float* a = in[1]->f32();
+        const float* b = in[2]->f32();
+        float* y = out[0]->f32();
+        for_each_broadcast_n(os,
+                             {broadcast_strides(in[0]->shape, os), broadcast_strides(in[1]->shape, os),
+                              broadcast_strides(in[2]->shape, os)},
+                             [&](int64_t e, const int64_t* off) { y[e] = c[off[0]] != 0.0f ? a[off[1]] : b[off[2]]; });
+    }
 };
 
 // ---- Reductions ----
@@ -419,10 +458,104 @@ public:
     }
 };
 
+// ---- Resize (ONNX Resize/Upsample, nearest and linear), one axis at a time: both are separable,
+// so axis-by-axis equals the N-d interpolation. ----
+class ResizeOp : public Op {
+public:
+    explicit ResizeOp(const Attrs& a)
+        : sizes_(a.get_ints("sizes", -1, {}, 0)),
+          mode_(a.get_string("mode", "nearest", {"nearest", "linear"})),
+          coord_(a.get_string("coordinate_transformation_mode", "half_pixel",
+                              {"half_pixel", "half_pixel_symmetric", "pytorch_half_pixel", "align_corners",
+                               "asymmetric"})),
+          nearest_(a.get_string("nearest_mode", "round_prefer_floor",
+                                {"round_prefer_floor", "round_prefer_ceil", "floor", "ceil"})) {
+        scales_ = a.get_floats("scales", static_cast<int>(sizes_.size()));
+        for (double sc : scales_) {
+            if (!(sc > 0.0)) a.fail(str("attribute 'scales' must be positive, got ", sc));
+        }
+        if (scales_.size() != sizes_.size()) a.fail("attributes 'sizes' and 'scales' need one entry per axis");
+    }
+    std::vector<Shape> infer(const std::vector<Shape>& in) const override {
+        if (in[0].size() != sizes_.size()) {
+            shape_error(str("Resize has ", sizes_.size(), " sizes for an input of rank ", in[0].size()));
+        }
+        Shape out = in[0];
+        for (size_t i = 0; i < out.size(); ++i) {
+            if (sizes_[i] != 0) out[i] = sizes_[i];  // 0: the input's (a free batch)
+        }
+        return {out};
+    }
+    void run(const std::vector<const Tensor*>& in, const std::vector<Tensor*>& out) const override {
+        Shape cur = in[0]->shape;
+        const Shape& target = out[0]->shape;
+        std::vector<float> buf(in[0]->f32(), in[0]->f32() + in[0]->numel()), next;
+        for (size_t ax = 0; ax < cur.size(); ++ax) {
+            const int64_t n_in = cur[ax], n_out = target[ax];
+            if (n_in == n_out && scales_[ax] == 1.0) continue;
+            int64_t outer = 1, inner = 1;
+            for (size_t i = 0; i < ax; ++i) outer *= cur[i];
+            for (size_t i = ax + 1; i < cur.size(); ++i) inner *= cur[i];
+            next.assign(static_cast<size_t>(outer * n_out * inner), 0.0f);
+            for (int64_t j = 0; j < n_out; ++j) {
+                const double x = source(j, n_in, n_out, scales_[ax]);
+                int64_t i0, i1;
+                float w1;
+                if (mode_ == "nearest") {
+                    i0 = i1 = std::clamp<int64_t>(round_nearest(x), 0, n_in - 1);
+                    w1 = 0.0f;
+                } else {
+                    const double xc = std::clamp(x, 0.0, static_cast<double>(n_in - 1));
+                    i0 = static_cast<int64_t>(std::floor(xc));
+                    i1 = std::min(i0 + 1, n_in - 1);
+                    w1 = static_cast<float>(xc - static_cast<double>(i0));
+                }
+                for (int64_t o = 0; o < outer; ++o) {
+                    const float* r0 = buf.data() + (o * n_in + i0) * inner;
+                    const float* r1 = buf.data() + (o * n_in + i1) * inner;
+                    float* y = next.data() + (o * n_out + j) * inner;
+                    for (int64_t k = 0; k < inner; ++k) y[k] = r0[k] + w1 * (r1[k] - r0[k]);
+                }
+            }
+            cur[ax] = n_out;
+            buf.swap(next);
+        }
+        std::copy(buf.begin(), buf.end(), out[0]->f32());
+    }
+
+private:
+    // The input coordinate of output index j (ONNX's coordinate_transformation_mode). As in
+    // ONNX, the resized length is n_in · scale, unrounded (it differs from n_out with scales).
+    double source(int64_t j, int64_t n_in, int64_t n_out, double scale) const {
+        const double x = static_cast<double>(j);
+        const double len = static_cast<double>(n_in) * scale;
+        if (coord_ == "half_pixel_symmetric") {  // half_pixel, re-centred on the rounded length
+            const double offset = static_cast<double>(n_in) / 2.0 * (1.0 - static_cast<double>(n_out) / len);
+            return offset + (x + 0.5) / scale - 0.5;
+        }
+        if (coord_ == "asymmetric") return x / scale;
+        if (coord_ == "align_corners") return len <= 1.0 ? 0.0 : x * static_cast<double>(n_in - 1) / (len - 1.0);
+        if (coord_ == "pytorch_half_pixel" && len <= 1.0) return 0.0;
+        return (x + 0.5) / scale - 0.5;
+    }
+    int64_t round_nearest(double x) const {
+        if (nearest_ == "floor") return static_cast<int64_t>(std::floor(x));
+        if (nearest_ == "ceil") return static_cast<int64_t>(std::ceil(x));
+        const double f = std::floor(x);
+        if (x - f == 0.5) return static_cast<int64_t>(nearest_ == "round_prefer_floor" ? f : f + 1.0);
+        return static_cast<int64_t>(std::round(x));
+    }
+    std::vector<int64_t> sizes_;
+    std::vector<double> scales_;
+    std::string mode_, coord_, nearest_;
+};
+
 }  // namespace
 
 std::unique_ptr<Op> make_Math(const Attrs& a) { return std::make_unique<MathOp>(a); }
 std::unique_ptr<Op> make_BinaryMath(const Attrs& a) { return std::make_unique<BinaryMathOp>(a); }
+std::unique_ptr<Op> make_Resize(const Attrs& a) { return std::make_unique<ResizeOp>(a); }
+std::unique_ptr<Op> make_Where(const Attrs& a) { return std::make_unique<WhereOp>(a); }
 std::unique_ptr<Op> make_Reduce(const Attrs& a) { return std::make_unique<ReduceOp>(a); }
 std::unique_ptr<Op> make_LayerNorm(const Attrs& a) { return std::make_unique<LayerNormOp>(a); }
 std::unique_ptr<Op> make_LogSoftmax(const Attrs& a) { return std::make_unique<LogSoftmaxOp>(a); }

@@ -95,12 +95,19 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def write_json(record: dict[str, Any], path: str) -> str:
-    """Write ``record`` as JSON (after checking it against the schema); returns the path."""
+def record_json(record: dict[str, Any]) -> Any:
+    """``record`` as the JSON document a file or ``pyengine bench --json`` gets, checked against
+    the schema."""
     doc = _plain(record)
     problems = validate(doc)
     if problems:  # a bug here, not the user's: say exactly what
         raise AssertionError("bench record does not match schema.json: " + "; ".join(problems))
+    return doc
+
+
+def write_json(record: dict[str, Any], path: str) -> str:
+    """Write ``record`` as JSON (after checking it against the schema); returns the path."""
+    doc = record_json(record)
     tmp = f"{path}.tmp"
     with open(tmp, "w", encoding="utf-8") as fh:
         json.dump(doc, fh, indent=1, allow_nan=False)

@@ -11,10 +11,14 @@ from typing import Callable, Optional
 import numpy as np
 
 from pyengine.bench import report
+from pyengine.cli.output import print_json
 from pyengine.errors import BackendUnavailableError, DeviceUnavailableError, ModelFormatError
 
-#: Errors reported as "pyengine bench: error: ..." with exit code 2.
+#: Errors reported as "pyengine bench: error: ..." (exit codes in docs/cli.md: a model that
+#: cannot be used is 2, a missing device or framework 3).
 ERRORS = (DeviceUnavailableError, ModelFormatError, BackendUnavailableError)
+#: Errors that mean something needed is missing (exit code 3).
+UNAVAILABLE = (DeviceUnavailableError, BackendUnavailableError)
 
 
 def _ints(what: str) -> Callable[[str], list[int]]:
@@ -59,7 +63,10 @@ def bench_args(p: argparse.ArgumentParser) -> None:
                    help="--compare: largest |difference| / max|framework output| (default 1e-4)")
     p.add_argument("--profile", action="store_true", help="add the per-op table of each cell")
     p.add_argument("--top", type=int, default=10, help="--profile: the N slowest ops (0: all)")
-    p.add_argument("--json", metavar="FILE", help="write the full record (header and cells)")
+    p.add_argument("--json", nargs="?", const="-", metavar="FILE",
+                   help="the full record (header and cells, pyengine/bench/schema.json): alone, "
+                   "printed as JSON on standard output instead of the table; with FILE, written "
+                   "there")
     p.add_argument("--label", help="this device's name in --merge tables (default: host and CPU)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar even on a TTY")
 
@@ -172,6 +179,9 @@ def bench_run(args: argparse.Namespace) -> int:
     record["suite"] = args.suite
     if args.label:
         record["label"] = args.label
+    if args.json == "-":
+        print_json(report.record_json(record))
+        return 0
     print(report.table(record, top=args.top))
     if args.json:
         print(f"\nrecord: {report.write_json(record, args.json)}")

@@ -3,25 +3,27 @@
 from __future__ import annotations
 
 import argparse
-import json
+from typing import Any
 
 import numpy as np
 
 import pyengine
+from pyengine.cli.output import add_json_flag, print_json
 from pyengine.errors import DeviceUnavailableError
+from pyengine.model import BACKENDS
 
-#: Errors reported as "pyengine <command>: error: ...".
-ERRORS = (DeviceUnavailableError,)
+#: Errors that mean something needed is missing (exit code 3; docs/cli.md).
+UNAVAILABLE = (DeviceUnavailableError,)
 
 
 def info_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--json", action="store_true", help="print JSON")
+    add_json_flag(p, "the engine's description")
 
 
 def info_run(args: argparse.Namespace) -> int:
     data = pyengine.info()
     if args.json:
-        print(json.dumps(data, indent=2))
+        print_json(data)
         return 0
     cpu = data["cpu"]
     flags = [k for k in ("avx", "avx2", "fma", "f16c", "avx512f", "neon") if cpu.get(k)]
@@ -46,7 +48,11 @@ def run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--input", "-i", action="append", required=True, metavar="[NAME=]FILE.npy",
                    help="input array; NAME= picks the input when the model has several")
     p.add_argument("--output", "-o", help="write the output to this .npy (.npz for several outputs)")
-    p.add_argument("--backend", default="auto")
+    p.add_argument("--backend", default="auto",
+                   choices=BACKENDS,
+                   help="auto (default): the native engine, or the model's framework when it "
+                   "does not convert; native: refuse what does not convert; a framework: run on "
+                   "it")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
     p.add_argument("--profile", action="store_true",
                    help="time each op of the native model and print a table (type, shapes, layout, "
@@ -55,6 +61,15 @@ def run_args(p: argparse.ArgumentParser) -> None:
                    help="write the profiled runs as a Chrome trace JSON (implies --profile)")
     p.add_argument("--runs", type=int, default=10, help="calls timed by --profile (default 10)")
     p.add_argument("--top", type=int, default=None, help="--profile prints only the N slowest ops")
+    add_json_flag(p, "the outputs (or with --output, their shapes and file)")
+
+
+def tensor_json(arr: np.ndarray, values: bool = True) -> dict[str, Any]:
+    """An output array as ``--json`` prints it: shape, dtype and (``values``) nested lists."""
+    out: dict[str, Any] = {"shape": list(arr.shape), "dtype": str(arr.dtype)}
+    if values:
+        out["values"] = arr.tolist()
+    return out
 
 
 def run_run(args: argparse.Namespace) -> int:
@@ -70,6 +85,9 @@ def run_run(args: argparse.Namespace) -> int:
         name, sep, path = item.rpartition("=")
         named[name if sep else ""] = np.load(path, allow_pickle=False)
     x = named[""] if list(named) == [""] else named
+    if profiling and args.json:
+        raise ValueError("--json prints the outputs; with --profile use --profile-json FILE for "
+                         "the timings")
     if profiling:
         report = model.profile(x, runs=args.runs, trace_path=args.profile_json)  # type: ignore[attr-defined]
         print(report.table(top=args.top))
@@ -78,13 +96,19 @@ def run_run(args: argparse.Namespace) -> int:
         if not args.output:
             return 0
     y = model.predict(x)
+    outputs = y if isinstance(y, dict) else {model.outputs[0].name: y}
+    if args.json:
+        print_json({"model": args.model, "backend": model.backend,
+                    "outputs": {name: tensor_json(arr, values=not args.output)
+                                for name, arr in outputs.items()},
+                    "output_file": args.output})
     if args.output:
         if isinstance(y, dict):
             np.savez(args.output, **y)
         else:
             np.save(args.output, y)
-    else:
-        for name, arr in (y.items() if isinstance(y, dict) else [(model.outputs[0].name, y)]):
+    elif not args.json:
+        for name, arr in outputs.items():
             print(f"{name}: shape={list(arr.shape)} dtype={arr.dtype}")
             print(np.array2string(arr, threshold=50, precision=5))
     return 0

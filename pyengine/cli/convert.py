@@ -6,6 +6,7 @@ import argparse
 from typing import Any
 
 import pyengine
+from pyengine.cli.output import add_json_flag, print_json
 
 
 def _shape(text: str) -> tuple[str, list[int]]:
@@ -20,6 +21,11 @@ def _shape(text: str) -> tuple[str, list[int]]:
         raise argparse.ArgumentTypeError(
             f"--input-shape {text!r}: dimensions must be integers"
         ) from None
+
+
+def spec_json(spec: Any) -> dict[str, Any]:
+    """A model input or output (:class:`pyengine.TensorSpec`) as ``--json`` prints it."""
+    return {"name": spec.name, "shape": list(spec.shape), "dtype": str(spec.dtype)}
 
 
 def convert_args(p: argparse.ArgumentParser) -> None:
@@ -57,6 +63,7 @@ def convert_args(p: argparse.ArgumentParser) -> None:
         metavar="NAME=D1,D2,...",
         help="an input's shape, -1 for a free dimension",
     )
+    add_json_flag(p, "the written model's path, inputs and outputs")
 
 
 def convert_run(args: argparse.Namespace) -> int:
@@ -71,6 +78,11 @@ def convert_run(args: argparse.Namespace) -> int:
         options["input_shapes"] = dict(args.input_shapes)
     path = pyengine.convert(args.src, args.output, framework=args.framework, **options)
     model = pyengine.load(path)
+    if args.json:
+        print_json({"path": path, "backend": model.backend,
+                    "inputs": [spec_json(s) for s in model.inputs],
+                    "outputs": [spec_json(s) for s in model.outputs]})
+        return 0
     ins = ", ".join(f"{s.name}{list(s.shape)}" for s in model.inputs)
     outs = ", ".join(f"{s.name}{list(s.shape)}" for s in model.outputs)
     print(f"wrote {path}: inputs {ins}; outputs {outs}")

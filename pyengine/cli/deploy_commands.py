@@ -5,15 +5,23 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import os
 import sys
 import time
-from typing import IO, Optional
+from typing import IO, Any, Optional
 
 from pyengine import deploy as dp
+from pyengine.cli.output import (
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_USAGE,
+    Refused,
+    add_json_flag,
+    print_json,
+    print_table,
+)
 
-EXIT_FAILURE = 1
+EXIT_FAILURE = EXIT_FAILED
 
 
 def _root_arg(p: argparse.ArgumentParser) -> None:
@@ -77,6 +85,20 @@ class Progress:
         self.out.flush()
 
 
+def deployment_json(d: dp.Deployment, items: bool = True) -> dict[str, Any]:
+    """A deployment as ``--json`` prints it (docs/cli.md): with ``items``, each resource's and
+    function's outcome."""
+    out: dict[str, Any] = {"id": d.id, "kind": d.kind, "group": d.group_name,
+                           "status": d.status, "started": d.started, "finished": d.finished,
+                           "message": d.message}
+    if items:
+        out["bytes_downloaded"] = d.bytes_downloaded
+        out["items"] = [{"kind": i.kind, "key": i.key, "outcome": i.outcome,
+                         "version": i.version, "path": i.path, "bytes": i.bytes,
+                         "attempts": i.attempts, "message": i.message} for i in d.items]
+    return out
+
+
 def print_deployment(d: dp.Deployment, out: IO[str] = sys.stdout) -> None:
     """The summary of a deployment: id, status, and one line per resource."""
     took = f" in {d.finished - d.started:.2f} s" if d.finished and d.started else ""
@@ -121,10 +143,16 @@ def deploy_args(p: argparse.ArgumentParser) -> None:
         "--retries", type=int, default=4, help="download retries per resource (default 4)"
     )
     p.add_argument("--quiet", "-q", action="store_true", help="print only the summary")
+    p.add_argument("--dry-run", action="store_true",
+                   help="only check the group file and its local sources, as `pyengine "
+                   "validate` does: print every problem, touch nothing")
+    add_json_flag(p, "the deployment (no progress lines)")
 
 
 def deploy_run(args: argparse.Namespace) -> int:
-    progress = None if args.quiet else Progress(sys.stdout)
+    if args.dry_run:
+        return validate_run(args)
+    progress = None if args.quiet or args.json else Progress(sys.stdout)
     d = dp.deploy(
         args.group,
         args.root,
@@ -133,111 +161,131 @@ def deploy_run(args: argparse.Namespace) -> int:
         progress=progress,
         retries=args.retries,
     )
-    print_deployment(d)
-    return 0 if d.status == "Success" else EXIT_FAILURE
+    if args.json:
+        print_json(deployment_json(d))
+    else:
+        print_deployment(d)
+    return EXIT_OK if d.status == "Success" else EXIT_FAILED
+
+
+def validate_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("group", help="group file (YAML or JSON)")
+    add_json_flag(p, "the group's name and its problems")
+
+
+def validate_run(args: argparse.Namespace) -> int:
+    """``validate`` and ``deploy --dry-run``: every problem of the group file, nothing written."""
+    problems = dp.group_file_problems(args.group)
+    group = None if problems else dp.load_group(args.group)
+    if args.json:
+        print_json({"group": os.path.abspath(args.group),
+                    "name": group.name if group is not None else None,
+                    "valid": not problems, "problems": problems})
+    elif problems:
+        print(f"{args.group}: {len(problems)} problem(s):")
+        for line in problems:
+            print(f"  {line}")
+    else:
+        assert group is not None
+        print(f"{args.group}: group {group.name!r} is valid ({len(group.resources)} "
+              f"resource(s), {len(group.functions)} function(s))")
+    return EXIT_USAGE if problems else EXIT_OK
+
+
+def _wait_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
+                   help="wait this long for a running deployment instead of refusing at once")
 
 
 def rollback_args(p: argparse.ArgumentParser) -> None:
     _root_arg(p)
-    p.add_argument("--wait", type=float, default=0.0, metavar="SECONDS")
+    _wait_arg(p)
+    add_json_flag(p, "the rollback's deployment")
 
 
 def rollback_run(args: argparse.Namespace) -> int:
-    print_deployment(dp.rollback(args.root, wait_s=args.wait))
-    return 0
+    d = dp.rollback(args.root, wait_s=args.wait)
+    if args.json:
+        print_json(deployment_json(d))
+    else:
+        print_deployment(d)
+    return EXIT_OK if d.status == "Success" else EXIT_FAILED
 
 
 def reset_args(p: argparse.ArgumentParser) -> None:
     _root_arg(p)
-    p.add_argument("--wait", type=float, default=0.0, metavar="SECONDS")
+    _wait_arg(p)
+    p.add_argument("--yes", "-y", action="store_true",
+                   help="do not ask for confirmation (needed when standard input is not a "
+                   "terminal)")
+    add_json_flag(p, "the root and the paths removed")
+
+
+def _confirm_reset(root: str) -> None:
+    """Ask on the terminal before removing what ``root`` has deployed; Refused when the answer
+    is not yes, or when there is no terminal to ask on."""
+    # A damaged state raises here, naming `pyengine doctor --repair`.
+    what = f"{len(dp.list_installed(root))} installed resource(s) and function(s)"
+    if not sys.stdin.isatty():
+        raise Refused(f"reset would remove {what} in {root} and its state; standard input is "
+                      "not a terminal to confirm on, so pass --yes to reset")
+    print(f"remove {what} in {root}, with its state? [y/N] ", end="", file=sys.stderr, flush=True)
+    answer = sys.stdin.readline().strip().lower()
+    if answer not in ("y", "yes"):
+        raise Refused(f"reset not confirmed ({answer!r}); nothing removed")
 
 
 def reset_run(args: argparse.Namespace) -> int:
+    root = dp.resolve_root(args.root)
+    if os.path.exists(os.path.join(root, "state.db")) and not args.yes:
+        _confirm_reset(root)
     removed = dp.reset(args.root, wait_s=args.wait)
+    if args.json:
+        print_json({"root": root, "removed": removed})
+        return EXIT_OK
     if not removed:
-        print(f"nothing deployed in {dp.resolve_root(args.root)}")
+        print(f"nothing deployed in {root}")
     for p in removed:
         print(f"removed {p}")
-    return 0
+    return EXIT_OK
 
 
 def deployments_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("action", choices=("list", "show"))
+    p.add_argument("action", choices=("list", "show"),
+                   help="list: every deployment, newest first; show: one with its items")
     p.add_argument("id", nargs="?", type=int, help="deployment id (show; default the latest)")
     _root_arg(p)
-    p.add_argument("--json", action="store_true")
+    add_json_flag(p, "the deployments (list) or the deployment (show)")
 
 
 def deployments_run(args: argparse.Namespace) -> int:
-    if args.action == "list":
-        deps = dp.list_deployments(args.root)
-        if args.json:
-            print(
-                json.dumps(
-                    [
-                        {
-                            "id": d.id,
-                            "kind": d.kind,
-                            "group": d.group_name,
-                            "status": d.status,
-                            "started": d.started,
-                            "finished": d.finished,
-                            "message": d.message,
-                        }
-                        for d in deps
-                    ],
-                    indent=2,
-                )
-            )
-            return 0
-        if not deps:
-            print(f"no deployments in {dp.resolve_root(args.root)}")
-        for d in deps:
-            print(
-                f"{d.id:>5}  {d.kind:<8} {d.status:<10} {_when(d.started)}  {d.group_name}  "
-                f"{d.message or ''}".rstrip()
-            )
-        return 0
     deps = dp.list_deployments(args.root)
+    if args.action == "list":
+        if args.json:
+            print_json([deployment_json(d, items=False) for d in deps])
+        elif not deps:
+            print(f"no deployments in {dp.resolve_root(args.root)}")
+        else:
+            print_table([[str(d.id), d.kind, d.status, _when(d.started), d.group_name or "-",
+                          d.message or ""] for d in deps],
+                        ["ID", "KIND", "STATUS", "STARTED", "GROUP", "MESSAGE"])
+        return 0
     if args.id is None and not deps:
         raise dp.DeployError(f"no deployments in {dp.resolve_root(args.root)}")
     d = dp.get_deployment(args.id if args.id is not None else deps[0].id, args.root)
     if args.json:
-        print(
-            json.dumps(
-                {
-                    "id": d.id,
-                    "kind": d.kind,
-                    "group": d.group_name,
-                    "status": d.status,
-                    "message": d.message,
-                    "items": [
-                        {
-                            "kind": i.kind,
-                            "key": i.key,
-                            "outcome": i.outcome,
-                            "version": i.version,
-                            "path": i.path,
-                            "bytes": i.bytes,
-                            "attempts": i.attempts,
-                            "message": i.message,
-                        }
-                        for i in d.items
-                    ],
-                },
-                indent=2,
-            )
-        )
+        print_json(deployment_json(d))
     else:
         print_deployment(d)
     return 0
 
 
 def resources_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("action", choices=("list", "show"))
+    p.add_argument("action", choices=("list", "show"),
+                   help="list: every installed resource and function; show: one in detail")
     p.add_argument("id", nargs="?", help="resource id or function name (show)")
     _root_arg(p)
-    p.add_argument("--json", action="store_true")
+    add_json_flag(p, "the installed resources and functions")
 
 
 def resources_run(args: argparse.Namespace) -> int:
@@ -247,12 +295,12 @@ def resources_run(args: argparse.Namespace) -> int:
             raise ValueError("resources show needs a resource id or function name")
         rows = [r for r in rows if r["key"] == args.id]
         if not rows:
-            raise dp.DeployError(
+            raise ValueError(  # the name given is wrong: bad input (exit 2)
                 f"no resource or function {args.id!r} is deployed in {dp.resolve_root(args.root)}"
             )
         for r in rows:
             if args.json:
-                print(json.dumps(r, indent=2))
+                print_json(r)
                 continue
             for k in (
                 "kind",
@@ -270,25 +318,26 @@ def resources_run(args: argparse.Namespace) -> int:
                 print(f"{'files:':<15}{n}")
         return 0
     if args.json:
-        print(json.dumps(rows, indent=2))
+        print_json(rows)
         return 0
     if not rows:
         print(f"nothing deployed in {dp.resolve_root(args.root)}")
-    for r in rows:
-        print(
-            f"{r['kind']:<8} {r['key']:<24} {r['version'] or '-':<16} {r['destination']}  "
-            f"(deployment {r['deployment_id']}, {r['source'] or '-'})"
-        )
+        return 0
+    print_table([[r["kind"], r["key"], r["version"] or "-", str(r["deployment_id"]),
+                  r["destination"] or "-", r["source"] or "-"] for r in rows],
+                ["KIND", "NAME", "VERSION", "DEPLOYMENT", "DESTINATION", "SOURCE"])
     return 0
 
 
 def policy_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("group", help="group file (YAML or JSON)")
+    p.add_argument("--json", action="store_true",
+                   help="accepted for uniformity: the policy is always printed as JSON")
 
 
 def policy_run(args: argparse.Namespace) -> int:
     g = dp.load_group(args.group)
-    print(json.dumps(dp.group_policy(g), indent=2))
+    print_json(dp.group_policy(g))
     if any(r.model and r.model.source.startswith("sagemaker://") for r in g.resources):
         print(
             "note: a training job's artifact bucket is only known at deploy time; grant "
@@ -305,8 +354,8 @@ def doctor_args(p: argparse.ArgumentParser) -> None:
                    "rebuild what can be read (see docs/deploy.md)")
     p.add_argument("--quick", action="store_true",
                    help="hash only installed versions whose files' ctime moved (not every byte)")
-    p.add_argument("--wait", type=float, default=0.0, metavar="SECONDS")
-    p.add_argument("--json", action="store_true")
+    _wait_arg(p)
+    add_json_flag(p, "the root, whether it is healthy, what was repaired and the findings")
 
 
 def doctor_run(args: argparse.Namespace) -> int:
@@ -317,10 +366,9 @@ def doctor_run(args: argparse.Namespace) -> int:
     else:
         report = doctor.check(args.root, thorough=not args.quick)
     if args.json:
-        print(json.dumps({"root": report.root, "healthy": report.healthy,
-                          "repaired": report.repaired,
-                          "findings": [{"level": f.level, "what": f.what}
-                                       for f in report.findings]}, indent=2))
+        print_json({"root": report.root, "healthy": report.healthy,
+                    "repaired": report.repaired,
+                    "findings": [{"level": f.level, "what": f.what} for f in report.findings]})
     else:
         for line in report.repaired:
             print(f"repaired: {line}")

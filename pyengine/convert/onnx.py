@@ -50,6 +50,9 @@ class _Importer:
         # Constants computed from a tensor's shape with -1 for a dimension known only at run time
         # (the batch): only shape plumbing (_SHAPE_OPS) may consume them.
         self.symbolic: set[str] = set()
+        # Run-time values that stand for ONNX bools as float 0 / 1 (comparison results): only
+        # Where, Not, And/Or/Xor, Equal and Cast may read them, and no graph output may be one.
+        self.boolean: set[str] = set()
         # Whether the batch (dimension 0) is the graph inputs' only free dimension.
         self.batch_only = all(-1 not in (_shape_of(vi.type) or [0])[1:] for vi in model.graph.input)
         try:
@@ -122,7 +125,10 @@ class _Importer:
         for node in graph.node:
             self.convert_node(node)
         for vi in graph.output:
-            self.g.output(self.values[vi.name], vi.name)
+            value = self.values[vi.name]
+            if value in self.boolean:  # the engine's outputs are float32
+                value = self.g.unsupported_op(vi.name, "bool output")
+            self.g.output(value, vi.name)
         return self.g.finish()
 
     def convert_node(self, node: Any) -> None:
@@ -156,6 +162,9 @@ class _Importer:
             return
         if node.op_type not in _SHAPE_OPS and any(v in self.symbolic for v in ins):
             self._set(node, [self.g.unsupported_op(name, f"{node.op_type} of a run-time shape")])
+            return
+        if node.op_type not in _BOOL_OPS and any(v in self.boolean for v in ins):
+            self._set(node, [self.g.unsupported_op(name, f"{node.op_type} of a bool")])
             return
         handler = _HANDLERS.get(node.op_type)
         attrs = {a.name: self.onnx.helper.get_attribute_value(a) for a in node.attribute}
@@ -628,9 +637,13 @@ def _identity(imp: _Importer, node: Any, name: str, ins: list[str], attrs: dict[
 def _constant(
     imp: _Importer, node: Any, name: str, ins: list[str], attrs: dict[str, Any]
 ) -> str | None:
-    if "value" not in attrs:
-        return None
-    return imp.g.const(imp.onnx.numpy_helper.to_array(attrs["value"]), name)
+    if "value" in attrs:
+        return imp.g.const(imp.onnx.numpy_helper.to_array(attrs["value"]), name)
+    for key, dtype in (("value_float", np.float32), ("value_floats", np.float32),
+                       ("value_int", np.int64), ("value_ints", np.int64)):
+        if key in attrs:
+            return imp.g.const(np.array(attrs[key], dtype), name)
+    return None  # a string or sparse constant
 
 
 def _math(fn: str, **defaults: float) -> Handler:
@@ -695,15 +708,41 @@ def _reduce(imp: _Importer, node: Any, name: str, ins: list[str], attrs: dict[st
     )
 
 
+def _inverse_rms(imp: _Importer, x: str, axes: list[int], eps: float, name: str) -> str:
+    """1 / sqrt(mean(x², axes, keepdims) + eps) with native ops."""
+    ms = imp.g.op("Reduce", [imp.g.op("Mul", [x, x], name + "/sq")], name + "/ms", kind="mean",
+                  axes=axes, keepdims=True)
+    shifted = imp.g.op("Add", [ms, imp.g.const(np.float32(eps), name + "/eps")], name + "/shift")
+    return imp.g.op("Math", [imp.g.op("Math", [shifted], name + "/sqrt", fn="sqrt")], name + "/inv",
+                    fn="reciprocal")
+
+
 def _layer_norm(
     imp: _Importer, node: Any, name: str, ins: list[str], attrs: dict[str, Any]
+) -> list[str] | None:
+    axis, eps = int(attrs.get("axis", -1)), float(attrs.get("epsilon", 1e-5))
+    y = imp.g.op("LayerNorm", [i for i in ins[:3] if i], name, axis=axis, epsilon=eps)
+    if not (len(node.output) > 1 and any(o and imp._used(o) for o in node.output[1:])):
+        return [y]
+    rank = imp.rank(node.input[0])
+    if rank is None:
+        return None
+    # The saved mean and inverse deviation (keepdims over the normalised dims), as ONNX's.
+    axes = list(range(axis % rank, rank))
+    mean = imp.g.op("Reduce", ins[:1], name + "/mean", kind="mean", axes=axes, keepdims=True)
+    centred = imp.g.op("Sub", [ins[0], mean], name + "/centred")
+    return [y, mean, _inverse_rms(imp, centred, axes, eps, name)]
+
+
+def _rms_norm(
+    imp: _Importer, node: Any, name: str, ins: list[str], attrs: dict[str, Any]
 ) -> str | None:
-    if len(node.output) > 1 and any(o and imp._used(o) for o in node.output[1:]):
-        return None  # the saved mean / inverse deviation (training outputs)
-    return imp.g.op(
-        "LayerNorm", [i for i in ins[:3] if i], name, axis=int(attrs.get("axis", -1)),
-        epsilon=float(attrs.get("epsilon", 1e-5)),
-    )
+    rank = imp.rank(node.input[0])
+    if rank is None:
+        return None
+    axes = list(range(int(attrs.get("axis", -1)) % rank, rank))
+    inv = _inverse_rms(imp, ins[0], axes, float(attrs.get("epsilon", 1e-5)), name)
+    return imp.g.op("Mul", [imp.g.op("Mul", [ins[0], inv], name + "/normed"), ins[1]], name)
 
 
 def _batch_matmul(imp: _Importer, node: Any, name: str, ins: list[str]) -> str | None:
@@ -732,7 +771,227 @@ def _expand(imp: _Importer, node: Any, name: str, ins: list[str], attrs: dict[st
 
 
 def _cast(imp: _Importer, node: Any, name: str, ins: list[str], attrs: dict[str, Any]) -> str | None:
-    return ins[0] if attrs.get("to") == imp.onnx.TensorProto.FLOAT else None
+    to = attrs.get("to")
+    if to == imp.onnx.TensorProto.BOOL and ins[0] in imp.boolean:
+        out = imp.g.op("Identity", ins[:1], name)
+        imp.boolean.add(out)
+        return out
+    if to != imp.onnx.TensorProto.FLOAT:
+        return None
+    # A bool to float: the same 0 / 1, under a fresh name that is no longer a boolean.
+    return imp.g.op("Identity", ins[:1], name) if ins[0] in imp.boolean else ins[0]
+
+
+
+def _as_float(imp: _Importer, value: str, name: str) -> str:
+    """``value`` as a float32 input of a native op (a bool or integer constant converted)."""
+    c = imp.const_of(value)
+    if c is None or c.dtype == np.float32:
+        return value
+    return imp.g.const(c.astype(np.float32), name)
+
+
+# ONNX comparisons and logic -> the native BinaryMath's fn (answers booleans as 0 / 1).
+_COMPARE = {
+    "Equal": "equal", "Less": "less", "Greater": "greater", "LessOrEqual": "less_equal",
+    "GreaterOrEqual": "greater_equal", "And": "and", "Or": "or", "Xor": "xor",
+}
+
+
+def _compare(imp: _Importer, node: Any, name: str, ins: list[str], attrs: dict[str, Any]) -> str:
+    a, b = (_as_float(imp, v, f"{name}/{i}") for i, v in enumerate(ins[:2]))
+    out = imp.g.op("BinaryMath", [a, b], name, fn=_COMPARE[node.op_type])
+    imp.boolean.add(out)
+    return out
+
+
+def _not(imp: _Importer, node: Any, name: str, ins: list[str], attrs: dict[str, Any]) -> str:
+    out = imp.g.op("Math", [_as_float(imp, ins[0], name + "/x")], name, fn="not")
+    imp.boolean.add(out)
+    return out
+
+
+def _where(imp: _Importer, node: Any, name: str, ins: list[str], attrs: dict[str, Any]) -> str | None:
+    cond, a, b = ins[:3]
+    if not (cond in imp.boolean or imp.const_of(cond) is not None):
+        return None
+    for v in (a, b):
+        c = imp.const_of(v)
+        if c is not None and c.dtype.kind != "f":
+            return None  # an integer Where: the engine computes in float32
+    return imp.g.op(
+        "Where", [_as_float(imp, v, f"{name}/{i}") for i, v in enumerate((cond, a, b))], name
+    )
+
+
+def _cast_like(imp: _Importer, node: Any, name: str, ins: list[str], attrs: dict[str, Any]) -> str | None:
+    like = imp.const_of(ins[1])
+    if ins[1] in imp.boolean or (like is not None and like.dtype != np.float32):
+        return None  # to a bool or an integer type
+    # Run-time values are float32 (or booleans as 0 / 1): the target is float32.
+    c = imp.const_of(ins[0])
+    return ins[0] if c is None else imp.g.const(c.astype(np.float32), name)
+
+
+
+_RESIZE_COORDS = (
+    "half_pixel", "half_pixel_symmetric", "pytorch_half_pixel", "align_corners", "asymmetric"
+)
+_RESIZE_NEAREST = ("round_prefer_floor", "round_prefer_ceil", "floor", "ceil")
+
+
+def _resize(imp: _Importer, node: Any, name: str, ins: list[str], attrs: dict[str, Any]) -> str | None:
+    """Resize (opset 10+) and Upsample: nearest and linear with constant scales or sizes. An
+    attribute value the kernel lacks is refused naming the node and the value."""
+    mode = _s(attrs.get("mode", "nearest"))
+    coord = _s(attrs.get("coordinate_transformation_mode",
+                         "asymmetric" if node.op_type == "Upsample" or imp.opset < 11 else "half_pixel"))
+    nearest = _s(attrs.get("nearest_mode", "round_prefer_floor"))
+    if node.op_type == "Upsample" or imp.opset < 11:
+        if mode == "bilinear":  # Upsample opset 7's name
+            mode = "linear"
+        nearest = "floor" if node.op_type == "Upsample" or imp.opset < 11 else nearest
+    refusals = [
+        (mode not in ("nearest", "linear"), f"mode '{mode}'"),
+        (coord not in _RESIZE_COORDS, f"coordinate_transformation_mode '{coord}'"),
+        (mode == "nearest" and nearest not in _RESIZE_NEAREST, f"nearest_mode '{nearest}'"),
+        (bool(attrs.get("antialias", 0)), "antialias 1"),
+        (_s(attrs.get("keep_aspect_ratio_policy", "stretch")) != "stretch",
+         f"keep_aspect_ratio_policy '{_s(attrs.get('keep_aspect_ratio_policy', ''))}'"),
+        (bool(attrs.get("exclude_outside", 0)), "exclude_outside 1"),
+    ]
+    for bad, what in refusals:
+        if bad:
+            return imp.g.unsupported_op(name, f"Resize with {what}")
+    shape = imp.shapes.get(node.input[0])
+    if shape is None:
+        return None
+    rank = len(shape)
+    if node.op_type == "Upsample" or imp.opset < 11:
+        scales_v = attrs.get("scales") if "scales" in attrs else imp.const_of(ins[1])
+        sizes_v = None
+    else:
+        got = [imp.const_of(v) if v else None for v in (ins + [""] * 4)[2:4]]
+        if any(v and c is None for v, c in zip((ins + [""] * 4)[2:4], got)):
+            return imp.g.unsupported_op(name, "Resize with run-time scales or sizes")
+        scales_v = got[0] if got[0] is not None and np.size(got[0]) else None
+        sizes_v = got[1] if got[1] is not None and np.size(got[1]) else None
+    if scales_v is None and sizes_v is None:
+        return None
+    axes = [int(a) % rank for a in attrs.get("axes", range(rank))]
+    want_sizes = None if sizes_v is None else [int(v) for v in np.ravel(sizes_v)]
+    want_scales = [] if scales_v is None else [float(np.float32(v)) for v in np.ravel(scales_v)]
+    scales, sizes = [1.0] * rank, [max(d, 0) for d in shape]
+    for i, a in enumerate(axes):
+        if shape[a] < 0 and (want_sizes is not None or want_scales[i] != 1.0):
+            return None  # a free dimension is resized: its size is not known here
+        if shape[a] < 0:
+            continue
+        if want_sizes is not None:
+            sizes[a] = want_sizes[i]
+            scales[a] = sizes[a] / shape[a]
+        else:
+            scales[a] = want_scales[i]
+            sizes[a] = int(np.floor(shape[a] * scales[a]))
+    if any(s == 0 and shape[i] >= 0 for i, s in enumerate(sizes)):
+        return None  # an empty output
+    sizes = [0 if shape[i] < 0 else s for i, s in enumerate(sizes)]
+    return imp.g.op("Resize", ins[:1], name, sizes=sizes, scales=scales, mode=mode,
+                    coordinate_transformation_mode=coord, nearest_mode=nearest)
+
+
+
+def _depth_space(
+    imp: _Importer, node: Any, name: str, ins: list[str], attrs: dict[str, Any]
+) -> str | None:
+    """DepthToSpace (DCR and CRD) and SpaceToDepth as Reshape-Transpose-Reshape (NCHW)."""
+    shape, b = imp.shapes.get(node.input[0]), int(attrs["blocksize"])
+    if shape is None or len(shape) != 4 or any(d < 0 for d in shape[1:]):
+        return None
+    _, c, h, w = shape
+    mode = _s(attrs.get("mode", "DCR"))
+    if mode not in ("DCR", "CRD"):
+        return imp.g.unsupported_op(name, f"{node.op_type} with mode '{mode}'")
+    if node.op_type == "SpaceToDepth":
+        perm = [0, 3, 5, 1, 2, 4] if mode == "DCR" else [0, 1, 3, 5, 2, 4]
+        split, merged = [0, c, h // b, b, w // b, b], [0, c * b * b, h // b, w // b]
+    elif mode == "DCR":
+        split, perm, merged = [0, b, b, c // (b * b), h, w], [0, 3, 4, 1, 5, 2], [0, c // (b * b), h * b, w * b]
+    else:
+        split, perm, merged = [0, c // (b * b), b, b, h, w], [0, 1, 4, 2, 5, 3], [0, c // (b * b), h * b, w * b]
+    y = imp.g.op("Reshape", ins[:1], name + "/split", shape=split)
+    y = imp.g.op("Transpose", [y], name + "/perm", perm=perm)
+    return imp.g.op("Reshape", [y], name, shape=merged)
+
+
+def _tile(imp: _Importer, node: Any, name: str, ins: list[str], attrs: dict[str, Any]) -> str | None:
+    repeats = imp.const_of(ins[1])
+    if repeats is None or any(int(r) < 1 or int(r) > 64 for r in np.ravel(repeats)):
+        return None
+    y = ins[0]
+    for axis, r in enumerate(int(r) for r in np.ravel(repeats)):
+        if r > 1:
+            y = imp.g.op("Concat", [y] * r, f"{name}/{axis}", axis=axis)
+    return y if y != ins[0] else imp.g.op("Identity", [y], name)
+
+
+
+def _conv_transpose(
+    imp: _Importer, node: Any, name: str, ins: list[str], attrs: dict[str, Any]
+) -> str | None:
+    """ConvTranspose, 1-D and 2-D, constant weights; SAME auto_pad refused naming it."""
+    w = imp.const_of(ins[1])
+    if w is None:
+        return imp.g.unsupported_op(name, "ConvTranspose with run-time weights")
+    if w.ndim not in (3, 4):
+        return imp.g.unsupported_op(name, f"ConvTranspose {w.ndim - 2}-D")
+    spatial = w.ndim - 2
+    auto = _s(attrs.get("auto_pad", "NOTSET"))
+    if auto not in ("NOTSET", "VALID"):
+        return imp.g.unsupported_op(name, f"ConvTranspose with auto_pad '{auto}'")
+    kernel = list(w.shape[2:])
+    strides = list(attrs.get("strides", [1] * spatial))
+    dilations = list(attrs.get("dilations", [1] * spatial))
+    out_pad = list(attrs.get("output_padding", [0] * spatial))
+    pads = [0] * 2 * spatial if auto == "VALID" else list(attrs.get("pads", [0] * 2 * spatial))
+    if "output_shape" in attrs:  # pads follow from the requested size (ONNX's formula)
+        shape = imp.shapes.get(node.input[0])
+        want = list(attrs["output_shape"])[-spatial:]
+        if shape is None or any(d < 0 for d in shape[2:]):
+            return None
+        for i in range(spatial):
+            total = (strides[i] * (shape[2 + i] - 1) + out_pad[i] + (kernel[i] - 1) * dilations[i] + 1
+                     - want[i])
+            if total < 0:  # larger than the natural size: ONNX pads the end implicitly
+                return imp.g.unsupported_op(
+                    name, f"ConvTranspose with output_shape {want} beyond its natural size"
+                )
+            pads[i], pads[spatial + i] = total - total // 2, total // 2
+    if spatial == 1:
+        strides, dilations, out_pad = [1, strides[0]], [1, dilations[0]], [0, out_pad[0]]
+        pads = [0, pads[0], 0, pads[1]]
+    x = ins[0] if spatial == 2 else _to_4d(imp, ins[0], name)
+    wv = imp.g.const(w if spatial == 2 else w[:, :, None, :], name + "/w")
+    y = imp.g.op(
+        "ConvTranspose2D", [x, wv] + ([ins[2]] if len(ins) > 2 and ins[2] else []), name,
+        strides=strides, dilations=dilations, pads=[pads[0], pads[1], pads[2], pads[3]],
+        output_padding=out_pad, groups=int(attrs.get("group", 1)),
+    )
+    return y if spatial == 2 else _from_4d(imp, y, name)
+
+
+
+def _lp_norm(imp: _Importer, node: Any, name: str, ins: list[str], attrs: dict[str, Any]) -> str | None:
+    p = int(attrs.get("p", 2))
+    if p not in (1, 2):
+        return imp.g.unsupported_op(name, f"LpNormalization with p {p}")
+    norm = imp.g.op("Reduce", ins[:1], name + "/norm", kind="l2" if p == 2 else "l1",
+                    axes=[int(attrs.get("axis", -1))], keepdims=True)
+    scaled = imp.g.op("Div", [ins[0], norm], name + "/scaled")
+    # A zero norm (an all-zero slice) gives 0, as ONNX's, not 0 / 0.
+    zero = imp.g.const(np.float32(0.0), name + "/zero")
+    is_zero = imp.g.op("BinaryMath", [norm, zero], name + "/is_zero", fn="equal")
+    return imp.g.op("Where", [is_zero, zero, scaled], name)
 
 
 
@@ -823,10 +1082,25 @@ _HANDLERS: dict[str, Handler] = {
     "Pow": _binary_math("pow"),
     "Mod": _binary_math("fmod"),
     "LayerNormalization": _layer_norm,
+    "RMSNormalization": _rms_norm,
     "LogSoftmax": _softmax,
     "Expand": _expand,
     "Cast": _cast,
+    "CastLike": _cast_like,
+    "LpNormalization": _lp_norm,
+    "ConvTranspose": _conv_transpose,
+    "DepthToSpace": _depth_space,
+    "SpaceToDepth": _depth_space,
+    "Tile": _tile,
+    "Resize": _resize,
+    "Upsample": _resize,
+    "Where": _where,
+    "Not": _not,
+    **{op: _compare for op in _COMPARE},
 }
+
+# Ops that may read a boolean (see _Importer.boolean).
+_BOOL_OPS = {"Where", "Not", "And", "Or", "Xor", "Equal", "Cast", "Identity"}
 
 
 def _set_input_shapes(model: Any, path: str, input_shapes: dict[str, Sequence[int]]) -> None:

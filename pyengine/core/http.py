@@ -26,6 +26,7 @@ import collections
 import contextlib
 import logging
 import os
+import re
 import socket
 import stat
 import threading
@@ -44,6 +45,8 @@ HEADERS_MAX = 100
 #: A refused body is read and dropped (so the caller sees the answer) up to this much.
 DRAIN_MAX = 64 << 20
 DRAIN_TIMEOUT_S = 5.0
+_DECIMAL = re.compile(r"[0-9]{1,18}")
+_HEX = re.compile(rb"[0-9A-Fa-f]{1,15}")
 #: Connections waiting in the kernel to be accepted.
 ACCEPT_BACKLOG = 128
 
@@ -100,7 +103,7 @@ class Limits:
     connections_max: int = 512
     idle_timeout_s: float = 10.0
     header_timeout_s: float = 10.0
-    threads: int = 64
+    threads: int = 128
 
 
 def raise_fd_limit() -> int:
@@ -316,6 +319,13 @@ class HttpServer:
             return False
         close = http10 or "close" in req.headers.get("connection", "").lower()
         refusal = self.precheck(req)
+        if refusal is None and req.headers.get("expect", "").lower() == "100-continue":
+            cl = req.headers.get("content-length")
+            if cl is not None and int(cl) > lim.body_max:
+                refusal = self.error(413, f"the body of {cl} bytes is over the core's limit of "
+                                     f"{lim.body_max} bytes (api.body_max_mb)")
+            else:  # curl waits a second for this before a body over 1 MB
+                writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         if refusal is None:
             try:
                 req.body = await self._body(req, reader)
@@ -323,11 +333,11 @@ class HttpServer:
                 refusal = self.error(exc.status, str(exc))
                 refusal.close = True
         if refusal is not None:
-            if refusal.close or refusal.status >= 400 and not _body_read(req):
-                close = True
+            unread = refusal.close or refusal.status >= 400 and not _body_read(req)
+            await self._send(writer, refusal, close=close or unread)
+            if unread:  # the answer first: a caller may wait for it before sending its body
                 await self._drain(req, reader)
-            await self._send(writer, refusal, close=close)
-            return not close
+            return not (close or unread)
         try:
             resp = await self.loop.run_in_executor(self.pool, self.app, req)
         except Exception as exc:  # noqa: BLE001 - every request gets an answer
@@ -375,7 +385,7 @@ class HttpServer:
             raise HttpError(501, f"Transfer-Encoding {te!r} is not supported; send the body "
                             "with Content-Length or chunked")
         cl = headers.get("content-length")
-        if cl is not None and (not cl.isdigit() or len(cl) > 18):
+        if cl is not None and not _DECIMAL.fullmatch(cl):
             raise HttpError(400, f"Content-Length {cl[:40]!r} is not a byte count")
         return Request(method, target, headers, peer), version == "HTTP/1.0"
 
@@ -394,12 +404,9 @@ class HttpServer:
         while True:
             line = await asyncio.wait_for(reader.readline(), lim.idle_timeout_s)
             size_text = line.split(b";", 1)[0].strip()
-            try:
-                if not size_text or len(size_text) > 16:
-                    raise ValueError
-                n = int(size_text, 16)
-            except ValueError:
-                raise HttpError(400, f"bad chunk size line {line[:40]!r}") from None
+            if not _HEX.fullmatch(size_text):  # int(x, 16) would take "0x", "_" and "+"
+                raise HttpError(400, f"bad chunk size line {line[:40]!r}")
+            n = int(size_text, 16)
             if n == 0:
                 break
             if len(body) + n > lim.body_max:
@@ -422,7 +429,7 @@ class HttpServer:
         cl = req.headers.get("content-length")
         if "transfer-encoding" in req.headers:
             left = DRAIN_MAX  # the rest of a chunked body, until the caller stops sending
-        elif cl is None or not cl.isdigit():
+        elif cl is None or not _DECIMAL.fullmatch(cl):
             return
         else:
             left = min(int(cl), DRAIN_MAX)
@@ -449,7 +456,7 @@ class HttpServer:
         writer.write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + resp.body)
         await asyncio.wait_for(writer.drain(), self.limits.idle_timeout_s)
         if close:
-            with contextlib.suppress(OSError):
+            with contextlib.suppress(OSError, RuntimeError):
                 if writer.can_write_eof():
                     writer.write_eof()
 

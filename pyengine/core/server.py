@@ -541,6 +541,8 @@ class Core:
             self.metrics.record(name, dt)
             return 200, {"invocation_id": inv, "result": reply.get("result")}
         err = reply.get("error") or {}
+        if not isinstance(err, dict):  # a worker's word, checked like any other input
+            err = {"type": "BadAnswer", "message": f"the worker's error is {err!r:.200}"}
         self.metrics.record(name, dt, str(err.get("type", "Error")))
         return 500, {"invocation_id": inv, "error": err}
 

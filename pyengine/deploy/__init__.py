@@ -5,7 +5,8 @@ framework installed.
 
 Main entry points
 -----------------
-- :func:`load_group` / :func:`validate_group`: read and check a group file.
+- :func:`load_group` / :func:`validate_group`: read and check a group file;
+  :func:`group_file_problems`: every problem at once, for ``pyengine validate``.
 - :func:`deploy`, :func:`rollback`, :func:`reset`: change what is installed in a root.
 - :func:`current`: the deployed group with each resource's local path and each function's
   installed code (what the core runs); :func:`recover` cleans up after a killed deploy.
@@ -41,6 +42,7 @@ from pyengine.deploy.group import (
     ModelSpec,
     Owner,
     Resource,
+    group_file_problems,
     load_group,
     validate_group,
 )
@@ -82,6 +84,7 @@ __all__ = [
     "deploy",
     "get_deployment",
     "group_buckets",
+    "group_file_problems",
     "group_policy",
     "high_water",
     "list_deployments",

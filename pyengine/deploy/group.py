@@ -283,10 +283,24 @@ def load_group(path: str) -> Group:
     return validate_group(read_group_file(path), path)
 
 
+def group_file_problems(path: str) -> list[str]:
+    """Every problem a deploy of group file ``path`` would meet before downloading anything:
+    the schema's (as :func:`load_group` lists them) and local (file://) packages that do not
+    exist, all at once, as ``field.path: message``. Reads only (``pyengine validate``)."""
+    path = os.path.abspath(path)
+    try:
+        validate_group(read_group_file(path), path, local_sources=True)
+    except GroupError as exc:
+        return list(exc.problems)
+    return []
+
+
 class _Checker:
-    def __init__(self, base_dir: str) -> None:
+    def __init__(self, base_dir: str, local_sources: bool = False) -> None:
         self.problems: list[str] = []
         self.base_dir = base_dir
+        #: Also check that file:// packages exist (a deploy reports them as a failed resource).
+        self.local_sources = local_sources
 
     def bad(self, where: str, msg: str) -> None:
         self.problems.append(f"{where}: {msg}")
@@ -368,6 +382,8 @@ def _check_source(c: _Checker, where: str, raw: Any) -> str:
             )
         elif not path.endswith(PACKAGE_EXTS):
             c.bad(where, f"{raw!r}: packages must be .tar.gz, .tgz or .zip")
+        elif c.local_sources and not os.path.isfile(path):
+            c.bad(where, f"{raw!r}: {path} is not a file (the package must exist to deploy)")
     elif src.startswith("s3://"):
         bucket, _, key = src[5:].partition("/")
         if not bucket or not key:
@@ -718,9 +734,13 @@ def root_functions_allowed() -> bool:
         return False
 
 
-def validate_group(data: dict[str, Any], path: str = "<group>") -> Group:
-    """Validate a raw group mapping; relative paths resolve against ``path``'s directory."""
-    c = _Checker(os.path.dirname(os.path.abspath(path)) if path != "<group>" else os.getcwd())
+def validate_group(data: dict[str, Any], path: str = "<group>", local_sources: bool = False
+                   ) -> Group:
+    """Validate a raw group mapping; relative paths resolve against ``path``'s directory.
+    ``local_sources``: also require file:// packages to exist (a deploy instead reports a
+    missing one as that resource's failure)."""
+    c = _Checker(os.path.dirname(os.path.abspath(path)) if path != "<group>" else os.getcwd(),
+                 local_sources)
     top = c.mapping(
         "", data, ("name", "resources", "functions", "subscriptions", "s3", "sagemaker"), ("name",)
     )
