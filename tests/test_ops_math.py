@@ -116,3 +116,35 @@ def test_resize_matches_onnx_cases_with_constant_scales(tmp_path):
                  "test_resize_downsample_scales_linear_half_pixel_symmetric"):
         assert name in passed, name
     assert refused["test_resize_upsample_scales_cubic"] == ["Resize with mode 'cubic'"]
+
+
+def test_conv_transpose_matches_onnx_cases_with_constant_weights(tmp_path):
+    """Every ONNX ConvTranspose node case with its weights (and bias) made constants: 1-D and
+    2-D ones (strides, pads, dilations, groups, output_padding, output_shape) match ONNX's
+    outputs; 3-D and SAME padding are refused naming the value."""
+    pytest.importorskip("onnx")
+    import onnx
+
+    from bench.conformance import matches, tensor_cases
+
+    cases = [c for c in tensor_cases() if c.name.startswith("test_convtranspose")]
+    passed, refused = [], {}
+    for case in cases:
+        model, inputs, expected = _with_constant_inputs(case)
+        src, dst = tmp_path / f"{case.name}.onnx", tmp_path / f"{case.name}.pyem"
+        onnx.save(model, str(src))
+        try:
+            pyengine.convert(str(src), str(dst))
+        except pyengine.UnsupportedOpsError as exc:
+            refused[case.name] = [op for _, op in exc.ops]
+            continue
+        got = pyengine.load(str(dst)).predict(inputs[0])
+        assert matches(got, expected[0], 1e-4, 1e-5), case.name
+        passed.append(case.name)
+    assert refused == {
+        "test_convtranspose_3d": ["ConvTranspose 3-D"],
+        "test_convtranspose_autopad_same": ["ConvTranspose with auto_pad 'SAME_UPPER'"],
+        "test_convtranspose_output_shape": [
+            "ConvTranspose with output_shape [10, 8] beyond its natural size"],
+    }
+    assert len(passed) == len(cases) - 3 >= 8, passed

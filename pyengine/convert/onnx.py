@@ -936,6 +936,65 @@ def _tile(imp: _Importer, node: Any, name: str, ins: list[str], attrs: dict[str,
 
 
 
+def _conv_transpose(
+    imp: _Importer, node: Any, name: str, ins: list[str], attrs: dict[str, Any]
+) -> str | None:
+    """ConvTranspose, 1-D and 2-D, constant weights; SAME auto_pad refused naming it."""
+    w = imp.const_of(ins[1])
+    if w is None:
+        return imp.g.unsupported_op(name, "ConvTranspose with run-time weights")
+    if w.ndim not in (3, 4):
+        return imp.g.unsupported_op(name, f"ConvTranspose {w.ndim - 2}-D")
+    spatial = w.ndim - 2
+    auto = _s(attrs.get("auto_pad", "NOTSET"))
+    if auto not in ("NOTSET", "VALID"):
+        return imp.g.unsupported_op(name, f"ConvTranspose with auto_pad '{auto}'")
+    kernel = list(w.shape[2:])
+    strides = list(attrs.get("strides", [1] * spatial))
+    dilations = list(attrs.get("dilations", [1] * spatial))
+    out_pad = list(attrs.get("output_padding", [0] * spatial))
+    pads = [0] * 2 * spatial if auto == "VALID" else list(attrs.get("pads", [0] * 2 * spatial))
+    if "output_shape" in attrs:  # pads follow from the requested size (ONNX's formula)
+        shape = imp.shapes.get(node.input[0])
+        want = list(attrs["output_shape"])[-spatial:]
+        if shape is None or any(d < 0 for d in shape[2:]):
+            return None
+        for i in range(spatial):
+            total = (strides[i] * (shape[2 + i] - 1) + out_pad[i] + (kernel[i] - 1) * dilations[i] + 1
+                     - want[i])
+            if total < 0:  # larger than the natural size: ONNX pads the end implicitly
+                return imp.g.unsupported_op(
+                    name, f"ConvTranspose with output_shape {want} beyond its natural size"
+                )
+            pads[i], pads[spatial + i] = total - total // 2, total // 2
+    if spatial == 1:
+        strides, dilations, out_pad = [1, strides[0]], [1, dilations[0]], [0, out_pad[0]]
+        pads = [0, pads[0], 0, pads[1]]
+    x = ins[0] if spatial == 2 else _to_4d(imp, ins[0], name)
+    wv = imp.g.const(w if spatial == 2 else w[:, :, None, :], name + "/w")
+    y = imp.g.op(
+        "ConvTranspose2D", [x, wv] + ([ins[2]] if len(ins) > 2 and ins[2] else []), name,
+        strides=strides, dilations=dilations, pads=[pads[0], pads[1], pads[2], pads[3]],
+        output_padding=out_pad, groups=int(attrs.get("group", 1)),
+    )
+    return y if spatial == 2 else _from_4d(imp, y, name)
+
+
+
+def _lp_norm(imp: _Importer, node: Any, name: str, ins: list[str], attrs: dict[str, Any]) -> str | None:
+    p = int(attrs.get("p", 2))
+    if p not in (1, 2):
+        return imp.g.unsupported_op(name, f"LpNormalization with p {p}")
+    norm = imp.g.op("Reduce", ins[:1], name + "/norm", kind="l2" if p == 2 else "l1",
+                    axes=[int(attrs.get("axis", -1))], keepdims=True)
+    scaled = imp.g.op("Div", [ins[0], norm], name + "/scaled")
+    # A zero norm (an all-zero slice) gives 0, as ONNX's, not 0 / 0.
+    zero = imp.g.const(np.float32(0.0), name + "/zero")
+    is_zero = imp.g.op("BinaryMath", [norm, zero], name + "/is_zero", fn="equal")
+    return imp.g.op("Where", [is_zero, zero, scaled], name)
+
+
+
 # Ops that may read a run-time shape (see _Importer.symbolic).
 _SHAPE_OPS = {
     "Shape",
@@ -1028,6 +1087,8 @@ _HANDLERS: dict[str, Handler] = {
     "Expand": _expand,
     "Cast": _cast,
     "CastLike": _cast_like,
+    "LpNormalization": _lp_norm,
+    "ConvTranspose": _conv_transpose,
     "DepthToSpace": _depth_space,
     "SpaceToDepth": _depth_space,
     "Tile": _tile,
