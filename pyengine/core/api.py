@@ -1,8 +1,8 @@
 """The core API's transports and who may use them, apart from the HTTP handling itself.
 
-- **Listeners.** A Unix socket in the root (``ROOT/core.sock``, mode 0660, owned by the core's
-  user and a configurable group, like Docker's and containerd's) is always there; a TCP listener
-  is optional (``--port``).
+- **Listeners** (served by :mod:`pyengine.core.http`). A Unix socket in the root
+  (``ROOT/core.sock``, mode 0660, owned by the core's user and a configurable group, like Docker's
+  and containerd's) is always there; a TCP listener is optional (``--port``).
 - **Authorization** (:class:`Authorizer`, called by the request handler before any route but
   ``/health/live``). On the Unix socket the kernel's peer credentials decide: root, the core's
   own user and members of the socket's group may call, unless the peer is a function's worker
@@ -25,11 +25,8 @@ import json
 import os
 import secrets
 import socket
-import socketserver
 import stat
-import struct
 from dataclasses import dataclass
-from http.server import ThreadingHTTPServer
 from typing import Any, Callable, Iterator
 
 #: The file in the root that tells clients where the running core listens.
@@ -278,94 +275,6 @@ class Authorizer:
         raise ApiError(401, "Unauthorized", "missing API token: send 'Authorization: Bearer "
                        "<token>' (the token is in the core's token file)" if ok is None
                        else "wrong API token")
-
-
-# -- listeners ---------------------------------------------------------------------------------
-
-
-class TcpListener(ThreadingHTTPServer):
-    """The optional TCP listener."""
-
-    daemon_threads = True
-    request_queue_size = 256  # bursts of concurrent callers; the default of 5 resets them
-    transport = "tcp"
-
-    def __init__(self, address: tuple[str, int], handler: Any) -> None:
-        if ":" in address[0]:
-            self.address_family = socket.AF_INET6
-        super().__init__(address, handler)
-
-    def peer(self, request: socket.socket, client_address: Any) -> Peer:
-        """The caller's address (TCP says nothing about who it is)."""
-        return Peer("tcp", address=f"{client_address[0]}:{client_address[1]}")
-
-    def describe(self) -> str:
-        """Where it listens, as a URL."""
-        host, port = str(self.server_address[0]), self.server_address[1]
-        return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
-
-
-class UnixListener(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
-    """The core's Unix socket: mode 0660, owned by the core's user and ``group``.
-
-    A socket file left by a core that died is replaced; one a live core answers on is not.
-    """
-
-    daemon_threads = True
-    request_queue_size = 256
-    transport = "unix"
-
-    def __init__(self, path: str, handler: Any, group: int | None = None) -> None:
-        self.group = group
-        self.path = path
-        super().__init__(path, handler)
-
-    def server_bind(self) -> None:
-        path = self.path
-        try:
-            st = os.lstat(path)
-        except FileNotFoundError:
-            pass
-        else:
-            if not stat.S_ISSOCK(st.st_mode):
-                raise OSError(17, f"{path} exists and is not a socket; remove it or choose "
-                              "another --socket")
-            probe = socket.socket(socket.AF_UNIX)
-            try:
-                with _short_path(path) as address:
-                    probe.connect(address)
-            except ConnectionRefusedError:
-                os.unlink(path)  # a dead core's socket
-            else:
-                raise OSError(98, f"another core answers on {path}")
-            finally:
-                probe.close()
-        with _short_path(path) as address:
-            self.socket.bind(address)
-        # Before listen(): nobody can connect until the modes are right.
-        os.chmod(path, SOCKET_MODE)
-        if self.group is not None:
-            try:
-                os.chown(path, -1, self.group)
-            except PermissionError:
-                os.unlink(path)
-                raise PermissionError(f"cannot give {path} to group {self.group}: the core's "
-                                      "user must be root or a member of that group") from None
-
-    def server_close(self) -> None:
-        super().server_close()
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.path)
-
-    def peer(self, request: socket.socket, client_address: Any) -> Peer:
-        """The caller's pid, uid and gid from SO_PEERCRED."""
-        creds = request.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-        pid, uid, gid = struct.unpack("3i", creds)
-        return Peer("unix", pid=pid, uid=uid, gid=gid)
-
-    def describe(self) -> str:
-        """Where it listens."""
-        return f"unix:{self.path}"
 
 
 # -- client ------------------------------------------------------------------------------------
