@@ -233,6 +233,13 @@ def test_auto_inside_a_function_without_a_grant_uses_cpu(tmp_path, monkeypatch):
 # ---- lowering: every op has a device kernel (needs no GPU) ----
 
 
+#: Ops from issue 25's coverage work that have no CUDA kernel yet: on a GPU model they run
+#: through the Host fallback (docs/gpu.md lists them). Every other op must lower, and these
+#: must fall back rather than fail.
+HOST_ONLY_OPS = {"BatchMatMul", "BinaryMath", "ConvTranspose2D", "LayerNorm", "LogSoftmax", "Math",
+                 "Reduce", "Resize", "Where"}
+
+
 def test_every_op_lowers_to_a_device_kernel(tmp_path):
     covered = set()
     for case in op_cases():
@@ -242,9 +249,15 @@ def test_every_op_lowers_to_a_device_kernel(tmp_path):
         kinds = {kind for _, kind in steps}
         assert "Host" not in kinds, f"{case.name} falls back to the CPU: {steps}"
         covered.add(case.op)
-    assert covered == set(_core.op_names()), (
-        f"ops without a CUDA case: {set(_core.op_names()) - covered}"
+    assert covered == set(_core.op_names()) - HOST_ONLY_OPS, (
+        f"ops without a CUDA case: {set(_core.op_names()) - HOST_ONLY_OPS - covered}"
     )
+    assert set(_core.op_names()) >= HOST_ONLY_OPS, HOST_ONLY_OPS - set(_core.op_names())
+    # One of them, lowered: its step is the Host fallback, not a failure to lower.
+    g = pyengine.GraphBuilder()
+    g.output(g.node("Math", [g.input("x", [-1, 5])], name="exp", fn="exp"))
+    steps = _core.device_steps(_core.Model(g.save(str(tmp_path / "exp.pyem"))), [[3, 5]])
+    assert [kind for _, kind in steps] == ["Host"], steps
     for name, path, x in model_cases(str(tmp_path)):
         kinds = [k for _, k in _core.device_steps(_core.Model(path), [list(x.shape)])]
         assert kinds and "Host" not in kinds, name

@@ -82,8 +82,8 @@ def exit_code(exc: BaseException, unavailable: tuple[type[BaseException], ...] =
     something needed is missing, 2 for bad input, 1 when the operation failed."""
     if isinstance(exc, (Unavailable, ImportError, *unavailable)):
         return EXIT_UNAVAILABLE
-    if isinstance(exc, (Refused, ValueError, FileNotFoundError, IsADirectoryError,
-                        NotADirectoryError)):
+    if isinstance(exc, (Refused, ValueError, FileNotFoundError, FileExistsError,
+                        IsADirectoryError, NotADirectoryError)):
         return EXIT_USAGE
     return EXIT_FAILED
 
