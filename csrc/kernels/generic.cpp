@@ -6,11 +6,24 @@
 namespace pyengine {
 
 const KernelTable* kernel_table_generic() {
-    static const KernelTable table = {
-        Isa::Generic, "generic", gemm_generic, conv2d_generic, depthwise2d_generic, pool2d_generic,
-        activation_apply_generic, binary_generic, softmax_generic, &gemm_micro_generic(),
-        8, conv_nchwc_generic(8), 2,
-    };
+    // Named fields, so that adding a kernel never shifts a positional slot.
+    static const KernelTable table = [] {
+        KernelTable t{};
+        t.isa = Isa::Generic;
+        t.name = "generic";
+        t.gemm = gemm_generic;
+        t.conv2d = conv2d_generic;
+        t.depthwise2d = depthwise2d_generic;
+        t.pool2d = pool2d_generic;
+        t.activation_apply = activation_apply_generic;
+        t.binary = binary_generic;
+        t.softmax = softmax_generic;
+        t.gemm_uk = &gemm_micro_generic();
+        t.nchwc_block = 8;
+        t.conv_nchwc = conv_nchwc_generic(8);
+        t.nchwc_oc_tile = 2;
+        return t;
+    }();
     return &table;
 }
 

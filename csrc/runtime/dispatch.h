@@ -17,7 +17,8 @@ namespace pyengine {
 
 enum class Isa { Generic, Avx2, Avx512, Neon };
 
-// Every kernel that has ISA-specific variants goes through this table.
+// Every kernel that has ISA-specific variants goes through this table. A new kernel is a field
+// here, set in kernels/generic.cpp; vector tables start from the generic one and override it.
 struct KernelTable {
     Isa isa;
     const char* name;

@@ -6,11 +6,25 @@
 namespace pyengine {
 
 const KernelTable* kernel_table_neon() {
-    static const KernelTable table = {
-        Isa::Neon, "neon", gemm_arm_neon, conv2d_arm_neon, depthwise2d_arm_neon, pool2d_arm_neon,
-        activation_apply_arm_neon, binary_arm_neon, softmax_arm_neon, &gemm_micro_arm_neon(),
-        4, conv_nchwc_arm_neon, 4,
-    };
+    // Starts from the generic table, so a kernel with no variant here falls back to the
+    // reference one; named fields, so adding a kernel never shifts a positional slot.
+    static const KernelTable table = [] {
+        KernelTable t = *kernel_table_generic();
+        t.isa = Isa::Neon;
+        t.name = "neon";
+        t.gemm = gemm_arm_neon;
+        t.conv2d = conv2d_arm_neon;
+        t.depthwise2d = depthwise2d_arm_neon;
+        t.pool2d = pool2d_arm_neon;
+        t.activation_apply = activation_apply_arm_neon;
+        t.binary = binary_arm_neon;
+        t.softmax = softmax_arm_neon;
+        t.gemm_uk = &gemm_micro_arm_neon();
+        t.nchwc_block = 4;
+        t.conv_nchwc = conv_nchwc_arm_neon;
+        t.nchwc_oc_tile = 4;
+        return t;
+    }();
     return &table;
 }
 

@@ -28,11 +28,25 @@ void conv2d_avx2(const Conv2DParams& p, const float* x, const float* w, float* y
 }  // namespace
 
 const KernelTable* kernel_table_avx2() {
-    static const KernelTable table = {
-        Isa::Avx2, "avx2", gemm_avx2, conv2d_avx2, depthwise2d_avx2, pool2d_avx2,
-        activation_apply_avx2, binary_avx2, softmax_avx2, &gemm_micro_avx2(),
-        8, conv_nchwc_avx2, 2,
-    };
+    // Starts from the generic table, so a kernel with no variant here falls back to the
+    // reference one; named fields, so adding a kernel never shifts a positional slot.
+    static const KernelTable table = [] {
+        KernelTable t = *kernel_table_generic();
+        t.isa = Isa::Avx2;
+        t.name = "avx2";
+        t.gemm = gemm_avx2;
+        t.conv2d = conv2d_avx2;
+        t.depthwise2d = depthwise2d_avx2;
+        t.pool2d = pool2d_avx2;
+        t.activation_apply = activation_apply_avx2;
+        t.binary = binary_avx2;
+        t.softmax = softmax_avx2;
+        t.gemm_uk = &gemm_micro_avx2();
+        t.nchwc_block = 8;
+        t.conv_nchwc = conv_nchwc_avx2;
+        t.nchwc_oc_tile = 2;
+        return t;
+    }();
     return &table;
 }
 
