@@ -10,6 +10,8 @@ import numpy as np
 from pyengine.builder import GraphBuilder
 from pyengine.convert._graph import Graph, batch_copied, input_shapes_hint
 from pyengine.convert._imports import framework
+from pyengine.convert._onnx_fuse import fuse_gelu
+from pyengine.convert._onnx_rnn import rnn as _rnn
 from pyengine.errors import InputShapeUnknownError, ModelFormatError
 from pyengine.locate import ModelLocation
 
@@ -122,7 +124,7 @@ class _Importer:
             if shape is None:
                 raise InputShapeUnknownError(f"'{self.path}': input '{vi.name}' has no shape")
             self.values[vi.name] = self.g.input(vi.name, shape)
-        for node in graph.node:
+        for node in fuse_gelu(onnx, graph):
             self.convert_node(node)
         for vi in graph.output:
             value = self.values[vi.name]
@@ -1093,6 +1095,8 @@ _HANDLERS: dict[str, Handler] = {
     "SpaceToDepth": _depth_space,
     "Tile": _tile,
     "Resize": _resize,
+    "GRU": _rnn,
+    "LSTM": _rnn,
     "Upsample": _resize,
     "Where": _where,
     "Not": _not,
