@@ -72,3 +72,6 @@ def rnn(imp: Any, node: Any, name: str, ins: list[str], attrs: dict[str, Any]) -
         else:
             outs.append(imp.g.fresh(f"unused:{name}/{kind}"))
     return outs
+
+
+HANDLERS = {"GRU": rnn, "LSTM": rnn}
