@@ -56,11 +56,11 @@ def fuse_gelu(onnx: Any, graph: Any) -> list[Any]:
         pre = producer.get(erf.input[0])
         if pre is None or sole_reader(pre.output[0]) is not erf or len(pre.input) != 2:
             return None
-        if pre.op_type == "Div" and is_scalar(pre.input[1], math.sqrt(2.0)):
+        inv = 1 / math.sqrt(2.0)
+        if (pre.op_type == "Div" and is_scalar(pre.input[1], math.sqrt(2.0))) or (
+                pre.op_type == "Mul" and is_scalar(pre.input[1], inv)):
             x = pre.input[0]
-        elif pre.op_type == "Mul" and is_scalar(pre.input[1], 1 / math.sqrt(2.0)):
-            x = pre.input[0]
-        elif pre.op_type == "Mul" and is_scalar(pre.input[0], 1 / math.sqrt(2.0)):
+        elif pre.op_type == "Mul" and is_scalar(pre.input[0], inv):
             x = pre.input[1]
         else:
             return None

@@ -36,7 +36,7 @@ def rnn(imp: Any, node: Any, name: str, ins: list[str], attrs: dict[str, Any]) -
     ]
     for bad, what in refusals:
         if bad:
-            return imp.g.unsupported_op(name, f"{op} with {what}")
+            return [imp.g.unsupported_op(name, f"{op} with {what}")] * len(node.output)
     w, r = imp.const_of(ins[1]), imp.const_of(ins[2])
     if r is None and imp.rank(node.input[2]) is None:
         return None
@@ -51,7 +51,8 @@ def rnn(imp: Any, node: Any, name: str, ins: list[str], attrs: dict[str, Any]) -
         lens = imp.const_of(ins[4])
         steps = None if shape is None or len(shape) != 3 else shape[1 if layout else 0]
         if lens is None or steps is None or steps < 0 or np.any(np.ravel(lens) != steps):
-            return imp.g.unsupported_op(name, f"{op} with sequence_lens shorter than the sequence")
+            return [imp.g.unsupported_op(name, f"{op} with sequence_lens shorter than the sequence")
+                    ] * len(node.output)
     bias = ins[3] or imp.g.const(np.zeros((dirs, 2 * gates * hidden), np.float32), name + "/b")
     inputs = [ins[0], ins[1] if w is None else imp.g.const(w.astype(np.float32), name + "/w"),
               ins[2] if r is None else imp.g.const(r.astype(np.float32), name + "/r"), bias]
