@@ -6,6 +6,12 @@
 
 #include <cstdint>
 
+// The clamps are compares; GCC if-converts (so vectorizes) them only without trapping math.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC push_options
+#pragma GCC optimize("no-trapping-math")
+#endif
+
 namespace pyengine {
 namespace erf_body {
 
@@ -41,3 +47,7 @@ inline void run(const float* x, float* y, int64_t n, bool gelu) {
 
 }  // namespace erf_body
 }  // namespace pyengine
+
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC pop_options
+#endif
