@@ -20,8 +20,6 @@ namespace pyengine {
 
 namespace {
 
-float sigmoid(float v) { return 1.0f / (1.0f + std::exp(-v)); }
-
 // [rows, cols] -> [cols, rows].
 void transpose_into(const float* src, int64_t rows, int64_t cols, float* dst) {
     for (int64_t r = 0; r < rows; ++r) {
@@ -101,6 +99,9 @@ public:
         const float* w_all = wt_.empty() ? wt.data() : wt_.data();
         const float* r_all = rt_.empty() ? rt.data() : rt_.data();
         const KernelTable& k = kernels();
+        Epilogue sig, tnh;
+        sig.act = Activation::Sigmoid;
+        tnh.act = Activation::Tanh;
 
         std::vector<float> xw(static_cast<size_t>(T * N * GH)), hr(static_cast<size_t>(N * GH));
         std::vector<float> h(static_cast<size_t>(N * H)), c(static_cast<size_t>(N * H));
@@ -133,6 +134,8 @@ public:
                 // GRU without linear_before_reset needs r first: the h gate's product is (r ⊙ h) R_h^T.
                 const int64_t cols = (lstm_ || linear_before_reset_) ? GH : 2 * H;
                 k.gemm(N, cols, H, h.data(), H, rt_d, GH, false, hr.data(), GH, rep);
+                // The gate pre-activations are summed into hr in place, then go through the
+                // dispatched (vector) sigmoid / tanh.
                 for (int64_t n = 0; n < N; ++n) {
                     const int64_t row = batch_first_ ? n * T + t : t * N + n;
                     const float* a = xw.data() + row * GH;
@@ -140,22 +143,30 @@ public:
                     float* hn = h.data() + n * H;
                     float* cn = c.data() + n * H;
                     if (lstm_) {  // gates i, o, f, c
-                        for (int64_t j = 0; j < H; ++j) {
-                            const float cp = cn[j];
-                            const float ig = sigmoid(a[j] + b[j] + (p ? p[j] * cp : 0.0f));
-                            const float fg = sigmoid(a[2 * H + j] + b[2 * H + j] + (p ? p[2 * H + j] * cp : 0.0f));
-                            const float cc = std::tanh(a[3 * H + j] + b[3 * H + j]);
-                            const float cn1 = fg * cp + ig * cc;
-                            const float og = sigmoid(a[H + j] + b[H + j] + (p ? p[H + j] * cn1 : 0.0f));
-                            cn[j] = cn1;
-                            hn[j] = og * std::tanh(cn1);
+                        for (int64_t j = 0; j < GH; ++j) b[j] += a[j];
+                        if (p) {
+                            for (int64_t j = 0; j < H; ++j) {
+                                b[j] += p[j] * cn[j];
+                                b[2 * H + j] += p[2 * H + j] * cn[j];
+                            }
                         }
+                        k.activation_apply(b, b, H, sig);
+                        k.activation_apply(b + 2 * H, b + 2 * H, H, sig);
+                        k.activation_apply(b + 3 * H, b + 3 * H, H, tnh);
+                        for (int64_t j = 0; j < H; ++j) cn[j] = b[2 * H + j] * cn[j] + b[j] * b[3 * H + j];
+                        if (p) {
+                            for (int64_t j = 0; j < H; ++j) b[H + j] += p[H + j] * cn[j];
+                        }
+                        k.activation_apply(b + H, b + H, H, sig);
+                        k.activation_apply(cn, b + 3 * H, H, tnh);
+                        for (int64_t j = 0; j < H; ++j) hn[j] = b[H + j] * b[3 * H + j];
                         continue;
                     }
                     // GRU: gates z, r, h.
-                    for (int64_t j = 0; j < H; ++j) b[H + j] = sigmoid(a[H + j] + b[H + j]);  // r
+                    for (int64_t j = 0; j < 2 * H; ++j) b[j] += a[j];
+                    k.activation_apply(b, b, 2 * H, sig);
                     if (linear_before_reset_) {
-                        for (int64_t j = 0; j < H; ++j) b[2 * H + j] = b[H + j] * b[2 * H + j];
+                        for (int64_t j = 0; j < H; ++j) b[2 * H + j] = a[2 * H + j] + b[H + j] * b[2 * H + j];
                     } else {
                         for (int64_t j = 0; j < H; ++j) rh[static_cast<size_t>(n * H + j)] = b[H + j] * hn[j];
                     }
@@ -164,18 +175,19 @@ public:
                     Epilogue hep;
                     hep.bias = rb + 2 * H;
                     k.gemm(N, H, H, rh.data(), H, rt_d + 2 * H, GH, false, hr.data() + 2 * H, GH, hep);
-                }
-                if (!lstm_) {
                     for (int64_t n = 0; n < N; ++n) {
                         const int64_t row = batch_first_ ? n * T + t : t * N + n;
                         const float* a = xw.data() + row * GH;
-                        const float* b = hr.data() + n * GH;
+                        float* b = hr.data() + n * GH;
+                        for (int64_t j = 0; j < H; ++j) b[2 * H + j] += a[2 * H + j];
+                    }
+                }
+                if (!lstm_) {
+                    for (int64_t n = 0; n < N; ++n) {
+                        float* b = hr.data() + n * GH;
                         float* hn = h.data() + n * H;
-                        for (int64_t j = 0; j < H; ++j) {
-                            const float z = sigmoid(a[j] + b[j]);
-                            const float hh = std::tanh(a[2 * H + j] + b[2 * H + j]);
-                            hn[j] = (1.0f - z) * hh + z * hn[j];
-                        }
+                        k.activation_apply(b + 2 * H, b + 2 * H, H, tnh);
+                        for (int64_t j = 0; j < H; ++j) hn[j] = (1.0f - b[j]) * b[2 * H + j] + b[j] * hn[j];
                     }
                 }
                 if (output_ == "y") {
