@@ -280,3 +280,19 @@ def test_erf_matches_numpy_closely(tmp_path):
     got = np.asarray(pyengine.load(str(dst), backend="native").predict(x))
     want = np.array([erf(float(v)) for v in x])
     assert np.max(np.abs(got - want)) < 1e-6
+
+
+@pytest.mark.parametrize("scales", [[1, 1, 2, 3], [1, 1, 1, 2], [1, 2, 1, 1]])
+def test_resize_nearest_keeps_infinities(tmp_path, scales):
+    """Nearest reads one input per output: an infinite input stays infinite (never inf - inf)."""
+    node = helper.make_node("Resize", ["x", "", "s"], ["y"], mode="nearest")
+    data = one_node_model([node], {"x": [1, 2, 3, 4]}, {"y": [1, -1, -1, -1]},
+                          {"s": np.array(scales, np.float32)})
+    x = RNG.standard_normal((1, 2, 3, 4)).astype(np.float32)
+    x[0, 1, 2, 3], x[0, 0, 0, 0] = np.inf, -np.inf
+    src, dst = tmp_path / "m.onnx", tmp_path / "m.pyem"
+    src.write_bytes(data)
+    pyengine.convert(str(src), str(dst))
+    got = np.asarray(pyengine.load(str(dst), backend="native").predict(x))
+    want = ort.InferenceSession(str(src), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    np.testing.assert_array_equal(got, want)

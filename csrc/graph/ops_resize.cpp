@@ -66,7 +66,11 @@ public:
                     const float* r0 = buf.data() + (o * n_in + t.i0) * inner;
                     const float* r1 = buf.data() + (o * n_in + t.i1) * inner;
                     float* y = next.data() + (o * n_out + j) * inner;
-                    for (int64_t k = 0; k < inner; ++k) y[k] = r0[k] + t.w1 * (r1[k] - r0[k]);
+                    if (t.w1 == 0.0f) {
+                        std::copy(r0, r0 + inner, y);
+                    } else {
+                        for (int64_t k = 0; k < inner; ++k) y[k] = r0[k] + t.w1 * (r1[k] - r0[k]);
+                    }
                 }
             }
             cur[ax] = n_out;
@@ -91,34 +95,62 @@ private:
         const int64_t i0 = static_cast<int64_t>(std::floor(xc));
         return {i0, std::min(i0 + 1, n_in - 1), static_cast<float>(xc - static_cast<double>(i0))};
     }
-    // `planes` [H, W] planes to [OH, OW]: rows, then columns, through one row buffer (the order
-    // of the axis-by-axis path).
+    // `planes` [H, W] planes to [OH, OW]. Both passes are separable: the gathering (horizontal)
+    // pass runs over the fewer rows (the input's when upsampling, so each input row is gathered
+    // once, not once per output row that reads it), the other pass blends whole rows.
     void resize_planes(const float* x, int64_t H, int64_t W, float* y, int64_t OH, int64_t OW, int64_t planes,
                        double sh, double sw) const {
-        std::vector<Tap> rows(static_cast<size_t>(OH)), cols(static_cast<size_t>(OW));
+        std::vector<Tap> rows(static_cast<size_t>(OH));
         for (int64_t j = 0; j < OH; ++j) rows[static_cast<size_t>(j)] = tap(j, H, OH, sh);
-        for (int64_t j = 0; j < OW; ++j) cols[static_cast<size_t>(j)] = tap(j, W, OW, sw);
-        const bool same_w = W == OW && sw == 1.0, same_h = H == OH && sh == 1.0;
+        std::vector<int64_t> c0(static_cast<size_t>(OW)), c1(static_cast<size_t>(OW));
+        std::vector<float> cw(static_cast<size_t>(OW));
+        for (int64_t j = 0; j < OW; ++j) {
+            const Tap t = tap(j, W, OW, sw);
+            c0[static_cast<size_t>(j)] = t.i0;
+            c1[static_cast<size_t>(j)] = t.i1;
+            cw[static_cast<size_t>(j)] = t.w1;
+        }
+        const bool same_w = W == OW && sw == 1.0;
+        const bool columns_first = H < OH;  // gather H rows instead of OH
+        // dst[ow] = src blended across columns (or a copy when the width stays).
+        auto columns = [&](const float* src, float* dst) {
+            if (same_w) {
+                std::copy(src, src + W, dst);
+                return;
+            }
+            const int64_t* i0 = c0.data();
+            const int64_t* i1 = c1.data();
+            const float* w1 = cw.data();
+            for (int64_t ow = 0; ow < OW; ++ow) {
+                const float a = src[i0[ow]];  // a weight of 0 (nearest) reads one input: inf stays inf
+                dst[ow] = w1[ow] == 0.0f ? a : a + w1[ow] * (src[i1[ow]] - a);
+            }
+        };
+        auto blend = [](const float* r0, const float* r1, float w1, int64_t n, float* dst) {
+            if (w1 == 0.0f) {
+                std::copy(r0, r0 + n, dst);
+                return;
+            }
+            for (int64_t i = 0; i < n; ++i) dst[i] = r0[i] + w1 * (r1[i] - r0[i]);
+        };
         parallel_for(planes, [&](int64_t p) {
-            thread_local std::vector<float> line;
-            line.resize(static_cast<size_t>(W));
+            thread_local std::vector<float> buf;
             const float* xp = x + p * H * W;
             float* yp = y + p * OH * OW;
+            if (columns_first) {
+                buf.resize(static_cast<size_t>(H * OW));
+                for (int64_t h = 0; h < H; ++h) columns(xp + h * W, buf.data() + h * OW);
+                for (int64_t oh = 0; oh < OH; ++oh) {
+                    const Tap& t = rows[static_cast<size_t>(oh)];
+                    blend(buf.data() + t.i0 * OW, buf.data() + t.i1 * OW, t.w1, OW, yp + oh * OW);
+                }
+                return;
+            }
+            buf.resize(static_cast<size_t>(W));
             for (int64_t oh = 0; oh < OH; ++oh) {
-                const Tap& t = same_h ? Tap{oh, oh, 0.0f} : rows[static_cast<size_t>(oh)];
-                const float* r0 = xp + t.i0 * W;
-                const float* r1 = xp + t.i1 * W;
-                for (int64_t i = 0; i < W; ++i) line[static_cast<size_t>(i)] = r0[i] + t.w1 * (r1[i] - r0[i]);
-                float* yr = yp + oh * OW;
-                if (same_w) {
-                    std::copy(line.begin(), line.end(), yr);
-                    continue;
-                }
-                for (int64_t ow = 0; ow < OW; ++ow) {
-                    const Tap& c = cols[static_cast<size_t>(ow)];
-                    const float a = line[static_cast<size_t>(c.i0)];
-                    yr[ow] = a + c.w1 * (line[static_cast<size_t>(c.i1)] - a);
-                }
+                const Tap& t = rows[static_cast<size_t>(oh)];
+                blend(xp + t.i0 * W, xp + t.i1 * W, t.w1, W, buf.data());
+                columns(buf.data(), yp + oh * OW);
             }
         });
     }

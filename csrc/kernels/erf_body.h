@@ -14,6 +14,8 @@
 
 namespace pyengine {
 namespace erf_body {
+// Internal linkage: each ISA's file keeps its own copy (no weak symbol the linker could share).
+namespace {
 
 inline float fast_erf(float a) {
     // erf(x) = x · P(x²) / Q(x²) on [-4, 4]; |erf| beyond 4 is 1 to float precision.
@@ -45,6 +47,7 @@ inline void run(const float* x, float* y, int64_t n, bool gelu) {
     }
 }
 
+}  // namespace
 }  // namespace erf_body
 }  // namespace pyengine
 
