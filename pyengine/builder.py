@@ -48,6 +48,7 @@ class GraphBuilder:
         self._outputs: list[str] = []
         self._nodes: list[dict[str, Any]] = []
         self._tensors: dict[str, np.ndarray] = {}
+        self._quant: dict[str, dict[str, Any]] = {}
         self._names: set[str] = set()
         self._counter = 0
 
@@ -88,6 +89,30 @@ class GraphBuilder:
         self._tensors[self._claim(name)] = arr
         return name
 
+    def quantized_constant(
+        self,
+        name: str,
+        array: Any,
+        scale: float | Sequence[float],
+        zero_point: int | Sequence[int] = 0,
+        axis: int = 0,
+    ) -> str:
+        """Store an int8/uint8 tensor with its scale and zero point (real = (q - zero_point) * scale).
+
+        ``scale`` and ``zero_point`` are one number (per tensor) or one entry per slice along
+        ``axis`` (per channel); the reader checks them at load (docs/format.md).
+        """
+        arr = np.asarray(array)
+        if arr.dtype not in (np.dtype(np.int8), np.dtype(np.uint8)):
+            raise ValueError(f"quantized tensor '{name}' has dtype {arr.dtype}; expected int8 or uint8")
+        self.constant(name, arr)
+        scales = np.atleast_1d(np.asarray(scale, dtype=np.float64)).tolist()
+        zps = np.atleast_1d(np.asarray(zero_point, dtype=np.int64)).tolist()
+        if len(zps) == 1 and len(scales) > 1:
+            zps = zps * len(scales)
+        self._quant[name] = {"scale": scales, "zero_point": zps, "axis": int(axis)}
+        return name
+
     def node(
         self,
         op: str,
@@ -120,13 +145,16 @@ class GraphBuilder:
     @property
     def graph(self) -> dict[str, Any]:
         """The graph document (without tensor data)."""
-        return {
+        doc: dict[str, Any] = {
             "format": "pyem",
             "producer": self.producer,
             "inputs": self._inputs,
             "outputs": [{"name": o} for o in self._outputs],
             "nodes": self._nodes,
         }
+        if self._quant:
+            doc["quantization"] = self._quant
+        return doc
 
     def to_json(self) -> str:
         return json.dumps(self.graph, separators=(",", ":"))

@@ -13,6 +13,7 @@
 #include "kernels/erf.h"
 #include "kernels/gemm.h"
 #include "kernels/pool.h"
+#include "kernels/qgemm.h"
 
 namespace pyengine {
 
@@ -46,6 +47,10 @@ struct KernelTable {
     int nchwc_block;
     NchwcConvKernel conv_nchwc;
     int nchwc_oc_tile;
+    // int8: the u8 x s8 GEMM on packed weights (kernels/qgemm.h) and the path it takes
+    // ("avx512-vnni", "avx2", "neon-dot", "neon", "generic"), which `pyengine info` shows.
+    QgemmFn qgemm;
+    const char* qgemm_name;
 };
 
 // The table in use: PYENGINE_ISA if set (an error if the CPU lacks it), else the best available.
