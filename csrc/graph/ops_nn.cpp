@@ -8,6 +8,7 @@
 #include "common.h"
 #include "graph/op.h"
 #include "kernels/conv_nchwc.h"
+#include "kernels/conv_winograd.h"
 #include "kernels/elementwise.h"
 #include "kernels/gemm.h"
 #include "kernels/pool.h"
@@ -185,8 +186,9 @@ public:
         if (blocked_ != nullptr) {  // the layout pass runs it blocked (model.cpp sets the layout)
             const int block = blocked_->conv.cb;
             const bool native = kernels().nchwc_block == block;
-            return {"", str(native ? kernels().name : "generic", " nchwc", block, " ",
-                            depthwise ? "depthwise" : p.KH * p.KW == 1 ? "1x1" : "direct",
+            const char* path = depthwise ? "depthwise" : p.KH * p.KW == 1 ? "1x1" : "direct";
+            if (runs_winograd(p)) path = "winograd F(4x4,3x3)";
+            return {"", str(native ? kernels().name : "generic", " nchwc", block, " ", path,
                             blocked_->conv.in_block == 1 ? " (plain input)" : "")};
         }
         const char* path = depthwise ? "depthwise direct" : pointwise ? "1x1 gemm" : "im2col gemm";
@@ -255,6 +257,12 @@ public:
         c.in_block = !depthwise && groups_ == 1 && c.p.C < block ? 1 : block;
         if (!nchwc_conv_setup(&c)) return;
         b->weights = nchwc_pack_conv_weights(c, weight_->f32());
+        // Winograd weights too where a call may take that path (winograd_pick decides per
+        // geometry, so the direct weights stay for the shapes it leaves direct).
+        b->winograd_mode = winograd_mode();
+        if (b->winograd_mode != WinogradMode::Off && winograd_eligible(c)) {
+            b->winograd_weights = winograd_pack_weights(c, weight_->f32());
+        }
         if (bias_ != nullptr) {
             b->bias.assign(static_cast<size_t>((c.p.O + block - 1) / block * block), 0.0f);
             std::copy(bias_->f32(), bias_->f32() + c.p.O, b->bias.begin());
@@ -299,7 +307,18 @@ private:
         NchwcConv conv;             // block, input block and grouping; geometry filled per call
         std::vector<float> weights;
         std::vector<float> bias;    // padded to whole blocks; empty without a bias
+        WinogradMode winograd_mode = WinogradMode::Auto;  // PYENGINE_WINOGRAD at load
+        std::vector<float> winograd_weights;  // winograd_pack_weights; empty when not eligible
     };
+
+    // Whether a blocked call with geometry p takes the Winograd path (the one place run and
+    // run_info ask).
+    bool runs_winograd(const Conv2DParams& p) const {
+        if (blocked_ == nullptr || blocked_->winograd_weights.empty()) return false;
+        NchwcConv c = blocked_->conv;
+        c.p = p;
+        return winograd_pick(c, blocked_->winograd_mode);
+    }
 
     void run_blocked(const std::vector<const Tensor*>& in, const std::vector<Tensor*>& out, const float* residual,
                      const Epilogue& act) const {
@@ -310,6 +329,11 @@ private:
         c.w = blocked_->weights.data();
         c.bias = blocked_->bias.empty() ? nullptr : blocked_->bias.data();
         c.residual = residual;
+        if (runs_winograd(c.p)) {
+            c.w = blocked_->winograd_weights.data();
+            conv_winograd(c, in[0]->f32(), out[0]->f32());
+            return;
+        }
         conv_nchwc(c, in[0]->f32(), out[0]->f32());
     }
 

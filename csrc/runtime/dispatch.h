@@ -9,6 +9,7 @@
 #include "kernels/activation.h"
 #include "kernels/conv2d.h"
 #include "kernels/conv_nchwc.h"
+#include "kernels/conv_winograd.h"
 #include "kernels/elementwise.h"
 #include "kernels/gemm.h"
 #include "kernels/pool.h"
@@ -43,6 +44,9 @@ struct KernelTable {
     int nchwc_block;
     NchwcConvKernel conv_nchwc;
     int nchwc_oc_tile;
+    // Winograd F(4x4, 3x3) in that layout (kernels/conv_winograd.h); its GEMM tiles also cover
+    // nchwc_oc_tile output blocks.
+    NchwcWinogradKernel conv_winograd;
 };
 
 // The table in use: PYENGINE_ISA if set (an error if the CPU lacks it), else the best available.
