@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import functools
 import os
 import sys
 import tempfile
@@ -72,7 +73,7 @@ def layer_rows(folder: str, threads: list[int], seconds: float) -> list[str]:
         err = _rel(np.asarray(wino.predict(xin)), np.asarray(direct.predict(xin)))
         for t in threads:
             set_thread_count(t)
-            a, b = timing.alternate([lambda: direct.predict(xin), lambda: wino.predict(xin)],
+            a, b = timing.alternate([functools.partial(direct.predict, xin), functools.partial(wino.predict, xin)],
                                     runs=30, duration=seconds, warmup=2, min_runs=5)
             d, wv = pct(a.times_ms, 50), pct(b.times_ms, 50)
             rows.append(f"| {c} | {o} | {hw}x{hw} | {t} | {d:.3f} | {wv:.3f} | {d / wv:.2f}x | {err:.1e} |")
@@ -98,10 +99,11 @@ def model_rows(folder: str, models: list[str], threads: list[int], seconds: floa
         err_d, err_w, err_dw = _rel(out_d, ref), _rel(out_w, ref), _rel(out_w, out_d)
         for t in threads:
             set_thread_count(t)
-            a, b = timing.alternate([lambda: direct.predict(x), lambda: wino.predict(x)],
+            a, b = timing.alternate([functools.partial(direct.predict, x), functools.partial(wino.predict, x)],
                                     runs=20, duration=seconds, warmup=2, min_runs=5)
             d, wv = pct(a.times_ms, 50), pct(b.times_ms, 50)
-            rows.append(f"| {name} | {t} | {d:.2f} | {wv:.2f} | {d / wv:.2f}x | {err_d:.1e} | {err_w:.1e} | {err_dw:.1e} |")
+            rows.append(f"| {name} | {t} | {d:.2f} | {wv:.2f} | {d / wv:.2f}x | {err_d:.1e} | {err_w:.1e} | "
+                        f"{err_dw:.1e} |")
             print(rows[-1], flush=True)
     return rows
 
