@@ -18,6 +18,7 @@ const KernelTable* kernel_table_generic() {
         t.activation_apply = activation_apply_generic;
         t.binary = binary_generic;
         t.softmax = softmax_generic;
+        t.erf_apply = erf_apply_generic;
         t.gemm_uk = &gemm_micro_generic();
         t.nchwc_block = 8;
         t.conv_nchwc = conv_nchwc_generic(8);

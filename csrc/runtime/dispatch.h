@@ -11,6 +11,7 @@
 #include "kernels/conv_nchwc.h"
 #include "kernels/conv_winograd.h"
 #include "kernels/elementwise.h"
+#include "kernels/erf.h"
 #include "kernels/gemm.h"
 #include "kernels/pool.h"
 
@@ -37,6 +38,8 @@ struct KernelTable {
                    float* y, int64_t n);
     // Softmax over the middle axis of [outer, axis, inner].
     void (*softmax)(const float* x, float* y, int64_t outer, int64_t axis, int64_t inner);
+    // y = erf(x), or GELU with `gelu` (kernels/erf.h).
+    void (*erf_apply)(const float* x, float* y, int64_t n, bool gelu);
     // The GEMM micro-kernel behind `gemm`, for callers that pack B themselves (convolution).
     const GemmMicroKernel* gemm_uk;
     // The blocked layout (kernels/conv_nchwc.h): the block this variant's kernel is built for
