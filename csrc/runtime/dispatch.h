@@ -14,6 +14,7 @@
 #include "kernels/erf.h"
 #include "kernels/gemm.h"
 #include "kernels/pool.h"
+#include "kernels/qgemm.h"
 
 namespace pyengine {
 
@@ -50,6 +51,10 @@ struct KernelTable {
     // Winograd F(4x4, 3x3) in that layout (kernels/conv_winograd.h); its GEMM tiles also cover
     // nchwc_oc_tile output blocks.
     NchwcWinogradKernel conv_winograd;
+    // int8: the u8 x s8 GEMM on packed weights (kernels/qgemm.h) and the path it takes
+    // ("avx512-vnni", "avx2", "neon-dot", "neon", "generic"), which `pyengine info` shows.
+    QgemmFn qgemm;
+    const char* qgemm_name;
 };
 
 // The table in use: PYENGINE_ISA if set (an error if the CPU lacks it), else the best available.
