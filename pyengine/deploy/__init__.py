@@ -29,9 +29,6 @@ from pyengine.deploy.group import (
     ModelSpec,
     Owner,
     Resource,
-    group_file_problems,
-    load_group,
-    validate_group,
 )
 from pyengine.deploy.installed import (
     DeployedGroup,
@@ -55,6 +52,7 @@ from pyengine.deploy.rollback import reset, rollback
 from pyengine.deploy.run import deploy
 from pyengine.deploy.state import high_water, raise_high_water
 from pyengine.deploy.subscriptions import Subscription
+from pyengine.deploy.validate import group_file_problems, load_group, validate_group
 
 __all__ = [
     "STATUSES",

@@ -12,8 +12,9 @@ import os
 import stat
 from typing import Callable, Optional
 
+from pyengine.deploy.destinations import denied_destination, real_destination
 from pyengine.deploy.errors import DeployError
-from pyengine.deploy.group import Function, Group, ModelSpec, Resource, denied_destination, real_destination
+from pyengine.deploy.group import Function, Group, ModelSpec, Resource
 from pyengine.deploy.layout import current_target, free_bytes, remove_partial_downloads, store_for
 from pyengine.deploy.records import ItemResult, ProgressCallback, ProgressEvent
 from pyengine.deploy.recovery import Session

@@ -32,8 +32,7 @@ import threading
 import time
 from typing import Any, Callable, Optional
 
-from pyengine.core.config import MqttSettings
-from pyengine.core.metrics import Metrics
+from pyengine.common.mqtt import Counters, MqttSettings
 from pyengine.deploy import (
     GroupError,
     deploy,
@@ -97,7 +96,7 @@ class FleetAgent:
                  mqtt: Optional[MqttSettings] = None, poll_s: float = 30.0,
                  health: Optional[Callable[[], dict[str, Any]]] = None,
                  running: Optional[Callable[[int], Any]] = None,
-                 metrics: Optional[Metrics] = None, debounce_s: float = 1.0,
+                 metrics: Optional[Counters] = None, debounce_s: float = 1.0,
                  timestamp_keys: Optional[list[TrustedKey]] = None) -> None:
         if not trusted:
             raise ValueError("a fleet core needs at least one --trust public key")

@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from typing import IO, Any, Iterator, Optional, cast
 
 from pyengine.deploy.errors import UnpackError
-from pyengine.deploy.group import read_group_file, validate_group
 from pyengine.deploy.unpack import (
     DEFAULT_MAX_FILES,
     TREE_MAX_BYTES,
@@ -29,6 +28,7 @@ from pyengine.deploy.unpack import (
     narrow_mode,
     walk_tree,
 )
+from pyengine.deploy.validate import read_group_file, validate_group
 from pyengine.fleet import document, enrollment
 from pyengine.fleet.notify import Broker, announce
 from pyengine.fleet.signing import SignatureError, SigningKey, TrustedKey, open_envelope
@@ -345,7 +345,7 @@ def publish(group_path: str, fleet: Fleet, key: SigningKey, *, percent: float = 
         The rollout halts when more cores than this report failure (None: never).
     mqtt
         The broker to announce the document on (cores also poll): ``host:port`` or
-        :class:`~pyengine.core.config.MqttSettings` (TLS, credentials, topic prefix).
+        :class:`~pyengine.common.mqtt.MqttSettings` (TLS, credentials, topic prefix).
     expires_s, timestamp_expires_s
         Lifetimes of the document and of the timestamp (`fleet refresh` renews both).
 
