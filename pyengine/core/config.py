@@ -52,7 +52,6 @@ Every problem is reported at once with its field path, like the group file.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
@@ -60,6 +59,7 @@ import secrets
 from dataclasses import dataclass, replace
 from typing import Any, Optional
 
+from pyengine.common.config_file import ConfigFileError, read_config_file
 from pyengine.common.mqtt import MqttSettings, TlsSettings, parse_address
 from pyengine.core.api import ApiSettings, group_id
 from pyengine.core.policy import DEFAULT_PROCESSES_MAX
@@ -472,22 +472,9 @@ def load_config(path: Optional[str] = None, mqtt: Optional[str] = None,
     source = path or "<command line>"
     if path:
         try:
-            with open(path, encoding="utf-8") as fh:
-                text = fh.read()
-        except OSError as exc:
-            raise ConfigError(path, [f"cannot read it: {exc.strerror or exc}"]) from None
-        try:
-            if path.endswith(".json") or text.lstrip().startswith("{"):
-                data = json.loads(text)
-            else:
-                import yaml
-
-                data = yaml.safe_load(text)
-        except ImportError:
-            raise ConfigError(path, ["YAML needs PyYAML: pip install 'pyengine[yaml]' "
-                                     "(or write the configuration as JSON)"]) from None
-        except Exception as exc:  # noqa: BLE001 - JSON and YAML syntax errors alike
-            raise ConfigError(path, [f"not valid JSON or YAML: {exc}"]) from None
+            data = read_config_file(path)
+        except ConfigFileError as exc:
+            raise ConfigError(path, [exc.problem]) from None
     if not isinstance(data, dict):
         data = {} if data is None else data
     if mqtt:

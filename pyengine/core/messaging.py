@@ -33,7 +33,7 @@ from pyengine.common.topics import topic_matches, topic_problem
 from pyengine.core.config import CoreConfig, MessageLimits
 from pyengine.core.metrics import Metrics
 from pyengine.core.protocol import MessagePayload, decode_event
-from pyengine.deploy.subscriptions import CLOUD, DEVICES, Subscription, routing_cycles
+from pyengine.deploy.installed import CLOUD, DEVICES, Subscription, routing_cycles
 
 if TYPE_CHECKING:
     from pyengine.core.group import DeployedGroup

@@ -9,8 +9,10 @@ import os
 import re
 from typing import Any, Optional
 
-from pyengine.deploy.destinations import denied_destination, real_destination
-from pyengine.deploy.environment import environment_problem, environment_size_problem
+from pyengine.common.config_file import functions_allow_root
+from pyengine.common.environment import environment_problem, environment_size_problem
+from pyengine.common.paths import denied_destination
+from pyengine.deploy.destinations import real_destination
 from pyengine.deploy.group import (
     DeviceSpec,
     Endpoint,
@@ -311,15 +313,7 @@ def check_run_as(c: Checker, where: str, raw: Any) -> Optional[RunAs]:
 def root_functions_allowed() -> bool:
     """Whether the core configuration in ``PYENGINE_CORE_CONFIG`` (if any) sets
     ``functions.allow_root`` (validation's view; the core checks its own configuration)."""
-    path = os.environ.get("PYENGINE_CORE_CONFIG")
-    if not path:
-        return False
-    from pyengine.core.config import ConfigError, load_config
-
-    try:
-        return load_config(path).functions.allow_root
-    except (ConfigError, OSError, ValueError):
-        return False
+    return functions_allow_root(os.environ.get("PYENGINE_CORE_CONFIG"))
 
 
 def some(names: list[str], at_most: int = 20) -> str:

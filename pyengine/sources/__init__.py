@@ -17,6 +17,7 @@ from pyengine.common.aws import AwsSettings, get_object_policy
 from pyengine.sources import file, s3, sagemaker
 from pyengine.sources.base import Scheme, Source, SourceError, SourceInfo
 from pyengine.sources.file import FileSource, file_sha256
+from pyengine.sources.s3 import S3Source
 
 #: The registered schemes by prefix (``"s3://"``), in the order they were registered.
 SCHEMES: dict[str, Scheme] = {}
@@ -72,6 +73,7 @@ def open_source(
 __all__ = [
     "AwsSettings",
     "FileSource",
+    "S3Source",
     "SCHEMES",
     "Scheme",
     "Source",
