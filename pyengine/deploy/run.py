@@ -16,12 +16,13 @@ from typing import Callable, Optional
 from pyengine.common.paths import resolve_root
 from pyengine.deploy import private
 from pyengine.deploy.commit import commit, switch_all
-from pyengine.deploy.destinations import destination_problems, traversal_warnings
+from pyengine.deploy.destinations import destination_problems
 from pyengine.deploy.errors import DeployError, GroupError, UnpackError
 from pyengine.deploy.group import Group
 from pyengine.deploy.install import Installer
 from pyengine.deploy.layout import free_bytes, no_space, remove_partial_downloads
 from pyengine.deploy.plan import VERIFIED_KINDS
+from pyengine.deploy.reach import reach_problems
 from pyengine.deploy.records import Deployment, ItemResult, ProgressCallback, load_deployment
 from pyengine.deploy.recovery import Session
 from pyengine.deploy.validate import load_group
@@ -138,7 +139,7 @@ class Run(Installer):
         status = "Failure" if failed else "Success"
         bad = [it for it in self.items if it.outcome == "failed"]
         if not failed:
-            msg = "\n".join(f"warning: {w}" for w in traversal_warnings(g))
+            msg = ""
         elif apply:
             msg = f"{len(bad)} resource(s) failed; the others were installed (--on-failure=keep)"
         else:
@@ -190,7 +191,7 @@ def deploy(
     g = load_group(group) if isinstance(group, str) else group
     # Checked on this machine, as this user (a fleet's publisher validates elsewhere): nothing
     # is made, and the previous group stays, when a destination cannot be installed at.
-    problems = destination_problems(g)
+    problems = destination_problems(g) + reach_problems(g)
     if problems:
         raise GroupError(g.path or "<group>", problems)
     try:
