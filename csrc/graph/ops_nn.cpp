@@ -198,10 +198,10 @@ public:
         // loading stays a mapping of the file and layers the rule leaves direct never pay them.
         b->winograd_mode = winograd_mode();
         NchwcConv strided = c;  // the weights' geometry, with this node's strides and dilations
-        strided.p.stride_h = strides_[0];
-        strided.p.stride_w = strides_[1];
-        strided.p.dilation_h = dilations_[0];
-        strided.p.dilation_w = dilations_[1];
+        strided.p.stride_h = conv_.strides[0];
+        strided.p.stride_w = conv_.strides[1];
+        strided.p.dilation_h = conv_.dilations[0];
+        strided.p.dilation_w = conv_.dilations[1];
         b->winograd_possible = b->winograd_mode != WinogradMode::Off && winograd_eligible(strided);
         if (bias_ != nullptr) {
             b->bias.assign(static_cast<size_t>((c.p.O + block - 1) / block * block), 0.0f);
