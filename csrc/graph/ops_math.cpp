@@ -26,7 +26,7 @@ namespace {
 enum class Fn {
     Exp, Log, Sqrt, Erf, Abs, Neg, Reciprocal, Floor, Ceil, Round, Sin, Cos, Tan, Asin, Acos, Atan,
     Sinh, Cosh, Asinh, Acosh, Atanh, Sign, Softplus, Softsign, Elu, Selu, Celu, Gelu, GeluTanh, Mish,
-    ThresholdedRelu, Not
+    ThresholdedRelu, Not, BitNot
 };
 
 const std::map<std::string, Fn>& unary_fns() {
@@ -38,7 +38,7 @@ const std::map<std::string, Fn>& unary_fns() {
         {"asinh", Fn::Asinh}, {"acosh", Fn::Acosh}, {"atanh", Fn::Atanh}, {"sign", Fn::Sign},
         {"softplus", Fn::Softplus}, {"softsign", Fn::Softsign}, {"elu", Fn::Elu}, {"selu", Fn::Selu},
         {"celu", Fn::Celu}, {"gelu", Fn::Gelu}, {"gelu_tanh", Fn::GeluTanh}, {"mish", Fn::Mish},
-        {"thresholded_relu", Fn::ThresholdedRelu}, {"not", Fn::Not},
+        {"thresholded_relu", Fn::ThresholdedRelu}, {"not", Fn::Not}, {"bit_not", Fn::BitNot},
     };
     return table;
 }
@@ -57,12 +57,19 @@ public:
     std::vector<Shape> infer(const std::vector<Shape>& in) const override { return {in[0]}; }
     // Abs, Neg and Sign take any number type; the rest float32.
     std::vector<DType> infer_dtypes(const std::vector<DType>& in, size_t n) const override {
-        if (fn_ == Fn::Abs || fn_ == Fn::Neg || fn_ == Fn::Sign) return numeric_dtypes(in);
+        if (fn_ == Fn::BitNot && (in[0] == DType::Float32 || in[0] == DType::Float64)) {
+            dtype_error(0, in[0], "an integer type");
+        }
+        if (fn_ == Fn::Abs || fn_ == Fn::Neg || fn_ == Fn::Sign || fn_ == Fn::BitNot) return numeric_dtypes(in);
         return Op::infer_dtypes(in, n);
     }
     void run(const std::vector<const Tensor*>& in, const std::vector<Tensor*>& out) const override {
         if (in[0]->dtype != DType::Float32) {
-            typed_unary(fn_ == Fn::Abs ? TypedFn::Abs : fn_ == Fn::Neg ? TypedFn::Neg : TypedFn::Sign, *in[0], *out[0]);
+            typed_unary(fn_ == Fn::Abs   ? TypedFn::Abs
+                        : fn_ == Fn::Neg ? TypedFn::Neg
+                        : fn_ == Fn::Sign ? TypedFn::Sign
+                                          : TypedFn::BitNot,
+                        *in[0], *out[0]);
             return;
         }
         const float* x = in[0]->f32();
@@ -111,6 +118,7 @@ private:
             case Fn::Mish: return x * std::tanh(softplus(x));
             case Fn::ThresholdedRelu: return x > alpha_ ? x : 0.0f;
             case Fn::Not: return x == 0.0f ? 1.0f : 0.0f;  // booleans are 0 / 1
+            case Fn::BitNot: return x;                      // integers only (typed_unary)
         }
         return x;
     }
@@ -120,13 +128,15 @@ private:
 
 // ---- Broadcasting binaries beyond Add/Sub/Mul/Div ----
 
-enum class Bin { Pow, Min, Max, Fmod, Mod, PRelu, Equal, Less, Greater, LessEqual, GreaterEqual, And, Or, Xor };
+enum class Bin { Pow, Min, Max, Fmod, Mod, BitAnd, BitOr, BitXor, ShiftLeft, ShiftRight, PRelu, Equal, Less, Greater, LessEqual, GreaterEqual, And, Or, Xor };
 
 class BinaryMathOp : public Op {
 public:
     explicit BinaryMathOp(const Attrs& a) {
         static const std::map<std::string, Bin> fns = {
             {"pow", Bin::Pow}, {"min", Bin::Min}, {"max", Bin::Max}, {"fmod", Bin::Fmod}, {"mod", Bin::Mod},
+            {"bit_and", Bin::BitAnd}, {"bit_or", Bin::BitOr}, {"bit_xor", Bin::BitXor},
+            {"shift_left", Bin::ShiftLeft}, {"shift_right", Bin::ShiftRight},
             {"prelu", Bin::PRelu}, {"equal", Bin::Equal}, {"less", Bin::Less}, {"greater", Bin::Greater},
             {"less_equal", Bin::LessEqual}, {"greater_equal", Bin::GreaterEqual}, {"and", Bin::And},
             {"or", Bin::Or}, {"xor", Bin::Xor}};
@@ -139,6 +149,10 @@ public:
     }
     // Pow, Min, Max, Fmod and Mod take any one number type; the rest float32.
     std::vector<DType> infer_dtypes(const std::vector<DType>& in, size_t n) const override {
+        if (bitwise()) {
+            if (in[0] == DType::Float32 || in[0] == DType::Float64) dtype_error(0, in[0], "an integer type");
+            return numeric_dtypes(in);
+        }
         if (typed()) return numeric_dtypes(in);
         return Op::infer_dtypes(in, n);
     }
@@ -146,7 +160,10 @@ public:
         if (in[0]->dtype != DType::Float32 || fn_ == Bin::Mod) {
             static const std::map<Bin, TypedFn> kFns = {{Bin::Pow, TypedFn::Pow}, {Bin::Min, TypedFn::Min},
                                                         {Bin::Max, TypedFn::Max}, {Bin::Fmod, TypedFn::Fmod},
-                                                        {Bin::Mod, TypedFn::Mod}};
+                                                        {Bin::Mod, TypedFn::Mod}, {Bin::BitAnd, TypedFn::BitAnd},
+                                                        {Bin::BitOr, TypedFn::BitOr}, {Bin::BitXor, TypedFn::BitXor},
+                                                        {Bin::ShiftLeft, TypedFn::ShiftLeft},
+                                                        {Bin::ShiftRight, TypedFn::ShiftRight}};
             typed_binary(kFns.at(fn_), *in[0], *in[1], *out[0]);
             return;
         }
@@ -164,7 +181,9 @@ public:
                                    case Bin::Min: y[e] = std::isnan(x) || x < z ? x : z; break;
                                    case Bin::Max: y[e] = std::isnan(x) || x > z ? x : z; break;
                                    case Bin::Fmod: y[e] = std::fmod(x, z); break;
-                                   case Bin::Mod: break;  // typed_binary above
+                                   // typed_binary above (integers)
+                                   case Bin::Mod: case Bin::BitAnd: case Bin::BitOr: case Bin::BitXor:
+                                   case Bin::ShiftLeft: case Bin::ShiftRight: break;
                                    case Bin::PRelu: y[e] = x < 0.0f ? x * z : x; break;
                                    // Comparisons and logic answer booleans as 0 / 1.
                                    case Bin::Equal: y[e] = x == z; break;
@@ -180,6 +199,10 @@ public:
     }
 
 private:
+    bool bitwise() const {
+        return fn_ == Bin::BitAnd || fn_ == Bin::BitOr || fn_ == Bin::BitXor || fn_ == Bin::ShiftLeft ||
+               fn_ == Bin::ShiftRight;
+    }
     bool typed() const {
         return fn_ == Bin::Pow || fn_ == Bin::Min || fn_ == Bin::Max || fn_ == Bin::Fmod || fn_ == Bin::Mod;
     }

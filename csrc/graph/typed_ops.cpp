@@ -50,6 +50,16 @@ T apply_binary(TypedFn fn, T a, T b) {
             case TypedFn::Min: return a < b ? a : b;
             case TypedFn::Max: return a > b ? a : b;
             case TypedFn::Pow: return integer_pow(a, b);
+            case TypedFn::BitAnd: return static_cast<T>(a & b);
+            case TypedFn::BitOr: return static_cast<T>(a | b);
+            case TypedFn::BitXor: return static_cast<T>(a ^ b);
+            // A shift out of [0, width) shifts every bit out (ONNX): 0, or the sign for a right
+            // shift of a negative value; never undefined behaviour.
+            case TypedFn::ShiftLeft:
+                return b >= T(0) && static_cast<uint64_t>(b) < sizeof(T) * 8 ? static_cast<T>(a << b) : T(0);
+            case TypedFn::ShiftRight:
+                if (b >= T(0) && static_cast<uint64_t>(b) < sizeof(T) * 8) return static_cast<T>(a >> b);
+                return a < T(0) ? static_cast<T>(-1) : T(0);
             case TypedFn::Fmod: return static_cast<T>(a % b);
             case TypedFn::Mod: {
                 const T r = static_cast<T>(a % b);
@@ -74,6 +84,9 @@ T apply_unary(TypedFn fn, T x) {
             if constexpr (std::is_signed_v<T>) return static_cast<T>(-x);
             return static_cast<T>(T(0) - x);
         case TypedFn::Sign: return static_cast<T>((T(0) < x) - (x < T(0)));
+        case TypedFn::BitNot:
+            if constexpr (std::is_integral_v<T>) return static_cast<T>(~x);
+            return x;
         default: return x;
     }
 }

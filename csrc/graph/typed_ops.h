@@ -11,7 +11,11 @@
 
 namespace pyengine {
 
-enum class TypedFn : uint8_t { Add, Sub, Mul, Div, Min, Max, Pow, Mod, Fmod, Abs, Neg, Sign };
+enum class TypedFn : uint8_t {
+    Add, Sub, Mul, Div, Min, Max, Pow, Mod, Fmod, Abs, Neg, Sign,
+    // Integers only:
+    BitAnd, BitOr, BitXor, ShiftLeft, ShiftRight, BitNot
+};
 
 // y = a fn b with numpy broadcasting; a, b and y share one numeric (non-bool) dtype. Integer Div
 // truncates and Mod takes the divisor's sign (ONNX); an integer division by zero throws.

@@ -248,5 +248,6 @@ TYPED_OPS = {
     "Split", "Tile", "Expand", "Shape", "Size", "Cast", "CastLike", "Equal", "Less", "Greater",
     "LessOrEqual", "GreaterOrEqual", "And", "Or", "Xor", "Not", "Where", "Add", "Sub", "Mul",
     "Div", "Sum", "Min", "Max", "Pow", "Mod", "Abs", "Neg", "Sign", "ArgMax", "ArgMin",
-    "Gather", "GatherElements", "Trilu", "IsNaN", "IsInf", "Dropout", "Constant",
+    "Gather", "GatherElements", "Trilu", "IsNaN", "IsInf", "Dropout", "Constant", "BitwiseAnd",
+    "BitwiseOr", "BitwiseXor", "BitwiseNot", "BitShift",
 }
