@@ -71,7 +71,7 @@ def test_onnx_backend_suite_runs_natively(tmp_path) -> None:  # type: ignore[no-
 
 # ONNX's node conformance cases (bench/conformance.py writes the full table): tensor cases that
 # pass natively today. Fewer means an op or the importer regressed.
-MIN_NODE_PASSED = 624
+MIN_NODE_PASSED = 728
 
 
 def test_onnx_node_conformance_cases_pass_or_refuse_cleanly() -> None:

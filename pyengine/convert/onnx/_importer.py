@@ -164,17 +164,41 @@ class Importer:
         if node.op_type not in SHAPE_OPS and any(v in self.symbolic for v in ins):
             self._set(node, [self.g.unsupported_op(name, f"{node.op_type} of a run-time shape")])
             return
-        typed = sorted({self.dtype_of(v) for v in ins if v} - {"float32"})
+        # Run-time values of other types than float32 (constants are read by the handlers).
+        typed = sorted({self.dtype_of(v) for v in ins if v and not self.g.is_const(v)} - {"float32"})
+        widened = False
         if typed and node.op_type not in TYPED_OPS:
-            self._set(node, [self.g.unsupported_op(name, f"{node.op_type} of {', '.join(typed)}")])
-            return
+            if typed != ["float64"]:
+                self._set(node, [self.g.unsupported_op(name, f"{node.op_type} of {', '.join(typed)}")])
+                return
+            # A float32 op on float64 values: computed in float32 between two Casts.
+            ins = [self.cast(v, "float32", f"{name}/in{i}") if v and self.dtype_of(v) == "float64"
+                   else v for i, v in enumerate(ins)]
+            widened = True
         handler = self.handlers.get(node.op_type)
         attrs = {a.name: self.onnx.helper.get_attribute_value(a) for a in node.attribute}
         out = handler(self, node, name, ins, attrs) if handler is not None else None
         if out is None:
             self._set(node, [self.g.unsupported_op(name, node.op_type)] * len(node.output))
-        else:
-            self._set(node, out if isinstance(out, list) else [out])
+            return
+        outs = out if isinstance(out, list) else [out]
+        if widened:
+            outs = [self.cast(v, "float64", f"{name}/out{i}")
+                    if i < len(node.output) and self.onnx_dtypes.get(node.output[i]) == "float64"
+                    and not v.startswith("unsupported:") else v
+                    for i, v in enumerate(outs)]
+        self._set(node, outs)
+
+    def cast(self, value: str, dtype: str, name: str) -> str:
+        """``value`` as ``dtype``: a converted constant, a native Cast, or ``value`` itself."""
+        if self.dtype_of(value) == dtype:
+            return value
+        c = self.const_of(value)
+        if c is not None:
+            return self.g.const(c.astype(dtype), name)
+        out = self.g.op("Cast", [value], name, to=dtype)
+        self.vdtypes[out] = dtype
+        return out
 
     def _set(self, node: Any, outs: list[str]) -> None:
         for i, o in enumerate(node.output):

@@ -32,6 +32,13 @@ def _sum(imp: Importer, node: Any, name: str, ins: list[str], attrs: dict[str, A
     return acc
 
 
+def _mean(imp: Importer, node: Any, name: str, ins: list[str], attrs: dict[str, Any]) -> str:
+    """Mean of n inputs (broadcasting): their sum times 1/n."""
+    total = _sum(imp, node, name + "/sum", [i for i in ins if i], attrs)
+    scale = imp.g.const(np.float32(1.0 / len([i for i in ins if i])), name + "/scale")
+    return imp.g.op("Mul", [total, scale], name)
+
+
 def _unary(op: str) -> Handler:
     def handle(imp: Importer, node: Any, name: str, ins: list[str], attrs: dict[str, Any]) -> str:
         extra = {"alpha": float(attrs.get("alpha", 0.01))} if op == "LeakyRelu" else {}
@@ -114,7 +121,7 @@ def _binary_math(fn: str) -> Handler:
         if fn == "fmod" and not attrs.get("fmod", 0):
             op = "mod"  # integer Mod: the divisor's sign
         if fn == "pow" and imp.dtype_of(present[1]) != imp.dtype_of(present[0]):
-            present[1] = cast_to(imp, present[1], imp.dtype_of(present[0]), name + "/exponent")
+            present[1] = imp.cast(present[1], imp.dtype_of(present[0]), name + "/exponent")
         acc = present[0]
         for i, x in enumerate(present[1:]):
             last = i == len(present) - 2
@@ -124,24 +131,12 @@ def _binary_math(fn: str) -> Handler:
     return handle
 
 
-def cast_to(imp: Importer, value: str, dtype: str, name: str) -> str:
-    """``value`` as ``dtype``: a converted constant, a native Cast, or ``value`` itself."""
-    if imp.dtype_of(value) == dtype:
-        return value
-    c = imp.const_of(value)
-    if c is not None:
-        return imp.g.const(c.astype(dtype), name)
-    out = imp.g.op("Cast", [value], name, to=dtype)
-    imp.vdtypes[out] = dtype
-    return out
-
-
 def _cast(imp: Importer, node: Any, name: str, ins: list[str], attrs: dict[str, Any]) -> str | None:
     to = onnx_dtype(imp.onnx, int(attrs.get("to", 0)))
     if to is None:
         name_of = imp.onnx.TensorProto.DataType.Name(int(attrs.get("to", 0)))
         return imp.g.unsupported_op(name, f"Cast to {name_of}")
-    out = cast_to(imp, ins[0], to, name)
+    out = imp.cast(ins[0], to, name)
     return imp.g.op("Identity", [out], name) if out == ins[0] else out
 
 
@@ -165,7 +160,7 @@ def _where(imp: Importer, node: Any, name: str, ins: list[str], attrs: dict[str,
 
 
 def _cast_like(imp: Importer, node: Any, name: str, ins: list[str], attrs: dict[str, Any]) -> str | None:
-    out = cast_to(imp, ins[0], imp.dtype_of(ins[1]), name)
+    out = imp.cast(ins[0], imp.dtype_of(ins[1]), name)
     return imp.g.op("Identity", [out], name) if out == ins[0] else out
 
 
@@ -182,6 +177,7 @@ HANDLERS: dict[str, Handler] = {
     "Mul": _binary("Mul"),
     "Div": _binary("Div"),
     "Sum": _sum,
+    "Mean": _mean,
     "Neg": _math("neg"),
     "Relu": _unary("Relu"),
     "Sigmoid": _unary("Sigmoid"),
