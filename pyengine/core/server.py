@@ -36,6 +36,8 @@ from pyengine.core.api import (
 from pyengine.core.capture import Spool, Uploader
 from pyengine.core.cgroups import WorkerCgroups
 from pyengine.core.config import CoreConfig, client_id
+from pyengine.core.console import Console
+from pyengine.core.console import handles as console_handles
 from pyengine.core.group import (
     STATE_DB,
     DeployedGroup,
@@ -152,6 +154,8 @@ class Core:
         self._reopen_logs = threading.Event()
         self._dump_state = threading.Event()
         self.http: HttpServer | None = None
+        #: The local console (api.console), on the TCP listener.
+        self.console: Console | None = None
         self._url: str | None = None
         self.logs: Logs | None = None
         #: Invocation id -> the functions calling each other down to it (context.invoke).
@@ -235,6 +239,13 @@ class Core:
         if self.api.port is not None and self.api.token:
             token = load_or_create_token(self.token_file)
         self.authorizer = Authorizer(token, self.api.socket_group, self._is_function_peer)
+        if self.api.console:
+            if token is None:
+                raise ValueError("the console is served on the TCP listener and logs in with "
+                                 "its token: start the core with --port (and without "
+                                 "--no-token) to use --console")
+            self.console = Console(self, token)
+            self.console.start()
         fds = raise_fd_limit()
         limits = Limits(body_max=int(self.api.body_max_mb * (1 << 20)),
                         connections_max=connections_cap(fds, self.api.connections_max),
@@ -342,6 +353,8 @@ class Core:
         self._reload_now.set()
         for service in reversed(self.services):
             service.stop()
+        if self.console is not None:
+            self.console.stop()
         if self.http is not None:
             self.http.close()
         self.router.stop()
@@ -800,6 +813,8 @@ class _Api:
     def precheck(self, req: Request) -> Response | None:
         """Authorization and the route's method, before the body is read."""
         path = req.path
+        if self.core.console is not None and console_handles(path):
+            return self.core.console.precheck(req)  # its own login (a browser sends no token)
         try:
             self.core.authorizer.check(req.peer, path, req.headers.get("authorization"))
         except ApiError as exc:
@@ -826,6 +841,8 @@ class _Api:
     def __call__(self, req: Request) -> Response:
         core = self.core
         path = req.path
+        if core.console is not None and console_handles(path):
+            return core.console(req)
         if path == "/health/live":
             return self.answer(200, {"status": "live"})
         if path == "/health/ready":
