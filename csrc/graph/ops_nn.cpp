@@ -9,6 +9,7 @@
 #include "graph/conv_geometry.h"
 #include "graph/op.h"
 #include "kernels/conv_nchwc.h"
+#include "kernels/conv_winograd.h"
 #include "kernels/elementwise.h"
 #include "kernels/gemm.h"
 #include "kernels/pool.h"
@@ -122,8 +123,9 @@ public:
         if (blocked_ != nullptr) {  // the layout pass runs it blocked (model.cpp sets the layout)
             const int block = blocked_->conv.cb;
             const bool native = kernels().nchwc_block == block;
-            return {"", str(native ? kernels().name : "generic", " nchwc", block, " ",
-                            depthwise ? "depthwise" : p.KH * p.KW == 1 ? "1x1" : "direct",
+            const char* path = depthwise ? "depthwise" : p.KH * p.KW == 1 ? "1x1" : "direct";
+            if (runs_winograd(p)) path = "winograd F(4x4,3x3)";
+            return {"", str(native ? kernels().name : "generic", " nchwc", block, " ", path,
                             blocked_->conv.in_block == 1 ? " (plain input)" : "")};
         }
         const char* path = depthwise ? "depthwise direct" : pointwise ? "1x1 gemm" : "im2col gemm";
@@ -190,6 +192,17 @@ public:
             b->owned = nchwc_pack_conv_weights(c, weight_->f32());
             b->weights = b->owned.data();
         }
+        // Whether a call may take the Winograd path (winograd_pick decides per call geometry;
+        // the direct weights stay for the shapes it leaves direct). Its weights (4x the 3x3
+        // ones) are transformed once, by the first call that takes it (winograd_weights), so
+        // loading stays a mapping of the file and layers the rule leaves direct never pay them.
+        b->winograd_mode = winograd_mode();
+        NchwcConv strided = c;  // the weights' geometry, with this node's strides and dilations
+        strided.p.stride_h = conv_.strides[0];
+        strided.p.stride_w = conv_.strides[1];
+        strided.p.dilation_h = conv_.dilations[0];
+        strided.p.dilation_w = conv_.dilations[1];
+        b->winograd_possible = b->winograd_mode != WinogradMode::Off && winograd_eligible(strided);
         if (bias_ != nullptr) {
             b->bias.assign(static_cast<size_t>((c.p.O + block - 1) / block * block), 0.0f);
             std::copy(bias_->f32(), bias_->f32() + c.p.O, b->bias.begin());
@@ -265,7 +278,27 @@ private:
         std::vector<float> owned;   // the repacked weights when the file holds no such form
         int64_t mapped_bytes = 0;
         std::vector<float> bias;    // padded to whole blocks; empty without a bias
+        WinogradMode winograd_mode = WinogradMode::Auto;  // PYENGINE_WINOGRAD at load
+        bool winograd_possible = false;  // 3x3, stride 1, dilation 1, groups 1, blocked input
+        mutable std::once_flag winograd_once;
+        mutable std::vector<float> winograd_weights;  // winograd_pack_weights, once
     };
+
+    // The Winograd weights, transformed by the first call that needs them (thread-safe).
+    const float* winograd_weights() const {
+        const Blocked& b = *blocked_;
+        std::call_once(b.winograd_once, [&] { b.winograd_weights = winograd_pack_weights(b.conv, weight_->f32()); });
+        return b.winograd_weights.data();
+    }
+
+    // Whether a blocked call with geometry p takes the Winograd path (the one place run and
+    // run_info ask).
+    bool runs_winograd(const Conv2DParams& p) const {
+        if (blocked_ == nullptr || !blocked_->winograd_possible) return false;
+        NchwcConv c = blocked_->conv;
+        c.p = p;
+        return winograd_pick(c, blocked_->winograd_mode);
+    }
 
     void run_blocked(const std::vector<const Tensor*>& in, const std::vector<Tensor*>& out, const float* residual,
                      const Epilogue& act) const {
@@ -276,6 +309,11 @@ private:
         c.w = blocked_->weights;
         c.bias = blocked_->bias.empty() ? nullptr : blocked_->bias.data();
         c.residual = residual;
+        if (runs_winograd(c.p)) {
+            c.w = winograd_weights();
+            conv_winograd(c, in[0]->f32(), out[0]->f32());
+            return;
+        }
         conv_nchwc(c, in[0]->f32(), out[0]->f32());
     }
 

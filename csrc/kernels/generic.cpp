@@ -24,6 +24,7 @@ const KernelTable* kernel_table_generic() {
         t.nchwc_block = 8;
         t.conv_nchwc = conv_nchwc_generic(8);
         t.nchwc_oc_tile = 2;
+        t.conv_winograd = conv_winograd_generic(8);
         t.qgemm = qgemm_generic;
         t.qgemm_name = "generic";
         return t;

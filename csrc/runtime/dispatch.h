@@ -9,6 +9,7 @@
 #include "kernels/activation.h"
 #include "kernels/conv2d.h"
 #include "kernels/conv_nchwc.h"
+#include "kernels/conv_winograd.h"
 #include "kernels/elementwise.h"
 #include "kernels/erf.h"
 #include "kernels/gemm.h"
@@ -47,6 +48,9 @@ struct KernelTable {
     int nchwc_block;
     NchwcConvKernel conv_nchwc;
     int nchwc_oc_tile;
+    // Winograd F(4x4, 3x3) in that layout (kernels/conv_winograd.h); its GEMM tiles also cover
+    // nchwc_oc_tile output blocks.
+    NchwcWinogradKernel conv_winograd;
     // int8: the u8 x s8 GEMM on packed weights (kernels/qgemm.h) and the path it takes
     // ("avx512-vnni", "avx2", "neon-dot", "neon", "generic"), which `pyengine info` shows.
     QgemmFn qgemm;

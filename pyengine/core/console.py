@@ -36,9 +36,11 @@ from http.cookies import CookieError, SimpleCookie
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional
 
 from pyengine import deploy as dp
+from pyengine.common.topics import topic_problem
 from pyengine.core import console_data as data
 from pyengine.core.http import Request, Response
-from pyengine.deploy.subscriptions import DEVICES
+from pyengine.core.protocol import parse_payload
+from pyengine.deploy.installed import DEVICES
 
 if TYPE_CHECKING:  # the core holds the console; the console only reads it and calls invoke
     from pyengine.core.server import Core
@@ -312,8 +314,6 @@ class Console:
 
     def _invoke(self, req: Request) -> Response:
         name = req.path[len("/console/api/invoke/"):]
-        from pyengine.core.server import parse_payload
-
         payload = parse_payload(req.body, "application/json")
         t0 = time.perf_counter()
         status, body = self.core.invoke(name, payload)
@@ -333,8 +333,6 @@ class Console:
         link = self.core.router.links.get(DEVICES)
         if link is None:
             raise KeyError("the core has no MQTT broker (core start --mqtt HOST:PORT)")
-        from pyengine.deploy.subscriptions import topic_problem
-
         problem = topic_problem(body["topic"])
         if problem:
             raise ValueError(f"topic {body['topic']!r}: {problem}")

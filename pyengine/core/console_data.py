@@ -17,6 +17,7 @@ import pyengine
 from pyengine import deploy as dp
 from pyengine.core.logs import log_files, log_path
 from pyengine.core.metrics import BUCKETS
+from pyengine.deploy import installed
 from pyengine.runtime import info
 
 if TYPE_CHECKING:  # the core holds the console; the console only reads it
@@ -146,7 +147,7 @@ def resources(core: Core) -> dict[str, Any]:
             users.setdefault(g.id, []).append({"function": spec.name, "permission": g.permission})
             kinds[g.id] = g.kind
     rows = []
-    for r in dp.list_installed(core.root):
+    for r in installed.list_installed(core.root):
         if r["kind"] == "function":
             continue
         row = {k: r.get(k) for k in ("kind", "key", "version", "source", "destination",
