@@ -8,21 +8,15 @@ namespace pyengine {
 namespace {
 struct DTypeInfo {
     DType type;
-    size_t size;
     const char* name;
 };
 constexpr DTypeInfo kDTypes[] = {
-    {DType::Float32, 4, "float32"}, {DType::Int32, 4, "int32"},   {DType::Int64, 8, "int64"},
-    {DType::UInt8, 1, "uint8"},     {DType::Int8, 1, "int8"},     {DType::Bool, 1, "bool"},
-    {DType::Int16, 2, "int16"},     {DType::UInt16, 2, "uint16"}, {DType::UInt32, 4, "uint32"},
-    {DType::UInt64, 8, "uint64"},   {DType::Float64, 8, "float64"},
+    {DType::Float32, "float32"}, {DType::Int32, "int32"},   {DType::Int64, "int64"},
+    {DType::UInt8, "uint8"},     {DType::Int8, "int8"},     {DType::Bool, "bool"},
+    {DType::Int16, "int16"},     {DType::UInt16, "uint16"}, {DType::UInt32, "uint32"},
+    {DType::UInt64, "uint64"},   {DType::Float64, "float64"},
 };
 }  // namespace
-
-size_t dtype_size(DType t) {
-    for (const auto& d : kDTypes) if (d.type == t) return d.size;
-    return 0;
-}
 
 const char* dtype_name(DType t) {
     for (const auto& d : kDTypes) if (d.type == t) return d.name;

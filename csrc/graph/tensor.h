@@ -19,8 +19,17 @@ constexpr uint8_t kDTypeLast = 11;
 
 constexpr size_t kMaxRank = 8;
 
-// Bytes per element.
-size_t dtype_size(DType t);
+// Bytes per element (0 for a code the format does not define). Inline: the CUDA backend,
+// which links none of the graph's sources, sizes device buffers with it too.
+constexpr size_t dtype_size(DType t) {
+    switch (t) {
+        case DType::UInt8: case DType::Int8: case DType::Bool: return 1;
+        case DType::Int16: case DType::UInt16: return 2;
+        case DType::Float32: case DType::Int32: case DType::UInt32: return 4;
+        case DType::Int64: case DType::UInt64: case DType::Float64: return 8;
+    }
+    return 0;
+}
 // "float32", ...
 const char* dtype_name(DType t);
 // Parses "float32" etc.; false for an unknown name.
