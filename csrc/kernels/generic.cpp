@@ -22,6 +22,7 @@ const KernelTable* kernel_table_generic() {
         t.nchwc_block = 8;
         t.conv_nchwc = conv_nchwc_generic(8);
         t.nchwc_oc_tile = 2;
+        t.nchwc_gather = nchwc_gather_generic(8);
         return t;
     }();
     return &table;

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "kernels/activation.h"
+#include "kernels/channel_gather.h"
 #include "kernels/conv2d.h"
 #include "kernels/conv_nchwc.h"
 #include "kernels/elementwise.h"
@@ -43,6 +44,8 @@ struct KernelTable {
     int nchwc_block;
     NchwcConvKernel conv_nchwc;
     int nchwc_oc_tile;
+    // Channel gathers (concat, slice, shuffle) of blocked tensors, for block nchwc_block.
+    NchwcGatherKernel nchwc_gather;
 };
 
 // The table in use: PYENGINE_ISA if set (an error if the CPU lacks it), else the best available.

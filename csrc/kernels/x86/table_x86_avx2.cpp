@@ -16,6 +16,7 @@ void depthwise2d_avx2(const Conv2DParams& p, const float* x, const float* w, flo
 const GemmMicroKernel& gemm_micro_avx2();
 void conv_nchwc_avx2(const NchwcConv& c, const float* x, float* y, int64_t n, int64_t ob0, int64_t ob1,
                      int64_t q0, int64_t q1);
+void nchwc_gather_avx2(const NchwcGatherPart* parts, int n_parts, const float* const* srcs, float* y, int64_t HW);
 void pool2d_avx2(const Pool2DParams& p, const float* x, float* y);
 void activation_apply_avx2(const float* x, float* y, int64_t n, const Epilogue& e);
 void binary_avx2(BinaryOp op, const float* a, int64_t as, const float* b, int64_t bs, float* y, int64_t n);
@@ -45,6 +46,7 @@ const KernelTable* kernel_table_avx2() {
         t.nchwc_block = 8;
         t.conv_nchwc = conv_nchwc_avx2;
         t.nchwc_oc_tile = 2;
+        t.nchwc_gather = nchwc_gather_avx2;
         return t;
     }();
     return &table;

@@ -16,6 +16,8 @@ void gemm_avx512(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, c
 const GemmMicroKernel& gemm_micro_avx512();
 void conv_nchwc_avx512(const NchwcConv& c, const float* x, float* y, int64_t n, int64_t ob0, int64_t ob1,
                        int64_t q0, int64_t q1);
+void nchwc_gather_avx512(const NchwcGatherPart* parts, int n_parts, const float* const* srcs, float* y,
+                         int64_t HW);
 void depthwise2d_avx512(const Conv2DParams& p, const float* x, const float* w, float* y, int64_t n,
                         int64_t c0, int64_t c1);
 
@@ -37,6 +39,7 @@ const KernelTable* kernel_table_avx512() {
         t.nchwc_block = 16;
         t.conv_nchwc = conv_nchwc_avx512;
         t.nchwc_oc_tile = 4;
+        t.nchwc_gather = nchwc_gather_avx512;
         return t;
     }();
     return &table;
