@@ -12,6 +12,7 @@
 #include "kernels/conv_nchwc.h"
 #include "kernels/elementwise.h"
 #include "kernels/gemm.h"
+#include "kernels/nchwc_channel.h"
 #include "kernels/pool.h"
 
 namespace pyengine {
@@ -46,6 +47,9 @@ struct KernelTable {
     int nchwc_oc_tile;
     // Channel gathers (concat, slice, shuffle) of blocked tensors, for block nchwc_block.
     NchwcGatherKernel nchwc_gather;
+    // Per-channel binary op and affine map on one block of one image (kernels/nchwc_channel.h).
+    NchwcBinaryChannelKernel nchwc_binary_channel;
+    NchwcAffineKernel nchwc_affine;
 };
 
 // The table in use: PYENGINE_ISA if set (an error if the CPU lacks it), else the best available.

@@ -10,6 +10,7 @@
 #include "kernels/conv_nchwc.h"
 #include "kernels/elementwise.h"
 #include "kernels/gemm.h"
+#include "kernels/nchwc_channel.h"
 #include "kernels/pool.h"
 
 namespace pyengine {
@@ -29,6 +30,8 @@ void conv_nchwc_arm_neon(const NchwcConv& c, const float* x, float* y, int64_t n
                          int64_t q0, int64_t q1);
 void nchwc_gather_arm_neon(const NchwcGatherPart* parts, int n_parts, const float* const* srcs, float* y,
                            int64_t HW);
+void nchwc_binary_channel_arm_neon(BinaryOp op, const float* a, const float* v, float* y, int64_t HW);
+void nchwc_affine_arm_neon(const float* x, const float* scale, const float* shift, float* y, int64_t HW);
 void softmax_arm_neon(const float* x, float* y, int64_t outer, int64_t axis, int64_t inner);
 
 }  // namespace pyengine

@@ -24,6 +24,8 @@ const KernelTable* kernel_table_neon() {
         t.conv_nchwc = conv_nchwc_arm_neon;
         t.nchwc_oc_tile = 4;
         t.nchwc_gather = nchwc_gather_arm_neon;
+        t.nchwc_binary_channel = nchwc_binary_channel_arm_neon;
+        t.nchwc_affine = nchwc_affine_arm_neon;
         return t;
     }();
     return &table;

@@ -18,6 +18,8 @@ void conv_nchwc_avx512(const NchwcConv& c, const float* x, float* y, int64_t n, 
                        int64_t q0, int64_t q1);
 void nchwc_gather_avx512(const NchwcGatherPart* parts, int n_parts, const float* const* srcs, float* y,
                          int64_t HW);
+void nchwc_binary_channel_avx512(BinaryOp op, const float* a, const float* v, float* y, int64_t HW);
+void nchwc_affine_avx512(const float* x, const float* scale, const float* shift, float* y, int64_t HW);
 void depthwise2d_avx512(const Conv2DParams& p, const float* x, const float* w, float* y, int64_t n,
                         int64_t c0, int64_t c1);
 
@@ -40,6 +42,8 @@ const KernelTable* kernel_table_avx512() {
         t.conv_nchwc = conv_nchwc_avx512;
         t.nchwc_oc_tile = 4;
         t.nchwc_gather = nchwc_gather_avx512;
+        t.nchwc_binary_channel = nchwc_binary_channel_avx512;
+        t.nchwc_affine = nchwc_affine_avx512;
         return t;
     }();
     return &table;

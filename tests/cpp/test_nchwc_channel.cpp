@@ -1,7 +1,9 @@
 // SPDX-License-Identifier: Apache-2.0
-// Blocked channel gathers (kernels/channel_gather.h): shuffles, concats, slices and random
-// maps on channel counts that are not multiples of the block, through the generic kernel of
-// every block and each variant's own kernel, against the same map applied to plain NCHW.
+// Channel ops in the blocked layout. Gathers (kernels/channel_gather.h): shuffles, concats,
+// slices and random maps on channel counts that are not multiples of the block, through the
+// generic kernel of every block and each variant's own kernel, against the same map applied to
+// plain NCHW. Per-channel binary ops and affine maps (kernels/nchwc_channel.h): every variant
+// against the generic kernel of its block, on pixel counts with odd tails.
 #include <cmath>
 #include <cstdio>
 #include <random>
@@ -12,6 +14,7 @@
 #include "common.h"
 #include "kernels/channel_gather.h"
 #include "kernels/conv_nchwc.h"
+#include "kernels/nchwc_channel.h"
 #include "runtime/dispatch.h"
 #include "test_util.h"
 
@@ -138,6 +141,43 @@ TEST_CASE(channel_gather_compiles_parts_per_source_block) {
         }
     }
     CHECK(!m.is_copy(0));
+}
+
+TEST_CASE(per_channel_kernels_match_generic) {
+    std::mt19937 rng(3);
+    std::uniform_real_distribution<float> d(-2.0f, 2.0f);
+    for (const KernelTable* t : {kernel_table(Isa::Avx2), kernel_table(Isa::Avx512), kernel_table(Isa::Neon),
+                                 kernel_table(Isa::Generic)}) {
+        if (t == nullptr) continue;
+        const int cb = t->nchwc_block;
+        for (int64_t HW : {1, 2, 3, 17}) {
+            std::vector<float> a(static_cast<size_t>(HW * cb)), v(static_cast<size_t>(cb)), w(v.size());
+            for (float& x : a) x = d(rng);
+            for (float& x : v) x = d(rng) + 3.0f;  // never 0: Div is exact too
+            for (float& x : w) x = d(rng);
+            for (BinaryOp op : {BinaryOp::Add, BinaryOp::Sub, BinaryOp::Mul, BinaryOp::Div}) {
+                std::vector<float> got(a.size()), want(a.size());
+                t->nchwc_binary_channel(op, a.data(), v.data(), got.data(), HW);
+                for (int64_t i = 0; i < HW * cb; ++i) {
+                    const float p = a[static_cast<size_t>(i)], q = v[static_cast<size_t>(i % cb)];
+                    want[static_cast<size_t>(i)] = op == BinaryOp::Add ? p + q : op == BinaryOp::Sub ? p - q
+                                                 : op == BinaryOp::Mul ? p * q : p / q;
+                }
+                CHECK(got == want);
+            }
+            std::vector<float> got(a.size()), want(a.size());
+            t->nchwc_affine(a.data(), v.data(), w.data(), got.data(), HW);
+            nchwc_affine_generic(cb)(a.data(), v.data(), w.data(), want.data(), HW);
+            for (size_t i = 0; i < got.size(); ++i) {
+                if (std::fabs(got[i] - want[i]) > 1e-6f * (1.0f + std::fabs(want[i]))) {
+                    std::printf("  %s affine HW=%lld: element %zu is %g, generic gives %g\n", t->name,
+                                static_cast<long long>(HW), i, got[i], want[i]);
+                    CHECK(false);
+                    break;
+                }
+            }
+        }
+    }
 }
 
 TEST_MAIN()
