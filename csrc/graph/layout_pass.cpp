@@ -82,6 +82,12 @@ void Model::plan_layout() {
 Model::LayoutReport Model::layout_report(const Plan& p) const {
     LayoutReport r;
     r.block = block_;
+    for (int n : order_) {
+        const Op::BlockedWeightBytes w = nodes_[static_cast<size_t>(n)].op->blocked_weight_bytes();
+        if (w.mapped > 0) r.weights_mapped.push_back(nodes_[static_cast<size_t>(n)].name);
+        r.weights_mapped_bytes += w.mapped;
+        r.weights_repacked_bytes += w.copied;
+    }
     const HostSchedule& h = p.host;
     const size_t nv = values_.size();
     // An extra slot holds a copy of the value whose shape and producer it shares: find by name.

@@ -164,9 +164,10 @@ void Model::parse_graph() {
                                       "', which is not a graph input, a tensor in the file or any node's output"));
             }
             const Value& v = values_[static_cast<size_t>(it->second)];
-            if (v.kind == Value::Constant && v.constant.dtype != DType::Float32) {
-                graph_error(path, str("node '", node.name, "' reads tensor '", v.name, "' of dtype ",
-                                      dtype_name(v.constant.dtype), "; ops take float32"));
+            if (v.kind == Value::Constant && !node.op->takes_dtype(node.inputs.size(), v.constant.dtype)) {
+                graph_error(path, str("node '", node.name, "' (", node.op_name, ") reads tensor '", v.name,
+                                      "' of dtype ", dtype_name(v.constant.dtype), " as input ", node.inputs.size(),
+                                      ", which takes float32 only"));
             }
             node.inputs.push_back(it->second);
         }
@@ -243,6 +244,36 @@ void Model::parse_graph() {
             constants.push_back(v.kind == Value::Constant ? &v.constant : nullptr);
         }
         node.op->prepare(constants);
+    }
+    // Blocked weights the converter stored beside the plain ones (docs/format.md): checked on
+    // every machine, so a file that does not fit fails at load everywhere; used in place where
+    // the layout's block matches (plan_layout).
+    for (int n : order_) {
+        const json::Value* stored = nodes.items()[static_cast<size_t>(n)].find("blocked_weights");
+        if (stored == nullptr) continue;
+        Node& node = nodes_[static_cast<size_t>(n)];
+        const std::string where = str("node '", node.name, "' (", node.op_name, ") 'blocked_weights'");
+        if (!stored->is_array()) graph_error(path, str(where, " must be a list of {block, tensor}"));
+        for (const json::Value& item : stored->items()) {
+            const json::Value* block = item.is_object() ? item.find("block") : nullptr;
+            const json::Value* tensor = item.is_object() ? item.find("tensor") : nullptr;
+            if (block == nullptr || tensor == nullptr || !block->is_integer() || !tensor->is_string()) {
+                graph_error(path, str(where, " entries must be {\"block\": integer, \"tensor\": name}, got ", item.dump()));
+            }
+            auto it = by_name.find(tensor->as_string());
+            if (it == by_name.end() || values_[static_cast<size_t>(it->second)].kind != Value::Constant) {
+                graph_error(path, str(where, " names '", tensor->as_string(), "', which is not a tensor in the file"));
+            }
+            const Tensor& packed = values_[static_cast<size_t>(it->second)].constant;
+            if (packed.dtype != DType::Float32) {
+                graph_error(path, str(where, " tensor '", tensor->as_string(), "' is ", dtype_name(packed.dtype), ", not float32"));
+            }
+            try {
+                node.op->attach_blocked_weights(static_cast<int>(std::clamp<int64_t>(block->as_int(), -1, 1 << 20)), packed);
+            } catch (const InvalidArgument& e) {
+                graph_error(path, str(where, " tensor '", tensor->as_string(), "': ", e.what()));
+            }
+        }
     }
 }
 

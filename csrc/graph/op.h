@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "common.h"
 #include "format/json.h"
 #include "graph/tensor.h"
 #include "kernels/activation.h"
@@ -67,6 +68,12 @@ public:
     virtual void run(const std::vector<const Tensor*>& in, const std::vector<Tensor*>& out) const = 0;
     // Called once at load with the inputs that are constant (nullptr elsewhere).
     virtual void prepare(const std::vector<const Tensor*>& constants) { (void)constants; }
+    // True when input `i` may be a constant tensor of dtype `t` (quantized ops read int8/int32
+    // weights); activations between nodes are float32 either way.
+    virtual bool takes_dtype(size_t i, DType t) const {
+        (void)i;
+        return t == DType::Float32;
+    }
     // True when output 0 may share the memory of input 0 (a reshape of the same bytes).
     virtual bool is_view() const { return false; }
     // Fills `step` (kind and resolved parameters) for input shapes `in` so a device executor
@@ -82,6 +89,21 @@ public:
     // Called once at load, after prepare, with the block of the blocked layout (0: none):
     // ops with blocked kernels get ready for it (a convolution repacks its weights).
     virtual void prepare_layout(int block) { (void)block; }
+    // Called at load, after prepare and before prepare_layout, for each blocked weight the file
+    // stores for this node (the node's "blocked_weights", docs/format.md): `packed` is the
+    // mapped tensor for `block`, used in place when the layout's block is `block`. Throws
+    // InvalidArgument saying why when it does not fit; the default takes none.
+    virtual void attach_blocked_weights(int block, const Tensor& packed) {
+        (void)block;
+        (void)packed;
+        throw InvalidArgument("this op takes no blocked weights (only an NCHW Conv2D does)");
+    }
+    // Bytes of the weights this op uses in the blocked layout: read from the file's mapping
+    // (`mapped`) or repacked into memory at load (`copied`).
+    struct BlockedWeightBytes {
+        int64_t mapped = 0, copied = 0;
+    };
+    virtual BlockedWeightBytes blocked_weight_bytes() const { return {}; }
     // For input shapes `in` whose values have blocks `in_block` (0: plain), the block this op
     // writes its output in (0: plain, else `block`); fills `want` with the block each input
     // must have (the planner reorders a value that has another). Default: plain everywhere.

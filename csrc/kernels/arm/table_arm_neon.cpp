@@ -26,6 +26,7 @@ const KernelTable* kernel_table_neon() {
         t.nchwc_gather = nchwc_gather_arm_neon;
         t.nchwc_binary_channel = nchwc_binary_channel_arm_neon;
         t.nchwc_affine = nchwc_affine_arm_neon;
+        t.conv_winograd = conv_winograd_arm_neon;
         return t;
     }();
     return &table;
