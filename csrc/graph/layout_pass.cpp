@@ -128,6 +128,8 @@ void Model::build_host_schedule(Plan* p) const {
     const size_t nv = values_.size();
     h.shapes = p->shapes;
     h.block.assign(nv, 0);
+    h.dtype.resize(nv);
+    for (size_t v = 0; v < nv; ++v) h.dtype[v] = values_[v].dtype;
     std::vector<char> is_output(nv, 0);
     for (int o : output_values_) is_output[static_cast<size_t>(o)] = 1;
     // The slot holding each value in each layout (-1: not made yet).
@@ -138,6 +140,7 @@ void Model::build_host_schedule(Plan* p) const {
     auto new_slot = [&](int like, int block) {
         h.shapes.push_back(h.shapes[static_cast<size_t>(like)]);
         h.block.push_back(block);
+        h.dtype.push_back(h.dtype[static_cast<size_t>(like)]);
         return static_cast<int>(h.shapes.size() - 1);
     };
     auto reorder = [&](PlanStep::Kind kind, int src, int dst) {
@@ -269,9 +272,13 @@ void Model::build_host_schedule(Plan* p) const {
     for (int n : order_) {
         if (skip[static_cast<size_t>(n)]) continue;
         const Node& node = nodes_[static_cast<size_t>(n)];
+        // The blocked layout holds float32 only: a node touching another dtype stays plain.
+        bool all_f32 = true;
+        for (int v : node.inputs) all_f32 = all_f32 && values_[static_cast<size_t>(v)].dtype == DType::Float32;
+        for (int v : node.outputs) all_f32 = all_f32 && values_[static_cast<size_t>(v)].dtype == DType::Float32;
         ChannelMove move;
         bool any_blocked = false;
-        if (block_ != 0 && channel_move(n, &move)) {
+        if (block_ != 0 && all_f32 && channel_move(n, &move)) {
             for (int v : move.reads) any_blocked = any_blocked || blocked_of[static_cast<size_t>(v)] >= 0;
         }
         if (any_blocked) {
@@ -324,7 +331,7 @@ void Model::build_host_schedule(Plan* p) const {
         }
         int out_block = 0;
         want.assign(node.inputs.size(), 0);
-        if (block_ != 0) out_block = node.op->layout(in_shapes, in_block, block_, &want);
+        if (block_ != 0 && all_f32) out_block = node.op->layout(in_shapes, in_block, block_, &want);
         PlanStep step;
         step.node = n;
         const Fusion& f = fusion_[static_cast<size_t>(n)];
@@ -408,7 +415,7 @@ void Model::build_host_schedule(Plan* p) const {
             }
             const Shape& shape = h.shapes[i];
             const int64_t numel = h.block[i] != 0 ? Tensor::storage_numel_blocked(shape, h.block[i]) : shape_numel(shape);
-            const size_t bytes = (static_cast<size_t>(numel) * sizeof(float) + kArenaAlignment - 1) / kArenaAlignment * kArenaAlignment;
+            const size_t bytes = (static_cast<size_t>(numel) * dtype_size(h.dtype[i]) + kArenaAlignment - 1) / kArenaAlignment * kArenaAlignment;
             size_t at = 0;
             auto it = live.begin();
             for (; it != live.end(); ++it) {

@@ -137,6 +137,17 @@ OpRunInfo Op::run_info(const std::vector<Shape>& in) const {
     return OpRunInfo{"", is_view() ? "view" : kernels().name};
 }
 
+std::vector<DType> Op::infer_dtypes(const std::vector<DType>& in, size_t n_out) const {
+    for (size_t i = 0; i < in.size(); ++i) {
+        if (!takes_dtype(i, in[i])) dtype_error(i, in[i], "float32");
+    }
+    return std::vector<DType>(n_out, DType::Float32);
+}
+
+void dtype_error(size_t i, DType got, const std::string& takes) {
+    throw InvalidArgument(str("input ", i, " has dtype ", dtype_name(got), "; it takes ", takes));
+}
+
 int64_t normalize_axis(int64_t axis, size_t rank, const std::string& what) {
     const int64_t r = static_cast<int64_t>(rank);
     if (axis < -r || axis >= r) shape_error(str(what, " axis ", axis, " is out of range for rank ", r));
@@ -164,7 +175,9 @@ using Factory = std::unique_ptr<Op> (*)(const Attrs&);
     X(Resize, 1, 1, 1) X(ConvTranspose2D, 2, 3, 1)                                      \
     X(GRU, 4, 5, 1) X(LSTM, 4, 7, 1)                                                     \
     X(QuantizeLinear, 1, 1, 1) X(DequantizeLinear, 1, 1, 1)                              \
-    X(QLinearConv2D, 2, 3, 1) X(QLinearDense, 2, 3, 1)
+    X(QLinearConv2D, 2, 3, 1) X(QLinearDense, 2, 3, 1)                                 \
+    X(Cast, 1, 1, 1) X(Compare, 2, 2, 1) X(Logic, 1, 2, 1) X(Classify, 1, 1, 1)          \
+    X(ArgReduce, 1, 1, 1) X(Gather, 2, 2, 1) X(GatherElements, 2, 2, 1) X(Trilu, 1, 2, 1)
 
 #define DECLARE(name, a, b, c) std::unique_ptr<Op> make_##name(const Attrs&);
 PYENGINE_OPS(DECLARE)

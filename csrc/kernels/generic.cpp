@@ -30,6 +30,7 @@ const KernelTable* kernel_table_generic() {
         t.conv_winograd = conv_winograd_generic(8);
         t.qgemm = qgemm_generic;
         t.qgemm_name = "generic";
+        t.quantize_u8 = quantize_u8;
         return t;
     }();
     return &table;

@@ -10,7 +10,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from pyengine.builder import GraphBuilder
+from pyengine.builder import DTYPES, GraphBuilder
 from pyengine.errors import UnsupportedOpsError
 
 _FUSABLE_ACTIVATIONS = {
@@ -96,10 +96,13 @@ class Graph:
         The importer's framework (named in errors and the producer field).
     """
 
-    def __init__(self, path: str, framework: str) -> None:
+    def __init__(self, path: str, framework: str, keep_dtypes: bool = False) -> None:
         self.path = path
         self.framework = framework
-        self.inputs: list[tuple[str, list[int]]] = []
+        # Whether constants keep their element type in the file (the importer tracks dtypes);
+        # otherwise every constant is stored as float32.
+        self.keep_dtypes = keep_dtypes
+        self.inputs: list[tuple[str, list[int], str]] = []
         self.outputs: list[tuple[str, str]] = []
         self.nodes: list[Node] = []
         self.consts: dict[str, np.ndarray] = {}
@@ -118,16 +121,16 @@ class Graph:
         return name
 
     # ---- building ----
-    def input(self, name: str, shape: Sequence[int]) -> str:
-        """Declare a graph input (float32); -1 marks a free dimension."""
+    def input(self, name: str, shape: Sequence[int], dtype: str = "float32") -> str:
+        """Declare a graph input of ``dtype``; -1 marks a free dimension."""
         name = self.fresh(name)
-        self.inputs.append((name, [int(d) for d in shape]))
+        self.inputs.append((name, [int(d) for d in shape], dtype))
         return name
 
     def const(self, array: Any, hint: str = "const") -> str:
-        """Store a constant; float64 is kept as float32."""
+        """Store a constant; float64 is kept as float32 (unless the graph keeps dtypes)."""
         arr = np.asarray(array)
-        if arr.dtype == np.float64:
+        if arr.dtype == np.float64 and not self.keep_dtypes:
             arr = arr.astype(np.float32)
         name = self.fresh(hint)
         self.consts[name] = arr
@@ -420,7 +423,7 @@ class Graph:
 
     def _emit(self) -> GraphBuilder:
         g = GraphBuilder(producer=f"pyengine.convert.{self.framework}")
-        input_names = {n for n, _ in self.inputs}
+        input_names = {n for n, _, _ in self.inputs}
         # Expose outputs under their requested names where a node produces them.
         rename: dict[str, str] = {}
         taken = set(input_names) | set(self.consts)
@@ -434,12 +437,12 @@ class Graph:
             ):
                 rename[v] = want
         values = taken | {rename.get(n.out, n.out) for n in self.nodes}
-        for name, shape in self.inputs:
-            g.input(name, shape)
+        for name, shape, dtype in self.inputs:
+            g.input(name, shape, dtype)
         for name, arr in self.consts.items():
-            if arr.dtype != np.float32:
+            if arr.dtype != np.float32 and not (self.keep_dtypes and arr.dtype.name in DTYPES):
                 arr = arr.astype(np.float32)
-            g.constant(name, arr)
+            g.constant(name, arr, exact=self.keep_dtypes)
         used_node_names: set[str] = set()
         for n in self.nodes:
             node_name = n.name

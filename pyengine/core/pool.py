@@ -16,6 +16,7 @@ import time
 from typing import Any, Callable, Optional
 
 import pyengine
+from pyengine.common.environment import environment_problem
 from pyengine.core import netns, protocol
 from pyengine.core.boot import tasks_of
 from pyengine.core.cgroups import WorkerCgroups
@@ -24,7 +25,6 @@ from pyengine.core.logs import PipeReader, RotatingLog
 from pyengine.core.policy import WorkerPlan
 from pyengine.core.procs import kill_tree, reap
 from pyengine.core.runtime import ENV_RESOURCES
-from pyengine.deploy.environment import environment_problem
 from pyengine.devices import GRANT_ENV
 
 log = logging.getLogger("pyengine.core")
@@ -79,7 +79,7 @@ def worker_environment(spec: FunctionSpec, plan: WorkerPlan, threads: bool) -> d
     """A worker's whole environment: what the core sets plus the function's ``environment``.
 
     Nothing is inherited from the core. A variable the group validation refuses (LD_*,
-    PYTHON*...; see :mod:`pyengine.deploy.environment`) stops the function from starting, for
+    PYTHON*...; see :mod:`pyengine.common.environment`) stops the function from starting, for
     a state deployed before that check existed.
 
     Raises
