@@ -264,19 +264,10 @@ public:
         src->clear();
         for (size_t i = 0; i < in.size(); ++i) {
             for (int64_t c = 0; c < in[i][1]; ++c) src->emplace_back(static_cast<int>(i), c);
-    std::vector<DType> infer_dtypes(const std::vector<DType>& in, size_t) const override { return same_dtype(in); }
-    // Blocked along channels of 4-D inputs when every input but the last fills whole blocks
-    // (so each input's blocks follow the previous ones' unchanged).
-    int layout(const std::vector<Shape>& in, const std::vector<int>& in_block, int block,
-               std::vector<int>* want) const override {
-        bool blocked = in[0].size() == 4 && normalize_axis(axis_, 4, "Concat") == 1;
-        bool any = false;
-        for (size_t i = 0; blocked && i < in.size(); ++i) {
-            any = any || in_block[i] != 0;
-            if (i + 1 < in.size() && in[i][1] % block != 0) blocked = false;
         }
         return true;
     }
+    std::vector<DType> infer_dtypes(const std::vector<DType>& in, size_t) const override { return same_dtype(in); }
     bool lower(const std::vector<Shape>& in, DeviceStep* st) const override {
         const Shape& s = in[0];
         const size_t axis = static_cast<size_t>(normalize_axis(axis_, s.size(), "Concat"));
