@@ -73,20 +73,30 @@ std::vector<float> winograd_pack_weights(const NchwcConv& c, const float* w) {
     const Conv2DParams& p = c.p;
     const int64_t cb = c.cb, OB = (p.O + cb - 1) / cb, icp = (p.C + cb - 1) / cb * cb;
     std::vector<float> out(static_cast<size_t>(kWinoPos * OB * icp * cb), 0.0f);
-    for (int64_t o = 0; o < p.O; ++o) {
+    // Over the pool by output block: a model's first Winograd call pays this (VGG-16's 3x3
+    // weights are 4x15M floats).
+    auto block = [&](int64_t ob) {
         for (int64_t ci = 0; ci < p.C; ++ci) {
-            const float* g = w + (o * p.C + ci) * 9;
-            double gg[6][3];  // G g
-            for (int r = 0; r < 6; ++r) {
-                for (int j = 0; j < 3; ++j) gg[r][j] = G[r][0] * g[j] + G[r][1] * g[3 + j] + G[r][2] * g[6 + j];
-            }
-            for (int r = 0; r < 6; ++r) {
-                for (int s = 0; s < 6; ++s) {
-                    const double u = gg[r][0] * G[s][0] + gg[r][1] * G[s][1] + gg[r][2] * G[s][2];
-                    out[static_cast<size_t>((((r * 6 + s) * OB + o / cb) * icp + ci) * cb + o % cb)] = static_cast<float>(u);
+            for (int64_t lane = 0; lane < cb && ob * cb + lane < p.O; ++lane) {
+                const float* g = w + ((ob * cb + lane) * p.C + ci) * 9;
+                double gg[6][3];  // G g
+                for (int r = 0; r < 6; ++r) {
+                    for (int j = 0; j < 3; ++j) gg[r][j] = G[r][0] * g[j] + G[r][1] * g[3 + j] + G[r][2] * g[6 + j];
+                }
+                float* o = out.data() + (ob * icp + ci) * cb + lane;
+                for (int r = 0; r < 6; ++r) {
+                    for (int q = 0; q < 6; ++q) {
+                        const double u = gg[r][0] * G[q][0] + gg[r][1] * G[q][1] + gg[r][2] * G[q][2];
+                        o[(r * 6 + q) * OB * icp * cb] = static_cast<float>(u);
+                    }
                 }
             }
         }
+    };
+    if (num_threads() > 1 && OB > 1 && p.O * p.C >= 4096) {
+        parallel_for(OB, block);
+    } else {
+        for (int64_t ob = 0; ob < OB; ++ob) block(ob);
     }
     return out;
 }
