@@ -55,11 +55,16 @@ bool winograd_pick(const NchwcConv& c, WinogradMode mode) {
     if (mode == WinogradMode::Off || !winograd_eligible(c)) return false;
     if (mode == WinogradMode::Always) return true;
     const Conv2DParams& p = c.p;
-    // Measured (bench/results/winograd.md): with few channels the transforms cost more than
-    // the 4x fewer multiply-adds save; with few tiles the 4x larger weights are read for too
-    // little work.
+    // Measured (bench/results/winograd_layers.md): Winograd won on every 3x3 stride-1 layer of
+    // ResNet-18/50, VGG-16 and DenseNet-121 at 224x224 (1.5x to 2.7x on one thread) but lost
+    // where few tiles share large weights (256x256 channels on 4x4: 0.9x; 512x512 on 6x6): its
+    // weights are 4x the direct ones and are read once per call's run of tiles, so they need
+    // 8 tiles to pay for, unless they are small (C*O <= 16384: at most 2.4 MB transformed,
+    // L2-sized; 64x64 channels on 4x4, one tile, still won 1.25x). Below 16 channels the
+    // transforms are a larger share of the work (not measured: the first convolution, the
+    // only one that narrow in these nets, reads a plain input and is never eligible).
     const int64_t tiles = ((p.OH + kWinoOut - 1) / kWinoOut) * ((p.OW + kWinoOut - 1) / kWinoOut);
-    return p.C >= 16 && p.O >= 16 && tiles * p.N >= 4;
+    return p.C >= 16 && p.O >= 16 && (tiles * p.N >= 8 || p.C * p.O <= 16384);
 }
 
 std::vector<float> winograd_pack_weights(const NchwcConv& c, const float* w) {
