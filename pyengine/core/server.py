@@ -36,6 +36,8 @@ from pyengine.core.api import (
 from pyengine.core.capture import Spool, Uploader
 from pyengine.core.cgroups import WorkerCgroups
 from pyengine.core.config import CoreConfig, client_id
+from pyengine.core.console import Console
+from pyengine.core.console import handles as console_handles
 from pyengine.core.group import DeployedGroup, FunctionSpec, change_token, read_deployed_group
 from pyengine.core.http import HttpServer, Limits, Request, Response, connections_cap, raise_fd_limit
 from pyengine.core.logs import Logs
@@ -64,12 +66,6 @@ __all__ = ["ADDRESS_FILE", "DEFAULT_PORT", "Core"]
 DEFAULT_PORT = 8686
 #: The capture spool in the root (core only; workers have no access).
 CAPTURE_DIR = os.path.join("capture", "spool")
-
-#: The deepest JSON payload the API takes (400 deeper), and the longest integer in it.
-JSON_DEPTH_MAX = 64
-INT_DIGITS_MAX = 100
-#: Request bodies that reach the handler as bytes, not JSON (and ``image/*``).
-BINARY_TYPES = ("application/octet-stream",)
 
 #: HTTP status of each failure kind.
 STATUS = {"FunctionTimeout": 504, "WorkerDied": 502, "FunctionInitError": 502, "Busy": 503,
@@ -147,6 +143,8 @@ class Core:
         self._reopen_logs = threading.Event()
         self._dump_state = threading.Event()
         self.http: HttpServer | None = None
+        #: The local console (api.console), on the TCP listener.
+        self.console: Console | None = None
         self._url: str | None = None
         self.logs: Logs | None = None
         #: Invocation id -> the functions calling each other down to it (context.invoke).
@@ -227,6 +225,13 @@ class Core:
         if self.api.port is not None and self.api.token:
             token = load_or_create_token(self.token_file)
         self.authorizer = Authorizer(token, self.api.socket_group, self._is_function_peer)
+        if self.api.console:
+            if token is None:
+                raise ValueError("the console is served on the TCP listener and logs in with "
+                                 "its token: start the core with --port (and without "
+                                 "--no-token) to use --console")
+            self.console = Console(self, token)
+            self.console.start()
         fds = raise_fd_limit()
         limits = Limits(body_max=int(self.api.body_max_mb * (1 << 20)),
                         connections_max=connections_cap(fds, self.api.connections_max),
@@ -334,6 +339,8 @@ class Core:
         self._reload_now.set()
         for service in reversed(self.services):
             service.stop()
+        if self.console is not None:
+            self.console.stop()
         if self.http is not None:
             self.http.close()
         self.router.stop()
@@ -713,51 +720,6 @@ def _json(body: Any) -> tuple[bytes, int]:
     return json.dumps(cleaned, default=protocol._json_default, allow_nan=False).encode(), count
 
 
-def _parse_int(text: str) -> int:
-    if len(text.lstrip("-")) > INT_DIGITS_MAX:
-        raise ValueError(f"an integer of {len(text.lstrip('-'))} digits is over the limit of "
-                         f"{INT_DIGITS_MAX}")
-    return int(text)
-
-
-def json_depth(value: Any) -> int:
-    """How deep ``value`` nests (a scalar: 0), without recursion."""
-    depth = 0
-    stack = [(value, 1)]
-    while stack:
-        v, d = stack.pop()
-        if isinstance(v, dict):
-            v = list(v.values())
-        if isinstance(v, list):
-            depth = max(depth, d)
-            stack.extend((x, d + 1) for x in v if isinstance(x, (dict, list)))
-    return depth
-
-
-def parse_payload(raw: bytes, content_type: str) -> Any:
-    """A request body as the handler's event: bytes for ``application/octet-stream`` and
-    ``image/*`` (as an MQTT message's bytes), else JSON with depth and integer caps.
-
-    Raises
-    ------
-    ValueError
-        Not JSON, nested deeper than :data:`JSON_DEPTH_MAX`, or an integer longer than
-        :data:`INT_DIGITS_MAX` digits.
-    """
-    ctype = content_type.split(";", 1)[0].strip().lower()
-    if ctype in BINARY_TYPES or ctype.startswith("image/"):
-        return raw
-    if not raw.strip():
-        return None
-    try:
-        value = json.loads(raw, parse_int=_parse_int)
-    except RecursionError:
-        raise ValueError(f"the payload nests deeper than {JSON_DEPTH_MAX} levels") from None
-    if json_depth(value) > JSON_DEPTH_MAX:
-        raise ValueError(f"the payload nests deeper than {JSON_DEPTH_MAX} levels")
-    return value
-
-
 class _Api:
     """The routes, over :class:`pyengine.core.http.HttpServer`."""
 
@@ -792,6 +754,8 @@ class _Api:
     def precheck(self, req: Request) -> Response | None:
         """Authorization and the route's method, before the body is read."""
         path = req.path
+        if self.core.console is not None and console_handles(path):
+            return self.core.console.precheck(req)  # its own login (a browser sends no token)
         try:
             self.core.authorizer.check(req.peer, path, req.headers.get("authorization"))
         except ApiError as exc:
@@ -818,6 +782,8 @@ class _Api:
     def __call__(self, req: Request) -> Response:
         core = self.core
         path = req.path
+        if core.console is not None and console_handles(path):
+            return core.console(req)
         if path == "/health/live":
             return self.answer(200, {"status": "live"})
         if path == "/health/ready":
@@ -833,7 +799,7 @@ class _Api:
         name = _invoke_target(path)
         assert name is not None  # precheck answered other paths
         try:
-            payload = parse_payload(req.body, req.headers.get("content-type", ""))
+            payload = protocol.parse_payload(req.body, req.headers.get("content-type", ""))
         except (ValueError, UnicodeDecodeError) as exc:
             return self.error(400, f"the payload is not JSON the core accepts: {exc}",
                               "MalformedPayload")
