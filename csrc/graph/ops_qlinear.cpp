@@ -209,6 +209,7 @@ private:
         const int32_t pad = x_.zero_point + x_.shift();
         const int64_t chunk = row_chunk(P, KHW * C);
         const int64_t tasks = (P + chunk - 1) / chunk;
+        const auto acc_tap = kernels().qdw_accumulate;
         parallel_for(tasks, [&](int64_t t) {
             thread_local std::vector<int32_t> acc_buf;
             const int64_t m0 = t * chunk, rows = std::min(chunk, P - m0);
@@ -225,8 +226,7 @@ private:
                         if (ih < 0 || ih >= p.H || iw < 0 || iw >= p.W) {
                             for (int64_t c = 0; c < C; ++c) s[c] += pad * wk[c];
                         } else {
-                            const uint8_t* xr = xq + (ih * p.W + iw) * C;
-                            for (int64_t c = 0; c < C; ++c) s[c] += int32_t(xr[c]) * wk[c];
+                            acc_tap(xq + (ih * p.W + iw) * C, wk, s, C);
                         }
                     }
                 }

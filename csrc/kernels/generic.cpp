@@ -31,6 +31,7 @@ const KernelTable* kernel_table_generic() {
         t.qgemm = qgemm_generic;
         t.qgemm_name = "generic";
         t.quantize_u8 = quantize_u8;
+        t.qdw_accumulate = qdw_accumulate;
         return t;
     }();
     return &table;

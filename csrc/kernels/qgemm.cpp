@@ -85,6 +85,10 @@ void qepilogue(const QEpilogue& e, const int32_t* C, int64_t ldc, int64_t M, int
     }
 }
 
+void qdw_accumulate(const uint8_t* x, const int16_t* w, int32_t* acc, int64_t n) {
+    for (int64_t c = 0; c < n; ++c) acc[c] += int32_t(x[c]) * w[c];
+}
+
 void quantize_u8(const float* x, int64_t n, float scale, int32_t zero_point, int32_t q_lo, int32_t q_hi,
                  int32_t shift, uint8_t* out) {
     for (int64_t i = 0; i < n; ++i) {

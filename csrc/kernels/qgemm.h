@@ -67,6 +67,9 @@ inline int32_t quantize_value(float x, float scale, int32_t zero_point, int32_t 
     return static_cast<int32_t>(v);
 }
 
+// Depthwise tap: acc[c] += x[c] * w[c] for c < n (u8 activations, int16 centered weights).
+void qdw_accumulate(const uint8_t* x, const int16_t* w, int32_t* acc, int64_t n);
+
 // x (float, n values) to u8 codes with offset `shift` added (128 turns int8 codes into u8).
 void quantize_u8(const float* x, int64_t n, float scale, int32_t zero_point, int32_t q_lo, int32_t q_hi,
                  int32_t shift, uint8_t* out);

@@ -8,6 +8,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from pyengine.builder import GraphBuilder
+from pyengine.convert import _tf_ops
 from pyengine.convert._graph import Graph, batch_copied, input_shapes_hint
 from pyengine.convert._imports import framework
 from pyengine.errors import InputShapeUnknownError, ModelFormatError
@@ -528,7 +529,9 @@ def _softmax(imp: _Importer, n: Any) -> str:
 
 
 # Ops that may read a run-time shape (see _Importer.symbolic).
-_SHAPE_OPS = {"Shape", "StridedSlice", "Pack", "Reshape", "Identity", "Cast", "ConcatV2"}
+# Conv2DBackpropInput reads only the spatial part of its run-time output size.
+_SHAPE_OPS = {"Shape", "StridedSlice", "Pack", "Reshape", "Identity", "Cast", "ConcatV2",
+              "Conv2DBackpropInput"}
 
 _HANDLERS: dict[str, Callable[[_Importer, Any], str | None]] = {
     "Const": _const,
@@ -573,6 +576,7 @@ _HANDLERS: dict[str, Callable[[_Importer, Any], str | None]] = {
     "FusedBatchNorm": _fused_bn,
     "FusedBatchNormV3": _fused_bn,
 }
+_HANDLERS.update(_tf_ops.HANDLERS)
 
 
 def convert(

@@ -77,6 +77,18 @@ PYENGINE_VNNI void qgemm_avx512_vnni(int64_t M, int64_t N, int64_t Kp, const uin
     }
 }
 
+void qdw_accumulate_avx512(const uint8_t* x, const int16_t* w, int32_t* acc, int64_t n) {
+    int64_t c = 0;
+    for (; c + 16 <= n; c += 16) {
+        const __m512i xv = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(x + c)));
+        const __m512i wv = _mm512_cvtepi16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + c)));
+        __m512i a = _mm512_loadu_si512(acc + c);
+        a = _mm512_add_epi32(a, _mm512_mullo_epi32(xv, wv));
+        _mm512_storeu_si512(acc + c, a);
+    }
+    for (; c < n; ++c) acc[c] += int32_t(x[c]) * w[c];
+}
+
 void quantize_u8_avx512(const float* x, int64_t n, float scale, int32_t zero_point, int32_t q_lo, int32_t q_hi,
                         int32_t shift, uint8_t* out) {
     // Clamping x / scale to [q_lo - zp, q_hi - zp] (integers) before rounding equals rounding,
