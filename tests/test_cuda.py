@@ -239,7 +239,10 @@ def test_auto_inside_a_function_without_a_grant_uses_cpu(tmp_path, monkeypatch):
 HOST_ONLY_OPS = {"BatchMatMul", "BinaryMath", "ConvTranspose2D", "GRU", "LayerNorm", "LogSoftmax",
                  "LSTM", "Math", "Reduce", "Resize", "Where",
                  # issue 23's int8 ops: CPU kernels only
-                 "QuantizeLinear", "DequantizeLinear", "QLinearConv2D", "QLinearDense"}
+                 "QuantizeLinear", "DequantizeLinear", "QLinearConv2D", "QLinearDense",
+                 # issue 25's typed ops (int64/bool values): CPU kernels only
+                 "ArgReduce", "Cast", "Classify", "Compare", "Gather", "GatherElements", "Logic",
+                 "Trilu"}
 
 
 def test_every_op_lowers_to_a_device_kernel(tmp_path):
