@@ -36,6 +36,7 @@ from pyengine.core.api import (
 from pyengine.core.capture import Spool, Uploader
 from pyengine.core.cgroups import WorkerCgroups
 from pyengine.core.config import CoreConfig, client_id
+from pyengine.core.function_api import merge_stats
 from pyengine.core.group import (
     STATE_DB,
     DeployedGroup,
@@ -57,7 +58,6 @@ from pyengine.core.policy import (
 )
 from pyengine.core.pool import LIVE_LOCK, LIVE_PIDS, FunctionPool, InvokeError
 from pyengine.core.procs import become_subreaper, kill_strays
-from pyengine.core.runtime import merge_stats
 from pyengine.core.scratch import ScratchQuota
 from pyengine.core.users import FunctionUsers
 
