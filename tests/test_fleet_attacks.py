@@ -24,7 +24,7 @@ from pyengine import fleet as fl
 from pyengine.cli import main
 from pyengine.core.config import MqttSettings
 from pyengine.fleet import document
-from pyengine.fleet.publish import Signed, write_timestamp
+from pyengine.fleet.history import Signed, write_timestamp
 from pyengine.sources.aws import AwsSettings
 
 

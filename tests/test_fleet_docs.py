@@ -14,7 +14,7 @@ import pytest
 from pyengine import fleet as fl
 from pyengine.cli import main
 from pyengine.fleet import document
-from pyengine.fleet.publish import write_timestamp
+from pyengine.fleet.history import write_timestamp
 from pyengine.fleet.signing import canonical
 from pyengine.sources.aws import AwsSettings
 

@@ -10,7 +10,7 @@ import os
 from typing import Any
 
 from pyengine.fleet.document import DOC_EXPIRES_S, TIMESTAMP_EXPIRES_S
-from pyengine.fleet.publish import FleetError
+from pyengine.fleet.history import FleetError
 from pyengine.fleet.store import MAX_DOCUMENT
 from pyengine.sources.aws import AwsSettings
 
