@@ -26,7 +26,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import write_markdown  # noqa: E402
 from machine import describe  # noqa: E402
 
-from pyengine.deploy.deployer import _changed_since, version_digest  # noqa: E402
+from pyengine.deploy.versions import changed_since, version_digest  # noqa: E402
 
 CHILD = r"""
 import json, resource, sys, time
@@ -112,7 +112,7 @@ def check_rows(model_mb: int) -> list[str]:
                 f.write(os.urandom(model_mb * (1 << 20) // 8))
         created = time.time() + 1
         t = time.perf_counter()
-        assert _changed_since(d, created) is None
+        assert changed_since(d, created) is None
         walk = time.perf_counter() - t
         t = time.perf_counter()
         version_digest("model", d)

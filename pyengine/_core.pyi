@@ -4,7 +4,7 @@
 from __future__ import annotations
 import collections.abc
 import typing
-__all__: list[str] = ['BatchNotifier', 'BatchRequest', 'Batcher', 'BatcherClosedError', 'DeviceModel', 'DeviceUnavailableError', 'Model', 'ModelFormatError', 'QueueFullError', 'cpu_features', 'cuda_devices', 'cuda_status', 'device_steps', 'gemm', 'kernel_variant', 'kernels_available', 'num_threads', 'op_names', 'set_isa', 'set_num_threads', 'write_pyem']
+__all__: list[str] = ['BatchNotifier', 'BatchRequest', 'Batcher', 'BatcherClosedError', 'DeviceModel', 'DeviceUnavailableError', 'Model', 'ModelFormatError', 'QueueFullError', 'cpu_features', 'cuda_devices', 'cuda_status', 'device_steps', 'gemm', 'kernel_variant', 'kernels_available', 'nchwc_block', 'num_threads', 'op_names', 'pack_conv_weights', 'set_isa', 'set_num_threads', 'write_pyem']
 class ModelFormatError(ValueError):
     pass
 class QueueFullError(RuntimeError):
@@ -169,6 +169,10 @@ def kernels_available() -> list[str]:
     """
     Kernel variants this build and CPU can run, best first.
     """
+def nchwc_block() -> int:
+    """
+    The NCHW[c] block of the kernel variant in use (16 avx512, 8 avx2 and generic, 4 neon).
+    """
 def num_threads() -> int:
     """
     Intra-op threads (PYENGINE_NUM_THREADS, else the core count).
@@ -176,6 +180,10 @@ def num_threads() -> int:
 def op_names() -> list[str]:
     """
     Ops the native engine runs.
+    """
+def pack_conv_weights(weight: typing.Any, groups: typing.SupportsInt, block: typing.SupportsInt) -> typing.Any:
+    """
+    An NCHW Conv2D's OIHW float32 weight in the blocked form the engine uses for `block` (4, 8 or 16), as a .pyem file stores it beside the plain one; None when this convolution has no blocked form (grouped channels that are not whole blocks).
     """
 def set_isa(isa: str) -> None:
     """

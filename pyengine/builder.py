@@ -10,6 +10,9 @@ import numpy as np
 
 from pyengine import _core
 
+#: The NCHW[c] blocks the engine's kernels use: 16 AVX-512, 8 AVX2 and generic, 4 NEON.
+WEIGHT_BLOCKS = (16, 8, 4)
+
 _DTYPES = {np.dtype(np.float32), np.dtype(np.int32), np.dtype(np.int64), np.dtype(np.uint8)}
 
 
@@ -122,6 +125,46 @@ class GraphBuilder:
 
     def to_json(self) -> str:
         return json.dumps(self.graph, separators=(",", ":"))
+
+    def add_blocked_weights(self, block: int) -> int:
+        """Store each NCHW Conv2D's constant weight also in the blocked form that kernels of
+        NCHW[``block``]c use (``block`` 4, 8 or 16), beside the plain OIHW one: an engine whose
+        kernels use that block reads it in place from the mapped file instead of repacking it
+        at load (docs/format.md, "Blocked convolution weights"). Returns how many were added.
+
+        Raises
+        ------
+        ValueError
+            ``block`` is not 4, 8 or 16.
+        """
+        if block not in WEIGHT_BLOCKS:
+            raise ValueError(f"block {block!r} is not one of {', '.join(map(str, WEIGHT_BLOCKS))}")
+        # A weight shared by several convolutions with the same grouping is stored once.
+        packed: dict[tuple[str, int], str | None] = {}
+        added = 0
+        for node in self._nodes:
+            attrs = node.get("attrs", {})
+            ins = node["inputs"]
+            if node["op"] != "Conv2D" or attrs.get("layout", "NCHW") != "NCHW" or len(ins) < 2:
+                continue
+            weight = self._tensors.get(ins[1])
+            if weight is None or weight.dtype != np.float32 or weight.ndim != 4:
+                continue
+            if len(ins) > 2 and ins[2] not in self._tensors:
+                continue  # a computed bias: the engine runs this convolution plain
+            groups = int(attrs.get("groups", 1))
+            key = (ins[1], groups)
+            if key not in packed:
+                form = _core.pack_conv_weights(weight, groups, block)
+                packed[key] = None if form is None else self.constant(
+                    self.fresh_name(f"{ins[1]}@nchwc{block}"), form)
+            name = packed[key]
+            if name is None:
+                continue
+            entries = [e for e in node.get("blocked_weights", []) if e["block"] != block]
+            node["blocked_weights"] = entries + [{"block": block, "tensor": name}]
+            added += 1
+        return added
 
     def save(self, path: str | os.PathLike[str]) -> str:
         """Write the .pyem file atomically; returns its path."""

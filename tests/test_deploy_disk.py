@@ -13,7 +13,7 @@ import pytest
 from deploy_fixtures import check_complete, run_cli, write_group, write_package
 
 from pyengine import deploy as dp
-from pyengine.deploy.deployer import free_bytes
+from pyengine.deploy.layout import free_bytes
 
 MiB = 1 << 20
 

@@ -209,7 +209,7 @@ def test_concurrent_deploy_refused_or_waits(world):
             sys.executable,
             "-c",
             (
-                "import sys; from pyengine.deploy.state import RootLock; "
+                "import sys; from pyengine.deploy.lock import RootLock; "
                 f"lk = RootLock({world.root!r}); lk.acquire(0, 'deploy of group other'); "
                 "print('held', flush=True); sys.stdin.readline(); lk.release()"
             ),

@@ -245,6 +245,36 @@ void Model::parse_graph() {
         }
         node.op->prepare(constants);
     }
+    // Blocked weights the converter stored beside the plain ones (docs/format.md): checked on
+    // every machine, so a file that does not fit fails at load everywhere; used in place where
+    // the layout's block matches (plan_layout).
+    for (int n : order_) {
+        const json::Value* stored = nodes.items()[static_cast<size_t>(n)].find("blocked_weights");
+        if (stored == nullptr) continue;
+        Node& node = nodes_[static_cast<size_t>(n)];
+        const std::string where = str("node '", node.name, "' (", node.op_name, ") 'blocked_weights'");
+        if (!stored->is_array()) graph_error(path, str(where, " must be a list of {block, tensor}"));
+        for (const json::Value& item : stored->items()) {
+            const json::Value* block = item.is_object() ? item.find("block") : nullptr;
+            const json::Value* tensor = item.is_object() ? item.find("tensor") : nullptr;
+            if (block == nullptr || tensor == nullptr || !block->is_integer() || !tensor->is_string()) {
+                graph_error(path, str(where, " entries must be {\"block\": integer, \"tensor\": name}, got ", item.dump()));
+            }
+            auto it = by_name.find(tensor->as_string());
+            if (it == by_name.end() || values_[static_cast<size_t>(it->second)].kind != Value::Constant) {
+                graph_error(path, str(where, " names '", tensor->as_string(), "', which is not a tensor in the file"));
+            }
+            const Tensor& packed = values_[static_cast<size_t>(it->second)].constant;
+            if (packed.dtype != DType::Float32) {
+                graph_error(path, str(where, " tensor '", tensor->as_string(), "' is ", dtype_name(packed.dtype), ", not float32"));
+            }
+            try {
+                node.op->attach_blocked_weights(static_cast<int>(std::clamp<int64_t>(block->as_int(), -1, 1 << 20)), packed);
+            } catch (const InvalidArgument& e) {
+                graph_error(path, str(where, " tensor '", tensor->as_string(), "': ", e.what()));
+            }
+        }
+    }
 }
 
 std::shared_ptr<const Plan> Model::plan(const std::vector<Shape>& input_shapes) const {
@@ -412,6 +442,12 @@ void Model::plan_layout() {
 Model::LayoutReport Model::layout_report(const Plan& p) const {
     LayoutReport r;
     r.block = block_;
+    for (int n : order_) {
+        const Op::BlockedWeightBytes w = nodes_[static_cast<size_t>(n)].op->blocked_weight_bytes();
+        if (w.mapped > 0) r.weights_mapped.push_back(nodes_[static_cast<size_t>(n)].name);
+        r.weights_mapped_bytes += w.mapped;
+        r.weights_repacked_bytes += w.copied;
+    }
     const HostSchedule& h = p.host;
     const size_t nv = values_.size();
     // An extra slot holds a copy of the value whose shape and producer it shares: find by name.

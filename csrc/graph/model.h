@@ -101,10 +101,13 @@ public:
     // The block of the blocked layout this model plans with (0: plain NCHW everywhere).
     int layout_block() const { return block_; }
     // What the layout pass made of `plan`: the nodes that run blocked, the fused Conv -> Add
-    // (-> activation) chains, and each reorder ("value to plain" / "value to blocked").
+    // (-> activation) chains, and each reorder ("value to plain" / "value to blocked"); and
+    // where the blocked convolutions' weights come from: the nodes that read them in place from
+    // the file's mapping, those bytes, and the bytes repacked into memory at load.
     struct LayoutReport {
         int block = 0;
-        std::vector<std::string> blocked, fused, reorders;
+        std::vector<std::string> blocked, fused, reorders, weights_mapped;
+        int64_t weights_mapped_bytes = 0, weights_repacked_bytes = 0;
     };
     LayoutReport layout_report(const Plan& plan) const;
 

@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "common.h"
 #include "format/json.h"
 #include "graph/tensor.h"
 #include "kernels/activation.h"
@@ -81,6 +82,21 @@ public:
     // Called once at load, after prepare, with the block of the blocked layout (0: none):
     // ops with blocked kernels get ready for it (a convolution repacks its weights).
     virtual void prepare_layout(int block) { (void)block; }
+    // Called at load, after prepare and before prepare_layout, for each blocked weight the file
+    // stores for this node (the node's "blocked_weights", docs/format.md): `packed` is the
+    // mapped tensor for `block`, used in place when the layout's block is `block`. Throws
+    // InvalidArgument saying why when it does not fit; the default takes none.
+    virtual void attach_blocked_weights(int block, const Tensor& packed) {
+        (void)block;
+        (void)packed;
+        throw InvalidArgument("this op takes no blocked weights (only an NCHW Conv2D does)");
+    }
+    // Bytes of the weights this op uses in the blocked layout: read from the file's mapping
+    // (`mapped`) or repacked into memory at load (`copied`).
+    struct BlockedWeightBytes {
+        int64_t mapped = 0, copied = 0;
+    };
+    virtual BlockedWeightBytes blocked_weight_bytes() const { return {}; }
     // For input shapes `in` whose values have blocks `in_block` (0: plain), the block this op
     // writes its output in (0: plain, else `block`); fills `want` with the block each input
     // must have (the planner reorders a value that has another). Default: plain everywhere.

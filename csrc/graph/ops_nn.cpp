@@ -233,9 +233,10 @@ public:
         packed_src_ = w.f32();
     }
 
-    // A constant weight (and bias) in NCHW is repacked once for the blocked kernels
-    // ([OB][ICB][KH][KW][ib][block]); the GEMM packing made by prepare is then dropped, so the
-    // model holds one extra copy of these weights (padded to whole blocks), not two.
+    // A constant weight (and bias) in NCHW is used in the blocked kernels' layout
+    // ([OB][ICB][KH][KW][ib][block]): straight from the file's mapping when the file stores that
+    // block (attach_blocked_weights), else repacked once here. The GEMM packing made by prepare
+    // is then dropped, so the model holds at most one extra copy of these weights, not two.
     void prepare_layout(int block) override {
         if (block == 0 || weight_ == nullptr || !bias_constant_ || layout_ != Layout::NCHW) return;
         const Shape& ws = weight_->shape;
@@ -243,18 +244,15 @@ public:
         if (bias_ != nullptr && (bias_->shape.size() != 1 || bias_->shape[0] != ws[0])) return;
         auto b = std::make_shared<Blocked>();
         NchwcConv& c = b->conv;
-        c.p.layout = Layout::NCHW;
-        c.p.O = ws[0];
-        c.p.C = ws[1] * groups_;
-        c.p.KH = ws[2];
-        c.p.KW = ws[3];
-        c.p.groups = groups_;
-        c.cb = block;
-        const bool depthwise = groups_ > 1 && groups_ == c.p.C && c.p.O == c.p.C;
-        // A few input channels (an image) are read straight from plain NCHW, as MLAS does.
-        c.in_block = !depthwise && groups_ == 1 && c.p.C < block ? 1 : block;
-        if (!nchwc_conv_setup(&c)) return;
-        b->weights = nchwc_pack_conv_weights(c, weight_->f32());
+        if (!nchwc_conv_for_weights(ws, groups_, block, &c)) return;
+        auto stored = std::find_if(stored_.begin(), stored_.end(), [&](const auto& s) { return s.first == block; });
+        if (stored != stored_.end()) {
+            b->weights = stored->second->f32();  // zero-copy: the mapping holds this form
+            b->mapped_bytes = static_cast<int64_t>(stored->second->nbytes());
+        } else {
+            b->owned = nchwc_pack_conv_weights(c, weight_->f32());
+            b->weights = b->owned.data();
+        }
         if (bias_ != nullptr) {
             b->bias.assign(static_cast<size_t>((c.p.O + block - 1) / block * block), 0.0f);
             std::copy(bias_->f32(), bias_->f32() + c.p.O, b->bias.begin());
@@ -262,6 +260,35 @@ public:
         blocked_ = std::move(b);
         packed_w_.clear();
         packed_w_.shrink_to_fit();
+    }
+
+    void attach_blocked_weights(int block, const Tensor& packed) override {
+        if (block != 4 && block != 8 && block != 16) {
+            throw InvalidArgument(str("block ", block, " is not 4, 8 or 16"));
+        }
+        if (layout_ != Layout::NCHW) throw InvalidArgument("the convolution's layout is NHWC, not NCHW");
+        if (weight_ == nullptr) throw InvalidArgument("its weight is not a tensor in the file");
+        if (!bias_constant_) throw InvalidArgument("its bias is not a tensor in the file");
+        NchwcConv c;
+        if (!nchwc_conv_for_weights(weight_->shape, groups_, block, &c)) {
+            throw InvalidArgument(str("its weight ", shape_str(weight_->shape), " with groups ", groups_,
+                                      " has no blocked form for block ", block));
+        }
+        const Shape want = nchwc_packed_weight_shape(c);
+        if (packed.shape != want) {
+            throw InvalidArgument(str("the block-", block, " weight has shape ", shape_str(packed.shape),
+                                      "; its weight ", shape_str(weight_->shape), " with groups ", groups_,
+                                      " packs to ", shape_str(want)));
+        }
+        for (const auto& s : stored_) {
+            if (s.first == block) throw InvalidArgument(str("block ", block, " is stored twice"));
+        }
+        stored_.emplace_back(block, &packed);
+    }
+
+    BlockedWeightBytes blocked_weight_bytes() const override {
+        if (!blocked_) return {};
+        return {blocked_->mapped_bytes, static_cast<int64_t>(blocked_->owned.size() * sizeof(float))};
     }
 
     int layout(const std::vector<Shape>& in, const std::vector<int>&, int block,
@@ -297,7 +324,9 @@ public:
 private:
     struct Blocked {
         NchwcConv conv;             // block, input block and grouping; geometry filled per call
-        std::vector<float> weights;
+        const float* weights = nullptr;  // into the file's mapping, or owned
+        std::vector<float> owned;   // the repacked weights when the file holds no such form
+        int64_t mapped_bytes = 0;
         std::vector<float> bias;    // padded to whole blocks; empty without a bias
     };
 
@@ -307,13 +336,14 @@ private:
         c.p = geometry(in[0]->shape, in[1]->shape);
         c.p.ep = act;
         nchwc_conv_setup(&c);
-        c.w = blocked_->weights.data();
+        c.w = blocked_->weights;
         c.bias = blocked_->bias.empty() ? nullptr : blocked_->bias.data();
         c.residual = residual;
         conv_nchwc(c, in[0]->f32(), out[0]->f32());
     }
 
     std::shared_ptr<const Blocked> blocked_;
+    std::vector<std::pair<int, const Tensor*>> stored_;  // blocked weights in the file, by block
     const Tensor* weight_ = nullptr;  // the constant weight and bias, if they are constants
     const Tensor* bias_ = nullptr;
     bool bias_constant_ = false;

@@ -54,6 +54,28 @@ bool nchwc_conv_setup(NchwcConv* c) {
     return true;
 }
 
+bool nchwc_conv_for_weights(const Shape& oihw, int64_t groups, int cb, NchwcConv* c) {
+    if (oihw.size() != 4 || groups < 1 || oihw[0] % groups != 0) return false;
+    for (int64_t d : oihw) if (d <= 0) return false;
+    c->p.layout = Layout::NCHW;
+    c->p.O = oihw[0];
+    c->p.C = oihw[1] * groups;
+    c->p.KH = oihw[2];
+    c->p.KW = oihw[3];
+    c->p.groups = groups;
+    c->cb = cb;
+    const bool depthwise = groups > 1 && groups == c->p.C && c->p.O == c->p.C;
+    // A few input channels (an image) are read straight from plain NCHW, as MLAS does.
+    c->in_block = !depthwise && groups == 1 && c->p.C < cb ? 1 : cb;
+    return nchwc_conv_setup(c);
+}
+
+Shape nchwc_packed_weight_shape(const NchwcConv& c) {
+    const int64_t OB = (c.p.O + c.cb - 1) / c.cb;
+    if (c.depthwise) return {OB, c.p.KH, c.p.KW, c.cb};
+    return {OB, c.icb_per_group, c.p.KH, c.p.KW, c.in_block, c.cb};
+}
+
 std::vector<float> nchwc_pack_conv_weights(const NchwcConv& c, const float* w) {
     const Conv2DParams& p = c.p;
     const int64_t cb = c.cb, ib = c.in_block, KK = p.KH * p.KW;

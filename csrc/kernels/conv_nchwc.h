@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "graph/tensor.h"
 #include "kernels/conv2d.h"
 #include "kernels/elementwise.h"
 #include "kernels/pool.h"
@@ -42,9 +43,16 @@ using NchwcConvKernel = void (*)(const NchwcConv& c, const float* x, float* y, i
 // Fills the grouping fields of `c` from c.p, c.cb and c.in_block; false when this convolution
 // has no blocked form (groups whose channel counts are not multiples of the block).
 bool nchwc_conv_setup(NchwcConv* c);
+// The blocked form of an NCHW convolution with OIHW weight shape `oihw`, `groups` and block
+// `cb`: fills c->p's channel and kernel sizes, c->cb, c->in_block (1 when a plain input of
+// fewer than cb channels is read directly) and the grouping fields. False when it has none.
+// The one rule for the load-time repack and the converter's stored form (they must agree).
+bool nchwc_conv_for_weights(const Shape& oihw, int64_t groups, int cb, NchwcConv* c);
 // OIHW weights repacked for `c` (after nchwc_conv_setup): [OB][ICBg][KH][KW][in_block][cb], or
 // [OB][KH][KW][cb] when depthwise; padded channels are zero.
 std::vector<float> nchwc_pack_conv_weights(const NchwcConv& c, const float* w);
+// The shape of nchwc_pack_conv_weights's result, as a .pyem file stores it.
+Shape nchwc_packed_weight_shape(const NchwcConv& c);
 // Runs the convolution over the thread pool, split by (image, output blocks, output pixels),
 // with the kernel of the variant in use (or the generic one for another block).
 void conv_nchwc(const NchwcConv& c, const float* x, float* y);

@@ -2,6 +2,8 @@
 // Writing .pyem files from Python.
 #include "common.h"
 #include "format/writer.h"
+#include "kernels/conv_nchwc.h"
+#include "runtime/dispatch.h"
 #include "python/bindings.h"
 
 namespace pyengine::python {
@@ -42,6 +44,22 @@ void register_format(py::module_& m) {
         write_pyem(path, graph_json, items);
     }, py::arg("path"), py::arg("graph_json"), py::arg("tensors"),
        "Write a .pyem file: graph JSON text and (name, array) tensors, atomically.");
+    m.def("pack_conv_weights", [](py::array_t<float, py::array::c_style | py::array::forcecast> w, int64_t groups,
+                                  int block) -> py::object {
+        if (block != 4 && block != 8 && block != 16) throw InvalidArgument(str("block ", block, " is not 4, 8 or 16"));
+        Shape shape(w.shape(), w.shape() + w.ndim());
+        NchwcConv c;
+        if (!nchwc_conv_for_weights(shape, groups, block, &c)) return py::none();
+        const std::vector<float> packed = nchwc_pack_conv_weights(c, w.data());
+        py::array_t<float> out(nchwc_packed_weight_shape(c));
+        std::copy(packed.begin(), packed.end(), out.mutable_data());
+        return std::move(out);
+    }, py::arg("weight"), py::arg("groups"), py::arg("block"),
+       "An NCHW Conv2D's OIHW float32 weight in the blocked form the engine uses for `block` (4, 8 "
+       "or 16), as a .pyem file stores it beside the plain one; None when this convolution has no "
+       "blocked form (grouped channels that are not whole blocks).");
+    m.def("nchwc_block", []() { return kernels().nchwc_block; },
+          "The NCHW[c] block of the kernel variant in use (16 avx512, 8 avx2 and generic, 4 neon).");
 }
 
 }  // namespace pyengine::python

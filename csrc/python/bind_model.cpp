@@ -206,12 +206,17 @@ void register_model(py::module_& m) {
                 d["blocked"] = r.blocked;
                 d["fused"] = r.fused;
                 d["reorders"] = r.reorders;
+                d["weights_mapped"] = r.weights_mapped;
+                d["weights_mapped_bytes"] = r.weights_mapped_bytes;
+                d["weights_repacked_bytes"] = r.weights_repacked_bytes;
                 return d;
             },
             py::arg("input_shapes"),
             "The layout plan for these input shapes: {'block': channels per block (0: plain NCHW), "
             "'blocked': nodes run blocked, 'fused': 'conv + add [+ act]' chains run as one step, "
-            "'reorders': 'value to plain|blocked' conversions}.")
+            "'reorders': 'value to plain|blocked' conversions, 'weights_mapped': nodes whose blocked "
+            "weights are read in place from the file, 'weights_mapped_bytes' and "
+            "'weights_repacked_bytes': blocked weight bytes read in place and repacked at load}.")
         .def("run1", &run1, py::arg("x"),
              "Run a one-input, one-output model on one array; returns the output array.")
         .def("profile", &profile, py::arg("inputs"), py::arg("runs"),

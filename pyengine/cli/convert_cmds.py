@@ -64,6 +64,15 @@ def convert_args(p: argparse.ArgumentParser) -> None:
         metavar="NAME=D1,D2,...",
         help="an input's shape, -1 for a free dimension",
     )
+    p.add_argument(
+        "--weight-layout",
+        default="plain",
+        metavar="LAYOUT",
+        help="convolution weights to store: plain (default: OIHW, repacked once at load on any "
+        "CPU), nchwc16 (AVX-512), nchwc8 (AVX2), nchwc4 (NEON) or auto (this machine's kernels), "
+        "several joined with commas; a blocked form is stored beside the plain one and read in "
+        "place, without a copy, where the kernels use that block",
+    )
     add_json_flag(p, "the written model's path, inputs and outputs")
 
 
@@ -77,7 +86,8 @@ def convert_run(args: argparse.Namespace) -> int:
         options["epoch"] = args.epoch
     if args.input_shapes:
         options["input_shapes"] = dict(args.input_shapes)
-    path = pyengine.convert(args.src, args.output, framework=args.framework, **options)
+    path = pyengine.convert(args.src, args.output, framework=args.framework,
+                            weight_layout=args.weight_layout, **options)
     model = pyengine.load(path)
     if args.json:
         print_json({"path": path, "backend": model.backend,

@@ -79,10 +79,42 @@ def check_free_sizes(path: str, builder: GraphBuilder) -> None:
         os.unlink(tmp)
 
 
+WEIGHT_LAYOUTS = ("plain", "auto", "nchwc16", "nchwc8", "nchwc4")
+
+
+def weight_blocks(weight_layout: str) -> list[int]:
+    """The blocks whose convolution weights ``weight_layout`` asks to store: ``plain`` none,
+    ``auto`` the block of this machine's kernels, ``nchwc16``/``nchwc8``/``nchwc4`` that block;
+    several may be joined with commas (``nchwc16,nchwc4`` for a fleet of x86 and ARM devices).
+
+    Raises
+    ------
+    ValueError
+        A name that is not one of the above.
+    """
+    from pyengine import _core
+
+    blocks: list[int] = []
+    for item in weight_layout.split(","):
+        name = item.strip().lower()
+        if name not in WEIGHT_LAYOUTS or (name == "plain" and weight_layout.strip() != "plain"):
+            raise ValueError(
+                f"weight_layout {weight_layout!r}: {item.strip()!r} is not one of "
+                f"{', '.join(WEIGHT_LAYOUTS)} (plain alone; the others may be joined with commas)"
+            )
+        if name == "plain":
+            continue
+        block = _core.nchwc_block() if name == "auto" else int(name[len("nchwc"):])
+        if block not in blocks:
+            blocks.append(block)
+    return blocks
+
+
 def convert(
     src: str | os.PathLike[str],
     dst: str | os.PathLike[str],
     framework: str | None = None,
+    weight_layout: str = "plain",
     **options: Any,
 ) -> str:
     """Convert a TensorFlow, MXNet, Chainer or ONNX model into a native ``.pyem`` file.
@@ -95,6 +127,12 @@ def convert(
         The ``.pyem`` file to write (atomically).
     framework
         Only consider this framework's models in ``src`` (default: whichever is there).
+    weight_layout
+        ``plain`` (default) stores convolution weights as the ops take them (OIHW), which every
+        engine repacks once at load. ``nchwc16``, ``nchwc8``, ``nchwc4`` (joined with commas for
+        several) or ``auto`` (this machine's kernels) also store the blocked form those kernels
+        use, which an engine with that block reads in place from the mapped file, with no copy;
+        any other machine still runs the file from the plain weights (docs/format.md).
     **options
         Importer options: ``inputs``/``outputs`` (TensorFlow node names), ``input_shapes``
         (``{name: shape}``, -1 free; every framework), ``epoch`` (MXNet), ``chain`` (Chainer: a Chain
@@ -111,6 +149,10 @@ def convert(
     ModelFormatError
         No model, several candidates, or a damaged model.
     """
+    blocks = weight_blocks(weight_layout)
     epoch = options.pop("epoch", None)
     location = locate(os.fspath(src), framework, epoch=epoch)
-    return to_builder(location, **options).save(dst)
+    builder = to_builder(location, **options)
+    for block in blocks:
+        builder.add_blocked_weights(block)
+    return builder.save(dst)

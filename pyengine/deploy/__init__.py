@@ -19,20 +19,7 @@ Main entry points
 
 from __future__ import annotations
 
-from pyengine.deploy.deployer import (
-    STATUSES,
-    Deployment,
-    ItemResult,
-    ProgressEvent,
-    default_root,
-    deploy,
-    get_deployment,
-    list_deployments,
-    recover,
-    reset,
-    resolve_root,
-    rollback,
-)
+from pyengine.common.paths import default_root, resolve_root
 from pyengine.deploy.errors import DeployBusyError, DeployError, GroupError, UnpackError
 from pyengine.deploy.group import (
     DeviceSpec,
@@ -55,6 +42,17 @@ from pyengine.deploy.installed import (
     list_installed,
 )
 from pyengine.deploy.policy import group_buckets, group_policy
+from pyengine.deploy.records import (
+    STATUSES,
+    Deployment,
+    ItemResult,
+    ProgressEvent,
+    get_deployment,
+    list_deployments,
+)
+from pyengine.deploy.recovery import recover
+from pyengine.deploy.rollback import reset, rollback
+from pyengine.deploy.run import deploy
 from pyengine.deploy.state import high_water, raise_high_water
 from pyengine.deploy.subscriptions import Subscription
 

@@ -31,40 +31,28 @@ What :func:`repair` does with a damaged or emptied ``state.db`` (moved aside to
 
 from __future__ import annotations
 
-import contextlib
 import os
 import sqlite3
 import time
 from dataclasses import dataclass, field
 from typing import Optional
 
+from pyengine.common.paths import resolve_root
 from pyengine.deploy import private
-from pyengine.deploy.deployer import (
-    _current_target,
-    _point,
-    changed_in_place,
-    free_bytes,
-    recover_locked,
-    resolve_root,
-    store_for,
-    version_digest,
-    writable_by_function,
-)
-from pyengine.deploy.errors import DeployError
-from pyengine.deploy.state import (
+from pyengine.deploy.errors import DeployError, StateError
+from pyengine.deploy.layout import current_target, free_bytes, point, store_for
+from pyengine.deploy.lock import RootLock
+from pyengine.deploy.recovery import recover_locked
+from pyengine.deploy.schema import (
     BACKUP_FILE,
     DEPLOYED_MARKS,
     STATE_FILES,
-    RootLock,
-    State,
-    StateError,
     check_database,
     known_stores,
 )
+from pyengine.deploy.state import State
 from pyengine.deploy.unpack import tree_digest
-
-#: Tables copied row by row when the state is rebuilt, in this order.
-TABLES = ("deployments", "items", "installed", "versions", "journal", "stores", "marks")
+from pyengine.deploy.versions import changed_in_place, version_digest, writable_by_function
 
 
 @dataclass
@@ -152,15 +140,16 @@ def check(root: Optional[str] = None, thorough: bool = True) -> Report:
 
 
 def _check_installed(state: State, report: Report, thorough: bool) -> None:
-    rows = state.q("SELECT * FROM installed WHERE kind IN ('model','function') ORDER BY kind, key")
-    for row in rows:
+    for row in state.installed():
+        if row["kind"] not in ("model", "function"):
+            continue
         name = f"{row['kind']} {row['key']!r} version {row['version']}"
         vpath, dest = row["version_path"], row["destination"]
         if not vpath or not os.path.isdir(vpath):
             report.add("error", f"{name}: its directory {vpath} is missing; deploy the group "
                        "again")
             continue
-        if _current_target(dest) != vpath:
+        if current_target(dest) != vpath:
             report.add("error", f"{name}: {dest} does not point to it; `pyengine doctor "
                        f"--repair --root {state.root}` points it back")
             continue
@@ -177,15 +166,14 @@ def _check_installed(state: State, report: Report, thorough: bool) -> None:
             report.add("error", f"{name} changed in place: {damage}; the next deploy of the "
                        "group installs it again")
         else:
-            recorded = state.one("SELECT digest FROM versions WHERE kind=? AND key=? AND "
-                                 "version=?", row["kind"], row["key"], row["version"])
+            recorded = state.version(row["kind"], row["key"], row["version"])
             known = " (content digest matches)" if recorded and recorded["digest"] else (
                 " (installed before digests were recorded: not compared)")
             report.add("ok", f"{name}: as installed{known}")
 
 
 def _check_environments(state: State, report: Report) -> None:
-    dep = state.one("SELECT group_json FROM deployments WHERE applied=1 ORDER BY id DESC")
+    dep = state.latest_applied()
     names = private.referenced_environments([dep["group_json"]] if dep else [])
     for n in sorted(names):
         p = os.path.join(state.root, private.ENV_DIR, n)
@@ -277,12 +265,12 @@ def _rebuild(damaged: str, root: str) -> list[str]:
     notes: list[str] = []
     state = State(root)
     try:
-        copied = _salvage(damaged, state)
+        copied = state.salvage(damaged)
         notes.append("rebuilt the state: " + (", ".join(f"{n} {t} row(s)" for t, n in
                                                          copied.items() if n) or
                                               "no row of the damaged database was readable"))
         for store in sorted(known_stores(root)):
-            state.x("INSERT OR IGNORE INTO stores(path) VALUES (?)", store)
+            state.remember_store(store)
         notes.extend(_adopt_functions(state))
         lost = [t for t in ("deployments", "installed") if not copied.get(t)]
         if lost:
@@ -296,45 +284,6 @@ def _rebuild(damaged: str, root: str) -> list[str]:
     return notes
 
 
-def _salvage(damaged: str, state: State) -> dict[str, int]:
-    copied: dict[str, int] = {}
-    try:
-        src = sqlite3.connect(f"file:{damaged}?mode=ro", uri=True)
-    except sqlite3.Error:
-        return copied
-    try:
-        for table in TABLES:
-            n = 0
-            for row in _readable_rows(src, table):
-                cols = ", ".join(row.keys())
-                marks = ", ".join("?" * len(row.keys()))
-                with contextlib.suppress(sqlite3.Error, StateError):
-                    state.x(f"INSERT OR IGNORE INTO {table}({cols}) VALUES ({marks})", *row)
-                    n += 1
-            copied[table] = n
-    finally:
-        src.close()
-    return copied
-
-
-def _readable_rows(db: sqlite3.Connection, table: str) -> list[sqlite3.Row]:
-    """The rows of ``table`` that can be read: all at once, else one rowid at a time."""
-    db.row_factory = sqlite3.Row
-    try:
-        return list(db.execute(f"SELECT * FROM {table}"))
-    except sqlite3.Error:
-        pass
-    try:
-        top = db.execute(f"SELECT max(rowid) FROM {table}").fetchone()[0] or 0
-    except sqlite3.Error:
-        return []
-    rows: list[sqlite3.Row] = []
-    for rowid in range(1, min(int(top), 100_000) + 1):
-        with contextlib.suppress(sqlite3.Error):
-            rows.extend(db.execute(f"SELECT * FROM {table} WHERE rowid=?", (rowid,)))
-    return rows
-
-
 def _adopt_functions(state: State) -> list[str]:
     """Record each function's installed code (``ROOT/functions/<name>/current``) that the
     rebuilt state does not know."""
@@ -342,28 +291,20 @@ def _adopt_functions(state: State) -> list[str]:
     top = os.path.join(state.root, "functions")
     for name in sorted(os.listdir(top)) if os.path.isdir(top) else []:
         link = os.path.join(top, name, "current")
-        target = _current_target(link)
-        if not target or not os.path.isdir(target) or state.one(
-                "SELECT 1 FROM installed WHERE kind='function' AND key=?", name):
+        target = current_target(link)
+        if not target or not os.path.isdir(target) or state.installed("function", name):
             continue
         try:
             digest = version_digest("function", target)
         except OSError as exc:
             notes.append(f"function {name!r}: {target} cannot be read ({exc}); not recorded")
             continue
-        version = os.path.basename(target)
         try:
             token = "code:" + tree_digest(target)
         except (OSError, ValueError):
             token = None
-        with state.tx() as db:
-            db.execute("INSERT OR IGNORE INTO stores(path) VALUES (?)", (os.path.dirname(link),))
-            db.execute("INSERT OR REPLACE INTO versions(kind, key, version, path, token, "
-                       "deployment_id, created, digest) VALUES ('function',?,?,?,?,0,?,?)",
-                       (name, version, target, token, time.time(), digest))
-            db.execute("INSERT OR REPLACE INTO installed(kind, key, destination, version, "
-                       "version_path, token, deployment_id) VALUES ('function',?,?,?,?,?,0)",
-                       (name, link, version, target, token))
+        state.adopt("function", name, os.path.dirname(link), link, target, token=token,
+                    digest=digest, replace=True)
         notes.append(f"recorded function {name!r}'s installed code {target}")
     return notes
 
@@ -372,13 +313,15 @@ def _point_back(state: State) -> list[str]:
     """Point every destination back at the version the state records as installed (a deploy
     killed after the backup was taken may have switched some)."""
     notes = []
-    for row in state.q("SELECT * FROM installed WHERE kind IN ('model','function')"):
+    for row in state.installed():
+        if row["kind"] not in ("model", "function"):
+            continue
         dest, vpath = row["destination"], row["version_path"]
-        if not dest or not vpath or not os.path.isdir(vpath) or _current_target(dest) == vpath:
+        if not dest or not vpath or not os.path.isdir(vpath) or current_target(dest) == vpath:
             continue
         tmp = os.path.dirname(dest) if row["kind"] == "function" else store_for(dest)
         try:
-            _point(dest, vpath, tmp)
+            point(dest, vpath, tmp)
         except (OSError, ValueError) as exc:
             raise DeployError(f"cannot point {dest} back at {vpath}: {exc}") from None
         notes.append(f"pointed {dest} back at {vpath}")

@@ -7,8 +7,10 @@ from dataclasses import dataclass
 from typing import Optional
 
 from pyengine.deploy import private
-from pyengine.deploy.deployer import _open_state, changed_in_place, recover, writable_by_function
 from pyengine.deploy.group import FunctionResource, Group, Network
+from pyengine.deploy.records import open_state
+from pyengine.deploy.recovery import recover
+from pyengine.deploy.versions import changed_in_place, writable_by_function
 
 
 @dataclass(frozen=True)
@@ -89,16 +91,16 @@ def current(root: Optional[str] = None, *, cleanup: bool = True) -> Optional[Dep
     of a deploy that was killed are rolled back and removed first (skipped while one runs)."""
     if cleanup:
         recover(root)
-    state = _open_state(root)
+    state = open_state(root)
     if state is None:
         return None
     try:
-        dep = state.one("SELECT * FROM deployments WHERE applied=1 ORDER BY id DESC")
+        dep = state.latest_applied()
         if dep is None:
             return None
         recorded = json.loads(dep["group_json"])
         group = Group.from_dict(private.load_environments(state.root, recorded))
-        rows = {(r["kind"], r["key"]): dict(r) for r in state.q("SELECT * FROM installed")}
+        rows = {(r["kind"], r["key"]): dict(r) for r in state.installed()}
         resources: dict[str, InstalledResource] = {}
         for r in group.resources:
             row = rows.get((r.kind, r.id))
@@ -144,17 +146,13 @@ def current(root: Optional[str] = None, *, cleanup: bool = True) -> Optional[Dep
 def list_installed(root: Optional[str] = None) -> list[dict]:
     """Rows of what is installed (kind, key, destination, version, version_path, source,
     deployment_id), sorted by kind and key."""
-    state = _open_state(root)
+    state = open_state(root)
     if state is None:
         return []
     try:
-        return [
-            dict(r)
-            for r in state.q(
-                "SELECT kind, key, destination, version, version_path, token, "
-                "source, deployment_id FROM installed ORDER BY kind, key"
-            )
-        ]
+        columns = ("kind", "key", "destination", "version", "version_path", "token", "source",
+                   "deployment_id")
+        return [{c: r[c] for c in columns} for r in state.installed()]
     finally:
         state.close()
 
@@ -164,13 +162,14 @@ def changed_versions(root: Optional[str] = None) -> list[str]:
     cheap check: a version none of whose inodes' ctime moved is not hashed), for the core to
     report at start; the next deploy installs each again. Versions a function may write are
     left out."""
-    state = _open_state(root)
+    state = open_state(root)
     if state is None:
         return []
     out = []
     try:
-        for row in state.q("SELECT * FROM installed WHERE kind IN ('model','function') AND "
-                           "version_path IS NOT NULL ORDER BY kind, key"):
+        for row in state.installed():
+            if row["kind"] not in ("model", "function") or row["version_path"] is None:
+                continue
             if row["kind"] == "model" and writable_by_function(row["spec_json"]):
                 continue
             try:

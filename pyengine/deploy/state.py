@@ -1,158 +1,40 @@
-"""The root's state: SQLite (WAL, synchronous=FULL) with a journal, and the deploy lock."""
+"""The root's state: SQLite (WAL, synchronous=FULL) with a journal.
+
+:class:`State` owns the connection and every statement the deploy layer runs on it: the other
+modules call its methods and never write SQL (the tables are in :mod:`pyengine.deploy.schema`).
+"""
 
 from __future__ import annotations
 
-import errno
-import fcntl
 import json
 import os
 import sqlite3
 import time
 from contextlib import contextmanager, suppress
-from typing import Any, Iterator, Optional
+from typing import Any, Iterable, Iterator, Optional, Sequence
 
-from pyengine.deploy.errors import DeployBusyError, DeployError
+from pyengine.deploy.errors import DeployError, StateError, repair_hint, space_short, state_error
 from pyengine.deploy.private import private_file
+from pyengine.deploy.schema import (
+    BACKUP_FILE,
+    DEPLOYED_MARKS,
+    SCHEMA,
+    STATE_FILES,
+    STORES_FILE,
+    add_columns,
+    check_database,
+    known_stores,
+    tighten,
+)
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS deployments(
-  id INTEGER PRIMARY KEY AUTOINCREMENT,
-  kind TEXT NOT NULL,
-  group_name TEXT,
-  group_file TEXT,
-  group_json TEXT,
-  status TEXT NOT NULL,
-  on_failure TEXT,
-  applied INTEGER NOT NULL DEFAULT 0,
-  message TEXT,
-  pid INTEGER,
-  started REAL,
-  finished REAL
-);
-CREATE TABLE IF NOT EXISTS items(
-  deployment_id INTEGER NOT NULL,
-  kind TEXT NOT NULL,
-  key TEXT NOT NULL,
-  outcome TEXT NOT NULL,
-  version TEXT,
-  path TEXT,
-  token TEXT,
-  source TEXT,
-  spec TEXT,
-  bytes INTEGER NOT NULL DEFAULT 0,
-  attempts INTEGER NOT NULL DEFAULT 0,
-  seconds REAL NOT NULL DEFAULT 0,
-  message TEXT,
-  PRIMARY KEY(deployment_id, kind, key)
-);
-CREATE TABLE IF NOT EXISTS installed(
-  kind TEXT NOT NULL,
-  key TEXT NOT NULL,
-  destination TEXT,
-  version TEXT,
-  version_path TEXT,
-  token TEXT,
-  source TEXT,
-  spec_json TEXT,
-  deployment_id INTEGER,
-  PRIMARY KEY(kind, key)
-);
-CREATE TABLE IF NOT EXISTS versions(
-  kind TEXT NOT NULL,
-  key TEXT NOT NULL,
-  version TEXT NOT NULL,
-  path TEXT NOT NULL,
-  token TEXT,
-  deployment_id INTEGER,
-  created REAL,
-  PRIMARY KEY(kind, key, version)
-);
-CREATE TABLE IF NOT EXISTS journal(
-  id INTEGER PRIMARY KEY AUTOINCREMENT,
-  deployment_id INTEGER NOT NULL,
-  op TEXT NOT NULL,
-  kind TEXT,
-  key TEXT,
-  path TEXT,
-  target TEXT,
-  previous TEXT
-);
-CREATE TABLE IF NOT EXISTS stores(path TEXT PRIMARY KEY);
-CREATE TABLE IF NOT EXISTS marks(name TEXT PRIMARY KEY, value INTEGER NOT NULL);
-"""
-
-
-#: The database and the files SQLite keeps beside it; all are made and kept 0600.
-STATE_FILES = ("state.db", "state.db-wal", "state.db-shm", "state.db-journal")
-
-
-def _tighten(path: str) -> None:
-    """Make an existing file 0600 (without following a link); a missing one is fine."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except FileNotFoundError:
-        return
-    try:
-        os.fchmod(fd, 0o600)
-    finally:
-        os.close(fd)
-
-
-#: The copy of ``state.db`` taken after every deployment that changed what is installed.
-BACKUP_FILE = "state.db.backup"
-#: Every version store this root made, one path a line: kept beside the database so a rebuilt
-#: state knows which stores are this root's (they live beside destinations, outside the root).
-STORES_FILE = "stores.list"
-#: What only a deployment makes in a root: a ``state.db`` of 0 bytes beside one of these was
-#: emptied, not just created.
-DEPLOYED_MARKS = (BACKUP_FILE, STORES_FILE, "functions", "environments")
-
-
-class StateError(DeployError):
-    """The state database cannot be used: damaged, emptied, or its filesystem is full. The
-    message says which and what to do (``pyengine doctor --repair``)."""
-
-
-def repair_hint(root: str) -> str:
-    """The command that repairs ``root``'s state."""
-    return f"run `pyengine doctor --repair --root {root}`"
-
-
-def state_error(path: str, exc: BaseException) -> StateError:
-    """A :class:`StateError` for an SQLite error ``exc`` on the database at ``path``."""
-    root = os.path.dirname(path)
-    text = str(exc)
-    if "full" in text or _space_short(root):
-        try:
-            st = os.statvfs(root)
-            avail = f" ({st.f_bavail * st.f_frsize} bytes available)"
-        except OSError:
-            avail = ""
-        return StateError(
-            f"{path}: {text}: no space left on the filesystem of {root}{avail}; free some "
-            "space (old files, a function's scratch) and try again")
-    if "locked" in text or "busy" in text:
-        return StateError(f"{path}: {text}: another process holds it; try again")
-    if "readonly" in text or "read-only" in text:
-        return StateError(f"{path}: {text}: run as the user that owns {root}")
-    return StateError(f"{path} is damaged ({text}); {repair_hint(root)} (it restores the copy "
-                      "taken after the last deployment, or rebuilds what it can)")
-
-
-def _space_short(root: str) -> bool:
-    """Whether the filesystem of ``root`` is (nearly) full: SQLite reports a failed write of
-    its side files as a "disk I/O error"."""
-    try:
-        st = os.statvfs(root)
-    except OSError:
-        return False
-    return st.f_bavail * st.f_frsize < (1 << 20)
-
-
-def check_database(db: sqlite3.Connection) -> Optional[str]:
-    """None when ``PRAGMA quick_check`` finds the open database sound, else what it found."""
-    rows = [str(r[0]) for r in db.execute("PRAGMA quick_check(5)")]
-    return None if rows == ["ok"] else "; ".join(rows)
+#: Tables copied row by row when the state is rebuilt, in this order.
+TABLES = ("deployments", "items", "installed", "versions", "journal", "stores", "marks")
+#: The columns of an item row (:meth:`State.record`), after its deployment's id.
+ITEM_COLUMNS = ("kind", "key", "outcome", "version", "path", "token", "source", "spec", "bytes",
+                "attempts", "seconds", "message")
+#: The columns of an installed row (:meth:`State.finish`), before its deployment's id.
+INSTALLED_COLUMNS = ("kind", "key", "destination", "version", "version_path", "token", "source",
+                     "spec_json")
 
 
 class State:
@@ -183,7 +65,7 @@ class State:
                         f"{', '.join(marks)}); {repair_hint(root)}")
             os.close(private_file(self.path, root))
             for name in STATE_FILES[1:]:
-                _tighten(os.path.join(root, name))
+                tighten(os.path.join(root, name))
         except PermissionError:
             raise DeployError(
                 f"{self.path} is readable by its owner only (the core's user); run as that "
@@ -199,7 +81,7 @@ class State:
         except sqlite3.Error as exc:
             self.db.close()
             wal = os.path.join(root, STATE_FILES[1])
-            if not (readonly and _space_short(root) and not (
+            if not (readonly and space_short(root) and not (
                     os.path.exists(wal) and os.path.getsize(wal) > 0)):
                 raise state_error(self.path, exc) from None
             # A full filesystem has no room for the side files SQLite makes to open a WAL
@@ -222,7 +104,7 @@ class State:
                 for stmt in SCHEMA.split(";"):
                     if stmt.strip():
                         self.db.execute(stmt)
-                _add_columns(self.db)
+                add_columns(self.db)
         except (sqlite3.Error, StateError) as exc:
             self.db.close()
             raise exc if isinstance(exc, StateError) else state_error(self.path, exc) from None
@@ -340,26 +222,254 @@ class State:
         finally:
             os.close(fd)
 
+    # -- deployments
+    def start_deployment(self, kind: str, group_name: Optional[str], group_file: Optional[str],
+                         group_json: str, status: str, on_failure: str,
+                         message: Optional[str] = None) -> int:
+        """Record a new deployment (``kind`` "deploy" or "rollback") by this process; its id."""
+        return self.x(
+            "INSERT INTO deployments(kind, group_name, group_file, group_json, status, "
+            "on_failure, pid, started, message) VALUES (?,?,?,?,?,?,?,?,?)",
+            kind, group_name, group_file, group_json, status, on_failure, os.getpid(),
+            time.time(), message)
 
-def known_stores(root: str) -> set[str]:
-    """The version stores ``ROOT/stores.list`` says this root made."""
+    def set_status(self, dep: int, status: str) -> None:
+        """Move deployment ``dep`` to ``status`` (Building -> InProgress)."""
+        self.x("UPDATE deployments SET status=? WHERE id=?", status, dep)
+
+    def deployment(self, dep: int) -> Optional[sqlite3.Row]:
+        """The row of deployment ``dep``, or None."""
+        return self.one("SELECT * FROM deployments WHERE id=?", dep)
+
+    def deployment_ids(self) -> list[int]:
+        """Every deployment's id, newest first."""
+        return [int(r["id"]) for r in self.q("SELECT id FROM deployments ORDER BY id DESC")]
+
+    def unfinished(self) -> list[int]:
+        """The deployments still Building or InProgress (their process died, unless the lock is
+        held), oldest first."""
+        return [int(r["id"]) for r in self.q(
+            "SELECT id FROM deployments WHERE status IN ('Building','InProgress') ORDER BY id")]
+
+    def applied(self) -> list[sqlite3.Row]:
+        """The deployments that changed what is installed, newest first."""
+        return self.q("SELECT * FROM deployments WHERE applied=1 ORDER BY id DESC")
+
+    def latest_applied(self) -> Optional[sqlite3.Row]:
+        """The deployment whose group is installed now, or None."""
+        return self.one("SELECT * FROM deployments WHERE applied=1 ORDER BY id DESC")
+
+    def groups_in_use(self) -> list[str]:
+        """The recorded groups (JSON) that :func:`current` or a rollback may still read: the
+        unfinished deployments', the installed one's and the last two successful ones'."""
+        return [r["group_json"] for r in self.q(
+            "SELECT group_json FROM deployments WHERE status IN ('Building','InProgress') "
+            "OR id IN (SELECT id FROM deployments WHERE applied=1 ORDER BY id DESC LIMIT 1) "
+            "OR id IN (SELECT id FROM deployments WHERE applied=1 AND status='Success' "
+            "ORDER BY id DESC LIMIT 2)")]
+
+    def groups_with_inline_environments(self) -> list[sqlite3.Row]:
+        """(id, group_json) of the deployments recorded with a function's environment inline
+        (before environments left the database)."""
+        return self.q("SELECT id, group_json FROM deployments "
+                      "WHERE group_json LIKE '%\"environment\": {\"%'")
+
+    def set_group_json(self, dep: int, group_json: str) -> None:
+        """Replace the recorded group of deployment ``dep``."""
+        self.x("UPDATE deployments SET group_json=? WHERE id=?", group_json, dep)
+
+    def truncate_wal(self) -> None:
+        """Checkpoint the WAL into the database and empty it (with secure_delete, what was
+        replaced is then overwritten everywhere)."""
+        self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+    def mark_interrupted(self, dep: int, message: str) -> None:
+        """Record deployment ``dep`` as Failure after its changes were undone from the journal:
+        the journal goes, and what it had installed or removed is rolled back."""
+        with self.tx() as db:
+            db.execute("DELETE FROM journal WHERE deployment_id=?", (dep,))
+            db.execute(
+                "UPDATE items SET outcome='rolled-back', message='the deployment was "
+                "interrupted' WHERE deployment_id=? AND outcome IN ('installed','pending',"
+                "'removed')", (dep,))
+            db.execute("UPDATE deployments SET status='Failure', finished=?, message=? WHERE id=?",
+                       (time.time(), message, dep))
+
+    def finish(self, dep: int, *, status: str, applied: bool, message: Optional[str],
+               items: Iterable[Sequence[Any]], install: Iterable[Sequence[Any]] = (),
+               uninstall: Iterable[tuple[str, str]] = (), replace_all: bool = False) -> None:
+        """Commit deployment ``dep`` in one transaction.
+
+        ``install`` rows (:data:`INSTALLED_COLUMNS` without deployment_id) are recorded as
+        installed by ``dep`` (with ``replace_all``, instead of everything installed before),
+        ``uninstall`` (kind, key) pairs are no longer installed, ``items`` rows
+        (:data:`ITEM_COLUMNS`) are its outcomes; its journal goes and its status is set.
+        """
+        with self.tx() as db:
+            if replace_all:
+                db.execute("DELETE FROM installed")
+            marks = ",".join("?" * (len(INSTALLED_COLUMNS) + 1))
+            for row in install:
+                db.execute(f"INSERT OR REPLACE INTO installed({', '.join(INSTALLED_COLUMNS)}, "
+                           f"deployment_id) VALUES ({marks})", (*row, dep))
+            for kind, key in uninstall:
+                db.execute("DELETE FROM installed WHERE kind=? AND key=?", (kind, key))
+            self._record(db, dep, items)
+            db.execute("DELETE FROM journal WHERE deployment_id=?", (dep,))
+            db.execute(
+                "UPDATE deployments SET status=?, applied=?, finished=?, "
+                "message=coalesce(?, message) WHERE id=?",
+                (status, 1 if applied else 0, time.time(), message, dep))
+
+    # -- items (each resource's outcome in a deployment)
+    def record(self, dep: int, items: Iterable[Sequence[Any]]) -> None:
+        """Record outcomes (rows of :data:`ITEM_COLUMNS`) of deployment ``dep``."""
+        with self.tx() as db:
+            self._record(db, dep, items)
+
+    @staticmethod
+    def _record(db: sqlite3.Connection, dep: int, items: Iterable[Sequence[Any]]) -> None:
+        marks = ",".join("?" * (len(ITEM_COLUMNS) + 1))
+        for row in items:
+            db.execute(f"INSERT OR REPLACE INTO items(deployment_id, {', '.join(ITEM_COLUMNS)}) "
+                       f"VALUES ({marks})", (dep, *row))
+
+    def items(self, dep: int) -> list[sqlite3.Row]:
+        """The outcomes of deployment ``dep`` in the order they were first recorded."""
+        return self.q("SELECT * FROM items WHERE deployment_id=? ORDER BY rowid", dep)
+
+    def kept_items(self, dep: int) -> list[sqlite3.Row]:
+        """The items deployment ``dep`` left installed (what a rollback to it installs)."""
+        return self.q("SELECT * FROM items WHERE deployment_id=? AND outcome IN "
+                      "('installed','unchanged','modified','verified')", dep)
+
+    # -- installed
+    def installed(self, kind: Optional[str] = None, key: Optional[str] = None
+                  ) -> list[sqlite3.Row]:
+        """What is installed (of ``kind``, and ``key``), sorted by kind and key."""
+        return self.q("SELECT * FROM installed WHERE (? IS NULL OR kind=?) AND "
+                      "(? IS NULL OR key=?) ORDER BY kind, key", kind, kind, key, key)
+
+    def installed_one(self, kind: str, key: str) -> Optional[dict]:
+        """The installed row of ``kind`` ``key`` as a dict, or None."""
+        rows = self.installed(kind, key)
+        return dict(rows[0]) if rows else None
+
+    # -- versions (complete directories in a store)
+    def version(self, kind: str, key: str, version: str) -> Optional[sqlite3.Row]:
+        """The recorded version (path, token, created, digest), or None."""
+        return self.one("SELECT * FROM versions WHERE kind=? AND key=? AND version=?",
+                        kind, key, version)
+
+    def versions(self) -> list[sqlite3.Row]:
+        """Every recorded version."""
+        return self.q("SELECT * FROM versions")
+
+    def is_version(self, path: str) -> bool:
+        """Whether ``path`` is a version this root recorded."""
+        return self.one("SELECT 1 FROM versions WHERE path=?", path) is not None
+
+    def add_version(self, kind: str, key: str, version: str, path: str, token: Optional[str],
+                    dep: int, digest: Optional[str]) -> None:
+        """Record a complete version directory, made now by deployment ``dep``."""
+        self.x("INSERT OR REPLACE INTO versions(kind, key, version, path, token, deployment_id, "
+               "created, digest) VALUES (?,?,?,?,?,?,?,?)",
+               kind, key, version, path, token, dep, time.time(), digest)
+
+    def drop_version(self, kind: str, key: str, version: str) -> None:
+        """Forget a version (its directory is being removed)."""
+        self.x("DELETE FROM versions WHERE kind=? AND key=? AND version=?", kind, key, version)
+
+    def adopt(self, kind: str, key: str, store: str, destination: str, path: str, *,
+              token: Optional[str] = None, digest: Optional[str] = None,
+              replace: bool = False) -> None:
+        """Record the version ``path`` that ``destination`` links to as installed (found on
+        disk, not deployed: deployment 0). Without ``replace``, rows the state has are kept."""
+        verb = "INSERT OR REPLACE" if replace else "INSERT OR IGNORE"
+        version = os.path.basename(path)
+        with self.tx() as db:
+            db.execute("INSERT OR IGNORE INTO stores(path) VALUES (?)", (store,))
+            db.execute(f"{verb} INTO versions(kind, key, version, path, token, deployment_id, "
+                       "created, digest) VALUES (?,?,?,?,?,0,?,?)",
+                       (kind, key, version, path, token, time.time(), digest))
+            db.execute(f"{verb} INTO installed(kind, key, destination, version, version_path, "
+                       "token, deployment_id) VALUES (?,?,?,?,?,?,0)",
+                       (kind, key, destination, version, path, token))
+
+    # -- stores and the journal
+    def stores(self) -> list[str]:
+        """Every version store this root recorded."""
+        return [r["path"] for r in self.q("SELECT path FROM stores")]
+
+    def journal_entries(self, dep: int) -> list[sqlite3.Row]:
+        """Deployment ``dep``'s journal, newest first (the order to undo it in)."""
+        return self.q("SELECT * FROM journal WHERE deployment_id=? ORDER BY id DESC", dep)
+
+    def previous_target(self, dep: int, kind: str, key: str, path: str) -> Optional[str]:
+        """What ``path`` (of ``kind`` ``key``) pointed to before deployment ``dep`` first
+        switched it (None: it did not exist, or was not switched)."""
+        row = self.one("SELECT previous FROM journal WHERE deployment_id=? AND op='switch' "
+                       "AND kind=? AND key=? AND path=? ORDER BY id", dep, kind, key, path)
+        return row["previous"] if row else None
+
+    # -- high-water marks
+    def mark(self, name: str) -> int:
+        """The high-water mark ``name`` (0 when never raised)."""
+        row = self.one("SELECT value FROM marks WHERE name=?", name)
+        return int(row["value"]) if row else 0
+
+    def raise_mark(self, name: str, value: int) -> int:
+        """Raise the mark ``name`` to ``value`` (a lower value leaves it); the mark afterwards."""
+        with self.tx() as db:
+            db.execute("INSERT INTO marks(name, value) VALUES (?, ?) ON CONFLICT(name) "
+                       "DO UPDATE SET value = MAX(value, excluded.value)", (name, int(value)))
+            row = db.execute("SELECT value FROM marks WHERE name=?", (name,)).fetchone()
+        return int(row["value"])
+
+    # -- rebuilding from a damaged database
+    def salvage(self, damaged: str) -> dict[str, int]:
+        """Copy every readable row of the damaged database at ``damaged`` into this one; the
+        rows copied per table."""
+        copied: dict[str, int] = {}
+        try:
+            src = sqlite3.connect(f"file:{damaged}?mode=ro", uri=True)
+        except sqlite3.Error:
+            return copied
+        try:
+            for table in TABLES:
+                n = 0
+                for row in _readable_rows(src, table):
+                    cols = ", ".join(row.keys())
+                    marks = ", ".join("?" * len(row.keys()))
+                    with suppress(sqlite3.Error, StateError):
+                        self.x(f"INSERT OR IGNORE INTO {table}({cols}) VALUES ({marks})", *row)
+                        n += 1
+                copied[table] = n
+        finally:
+            src.close()
+        return copied
+
+    def remember_store(self, path: str) -> None:
+        """Record a version store in the database only (``ROOT/stores.list`` has it)."""
+        self.x("INSERT OR IGNORE INTO stores(path) VALUES (?)", path)
+
+
+def _readable_rows(db: sqlite3.Connection, table: str) -> list[sqlite3.Row]:
+    """The rows of ``table`` that can be read: all at once, else one rowid at a time."""
+    db.row_factory = sqlite3.Row
     try:
-        with open(os.path.join(root, STORES_FILE), "rb") as f:
-            return {ln.decode("utf-8", "surrogateescape") for ln in f.read().splitlines() if ln}
-    except FileNotFoundError:
-        return set()
-
-
-#: Columns added after a table was first made: (table, column, type).
-ADDED_COLUMNS = (("versions", "digest", "TEXT"),)
-
-
-def _add_columns(db: sqlite3.Connection) -> None:
-    """Add the columns of :data:`ADDED_COLUMNS` a database made by an older version lacks."""
-    for table, column, kind in ADDED_COLUMNS:
-        names = {r[1] for r in db.execute(f"PRAGMA table_info({table})")}
-        if column not in names:
-            db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+        return list(db.execute(f"SELECT * FROM {table}"))
+    except sqlite3.Error:
+        pass
+    try:
+        top = db.execute(f"SELECT max(rowid) FROM {table}").fetchone()[0] or 0
+    except sqlite3.Error:
+        return []
+    rows: list[sqlite3.Row] = []
+    for rowid in range(1, min(int(top), 100_000) + 1):
+        with suppress(sqlite3.Error):
+            rows.extend(db.execute(f"SELECT * FROM {table} WHERE rowid=?", (rowid,)))
+    return rows
 
 
 def high_water(root: str, name: str) -> int:
@@ -368,12 +478,11 @@ def high_water(root: str, name: str) -> int:
     Marks only grow (:func:`raise_high_water`); the fleet keeps the highest document serial and
     version a core accepted here, so losing a file beside them does not reset them.
     """
-    if not os.path.exists(os.path.join(root, "state.db")):
+    if not os.path.exists(os.path.join(root, STATE_FILES[0])):
         return 0
     state = State(root)
     try:
-        row = state.one("SELECT value FROM marks WHERE name=?", name)
-        return int(row["value"]) if row else 0
+        return state.mark(name)
     finally:
         state.close()
 
@@ -382,14 +491,7 @@ def raise_high_water(root: str, name: str, value: int) -> int:
     """Raise the mark ``name`` to ``value`` (a lower value leaves it); the mark afterwards."""
     state = State(root)
     try:
-        with state.tx() as db:
-            db.execute(
-                "INSERT INTO marks(name, value) VALUES (?, ?) ON CONFLICT(name) "
-                "DO UPDATE SET value = MAX(value, excluded.value)",
-                (name, int(value)),
-            )
-            row = db.execute("SELECT value FROM marks WHERE name=?", (name,)).fetchone()
-        return int(row["value"])
+        return state.raise_mark(name, value)
     finally:
         state.close()
 
@@ -399,63 +501,3 @@ def dumps(obj: Any) -> str:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"))
 
 
-class RootLock:
-    """An exclusive flock on ``ROOT/deploy.lock``; its file says who holds it."""
-
-    def __init__(self, root: str) -> None:
-        os.makedirs(root, exist_ok=True)
-        self.path = os.path.join(root, "deploy.lock")
-        self.fd = -1
-
-    def acquire(self, wait_s: float = 0.0, what: str = "deploy") -> None:
-        """Take the lock, waiting up to ``wait_s`` seconds; :class:`DeployBusyError` otherwise."""
-        # Like state.db, owned by the root directory's owner (the core's user, which takes it
-        # at start to clean up after a killed deploy).
-        fd = private_file(self.path, os.path.dirname(self.path))
-        deadline = time.monotonic() + max(0.0, wait_s)
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except OSError as exc:
-                if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
-                    os.close(fd)
-                    raise
-            if time.monotonic() >= deadline:
-                try:
-                    holder = os.pread(fd, 512, 0).decode("utf-8", "replace").strip()
-                except OSError:
-                    holder = ""
-                os.close(fd)
-                root = os.path.dirname(self.path)
-                raise DeployBusyError(
-                    f"another deployment is running in {root} ({holder or 'holder unknown'}); "
-                    f"wait for it to finish, or pass --wait SECONDS to wait for it"
-                )
-            time.sleep(0.05)
-        self.fd = fd
-        # Who holds it, for the message of the next one (best effort: a full filesystem has no
-        # room for it, and the lock holds without it).
-        with suppress(OSError):
-            os.ftruncate(fd, 0)
-            os.pwrite(
-                fd,
-                f"{what} by pid {os.getpid()} since {time.strftime('%Y-%m-%d %H:%M:%S')}".encode(),
-                0,
-            )
-
-    def release(self) -> None:
-        """Release the lock."""
-        if self.fd >= 0:
-            with suppress(OSError):
-                os.ftruncate(self.fd, 0)
-            os.close(self.fd)
-            self.fd = -1
-
-    def try_acquire(self) -> bool:
-        """Take the lock if it is free; False when another process holds it."""
-        try:
-            self.acquire(0.0, "cleanup")
-            return True
-        except DeployBusyError:
-            return False

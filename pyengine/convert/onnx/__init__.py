@@ -1,0 +1,70 @@
+"""ONNX model -> native graph (NCHW). Opset 9 and later, plus the opset 6-8 forms of the same ops
+(attribute-style broadcast, Clip/Pad/Reshape attributes) that older exporters wrote.
+
+The importer walks the graph (_importer.py); each op family's handlers live in an ops_*.py module."""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from pyengine.builder import GraphBuilder
+from pyengine.convert._imports import framework
+from pyengine.convert.onnx import ops_elementwise, ops_nn, ops_norm, ops_shape
+from pyengine.convert.onnx._importer import Handler, Importer
+from pyengine.errors import ModelFormatError
+from pyengine.locate import ModelLocation
+
+# Every ONNX op the importer converts -> its handler.
+HANDLERS: dict[str, Handler] = {
+    **ops_nn.HANDLERS,
+    **ops_norm.HANDLERS,
+    **ops_elementwise.HANDLERS,
+    **ops_shape.HANDLERS,
+}
+
+
+def import_onnx() -> Any:
+    """The onnx module (BackendUnavailableError naming the extra when missing)."""
+    return framework("onnx", "onnx")
+
+
+def read_model(path: str) -> Any:
+    """Parse and check an ONNX file; a damaged one is a ModelFormatError naming the path."""
+    onnx = import_onnx()
+    try:
+        model = onnx.load(path)
+        onnx.checker.check_model(model)
+    except Exception as exc:  # DecodeError, ValidationError
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelFormatError(f"'{path}' is not a valid ONNX model: {first}") from None
+    return model
+
+
+def _set_input_shapes(model: Any, path: str, input_shapes: dict[str, Sequence[int]]) -> None:
+    """Give the model's graph inputs the shapes in ``input_shapes`` (-1: left free)."""
+    inputs = {vi.name: vi for vi in model.graph.input}
+    for name, shape in input_shapes.items():
+        vi = inputs.get(name)
+        if vi is None:
+            raise ValueError(f"input_shapes names '{name}', which is not an input of '{path}' "
+                             f"(its inputs: {', '.join(sorted(inputs))})")
+        dims = vi.type.tensor_type.shape.dim
+        if len(dims) not in (0, len(shape)) or any(int(d) < -1 for d in shape):
+            raise ValueError(f"input_shapes['{name}'] = {list(shape)} does not fit input '{name}' "
+                             f"of '{path}', which has rank {len(dims)} (-1 marks a free size)")
+        vi.type.tensor_type.shape.Clear()
+        for i, d in enumerate(shape):
+            dim = vi.type.tensor_type.shape.dim.add()
+            if int(d) >= 0:
+                dim.dim_value = int(d)
+            else:
+                dim.dim_param = f"{name}_{i}"
+
+
+def convert(location: ModelLocation, input_shapes: dict[str, Sequence[int]] | None = None) -> GraphBuilder:
+    """Import an ONNX model into a native graph; ``input_shapes`` fixes sizes its inputs leave free."""
+    onnx = import_onnx()
+    model = read_model(location.path)
+    if input_shapes:
+        _set_input_shapes(model, location.path, input_shapes)
+    return Importer(onnx, location.path, model, HANDLERS).run()

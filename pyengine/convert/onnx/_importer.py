@@ -1,0 +1,218 @@
+"""The ONNX importer: walks the graph, folds constant subgraphs and hands each node to its
+handler (the ops_*.py modules)."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import numpy as np
+
+from pyengine.builder import GraphBuilder
+from pyengine.convert._graph import Graph
+from pyengine.errors import InputShapeUnknownError
+
+
+def shape_of(type_proto: Any) -> list[int] | None:
+    t = type_proto.tensor_type
+    if not t.HasField("shape"):
+        return None
+    return [d.dim_value if d.HasField("dim_value") else -1 for d in t.shape.dim]
+
+
+class Importer:
+    """One ONNX model's conversion: ONNX value names -> native graph values."""
+
+    def __init__(self, onnx: Any, path: str, model: Any, handlers: dict[str, Handler]) -> None:
+        self.onnx = onnx
+        self.handlers = handlers
+        self.path = path
+        self.model = model
+        self.opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 1)
+        self.g = Graph(path, "onnx")
+        self.values: dict[str, str] = {}
+        self.shapes: dict[str, list[int] | None] = {}
+        # Constants computed from a tensor's shape with -1 for a dimension known only at run time
+        # (the batch): only shape plumbing (SHAPE_OPS) may consume them.
+        self.symbolic: set[str] = set()
+        # Run-time values that stand for ONNX bools as float 0 / 1 (comparison results): only
+        # Where, Not, And/Or/Xor, Equal and Cast may read them, and no graph output may be one.
+        self.boolean: set[str] = set()
+        # Whether the batch (dimension 0) is the graph inputs' only free dimension.
+        self.batch_only = all(-1 not in (shape_of(vi.type) or [0])[1:] for vi in model.graph.input)
+        try:
+            inferred = onnx.shape_inference.infer_shapes(model)
+            for vi in (
+                list(inferred.graph.value_info)
+                + list(inferred.graph.input)
+                + list(inferred.graph.output)
+            ):
+                self.shapes[vi.name] = shape_of(vi.type)
+        except Exception:  # shape inference is only a help
+            pass
+
+    def rank(self, name: str) -> int | None:
+        s = self.shapes.get(name)
+        return None if s is None else len(s)
+
+    def const_of(self, value: str) -> np.ndarray | None:
+        return self.g.value(value) if self.g.is_const(value) else None
+
+    def fold(self, node: Any, ins: list[str]) -> list[str]:
+        """Evaluate a node whose inputs are all constants with onnx's reference evaluator."""
+        from onnx.reference import ReferenceEvaluator
+
+        helper = self.onnx.helper
+        names = [f"in{i}" for i in range(len(ins))]
+        n = helper.make_node(
+            node.op_type,
+            [names[i] if x else "" for i, x in enumerate(node.input)],
+            [f"out{i}" for i in range(len(node.output))],
+            domain=node.domain,
+        )
+        n.attribute.extend(node.attribute)
+        arrays = [self.g.value(v) for v in ins]
+        graph = helper.make_graph(
+            [n],
+            "fold",
+            [
+                helper.make_tensor_value_info(nm, helper.np_dtype_to_tensor_dtype(a.dtype), a.shape)
+                for nm, a in zip(names, arrays)
+            ],
+            [helper.make_tensor_value_info(f"out{i}", 0, None) for i in range(len(node.output))],
+        )
+        m = helper.make_model(graph, opset_imports=list(self.model.opset_import))
+        outs = ReferenceEvaluator(m).run(None, dict(zip(names, arrays)))
+        return [
+            self.g.const(np.asarray(o), f"{node.name or node.output[0]}/{i}")
+            for i, o in enumerate(outs)
+        ]
+
+    def run(self) -> GraphBuilder:
+        onnx = self.onnx
+        graph = self.model.graph
+        for init in graph.initializer:
+            self.values[init.name] = self.g.const(onnx.numpy_helper.to_array(init), init.name)
+        for vi in graph.input:
+            if vi.name in self.values:
+                continue
+            if vi.type.tensor_type.elem_type != onnx.TensorProto.FLOAT:
+                self.values[vi.name] = self.g.unsupported_op(
+                    vi.name,
+                    "input of type "
+                    + onnx.TensorProto.DataType.Name(vi.type.tensor_type.elem_type),
+                )
+                continue
+            shape = shape_of(vi.type)
+            if shape is None:
+                raise InputShapeUnknownError(f"'{self.path}': input '{vi.name}' has no shape")
+            self.values[vi.name] = self.g.input(vi.name, shape)
+        for node in graph.node:
+            self.convert_node(node)
+        for vi in graph.output:
+            value = self.values[vi.name]
+            if value in self.boolean:  # the engine's outputs are float32
+                value = self.g.unsupported_op(vi.name, "bool output")
+            self.g.output(value, vi.name)
+        return self.g.finish()
+
+    def convert_node(self, node: Any) -> None:
+        name = node.name or node.output[0]
+        if node.domain not in ("", "ai.onnx"):
+            self._set(node, [self.g.unsupported_op(name, f"{node.domain}.{node.op_type}")])
+            return
+        ins = [self.values[i] if i else "" for i in node.input]
+        present = [v for v in ins if v]
+        if node.op_type != "Constant" and present and all(self.g.is_const(v) for v in present):
+            dynamic = any(v in self.symbolic for v in present)
+            if dynamic and node.op_type not in SHAPE_OPS:
+                self._set(
+                    node, [self.g.unsupported_op(name, f"{node.op_type} of a run-time shape")]
+                )
+                return
+            try:
+                outs = self.fold(node, present)
+            except Exception:  # not evaluable here: convert it as a node
+                outs = []
+            if outs:
+                if dynamic:
+                    self.symbolic.update(outs)
+                self._set(node, outs)
+                return
+        if node.op_type not in self.handlers:
+            self._set(node, [self.g.unsupported_op(name, node.op_type)] * len(node.output))
+            return
+        if any(v.startswith("unsupported:") for v in ins):  # downstream of an unsupported op
+            self._set(node, [self.g.fresh("unsupported:" + name) for _ in node.output])
+            return
+        if node.op_type not in SHAPE_OPS and any(v in self.symbolic for v in ins):
+            self._set(node, [self.g.unsupported_op(name, f"{node.op_type} of a run-time shape")])
+            return
+        if node.op_type not in BOOL_OPS and any(v in self.boolean for v in ins):
+            self._set(node, [self.g.unsupported_op(name, f"{node.op_type} of a bool")])
+            return
+        handler = self.handlers.get(node.op_type)
+        attrs = {a.name: self.onnx.helper.get_attribute_value(a) for a in node.attribute}
+        out = handler(self, node, name, ins, attrs) if handler is not None else None
+        if out is None:
+            self._set(node, [self.g.unsupported_op(name, node.op_type)] * len(node.output))
+        else:
+            self._set(node, out if isinstance(out, list) else [out])
+
+    def _set(self, node: Any, outs: list[str]) -> None:
+        for i, o in enumerate(node.output):
+            if not o:
+                continue
+            if i < len(outs):
+                self.values[o] = outs[i]
+            else:  # an extra output (MaxPool indices, Dropout mask...) that has no native form
+                self.values[o] = self.g.fresh(f"unsupported:{o}")
+                if self._used(o):
+                    self.g.unsupported_op(node.name or o, f"{node.op_type} output {i}")
+
+    def _used(self, value: str) -> bool:
+        graph = self.model.graph
+        return any(value in n.input for n in graph.node) or any(
+            value == o.name for o in graph.output
+        )
+
+
+Handler = Callable[[Importer, Any, str, list[str], dict[str, Any]], "str | list[str] | None"]
+
+
+def attr_str(v: Any) -> Any:
+    return v.decode() if isinstance(v, bytes) else v
+
+
+def axes_of(imp: Importer, ins: list[str], attrs: dict[str, Any]) -> list[int] | None:
+    if "axes" in attrs:
+        return [int(a) for a in attrs["axes"]]
+    if len(ins) > 1 and ins[1]:
+        c = imp.const_of(ins[1])
+        return None if c is None else [int(a) for a in np.ravel(c)]
+    return []
+
+
+def as_float(imp: Importer, value: str, name: str) -> str:
+    """``value`` as a float32 input of a native op (a bool or integer constant converted)."""
+    c = imp.const_of(value)
+    if c is None or c.dtype == np.float32:
+        return value
+    return imp.g.const(c.astype(np.float32), name)
+
+
+# Ops that may read a run-time shape (see Importer.symbolic).
+SHAPE_OPS = {
+    "Shape",
+    "Gather",
+    "Unsqueeze",
+    "Squeeze",
+    "Concat",
+    "Cast",
+    "Identity",
+    "Slice",
+    "Reshape",
+}
+
+
+# Ops that may read a boolean (see Importer.boolean).
+BOOL_OPS = {"Where", "Not", "And", "Or", "Xor", "Equal", "Cast", "Identity"}

@@ -1,0 +1,283 @@
+"""ONNX convolution, pooling, dense/matmul and resize ops -> native ops."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from pyengine.convert.onnx._importer import Handler, Importer, attr_str
+
+
+def _pads2d(attrs: dict[str, Any], spatial: int) -> dict[str, Any]:
+    auto = attr_str(attrs.get("auto_pad", "NOTSET"))
+    if auto in ("SAME_UPPER", "SAME_LOWER"):
+        return {"padding": "SAME" if auto == "SAME_UPPER" else "SAME_LOWER"}
+    if auto == "VALID":
+        return {"padding": "VALID"}
+    p = list(attrs.get("pads", [0] * 2 * spatial))
+    if spatial == 1:
+        return {"pads": [0, p[0], 0, p[1]]}
+    return {"pads": [p[0], p[1], p[2], p[3]]}
+
+
+def _two(v: list[int] | None, spatial: int, default: int) -> list[int]:
+    v = list(v) if v else [default] * spatial
+    return [1, v[0]] if spatial == 1 and len(v) == 1 else v
+
+
+def _to_4d(imp: Importer, x: str, name: str) -> str:
+    return imp.g.op("Reshape", [x], name + "/to4d", shape=[0, 0, 1, -1])
+
+
+def _from_4d(imp: Importer, y: str, name: str) -> str:
+    return imp.g.op("Reshape", [y], name + "/to3d", shape=[0, 0, -1])
+
+
+def _conv(
+    imp: Importer, node: Any, name: str, ins: list[str], attrs: dict[str, Any]
+) -> str | None:
+    w = imp.const_of(ins[1])
+    if w is None or w.ndim not in (3, 4):
+        return None
+    spatial = w.ndim - 2
+    x = ins[0] if spatial == 2 else _to_4d(imp, ins[0], name)
+    wv = imp.g.const(w if spatial == 2 else w[:, :, None, :], name + "/w")
+    y = imp.g.op(
+        "Conv2D",
+        [x, wv] + ([ins[2]] if len(ins) > 2 and ins[2] else []),
+        name,
+        strides=_two(attrs.get("strides"), spatial, 1),
+        dilations=_two(attrs.get("dilations"), spatial, 1),
+        groups=int(attrs.get("group", 1)),
+        **_pads2d(attrs, spatial),
+    )
+    return y if spatial == 2 else _from_4d(imp, y, name)
+
+
+def _pool(
+    imp: Importer, node: Any, name: str, ins: list[str], attrs: dict[str, Any]
+) -> str | None:
+    kernel = list(attrs.get("kernel_shape", []))
+    if len(kernel) not in (1, 2) or any(d != 1 for d in attrs.get("dilations", [])):
+        return None
+    if len(node.output) > 1 and node.output[1] and imp._used(node.output[1]):
+        return None
+    spatial = len(kernel)
+    x = ins[0] if spatial == 2 else _to_4d(imp, ins[0], name)
+    is_max = node.op_type == "MaxPool"
+    extra: dict[str, Any] = (
+        {} if is_max else {"count_include_pad": bool(attrs.get("count_include_pad", 0))}
+    )
+    y = imp.g.op(
+        "MaxPool" if is_max else "AvgPool",
+        [x],
+        name,
+        kernel=_two(kernel, spatial, 1),
+        strides=_two(attrs.get("strides"), spatial, 1),
+        ceil_mode=bool(attrs.get("ceil_mode", 0)),
+        **_pads2d(attrs, spatial),
+        **extra,
+    )
+    return y if spatial == 2 else _from_4d(imp, y, name)
+
+
+def _global_pool(
+    imp: Importer, node: Any, name: str, ins: list[str], attrs: dict[str, Any]
+) -> str | None:
+    if imp.rank(node.input[0]) not in (None, 4):
+        return None
+    return imp.g.op(
+        "GlobalMaxPool" if node.op_type == "GlobalMaxPool" else "GlobalAvgPool", ins[:1], name
+    )
+
+
+def _gemm(
+    imp: Importer, node: Any, name: str, ins: list[str], attrs: dict[str, Any]
+) -> str | None:
+    if attrs.get("transA", 0):
+        return None
+    alpha = float(attrs.get("alpha", 1.0))
+    b = imp.const_of(ins[1])
+    if b is not None:
+        w = alpha * (b.T if attrs.get("transB", 0) else b)
+        y = imp.g.op(
+            "Dense",
+            [ins[0], imp.g.const(np.ascontiguousarray(w, dtype=np.float32), name + "/w")],
+            name,
+        )
+    else:  # a computed B: a plain matrix product, then the alpha scale
+        if imp.rank(node.input[1]) not in (None, 2):
+            return None
+        y = imp.g.op("Dense", ins[:2], name, transpose_b=bool(attrs.get("transB", 0)))
+        if alpha != 1.0:
+            y = imp.g.op(
+                "Mul", [y, imp.g.const(np.float32(alpha), name + "/alpha")], name + "/scaled"
+            )
+    if len(ins) > 2 and ins[2]:
+        beta = float(attrs.get("beta", 1.0))
+        c = imp.const_of(ins[2])
+        bias = (
+            imp.g.const(beta * c, name + "/b")
+            if c is not None
+            else (
+                imp.g.op("Mul", [ins[2], imp.g.const(np.float32(beta))], name + "/beta")
+                if beta != 1
+                else ins[2]
+            )
+        )
+        y = imp.g.op("Add", [y, bias], name + "/bias")
+    return y
+
+
+def _matmul(
+    imp: Importer, node: Any, name: str, ins: list[str], attrs: dict[str, Any]
+) -> str | None:
+    b = imp.const_of(ins[1])
+    if (b is not None and b.ndim != 2) or (b is None and imp.rank(node.input[1]) != 2):
+        return _batch_matmul(imp, node, name, ins)
+    if imp.rank(node.input[0]) == 1:
+        return _batch_matmul(imp, node, name, ins)
+    return imp.g.op("Dense", ins[:2], name)
+
+
+def _batch_matmul(imp: Importer, node: Any, name: str, ins: list[str]) -> str | None:
+    """MatMul with numpy semantics: batch dimensions broadcast, 1-D operands promoted."""
+    ra, rb = imp.rank(node.input[0]), imp.rank(node.input[1])
+    if ra is None or rb is None or ra == 0 or rb == 0:
+        return None
+    a, b = ins[0], ins[1]
+    if ra == 1:
+        a = imp.g.op("Reshape", [a], name + "/a2d", shape=[1, -1])
+    if rb == 1:
+        b = imp.g.op("Reshape", [b], name + "/b2d", shape=[-1, 1])
+    rank = max(ra, rb, 2)
+    squeeze = ([rank - 2] if ra == 1 else []) + ([rank - 1] if rb == 1 else [])
+    y = imp.g.op("BatchMatMul", [a, b], name + "/mm" if squeeze else name)
+    return imp.g.op("Squeeze", [y], name, axes=squeeze) if squeeze else y
+
+
+def _conv_transpose(
+    imp: Importer, node: Any, name: str, ins: list[str], attrs: dict[str, Any]
+) -> str | None:
+    """ConvTranspose, 1-D and 2-D, constant weights; SAME auto_pad refused naming it."""
+    w = imp.const_of(ins[1])
+    if w is None:
+        return imp.g.unsupported_op(name, "ConvTranspose with run-time weights")
+    if w.ndim not in (3, 4):
+        return imp.g.unsupported_op(name, f"ConvTranspose {w.ndim - 2}-D")
+    spatial = w.ndim - 2
+    auto = attr_str(attrs.get("auto_pad", "NOTSET"))
+    if auto not in ("NOTSET", "VALID"):
+        return imp.g.unsupported_op(name, f"ConvTranspose with auto_pad '{auto}'")
+    kernel = list(w.shape[2:])
+    strides = list(attrs.get("strides", [1] * spatial))
+    dilations = list(attrs.get("dilations", [1] * spatial))
+    out_pad = list(attrs.get("output_padding", [0] * spatial))
+    pads = [0] * 2 * spatial if auto == "VALID" else list(attrs.get("pads", [0] * 2 * spatial))
+    if "output_shape" in attrs:  # pads follow from the requested size (ONNX's formula)
+        shape = imp.shapes.get(node.input[0])
+        want = list(attrs["output_shape"])[-spatial:]
+        if shape is None or any(d < 0 for d in shape[2:]):
+            return None
+        for i in range(spatial):
+            total = (strides[i] * (shape[2 + i] - 1) + out_pad[i] + (kernel[i] - 1) * dilations[i] + 1
+                     - want[i])
+            if total < 0:  # larger than the natural size: ONNX pads the end implicitly
+                return imp.g.unsupported_op(
+                    name, f"ConvTranspose with output_shape {want} beyond its natural size"
+                )
+            pads[i], pads[spatial + i] = total - total // 2, total // 2
+    if spatial == 1:
+        strides, dilations, out_pad = [1, strides[0]], [1, dilations[0]], [0, out_pad[0]]
+        pads = [0, pads[0], 0, pads[1]]
+    x = ins[0] if spatial == 2 else _to_4d(imp, ins[0], name)
+    wv = imp.g.const(w if spatial == 2 else w[:, :, None, :], name + "/w")
+    y = imp.g.op(
+        "ConvTranspose2D", [x, wv] + ([ins[2]] if len(ins) > 2 and ins[2] else []), name,
+        strides=strides, dilations=dilations, pads=[pads[0], pads[1], pads[2], pads[3]],
+        output_padding=out_pad, groups=int(attrs.get("group", 1)),
+    )
+    return y if spatial == 2 else _from_4d(imp, y, name)
+
+
+_RESIZE_COORDS = (
+    "half_pixel", "half_pixel_symmetric", "pytorch_half_pixel", "align_corners", "asymmetric"
+)
+
+
+_RESIZE_NEAREST = ("round_prefer_floor", "round_prefer_ceil", "floor", "ceil")
+
+
+def _resize(imp: Importer, node: Any, name: str, ins: list[str], attrs: dict[str, Any]) -> str | None:
+    """Resize (opset 10+) and Upsample: nearest and linear with constant scales or sizes. An
+    attribute value the kernel lacks is refused naming the node and the value."""
+    mode = attr_str(attrs.get("mode", "nearest"))
+    coord = attr_str(attrs.get("coordinate_transformation_mode",
+                         "asymmetric" if node.op_type == "Upsample" or imp.opset < 11 else "half_pixel"))
+    nearest = attr_str(attrs.get("nearest_mode", "round_prefer_floor"))
+    if node.op_type == "Upsample" or imp.opset < 11:
+        if mode == "bilinear":  # Upsample opset 7's name
+            mode = "linear"
+        nearest = "floor" if node.op_type == "Upsample" or imp.opset < 11 else nearest
+    refusals = [
+        (mode not in ("nearest", "linear"), f"mode '{mode}'"),
+        (coord not in _RESIZE_COORDS, f"coordinate_transformation_mode '{coord}'"),
+        (mode == "nearest" and nearest not in _RESIZE_NEAREST, f"nearest_mode '{nearest}'"),
+        (bool(attrs.get("antialias", 0)), "antialias 1"),
+        (attr_str(attrs.get("keep_aspect_ratio_policy", "stretch")) != "stretch",
+         f"keep_aspect_ratio_policy '{attr_str(attrs.get('keep_aspect_ratio_policy', ''))}'"),
+        (bool(attrs.get("exclude_outside", 0)), "exclude_outside 1"),
+    ]
+    for bad, what in refusals:
+        if bad:
+            return imp.g.unsupported_op(name, f"Resize with {what}")
+    shape = imp.shapes.get(node.input[0])
+    if shape is None:
+        return None
+    rank = len(shape)
+    if node.op_type == "Upsample" or imp.opset < 11:
+        scales_v = attrs.get("scales") if "scales" in attrs else imp.const_of(ins[1])
+        sizes_v = None
+    else:
+        got = [imp.const_of(v) if v else None for v in (ins + [""] * 4)[2:4]]
+        if any(v and c is None for v, c in zip((ins + [""] * 4)[2:4], got)):
+            return imp.g.unsupported_op(name, "Resize with run-time scales or sizes")
+        scales_v = got[0] if got[0] is not None and np.size(got[0]) else None
+        sizes_v = got[1] if got[1] is not None and np.size(got[1]) else None
+    if scales_v is None and sizes_v is None:
+        return None
+    axes = [int(a) % rank for a in attrs.get("axes", range(rank))]
+    want_sizes = None if sizes_v is None else [int(v) for v in np.ravel(sizes_v)]
+    want_scales = [] if scales_v is None else [float(np.float32(v)) for v in np.ravel(scales_v)]
+    scales, sizes = [1.0] * rank, [max(d, 0) for d in shape]
+    for i, a in enumerate(axes):
+        if shape[a] < 0 and (want_sizes is not None or want_scales[i] != 1.0):
+            return None  # a free dimension is resized: its size is not known here
+        if shape[a] < 0:
+            continue
+        if want_sizes is not None:
+            sizes[a] = want_sizes[i]
+            scales[a] = sizes[a] / shape[a]
+        else:
+            scales[a] = want_scales[i]
+            sizes[a] = int(np.floor(shape[a] * scales[a]))
+    if any(s == 0 and shape[i] >= 0 for i, s in enumerate(sizes)):
+        return None  # an empty output
+    sizes = [0 if shape[i] < 0 else s for i, s in enumerate(sizes)]
+    return imp.g.op("Resize", ins[:1], name, sizes=sizes, scales=scales, mode=mode,
+                    coordinate_transformation_mode=coord, nearest_mode=nearest)
+
+
+HANDLERS: dict[str, Handler] = {
+    "Conv": _conv,
+    "MaxPool": _pool,
+    "AveragePool": _pool,
+    "GlobalAveragePool": _global_pool,
+    "GlobalMaxPool": _global_pool,
+    "Gemm": _gemm,
+    "MatMul": _matmul,
+    "ConvTranspose": _conv_transpose,
+    "Resize": _resize,
+    "Upsample": _resize,
+}

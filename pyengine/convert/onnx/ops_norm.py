@@ -1,0 +1,146 @@
+"""ONNX reductions, normalisations and softmax -> native ops."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from pyengine.convert.onnx._importer import Handler, Importer, axes_of
+
+# ONNX Reduce* -> the native Reduce's kind.
+_REDUCE_KINDS = {
+    "ReduceSum": "sum", "ReduceMax": "max", "ReduceMin": "min", "ReduceProd": "prod",
+    "ReduceL1": "l1", "ReduceL2": "l2", "ReduceLogSum": "log_sum",
+    "ReduceLogSumExp": "log_sum_exp", "ReduceSumSquare": "sum_square",
+}
+
+
+def _reduce_mean(
+    imp: Importer, node: Any, name: str, ins: list[str], attrs: dict[str, Any]
+) -> str | None:
+    axes = axes_of(imp, ins, attrs)
+    if axes is None or (not axes and attrs.get("noop_with_empty_axes", 0)):
+        return None
+    return imp.g.op("Mean", ins[:1], name, axes=axes, keepdims=bool(attrs.get("keepdims", 1)))
+
+
+def _reduce(imp: Importer, node: Any, name: str, ins: list[str], attrs: dict[str, Any]) -> str | None:
+    axes = axes_of(imp, ins, attrs)
+    if axes is None:
+        return None  # axes computed at run time
+    if not axes and attrs.get("noop_with_empty_axes", 0):
+        return ins[0]
+    shape = imp.shapes.get(node.input[0])
+    if shape is not None and 0 in shape:
+        return None  # an empty input: the engine holds no zero-size tensors
+    return imp.g.op(
+        "Reduce", ins[:1], name, kind=_REDUCE_KINDS[node.op_type], axes=axes,
+        keepdims=bool(attrs.get("keepdims", 1)),
+    )
+
+
+def _inverse_rms(imp: Importer, x: str, axes: list[int], eps: float, name: str) -> str:
+    """1 / sqrt(mean(x², axes, keepdims) + eps) with native ops."""
+    ms = imp.g.op("Reduce", [imp.g.op("Mul", [x, x], name + "/sq")], name + "/ms", kind="mean",
+                  axes=axes, keepdims=True)
+    shifted = imp.g.op("Add", [ms, imp.g.const(np.float32(eps), name + "/eps")], name + "/shift")
+    return imp.g.op("Math", [imp.g.op("Math", [shifted], name + "/sqrt", fn="sqrt")], name + "/inv",
+                    fn="reciprocal")
+
+
+def _layer_norm(
+    imp: Importer, node: Any, name: str, ins: list[str], attrs: dict[str, Any]
+) -> list[str] | None:
+    axis, eps = int(attrs.get("axis", -1)), float(attrs.get("epsilon", 1e-5))
+    y = imp.g.op("LayerNorm", [i for i in ins[:3] if i], name, axis=axis, epsilon=eps)
+    if not (len(node.output) > 1 and any(o and imp._used(o) for o in node.output[1:])):
+        return [y]
+    rank = imp.rank(node.input[0])
+    if rank is None:
+        return None
+    # The saved mean and inverse deviation (keepdims over the normalised dims), as ONNX's.
+    axes = list(range(axis % rank, rank))
+    mean = imp.g.op("Reduce", ins[:1], name + "/mean", kind="mean", axes=axes, keepdims=True)
+    centred = imp.g.op("Sub", [ins[0], mean], name + "/centred")
+    return [y, mean, _inverse_rms(imp, centred, axes, eps, name)]
+
+
+def _rms_norm(
+    imp: Importer, node: Any, name: str, ins: list[str], attrs: dict[str, Any]
+) -> str | None:
+    rank = imp.rank(node.input[0])
+    if rank is None:
+        return None
+    axes = list(range(int(attrs.get("axis", -1)) % rank, rank))
+    inv = _inverse_rms(imp, ins[0], axes, float(attrs.get("epsilon", 1e-5)), name)
+    return imp.g.op("Mul", [imp.g.op("Mul", [ins[0], inv], name + "/normed"), ins[1]], name)
+
+
+def _lp_norm(imp: Importer, node: Any, name: str, ins: list[str], attrs: dict[str, Any]) -> str | None:
+    p = int(attrs.get("p", 2))
+    if p not in (1, 2):
+        return imp.g.unsupported_op(name, f"LpNormalization with p {p}")
+    norm = imp.g.op("Reduce", ins[:1], name + "/norm", kind="l2" if p == 2 else "l1",
+                    axes=[int(attrs.get("axis", -1))], keepdims=True)
+    scaled = imp.g.op("Div", [ins[0], norm], name + "/scaled")
+    # A zero norm (an all-zero slice) gives 0, as ONNX's, not 0 / 0.
+    zero = imp.g.const(np.float32(0.0), name + "/zero")
+    is_zero = imp.g.op("BinaryMath", [norm, zero], name + "/is_zero", fn="equal")
+    return imp.g.op("Where", [is_zero, zero, scaled], name)
+
+
+def _softmax(
+    imp: Importer, node: Any, name: str, ins: list[str], attrs: dict[str, Any]
+) -> str | None:
+    op = node.op_type if node.op_type == "LogSoftmax" else "Softmax"
+    rank = imp.rank(node.input[0])
+    axis = int(attrs.get("axis", -1 if imp.opset >= 13 else 1))
+    if imp.opset >= 13:
+        return imp.g.op(op, ins[:1], name, axis=axis)
+    if rank is None:
+        return None
+    axis %= rank
+    if axis == rank - 1:
+        return imp.g.op(op, ins[:1], name, axis=-1)
+    shape = imp.shapes.get(node.input[0]) or []
+    back = [-1 if i == 0 else d for i, d in enumerate(shape)]
+    if any(d < 0 for d in back[1:]):
+        return None
+    flat = imp.g.op("Flatten", ins[:1], name + "/flatten", axis=axis)
+    y = imp.g.op(op, [flat], name + "/softmax", axis=-1)
+    return imp.g.op("Reshape", [y], name, shape=back)
+
+
+def _bn(imp: Importer, node: Any, name: str, ins: list[str], attrs: dict[str, Any]) -> str | None:
+    if not attrs.get("spatial", 1) or attrs.get("training_mode", 0):
+        return None
+    if len(node.output) > 1 and any(o and imp._used(o) for o in node.output[1:]):
+        return None
+    return imp.g.op("BatchNorm", ins[:5], name, epsilon=float(attrs.get("epsilon", 1e-5)), axis=1)
+
+
+def _lrn(imp: Importer, node: Any, name: str, ins: list[str], attrs: dict[str, Any]) -> str:
+    return imp.g.op(
+        "LRN",
+        ins[:1],
+        name,
+        size=int(attrs["size"]),
+        alpha=float(attrs.get("alpha", 1e-4)),
+        beta=float(attrs.get("beta", 0.75)),
+        bias=float(attrs.get("bias", 1.0)),
+        axis=1,
+    )
+
+
+HANDLERS: dict[str, Handler] = {
+    "LRN": _lrn,
+    "Softmax": _softmax,
+    "BatchNormalization": _bn,
+    "ReduceMean": _reduce_mean,
+    **{op: _reduce for op in _REDUCE_KINDS},
+    "LayerNormalization": _layer_norm,
+    "RMSNormalization": _rms_norm,
+    "LogSoftmax": _softmax,
+    "LpNormalization": _lp_norm,
+}
