@@ -198,6 +198,10 @@ private:
     using Clock = std::chrono::steady_clock;
     using ReqPtr = std::shared_ptr<Request>;
 
+    // The batcher whose batch function the current thread is running (close() must not wait
+    // on itself).
+    static thread_local const Batcher* running_;
+
     void worker_loop();
     // Under mutex_: moves expired requests from the queue into `out`.
     void take_expired(Clock::time_point now, std::vector<ReqPtr>& out);
