@@ -110,6 +110,14 @@ else:  # pragma: no cover - only without a build
         raise AttributeError(f"module 'pyengine' has no attribute {name!r}")
 
 
+def quantize(model: Any, calibration: Any, output: Any, **options: Any) -> Any:
+    """Post-training static int8 quantization of a float .pyem model; see
+    :func:`pyengine.quantization.quantize` (imported on first use)."""
+    from pyengine.quantization import quantize as _quantize
+
+    return _quantize(model, calibration, output, **options)
+
+
 def capture(inputs: Any, outputs: Any = None, meta: Any = None) -> int:
     """Record a sample (inputs, outputs, meta) for training, inside a function run by the core.
 
@@ -142,4 +150,5 @@ __all__ = [
     "convert",
     "info",
     "load",
+    "quantize",
 ]

@@ -161,6 +161,10 @@ def gemm(a: typing.Any, b: typing.Any, out: typing.Any, trans_b: bool = False, i
     """
     out[M,N] = a[M,K] @ b[K,N] (b[N,K] when trans_b) with the kernels of `isa` (default: the variant in use). For benchmarks and tests of the GEMM itself.
     """
+def int8_kernel() -> str:
+    """
+    The int8 GEMM path of the kernel variant in use (avx512-vnni, avx2, neon-dot, neon, generic).
+    """
 def kernel_variant() -> str:
     """
     Name of the kernel variant in use (generic, avx2, neon).

@@ -13,7 +13,7 @@ from pyengine import _core
 #: The NCHW[c] blocks the engine's kernels use: 16 AVX-512, 8 AVX2 and generic, 4 NEON.
 WEIGHT_BLOCKS = (16, 8, 4)
 
-_DTYPES = {np.dtype(np.float32), np.dtype(np.int32), np.dtype(np.int64), np.dtype(np.uint8)}
+_DTYPES = {np.dtype(np.float32), np.dtype(np.int32), np.dtype(np.int64), np.dtype(np.uint8), np.dtype(np.int8)}
 
 
 def _plain(value: Any) -> Any:
@@ -45,6 +45,7 @@ class GraphBuilder:
         self._outputs: list[str] = []
         self._nodes: list[dict[str, Any]] = []
         self._tensors: dict[str, np.ndarray] = {}
+        self._quant: dict[str, dict[str, Any]] = {}
         self._names: set[str] = set()
         self._counter = 0
 
@@ -79,8 +80,32 @@ class GraphBuilder:
             arr = arr.astype(np.float32)
         arr = np.ascontiguousarray(arr).astype(arr.dtype.newbyteorder("<"), copy=False)
         if arr.dtype.newbyteorder("=") not in _DTYPES:
-            raise ValueError(f"tensor '{name}' has dtype {arr.dtype}; expected float32, int32, int64 or uint8")
+            raise ValueError(f"tensor '{name}' has dtype {arr.dtype}; expected float32, int32, int64, uint8 or int8")
         self._tensors[self._claim(name)] = arr
+        return name
+
+    def quantized_constant(
+        self,
+        name: str,
+        array: Any,
+        scale: float | Sequence[float],
+        zero_point: int | Sequence[int] = 0,
+        axis: int = 0,
+    ) -> str:
+        """Store an int8/uint8 tensor with its scale and zero point (real = (q - zero_point) * scale).
+
+        ``scale`` and ``zero_point`` are one number (per tensor) or one entry per slice along
+        ``axis`` (per channel); the reader checks them at load (docs/format.md).
+        """
+        arr = np.asarray(array)
+        if arr.dtype not in (np.dtype(np.int8), np.dtype(np.uint8)):
+            raise ValueError(f"quantized tensor '{name}' has dtype {arr.dtype}; expected int8 or uint8")
+        self.constant(name, arr)
+        scales = np.atleast_1d(np.asarray(scale, dtype=np.float64)).tolist()
+        zps = np.atleast_1d(np.asarray(zero_point, dtype=np.int64)).tolist()
+        if len(zps) == 1 and len(scales) > 1:
+            zps = zps * len(scales)
+        self._quant[name] = {"scale": scales, "zero_point": zps, "axis": int(axis)}
         return name
 
     def node(
@@ -115,13 +140,16 @@ class GraphBuilder:
     @property
     def graph(self) -> dict[str, Any]:
         """The graph document (without tensor data)."""
-        return {
+        doc: dict[str, Any] = {
             "format": "pyem",
             "producer": self.producer,
             "inputs": self._inputs,
             "outputs": [{"name": o} for o in self._outputs],
             "nodes": self._nodes,
         }
+        if self._quant:
+            doc["quantization"] = self._quant
+        return doc
 
     def to_json(self) -> str:
         return json.dumps(self.graph, separators=(",", ":"))

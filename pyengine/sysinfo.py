@@ -27,7 +27,7 @@ def set_thread_count(n: int) -> None:
 
 
 def info() -> dict[str, Any]:
-    """Version, CPU features, kernel variant in use, threads, GPUs seen and the backends present.
+    """Version, CPU features, kernel variant (and its int8 GEMM path), threads, GPUs and backends.
 
     ``gpus`` lists the CUDA GPUs (empty when there are none); ``cuda`` says whether this build
     has CUDA support and, in ``error``, why no GPU is usable.
@@ -38,6 +38,7 @@ def info() -> dict[str, Any]:
         "version": _core.__version__,
         "cpu": dict(_core.cpu_features()),
         "kernel_variant": _core.kernel_variant(),
+        "int8_kernel": _core.int8_kernel(),
         "kernels_available": list(_core.kernels_available()),
         "threads": thread_count(),
         "ops": list(_core.op_names()),

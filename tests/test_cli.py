@@ -382,3 +382,50 @@ def test_core_status_invoke_stop(open_tmp: str, capsys: pytest.CaptureFixture[st
         assert main(["core", "status", "--root", root]) == 3
     finally:
         core.stop()
+
+
+def test_fleet_commands_json(capsys: pytest.CaptureFixture[str], tmp_path: Any, moto_endpoint: str,
+                             bucket: str) -> None:
+    """Every fleet command that reports something prints its documented JSON shape."""
+    import time
+
+    from pyengine import fleet as fl
+    from pyengine.fleet import document
+    from pyengine.sources.aws import AwsSettings
+
+    key = str(tmp_path / "fleet.pem")
+    made = cli_json(capsys, "fleet-keygen", "fleet", "keygen", key)
+    assert made == {"key_id": fl.TrustedKey.load(key + ".pub").id, "private": key,
+                    "public": key + ".pub"}
+    cam = str(tmp_path / "cam.pem")
+    cli_json(capsys, "fleet-keygen", "fleet", "keygen", cam, "--public", cam + ".public")
+    uri = f"s3://{bucket}/f"
+    where = ["--fleet", uri, "--s3-endpoint", moto_endpoint]
+    signing = [*where, "--key", key]
+    group = tmp_path / "group.json"
+    group.write_text(json.dumps({"name": "g"}))
+    enrolled = cli_json(capsys, "fleet-enrollment", "fleet", "enroll", *signing,
+                        "--core", f"cam={cam}.public")
+    assert list(enrolled["cores"]) == ["cam"]
+    first = cli_json(capsys, "fleet-document", "fleet", "publish", str(group), *signing)
+    second = cli_json(capsys, "fleet-document", "fleet", "publish", str(group), *signing,
+                      "--percent", "50", "--max-failures", "0")
+    assert (first["version"], second["version"], second["rollout"]["percent"]) == (1, 2, 50)
+    # The enrolled core reports that version 2 failed: the rollout halts; resume accepts it.
+    status = {"format": document.STATUS_FORMAT, "fleet": uri, "core": "cam", "group": "g",
+              "updated": time.time(), "state": "failed", "failed_version": 2,
+              "serial": second["serial"]}
+    fleet = fl.Fleet.parse(uri, AwsSettings(moto_endpoint))
+    fleet.put(json.dumps(fl.SigningKey(cam).seal(status)).encode(), "status", "cam.json")
+    resumed = cli_json(capsys, "fleet-document", "fleet", "resume", *signing)
+    assert resumed["rollout"]["acknowledged"] == ["cam"]
+    promoted = cli_json(capsys, "fleet-document", "fleet", "promote", *signing, "--force")
+    assert promoted["rollout"]["percent"] == 100 and promoted["serial"] > resumed["serial"]
+    back = cli_json(capsys, "fleet-document", "fleet", "rollback", *signing)
+    assert back["version"] == 1 and back["rollback"] == {"from": 2}
+    assert main(["fleet", "resume", *signing, "--json"]) == 1  # the fleet's state refuses
+    assert "no failures to accept" in capsys.readouterr().err
+    ts = cli_json(capsys, "fleet-timestamp", "fleet", "refresh", *signing)
+    assert ts["deployment"]["serial"] == back["serial"]
+    shown = cli_json(capsys, "fleet-status", "fleet", "status", *where, "--trust", key + ".pub")
+    assert shown["document"]["version"] == 1 and shown["enrolled"] == ["cam"]

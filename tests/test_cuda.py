@@ -237,7 +237,9 @@ def test_auto_inside_a_function_without_a_grant_uses_cpu(tmp_path, monkeypatch):
 #: through the Host fallback (docs/gpu.md lists them). Every other op must lower, and these
 #: must fall back rather than fail.
 HOST_ONLY_OPS = {"BatchMatMul", "BinaryMath", "ConvTranspose2D", "LayerNorm", "LogSoftmax", "Math",
-                 "Reduce", "Resize", "Where"}
+                 "Reduce", "Resize", "Where",
+                 # issue 23's int8 ops: CPU kernels only
+                 "QuantizeLinear", "DequantizeLinear", "QLinearConv2D", "QLinearDense"}
 
 
 def test_every_op_lowers_to_a_device_kernel(tmp_path):

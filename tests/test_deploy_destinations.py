@@ -1,5 +1,5 @@
-"""Destinations the deploying user, or a function's user, cannot use are refused (or reported)
-before anything is made, with the path and the fix; the previous group stays installed."""
+"""Destinations the deploying user, or a function's user, cannot use are refused before
+anything is made, with the path and the fix; the previous group stays installed."""
 
 from __future__ import annotations
 
@@ -99,34 +99,72 @@ def test_unwritable_parent_refused_before_anything_is_made(base: str) -> None:
         assert f.read() == "v1"
 
 
+def _deploy(base: str, group: dict[str, Any]) -> Any:
+    return dp.deploy(validate_group(group, os.path.join(base, "g.json")), os.path.join(base, "root"))
+
+
+def _refusal(base: str, group: dict[str, Any]) -> str:
+    with pytest.raises(dp.GroupError) as info:
+        _deploy(base, group)
+    return str(info.value)
+
+
 @pytest.mark.skipif(not IS_ROOT, reason="an unprivileged core runs functions as the deploying "
-                    "user, who can reach what it deployed; the warning is for a root core")
-def test_destination_functions_cannot_traverse_is_reported(base: str) -> None:
+                    "user, who can reach what it deployed; the check is for a root core")
+def test_destination_functions_cannot_traverse_is_refused(base: str) -> None:
+    served = os.path.join(base, "served", "m")
+    assert _deploy(base, _group(base, served)).status == "Success"
     private = os.path.join(base, "private")
     os.makedirs(private, mode=0o700)
     os.chmod(private, 0o700)
     dest = os.path.join(private, "models", "m")
-    d = dp.deploy(validate_group(_group(base, dest), os.path.join(base, "g.json")),
-                  os.path.join(base, "root"))
-    assert d.status == "Success"
-    assert d.message is not None and d.message.startswith(
-        f"warning: resources[0].model.destination: {dest!r}: {private} (mode 0700, owner 0:0) "
-        "cannot be traversed by a function's user"), d.message
-    assert f"chmod o+x {private}" in d.message
-    # Not granted to any function: nothing to report.
-    d = dp.deploy(validate_group(_group(base, dest, with_function=False),
-                                 os.path.join(base, "g.json")), os.path.join(base, "root"))
-    assert d.status == "Success" and not d.message
-    # Traversable: nothing to report.
+    message = _refusal(base, _group(base, dest))
+    assert (f"resources[0].model.destination: {dest!r}: function 'f' runs as a user of its own "
+            "(a uid the core allocates, which owns no file, so the permission for others "
+            f"applies), which cannot traverse {private} (mode 0700, owner 0:0): it lacks the "
+            f"search (x) permission for others; run `chmod o+x {private}`") in message, message
+    # Nothing was made, and the previous group is still what is installed.
+    assert not os.path.exists(os.path.dirname(dest))
+    cur = dp.current(os.path.join(base, "root"), cleanup=False)
+    assert cur is not None and cur.resource_path("m") == served
+    # Not granted to any function: nothing to check.
+    assert _deploy(base, _group(base, dest, with_function=False)).status == "Success"
+    # Traversable by others: deployed.
     os.chmod(private, 0o711)
-    d = dp.deploy(validate_group(_group(base, dest), os.path.join(base, "g.json")),
-                  os.path.join(base, "root"))
-    assert d.status == "Success" and not d.message
+    assert _deploy(base, _group(base, dest)).status == "Success"
+
+
+@pytest.mark.skipif(not IS_ROOT, reason="run_as and owner groups apply only under a root core")
+def test_traversal_follows_run_as_and_owner_groups(base: str) -> None:
+    private = os.path.join(base, "owned")
+    os.makedirs(private)
+    os.chown(private, 4321, 4400)
+    dest = os.path.join(private, "models", "m")
+
+    def group(run_as: dict[str, int] | None = None, owner: int | None = None) -> dict[str, Any]:
+        g = _group(base, dest)
+        if run_as:
+            g["functions"][0]["run_as"] = run_as
+        if owner is not None:
+            g["resources"][0]["model"]["owner"] = {"group": owner, "permission": "ro"}
+        return g
+
+    os.chmod(private, 0o700)  # its owner only
+    assert _deploy(base, group({"uid": 4321, "gid": 4321})).status == "Success"
+    message = _refusal(base, group({"uid": 4322, "gid": 4400}))
+    assert (f"function 'f' runs as uid 4322 gid 4400 (its run_as), which cannot traverse "
+            f"{private} (mode 0700, owner 4321:4400): it lacks the search (x) permission for "
+            f"group; run `chmod g+x {private}`") in message, message
+    os.chmod(private, 0o710)  # and its group: the run_as gid, or the model's owner group
+    assert _deploy(base, group({"uid": 4322, "gid": 4400})).status == "Success"
+    assert _deploy(base, group(owner=4400)).status == "Success"
+    message = _refusal(base, group())
+    assert f"permission for others; run `chmod o+x {private}`" in message, message
 
 
 @pytest.mark.skipif(not IS_ROOT, reason="an unprivileged core runs functions as the deploying "
-                    "user, who can reach what it deployed; the warning is for a root core")
-def test_directories_made_under_a_tight_umask_are_reported(base: str) -> None:
+                    "user, who can reach what it deployed; the check is for a root core")
+def test_directories_a_tight_umask_would_make_are_refused(base: str) -> None:
     dest = os.path.join(base, "new", "models", "m")
     path = os.path.join(base, "g.json")
     with open(path, "w") as f:
@@ -134,9 +172,11 @@ def test_directories_made_under_a_tight_umask_are_reported(base: str) -> None:
     r = subprocess.run([sys.executable, "-m", "pyengine", "deploy", path, "--root",
                         os.path.join(base, "root")], capture_output=True, text=True, umask=0o077,
                        timeout=120)
-    assert r.returncode == 0, r.stdout + r.stderr
-    # Checked once the deploy made them: the directory it made first is 0700.
     made = os.path.join(base, "new")
-    assert (f"warning: resources[0].model.destination: {dest!r}: {made} (mode 0700, owner 0:0) "
-            "cannot be traversed by a function's user") in r.stdout, r.stdout
-    assert f"chmod o+x {made}" in r.stdout
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert (f"resources[0].model.destination: {dest!r}: function 'f' runs as a user of its own "
+            "(a uid the core allocates, which owns no file, so the permission for others "
+            f"applies), which could not traverse {made}: the deploy would make it with mode 0700 "
+            "(umask 0077), without the search (x) permission for others; create it first "
+            f"(`install -d -m 0755 {made}`)") in r.stderr, r.stderr
+    assert not os.path.exists(made)  # refused before anything was made

@@ -6,6 +6,7 @@
 
 #include "common.h"
 #include "format/pyem.h"
+#include "format/quant_params.h"
 
 namespace pyengine {
 
@@ -155,6 +156,17 @@ PyemReader::PyemReader(const std::string& path) : file_(std::make_unique<MappedF
         bad(path, str("graph section: ", e.what()));
     }
     if (!graph_.is_object()) bad(path, "graph section is not a JSON object");
+    try {
+        quant_ = parse_quantization(graph_, [this](const std::string& name, DType* dtype, Shape* shape) {
+            const TensorEntry* e = find(name);
+            if (e == nullptr) return false;
+            *dtype = e->dtype;
+            *shape = e->shape;
+            return true;
+        });
+    } catch (const ModelFormatError& e) {
+        bad(path, e.what());
+    }
 }
 
 Tensor PyemReader::view(const TensorEntry& e) const {
@@ -162,6 +174,7 @@ Tensor PyemReader::view(const TensorEntry& e) const {
     t.data = const_cast<uint8_t*>(file_->data() + e.offset);  // read-only mapping: never written
     t.dtype = e.dtype;
     t.shape = e.shape;
+    t.quant = quant(e.name);
     return t;
 }
 

@@ -36,6 +36,11 @@ public:
     Tensor view(const TensorEntry& e) const;
     // Entry by name, or nullptr.
     const TensorEntry* find(const std::string& name) const;
+    // Scale and zero point of a quantized tensor (the graph's "quantization" section), or nullptr.
+    const QuantParams* quant(const std::string& name) const {
+        auto it = quant_.find(name);
+        return it == quant_.end() ? nullptr : &it->second;
+    }
     // Total bytes of tensor data.
     uint64_t data_length() const { return data_length_; }
 
@@ -47,6 +52,7 @@ private:
     json::Value graph_;
     std::vector<TensorEntry> tensors_;
     std::unordered_map<std::string, size_t> by_name_;
+    std::unordered_map<std::string, QuantParams> quant_;  // node-based: views keep pointers into it
 };
 
 }  // namespace pyengine

@@ -165,9 +165,10 @@ void Model::parse_graph() {
                                       "', which is not a graph input, a tensor in the file or any node's output"));
             }
             const Value& v = values_[static_cast<size_t>(it->second)];
-            if (v.kind == Value::Constant && v.constant.dtype != DType::Float32) {
-                graph_error(path, str("node '", node.name, "' reads tensor '", v.name, "' of dtype ",
-                                      dtype_name(v.constant.dtype), "; ops take float32"));
+            if (v.kind == Value::Constant && !node.op->takes_dtype(node.inputs.size(), v.constant.dtype)) {
+                graph_error(path, str("node '", node.name, "' (", node.op_name, ") reads tensor '", v.name,
+                                      "' of dtype ", dtype_name(v.constant.dtype), " as input ", node.inputs.size(),
+                                      ", which takes float32 only"));
             }
             node.inputs.push_back(it->second);
         }

@@ -67,6 +67,12 @@ public:
     virtual void run(const std::vector<const Tensor*>& in, const std::vector<Tensor*>& out) const = 0;
     // Called once at load with the inputs that are constant (nullptr elsewhere).
     virtual void prepare(const std::vector<const Tensor*>& constants) { (void)constants; }
+    // True when input `i` may be a constant tensor of dtype `t` (quantized ops read int8/int32
+    // weights); activations between nodes are float32 either way.
+    virtual bool takes_dtype(size_t i, DType t) const {
+        (void)i;
+        return t == DType::Float32;
+    }
     // True when output 0 may share the memory of input 0 (a reshape of the same bytes).
     virtual bool is_view() const { return false; }
     // Fills `step` (kind and resolved parameters) for input shapes `in` so a device executor

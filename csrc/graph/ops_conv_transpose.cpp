@@ -1,11 +1,14 @@
 // SPDX-License-Identifier: Apache-2.0
-// ConvTranspose2D (ONNX ConvTranspose, NCHW, 2-D; the importer reshapes 1-D): a generic
-// scatter loop over the input (no vector variant yet). Host-only (lower() stays false).
+// ConvTranspose2D (ONNX ConvTranspose, NCHW, 2-D; the importer reshapes 1-D): per image and
+// group, one GEMM of the transposed weights by the input ([O/g·kh·kw, C/g] x [C/g, H·W], the
+// dispatched vector GEMM), then a col2im scatter-add of those columns into the output.
+// Host-only (lower() stays false).
 #include <algorithm>
 #include <vector>
 
 #include "common.h"
 #include "graph/op.h"
+#include "runtime/dispatch.h"
 
 namespace pyengine {
 
@@ -52,39 +55,46 @@ public:
         }
         return {y};
     }
+    void prepare(const std::vector<const Tensor*>& constants) override {
+        if (constants.size() > 1 && constants[1]) wt_ = transposed(*constants[1]);
+    }
     void run(const std::vector<const Tensor*>& in, const std::vector<Tensor*>& out) const override {
         const Shape& xs = in[0]->shape;
         const Shape& ws = in[1]->shape;
         const Shape& ys = out[0]->shape;
         const int64_t N = xs[0], C = xs[1], H = xs[2], W = xs[3];
         const int64_t Og = ws[1], KH = ws[2], KW = ws[3], O = ys[1], OH = ys[2], OW = ys[3];
-        const int64_t Cg = C / groups_;
+        const int64_t Cg = C / groups_, rows = Og * KH * KW, HW = H * W;
+        const std::vector<float> wt_run = wt_.empty() ? transposed(*in[1]) : std::vector<float>();
+        const float* wt = wt_.empty() ? wt_run.data() : wt_.data();
         const float* x = in[0]->f32();
-        const float* w = in[1]->f32();
         float* y = out[0]->f32();
+        std::vector<float> cols(static_cast<size_t>(rows * HW));
+        const KernelTable& k = kernels();
         for (int64_t n = 0; n < N; ++n) {
             for (int64_t o = 0; o < O; ++o) {
                 const float b = in.size() > 2 && in[2] ? in[2]->f32()[o] : 0.0f;
                 std::fill(y + (n * O + o) * OH * OW, y + (n * O + o + 1) * OH * OW, b);
             }
-            for (int64_t c = 0; c < C; ++c) {
-                const int64_t g = c / Cg;
-                const float* xc = x + (n * C + c) * H * W;
-                for (int64_t og = 0; og < Og; ++og) {
+            for (int64_t g = 0; g < groups_; ++g) {
+                // cols[(og, kh, kw), (ih, iw)] = sum_c w[c, og, kh, kw] · x[c, ih, iw]
+                k.gemm(rows, HW, Cg, wt + g * rows * Cg, Cg, x + (n * C + g * Cg) * HW, HW, false, cols.data(), HW,
+                       Epilogue{});
+                for (int64_t r = 0; r < rows; ++r) {
+                    const int64_t og = r / (KH * KW), kh = r / KW % KH, kw = r % KW;
                     float* yo = y + (n * O + g * Og + og) * OH * OW;
-                    const float* wk = w + (c * Og + og) * KH * KW;
+                    const float* cr = cols.data() + r * HW;
+                    // The input columns iw whose output column lands inside [0, OW).
+                    const int64_t off_w = kw * dilations_[1] - pads_[1], sw = strides_[1];
+                    const int64_t iw0 = off_w >= 0 ? 0 : (-off_w + sw - 1) / sw;
+                    const int64_t last = OW - 1 - off_w;
+                    const int64_t iw1 = last < 0 ? 0 : std::min(W, last / sw + 1);
                     for (int64_t ih = 0; ih < H; ++ih) {
-                        for (int64_t kh = 0; kh < KH; ++kh) {
-                            const int64_t oh = ih * strides_[0] - pads_[0] + kh * dilations_[0];
-                            if (oh < 0 || oh >= OH) continue;
-                            for (int64_t iw = 0; iw < W; ++iw) {
-                                const float xv = xc[ih * W + iw];
-                                for (int64_t kw = 0; kw < KW; ++kw) {
-                                    const int64_t ow = iw * strides_[1] - pads_[1] + kw * dilations_[1];
-                                    if (ow >= 0 && ow < OW) yo[oh * OW + ow] += xv * wk[kh * KW + kw];
-                                }
-                            }
-                        }
+                        const int64_t oh = ih * strides_[0] - pads_[0] + kh * dilations_[0];
+                        if (oh < 0 || oh >= OH) continue;
+                        float* yrow = yo + oh * OW;
+                        const float* crow = cr + ih * W;
+                        for (int64_t iw = iw0; iw < iw1; ++iw) yrow[iw * sw + off_w] += crow[iw];
                     }
                 }
             }
@@ -92,8 +102,20 @@ public:
     }
 
 private:
+    // w [C, Og, kh, kw] -> per group [Og·kh·kw, C/groups] (the GEMM's A).
+    std::vector<float> transposed(const Tensor& w) const {
+        const int64_t C = w.shape[0], rows = w.shape[1] * w.shape[2] * w.shape[3], Cg = C / groups_;
+        std::vector<float> t(static_cast<size_t>(w.numel()));
+        const float* src = w.f32();
+        for (int64_t c = 0; c < C; ++c) {
+            const int64_t g = c / Cg, cg = c % Cg;
+            for (int64_t r = 0; r < rows; ++r) t[static_cast<size_t>((g * rows + r) * Cg + cg)] = src[c * rows + r];
+        }
+        return t;
+    }
     std::vector<int64_t> strides_, dilations_, pads_, output_padding_;
     int64_t groups_;
+    std::vector<float> wt_;
 };
 
 }  // namespace

@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 // Generic elementwise math, broadcasting binaries, reductions, LayerNorm, LogSoftmax and batched
 // MatMul: the ops the ONNX importer maps Exp, Erf, Pow, Min, ReduceMax, LayerNormalization... onto.
-// Plain loops (no vector variants yet: none is hot in the CNNs the vector kernels serve) and
-// host-only (lower() stays false, so a device executor runs them on host copies).
+// Plain loops, except erf / GELU (the vector kernel of kernels/erf.h) and BatchMatMul (the
+// dispatched GEMM); host-only (lower() stays false, so a device executor runs them on host copies).
 #include <algorithm>
 #include <cmath>
 #include <limits>
@@ -11,6 +11,9 @@
 
 #include "common.h"
 #include "graph/op.h"
+#include "kernels/erf.h"
+#include "runtime/dispatch.h"
+#include "runtime/thread_pool.h"
 
 namespace pyengine {
 
@@ -104,6 +107,10 @@ public:
         const float* x = in[0]->f32();
         float* y = out[0]->f32();
         const int64_t n = in[0]->numel();
+        if (fn_ == Fn::Erf || fn_ == Fn::Gelu) {  // hot in transformers: the vector kernel
+            erf_apply(x, y, n, fn_ == Fn::Gelu);
+            return;
+        }
         for (int64_t i = 0; i < n; ++i) y[i] = apply(x[i]);
     }
 
@@ -333,6 +340,41 @@ std::vector<float> expand_to(const Tensor& t, const Shape& target) {
     return v;
 }
 
+// sum of (v[i] - shift), or of its square with `square`, over 8 float lanes (vectorizable
+// without reassociating a single accumulator), the lanes added in double.
+double lane_sum(const float* v, int64_t n, float shift, bool square) {
+    float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        for (int l = 0; l < 8; ++l) {
+            const float d = v[i + l] - shift;
+            acc[l] += square ? d * d : d;
+        }
+    }
+    double total = 0.0;
+    for (; i < n; ++i) {
+        const double d = static_cast<double>(v[i]) - shift;
+        total += square ? d * d : d;
+    }
+    for (float a : acc) total += a;
+    return total;
+}
+
+// fn(row) for `rows` rows of `cols` elements, over the pool when there is enough work.
+template <class F>
+void parallel_for_rows(int64_t rows, int64_t cols, F fn) {
+    constexpr int64_t kMinTaskElements = 1 << 13;
+    const int64_t per_task = std::max<int64_t>(1, kMinTaskElements / std::max<int64_t>(cols, 1));
+    const int64_t tasks = (rows + per_task - 1) / per_task;
+    if (tasks <= 1 || num_threads() <= 1) {
+        for (int64_t r = 0; r < rows; ++r) fn(r);
+        return;
+    }
+    parallel_for(tasks, [&](int64_t t) {
+        for (int64_t r = t * per_task; r < std::min(rows, (t + 1) * per_task); ++r) fn(r);
+    });
+}
+
 // ONNX LayerNormalization: normalise over the dimensions from `axis` on, then scale and bias.
 class LayerNormOp : public Op {
 public:
@@ -357,20 +399,18 @@ public:
             in.size() > 2 && in[2] ? expand_to(*in[2], inner_shape) : std::vector<float>(static_cast<size_t>(inner), 0.0f);
         const float* x = in[0]->f32();
         float* y = out[0]->f32();
-        for (int64_t o = 0; o < outer; ++o) {
+        const float* sc = scale.data();
+        const float* bi = bias.data();
+        parallel_for_rows(outer, inner, [&](int64_t o) {
             const float* xo = x + o * inner;
             float* yo = y + o * inner;
-            double mean = 0.0, var = 0.0;
-            for (int64_t i = 0; i < inner; ++i) mean += xo[i];
-            mean /= static_cast<double>(inner);
-            for (int64_t i = 0; i < inner; ++i) var += (xo[i] - mean) * (xo[i] - mean);
-            var /= static_cast<double>(inner);
-            const double inv = 1.0 / std::sqrt(var + static_cast<double>(eps_));
-            for (int64_t i = 0; i < inner; ++i) {
-                const size_t k = static_cast<size_t>(i);
-                yo[i] = static_cast<float>((xo[i] - mean) * inv) * scale[k] + bias[k];
-            }
-        }
+            // Two passes (mean, then squared deviations) in float lanes the compiler vectorizes,
+            // each lane's sum folded in double.
+            const float mean = static_cast<float>(lane_sum(xo, inner, 0.0f, false) / static_cast<double>(inner));
+            const double var = lane_sum(xo, inner, mean, true) / static_cast<double>(inner);
+            const float inv = static_cast<float>(1.0 / std::sqrt(var + static_cast<double>(eps_)));
+            for (int64_t i = 0; i < inner; ++i) yo[i] = (xo[i] - mean) * inv * sc[i] + bi[i];
+        });
     }
 
 private:
@@ -440,121 +480,27 @@ public:
         const float* b = in[1]->f32();
         float* y = out[0]->f32();
         if (shape_numel(batch) == 0 || M * N == 0) return;
-        for_each_broadcast(batch, broadcast_strides(ab, batch), broadcast_strides(bb, batch),
-                           [&](int64_t e, int64_t ia, int64_t ib) {
-                               const float* am = a + ia * M * K;
-                               const float* bm = b + ib * K * N;
-                               float* ym = y + e * M * N;
-                               std::fill(ym, ym + M * N, 0.0f);
-                               for (int64_t i = 0; i < M; ++i) {
-                                   for (int64_t k = 0; k < K; ++k) {
-                                       const float av = am[i * K + k];
-                                       const float* brow = bm + k * N;
-                                       float* yrow = ym + i * N;
-                                       for (int64_t j = 0; j < N; ++j) yrow[j] += av * brow[j];
-                                   }
-                               }
-                           });
-    }
-};
-
-// ---- Resize (ONNX Resize/Upsample, nearest and linear), one axis at a time: both are separable,
-// so axis-by-axis equals the N-d interpolation. ----
-class ResizeOp : public Op {
-public:
-    explicit ResizeOp(const Attrs& a)
-        : sizes_(a.get_ints("sizes", -1, {}, 0)),
-          mode_(a.get_string("mode", "nearest", {"nearest", "linear"})),
-          coord_(a.get_string("coordinate_transformation_mode", "half_pixel",
-                              {"half_pixel", "half_pixel_symmetric", "pytorch_half_pixel", "align_corners",
-                               "asymmetric"})),
-          nearest_(a.get_string("nearest_mode", "round_prefer_floor",
-                                {"round_prefer_floor", "round_prefer_ceil", "floor", "ceil"})) {
-        scales_ = a.get_floats("scales", static_cast<int>(sizes_.size()));
-        for (double sc : scales_) {
-            if (!(sc > 0.0)) a.fail(str("attribute 'scales' must be positive, got ", sc));
+        const KernelTable& k = kernels();
+        if (K == 0) {
+            std::fill(y, y + out[0]->numel(), 0.0f);
+            return;
         }
-        if (scales_.size() != sizes_.size()) a.fail("attributes 'sizes' and 'scales' need one entry per axis");
-    }
-    std::vector<Shape> infer(const std::vector<Shape>& in) const override {
-        if (in[0].size() != sizes_.size()) {
-            shape_error(str("Resize has ", sizes_.size(), " sizes for an input of rank ", in[0].size()));
+        const std::vector<int64_t> sb = broadcast_strides(bb, batch);
+        if (std::all_of(sb.begin(), sb.end(), [](int64_t s) { return s == 0; }) && ab == batch) {
+            // One B for every batch (a weight): the batches are rows of one GEMM.
+            k.gemm(shape_numel(batch) * M, N, K, a, K, b, N, false, y, N, Epilogue{});
+            return;
         }
-        Shape out = in[0];
-        for (size_t i = 0; i < out.size(); ++i) {
-            if (sizes_[i] != 0) out[i] = sizes_[i];  // 0: the input's (a free batch)
-        }
-        return {out};
+        for_each_broadcast(batch, broadcast_strides(ab, batch), sb, [&](int64_t e, int64_t ia, int64_t ib) {
+            k.gemm(M, N, K, a + ia * M * K, K, b + ib * K * N, N, false, y + e * M * N, N, Epilogue{});
+        });
     }
-    void run(const std::vector<const Tensor*>& in, const std::vector<Tensor*>& out) const override {
-        Shape cur = in[0]->shape;
-        const Shape& target = out[0]->shape;
-        std::vector<float> buf(in[0]->f32(), in[0]->f32() + in[0]->numel()), next;
-        for (size_t ax = 0; ax < cur.size(); ++ax) {
-            const int64_t n_in = cur[ax], n_out = target[ax];
-            if (n_in == n_out && scales_[ax] == 1.0) continue;
-            int64_t outer = 1, inner = 1;
-            for (size_t i = 0; i < ax; ++i) outer *= cur[i];
-            for (size_t i = ax + 1; i < cur.size(); ++i) inner *= cur[i];
-            next.assign(static_cast<size_t>(outer * n_out * inner), 0.0f);
-            for (int64_t j = 0; j < n_out; ++j) {
-                const double x = source(j, n_in, n_out, scales_[ax]);
-                int64_t i0, i1;
-                float w1;
-                if (mode_ == "nearest") {
-                    i0 = i1 = std::clamp<int64_t>(round_nearest(x), 0, n_in - 1);
-                    w1 = 0.0f;
-                } else {
-                    const double xc = std::clamp(x, 0.0, static_cast<double>(n_in - 1));
-                    i0 = static_cast<int64_t>(std::floor(xc));
-                    i1 = std::min(i0 + 1, n_in - 1);
-                    w1 = static_cast<float>(xc - static_cast<double>(i0));
-                }
-                for (int64_t o = 0; o < outer; ++o) {
-                    const float* r0 = buf.data() + (o * n_in + i0) * inner;
-                    const float* r1 = buf.data() + (o * n_in + i1) * inner;
-                    float* y = next.data() + (o * n_out + j) * inner;
-                    for (int64_t k = 0; k < inner; ++k) y[k] = r0[k] + w1 * (r1[k] - r0[k]);
-                }
-            }
-            cur[ax] = n_out;
-            buf.swap(next);
-        }
-        std::copy(buf.begin(), buf.end(), out[0]->f32());
-    }
-
-private:
-    // The input coordinate of output index j (ONNX's coordinate_transformation_mode). As in
-    // ONNX, the resized length is n_in · scale, unrounded (it differs from n_out with scales).
-    double source(int64_t j, int64_t n_in, int64_t n_out, double scale) const {
-        const double x = static_cast<double>(j);
-        const double len = static_cast<double>(n_in) * scale;
-        if (coord_ == "half_pixel_symmetric") {  // half_pixel, re-centred on the rounded length
-            const double offset = static_cast<double>(n_in) / 2.0 * (1.0 - static_cast<double>(n_out) / len);
-            return offset + (x + 0.5) / scale - 0.5;
-        }
-        if (coord_ == "asymmetric") return x / scale;
-        if (coord_ == "align_corners") return len <= 1.0 ? 0.0 : x * static_cast<double>(n_in - 1) / (len - 1.0);
-        if (coord_ == "pytorch_half_pixel" && len <= 1.0) return 0.0;
-        return (x + 0.5) / scale - 0.5;
-    }
-    int64_t round_nearest(double x) const {
-        if (nearest_ == "floor") return static_cast<int64_t>(std::floor(x));
-        if (nearest_ == "ceil") return static_cast<int64_t>(std::ceil(x));
-        const double f = std::floor(x);
-        if (x - f == 0.5) return static_cast<int64_t>(nearest_ == "round_prefer_floor" ? f : f + 1.0);
-        return static_cast<int64_t>(std::round(x));
-    }
-    std::vector<int64_t> sizes_;
-    std::vector<double> scales_;
-    std::string mode_, coord_, nearest_;
 };
 
 }  // namespace
 
 std::unique_ptr<Op> make_Math(const Attrs& a) { return std::make_unique<MathOp>(a); }
 std::unique_ptr<Op> make_BinaryMath(const Attrs& a) { return std::make_unique<BinaryMathOp>(a); }
-std::unique_ptr<Op> make_Resize(const Attrs& a) { return std::make_unique<ResizeOp>(a); }
 std::unique_ptr<Op> make_Where(const Attrs& a) { return std::make_unique<WhereOp>(a); }
 std::unique_ptr<Op> make_Reduce(const Attrs& a) { return std::make_unique<ReduceOp>(a); }
 std::unique_ptr<Op> make_LayerNorm(const Attrs& a) { return std::make_unique<LayerNormOp>(a); }

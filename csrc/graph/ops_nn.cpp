@@ -6,8 +6,10 @@
 #include <vector>
 
 #include "common.h"
+#include "graph/conv_geometry.h"
 #include "graph/op.h"
 #include "kernels/conv_nchwc.h"
+#include "kernels/conv_winograd.h"
 #include "kernels/elementwise.h"
 #include "kernels/gemm.h"
 #include "kernels/pool.h"
@@ -105,76 +107,12 @@ private:
 };
 
 // ---- Conv2D ----
-enum class PadMode2D { Explicit, SameUpper, SameLower, Valid };
-
-PadMode2D get_pad_mode(const Attrs& a) {
-    const std::string m = a.get_string("padding", "EXPLICIT", {"EXPLICIT", "SAME", "SAME_LOWER", "VALID"});
-    if (m == "SAME") return PadMode2D::SameUpper;
-    if (m == "SAME_LOWER") return PadMode2D::SameLower;
-    if (m == "VALID") return PadMode2D::Valid;
-    return PadMode2D::Explicit;
-}
-
-// Resolves SAME/VALID padding for one spatial dimension; returns {before, after}.
-std::pair<int64_t, int64_t> resolve_pad(PadMode2D mode, int64_t in, int64_t k_eff, int64_t stride,
-                                        int64_t before, int64_t after) {
-    if (mode == PadMode2D::Explicit) return {before, after};
-    if (mode == PadMode2D::Valid) return {0, 0};
-    const int64_t out = (in + stride - 1) / stride;
-    const int64_t total = std::max<int64_t>((out - 1) * stride + k_eff - in, 0);
-    const int64_t small = total / 2;
-    return mode == PadMode2D::SameUpper ? std::make_pair(small, total - small)
-                                        : std::make_pair(total - small, small);
-}
-
 class Conv2DOp : public Op {
 public:
     explicit Conv2DOp(const Attrs& a)
-        : layout_(a.get_layout()),
-          strides_(a.get_ints("strides", 2, {1, 1}, 1)),
-          dilations_(a.get_ints("dilations", 2, {1, 1}, 1)),
-          pads_(a.get_ints("pads", 4, {0, 0, 0, 0}, 0)),
-          mode_(get_pad_mode(a)),
-          groups_(a.get_int("groups", 1)),
-          ep_(a.get_epilogue()) {
-        if (groups_ < 1) a.fail(str("attribute 'groups' must be >= 1, got ", groups_));
-    }
+        : conv_(a), layout_(conv_.layout), groups_(conv_.groups), ep_(a.get_epilogue()) {}
 
-    Conv2DParams geometry(const Shape& x, const Shape& w) const {
-        if (x.size() != 4) shape_error(str("Conv2D input must be 4-D, got ", shape_str(x)));
-        if (w.size() != 4) shape_error(str("Conv2D weight must be 4-D OIHW, got ", shape_str(w)));
-        Conv2DParams p;
-        p.layout = layout_;
-        p.N = x[0];
-        p.C = layout_ == Layout::NHWC ? x[3] : x[1];
-        p.H = layout_ == Layout::NHWC ? x[1] : x[2];
-        p.W = layout_ == Layout::NHWC ? x[2] : x[3];
-        p.O = w[0];
-        p.KH = w[2];
-        p.KW = w[3];
-        p.groups = groups_;
-        if (w[1] * groups_ != p.C) {
-            shape_error(str("Conv2D weight ", shape_str(w), " with groups=", groups_, " expects ",
-                            w[1] * groups_, " input channels, got ", p.C));
-        }
-        if (p.O % groups_ != 0) shape_error(str("Conv2D output channels ", p.O, " not divisible by groups ", groups_));
-        p.stride_h = strides_[0];
-        p.stride_w = strides_[1];
-        p.dilation_h = dilations_[0];
-        p.dilation_w = dilations_[1];
-        const int64_t kh = (p.KH - 1) * p.dilation_h + 1, kw = (p.KW - 1) * p.dilation_w + 1;
-        auto ph = resolve_pad(mode_, p.H, kh, p.stride_h, pads_[0], pads_[2]);
-        auto pw = resolve_pad(mode_, p.W, kw, p.stride_w, pads_[1], pads_[3]);
-        p.pad_top = ph.first;
-        p.pad_left = pw.first;
-        const int64_t hp = p.H + ph.first + ph.second, wp = p.W + pw.first + pw.second;
-        if (hp < kh || wp < kw || p.KH < 1 || p.KW < 1) {
-            shape_error(str("Conv2D kernel ", kh, "x", kw, " (dilated) is larger than the padded input ", hp, "x", wp));
-        }
-        p.OH = (hp - kh) / p.stride_h + 1;
-        p.OW = (wp - kw) / p.stride_w + 1;
-        return p;
-    }
+    Conv2DParams geometry(const Shape& x, const Shape& w) const { return conv_.geometry(x, w, "Conv2D"); }
 
     // Names the path conv2d_run takes (a blocked kernel overrides this with its own).
     OpRunInfo run_info(const std::vector<Shape>& in) const override {
@@ -185,8 +123,9 @@ public:
         if (blocked_ != nullptr) {  // the layout pass runs it blocked (model.cpp sets the layout)
             const int block = blocked_->conv.cb;
             const bool native = kernels().nchwc_block == block;
-            return {"", str(native ? kernels().name : "generic", " nchwc", block, " ",
-                            depthwise ? "depthwise" : p.KH * p.KW == 1 ? "1x1" : "direct",
+            const char* path = depthwise ? "depthwise" : p.KH * p.KW == 1 ? "1x1" : "direct";
+            if (runs_winograd(p)) path = "winograd F(4x4,3x3)";
+            return {"", str(native ? kernels().name : "generic", " nchwc", block, " ", path,
                             blocked_->conv.in_block == 1 ? " (plain input)" : "")};
         }
         const char* path = depthwise ? "depthwise direct" : pointwise ? "1x1 gemm" : "im2col gemm";
@@ -253,6 +192,17 @@ public:
             b->owned = nchwc_pack_conv_weights(c, weight_->f32());
             b->weights = b->owned.data();
         }
+        // Whether a call may take the Winograd path (winograd_pick decides per call geometry;
+        // the direct weights stay for the shapes it leaves direct). Its weights (4x the 3x3
+        // ones) are transformed once, by the first call that takes it (winograd_weights), so
+        // loading stays a mapping of the file and layers the rule leaves direct never pay them.
+        b->winograd_mode = winograd_mode();
+        NchwcConv strided = c;  // the weights' geometry, with this node's strides and dilations
+        strided.p.stride_h = conv_.strides[0];
+        strided.p.stride_w = conv_.strides[1];
+        strided.p.dilation_h = conv_.dilations[0];
+        strided.p.dilation_w = conv_.dilations[1];
+        b->winograd_possible = b->winograd_mode != WinogradMode::Off && winograd_eligible(strided);
         if (bias_ != nullptr) {
             b->bias.assign(static_cast<size_t>((c.p.O + block - 1) / block * block), 0.0f);
             std::copy(bias_->f32(), bias_->f32() + c.p.O, b->bias.begin());
@@ -328,7 +278,27 @@ private:
         std::vector<float> owned;   // the repacked weights when the file holds no such form
         int64_t mapped_bytes = 0;
         std::vector<float> bias;    // padded to whole blocks; empty without a bias
+        WinogradMode winograd_mode = WinogradMode::Auto;  // PYENGINE_WINOGRAD at load
+        bool winograd_possible = false;  // 3x3, stride 1, dilation 1, groups 1, blocked input
+        mutable std::once_flag winograd_once;
+        mutable std::vector<float> winograd_weights;  // winograd_pack_weights, once
     };
+
+    // The Winograd weights, transformed by the first call that needs them (thread-safe).
+    const float* winograd_weights() const {
+        const Blocked& b = *blocked_;
+        std::call_once(b.winograd_once, [&] { b.winograd_weights = winograd_pack_weights(b.conv, weight_->f32()); });
+        return b.winograd_weights.data();
+    }
+
+    // Whether a blocked call with geometry p takes the Winograd path (the one place run and
+    // run_info ask).
+    bool runs_winograd(const Conv2DParams& p) const {
+        if (blocked_ == nullptr || !blocked_->winograd_possible) return false;
+        NchwcConv c = blocked_->conv;
+        c.p = p;
+        return winograd_pick(c, blocked_->winograd_mode);
+    }
 
     void run_blocked(const std::vector<const Tensor*>& in, const std::vector<Tensor*>& out, const float* residual,
                      const Epilogue& act) const {
@@ -339,6 +309,11 @@ private:
         c.w = blocked_->weights;
         c.bias = blocked_->bias.empty() ? nullptr : blocked_->bias.data();
         c.residual = residual;
+        if (runs_winograd(c.p)) {
+            c.w = winograd_weights();
+            conv_winograd(c, in[0]->f32(), out[0]->f32());
+            return;
+        }
         conv_nchwc(c, in[0]->f32(), out[0]->f32());
     }
 
@@ -350,9 +325,8 @@ private:
     std::vector<float> packed_w_;
     const GemmMicroKernel* packed_uk_ = nullptr;
     const float* packed_src_ = nullptr;
+    ConvAttrs conv_;
     Layout layout_;
-    std::vector<int64_t> strides_, dilations_, pads_;
-    PadMode2D mode_;
     int64_t groups_;
     Epilogue ep_;
 };

@@ -9,7 +9,7 @@
 
 namespace pyengine {
 
-enum class DType : uint8_t { Float32 = 1, Int32 = 2, Int64 = 3, UInt8 = 4 };
+enum class DType : uint8_t { Float32 = 1, Int32 = 2, Int64 = 3, UInt8 = 4, Int8 = 5 };
 
 constexpr size_t kMaxRank = 8;
 
@@ -29,6 +29,15 @@ int64_t shape_numel(const Shape& s);
 // "[1, 3, 224, 224]"
 std::string shape_str(const Shape& s);
 
+// Quantization of an int8/uint8 tensor (docs/format.md "Quantized tensors"): real value =
+// (q - zero_point) * scale, per tensor (one entry) or per channel along `axis`.
+struct QuantParams {
+    std::vector<float> scale;         // each finite and > 0 (the reader checks)
+    std::vector<int32_t> zero_point;  // same count as scale, inside the dtype's range
+    int64_t axis = 0;
+    bool per_channel() const { return scale.size() > 1; }
+};
+
 // A view of memory owned elsewhere (the mapping, the caller, or the per-call arena).
 struct Tensor {
     void* data = nullptr;
@@ -37,6 +46,8 @@ struct Tensor {
     // 0: plain (row-major `shape`). Otherwise the channel block c of the NCHW[c] layout of a
     // 4-D [N, C, H, W] tensor (kernels/conv_nchwc.h): stored as [N, ceil(C/c), H, W, c].
     int block = 0;
+    // Scale and zero point of a quantized tensor from the file; nullptr for plain tensors.
+    const QuantParams* quant = nullptr;
 
     float* f32() const { return static_cast<float*>(data); }
     int64_t numel() const { return shape_numel(shape); }

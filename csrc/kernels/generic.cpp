@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 // The generic kernel table: portable reference kernels, always built.
 #include "kernels/gemm.h"
+#include "kernels/qgemm.h"
 #include "runtime/dispatch.h"
 
 namespace pyengine {
@@ -18,10 +19,14 @@ const KernelTable* kernel_table_generic() {
         t.activation_apply = activation_apply_generic;
         t.binary = binary_generic;
         t.softmax = softmax_generic;
+        t.erf_apply = erf_apply_generic;
         t.gemm_uk = &gemm_micro_generic();
         t.nchwc_block = 8;
         t.conv_nchwc = conv_nchwc_generic(8);
         t.nchwc_oc_tile = 2;
+        t.conv_winograd = conv_winograd_generic(8);
+        t.qgemm = qgemm_generic;
+        t.qgemm_name = "generic";
         return t;
     }();
     return &table;

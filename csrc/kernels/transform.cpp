@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "kernels/transform.h"
 
+#include <algorithm>
 #include <cstring>
 
 namespace pyengine {
@@ -30,18 +31,76 @@ void for_each_index(const Shape& shape, F f) {
 }  // namespace
 
 void transpose(const float* x, const Shape& x_shape, const std::vector<int64_t>& perm, float* y) {
-    const auto xs = strides_of(x_shape);
-    Shape y_shape(perm.size());
-    std::vector<int64_t> step(perm.size());
-    for (size_t i = 0; i < perm.size(); ++i) {
-        y_shape[i] = x_shape[static_cast<size_t>(perm[i])];
-        step[i] = xs[static_cast<size_t>(perm[i])];
+    // Size-1 dimensions dropped and input dimensions that stay neighbours merged: attention's
+    // [N, S, heads, d] -> [N, heads, S, d] becomes [S, heads, d] -> [heads, S, d] with rows of d.
+    Shape dims;                  // merged input dimensions
+    std::vector<int64_t> order;  // merged perm: output dimension i reads merged input order[i]
+    {
+        std::vector<int64_t> group(x_shape.size(), -1);  // input dim -> merged dim
+        int64_t prev = -2;
+        for (int64_t p : perm) {
+            const size_t d = static_cast<size_t>(p);
+            if (x_shape[d] == 1) continue;
+            if (p == prev + 1 && group[static_cast<size_t>(prev)] >= 0) {
+                group[d] = group[static_cast<size_t>(prev)];
+            } else {
+                group[d] = static_cast<int64_t>(order.size());
+                order.push_back(static_cast<int64_t>(order.size()));
+            }
+            prev = p;
+        }
+        // Merged dims in input order, and each one's size.
+        std::vector<int64_t> first(order.size(), -1);
+        Shape size(order.size(), 1);
+        for (size_t d = 0; d < x_shape.size(); ++d) {
+            if (group[d] < 0) continue;
+            const size_t g = static_cast<size_t>(group[d]);
+            if (first[g] < 0) first[g] = static_cast<int64_t>(d);
+            size[g] *= x_shape[d];
+        }
+        std::vector<int64_t> by_input(order.size());  // merged dims sorted by first input dim
+        for (size_t g = 0; g < order.size(); ++g) by_input[g] = static_cast<int64_t>(g);
+        std::sort(by_input.begin(), by_input.end(), [&](int64_t a, int64_t b) {
+            return first[static_cast<size_t>(a)] < first[static_cast<size_t>(b)];
+        });
+        std::vector<int64_t> rank_of(order.size());
+        for (size_t r = 0; r < by_input.size(); ++r) rank_of[static_cast<size_t>(by_input[r])] = static_cast<int64_t>(r);
+        dims.resize(order.size());
+        for (size_t g = 0; g < order.size(); ++g) dims[static_cast<size_t>(rank_of[g])] = size[g];
+        for (size_t i = 0; i < order.size(); ++i) order[i] = rank_of[i];
     }
-    for_each_index(y_shape, [&](int64_t i, const std::vector<int64_t>& idx) {
-        int64_t off = 0;
-        for (size_t d = 0; d < idx.size(); ++d) off += idx[d] * step[d];
-        y[i] = x[off];
-    });
+    const int64_t total = shape_numel(x_shape);
+    const size_t r = dims.size();
+    if (r <= 1) {  // nothing moves
+        std::memcpy(y, x, static_cast<size_t>(total) * sizeof(float));
+        return;
+    }
+    const auto xs = strides_of(dims);
+    Shape ys(r);
+    std::vector<int64_t> step(r);
+    for (size_t i = 0; i < r; ++i) {
+        ys[i] = dims[static_cast<size_t>(order[i])];
+        step[i] = xs[static_cast<size_t>(order[i])];
+    }
+    // Rows of the last output dimension; an odometer over the others keeps the input offset.
+    const int64_t inner = ys[r - 1], inner_step = step[r - 1];
+    std::vector<int64_t> idx(r - 1, 0);
+    int64_t off = 0;
+    for (int64_t o = 0; o < total; o += inner) {
+        float* dst = y + o;
+        if (inner_step == 1) {
+            std::memcpy(dst, x + off, static_cast<size_t>(inner) * sizeof(float));
+        } else {
+            const float* src = x + off;
+            for (int64_t j = 0; j < inner; ++j) dst[j] = src[j * inner_step];
+        }
+        for (size_t d = r - 1; d-- > 0;) {
+            off += step[d];
+            if (++idx[d] < ys[d]) break;
+            off -= step[d] * ys[d];
+            idx[d] = 0;
+        }
+    }
 }
 
 void concat(const std::vector<const float*>& xs, const std::vector<int64_t>& axis_sizes,

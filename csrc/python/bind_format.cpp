@@ -18,7 +18,8 @@ DType dtype_of(const py::dtype& dt, const std::string& what) {
     if (kind == 'i' && size == 4) return DType::Int32;
     if (kind == 'i' && size == 8) return DType::Int64;
     if (kind == 'u' && size == 1) return DType::UInt8;
-    throw InvalidArgument(str(what, " has dtype ", std::string(py::str(dt)), "; expected float32, int32, int64 or uint8"));
+    if (kind == 'i' && size == 1) return DType::Int8;
+    throw InvalidArgument(str(what, " has dtype ", std::string(py::str(dt)), "; expected float32, int32, int64, uint8 or int8"));
 }
 
 void register_format(py::module_& m) {

@@ -46,6 +46,8 @@ void detect_x86(CpuFeatures& f) {
         __cpuid_count(7, 0, a, b, c, d);
         f.avx2 = f.avx && (b & bit_AVX2) != 0;
         f.avx512f = os_zmm && (b & bit_AVX512F) != 0;
+        f.avx512bw = f.avx512f && (b & bit_AVX512BW) != 0;
+        f.avx512_vnni = f.avx512f && (c & (1u << 11)) != 0;  // CPUID.7.0:ECX bit 11
     }
     if (!f.avx) f.fma = f.f16c = false;
     unsigned brand[12] = {};
@@ -73,6 +75,10 @@ CpuFeatures detect() {
     detect_x86(f);
 #elif defined(__aarch64__)
     f.neon = true;  // Advanced SIMD is mandatory on AArch64
+#ifndef HWCAP_ASIMDDP
+#define HWCAP_ASIMDDP (1 << 20)
+#endif
+    f.asimddp = (getauxval(AT_HWCAP) & HWCAP_ASIMDDP) != 0;
 #elif defined(__arm__)
     f.neon = (getauxval(AT_HWCAP) & HWCAP_NEON) != 0;
 #endif
@@ -94,6 +100,11 @@ bool cpu_support_x86_avx2() {
 bool cpu_support_x86_avx512() {
     const auto& f = cpu_features();
     return f.avx512f && f.avx2 && f.fma;
+}
+
+bool cpu_support_x86_avx512_vnni() {
+    const auto& f = cpu_features();
+    return cpu_support_x86_avx512() && f.avx512bw && f.avx512_vnni;
 }
 
 bool cpu_support_arm_neon() { return cpu_features().neon; }

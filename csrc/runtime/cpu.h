@@ -14,6 +14,9 @@ struct CpuFeatures {
     bool fma = false;
     bool f16c = false;
     bool avx512f = false;
+    bool avx512bw = false;
+    bool avx512_vnni = false;  // vpdpbusd on zmm (the int8 GEMM)
+    bool asimddp = false;      // ARMv8.2 sdot/udot (HWCAP_ASIMDDP)
     bool neon = false;
     int cores = 1;  // online logical CPUs
 };
@@ -25,6 +28,8 @@ const CpuFeatures& cpu_features();
 bool cpu_support_x86_avx2();
 // True when the CPU and OS can run the AVX-512F kernels (which also use AVX2 and FMA).
 bool cpu_support_x86_avx512();
+// True when the CPU and OS can run the AVX-512 VNNI int8 GEMM (AVX-512F, BW and VNNI).
+bool cpu_support_x86_avx512_vnni();
 // True when the CPU has NEON (always on aarch64).
 bool cpu_support_arm_neon();
 

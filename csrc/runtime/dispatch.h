@@ -9,9 +9,12 @@
 #include "kernels/activation.h"
 #include "kernels/conv2d.h"
 #include "kernels/conv_nchwc.h"
+#include "kernels/conv_winograd.h"
 #include "kernels/elementwise.h"
+#include "kernels/erf.h"
 #include "kernels/gemm.h"
 #include "kernels/pool.h"
+#include "kernels/qgemm.h"
 
 namespace pyengine {
 
@@ -36,6 +39,8 @@ struct KernelTable {
                    float* y, int64_t n);
     // Softmax over the middle axis of [outer, axis, inner].
     void (*softmax)(const float* x, float* y, int64_t outer, int64_t axis, int64_t inner);
+    // y = erf(x), or GELU with `gelu` (kernels/erf.h).
+    void (*erf_apply)(const float* x, float* y, int64_t n, bool gelu);
     // The GEMM micro-kernel behind `gemm`, for callers that pack B themselves (convolution).
     const GemmMicroKernel* gemm_uk;
     // The blocked layout (kernels/conv_nchwc.h): the block this variant's kernel is built for
@@ -43,6 +48,13 @@ struct KernelTable {
     int nchwc_block;
     NchwcConvKernel conv_nchwc;
     int nchwc_oc_tile;
+    // Winograd F(4x4, 3x3) in that layout (kernels/conv_winograd.h); its GEMM tiles also cover
+    // nchwc_oc_tile output blocks.
+    NchwcWinogradKernel conv_winograd;
+    // int8: the u8 x s8 GEMM on packed weights (kernels/qgemm.h) and the path it takes
+    // ("avx512-vnni", "avx2", "neon-dot", "neon", "generic"), which `pyengine info` shows.
+    QgemmFn qgemm;
+    const char* qgemm_name;
 };
 
 // The table in use: PYENGINE_ISA if set (an error if the CPU lacks it), else the best available.

@@ -34,6 +34,8 @@ COMMANDS: list[tuple[str, str, str, str]] = [
     ("bench", "time a model or the standard suite on this device; merge devices' reports",
      "bench_cmds", "bench"),
     ("convert", "convert a TensorFlow/MXNet/Chainer/ONNX model to .pyem", "convert_cmds", "convert"),
+    ("quantize", "quantize a float .pyem to int8 with calibration data", "quantize_cmds",
+     "quantize"),
     ("core", "run the deployed group's functions (core start), or stop one or show its status",
      "core_cmds", "core"),
     ("invoke", "invoke a function on the running core", "core_cmds", "invoke"),

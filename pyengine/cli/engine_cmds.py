@@ -26,11 +26,12 @@ def info_run(args: argparse.Namespace) -> int:
         print_json(data)
         return 0
     cpu = data["cpu"]
-    flags = [k for k in ("avx", "avx2", "fma", "f16c", "avx512f", "neon") if cpu.get(k)]
+    flags = [k for k in ("avx", "avx2", "fma", "f16c", "avx512f", "avx512_vnni", "neon", "asimddp") if cpu.get(k)]
     print(f"pyengine {data['version']}")
     features = " ".join(flags) or "baseline"
     print(f"cpu:      {cpu['model'] or cpu['arch']} ({cpu['arch']}, {cpu['cores']} cores; {features})")
     print(f"kernels:  {data['kernel_variant']} (available: {', '.join(data['kernels_available'])})")
+    print(f"int8:     {data['int8_kernel']}")
     print(f"threads:  {data['threads']}")
     gpus = data["gpus"]
     if gpus:

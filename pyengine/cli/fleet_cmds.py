@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import os
 from typing import Any
 
+from pyengine.cli.output import add_json_flag, print_json
 from pyengine.fleet.document import DOC_EXPIRES_S, TIMESTAMP_EXPIRES_S
 from pyengine.fleet.history import FleetError
 from pyengine.fleet.store import MAX_DOCUMENT
@@ -109,6 +109,7 @@ def fleet_args(p: argparse.ArgumentParser) -> None:
     k.add_argument("key", help="the private key file to write (the public key goes to KEY.pub)")
     k.add_argument("--public", default=None, help="where the public key goes (KEY.pub)")
     k.add_argument("--force", action="store_true", help="overwrite existing key files")
+    add_json_flag(k, "the key id and the files written")
 
     pub = sub.add_parser("publish", help="publish a group to the fleet as a new version")
     pub.add_argument("group", help="the group file (YAML or JSON)")
@@ -118,7 +119,7 @@ def fleet_args(p: argparse.ArgumentParser) -> None:
                      help="share of cores that get it first (canary); promote widens it (100)")
     pub.add_argument("--max-failures", type=int, default=None,
                      help="halt the rollout when more cores than this fail (default: never)")
-    pub.add_argument("--json", action="store_true", help="print the signed document as JSON")
+    add_json_flag(pub, "the signed document")
 
     pro = sub.add_parser("promote", help="widen the current rollout")
     add_location_args(pro)
@@ -126,6 +127,7 @@ def fleet_args(p: argparse.ArgumentParser) -> None:
     pro.add_argument("--percent", type=float, default=100.0, help="new share of cores (100)")
     pro.add_argument("--force", action="store_true",
                      help="promote even a halted rollout (cores still refuse a halted version)")
+    add_json_flag(pro, "the signed document")
 
     rb = sub.add_parser("rollback", help="publish the previous version again, to every core")
     add_location_args(rb)
@@ -133,10 +135,12 @@ def fleet_args(p: argparse.ArgumentParser) -> None:
     rb.add_argument("--to", type=int, default=None, metavar="VERSION",
                     help="the version to go back to (default: the newest earlier version that "
                     "reached every core)")
+    add_json_flag(rb, "the signed document")
 
     rs = sub.add_parser("resume", help="clear a halt: accept the failures reported so far")
     add_location_args(rs)
     add_signing_args(rs)
+    add_json_flag(rs, "the signed document")
 
     rf = sub.add_parser("refresh", help="re-sign the timestamp (run from cron more often than "
                         "--timestamp-expires) and renew documents at half-life")
@@ -145,6 +149,7 @@ def fleet_args(p: argparse.ArgumentParser) -> None:
     rf.add_argument("--trust", action="append", default=[], metavar="PUBLIC_KEY",
                     help="the fleet's public key, when --key is a timestamp-only key (cores "
                     "trust it with --trust-timestamp): only the timestamp is signed")
+    add_json_flag(rf, "the signed timestamp")
 
     en = sub.add_parser("enroll", help="enroll cores' status keys (only enrolled cores' signed "
                         "statuses count)")
@@ -155,13 +160,14 @@ def fleet_args(p: argparse.ArgumentParser) -> None:
                     "repeatable")
     en.add_argument("--remove", action="append", default=[], metavar="NAME",
                     help="take a core off the list (repeatable)")
+    add_json_flag(en, "the signed enrollment")
 
     st = sub.add_parser("status", help="every core's version and state")
     add_location_args(st)
     st.add_argument("--trust", action="append", default=[], metavar="PUBLIC_KEY",
                     help="public key to verify documents with (repeatable)")
     st.add_argument("--key", default=None, help="or the private key (its public half is used)")
-    st.add_argument("--json", action="store_true", help="print JSON")
+    add_json_flag(st, "the document, the timestamp and every core's status")
 
 
 def _broker(args: argparse.Namespace) -> Any:
@@ -187,7 +193,7 @@ def _ago(t: Any, full: bool = False) -> str:
 
 def _print_status(out: dict[str, Any], as_json: bool) -> None:
     if as_json:
-        print(json.dumps(out, indent=2, default=str))
+        print_json(out)
         return
     uri, d, ts = out["fleet"], out["document"], out["timestamp"]
     if d is None:
@@ -230,6 +236,10 @@ def fleet_run(args: argparse.Namespace) -> int:
 
     if args.fleet_command == "keygen":
         kid = fl.keygen(args.key, args.public, overwrite=args.force)
+        if args.json:
+            print_json({"key_id": kid, "private": args.key,
+                        "public": args.public or args.key + ".pub"})
+            return 0
         print(f"key {kid}: private {args.key} (keep it secret), public "
               f"{args.public or args.key + '.pub'} (give it to cores with --trust)")
         return 0
@@ -249,6 +259,9 @@ def fleet_run(args: argparse.Namespace) -> int:
     if args.fleet_command == "refresh":
         ts = fl.refresh(where, key, mqtt=broker,
                         trusted=[fl.TrustedKey.load(p) for p in args.trust] or None, **life)
+        if args.json:
+            print_json(ts)
+            return 0
         print(f"signed timestamp {ts['serial']} of {where.uri} (serial "
               f"{ts['deployment']['serial']}), valid until {_ago(ts['expires'], True)}")
         return 0
@@ -262,6 +275,9 @@ def fleet_run(args: argparse.Namespace) -> int:
         if not add and not args.remove:
             raise ValueError("fleet enroll needs --core NAME=PUBLIC_KEY or --remove NAME")
         doc = fl.enroll(where, key, add=add, remove=args.remove, mqtt=broker, **life)
+        if args.json:
+            print_json(doc)
+            return 0
         names = ", ".join(f"{n} ({c['key_id']})" for n, c in sorted(doc["cores"].items()))
         print(f"enrollment {doc['serial']} of {where.uri}: {names or 'no cores'}")
         return 0
@@ -275,8 +291,8 @@ def fleet_run(args: argparse.Namespace) -> int:
         doc = fl.resume(where, key, mqtt=broker, **life)
     else:
         doc = fl.rollback(where, key, to=args.to, mqtt=broker, **life)
-    if getattr(args, "json", False):
-        print(json.dumps(doc, indent=2))
+    if args.json:
+        print_json(doc)
     else:
         from pyengine.fleet.document import summary
 

@@ -478,33 +478,6 @@ def placement_problem(dest: str) -> Optional[str]:
     )
 
 
-def traversal_problem(dest: str, groups: tuple[int, ...] = ()) -> Optional[str]:
-    """Why another user (a function's, with supplementary ``groups``) cannot reach ``dest``, or
-    None: each existing directory on the way needs the search (x) bit for others, or for its
-    group when that group is one of ``groups``."""
-    anc = existing_ancestor(os.path.dirname(dest.rstrip("/")) or "/")
-    path = "/"
-    for part in [p for p in anc.split("/") if p]:
-        path = os.path.join(path, part)
-        try:
-            st = os.stat(path)
-        except OSError:
-            return None
-        if not stat.S_ISDIR(st.st_mode):
-            return None
-        mode = st.st_mode
-        if mode & stat.S_IXOTH or (st.st_gid in groups and mode & stat.S_IXGRP):
-            continue
-        return (
-            f"{path} ({_owner_text(st)}) cannot be traversed by a function's user: a core run "
-            "as root runs each function as a user of its own, which needs the search (x) "
-            f"permission on every directory on the way; run `chmod o+x {path}` (or give the "
-            "resource an owner group that may search it), or choose a destination such as "
-            "/srv/models/NAME"
-        )
-    return None
-
-
 def destination_problems(group: Group) -> list[str]:
     """Every model destination this deploying user cannot install at, as ``field: problem``
     (checked by :func:`pyengine.deploy.deploy` before anything is made)."""
@@ -515,24 +488,6 @@ def destination_problems(group: Group) -> list[str]:
             if problem:
                 out.append(f"resources[{i}].model.destination: {r.model.destination!r}: "
                            f"{problem}")
-    return out
-
-
-def traversal_warnings(group: Group) -> list[str]:
-    """Model destinations granted to a function that the function's user cannot reach, when
-    this process runs as root (a core run as root runs each function as a user of its own with
-    the resources' owner groups; an unprivileged core runs them as itself, which deployed)."""
-    if os.geteuid() != 0:
-        return []
-    used = {fr.id for f in group.functions for fr in f.resources}
-    out = []
-    for i, r in enumerate(group.resources):
-        if r.model is None or not r.model.destination or r.id not in used:
-            continue
-        groups = (r.model.owner.group,) if r.model.owner and r.model.owner.group is not None else ()
-        problem = traversal_problem(r.model.destination, groups)
-        if problem:
-            out.append(f"resources[{i}].model.destination: {r.model.destination!r}: {problem}")
     return out
 
 

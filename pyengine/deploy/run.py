@@ -17,10 +17,11 @@ from pyengine.common.paths import resolve_root
 from pyengine.deploy import private
 from pyengine.deploy.commit import commit, switch_all
 from pyengine.deploy.errors import DeployError, GroupError, UnpackError
-from pyengine.deploy.group import Group, destination_problems, load_group, traversal_warnings
+from pyengine.deploy.group import Group, destination_problems, load_group
 from pyengine.deploy.install import Installer
 from pyengine.deploy.layout import free_bytes, no_space, remove_partial_downloads
 from pyengine.deploy.plan import VERIFIED_KINDS
+from pyengine.deploy.reach import reach_problems
 from pyengine.deploy.records import Deployment, ItemResult, ProgressCallback, load_deployment
 from pyengine.deploy.recovery import Session
 from pyengine.sources.base import SourceError
@@ -136,7 +137,7 @@ class Run(Installer):
         status = "Failure" if failed else "Success"
         bad = [it for it in self.items if it.outcome == "failed"]
         if not failed:
-            msg = "\n".join(f"warning: {w}" for w in traversal_warnings(g))
+            msg = ""
         elif apply:
             msg = f"{len(bad)} resource(s) failed; the others were installed (--on-failure=keep)"
         else:
@@ -188,7 +189,7 @@ def deploy(
     g = load_group(group) if isinstance(group, str) else group
     # Checked on this machine, as this user (a fleet's publisher validates elsewhere): nothing
     # is made, and the previous group stays, when a destination cannot be installed at.
-    problems = destination_problems(g)
+    problems = destination_problems(g) + reach_problems(g)
     if problems:
         raise GroupError(g.path or "<group>", problems)
     try:

@@ -7,6 +7,7 @@
 #include "kernels/activation.h"
 #include "kernels/conv2d.h"
 #include "kernels/conv_nchwc.h"
+#include "kernels/conv_winograd.h"
 #include "kernels/elementwise.h"
 #include "kernels/gemm.h"
 #include "kernels/pool.h"
@@ -26,6 +27,8 @@ void binary_arm_neon(BinaryOp op, const float* a, int64_t a_step, const float* b
                      float* y, int64_t n);
 void conv_nchwc_arm_neon(const NchwcConv& c, const float* x, float* y, int64_t n, int64_t ob0, int64_t ob1,
                          int64_t q0, int64_t q1);
+void conv_winograd_arm_neon(const NchwcConv& c, const float* x, float* y, int64_t n, int64_t ob0, int64_t ob1,
+                            int64_t t0, int64_t t1, int64_t tb, float* scratch);
 void softmax_arm_neon(const float* x, float* y, int64_t outer, int64_t axis, int64_t inner);
 
 }  // namespace pyengine

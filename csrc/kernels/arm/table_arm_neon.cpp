@@ -23,6 +23,7 @@ const KernelTable* kernel_table_neon() {
         t.nchwc_block = 4;
         t.conv_nchwc = conv_nchwc_arm_neon;
         t.nchwc_oc_tile = 4;
+        t.conv_winograd = conv_winograd_arm_neon;
         return t;
     }();
     return &table;

@@ -16,10 +16,15 @@ void depthwise2d_avx2(const Conv2DParams& p, const float* x, const float* w, flo
 const GemmMicroKernel& gemm_micro_avx2();
 void conv_nchwc_avx2(const NchwcConv& c, const float* x, float* y, int64_t n, int64_t ob0, int64_t ob1,
                      int64_t q0, int64_t q1);
+void conv_winograd_avx2(const NchwcConv& c, const float* x, float* y, int64_t n, int64_t ob0, int64_t ob1,
+                        int64_t t0, int64_t t1, int64_t tb, float* scratch);
 void pool2d_avx2(const Pool2DParams& p, const float* x, float* y);
 void activation_apply_avx2(const float* x, float* y, int64_t n, const Epilogue& e);
 void binary_avx2(BinaryOp op, const float* a, int64_t as, const float* b, int64_t bs, float* y, int64_t n);
+void qgemm_avx2(int64_t M, int64_t N, int64_t Kp, const uint8_t* A, int64_t lda, const int8_t* Bp, int32_t* C,
+                int64_t ldc);
 void softmax_avx2(const float* x, float* y, int64_t outer, int64_t axis, int64_t inner);
+void erf_apply_avx2(const float* x, float* y, int64_t n, bool gelu);
 
 namespace {
 void conv2d_avx2(const Conv2DParams& p, const float* x, const float* w, float* y) {
@@ -41,10 +46,14 @@ const KernelTable* kernel_table_avx2() {
         t.activation_apply = activation_apply_avx2;
         t.binary = binary_avx2;
         t.softmax = softmax_avx2;
+        t.erf_apply = erf_apply_avx2;
         t.gemm_uk = &gemm_micro_avx2();
         t.nchwc_block = 8;
         t.conv_nchwc = conv_nchwc_avx2;
         t.nchwc_oc_tile = 2;
+        t.conv_winograd = conv_winograd_avx2;
+        t.qgemm = qgemm_avx2;
+        t.qgemm_name = "avx2";
         return t;
     }();
     return &table;

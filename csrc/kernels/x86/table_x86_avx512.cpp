@@ -4,6 +4,7 @@
 #include "kernels/elementwise.h"
 #include "kernels/gemm.h"
 #include "kernels/pool.h"
+#include "runtime/cpu.h"
 #include "runtime/dispatch.h"
 
 #if defined(__AVX512F__) && defined(__FMA__)
@@ -16,8 +17,13 @@ void gemm_avx512(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, c
 const GemmMicroKernel& gemm_micro_avx512();
 void conv_nchwc_avx512(const NchwcConv& c, const float* x, float* y, int64_t n, int64_t ob0, int64_t ob1,
                        int64_t q0, int64_t q1);
+void conv_winograd_avx512(const NchwcConv& c, const float* x, float* y, int64_t n, int64_t ob0, int64_t ob1,
+                          int64_t t0, int64_t t1, int64_t tb, float* scratch);
 void depthwise2d_avx512(const Conv2DParams& p, const float* x, const float* w, float* y, int64_t n,
                         int64_t c0, int64_t c1);
+
+void qgemm_avx512_vnni(int64_t M, int64_t N, int64_t Kp, const uint8_t* A, int64_t lda, const int8_t* Bp,
+                       int32_t* C, int64_t ldc);
 
 namespace {
 void conv2d_avx512(const Conv2DParams& p, const float* x, const float* w, float* y) {
@@ -37,6 +43,12 @@ const KernelTable* kernel_table_avx512() {
         t.nchwc_block = 16;
         t.conv_nchwc = conv_nchwc_avx512;
         t.nchwc_oc_tile = 4;
+        t.conv_winograd = conv_winograd_avx512;
+        // AVX-512F without VNNI (Skylake-SP) keeps the AVX2 int8 GEMM.
+        if (cpu_support_x86_avx512_vnni()) {
+            t.qgemm = qgemm_avx512_vnni;
+            t.qgemm_name = "avx512-vnni";
+        }
         return t;
     }();
     return &table;

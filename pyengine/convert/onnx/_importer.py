@@ -9,6 +9,7 @@ import numpy as np
 
 from pyengine.builder import GraphBuilder
 from pyengine.convert._graph import Graph
+from pyengine.convert.onnx._fuse import fuse_gelu
 from pyengine.errors import InputShapeUnknownError
 
 
@@ -106,7 +107,7 @@ class Importer:
             if shape is None:
                 raise InputShapeUnknownError(f"'{self.path}': input '{vi.name}' has no shape")
             self.values[vi.name] = self.g.input(vi.name, shape)
-        for node in graph.node:
+        for node in fuse_gelu(onnx, graph):
             self.convert_node(node)
         for vi in graph.output:
             value = self.values[vi.name]

@@ -1,0 +1,341 @@
+// SPDX-License-Identifier: Apache-2.0
+// QLinearConv2D and QLinearDense: float activations in and out, int8 inside (see ops_quant.cpp).
+#include <algorithm>
+#include <cstring>
+#include <mutex>
+
+#include "common.h"
+#include "graph/conv_geometry.h"
+#include "graph/op.h"
+#include "graph/quant_common.h"
+#include "kernels/qgemm.h"
+#include "runtime/dispatch.h"
+#include "runtime/thread_pool.h"
+
+namespace pyengine {
+
+namespace {
+
+// Rows of the int8 GEMM per task: enough to amortize a task, few enough to spread over threads.
+int64_t row_chunk(int64_t rows, int64_t work_per_row) {
+    const int64_t threads = num_threads();
+    if (threads <= 1 || rows * work_per_row < (int64_t(1) << 16)) return std::max<int64_t>(rows, 1);
+    const int64_t chunk = (rows + 4 * threads - 1) / (4 * threads);
+    return std::max<int64_t>((chunk + 3) / 4 * 4, 16);
+}
+
+template <typename T>
+T* scratch(std::vector<T>& v, size_t n) {
+    if (v.size() < n) v.resize(n);
+    return v.data();
+}
+
+// ---- QLinearConv2D ----
+class QLinearConvOp : public Op {
+public:
+    explicit QLinearConvOp(const Attrs& a)
+        : node_(a.node()), conv_(a), x_(get_act_quant(a, "x", true)), y_(get_act_quant(a, "y", false)) {
+        get_quant_activation(a, &lo_, &hi_);
+    }
+
+    bool takes_dtype(size_t i, DType t) const override {
+        if (i == 1) return t == DType::Int8 || t == DType::UInt8;
+        if (i == 2) return t == DType::Int32 || t == DType::Float32;
+        return t == DType::Float32;
+    }
+
+    std::vector<Shape> infer(const std::vector<Shape>& in) const override {
+        const Conv2DParams p = conv_.geometry(in[0], in[1], "QLinearConv2D");
+        if (in.size() > 2 && (in[2].size() != 1 || in[2][0] != p.O)) {
+            shape_error(str("QLinearConv2D bias must have shape [", p.O, "], got ", shape_str(in[2])));
+        }
+        if (conv_.layout == Layout::NHWC) return {{p.N, p.OH, p.OW, p.O}};
+        return {{p.N, p.O, p.OH, p.OW}};
+    }
+
+    void prepare(const std::vector<const Tensor*>& constants) override {
+        const Tensor* w = constants.size() > 1 ? constants[1] : nullptr;
+        if (w != nullptr && w->shape.size() != 4) {
+            throw ModelFormatError(str("node '", node_, "': the weight must be 4-D OIHW, got ", shape_str(w->shape)));
+        }
+        if (constants.size() > 2 && constants[2] == nullptr) {
+            throw ModelFormatError(str("node '", node_, "': the bias (input 2) must be a tensor in the file"));
+        }
+        const int64_t O = w ? w->shape[0] : 0, K = w ? w->shape[1] * w->shape[2] * w->shape[3] : 0;
+        if (w != nullptr && (conv_.groups < 1 || O % conv_.groups != 0)) return;  // infer reports it
+        const int64_t G = conv_.groups, Og = O / std::max<int64_t>(G, 1);
+        // Weights as [O, (kh, kw, c)]: the im2col rows are NHWC patches, channels innermost.
+        if (w != nullptr) {
+            const int64_t C = w->shape[1], KHW = w->shape[2] * w->shape[3];
+            for (int64_t g = 0; g < G; ++g) {
+                // w(n, k) with k = (kh * KW + kw) * C + c lies at [g*Og + n][c][kh][kw].
+                // The permutation is not a single stride, so reorder into a dense copy first.
+                std::vector<int8_t> perm(static_cast<size_t>(Og * K));
+                const auto* src = static_cast<const int8_t*>(w->data);
+                for (int64_t n = 0; n < Og; ++n)
+                    for (int64_t c = 0; c < C; ++c)
+                        for (int64_t s = 0; s < KHW; ++s)
+                            perm[static_cast<size_t>(n * K + s * C + c)] = src[((g * Og + n) * C + c) * KHW + s];
+                Tensor view = *w;
+                view.data = perm.data();
+                view.shape = {Og, K};
+                // Per-channel parameters of this group's rows.
+                QuantParams gp;
+                const QuantParams* wp = w->quant;
+                if (wp != nullptr && wp->per_channel() && wp->axis == 0) {
+                    gp.scale.assign(wp->scale.begin() + g * Og, wp->scale.begin() + (g + 1) * Og);
+                    gp.zero_point.assign(wp->zero_point.begin() + g * Og, wp->zero_point.begin() + (g + 1) * Og);
+                    view.quant = &gp;
+                }
+                Tensor bview;
+                const Tensor* b = constants.size() > 2 ? constants[2] : nullptr;
+                if (b != nullptr && b->shape.size() == 1 && b->shape[0] == O) {
+                    bview = *b;
+                    bview.data = static_cast<char*>(b->data) + g * Og * 4;
+                    bview.shape = {Og};
+                    b = &bview;
+                }
+                groups_.push_back(prepare_quant_weights(node_, &view, 0, Og, K, K, 1, b, x_.scale));
+            }
+        } else {
+            prepare_quant_weights(node_, nullptr, 0, 0, 0, 0, 0, nullptr, 1.0f);  // throws: not constant
+        }
+    }
+
+    OpRunInfo run_info(const std::vector<Shape>& in) const override {
+        const Conv2DParams p = conv_.geometry(in[0], in[1], "QLinearConv2D");
+        const bool dw = depthwise(p);
+        return {conv_.layout == Layout::NHWC ? "NHWC" : "NCHW",
+                str("int8 ", dw ? "depthwise direct" : str(kernels().qgemm_name, " im2col qgemm"))};
+    }
+
+    void run(const std::vector<const Tensor*>& in, const std::vector<Tensor*>& out) const override {
+        const Conv2DParams p = conv_.geometry(in[0]->shape, in[1]->shape, "QLinearConv2D");
+        const bool nhwc = conv_.layout == Layout::NHWC;
+        const int64_t HW = p.H * p.W, P = p.OH * p.OW;
+        const int64_t Cg = p.C / p.groups, Og = p.O / p.groups;
+        const QgemmFn qgemm = kernels().qgemm;
+        std::vector<uint8_t> xq(static_cast<size_t>(HW * p.C));
+        for (int64_t n = 0; n < p.N; ++n) {
+            const float* x = in[0]->f32() + n * p.C * HW;
+            float* y = out[0]->f32() + n * p.O * P;
+            // The image as u8 NHWC: every patch row is then runs of contiguous channels.
+            if (nhwc) {
+                quantize_u8(x, HW * p.C, x_.scale, x_.zero_point, x_.lo, x_.hi, x_.shift(), xq.data());
+            } else {
+                for (int64_t c = 0; c < p.C; ++c) {
+                    const float* plane = x + c * HW;
+                    for (int64_t i = 0; i < HW; ++i) {
+                        xq[static_cast<size_t>(i * p.C + c)] = static_cast<uint8_t>(
+                            quantize_value(plane[i], x_.scale, x_.zero_point, x_.lo, x_.hi) + x_.shift());
+                    }
+                }
+            }
+            const int64_t y_m = nhwc ? p.O : 1, y_n = nhwc ? 1 : P;
+            if (depthwise(p)) {
+                run_depthwise(p, xq.data(), y, y_m, y_n);
+                continue;
+            }
+            for (int64_t g = 0; g < p.groups; ++g) {
+                const QuantWeights& qw = groups_[static_cast<size_t>(g)];
+                const QEpilogue ep = make_qepilogue(qw, x_, y_, lo_, hi_);
+                const int64_t K = qw.K, Kp = qgemm_kpad(K);
+                const bool direct = p.groups == 1 && p.KH == 1 && p.KW == 1 && p.stride_h == 1 && p.stride_w == 1 &&
+                                    p.pad_top == 0 && p.pad_left == 0 && p.OH == p.H && p.OW == p.W && K == Kp;
+                const int64_t chunk = row_chunk(P, K * Og);
+                const int64_t tasks = (P + chunk - 1) / chunk;
+                const uint8_t pad = static_cast<uint8_t>(x_.zero_point + x_.shift());
+                parallel_for(tasks, [&](int64_t t) {
+                    thread_local std::vector<uint8_t> a_buf;
+                    thread_local std::vector<int32_t> c_buf;
+                    const int64_t m0 = t * chunk, rows = std::min(chunk, P - m0);
+                    const uint8_t* A = xq.data() + m0 * p.C;
+                    int64_t lda = p.C;
+                    if (!direct) {
+                        uint8_t* a = scratch(a_buf, static_cast<size_t>(rows * Kp));
+                        im2col_rows(p, xq.data(), g * Cg, Cg, m0, rows, Kp, pad, a);
+                        A = a;
+                        lda = Kp;
+                    }
+                    int32_t* c = scratch(c_buf, static_cast<size_t>(rows * Og));
+                    qgemm(rows, Og, Kp, A, lda, qw.packed.data(), c, Og);
+                    qepilogue(ep, c, Og, rows, Og, y + m0 * y_m + g * Og * y_n, y_m, y_n);
+                });
+            }
+        }
+    }
+
+private:
+    static bool depthwise(const Conv2DParams& p) { return p.groups > 1 && p.groups == p.C && p.O == p.C; }
+
+    // Patch rows [m0, m0 + rows) of channels [c0, c0 + Cg) from the u8 NHWC image, each row
+    // (kh, kw, c) padded to Kp; outside the image the zero point (a real 0).
+    static void im2col_rows(const Conv2DParams& p, const uint8_t* xq, int64_t c0, int64_t Cg, int64_t m0, int64_t rows,
+                            int64_t Kp, uint8_t pad, uint8_t* a) {
+        for (int64_t r = 0; r < rows; ++r) {
+            const int64_t m = m0 + r, oh = m / p.OW, ow = m % p.OW;
+            uint8_t* row = a + r * Kp;
+            for (int64_t kh = 0; kh < p.KH; ++kh) {
+                const int64_t ih = oh * p.stride_h - p.pad_top + kh * p.dilation_h;
+                for (int64_t kw = 0; kw < p.KW; ++kw) {
+                    const int64_t iw = ow * p.stride_w - p.pad_left + kw * p.dilation_w;
+                    if (ih < 0 || ih >= p.H || iw < 0 || iw >= p.W) {
+                        std::memset(row, pad, static_cast<size_t>(Cg));
+                    } else {
+                        std::memcpy(row, xq + (ih * p.W + iw) * p.C + c0, static_cast<size_t>(Cg));
+                    }
+                    row += Cg;
+                }
+            }
+            std::memset(row, 0, static_cast<size_t>(a + (r + 1) * Kp - row));
+        }
+    }
+
+    // Depthwise: per output pixel, every channel at once (contiguous in NHWC), int32 sums.
+    void run_depthwise(const Conv2DParams& p, const uint8_t* xq, float* y, int64_t y_m, int64_t y_n) const {
+        const QuantWeights& qw = groups_.empty() ? empty_ : dw_weights();
+        const QEpilogue ep = make_qepilogue(qw, x_, y_, lo_, hi_);
+        const int64_t P = p.OH * p.OW, C = p.C, KHW = p.KH * p.KW;
+        const int32_t pad = x_.zero_point + x_.shift();
+        const int64_t chunk = row_chunk(P, KHW * C);
+        const int64_t tasks = (P + chunk - 1) / chunk;
+        parallel_for(tasks, [&](int64_t t) {
+            thread_local std::vector<int32_t> acc_buf;
+            const int64_t m0 = t * chunk, rows = std::min(chunk, P - m0);
+            int32_t* acc = scratch(acc_buf, static_cast<size_t>(rows * C));
+            for (int64_t r = 0; r < rows; ++r) {
+                const int64_t m = m0 + r, oh = m / p.OW, ow = m % p.OW;
+                int32_t* s = acc + r * C;
+                std::fill(s, s + C, 0);
+                for (int64_t kh = 0; kh < p.KH; ++kh) {
+                    const int64_t ih = oh * p.stride_h - p.pad_top + kh * p.dilation_h;
+                    for (int64_t kw = 0; kw < p.KW; ++kw) {
+                        const int64_t iw = ow * p.stride_w - p.pad_left + kw * p.dilation_w;
+                        const int16_t* wk = dw_w_.data() + (kh * p.KW + kw) * C;
+                        if (ih < 0 || ih >= p.H || iw < 0 || iw >= p.W) {
+                            for (int64_t c = 0; c < C; ++c) s[c] += pad * wk[c];
+                        } else {
+                            const uint8_t* xr = xq + (ih * p.W + iw) * C;
+                            for (int64_t c = 0; c < C; ++c) s[c] += int32_t(xr[c]) * wk[c];
+                        }
+                    }
+                }
+            }
+            qepilogue(ep, acc, C, rows, C, y + m0 * y_m, y_m, y_n);
+        });
+    }
+
+    // The depthwise weights as one [C, KH*KW] set (every group has one channel), built once.
+    const QuantWeights& dw_weights() const {
+        std::call_once(dw_once_, [&] {
+            dw_.K = groups_[0].K;
+            dw_.N = static_cast<int64_t>(groups_.size());
+            dw_w_.assign(static_cast<size_t>(dw_.N * dw_.K), 0);
+            for (size_t g = 0; g < groups_.size(); ++g) {
+                const QuantWeights& q = groups_[g];
+                dw_.wsum.push_back(q.wsum[0]);
+                dw_.scale.push_back(q.scale[0]);
+                if (!q.bias.empty()) dw_.bias.push_back(q.bias[0]);
+                // [kh*kw][C]: the inner loop runs over contiguous channels.
+                for (int64_t k = 0; k < dw_.K; ++k) dw_w_[static_cast<size_t>(k * dw_.N) + g] = q.centered[static_cast<size_t>(k)];
+            }
+        });
+        return dw_;
+    }
+
+    std::string node_;
+    ConvAttrs conv_;
+    ActQuant x_, y_;
+    float lo_ = 0, hi_ = 0;
+    std::vector<QuantWeights> groups_;  // one per group: [O/groups, KH*KW*C/groups]
+    QuantWeights empty_;
+    mutable std::once_flag dw_once_;
+    mutable QuantWeights dw_;
+    mutable std::vector<int16_t> dw_w_;
+};
+
+// ---- QLinearDense: y[..., N] = x[..., K] W (+ b) with W int8 [K, N] (or [N, K], transpose_b) ----
+class QLinearDenseOp : public Op {
+public:
+    explicit QLinearDenseOp(const Attrs& a)
+        : node_(a.node()), trans_b_(a.get_bool("transpose_b", false)), x_(get_act_quant(a, "x", true)),
+          y_(get_act_quant(a, "y", false)) {
+        get_quant_activation(a, &lo_, &hi_);
+    }
+
+    bool takes_dtype(size_t i, DType t) const override {
+        if (i == 1) return t == DType::Int8 || t == DType::UInt8;
+        if (i == 2) return t == DType::Int32 || t == DType::Float32;
+        return t == DType::Float32;
+    }
+
+    std::vector<Shape> infer(const std::vector<Shape>& in) const override {
+        const Shape& x = in[0];
+        const Shape& w = in[1];
+        if (x.empty()) shape_error("QLinearDense input must have rank >= 1");
+        if (w.size() != 2) shape_error(str("QLinearDense weight must be 2-D, got ", shape_str(w)));
+        const int64_t K = trans_b_ ? w[1] : w[0], N = trans_b_ ? w[0] : w[1];
+        if (x.back() != K) shape_error(str("QLinearDense input's last dimension is ", x.back(), "; the weight ", shape_str(w), " needs ", K));
+        if (in.size() > 2 && (in[2].size() != 1 || in[2][0] != N)) {
+            shape_error(str("QLinearDense bias must have shape [", N, "], got ", shape_str(in[2])));
+        }
+        Shape y = x;
+        y.back() = N;
+        return {y};
+    }
+
+    void prepare(const std::vector<const Tensor*>& constants) override {
+        const Tensor* w = constants.size() > 1 ? constants[1] : nullptr;
+        if (constants.size() > 2 && constants[2] == nullptr) {
+            throw ModelFormatError(str("node '", node_, "': the bias (input 2) must be a tensor in the file"));
+        }
+        if (w != nullptr && w->shape.size() != 2) {
+            throw ModelFormatError(str("node '", node_, "': the weight must be 2-D, got ", shape_str(w->shape)));
+        }
+        const int64_t K = w ? (trans_b_ ? w->shape[1] : w->shape[0]) : 0;
+        const int64_t N = w ? (trans_b_ ? w->shape[0] : w->shape[1]) : 0;
+        // Per-channel along N: axis 1 of [K, N], axis 0 of [N, K].
+        qw_ = prepare_quant_weights(node_, w, trans_b_ ? 0 : 1, N, K, trans_b_ ? K : 1, trans_b_ ? 1 : N,
+                                    constants.size() > 2 ? constants[2] : nullptr, x_.scale);
+    }
+
+    OpRunInfo run_info(const std::vector<Shape>& in) const override {
+        (void)in;
+        return {"", str("int8 ", kernels().qgemm_name, " qgemm")};
+    }
+
+    void run(const std::vector<const Tensor*>& in, const std::vector<Tensor*>& out) const override {
+        const int64_t K = qw_.K, N = qw_.N, Kp = qgemm_kpad(K);
+        const int64_t M = K == 0 ? 0 : in[0]->numel() / K;
+        const QEpilogue ep = make_qepilogue(qw_, x_, y_, lo_, hi_);
+        const QgemmFn qgemm = kernels().qgemm;
+        const int64_t chunk = row_chunk(M, K * N);
+        parallel_for((M + chunk - 1) / chunk, [&](int64_t t) {
+            thread_local std::vector<uint8_t> a_buf;
+            thread_local std::vector<int32_t> c_buf;
+            const int64_t m0 = t * chunk, rows = std::min(chunk, M - m0);
+            uint8_t* a = scratch(a_buf, static_cast<size_t>(rows * Kp));
+            for (int64_t r = 0; r < rows; ++r) {
+                quantize_u8(in[0]->f32() + (m0 + r) * K, K, x_.scale, x_.zero_point, x_.lo, x_.hi, x_.shift(), a + r * Kp);
+                std::memset(a + r * Kp + K, 0, static_cast<size_t>(Kp - K));
+            }
+            int32_t* c = scratch(c_buf, static_cast<size_t>(rows * N));
+            qgemm(rows, N, Kp, a, Kp, qw_.packed.data(), c, N);
+            qepilogue(ep, c, N, rows, N, out[0]->f32() + m0 * N, N, 1);
+        });
+    }
+
+private:
+    std::string node_;
+    bool trans_b_;
+    ActQuant x_, y_;
+    float lo_ = 0, hi_ = 0;
+    QuantWeights qw_;
+};
+
+}  // namespace
+
+std::unique_ptr<Op> make_QLinearConv2D(const Attrs& a) { return std::make_unique<QLinearConvOp>(a); }
+std::unique_ptr<Op> make_QLinearDense(const Attrs& a) { return std::make_unique<QLinearDenseOp>(a); }
+
+}  // namespace pyengine

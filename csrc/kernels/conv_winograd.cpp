@@ -1,0 +1,157 @@
+// SPDX-License-Identifier: Apache-2.0
+// Winograd F(4x4, 3x3) in the blocked layout: the mode switch and the rule that picks it, the
+// weight transform, the driver (task split over the pool, per-thread scratch) and the generic
+// kernels for blocks 4, 8 and 16.
+#include "kernels/conv_winograd.h"
+
+#include <algorithm>
+#include <cstdlib>
+#include <string>
+
+#include "common.h"
+#include "runtime/dispatch.h"
+#include "runtime/thread_pool.h"
+
+namespace pyengine {
+namespace {
+void act_row(float* row, int64_t n, const Epilogue& e) {
+    if (e.act == Activation::None) return;
+    for (int64_t i = 0; i < n; ++i) row[i] = activate(row[i], e);
+}
+}  // namespace
+}  // namespace pyengine
+
+#include "kernels/conv_nchwc_body.h"
+#include "kernels/conv_winograd_body.h"
+
+namespace pyengine {
+
+namespace {
+// As conv_nchwc: below this many multiply-adds a convolution runs on the calling thread, and
+// no task is made smaller than kTaskMacs.
+constexpr int64_t kInlineMacs = int64_t(1) << 20;
+constexpr int64_t kTaskMacs = int64_t(1) << 18;
+// Scratch of one task's tile run (transformed inputs and products): 4 MB, so that a run of
+// tiles shares each weight read across as many tiles as fit (weights are read once per run).
+constexpr int64_t kScratchFloats = int64_t(1) << 20;
+}  // namespace
+
+WinogradMode winograd_mode() {
+    const char* env = std::getenv("PYENGINE_WINOGRAD");
+    const std::string v = env != nullptr ? env : "";
+    if (v.empty() || v == "auto") return WinogradMode::Auto;
+    if (v == "0") return WinogradMode::Off;
+    if (v == "1") return WinogradMode::Always;
+    throw InvalidArgument(str("PYENGINE_WINOGRAD='", v, "' is not '0', '1' or 'auto'"));
+}
+
+bool winograd_eligible(const NchwcConv& c) {
+    const Conv2DParams& p = c.p;
+    return !c.depthwise && p.groups == 1 && c.in_block == c.cb && p.KH == 3 && p.KW == 3 && p.stride_h == 1 &&
+           p.stride_w == 1 && p.dilation_h == 1 && p.dilation_w == 1 && p.layout == Layout::NCHW;
+}
+
+bool winograd_pick(const NchwcConv& c, WinogradMode mode) {
+    if (mode == WinogradMode::Off || !winograd_eligible(c)) return false;
+    if (mode == WinogradMode::Always) return true;
+    const Conv2DParams& p = c.p;
+    // Measured (bench/results/winograd.md): with few channels the transforms cost more than
+    // the 4x fewer multiply-adds save; with few tiles the 4x larger weights are read for too
+    // little work.
+    const int64_t tiles = ((p.OH + kWinoOut - 1) / kWinoOut) * ((p.OW + kWinoOut - 1) / kWinoOut);
+    return p.C >= 16 && p.O >= 16 && tiles * p.N >= 4;
+}
+
+std::vector<float> winograd_pack_weights(const NchwcConv& c, const float* w) {
+    // G of F(4x4, 3x3) (Lavin and Gray), applied as G g G^T.
+    static const double G[6][3] = {{1.0 / 4, 0, 0},
+                                   {-1.0 / 6, -1.0 / 6, -1.0 / 6},
+                                   {-1.0 / 6, 1.0 / 6, -1.0 / 6},
+                                   {1.0 / 24, 1.0 / 12, 1.0 / 6},
+                                   {1.0 / 24, -1.0 / 12, 1.0 / 6},
+                                   {0, 0, 1}};
+    const Conv2DParams& p = c.p;
+    const int64_t cb = c.cb, OB = (p.O + cb - 1) / cb, icp = (p.C + cb - 1) / cb * cb;
+    std::vector<float> out(static_cast<size_t>(kWinoPos * OB * icp * cb), 0.0f);
+    for (int64_t o = 0; o < p.O; ++o) {
+        for (int64_t ci = 0; ci < p.C; ++ci) {
+            const float* g = w + (o * p.C + ci) * 9;
+            double gg[6][3];  // G g
+            for (int r = 0; r < 6; ++r) {
+                for (int j = 0; j < 3; ++j) gg[r][j] = G[r][0] * g[j] + G[r][1] * g[3 + j] + G[r][2] * g[6 + j];
+            }
+            for (int r = 0; r < 6; ++r) {
+                for (int s = 0; s < 6; ++s) {
+                    const double u = gg[r][0] * G[s][0] + gg[r][1] * G[s][1] + gg[r][2] * G[s][2];
+                    out[static_cast<size_t>((((r * 6 + s) * OB + o / cb) * icp + ci) * cb + o % cb)] = static_cast<float>(u);
+                }
+            }
+        }
+    }
+    return out;
+}
+
+int64_t winograd_scratch_floats(const NchwcConv& c, int64_t tb, int64_t obs) {
+    const int64_t icp = (c.p.C + c.cb - 1) / c.cb * c.cb;
+    return kWinoPos * tb * (icp + obs * c.cb);
+}
+
+NchwcWinogradKernel conv_winograd_generic(int cb) {
+    switch (cb) {
+        case 4: return wino_body<4, 2, 4>;
+        case 8: return wino_body<8, 2, 4>;
+        case 16: return wino_body<16, 1, 4>;
+        default: return nullptr;
+    }
+}
+
+void conv_winograd(const NchwcConv& c, const float* x, float* y) {
+    const KernelTable& k = kernels();
+    if (k.nchwc_block == c.cb && k.conv_winograd != nullptr) {
+        conv_winograd_run(k.conv_winograd, k.nchwc_oc_tile, c, x, y);
+    } else {
+        conv_winograd_run(conv_winograd_generic(c.cb), 1, c, x, y);
+    }
+}
+
+void conv_winograd_run(NchwcWinogradKernel kern, int oc_tile, const NchwcConv& c, const float* x, float* y) {
+    const Conv2DParams& p = c.p;
+    if (p.N == 0 || p.O == 0 || p.OH == 0 || p.OW == 0) return;
+    const int64_t OB = (p.O + c.cb - 1) / c.cb, icp = (p.C + c.cb - 1) / c.cb * c.cb;
+    const int64_t tiles = ((p.OH + kWinoOut - 1) / kWinoOut) * ((p.OW + kWinoOut - 1) / kWinoOut);
+    const int64_t macs = p.N * tiles * kWinoPos * icp * OB * c.cb;
+    const int threads = num_threads();
+    // Tasks over (image, run of output blocks, run of tiles). Output blocks are split first:
+    // each task then reads only its blocks' weights (4x the direct ones), and what that
+    // repeats, the input transform, costs about 1/O of the GEMM. Tiles are split next, for
+    // convolutions with few output blocks (the large early layers).
+    int64_t ob_runs = 1, tile_runs = 1;
+    if (threads > 1 && macs >= kInlineMacs) {
+        const int64_t want = std::min<int64_t>(4 * static_cast<int64_t>(threads), std::max<int64_t>(1, macs / kTaskMacs));
+        const int64_t per_image = (want + p.N - 1) / p.N;
+        ob_runs = std::clamp<int64_t>(per_image, 1, (OB + oc_tile - 1) / oc_tile);
+        tile_runs = std::clamp<int64_t>((per_image + ob_runs - 1) / ob_runs, 1, tiles);
+    }
+    const int64_t ob_run = (OB + ob_runs - 1) / ob_runs;
+    ob_runs = (OB + ob_run - 1) / ob_run;
+    const int64_t tile_run = (tiles + tile_runs - 1) / tile_runs;
+    tile_runs = (tiles + tile_run - 1) / tile_run;
+    const int64_t tb = std::clamp<int64_t>(kScratchFloats / (kWinoPos * (icp + ob_run * c.cb)), 1, tile_run);
+    auto task = [&](int64_t n, int64_t r_ob, int64_t r_t) {
+        // Per thread and grow-only: a worker runs one task at a time, so concurrent predict
+        // calls never share it, and it is allocated once, not per call.
+        thread_local std::vector<float> scratch;
+        const size_t need = static_cast<size_t>(winograd_scratch_floats(c, tb, ob_run));
+        if (scratch.size() < need) scratch.resize(need);
+        const int64_t ob0 = r_ob * ob_run, t0 = r_t * tile_run;
+        kern(c, x, y, n, ob0, std::min(OB, ob0 + ob_run), t0, std::min(tiles, t0 + tile_run), tb, scratch.data());
+    };
+    const int64_t tasks = p.N * ob_runs * tile_runs;
+    if (threads <= 1 || tasks == 1 || macs < kInlineMacs) {
+        for (int64_t t = 0; t < tasks; ++t) task(t / (ob_runs * tile_runs), (t / tile_runs) % ob_runs, t % tile_runs);
+        return;
+    }
+    parallel_for(tasks, [&](int64_t t) { task(t / (ob_runs * tile_runs), (t / tile_runs) % ob_runs, t % tile_runs); });
+}
+
+}  // namespace pyengine

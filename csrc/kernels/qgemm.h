@@ -1,0 +1,65 @@
+// SPDX-License-Identifier: Apache-2.0
+// int8 GEMM (u8 activations x s8 weights, int32 accumulation), its weight packing, the
+// requantizing epilogue, and ONNX QuantizeLinear rounding. docs/kernels.md "int8".
+#pragma once
+
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+namespace pyengine {
+
+// Packed weights: B[K, N] as [ceil(N/16)][Kp/4][16][4] int8 (Kp = K rounded up to 4), zero
+// padded. One layout for every variant: a 64-byte row holds 4 consecutive k of 16 columns,
+// which is what vpdpbusd (AVX-512 VNNI), vpmaddwd over widened bytes (AVX2) and sdot (NEON) take.
+constexpr int64_t kQgemmNr = 16;
+inline int64_t qgemm_kpad(int64_t K) { return (K + 3) / 4 * 4; }
+inline size_t qgemm_packed_size(int64_t K, int64_t N) {
+    return static_cast<size_t>((N + kQgemmNr - 1) / kQgemmNr * kQgemmNr * qgemm_kpad(K));
+}
+// Packs B(k, n) = b[k * stride_k + n * stride_n] (both layouts of a weight matrix).
+void qgemm_pack_b(int64_t K, int64_t N, const int8_t* b, int64_t stride_k, int64_t stride_n, int8_t* out);
+
+// C[m, n] = sum over k < Kp of A[m * lda + k] * B(k, n), for m < M, n < N (int32, row stride ldc).
+// A rows hold Kp bytes (any value past K: the packed B is zero there).
+using QgemmFn = void (*)(int64_t M, int64_t N, int64_t Kp, const uint8_t* A, int64_t lda, const int8_t* Bp,
+                         int32_t* C, int64_t ldc);
+void qgemm_generic(int64_t M, int64_t N, int64_t Kp, const uint8_t* A, int64_t lda, const int8_t* Bp,
+                   int32_t* C, int64_t ldc);
+
+// From the int32 sums to float outputs: per column n,
+//   real = (acc - x_zero_point * wsum[n] + bias[n]) * x_scale * w_scale[n]   (the dequantized sum),
+// clamped to [lo, hi] (the fused activation), then, when requantizing, rounded onto the output's
+// grid: q = saturate(round_half_even(real / y_scale) + y_zero_point), out = (q - y_zero_point) * y_scale.
+struct QEpilogue {
+    const int32_t* wsum = nullptr;  // [N]: sum over k of the (zero-point-free) weights
+    const int32_t* bias = nullptr;  // [N] in units of x_scale * w_scale[n], or nullptr
+    const float* scale = nullptr;   // [N]: x_scale * w_scale[n]
+    int32_t x_zero_point = 0;       // of the u8 activations
+    float lo = -INFINITY, hi = INFINITY;
+    bool requantize = false;
+    float y_scale = 1.0f;
+    int32_t y_zero_point = 0;
+    int32_t q_lo = 0, q_hi = 255;   // the output dtype's range
+};
+// Rows [0, M) of C (row stride ldc) to y[m * y_m + n * y_n].
+void qepilogue(const QEpilogue& e, const int32_t* C, int64_t ldc, int64_t M, int64_t N, float* y, int64_t y_m,
+               int64_t y_n);
+
+// ONNX QuantizeLinear: saturate(round_half_even(x / scale) + zero_point) to [q_lo, q_hi]; NaN gives
+// zero_point (ONNX leaves it undefined; onnxruntime gives the zero point too).
+inline int32_t quantize_value(float x, float scale, int32_t zero_point, int32_t q_lo, int32_t q_hi) {
+    const float r = __builtin_nearbyintf(x / scale);  // default rounding mode: halves to even
+    if (!(r == r)) return zero_point;
+    const float v = r + static_cast<float>(zero_point);
+    if (v <= static_cast<float>(q_lo)) return q_lo;
+    if (v >= static_cast<float>(q_hi)) return q_hi;
+    return static_cast<int32_t>(v);
+}
+
+// x (float, n values) to u8 codes with offset `shift` added (128 turns int8 codes into u8).
+void quantize_u8(const float* x, int64_t n, float scale, int32_t zero_point, int32_t q_lo, int32_t q_hi,
+                 int32_t shift, uint8_t* out);
+
+}  // namespace pyengine

@@ -1,0 +1,79 @@
+// SPDX-License-Identifier: Apache-2.0
+// int8 GEMM with AVX-512 VNNI: vpdpbusd multiplies 4 u8 activations by 4 s8 weights and adds
+// the 4 products to an int32 lane, 64 multiply-adds per instruction (16 for a float FMA).
+// Tile: 4 rows x 64 columns in 16 zmm accumulators. Compiled for VNNI by function attribute;
+// the table sets it only after cpu_support_x86_avx512_vnni().
+#include <immintrin.h>
+
+#include <cstring>
+
+#include "kernels/qgemm.h"
+
+#if defined(__AVX512F__)
+
+namespace pyengine {
+
+namespace {
+
+#define PYENGINE_VNNI __attribute__((target("avx512f,avx512bw,avx512vnni")))
+
+// Rows [m, m+R) against column panels [nb, nb + NB*16), all full.
+template <int R, int NB>
+PYENGINE_VNNI inline void tile(int64_t Kp, const uint8_t* A, int64_t lda, const int8_t* Bp, int32_t* C, int64_t ldc,
+                               int64_t n_valid) {
+    __m512i acc[R][NB];
+    for (int r = 0; r < R; ++r)
+        for (int j = 0; j < NB; ++j) acc[r][j] = _mm512_setzero_si512();
+    const int64_t panel = Kp * kQgemmNr;  // bytes per 16-column panel
+    for (int64_t k = 0; k < Kp; k += 4) {
+        __m512i b[NB];
+        for (int j = 0; j < NB; ++j) b[j] = _mm512_loadu_si512(Bp + j * panel + k * kQgemmNr);
+        for (int r = 0; r < R; ++r) {
+            int32_t a4;
+            std::memcpy(&a4, A + r * lda + k, 4);
+            const __m512i a = _mm512_set1_epi32(a4);
+            for (int j = 0; j < NB; ++j) acc[r][j] = _mm512_dpbusd_epi32(acc[r][j], a, b[j]);
+        }
+    }
+    for (int r = 0; r < R; ++r) {
+        for (int j = 0; j < NB; ++j) {
+            const int64_t left = n_valid - j * kQgemmNr;
+            if (left <= 0) break;
+            const __mmask16 mask = left >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << left) - 1);
+            _mm512_mask_storeu_epi32(C + r * ldc + j * kQgemmNr, mask, acc[r][j]);
+        }
+    }
+}
+
+template <int NB>
+PYENGINE_VNNI void rows(int64_t M, int64_t Kp, const uint8_t* A, int64_t lda, const int8_t* Bp, int32_t* C,
+                        int64_t ldc, int64_t n_valid) {
+    int64_t m = 0;
+    for (; m + 4 <= M; m += 4) tile<4, NB>(Kp, A + m * lda, lda, Bp, C + m * ldc, ldc, n_valid);
+    for (; m < M; ++m) tile<1, NB>(Kp, A + m * lda, lda, Bp, C + m * ldc, ldc, n_valid);
+}
+
+}  // namespace
+
+PYENGINE_VNNI void qgemm_avx512_vnni(int64_t M, int64_t N, int64_t Kp, const uint8_t* A, int64_t lda,
+                                     const int8_t* Bp, int32_t* C, int64_t ldc) {
+    // Rows in chunks that keep their A bytes in L1 while 64 columns of B stream past.
+    constexpr int64_t kRowChunk = 64;
+    for (int64_t m0 = 0; m0 < M; m0 += kRowChunk) {
+        const int64_t mc = M - m0 < kRowChunk ? M - m0 : kRowChunk;
+        for (int64_t nb = 0; nb < N; nb += 4 * kQgemmNr) {
+            const int64_t left = N - nb;
+            const int8_t* b = Bp + nb * Kp;
+            const uint8_t* a = A + m0 * lda;
+            int32_t* c = C + m0 * ldc + nb;
+            if (left > 3 * kQgemmNr) rows<4>(mc, Kp, a, lda, b, c, ldc, left);
+            else if (left > 2 * kQgemmNr) rows<3>(mc, Kp, a, lda, b, c, ldc, left);
+            else if (left > kQgemmNr) rows<2>(mc, Kp, a, lda, b, c, ldc, left);
+            else rows<1>(mc, Kp, a, lda, b, c, ldc, left);
+        }
+    }
+}
+
+}  // namespace pyengine
+
+#endif  // defined(__AVX512F__)
