@@ -35,7 +35,7 @@ from deploy_fixtures import free_port, start_moto_server, wait_port  # noqa: E40
 from machine import describe  # noqa: E402
 
 from pyengine import deploy as dp  # noqa: E402
-from pyengine.deploy import unpack as unpack_mod  # noqa: E402
+from pyengine.deploy import writer  # noqa: E402
 
 
 def small_package(path: str, i: int) -> str:
@@ -197,12 +197,12 @@ def main() -> None:
                     f,
                 )
             r = os.path.join(work, f"root-{kind}-{rep}")
-            unpack_mod.FSYNC = kind != "ours-nofsync"
+            writer.FSYNC = kind != "ours-nofsync"
             t = time.perf_counter()
             try:
                 d = dp.deploy(g, r)
             finally:
-                unpack_mod.FSYNC = True
+                writer.FSYNC = True
             took = time.perf_counter() - t
             assert d.status == "Success" and d.items[0].bytes == size, d
             dp.reset(r)

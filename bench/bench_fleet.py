@@ -36,8 +36,8 @@ from deploy_fixtures import aws_env, free_port, start_moto_server, wait_port  # 
 from machine import describe  # noqa: E402
 
 from pyengine import fleet as fl  # noqa: E402
+from pyengine.common.aws import AwsSettings  # noqa: E402
 from pyengine.fleet import enrollment  # noqa: E402
-from pyengine.sources.aws import AwsSettings  # noqa: E402
 
 HANDLER = "def function_handler(event, context):\n    return TAG\n"
 

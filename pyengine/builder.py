@@ -13,7 +13,10 @@ from pyengine import _core
 #: The NCHW[c] blocks the engine's kernels use: 16 AVX-512, 8 AVX2 and generic, 4 NEON.
 WEIGHT_BLOCKS = (16, 8, 4)
 
-_DTYPES = {np.dtype(np.float32), np.dtype(np.int32), np.dtype(np.int64), np.dtype(np.uint8), np.dtype(np.int8)}
+# The element types a .pyem file holds (docs/format.md's dtype codes).
+DTYPES = ("float32", "int32", "int64", "uint8", "int8", "bool", "int16", "uint16", "uint32", "uint64",
+          "float64")
+_DTYPES = {np.dtype(d) for d in DTYPES}
 
 
 def _plain(value: Any) -> Any:
@@ -70,6 +73,8 @@ class GraphBuilder:
         shape = [int(d) for d in shape]
         if any(d < -1 for d in shape):
             raise ValueError(f"input '{name}' shape {shape} has entries below -1")
+        if dtype not in DTYPES:
+            raise ValueError(f"input '{name}' has dtype '{dtype}'; expected one of {', '.join(DTYPES)}")
         self._inputs.append({"name": self._claim(name), "dtype": dtype, "shape": shape})
         return name
 
@@ -80,7 +85,7 @@ class GraphBuilder:
             arr = arr.astype(np.float32)
         arr = np.ascontiguousarray(arr).astype(arr.dtype.newbyteorder("<"), copy=False)
         if arr.dtype.newbyteorder("=") not in _DTYPES:
-            raise ValueError(f"tensor '{name}' has dtype {arr.dtype}; expected float32, int32, int64, uint8 or int8")
+            raise ValueError(f"tensor '{name}' has dtype {arr.dtype}; expected one of {', '.join(DTYPES)}")
         self._tensors[self._claim(name)] = arr
         return name
 

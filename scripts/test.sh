@@ -9,6 +9,12 @@ scripts/setup.sh --dev --frameworks
 scripts/services.sh
 # Cross compilers and qemu-user for tests/test_arm.py (apt; the test says why it skips without them).
 scripts/arm_setup.sh tools || echo "test.sh: the ARM cross tools could not be installed" >&2
+# ccache: tests/test_wheels.py builds a wheel per CPython, and with ccache the C++ core compiles
+# once for all of them (scripts/build_wheels.sh uses it when it is on PATH).
+if ! command -v ccache >/dev/null && [ "$(id -u)" = 0 ]; then
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends ccache ||
+    echo "test.sh: ccache could not be installed (each wheel compiles the whole core)" >&2
+fi
 export PATH="$PWD/.venv/bin:$PATH"
 ctest --test-dir build/dev --output-on-failure
 set +e

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from models import cnn, mlp, mobilenet_v2_graph
+from wheel_checks import check_wheel, wheel_tools
 
 import pyengine
 
@@ -117,6 +118,22 @@ def test_wheel_is_tagged_and_built_for_the_target(arm_builds, target):
         f"_core is for ELF machine {int.from_bytes(elf[18:20], 'little')}"
     )
     assert "pyengine/builder.py" in names and "pyengine/cli/__init__.py" in names
+
+
+@pytest.mark.parametrize("target", sorted(TARGETS))
+def test_repaired_wheel_fits_its_manylinux_tag(arm_builds, target, tmp_path):
+    """The wheel as released: repaired by auditwheel (as `build_wheels.sh --arm` does), tagged
+    with the policy it names, and its _core needing no newer GLIBC/GLIBCXX symbol versions than
+    that policy allows and linking nothing outside its allow-list (checked with readelf against
+    auditwheel's policy table, not by auditwheel's word)."""
+    tools = Path(wheel_tools())
+    repaired = _run([str(tools / "bin" / "auditwheel"), "repair", "-w", str(tmp_path / "out"),
+                     str(arm_builds[target])], 300,
+                    env=dict(os.environ, PATH=f"{tools / 'bin'}:{os.environ['PATH']}"))
+    assert repaired.returncode == 0, repaired.stdout + repaired.stderr
+    (wheel,) = (tmp_path / "out").glob("pyengine-*.whl")
+    assert wheel.name.startswith(f"pyengine-{pyengine.__version__}-cp311-cp311-manylinux_"), wheel.name
+    assert check_wheel(str(wheel), str(tmp_path / "unpacked")) == ("manylinux_2_35", target)
 
 
 @pytest.mark.parametrize("isa", ["generic", "neon"])

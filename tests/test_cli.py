@@ -390,8 +390,8 @@ def test_fleet_commands_json(capsys: pytest.CaptureFixture[str], tmp_path: Any, 
     import time
 
     from pyengine import fleet as fl
+    from pyengine.common.aws import AwsSettings
     from pyengine.fleet import document
-    from pyengine.sources.aws import AwsSettings
 
     key = str(tmp_path / "fleet.pem")
     made = cli_json(capsys, "fleet-keygen", "fleet", "keygen", key)

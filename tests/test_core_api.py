@@ -28,7 +28,7 @@ from core_helpers import CoreProcess, chown_tree, deploy_group, function
 
 from pyengine.core import landlock, netns
 from pyengine.deploy.errors import GroupError
-from pyengine.deploy.group import validate_group
+from pyengine.deploy.validate import validate_group
 
 NOBODY = 65534
 STRANGER = 4242  # a local user with no business with the core

@@ -15,7 +15,7 @@ import pytest
 from deploy_fixtures import run_cli, write_group, write_package
 
 from pyengine import deploy as dp
-from pyengine.deploy.unpack import copy_tree, tree_digest
+from pyengine.deploy.tree import copy_tree, tree_digest
 from pyengine.fleet.publish import code_package
 
 HANDLER = "def function_handler(event, context):\n    return 'ok'\n"

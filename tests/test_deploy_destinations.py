@@ -16,7 +16,7 @@ import pytest
 from core_helpers import package, text_file, write_code
 
 import pyengine.deploy as dp
-from pyengine.deploy.group import validate_group
+from pyengine.deploy.validate import validate_group
 
 IS_ROOT = os.geteuid() == 0
 

@@ -16,8 +16,8 @@ from deploy_fixtures import run_cli
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from pyengine.common.environment import TOTAL_MAX_BYTES, VALUE_MAX_BYTES
 from pyengine.deploy import GroupError, load_group, validate_group
-from pyengine.deploy.environment import TOTAL_MAX_BYTES, VALUE_MAX_BYTES
 from pyengine.deploy.parse import MAX_DEPTH, MAX_YAML_NODES
 
 

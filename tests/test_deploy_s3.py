@@ -205,7 +205,7 @@ def test_digest_mismatch_is_retried_then_fails_cleanly(tmp_path, s3, bucket, mot
 
 def test_etag_md5_mismatch_detected(tmp_path, s3, bucket, moto_endpoint):
     """A single-part object's ETag is its MD5; bytes that do not hash to it are refused."""
-    from pyengine.deploy.fetch import fetch
+    from pyengine.deploy.download import fetch
     from pyengine.sources import AwsSettings, open_source
     from pyengine.sources.base import SourceInfo
 
@@ -421,7 +421,7 @@ def test_resume_from_partial_file_left_by_a_killed_deploy(tmp_path, s3, bucket, 
     a range request."""
     import hashlib
 
-    from pyengine.deploy.fetch import fetch
+    from pyengine.deploy.download import fetch
     from pyengine.sources import AwsSettings, open_source
 
     body = os.urandom(2_500_000)

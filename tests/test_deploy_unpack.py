@@ -16,7 +16,7 @@ import pytest
 from deploy_fixtures import check_complete, write_group, write_package
 
 from pyengine import deploy as dp
-from pyengine.deploy.unpack import unpack
+from pyengine.deploy.packages import unpack
 
 
 def _tar(path: str, build: Callable[[tarfile.TarFile], None]) -> str:

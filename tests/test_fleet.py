@@ -23,10 +23,10 @@ from deploy_fixtures import run_cli
 from mqtt_fixtures import Device, Mosquitto
 
 from pyengine import fleet as fl
+from pyengine.common.aws import AwsSettings
 from pyengine.fleet import document, enrollment
 from pyengine.fleet.notify import announce
 from pyengine.fleet.signing import canonical
-from pyengine.sources.aws import AwsSettings
 
 CORES = [f"core-{i}" for i in range(5)]
 #: Cores 0-3 hear announcements and poll rarely; core 4 has no broker and polls every second.

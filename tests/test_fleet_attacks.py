@@ -22,10 +22,10 @@ from s3_counter import S3Counter
 
 from pyengine import fleet as fl
 from pyengine.cli import main
+from pyengine.common.aws import AwsSettings
 from pyengine.core.config import MqttSettings
 from pyengine.fleet import document
 from pyengine.fleet.history import Signed, write_timestamp
-from pyengine.sources.aws import AwsSettings
 
 
 class World:

@@ -13,10 +13,10 @@ import pytest
 
 from pyengine import fleet as fl
 from pyengine.cli import main
+from pyengine.common.aws import AwsSettings
 from pyengine.fleet import document
 from pyengine.fleet.history import write_timestamp
 from pyengine.fleet.signing import canonical
-from pyengine.sources.aws import AwsSettings
 
 
 @pytest.fixture

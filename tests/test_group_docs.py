@@ -10,7 +10,7 @@ import re
 import pytest
 
 from pyengine.deploy import load_group
-from pyengine.deploy.group import validate_group
+from pyengine.deploy.validate import validate_group
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DOC = os.path.join(REPO, "docs", "group.md")

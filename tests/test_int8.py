@@ -232,7 +232,7 @@ def test_activation_scale_and_missing_weight_parameters_are_refused(tmp_path):
     g = pyengine.GraphBuilder()
     w = g.quantized_constant("w", np.ones((2, 2), np.int8), 0.1)
     g.output(g.node("Dense", [g.input("x", [1, 2]), w], name="fc"))
-    with pytest.raises(pyengine.ModelFormatError, match="node 'fc' \\(Dense\\) reads tensor 'w' of dtype int8"):
+    with pytest.raises(pyengine.ModelFormatError, match="node 'fc' \\(Dense\\): input 1 \\('w'\\) has dtype int8; it takes float32"):
         pyengine.load(g.save(str(tmp_path / "d.pyem")))
 
 

@@ -18,15 +18,6 @@ PACKAGE = os.path.join(ROOT, "pyengine")
 DOC = os.path.join(ROOT, "docs", "architecture.md")
 
 
-#: Imports against the layers that another change of issue 19 is removing, with the reason. The
-#: test fails once one is gone, so that it leaves this list too.
-PENDING = {
-    ("pyengine.deploy.group", "pyengine.core.config"):
-        "deploy validation reads the core's configuration (functions.allow_root); the deploy "
-        "split of issue 19 moves that setting below both",
-}
-
-
 def _modules() -> dict[str, str]:
     """Module name -> source file, for every module of the package (``_core`` from its stub)."""
     mods = {"pyengine._core": os.path.join(PACKAGE, "_core.pyi")}
@@ -146,21 +137,8 @@ def _placement(module: str, layers: list[list[str]]) -> tuple[int, str] | None:
     return best
 
 
-def _graph_without_pending() -> dict[str, set[str]]:
-    graph = import_graph()
-    for (mod, target) in PENDING:
-        graph.get(mod, set()).discard(target)
-    return graph
-
-
-def test_pending_exceptions_still_exist() -> None:
-    graph = import_graph()
-    gone = [edge for edge in PENDING if edge[1] not in graph.get(edge[0], set())]
-    assert not gone, f"these imports are gone: remove them from PENDING: {gone}"
-
-
 def test_no_import_circles() -> None:
-    found = circles(_graph_without_pending())
+    found = circles(import_graph())
     assert not found, "import circles (each a set of modules that import each other):\n" + \
         "\n".join("  " + " <-> ".join(c) for c in found)
 
@@ -173,7 +151,7 @@ def test_every_module_has_a_layer() -> None:
 
 def test_imports_point_down() -> None:
     layers = layer_list()
-    graph = _graph_without_pending()
+    graph = import_graph()
     wrong = []
     for mod, targets in sorted(graph.items()):
         here = _placement(mod, layers)

@@ -9,6 +9,12 @@ from typing import Any
 
 import pytest
 
+from pyengine.common.topics import (
+    filter_problem,
+    filters_overlap,
+    topic_matches,
+    topic_problem,
+)
 from pyengine.core.config import (
     ConfigError,
     client_id,
@@ -17,12 +23,6 @@ from pyengine.core.config import (
     validate_config,
 )
 from pyengine.deploy import GroupError, Subscription, validate_group
-from pyengine.deploy.subscriptions import (
-    filter_problem,
-    filters_overlap,
-    topic_matches,
-    topic_problem,
-)
 
 
 def _group(tmp_path: Any, subscriptions: Any, names: tuple[str, ...] = ("classify", "agg")

@@ -11,6 +11,14 @@ namespace pyengine {
 
 BatchFn native_batch_fn(std::shared_ptr<const Model> model) {
     if (!model) throw InvalidArgument("native_batch_fn needs a model");
+    for (const auto* specs : {&model->inputs(), &model->outputs()}) {
+        for (const TensorSpec& t : *specs) {
+            if (t.dtype != DType::Float32) {
+                throw InvalidArgument(str("native batching serves float32 models; '", t.name, "' is ", dtype_name(t.dtype),
+                                          " (call predict without batching)"));
+            }
+        }
+    }
     return [model](const std::vector<TensorIn>& inputs, int64_t /*rows*/) {
         std::vector<Shape> shapes;
         std::vector<const void*> in_ptrs;

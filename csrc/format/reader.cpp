@@ -97,7 +97,6 @@ PyemReader::PyemReader(const std::string& path) : file_(std::make_unique<MappedF
         if (name_len == 0 || name_len > pyem::kMaxNameLength) {
             bad(path, str("tensor table entry ", i, " has name length ", name_len, " (1..", pyem::kMaxNameLength, ")"));
         }
-        if (!dtype_valid(dtype)) bad(path, str("tensor table entry ", i, " has unknown dtype code ", int(dtype)));
         if (ndim > kMaxRank) bad(path, str("tensor table entry ", i, " has rank ", int(ndim), " (at most ", kMaxRank, ")"));
         const uint64_t rest = uint64_t(ndim) * 8 + 16 + name_len;
         if (!in_bounds(pos, rest, table_len)) bad(path, str("tensor table entry ", i, " is truncated"));
@@ -117,6 +116,10 @@ PyemReader::PyemReader(const std::string& path) : file_(std::make_unique<MappedF
         e.name.assign(reinterpret_cast<const char*>(t + pos), name_len);
         pos += name_len;
         if (!json::valid_utf8(e.name)) bad(path, str("tensor table entry ", i, " name is not valid UTF-8"));
+        if (!dtype_valid(dtype)) {
+            bad(path, str("tensor '", e.name, "' (table entry ", i, ") has unknown dtype code ", int(dtype), " (1..",
+                          int(kDTypeLast), ", docs/format.md)"));
+        }
         pos = (pos + 7) & ~uint64_t(7);
         int64_t nbytes = 0;
         if (mul_overflow(numel, static_cast<int64_t>(dtype_size(e.dtype)), &nbytes)) {

@@ -94,7 +94,7 @@ void Model::parse_graph() {
         values_.push_back(std::move(v));
     };
     for (const auto& t : reader_.tensors()) {
-        add_value(Value{t.name, Value::Constant, -1, reader_.view(t)});
+        add_value(Value{t.name, Value::Constant, -1, reader_.view(t), t.dtype});
     }
 
     const json::Value& inputs = member(path, g, "inputs", json::Type::Array, "graph");
@@ -106,8 +106,9 @@ void Model::parse_graph() {
         TensorSpec spec;
         spec.name = member(path, in, "name", json::Type::String, where).as_string();
         const std::string& dt = member(path, in, "dtype", json::Type::String, where).as_string();
-        if (!dtype_from_name(dt, &spec.dtype) || spec.dtype != DType::Float32) {
-            graph_error(path, str("input '", spec.name, "' has dtype '", dt, "'; the native engine takes float32 inputs"));
+        if (!dtype_from_name(dt, &spec.dtype)) {
+            graph_error(path, str("input '", spec.name, "' has dtype '", dt,
+                                  "'; expected float32, float64, int8/16/32/64, uint8/16/32/64 or bool"));
         }
         const json::Value& shape = member(path, in, "shape", json::Type::Array, where);
         if (shape.items().size() > kMaxRank) graph_error(path, str("input '", spec.name, "' has rank above ", kMaxRank));
@@ -118,7 +119,7 @@ void Model::parse_graph() {
             spec.shape.push_back(d.as_int());
         }
         input_values_.push_back(static_cast<int>(values_.size()));
-        add_value(Value{spec.name, Value::Input, static_cast<int>(i), Tensor{}});
+        add_value(Value{spec.name, Value::Input, static_cast<int>(i), Tensor{}, spec.dtype});
         inputs_.push_back(std::move(spec));
     }
 
@@ -164,12 +165,6 @@ void Model::parse_graph() {
                 graph_error(path, str("node '", node.name, "' reads '", i.as_string(),
                                       "', which is not a graph input, a tensor in the file or any node's output"));
             }
-            const Value& v = values_[static_cast<size_t>(it->second)];
-            if (v.kind == Value::Constant && !node.op->takes_dtype(node.inputs.size(), v.constant.dtype)) {
-                graph_error(path, str("node '", node.name, "' (", node.op_name, ") reads tensor '", v.name,
-                                      "' of dtype ", dtype_name(v.constant.dtype), " as input ", node.inputs.size(),
-                                      ", which takes float32 only"));
-            }
             node.inputs.push_back(it->second);
         }
     }
@@ -184,10 +179,6 @@ void Model::parse_graph() {
         if (it == by_name.end()) graph_error(path, str("output '", name, "' is not produced by any node, input or tensor"));
         if (std::find(output_values_.begin(), output_values_.end(), it->second) != output_values_.end()) {
             graph_error(path, str("output '", name, "' is listed twice"));
-        }
-        if (values_[static_cast<size_t>(it->second)].kind == Value::Constant &&
-            values_[static_cast<size_t>(it->second)].constant.dtype != DType::Float32) {
-            graph_error(path, str("output '", name, "' is not float32"));
         }
         output_values_.push_back(it->second);
         outputs_.push_back(TensorSpec{name, DType::Float32, {}});
@@ -236,6 +227,7 @@ void Model::parse_graph() {
     for (size_t pos = 0; pos < order_.size(); ++pos) {
         for (int i : nodes_[static_cast<size_t>(order_[pos])].inputs) last_use_[static_cast<size_t>(i)] = static_cast<int>(pos);
     }
+    infer_dtypes();
     // Ops may precompute from constant inputs (folded batch norm, packed weights later).
     for (int n : order_) {
         Node& node = nodes_[static_cast<size_t>(n)];
@@ -276,6 +268,36 @@ void Model::parse_graph() {
             }
         }
     }
+}
+
+// Every value's element type, node by node in execution order: a node given a dtype it does not
+// take is a ModelFormatError naming the node, the input and the dtype.
+void Model::infer_dtypes() {
+    const std::string& path = reader_.path();
+    for (int n : order_) {
+        const Node& node = nodes_[static_cast<size_t>(n)];
+        std::vector<DType> in;
+        for (int i : node.inputs) in.push_back(values_[static_cast<size_t>(i)].dtype);
+        std::vector<DType> out;
+        try {
+            out = node.op->infer_dtypes(in, node.outputs.size());
+        } catch (const InvalidArgument& e) {
+            std::string what = e.what();
+            // Name the value too: "input 1 ('indices') has dtype float32; it takes int32 or int64".
+            const size_t at = what.find(" has dtype ");
+            if (what.rfind("input ", 0) == 0 && at != std::string::npos) {
+                const size_t k = static_cast<size_t>(std::stoul(what.substr(6, at - 6)));
+                if (k < node.inputs.size()) {
+                    what.insert(at, str(" ('", values_[static_cast<size_t>(node.inputs[k])].name, "')"));
+                }
+            }
+            graph_error(path, str("node '", node.name, "' (", node.op_name, "): ", what));
+        }
+        for (size_t k = 0; k < node.outputs.size() && k < out.size(); ++k) {
+            values_[static_cast<size_t>(node.outputs[k])].dtype = out[k];
+        }
+    }
+    for (size_t o = 0; o < output_values_.size(); ++o) outputs_[o].dtype = values_[static_cast<size_t>(output_values_[o])].dtype;
 }
 
 std::shared_ptr<const Plan> Model::plan(const std::vector<Shape>& input_shapes) const {
@@ -368,7 +390,7 @@ std::shared_ptr<Plan> Model::build_plan(const std::vector<Shape>& input_shapes) 
                     std::max(root_last_use[static_cast<size_t>(src)], last_use_[static_cast<size_t>(v)]);
                 continue;
             }
-            allocate(v, static_cast<size_t>(numel) * sizeof(float));
+            allocate(v, static_cast<size_t>(numel) * dtype_size(values_[static_cast<size_t>(v)].dtype));
         }
         // Free arena blocks whose last reader was this node.
         live.erase(std::remove_if(live.begin(), live.end(), [&](const Block& b) {
@@ -486,6 +508,8 @@ void Model::build_host_schedule(Plan* p) const {
     const size_t nv = values_.size();
     h.shapes = p->shapes;
     h.block.assign(nv, 0);
+    h.dtype.resize(nv);
+    for (size_t v = 0; v < nv; ++v) h.dtype[v] = values_[v].dtype;
     std::vector<char> is_output(nv, 0);
     for (int o : output_values_) is_output[static_cast<size_t>(o)] = 1;
     // The slot holding each value in each layout (-1: not made yet).
@@ -496,6 +520,7 @@ void Model::build_host_schedule(Plan* p) const {
     auto new_slot = [&](int like, int block) {
         h.shapes.push_back(h.shapes[static_cast<size_t>(like)]);
         h.block.push_back(block);
+        h.dtype.push_back(h.dtype[static_cast<size_t>(like)]);
         return static_cast<int>(h.shapes.size() - 1);
     };
     auto reorder = [&](PlanStep::Kind kind, int src, int dst) {
@@ -603,7 +628,7 @@ void Model::build_host_schedule(Plan* p) const {
             }
             const Shape& shape = h.shapes[i];
             const int64_t numel = h.block[i] != 0 ? Tensor::storage_numel_blocked(shape, h.block[i]) : shape_numel(shape);
-            const size_t bytes = (static_cast<size_t>(numel) * sizeof(float) + kArenaAlignment - 1) / kArenaAlignment * kArenaAlignment;
+            const size_t bytes = (static_cast<size_t>(numel) * dtype_size(h.dtype[i]) + kArenaAlignment - 1) / kArenaAlignment * kArenaAlignment;
             size_t at = 0;
             auto it = live.begin();
             for (; it != live.end(); ++it) {
@@ -711,6 +736,7 @@ void Model::run(const Plan& p, const void* const* inputs, size_t n_inputs, void*
     for (size_t v = 0; v < ns; ++v) {
         t[v].shape = h.shapes[v];
         t[v].block = h.block[v];
+        t[v].dtype = h.dtype[v];
         t[v].data = v < nv && values_[v].kind == Value::Constant ? values_[v].constant.data : nullptr;
     }
     for (size_t i = 0; i < n_inputs; ++i) t[static_cast<size_t>(input_values_[i])].data = const_cast<void*>(inputs[i]);
@@ -756,7 +782,7 @@ void Model::run(const Plan& p, const void* const* inputs, size_t n_inputs, void*
         const Value& v = values_[static_cast<size_t>(output_values_[o])];
         if (v.kind == Value::NodeOutput) continue;
         const void* src = v.kind == Value::Constant ? v.constant.data : inputs[static_cast<size_t>(v.index)];
-        std::memcpy(outputs[o], src, static_cast<size_t>(shape_numel(p.output_shapes[o])) * sizeof(float));
+        std::memcpy(outputs[o], src, static_cast<size_t>(shape_numel(p.output_shapes[o])) * dtype_size(v.dtype));
     }
 }
 

@@ -38,6 +38,7 @@ struct HostSchedule {
     std::vector<PlanStep> steps;
     std::vector<Shape> shapes;          // per slot, logical [N, C, H, W] also when blocked
     std::vector<int> block;             // per slot: 0 plain, else the NCHW[c] block
+    std::vector<DType> dtype;           // per slot: the element type
     std::vector<int64_t> arena_offset;  // per slot: byte offset in the arena, or -1
     std::vector<int> storage;           // per slot: the slot whose memory it uses (views)
     size_t arena_bytes = 0;
@@ -114,6 +115,9 @@ public:
     // Unique for the life of the process (unlike the address): keys per-thread plan caches.
     uint64_t id() const { return id_; }
 
+    // The element type of each value (per value index).
+    DType value_dtype(int v) const { return values_[static_cast<size_t>(v)].dtype; }
+
     // Device hook (defined in graph/model_device.cpp): the graph lowered for a device executor
     // with `plan`'s shapes and memory layout. Weights are addressed from weight_span().first.
     std::shared_ptr<const DeviceProgram> device_program(const Plan& plan) const;
@@ -126,6 +130,7 @@ private:
         enum Kind { Input, Constant, NodeOutput } kind;
         int index;  // input position, or producing node
         Tensor constant;
+        DType dtype = DType::Float32;  // set at load (infer_dtypes)
     };
     struct Node {
         std::string name;
@@ -146,6 +151,7 @@ private:
     std::shared_ptr<Plan> build_plan(const std::vector<Shape>& input_shapes) const;
     void build_host_schedule(Plan* p) const;
     void infer_output_specs();
+    void infer_dtypes();
 
     PyemReader reader_;
     uint64_t id_;

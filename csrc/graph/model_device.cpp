@@ -55,15 +55,17 @@ std::shared_ptr<const DeviceProgram> Model::device_program(const Plan& p) const 
     // Workspace: the plan's arena, then each input, then each output.
     uint64_t at = align_up(p.arena_bytes);
     prog->io_offset = at;
-    auto bytes_of = [&](const Shape& s) { return static_cast<uint64_t>(shape_numel(s)) * sizeof(float); };
+    auto bytes_of = [&](const Shape& s, int v) {
+        return static_cast<uint64_t>(shape_numel(s)) * dtype_size(values_[static_cast<size_t>(v)].dtype);
+    };
     for (int v : input_values_) {
-        const uint64_t n = bytes_of(p.shapes[static_cast<size_t>(v)]);
+        const uint64_t n = bytes_of(p.shapes[static_cast<size_t>(v)], v);
         prog->input_offset.push_back(at);
         prog->input_bytes.push_back(n);
         at += align_up(n);
     }
     for (size_t o = 0; o < output_values_.size(); ++o) {
-        const uint64_t n = bytes_of(p.output_shapes[o]);
+        const uint64_t n = bytes_of(p.output_shapes[o], output_values_[o]);
         prog->output_offset.push_back(at);
         prog->output_bytes.push_back(n);
         at += align_up(n);
@@ -75,6 +77,7 @@ std::shared_ptr<const DeviceProgram> Model::device_program(const Plan& p) const 
     std::vector<DeviceArg> loc(nv);
     for (size_t v = 0; v < nv; ++v) {
         loc[v].shape = p.shapes[v];
+        loc[v].dtype = values_[v].dtype;
         if (values_[v].kind == Value::Constant) {
             loc[v].region = DeviceArg::Weights;
             loc[v].offset = static_cast<uint64_t>(static_cast<const char*>(values_[v].constant.data) - weights);
@@ -106,7 +109,13 @@ std::shared_ptr<const DeviceProgram> Model::device_program(const Plan& p) const 
             in_shapes.push_back(p.shapes[static_cast<size_t>(i)]);
         }
         for (int o : node.outputs) step.out.push_back(loc[static_cast<size_t>(o)]);
-        if (forced_to_host(node.op_name) || !node.op->lower(in_shapes, &step)) {
+        // Device kernels compute float32; other element types run on the host (a Copy copies any).
+        bool typed = false;
+        for (const std::vector<DeviceArg>* args : {&step.in, &step.out}) {
+            for (const DeviceArg& a : *args) typed = typed || a.dtype != DType::Float32;
+        }
+        if (forced_to_host(node.op_name) || !node.op->lower(in_shapes, &step) ||
+            (typed && step.kind != DeviceStep::Copy)) {
             step.kind = DeviceStep::Host;
             const Op* op = node.op.get();
             step.host = [op](const std::vector<const Tensor*>& in, const std::vector<Tensor*>& out) { op->run(in, out); };
@@ -128,6 +137,7 @@ std::shared_ptr<const DeviceProgram> Model::device_program(const Plan& p) const 
         DeviceArg dst;
         dst.offset = prog->output_offset[o];
         dst.shape = p.output_shapes[o];
+        dst.dtype = outputs_[o].dtype;
         step.out.push_back(dst);
         prog->steps.push_back(std::move(step));
     }

@@ -137,6 +137,17 @@ OpRunInfo Op::run_info(const std::vector<Shape>& in) const {
     return OpRunInfo{"", is_view() ? "view" : kernels().name};
 }
 
+std::vector<DType> Op::infer_dtypes(const std::vector<DType>& in, size_t n_out) const {
+    for (size_t i = 0; i < in.size(); ++i) {
+        if (!takes_dtype(i, in[i])) dtype_error(i, in[i], "float32");
+    }
+    return std::vector<DType>(n_out, DType::Float32);
+}
+
+void dtype_error(size_t i, DType got, const std::string& takes) {
+    throw InvalidArgument(str("input ", i, " has dtype ", dtype_name(got), "; it takes ", takes));
+}
+
 int64_t normalize_axis(int64_t axis, size_t rank, const std::string& what) {
     const int64_t r = static_cast<int64_t>(rank);
     if (axis < -r || axis >= r) shape_error(str(what, " axis ", axis, " is out of range for rank ", r));

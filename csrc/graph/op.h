@@ -67,12 +67,16 @@ public:
     virtual void run(const std::vector<const Tensor*>& in, const std::vector<Tensor*>& out) const = 0;
     // Called once at load with the inputs that are constant (nullptr elsewhere).
     virtual void prepare(const std::vector<const Tensor*>& constants) { (void)constants; }
-    // True when input `i` may be a constant tensor of dtype `t` (quantized ops read int8/int32
-    // weights); activations between nodes are float32 either way.
+    // ---- Element types (checked once at load, in execution order) ----
+    // True when input `i` may have dtype `t`. Default: float32 only.
     virtual bool takes_dtype(size_t i, DType t) const {
         (void)i;
         return t == DType::Float32;
     }
+    // The dtypes of the `n_out` outputs for input dtypes `in`; throws InvalidArgument naming the
+    // input and its dtype when the op does not take it. Default: every input checked with
+    // takes_dtype, every output float32. Typed ops (Cast, comparisons, Gather...) override it.
+    virtual std::vector<DType> infer_dtypes(const std::vector<DType>& in, size_t n_out) const;
     // True when output 0 may share the memory of input 0 (a reshape of the same bytes).
     virtual bool is_view() const { return false; }
     // Fills `step` (kind and resolved parameters) for input shapes `in` so a device executor
@@ -142,6 +146,8 @@ std::unique_ptr<Op> op_create(const std::string& op, const Attrs& attrs, OpSpec*
 std::vector<std::string> op_names();
 
 // Helpers shared by op implementations.
+// Throws InvalidArgument "input i has dtype X; it takes <takes>".
+[[noreturn]] void dtype_error(size_t i, DType got, const std::string& takes);
 int64_t normalize_axis(int64_t axis, size_t rank, const std::string& what);
 [[noreturn]] void shape_error(const std::string& what);
 

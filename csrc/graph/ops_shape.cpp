@@ -6,15 +6,25 @@
 
 #include "common.h"
 #include "graph/op.h"
+#include "kernels/bytes.h"
 #include "kernels/transform.h"
 
 namespace pyengine {
 
 namespace {
 
+// Data movement that takes any element type: the output has input 0's dtype.
+std::vector<DType> same_dtype(const std::vector<DType>& in) {
+    for (size_t i = 1; i < in.size(); ++i) {
+        if (in[i] != in[0]) dtype_error(i, in[i], str(dtype_name(in[0]), " (input 0's dtype)"));
+    }
+    return {in[0]};
+}
+
 // Ops whose output holds the input's bytes unchanged, under another shape.
 class ViewOp : public Op {
 public:
+    std::vector<DType> infer_dtypes(const std::vector<DType>& in, size_t) const override { return same_dtype(in); }
     void run(const std::vector<const Tensor*>& in, const std::vector<Tensor*>& out) const override {
         if (out[0]->data != in[0]->data) std::memcpy(out[0]->data, in[0]->data, in[0]->nbytes());
     }
@@ -138,13 +148,15 @@ public:
         int64_t outer = 1, inner = 1;
         for (size_t i = 0; i < axis; ++i) outer *= x[i];
         for (size_t i = axis + 1; i < x.size(); ++i) inner *= x[i];
-        const int64_t row = (r.second - r.first) * inner;
-        const float* src = in[0]->f32();
-        float* dst = out[0]->f32();
+        const size_t elem = in[0]->itemsize();
+        const size_t row = static_cast<size_t>((r.second - r.first) * inner) * elem;
+        const char* src = static_cast<const char*>(in[0]->data);
+        char* dst = static_cast<char*>(out[0]->data);
         for (int64_t o = 0; o < outer; ++o) {
-            std::memcpy(dst + o * row, src + (o * x[axis] + r.first) * inner, static_cast<size_t>(row) * sizeof(float));
+            std::memcpy(dst + static_cast<size_t>(o) * row, src + static_cast<size_t>(o * x[axis] + r.first) * inner * elem, row);
         }
     }
+    std::vector<DType> infer_dtypes(const std::vector<DType>& in, size_t) const override { return same_dtype(in); }
 
     // A pad with negative amounts: it crops [start, end) out of the axis.
     bool lower(const std::vector<Shape>& in, DeviceStep* s) const override {
@@ -183,8 +195,13 @@ public:
         return {out};
     }
     void run(const std::vector<const Tensor*>& in, const std::vector<Tensor*>& out) const override {
-        transpose(in[0]->f32(), in[0]->shape, perm_, out[0]->f32());
+        if (in[0]->dtype == DType::Float32) {
+            transpose(in[0]->f32(), in[0]->shape, perm_, out[0]->f32());
+        } else {
+            transpose_bytes(in[0]->data, in[0]->itemsize(), in[0]->shape, perm_, out[0]->data);
+        }
     }
+    std::vector<DType> infer_dtypes(const std::vector<DType>& in, size_t) const override { return same_dtype(in); }
     bool lower(const std::vector<Shape>&, DeviceStep* s) const override {
         s->kind = DeviceStep::Transpose;
         s->perm = perm_;
@@ -215,6 +232,16 @@ public:
         int64_t outer = 1, inner = 1;
         for (size_t i = 0; i < axis; ++i) outer *= s[i];
         for (size_t i = axis + 1; i < s.size(); ++i) inner *= s[i];
+        if (in[0]->dtype != DType::Float32) {
+            std::vector<const void*> xs;
+            std::vector<int64_t> sizes;
+            for (const Tensor* t : in) {
+                xs.push_back(t->data);
+                sizes.push_back(t->shape[axis]);
+            }
+            concat_bytes(xs, in[0]->itemsize(), sizes, outer, inner, out[0]->data);
+            return;
+        }
         std::vector<const float*> xs;
         std::vector<int64_t> sizes;
         const int block = out[0]->block;
@@ -228,6 +255,7 @@ public:
         }
         concat(xs, sizes, outer, inner, out[0]->f32());
     }
+    std::vector<DType> infer_dtypes(const std::vector<DType>& in, size_t) const override { return same_dtype(in); }
     // Blocked along channels of 4-D inputs when every input but the last fills whole blocks
     // (so each input's blocks follow the previous ones' unchanged).
     int layout(const std::vector<Shape>& in, const std::vector<int>& in_block, int block,

@@ -5,36 +5,38 @@
 
 namespace pyengine {
 
+namespace {
+struct DTypeInfo {
+    DType type;
+    size_t size;
+    const char* name;
+};
+constexpr DTypeInfo kDTypes[] = {
+    {DType::Float32, 4, "float32"}, {DType::Int32, 4, "int32"},   {DType::Int64, 8, "int64"},
+    {DType::UInt8, 1, "uint8"},     {DType::Int8, 1, "int8"},     {DType::Bool, 1, "bool"},
+    {DType::Int16, 2, "int16"},     {DType::UInt16, 2, "uint16"}, {DType::UInt32, 4, "uint32"},
+    {DType::UInt64, 8, "uint64"},   {DType::Float64, 8, "float64"},
+};
+}  // namespace
+
 size_t dtype_size(DType t) {
-    switch (t) {
-        case DType::Float32: return 4;
-        case DType::Int32: return 4;
-        case DType::Int64: return 8;
-        case DType::UInt8: return 1;
-        case DType::Int8: return 1;
-    }
+    for (const auto& d : kDTypes) if (d.type == t) return d.size;
     return 0;
 }
 
 const char* dtype_name(DType t) {
-    switch (t) {
-        case DType::Float32: return "float32";
-        case DType::Int32: return "int32";
-        case DType::Int64: return "int64";
-        case DType::UInt8: return "uint8";
-        case DType::Int8: return "int8";
-    }
+    for (const auto& d : kDTypes) if (d.type == t) return d.name;
     return "unknown";
 }
 
 bool dtype_from_name(const std::string& name, DType* out) {
-    for (DType t : {DType::Float32, DType::Int32, DType::Int64, DType::UInt8, DType::Int8}) {
-        if (name == dtype_name(t)) { *out = t; return true; }
+    for (const auto& d : kDTypes) {
+        if (name == d.name) { *out = d.type; return true; }
     }
     return false;
 }
 
-bool dtype_valid(uint8_t code) { return code >= 1 && code <= 5; }
+bool dtype_valid(uint8_t code) { return code >= 1 && code <= kDTypeLast; }
 
 int64_t shape_numel(const Shape& s) {
     int64_t n = 1;

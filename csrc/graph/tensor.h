@@ -9,7 +9,13 @@
 
 namespace pyengine {
 
-enum class DType : uint8_t { Float32 = 1, Int32 = 2, Int64 = 3, UInt8 = 4, Int8 = 5 };
+// Element types of graph tensors (inputs, outputs, constants and the values between ops). The
+// numbers are the .pyem tensor table's dtype codes (docs/format.md). Bool is one byte, 0 or 1.
+enum class DType : uint8_t {
+    Float32 = 1, Int32 = 2, Int64 = 3, UInt8 = 4, Int8 = 5, Bool = 6, Int16 = 7, UInt16 = 8,
+    UInt32 = 9, UInt64 = 10, Float64 = 11
+};
+constexpr uint8_t kDTypeLast = 11;
 
 constexpr size_t kMaxRank = 8;
 
@@ -50,6 +56,8 @@ struct Tensor {
     const QuantParams* quant = nullptr;
 
     float* f32() const { return static_cast<float*>(data); }
+    template <class T>
+    T* as() const { return static_cast<T*>(data); }
     int64_t numel() const { return shape_numel(shape); }
     // Elements stored: numel(), plus the padded channels of a blocked tensor.
     int64_t storage_numel() const { return block == 0 ? numel() : storage_numel_blocked(shape, block); }
@@ -57,6 +65,7 @@ struct Tensor {
         return s[0] * ((s[1] + block - 1) / block) * block * s[2] * s[3];
     }
     size_t nbytes() const { return static_cast<size_t>(numel()) * dtype_size(dtype); }
+    size_t itemsize() const { return dtype_size(dtype); }
 };
 
 }  // namespace pyengine

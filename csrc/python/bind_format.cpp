@@ -12,15 +12,14 @@ DType dtype_of(const py::dtype& dt, const std::string& what) {
     if (dt.byteorder() == '>') {
         throw InvalidArgument(str(what, " is big-endian; pass a native-endian array (arr.astype(arr.dtype.newbyteorder('=')))"));
     }
-    const char kind = dt.kind();
-    const auto size = dt.itemsize();
-    if (kind == 'f' && size == 4) return DType::Float32;
-    if (kind == 'i' && size == 4) return DType::Int32;
-    if (kind == 'i' && size == 8) return DType::Int64;
-    if (kind == 'u' && size == 1) return DType::UInt8;
-    if (kind == 'i' && size == 1) return DType::Int8;
-    throw InvalidArgument(str(what, " has dtype ", std::string(py::str(dt)), "; expected float32, int32, int64, uint8 or int8"));
+    DType t;
+    const std::string name = py::str(dt);
+    if (dtype_from_name(name, &t)) return t;
+    throw InvalidArgument(str(what, " has dtype ", name,
+                              "; expected float32, float64, int8/16/32/64, uint8/16/32/64 or bool"));
 }
+
+py::dtype numpy_dtype(DType t) { return py::dtype(std::string(dtype_name(t))); }
 
 void register_format(py::module_& m) {
     m.def("write_pyem", [](const std::string& path, const std::string& graph_json, py::list tensors) {

@@ -39,11 +39,12 @@ py::list run_arrays(const Model& model, const py::sequence& arrays, const RunFn&
         if (!py::isinstance<py::array>(obj)) throw InvalidArgument(str(what, " must be a numpy array, got ", std::string(py::str(py::type::of(obj)))));
         py::array arr = obj.cast<py::array>();
         const py::dtype dt = arr.dtype();
+        const DType want = specs_in[i].dtype;
         if (dt.byteorder() == '>') {
-            throw InvalidArgument(str(what, " is big-endian; pass a native-endian array (arr.astype('=f4'))"));
+            throw InvalidArgument(str(what, " is big-endian; pass a native-endian array (arr.astype('=", dtype_name(want), "'))"));
         }
-        if (dt.kind() != 'f' || dt.itemsize() != 4) {
-            throw InvalidArgument(str(what, " has dtype ", std::string(py::str(arr.dtype())), ", expected float32"));
+        if (!dt.is(numpy_dtype(want)) && !dt.equal(numpy_dtype(want))) {
+            throw InvalidArgument(str(what, " has dtype ", std::string(py::str(arr.dtype())), ", expected ", dtype_name(want)));
         }
         arr = py::array::ensure(arr, py::array::c_style);  // copies only when not contiguous
         Shape s;
@@ -55,8 +56,9 @@ py::list run_arrays(const Model& model, const py::sequence& arrays, const RunFn&
     std::shared_ptr<const Plan> plan = model.plan(shapes);
     py::list outs;
     std::vector<void*> out_ptrs;
-    for (const Shape& s : plan->output_shapes) {
-        py::array_t<float> a(std::vector<py::ssize_t>(s.begin(), s.end()));
+    for (size_t o = 0; o < plan->output_shapes.size(); ++o) {
+        const Shape& s = plan->output_shapes[o];
+        py::array a(numpy_dtype(model.outputs()[o].dtype), std::vector<py::ssize_t>(s.begin(), s.end()));
         out_ptrs.push_back(a.mutable_data());
         outs.append(a);
     }
@@ -69,7 +71,10 @@ py::list run_arrays(const Model& model, const py::sequence& arrays, const RunFn&
 
 bool prepare_lean_call(const Model& model, py::handle x, LeanCall& call) {
     auto& api = py::detail::npy_api::get();
-    if (model.inputs().size() != 1 || model.outputs().size() != 1 || !api.PyArray_Check_(x.ptr())) return false;
+    if (model.inputs().size() != 1 || model.outputs().size() != 1 || !api.PyArray_Check_(x.ptr()) ||
+        model.inputs()[0].dtype != DType::Float32 || model.outputs()[0].dtype != DType::Float32) {
+        return false;
+    }
     auto* a = py::detail::array_proxy(x.ptr());
     auto* d = py::detail::array_descriptor_proxy(a->descr);
     constexpr int kFlags = py::detail::npy_api::NPY_ARRAY_C_CONTIGUOUS_ | py::detail::npy_api::NPY_ARRAY_ALIGNED_;

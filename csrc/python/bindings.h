@@ -71,5 +71,7 @@ void allocate_lean_output(LeanCall& call);
 
 // The pyengine dtype of a numpy dtype; throws InvalidArgument (-> ValueError) if unsupported.
 DType dtype_of(const py::dtype& dt, const std::string& what);
+// The numpy dtype of a pyengine dtype.
+py::dtype numpy_dtype(DType t);
 
 }  // namespace pyengine::python

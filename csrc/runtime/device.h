@@ -31,6 +31,7 @@ struct DeviceArg {
     enum Region : uint8_t { Workspace, Weights } region = Workspace;
     uint64_t offset = 0;  // bytes from the start of the region
     Shape shape;
+    DType dtype = DType::Float32;
 };
 
 // One node, lowered: the op's kind and its resolved parameters for one set of input shapes.

@@ -100,11 +100,13 @@ struct HostDev {
         for (size_t i = 0; i < s.in.size(); ++i) {
             ins[i].data = ptr(s.in[i]);
             ins[i].shape = s.in[i].shape;
+            ins[i].dtype = s.in[i].dtype;
             in_ptrs.push_back(&ins[i]);
         }
         for (size_t i = 0; i < s.out.size(); ++i) {
             outs[i].data = ptr(s.out[i]);
             outs[i].shape = s.out[i].shape;
+            outs[i].dtype = s.out[i].dtype;
             out_ptrs.push_back(&outs[i]);
         }
         s.host(in_ptrs, out_ptrs);

@@ -34,7 +34,7 @@ inline int64_t device_numel(const Shape& s) {
     return n;
 }
 
-inline uint64_t device_nbytes(const DeviceArg& a) { return static_cast<uint64_t>(device_numel(a.shape)) * sizeof(float); }
+inline uint64_t device_nbytes(const DeviceArg& a) { return static_cast<uint64_t>(device_numel(a.shape)) * dtype_size(a.dtype); }
 
 // A 1x1, stride-1, unpadded convolution reads its input as the GEMM's columns (no im2col).
 inline bool conv_is_pointwise(const Conv2DParams& p) {

@@ -237,7 +237,7 @@ def _confirm_reset(root: str) -> None:
 
 def reset_run(args: argparse.Namespace) -> int:
     root = dp.resolve_root(args.root)
-    if os.path.exists(os.path.join(root, "state.db")) and not args.yes:
+    if dp.has_state(root) and not args.yes:
         _confirm_reset(root)
     removed = dp.reset(args.root, wait_s=args.wait)
     if args.json:

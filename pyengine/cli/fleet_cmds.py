@@ -9,10 +9,10 @@ import os
 from typing import Any
 
 from pyengine.cli.output import add_json_flag, print_json
+from pyengine.common.aws import AwsSettings
 from pyengine.fleet.document import DOC_EXPIRES_S, TIMESTAMP_EXPIRES_S
 from pyengine.fleet.history import FleetError
 from pyengine.fleet.store import MAX_DOCUMENT
-from pyengine.sources.aws import AwsSettings
 
 #: What a fleet command reports as "pyengine fleet: error: ..." (besides ValueError/OSError).
 ERRORS = (FleetError,)

@@ -99,7 +99,7 @@ class Graph:
     def __init__(self, path: str, framework: str) -> None:
         self.path = path
         self.framework = framework
-        self.inputs: list[tuple[str, list[int]]] = []
+        self.inputs: list[tuple[str, list[int], str]] = []
         self.outputs: list[tuple[str, str]] = []
         self.nodes: list[Node] = []
         self.consts: dict[str, np.ndarray] = {}
@@ -118,10 +118,10 @@ class Graph:
         return name
 
     # ---- building ----
-    def input(self, name: str, shape: Sequence[int]) -> str:
-        """Declare a graph input (float32); -1 marks a free dimension."""
+    def input(self, name: str, shape: Sequence[int], dtype: str = "float32") -> str:
+        """Declare a graph input of ``dtype``; -1 marks a free dimension."""
         name = self.fresh(name)
-        self.inputs.append((name, [int(d) for d in shape]))
+        self.inputs.append((name, [int(d) for d in shape], dtype))
         return name
 
     def const(self, array: Any, hint: str = "const") -> str:
@@ -420,7 +420,7 @@ class Graph:
 
     def _emit(self) -> GraphBuilder:
         g = GraphBuilder(producer=f"pyengine.convert.{self.framework}")
-        input_names = {n for n, _ in self.inputs}
+        input_names = {n for n, _, _ in self.inputs}
         # Expose outputs under their requested names where a node produces them.
         rename: dict[str, str] = {}
         taken = set(input_names) | set(self.consts)
@@ -434,8 +434,8 @@ class Graph:
             ):
                 rename[v] = want
         values = taken | {rename.get(n.out, n.out) for n in self.nodes}
-        for name, shape in self.inputs:
-            g.input(name, shape)
+        for name, shape, dtype in self.inputs:
+            g.input(name, shape, dtype)
         for name, arr in self.consts.items():
             if arr.dtype != np.float32:
                 arr = arr.astype(np.float32)

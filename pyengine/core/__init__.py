@@ -6,10 +6,10 @@ docs/core.md.
 
 from __future__ import annotations
 
+from pyengine.common.paths import default_root
 from pyengine.core.api import ADDRESS_FILE
 from pyengine.core.group import DeployedGroup, FunctionSpec, ResourceGrant, read_deployed_group
 from pyengine.core.server import Core
-from pyengine.deploy import default_root
 
 __all__ = ["ADDRESS_FILE", "Core", "DeployedGroup", "FunctionSpec", "ResourceGrant",
            "default_root", "read_deployed_group"]

@@ -359,7 +359,7 @@ class Uploader:
             self._thread.join(timeout=30)
 
     def _client(self) -> Any:
-        from pyengine.sources.aws import AwsSettings, client
+        from pyengine.common.aws import AwsSettings, client
 
         return client("s3", AwsSettings(self.settings.endpoint_url, self.settings.region))
 

@@ -52,14 +52,15 @@ Every problem is reported at once with its field path, like the group file.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
 import secrets
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any, Optional
 
+from pyengine.common.config_file import ConfigFileError, read_config_file
+from pyengine.common.mqtt import MqttSettings, TlsSettings, parse_address
 from pyengine.core.api import ApiSettings, group_id
 from pyengine.core.policy import DEFAULT_PROCESSES_MAX
 from pyengine.core.users import UidRange
@@ -82,48 +83,6 @@ class ConfigError(ValueError):
     def __init__(self, source: str, problems: list[str]) -> None:
         self.problems = problems
         super().__init__(f"invalid core configuration {source}:\n  " + "\n  ".join(problems))
-
-
-@dataclass(frozen=True)
-class TlsSettings:
-    """TLS to a broker: ``ca`` verifies the broker (system CAs when None); ``cert``/``key``
-    authenticate the core (AWS IoT style); ``insecure`` skips the host name check."""
-
-    ca: Optional[str] = None
-    cert: Optional[str] = None
-    key: Optional[str] = None
-    insecure: bool = False
-
-
-@dataclass(frozen=True)
-class MqttSettings:
-    """How the core reaches one broker."""
-
-    host: str
-    port: int = 1883
-    tls: Optional[TlsSettings] = None
-    username: Optional[str] = None
-    password: Optional[str] = field(default=None, repr=False)
-    #: Empty: the core's random id from its root (:func:`client_id`).
-    client_id: str = ""
-    keepalive_s: int = 30
-    #: Put before every fleet topic (fleet traffic only: lets fleet and device topics share a
-    #: broker under ACLs that keep devices off the fleet's prefix).
-    topic_prefix: str = ""
-
-    def address(self) -> str:
-        """host:port (for messages)."""
-        return f"{self.host}:{self.port}"
-
-    def weaknesses(self) -> list[str]:
-        """What an attacker on the network or the broker could exploit: "plaintext" (no TLS),
-        "anonymous" (neither a password nor a client certificate)."""
-        out = []
-        if self.tls is None:
-            out.append("plaintext")
-        if self.username is None and (self.tls is None or self.tls.cert is None):
-            out.append("anonymous")
-        return out
 
 
 @dataclass(frozen=True)
@@ -286,18 +245,6 @@ def client_id(root: str, broker: str) -> str:
         os.replace(tmp, path)
     os.chmod(path, 0o600)
     return base + {"cloud": "-cloud", "fleet_mqtt": "-fleet"}.get(broker, "")
-
-
-def parse_address(text: str, where: str = "--mqtt") -> tuple[str, int]:
-    """``host:port`` (or ``host``, port 1883; ``[v6]:port``) -> (host, port); ValueError else."""
-    m = re.match(r"^\[([0-9a-fA-F:.]+)\](?::(\d+))?$|^([^:\[\]\s/]+)(?::(\d+))?$", text or "")
-    if not m:
-        raise ValueError(f"{where}: {text!r} is not HOST:PORT (e.g. 127.0.0.1:1883)")
-    host = m.group(1) or m.group(3)
-    port = int(m.group(2) or m.group(4) or 1883)
-    if not 0 < port < 65536:
-        raise ValueError(f"{where}: {text!r}: port {port} is not from 1 to 65535")
-    return host, port
 
 
 def _mqtt(c: _Check, where: str, raw: Any) -> Optional[MqttSettings]:
@@ -525,22 +472,9 @@ def load_config(path: Optional[str] = None, mqtt: Optional[str] = None,
     source = path or "<command line>"
     if path:
         try:
-            with open(path, encoding="utf-8") as fh:
-                text = fh.read()
-        except OSError as exc:
-            raise ConfigError(path, [f"cannot read it: {exc.strerror or exc}"]) from None
-        try:
-            if path.endswith(".json") or text.lstrip().startswith("{"):
-                data = json.loads(text)
-            else:
-                import yaml
-
-                data = yaml.safe_load(text)
-        except ImportError:
-            raise ConfigError(path, ["YAML needs PyYAML: pip install 'pyengine[yaml]' "
-                                     "(or write the configuration as JSON)"]) from None
-        except Exception as exc:  # noqa: BLE001 - JSON and YAML syntax errors alike
-            raise ConfigError(path, [f"not valid JSON or YAML: {exc}"]) from None
+            data = read_config_file(path)
+        except ConfigFileError as exc:
+            raise ConfigError(path, [exc.problem]) from None
     if not isinstance(data, dict):
         data = {} if data is None else data
     if mqtt:

@@ -1,10 +1,11 @@
 """What the core runs: the deployed group, as a small interface of its own.
 
 The deploy layer (``pyengine.deploy``) owns the root: the group file, the installed
-resource versions, the function code and ``state.db``. The core needs much less: for each
+resource versions, the function code and its state. The core needs much less: for each
 function its handler, code directory, limits and the resources it may touch. This module
 defines that view (:class:`DeployedGroup`) and the one adapter, :func:`read_deployed_group`,
-that builds it from what :func:`pyengine.deploy.current` reports.
+that builds it from the deploy layer's read API (:mod:`pyengine.deploy.installed`), the only
+part of deploy the core sees.
 
 Resources are installed so that a resource's *destination* always names one complete version
 and switching versions is atomic: the destination is a symlink into a directory that holds
@@ -21,11 +22,12 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from pyengine.batching_config import BatchingConfig
-from pyengine.deploy.group import Network
-from pyengine.deploy.subscriptions import Subscription
+from pyengine.deploy import installed
+from pyengine.deploy.installed import Network, Subscription, change_token
 
-#: The deploy layer's state database in the root; no function may read it.
-STATE_DB = "state.db"
+__all__ = ["DeployedGroup", "FunctionSpec", "ResourceGrant", "change_token",
+           "read_deployed_group"]
+
 #: Most calls one worker of a batching function runs at once (one thread each).
 MAX_SLOTS = 64
 
@@ -170,24 +172,12 @@ class DeployedGroup:
                        f"its functions are {[f.name for f in self.functions]}")
 
 
-def change_token(root: str | os.PathLike[str]) -> tuple[tuple[int, int], ...]:
-    """A cheap token that changes whenever the deploy layer's state changes (stat only)."""
-    out = []
-    for name in (STATE_DB, STATE_DB + "-wal"):
-        try:
-            st = os.stat(os.path.join(os.fspath(root), name))
-            out.append((st.st_mtime_ns, st.st_size))
-        except FileNotFoundError:
-            out.append((0, 0))
-    return tuple(out)
-
-
 def read_deployed_group(root: str | os.PathLike[str],
                         cleanup: bool = False) -> DeployedGroup | None:
     """Build the core's view of the group deployed into ``root``; None when nothing is deployed.
 
     The one adapter between the deploy layer and the core, over
-    :func:`pyengine.deploy.current`.
+    :func:`pyengine.deploy.installed.current`.
 
     Parameters
     ----------
@@ -196,21 +186,19 @@ def read_deployed_group(root: str | os.PathLike[str],
     cleanup
         Let the deploy layer first roll back what a killed deploy left (done at core start).
     """
-    from pyengine import deploy
-
     root = os.path.abspath(os.fspath(root))
-    installed = deploy.current(root, cleanup=cleanup)
-    if installed is None:
+    group = installed.current(root, cleanup=cleanup)
+    if group is None:
         return None
     if cleanup:  # at start: say which installed versions were changed in place (cheap check)
-        for line in deploy.changed_versions(root):
+        for line in installed.changed_versions(root):
             logging.getLogger("pyengine.core").warning("%s", line)
     functions = []
-    declared = {f.name: f for f in installed.group.functions}
-    for f in installed.functions.values():
+    declared = {f.name: f for f in group.group.functions}
+    for f in group.functions.values():
         grants = []
         for fr in f.resources:
-            r = installed.resources.get(fr.id)
+            r = group.resources.get(fr.id)
             if r is None:
                 continue  # not installed (a failed first deploy kept with --on-failure=keep)
             if r.kind != "model":
@@ -232,6 +220,6 @@ def read_deployed_group(root: str | os.PathLike[str],
             uid=run_as.uid if run_as is not None else None,
             gid=run_as.gid if run_as is not None else None,
             idle_s=fd.idle_timeout_s if fd is not None and fd.idle_timeout_s else 60.0))
-    return DeployedGroup(name=installed.name, root=root, functions=tuple(functions),
-                         deployment=str(installed.deployment_id),
-                         subscriptions=tuple(installed.group.subscriptions))
+    return DeployedGroup(name=group.name, root=root, functions=tuple(functions),
+                         deployment=str(group.deployment_id),
+                         subscriptions=tuple(group.group.subscriptions))

@@ -1,14 +1,10 @@
 """Messaging: the core's MQTT connections and the router that applies the group's subscriptions.
 
-- A :class:`BrokerLink` is one connection (paho-mqtt) to a broker: ``devices`` (the core's
-  ``mqtt`` setting) or ``cloud``. It connects in the background, reconnects by itself with
-  backoff and, on every (re)connect, subscribes again to every topic filter the subscriptions
-  need (at QoS 1), so a restarted broker needs nothing from anyone. The session is persistent
-  (clean session off, the core's random client id: see :func:`pyengine.core.config.client_id`):
-  QoS 1 messages published while the core was away from a broker that kept running are
-  delivered when it comes back. A plaintext or anonymous connection is warned about at start,
-  and every failed attempt (TLS handshake, authentication, network) is logged and counted in
-  ``pyengine_mqtt_connect_failures_total{broker, reason}``.
+- A :class:`~pyengine.common.mqtt.BrokerLink` (:mod:`pyengine.common.mqtt`) is one
+  connection to a broker: ``devices`` (the core's ``mqtt`` setting) or ``cloud``. It reconnects
+  by itself and subscribes again on every (re)connect to every topic filter the subscriptions
+  need; its session is persistent, with the core's random client id (see
+  :func:`pyengine.core.config.client_id`).
 - Each function that is the target of a subscription has a :class:`FunctionQueue`: a FIFO of
   raw payloads bounded in count and in bytes (:class:`pyengine.core.config.MessageLimits`),
   drained by as many threads as the function has workers. A message is acknowledged to the
@@ -29,23 +25,15 @@ from __future__ import annotations
 
 import collections
 import logging
-import socket
-import ssl
-import sys
 import threading
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
-from pyengine.core.config import CoreConfig, MessageLimits, MqttSettings
+from pyengine.common.mqtt import BrokerLink
+from pyengine.common.topics import topic_matches, topic_problem
+from pyengine.core.config import CoreConfig, MessageLimits
 from pyengine.core.metrics import Metrics
 from pyengine.core.protocol import MessagePayload, decode_event
-from pyengine.deploy.subscriptions import (
-    CLOUD,
-    DEVICES,
-    Subscription,
-    routing_cycles,
-    topic_matches,
-    topic_problem,
-)
+from pyengine.deploy.installed import CLOUD, DEVICES, Subscription, routing_cycles
 
 if TYPE_CHECKING:
     from pyengine.core.group import DeployedGroup
@@ -54,182 +42,10 @@ __all__ = ["BrokerLink", "FunctionQueue", "Router", "decode_event"]
 
 log = logging.getLogger("pyengine.core.messaging")
 
-#: Most messages the core holds for a broker it cannot reach (QoS 1, per broker).
-OUTGOING_MAX = 100_000
-
 #: What invokes a function: (function name, payload, topic, source) -> why the message was not
 #: delivered ("" when the function got it: answered or raised).
 Invoke = Callable[[str, MessagePayload, str, str], str]
 
-#: MQTT CONNACK reasons that mean "who you are was refused" (v3.1.1 codes 4 and 5, v5's).
-_AUTH_REASONS = ("bad user name or password", "not authorized", "bad authentication method",
-                 "banned", "client identifier not valid")
-
-
-def _paho() -> Any:
-    try:
-        import paho.mqtt.client as mqtt
-    except ImportError:
-        raise ImportError("the core's MQTT connection needs paho-mqtt: pip install "
-                          "'pyengine[mqtt]'") from None
-    return mqtt
-
-
-class BrokerLink:
-    """One MQTT connection of the core (``name``: ``devices``, ``cloud`` or ``fleet``)."""
-
-    def __init__(self, name: str, settings: MqttSettings, metrics: Metrics,
-                 on_message: Callable[[str, str, bytes], None]) -> None:
-        mqtt = _paho()
-        self.name = name
-        self.settings = settings
-        self.metrics = metrics
-        self._on_message = on_message
-        self._lock = threading.Lock()
-        self._filters: set[str] = set()
-        self.connected = threading.Event()
-        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=settings.client_id,
-                        clean_session=False, protocol=mqtt.MQTTv311)
-        if settings.username is not None:
-            c.username_pw_set(settings.username, settings.password)
-        if settings.tls is not None:
-            c.tls_set(ca_certs=settings.tls.ca, certfile=settings.tls.cert,
-                      keyfile=settings.tls.key)
-            c.tls_insecure_set(settings.tls.insecure)
-        c.max_inflight_messages_set(100)
-        # QoS 1 messages published while the broker is unreachable wait, up to this many.
-        c.max_queued_messages_set(OUTGOING_MAX)
-        c.reconnect_delay_set(min_delay=1, max_delay=5)
-        c.on_connect = self._connected
-        c.on_connect_fail = self._connect_failed
-        c.on_disconnect = self._disconnected
-        c.on_message = self._message
-        c.on_subscribe = self._subscribed
-        self._pending_mid = -1
-        #: The current attempt: "connecting" until the broker's CONNACK, then "accepted" or
-        #: "refused" (already logged).
-        self._attempt = "connecting"
-        self.client = c
-
-    def start(self) -> None:
-        """Connect in the background (the core starts even while the broker is down)."""
-        weak = self.settings.weaknesses()
-        if weak:
-            log.warning("%s: the connection to the MQTT broker at %s is %s: %s", self.name,
-                        self.settings.address(), " and ".join(weak), "; ".join(
-                            {"plaintext": "anyone on the network path can read and alter "
-                                          "messages (set tls)",
-                             "anonymous": "the broker cannot tell the core from a device "
-                                          "(set username and password_file, or a client "
-                                          "certificate in tls.cert/tls.key)"}[w] for w in weak))
-        log.info("%s: connecting to the MQTT broker at %s", self.name, self.settings.address())
-        self.client.connect_async(self.settings.host, self.settings.port,
-                                  keepalive=self.settings.keepalive_s)
-        self.client.loop_start()
-
-    def stop(self) -> None:
-        """Disconnect and stop the network thread."""
-        self._attempt = "stopping"
-        self.client.disconnect()
-        self.client.loop_stop()
-        self.connected.clear()
-
-    def set_filters(self, filters: set[str]) -> None:
-        """Subscribe to ``filters`` (QoS 1) and unsubscribe from the others."""
-        with self._lock:
-            added, removed = filters - self._filters, self._filters - filters
-            self._filters = set(filters)
-        if self.connected.is_set():
-            if added:
-                self.client.subscribe([(f, 1) for f in sorted(added)])
-            if removed:
-                self.client.unsubscribe(sorted(removed))
-
-    def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> str:
-        """Publish; QoS 1 messages wait in the client while the broker is unreachable (up to
-        :data:`OUTGOING_MAX`). Returns "" when sent or queued, else why it was dropped."""
-        info = self.client.publish(topic, payload, qos=qos, retain=retain)
-        if info.rc == 0:
-            return ""
-        return "broker_queue_full" if qos else "disconnected"
-
-    def _failed(self, reason: str, detail: str) -> None:
-        self.metrics.inc("pyengine_mqtt_connect_failures_total", broker=self.name, reason=reason)
-        log.warning("%s: cannot connect to the MQTT broker at %s: %s failure: %s; retrying",
-                    self.name, self.settings.address(), reason, detail)
-
-    # -- paho callbacks (its network thread) -----------------------------------------------
-
-    def _connect_failed(self, client: Any, userdata: Any) -> None:
-        # paho calls this inside its ``except OSError`` around the connection attempt.
-        exc = sys.exc_info()[1]
-        if isinstance(exc, ssl.SSLError):  # includes SSLCertVerificationError
-            self._failed("tls", f"TLS handshake failed: {exc}")
-        elif exc is not None and self.settings.tls is not None and isinstance(
-                exc, (ConnectionResetError, BrokenPipeError)):
-            self._failed("tls", f"the broker closed the connection during the TLS handshake "
-                         f"(a client certificate it does not accept?): {exc}")
-        else:
-            self._failed("network", str(exc) if exc is not None else "connection failed")
-
-    def _connected(self, client: Any, userdata: Any, flags: Any, reason: Any,
-                   properties: Any) -> None:
-        if getattr(reason, "is_failure", False):
-            self._attempt = "refused"
-            auth = str(reason).lower() in _AUTH_REASONS
-            self._failed("auth" if auth else "refused",
-                         f"the broker refused the connection: {reason}")
-            return
-        self._attempt = "accepted"
-        sock = client.socket()
-        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
-            # An answer right after a PUBACK would otherwise wait for the broker's delayed ACK
-            # (Nagle): 40 ms per message.
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        with self._lock:
-            filters = sorted(self._filters)
-        self.metrics.inc("pyengine_mqtt_connects_total", broker=self.name)
-        if filters:  # connected (in /metrics) once the broker has acknowledged them
-            _, self._pending_mid = client.subscribe([(f, 1) for f in filters])
-        else:
-            self.connected.set()
-        log.info("%s: connected to %s; subscribed to %s", self.name, self.settings.address(),
-                 filters or "nothing")
-
-    def _subscribed(self, client: Any, userdata: Any, mid: int, reason_codes: Any,
-                    properties: Any) -> None:
-        refused = [str(r) for r in reason_codes or () if getattr(r, "is_failure", False)]
-        if refused:  # a broker ACL that does not let the core read a filter
-            log.warning("%s: the broker at %s refused %d of the subscriptions (%s)", self.name,
-                        self.settings.address(), len(refused), ", ".join(refused))
-        if mid == self._pending_mid:
-            self.connected.set()
-
-    def _disconnected(self, client: Any, userdata: Any, flags: Any, reason: Any,
-                      properties: Any) -> None:
-        attempt = self._attempt
-        if attempt != "stopping":
-            self._attempt = "connecting"
-        if attempt == "connecting":
-            # Closed before the CONNACK. With TLS 1.3 a broker checks the client certificate
-            # after the client's side of the handshake is done: a certificate it does not
-            # accept shows up here, not as a handshake error.
-            tls = self.settings.tls is not None
-            self._failed("tls" if tls else "network",
-                         f"the broker closed the connection before accepting it ({reason})"
-                         + ("; with TLS that is usually a client certificate it does not "
-                            "accept, or none where it requires one" if tls else ""))
-        elif self.connected.is_set():
-            log.warning("%s: lost the connection to %s (%s); reconnecting", self.name,
-                        self.settings.address(), reason)
-        self.connected.clear()
-
-    def _message(self, client: Any, userdata: Any, msg: Any) -> None:
-        try:
-            self._on_message(self.name, msg.topic, bytes(msg.payload))
-        except Exception:  # noqa: BLE001 - never let one message stop the network thread
-            self.metrics.inc("pyengine_messages_dropped_total", function="", reason="error")
-            log.exception("%s: cannot route a message on %s", self.name, msg.topic)
 
 
 class FunctionQueue:

@@ -18,9 +18,9 @@ import sys
 from dataclasses import dataclass
 
 from pyengine import device_files
+from pyengine.common.paths import denied_destination
 from pyengine.core import landlock, netns
 from pyengine.core.group import FunctionSpec
-from pyengine.deploy.group import denied_destination
 
 #: uid and gid of functions run by a root core that allocates no user for them (nobody).
 DEFAULT_ID = 65534

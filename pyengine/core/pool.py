@@ -15,6 +15,7 @@ import threading
 import time
 from typing import Any, Callable, Optional
 
+from pyengine.common.environment import environment_problem
 from pyengine.core import netns, protocol
 from pyengine.core.cgroups import WorkerCgroups
 from pyengine.core.function_api import ENV_RESOURCES
@@ -22,7 +23,6 @@ from pyengine.core.group import FunctionSpec
 from pyengine.core.logs import PipeReader, RotatingLog
 from pyengine.core.policy import PACKAGE_DIR, WorkerPlan
 from pyengine.core.procs import kill_tree, reap, tasks_of
-from pyengine.deploy.environment import environment_problem
 from pyengine.devices import GRANT_ENV
 
 log = logging.getLogger("pyengine.core")
@@ -77,7 +77,7 @@ def worker_environment(spec: FunctionSpec, plan: WorkerPlan, threads: bool) -> d
     """A worker's whole environment: what the core sets plus the function's ``environment``.
 
     Nothing is inherited from the core. A variable the group validation refuses (LD_*,
-    PYTHON*...; see :mod:`pyengine.deploy.environment`) stops the function from starting, for
+    PYTHON*...; see :mod:`pyengine.common.environment`) stops the function from starting, for
     a state deployed before that check existed.
 
     Raises

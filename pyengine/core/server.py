@@ -35,13 +35,7 @@ from pyengine.core.capture import Spool, Uploader
 from pyengine.core.cgroups import WorkerCgroups
 from pyengine.core.config import CoreConfig, client_id
 from pyengine.core.function_api import merge_stats
-from pyengine.core.group import (
-    STATE_DB,
-    DeployedGroup,
-    FunctionSpec,
-    change_token,
-    read_deployed_group,
-)
+from pyengine.core.group import DeployedGroup, FunctionSpec, change_token, read_deployed_group
 from pyengine.core.http import HttpServer, Limits, connections_cap, raise_fd_limit
 from pyengine.core.logs import Logs
 from pyengine.core.messaging import Router
@@ -59,6 +53,7 @@ from pyengine.core.procs import become_subreaper, kill_strays
 from pyengine.core.routes import Routes
 from pyengine.core.scratch import ScratchQuota
 from pyengine.core.users import FunctionUsers
+from pyengine.deploy import installed
 
 log = logging.getLogger("pyengine.core")
 
@@ -89,7 +84,7 @@ class Core:
     Parameters
     ----------
     root
-        The core's root (see :func:`pyengine.deploy.default_root`).
+        The core's root (see :func:`pyengine.common.paths.default_root`).
     api
         Where the API listens and who may call it (default: the Unix socket ``ROOT/core.sock``
         only; see :class:`pyengine.core.api.ApiSettings`).
@@ -186,10 +181,7 @@ class Core:
             log.warning("the core runs as uid %d, not root: every function runs as uid %d too "
                         "(no user of its own without root)", os.geteuid(), os.geteuid())
         if not self.landlock:
-            for name in (STATE_DB, f"{STATE_DB}-wal", f"{STATE_DB}-shm"):
-                path = os.path.join(self.root, name)
-                if os.path.exists(path):
-                    os.chmod(path, 0o600)
+            installed.protect_state(self.root)
         log.info("network: %s", self.network.describe())
         if not self.network.netns and self.network.why_not_netns:
             log.info("no network namespaces for functions: %s", self.network.why_not_netns)

@@ -12,8 +12,8 @@ from __future__ import annotations
 import os
 from typing import Iterable, Optional, Sequence
 
+from pyengine.deploy.destinations import real_destination
 from pyengine.deploy.errors import DeployError
-from pyengine.deploy.group import real_destination
 from pyengine.deploy.layout import PlaceCheck, current_target, point, store_for
 from pyengine.deploy.plan import Planner
 from pyengine.deploy.records import ItemResult

@@ -51,7 +51,7 @@ from pyengine.deploy.schema import (
     known_stores,
 )
 from pyengine.deploy.state import State
-from pyengine.deploy.unpack import tree_digest
+from pyengine.deploy.tree import tree_digest
 from pyengine.deploy.versions import changed_in_place, version_digest, writable_by_function
 
 

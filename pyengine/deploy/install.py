@@ -8,14 +8,16 @@ import hashlib
 import os
 from typing import Callable, Optional
 
+from pyengine.deploy.download import fetch
 from pyengine.deploy.errors import DeployError, UnpackError
-from pyengine.deploy.fetch import fetch
 from pyengine.deploy.group import Function, Resource
 from pyengine.deploy.layout import fd_path, no_space, open_dir, rmtree, store_for, version_name
+from pyengine.deploy.packages import apply_owner, unpack
 from pyengine.deploy.plan import Planner, code_limits, keep_installed, model_spec
 from pyengine.deploy.records import ItemResult
-from pyengine.deploy.unpack import apply_owner, copy_tree, fsync_dir, tree_digest, unpack
+from pyengine.deploy.tree import copy_tree, tree_digest
 from pyengine.deploy.versions import changed_in_place, changed_since, version_digest
+from pyengine.deploy.writer import fsync_dir
 from pyengine.sources.base import SourceInfo
 
 

@@ -1,15 +1,27 @@
-"""What is deployed now: the API the core uses to find models and function code."""
+"""What is deployed now: the deploy layer's public read API, the one the core uses.
+
+The core sees deploy only through this module: the installed group (:func:`current`, which also
+runs the crash recovery the deploy layer owns when asked to), the versions changed in place
+(:func:`changed_versions`), a cheap token that moves when anything is deployed
+(:func:`change_token`), keeping the state private (:func:`protect_state`), and the types an
+installed group is made of (re-exported here). It needs no file name, no SQL and no recovery
+call of its own.
+"""
 
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from typing import Optional
 
+from pyengine.common.paths import resolve_root
 from pyengine.deploy import private
 from pyengine.deploy.group import FunctionResource, Group, Network
 from pyengine.deploy.records import open_state
 from pyengine.deploy.recovery import recover
+from pyengine.deploy.schema import STATE_FILES
+from pyengine.deploy.subscriptions import BROKERS, CLOUD, DEVICES, Subscription, routing_cycles
 from pyengine.deploy.versions import changed_in_place, writable_by_function
 
 
@@ -64,8 +76,8 @@ class InstalledFunction:
 
 
 @dataclass(frozen=True)
-class DeployedGroup:
-    """The group currently deployed into a root."""
+class InstalledGroup:
+    """The group currently installed in a root, as the deploy layer recorded it."""
 
     root: str
     deployment_id: int
@@ -85,7 +97,7 @@ class DeployedGroup:
             ) from None
 
 
-def current(root: Optional[str] = None, *, cleanup: bool = True) -> Optional[DeployedGroup]:
+def current(root: Optional[str] = None, *, cleanup: bool = True) -> Optional[InstalledGroup]:
     """The deployed group in ``root`` with each resource's local path and each function's code,
     or None when nothing is deployed. With ``cleanup`` (the default, as at core start), leftovers
     of a deploy that was killed are rolled back and removed first (skipped while one runs)."""
@@ -138,7 +150,7 @@ def current(root: Optional[str] = None, *, cleanup: bool = True) -> Optional[Dep
                 f.network,
                 f.invoke,
             )
-        return DeployedGroup(state.root, int(dep["id"]), group.name, group, resources, functions)
+        return InstalledGroup(state.root, int(dep["id"]), group.name, group, resources, functions)
     finally:
         state.close()
 
@@ -183,3 +195,52 @@ def changed_versions(root: Optional[str] = None) -> list[str]:
     finally:
         state.close()
     return out
+
+
+def has_state(root: Optional[str] = None) -> bool:
+    """Whether ``root`` (default: :func:`pyengine.common.paths.default_root`) has a state,
+    i.e. something was deployed into it (and not reset since)."""
+    return os.path.exists(os.path.join(resolve_root(root), STATE_FILES[0]))
+
+
+def change_token(root: str | os.PathLike[str]) -> tuple[tuple[int, int], ...]:
+    """A cheap token that changes whenever the state in ``root`` changes (stat only: the
+    database and its write-ahead log), so a reader knows when to call :func:`current` again."""
+    out = []
+    for name in STATE_FILES[:2]:
+        try:
+            st = os.stat(os.path.join(os.fspath(root), name))
+            out.append((st.st_mtime_ns, st.st_size))
+        except FileNotFoundError:
+            out.append((0, 0))
+    return tuple(out)
+
+
+def protect_state(root: str | os.PathLike[str]) -> None:
+    """Make the state files in ``root`` readable by their owner only (0600), for a core whose
+    functions run without Landlock: no function may read the state."""
+    for name in STATE_FILES[:3]:
+        path = os.path.join(os.fspath(root), name)
+        if os.path.exists(path):
+            os.chmod(path, 0o600)
+
+
+__all__ = [
+    "BROKERS",
+    "CLOUD",
+    "DEVICES",
+    "FunctionResource",
+    "Group",
+    "InstalledFunction",
+    "InstalledGroup",
+    "InstalledResource",
+    "Network",
+    "Subscription",
+    "change_token",
+    "changed_versions",
+    "current",
+    "has_state",
+    "list_installed",
+    "protect_state",
+    "routing_cycles",
+]

@@ -12,14 +12,16 @@ import os
 import stat
 from typing import Callable, Optional
 
+from pyengine.common.paths import denied_destination
+from pyengine.deploy.destinations import real_destination
 from pyengine.deploy.errors import DeployError
-from pyengine.deploy.group import Function, Group, ModelSpec, Resource, denied_destination, real_destination
+from pyengine.deploy.group import Function, Group, ModelSpec, Resource
 from pyengine.deploy.layout import current_target, free_bytes, remove_partial_downloads, store_for
 from pyengine.deploy.records import ItemResult, ProgressCallback, ProgressEvent
 from pyengine.deploy.recovery import Session
 from pyengine.deploy.schema import known_stores
 from pyengine.deploy.state import dumps
-from pyengine.deploy.unpack import DEFAULT_MAX_FILES, TREE_MAX_BYTES
+from pyengine.deploy.writer import DEFAULT_MAX_FILES, TREE_MAX_BYTES
 from pyengine.device_files import device_nodes
 from pyengine.sources import open_source
 from pyengine.sources.base import Source, SourceError, SourceInfo

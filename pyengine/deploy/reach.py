@@ -20,7 +20,8 @@ import stat
 from dataclasses import dataclass
 from typing import Optional
 
-from pyengine.deploy.group import Function, Group, existing_ancestor
+from pyengine.deploy.destinations import existing_ancestor
+from pyengine.deploy.group import Function, Group
 
 #: The search (execute) bit of each permission class.
 _SEARCH = {"owner": stat.S_IXUSR, "group": stat.S_IXGRP, "others": stat.S_IXOTH}

@@ -16,14 +16,16 @@ from typing import Callable, Optional
 from pyengine.common.paths import resolve_root
 from pyengine.deploy import private
 from pyengine.deploy.commit import commit, switch_all
+from pyengine.deploy.destinations import destination_problems
 from pyengine.deploy.errors import DeployError, GroupError, UnpackError
-from pyengine.deploy.group import Group, destination_problems, load_group
+from pyengine.deploy.group import Group
 from pyengine.deploy.install import Installer
 from pyengine.deploy.layout import free_bytes, no_space, remove_partial_downloads
 from pyengine.deploy.plan import VERIFIED_KINDS
 from pyengine.deploy.reach import reach_problems
 from pyengine.deploy.records import Deployment, ItemResult, ProgressCallback, load_deployment
 from pyengine.deploy.recovery import Session
+from pyengine.deploy.validate import load_group
 from pyengine.sources.base import SourceError
 
 #: What a failing step raises; the item fails with its message, the deployment goes on planning.

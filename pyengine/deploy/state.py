@@ -43,7 +43,7 @@ class State:
     ``state.db`` and its -wal/-shm/-journal files are readable and writable by their owner only
     (0600 whatever the umask; SQLite gives its side files the database's mode and owner), and
     files of an existing install are tightened here. Functions' environments are not in it
-    (:mod:`pyengine.deploy.environments`).
+    (:mod:`pyengine.deploy.private`).
 
     The database is checked when opened (``PRAGMA quick_check``); a damaged one, or one emptied
     in a root that was deployed into, raises :class:`StateError`, as does any SQLite error

@@ -7,7 +7,7 @@ import os
 from typing import Optional
 
 from pyengine.deploy.state import State
-from pyengine.deploy.unpack import SKIP_DIRS, content_digest
+from pyengine.deploy.tree import SKIP_DIRS, content_digest
 
 
 def changed_since(path: str, t: float) -> Optional[str]:

@@ -30,24 +30,25 @@ import threading
 import time
 from typing import Any, Callable, Optional
 
-from pyengine.core.config import MqttSettings
-from pyengine.core.metrics import Metrics
+from pyengine.common.mqtt import Counters, MqttSettings
 from pyengine.deploy import (
+    DeployBusyError,
+    DeployError,
     GroupError,
+    UnpackError,
     deploy,
     high_water,
+    private_file,
     raise_high_water,
     validate_group,
 )
-from pyengine.deploy.errors import DeployBusyError, DeployError, UnpackError
-from pyengine.deploy.private import private_file
 from pyengine.fleet import document, enrollment
 from pyengine.fleet.notify import FleetLink
 from pyengine.fleet.pinned import check_package_sizes, fetch_code
 from pyengine.fleet.publish import CORE_NAME_VAR
 from pyengine.fleet.signing import SignatureError, TrustedKey, open_envelope
 from pyengine.fleet.store import ENROLLMENT, TIMESTAMP, Fleet, OversizeError, check_core_name
-from pyengine.sources.base import SourceError
+from pyengine.sources import SourceError
 
 log = logging.getLogger("pyengine.fleet")
 
@@ -92,7 +93,7 @@ class FleetAgent:
                  mqtt: Optional[MqttSettings] = None, poll_s: float = 30.0,
                  health: Optional[Callable[[], dict[str, Any]]] = None,
                  running: Optional[Callable[[int], Any]] = None,
-                 metrics: Optional[Metrics] = None, debounce_s: float = 1.0,
+                 metrics: Optional[Counters] = None, debounce_s: float = 1.0,
                  timestamp_keys: Optional[list[TrustedKey]] = None) -> None:
         if not trusted:
             raise ValueError("a fleet core needs at least one --trust public key")

@@ -15,7 +15,7 @@ from pyengine.fleet import document, enrollment
 from pyengine.fleet.notify import Broker, announce
 from pyengine.fleet.signing import SignatureError, SigningKey, TrustedKey, open_envelope
 from pyengine.fleet.store import LATEST, TIMESTAMP, Fleet, OversizeError
-from pyengine.sources.base import SourceError
+from pyengine.sources import SourceError
 
 log = logging.getLogger("pyengine.fleet")
 

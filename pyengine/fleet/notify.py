@@ -7,7 +7,7 @@ checks its signature, and a core that hears nothing still polls. Topics (under
     <root>/deployment        {"serial": N, "version": V}   (retained)
     <root>/status/<core>     the core's status JSON        (retained)
 
-The connection is the core's own MQTT client (:class:`pyengine.core.messaging.BrokerLink`, with
+The connection is the core's own MQTT client (:class:`pyengine.common.mqtt.BrokerLink`, with
 the broker settings of ``core start --config``: ``fleet_mqtt``, else ``mqtt``), as a separate
 session (client id ``<the core's random id>-fleet``) so that fleet traffic never mixes with the
 group's subscriptions. The settings' ``topic_prefix`` goes before every fleet topic, so that a
@@ -21,9 +21,7 @@ import json
 import logging
 from typing import Any, Callable, Optional, Union
 
-from pyengine.core.config import MqttSettings, parse_address
-from pyengine.core.messaging import BrokerLink
-from pyengine.core.metrics import Metrics
+from pyengine.common.mqtt import BrokerLink, Counters, MqttSettings, NoCounters, parse_address
 
 log = logging.getLogger("pyengine.fleet")
 
@@ -53,11 +51,11 @@ class FleetLink:
 
     def __init__(self, broker: MqttSettings, client_id: str,
                  subscriptions: Optional[dict[str, Callable[[str, bytes], None]]] = None,
-                 metrics: Optional[Metrics] = None) -> None:
+                 metrics: Optional[Counters] = None) -> None:
         self.prefix = broker.topic_prefix
         self.subscriptions = {self.prefix + f: cb for f, cb in (subscriptions or {}).items()}
         self.link = BrokerLink("fleet", dataclasses.replace(broker, client_id=client_id),
-                               metrics or Metrics(), self._message)
+                               metrics or NoCounters(), self._message)
         self.link.set_filters(set(self.subscriptions))
 
     def _message(self, name: str, topic: str, payload: bytes) -> None:

@@ -10,12 +10,9 @@ import os
 import shutil
 from typing import Any
 
-from pyengine.deploy.errors import DeployError
-from pyengine.deploy.fetch import fetch
-from pyengine.deploy.unpack import unpack
+from pyengine.deploy import DeployError, fetch, unpack
 from pyengine.fleet.store import Fleet
-from pyengine.sources import open_source
-from pyengine.sources.s3 import S3Source
+from pyengine.sources import S3Source, open_source
 
 
 def fetch_code(fleet: Fleet, folder: str, name: str, spec: dict[str, Any]) -> str:

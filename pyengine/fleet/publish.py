@@ -19,13 +19,14 @@ import tempfile
 import time
 from typing import IO, Any, Iterator, Optional, cast
 
-from pyengine.deploy.errors import UnpackError
-from pyengine.deploy.group import read_group_file, validate_group
-from pyengine.deploy.unpack import (
+from pyengine.deploy import (
     DEFAULT_MAX_FILES,
     TREE_MAX_BYTES,
     ExactReader,
+    UnpackError,
     narrow_mode,
+    read_group_file,
+    validate_group,
     walk_tree,
 )
 from pyengine.fleet import document, enrollment
@@ -44,8 +45,7 @@ from pyengine.fleet.history import (
 from pyengine.fleet.notify import Broker, announce
 from pyengine.fleet.signing import SigningKey, TrustedKey
 from pyengine.fleet.store import ENROLLMENT, LATEST, Fleet
-from pyengine.sources import open_source
-from pyengine.sources.file import file_sha256
+from pyengine.sources import file_sha256, open_source
 
 log = logging.getLogger("pyengine.fleet")
 
@@ -70,7 +70,7 @@ def code_package(code_dir: str, out_path: str, *, max_bytes: Optional[int] = Non
                  max_files: Optional[int] = None) -> str:
     """A reproducible .tar.gz of a function's code (caches skipped, times zeroed); its sha256.
 
-    The directory is walked as a deploy copies it (:func:`pyengine.deploy.unpack.walk_tree`):
+    The directory is walked as a deploy copies it (:func:`pyengine.deploy.walk_tree`):
     symbolic links, FIFOs, sockets and devices are refused (:class:`UnpackError`), never
     followed or read; modes are kept, narrowed (no setuid/setgid, no group or world write).
     """
@@ -160,7 +160,7 @@ def publish(group_path: str, fleet: Fleet, key: SigningKey, *, percent: float = 
         The rollout halts when more cores than this report failure (None: never).
     mqtt
         The broker to announce the document on (cores also poll): ``host:port`` or
-        :class:`~pyengine.core.config.MqttSettings` (TLS, credentials, topic prefix).
+        :class:`~pyengine.common.mqtt.MqttSettings` (TLS, credentials, topic prefix).
     expires_s, timestamp_expires_s
         Lifetimes of the document and of the timestamp (`fleet refresh` renews both).
 

@@ -24,8 +24,8 @@ import re
 from dataclasses import dataclass
 from typing import Any, Iterator, Optional
 
-from pyengine.sources.aws import AwsSettings, client, error_code, get_object_policy
-from pyengine.sources.base import SourceError
+from pyengine.common.aws import AwsSettings, client, error_code, get_object_policy
+from pyengine.common.errors import SourceError
 
 CORE_NAME_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
 LATEST = "deployment.json"

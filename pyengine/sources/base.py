@@ -4,22 +4,12 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Optional
+from typing import Any, Callable, Iterator, Optional
 
+from pyengine.common.aws import AwsSettings
+from pyengine.common.errors import SourceError
 
-class SourceError(OSError):
-    """A source cannot be resolved or read.
-
-    ``transient`` is true for failures worth retrying (a dropped connection, a timeout);
-    false for those that will fail again the same way (missing object, access denied).
-    """
-
-    def __init__(self, message: str, *, transient: bool = False) -> None:
-        super().__init__(message)
-        self.transient = transient
-
-    def __str__(self) -> str:
-        return str(self.args[0])
+__all__ = ["Scheme", "Source", "SourceError", "SourceInfo"]
 
 
 @dataclass(frozen=True)
@@ -81,3 +71,30 @@ class Source(abc.ABC):
         Raises :class:`SourceError`; ``transient=True`` when retrying (from where it stopped)
         may succeed.
         """
+
+
+@dataclass(frozen=True)
+class Scheme:
+    """One kind of source, registered once in :mod:`pyengine.sources` by its prefix.
+
+    Attributes
+    ----------
+    prefix:
+        What its URIs start with (``"s3://"``).
+    open:
+        ``open(uri, s3, sagemaker)`` -> the :class:`Source` for ``uri`` (the group's endpoints).
+    check:
+        ``check(uri)`` -> what is wrong with ``uri`` as written (None when nothing is); group
+        validation uses it, so it reads nothing over the network.
+    names_package:
+        The URI ends with the package's file name (validation checks its extension).
+    exists:
+        ``exists(uri)`` -> why the package cannot be there on this machine, or None; used by
+        ``pyengine validate`` (None: nothing to check locally).
+    """
+
+    prefix: str
+    open: Callable[[str, AwsSettings, AwsSettings], Source]
+    check: Callable[[str], Optional[str]]
+    names_package: bool = True
+    exists: Optional[Callable[[str], Optional[str]]] = None

@@ -7,7 +7,7 @@ import os
 import stat
 from typing import Iterator, Optional
 
-from pyengine.sources.base import Source, SourceError, SourceInfo
+from pyengine.sources.base import Scheme, Source, SourceError, SourceInfo
 
 
 def file_sha256(path: str, chunk_size: int = 1 << 20) -> str:
@@ -69,3 +69,29 @@ class FileSource(Source):
                     yield b
         except OSError as exc:
             raise SourceError(f"{self.uri}: cannot read {self.path!r}: {exc}") from None
+
+
+def path_of(uri: str) -> str:
+    """The path a ``file://`` URI names (``file://localhost/p`` is ``/p``)."""
+    path = uri[len("file://"):]
+    return path[len("localhost"):] if path.startswith("localhost/") else path
+
+
+def check(uri: str) -> Optional[str]:
+    """What is wrong with the ``file://`` URI ``uri`` as written, or None."""
+    if not os.path.isabs(uri[len("file://"):]):
+        return ("file:// sources need an absolute path (file:///abs/path); write a plain "
+                "relative path to resolve it against the group file's directory")
+    return None
+
+
+def exists(uri: str) -> Optional[str]:
+    """Why the package ``uri`` names is not on this machine, or None."""
+    path = uri[len("file://"):]
+    if not os.path.isfile(path):
+        return f"{path} is not a file (the package must exist to deploy)"
+    return None
+
+
+SCHEME = Scheme("file://", lambda uri, s3, sagemaker: FileSource(uri, path_of(uri)), check,
+                exists=exists)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any, Iterator, Optional
 
-from pyengine.sources.aws import (
+from pyengine.common.aws import (
     AwsSettings,
     client,
     error_code,
@@ -13,7 +13,7 @@ from pyengine.sources.aws import (
     get_object_policy,
     is_transient,
 )
-from pyengine.sources.base import Source, SourceError, SourceInfo
+from pyengine.sources.base import Scheme, Source, SourceError, SourceInfo
 
 _SSE_C_HELP = (
     "pyengine does not fetch objects encrypted with a customer-provided key (SSE-C), because the "
@@ -221,3 +221,14 @@ class S3Source(Source):
             raise self._error(exc, "GET") from None
         finally:
             body.close()
+
+
+def check(uri: str) -> Optional[str]:
+    """What is wrong with the ``s3://`` URI ``uri`` as written, or None."""
+    bucket, _, key = uri[len("s3://"):].partition("/")
+    if not bucket or not key:
+        return "must be s3://BUCKET/KEY"
+    return bucket_problem(bucket)
+
+
+SCHEME = Scheme("s3://", lambda uri, s3, sagemaker: S3Source(uri, s3), check)

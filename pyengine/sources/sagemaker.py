@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 from typing import Iterator, Optional
 
-from pyengine.sources.aws import AwsSettings, client, error_code, is_transient
-from pyengine.sources.base import Source, SourceError, SourceInfo
+from pyengine.common.aws import AwsSettings, client, error_code, is_transient
+from pyengine.sources.base import Scheme, Source, SourceError, SourceInfo
 from pyengine.sources.s3 import S3Source, bucket_problem
 
 _ARN = re.compile(r"^arn:aws[a-z-]*:sagemaker:[a-z0-9-]*:\d*:training-job/(?P<name>[^/]+)$")
@@ -108,3 +108,17 @@ class SageMakerSource(Source):
         if self._artifact is None or self._artifact.uri != info.location:
             self._artifact = S3Source(info.location, self.s3)
         return self._artifact.stream(info, offset, chunk_size)
+
+
+def check(uri: str) -> Optional[str]:
+    """What is wrong with the ``sagemaker://`` URI ``uri`` as written, or None."""
+    try:
+        training_job_name(uri)
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
+#: The URI names a training job, not a file: its artifact's name is checked when resolved.
+SCHEME = Scheme("sagemaker://", lambda uri, s3, sagemaker: SageMakerSource(uri, sagemaker, s3),
+                check, names_package=False)

@@ -174,6 +174,7 @@ struct CudaDev {
         for (size_t i = 0; i < s.in.size(); ++i) {
             ins[i].data = h;
             ins[i].shape = s.in[i].shape;
+            ins[i].dtype = s.in[i].dtype;
             check(cudaMemcpyAsync(h, ptr(s.in[i]), device_nbytes(s.in[i]), cudaMemcpyDeviceToHost, c.stream),
                   "cudaMemcpyAsync");
             h += device_nbytes(s.in[i]);
@@ -182,6 +183,7 @@ struct CudaDev {
         for (size_t i = 0; i < s.out.size(); ++i) {
             outs[i].data = h;
             outs[i].shape = s.out[i].shape;
+            outs[i].dtype = s.out[i].dtype;
             h += device_nbytes(s.out[i]);
             out_ptrs.push_back(&outs[i]);
         }

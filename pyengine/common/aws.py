@@ -1,4 +1,6 @@
-"""boto3 clients for the S3 and SageMaker sources, created once per endpoint (imported lazily)."""
+"""AWS plumbing: endpoint settings and boto3 clients (created once per endpoint, boto3 imported
+lazily), error classification, and the S3 read policy. Used by the S3 and SageMaker sources, the
+fleet's bucket and the core's capture upload."""
 
 from __future__ import annotations
 
@@ -8,7 +10,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any, Optional
 
-from pyengine.sources.base import SourceError
+from pyengine.common.errors import SourceError
 
 
 @dataclass(frozen=True)
