@@ -11,8 +11,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LINES_MAX = 600
 SOURCE_SUFFIXES = (".py", ".pyi", ".cpp", ".h", ".cu", ".cuh", ".cmake", "CMakeLists.txt")
 
-#: Path (from the repository root) -> why it may pass LINES_MAX.
+#: Path (from the repository root) -> why it may pass LINES_MAX. "being split" marks a file
+#: whose split is on its way (it may leave the list before its entry does).
 ALLOWED: dict[str, str] = {
+    "csrc/graph/model.cpp": "being split: issue 19 (the layout pass moves to graph/layout_pass.cpp "
+                            "on the cnn-ops branch)",
 }
 
 
@@ -38,6 +41,7 @@ def test_no_source_file_passes_the_limit() -> None:
 
 def test_every_exception_is_still_needed() -> None:
     sizes = _sources()
-    stale = sorted(p for p in ALLOWED if sizes.get(p, 0) <= LINES_MAX)
+    stale = sorted(p for p, why in ALLOWED.items()
+                   if sizes.get(p, 0) <= LINES_MAX and not why.startswith("being split"))
     assert not stale, f"no longer over {LINES_MAX} lines (or gone): remove from ALLOWED: {stale}"
     assert all(reason.strip() for reason in ALLOWED.values())
