@@ -1,6 +1,6 @@
 """pyengine's imports go one way: no circle between modules, and no import from a lower layer
 into a higher one, per the layer list in docs/architecture.md (read from there, so the document
-and the check cannot drift apart).
+and the check cannot drift apart); likewise the C++ includes between the folders of csrc/.
 
 Imports are read with ``ast`` from the source, including imports inside functions and under
 ``if TYPE_CHECKING:``; an import of ``pyengine.a.b`` counts as an import of that module only (not
@@ -174,3 +174,47 @@ def test_the_check_sees_circles_and_inside_functions() -> None:
     tree = ast.parse("def f():\n    from pyengine.model import Model\n")
     node = next(n for n in ast.walk(tree) if isinstance(n, ast.ImportFrom))
     assert _targets("pyengine.loader", False, node, _modules()) == {"pyengine.model"}
+
+
+# -- C++ ------------------------------------------------------------------------------------------
+
+CSRC = os.path.join(ROOT, "csrc")
+
+
+def cpp_layer_list() -> list[list[str]]:
+    """The C++ folders by layer, top first, as docs/architecture.md lists them."""
+    with open(DOC, encoding="utf-8") as fh:
+        text = fh.read()
+    block = re.search(r"<!-- cpp-layers: .*?-->\s*```text\n(.*?)```", text, re.S)
+    assert block, f"{DOC}: no C++ layer list (a ```text block after '<!-- cpp-layers: ... -->')"
+    return [[g.strip() for g in line.split("#", 1)[0].split("|")]
+            for line in block.group(1).splitlines() if line.split("#", 1)[0].strip()]
+
+
+def cpp_includes() -> dict[str, set[str]]:
+    """Source file (relative to csrc/) -> the csrc/ headers it includes."""
+    found: dict[str, set[str]] = {}
+    for folder, _, files in os.walk(CSRC):
+        for name in files:
+            if name.endswith((".h", ".cpp", ".cu", ".cuh")):
+                path = os.path.join(folder, name)
+                with open(path, encoding="utf-8") as fh:
+                    heads = re.findall(r'^\s*#\s*include\s+"([^"]+)"', fh.read(), re.M)
+                found[os.path.relpath(path, CSRC)] = {
+                    h for h in heads if os.path.exists(os.path.join(CSRC, h))}
+    return found
+
+
+def test_cpp_includes_point_down() -> None:
+    layers = cpp_layer_list()
+    wrong = []
+    for src, heads in sorted(cpp_includes().items()):
+        here = _placement(src.replace(os.sep, ".").rsplit(".", 1)[0].replace("/", "."), layers)
+        for head in sorted(heads):
+            there = _placement(head.rsplit(".", 1)[0].replace("/", "."), layers)
+            if here is None or there is None or here[1] == there[1]:
+                continue
+            if there[0] <= here[0]:
+                wrong.append(f"csrc/{src} ({here[1]}) includes {head} ({there[1]})")
+    assert not wrong, "includes against the C++ layers of docs/architecture.md:\n  " + \
+        "\n  ".join(wrong)

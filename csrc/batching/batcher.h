@@ -19,7 +19,7 @@
 #include <thread>
 #include <vector>
 
-#include "graph/tensor.h"
+#include "format/tensor.h"
 
 namespace pyengine {
 

@@ -6,7 +6,7 @@
 #include "graph/op.h"
 #include "kernels/conv_nchwc.h"
 #include "kernels/elementwise.h"
-#include "runtime/dispatch.h"
+#include "kernels/dispatch.h"
 
 namespace pyengine {
 

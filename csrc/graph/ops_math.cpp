@@ -12,8 +12,8 @@
 #include "common.h"
 #include "graph/op.h"
 #include "kernels/erf.h"
-#include "runtime/dispatch.h"
-#include "runtime/thread_pool.h"
+#include "kernels/dispatch.h"
+#include "platform/thread_pool.h"
 
 namespace pyengine {
 
