@@ -173,6 +173,11 @@ def report(results: list[CaseResult], seconds: float) -> list[str]:
         c = by_family[fam]
         lines.append(f"| {fam} | {sum(c.values())} | " + " | ".join(str(c[r]) for r in RESULTS)
                      + " |")
+    lines += ["", "## Unsupported, by what the refusal names", "",
+              "What UnsupportedOpsError named (the op, and the dtype or attribute value when that is "
+              "why), with the number of cases.", "", "| refusal | cases |", "|---|---|"]
+    reasons = collections.Counter(r.detail for r in results if r.result == "unsupported")
+    lines += [f"| {reason} | {n} |" for reason, n in sorted(reasons.items(), key=lambda kv: (-kv[1], kv[0]))]
     lines += ["", "## Refused for another reason than an unsupported op", ""]
     lines += [f"- `{r.name}`: {r.detail}" for r in results if r.result == "refused"] or ["None."]
     return lines

@@ -78,10 +78,11 @@ class GraphBuilder:
         self._inputs.append({"name": self._claim(name), "dtype": dtype, "shape": shape})
         return name
 
-    def constant(self, name: str, array: Any) -> str:
-        """Store a tensor (weights) in the file; float64 arrays are stored as float32."""
+    def constant(self, name: str, array: Any, exact: bool = False) -> str:
+        """Store a tensor (weights) in the file; float64 arrays are stored as float32 unless
+        ``exact`` (a graph whose float64 values stay float64)."""
         arr = np.asarray(array)
-        if arr.dtype == np.float64:
+        if arr.dtype == np.float64 and not exact:
             arr = arr.astype(np.float32)
         arr = np.ascontiguousarray(arr).astype(arr.dtype.newbyteorder("<"), copy=False)
         if arr.dtype.newbyteorder("=") not in _DTYPES:

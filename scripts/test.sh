@@ -9,6 +9,9 @@ scripts/setup.sh --dev --frameworks
 scripts/services.sh
 # Cross compilers and qemu-user for tests/test_arm.py (apt; the test says why it skips without them).
 scripts/arm_setup.sh tools || echo "test.sh: the ARM cross tools could not be installed" >&2
+# Chromium for the console's browser test (Debian's package, driven by playwright; no browser
+# download). The test skips, saying so, where it cannot be installed.
+scripts/services.sh chromium || echo "test.sh: chromium could not be installed" >&2
 # ccache: tests/test_wheels.py builds a wheel per CPython, and with ccache the C++ core compiles
 # once for all of them (scripts/build_wheels.sh uses it when it is on PATH).
 if ! command -v ccache >/dev/null && [ "$(id -u)" = 0 ]; then

@@ -133,6 +133,7 @@ class CoreProcess:
         address = os.path.join(self.root, "core.json")
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
+                self._log.close()  # no stop() follows: an open log would warn in a later test
                 raise RuntimeError(f"core exited with {self.proc.returncode}:\n{self.log()}")
             if self.client is None and os.path.exists(address):
                 addr = CoreClient.address(self.root)

@@ -105,3 +105,48 @@ def test_bool_and_int_constants_are_outputs(tmp_path):
     assert mask.dtype == np.bool_ and idx.dtype == np.int32
     np.testing.assert_array_equal(mask, [True, False, True])
     np.testing.assert_array_equal(idx, [[1, 2]])
+
+
+def test_typed_ops_on_builder_graphs(tmp_path):
+    """Cast (float -> int truncates, saturates), Compare -> bool, Logic, Where on int64, Gather
+    with negative int32 indices and ArgMax -> int64, checked against numpy."""
+    b = GraphBuilder()
+    b.input("x", [2, 3], "float32")
+    b.input("idx", [2], "int32")
+    xi = b.node("Cast", ["x"], to="int64")
+    big = b.node("Compare", [xi, b.constant("two", np.array(2, np.int64))], fn="greater")
+    neg = b.node("Compare", [xi, b.constant("zero", np.array(0, np.int64))], fn="less")
+    either = b.node("Logic", [big, neg], fn="or")
+    picked = b.node("Where", [either, xi, b.constant("minus", np.array(-1, np.int64))])
+    b.output(b.node("Gather", [picked, "idx"], axis=1))
+    b.output(b.node("ArgReduce", ["x"], kind="max", axis=-1, keepdims=False))
+    b.output(b.node("Logic", [either], fn="not"))
+    m = pyengine.load(_save(b, tmp_path))
+    x = np.array([[3.7, -1.2, 1e20], [0.5, 2.0, -7.9]], np.float32)
+    idx = np.array([-1, 0], np.int32)
+    gathered, argmax, keep = m.predict({"x": x, "idx": idx}).values()
+    xi_np = np.array([[3, -1, np.iinfo(np.int64).max], [0, 2, -7]], np.int64)
+    either_np = (xi_np > 2) | (xi_np < 0)
+    np.testing.assert_array_equal(gathered, np.where(either_np, xi_np, -1)[:, [2, 0]])
+    assert argmax.dtype == np.int64 and gathered.dtype == np.int64 and keep.dtype == np.bool_
+    np.testing.assert_array_equal(argmax, x.argmax(axis=-1))
+    np.testing.assert_array_equal(keep, ~either_np)
+    with pytest.raises(ValueError, match=r"Gather index 5 is out of range for a dimension of 3"):
+        m.predict({"x": x, "idx": np.array([5, 0], np.int32)})
+
+
+def test_typed_op_dtype_errors_name_the_input(tmp_path):
+    b = GraphBuilder()
+    b.input("x", [3], "float32")
+    b.input("i", [3], "int64")
+    b.output(b.node("Compare", ["x", "i"], fn="equal", name="cmp"))
+    with pytest.raises(pyengine.ModelFormatError,
+                       match=r"node 'cmp' \(Compare\): input 1 \('i'\) has dtype int64; it takes "
+                             r"float32 \(input 0's dtype\)"):
+        pyengine.load(_save(b, tmp_path))
+    b = GraphBuilder()
+    b.input("x", [3], "float32")
+    b.output(b.node("Gather", ["x", "x"], name="g"))
+    with pytest.raises(pyengine.ModelFormatError, match=r"input 1 \('x'\) has dtype float32; it "
+                                                        r"takes int32 or int64"):
+        pyengine.load(_save(b, tmp_path, "g.pyem"))

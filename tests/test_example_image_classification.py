@@ -5,16 +5,15 @@ classifies held-out test digits sent as base64 PNG and JPEG through a real core.
 from __future__ import annotations
 
 import base64
-import importlib.util
 import io
 import os
 import shutil
-import sys
 import tempfile
 from typing import Any
 
 import pytest
 from core_helpers import CoreProcess
+from example_helpers import EXAMPLE, example_build
 
 import pyengine.deploy as dp
 
@@ -24,20 +23,7 @@ for _module, _package in (("chainer", "chainer"), ("sklearn", "scikit-learn"), (
     pytest.importorskip(_module, reason=f"the example needs {_package} (pip install "
                         "'pyengine[examples]', which scripts/setup.sh installs)")
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-EXAMPLE = os.path.join(REPO, "examples", "image-classification")
-
-
-def _example_build() -> Any:
-    spec = importlib.util.spec_from_file_location("example_build", os.path.join(EXAMPLE, "build.py"))
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["example_build"] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
-
-
-build_module = _example_build()
+build_module = example_build()
 
 
 @pytest.fixture(scope="module")

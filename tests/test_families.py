@@ -56,7 +56,7 @@ def native_ops(src: Path) -> list[str]:
 # ---------------------------------------------------------------- the families
 
 
-@pytest.mark.parametrize("family", ["yolo", "unet", "kws", "vit_tiny"])
+@pytest.mark.parametrize("family", ["yolo", "unet", "kws", "bert_tiny", "vit_tiny"])
 def test_family_converts_and_matches_onnxruntime(tmp_path, family):
     data, feed = families.FAMILIES[family](**families.SMALL[family])
     out, _ = convert_and_compare(tmp_path, data, feed(2, 3))

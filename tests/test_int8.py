@@ -29,7 +29,7 @@ def _quant_node_model(tmp_path, op: str, shape: list[int], **attrs) -> pyengine.
 
 
 @pytest.mark.parametrize("dtype", ["uint8", "int8"])
-def test_quantize_linear_rounds_half_to_even_and_saturates(tmp_path, dtype):
+def test_quantize_linear_rounds_half_to_even_and_saturates(tmp_path, isa, dtype):
     lo, hi = (0, 255) if dtype == "uint8" else (-128, 127)
     zp = 3 if dtype == "uint8" else -2
     # Halves on both sides of zero, the last codes before saturation, and far outside.
@@ -49,12 +49,12 @@ def test_quantize_linear_rounds_half_to_even_and_saturates(tmp_path, dtype):
     ("int8", [126.5, 127.49, 127.5, -127.5, -128.5, -129.0, 1e9, -1e9], [126, 127, 127, -128, -128, -128, 127, -128]),
     ("uint8", [254.5, 255.5, 0.5, -0.5, -1.0, 1.5, 1e9, -1e9], [254, 255, 0, 0, 0, 2, 255, 0]),
 ])
-def test_quantize_linear_edges_by_hand(tmp_path, dtype, x, want):
+def test_quantize_linear_edges_by_hand(tmp_path, isa, dtype, x, want):
     model = _quant_node_model(tmp_path, "QuantizeLinear", [len(x)], scale=1.0, zero_point=0, dtype=dtype)
     assert model.predict(np.array(x, np.float32)).tolist() == want
 
 
-def test_quantize_linear_scale_divides_and_edges(tmp_path):
+def test_quantize_linear_scale_divides_and_edges(tmp_path, isa):
     x = np.array([-1000.0, -0.3, 0.0, 0.05, 0.15, 0.25, 12.7, 12.75, 12.8, 1000.0], np.float32)
     for dtype, zp in (("int8", 0), ("uint8", 128)):
         model = _quant_node_model(tmp_path, "QuantizeLinear", [x.size], scale=0.1, zero_point=zp, dtype=dtype)
@@ -232,7 +232,8 @@ def test_activation_scale_and_missing_weight_parameters_are_refused(tmp_path):
     g = pyengine.GraphBuilder()
     w = g.quantized_constant("w", np.ones((2, 2), np.int8), 0.1)
     g.output(g.node("Dense", [g.input("x", [1, 2]), w], name="fc"))
-    with pytest.raises(pyengine.ModelFormatError, match="node 'fc' \\(Dense\\): input 1 \\('w'\\) has dtype int8; it takes float32"):
+    with pytest.raises(pyengine.ModelFormatError,
+                       match="node 'fc' \\(Dense\\): input 1 \\('w'\\) has dtype int8; it takes float32"):
         pyengine.load(g.save(str(tmp_path / "d.pyem")))
 
 

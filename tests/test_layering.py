@@ -2,9 +2,9 @@
 into a higher one, per the layer list in docs/architecture.md (read from there, so the document
 and the check cannot drift apart); likewise the C++ includes between the folders of csrc/.
 
-Imports are read with ``ast`` from the source, including imports inside functions and under
-``if TYPE_CHECKING:``; an import of ``pyengine.a.b`` counts as an import of that module only (not
-of the packages Python runs on the way).
+Imports are read with ``ast`` from the source, including imports inside functions (not those
+under ``if TYPE_CHECKING:``, which only annotations use); an import of ``pyengine.a.b`` counts
+as an import of that module only (not of the packages Python runs on the way).
 """
 
 from __future__ import annotations
@@ -63,7 +63,12 @@ def import_graph() -> dict[str, set[str]]:
             continue
         with open(path, encoding="utf-8") as fh:
             tree = ast.parse(fh.read(), path)
+        type_only = {id(n) for block in ast.walk(tree)
+                     if isinstance(block, ast.If) and "TYPE_CHECKING" in ast.unparse(block.test)
+                     for stmt in block.body for n in ast.walk(stmt)}
         for node in ast.walk(tree):
+            if id(node) in type_only:  # only annotations use it: no dependency at run time
+                continue
             if isinstance(node, (ast.Import, ast.ImportFrom)):
                 graph[mod] |= _targets(mod, path.endswith("__init__.py"), node, mods) - {mod}
     return graph

@@ -560,7 +560,11 @@ void Model::build_host_schedule(Plan* p) const {
         }
         int out_block = 0;
         want.assign(node.inputs.size(), 0);
-        if (block_ != 0) out_block = node.op->layout(in_shapes, in_block, block_, &want);
+        // The blocked layout holds float32 only: a node touching another dtype stays plain.
+        bool all_f32 = true;
+        for (int v : node.inputs) all_f32 = all_f32 && values_[static_cast<size_t>(v)].dtype == DType::Float32;
+        for (int v : node.outputs) all_f32 = all_f32 && values_[static_cast<size_t>(v)].dtype == DType::Float32;
+        if (block_ != 0 && all_f32) out_block = node.op->layout(in_shapes, in_block, block_, &want);
         PlanStep step;
         step.node = n;
         const Fusion& f = fusion_[static_cast<size_t>(n)];

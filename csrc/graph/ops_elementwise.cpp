@@ -4,6 +4,7 @@
 
 #include "common.h"
 #include "graph/op.h"
+#include "graph/typed_ops.h"
 #include "kernels/conv_nchwc.h"
 #include "kernels/elementwise.h"
 #include "kernels/dispatch.h"
@@ -32,7 +33,14 @@ public:
         return {out};
     }
 
+    // Any one numeric dtype; other than float32 runs the generic typed loop (typed_ops.h).
+    std::vector<DType> infer_dtypes(const std::vector<DType>& in, size_t) const override { return numeric_dtypes(in); }
     void run(const std::vector<const Tensor*>& in, const std::vector<Tensor*>& out) const override {
+        if (in[0]->dtype != DType::Float32) {
+            static constexpr TypedFn kFns[] = {TypedFn::Add, TypedFn::Sub, TypedFn::Mul, TypedFn::Div};
+            typed_binary(kFns[static_cast<int>(op_)], *in[0], *in[1], *out[0]);
+            return;
+        }
         if (out[0]->block != 0) {  // the layout pass planned one of the two blocked forms below
             const Tensor& a = *in[0];
             const Tensor& b = *in[1];

@@ -10,7 +10,9 @@
 #include <vector>
 
 #include "common.h"
+#include "graph/broadcast.h"
 #include "graph/op.h"
+#include "graph/typed_ops.h"
 #include "kernels/erf.h"
 #include "kernels/dispatch.h"
 #include "platform/thread_pool.h"
@@ -19,62 +21,12 @@ namespace pyengine {
 
 namespace {
 
-// Row-major strides of `s`, with 0 for the dimensions `s` broadcasts (size 1) into `out`
-// (`s` right-aligned against `out`).
-std::vector<int64_t> broadcast_strides(const Shape& s, const Shape& out) {
-    std::vector<int64_t> st(out.size(), 0);
-    int64_t stride = 1;
-    for (size_t k = 0; k < s.size(); ++k) {
-        const size_t i = s.size() - 1 - k, o = out.size() - 1 - k;
-        st[o] = s[i] == 1 ? 0 : stride;
-        stride *= s[i];
-    }
-    return st;
-}
-
-Shape broadcast_shape(const Shape& a, const Shape& b) {
-    const size_t rank = std::max(a.size(), b.size());
-    Shape out(rank);
-    for (size_t i = 0; i < rank; ++i) {
-        const int64_t da = i < rank - a.size() ? 1 : a[i - (rank - a.size())];
-        const int64_t db = i < rank - b.size() ? 1 : b[i - (rank - b.size())];
-        if (da != db && da != 1 && db != 1) {
-            shape_error(str("shapes ", shape_str(a), " and ", shape_str(b), " do not broadcast"));
-        }
-        out[i] = da == 1 ? db : da;
-    }
-    return out;
-}
-
-// Calls f(out_index, offsets) for every element of `out`, walking an odometer; offsets[k] is the
-// element of operand k (strides from broadcast_strides).
-template <class F>
-void for_each_broadcast_n(const Shape& out, const std::vector<std::vector<int64_t>>& strides, F f) {
-    const int64_t n = shape_numel(out);
-    std::vector<int64_t> idx(out.size(), 0), off(strides.size(), 0);
-    for (int64_t e = 0; e < n; ++e) {
-        f(e, off.data());
-        for (size_t d = out.size(); d-- > 0;) {
-            for (size_t k = 0; k < strides.size(); ++k) off[k] += strides[k][d];
-            if (++idx[d] < out[d]) break;
-            for (size_t k = 0; k < strides.size(); ++k) off[k] -= strides[k][d] * out[d];
-            idx[d] = 0;
-        }
-    }
-}
-
-// The two-operand form: f(out_index, a_offset, b_offset).
-template <class F>
-void for_each_broadcast(const Shape& out, const std::vector<int64_t>& sa, const std::vector<int64_t>& sb, F f) {
-    for_each_broadcast_n(out, {sa, sb}, [&](int64_t e, const int64_t* off) { f(e, off[0], off[1]); });
-}
-
 // ---- Unary math ----
 
 enum class Fn {
     Exp, Log, Sqrt, Erf, Abs, Neg, Reciprocal, Floor, Ceil, Round, Sin, Cos, Tan, Asin, Acos, Atan,
     Sinh, Cosh, Asinh, Acosh, Atanh, Sign, Softplus, Softsign, Elu, Selu, Celu, Gelu, GeluTanh, Mish,
-    ThresholdedRelu, Not
+    ThresholdedRelu, Not, BitNot
 };
 
 const std::map<std::string, Fn>& unary_fns() {
@@ -86,7 +38,7 @@ const std::map<std::string, Fn>& unary_fns() {
         {"asinh", Fn::Asinh}, {"acosh", Fn::Acosh}, {"atanh", Fn::Atanh}, {"sign", Fn::Sign},
         {"softplus", Fn::Softplus}, {"softsign", Fn::Softsign}, {"elu", Fn::Elu}, {"selu", Fn::Selu},
         {"celu", Fn::Celu}, {"gelu", Fn::Gelu}, {"gelu_tanh", Fn::GeluTanh}, {"mish", Fn::Mish},
-        {"thresholded_relu", Fn::ThresholdedRelu}, {"not", Fn::Not},
+        {"thresholded_relu", Fn::ThresholdedRelu}, {"not", Fn::Not}, {"bit_not", Fn::BitNot},
     };
     return table;
 }
@@ -103,7 +55,23 @@ public:
         beta_ = a.get_float("beta", 1.0f);
     }
     std::vector<Shape> infer(const std::vector<Shape>& in) const override { return {in[0]}; }
+    // Abs, Neg and Sign take any number type; the rest float32.
+    std::vector<DType> infer_dtypes(const std::vector<DType>& in, size_t n) const override {
+        if (fn_ == Fn::BitNot && (in[0] == DType::Float32 || in[0] == DType::Float64)) {
+            dtype_error(0, in[0], "an integer type");
+        }
+        if (fn_ == Fn::Abs || fn_ == Fn::Neg || fn_ == Fn::Sign || fn_ == Fn::BitNot) return numeric_dtypes(in);
+        return Op::infer_dtypes(in, n);
+    }
     void run(const std::vector<const Tensor*>& in, const std::vector<Tensor*>& out) const override {
+        if (in[0]->dtype != DType::Float32) {
+            typed_unary(fn_ == Fn::Abs   ? TypedFn::Abs
+                        : fn_ == Fn::Neg ? TypedFn::Neg
+                        : fn_ == Fn::Sign ? TypedFn::Sign
+                                          : TypedFn::BitNot,
+                        *in[0], *out[0]);
+            return;
+        }
         const float* x = in[0]->f32();
         float* y = out[0]->f32();
         const int64_t n = in[0]->numel();
@@ -150,6 +118,7 @@ private:
             case Fn::Mish: return x * std::tanh(softplus(x));
             case Fn::ThresholdedRelu: return x > alpha_ ? x : 0.0f;
             case Fn::Not: return x == 0.0f ? 1.0f : 0.0f;  // booleans are 0 / 1
+            case Fn::BitNot: return x;                      // integers only (typed_unary)
         }
         return x;
     }
@@ -159,13 +128,15 @@ private:
 
 // ---- Broadcasting binaries beyond Add/Sub/Mul/Div ----
 
-enum class Bin { Pow, Min, Max, Fmod, PRelu, Equal, Less, Greater, LessEqual, GreaterEqual, And, Or, Xor };
+enum class Bin { Pow, Min, Max, Fmod, Mod, BitAnd, BitOr, BitXor, ShiftLeft, ShiftRight, PRelu, Equal, Less, Greater, LessEqual, GreaterEqual, And, Or, Xor };
 
 class BinaryMathOp : public Op {
 public:
     explicit BinaryMathOp(const Attrs& a) {
         static const std::map<std::string, Bin> fns = {
-            {"pow", Bin::Pow}, {"min", Bin::Min}, {"max", Bin::Max}, {"fmod", Bin::Fmod},
+            {"pow", Bin::Pow}, {"min", Bin::Min}, {"max", Bin::Max}, {"fmod", Bin::Fmod}, {"mod", Bin::Mod},
+            {"bit_and", Bin::BitAnd}, {"bit_or", Bin::BitOr}, {"bit_xor", Bin::BitXor},
+            {"shift_left", Bin::ShiftLeft}, {"shift_right", Bin::ShiftRight},
             {"prelu", Bin::PRelu}, {"equal", Bin::Equal}, {"less", Bin::Less}, {"greater", Bin::Greater},
             {"less_equal", Bin::LessEqual}, {"greater_equal", Bin::GreaterEqual}, {"and", Bin::And},
             {"or", Bin::Or}, {"xor", Bin::Xor}};
@@ -176,7 +147,26 @@ public:
     std::vector<Shape> infer(const std::vector<Shape>& in) const override {
         return {broadcast_shape(in[0], in[1])};
     }
+    // Pow, Min, Max, Fmod and Mod take any one number type; the rest float32.
+    std::vector<DType> infer_dtypes(const std::vector<DType>& in, size_t n) const override {
+        if (bitwise()) {
+            if (in[0] == DType::Float32 || in[0] == DType::Float64) dtype_error(0, in[0], "an integer type");
+            return numeric_dtypes(in);
+        }
+        if (typed()) return numeric_dtypes(in);
+        return Op::infer_dtypes(in, n);
+    }
     void run(const std::vector<const Tensor*>& in, const std::vector<Tensor*>& out) const override {
+        if (in[0]->dtype != DType::Float32 || fn_ == Bin::Mod) {
+            static const std::map<Bin, TypedFn> kFns = {{Bin::Pow, TypedFn::Pow}, {Bin::Min, TypedFn::Min},
+                                                        {Bin::Max, TypedFn::Max}, {Bin::Fmod, TypedFn::Fmod},
+                                                        {Bin::Mod, TypedFn::Mod}, {Bin::BitAnd, TypedFn::BitAnd},
+                                                        {Bin::BitOr, TypedFn::BitOr}, {Bin::BitXor, TypedFn::BitXor},
+                                                        {Bin::ShiftLeft, TypedFn::ShiftLeft},
+                                                        {Bin::ShiftRight, TypedFn::ShiftRight}};
+            typed_binary(kFns.at(fn_), *in[0], *in[1], *out[0]);
+            return;
+        }
         const Shape& os = out[0]->shape;
         const float* a = in[0]->f32();
         const float* b = in[1]->f32();
@@ -191,6 +181,9 @@ public:
                                    case Bin::Min: y[e] = std::isnan(x) || x < z ? x : z; break;
                                    case Bin::Max: y[e] = std::isnan(x) || x > z ? x : z; break;
                                    case Bin::Fmod: y[e] = std::fmod(x, z); break;
+                                   // typed_binary above (integers)
+                                   case Bin::Mod: case Bin::BitAnd: case Bin::BitOr: case Bin::BitXor:
+                                   case Bin::ShiftLeft: case Bin::ShiftRight: break;
                                    case Bin::PRelu: y[e] = x < 0.0f ? x * z : x; break;
                                    // Comparisons and logic answer booleans as 0 / 1.
                                    case Bin::Equal: y[e] = x == z; break;
@@ -206,6 +199,13 @@ public:
     }
 
 private:
+    bool bitwise() const {
+        return fn_ == Bin::BitAnd || fn_ == Bin::BitOr || fn_ == Bin::BitXor || fn_ == Bin::ShiftLeft ||
+               fn_ == Bin::ShiftRight;
+    }
+    bool typed() const {
+        return fn_ == Bin::Pow || fn_ == Bin::Min || fn_ == Bin::Max || fn_ == Bin::Fmod || fn_ == Bin::Mod;
+    }
     Bin fn_;
 };
 
@@ -216,7 +216,17 @@ public:
     std::vector<Shape> infer(const std::vector<Shape>& in) const override {
         return {broadcast_shape(in[0], broadcast_shape(in[1], in[2]))};
     }
+    // cond bool (or float32 0 / 1); a and b of any one dtype, which the output has.
+    std::vector<DType> infer_dtypes(const std::vector<DType>& in, size_t) const override {
+        if (in[0] != DType::Bool && in[0] != DType::Float32) dtype_error(0, in[0], "bool or float32");
+        if (in[2] != in[1]) dtype_error(2, in[2], str(dtype_name(in[1]), " (input 1's dtype)"));
+        return {in[1]};
+    }
     void run(const std::vector<const Tensor*>& in, const std::vector<Tensor*>& out) const override {
+        if (in[0]->dtype != DType::Float32 || in[1]->dtype != DType::Float32) {
+            typed_where(*in[0], *in[1], *in[2], *out[0]);
+            return;
+        }
         const Shape& os = out[0]->shape;
         const float* c = in[0]->f32();
         const float* a = in[1]->f32();

@@ -18,10 +18,12 @@ namespace {
 
 // Rows of the int8 GEMM per task: enough to amortize a task, few enough to spread over threads.
 int64_t row_chunk(int64_t rows, int64_t work_per_row) {
+    // At most kMaxRows, so a chunk's patch rows, sums and output tile stay in L2.
+    constexpr int64_t kMaxRows = 256;
     const int64_t threads = num_threads();
-    if (threads <= 1 || rows * work_per_row < (int64_t(1) << 16)) return std::max<int64_t>(rows, 1);
+    if (threads <= 1 || rows * work_per_row < (int64_t(1) << 16)) return std::min<int64_t>(std::max<int64_t>(rows, 1), kMaxRows);
     const int64_t chunk = (rows + 4 * threads - 1) / (4 * threads);
-    return std::max<int64_t>((chunk + 3) / 4 * 4, 16);
+    return std::min<int64_t>(std::max<int64_t>((chunk + 3) / 4 * 4, 16), kMaxRows);
 }
 
 template <typename T>
@@ -115,19 +117,27 @@ public:
         const int64_t HW = p.H * p.W, P = p.OH * p.OW;
         const int64_t Cg = p.C / p.groups, Og = p.O / p.groups;
         const QgemmFn qgemm = kernels().qgemm;
-        std::vector<uint8_t> xq(static_cast<size_t>(HW * p.C));
+        std::vector<uint8_t> xq(static_cast<size_t>(HW * p.C)), planar;
         for (int64_t n = 0; n < p.N; ++n) {
             const float* x = in[0]->f32() + n * p.C * HW;
             float* y = out[0]->f32() + n * p.O * P;
             // The image as u8 NHWC: every patch row is then runs of contiguous channels.
+            const auto quantize = kernels().quantize_u8;
             if (nhwc) {
-                quantize_u8(x, HW * p.C, x_.scale, x_.zero_point, x_.lo, x_.hi, x_.shift(), xq.data());
+                quantize(x, HW * p.C, x_.scale, x_.zero_point, x_.lo, x_.hi, x_.shift(), xq.data());
             } else {
+                // Plane by plane (vectorized), then a byte transpose to NHWC in tiles of pixels
+                // so the rows being written stay in L1 across channels.
+                planar.resize(xq.size());
                 for (int64_t c = 0; c < p.C; ++c) {
-                    const float* plane = x + c * HW;
-                    for (int64_t i = 0; i < HW; ++i) {
-                        xq[static_cast<size_t>(i * p.C + c)] = static_cast<uint8_t>(
-                            quantize_value(plane[i], x_.scale, x_.zero_point, x_.lo, x_.hi) + x_.shift());
+                    quantize(x + c * HW, HW, x_.scale, x_.zero_point, x_.lo, x_.hi, x_.shift(), planar.data() + c * HW);
+                }
+                constexpr int64_t kTile = 64;
+                for (int64_t i0 = 0; i0 < HW; i0 += kTile) {
+                    const int64_t i1 = std::min(HW, i0 + kTile);
+                    for (int64_t c = 0; c < p.C; ++c) {
+                        const uint8_t* src = planar.data() + c * HW;
+                        for (int64_t i = i0; i < i1; ++i) xq[static_cast<size_t>(i * p.C + c)] = src[i];
                     }
                 }
             }
@@ -199,6 +209,7 @@ private:
         const int32_t pad = x_.zero_point + x_.shift();
         const int64_t chunk = row_chunk(P, KHW * C);
         const int64_t tasks = (P + chunk - 1) / chunk;
+        const auto acc_tap = kernels().qdw_accumulate;
         parallel_for(tasks, [&](int64_t t) {
             thread_local std::vector<int32_t> acc_buf;
             const int64_t m0 = t * chunk, rows = std::min(chunk, P - m0);
@@ -215,8 +226,7 @@ private:
                         if (ih < 0 || ih >= p.H || iw < 0 || iw >= p.W) {
                             for (int64_t c = 0; c < C; ++c) s[c] += pad * wk[c];
                         } else {
-                            const uint8_t* xr = xq + (ih * p.W + iw) * C;
-                            for (int64_t c = 0; c < C; ++c) s[c] += int32_t(xr[c]) * wk[c];
+                            acc_tap(xq + (ih * p.W + iw) * C, wk, s, C);
                         }
                     }
                 }
@@ -316,7 +326,7 @@ public:
             const int64_t m0 = t * chunk, rows = std::min(chunk, M - m0);
             uint8_t* a = scratch(a_buf, static_cast<size_t>(rows * Kp));
             for (int64_t r = 0; r < rows; ++r) {
-                quantize_u8(in[0]->f32() + (m0 + r) * K, K, x_.scale, x_.zero_point, x_.lo, x_.hi, x_.shift(), a + r * Kp);
+                kernels().quantize_u8(in[0]->f32() + (m0 + r) * K, K, x_.scale, x_.zero_point, x_.lo, x_.hi, x_.shift(), a + r * Kp);
                 std::memset(a + r * Kp + K, 0, static_cast<size_t>(Kp - K));
             }
             int32_t* c = scratch(c_buf, static_cast<size_t>(rows * N));

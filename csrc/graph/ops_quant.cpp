@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <vector>
 
 #include "common.h"
 #include "format/quant_params.h"
@@ -59,9 +60,13 @@ public:
                 const int32_t zp = q_.zero_point[i];
                 const int64_t base = (o * channels + c) * inner;
                 if (quantize_) {
-                    for (int64_t j = 0; j < inner; ++j) {
-                        y[base + j] = static_cast<float>(quantize_value(x[base + j], scale, zp, q_.lo, q_.hi));
-                    }
+                    // Through the dispatched kernel the quantized ops use (so the edge tests
+                    // cover it), as u8 codes shifted by 128 for int8.
+                    const int32_t shift = q_.lo < 0 ? 128 : 0;
+                    thread_local std::vector<uint8_t> codes;
+                    if (codes.size() < static_cast<size_t>(inner)) codes.resize(static_cast<size_t>(inner));
+                    kernels().quantize_u8(x + base, inner, scale, zp, q_.lo, q_.hi, shift, codes.data());
+                    for (int64_t j = 0; j < inner; ++j) y[base + j] = static_cast<float>(int32_t(codes[j]) - shift);
                 } else {
                     for (int64_t j = 0; j < inner; ++j) y[base + j] = (x[base + j] - static_cast<float>(zp)) * scale;
                 }

@@ -55,6 +55,11 @@ struct KernelTable {
     // ("avx512-vnni", "avx2", "neon-dot", "neon", "generic"), which `pyengine info` shows.
     QgemmFn qgemm;
     const char* qgemm_name;
+    // The depthwise int8 convolution's inner loop (kernels/qgemm.h qdw_accumulate).
+    void (*qdw_accumulate)(const uint8_t* x, const int16_t* w, int32_t* acc, int64_t n);
+    // x (n floats) to u8 codes (kernels/qgemm.h quantize_u8, same results).
+    void (*quantize_u8)(const float* x, int64_t n, float scale, int32_t zero_point, int32_t q_lo, int32_t q_hi,
+                        int32_t shift, uint8_t* out);
 };
 
 // The table in use: PYENGINE_ISA if set (an error if the CPU lacks it), else the best available.

@@ -27,6 +27,8 @@ const KernelTable* kernel_table_generic() {
         t.conv_winograd = conv_winograd_generic(8);
         t.qgemm = qgemm_generic;
         t.qgemm_name = "generic";
+        t.quantize_u8 = quantize_u8;
+        t.qdw_accumulate = qdw_accumulate;
         return t;
     }();
     return &table;

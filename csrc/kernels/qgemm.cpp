@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <vector>
 
 namespace pyengine {
 
@@ -43,25 +44,49 @@ void qgemm_generic(int64_t M, int64_t N, int64_t Kp, const uint8_t* A, int64_t l
 
 void qepilogue(const QEpilogue& e, const int32_t* C, int64_t ldc, int64_t M, int64_t N, float* y, int64_t y_m,
                int64_t y_n) {
-    const float inv_y = 1.0f / e.y_scale;
-    for (int64_t n = 0; n < N; ++n) {
-        const int32_t offset = (e.bias ? e.bias[n] : 0) - e.x_zero_point * e.wsum[n];
-        const float s = e.scale[n];
-        float* out = y + n * y_n;
-        const int32_t* c = C + n;
-        for (int64_t m = 0; m < M; ++m) {
-            float v = static_cast<float>(c[m * ldc] + offset) * s;
-            v = std::min(std::max(v, e.lo), e.hi);
-            if (e.requantize) {
+    // Row by row over contiguous columns (vectorizes), into y directly when its rows are
+    // contiguous, else into a tile that is then transposed (NCHW output: y_n = pixels).
+    thread_local std::vector<int32_t> offset;
+    thread_local std::vector<float> tile;
+    if (offset.size() < static_cast<size_t>(N)) offset.resize(static_cast<size_t>(N));
+    for (int64_t n = 0; n < N; ++n) offset[static_cast<size_t>(n)] = (e.bias ? e.bias[n] : 0) - e.x_zero_point * e.wsum[n];
+    const bool direct = y_n == 1;
+    if (!direct && tile.size() < static_cast<size_t>(M * N)) tile.resize(static_cast<size_t>(M * N));
+    const float inv_y = 1.0f / e.y_scale, yzp = static_cast<float>(e.y_zero_point);
+    // Clamping the scaled value to the output range (widened by the zero point) first keeps
+    // round_half_even in its exact range and saturates.
+    const float q_lo = static_cast<float>(e.q_lo) - yzp, q_hi = static_cast<float>(e.q_hi) - yzp;
+    const int32_t* off = offset.data();
+    for (int64_t m = 0; m < M; ++m) {
+        const int32_t* c = C + m * ldc;
+        float* out = direct ? y + m * y_m : tile.data() + m * N;
+        if (e.requantize) {
+            for (int64_t n = 0; n < N; ++n) {
+                float v = static_cast<float>(c[n] + off[n]) * e.scale[n];
+                v = std::min(std::max(v, e.lo), e.hi);
                 // One multiply (not a division) per value: requantization is a rescale, as in
                 // onnxruntime's QLinearConv; QuantizeLinear itself divides (quantize_value).
-                float q = std::nearbyint(v * inv_y) + static_cast<float>(e.y_zero_point);
-                q = std::min(std::max(q, static_cast<float>(e.q_lo)), static_cast<float>(e.q_hi));
-                v = (q - static_cast<float>(e.y_zero_point)) * e.y_scale;
+                float q = std::min(std::max(v * inv_y, q_lo), q_hi);
+                out[n] = round_half_even(q) * e.y_scale;
             }
-            out[m * y_m] = v;
+        } else {
+            for (int64_t n = 0; n < N; ++n) {
+                const float v = static_cast<float>(c[n] + off[n]) * e.scale[n];
+                out[n] = std::min(std::max(v, e.lo), e.hi);
+            }
         }
     }
+    if (!direct) {
+        for (int64_t n = 0; n < N; ++n) {
+            float* dst = y + n * y_n;
+            const float* src = tile.data() + n;
+            for (int64_t m = 0; m < M; ++m) dst[m * y_m] = src[m * N];
+        }
+    }
+}
+
+void qdw_accumulate(const uint8_t* x, const int16_t* w, int32_t* acc, int64_t n) {
+    for (int64_t c = 0; c < n; ++c) acc[c] += int32_t(x[c]) * w[c];
 }
 
 void quantize_u8(const float* x, int64_t n, float scale, int32_t zero_point, int32_t q_lo, int32_t q_hi,

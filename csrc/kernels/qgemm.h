@@ -49,14 +49,26 @@ void qepilogue(const QEpilogue& e, const int32_t* C, int64_t ldc, int64_t M, int
 
 // ONNX QuantizeLinear: saturate(round_half_even(x / scale) + zero_point) to [q_lo, q_hi]; NaN gives
 // zero_point (ONNX leaves it undefined; onnxruntime gives the zero point too).
+// Round half to even for |v| <= 2^22 without a libm call (baseline x86-64 has no roundss):
+// adding and subtracting 1.5 * 2^23 leaves the nearest integer under the default rounding mode.
+inline float round_half_even(float v) {
+    constexpr float kMagic = 12582912.0f;  // 1.5 * 2^23
+    return (v + kMagic) - kMagic;  // not folded: the build keeps IEEE semantics (no -ffast-math)
+}
+
 inline int32_t quantize_value(float x, float scale, int32_t zero_point, int32_t q_lo, int32_t q_hi) {
-    const float r = __builtin_nearbyintf(x / scale);  // default rounding mode: halves to even
+    float r = x / scale;
     if (!(r == r)) return zero_point;
-    const float v = r + static_cast<float>(zero_point);
+    // Far outside the range saturates anyway; clamping first keeps the rounding trick exact.
+    r = r < -4194304.0f ? -4194304.0f : (r > 4194304.0f ? 4194304.0f : r);
+    const float v = round_half_even(r) + static_cast<float>(zero_point);
     if (v <= static_cast<float>(q_lo)) return q_lo;
     if (v >= static_cast<float>(q_hi)) return q_hi;
     return static_cast<int32_t>(v);
 }
+
+// Depthwise tap: acc[c] += x[c] * w[c] for c < n (u8 activations, int16 centered weights).
+void qdw_accumulate(const uint8_t* x, const int16_t* w, int32_t* acc, int64_t n);
 
 // x (float, n values) to u8 codes with offset `shift` added (128 turns int8 codes into u8).
 void quantize_u8(const float* x, int64_t n, float scale, int32_t zero_point, int32_t q_lo, int32_t q_hi,

@@ -53,6 +53,9 @@ def core_args(p: argparse.ArgumentParser) -> None:
                    "written at first start)")
     s.add_argument("--no-token", action="store_true",
                    help="TCP without the token (refused unless --host is a loopback address)")
+    s.add_argument("--console", action="store_true",
+                   help="serve the local console, a web page, under /console on the TCP "
+                   "listener (needs --port; log in with the API token; see docs/console.md)")
     s.add_argument("--debug", action="store_true",
                    help="error answers carry the handler's traceback (else only the log has it)")
     s.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
@@ -104,7 +107,8 @@ def core_run(args: argparse.Namespace) -> int:
     given = {"socket": args.socket, "port": args.port, "host": args.host,
              "socket_group": group_id(args.socket_group) if args.socket_group else None,
              "token_file": args.token_file, "token": False if args.no_token else None,
-             "debug": True if args.debug else None}
+             "debug": True if args.debug else None,
+             "console": True if args.console else None}
     api = dataclasses.replace(config.api, **{k: v for k, v in given.items() if v is not None})
     core = Core(root, api=api, config=config)
     agent = fleet_cmds.fleet_agent(args, root, core)

@@ -8,7 +8,7 @@ import datetime
 import os
 import sys
 import time
-from typing import IO, Any, Optional
+from typing import IO, Optional
 
 from pyengine import deploy as dp
 from pyengine.cli.output import (
@@ -85,20 +85,6 @@ class Progress:
         self.out.flush()
 
 
-def deployment_json(d: dp.Deployment, items: bool = True) -> dict[str, Any]:
-    """A deployment as ``--json`` prints it (docs/cli.md): with ``items``, each resource's and
-    function's outcome."""
-    out: dict[str, Any] = {"id": d.id, "kind": d.kind, "group": d.group_name,
-                           "status": d.status, "started": d.started, "finished": d.finished,
-                           "message": d.message}
-    if items:
-        out["bytes_downloaded"] = d.bytes_downloaded
-        out["items"] = [{"kind": i.kind, "key": i.key, "outcome": i.outcome,
-                         "version": i.version, "path": i.path, "bytes": i.bytes,
-                         "attempts": i.attempts, "message": i.message} for i in d.items]
-    return out
-
-
 def print_deployment(d: dp.Deployment, out: IO[str] = sys.stdout) -> None:
     """The summary of a deployment: id, status, and one line per resource."""
     took = f" in {d.finished - d.started:.2f} s" if d.finished and d.started else ""
@@ -162,7 +148,7 @@ def deploy_run(args: argparse.Namespace) -> int:
         retries=args.retries,
     )
     if args.json:
-        print_json(deployment_json(d))
+        print_json(d.as_dict())
     else:
         print_deployment(d)
     return EXIT_OK if d.status == "Success" else EXIT_FAILED
@@ -206,7 +192,7 @@ def rollback_args(p: argparse.ArgumentParser) -> None:
 def rollback_run(args: argparse.Namespace) -> int:
     d = dp.rollback(args.root, wait_s=args.wait)
     if args.json:
-        print_json(deployment_json(d))
+        print_json(d.as_dict())
     else:
         print_deployment(d)
     return EXIT_OK if d.status == "Success" else EXIT_FAILED
@@ -262,7 +248,7 @@ def deployments_run(args: argparse.Namespace) -> int:
     deps = dp.list_deployments(args.root)
     if args.action == "list":
         if args.json:
-            print_json([deployment_json(d, items=False) for d in deps])
+            print_json([d.as_dict(items=False) for d in deps])
         elif not deps:
             print(f"no deployments in {dp.resolve_root(args.root)}")
         else:
@@ -274,7 +260,7 @@ def deployments_run(args: argparse.Namespace) -> int:
         raise dp.DeployError(f"no deployments in {dp.resolve_root(args.root)}")
     d = dp.get_deployment(args.id if args.id is not None else deps[0].id, args.root)
     if args.json:
-        print_json(deployment_json(d))
+        print_json(d.as_dict())
     else:
         print_deployment(d)
     return 0

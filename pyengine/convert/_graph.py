@@ -10,7 +10,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from pyengine.builder import GraphBuilder
+from pyengine.builder import DTYPES, GraphBuilder
 from pyengine.errors import UnsupportedOpsError
 
 _FUSABLE_ACTIVATIONS = {
@@ -96,9 +96,12 @@ class Graph:
         The importer's framework (named in errors and the producer field).
     """
 
-    def __init__(self, path: str, framework: str) -> None:
+    def __init__(self, path: str, framework: str, keep_dtypes: bool = False) -> None:
         self.path = path
         self.framework = framework
+        # Whether constants keep their element type in the file (the importer tracks dtypes);
+        # otherwise every constant is stored as float32.
+        self.keep_dtypes = keep_dtypes
         self.inputs: list[tuple[str, list[int], str]] = []
         self.outputs: list[tuple[str, str]] = []
         self.nodes: list[Node] = []
@@ -125,9 +128,9 @@ class Graph:
         return name
 
     def const(self, array: Any, hint: str = "const") -> str:
-        """Store a constant; float64 is kept as float32."""
+        """Store a constant; float64 is kept as float32 (unless the graph keeps dtypes)."""
         arr = np.asarray(array)
-        if arr.dtype == np.float64:
+        if arr.dtype == np.float64 and not self.keep_dtypes:
             arr = arr.astype(np.float32)
         name = self.fresh(hint)
         self.consts[name] = arr
@@ -437,9 +440,9 @@ class Graph:
         for name, shape, dtype in self.inputs:
             g.input(name, shape, dtype)
         for name, arr in self.consts.items():
-            if arr.dtype != np.float32:
+            if arr.dtype != np.float32 and not (self.keep_dtypes and arr.dtype.name in DTYPES):
                 arr = arr.astype(np.float32)
-            g.constant(name, arr)
+            g.constant(name, arr, exact=self.keep_dtypes)
         used_node_names: set[str] = set()
         for n in self.nodes:
             node_name = n.name

@@ -8,8 +8,10 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from pyengine.builder import GraphBuilder
+from pyengine.convert import _tf_ops
 from pyengine.convert._graph import Graph, batch_copied, input_shapes_hint
 from pyengine.convert._imports import framework
+from pyengine.convert._tf_attrs import _attr, _layout, _spatial
 from pyengine.errors import InputShapeUnknownError, ModelFormatError
 from pyengine.locate import ModelLocation
 
@@ -136,18 +138,6 @@ def read_graph(
 
 
 # ---------------------------------------------------------------- importer
-def _attr(node: Any, key: str, default: Any = None) -> Any:
-    if key not in node.attr:
-        return default
-    a = node.attr[key]
-    kind = a.WhichOneof("value")
-    if kind == "list":
-        return list(a.list.i) or [s.decode() for s in a.list.s] or list(a.list.f)
-    if kind == "s":
-        return a.s.decode()
-    return getattr(a, kind) if kind else default
-
-
 class _Importer:
     def __init__(
         self, tf: Any, frozen: FrozenGraph, input_shapes: dict[str, Sequence[int]]
@@ -258,17 +248,6 @@ class _Importer:
 
 def _data_inputs(n: Any) -> list[str]:
     return [i for i in n.input if not i.startswith("^")]
-
-
-def _layout(n: Any) -> str:
-    return "NCHW" if _attr(n, "data_format", "NHWC") == "NCHW" else "NHWC"
-
-
-def _spatial(n: Any, key: str, default: list[int]) -> list[int]:
-    v = _attr(n, key) or [1, 1, 1, 1]
-    if len(v) != 4:
-        return default
-    return [v[2], v[3]] if _layout(n) == "NCHW" else [v[1], v[2]]
 
 
 def _padding(n: Any) -> dict[str, Any]:
@@ -528,7 +507,9 @@ def _softmax(imp: _Importer, n: Any) -> str:
 
 
 # Ops that may read a run-time shape (see _Importer.symbolic).
-_SHAPE_OPS = {"Shape", "StridedSlice", "Pack", "Reshape", "Identity", "Cast", "ConcatV2"}
+# Conv2DBackpropInput reads only the spatial part of its run-time output size.
+_SHAPE_OPS = {"Shape", "StridedSlice", "Pack", "Reshape", "Identity", "Cast", "ConcatV2",
+              "Conv2DBackpropInput"}
 
 _HANDLERS: dict[str, Callable[[_Importer, Any], str | None]] = {
     "Const": _const,
@@ -573,6 +554,7 @@ _HANDLERS: dict[str, Callable[[_Importer, Any], str | None]] = {
     "FusedBatchNorm": _fused_bn,
     "FusedBatchNormV3": _fused_bn,
 }
+_HANDLERS.update(_tf_ops.HANDLERS)
 
 
 def convert(

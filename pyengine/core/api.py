@@ -81,6 +81,9 @@ class ApiSettings:
         Connections open at once (capped below the fd limit; see :mod:`pyengine.core.http`).
     idle_timeout_s
         A connection idle this long (or a request stalled this long) is closed.
+    console
+        Serve the local console (:mod:`pyengine.core.console`) under /console on the TCP
+        listener; it needs ``port`` and ``token``.
     """
 
     socket: str | None = None
@@ -93,6 +96,7 @@ class ApiSettings:
     body_max_mb: float = 16.0
     connections_max: int = 1024
     idle_timeout_s: float = 10.0
+    console: bool = False
 
 
 class ApiError(Exception):

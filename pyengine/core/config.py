@@ -39,6 +39,7 @@ api:                          # who may call the core (see docs/core.md; flags o
   host: 127.0.0.1             # any other address needs the token
   token_file: /etc/pyengine/api.token   # default: ROOT/api.token, written at first start (0600)
   debug: false                # error answers carry tracebacks
+  console: false              # the local console under /console (needs port; docs/console.md)
   body_max_mb: 16             # largest request body (413 above it)
   connections_max: 1024       # connections at once (kept below the fd limit)
   idle_timeout_s: 10          # an idle or stalled connection is closed after this
@@ -384,7 +385,7 @@ def validate_config(data: Any, source: str = "<config>") -> CoreConfig:
 
 def _api(c: _Check, raw: Any) -> ApiSettings:
     a = c.mapping("api", raw, ("socket", "socket_group", "port", "host", "token_file", "token",
-                               "debug", "body_max_mb", "connections_max", "idle_timeout_s"))
+                               "debug", "console", "body_max_mb", "connections_max", "idle_timeout_s"))
     base = ApiSettings()
     body = c.number("api.body_max_mb", a.get("body_max_mb", base.body_max_mb), 0.001, 64)
     conns = c.number("api.connections_max", a.get("connections_max", base.connections_max),
@@ -416,7 +417,7 @@ def _api(c: _Check, raw: Any) -> ApiSettings:
         c.bad("api.host", f"{host!r} must be a host name or address")
         host = "127.0.0.1"
     flags = {}
-    for key, default in (("token", True), ("debug", False)):
+    for key, default in (("token", True), ("debug", False), ("console", False)):
         v = a.get(key, default)
         if not isinstance(v, bool):
             c.bad(f"api.{key}", f"{v!r} must be true or false")
@@ -424,7 +425,7 @@ def _api(c: _Check, raw: Any) -> ApiSettings:
         flags[key] = v
     return ApiSettings(socket=paths["socket"], socket_group=gid, host=host, port=port,
                        token_file=paths["token_file"], token=flags["token"],
-                       debug=flags["debug"], body_max_mb=float(body or base.body_max_mb),
+                       debug=flags["debug"], console=flags["console"], body_max_mb=float(body or base.body_max_mb),
                        connections_max=int(conns or base.connections_max),
                        idle_timeout_s=float(idle or base.idle_timeout_s))
 

@@ -33,7 +33,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Iterator, Optional
 
 from pyengine.core.api import SOCKET_MODE, Peer, _short_path
 
@@ -77,6 +77,11 @@ class Response:
     content_type: str = "application/json"
     headers: dict[str, str] = field(default_factory=dict)
     close: bool = False
+    #: A body sent as it is produced (server-sent events): each chunk is written as it comes,
+    #: with no Content-Length, and the connection closes at its end. ``next`` runs on a pool
+    #: thread, so it may block; it should yield within ``idle_timeout_s`` (a heartbeat) so a
+    #: gone client is noticed.
+    stream: Optional[Iterator[bytes]] = None
 
 
 class HttpError(Exception):
@@ -343,6 +348,9 @@ class HttpServer:
         except Exception as exc:  # noqa: BLE001 - every request gets an answer
             log.exception("API: %s %s failed", req.method, req.path)
             resp = self.error(500, f"the core failed to answer: {type(exc).__name__}: {exc}")
+        if resp.stream is not None:
+            await self._stream(writer, resp)
+            return False
         close = close or resp.close
         await self._send(writer, resp, close=close)
         return not close
@@ -459,6 +467,29 @@ class HttpServer:
             with contextlib.suppress(OSError, RuntimeError):
                 if writer.can_write_eof():
                     writer.write_eof()
+
+
+    async def _stream(self, writer: asyncio.StreamWriter, resp: Response) -> None:
+        """Send ``resp``'s head, then each chunk of its stream as it comes, then close."""
+        assert resp.stream is not None
+        stream = resp.stream
+        head = [f"HTTP/1.1 {resp.status} {HTTPStatus(resp.status).phrase}",
+                "Server: pyengine-core", f"Content-Type: {resp.content_type}",
+                "Connection: close"]
+        head += [f"{k}: {v}" for k, v in {"Cache-Control": "no-store", **resp.headers}.items()]
+        try:
+            writer.write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1"))
+            await asyncio.wait_for(writer.drain(), self.limits.idle_timeout_s)
+            while not writer.is_closing():
+                chunk = await self.loop.run_in_executor(self.pool, next, stream, None)
+                if chunk is None:
+                    break
+                writer.write(chunk)
+                await asyncio.wait_for(writer.drain(), self.limits.idle_timeout_s)
+        finally:
+            close = getattr(stream, "close", None)
+            if close is not None:  # a generator's finally runs: it lets go of what it holds
+                await self.loop.run_in_executor(self.pool, close)
 
 
 def _body_read(req: Request) -> bool:

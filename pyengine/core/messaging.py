@@ -24,12 +24,13 @@ as they are, ``str`` as UTF-8 and anything else as JSON.
 from __future__ import annotations
 
 import collections
+import itertools
 import logging
 import threading
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from pyengine.common.mqtt import BrokerLink
-from pyengine.common.topics import topic_matches, topic_problem
+from pyengine.common.topics import filter_problem, topic_matches, topic_problem
 from pyengine.core.config import CoreConfig, MessageLimits
 from pyengine.core.metrics import Metrics
 from pyengine.core.protocol import MessagePayload, decode_event
@@ -148,6 +149,9 @@ class Router:
         self._subs: tuple[Subscription, ...] = ()
         self._queues: dict[str, FunctionQueue] = {}
         self.links: dict[str, BrokerLink] = {}
+        #: Live views of topics (the console): id -> (broker, filter, deliver(topic, payload)).
+        self._watches: dict[int, tuple[str, str, Callable[[str, bytes], None]]] = {}
+        self._watch_ids = itertools.count(1)
         for name, settings in ((DEVICES, config.mqtt), (CLOUD, config.cloud)):
             if settings is not None:
                 self.links[name] = BrokerLink(name, settings, metrics, self.from_broker)
@@ -186,14 +190,44 @@ class Router:
             closed = [self._queues.pop(n) for n in gone]
         for q in closed:
             q.close()
-        for name, link in self.links.items():
-            link.set_filters({s.topic for s in subs if s.source == name})
+        self._apply_filters()
         for name in (DEVICES, CLOUD):
             if name not in self.links and any(name in (s.source, s.target) for s in subs):
                 key = "mqtt" if name == DEVICES else "cloud"
                 log.warning("the group has subscriptions with %r but the core has no %r broker "
                             "in its configuration (core start --mqtt HOST:PORT or --config); "
                             "those routes are idle", name, key)
+
+    def _apply_filters(self) -> None:
+        """Subscribe each link to its subscriptions' filters and its watches'."""
+        with self._lock:
+            subs, watches = self._subs, list(self._watches.values())
+        for name, link in self.links.items():
+            link.set_filters({s.topic for s in subs if s.source == name}
+                             | {f for b, f, _ in watches if b == name})
+
+    def watch(self, broker: str, topic_filter: str,
+              deliver: Callable[[str, bytes], None]) -> Callable[[], None]:
+        """Also hand each message from ``broker`` on ``topic_filter`` to ``deliver(topic,
+        payload)`` (on the link's network thread: it must not block), over the core's own
+        connection; returns the call that stops it. KeyError when the core has no such
+        broker; ValueError for a bad filter."""
+        if broker not in self.links:
+            raise KeyError(f"the core has no {broker!r} broker (core start --mqtt HOST:PORT)")
+        problem = filter_problem(topic_filter)
+        if problem:
+            raise ValueError(f"topic filter {topic_filter!r}: {problem}")
+        with self._lock:
+            key = next(self._watch_ids)
+            self._watches[key] = (broker, topic_filter, deliver)
+        self._apply_filters()
+
+        def stop() -> None:
+            with self._lock:
+                gone = self._watches.pop(key, None)
+            if gone is not None:
+                self._apply_filters()
+        return stop
 
     def _queue(self, name: str) -> FunctionQueue:
         with self._lock:
@@ -219,7 +253,14 @@ class Router:
 
     def from_broker(self, broker: str, topic: str, payload: bytes) -> None:
         """A message from ``broker`` (devices or cloud): queue it for each target function."""
+        with self._lock:
+            watches = [d for b, f, d in self._watches.values()
+                       if b == broker and topic_matches(f, topic)]
+        for deliver in watches:
+            deliver(topic, payload)
         targets = [t for t in self._targets(broker, topic) if t not in (DEVICES, CLOUD)]
+        if not targets and watches:
+            return
         if not targets:
             # A message on a filter just unsubscribed (a new deployment), or the broker's own.
             self.metrics.inc("pyengine_messages_dropped_total", function="", reason="unrouted")

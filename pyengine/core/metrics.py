@@ -95,6 +95,21 @@ class Metrics:
                 self._buckets[function]  # noqa: B018 - create the row: +Inf only
             self._sum[function] += seconds
 
+    def histograms(self) -> dict[str, tuple[int, list[int]]]:
+        """Each function's calls and its duration counts per :data:`BUCKETS` bucket (not
+        cumulative; calls past the last bound are in neither)."""
+        with self._lock:
+            return {fn: (self._calls.get(fn, 0), list(self._buckets.get(fn, [0] * len(BUCKETS))))
+                    for fn in set(self._calls) | set(self._buckets)}
+
+    def errors(self) -> dict[str, int]:
+        """Each function's failed calls, all error types together."""
+        out: dict[str, int] = defaultdict(int)
+        with self._lock:
+            for (fn, _), n in self._errors.items():
+                out[fn] += n
+        return dict(out)
+
     def calls(self, function: str) -> int:
         """Calls of ``function`` so far."""
         with self._lock:

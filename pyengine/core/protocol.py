@@ -16,6 +16,12 @@ _HEADER = struct.Struct("!I")
 #: Largest message either side accepts (payloads and results included).
 MAX_MESSAGE = 64 << 20
 
+#: The deepest JSON payload a caller may send (400 deeper), and the longest integer in it.
+JSON_DEPTH_MAX = 64
+INT_DIGITS_MAX = 100
+#: Request bodies that reach the handler as bytes, not JSON (and ``image/*``).
+BINARY_TYPES = ("application/octet-stream",)
+
 
 class ChannelClosed(EOFError):
     """The other end closed the socket (for the core: the worker died)."""
@@ -81,3 +87,48 @@ def recv(sock: socket.socket) -> Any:
     if n > MAX_MESSAGE:
         raise ValueError(f"message of {n} bytes is over the limit of {MAX_MESSAGE}")
     return json.loads(_recv_exact(sock, n).decode("utf-8", "surrogatepass"))
+
+
+def _parse_int(text: str) -> int:
+    if len(text.lstrip("-")) > INT_DIGITS_MAX:
+        raise ValueError(f"an integer of {len(text.lstrip('-'))} digits is over the limit of "
+                         f"{INT_DIGITS_MAX}")
+    return int(text)
+
+
+def json_depth(value: Any) -> int:
+    """How deep ``value`` nests (a scalar: 0), without recursion."""
+    depth = 0
+    stack = [(value, 1)]
+    while stack:
+        v, d = stack.pop()
+        if isinstance(v, dict):
+            v = list(v.values())
+        if isinstance(v, list):
+            depth = max(depth, d)
+            stack.extend((x, d + 1) for x in v if isinstance(x, (dict, list)))
+    return depth
+
+
+def parse_payload(raw: bytes, content_type: str) -> Any:
+    """A request body as the handler's event: bytes for ``application/octet-stream`` and
+    ``image/*`` (as an MQTT message's bytes), else JSON with depth and integer caps.
+
+    Raises
+    ------
+    ValueError
+        Not JSON, nested deeper than :data:`JSON_DEPTH_MAX`, or an integer longer than
+        :data:`INT_DIGITS_MAX` digits.
+    """
+    ctype = content_type.split(";", 1)[0].strip().lower()
+    if ctype in BINARY_TYPES or ctype.startswith("image/"):
+        return raw
+    if not raw.strip():
+        return None
+    try:
+        value = json.loads(raw, parse_int=_parse_int)
+    except RecursionError:
+        raise ValueError(f"the payload nests deeper than {JSON_DEPTH_MAX} levels") from None
+    if json_depth(value) > JSON_DEPTH_MAX:
+        raise ValueError(f"the payload nests deeper than {JSON_DEPTH_MAX} levels")
+    return value

@@ -1,6 +1,7 @@
-"""The core's HTTP routes: health, functions, metrics and ``POST /functions/NAME/invoke``, with
-the payload rules (JSON depth and integer caps, binary bodies) and the answer's JSON encoding
-(non-finite numbers as null). :class:`pyengine.core.server.Core` serves them.
+"""The core's HTTP routes: health, functions, metrics, ``POST /functions/NAME/invoke`` (payloads
+as :func:`pyengine.core.protocol.parse_payload` reads them) and the console's paths, with the
+answer's JSON encoding (non-finite numbers as null). :class:`pyengine.core.server.Core` serves
+them.
 """
 
 from __future__ import annotations
@@ -12,23 +13,19 @@ from typing import Any, Protocol
 
 from pyengine.core import protocol
 from pyengine.core.api import ApiError, ApiSettings, Authorizer
+from pyengine.core.console import Console
+from pyengine.core.console import handles as console_handles
 from pyengine.core.group import DeployedGroup
 from pyengine.core.http import Request, Response
 
 log = logging.getLogger("pyengine.core")
-
-#: The deepest JSON payload the API takes (400 deeper), and the longest integer in it.
-JSON_DEPTH_MAX = 64
-INT_DIGITS_MAX = 100
-#: Request bodies that reach the handler as bytes, not JSON (and ``image/*``).
-BINARY_TYPES = ("application/octet-stream",)
-
 
 class Served(Protocol):
     """What the routes need of the core (:class:`pyengine.core.server.Core` has it)."""
 
     api: ApiSettings
     authorizer: Authorizer
+    console: Console | None
     group: DeployedGroup | None
 
     def ready(self) -> bool: ...
@@ -69,51 +66,6 @@ def _json(body: Any) -> tuple[bytes, int]:
     return json.dumps(cleaned, default=protocol._json_default, allow_nan=False).encode(), count
 
 
-def _parse_int(text: str) -> int:
-    if len(text.lstrip("-")) > INT_DIGITS_MAX:
-        raise ValueError(f"an integer of {len(text.lstrip('-'))} digits is over the limit of "
-                         f"{INT_DIGITS_MAX}")
-    return int(text)
-
-
-def json_depth(value: Any) -> int:
-    """How deep ``value`` nests (a scalar: 0), without recursion."""
-    depth = 0
-    stack = [(value, 1)]
-    while stack:
-        v, d = stack.pop()
-        if isinstance(v, dict):
-            v = list(v.values())
-        if isinstance(v, list):
-            depth = max(depth, d)
-            stack.extend((x, d + 1) for x in v if isinstance(x, (dict, list)))
-    return depth
-
-
-def parse_payload(raw: bytes, content_type: str) -> Any:
-    """A request body as the handler's event: bytes for ``application/octet-stream`` and
-    ``image/*`` (as an MQTT message's bytes), else JSON with depth and integer caps.
-
-    Raises
-    ------
-    ValueError
-        Not JSON, nested deeper than :data:`JSON_DEPTH_MAX`, or an integer longer than
-        :data:`INT_DIGITS_MAX` digits.
-    """
-    ctype = content_type.split(";", 1)[0].strip().lower()
-    if ctype in BINARY_TYPES or ctype.startswith("image/"):
-        return raw
-    if not raw.strip():
-        return None
-    try:
-        value = json.loads(raw, parse_int=_parse_int)
-    except RecursionError:
-        raise ValueError(f"the payload nests deeper than {JSON_DEPTH_MAX} levels") from None
-    if json_depth(value) > JSON_DEPTH_MAX:
-        raise ValueError(f"the payload nests deeper than {JSON_DEPTH_MAX} levels")
-    return value
-
-
 class Routes:
     """The routes, over :class:`pyengine.core.http.HttpServer`."""
 
@@ -148,6 +100,8 @@ class Routes:
     def precheck(self, req: Request) -> Response | None:
         """Authorization and the route's method, before the body is read."""
         path = req.path
+        if self.core.console is not None and console_handles(path):
+            return self.core.console.precheck(req)  # its own login (a browser sends no token)
         try:
             self.core.authorizer.check(req.peer, path, req.headers.get("authorization"))
         except ApiError as exc:
@@ -174,6 +128,8 @@ class Routes:
     def __call__(self, req: Request) -> Response:
         core = self.core
         path = req.path
+        if core.console is not None and console_handles(path):
+            return core.console(req)
         if path == "/health/live":
             return self.answer(200, {"status": "live"})
         if path == "/health/ready":
@@ -189,7 +145,7 @@ class Routes:
         name = _invoke_target(path)
         assert name is not None  # precheck answered other paths
         try:
-            payload = parse_payload(req.body, req.headers.get("content-type", ""))
+            payload = protocol.parse_payload(req.body, req.headers.get("content-type", ""))
         except (ValueError, UnicodeDecodeError) as exc:
             return self.error(400, f"the payload is not JSON the core accepts: {exc}",
                               "MalformedPayload")

@@ -34,6 +34,7 @@ from pyengine.core.calls import Calls
 from pyengine.core.capture import Spool, Uploader
 from pyengine.core.cgroups import WorkerCgroups
 from pyengine.core.config import CoreConfig, client_id
+from pyengine.core.console import Console
 from pyengine.core.function_api import merge_stats
 from pyengine.core.group import DeployedGroup, FunctionSpec, change_token, read_deployed_group
 from pyengine.core.http import HttpServer, Limits, connections_cap, raise_fd_limit
@@ -127,6 +128,8 @@ class Core:
         self._reopen_logs = threading.Event()
         self._dump_state = threading.Event()
         self.http: HttpServer | None = None
+        #: The local console (api.console), on the TCP listener.
+        self.console: Console | None = None
         self._url: str | None = None
         self.logs: Logs | None = None
         self._threads: list[threading.Thread] = []
@@ -205,6 +208,13 @@ class Core:
         if self.api.port is not None and self.api.token:
             token = load_or_create_token(self.token_file)
         self.authorizer = Authorizer(token, self.api.socket_group, self._is_function_peer)
+        if self.api.console:
+            if token is None:
+                raise ValueError("the console is served on the TCP listener and logs in with "
+                                 "its token: start the core with --port (and without "
+                                 "--no-token) to use --console")
+            self.console = Console(self, token)
+            self.console.start()
         fds = raise_fd_limit()
         limits = Limits(body_max=int(self.api.body_max_mb * (1 << 20)),
                         connections_max=connections_cap(fds, self.api.connections_max),
@@ -312,6 +322,8 @@ class Core:
         self._reload_now.set()
         for service in reversed(self.services):
             service.stop()
+        if self.console is not None:
+            self.console.stop()
         if self.http is not None:
             self.http.close()
         self.router.stop()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 from pyengine.common.paths import resolve_root
 from pyengine.deploy.errors import DeployError
@@ -86,6 +86,19 @@ class Deployment:
     def bytes_downloaded(self) -> int:
         """Total bytes transferred by this deployment."""
         return sum(i.bytes for i in self.items)
+
+    def as_dict(self, items: bool = True) -> dict[str, Any]:
+        """The deployment as JSON data (``pyengine deployments --json``, the console): with
+        ``items``, each resource's and function's outcome."""
+        out: dict[str, Any] = {"id": self.id, "kind": self.kind, "group": self.group_name,
+                               "status": self.status, "started": self.started,
+                               "finished": self.finished, "message": self.message}
+        if items:
+            out["bytes_downloaded"] = self.bytes_downloaded
+            out["items"] = [{"kind": i.kind, "key": i.key, "outcome": i.outcome,
+                             "version": i.version, "path": i.path, "bytes": i.bytes,
+                             "attempts": i.attempts, "message": i.message} for i in self.items]
+        return out
 
 
 def load_deployment(state: State, dep: int) -> Deployment:

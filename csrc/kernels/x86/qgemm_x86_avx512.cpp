@@ -3,6 +3,9 @@
 // the 4 products to an int32 lane, 64 multiply-adds per instruction (16 for a float FMA).
 // Tile: 4 rows x 64 columns in 16 zmm accumulators. Compiled for VNNI by function attribute;
 // the table sets it only after cpu_support_x86_avx512_vnni().
+// GCC 12's AVX-512 intrinsics pass _mm512_undefined_* through, which trips a false
+// -Wmaybe-uninitialized (GCC bug 105593), as in gemm_x86_avx512.cpp.
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #include <immintrin.h>
 
 #include <cstring>
@@ -72,6 +75,38 @@ PYENGINE_VNNI void qgemm_avx512_vnni(int64_t M, int64_t N, int64_t Kp, const uin
             else rows<1>(mc, Kp, a, lda, b, c, ldc, left);
         }
     }
+}
+
+void qdw_accumulate_avx512(const uint8_t* x, const int16_t* w, int32_t* acc, int64_t n) {
+    int64_t c = 0;
+    for (; c + 16 <= n; c += 16) {
+        const __m512i xv = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(x + c)));
+        const __m512i wv = _mm512_cvtepi16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + c)));
+        __m512i a = _mm512_loadu_si512(acc + c);
+        a = _mm512_add_epi32(a, _mm512_mullo_epi32(xv, wv));
+        _mm512_storeu_si512(acc + c, a);
+    }
+    for (; c < n; ++c) acc[c] += int32_t(x[c]) * w[c];
+}
+
+void quantize_u8_avx512(const float* x, int64_t n, float scale, int32_t zero_point, int32_t q_lo, int32_t q_hi,
+                        int32_t shift, uint8_t* out) {
+    // Clamping x / scale to [q_lo - zp, q_hi - zp] (integers) before rounding equals rounding,
+    // adding zp and saturating; NaN lanes become 0 (the zero point), as quantize_value does.
+    // vcvtps2dq rounds half to even under the default MXCSR.
+    const __m512 s = _mm512_set1_ps(scale);
+    const __m512 lo = _mm512_set1_ps(static_cast<float>(q_lo - zero_point));
+    const __m512 hi = _mm512_set1_ps(static_cast<float>(q_hi - zero_point));
+    const __m512i off = _mm512_set1_epi32(zero_point + shift);
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        __m512 r = _mm512_div_ps(_mm512_loadu_ps(x + i), s);
+        r = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(r, r, _CMP_ORD_Q), r);
+        r = _mm512_min_ps(_mm512_max_ps(r, lo), hi);
+        const __m512i q = _mm512_add_epi32(_mm512_cvtps_epi32(r), off);
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(out + i), _mm512_cvtepi32_epi8(q));
+    }
+    for (; i < n; ++i) out[i] = static_cast<uint8_t>(quantize_value(x[i], scale, zero_point, q_lo, q_hi) + shift);
 }
 
 }  // namespace pyengine

@@ -9,7 +9,7 @@ from typing import Any, Sequence
 
 from pyengine.builder import GraphBuilder
 from pyengine.convert._imports import framework
-from pyengine.convert.onnx import ops_elementwise, ops_nn, ops_norm, ops_rnn, ops_shape
+from pyengine.convert.onnx import ops_elementwise, ops_nn, ops_norm, ops_rnn, ops_shape, ops_typed
 from pyengine.convert.onnx._importer import Handler, Importer
 from pyengine.errors import ModelFormatError
 from pyengine.locate import ModelLocation
@@ -21,6 +21,7 @@ HANDLERS: dict[str, Handler] = {
     **ops_elementwise.HANDLERS,
     **ops_shape.HANDLERS,
     **ops_rnn.HANDLERS,
+    **ops_typed.HANDLERS,
 }
 
 

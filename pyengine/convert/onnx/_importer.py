@@ -29,15 +29,17 @@ class Importer:
         self.path = path
         self.model = model
         self.opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 1)
-        self.g = Graph(path, "onnx")
+        self.g = Graph(path, "onnx", keep_dtypes=True)
         self.values: dict[str, str] = {}
         self.shapes: dict[str, list[int] | None] = {}
         # Constants computed from a tensor's shape with -1 for a dimension known only at run time
         # (the batch): only shape plumbing (SHAPE_OPS) may consume them.
         self.symbolic: set[str] = set()
-        # Run-time values that stand for ONNX bools as float 0 / 1 (comparison results): only
-        # Where, Not, And/Or/Xor, Equal and Cast may read them, and no graph output may be one.
-        self.boolean: set[str] = set()
+        # The element type (a numpy dtype name) of each run-time native value; constants carry
+        # their own (Importer.dtype_of).
+        self.vdtypes: dict[str, str] = {}
+        # ONNX value name -> its element type from ONNX's type inference.
+        self.onnx_dtypes: dict[str, str] = {}
         # Whether the batch (dimension 0) is the graph inputs' only free dimension.
         self.batch_only = all(-1 not in (shape_of(vi.type) or [0])[1:] for vi in model.graph.input)
         try:
@@ -48,12 +50,21 @@ class Importer:
                 + list(inferred.graph.output)
             ):
                 self.shapes[vi.name] = shape_of(vi.type)
+                dt = onnx_dtype(onnx, vi.type.tensor_type.elem_type)
+                if dt is not None:
+                    self.onnx_dtypes[vi.name] = dt
         except Exception:  # shape inference is only a help
             pass
 
     def rank(self, name: str) -> int | None:
         s = self.shapes.get(name)
         return None if s is None else len(s)
+
+    def dtype_of(self, value: str) -> str:
+        """The element type of native value ``value`` (numpy dtype name)."""
+        if self.g.is_const(value):
+            return str(self.g.value(value).dtype)
+        return self.vdtypes.get(value, "float32")
 
     def const_of(self, value: str) -> np.ndarray | None:
         return self.g.value(value) if self.g.is_const(value) else None
@@ -96,7 +107,8 @@ class Importer:
         for vi in graph.input:
             if vi.name in self.values:
                 continue
-            if vi.type.tensor_type.elem_type != onnx.TensorProto.FLOAT:
+            dtype = onnx_dtype(onnx, vi.type.tensor_type.elem_type)
+            if dtype is None:
                 self.values[vi.name] = self.g.unsupported_op(
                     vi.name,
                     "input of type "
@@ -106,13 +118,17 @@ class Importer:
             shape = shape_of(vi.type)
             if shape is None:
                 raise InputShapeUnknownError(f"'{self.path}': input '{vi.name}' has no shape")
-            self.values[vi.name] = self.g.input(vi.name, shape)
+            self.values[vi.name] = self.g.input(vi.name, shape, dtype)
+            self.vdtypes[self.values[vi.name]] = dtype
         for node in fuse_gelu(onnx, graph):
             self.convert_node(node)
         for vi in graph.output:
             value = self.values[vi.name]
-            if value in self.boolean:  # the engine's outputs are float32
-                value = self.g.unsupported_op(vi.name, "bool output")
+            want = onnx_dtype(onnx, vi.type.tensor_type.elem_type)
+            if not value.startswith("unsupported:") and want is not None and self.dtype_of(value) != want:
+                value = self.g.unsupported_op(
+                    vi.name, f"output '{vi.name}' of type {want} (computed as {self.dtype_of(value)})"
+                )
             self.g.output(value, vi.name)
         return self.g.finish()
 
@@ -148,16 +164,41 @@ class Importer:
         if node.op_type not in SHAPE_OPS and any(v in self.symbolic for v in ins):
             self._set(node, [self.g.unsupported_op(name, f"{node.op_type} of a run-time shape")])
             return
-        if node.op_type not in BOOL_OPS and any(v in self.boolean for v in ins):
-            self._set(node, [self.g.unsupported_op(name, f"{node.op_type} of a bool")])
-            return
+        # Run-time values of other types than float32 (constants are read by the handlers).
+        typed = sorted({self.dtype_of(v) for v in ins if v and not self.g.is_const(v)} - {"float32"})
+        widened = False
+        if typed and node.op_type not in TYPED_OPS:
+            if typed != ["float64"]:
+                self._set(node, [self.g.unsupported_op(name, f"{node.op_type} of {', '.join(typed)}")])
+                return
+            # A float32 op on float64 values: computed in float32 between two Casts.
+            ins = [self.cast(v, "float32", f"{name}/in{i}") if v and self.dtype_of(v) == "float64"
+                   else v for i, v in enumerate(ins)]
+            widened = True
         handler = self.handlers.get(node.op_type)
         attrs = {a.name: self.onnx.helper.get_attribute_value(a) for a in node.attribute}
         out = handler(self, node, name, ins, attrs) if handler is not None else None
         if out is None:
             self._set(node, [self.g.unsupported_op(name, node.op_type)] * len(node.output))
-        else:
-            self._set(node, out if isinstance(out, list) else [out])
+            return
+        outs = out if isinstance(out, list) else [out]
+        if widened:
+            outs = [self.cast(v, "float64", f"{name}/out{i}")
+                    if i < len(node.output) and self.onnx_dtypes.get(node.output[i]) == "float64"
+                    and not v.startswith("unsupported:") else v
+                    for i, v in enumerate(outs)]
+        self._set(node, outs)
+
+    def cast(self, value: str, dtype: str, name: str) -> str:
+        """``value`` as ``dtype``: a converted constant, a native Cast, or ``value`` itself."""
+        if self.dtype_of(value) == dtype:
+            return value
+        c = self.const_of(value)
+        if c is not None:
+            return self.g.const(c.astype(dtype), name)
+        out = self.g.op("Cast", [value], name, to=dtype)
+        self.vdtypes[out] = dtype
+        return out
 
     def _set(self, node: Any, outs: list[str]) -> None:
         for i, o in enumerate(node.output):
@@ -165,6 +206,8 @@ class Importer:
                 continue
             if i < len(outs):
                 self.values[o] = outs[i]
+                if not self.g.is_const(outs[i]) and outs[i] not in self.vdtypes:
+                    self.vdtypes[outs[i]] = self.onnx_dtypes.get(o, "float32")
             else:  # an extra output (MaxPool indices, Dropout mask...) that has no native form
                 self.values[o] = self.g.fresh(f"unsupported:{o}")
                 if self._used(o):
@@ -193,14 +236,6 @@ def axes_of(imp: Importer, ins: list[str], attrs: dict[str, Any]) -> list[int] |
     return []
 
 
-def as_float(imp: Importer, value: str, name: str) -> str:
-    """``value`` as a float32 input of a native op (a bool or integer constant converted)."""
-    c = imp.const_of(value)
-    if c is None or c.dtype == np.float32:
-        return value
-    return imp.g.const(c.astype(np.float32), name)
-
-
 # Ops that may read a run-time shape (see Importer.symbolic).
 SHAPE_OPS = {
     "Shape",
@@ -215,5 +250,28 @@ SHAPE_OPS = {
 }
 
 
-# Ops that may read a boolean (see Importer.boolean).
-BOOL_OPS = {"Where", "Not", "And", "Or", "Xor", "Equal", "Cast", "Identity"}
+# The element types the engine holds (numpy names); ONNX's others (float16, strings...) are
+# refused naming the type.
+ENGINE_DTYPES = {"float32", "float64", "int8", "int16", "int32", "int64", "uint8", "uint16",
+                 "uint32", "uint64", "bool"}
+
+
+def onnx_dtype(onnx: Any, elem_type: int) -> str | None:
+    """The numpy name of ONNX element type ``elem_type``, or None when the engine lacks it."""
+    try:
+        name = str(np.dtype(onnx.helper.tensor_dtype_to_np_dtype(elem_type)))
+    except Exception:  # undefined, string, 4-bit and other types numpy has no form of
+        return None
+    return name if name in ENGINE_DTYPES else None
+
+
+# Ops whose handlers take values of other dtypes than float32 (the rest are refused naming the
+# op and the dtype before their handler runs).
+TYPED_OPS = {
+    "Identity", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Transpose", "Concat", "Slice",
+    "Split", "Tile", "Expand", "Shape", "Size", "Cast", "CastLike", "Equal", "Less", "Greater",
+    "LessOrEqual", "GreaterOrEqual", "And", "Or", "Xor", "Not", "Where", "Add", "Sub", "Mul",
+    "Div", "Sum", "Min", "Max", "Pow", "Mod", "Abs", "Neg", "Sign", "ArgMax", "ArgMin",
+    "Gather", "GatherElements", "Trilu", "IsNaN", "IsInf", "Dropout", "Constant", "BitwiseAnd",
+    "BitwiseOr", "BitwiseXor", "BitwiseNot", "BitShift",
+}

@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from pyengine.convert.onnx._importer import Handler, Importer, as_float, attr_str
+from pyengine.convert.onnx._importer import Handler, Importer, attr_str, onnx_dtype
 
 
 def _binary(op: str) -> Handler:
@@ -30,6 +30,13 @@ def _sum(imp: Importer, node: Any, name: str, ins: list[str], attrs: dict[str, A
     for i, x in enumerate(ins[1:]):
         acc = imp.g.op("Add", [acc, x], f"{name}/{i}")
     return acc
+
+
+def _mean(imp: Importer, node: Any, name: str, ins: list[str], attrs: dict[str, Any]) -> str:
+    """Mean of n inputs (broadcasting): their sum times 1/n."""
+    total = _sum(imp, node, name + "/sum", [i for i in ins if i], attrs)
+    scale = imp.g.const(np.float32(1.0 / len([i for i in ins if i])), name + "/scale")
+    return imp.g.op("Mul", [total, scale], name)
 
 
 def _unary(op: str) -> Handler:
@@ -103,75 +110,65 @@ def _gelu(imp: Importer, node: Any, name: str, ins: list[str], attrs: dict[str, 
 
 
 def _binary_math(fn: str) -> Handler:
-    """Min, Max (variadic: folded left), Pow and Mod (fmod=1) on the native ``BinaryMath``."""
+    """Min, Max (variadic: folded left), Pow and Mod on the native ``BinaryMath`` (any one
+    number type; Pow's exponent is cast to the base's type, as ONNX computes it)."""
 
     def handle(
         imp: Importer, node: Any, name: str, ins: list[str], attrs: dict[str, Any]
     ) -> str | None:
         present = [i for i in ins if i]
+        op = fn
         if fn == "fmod" and not attrs.get("fmod", 0):
-            return None  # integer Mod: the engine computes in float32
+            op = "mod"  # integer Mod: the divisor's sign
+        if fn == "pow" and imp.dtype_of(present[1]) != imp.dtype_of(present[0]):
+            present[1] = imp.cast(present[1], imp.dtype_of(present[0]), name + "/exponent")
         acc = present[0]
         for i, x in enumerate(present[1:]):
             last = i == len(present) - 2
-            acc = imp.g.op("BinaryMath", [acc, x], name if last else f"{name}/{i}", fn=fn)
+            acc = imp.g.op("BinaryMath", [acc, x], name if last else f"{name}/{i}", fn=op)
         return acc
 
     return handle
 
 
 def _cast(imp: Importer, node: Any, name: str, ins: list[str], attrs: dict[str, Any]) -> str | None:
-    to = attrs.get("to")
-    if to == imp.onnx.TensorProto.BOOL and ins[0] in imp.boolean:
-        out = imp.g.op("Identity", ins[:1], name)
-        imp.boolean.add(out)
-        return out
-    if to != imp.onnx.TensorProto.FLOAT:
-        return None
-    # A bool to float: the same 0 / 1, under a fresh name that is no longer a boolean.
-    return imp.g.op("Identity", ins[:1], name) if ins[0] in imp.boolean else ins[0]
+    to = onnx_dtype(imp.onnx, int(attrs.get("to", 0)))
+    if to is None:
+        name_of = imp.onnx.TensorProto.DataType.Name(int(attrs.get("to", 0)))
+        return imp.g.unsupported_op(name, f"Cast to {name_of}")
+    out = imp.cast(ins[0], to, name)
+    return imp.g.op("Identity", [out], name) if out == ins[0] else out
 
 
-# ONNX comparisons and logic -> the native BinaryMath's fn (answers booleans as 0 / 1).
+# ONNX comparisons -> the native Compare's fn (answers bool).
 _COMPARE = {
     "Equal": "equal", "Less": "less", "Greater": "greater", "LessOrEqual": "less_equal",
-    "GreaterOrEqual": "greater_equal", "And": "and", "Or": "or", "Xor": "xor",
+    "GreaterOrEqual": "greater_equal",
 }
 
 
 def _compare(imp: Importer, node: Any, name: str, ins: list[str], attrs: dict[str, Any]) -> str:
-    a, b = (as_float(imp, v, f"{name}/{i}") for i, v in enumerate(ins[:2]))
-    out = imp.g.op("BinaryMath", [a, b], name, fn=_COMPARE[node.op_type])
-    imp.boolean.add(out)
-    return out
+    return imp.g.op("Compare", ins[:2], name, fn=_COMPARE[node.op_type])
 
 
-def _not(imp: Importer, node: Any, name: str, ins: list[str], attrs: dict[str, Any]) -> str:
-    out = imp.g.op("Math", [as_float(imp, ins[0], name + "/x")], name, fn="not")
-    imp.boolean.add(out)
-    return out
+def _logic(imp: Importer, node: Any, name: str, ins: list[str], attrs: dict[str, Any]) -> str:
+    return imp.g.op("Logic", [i for i in ins if i], name, fn=node.op_type.lower())
 
 
 def _where(imp: Importer, node: Any, name: str, ins: list[str], attrs: dict[str, Any]) -> str | None:
-    cond, a, b = ins[:3]
-    if not (cond in imp.boolean or imp.const_of(cond) is not None):
-        return None
-    for v in (a, b):
-        c = imp.const_of(v)
-        if c is not None and c.dtype.kind != "f":
-            return None  # an integer Where: the engine computes in float32
-    return imp.g.op(
-        "Where", [as_float(imp, v, f"{name}/{i}") for i, v in enumerate((cond, a, b))], name
-    )
+    return imp.g.op("Where", ins[:3], name)
 
 
 def _cast_like(imp: Importer, node: Any, name: str, ins: list[str], attrs: dict[str, Any]) -> str | None:
-    like = imp.const_of(ins[1])
-    if ins[1] in imp.boolean or (like is not None and like.dtype != np.float32):
-        return None  # to a bool or an integer type
-    # Run-time values are float32 (or booleans as 0 / 1): the target is float32.
-    c = imp.const_of(ins[0])
-    return ins[0] if c is None else imp.g.const(c.astype(np.float32), name)
+    out = imp.cast(ins[0], imp.dtype_of(ins[1]), name)
+    return imp.g.op("Identity", [out], name) if out == ins[0] else out
+
+
+def _classify(imp: Importer, node: Any, name: str, ins: list[str], attrs: dict[str, Any]) -> str:
+    extra = ({"detect_positive": bool(attrs.get("detect_positive", 1)),
+              "detect_negative": bool(attrs.get("detect_negative", 1))}
+             if node.op_type == "IsInf" else {})
+    return imp.g.op("Classify", ins[:1], name, fn=node.op_type.lower(), **extra)
 
 
 HANDLERS: dict[str, Handler] = {
@@ -180,6 +177,7 @@ HANDLERS: dict[str, Handler] = {
     "Mul": _binary("Mul"),
     "Div": _binary("Div"),
     "Sum": _sum,
+    "Mean": _mean,
     "Neg": _math("neg"),
     "Relu": _unary("Relu"),
     "Sigmoid": _unary("Sigmoid"),
@@ -225,6 +223,11 @@ HANDLERS: dict[str, Handler] = {
     "Cast": _cast,
     "CastLike": _cast_like,
     "Where": _where,
-    "Not": _not,
+    "Not": _logic,
+    "And": _logic,
+    "Or": _logic,
+    "Xor": _logic,
+    "IsNaN": _classify,
+    "IsInf": _classify,
     **{op: _compare for op in _COMPARE},
 }

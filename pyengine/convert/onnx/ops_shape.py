@@ -196,8 +196,14 @@ def _expand(imp: Importer, node: Any, name: str, ins: list[str], attrs: dict[str
     shape = imp.const_of(ins[1])
     if shape is None or ins[1] in imp.symbolic:
         return None
-    # x broadcast against zeros of the target shape: numpy's rules, as Expand's.
-    zeros = np.zeros([int(d) for d in np.ravel(shape)], np.float32)
+    # x broadcast against zeros of the target shape (x's type): numpy's rules, as Expand's. A
+    # bool x selects itself where a broadcast True holds.
+    dims = [int(d) for d in np.ravel(shape)]
+    dtype = imp.dtype_of(ins[0])
+    if dtype == "bool":
+        ones = imp.g.const(np.ones(dims, bool), name + "/ones")
+        return imp.g.op("Logic", [ins[0], ones], name, fn="and")
+    zeros = np.zeros(dims, dtype)
     return imp.g.op("Add", [ins[0], imp.g.const(zeros, name + "/zeros")], name)
 
 
