@@ -17,7 +17,6 @@ namespace pyengine {
 
 namespace {
 
-constexpr size_t kArenaAlignment = 64;
 constexpr size_t kMaxCachedPlans = 64;
 
 [[noreturn]] void graph_error(const std::string& path, const std::string& what) {
@@ -402,253 +401,6 @@ std::shared_ptr<Plan> Model::build_plan(const std::vector<Shape>& input_shapes) 
     return p;
 }
 
-// The blocked layout is planned per input shapes (build_host_schedule); here, once at load:
-// the block (the vector width of the kernel variant in use; PYENGINE_LAYOUT=nchw turns the
-// layout off), the ops' repacked weights, and the Conv -> Add -> activation chains that a plan
-// may fuse.
-void Model::plan_layout() {
-    const char* env = std::getenv("PYENGINE_LAYOUT");
-    const std::string mode = env != nullptr ? env : "";
-    if (!mode.empty() && mode != "nchw" && mode != "blocked") {
-        throw InvalidArgument(str("PYENGINE_LAYOUT='", mode, "' is not 'nchw' or 'blocked'"));
-    }
-    block_ = mode == "nchw" ? 0 : kernels().nchwc_block;
-    fusion_.assign(nodes_.size(), Fusion{});
-    if (block_ == 0) return;
-    for (int n : order_) nodes_[static_cast<size_t>(n)].op->prepare_layout(block_);
-
-    const size_t nv = values_.size();
-    std::vector<int> uses(nv, 0), reader(nv, -1), position(nodes_.size(), -1);
-    std::vector<char> is_output(nv, 0);
-    for (int o : output_values_) is_output[static_cast<size_t>(o)] = 1;
-    for (size_t pos = 0; pos < order_.size(); ++pos) {
-        const int n = order_[pos];
-        position[static_cast<size_t>(n)] = static_cast<int>(pos);
-        for (int i : nodes_[static_cast<size_t>(n)].inputs) {
-            ++uses[static_cast<size_t>(i)];
-            reader[static_cast<size_t>(i)] = n;
-        }
-    }
-    // The only reader of v (a node), or -1 when v has several, none, or is a graph output.
-    auto sole_reader = [&](int v) {
-        return uses[static_cast<size_t>(v)] == 1 && !is_output[static_cast<size_t>(v)] ? reader[static_cast<size_t>(v)] : -1;
-    };
-    std::vector<char> taken(nodes_.size(), 0);
-    for (int n : order_) {
-        const Node& conv = nodes_[static_cast<size_t>(n)];
-        if (!conv.op->fuses_residual() || conv.outputs.size() != 1) continue;
-        const int add = sole_reader(conv.outputs[0]);
-        if (add < 0 || taken[static_cast<size_t>(add)] || nodes_[static_cast<size_t>(add)].op_name != "Add") continue;
-        const Node& a = nodes_[static_cast<size_t>(add)];
-        const int residual = a.inputs[0] == conv.outputs[0] ? a.inputs[1] : a.inputs[0];
-        const Value& r = values_[static_cast<size_t>(residual)];
-        // The fused step runs where the conv does: the residual must be ready by then.
-        if (residual == conv.outputs[0] ||
-            (r.kind == Value::NodeOutput && position[static_cast<size_t>(r.index)] > position[static_cast<size_t>(n)])) {
-            continue;
-        }
-        Fusion f;
-        f.add = add;
-        f.residual = residual;
-        f.out = a.outputs[0];
-        const int act = sole_reader(f.out);
-        if (act >= 0 && nodes_[static_cast<size_t>(act)].op->activation() != nullptr &&
-            nodes_[static_cast<size_t>(act)].inputs.size() == 1) {
-            f.act = act;
-            f.out = nodes_[static_cast<size_t>(act)].outputs[0];
-        }
-        taken[static_cast<size_t>(add)] = 1;
-        fusion_[static_cast<size_t>(n)] = f;
-    }
-}
-
-Model::LayoutReport Model::layout_report(const Plan& p) const {
-    LayoutReport r;
-    r.block = block_;
-    for (int n : order_) {
-        const Op::BlockedWeightBytes w = nodes_[static_cast<size_t>(n)].op->blocked_weight_bytes();
-        if (w.mapped > 0) r.weights_mapped.push_back(nodes_[static_cast<size_t>(n)].name);
-        r.weights_mapped_bytes += w.mapped;
-        r.weights_repacked_bytes += w.copied;
-    }
-    const HostSchedule& h = p.host;
-    const size_t nv = values_.size();
-    // An extra slot holds a copy of the value whose shape and producer it shares: find by name.
-    auto value_name = [&](int slot) -> std::string {
-        if (static_cast<size_t>(slot) < nv) return values_[static_cast<size_t>(slot)].name;
-        for (const PlanStep& s : h.steps) {
-            if ((s.kind == PlanStep::ToBlocked || s.kind == PlanStep::ToPlain) && s.outs[0] == slot) {
-                return static_cast<size_t>(s.ins[0]) < nv ? values_[static_cast<size_t>(s.ins[0])].name : "?";
-            }
-        }
-        for (const PlanStep& s : h.steps) {
-            if (s.kind == PlanStep::ToPlain && s.ins[0] == slot) return values_[static_cast<size_t>(s.outs[0])].name;
-        }
-        return "?";
-    };
-    for (const PlanStep& s : h.steps) {
-        if (s.kind == PlanStep::ToBlocked || s.kind == PlanStep::ToPlain) {
-            r.reorders.push_back(str(value_name(s.ins[0]), s.kind == PlanStep::ToPlain ? " to plain" : " to blocked"));
-            continue;
-        }
-        const Node& node = nodes_[static_cast<size_t>(s.node)];
-        if (!s.outs.empty() && h.block[static_cast<size_t>(s.outs[0])] != 0) r.blocked.push_back(node.name);
-        if (s.kind == PlanStep::Fused) {
-            const Fusion& f = fusion_[static_cast<size_t>(s.node)];
-            std::string chain = str(node.name, " + ", nodes_[static_cast<size_t>(f.add)].name);
-            if (f.act >= 0) chain += str(" + ", nodes_[static_cast<size_t>(f.act)].name);
-            r.fused.push_back(chain);
-        }
-    }
-    return r;
-}
-
-void Model::build_host_schedule(Plan* p) const {
-    HostSchedule& h = p->host;
-    const size_t nv = values_.size();
-    h.shapes = p->shapes;
-    h.block.assign(nv, 0);
-    h.dtype.resize(nv);
-    for (size_t v = 0; v < nv; ++v) h.dtype[v] = values_[v].dtype;
-    std::vector<char> is_output(nv, 0);
-    for (int o : output_values_) is_output[static_cast<size_t>(o)] = 1;
-    // The slot holding each value in each layout (-1: not made yet).
-    std::vector<int> plain_of(nv, -1), blocked_of(nv, -1);
-    for (size_t v = 0; v < nv; ++v) {
-        if (values_[v].kind != Value::NodeOutput) plain_of[v] = static_cast<int>(v);
-    }
-    auto new_slot = [&](int like, int block) {
-        h.shapes.push_back(h.shapes[static_cast<size_t>(like)]);
-        h.block.push_back(block);
-        h.dtype.push_back(h.dtype[static_cast<size_t>(like)]);
-        return static_cast<int>(h.shapes.size() - 1);
-    };
-    auto reorder = [&](PlanStep::Kind kind, int src, int dst) {
-        PlanStep s;
-        s.kind = kind;
-        s.ins = {src};
-        s.outs = {dst};
-        h.steps.push_back(std::move(s));
-        ++h.reorders;
-    };
-    // The slot of value v in layout `want`, reordering it (once) if it lies in the other one.
-    auto slot_in = [&](int v, int want) {
-        const size_t i = static_cast<size_t>(v);
-        if (want == 0) {
-            if (plain_of[i] < 0) {
-                plain_of[i] = new_slot(v, 0);
-                reorder(PlanStep::ToPlain, blocked_of[i], plain_of[i]);
-            }
-            return plain_of[i];
-        }
-        if (blocked_of[i] < 0) {
-            blocked_of[i] = new_slot(v, want);
-            reorder(PlanStep::ToBlocked, plain_of[i], blocked_of[i]);
-        }
-        return blocked_of[i];
-    };
-    std::vector<char> skip(nodes_.size(), 0);
-    std::vector<int> want;
-    for (int n : order_) {
-        if (skip[static_cast<size_t>(n)]) continue;
-        const Node& node = nodes_[static_cast<size_t>(n)];
-        std::vector<Shape> in_shapes;
-        std::vector<int> in_block;
-        for (int i : node.inputs) {
-            in_shapes.push_back(p->shapes[static_cast<size_t>(i)]);
-            in_block.push_back(blocked_of[static_cast<size_t>(i)] >= 0 ? block_ : 0);
-        }
-        int out_block = 0;
-        want.assign(node.inputs.size(), 0);
-        // The blocked layout holds float32 only: a node touching another dtype stays plain.
-        bool all_f32 = true;
-        for (int v : node.inputs) all_f32 = all_f32 && values_[static_cast<size_t>(v)].dtype == DType::Float32;
-        for (int v : node.outputs) all_f32 = all_f32 && values_[static_cast<size_t>(v)].dtype == DType::Float32;
-        if (block_ != 0 && all_f32) out_block = node.op->layout(in_shapes, in_block, block_, &want);
-        PlanStep step;
-        step.node = n;
-        const Fusion& f = fusion_[static_cast<size_t>(n)];
-        std::vector<int> outs = node.outputs;
-        if (f.add >= 0 && out_block != 0 && p->shapes[static_cast<size_t>(f.residual)] == p->shapes[static_cast<size_t>(outs[0])]) {
-            step.kind = PlanStep::Fused;
-            if (f.act >= 0) step.act = *nodes_[static_cast<size_t>(f.act)].op->activation();
-            skip[static_cast<size_t>(f.add)] = 1;
-            if (f.act >= 0) skip[static_cast<size_t>(f.act)] = 1;
-            outs[0] = f.out;
-            ++h.fused;
-        }
-        for (size_t k = 0; k < node.inputs.size(); ++k) step.ins.push_back(slot_in(node.inputs[k], want[k]));
-        if (step.kind == PlanStep::Fused) step.residual = slot_in(f.residual, out_block);
-        std::vector<int> to_plain;  // blocked outputs the caller reads plain
-        for (size_t k = 0; k < outs.size(); ++k) {
-            const int v = outs[k];
-            const size_t i = static_cast<size_t>(v);
-            const int b = k == 0 ? out_block : 0;
-            if (b == 0) {
-                plain_of[i] = v;
-                step.outs.push_back(v);
-            } else if (is_output[i]) {
-                blocked_of[i] = new_slot(v, b);
-                step.outs.push_back(blocked_of[i]);
-                to_plain.push_back(v);
-            } else {
-                h.block[i] = b;
-                blocked_of[i] = v;
-                step.outs.push_back(v);
-            }
-        }
-        if (out_block != 0) ++h.blocked_steps;
-        h.steps.push_back(std::move(step));
-        for (int v : to_plain) {
-            plain_of[static_cast<size_t>(v)] = v;
-            reorder(PlanStep::ToPlain, blocked_of[static_cast<size_t>(v)], v);
-        }
-    }
-
-    // Arena: as build_plan, over steps and slots.
-    const size_t ns = h.shapes.size();
-    h.arena_offset.assign(ns, -1);
-    h.storage.resize(ns);
-    std::vector<int> last(ns, -1);
-    for (size_t s = 0; s < h.steps.size(); ++s) {
-        for (int i : h.steps[s].ins) last[static_cast<size_t>(i)] = static_cast<int>(s);
-        if (h.steps[s].residual >= 0) last[static_cast<size_t>(h.steps[s].residual)] = static_cast<int>(s);
-    }
-    for (size_t v = 0; v < ns; ++v) h.storage[v] = static_cast<int>(v);
-    struct Block { size_t offset, size; int slot; };
-    std::vector<Block> live;
-    std::vector<int> root_last(last);
-    for (size_t s = 0; s < h.steps.size(); ++s) {
-        const PlanStep& st = h.steps[s];
-        for (size_t k = 0; k < st.outs.size(); ++k) {
-            const int o = st.outs[k];
-            const size_t i = static_cast<size_t>(o);
-            if (i < nv && is_output[i]) continue;  // written straight into the caller's array
-            if (st.kind == PlanStep::Node && k == 0 && nodes_[static_cast<size_t>(st.node)].op->is_view()) {
-                const int src = h.storage[static_cast<size_t>(st.ins[0])];
-                h.storage[i] = src;
-                root_last[static_cast<size_t>(src)] = std::max(root_last[static_cast<size_t>(src)], last[i]);
-                continue;
-            }
-            const Shape& shape = h.shapes[i];
-            const int64_t numel = h.block[i] != 0 ? Tensor::storage_numel_blocked(shape, h.block[i]) : shape_numel(shape);
-            const size_t bytes = (static_cast<size_t>(numel) * dtype_size(h.dtype[i]) + kArenaAlignment - 1) / kArenaAlignment * kArenaAlignment;
-            size_t at = 0;
-            auto it = live.begin();
-            for (; it != live.end(); ++it) {
-                if (it->offset >= at + bytes) break;
-                at = std::max(at, it->offset + it->size);
-            }
-            live.insert(it, Block{at, bytes, o});
-            h.arena_offset[i] = static_cast<int64_t>(at);
-            h.arena_bytes = std::max(h.arena_bytes, at + bytes);
-        }
-        live.erase(std::remove_if(live.begin(), live.end(), [&](const Block& b) {
-            return root_last[static_cast<size_t>(b.slot)] <= static_cast<int>(s);
-        }), live.end());
-    }
-}
-
 void Model::infer_output_specs() {
     // Probe with other sizes for the free dimensions; output dimensions that move are free.
     auto probe = [&](int64_t batch, int64_t other) -> std::vector<Shape> {
@@ -698,8 +450,22 @@ std::vector<NodeProfile> Model::profile_nodes(const Plan& p) const {
         }
         const Node& node = nodes_[static_cast<size_t>(st.node)];
         NodeProfile np{node.name, node.op_name, {}, {}, {}};
-        for (int i : node.inputs) np.inputs.push_back(p.shapes[static_cast<size_t>(i)]);
         for (int o : st.outs) np.outputs.push_back(h.shapes[static_cast<size_t>(o)]);
+        if (st.kind == PlanStep::Gather) {  // one or more channel-moving nodes as one copy
+            std::string names, ops;
+            for (int m : st.merged) {
+                names += str(nodes_[static_cast<size_t>(m)].name, " + ");
+                ops += str(nodes_[static_cast<size_t>(m)].op_name, "+");
+            }
+            np.name = names + node.name;
+            np.op = ops + node.op_name;
+            for (int i : st.ins) np.inputs.push_back(h.shapes[static_cast<size_t>(i)]);
+            np.run = OpRunInfo{blocked, str(kernels().nchwc_block == block_ ? kernels().name : "generic", " nchwc",
+                                            block_, " channel gather")};
+            out.push_back(std::move(np));
+            continue;
+        }
+        for (int i : node.inputs) np.inputs.push_back(p.shapes[static_cast<size_t>(i)]);
         np.run = node.op->run_info(np.inputs);
         if (st.kind == PlanStep::Fused) {
             const Fusion& f = fusion_[static_cast<size_t>(st.node)];
@@ -735,6 +501,8 @@ void Model::run(const Plan& p, const void* const* inputs, size_t n_inputs, void*
     thread_local std::vector<Tensor> t;
     thread_local std::vector<const Tensor*> in;
     thread_local std::vector<Tensor*> out;
+    thread_local std::vector<const float*> srcs;
+    thread_local std::vector<int64_t> channels;
     t.resize(ns);
     char* arena = static_cast<char*>(tls_arena.get(std::max<size_t>(h.arena_bytes, 1)));
     for (size_t v = 0; v < ns; ++v) {
@@ -767,6 +535,16 @@ void Model::run(const Plan& p, const void* const* inputs, size_t n_inputs, void*
             const Tensor& dst = t[static_cast<size_t>(st.outs[0])];
             const Shape& s = src.shape;
             nchwc_reorder(src.f32(), dst.f32(), s[0], s[1], s[2] * s[3], block_, st.kind == PlanStep::ToBlocked);
+        } else if (st.kind == PlanStep::Gather) {
+            srcs.clear();
+            channels.clear();
+            for (int i : st.ins) {
+                srcs.push_back(t[static_cast<size_t>(i)].f32());
+                channels.push_back(t[static_cast<size_t>(i)].shape[1]);
+            }
+            const Tensor& y = t[static_cast<size_t>(st.outs[0])];
+            nchwc_gather(*st.gather, srcs.data(), channels.data(), static_cast<int>(srcs.size()), y.f32(), y.shape[0],
+                         y.shape[2] * y.shape[3]);
         } else {
             const Node& node = nodes_[static_cast<size_t>(st.node)];
             in.clear();

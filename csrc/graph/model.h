@@ -11,6 +11,7 @@
 #include "format/reader.h"
 #include "graph/op.h"
 #include "format/tensor.h"
+#include "kernels/channel_gather.h"
 
 namespace pyengine {
 
@@ -22,11 +23,17 @@ struct TensorSpec {
     Shape shape;  // -1 marks a free dimension
 };
 
+// Bytes every arena block is aligned (and rounded) to.
+constexpr size_t kArenaAlignment = 64;
+
 // One step of the CPU executor: a node, a node with the Add (and activation) after it fused
-// in, or a reorder between plain NCHW and the blocked layout.
+// in, a reorder between plain NCHW and the blocked layout, or a channel gather of blocked
+// tensors that does the work of one or more channel-moving nodes (Concat, Slice, a shuffle).
 struct PlanStep {
-    enum Kind : uint8_t { Node, Fused, ToBlocked, ToPlain } kind = Node;
-    int node = -1;               // Node, Fused
+    enum Kind : uint8_t { Node, Fused, ToBlocked, ToPlain, Gather } kind = Node;
+    int node = -1;               // Node, Fused, Gather (the last node it stands for)
+    std::vector<int> merged;     // Gather: the other nodes it stands for
+    std::shared_ptr<const NchwcGatherMap> gather;  // Gather: the map from ins to outs[0]
     std::vector<int> ins, outs;  // slots: a value's index, or an extra slot after the values
     int residual = -1;           // Fused: the slot added before the activation
     Epilogue act;                // Fused: the activation after the Add (None if there is none)
@@ -45,6 +52,7 @@ struct HostSchedule {
     int reorders = 0;                   // reorder steps
     int blocked_steps = 0;              // node steps that run in the blocked layout
     int fused = 0;                      // Add (+ activation) pairs fused into a convolution
+    int gathers = 0;                    // channel gather steps
 };
 
 // Shapes and memory layout for one set of input shapes; computed once and cached.

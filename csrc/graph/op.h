@@ -3,6 +3,7 @@
 #pragma once
 
 #include <memory>
+#include <utility>
 #include <set>
 #include <string>
 #include <vector>
@@ -127,6 +128,16 @@ public:
         (void)act;
         (void)out;
     }
+    // For 4-D NCHW inputs `in`: when every output channel is a copy of one input channel (Concat
+    // and Slice on the channel axis), fills `src` with (input, channel) per output channel and
+    // returns true; the layout pass then runs it as a blocked channel gather.
+    virtual bool channel_map(const std::vector<Shape>& in, std::vector<std::pair<int, int64_t>>* src) const {
+        (void)in;
+        (void)src;
+        return false;
+    }
+    // A Transpose's permutation; nullptr for other ops (the layout pass spots channel shuffles).
+    virtual const std::vector<int64_t>* permutation() const { return nullptr; }
     // The activation this op applies when it is a plain activation op; nullptr otherwise.
     virtual const Epilogue* activation() const { return nullptr; }
     // What the profiler reports for inputs shaped `in`. The default: no layout, and the kernel

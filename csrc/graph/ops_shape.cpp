@@ -158,6 +158,14 @@ public:
     }
     std::vector<DType> infer_dtypes(const std::vector<DType>& in, size_t) const override { return same_dtype(in); }
 
+    bool channel_map(const std::vector<Shape>& in, std::vector<std::pair<int, int64_t>>* src) const override {
+        if (in[0].size() != 4 || normalize_axis(axis_, 4, "Slice") != 1) return false;
+        const auto r = range(in[0]);
+        src->clear();
+        for (int64_t c = r.first; c < r.second; ++c) src->emplace_back(0, c);
+        return true;
+    }
+
     // A pad with negative amounts: it crops [start, end) out of the axis.
     bool lower(const std::vector<Shape>& in, DeviceStep* s) const override {
         const size_t axis = static_cast<size_t>(normalize_axis(axis_, in[0].size(), "Slice"));
@@ -201,6 +209,7 @@ public:
             transpose_bytes(in[0]->data, in[0]->itemsize(), in[0]->shape, perm_, out[0]->data);
         }
     }
+    const std::vector<int64_t>* permutation() const override { return &perm_; }
     std::vector<DType> infer_dtypes(const std::vector<DType>& in, size_t) const override { return same_dtype(in); }
     bool lower(const std::vector<Shape>&, DeviceStep* s) const override {
         s->kind = DeviceStep::Transpose;
@@ -244,32 +253,21 @@ public:
         }
         std::vector<const float*> xs;
         std::vector<int64_t> sizes;
-        const int block = out[0]->block;
-        if (block != 0) {  // channel blocks of each image, one input after another
-            outer = s[0];
-            inner = s[2] * s[3] * block;
-        }
         for (const Tensor* t : in) {
             xs.push_back(t->f32());
-            sizes.push_back(block != 0 ? (t->shape[axis] + block - 1) / block : t->shape[axis]);
+            sizes.push_back(t->shape[axis]);
         }
         concat(xs, sizes, outer, inner, out[0]->f32());
     }
-    std::vector<DType> infer_dtypes(const std::vector<DType>& in, size_t) const override { return same_dtype(in); }
-    // Blocked along channels of 4-D inputs when every input but the last fills whole blocks
-    // (so each input's blocks follow the previous ones' unchanged).
-    int layout(const std::vector<Shape>& in, const std::vector<int>& in_block, int block,
-               std::vector<int>* want) const override {
-        bool blocked = in[0].size() == 4 && normalize_axis(axis_, 4, "Concat") == 1;
-        bool any = false;
-        for (size_t i = 0; blocked && i < in.size(); ++i) {
-            any = any || in_block[i] != 0;
-            if (i + 1 < in.size() && in[i][1] % block != 0) blocked = false;
+    bool channel_map(const std::vector<Shape>& in, std::vector<std::pair<int, int64_t>>* src) const override {
+        if (in[0].size() != 4 || normalize_axis(axis_, 4, "Concat") != 1) return false;
+        src->clear();
+        for (size_t i = 0; i < in.size(); ++i) {
+            for (int64_t c = 0; c < in[i][1]; ++c) src->emplace_back(static_cast<int>(i), c);
         }
-        blocked = blocked && any;
-        want->assign(in.size(), blocked ? block : 0);
-        return blocked ? block : 0;
+        return true;
     }
+    std::vector<DType> infer_dtypes(const std::vector<DType>& in, size_t) const override { return same_dtype(in); }
     bool lower(const std::vector<Shape>& in, DeviceStep* st) const override {
         const Shape& s = in[0];
         const size_t axis = static_cast<size_t>(normalize_axis(axis_, s.size(), "Concat"));

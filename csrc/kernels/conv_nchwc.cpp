@@ -7,6 +7,7 @@
 #include <cstring>
 
 #include "kernels/dispatch.h"
+#include "kernels/nchwc_tasks.h"
 #include "platform/thread_pool.h"
 
 namespace pyengine {
@@ -31,9 +32,7 @@ namespace {
 constexpr int64_t kInlineMacs = int64_t(1) << 20;
 // The smallest task worth handing to another thread (about 5 us).
 constexpr int64_t kTaskMacs = int64_t(1) << 18;
-// Memory-bound blocked ops (padding copy, pooling, BatchNorm, per-channel binary) split over
-// threads from this many floats (1 MB) on.
-constexpr int64_t kInlineFloats = int64_t(1) << 18;
+constexpr int64_t kInlineFloats = kNchwcInlineFloats;
 }  // namespace
 
 bool nchwc_conv_setup(NchwcConv* c) {
@@ -220,53 +219,24 @@ void pool2d_nchwc(const Pool2DParams& p, int cb, const float* x, float* y) {
     }
 }
 
-namespace {
-// Runs fn(image, block) over the pool when the tensor is big enough to pay for it.
-template <class Fn>
-void for_blocks(int64_t N, int64_t blocks, int64_t floats_per_block, const Fn& fn) {
-    if (num_threads() > 1 && N * blocks > 1 && N * blocks * floats_per_block >= kInlineFloats) {
-        parallel_for(N * blocks, [&](int64_t t) { fn(t / blocks, t % blocks); });
-    } else {
-        for (int64_t t = 0; t < N * blocks; ++t) fn(t / blocks, t % blocks);
-    }
-}
-}  // namespace
-
 void nchwc_channel_affine(const float* x, const float* scale, const float* shift, int64_t N, int64_t C,
                           int64_t HW, int cb, float* y) {
     const int64_t CB = (C + cb - 1) / cb;
-    for_blocks(N, CB, HW * cb, [&](int64_t n, int64_t b) {
-        const float* s = scale + b * cb;
-        const float* t = shift + b * cb;
+    const NchwcAffineKernel k = kernels().nchwc_block == cb ? kernels().nchwc_affine : nchwc_affine_generic(cb);
+    nchwc_for_blocks(N, CB, HW * cb, [&](int64_t n, int64_t b) {
         const int64_t at = (n * CB + b) * HW * cb;
-        for (int64_t i = 0; i < HW; ++i) {
-            const float* xi = x + at + i * cb;
-            float* yi = y + at + i * cb;
-            for (int l = 0; l < cb; ++l) yi[l] = xi[l] * s[l] + t[l];
-        }
+        k(x + at, scale + b * cb, shift + b * cb, y + at, HW);
     });
 }
 
 void nchwc_binary_channel(BinaryOp op, const float* a, const float* b, int64_t N, int64_t C, int64_t HW,
                           bool b_per_image, int cb, float* y) {
     const int64_t CB = (C + cb - 1) / cb;
-    for_blocks(N, CB, HW * cb, [&](int64_t n, int64_t blk) {
-        const float* v = b + ((b_per_image ? n : 0) * CB + blk) * cb;
+    const NchwcBinaryChannelKernel k =
+        kernels().nchwc_block == cb ? kernels().nchwc_binary_channel : nchwc_binary_channel_generic(cb);
+    nchwc_for_blocks(N, CB, HW * cb, [&](int64_t n, int64_t blk) {
         const int64_t at = (n * CB + blk) * HW * cb;
-        const float* ai = a + at;
-        float* yi = y + at;
-        auto each = [&](auto f) {
-            for (int64_t i = 0; i < HW; ++i) {
-                for (int l = 0; l < cb; ++l) yi[i * cb + l] = f(ai[i * cb + l], v[l]);
-            }
-        };
-        switch (op) {
-            case BinaryOp::Add: each([](float p, float q) { return p + q; }); break;
-            case BinaryOp::Sub: each([](float p, float q) { return p - q; }); break;
-            case BinaryOp::Mul: each([](float p, float q) { return p * q; }); break;
-            // The layout pass never plans Div blocked: a padded lane of b may be 0.
-            case BinaryOp::Div: each([](float p, float q) { return p / q; }); break;
-        }
+        k(op, a + at, b + ((b_per_image ? n : 0) * CB + blk) * cb, y + at, HW);
     });
 }
 

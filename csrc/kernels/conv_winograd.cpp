@@ -55,11 +55,16 @@ bool winograd_pick(const NchwcConv& c, WinogradMode mode) {
     if (mode == WinogradMode::Off || !winograd_eligible(c)) return false;
     if (mode == WinogradMode::Always) return true;
     const Conv2DParams& p = c.p;
-    // Measured (bench/results/winograd.md): with few channels the transforms cost more than
-    // the 4x fewer multiply-adds save; with few tiles the 4x larger weights are read for too
-    // little work.
+    // Measured (bench/results/winograd_layers.md): Winograd won on every 3x3 stride-1 layer of
+    // ResNet-18/50, VGG-16 and DenseNet-121 at 224x224 (1.5x to 2.7x on one thread) but lost
+    // where few tiles share large weights (256x256 channels on 4x4: 0.9x; 512x512 on 6x6): its
+    // weights are 4x the direct ones and are read once per call's run of tiles, so they need
+    // 8 tiles to pay for, unless they are small (C*O <= 16384: at most 2.4 MB transformed,
+    // L2-sized; 64x64 channels on 4x4, one tile, still won 1.25x). Below 16 channels the
+    // transforms are a larger share of the work (not measured: the first convolution, the
+    // only one that narrow in these nets, reads a plain input and is never eligible).
     const int64_t tiles = ((p.OH + kWinoOut - 1) / kWinoOut) * ((p.OW + kWinoOut - 1) / kWinoOut);
-    return p.C >= 16 && p.O >= 16 && tiles * p.N >= 4;
+    return p.C >= 16 && p.O >= 16 && (tiles * p.N >= 8 || p.C * p.O <= 16384);
 }
 
 std::vector<float> winograd_pack_weights(const NchwcConv& c, const float* w) {
@@ -73,20 +78,30 @@ std::vector<float> winograd_pack_weights(const NchwcConv& c, const float* w) {
     const Conv2DParams& p = c.p;
     const int64_t cb = c.cb, OB = (p.O + cb - 1) / cb, icp = (p.C + cb - 1) / cb * cb;
     std::vector<float> out(static_cast<size_t>(kWinoPos * OB * icp * cb), 0.0f);
-    for (int64_t o = 0; o < p.O; ++o) {
+    // Over the pool by output block: a model's first Winograd call pays this (VGG-16's 3x3
+    // weights are 4x15M floats).
+    auto block = [&](int64_t ob) {
         for (int64_t ci = 0; ci < p.C; ++ci) {
-            const float* g = w + (o * p.C + ci) * 9;
-            double gg[6][3];  // G g
-            for (int r = 0; r < 6; ++r) {
-                for (int j = 0; j < 3; ++j) gg[r][j] = G[r][0] * g[j] + G[r][1] * g[3 + j] + G[r][2] * g[6 + j];
-            }
-            for (int r = 0; r < 6; ++r) {
-                for (int s = 0; s < 6; ++s) {
-                    const double u = gg[r][0] * G[s][0] + gg[r][1] * G[s][1] + gg[r][2] * G[s][2];
-                    out[static_cast<size_t>((((r * 6 + s) * OB + o / cb) * icp + ci) * cb + o % cb)] = static_cast<float>(u);
+            for (int64_t lane = 0; lane < cb && ob * cb + lane < p.O; ++lane) {
+                const float* g = w + ((ob * cb + lane) * p.C + ci) * 9;
+                double gg[6][3];  // G g
+                for (int r = 0; r < 6; ++r) {
+                    for (int j = 0; j < 3; ++j) gg[r][j] = G[r][0] * g[j] + G[r][1] * g[3 + j] + G[r][2] * g[6 + j];
+                }
+                float* o = out.data() + (ob * icp + ci) * cb + lane;
+                for (int r = 0; r < 6; ++r) {
+                    for (int q = 0; q < 6; ++q) {
+                        const double u = gg[r][0] * G[q][0] + gg[r][1] * G[q][1] + gg[r][2] * G[q][2];
+                        o[(r * 6 + q) * OB * icp * cb] = static_cast<float>(u);
+                    }
                 }
             }
         }
+    };
+    if (num_threads() > 1 && OB > 1 && p.O * p.C >= 4096) {
+        parallel_for(OB, block);
+    } else {
+        for (int64_t ob = 0; ob < OB; ++ob) block(ob);
     }
     return out;
 }

@@ -7,12 +7,14 @@
 #include <vector>
 
 #include "kernels/activation.h"
+#include "kernels/channel_gather.h"
 #include "kernels/conv2d.h"
 #include "kernels/conv_nchwc.h"
 #include "kernels/conv_winograd.h"
 #include "kernels/elementwise.h"
 #include "kernels/erf.h"
 #include "kernels/gemm.h"
+#include "kernels/nchwc_channel.h"
 #include "kernels/pool.h"
 #include "kernels/qgemm.h"
 
@@ -48,6 +50,11 @@ struct KernelTable {
     int nchwc_block;
     NchwcConvKernel conv_nchwc;
     int nchwc_oc_tile;
+    // Channel gathers (concat, slice, shuffle) of blocked tensors, for block nchwc_block.
+    NchwcGatherKernel nchwc_gather;
+    // Per-channel binary op and affine map on one block of one image (kernels/nchwc_channel.h).
+    NchwcBinaryChannelKernel nchwc_binary_channel;
+    NchwcAffineKernel nchwc_affine;
     // Winograd F(4x4, 3x3) in that layout (kernels/conv_winograd.h); its GEMM tiles also cover
     // nchwc_oc_tile output blocks.
     NchwcWinogradKernel conv_winograd;

@@ -24,6 +24,9 @@ const KernelTable* kernel_table_generic() {
         t.nchwc_block = 8;
         t.conv_nchwc = conv_nchwc_generic(8);
         t.nchwc_oc_tile = 2;
+        t.nchwc_gather = nchwc_gather_generic(8);
+        t.nchwc_binary_channel = nchwc_binary_channel_generic(8);
+        t.nchwc_affine = nchwc_affine_generic(8);
         t.conv_winograd = conv_winograd_generic(8);
         t.qgemm = qgemm_generic;
         t.qgemm_name = "generic";

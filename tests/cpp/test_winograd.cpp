@@ -155,6 +155,18 @@ TEST_CASE(winograd_rule_and_mode) {
     CHECK(winograd_eligible(c));
     CHECK(!winograd_pick(c, WinogradMode::Off));
     CHECK(winograd_pick(c, WinogradMode::Always));
+    CHECK(winograd_pick(c, WinogradMode::Auto));
+    // The rule: large weights need 8 tiles per call (ResNet's 7x7 stage at batch 1 stays
+    // direct, at batch 2 not); small ones (C*O <= 16384) pay for themselves on one tile.
+    NchwcConv deep = c;
+    deep.p = params({1, 512, 512, 7, 7, 1, 1, 1, 1}, Activation::None);
+    CHECK(!winograd_pick(deep, WinogradMode::Auto));
+    CHECK(winograd_pick(deep, WinogradMode::Always));
+    deep.p.N = 2;
+    CHECK(winograd_pick(deep, WinogradMode::Auto));
+    NchwcConv small = c;
+    small.p = params({1, 64, 64, 4, 4, 1, 1, 1, 1}, Activation::None);
+    CHECK(winograd_pick(small, WinogradMode::Auto));
     NchwcConv strided = c;
     strided.p.stride_h = strided.p.stride_w = 2;
     CHECK(!winograd_eligible(strided));

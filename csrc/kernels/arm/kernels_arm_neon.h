@@ -5,11 +5,13 @@
 #include <cstdint>
 
 #include "kernels/activation.h"
+#include "kernels/channel_gather.h"
 #include "kernels/conv2d.h"
 #include "kernels/conv_nchwc.h"
 #include "kernels/conv_winograd.h"
 #include "kernels/elementwise.h"
 #include "kernels/gemm.h"
+#include "kernels/nchwc_channel.h"
 #include "kernels/pool.h"
 
 namespace pyengine {
@@ -27,6 +29,10 @@ void binary_arm_neon(BinaryOp op, const float* a, int64_t a_step, const float* b
                      float* y, int64_t n);
 void conv_nchwc_arm_neon(const NchwcConv& c, const float* x, float* y, int64_t n, int64_t ob0, int64_t ob1,
                          int64_t q0, int64_t q1);
+void nchwc_gather_arm_neon(const NchwcGatherPart* parts, int n_parts, const float* const* srcs, float* y,
+                           int64_t HW);
+void nchwc_binary_channel_arm_neon(BinaryOp op, const float* a, const float* v, float* y, int64_t HW);
+void nchwc_affine_arm_neon(const float* x, const float* scale, const float* shift, float* y, int64_t HW);
 void conv_winograd_arm_neon(const NchwcConv& c, const float* x, float* y, int64_t n, int64_t ob0, int64_t ob1,
                             int64_t t0, int64_t t1, int64_t tb, float* scratch);
 void softmax_arm_neon(const float* x, float* y, int64_t outer, int64_t axis, int64_t inner);

@@ -23,6 +23,9 @@ const KernelTable* kernel_table_neon() {
         t.nchwc_block = 4;
         t.conv_nchwc = conv_nchwc_arm_neon;
         t.nchwc_oc_tile = 4;
+        t.nchwc_gather = nchwc_gather_arm_neon;
+        t.nchwc_binary_channel = nchwc_binary_channel_arm_neon;
+        t.nchwc_affine = nchwc_affine_arm_neon;
         t.conv_winograd = conv_winograd_arm_neon;
         return t;
     }();

@@ -16,6 +16,9 @@ void depthwise2d_avx2(const Conv2DParams& p, const float* x, const float* w, flo
 const GemmMicroKernel& gemm_micro_avx2();
 void conv_nchwc_avx2(const NchwcConv& c, const float* x, float* y, int64_t n, int64_t ob0, int64_t ob1,
                      int64_t q0, int64_t q1);
+void nchwc_gather_avx2(const NchwcGatherPart* parts, int n_parts, const float* const* srcs, float* y, int64_t HW);
+void nchwc_binary_channel_avx2(BinaryOp op, const float* a, const float* v, float* y, int64_t HW);
+void nchwc_affine_avx2(const float* x, const float* scale, const float* shift, float* y, int64_t HW);
 void conv_winograd_avx2(const NchwcConv& c, const float* x, float* y, int64_t n, int64_t ob0, int64_t ob1,
                         int64_t t0, int64_t t1, int64_t tb, float* scratch);
 void pool2d_avx2(const Pool2DParams& p, const float* x, float* y);
@@ -51,6 +54,9 @@ const KernelTable* kernel_table_avx2() {
         t.nchwc_block = 8;
         t.conv_nchwc = conv_nchwc_avx2;
         t.nchwc_oc_tile = 2;
+        t.nchwc_gather = nchwc_gather_avx2;
+        t.nchwc_binary_channel = nchwc_binary_channel_avx2;
+        t.nchwc_affine = nchwc_affine_avx2;
         t.conv_winograd = conv_winograd_avx2;
         t.qgemm = qgemm_avx2;
         t.qgemm_name = "avx2";

@@ -17,6 +17,10 @@ void gemm_avx512(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, c
 const GemmMicroKernel& gemm_micro_avx512();
 void conv_nchwc_avx512(const NchwcConv& c, const float* x, float* y, int64_t n, int64_t ob0, int64_t ob1,
                        int64_t q0, int64_t q1);
+void nchwc_gather_avx512(const NchwcGatherPart* parts, int n_parts, const float* const* srcs, float* y,
+                         int64_t HW);
+void nchwc_binary_channel_avx512(BinaryOp op, const float* a, const float* v, float* y, int64_t HW);
+void nchwc_affine_avx512(const float* x, const float* scale, const float* shift, float* y, int64_t HW);
 void conv_winograd_avx512(const NchwcConv& c, const float* x, float* y, int64_t n, int64_t ob0, int64_t ob1,
                           int64_t t0, int64_t t1, int64_t tb, float* scratch);
 void depthwise2d_avx512(const Conv2DParams& p, const float* x, const float* w, float* y, int64_t n,
@@ -46,6 +50,9 @@ const KernelTable* kernel_table_avx512() {
         t.nchwc_block = 16;
         t.conv_nchwc = conv_nchwc_avx512;
         t.nchwc_oc_tile = 4;
+        t.nchwc_gather = nchwc_gather_avx512;
+        t.nchwc_binary_channel = nchwc_binary_channel_avx512;
+        t.nchwc_affine = nchwc_affine_avx512;
         t.conv_winograd = conv_winograd_avx512;
         t.quantize_u8 = quantize_u8_avx512;
         t.qdw_accumulate = qdw_accumulate_avx512;
