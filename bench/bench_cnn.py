@@ -2,7 +2,7 @@
 SqueezeNet 1.1, ShuffleNetV2, VGG-16, DenseNet-121, EfficientNet-B0) at 224x224: the native
 engine on the converted .pyem against onnxruntime on the same ONNX graph and weights, in one
 process, the two taking turns call by call. Batch 1 and 8, 1 and 2 threads (the native pool via
-``pyengine.runtime.set_thread_count``, onnxruntime's ``intra_op_num_threads``, with
+``pyengine.sysinfo.set_thread_count``, onnxruntime's ``intra_op_num_threads``, with
 ``inter_op_num_threads`` = 1). Outputs are compared before timing. Writes bench/results/cnn.md
 with a row per model x batch x threads, the geometric means and, where the native model has a
 profiler, its top five ops for ResNet-50 and MobileNetV2.
@@ -42,7 +42,7 @@ from machine import describe  # noqa: E402
 
 import pyengine  # noqa: E402
 from pyengine.bench import timing  # noqa: E402
-from pyengine.runtime import set_thread_count  # noqa: E402
+from pyengine.sysinfo import set_thread_count  # noqa: E402
 
 #: Largest max|native - onnxruntime| / max|onnxruntime| accepted before timing.
 TOLERANCE = 1e-4
@@ -319,7 +319,7 @@ def main() -> int:
     out = args.out or ("cnn" if full else None)
 
     load_before = os.getloadavg()[0]
-    threads_before = pyengine.runtime.thread_count()
+    threads_before = pyengine.sysinfo.thread_count()
     cells: list[Cell] = []
     profiles: dict[str, dict[str, list[str]]] = {}
     with tempfile.TemporaryDirectory() as folder:

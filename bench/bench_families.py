@@ -48,7 +48,7 @@ from common import pct, write_markdown  # noqa: E402
 from machine import describe  # noqa: E402
 
 import pyengine  # noqa: E402
-from pyengine.runtime import set_thread_count  # noqa: E402
+from pyengine.sysinfo import set_thread_count  # noqa: E402
 
 TARGET_EACH, TARGET_GEOMEAN = 1.3, 1.1
 
@@ -215,7 +215,7 @@ def main() -> int:
     out = args.out or ("families" if full else None)
 
     load_before = os.getloadavg()[0]
-    threads_before = pyengine.runtime.thread_count()
+    threads_before = pyengine.sysinfo.thread_count()
     cells: list[Cell] = []
     tops: dict[str, list[str]] = {}
     with tempfile.TemporaryDirectory() as folder:

@@ -35,7 +35,7 @@ from common import write_markdown  # noqa: E402
 from machine import describe  # noqa: E402
 
 import pyengine  # noqa: E402
-from pyengine.runtime import set_thread_count  # noqa: E402
+from pyengine.sysinfo import set_thread_count  # noqa: E402
 
 ENGINES = ("native f32", "native int8", "ort f32", "ort int8")
 

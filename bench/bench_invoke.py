@@ -56,7 +56,7 @@ def main() -> None:
         os.environ["PYENGINE_RESOURCES"] = json.dumps({"mlp": res["model"]["destination"]})
         sys.path.insert(0, os.path.join(base, "functions", "classify"))
         handler = importlib.import_module("handler")
-        from pyengine.core.runtime import Context, begin_call
+        from pyengine.core.function_api import Context, begin_call
 
         log = logging.getLogger("bench")
 

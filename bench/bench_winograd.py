@@ -32,7 +32,7 @@ from machine import describe  # noqa: E402
 
 import pyengine  # noqa: E402
 from pyengine.bench import timing  # noqa: E402
-from pyengine.runtime import set_thread_count  # noqa: E402
+from pyengine.sysinfo import set_thread_count  # noqa: E402
 
 #: (C, O, H=W): the 3x3 stride-1 layers of the benchmark nets at 224x224, then small ones.
 LAYERS = [

@@ -9,7 +9,7 @@
 
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
 #error "pyengine maps little-endian .pyem weights in place and supports little-endian hosts only"
-#endif
+#endif  // defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
 
 namespace pyengine {
 
@@ -65,7 +65,7 @@ inline void cpu_relax() {
     __builtin_ia32_pause();
 #elif defined(__aarch64__) || defined(__arm__)
     __asm__ __volatile__("yield");
-#endif
+#endif  // defined(__x86_64__) || defined(__i386__)
 }
 
 }  // namespace pyengine

@@ -9,7 +9,11 @@ Inside a function::
 
 from __future__ import annotations
 
-from typing import Any
+import os
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pyengine.model import Model
 
 _CORE_MISSING: ImportError | None = None
 try:
@@ -39,10 +43,63 @@ if _CORE_MISSING is None:
         QueueFullError,
         UnsupportedOpsError,
     )
-    from pyengine.model import Model, TensorSpec, load
-    from pyengine.runtime import info
+    from pyengine.loader import load as _load_file
+    from pyengine.model import Model, TensorSpec
+    from pyengine.sysinfo import info
 
     __version__: str = _core.__version__
+
+    def load(path: str | os.PathLike[str], backend: str = "auto", device: str = "auto",
+             **options: Any) -> Model:
+        """Load a model from a file or directory.
+
+        Parameters
+        ----------
+        path
+            A model file, or a directory holding one model (descending into a single top-level
+            folder): ``.pyem``; a TensorFlow frozen graph ``.pb`` or SavedModel directory; an MXNet
+            ``<prefix>-symbol.json`` + ``<prefix>-NNNN.params``; a Chainer ``model.npz`` (with a
+            ``pyengine.json`` manifest or ``chain=``); an ONNX ``.onnx``. Inside a function, a
+            resource id (the handle then follows the resource to its newest version between calls).
+        backend
+            ``"auto"`` converts framework models to the native engine and runs them there, falling
+            back to the framework (with one :class:`~pyengine.errors.FrameworkFallbackWarning`) when
+            an op does not convert. ``"native"`` converts or fails. ``"tensorflow"``, ``"mxnet"``,
+            ``"chainer"``, ``"onnx"`` run the model on that framework.
+        device
+            ``"cpu"``, ``"cuda"`` (the first GPU), ``"cuda:N"``, or ``"auto"``: a GPU when one is
+            present and, inside a function, granted to it (see :mod:`pyengine.devices`), else the CPU.
+        **options
+            Framework options (an option that does not apply to the model is a ValueError):
+            ``inputs``/``outputs``/``signature`` (TensorFlow), ``epoch``/``strict`` (MXNet),
+            ``chain`` (Chainer), ``threads`` (ONNX), ``input_shapes`` (all four: sizes the model leaves free).
+
+        Raises
+        ------
+        FileNotFoundError
+            ``path`` does not exist.
+        ModelFormatError
+            No recognisable model, several candidates, or a damaged model.
+        UnsupportedOpsError
+            ``backend="native"`` and some ops do not convert (each is listed with its node).
+        BackendUnavailableError
+            The framework the model needs is not installed (the message names the pip extra).
+        ValueError
+            An unknown backend or a malformed device string.
+        DeviceUnavailableError
+            A GPU was asked for and this build has no CUDA support, the CUDA backend or driver is
+            missing, there is no such GPU, or it is not granted to the function.
+        """
+        fspath = os.fspath(path)
+        if os.environ.get("PYENGINE_RESOURCES"):  # inside a function: a resource id names its model
+            # Imported here: a plain process never loads the core's package.
+            from pyengine.core.function_api import load_resource
+
+            handle = load_resource(fspath, backend=backend, device=device, **options)
+            if handle is not None:
+                return handle
+        return _load_file(fspath, backend, device, **options)
+
 else:  # pragma: no cover - only without a build
 
     def __getattr__(name: str) -> Any:
@@ -68,7 +125,7 @@ def capture(inputs: Any, outputs: Any = None, meta: Any = None) -> int:
     of its configuration in batches; see docs/messaging.md. Returns the sample's sequence
     number; raises RuntimeError outside a function call.
     """
-    from pyengine.core.runtime import capture as _capture
+    from pyengine.core.function_api import capture as _capture
 
     return _capture(inputs, outputs, meta)
 

@@ -11,15 +11,33 @@ from __future__ import annotations
 import asyncio
 import atexit
 import weakref
-from typing import Any, Optional
+from typing import Any, Optional, Protocol
 
 import numpy as np
 
 from pyengine import _core
 from pyengine.batching_config import BatchingConfig
-from pyengine.model import Inputs, Model, Outputs, TensorSpec
+from pyengine.specs import Inputs, Outputs, TensorSpec
 
 __all__ = ["BatchedModel", "BatchingConfig"]
+
+
+class Batchable(Protocol):
+    """What a batcher needs of a model (a :class:`pyengine.Model` has it all): the batcher sits
+    below the model, which builds one in :meth:`pyengine.Model.batched`."""
+
+    @property
+    def backend(self) -> str: ...
+
+    @property
+    def inputs(self) -> list[TensorSpec]: ...
+
+    @property
+    def outputs(self) -> list[TensorSpec]: ...
+
+    def _run(self, arrays: list[np.ndarray]) -> list[np.ndarray]: ...
+
+    def _order_inputs(self, x: Inputs) -> list[np.ndarray]: ...
 
 
 class _LoopWaker:
@@ -73,7 +91,7 @@ class BatchedModel:
     :meth:`pyengine.Model.batched`.
     """
 
-    def __init__(self, model: Model, config: BatchingConfig) -> None:
+    def __init__(self, model: Batchable, config: BatchingConfig) -> None:
         if not isinstance(config, BatchingConfig):
             raise TypeError(f"config must be a BatchingConfig, got {type(config).__name__}")
         self.model = model

@@ -12,16 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pyengine.errors import ModelFormatError
-
-#: The file name of the manifest that names a Chainer network's code (see docs/frameworks.md).
-CHAINER_MANIFEST = "pyengine.json"
-
-EXPECTED = (
-    "a TensorFlow frozen graph (*.pb) or SavedModel directory (saved_model.pb), "
-    "an MXNet checkpoint (<prefix>-symbol.json + <prefix>-NNNN.params), "
-    f"a Chainer model.npz with a {CHAINER_MANIFEST} manifest, an ONNX model (*.onnx) "
-    "or a native model (*.pyem)"
-)
+from pyengine.frameworks import CHAINER_MANIFEST, EXPECTED
 
 _PARAMS = re.compile(r"^(?P<prefix>.+)-(?P<epoch>\d{4,})\.params$")
 
@@ -33,7 +24,7 @@ class ModelLocation:
     Attributes
     ----------
     framework
-        ``"native"``, ``"tensorflow"``, ``"mxnet"``, ``"chainer"`` or ``"onnx"``.
+        ``"native"`` or a name in :data:`pyengine.frameworks.FRAMEWORKS`.
     path
         The model's main file (``.pb``, ``-symbol.json``, ``.npz``, ``.onnx``, ``.pyem``), or the
         directory of a TensorFlow SavedModel.

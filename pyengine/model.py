@@ -1,29 +1,16 @@
-"""The Model interface every backend returns, and :func:`load`, which picks the backend."""
+"""The Model interface every backend returns (:mod:`pyengine.loader` picks the backend)."""
 
 from __future__ import annotations
 
 import abc
-import os
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence, Union
+from typing import Mapping, Optional, Sequence
 
 import numpy as np
 
-if TYPE_CHECKING:
-    from pyengine.batching import BatchedModel, BatchingConfig
+from pyengine.batching import BatchedModel, BatchingConfig
+from pyengine.specs import Array, Inputs, Outputs, TensorSpec
 
-Array = np.ndarray
-Inputs = Union[Array, Mapping[str, Array]]
-Outputs = Union[Array, dict]
-
-
-@dataclass(frozen=True)
-class TensorSpec:
-    """A model input or output: name, shape (-1 marks a free dimension) and dtype."""
-
-    name: str
-    shape: tuple[int, ...]
-    dtype: str
+__all__ = ["Array", "Inputs", "Model", "Outputs", "SpecListModel", "TensorSpec"]
 
 
 class Model(abc.ABC):
@@ -94,8 +81,6 @@ class Model(abc.ABC):
         ValueError
             An option out of range (the message names it).
         """
-        from pyengine.batching import BatchedModel, BatchingConfig
-
         if config is None:
             config = BatchingConfig(
                 max_batch_size=max_batch_size,
@@ -150,63 +135,3 @@ class SpecListModel(Model):
     @property
     def outputs(self) -> list[TensorSpec]:
         return list(self._outputs)
-
-
-BACKENDS = ("auto", "native", "tensorflow", "mxnet", "chainer", "onnx")
-
-
-def load(path: str | os.PathLike[str], backend: str = "auto", device: str = "auto", **options: Any) -> Model:
-    """Load a model from a file or directory.
-
-    Parameters
-    ----------
-    path
-        A model file, or a directory holding one model (descending into a single top-level
-        folder): ``.pyem``; a TensorFlow frozen graph ``.pb`` or SavedModel directory; an MXNet
-        ``<prefix>-symbol.json`` + ``<prefix>-NNNN.params``; a Chainer ``model.npz`` (with a
-        ``pyengine.json`` manifest or ``chain=``); an ONNX ``.onnx``. Inside a function, a
-        resource id (the handle then follows the resource to its newest version between calls).
-    backend
-        ``"auto"`` converts framework models to the native engine and runs them there, falling
-        back to the framework (with one :class:`~pyengine.errors.FrameworkFallbackWarning`) when
-        an op does not convert. ``"native"`` converts or fails. ``"tensorflow"``, ``"mxnet"``,
-        ``"chainer"``, ``"onnx"`` run the model on that framework.
-    device
-        ``"cpu"``, ``"cuda"`` (the first GPU), ``"cuda:N"``, or ``"auto"``: a GPU when one is
-        present and, inside a function, granted to it (see :mod:`pyengine.devices`), else the CPU.
-    **options
-        Framework options (an option that does not apply to the model is a ValueError):
-        ``inputs``/``outputs``/``signature`` (TensorFlow), ``epoch``/``strict`` (MXNet),
-        ``chain`` (Chainer), ``threads`` (ONNX), ``input_shapes`` (all four: sizes the model leaves free).
-
-    Raises
-    ------
-    FileNotFoundError
-        ``path`` does not exist.
-    ModelFormatError
-        No recognisable model, several candidates, or a damaged model.
-    UnsupportedOpsError
-        ``backend="native"`` and some ops do not convert (each is listed with its node).
-    BackendUnavailableError
-        The framework the model needs is not installed (the message names the pip extra).
-    ValueError
-        An unknown backend or a malformed device string.
-    DeviceUnavailableError
-        A GPU was asked for and this build has no CUDA support, the CUDA backend or driver is
-        missing, there is no such GPU, or it is not granted to the function.
-    """
-    if backend not in BACKENDS:
-        raise ValueError(f"backend={backend!r} is not one of {', '.join(BACKENDS)}")
-    from pyengine import devices
-
-    dev = devices.resolve(device)
-    fspath = os.fspath(path)
-    if os.environ.get("PYENGINE_RESOURCES"):  # inside a function: a resource id names its model
-        from pyengine.core.runtime import load_resource
-
-        handle = load_resource(fspath, backend=backend, device=device, **options)
-        if handle is not None:
-            return handle
-    from pyengine.backends import select
-
-    return select.load(fspath, backend, dev, device == "auto", **options)

@@ -300,7 +300,7 @@ def test_jetson_toolchain_configures_aarch64_with_cuda(arm_builds, tmp_path):
     """The Jetson toolchain is the aarch64 one plus ARMv8.2-A and PYENGINE_CUDA=ON."""
     cmake = _tool("cmake")
     build = tmp_path / "jetson"
-    cuda_dir = ROOT / "csrc/kernels/cuda/CMakeLists.txt"
+    cuda_dir = ROOT / "csrc/device/cuda/CMakeLists.txt"
     proc = _run(
         [
             cmake,

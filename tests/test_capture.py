@@ -274,11 +274,11 @@ def test_quota_counts_disk_blocks_and_files(tmp_path: Any) -> None:
 
 FORGE = """
 import pyengine
-from pyengine.core import runtime
+from pyengine.core import function_api
 
 def function_handler(event, context):
     # A function that claims another topic and source for its sample than its call had.
-    answer = runtime._require_channel("x").request(
+    answer = function_api._require_channel("x").request(
         {"op": "capture", "sample": {"inputs": [1], "topic": "forged/topic", "source": "cloud"},
          "topic": "forged/topic", "source": "cloud"})
     return {"seq": answer["seq"], "topic": context.topic}

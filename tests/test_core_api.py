@@ -45,7 +45,7 @@ needs_net_rules = pytest.mark.skipif(not HAS_NET_RULES, reason="the kernel lacks
 FN = """
 import json, os, socket
 from pyengine.core.api import CoreClient
-from pyengine.core.runtime import InvocationError
+from pyengine.core.function_api import InvocationError
 
 def _err(exc):
     return {"ok": False, "error": type(exc).__name__, "errno": getattr(exc, "errno", None),

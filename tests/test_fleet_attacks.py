@@ -25,7 +25,7 @@ from pyengine.cli import main
 from pyengine.common.aws import AwsSettings
 from pyengine.core.config import MqttSettings
 from pyengine.fleet import document
-from pyengine.fleet.publish import Signed, write_timestamp
+from pyengine.fleet.history import Signed, write_timestamp
 
 
 class World:

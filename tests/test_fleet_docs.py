@@ -15,7 +15,7 @@ from pyengine import fleet as fl
 from pyengine.cli import main
 from pyengine.common.aws import AwsSettings
 from pyengine.fleet import document
-from pyengine.fleet.publish import write_timestamp
+from pyengine.fleet.history import write_timestamp
 from pyengine.fleet.signing import canonical
 
 

@@ -56,7 +56,7 @@ def test_num_threads_env():
         and "PYENGINE_NUM_THREADS='many' is not an integer from 1 to 1024" in out.stderr
     )
     with pytest.raises(ValueError, match="thread count 0"):
-        pyengine.runtime.set_thread_count(0)
+        pyengine.sysinfo.set_thread_count(0)
 
 
 @pytest.fixture(scope="module")
@@ -96,8 +96,8 @@ def test_variants_agree_on_models(models, name):
 
 def test_many_callers_on_shared_models(models):
     """Callers on several models at once share one pool: results stay exact, nothing deadlocks."""
-    old = pyengine.runtime.thread_count()
-    pyengine.runtime.set_thread_count(3)
+    old = pyengine.sysinfo.thread_count()
+    pyengine.sysinfo.set_thread_count(3)
     try:
         rng = np.random.default_rng(8)
         cases = [
@@ -123,7 +123,7 @@ def test_many_callers_on_shared_models(models):
         assert not any(t.is_alive() for t in threads), "a caller is stuck"
         assert errors == []
     finally:
-        pyengine.runtime.set_thread_count(old)
+        pyengine.sysinfo.set_thread_count(old)
 
 
 def test_gemm_binding():

@@ -19,7 +19,7 @@
 #include <thread>
 #include <vector>
 
-#include "graph/tensor.h"
+#include "format/tensor.h"
 
 namespace pyengine {
 
@@ -197,6 +197,10 @@ public:
 private:
     using Clock = std::chrono::steady_clock;
     using ReqPtr = std::shared_ptr<Request>;
+
+    // The batcher whose batch function the current thread is running (close() must not wait
+    // on itself).
+    static thread_local const Batcher* running_;
 
     void worker_loop();
     // Under mutex_: moves expired requests from the queue into `out`.

@@ -7,7 +7,7 @@
 #include <unordered_map>
 
 #include "format/json.h"
-#include "graph/tensor.h"
+#include "format/tensor.h"
 
 namespace pyengine {
 

@@ -8,7 +8,7 @@
 #include <vector>
 
 #include "format/json.h"
-#include "graph/tensor.h"
+#include "format/tensor.h"
 #include "io/mapped_file.h"
 
 namespace pyengine {

@@ -5,7 +5,7 @@
 #include <string>
 #include <vector>
 
-#include "graph/tensor.h"
+#include "format/tensor.h"
 
 namespace pyengine {
 

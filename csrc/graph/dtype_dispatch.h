@@ -7,7 +7,7 @@
 #include <cstdint>
 
 #include "common.h"
-#include "graph/tensor.h"
+#include "format/tensor.h"
 
 namespace pyengine {
 

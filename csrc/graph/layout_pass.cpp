@@ -9,7 +9,7 @@
 #include "common.h"
 #include "graph/model.h"
 #include "kernels/conv_nchwc.h"
-#include "runtime/dispatch.h"
+#include "kernels/dispatch.h"
 
 namespace pyengine {
 

@@ -11,7 +11,7 @@
 
 #include "common.h"
 #include "kernels/conv_nchwc.h"
-#include "runtime/dispatch.h"
+#include "kernels/dispatch.h"
 
 namespace pyengine {
 

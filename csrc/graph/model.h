@@ -10,7 +10,7 @@
 
 #include "format/reader.h"
 #include "graph/op.h"
-#include "graph/tensor.h"
+#include "format/tensor.h"
 #include "kernels/channel_gather.h"
 
 namespace pyengine {
@@ -126,7 +126,7 @@ public:
     // The element type of each value (per value index).
     DType value_dtype(int v) const { return values_[static_cast<size_t>(v)].dtype; }
 
-    // Device hook (defined in graph/model_device.cpp): the graph lowered for a device executor
+    // Device hook (defined in graph/device_lowering.cpp): the graph lowered for a device executor
     // with `plan`'s shapes and memory layout. Weights are addressed from weight_span().first.
     std::shared_ptr<const DeviceProgram> device_program(const Plan& plan) const;
     // The mapped bytes that hold every constant tensor, {start, length}; uploaded as one block.

@@ -5,7 +5,7 @@
 #include <map>
 
 #include "common.h"
-#include "runtime/dispatch.h"
+#include "kernels/dispatch.h"
 
 namespace pyengine {
 

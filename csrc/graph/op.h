@@ -10,10 +10,10 @@
 
 #include "common.h"
 #include "format/json.h"
-#include "graph/tensor.h"
+#include "format/tensor.h"
 #include "kernels/activation.h"
 #include "kernels/conv2d.h"
-#include "runtime/device.h"
+#include "device/device.h"
 
 namespace pyengine {
 
@@ -81,7 +81,7 @@ public:
     // True when output 0 may share the memory of input 0 (a reshape of the same bytes).
     virtual bool is_view() const { return false; }
     // Fills `step` (kind and resolved parameters) for input shapes `in` so a device executor
-    // can run this op (runtime/device.h); false when the op has no device kernel, and the
+    // can run this op (device/device.h); false when the op has no device kernel, and the
     // executor then runs `run` on host copies of the tensors.
     virtual bool lower(const std::vector<Shape>& in, DeviceStep* step) const {
         (void)in;

@@ -7,7 +7,7 @@
 #include "graph/typed_ops.h"
 #include "kernels/conv_nchwc.h"
 #include "kernels/elementwise.h"
-#include "runtime/dispatch.h"
+#include "kernels/dispatch.h"
 
 namespace pyengine {
 

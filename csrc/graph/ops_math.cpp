@@ -14,8 +14,8 @@
 #include "graph/op.h"
 #include "graph/typed_ops.h"
 #include "kernels/erf.h"
-#include "runtime/dispatch.h"
-#include "runtime/thread_pool.h"
+#include "kernels/dispatch.h"
+#include "platform/thread_pool.h"
 
 namespace pyengine {
 

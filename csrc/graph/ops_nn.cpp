@@ -14,7 +14,7 @@
 #include "kernels/gemm.h"
 #include "kernels/pool.h"
 #include "kernels/transform.h"
-#include "runtime/dispatch.h"
+#include "kernels/dispatch.h"
 
 namespace pyengine {
 

@@ -6,7 +6,7 @@
 
 #include "common.h"
 #include "graph/op.h"
-#include "runtime/thread_pool.h"
+#include "platform/thread_pool.h"
 
 namespace pyengine {
 

@@ -16,8 +16,8 @@
 #include "graph/op.h"
 #include "graph/quant_common.h"
 #include "kernels/qgemm.h"
-#include "runtime/dispatch.h"
-#include "runtime/thread_pool.h"
+#include "kernels/dispatch.h"
+#include "platform/thread_pool.h"
 
 namespace pyengine {
 

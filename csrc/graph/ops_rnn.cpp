@@ -14,7 +14,7 @@
 
 #include "common.h"
 #include "graph/op.h"
-#include "runtime/dispatch.h"
+#include "kernels/dispatch.h"
 
 namespace pyengine {
 

@@ -7,7 +7,7 @@
 #include <cstdint>
 #include <vector>
 
-#include "graph/tensor.h"
+#include "format/tensor.h"
 
 namespace pyengine {
 

@@ -8,7 +8,7 @@
 
 #include "kernels/channel_gather_body.h"
 #include "kernels/nchwc_tasks.h"
-#include "runtime/dispatch.h"
+#include "kernels/dispatch.h"
 
 namespace pyengine {
 

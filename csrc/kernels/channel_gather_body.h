@@ -31,7 +31,7 @@ inline __attribute__((always_inline)) void gather_permute(const typename GatherV
     r = __builtin_shuffle(v, idx);
 #else
     for (int l = 0; l < CB; ++l) r[l] = v[idx[l] & (CB - 1)];
-#endif
+#endif  // defined(__GNUC__) && !defined(__clang__)
 }
 
 // P parts (held in registers) merged into each output vector; `merge` starts from what y

@@ -6,8 +6,8 @@
 #include <vector>
 
 #include "kernels/gemm.h"
-#include "runtime/dispatch.h"
-#include "runtime/thread_pool.h"
+#include "kernels/dispatch.h"
+#include "platform/thread_pool.h"
 
 namespace pyengine {
 

@@ -6,9 +6,9 @@
 #include <algorithm>
 #include <cstring>
 
+#include "kernels/dispatch.h"
 #include "kernels/nchwc_tasks.h"
-#include "runtime/dispatch.h"
-#include "runtime/thread_pool.h"
+#include "platform/thread_pool.h"
 
 namespace pyengine {
 

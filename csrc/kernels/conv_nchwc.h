@@ -13,7 +13,7 @@
 #include <cstdint>
 #include <vector>
 
-#include "graph/tensor.h"
+#include "format/tensor.h"
 #include "kernels/conv2d.h"
 #include "kernels/elementwise.h"
 #include "kernels/pool.h"

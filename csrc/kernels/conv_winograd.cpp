@@ -9,8 +9,8 @@
 #include <string>
 
 #include "common.h"
-#include "runtime/dispatch.h"
-#include "runtime/thread_pool.h"
+#include "kernels/dispatch.h"
+#include "platform/thread_pool.h"
 
 namespace pyengine {
 namespace {

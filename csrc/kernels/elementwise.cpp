@@ -5,7 +5,7 @@
 #include <cmath>
 #include <vector>
 
-#include "runtime/dispatch.h"
+#include "kernels/dispatch.h"
 
 namespace pyengine {
 

@@ -4,7 +4,7 @@
 
 #include <cstdint>
 
-#include "graph/tensor.h"
+#include "format/tensor.h"
 
 namespace pyengine {
 

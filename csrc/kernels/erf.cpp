@@ -5,8 +5,8 @@
 #include <algorithm>
 
 #include "kernels/erf_body.h"
-#include "runtime/dispatch.h"
-#include "runtime/thread_pool.h"
+#include "kernels/dispatch.h"
+#include "platform/thread_pool.h"
 
 namespace pyengine {
 

@@ -10,7 +10,7 @@
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC push_options
 #pragma GCC optimize("no-trapping-math")
-#endif
+#endif  // defined(__GNUC__) && !defined(__clang__)
 
 namespace pyengine {
 namespace erf_body {
@@ -53,4 +53,4 @@ inline void run(const float* x, float* y, int64_t n, bool gelu) {
 
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC pop_options
-#endif
+#endif  // defined(__GNUC__) && !defined(__clang__)

@@ -8,8 +8,8 @@
 #include <memory>
 #include <new>
 
-#include "runtime/dispatch.h"
-#include "runtime/thread_pool.h"
+#include "kernels/dispatch.h"
+#include "platform/thread_pool.h"
 
 namespace pyengine {
 

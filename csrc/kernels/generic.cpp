@@ -2,7 +2,7 @@
 // The generic kernel table: portable reference kernels, always built.
 #include "kernels/gemm.h"
 #include "kernels/qgemm.h"
-#include "runtime/dispatch.h"
+#include "kernels/dispatch.h"
 
 namespace pyengine {
 

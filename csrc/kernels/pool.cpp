@@ -2,7 +2,7 @@
 #include "kernels/pool.h"
 
 #include "kernels/pool_body.h"
-#include "runtime/dispatch.h"
+#include "kernels/dispatch.h"
 
 namespace pyengine {
 

@@ -5,8 +5,8 @@
 #include <pybind11/stl.h>
 
 #include "common.h"
-#include "graph/device_model.h"
-#include "runtime/device.h"
+#include "graph/device_runner.h"
+#include "device/device.h"
 #include "python/bindings.h"
 
 namespace pyengine::python {

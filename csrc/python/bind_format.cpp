@@ -3,7 +3,7 @@
 #include "common.h"
 #include "format/writer.h"
 #include "kernels/conv_nchwc.h"
-#include "runtime/dispatch.h"
+#include "kernels/dispatch.h"
 #include "python/bindings.h"
 
 namespace pyengine::python {

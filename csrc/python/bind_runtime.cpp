@@ -4,9 +4,9 @@
 
 #include "graph/op.h"
 #include "python/bindings.h"
-#include "runtime/cpu.h"
-#include "runtime/dispatch.h"
-#include "runtime/thread_pool.h"
+#include "platform/cpu.h"
+#include "kernels/dispatch.h"
+#include "platform/thread_pool.h"
 #include "kernels/gemm.h"
 #include "common.h"
 

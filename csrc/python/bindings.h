@@ -8,7 +8,7 @@
 #include <memory>
 
 #include "graph/model.h"
-#include "graph/tensor.h"
+#include "format/tensor.h"
 
 namespace pyengine::python {
 
@@ -36,7 +36,7 @@ inline bool interpreter_exiting() {
     return Py_IsFinalizing() != 0;
 #else
     return _Py_IsFinalizing() != 0;
-#endif
+#endif  // PY_VERSION_HEX >= 0x030D0000
 }
 
 void register_errors(py::module_& m);

@@ -1,7 +1,7 @@
 """What a benchmark ran on: the header of every ``pyengine bench`` report and bench/ table.
 
 Only the standard library is used here (the native core is asked through
-:func:`pyengine.runtime.info` when it imports), so the emulation check also runs where the core
+:func:`pyengine.sysinfo.info` when it imports), so the emulation check also runs where the core
 cannot load, e.g. an ARM Python under qemu-user importing this module from a source tree.
 """
 

@@ -17,8 +17,9 @@ import numpy as np
 import pyengine
 from pyengine import _core
 from pyengine.bench import machine, timing
+from pyengine.frameworks import FRAMEWORKS
 from pyengine.model import Model, TensorSpec
-from pyengine.runtime import FRAMEWORKS, set_thread_count, thread_count
+from pyengine.sysinfo import set_thread_count, thread_count
 
 #: The record's format; bump it when a field changes meaning.
 SCHEMA_ID = "pyengine-bench/1"
@@ -70,10 +71,10 @@ def compare_backend(name: str) -> str:
     ValueError
         ``name`` is neither.
     """
-    for backend, module in FRAMEWORKS.items():
-        if name in (backend, module):
-            return backend
-    choices = sorted({*FRAMEWORKS, *FRAMEWORKS.values()})
+    for f in FRAMEWORKS.values():
+        if name in (f.name, f.package):
+            return f.name
+    choices = sorted({*FRAMEWORKS, *(f.package for f in FRAMEWORKS.values())})
     raise ValueError(f"--compare {name!r}: expected one of {', '.join(choices)}")
 
 
@@ -293,7 +294,7 @@ Say = Callable[[str], None]
 
 
 #: How each backend's thread count is set; others run with their framework's default.
-THREADS_CONTROL = {"native": "the native pool (pyengine.runtime.set_thread_count)",
+THREADS_CONTROL = {"native": "the native pool (pyengine.sysinfo.set_thread_count)",
                    "onnx": "onnxruntime's intra_op_num_threads"}
 THREADS_UNCONTROLLED = "not set: the framework's default"
 

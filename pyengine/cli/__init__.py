@@ -1,7 +1,7 @@
 """The pyengine command line: thin commands over the public API.
 
-Each command lives in a module of this package that defines ``<stem>_args(parser)`` and
-``<stem>_run(args) -> int`` (and may define ``ERRORS``, the exception types it reports as
+Each command lives in a module ``<area>_cmds.py`` of this package that defines
+``<stem>_args(parser)`` and ``<stem>_run(args) -> int`` (and may define ``ERRORS``, the exception types it reports as
 plain errors, and ``UNAVAILABLE``, those that mean something needed is missing: exit code 3).
 The conventions (exit codes, ``--json``) are in :mod:`pyengine.cli.output`. Only the module
 of the command being run is imported, so ``pyengine deploy`` never loads the core, the native
@@ -27,27 +27,28 @@ from pyengine.cli.output import (
 
 # (name, help, module in pyengine.cli, function stem). Later areas append their commands here.
 COMMANDS: list[tuple[str, str, str, str]] = [
-    ("info", "show version, CPU features, kernels and backends", "commands", "info"),
+    ("info", "show version, CPU features, kernels and backends", "engine_cmds", "info"),
     ("validate", "check a group file and its local sources; print every problem, touch nothing",
-     "deploy_commands", "validate"),
-    ("run", "run a model on a .npy input", "commands", "run"),
+     "deploy_cmds", "validate"),
+    ("run", "run a model on a .npy input", "engine_cmds", "run"),
     ("bench", "time a model or the standard suite on this device; merge devices' reports",
      "bench_cmds", "bench"),
-    ("convert", "convert a TensorFlow/MXNet/Chainer/ONNX model to .pyem", "convert", "convert"),
-    ("quantize", "quantize a float .pyem to int8 with calibration data", "quantize_cmd", "quantize"),
+    ("convert", "convert a TensorFlow/MXNet/Chainer/ONNX model to .pyem", "convert_cmds", "convert"),
+    ("quantize", "quantize a float .pyem to int8 with calibration data", "quantize_cmds",
+     "quantize"),
     ("core", "run the deployed group's functions (core start), or stop one or show its status",
      "core_cmds", "core"),
     ("invoke", "invoke a function on the running core", "core_cmds", "invoke"),
     ("logs", "print a function's log (or the core's): --follow, --since 10m", "logs_cmds",
      "logs"),
-    ("deploy", "deploy a group's resources and functions", "deploy_commands", "deploy"),
-    ("rollback", "go back to the previous deployed group", "deploy_commands", "rollback"),
-    ("reset", "remove everything deployed and its state", "deploy_commands", "reset"),
-    ("deployments", "list or show deployments", "deploy_commands", "deployments"),
-    ("resources", "list or show installed resources", "deploy_commands", "resources"),
-    ("policy", "print the IAM policy a group's sources need", "deploy_commands", "policy"),
+    ("deploy", "deploy a group's resources and functions", "deploy_cmds", "deploy"),
+    ("rollback", "go back to the previous deployed group", "deploy_cmds", "rollback"),
+    ("reset", "remove everything deployed and its state", "deploy_cmds", "reset"),
+    ("deployments", "list or show deployments", "deploy_cmds", "deployments"),
+    ("resources", "list or show installed resources", "deploy_cmds", "resources"),
+    ("policy", "print the IAM policy a group's sources need", "deploy_cmds", "policy"),
     ("doctor", "check the root's state and installed versions; --repair a damaged state",
-     "deploy_commands", "doctor"),
+     "deploy_cmds", "doctor"),
     ("fleet", "publish a group to a fleet of cores; promote, roll back, status", "fleet_cmds",
      "fleet"),
 ]

@@ -11,7 +11,7 @@ from typing import Any
 from pyengine.cli.output import add_json_flag, print_json
 from pyengine.common.aws import AwsSettings
 from pyengine.fleet.document import DOC_EXPIRES_S, TIMESTAMP_EXPIRES_S
-from pyengine.fleet.publish import FleetError
+from pyengine.fleet.history import FleetError
 from pyengine.fleet.store import MAX_DOCUMENT
 
 #: What a fleet command reports as "pyengine fleet: error: ..." (besides ValueError/OSError).

@@ -7,45 +7,15 @@
 from __future__ import annotations
 
 import importlib
-import inspect
 import os
 import tempfile
-from typing import Any, Callable
+from typing import Any
 
 from pyengine.builder import GraphBuilder
 from pyengine.convert._graph import input_shapes_hint
 from pyengine.errors import InputShapeUnknownError, ModelFormatError
+from pyengine.frameworks import FRAMEWORKS, options_for
 from pyengine.locate import ModelLocation, locate
-
-FRAMEWORKS = ("tensorflow", "mxnet", "chainer", "onnx")
-
-#: The options each framework's models take in load() and convert() (``epoch`` is MXNet's too).
-OPTIONS = {
-    "tensorflow": {"inputs", "outputs", "signature", "input_shapes"},
-    "mxnet": {"strict", "input_shapes"},
-    "chainer": {"chain", "input_shapes"},
-    "onnx": {"threads", "input_shapes"},
-    "native": set(),
-}
-
-
-def options_for(framework: str, fn: Callable[..., Any], options: dict[str, Any]) -> dict[str, Any]:
-    """The subset of ``options`` that ``fn`` takes, after checking they apply to ``framework``.
-
-    Raises
-    ------
-    ValueError
-        An option this framework's models do not take.
-    """
-    wrong = sorted(set(options) - OPTIONS[framework])
-    if wrong:
-        allowed = ", ".join(sorted(OPTIONS[framework])) or "none"
-        raise ValueError(
-            f"option(s) {', '.join(wrong)} do not apply to {framework} models "
-            f"(they take: {allowed})"
-        )
-    params = inspect.signature(fn).parameters
-    return {k: v for k, v in options.items() if k in params}
 
 
 def to_builder(location: ModelLocation, **options: Any) -> GraphBuilder:

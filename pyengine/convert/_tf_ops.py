@@ -11,23 +11,18 @@ from typing import Any, Callable
 
 import numpy as np
 
-
-def _tf() -> Any:
-    from pyengine.convert import tensorflow
-
-    return tensorflow
+from pyengine.convert._tf_attrs import _attr, _layout, _spatial
 
 
 def resize(imp: Any, n: Any) -> str | None:
     """ResizeBilinear / ResizeNearestNeighbor (NHWC) with a constant size, as the native Resize
     with TensorFlow's coordinate rules: half_pixel_centers, align_corners or neither."""
-    tf = _tf()
     size = imp.const(n, 1)
     shape = imp.static_shape(n.input[0])
     if size is None or shape is None or len(shape) != 4 or any(d < 0 for d in shape[1:3]):
         return None
-    align = bool(tf._attr(n, "align_corners", False))
-    half = bool(tf._attr(n, "half_pixel_centers", False))
+    align = bool(_attr(n, "align_corners", False))
+    half = bool(_attr(n, "half_pixel_centers", False))
     if align and half:
         return imp.g.unsupported_op(n.name, f"{n.op} with align_corners and half_pixel_centers")
     oh, ow = (int(v) for v in np.ravel(size))
@@ -50,25 +45,24 @@ def conv2d_backprop_input(imp: Any, n: Any) -> str | None:
     """Conv2DBackpropInput (what Conv2DTranspose freezes to): input_sizes (constant; its batch
     may be the run-time one, only its spatial sizes are read), filter [kh, kw, out_channels,
     in_channels], data; SAME, VALID and EXPLICIT padding."""
-    tf = _tf()
     sizes, w = imp.const(n, 0), imp.const(n, 1)
     shape = imp.static_shape(n.input[2])
     if sizes is None or w is None or shape is None or len(shape) != 4 or imp.ref(n.input[2]) in imp.symbolic:
         return None
-    nchw = tf._layout(n) == "NCHW"
+    nchw = _layout(n) == "NCHW"
     out_hw = [int(v) for v in (np.ravel(sizes)[2:4] if nchw else np.ravel(sizes)[1:3])]
     in_hw = shape[2:4] if nchw else shape[1:3]
     if any(d < 0 for d in in_hw):
         return None
-    strides = tf._spatial(n, "strides", [1, 1])
-    dilations = tf._spatial(n, "dilations", [1, 1])
+    strides = _spatial(n, "strides", [1, 1])
+    dilations = _spatial(n, "dilations", [1, 1])
     kernel = list(w.shape[:2])
-    pad = tf._attr(n, "padding", "VALID")
+    pad = _attr(n, "padding", "VALID")
     pads, out_pad = [0, 0, 0, 0], [0, 0]
     for i in range(2):
         natural = (in_hw[i] - 1) * strides[i] + (kernel[i] - 1) * dilations[i] + 1
         if pad == "EXPLICIT":
-            e = tf._attr(n, "explicit_paddings")
+            e = _attr(n, "explicit_paddings")
             lo, hi = (e[4 + 2 * i], e[5 + 2 * i]) if nchw else (e[2 + 2 * i], e[3 + 2 * i])
         else:
             total = natural - out_hw[i]

@@ -15,7 +15,8 @@ from pyengine.builder import GraphBuilder
 from pyengine.convert._graph import Graph
 from pyengine.convert._imports import framework
 from pyengine.errors import InputShapeUnknownError, ModelFormatError
-from pyengine.locate import CHAINER_MANIFEST, ModelLocation
+from pyengine.frameworks import CHAINER_MANIFEST
+from pyengine.locate import ModelLocation
 
 #: Batch size of the traced sample; a Reshape that names it in dimension 0 keeps the batch free.
 TRACE_BATCH = 3

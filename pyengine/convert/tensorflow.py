@@ -11,6 +11,7 @@ from pyengine.builder import GraphBuilder
 from pyengine.convert import _tf_ops
 from pyengine.convert._graph import Graph, batch_copied, input_shapes_hint
 from pyengine.convert._imports import framework
+from pyengine.convert._tf_attrs import _attr, _layout, _spatial
 from pyengine.errors import InputShapeUnknownError, ModelFormatError
 from pyengine.locate import ModelLocation
 
@@ -137,18 +138,6 @@ def read_graph(
 
 
 # ---------------------------------------------------------------- importer
-def _attr(node: Any, key: str, default: Any = None) -> Any:
-    if key not in node.attr:
-        return default
-    a = node.attr[key]
-    kind = a.WhichOneof("value")
-    if kind == "list":
-        return list(a.list.i) or [s.decode() for s in a.list.s] or list(a.list.f)
-    if kind == "s":
-        return a.s.decode()
-    return getattr(a, kind) if kind else default
-
-
 class _Importer:
     def __init__(
         self, tf: Any, frozen: FrozenGraph, input_shapes: dict[str, Sequence[int]]
@@ -259,17 +248,6 @@ class _Importer:
 
 def _data_inputs(n: Any) -> list[str]:
     return [i for i in n.input if not i.startswith("^")]
-
-
-def _layout(n: Any) -> str:
-    return "NCHW" if _attr(n, "data_format", "NHWC") == "NCHW" else "NHWC"
-
-
-def _spatial(n: Any, key: str, default: list[int]) -> list[int]:
-    v = _attr(n, key) or [1, 1, 1, 1]
-    if len(v) != 4:
-        return default
-    return [v[2], v[3]] if _layout(n) == "NCHW" else [v[1], v[2]]
 
 
 def _padding(n: Any) -> dict[str, Any]:

@@ -41,33 +41,12 @@ def _sibling(name: str) -> ModuleType:
     return module
 
 
-def tasks_of(uid: int) -> int:
-    """Tasks (threads included, as RLIMIT_NPROC counts them) whose real uid is ``uid``.
-
-    Counted by the core before it starts a worker: inside a worker's own user namespace (an
-    empty network namespace, see :mod:`pyengine.core.netns`) every uid outside the mapping reads
-    as the overflow uid, so a worker running as that uid (nobody) would count them all.
-    """
-    count = 0
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/status") as fh:
-                fields = dict(line.split(":", 1) for line in fh if ":" in line)
-        except OSError:
-            continue
-        if int(fields.get("Uid", "-1").split()[0]) == uid:
-            count += int(fields.get("Threads", "1"))
-    return count
-
-
 def limit_processes(processes_max: int, running: int = 0) -> int:
     """Set RLIMIT_NPROC so that the function's user runs at most ``processes_max`` more tasks.
 
     With a user of its own (a root core) the limit is ``processes_max``; where the function
     shares the core's user (an unprivileged core), ``running`` is the tasks that user ran when
-    the core started the worker (:func:`tasks_of`). Returns the limit set.
+    the core started the worker (:func:`pyengine.core.procs.tasks_of`). Returns the limit set.
     """
     limit = processes_max + running
     resource.setrlimit(resource.RLIMIT_NPROC, (limit, limit))

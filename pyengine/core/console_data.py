@@ -13,12 +13,12 @@ import threading
 import time
 from typing import IO, TYPE_CHECKING, Any, Iterator, Optional
 
-import pyengine
+from pyengine import _core, loader
 from pyengine import deploy as dp
 from pyengine.core.logs import log_files, log_path
 from pyengine.core.metrics import BUCKETS
 from pyengine.deploy import installed
-from pyengine.runtime import info
+from pyengine.sysinfo import info
 
 if TYPE_CHECKING:  # the core holds the console; the console only reads it
     from pyengine.core.server import Core
@@ -117,7 +117,7 @@ def overview(core: Core, started: float) -> dict[str, Any]:
     if core.cgroups is not None:
         confinement.append(core.cgroups.describe())
     return {
-        "version": pyengine.__version__,
+        "version": _core.__version__,
         "kernels": engine["kernel_variant"],
         "kernels_available": engine["kernels_available"],
         "threads": engine["threads"],
@@ -189,7 +189,7 @@ def _signature(destination: str) -> dict[str, Any]:
         return {"note": "not a native .pyem model: a function sees its signature with "
                         "pyengine.load"}
     try:
-        m = pyengine.load(os.path.join(destination, files[0]), backend="native")
+        m = loader.load(os.path.join(destination, files[0]), backend="native")
         return {"file": files[0],
                 "inputs": [{"name": t.name, "shape": list(t.shape), "dtype": t.dtype}
                            for t in m.inputs],

@@ -17,7 +17,6 @@ import stat
 import sys
 from dataclasses import dataclass
 
-import pyengine
 from pyengine import device_files
 from pyengine.common.paths import denied_destination
 from pyengine.core import landlock, netns
@@ -43,6 +42,10 @@ _SYSTEM_WRITE = ("/dev/null",)
 _SYSTEM_READ_DEV = ("/dev/urandom", "/dev/random")
 
 
+#: The ``pyengine`` package's directory (this file is pyengine/core/policy.py).
+PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
 def _contains(parent: str, child: str) -> bool:
     parent = parent.rstrip("/") or "/"
     return child == parent or child.startswith(parent if parent == "/" else parent + "/")
@@ -52,7 +55,7 @@ def python_paths() -> list[str]:
     """Directories this interpreter imports from, resolved."""
     paths = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix,
              os.path.dirname(os.path.realpath(sys.executable)),
-             os.path.dirname(os.path.dirname(os.path.abspath(pyengine.__file__)))}
+             os.path.dirname(PACKAGE_DIR)}
     paths.update(p for p in sys.path if p)
     paths.update(site.getsitepackages())
     paths.add(site.getusersitepackages())
@@ -201,7 +204,7 @@ def plan(spec: FunctionSpec, root: str, scratch: str, protected: list[str],
     """
     root = os.path.realpath(root)
     guarded = [root, *(os.path.realpath(p) for p in protected)]
-    package = os.path.dirname(os.path.realpath(pyengine.__file__))
+    package = os.path.realpath(PACKAGE_DIR)
     rules: list[tuple[str, str]] = []
     for path in (*_SYSTEM_READ, *python_paths(), *_SYSTEM_READ_DEV):
         real = os.path.realpath(path)

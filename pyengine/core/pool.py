@@ -15,16 +15,14 @@ import threading
 import time
 from typing import Any, Callable, Optional
 
-import pyengine
 from pyengine.common.environment import environment_problem
 from pyengine.core import netns, protocol
-from pyengine.core.boot import tasks_of
 from pyengine.core.cgroups import WorkerCgroups
+from pyengine.core.function_api import ENV_RESOURCES
 from pyengine.core.group import FunctionSpec
 from pyengine.core.logs import PipeReader, RotatingLog
-from pyengine.core.policy import WorkerPlan
-from pyengine.core.procs import kill_tree, reap
-from pyengine.core.runtime import ENV_RESOURCES
+from pyengine.core.policy import PACKAGE_DIR, WorkerPlan
+from pyengine.core.procs import kill_tree, reap, tasks_of
 from pyengine.devices import GRANT_ENV
 
 log = logging.getLogger("pyengine.core")
@@ -72,7 +70,7 @@ LIVE_LOCK = threading.Lock()
 #: The worker's first code (run by path: importing ``pyengine`` would import numpy unconfined).
 BOOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "boot.py")
 #: The directory holding the ``pyengine`` package: the one entry the core adds to sys.path.
-PKG_DIR = os.path.dirname(os.path.dirname(os.path.abspath(pyengine.__file__)))
+PKG_DIR = os.path.dirname(PACKAGE_DIR)
 
 
 def worker_environment(spec: FunctionSpec, plan: WorkerPlan, threads: bool) -> dict[str, str]:

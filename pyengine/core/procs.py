@@ -136,3 +136,24 @@ def kill_strays(keep: set[int]) -> list[int]:
         with contextlib.suppress(ChildProcessError):
             os.waitpid(p, 0)
     return strays
+
+
+def tasks_of(uid: int) -> int:
+    """Tasks (threads included, as RLIMIT_NPROC counts them) whose real uid is ``uid``.
+
+    Counted by the core before it starts a worker: inside a worker's own user namespace (an
+    empty network namespace, see :mod:`pyengine.core.netns`) every uid outside the mapping reads
+    as the overflow uid, so a worker running as that uid (nobody) would count them all.
+    """
+    count = 0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/status") as fh:
+                fields = dict(line.split(":", 1) for line in fh if ":" in line)
+        except OSError:
+            continue
+        if int(fields.get("Uid", "-1").split()[0]) == uid:
+            count += int(fields.get("Threads", "1"))
+    return count

@@ -1,31 +1,28 @@
 """The running core: function pools, deploy watching, and the local HTTP API.
 
-The API's transports and its authorization live in :mod:`pyengine.core.api`; the handler here
-asks :class:`pyengine.core.api.Authorizer` before every route but ``/health/live``.
+The API's transports and its authorization live in :mod:`pyengine.core.api`, its routes in
+:mod:`pyengine.core.routes` (which asks :class:`pyengine.core.api.Authorizer` before every route
+but ``/health/live``).
 """
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import dataclasses
 import json
 import logging
-import math
 import os
 import shutil
 import signal
 import threading
 import time
-import uuid
 from typing import Any
 
-from pyengine.core import landlock, protocol
+from pyengine.core import landlock
 from pyengine.core.api import (
     ADDRESS_FILE,
     SOCKET_FILE,
     TOKEN_FILE,
-    ApiError,
     ApiSettings,
     Authorizer,
     Peer,
@@ -33,13 +30,14 @@ from pyengine.core.api import (
     load_or_create_token,
     no_new_privs,
 )
+from pyengine.core.calls import Calls
 from pyengine.core.capture import Spool, Uploader
 from pyengine.core.cgroups import WorkerCgroups
 from pyengine.core.config import CoreConfig, client_id
 from pyengine.core.console import Console
-from pyengine.core.console import handles as console_handles
+from pyengine.core.function_api import merge_stats
 from pyengine.core.group import DeployedGroup, FunctionSpec, change_token, read_deployed_group
-from pyengine.core.http import HttpServer, Limits, Request, Response, connections_cap, raise_fd_limit
+from pyengine.core.http import HttpServer, Limits, connections_cap, raise_fd_limit
 from pyengine.core.logs import Logs
 from pyengine.core.messaging import Router
 from pyengine.core.metrics import Metrics, render_batching
@@ -51,9 +49,9 @@ from pyengine.core.policy import (
     unreadable,
     writable_imports,
 )
-from pyengine.core.pool import LIVE_LOCK, LIVE_PIDS, FunctionPool, InvokeError
+from pyengine.core.pool import LIVE_LOCK, LIVE_PIDS, FunctionPool
 from pyengine.core.procs import become_subreaper, kill_strays
-from pyengine.core.runtime import merge_stats
+from pyengine.core.routes import Routes
 from pyengine.core.scratch import ScratchQuota
 from pyengine.core.users import FunctionUsers
 from pyengine.deploy import installed
@@ -66,19 +64,6 @@ __all__ = ["ADDRESS_FILE", "DEFAULT_PORT", "Core"]
 DEFAULT_PORT = 8686
 #: The capture spool in the root (core only; workers have no access).
 CAPTURE_DIR = os.path.join("capture", "spool")
-
-#: HTTP status of each failure kind.
-STATUS = {"FunctionTimeout": 504, "WorkerDied": 502, "FunctionInitError": 502, "Busy": 503,
-          "FunctionNotFound": 404, "Forbidden": 403, "InvokeCycle": 508,
-          "PayloadTooLarge": 413, "BadPayload": 400, "ScratchFull": 507}
-#: Why a message that reached a function's queue got no answer from the function (its call
-#: failed outside the handler): the reason it is counted under as dropped.
-MESSAGE_DROP_REASON = {"WorkerDied": "worker_died", "FunctionTimeout": "timeout", "Busy": "busy",
-                       "FunctionInitError": "function_failed",
-                       "FunctionNotFound": "no_function", "PayloadTooLarge": "too_large_frame",
-                       "ScratchFull": "scratch_full",
-                       "BadPayload": "bad_payload"}
-
 
 def _grant_ids(spec: FunctionSpec) -> tuple[tuple[int, int], ...]:
     """What the workers' Landlock rules are bound to: a change needs new workers."""
@@ -147,8 +132,6 @@ class Core:
         self.console: Console | None = None
         self._url: str | None = None
         self.logs: Logs | None = None
-        #: Invocation id -> the functions calling each other down to it (context.invoke).
-        self._chains: dict[str, tuple[str, ...]] = {}
         self._threads: list[threading.Thread] = []
         self.config = config or CoreConfig()
         for name in ("mqtt", "cloud", "fleet_mqtt"):  # the core's random id, unless set
@@ -156,10 +139,6 @@ class Core:
             if settings is not None and not settings.client_id:
                 self.config = dataclasses.replace(self.config, **{name: dataclasses.replace(
                     settings, client_id=client_id(self.root, name))})
-        self.router = Router(self.config, self.metrics, self._invoke_message, self._threads_for)
-        #: Invocation id -> (topic, source) of the calls running: what a capture is stamped
-        #: with (the core's record, never the worker's claim).
-        self._calls: dict[str, tuple[str | None, str]] = {}
         self.spool: Spool | None = None
         self.uploader: Uploader | None = None
         #: Started after the core, stopped before it: objects with start() and stop() (the fleet
@@ -173,6 +152,9 @@ class Core:
         self.users = (FunctionUsers(self.root, self.config.functions.uids)
                       if os.geteuid() == 0 else None)
         self.scratch = ScratchQuota(self.config.functions.scratch_mb)
+        self.calls = Calls(self._pool, self.scratch, self.metrics)
+        self.router = Router(self.config, self.metrics, self.calls.message, self.calls.threads_for)
+        self.calls.router = self.router
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -211,6 +193,7 @@ class Core:
         cap = self.config.capture
         self.spool = Spool(os.path.join(self.root, CAPTURE_DIR), int(cap.spool_mb * (1 << 20)),
                            self.metrics, int(cap.function_mb * (1 << 20)), cap.function_files)
+        self.calls.spool = self.spool
         if self.config.capture.s3:
             self.uploader = Uploader(self.spool, self.config.capture, self.metrics)
             self.uploader.start()
@@ -237,7 +220,7 @@ class Core:
                         connections_max=connections_cap(fds, self.api.connections_max),
                         idle_timeout_s=self.api.idle_timeout_s,
                         header_timeout_s=self.api.idle_timeout_s)
-        api = _Api(self)
+        api = Routes(self)
         self.http = HttpServer(api, api.precheck, api.error, limits)
         where = [self.http.listen_unix(self.socket_path, self.api.socket_group)]
         if self.api.port is not None:
@@ -426,7 +409,7 @@ class Core:
                 log.warning("function %s: its user can write %s, which every worker imports "
                             "from, and Landlock is off: install pyengine where functions "
                             "cannot write, or run the core as root", spec.name, path)
-        return FunctionPool(spec, worker_plan, self.landlock, on_op=self._worker_op,
+        return FunctionPool(spec, worker_plan, self.landlock, on_op=self.calls.worker_op,
                             cgroups=self.cgroups,
                             log_file=self.logs.function(spec.name) if self.logs else None)
 
@@ -502,136 +485,12 @@ class Core:
 
     def invoke(self, name: str, payload: Any, topic: str | None = None,
                source: str = "invoke", chain: tuple[str, ...] = ()) -> tuple[int, dict[str, Any]]:
-        """Invoke ``name`` with ``payload``; (HTTP status, answer).
+        """Invoke ``name`` with ``payload``; (HTTP status, answer). See :meth:`Calls.invoke`."""
+        return self.calls.invoke(name, payload, topic, source, chain)
 
-        ``topic``: the MQTT topic of the message that triggers the call (``context.topic``);
-        ``source``: where the message came from (``devices``, ``cloud``, a function; "invoke"
-        for a direct call). ``chain``: the functions whose calls wait on this one
-        (``context.invoke``), outermost first. The error of an answer carries the handler's
-        traceback; the API drops it unless the core runs with ``--debug``.
-        """
+    def _pool(self, name: str) -> FunctionPool | None:
         with self._lock:
-            pool = self._pools.get(name)
-        if pool is None:
-            # The names of the other functions are not the caller's business.
-            return 404, {"error": {"type": "FunctionNotFound",
-                                   "message": f"no function {name!r} is deployed"}}
-        full = self.scratch.problem(pool.plan.scratch)
-        if full:
-            return 507, {"error": {"type": "ScratchFull", "message": f"{name!r}: {full}"}}
-        inv = uuid.uuid4().hex
-        t0 = time.perf_counter()
-        self._calls[inv] = (topic, source)
-        with self._lock:
-            self._chains[inv] = (*chain, name)
-        try:
-            reply = pool.invoke(inv, payload, topic)
-        except InvokeError as exc:
-            self.metrics.record(name, time.perf_counter() - t0, exc.kind)
-            log.error("%s %s: %s: %s", name, inv, exc.kind, exc)
-            return STATUS.get(exc.kind, 500), {"invocation_id": inv, "error": {
-                "type": exc.kind, "message": str(exc)}}
-        finally:
-            self._calls.pop(inv, None)
-            with self._lock:
-                self._chains.pop(inv, None)
-        dt = time.perf_counter() - t0
-        if reply.get("ok"):
-            self.metrics.record(name, dt)
-            return 200, {"invocation_id": inv, "result": reply.get("result")}
-        err = reply.get("error") or {}
-        if not isinstance(err, dict):  # a worker's word, checked like any other input
-            err = {"type": "BadAnswer", "message": f"the worker's error is {err!r:.200}"}
-        self.metrics.record(name, dt, str(err.get("type", "Error")))
-        return 500, {"invocation_id": inv, "error": err}
-
-    def _invoke_from(self, caller: str, invocation_id: str,
-                     msg: dict[str, Any]) -> dict[str, Any]:
-        """``context.invoke`` of ``caller``: only targets its group entry lists, no cycles."""
-        target = msg.get("function")
-        with self._lock:
-            pool = self._pools.get(caller)
-            chain = self._chains.get(invocation_id, (caller,))
-        allowed = pool.spec.invoke if pool is not None else ()
-        if not isinstance(target, str) or target not in allowed:
-            log.warning("%s %s: context.invoke(%r) refused: not in its invoke list %s", caller,
-                        invocation_id, target, list(allowed))
-            return {"op": "error", "type": "PermissionError", "status": 403,
-                    "message": f"function {caller!r} may not invoke {target!r}: the group "
-                               f"grants it {list(allowed) or 'no functions'} (its 'invoke' list)"}
-        if target in chain:
-            return {"op": "error", "type": "RecursionError", "status": 508,
-                    "message": f"invoking {target!r} would wait on itself: "
-                               f"{' -> '.join((*chain, target))}"}
-        payload = (base64.b64decode(msg["payload_b64"]) if "payload_b64" in msg
-                   else msg.get("payload"))
-        status, body = self.invoke(target, payload, source=caller, chain=chain)
-        if status == 200:
-            return {"op": "ack", "status": 200, "result": body.get("result"),
-                    "invocation_id": body.get("invocation_id")}
-        err = dict(body.get("error") or {})
-        return {"op": "error", "type": "InvocationError", "status": status,
-                "error_type": err.get("type"), "message": f"{target!r} failed ({status}): "
-                f"{err.get('type')}: {err.get('message')}",
-                "invocation_id": body.get("invocation_id")}
-
-    # -- messaging and capture ---------------------------------------------------------------
-
-    def _threads_for(self, name: str) -> int:
-        with self._lock:
-            pool = self._pools.get(name)
-        # Calls that can run at once: messages to a batching function batch too.
-        return pool.spec.max_workers() * pool.spec.slots() if pool is not None else 1
-
-    def _invoke_message(self, name: str, payload: Any, topic: str, source: str) -> str:
-        """A queued message's call (:data:`pyengine.core.messaging.Invoke`): "" once the
-        handler got it, else why it was not delivered."""
-        status, body = self.invoke(name, payload, topic, source)
-        if status == 200:
-            return ""
-        err = body.get("error") or {}
-        log.warning("%s: the message on %s failed: %s: %s", name, topic, err.get("type"),
-                    err.get("message"))
-        kind = str(err.get("type"))
-        if status == 500 and kind not in MESSAGE_DROP_REASON:
-            return ""  # the handler raised: it had the message (counted as an error)
-        return MESSAGE_DROP_REASON.get(kind, "error")
-
-    def _worker_op(self, function: str, invocation_id: str,
-                   msg: dict[str, Any]) -> dict[str, Any]:
-        """Answer a worker's request during a call: publish or capture."""
-        op = msg.get("op")
-        try:
-            if op == "invoke":
-                return self._invoke_from(function, invocation_id, msg)
-            if op == "publish":
-                payload = base64.b64decode(msg.get("payload_b64") or "")
-                routes = self.router.from_function(function, msg.get("topic"), payload,
-                                                   int(msg.get("qos", 1)),
-                                                   bool(msg.get("retain", False)))
-                return {"op": "ack", "routes": routes}
-            if op == "capture":
-                if self.spool is None:
-                    raise RuntimeError("the core has not started its capture spool")
-                sample = msg.get("sample")
-                if not isinstance(sample, dict):
-                    raise TypeError(f"a capture needs a sample mapping, not {sample!r:.80}")
-                # Only the sample's own fields come from the function; the rest is the core's
-                # (the topic and source of the call, from the core's own record of it).
-                topic, source = self._calls.get(invocation_id, (None, "invoke"))
-                seq = self.spool.append({
-                    "time": time.time(), "function": function, "invocation_id": invocation_id,
-                    "topic": topic, "source": source, "inputs": sample.get("inputs"),
-                    "outputs": sample.get("outputs"), "meta": sample.get("meta")})
-                return {"op": "ack", "seq": seq}
-        except (ValueError, TypeError, OSError, RuntimeError) as exc:
-            log.warning("%s %s: %s refused: %s", function, invocation_id, op, exc)
-            return {"op": "error", "type": type(exc).__name__, "message": str(exc)}
-        except Exception as exc:  # noqa: BLE001 - the function gets the failure, the call goes on
-            log.exception("%s %s: %s failed", function, invocation_id, op)
-            return {"op": "error", "type": "RuntimeError", "message": f"{op} failed in the "
-                    f"core: {type(exc).__name__}: {exc}"}
-        return {"op": "error", "type": "ValueError", "message": f"unknown request {op!r}"}
+            return self._pools.get(name)
 
     def ready(self) -> bool:
         """True once every pinned function has started."""
@@ -689,126 +548,3 @@ class Core:
             for rid, sts in parts.items():
                 out[(name, rid)] = merge_stats(sts)
         return out
-
-
-def _json(body: Any) -> tuple[bytes, int]:
-    """An answer as strict JSON and the count of non-finite numbers sent as null.
-
-    The rule (docs/core.md): NaN, Infinity and -Infinity in a result are sent as ``null`` and
-    the answer carries ``"nonfinite": N``; the output is always valid JSON.
-    """
-    try:
-        return json.dumps(body, default=protocol._json_default, allow_nan=False).encode(), 0
-    except ValueError:
-        pass
-    count = 0
-
-    def clean(v: Any) -> Any:
-        nonlocal count
-        if isinstance(v, float) and not math.isfinite(v):
-            count += 1
-            return None
-        if isinstance(v, dict):
-            return {k: clean(x) for k, x in v.items()}
-        if isinstance(v, (list, tuple)):
-            return [clean(x) for x in v]
-        tolist = getattr(v, "tolist", None)
-        return clean(tolist()) if callable(tolist) else v
-    cleaned = clean(body)
-    if isinstance(cleaned, dict):
-        cleaned["nonfinite"] = count
-    return json.dumps(cleaned, default=protocol._json_default, allow_nan=False).encode(), count
-
-
-class _Api:
-    """The routes, over :class:`pyengine.core.http.HttpServer`."""
-
-    ROUTES = {"/health/live": "GET", "/health/ready": "GET", "/functions": "GET",
-              "/metrics": "GET"}
-
-    def __init__(self, core: Core) -> None:
-        self.core = core
-
-    def error(self, status: int, message: str, kind: str = "") -> Response:
-        kinds = {400: "BadRequest", 401: "Unauthorized", 403: "Forbidden", 404: "NotFound",
-                 405: "MethodNotAllowed", 411: "LengthRequired", 413: "PayloadTooLarge",
-                 431: "HeadersTooLarge", 501: "NotImplemented", 503: "Busy"}
-        body = {"error": {"type": kind or kinds.get(status, "Error"), "message": message}}
-        return Response(status, json.dumps(body).encode())
-
-    def answer(self, status: int, body: Any, headers: dict[str, str] | None = None) -> Response:
-        if isinstance(body, dict) and isinstance(body.get("error"), dict) \
-                and not self.core.api.debug:
-            body = {**body, "error": {k: v for k, v in body["error"].items()
-                                      if k != "traceback"}}
-        try:
-            data, nonfinite = _json(body)
-        except (ValueError, TypeError, RecursionError) as exc:
-            log.warning("API: an answer that is not JSON: %s", exc)
-            return self.error(500, f"the function's result cannot be sent as JSON: {exc}",
-                              "BadResult")
-        if nonfinite:
-            log.warning("API: %d non-finite number(s) in an answer sent as null", nonfinite)
-        return Response(status, data, headers=headers or {})
-
-    def precheck(self, req: Request) -> Response | None:
-        """Authorization and the route's method, before the body is read."""
-        path = req.path
-        if self.core.console is not None and console_handles(path):
-            return self.core.console.precheck(req)  # its own login (a browser sends no token)
-        try:
-            self.core.authorizer.check(req.peer, path, req.headers.get("authorization"))
-        except ApiError as exc:
-            log.warning("API: %s %s from %s refused (%d): %s", req.method, path,
-                        req.peer.describe(), exc.status, exc)
-            resp = self.error(exc.status, str(exc), exc.kind)
-            if exc.status == 401:
-                resp.headers["WWW-Authenticate"] = "Bearer"
-            resp.close = True
-            return resp
-        allowed = self.ROUTES.get(path) or ("POST" if _invoke_target(path) else None)
-        if allowed is None:
-            return self.error(404, f"no route {req.method} {path}; the routes are GET "
-                              f"{', '.join(self.ROUTES)} and POST /functions/NAME/invoke")
-        if req.method != allowed:
-            resp = self.error(405, f"{path} takes {allowed}, not {req.method}")
-            resp.headers["Allow"] = allowed
-            return resp
-        if req.method == "POST" and "content-length" not in req.headers \
-                and "transfer-encoding" not in req.headers:
-            return self.error(411, "POST needs a Content-Length (or a chunked body)")
-        return None
-
-    def __call__(self, req: Request) -> Response:
-        core = self.core
-        path = req.path
-        if core.console is not None and console_handles(path):
-            return core.console(req)
-        if path == "/health/live":
-            return self.answer(200, {"status": "live"})
-        if path == "/health/ready":
-            ok = core.ready()
-            return self.answer(200 if ok else 503, {"status": "ready" if ok else "starting",
-                                                    "functions": core.functions()})
-        if path == "/functions":
-            return self.answer(200, {"group": core.group.name if core.group else None,
-                                     "deployment": core.group.deployment if core.group else None,
-                                     "functions": core.functions()})
-        if path == "/metrics":
-            return Response(200, core.metrics_text().encode(), "text/plain; version=0.0.4")
-        name = _invoke_target(path)
-        assert name is not None  # precheck answered other paths
-        try:
-            payload = protocol.parse_payload(req.body, req.headers.get("content-type", ""))
-        except (ValueError, UnicodeDecodeError) as exc:
-            return self.error(400, f"the payload is not JSON the core accepts: {exc}",
-                              "MalformedPayload")
-        status, body = core.invoke(name, payload)
-        return self.answer(status, body)
-
-
-def _invoke_target(path: str) -> str | None:
-    parts = path.strip("/").split("/")
-    if len(parts) == 3 and parts[0] == "functions" and parts[2] == "invoke" and parts[1]:
-        return parts[1]
-    return None

@@ -28,7 +28,7 @@ from typing import Any, Callable
 import numpy  # noqa: F401, I001
 
 import pyengine  # noqa: F401
-from pyengine.core import protocol, runtime
+from pyengine.core import function_api, protocol
 
 
 def _error(exc: BaseException, tb: bool = True) -> dict[str, Any]:
@@ -74,10 +74,10 @@ def _default_invocation(record: logging.LogRecord) -> bool:
 THREAD_STACK = 2 << 20
 
 
-def _serve_calls(sock: socket.socket, channel: runtime.Channel, fn: Callable[[Any, Any], Any],
+def _serve_calls(sock: socket.socket, channel: function_api.Channel, fn: Callable[[Any, Any], Any],
                  name: str, logger: logging.Logger) -> None:
     """Answer invocations on one call socket until the core closes it."""
-    runtime.set_channel(channel, thread_only=True)
+    function_api.set_channel(channel, thread_only=True)
     while True:
         try:
             msg = protocol.recv(sock)
@@ -85,7 +85,7 @@ def _serve_calls(sock: socket.socket, channel: runtime.Channel, fn: Callable[[An
             return
         deadline = time.monotonic() + float(msg["timeout_s"])
         topic = msg.get("topic")
-        ctx = runtime.Context(name, msg["id"], deadline, runtime.begin_call(), logger, topic)
+        ctx = function_api.Context(name, msg["id"], deadline, function_api.begin_call(), logger, topic)
         if "message_b64" in msg:  # an MQTT message: JSON when it parses, else its bytes
             event = protocol.decode_event(base64.b64decode(msg["message_b64"]))
         elif "payload_b64" in msg:
@@ -108,7 +108,7 @@ def _serve_calls(sock: socket.socket, channel: runtime.Channel, fn: Callable[[An
             data = protocol.encode({"ok": False, "error": _error(exc)})
             del exc
         finally:
-            runtime.end_call()
+            function_api.end_call()
         with channel.lock:  # a thread of the handler publishing now gets a clear error
             channel.in_call = False
             try:
@@ -127,7 +127,7 @@ def _serve_stats(sock: socket.socket) -> None:
         try:
             if msg.get("op") != "stats":
                 raise ValueError(f"unknown request {msg.get('op')!r}")
-            answer: dict[str, Any] = {"op": "stats", "batching": runtime.batching_stats()}
+            answer: dict[str, Any] = {"op": "stats", "batching": function_api.batching_stats()}
         except Exception as exc:  # noqa: BLE001 - the core logs it; the worker goes on
             answer = {"op": "error", "type": type(exc).__name__, "message": str(exc)}
         answer["seq"] = msg.get("seq")
@@ -152,11 +152,11 @@ def serve(socks: list[socket.socket], stats_sock: socket.socket | None, cfg: dic
     logger.addHandler(handler_out)
     logger.setLevel(logging.INFO)
     logger.propagate = False
-    runtime.fix_versions(cfg.get("fixed") or {})
-    channels = [runtime.Channel(s) for s in socks]
+    function_api.fix_versions(cfg.get("fixed") or {})
+    channels = [function_api.Channel(s) for s in socks]
     for channel in channels:
         channel.function = name
-    runtime.set_channel(channels[0])
+    function_api.set_channel(channels[0])
     handler: list[Callable[[Any, Any], Any]] = []
     go = threading.Event()
 
@@ -168,7 +168,7 @@ def serve(socks: list[socket.socket], stats_sock: socket.socket | None, cfg: dic
     try:
         from pyengine.batching_config import BatchingConfig
 
-        runtime.set_batching({rid: BatchingConfig.from_dict(block, f"batching of {rid!r}")
+        function_api.set_batching({rid: BatchingConfig.from_dict(block, f"batching of {rid!r}")
                               for rid, block in (cfg.get("batching") or {}).items()})
         # Threads first, so that their stacks are part of the bare worker the limit starts from.
         if len(socks) > 1 or stats_sock is not None:

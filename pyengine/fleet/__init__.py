@@ -15,12 +15,10 @@ Imports the deploy layer and the sources, never a backend or the native core.
 from __future__ import annotations
 
 from pyengine.fleet.agent import FleetAgent
+from pyengine.fleet.history import FleetError, documents, history, verified_history
 from pyengine.fleet.publish import (
     CORE_NAME_VAR,
-    FleetError,
-    documents,
     enroll,
-    history,
     latest,
     promote,
     publish,
@@ -28,7 +26,6 @@ from pyengine.fleet.publish import (
     resume,
     rollback,
     status,
-    verified_history,
 )
 from pyengine.fleet.signing import SignatureError, SigningKey, TrustedKey, keygen, open_envelope
 from pyengine.fleet.store import Fleet

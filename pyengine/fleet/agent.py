@@ -20,9 +20,7 @@ verified serial in the bucket's signed history.
 
 from __future__ import annotations
 
-import contextlib
 import copy
-import dataclasses
 import hashlib
 import json
 import logging
@@ -39,19 +37,18 @@ from pyengine.deploy import (
     GroupError,
     UnpackError,
     deploy,
-    fetch,
     high_water,
     private_file,
     raise_high_water,
-    unpack,
     validate_group,
 )
 from pyengine.fleet import document, enrollment
 from pyengine.fleet.notify import FleetLink
+from pyengine.fleet.pinned import check_package_sizes, fetch_code
 from pyengine.fleet.publish import CORE_NAME_VAR
 from pyengine.fleet.signing import SignatureError, TrustedKey, open_envelope
 from pyengine.fleet.store import ENROLLMENT, TIMESTAMP, Fleet, OversizeError, check_core_name
-from pyengine.sources import S3Source, SourceError, open_source
+from pyengine.sources import SourceError
 
 log = logging.getLogger("pyengine.fleet")
 
@@ -459,58 +456,13 @@ class FleetAgent:
             return
         self._apply(doc, target, accepted)
 
-    def _code(self, name: str, spec: dict[str, Any]) -> str:
-        """Function code from the bucket, no larger than the signed size, checked against the
-        signed SHA-256, unpacked."""
-        sha, size = str(spec["sha256"]), int(spec["size"])
-        dest = os.path.join(self.dir, "code", sha)
-        if os.path.isdir(dest):
-            return dest
-        src = S3Source(str(spec["uri"]), self.fleet.s3)
-        info = src.resolve()
-        if info.size != size:
-            # Refused before a byte of it is read; the GET below is pinned to this object's
-            # ETag, so what it streams cannot grow either.
-            raise DeployError(f"code of {name!r}: {info.location} has {info.size} bytes, but "
-                              f"the document signs {size}")
-        downloads = os.path.join(self.dir, "downloads")
-        os.makedirs(downloads, exist_ok=True)
-        part = os.path.join(downloads, f"{sha}.part")
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(part)  # never resume into a file of unknown origin
-        fetch(src, dataclasses.replace(info, size=size), part, sha256=sha, attempts=3)
-        staging = f"{dest}.staging"
-        shutil.rmtree(staging, ignore_errors=True)
-        os.makedirs(staging)
-        try:
-            unpack(part, staging, name=f"{name}.tar.gz")
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(part)
-        os.rename(staging, dest)
-        return dest
-
-    def _check_package_sizes(self, doc: dict[str, Any], group: Any) -> None:
-        """Refuse a model package whose object is not of the signed size before the deploy
-        downloads it (the deploy then streams that object, pinned by its ETag, and checks the
-        signed SHA-256)."""
-        sizes = doc.get("packages") or {}
-        for r in group.resources:
-            want = (sizes.get(r.id) or {}).get("size")
-            if r.model is None or not isinstance(want, int):
-                continue
-            info = open_source(r.model.source, group.s3, group.sagemaker).resolve()
-            if info.size is not None and info.size != want:
-                raise DeployError(f"resource {r.id!r}: {info.location} has {info.size} bytes, "
-                                  f"but the document signs {want}")
-
     def _apply(self, doc: dict[str, Any], target: dict[str, Any],
                accepted: dict[str, Any]) -> None:
         version = int(doc["version"])
         self._set("applying", f"applying {document.summary(doc)}", target=target)
         raw = copy.deepcopy(doc["group_file"])
         try:
-            code = {n: self._code(n, c) for n, c in doc["code"].items()}
+            code = {n: fetch_code(self.fleet, self.dir, n, c) for n, c in doc["code"].items()}
             for f in raw.get("functions") or []:
                 f["code"] = code[f["name"]]
             s3 = raw.get("s3") or {}
@@ -525,7 +477,7 @@ class FleetAgent:
                 json.dump(raw, fh, indent=1)
             os.environ[CORE_NAME_VAR] = self.name  # ${PYENGINE_CORE_NAME} is this core
             group = validate_group(raw, path)
-            self._check_package_sizes(doc, group)
+            check_package_sizes(doc, group)
             dep = deploy(group, self.root, wait_s=120)
         except DeployBusyError:
             raise  # another deploy holds the root: try again at the next check

@@ -15,6 +15,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
+from pyengine import _core, loader
 from pyengine.quantization.calibrate import METHODS, RangeCollector, load_calibration, uint8_params
 from pyengine.quantization.pyem_read import read_pyem
 
@@ -99,8 +100,6 @@ def quantize(
         An unknown method, a name in ``exclude`` that is no node, or calibration data that is
         empty or of the wrong shape or dtype (the message names expected and got).
     """
-    import pyengine
-
     if method not in METHODS:
         raise ValueError(f"method '{method}' is not one of {', '.join(METHODS)}")
     if not 50.0 < percentile <= 100.0:
@@ -119,7 +118,7 @@ def quantize(
 
     candidates, kept = _candidates(nodes, tensors, excluded)
     watch = sorted({v for n in candidates for v in (n["inputs"][0], n["outputs"][0])})
-    float_vals = _run_probe(pyengine, graph, tensors, watch, data, batch_size)
+    float_vals = _run_probe(graph, tensors, watch, data, batch_size)
     stats: dict[str, RangeCollector] = {}
     for v in watch:
         stats[v] = RangeCollector()
@@ -140,15 +139,15 @@ def quantize(
             used.add(entry["tensor"])
     new_tensors = {k: v for k, v in new_tensors.items() if k in used}
     output = os.fspath(output)
-    _write(pyengine, output, graph, new_tensors)
+    _write(output, graph, new_tensors)
 
     report = QuantizeReport(output=output, method=method, samples=int(data.shape[0]), kept_float=kept,
                             float_bytes=os.path.getsize(model), int8_bytes=os.path.getsize(output))
     sample = data[: min(len(data), 64)]
     layer_outs = [n["outputs"][0] for n in candidates]
     out_names = [o["name"] for o in graph["outputs"]]
-    q_vals = _run_probe(pyengine, graph, new_tensors, layer_outs + out_names, sample, batch_size)
-    f_vals = _run_probe(pyengine, *read_pyem(model), layer_outs + out_names, sample, batch_size)
+    q_vals = _run_probe(graph, new_tensors, layer_outs + out_names, sample, batch_size)
+    f_vals = _run_probe(*read_pyem(model), layer_outs + out_names, sample, batch_size)
     for n in candidates:
         v = n["outputs"][0]
         report.layers.append({"name": n["name"], "op": n["op"],
@@ -227,7 +226,7 @@ def _rewrite(node: dict[str, Any], tensors: dict[str, np.ndarray], ranges: dict[
     node["_quant"] = {"name": wname, "scale": w_scale.tolist(), "axis": axis}
 
 
-def _write(pyengine: Any, path: str, graph: dict[str, Any], tensors: dict[str, np.ndarray]) -> None:
+def _write(path: str, graph: dict[str, Any], tensors: dict[str, np.ndarray]) -> None:
     quant = dict(graph.get("quantization", {}))
     for n in graph["nodes"]:
         q = n.pop("_quant", None)
@@ -236,10 +235,10 @@ def _write(pyengine: Any, path: str, graph: dict[str, Any], tensors: dict[str, n
     if quant:
         graph["quantization"] = {k: v for k, v in quant.items() if k in tensors}
     graph["producer"] = "pyengine.quantize"
-    pyengine._core.write_pyem(path, json.dumps(graph), list(tensors.items()))
+    _core.write_pyem(path, json.dumps(graph), list(tensors.items()))
 
 
-def _run_probe(pyengine: Any, graph: dict[str, Any], tensors: dict[str, np.ndarray], values: Sequence[str],
+def _run_probe(graph: dict[str, Any], tensors: dict[str, np.ndarray], values: Sequence[str],
                data: np.ndarray, batch_size: int) -> dict[str, list[np.ndarray]]:
     """Runs the graph natively with `values` as extra outputs; their arrays per batch."""
     probe = json.loads(json.dumps(graph))
@@ -251,8 +250,8 @@ def _run_probe(pyengine: Any, graph: dict[str, Any], tensors: dict[str, np.ndarr
     probe["outputs"] = [{"name": v} for v in listed]
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "probe.pyem")
-        pyengine._core.write_pyem(path, json.dumps(probe), list(tensors.items()))
-        model = pyengine.load(path, backend="native")
+        _core.write_pyem(path, json.dumps(probe), list(tensors.items()))
+        model = loader.load(path, backend="native")
         got: dict[str, list[np.ndarray]] = {v: [] for v in names}
         for start in range(0, len(data), batch_size):
             batch = data[start:start + batch_size]

@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: Apache-2.0
-// The CUDA kernels' element bodies (kernels/cuda/kernels_body.h), run on the host over every
+// The CUDA kernels' element bodies (device/cuda/kernels_body.h), run on the host over every
 // index, against the CPU kernels; and the executor's convolution paths (im2col or the input
 // itself as the GEMM's columns) against the reference convolution. Needs no GPU and no nvcc.
 #include <cmath>
@@ -7,7 +7,7 @@
 #include <random>
 #include <vector>
 
-#include "kernels/cuda/kernels_body.h"
+#include "device/cuda/kernels_body.h"
 #include "kernels/elementwise.h"
 #include "test_util.h"
 

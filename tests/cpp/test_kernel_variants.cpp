@@ -13,9 +13,9 @@
 #include <vector>
 
 #include "common.h"
-#include "runtime/cpu.h"
+#include "platform/cpu.h"
 #include "kernels/conv_nchwc.h"
-#include "runtime/dispatch.h"
+#include "kernels/dispatch.h"
 #include "test_util.h"
 
 using namespace pyengine;
@@ -102,14 +102,14 @@ TEST_CASE(dispatch_follows_cpu_and_env) {
     // NEON is the AArch64 baseline: always there.
     CHECK(cpu_support_arm_neon());
     CHECK(kernel_table(Isa::Neon) != nullptr);
-#endif
+#endif  // defined(__aarch64__) && defined(PYENGINE_HAVE_NEON_KERNELS)
 #if defined(__arm__)
     // armv7: NEON kernels exactly when the kernel reports NEON in AT_HWCAP.
     CHECK((kernel_table(Isa::Neon) != nullptr) == cpu_features().neon);
     if (!cpu_features().neon) {
         CHECK_THROWS(kernels_select("neon"), InvalidArgument, "not available");
     }
-#endif
+#endif  // defined(__arm__)
     CHECK_THROWS(kernels_select("sse9"), InvalidArgument, "sse9");
     std::string names;
     for (const KernelTable* t : variants()) names += std::string(" ") + t->name;

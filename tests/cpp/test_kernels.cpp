@@ -12,8 +12,8 @@
 #include "kernels/elementwise.h"
 #include "kernels/gemm.h"
 #include "kernels/pool.h"
-#include "runtime/dispatch.h"
-#include "runtime/thread_pool.h"
+#include "kernels/dispatch.h"
+#include "platform/thread_pool.h"
 #include "test_util.h"
 
 using namespace pyengine;

@@ -15,7 +15,7 @@
 #include "kernels/channel_gather.h"
 #include "kernels/conv_nchwc.h"
 #include "kernels/nchwc_channel.h"
-#include "runtime/dispatch.h"
+#include "kernels/dispatch.h"
 #include "test_util.h"
 
 using namespace pyengine;

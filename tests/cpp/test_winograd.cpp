@@ -16,8 +16,8 @@
 #include "common.h"
 #include "kernels/conv_nchwc.h"
 #include "kernels/conv_winograd.h"
-#include "runtime/dispatch.h"
-#include "runtime/thread_pool.h"
+#include "kernels/dispatch.h"
+#include "platform/thread_pool.h"
 #include "test_util.h"
 
 using namespace pyengine;

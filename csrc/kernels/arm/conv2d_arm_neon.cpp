@@ -3,7 +3,7 @@
 // micro-kernel) with a NEON depthwise kernel: NHWC four channels per vector, NCHW four output
 // columns per vector where the taps lie inside the row (stride 1 or 2).
 #include "kernels/arm/kernels_arm_neon.h"
-#include "runtime/dispatch.h"
+#include "kernels/dispatch.h"
 #include "kernels/arm/neon_math.h"
 
 namespace pyengine {

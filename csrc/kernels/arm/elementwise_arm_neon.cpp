@@ -24,7 +24,7 @@ struct VDiv {  // vdivq_f32 is correctly rounded, like the scalar division
     float32x4_t operator()(float32x4_t a, float32x4_t b) const { return vdivq_f32(a, b); }
     float operator()(float a, float b) const { return a / b; }
 };
-#endif
+#endif  // defined(__aarch64__)
 
 // Steps are 0 (a broadcast scalar) or 1; each combination gets its own loop.
 template <class Op>
@@ -122,7 +122,7 @@ void binary_arm_neon(BinaryOp op, const float* a, int64_t as, const float* b, in
 #else
             // armv7 NEON has no divide; the VFP one keeps results exact.
             for (int64_t i = 0; i < n; ++i) y[i] = a[i * as] / b[i * bs];
-#endif
+#endif  // defined(__aarch64__)
             return;
     }
 }

@@ -14,7 +14,7 @@ namespace {
 constexpr int kMR = 8;
 #else
 constexpr int kMR = 4;
-#endif
+#endif  // defined(__aarch64__)
 constexpr int kNR = 8;
 // Rows of an unpadded B tail copied at a time into a zero-padded block.
 constexpr int64_t kTailK = 64;
@@ -25,7 +25,7 @@ constexpr int64_t kTailK = 64;
 #else
 #define PYENGINE_LANE_MADD(ACC, B, A, L) \
     vmlaq_lane_f32(ACC, B, (L) < 2 ? vget_low_f32(A) : vget_high_f32(A), (L) & 1)
-#endif
+#endif  // defined(__aarch64__)
 
 // Sums of one M x 8 tile over kc steps into t (M rows of 8), added to t when `add`. B rows are
 // read 8 wide. Every accumulator is a named local so that all stay in registers.
@@ -36,7 +36,7 @@ void core(int64_t kc, const float* a, int64_t a_rs, int64_t a_cs, const float* b
     float32x4_t c0a = z, c0b = z, c1a = z, c1b = z, c2a = z, c2b = z, c3a = z, c3b = z;
 #if defined(__aarch64__)
     float32x4_t c4a = z, c4b = z, c5a = z, c5b = z, c6a = z, c6b = z, c7a = z, c7b = z;
-#endif
+#endif  // defined(__aarch64__)
     if (M == kMR && a_rs == 1 && a_cs == kMR) {
         // Packed A: the column of A for step k is kMR contiguous floats.
         for (int64_t k = 0; k < kc; ++k) {
@@ -52,7 +52,7 @@ void core(int64_t kc, const float* a, int64_t a_rs, int64_t a_cs, const float* b
             c5a = PYENGINE_LANE_MADD(c5a, b0, a1, 1); c5b = PYENGINE_LANE_MADD(c5b, b1, a1, 1);
             c6a = PYENGINE_LANE_MADD(c6a, b0, a1, 2); c6b = PYENGINE_LANE_MADD(c6b, b1, a1, 2);
             c7a = PYENGINE_LANE_MADD(c7a, b0, a1, 3); c7b = PYENGINE_LANE_MADD(c7b, b1, a1, 3);
-#endif
+#endif  // defined(__aarch64__)
             a += kMR;
             b += b_rs;
         }
@@ -69,7 +69,7 @@ void core(int64_t kc, const float* a, int64_t a_rs, int64_t a_cs, const float* b
             PYENGINE_ROW(0) PYENGINE_ROW(1) PYENGINE_ROW(2) PYENGINE_ROW(3)
 #if defined(__aarch64__)
             PYENGINE_ROW(4) PYENGINE_ROW(5) PYENGINE_ROW(6) PYENGINE_ROW(7)
-#endif
+#endif  // defined(__aarch64__)
             a += a_cs;
             b += b_rs;
         }
@@ -84,7 +84,7 @@ void core(int64_t kc, const float* a, int64_t a_rs, int64_t a_cs, const float* b
     PYENGINE_OUT(0) PYENGINE_OUT(1) PYENGINE_OUT(2) PYENGINE_OUT(3)
 #if defined(__aarch64__)
     PYENGINE_OUT(4) PYENGINE_OUT(5) PYENGINE_OUT(6) PYENGINE_OUT(7)
-#endif
+#endif  // defined(__aarch64__)
 #undef PYENGINE_OUT
 }
 
@@ -177,7 +177,7 @@ void micro_neon(int64_t kc, const float* a, int64_t a_rs, int64_t a_cs, const fl
         case 5: tile<5>(kc, a, a_rs, a_cs, b, b_rs, b_padded, c, ldc, n, accumulate, ep, row0, col0); break;
         case 6: tile<6>(kc, a, a_rs, a_cs, b, b_rs, b_padded, c, ldc, n, accumulate, ep, row0, col0); break;
         case 7: tile<7>(kc, a, a_rs, a_cs, b, b_rs, b_padded, c, ldc, n, accumulate, ep, row0, col0); break;
-#endif
+#endif  // defined(__aarch64__)
         default: tile<kMR>(kc, a, a_rs, a_cs, b, b_rs, b_padded, c, ldc, n, accumulate, ep, row0, col0); break;
     }
 }
@@ -189,7 +189,7 @@ void micro_neon(int64_t kc, const float* a, int64_t a_rs, int64_t a_cs, const fl
 constexpr int kRowRegs = 16;
 #else
 constexpr int kRowRegs = 8;
-#endif
+#endif  // defined(__aarch64__)
 
 void row_neon(int64_t K, const float* a, const float* b, int64_t b_rs, float* c, int n,
               const Epilogue* ep, int64_t row0, int64_t col0) {
@@ -204,7 +204,7 @@ void row_neon(int64_t K, const float* a, const float* b, int64_t b_rs, float* c,
     float32x4_t r0 = z, r1 = z, r2 = z, r3 = z, r4 = z, r5 = z, r6 = z, r7 = z;
 #if defined(__aarch64__)
     float32x4_t r8 = z, r9 = z, r10 = z, r11 = z, r12 = z, r13 = z, r14 = z, r15 = z;
-#endif
+#endif  // defined(__aarch64__)
     float s0 = 0.0f, s1 = 0.0f, s2 = 0.0f;
 #define PYENGINE_FMA(R) \
     if (R < full) r##R = neon::madd(r##R, vld1q_f32(bk + 4 * (R)), av);
@@ -216,7 +216,7 @@ void row_neon(int64_t K, const float* a, const float* b, int64_t b_rs, float* c,
 #if defined(__aarch64__)
         PYENGINE_FMA(8) PYENGINE_FMA(9) PYENGINE_FMA(10) PYENGINE_FMA(11)
         PYENGINE_FMA(12) PYENGINE_FMA(13) PYENGINE_FMA(14) PYENGINE_FMA(15)
-#endif
+#endif  // defined(__aarch64__)
         if (tail > 0) {
             const float* bt = bk + 4 * full;
             s0 += a[k] * bt[0];
@@ -233,7 +233,7 @@ void row_neon(int64_t K, const float* a, const float* b, int64_t b_rs, float* c,
 #if defined(__aarch64__)
     PYENGINE_OUT(8) PYENGINE_OUT(9) PYENGINE_OUT(10) PYENGINE_OUT(11)
     PYENGINE_OUT(12) PYENGINE_OUT(13) PYENGINE_OUT(14) PYENGINE_OUT(15)
-#endif
+#endif  // defined(__aarch64__)
 #undef PYENGINE_OUT
     t[4 * full] = s0;
     t[4 * full + 1] = s1;

@@ -16,7 +16,7 @@
 
 namespace pyengine {
 
-// Same contracts as the generic kernels of the same name (kernels/<op>.h, runtime/dispatch.h).
+// Same contracts as the generic kernels of the same name (kernels/<op>.h, kernels/dispatch.h).
 void gemm_arm_neon(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* B,
                    int64_t ldb, bool trans_b, float* C, int64_t ldc, const Epilogue& ep);
 const GemmMicroKernel& gemm_micro_arm_neon();

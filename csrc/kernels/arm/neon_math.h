@@ -29,7 +29,7 @@ inline float32x4_t madd(float32x4_t acc, float32x4_t a, float32x4_t b) {
     return vfmaq_f32(acc, a, b);
 #else
     return vmlaq_f32(acc, a, b);
-#endif
+#endif  // defined(__aarch64__)
 }
 
 // a / b: exact on AArch64; on armv7 (no vector divide) a reciprocal estimate refined twice by
@@ -42,7 +42,7 @@ inline float32x4_t divide(float32x4_t a, float32x4_t b) {
     r = vmulq_f32(vrecpsq_f32(b, r), r);
     r = vmulq_f32(vrecpsq_f32(b, r), r);
     return vmulq_f32(a, r);
-#endif
+#endif  // defined(__aarch64__)
 }
 
 inline float hmax(float32x4_t v) {
@@ -52,7 +52,7 @@ inline float hmax(float32x4_t v) {
     float32x2_t m = vpmax_f32(vget_low_f32(v), vget_high_f32(v));
     m = vpmax_f32(m, m);
     return vget_lane_f32(m, 0);
-#endif
+#endif  // defined(__aarch64__)
 }
 
 inline float hsum(float32x4_t v) {
@@ -62,7 +62,7 @@ inline float hsum(float32x4_t v) {
     float32x2_t s = vadd_f32(vget_low_f32(v), vget_high_f32(v));
     s = vpadd_f32(s, s);
     return vget_lane_f32(s, 0);
-#endif
+#endif  // defined(__aarch64__)
 }
 
 inline float32x4_t floor4(float32x4_t x) {
@@ -73,7 +73,7 @@ inline float32x4_t floor4(float32x4_t x) {
     float32x4_t t = vcvtq_f32_s32(vcvtq_s32_f32(x));
     uint32x4_t up = vcgtq_f32(t, x);
     return vsubq_f32(t, vreinterpretq_f32_u32(vandq_u32(up, vreinterpretq_u32_f32(vdupq_n_f32(1.0f)))));
-#endif
+#endif  // defined(__aarch64__)
 }
 
 // e^x, the Cephes single-precision polynomial (about 1 ulp). Inputs are clamped to the range

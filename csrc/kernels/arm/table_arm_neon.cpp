@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 // The NEON kernel table: the baseline on AArch64; on armv7 chosen when AT_HWCAP reports NEON.
 #include "kernels/arm/kernels_arm_neon.h"
-#include "runtime/dispatch.h"
+#include "kernels/dispatch.h"
 
 namespace pyengine {
 

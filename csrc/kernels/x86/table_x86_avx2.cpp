@@ -3,7 +3,7 @@
 #include "kernels/elementwise.h"
 #include "kernels/gemm.h"
 #include "kernels/pool.h"
-#include "runtime/dispatch.h"
+#include "kernels/dispatch.h"
 
 #if defined(__AVX2__) && defined(__FMA__)
 

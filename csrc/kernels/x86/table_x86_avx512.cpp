@@ -4,8 +4,8 @@
 #include "kernels/elementwise.h"
 #include "kernels/gemm.h"
 #include "kernels/pool.h"
-#include "runtime/cpu.h"
-#include "runtime/dispatch.h"
+#include "platform/cpu.h"
+#include "kernels/dispatch.h"
 
 #if defined(__AVX512F__) && defined(__FMA__)
 

@@ -1,15 +1,15 @@
 // SPDX-License-Identifier: Apache-2.0
 // The device executor emulated on the host: the lowered program, workspace layout, path choices
-// and GEMM mapping of runtime/device_exec.h, with the CUDA kernels' element bodies run in loops
+// and GEMM mapping of device/device_exec.h, with the CUDA kernels' element bodies run in loops
 // and a reference column-major SGEMM in place of cuBLAS. It checks everything but the CUDA API
 // calls on machines without a GPU; it is not meant to be fast.
 #include <algorithm>
 #include <cstring>
 #include <vector>
 
-#include "kernels/cuda/kernels_body.h"
-#include "runtime/device.h"
-#include "runtime/device_exec.h"
+#include "device/cuda/kernels_body.h"
+#include "device/device.h"
+#include "device/device_exec.h"
 
 namespace pyengine {
 

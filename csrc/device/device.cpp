@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: Apache-2.0
-#include "runtime/device.h"
+#include "device/device.h"
 
 #include <dlfcn.h>
 
@@ -49,7 +49,7 @@ CudaRuntime load_cuda() {
 #else
     rt.error = "this pyengine build has no CUDA support: it was built without the CMake option "
                "PYENGINE_CUDA=ON (rebuild with -DPYENGINE_CUDA=ON where the CUDA toolkit is installed)";
-#endif
+#endif  // PYENGINE_USE_CUDA
     return rt;
 }
 

@@ -3,7 +3,7 @@
 // backend implements, and the loader that finds the CUDA backend at run time.
 //
 // The CUDA backend is a separate shared library (libpyengine_cuda.so, built from
-// csrc/kernels/cuda/ with PYENGINE_CUDA=ON) that the core opens with dlopen only when asked
+// csrc/device/cuda/ with PYENGINE_CUDA=ON) that the core opens with dlopen only when asked
 // about GPUs. _core itself never links the CUDA runtime, so the same extension imports on a
 // Raspberry Pi or an x86 box without CUDA; there the backend reports what is missing.
 #pragma once
@@ -14,7 +14,7 @@
 #include <string>
 #include <vector>
 
-#include "graph/tensor.h"
+#include "format/tensor.h"
 #include "kernels/activation.h"
 #include "kernels/conv2d.h"
 #include "kernels/elementwise.h"
@@ -134,7 +134,7 @@ struct CudaRuntime {
     std::string library;             // the path tried
 };
 
-// The device executor emulated on the host (runtime/device_emulated.cpp): the same program,
+// The device executor emulated on the host (device/device_emulated.cpp): the same program,
 // layout and step logic with the CUDA kernels' element bodies in loops and a reference SGEMM.
 // For checking the lowering on machines without a GPU.
 std::unique_ptr<DeviceModel> device_model_emulated(const void* weights, uint64_t weight_bytes);

@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: Apache-2.0
-#include "graph/device_model.h"
+#include "graph/device_runner.h"
 
 #include "common.h"
 

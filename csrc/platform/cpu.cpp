@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: Apache-2.0
-#include "runtime/cpu.h"
+#include "platform/cpu.h"
 
 #include <cstring>
 #include <thread>
@@ -8,13 +8,13 @@
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <cpuid.h>
-#endif
+#endif  // defined(__x86_64__) || defined(__i386__)
 #if defined(__arm__) || defined(__aarch64__)
 #include <sys/auxv.h>
 #if defined(__arm__)
 #include <asm/hwcap.h>
-#endif
-#endif
+#endif  // defined(__arm__)
+#endif  // defined(__arm__) || defined(__aarch64__)
 
 namespace pyengine {
 
@@ -63,7 +63,7 @@ void detect_x86(CpuFeatures& f) {
         f.model = start == std::string::npos ? "" : f.model.substr(start);
     }
 }
-#endif
+#endif  // defined(__x86_64__) || defined(__i386__)
 
 CpuFeatures detect() {
     CpuFeatures f;
@@ -77,11 +77,11 @@ CpuFeatures detect() {
     f.neon = true;  // Advanced SIMD is mandatory on AArch64
 #ifndef HWCAP_ASIMDDP
 #define HWCAP_ASIMDDP (1 << 20)
-#endif
+#endif  // !HWCAP_ASIMDDP
     f.asimddp = (getauxval(AT_HWCAP) & HWCAP_ASIMDDP) != 0;
 #elif defined(__arm__)
     f.neon = (getauxval(AT_HWCAP) & HWCAP_NEON) != 0;
-#endif
+#endif  // defined(__x86_64__) || defined(__i386__)
     return f;
 }
 

@@ -10,7 +10,7 @@
 #include <cstdint>
 #include <vector>
 
-#include "graph/tensor.h"
+#include "format/tensor.h"
 #include "kernels/activation.h"
 #include "kernels/conv2d.h"
 #include "kernels/elementwise.h"
@@ -21,7 +21,7 @@
 #define PYENGINE_HD __host__ __device__ __forceinline__
 #else
 #define PYENGINE_HD inline
-#endif
+#endif  // __CUDACC__
 
 namespace pyengine::cuda {
 

@@ -1,23 +1,23 @@
 // SPDX-License-Identifier: Apache-2.0
-#include "runtime/dispatch.h"
+#include "kernels/dispatch.h"
 
 #include <atomic>
 #include <cstdlib>
 
 #include "common.h"
-#include "runtime/cpu.h"
+#include "platform/cpu.h"
 
 namespace pyengine {
 
 #ifndef PYENGINE_HAVE_AVX2_KERNELS
 const KernelTable* kernel_table_avx2() { return nullptr; }
-#endif
+#endif  // !PYENGINE_HAVE_AVX2_KERNELS
 #ifndef PYENGINE_HAVE_AVX512_KERNELS
 const KernelTable* kernel_table_avx512() { return nullptr; }
-#endif
+#endif  // !PYENGINE_HAVE_AVX512_KERNELS
 #ifndef PYENGINE_HAVE_NEON_KERNELS
 const KernelTable* kernel_table_neon() { return nullptr; }
-#endif
+#endif  // !PYENGINE_HAVE_NEON_KERNELS
 
 const KernelTable* kernel_table(Isa isa) {
     switch (isa) {

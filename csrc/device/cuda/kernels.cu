@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
 // Grid-stride kernels around the element bodies of kernels_body.h, and their launchers.
-#include "kernels/cuda/kernels.cuh"
+#include "device/cuda/kernels.cuh"
 
 #include <stdexcept>
 #include <string>

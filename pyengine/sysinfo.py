@@ -1,4 +1,5 @@
-"""What this pyengine build and machine offer."""
+"""What this pyengine build and machine offer (:func:`pyengine.info`), and the native engine's
+thread count."""
 
 from __future__ import annotations
 
@@ -6,8 +7,7 @@ import importlib.util
 from typing import Any
 
 from pyengine import _core, devices
-
-FRAMEWORKS = {"tensorflow": "tensorflow", "mxnet": "mxnet", "chainer": "chainer", "onnx": "onnxruntime"}
+from pyengine.frameworks import FRAMEWORKS, NATIVE
 
 
 def thread_count() -> int:
@@ -44,6 +44,6 @@ def info() -> dict[str, Any]:
         "ops": list(_core.op_names()),
         "gpus": devices.gpus(),
         "cuda": devices.cuda_status(),
-        "backends": ["native"]
-        + [name for name, module in FRAMEWORKS.items() if importlib.util.find_spec(module) is not None],
+        "backends": [NATIVE]
+        + [f.name for f in FRAMEWORKS.values() if importlib.util.find_spec(f.package) is not None],
     }

@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: Apache-2.0
-#include "runtime/thread_pool.h"
+#include "platform/thread_pool.h"
 
 #include <atomic>
 #include <chrono>
@@ -12,7 +12,7 @@
 #include <vector>
 
 #include "common.h"
-#include "runtime/cpu.h"
+#include "platform/cpu.h"
 
 namespace pyengine {
 

@@ -10,7 +10,7 @@ import numpy as np
 import pyengine
 from pyengine.cli.output import add_json_flag, print_json
 from pyengine.errors import DeviceUnavailableError
-from pyengine.model import BACKENDS
+from pyengine.frameworks import BACKENDS
 
 #: Errors that mean something needed is missing (exit code 3; docs/cli.md).
 UNAVAILABLE = (DeviceUnavailableError,)

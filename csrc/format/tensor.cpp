@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: Apache-2.0
-#include "graph/tensor.h"
+#include "format/tensor.h"
 
 #include <sstream>
 

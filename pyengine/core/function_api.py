@@ -1,4 +1,5 @@
-"""What a function sees inside its worker: the call context and resource-backed model handles.
+"""The core's API as a function sees it inside its worker: the call context, ``publish``,
+``invoke``, ``capture`` and resource-backed model handles.
 
 The worker sets ``PYENGINE_RESOURCES`` (JSON: resource id -> destination path) before the
 handler's module is imported; ``pyengine.load("<id>")`` then comes here. At the start of each
@@ -18,7 +19,9 @@ import threading
 import time
 from typing import Any
 
+from pyengine import loader
 from pyengine.batching_config import BatchingConfig
+from pyengine.core import protocol
 from pyengine.model import Array, Inputs, Model, Outputs, TensorSpec
 
 ENV_RESOURCES = "PYENGINE_RESOURCES"
@@ -119,10 +122,8 @@ class ResourceModel(Model):
         self._current()
 
     def _load(self, path: str) -> Model:
-        from pyengine.model import load
-
         backend, device, options = self._args
-        return load(path, backend=backend, device=device, **options)
+        return loader.load(path, backend=backend, device=device, **options)
 
     def _unload(self, model: Model) -> None:
         """A version no call uses any more is dropped."""
@@ -339,8 +340,6 @@ class Channel:
 
     def request(self, msg: dict[str, Any]) -> dict[str, Any]:
         """Send ``msg`` to the core and return its answer; errors become exceptions."""
-        from pyengine.core import protocol
-
         with self.lock:
             if not self.in_call:
                 raise RuntimeError(f"{msg['op']} is only possible while the function is "
@@ -386,9 +385,7 @@ def payload_bytes(payload: Any) -> bytes:
         return bytes(payload)
     if isinstance(payload, str):
         return payload.encode()
-    from pyengine.core.protocol import _json_default
-
-    return json.dumps(payload, default=_json_default, separators=(",", ":")).encode()
+    return json.dumps(payload, default=protocol._json_default, separators=(",", ":")).encode()
 
 
 def publish(topic: str, payload: Any, qos: int = 1, retain: bool = False) -> int:
@@ -406,10 +403,8 @@ def invoke(function: str, payload: Any = None) -> Any:
     if isinstance(payload, (bytes, bytearray, memoryview)):
         msg["payload_b64"] = base64.b64encode(bytes(payload)).decode()
     else:
-        from pyengine.core.protocol import _json_default
-
         try:  # the same JSON the core sends on, checked here for a clear error
-            msg["payload"] = json.loads(json.dumps(payload, default=_json_default))
+            msg["payload"] = json.loads(json.dumps(payload, default=protocol._json_default))
         except (TypeError, ValueError) as exc:
             raise TypeError(f"context.invoke: the payload is not serializable: {exc}") from None
     return channel.request(msg).get("result")
@@ -422,11 +417,9 @@ def capture(inputs: Any, outputs: Any = None, meta: Any = None) -> int:
     crash. Inputs, outputs and meta must be JSON-serializable (numpy arrays become lists).
     """
     channel = _require_channel("pyengine.capture")
-    from pyengine.core.protocol import _json_default
-
     sample = {"inputs": inputs, "outputs": outputs, "meta": meta}
     try:
-        json.dumps(sample, default=_json_default)
+        json.dumps(sample, default=protocol._json_default)
     except (TypeError, ValueError) as exc:
         raise TypeError(f"pyengine.capture: the sample is not serializable: {exc}") from None
     # The core stamps the sample with the call's topic and source from its own record.

@@ -8,7 +8,7 @@
 #include <vector>
 
 #include "graph/model.h"
-#include "runtime/device.h"
+#include "device/device.h"
 
 namespace pyengine {
 

@@ -1,9 +1,9 @@
 // SPDX-License-Identifier: Apache-2.0
 // Executing one lowered step, written once for every device executor.
 //
-// `Dev` is the CUDA backend's device (kernels on a stream, cuBLAS; csrc/kernels/cuda/backend.cu)
+// `Dev` is the CUDA backend's device (kernels on a stream, cuBLAS; csrc/device/cuda/backend.cu)
 // or the host emulation (loops over the same element bodies and a reference column-major SGEMM;
-// runtime/device_emulated.cpp). The choice of path (im2col, pointwise, direct), the GEMM
+// device/device_emulated.cpp). The choice of path (im2col, pointwise, direct), the GEMM
 // argument mapping and the epilogues live here, so the emulation checks them without a GPU.
 //
 // Dev provides:
@@ -15,7 +15,7 @@
 //                              int64_t stride_c, int batch);   // no transposes
 //   void copy(void* dst, const void* src, uint64_t bytes);  void zero(void* dst, uint64_t bytes);
 //   void copy2d(void* dst, size_t dpitch, const void* src, size_t spitch, size_t width, size_t rows);
-//   the element kernels of kernels/cuda/kernels.cuh without the stream argument;
+//   the element kernels of device/cuda/kernels.cuh without the stream argument;
 //   void host(const DeviceStep&);   // the fallback: the op's CPU kernel on host copies
 #pragma once
 
@@ -24,7 +24,7 @@
 #include <string>
 
 #include "common.h"
-#include "runtime/device.h"
+#include "device/device.h"
 
 namespace pyengine {
 

@@ -6,7 +6,7 @@
 
 #include "common.h"
 #include "graph/model.h"
-#include "runtime/device.h"
+#include "device/device.h"
 
 namespace pyengine {
 

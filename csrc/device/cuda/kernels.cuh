@@ -9,8 +9,8 @@
 #include <cstdint>
 #include <vector>
 
-#include "kernels/cuda/kernels_body.h"
-#include "runtime/device.h"
+#include "device/cuda/kernels_body.h"
+#include "device/device.h"
 
 namespace pyengine::cuda {
 

@@ -16,9 +16,9 @@
 #include <vector>
 
 #include "common.h"
-#include "kernels/cuda/kernels.cuh"
-#include "runtime/device.h"
-#include "runtime/device_exec.h"
+#include "device/cuda/kernels.cuh"
+#include "device/device.h"
+#include "device/device_exec.h"
 
 namespace pyengine::cuda {
 
@@ -94,7 +94,7 @@ struct Context {
     }
 };
 
-// The device interface of runtime/device_exec.h: kernels and cuBLAS on the context's stream.
+// The device interface of device/device_exec.h: kernels and cuBLAS on the context's stream.
 struct CudaDev {
     Context& c;
     char* weights;

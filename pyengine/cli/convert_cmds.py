@@ -7,6 +7,7 @@ from typing import Any
 
 import pyengine
 from pyengine.cli.output import add_json_flag, print_json
+from pyengine.frameworks import FRAMEWORKS
 
 
 def _shape(text: str) -> tuple[str, list[int]]:
@@ -37,7 +38,7 @@ def convert_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--framework",
-        choices=["tensorflow", "mxnet", "chainer", "onnx"],
+        choices=list(FRAMEWORKS),
         help="only consider this framework's model in SRC",
     )
     p.add_argument(
