@@ -85,8 +85,9 @@ public:
                 QuantParams gp;
                 const QuantParams* wp = w->quant;
                 if (wp != nullptr && wp->per_channel() && wp->axis == 0) {
-                    gp.scale.assign(wp->scale.begin() + g * Og, wp->scale.begin() + (g + 1) * Og);
-                    gp.zero_point.assign(wp->zero_point.begin() + g * Og, wp->zero_point.begin() + (g + 1) * Og);
+                    // Pointer arithmetic in int64_t: iterator offsets are 32-bit on armv7.
+                    gp.scale.assign(wp->scale.data() + g * Og, wp->scale.data() + (g + 1) * Og);
+                    gp.zero_point.assign(wp->zero_point.data() + g * Og, wp->zero_point.data() + (g + 1) * Og);
                     view.quant = &gp;
                 }
                 Tensor bview;

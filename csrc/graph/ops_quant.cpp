@@ -66,7 +66,8 @@ public:
                     thread_local std::vector<uint8_t> codes;
                     if (codes.size() < static_cast<size_t>(inner)) codes.resize(static_cast<size_t>(inner));
                     kernels().quantize_u8(x + base, inner, scale, zp, q_.lo, q_.hi, shift, codes.data());
-                    for (int64_t j = 0; j < inner; ++j) y[base + j] = static_cast<float>(int32_t(codes[j]) - shift);
+                    const uint8_t* code = codes.data();
+                    for (int64_t j = 0; j < inner; ++j) y[base + j] = static_cast<float>(int32_t(code[j]) - shift);
                 } else {
                     for (int64_t j = 0; j < inner; ++j) y[base + j] = (x[base + j] - static_cast<float>(zp)) * scale;
                 }
