@@ -37,9 +37,10 @@ VPY=.venv/bin/python
 "$VPY" -c "import chainer" 2>/dev/null ||
   "$VPY" -m pip install -q --no-build-isolation "chainer==7.8.1" "numpy>=1.23,<2"
 if [ "$dev" = 1 ]; then
-  # Tests: S3 (moto's server), MQTT, fleets (Ed25519 signatures); lint and type checks; plots.
+  # Tests: S3 (moto's server), MQTT, fleets (Ed25519 signatures), the console in a browser
+  # (playwright drives the system's Chromium); lint and type checks; plots.
   "$VPY" -m pip install -q pytest hypothesis boto3 "moto[server]>=5" "paho-mqtt>=2,<3" \
-    "cryptography>=42" ruff mypy matplotlib
+    "cryptography>=42" "playwright>=1.40" ruff mypy matplotlib
   if [ "$(uname -m)" = "x86_64" ]; then
     "$VPY" -m pip install -q atheris || echo "setup: atheris unavailable; the fuzz test will say so" >&2
   fi
