@@ -85,16 +85,13 @@ def _with_constant_inputs(case, keep: int = 1):
     return model, inputs[:keep], outputs
 
 
-def test_resize_matches_onnx_cases_with_constant_scales(tmp_path):
-    """Every ONNX Resize node case, with its scales / sizes / roi made constants: the ones the
-    kernel covers match ONNX's expected outputs; the others are refused naming the value."""
-    pytest.importorskip("onnx")
+def _convert_and_compare(cases, tmp_path):
+    """Converts each ONNX node case (inputs after the first made constants) and checks it
+    against ONNX's expected output; returns (passed names, refused name -> ops named)."""
     import onnx
 
-    from bench.conformance import matches, tensor_cases
+    from bench.conformance import matches
 
-    cases = [c for c in tensor_cases() if c.name.startswith("test_resize_")]
-    assert len(cases) > 30
     passed, refused = [], {}
     for case in cases:
         model, inputs, expected = _with_constant_inputs(case)
@@ -108,6 +105,18 @@ def test_resize_matches_onnx_cases_with_constant_scales(tmp_path):
         got = pyengine.load(str(dst)).predict(inputs[0])
         assert matches(got, expected[0], 1e-4, 1e-5), case.name
         passed.append(case.name)
+    return passed, refused
+
+
+def test_resize_matches_onnx_cases_with_constant_scales(tmp_path):
+    """Every ONNX Resize node case, with its scales / sizes / roi made constants: the ones the
+    kernel covers match ONNX's expected outputs; the others are refused naming the value."""
+    pytest.importorskip("onnx")
+    from bench.conformance import tensor_cases
+
+    cases = [c for c in tensor_cases() if c.name.startswith("test_resize_")]
+    assert len(cases) > 30
+    passed, refused = _convert_and_compare(cases, tmp_path)
     assert len(passed) >= 16, (passed, refused)
     # Refusals name what the kernel lacks.
     assert all(ops[0].startswith("Resize with ") for ops in refused.values()), refused
@@ -123,24 +132,10 @@ def test_conv_transpose_matches_onnx_cases_with_constant_weights(tmp_path):
     2-D ones (strides, pads, dilations, groups, output_padding, output_shape) match ONNX's
     outputs; 3-D and SAME padding are refused naming the value."""
     pytest.importorskip("onnx")
-    import onnx
-
-    from bench.conformance import matches, tensor_cases
+    from bench.conformance import tensor_cases
 
     cases = [c for c in tensor_cases() if c.name.startswith("test_convtranspose")]
-    passed, refused = [], {}
-    for case in cases:
-        model, inputs, expected = _with_constant_inputs(case)
-        src, dst = tmp_path / f"{case.name}.onnx", tmp_path / f"{case.name}.pyem"
-        onnx.save(model, str(src))
-        try:
-            pyengine.convert(str(src), str(dst))
-        except pyengine.UnsupportedOpsError as exc:
-            refused[case.name] = [op for _, op in exc.ops]
-            continue
-        got = pyengine.load(str(dst)).predict(inputs[0])
-        assert matches(got, expected[0], 1e-4, 1e-5), case.name
-        passed.append(case.name)
+    passed, refused = _convert_and_compare(cases, tmp_path)
     assert refused == {
         "test_convtranspose_3d": ["ConvTranspose 3-D"],
         "test_convtranspose_autopad_same": ["ConvTranspose with auto_pad 'SAME_UPPER'"],
