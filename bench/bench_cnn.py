@@ -37,7 +37,7 @@ sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "tests"))
 sys.path.insert(0, HERE)
 import cnn_zoo  # noqa: E402
-from common import pct, write_markdown  # noqa: E402
+from common import pct, top_ops_section, write_markdown  # noqa: E402
 from machine import describe  # noqa: E402
 
 import pyengine  # noqa: E402
@@ -274,15 +274,8 @@ def report(cells: list[Cell], profiles: dict[str, dict[str, list[str]]], args: a
     lines += ["## Targets (issue 17)", "", *(verdicts or ["- no batch-1 cells ran"]), ""]
     for m, by_threads in profiles.items():
         for t, prows in by_threads.items():
-            lines += [
-                f"## Top five ops: {m}, batch {min(args.batches)}, {t} thread(s) "
-                f"(`model.profile(x, runs={args.runs})`)",
-                "",
-                "| node | op | input -> output | layout | kernel | p50 ms | mean ms | share of p50s |",
-                "|---|---|---|---|---|---:|---:|---:|",
-                *prows,
-                "",
-            ]
+            lines += top_ops_section(f"{m}, batch {min(args.batches)}, {t} thread(s) "
+                                     f"(`model.profile(x, runs={args.runs})`)", prows)
     return lines
 
 

@@ -44,7 +44,7 @@ from bench_cnn import (  # noqa: E402
     rel_diff,
     short_error,
 )
-from common import pct, write_markdown  # noqa: E402
+from common import pct, top_ops_section, write_markdown  # noqa: E402
 from machine import describe  # noqa: E402
 
 import pyengine  # noqa: E402
@@ -180,15 +180,8 @@ def report(cells: list[Cell], tops: dict[str, list[str]], args: argparse.Namespa
         "",
     ]
     for m, prows in tops.items():
-        lines += [
-            f"## Top five ops: {m}, batch 1, {min(args.threads)} thread(s) "
-            f"(`model.profile(x, runs={args.runs})`)",
-            "",
-            "| node | op | input -> output | layout | kernel | p50 ms | mean ms | share of p50s |",
-            "|---|---|---|---|---|---:|---:|---:|",
-            *prows,
-            "",
-        ]
+        lines += top_ops_section(f"{m}, batch 1, {min(args.threads)} thread(s) "
+                                 f"(`model.profile(x, runs={args.runs})`)", prows)
     return lines
 
 

@@ -68,3 +68,15 @@ def write_markdown(name: str, lines: list[str]) -> str:
     with open(path, "w", encoding="utf-8") as fh:
         fh.write("\n".join(lines) + "\n")
     return path
+
+
+def top_ops_section(title: str, rows: list[str]) -> list[str]:
+    """A markdown section of the profiler's top ops (rows already formatted as table rows)."""
+    return [
+        f"## Top five ops: {title}",
+        "",
+        "| node | op | input -> output | layout | kernel | p50 ms | mean ms | share of p50s |",
+        "|---|---|---|---|---|---:|---:|---:|",
+        *rows,
+        "",
+    ]
