@@ -27,11 +27,8 @@ void act_row(float* row, int64_t n, const Epilogue& e) {
 namespace pyengine {
 
 namespace {
-// Convolutions below this many multiply-adds (about 20 us on one AVX-512 core) run on the
-// calling thread: waking a worker costs tens of microseconds on a busy VM.
-constexpr int64_t kInlineMacs = int64_t(1) << 20;
-// The smallest task worth handing to another thread (about 5 us).
-constexpr int64_t kTaskMacs = int64_t(1) << 18;
+constexpr int64_t kInlineMacs = kNchwcInlineMacs;
+constexpr int64_t kTaskMacs = kNchwcTaskMacs;
 constexpr int64_t kInlineFloats = kNchwcInlineFloats;
 }  // namespace
 

@@ -10,6 +10,7 @@
 
 #include "common.h"
 #include "kernels/dispatch.h"
+#include "kernels/nchwc_tasks.h"
 #include "platform/thread_pool.h"
 
 namespace pyengine {
@@ -27,10 +28,9 @@ void act_row(float* row, int64_t n, const Epilogue& e) {
 namespace pyengine {
 
 namespace {
-// As conv_nchwc: below this many multiply-adds a convolution runs on the calling thread, and
-// no task is made smaller than kTaskMacs.
-constexpr int64_t kInlineMacs = int64_t(1) << 20;
-constexpr int64_t kTaskMacs = int64_t(1) << 18;
+// The direct kernel's thresholds (kernels/nchwc_tasks.h).
+constexpr int64_t kInlineMacs = kNchwcInlineMacs;
+constexpr int64_t kTaskMacs = kNchwcTaskMacs;
 // Scratch of one task's tile run (transformed inputs and products): 4 MB, so that a run of
 // tiles shares each weight read across as many tiles as fit (weights are read once per run).
 constexpr int64_t kScratchFloats = int64_t(1) << 20;
