@@ -251,7 +251,8 @@ def test_console_in_chromium(console: dict[str, Any]) -> None:
             assert status == 200 and answer["result"]["version"] == "1", answer
 
             page.click("button[data-tab=mqtt]")
-            assert page.is_visible("#mqtt-none")  # this core has no broker
+            # The tab fills in after its status fetch answers: wait for it, do not race it.
+            expect(page.locator("#mqtt-none")).to_be_visible()  # this core has no broker
             page.screenshot(path=os.path.join(ARTIFACTS, "mqtt.png"), full_page=True)
         finally:
             browser.close()
