@@ -134,10 +134,6 @@ def test_cli_info_and_run(mlp_path, tmp_path):
     assert bad.returncode == 2 and "no model at" in bad.stderr
 
 
-@pytest.mark.xfail(strict=False, reason="regression of this stop, open: about half the runs abort at "
-                   "interpreter exit with 'terminate called without an active exception' (a daemon "
-                   "thread's forced unwind meets a noexcept frame or a joinable std::thread); it "
-                   "passed before the Winograd/typed-values/gather merges; see the closing note")
 def test_interpreter_exit_with_daemon_threads_in_predict(tmp_path):
     """Daemon threads inside predict when the interpreter exits: they must not abort the
     process (taking the GIL back then ends the thread; that may not pass a noexcept frame)."""
