@@ -53,7 +53,7 @@ py::list run_arrays(const Model& model, const py::sequence& arrays, const RunFn&
         in_ptrs.push_back(arr.data());
         keep.push_back(std::move(arr));
     }
-    std::shared_ptr<const Plan> plan = model.plan(shapes);
+    std::shared_ptr<const Plan> plan = model.plan(shapes, in_ptrs.data());
     py::list outs;
     std::vector<void*> out_ptrs;
     for (size_t o = 0; o < plan->output_shapes.size(); ++o) {
@@ -72,7 +72,8 @@ py::list run_arrays(const Model& model, const py::sequence& arrays, const RunFn&
 bool prepare_lean_call(const Model& model, py::handle x, LeanCall& call) {
     auto& api = py::detail::npy_api::get();
     if (model.inputs().size() != 1 || model.outputs().size() != 1 || !api.PyArray_Check_(x.ptr()) ||
-        model.inputs()[0].dtype != DType::Float32 || model.outputs()[0].dtype != DType::Float32) {
+        model.inputs()[0].dtype != DType::Float32 || model.outputs()[0].dtype != DType::Float32 ||
+        !model.value_inputs().empty()) {
         return false;
     }
     auto* a = py::detail::array_proxy(x.ptr());
