@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pyengine.errors import ModelFormatError
-from pyengine.frameworks import CHAINER_MANIFEST, EXPECTED
+from pyengine.frameworks import CHAINER_MANIFEST, EXPECTED, KERAS_SUFFIXES
 
 _PARAMS = re.compile(r"^(?P<prefix>.+)-(?P<epoch>\d{4,})\.params$")
 
@@ -29,7 +29,7 @@ class ModelLocation:
         The model's main file (``.pb``, ``-symbol.json``, ``.npz``, ``.onnx``, ``.pyem``), or the
         directory of a TensorFlow SavedModel.
     extra
-        Framework details: ``saved_model`` (TensorFlow), ``params`` and ``epoch`` (MXNet),
+        Framework details: ``saved_model`` and ``keras`` (TensorFlow), ``params`` and ``epoch`` (MXNet),
         ``manifest`` (Chainer, the parsed manifest or None).
     """
 
@@ -92,6 +92,8 @@ def _classify_file(path: str, epoch: int | None) -> ModelLocation | None:
         return ModelLocation("tensorflow", os.path.dirname(path), {"saved_model": True})
     if base.endswith(".pb"):
         return ModelLocation("tensorflow", path, {"saved_model": False})
+    if base.endswith(KERAS_SUFFIXES):
+        return ModelLocation("tensorflow", path, {"saved_model": False, "keras": True})
     if base.endswith("-symbol.json"):
         return _mxnet(path, epoch)
     m = _PARAMS.match(base)
