@@ -14,6 +14,7 @@ from pyengine.convert.onnx import (
     ops_elementwise,
     ops_nn,
     ops_norm,
+    ops_quant,
     ops_rnn,
     ops_shape,
     ops_typed,
@@ -31,6 +32,8 @@ HANDLERS: dict[str, Handler] = {
     **ops_rnn.HANDLERS,
     **ops_typed.HANDLERS,
     **ops_attention.HANDLERS,
+    # Last: its Conv, MatMul and Gemm read QDQ patterns and hand the others to ops_nn's.
+    **ops_quant.HANDLERS,
 }
 
 
