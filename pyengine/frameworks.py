@@ -14,6 +14,10 @@ import inspect
 from dataclasses import dataclass
 from typing import Any, Callable
 
+#: The file suffixes of Keras models (a .keras zip archive, a legacy HDF5 file), which the
+#: TensorFlow importer and backend read.
+KERAS_SUFFIXES = (".keras", ".h5", ".hdf5")
+
 #: The file name of the manifest that names a Chainer network's code (see docs/frameworks.md).
 CHAINER_MANIFEST = "pyengine.json"
 
@@ -43,11 +47,14 @@ class Framework:
 FRAMEWORKS: dict[str, Framework] = {f.name: f for f in (
     Framework("tensorflow", "tensorflow",
               frozenset({"inputs", "outputs", "signature", "input_shapes"}),
-              "a TensorFlow frozen graph (*.pb) or SavedModel directory (saved_model.pb)"),
+              "a TensorFlow frozen graph (*.pb), SavedModel directory (saved_model.pb) or Keras "
+              "model (*.keras, *.h5)"),
     Framework("mxnet", "mxnet", frozenset({"strict", "input_shapes"}),
               "an MXNet checkpoint (<prefix>-symbol.json + <prefix>-NNNN.params)"),
     Framework("chainer", "chainer", frozenset({"chain", "input_shapes"}),
               f"a Chainer model.npz with a {CHAINER_MANIFEST} manifest"),
+    Framework("tflite", "tensorflow", frozenset({"input_shapes"}),
+              "a TensorFlow Lite model (*.tflite)"),
     Framework("onnx", "onnxruntime", frozenset({"threads", "input_shapes"}),
               "an ONNX model (*.onnx)"),
 )}

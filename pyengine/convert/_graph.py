@@ -63,6 +63,7 @@ _FOLD: dict[str, Callable[..., np.ndarray]] = {
     "Squeeze": lambda x, axes=(): _squeeze(x, axes),
     "Flatten": lambda x, axis=1: _flatten(x, axis),
     "Concat": lambda *xs, axis: np.concatenate(xs, axis=axis),
+    "Gather": lambda x, indices, axis=0: np.take(x, indices, axis=axis),
 }
 
 
@@ -109,6 +110,8 @@ class Graph:
         self.output_shapes: dict[str, list[int]] = {}
         self.nodes: list[Node] = []
         self.consts: dict[str, np.ndarray] = {}
+        # Constant name -> (scale, zero point, axis) of an int8/uint8 weight a quantized op reads.
+        self.quant: dict[str, tuple[list[float], list[int], int]] = {}
         self.unsupported: list[tuple[str, str]] = []
         self._names: set[str] = set()
 
@@ -137,6 +140,14 @@ class Graph:
             arr = arr.astype(np.float32)
         name = self.fresh(hint)
         self.consts[name] = arr
+        return name
+
+    def quantized_const(self, array: np.ndarray, scale: Sequence[float], zero_point: Sequence[int],
+                        axis: int, hint: str) -> str:
+        """Store int8/uint8 ``array`` with its quantization (real = (q - zero_point) * scale, one
+        entry per tensor or per index of ``axis``)."""
+        name = self.const(array, hint)
+        self.quant[name] = ([float(s) for s in scale], [int(z) for z in zero_point], int(axis))
         return name
 
     def is_const(self, value: str) -> bool:
@@ -448,7 +459,11 @@ class Graph:
         for name, arr in self.consts.items():
             if arr.dtype != np.float32 and not (self.keep_dtypes and arr.dtype.name in DTYPES):
                 arr = arr.astype(np.float32)
-            g.constant(name, arr, exact=self.keep_dtypes)
+            if name in self.quant:
+                scale, zero_point, axis = self.quant[name]
+                g.quantized_constant(name, arr, scale, zero_point, axis)
+            else:
+                g.constant(name, arr, exact=self.keep_dtypes)
         used_node_names: set[str] = set()
         for n in self.nodes:
             node_name = n.name

@@ -1,4 +1,5 @@
-"""TensorFlow frozen GraphDef (or SavedModel, frozen on the fly) -> native graph, NHWC kept."""
+"""TensorFlow frozen GraphDef (or SavedModel or Keras file, frozen on the fly) -> native graph,
+NHWC kept."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from pyengine.builder import GraphBuilder
 from pyengine.convert import _tf_ops
 from pyengine.convert._graph import Graph, batch_copied, input_shapes_hint
 from pyengine.convert._imports import framework
+from pyengine.convert._keras import freeze_keras
 from pyengine.convert._tf_attrs import _attr, _layout, _spatial
 from pyengine.errors import InputShapeUnknownError, ModelFormatError
 from pyengine.locate import ModelLocation
@@ -85,7 +87,8 @@ def read_graph(
     outputs: Sequence[str] | None = None,
     signature: str = "serving_default",
 ) -> FrozenGraph:
-    """Parse the frozen graph (or freeze the SavedModel's signature) and pick inputs and outputs.
+    """Parse the frozen graph (or freeze the SavedModel's signature or the Keras model) and pick
+    inputs and outputs.
 
     Inputs default to the Placeholders; outputs to the nodes nothing consumes.
 
@@ -98,6 +101,8 @@ def read_graph(
     path = location.path
     if location.extra.get("saved_model"):
         graph_def, sig_in, sig_out = _freeze_saved_model(tf, path, signature)
+    elif location.extra.get("keras"):
+        graph_def, sig_in, sig_out = freeze_keras(tf, path)
     else:
         graph_def = _read_pb(tf, path)
         sig_in, sig_out = [], []

@@ -9,7 +9,17 @@ from typing import Any, Sequence
 
 from pyengine.builder import GraphBuilder
 from pyengine.convert._imports import framework
-from pyengine.convert.onnx import ops_elementwise, ops_nn, ops_norm, ops_rnn, ops_shape, ops_typed
+from pyengine.convert.onnx import (
+    ops_attention,
+    ops_einsum,
+    ops_elementwise,
+    ops_nn,
+    ops_norm,
+    ops_quant,
+    ops_rnn,
+    ops_shape,
+    ops_typed,
+)
 from pyengine.convert.onnx._importer import Handler, Importer
 from pyengine.errors import ModelFormatError
 from pyengine.locate import ModelLocation
@@ -22,6 +32,10 @@ HANDLERS: dict[str, Handler] = {
     **ops_shape.HANDLERS,
     **ops_rnn.HANDLERS,
     **ops_typed.HANDLERS,
+    **ops_attention.HANDLERS,
+    **ops_einsum.HANDLERS,
+    # Last: its Conv, MatMul and Gemm read QDQ patterns and hand the others to ops_nn's.
+    **ops_quant.HANDLERS,
 }
 
 

@@ -40,6 +40,20 @@ class Importer:
         self.vdtypes: dict[str, str] = {}
         # ONNX value name -> its element type from ONNX's type inference.
         self.onnx_dtypes: dict[str, str] = {}
+        # Quantized tensors (ops_quant.py). A run-time int8/uint8 ONNX tensor with known scale
+        # and zero point is held as a float32 native value of its real values
+        # ((q - zero_point) * scale): qparams maps that native value to its quantization, raw
+        # maps it to the float value it was rounded from (a fused int8 op reads that one and
+        # rounds it itself, skipping the Q/DQ pair), and done maps an ONNX value that a fused
+        # producer already computed to its native value.
+        self.qparams: dict[str, Any] = {}
+        self.raw: dict[str, str] = {}
+        self.done: dict[str, str] = {}
+        self.readers: dict[str, list[Any]] = {}
+        self.producers: dict[str, Any] = {o: n for n in model.graph.node for o in n.output if o}
+        for n in model.graph.node:
+            for i in n.input:
+                self.readers.setdefault(i, []).append(n)
         # Whether the batch (dimension 0) is the graph inputs' only free dimension.
         self.batch_only = all(-1 not in (shape_of(vi.type) or [0])[1:] for vi in model.graph.input)
         try:
@@ -125,6 +139,8 @@ class Importer:
         for vi in graph.output:
             value = self.values[vi.name]
             want = onnx_dtype(onnx, vi.type.tensor_type.elem_type)
+            if value in self.qparams and want in ("int8", "uint8"):  # real values -> codes
+                value = self.codes_of(value, want, vi.name)
             if not value.startswith("unsupported:") and want is not None and self.dtype_of(value) != want:
                 value = self.g.unsupported_op(
                     vi.name, f"output '{vi.name}' of type {want} (computed as {self.dtype_of(value)})"
@@ -134,10 +150,31 @@ class Importer:
 
     def convert_node(self, node: Any) -> None:
         name = node.name or node.output[0]
-        if node.domain not in ("", "ai.onnx"):
-            self._set(node, [self.g.unsupported_op(name, f"{node.domain}.{node.op_type}")])
+        outs_done = [o for o in node.output if o]
+        if outs_done and all(o in self.done for o in outs_done):  # computed by a fused producer
+            self._set(node, [self.done.get(o, "") for o in node.output])
             return
+        op_type = node.op_type
+        if node.domain not in ("", "ai.onnx"):
+            op_type = f"{node.domain}.{node.op_type}"
+            if op_type not in self.handlers:
+                self._set(node, [self.g.unsupported_op(name, op_type)])
+                return
         ins = [self.values[i] if i else "" for i in node.input]
+        if op_type not in QUANT_OPS:
+            # ONNX int8/uint8 codes held as real values: only ops that commute with the
+            # dequantization (moving or selecting elements) may read them.
+            coded = [i for i in node.input if i and self.values[i] in self.qparams
+                     and self.onnx_dtypes.get(i) in ("int8", "uint8")]
+            if coded and op_type not in CODE_PRESERVING_OPS:
+                dt = self.onnx_dtypes[coded[0]]
+                self._set(node, [self.g.unsupported_op(
+                    name, f"{op_type} of a quantized {dt} tensor (no quantized form of this op)")]
+                    * len(node.output))
+                return
+            if coded:
+                self._convert_coded(node, name, op_type, ins, self.qparams[self.values[coded[0]]])
+                return
         present = [v for v in ins if v]
         if node.op_type != "Constant" and present and all(self.g.is_const(v) for v in present):
             dynamic = any(v in self.symbolic for v in present)
@@ -155,8 +192,8 @@ class Importer:
                     self.symbolic.update(outs)
                 self._set(node, outs)
                 return
-        if node.op_type not in self.handlers:
-            self._set(node, [self.g.unsupported_op(name, node.op_type)] * len(node.output))
+        if op_type not in self.handlers:
+            self._set(node, [self.g.unsupported_op(name, op_type)] * len(node.output))
             return
         if any(v.startswith("unsupported:") for v in ins):  # downstream of an unsupported op
             self._set(node, [self.g.fresh("unsupported:" + name) for _ in node.output])
@@ -170,7 +207,7 @@ class Importer:
         typed = sorted({self.dtype_of(v) for i, v in enumerate(ins)
                         if v and not self.g.is_const(v) and i not in params} - {"float32"})
         widened = False
-        if typed and node.op_type not in TYPED_OPS:
+        if typed and op_type not in TYPED_OPS and op_type not in QUANT_OPS:
             if typed != ["float64"]:
                 self._set(node, [self.g.unsupported_op(name, f"{node.op_type} of {', '.join(typed)}")])
                 return
@@ -179,11 +216,11 @@ class Importer:
                    if v and self.dtype_of(v) == "float64" and i not in params else v
                    for i, v in enumerate(ins)]
             widened = True
-        handler = self.handlers.get(node.op_type)
+        handler = self.handlers.get(op_type)
         attrs = {a.name: self.onnx.helper.get_attribute_value(a) for a in node.attribute}
         out = handler(self, node, name, ins, attrs) if handler is not None else None
         if out is None:
-            self._set(node, [self.g.unsupported_op(name, node.op_type)] * len(node.output))
+            self._set(node, [self.g.unsupported_op(name, op_type)] * len(node.output))
             return
         outs = out if isinstance(out, list) else [out]
         if widened:
@@ -192,6 +229,40 @@ class Importer:
                     and not v.startswith("unsupported:") else v
                     for i, v in enumerate(outs)]
         self._set(node, outs)
+
+    def _convert_coded(self, node: Any, name: str, op_type: str, ins: list[str], q: Any) -> None:
+        """A CODE_PRESERVING_OPS node on quantized values: the float op on the real values, whose
+        outputs keep the input's quantization (every quantized input must share it)."""
+        for v in ins:
+            if not v:
+                continue
+            const = self.g.is_const(v)
+            if (const and self.dtype_of(v) in ("int8", "uint8")) or (not const and self.qparams.get(v) != q):
+                self._set(node, [self.g.unsupported_op(
+                    name, f"{op_type} of quantized tensors with different scales or zero points")]
+                    * len(node.output))
+                return
+        attrs = {a.name: self.onnx.helper.get_attribute_value(a) for a in node.attribute}
+        out = self.handlers[op_type](self, node, name, ins, attrs)
+        if out is None:
+            self._set(node, [self.g.unsupported_op(name, op_type)] * len(node.output))
+            return
+        outs = out if isinstance(out, list) else [out]
+        for o, v in zip(node.output, outs):
+            if o and o not in self.onnx_dtypes:  # shape inference stopped at a com.microsoft op
+                self.onnx_dtypes[o] = "int64" if op_type in ("Shape", "Size") else q.dtype
+            if not self.g.is_const(v) and self.onnx_dtypes.get(o) in ("int8", "uint8"):
+                self.qparams[v] = q
+                self.vdtypes[v] = "float32"
+        self._set(node, outs)
+
+    def codes_of(self, value: str, dtype: str, name: str) -> str:
+        """The int8/uint8 codes of quantized real value ``value`` as a ``dtype`` native value."""
+        q = self.qparams[value]
+        codes = self.g.op("QuantizeLinear", [value], name + "/codes", **q.native_attrs())
+        out = self.g.op("Cast", [codes], name + "/cast", to=dtype)
+        self.vdtypes[out] = dtype
+        return out
 
     def cast(self, value: str, dtype: str, name: str) -> str:
         """``value`` as ``dtype``: a converted constant, a native Cast, or ``value`` itself."""
@@ -291,6 +362,24 @@ def onnx_dtype(onnx: Any, elem_type: int) -> str | None:
     return name if name in ENGINE_DTYPES else None
 
 
+# The quantized ops (ops_quant.py): they read int8/uint8 codes, whether held as real values
+# (Importer.qparams) or as int8/uint8 native values.
+QUANT_OPS = {
+    "QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul", "MatMulInteger",
+    "ConvInteger", "com.microsoft.QLinearAdd", "com.microsoft.QLinearMul",
+    "com.microsoft.QLinearGlobalAveragePool", "com.microsoft.QLinearAveragePool",
+    "com.microsoft.QLinearConcat", "com.microsoft.QLinearSigmoid", "com.microsoft.QLinearLeakyRelu",
+    "com.microsoft.QGemm",
+}
+
+# Ops that commute with dequantization (they move, select or compare elements): on quantized
+# codes they run on the real values, and their outputs keep the input's scale and zero point.
+CODE_PRESERVING_OPS = {
+    "Identity", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Transpose", "Slice", "Split",
+    "Concat", "Gather", "MaxPool", "GlobalMaxPool", "DepthToSpace", "SpaceToDepth", "Tile",
+    "Expand", "Dropout", "Shape", "Size",
+}
+
 # Ops whose handlers take values of other dtypes than float32 (the rest are refused naming the
 # op and the dtype before their handler runs).
 TYPED_OPS = {
@@ -299,5 +388,5 @@ TYPED_OPS = {
     "LessOrEqual", "GreaterOrEqual", "And", "Or", "Xor", "Not", "Where", "Add", "Sub", "Mul",
     "Div", "Sum", "Min", "Max", "Pow", "Mod", "Abs", "Neg", "Sign", "ArgMax", "ArgMin",
     "Gather", "GatherElements", "Trilu", "IsNaN", "IsInf", "Dropout", "Constant", "BitwiseAnd",
-    "BitwiseOr", "BitwiseXor", "BitwiseNot", "BitShift",
+    "BitwiseOr", "BitwiseXor", "BitwiseNot", "BitShift", "Attention", "EyeLike", "GatherND",
 }
