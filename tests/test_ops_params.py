@@ -248,3 +248,26 @@ def test_parameter_computed_from_a_graph_input(tmp_path):
         np.testing.assert_array_equal(got, x.reshape(n + 1, -1))
     with pytest.raises(ValueError, match=r"cannot reshape \[6, 4\]"):
         model.predict({"x": x, "n": np.array([4], I64)})
+
+
+def test_shape_of_a_value_onnx_inference_leaves_open(tmp_path):
+    """Shape of a Reshape whose target comes at run time: onnx's inference cannot size it, so the
+    native Shape op does, and ConstantOfShape of it is planned from the computed value."""
+    x = x_of(6, 4)
+    nodes = [
+        helper.make_node("Reshape", ["x", "target"], ["y"]),
+        helper.make_node("Shape", ["y"], ["s"]),
+        helper.make_node("ConstantOfShape", ["s"], ["z"],
+                         value=helper.make_tensor("v", TensorProto.FLOAT, [1], [2.5])),
+    ]
+    graph = helper.make_graph(nodes, "g", [
+        helper.make_tensor_value_info("x", TensorProto.FLOAT, [6, 4]),
+        helper.make_tensor_value_info("target", TensorProto.INT64, [2])],
+        [helper.make_tensor_value_info("z", TensorProto.FLOAT, ["a", "b"])])
+    src, dst = tmp_path / "m.onnx", tmp_path / "m.pyem"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=8), str(src))
+    pyengine.convert(str(src), str(dst))
+    model = pyengine.load(str(dst), backend="native")
+    for target in ([3, 8], [-1, 2], [24, 1]):
+        got = model.predict({"x": x, "target": np.array(target, I64)})
+        np.testing.assert_array_equal(got, np.full(x.reshape(target).shape, 2.5, np.float32))

@@ -321,7 +321,9 @@ void Model::find_plan_values() {
         for (int o : node.outputs) needed = needed || plan_value_[static_cast<size_t>(o)];
         plan_node_[static_cast<size_t>(*it)] = needed;
         for (size_t k = 0; k < node.inputs.size(); ++k) {
-            if (needed || node.op->reads_value(k)) plan_value_[static_cast<size_t>(node.inputs[k])] = 1;
+            if ((needed && node.op->reads_data(k)) || node.op->reads_value(k)) {
+                plan_value_[static_cast<size_t>(node.inputs[k])] = 1;
+            }
         }
     }
     for (size_t i = 0; i < input_values_.size(); ++i) {
@@ -477,8 +479,18 @@ std::shared_ptr<Plan> Model::build_plan(const std::vector<Shape>& input_shapes, 
                     known[v] = Tensor{held[v].data(), values_[v].dtype, out_shapes[k]};
                     outs.push_back(&known[v]);
                 }
+                // Inputs it reads only the shape of (Shape) carry their shape and no data.
+                std::vector<Tensor> shape_only(node.inputs.size());
                 std::vector<const Tensor*> ins;
-                for (int i : node.inputs) ins.push_back(&known[static_cast<size_t>(i)]);
+                for (size_t k = 0; k < node.inputs.size(); ++k) {
+                    const size_t i = static_cast<size_t>(node.inputs[k]);
+                    if (plan_value_[i]) {
+                        ins.push_back(&known[i]);
+                    } else {
+                        shape_only[k] = Tensor{nullptr, values_[i].dtype, p->shapes[i]};
+                        ins.push_back(&shape_only[k]);
+                    }
+                }
                 node.op->run(ins, outs);
             }
         } catch (const InvalidArgument& e) {

@@ -211,7 +211,7 @@ using Factory = std::unique_ptr<Op> (*)(const Attrs&);
     X(ArgReduce, 1, 1, 1) X(Gather, 2, 2, 1) X(GatherElements, 2, 2, 1) X(Trilu, 1, 2, 1)      \
     X(Attention, 3, 7, 1)                                                                \
     X(Unsqueeze, 1, 2, 1) X(Expand, 2, 2, 1) X(Tile, 2, 2, 1) X(ConstantOfShape, 1, 1, 1)  \
-    X(Range, 3, 3, 1) X(Split, 1, 2, 1) X(TopK, 2, 2, 1)
+    X(Range, 3, 3, 1) X(Split, 1, 2, 1) X(TopK, 2, 2, 1) X(Shape, 1, 1, 1)
 
 #define DECLARE(name, a, b, c) std::unique_ptr<Op> make_##name(const Attrs&);
 PYENGINE_OPS(DECLARE)

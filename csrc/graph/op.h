@@ -72,6 +72,12 @@ public:
         (void)i;
         return false;
     }
+    // False when the op reads only input i's shape, never its elements (Shape): a value the
+    // planner computes then needs no value of that input.
+    virtual bool reads_data(size_t i) const {
+        (void)i;
+        return true;
+    }
     // infer, for ops with parameter inputs: `values[i]` is input i for each i with
     // reads_value(i), nullptr elsewhere. Default: infer(in).
     virtual std::vector<Shape> infer_values(const std::vector<Shape>& in,

@@ -1,11 +1,12 @@
 // SPDX-License-Identifier: Apache-2.0
 // Shape and data-movement ops whose parameters are tensors that may arrive at run time
 // (docs/format.md "Parameter inputs"): Unsqueeze, Expand, Tile, ConstantOfShape, Range, Split,
-// TopK. Each reads its parameter inputs by value (Op::reads_value): the planner gives them to
+// TopK; and Shape, which computes such parameters from a shape. Each reads its parameter inputs by value (Op::reads_value): the planner gives them to
 // infer_values, and run reads the same few numbers again. Host-only, any dtype where ONNX allows.
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <numeric>
 
 #include "common.h"
@@ -352,8 +353,36 @@ private:
     bool largest_, indices_;
 };
 
+// ONNX Shape: dimensions [start, end) of the input (negative bounds count from the end, both
+// clamped), as int64. It reads only the input's shape, so a parameter computed from it needs no
+// input data when planning.
+class ShapeOp : public Op {
+public:
+    explicit ShapeOp(const Attrs& a)
+        : start_(a.get_int("start", 0)), end_(a.get_int("end", std::numeric_limits<int64_t>::max())) {}
+    bool reads_data(size_t) const override { return false; }
+    std::vector<DType> infer_dtypes(const std::vector<DType>&, size_t) const override { return {DType::Int64}; }
+    std::pair<int64_t, int64_t> range(size_t rank) const {
+        const int64_t r = static_cast<int64_t>(rank);
+        auto clamp = [r](int64_t i) { return std::clamp<int64_t>(i < 0 ? std::max(i, -r) + r : i, 0, r); };
+        return {clamp(start_), std::max(clamp(start_), clamp(end_))};
+    }
+    std::vector<Shape> infer(const std::vector<Shape>& in) const override {
+        const auto r = range(in[0].size());
+        return {{r.second - r.first}};
+    }
+    void run(const std::vector<const Tensor*>& in, const std::vector<Tensor*>& out) const override {
+        const auto r = range(in[0]->shape.size());
+        for (int64_t i = r.first; i < r.second; ++i) out[0]->as<int64_t>()[i - r.first] = in[0]->shape[static_cast<size_t>(i)];
+    }
+
+private:
+    int64_t start_, end_;
+};
+
 }  // namespace
 
+std::unique_ptr<Op> make_Shape(const Attrs& a) { return std::make_unique<ShapeOp>(a); }
 std::unique_ptr<Op> make_Unsqueeze(const Attrs& a) { return std::make_unique<UnsqueezeOp>(a); }
 std::unique_ptr<Op> make_Expand(const Attrs& a) { return std::make_unique<ExpandOp>(a); }
 std::unique_ptr<Op> make_Tile(const Attrs& a) { return std::make_unique<TileOp>(a); }

@@ -56,6 +56,9 @@ class Importer:
                 self.readers.setdefault(i, []).append(n)
         # Whether the batch (dimension 0) is the graph inputs' only free dimension.
         self.batch_only = all(-1 not in (shape_of(vi.type) or [0])[1:] for vi in model.graph.input)
+        # Whether every graph input's shape is fully known: a size left -1 inside the graph is
+        # then only a gap in onnx's shape inference, and a native Shape op computes it.
+        self.static_inputs = all(-1 not in (shape_of(vi.type) or [-1]) for vi in model.graph.input)
         try:
             inferred = onnx.shape_inference.infer_shapes(model)
             for vi in (

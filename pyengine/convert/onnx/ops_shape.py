@@ -105,8 +105,11 @@ def _shape(
     imp: Importer, node: Any, name: str, ins: list[str], attrs: dict[str, Any]
 ) -> str | None:
     shape = imp.shapes.get(node.input[0])
-    if shape is None:
-        return None
+    if shape is None or (-1 in shape and imp.static_inputs):
+        # Sizes onnx's inference left open: the native Shape op computes them (when planning,
+        # where they are parameters of other ops).
+        bounds = {k: int(attrs[k]) for k in ("start", "end") if k in attrs}
+        return imp.g.op("Shape", ins[:1], name, **bounds)
     shape = shape[attrs.get("start", 0) : attrs.get("end", len(shape))]
     out = imp.g.const(np.array(shape, np.int64), name)
     if -1 in shape:
