@@ -236,7 +236,7 @@ def test_auto_inside_a_function_without_a_grant_uses_cpu(tmp_path, monkeypatch):
 #: Ops from issue 25's coverage work that have no CUDA kernel yet: on a GPU model they run
 #: through the Host fallback (docs/gpu.md lists them). Every other op must lower, and these
 #: must fall back rather than fail.
-HOST_ONLY_OPS = {"BatchMatMul", "BinaryMath", "ConvTranspose2D", "GRU", "LayerNorm", "LogSoftmax",
+HOST_ONLY_OPS = {"Attention", "BatchMatMul", "BinaryMath", "ConvTranspose2D", "GRU", "LayerNorm", "LogSoftmax",
                  "LSTM", "Math", "Reduce", "Resize", "Where",
                  # issue 23's int8 ops: CPU kernels only
                  "QuantizeLinear", "DequantizeLinear", "QLinearConv2D", "QLinearDense",

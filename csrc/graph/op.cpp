@@ -157,7 +157,7 @@ int64_t normalize_axis(int64_t axis, size_t rank, const std::string& what) {
 void shape_error(const std::string& what) { throw InvalidArgument(what); }
 
 // Factories live beside their ops (ops_nn.cpp, ops_elementwise.cpp, ops_shape.cpp, ops_math.cpp,
-// ops_conv_transpose.cpp, ops_rnn.cpp, ops_resize.cpp).
+// ops_conv_transpose.cpp, ops_rnn.cpp, ops_resize.cpp, ops_attention.cpp).
 using Factory = std::unique_ptr<Op> (*)(const Attrs&);
 #define PYENGINE_OPS(X)                                                                  \
     X(Dense, 2, 3, 1) X(MatMul, 2, 3, 1) X(Conv2D, 2, 3, 1) X(BatchNorm, 5, 5, 1)        \
@@ -177,7 +177,8 @@ using Factory = std::unique_ptr<Op> (*)(const Attrs&);
     X(QuantizeLinear, 1, 1, 1) X(DequantizeLinear, 1, 1, 1)                              \
     X(QLinearConv2D, 2, 3, 1) X(QLinearDense, 2, 3, 1)                                 \
     X(Cast, 1, 1, 1) X(Compare, 2, 2, 1) X(Logic, 1, 2, 1) X(Classify, 1, 1, 1)          \
-    X(ArgReduce, 1, 1, 1) X(Gather, 2, 2, 1) X(GatherElements, 2, 2, 1) X(Trilu, 1, 2, 1)
+    X(ArgReduce, 1, 1, 1) X(Gather, 2, 2, 1) X(GatherElements, 2, 2, 1) X(Trilu, 1, 2, 1)      \
+    X(Attention, 3, 7, 1)
 
 #define DECLARE(name, a, b, c) std::unique_ptr<Op> make_##name(const Attrs&);
 PYENGINE_OPS(DECLARE)

@@ -10,6 +10,7 @@ from typing import Any, Sequence
 from pyengine.builder import GraphBuilder
 from pyengine.convert._imports import framework
 from pyengine.convert.onnx import (
+    ops_attention,
     ops_elementwise,
     ops_nn,
     ops_norm,
@@ -30,6 +31,7 @@ HANDLERS: dict[str, Handler] = {
     **ops_shape.HANDLERS,
     **ops_rnn.HANDLERS,
     **ops_typed.HANDLERS,
+    **ops_attention.HANDLERS,
     # Last: its Conv, MatMul and Gemm read QDQ patterns and hand the others to ops_nn's.
     **ops_quant.HANDLERS,
 }
