@@ -303,12 +303,13 @@ def _conv_geometry(attrs: dict[str, Any]) -> dict[str, Any]:
 
 def _conv(imp: Importer, node: Any, name: str, ins: list[str], attrs: dict[str, Any]) -> Any:
     """Conv; DequantizeLinear'd input and weights -> QLinearConv2D."""
-    xq = imp.qparams.get(ins[0])
-    w = _dq_weight(imp, node.input[1], 0, name + "/w") if xq is not None and xq.per_tensor else None
-    if xq is None or w is None or imp.rank(node.input[1]) != 4:
+    xq, wf = imp.qparams.get(ins[0]), imp.const_of(ins[1])
+    if xq is None or not xq.per_tensor or wf is None or wf.ndim != 4:
         return ops_nn._conv(imp, node, name, ins, attrs)
-    wf = imp.const_of(ins[1])
-    n_out = wf.shape[0] if wf is not None else 0
+    w = _dq_weight(imp, node.input[1], 0, name + "/w")
+    if w is None:
+        return ops_nn._conv(imp, node, name, ins, attrs)
+    n_out = wf.shape[0]
     ok, bias = _bias(imp, node.input[2] if len(node.input) > 2 else "", xq, w[1], n_out, name + "/b")
     if not ok:
         return ops_nn._conv(imp, node, name, ins, attrs)
