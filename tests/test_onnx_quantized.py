@@ -143,7 +143,7 @@ def _data(shape: tuple, n: int, seed: int) -> np.ndarray:
     return np.random.default_rng(seed).uniform(-1, 1, (n, *shape)).astype(np.float32)
 
 
-def _quantize(tmp_path, name: str, fmt: str, per_channel: bool, act: str) -> str:
+def _quantize(tmp_path, name: str, fmt: str, per_channel: bool, act: str, weights: str = "int8") -> str:
     """The model quantized by onnxruntime's quantize_static (weights int8), path of the .onnx."""
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
@@ -163,7 +163,7 @@ def _quantize(tmp_path, name: str, fmt: str, per_channel: bool, act: str) -> str
     logging.getLogger().setLevel(logging.ERROR)  # quantize_static's "consider pre-processing"
     quantize_static(str(src), str(dst), Reader(), quant_format=getattr(QuantFormat, fmt), per_channel=per_channel,
                     activation_type=QuantType.QUInt8 if act == "uint8" else QuantType.QInt8,
-                    weight_type=QuantType.QInt8)
+                    weight_type=QuantType.QInt8 if weights == "int8" else QuantType.QUInt8)
     return str(dst)
 
 
@@ -425,3 +425,18 @@ def test_onnx_quantization_conformance_cases_pass_or_are_refused_cleanly():
             assert result == "unsupported" and "FLOAT16" in detail, (name, result, detail)
         else:
             assert result == "passed", (name, result, detail)
+
+
+@pytest.mark.parametrize("fmt", ["QDQ", "QOperator"])
+def test_uint8_weights_match_onnxruntime(tmp_path, fmt):
+    """uint8 weights (quantize_static's weight_type QUInt8): where a zero point leaves the codes
+    outside int8 the op runs in float on the real values (QOperator's QGemm here), else in int8."""
+    path = _quantize(tmp_path, "resnet_style", fmt, True, "uint8", weights="uint8")
+    dst = pyengine.convert(path, str(tmp_path / "q.pyem"))
+    ops = collections.Counter(n["op"] for n in read_pyem(dst)[0]["nodes"])
+    assert ops["QLinearConv2D"] == 6, ops
+    x = _data(MODELS["resnet_style"][1], 8, 1)
+    got = pyengine.load(dst).predict(x)
+    want = ort.InferenceSession(path, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    steps = np.abs(got - want) / _output_step(path)
+    assert np.max(steps) <= 1.0 + 1e-3 and np.mean(steps < 0.5) >= 0.9, (np.max(steps), np.mean(steps < 0.5))

@@ -537,15 +537,29 @@ def _qlinear_dense(imp: Importer, node: Any, name: str, ins: list[str], a: int, 
                        name, **({"transpose_b": True} if trans_b else {}), **aq.act_attrs("x"),
                        **(yq.act_attrs("y") if yq is not None else {}))
         return out if yq is None else _mark(imp, out, yq)
+    if codes is not None and codes.ndim == 2:
+        # Constant weights the int8 kernels cannot take (uint8 codes whose zero point leaves
+        # them outside int8): float on the real values, rounded onto y's grid.
+        wf = bq.real(codes)
+        wf = np.ascontiguousarray(wf.T if trans_b else wf)
+        extra = []
+        if bias is not None:
+            bc = imp.const_of(bias)
+            assert bc is not None
+            bf = bc.astype(np.float64) * aq.scale[0] * np.asarray(bq.scale, np.float64)
+            extra = [imp.g.const(bf.astype(np.float32), name + "/bf")]
+        y = imp.g.op("Dense", [real_of(imp, ins[a], aq, name + "/a"), imp.g.const(wf, name + "/wf")] + extra,
+                     name + "/float")
+        return y if yq is None else quantized(imp, y, yq, name)
     if bias is not None or trans_b:
-        raise _Refuse(f"{node.op_type} with run-time or non-2-D weights and a bias or transB")
+        raise _Refuse(f"{node.op_type} with run-time weights and a bias or transB")
     # Run-time (or non-2-D) B: a float product of the real values, rounded onto y's grid.
     ra = real_of(imp, ins[a], aq, name + "/a")
     rb = real_of(imp, ins[b], bq, name + "/b")
-    y = ops_nn._matmul(imp, _matmul_node(imp, node, a, b), name + "/float", [ra, rb], {})
-    if y is None:
+    prod = ops_nn._matmul(imp, _matmul_node(imp, node, a, b), name + "/float", [ra, rb], {})
+    if prod is None:
         raise _Refuse(f"{node.op_type} of these ranks")
-    return y if yq is None else quantized(imp, y, yq, name)
+    return prod if yq is None else quantized(imp, prod, yq, name)
 
 
 def _matmul_node(imp: Importer, node: Any, a: int, b: int) -> Any:
