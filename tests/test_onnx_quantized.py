@@ -283,14 +283,15 @@ def test_zero_negative_or_nan_scale_is_refused_naming_the_tensor(tmp_path, w_sca
         pyengine.convert(path, str(tmp_path / "m.pyem"))
 
 
-def test_zero_scale_of_a_qdq_weight_is_refused(tmp_path):
+@pytest.mark.parametrize("opset", [17, 21])
+def test_zero_scale_of_a_qdq_weight_is_refused(tmp_path, opset):
     nodes = [helper.make_node("QuantizeLinear", ["x", "s", "z"], ["q"]),
              helper.make_node("DequantizeLinear", ["q", "s", "z"], ["d"]),
              helper.make_node("DequantizeLinear", ["wq", "ws"], ["w"], axis=1),
              helper.make_node("MatMul", ["d", "w"], ["y"])]
     inits = {"s": np.float32(0.1), "z": np.uint8(0), "wq": np.ones((4, 3), np.int8),
              "ws": np.array([0.1, 0.0, 0.2], np.float32)}
-    path = _save(tmp_path, _qdq_graph(nodes, inits, y_shape=[1, 3]))
+    path = _save(tmp_path, _qdq_graph(nodes, inits, y_shape=[1, 3], opset=opset))
     with pytest.raises(pyengine.ModelFormatError, match=r"scale 'ws'\[1\] is 0.0"):
         pyengine.convert(path, str(tmp_path / "m.pyem"))
 
