@@ -84,7 +84,8 @@ class GraphBuilder:
         arr = np.asarray(array)
         if arr.dtype == np.float64 and not exact:
             arr = arr.astype(np.float32)
-        arr = np.ascontiguousarray(arr).astype(arr.dtype.newbyteorder("<"), copy=False)
+        # reshape: ascontiguousarray makes a 0-d array 1-d, and a scalar must stay a scalar.
+        arr = np.ascontiguousarray(arr).reshape(arr.shape).astype(arr.dtype.newbyteorder("<"), copy=False)
         if arr.dtype.newbyteorder("=") not in _DTYPES:
             raise ValueError(f"tensor '{name}' has dtype {arr.dtype}; expected one of {', '.join(DTYPES)}")
         self._tensors[self._claim(name)] = arr

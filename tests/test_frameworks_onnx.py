@@ -63,27 +63,28 @@ def _unsupported_model(path: str) -> str:
     from onnx import TensorProto, helper
 
     nodes = [
-        helper.make_node("Hardmax", ["x"], ["e"], name="hardmax_node"),
+        helper.make_node("CumSum", ["x", "axis"], ["e"], name="cumsum_node"),
         helper.make_node("Relu", ["e"], ["r"], name="relu_node"),
-        helper.make_node("Shrink", ["r"], ["y"], name="shrink_node"),
+        helper.make_node("CumSum", ["r", "axis"], ["y"], name="cumsum_reverse_node", reverse=1),
     ]
     graph = helper.make_graph(
         nodes,
         "g",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 4])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 4])],
+        [helper.make_tensor("axis", TensorProto.INT64, [], [1])],
     )
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)]), path)
     return path
 
 
 def test_unsupported_ops_listed_and_auto_falls_back_once(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    path = _unsupported_model(str(tmp_path / "hardmax.onnx"))
+    path = _unsupported_model(str(tmp_path / "cumsum.onnx"))
     with pytest.raises(pyengine.UnsupportedOpsError) as info:
-        pyengine.convert(path, str(tmp_path / "hardmax.pyem"))
+        pyengine.convert(path, str(tmp_path / "cumsum.pyem"))
     msg = str(info.value)
-    assert "hardmax_node (Hardmax)" in msg and "shrink_node (Shrink)" in msg and path in msg
-    assert info.value.ops == [("hardmax_node", "Hardmax"), ("shrink_node", "Shrink")]
+    assert "cumsum_node (CumSum)" in msg and "cumsum_reverse_node (CumSum)" in msg and path in msg
+    assert info.value.ops == [("cumsum_node", "CumSum"), ("cumsum_reverse_node", "CumSum")]
     with pytest.raises(pyengine.UnsupportedOpsError):
         pyengine.load(path, backend="native")
     with pytest.warns(pyengine.FrameworkFallbackWarning, match="runs this model on onnx") as caught:
@@ -91,7 +92,8 @@ def test_unsupported_ops_listed_and_auto_falls_back_once(tmp_path) -> None:  # t
     assert len(caught) == 1
     assert model.backend == "onnx"
     x = data((3, 4))
-    np.testing.assert_array_equal(model.predict(x), np.eye(4, dtype=np.float32)[x.argmax(1)])
+    forward = np.maximum(np.cumsum(x, axis=1), 0)
+    np.testing.assert_allclose(model.predict(x), np.cumsum(forward[:, ::-1], axis=1)[:, ::-1], rtol=1e-5, atol=1e-5)
 
 
 def test_cli_convert(models: dict[str, str], tmp_path) -> None:  # type: ignore[no-untyped-def]
@@ -106,7 +108,7 @@ def test_cli_convert(models: dict[str, str], tmp_path) -> None:  # type: ignore[
     assert "wrote" in done.stdout and str(dst) in done.stdout
     x = data((4, MLP_FEATURES))
     assert_close(pyengine.load(str(dst)).predict(x), _session_reference(models["mlp"])(x))
-    bad = _unsupported_model(str(tmp_path / "hardmax.onnx"))
+    bad = _unsupported_model(str(tmp_path / "cumsum.onnx"))
     done = subprocess.run(
         [sys.executable, "-m", "pyengine", "convert", bad, "-o", str(tmp_path / "x.pyem")],
         capture_output=True,
@@ -114,7 +116,7 @@ def test_cli_convert(models: dict[str, str], tmp_path) -> None:  # type: ignore[
         timeout=120,
     )
     assert done.returncode == 2
-    assert "hardmax_node (Hardmax)" in done.stderr and "shrink_node (Shrink)" in done.stderr
+    assert "cumsum_node (CumSum)" in done.stderr and "cumsum_reverse_node (CumSum)" in done.stderr
 
 
 def test_corrupt_onnx_is_a_clear_error(models: dict[str, str], tmp_path) -> None:  # type: ignore[no-untyped-def]

@@ -169,7 +169,7 @@ void conv_nchwc_run(NchwcConvKernel kern, int oc_tile, const NchwcConv& c0, cons
     if (p.N == 0 || p.O == 0 || p.OH == 0 || p.OW == 0) return;
     // Depthwise checks taps at the edges itself; on short rows (where edges are a good part of
     // the row) the copy costs less than the one-pixel edge path.
-    if (!c.depthwise || p.OW <= 32) x = pad_input(&c, x);
+    if (!c.depthwise) x = pad_input(&c, x);
     const int64_t OB = (p.O + c.cb - 1) / c.cb;
     const int64_t pixels = p.OH * p.OW;
     const int64_t per_pixel = (c.depthwise ? 1 : p.C / p.groups) * p.KH * p.KW;

@@ -273,6 +273,58 @@ void nchwc_dw_tile(const NchwcConv& c, const float* xb, const float* w, const fl
     if (!nchwc_act_inline(p.ep.act)) act_row(y, T * CB, p.ep);
 }
 
+// Depthwise, T pixels of one row whose taps all lie inside the row, for a K-wide kernel at
+// stride S without dilation (3x3 and 5x5 at stride 1 or 2: nearly every depthwise layer): each
+// input row segment is loaded once into registers and reused by the K taps that read it, so a
+// row costs (T - 1) * S + K loads instead of K * T.
+template <int CB, int T, int K, int S>
+void nchwc_dw_slide(const NchwcConv& c, const float* xb, const float* w, const float* bias, float* y, const float* r,
+                    int64_t oh, int64_t ow0) {
+    typedef float V __attribute__((vector_size(CB * sizeof(float))));
+    constexpr int kIn = (T - 1) * S + K;
+    const Conv2DParams& p = c.p;
+    V acc[T];
+    V b = V{} + 0.0f;
+    if (bias != nullptr) PE_NC_LOAD(b, bias);
+#pragma GCC unroll 16
+    for (int t = 0; t < T; ++t) acc[t] = b;
+    const int64_t ih0 = oh * p.stride_h - p.pad_top;
+    const float* xc = xb + (ow0 * S - p.pad_left) * CB;
+    for (int64_t kh = 0; kh < p.KH; ++kh) {
+        const int64_t ih = ih0 + kh * p.dilation_h;
+        if (static_cast<uint64_t>(ih) >= static_cast<uint64_t>(p.H)) continue;
+        const float* xr = xc + ih * p.W * CB;
+        V xv[kIn];
+#pragma GCC unroll 32
+        for (int i = 0; i < kIn; ++i) PE_NC_LOAD(xv[i], xr + i * CB);
+#pragma GCC unroll 8
+        for (int kw = 0; kw < K; ++kw) {
+            V wv;
+            PE_NC_LOAD(wv, w + (kh * K + kw) * CB);
+#pragma GCC unroll 16
+            for (int t = 0; t < T; ++t) acc[t] += wv * xv[t * S + kw];
+        }
+    }
+#pragma GCC unroll 16
+    for (int t = 0; t < T; ++t) nchwc_store<CB>(acc[t], y + t * CB, r != nullptr ? r + t * CB : nullptr, p.ep);
+    if (!nchwc_act_inline(p.ep.act)) act_row(y, T * CB, p.ep);
+}
+
+// Interior columns [ow, hi) of one depthwise row: sliding tiles of T, then T / 2, then single
+// pixels.
+template <int CB, int T, int K, int S>
+void nchwc_dw_slide_row(const NchwcConv& c, const float* xb, const float* w, const float* bias, float* yr,
+                        const float* rr, int64_t oh, int64_t ow, int64_t hi) {
+    for (; ow + T <= hi; ow += T) nchwc_dw_slide<CB, T, K, S>(c, xb, w, bias, yr + ow * CB, rr ? rr + ow * CB : nullptr, oh, ow);
+    if constexpr (T >= 4) {
+        if (ow + T / 2 <= hi) {
+            nchwc_dw_slide<CB, T / 2, K, S>(c, xb, w, bias, yr + ow * CB, rr ? rr + ow * CB : nullptr, oh, ow);
+            ow += T / 2;
+        }
+    }
+    for (; ow < hi; ++ow) nchwc_dw_slide<CB, 1, K, S>(c, xb, w, bias, yr + ow * CB, rr ? rr + ow * CB : nullptr, oh, ow);
+}
+
 // Depthwise over flattened output pixels [q0, q0 + T) when no tap leaves the input (the
 // driver wrote the padding out): one input pointer per pixel, so tiles span rows.
 template <int CB, int T>
@@ -327,6 +379,16 @@ void nchwc_dw(const NchwcConv& c, const float* x, float* y, int64_t n, int64_t o
     int64_t lo = 0, hi = 0;
     nchwc_interior(p, &lo, &hi);
     const bool no_edges = lo == 0 && hi == p.OW && p.pad_top == 0 && (p.OH - 1) * p.stride_h + (p.KH - 1) * p.dilation_h < p.H;
+    // The sliding row kernel for the common kernel widths and strides (AVX2's 16 registers hold
+    // half the tile).
+    constexpr int TS = CB == 8 ? 4 : 8;
+    using Slide = void (*)(const NchwcConv&, const float*, const float*, const float*, float*, const float*, int64_t,
+                           int64_t, int64_t);
+    Slide slide = nullptr;
+    if (p.dilation_w == 1 && p.KW == 3 && p.stride_w == 1) slide = nchwc_dw_slide_row<CB, TS, 3, 1>;
+    if (p.dilation_w == 1 && p.KW == 3 && p.stride_w == 2) slide = nchwc_dw_slide_row<CB, TS, 3, 2>;
+    if (p.dilation_w == 1 && p.KW == 5 && p.stride_w == 1) slide = nchwc_dw_slide_row<CB, TS, 5, 1>;
+    if (p.dilation_w == 1 && p.KW == 5 && p.stride_w == 2) slide = nchwc_dw_slide_row<CB, TS, 5, 2>;
     for (int64_t ob = ob0; ob < ob1; ++ob) {
         const float* xb = x + (n * OB + ob) * p.H * p.W * CB;
         const float* w = c.w + ob * p.KH * p.KW * CB;
@@ -356,6 +418,10 @@ void nchwc_dw(const NchwcConv& c, const float* x, float* y, int64_t n, int64_t o
             const int64_t ilo = lo > a ? lo : a, ihi = hi < b ? hi : b;
             int64_t ow = a;
             for (; ow < b && ow < ilo; ++ow) one(ow, true);
+            if (slide != nullptr && ow < ihi) {
+                slide(c, xb, w, bias, yr, rr, oh, ow, ihi);
+                ow = ihi;
+            }
             for (; ow + T <= ihi; ow += T) {
                 nchwc_dw_tile<CB, T, false>(c, xb, w, bias, yr + ow * CB, rr ? rr + ow * CB : nullptr, oh, ow);
             }

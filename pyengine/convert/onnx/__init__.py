@@ -11,6 +11,7 @@ from pyengine.builder import GraphBuilder
 from pyengine.convert._imports import framework
 from pyengine.convert.onnx import (
     ops_attention,
+    ops_einsum,
     ops_elementwise,
     ops_nn,
     ops_norm,
@@ -32,6 +33,7 @@ HANDLERS: dict[str, Handler] = {
     **ops_rnn.HANDLERS,
     **ops_typed.HANDLERS,
     **ops_attention.HANDLERS,
+    **ops_einsum.HANDLERS,
     # Last: its Conv, MatMul and Gemm read QDQ patterns and hand the others to ops_nn's.
     **ops_quant.HANDLERS,
 }

@@ -51,12 +51,48 @@ def _prelu(
     imp: Importer, node: Any, name: str, ins: list[str], attrs: dict[str, Any]
 ) -> str | None:
     slope = imp.const_of(ins[1])
+    if slope is None:  # a run-time slope: numpy broadcasting from opset 7 on
+        return imp.g.op("BinaryMath", ins[:2], name, fn="prelu") if imp.opset >= 7 else None
     rank = imp.rank(node.input[0])
-    if slope is None or rank is None:
+    if rank is None:
         return None
     if imp.opset < 7 and slope.ndim == 1 and rank > 2:  # opset 6: per-channel slope [C]
         slope = slope.reshape((-1,) + (1,) * (rank - 2))
     return imp.g.op("BinaryMath", [ins[0], imp.g.const(slope, name + "/slope")], name, fn="prelu")
+
+
+def _swish_of(imp: Importer, x: str, alpha: float, name: str) -> str:
+    """x · sigmoid(alpha · x): the native Silu when alpha is 1."""
+    if alpha == 1.0:
+        return imp.g.op("Silu", [x], name)
+    scaled = imp.g.op("Mul", [x, imp.g.const(np.float32(alpha), name + "/alpha")], name + "/scaled")
+    return imp.g.op("Mul", [x, imp.g.op("Sigmoid", [scaled], name + "/gate")], name)
+
+
+def _swish(imp: Importer, node: Any, name: str, ins: list[str], attrs: dict[str, Any]) -> str:
+    return _swish_of(imp, ins[0], float(attrs.get("alpha", 1.0)), name)
+
+
+def _swiglu(imp: Importer, node: Any, name: str, ins: list[str], attrs: dict[str, Any]) -> str:
+    """Swish_alpha(A) · B."""
+    gate = _swish_of(imp, ins[0], float(attrs.get("alpha", 1.0)), name + "/swish")
+    return imp.g.op("Mul", [gate, ins[1]], name)
+
+
+def _shrink(imp: Importer, node: Any, name: str, ins: list[str], attrs: dict[str, Any]) -> str:
+    """x + bias below -lambd, x - bias above lambd, 0 between."""
+    lambd, bias = float(attrs.get("lambd", 0.5)), float(attrs.get("bias", 0.0))
+    x = ins[0]
+
+    def const(v: float, hint: str) -> str:
+        return imp.g.const(np.float32(v), f"{name}/{hint}")
+
+    above = imp.g.op("Compare", [x, const(lambd, "lambd")], name + "/above", fn="greater")
+    below = imp.g.op("Compare", [x, const(-lambd, "neg_lambd")], name + "/below", fn="less")
+    low = imp.g.op("Add", [x, const(bias, "bias")], name + "/low")
+    high = imp.g.op("Sub", [x, const(bias, "bias")], name + "/high")
+    inner = imp.g.op("Where", [below, low, const(0.0, "zero")], name + "/inner")
+    return imp.g.op("Where", [above, high, inner], name)
 
 
 def _clip(
@@ -184,6 +220,9 @@ HANDLERS: dict[str, Handler] = {
     "Tanh": _unary("Tanh"),
     "LeakyRelu": _unary("LeakyRelu"),
     "PRelu": _prelu,
+    "Swish": _swish,
+    "SwiGLU": _swiglu,
+    "Shrink": _shrink,
     "Clip": _clip,
     "HardSigmoid": _hard_sigmoid,
     "HardSwish": _unary("HardSwish"),

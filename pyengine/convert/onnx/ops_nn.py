@@ -95,8 +95,8 @@ def _global_pool(
 def _gemm(
     imp: Importer, node: Any, name: str, ins: list[str], attrs: dict[str, Any]
 ) -> str | None:
-    if attrs.get("transA", 0):
-        return None
+    if attrs.get("transA", 0):  # A is [K, M]
+        ins = [imp.g.op("Transpose", ins[:1], name + "/a", perm=[1, 0]), *ins[1:]]
     alpha = float(attrs.get("alpha", 1.0))
     b = imp.const_of(ins[1])
     if b is not None:

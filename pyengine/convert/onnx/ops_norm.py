@@ -112,6 +112,35 @@ def _softmax(
     return imp.g.op("Reshape", [y], name, shape=back)
 
 
+def _hardmax(imp: Importer, node: Any, name: str, ins: list[str], attrs: dict[str, Any]) -> str | None:
+    """1 at the first maximum along the axis, 0 elsewhere: ArgMax compared with the positions
+    along the axis. Before opset 13 the input is taken as 2-D [prod(d[:axis]), prod(d[axis:])]."""
+    shape = imp.shapes.get(node.input[0])
+    if shape is None:
+        return None
+    rank = len(shape)
+    axis = int(attrs.get("axis", -1 if imp.opset >= 13 else 1)) % max(rank, 1)
+    x = ins[0]
+    if imp.opset < 13 and axis != rank - 1:
+        if any(d < 0 for d in shape[1:]):
+            return None
+        x = imp.g.op("Flatten", [x], name + "/flatten", axis=axis)
+        size, rank, axis = int(np.prod(shape[axis:])), 2, 1
+    else:
+        size = shape[axis]
+    if size < 0:
+        return None
+    first = imp.g.op("ArgReduce", [x], name + "/argmax", kind="max", axis=axis, keepdims=True)
+    positions = imp.g.const(np.arange(size, dtype=np.int64).reshape([size] + [1] * (rank - 1 - axis)),
+                            name + "/positions")
+    hit = imp.g.op("Compare", [first, positions], name + "/hit", fn="equal")
+    imp.vdtypes[hit] = "bool"
+    y = imp.cast(hit, "float32", name + ("/y" if len(shape) != rank else ""))
+    if len(shape) != rank:
+        y = imp.g.op("Reshape", [y], name, shape=[0, *shape[1:]])
+    return y
+
+
 def _bn(imp: Importer, node: Any, name: str, ins: list[str], attrs: dict[str, Any]) -> str | None:
     if not attrs.get("spatial", 1) or attrs.get("training_mode", 0):
         return None
@@ -133,6 +162,48 @@ def _lrn(imp: Importer, node: Any, name: str, ins: list[str], attrs: dict[str, A
     )
 
 
+def _mean_variance(
+    imp: Importer, node: Any, name: str, ins: list[str], attrs: dict[str, Any]
+) -> str:
+    """(x - E x) / (sqrt(E (x - E x)²) + 1e-9) over ``axes``, as ONNX's function body (which
+    adds 1e-9 to the deviation)."""
+    axes = [int(a) for a in attrs.get("axes", [0, 2, 3])]
+    mean = imp.g.op("Reduce", ins[:1], name + "/mean", kind="mean", axes=axes, keepdims=True)
+    centred = imp.g.op("Sub", [ins[0], mean], name + "/centred")
+    var = imp.g.op("Reduce", [imp.g.op("Mul", [centred, centred], name + "/sq")], name + "/var",
+                   kind="mean", axes=axes, keepdims=True)
+    std = imp.g.op("Math", [var], name + "/std", fn="sqrt")
+    shifted = imp.g.op("Add", [std, imp.g.const(np.float32(1e-9), name + "/eps")], name + "/shifted")
+    return imp.g.op("Div", [centred, shifted], name)
+
+
+def _group_norm(
+    imp: Importer, node: Any, name: str, ins: list[str], attrs: dict[str, Any]
+) -> str | None:
+    """GroupNormalization (opset 21; onnx's checker refuses the per-group form of 18) and
+    InstanceNormalization (groups = channels): the input as [N, groups, -1], the native LayerNorm
+    over the last axis, back to its shape, then the per-channel scale and bias."""
+    shape = imp.shapes.get(node.input[0])
+    if shape is None or len(shape) < 2 or any(d < 0 for d in shape[1:]):
+        return None
+    channels = shape[1]
+    instance = node.op_type == "InstanceNormalization"
+    groups = channels if instance else int(attrs["num_groups"])
+    if not instance and int(attrs.get("stash_type", 1)) != 1:
+        return imp.g.unsupported_op(name, f"GroupNormalization with stash_type {attrs['stash_type']}")
+    if groups < 1 or channels % groups:
+        return imp.g.unsupported_op(name, f"GroupNormalization with num_groups {groups} for {channels} channels")
+    eps = float(attrs.get("epsilon", 1e-5))
+    grouped = imp.g.op("Reshape", ins[:1], name + "/grouped", shape=[0, groups, -1])
+    one = imp.g.const(np.ones(1, np.float32), name + "/one")
+    normed = imp.g.op("LayerNorm", [grouped, one], name + "/normed", axis=-1, epsilon=eps)
+    y = imp.g.op("Reshape", [normed], name + "/back", shape=[0, *shape[1:]])
+    per_channel = [channels] + [1] * (len(shape) - 2)
+    scale = imp.g.op("Reshape", ins[1:2], name + "/scale", shape=per_channel)
+    bias = imp.g.op("Reshape", ins[2:3], name + "/bias", shape=per_channel)
+    return imp.g.op("Add", [imp.g.op("Mul", [y, scale], name + "/scaled"), bias], name)
+
+
 HANDLERS: dict[str, Handler] = {
     "LRN": _lrn,
     "Softmax": _softmax,
@@ -142,5 +213,9 @@ HANDLERS: dict[str, Handler] = {
     "LayerNormalization": _layer_norm,
     "RMSNormalization": _rms_norm,
     "LogSoftmax": _softmax,
+    "Hardmax": _hardmax,
     "LpNormalization": _lp_norm,
+    "MeanVarianceNormalization": _mean_variance,
+    "GroupNormalization": _group_norm,
+    "InstanceNormalization": _group_norm,
 }

@@ -88,6 +88,14 @@ def _shape(
     return out
 
 
+def _size(imp: Importer, node: Any, name: str, ins: list[str], attrs: dict[str, Any]) -> str | None:
+    """The element count, a constant when every dimension is known."""
+    shape = imp.shapes.get(node.input[0])
+    if shape is None or any(d < 0 for d in shape):
+        return None
+    return imp.g.const(np.array(np.prod(shape, dtype=np.int64), np.int64), name)
+
+
 def _reshape(
     imp: Importer, node: Any, name: str, ins: list[str], attrs: dict[str, Any]
 ) -> str | None:
@@ -244,6 +252,7 @@ def _tile(imp: Importer, node: Any, name: str, ins: list[str], attrs: dict[str, 
 HANDLERS: dict[str, Handler] = {
     "Constant": _constant,
     "Shape": _shape,
+    "Size": _size,
     "Identity": _identity,
     "Dropout": _identity,
     "Slice": _slice,

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from pyengine.convert.onnx._importer import Handler, Importer, attr_str
+import numpy as np
+
+from pyengine.convert.onnx._importer import Handler, Importer, attr_str, onnx_dtype
 
 
 def _arg_reduce(imp: Importer, node: Any, name: str, ins: list[str], attrs: dict[str, Any]) -> str:
@@ -22,6 +24,55 @@ def _gather(imp: Importer, node: Any, name: str, ins: list[str], attrs: dict[str
 
 def _trilu(imp: Importer, node: Any, name: str, ins: list[str], attrs: dict[str, Any]) -> str:
     return imp.g.op("Trilu", [i for i in ins[:2] if i], name, upper=bool(attrs.get("upper", 1)))
+
+
+def _eye_like(imp: Importer, node: Any, name: str, ins: list[str], attrs: dict[str, Any]) -> str | None:
+    """A constant: ones on diagonal k of the input's (known) 2-D shape."""
+    shape = imp.shapes.get(node.input[0])
+    if shape is None or len(shape) != 2 or min(shape) < 0:
+        return None
+    dtype = onnx_dtype(imp.onnx, int(attrs["dtype"])) if "dtype" in attrs else imp.dtype_of(ins[0])
+    if dtype is None:
+        return imp.g.unsupported_op(name, f"EyeLike of dtype {attrs['dtype']}")
+    return imp.g.const(np.eye(shape[0], shape[1], int(attrs.get("k", 0)), dtype=dtype), name)
+
+
+def _gather_nd(imp: Importer, node: Any, name: str, ins: list[str], attrs: dict[str, Any]) -> str | None:
+    """GatherND as a Gather on the data flattened over its indexed dimensions: the flat index is
+    the sum of each index component (negative ones counted from the end) times its stride, plus
+    the batch row's offset with batch_dims."""
+    data, idx_shape = imp.shapes.get(node.input[0]), imp.shapes.get(node.input[1])
+    batch = int(attrs.get("batch_dims", 0))
+    if data is None or idx_shape is None or not idx_shape or min(data, default=0) < 0:
+        return None
+    k = idx_shape[-1]
+    if k < 1 or batch + k > len(data) or (batch and min(idx_shape) < 0):
+        return None
+    indexed = data[batch : batch + k]
+    strides = [int(np.prod(indexed[i + 1 :], dtype=np.int64)) for i in range(k)]
+    block = int(np.prod(indexed, dtype=np.int64))
+    flat = imp.g.op("Reshape", ins[:1], name + "/flat", shape=[-1, *data[batch + k :]])
+    idx = imp.cast(ins[1], "int64", name + "/idx")
+    # Negative components count from the end of their dimension.
+    negative = imp.g.op("Compare", [idx, imp.g.const(np.int64(0), name + "/zero")], name + "/negative", fn="less")
+    imp.vdtypes[negative] = "bool"
+    wrapped = imp.g.op("Add", [idx, imp.g.const(np.array(indexed, np.int64), name + "/dims")], name + "/wrapped")
+    idx = imp.g.op("Where", [negative, wrapped, idx], name + "/normal")
+    linear = ""
+    for i in range(k):
+        part = imp.g.op("Slice", [idx], f"{name}/c{i}", axis=-1, start=i, end=i + 1)
+        if strides[i] != 1:
+            part = imp.g.op("Mul", [part, imp.g.const(np.int64(strides[i]), f"{name}/s{i}")], f"{name}/m{i}")
+        linear = part if not linear else imp.g.op("Add", [linear, part], f"{name}/sum{i}")
+    if batch:  # row r of the flattened batch starts at r * block
+        rows = int(np.prod(data[:batch], dtype=np.int64))
+        offsets = (np.arange(rows, dtype=np.int64) * block).reshape(data[:batch] + [1] * (len(idx_shape) - batch))
+        linear = imp.g.op("Add", [linear, imp.g.const(offsets, name + "/offsets")], name + "/batched")
+    for v in (idx, linear):
+        imp.vdtypes[v] = "int64"
+    linear = imp.g.op("Squeeze", [linear], name + "/linear", axes=[-1])
+    imp.vdtypes[linear] = "int64"
+    return imp.g.op("Gather", [flat, linear], name, axis=0)
 
 
 # ONNX bitwise ops -> the native BinaryMath's fn (integers only).
@@ -45,4 +96,6 @@ HANDLERS: dict[str, Handler] = {
     "Gather": _gather,
     "GatherElements": _gather,
     "Trilu": _trilu,
+    "EyeLike": _eye_like,
+    "GatherND": _gather_nd,
 }
