@@ -1,5 +1,5 @@
 """Issue 25's model families (tests/families.py at small sizes) and the ops they need, converted
-natively and compared with onnxruntime on the same ONNX graph: GRU and LSTM in every direction,
+natively and compared with onnxruntime on the same ONNX graph: RNN, GRU and LSTM in every direction,
 layout and output on odd shapes, ConvTranspose, 2-D Resize, batched MatMul in the attention
 pattern and the folded GELU; refusals of what the kernels lack name the node and the value."""
 
@@ -69,9 +69,9 @@ def test_family_converts_and_matches_onnxruntime(tmp_path, family):
 def rnn_model(op: str, seq: int, batch: int, size: int, hidden: int, *, direction: str = "forward",
               layout: int = 0, outputs: tuple[int, ...] = (0, 1), bias: bool = True,
               initial: bool = False, peepholes: bool = False, **attrs: Any) -> tuple[bytes, dict]:
-    """One GRU / LSTM node with constant weights reading the graph outputs ``outputs`` (0: Y,
+    """One RNN / GRU / LSTM node with constant weights reading the graph outputs ``outputs`` (0: Y,
     1: Y_h, 2: Y_c), and a feed."""
-    gates, dirs = (4 if op == "LSTM" else 3), (2 if direction == "bidirectional" else 1)
+    gates, dirs = {"RNN": 1, "GRU": 3, "LSTM": 4}[op], (2 if direction == "bidirectional" else 1)
     consts = {
         "W": RNG.uniform(-0.5, 0.5, (dirs, gates * hidden, size)),
         "R": RNG.uniform(-0.5, 0.5, (dirs, gates * hidden, hidden)),
@@ -128,14 +128,20 @@ def test_lstm_matches_onnxruntime(tmp_path, direction, peepholes):
     convert_and_compare(tmp_path, data, feed)
 
 
-@pytest.mark.parametrize("op", ["GRU", "LSTM"])
+@pytest.mark.parametrize("direction", ["forward", "reverse", "bidirectional"])
+def test_simple_rnn_matches_onnxruntime(tmp_path, direction):
+    data, feed = rnn_model("RNN", 5, 3, 4, 6, direction=direction, outputs=(0, 1))
+    convert_and_compare(tmp_path, data, feed)
+
+
+@pytest.mark.parametrize("op", ["RNN", "GRU", "LSTM"])
 def test_rnn_initial_state_no_bias_and_last_state_only(tmp_path, op):
     data, feed = rnn_model(op, 6, 1, 3, 9, direction="bidirectional", initial=True, bias=False,
                            outputs=(1,))
     convert_and_compare(tmp_path, data, feed)
 
 
-@pytest.mark.parametrize("op", ["GRU", "LSTM"])
+@pytest.mark.parametrize("op", ["RNN", "GRU", "LSTM"])
 def test_rnn_batch_first_layout(tmp_path, op):
     """layout 1 ([batch, seq, ...]): onnxruntime's CPU kernels refuse it, so the reference is
     the same weights with the input and outputs transposed through layout 0."""

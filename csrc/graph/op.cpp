@@ -173,7 +173,7 @@ using Factory = std::unique_ptr<Op> (*)(const Attrs&);
     X(Math, 1, 1, 1) X(BinaryMath, 2, 2, 1) X(Reduce, 1, 1, 1) X(LayerNorm, 2, 3, 1)     \
     X(LogSoftmax, 1, 1, 1) X(BatchMatMul, 2, 2, 1) X(Where, 3, 3, 1)    \
     X(Resize, 1, 1, 1) X(ConvTranspose2D, 2, 3, 1)                                      \
-    X(GRU, 4, 5, 1) X(LSTM, 4, 7, 1)                                                     \
+    X(RNN, 4, 5, 1) X(GRU, 4, 5, 1) X(LSTM, 4, 7, 1)                                                     \
     X(QuantizeLinear, 1, 1, 1) X(DequantizeLinear, 1, 1, 1)                              \
     X(QLinearConv2D, 2, 3, 1) X(QLinearDense, 2, 3, 1)                                 \
     X(Cast, 1, 1, 1) X(Compare, 2, 2, 1) X(Logic, 1, 2, 1) X(Classify, 1, 1, 1)          \

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
-// GRU and LSTM (ONNX semantics, the default activations: sigmoid for the gates, tanh for the
-// cell): forward, reverse and bidirectional, either layout, initial states, GRU's
+// RNN, GRU and LSTM (ONNX semantics, the default activations: tanh for RNN; sigmoid for the
+// gates and tanh for the cell): forward, reverse and bidirectional, either layout, initial states, GRU's
 // linear_before_reset and LSTM's peepholes. One op computes one of the ONNX outputs (attribute
 // 'output': all hidden states "y", the last hidden state "h", the last cell state "c"), since a
 // native node has one output; the importer adds one node per output the graph reads.
@@ -27,25 +27,28 @@ void transpose_into(const float* src, int64_t rows, int64_t cols, float* dst) {
     }
 }
 
+enum class RnnKind { Rnn, Gru, Lstm };
+
 // Inputs: X, W [D, G·H, I], R [D, G·H, H], B [D, 2·G·H], then those of initial_h, initial_c
 // (LSTM) and P [D, 3·H] (LSTM peepholes) that the attributes 'initial_h', 'initial_c' and
-// 'peepholes' say are present, in that order. G = 3 (GRU: z, r, h) or 4 (LSTM: i, o, f, c).
+// 'peepholes' say are present, in that order. G = 1 (RNN), 3 (GRU: z, r, h) or 4 (LSTM: i, o, f, c).
 class RnnOp : public Op {
 public:
-    RnnOp(const Attrs& a, bool lstm)
-        : lstm_(lstm),
-          gates_(lstm ? 4 : 3),
+    RnnOp(const Attrs& a, RnnKind kind)
+        : lstm_(kind == RnnKind::Lstm),
+          rnn_(kind == RnnKind::Rnn),
+          gates_(kind == RnnKind::Lstm ? 4 : kind == RnnKind::Gru ? 3 : 1),
           hidden_(a.get_int_required("hidden_size")),
           direction_(a.get_string("direction", "forward", {"forward", "reverse", "bidirectional"})),
           batch_first_(a.get_int("layout", 0) != 0),
-          linear_before_reset_(!lstm && a.get_bool("linear_before_reset", false)),
-          output_(a.get_string("output", "y", lstm ? std::vector<std::string>{"y", "h", "c"}
-                                                   : std::vector<std::string>{"y", "h"})) {
+          linear_before_reset_(kind == RnnKind::Gru && a.get_bool("linear_before_reset", false)),
+          output_(a.get_string("output", "y", lstm_ ? std::vector<std::string>{"y", "h", "c"}
+                                                    : std::vector<std::string>{"y", "h"})) {
         // Where each optional input sits (0: absent).
         size_t next = 4;
         if (a.get_bool("initial_h", false)) h0_ = next++;
-        if (lstm && a.get_bool("initial_c", false)) c0_ = next++;
-        if (lstm && a.get_bool("peepholes", false)) p_ = next++;
+        if (lstm_ && a.get_bool("initial_c", false)) c0_ = next++;
+        if (lstm_ && a.get_bool("peepholes", false)) p_ = next++;
         inputs_ = next;
         if (hidden_ < 1) a.fail(str("attribute 'hidden_size' must be >= 1, got ", hidden_));
         const int64_t layout = a.get_int("layout", 0);
@@ -53,7 +56,7 @@ public:
     }
 
     std::vector<Shape> infer(const std::vector<Shape>& in) const override {
-        const char* op = lstm_ ? "LSTM" : "GRU";
+        const char* op = lstm_ ? "LSTM" : rnn_ ? "RNN" : "GRU";
         const Shape& x = in[0];
         if (x.size() != 3) shape_error(str(op, " input must be 3-D, got ", shape_str(x)));
         const int64_t T = batch_first_ ? x[1] : x[0], N = batch_first_ ? x[0] : x[1], I = x[2];
@@ -132,7 +135,7 @@ public:
                 Epilogue rep;
                 rep.bias = rb;
                 // GRU without linear_before_reset needs r first: the h gate's product is (r ⊙ h) R_h^T.
-                const int64_t cols = (lstm_ || linear_before_reset_) ? GH : 2 * H;
+                const int64_t cols = (lstm_ || rnn_ || linear_before_reset_) ? GH : 2 * H;
                 k.gemm(N, cols, H, h.data(), H, rt_d, GH, false, hr.data(), GH, rep);
                 // The gate pre-activations are summed into hr in place, then go through the
                 // dispatched (vector) sigmoid / tanh.
@@ -142,6 +145,11 @@ public:
                     float* b = hr.data() + n * GH;
                     float* hn = h.data() + n * H;
                     float* cn = c.data() + n * H;
+                    if (rnn_) {  // h = tanh(x W^T + h R^T + Wb + Rb)
+                        for (int64_t j = 0; j < H; ++j) b[j] += a[j];
+                        k.activation_apply(b, hn, H, tnh);
+                        continue;
+                    }
                     if (lstm_) {  // gates i, o, f, c
                         for (int64_t j = 0; j < GH; ++j) b[j] += a[j];
                         if (p) {
@@ -171,7 +179,8 @@ public:
                         for (int64_t j = 0; j < H; ++j) rh[static_cast<size_t>(n * H + j)] = b[H + j] * hn[j];
                     }
                 }
-                if (!lstm_ && !linear_before_reset_) {
+                const bool gru = !lstm_ && !rnn_;
+                if (gru && !linear_before_reset_) {
                     Epilogue hep;
                     hep.bias = rb + 2 * H;
                     k.gemm(N, H, H, rh.data(), H, rt_d + 2 * H, GH, false, hr.data() + 2 * H, GH, hep);
@@ -182,7 +191,7 @@ public:
                         for (int64_t j = 0; j < H; ++j) b[2 * H + j] += a[2 * H + j];
                     }
                 }
-                if (!lstm_) {
+                if (gru) {
                     for (int64_t n = 0; n < N; ++n) {
                         float* b = hr.data() + n * GH;
                         float* hn = h.data() + n * H;
@@ -213,7 +222,7 @@ private:
         for (int64_t d = 0; d < D; ++d) transpose_into(w.f32() + d * rows * cols, rows, cols, t.data() + d * rows * cols);
         return t;
     }
-    bool lstm_;
+    bool lstm_, rnn_;
     int64_t gates_, hidden_;
     std::string direction_;
     bool batch_first_, linear_before_reset_;
@@ -224,7 +233,8 @@ private:
 
 }  // namespace
 
-std::unique_ptr<Op> make_GRU(const Attrs& a) { return std::make_unique<RnnOp>(a, false); }
-std::unique_ptr<Op> make_LSTM(const Attrs& a) { return std::make_unique<RnnOp>(a, true); }
+std::unique_ptr<Op> make_RNN(const Attrs& a) { return std::make_unique<RnnOp>(a, RnnKind::Rnn); }
+std::unique_ptr<Op> make_GRU(const Attrs& a) { return std::make_unique<RnnOp>(a, RnnKind::Gru); }
+std::unique_ptr<Op> make_LSTM(const Attrs& a) { return std::make_unique<RnnOp>(a, RnnKind::Lstm); }
 
 }  // namespace pyengine

@@ -1,4 +1,4 @@
-"""ONNX GRU and LSTM -> the native GRU / LSTM ops (csrc/graph/ops_rnn.cpp).
+"""ONNX RNN, GRU and LSTM -> the native RNN / GRU / LSTM ops (csrc/graph/ops_rnn.cpp).
 
 A native node has one output, so each ONNX output the graph reads (Y, Y_h, Y_c) becomes its own
 native node (attribute ``output``). What the kernel does not compute (other activations, clip,
@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 #: ONNX's default activations per direction.
-_DEFAULTS = {"GRU": ["sigmoid", "tanh"], "LSTM": ["sigmoid", "tanh", "tanh"]}
+_DEFAULTS = {"RNN": ["tanh"], "GRU": ["sigmoid", "tanh"], "LSTM": ["sigmoid", "tanh", "tanh"]}
 
 
 def _text(v: Any) -> str:
@@ -20,7 +20,7 @@ def _text(v: Any) -> str:
 
 
 def rnn(imp: Any, node: Any, name: str, ins: list[str], attrs: dict[str, Any]) -> list[str] | str | None:
-    """Convert one GRU or LSTM node (opset 7-22 forms)."""
+    """Convert one RNN, GRU or LSTM node (opset 7-22 forms)."""
     op = node.op_type
     lstm = op == "LSTM"
     ins = ins + [""] * (8 - len(ins))
@@ -44,7 +44,7 @@ def rnn(imp: Any, node: Any, name: str, ins: list[str], attrs: dict[str, Any]) -
         int(r.shape[2]) if r is not None else -1)
     if hidden < 1:
         return None
-    gates = 4 if lstm else 3
+    gates = {"RNN": 1, "GRU": 3, "LSTM": 4}[op]
     layout = int(attrs.get("layout", 0))
     shape = imp.shapes.get(node.input[0])
     if ins[4]:  # sequence_lens: only "every sequence is whole" has a native form
@@ -63,7 +63,7 @@ def rnn(imp: Any, node: Any, name: str, ins: list[str], attrs: dict[str, Any]) -
             inputs.append(value)
             flags[key] = True
     base = dict(hidden_size=hidden, direction=direction, layout=layout, **flags)
-    if not lstm:
+    if op == "GRU":
         base["linear_before_reset"] = bool(attrs.get("linear_before_reset", 0))
     outs: list[str] = []
     for i, kind in enumerate(["y", "h", "c"][: len(node.output)]):
@@ -75,4 +75,4 @@ def rnn(imp: Any, node: Any, name: str, ins: list[str], attrs: dict[str, Any]) -
     return outs
 
 
-HANDLERS = {"GRU": rnn, "LSTM": rnn}
+HANDLERS = {"RNN": rnn, "GRU": rnn, "LSTM": rnn}
