@@ -441,3 +441,28 @@ def test_uint8_weights_match_onnxruntime(tmp_path, fmt):
     want = ort.InferenceSession(path, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
     steps = np.abs(got - want) / _output_step(path)
     assert np.max(steps) <= 1.0 + 1e-3 and np.mean(steps < 0.5) >= 0.9, (np.max(steps), np.mean(steps < 0.5))
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "int8"])
+def test_qlinear_conv_requantization_rounds_ties_to_even_and_saturates(tmp_path, dtype):
+    """A 1x1 QLinearConv with weight 1 and y_scale = x_scale / 1.5: every odd centered code lands
+    on an exact tie (half to even), and the codes far from the zero point saturate at both edges
+    of the output type."""
+    lo, hi = (0, 255) if dtype == "uint8" else (-128, 127)
+    codes = np.arange(lo, hi + 1)
+    xz = yz = (lo + hi + 1) // 2
+    np_t = np.dtype(dtype)
+    nodes = [helper.make_node("QLinearConv", ["x", "xs", "xz", "w", "ws", "wz", "ys", "yz"], ["y"])]
+    inits = {"xs": np.float32(0.75), "xz": np.array(xz, np_t), "w": np.ones((1, 1, 1, 1), np.int8),
+             "ws": np.float32(1.0), "wz": np.int8(0), "ys": np.float32(0.5), "yz": np.array(yz, np_t)}
+    t = TensorProto.UINT8 if dtype == "uint8" else TensorProto.INT8
+    shape = (1, 1, 1, codes.size)
+    m = _qdq_graph(nodes, inits, x_type=t, y_type=t, x_shape=shape, y_shape=list(shape))
+    got, want = _ort_and_native(tmp_path, m, {"x": codes.astype(np_t).reshape(shape)})
+    spelled = np.clip(np.rint((codes - xz) * 1.5) + yz, lo, hi)  # half to even, then saturation
+    np.testing.assert_array_equal(got.ravel(), spelled)
+    np.testing.assert_array_equal(got, want)
+    g = got.ravel().astype(int)
+    assert g[0] == lo and g[-1] == hi  # saturated at both edges
+    i = xz - lo
+    assert (g[i + 1], g[i + 3], g[i - 1], g[i - 3]) == (yz + 2, yz + 4, yz - 2, yz - 4)  # 1.5->2, 4.5->4
