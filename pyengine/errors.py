@@ -50,6 +50,22 @@ class UnsupportedOpsError(ModelFormatError):  # type: ignore[misc,valid-type]
         self.ops = list(ops)
 
 
+class QuantizedModelError(UnsupportedOpsError):
+    """A quantized model the native importer does not take yet (``found`` says what made it
+    quantized); ``ops`` lists (operators, op) pairs. ``backend="auto"`` falls back to the
+    framework, as for any :class:`UnsupportedOpsError`."""
+
+    def __init__(self, path: str, framework: str, found: str, ops: list[tuple[str, str]]) -> None:
+        super().__init__(path, framework, ops)
+        listed = ", ".join(f"{op} ({node})" for node, op in ops)
+        self.args = (
+            f"'{path}': a quantized {framework} model: {found}, read by {listed}. The native "
+            f"importer takes float32 {framework} models (quantized {framework} import is not "
+            "supported yet): convert the model without quantization, or run it with "
+            f"backend='{framework}' (or 'auto', which falls back to the framework)",
+        )
+
+
 class FrameworkFallbackWarning(UserWarning):
     """``backend="auto"`` could not convert a model and runs it on its framework instead."""
 

@@ -53,6 +53,8 @@ FRAMEWORKS: dict[str, Framework] = {f.name: f for f in (
               "an MXNet checkpoint (<prefix>-symbol.json + <prefix>-NNNN.params)"),
     Framework("chainer", "chainer", frozenset({"chain", "input_shapes"}),
               f"a Chainer model.npz with a {CHAINER_MANIFEST} manifest"),
+    Framework("tflite", "tensorflow", frozenset({"input_shapes"}),
+              "a TensorFlow Lite model (*.tflite)"),
     Framework("onnx", "onnxruntime", frozenset({"threads", "input_shapes"}),
               "an ONNX model (*.onnx)"),
 )}

@@ -26,7 +26,8 @@ class ModelLocation:
     framework
         ``"native"`` or a name in :data:`pyengine.frameworks.FRAMEWORKS`.
     path
-        The model's main file (``.pb``, ``-symbol.json``, ``.npz``, ``.onnx``, ``.pyem``), or the
+        The model's main file (``.pb``, ``.keras``/``.h5``, ``-symbol.json``, ``.npz``,
+        ``.onnx``, ``.tflite``, ``.pyem``), or the
         directory of a TensorFlow SavedModel.
     extra
         Framework details: ``saved_model`` and ``keras`` (TensorFlow), ``params`` and ``epoch`` (MXNet),
@@ -106,6 +107,8 @@ def _classify_file(path: str, epoch: int | None) -> ModelLocation | None:
         return _mxnet(sym, int(m.group("epoch")) if epoch is None else epoch)
     if base.endswith(".onnx"):
         return ModelLocation("onnx", path)
+    if base.endswith(".tflite"):
+        return ModelLocation("tflite", path)
     if base.endswith(".pyem"):
         return ModelLocation("native", path)
     if base.endswith(".npz"):
@@ -160,8 +163,8 @@ def locate(path: str, framework: str | None = None, epoch: int | None = None) ->
         if loc is None:
             if framework == "tensorflow":
                 return ModelLocation("tensorflow", path, {"saved_model": False})
-            if framework == "onnx":
-                return ModelLocation("onnx", path)
+            if framework in ("onnx", "tflite"):
+                return ModelLocation(framework, path)
             raise ModelFormatError(
                 f"'{path}' is not a recognisable model file; expected {EXPECTED}"
             )

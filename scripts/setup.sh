@@ -4,7 +4,7 @@
 #   --dev         also the test and development tools (pytest, hypothesis, moto, ruff, mypy,
 #                 matplotlib for bench plots, the MQTT and fleet packages the tests use);
 #                 scripts/test.sh passes it.
-#   --frameworks  also TensorFlow, MXNet and ONNX (scripts/install_frameworks.sh).
+#   --frameworks  also TensorFlow, MXNet, ONNX and the tflite reader (scripts/install_frameworks.sh).
 # The lists mirror pyproject's extras: runtime = dependencies + yaml + examples; --dev = test + dev.
 # Idempotent: re-running only does what is missing.
 set -euo pipefail

@@ -63,6 +63,7 @@ _FOLD: dict[str, Callable[..., np.ndarray]] = {
     "Squeeze": lambda x, axes=(): _squeeze(x, axes),
     "Flatten": lambda x, axis=1: _flatten(x, axis),
     "Concat": lambda *xs, axis: np.concatenate(xs, axis=axis),
+    "Gather": lambda x, indices, axis=0: np.take(x, indices, axis=axis),
 }
 
 

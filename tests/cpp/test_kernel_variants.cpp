@@ -329,6 +329,8 @@ TEST_CASE(conv_nchwc_matches_reference) {
         // Depthwise rows long enough for the sliding row kernel's full and half tiles and its
         // single-pixel tail: 3x3 and 5x5 at strides 1 and 2.
         {36, 36, 10, 41, 3, 2, 1, 1, 0},  {24, 24, 13, 37, 5, 2, 2, 1, 0}, {20, 20, 7, 29, 5, 1, 2, 1, 0},
+        // 1x1 over a 7 x 7 plane (tiles of T and T - 1 pixels) with 5 blocks of 16 (runs of 3 + 2).
+        {20, 80, 7, 7, 1, 1, 0, 1, 1},
         // A reduction split into chunks of input blocks (1x1 over 300 channels; 3x3 over 70).
         {300, 40, 5, 11, 1, 1, 0, 1, 1},  {70, 33, 9, 7, 3, 1, 1, 1, 1}};
     // Every activation on the first geometry; two on each of the others (one rotating), so the
