@@ -171,7 +171,7 @@ TEST_CASE(pool_matches_generic) {
                                   {7, 13, 1, 1, 0}};
     for (const KernelTable* t : variants()) {
         for (Layout layout : {Layout::NCHW, Layout::NHWC}) {
-            for (int64_t C : {1, 5, 9}) {
+            for (int64_t C : {1, 5, 9, 20}) {
                 for (const auto& wnd : windows) {
                     for (int mode = 0; mode < 3; ++mode) {  // max, avg, avg counting padding
                         Pool2DParams p = pool_params(layout, mode == 0, mode == 2, 2, C, 7, 13, wnd[0], wnd[1],
@@ -377,7 +377,8 @@ TEST_CASE(conv_nchwc_matches_reference) {
 
 TEST_CASE(nchwc_pool_and_reorder_match_plain) {
     // {C, H, W, k, stride, pad, global}
-    const int64_t pools[][7] = {{25, 7, 9, 3, 2, 1, 0}, {17, 6, 5, 2, 2, 0, 0}, {9, 5, 6, 3, 1, 1, 0}, {33, 7, 7, 7, 1, 0, 1}};
+    const int64_t pools[][7] = {{25, 7, 9, 3, 2, 1, 0}, {17, 6, 5, 2, 2, 0, 0}, {9, 5, 6, 3, 1, 1, 0}, {33, 7, 7, 7, 1, 0, 1},
+                                {20, 9, 11, 9, 1, 0, 1}};
     for (int cb : {4, 8, 16}) {
         for (const auto& pc : pools) {
             for (bool is_max : {true, false}) {
