@@ -1,6 +1,8 @@
 """int8 inference (issue 23): native float32, native int8 (pyengine.quantize), onnxruntime
-float32 and onnxruntime int8 (onnxruntime.quantization.quantize_static, QDQ, per-channel, the
-same calibration samples) side by side in one process, the four taking turns call by call, on
+float32, onnxruntime int8 (onnxruntime.quantization.quantize_static after quant_pre_process, QDQ,
+per-channel, the same calibration samples) and that same quantized .onnx converted natively
+("native ort-q": pyengine.convert's QDQ import) side by side in one process, taking turns call by
+call, on
 the digits MLP and CNN (trained here in numpy, seconds) and ResNet-18- and MobileNetV2-style nets
 (tests/cnn_zoo.py) at 224x224; batch 1 and 8, 1 and 2 threads. Also: digits float vs int8 test
 accuracy and top-1 agreement, and the int8/float file size ratio. Writes bench/results/int8.md.
@@ -37,7 +39,7 @@ from machine import describe  # noqa: E402
 import pyengine  # noqa: E402
 from pyengine.sysinfo import set_thread_count  # noqa: E402
 
-ENGINES = ("native f32", "native int8", "ort f32", "ort int8")
+ENGINES = ("native f32", "native int8", "ort f32", "ort int8", "native ort-q")
 
 
 # ---- digits: a CNN and an MLP trained with numpy backprop ----
@@ -151,6 +153,7 @@ class Quad:
     def __init__(self, name: str, onnx_bytes: bytes, calib: np.ndarray, tmp: str) -> None:
         import onnxruntime as ort
         from onnxruntime.quantization import CalibrationDataReader, QuantType, quantize_static
+        from onnxruntime.quantization.shape_inference import quant_pre_process
 
         self.name = name
         f32_onnx = os.path.join(tmp, f"{name}.onnx")
@@ -169,12 +172,16 @@ class Quad:
                 return next(self.it, None)
 
         int8_onnx = os.path.join(tmp, f"{name}-int8.onnx")
-        quantize_static(f32_onnx, int8_onnx, Reader(), per_channel=True, activation_type=QuantType.QUInt8,
+        # onnxruntime's documented flow: fold BatchNorm and infer shapes first, then quantize.
+        pre_onnx = os.path.join(tmp, f"{name}-pre.onnx")
+        quant_pre_process(f32_onnx, pre_onnx)
+        quantize_static(pre_onnx, int8_onnx, Reader(), per_channel=True, activation_type=QuantType.QUInt8,
                         weight_type=QuantType.QInt8)
+        ortq_pyem = pyengine.convert(int8_onnx, os.path.join(tmp, f"{name}-ortq.pyem"))
         self.paths = {"native f32": f32_pyem, "native int8": self.report.output, "ort f32": f32_onnx,
-                      "ort int8": int8_onnx}
-        self.sizes = {"native f32": os.path.getsize(f32_pyem), "native int8": os.path.getsize(self.report.output),
-                      "ort f32": os.path.getsize(f32_onnx), "ort int8": os.path.getsize(int8_onnx)}
+                      "ort int8": int8_onnx, "native ort-q": ortq_pyem}
+        self.sizes = {e: os.path.getsize(p) for e, p in self.paths.items()}
+        self.out_step = _output_step(int8_onnx)
         self._ort = ort
         self.runners: dict[str, Callable[[np.ndarray], np.ndarray]] = {}
 
@@ -203,6 +210,18 @@ class Quad:
                 self.runners[e](x)
                 best[e] = min(best[e], (time.perf_counter() - t) * 1e3)
         return best
+
+
+def _output_step(path: str) -> float:
+    """The grid step of a quantized model's output (its last DequantizeLinear's scale), or 0."""
+    import onnx
+    from onnx import numpy_helper
+
+    m = onnx.load(path)
+    inits = {i.name: numpy_helper.to_array(i) for i in m.graph.initializer}
+    out = m.graph.output[0].name
+    last = [n for n in m.graph.node if n.op_type == "DequantizeLinear" and n.output[0] == out]
+    return float(inits[last[0].input[1]]) if last and last[0].input[1] in inits else 0.0
 
 
 def geomean(xs: list[float]) -> float:
@@ -237,6 +256,8 @@ def main() -> None:
     rows, acc_lines, size_lines, sqnr_lines = [], [], [], []
     ratios_int8_f32: dict[str, float] = {}
     vs_ort: list[float] = []
+    ortq_vs_ort: list[float] = []
+    import_lines: list[str] = []
     with tempfile.TemporaryDirectory() as tmp:
         for name in models:
             onnx_bytes, calib = builders[name]()
@@ -248,15 +269,21 @@ def main() -> None:
             sqnr_lines.append(f"| {name} | {out['sqnr_db']:.1f} | "
                               f"{min(layer['sqnr_db'] for layer in q.report.layers):.1f} | "
                               f"{len(q.report.layers)} | {q.native_quant_s:.1f} |")
+            q.load(1)
+            xs = xte[:64] if name.startswith("digits") else rng.standard_normal((4, 3, 224, 224)).astype(np.float32)
+            a, b = q.runners["native ort-q"](xs), q.runners["ort int8"](xs)
+            steps = np.abs(a - b) / q.out_step if q.out_step else np.abs(a - b)
+            import_lines.append(f"| {name} | {len(xs)} | {q.out_step:.4g} | {100 * np.mean(steps < 0.5):.2f} | "
+                                f"{np.max(steps):.2f} | {100 * np.mean(a.argmax(1) == b.argmax(1)):.2f} |")
             if name.startswith("digits"):
-                q.load(1)
                 pred = {e: q.runners[e](xte).argmax(1) for e in ENGINES}
                 acc = {e: float(np.mean(pred[e] == yte)) for e in ENGINES}
                 agree = float(np.mean(pred["native int8"] == pred["native f32"]))
                 agree_ort = float(np.mean(pred["ort int8"] == pred["ort f32"]))
                 acc_lines.append(f"| {name} | {100 * acc['native f32']:.2f} | {100 * acc['native int8']:.2f} | "
                                  f"{100 * (acc['native int8'] - acc['native f32']):+.2f} | {100 * agree:.2f} | "
-                                 f"{100 * acc['ort int8']:.2f} | {100 * agree_ort:.2f} |")
+                                 f"{100 * acc['ort int8']:.2f} | {100 * agree_ort:.2f} | "
+                                 f"{100 * acc['native ort-q']:.2f} |")
             for th in threads:
                 q.load(th)
                 for b in batches:
@@ -265,12 +292,14 @@ def main() -> None:
                     ms = q.time(x, args.runs if not name.startswith("digits") else 10 * args.runs)
                     r = ms["native f32"] / ms["native int8"]
                     v = ms["native int8"] / ms["ort int8"]
+                    vq = ms["native ort-q"] / ms["ort int8"]
                     if not name.startswith("digits"):
                         vs_ort.append(v)
+                        ortq_vs_ort.append(vq)
                         if b == 1 and th == 1:
                             ratios_int8_f32[name] = r
                     rows.append(f"| {name} | {b} | {th} | " + " | ".join(f"{ms[e]:.3f}" for e in ENGINES) +
-                                f" | {r:.2f}x | {v:.2f}x |")
+                                f" | {r:.2f}x | {v:.2f}x | {vq:.2f}x |")
                     print(rows[-1], flush=True)
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     lines = [
@@ -281,9 +310,10 @@ def main() -> None:
         f"- kernels: int8 path `{pyengine.info()['int8_kernel']}`; digits nets trained here in {train_s:.1f} s",
         "", "## Latency (ms per call, minimum)", "",
         "int8/f32 speed-up = native f32 ms / native int8 ms; vs ort int8 = native int8 ms / onnxruntime int8 ms "
-        "(< 1: native faster).", "",
-        "| model | batch | threads | " + " | ".join(ENGINES) + " | native int8 speed-up | native int8 / ort int8 |",
-        "|---|---:|---:|" + "---:|" * (len(ENGINES) + 2),
+        "(< 1: native faster); native ort-q = onnxruntime's quantized .onnx converted natively.", "",
+        "| model | batch | threads | " + " | ".join(ENGINES) + " | native int8 speed-up | native int8 / ort int8 "
+        "| native ort-q / ort int8 |",
+        "|---|---:|---:|" + "---:|" * (len(ENGINES) + 3),
         *rows, "",
         "## Targets", "",
     ]
@@ -294,9 +324,19 @@ def main() -> None:
         g = geomean(vs_ort)
         lines.append(f"- native int8 latency <= 1.0x onnxruntime int8 (geometric mean over the 224x224 cells): "
                      f"**{g:.2f}x** ({'holds' if g <= 1.0 else 'does not hold'})")
+    if ortq_vs_ort:
+        g = geomean(ortq_vs_ort)
+        lines.append(f"- the onnxruntime-quantized model converted natively vs onnxruntime running it (geometric mean "
+                     f"over the 224x224 cells): **{g:.2f}x** the latency")
+    lines += ["", "## Quantized ONNX import: native vs onnxruntime on the same int8 model", "",
+              "The QDQ .onnx written by quantize_static, run by onnxruntime and converted by pyengine.convert "
+              "(its Q/DQ patterns fused into the native int8 ops). steps = |native - onnxruntime| / the output's "
+              "quantization step.", "",
+              "| model | samples | output step | outputs equal % | max steps | top-1 agreement % |",
+              "|---|---:|---:|---:|---:|---:|", *import_lines]
     lines += ["", "## Digits accuracy (test set, 497 images)", "",
               "| model | float32 % | int8 % | int8 - float (points) | top-1 agreement % | ort int8 % | "
-              "ort int8 agreement % |", "|---|---:|---:|---:|---:|---:|---:|", *acc_lines, "",
+              "ort int8 agreement % | native ort-q % |", "|---|---:|---:|---:|---:|---:|---:|---:|", *acc_lines, "",
               "## File size (bytes)", "",
               "| model | native f32 | native int8 | int8 / f32 | ort int8 / f32 (QDQ .onnx) |",
               "|---|---:|---:|---:|---:|", *size_lines, "",

@@ -159,3 +159,17 @@ def test_einsum_diagonal_is_refused_naming_the_equation(tmp_path) -> None:  # ty
     with pytest.raises(pyengine.UnsupportedOpsError) as info:
         pyengine.convert(src, str(tmp_path / "d.pyem"))
     assert info.value.ops == [("the_node", "Einsum 'ii->i' with an index repeated in one operand (a diagonal)")]
+
+
+@pytest.mark.parametrize("x,to", [
+    (np.array([1.5, -0.0, np.nan, np.inf], np.float32), TensorProto.INT32),
+    (np.array([[-1, 7], [3, 128]], np.int64), TensorProto.DOUBLE),
+    (np.array([True, False, True]), TensorProto.UINT8),
+])
+def test_bitcast_reads_the_same_bytes(tmp_path, x, to) -> None:  # type: ignore[no-untyped-def]
+    model, want = _graph("BitCast", {"x": x}, 26, to=to)
+    src, dst = str(tmp_path / "b.onnx"), str(tmp_path / "b.pyem")
+    onnx.save(model, src)
+    pyengine.convert(src, dst)
+    got = pyengine.load(dst).predict(x)
+    assert got.dtype == want.dtype and got.tobytes() == want.tobytes()

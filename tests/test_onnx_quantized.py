@@ -121,15 +121,29 @@ def mobilenet_v2_style() -> bytes:
     return n.model(["N", 3, 32, 32], n.gemm(n.op("Flatten", [n.op("GlobalAveragePool", [h])]), 24, 10))
 
 
-MODELS = {"digits_cnn": (digits_cnn, (1, 8, 8)), "digits_mlp": (digits_mlp, (1, 8, 8)),
-          "resnet_style": (resnet_style, (3, 32, 32)), "mobilenet_v2_style": (mobilenet_v2_style, (3, 32, 32))}
+def misc_ops() -> bytes:
+    """The ops onnxruntime writes com.microsoft QLinear* forms of: LeakyRelu, AveragePool,
+    Sigmoid, Mul, Concat, Add, GlobalAveragePool."""
+    n = _Net(4)
+    h = n.op("LeakyRelu", [n.conv("x", 3, 8, act=None)], alpha=0.1)
+    h = n.op("AveragePool", [h], kernel_shape=[2, 2], strides=[2, 2])
+    g = n.op("Sigmoid", [n.conv(h, 8, 8, act=None)])
+    m = n.op("Mul", [h, g])
+    c = n.op("Concat", [m, n.conv(h, 8, 8)], axis=1)
+    c = n.op("Add", [c, n.conv(c, 16, 16, k=1, act=None)])
+    return n.model(["N", 3, 16, 16], n.gemm(n.op("Flatten", [n.op("GlobalAveragePool", [c])]), 16, 10))
+
+
+MODELS = {"misc_ops": (misc_ops, (3, 16, 16)), "digits_cnn": (digits_cnn, (1, 8, 8)),
+          "digits_mlp": (digits_mlp, (1, 8, 8)), "resnet_style": (resnet_style, (3, 32, 32)),
+          "mobilenet_v2_style": (mobilenet_v2_style, (3, 32, 32))}
 
 
 def _data(shape: tuple, n: int, seed: int) -> np.ndarray:
     return np.random.default_rng(seed).uniform(-1, 1, (n, *shape)).astype(np.float32)
 
 
-def _quantize(tmp_path, name: str, fmt: str, per_channel: bool, act: str) -> str:
+def _quantize(tmp_path, name: str, fmt: str, per_channel: bool, act: str, weights: str = "int8") -> str:
     """The model quantized by onnxruntime's quantize_static (weights int8), path of the .onnx."""
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
@@ -149,7 +163,7 @@ def _quantize(tmp_path, name: str, fmt: str, per_channel: bool, act: str) -> str
     logging.getLogger().setLevel(logging.ERROR)  # quantize_static's "consider pre-processing"
     quantize_static(str(src), str(dst), Reader(), quant_format=getattr(QuantFormat, fmt), per_channel=per_channel,
                     activation_type=QuantType.QUInt8 if act == "uint8" else QuantType.QInt8,
-                    weight_type=QuantType.QInt8)
+                    weight_type=QuantType.QInt8 if weights == "int8" else QuantType.QUInt8)
     return str(dst)
 
 
@@ -163,8 +177,8 @@ def _output_step(path: str) -> float:
 
 CASES = [(m, fmt, pc, act) for m in ("digits_cnn", "digits_mlp") for fmt in ("QDQ", "QOperator")
          for pc in (True, False) for act in ("uint8", "int8")]
-CASES += [(m, fmt, True, act) for m in ("resnet_style", "mobilenet_v2_style") for fmt in ("QDQ", "QOperator")
-          for act in ("uint8", "int8")]
+CASES += [(m, fmt, True, act) for m in ("resnet_style", "mobilenet_v2_style", "misc_ops")
+          for fmt in ("QDQ", "QOperator") for act in ("uint8", "int8")]
 
 
 @pytest.mark.parametrize("name,fmt,per_channel,act", CASES)
@@ -187,11 +201,15 @@ def test_quantize_static_model_runs_in_int8_and_matches_onnxruntime(tmp_path, na
     step = _output_step(path)
     assert step > 0
     steps = np.abs(got - want) / step
-    # Every int8 op rounds as onnxruntime does except at exact ties of its requantization (ours:
-    # float scale product then half-to-even; onnxruntime's fixed-point multiplier): a code may
-    # differ by one there, and such a step moves later layers' sums by a few codes at most.
+    # Every op rounds as onnxruntime does except at exact rounding ties: the int8 ops'
+    # requantization (float scale product, then half to even) and, in misc_ops, the ops computed
+    # in float on grid values (an average of 4 codes often lands on k + 0.5, where the float
+    # summation order decides). A code may differ by one there, which moves later layers by a
+    # few codes at most. Measured: digits, ResNet- and MobileNetV2-style all equal; misc_ops QDQ
+    # ~75% equal, max 1 output step.
     assert np.max(steps) <= 4.0 + 1e-3, (float(np.max(steps)), float(np.mean(steps == 0)))
-    assert np.mean(steps < 0.5) >= 0.9, float(np.mean(steps < 0.5))
+    min_equal = 0.6 if name == "misc_ops" else 0.9
+    assert np.mean(steps < 0.5) >= min_equal, float(np.mean(steps < 0.5))
     assert np.mean(got.argmax(1) == want.argmax(1)) >= 15 / 16
 
 
@@ -265,14 +283,15 @@ def test_zero_negative_or_nan_scale_is_refused_naming_the_tensor(tmp_path, w_sca
         pyengine.convert(path, str(tmp_path / "m.pyem"))
 
 
-def test_zero_scale_of_a_qdq_weight_is_refused(tmp_path):
+@pytest.mark.parametrize("opset", [17, 21])
+def test_zero_scale_of_a_qdq_weight_is_refused(tmp_path, opset):
     nodes = [helper.make_node("QuantizeLinear", ["x", "s", "z"], ["q"]),
              helper.make_node("DequantizeLinear", ["q", "s", "z"], ["d"]),
              helper.make_node("DequantizeLinear", ["wq", "ws"], ["w"], axis=1),
              helper.make_node("MatMul", ["d", "w"], ["y"])]
     inits = {"s": np.float32(0.1), "z": np.uint8(0), "wq": np.ones((4, 3), np.int8),
              "ws": np.array([0.1, 0.0, 0.2], np.float32)}
-    path = _save(tmp_path, _qdq_graph(nodes, inits, y_shape=[1, 3]))
+    path = _save(tmp_path, _qdq_graph(nodes, inits, y_shape=[1, 3], opset=opset))
     with pytest.raises(pyengine.ModelFormatError, match=r"scale 'ws'\[1\] is 0.0"):
         pyengine.convert(path, str(tmp_path / "m.pyem"))
 
@@ -315,3 +334,135 @@ def test_unsupported_quantized_patterns_are_refused_naming_the_node(tmp_path):
     path = _save(tmp_path, helper.make_model(g, opset_imports=[helper.make_opsetid("", OPSET)]), "qconv")
     with pytest.raises(pyengine.UnsupportedOpsError, match=r"qconv \(QLinearConv with run-time"):
         pyengine.convert(path, str(tmp_path / "m.pyem"))
+
+
+def _two_input_model(nodes, inits, a: tuple, b: tuple, y_type, y_shape) -> onnx.ModelProto:
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("a", a[0], list(a[1])),
+                                       helper.make_tensor_value_info("b", b[0], list(b[1]))],
+                          [helper.make_tensor_value_info("y", y_type, y_shape)],
+                          [numpy_helper.from_array(np.asarray(v), k) for k, v in inits.items()])
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", OPSET)])
+
+
+def _ort_and_native(tmp_path, model, feed):
+    path = _save(tmp_path, model)
+    got = pyengine.load(pyengine.convert(path, str(tmp_path / "m.pyem"))).predict(feed)
+    want = ort.InferenceSession(path, providers=["CPUExecutionProvider"]).run(None, feed)[0]
+    return got, want
+
+
+def test_qlinear_matmul_of_two_runtime_operands_is_within_one_step(tmp_path):
+    """Both operands computed at run time (no int8 weight to pack): a float product of the real
+    values, rounded onto y's grid: within one code of onnxruntime's integer product."""
+    rng = np.random.default_rng(0)
+    nodes = [helper.make_node("QLinearMatMul", ["a", "as", "az", "b", "bs", "bz", "ys", "yz"], ["y"])]
+    inits = {"as": np.float32(0.02), "az": np.uint8(128), "bs": np.float32(0.01), "bz": np.uint8(100),
+             "ys": np.float32(0.05), "yz": np.uint8(90)}
+    m = _two_input_model(nodes, inits, (TensorProto.UINT8, (3, 5, 40)), (TensorProto.UINT8, (40, 7)),
+                         TensorProto.UINT8, [3, 5, 7])
+    feed = {"a": rng.integers(0, 256, (3, 5, 40)).astype(np.uint8), "b": rng.integers(0, 256, (40, 7)).astype(np.uint8)}
+    got, want = _ort_and_native(tmp_path, m, feed)
+    diff = np.abs(got.astype(int) - want.astype(int))
+    assert got.dtype == np.uint8 and diff.max() <= 1 and np.mean(diff == 0) >= 0.95
+
+
+@pytest.mark.parametrize("op", ["MatMulInteger", "ConvInteger"])
+def test_matmul_and_conv_integer_are_exact(tmp_path, op):
+    rng = np.random.default_rng(1)
+    if op == "MatMulInteger":
+        w, x_shape, y_shape = rng.integers(-128, 128, (24, 6)).astype(np.int8), (4, 24), [4, 6]
+        wz = np.int8(3)
+    else:
+        w, x_shape, y_shape = rng.integers(-128, 128, (5, 3, 3, 3)).astype(np.int8), (2, 3, 6, 6), [2, 5, 4, 4]
+        wz = np.int8(-2)
+    nodes = [helper.make_node(op, ["x", "w", "xz", "wz"], ["y"])]
+    m = _qdq_graph(nodes, {"w": w, "xz": np.uint8(7), "wz": wz}, x_type=TensorProto.UINT8,
+                   y_type=TensorProto.INT32, x_shape=x_shape, y_shape=y_shape)
+    x = rng.integers(0, 256, x_shape).astype(np.uint8)
+    got, want = _ort_and_native(tmp_path, m, {"x": x})
+    assert got.dtype == np.int32
+    np.testing.assert_array_equal(got, want)
+
+
+def test_integer_sums_beyond_float32_exactness_are_refused(tmp_path):
+    nodes = [helper.make_node("MatMulInteger", ["x", "w"], ["y"], name="big_k")]
+    m = _qdq_graph(nodes, {"w": np.full((4096, 2), 127, np.int8)}, x_type=TensorProto.UINT8,
+                   y_type=TensorProto.INT32, x_shape=(1, 4096), y_shape=[1, 2])
+    with pytest.raises(pyengine.UnsupportedOpsError, match=r"big_k \(MatMulInteger whose int32 sums may exceed"):
+        pyengine.convert(_save(tmp_path, m), str(tmp_path / "m.pyem"))
+
+
+@pytest.mark.parametrize("block", [0, 2])
+def test_dequantize_linear_per_axis_and_blocked_with_runtime_scales(tmp_path, block):
+    rng = np.random.default_rng(2)
+    x_shape = (2, 5, 3)
+    s_shape = (2, 3, 3) if block else (5,)
+    attrs = {"axis": 1, **({"block_size": block} if block else {})}
+    nodes = [helper.make_node("DequantizeLinear", ["a", "b", "z"], ["y"], **attrs)]
+    zp = rng.integers(-10, 10, s_shape).astype(np.int8)
+    m = _two_input_model(nodes, {"z": zp}, (TensorProto.INT8, x_shape), (TensorProto.FLOAT, s_shape),
+                         TensorProto.FLOAT, list(x_shape))
+    m.opset_import[0].version = 21
+    feed = {"a": rng.integers(-128, 128, x_shape).astype(np.int8),
+            "b": rng.uniform(0.01, 1, s_shape).astype(np.float32)}
+    path = _save(tmp_path, m)
+    got = pyengine.load(pyengine.convert(path, str(tmp_path / "m.pyem"))).predict(feed)
+    from onnx.reference import ReferenceEvaluator
+
+    np.testing.assert_array_equal(got, ReferenceEvaluator(m).run(None, feed)[0])
+
+
+def test_onnx_quantization_conformance_cases_pass_or_are_refused_cleanly():
+    """ONNX's node cases for the quantized ops (scales and zero points fed at run time): each
+    passes, except the float16 ones, which are refused naming the type (never a wrong answer)."""
+    from bench.conformance import run_cases, tensor_cases
+
+    keys = ("qlinearmatmul", "matmulinteger", "quantizelinear", "dequantizelinear", "convinteger")
+    cases = [c for c in tensor_cases() if any(k in c.name for k in keys)]
+    results = {r.name: (r.result, r.detail) for r in run_cases(cases)}
+    assert len(results) >= 13, sorted(results)
+    for name, (result, detail) in results.items():
+        if "float16" in name:
+            assert result == "unsupported" and "FLOAT16" in detail, (name, result, detail)
+        else:
+            assert result == "passed", (name, result, detail)
+
+
+@pytest.mark.parametrize("fmt", ["QDQ", "QOperator"])
+def test_uint8_weights_match_onnxruntime(tmp_path, fmt):
+    """uint8 weights (quantize_static's weight_type QUInt8): where a zero point leaves the codes
+    outside int8 the op runs in float on the real values (QOperator's QGemm here), else in int8."""
+    path = _quantize(tmp_path, "resnet_style", fmt, True, "uint8", weights="uint8")
+    dst = pyengine.convert(path, str(tmp_path / "q.pyem"))
+    ops = collections.Counter(n["op"] for n in read_pyem(dst)[0]["nodes"])
+    assert ops["QLinearConv2D"] == 6, ops
+    x = _data(MODELS["resnet_style"][1], 8, 1)
+    got = pyengine.load(dst).predict(x)
+    want = ort.InferenceSession(path, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    steps = np.abs(got - want) / _output_step(path)
+    assert np.max(steps) <= 1.0 + 1e-3 and np.mean(steps < 0.5) >= 0.9, (np.max(steps), np.mean(steps < 0.5))
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "int8"])
+def test_qlinear_conv_requantization_rounds_ties_to_even_and_saturates(tmp_path, dtype):
+    """A 1x1 QLinearConv with weight 1 and y_scale = x_scale / 1.5: every odd centered code lands
+    on an exact tie (half to even), and the codes far from the zero point saturate at both edges
+    of the output type."""
+    lo, hi = (0, 255) if dtype == "uint8" else (-128, 127)
+    codes = np.arange(lo, hi + 1)
+    xz = yz = (lo + hi + 1) // 2
+    np_t = np.dtype(dtype)
+    nodes = [helper.make_node("QLinearConv", ["x", "xs", "xz", "w", "ws", "wz", "ys", "yz"], ["y"])]
+    inits = {"xs": np.float32(0.75), "xz": np.array(xz, np_t), "w": np.ones((1, 1, 1, 1), np.int8),
+             "ws": np.float32(1.0), "wz": np.int8(0), "ys": np.float32(0.5), "yz": np.array(yz, np_t)}
+    t = TensorProto.UINT8 if dtype == "uint8" else TensorProto.INT8
+    shape = (1, 1, 1, codes.size)
+    m = _qdq_graph(nodes, inits, x_type=t, y_type=t, x_shape=shape, y_shape=list(shape))
+    got, want = _ort_and_native(tmp_path, m, {"x": codes.astype(np_t).reshape(shape)})
+    spelled = np.clip(np.rint((codes - xz) * 1.5) + yz, lo, hi)  # half to even, then saturation
+    np.testing.assert_array_equal(got.ravel(), spelled)
+    np.testing.assert_array_equal(got, want)
+    g = got.ravel().astype(int)
+    assert g[0] == lo and g[-1] == hi  # saturated at both edges
+    i = xz - lo
+    assert (g[i + 1], g[i + 3], g[i - 1], g[i - 3]) == (yz + 2, yz + 4, yz - 2, yz - 4)  # 1.5->2, 4.5->4

@@ -129,8 +129,9 @@ def test_resize_matches_onnx_cases_with_constant_scales(tmp_path):
 
 def test_conv_transpose_matches_onnx_cases_with_constant_weights(tmp_path):
     """Every ONNX ConvTranspose node case with its weights (and bias) made constants: 1-D and
-    2-D ones (strides, pads, dilations, groups, output_padding, output_shape) match ONNX's
-    outputs; 3-D and SAME padding are refused naming the value."""
+    2-D ones (strides, pads, dilations, groups, output_padding, output_shape, SAME_UPPER) match
+    ONNX's outputs; 3-D and an output_shape beyond the natural size are refused naming the value.
+    (bench/conformance.py runs the same cases with run-time weights.)"""
     pytest.importorskip("onnx")
     from bench.conformance import tensor_cases
 
@@ -138,8 +139,7 @@ def test_conv_transpose_matches_onnx_cases_with_constant_weights(tmp_path):
     passed, refused = _convert_and_compare(cases, tmp_path)
     assert refused == {
         "test_convtranspose_3d": ["ConvTranspose 3-D"],
-        "test_convtranspose_autopad_same": ["ConvTranspose with auto_pad 'SAME_UPPER'"],
         "test_convtranspose_output_shape": [
             "ConvTranspose with output_shape [10, 8] beyond its natural size"],
     }
-    assert len(passed) == len(cases) - 3 >= 8, passed
+    assert len(passed) == len(cases) - 2 >= 9, passed

@@ -73,6 +73,30 @@ private:
     DType to_ = DType::Float32;
 };
 
+// ONNX BitCast: the same bytes read as another dtype of the same width (a view).
+class BitCastOp : public Op {
+public:
+    explicit BitCastOp(const Attrs& a) {
+        const std::string to = a.get_string("to", "", {"float32", "int32", "int64", "uint8", "int8", "bool", "int16",
+                                                      "uint16", "uint32", "uint64", "float64"});
+        dtype_from_name(to, &to_);
+    }
+    std::vector<Shape> infer(const std::vector<Shape>& in) const override { return {in[0]}; }
+    std::vector<DType> infer_dtypes(const std::vector<DType>& in, size_t) const override {
+        if (dtype_size(in[0]) != dtype_size(to_)) {
+            dtype_error(0, in[0], str("a dtype as wide as ", dtype_name(to_), " (", dtype_size(to_), " bytes)"));
+        }
+        return {to_};
+    }
+    void run(const std::vector<const Tensor*>& in, const std::vector<Tensor*>& out) const override {
+        if (out[0]->data != in[0]->data) std::memcpy(out[0]->data, in[0]->data, in[0]->nbytes());
+    }
+    bool is_view() const override { return true; }
+
+private:
+    DType to_ = DType::Float32;
+};
+
 enum class Cmp { Equal, Less, Greater, LessEqual, GreaterEqual };
 
 // Comparisons with numpy broadcasting: two inputs of one dtype -> bool.
@@ -356,6 +380,7 @@ private:
 
 }  // namespace
 
+std::unique_ptr<Op> make_BitCast(const Attrs& a) { return std::make_unique<BitCastOp>(a); }
 std::unique_ptr<Op> make_Cast(const Attrs& a) { return std::make_unique<CastOp>(a); }
 std::unique_ptr<Op> make_Compare(const Attrs& a) { return std::make_unique<CompareOp>(a); }
 std::unique_ptr<Op> make_Logic(const Attrs& a) { return std::make_unique<LogicOp>(a); }

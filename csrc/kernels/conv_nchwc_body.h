@@ -201,6 +201,27 @@ inline void nchwc_tile_n(int t, const NchwcConv& c, const NchwcChunk& k, const f
     }
 }
 
+// Pixels [q0, q1) in tiles of T and T - 1 pixels, as evenly as that goes: a 7 x 7 plane is
+// 4 x 6 + 5 x 5 rather than 8 x 6 + 1, whose one-pixel tile does F multiply-adds per F weight
+// loads. y, r at (ob, pixel 0).
+template <int CB, int IB, int F, int T>
+void nchwc_tiles(const NchwcConv& c, const NchwcChunk& k, const float* xg, const float* w, float* y, const float* r,
+                 int64_t q0, int64_t q1) {
+    const int64_t n = q1 - q0, tiles = (n + T - 1) / T;
+    int64_t full = T > 1 ? n - tiles * (T - 1) : tiles;  // tiles of T; the others take T - 1
+    if (T > 1 && full < 0) full = 0;
+    int64_t q = q0;
+    for (int64_t i = 0; i < full && q + T <= q1; ++i, q += T) {
+        nchwc_tile<CB, IB, F, T>(c, k, xg, w, y + q * CB, r ? r + q * CB : nullptr, q);
+    }
+    if constexpr (T > 1) {
+        for (; q + (T - 1) <= q1; q += T - 1) {
+            nchwc_tile<CB, IB, F, T - 1>(c, k, xg, w, y + q * CB, r ? r + q * CB : nullptr, q);
+        }
+    }
+    if (q < q1) nchwc_tile_n<CB, IB, F, T>(static_cast<int>(q1 - q), c, k, xg, w, y + q * CB, r ? r + q * CB : nullptr, q);
+}
+
 // Pixels [q0, q1) of F blocks; y, r at (ob, pixel 0).
 template <int CB, int IB, int F, int T>
 void nchwc_range(const NchwcConv& c, const float* xg, const float* w, float* y, const float* r, int64_t q0,
@@ -211,9 +232,7 @@ void nchwc_range(const NchwcConv& c, const float* xg, const float* w, float* y, 
     if (chunk < 1) chunk = 1;
     if (chunk >= c.icb_per_group) {
         const NchwcChunk k{0, c.icb_per_group, true, true};
-        int64_t q = q0;
-        for (; q + T <= q1; q += T) nchwc_tile<CB, IB, F, T>(c, k, xg, w, y + q * CB, r ? r + q * CB : nullptr, q);
-        if (q < q1) nchwc_tile_n<CB, IB, F, T>(static_cast<int>(q1 - q), c, k, xg, w, y + q * CB, r ? r + q * CB : nullptr, q);
+        nchwc_tiles<CB, IB, F, T>(c, k, xg, w, y, r, q0, q1);
         return;
     }
     // Runs of 8 tiles: their partial sums stay in cache while every chunk passes over them.
@@ -222,20 +241,25 @@ void nchwc_range(const NchwcConv& c, const float* xg, const float* w, float* y, 
         for (int64_t icb = 0; icb < c.icb_per_group; icb += chunk) {
             const int64_t end = icb + chunk < c.icb_per_group ? icb + chunk : c.icb_per_group;
             const NchwcChunk k{icb, end, icb == 0, end == c.icb_per_group};
-            int64_t q = qs;
-            for (; q + T <= qe; q += T) nchwc_tile<CB, IB, F, T>(c, k, xg, w, y + q * CB, r ? r + q * CB : nullptr, q);
-            if (q < qe) nchwc_tile_n<CB, IB, F, T>(static_cast<int>(qe - q), c, k, xg, w, y + q * CB, r ? r + q * CB : nullptr, q);
+            nchwc_tiles<CB, IB, F, T>(c, k, xg, w, y, r, qs, qe);
         }
     }
 }
 
-template <int CB, int IB, int F, int T>
+// Pixels per tile for a run of F output blocks when the widest tile is F0 x T0: narrower runs
+// take longer tiles (up to 2 x T0) so that the accumulators still hide the FMA latency.
+template <int F, int F0, int T0>
+constexpr int nchwc_tile_pixels() {
+    return F0 * T0 / F < 2 * T0 ? F0 * T0 / F : 2 * T0;
+}
+
+template <int CB, int IB, int F0, int T0, int F = F0>
 inline void nchwc_range_f(int f, const NchwcConv& c, const float* xg, const float* w, float* y, const float* r,
                           int64_t q0, int64_t q1) {
     if (f == F) {
-        nchwc_range<CB, IB, F, T>(c, xg, w, y, r, q0, q1);
+        nchwc_range<CB, IB, F, nchwc_tile_pixels<F, F0, T0>()>(c, xg, w, y, r, q0, q1);
     } else if constexpr (F > 1) {
-        nchwc_range_f<CB, IB, F - 1, T>(f, c, xg, w, y, r, q0, q1);
+        nchwc_range_f<CB, IB, F0, T0, F - 1>(f, c, xg, w, y, r, q0, q1);
     }
 }
 
@@ -446,10 +470,11 @@ void nchwc_conv_body(const NchwcConv& c, const float* x, float* y, int64_t n, in
     const float* xn = x + n * in_blocks * p.H * p.W * ib;
     const int64_t wob = c.icb_per_group * p.KH * p.KW * ib * CB;
     for (int64_t ob = ob0; ob < ob1;) {
+        // Runs of F blocks or fewer, evened out (9 blocks: 3 + 3 + 3, not 4 + 4 + 1).
         const int64_t g = ob / c.ob_per_group;
-        int64_t f = ob1 - ob;
-        if (f > F) f = F;
-        if (f > (g + 1) * c.ob_per_group - ob) f = (g + 1) * c.ob_per_group - ob;
+        const int64_t end = ob1 < (g + 1) * c.ob_per_group ? ob1 : (g + 1) * c.ob_per_group;
+        const int64_t runs = (end - ob + F - 1) / F;
+        const int64_t f = (end - ob + runs - 1) / runs;
         const float* xg = xn + g * c.icb_per_group * p.H * p.W * ib;
         const int64_t o = (n * OB + ob) * p.OH * p.OW * CB;
         const float* rr = c.residual != nullptr ? c.residual + o : nullptr;

@@ -171,7 +171,7 @@ TEST_CASE(pool_matches_generic) {
                                   {7, 13, 1, 1, 0}};
     for (const KernelTable* t : variants()) {
         for (Layout layout : {Layout::NCHW, Layout::NHWC}) {
-            for (int64_t C : {1, 5, 9}) {
+            for (int64_t C : {1, 5, 9, 20}) {
                 for (const auto& wnd : windows) {
                     for (int mode = 0; mode < 3; ++mode) {  // max, avg, avg counting padding
                         Pool2DParams p = pool_params(layout, mode == 0, mode == 2, 2, C, 7, 13, wnd[0], wnd[1],
@@ -329,6 +329,8 @@ TEST_CASE(conv_nchwc_matches_reference) {
         // Depthwise rows long enough for the sliding row kernel's full and half tiles and its
         // single-pixel tail: 3x3 and 5x5 at strides 1 and 2.
         {36, 36, 10, 41, 3, 2, 1, 1, 0},  {24, 24, 13, 37, 5, 2, 2, 1, 0}, {20, 20, 7, 29, 5, 1, 2, 1, 0},
+        // 1x1 over a 7 x 7 plane (tiles of T and T - 1 pixels) with 5 blocks of 16 (runs of 3 + 2).
+        {20, 80, 7, 7, 1, 1, 0, 1, 1},
         // A reduction split into chunks of input blocks (1x1 over 300 channels; 3x3 over 70).
         {300, 40, 5, 11, 1, 1, 0, 1, 1},  {70, 33, 9, 7, 3, 1, 1, 1, 1}};
     // Every activation on the first geometry; two on each of the others (one rotating), so the
@@ -375,7 +377,8 @@ TEST_CASE(conv_nchwc_matches_reference) {
 
 TEST_CASE(nchwc_pool_and_reorder_match_plain) {
     // {C, H, W, k, stride, pad, global}
-    const int64_t pools[][7] = {{25, 7, 9, 3, 2, 1, 0}, {17, 6, 5, 2, 2, 0, 0}, {9, 5, 6, 3, 1, 1, 0}, {33, 7, 7, 7, 1, 0, 1}};
+    const int64_t pools[][7] = {{25, 7, 9, 3, 2, 1, 0}, {17, 6, 5, 2, 2, 0, 0}, {9, 5, 6, 3, 1, 1, 0}, {33, 7, 7, 7, 1, 0, 1},
+                                {20, 9, 11, 9, 1, 0, 1}};
     for (int cb : {4, 8, 16}) {
         for (const auto& pc : pools) {
             for (bool is_max : {true, false}) {

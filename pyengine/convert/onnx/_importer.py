@@ -179,7 +179,9 @@ class Importer:
                 self._convert_coded(node, name, op_type, ins, self.qparams[self.values[coded[0]]])
                 return
         present = [v for v in ins if v]
-        if node.op_type != "Constant" and present and all(self.g.is_const(v) for v in present):
+        # Quantized ops on constants are computed by their handlers (which check the scales).
+        if (node.op_type != "Constant" and op_type not in QUANT_OPS and present
+                and all(self.g.is_const(v) for v in present)):
             dynamic = any(v in self.symbolic for v in present)
             if dynamic and node.op_type not in SHAPE_OPS:
                 self._set(
@@ -391,5 +393,5 @@ TYPED_OPS = {
     "LessOrEqual", "GreaterOrEqual", "And", "Or", "Xor", "Not", "Where", "Add", "Sub", "Mul",
     "Div", "Sum", "Min", "Max", "Pow", "Mod", "Abs", "Neg", "Sign", "ArgMax", "ArgMin",
     "Gather", "GatherElements", "Trilu", "IsNaN", "IsInf", "Dropout", "Constant", "BitwiseAnd",
-    "BitwiseOr", "BitwiseXor", "BitwiseNot", "BitShift", "Attention", "EyeLike", "GatherND",
+    "BitwiseOr", "BitwiseXor", "BitwiseNot", "BitShift", "Attention", "EyeLike", "GatherND", "BitCast",
 }

@@ -176,6 +176,20 @@ def _cast(imp: Importer, node: Any, name: str, ins: list[str], attrs: dict[str, 
     return imp.g.op("Identity", [out], name) if out == ins[0] else out
 
 
+def _bitcast(imp: Importer, node: Any, name: str, ins: list[str], attrs: dict[str, Any]) -> str | None:
+    """The same bytes read as dtype ``to`` (of the same width, as ONNX requires)."""
+    to = onnx_dtype(imp.onnx, int(attrs.get("to", 0)))
+    if to is None:
+        return imp.g.unsupported_op(
+            name, f"BitCast to {imp.onnx.TensorProto.DataType.Name(int(attrs.get('to', 0)))}")
+    if np.dtype(imp.dtype_of(ins[0])).itemsize != np.dtype(to).itemsize:
+        return imp.g.unsupported_op(name, f"BitCast from {imp.dtype_of(ins[0])} to {to}")
+    c = imp.const_of(ins[0])
+    if c is not None:
+        return imp.g.const(np.ascontiguousarray(c).view(to), name)
+    return imp.g.op("BitCast", ins[:1], name, to=to)
+
+
 # ONNX comparisons -> the native Compare's fn (answers bool).
 _COMPARE = {
     "Equal": "equal", "Less": "less", "Greater": "greater", "LessOrEqual": "less_equal",
@@ -220,6 +234,7 @@ HANDLERS: dict[str, Handler] = {
     "Tanh": _unary("Tanh"),
     "LeakyRelu": _unary("LeakyRelu"),
     "PRelu": _prelu,
+    "BitCast": _bitcast,
     "Swish": _swish,
     "SwiGLU": _swiglu,
     "Shrink": _shrink,

@@ -160,26 +160,29 @@ def _batch_matmul(imp: Importer, node: Any, name: str, ins: list[str]) -> str | 
 def _conv_transpose(
     imp: Importer, node: Any, name: str, ins: list[str], attrs: dict[str, Any]
 ) -> str | None:
-    """ConvTranspose, 1-D and 2-D, constant weights; SAME auto_pad refused naming it."""
+    """ConvTranspose, 1-D and 2-D, constant or run-time weights (of a known shape); pads from
+    auto_pad SAME_UPPER / SAME_LOWER or output_shape as onnx's reference computes them."""
     w = imp.const_of(ins[1])
-    if w is None:
-        return imp.g.unsupported_op(name, "ConvTranspose with run-time weights")
-    if w.ndim not in (3, 4):
-        return imp.g.unsupported_op(name, f"ConvTranspose {w.ndim - 2}-D")
-    spatial = w.ndim - 2
+    w_shape = list(w.shape) if w is not None else imp.shapes.get(node.input[1])
+    if w_shape is None or min(w_shape, default=0) < 0:
+        return None
+    if len(w_shape) not in (3, 4):
+        return imp.g.unsupported_op(name, f"ConvTranspose {len(w_shape) - 2}-D")
+    spatial = len(w_shape) - 2
     auto = attr_str(attrs.get("auto_pad", "NOTSET"))
-    if auto not in ("NOTSET", "VALID"):
+    if auto not in ("NOTSET", "VALID", "SAME_UPPER", "SAME_LOWER"):
         return imp.g.unsupported_op(name, f"ConvTranspose with auto_pad '{auto}'")
-    kernel = list(w.shape[2:])
+    kernel = list(w_shape[2:])
     strides = list(attrs.get("strides", [1] * spatial))
     dilations = list(attrs.get("dilations", [1] * spatial))
     out_pad = list(attrs.get("output_padding", [0] * spatial))
     pads = [0] * 2 * spatial if auto == "VALID" else list(attrs.get("pads", [0] * 2 * spatial))
-    if "output_shape" in attrs:  # pads follow from the requested size (ONNX's formula)
+    if "output_shape" in attrs or auto.startswith("SAME"):  # pads follow from the output size
         shape = imp.shapes.get(node.input[0])
-        want = list(attrs["output_shape"])[-spatial:]
         if shape is None or any(d < 0 for d in shape[2:]):
             return None
+        want = (list(attrs["output_shape"])[-spatial:] if "output_shape" in attrs
+                else [shape[2 + i] * strides[i] for i in range(spatial)])
         for i in range(spatial):
             total = (strides[i] * (shape[2 + i] - 1) + out_pad[i] + (kernel[i] - 1) * dilations[i] + 1
                      - want[i])
@@ -187,12 +190,16 @@ def _conv_transpose(
                 return imp.g.unsupported_op(
                     name, f"ConvTranspose with output_shape {want} beyond its natural size"
                 )
-            pads[i], pads[spatial + i] = total - total // 2, total // 2
+            small, large = total // 2, total - total // 2
+            pads[i], pads[spatial + i] = (small, large) if auto == "SAME_UPPER" else (large, small)
     if spatial == 1:
         strides, dilations, out_pad = [1, strides[0]], [1, dilations[0]], [0, out_pad[0]]
         pads = [0, pads[0], 0, pads[1]]
     x = ins[0] if spatial == 2 else _to_4d(imp, ins[0], name)
-    wv = imp.g.const(w if spatial == 2 else w[:, :, None, :], name + "/w")
+    if w is not None:
+        wv = imp.g.const(w if spatial == 2 else w[:, :, None, :], name + "/w")
+    else:
+        wv = ins[1] if spatial == 2 else imp.g.op("Reshape", ins[1:2], name + "/w", shape=[0, 0, 1, -1])
     y = imp.g.op(
         "ConvTranspose2D", [x, wv] + ([ins[2]] if len(ins) > 2 and ins[2] else []), name,
         strides=strides, dilations=dilations, pads=[pads[0], pads[1], pads[2], pads[3]],

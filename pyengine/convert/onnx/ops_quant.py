@@ -67,7 +67,10 @@ class QParams:
 
 
 def _const(imp: Importer, onnx_name: str) -> np.ndarray | None:
-    return imp.const_of(imp.values[onnx_name]) if onnx_name else None
+    """The constant ONNX value ``onnx_name``; None when it is computed at run time, or not yet
+    converted (a QuantizeLinear's scale from a Constant node placed after the op looking ahead)."""
+    v = imp.values.get(onnx_name) if onnx_name else None
+    return imp.const_of(v) if v else None
 
 
 def read_params(imp: Importer, node: Any, name: str, scale_in: int, zp_in: int | None,
@@ -303,12 +306,13 @@ def _conv_geometry(attrs: dict[str, Any]) -> dict[str, Any]:
 
 def _conv(imp: Importer, node: Any, name: str, ins: list[str], attrs: dict[str, Any]) -> Any:
     """Conv; DequantizeLinear'd input and weights -> QLinearConv2D."""
-    xq = imp.qparams.get(ins[0])
-    w = _dq_weight(imp, node.input[1], 0, name + "/w") if xq is not None and xq.per_tensor else None
-    if xq is None or w is None or imp.rank(node.input[1]) != 4:
+    xq, wf = imp.qparams.get(ins[0]), imp.const_of(ins[1])
+    if xq is None or not xq.per_tensor or wf is None or wf.ndim != 4:
         return ops_nn._conv(imp, node, name, ins, attrs)
-    wf = imp.const_of(ins[1])
-    n_out = wf.shape[0] if wf is not None else 0
+    w = _dq_weight(imp, node.input[1], 0, name + "/w")
+    if w is None:
+        return ops_nn._conv(imp, node, name, ins, attrs)
+    n_out = wf.shape[0]
     ok, bias = _bias(imp, node.input[2] if len(node.input) > 2 else "", xq, w[1], n_out, name + "/b")
     if not ok:
         return ops_nn._conv(imp, node, name, ins, attrs)
@@ -374,6 +378,66 @@ def _const_params(imp: Importer, node: Any, x: np.ndarray, attrs: dict[str, Any]
     return s.reshape(shape), z.reshape(shape)
 
 
+def _shape(imp: Importer, onnx_name: str) -> list[int] | None:
+    c = _const(imp, onnx_name)
+    return list(c.shape) if c is not None else imp.shapes.get(onnx_name)
+
+
+def _runtime_param(imp: Importer, node: Any, i: int, attrs: dict[str, Any], hint: str) -> str:
+    """Scale or zero point input ``i`` computed at run time, as float32 broadcasting against the
+    node's input 0 (per tensor, per ``axis``, or blocked along it by ``block_size``)."""
+    x_shape, p_shape = _shape(imp, node.input[0]), _shape(imp, node.input[i])
+    if x_shape is None or p_shape is None or -1 in p_shape:
+        raise _Refuse(f"{node.op_type} with a run-time scale or zero point of unknown shape")
+    v = imp.cast(imp.values[node.input[i]], "float32", hint + "/f32")
+    rank, size = len(x_shape), int(np.prod(p_shape)) if p_shape else 1
+    axis = int(attrs.get("axis", 1))
+    axis = axis + rank if axis < 0 else axis
+    block = int(attrs.get("block_size", 0))
+    if size == 1 and len(p_shape) <= 1:
+        return v
+    if not block:
+        if len(p_shape) != 1 or not 0 <= axis < rank or x_shape[axis] not in (-1, size):
+            raise _Refuse(f"{node.op_type} with a scale of shape {p_shape} for input {x_shape} (axis {axis})")
+        return imp.g.op("Reshape", [v], hint, shape=[size] + [1] * (rank - 1 - axis))
+    n = x_shape[axis]
+    if len(p_shape) != rank or n < 0 or p_shape[axis] != -(-n // block):
+        raise _Refuse(f"{node.op_type} with block_size {block}: scale {p_shape} does not block input {x_shape}")
+    # Each entry repeated block_size times along axis, then cut to the input's length.
+    inner = imp.g.op("Reshape", [v], hint + "/split", shape=p_shape[:axis + 1] + [1] + p_shape[axis + 1:])
+    rep = imp.g.op("Concat", [inner] * block, hint + "/repeat", axis=axis + 1)
+    flat = imp.g.op("Reshape", [rep], hint + "/merge",
+                    shape=p_shape[:axis] + [p_shape[axis] * block] + p_shape[axis + 1:])
+    return imp.g.op("Slice", [flat], hint, axis=axis, start=0, end=n)
+
+
+def _quantize_runtime(imp: Importer, node: Any, name: str, ins: list[str], attrs: dict[str, Any]) -> str:
+    """QuantizeLinear with run-time parameters, as ONNX's reference: saturate(rint(x / scale)
+    + zero_point)."""
+    zp_name = node.input[2] if len(node.input) > 2 else ""
+    dtype = imp.onnx_dtypes.get(zp_name) or imp.onnx_dtypes.get(node.output[0]) or "uint8"
+    if dtype not in _CODES:
+        raise _Refuse(f"QuantizeLinear to {dtype}")
+    y = imp.g.op("Div", [ins[0], _runtime_param(imp, node, 1, attrs, name + "/scale")], name + "/div")
+    y = imp.g.op("Math", [y], name + "/round", fn="round")
+    if zp_name:
+        y = imp.g.op("Add", [y, _runtime_param(imp, node, 2, attrs, name + "/zp")], name + "/zp")
+    lo, hi = (-128, 127) if dtype == "int8" else (0, 255)
+    y = imp.g.op("Clip", [y], name + "/clip", min=float(lo), max=float(hi))
+    return imp.cast(y, dtype, name)
+
+
+def _dequantize_runtime(imp: Importer, node: Any, name: str, ins: list[str], attrs: dict[str, Any]) -> str:
+    """DequantizeLinear with run-time parameters: (x - zero_point) * scale in float32."""
+    v = ins[0]
+    if v in imp.qparams:  # codes held as real values
+        v = imp.g.op("QuantizeLinear", [v], name + "/codes", **imp.qparams[v].native_attrs())
+    x = imp.cast(v, "float32", name + "/f32")
+    if len(node.input) > 2 and node.input[2]:
+        x = imp.g.op("Sub", [x, _runtime_param(imp, node, 2, attrs, name + "/zp")], name + "/centered")
+    return imp.g.op("Mul", [x, _runtime_param(imp, node, 1, attrs, name + "/scale")], name)
+
+
 def _quantize_linear(imp: Importer, node: Any, name: str, ins: list[str], attrs: dict[str, Any]) -> Any:
     c = imp.const_of(ins[0])
     if c is not None and all(_const(imp, i) is not None for i in node.input[1:] if i):
@@ -385,14 +449,14 @@ def _quantize_linear(imp: Importer, node: Any, name: str, ins: list[str], attrs:
         lo, hi = (-128, 127) if q.dtype == "int8" else (0, 255)
         codes = np.clip(np.rint(c.astype(np.float32) / s) + z, lo, hi).astype(q.dtype)
         return imp.g.const(codes, name)
-    if attrs.get("block_size", 0):
-        raise _Refuse("QuantizeLinear with block_size on a run-time tensor")
     if imp.dtype_of(ins[0]) != "float32":
         raise _Refuse(f"QuantizeLinear of {imp.dtype_of(ins[0])}")
+    if attrs.get("block_size", 0):
+        return _quantize_runtime(imp, node, name, ins, attrs)
     q = read_params(imp, node, name, 1, 2 if len(node.input) > 2 else None,
                     imp.onnx_dtypes.get(node.output[0]), int(attrs.get("axis", 1)), imp.rank(node.input[0]))
     if q is None:
-        raise _Refuse("QuantizeLinear with a run-time scale or zero point")
+        return _quantize_runtime(imp, node, name, ins, attrs)
     return quantized(imp, ins[0], q, name)
 
 
@@ -404,16 +468,16 @@ def _dequantize_linear(imp: Importer, node: Any, name: str, ins: list[str], attr
         read_params(imp, node, name, 1, None, "int8")  # checks the scales
         s, z = _const_params(imp, node, c, attrs)
         return imp.g.const(((c.astype(np.float32) - z) * s).astype(np.float32), name)
-    if attrs.get("block_size", 0):
-        raise _Refuse("DequantizeLinear with block_size on a run-time tensor")
     v = ins[0]
     codes_dtype = imp.qparams[v].dtype if v in imp.qparams else imp.dtype_of(v)
     if codes_dtype not in _CODES:
-        raise _Refuse(f"DequantizeLinear of run-time {codes_dtype or 'codes of unknown type'}")
+        raise _Refuse(f"DequantizeLinear of run-time {codes_dtype}")
+    if attrs.get("block_size", 0):
+        return _dequantize_runtime(imp, node, name, ins, attrs)
     q = read_params(imp, node, name, 1, 2 if len(node.input) > 2 else None, codes_dtype,
                     int(attrs.get("axis", 1)), imp.rank(node.input[0]))
     if q is None:
-        raise _Refuse("DequantizeLinear with a run-time scale or zero point")
+        return _dequantize_runtime(imp, node, name, ins, attrs)
     return real_of(imp, ins[0], q, name)
 
 
@@ -476,20 +540,77 @@ def _qlinear_dense(imp: Importer, node: Any, name: str, ins: list[str], a: int, 
                        name, **({"transpose_b": True} if trans_b else {}), **aq.act_attrs("x"),
                        **(yq.act_attrs("y") if yq is not None else {}))
         return out if yq is None else _mark(imp, out, yq)
+    if codes is not None and codes.ndim == 2:
+        # Constant weights the int8 kernels cannot take (uint8 codes whose zero point leaves
+        # them outside int8): float on the real values, rounded onto y's grid.
+        wf = bq.real(codes)
+        wf = np.ascontiguousarray(wf.T if trans_b else wf)
+        extra = []
+        if bias is not None:
+            bc = imp.const_of(bias)
+            assert bc is not None
+            bf = bc.astype(np.float64) * aq.scale[0] * np.asarray(bq.scale, np.float64)
+            extra = [imp.g.const(bf.astype(np.float32), name + "/bf")]
+        y = imp.g.op("Dense", [real_of(imp, ins[a], aq, name + "/a"), imp.g.const(wf, name + "/wf")] + extra,
+                     name + "/float")
+        return y if yq is None else quantized(imp, y, yq, name)
     if bias is not None or trans_b:
-        raise _Refuse(f"{node.op_type} with run-time or non-2-D weights and a bias or transB")
+        raise _Refuse(f"{node.op_type} with run-time weights and a bias or transB")
     # Run-time (or non-2-D) B: a float product of the real values, rounded onto y's grid.
     ra = real_of(imp, ins[a], aq, name + "/a")
     rb = real_of(imp, ins[b], bq, name + "/b")
-    y = ops_nn._matmul(imp, node, name + "/float", [ra, rb], {})
-    if y is None:
+    prod = ops_nn._matmul(imp, _matmul_node(imp, node, a, b), name + "/float", [ra, rb], {})
+    if prod is None:
         raise _Refuse(f"{node.op_type} of these ranks")
-    return y if yq is None else quantized(imp, y, yq, name)
+    return prod if yq is None else quantized(imp, prod, yq, name)
+
+
+def _matmul_node(imp: Importer, node: Any, a: int, b: int) -> Any:
+    """A MatMul node of ``node``'s inputs a and b (ops_nn's MatMul reads their ranks)."""
+    return imp.onnx.helper.make_node("MatMul", [node.input[a], node.input[b]], [node.output[0]])
 
 
 def _qlinear_matmul(imp: Importer, node: Any, name: str, ins: list[str], attrs: dict[str, Any]) -> Any:
+    if any(_const(imp, node.input[i]) is None for i in (1, 2, 4, 5, 6, 7)):
+        return _qlinear_matmul_runtime(imp, node, name, ins)
     yq = _qparams_or_refuse(imp, node, name, 6, 7, imp.onnx_dtypes.get(node.output[0]))
     return _qlinear_dense(imp, node, name, ins, 0, 3, None, yq, False)
+
+
+def _qlinear_matmul_runtime(imp: Importer, node: Any, name: str, ins: list[str]) -> str:
+    """QLinearMatMul with run-time scales or zero points (one number each), as ONNX's reference:
+    the integer product of the centered codes (in float32, exact below 2^24), times
+    a_scale * b_scale / y_scale, plus y_zero_point, rounded half to even and saturated."""
+    for i in (1, 2, 4, 5, 6, 7):
+        shape = _shape(imp, node.input[i])
+        if shape is None or int(np.prod(shape)) != 1:
+            raise _Refuse("QLinearMatMul with run-time per-row or per-column scales or zero points")
+    dtype = imp.onnx_dtypes.get(node.output[0])
+    if dtype not in _CODES:
+        raise _Refuse(f"QLinearMatMul to {dtype}")
+    a_shape, b_shape = _shape(imp, node.input[0]), _shape(imp, node.input[3])
+    k = a_shape[-1] if a_shape else -1
+    if k <= 0 or b_shape is None or len(b_shape) < 2 or k * 255 * 255 >= 2 ** 24:
+        raise _Refuse("QLinearMatMul with run-time scales whose int32 sums may exceed 2^24")
+
+    def f32(i: int, hint: str) -> str:
+        v = ins[i]
+        if v in imp.qparams:
+            v = imp.g.op("QuantizeLinear", [v], hint + "/codes", **imp.qparams[v].native_attrs())
+        return imp.g.op("Reshape", [imp.cast(v, "float32", hint)], hint + "/1", shape=[1]) if i != 0 and i != 3 \
+            else imp.cast(v, "float32", hint)
+
+    a = imp.g.op("Sub", [f32(0, name + "/a"), f32(2, name + "/azp")], name + "/ac")
+    b = imp.g.op("Sub", [f32(3, name + "/b"), f32(5, name + "/bzp")], name + "/bc")
+    c = ops_nn._matmul(imp, _matmul_node(imp, node, 0, 3), name + "/int", [a, b], {})
+    if c is None:
+        raise _Refuse("QLinearMatMul of these ranks")
+    k_scale = imp.g.op("Div", [imp.g.op("Mul", [f32(1, name + "/as"), f32(4, name + "/bs")], name + "/ab"),
+                               f32(6, name + "/ys")], name + "/k")
+    y = imp.g.op("Add", [imp.g.op("Mul", [c, k_scale], name + "/scaled"), f32(7, name + "/yzp")], name + "/shift")
+    y = imp.g.op("Math", [y], name + "/round", fn="round")
+    lo, hi = (-128, 127) if dtype == "int8" else (0, 255)
+    return imp.cast(imp.g.op("Clip", [y], name + "/clip", min=float(lo), max=float(hi)), dtype, name)
 
 
 def _qgemm(imp: Importer, node: Any, name: str, ins: list[str], attrs: dict[str, Any]) -> Any:
@@ -583,7 +704,7 @@ def _integer(imp: Importer, node: Any, name: str, ins: list[str], attrs: dict[st
 
     a, amax = centered(0, 2, name + "/a")
     b, bmax = centered(1, 3, name + "/b")
-    wshape = imp.shapes.get(node.input[1]) or []
+    wshape = _shape(imp, node.input[1]) or []
     k = int(np.prod(wshape[1:])) if conv else (wshape[-2] if len(wshape) >= 2 else -1)
     if k <= 0 or amax * bmax * k >= 2.0 ** 24:
         raise _Refuse(f"{node.op_type} whose int32 sums may exceed 2^24 (computed exactly only below it)")
