@@ -466,3 +466,32 @@ def test_qlinear_conv_requantization_rounds_ties_to_even_and_saturates(tmp_path,
     assert g[0] == lo and g[-1] == hi  # saturated at both edges
     i = xz - lo
     assert (g[i + 1], g[i + 3], g[i - 1], g[i - 3]) == (yz + 2, yz + 4, yz - 2, yz - 4)  # 1.5->2, 4.5->4
+
+
+@pytest.mark.parametrize("act", ["Relu", "Clip"])
+def test_hand_written_qdq_conv_activation_chain_fuses_into_one_int8_op(tmp_path, act):
+    """DQ(x), DQ(w) -> Conv (float bias) -> Relu | Clip(0, 6) -> Q -> DQ, as other exporters write
+    it (onnxruntime drops the activation): one QLinearConv2D with the activation fused."""
+    rng = np.random.default_rng(5)
+    w = rng.integers(-127, 128, (6, 3, 3, 3)).astype(np.int8)
+    nodes = [helper.make_node("QuantizeLinear", ["x", "xs", "xz"], ["xq"]),
+             helper.make_node("DequantizeLinear", ["xq", "xs", "xz"], ["xd"]),
+             helper.make_node("DequantizeLinear", ["wq", "ws", "wz"], ["wd"], axis=0),
+             helper.make_node("Conv", ["xd", "wd", "b"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node(act, ["c"] + (["lo", "hi"] if act == "Clip" else []), ["a"]),
+             helper.make_node("QuantizeLinear", ["a", "ys", "yz"], ["yq"]),
+             helper.make_node("DequantizeLinear", ["yq", "ys", "yz"], ["y"])]
+    inits = {"xs": np.float32(0.01), "xz": np.int8(-3), "wq": w, "ws": rng.uniform(0.001, 0.01, 6).astype(np.float32),
+             "wz": np.zeros(6, np.int8), "b": rng.standard_normal(6).astype(np.float32) * 0.1,
+             "lo": np.float32(0), "hi": np.float32(6), "ys": np.float32(0.05), "yz": np.int8(-100)}
+    x = rng.uniform(-1, 1, (2, 3, 8, 8)).astype(np.float32)
+    m = _qdq_graph(nodes, inits, x_shape=x.shape, y_shape=[2, 6, 8, 8])
+    path = _save(tmp_path, m)
+    dst = pyengine.convert(path, str(tmp_path / "m.pyem"))
+    nodes_out = read_pyem(dst)[0]["nodes"]
+    assert [n["op"] for n in nodes_out] == ["QLinearConv2D"], [n["op"] for n in nodes_out]
+    assert nodes_out[0]["attrs"]["activation"] == act.lower()
+    got = pyengine.load(dst).predict(x)
+    want = ort.InferenceSession(path, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    steps = np.abs(got - want) / 0.05
+    assert np.max(steps) <= 1 + 1e-3 and np.mean(steps < 0.5) >= 0.99, (np.max(steps), np.mean(steps < 0.5))
