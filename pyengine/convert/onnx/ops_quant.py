@@ -67,7 +67,10 @@ class QParams:
 
 
 def _const(imp: Importer, onnx_name: str) -> np.ndarray | None:
-    return imp.const_of(imp.values[onnx_name]) if onnx_name else None
+    """The constant ONNX value ``onnx_name``; None when it is computed at run time, or not yet
+    converted (a QuantizeLinear's scale from a Constant node placed after the op looking ahead)."""
+    v = imp.values.get(onnx_name) if onnx_name else None
+    return imp.const_of(v) if v else None
 
 
 def read_params(imp: Importer, node: Any, name: str, scale_in: int, zp_in: int | None,
