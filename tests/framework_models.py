@@ -129,6 +129,21 @@ def tf_freeze(model, path: str) -> str:  # type: ignore[no-untyped-def]
     return path
 
 
+def tf_freeze_function(tmp_path, fn, shape, dtype=None, name="x"):  # type: ignore[no-untyped-def]
+    """``fn`` frozen to a GraphDef file with input ``name`` of ``shape`` (float32 unless
+    ``dtype``); (path, concrete function)."""
+    import tensorflow as tf
+    from tensorflow.python.framework.convert_to_constants import (
+        convert_variables_to_constants_v2,
+    )
+
+    concrete = tf.function(fn, input_signature=[tf.TensorSpec(shape, dtype or tf.float32, name=name)])
+    frozen = convert_variables_to_constants_v2(concrete.get_concrete_function())
+    path = tmp_path / "m.pb"
+    path.write_bytes(frozen.graph.as_graph_def().SerializeToString())
+    return str(path), concrete
+
+
 # ---------------------------------------------------------------- MXNet (NCHW)
 def import_mxnet():  # type: ignore[no-untyped-def]
     """MXNet 1.9.1 reads numpy.bool, removed in numpy 1.24: restore the alias first."""

@@ -4,10 +4,9 @@ SAME and VALID padding on odd sizes, frozen from tf.functions and compared with 
 
 from __future__ import annotations
 
-from typing import Any, Callable
-
 import pytest
 from framework_models import assert_close, data, tf_quiet
+from framework_models import tf_freeze_function as freeze
 
 import pyengine
 
@@ -17,19 +16,6 @@ tf = pytest.importorskip(
     "tensorflow",
     reason="the tensorflow extra (pip install 'pyengine[tensorflow]') is not installed",
 )
-
-
-def freeze(tmp_path: Any, fn: Callable[..., Any], shape: list[int | None]) -> tuple[str, Any]:
-    """``fn`` frozen to a GraphDef file with input ``x`` of ``shape``; (path, concrete function)."""
-    from tensorflow.python.framework.convert_to_constants import (
-        convert_variables_to_constants_v2,
-    )
-
-    concrete = tf.function(fn, input_signature=[tf.TensorSpec(shape, tf.float32, name="x")])
-    frozen = convert_variables_to_constants_v2(concrete.get_concrete_function())
-    path = tmp_path / "m.pb"
-    path.write_bytes(frozen.graph.as_graph_def().SerializeToString())
-    return str(path), concrete
 
 
 @pytest.mark.parametrize("method,align,half,size", [

@@ -53,11 +53,11 @@ class TensorFlowModel(SpecListModel):
             raise ModelFormatError(
                 f"'{self.path}': TensorFlow cannot import this graph ({exc})"
             ) from None
-        nodes = {n.name: n for n in graph_def.node}
-        self._inputs = [TensorSpec(n, _shape(nodes[n]), "float32") for n in frozen.inputs]
+        self._inputs = [TensorSpec(n, _shape(f.op.node_def), f.dtype.name)
+                        for n, f in zip(frozen.inputs, feeds)]
         self._outputs = [
             TensorSpec(
-                n, tuple(-1 if d is None else d for d in (f.shape.as_list() or [])), "float32"
+                n, tuple(-1 if d is None else d for d in (f.shape.as_list() or [])), f.dtype.name
             )
             for n, f in zip(frozen.outputs, fetches)
         ]
@@ -69,12 +69,12 @@ class TensorFlowModel(SpecListModel):
         )  # _loaded owns variables
         specs = self._fn.structured_input_signature[1]
         self._inputs = [
-            TensorSpec(k, tuple(-1 if d is None else d for d in v.shape.as_list()), "float32")
+            TensorSpec(k, tuple(-1 if d is None else d for d in v.shape.as_list()), v.dtype.name)
             for k, v in sorted(specs.items())
         ]
         outs = self._fn.structured_outputs
         self._outputs = [
-            TensorSpec(k, tuple(-1 if d is None else d for d in v.shape.as_list()), "float32")
+            TensorSpec(k, tuple(-1 if d is None else d for d in v.shape.as_list()), v.dtype.name)
             for k, v in sorted(outs.items())
         ]
         self._signature = True

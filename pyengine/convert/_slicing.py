@@ -1,4 +1,5 @@
-"""StridedSlice, Pack and Unpack as native ops: shared by the TensorFlow and TFLite importers,
+"""StridedSlice, Pack and Unpack as native ops, and the arithmetic of run-time shape vectors:
+shared by the TensorFlow and TFLite importers,
 whose ops have the same semantics (numpy's basic indexing, written as begin/end/strides with
 five bit masks).
 
@@ -13,10 +14,14 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from pyengine.convert._graph import Graph
+from pyengine.convert._graph import Graph, batch_copied
 
 #: Slice bounds past an axis mean "to its end"; kept within what the .pyem attributes hold.
 BOUND = 2**31
+
+#: In a run-time shape vector: a size that is the batch times known sizes (-1 is the batch
+#: itself); a reshape to it infers it.
+BATCH_MULTIPLE = -2
 
 Index = Any  # an entry of a numpy index: slice, int (the axis is removed), or None (new axis)
 
@@ -161,3 +166,28 @@ def unpack(g: Graph, x: str, shape: Sequence[int], axis: int, num: int, name: st
         part = g.op("Slice", [x], f"{name}/{i}", axis=axis, start=i, end=i + 1)
         outs.append(g.op("Squeeze", [part], f"{name}:{i}" if i else name, axes=[axis]))
     return outs
+
+
+def symbolic_prod(sizes: np.ndarray, keepdims: bool) -> np.ndarray:
+    """The product of a vector of sizes where -1 is the run-time batch: the batch times other
+    sizes is BATCH_MULTIPLE (a reshape infers it); the batch alone stays -1."""
+    if sizes.ndim != 1:
+        raise ValueError("a product over a multi-dimensional run-time shape")
+    known = int(np.prod(sizes[sizes >= 0]))
+    if not np.any(sizes < 0):
+        value = known
+    elif known == 1 and list(sizes[sizes < 0]) == [-1]:
+        value = -1
+    else:
+        value = BATCH_MULTIPLE
+    return np.array([value] if keepdims else value, dtype=sizes.dtype)
+
+
+def runtime_reshape_target(target: Sequence[int], source: Sequence[int] | None) -> list[int]:
+    """A reshape target computed from a run-time shape vector as native Reshape takes it: a
+    BATCH_MULTIPLE is inferred (-1); when the batch (-1) and another inferred size are both
+    there, the batch is copied from the source's first dimension (0)."""
+    shape = [-1 if d == BATCH_MULTIPLE else int(d) for d in target]
+    if shape.count(-1) > 1:
+        shape = batch_copied(shape, list(source) if source is not None else None, True)
+    return shape

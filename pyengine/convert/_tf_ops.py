@@ -1,5 +1,7 @@
-"""TensorFlow ops of issue 25's model families (segmentation decoders, detector necks): image
-resizes and the transposed convolution (Conv2DBackpropInput). Registered by tensorflow.py.
+"""TensorFlow ops of issue 25's model families (segmentation decoders, detector necks, keyword
+spotting, small transformers): image resizes, the transposed convolution (Conv2DBackpropInput),
+StridedSlice/Pack/Unpack/Split on run-time tensors, Gather, reductions, batch matmuls and
+elementwise math. Registered by tensorflow.py.
 
 Every spatial op keeps TensorFlow's layout: NHWC resizes work on axes 1 and 2; the transposed
 convolution, which the engine runs in NCHW, is wrapped in two Transposes for NHWC data.
@@ -11,6 +13,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from pyengine.convert import _slicing
 from pyengine.convert._tf_attrs import _attr, _layout, _spatial
 
 
@@ -116,7 +119,234 @@ def conv2d_backprop_input(imp: Any, n: Any) -> str | None:
                     n.name, **attrs)
 
 
-HANDLERS: dict[str, Callable[[Any, Any], str | None]] = {
+def _shape_of(imp: Any, n: Any, i: int) -> list[int]:
+    """Input ``i``'s shape (-1 where only the run time knows it)."""
+    v = imp.ref(n.input[i])
+    if imp.g.is_const(v):
+        return list(imp.g.value(v).shape)
+    shape = imp.static_shape(n.input[i])
+    if shape is None:
+        raise ValueError(f"input {n.input[i]} has no known rank")
+    return shape
+
+
+def strided_slice(imp: Any, n: Any) -> str | None:
+    """StridedSlice with constant bounds, on constants (shape plumbing) and run-time tensors."""
+    begin, end, strides = imp.const(n, 1), imp.const(n, 2), imp.const(n, 3)
+    if begin is None or end is None or strides is None:
+        return None
+    index = _slicing.strided_index(
+        np.ravel(begin).tolist(), np.ravel(end).tolist(), np.ravel(strides).tolist(),
+        len(_shape_of(imp, n, 0)), *(int(_attr(n, k, 0)) for k in (
+            "begin_mask", "end_mask", "ellipsis_mask", "new_axis_mask", "shrink_axis_mask")))
+    if isinstance(index, str):
+        raise ValueError(index)
+    return _slicing.slice_value(imp.g, imp.ref(n.input[0]), _shape_of(imp, n, 0), index, n.name)
+
+
+def pack(imp: Any, n: Any) -> str | None:
+    """Pack (tf.stack): constants fold (a run-time shape's pieces stay shape plumbing);
+    run-time tensors are stacked with Reshape and Concat."""
+    ins = [i for i in n.input if not i.startswith("^")]
+    values = [imp.ref(i) for i in ins]
+    if not all(imp.g.is_const(v) for v in values) and any(v in imp.symbolic for v in values):
+        return None  # a run-time size mixed with run-time data
+    shapes = [_shape_of(imp, n, i) for i in range(len(ins))]
+    return _slicing.pack(imp.g, values, shapes, int(_attr(n, "axis", 0)), n.name)
+
+
+def unpack(imp: Any, n: Any) -> list[str]:
+    """Unpack (tf.unstack): output k is the k-th slice along ``axis``."""
+    return _slicing.unpack(imp.g, imp.ref(n.input[0]), _shape_of(imp, n, 0),
+                           int(_attr(n, "axis", 0)), int(_attr(n, "num", 1)), n.name)
+
+
+def split(imp: Any, n: Any) -> list[str] | None:
+    """Split (axis, value; num_split equal parts) and SplitV (value, size_splits, axis)."""
+    if n.op == "Split":
+        axis_c, xi, sizes = imp.const(n, 0), 1, None
+    else:
+        axis_c, xi, sizes = imp.const(n, 2), 0, imp.const(n, 1)
+        if sizes is None:
+            return None
+    if axis_c is None:
+        return None
+    shape = _shape_of(imp, n, xi)
+    axis = int(np.ravel(axis_c)[0]) % len(shape)
+    count = int(_attr(n, "num_split", 1))
+    parts = [int(v) for v in np.ravel(sizes)] if sizes is not None else [-1] * count
+    if -1 in parts and shape[axis] < 0:
+        raise ValueError(f"split of axis {axis}, whose size is known only at run time")
+    if sizes is None:
+        parts = [shape[axis] // count] * count
+    elif -1 in parts:
+        parts[parts.index(-1)] = shape[axis] - (sum(parts) + 1)
+    outs, start = [], 0
+    for k, size in enumerate(parts):
+        outs.append(imp.g.op("Slice", [imp.ref(n.input[xi])], n.name if k == 0 else f"{n.name}:{k}",
+                             axis=axis, start=start, end=start + size))
+        start += size
+    return outs
+
+
+def expand_dims(imp: Any, n: Any) -> str | None:
+    axis = imp.const(n, 1)
+    if axis is None:
+        return None
+    shape = _shape_of(imp, n, 0)
+    a = int(np.ravel(axis)[0])
+    a = a + len(shape) + 1 if a < 0 else a
+    return _slicing.reshape_to(imp.g, imp.ref(n.input[0]), shape, [*shape[:a], 1, *shape[a:]], n.name)
+
+
+def gather(imp: Any, n: Any) -> str | None:
+    """GatherV2 (what tf.gather and Embedding freeze to) with a constant axis, batch_dims 0."""
+    axis = imp.const(n, 2)
+    if axis is None or int(_attr(n, "batch_dims", 0)):
+        return None
+    return imp.g.op("Gather", [imp.ref(n.input[0]), imp.ref(n.input[1])], n.name,
+                    axis=int(np.ravel(axis)[0]))
+
+
+_FOLD_REDUCE: dict[str, Callable[..., Any]] = {"Sum": np.sum, "Max": np.max, "Min": np.min,
+                                               "Prod": np.prod}
+_REDUCE_KIND = {"Sum": "sum", "Max": "max", "Min": "min", "Prod": "prod"}
+
+
+def reduce(imp: Any, n: Any) -> str | None:
+    """Sum/Max/Min/Prod with constant axes; Prod of a run-time shape is shape plumbing."""
+    axes = imp.const(n, 1)
+    if axes is None:
+        return None
+    keep = bool(_attr(n, "keep_dims", False))
+    x = imp.ref(n.input[0])
+    axes_list = [int(a) for a in np.ravel(axes)]
+    if n.op == "Prod" and x in imp.symbolic:
+        return imp.g.const(_slicing.symbolic_prod(imp.g.value(x), keep), n.name)
+    if imp.g.is_const(x):
+        folded = _FOLD_REDUCE[n.op](imp.g.value(x), axis=tuple(axes_list), keepdims=keep)
+        return imp.g.const(np.asarray(folded).astype(imp.g.value(x).dtype), n.name)
+    return imp.g.op("Reduce", [x], n.name, kind=_REDUCE_KIND[n.op], axes=axes_list, keepdims=keep)
+
+
+def batch_matmul(imp: Any, n: Any) -> str:
+    """BatchMatMul(V2/V3): adj_x / adj_y as Transposes of the last two axes; constant 2-D
+    weights take the Dense path."""
+    a, b = imp.ref(n.input[0]), imp.ref(n.input[1])
+    ra, rb = len(_shape_of(imp, n, 0)), len(_shape_of(imp, n, 1))
+    if _attr(n, "adj_x", False):
+        a = imp.g.op("Transpose", [a], n.name + "/adj_x", perm=[*range(ra - 2), ra - 1, ra - 2])
+    if imp.g.is_const(b) and rb == 2:
+        return imp.g.op("Dense", [a, b], n.name, transpose_b=bool(_attr(n, "adj_y", False)))
+    if _attr(n, "adj_y", False):
+        b = imp.g.op("Transpose", [b], n.name + "/adj_y", perm=[*range(rb - 2), rb - 1, rb - 2])
+    return imp.g.op("BatchMatMul", [a, b], n.name)
+
+
+_FOLD_MATH: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "rsqrt": lambda x: 1 / np.sqrt(x), "sqrt": np.sqrt, "square": np.square, "exp": np.exp,
+    "log": np.log, "abs": np.abs, "neg": np.negative, "floor": np.floor, "ceil": np.ceil,
+    "reciprocal": lambda x: 1 / x,
+}
+
+
+def _math(fn: str, **attrs: Any) -> Callable[[Any, Any], str]:
+    def handle(imp: Any, n: Any) -> str:
+        x = imp.ref(n.input[0])
+        if imp.g.is_const(x) and fn in _FOLD_MATH:  # Keras' unfused batch norm: Rsqrt(var + eps)
+            v = imp.g.value(x)
+            return imp.g.const(np.asarray(_FOLD_MATH[fn](v)).astype(v.dtype), n.name)
+        if fn == "rsqrt":
+            s = imp.g.op("Math", [x], n.name + "/sqrt", fn="sqrt")
+            return imp.g.op("Math", [s], n.name, fn="reciprocal")
+        if fn == "square":
+            return imp.g.op("Mul", [x, x], n.name)
+        return imp.g.op("Math", [x], n.name, fn=fn, **attrs)
+
+    return handle
+
+
+def _binary_math(fn: str) -> Callable[[Any, Any], str]:
+    def handle(imp: Any, n: Any) -> str:
+        a, b = imp.ref(n.input[0]), imp.ref(n.input[1])
+        if fn == "squared_difference":
+            d = imp.g.op("Sub", [a, b], n.name + "/diff")
+            return imp.g.op("Mul", [d, d], n.name)
+        op = "Compare" if fn in ("less", "greater", "equal", "less_equal", "greater_equal") else "BinaryMath"
+        return imp.g.op(op, [a, b], n.name, fn=fn)
+
+    return handle
+
+
+def select(imp: Any, n: Any) -> str:
+    return imp.g.op("Where", [imp.ref(i) for i in n.input[:3]], n.name)
+
+
+def tile(imp: Any, n: Any) -> str | None:
+    repeats = imp.const(n, 1)
+    if repeats is None:
+        return None
+    x = y = imp.ref(n.input[0])
+    for axis, r in enumerate(int(v) for v in np.ravel(repeats)):
+        if r > 1:
+            y = imp.g.op("Concat", [y] * r, f"{n.name}/{axis}", axis=axis)
+    return y if y != x else imp.g.op("Identity", [y], n.name)
+
+
+def arg_reduce(imp: Any, n: Any) -> str | None:
+    axis = imp.const(n, 1)
+    if axis is None:
+        return None
+    y = imp.g.op("ArgReduce", [imp.ref(n.input[0])], n.name + "/i64",
+                 kind="max" if n.op == "ArgMax" else "min", axis=int(np.ravel(axis)[0]),
+                 keepdims=False)
+    to = imp.tf.as_dtype(_attr(n, "output_type", imp.tf.int64.as_datatype_enum)).name
+    return y if to == "int64" else imp.g.op("Cast", [y], n.name, to=to)
+
+
+HANDLERS: dict[str, Callable[[Any, Any], str | list[str] | None]] = {
+    "StridedSlice": strided_slice,
+    "Pack": pack,
+    "Unpack": unpack,
+    "Split": split,
+    "SplitV": split,
+    "ExpandDims": expand_dims,
+    "GatherV2": gather,
+    "Sum": reduce,
+    "Max": reduce,
+    "Min": reduce,
+    "Prod": reduce,
+    "BatchMatMul": batch_matmul,
+    "BatchMatMulV2": batch_matmul,
+    "BatchMatMulV3": batch_matmul,
+    "Rsqrt": _math("rsqrt"),
+    "Sqrt": _math("sqrt"),
+    "Square": _math("square"),
+    "Exp": _math("exp"),
+    "Log": _math("log"),
+    "Abs": _math("abs"),
+    "Neg": _math("neg"),
+    "Floor": _math("floor"),
+    "Ceil": _math("ceil"),
+    "Erf": _math("erf"),
+    "Softplus": _math("softplus"),
+    "Elu": _math("elu", alpha=1.0),
+    "Selu": _math("selu", alpha=1.6732632423543772, beta=1.0507009873554805),
+    "Reciprocal": _math("reciprocal"),
+    "Maximum": _binary_math("max"),
+    "Minimum": _binary_math("min"),
+    "Pow": _binary_math("pow"),
+    "SquaredDifference": _binary_math("squared_difference"),
+    "Less": _binary_math("less"),
+    "Greater": _binary_math("greater"),
+    "Equal": _binary_math("equal"),
+    "LessEqual": _binary_math("less_equal"),
+    "GreaterEqual": _binary_math("greater_equal"),
+    "Select": select,
+    "SelectV2": select,
+    "Tile": tile,
+    "ArgMax": arg_reduce,
+    "ArgMin": arg_reduce,
     "ResizeBilinear": resize,
     "ResizeNearestNeighbor": resize,
     "Conv2DBackpropInput": conv2d_backprop_input,

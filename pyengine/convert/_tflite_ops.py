@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import numpy as np
 
 from pyengine.convert import _slicing
-from pyengine.convert._graph import batch_copied
+from pyengine.convert._slicing import symbolic_prod
 from pyengine.convert._tf_ops import conv_transpose_nhwc, resize_attrs, transpose_conv_pads
 from pyengine.convert._tflite_read import Operator
 
@@ -23,8 +23,6 @@ Handler = Callable[["Importer", Operator], "str | list[str] | None"]
 
 _PADDING = {0: "SAME", 1: "VALID"}
 
-#: In a run-time shape: a size that is the batch times known sizes (-1 is the batch itself).
-BATCH_MULTIPLE = -2
 
 
 def _act(imp: Importer, op: Operator, y: str) -> str:
@@ -175,27 +173,10 @@ def _reshape(imp: Importer, op: Operator) -> str | None:
     if imp.has(op, 1) and imp.x(op, 1) in imp.symbolic:
         if 0 in shape:  # TFLite's 0 is an empty dimension; the native 0 copies the input's
             return None
-        shape = [-1 if d == BATCH_MULTIPLE else d for d in shape]
-        if shape.count(-1) > 1:  # the batch, and another size to infer: the batch is copied
-            shape = batch_copied(shape, imp.shape(op, 0), True)
+        shape = _slicing.runtime_reshape_target(shape, imp.shape(op, 0))
     if 0 in shape[1:] or shape.count(-1) > 1:
         return None
     return imp.g.op("Reshape", [x], imp.name(op), shape=shape)
-
-
-def symbolic_prod(sizes: np.ndarray, keepdims: bool) -> np.ndarray:
-    """The product of a vector of sizes where -1 is the run-time batch: the batch times other
-    sizes is BATCH_MULTIPLE (a reshape infers it); the batch alone stays -1."""
-    if sizes.ndim != 1:
-        raise ValueError("a product over a multi-dimensional run-time shape")
-    known = int(np.prod(sizes[sizes >= 0]))
-    if not np.any(sizes < 0):
-        value = known
-    elif known == 1 and list(sizes[sizes < 0]) == [-1]:
-        value = -1
-    else:
-        value = BATCH_MULTIPLE
-    return np.array([value] if keepdims else value, dtype=sizes.dtype)
 
 
 def _softmax(imp: Importer, op: Operator) -> str:

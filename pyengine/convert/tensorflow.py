@@ -8,11 +8,12 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from pyengine.builder import GraphBuilder
+from pyengine.builder import DTYPES, GraphBuilder
 from pyengine.convert import _tf_ops
-from pyengine.convert._graph import Graph, batch_copied, input_shapes_hint
+from pyengine.convert._graph import Graph, input_shapes_hint
 from pyengine.convert._imports import framework
 from pyengine.convert._keras import freeze_keras
+from pyengine.convert._slicing import BATCH_MULTIPLE, runtime_reshape_target
 from pyengine.convert._tf_attrs import _attr, _layout, _spatial
 from pyengine.errors import InputShapeUnknownError, ModelFormatError
 from pyengine.locate import ModelLocation
@@ -149,7 +150,8 @@ class _Importer:
     ) -> None:
         self.tf = tf
         self.frozen = frozen
-        self.g = Graph(frozen.path, "tensorflow")
+        # Constants keep their TensorFlow dtype (int32 indices, bool masks): TF is strictly typed.
+        self.g = Graph(frozen.path, "tensorflow", keep_dtypes=True)
         self.nodes = {n.name: n for n in frozen.graph_def.node}
         self.values: dict[str, str] = {}
         self.input_shapes = input_shapes
@@ -171,12 +173,19 @@ class _Importer:
         return [-1 if d is None else int(d) for d in shape.as_list()]
 
     def ref(self, name: str) -> str:
-        name = name.split(":")[0] if name.endswith(":0") else name
-        if ":" in name:
+        """The graph value of tensor ``name`` (``node`` or ``node:k``)."""
+        key = _key(name)
+        if key not in self.values:
             raise ModelFormatError(
-                f"'{self.frozen.path}': multi-output tensor '{name}' is not supported"
+                f"'{self.frozen.path}': tensor '{name}' is an output its op does not give here"
             )
-        return self.values[name]
+        return self.values[key]
+
+    def dtype(self, name: str) -> str:
+        """The numpy name of tensor ``name``'s element type, as TensorFlow infers it."""
+        self.static_shape(name)
+        t = self._static.get_tensor_by_name(name if ":" in name else name + ":0")
+        return str(t.dtype.name)
 
     def const(self, node: Any, i: int) -> np.ndarray | None:
         v = self.ref(node.input[i])
@@ -219,36 +228,50 @@ class _Importer:
                         f"input_shapes={{'{n.name}': [...]}}"
                     )
                 shape = [d.size if d.size >= 0 else -1 for d in s.dim]
-            self.values[n.name] = g.input(n.name, shape)
+            dtype = self.tf.as_dtype(_attr(n, "dtype", 1)).name
+            if dtype not in DTYPES:
+                self.values[n.name] = g.unsupported_op(n.name, f"input of type {dtype}")
+                return
+            self.values[n.name] = g.input(n.name, shape, dtype)
             return
         handler = _HANDLERS.get(n.op)
         if handler is None:
             self.values[n.name] = g.unsupported_op(n.name, n.op)
             return
-        if any(
-            self.values.get(i.split(":")[0], "").startswith("unsupported:")
-            for i in n.input
-            if not i.startswith("^")
-        ):
+        if any(self.values.get(_key(i), "").startswith("unsupported:") for i in _data_inputs(n)):
             self.values[n.name] = g.fresh("unsupported:" + n.name)
             return
-        if n.op not in _SHAPE_OPS and any(
-            self.values.get(i.split(":")[0]) in self.symbolic for i in _data_inputs(n)
-        ):
+        symbolic = any(self.values.get(_key(i)) in self.symbolic for i in _data_inputs(n))
+        if symbolic and n.op not in _SHAPE_OPS:
             self.values[n.name] = g.unsupported_op(n.name, f"{n.op} of a run-time shape")
             return
-        result = handler(self, n)
-        if (
-            result is not None
-            and n.op in _SHAPE_OPS
-            and g.is_const(result)
-            and any(self.values.get(i.split(":")[0]) in self.symbolic for i in _data_inputs(n))
-        ):
-            self.symbolic.add(result)
+        try:
+            result = handler(self, n)
+        except ModelFormatError:
+            raise
+        except ValueError as exc:  # a value the native ops cannot take; the reason says which
+            self.values[n.name] = g.unsupported_op(n.name, f"{n.op}: {exc}")
+            return
         if result is None:
             self.values[n.name] = g.unsupported_op(n.name, n.op)
-        else:
-            self.values[n.name] = result
+            return
+        outs = [result] if isinstance(result, str) else list(result)
+        if symbolic and n.op not in _READS_SHAPE and not all(g.is_const(v) for v in outs):
+            self.values[n.name] = g.unsupported_op(n.name, f"{n.op} of a run-time shape")
+            return
+        for k, value in enumerate(outs):
+            self.values[n.name if k == 0 else f"{n.name}:{k}"] = value
+            # A size known only at run time (-1) is still in it: only shape plumbing may read it.
+            if symbolic and g.is_const(value) and g.value(value).dtype.kind == "i" and np.any(
+                g.value(value) < 0
+            ):
+                self.symbolic.add(value)
+
+
+def _key(tensor: str) -> str:
+    """The key of a tensor in ``_Importer.values``: ``node`` for output 0, else ``node:k``."""
+    name = tensor.lstrip("^")
+    return name[:-2] if name.endswith(":0") else name
 
 
 def _data_inputs(n: Any) -> list[str]:
@@ -278,7 +301,10 @@ def _cast(imp: _Importer, n: Any) -> str | None:
         return imp.g.const(
             imp.g.value(x).astype(imp.tf.as_dtype(_attr(n, "DstT")).as_numpy_dtype), n.name
         )
-    return x if _attr(n, "DstT") == imp.tf.float32.as_datatype_enum else None
+    src, dst = (imp.tf.as_dtype(_attr(n, k)).name for k in ("SrcT", "DstT"))
+    if src == dst:
+        return x
+    return imp.g.op("Cast", [x], n.name, to=dst) if {src, dst} <= set(DTYPES) else None
 
 
 def _conv(imp: _Importer, n: Any) -> str | None:
@@ -289,7 +315,11 @@ def _conv(imp: _Importer, n: Any) -> str | None:
         kh, kw, c, m = w.shape
         wt, groups = w.reshape(kh, kw, c * m).transpose(2, 0, 1)[:, None], c
     else:
-        wt, groups = w.transpose(3, 2, 0, 1), 1
+        shape = imp.static_shape(n.input[0]) or []
+        c = shape[1 if _layout(n) == "NCHW" else 3] if len(shape) == 4 else -1
+        # A grouped convolution's filter holds C / groups input channels.
+        groups = c // w.shape[2] if c > w.shape[2] > 0 and c % w.shape[2] == 0 else 1
+        wt = w.transpose(3, 2, 0, 1)
     return imp.g.op(
         "Conv2D",
         [imp.ref(n.input[0]), imp.g.const(np.ascontiguousarray(wt), n.name + "/w")],
@@ -315,28 +345,21 @@ def _pool(imp: _Importer, n: Any) -> str:
 
 
 def _bias_add(imp: _Importer, n: Any) -> str | None:
-    b = imp.const(n, 1)
-    if b is None:
-        return None
-    bias = (
-        imp.g.const(b.reshape(-1, 1, 1), n.name + "/b")
-        if _layout(n) == "NCHW"
-        else imp.ref(n.input[1])
-    )
+    """BiasAdd: the bias over the last axis (NHWC), or over axis 1 of an input of any rank
+    (NCHW: NCW, NCHW, NCDHW), constant or computed."""
+    bias = imp.ref(n.input[1])
+    if _layout(n) == "NCHW":
+        shape = imp.static_shape(n.input[0])
+        if shape is None:
+            return None
+        target = [-1] + [1] * (len(shape) - 2)
+        bias = imp.g.op("Reshape", [bias], n.name + "/b", shape=target)
     return imp.g.op("Add", [imp.ref(n.input[0]), bias], n.name)
 
 
 def _binary(op: str) -> Callable[[_Importer, Any], str]:
     def handle(imp: _Importer, n: Any) -> str:
         return imp.g.op(op, [imp.ref(n.input[0]), imp.ref(n.input[1])], n.name)
-
-    return handle
-
-
-def _const_unary(fn: Callable[[np.ndarray], np.ndarray]) -> Callable[[_Importer, Any], str | None]:
-    def handle(imp: _Importer, n: Any) -> str | None:
-        x = imp.const(n, 0)
-        return None if x is None else imp.g.const(fn(x), n.name)
 
     return handle
 
@@ -390,7 +413,8 @@ def _reshape(imp: _Importer, n: Any) -> str | None:
         placeholders = [list(imp.input_shapes.get(i) or imp.static_shape(i) or [0])
                         for i in imp.frozen.inputs]
         batch_only = all(-1 not in s[1:] for s in placeholders)
-        target = batch_copied(target, imp.static_shape(n.input[0]), batch_only)
+        target = (runtime_reshape_target(target, imp.static_shape(n.input[0])) if batch_only
+                  else [-1 if d == BATCH_MULTIPLE else d for d in target])
         if target.count(-1) > 1 and not batch_only:
             free = list(zip(imp.frozen.inputs, placeholders))
             raise InputShapeUnknownError(
@@ -486,27 +510,6 @@ def _shape(imp: _Importer, n: Any) -> str | None:
     return out
 
 
-def _strided_slice(imp: _Importer, n: Any) -> str | None:
-    x, begin, end, strides = (imp.const(n, i) for i in range(4))
-    if x is None or begin is None or end is None or strides is None or x.ndim != 1:
-        return None
-    if _attr(n, "ellipsis_mask", 0) or _attr(n, "new_axis_mask", 0):
-        return None
-    b = None if _attr(n, "begin_mask", 0) & 1 else int(begin[0])
-    e = None if _attr(n, "end_mask", 0) & 1 else int(end[0])
-    if _attr(n, "shrink_axis_mask", 0) & 1:
-        return imp.g.const(x[int(begin[0])], n.name)
-    return imp.g.const(x[b : e : int(strides[0])], n.name)
-
-
-def _pack(imp: _Importer, n: Any) -> str | None:
-    parts = [imp.const(n, i) for i in range(len(_data_inputs(n)))]
-    arrays = [p for p in parts if p is not None]
-    if len(arrays) != len(parts):
-        return None
-    return imp.g.const(np.stack(arrays, axis=int(_attr(n, "axis", 0))), n.name)
-
-
 def _softmax(imp: _Importer, n: Any) -> str:
     return imp.g.op("Softmax", [imp.ref(n.input[0])], n.name, axis=-1)
 
@@ -514,9 +517,12 @@ def _softmax(imp: _Importer, n: Any) -> str:
 # Ops that may read a run-time shape (see _Importer.symbolic).
 # Conv2DBackpropInput reads only the spatial part of its run-time output size.
 _SHAPE_OPS = {"Shape", "StridedSlice", "Pack", "Reshape", "Identity", "Cast", "ConcatV2",
-              "Conv2DBackpropInput"}
+              "Conv2DBackpropInput", "ResizeBilinear", "ResizeNearestNeighbor", "GatherV2", "Prod",
+              "Unpack", "ExpandDims", "Squeeze"}
+# Of those, the ops that read a run-time shape as a size (the others must fold to a constant).
+_READS_SHAPE = {"Reshape", "Conv2DBackpropInput", "ResizeBilinear", "ResizeNearestNeighbor"}
 
-_HANDLERS: dict[str, Callable[[_Importer, Any], str | None]] = {
+_HANDLERS: dict[str, Callable[[_Importer, Any], str | list[str] | None]] = {
     "Const": _const,
     "Identity": _identity,
     "StopGradient": _identity,
@@ -535,8 +541,6 @@ _HANDLERS: dict[str, Callable[[_Importer, Any], str | None]] = {
     "Sub": _binary("Sub"),
     "Mul": _binary("Mul"),
     "RealDiv": _binary("Div"),
-    "Rsqrt": _const_unary(lambda x: 1.0 / np.sqrt(x)),
-    "Sqrt": _const_unary(np.sqrt),
     "Relu": _unary("Relu"),
     "Relu6": _unary("Relu6"),
     "Sigmoid": _unary("Sigmoid"),
@@ -544,8 +548,6 @@ _HANDLERS: dict[str, Callable[[_Importer, Any], str | None]] = {
     "LeakyRelu": _unary("LeakyRelu"),
     "Softmax": _softmax,
     "Shape": _shape,
-    "StridedSlice": _strided_slice,
-    "Pack": _pack,
     "MatMul": _matmul,
     "Mean": _mean,
     "Reshape": _reshape,

@@ -104,6 +104,8 @@ class Importer:
                 continue
             try:
                 result = handler(self, op)
+            except ModelFormatError:
+                raise
             except ValueError as exc:  # a value the native ops cannot take; the reason says which
                 self._unsupported(op, label, f"{op.op}: {exc}")
                 continue
