@@ -56,3 +56,17 @@ class LRNNet(chainer.Chain):
         h = self.swish(h)
         h = F.local_response_normalization(h, n=4, k=2, alpha=0.1, beta=0.5)
         return self.fc(h)
+
+
+class EmbedNet(chainer.Chain):
+    """Token ids -> EmbedID -> flattened -> Linear: an int32-input network."""
+
+    def __init__(self, vocab=30, dim=8, length=6, n_out=5):
+        super().__init__()
+        with self.init_scope():
+            self.embed = L.EmbedID(vocab, dim)
+            self.out = L.Linear(dim * length, n_out)
+
+    def forward(self, ids):
+        h = F.tanh(self.embed(ids))
+        return self.out(F.reshape(h, (h.shape[0], -1)))

@@ -145,3 +145,30 @@ def test_free_image_size_is_refused_at_convert(chains, tmp_path) -> None:  # typ
     with pytest.raises(pyengine.InputShapeUnknownError, match=r"input 'x''s shape .*input_shapes="):
         pyengine.convert(folder, str(tmp_path / "no.pyem"), input_shapes={"x": [-1, 3, -1, -1]})
     assert not (tmp_path / "no.pyem").exists()
+
+
+def test_int32_ids_through_embed_id(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A manifest input with "dtype": "int32" feeds EmbedID: native and Chainer take int32 ids;
+    a dtype the engine lacks is refused naming the manifest field."""
+    import json
+
+    ids = np.random.default_rng(0).integers(0, 30, (8, 6)).astype(np.int32)
+    net = chainer_nets.EmbedNet()
+    folder = chainer_train_save(net, ids, str(tmp_path / "emb"), "EmbedNet")
+    manifest_path = os.path.join(folder, "pyengine.json")
+    with open(manifest_path) as f:
+        manifest = json.load(f)
+    manifest["inputs"][0]["dtype"] = "int32"
+    with open(manifest_path, "w") as f:
+        json.dump(manifest, f)
+    with chainer.using_config("train", False):
+        expected = net(ids[:3]).array
+    for backend in ("native", "chainer"):
+        model = pyengine.load(folder, backend=backend)
+        assert model.inputs[0].dtype == "int32"
+        assert_close(np.asarray(model.predict(ids[:3])), expected)
+    manifest["inputs"][0]["dtype"] = "complex64"
+    with open(manifest_path, "w") as f:
+        json.dump(manifest, f)
+    with pytest.raises(pyengine.ModelFormatError, match=r"inputs\[0\]\.dtype is 'complex64'"):
+        pyengine.convert(folder, str(tmp_path / "bad.pyem"))

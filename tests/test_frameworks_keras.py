@@ -132,3 +132,21 @@ def test_weights_only_h5_is_refused_naming_it(saved, tmp_path) -> None:  # type:
     saved["cnn"][0].save_weights(path)
     with pytest.raises(pyengine.ModelFormatError, match=r"cnn\.weights\.h5': Keras cannot load"):
         pyengine.convert(path, str(tmp_path / "w.pyem"))
+
+
+def test_keras_embedding_takes_int32_ids(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A keyword-style text model: int32 ids into an Embedding, Conv1D, pooling; the input keeps
+    its dtype natively and on the backend."""
+    import keras
+    from keras import layers
+
+    ids = keras.Input((10,), dtype="int32", name="ids")
+    h = layers.Conv1D(8, 3, activation="relu")(layers.Embedding(30, 8)(ids))
+    model = keras.Model(ids, layers.Dense(3, activation="softmax")(layers.GlobalAveragePooling1D()(h)))
+    path = str(tmp_path / "emb.keras")
+    model.save(path)
+    x = np.random.default_rng(0).integers(0, 30, (4, 10)).astype(np.int32)
+    for backend in ("native", "tensorflow"):
+        loaded = pyengine.load(path, backend=backend)
+        assert [(s.name, s.dtype) for s in loaded.inputs] == [("ids", "int32")]
+        assert_close(loaded.predict(x), model(x).numpy())

@@ -7,11 +7,13 @@ import importlib.util
 import json
 import os
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
 from framework_models import (
     IMAGE,
+    MLP_CLASSES,
     MLP_FEATURES,
     assert_close,
     check_backend_and_native,
@@ -267,3 +269,30 @@ def test_pre_0_9_batchnorm_without_moving_statistics(gluon_models, tmp_path) -> 
 
     check_backend_and_native(str(folder), "mxnet", reference, str(tmp_path / "v08.pyem"),
                              (3, IMAGE, IMAGE))
+
+
+def test_embedding_with_float_and_int32_ids(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A Gluon Embedding model: exported, its ids are float32 (MXNet's default; the converter
+    casts them); with the symbol's data declared int32 (``__dtype__``), both the MXNet backend
+    and the native model take int32 ids."""
+    net = mx.gluon.nn.HybridSequential()
+    net.add(mx.gluon.nn.Embedding(30, 8), mx.gluon.nn.Dense(16, activation="relu", flatten=True),
+            mx.gluon.nn.Dense(MLP_CLASSES))
+    ids = np.random.default_rng(0).integers(0, 30, (8, 6))
+    folder = tmp_path / "emb"
+    symbol = mxnet_train_export(net, ids.astype(np.float32), str(folder / "emb"))
+    x = ids[:3]
+    expected = net(mx.nd.array(x)).asnumpy()
+    shapes = {"input_shapes": {"data": [-1, 6]}}
+    native = pyengine.load(symbol, backend="native", **shapes)
+    assert native.inputs[0].dtype == "float32"
+    assert_close(native.predict(x.astype(np.float32)), expected)
+    doc = json.loads(Path(symbol).read_text())
+    for n in doc["nodes"]:
+        if n["name"] == "data":
+            n.setdefault("attrs", {})["__dtype__"] = "4"
+    Path(symbol).write_text(json.dumps(doc))
+    for backend in ("native", "mxnet"):
+        model = pyengine.load(symbol, backend=backend, **shapes)
+        assert model.inputs[0].dtype == "int32"
+        assert_close(model.predict(x.astype(np.int32)), expected)

@@ -143,7 +143,8 @@ def _data(shape: tuple, n: int, seed: int) -> np.ndarray:
     return np.random.default_rng(seed).uniform(-1, 1, (n, *shape)).astype(np.float32)
 
 
-def _quantize(tmp_path, name: str, fmt: str, per_channel: bool, act: str, weights: str = "int8") -> str:
+def _quantize(tmp_path, name: str, fmt: str, per_channel: bool, act: str, weights: str = "int8",
+              **options) -> str:
     """The model quantized by onnxruntime's quantize_static (weights int8), path of the .onnx."""
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
@@ -163,7 +164,7 @@ def _quantize(tmp_path, name: str, fmt: str, per_channel: bool, act: str, weight
     logging.getLogger().setLevel(logging.ERROR)  # quantize_static's "consider pre-processing"
     quantize_static(str(src), str(dst), Reader(), quant_format=getattr(QuantFormat, fmt), per_channel=per_channel,
                     activation_type=QuantType.QUInt8 if act == "uint8" else QuantType.QInt8,
-                    weight_type=QuantType.QInt8 if weights == "int8" else QuantType.QUInt8)
+                    weight_type=QuantType.QInt8 if weights == "int8" else QuantType.QUInt8, extra_options=options)
     return str(dst)
 
 
@@ -466,3 +467,48 @@ def test_qlinear_conv_requantization_rounds_ties_to_even_and_saturates(tmp_path,
     assert g[0] == lo and g[-1] == hi  # saturated at both edges
     i = xz - lo
     assert (g[i + 1], g[i + 3], g[i - 1], g[i - 3]) == (yz + 2, yz + 4, yz - 2, yz - 4)  # 1.5->2, 4.5->4
+
+
+@pytest.mark.parametrize("act", ["Relu", "Clip"])
+def test_hand_written_qdq_conv_activation_chain_fuses_into_one_int8_op(tmp_path, act):
+    """DQ(x), DQ(w) -> Conv (float bias) -> Relu | Clip(0, 6) -> Q -> DQ, as other exporters write
+    it (onnxruntime drops the activation): one QLinearConv2D with the activation fused."""
+    rng = np.random.default_rng(5)
+    w = rng.integers(-127, 128, (6, 3, 3, 3)).astype(np.int8)
+    nodes = [helper.make_node("QuantizeLinear", ["x", "xs", "xz"], ["xq"]),
+             helper.make_node("DequantizeLinear", ["xq", "xs", "xz"], ["xd"]),
+             helper.make_node("DequantizeLinear", ["wq", "ws", "wz"], ["wd"], axis=0),
+             helper.make_node("Conv", ["xd", "wd", "b"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node(act, ["c"] + (["lo", "hi"] if act == "Clip" else []), ["a"]),
+             helper.make_node("QuantizeLinear", ["a", "ys", "yz"], ["yq"]),
+             helper.make_node("DequantizeLinear", ["yq", "ys", "yz"], ["y"])]
+    inits = {"xs": np.float32(0.01), "xz": np.int8(-3), "wq": w, "ws": rng.uniform(0.001, 0.01, 6).astype(np.float32),
+             "wz": np.zeros(6, np.int8), "b": rng.standard_normal(6).astype(np.float32) * 0.1,
+             "lo": np.float32(0), "hi": np.float32(6), "ys": np.float32(0.05), "yz": np.int8(-100)}
+    x = rng.uniform(-1, 1, (2, 3, 8, 8)).astype(np.float32)
+    m = _qdq_graph(nodes, inits, x_shape=x.shape, y_shape=[2, 6, 8, 8])
+    path = _save(tmp_path, m)
+    dst = pyengine.convert(path, str(tmp_path / "m.pyem"))
+    nodes_out = read_pyem(dst)[0]["nodes"]
+    assert [n["op"] for n in nodes_out] == ["QLinearConv2D"], [n["op"] for n in nodes_out]
+    assert nodes_out[0]["attrs"]["activation"] == act.lower()
+    got = pyengine.load(dst).predict(x)
+    want = ort.InferenceSession(path, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    steps = np.abs(got - want) / 0.05
+    assert np.max(steps) <= 1 + 1e-3 and np.mean(steps < 0.5) >= 0.99, (np.max(steps), np.mean(steps < 0.5))
+
+
+def test_symmetric_activations_keep_relu_and_it_fuses_into_the_int8_op(tmp_path):
+    """With ActivationSymmetric onnxruntime keeps each ReLU between its own Q/DQ pairs; the ReLU
+    that follows a convolution fuses into its QLinearConv2D (clamping before or after the
+    requantization is the same for ReLU); results equal onnxruntime's."""
+    path = _quantize(tmp_path, "resnet_style", "QDQ", True, "int8", ActivationSymmetric=True)
+    assert sum(n.op_type == "Relu" for n in onnx.load(path).graph.node) == 5
+    dst = pyengine.convert(path, str(tmp_path / "q.pyem"))
+    nodes = read_pyem(dst)[0]["nodes"]
+    assert sum(n["op"] == "Relu" for n in nodes) == 2  # the two after a residual Add
+    assert sum(n.get("attrs", {}).get("activation") == "relu" for n in nodes) == 3
+    x = _data(MODELS["resnet_style"][1], 8, 1)
+    got = pyengine.load(dst).predict(x)
+    want = ort.InferenceSession(path, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    np.testing.assert_allclose(got, want, rtol=0, atol=_output_step(path) * 1.001)

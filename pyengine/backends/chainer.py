@@ -27,7 +27,9 @@ class ChainerModel(SpecListModel):
         self.path = location.path
         self._package = read_package(location, chain, input_shapes)
         self.chain = self._package.chain
-        self._inputs = [TensorSpec(n, tuple(s or ()), "float32") for n, s in self._package.inputs]
+        dtypes = self._package.dtypes
+        self._inputs = [TensorSpec(n, tuple(s or ()), dtypes.get(n, "float32"))
+                        for n, s in self._package.inputs]
         names = self._package.outputs or ["y"]
         self._outputs = [TensorSpec(n, (), "float32") for n in names]
 

@@ -12,6 +12,7 @@ import numpy as np
 from pyengine.convert.mxnet import (
     guess_input_shape,
     import_mxnet,
+    input_dtype,
     load_params,
     model_inputs,
     read_symbol,
@@ -59,7 +60,7 @@ class MXNetModel(SpecListModel):
                     shapes[n] = guess_input_shape(location, doc, params, n)
                 except ModelFormatError:
                     shapes[n] = ()
-        self._inputs = [TensorSpec(n, tuple(shapes[n]), "float32") for n in names]
+        self._inputs = [TensorSpec(n, tuple(shapes[n]), input_dtype(doc, n)) for n in names]
         self._outputs = [TensorSpec(n, (), "float32") for n in self._symbol.list_outputs()]
         self._labels = [
             a for a in self._symbol.list_arguments() if a.endswith("_label") and a not in params
@@ -75,7 +76,9 @@ class MXNetModel(SpecListModel):
             for label in self._labels:
                 feed[label] = shapes[0][:1]
             try:
-                exe = self._symbol.simple_bind(ctx=mx.cpu(), grad_req="null", **feed)
+                types = {s.name: np.dtype(s.dtype) for s in self._inputs if s.dtype != "float32"}
+                exe = self._symbol.simple_bind(ctx=mx.cpu(), grad_req="null",
+                                               type_dict=types or None, **feed)
             except Exception as exc:  # mxnet.base.MXNetError
                 first = str(exc).strip().splitlines()[0]
                 raise ValueError(

@@ -312,7 +312,15 @@ class Graph:
             if act is None:
                 continue
             p = producers.get(node.inputs[0])
-            if p is None or p.op not in ("Conv2D", "Dense") or uses.get(p.out, 0) != 1:
+            if p is None or uses.get(p.out, 0) != 1:
+                continue
+            # The int8 ops clamp before requantizing. For ReLU that equals clamping after it
+            # (rounding is monotone and maps a real 0 onto the zero point); another bound need
+            # not lie on the output grid, so only an op writing float sums takes those.
+            requantized = "y_scale" in p.attrs
+            if p.op not in ("Conv2D", "Dense") and not (
+                    p.op in ("QLinearConv2D", "QLinearDense")
+                    and (act == "relu" or (not requantized and act in ("relu6", "clip")))):
                 continue
             if p.attrs.get("activation", "none") != "none":
                 continue

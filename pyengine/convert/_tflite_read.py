@@ -187,6 +187,10 @@ def _read(tfl: Any, buf: bytes, path: str) -> Subgraph:
         type_name, dtype = TENSOR_TYPES.get(t.Type(), (f"type {t.Type()}", None))
         static = [int(d) for d in (t.ShapeAsNumpy() if t.ShapeLength() else [])]
         signature = [int(d) for d in (t.ShapeSignatureAsNumpy() if t.ShapeSignatureLength() else [])]
+        if len(static) > 8 or any(d < 0 for d in static) or any(d < -1 for d in signature):
+            raise ModelFormatError(f"'{path}': tensor {i} '{name}' has shape {static} (signature "
+                                   f"{signature}); expected at most 8 sizes, each >= 0 (-1 in "
+                                   "the signature for a free one)")
         q = t.Quantization()
         quantized = q is not None and (q.ScaleLength() > 0 or q.DetailsType() != 0)
         data = _tensor_data(model, t, dtype, static, buf, path, name)

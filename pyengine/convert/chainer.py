@@ -6,12 +6,12 @@ from __future__ import annotations
 import importlib.util
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from pyengine.builder import GraphBuilder
+from pyengine.builder import DTYPES, GraphBuilder
 from pyengine.convert._graph import Graph
 from pyengine.convert._imports import framework
 from pyengine.errors import InputShapeUnknownError, ModelFormatError
@@ -34,6 +34,8 @@ class ChainerPackage:
     chain: Any
     inputs: list[tuple[str, list[int] | None]]
     outputs: list[str] | None
+    #: Input name -> element type, where the manifest gives one other than float32.
+    dtypes: dict[str, str] = field(default_factory=dict)
 
 
 def _instantiate(path: str, manifest: dict[str, Any]) -> Any:
@@ -98,12 +100,23 @@ def read_package(
             f"'{path}' is not a readable Chainer .npz: {type(exc).__name__}: {exc}"
         ) from None
     shapes = dict(input_shapes or {})
-    if manifest and not shapes:
-        for spec in manifest.get("inputs", []):
+    dtypes: dict[str, str] = {}
+    specs = manifest.get("inputs", []) if manifest else []
+    where = os.path.join(manifest["_dir"], CHAINER_MANIFEST) if manifest else path
+    for i, spec in enumerate(specs):
+        if not input_shapes:
             shapes[spec["name"]] = spec.get("shape")
+        dtype = spec.get("dtype", "float32")
+        if dtype not in DTYPES:
+            raise ModelFormatError(
+                f"'{where}': inputs[{i}].dtype is {dtype!r}; "
+                f"expected one of {', '.join(DTYPES)}")
+        if dtype != "float32":
+            dtypes[spec["name"]] = dtype
     inputs = list(shapes.items()) if shapes else [("x", None)]
     outputs = manifest.get("outputs") if manifest else None
-    return ChainerPackage(chain, [(n, None if s is None else list(s)) for n, s in inputs], outputs)
+    return ChainerPackage(chain, [(n, None if s is None else list(s)) for n, s in inputs], outputs,
+                          dtypes)
 
 
 def flatten_outputs(y: Any) -> list[Any]:
@@ -149,10 +162,12 @@ class _Importer:
                     "(only the batch may be "
                     f"free); pass input_shapes={{'{name}': [-1, ...]}} or list it in the manifest"
                 )
-            xs.append(
-                chainer.Variable(rng.standard_normal([TRACE_BATCH, *shape[1:]]).astype(np.float32))
-            )
-            self.values[id(xs[-1].node)] = self.g.input(name, [-1, *shape[1:]])
+            dtype = self.package.dtypes.get(name, "float32")
+            # Integer inputs are ids (EmbedID): 0 and 1 index any table.
+            sample = (rng.standard_normal([TRACE_BATCH, *shape[1:]]) if dtype.startswith("float")
+                      else rng.integers(0, 2, [TRACE_BATCH, *shape[1:]]))
+            xs.append(chainer.Variable(sample.astype(dtype)))
+            self.values[id(xs[-1].node)] = self.g.input(name, [-1, *shape[1:]], dtype)
         with (
             chainer.using_config("train", False),
             chainer.using_config("enable_backprop", True),
@@ -363,12 +378,20 @@ def _transpose(imp: _Importer, f: Any, ins: list[str], label: str) -> str | None
     return imp.g.op("Transpose", ins[:1], label, perm=[int(a) for a in f.axes])
 
 
+def _embed_id(imp: _Importer, f: Any, ins: list[str], label: str) -> str | None:
+    """EmbedID: rows of W picked by the ids (an ignore_label, whose rows are zeros, is refused)."""
+    if getattr(f, "ignore_label", None) is not None:
+        return None
+    return imp.g.op("Gather", [ins[1], ins[0]], label, axis=0)
+
+
 def _identity(imp: _Importer, f: Any, ins: list[str], label: str) -> str:
     return ins[0]
 
 
 _HANDLERS: dict[str, Handler] = {
     "LinearFunction": _linear,
+    "EmbedIDFunction": _embed_id,
     "Convolution2DFunction": _conv,
     "FixedBatchNormalization": _bn,
     "MaxPoolingND": _max_pool,

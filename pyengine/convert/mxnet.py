@@ -9,7 +9,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from pyengine.builder import GraphBuilder
+from pyengine.builder import DTYPES, GraphBuilder
 from pyengine.convert._graph import Graph
 from pyengine.convert._imports import framework
 from pyengine.errors import FrameworkVersionWarning, InputShapeUnknownError, ModelFormatError
@@ -91,6 +91,20 @@ def load_params(location: ModelLocation) -> dict[str, Any]:
     return {k.split(":", 1)[1] if ":" in k else k: v for k, v in raw.items()}
 
 
+#: MXNet's type codes (a variable's ``__dtype__`` attribute) -> numpy names.
+MXNET_DTYPES = {0: "float32", 1: "float64", 2: "float16", 3: "uint8", 4: "int32", 5: "int8",
+                6: "int64", 7: "bool", 8: "int16", 9: "uint16", 10: "uint32", 11: "uint64"}
+
+
+def input_dtype(doc: dict[str, Any], name: str) -> str:
+    """The element type the symbol declares for variable ``name`` (float32 when it says none)."""
+    for n in doc["nodes"]:
+        if n["op"] == "null" and n["name"] == name:
+            code = n.get("attrs", {}).get("__dtype__")
+            return MXNET_DTYPES.get(int(_lit(code, 0)), f"type code {code}")
+    return "float32"
+
+
 def model_inputs(doc: dict[str, Any], params: dict[str, Any]) -> list[str]:
     """The symbol's data inputs: free variables that are neither weights nor labels."""
     return [
@@ -166,6 +180,8 @@ class _Importer:
                 return [-1, -1, -1, c] if _lit(a.get("layout")) == "NHWC" else [-1, c, -1, -1]
             if n["op"] == "FullyConnected" and w is not None:
                 return [-1, w.shape[1]]
+            if n["op"] == "Embedding":
+                return [-1, -1]  # (batch, sequence) ids
         raise InputShapeUnknownError(
             f"'{self.path}': cannot tell the shape of input '{name}'; "
             f"pass input_shapes={{'{name}': [...]}}"
@@ -181,7 +197,9 @@ class _Importer:
                     self.values[idx] = self.g.fresh("label:" + name)
                 else:
                     shape = self.input_shapes.get(name) or self.guess_shape(idx)
-                    self.values[idx] = self.g.input(name, shape)
+                    dtype = input_dtype(self.doc, name)
+                    self.values[idx] = (self.g.input(name, shape, dtype) if dtype in DTYPES
+                                        else self.g.unsupported_op(name, f"input of type {dtype}"))
                 continue
             handler = _HANDLERS.get(op)
             if handler is None or any(
@@ -352,6 +370,21 @@ def _reshape(imp: _Importer, n: dict[str, Any], a: dict[str, Any]) -> str | None
     return imp.g.op("Reshape", imp.ins(n)[:1], n["name"], shape=[int(d) for d in shape])
 
 
+def _embedding(imp: _Importer, n: dict[str, Any], a: dict[str, Any]) -> str | None:
+    """Embedding: rows of the weight table picked by the ids (MXNet feeds them as floats by
+    default: they are cast to int64 first, as MXNet truncates them)."""
+    ids, weight = imp.ins(n)[:2]
+    dtype = input_dtype(imp.doc, imp.nodes[n["inputs"][0][0]]["name"])
+    if not dtype.startswith(("int", "uint")):
+        ids = imp.g.op("Cast", [ids], n["name"] + "/ids", to="int64")
+    return imp.g.op("Gather", [weight, ids], n["name"], axis=0)
+
+
+def _cast(imp: _Importer, n: dict[str, Any], a: dict[str, Any]) -> str | None:
+    to = str(a.get("dtype", "float32"))
+    return imp.g.op("Cast", imp.ins(n)[:1], n["name"], to=to) if to in DTYPES else None
+
+
 def _flatten(imp: _Importer, n: dict[str, Any], a: dict[str, Any]) -> str:
     return imp.g.op("Flatten", imp.ins(n)[:1], n["name"], axis=1)
 
@@ -419,6 +452,9 @@ _HANDLERS: dict[str, Handler] = {
     "LeakyReLU": _leaky,
     "Pooling": _pool,
     "Flatten": _flatten,
+    "Embedding": _embedding,
+    "Cast": _cast,
+    "cast": _cast,
     "flatten": _flatten,
     "Concat": _concat,
     "concat": _concat,
