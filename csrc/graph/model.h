@@ -101,7 +101,8 @@ public:
     const std::vector<int>& value_inputs() const { return value_inputs_; }
 
     // Runs the graph. `inputs` and `outputs` follow inputs()/outputs() order; outputs are
-    // allocated by the caller with plan.output_shapes. Thread-safe; takes no locks while
+    // allocated by the caller with plan.output_shapes. Parameter inputs (value_inputs()) must
+    // hold the values the plan was made for. Thread-safe; takes no locks while
     // computing (scratch memory is per calling thread).
     void run(const Plan& plan, const std::vector<const void*>& inputs,
              const std::vector<void*>& outputs) const;

@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
 // The native Model: load, describe, run (GIL released while loading and running).
+#include <algorithm>
 #include <chrono>
 #include <memory>
 
@@ -47,6 +48,12 @@ py::list run_arrays(const Model& model, const py::sequence& arrays, const RunFn&
             throw InvalidArgument(str(what, " has dtype ", std::string(py::str(arr.dtype())), ", expected ", dtype_name(want)));
         }
         arr = py::array::ensure(arr, py::array::c_style);  // copies only when not contiguous
+        if (std::find(model.value_inputs().begin(), model.value_inputs().end(), static_cast<int>(i)) !=
+            model.value_inputs().end()) {
+            // A parameter decides the plan: planned and run from a private copy, so another thread
+            // writing the caller's array in between cannot make them disagree.
+            arr = py::array(arr.dtype(), std::vector<py::ssize_t>(arr.shape(), arr.shape() + arr.ndim()), arr.data());
+        }
         Shape s;
         for (py::ssize_t d = 0; d < arr.ndim(); ++d) s.push_back(static_cast<int64_t>(arr.shape(d)));
         shapes.push_back(std::move(s));
