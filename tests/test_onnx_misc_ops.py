@@ -70,6 +70,8 @@ def _check(tmp_path, op: str, feeds: dict[str, np.ndarray], opset: int, **kw: An
     ("PRelu", {"x": r(2, 3, 4), "slope": r(3, 1)}, 16, {}),
     ("MeanVarianceNormalization", {"x": r(2, 3, 4, 5)}, 13, {"axes": [1, 3]}),
     ("Hardmax", {"x": r(2, 5, 3)}, 13, {"axis": 1}),
+    ("LpPool", {"x": r(2, 3, 9, 8)}, 18, {"kernel_shape": [3, 2], "p": 3, "pads": [1, 0, 2, 1], "strides": [2, 1]}),
+    ("LpPool", {"x": r(2, 3, 11)}, 18, {"kernel_shape": [4], "auto_pad": "SAME_UPPER"}),
 ])
 def test_elementwise_and_normalising_ops_with_a_free_batch(tmp_path, op, feeds, opset, attrs) -> None:  # type: ignore[no-untyped-def]
     _check(tmp_path, op, feeds, opset, free_batch=True, **attrs)
