@@ -175,3 +175,20 @@ def test_bitcast_reads_the_same_bytes(tmp_path, x, to) -> None:  # type: ignore[
     pyengine.convert(src, dst)
     got = pyengine.load(dst).predict(x)
     assert got.dtype == want.dtype and got.tobytes() == want.tobytes()
+
+
+@pytest.mark.parametrize("rank,interleaved,dim,positions", [
+    (4, 0, 0, True), (3, 1, 6, True), (4, 1, 0, False), (3, 0, 4, False),
+])
+def test_rotary_embedding(tmp_path, rank, interleaved, dim, positions) -> None:  # type: ignore[no-untyped-def]
+    b, heads, seq, size = 2, 3, 5, 10
+    half = (dim or size) // 2
+    x = r(b, heads, seq, size) if rank == 4 else r(b, seq, heads * size)
+    feeds = {"x": x, "cos": r(7, half) if positions else r(b, seq, half)}
+    feeds["sin"] = r(*feeds["cos"].shape)
+    if positions:
+        feeds["pos"] = RNG.integers(0, 7, (b, seq)).astype(np.int64)
+    attrs: dict[str, Any] = {"interleaved": interleaved, "rotary_embedding_dim": dim}
+    if rank == 3:
+        attrs["num_heads"] = heads
+    _check(tmp_path, "RotaryEmbedding", feeds, 23, **attrs)
