@@ -366,5 +366,6 @@ TYPED_OPS = {
     "LessOrEqual", "GreaterOrEqual", "And", "Or", "Xor", "Not", "Where", "Add", "Sub", "Mul",
     "Div", "Sum", "Min", "Max", "Pow", "Mod", "Abs", "Neg", "Sign", "ArgMax", "ArgMin",
     "Gather", "GatherElements", "Trilu", "IsNaN", "IsInf", "Dropout", "Constant", "BitwiseAnd",
-    "BitwiseOr", "BitwiseXor", "BitwiseNot", "BitShift", "Attention", "EyeLike", "GatherND", "BitCast", "RotaryEmbedding",
+    "BitwiseOr", "BitwiseXor", "BitwiseNot", "BitShift", "Attention", "EyeLike", "GatherND", "BitCast",
+    "RotaryEmbedding",
 }
