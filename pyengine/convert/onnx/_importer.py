@@ -9,7 +9,7 @@ import numpy as np
 
 from pyengine.builder import GraphBuilder
 from pyengine.convert._graph import Graph
-from pyengine.convert.onnx._fuse import fuse_gelu
+from pyengine.convert.onnx._fuse import fuse_attention, fuse_gelu
 from pyengine.errors import InputShapeUnknownError
 
 
@@ -134,7 +134,9 @@ class Importer:
                 raise InputShapeUnknownError(f"'{self.path}': input '{vi.name}' has no shape")
             self.values[vi.name] = self.g.input(vi.name, shape, dtype)
             self.vdtypes[self.values[vi.name]] = dtype
-        for node in fuse_gelu(onnx, graph):
+        nodes = fuse_attention(onnx, graph, fuse_gelu(onnx, graph), self.shapes, self.batch_only,
+                               self.opset)
+        for node in nodes:
             self.convert_node(node)
         for vi in graph.output:
             value = self.values[vi.name]
