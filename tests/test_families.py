@@ -302,3 +302,43 @@ def test_resize_nearest_keeps_infinities(tmp_path, scales):
     got = np.asarray(pyengine.load(str(dst), backend="native").predict(x))
     want = ort.InferenceSession(str(src), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
     np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("form", ["div", "mul", "no scale", "cross (kv 7 long)", "scores read twice"])
+def test_spelled_out_self_attention_is_fused_into_one_op(tmp_path, form):
+    """Heads split by Reshape + Transpose, MatMul, scale, Softmax, MatMul, heads merged: one
+    native Attention on the 3-D projections (batch free); when an intermediate is read
+    elsewhere, the pattern is left as it is (still correct)."""
+    seq, kv, heads, size = 5, 7 if form.startswith("cross") else 5, 3, 4
+    mk = helper.make_node
+    c = {"qs": np.array([0, seq, heads, size], np.int64), "ks": np.array([0, kv, heads, size], np.int64),
+         "os": np.array([0, seq, heads * size], np.int64), "scale": np.array(0.5, np.float32)}
+    nodes = [mk("Reshape", ["q", "qs"], ["q4"]), mk("Transpose", ["q4"], ["qt"], perm=[0, 2, 1, 3]),
+             mk("Reshape", ["k", "ks"], ["k4"]), mk("Transpose", ["k4"], ["kt"], perm=[0, 2, 3, 1]),
+             mk("Reshape", ["v", "ks"], ["v4"]), mk("Transpose", ["v4"], ["vt"], perm=[0, 2, 1, 3]),
+             mk("MatMul", ["qt", "kt"], ["s"])]
+    scaled = "s"
+    if form in ("div", "mul", "scores read twice") or form.startswith("cross"):
+        nodes.append(mk("Mul" if form == "mul" else "Div", ["s", "scale"], ["s2"]))
+        scaled = "s2"
+    nodes += [mk("Softmax", [scaled], ["p"], axis=-1), mk("MatMul", ["p", "vt"], ["o"]),
+              mk("Transpose", ["o"], ["ot"], perm=[0, 2, 1, 3]), mk("Reshape", ["ot", "os"], ["y"])]
+    outputs = {"y": [-1, seq, heads * size]}
+    if form == "scores read twice":
+        nodes.append(mk("Neg", ["p"], ["y2"]))
+        outputs["y2"] = [-1, heads, seq, kv]
+    inputs = {"q": [-1, seq, heads * size], "k": [-1, kv, heads * size], "v": [-1, kv, heads * size]}
+    graph = helper.make_graph(
+        nodes, "m", [helper.make_tensor_value_info(k, TensorProto.FLOAT, v) for k, v in inputs.items()],
+        [helper.make_tensor_value_info(k, TensorProto.FLOAT, v) for k, v in outputs.items()],
+        initializer=[numpy_helper.from_array(v, k) for k, v in c.items()])
+    for vi in list(graph.input) + list(graph.output):
+        vi.type.tensor_type.shape.dim[0].dim_param = "N"
+    data = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
+    feed = {k: RNG.standard_normal([2] + v[1:]).astype(np.float32) for k, v in inputs.items()}
+    convert_and_compare(tmp_path, data, feed)
+    ops = native_ops(tmp_path / "m.onnx")
+    if form == "scores read twice":
+        assert "Attention" not in ops and "Softmax" in ops
+    else:
+        assert ops == ["Attention"]

@@ -145,6 +145,10 @@ public:
             }
         }
         if (nonpad_ != 0) p.nonpad = static_cast<const int64_t*>(in[nonpad_]->data);
+        p.finite_inputs = attention_finite(in[0]->f32(), in[0]->numel(), false) &&
+                          attention_finite(in[1]->f32(), in[1]->numel(), false) &&
+                          (past_ == 0 || attention_finite(in[past_]->f32(), in[past_]->numel(), false)) &&
+                          (p.mask_f == nullptr || attention_finite(p.mask_f, in[mask_]->numel(), true));
         p.softmax_double = softmax_double_;
         attention(p);
     }

@@ -15,9 +15,11 @@ namespace pyengine {
 
 namespace {
 
-// Query rows per task: bounds the scores buffer to kRowBlock x total and gives a single long
-// sequence several tasks.
-constexpr int64_t kRowBlock = 64;
+// Scores per task (floats): a head's query rows go in one block (one GEMM each for QK^T and PV,
+// K and V packed once) while its scores stay within this; longer ones are cut into blocks.
+constexpr int64_t kScoresPerTask = int64_t(1) << 16;
+// The fewest query rows in a block (a few micro-kernel tiles).
+constexpr int64_t kMinRowBlock = 16;
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 
 // ONNX's softmax of one row, in T (float or double): a row whose maximum is -inf (every key
@@ -36,25 +38,16 @@ void softmax_row_reference(float* x, int64_t n) {
     for (int64_t j = 0; j < n; ++j) x[j] = static_cast<float>(std::exp(static_cast<T>(x[j]) - shift) / sum);
 }
 
-// Softmax of one row in place: the dispatched kernel when the row's maximum is finite, the
-// reference form otherwise (and for double precision).
-void softmax_row(const KernelTable& kt, float* x, int64_t n, bool in_double) {
+// Softmax of one row in place: the dispatched kernel when every row's maximum is known to be
+// finite (`plain`), the reference form otherwise (and for double precision).
+void softmax_row(const KernelTable& kt, float* x, int64_t n, bool plain, bool in_double) {
     if (in_double) {
         softmax_row_reference<double>(x, n);
-        return;
-    }
-    // The vector kernel takes -inf entries (masked keys) but not NaN or +inf, nor a row of -inf.
-    float m = kNegInf;
-    bool plain = true;
-    for (int64_t j = 0; j < n; ++j) {
-        plain = plain && !std::isnan(x[j]) && x[j] != -kNegInf;
-        m = std::max(m, x[j]);
-    }
-    if (plain && m != kNegInf) {
+    } else if (plain) {
         kt.softmax(x, x, 1, n, 1);
-        return;
+    } else {
+        softmax_row_reference<float>(x, n);
     }
-    softmax_row_reference<float>(x, n);
 }
 
 // The additive bias of query row i of (b, h) over `total` keys: the mask (padded with -inf past
@@ -105,15 +98,35 @@ void concat_rows(const float* past, int64_t past_rows, int64_t past_stride, cons
 
 }  // namespace
 
+bool attention_finite(const float* x, int64_t n, bool neg_inf_ok) {
+    uint32_t bad = 0;
+    for (int64_t i = 0; i < n; ++i) {
+        uint32_t u;
+        std::memcpy(&u, x + i, sizeof u);
+        bad |= static_cast<uint32_t>((u & 0x7fffffffu) >= 0x7f800000u) & static_cast<uint32_t>(!neg_inf_ok || u != 0xff800000u);
+    }
+    return bad == 0;
+}
+
 void attention(const AttentionParams& p) {
     const int64_t total = p.past_len + p.kv_len;
     const int64_t group = p.q_heads / p.kv_heads;
-    const int64_t row_block = std::max<int64_t>(1, std::min(p.q_len, kRowBlock));
+    // Rows per block: the scores bound, then, with several threads, cut further until there are
+    // 2 tasks per thread (so that an odd head count does not leave a thread idle for a round).
+    int64_t row_block = std::max(kMinRowBlock, kScoresPerTask / std::max<int64_t>(total, 1));
+    const int64_t heads = p.batch * p.q_heads;
+    const int64_t want = num_threads() > 1 ? 2 * int64_t(num_threads()) : 1;
+    if (heads * ((p.q_len + row_block - 1) / row_block) < want) {
+        const int64_t per_head = (want + heads - 1) / heads;
+        row_block = std::max(kMinRowBlock, (p.q_len + per_head - 1) / per_head);
+    }
+    row_block = std::max<int64_t>(1, std::min(row_block, p.q_len));
     const int64_t blocks = (p.q_len + row_block - 1) / row_block;
     const bool masked = p.mask_f != nullptr || p.mask_b != nullptr || p.causal || p.left_window >= 0 ||
                         p.right_window >= 0 || p.nonpad != nullptr;
     const KernelTable& kt = kernels();
     const int64_t D = p.head_size, Dv = p.v_head_size;
+    const float scale = p.scale;  // a local: the row loops then vectorize (no aliasing with x)
 
     auto task = [&](int64_t t) {
         const int64_t block = t % blocks, bh = t / blocks;
@@ -128,7 +141,7 @@ void attention(const AttentionParams& p) {
         const float* kp = p.k.ptr + b * p.k.batch + kvh * p.k.head;
         const float* vp = p.v.ptr + b * p.v.batch + kvh * p.v.head;
         int64_t k_row = p.k.row, v_row = p.v.row;
-        if (p.past_k.ptr != nullptr) {  // present = past rows then the new ones
+        if (p.past_k.ptr != nullptr) {  // present = the past's rows, then the new ones
             keys.resize(static_cast<size_t>(total * D));
             values.resize(static_cast<size_t>(total * Dv));
             concat_rows(p.past_k.ptr + b * p.past_k.batch + kvh * p.past_k.head, p.past_len, p.past_k.row, kp,
@@ -146,7 +159,7 @@ void attention(const AttentionParams& p) {
         kt.gemm(rows, total, D, qp, p.q.row, kp, k_row, true, scores.data(), total, Epilogue{});
         for (int64_t r = 0; r < rows; ++r) {
             float* x = scores.data() + r * total;
-            for (int64_t j = 0; j < total; ++j) x[j] *= p.scale;
+            for (int64_t j = 0; j < total; ++j) x[j] *= scale;
             int stage = 0;
             if (p.stage != stage) {
                 stage = 1;
@@ -167,14 +180,14 @@ void attention(const AttentionParams& p) {
                 if (attends_nothing) {
                     std::fill(x, x + total, 0.0f);
                 } else {
-                    softmax_row(kt, x, total, p.softmax_double);
+                    softmax_row(kt, x, total, p.finite_inputs, p.softmax_double);
                 }
             }
             if (p.stage >= 0) std::memcpy(out + r * p.y_row, x, static_cast<size_t>(total) * sizeof(float));
         }
         if (p.stage < 0) kt.gemm(rows, Dv, total, scores.data(), total, vp, v_row, false, out, p.y_row, Epilogue{});
     };
-    parallel_for(p.batch * p.q_heads * blocks, task);
+    parallel_for(heads * blocks, task);
 }
 
 }  // namespace pyengine

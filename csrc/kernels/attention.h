@@ -4,8 +4,9 @@
 // offset, a past key/value cache, padded keys (nonpad_kv_seqlen), softcap, and the four
 // qk_matmul_output stages.
 //
-// Baseline code over the dispatched kernels: per block of query rows of one head, one GEMM for
-// Q K^T, the bias and softmax row by row (the dispatched softmax), one GEMM for P V.
+// Baseline code over the dispatched kernels: per block of query rows of one head (the whole
+// sequence while its scores fit 256 KB), one GEMM for Q K^T, the bias and softmax row by row
+// (the dispatched softmax), one GEMM for P V; blocks in parallel.
 #pragma once
 
 #include <cstdint>
@@ -46,7 +47,14 @@ struct AttentionParams {
     // causal / window offset (nonpad - q_len).
     const int64_t* nonpad = nullptr;
     bool softmax_double = false;  // softmax_precision DOUBLE: the softmax sums in double
+    // Q, K and the past keys are finite and the float mask holds no NaN or +inf (attention_finite):
+    // then every row that attends a key has a finite maximum and takes the vector softmax; else
+    // every row takes the reference form (NaN and infinities as ONNX's reference gives them).
+    bool finite_inputs = false;
 };
+
+// True when x[0, n) holds no NaN, no +inf, and no -inf unless neg_inf_ok.
+bool attention_finite(const float* x, int64_t n, bool neg_inf_ok);
 
 // Runs attention as `p` describes, over the thread pool.
 void attention(const AttentionParams& p);

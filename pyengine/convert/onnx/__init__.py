@@ -15,6 +15,7 @@ from pyengine.convert.onnx import (
     ops_elementwise,
     ops_nn,
     ops_norm,
+    ops_qoperator,
     ops_quant,
     ops_rnn,
     ops_shape,
@@ -34,7 +35,8 @@ HANDLERS: dict[str, Handler] = {
     **ops_typed.HANDLERS,
     **ops_attention.HANDLERS,
     **ops_einsum.HANDLERS,
-    # Last: its Conv, MatMul and Gemm read QDQ patterns and hand the others to ops_nn's.
+    # Last: ops_quant's Conv, MatMul and Gemm read QDQ patterns and hand the others to ops_nn's.
+    **ops_qoperator.HANDLERS,
     **ops_quant.HANDLERS,
 }
 

@@ -9,7 +9,7 @@ import numpy as np
 
 from pyengine.builder import GraphBuilder
 from pyengine.convert._graph import Graph
-from pyengine.convert.onnx._fuse import fuse_gelu
+from pyengine.convert.onnx._fuse import fuse_attention, fuse_gelu
 from pyengine.errors import InputShapeUnknownError
 
 
@@ -134,7 +134,9 @@ class Importer:
                 raise InputShapeUnknownError(f"'{self.path}': input '{vi.name}' has no shape")
             self.values[vi.name] = self.g.input(vi.name, shape, dtype)
             self.vdtypes[self.values[vi.name]] = dtype
-        for node in fuse_gelu(onnx, graph):
+        nodes = fuse_attention(onnx, graph, fuse_gelu(onnx, graph), self.shapes, self.batch_only,
+                               self.opset)
+        for node in nodes:
             self.convert_node(node)
         for vi in graph.output:
             value = self.values[vi.name]
@@ -231,11 +233,11 @@ class Importer:
     def _convert_coded(self, node: Any, name: str, op_type: str, ins: list[str], q: Any) -> None:
         """A CODE_PRESERVING_OPS node on quantized values: the float op on the real values, whose
         outputs keep the input's quantization (every quantized input must share it)."""
-        for v in ins:
-            if not v:
-                continue
-            const = self.g.is_const(v)
-            if (const and self.dtype_of(v) in ("int8", "uint8")) or (not const and self.qparams.get(v) != q):
+        for i, v in zip(node.input, ins):
+            # Data inputs holding codes must share the grid; indices, shapes and axes are free.
+            coded = self.dtype_of(v) in ("int8", "uint8") if self.g.is_const(v) else (
+                v in self.qparams and self.onnx_dtypes.get(i) in ("int8", "uint8"))
+            if v and (coded or self.dtype_of(v) in ("int8", "uint8")) and self.qparams.get(v) != q:
                 self._set(node, [self.g.unsupported_op(
                     name, f"{op_type} of quantized tensors with different scales or zero points")]
                     * len(node.output))

@@ -74,10 +74,13 @@ def _attention(
         if present[0]:
             inputs += present
             flags[key] = True
-    base: dict[str, Any] = dict(
-        flags, is_causal=bool(attrs.get("is_causal", 0)), softcap=softcap,
-        softmax_precision=_PRECISIONS[precision],
-    )
+    base: dict[str, Any] = dict(flags)  # the native defaults are ONNX's: only the others
+    if attrs.get("is_causal", 0):
+        base["is_causal"] = True
+    if softcap > 0:
+        base["softcap"] = softcap
+    if precision != 1:
+        base["softmax_precision"] = _PRECISIONS[precision]
     if rank == 3:
         base.update(heads)
     if "scale" in attrs:
