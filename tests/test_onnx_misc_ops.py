@@ -192,3 +192,24 @@ def test_rotary_embedding(tmp_path, rank, interleaved, dim, positions) -> None: 
     if rank == 3:
         attrs["num_heads"] = heads
     _check(tmp_path, "RotaryEmbedding", feeds, 23, **attrs)
+
+
+@pytest.mark.parametrize("mode", ["linear", "nearest"])
+@pytest.mark.parametrize("padding", ["zeros", "border", "reflection"])
+@pytest.mark.parametrize("align", [0, 1])
+@pytest.mark.parametrize("spatial", [(4, 5), (3, 2, 4)])
+def test_grid_sample_points_inside_and_outside(tmp_path, mode, padding, align, spatial) -> None:  # type: ignore[no-untyped-def]
+    out = (3, 2) if len(spatial) == 2 else (2, 2, 2)
+    grid = RNG.uniform(-1.4, 1.4, (2, *out, len(spatial))).astype(np.float32)
+    grid[0, 0, 0] = 0.25  # a nearest half-way point (rounded to even)
+    _check(tmp_path, "GridSample", {"x": r(2, 3, *spatial), "grid": grid}, 22, mode=mode,
+           padding_mode=padding, align_corners=align)
+
+
+def test_grid_sample_cubic_is_refused_naming_the_value(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    model, _ = _graph("GridSample", {"x": r(1, 1, 3, 3), "grid": r(1, 2, 2, 2)}, 22, mode="cubic")
+    src = str(tmp_path / "c.onnx")
+    onnx.save(model, src)
+    with pytest.raises(pyengine.UnsupportedOpsError) as info:
+        pyengine.convert(src, str(tmp_path / "c.pyem"))
+    assert info.value.ops == [("the_node", "GridSample with mode 'cubic'")]

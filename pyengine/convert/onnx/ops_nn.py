@@ -235,6 +235,22 @@ def _conv_transpose(
     return y if spatial == 2 else _from_4d(imp, y, name)
 
 
+def _grid_sample(imp: Importer, node: Any, name: str, ins: list[str], attrs: dict[str, Any]) -> str | None:
+    """GridSample on 4-D and 5-D inputs, nearest and (bi)linear, any padding mode; cubic is
+    refused naming the node and the value."""
+    mode = attr_str(attrs.get("mode", "linear" if imp.opset >= 20 else "bilinear"))
+    padding = attr_str(attrs.get("padding_mode", "zeros"))
+    native = {"bilinear": "linear", "linear": "linear", "nearest": "nearest"}.get(mode)
+    if native is None:
+        return imp.g.unsupported_op(name, f"GridSample with mode '{mode}'")
+    if padding not in ("zeros", "border", "reflection"):
+        return imp.g.unsupported_op(name, f"GridSample with padding_mode '{padding}'")
+    if imp.rank(node.input[0]) not in (4, 5):
+        return None
+    return imp.g.op("GridSample", ins[:2], name, mode=native, padding_mode=padding,
+                    align_corners=bool(attrs.get("align_corners", 0)))
+
+
 _RESIZE_COORDS = (
     "half_pixel", "half_pixel_symmetric", "pytorch_half_pixel", "align_corners", "asymmetric"
 )
@@ -308,6 +324,7 @@ HANDLERS: dict[str, Handler] = {
     "MaxPool": _pool,
     "AveragePool": _pool,
     "LpPool": _lp_pool,
+    "GridSample": _grid_sample,
     "GlobalAveragePool": _global_pool,
     "GlobalMaxPool": _global_pool,
     "Gemm": _gemm,
