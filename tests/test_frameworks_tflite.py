@@ -38,6 +38,11 @@ tf = pytest.importorskip(
 pytest.importorskip("tflite", reason="the tflite extra (pip install 'pyengine[tflite]') is not installed")
 
 
+def native_input(path: str) -> str:
+    """The name of a one-input model's input (its serving signature's)."""
+    return str(pyengine.load(path, backend="tflite").inputs[0].name)
+
+
 def write(path: Path, converter: Any) -> str:
     path.write_bytes(converter.convert())
     return str(path)
@@ -52,32 +57,37 @@ def from_function(path: Path, fn: Callable[..., Any], *specs: Any) -> str:
     return write(path, tf.lite.TFLiteConverter.from_concrete_functions([concrete]))
 
 
-def interpret(path: str, xs: list[np.ndarray]) -> list[np.ndarray]:
-    """The outputs tf.lite.Interpreter gives, in the subgraph's output order."""
+def interpret(path: str, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The outputs tf.lite.Interpreter gives, by name (the serving signature's, else the
+    tensors')."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         it = tf.lite.Interpreter(model_path=path)
-    for d, x in zip(it.get_input_details(), xs):
-        it.resize_tensor_input(d["index"], list(x.shape))
+    if it.get_signature_list():
+        return dict(it.get_signature_runner()(**feed))
+    # No signature (from_concrete_functions): tensors by their own names.
+    ins = {d["name"]: d["index"] for d in it.get_input_details()}
+    for name, x in feed.items():
+        it.resize_tensor_input(ins[name], list(x.shape))
     it.allocate_tensors()
-    for d, x in zip(it.get_input_details(), xs):
-        it.set_tensor(d["index"], x)
+    for name, x in feed.items():
+        it.set_tensor(ins[name], x)
     it.invoke()
-    return [it.get_tensor(d["index"]) for d in it.get_output_details()]
+    return {d["name"]: it.get_tensor(d["index"]) for d in it.get_output_details()}
 
 
-def check(path: str, inputs: Callable[[int], list[np.ndarray]], batches=(1, 3), tol=1e-4) -> None:  # type: ignore[no-untyped-def]
+def check(path: str, inputs: Callable[[int], dict[str, np.ndarray]], batches=(1, 3), tol=1e-4) -> None:  # type: ignore[no-untyped-def]
     """The native model converted from ``path`` matches the interpreter at each batch size."""
     native = pyengine.load(path, backend="native")
     assert native.backend == "native"
     for batch in batches:
-        xs = inputs(batch)
-        got = native.predict(*xs) if len(xs) > 1 else native.predict(xs[0])
-        got = got if isinstance(got, list) else [got]
-        expected = interpret(path, xs)
-        assert len(got) == len(expected)
-        for g, e in zip(got, expected):
-            assert_close(np.asarray(g), e, tol)
+        feed = inputs(batch)
+        got = native.predict(feed if len(feed) > 1 else next(iter(feed.values())))
+        expected = interpret(path, feed)
+        got = got if isinstance(got, dict) else {native.outputs[0].name: got}
+        assert sorted(got) == sorted(expected)
+        for name, e in expected.items():
+            assert_close(np.asarray(got[name]), e, tol)
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +106,7 @@ def keras_files(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-un
 @pytest.mark.parametrize("kind", ["mlp", "cnn", "flatten", "lrn"])
 def test_keras_classifiers_match_interpreter_and_keras(keras_files, tmp_path, kind) -> None:  # type: ignore[no-untyped-def]
     model, path, shape = keras_files[kind]
-    check(path, lambda b: [data((b, *shape), seed=b)])
+    check(path, lambda b: {native_input(path): data((b, *shape), seed=b)})
     # The converted file, the tflite backend and auto (native) agree with Keras itself.
     native = pyengine.load(pyengine.convert(path, str(tmp_path / "m.pyem")))
     backend = pyengine.load(path, backend="tflite")
@@ -127,7 +137,31 @@ def test_segmentation_decoder(tmp_path) -> None:  # type: ignore[no-untyped-def]
     out = layers.Conv2D(2, 1, activation="sigmoid")(layers.Concatenate()([d1, n]))
     model = keras.Model(inp, out)
     path = from_keras(tmp_path / "seg.tflite", model)
-    check(path, lambda b: [data((b, 16, 16, 3), seed=b)])
+    check(path, lambda b: {"image": data((b, 16, 16, 3), seed=b)})
+
+
+def test_detector_with_two_inputs_and_two_outputs(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A YOLO-style head: a strided backbone, a nearest-upsampled neck concatenated with a skip,
+    box offsets (sigmoid, reshaped per anchor) added to a second input of anchors, and class
+    scores (softmax); both outputs keep the signature's names."""
+    import keras
+    from keras import layers
+
+    image = keras.Input((16, 16, 3), name="image")
+    anchors = keras.Input((16, 4), name="anchors")
+    c1 = layers.Conv2D(8, 3, strides=2, padding="same", activation="swish")(image)
+    c2 = layers.Conv2D(16, 3, strides=2, padding="same", activation="relu")(c1)
+    neck = layers.Concatenate()([layers.UpSampling2D(2)(c2), c1])
+    neck = layers.MaxPooling2D(2)(layers.Conv2D(8, 1, activation="relu")(neck))
+    boxes = layers.Reshape((16, 4))(layers.Conv2D(4, 1, activation="sigmoid")(neck))
+    boxes = layers.Add(name="boxes")([boxes, anchors])
+    scores = layers.Softmax(name="scores")(layers.Reshape((16, 3))(layers.Conv2D(3, 1)(neck)))
+    model = keras.Model([image, anchors], [boxes, scores])
+    path = from_keras(tmp_path / "det.tflite", model)
+    check(path, lambda b: {"image": data((b, 16, 16, 3), seed=b), "anchors": data((b, 16, 4), seed=b + 10)})
+    native, backend = pyengine.load(path, backend="native"), pyengine.load(path, backend="tflite")
+    assert [s.name for s in native.outputs] == [s.name for s in backend.outputs]
+    assert sorted(s.name for s in native.inputs) == ["anchors", "image"]
 
 
 def test_keyword_spotting_conv1d(tmp_path) -> None:  # type: ignore[no-untyped-def]
@@ -142,7 +176,7 @@ def test_keyword_spotting_conv1d(tmp_path) -> None:  # type: ignore[no-untyped-d
     out = layers.Dense(12, activation="softmax")(h)
     model = keras.Model(inp, out)
     keras_train(model, data((24, 49, 10)))
-    check(from_keras(tmp_path / "kws.tflite", model), lambda b: [data((b, 49, 10), seed=b)])
+    check(from_keras(tmp_path / "kws.tflite", model), lambda b: {"mfcc": data((b, 49, 10), seed=b)})
 
 
 def test_small_transformer_with_token_inputs(tmp_path) -> None:  # type: ignore[no-untyped-def]
@@ -160,7 +194,7 @@ def test_small_transformer_with_token_inputs(tmp_path) -> None:  # type: ignore[
     model = keras.Model(ids, out)
     path = from_keras(tmp_path / "bert.tflite", model)
     rng = np.random.default_rng(0)
-    check(path, lambda b: [rng.integers(0, 50, (b, 12)).astype(np.int32)])
+    check(path, lambda b: {"ids": rng.integers(0, 50, (b, 12)).astype(np.int32)})
 
 
 def test_shape_and_movement_ops(tmp_path) -> None:  # type: ignore[no-untyped-def]
@@ -185,7 +219,7 @@ def test_shape_and_movement_ops(tmp_path) -> None:  # type: ignore[no-untyped-de
                 + tf.reduce_mean(e, axis=[1, 2, 3])[:, None])
 
     path = from_function(tmp_path / "shape.tflite", fn, tf.TensorSpec([None, 7, 6, 3], tf.float32, name="x"))
-    check(path, lambda b: [data((b, 7, 6, 3), seed=b)])
+    check(path, lambda b: {native_input(path): data((b, 7, 6, 3), seed=b)})
 
 
 def test_float16_weights_convert(tmp_path, keras_files) -> None:  # type: ignore[no-untyped-def]
@@ -196,7 +230,7 @@ def test_float16_weights_convert(tmp_path, keras_files) -> None:  # type: ignore
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     converter.target_spec.supported_types = [tf.float16]
     path = write(tmp_path / "f16.tflite", converter)
-    check(path, lambda b: [data((b, IMAGE, IMAGE, 3), seed=b)])
+    check(path, lambda b: {"image": data((b, IMAGE, IMAGE, 3), seed=b)})
 
 
 @pytest.mark.parametrize("mode", ["int8", "dynamic"])
@@ -226,7 +260,7 @@ def test_quantized_model_is_refused_naming_what_was_found(tmp_path, keras_files,
         auto = pyengine.load(path)
     assert auto.backend == "tflite"
     x = data((2, *shape))
-    assert_close(auto.predict(x), interpret(path, [x])[0])
+    assert_close(auto.predict(x), next(iter(interpret(path, {auto.inputs[0].name: x}).values())))
 
 
 def test_unknown_builtin_op_is_refused_naming_op_and_index(tmp_path) -> None:  # type: ignore[no-untyped-def]

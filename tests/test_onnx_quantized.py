@@ -512,3 +512,17 @@ def test_symmetric_activations_keep_relu_and_it_fuses_into_the_int8_op(tmp_path)
     got = pyengine.load(dst).predict(x)
     want = ort.InferenceSession(path, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
     np.testing.assert_allclose(got, want, rtol=0, atol=_output_step(path) * 1.001)
+
+
+def test_element_moving_ops_run_on_quantized_tensors_with_runtime_indices(tmp_path):
+    """Q -> Gather (indices fed at run time) -> Transpose, a uint8 graph output: the codes
+    move as their real values and keep their scale and zero point; a uint8 output is codes."""
+    nodes = [helper.make_node("QuantizeLinear", ["a", "s", "z"], ["q"]),
+             helper.make_node("Gather", ["q", "b"], ["g"], axis=1),
+             helper.make_node("Transpose", ["g"], ["y"], perm=[1, 0])]
+    m = _two_input_model(nodes, {"s": np.float32(0.1), "z": np.uint8(7)}, (TensorProto.FLOAT, (2, 5)),
+                         (TensorProto.INT64, (3,)), TensorProto.UINT8, [3, 2])
+    feed = {"a": np.linspace(-1, 30, 10, dtype=np.float32).reshape(2, 5), "b": np.array([4, 0, 2], np.int64)}
+    got, want = _ort_and_native(tmp_path, m, feed)
+    assert got.dtype == np.uint8
+    np.testing.assert_array_equal(got, want)

@@ -117,7 +117,8 @@ def convert(
     weight_layout: str = "plain",
     **options: Any,
 ) -> str:
-    """Convert a TensorFlow, MXNet, Chainer or ONNX model into a native ``.pyem`` file.
+    """Convert a TensorFlow (or Keras, or TFLite), MXNet, Chainer or ONNX model into a native
+    ``.pyem`` file.
 
     Parameters
     ----------

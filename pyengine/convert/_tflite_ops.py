@@ -446,10 +446,6 @@ def _tile(imp: Importer, op: Operator) -> str | None:
     return y if y != imp.x(op, 0) else imp.g.op("Identity", [y], imp.name(op))
 
 
-def _identity(imp: Importer, op: Operator) -> str:
-    return imp.g.op("Identity", [imp.x(op, 0)], imp.name(op))
-
-
 #: Operators that may read a run-time shape (SHAPE's -1 batch): those that fold it (their
 #: result must then be a constant) and those that read it as a size (READS_SHAPE).
 SHAPE_OPS = {"SHAPE", "STRIDED_SLICE", "PACK", "CAST", "CONCATENATION", "SLICE", "GATHER",
@@ -535,5 +531,4 @@ HANDLERS: dict[str, Handler] = {
     "LESS_EQUAL": _compare("less_equal"),
     "GREATER_EQUAL": _compare("greater_equal"),
     "TILE": _tile,
-    "IDENTITY": _identity,
 }

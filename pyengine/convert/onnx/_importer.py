@@ -240,11 +240,11 @@ class Importer:
     def _convert_coded(self, node: Any, name: str, op_type: str, ins: list[str], q: Any) -> None:
         """A CODE_PRESERVING_OPS node on quantized values: the float op on the real values, whose
         outputs keep the input's quantization (every quantized input must share it)."""
-        for v in ins:
-            if not v:
-                continue
-            const = self.g.is_const(v)
-            if (const and self.dtype_of(v) in ("int8", "uint8")) or (not const and self.qparams.get(v) != q):
+        for i, v in zip(node.input, ins):
+            # Data inputs holding codes must share the grid; indices, shapes and axes are free.
+            coded = self.dtype_of(v) in ("int8", "uint8") if self.g.is_const(v) else (
+                v in self.qparams and self.onnx_dtypes.get(i) in ("int8", "uint8"))
+            if v and (coded or self.dtype_of(v) in ("int8", "uint8")) and self.qparams.get(v) != q:
                 self._set(node, [self.g.unsupported_op(
                     name, f"{op_type} of quantized tensors with different scales or zero points")]
                     * len(node.output))
@@ -396,4 +396,5 @@ TYPED_OPS = {
     "Div", "Sum", "Min", "Max", "Pow", "Mod", "Abs", "Neg", "Sign", "ArgMax", "ArgMin",
     "Gather", "GatherElements", "Trilu", "IsNaN", "IsInf", "Dropout", "Constant", "BitwiseAnd",
     "BitwiseOr", "BitwiseXor", "BitwiseNot", "BitShift", "Attention", "EyeLike", "GatherND", "BitCast",
+    "RotaryEmbedding",
 }
