@@ -237,7 +237,7 @@ def test_auto_inside_a_function_without_a_grant_uses_cpu(tmp_path, monkeypatch):
 #: through the Host fallback (docs/gpu.md lists them). Every other op must lower, and these
 #: must fall back rather than fail.
 HOST_ONLY_OPS = {"Attention", "BatchMatMul", "BinaryMath", "ConvTranspose2D", "GRU", "LayerNorm", "LogSoftmax",
-                 "LSTM", "Math", "Reduce", "Resize", "RNN", "Where",
+                 "GridSample", "LSTM", "Math", "Reduce", "Resize", "RNN", "Where",
                  # issue 23's int8 ops: CPU kernels only
                  "QuantizeLinear", "DequantizeLinear", "QLinearConv2D", "QLinearDense",
                  # issue 25's typed ops (int64/bool values): CPU kernels only

@@ -155,3 +155,31 @@ def test_mask_that_does_not_broadcast_is_refused_at_load_naming_the_node(tmp_pat
     pyengine.convert(src, dst)
     with pytest.raises(ValueError, match="attn_node.*attn_mask \\[3, 3, 5\\] does not broadcast"):
         pyengine.load(dst).predict(feeds)
+
+
+@pytest.mark.parametrize("threads", [1, 3])
+def test_every_kernel_variant_and_thread_count_agree_with_the_reference(tmp_path, threads) -> None:  # type: ignore[no-untyped-def]
+    """The kernel over each dispatched GEMM / softmax variant, with the rows of a head split
+    over threads (3 threads, 2 heads: blocks of a head in parallel), a causal mask, and a NaN in
+    one batch's Q (the reference row form: that batch's rows are NaN, the other batch exact)."""
+    from pyengine import _core
+
+    q = r(2, 2, 37, 8)
+    q[1, 0, 3, 5] = np.nan
+    feeds = {"Q": q, "K": r(2, 2, 41, 8), "V": r(2, 2, 41, 6)}
+    model = _model(feeds, ["Y"], 23, is_causal=1)
+    want = ReferenceEvaluator(model).run(None, feeds)[0]
+    src, dst = str(tmp_path / "v.onnx"), str(tmp_path / "v.pyem")
+    onnx.save(model, src)
+    pyengine.convert(src, dst)
+    isa, before = _core.kernel_variant(), _core.num_threads()
+    try:
+        _core.set_num_threads(threads)
+        for variant in _core.kernels_available():
+            _core.set_isa(variant)
+            got = pyengine.load(dst).predict(feeds)
+            np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5, err_msg=variant)
+            assert np.isnan(got[1, 0, 3]).all() and not np.isnan(got[0]).any()
+    finally:
+        _core.set_isa(isa)
+        _core.set_num_threads(before)

@@ -70,6 +70,8 @@ def _check(tmp_path, op: str, feeds: dict[str, np.ndarray], opset: int, **kw: An
     ("PRelu", {"x": r(2, 3, 4), "slope": r(3, 1)}, 16, {}),
     ("MeanVarianceNormalization", {"x": r(2, 3, 4, 5)}, 13, {"axes": [1, 3]}),
     ("Hardmax", {"x": r(2, 5, 3)}, 13, {"axis": 1}),
+    ("LpPool", {"x": r(2, 3, 9, 8)}, 18, {"kernel_shape": [3, 2], "p": 3, "pads": [1, 0, 2, 1], "strides": [2, 1]}),
+    ("LpPool", {"x": r(2, 3, 11)}, 18, {"kernel_shape": [4], "auto_pad": "SAME_UPPER"}),
 ])
 def test_elementwise_and_normalising_ops_with_a_free_batch(tmp_path, op, feeds, opset, attrs) -> None:  # type: ignore[no-untyped-def]
     _check(tmp_path, op, feeds, opset, free_batch=True, **attrs)
@@ -173,3 +175,41 @@ def test_bitcast_reads_the_same_bytes(tmp_path, x, to) -> None:  # type: ignore[
     pyengine.convert(src, dst)
     got = pyengine.load(dst).predict(x)
     assert got.dtype == want.dtype and got.tobytes() == want.tobytes()
+
+
+@pytest.mark.parametrize("rank,interleaved,dim,positions", [
+    (4, 0, 0, True), (3, 1, 6, True), (4, 1, 0, False), (3, 0, 4, False),
+])
+def test_rotary_embedding(tmp_path, rank, interleaved, dim, positions) -> None:  # type: ignore[no-untyped-def]
+    b, heads, seq, size = 2, 3, 5, 10
+    half = (dim or size) // 2
+    x = r(b, heads, seq, size) if rank == 4 else r(b, seq, heads * size)
+    feeds = {"x": x, "cos": r(7, half) if positions else r(b, seq, half)}
+    feeds["sin"] = r(*feeds["cos"].shape)
+    if positions:
+        feeds["pos"] = RNG.integers(0, 7, (b, seq)).astype(np.int64)
+    attrs: dict[str, Any] = {"interleaved": interleaved, "rotary_embedding_dim": dim}
+    if rank == 3:
+        attrs["num_heads"] = heads
+    _check(tmp_path, "RotaryEmbedding", feeds, 23, **attrs)
+
+
+@pytest.mark.parametrize("mode", ["linear", "nearest"])
+@pytest.mark.parametrize("padding", ["zeros", "border", "reflection"])
+@pytest.mark.parametrize("align", [0, 1])
+@pytest.mark.parametrize("spatial", [(4, 5), (3, 2, 4)])
+def test_grid_sample_points_inside_and_outside(tmp_path, mode, padding, align, spatial) -> None:  # type: ignore[no-untyped-def]
+    out = (3, 2) if len(spatial) == 2 else (2, 2, 2)
+    grid = RNG.uniform(-1.4, 1.4, (2, *out, len(spatial))).astype(np.float32)
+    grid[0, 0, 0] = 0.25  # a nearest half-way point (rounded to even)
+    _check(tmp_path, "GridSample", {"x": r(2, 3, *spatial), "grid": grid}, 22, mode=mode,
+           padding_mode=padding, align_corners=align)
+
+
+def test_grid_sample_cubic_is_refused_naming_the_value(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    model, _ = _graph("GridSample", {"x": r(1, 1, 3, 3), "grid": r(1, 2, 2, 2)}, 22, mode="cubic")
+    src = str(tmp_path / "c.onnx")
+    onnx.save(model, src)
+    with pytest.raises(pyengine.UnsupportedOpsError) as info:
+        pyengine.convert(src, str(tmp_path / "c.pyem"))
+    assert info.value.ops == [("the_node", "GridSample with mode 'cubic'")]

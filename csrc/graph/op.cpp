@@ -157,7 +157,7 @@ int64_t normalize_axis(int64_t axis, size_t rank, const std::string& what) {
 void shape_error(const std::string& what) { throw InvalidArgument(what); }
 
 // Factories live beside their ops (ops_nn.cpp, ops_elementwise.cpp, ops_shape.cpp, ops_math.cpp,
-// ops_conv_transpose.cpp, ops_rnn.cpp, ops_resize.cpp, ops_attention.cpp).
+// ops_conv_transpose.cpp, ops_rnn.cpp, ops_resize.cpp, ops_attention.cpp, ops_grid_sample.cpp).
 using Factory = std::unique_ptr<Op> (*)(const Attrs&);
 #define PYENGINE_OPS(X)                                                                  \
     X(Dense, 2, 3, 1) X(MatMul, 2, 3, 1) X(Conv2D, 2, 3, 1) X(BatchNorm, 5, 5, 1)        \
@@ -172,7 +172,7 @@ using Factory = std::unique_ptr<Op> (*)(const Attrs&);
     X(Mean, 1, 1, 1) X(Identity, 1, 1, 1)                                                \
     X(Math, 1, 1, 1) X(BinaryMath, 2, 2, 1) X(Reduce, 1, 1, 1) X(LayerNorm, 2, 3, 1)     \
     X(LogSoftmax, 1, 1, 1) X(BatchMatMul, 2, 2, 1) X(Where, 3, 3, 1)    \
-    X(Resize, 1, 1, 1) X(ConvTranspose2D, 2, 3, 1)                                      \
+    X(Resize, 1, 1, 1) X(GridSample, 2, 2, 1) X(ConvTranspose2D, 2, 3, 1)                                      \
     X(RNN, 4, 5, 1) X(GRU, 4, 5, 1) X(LSTM, 4, 7, 1)                                                     \
     X(QuantizeLinear, 1, 1, 1) X(DequantizeLinear, 1, 1, 1)                              \
     X(QLinearConv2D, 2, 3, 1) X(QLinearDense, 2, 3, 1)                                 \

@@ -1,4 +1,5 @@
-"""ONNX Attention (opsets 23-25) -> the native Attention op (csrc/graph/ops_attention.cpp).
+"""ONNX Attention (opsets 23-25) -> the native Attention op (csrc/graph/ops_attention.cpp), and
+RotaryEmbedding -> native Gather, Slice, Mul, Add/Sub and Concat.
 
 A native node has one output, so Y and qk_matmul_output are each their own Attention node
 (attribute ``output``), and present_key / present_value are the past and the new keys / values
@@ -107,4 +108,54 @@ def _attention(
     return outs
 
 
-HANDLERS: dict[str, Handler] = {"Attention": _attention}
+def _rotary(imp: Importer, node: Any, name: str, ins: list[str], attrs: dict[str, Any]) -> str | None:
+    """RotaryEmbedding (opset 23), as onnx's reference: the first ``rotary_embedding_dim`` of each
+    head (all by default) rotated by the cos / sin of each position (the caches indexed by
+    position_ids, or given per batch and position), in halves or interleaved pairs; the rest kept."""
+    for i, value in enumerate(ins):
+        if value and imp.dtype_of(value) != ("int64" if i == 3 else "float32"):
+            return imp.g.unsupported_op(name, f"RotaryEmbedding of input {i} of type {imp.dtype_of(value)}")
+    shape = imp.shapes.get(node.input[0])
+    if shape is None or len(shape) not in (3, 4) or min(shape[1:]) < 1:
+        return None
+    heads = int(attrs.get("num_heads", 0))
+    if len(shape) == 3 and (heads < 1 or shape[2] % heads):
+        return imp.g.unsupported_op(name, f"RotaryEmbedding with num_heads {heads} for hidden size {shape[2]}")
+    size = shape[3] if len(shape) == 4 else shape[2] // heads
+    dim = int(attrs.get("rotary_embedding_dim", 0)) or size
+    if dim % 2 or dim > size:
+        return imp.g.unsupported_op(name, f"RotaryEmbedding with rotary_embedding_dim {dim} for head size {size}")
+    half, g = dim // 2, imp.g
+
+    def op(kind: str, inputs: list[str], hint: str, **kw: Any) -> str:
+        return g.op(kind, inputs, f"{name}/{hint}", **kw)
+
+    # x as [batch, heads, seq, size] (4-D) or [batch, seq, heads, size] (3-D, split): cos and sin
+    # [batch, seq, half] gain a 1 on the heads axis (and on a trailing pair axis, interleaved).
+    x = ins[0] if len(shape) == 4 else op("Reshape", ins[:1], "split", shape=[0, 0, heads, size])
+    interleaved = bool(attrs.get("interleaved", 0))
+    trig = []
+    for k, cache in ((1, ins[1]), (2, ins[2])):
+        per_pos = op("Gather", [cache, ins[3]], f"gather{k}", axis=0) if len(ins) > 3 and ins[3] else cache
+        head_axis = [0, 1, -1, half] if len(shape) == 4 else [0, 0, 1, half]
+        trig.append(op("Reshape", [per_pos], f"trig{k}", shape=head_axis + ([1] if interleaved else [])))
+    cos, sin = trig
+    rot = x if dim == size else op("Slice", [x], "rot", axis=-1, start=0, end=dim)
+    if interleaved:  # pairs (x[2i], x[2i+1]) on a trailing axis of 2
+        rot = op("Reshape", [rot], "pairs", shape=[0, 0, 0, half, 2])
+        x1, x2 = (op("Slice", [rot], f"x{k + 1}", axis=-1, start=k, end=k + 1) for k in (0, 1))
+    else:
+        x1, x2 = (op("Slice", [rot], f"x{k + 1}", axis=-1, start=k * half, end=(k + 1) * half) for k in (0, 1))
+    real = op("Sub", [op("Mul", [cos, x1], "cos_x1"), op("Mul", [sin, x2], "sin_x2")], "real")
+    imag = op("Add", [op("Mul", [sin, x1], "sin_x1"), op("Mul", [cos, x2], "cos_x2")], "imag")
+    rotated = op("Concat", [real, imag], "rotated", axis=-1)
+    if interleaved:
+        rotated = op("Reshape", [rotated], "merged", shape=[0, 0, 0, dim])
+    if dim < size:
+        rotated = op("Concat", [rotated, op("Slice", [x], "pass", axis=-1, start=dim, end=size)], "joined", axis=-1)
+    if len(shape) == 3:
+        return g.op("Reshape", [rotated], name, shape=[0, 0, shape[2]])
+    return g.op("Identity", [rotated], name)
+
+
+HANDLERS: dict[str, Handler] = {"Attention": _attention, "RotaryEmbedding": _rotary}

@@ -82,6 +82,33 @@ def _pool(
     return y if spatial == 2 else _from_4d(imp, y, name)
 
 
+def _lp_pool(imp: Importer, node: Any, name: str, ins: list[str], attrs: dict[str, Any]) -> str | None:
+    """(kernel size · AveragePool(|x|^p, padding counted))^(1/p), as onnx's reference computes
+    LpPool: the sum of |x|^p over the window, padding adding 0. ceil_mode, whose ragged last
+    window the average does not count whole, is refused naming the value."""
+    p = int(attrs.get("p", 2))
+    if p < 1:
+        return imp.g.unsupported_op(name, f"LpPool with p {p}")
+    if attrs.get("ceil_mode", 0):
+        return imp.g.unsupported_op(name, f"LpPool with ceil_mode {attrs['ceil_mode']}")
+
+    def const(v: float, hint: str) -> str:
+        return imp.g.const(np.float32(v), f"{name}/{hint}")
+
+    x = ins[0] if p % 2 == 0 else imp.g.op("Math", ins[:1], name + "/abs", fn="abs")
+    powered = (imp.g.op("Mul", [x, x], name + "/pow") if p == 2
+               else x if p == 1 else imp.g.op("BinaryMath", [x, const(p, "p")], name + "/pow", fn="pow"))
+    avg = _pool(imp, node, name + "/avg", [powered], {**attrs, "count_include_pad": 1})
+    if avg is None:
+        return None
+    total = imp.g.op("Mul", [avg, const(float(np.prod(attrs["kernel_shape"])), "count")], name + "/sum")
+    if p == 1:
+        return imp.g.op("Identity", [total], name)
+    if p == 2:
+        return imp.g.op("Math", [total], name, fn="sqrt")
+    return imp.g.op("BinaryMath", [total, const(1.0 / p, "root")], name, fn="pow")
+
+
 def _global_pool(
     imp: Importer, node: Any, name: str, ins: list[str], attrs: dict[str, Any]
 ) -> str | None:
@@ -208,6 +235,22 @@ def _conv_transpose(
     return y if spatial == 2 else _from_4d(imp, y, name)
 
 
+def _grid_sample(imp: Importer, node: Any, name: str, ins: list[str], attrs: dict[str, Any]) -> str | None:
+    """GridSample on 4-D and 5-D inputs, nearest and (bi)linear, any padding mode; cubic is
+    refused naming the node and the value."""
+    mode = attr_str(attrs.get("mode", "linear" if imp.opset >= 20 else "bilinear"))
+    padding = attr_str(attrs.get("padding_mode", "zeros"))
+    native = {"bilinear": "linear", "linear": "linear", "nearest": "nearest"}.get(mode)
+    if native is None:
+        return imp.g.unsupported_op(name, f"GridSample with mode '{mode}'")
+    if padding not in ("zeros", "border", "reflection"):
+        return imp.g.unsupported_op(name, f"GridSample with padding_mode '{padding}'")
+    if imp.rank(node.input[0]) not in (4, 5):
+        return None
+    return imp.g.op("GridSample", ins[:2], name, mode=native, padding_mode=padding,
+                    align_corners=bool(attrs.get("align_corners", 0)))
+
+
 _RESIZE_COORDS = (
     "half_pixel", "half_pixel_symmetric", "pytorch_half_pixel", "align_corners", "asymmetric"
 )
@@ -280,6 +323,8 @@ HANDLERS: dict[str, Handler] = {
     "Conv": _conv,
     "MaxPool": _pool,
     "AveragePool": _pool,
+    "LpPool": _lp_pool,
+    "GridSample": _grid_sample,
     "GlobalAveragePool": _global_pool,
     "GlobalMaxPool": _global_pool,
     "Gemm": _gemm,
