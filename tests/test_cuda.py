@@ -241,7 +241,7 @@ HOST_ONLY_OPS = {"Attention", "BatchMatMul", "BinaryMath", "ConvTranspose2D", "G
                  # issue 23's int8 ops: CPU kernels only
                  "QuantizeLinear", "DequantizeLinear", "QLinearConv2D", "QLinearDense",
                  # issue 25's typed ops (int64/bool values): CPU kernels only
-                 "ArgReduce", "BitCast", "Cast", "Classify", "Compare", "Gather", "GatherElements", "Logic",
+                 "ArgReduce", "BitCast", "Cast", "Classify", "Compare", "Gather", "GatherElements", "Logic", "Scatter",
                  "Trilu"}
 
 

@@ -150,3 +150,22 @@ def test_keras_embedding_takes_int32_ids(tmp_path) -> None:  # type: ignore[no-u
         loaded = pyengine.load(path, backend=backend)
         assert [(s.name, s.dtype) for s in loaded.inputs] == [("ids", "int32")]
         assert_close(loaded.predict(x), model(x).numpy())
+
+
+def test_keras_transformer_block_converts_natively(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Embedding, MultiHeadAttention (its Einsums), LayerNormalization, a GELU Dense on 3-D inputs
+    (Tensordot's run-time reshapes, the GELU's Erfc) and mean pooling: all native."""
+    import keras
+    from keras import layers
+
+    ids = keras.Input((12,), dtype="int32", name="ids")
+    h = layers.Embedding(50, 16)(ids)
+    h = layers.LayerNormalization()(h + layers.MultiHeadAttention(num_heads=2, key_dim=8)(h, h))
+    h = layers.LayerNormalization()(h + layers.Dense(16)(layers.Dense(32, activation="gelu")(h)))
+    model = keras.Model(ids, layers.Dense(3)(layers.GlobalAveragePooling1D()(h)))
+    path = str(tmp_path / "bert.keras")
+    model.save(path)
+    native = pyengine.load(path, backend="native")
+    for batch in (1, 4):
+        x = np.random.default_rng(batch).integers(0, 50, (batch, 12)).astype(np.int32)
+        assert_close(native.predict(x), model(x).numpy())

@@ -213,3 +213,24 @@ def test_grid_sample_cubic_is_refused_naming_the_value(tmp_path) -> None:  # typ
     with pytest.raises(pyengine.UnsupportedOpsError) as info:
         pyengine.convert(src, str(tmp_path / "c.pyem"))
     assert info.value.ops == [("the_node", "GridSample with mode 'cubic'")]
+
+
+@pytest.mark.parametrize("reduction", ["none", "add", "mul", "max", "min"])
+def test_scatter_elements_and_nd_with_repeated_negative_indices(tmp_path, reduction) -> None:  # type: ignore[no-untyped-def]
+    elements = {"data": r(3, 4), "indices": np.array([[1, -1, 1], [0, 3, 1]], np.int64), "updates": r(2, 3)}
+    _check(tmp_path, "ScatterElements", elements, 18, axis=1, reduction=reduction)
+    nd = {"data": np.arange(24, dtype=np.int64).reshape(2, 3, 4),
+          "indices": np.array([[1, -1], [0, 2], [1, 2]], np.int64),
+          "updates": np.arange(12, dtype=np.int64).reshape(3, 4) + 5}
+    _check(tmp_path, "ScatterND", nd, 18, reduction=reduction)
+
+
+def test_scatter_index_out_of_range_is_an_error_naming_it(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    feeds = {"data": r(2, 3), "indices": np.array([[0, 1]], np.int64), "updates": r(1, 2)}
+    model, _ = _graph("ScatterElements", feeds, 18, axis=1)
+    src, dst = str(tmp_path / "s.onnx"), str(tmp_path / "s.pyem")
+    onnx.save(model, src)
+    pyengine.convert(src, dst)
+    feeds["indices"] = np.array([[0, 3]], np.int64)
+    with pytest.raises(ValueError, match="ScatterElements index 3 is out of range for a dimension of 3"):
+        pyengine.load(dst).predict(feeds)

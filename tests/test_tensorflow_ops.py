@@ -136,3 +136,22 @@ def test_int32_token_inputs_through_embedding_and_attention(tmp_path) -> None:  
     native = check(tmp_path, fn, [None, 6], lambda b: rng.integers(0, 20, (b, 6)).astype(np.int32),
                    tf.int32)
     assert native.inputs[0].dtype == "int32"
+
+
+def test_einsum_forms(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Two-operand Einsums (attention scores and context, a projection with constant weights, an
+    outer product); an ellipsis is refused naming the equation."""
+    w = tf.constant(data((8, 2, 4), seed=3))
+
+    def fn(x):  # type: ignore[no-untyped-def]
+        q = tf.einsum("btd,dnh->btnh", x, w)                 # constant weights: Dense
+        s = tf.einsum("btnh,bsnh->bnts", q, q)               # scores: BatchMatMul
+        c = tf.einsum("bnts,bsnh->btnh", tf.nn.softmax(s), q)
+        o = tf.einsum("bi,bj->bij", x[:, 0], x[:, 1])        # outer product
+        return tf.concat([tf.reshape(c, [-1, 40]), tf.reshape(o, [-1, 64])], axis=1)
+
+    check(tmp_path, fn, [None, 5, 8])
+    path, _ = tf_freeze_function(tmp_path, lambda x: tf.einsum("...d,de->...e", x, w[:, 0]),
+                                 [None, 5, 8])
+    with pytest.raises(pyengine.UnsupportedOpsError, match=r"Einsum: equation '\.\.\.d,de->\.\.\.e'"):
+        pyengine.convert(path, str(tmp_path / "e.pyem"))

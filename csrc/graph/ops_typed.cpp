@@ -2,6 +2,7 @@
 // Ops on typed values: Cast, Compare (-> bool), Logic (bool), IsNaN/IsInf (Classify -> bool),
 // ArgMax/ArgMin (-> int64), Gather, GatherElements, Trilu. Generic loops over every dtype
 // through dispatch_dtype; none is hot in the models the vector kernels serve.
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -339,6 +340,121 @@ private:
     int64_t axis_;
 };
 
+// Scatter(data, indices, updates): a copy of data with the updates written (or combined by
+// `reduction`) at the places the indices name, ONNX's ScatterElements (`nd` false: indices and
+// updates of one shape, the index replacing the position along `axis`) and ScatterND (`nd`
+// true: each index row [.., k] names a slice data[i0..ik-1] of shape data.shape[k:]). Updates
+// are applied in order, so a repeated index without reduction keeps the last one, as ONNX's
+// reference. An index out of range is an InvalidArgument naming it.
+enum class Reduction { None, Add, Mul, Max, Min };
+
+class ScatterOp : public Op {
+public:
+    explicit ScatterOp(const Attrs& a)
+        : nd_(a.get_bool("nd", false)), axis_(nd_ ? 0 : a.get_int("axis", 0)) {
+        static const std::map<std::string, Reduction> kinds = {{"none", Reduction::None}, {"add", Reduction::Add},
+                                                               {"mul", Reduction::Mul}, {"max", Reduction::Max},
+                                                               {"min", Reduction::Min}};
+        reduction_ = kinds.at(a.get_string("reduction", "none", {"none", "add", "mul", "max", "min"}));
+    }
+    std::vector<Shape> infer(const std::vector<Shape>& in) const override {
+        const Shape& d = in[0];
+        const Shape& i = in[1];
+        const Shape& u = in[2];
+        if (!nd_) {
+            if (i.size() != d.size() || u != i) {
+                shape_error(str("ScatterElements indices ", shape_str(i), " and updates ", shape_str(u),
+                                " must have one shape of data's rank ", d.size()));
+            }
+            normalize_axis(axis_, d.size(), "ScatterElements");
+            for (size_t k = 0; k < d.size(); ++k) {
+                if (static_cast<int64_t>(k) != normalize_axis(axis_, d.size(), "ScatterElements") && i[k] > d[k]) {
+                    shape_error(str("ScatterElements indices ", shape_str(i), " exceed data ", shape_str(d)));
+                }
+            }
+            return {d};
+        }
+        if (i.empty() || i.back() < 1 || i.back() > static_cast<int64_t>(d.size())) {
+            shape_error(str("ScatterND indices ", shape_str(i), " must end in 1..", d.size(), " (data ", shape_str(d), ")"));
+        }
+        Shape want(i.begin(), i.end() - 1);
+        want.insert(want.end(), d.begin() + i.back(), d.end());
+        if (u != want) shape_error(str("ScatterND updates ", shape_str(u), " must be ", shape_str(want)));
+        return {d};
+    }
+    bool takes_dtype(size_t i, DType t) const override { return i != 1 || is_index_dtype(t); }
+    std::vector<DType> infer_dtypes(const std::vector<DType>& in, size_t) const override {
+        if (!is_index_dtype(in[1])) dtype_error(1, in[1], "int32 or int64");
+        if (in[2] != in[0]) dtype_error(2, in[2], str(dtype_name(in[0]), " (data's dtype)"));
+        if (reduction_ != Reduction::None && in[0] == DType::Bool) dtype_error(0, in[0], "a number type");
+        return {in[0]};
+    }
+    void run(const std::vector<const Tensor*>& in, const std::vector<Tensor*>& out) const override {
+        std::memcpy(out[0]->data, in[0]->data, in[0]->nbytes());
+        dispatch_dtype(in[0]->dtype, [&](auto tag) {
+            using T = decltype(tag);
+            if constexpr (!std::is_same_v<T, bool>) {
+                scatter<T>(*in[1], *in[2], out[0]);
+            } else {
+                scatter<uint8_t>(*in[1], *in[2], out[0]);  // bools: assignment only (infer_dtypes)
+            }
+        });
+    }
+
+private:
+    template <class T>
+    void combine(T* dst, T v) const {
+        switch (reduction_) {
+            case Reduction::None: *dst = v; break;
+            case Reduction::Add: *dst = static_cast<T>(*dst + v); break;
+            case Reduction::Mul: *dst = static_cast<T>(*dst * v); break;
+            case Reduction::Max: *dst = std::max(*dst, v); break;
+            case Reduction::Min: *dst = std::min(*dst, v); break;
+        }
+    }
+
+    template <class T>
+    void scatter(const Tensor& indices, const Tensor& updates, Tensor* out) const {
+        const Shape& ds = out->shape;
+        const size_t r = ds.size();
+        std::vector<int64_t> stride(r, 1);
+        for (size_t d = r; d-- > 1;) stride[d - 1] = stride[d] * ds[d];
+        T* y = static_cast<T*>(out->data);
+        const T* u = static_cast<const T*>(updates.data);
+        const char* op = nd_ ? "ScatterND" : "ScatterElements";
+        if (nd_) {
+            const int64_t k = indices.shape.back();
+            const int64_t rows = indices.numel() / k;
+            const int64_t slice = stride[static_cast<size_t>(k - 1)];
+            for (int64_t row = 0; row < rows; ++row) {
+                int64_t off = 0;
+                for (int64_t j = 0; j < k; ++j) {
+                    off += wrap_index(index_at(indices, row * k + j), ds[static_cast<size_t>(j)], op) * stride[static_cast<size_t>(j)];
+                }
+                for (int64_t e = 0; e < slice; ++e) combine(y + off + e, u[row * slice + e]);
+            }
+            return;
+        }
+        const Shape& is = indices.shape;
+        const size_t axis = static_cast<size_t>(normalize_axis(axis_, r, op));
+        std::vector<int64_t> idx(r, 0);
+        const int64_t n = shape_numel(is);
+        for (int64_t e = 0; e < n; ++e) {
+            int64_t off = 0;
+            for (size_t d = 0; d < r; ++d) off += (d == axis ? wrap_index(index_at(indices, e), ds[d], op) : idx[d]) * stride[d];
+            combine(y + off, u[e]);
+            for (size_t d = r; d-- > 0;) {
+                if (++idx[d] < is[d]) break;
+                idx[d] = 0;
+            }
+        }
+    }
+
+    bool nd_;
+    int64_t axis_;
+    Reduction reduction_ = Reduction::None;
+};
+
 // Trilu(x[, k]): the upper (or lower) triangle of the last two dimensions from diagonal k (a
 // scalar int64 input read once per run), zeros elsewhere.
 class TriluOp : public Op {
@@ -381,6 +497,7 @@ private:
 }  // namespace
 
 std::unique_ptr<Op> make_BitCast(const Attrs& a) { return std::make_unique<BitCastOp>(a); }
+std::unique_ptr<Op> make_Scatter(const Attrs& a) { return std::make_unique<ScatterOp>(a); }
 std::unique_ptr<Op> make_Cast(const Attrs& a) { return std::make_unique<CastOp>(a); }
 std::unique_ptr<Op> make_Compare(const Attrs& a) { return std::make_unique<CompareOp>(a); }
 std::unique_ptr<Op> make_Logic(const Attrs& a) { return std::make_unique<LogicOp>(a); }

@@ -261,6 +261,11 @@ def _math(fn: str, **attrs: Any) -> Callable[[Any, Any], str]:
             return imp.g.op("Math", [s], n.name, fn="reciprocal")
         if fn == "square":
             return imp.g.op("Mul", [x, x], n.name)
+        if fn == "erfc":  # 1 - erf(x): GELU written with erfc
+            e = imp.g.op("Math", [x], n.name + "/erf", fn="erf")
+            one = imp.g.const(np.ones((), imp.g.value(x).dtype if imp.g.is_const(x) else np.float32),
+                              n.name + "/one")
+            return imp.g.op("Sub", [one, e], n.name)
         return imp.g.op("Math", [x], n.name, fn=fn, **attrs)
 
     return handle
@@ -304,6 +309,50 @@ def arg_reduce(imp: Any, n: Any) -> str | None:
     return y if to == "int64" else imp.g.op("Cast", [y], n.name, to=to)
 
 
+def einsum(imp: Any, n: Any) -> str | None:
+    """Two-operand Einsum (what Keras' attention and EinsumDense freeze to) without repeated or
+    ellipsis indices: both operands transposed to [batch, free, contracted] / [batch, contracted,
+    free], one BatchMatMul (Dense when the right one is constant and has no batch index), then
+    the output order. At most one size may be known only at run time."""
+    eq = str(_attr(n, "equation", "")).replace(" ", "")
+    ins = [i for i in n.input if not i.startswith("^")]
+    if "..." in eq or "->" not in eq or len(ins) != 2:
+        raise ValueError(f"equation {eq!r} (two operands without an ellipsis are supported)")
+    lhs, out = eq.split("->")
+    terms = lhs.split(",")
+    if len(terms) != 2 or any(len(set(t)) != len(t) for t in (*terms, out)):
+        raise ValueError(f"equation {eq!r} (a repeated index)")
+    (ta, tb), shapes = terms, [_shape_of(imp, n, 0), _shape_of(imp, n, 1)]
+    if set(out) - set(ta + tb) or (set(ta) ^ set(tb)) - set(out):
+        raise ValueError(f"equation {eq!r} (an index summed within one operand)")
+    size = {c: d for t, sh in zip(terms, shapes) for c, d in zip(t, sh) if d >= 0}
+    size.update({c: -1 for t, sh in zip(terms, shapes) for c, d in zip(t, sh) if d < 0})
+    if sum(1 for d in size.values() if d < 0) > 1:
+        raise ValueError(f"equation {eq!r} with several sizes known only at run time")
+    batch = [c for c in out if c in ta and c in tb]
+    left = [c for c in out if c in ta and c not in tb]
+    right = [c for c in out if c in tb and c not in ta]
+    summed = [c for c in ta if c in tb and c not in out]
+
+    def prod(cs: list[str]) -> int:
+        return -1 if any(size[c] < 0 for c in cs) else int(np.prod([size[c] for c in cs]))
+
+    g, name = imp.g, n.name
+    a = g.op("Transpose", [imp.ref(ins[0])], name + "/a", perm=[ta.index(c) for c in batch + left + summed])
+    a = g.op("Reshape", [a], name + "/a3", shape=[prod(batch), prod(left), prod(summed)] if batch
+             else [prod(left), prod(summed)])
+    b_value = imp.ref(ins[1])
+    b = g.op("Transpose", [b_value], name + "/b", perm=[tb.index(c) for c in batch + summed + right])
+    b = g.op("Reshape", [b], name + "/b3", shape=[prod(batch), prod(summed), prod(right)] if batch
+             else [prod(summed), prod(right)])
+    y = (g.op("Dense", [a, b], name + "/mm") if not batch and g.is_const(b)
+         else g.op("BatchMatMul", [a, b], name + "/mm"))
+    grouped = batch + left + right
+    y = g.op("Reshape", [y], name + "/split", shape=[size[c] for c in grouped])
+    perm = [grouped.index(c) for c in out]
+    return y if perm == list(range(len(out))) else g.op("Transpose", [y], name, perm=perm)
+
+
 HANDLERS: dict[str, Callable[[Any, Any], str | list[str] | None]] = {
     "StridedSlice": strided_slice,
     "Pack": pack,
@@ -329,6 +378,7 @@ HANDLERS: dict[str, Callable[[Any, Any], str | list[str] | None]] = {
     "Floor": _math("floor"),
     "Ceil": _math("ceil"),
     "Erf": _math("erf"),
+    "Erfc": _math("erfc"),
     "Softplus": _math("softplus"),
     "Elu": _math("elu", alpha=1.0),
     "Selu": _math("selu", alpha=1.6732632423543772, beta=1.0507009873554805),
@@ -345,6 +395,7 @@ HANDLERS: dict[str, Callable[[Any, Any], str | list[str] | None]] = {
     "Select": select,
     "SelectV2": select,
     "Tile": tile,
+    "Einsum": einsum,
     "ArgMax": arg_reduce,
     "ArgMin": arg_reduce,
     "ResizeBilinear": resize,

@@ -15,6 +15,7 @@ from pyengine.convert._imports import framework
 from pyengine.convert._keras import freeze_keras
 from pyengine.convert._slicing import BATCH_MULTIPLE, runtime_reshape_target
 from pyengine.convert._tf_attrs import _attr, _layout, _spatial
+from pyengine.convert._tf_shapes import StaticShapes
 from pyengine.errors import InputShapeUnknownError, ModelFormatError
 from pyengine.locate import ModelLocation
 
@@ -158,19 +159,12 @@ class _Importer:
         # Constants computed from a tensor's shape with -1 for a dimension known only at run time
         # (the batch): only shape plumbing (StridedSlice, Pack, Reshape...) may consume them.
         self.symbolic: set[str] = set()
-        self._static: Any = None
+        self.shapes = StaticShapes(tf, frozen.graph_def, frozen.inputs, input_shapes)
 
     def static_shape(self, tensor: str) -> list[int] | None:
-        """A tensor's shape as TensorFlow infers it (-1 for unknown dims), or None."""
-        if self._static is None:
-            self._static = self.tf.Graph()
-            with self._static.as_default():
-                self.tf.compat.v1.import_graph_def(self.frozen.graph_def, name="")
-        name = tensor if ":" in tensor else tensor + ":0"
-        shape = self._static.get_tensor_by_name(name).shape
-        if shape.rank is None:
-            return None
-        return [-1 if d is None else int(d) for d in shape.as_list()]
+        """A tensor's shape (-1 for the batch or a size known only at run time, BATCH_MULTIPLE
+        for the batch times a size; see :mod:`pyengine.convert._tf_shapes`), or None."""
+        return self.shapes.shape(tensor)
 
     def ref(self, name: str) -> str:
         """The graph value of tensor ``name`` (``node`` or ``node:k``)."""
@@ -180,12 +174,6 @@ class _Importer:
                 f"'{self.frozen.path}': tensor '{name}' is an output its op does not give here"
             )
         return self.values[key]
-
-    def dtype(self, name: str) -> str:
-        """The numpy name of tensor ``name``'s element type, as TensorFlow infers it."""
-        self.static_shape(name)
-        t = self._static.get_tensor_by_name(name if ":" in name else name + ":0")
-        return str(t.dtype.name)
 
     def const(self, node: Any, i: int) -> np.ndarray | None:
         v = self.ref(node.input[i])

@@ -85,6 +85,16 @@ def _gather_nd(imp: Importer, node: Any, name: str, ins: list[str], attrs: dict[
     return imp.g.op("Gather", [flat, linear], name, axis=0)
 
 
+def _scatter(imp: Importer, node: Any, name: str, ins: list[str], attrs: dict[str, Any]) -> str:
+    """ScatterElements (and Scatter, its opset 9-10 name) and ScatterND, with any reduction."""
+    extra: dict[str, Any] = ({"nd": True} if node.op_type == "ScatterND"
+                             else {"axis": int(attrs.get("axis", 0))})
+    reduction = attr_str(attrs.get("reduction", "none"))
+    if reduction != "none":
+        extra["reduction"] = reduction
+    return imp.g.op("Scatter", ins[:3], name, **extra)
+
+
 # ONNX bitwise ops -> the native BinaryMath's fn (integers only).
 _BITWISE = {"BitwiseAnd": "bit_and", "BitwiseOr": "bit_or", "BitwiseXor": "bit_xor"}
 
@@ -109,4 +119,7 @@ HANDLERS: dict[str, Handler] = {
     "TopK": _top_k,
     "EyeLike": _eye_like,
     "GatherND": _gather_nd,
+    "Scatter": _scatter,
+    "ScatterElements": _scatter,
+    "ScatterND": _scatter,
 }
