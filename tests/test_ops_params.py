@@ -158,6 +158,7 @@ def test_slice_bounds_axes_and_steps_at_run_time(tmp_path):
         ([-1, 2**62], [-2**62, 0], [1, -1], [-2, -3]),  # backwards, saturated bounds
         ([-10, 0], [20, 7], [0, 1], [1, 1]),  # bounds past the axis are clamped
         ([4, -3], [0, -1], [2, 0], [-1, 1]),
+        ([0, 6], [5, 0], [0, 2], [2**63 - 1, -(2**63)]),  # extreme steps take one element
     ]:
         check(model, sess, {"x": x, "starts": np.array(starts, I64), "ends": np.array(ends, I64),
                             "axes": np.array(axes, I64), "steps": np.array(steps, I64)})

@@ -196,8 +196,10 @@ public:
             const size_t a = static_cast<size_t>(normalize_axis(axes[i], x.size(), "Slice"));
             if (seen[a]) shape_error(str("Slice axis ", axes[i], " repeats"));
             seen[a] = true;
-            const int64_t d = x[a], step = steps[i];
-            if (step == 0) shape_error(str("Slice step for axis ", axes[i], " is 0"));
+            const int64_t d = x[a];
+            if (steps[i] == 0) shape_error(str("Slice step for axis ", axes[i], " is 0"));
+            // A step beyond any axis takes one element, as a huge one does (and cannot overflow).
+            const int64_t step = std::clamp<int64_t>(steps[i], -(int64_t(1) << 40), int64_t(1) << 40);
             // Bounds saturate (ONNX writes INT64_MAX for "to the end"); negative ones count from the end.
             int64_t s = starts[i] < 0 ? std::max(starts[i], -d) + d : std::min(starts[i], d);
             int64_t e = ends[i] < 0 ? std::max(ends[i], -d - 1) + d : std::min(ends[i], d);
@@ -205,11 +207,11 @@ public:
             if (step > 0) {
                 s = std::clamp<int64_t>(s, 0, d);
                 e = std::clamp<int64_t>(e, 0, d);
-                n = e > s ? (e - s + step - 1) / step : 0;
+                n = e > s ? 1 + (e - s - 1) / step : 0;
             } else {
                 s = std::clamp<int64_t>(s, 0, d - 1);
                 e = std::clamp<int64_t>(e, -1, d - 1);
-                n = s > e ? (s - e - step - 1) / -step : 0;
+                n = s > e ? 1 + (s - e - 1) / -step : 0;
             }
             r.out[a] = n;
             r.offset += n > 0 ? s * xs[a] : 0;
