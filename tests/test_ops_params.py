@@ -187,6 +187,17 @@ def test_pad_pads_axes_and_value_at_run_time(tmp_path):
         model.predict({**feeds, "pads": np.array([1, 2, 3], I64)})
 
 
+@pytest.mark.parametrize("mode", ["constant", "reflect", "edge", "wrap"])
+@pytest.mark.parametrize("dtype", [np.float32, np.int32])
+def test_pad_modes_and_dtypes(tmp_path, mode, dtype):
+    x = (x_of(3, 4) * 10).astype(dtype)
+    feeds = {"x": x, "pads": np.array([1, 2, 2, 1], I64)}
+    model, sess = convert(tmp_path, helper.make_node("Pad", ["x", "pads"], ["y"], mode=mode), feeds,
+                          opset=19)
+    for pads in ([1, 2, 2, 1], [0, 3, 2, 0]):
+        check(model, sess, {"x": x, "pads": np.array(pads, I64)})
+
+
 @pytest.mark.parametrize("mode", ["nearest", "linear"])
 def test_resize_sizes_and_scales_at_run_time(tmp_path, mode):
     x = x_of(1, 2, 4, 5)
