@@ -177,7 +177,7 @@ using Factory = std::unique_ptr<Op> (*)(const Attrs&);
     X(QuantizeLinear, 1, 1, 1) X(DequantizeLinear, 1, 1, 1)                              \
     X(QLinearConv2D, 2, 3, 1) X(QLinearDense, 2, 3, 1)                                 \
     X(Cast, 1, 1, 1) X(BitCast, 1, 1, 1) X(Compare, 2, 2, 1) X(Logic, 1, 2, 1) X(Classify, 1, 1, 1)          \
-    X(ArgReduce, 1, 1, 1) X(Gather, 2, 2, 1) X(GatherElements, 2, 2, 1) X(Scatter, 3, 3, 1) X(Trilu, 1, 2, 1)      \
+    X(ArgReduce, 1, 1, 1) X(Gather, 2, 2, 1) X(GatherElements, 2, 2, 1) X(Scatter, 3, 3, 1) X(Cumulative, 2, 2, 1) X(Trilu, 1, 2, 1)      \
     X(Attention, 3, 7, 1)
 
 #define DECLARE(name, a, b, c) std::unique_ptr<Op> make_##name(const Attrs&);
