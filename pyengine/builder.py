@@ -46,6 +46,7 @@ class GraphBuilder:
         self.producer = producer
         self._inputs: list[dict[str, Any]] = []
         self._outputs: list[str] = []
+        self._output_shapes: dict[str, list[int]] = {}
         self._nodes: list[dict[str, Any]] = []
         self._tensors: dict[str, np.ndarray] = {}
         self._quant: dict[str, dict[str, Any]] = {}
@@ -135,9 +136,20 @@ class GraphBuilder:
         self._nodes.append(node)
         return outs[0]
 
-    def output(self, name: str) -> None:
-        """Mark a value as a graph output."""
+    def output(self, name: str, shape: Sequence[int] | None = None) -> None:
+        """Mark a value as a graph output.
+
+        Parameters
+        ----------
+        name
+            The value.
+        shape
+            Its shape as the source declares it (-1: free). Optional: the engine reports it only
+            for models whose output shapes follow parameter inputs' values (docs/format.md).
+        """
         self._outputs.append(name)
+        if shape is not None:
+            self._output_shapes[name] = [int(d) for d in shape]
 
     @property
     def tensors(self) -> dict[str, np.ndarray]:
@@ -151,7 +163,10 @@ class GraphBuilder:
             "format": "pyem",
             "producer": self.producer,
             "inputs": self._inputs,
-            "outputs": [{"name": o} for o in self._outputs],
+            "outputs": [
+                {"name": o, **({"shape": self._output_shapes[o]} if o in self._output_shapes else {})}
+                for o in self._outputs
+            ],
             "nodes": self._nodes,
         }
         if self._quant:

@@ -222,6 +222,34 @@ def test_shape_and_movement_ops(tmp_path) -> None:  # type: ignore[no-untyped-de
     check(path, lambda b: {native_input(path): data((b, 7, 6, 3), seed=b)})
 
 
+def test_more_builtin_ops(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Nearest resize, depth/space moves, SLICE, SQUEEZE, SPLIT_V, PADV2, DIV, LOG_SOFTMAX,
+    ARG_MAX and CAST, comparisons, ELU, PRELU, MINIMUM, POW, unary math, RELU6 and clipping."""
+    import keras
+    prelu = keras.layers.PReLU(alpha_initializer=keras.initializers.Constant(0.25))
+
+    def flat(t):  # type: ignore[no-untyped-def]
+        return tf.reshape(tf.cast(t, tf.float32), [tf.shape(t)[0], -1])
+
+    def fn(x):  # type: ignore[no-untyped-def]
+        pos = tf.abs(x) + 1.0
+        a, b = tf.split(x, [1, 3], axis=3)
+        return tf.concat([flat(t) for t in (
+            tf.compat.v1.image.resize_nearest_neighbor(x, [12, 10], half_pixel_centers=True),
+            tf.nn.depth_to_space(x, 2), tf.nn.space_to_depth(x, 2), x / pos,
+            tf.slice(x, [0, 1, 2, 0], [-1, 3, 4, 2]),
+            tf.squeeze(tf.reduce_min(x, axis=[1], keepdims=True), axis=1),
+            tf.concat([b, a], 3), tf.pad(x, [[0, 0], [1, 0], [0, 2], [0, 0]], constant_values=0.5),
+            tf.nn.log_softmax(x), tf.argmax(x, axis=-1), tf.cast(x > 0.2, tf.float32),
+            tf.cast(tf.less_equal(x, a), tf.float32), tf.nn.elu(x), prelu(x),
+            tf.minimum(x, 0.3), tf.pow(pos, 1.5), tf.sqrt(pos), tf.square(x), tf.floor(x),
+            tf.math.ceil(x), tf.round(x * 3.0), tf.sin(x), tf.cos(x), tf.math.log(pos),
+            tf.nn.relu6(x * 4.0), tf.clip_by_value(x, -1.0, 1.0))], axis=1)
+
+    path = from_function(tmp_path / "more.tflite", fn, tf.TensorSpec([None, 6, 8, 4], tf.float32, name="x"))
+    check(path, lambda b: {native_input(path): data((b, 6, 8, 4), seed=b)})
+
+
 def test_float16_weights_convert(tmp_path, keras_files) -> None:  # type: ignore[no-untyped-def]
     """Post-training float16 quantization stores float16 weights read through DEQUANTIZE: they
     become float32 constants."""

@@ -11,6 +11,11 @@ namespace pyengine {
 
 BatchFn native_batch_fn(std::shared_ptr<const Model> model) {
     if (!model) throw InvalidArgument("native_batch_fn needs a model");
+    if (!model->value_inputs().empty()) {
+        const TensorSpec& t = model->inputs()[static_cast<size_t>(model->value_inputs()[0])];
+        throw InvalidArgument(str("native batching stacks requests along the batch; input '", t.name,
+                                  "' sets output shapes by its value (call predict without batching)"));
+    }
     for (const auto* specs : {&model->inputs(), &model->outputs()}) {
         for (const TensorSpec& t : *specs) {
             if (t.dtype != DType::Float32) {

@@ -9,7 +9,7 @@ namespace pyengine::pyem {
 
 constexpr uint8_t kMagic[8] = {0x89, 'P', 'Y', 'E', 'M', '\r', '\n', 0x1A};
 constexpr uint32_t kVersionMajor = 1;
-constexpr uint32_t kVersionMinor = 1;  // 1.1: Conv2D "blocked_weights" (optional node key)
+constexpr uint32_t kVersionMinor = 2;  // 1.1: Conv2D "blocked_weights" (optional node key); 1.2: parameter inputs
 constexpr size_t kHeaderSize = 128;
 constexpr size_t kDataAlignment = 64;
 constexpr size_t kTableEntryFixed = 8;      // name_length u32, dtype u8, ndim u8, reserved u16

@@ -18,6 +18,9 @@ namespace pyengine {
 namespace {
 
 constexpr size_t kMaxCachedPlans = 64;
+// Elements a parameter value (a graph input or a node output read by value) may hold: they key
+// the plan cache.
+constexpr int64_t kMaxParamElements = 4096;
 
 [[noreturn]] void graph_error(const std::string& path, const std::string& what) {
     throw ModelFormatError(str("'", path, "' has an invalid graph: ", what));
@@ -57,6 +60,23 @@ private:
 
 thread_local Arena tls_arena;
 
+// A small tensor's values for an error message: "[1, -2, 5]" (the first 16, then "...").
+std::string values_str(const Tensor& t) {
+    std::string out = "[";
+    const int64_t n = t.numel();
+    for (int64_t i = 0; i < std::min<int64_t>(n, 16); ++i) {
+        if (i > 0) out += ", ";
+        switch (t.dtype) {
+            case DType::Int64: out += std::to_string(t.as<const int64_t>()[i]); break;
+            case DType::Int32: out += std::to_string(t.as<const int32_t>()[i]); break;
+            case DType::Float32: out += str(t.f32()[i]); break;
+            case DType::Float64: out += str(t.as<const double>()[i]); break;
+            default: out += "?"; break;
+        }
+    }
+    return out + (n > 16 ? ", ...]" : "]");
+}
+
 }  // namespace
 
 namespace {
@@ -66,6 +86,11 @@ std::atomic<uint64_t> next_model_id{1};
 Model::Model(const std::string& path) : reader_(path), id_(next_model_id.fetch_add(1)) {
     parse_graph();
     plan_layout();
+    if (!value_inputs_.empty()) {
+        // Shapes depend on parameter values only predict has: plans are checked then.
+        infer_output_specs();
+        return;
+    }
     // Validate shapes once at load with the free dimensions filled in.
     std::vector<Shape> probe;
     for (const auto& in : inputs_) {
@@ -181,6 +206,20 @@ void Model::parse_graph() {
         }
         output_values_.push_back(it->second);
         outputs_.push_back(TensorSpec{name, DType::Float32, {}});
+        Shape declared;
+        const json::Value* shape = o.find("shape");
+        if (shape != nullptr) {
+            if (!shape->is_array() || shape->items().size() > kMaxRank) {
+                graph_error(path, str("output '", name, "' 'shape' must be a list of at most ", kMaxRank, " integers"));
+            }
+            for (const auto& d : shape->items()) {
+                if (!d.is_integer() || d.as_int() < -1 || d.as_int() > (int64_t(1) << 31)) {
+                    graph_error(path, str("output '", name, "' shape entries must be integers >= -1, got ", d.dump()));
+                }
+                declared.push_back(d.as_int());
+            }
+        }
+        declared_output_shapes_.push_back(std::move(declared));
     }
 
     // Keep only the nodes the outputs need, then order them (Kahn); what is left is a cycle.
@@ -227,6 +266,7 @@ void Model::parse_graph() {
         for (int i : nodes_[static_cast<size_t>(order_[pos])].inputs) last_use_[static_cast<size_t>(i)] = static_cast<int>(pos);
     }
     infer_dtypes();
+    find_plan_values();
     // Ops may precompute from constant inputs (folded batch norm, packed weights later).
     for (int n : order_) {
         Node& node = nodes_[static_cast<size_t>(n)];
@@ -269,6 +309,28 @@ void Model::parse_graph() {
     }
 }
 
+// Which values the planner must know (not only their shapes): the parameter inputs ops read by
+// value, and everything those are computed from. Walking the execution order backwards sees a
+// node after all its readers.
+void Model::find_plan_values() {
+    plan_value_.assign(values_.size(), 0);
+    plan_node_.assign(nodes_.size(), 0);
+    for (auto it = order_.rbegin(); it != order_.rend(); ++it) {
+        const Node& node = nodes_[static_cast<size_t>(*it)];
+        bool needed = false;
+        for (int o : node.outputs) needed = needed || plan_value_[static_cast<size_t>(o)];
+        plan_node_[static_cast<size_t>(*it)] = needed;
+        for (size_t k = 0; k < node.inputs.size(); ++k) {
+            if ((needed && node.op->reads_data(k)) || node.op->reads_value(k)) {
+                plan_value_[static_cast<size_t>(node.inputs[k])] = 1;
+            }
+        }
+    }
+    for (size_t i = 0; i < input_values_.size(); ++i) {
+        if (plan_value_[static_cast<size_t>(input_values_[i])]) value_inputs_.push_back(static_cast<int>(i));
+    }
+}
+
 // Every value's element type, node by node in execution order: a node given a dtype it does not
 // take is a ModelFormatError naming the node, the input and the dtype.
 void Model::infer_dtypes() {
@@ -299,7 +361,7 @@ void Model::infer_dtypes() {
     for (size_t o = 0; o < output_values_.size(); ++o) outputs_[o].dtype = values_[static_cast<size_t>(output_values_[o])].dtype;
 }
 
-std::shared_ptr<const Plan> Model::plan(const std::vector<Shape>& input_shapes) const {
+std::shared_ptr<const Plan> Model::plan(const std::vector<Shape>& input_shapes, const void* const* input_data) const {
     if (input_shapes.size() != inputs_.size()) {
         throw InvalidArgument(str("the model takes ", inputs_.size(), " inputs, got ", input_shapes.size()));
     }
@@ -316,19 +378,36 @@ std::shared_ptr<const Plan> Model::plan(const std::vector<Shape>& input_shapes) 
         key.push_back(static_cast<int64_t>(got.size()));
         key.insert(key.end(), got.begin(), got.end());
     }
+    // Parameter inputs: their bytes join the key (the shapes above fix how many there are), so
+    // another value gets another plan.
+    for (int i : value_inputs_) {
+        const TensorSpec& spec = inputs_[static_cast<size_t>(i)];
+        if (input_data == nullptr || input_data[i] == nullptr) {
+            throw InvalidArgument(str("input '", spec.name, "' sets output shapes by its value; planning needs its data"));
+        }
+        const int64_t n = shape_numel(input_shapes[static_cast<size_t>(i)]);
+        if (n > kMaxParamElements) {
+            throw InvalidArgument(str("input '", spec.name, "' sets output shapes by its value and holds at most ",
+                                      kMaxParamElements, " elements; got shape ", shape_str(input_shapes[static_cast<size_t>(i)])));
+        }
+        const size_t bytes = static_cast<size_t>(n) * dtype_size(spec.dtype);
+        const size_t at = key.size();
+        key.resize(at + (bytes + 7) / 8, 0);
+        std::memcpy(key.data() + at, input_data[i], bytes);
+    }
     {
         std::lock_guard<std::mutex> lock(plan_mutex_);
         auto it = plans_.find(key);
         if (it != plans_.end()) return it->second;
     }
-    std::shared_ptr<const Plan> p = build_plan(input_shapes);
+    std::shared_ptr<const Plan> p = build_plan(input_shapes, input_data);
     std::lock_guard<std::mutex> lock(plan_mutex_);
     if (plans_.size() >= kMaxCachedPlans) plans_.clear();  // many distinct shapes: start over
     plans_.emplace(key, p);
     return p;
 }
 
-std::shared_ptr<Plan> Model::build_plan(const std::vector<Shape>& input_shapes) const {
+std::shared_ptr<Plan> Model::build_plan(const std::vector<Shape>& input_shapes, const void* const* input_data) const {
     auto p = std::make_shared<Plan>();
     const size_t nv = values_.size();
     p->shapes.assign(nv, Shape{});
@@ -360,15 +439,69 @@ std::shared_ptr<Plan> Model::build_plan(const std::vector<Shape>& input_shapes) 
         p->arena_bytes = std::max(p->arena_bytes, at + bytes);
     };
 
+    // The values the planner reads (find_plan_values): parameter inputs from the caller, tensors
+    // from the file, and node outputs computed here, into `held`.
+    std::vector<Tensor> known(nv);
+    std::vector<std::vector<int64_t>> held(nv);
+    for (size_t v = 0; v < nv; ++v) {
+        if (plan_value_[v] && values_[v].kind == Value::Constant) known[v] = values_[v].constant;
+    }
+    for (int i : value_inputs_) {
+        const int v = input_values_[static_cast<size_t>(i)];
+        known[static_cast<size_t>(v)] =
+            Tensor{const_cast<void*>(input_data[i]), values_[static_cast<size_t>(v)].dtype, input_shapes[static_cast<size_t>(i)]};
+    }
+
     for (size_t pos = 0; pos < order_.size(); ++pos) {
-        const Node& node = nodes_[static_cast<size_t>(order_[pos])];
+        const int n = order_[pos];
+        const Node& node = nodes_[static_cast<size_t>(n)];
         std::vector<Shape> in_shapes;
-        for (int i : node.inputs) in_shapes.push_back(p->shapes[static_cast<size_t>(i)]);
+        std::vector<const Tensor*> values(node.inputs.size(), nullptr);
+        for (size_t k = 0; k < node.inputs.size(); ++k) {
+            const int i = node.inputs[k];
+            in_shapes.push_back(p->shapes[static_cast<size_t>(i)]);
+            if (plan_value_[static_cast<size_t>(i)]) values[k] = &known[static_cast<size_t>(i)];
+        }
         std::vector<Shape> out_shapes;
         try {
-            out_shapes = node.op->infer(in_shapes);
+            out_shapes = node.op->infer_values(in_shapes, values);
+            if (plan_node_[static_cast<size_t>(n)]) {
+                // Computes a parameter another node reads: run it now, on the known inputs.
+                std::vector<Tensor*> outs;
+                for (size_t k = 0; k < node.outputs.size(); ++k) {
+                    const size_t v = static_cast<size_t>(node.outputs[k]);
+                    const int64_t numel = shape_numel(out_shapes[k]);
+                    if (numel > kMaxParamElements) {
+                        shape_error(str("output '", values_[v].name, "' sets shapes by its value and may hold at most ",
+                                        kMaxParamElements, " elements; it has shape ", shape_str(out_shapes[k])));
+                    }
+                    held[v].assign(static_cast<size_t>(std::max<int64_t>(numel, 1)), 0);
+                    known[v] = Tensor{held[v].data(), values_[v].dtype, out_shapes[k]};
+                    outs.push_back(&known[v]);
+                }
+                // Inputs it reads only the shape of (Shape) carry their shape and no data.
+                std::vector<Tensor> shape_only(node.inputs.size());
+                std::vector<const Tensor*> ins;
+                for (size_t k = 0; k < node.inputs.size(); ++k) {
+                    const size_t i = static_cast<size_t>(node.inputs[k]);
+                    if (plan_value_[i]) {
+                        ins.push_back(&known[i]);
+                    } else {
+                        shape_only[k] = Tensor{nullptr, values_[i].dtype, p->shapes[i]};
+                        ins.push_back(&shape_only[k]);
+                    }
+                }
+                node.op->run(ins, outs);
+            }
         } catch (const InvalidArgument& e) {
-            throw InvalidArgument(str("node '", node.name, "' (", node.op_name, "): ", e.what()));
+            std::string params;  // the parameter values it was given: what the caller fixes
+            for (size_t k = 0; k < node.inputs.size(); ++k) {
+                if (values[k] == nullptr || !node.op->reads_value(k)) continue;
+                params += str(params.empty() ? " (" : ", ", "input ", k, " '",
+                              values_[static_cast<size_t>(node.inputs[k])].name, "' = ", values_str(*values[k]));
+            }
+            throw InvalidArgument(str("node '", node.name, "' (", node.op_name, "): ", e.what(), params,
+                                      params.empty() ? "" : ")"));
         }
         for (size_t k = 0; k < node.outputs.size(); ++k) {
             const int v = node.outputs[k];
@@ -402,6 +535,12 @@ std::shared_ptr<Plan> Model::build_plan(const std::vector<Shape>& input_shapes) 
 }
 
 void Model::infer_output_specs() {
+    if (!value_inputs_.empty()) {
+        // Shapes follow parameter values load does not have: report what the file declares
+        // (-1: decided at predict), or an empty shape when it declares none.
+        for (size_t o = 0; o < outputs_.size(); ++o) outputs_[o].shape = declared_output_shapes_[o];
+        return;
+    }
     // Probe with other sizes for the free dimensions; output dimensions that move are free.
     auto probe = [&](int64_t batch, int64_t other) -> std::vector<Shape> {
         std::vector<Shape> shapes;

@@ -91,11 +91,18 @@ public:
     size_t node_count() const { return order_.size(); }
 
     // Checks input shapes (in inputs() order) and returns the cached plan for them.
-    // Throws InvalidArgument naming the input, what was expected and what came.
-    std::shared_ptr<const Plan> plan(const std::vector<Shape>& input_shapes) const;
+    // Throws InvalidArgument naming the input, what was expected and what came. A model with
+    // parameter inputs (value_inputs()) also needs `input_data` (inputs() order): their values
+    // decide shapes and are part of the cache key.
+    std::shared_ptr<const Plan> plan(const std::vector<Shape>& input_shapes,
+                                     const void* const* input_data = nullptr) const;
+    // Positions (in inputs()) of the inputs whose values the planner reads: parameters such as
+    // a Reduce's axes or a Resize's sizes given at run time (docs/format.md).
+    const std::vector<int>& value_inputs() const { return value_inputs_; }
 
     // Runs the graph. `inputs` and `outputs` follow inputs()/outputs() order; outputs are
-    // allocated by the caller with plan.output_shapes. Thread-safe; takes no locks while
+    // allocated by the caller with plan.output_shapes. Parameter inputs (value_inputs()) must
+    // hold the values the plan was made for. Thread-safe; takes no locks while
     // computing (scratch memory is per calling thread).
     void run(const Plan& plan, const std::vector<const void*>& inputs,
              const std::vector<void*>& outputs) const;
@@ -156,7 +163,9 @@ private:
 
     void parse_graph();
     void plan_layout();
-    std::shared_ptr<Plan> build_plan(const std::vector<Shape>& input_shapes) const;
+    std::shared_ptr<Plan> build_plan(const std::vector<Shape>& input_shapes,
+                                     const void* const* input_data = nullptr) const;
+    void find_plan_values();
     void build_host_schedule(Plan* p) const;
     void infer_output_specs();
     void infer_dtypes();
@@ -171,6 +180,13 @@ private:
     std::vector<int> last_use_;       // per value: last position in order_ that reads it
     int block_ = 0;                   // see layout_block()
     std::vector<Fusion> fusion_;      // per node
+    // Values the planner needs (parameters read by value, and what computes them): per value and
+    // per node (run at plan time); value_inputs_: the graph inputs among them.
+    std::vector<char> plan_value_, plan_node_;
+    std::vector<int> value_inputs_;
+    // Graph outputs' optional "shape" (format 1.2): what outputs() reports for a model with
+    // parameter inputs, whose output shapes load cannot probe.
+    std::vector<Shape> declared_output_shapes_;
 
     mutable std::mutex plan_mutex_;
     mutable std::map<std::vector<int64_t>, std::shared_ptr<const Plan>> plans_;

@@ -156,8 +156,40 @@ int64_t normalize_axis(int64_t axis, size_t rank, const std::string& what) {
 
 void shape_error(const std::string& what) { throw InvalidArgument(what); }
 
+namespace {
+void check_param_count(const Tensor& t, const std::string& what, int64_t max_count) {
+    if (t.shape.size() > 1) shape_error(str(what, " must be a scalar or a 1-D list, got shape ", shape_str(t.shape)));
+    if (max_count >= 0 && t.numel() > max_count) {
+        shape_error(str(what, " holds ", t.numel(), " numbers; it takes at most ", max_count));
+    }
+}
+}  // namespace
+
+std::vector<int64_t> param_ints(const Tensor& t, const std::string& what, int64_t max_count) {
+    check_param_count(t, what, max_count);
+    std::vector<int64_t> out(static_cast<size_t>(t.numel()));
+    for (size_t i = 0; i < out.size(); ++i) {
+        if (t.dtype == DType::Int64) out[i] = t.as<const int64_t>()[i];
+        else if (t.dtype == DType::Int32) out[i] = t.as<const int32_t>()[i];
+        else shape_error(str(what, " has dtype ", dtype_name(t.dtype), "; it takes int32 or int64"));
+    }
+    return out;
+}
+
+std::vector<double> param_floats(const Tensor& t, const std::string& what, int64_t max_count) {
+    check_param_count(t, what, max_count);
+    std::vector<double> out(static_cast<size_t>(t.numel()));
+    for (size_t i = 0; i < out.size(); ++i) {
+        if (t.dtype == DType::Float32) out[i] = t.f32()[i];
+        else if (t.dtype == DType::Float64) out[i] = t.as<const double>()[i];
+        else shape_error(str(what, " has dtype ", dtype_name(t.dtype), "; it takes float32 or float64"));
+    }
+    return out;
+}
+
 // Factories live beside their ops (ops_nn.cpp, ops_elementwise.cpp, ops_shape.cpp, ops_math.cpp,
-// ops_conv_transpose.cpp, ops_rnn.cpp, ops_resize.cpp, ops_attention.cpp, ops_grid_sample.cpp).
+// ops_conv_transpose.cpp, ops_rnn.cpp, ops_resize.cpp, ops_attention.cpp, ops_grid_sample.cpp,
+// ops_params.cpp).
 using Factory = std::unique_ptr<Op> (*)(const Attrs&);
 #define PYENGINE_OPS(X)                                                                  \
     X(Dense, 2, 3, 1) X(MatMul, 2, 3, 1) X(Conv2D, 2, 3, 1) X(BatchNorm, 5, 5, 1)        \
@@ -165,20 +197,22 @@ using Factory = std::unique_ptr<Op> (*)(const Attrs&);
     X(Relu, 1, 1, 1) X(Relu6, 1, 1, 1) X(Clip, 1, 1, 1) X(LeakyRelu, 1, 1, 1)            \
     X(Sigmoid, 1, 1, 1) X(Tanh, 1, 1, 1) X(Softmax, 1, 1, 1)                             \
     X(HardSigmoid, 1, 1, 1) X(HardSwish, 1, 1, 1) X(Silu, 1, 1, 1) X(LRN, 1, 1, 1)       \
-    X(Slice, 1, 1, 1)                                                                    \
+    X(Slice, 1, 5, 1)                                                                    \
     X(MaxPool, 1, 1, 1) X(AvgPool, 1, 1, 1) X(GlobalMaxPool, 1, 1, 1)                    \
-    X(GlobalAvgPool, 1, 1, 1) X(Flatten, 1, 1, 1) X(Reshape, 1, 1, 1)                    \
-    X(Transpose, 1, 1, 1) X(Squeeze, 1, 1, 1) X(Concat, 1, 64, 1) X(Pad, 1, 1, 1)        \
+    X(GlobalAvgPool, 1, 1, 1) X(Flatten, 1, 1, 1) X(Reshape, 1, 2, 1)                    \
+    X(Transpose, 1, 1, 1) X(Squeeze, 1, 2, 1) X(Concat, 1, 64, 1) X(Pad, 1, 4, 1)        \
     X(Mean, 1, 1, 1) X(Identity, 1, 1, 1)                                                \
-    X(Math, 1, 1, 1) X(BinaryMath, 2, 2, 1) X(Reduce, 1, 1, 1) X(LayerNorm, 2, 3, 1)     \
+    X(Math, 1, 1, 1) X(BinaryMath, 2, 2, 1) X(Reduce, 1, 2, 1) X(LayerNorm, 2, 3, 1)     \
     X(LogSoftmax, 1, 1, 1) X(BatchMatMul, 2, 2, 1) X(Where, 3, 3, 1)    \
-    X(Resize, 1, 1, 1) X(GridSample, 2, 2, 1) X(ConvTranspose2D, 2, 3, 1)                                      \
+    X(Resize, 1, 2, 1) X(GridSample, 2, 2, 1) X(ConvTranspose2D, 2, 3, 1)                                      \
     X(RNN, 4, 5, 1) X(GRU, 4, 5, 1) X(LSTM, 4, 7, 1)                                                     \
     X(QuantizeLinear, 1, 1, 1) X(DequantizeLinear, 1, 1, 1)                              \
     X(QLinearConv2D, 2, 3, 1) X(QLinearDense, 2, 3, 1)                                 \
     X(Cast, 1, 1, 1) X(BitCast, 1, 1, 1) X(Compare, 2, 2, 1) X(Logic, 1, 2, 1) X(Classify, 1, 1, 1)          \
-    X(ArgReduce, 1, 1, 1) X(Gather, 2, 2, 1) X(GatherElements, 2, 2, 1) X(Scatter, 3, 3, 1) X(Cumulative, 2, 2, 1) X(Trilu, 1, 2, 1)      \
-    X(Attention, 3, 7, 1)
+    X(ArgReduce, 1, 1, 1) X(Gather, 2, 2, 1) X(GatherElements, 2, 2, 1) X(Scatter, 3, 3, 1)  \
+    X(Cumulative, 2, 2, 1) X(Trilu, 1, 2, 1) X(Attention, 3, 7, 1)                         \
+    X(Unsqueeze, 1, 2, 1) X(Expand, 2, 2, 1) X(Tile, 2, 2, 1) X(ConstantOfShape, 1, 1, 1)  \
+    X(Range, 3, 3, 1) X(Split, 1, 2, 1) X(TopK, 2, 2, 1) X(Shape, 1, 1, 1)
 
 #define DECLARE(name, a, b, c) std::unique_ptr<Op> make_##name(const Attrs&);
 PYENGINE_OPS(DECLARE)

@@ -64,6 +64,27 @@ public:
     virtual ~Op() = default;
     // Output shapes from input shapes; throws InvalidArgument when the shapes do not fit.
     virtual std::vector<Shape> infer(const std::vector<Shape>& in) const = 0;
+    // ---- Parameters read by value (docs/format.md "Parameter inputs") ----
+    // True when input `i` is a parameter (axes, sizes, pads, shape, k...) whose value decides
+    // the output shapes. The planner reads it when planning (a graph input's value is part of
+    // the plan cache key) and passes it to infer_values; run reads it again (a few numbers).
+    virtual bool reads_value(size_t i) const {
+        (void)i;
+        return false;
+    }
+    // False when the op reads only input i's shape, never its elements (Shape): a value the
+    // planner computes then needs no value of that input.
+    virtual bool reads_data(size_t i) const {
+        (void)i;
+        return true;
+    }
+    // infer, for ops with parameter inputs: `values[i]` is input i for each i with
+    // reads_value(i), nullptr elsewhere. Default: infer(in).
+    virtual std::vector<Shape> infer_values(const std::vector<Shape>& in,
+                                            const std::vector<const Tensor*>& values) const {
+        (void)values;
+        return infer(in);
+    }
     // Computes outputs (already allocated with the inferred shapes) from inputs.
     virtual void run(const std::vector<const Tensor*>& in, const std::vector<Tensor*>& out) const = 0;
     // Called once at load with the inputs that are constant (nullptr elsewhere).
@@ -161,5 +182,16 @@ std::vector<std::string> op_names();
 [[noreturn]] void dtype_error(size_t i, DType got, const std::string& takes);
 int64_t normalize_axis(int64_t axis, size_t rank, const std::string& what);
 [[noreturn]] void shape_error(const std::string& what);
+// Copies the elements (`elem` bytes each) of a tensor shaped `out` into `dst`: element i reads
+// src[offset + Σ i[d] · strides[d]] (element strides; 0 repeats, negative walks back).
+void copy_strided(const void* src, size_t elem, const Shape& out, int64_t offset, const std::vector<int64_t>& strides,
+                  void* dst);
+// Row-major element strides of `s`.
+std::vector<int64_t> row_strides(const Shape& s);
+// The integers of parameter input `t` (int32 or int64), named `what` in errors; at most
+// `max_count` of them (-1: any number).
+std::vector<int64_t> param_ints(const Tensor& t, const std::string& what, int64_t max_count);
+// The numbers of parameter input `t` (float32 or float64), named `what` in errors.
+std::vector<double> param_floats(const Tensor& t, const std::string& what, int64_t max_count);
 
 }  // namespace pyengine

@@ -255,15 +255,24 @@ public:
         kind_ = kinds.at(a.get_string("kind", "", names));
         axes_ = a.get_ints("axes", -1, {}, std::numeric_limits<int64_t>::min());
         keepdims_ = a.get_bool("keepdims", true);
+        noop_with_empty_axes_ = a.get_bool("noop_with_empty_axes", false);
     }
-    // Which dimensions of an input of rank `rank` are reduced (no axes: all of them).
-    std::vector<bool> reduced(size_t rank) const {
-        std::vector<bool> r(rank, axes_.empty());
-        for (int64_t ax : axes_) r[static_cast<size_t>(normalize_axis(ax, rank, "Reduce"))] = true;
+    // Input 1, when present, holds the axes (ONNX opset 13/18), read by value.
+    bool reads_value(size_t i) const override { return i == 1; }
+    bool takes_dtype(size_t i, DType t) const override {
+        return i == 1 ? t == DType::Int64 || t == DType::Int32 : t == DType::Float32;
+    }
+    // Which dimensions of an input of rank `rank` are reduced (no axes: all of them, or none
+    // with noop_with_empty_axes); `axes` is input 1 when there is one.
+    std::vector<bool> reduced(size_t rank, const Tensor* axes) const {
+        const std::vector<int64_t> ax = axes != nullptr ? param_ints(*axes, "Reduce axes (input 1)", kMaxRank) : axes_;
+        std::vector<bool> r(rank, ax.empty() && !noop_with_empty_axes_);
+        for (int64_t a : ax) r[static_cast<size_t>(normalize_axis(a, rank, "Reduce"))] = true;
         return r;
     }
-    std::vector<Shape> infer(const std::vector<Shape>& in) const override {
-        const std::vector<bool> r = reduced(in[0].size());
+    std::vector<Shape> infer(const std::vector<Shape>& in) const override { return infer_values(in, {nullptr}); }
+    std::vector<Shape> infer_values(const std::vector<Shape>& in, const std::vector<const Tensor*>& values) const override {
+        const std::vector<bool> r = reduced(in[0].size(), values.size() > 1 ? values[1] : nullptr);
         Shape out;
         for (size_t i = 0; i < in[0].size(); ++i) {
             if (!r[i]) out.push_back(in[0][i]);
@@ -273,7 +282,7 @@ public:
     }
     void run(const std::vector<const Tensor*>& in, const std::vector<Tensor*>& out) const override {
         const Shape& s = in[0]->shape;
-        const std::vector<bool> r = reduced(s.size());
+        const std::vector<bool> r = reduced(s.size(), in.size() > 1 ? in[1] : nullptr);
         // The kept shape with reduced dims as 1: output strides that skip the reduced dims.
         Shape kept(s.size());
         int64_t count = 1;
@@ -334,7 +343,7 @@ public:
 private:
     Red kind_;
     std::vector<int64_t> axes_;
-    bool keepdims_;
+    bool keepdims_, noop_with_empty_axes_;
 };
 
 // ---- LayerNorm and LogSoftmax ----

@@ -15,6 +15,10 @@ namespace pyengine {
 
 namespace {
 
+// Output sizes and coordinate scales from the `sizes` and `scales` attributes, or from input 1
+// (read by value): per axis of `axes` (all by default), the output sizes (`param` "sizes"; the
+// scale is size / input size) or the scales (`param` "scales"; the size is floor(input · scale)),
+// as ONNX's Resize.
 class ResizeOp : public Op {
 public:
     explicit ResizeOp(const Attrs& a)
@@ -24,44 +28,92 @@ public:
                               {"half_pixel", "half_pixel_symmetric", "pytorch_half_pixel", "align_corners",
                                "asymmetric"})),
           nearest_(a.get_string("nearest_mode", "round_prefer_floor",
-                                {"round_prefer_floor", "round_prefer_ceil", "floor", "ceil"})) {
+                                {"round_prefer_floor", "round_prefer_ceil", "floor", "ceil"})),
+          param_(a.get_string("param", "", {"", "scales", "sizes"})),
+          axes_(a.get_ints("axes", -1, {}, -int64_t(kMaxRank))) {
         scales_ = a.get_floats("scales", static_cast<int>(sizes_.size()));
         for (double sc : scales_) {
             if (!(sc > 0.0)) a.fail(str("attribute 'scales' must be positive, got ", sc));
         }
         if (scales_.size() != sizes_.size()) a.fail("attributes 'sizes' and 'scales' need one entry per axis");
     }
-    std::vector<Shape> infer(const std::vector<Shape>& in) const override {
-        if (in[0].size() != sizes_.size()) {
-            shape_error(str("Resize has ", sizes_.size(), " sizes for an input of rank ", in[0].size()));
+    bool reads_value(size_t i) const override { return i == 1; }
+    std::vector<DType> infer_dtypes(const std::vector<DType>& in, size_t) const override {
+        if (in[0] != DType::Float32) dtype_error(0, in[0], "float32");
+        if (in.size() > 1) {
+            const bool ints = in[1] == DType::Int64 || in[1] == DType::Int32;
+            const bool floats = in[1] == DType::Float32 || in[1] == DType::Float64;
+            if (param_ == "sizes" ? !ints : param_ == "scales" ? !floats : true) {
+                dtype_error(1, in[1], param_ == "sizes" ? "int32 or int64 (sizes)" : "float32 or float64 (scales), with attribute param");
+            }
         }
-        Shape out = in[0];
-        for (size_t i = 0; i < out.size(); ++i) {
-            if (sizes_[i] != 0) out[i] = sizes_[i];  // 0: the input's (a free batch)
+        return {DType::Float32};
+    }
+    struct Geometry {
+        Shape out;
+        std::vector<double> scales;
+    };
+    Geometry geometry(const Shape& x, const Tensor* param) const {
+        Geometry g{x, std::vector<double>(x.size(), 1.0)};
+        if (param == nullptr) {
+            if (x.size() != sizes_.size()) {
+                shape_error(str("Resize has ", sizes_.size(), " sizes for an input of rank ", x.size()));
+            }
+            for (size_t i = 0; i < x.size(); ++i) {
+                if (sizes_[i] != 0) g.out[i] = sizes_[i];  // 0: the input's (a free batch)
+            }
+            g.scales = scales_;
+            return g;
         }
-        return {out};
+        std::vector<int64_t> axes = axes_;
+        if (axes.empty()) for (size_t i = 0; i < x.size(); ++i) axes.push_back(static_cast<int64_t>(i));
+        const std::string what = str("Resize ", param_, " (input 1)");
+        const std::vector<double> v = param_ == "sizes" ? std::vector<double>() : param_floats(*param, what, kMaxRank);
+        const std::vector<int64_t> n = param_ == "sizes" ? param_ints(*param, what, kMaxRank) : std::vector<int64_t>();
+        const size_t count = param_ == "sizes" ? n.size() : v.size();
+        if (count != axes.size()) shape_error(str(what, " has ", count, " entries for ", axes.size(), " axes"));
+        for (size_t i = 0; i < axes.size(); ++i) {
+            const size_t a = static_cast<size_t>(normalize_axis(axes[i], x.size(), "Resize"));
+            if (param_ == "sizes") {
+                if (n[i] < 1 || n[i] > (int64_t(1) << 31)) shape_error(str(what, " entry ", n[i], " is not a size >= 1"));
+                g.out[a] = n[i];
+                g.scales[a] = static_cast<double>(n[i]) / static_cast<double>(x[a]);
+            } else {
+                if (!(v[i] > 0.0) || !std::isfinite(v[i])) shape_error(str(what, " entry ", v[i], " is not a positive scale"));
+                g.scales[a] = v[i];
+                const double size = std::floor(static_cast<double>(x[a]) * v[i]);
+                if (size < 1.0 || size > 2147483648.0) shape_error(str(what, " entry ", v[i], " gives axis ", a, " size ", size));
+                g.out[a] = static_cast<int64_t>(size);
+            }
+        }
+        return g;
+    }
+    std::vector<Shape> infer(const std::vector<Shape>& in) const override { return infer_values(in, {nullptr}); }
+    std::vector<Shape> infer_values(const std::vector<Shape>& in, const std::vector<const Tensor*>& v) const override {
+        return {geometry(in[0], v.size() > 1 ? v[1] : nullptr).out};
     }
     void run(const std::vector<const Tensor*>& in, const std::vector<Tensor*>& out) const override {
         Shape cur = in[0]->shape;
         const Shape& target = out[0]->shape;
+        const std::vector<double> scales = geometry(cur, in.size() > 1 ? in[1] : nullptr).scales;
         const size_t r = cur.size();
         bool planes = r >= 2;  // only the last two axes change (images): the 2-D path
-        for (size_t ax = 0; ax + 2 < r; ++ax) planes = planes && cur[ax] == target[ax] && scales_[ax] == 1.0;
+        for (size_t ax = 0; ax + 2 < r; ++ax) planes = planes && cur[ax] == target[ax] && scales[ax] == 1.0;
         if (planes) {
             resize_planes(in[0]->f32(), cur[r - 2], cur[r - 1], out[0]->f32(), target[r - 2], target[r - 1],
-                          shape_numel(Shape(cur.begin(), cur.end() - 2)), scales_[r - 2], scales_[r - 1]);
+                          shape_numel(Shape(cur.begin(), cur.end() - 2)), scales[r - 2], scales[r - 1]);
             return;
         }
         std::vector<float> buf(in[0]->f32(), in[0]->f32() + in[0]->numel()), next;
         for (size_t ax = 0; ax < cur.size(); ++ax) {
             const int64_t n_in = cur[ax], n_out = target[ax];
-            if (n_in == n_out && scales_[ax] == 1.0) continue;
+            if (n_in == n_out && scales[ax] == 1.0) continue;
             int64_t outer = 1, inner = 1;
             for (size_t i = 0; i < ax; ++i) outer *= cur[i];
             for (size_t i = ax + 1; i < cur.size(); ++i) inner *= cur[i];
             next.assign(static_cast<size_t>(outer * n_out * inner), 0.0f);
             for (int64_t j = 0; j < n_out; ++j) {
-                const Tap t = tap(j, n_in, n_out, scales_[ax]);
+                const Tap t = tap(j, n_in, n_out, scales[ax]);
                 for (int64_t o = 0; o < outer; ++o) {
                     const float* r0 = buf.data() + (o * n_in + t.i0) * inner;
                     const float* r1 = buf.data() + (o * n_in + t.i1) * inner;
@@ -177,7 +229,8 @@ private:
     }
     std::vector<int64_t> sizes_;
     std::vector<double> scales_;
-    std::string mode_, coord_, nearest_;
+    std::string mode_, coord_, nearest_, param_;
+    std::vector<int64_t> axes_;
 };
 
 }  // namespace

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 // Shape and data-movement ops: Flatten, Reshape, Transpose, Squeeze, Slice, Concat, Pad, Mean,
-// Identity.
+// Identity. Reshape, Squeeze, Slice and Pad also take their parameters as inputs read by value
+// (Op::reads_value); the ops that only exist in that form live in ops_params.cpp.
 #include <algorithm>
 #include <cstring>
 
@@ -56,19 +57,36 @@ private:
     int64_t axis_;
 };
 
+// The target shape from the `shape` attribute, or from input 1 (read by value; ONNX opset 5+).
 class ReshapeOp : public ViewOp {
 public:
-    explicit ReshapeOp(const Attrs& a) : shape_(a.get_ints("shape", -1, {}, -1)) {
-        if (!a.has("shape")) a.fail("attribute 'shape' is required");
+    explicit ReshapeOp(const Attrs& a)
+        : shape_(a.get_ints("shape", -1, {}, -1)), has_shape_(a.has("shape")), allowzero_(a.get_bool("allowzero", false)) {
         if (shape_.size() > kMaxRank) a.fail(str("attribute 'shape' has rank above ", kMaxRank));
         if (std::count(shape_.begin(), shape_.end(), -1) > 1) a.fail("attribute 'shape' has more than one -1");
     }
-    std::vector<Shape> infer(const std::vector<Shape>& in) const override {
+    bool reads_value(size_t i) const override { return i == 1; }
+    std::vector<DType> infer_dtypes(const std::vector<DType>& in, size_t) const override {
+        if (in.size() > 1 && in[1] != DType::Int64 && in[1] != DType::Int32) dtype_error(1, in[1], "int32 or int64");
+        return {in[0]};
+    }
+    std::vector<Shape> infer(const std::vector<Shape>& in) const override { return infer_values(in, {nullptr}); }
+    std::vector<Shape> infer_values(const std::vector<Shape>& in, const std::vector<const Tensor*>& v) const override {
         const Shape& x = in[0];
-        Shape out = shape_;
+        Shape want = shape_;
+        if (v.size() > 1 && v[1] != nullptr) {
+            want = param_ints(*v[1], "Reshape shape (input 1)", kMaxRank);
+            for (int64_t d : want) {
+                if (d < -1 || d > (int64_t(1) << 31)) shape_error(str("Reshape shape entry ", d, " is not a size, 0 or -1"));
+            }
+            if (std::count(want.begin(), want.end(), -1) > 1) shape_error("Reshape shape has more than one -1");
+        } else if (!has_shape_) {
+            shape_error("Reshape needs attribute 'shape' or a shape input");
+        }
+        Shape out = want;
         int64_t known = 1, infer_at = -1;
         for (size_t i = 0; i < out.size(); ++i) {
-            if (out[i] == 0) {  // 0 copies the input dimension (ONNX, MXNet)
+            if (out[i] == 0 && !allowzero_) {  // 0 copies the input dimension (ONNX, MXNet)
                 if (i >= x.size()) shape_error(str("Reshape dimension ", i, " is 0 but the input has rank ", x.size()));
                 out[i] = x[i];
             }
@@ -78,7 +96,7 @@ public:
         const int64_t total = shape_numel(x);
         if (infer_at >= 0) {
             if (known == 0 || total % known != 0) {
-                shape_error(str("cannot reshape ", shape_str(x), " to ", shape_str(shape_)));
+                shape_error(str("cannot reshape ", shape_str(x), " to ", shape_str(want)));
             }
             out[static_cast<size_t>(infer_at)] = total / known;
         } else if (known != total) {
@@ -89,18 +107,28 @@ public:
 
 private:
     std::vector<int64_t> shape_;
+    bool has_shape_, allowzero_;
 };
 
+// Drops size-1 dimensions: `axes` (attribute, or input 1 read by value), or all of them.
 class SqueezeOp : public ViewOp {
 public:
     explicit SqueezeOp(const Attrs& a) : axes_(a.get_ints("axes", -1, {}, -int64_t(kMaxRank))) {}
-    std::vector<Shape> infer(const std::vector<Shape>& in) const override {
+    bool reads_value(size_t i) const override { return i == 1; }
+    std::vector<DType> infer_dtypes(const std::vector<DType>& in, size_t) const override {
+        if (in.size() > 1 && in[1] != DType::Int64 && in[1] != DType::Int32) dtype_error(1, in[1], "int32 or int64");
+        return {in[0]};
+    }
+    std::vector<Shape> infer(const std::vector<Shape>& in) const override { return infer_values(in, {nullptr}); }
+    std::vector<Shape> infer_values(const std::vector<Shape>& in, const std::vector<const Tensor*>& v) const override {
         const Shape& x = in[0];
+        const std::vector<int64_t> axes =
+            v.size() > 1 && v[1] != nullptr ? param_ints(*v[1], "Squeeze axes (input 1)", kMaxRank) : axes_;
         std::vector<bool> drop(x.size(), false);
-        if (axes_.empty()) {
+        if (axes.empty()) {
             for (size_t i = 0; i < x.size(); ++i) drop[i] = x[i] == 1;
         }
-        for (int64_t a : axes_) {
+        for (int64_t a : axes) {
             const size_t i = static_cast<size_t>(normalize_axis(a, x.size(), "Squeeze"));
             if (x[i] != 1) shape_error(str("Squeeze axis ", a, " has size ", x[i], ", not 1"));
             drop[i] = true;
@@ -119,12 +147,22 @@ public:
     std::vector<Shape> infer(const std::vector<Shape>& in) const override { return {in[0]}; }
 };
 
-// Elements [start, end) of one axis (step 1). start/end as in ONNX: negative counts from the
-// end, and both are clamped to the axis, so a slice past the end is shorter, never an error.
+// Two forms. Attributes `axis`, `start`, `end`: elements [start, end) of one axis, step 1, the
+// bounds as in ONNX (negative counts from the end, both clamped to the axis, so a slice past the
+// end is shorter, never an error); a layout-pass channel gather and a device Pad can run it.
+// Inputs starts, ends[, axes[, steps]] (ONNX opset 10+, read by value): any axes and steps,
+// copied through copy_strided.
 class SliceOp : public Op {
 public:
-    explicit SliceOp(const Attrs& a)
-        : axis_(a.get_int_required("axis")), start_(a.get_int_required("start")), end_(a.get_int_required("end")) {}
+    explicit SliceOp(const Attrs& a) : one_axis_(a.has("axis")) {
+        if (one_axis_) {
+            axis_ = a.get_int_required("axis");
+            start_ = a.get_int_required("start");
+            end_ = a.get_int_required("end");
+        }
+    }
+
+    bool reads_value(size_t i) const override { return i >= 1; }
 
     std::pair<int64_t, int64_t> range(const Shape& x) const {
         const size_t axis = static_cast<size_t>(normalize_axis(axis_, x.size(), "Slice"));
@@ -134,7 +172,58 @@ public:
         return {s, std::max(s, e)};
     }
 
-    std::vector<Shape> infer(const std::vector<Shape>& in) const override {
+    // The input form's output shape, first element and per-axis element strides (ONNX's rules).
+    struct Strided {
+        Shape out;
+        int64_t offset = 0;
+        std::vector<int64_t> strides;
+    };
+    static Strided strided(const Shape& x, const std::vector<const Tensor*>& p) {
+        const std::vector<int64_t> starts = param_ints(*p[1], "Slice starts (input 1)", kMaxRank);
+        const std::vector<int64_t> ends = param_ints(*p[2], "Slice ends (input 2)", kMaxRank);
+        std::vector<int64_t> axes, steps(starts.size(), 1);
+        if (p.size() > 3 && p[3] != nullptr) axes = param_ints(*p[3], "Slice axes (input 3)", kMaxRank);
+        else for (size_t i = 0; i < starts.size(); ++i) axes.push_back(static_cast<int64_t>(i));
+        if (p.size() > 4 && p[4] != nullptr) steps = param_ints(*p[4], "Slice steps (input 4)", kMaxRank);
+        if (ends.size() != starts.size() || axes.size() != starts.size() || steps.size() != starts.size()) {
+            shape_error(str("Slice has ", starts.size(), " starts, ", ends.size(), " ends, ", axes.size(), " axes and ",
+                            steps.size(), " steps; they must match"));
+        }
+        const std::vector<int64_t> xs = row_strides(x);
+        Strided r{x, 0, xs};
+        std::vector<bool> seen(x.size(), false);
+        for (size_t i = 0; i < starts.size(); ++i) {
+            const size_t a = static_cast<size_t>(normalize_axis(axes[i], x.size(), "Slice"));
+            if (seen[a]) shape_error(str("Slice axis ", axes[i], " repeats"));
+            seen[a] = true;
+            const int64_t d = x[a], step = steps[i];
+            if (step == 0) shape_error(str("Slice step for axis ", axes[i], " is 0"));
+            // Bounds saturate (ONNX writes INT64_MAX for "to the end"); negative ones count from the end.
+            int64_t s = starts[i] < 0 ? std::max(starts[i], -d) + d : std::min(starts[i], d);
+            int64_t e = ends[i] < 0 ? std::max(ends[i], -d - 1) + d : std::min(ends[i], d);
+            int64_t n;
+            if (step > 0) {
+                s = std::clamp<int64_t>(s, 0, d);
+                e = std::clamp<int64_t>(e, 0, d);
+                n = e > s ? (e - s + step - 1) / step : 0;
+            } else {
+                s = std::clamp<int64_t>(s, 0, d - 1);
+                e = std::clamp<int64_t>(e, -1, d - 1);
+                n = s > e ? (s - e - step - 1) / -step : 0;
+            }
+            r.out[a] = n;
+            r.offset += n > 0 ? s * xs[a] : 0;
+            r.strides[a] = xs[a] * step;
+        }
+        return r;
+    }
+
+    std::vector<Shape> infer(const std::vector<Shape>& in) const override { return infer_values(in, {nullptr}); }
+    std::vector<Shape> infer_values(const std::vector<Shape>& in, const std::vector<const Tensor*>& v) const override {
+        if (!one_axis_) {
+            if (v.size() < 3) shape_error("Slice needs attributes axis, start and end, or inputs starts and ends");
+            return {strided(in[0], v).out};
+        }
         Shape out = in[0];
         const auto r = range(in[0]);
         out[static_cast<size_t>(normalize_axis(axis_, out.size(), "Slice"))] = r.second - r.first;
@@ -143,6 +232,11 @@ public:
 
     void run(const std::vector<const Tensor*>& in, const std::vector<Tensor*>& out) const override {
         const Shape& x = in[0]->shape;
+        if (!one_axis_) {
+            const Strided r = strided(x, in);
+            copy_strided(in[0]->data, in[0]->itemsize(), r.out, r.offset, r.strides, out[0]->data);
+            return;
+        }
         const size_t axis = static_cast<size_t>(normalize_axis(axis_, x.size(), "Slice"));
         const auto r = range(x);
         int64_t outer = 1, inner = 1;
@@ -156,10 +250,15 @@ public:
             std::memcpy(dst + static_cast<size_t>(o) * row, src + static_cast<size_t>(o * x[axis] + r.first) * inner * elem, row);
         }
     }
-    std::vector<DType> infer_dtypes(const std::vector<DType>& in, size_t) const override { return same_dtype(in); }
+    std::vector<DType> infer_dtypes(const std::vector<DType>& in, size_t) const override {
+        for (size_t i = 1; i < in.size(); ++i) {
+            if (in[i] != DType::Int64 && in[i] != DType::Int32) dtype_error(i, in[i], "int32 or int64");
+        }
+        return {in[0]};
+    }
 
     bool channel_map(const std::vector<Shape>& in, std::vector<std::pair<int, int64_t>>* src) const override {
-        if (in[0].size() != 4 || normalize_axis(axis_, 4, "Slice") != 1) return false;
+        if (!one_axis_ || in[0].size() != 4 || normalize_axis(axis_, 4, "Slice") != 1) return false;
         const auto r = range(in[0]);
         src->clear();
         for (int64_t c = r.first; c < r.second; ++c) src->emplace_back(0, c);
@@ -168,6 +267,7 @@ public:
 
     // A pad with negative amounts: it crops [start, end) out of the axis.
     bool lower(const std::vector<Shape>& in, DeviceStep* s) const override {
+        if (!one_axis_) return false;
         const size_t axis = static_cast<size_t>(normalize_axis(axis_, in[0].size(), "Slice"));
         const auto r = range(in[0]);
         s->kind = DeviceStep::Pad;
@@ -181,7 +281,8 @@ public:
     }
 
 private:
-    int64_t axis_, start_, end_;
+    bool one_axis_;
+    int64_t axis_ = 0, start_ = 0, end_ = 0;
 };
 
 class TransposeOp : public Op {
@@ -283,38 +384,80 @@ private:
     int64_t axis_;
 };
 
+// Pads from the `pads` attribute (with `value`), or from inputs pads[, value[, axes]] (ONNX
+// opset 11+; pads and axes read by value, where negative amounts crop).
 class PadOp : public Op {
 public:
     explicit PadOp(const Attrs& a)
-        : pads_(a.get_ints("pads", -1, {}, 0)), value_(a.get_float("value", 0.0f)) {
-        if (!a.has("pads")) a.fail("attribute 'pads' (begin..., end...) is required");
+        : pads_(a.get_ints("pads", -1, {}, 0)), has_pads_(a.has("pads")), value_(a.get_float("value", 0.0f)) {
         if (pads_.size() % 2 != 0) a.fail("attribute 'pads' must have an even number of entries");
         const std::string m = a.get_string("mode", "constant", {"constant", "reflect", "edge"});
         mode_ = m == "reflect" ? PadMode::Reflect : m == "edge" ? PadMode::Edge : PadMode::Constant;
     }
-    std::vector<Shape> infer(const std::vector<Shape>& in) const override {
-        const Shape& x = in[0];
-        if (pads_.size() != 2 * x.size()) {
-            shape_error(str("Pad has ", pads_.size(), " pads but the input has rank ", x.size(), " (needs ", 2 * x.size(), ")"));
+    bool reads_value(size_t i) const override { return i == 1 || i == 3; }
+    std::vector<DType> infer_dtypes(const std::vector<DType>& in, size_t) const override {
+        if (in[0] != DType::Float32) dtype_error(0, in[0], "float32");
+        for (size_t i : {size_t(1), size_t(3)}) {
+            if (i < in.size() && in[i] != DType::Int64 && in[i] != DType::Int32) dtype_error(i, in[i], "int32 or int64");
         }
+        if (in.size() > 2 && in[2] != DType::Float32) dtype_error(2, in[2], "float32");
+        return {DType::Float32};
+    }
+    // [begin..., end...] over every axis of an input of rank `rank`.
+    std::vector<int64_t> pads(size_t rank, const std::vector<const Tensor*>& p) const {
+        if (p.size() < 2 || p[1] == nullptr) {
+            if (!has_pads_) shape_error("Pad needs attribute 'pads' or a pads input");
+            if (pads_.size() != 2 * rank) {
+                shape_error(str("Pad has ", pads_.size(), " pads but the input has rank ", rank, " (needs ", 2 * rank, ")"));
+            }
+            return pads_;
+        }
+        const std::vector<int64_t> given = param_ints(*p[1], "Pad pads (input 1)", 2 * kMaxRank);
+        std::vector<int64_t> axes;
+        if (p.size() > 3 && p[3] != nullptr) axes = param_ints(*p[3], "Pad axes (input 3)", kMaxRank);
+        else for (size_t i = 0; i < rank; ++i) axes.push_back(static_cast<int64_t>(i));
+        if (given.size() != 2 * axes.size()) {
+            shape_error(str("Pad has ", given.size(), " pads for ", axes.size(), " axes (needs ", 2 * axes.size(), ")"));
+        }
+        std::vector<int64_t> out(2 * rank, 0);
+        for (size_t i = 0; i < axes.size(); ++i) {
+            const size_t a = static_cast<size_t>(normalize_axis(axes[i], rank, "Pad"));
+            for (int64_t v : {given[i], given[i + axes.size()]}) {
+                if (v < -(int64_t(1) << 31) || v > (int64_t(1) << 31)) shape_error(str("Pad amount ", v, " is out of range"));
+            }
+            out[a] = given[i];
+            out[a + rank] = given[i + axes.size()];
+        }
+        return out;
+    }
+    std::vector<Shape> infer(const std::vector<Shape>& in) const override { return infer_values(in, {nullptr}); }
+    std::vector<Shape> infer_values(const std::vector<Shape>& in, const std::vector<const Tensor*>& v) const override {
+        const Shape& x = in[0];
+        const std::vector<int64_t> p = pads(x.size(), v);
         Shape out = x;
         for (size_t d = 0; d < x.size(); ++d) {
-            const int64_t b = pads_[d], e = pads_[d + x.size()];
+            const int64_t b = p[d], e = p[d + x.size()];
             if (mode_ == PadMode::Reflect && (b >= x[d] || e >= x[d])) {
                 shape_error(str("reflect padding ", b, "/", e, " must be smaller than dimension ", d, " (", x[d], ")"));
             }
+            if (mode_ != PadMode::Constant && (b < 0 || e < 0)) shape_error("only constant padding takes negative pads");
             if (mode_ == PadMode::Edge && x[d] == 0 && (b || e)) shape_error("edge padding of an empty dimension");
             out[d] = x[d] + b + e;
+            if (out[d] < 0) shape_error(str("Pad crops dimension ", d, " (", x[d], ") by more than its size: ", b, "/", e));
         }
         return {out};
     }
     void run(const std::vector<const Tensor*>& in, const std::vector<Tensor*>& out) const override {
         const size_t r = in[0]->shape.size();
-        std::vector<int64_t> b(pads_.begin(), pads_.begin() + static_cast<long>(r));
-        std::vector<int64_t> e(pads_.begin() + static_cast<long>(r), pads_.end());
-        pad(in[0]->f32(), in[0]->shape, b, e, mode_, value_, out[0]->f32());
+        const std::vector<int64_t> p = pads(r, in);
+        std::vector<int64_t> b(p.begin(), p.begin() + static_cast<long>(r));
+        std::vector<int64_t> e(p.begin() + static_cast<long>(r), p.end());
+        // The value input, when there is one (an empty one means 0, as in ONNX).
+        const float value = in.size() > 2 && in[2]->numel() > 0 ? in[2]->f32()[0] : in.size() > 2 ? 0.0f : value_;
+        pad(in[0]->f32(), in[0]->shape, b, e, mode_, value, out[0]->f32());
     }
     bool lower(const std::vector<Shape>& in, DeviceStep* s) const override {
+        if (!has_pads_) return false;
         const size_t r = in[0].size();
         s->kind = DeviceStep::Pad;
         s->pad_begin.assign(pads_.begin(), pads_.begin() + static_cast<long>(r));
@@ -326,6 +469,7 @@ public:
 
 private:
     std::vector<int64_t> pads_;
+    bool has_pads_;
     float value_;
     PadMode mode_;
 };

@@ -17,6 +17,10 @@
 
 #include <cstdint>
 
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
+
 #include "kernels/conv_nchwc.h"
 
 namespace pyengine {
@@ -42,6 +46,30 @@ inline void nchwc_interior(const Conv2DParams& p, int64_t* lo, int64_t* hi) {
 // In place (a vector by value or as the result would change the ABI for generic code).
 template <typename V>
 inline __attribute__((always_inline)) void nchwc_exp(V& x) {
+#if defined(__AVX512F__)
+    // AVX-512: round to nearest and scale by 2^n in one instruction each, half the operations
+    // of the portable version (a fused SiLU is bound by them). Same polynomial.
+    if constexpr (sizeof(V) == 64) {
+        __m512 v = reinterpret_cast<__m512>(x);
+        // The maskz forms: GCC 12's unmasked ones read an undefined register (-Wmaybe-uninitialized).
+        const __mmask16 all = 0xFFFF;
+        v = _mm512_maskz_max_ps(all, v, _mm512_set1_ps(-87.3365447505531f));
+        v = _mm512_maskz_min_ps(all, v, _mm512_set1_ps(88.3762626647949f));
+        const __m512 n = _mm512_maskz_roundscale_ps(all, _mm512_mul_ps(v, _mm512_set1_ps(1.44269504088896341f)),
+                                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        v = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), v);
+        v = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), v);
+        __m512 y = _mm512_set1_ps(1.9875691500e-4f);
+        y = _mm512_fmadd_ps(y, v, _mm512_set1_ps(1.3981999507e-3f));
+        y = _mm512_fmadd_ps(y, v, _mm512_set1_ps(8.3334519073e-3f));
+        y = _mm512_fmadd_ps(y, v, _mm512_set1_ps(4.1665795894e-2f));
+        y = _mm512_fmadd_ps(y, v, _mm512_set1_ps(1.6666665459e-1f));
+        y = _mm512_fmadd_ps(y, v, _mm512_set1_ps(5.0000001201e-1f));
+        y = _mm512_fmadd_ps(_mm512_mul_ps(y, v), v, _mm512_add_ps(v, _mm512_set1_ps(1.0f)));
+        x = reinterpret_cast<V>(_mm512_maskz_scalef_ps(all, y, n));
+        return;
+    }
+#endif
     typedef int VI __attribute__((vector_size(sizeof(V))));
     const V zero = V{} + 0.0f, one = zero + 1.0f;
     x = x < zero + 88.3762626647949f ? x : zero + 88.3762626647949f;

@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
 // The native Model: load, describe, run (GIL released while loading and running).
+#include <algorithm>
 #include <chrono>
 #include <memory>
 
@@ -47,13 +48,19 @@ py::list run_arrays(const Model& model, const py::sequence& arrays, const RunFn&
             throw InvalidArgument(str(what, " has dtype ", std::string(py::str(arr.dtype())), ", expected ", dtype_name(want)));
         }
         arr = py::array::ensure(arr, py::array::c_style);  // copies only when not contiguous
+        if (std::find(model.value_inputs().begin(), model.value_inputs().end(), static_cast<int>(i)) !=
+            model.value_inputs().end()) {
+            // A parameter decides the plan: planned and run from a private copy, so another thread
+            // writing the caller's array in between cannot make them disagree.
+            arr = py::array(arr.dtype(), std::vector<py::ssize_t>(arr.shape(), arr.shape() + arr.ndim()), arr.data());
+        }
         Shape s;
         for (py::ssize_t d = 0; d < arr.ndim(); ++d) s.push_back(static_cast<int64_t>(arr.shape(d)));
         shapes.push_back(std::move(s));
         in_ptrs.push_back(arr.data());
         keep.push_back(std::move(arr));
     }
-    std::shared_ptr<const Plan> plan = model.plan(shapes);
+    std::shared_ptr<const Plan> plan = model.plan(shapes, in_ptrs.data());
     py::list outs;
     std::vector<void*> out_ptrs;
     for (size_t o = 0; o < plan->output_shapes.size(); ++o) {
@@ -72,7 +79,8 @@ py::list run_arrays(const Model& model, const py::sequence& arrays, const RunFn&
 bool prepare_lean_call(const Model& model, py::handle x, LeanCall& call) {
     auto& api = py::detail::npy_api::get();
     if (model.inputs().size() != 1 || model.outputs().size() != 1 || !api.PyArray_Check_(x.ptr()) ||
-        model.inputs()[0].dtype != DType::Float32 || model.outputs()[0].dtype != DType::Float32) {
+        model.inputs()[0].dtype != DType::Float32 || model.outputs()[0].dtype != DType::Float32 ||
+        !model.value_inputs().empty()) {
         return false;
     }
     auto* a = py::detail::array_proxy(x.ptr());

@@ -105,6 +105,9 @@ class Graph:
         self.keep_dtypes = keep_dtypes
         self.inputs: list[tuple[str, list[int], str]] = []
         self.outputs: list[tuple[str, str]] = []
+        # Output name -> its shape as the source model declares it (-1: free), written for the
+        # engine to report when the output's shape follows parameter values (docs/format.md).
+        self.output_shapes: dict[str, list[int]] = {}
         self.nodes: list[Node] = []
         self.consts: dict[str, np.ndarray] = {}
         # Constant name -> (scale, zero point, axis) of an int8/uint8 weight a quantized op reads.
@@ -170,9 +173,12 @@ class Graph:
         self.unsupported.append((node, op))
         return self.fresh(f"unsupported:{node}")
 
-    def output(self, value: str, name: str | None = None) -> None:
-        """Mark ``value`` as a graph output, exposed as ``name`` when given."""
+    def output(self, value: str, name: str | None = None, shape: list[int] | None = None) -> None:
+        """Mark ``value`` as a graph output, exposed as ``name`` when given; ``shape`` is the
+        shape the source model declares for it (-1: free), when it declares one."""
         self.outputs.append((value, name or value))
+        if shape is not None:
+            self.output_shapes[name or value] = list(shape)
 
     # ---- passes ----
     def _producers(self) -> dict[str, Node]:
@@ -482,6 +488,6 @@ class Graph:
                 outputs=[rename.get(n.out, n.out)],
                 **attrs,
             )
-        for v, _ in self.outputs:
-            g.output(rename.get(v, v))
+        for v, want in self.outputs:
+            g.output(rename.get(v, v), shape=self.output_shapes.get(want))
         return g

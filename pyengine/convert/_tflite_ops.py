@@ -173,7 +173,16 @@ def _reshape(imp: Importer, op: Operator) -> str | None:
     if imp.has(op, 1) and imp.x(op, 1) in imp.symbolic:
         if 0 in shape:  # TFLite's 0 is an empty dimension; the native 0 copies the input's
             return None
-        shape = _slicing.runtime_reshape_target(shape, imp.shape(op, 0))
+        source = imp.shape(op, 0)
+        producer = imp.producers.get(op.inputs[0])
+        if [-1 if d == _slicing.BATCH_MULTIPLE else d for d in shape].count(-1) > 1 and (
+            producer is not None and producer.op in ("RESHAPE", "FULLY_CONNECTED")
+        ):
+            # The batch would be copied from the first size of a reshaped tensor, which may be
+            # the batch times another size (Tensordot's [B * T, N]): never guessed.
+            raise ValueError(f"reshape of a {producer.op} result to {shape}, sizes known only at "
+                             "run time")
+        shape = _slicing.runtime_reshape_target(shape, source)
     if 0 in shape[1:] or shape.count(-1) > 1:
         return None
     return imp.g.op("Reshape", [x], imp.name(op), shape=shape)

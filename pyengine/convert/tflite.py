@@ -33,6 +33,7 @@ class Importer:
         # Constants computed from a run-time shape (SHAPE of a tensor with a free batch): -1
         # marks the batch; only shape plumbing may read them (see _tflite_ops.SHAPE_OPS).
         self.symbolic: set[str] = set()
+        self.producers: dict[int, Operator] = {}  # tensor index -> the operator that wrote it
 
     # ---- what handlers read ----
     def tensor(self, op: Operator, i: int) -> Tensor:
@@ -85,9 +86,9 @@ class Importer:
             t = self.sub.tensors[index]
             name = self.sub.names.get(index) or t.name
             shape = list(self.input_shapes.get(name, t.shape))
-            if t.dtype not in DTYPES:
-                raise ModelFormatError(f"'{self.sub.path}': input '{name}' is {t.dtype}; the "
-                                       f"native engine takes {', '.join(DTYPES)}")
+            if t.dtype not in DTYPES:  # float16, strings...: the interpreter runs it under auto
+                self.values[index] = self.g.unsupported_op(f"input '{name}'", f"input of type {t.dtype}")
+                continue
             self.values[index] = self.g.input(name, shape, t.dtype)
         for op in self.sub.operators:
             handler = HANDLERS.get(op.op)
@@ -118,6 +119,7 @@ class Importer:
                 continue
             for index, value in zip(op.outputs, outs):
                 self.values[index] = value
+                self.producers[index] = op
                 if symbolic and self.g.is_const(value) and np.any(self.g.value(value) < 0):
                     self.symbolic.add(value)  # a size known only at run time is still in it
         for index in self.sub.outputs:

@@ -103,4 +103,35 @@ TEST_CASE(bad_graphs) {
     }
 }
 
+// A parameter input (Reduce's axes) is read by value when planning: each value its own plan.
+TEST_CASE(parameter_inputs_plan_per_value) {
+    const std::string graph =
+        R"({"inputs":[{"name":"x","dtype":"float32","shape":[2,3]},{"name":"axes","dtype":"int64","shape":[-1]}],)"
+        R"("outputs":[{"name":"y","shape":[-1,-1]}],)"
+        R"("nodes":[{"name":"sum","op":"Reduce","inputs":["x","axes"],"outputs":["y"],"attrs":{"kind":"sum"}}]})";
+    std::string path = write_valid("params.pyem", graph);
+    Model m(path);
+    CHECK(m.value_inputs() == std::vector<int>{1});
+    CHECK(m.outputs()[0].shape == (Shape{-1, -1}));  // the file's declaration: load cannot plan
+    const float x[6] = {1, 2, 3, 4, 5, 6};
+    CHECK_THROWS(m.plan({{2, 3}, {1}}), InvalidArgument, "planning needs its data");
+    int64_t axes = 1;
+    const void* in[2] = {x, &axes};
+    auto rows = m.plan({{2, 3}, {1}}, in);
+    CHECK(rows->output_shapes[0] == (Shape{2, 1}));
+    float y[3] = {};
+    m.run(*rows, std::vector<const void*>{x, &axes}, {y});
+    CHECK(y[0] == 6.0f && y[1] == 15.0f);
+    axes = 0;
+    auto cols = m.plan({{2, 3}, {1}}, in);
+    CHECK(cols != rows && cols->output_shapes[0] == (Shape{1, 3}));
+    m.run(*cols, std::vector<const void*>{x, &axes}, {y});
+    CHECK(y[0] == 5.0f && y[2] == 9.0f);
+    axes = 1;
+    CHECK(m.plan({{2, 3}, {1}}, in) == rows);  // the cached plan of that value
+    axes = 7;
+    CHECK_THROWS(m.plan({{2, 3}, {1}}, in), InvalidArgument, "input 1 'axes' = [7]");
+    ::unlink(path.c_str());
+}
+
 TEST_MAIN()

@@ -375,6 +375,32 @@ TEST_CASE(conv_nchwc_matches_reference) {
     }
 }
 
+TEST_CASE(conv_nchwc_epilogue_matches_activation) {
+    // The blocked kernels apply activations inside their tiles (their own exp for the sigmoid
+    // family): through an identity 1x1 convolution, every activation at the edges of its pieces
+    // and at large magnitudes must match the generic activation kernel.
+    const float edges[] = {0.0f, -0.0f, 6.0f, -0.5f, 0.75f, 0.625f, -0.625f, 1e-4f, -3e-6f, 9.5f, -95.0f,
+                           90.0f, 3.0f, -3.0f, 2.5f, -7.5f, 87.0f, -87.0f, 88.5f, -88.5f, 200.0f, -200.0f, 20.0f, -20.0f};
+    const int64_t C = 16, W = 60;
+    auto x = randoms(static_cast<size_t>(C * W), -30.0f, 30.0f, 5);
+    for (size_t i = 0; i < sizeof edges / sizeof edges[0]; ++i) x[i * 7 % x.size()] = edges[i];
+    std::vector<float> w(static_cast<size_t>(C * C), 0.0f);
+    for (int64_t c = 0; c < C; ++c) w[static_cast<size_t>(c * C + c)] = 1.0f;
+    const KernelTable* g = kernel_table_generic();
+    for (const KernelTable* t : variants()) {
+        for (Activation a : kActs) {
+            Conv2DParams p = conv_params(Layout::NCHW, 1, C, 1, W, C, 1, 1, 0, 1, 1);
+            p.ep = epilogue(a, nullptr);
+            bool finite = true;
+            const auto got = conv_blocked(t->conv_nchwc, t->nchwc_oc_tile, t->nchwc_block, p, false, x, w, nullptr,
+                                          nullptr, &finite);
+            std::vector<float> want(x.size());
+            g->activation_apply(x.data(), want.data(), static_cast<int64_t>(x.size()), p.ep);
+            CHECK(close(got, want, str(t->name, " blocked epilogue ", act_name(a)), 2e-6f, 1e-7f));
+        }
+    }
+}
+
 TEST_CASE(nchwc_pool_and_reorder_match_plain) {
     // {C, H, W, k, stride, pad, global}
     const int64_t pools[][7] = {{25, 7, 9, 3, 2, 1, 0}, {17, 6, 5, 2, 2, 0, 0}, {9, 5, 6, 3, 1, 1, 0}, {33, 7, 7, 7, 1, 0, 1},

@@ -56,6 +56,9 @@ class Importer:
                 self.readers.setdefault(i, []).append(n)
         # Whether the batch (dimension 0) is the graph inputs' only free dimension.
         self.batch_only = all(-1 not in (shape_of(vi.type) or [0])[1:] for vi in model.graph.input)
+        # Whether every graph input's shape is fully known: a size left -1 inside the graph is
+        # then only a gap in onnx's shape inference, and a native Shape op computes it.
+        self.static_inputs = all(-1 not in (shape_of(vi.type) or [-1]) for vi in model.graph.input)
         try:
             inferred = onnx.shape_inference.infer_shapes(model)
             for vi in (
@@ -147,7 +150,7 @@ class Importer:
                 value = self.g.unsupported_op(
                     vi.name, f"output '{vi.name}' of type {want} (computed as {self.dtype_of(value)})"
                 )
-            self.g.output(value, vi.name)
+            self.g.output(value, vi.name, shape_of(vi.type))
         return self.g.finish()
 
     def convert_node(self, node: Any) -> None:
@@ -205,16 +208,20 @@ class Importer:
         if node.op_type not in SHAPE_OPS and any(v in self.symbolic for v in ins):
             self._set(node, [self.g.unsupported_op(name, f"{node.op_type} of a run-time shape")])
             return
-        # Run-time values of other types than float32 (constants are read by the handlers).
-        typed = sorted({self.dtype_of(v) for v in ins if v and not self.g.is_const(v)} - {"float32"})
+        # Run-time values of other types than float32 (constants are read by the handlers, and
+        # parameters the engine reads by value, PARAM_INPUTS, by the native op).
+        params = PARAM_INPUTS.get(node.op_type, set())
+        typed = sorted({self.dtype_of(v) for i, v in enumerate(ins)
+                        if v and not self.g.is_const(v) and i not in params} - {"float32"})
         widened = False
         if typed and op_type not in TYPED_OPS and op_type not in QUANT_OPS:
             if typed != ["float64"]:
                 self._set(node, [self.g.unsupported_op(name, f"{node.op_type} of {', '.join(typed)}")])
                 return
             # A float32 op on float64 values: computed in float32 between two Casts.
-            ins = [self.cast(v, "float32", f"{name}/in{i}") if v and self.dtype_of(v) == "float64"
-                   else v for i, v in enumerate(ins)]
+            ins = [self.cast(v, "float32", f"{name}/in{i}")
+                   if v and self.dtype_of(v) == "float64" and i not in params else v
+                   for i, v in enumerate(ins)]
             widened = True
         handler = self.handlers.get(op_type)
         attrs = {a.name: self.onnx.helper.get_attribute_value(a) for a in node.attribute}
@@ -309,6 +316,28 @@ def axes_of(imp: Importer, ins: list[str], attrs: dict[str, Any]) -> list[int] |
         c = imp.const_of(ins[1])
         return None if c is None else [int(a) for a in np.ravel(c)]
     return []
+
+
+def param_input(imp: Importer, ins: list[str], i: int) -> str | None:
+    """Input ``i`` when it is a run-time parameter (a value the native op reads by value at plan
+    time, docs/format.md "Parameter inputs"); None when it is absent or a constant."""
+    return ins[i] if len(ins) > i and ins[i] and not imp.g.is_const(ins[i]) else None
+
+
+# ONNX op -> the input positions that are parameters (axes, sizes, pads, shape, k...). At run time
+# such an input is read by value by the native op (Op::reads_value), so its dtype is not the op's
+# element type: the importer's dtype check skips it.
+PARAM_INPUTS: dict[str, set[int]] = {
+    **{op: {1} for op in ("ReduceSum", "ReduceMean", "ReduceMax", "ReduceMin", "ReduceProd",
+                          "ReduceL1", "ReduceL2", "ReduceLogSum", "ReduceLogSumExp",
+                          "ReduceSumSquare", "Reshape", "Squeeze", "Unsqueeze", "Split", "Expand",
+                          "Tile", "TopK", "Upsample")},
+    "Slice": {1, 2, 3, 4},
+    "Pad": {1, 3},
+    "Resize": {1, 2, 3},
+    "ConstantOfShape": {0},
+    "Range": {0, 1, 2},
+}
 
 
 # Ops that may read a run-time shape (see Importer.symbolic).

@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from pyengine.convert.onnx._importer import Handler, Importer, attr_str
+from pyengine.convert.onnx._importer import Handler, Importer, attr_str, param_input
 
 
 def _pads2d(attrs: dict[str, Any], spatial: int) -> dict[str, Any]:
@@ -287,12 +287,18 @@ def _resize(imp: Importer, node: Any, name: str, ins: list[str], attrs: dict[str
         return None
     rank = len(shape)
     if node.op_type == "Upsample" or imp.opset < 11:
+        if "scales" not in attrs and param_input(imp, ins, 1) is not None:  # read when planning
+            return imp.g.op("Resize", ins[:2], name, param="scales", mode=mode,
+                            coordinate_transformation_mode=coord, nearest_mode=nearest)
         scales_v = attrs.get("scales") if "scales" in attrs else imp.const_of(ins[1])
         sizes_v = None
     else:
         got = [imp.const_of(v) if v else None for v in (ins + [""] * 4)[2:4]]
-        if any(v and c is None for v, c in zip((ins + [""] * 4)[2:4], got)):
-            return imp.g.unsupported_op(name, "Resize with run-time scales or sizes")
+        for i, param in ((2, "scales"), (3, "sizes")):
+            if param_input(imp, ins, i) is not None:  # read by value when planning
+                return imp.g.op("Resize", [ins[0], ins[i]], name, param=param,
+                                axes=[int(a) for a in attrs.get("axes", [])], mode=mode,
+                                coordinate_transformation_mode=coord, nearest_mode=nearest)
         scales_v = got[0] if got[0] is not None and np.size(got[0]) else None
         sizes_v = got[1] if got[1] is not None and np.size(got[1]) else None
     if scales_v is None and sizes_v is None:

@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from pyengine.convert.onnx._importer import Handler, Importer, axes_of
+from pyengine.convert.onnx._importer import Handler, Importer, axes_of, param_input
 
 # ONNX Reduce* -> the native Reduce's kind.
 _REDUCE_KINDS = {
@@ -21,23 +21,28 @@ def _reduce_mean(
 ) -> str | None:
     axes = axes_of(imp, ins, attrs)
     if axes is None or (not axes and attrs.get("noop_with_empty_axes", 0)):
-        return None
+        return _reduce(imp, node, name, ins, attrs)  # run-time axes, or a no-op
     return imp.g.op("Mean", ins[:1], name, axes=axes, keepdims=bool(attrs.get("keepdims", 1)))
 
 
 def _reduce(imp: Importer, node: Any, name: str, ins: list[str], attrs: dict[str, Any]) -> str | None:
     axes = axes_of(imp, ins, attrs)
-    if axes is None:
-        return None  # axes computed at run time
-    if not axes and attrs.get("noop_with_empty_axes", 0):
-        return ins[0]
+    axes_input = param_input(imp, ins, 1)
+    if axes is None and axes_input is None:
+        return None
     shape = imp.shapes.get(node.input[0])
     if shape is not None and 0 in shape:
         return None  # an empty input: the engine holds no zero-size tensors
-    return imp.g.op(
-        "Reduce", ins[:1], name, kind=_REDUCE_KINDS[node.op_type], axes=axes,
-        keepdims=bool(attrs.get("keepdims", 1)),
-    )
+    # ONNX's no-op: with no axes, each element goes through the reduction's element step alone
+    # (ReduceL2 gives |x|), as onnx's reference computes it.
+    noop = bool(attrs.get("noop_with_empty_axes", 0))
+    kind = _REDUCE_KINDS.get(node.op_type, "mean")
+    keepdims = bool(attrs.get("keepdims", 1))
+    if axes_input is not None:  # read by value when planning (docs/format.md)
+        return imp.g.op("Reduce", [ins[0], axes_input], name, kind=kind, keepdims=keepdims,
+                        noop_with_empty_axes=noop)
+    return imp.g.op("Reduce", ins[:1], name, kind=kind, axes=axes, keepdims=keepdims,
+                    noop_with_empty_axes=noop)
 
 
 def _inverse_rms(imp: Importer, x: str, axes: list[int], eps: float, name: str) -> str:

@@ -7,7 +7,15 @@ from typing import Any
 import numpy as np
 
 from pyengine.convert._graph import batch_copied, input_shapes_hint
-from pyengine.convert.onnx._importer import Handler, Importer, attr_str, axes_of, shape_of
+from pyengine.convert.onnx._importer import (
+    ENGINE_DTYPES,
+    Handler,
+    Importer,
+    attr_str,
+    axes_of,
+    param_input,
+    shape_of,
+)
 from pyengine.errors import InputShapeUnknownError
 
 # Slice bounds past an axis mean "to its end"; kept within what the .pyem attributes hold.
@@ -21,16 +29,17 @@ def _slice(
         starts, ends = attrs.get("starts"), attrs.get("ends")
         axes, steps = attrs.get("axes"), None
     else:
-        got = [imp.const_of(v) if v else None for v in (ins + [""] * 4)[1:5]]
-        if any(v and c is None for v, c in zip((ins + [""] * 4)[1:5], got)):
-            return None  # run-time bounds
+        params = (ins + [""] * 4)[1:5]
+        got = [imp.const_of(v) if v else None for v in params]
+        if any(v and c is None for v, c in zip(params, got)) or (
+            got[3] is not None and any(int(s) != 1 for s in np.ravel(got[3]))
+        ):
+            return _slice_inputs(imp, node, name, ins)  # run-time bounds, or steps
         starts, ends, axes, steps = got
     if starts is None or ends is None:
         return None
     starts, ends = [int(s) for s in np.ravel(starts)], [int(e) for e in np.ravel(ends)]
     axes = [int(a) for a in np.ravel(axes)] if axes is not None else list(range(len(starts)))
-    if steps is not None and any(int(s) != 1 for s in np.ravel(steps)):
-        return None
     y = ins[0]
     for i, (axis, s, e) in enumerate(zip(axes, starts, ends)):
         y = imp.g.op(
@@ -44,10 +53,26 @@ def _slice(
     return y
 
 
+def _slice_inputs(imp: Importer, node: Any, name: str, ins: list[str]) -> str | None:
+    """The native Slice's input form (starts, ends[, axes[, steps]], read by value when planning):
+    run-time bounds and any steps."""
+    params = (ins + [""] * 4)[1:5]
+    if params[2] == "" and params[3]:  # steps without axes: the axes are 0 .. n-1
+        n = imp.shapes.get(node.input[1])
+        if n is None or len(n) != 1 or n[0] < 0:
+            return None
+        params[2] = imp.g.const(np.arange(n[0], dtype=np.int64), name + "/axes")
+    return imp.g.op("Slice", [ins[0], *[p for p in params if p]], name)
+
+
 def _split(
     imp: Importer, node: Any, name: str, ins: list[str], attrs: dict[str, Any]
 ) -> list[str] | None:
     axis = int(attrs.get("axis", 0))
+    split_input = param_input(imp, ins, 1)
+    if split_input is not None:  # sizes read by value when planning: one native Split per piece
+        return [imp.g.op("Split", [ins[0], split_input], f"{name}/{i}", axis=axis, index=i)
+                for i in range(len(node.output))]
     if len(ins) > 1 and ins[1]:
         sizes = imp.const_of(ins[1])
         if sizes is None:
@@ -57,9 +82,10 @@ def _split(
         split = [int(s) for s in attrs["split"]]
     else:  # equal parts (the last one smaller with num_outputs, opset 18)
         shape = imp.shapes.get(node.input[0])
-        if shape is None or shape[axis] < 0:
-            return None
         n = int(attrs.get("num_outputs", len(node.output)))
+        if shape is None or shape[axis] < 0:  # equal parts of a size known when planning
+            return [imp.g.op("Split", ins[:1], f"{name}/{i}", axis=axis, parts=n, index=i)
+                    for i in range(len(node.output))]
         part = -(-shape[axis] // n)
         split = [min(part, shape[axis] - i * part) for i in range(n)]
     outs, start = [], 0
@@ -79,8 +105,11 @@ def _shape(
     imp: Importer, node: Any, name: str, ins: list[str], attrs: dict[str, Any]
 ) -> str | None:
     shape = imp.shapes.get(node.input[0])
-    if shape is None:
-        return None
+    if shape is None or (-1 in shape and imp.static_inputs):
+        # Sizes onnx's inference left open: the native Shape op computes them (when planning,
+        # where they are parameters of other ops).
+        bounds = {k: int(attrs[k]) for k in ("start", "end") if k in attrs}
+        return imp.g.op("Shape", ins[:1], name, **bounds)
     shape = shape[attrs.get("start", 0) : attrs.get("end", len(shape))]
     out = imp.g.const(np.array(shape, np.int64), name)
     if -1 in shape:
@@ -100,6 +129,10 @@ def _reshape(
     imp: Importer, node: Any, name: str, ins: list[str], attrs: dict[str, Any]
 ) -> str | None:
     shape = attrs.get("shape") if imp.opset < 5 else imp.const_of(ins[1])
+    shape_input = param_input(imp, ins, 1) if imp.opset >= 5 else None
+    if shape_input is not None:  # read by value when planning
+        return imp.g.op("Reshape", [ins[0], shape_input], name,
+                        allowzero=bool(attrs.get("allowzero", 0)))
     if shape is None:
         return None
     shape = [int(d) for d in np.ravel(shape)]
@@ -115,8 +148,10 @@ def _reshape(
                 f"the batch free; pass {input_shapes_hint(free)} with the sizes the model was "
                 "trained for"
             )
-    if (attrs.get("allowzero", 0) and 0 in shape) or shape.count(-1) > 1:
+    if shape.count(-1) > 1:
         return None
+    if attrs.get("allowzero", 0) and 0 in shape:
+        return imp.g.op("Reshape", ins[:1], name, shape=shape, allowzero=True)
     return imp.g.op("Reshape", ins[:1], name, shape=shape)
 
 
@@ -139,6 +174,9 @@ def _transpose(
 def _squeeze(
     imp: Importer, node: Any, name: str, ins: list[str], attrs: dict[str, Any]
 ) -> str | None:
+    axes_input = param_input(imp, ins, 1)
+    if axes_input is not None:  # read by value when planning
+        return imp.g.op("Squeeze", [ins[0], axes_input], name)
     axes = axes_of(imp, ins, attrs)
     return None if axes is None else imp.g.op("Squeeze", ins[:1], name, axes=axes)
 
@@ -146,7 +184,12 @@ def _squeeze(
 def _unsqueeze(
     imp: Importer, node: Any, name: str, ins: list[str], attrs: dict[str, Any]
 ) -> str | None:
+    axes_input = param_input(imp, ins, 1)
+    if axes_input is not None:  # read by value when planning
+        return imp.g.op("Unsqueeze", [ins[0], axes_input], name)
     axes, src = axes_of(imp, ins, attrs), imp.shapes.get(node.input[0])
+    if axes and src is None:
+        return imp.g.op("Unsqueeze", ins[:1], name, axes=axes)
     if not axes or src is None:
         return None
     rank = len(src) + len(axes)
@@ -170,13 +213,15 @@ def _pad(imp: Importer, node: Any, name: str, ins: list[str], attrs: dict[str, A
     else:
         pads = imp.const_of(ins[1])
         value = 0.0
-        if len(ins) > 2 and ins[2]:
-            v = imp.const_of(ins[2])
-            if v is None:
-                return None
-            value = float(v)
-        if len(ins) > 3 and ins[3]:
-            return None
+        if param_input(imp, ins, 1) or param_input(imp, ins, 2) or (len(ins) > 3 and ins[3]):
+            # Pads or axes read by value when planning, the value read per run.
+            params = (ins + ["", ""])[1:4]
+            if not params[1] and params[2]:
+                params[1] = imp.g.const(np.zeros((), np.float32), name + "/value")
+            return imp.g.op("Pad", [ins[0], *[p for p in params if p]], name, mode=mode)
+        constant = imp.const_of(ins[2]) if len(ins) > 2 and ins[2] else None
+        if constant is not None and constant.size:
+            value = float(np.ravel(constant)[0])
     if pads is None:
         return None
     return imp.g.op(
@@ -201,6 +246,9 @@ def _constant(
 
 
 def _expand(imp: Importer, node: Any, name: str, ins: list[str], attrs: dict[str, Any]) -> str | None:
+    shape_input = param_input(imp, ins, 1)
+    if shape_input is not None:  # read by value when planning
+        return imp.g.op("Expand", ins[:2], name)
     shape = imp.const_of(ins[1])
     if shape is None or ins[1] in imp.symbolic:
         return None
@@ -241,12 +289,28 @@ def _depth_space(
 def _tile(imp: Importer, node: Any, name: str, ins: list[str], attrs: dict[str, Any]) -> str | None:
     repeats = imp.const_of(ins[1])
     if repeats is None or any(int(r) < 1 or int(r) > 64 for r in np.ravel(repeats)):
-        return None
+        return imp.g.op("Tile", ins[:2], name)  # repeats read by value when planning
     y = ins[0]
     for axis, r in enumerate(int(r) for r in np.ravel(repeats)):
         if r > 1:
             y = imp.g.op("Concat", [y] * r, f"{name}/{axis}", axis=axis)
     return y if y != ins[0] else imp.g.op("Identity", [y], name)
+
+
+def _constant_of_shape(
+    imp: Importer, node: Any, name: str, ins: list[str], attrs: dict[str, Any]
+) -> str | None:
+    """A run-time shape (read by value when planning) filled with the one number of ``value``."""
+    fill = imp.onnx.numpy_helper.to_array(attrs["value"]) if "value" in attrs else np.zeros(1, np.float32)
+    if fill.size != 1 or fill.dtype.name not in ENGINE_DTYPES:
+        return None
+    return imp.g.op("ConstantOfShape", ins[:1], name, value=float(fill.ravel()[0]),
+                    dtype=fill.dtype.name)
+
+
+def _range(imp: Importer, node: Any, name: str, ins: list[str], attrs: dict[str, Any]) -> str:
+    """start, limit and delta read by value when planning (they decide the length)."""
+    return imp.g.op("Range", ins[:3], name)
 
 
 HANDLERS: dict[str, Handler] = {
@@ -268,4 +332,6 @@ HANDLERS: dict[str, Handler] = {
     "DepthToSpace": _depth_space,
     "SpaceToDepth": _depth_space,
     "Tile": _tile,
+    "ConstantOfShape": _constant_of_shape,
+    "Range": _range,
 }

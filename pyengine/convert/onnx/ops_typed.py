@@ -1,5 +1,5 @@
-"""ONNX ops on typed values (indices, masks, integers): ArgMax/ArgMin, Gather, GatherElements,
-Trilu, the bitwise ops and BitShift."""
+"""ONNX ops on typed values (indices, masks, integers): ArgMax/ArgMin, TopK, Gather,
+GatherElements, Trilu, the bitwise ops and BitShift."""
 
 from __future__ import annotations
 
@@ -24,6 +24,16 @@ def _gather(imp: Importer, node: Any, name: str, ins: list[str], attrs: dict[str
 
 def _trilu(imp: Importer, node: Any, name: str, ins: list[str], attrs: dict[str, Any]) -> str:
     return imp.g.op("Trilu", [i for i in ins[:2] if i], name, upper=bool(attrs.get("upper", 1)))
+
+
+def _top_k(imp: Importer, node: Any, name: str, ins: list[str], attrs: dict[str, Any]) -> list[str]:
+    """Values and indices as two native TopK nodes (a node has one output); k is read by value
+    when planning, so a run-time k works as a constant one does."""
+    k = ins[1] if imp.opset >= 10 else imp.g.const(np.array([attrs["k"]], np.int64), name + "/k")
+    common = {"axis": int(attrs.get("axis", -1)), "largest": bool(attrs.get("largest", 1)),
+              "sorted": bool(attrs.get("sorted", 1))}
+    return [imp.g.op("TopK", [ins[0], k], f"{name}/{out}", output=out, **common)
+            for out in ("values", "indices")]
 
 
 def _eye_like(imp: Importer, node: Any, name: str, ins: list[str], attrs: dict[str, Any]) -> str | None:
@@ -112,6 +122,7 @@ HANDLERS: dict[str, Handler] = {
     "Gather": _gather,
     "GatherElements": _gather,
     "Trilu": _trilu,
+    "TopK": _top_k,
     "EyeLike": _eye_like,
     "GatherND": _gather_nd,
     "Scatter": _scatter,
