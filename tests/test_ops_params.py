@@ -194,14 +194,15 @@ def test_resize_sizes_and_scales_at_run_time(tmp_path, mode):
         model.predict({"x": x, "scales": np.array([1, 1, -2, 1], np.float32)})
 
 
-def test_top_k_at_run_time(tmp_path):
-    x = np.round(x_of(3, 6) * 2)  # repeated values: ties keep the lower index
+@pytest.mark.parametrize("dtype,largest", [(np.float32, 1), (np.int64, 0), (np.float64, 1)])
+def test_top_k_at_run_time(tmp_path, dtype, largest):
+    x = np.round(x_of(3, 6) * 2).astype(dtype)  # repeated values: ties keep the lower index
     feeds = {"x": x, "k": np.array([2], I64)}
-    node = helper.make_node("TopK", ["x", "k"], ["v", "i"], axis=1)
+    node = helper.make_node("TopK", ["x", "k"], ["v", "i"], axis=1, largest=largest)
     model, _ = convert(tmp_path, node, feeds)
     for k in (2, 6, 1):
         got = model.predict({"x": x, "k": np.array([k], I64)})
-        order = np.argsort(-x, axis=1, kind="stable")[:, :k]
+        order = np.argsort(-x if largest else x, axis=1, kind="stable")[:, :k]
         np.testing.assert_array_equal(got["i"], order)
         np.testing.assert_array_equal(got["v"], np.take_along_axis(x, order, axis=1))
     with pytest.raises(ValueError, match=r"TopK k must be one number in 0 .. 6.*'k' = \[7\]"):
@@ -271,3 +272,25 @@ def test_shape_of_a_value_onnx_inference_leaves_open(tmp_path):
     for target in ([3, 8], [-1, 2], [24, 1]):
         got = model.predict({"x": x, "target": np.array(target, I64)})
         np.testing.assert_array_equal(got, np.full(x.reshape(target).shape, 2.5, np.float32))
+
+
+def test_unsqueeze_of_a_value_onnx_inference_leaves_open(tmp_path):
+    """Unsqueeze with constant axes of a value whose sizes onnx's inference cannot give: the
+    native Unsqueeze sizes it when planning."""
+    x = x_of(6, 4)
+    nodes = [
+        helper.make_node("Reshape", ["x", "target"], ["y"]),
+        helper.make_node("Unsqueeze", ["y", "axes"], ["z"]),
+    ]
+    graph = helper.make_graph(nodes, "g", [
+        helper.make_tensor_value_info("x", TensorProto.FLOAT, [6, 4]),
+        helper.make_tensor_value_info("target", TensorProto.INT64, [2])],
+        [helper.make_tensor_value_info("z", TensorProto.FLOAT, ["a", "b", "c", "d"])],
+        [helper.make_tensor("axes", TensorProto.INT64, [2], [0, -2])])
+    src, dst = tmp_path / "m.onnx", tmp_path / "m.pyem"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=8), str(src))
+    pyengine.convert(str(src), str(dst))
+    model = pyengine.load(str(dst), backend="native")
+    for target in ([3, 8], [24, 1]):
+        got = model.predict({"x": x, "target": np.array(target, I64)})
+        np.testing.assert_array_equal(got, x.reshape(1, target[0], 1, target[1]))

@@ -139,8 +139,9 @@ def test_int32_token_inputs_through_embedding_and_attention(tmp_path) -> None:  
 
 
 def test_einsum_forms(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    """Two-operand Einsums (attention scores and context, a projection with constant weights, an
-    outer product); an ellipsis is refused naming the equation."""
+    """Einsums through the lowering ONNX shares (convert/_einsum.py): attention scores and context,
+    a projection with constant weights (Dense), an outer product, an ellipsis; two sizes known only
+    at run time are refused naming the equation."""
     w = tf.constant(data((8, 2, 4), seed=3))
 
     def fn(x):  # type: ignore[no-untyped-def]
@@ -148,10 +149,11 @@ def test_einsum_forms(tmp_path) -> None:  # type: ignore[no-untyped-def]
         s = tf.einsum("btnh,bsnh->bnts", q, q)               # scores: BatchMatMul
         c = tf.einsum("bnts,bsnh->btnh", tf.nn.softmax(s), q)
         o = tf.einsum("bi,bj->bij", x[:, 0], x[:, 1])        # outer product
-        return tf.concat([tf.reshape(c, [-1, 40]), tf.reshape(o, [-1, 64])], axis=1)
+        e = tf.einsum("...d,de->...e", x, w[:, 0])           # ellipsis
+        return tf.concat([tf.reshape(t, [tf.shape(t)[0], -1]) for t in (c, o, e)], axis=1)
 
     check(tmp_path, fn, [None, 5, 8])
-    path, _ = tf_freeze_function(tmp_path, lambda x: tf.einsum("...d,de->...e", x, w[:, 0]),
-                                 [None, 5, 8])
-    with pytest.raises(pyengine.UnsupportedOpsError, match=r"Einsum: equation '\.\.\.d,de->\.\.\.e'"):
+    path, _ = tf_freeze_function(tmp_path, lambda x: tf.einsum("btd,bsd->bts", x, x), [None, None, 8])
+    with pytest.raises(pyengine.UnsupportedOpsError,
+                       match=r"Einsum: equation 'btd,bsd->bts' with several sizes known only at run"):
         pyengine.convert(path, str(tmp_path / "e.pyem"))

@@ -11,6 +11,7 @@
 
 #include "common.h"
 #include "graph/broadcast.h"
+#include "graph/dtype_dispatch.h"
 #include "graph/op.h"
 
 namespace pyengine {
@@ -293,8 +294,8 @@ private:
     int64_t parts_, index_;
 };
 
-// ONNX TopK: the k (input 1, read by value) largest (or smallest) elements along `axis`
-// (`output` values), or their int64 indices (`output` indices), sorted; ties keep the lower index
+// ONNX TopK: the k (input 1, read by value) largest (or smallest) elements of any number type
+// along `axis` (`output` values), or their int64 indices (`output` indices), sorted; ties keep the lower index
 // first, as ONNX's reference. One node per output: the graph's nodes have one output.
 class TopKOp : public Op {
 public:
@@ -305,9 +306,9 @@ public:
     }
     bool reads_value(size_t i) const override { return i == 1; }
     std::vector<DType> infer_dtypes(const std::vector<DType>& in, size_t) const override {
-        if (in[0] != DType::Float32) dtype_error(0, in[0], "float32");
+        if (in[0] == DType::Bool) dtype_error(0, in[0], "a number type");
         if (in[1] != DType::Int64) dtype_error(1, in[1], "int64");
-        return {indices_ ? DType::Int64 : DType::Float32};
+        return {indices_ ? DType::Int64 : in[0]};
     }
     std::vector<Shape> infer(const std::vector<Shape>&) const override { shape_error("TopK needs its k input"); }
     std::vector<Shape> infer_values(const std::vector<Shape>& in, const std::vector<const Tensor*>& v) const override {
@@ -321,28 +322,32 @@ public:
         return {out};
     }
     void run(const std::vector<const Tensor*>& in, const std::vector<Tensor*>& out) const override {
-        const Shape& x = in[0]->shape;
+        dispatch_dtype(in[0]->dtype, [&](auto zero) { top_k<decltype(zero)>(*in[0], out[0]); });
+    }
+    template <class T>
+    void top_k(const Tensor& xt, Tensor* y) const {
+        const Shape& x = xt.shape;
         const size_t axis = static_cast<size_t>(normalize_axis(axis_, x.size(), "TopK"));
-        const int64_t n = x[axis], k = out[0]->shape[axis];
+        const int64_t n = x[axis], k = y->shape[axis];
         int64_t outer = 1, inner = 1;
         for (size_t i = 0; i < axis; ++i) outer *= x[i];
         for (size_t i = axis + 1; i < x.size(); ++i) inner *= x[i];
-        const float* src = in[0]->f32();
+        const T* src = xt.as<const T>();
         std::vector<int64_t> idx(static_cast<size_t>(n));
         for (int64_t o = 0; o < outer; ++o) {
             for (int64_t j = 0; j < inner; ++j) {
-                const float* row = src + o * n * inner + j;
+                const T* row = src + o * n * inner + j;
                 std::iota(idx.begin(), idx.end(), int64_t(0));
                 auto before = [&](int64_t a, int64_t b) {
-                    const float va = row[a * inner], vb = row[b * inner];
+                    const T va = row[a * inner], vb = row[b * inner];
                     if (va != vb) return largest_ ? va > vb : va < vb;
                     return a < b;
                 };
                 std::partial_sort(idx.begin(), idx.begin() + k, idx.end(), before);
                 for (int64_t i = 0; i < k; ++i) {
                     const int64_t at = (o * k + i) * inner + j;
-                    if (indices_) out[0]->as<int64_t>()[at] = idx[static_cast<size_t>(i)];
-                    else out[0]->f32()[at] = row[idx[static_cast<size_t>(i)] * inner];
+                    if (indices_) y->as<int64_t>()[at] = idx[static_cast<size_t>(i)];
+                    else y->as<T>()[at] = row[idx[static_cast<size_t>(i)] * inner];
                 }
             }
         }

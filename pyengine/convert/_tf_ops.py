@@ -13,7 +13,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from pyengine.convert import _slicing
+from pyengine.convert import _einsum, _slicing
 from pyengine.convert._tf_attrs import _attr, _layout, _spatial
 
 
@@ -309,48 +309,16 @@ def arg_reduce(imp: Any, n: Any) -> str | None:
     return y if to == "int64" else imp.g.op("Cast", [y], n.name, to=to)
 
 
-def einsum(imp: Any, n: Any) -> str | None:
-    """Two-operand Einsum (what Keras' attention and EinsumDense freeze to) without repeated or
-    ellipsis indices: both operands transposed to [batch, free, contracted] / [batch, contracted,
-    free], one BatchMatMul (Dense when the right one is constant and has no batch index), then
-    the output order. At most one size may be known only at run time."""
-    eq = str(_attr(n, "equation", "")).replace(" ", "")
+def einsum(imp: Any, n: Any) -> str:
+    """Einsum (Keras' attention and EinsumDense freeze to it) through the shared lowering; one
+    size may be the run-time batch."""
     ins = [i for i in n.input if not i.startswith("^")]
-    if "..." in eq or "->" not in eq or len(ins) != 2:
-        raise ValueError(f"equation {eq!r} (two operands without an ellipsis are supported)")
-    lhs, out = eq.split("->")
-    terms = lhs.split(",")
-    if len(terms) != 2 or any(len(set(t)) != len(t) for t in (*terms, out)):
-        raise ValueError(f"equation {eq!r} (a repeated index)")
-    (ta, tb), shapes = terms, [_shape_of(imp, n, 0), _shape_of(imp, n, 1)]
-    if set(out) - set(ta + tb) or (set(ta) ^ set(tb)) - set(out):
-        raise ValueError(f"equation {eq!r} (an index summed within one operand)")
-    size = {c: d for t, sh in zip(terms, shapes) for c, d in zip(t, sh) if d >= 0}
-    size.update({c: -1 for t, sh in zip(terms, shapes) for c, d in zip(t, sh) if d < 0})
-    if sum(1 for d in size.values() if d < 0) > 1:
-        raise ValueError(f"equation {eq!r} with several sizes known only at run time")
-    batch = [c for c in out if c in ta and c in tb]
-    left = [c for c in out if c in ta and c not in tb]
-    right = [c for c in out if c in tb and c not in ta]
-    summed = [c for c in ta if c in tb and c not in out]
-
-    def prod(cs: list[str]) -> int:
-        return -1 if any(size[c] < 0 for c in cs) else int(np.prod([size[c] for c in cs]))
-
-    g, name = imp.g, n.name
-    a = g.op("Transpose", [imp.ref(ins[0])], name + "/a", perm=[ta.index(c) for c in batch + left + summed])
-    a = g.op("Reshape", [a], name + "/a3", shape=[prod(batch), prod(left), prod(summed)] if batch
-             else [prod(left), prod(summed)])
-    b_value = imp.ref(ins[1])
-    b = g.op("Transpose", [b_value], name + "/b", perm=[tb.index(c) for c in batch + summed + right])
-    b = g.op("Reshape", [b], name + "/b3", shape=[prod(batch), prod(summed), prod(right)] if batch
-             else [prod(summed), prod(right)])
-    y = (g.op("Dense", [a, b], name + "/mm") if not batch and g.is_const(b)
-         else g.op("BatchMatMul", [a, b], name + "/mm"))
-    grouped = batch + left + right
-    y = g.op("Reshape", [y], name + "/split", shape=[size[c] for c in grouped])
-    perm = [grouped.index(c) for c in out]
-    return y if perm == list(range(len(out))) else g.op("Transpose", [y], name, perm=perm)
+    equation = str(_attr(n, "equation", ""))
+    try:
+        return _einsum.einsum(imp.g, [imp.ref(i) for i in ins],
+                              [_shape_of(imp, n, k) for k in range(len(ins))], equation, n.name)
+    except ValueError as why:
+        raise ValueError(f"equation {equation!r} with {why}") from None
 
 
 HANDLERS: dict[str, Callable[[Any, Any], str | list[str] | None]] = {

@@ -188,20 +188,21 @@ def _unsqueeze(
     if axes_input is not None:  # read by value when planning
         return imp.g.op("Unsqueeze", [ins[0], axes_input], name)
     axes, src = axes_of(imp, ins, attrs), imp.shapes.get(node.input[0])
-    if axes and src is None:
-        return imp.g.op("Unsqueeze", ins[:1], name, axes=axes)
-    if not axes or src is None:
+    if not axes:
         return None
-    rank = len(src) + len(axes)
-    axes = sorted(a % rank for a in axes)
-    # Before the first new axis, 0 copies the input's dimension; after it, dims come from inference.
-    shape = [
-        1 if i in axes else (0 if i < axes[0] else src[i - sum(a < i for a in axes)])
-        for i in range(rank)
-    ]
-    if sum(d < 0 for d in shape) > 1:
-        return None
-    return imp.g.op("Reshape", ins[:1], name, shape=shape)
+    if src is not None:
+        rank = len(src) + len(axes)
+        new = sorted(a % rank for a in axes)
+        # Before the first new axis, 0 copies the input's dimension; after it, dims come from
+        # inference. A Reshape the converter's passes know; with sizes inference left open, the
+        # native Unsqueeze below sizes them when planning.
+        shape = [
+            1 if i in new else (0 if i < new[0] else src[i - sum(a < i for a in new)])
+            for i in range(rank)
+        ]
+        if sum(d < 0 for d in shape) <= 1:
+            return imp.g.op("Reshape", ins[:1], name, shape=shape)
+    return imp.g.op("Unsqueeze", ins[:1], name, axes=axes)
 
 
 def _pad(imp: Importer, node: Any, name: str, ins: list[str], attrs: dict[str, Any]) -> str | None:
