@@ -87,6 +87,15 @@ def test_reduce_axes_input_empty_with_noop(tmp_path):
     check(model, sess, {"x": x, "axes": np.zeros(0, np.int64)})
 
 
+@pytest.mark.parametrize("op", ["ReduceSum", "ReduceMax", "ReduceProd", "ReduceLogSumExp", "ReduceL2"])
+def test_reduce_over_an_empty_axis(tmp_path, op):
+    """Reducing a zero-size axis gives the reduction's identity (0, -inf, 1...), as ONNX's."""
+    x = np.zeros((2, 0, 4), np.float32)
+    node = helper.make_node(op, ["x", "axes"], ["y"], keepdims=1)
+    model, sess = convert(tmp_path, node, {"x": x, "axes": np.array([1], np.int64)})
+    check(model, sess, {"x": x, "axes": np.array([1], np.int64)})
+
+
 def test_reduce_axes_out_of_range_names_node_input_and_value(tmp_path):
     x = x_of(2, 3)
     node = helper.make_node("ReduceSum", ["x", "axes"], ["y"], name="sum1")
@@ -192,6 +201,17 @@ def test_resize_sizes_and_scales_at_run_time(tmp_path, mode):
         check(model, sess, {"x": x, "scales": np.array(scales, np.float32)})
     with pytest.raises(ValueError, match=r"scales \(input 1\) entry -2 is not a positive scale"):
         model.predict({"x": x, "scales": np.array([1, 1, -2, 1], np.float32)})
+
+
+@pytest.mark.parametrize("policy", ["not_larger", "not_smaller"])
+def test_resize_sizes_keep_aspect_ratio(tmp_path, policy):
+    x = x_of(1, 1, 4, 6)
+    feeds = {"x": x, "sizes": np.array([7, 7], I64)}
+    node = helper.make_node("Resize", ["x", "", "", "sizes"], ["y"], mode="linear", axes=[2, 3],
+                            keep_aspect_ratio_policy=policy)
+    model, sess = convert(tmp_path, node, feeds, fixed=("x", "sizes"))
+    for sizes in ([7, 7], [2, 9], [13, 5]):
+        check(model, sess, {"x": x, "sizes": np.array(sizes, I64)})
 
 
 @pytest.mark.parametrize("dtype,largest", [(np.float32, 1), (np.int64, 0), (np.float64, 1)])

@@ -30,7 +30,8 @@ public:
           nearest_(a.get_string("nearest_mode", "round_prefer_floor",
                                 {"round_prefer_floor", "round_prefer_ceil", "floor", "ceil"})),
           param_(a.get_string("param", "", {"", "scales", "sizes"})),
-          axes_(a.get_ints("axes", -1, {}, -int64_t(kMaxRank))) {
+          axes_(a.get_ints("axes", -1, {}, -int64_t(kMaxRank))),
+          policy_(a.get_string("keep_aspect_ratio_policy", "stretch", {"stretch", "not_larger", "not_smaller"})) {
         scales_ = a.get_floats("scales", static_cast<int>(sizes_.size()));
         for (double sc : scales_) {
             if (!(sc > 0.0)) a.fail(str("attribute 'scales' must be positive, got ", sc));
@@ -72,9 +73,28 @@ public:
         const std::vector<int64_t> n = param_ == "sizes" ? param_ints(*param, what, kMaxRank) : std::vector<int64_t>();
         const size_t count = param_ == "sizes" ? n.size() : v.size();
         if (count != axes.size()) shape_error(str(what, " has ", count, " entries for ", axes.size(), " axes"));
+        if (param_ == "sizes" && policy_ != "stretch") {
+            // One scale for every axis of `axes` (the smallest or largest size / input), sizes
+            // rounded half up, as ONNX's keep_aspect_ratio_policy.
+            double scale = policy_ == "not_larger" ? INFINITY : 0.0;
+            for (size_t i = 0; i < axes.size() && i < n.size(); ++i) {
+                const size_t a = static_cast<size_t>(normalize_axis(axes[i], x.size(), "Resize"));
+                const double s = static_cast<double>(n[i]) / static_cast<double>(x[a]);
+                scale = policy_ == "not_larger" ? std::min(scale, s) : std::max(scale, s);
+            }
+            for (size_t i = 0; i < axes.size() && i < n.size(); ++i) {
+                const size_t a = static_cast<size_t>(normalize_axis(axes[i], x.size(), "Resize"));
+                const double size = std::floor(scale * static_cast<double>(x[a]) + 0.5);
+                if (!(size >= 1.0) || size > 2147483648.0) shape_error(str(what, " ", shape_str(n), " gives axis ", a, " size ", size));
+                g.out[a] = static_cast<int64_t>(size);
+                g.scales[a] = scale;
+            }
+        }
         for (size_t i = 0; i < axes.size(); ++i) {
             const size_t a = static_cast<size_t>(normalize_axis(axes[i], x.size(), "Resize"));
-            if (param_ == "sizes") {
+            if (param_ == "sizes" && policy_ != "stretch") {
+                if (n[i] < 1) shape_error(str(what, " entry ", n[i], " is not a size >= 1"));
+            } else if (param_ == "sizes") {
                 if (n[i] < 1 || n[i] > (int64_t(1) << 31)) shape_error(str(what, " entry ", n[i], " is not a size >= 1"));
                 g.out[a] = n[i];
                 g.scales[a] = static_cast<double>(n[i]) / static_cast<double>(x[a]);
@@ -231,6 +251,7 @@ private:
     std::vector<double> scales_;
     std::string mode_, coord_, nearest_, param_;
     std::vector<int64_t> axes_;
+    std::string policy_;
 };
 
 }  // namespace

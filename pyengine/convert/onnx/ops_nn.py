@@ -256,6 +256,9 @@ _RESIZE_COORDS = (
 )
 
 
+_RESIZE_POLICIES = ("stretch", "not_larger", "not_smaller")
+
+
 _RESIZE_NEAREST = ("round_prefer_floor", "round_prefer_ceil", "floor", "ceil")
 
 
@@ -270,13 +273,13 @@ def _resize(imp: Importer, node: Any, name: str, ins: list[str], attrs: dict[str
         if mode == "bilinear":  # Upsample opset 7's name
             mode = "linear"
         nearest = "floor" if node.op_type == "Upsample" or imp.opset < 11 else nearest
+    policy = attr_str(attrs.get("keep_aspect_ratio_policy", "stretch"))
     refusals = [
         (mode not in ("nearest", "linear"), f"mode '{mode}'"),
         (coord not in _RESIZE_COORDS, f"coordinate_transformation_mode '{coord}'"),
         (mode == "nearest" and nearest not in _RESIZE_NEAREST, f"nearest_mode '{nearest}'"),
         (bool(attrs.get("antialias", 0)), "antialias 1"),
-        (attr_str(attrs.get("keep_aspect_ratio_policy", "stretch")) != "stretch",
-         f"keep_aspect_ratio_policy '{attr_str(attrs.get('keep_aspect_ratio_policy', ''))}'"),
+        (policy not in _RESIZE_POLICIES, f"keep_aspect_ratio_policy '{policy}'"),
         (bool(attrs.get("exclude_outside", 0)), "exclude_outside 1"),
     ]
     for bad, what in refusals:
@@ -295,10 +298,15 @@ def _resize(imp: Importer, node: Any, name: str, ins: list[str], attrs: dict[str
     else:
         got = [imp.const_of(v) if v else None for v in (ins + [""] * 4)[2:4]]
         for i, param in ((2, "scales"), (3, "sizes")):
-            if param_input(imp, ins, i) is not None:  # read by value when planning
+            # Read by value when planning: run-time ones, and sizes with an aspect policy (the
+            # engine computes the kept aspect in one place, ops_resize.cpp).
+            if param_input(imp, ins, i) is not None or (
+                param == "sizes" and policy != "stretch" and got[1] is not None and np.size(got[1])
+            ):
                 return imp.g.op("Resize", [ins[0], ins[i]], name, param=param,
                                 axes=[int(a) for a in attrs.get("axes", [])], mode=mode,
-                                coordinate_transformation_mode=coord, nearest_mode=nearest)
+                                coordinate_transformation_mode=coord, nearest_mode=nearest,
+                                keep_aspect_ratio_policy=policy if param == "sizes" else "stretch")
         scales_v = got[0] if got[0] is not None and np.size(got[0]) else None
         sizes_v = got[1] if got[1] is not None and np.size(got[1]) else None
     if scales_v is None and sizes_v is None:

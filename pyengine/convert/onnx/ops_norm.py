@@ -30,9 +30,6 @@ def _reduce(imp: Importer, node: Any, name: str, ins: list[str], attrs: dict[str
     axes_input = param_input(imp, ins, 1)
     if axes is None and axes_input is None:
         return None
-    shape = imp.shapes.get(node.input[0])
-    if shape is not None and 0 in shape:
-        return None  # an empty input: the engine holds no zero-size tensors
     # ONNX's no-op: with no axes, each element goes through the reduction's element step alone
     # (ReduceL2 gives |x|), as onnx's reference computes it.
     noop = bool(attrs.get("noop_with_empty_axes", 0))
