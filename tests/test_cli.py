@@ -188,13 +188,14 @@ def _onnx_with_unsupported_ops(path: str) -> str:
     import onnx
     from onnx import TensorProto, helper
 
-    nodes = [helper.make_node("CumSum", ["x", "axis"], ["h"], name="cumsum_node"),
+    nodes = [helper.make_node("Scaler", ["x"], ["h"], name="scaler_node", domain="ai.onnx.ml",
+                              offset=[0.5], scale=[2.0]),
              helper.make_node("Relu", ["h"], ["y"], name="relu_node")]
     graph = helper.make_graph(nodes, "g",
                               [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 4])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 4])],
-                              [helper.make_tensor("axis", TensorProto.INT64, [], [1])])
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), path)
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 4])])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13),
+                                                      helper.make_opsetid("ai.onnx.ml", 1)]), path)
     return path
 
 
@@ -222,13 +223,13 @@ def test_convert_json(tmp_path: Any, capsys: pytest.CaptureFixture[str]) -> None
 
 def test_run_warning_in_cli_words(tmp_path: Any) -> None:
     pytest.importorskip("onnxruntime", reason="the onnx extra is not installed")
-    src = _onnx_with_unsupported_ops(str(tmp_path / "cumsum.onnx"))
+    src = _onnx_with_unsupported_ops(str(tmp_path / "scaler.onnx"))
     x = np.random.default_rng(2).standard_normal((3, 4)).astype(np.float32)
     np.save(tmp_path / "x.npy", x)
     r = run_cli("run", src, "-i", str(tmp_path / "x.npy"), "--json")
     assert r.returncode == 0, r.stderr
     got = np.array(json.loads(r.stdout)["outputs"]["y"]["values"])
-    np.testing.assert_allclose(got, np.maximum(np.cumsum(x, axis=1), 0), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(got, np.maximum((x - 0.5) * 2.0, 0), rtol=1e-5, atol=1e-6)
     assert "pyengine run: warning:" in r.stderr and "--backend onnx" in r.stderr
     assert "backend='" not in r.stderr and "Warning:" not in r.stderr, r.stderr
 

@@ -241,8 +241,8 @@ HOST_ONLY_OPS = {"Attention", "BatchMatMul", "BinaryMath", "ConvTranspose2D", "G
                  # issue 23's int8 ops: CPU kernels only
                  "QuantizeLinear", "DequantizeLinear", "QLinearConv2D", "QLinearDense",
                  # issue 25's typed ops (int64/bool values): CPU kernels only
-                 "ArgReduce", "BitCast", "Cast", "Classify", "Compare", "Gather", "GatherElements", "Logic", "Scatter",
-                 "Trilu"}
+                 "ArgReduce", "BitCast", "Cast", "Classify", "Cumulative", "Compare", "Gather",
+                 "GatherElements", "Logic", "Scatter", "Trilu"}
 
 
 def test_every_op_lowers_to_a_device_kernel(tmp_path):

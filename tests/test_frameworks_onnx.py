@@ -63,28 +63,31 @@ def _unsupported_model(path: str) -> str:
     from onnx import TensorProto, helper
 
     nodes = [
-        helper.make_node("CumSum", ["x", "axis"], ["e"], name="cumsum_node"),
+        helper.make_node("Scaler", ["x"], ["e"], name="scaler_node", domain="ai.onnx.ml",
+                         offset=[0.5], scale=[2.0]),
         helper.make_node("Relu", ["e"], ["r"], name="relu_node"),
-        helper.make_node("CumSum", ["r", "axis"], ["y"], name="cumsum_reverse_node", reverse=1),
+        helper.make_node("Normalizer", ["r"], ["y"], name="normalizer_node", domain="ai.onnx.ml",
+                         norm="MAX"),
     ]
     graph = helper.make_graph(
         nodes,
         "g",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 4])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 4])],
-        [helper.make_tensor("axis", TensorProto.INT64, [], [1])],
     )
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)]), path)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14),
+                                                      helper.make_opsetid("ai.onnx.ml", 1)]), path)
     return path
 
 
 def test_unsupported_ops_listed_and_auto_falls_back_once(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    path = _unsupported_model(str(tmp_path / "cumsum.onnx"))
+    path = _unsupported_model(str(tmp_path / "ml.onnx"))
     with pytest.raises(pyengine.UnsupportedOpsError) as info:
-        pyengine.convert(path, str(tmp_path / "cumsum.pyem"))
+        pyengine.convert(path, str(tmp_path / "ml.pyem"))
     msg = str(info.value)
-    assert "cumsum_node (CumSum)" in msg and "cumsum_reverse_node (CumSum)" in msg and path in msg
-    assert info.value.ops == [("cumsum_node", "CumSum"), ("cumsum_reverse_node", "CumSum")]
+    assert "scaler_node (ai.onnx.ml.Scaler)" in msg and "normalizer_node (ai.onnx.ml.Normalizer)" in msg
+    assert path in msg
+    assert info.value.ops == [("scaler_node", "ai.onnx.ml.Scaler"), ("normalizer_node", "ai.onnx.ml.Normalizer")]
     with pytest.raises(pyengine.UnsupportedOpsError):
         pyengine.load(path, backend="native")
     with pytest.warns(pyengine.FrameworkFallbackWarning, match="runs this model on onnx") as caught:
@@ -92,8 +95,9 @@ def test_unsupported_ops_listed_and_auto_falls_back_once(tmp_path) -> None:  # t
     assert len(caught) == 1
     assert model.backend == "onnx"
     x = data((3, 4))
-    forward = np.maximum(np.cumsum(x, axis=1), 0)
-    np.testing.assert_allclose(model.predict(x), np.cumsum(forward[:, ::-1], axis=1)[:, ::-1], rtol=1e-5, atol=1e-5)
+    scaled = np.maximum((x - 0.5) * 2.0, 0)
+    want = scaled / np.maximum(np.max(scaled, axis=1, keepdims=True), 1e-30)  # Normalizer MAX
+    np.testing.assert_allclose(model.predict(x), want, rtol=1e-5, atol=1e-5)
 
 
 def test_cli_convert(models: dict[str, str], tmp_path) -> None:  # type: ignore[no-untyped-def]
@@ -108,7 +112,7 @@ def test_cli_convert(models: dict[str, str], tmp_path) -> None:  # type: ignore[
     assert "wrote" in done.stdout and str(dst) in done.stdout
     x = data((4, MLP_FEATURES))
     assert_close(pyengine.load(str(dst)).predict(x), _session_reference(models["mlp"])(x))
-    bad = _unsupported_model(str(tmp_path / "cumsum.onnx"))
+    bad = _unsupported_model(str(tmp_path / "ml.onnx"))
     done = subprocess.run(
         [sys.executable, "-m", "pyengine", "convert", bad, "-o", str(tmp_path / "x.pyem")],
         capture_output=True,
@@ -116,7 +120,7 @@ def test_cli_convert(models: dict[str, str], tmp_path) -> None:  # type: ignore[
         timeout=120,
     )
     assert done.returncode == 2
-    assert "cumsum_node (CumSum)" in done.stderr and "cumsum_reverse_node (CumSum)" in done.stderr
+    assert "scaler_node (ai.onnx.ml.Scaler)" in done.stderr and "normalizer_node (ai.onnx.ml.Normalizer)" in done.stderr
 
 
 def test_corrupt_onnx_is_a_clear_error(models: dict[str, str], tmp_path) -> None:  # type: ignore[no-untyped-def]

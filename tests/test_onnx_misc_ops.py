@@ -234,3 +234,12 @@ def test_scatter_index_out_of_range_is_an_error_naming_it(tmp_path) -> None:  # 
     feeds["indices"] = np.array([[0, 3]], np.int64)
     with pytest.raises(ValueError, match="ScatterElements index 3 is out of range for a dimension of 3"):
         pyengine.load(dst).predict(feeds)
+
+
+@pytest.mark.parametrize("op,x", [
+    ("CumSum", r(3, 4, 5)), ("CumSum", np.arange(-6, 18, dtype=np.int64).reshape(2, 3, 4)),
+    ("CumProd", RNG.uniform(0.5, 1.5, (3, 4, 5)))])
+@pytest.mark.parametrize("axis,exclusive,reverse", [(1, 0, 0), (-1, 1, 0), (0, 0, 1), (2, 1, 1)])
+def test_cumulative_along_a_run_time_axis(tmp_path, op, x, axis, exclusive, reverse) -> None:  # type: ignore[no-untyped-def]
+    feeds = {"x": x, "axis": np.array(axis, np.int32)}
+    _check(tmp_path, op, feeds, 26 if op == "CumProd" else 14, exclusive=exclusive, reverse=reverse)

@@ -209,8 +209,8 @@ using Factory = std::unique_ptr<Op> (*)(const Attrs&);
     X(QuantizeLinear, 1, 1, 1) X(DequantizeLinear, 1, 1, 1)                              \
     X(QLinearConv2D, 2, 3, 1) X(QLinearDense, 2, 3, 1)                                 \
     X(Cast, 1, 1, 1) X(BitCast, 1, 1, 1) X(Compare, 2, 2, 1) X(Logic, 1, 2, 1) X(Classify, 1, 1, 1)          \
-    X(ArgReduce, 1, 1, 1) X(Gather, 2, 2, 1) X(GatherElements, 2, 2, 1) X(Scatter, 3, 3, 1) X(Trilu, 1, 2, 1)      \
-    X(Attention, 3, 7, 1)                                                                \
+    X(ArgReduce, 1, 1, 1) X(Gather, 2, 2, 1) X(GatherElements, 2, 2, 1) X(Scatter, 3, 3, 1)  \
+    X(Cumulative, 2, 2, 1) X(Trilu, 1, 2, 1) X(Attention, 3, 7, 1)                         \
     X(Unsqueeze, 1, 2, 1) X(Expand, 2, 2, 1) X(Tile, 2, 2, 1) X(ConstantOfShape, 1, 1, 1)  \
     X(Range, 3, 3, 1) X(Split, 1, 2, 1) X(TopK, 2, 2, 1) X(Shape, 1, 1, 1)
 

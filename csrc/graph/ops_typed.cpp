@@ -455,6 +455,59 @@ private:
     Reduction reduction_ = Reduction::None;
 };
 
+// Cumulative(x, axis): ONNX's CumSum / CumProd (`kind` sum | prod) along the axis a one-element
+// int32/int64 input gives (read per run; negative counts from the end), `exclusive` (the
+// running value before each element) and `reverse` (from the end); any number type, summed in it.
+class CumulativeOp : public Op {
+public:
+    explicit CumulativeOp(const Attrs& a)
+        : product_(a.get_string("kind", "sum", {"sum", "prod"}) == "prod"),
+          exclusive_(a.get_bool("exclusive", false)),
+          reverse_(a.get_bool("reverse", false)) {}
+    std::vector<Shape> infer(const std::vector<Shape>& in) const override {
+        if (in[0].empty()) shape_error("Cumulative takes a tensor of rank 1 or more");
+        if (shape_numel(in[1]) != 1) shape_error(str("Cumulative axis must be one integer, got shape ", shape_str(in[1])));
+        return {in[0]};
+    }
+    bool takes_dtype(size_t i, DType t) const override { return i == 0 ? t != DType::Bool : is_index_dtype(t); }
+    std::vector<DType> infer_dtypes(const std::vector<DType>& in, size_t) const override {
+        if (in[0] == DType::Bool) dtype_error(0, in[0], "a number type");
+        if (!is_index_dtype(in[1])) dtype_error(1, in[1], "int32 or int64");
+        return {in[0]};
+    }
+    void run(const std::vector<const Tensor*>& in, const std::vector<Tensor*>& out) const override {
+        const Shape& s = in[0]->shape;
+        const size_t axis = static_cast<size_t>(normalize_axis(index_at(*in[1], 0), s.size(), "Cumulative"));
+        int64_t outer = 1, inner = 1;
+        for (size_t i = 0; i < axis; ++i) outer *= s[i];
+        for (size_t i = axis + 1; i < s.size(); ++i) inner *= s[i];
+        const int64_t n = s[axis];
+        dispatch_dtype(in[0]->dtype, [&](auto tag) {
+            using T = decltype(tag);
+            if constexpr (!std::is_same_v<T, bool>) {
+                const T* x = in[0]->as<T>();
+                T* y = out[0]->as<T>();
+                for (int64_t o = 0; o < outer; ++o) {
+                    for (int64_t j = 0; j < inner; ++j) {
+                        T acc = product_ ? T(1) : T(0);
+                        for (int64_t step = 0; step < n; ++step) {
+                            const int64_t k = reverse_ ? n - 1 - step : step;
+                            const int64_t at = (o * n + k) * inner + j;
+                            const T v = x[at];
+                            if (exclusive_) y[at] = acc;
+                            acc = product_ ? static_cast<T>(acc * v) : static_cast<T>(acc + v);
+                            if (!exclusive_) y[at] = acc;
+                        }
+                    }
+                }
+            }
+        });
+    }
+
+private:
+    bool product_, exclusive_, reverse_;
+};
+
 // Trilu(x[, k]): the upper (or lower) triangle of the last two dimensions from diagonal k (a
 // scalar int64 input read once per run), zeros elsewhere.
 class TriluOp : public Op {
@@ -498,6 +551,7 @@ private:
 
 std::unique_ptr<Op> make_BitCast(const Attrs& a) { return std::make_unique<BitCastOp>(a); }
 std::unique_ptr<Op> make_Scatter(const Attrs& a) { return std::make_unique<ScatterOp>(a); }
+std::unique_ptr<Op> make_Cumulative(const Attrs& a) { return std::make_unique<CumulativeOp>(a); }
 std::unique_ptr<Op> make_Cast(const Attrs& a) { return std::make_unique<CastOp>(a); }
 std::unique_ptr<Op> make_Compare(const Attrs& a) { return std::make_unique<CompareOp>(a); }
 std::unique_ptr<Op> make_Logic(const Attrs& a) { return std::make_unique<LogicOp>(a); }

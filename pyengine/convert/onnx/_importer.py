@@ -396,5 +396,6 @@ TYPED_OPS = {
     "Div", "Sum", "Min", "Max", "Pow", "Mod", "Abs", "Neg", "Sign", "ArgMax", "ArgMin",
     "Gather", "GatherElements", "Trilu", "IsNaN", "IsInf", "Dropout", "Constant", "BitwiseAnd",
     "BitwiseOr", "BitwiseXor", "BitwiseNot", "BitShift", "Attention", "EyeLike", "GatherND", "BitCast",
-    "RotaryEmbedding", "Scatter", "ScatterElements", "ScatterND", "TopK", "Pad",
+    "RotaryEmbedding", "Scatter", "ScatterElements", "ScatterND", "CumSum", "CumProd", "TopK",
+    "Pad",
 }

@@ -95,6 +95,12 @@ def _scatter(imp: Importer, node: Any, name: str, ins: list[str], attrs: dict[st
     return imp.g.op("Scatter", ins[:3], name, **extra)
 
 
+def _cumulative(imp: Importer, node: Any, name: str, ins: list[str], attrs: dict[str, Any]) -> str:
+    """CumSum and CumProd (the axis a constant or a run-time input)."""
+    return imp.g.op("Cumulative", ins[:2], name, kind="prod" if node.op_type == "CumProd" else "sum",
+                    exclusive=bool(attrs.get("exclusive", 0)), reverse=bool(attrs.get("reverse", 0)))
+
+
 # ONNX bitwise ops -> the native BinaryMath's fn (integers only).
 _BITWISE = {"BitwiseAnd": "bit_and", "BitwiseOr": "bit_or", "BitwiseXor": "bit_xor"}
 
@@ -122,4 +128,6 @@ HANDLERS: dict[str, Handler] = {
     "Scatter": _scatter,
     "ScatterElements": _scatter,
     "ScatterND": _scatter,
+    "CumSum": _cumulative,
+    "CumProd": _cumulative,
 }
