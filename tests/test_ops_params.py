@@ -198,6 +198,17 @@ def test_pad_modes_and_dtypes(tmp_path, mode, dtype):
         check(model, sess, {"x": x, "pads": np.array(pads, I64)})
 
 
+def test_center_crop_pad_sizes_at_run_time(tmp_path):
+    x = x_of(5, 6, 3)
+    feeds = {"x": x, "shape": np.array([4, 9], I64)}
+    node = helper.make_node("CenterCropPad", ["x", "shape"], ["y"], axes=[0, -2])
+    model, sess = convert(tmp_path, node, feeds, fixed=("x", "shape"))
+    for shape in ([4, 9], [7, 3], [5, 6], [1, 1]):  # crop and pad, odd and even differences
+        check(model, sess, {"x": x, "shape": np.array(shape, I64)})
+    with pytest.raises(ValueError, match=r"CenterCropPad size -1 is not a size.*'shape' = \[-1, 2\]"):
+        model.predict({"x": x, "shape": np.array([-1, 2], I64)})
+
+
 @pytest.mark.parametrize("mode", ["nearest", "linear"])
 def test_resize_sizes_and_scales_at_run_time(tmp_path, mode):
     x = x_of(1, 2, 4, 5)

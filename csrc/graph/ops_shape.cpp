@@ -388,7 +388,8 @@ private:
 };
 
 // Pads from the `pads` attribute (with `value`), or from inputs pads[, value[, axes]] (ONNX
-// opset 11+; pads and axes read by value, where negative amounts crop).
+// opset 11+; pads and axes read by value, where negative amounts crop), or with `center` to the
+// sizes of input 1 (ONNX CenterCropPad).
 class PadOp : public Op {
 public:
     explicit PadOp(const Attrs& a)
@@ -396,6 +397,8 @@ public:
         if (pads_.size() % 2 != 0) a.fail("attribute 'pads' must have an even number of entries");
         const std::string m = a.get_string("mode", "constant", {"constant", "reflect", "edge", "wrap"});
         mode_ = m == "reflect" ? PadMode::Reflect : m == "edge" ? PadMode::Edge : m == "wrap" ? PadMode::Wrap : PadMode::Constant;
+        center_ = a.get_bool("center", false);
+        center_axes_ = a.get_ints("axes", -1, {}, -int64_t(kMaxRank));
     }
     bool reads_value(size_t i) const override { return i == 1 || i == 3; }
     std::vector<DType> infer_dtypes(const std::vector<DType>& in, size_t) const override {
@@ -405,8 +408,10 @@ public:
         if (in.size() > 2 && in[2] != in[0]) dtype_error(2, in[2], str(dtype_name(in[0]), " (input 0's dtype)"));
         return {in[0]};
     }
-    // [begin..., end...] over every axis of an input of rank `rank`.
-    std::vector<int64_t> pads(size_t rank, const std::vector<const Tensor*>& p) const {
+    // [begin..., end...] over every axis of an input shaped `x`.
+    std::vector<int64_t> pads(const Shape& x, const std::vector<const Tensor*>& p) const {
+        const size_t rank = x.size();
+        if (center_) return center_pads(x, *p[1]);
         if (p.size() < 2 || p[1] == nullptr) {
             if (!has_pads_) shape_error("Pad needs attribute 'pads' or a pads input");
             if (pads_.size() != 2 * rank) {
@@ -432,10 +437,31 @@ public:
         }
         return out;
     }
+    // ONNX CenterCropPad (`center`): input 1 holds the target sizes of `axes` (all by default);
+    // each is reached by cropping or zero-padding both ends, the odd element at the end.
+    std::vector<int64_t> center_pads(const Shape& x, const Tensor& target) const {
+        const size_t rank = x.size();
+        std::vector<int64_t> axes = center_axes_;
+        if (axes.empty()) for (size_t i = 0; i < rank; ++i) axes.push_back(static_cast<int64_t>(i));
+        const std::vector<int64_t> sizes = param_ints(target, "CenterCropPad shape (input 1)", kMaxRank);
+        if (sizes.size() != axes.size()) {
+            shape_error(str("CenterCropPad has ", sizes.size(), " sizes for ", axes.size(), " axes"));
+        }
+        std::vector<int64_t> out(2 * rank, 0);
+        for (size_t i = 0; i < axes.size(); ++i) {
+            const size_t a = static_cast<size_t>(normalize_axis(axes[i], rank, "CenterCropPad"));
+            const int64_t t = sizes[i], d = x[a];
+            if (t < 0 || t > (int64_t(1) << 31)) shape_error(str("CenterCropPad size ", t, " is not a size"));
+            const int64_t begin = t < d ? -((d - t) / 2) : (t - d) / 2;
+            out[a] = begin;
+            out[a + rank] = t - d - begin;
+        }
+        return out;
+    }
     std::vector<Shape> infer(const std::vector<Shape>& in) const override { return infer_values(in, {nullptr}); }
     std::vector<Shape> infer_values(const std::vector<Shape>& in, const std::vector<const Tensor*>& v) const override {
         const Shape& x = in[0];
-        const std::vector<int64_t> p = pads(x.size(), v);
+        const std::vector<int64_t> p = pads(x, v);
         Shape out = x;
         for (size_t d = 0; d < x.size(); ++d) {
             const int64_t b = p[d], e = p[d + x.size()];
@@ -453,7 +479,7 @@ public:
     }
     void run(const std::vector<const Tensor*>& in, const std::vector<Tensor*>& out) const override {
         const size_t r = in[0]->shape.size();
-        const std::vector<int64_t> p = pads(r, in);
+        const std::vector<int64_t> p = pads(in[0]->shape, in);
         std::vector<int64_t> b(p.begin(), p.begin() + static_cast<long>(r));
         std::vector<int64_t> e(p.begin() + static_cast<long>(r), p.end());
         if (in[0]->dtype == DType::Float32) {
@@ -490,6 +516,8 @@ private:
     bool has_pads_;
     float value_;
     PadMode mode_;
+    bool center_;
+    std::vector<int64_t> center_axes_;
 };
 
 class MeanOp : public Op {

@@ -334,6 +334,7 @@ PARAM_INPUTS: dict[str, set[int]] = {
                           "Tile", "TopK", "Upsample")},
     "Slice": {1, 2, 3, 4},
     "Pad": {1, 3},
+    "CenterCropPad": {1},
     "Resize": {1, 2, 3},
     "ConstantOfShape": {0},
     "Range": {0, 1, 2},
@@ -397,5 +398,5 @@ TYPED_OPS = {
     "Gather", "GatherElements", "Trilu", "IsNaN", "IsInf", "Dropout", "Constant", "BitwiseAnd",
     "BitwiseOr", "BitwiseXor", "BitwiseNot", "BitShift", "Attention", "EyeLike", "GatherND", "BitCast",
     "RotaryEmbedding", "Scatter", "ScatterElements", "ScatterND", "CumSum", "CumProd", "TopK",
-    "Pad",
+    "Pad", "CenterCropPad",
 }

@@ -230,6 +230,14 @@ def _pad(imp: Importer, node: Any, name: str, ins: list[str], attrs: dict[str, A
     )
 
 
+def _center_crop_pad(
+    imp: Importer, node: Any, name: str, ins: list[str], attrs: dict[str, Any]
+) -> str:
+    """The native Pad with ``center``: the target sizes (constant or read by value when
+    planning) reached by cropping or zero-padding both ends."""
+    return imp.g.op("Pad", ins[:2], name, center=True, axes=[int(a) for a in attrs.get("axes", [])])
+
+
 def _identity(imp: Importer, node: Any, name: str, ins: list[str], attrs: dict[str, Any]) -> str:
     return ins[0]
 
@@ -329,6 +337,7 @@ HANDLERS: dict[str, Handler] = {
     "Squeeze": _squeeze,
     "Unsqueeze": _unsqueeze,
     "Pad": _pad,
+    "CenterCropPad": _center_crop_pad,
     "Expand": _expand,
     "DepthToSpace": _depth_space,
     "SpaceToDepth": _depth_space,
