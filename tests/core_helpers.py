@@ -185,6 +185,16 @@ class CoreProcess:
                        and n != "core.log") if os.path.isdir(logs) else []
         return "\n".join([self.core_log(), *(self.function_log(n) for n in names)])
 
+    def wait_log(self, *texts: str, timeout: float = 15.0) -> str:
+        """The whole log once every one of ``texts`` is in it. Workers' lines reach the log after
+        their call has answered (a relay in between), so reading it right away races them."""
+        deadline = time.monotonic() + timeout
+        text = self.log()
+        while not all(t in text for t in texts) and time.monotonic() < deadline:
+            time.sleep(0.05)
+            text = self.log()
+        return text
+
     def stop(self) -> None:
         if self.proc.poll() is None:
             self.proc.terminate()

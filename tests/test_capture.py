@@ -153,7 +153,7 @@ def test_s3_outage_and_a_killed_core_lose_no_acknowledged_sample(open_tmp: str) 
             time.sleep(0.1)
         assert "pyengine_capture_upload_errors_total" in metrics, core.log()[-2000:]
         assert "pyengine_capture_spool_samples 15" in metrics
-        assert "cannot upload captured samples" in core.log()
+        assert "cannot upload captured samples" in core.wait_log("cannot upload captured samples")
         core.proc.send_signal(signal.SIGKILL)  # a crash: acknowledged samples must survive
         core.proc.wait()
         core.stop()

@@ -284,7 +284,8 @@ def test_failures_fail_only_their_call(core):
     assert body["error"]["type"] == "ValueError"
     assert body["error"]["message"] == "bad event 42"
     assert "traceback" not in body["error"]  # the caller gets it only from a --debug core
-    assert "Traceback" in core.log() and "bad event 42" in core.log()
+    log = core.wait_log("Traceback", "bad event 42")
+    assert "Traceback" in log and "bad event 42" in log
 
     status, body = core.invoke("faulty", {"op": "object"})
     assert status == 500 and body["error"]["type"] == "TypeError"
@@ -373,7 +374,7 @@ def test_context(core):
     assert os.path.dirname(ctx["resources"]["ro-data"]).endswith("/dest/.ro-data.pyengine")
     assert ctx["resources"]["zero"] == "/dev/zero"
     assert f"inv={body['invocation_id']}" not in core.log()
-    assert body["invocation_id"] in core.log()
+    assert body["invocation_id"] in core.wait_log(body["invocation_id"])
 
 
 @pytest.mark.parametrize("name", ["guard", "ondemand"])

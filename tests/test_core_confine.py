@@ -69,10 +69,13 @@ def _daemon(home):
     if pid == 0:  # the classic double fork: setsid, fork again, the middle one exits
         os.setsid()
         if os.fork() == 0:
-            with open(os.path.join(home, "daemon.pid"), "w") as fh:
-                fh.write(str(os.getpid()))
-            os.write(w, str(os.getpid()).encode())
-            time.sleep(600)
+            try:  # never back into the worker's code: a forked copy must not answer the call
+                with open(os.path.join(home, "daemon.pid"), "w") as fh:
+                    fh.write(str(os.getpid()))
+                os.write(w, str(os.getpid()).encode())
+                time.sleep(600)
+            finally:
+                os._exit(0)
         os._exit(0)
     os.waitpid(pid, 0)
     os.close(w)
@@ -298,12 +301,13 @@ def test_functions_cannot_read_each_others_scratch(open_tmp):
 def test_daemons_die_with_their_worker_and_the_core(open_tmp, kind):
     base = os.path.join(open_tmp, kind)
     os.makedirs(base)
-    core = _start(base, kind, [function(base, "spawner", TENANT, timeout_s=1.0)])
+    # 3 s: the call must outlive the double fork on a loaded machine, then time out.
+    core = _start(base, kind, [function(base, "spawner", TENANT, timeout_s=3.0)])
     scratch = os.path.join(core.root, "run", "spawner")
     stopped = False
     try:
         # A daemon forked by a call that then times out.
-        status, body = core.invoke("spawner", {"op": "daemon", "then": "sleep", "s": 5})
+        status, body = core.invoke("spawner", {"op": "daemon", "then": "sleep", "s": 30})
         assert status == 504, body
         with open(os.path.join(scratch, "daemon.pid")) as fh:
             timed_out = int(fh.read())
@@ -319,7 +323,7 @@ def test_daemons_die_with_their_worker_and_the_core(open_tmp, kind):
         with open(os.path.join(scratch, "daemon.pid")) as fh:
             orphan = int(fh.read())
         assert _gone([kept, orphan]) == []
-        assert "left behind by workers that ended" in core.log()
+        assert "left behind by workers that ended" in core.wait_log("left behind by workers that ended")
         # A daemon alive when the core stops.
         last = _ok(core, "spawner", op="daemon")
         assert _alive(last)

@@ -213,7 +213,7 @@ def test_full_queue_drops_are_counted(mosquitto: Mosquitto, predict_base: str) -
         assert dropped > 0 and dropped + done == n, (dropped, done, metrics)
         acks = [json.loads(p)["seq"] for _, p in device.wait_for(int(done), 10)]
         assert len(acks) == done and acks == sorted(acks)
-        assert "message queue full (5)" in core.log()
+        assert "message queue full (5)" in core.wait_log("message queue full (5)")
     finally:
         device.close()
         core.stop()
@@ -251,7 +251,7 @@ def test_core_reconnects_and_resubscribes_after_a_broker_restart(mosquitto: Mosq
         _, metrics = core.get("/metrics")
         assert _metric(metrics, "pyengine_mqtt_connects_total", broker="devices") == 2
         assert _metric(metrics, "pyengine_mqtt_connected", broker="devices") == 1
-        assert "lost the connection" in core.log()
+        assert "lost the connection" in core.wait_log("lost the connection")
     finally:
         core.stop()
 

@@ -158,6 +158,7 @@ def test_slice_bounds_axes_and_steps_at_run_time(tmp_path):
         ([-1, 2**62], [-2**62, 0], [1, -1], [-2, -3]),  # backwards, saturated bounds
         ([-10, 0], [20, 7], [0, 1], [1, 1]),  # bounds past the axis are clamped
         ([4, -3], [0, -1], [2, 0], [-1, 1]),
+        ([0, 6], [5, 0], [0, 2], [2**63 - 1, -(2**63)]),  # extreme steps take one element
     ]:
         check(model, sess, {"x": x, "starts": np.array(starts, I64), "ends": np.array(ends, I64),
                             "axes": np.array(axes, I64), "steps": np.array(steps, I64)})
@@ -184,6 +185,17 @@ def test_pad_pads_axes_and_value_at_run_time(tmp_path):
                             "value": np.array(value, np.float32)})
     with pytest.raises(ValueError, match=r"Pad has 3 pads for 2 axes.*'pads' = \[1, 2, 3\]"):
         model.predict({**feeds, "pads": np.array([1, 2, 3], I64)})
+
+
+@pytest.mark.parametrize("mode", ["constant", "reflect", "edge", "wrap"])
+@pytest.mark.parametrize("dtype", [np.float32, np.int32])
+def test_pad_modes_and_dtypes(tmp_path, mode, dtype):
+    x = (x_of(3, 4) * 10).astype(dtype)
+    feeds = {"x": x, "pads": np.array([1, 2, 2, 1], I64)}
+    model, sess = convert(tmp_path, helper.make_node("Pad", ["x", "pads"], ["y"], mode=mode), feeds,
+                          opset=19)
+    for pads in ([1, 2, 2, 1], [0, 3, 2, 0]):
+        check(model, sess, {"x": x, "pads": np.array(pads, I64)})
 
 
 @pytest.mark.parametrize("mode", ["nearest", "linear"])

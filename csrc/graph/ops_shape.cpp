@@ -6,6 +6,7 @@
 #include <cstring>
 
 #include "common.h"
+#include "graph/dtype_dispatch.h"
 #include "graph/op.h"
 #include "kernels/bytes.h"
 #include "kernels/transform.h"
@@ -196,8 +197,10 @@ public:
             const size_t a = static_cast<size_t>(normalize_axis(axes[i], x.size(), "Slice"));
             if (seen[a]) shape_error(str("Slice axis ", axes[i], " repeats"));
             seen[a] = true;
-            const int64_t d = x[a], step = steps[i];
-            if (step == 0) shape_error(str("Slice step for axis ", axes[i], " is 0"));
+            const int64_t d = x[a];
+            if (steps[i] == 0) shape_error(str("Slice step for axis ", axes[i], " is 0"));
+            // A step beyond any axis takes one element, as a huge one does (and cannot overflow).
+            const int64_t step = std::clamp<int64_t>(steps[i], -(int64_t(1) << 40), int64_t(1) << 40);
             // Bounds saturate (ONNX writes INT64_MAX for "to the end"); negative ones count from the end.
             int64_t s = starts[i] < 0 ? std::max(starts[i], -d) + d : std::min(starts[i], d);
             int64_t e = ends[i] < 0 ? std::max(ends[i], -d - 1) + d : std::min(ends[i], d);
@@ -205,11 +208,11 @@ public:
             if (step > 0) {
                 s = std::clamp<int64_t>(s, 0, d);
                 e = std::clamp<int64_t>(e, 0, d);
-                n = e > s ? (e - s + step - 1) / step : 0;
+                n = e > s ? 1 + (e - s - 1) / step : 0;
             } else {
                 s = std::clamp<int64_t>(s, 0, d - 1);
                 e = std::clamp<int64_t>(e, -1, d - 1);
-                n = s > e ? (s - e - step - 1) / -step : 0;
+                n = s > e ? 1 + (s - e - 1) / -step : 0;
             }
             r.out[a] = n;
             r.offset += n > 0 ? s * xs[a] : 0;
@@ -391,17 +394,16 @@ public:
     explicit PadOp(const Attrs& a)
         : pads_(a.get_ints("pads", -1, {}, 0)), has_pads_(a.has("pads")), value_(a.get_float("value", 0.0f)) {
         if (pads_.size() % 2 != 0) a.fail("attribute 'pads' must have an even number of entries");
-        const std::string m = a.get_string("mode", "constant", {"constant", "reflect", "edge"});
-        mode_ = m == "reflect" ? PadMode::Reflect : m == "edge" ? PadMode::Edge : PadMode::Constant;
+        const std::string m = a.get_string("mode", "constant", {"constant", "reflect", "edge", "wrap"});
+        mode_ = m == "reflect" ? PadMode::Reflect : m == "edge" ? PadMode::Edge : m == "wrap" ? PadMode::Wrap : PadMode::Constant;
     }
     bool reads_value(size_t i) const override { return i == 1 || i == 3; }
     std::vector<DType> infer_dtypes(const std::vector<DType>& in, size_t) const override {
-        if (in[0] != DType::Float32) dtype_error(0, in[0], "float32");
         for (size_t i : {size_t(1), size_t(3)}) {
             if (i < in.size() && in[i] != DType::Int64 && in[i] != DType::Int32) dtype_error(i, in[i], "int32 or int64");
         }
-        if (in.size() > 2 && in[2] != DType::Float32) dtype_error(2, in[2], "float32");
-        return {DType::Float32};
+        if (in.size() > 2 && in[2] != in[0]) dtype_error(2, in[2], str(dtype_name(in[0]), " (input 0's dtype)"));
+        return {in[0]};
     }
     // [begin..., end...] over every axis of an input of rank `rank`.
     std::vector<int64_t> pads(size_t rank, const std::vector<const Tensor*>& p) const {
@@ -441,7 +443,9 @@ public:
                 shape_error(str("reflect padding ", b, "/", e, " must be smaller than dimension ", d, " (", x[d], ")"));
             }
             if (mode_ != PadMode::Constant && (b < 0 || e < 0)) shape_error("only constant padding takes negative pads");
-            if (mode_ == PadMode::Edge && x[d] == 0 && (b || e)) shape_error("edge padding of an empty dimension");
+            if ((mode_ == PadMode::Edge || mode_ == PadMode::Wrap) && x[d] == 0 && (b || e)) {
+                shape_error("edge or wrap padding of an empty dimension");
+            }
             out[d] = x[d] + b + e;
             if (out[d] < 0) shape_error(str("Pad crops dimension ", d, " (", x[d], ") by more than its size: ", b, "/", e));
         }
@@ -452,12 +456,26 @@ public:
         const std::vector<int64_t> p = pads(r, in);
         std::vector<int64_t> b(p.begin(), p.begin() + static_cast<long>(r));
         std::vector<int64_t> e(p.begin() + static_cast<long>(r), p.end());
-        // The value input, when there is one (an empty one means 0, as in ONNX).
-        const float value = in.size() > 2 && in[2]->numel() > 0 ? in[2]->f32()[0] : in.size() > 2 ? 0.0f : value_;
-        pad(in[0]->f32(), in[0]->shape, b, e, mode_, value, out[0]->f32());
+        if (in[0]->dtype == DType::Float32) {
+            // The value input, when there is one (an empty one means 0, as in ONNX).
+            const float value = in.size() > 2 && in[2]->numel() > 0 ? in[2]->f32()[0] : in.size() > 2 ? 0.0f : value_;
+            pad(in[0]->f32(), in[0]->shape, b, e, mode_, value, out[0]->f32());
+            return;
+        }
+        // Other dtypes: the value input's first element, else the attribute in x's dtype.
+        uint64_t value = 0;
+        if (in.size() > 2 && in[2]->numel() > 0) {
+            std::memcpy(&value, in[2]->data, in[0]->itemsize());
+        } else if (in.size() <= 2) {
+            dispatch_dtype(in[0]->dtype, [&](auto zero) {
+                const auto v = static_cast<decltype(zero)>(value_);
+                std::memcpy(&value, &v, sizeof v);
+            });
+        }
+        pad_bytes(in[0]->data, in[0]->itemsize(), in[0]->shape, b, e, mode_, &value, out[0]->data);
     }
     bool lower(const std::vector<Shape>& in, DeviceStep* s) const override {
-        if (!has_pads_) return false;
+        if (!has_pads_ || mode_ == PadMode::Wrap) return false;  // the device kernels pad float32 without wrap
         const size_t r = in[0].size();
         s->kind = DeviceStep::Pad;
         s->pad_begin.assign(pads_.begin(), pads_.begin() + static_cast<long>(r));

@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "kernels/transform.h"
 
+#include "common.h"
+
 #include <algorithm>
 #include <cstring>
 
@@ -117,8 +119,11 @@ void concat(const std::vector<const float*>& xs, const std::vector<int64_t>& axi
     }
 }
 
-void pad(const float* x, const Shape& x_shape, const std::vector<int64_t>& begin,
-         const std::vector<int64_t>& end, PadMode mode, float value, float* y) {
+namespace {
+
+template <class T>
+void pad_typed(const T* x, const Shape& x_shape, const std::vector<int64_t>& begin, const std::vector<int64_t>& end,
+               PadMode mode, T value, T* y) {
     Shape y_shape(x_shape.size());
     for (size_t d = 0; d < x_shape.size(); ++d) y_shape[d] = x_shape[d] + begin[d] + end[d];
     const auto xs = strides_of(x_shape);
@@ -131,6 +136,8 @@ void pad(const float* x, const Shape& x_shape, const std::vector<int64_t>& begin
                 if (mode == PadMode::Constant || n == 0) { y[i] = value; return; }
                 if (mode == PadMode::Edge) {
                     s = s < 0 ? 0 : n - 1;
+                } else if (mode == PadMode::Wrap) {
+                    s = ((s % n) + n) % n;
                 } else {  // reflect without repeating the edge; the op checks pads < n
                     const int64_t period = 2 * (n - 1);
                     s = period == 0 ? 0 : ((s % period) + period) % period;
@@ -141,6 +148,31 @@ void pad(const float* x, const Shape& x_shape, const std::vector<int64_t>& begin
         }
         y[i] = x[off];
     });
+}
+
+}  // namespace
+
+void pad(const float* x, const Shape& x_shape, const std::vector<int64_t>& begin,
+         const std::vector<int64_t>& end, PadMode mode, float value, float* y) {
+    pad_typed(x, x_shape, begin, end, mode, value, y);
+}
+
+void pad_bytes(const void* x, size_t elem, const Shape& x_shape, const std::vector<int64_t>& begin,
+               const std::vector<int64_t>& end, PadMode mode, const void* value, void* y) {
+    // Padding only moves elements: any type of the same width pads the same.
+    auto run = [&](auto zero) {
+        using T = decltype(zero);
+        T v;
+        std::memcpy(&v, value, sizeof v);
+        pad_typed(static_cast<const T*>(x), x_shape, begin, end, mode, v, static_cast<T*>(y));
+    };
+    switch (elem) {
+        case 1: run(uint8_t{}); break;
+        case 2: run(uint16_t{}); break;
+        case 4: run(uint32_t{}); break;
+        case 8: run(uint64_t{}); break;
+        default: throw InvalidArgument(str("pad of ", elem, "-byte elements"));
+    }
 }
 
 void reduce_mean(const float* x, const Shape& x_shape, const std::vector<int64_t>& axes, float* y) {

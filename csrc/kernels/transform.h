@@ -16,11 +16,15 @@ void transpose(const float* x, const Shape& x_shape, const std::vector<int64_t>&
 void concat(const std::vector<const float*>& xs, const std::vector<int64_t>& axis_sizes,
             int64_t outer, int64_t inner, float* y);
 
-enum class PadMode : uint8_t { Constant, Reflect, Edge };
+// Wrap (ONNX's: the other end's elements) is host-only; the device kernels take the first three.
+enum class PadMode : uint8_t { Constant, Reflect, Edge, Wrap };
 
-// Pads each dimension d by begin[d] before and end[d] after.
+// Pads each dimension d by begin[d] before and end[d] after (negative amounts crop).
 void pad(const float* x, const Shape& x_shape, const std::vector<int64_t>& begin,
          const std::vector<int64_t>& end, PadMode mode, float value, float* y);
+// The same for elements of `elem` bytes (1, 2, 4 or 8) of any type; `value` points at one.
+void pad_bytes(const void* x, size_t elem, const Shape& x_shape, const std::vector<int64_t>& begin,
+               const std::vector<int64_t>& end, PadMode mode, const void* value, void* y);
 
 // Mean over `axes` (sorted, unique); y has the reduced dims removed or kept as 1 (same data).
 void reduce_mean(const float* x, const Shape& x_shape, const std::vector<int64_t>& axes, float* y);

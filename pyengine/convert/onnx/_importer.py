@@ -397,4 +397,5 @@ TYPED_OPS = {
     "Gather", "GatherElements", "Trilu", "IsNaN", "IsInf", "Dropout", "Constant", "BitwiseAnd",
     "BitwiseOr", "BitwiseXor", "BitwiseNot", "BitShift", "Attention", "EyeLike", "GatherND", "BitCast",
     "RotaryEmbedding", "Scatter", "ScatterElements", "ScatterND", "CumSum", "CumProd", "TopK",
+    "Pad",
 }

@@ -207,7 +207,7 @@ def _unsqueeze(
 
 def _pad(imp: Importer, node: Any, name: str, ins: list[str], attrs: dict[str, Any]) -> str | None:
     mode = attr_str(attrs.get("mode", "constant"))
-    if mode not in ("constant", "reflect", "edge"):
+    if mode not in ("constant", "reflect", "edge", "wrap"):
         return None
     if imp.opset < 11:
         pads, value = attrs.get("pads", attrs.get("paddings")), float(attrs.get("value", 0.0))
