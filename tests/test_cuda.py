@@ -242,7 +242,9 @@ HOST_ONLY_OPS = {"Attention", "BatchMatMul", "BinaryMath", "ConvTranspose2D", "G
                  "QuantizeLinear", "DequantizeLinear", "QLinearConv2D", "QLinearDense",
                  # issue 25's typed ops (int64/bool values): CPU kernels only
                  "ArgReduce", "BitCast", "Cast", "Classify", "Cumulative", "Compare", "Gather",
-                 "GatherElements", "Logic", "Scatter", "Trilu"}
+                 "GatherElements", "Logic", "Scatter", "Trilu",
+                 # issue 25's ops with run-time parameters: CPU kernels only
+                 "ConstantOfShape", "Expand", "Range", "Shape", "Split", "Tile", "TopK", "Unsqueeze"}
 
 
 def test_every_op_lowers_to_a_device_kernel(tmp_path):
