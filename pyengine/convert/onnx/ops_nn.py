@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from pyengine.convert.onnx._importer import Handler, Importer, attr_str, param_input
+from pyengine.convert.onnx._importer import Handler, Importer, attr_str
 
 
 def _pads2d(attrs: dict[str, Any], spatial: int) -> dict[str, Any]:
@@ -263,8 +263,8 @@ _RESIZE_NEAREST = ("round_prefer_floor", "round_prefer_ceil", "floor", "ceil")
 
 
 def _resize(imp: Importer, node: Any, name: str, ins: list[str], attrs: dict[str, Any]) -> str | None:
-    """Resize (opset 10+) and Upsample: nearest and linear with constant scales or sizes. An
-    attribute value the kernel lacks is refused naming the node and the value."""
+    """Resize (opset 10+) and Upsample: nearest and linear with scales or sizes (constant or
+    run-time). An attribute value the kernel lacks is refused naming the node and the value."""
     mode = attr_str(attrs.get("mode", "nearest"))
     coord = attr_str(attrs.get("coordinate_transformation_mode",
                          "asymmetric" if node.op_type == "Upsample" or imp.opset < 11 else "half_pixel"))
@@ -285,52 +285,26 @@ def _resize(imp: Importer, node: Any, name: str, ins: list[str], attrs: dict[str
     for bad, what in refusals:
         if bad:
             return imp.g.unsupported_op(name, f"Resize with {what}")
-    shape = imp.shapes.get(node.input[0])
-    if shape is None:
-        return None
-    rank = len(shape)
+    # The scales or sizes go to the native Resize as its input p, read by value when planning
+    # (constant or run-time alike): the output sizes are computed in one place, ops_resize.cpp.
     if node.op_type == "Upsample" or imp.opset < 11:
-        if "scales" not in attrs and param_input(imp, ins, 1) is not None:  # read when planning
-            return imp.g.op("Resize", ins[:2], name, param="scales", mode=mode,
-                            coordinate_transformation_mode=coord, nearest_mode=nearest)
-        scales_v = attrs.get("scales") if "scales" in attrs else imp.const_of(ins[1])
-        sizes_v = None
+        param = "scales"
+        value = (imp.g.const(np.array(attrs["scales"], np.float32), name + "/scales")
+                 if "scales" in attrs else ins[1])
     else:
-        got = [imp.const_of(v) if v else None for v in (ins + [""] * 4)[2:4]]
-        for i, param in ((2, "scales"), (3, "sizes")):
-            # Read by value when planning: run-time ones, and sizes with an aspect policy (the
-            # engine computes the kept aspect in one place, ops_resize.cpp).
-            if param_input(imp, ins, i) is not None or (
-                param == "sizes" and policy != "stretch" and got[1] is not None and np.size(got[1])
-            ):
-                return imp.g.op("Resize", [ins[0], ins[i]], name, param=param,
-                                axes=[int(a) for a in attrs.get("axes", [])], mode=mode,
-                                coordinate_transformation_mode=coord, nearest_mode=nearest,
-                                keep_aspect_ratio_policy=policy if param == "sizes" else "stretch")
-        scales_v = got[0] if got[0] is not None and np.size(got[0]) else None
-        sizes_v = got[1] if got[1] is not None and np.size(got[1]) else None
-    if scales_v is None and sizes_v is None:
-        return None
-    axes = [int(a) % rank for a in attrs.get("axes", range(rank))]
-    want_sizes = None if sizes_v is None else [int(v) for v in np.ravel(sizes_v)]
-    want_scales = [] if scales_v is None else [float(np.float32(v)) for v in np.ravel(scales_v)]
-    scales, sizes = [1.0] * rank, [max(d, 0) for d in shape]
-    for i, a in enumerate(axes):
-        if shape[a] < 0 and (want_sizes is not None or want_scales[i] != 1.0):
-            return None  # a free dimension is resized: its size is not known here
-        if shape[a] < 0:
-            continue
-        if want_sizes is not None:
-            sizes[a] = want_sizes[i]
-            scales[a] = sizes[a] / shape[a]
-        else:
-            scales[a] = want_scales[i]
-            sizes[a] = int(np.floor(shape[a] * scales[a]))
-    if any(s == 0 and shape[i] >= 0 for i, s in enumerate(sizes)):
-        return None  # an empty output
-    sizes = [0 if shape[i] < 0 else s for i, s in enumerate(sizes)]
-    return imp.g.op("Resize", ins[:1], name, sizes=sizes, scales=scales, mode=mode,
-                    coordinate_transformation_mode=coord, nearest_mode=nearest)
+        def given(i: int) -> bool:  # present, and not an empty constant (ONNX's "absent")
+            c = imp.const_of(ins[i]) if len(ins) > i and ins[i] else np.zeros(0)
+            return c is None or c.size > 0
+
+        present = [(i, p) for i, p in ((3, "sizes"), (2, "scales")) if given(i)]
+        if not present:
+            return None
+        i, param = present[0]
+        value = ins[i]
+    return imp.g.op("Resize", [ins[0], value], name, param=param,
+                    axes=[int(a) for a in attrs.get("axes", [])], mode=mode,
+                    coordinate_transformation_mode=coord, nearest_mode=nearest,
+                    keep_aspect_ratio_policy=policy if param == "sizes" else "stretch")
 
 
 HANDLERS: dict[str, Handler] = {
