@@ -325,11 +325,11 @@ void nchwc_dw_tile(const NchwcConv& c, const float* xb, const float* w, const fl
     if (!nchwc_act_inline(p.ep.act)) act_row(y, T * CB, p.ep);
 }
 
-// Depthwise, T pixels of one row whose taps all lie inside the row, for a K-wide kernel at
-// stride S without dilation (3x3 and 5x5 at stride 1 or 2: nearly every depthwise layer): each
-// input row segment is loaded once into registers and reused by the K taps that read it, so a
-// row costs (T - 1) * S + K loads instead of K * T.
-template <int CB, int T, int K, int S>
+// Depthwise, T pixels of one row for a K-wide kernel at stride S without dilation (3x3 and 5x5
+// at stride 1 or 2: nearly every depthwise layer): each input row segment is loaded once into
+// registers and reused by the K taps that read it, so a row costs (T - 1) * S + K loads
+// instead of K * T. EDGE: some taps fall in the left or right padding (read as zeros).
+template <int CB, int T, int K, int S, bool EDGE>
 void nchwc_dw_slide(const NchwcConv& c, const float* xb, const float* w, const float* bias, float* y, const float* r,
                     int64_t oh, int64_t ow0) {
     typedef float V __attribute__((vector_size(CB * sizeof(float))));
@@ -347,8 +347,17 @@ void nchwc_dw_slide(const NchwcConv& c, const float* xb, const float* w, const f
         if (static_cast<uint64_t>(ih) >= static_cast<uint64_t>(p.H)) continue;
         const float* xr = xc + ih * p.W * CB;
         V xv[kIn];
+        if constexpr (EDGE) {
+            const int64_t iw0 = ow0 * S - p.pad_left;
 #pragma GCC unroll 32
-        for (int i = 0; i < kIn; ++i) PE_NC_LOAD(xv[i], xr + i * CB);
+            for (int i = 0; i < kIn; ++i) {
+                xv[i] = V{} + 0.0f;
+                if (static_cast<uint64_t>(iw0 + i) < static_cast<uint64_t>(p.W)) PE_NC_LOAD(xv[i], xr + i * CB);
+            }
+        } else {
+#pragma GCC unroll 32
+            for (int i = 0; i < kIn; ++i) PE_NC_LOAD(xv[i], xr + i * CB);
+        }
 #pragma GCC unroll 8
         for (int kw = 0; kw < K; ++kw) {
             V wv;
@@ -362,19 +371,32 @@ void nchwc_dw_slide(const NchwcConv& c, const float* xb, const float* w, const f
     if (!nchwc_act_inline(p.ep.act)) act_row(y, T * CB, p.ep);
 }
 
-// Interior columns [ow, hi) of one depthwise row: sliding tiles of T, then T / 2, then single
-// pixels.
+// A tile of n <= T pixels at column ow: checked for the padding when it reaches outside the
+// interior columns [lo, hi).
+template <int CB, int T, int K, int S>
+inline void nchwc_dw_slide_n(int n, const NchwcConv& c, const float* xb, const float* w, const float* bias, float* y,
+                             const float* r, int64_t oh, int64_t ow, int64_t lo, int64_t hi) {
+    if (n == T) {
+        if (ow < lo || ow + T > hi) {
+            nchwc_dw_slide<CB, T, K, S, true>(c, xb, w, bias, y, r, oh, ow);
+        } else {
+            nchwc_dw_slide<CB, T, K, S, false>(c, xb, w, bias, y, r, oh, ow);
+        }
+    } else if constexpr (T > 1) {
+        nchwc_dw_slide_n<CB, T - 1, K, S>(n, c, xb, w, bias, y, r, oh, ow, lo, hi);
+    }
+}
+
+// Columns [ow, b) of one depthwise row in sliding tiles of up to T pixels, the last one shorter;
+// only tiles that reach the left or right padding check their loads.
 template <int CB, int T, int K, int S>
 void nchwc_dw_slide_row(const NchwcConv& c, const float* xb, const float* w, const float* bias, float* yr,
-                        const float* rr, int64_t oh, int64_t ow, int64_t hi) {
-    for (; ow + T <= hi; ow += T) nchwc_dw_slide<CB, T, K, S>(c, xb, w, bias, yr + ow * CB, rr ? rr + ow * CB : nullptr, oh, ow);
-    if constexpr (T >= 4) {
-        if (ow + T / 2 <= hi) {
-            nchwc_dw_slide<CB, T / 2, K, S>(c, xb, w, bias, yr + ow * CB, rr ? rr + ow * CB : nullptr, oh, ow);
-            ow += T / 2;
-        }
+                        const float* rr, int64_t oh, int64_t ow, int64_t b, int64_t lo, int64_t hi) {
+    while (ow < b) {
+        const int n = static_cast<int>(b - ow < T ? b - ow : T);
+        nchwc_dw_slide_n<CB, T, K, S>(n, c, xb, w, bias, yr + ow * CB, rr ? rr + ow * CB : nullptr, oh, ow, lo, hi);
+        ow += n;
     }
-    for (; ow < hi; ++ow) nchwc_dw_slide<CB, 1, K, S>(c, xb, w, bias, yr + ow * CB, rr ? rr + ow * CB : nullptr, oh, ow);
 }
 
 // Depthwise over flattened output pixels [q0, q0 + T) when no tap leaves the input (the
@@ -435,7 +457,7 @@ void nchwc_dw(const NchwcConv& c, const float* x, float* y, int64_t n, int64_t o
     // half the tile).
     constexpr int TS = CB == 8 ? 4 : 8;
     using Slide = void (*)(const NchwcConv&, const float*, const float*, const float*, float*, const float*, int64_t,
-                           int64_t, int64_t);
+                           int64_t, int64_t, int64_t, int64_t);
     Slide slide = nullptr;
     if (p.dilation_w == 1 && p.KW == 3 && p.stride_w == 1) slide = nchwc_dw_slide_row<CB, TS, 3, 1>;
     if (p.dilation_w == 1 && p.KW == 3 && p.stride_w == 2) slide = nchwc_dw_slide_row<CB, TS, 3, 2>;
@@ -460,6 +482,10 @@ void nchwc_dw(const NchwcConv& c, const float* x, float* y, int64_t n, int64_t o
             const int64_t b = q1 < (oh + 1) * p.OW ? q1 - oh * p.OW : p.OW;
             float* yr = y + at + oh * p.OW * CB;
             const float* rr = c.residual != nullptr ? c.residual + at + oh * p.OW * CB : nullptr;
+            if (slide != nullptr) {
+                slide(c, xb, w, bias, yr, rr, oh, a, b, lo, hi);
+                continue;
+            }
             auto one = [&](int64_t ow, bool edge) {
                 if (edge) {
                     nchwc_dw_tile<CB, 1, true>(c, xb, w, bias, yr + ow * CB, rr ? rr + ow * CB : nullptr, oh, ow);
@@ -470,10 +496,6 @@ void nchwc_dw(const NchwcConv& c, const float* x, float* y, int64_t n, int64_t o
             const int64_t ilo = lo > a ? lo : a, ihi = hi < b ? hi : b;
             int64_t ow = a;
             for (; ow < b && ow < ilo; ++ow) one(ow, true);
-            if (slide != nullptr && ow < ihi) {
-                slide(c, xb, w, bias, yr, rr, oh, ow, ihi);
-                ow = ihi;
-            }
             for (; ow + T <= ihi; ow += T) {
                 nchwc_dw_tile<CB, T, false>(c, xb, w, bias, yr + ow * CB, rr ? rr + ow * CB : nullptr, oh, ow);
             }
