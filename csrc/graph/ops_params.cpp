@@ -343,7 +343,7 @@ public:
                     if (va != vb) return largest_ ? va > vb : va < vb;
                     return a < b;
                 };
-                std::partial_sort(idx.begin(), idx.begin() + k, idx.end(), before);
+                std::partial_sort(idx.begin(), idx.begin() + static_cast<std::ptrdiff_t>(k), idx.end(), before);
                 for (int64_t i = 0; i < k; ++i) {
                     const int64_t at = (o * k + i) * inner + j;
                     if (indices_) y->as<int64_t>()[at] = idx[static_cast<size_t>(i)];

@@ -378,7 +378,7 @@ public:
             shape_error(str("ScatterND indices ", shape_str(i), " must end in 1..", d.size(), " (data ", shape_str(d), ")"));
         }
         Shape want(i.begin(), i.end() - 1);
-        want.insert(want.end(), d.begin() + i.back(), d.end());
+        want.insert(want.end(), d.begin() + static_cast<std::ptrdiff_t>(i.back()), d.end());
         if (u != want) shape_error(str("ScatterND updates ", shape_str(u), " must be ", shape_str(want)));
         return {d};
     }
