@@ -59,6 +59,18 @@ def test_num_threads_env():
         pyengine.sysinfo.set_thread_count(0)
 
 
+def test_spin_env():
+    """How long idle pool threads spin: any value from 0 (never) works; a bad one is an error
+    naming it."""
+    for value in ("0", "200"):
+        out = info_json(PYENGINE_SPIN_US=value, PYENGINE_NUM_THREADS="2")
+        assert out.returncode == 0 and json.loads(out.stdout)["threads"] == 2, out.stderr
+    for value in ("soon", "-1"):
+        out = info_json(PYENGINE_SPIN_US=value)
+        assert out.returncode == 2
+        assert f"PYENGINE_SPIN_US='{value}' is not an integer from 0 to 100000" in out.stderr
+
+
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
     d = tmp_path_factory.mktemp("rt")

@@ -31,12 +31,27 @@ int threads_from_env() {
 
 thread_local bool tls_in_pool = false;
 
-// How long an idle worker spins before it blocks.
-constexpr std::chrono::microseconds kSpin{50};
+// How long an idle worker (and a caller waiting for workers) spins before it blocks:
+// PYENGINE_SPIN_US, default 5 (0: never). Long enough to catch the next op of an inference
+// coming back to back (waking a blocked worker costs about 12 us), short because on a VM a
+// spinning vCPU slows the one doing the work (pause-loop exits, shared cores): on the 2-vCPU
+// build machine a 50 us spin made a single-threaded reorder 3x slower and MobileNetV2 on 2
+// threads slower than on 1 (9.0 ms vs 7.5; 5.0 ms with this default). Dedicated cores may
+// spin longer.
+std::chrono::microseconds spin_from_env() {
+    const char* env = std::getenv("PYENGINE_SPIN_US");
+    if (env == nullptr || *env == '\0') return std::chrono::microseconds{5};
+    char* end = nullptr;
+    const long n = std::strtol(env, &end, 10);
+    if (*end != '\0' || n < 0 || n > 100000) {
+        throw InvalidArgument(str("PYENGINE_SPIN_US='", env, "' is not an integer from 0 to 100000 (microseconds)"));
+    }
+    return std::chrono::microseconds{n};
+}
 
 class ThreadPool {
 public:
-    explicit ThreadPool(int threads) : threads_(threads) {}
+    explicit ThreadPool(int threads) : threads_(threads), spin_(spin_from_env()) {}
     ~ThreadPool() { stop_workers(); }
 
     int threads() const { return threads_.load(std::memory_order_relaxed); }
@@ -79,12 +94,12 @@ public:
         open_ = false;
         if (joined_ != 0) {
             // Workers still finish their last tasks, usually within microseconds: spin for them
-            // (a sleep and wake-up costs more) before blocking.
+            // (when spinning is on) before blocking.
             lock.unlock();
-            const auto spin_end = std::chrono::steady_clock::now() + kSpin;
-            for (int i = 0; joined_count_.load(std::memory_order_acquire) != 0; ++i) {
+            const auto spin_end = std::chrono::steady_clock::now() + spin_;
+            for (int i = 0; spin_.count() > 0 && joined_count_.load(std::memory_order_acquire) != 0; ++i) {
                 cpu_relax();
-                if ((i & 255) == 255 && std::chrono::steady_clock::now() > spin_end) break;
+                if ((i & 63) == 63 && std::chrono::steady_clock::now() > spin_end) break;
             }
             lock.lock();
         }
@@ -113,12 +128,14 @@ private:
         tls_in_pool = true;
         uint64_t seen = 0;
         for (;;) {
-            // Spin briefly before sleeping: the ops of one inference come back to back, and a
-            // worker that is awake joins the next one without a wake-up's latency.
-            const auto spin_end = std::chrono::steady_clock::now() + kSpin;
-            for (int i = 0; generation_.load(std::memory_order_acquire) == seen && !stop_flag_.load(std::memory_order_relaxed); ++i) {
+            // Spin briefly before sleeping (when spinning is on): the ops of one inference come
+            // back to back, and a worker that is awake joins the next one without a wake-up.
+            const auto spin_end = std::chrono::steady_clock::now() + spin_;
+            for (int i = 0; spin_.count() > 0 && generation_.load(std::memory_order_acquire) == seen &&
+                            !stop_flag_.load(std::memory_order_relaxed);
+                 ++i) {
                 cpu_relax();
-                if ((i & 255) == 255 && std::chrono::steady_clock::now() > spin_end) break;
+                if ((i & 63) == 63 && std::chrono::steady_clock::now() > spin_end) break;
             }
             {
                 std::unique_lock<std::mutex> lock(mutex_);
@@ -159,6 +176,7 @@ private:
     }
 
     std::atomic<int> threads_;
+    const std::chrono::microseconds spin_;
     std::mutex busy_;  // held by the caller whose job the workers run
     std::mutex mutex_;
     std::condition_variable wake_, done_;
