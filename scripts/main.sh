@@ -19,7 +19,7 @@ export PYENGINE_DEMO_DIR="$PWD/.demo"
 .venv/bin/pyengine resources list --root "$PYENGINE_DEMO_DIR/root"
 
 # Run the deployed group on a core (functions confined, as nobody when run as root), invoke its
-# function with a held-out test digit as a base64 PNG, print the prediction, then the accuracy of
-# the deployed function on every test digit.
+# function with a held-out test digit as a base64 PNG and by its path in the granted volume of
+# test digits, print the prediction, then the accuracy of the deployed function on every test digit.
 .venv/bin/python examples/image-classification/invoke.py "$PYENGINE_DEMO_DIR/root" \
   "$PYENGINE_DEMO_DIR/packages/test-digits"

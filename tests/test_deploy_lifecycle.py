@@ -301,7 +301,8 @@ def test_deploy_without_native_core(world):
 
 
 def test_example_group_deploys(tmp_path):
-    """What scripts/main.sh runs: build the example package, deploy examples/group."""
+    """The examples/group package builds and deploys (the quick group beside the
+    image-classification example scripts/main.sh runs)."""
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = dict(os.environ, PYENGINE_DEMO_DIR=str(tmp_path / "demo"))
     pkg = str(tmp_path / "demo" / "packages" / "digits.tar.gz")

@@ -1,6 +1,7 @@
 """The image-classification example (examples/image-classification, run by scripts/main.sh):
 its CNN is really trained on scikit-learn's digits and converted, and the deployed group
-classifies held-out test digits sent as base64 PNG and JPEG through a real core."""
+classifies held-out test digits sent as base64 PNG and JPEG, or named by their path in the
+granted capture volume, through a real core."""
 
 from __future__ import annotations
 
@@ -86,6 +87,18 @@ def test_deployed_function_classifies_test_digits(demo: Any, monkeypatch: pytest
                 confident += result["probability"] >= 0.9
         # 20 images (10 digits as PNG and JPEG); the model errs on about 2 % of test digits.
         assert right >= 18 and confident >= 16, (right, confident)
+        # By path in the granted volume (relative, and absolute), and refusals for paths
+        # outside it: the handler names them, and the OS would refuse the read anyway.
+        for label, name in sorted(per_class.items())[:3]:
+            for path in (name, os.path.join(built.test_digits, name)):
+                status, answer = core.invoke("classify-image", {"path": path})
+                assert status == 200, (answer, core.log())
+                assert answer["result"]["label"] == label, (path, answer)
+        for path in ("../digits-cnn.tar.gz", "/etc/passwd", "missing.png"):
+            status, answer = core.invoke("classify-image", {"path": path})
+            assert status != 200, (path, answer)
+            message = answer["error"]["message"]
+            assert repr(path) in message and ("outside" in message or "cannot be read" in message), message
         status, answer = core.invoke("classify-image", {"image": "not base64!"})
         assert status != 200 and "'image' is not valid base64" in answer["error"]["message"]
         status, answer = core.invoke(

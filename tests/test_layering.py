@@ -223,3 +223,19 @@ def test_cpp_includes_point_down() -> None:
                 wrong.append(f"csrc/{src} ({here[1]}) includes {head} ({there[1]})")
     assert not wrong, "includes against the C++ layers of docs/architecture.md:\n  " + \
         "\n  ".join(wrong)
+
+
+def test_every_endif_names_its_condition() -> None:
+    """`#endif  // CONDITION` in every C++ file: the house style, so a reader of a long kernel
+    sees which branch closes without scrolling back."""
+    bare = []
+    for folder, _, files in os.walk(CSRC):
+        for name in files:
+            if not name.endswith((".h", ".cpp", ".cu", ".cuh")):
+                continue
+            path = os.path.join(folder, name)
+            with open(path, encoding="utf-8") as fh:
+                for number, line in enumerate(fh, 1):
+                    if re.match(r"\s*#\s*endif\s*$", line):
+                        bare.append(f"csrc/{os.path.relpath(path, CSRC)}:{number}")
+    assert not bare, "#endif without a // CONDITION comment:\n  " + "\n  ".join(bare)

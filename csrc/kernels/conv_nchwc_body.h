@@ -19,7 +19,7 @@
 
 #if defined(__AVX512F__)
 #include <immintrin.h>
-#endif
+#endif  // defined(__AVX512F__)
 
 #include "kernels/conv_nchwc.h"
 
@@ -69,7 +69,7 @@ inline __attribute__((always_inline)) void nchwc_exp(V& x) {
         x = reinterpret_cast<V>(_mm512_maskz_scalef_ps(all, y, n));
         return;
     }
-#endif
+#endif  // defined(__AVX512F__)
     typedef int VI __attribute__((vector_size(sizeof(V))));
     const V zero = V{} + 0.0f, one = zero + 1.0f;
     x = x < zero + 88.3762626647949f ? x : zero + 88.3762626647949f;

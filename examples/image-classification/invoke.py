@@ -6,8 +6,9 @@ then runs
     pyengine core start --root ROOT                              (in the background)
     pyengine invoke classify-image --root ROOT --payload @event.json
 
-for one test digit (a 32x32 PNG, base64 in the event), prints the answer, then sends every
-other test PNG through the core's API and prints the accuracy of the deployed function next to
+for one test digit (a 32x32 PNG, base64 in the event), prints the answer, classifies the same
+digit by its path in the granted ``captures`` volume, then sends every test PNG through the
+core's API and prints the accuracy of the deployed function next to
 the test accuracy recorded when the model was built. It exits non-zero when the shown digit is
 misclassified.
 
@@ -73,6 +74,14 @@ def main(root: str, digits_dir: str) -> None:
                     raise SystemExit(f"the function classified {shown} as {answer['label']}, "
                                      f"not {expected}")
                 client = CoreClient.for_root(root, timeout=30)
+                # The same digit by its path in the captures volume (granted read-only).
+                status, by_path = client.invoke(FUNCTION, {"path": os.path.basename(shown)})
+                if status != 200 or by_path["result"]["label"] != expected:
+                    raise SystemExit(f"classifying {shown} by its path in the volume failed "
+                                     f"({status}): {by_path}")
+                print(f"by path in the captures volume ({os.path.basename(shown)}): "
+                      f"{by_path['result']['label']} with probability "
+                      f"{by_path['result']['probability']:.4f}")
                 right = 0
                 for png in pngs:
                     status, got = client.invoke(FUNCTION, event_for(png))
