@@ -34,15 +34,24 @@ class BackendUnavailableError(ImportError):
         self.extra = extra
 
 
+#: Ops that stay on the host by design, with what to do instead (said when a model has one).
+HOST_SIDE_OPS = {
+    "NonMaxSuppression": "detection post-processing runs on the host: convert up to its inputs "
+    "(outputs=[boxes, scores], `--output-node` on the command line) and call "
+    "pyengine.detection.non_max_suppression on what the model returns",
+}
+
+
 class UnsupportedOpsError(ModelFormatError):  # type: ignore[misc,valid-type]
     """A framework model uses ops the native engine cannot run; ``ops`` lists (node, op) pairs."""
 
     def __init__(self, path: str, framework: str, ops: list[tuple[str, str]]) -> None:
         listed = "; ".join(f"{node} ({op})" for node, op in ops)
         kinds = sorted({op for _, op in ops})
+        hints = "".join(f" {op}: {HOST_SIDE_OPS[op]}." for op in kinds if op in HOST_SIDE_OPS)
         super().__init__(
             f"'{path}': cannot convert this {framework} model to the native engine: "
-            f"{len(ops)} node(s) use unsupported op(s) {', '.join(kinds)}: {listed}. "
+            f"{len(ops)} node(s) use unsupported op(s) {', '.join(kinds)}: {listed}.{hints} "
             f"Run it with backend='{framework}' (or 'auto', which falls back to the framework)"
         )
         self.path = path

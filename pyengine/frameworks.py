@@ -55,7 +55,7 @@ FRAMEWORKS: dict[str, Framework] = {f.name: f for f in (
               f"a Chainer model.npz with a {CHAINER_MANIFEST} manifest"),
     Framework("tflite", "tensorflow", frozenset({"input_shapes"}),
               "a TensorFlow Lite model (*.tflite)"),
-    Framework("onnx", "onnxruntime", frozenset({"threads", "input_shapes"}),
+    Framework("onnx", "onnxruntime", frozenset({"threads", "input_shapes", "outputs"}),
               "an ONNX model (*.onnx)"),
 )}
 

@@ -53,7 +53,8 @@ def convert_args(p: argparse.ArgumentParser) -> None:
         action="append",
         dest="outputs",
         metavar="NAME",
-        help="TensorFlow: an output node (default: nodes nothing consumes)",
+        help="TensorFlow: an output node (default: nodes nothing consumes); ONNX: a value to end "
+        "the graph at, leaving out what follows (detection post-processing: see pyengine.detection)",
     )
     p.add_argument("--epoch", type=int, help="MXNet: checkpoint epoch (default: the highest)")
     p.add_argument(

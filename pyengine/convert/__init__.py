@@ -135,7 +135,8 @@ def convert(
         use, which an engine with that block reads in place from the mapped file, with no copy;
         any other machine still runs the file from the plain weights (docs/format.md).
     **options
-        Importer options: ``inputs``/``outputs`` (TensorFlow node names), ``input_shapes``
+        Importer options: ``inputs``/``outputs`` (TensorFlow node names; ``outputs`` also ONNX
+        values to end the graph at), ``input_shapes``
         (``{name: shape}``, -1 free; every framework), ``epoch`` (MXNet), ``chain`` (Chainer: a Chain
         instance when the package has no manifest).
 

@@ -79,10 +79,37 @@ def _set_input_shapes(model: Any, path: str, input_shapes: dict[str, Sequence[in
                 dim.dim_param = f"{name}_{i}"
 
 
-def convert(location: ModelLocation, input_shapes: dict[str, Sequence[int]] | None = None) -> GraphBuilder:
-    """Import an ONNX model into a native graph; ``input_shapes`` fixes sizes its inputs leave free."""
+def _cut_at(onnx: Any, model: Any, path: str, outputs: Sequence[str]) -> Any:
+    """The part of ``model`` that computes the values ``outputs`` (its new graph outputs) from
+    its inputs: what follows them (detection post-processing, say) is left out."""
+    produced = {o for n in model.graph.node for o in n.output} | {i.name for i in model.graph.input}
+    missing = [o for o in outputs if o not in produced]
+    if missing:
+        raise ValueError(f"outputs names {missing}, which no node of '{path}' produces "
+                         f"(its graph outputs: {[o.name for o in model.graph.output]})")
+    try:
+        # The extractor takes the new outputs' types from value_info, which inference fills.
+        constants = {t.name for t in model.graph.initializer}
+        inputs = [i.name for i in model.graph.input if i.name not in constants]
+        extractor = onnx.utils.Extractor(onnx.shape_inference.infer_shapes(model))
+        cut = extractor.extract_model(inputs, list(outputs))
+    except Exception as exc:  # shape inference or extraction failed on this graph
+        raise ModelFormatError(f"'{path}': cannot cut the graph at {list(outputs)}: {exc}") from None
+    # Inputs the kept part does not read go too (a detector's score threshold, say).
+    read = {i for n in cut.graph.node for i in n.input} | set(outputs)
+    for vi in [i for i in cut.graph.input if i.name not in read]:
+        cut.graph.input.remove(vi)
+    return cut
+
+
+def convert(location: ModelLocation, input_shapes: dict[str, Sequence[int]] | None = None,
+            outputs: Sequence[str] | None = None) -> GraphBuilder:
+    """Import an ONNX model into a native graph; ``input_shapes`` fixes sizes its inputs leave
+    free, ``outputs`` ends the graph at these values (leaving out the nodes after them)."""
     onnx = import_onnx()
     model = read_model(location.path)
     if input_shapes:
         _set_input_shapes(model, location.path, input_shapes)
+    if outputs:
+        model = _cut_at(onnx, model, location.path, outputs)
     return Importer(onnx, location.path, model, HANDLERS).run()
