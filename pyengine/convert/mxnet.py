@@ -10,6 +10,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from pyengine.builder import DTYPES, GraphBuilder
+from pyengine.convert import _mxnet_ops
 from pyengine.convert._graph import Graph
 from pyengine.convert._imports import framework
 from pyengine.errors import FrameworkVersionWarning, InputShapeUnknownError, ModelFormatError
@@ -158,11 +159,23 @@ class _Importer:
         self.nodes = doc["nodes"]
         self.params = params
         self.g = Graph(location.path, "mxnet")
-        self.values: dict[int, str] = {}
+        # Node index -> its output values (one per output: SliceChannel has several).
+        self.values: dict[int, list[str]] = {}
+        self.ranks: dict[int, int | None] = {}
         self.input_shapes = input_shapes
 
+    def ref(self, entry: Sequence[int]) -> str:
+        """The value of a node entry ``[node, output, version]``."""
+        outs = self.values[entry[0]]
+        k = entry[1] if len(entry) > 1 else 0
+        return outs[0] if len(outs) == 1 and outs[0].startswith("unsupported:") else outs[k]
+
     def ins(self, node: dict[str, Any]) -> list[str]:
-        return [self.values[e[0]] for e in node["inputs"]]
+        return [self.ref(e) for e in node["inputs"]]
+
+    def rank(self, entry: Sequence[int]) -> int | None:
+        """The rank of a node entry's value, where the importer could follow it."""
+        return self.ranks.get(entry[0])
 
     def guess_shape(self, idx: int) -> list[int]:
         name = self.nodes[idx]["name"]
@@ -192,33 +205,41 @@ class _Importer:
             op, name = node["op"], node["name"]
             if op == "null":
                 if name in self.params:
-                    self.values[idx] = self.g.const(self.params[name], name)
+                    value = self.g.const(self.params[name], name)
+                    self.ranks[idx] = self.params[name].ndim
                 elif name.endswith("_label"):
-                    self.values[idx] = self.g.fresh("label:" + name)
+                    value = self.g.fresh("label:" + name)
                 else:
                     shape = self.input_shapes.get(name) or self.guess_shape(idx)
                     dtype = input_dtype(self.doc, name)
-                    self.values[idx] = (self.g.input(name, shape, dtype) if dtype in DTYPES
-                                        else self.g.unsupported_op(name, f"input of type {dtype}"))
+                    self.ranks[idx] = len(shape)
+                    value = (self.g.input(name, shape, dtype) if dtype in DTYPES
+                             else self.g.unsupported_op(name, f"input of type {dtype}"))
+                self.values[idx] = [value]
                 continue
+            attrs = {k: _lit(v) for k, v in node.get("attrs", {}).items()}
+            self.ranks[idx] = _mxnet_ops.infer_rank(
+                node, attrs, [self.rank(e) for e in node["inputs"]])
             handler = _HANDLERS.get(op)
-            if handler is None or any(
-                self.values[e[0]].startswith("unsupported:") for e in node["inputs"]
-            ):
-                self.values[idx] = (
+            if handler is None or any(v.startswith("unsupported:") for v in self.ins(node)):
+                self.values[idx] = [
                     self.g.unsupported_op(name, op)
                     if handler is None
                     else self.g.fresh("unsupported:" + name)
-                )
+                ]
                 continue
-            out = handler(self, node, {k: _lit(v) for k, v in node.get("attrs", {}).items()})
-            self.values[idx] = self.g.unsupported_op(name, op) if out is None else out
+            out = handler(self, node, attrs)
+            self.values[idx] = ([self.g.unsupported_op(name, op)] if out is None
+                                else out if isinstance(out, list) else [out])
         for head in self.doc["heads"]:
-            self.g.output(self.values[head[0]], self.nodes[head[0]]["name"] + "_output")
+            node = self.nodes[head[0]]
+            many = len(self.values[head[0]]) > 1
+            suffix = f"_output{head[1]}" if many else "_output"
+            self.g.output(self.ref(head), node["name"] + suffix)
         return self.g.finish()
 
 
-Handler = Callable[[_Importer, dict[str, Any], dict[str, Any]], "str | None"]
+Handler = Callable[[_Importer, dict[str, Any], dict[str, Any]], "str | list[str] | None"]
 
 
 def _conv(imp: _Importer, n: dict[str, Any], a: dict[str, Any]) -> str | None:
@@ -295,7 +316,7 @@ def _unary(op: str) -> Handler:
 
 def _leaky(imp: _Importer, n: dict[str, Any], a: dict[str, Any]) -> str | None:
     if a.get("act_type", "leaky") != "leaky":
-        return None
+        return _mxnet_ops.leaky_math(imp, n, a)
     return imp.g.op("LeakyRelu", imp.ins(n)[:1], n["name"], alpha=float(a.get("slope", 0.25)))
 
 
@@ -493,6 +514,8 @@ for _op, _native in (
 ):
     for _name in (f"elemwise_{_op}", f"broadcast_{_op}", f"_{_op}", f"_{_op.capitalize()}"):
         _HANDLERS.setdefault(_name, _binary(_native))
+for _name, _handler in _mxnet_ops.HANDLERS.items():
+    _HANDLERS.setdefault(_name, _handler)
 
 
 def convert(
