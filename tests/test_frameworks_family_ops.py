@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import warnings
 from typing import Any
 
 import numpy as np
@@ -26,6 +27,10 @@ needs_chainer = pytest.mark.skipif(
     importlib.util.find_spec("chainer") is None,
     reason="the chainer extra (pip install 'pyengine[chainer]') is not installed",
 )
+if importlib.util.find_spec("chainer") is not None:
+    with warnings.catch_warnings():  # chainer's import warns (numpy.distutils), as importorskip
+        warnings.simplefilter("ignore", DeprecationWarning)
+        import chainer_family_nets  # (needs chainer)
 
 
 def _outputs(got: Any) -> list[np.ndarray]:
@@ -71,7 +76,7 @@ def _mx_reference(net: Any, x: np.ndarray) -> list[np.ndarray]:
     return [o.asnumpy() for o in (y if isinstance(y, (tuple, list)) else [y])]
 
 
-def _mx_native(folder: str, dst: str, **options: Any) -> Any:
+def _native(folder: str, dst: str, **options: Any) -> Any:
     pyengine.convert(folder, dst, **options)
     model = pyengine.load(dst, backend="native")
     assert model.backend == "native"
@@ -168,7 +173,7 @@ def _mx_shapes() -> Any:
 def test_mxnet_segmentation_deconv_upsample_concat(tmp_path) -> None:  # type: ignore[no-untyped-def]
     net = _mx_segmentation()
     folder = _mx_export(net, data((2, 3, 8, 8)), str(tmp_path / "seg"))
-    model = _mx_native(folder, str(tmp_path / "seg.pyem"))  # the image size stays free
+    model = _native(folder, str(tmp_path / "seg.pyem"))  # the image size stays free
     ops = {n["op"] for n in _graph_nodes(folder)}
     assert {"ConvTranspose2D", "Resize"} <= ops
     for shape in ((2, 3, 8, 8), (1, 3, 12, 10)):
@@ -181,7 +186,7 @@ def test_mxnet_transformer_layer_norm_batch_dot_softmax(tmp_path) -> None:  # ty
     net = _mx_transformer()
     ids = np.random.default_rng(0).integers(0, 20, (4, 6)).astype(np.float32)
     folder = _mx_export(net, ids, str(tmp_path / "tiny"))
-    model = _mx_native(folder, str(tmp_path / "tiny.pyem"), input_shapes={"data": [-1, 6]})
+    model = _native(folder, str(tmp_path / "tiny.pyem"), input_shapes={"data": [-1, 6]})
     ops = [n["op"] for n in _graph_nodes(folder, input_shapes={"data": [-1, 6]})]
     assert ops.count("LayerNorm") == 2 and ops.count("BatchMatMul") == 3
     assert "LogSoftmax" in ops
@@ -194,7 +199,7 @@ def test_mxnet_transformer_layer_norm_batch_dot_softmax(tmp_path) -> None:  # ty
 def test_mxnet_reductions_slices_splits_pads_math(tmp_path) -> None:  # type: ignore[no-untyped-def]
     net = _mx_shapes()
     folder = _mx_export(net, data((2, 3, 6, 7)), str(tmp_path / "shapes"))
-    model = _mx_native(folder, str(tmp_path / "shapes.pyem"))
+    model = _native(folder, str(tmp_path / "shapes.pyem"))
     for shape in ((2, 3, 6, 7), (1, 3, 5, 9)):
         x = data(shape, seed=shape[3])
         _compare(model.predict(x), _mx_reference(net, x))
@@ -225,3 +230,93 @@ def _graph_nodes(path: str, **options: Any) -> list[dict[str, Any]]:
     from pyengine.locate import locate
 
     return list(to_builder(locate(path), **options).graph["nodes"])
+
+
+# ---------------------------------------------------------------- Chainer
+CHAINER_NETS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "chainer_family_nets.py")
+
+
+@pytest.fixture
+def chainer_nets(monkeypatch):  # type: ignore[no-untyped-def]
+    """tests/chainer_family_nets.py; Chainer 7.8's resize_images reads numpy.float, an alias
+    numpy removed in 1.24: restored for the test."""
+    if "float" not in np.__dict__:
+        monkeypatch.setattr(np, "float", float, raising=False)
+    return chainer_family_nets
+
+
+def _chainer_package(chain: Any, folder: str, cls: str, shape: list[int],
+                     dtype: str = "float32", seed: int = 0) -> str:
+    """Random weights and biases into ``chain``, saved as model.npz with its code and a
+    pyengine.json manifest."""
+    import json
+    import shutil
+
+    import chainer
+
+    rng = np.random.default_rng(seed)
+    for p in chain.params():
+        p.array[...] = rng.uniform(-0.5, 0.5, p.array.shape).astype(p.array.dtype)
+    os.makedirs(folder, exist_ok=True)
+    chainer.serializers.save_npz(os.path.join(folder, "model.npz"), chain)
+    shutil.copy(CHAINER_NETS, os.path.join(folder, "net.py"))
+    manifest = {"framework": "chainer", "module": "net.py", "class": cls, "weights": "model.npz",
+                "inputs": [{"name": "x", "shape": shape, "dtype": dtype}]}
+    with open(os.path.join(folder, "pyengine.json"), "w") as f:
+        json.dump(manifest, f)
+    return folder
+
+
+def _chainer_reference(chain: Any, x: np.ndarray) -> list[np.ndarray]:
+    import chainer
+
+    with chainer.using_config("train", False), chainer.no_backprop_mode():
+        y = chain(x)
+    return [o.array for o in (y if isinstance(y, (tuple, list)) else [y])]
+
+
+@needs_chainer
+def test_chainer_segmentation_deconv_unpool_resize_concat(chainer_nets, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    chain = chainer_nets.Seg()
+    image = chainer_nets.IMAGE
+    folder = _chainer_package(chain, str(tmp_path / "seg"), "Seg", [-1, 3, image, image])
+    model = _native(folder, str(tmp_path / "seg.pyem"))
+    ops = [n["op"] for n in _graph_nodes(folder)]
+    assert ops.count("ConvTranspose2D") == 2 and ops.count("Resize") == 6
+    for batch in (1, 4):
+        x = data((batch, 3, image, image), seed=batch)
+        _compare(model.predict(x), _chainer_reference(chain, x))
+
+
+@needs_chainer
+def test_chainer_transformer_layer_norm_matmul_softmax(chainer_nets, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    chain = chainer_nets.Tiny()
+    folder = _chainer_package(chain, str(tmp_path / "tiny"), "Tiny", [-1, 6], dtype="int32")
+    model = _native(folder, str(tmp_path / "tiny.pyem"))
+    ops = [n["op"] for n in _graph_nodes(folder)]
+    assert ops.count("LayerNorm") == 2 and ops.count("BatchMatMul") == 3
+    for batch in (1, 3):
+        ids = np.random.default_rng(batch).integers(0, 20, (batch, 6)).astype(np.int32)
+        _compare(model.predict(ids), _chainer_reference(chain, ids))
+
+
+@needs_chainer
+def test_chainer_reductions_splits_slices_pads_math(chainer_nets, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    chain = chainer_nets.Shapes()
+    folder = _chainer_package(chain, str(tmp_path / "shapes"), "Shapes", [-1, 3, 5, 4])
+    model = _native(folder, str(tmp_path / "shapes.pyem"))
+    for batch in (1, 3, 5):
+        x = data((batch, 3, 5, 4), seed=batch)
+        _compare(model.predict(x), _chainer_reference(chain, x))
+
+
+@needs_chainer
+def test_chainer_refuses_overlapping_unpooling(chainer_nets, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """unpooling_2d whose windows overlap (ksize 3, stride 2) is no nearest resize: refused at
+    convert time naming the function and the values."""
+    folder = _chainer_package(chainer_nets.BadUnpool(), str(tmp_path / "bad"), "BadUnpool",
+                              [-1, 3, 4, 4])
+    with pytest.raises(pyengine.UnsupportedOpsError,
+                       match=r"unpooling2d \(Unpooling2D with ksize \(3, 3\), stride \(2, 2\)"):
+        pyengine.convert(folder, str(tmp_path / "no.pyem"))
+    assert not (tmp_path / "no.pyem").exists()

@@ -12,6 +12,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from pyengine.builder import DTYPES, GraphBuilder
+from pyengine.convert import _chainer_ops
 from pyengine.convert._graph import Graph
 from pyengine.convert._imports import framework
 from pyengine.errors import InputShapeUnknownError, ModelFormatError
@@ -141,6 +142,7 @@ class _Importer:
         self.package = package
         self.g = Graph(location.path, "chainer")
         self.values: dict[int, str] = {}
+        self.trace_batch = TRACE_BATCH
         self.params = {id(p.node): name.lstrip("/") for name, p in package.chain.namedparams()}
 
     def run(self) -> GraphBuilder:
@@ -200,6 +202,7 @@ class _Importer:
 
     def convert(self, f: Any, in_data: tuple[Any, ...]) -> None:
         ins: list[str] = []
+        out: str | list[str]
         for i, node in enumerate(f.inputs):
             if id(node) not in self.values:
                 hint = self.params.get(id(node), f"{f.label}/const")
@@ -219,13 +222,14 @@ class _Importer:
                 if result is None
                 else result
             )
-        for ref in f.outputs:
+        # A handler gives one value per output where a function has several (split_axis).
+        for k, ref in enumerate(f.outputs):
             node = ref()
             if node is not None:
-                self.values[id(node)] = out
+                self.values[id(node)] = out[k] if isinstance(out, list) else out
 
 
-Handler = Callable[[_Importer, Any, list[str], str], "str | None"]
+Handler = Callable[[_Importer, Any, list[str], str], "str | list[str] | None"]
 
 
 def _linear(imp: _Importer, f: Any, ins: list[str], label: str) -> str | None:
@@ -421,6 +425,7 @@ _HANDLERS: dict[str, Handler] = {
     "Transpose": _transpose,
     "Identity": _identity,
     "Copy": _identity,
+    **_chainer_ops.HANDLERS,
 }
 
 
