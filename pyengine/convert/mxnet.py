@@ -168,7 +168,14 @@ class _Importer:
         """The value of a node entry ``[node, output, version]``."""
         outs = self.values[entry[0]]
         k = entry[1] if len(entry) > 1 else 0
-        return outs[0] if len(outs) == 1 and outs[0].startswith("unsupported:") else outs[k]
+        if k < len(outs):
+            return outs[k]
+        if outs[0].startswith("unsupported:"):
+            return outs[0]
+        node = self.nodes[entry[0]]  # e.g. BatchNorm's saved mean: converted ops give output 0
+        outs.extend(self.g.unsupported_op(node["name"], f"{node['op']} output {i}")
+                    for i in range(len(outs), k + 1))
+        return outs[k]
 
     def ins(self, node: dict[str, Any]) -> list[str]:
         return [self.ref(e) for e in node["inputs"]]
