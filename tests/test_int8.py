@@ -184,6 +184,41 @@ def test_mixed_graph_pool_and_add_run_in_float(tmp_path, isa):
     np.testing.assert_array_equal(got, want)
 
 
+@pytest.mark.parametrize("layout", ["blocked", "nchw"])
+def test_qlinear_conv_chain_in_each_layout(tmp_path, isa, layout, monkeypatch):
+    """A chain of int8 convolutions (full, depthwise 5x5 stride 2 and 7x7, 1x1) whose outputs
+    the blocked layout keeps in NCHW[c] with 20 channels (a partial last block) between them,
+    and the plain layout in NCHW: both give the reference's values exactly."""
+    monkeypatch.setenv("PYENGINE_LAYOUT", layout)
+    rng = np.random.default_rng(21)
+    x = rng.uniform(-1, 2, (2, 5, 13, 11)).astype(np.float32)
+    layers = [  # (weights, stride, pad, groups)
+        (rng.integers(-100, 100, (20, 5, 3, 3)), 1, 1, 1),
+        (rng.integers(-100, 100, (20, 1, 5, 5)), 2, 2, 20),
+        (rng.integers(-100, 100, (20, 1, 7, 7)), 1, 3, 20),
+        (rng.integers(-100, 100, (33, 20, 1, 1)), 1, 0, 1),
+    ]
+    g = pyengine.GraphBuilder()
+    h = g.input("x", list(x.shape))
+    want = x
+    for i, (w, stride, pad, groups) in enumerate(layers):
+        o = w.shape[0]
+        scale = rng.uniform(0.001, 0.004, o).astype(np.float32)
+        bias = rng.integers(-3000, 3000, o)
+        xq, yq = {"scale": 0.02 + 0.01 * i, "zp": 60}, {"scale": 0.03 + 0.01 * i, "zp": 100}
+        h = g.node("QLinearConv2D", [h, g.quantized_constant(f"w{i}", w.astype(np.int8), scale, 0, axis=0),
+                                     g.constant(f"b{i}", bias.astype(np.int32))],
+                   strides=[stride, stride], pads=[pad] * 4, groups=groups, x_scale=xq["scale"],
+                   x_zero_point=xq["zp"], y_scale=yq["scale"], y_zero_point=yq["zp"])
+        want = qconv_ref(want, xq, w, scale, np.zeros(o, np.int64), bias, stride, pad, groups, 1, yq,
+                         -np.inf, np.inf)
+    g.output(h)
+    model = pyengine.load(g.save(str(tmp_path / "chain.pyem")))
+    np.testing.assert_array_equal(model.predict(x), want)
+    layouts = {op.layout for op in model.profile(x, runs=1).ops if op.op == "QLinearConv2D"}
+    assert layouts == ({"NCHW"} if layout == "nchw" else {f"NCHW{_core.nchwc_block()}c"}), layouts
+
+
 def _write_raw(tmp_path, quant: dict, name: str = "bad.pyem") -> str:
     """A model whose graph JSON carries `quant` verbatim as its quantization section."""
     g = pyengine.GraphBuilder()

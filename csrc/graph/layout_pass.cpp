@@ -272,10 +272,20 @@ void Model::build_host_schedule(Plan* p) const {
     for (int n : order_) {
         if (skip[static_cast<size_t>(n)]) continue;
         const Node& node = nodes_[static_cast<size_t>(n)];
-        // The blocked layout holds float32 only: a node touching another dtype stays plain.
-        bool all_f32 = true;
-        for (int v : node.inputs) all_f32 = all_f32 && values_[static_cast<size_t>(v)].dtype == DType::Float32;
-        for (int v : node.outputs) all_f32 = all_f32 && values_[static_cast<size_t>(v)].dtype == DType::Float32;
+        // The blocked layout holds float32 only: a node touching another dtype stays plain; an
+        // op's own layout choice may still take constants of other types (an int8 convolution's
+        // weights, which are never blocked themselves).
+        bool all_f32 = true, f32_but_constants = true;
+        for (int v : node.inputs) {
+            const Value& value = values_[static_cast<size_t>(v)];
+            all_f32 = all_f32 && value.dtype == DType::Float32;
+            f32_but_constants = f32_but_constants && (value.dtype == DType::Float32 || value.kind == Value::Constant);
+        }
+        for (int v : node.outputs) {
+            const bool f32 = values_[static_cast<size_t>(v)].dtype == DType::Float32;
+            all_f32 = all_f32 && f32;
+            f32_but_constants = f32_but_constants && f32;
+        }
         ChannelMove move;
         bool any_blocked = false;
         if (block_ != 0 && all_f32 && channel_move(n, &move)) {
@@ -331,7 +341,7 @@ void Model::build_host_schedule(Plan* p) const {
         }
         int out_block = 0;
         want.assign(node.inputs.size(), 0);
-        if (block_ != 0 && all_f32) out_block = node.op->layout(in_shapes, in_block, block_, &want);
+        if (block_ != 0 && f32_but_constants) out_block = node.op->layout(in_shapes, in_block, block_, &want);
         PlanStep step;
         step.node = n;
         const Fusion& f = fusion_[static_cast<size_t>(n)];

@@ -105,6 +105,20 @@ public:
         }
     }
 
+    // The blocked layout (NCHW[c], kernels/conv_nchwc.h) for the output of a plain or depthwise
+    // convolution: its epilogue writes each block's pixels as contiguous rows, and a blocked
+    // input gathers into the u8 patch image by whole blocks, where plain NCHW needs byte and
+    // float transposes. The input stays in whatever layout it comes in.
+    int layout(const std::vector<Shape>& in, const std::vector<int>& in_block, int block,
+               std::vector<int>* want) const override {
+        want->assign(in.size(), 0);
+        if (conv_.layout != Layout::NCHW || in[0].size() != 4 || in[1].size() != 4 || groups_.empty()) return 0;
+        const Conv2DParams p = conv_.geometry(in[0], in[1], "QLinearConv2D");
+        if (p.groups != 1 && !depthwise(p)) return 0;
+        (*want)[0] = in_block[0];
+        return block;
+    }
+
     OpRunInfo run_info(const std::vector<Shape>& in) const override {
         const Conv2DParams p = conv_.geometry(in[0], in[1], "QLinearConv2D");
         const bool dw = depthwise(p);
@@ -117,42 +131,29 @@ public:
         const bool nhwc = conv_.layout == Layout::NHWC;
         const int64_t HW = p.H * p.W, P = p.OH * p.OW;
         const int64_t Cg = p.C / p.groups, Og = p.O / p.groups;
+        const int64_t bi = in[0]->block, bo = out[0]->block;
+        // The u8 image is NHWC with a pixel stride of xs bytes: C, or the channels padded to
+        // whole blocks when the input is blocked (the padding's codes meet zero weights).
+        const int64_t xs = bi != 0 ? (p.C + bi - 1) / bi * bi : p.C;
+        const int64_t y_image = bo != 0 ? (p.O + bo - 1) / bo * bo * P : p.O * P;
         const QgemmFn qgemm = kernels().qgemm;
-        std::vector<uint8_t> xq(static_cast<size_t>(HW * p.C)), planar;
+        std::vector<uint8_t> xq(static_cast<size_t>(HW * xs)), planar;
         for (int64_t n = 0; n < p.N; ++n) {
-            const float* x = in[0]->f32() + n * p.C * HW;
-            float* y = out[0]->f32() + n * p.O * P;
-            // The image as u8 NHWC: every patch row is then runs of contiguous channels.
-            const auto quantize = kernels().quantize_u8;
-            if (nhwc) {
-                quantize(x, HW * p.C, x_.scale, x_.zero_point, x_.lo, x_.hi, x_.shift(), xq.data());
-            } else {
-                // Plane by plane (vectorized), then a byte transpose to NHWC in tiles of pixels
-                // so the rows being written stay in L1 across channels.
-                planar.resize(xq.size());
-                for (int64_t c = 0; c < p.C; ++c) {
-                    quantize(x + c * HW, HW, x_.scale, x_.zero_point, x_.lo, x_.hi, x_.shift(), planar.data() + c * HW);
-                }
-                constexpr int64_t kTile = 64;
-                for (int64_t i0 = 0; i0 < HW; i0 += kTile) {
-                    const int64_t i1 = std::min(HW, i0 + kTile);
-                    for (int64_t c = 0; c < p.C; ++c) {
-                        const uint8_t* src = planar.data() + c * HW;
-                        for (int64_t i = i0; i < i1; ++i) xq[static_cast<size_t>(i * p.C + c)] = src[i];
-                    }
-                }
-            }
-            const int64_t y_m = nhwc ? p.O : 1, y_n = nhwc ? 1 : P;
+            const float* x = in[0]->f32() + n * xs * HW;
+            float* y = out[0]->f32() + n * y_image;
+            quantize_image(p, x, bi, xs, nhwc, xq.data(), planar);
+            const YLayout yl{bo, P, nhwc ? p.O : 1, nhwc ? 1 : P};
             if (depthwise(p)) {
-                run_depthwise(p, xq.data(), y, y_m, y_n);
+                run_depthwise(p, xq.data(), xs, y, yl);
                 continue;
             }
             for (int64_t g = 0; g < p.groups; ++g) {
                 const QuantWeights& qw = groups_[static_cast<size_t>(g)];
                 const QEpilogue ep = make_qepilogue(qw, x_, y_, lo_, hi_);
                 const int64_t K = qw.K, Kp = qgemm_kpad(K);
+                // A 1x1 stride-1 convolution reads the image's pixels as GEMM rows in place.
                 const bool direct = p.groups == 1 && p.KH == 1 && p.KW == 1 && p.stride_h == 1 && p.stride_w == 1 &&
-                                    p.pad_top == 0 && p.pad_left == 0 && p.OH == p.H && p.OW == p.W && K == Kp;
+                                    p.pad_top == 0 && p.pad_left == 0 && p.OH == p.H && p.OW == p.W && xs >= Kp;
                 const int64_t chunk = row_chunk(P, K * Og);
                 const int64_t tasks = (P + chunk - 1) / chunk;
                 const uint8_t pad = static_cast<uint8_t>(x_.zero_point + x_.shift());
@@ -160,17 +161,17 @@ public:
                     thread_local std::vector<uint8_t> a_buf;
                     thread_local std::vector<int32_t> c_buf;
                     const int64_t m0 = t * chunk, rows = std::min(chunk, P - m0);
-                    const uint8_t* A = xq.data() + m0 * p.C;
-                    int64_t lda = p.C;
+                    const uint8_t* A = xq.data() + m0 * xs;
+                    int64_t lda = xs;
                     if (!direct) {
                         uint8_t* a = scratch(a_buf, static_cast<size_t>(rows * Kp));
-                        im2col_rows(p, xq.data(), g * Cg, Cg, m0, rows, Kp, pad, a);
+                        im2col_rows(p, xq.data(), xs, g * Cg, Cg, m0, rows, Kp, pad, a);
                         A = a;
                         lda = Kp;
                     }
                     int32_t* c = scratch(c_buf, static_cast<size_t>(rows * Og));
                     qgemm(rows, Og, Kp, A, lda, qw.packed.data(), c, Og);
-                    qepilogue(ep, c, Og, rows, Og, y + m0 * y_m + g * Og * y_n, y_m, y_n);
+                    store(ep, c, Og, rows, Og, m0, g * Og, y, yl);
                 });
             }
         }
@@ -179,10 +180,76 @@ public:
 private:
     static bool depthwise(const Conv2DParams& p) { return p.groups > 1 && p.groups == p.C && p.O == p.C; }
 
-    // Patch rows [m0, m0 + rows) of channels [c0, c0 + Cg) from the u8 NHWC image, each row
-    // (kh, kw, c) padded to Kp; outside the image the zero point (a real 0).
-    static void im2col_rows(const Conv2DParams& p, const uint8_t* xq, int64_t c0, int64_t Cg, int64_t m0, int64_t rows,
-                            int64_t Kp, uint8_t pad, uint8_t* a) {
+    // Where the float outputs go: blocked (block != 0: channel c of pixel m at
+    // [c / block][m][c % block] of an image), else y[m * m_stride + c * c_stride].
+    struct YLayout {
+        int64_t block, P, m_stride, c_stride;
+    };
+
+    // Rows [m0, m0 + rows) of the int32 sums C (row stride ldc) for output channels
+    // [c0, c0 + N) through the epilogue into y.
+    static void store(const QEpilogue& e, const int32_t* C, int64_t ldc, int64_t rows, int64_t N, int64_t m0,
+                      int64_t c0, float* y, const YLayout& yl) {
+        const auto epilogue = kernels().qepilogue;
+        if (yl.block == 0) {
+            epilogue(e, C, ldc, rows, N, y + m0 * yl.m_stride + c0 * yl.c_stride, yl.m_stride, yl.c_stride);
+            return;
+        }
+        // Block by block: each block's pixels are contiguous rows of `block` floats. c0 is 0
+        // here (blocked output is planned for one group or depthwise only).
+        for (int64_t j0 = 0; j0 < N; j0 += yl.block) {
+            const int64_t nn = std::min(yl.block, N - j0);
+            QEpilogue part = e;
+            part.wsum += j0;
+            part.scale += j0;
+            if (part.bias != nullptr) part.bias += j0;
+            float* dst = y + (j0 / yl.block) * yl.P * yl.block + m0 * yl.block;
+            epilogue(part, C + j0, ldc, rows, nn, dst, yl.block, 1);
+            if (nn < yl.block) {  // the padded channels of the last block stay finite: 0
+                for (int64_t r = 0; r < rows; ++r) std::fill(dst + r * yl.block + nn, dst + (r + 1) * yl.block, 0.0f);
+            }
+        }
+    }
+
+    // One image (x, in the input's layout) to u8 NHWC codes with pixel stride xs.
+    void quantize_image(const Conv2DParams& p, const float* x, int64_t block, int64_t xs, bool nhwc, uint8_t* xq,
+                        std::vector<uint8_t>& planar) const {
+        const auto quantize = kernels().quantize_u8;
+        const int64_t HW = p.H * p.W;
+        if (nhwc) {
+            quantize(x, HW * p.C, x_.scale, x_.zero_point, x_.lo, x_.hi, x_.shift(), xq);
+            return;
+        }
+        if (block != 0) {
+            // [C/block][HW][block]: each block's pixel rows straight into their place in the
+            // NHWC pixel rows (stride xs), one pass.
+            const auto quantize_rows = kernels().quantize_u8_rows;
+            for (int64_t b = 0; b < xs / block; ++b) {
+                quantize_rows(x + b * HW * block, HW, block, block, x_.scale, x_.zero_point, x_.lo, x_.hi, x_.shift(),
+                              xq + b * block, xs);
+            }
+            return;
+        }
+        // Plane by plane (vectorized), then a byte transpose to NHWC in tiles of pixels so the
+        // rows being written stay in L1 across channels.
+        planar.resize(static_cast<size_t>(HW * p.C));
+        for (int64_t c = 0; c < p.C; ++c) {
+            quantize(x + c * HW, HW, x_.scale, x_.zero_point, x_.lo, x_.hi, x_.shift(), planar.data() + c * HW);
+        }
+        constexpr int64_t kTile = 64;
+        for (int64_t i0 = 0; i0 < HW; i0 += kTile) {
+            const int64_t i1 = std::min(HW, i0 + kTile);
+            for (int64_t c = 0; c < p.C; ++c) {
+                const uint8_t* src = planar.data() + c * HW;
+                for (int64_t i = i0; i < i1; ++i) xq[i * p.C + c] = src[i];
+            }
+        }
+    }
+
+    // Patch rows [m0, m0 + rows) of channels [c0, c0 + Cg) from the u8 NHWC image (pixel
+    // stride xs), each row (kh, kw, c) padded to Kp; outside the image the zero point (a real 0).
+    static void im2col_rows(const Conv2DParams& p, const uint8_t* xq, int64_t xs, int64_t c0, int64_t Cg, int64_t m0,
+                            int64_t rows, int64_t Kp, uint8_t pad, uint8_t* a) {
         for (int64_t r = 0; r < rows; ++r) {
             const int64_t m = m0 + r, oh = m / p.OW, ow = m % p.OW;
             uint8_t* row = a + r * Kp;
@@ -193,7 +260,7 @@ private:
                     if (ih < 0 || ih >= p.H || iw < 0 || iw >= p.W) {
                         std::memset(row, pad, static_cast<size_t>(Cg));
                     } else {
-                        std::memcpy(row, xq + (ih * p.W + iw) * p.C + c0, static_cast<size_t>(Cg));
+                        std::memcpy(row, xq + (ih * p.W + iw) * xs + c0, static_cast<size_t>(Cg));
                     }
                     row += Cg;
                 }
@@ -202,8 +269,11 @@ private:
         }
     }
 
-    // Depthwise: per output pixel, every channel at once (contiguous in NHWC), int32 sums.
-    void run_depthwise(const Conv2DParams& p, const uint8_t* xq, float* y, int64_t y_m, int64_t y_n) const {
+    // Depthwise: per output pixel, every channel at once (contiguous in NHWC), int32 sums. Runs
+    // of pixels whose taps all lie inside the image go to the row kernel (weights held in
+    // registers across the run); the others (the border) add tap by tap, with the zero
+    // point for taps outside.
+    void run_depthwise(const Conv2DParams& p, const uint8_t* xq, int64_t xs, float* y, const YLayout& yl) const {
         const QuantWeights& qw = groups_.empty() ? empty_ : dw_weights();
         const QEpilogue ep = make_qepilogue(qw, x_, y_, lo_, hi_);
         const int64_t P = p.OH * p.OW, C = p.C, KHW = p.KH * p.KW;
@@ -211,28 +281,47 @@ private:
         const int64_t chunk = row_chunk(P, KHW * C);
         const int64_t tasks = (P + chunk - 1) / chunk;
         const auto acc_tap = kernels().qdw_accumulate;
+        const auto row_kernel = kernels().qdw_row;
+        std::vector<int64_t> tap_off(static_cast<size_t>(KHW));
+        for (int64_t kh = 0; kh < p.KH; ++kh)
+            for (int64_t kw = 0; kw < p.KW; ++kw)
+                tap_off[static_cast<size_t>(kh * p.KW + kw)] = (kh * p.dilation_h * p.W + kw * p.dilation_w) * xs;
+        // Output columns [ow_lo, ow_hi) have every tap inside the image's width.
+        const int64_t ow_lo = std::min(p.OW, (p.pad_left + p.stride_w - 1) / p.stride_w);
+        const int64_t span = p.W - 1 - (p.KW - 1) * p.dilation_w + p.pad_left;
+        const int64_t ow_hi = span < 0 ? 0 : std::min(p.OW, span / p.stride_w + 1);
         parallel_for(tasks, [&](int64_t t) {
             thread_local std::vector<int32_t> acc_buf;
             const int64_t m0 = t * chunk, rows = std::min(chunk, P - m0);
             int32_t* acc = scratch(acc_buf, static_cast<size_t>(rows * C));
-            for (int64_t r = 0; r < rows; ++r) {
-                const int64_t m = m0 + r, oh = m / p.OW, ow = m % p.OW;
-                int32_t* s = acc + r * C;
+            for (int64_t m = m0; m < m0 + rows;) {
+                const int64_t oh = m / p.OW, ow = m % p.OW;
+                const int64_t ih0 = oh * p.stride_h - p.pad_top;
+                if (ih0 >= 0 && ih0 + (p.KH - 1) * p.dilation_h < p.H && ow >= ow_lo && ow < ow_hi) {
+                    const int64_t n = std::min(ow_hi - ow, m0 + rows - m);
+                    const int64_t iw0 = ow * p.stride_w - p.pad_left;
+                    row_kernel(xq + (ih0 * p.W + iw0) * xs, tap_off.data(), KHW, p.stride_w * xs, dw_w_.data(), C, n,
+                               acc + (m - m0) * C);
+                    m += n;
+                    continue;
+                }
+                int32_t* s = acc + (m - m0) * C;
                 std::fill(s, s + C, 0);
                 for (int64_t kh = 0; kh < p.KH; ++kh) {
-                    const int64_t ih = oh * p.stride_h - p.pad_top + kh * p.dilation_h;
+                    const int64_t ih = ih0 + kh * p.dilation_h;
                     for (int64_t kw = 0; kw < p.KW; ++kw) {
                         const int64_t iw = ow * p.stride_w - p.pad_left + kw * p.dilation_w;
                         const int16_t* wk = dw_w_.data() + (kh * p.KW + kw) * C;
                         if (ih < 0 || ih >= p.H || iw < 0 || iw >= p.W) {
                             for (int64_t c = 0; c < C; ++c) s[c] += pad * wk[c];
                         } else {
-                            acc_tap(xq + (ih * p.W + iw) * C, wk, s, C);
+                            acc_tap(xq + (ih * p.W + iw) * xs, wk, s, C);
                         }
                     }
                 }
+                ++m;
             }
-            qepilogue(ep, acc, C, rows, C, y + m0 * y_m, y_m, y_n);
+            store(ep, acc, C, rows, C, m0, 0, y, yl);
         });
     }
 
@@ -332,7 +421,7 @@ public:
             }
             int32_t* c = scratch(c_buf, static_cast<size_t>(rows * N));
             qgemm(rows, N, Kp, a, Kp, qw_.packed.data(), c, N);
-            qepilogue(ep, c, N, rows, N, out[0]->f32() + m0 * N, N, 1);
+            kernels().qepilogue(ep, c, N, rows, N, out[0]->f32() + m0 * N, N, 1);
         });
     }
 

@@ -64,9 +64,19 @@ struct KernelTable {
     const char* qgemm_name;
     // The depthwise int8 convolution's inner loop (kernels/qgemm.h qdw_accumulate).
     void (*qdw_accumulate)(const uint8_t* x, const int16_t* w, int32_t* acc, int64_t n);
+    // ... and over a run of pixels whose taps lie inside the image (kernels/qgemm.h qdw_row).
+    void (*qdw_row)(const uint8_t* x, const int64_t* tap_off, int64_t taps, int64_t pix_step, const int16_t* w,
+                    int64_t C, int64_t n, int32_t* acc);
     // x (n floats) to u8 codes (kernels/qgemm.h quantize_u8, same results).
     void (*quantize_u8)(const float* x, int64_t n, float scale, int32_t zero_point, int32_t q_lo, int32_t q_hi,
                         int32_t shift, uint8_t* out);
+    // ... and strided rows of them (kernels/qgemm.h quantize_u8_rows).
+    void (*quantize_u8_rows)(const float* x, int64_t rows, int64_t width, int64_t x_stride, float scale,
+                             int32_t zero_point, int32_t q_lo, int32_t q_hi, int32_t shift, uint8_t* out,
+                             int64_t out_stride);
+    // int32 sums to float outputs (kernels/qgemm.h qepilogue, same results bit for bit).
+    void (*qepilogue)(const QEpilogue& e, const int32_t* C, int64_t ldc, int64_t M, int64_t N, float* y, int64_t y_m,
+                      int64_t y_n);
 };
 
 // The table in use: PYENGINE_ISA if set (an error if the CPU lacks it), else the best available.

@@ -32,6 +32,9 @@ const KernelTable* kernel_table_generic() {
         t.qgemm_name = "generic";
         t.quantize_u8 = quantize_u8;
         t.qdw_accumulate = qdw_accumulate;
+        t.qepilogue = qepilogue;
+        t.qdw_row = qdw_row;
+        t.quantize_u8_rows = quantize_u8_rows;
         return t;
     }();
     return &table;

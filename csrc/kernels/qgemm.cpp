@@ -89,10 +89,30 @@ void qdw_accumulate(const uint8_t* x, const int16_t* w, int32_t* acc, int64_t n)
     for (int64_t c = 0; c < n; ++c) acc[c] += int32_t(x[c]) * w[c];
 }
 
+void qdw_row(const uint8_t* x, const int64_t* tap_off, int64_t taps, int64_t pix_step, const int16_t* w, int64_t C,
+             int64_t n, int32_t* acc) {
+    for (int64_t p = 0; p < n; ++p) {
+        int32_t* s = acc + p * C;
+        std::fill(s, s + C, 0);
+        for (int64_t t = 0; t < taps; ++t) {
+            const uint8_t* xt = x + tap_off[t] + p * pix_step;
+            const int16_t* wt = w + t * C;
+            for (int64_t c = 0; c < C; ++c) s[c] += int32_t(xt[c]) * wt[c];
+        }
+    }
+}
+
 void quantize_u8(const float* x, int64_t n, float scale, int32_t zero_point, int32_t q_lo, int32_t q_hi,
                  int32_t shift, uint8_t* out) {
     for (int64_t i = 0; i < n; ++i) {
         out[i] = static_cast<uint8_t>(quantize_value(x[i], scale, zero_point, q_lo, q_hi) + shift);
+    }
+}
+
+void quantize_u8_rows(const float* x, int64_t rows, int64_t width, int64_t x_stride, float scale, int32_t zero_point,
+                      int32_t q_lo, int32_t q_hi, int32_t shift, uint8_t* out, int64_t out_stride) {
+    for (int64_t r = 0; r < rows; ++r) {
+        quantize_u8(x + r * x_stride, width, scale, zero_point, q_lo, q_hi, shift, out + r * out_stride);
     }
 }
 

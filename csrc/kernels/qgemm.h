@@ -69,9 +69,18 @@ inline int32_t quantize_value(float x, float scale, int32_t zero_point, int32_t 
 
 // Depthwise tap: acc[c] += x[c] * w[c] for c < n (u8 activations, int16 centered weights).
 void qdw_accumulate(const uint8_t* x, const int16_t* w, int32_t* acc, int64_t n);
+// Depthwise over n output pixels of one row whose taps all lie inside the image:
+//   acc[p * C + c] = sum over t < taps of x[tap_off[t] + p * pix_step + c] * w[t * C + c].
+void qdw_row(const uint8_t* x, const int64_t* tap_off, int64_t taps, int64_t pix_step, const int16_t* w, int64_t C,
+             int64_t n, int32_t* acc);
 
 // x (float, n values) to u8 codes with offset `shift` added (128 turns int8 codes into u8).
 void quantize_u8(const float* x, int64_t n, float scale, int32_t zero_point, int32_t q_lo, int32_t q_hi,
                  int32_t shift, uint8_t* out);
+
+// quantize_u8 over `rows` rows of `width` floats: row r from x + r * x_stride to
+// out + r * out_stride (a blocked image's blocks into an NHWC pixel row, in one pass).
+void quantize_u8_rows(const float* x, int64_t rows, int64_t width, int64_t x_stride, float scale, int32_t zero_point,
+                      int32_t q_lo, int32_t q_hi, int32_t shift, uint8_t* out, int64_t out_stride);
 
 }  // namespace pyengine

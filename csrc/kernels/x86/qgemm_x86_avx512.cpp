@@ -89,6 +89,82 @@ void qdw_accumulate_avx512(const uint8_t* x, const int16_t* w, int32_t* acc, int
     for (; c < n; ++c) acc[c] += int32_t(x[c]) * w[c];
 }
 
+void qdw_row_avx512(const uint8_t* x, const int64_t* tap_off, int64_t taps, int64_t pix_step, const int16_t* w,
+                    int64_t C, int64_t n, int32_t* acc) {
+    constexpr int64_t kMaxTaps = 25;  // up to 5x5 with the weights in registers
+    if (taps > kMaxTaps) {
+        qdw_row(x, tap_off, taps, pix_step, w, C, n, acc);
+        return;
+    }
+    int64_t c = 0;
+    for (; c + 16 <= C; c += 16) {
+        // 16 channels: their weights stay in registers while the row's pixels stream past.
+        __m512i wv[kMaxTaps];
+        for (int64_t t = 0; t < taps; ++t) {
+            wv[t] = _mm512_cvtepi16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + t * C + c)));
+        }
+        for (int64_t p = 0; p < n; ++p) {
+            const uint8_t* xp = x + p * pix_step + c;
+            __m512i a = _mm512_setzero_si512();
+            for (int64_t t = 0; t < taps; ++t) {
+                const __m512i xv = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(xp + tap_off[t])));
+                a = _mm512_add_epi32(a, _mm512_mullo_epi32(xv, wv[t]));
+            }
+            _mm512_storeu_si512(acc + p * C + c, a);
+        }
+    }
+    for (; c < C; ++c) {  // the channels past the last 16
+        for (int64_t p = 0; p < n; ++p) {
+            int32_t s = 0;
+            for (int64_t t = 0; t < taps; ++t) s += int32_t(x[tap_off[t] + p * pix_step + c]) * w[t * C + c];
+            acc[p * C + c] = s;
+        }
+    }
+}
+
+void qepilogue_avx512(const QEpilogue& e, const int32_t* C, int64_t ldc, int64_t M, int64_t N, float* y, int64_t y_m,
+                      int64_t y_n) {
+    if (y_n != 1) {  // columns strided in y (an NCHW output): the portable tile-and-transpose
+        qepilogue(e, C, ldc, M, N, y, y_m, y_n);
+        return;
+    }
+    // The portable loop's operations lane by lane, so the results are the same bit for bit: the
+    // integer offset, one rounding to float, the scale, the clamp, and (requantizing) the
+    // clamp to the output grid and a round half to even (roundscale, exact there).
+    const __m512 lo = _mm512_set1_ps(e.lo), hi = _mm512_set1_ps(e.hi);
+    const float yzp = static_cast<float>(e.y_zero_point);
+    const __m512 inv_y = _mm512_set1_ps(1.0f / e.y_scale), y_scale = _mm512_set1_ps(e.y_scale);
+    const __m512 q_lo = _mm512_set1_ps(static_cast<float>(e.q_lo) - yzp);
+    const __m512 q_hi = _mm512_set1_ps(static_cast<float>(e.q_hi) - yzp);
+    const __m512i xzp = _mm512_set1_epi32(e.x_zero_point);
+    for (int64_t n = 0; n < N; n += 16) {
+        const __mmask16 mask = N - n >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (N - n)) - 1);
+        __m512i off = _mm512_mullo_epi32(xzp, _mm512_maskz_loadu_epi32(mask, e.wsum + n));
+        off = _mm512_sub_epi32(e.bias ? _mm512_maskz_loadu_epi32(mask, e.bias + n) : _mm512_setzero_si512(), off);
+        const __m512 scale = _mm512_maskz_loadu_ps(mask, e.scale + n);
+        for (int64_t m = 0; m < M; ++m) {
+            const __m512i acc = _mm512_maskz_loadu_epi32(mask, C + m * ldc + n);
+            __m512 v = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(acc, off)), scale);
+            v = _mm512_min_ps(_mm512_max_ps(v, lo), hi);
+            if (e.requantize) {
+                const __m512 q = _mm512_min_ps(_mm512_max_ps(_mm512_mul_ps(v, inv_y), q_lo), q_hi);
+                v = _mm512_mul_ps(_mm512_roundscale_ps(q, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC), y_scale);
+            }
+            _mm512_mask_storeu_ps(y + m * y_m + n, mask, v);
+        }
+    }
+}
+
+namespace {
+// 16 floats to 16 u8 codes (quantize_u8_avx512's lanes).
+inline __m128i quantize16(__m512 x, __m512 s, __m512 lo, __m512 hi, __m512i off) {
+    __m512 r = _mm512_div_ps(x, s);
+    r = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(r, r, _CMP_ORD_Q), r);
+    r = _mm512_min_ps(_mm512_max_ps(r, lo), hi);
+    return _mm512_cvtepi32_epi8(_mm512_add_epi32(_mm512_cvtps_epi32(r), off));
+}
+}  // namespace
+
 void quantize_u8_avx512(const float* x, int64_t n, float scale, int32_t zero_point, int32_t q_lo, int32_t q_hi,
                         int32_t shift, uint8_t* out) {
     // Clamping x / scale to [q_lo - zp, q_hi - zp] (integers) before rounding equals rounding,
@@ -100,13 +176,28 @@ void quantize_u8_avx512(const float* x, int64_t n, float scale, int32_t zero_poi
     const __m512i off = _mm512_set1_epi32(zero_point + shift);
     int64_t i = 0;
     for (; i + 16 <= n; i += 16) {
-        __m512 r = _mm512_div_ps(_mm512_loadu_ps(x + i), s);
-        r = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(r, r, _CMP_ORD_Q), r);
-        r = _mm512_min_ps(_mm512_max_ps(r, lo), hi);
-        const __m512i q = _mm512_add_epi32(_mm512_cvtps_epi32(r), off);
-        _mm_storeu_si128(reinterpret_cast<__m128i*>(out + i), _mm512_cvtepi32_epi8(q));
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(out + i), quantize16(_mm512_loadu_ps(x + i), s, lo, hi, off));
     }
     for (; i < n; ++i) out[i] = static_cast<uint8_t>(quantize_value(x[i], scale, zero_point, q_lo, q_hi) + shift);
+}
+
+void quantize_u8_rows_avx512(const float* x, int64_t rows, int64_t width, int64_t x_stride, float scale,
+                             int32_t zero_point, int32_t q_lo, int32_t q_hi, int32_t shift, uint8_t* out,
+                             int64_t out_stride) {
+    if (width != 16) {
+        for (int64_t r = 0; r < rows; ++r) {
+            quantize_u8_avx512(x + r * x_stride, width, scale, zero_point, q_lo, q_hi, shift, out + r * out_stride);
+        }
+        return;
+    }
+    const __m512 s = _mm512_set1_ps(scale);
+    const __m512 lo = _mm512_set1_ps(static_cast<float>(q_lo - zero_point));
+    const __m512 hi = _mm512_set1_ps(static_cast<float>(q_hi - zero_point));
+    const __m512i off = _mm512_set1_epi32(zero_point + shift);
+    for (int64_t r = 0; r < rows; ++r) {
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(out + r * out_stride),
+                         quantize16(_mm512_loadu_ps(x + r * x_stride), s, lo, hi, off));
+    }
 }
 
 }  // namespace pyengine
