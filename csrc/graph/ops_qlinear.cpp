@@ -253,10 +253,20 @@ private:
         for (int64_t r = 0; r < rows; ++r) {
             const int64_t m = m0 + r, oh = m / p.OW, ow = m % p.OW;
             uint8_t* row = a + r * Kp;
+            // A kernel row's taps are one run of bytes in the image when its pixels hold just
+            // these channels, side by side and all inside (a stem convolution's 3 channels: one
+            // copy of KW * 3 bytes, not KW copies of 3).
+            const bool runs = xs == Cg && p.dilation_w == 1;
+            const int64_t iw0 = ow * p.stride_w - p.pad_left;
             for (int64_t kh = 0; kh < p.KH; ++kh) {
                 const int64_t ih = oh * p.stride_h - p.pad_top + kh * p.dilation_h;
+                if (runs && ih >= 0 && ih < p.H && iw0 >= 0 && iw0 + p.KW <= p.W) {
+                    std::memcpy(row, xq + (ih * p.W + iw0) * xs, static_cast<size_t>(p.KW * Cg));
+                    row += p.KW * Cg;
+                    continue;
+                }
                 for (int64_t kw = 0; kw < p.KW; ++kw) {
-                    const int64_t iw = ow * p.stride_w - p.pad_left + kw * p.dilation_w;
+                    const int64_t iw = iw0 + kw * p.dilation_w;
                     if (ih < 0 || ih >= p.H || iw < 0 || iw >= p.W) {
                         std::memset(row, pad, static_cast<size_t>(Cg));
                     } else {
