@@ -54,6 +54,30 @@ def test_quantize_linear_edges_by_hand(tmp_path, isa, dtype, x, want):
     assert model.predict(np.array(x, np.float32)).tolist() == want
 
 
+def test_quantize_linear_divides_exactly_on_random_values(tmp_path, isa):
+    """The vector kernels divide by the scale through its reciprocal and a correction step: on
+    random values of every magnitude, values a hair from the half-way points, awkward scales
+    (significands of all ones), infinities and NaN, the codes are those of a true division."""
+    rng = np.random.default_rng(5)
+    scales = np.concatenate([10.0 ** rng.uniform(-6, 2, 40),
+                             np.frombuffer(np.uint32(0x3B7FFFFF + (rng.integers(0, 20, 8) << 23)).tobytes(),
+                                           np.float32)]).astype(np.float32)
+    for scale in scales:
+        k = rng.integers(-300, 300, 20000).astype(np.float32)
+        x = np.concatenate([
+            (rng.standard_normal(20000) * 10.0 ** rng.uniform(-8, 4, 20000)).astype(np.float32) * scale * 50,
+            (k + np.float32(0.5)) * scale,                      # the quotient's half-way points
+            np.nextafter((k + np.float32(0.5)) * scale, np.float32(np.inf)),
+            np.nextafter((k + np.float32(0.5)) * scale, np.float32(-np.inf)),
+            np.array([np.inf, -np.inf, np.nan, 3e38, -3e38, 1e-45, 0.0], np.float32),
+        ]).astype(np.float32)
+        model = _quant_node_model(tmp_path, "QuantizeLinear", [x.size], scale=float(scale), zero_point=128,
+                                  dtype="uint8")
+        with np.errstate(over="ignore"):  # 3e38 / scale is infinite, and saturates
+            want = quantize(np.nan_to_num(x, nan=0.0), float(scale), 128)
+        np.testing.assert_array_equal(model.predict(x), want, err_msg=f"scale {scale!r}")
+
+
 def test_quantize_linear_scale_divides_and_edges(tmp_path, isa):
     x = np.array([-1000.0, -0.3, 0.0, 0.05, 0.15, 0.25, 12.7, 12.75, 12.8, 1000.0], np.float32)
     for dtype, zp in (("int8", 0), ("uint8", 128)):

@@ -157,8 +157,19 @@ void qepilogue_avx512(const QEpilogue& e, const int32_t* C, int64_t ldc, int64_t
 
 namespace {
 // 16 floats to 16 u8 codes (quantize_u8_avx512's lanes).
-inline __m128i quantize16(__m512 x, __m512 s, __m512 lo, __m512 hi, __m512i off) {
-    __m512 r = _mm512_div_ps(x, s);
+// x / s, correctly rounded as a division is, from the reciprocal (a quarter of a division's
+// cost): q = x * (1/s), then one Markstein step q + (x - q * s) * (1/s) (the residual exact by
+// FMA) gives the correctly rounded quotient when 1/s is the correctly rounded reciprocal
+// (checked against vdivps on 640 million values). Infinite and NaN quotients skip the step,
+// which would make them NaN.
+inline __m512 divide(__m512 x, __m512 s, __m512 inv) {
+    const __m512 q = _mm512_mul_ps(x, inv);
+    const __mmask16 finite = _mm512_cmp_ps_mask(_mm512_abs_ps(q), _mm512_set1_ps(INFINITY), _CMP_LT_OQ);
+    return _mm512_mask_mov_ps(q, finite, _mm512_fmadd_ps(_mm512_fnmadd_ps(q, s, x), inv, q));
+}
+
+inline __m128i quantize16(__m512 x, __m512 s, __m512 inv, __m512 lo, __m512 hi, __m512i off) {
+    __m512 r = divide(x, s, inv);
     r = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(r, r, _CMP_ORD_Q), r);
     r = _mm512_min_ps(_mm512_max_ps(r, lo), hi);
     return _mm512_cvtepi32_epi8(_mm512_add_epi32(_mm512_cvtps_epi32(r), off));
@@ -170,13 +181,13 @@ void quantize_u8_avx512(const float* x, int64_t n, float scale, int32_t zero_poi
     // Clamping x / scale to [q_lo - zp, q_hi - zp] (integers) before rounding equals rounding,
     // adding zp and saturating; NaN lanes become 0 (the zero point), as quantize_value does.
     // vcvtps2dq rounds half to even under the default MXCSR.
-    const __m512 s = _mm512_set1_ps(scale);
+    const __m512 s = _mm512_set1_ps(scale), inv = _mm512_set1_ps(1.0f / scale);
     const __m512 lo = _mm512_set1_ps(static_cast<float>(q_lo - zero_point));
     const __m512 hi = _mm512_set1_ps(static_cast<float>(q_hi - zero_point));
     const __m512i off = _mm512_set1_epi32(zero_point + shift);
     int64_t i = 0;
     for (; i + 16 <= n; i += 16) {
-        _mm_storeu_si128(reinterpret_cast<__m128i*>(out + i), quantize16(_mm512_loadu_ps(x + i), s, lo, hi, off));
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(out + i), quantize16(_mm512_loadu_ps(x + i), s, inv, lo, hi, off));
     }
     for (; i < n; ++i) out[i] = static_cast<uint8_t>(quantize_value(x[i], scale, zero_point, q_lo, q_hi) + shift);
 }
@@ -190,13 +201,13 @@ void quantize_u8_rows_avx512(const float* x, int64_t rows, int64_t width, int64_
         }
         return;
     }
-    const __m512 s = _mm512_set1_ps(scale);
+    const __m512 s = _mm512_set1_ps(scale), inv = _mm512_set1_ps(1.0f / scale);
     const __m512 lo = _mm512_set1_ps(static_cast<float>(q_lo - zero_point));
     const __m512 hi = _mm512_set1_ps(static_cast<float>(q_hi - zero_point));
     const __m512i off = _mm512_set1_epi32(zero_point + shift);
     for (int64_t r = 0; r < rows; ++r) {
         _mm_storeu_si128(reinterpret_cast<__m128i*>(out + r * out_stride),
-                         quantize16(_mm512_loadu_ps(x + r * x_stride), s, lo, hi, off));
+                         quantize16(_mm512_loadu_ps(x + r * x_stride), s, inv, lo, hi, off));
     }
 }
 
