@@ -16,6 +16,7 @@
 #include "platform/cpu.h"
 #include "kernels/conv_nchwc.h"
 #include "kernels/dispatch.h"
+#include "kernels/qgemm.h"
 #include "test_util.h"
 
 using namespace pyengine;
@@ -429,6 +430,94 @@ TEST_CASE(nchwc_pool_and_reorder_match_plain) {
                 std::vector<float> got(want.size());
                 nchwc_reorder(yb.data(), got.data(), p.N, p.C, p.OH * p.OW, cb, false);
                 CHECK(close(got, want, str("nchwc pool cb=", cb, " C=", p.C, is_max ? " max" : " avg"), 1e-5f, 1e-6f));
+            }
+        }
+    }
+}
+
+TEST_CASE(int8_kernels_match_generic_exactly) {
+    // Integer sums and the epilogue's float steps are the same operations in every variant:
+    // the results must be equal bit for bit, on odd sizes, tails and row strides wider than the rows.
+    const KernelTable* g = kernel_table_generic();
+    std::mt19937 rng(17);
+    auto bytes = [&](size_t n) {
+        std::vector<uint8_t> v(n);
+        for (auto& b : v) b = static_cast<uint8_t>(rng());
+        return v;
+    };
+    const int64_t sizes[][3] = {{1, 1, 1}, {1, 16, 4}, {3, 17, 5}, {4, 64, 64}, {5, 70, 27}, {9, 33, 148}, {64, 130, 36}};
+    for (const KernelTable* t : variants()) {
+        for (const auto& s : sizes) {
+            const int64_t M = s[0], N = s[1], K = s[2], Kp = qgemm_kpad(K), lda = Kp + 5, ldc = N + 3;
+            auto A = bytes(static_cast<size_t>(M * lda));
+            auto Bs = bytes(static_cast<size_t>(K * N));
+            std::vector<int8_t> B(Bs.begin(), Bs.end()), packed(qgemm_packed_size(K, N));
+            qgemm_pack_b(K, N, B.data(), N, 1, packed.data());
+            std::vector<int32_t> want(static_cast<size_t>(M * ldc), 7), got = want;
+            g->qgemm(M, N, Kp, A.data(), lda, packed.data(), want.data(), ldc);
+            t->qgemm(M, N, Kp, A.data(), lda, packed.data(), got.data(), ldc);
+            CHECK(got == want);
+            if (got != want) std::printf("  %s qgemm %lldx%lldx%lld differs\n", t->name, (long long)M, (long long)N, (long long)K);
+            // The epilogue on these sums: plain and requantized, rows contiguous and strided.
+            std::vector<int32_t> wsum(static_cast<size_t>(N)), bias(static_cast<size_t>(N));
+            std::vector<float> scale(static_cast<size_t>(N));
+            for (int64_t n = 0; n < N; ++n) {
+                wsum[static_cast<size_t>(n)] = static_cast<int32_t>(rng() % 20001) - 10000;
+                bias[static_cast<size_t>(n)] = static_cast<int32_t>(rng() % 2001) - 1000;
+                scale[static_cast<size_t>(n)] = 1e-4f * static_cast<float>(1 + rng() % 100);
+            }
+            for (bool requantize : {false, true}) {
+                for (int64_t y_n : {int64_t(1), M}) {
+                    QEpilogue e;
+                    e.wsum = wsum.data();
+                    e.bias = requantize ? bias.data() : nullptr;
+                    e.scale = scale.data();
+                    e.x_zero_point = 37;
+                    e.lo = requantize ? 0.0f : -INFINITY;
+                    e.requantize = requantize;
+                    e.y_scale = 0.37f;
+                    e.y_zero_point = 11;
+                    const int64_t y_m = y_n == 1 ? N + 2 : 1;
+                    std::vector<float> yw(static_cast<size_t>(M * (N + 2) + N * M), -1.0f), yg = yw;
+                    g->qepilogue(e, want.data(), ldc, M, N, yw.data(), y_m, y_n);
+                    t->qepilogue(e, want.data(), ldc, M, N, yg.data(), y_m, y_n);
+                    CHECK(std::memcmp(yw.data(), yg.data(), yw.size() * sizeof(float)) == 0);
+                }
+            }
+        }
+        // Quantization (contiguous and in strided rows) and the depthwise kernels.
+        auto xs = randoms(1000, -40.0f, 40.0f, 9);
+        xs[3] = INFINITY;
+        xs[4] = -INFINITY;
+        xs[5] = NAN;
+        for (int64_t n : {int64_t(1), int64_t(15), int64_t(16), int64_t(17), int64_t(1000)}) {
+            std::vector<uint8_t> qw(static_cast<size_t>(n)), qg = qw;
+            g->quantize_u8(xs.data(), n, 0.3f, 5, -128, 127, 128, qw.data());
+            t->quantize_u8(xs.data(), n, 0.3f, 5, -128, 127, 128, qg.data());
+            CHECK(qw == qg);
+        }
+        for (int64_t width : {int64_t(4), int64_t(16), int64_t(19)}) {
+            const int64_t rows = 30, out_stride = width + 7;
+            std::vector<uint8_t> qw(static_cast<size_t>(rows * out_stride), 9), qg = qw;
+            g->quantize_u8_rows(xs.data(), rows, width, width + 1, 0.07f, 128, 0, 255, 0, qw.data(), out_stride);
+            t->quantize_u8_rows(xs.data(), rows, width, width + 1, 0.07f, 128, 0, 255, 0, qg.data(), out_stride);
+            CHECK(qw == qg);
+        }
+        for (int64_t C : {int64_t(1), int64_t(16), int64_t(24), int64_t(35)}) {
+            for (int64_t taps : {int64_t(9), int64_t(25), int64_t(49)}) {
+                const int64_t pix = 7, step = C + 3;
+                std::vector<int64_t> off(static_cast<size_t>(taps));
+                for (int64_t k = 0; k < taps; ++k) off[static_cast<size_t>(k)] = k * (step + 1);
+                auto x = bytes(static_cast<size_t>(off.back() + pix * step + C + 16));
+                std::vector<int16_t> w(static_cast<size_t>(taps * C));
+                for (auto& v : w) v = static_cast<int16_t>(static_cast<int>(rng() % 511) - 255);
+                std::vector<int32_t> aw(static_cast<size_t>(pix * C), 3), ag = aw;
+                g->qdw_row(x.data(), off.data(), taps, step, w.data(), C, pix, aw.data());
+                t->qdw_row(x.data(), off.data(), taps, step, w.data(), C, pix, ag.data());
+                CHECK(aw == ag);
+                g->qdw_accumulate(x.data(), w.data(), aw.data(), C);
+                t->qdw_accumulate(x.data(), w.data(), ag.data(), C);
+                CHECK(aw == ag);
             }
         }
     }
