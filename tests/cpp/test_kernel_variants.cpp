@@ -17,6 +17,9 @@
 #include "kernels/conv_nchwc.h"
 #include "kernels/dispatch.h"
 #include "kernels/qgemm.h"
+#if defined(__aarch64__)
+#include "kernels/arm/kernels_arm_neon.h"
+#endif  // defined(__aarch64__)
 #include "test_util.h"
 
 using namespace pyengine;
@@ -458,6 +461,19 @@ TEST_CASE(int8_kernels_match_generic_exactly) {
             t->qgemm(M, N, Kp, A.data(), lda, packed.data(), got.data(), ldc);
             CHECK(got == want);
             if (got != want) std::printf("  %s qgemm %lldx%lldx%lld differs\n", t->name, (long long)M, (long long)N, (long long)K);
+#if defined(__aarch64__)
+            // Both AArch64 paths, whichever one the table picked for this CPU.
+            if (t->isa == Isa::Neon) {
+                std::vector<int32_t> plain(want.size(), 7);
+                qgemm_arm_neon(M, N, Kp, A.data(), lda, packed.data(), plain.data(), ldc);
+                CHECK(plain == want);
+                if (cpu_features().asimddp) {
+                    std::vector<int32_t> dot(want.size(), 7);
+                    qgemm_arm_neon_dot(M, N, Kp, A.data(), lda, packed.data(), dot.data(), ldc);
+                    CHECK(dot == want);
+                }
+            }
+#endif  // defined(__aarch64__)
             // The epilogue on these sums: plain and requantized, rows contiguous and strided.
             std::vector<int32_t> wsum(static_cast<size_t>(N)), bias(static_cast<size_t>(N));
             std::vector<float> scale(static_cast<size_t>(N));

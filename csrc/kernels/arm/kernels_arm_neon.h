@@ -36,5 +36,12 @@ void nchwc_affine_arm_neon(const float* x, const float* scale, const float* shif
 void conv_winograd_arm_neon(const NchwcConv& c, const float* x, float* y, int64_t n, int64_t ob0, int64_t ob1,
                             int64_t t0, int64_t t1, int64_t tb, float* scratch);
 void softmax_arm_neon(const float* x, float* y, int64_t outer, int64_t axis, int64_t inner);
+// The int8 GEMM (kernels/qgemm.h QgemmFn): plain NEON, and with the ARMv8.2 dot product.
+void qgemm_arm_neon(int64_t M, int64_t N, int64_t Kp, const uint8_t* A, int64_t lda, const int8_t* Bp, int32_t* C,
+                    int64_t ldc);
+#if defined(__aarch64__)
+void qgemm_arm_neon_dot(int64_t M, int64_t N, int64_t Kp, const uint8_t* A, int64_t lda, const int8_t* Bp,
+                        int32_t* C, int64_t ldc);
+#endif  // defined(__aarch64__)
 
 }  // namespace pyengine

@@ -2,6 +2,7 @@
 // The NEON kernel table: the baseline on AArch64; on armv7 chosen when AT_HWCAP reports NEON.
 #include "kernels/arm/kernels_arm_neon.h"
 #include "kernels/dispatch.h"
+#include "platform/cpu.h"
 
 namespace pyengine {
 
@@ -27,6 +28,14 @@ const KernelTable* kernel_table_neon() {
         t.nchwc_binary_channel = nchwc_binary_channel_arm_neon;
         t.nchwc_affine = nchwc_affine_arm_neon;
         t.conv_winograd = conv_winograd_arm_neon;
+        t.qgemm = qgemm_arm_neon;
+        t.qgemm_name = "neon";
+#if defined(__aarch64__)
+        if (cpu_features().asimddp) {  // ARMv8.2 dot product (Jetson Xavier/Orin, Raspberry Pi 5)
+            t.qgemm = qgemm_arm_neon_dot;
+            t.qgemm_name = "neon-dot";
+        }
+#endif  // defined(__aarch64__)
         return t;
     }();
     return &table;
