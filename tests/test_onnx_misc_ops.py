@@ -243,3 +243,17 @@ def test_scatter_index_out_of_range_is_an_error_naming_it(tmp_path) -> None:  # 
 def test_cumulative_along_a_run_time_axis(tmp_path, op, x, axis, exclusive, reverse) -> None:  # type: ignore[no-untyped-def]
     feeds = {"x": x, "axis": np.array(axis, np.int32)}
     _check(tmp_path, op, feeds, 26 if op == "CumProd" else 14, exclusive=exclusive, reverse=reverse)
+
+
+@pytest.mark.parametrize("x_shape,w_shape,attrs", [
+    ((2, 4, 9, 8), (6, 4, 3, 3), {"pads": [1, 0, 2, 1], "strides": [2, 1]}),
+    ((1, 6, 7, 7), (6, 2, 3, 3), {"group": 3, "auto_pad": "SAME_UPPER"}),
+    ((2, 3, 11), (5, 3, 4), {"dilations": [2], "pads": [1, 2]}),
+])
+def test_conv_with_run_time_weights(tmp_path, x_shape, w_shape, attrs) -> None:  # type: ignore[no-untyped-def]
+    """Conv whose weights are a graph input (a hypernetwork, ONNX's own Conv cases): it runs
+    unblocked on the weights given at each call."""
+    rng = np.random.default_rng(len(x_shape) + len(attrs))
+    feeds = {"x": rng.standard_normal(x_shape).astype(np.float32),
+             "w": rng.standard_normal(w_shape).astype(np.float32)}
+    _check(tmp_path, "Conv", feeds, 13, **attrs)

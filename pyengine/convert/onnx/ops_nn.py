@@ -37,12 +37,21 @@ def _from_4d(imp: Importer, y: str, name: str) -> str:
 def _conv(
     imp: Importer, node: Any, name: str, ins: list[str], attrs: dict[str, Any]
 ) -> str | None:
+    """Conv, 1-D and 2-D (1-D as 2-D with a height of 1), constant weights or run-time ones of
+    a known rank (those run unblocked, as the engine repacks weights only once)."""
     w = imp.const_of(ins[1])
-    if w is None or w.ndim not in (3, 4):
-        return None
-    spatial = w.ndim - 2
+    if w is not None:
+        if w.ndim not in (3, 4):
+            return None
+        spatial = w.ndim - 2
+        wv = imp.g.const(w if spatial == 2 else w[:, :, None, :], name + "/w")
+    else:
+        w_shape = imp.shapes.get(node.input[1])
+        if w_shape is None or len(w_shape) not in (3, 4):
+            return None
+        spatial = len(w_shape) - 2
+        wv = ins[1] if spatial == 2 else _to_4d(imp, ins[1], name + "/w")
     x = ins[0] if spatial == 2 else _to_4d(imp, ins[0], name)
-    wv = imp.g.const(w if spatial == 2 else w[:, :, None, :], name + "/w")
     y = imp.g.op(
         "Conv2D",
         [x, wv] + ([ins[2]] if len(ins) > 2 and ins[2] else []),
