@@ -374,3 +374,40 @@ def test_destination_of_another_root_is_refused(world, tmp_path):
     assert "managed by another pyengine root" in d.items[0].message, d.items[0].message
     assert world.tag("alpha") == "v1" and world.tag("beta") == "v1"
     assert dp.deploy(world.group(), world.root).status == "Success"
+
+
+@pytest.mark.parametrize("change, fragment", [
+    ({"run_as": {"uid": "nobody", "gid": 100}}, "functions[0].run_as.uid"),
+    ({"concurrency": 0}, "functions[0].concurrency"),
+    ({"idle_timeout_s": -1}, "functions[0].idle_timeout_s"),
+    ({"volume": "captures"}, "is not an absolute path"),
+    ({"volume": "/srv/pyengine-test-no-such-dir/captures"}, "is not an existing directory"),
+])
+def test_bad_new_fields_leave_the_installed_group(world, change, fragment):
+    """run_as, concurrency, idle_timeout_s and volumes fail as every other field does: an error
+    naming the field and the value, nothing installed, the previous group serving unchanged."""
+    import json
+
+    first = dp.deploy(world.group(), world.root)
+    assert first.status == "Success"
+    with open(world.group()) as fh:
+        group = json.load(fh)
+    if "volume" in change:
+        group["resources"].append({"id": "cam", "volume": {"path": change["volume"]}})
+        group["functions"][0]["resources"].append({"id": "cam", "permission": "ro"})
+    else:
+        group["functions"][0].update(change)
+    world.set_code("v2")  # would be installed if the deploy went ahead
+    path = write_group(str(world.tmp / "bad.json"), group)
+    try:
+        d = dp.deploy(path, world.root)
+        message = d.message + " ".join(i.message for i in d.items)
+        assert d.status == "Failure" and not d.applied, d
+    except dp.GroupError as exc:
+        message = str(exc)
+    assert fragment in message, message
+    cur = dp.current(world.root)
+    assert cur is not None and cur.deployment_id == first.id
+    with open(os.path.join(cur.functions["classify"].code_dir, "classify.py")) as f:
+        assert "TAG = 'v1'" in f.read()
+    assert world.tag("alpha") == "v1" and "cam" not in cur.resources
