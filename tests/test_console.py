@@ -9,6 +9,7 @@ docs/console.md shows them.
 from __future__ import annotations
 
 import base64
+import hashlib
 import http.client
 import json
 import os
@@ -79,7 +80,7 @@ def console() -> Iterator[dict[str, Any]]:
     with open(os.path.join(root, "api.token")) as fh:
         token = fh.read().strip()
     try:
-        yield {"core": core, "url": core.url, "token": token, "built": built, "root": root}
+        yield {"core": core, "url": core.url, "token": token, "built": built, "root": root, "base": base}
     finally:
         core.stop()
         shutil.rmtree(base, ignore_errors=True)
@@ -161,6 +162,8 @@ def test_console_json_routes(console: dict[str, Any]) -> None:
     digits = rows["digits"]
     assert digits["used_by"] == [{"function": "classify-image", "permission": "ro"}]
     assert digits["bytes"] > 0 and digits["signature"]["inputs"][0]["shape"][1:] == [1, 8, 8]
+    with open(os.path.join(console["base"], "packages", "digits-cnn.tar.gz"), "rb") as fh:
+        assert digits["digest"] == "sha256:" + hashlib.sha256(fh.read()).hexdigest()
     status, _, body = _request(url, "POST", "/console/api/invoke/echo",
                                json.dumps({"say": "hi"}).encode(),
                                {**h, "X-CSRF-Token": csrf, "Content-Type": "application/json"})
@@ -205,7 +208,16 @@ def test_console_in_chromium(console: dict[str, Any]) -> None:
             page.click("button[data-tab=resources]")
             page.wait_for_selector("#resources-body td")
             assert "classify-image (ro)" in page.inner_text("#resources-body")
+            assert "sha256:" in page.inner_text("#resources-body")
             page.screenshot(path=os.path.join(ARTIFACTS, "resources.png"), full_page=True)
+            # A phone-sized screen: the page itself never scrolls sideways (wide tables scroll
+            # in their own box), and the navigation wraps.
+            page.set_viewport_size({"width": 390, "height": 844})
+            for tab in ("overview", "resources"):
+                page.click(f"button[data-tab={tab}]")
+                assert page.evaluate("document.documentElement.scrollWidth") <= 390, tab
+            page.screenshot(path=os.path.join(ARTIFACTS, "phone-resources.png"), full_page=True)
+            page.set_viewport_size({"width": 1100, "height": 900})
 
             # Test invoke: a real held-out digit uploaded as a file.
             page.click("button[data-tab=invoke]")

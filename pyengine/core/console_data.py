@@ -152,6 +152,7 @@ def resources(core: Core) -> dict[str, Any]:
             continue
         row = {k: r.get(k) for k in ("kind", "key", "version", "source", "destination",
                                      "token", "deployment_id")}
+        row["digest"] = _digest(r.get("token"))
         row["bytes"] = _size(r.get("version_path"))
         row["used_by"] = users.get(r["key"], [])
         if r["kind"] == "model" and r.get("destination"):
@@ -166,6 +167,17 @@ def resources(core: Core) -> dict[str, Any]:
                 rows.append({"kind": g.kind, "key": g.id, "destination": g.path,
                              "used_by": users.get(g.id, [])})
     return {"resources": rows}
+
+
+def _digest(token: Optional[str]) -> Optional[str]:
+    """What identifies the installed bytes, from the source's change token: a file's SHA-256
+    (``size:mtime:sha256``), an S3 object's version or ETag (``s3:bucket/key:etag=...``)."""
+    if not token:
+        return None
+    last = token.rsplit(":", 1)[-1]
+    if len(last) == 64 and all(c in "0123456789abcdef" for c in last):
+        return "sha256:" + last
+    return last if token.startswith("s3:") else token
 
 
 def _size(path: Optional[str]) -> Optional[int]:

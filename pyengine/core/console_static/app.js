@@ -149,8 +149,8 @@ function signature(s) {
 async function loadResources() {
   const { resources } = await api("/console/api/resources");
   fill("resources-body", table(
-    ["kind", "id", "version", "source", "size", "destination", "used by", "inputs / outputs"],
-    resources.map((r) => [r.kind, r.key, r.version || "-", r.source || "-", bytes(r.bytes),
+    ["kind", "id", "version", "source", "digest", "size", "destination", "used by", "inputs / outputs"],
+    resources.map((r) => [r.kind, r.key, r.version || "-", r.source || "-", r.digest || "-", bytes(r.bytes),
       r.destination || "-",
       (r.used_by || []).map((u) => `${u.function} (${u.permission})`).join(", ") || "-",
       signature(r.signature)])));
