@@ -130,6 +130,13 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
     assert capsys.readouterr().out == f"pyengine {pyengine.__version__}\n"
 
 
+def test_info_json(capsys: pytest.CaptureFixture[str]) -> None:
+    data = cli_json(capsys, "info", "info")
+    assert data["version"] == pyengine.__version__ and data["kernel_variant"] in data["kernels_available"]
+    assert data["int8_kernel"] in ("avx512-vnni", "avx2", "neon-dot", "neon", "generic")
+    assert "Conv2D" in data["ops"] and "native" in data["backends"]
+
+
 def test_usage_errors_exit_2() -> None:
     r = run_cli("deploy", "--no-such-flag", "g.yaml")
     assert r.returncode == 2 and "unrecognized arguments: --no-such-flag" in r.stderr
