@@ -222,12 +222,16 @@ private:
         }
         if (block != 0) {
             // [C/block][HW][block]: each block's pixel rows straight into their place in the
-            // NHWC pixel rows (stride xs), one pass.
+            // NHWC pixel rows (stride xs), one pass, in runs of pixels over the threads.
             const auto quantize_rows = kernels().quantize_u8_rows;
-            for (int64_t b = 0; b < xs / block; ++b) {
-                quantize_rows(x + b * HW * block, HW, block, block, x_.scale, x_.zero_point, x_.lo, x_.hi, x_.shift(),
-                              xq + b * block, xs);
-            }
+            const int64_t blocks = xs / block;
+            const int64_t run = HW * xs < (int64_t(1) << 15) ? HW : std::min<int64_t>(HW, 1024);
+            const int64_t runs = (HW + run - 1) / run;
+            parallel_for(blocks * runs, [&](int64_t t) {
+                const int64_t b = t / runs, i0 = t % runs * run, n = std::min(run, HW - i0);
+                quantize_rows(x + (b * HW + i0) * block, n, block, block, x_.scale, x_.zero_point, x_.lo, x_.hi,
+                              x_.shift(), xq + i0 * xs + b * block, xs);
+            });
             return;
         }
         // Plane by plane (vectorized), then a byte transpose to NHWC in tiles of pixels so the
