@@ -163,7 +163,7 @@ def gemm(a: typing.Any, b: typing.Any, out: typing.Any, trans_b: bool = False, i
     """
 def int8_kernel() -> str:
     """
-    The int8 GEMM path of the kernel variant in use (avx512-vnni, avx2, neon-dot, neon, generic).
+    The int8 GEMM path of the kernel variant in use (avx512-vnni, avx-vnni, avx2, neon-dot, neon, generic).
     """
 def kernel_variant() -> str:
     """

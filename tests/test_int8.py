@@ -301,3 +301,17 @@ def test_info_names_the_int8_path():
     assert info["int8_kernel"] == _core.int8_kernel()
     if info["kernel_variant"] == "avx512" and info["cpu"]["avx512_vnni"]:
         assert info["int8_kernel"] == "avx512-vnni"
+
+
+def test_avx2_variant_takes_avx_vnni_where_the_cpu_has_it():
+    """The AVX2 table's int8 GEMM is the VEX vpdpbusd one on a CPU with AVX-VNNI, and the
+    widening vpmaddwd one without; either way the results are the generic one's (above)."""
+    if "avx2" not in _core.kernels_available():
+        pytest.skip("this CPU or build has no AVX2 kernels")
+    before = _core.kernel_variant()
+    try:
+        _core.set_isa("avx2")
+        want = "avx-vnni" if _core.cpu_features()["avx_vnni"] else "avx2"
+        assert _core.int8_kernel() == want
+    finally:
+        _core.set_isa(before)

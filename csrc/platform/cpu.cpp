@@ -44,10 +44,15 @@ void detect_x86(CpuFeatures& f) {
     f.avx = cpu_avx && os_ymm;
     if (__get_cpuid_max(0, nullptr) >= 7) {
         __cpuid_count(7, 0, a, b, c, d);
+        const unsigned subleaves = a;
         f.avx2 = f.avx && (b & bit_AVX2) != 0;
         f.avx512f = os_zmm && (b & bit_AVX512F) != 0;
         f.avx512bw = f.avx512f && (b & bit_AVX512BW) != 0;
         f.avx512_vnni = f.avx512f && (c & (1u << 11)) != 0;  // CPUID.7.0:ECX bit 11
+        if (subleaves >= 1) {
+            __cpuid_count(7, 1, a, b, c, d);
+            f.avx_vnni = f.avx2 && (a & (1u << 4)) != 0;  // CPUID.7.1:EAX bit 4
+        }
     }
     if (!f.avx) f.fma = f.f16c = false;
     unsigned brand[12] = {};

@@ -16,6 +16,7 @@ struct CpuFeatures {
     bool avx512f = false;
     bool avx512bw = false;
     bool avx512_vnni = false;  // vpdpbusd on zmm (the int8 GEMM)
+    bool avx_vnni = false;     // vpdpbusd on ymm, VEX-encoded (AVX-VNNI: Alder Lake and later)
     bool asimddp = false;      // ARMv8.2 sdot/udot (HWCAP_ASIMDDP)
     bool neon = false;
     int cores = 1;  // online logical CPUs

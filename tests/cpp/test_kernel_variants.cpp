@@ -20,6 +20,16 @@
 #if defined(__aarch64__)
 #include "kernels/arm/kernels_arm_neon.h"
 #endif  // defined(__aarch64__)
+
+#if defined(__x86_64__)
+namespace pyengine {
+// The AVX2 table's two int8 GEMMs (kernels/x86/qgemm_x86_avx2.cpp): it picks one per CPU.
+void qgemm_avx2(int64_t M, int64_t N, int64_t Kp, const uint8_t* A, int64_t lda, const int8_t* Bp, int32_t* C,
+                int64_t ldc);
+void qgemm_avx2_vnni(int64_t M, int64_t N, int64_t Kp, const uint8_t* A, int64_t lda, const int8_t* Bp, int32_t* C,
+                     int64_t ldc);
+}  // namespace pyengine
+#endif  // defined(__x86_64__)
 #include "test_util.h"
 
 using namespace pyengine;
@@ -461,6 +471,19 @@ TEST_CASE(int8_kernels_match_generic_exactly) {
             t->qgemm(M, N, Kp, A.data(), lda, packed.data(), got.data(), ldc);
             CHECK(got == want);
             if (got != want) std::printf("  %s qgemm %lldx%lldx%lld differs\n", t->name, (long long)M, (long long)N, (long long)K);
+#if defined(__x86_64__)
+            // Both AVX2 GEMMs, whichever one the table picked for this CPU.
+            if (t->isa == Isa::Avx2) {
+                std::vector<int32_t> plain(want.size(), 7);
+                qgemm_avx2(M, N, Kp, A.data(), lda, packed.data(), plain.data(), ldc);
+                CHECK(plain == want);
+                if (cpu_features().avx_vnni) {
+                    std::vector<int32_t> vnni(want.size(), 7);
+                    qgemm_avx2_vnni(M, N, Kp, A.data(), lda, packed.data(), vnni.data(), ldc);
+                    CHECK(vnni == want);
+                }
+            }
+#endif  // defined(__x86_64__)
 #if defined(__aarch64__)
             // Both AArch64 paths, whichever one the table picked for this CPU.
             if (t->isa == Isa::Neon) {

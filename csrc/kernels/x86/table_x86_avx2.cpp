@@ -4,6 +4,7 @@
 #include "kernels/gemm.h"
 #include "kernels/pool.h"
 #include "kernels/dispatch.h"
+#include "platform/cpu.h"
 
 #if defined(__AVX2__) && defined(__FMA__)
 
@@ -26,6 +27,8 @@ void activation_apply_avx2(const float* x, float* y, int64_t n, const Epilogue& 
 void binary_avx2(BinaryOp op, const float* a, int64_t as, const float* b, int64_t bs, float* y, int64_t n);
 void qgemm_avx2(int64_t M, int64_t N, int64_t Kp, const uint8_t* A, int64_t lda, const int8_t* Bp, int32_t* C,
                 int64_t ldc);
+void qgemm_avx2_vnni(int64_t M, int64_t N, int64_t Kp, const uint8_t* A, int64_t lda, const int8_t* Bp, int32_t* C,
+                     int64_t ldc);
 void softmax_avx2(const float* x, float* y, int64_t outer, int64_t axis, int64_t inner);
 void erf_apply_avx2(const float* x, float* y, int64_t n, bool gelu);
 
@@ -60,6 +63,10 @@ const KernelTable* kernel_table_avx2() {
         t.conv_winograd = conv_winograd_avx2;
         t.qgemm = qgemm_avx2;
         t.qgemm_name = "avx2";
+        if (cpu_features().avx_vnni) {  // the VEX vpdpbusd (Alder Lake, Zen 5, Sapphire Rapids...)
+            t.qgemm = qgemm_avx2_vnni;
+            t.qgemm_name = "avx-vnni";
+        }
         return t;
     }();
     return &table;
