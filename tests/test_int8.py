@@ -243,6 +243,56 @@ def test_qlinear_conv_chain_in_each_layout(tmp_path, isa, layout, monkeypatch):
     assert layouts == ({"NCHW"} if layout == "nchw" else {f"NCHW{_core.nchwc_block()}c"}), layouts
 
 
+@pytest.mark.parametrize("dtype", ["uint8", "int8"])
+def test_int8_convolutions_pass_codes_on_a_shared_grid(tmp_path, isa, dtype):
+    """Where one int8 convolution's output grid is the next ones' input grid and nothing else
+    reads it, the two pass u8 codes instead of floats: the results stay the reference's, a
+    value read also by a float op (the Add) stays float, and the profile says which pass codes."""
+    rng = np.random.default_rng(33)
+    zp = 10 if dtype == "uint8" else -5
+    grids = [{"scale": 0.02 * (i + 1), "zp": zp, "dtype": dtype} for i in range(5)]
+    x = rng.uniform(-1, 2, (2, 6, 11, 9)).astype(np.float32)
+    g = pyengine.GraphBuilder()
+
+    def conv(name, h, w, grid_in, grid_out, stride=1, pad=0, groups=1):
+        o = w.shape[0]
+        scale = rng.uniform(0.001, 0.003, o).astype(np.float32)
+        bias = rng.integers(-2000, 2000, o)
+        node = g.node("QLinearConv2D", [h, g.quantized_constant(name + "/w", w.astype(np.int8), scale, 0, axis=0),
+                                        g.constant(name + "/b", bias.astype(np.int32))],
+                      name=name, strides=[stride, stride], pads=[pad] * 4, groups=groups,
+                      x_scale=grid_in["scale"], x_zero_point=grid_in["zp"], x_dtype=dtype,
+                      y_scale=grid_out["scale"], y_zero_point=grid_out["zp"], y_dtype=dtype)
+        return node, (w, scale, bias, stride, pad, groups, grid_in, grid_out)
+
+    def ref(v, spec):
+        w, scale, bias, stride, pad, groups, grid_in, grid_out = spec
+        return qconv_ref(v, grid_in, w, scale, np.zeros(w.shape[0], np.int64), bias, stride, pad, groups, 1,
+                         grid_out, -np.inf, np.inf)
+
+    xin = g.input("x", list(x.shape))
+    a, sa = conv("expand", xin, rng.integers(-90, 90, (20, 6, 1, 1)), grids[0], grids[1])
+    b, sb = conv("depthwise", a, rng.integers(-90, 90, (20, 1, 3, 3)), grids[1], grids[2], 2, 1, 20)
+    c, sc = conv("grouped", b, rng.integers(-90, 90, (20, 5, 3, 3)), grids[2], grids[3], 1, 1, 4)
+    d, sd = conv("project", b, rng.integers(-90, 90, (20, 20, 1, 1)), grids[2], grids[3])
+    e, se = conv("head", c, rng.integers(-90, 90, (8, 20, 1, 1)), grids[3], grids[4])
+    g.output(g.node("Add", [c, d], name="add"))
+    g.output(e)
+    model = pyengine.load(g.save(str(tmp_path / "codes.pyem")))
+    got = model.predict(x)
+    ra = ref(x, sa)
+    rb = ref(ra, sb)
+    rc, rd = ref(rb, sc), ref(rb, sd)
+    outs = list(got.values())
+    np.testing.assert_array_equal(outs[0], rc + rd)
+    np.testing.assert_array_equal(outs[1], ref(rc, se))
+    kernel = {op.name: op.kernel for op in model.profile(x, runs=1).ops}
+    assert kernel["expand"].endswith("u8 codes out"), kernel
+    assert kernel["depthwise"].endswith("u8 codes in and out"), kernel  # read by two int8 convs
+    assert kernel["grouped"].endswith("u8 codes in") and kernel["project"].endswith("u8 codes in"), kernel
+    assert "codes" not in kernel["head"], kernel  # its input is read by the Add too
+
+
 def _write_raw(tmp_path, quant: dict, name: str = "bad.pyem") -> str:
     """A model whose graph JSON carries `quant` verbatim as its quantization section."""
     g = pyengine.GraphBuilder()

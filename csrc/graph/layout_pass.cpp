@@ -19,6 +19,31 @@ namespace {
 constexpr int kMaxComposedParts = 4;
 }  // namespace
 
+// A value passes as u8 codes when an int8 op writes it on a grid and every reader is an int8
+// op that takes that grid on input 0 (and reads it nowhere else); graph outputs never do.
+void Model::plan_codes() {
+    std::vector<std::vector<std::pair<int, size_t>>> readers(values_.size());
+    for (int n : order_) {
+        const Node& node = nodes_[static_cast<size_t>(n)];
+        for (size_t k = 0; k < node.inputs.size(); ++k) readers[static_cast<size_t>(node.inputs[k])].emplace_back(n, k);
+    }
+    std::vector<char> is_output(values_.size(), 0);
+    for (int o : output_values_) is_output[static_cast<size_t>(o)] = 1;
+    for (int n : order_) {
+        Node& node = nodes_[static_cast<size_t>(n)];
+        const CodeGrid* grid = node.op->code_output();
+        if (grid == nullptr || node.outputs.size() != 1) continue;
+        const size_t v = static_cast<size_t>(node.outputs[0]);
+        bool ok = !is_output[v] && !readers[v].empty();
+        for (const auto& r : readers[v]) {
+            ok = ok && r.second == 0 && nodes_[static_cast<size_t>(r.first)].op->takes_codes(*grid);
+        }
+        if (!ok) continue;
+        node.op->use_codes(false, true);
+        for (const auto& r : readers[v]) nodes_[static_cast<size_t>(r.first)].op->use_codes(true, false);
+    }
+}
+
 // The blocked layout is planned per input shapes (build_host_schedule); here, once at load:
 // the block (the vector width of the kernel variant in use; PYENGINE_LAYOUT=nchw turns the
 // layout off), the ops' repacked weights, and the Conv -> Add -> activation chains that a plan

@@ -163,6 +163,8 @@ private:
 
     void parse_graph();
     void plan_layout();
+    // Pairs int8 ops that pass a value as u8 codes (Op::code_output), once at load.
+    void plan_codes();
     std::shared_ptr<Plan> build_plan(const std::vector<Shape>& input_shapes,
                                      const void* const* input_data = nullptr) const;
     void find_plan_values();

@@ -35,6 +35,7 @@ std::atomic<uint64_t> next_model_id{1};
 Model::Model(const std::string& path) : reader_(path), id_(next_model_id.fetch_add(1)) {
     parse_graph();
     plan_layout();
+    plan_codes();
     if (!value_inputs_.empty()) {
         // Shapes depend on parameter values only predict has: plans are checked then.
         infer_output_specs();

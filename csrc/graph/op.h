@@ -58,6 +58,17 @@ struct OpRunInfo {
     std::string kernel;  // the kernel path that runs ("avx512 gemm", "reorder", "view")
 };
 
+// An activation's int8 grid: code = round(x / scale) + zero_point, saturated to [lo, hi].
+struct CodeGrid {
+    float scale = 1.0f;
+    int32_t zero_point = 0, lo = 0, hi = 255;
+    bool operator==(const CodeGrid& o) const {
+        return scale == o.scale && zero_point == o.zero_point && lo == o.lo && hi == o.hi;
+    }
+};
+// Bytes per pixel of an image of `channels` as u8 codes: whole blocks of 16.
+inline int64_t code_pixel_stride(int64_t channels) { return (channels + 15) / 16 * 16; }
+
 // One node's computation. Created once at load; `infer` and `run` are const and thread-safe.
 class Op {
 public:
@@ -161,6 +172,22 @@ public:
     virtual const std::vector<int64_t>* permutation() const { return nullptr; }
     // The activation this op applies when it is a plain activation op; nullptr otherwise.
     virtual const Epilogue* activation() const { return nullptr; }
+    // ---- int8 codes between int8 ops (graph/layout_pass.cpp) ----
+    // A value written by a requantizing int8 op and read only by int8 ops that quantize their
+    // input onto the same grid can pass as u8 codes (NHWC pixel rows, channels padded to 16)
+    // in the float value's memory: the reader skips quantizing, the writer skips dequantizing,
+    // with the same results. The grid output 0 can be written on, or nullptr.
+    virtual const CodeGrid* code_output() const { return nullptr; }
+    // True when input 0 may come as codes on `grid`.
+    virtual bool takes_codes(const CodeGrid& grid) const {
+        (void)grid;
+        return false;
+    }
+    // Called once at load, for the ops the planner paired: input 0 and/or output 0 as codes.
+    virtual void use_codes(bool input, bool output) {
+        (void)input;
+        (void)output;
+    }
     // What the profiler reports for inputs shaped `in`. The default: no layout, and the kernel
     // table in use ("avx512"), or "view" for a view; ops with several paths say which one runs.
     virtual OpRunInfo run_info(const std::vector<Shape>& in) const;

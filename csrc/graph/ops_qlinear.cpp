@@ -38,6 +38,22 @@ public:
     explicit QLinearConvOp(const Attrs& a)
         : node_(a.node()), conv_(a), x_(get_act_quant(a, "x", true)), y_(get_act_quant(a, "y", false)) {
         get_quant_activation(a, &lo_, &hi_);
+        x_grid_ = CodeGrid{x_.scale, x_.zero_point, x_.lo, x_.hi};
+        y_grid_ = CodeGrid{y_.scale, y_.zero_point, y_.lo, y_.hi};
+    }
+
+    // Codes out when requantizing, NCHW, with at least 4 output channels (so that a pixel's
+    // padded code row fits in its floats); codes in on the input's own grid.
+    const CodeGrid* code_output() const override {
+        const int64_t O = groups_.empty() ? 0 : static_cast<int64_t>(groups_.size()) * groups_[0].N;
+        return y_.present && conv_.layout == Layout::NCHW && O >= 4 ? &y_grid_ : nullptr;
+    }
+    bool takes_codes(const CodeGrid& grid) const override {
+        return conv_.layout == Layout::NCHW && !groups_.empty() && grid == x_grid_;
+    }
+    void use_codes(bool input, bool output) override {
+        codes_in_ = codes_in_ || input;
+        codes_out_ = codes_out_ || output;
     }
 
     bool takes_dtype(size_t i, DType t) const override {
@@ -108,22 +124,25 @@ public:
     // The blocked layout (NCHW[c], kernels/conv_nchwc.h) for the output of a plain or depthwise
     // convolution: its epilogue writes each block's pixels as contiguous rows, and a blocked
     // input gathers into the u8 patch image by whole blocks, where plain NCHW needs byte and
-    // float transposes. The input stays in whatever layout it comes in.
+    // float transposes. The input stays in whatever layout it comes in (any convolution).
     int layout(const std::vector<Shape>& in, const std::vector<int>& in_block, int block,
                std::vector<int>* want) const override {
         want->assign(in.size(), 0);
         if (conv_.layout != Layout::NCHW || in[0].size() != 4 || in[1].size() != 4 || groups_.empty()) return 0;
-        const Conv2DParams p = conv_.geometry(in[0], in[1], "QLinearConv2D");
-        if (p.groups != 1 && !depthwise(p)) return 0;
         (*want)[0] = in_block[0];
-        return block;
+        if (codes_out_) return 0;  // codes, not floats: nothing for the planner to reorder
+        const Conv2DParams p = conv_.geometry(in[0], in[1], "QLinearConv2D");
+        return p.groups == 1 || depthwise(p) ? block : 0;
     }
 
     OpRunInfo run_info(const std::vector<Shape>& in) const override {
         const Conv2DParams p = conv_.geometry(in[0], in[1], "QLinearConv2D");
         const bool dw = depthwise(p);
+        // Codes in or out (Op::use_codes) replace the float layout on that side.
+        const char* codes = codes_in_ && codes_out_ ? ", u8 codes in and out" : codes_in_ ? ", u8 codes in"
+                            : codes_out_ ? ", u8 codes out" : "";
         return {conv_.layout == Layout::NHWC ? "NHWC" : "NCHW",
-                str("int8 ", dw ? "depthwise direct" : str(kernels().qgemm_name, " im2col qgemm"))};
+                str("int8 ", dw ? "depthwise direct" : str(kernels().qgemm_name, " im2col qgemm"), codes)};
     }
 
     void run(const std::vector<const Tensor*>& in, const std::vector<Tensor*>& out) const override {
@@ -132,19 +151,27 @@ public:
         const int64_t HW = p.H * p.W, P = p.OH * p.OW;
         const int64_t Cg = p.C / p.groups, Og = p.O / p.groups;
         const int64_t bi = in[0]->block, bo = out[0]->block;
-        // The u8 image is NHWC with a pixel stride of xs bytes: C, or the channels padded to
-        // whole blocks when the input is blocked (the padding's codes meet zero weights).
-        const int64_t xs = bi != 0 ? (p.C + bi - 1) / bi * bi : p.C;
+        // The u8 image is NHWC with a pixel stride of xs bytes: C, the channels padded to whole
+        // blocks when the input is blocked, or to 16 when it comes as codes (Op::takes_codes);
+        // the padding's codes meet zero weights.
+        const int64_t xs = codes_in_ ? code_pixel_stride(p.C) : bi != 0 ? (p.C + bi - 1) / bi * bi : p.C;
         const int64_t y_image = bo != 0 ? (p.O + bo - 1) / bo * bo * P : p.O * P;
+        const int64_t ys = code_pixel_stride(p.O);
         const QgemmFn qgemm = kernels().qgemm;
-        std::vector<uint8_t> xq(static_cast<size_t>(HW * xs)), planar;
+        std::vector<uint8_t> own(codes_in_ ? 0 : static_cast<size_t>(HW * xs)), planar;
         for (int64_t n = 0; n < p.N; ++n) {
-            const float* x = in[0]->f32() + n * xs * HW;
-            float* y = out[0]->f32() + n * y_image;
-            quantize_image(p, x, bi, xs, nhwc, xq.data(), planar);
-            const YLayout yl{bo, P, nhwc ? p.O : 1, nhwc ? 1 : P};
+            const uint8_t* xq = own.data();
+            if (codes_in_) {
+                xq = reinterpret_cast<const uint8_t*>(in[0]->f32()) + n * HW * xs;
+            } else {
+                quantize_image(p, in[0]->f32() + n * xs * HW, bi, xs, nhwc, own.data(), planar);
+            }
+            float* y = codes_out_ ? nullptr : out[0]->f32() + n * y_image;
+            const YLayout yl{bo, P, nhwc ? p.O : 1, nhwc ? 1 : P,
+                             codes_out_ ? reinterpret_cast<uint8_t*>(out[0]->f32()) + n * P * ys : nullptr, ys,
+                             y_.shift(), p.O};
             if (depthwise(p)) {
-                run_depthwise(p, xq.data(), xs, y, yl);
+                run_depthwise(p, xq, xs, y, yl);
                 continue;
             }
             for (int64_t g = 0; g < p.groups; ++g) {
@@ -161,11 +188,11 @@ public:
                     thread_local std::vector<uint8_t> a_buf;
                     thread_local std::vector<int32_t> c_buf;
                     const int64_t m0 = t * chunk, rows = std::min(chunk, P - m0);
-                    const uint8_t* A = xq.data() + m0 * xs;
+                    const uint8_t* A = xq + m0 * xs;
                     int64_t lda = xs;
                     if (!direct) {
                         uint8_t* a = scratch(a_buf, static_cast<size_t>(rows * Kp));
-                        im2col_rows(p, xq.data(), xs, g * Cg, Cg, m0, rows, Kp, pad, a);
+                        im2col_rows(p, xq, xs, g * Cg, Cg, m0, rows, Kp, pad, a);
                         A = a;
                         lda = Kp;
                     }
@@ -180,16 +207,32 @@ public:
 private:
     static bool depthwise(const Conv2DParams& p) { return p.groups > 1 && p.groups == p.C && p.O == p.C; }
 
-    // Where the float outputs go: blocked (block != 0: channel c of pixel m at
-    // [c / block][m][c % block] of an image), else y[m * m_stride + c * c_stride].
+    // Where the outputs go: as u8 codes when `codes` is set (pixel m's row at codes + m *
+    // code_stride, channels padded to code_stride), else floats, blocked (block != 0: channel c
+    // of pixel m at [c / block][m][c % block] of an image) or at y[m * m_stride + c * c_stride].
     struct YLayout {
         int64_t block, P, m_stride, c_stride;
+        uint8_t* codes;
+        int64_t code_stride;
+        int32_t code_shift;
+        int64_t O;
     };
 
     // Rows [m0, m0 + rows) of the int32 sums C (row stride ldc) for output channels
     // [c0, c0 + N) through the epilogue into y.
     static void store(const QEpilogue& e, const int32_t* C, int64_t ldc, int64_t rows, int64_t N, int64_t m0,
                       int64_t c0, float* y, const YLayout& yl) {
+        if (yl.codes != nullptr) {
+            uint8_t* row = yl.codes + m0 * yl.code_stride;
+            kernels().qepilogue_codes(e, C, ldc, rows, N, row + c0, yl.code_stride, yl.code_shift);
+            if (c0 + N == yl.O && yl.O < yl.code_stride) {  // the padding: the zero point's code
+                const uint8_t zero = static_cast<uint8_t>(e.y_zero_point + yl.code_shift);
+                for (int64_t r = 0; r < rows; ++r) {
+                    std::memset(row + r * yl.code_stride + yl.O, zero, static_cast<size_t>(yl.code_stride - yl.O));
+                }
+            }
+            return;
+        }
         const auto epilogue = kernels().qepilogue;
         if (yl.block == 0) {
             epilogue(e, C, ldc, rows, N, y + m0 * yl.m_stride + c0 * yl.c_stride, yl.m_stride, yl.c_stride);
@@ -360,6 +403,8 @@ private:
     std::string node_;
     ConvAttrs conv_;
     ActQuant x_, y_;
+    CodeGrid x_grid_, y_grid_;
+    bool codes_in_ = false, codes_out_ = false;  // Op::use_codes
     float lo_ = 0, hi_ = 0;
     std::vector<QuantWeights> groups_;  // one per group: [O/groups, KH*KW*C/groups]
     QuantWeights empty_;

@@ -77,6 +77,9 @@ struct KernelTable {
     // int32 sums to float outputs (kernels/qgemm.h qepilogue, same results bit for bit).
     void (*qepilogue)(const QEpilogue& e, const int32_t* C, int64_t ldc, int64_t M, int64_t N, float* y, int64_t y_m,
                       int64_t y_n);
+    // ... or to u8 codes (kernels/qgemm.h qepilogue_codes).
+    void (*qepilogue_codes)(const QEpilogue& e, const int32_t* C, int64_t ldc, int64_t M, int64_t N, uint8_t* y,
+                            int64_t y_m, int32_t shift);
 };
 
 // The table in use: PYENGINE_ISA if set (an error if the CPU lacks it), else the best available.

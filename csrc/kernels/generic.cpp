@@ -33,6 +33,7 @@ const KernelTable* kernel_table_generic() {
         t.quantize_u8 = quantize_u8;
         t.qdw_accumulate = qdw_accumulate;
         t.qepilogue = qepilogue;
+        t.qepilogue_codes = qepilogue_codes;
         t.qdw_row = qdw_row;
         t.quantize_u8_rows = quantize_u8_rows;
         return t;

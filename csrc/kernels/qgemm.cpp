@@ -85,6 +85,24 @@ void qepilogue(const QEpilogue& e, const int32_t* C, int64_t ldc, int64_t M, int
     }
 }
 
+void qepilogue_codes(const QEpilogue& e, const int32_t* C, int64_t ldc, int64_t M, int64_t N, uint8_t* y,
+                     int64_t y_m, int32_t shift) {
+    // qepilogue's requantizing steps, up to the rounded grid point, then the code.
+    const float inv_y = 1.0f / e.y_scale, yzp = static_cast<float>(e.y_zero_point);
+    const float q_lo = static_cast<float>(e.q_lo) - yzp, q_hi = static_cast<float>(e.q_hi) - yzp;
+    for (int64_t m = 0; m < M; ++m) {
+        const int32_t* c = C + m * ldc;
+        uint8_t* out = y + m * y_m;
+        for (int64_t n = 0; n < N; ++n) {
+            const int32_t off = (e.bias ? e.bias[n] : 0) - e.x_zero_point * e.wsum[n];
+            float v = static_cast<float>(c[n] + off) * e.scale[n];
+            v = std::min(std::max(v, e.lo), e.hi);
+            const float q = std::min(std::max(v * inv_y, q_lo), q_hi);
+            out[n] = static_cast<uint8_t>(static_cast<int32_t>(round_half_even(q)) + e.y_zero_point + shift);
+        }
+    }
+}
+
 void qdw_accumulate(const uint8_t* x, const int16_t* w, int32_t* acc, int64_t n) {
     for (int64_t c = 0; c < n; ++c) acc[c] += int32_t(x[c]) * w[c];
 }

@@ -46,6 +46,10 @@ struct QEpilogue {
 // Rows [0, M) of C (row stride ldc) to y[m * y_m + n * y_n].
 void qepilogue(const QEpilogue& e, const int32_t* C, int64_t ldc, int64_t M, int64_t N, float* y, int64_t y_m,
                int64_t y_n);
+// The requantizing epilogue to u8 codes instead: y[m * y_m + n] = q + y_zero_point + shift, the
+// code QuantizeLinear on the same grid gives for qepilogue's float (shift: 128 for int8 codes).
+void qepilogue_codes(const QEpilogue& e, const int32_t* C, int64_t ldc, int64_t M, int64_t N, uint8_t* y,
+                     int64_t y_m, int32_t shift);
 
 // ONNX QuantizeLinear: saturate(round_half_even(x / scale) + zero_point) to [q_lo, q_hi]; NaN gives
 // zero_point (ONNX leaves it undefined; onnxruntime gives the zero point too).

@@ -521,6 +521,14 @@ TEST_CASE(int8_kernels_match_generic_exactly) {
                     g->qepilogue(e, want.data(), ldc, M, N, yw.data(), y_m, y_n);
                     t->qepilogue(e, want.data(), ldc, M, N, yg.data(), y_m, y_n);
                     CHECK(std::memcmp(yw.data(), yg.data(), yw.size() * sizeof(float)) == 0);
+                    if (requantize && y_n == 1) {  // to u8 codes, uint8 and int8 grids
+                        for (int32_t shift : {0, 128}) {
+                            std::vector<uint8_t> cw(static_cast<size_t>(M * (N + 5)), 1), cg = cw;
+                            g->qepilogue_codes(e, want.data(), ldc, M, N, cw.data(), N + 5, shift);
+                            t->qepilogue_codes(e, want.data(), ldc, M, N, cg.data(), N + 5, shift);
+                            CHECK(cw == cg);
+                        }
+                    }
                 }
             }
         }

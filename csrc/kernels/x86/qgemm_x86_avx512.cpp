@@ -155,6 +155,39 @@ void qepilogue_avx512(const QEpilogue& e, const int32_t* C, int64_t ldc, int64_t
     }
 }
 
+void qepilogue_codes_avx512(const QEpilogue& e, const int32_t* C, int64_t ldc, int64_t M, int64_t N, uint8_t* y,
+                            int64_t y_m, int32_t shift) {
+    // qepilogue_avx512's lanes up to the rounded grid point, then the code (0..255) as a byte.
+    const __m512 lo = _mm512_set1_ps(e.lo), hi = _mm512_set1_ps(e.hi);
+    const float yzp = static_cast<float>(e.y_zero_point);
+    const __m512 inv_y = _mm512_set1_ps(1.0f / e.y_scale);
+    const __m512 q_lo = _mm512_set1_ps(static_cast<float>(e.q_lo) - yzp);
+    const __m512 q_hi = _mm512_set1_ps(static_cast<float>(e.q_hi) - yzp);
+    const __m512i xzp = _mm512_set1_epi32(e.x_zero_point), code0 = _mm512_set1_epi32(e.y_zero_point + shift);
+    for (int64_t n = 0; n < N; n += 16) {
+        const int64_t nn = N - n >= 16 ? 16 : N - n;
+        const __mmask16 mask = nn == 16 ? __mmask16(0xFFFF) : __mmask16((1u << nn) - 1);
+        __m512i off = _mm512_mullo_epi32(xzp, _mm512_maskz_loadu_epi32(mask, e.wsum + n));
+        off = _mm512_sub_epi32(e.bias ? _mm512_maskz_loadu_epi32(mask, e.bias + n) : _mm512_setzero_si512(), off);
+        const __m512 scale = _mm512_maskz_loadu_ps(mask, e.scale + n);
+        for (int64_t m = 0; m < M; ++m) {
+            const __m512i acc = _mm512_maskz_loadu_epi32(mask, C + m * ldc + n);
+            __m512 v = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(acc, off)), scale);
+            v = _mm512_min_ps(_mm512_max_ps(v, lo), hi);
+            const __m512 q = _mm512_min_ps(_mm512_max_ps(_mm512_mul_ps(v, inv_y), q_lo), q_hi);
+            const __m512i code = _mm512_add_epi32(_mm512_cvtps_epi32(q), code0);  // q is clamped: exact
+            const __m128i bytes = _mm512_cvtepi32_epi8(code);
+            if (nn == 16) {
+                _mm_storeu_si128(reinterpret_cast<__m128i*>(y + m * y_m + n), bytes);
+            } else {
+                alignas(16) uint8_t tmp[16];
+                _mm_store_si128(reinterpret_cast<__m128i*>(tmp), bytes);
+                std::memcpy(y + m * y_m + n, tmp, static_cast<size_t>(nn));
+            }
+        }
+    }
+}
+
 namespace {
 // 16 floats to 16 u8 codes (quantize_u8_avx512's lanes).
 // x / s, correctly rounded as a division is, from the reciprocal (a quarter of a division's
