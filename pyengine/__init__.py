@@ -12,8 +12,6 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Any
 
-from pyengine import detection as detection  # numpy only: pyengine.detection.non_max_suppression
-
 if TYPE_CHECKING:
     from pyengine.model import Model
 
@@ -150,7 +148,6 @@ __all__ = [
     "__version__",
     "capture",
     "convert",
-    "detection",
     "info",
     "load",
     "quantize",

@@ -96,10 +96,6 @@ def test_matches_onnxruntime_on_random_and_tied_boxes(center: int) -> None:
         np.testing.assert_array_equal(got, want, err_msg=f"trial {trial}")
 
 
-def test_reachable_from_the_package() -> None:
-    assert pyengine.detection.non_max_suppression is non_max_suppression
-
-
 def test_bad_input_names_the_shapes() -> None:
     boxes = np.zeros((1, 5, 4), np.float32)
     with pytest.raises(ValueError, match=r"boxes must have shape \[batches, boxes, 4\], got \[1, 5, 3\]"):
