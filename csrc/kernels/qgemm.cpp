@@ -42,38 +42,49 @@ void qgemm_generic(int64_t M, int64_t N, int64_t Kp, const uint8_t* A, int64_t l
     }
 }
 
+namespace {
+
+// The epilogue's steps, shared by the float and the code epilogues (and mirrored lane by lane
+// by the vector variants): a sum's real value (one rounding to float, the scale, the activation
+// clamp) and its point on the output grid relative to the zero point, clamped to the output's
+// range first, which keeps round_half_even in its exact range and saturates.
+struct EpilogueSteps {
+    explicit EpilogueSteps(const QEpilogue& epilogue)
+        : e(epilogue), inv_y(1.0f / epilogue.y_scale), q_lo(static_cast<float>(epilogue.q_lo - epilogue.y_zero_point)),
+          q_hi(static_cast<float>(epilogue.q_hi - epilogue.y_zero_point)) {}
+    int32_t offset(int64_t n) const { return (e.bias ? e.bias[n] : 0) - e.x_zero_point * e.wsum[n]; }
+    float real(int32_t acc, int32_t off, int64_t n) const {
+        return std::min(std::max(static_cast<float>(acc + off) * e.scale[n], e.lo), e.hi);
+    }
+    // One multiply (not a division) per value: requantization is a rescale, as in onnxruntime's
+    // QLinearConv; QuantizeLinear itself divides (quantize_value).
+    float grid(float v) const { return round_half_even(std::min(std::max(v * inv_y, q_lo), q_hi)); }
+
+    const QEpilogue& e;
+    const float inv_y, q_lo, q_hi;
+};
+
+}  // namespace
+
 void qepilogue(const QEpilogue& e, const int32_t* C, int64_t ldc, int64_t M, int64_t N, float* y, int64_t y_m,
                int64_t y_n) {
     // Row by row over contiguous columns (vectorizes), into y directly when its rows are
     // contiguous, else into a tile that is then transposed (NCHW output: y_n = pixels).
     thread_local std::vector<int32_t> offset;
     thread_local std::vector<float> tile;
+    const EpilogueSteps steps(e);
     if (offset.size() < static_cast<size_t>(N)) offset.resize(static_cast<size_t>(N));
-    for (int64_t n = 0; n < N; ++n) offset[static_cast<size_t>(n)] = (e.bias ? e.bias[n] : 0) - e.x_zero_point * e.wsum[n];
+    for (int64_t n = 0; n < N; ++n) offset[static_cast<size_t>(n)] = steps.offset(n);
     const bool direct = y_n == 1;
     if (!direct && tile.size() < static_cast<size_t>(M * N)) tile.resize(static_cast<size_t>(M * N));
-    const float inv_y = 1.0f / e.y_scale, yzp = static_cast<float>(e.y_zero_point);
-    // Clamping the scaled value to the output range (widened by the zero point) first keeps
-    // round_half_even in its exact range and saturates.
-    const float q_lo = static_cast<float>(e.q_lo) - yzp, q_hi = static_cast<float>(e.q_hi) - yzp;
     const int32_t* off = offset.data();
     for (int64_t m = 0; m < M; ++m) {
         const int32_t* c = C + m * ldc;
         float* out = direct ? y + m * y_m : tile.data() + m * N;
         if (e.requantize) {
-            for (int64_t n = 0; n < N; ++n) {
-                float v = static_cast<float>(c[n] + off[n]) * e.scale[n];
-                v = std::min(std::max(v, e.lo), e.hi);
-                // One multiply (not a division) per value: requantization is a rescale, as in
-                // onnxruntime's QLinearConv; QuantizeLinear itself divides (quantize_value).
-                float q = std::min(std::max(v * inv_y, q_lo), q_hi);
-                out[n] = round_half_even(q) * e.y_scale;
-            }
+            for (int64_t n = 0; n < N; ++n) out[n] = steps.grid(steps.real(c[n], off[n], n)) * e.y_scale;
         } else {
-            for (int64_t n = 0; n < N; ++n) {
-                const float v = static_cast<float>(c[n] + off[n]) * e.scale[n];
-                out[n] = std::min(std::max(v, e.lo), e.hi);
-            }
+            for (int64_t n = 0; n < N; ++n) out[n] = steps.real(c[n], off[n], n);
         }
     }
     if (!direct) {
@@ -87,18 +98,13 @@ void qepilogue(const QEpilogue& e, const int32_t* C, int64_t ldc, int64_t M, int
 
 void qepilogue_codes(const QEpilogue& e, const int32_t* C, int64_t ldc, int64_t M, int64_t N, uint8_t* y,
                      int64_t y_m, int32_t shift) {
-    // qepilogue's requantizing steps, up to the rounded grid point, then the code.
-    const float inv_y = 1.0f / e.y_scale, yzp = static_cast<float>(e.y_zero_point);
-    const float q_lo = static_cast<float>(e.q_lo) - yzp, q_hi = static_cast<float>(e.q_hi) - yzp;
+    const EpilogueSteps steps(e);
     for (int64_t m = 0; m < M; ++m) {
         const int32_t* c = C + m * ldc;
         uint8_t* out = y + m * y_m;
         for (int64_t n = 0; n < N; ++n) {
-            const int32_t off = (e.bias ? e.bias[n] : 0) - e.x_zero_point * e.wsum[n];
-            float v = static_cast<float>(c[n] + off) * e.scale[n];
-            v = std::min(std::max(v, e.lo), e.hi);
-            const float q = std::min(std::max(v * inv_y, q_lo), q_hi);
-            out[n] = static_cast<uint8_t>(static_cast<int32_t>(round_half_even(q)) + e.y_zero_point + shift);
+            const float q = steps.grid(steps.real(c[n], steps.offset(n), n));
+            out[n] = static_cast<uint8_t>(static_cast<int32_t>(q) + e.y_zero_point + shift);
         }
     }
 }

@@ -46,20 +46,36 @@ inline void tile(int64_t Kp, const uint8_t* A, int64_t lda, const int8_t* panel,
     }
 }
 
-}  // namespace
-
-void qgemm_avx2(int64_t M, int64_t N, int64_t Kp, const uint8_t* A, int64_t lda, const int8_t* Bp, int32_t* C,
-                int64_t ldc) {
+// Rows in chunks that keep their A bytes in L1 while a panel of B streams past, 4 rows per
+// Tile::run<4> call and the rest one by one; shared by both GEMMs.
+template <typename Tile>
+void drive(int64_t M, int64_t N, int64_t Kp, const uint8_t* A, int64_t lda, const int8_t* Bp, int32_t* C,
+           int64_t ldc) {
     constexpr int64_t kRowChunk = 64;
     for (int64_t m0 = 0; m0 < M; m0 += kRowChunk) {
         const int64_t mc = M - m0 < kRowChunk ? M - m0 : kRowChunk;
         for (int64_t nb = 0; nb < N; nb += kQgemmNr) {
             const int8_t* panel = Bp + nb * Kp;
             int64_t m = m0;
-            for (; m + 4 <= m0 + mc; m += 4) tile<4>(Kp, A + m * lda, lda, panel, C + m * ldc + nb, ldc, N - nb);
-            for (; m < m0 + mc; ++m) tile<1>(Kp, A + m * lda, lda, panel, C + m * ldc + nb, ldc, N - nb);
+            for (; m + 4 <= m0 + mc; m += 4) Tile::template run<4>(Kp, A + m * lda, lda, panel, C + m * ldc + nb, ldc, N - nb);
+            for (; m < m0 + mc; ++m) Tile::template run<1>(Kp, A + m * lda, lda, panel, C + m * ldc + nb, ldc, N - nb);
         }
     }
+}
+
+struct PlainTile {
+    template <int R>
+    static void run(int64_t Kp, const uint8_t* A, int64_t lda, const int8_t* panel, int32_t* C, int64_t ldc,
+                    int64_t n_valid) {
+        tile<R>(Kp, A, lda, panel, C, ldc, n_valid);
+    }
+};
+
+}  // namespace
+
+void qgemm_avx2(int64_t M, int64_t N, int64_t Kp, const uint8_t* A, int64_t lda, const int8_t* Bp, int32_t* C,
+                int64_t ldc) {
+    drive<PlainTile>(M, N, Kp, A, lda, Bp, C, ldc);
 }
 
 #define PYENGINE_AVX_VNNI __attribute__((target("avx2,avxvnni")))
@@ -98,20 +114,19 @@ PYENGINE_AVX_VNNI inline void tile_vnni(int64_t Kp, const uint8_t* A, int64_t ld
     }
 }
 
+struct VnniTile {
+    template <int R>
+    PYENGINE_AVX_VNNI static void run(int64_t Kp, const uint8_t* A, int64_t lda, const int8_t* panel, int32_t* C, int64_t ldc,
+                    int64_t n_valid) {
+        tile_vnni<R>(Kp, A, lda, panel, C, ldc, n_valid);
+    }
+};
+
 }  // namespace
 
-PYENGINE_AVX_VNNI void qgemm_avx2_vnni(int64_t M, int64_t N, int64_t Kp, const uint8_t* A, int64_t lda,
-                                       const int8_t* Bp, int32_t* C, int64_t ldc) {
-    constexpr int64_t kRowChunk = 64;
-    for (int64_t m0 = 0; m0 < M; m0 += kRowChunk) {
-        const int64_t mc = M - m0 < kRowChunk ? M - m0 : kRowChunk;
-        for (int64_t nb = 0; nb < N; nb += kQgemmNr) {
-            const int8_t* panel = Bp + nb * Kp;
-            int64_t m = m0;
-            for (; m + 4 <= m0 + mc; m += 4) tile_vnni<4>(Kp, A + m * lda, lda, panel, C + m * ldc + nb, ldc, N - nb);
-            for (; m < m0 + mc; ++m) tile_vnni<1>(Kp, A + m * lda, lda, panel, C + m * ldc + nb, ldc, N - nb);
-        }
-    }
+void qgemm_avx2_vnni(int64_t M, int64_t N, int64_t Kp, const uint8_t* A, int64_t lda, const int8_t* Bp, int32_t* C,
+                     int64_t ldc) {
+    drive<VnniTile>(M, N, Kp, A, lda, Bp, C, ldc);
 }
 
 }  // namespace pyengine

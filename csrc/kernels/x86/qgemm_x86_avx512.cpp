@@ -122,33 +122,60 @@ void qdw_row_avx512(const uint8_t* x, const int64_t* tap_off, int64_t taps, int6
     }
 }
 
+namespace {
+
+// The epilogue's lane steps, shared by the float and the code epilogues (the portable ones'
+// operations, lane by lane, so the results are the same bit for bit): per 16 columns the
+// integer offset and scale; per sum the real value (one rounding to float, the scale, the
+// activation clamp) and its point on the output grid, clamped to the output's range.
+class EpilogueLanes {
+public:
+    explicit EpilogueLanes(const QEpilogue& e)
+        : e_(e), lo_(_mm512_set1_ps(e.lo)), hi_(_mm512_set1_ps(e.hi)), inv_y_(_mm512_set1_ps(1.0f / e.y_scale)),
+          q_lo_(_mm512_set1_ps(static_cast<float>(e.q_lo - e.y_zero_point))),
+          q_hi_(_mm512_set1_ps(static_cast<float>(e.q_hi - e.y_zero_point))),
+          xzp_(_mm512_set1_epi32(e.x_zero_point)) {}
+
+    // Columns [n, n + 16) masked to N: their offsets (bias - x_zero_point * wsum) and scales.
+    __mmask16 columns(int64_t n, int64_t N, __m512i* off, __m512* scale) const {
+        const __mmask16 mask = N - n >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (N - n)) - 1);
+        *off = _mm512_mullo_epi32(xzp_, _mm512_maskz_loadu_epi32(mask, e_.wsum + n));
+        *off = _mm512_sub_epi32(e_.bias ? _mm512_maskz_loadu_epi32(mask, e_.bias + n) : _mm512_setzero_si512(), *off);
+        *scale = _mm512_maskz_loadu_ps(mask, e_.scale + n);
+        return mask;
+    }
+    __m512 real(__m512i acc, __m512i off, __m512 scale) const {
+        const __m512 v = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(acc, off)), scale);
+        return _mm512_min_ps(_mm512_max_ps(v, lo_), hi_);
+    }
+    // Relative to the output's zero point, not yet rounded.
+    __m512 grid(__m512 v) const { return _mm512_min_ps(_mm512_max_ps(_mm512_mul_ps(v, inv_y_), q_lo_), q_hi_); }
+
+private:
+    const QEpilogue& e_;
+    const __m512 lo_, hi_, inv_y_, q_lo_, q_hi_;
+    const __m512i xzp_;
+};
+
+}  // namespace
+
 void qepilogue_avx512(const QEpilogue& e, const int32_t* C, int64_t ldc, int64_t M, int64_t N, float* y, int64_t y_m,
                       int64_t y_n) {
     if (y_n != 1) {  // columns strided in y (an NCHW output): the portable tile-and-transpose
         qepilogue(e, C, ldc, M, N, y, y_m, y_n);
         return;
     }
-    // The portable loop's operations lane by lane, so the results are the same bit for bit: the
-    // integer offset, one rounding to float, the scale, the clamp, and (requantizing) the
-    // clamp to the output grid and a round half to even (roundscale, exact there).
-    const __m512 lo = _mm512_set1_ps(e.lo), hi = _mm512_set1_ps(e.hi);
-    const float yzp = static_cast<float>(e.y_zero_point);
-    const __m512 inv_y = _mm512_set1_ps(1.0f / e.y_scale), y_scale = _mm512_set1_ps(e.y_scale);
-    const __m512 q_lo = _mm512_set1_ps(static_cast<float>(e.q_lo) - yzp);
-    const __m512 q_hi = _mm512_set1_ps(static_cast<float>(e.q_hi) - yzp);
-    const __m512i xzp = _mm512_set1_epi32(e.x_zero_point);
+    const EpilogueLanes lanes(e);
+    const __m512 y_scale = _mm512_set1_ps(e.y_scale);
     for (int64_t n = 0; n < N; n += 16) {
-        const __mmask16 mask = N - n >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (N - n)) - 1);
-        __m512i off = _mm512_mullo_epi32(xzp, _mm512_maskz_loadu_epi32(mask, e.wsum + n));
-        off = _mm512_sub_epi32(e.bias ? _mm512_maskz_loadu_epi32(mask, e.bias + n) : _mm512_setzero_si512(), off);
-        const __m512 scale = _mm512_maskz_loadu_ps(mask, e.scale + n);
+        __m512i off;
+        __m512 scale;
+        const __mmask16 mask = lanes.columns(n, N, &off, &scale);
         for (int64_t m = 0; m < M; ++m) {
-            const __m512i acc = _mm512_maskz_loadu_epi32(mask, C + m * ldc + n);
-            __m512 v = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(acc, off)), scale);
-            v = _mm512_min_ps(_mm512_max_ps(v, lo), hi);
-            if (e.requantize) {
-                const __m512 q = _mm512_min_ps(_mm512_max_ps(_mm512_mul_ps(v, inv_y), q_lo), q_hi);
-                v = _mm512_mul_ps(_mm512_roundscale_ps(q, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC), y_scale);
+            __m512 v = lanes.real(_mm512_maskz_loadu_epi32(mask, C + m * ldc + n), off, scale);
+            if (e.requantize) {  // round half to even (roundscale, exact on the clamped grid)
+                v = _mm512_mul_ps(_mm512_roundscale_ps(lanes.grid(v), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC),
+                                  y_scale);
             }
             _mm512_mask_storeu_ps(y + m * y_m + n, mask, v);
         }
@@ -157,26 +184,17 @@ void qepilogue_avx512(const QEpilogue& e, const int32_t* C, int64_t ldc, int64_t
 
 void qepilogue_codes_avx512(const QEpilogue& e, const int32_t* C, int64_t ldc, int64_t M, int64_t N, uint8_t* y,
                             int64_t y_m, int32_t shift) {
-    // qepilogue_avx512's lanes up to the rounded grid point, then the code (0..255) as a byte.
-    const __m512 lo = _mm512_set1_ps(e.lo), hi = _mm512_set1_ps(e.hi);
-    const float yzp = static_cast<float>(e.y_zero_point);
-    const __m512 inv_y = _mm512_set1_ps(1.0f / e.y_scale);
-    const __m512 q_lo = _mm512_set1_ps(static_cast<float>(e.q_lo) - yzp);
-    const __m512 q_hi = _mm512_set1_ps(static_cast<float>(e.q_hi) - yzp);
-    const __m512i xzp = _mm512_set1_epi32(e.x_zero_point), code0 = _mm512_set1_epi32(e.y_zero_point + shift);
+    const EpilogueLanes lanes(e);
+    const __m512i code0 = _mm512_set1_epi32(e.y_zero_point + shift);
     for (int64_t n = 0; n < N; n += 16) {
         const int64_t nn = N - n >= 16 ? 16 : N - n;
-        const __mmask16 mask = nn == 16 ? __mmask16(0xFFFF) : __mmask16((1u << nn) - 1);
-        __m512i off = _mm512_mullo_epi32(xzp, _mm512_maskz_loadu_epi32(mask, e.wsum + n));
-        off = _mm512_sub_epi32(e.bias ? _mm512_maskz_loadu_epi32(mask, e.bias + n) : _mm512_setzero_si512(), off);
-        const __m512 scale = _mm512_maskz_loadu_ps(mask, e.scale + n);
+        __m512i off;
+        __m512 scale;
+        const __mmask16 mask = lanes.columns(n, N, &off, &scale);
         for (int64_t m = 0; m < M; ++m) {
-            const __m512i acc = _mm512_maskz_loadu_epi32(mask, C + m * ldc + n);
-            __m512 v = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(acc, off)), scale);
-            v = _mm512_min_ps(_mm512_max_ps(v, lo), hi);
-            const __m512 q = _mm512_min_ps(_mm512_max_ps(_mm512_mul_ps(v, inv_y), q_lo), q_hi);
-            const __m512i code = _mm512_add_epi32(_mm512_cvtps_epi32(q), code0);  // q is clamped: exact
-            const __m128i bytes = _mm512_cvtepi32_epi8(code);
+            const __m512 v = lanes.real(_mm512_maskz_loadu_epi32(mask, C + m * ldc + n), off, scale);
+            // vcvtps2dq rounds half to even; the grid point is clamped, so the code is 0..255.
+            const __m128i bytes = _mm512_cvtepi32_epi8(_mm512_add_epi32(_mm512_cvtps_epi32(lanes.grid(v)), code0));
             if (nn == 16) {
                 _mm_storeu_si128(reinterpret_cast<__m128i*>(y + m * y_m + n), bytes);
             } else {
