@@ -218,6 +218,9 @@ std::vector<int64_t> row_strides(const Shape& s);
 // The integers of parameter input `t` (int32 or int64), named `what` in errors; at most
 // `max_count` of them (-1: any number).
 std::vector<int64_t> param_ints(const Tensor& t, const std::string& what, int64_t max_count);
+// infer_dtypes for an op whose output has input 0's dtype and whose inputs `int_params` (those
+// present) are integer parameters: InvalidArgument naming any of them that is not int32/int64.
+std::vector<DType> dtype_of_input0(const std::vector<DType>& in, const std::vector<size_t>& int_params);
 // The numbers of parameter input `t` (float32 or float64), named `what` in errors.
 std::vector<double> param_floats(const Tensor& t, const std::string& what, int64_t max_count);
 

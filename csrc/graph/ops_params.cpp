@@ -34,14 +34,14 @@ std::vector<int64_t> row_strides(const Shape& s) {
     return st;
 }
 
-namespace {
-
 std::vector<DType> dtype_of_input0(const std::vector<DType>& in, const std::vector<size_t>& int_params) {
     for (size_t i : int_params) {
         if (i < in.size() && in[i] != DType::Int64 && in[i] != DType::Int32) dtype_error(i, in[i], "int32 or int64");
     }
     return {in[0]};
 }
+
+namespace {
 
 // A dimension a parameter asks for: >= 0 and small enough that products cannot overflow.
 int64_t checked_dim(int64_t d, const std::string& what) {

@@ -67,10 +67,7 @@ public:
         if (std::count(shape_.begin(), shape_.end(), -1) > 1) a.fail("attribute 'shape' has more than one -1");
     }
     bool reads_value(size_t i) const override { return i == 1; }
-    std::vector<DType> infer_dtypes(const std::vector<DType>& in, size_t) const override {
-        if (in.size() > 1 && in[1] != DType::Int64 && in[1] != DType::Int32) dtype_error(1, in[1], "int32 or int64");
-        return {in[0]};
-    }
+    std::vector<DType> infer_dtypes(const std::vector<DType>& in, size_t) const override { return dtype_of_input0(in, {1}); }
     std::vector<Shape> infer(const std::vector<Shape>& in) const override { return infer_values(in, {nullptr}); }
     std::vector<Shape> infer_values(const std::vector<Shape>& in, const std::vector<const Tensor*>& v) const override {
         const Shape& x = in[0];
@@ -116,10 +113,7 @@ class SqueezeOp : public ViewOp {
 public:
     explicit SqueezeOp(const Attrs& a) : axes_(a.get_ints("axes", -1, {}, -int64_t(kMaxRank))) {}
     bool reads_value(size_t i) const override { return i == 1; }
-    std::vector<DType> infer_dtypes(const std::vector<DType>& in, size_t) const override {
-        if (in.size() > 1 && in[1] != DType::Int64 && in[1] != DType::Int32) dtype_error(1, in[1], "int32 or int64");
-        return {in[0]};
-    }
+    std::vector<DType> infer_dtypes(const std::vector<DType>& in, size_t) const override { return dtype_of_input0(in, {1}); }
     std::vector<Shape> infer(const std::vector<Shape>& in) const override { return infer_values(in, {nullptr}); }
     std::vector<Shape> infer_values(const std::vector<Shape>& in, const std::vector<const Tensor*>& v) const override {
         const Shape& x = in[0];
@@ -402,11 +396,9 @@ public:
     }
     bool reads_value(size_t i) const override { return i == 1 || i == 3; }
     std::vector<DType> infer_dtypes(const std::vector<DType>& in, size_t) const override {
-        for (size_t i : {size_t(1), size_t(3)}) {
-            if (i < in.size() && in[i] != DType::Int64 && in[i] != DType::Int32) dtype_error(i, in[i], "int32 or int64");
-        }
+        std::vector<DType> out = dtype_of_input0(in, {1, 3});
         if (in.size() > 2 && in[2] != in[0]) dtype_error(2, in[2], str(dtype_name(in[0]), " (input 0's dtype)"));
-        return {in[0]};
+        return out;
     }
     // [begin..., end...] over every axis of an input shaped `x`.
     std::vector<int64_t> pads(const Shape& x, const std::vector<const Tensor*>& p) const {
