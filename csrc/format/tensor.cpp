@@ -23,6 +23,12 @@ const char* dtype_name(DType t) {
     return "unknown";
 }
 
+std::vector<std::string> dtype_names() {
+    std::vector<std::string> names;
+    for (const auto& d : kDTypes) names.emplace_back(d.name);
+    return names;
+}
+
 bool dtype_from_name(const std::string& name, DType* out) {
     for (const auto& d : kDTypes) {
         if (name == d.name) { *out = d.type; return true; }

@@ -32,6 +32,8 @@ constexpr size_t dtype_size(DType t) {
 }
 // "float32", ...
 const char* dtype_name(DType t);
+// Every dtype's name, in format code order (the choices of a dtype attribute).
+std::vector<std::string> dtype_names();
 // Parses "float32" etc.; false for an unknown name.
 bool dtype_from_name(const std::string& name, DType* out);
 // True for codes the file format defines.

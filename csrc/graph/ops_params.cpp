@@ -137,8 +137,7 @@ public:
 class ConstantOfShapeOp : public Op {
 public:
     explicit ConstantOfShapeOp(const Attrs& a) : value_(a.get_float("value", 0.0f)) {
-        const std::string name = a.get_string("dtype", "float32", {"float32", "float64", "int8", "int16", "int32", "int64",
-                                                                     "uint8", "uint16", "uint32", "uint64", "bool"});
+        const std::string name = a.get_string("dtype", "float32", dtype_names());
         dtype_from_name(name, &dtype_);
     }
     bool reads_value(size_t i) const override { return i == 0; }

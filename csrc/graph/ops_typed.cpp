@@ -50,8 +50,7 @@ To convert_value(From v) {
 class CastOp : public Op {
 public:
     explicit CastOp(const Attrs& a) {
-        const std::string to = a.get_string("to", "", {"float32", "int32", "int64", "uint8", "int8", "bool", "int16",
-                                                      "uint16", "uint32", "uint64", "float64"});
+        const std::string to = a.get_string("to", "", dtype_names());
         dtype_from_name(to, &to_);
     }
     std::vector<Shape> infer(const std::vector<Shape>& in) const override { return {in[0]}; }
@@ -78,8 +77,7 @@ private:
 class BitCastOp : public Op {
 public:
     explicit BitCastOp(const Attrs& a) {
-        const std::string to = a.get_string("to", "", {"float32", "int32", "int64", "uint8", "int8", "bool", "int16",
-                                                      "uint16", "uint32", "uint64", "float64"});
+        const std::string to = a.get_string("to", "", dtype_names());
         dtype_from_name(to, &to_);
     }
     std::vector<Shape> infer(const std::vector<Shape>& in) const override { return {in[0]}; }
