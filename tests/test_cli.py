@@ -133,7 +133,7 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
 def test_info_json(capsys: pytest.CaptureFixture[str]) -> None:
     data = cli_json(capsys, "info", "info")
     assert data["version"] == pyengine.__version__ and data["kernel_variant"] in data["kernels_available"]
-    assert data["int8_kernel"] in ("avx512-vnni", "avx-vnni", "avx2", "neon-dot", "neon", "generic")
+    assert data["int8_kernel"] in ("amx", "avx512-vnni", "avx-vnni", "avx2", "neon-dot", "neon", "generic")
     assert "Conv2D" in data["ops"] and "native" in data["backends"]
 
 

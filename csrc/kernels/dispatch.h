@@ -59,7 +59,7 @@ struct KernelTable {
     // nchwc_oc_tile output blocks.
     NchwcWinogradKernel conv_winograd;
     // int8: the u8 x s8 GEMM on packed weights (kernels/qgemm.h) and the path it takes
-    // ("avx512-vnni", "avx-vnni", "avx2", "neon-dot", "neon", "generic"), which `pyengine info` shows.
+    // ("amx", "avx512-vnni", "avx-vnni", "avx2", "neon-dot", "neon", "generic"), which `pyengine info` shows.
     QgemmFn qgemm;
     const char* qgemm_name;
     // The depthwise int8 convolution's inner loop (kernels/qgemm.h qdw_accumulate).

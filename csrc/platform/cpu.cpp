@@ -4,6 +4,7 @@
 #include <cstring>
 #include <thread>
 #include <unistd.h>
+#include <sys/syscall.h>
 #include <sys/utsname.h>
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -35,11 +36,12 @@ void detect_x86(CpuFeatures& f) {
     const bool cpu_avx = (c & bit_AVX) != 0;
     f.fma = (c & bit_FMA) != 0;
     f.f16c = (c & bit_F16C) != 0;
-    bool os_ymm = false, os_zmm = false;
+    bool os_ymm = false, os_zmm = false, os_tiles = false;
     if (osxsave) {
         const uint64_t xcr0 = read_xcr0();
         os_ymm = (xcr0 & 0x6) == 0x6;     // SSE and AVX state
         os_zmm = (xcr0 & 0xE6) == 0xE6;   // plus opmask and ZMM state
+        os_tiles = (xcr0 & 0x60000) == 0x60000;  // XTILECFG and XTILEDATA (bits 17, 18)
     }
     f.avx = cpu_avx && os_ymm;
     if (__get_cpuid_max(0, nullptr) >= 7) {
@@ -49,6 +51,8 @@ void detect_x86(CpuFeatures& f) {
         f.avx512f = os_zmm && (b & bit_AVX512F) != 0;
         f.avx512bw = f.avx512f && (b & bit_AVX512BW) != 0;
         f.avx512_vnni = f.avx512f && (c & (1u << 11)) != 0;  // CPUID.7.0:ECX bit 11
+        // CPUID.7.0:EDX bit 24 AMX-TILE, bit 25 AMX-INT8
+        f.amx_int8 = os_tiles && f.avx512_vnni && (d & (1u << 24)) != 0 && (d & (1u << 25)) != 0;
         if (subleaves >= 1) {
             __cpuid_count(7, 1, a, b, c, d);
             f.avx_vnni = f.avx2 && (a & (1u << 4)) != 0;  // CPUID.7.1:EAX bit 4
@@ -110,6 +114,24 @@ bool cpu_support_x86_avx512() {
 bool cpu_support_x86_avx512_vnni() {
     const auto& f = cpu_features();
     return cpu_support_x86_avx512() && f.avx512bw && f.avx512_vnni;
+}
+
+bool cpu_support_x86_amx_int8() {
+#if defined(__x86_64__) && defined(SYS_arch_prctl)
+    // Linux hands out the 8 KiB tile state only on request; without it the first tile
+    // instruction faults. The grant holds for the whole process and its children.
+    static const bool granted = [] {
+        if (!cpu_features().amx_int8) return false;
+        constexpr int kArchReqXcompPerm = 0x1023, kArchGetXcompPerm = 0x1022, kXfeatureXtiledata = 18;
+        if (::syscall(SYS_arch_prctl, kArchReqXcompPerm, kXfeatureXtiledata) != 0) return false;
+        unsigned long features = 0;
+        return ::syscall(SYS_arch_prctl, kArchGetXcompPerm, &features) == 0 &&
+               (features & (1ul << kXfeatureXtiledata)) != 0;
+    }();
+    return granted;
+#else
+    return false;
+#endif  // defined(__x86_64__) && defined(SYS_arch_prctl)
 }
 
 bool cpu_support_arm_neon() { return cpu_features().neon; }

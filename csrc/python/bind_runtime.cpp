@@ -75,6 +75,7 @@ void register_runtime(py::module_& m) {
         d["avx512f"] = f.avx512f;
         d["avx512_vnni"] = f.avx512_vnni;
         d["avx_vnni"] = f.avx_vnni;
+        d["amx_int8"] = f.amx_int8;
         d["asimddp"] = f.asimddp;
         d["neon"] = f.neon;
         return d;
@@ -82,7 +83,7 @@ void register_runtime(py::module_& m) {
     m.def("kernel_variant", []() { return std::string(kernels().name); },
           "Name of the kernel variant in use (generic, avx2, neon).");
     m.def("int8_kernel", []() { return std::string(kernels().qgemm_name); },
-          "The int8 GEMM path of the kernel variant in use (avx512-vnni, avx-vnni, avx2, neon-dot, neon, generic).");
+          "The int8 GEMM path of the kernel variant in use (amx, avx512-vnni, avx-vnni, avx2, neon-dot, neon, generic).");
     m.def("kernels_available", &kernels_available, "Kernel variants this build and CPU can run, best first.");
     m.def("set_isa", &kernels_select, py::arg("isa"),
           "Switch the kernel variant in use (for comparing variants); ValueError if unavailable.");

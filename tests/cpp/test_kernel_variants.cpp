@@ -28,6 +28,9 @@ void qgemm_avx2(int64_t M, int64_t N, int64_t Kp, const uint8_t* A, int64_t lda,
                 int64_t ldc);
 void qgemm_avx2_vnni(int64_t M, int64_t N, int64_t Kp, const uint8_t* A, int64_t lda, const int8_t* Bp, int32_t* C,
                      int64_t ldc);
+// The AVX-512 table's VNNI GEMM (kernels/x86/qgemm_x86_avx512.cpp), which AMX's replaces.
+void qgemm_avx512_vnni(int64_t M, int64_t N, int64_t Kp, const uint8_t* A, int64_t lda, const int8_t* Bp,
+                       int32_t* C, int64_t ldc);
 }  // namespace pyengine
 #endif  // defined(__x86_64__)
 #include "test_util.h"
@@ -458,7 +461,11 @@ TEST_CASE(int8_kernels_match_generic_exactly) {
         for (auto& b : v) b = static_cast<uint8_t>(rng());
         return v;
     };
-    const int64_t sizes[][3] = {{1, 1, 1}, {1, 16, 4}, {3, 17, 5}, {4, 64, 64}, {5, 70, 27}, {9, 33, 148}, {64, 130, 36}};
+    // Sizes past 16 rows reach the AMX tiles where the CPU has them: rows, columns and k in
+    // whole tiles and not (a partial last k tile, a lone last panel, a half-filled row block).
+    const int64_t sizes[][3] = {{1, 1, 1},     {1, 16, 4},    {3, 17, 5},    {4, 64, 64},   {5, 70, 27},
+                                {9, 33, 148},  {64, 130, 36}, {16, 16, 64},  {17, 48, 64},  {32, 32, 128},
+                                {33, 40, 200}, {100, 130, 576}};
     for (const KernelTable* t : variants()) {
         for (const auto& s : sizes) {
             const int64_t M = s[0], N = s[1], K = s[2], Kp = qgemm_kpad(K), lda = Kp + 5, ldc = N + 3;
@@ -472,6 +479,14 @@ TEST_CASE(int8_kernels_match_generic_exactly) {
             CHECK(got == want);
             if (got != want) std::printf("  %s qgemm %lldx%lldx%lld differs\n", t->name, (long long)M, (long long)N, (long long)K);
 #if defined(__x86_64__)
+            // The VNNI GEMM where the table picked AMX's, so both stay tested on this CPU.
+#if defined(PYENGINE_HAVE_AVX512_KERNELS)
+            if (t->isa == Isa::Avx512 && cpu_support_x86_amx_int8()) {
+                std::vector<int32_t> vnni(want.size(), 7);
+                qgemm_avx512_vnni(M, N, Kp, A.data(), lda, packed.data(), vnni.data(), ldc);
+                CHECK(vnni == want);
+            }
+#endif  // defined(PYENGINE_HAVE_AVX512_KERNELS)
             // Both AVX2 GEMMs, whichever one the table picked for this CPU.
             if (t->isa == Isa::Avx2) {
                 std::vector<int32_t> plain(want.size(), 7);

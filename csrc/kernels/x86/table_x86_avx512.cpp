@@ -28,6 +28,8 @@ void depthwise2d_avx512(const Conv2DParams& p, const float* x, const float* w, f
 
 void qgemm_avx512_vnni(int64_t M, int64_t N, int64_t Kp, const uint8_t* A, int64_t lda, const int8_t* Bp,
                        int32_t* C, int64_t ldc);
+void qgemm_amx(int64_t M, int64_t N, int64_t Kp, const uint8_t* A, int64_t lda, const int8_t* Bp, int32_t* C,
+               int64_t ldc);
 void qdw_accumulate_avx512(const uint8_t* x, const int16_t* w, int32_t* acc, int64_t n);
 void quantize_u8_avx512(const float* x, int64_t n, float scale, int32_t zero_point, int32_t q_lo, int32_t q_hi,
                         int32_t shift, uint8_t* out);
@@ -70,7 +72,10 @@ const KernelTable* kernel_table_avx512() {
         t.qdw_row = qdw_row_avx512;
         t.quantize_u8_rows = quantize_u8_rows_avx512;
         // AVX-512F without VNNI (Skylake-SP) keeps the AVX2 int8 GEMM.
-        if (cpu_support_x86_avx512_vnni()) {
+        if (cpu_support_x86_amx_int8()) {
+            t.qgemm = qgemm_amx;
+            t.qgemm_name = "amx";
+        } else if (cpu_support_x86_avx512_vnni()) {
             t.qgemm = qgemm_avx512_vnni;
             t.qgemm_name = "avx512-vnni";
         }
