@@ -28,9 +28,12 @@ void qgemm_avx2(int64_t M, int64_t N, int64_t Kp, const uint8_t* A, int64_t lda,
                 int64_t ldc);
 void qgemm_avx2_vnni(int64_t M, int64_t N, int64_t Kp, const uint8_t* A, int64_t lda, const int8_t* Bp, int32_t* C,
                      int64_t ldc);
-// The AVX-512 table's VNNI GEMM (kernels/x86/qgemm_x86_avx512.cpp), which AMX's replaces.
+// The AVX-512 table's VNNI GEMM (kernels/x86/qgemm_x86_avx512.cpp), which AMX's replaces, and its
+// depthwise row without VNNI, which the VNNI one replaces.
 void qgemm_avx512_vnni(int64_t M, int64_t N, int64_t Kp, const uint8_t* A, int64_t lda, const int8_t* Bp,
                        int32_t* C, int64_t ldc);
+void qdw_row_avx512(const uint8_t* x, const int64_t* tap_off, int64_t taps, int64_t pix_step, const int16_t* w,
+                    int64_t C, int64_t n, int32_t* acc);
 }  // namespace pyengine
 #endif  // defined(__x86_64__)
 #include "test_util.h"
@@ -577,6 +580,13 @@ TEST_CASE(int8_kernels_match_generic_exactly) {
                 g->qdw_row(x.data(), off.data(), taps, step, w.data(), C, pix, aw.data());
                 t->qdw_row(x.data(), off.data(), taps, step, w.data(), C, pix, ag.data());
                 CHECK(aw == ag);
+#if defined(PYENGINE_HAVE_AVX512_KERNELS)
+                if (t->isa == Isa::Avx512) {  // the row without VNNI too, whichever the table took
+                    std::vector<int32_t> plain(aw.size(), 3);
+                    qdw_row_avx512(x.data(), off.data(), taps, step, w.data(), C, pix, plain.data());
+                    CHECK(plain == aw);
+                }
+#endif  // defined(PYENGINE_HAVE_AVX512_KERNELS)
                 g->qdw_accumulate(x.data(), w.data(), aw.data(), C);
                 t->qdw_accumulate(x.data(), w.data(), ag.data(), C);
                 CHECK(aw == ag);
