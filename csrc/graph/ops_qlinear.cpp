@@ -326,57 +326,49 @@ private:
         }
     }
 
-    // Depthwise: per output pixel, every channel at once (contiguous in NHWC), int32 sums. Runs
-    // of pixels whose taps all lie inside the image go to the row kernel (weights held in
-    // registers across the run); the others (the border) add tap by tap, with the zero
-    // point for taps outside.
+    // Depthwise: per output pixel, every channel at once (contiguous in NHWC), int32 sums, one
+    // kernel for all pixels. A run of pixels of one output row whose taps lie inside the image's
+    // width goes in one call (weights held in registers across it); a tap above or below the
+    // image reads a row of the zero point's code (a real 0) instead. Border columns go one
+    // pixel at a time, their outside taps on that row too.
     void run_depthwise(const Conv2DParams& p, const uint8_t* xq, int64_t xs, float* y, const YLayout& yl) const {
         const QuantWeights& qw = groups_.empty() ? empty_ : dw_weights();
         const QEpilogue ep = make_qepilogue(qw, x_, y_, lo_, hi_);
         const int64_t P = p.OH * p.OW, C = p.C, KHW = p.KH * p.KW;
-        const int32_t pad = x_.zero_point + x_.shift();
+        // W pixels plus the 16 bytes a vector may read past the last channel.
+        const std::vector<uint8_t> pad_row(static_cast<size_t>(p.W * xs + 16),
+                                           static_cast<uint8_t>(x_.zero_point + x_.shift()));
         const int64_t chunk = row_chunk(P, KHW * C);
         const int64_t tasks = (P + chunk - 1) / chunk;
-        const auto acc_tap = kernels().qdw_accumulate;
         const auto row_kernel = kernels().qdw_row;
-        std::vector<int64_t> tap_off(static_cast<size_t>(KHW));
-        for (int64_t kh = 0; kh < p.KH; ++kh)
-            for (int64_t kw = 0; kw < p.KW; ++kw)
-                tap_off[static_cast<size_t>(kh * p.KW + kw)] = (kh * p.dilation_h * p.W + kw * p.dilation_w) * xs;
         // Output columns [ow_lo, ow_hi) have every tap inside the image's width.
         const int64_t ow_lo = std::min(p.OW, (p.pad_left + p.stride_w - 1) / p.stride_w);
         const int64_t span = p.W - 1 - (p.KW - 1) * p.dilation_w + p.pad_left;
         const int64_t ow_hi = span < 0 ? 0 : std::min(p.OW, span / p.stride_w + 1);
         parallel_for(tasks, [&](int64_t t) {
             thread_local std::vector<int32_t> acc_buf;
+            thread_local std::vector<const uint8_t*> tap_buf;
             const int64_t m0 = t * chunk, rows = std::min(chunk, P - m0);
             int32_t* acc = scratch(acc_buf, static_cast<size_t>(rows * C));
+            const uint8_t** tap_x = scratch(tap_buf, static_cast<size_t>(KHW));
             for (int64_t m = m0; m < m0 + rows;) {
                 const int64_t oh = m / p.OW, ow = m % p.OW;
-                const int64_t ih0 = oh * p.stride_h - p.pad_top;
-                if (ih0 >= 0 && ih0 + (p.KH - 1) * p.dilation_h < p.H && ow >= ow_lo && ow < ow_hi) {
-                    const int64_t n = std::min(ow_hi - ow, m0 + rows - m);
-                    const int64_t iw0 = ow * p.stride_w - p.pad_left;
-                    row_kernel(xq + (ih0 * p.W + iw0) * xs, tap_off.data(), KHW, p.stride_w * xs, dw_w_.data(), C, n,
-                               acc + (m - m0) * C);
-                    m += n;
-                    continue;
-                }
-                int32_t* s = acc + (m - m0) * C;
-                std::fill(s, s + C, 0);
+                const bool run = ow >= ow_lo && ow < ow_hi;
+                const int64_t n = run ? std::min(ow_hi - ow, m0 + rows - m) : 1;
+                const int64_t iw0 = ow * p.stride_w - p.pad_left;
                 for (int64_t kh = 0; kh < p.KH; ++kh) {
-                    const int64_t ih = ih0 + kh * p.dilation_h;
+                    const int64_t ih = oh * p.stride_h - p.pad_top + kh * p.dilation_h;
+                    const bool row_inside = ih >= 0 && ih < p.H;
                     for (int64_t kw = 0; kw < p.KW; ++kw) {
-                        const int64_t iw = ow * p.stride_w - p.pad_left + kw * p.dilation_w;
-                        const int16_t* wk = dw_w_.data() + (kh * p.KW + kw) * C;
-                        if (ih < 0 || ih >= p.H || iw < 0 || iw >= p.W) {
-                            for (int64_t c = 0; c < C; ++c) s[c] += pad * wk[c];
-                        } else {
-                            acc_tap(xq + (ih * p.W + iw) * xs, wk, s, C);
-                        }
+                        const int64_t iw = iw0 + kw * p.dilation_w;
+                        const bool inside = row_inside && iw >= 0 && iw < p.W;
+                        // In a run every iw is inside the width, so the pad row steps with it.
+                        tap_x[kh * p.KW + kw] = inside ? xq + (ih * p.W + iw) * xs
+                                                       : pad_row.data() + (run ? iw * xs : 0);
                     }
                 }
-                ++m;
+                row_kernel(tap_x, KHW, p.stride_w * xs, dw_w_.data(), C, n, acc + (m - m0) * C);
+                m += n;
             }
             store(ep, acc, C, rows, C, m0, 0, y, yl);
         });

@@ -62,11 +62,9 @@ struct KernelTable {
     // ("amx", "avx512-vnni", "avx-vnni", "avx2", "neon-dot", "neon", "generic"), which `pyengine info` shows.
     QgemmFn qgemm;
     const char* qgemm_name;
-    // The depthwise int8 convolution's inner loop (kernels/qgemm.h qdw_accumulate).
-    void (*qdw_accumulate)(const uint8_t* x, const int16_t* w, int32_t* acc, int64_t n);
-    // ... and over a run of pixels whose taps lie inside the image (kernels/qgemm.h qdw_row).
-    void (*qdw_row)(const uint8_t* x, const int64_t* tap_off, int64_t taps, int64_t pix_step, const int16_t* w,
-                    int64_t C, int64_t n, int32_t* acc);
+    // The depthwise int8 convolution over a run of pixels (kernels/qgemm.h qdw_row).
+    void (*qdw_row)(const uint8_t* const* tap_x, int64_t taps, int64_t pix_step, const int16_t* w, int64_t C,
+                    int64_t n, int32_t* acc);
     // x (n floats) to u8 codes (kernels/qgemm.h quantize_u8, same results).
     void (*quantize_u8)(const float* x, int64_t n, float scale, int32_t zero_point, int32_t q_lo, int32_t q_hi,
                         int32_t shift, uint8_t* out);

@@ -31,7 +31,6 @@ const KernelTable* kernel_table_generic() {
         t.qgemm = qgemm_generic;
         t.qgemm_name = "generic";
         t.quantize_u8 = quantize_u8;
-        t.qdw_accumulate = qdw_accumulate;
         t.qepilogue = qepilogue;
         t.qepilogue_codes = qepilogue_codes;
         t.qdw_row = qdw_row;

@@ -109,17 +109,13 @@ void qepilogue_codes(const QEpilogue& e, const int32_t* C, int64_t ldc, int64_t 
     }
 }
 
-void qdw_accumulate(const uint8_t* x, const int16_t* w, int32_t* acc, int64_t n) {
-    for (int64_t c = 0; c < n; ++c) acc[c] += int32_t(x[c]) * w[c];
-}
-
-void qdw_row(const uint8_t* x, const int64_t* tap_off, int64_t taps, int64_t pix_step, const int16_t* w, int64_t C,
-             int64_t n, int32_t* acc) {
+void qdw_row(const uint8_t* const* tap_x, int64_t taps, int64_t pix_step, const int16_t* w, int64_t C, int64_t n,
+             int32_t* acc) {
     for (int64_t p = 0; p < n; ++p) {
         int32_t* s = acc + p * C;
         std::fill(s, s + C, 0);
         for (int64_t t = 0; t < taps; ++t) {
-            const uint8_t* xt = x + tap_off[t] + p * pix_step;
+            const uint8_t* xt = tap_x[t] + p * pix_step;
             const int16_t* wt = w + t * C;
             for (int64_t c = 0; c < C; ++c) s[c] += int32_t(xt[c]) * wt[c];
         }

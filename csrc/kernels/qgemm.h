@@ -71,12 +71,12 @@ inline int32_t quantize_value(float x, float scale, int32_t zero_point, int32_t 
     return static_cast<int32_t>(v);
 }
 
-// Depthwise tap: acc[c] += x[c] * w[c] for c < n (u8 activations, int16 centered weights).
-void qdw_accumulate(const uint8_t* x, const int16_t* w, int32_t* acc, int64_t n);
-// Depthwise over n output pixels of one row whose taps all lie inside the image:
-//   acc[p * C + c] = sum over t < taps of x[tap_off[t] + p * pix_step + c] * w[t * C + c].
-void qdw_row(const uint8_t* x, const int64_t* tap_off, int64_t taps, int64_t pix_step, const int16_t* w, int64_t C,
-             int64_t n, int32_t* acc);
+// Depthwise over n output pixels (u8 activations, int16 centered weights [taps][C]):
+//   acc[p * C + c] = sum over t < taps of tap_x[t][p * pix_step + c] * w[t * C + c].
+// A tap outside the image points into a row of the zero point's code, so borders run here too.
+// Each tap_x[t] + p * pix_step must be readable for C bytes rounded up to 16.
+void qdw_row(const uint8_t* const* tap_x, int64_t taps, int64_t pix_step, const int16_t* w, int64_t C, int64_t n,
+             int32_t* acc);
 
 // x (float, n values) to u8 codes with offset `shift` added (128 turns int8 codes into u8).
 void quantize_u8(const float* x, int64_t n, float scale, int32_t zero_point, int32_t q_lo, int32_t q_hi,

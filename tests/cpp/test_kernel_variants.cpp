@@ -32,8 +32,8 @@ void qgemm_avx2_vnni(int64_t M, int64_t N, int64_t Kp, const uint8_t* A, int64_t
 // depthwise row without VNNI, which the VNNI one replaces.
 void qgemm_avx512_vnni(int64_t M, int64_t N, int64_t Kp, const uint8_t* A, int64_t lda, const int8_t* Bp,
                        int32_t* C, int64_t ldc);
-void qdw_row_avx512(const uint8_t* x, const int64_t* tap_off, int64_t taps, int64_t pix_step, const int16_t* w,
-                    int64_t C, int64_t n, int32_t* acc);
+void qdw_row_avx512(const uint8_t* const* tap_x, int64_t taps, int64_t pix_step, const int16_t* w, int64_t C,
+                    int64_t n, int32_t* acc);
 }  // namespace pyengine
 #endif  // defined(__x86_64__)
 #include "test_util.h"
@@ -571,25 +571,26 @@ TEST_CASE(int8_kernels_match_generic_exactly) {
         for (int64_t C : {int64_t(1), int64_t(16), int64_t(24), int64_t(35)}) {
             for (int64_t taps : {int64_t(9), int64_t(25), int64_t(49)}) {
                 const int64_t pix = 7, step = C + 3;
-                std::vector<int64_t> off(static_cast<size_t>(taps));
-                for (int64_t k = 0; k < taps; ++k) off[static_cast<size_t>(k)] = k * (step + 1);
-                auto x = bytes(static_cast<size_t>(off.back() + pix * step + C + 16));
+                auto x = bytes(static_cast<size_t>(taps * (step + 1) + pix * step + C + 16));
+                // Taps at scattered offsets, every third one in a separate row (a border's pad row).
+                auto pad = bytes(static_cast<size_t>(pix * step + C + 16));
+                std::vector<const uint8_t*> tap_x(static_cast<size_t>(taps));
+                for (int64_t k = 0; k < taps; ++k) tap_x[static_cast<size_t>(k)] = k % 3 == 2 ? pad.data() : x.data() + k * (step + 1);
                 std::vector<int16_t> w(static_cast<size_t>(taps * C));
                 for (auto& v : w) v = static_cast<int16_t>(static_cast<int>(rng() % 511) - 255);
-                std::vector<int32_t> aw(static_cast<size_t>(pix * C), 3), ag = aw;
-                g->qdw_row(x.data(), off.data(), taps, step, w.data(), C, pix, aw.data());
-                t->qdw_row(x.data(), off.data(), taps, step, w.data(), C, pix, ag.data());
-                CHECK(aw == ag);
+                for (int64_t n : {int64_t(1), int64_t(4), pix}) {
+                    std::vector<int32_t> aw(static_cast<size_t>(pix * C), 3), ag = aw;
+                    g->qdw_row(tap_x.data(), taps, step, w.data(), C, n, aw.data());
+                    t->qdw_row(tap_x.data(), taps, step, w.data(), C, n, ag.data());
+                    CHECK(aw == ag);
 #if defined(PYENGINE_HAVE_AVX512_KERNELS)
-                if (t->isa == Isa::Avx512) {  // the row without VNNI too, whichever the table took
-                    std::vector<int32_t> plain(aw.size(), 3);
-                    qdw_row_avx512(x.data(), off.data(), taps, step, w.data(), C, pix, plain.data());
-                    CHECK(plain == aw);
-                }
+                    if (t->isa == Isa::Avx512) {  // the row without VNNI too, whichever the table took
+                        std::vector<int32_t> plain(aw.size(), 3);
+                        qdw_row_avx512(tap_x.data(), taps, step, w.data(), C, n, plain.data());
+                        CHECK(plain == aw);
+                    }
 #endif  // defined(PYENGINE_HAVE_AVX512_KERNELS)
-                g->qdw_accumulate(x.data(), w.data(), aw.data(), C);
-                t->qdw_accumulate(x.data(), w.data(), ag.data(), C);
-                CHECK(aw == ag);
+                }
             }
         }
     }

@@ -77,18 +77,6 @@ PYENGINE_VNNI void qgemm_avx512_vnni(int64_t M, int64_t N, int64_t Kp, const uin
     }
 }
 
-void qdw_accumulate_avx512(const uint8_t* x, const int16_t* w, int32_t* acc, int64_t n) {
-    int64_t c = 0;
-    for (; c + 16 <= n; c += 16) {
-        const __m512i xv = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(x + c)));
-        const __m512i wv = _mm512_cvtepi16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + c)));
-        __m512i a = _mm512_loadu_si512(acc + c);
-        a = _mm512_add_epi32(a, _mm512_mullo_epi32(xv, wv));
-        _mm512_storeu_si512(acc + c, a);
-    }
-    for (; c < n; ++c) acc[c] += int32_t(x[c]) * w[c];
-}
-
 namespace {
 
 // Depthwise over a run of pixels, 16 channels at a time with their weights in registers and four
@@ -112,11 +100,11 @@ inline __m512i dw_load(const uint8_t* p) {
 }
 
 template <bool kVnni>
-void dw_row(const uint8_t* x, const int64_t* tap_off, int64_t taps, int64_t pix_step, const int16_t* w, int64_t C,
-            int64_t n, int32_t* acc) {
+void dw_row(const uint8_t* const* tap_x, int64_t taps, int64_t pix_step, const int16_t* w, int64_t C, int64_t n,
+            int32_t* acc) {
     constexpr int64_t kMaxTaps = 25;  // up to 5x5 with the weights in registers
     if (taps > kMaxTaps) {
-        qdw_row(x, tap_off, taps, pix_step, w, C, n, acc);
+        qdw_row(tap_x, taps, pix_step, w, C, n, acc);
         return;
     }
     int64_t c = 0;
@@ -127,10 +115,9 @@ void dw_row(const uint8_t* x, const int64_t* tap_off, int64_t taps, int64_t pix_
         }
         int64_t p = 0;
         for (; p + 4 <= n; p += 4) {
-            const uint8_t* xp = x + p * pix_step + c;
             __m512i a0 = _mm512_setzero_si512(), a1 = a0, a2 = a0, a3 = a0;
             for (int64_t t = 0; t < taps; ++t) {
-                const uint8_t* xt = xp + tap_off[t];
+                const uint8_t* xt = tap_x[t] + p * pix_step + c;
                 a0 = dw_mul_add<kVnni>(a0, dw_load(xt), wv[t]);
                 a1 = dw_mul_add<kVnni>(a1, dw_load(xt + pix_step), wv[t]);
                 a2 = dw_mul_add<kVnni>(a2, dw_load(xt + 2 * pix_step), wv[t]);
@@ -143,16 +130,15 @@ void dw_row(const uint8_t* x, const int64_t* tap_off, int64_t taps, int64_t pix_
             _mm512_storeu_si512(out + 3 * C, a3);
         }
         for (; p < n; ++p) {
-            const uint8_t* xp = x + p * pix_step + c;
             __m512i a = _mm512_setzero_si512();
-            for (int64_t t = 0; t < taps; ++t) a = dw_mul_add<kVnni>(a, dw_load(xp + tap_off[t]), wv[t]);
+            for (int64_t t = 0; t < taps; ++t) a = dw_mul_add<kVnni>(a, dw_load(tap_x[t] + p * pix_step + c), wv[t]);
             _mm512_storeu_si512(acc + p * C + c, a);
         }
     }
     for (; c < C; ++c) {  // the channels past the last 16
         for (int64_t p = 0; p < n; ++p) {
             int32_t s = 0;
-            for (int64_t t = 0; t < taps; ++t) s += int32_t(x[tap_off[t] + p * pix_step + c]) * w[t * C + c];
+            for (int64_t t = 0; t < taps; ++t) s += int32_t(tap_x[t][p * pix_step + c]) * w[t * C + c];
             acc[p * C + c] = s;
         }
     }
@@ -160,14 +146,14 @@ void dw_row(const uint8_t* x, const int64_t* tap_off, int64_t taps, int64_t pix_
 
 }  // namespace
 
-void qdw_row_avx512(const uint8_t* x, const int64_t* tap_off, int64_t taps, int64_t pix_step, const int16_t* w,
-                    int64_t C, int64_t n, int32_t* acc) {
-    dw_row<false>(x, tap_off, taps, pix_step, w, C, n, acc);
+void qdw_row_avx512(const uint8_t* const* tap_x, int64_t taps, int64_t pix_step, const int16_t* w, int64_t C,
+                    int64_t n, int32_t* acc) {
+    dw_row<false>(tap_x, taps, pix_step, w, C, n, acc);
 }
 
-void qdw_row_avx512_vnni(const uint8_t* x, const int64_t* tap_off, int64_t taps, int64_t pix_step, const int16_t* w,
-                         int64_t C, int64_t n, int32_t* acc) {
-    dw_row<true>(x, tap_off, taps, pix_step, w, C, n, acc);
+void qdw_row_avx512_vnni(const uint8_t* const* tap_x, int64_t taps, int64_t pix_step, const int16_t* w, int64_t C,
+                         int64_t n, int32_t* acc) {
+    dw_row<true>(tap_x, taps, pix_step, w, C, n, acc);
 }
 
 namespace {

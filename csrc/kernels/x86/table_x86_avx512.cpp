@@ -30,16 +30,15 @@ void qgemm_avx512_vnni(int64_t M, int64_t N, int64_t Kp, const uint8_t* A, int64
                        int32_t* C, int64_t ldc);
 void qgemm_amx(int64_t M, int64_t N, int64_t Kp, const uint8_t* A, int64_t lda, const int8_t* Bp, int32_t* C,
                int64_t ldc);
-void qdw_accumulate_avx512(const uint8_t* x, const int16_t* w, int32_t* acc, int64_t n);
 void quantize_u8_avx512(const float* x, int64_t n, float scale, int32_t zero_point, int32_t q_lo, int32_t q_hi,
                         int32_t shift, uint8_t* out);
 void quantize_u8_rows_avx512(const float* x, int64_t rows, int64_t width, int64_t x_stride, float scale,
                              int32_t zero_point, int32_t q_lo, int32_t q_hi, int32_t shift, uint8_t* out,
                              int64_t out_stride);
-void qdw_row_avx512(const uint8_t* x, const int64_t* tap_off, int64_t taps, int64_t pix_step, const int16_t* w,
-                    int64_t C, int64_t n, int32_t* acc);
-void qdw_row_avx512_vnni(const uint8_t* x, const int64_t* tap_off, int64_t taps, int64_t pix_step, const int16_t* w,
-                         int64_t C, int64_t n, int32_t* acc);
+void qdw_row_avx512(const uint8_t* const* tap_x, int64_t taps, int64_t pix_step, const int16_t* w, int64_t C,
+                    int64_t n, int32_t* acc);
+void qdw_row_avx512_vnni(const uint8_t* const* tap_x, int64_t taps, int64_t pix_step, const int16_t* w, int64_t C,
+                         int64_t n, int32_t* acc);
 void qepilogue_codes_avx512(const QEpilogue& e, const int32_t* C, int64_t ldc, int64_t M, int64_t N, uint8_t* y,
                             int64_t y_m, int32_t shift);
 void qepilogue_avx512(const QEpilogue& e, const int32_t* C, int64_t ldc, int64_t M, int64_t N, float* y, int64_t y_m,
@@ -68,7 +67,6 @@ const KernelTable* kernel_table_avx512() {
         t.nchwc_affine = nchwc_affine_avx512;
         t.conv_winograd = conv_winograd_avx512;
         t.quantize_u8 = quantize_u8_avx512;
-        t.qdw_accumulate = qdw_accumulate_avx512;
         t.qepilogue = qepilogue_avx512;
         t.qepilogue_codes = qepilogue_codes_avx512;
         t.qdw_row = qdw_row_avx512;
