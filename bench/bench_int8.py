@@ -33,6 +33,7 @@ sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "tests"))
 sys.path.insert(0, HERE)
 import cnn_zoo  # noqa: E402
+from bench_cnn import ort_session  # noqa: E402
 from common import write_markdown  # noqa: E402
 from machine import describe  # noqa: E402
 
@@ -150,8 +151,7 @@ def digits_mlp_onnx(p: dict[str, np.ndarray]) -> bytes:
 class Quad:
     """A model as native float32/int8 and onnxruntime float32/int8 (files in ``tmp``)."""
 
-    def __init__(self, name: str, onnx_bytes: bytes, calib: np.ndarray, tmp: str) -> None:
-        import onnxruntime as ort
+    def __init__(self, name: str, onnx_bytes: bytes, calib: np.ndarray, tmp: str, ort_spinning: bool) -> None:
         from onnxruntime.quantization import CalibrationDataReader, QuantType, quantize_static
         from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -182,21 +182,18 @@ class Quad:
                       "ort int8": int8_onnx, "native ort-q": ortq_pyem}
         self.sizes = {e: os.path.getsize(p) for e, p in self.paths.items()}
         self.out_step = _output_step(int8_onnx)
-        self._ort = ort
+        self.ort_spinning = ort_spinning
         self.runners: dict[str, Callable[[np.ndarray], np.ndarray]] = {}
 
     def load(self, threads: int) -> None:
         set_thread_count(threads)
-        opts = self._ort.SessionOptions()
-        opts.intra_op_num_threads = threads
-        opts.inter_op_num_threads = 1
         self.runners = {}
         for engine in ENGINES:
             if engine.startswith("native"):
                 m = pyengine.load(self.paths[engine], backend="native")
                 self.runners[engine] = m.predict
             else:
-                s = self._ort.InferenceSession(self.paths[engine], opts, providers=["CPUExecutionProvider"])
+                s = ort_session(self.paths[engine], threads, self.ort_spinning)
                 self.runners[engine] = lambda x, s=s: s.run(None, {"x": x})[0]
 
     def time(self, x: np.ndarray, runs: int) -> dict[str, float]:
@@ -236,6 +233,7 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=7)
     ap.add_argument("--calib", type=int, default=16, help="calibration samples for the 224x224 nets")
     ap.add_argument("--out", default="int8")
+    ap.add_argument("--ort-spinning", action="store_true", help="let onnxruntime's idle workers spin")
     args = ap.parse_args()
     models = args.models.split(",")
     batches = [int(b) for b in args.batches.split(",")]
@@ -261,7 +259,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for name in models:
             onnx_bytes, calib = builders[name]()
-            q = Quad(name, onnx_bytes, calib, tmp)
+            q = Quad(name, onnx_bytes, calib, tmp, args.ort_spinning)
             size_lines.append(f"| {name} | {q.sizes['native f32']:,} | {q.sizes['native int8']:,} | "
                               f"{q.sizes['native int8'] / q.sizes['native f32']:.3f} | "
                               f"{q.sizes['ort int8'] / q.sizes['ort f32']:.3f} |")
@@ -308,6 +306,8 @@ def main() -> None:
         "the four engines take turns call by call in one process).", "",
         describe(),
         f"- kernels: int8 path `{pyengine.info()['int8_kernel']}`; digits nets trained here in {train_s:.1f} s",
+        f"- onnxruntime: `session.intra_op.allow_spinning` = {int(args.ort_spinning)} (its idle workers would "
+        "otherwise spin into the native call that follows; `--ort-spinning` lets them)",
         "", "## Latency (ms per call, minimum)", "",
         "int8/f32 speed-up = native f32 ms / native int8 ms; vs ort int8 = native int8 ms / onnxruntime int8 ms "
         "(< 1: native faster); native ort-q = onnxruntime's quantized .onnx converted natively.", "",
