@@ -16,14 +16,25 @@ namespace pyengine {
 
 namespace {
 
-// Rows of the int8 GEMM per task: enough to amortize a task, few enough to spread over threads.
+// Rows of the int8 GEMM per task: enough to amortize a task, few enough to spread over threads,
+// in whole 32-row blocks (the AMX GEMM's; the others take 4 rows at a time).
 int64_t row_chunk(int64_t rows, int64_t work_per_row) {
     // At most kMaxRows, so a chunk's patch rows, sums and output tile stay in L2.
-    constexpr int64_t kMaxRows = 256;
+    constexpr int64_t kMaxRows = 256, kBlock = 32;
     const int64_t threads = num_threads();
     if (threads <= 1 || rows * work_per_row < (int64_t(1) << 16)) return std::min<int64_t>(std::max<int64_t>(rows, 1), kMaxRows);
     const int64_t chunk = (rows + 4 * threads - 1) / (4 * threads);
-    return std::min<int64_t>(std::max<int64_t>((chunk + 3) / 4 * 4, 16), kMaxRows);
+    return std::min<int64_t>((chunk + kBlock - 1) / kBlock * kBlock, kMaxRows);
+}
+
+// Column ranges per row chunk where the row chunks alone are too few to keep every thread
+// busy (the small images late in a network: 49 pixels, 1280 channels): whole 32-column panel
+// pairs, so each range starts on a packed panel.
+int64_t column_split(int64_t row_tasks, int64_t N, int64_t work) {
+    constexpr int64_t kPanels = 32;
+    const int64_t threads = num_threads();
+    if (threads <= 1 || row_tasks >= 2 * threads || work < (int64_t(1) << 16)) return 1;
+    return std::max<int64_t>(1, std::min((2 * threads + row_tasks - 1) / row_tasks, N / kPanels));
 }
 
 template <typename T>
@@ -182,12 +193,16 @@ public:
                 const bool direct = p.groups == 1 && p.KH == 1 && p.KW == 1 && p.stride_h == 1 && p.stride_w == 1 &&
                                     p.pad_top == 0 && p.pad_left == 0 && p.OH == p.H && p.OW == p.W && xs >= Kp;
                 const int64_t chunk = row_chunk(P, K * Og);
-                const int64_t tasks = (P + chunk - 1) / chunk;
+                const int64_t row_tasks = (P + chunk - 1) / chunk;
+                const int64_t col_tasks = column_split(row_tasks, Og, P * K * Og);
+                const int64_t cols = ((Og + col_tasks - 1) / col_tasks + 31) / 32 * 32;  // whole panel pairs
                 const uint8_t pad = static_cast<uint8_t>(x_.zero_point + x_.shift());
-                parallel_for(tasks, [&](int64_t t) {
+                parallel_for(row_tasks * col_tasks, [&](int64_t t) {
                     thread_local std::vector<uint8_t> a_buf;
                     thread_local std::vector<int32_t> c_buf;
-                    const int64_t m0 = t * chunk, rows = std::min(chunk, P - m0);
+                    const int64_t m0 = t / col_tasks * chunk, rows = std::min(chunk, P - m0);
+                    const int64_t n0 = t % col_tasks * cols, nn = std::min(cols, Og - n0);
+                    if (nn <= 0) return;
                     const uint8_t* A = xq + m0 * xs;
                     int64_t lda = xs;
                     if (!direct) {
@@ -196,9 +211,9 @@ public:
                         A = a;
                         lda = Kp;
                     }
-                    int32_t* c = scratch(c_buf, static_cast<size_t>(rows * Og));
-                    qgemm(rows, Og, Kp, A, lda, qw.packed.data(), c, Og);
-                    store(ep, c, Og, rows, Og, m0, g * Og, y, yl);
+                    int32_t* c = scratch(c_buf, static_cast<size_t>(rows * nn));
+                    qgemm(rows, nn, Kp, A, lda, qw.packed.data() + n0 * Kp, c, nn);
+                    store(ep.from_column(n0), c, nn, rows, nn, m0, g * Og + n0, y, yl);
                 });
             }
         }
@@ -238,16 +253,13 @@ private:
             epilogue(e, C, ldc, rows, N, y + m0 * yl.m_stride + c0 * yl.c_stride, yl.m_stride, yl.c_stride);
             return;
         }
-        // Block by block: each block's pixels are contiguous rows of `block` floats. c0 is 0
-        // here (blocked output is planned for one group or depthwise only).
+        // Block by block: each block's pixels are contiguous rows of `block` floats. c0 is a
+        // whole number of blocks (blocked output is planned for one group or depthwise only,
+        // and a task's columns start on a 32-column panel pair).
         for (int64_t j0 = 0; j0 < N; j0 += yl.block) {
             const int64_t nn = std::min(yl.block, N - j0);
-            QEpilogue part = e;
-            part.wsum += j0;
-            part.scale += j0;
-            if (part.bias != nullptr) part.bias += j0;
-            float* dst = y + (j0 / yl.block) * yl.P * yl.block + m0 * yl.block;
-            epilogue(part, C + j0, ldc, rows, nn, dst, yl.block, 1);
+            float* dst = y + ((c0 + j0) / yl.block) * yl.P * yl.block + m0 * yl.block;
+            epilogue(e.from_column(j0), C + j0, ldc, rows, nn, dst, yl.block, 1);
             if (nn < yl.block) {  // the padded channels of the last block stay finite: 0
                 for (int64_t r = 0; r < rows; ++r) std::fill(dst + r * yl.block + nn, dst + (r + 1) * yl.block, 0.0f);
             }

@@ -42,6 +42,15 @@ struct QEpilogue {
     float y_scale = 1.0f;
     int32_t y_zero_point = 0;
     int32_t q_lo = 0, q_hi = 255;   // the output dtype's range
+
+    // The same epilogue for the columns from n on.
+    QEpilogue from_column(int64_t n) const {
+        QEpilogue e = *this;
+        e.wsum += n;
+        e.scale += n;
+        if (e.bias != nullptr) e.bias += n;
+        return e;
+    }
 };
 // Rows [0, M) of C (row stride ldc) to y[m * y_m + n * y_n].
 void qepilogue(const QEpilogue& e, const int32_t* C, int64_t ldc, int64_t M, int64_t N, float* y, int64_t y_m,
