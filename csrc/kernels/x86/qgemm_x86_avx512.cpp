@@ -8,6 +8,7 @@
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #include <immintrin.h>
 
+#include <algorithm>
 #include <cstring>
 
 #include "kernels/qgemm.h"
@@ -220,21 +221,30 @@ void qepilogue_codes_avx512(const QEpilogue& e, const int32_t* C, int64_t ldc, i
                             int64_t y_m, int32_t shift) {
     const EpilogueLanes lanes(e);
     const __m512i code0 = _mm512_set1_epi32(e.y_zero_point + shift);
-    for (int64_t n = 0; n < N; n += 16) {
-        const int64_t nn = N - n >= 16 ? 16 : N - n;
-        __m512i off;
-        __m512 scale;
-        const __mmask16 mask = lanes.columns(n, N, &off, &scale);
+    // Up to 64 columns at a time with their offsets and scales in registers, row by row, so the
+    // sums are read and the codes written in runs along each row.
+    constexpr int kGroup = 4;
+    for (int64_t n0 = 0; n0 < N; n0 += kGroup * 16) {
+        const int vecs = static_cast<int>(std::min<int64_t>(kGroup, (N - n0 + 15) / 16));
+        __m512i off[kGroup];
+        __m512 scale[kGroup];
+        __mmask16 mask[kGroup];
+        for (int j = 0; j < vecs; ++j) mask[j] = lanes.columns(n0 + 16 * j, N, &off[j], &scale[j]);
+        const int64_t last = std::min<int64_t>(16, N - n0 - 16 * (vecs - 1));  // columns in the last vector
         for (int64_t m = 0; m < M; ++m) {
-            const __m512 v = lanes.real(_mm512_maskz_loadu_epi32(mask, C + m * ldc + n), off, scale);
-            // vcvtps2dq rounds half to even; the grid point is clamped, so the code is 0..255.
-            const __m128i bytes = _mm512_cvtepi32_epi8(_mm512_add_epi32(_mm512_cvtps_epi32(lanes.grid(v)), code0));
-            if (nn == 16) {
-                _mm_storeu_si128(reinterpret_cast<__m128i*>(y + m * y_m + n), bytes);
-            } else {
-                alignas(16) uint8_t tmp[16];
-                _mm_store_si128(reinterpret_cast<__m128i*>(tmp), bytes);
-                std::memcpy(y + m * y_m + n, tmp, static_cast<size_t>(nn));
+            const int32_t* c = C + m * ldc + n0;
+            uint8_t* out = y + m * y_m + n0;
+            for (int j = 0; j < vecs; ++j) {
+                const __m512 v = lanes.real(_mm512_maskz_loadu_epi32(mask[j], c + 16 * j), off[j], scale[j]);
+                // vcvtps2dq rounds half to even; the grid point is clamped, so the code is 0..255.
+                const __m128i bytes = _mm512_cvtepi32_epi8(_mm512_add_epi32(_mm512_cvtps_epi32(lanes.grid(v)), code0));
+                if (j + 1 < vecs || last == 16) {
+                    _mm_storeu_si128(reinterpret_cast<__m128i*>(out + 16 * j), bytes);
+                } else {
+                    alignas(16) uint8_t tmp[16];
+                    _mm_store_si128(reinterpret_cast<__m128i*>(tmp), bytes);
+                    std::memcpy(out + 16 * j, tmp, static_cast<size_t>(last));
+                }
             }
         }
     }
