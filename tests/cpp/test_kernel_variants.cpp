@@ -523,14 +523,18 @@ TEST_CASE(int8_kernels_match_generic_exactly) {
                 bias[static_cast<size_t>(n)] = static_cast<int32_t>(rng() % 2001) - 1000;
                 scale[static_cast<size_t>(n)] = 1e-4f * static_cast<float>(1 + rng() % 100);
             }
+            // Activation clamps: none, ReLU, ReLU6, and one whose range lies above the output grid.
+            const float clamps[][2] = {{-INFINITY, INFINITY}, {0.0f, INFINITY}, {0.0f, 6.0f}, {200.0f, 300.0f}};
             for (bool requantize : {false, true}) {
+                for (const auto& clamp : clamps) {
                 for (int64_t y_n : {int64_t(1), M}) {
                     QEpilogue e;
                     e.wsum = wsum.data();
                     e.bias = requantize ? bias.data() : nullptr;
                     e.scale = scale.data();
                     e.x_zero_point = 37;
-                    e.lo = requantize ? 0.0f : -INFINITY;
+                    e.lo = clamp[0];
+                    e.hi = clamp[1];
                     e.requantize = requantize;
                     e.y_scale = 0.37f;
                     e.y_zero_point = 11;
@@ -547,6 +551,7 @@ TEST_CASE(int8_kernels_match_generic_exactly) {
                             CHECK(cw == cg);
                         }
                     }
+                }
                 }
             }
         }

@@ -163,12 +163,16 @@ namespace {
 // operations, lane by lane, so the results are the same bit for bit): per 16 columns the
 // integer offset and scale; per sum the real value (one rounding to float, the scale, the
 // activation clamp) and its point on the output grid, clamped to the output's range.
+//
+// The grid point takes one clamp, not two: x -> fl(x / y_scale) (as fl(x * inv_y)) and the
+// clamp to the output's range are monotone, so clamping the real value to [lo, hi] and then its
+// grid point to [q_lo, q_hi] is clamping the unclamped grid point to
+// [clamp(fl(lo * inv_y)), clamp(fl(hi * inv_y))] (clamp: to [q_lo, q_hi]), bit for bit.
 class EpilogueLanes {
 public:
     explicit EpilogueLanes(const QEpilogue& e)
         : e_(e), lo_(_mm512_set1_ps(e.lo)), hi_(_mm512_set1_ps(e.hi)), inv_y_(_mm512_set1_ps(1.0f / e.y_scale)),
-          q_lo_(_mm512_set1_ps(static_cast<float>(e.q_lo - e.y_zero_point))),
-          q_hi_(_mm512_set1_ps(static_cast<float>(e.q_hi - e.y_zero_point))),
+          grid_lo_(_mm512_set1_ps(grid_bound(e, e.lo))), grid_hi_(_mm512_set1_ps(grid_bound(e, e.hi))),
           xzp_(_mm512_set1_epi32(e.x_zero_point)) {}
 
     // Columns [n, n + 16) masked to N: their offsets (bias - x_zero_point * wsum) and scales.
@@ -180,15 +184,25 @@ public:
         return mask;
     }
     __m512 real(__m512i acc, __m512i off, __m512 scale) const {
-        const __m512 v = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(acc, off)), scale);
-        return _mm512_min_ps(_mm512_max_ps(v, lo_), hi_);
+        return _mm512_min_ps(_mm512_max_ps(unclamped(acc, off, scale), lo_), hi_);
     }
-    // Relative to the output's zero point, not yet rounded.
-    __m512 grid(__m512 v) const { return _mm512_min_ps(_mm512_max_ps(_mm512_mul_ps(v, inv_y_), q_lo_), q_hi_); }
+    // The real value's grid point, relative to the output's zero point, not yet rounded.
+    __m512 grid(__m512i acc, __m512i off, __m512 scale) const {
+        return _mm512_min_ps(_mm512_max_ps(_mm512_mul_ps(unclamped(acc, off, scale), inv_y_), grid_lo_), grid_hi_);
+    }
 
 private:
+    static __m512 unclamped(__m512i acc, __m512i off, __m512 scale) {
+        return _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(acc, off)), scale);
+    }
+    static float grid_bound(const QEpilogue& e, float v) {
+        const float q = v * (1.0f / e.y_scale);
+        return std::min(std::max(q, static_cast<float>(e.q_lo - e.y_zero_point)),
+                        static_cast<float>(e.q_hi - e.y_zero_point));
+    }
+
     const QEpilogue& e_;
-    const __m512 lo_, hi_, inv_y_, q_lo_, q_hi_;
+    const __m512 lo_, hi_, inv_y_, grid_lo_, grid_hi_;
     const __m512i xzp_;
 };
 
@@ -207,10 +221,15 @@ void qepilogue_avx512(const QEpilogue& e, const int32_t* C, int64_t ldc, int64_t
         __m512 scale;
         const __mmask16 mask = lanes.columns(n, N, &off, &scale);
         for (int64_t m = 0; m < M; ++m) {
-            __m512 v = lanes.real(_mm512_maskz_loadu_epi32(mask, C + m * ldc + n), off, scale);
-            if (e.requantize) {  // round half to even (roundscale, exact on the clamped grid)
-                v = _mm512_mul_ps(_mm512_roundscale_ps(lanes.grid(v), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC),
-                                  y_scale);
+            const __m512i acc = _mm512_maskz_loadu_epi32(mask, C + m * ldc + n);
+            __m512 v;
+            if (e.requantize) {
+                // Round half to even (roundscale, exact on the clamped grid); adding +0 turns the
+                // -0 it gives for (-0.5, 0) into the +0 the portable rounding gives.
+                const __m512 q = _mm512_roundscale_ps(lanes.grid(acc, off, scale), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+                v = _mm512_mul_ps(_mm512_add_ps(q, _mm512_setzero_ps()), y_scale);
+            } else {
+                v = lanes.real(acc, off, scale);
             }
             _mm512_mask_storeu_ps(y + m * y_m + n, mask, v);
         }
@@ -235,9 +254,9 @@ void qepilogue_codes_avx512(const QEpilogue& e, const int32_t* C, int64_t ldc, i
             const int32_t* c = C + m * ldc + n0;
             uint8_t* out = y + m * y_m + n0;
             for (int j = 0; j < vecs; ++j) {
-                const __m512 v = lanes.real(_mm512_maskz_loadu_epi32(mask[j], c + 16 * j), off[j], scale[j]);
+                const __m512 g = lanes.grid(_mm512_maskz_loadu_epi32(mask[j], c + 16 * j), off[j], scale[j]);
                 // vcvtps2dq rounds half to even; the grid point is clamped, so the code is 0..255.
-                const __m128i bytes = _mm512_cvtepi32_epi8(_mm512_add_epi32(_mm512_cvtps_epi32(lanes.grid(v)), code0));
+                const __m128i bytes = _mm512_cvtepi32_epi8(_mm512_add_epi32(_mm512_cvtps_epi32(g), code0));
                 if (j + 1 < vecs || last == 16) {
                     _mm_storeu_si128(reinterpret_cast<__m128i*>(out + 16 * j), bytes);
                 } else {
