@@ -6,8 +6,10 @@
 // The packed weights (qgemm.h, [N/16][Kp/4][16][4]) are already in AMX's B-tile layout: k rows
 // [k, k + 64) of a 16-column panel are 16 consecutive 64-byte tile rows. A block is 32 rows x 32
 // columns in four accumulator tiles; two A tiles and two B tiles take the other four of the
-// eight. Rows past M and k past Kp come from zero-padded copies, so every tile has one shape and
-// one tile configuration serves the whole call.
+// eight. Every tile has one shape, so one tile configuration serves the whole call: the last k
+// tile of the weights comes zero padded from a copy, so an A tile may read whatever bytes lie
+// past Kp (the next row's: they meet zero weights); only a block whose reads would run past
+// A's last row, or that has rows past M, is copied, zero padded.
 //
 // Compiled for AMX by function attribute; the table picks it only after
 // cpu_support_x86_amx_int8(), which also asks Linux for the tile state.
@@ -102,7 +104,8 @@ PYENGINE_AMX void qgemm_amx(int64_t M, int64_t N, int64_t Kp, const uint8_t* A, 
         const bool two_m = rows > kTileRows;
         const uint8_t* a = A + m0 * lda;
         int64_t a_stride = lda;
-        if (rows < 2 * kTileRows || !k_whole) {  // rows past M and k past Kp: zeros
+        const bool reads_past_a = (m0 + 2 * kTileRows - 1) * lda + Kr > (M - 1) * lda + Kp;  // A's last byte
+        if (rows < 2 * kTileRows || (!k_whole && reads_past_a)) {
             a_pad.assign(static_cast<size_t>(2 * kTileRows * Kr), 0);
             for (int64_t r = 0; r < rows; ++r) {
                 std::memcpy(a_pad.data() + r * Kr, A + (m0 + r) * lda, static_cast<size_t>(Kp));
