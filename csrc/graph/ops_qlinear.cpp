@@ -37,6 +37,27 @@ int64_t column_split(int64_t row_tasks, int64_t N, int64_t work) {
     return std::max<int64_t>(1, std::min((2 * threads + row_tasks - 1) / row_tasks, N / kPanels));
 }
 
+// memcpy and memset for the few bytes of a stem convolution's patch row (9 bytes of a 3x3 kernel
+// row over 3 channels, the padding byte): inline moves instead of a library call per piece.
+inline void copy_bytes(uint8_t* dst, const uint8_t* src, int64_t n) {
+    if (n >= 8 && n <= 16) {  // two 8-byte moves, overlapping where n < 16
+        std::memcpy(dst, src, 8);
+        std::memcpy(dst + n - 8, src + n - 8, 8);
+    } else if (n < 8) {
+        for (int64_t i = 0; i < n; ++i) dst[i] = src[i];
+    } else {
+        std::memcpy(dst, src, static_cast<size_t>(n));
+    }
+}
+
+inline void fill_bytes(uint8_t* dst, uint8_t value, int64_t n) {
+    if (n < 16) {
+        for (int64_t i = 0; i < n; ++i) dst[i] = value;
+    } else {
+        std::memset(dst, value, static_cast<size_t>(n));
+    }
+}
+
 template <typename T>
 T* scratch(std::vector<T>& v, size_t n) {
     if (v.size() < n) v.resize(n);
@@ -298,9 +319,11 @@ private:
         constexpr int64_t kTile = 64;
         for (int64_t i0 = 0; i0 < HW; i0 += kTile) {
             const int64_t i1 = std::min(HW, i0 + kTile);
-            for (int64_t c = 0; c < p.C; ++c) {
+            const int64_t C = p.C;  // a local: the byte stores below may alias p
+            for (int64_t c = 0; c < C; ++c) {
                 const uint8_t* src = planar.data() + c * HW;
-                for (int64_t i = i0; i < i1; ++i) xq[i * p.C + c] = src[i];
+                uint8_t* dst = xq + i0 * C + c;
+                for (int64_t i = i0; i < i1; ++i, dst += C) *dst = src[i];
             }
         }
     }
@@ -320,21 +343,21 @@ private:
             for (int64_t kh = 0; kh < p.KH; ++kh) {
                 const int64_t ih = oh * p.stride_h - p.pad_top + kh * p.dilation_h;
                 if (runs && ih >= 0 && ih < p.H && iw0 >= 0 && iw0 + p.KW <= p.W) {
-                    std::memcpy(row, xq + (ih * p.W + iw0) * xs, static_cast<size_t>(p.KW * Cg));
+                    copy_bytes(row, xq + (ih * p.W + iw0) * xs, p.KW * Cg);
                     row += p.KW * Cg;
                     continue;
                 }
                 for (int64_t kw = 0; kw < p.KW; ++kw) {
                     const int64_t iw = iw0 + kw * p.dilation_w;
                     if (ih < 0 || ih >= p.H || iw < 0 || iw >= p.W) {
-                        std::memset(row, pad, static_cast<size_t>(Cg));
+                        fill_bytes(row, pad, Cg);
                     } else {
-                        std::memcpy(row, xq + (ih * p.W + iw) * xs + c0, static_cast<size_t>(Cg));
+                        copy_bytes(row, xq + (ih * p.W + iw) * xs + c0, Cg);
                     }
                     row += Cg;
                 }
             }
-            std::memset(row, 0, static_cast<size_t>(a + (r + 1) * Kp - row));
+            fill_bytes(row, 0, a + (r + 1) * Kp - row);
         }
     }
 
