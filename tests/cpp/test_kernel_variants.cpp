@@ -32,6 +32,8 @@ void qgemm_avx2_vnni(int64_t M, int64_t N, int64_t Kp, const uint8_t* A, int64_t
 // depthwise row without VNNI, which the VNNI one replaces.
 void qgemm_avx512_vnni(int64_t M, int64_t N, int64_t Kp, const uint8_t* A, int64_t lda, const int8_t* Bp,
                        int32_t* C, int64_t ldc);
+void qepilogue_codes_avx512(const QEpilogue& e, const int32_t* C, int64_t ldc, int64_t M, int64_t N, uint8_t* y,
+                            int64_t y_m, int32_t shift);
 void qdw_row_avx512(const uint8_t* const* tap_x, int64_t taps, int64_t pix_step, const int16_t* w, int64_t C,
                     int64_t n, int32_t* acc);
 }  // namespace pyengine
@@ -545,10 +547,21 @@ TEST_CASE(int8_kernels_match_generic_exactly) {
                     CHECK(std::memcmp(yw.data(), yg.data(), yw.size() * sizeof(float)) == 0);
                     if (requantize && y_n == 1) {  // to u8 codes, uint8 and int8 grids
                         for (int32_t shift : {0, 128}) {
+                            // uint8 grid [0, 255], or int8 [-128, 127] with its codes shifted by 128
+                            e.q_lo = shift == 0 ? 0 : -128;
+                            e.q_hi = shift == 0 ? 255 : 127;
+                            e.y_zero_point = shift == 0 ? 11 : -3;
                             std::vector<uint8_t> cw(static_cast<size_t>(M * (N + 5)), 1), cg = cw;
                             g->qepilogue_codes(e, want.data(), ldc, M, N, cw.data(), N + 5, shift);
                             t->qepilogue_codes(e, want.data(), ldc, M, N, cg.data(), N + 5, shift);
                             CHECK(cw == cg);
+#if defined(PYENGINE_HAVE_AVX512_KERNELS)
+                            if (t->isa == Isa::Avx512) {  // the one without BW packs too
+                                std::vector<uint8_t> plain(cw.size(), 1);
+                                qepilogue_codes_avx512(e, want.data(), ldc, M, N, plain.data(), N + 5, shift);
+                                CHECK(plain == cw);
+                            }
+#endif  // defined(PYENGINE_HAVE_AVX512_KERNELS)
                         }
                     }
                 }

@@ -236,13 +236,32 @@ void qepilogue_avx512(const QEpilogue& e, const int32_t* C, int64_t ldc, int64_t
     }
 }
 
-void qepilogue_codes_avx512(const QEpilogue& e, const int32_t* C, int64_t ldc, int64_t M, int64_t N, uint8_t* y,
-                            int64_t y_m, int32_t shift) {
+namespace {
+
+// 64 codes (four vectors of int32 in 0..255) to 64 bytes in order: two signed packs to int16
+// and one unsigned pack to bytes (exact on 0..255) leave each 128-bit lane holding 4 codes of
+// each vector, and one dword permute puts them back in order: 4 instructions for what four
+// vpmovdb (2 each) and four stores do. The packs are AVX512BW, written in inline asm so this
+// file needs no BW target; the table takes this path only where the CPU has BW.
+inline __m512i pack_codes(__m512i q0, __m512i q1, __m512i q2, __m512i q3) {
+    __m512i w01, w23, b;
+    __asm__("vpackssdw %2, %1, %0" : "=v"(w01) : "v"(q0), "v"(q1));
+    __asm__("vpackssdw %2, %1, %0" : "=v"(w23) : "v"(q2), "v"(q3));
+    __asm__("vpackuswb %2, %1, %0" : "=v"(b) : "v"(w01), "v"(w23));
+    return _mm512_permutexvar_epi32(_mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15), b);
+}
+
+template <bool kPack>
+void codes_epilogue(const QEpilogue& e, const int32_t* C, int64_t ldc, int64_t M, int64_t N, uint8_t* y, int64_t y_m,
+                    int32_t shift) {
     const EpilogueLanes lanes(e);
     const __m512i code0 = _mm512_set1_epi32(e.y_zero_point + shift);
     // Up to 64 columns at a time with their offsets and scales in registers, row by row, so the
     // sums are read and the codes written in runs along each row.
     constexpr int kGroup = 4;
+    // The packs saturate where vpmovdb wraps: only for codes that fit a byte, as they do on an
+    // int8 grid shifted by 128 or a uint8 grid unshifted.
+    const bool pack = kPack && e.q_lo + shift >= 0 && e.q_hi + shift <= 255;
     for (int64_t n0 = 0; n0 < N; n0 += kGroup * 16) {
         const int vecs = static_cast<int>(std::min<int64_t>(kGroup, (N - n0 + 15) / 16));
         __m512i off[kGroup];
@@ -253,10 +272,18 @@ void qepilogue_codes_avx512(const QEpilogue& e, const int32_t* C, int64_t ldc, i
         for (int64_t m = 0; m < M; ++m) {
             const int32_t* c = C + m * ldc + n0;
             uint8_t* out = y + m * y_m + n0;
+            // vcvtps2dq rounds half to even; the grid point is clamped, so the code is 0..255.
+            __m512i q[kGroup];
             for (int j = 0; j < vecs; ++j) {
                 const __m512 g = lanes.grid(_mm512_maskz_loadu_epi32(mask[j], c + 16 * j), off[j], scale[j]);
-                // vcvtps2dq rounds half to even; the grid point is clamped, so the code is 0..255.
-                const __m128i bytes = _mm512_cvtepi32_epi8(_mm512_add_epi32(_mm512_cvtps_epi32(g), code0));
+                q[j] = _mm512_add_epi32(_mm512_cvtps_epi32(g), code0);
+            }
+            if (pack && vecs == kGroup && last == 16) {
+                _mm512_storeu_si512(out, pack_codes(q[0], q[1], q[2], q[3]));
+                continue;
+            }
+            for (int j = 0; j < vecs; ++j) {
+                const __m128i bytes = _mm512_cvtepi32_epi8(q[j]);
                 if (j + 1 < vecs || last == 16) {
                     _mm_storeu_si128(reinterpret_cast<__m128i*>(out + 16 * j), bytes);
                 } else {
@@ -267,6 +294,18 @@ void qepilogue_codes_avx512(const QEpilogue& e, const int32_t* C, int64_t ldc, i
             }
         }
     }
+}
+
+}  // namespace
+
+void qepilogue_codes_avx512(const QEpilogue& e, const int32_t* C, int64_t ldc, int64_t M, int64_t N, uint8_t* y,
+                            int64_t y_m, int32_t shift) {
+    codes_epilogue<false>(e, C, ldc, M, N, y, y_m, shift);
+}
+
+void qepilogue_codes_avx512_bw(const QEpilogue& e, const int32_t* C, int64_t ldc, int64_t M, int64_t N, uint8_t* y,
+                               int64_t y_m, int32_t shift) {
+    codes_epilogue<true>(e, C, ldc, M, N, y, y_m, shift);
 }
 
 namespace {

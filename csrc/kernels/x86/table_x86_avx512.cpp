@@ -41,6 +41,8 @@ void qdw_row_avx512_vnni(const uint8_t* const* tap_x, int64_t taps, int64_t pix_
                          int64_t n, int32_t* acc);
 void qepilogue_codes_avx512(const QEpilogue& e, const int32_t* C, int64_t ldc, int64_t M, int64_t N, uint8_t* y,
                             int64_t y_m, int32_t shift);
+void qepilogue_codes_avx512_bw(const QEpilogue& e, const int32_t* C, int64_t ldc, int64_t M, int64_t N, uint8_t* y,
+                               int64_t y_m, int32_t shift);
 void qepilogue_avx512(const QEpilogue& e, const int32_t* C, int64_t ldc, int64_t M, int64_t N, float* y, int64_t y_m,
                       int64_t y_n);
 
@@ -72,7 +74,10 @@ const KernelTable* kernel_table_avx512() {
         t.qdw_row = qdw_row_avx512;
         t.quantize_u8_rows = quantize_u8_rows_avx512;
         // AVX-512F without VNNI (Skylake-SP) keeps the AVX2 int8 GEMM.
-        if (cpu_support_x86_avx512_vnni()) t.qdw_row = qdw_row_avx512_vnni;
+        if (cpu_support_x86_avx512_vnni()) {  // VNNI CPUs have BW too (cpu_support_x86_avx512_vnni checks)
+            t.qdw_row = qdw_row_avx512_vnni;
+            t.qepilogue_codes = qepilogue_codes_avx512_bw;
+        }
         if (cpu_support_x86_amx_int8()) {
             t.qgemm = qgemm_amx;
             t.qgemm_name = "amx";
