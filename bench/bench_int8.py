@@ -230,7 +230,7 @@ def main() -> None:
     ap.add_argument("--models", default="digits_mlp,digits_cnn,resnet18,mobilenet_v2")
     ap.add_argument("--batches", default="1,8")
     ap.add_argument("--threads", default="1,2")
-    ap.add_argument("--runs", type=int, default=7)
+    ap.add_argument("--runs", type=int, default=21)
     ap.add_argument("--calib", type=int, default=16, help="calibration samples for the 224x224 nets")
     ap.add_argument("--out", default="int8")
     ap.add_argument("--ort-spinning", action="store_true", help="let onnxruntime's idle workers spin")
