@@ -374,6 +374,20 @@ private:
         const std::vector<uint8_t> pad_row(static_cast<size_t>(p.W * xs + 16),
                                            static_cast<uint8_t>(x_.zero_point + x_.shift()));
         const int64_t chunk = row_chunk(P, KHW * C);
+        if (const Qdw3x3s1Fn k3 = kernels().qdw3x3s1;
+            k3 != nullptr && p.KH == 3 && p.KW == 3 && p.stride_h == 1 && p.stride_w == 1 && p.dilation_h == 1 &&
+            p.dilation_w == 1 && p.pad_top == 1 && p.pad_left == 1 && p.OH == p.H && p.OW == p.W && C % 16 == 0) {
+            // The variant's 3x3 stride-1 kernel, over whole output rows.
+            const int64_t rows_per_task = std::max<int64_t>(1, chunk / p.OW);
+            parallel_for((p.OH + rows_per_task - 1) / rows_per_task, [&](int64_t t) {
+                thread_local std::vector<int32_t> acc_buf;
+                const int64_t oh0 = t * rows_per_task, oh1 = std::min(p.OH, oh0 + rows_per_task);
+                int32_t* acc = scratch(acc_buf, static_cast<size_t>((oh1 - oh0) * p.OW * C));
+                k3(xq, p.H, p.W, xs, C, pad_row[0], dw_w_.data(), oh0, oh1, acc);
+                store(ep, acc, C, (oh1 - oh0) * p.OW, C, oh0 * p.OW, 0, y, yl);
+            });
+            return;
+        }
         const int64_t tasks = (P + chunk - 1) / chunk;
         const auto row_kernel = kernels().qdw_row;
         // Output columns [ow_lo, ow_hi) have every tap inside the image's width.

@@ -65,6 +65,9 @@ struct KernelTable {
     // The depthwise int8 convolution over a run of pixels (kernels/qgemm.h qdw_row).
     void (*qdw_row)(const uint8_t* const* tap_x, int64_t taps, int64_t pix_step, const int16_t* w, int64_t C,
                     int64_t n, int32_t* acc);
+    // ... and its 3x3 stride-1 "same" case over whole output rows (kernels/qgemm.h qdw3x3s1), or
+    // nullptr where the variant has none (qdw_row serves).
+    Qdw3x3s1Fn qdw3x3s1;
     // x (n floats) to u8 codes (kernels/qgemm.h quantize_u8, same results).
     void (*quantize_u8)(const float* x, int64_t n, float scale, int32_t zero_point, int32_t q_lo, int32_t q_hi,
                         int32_t shift, uint8_t* out);

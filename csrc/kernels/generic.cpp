@@ -34,6 +34,7 @@ const KernelTable* kernel_table_generic() {
         t.qepilogue = qepilogue;
         t.qepilogue_codes = qepilogue_codes;
         t.qdw_row = qdw_row;
+        t.qdw3x3s1 = nullptr;
         t.quantize_u8_rows = quantize_u8_rows;
         return t;
     }();

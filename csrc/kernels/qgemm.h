@@ -86,6 +86,12 @@ inline int32_t quantize_value(float x, float scale, int32_t zero_point, int32_t 
 // Each tap_x[t] + p * pix_step must be readable for C bytes rounded up to 16.
 void qdw_row(const uint8_t* const* tap_x, int64_t taps, int64_t pix_step, const int16_t* w, int64_t C, int64_t n,
              int32_t* acc);
+// Depthwise 3x3, stride 1, padding 1 on every side (output H x W) over output rows [oh0, oh1):
+//   acc[((oh - oh0) * W + ow) * C + c] = sum over kh, kw < 3 of X(oh + kh - 1, ow + kw - 1, c) * w[(kh * 3 + kw) * C + c]
+// with X the u8 image x (pixel stride xs >= C) inside, `pad` (the zero point's code) outside.
+// C a multiple of 16. Only variants with a faster way than qdw_row have one (KernelTable).
+using Qdw3x3s1Fn = void (*)(const uint8_t* x, int64_t H, int64_t W, int64_t xs, int64_t C, uint8_t pad,
+                            const int16_t* w, int64_t oh0, int64_t oh1, int32_t* acc);
 
 // x (float, n values) to u8 codes with offset `shift` added (128 turns int8 codes into u8).
 void quantize_u8(const float* x, int64_t n, float scale, int32_t zero_point, int32_t q_lo, int32_t q_hi,

@@ -611,6 +611,32 @@ TEST_CASE(int8_kernels_match_generic_exactly) {
                 }
             }
         }
+        // The 3x3 stride-1 depthwise kernel where the variant has one, against the sum itself:
+        // a width with a tail past 4 pixels, a pixel stride wider than the channels, the whole
+        // image and a band of rows.
+        if (t->qdw3x3s1 != nullptr) {
+            const int64_t H = 5, W = 7, C = 32, stride = C + 16;
+            const uint8_t pad = 37;
+            auto img = bytes(static_cast<size_t>(H * W * stride));
+            std::vector<int16_t> w(static_cast<size_t>(9 * C));
+            for (auto& v : w) v = static_cast<int16_t>(static_cast<int>(rng() % 511) - 255);
+            auto X = [&](int64_t ih, int64_t iw, int64_t c) -> int32_t {
+                return ih < 0 || ih >= H || iw < 0 || iw >= W ? pad : img[static_cast<size_t>((ih * W + iw) * stride + c)];
+            };
+            for (const auto& band : {std::pair<int64_t, int64_t>{0, H}, std::pair<int64_t, int64_t>{2, 4}}) {
+                const int64_t oh0 = band.first, oh1 = band.second;
+                std::vector<int32_t> want(static_cast<size_t>((oh1 - oh0) * W * C)), got(want.size(), 5);
+                for (int64_t oh = oh0; oh < oh1; ++oh)
+                    for (int64_t ow = 0; ow < W; ++ow)
+                        for (int64_t c = 0; c < C; ++c) {
+                            int32_t sum = 0;
+                            for (int64_t k = 0; k < 9; ++k) sum += X(oh + k / 3 - 1, ow + k % 3 - 1, c) * w[static_cast<size_t>(k * C + c)];
+                            want[static_cast<size_t>(((oh - oh0) * W + ow) * C + c)] = sum;
+                        }
+                t->qdw3x3s1(img.data(), H, W, stride, C, pad, w.data(), oh0, oh1, got.data());
+                CHECK(got == want);
+            }
+        }
     }
 }
 

@@ -17,8 +17,8 @@
 
 #include <algorithm>
 #include <cstring>
-#include <vector>
 
+#include "kernels/conv2d.h"
 #include "kernels/qgemm.h"
 
 #if defined(__AVX512F__)
@@ -84,19 +84,22 @@ PYENGINE_AMX void qgemm_amx(int64_t M, int64_t N, int64_t Kp, const uint8_t* A, 
     const int64_t k_last = Kr - kTileK;                      // where the last k tile starts
     const bool k_whole = Kr == Kp;
     const int64_t panels = (N + kQgemmNr - 1) / kQgemmNr, panel_bytes = Kp * kQgemmNr;
-    thread_local std::vector<uint8_t> a_pad;
-    thread_local std::vector<int8_t> b_tail;
+    // Scratch from baseline code (conv_scratch): a std::vector here would leave weak symbols
+    // compiled for AVX-512 that baseline code could end up calling.
+    const size_t tail_bytes = static_cast<size_t>(panels * kTileRows * kTileBytes);
+    int8_t* b_tail = nullptr;
     if (!k_whole) {
         // Each panel's last, partial k tile, zero padded to 16 tile rows (read past Kp, the packed
         // weights would run into the next panel or off the end).
-        b_tail.assign(static_cast<size_t>(panels * kTileRows * kTileBytes), 0);
+        b_tail = reinterpret_cast<int8_t*>(conv_scratch(1, (tail_bytes + 3) / 4));
+        std::memset(b_tail, 0, tail_bytes);
         for (int64_t p = 0; p < panels; ++p) {
-            std::memcpy(b_tail.data() + p * kTileRows * kTileBytes, Bp + p * panel_bytes + k_last * kQgemmNr,
+            std::memcpy(b_tail + p * kTileRows * kTileBytes, Bp + p * panel_bytes + k_last * kQgemmNr,
                         static_cast<size_t>((Kp - k_last) * kQgemmNr));
         }
     }
     auto b_tile = [&](int64_t p, int64_t k) -> const int8_t* {
-        return !k_whole && k == k_last ? b_tail.data() + p * kTileRows * kTileBytes : Bp + p * panel_bytes + k * kQgemmNr;
+        return !k_whole && k == k_last ? b_tail + p * kTileRows * kTileBytes : Bp + p * panel_bytes + k * kQgemmNr;
     };
     configure_tiles();
     for (int64_t m0 = 0; m0 < M; m0 += 2 * kTileRows) {
@@ -106,11 +109,11 @@ PYENGINE_AMX void qgemm_amx(int64_t M, int64_t N, int64_t Kp, const uint8_t* A, 
         int64_t a_stride = lda;
         const bool reads_past_a = (m0 + 2 * kTileRows - 1) * lda + Kr > (M - 1) * lda + Kp;  // A's last byte
         if (rows < 2 * kTileRows || (!k_whole && reads_past_a)) {
-            a_pad.assign(static_cast<size_t>(2 * kTileRows * Kr), 0);
-            for (int64_t r = 0; r < rows; ++r) {
-                std::memcpy(a_pad.data() + r * Kr, A + (m0 + r) * lda, static_cast<size_t>(Kp));
-            }
-            a = a_pad.data();
+            const size_t pad_bytes = static_cast<size_t>(2 * kTileRows * Kr);
+            uint8_t* a_pad = reinterpret_cast<uint8_t*>(conv_scratch(0, (pad_bytes + 3) / 4));
+            std::memset(a_pad, 0, pad_bytes);
+            for (int64_t r = 0; r < rows; ++r) std::memcpy(a_pad + r * Kr, A + (m0 + r) * lda, static_cast<size_t>(Kp));
+            a = a_pad;
             a_stride = Kr;
         }
         for (int64_t p = 0; p < panels; p += 2) {

@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "kernels/conv2d.h"
 #include "kernels/qgemm.h"
 
 #if defined(__AVX512F__)
@@ -146,6 +147,103 @@ void dw_row(const uint8_t* const* tap_x, int64_t taps, int64_t pix_step, const i
 }
 
 }  // namespace
+
+// Depthwise 3x3 stride 1 with two taps per vpdpwssd: each 32-bit lane holds the values of two
+// horizontally adjacent pixels of one channel as int16, P(j) = (X(j - 1), X(j)), and the weights
+// of kernel columns 0 and 1 likewise, so one instruction does both products (qdw_row's lanes
+// waste their upper half). Output column ow takes P(ow) against (w0, w1) and P(ow + 2) against
+// (w2, 0): per kernel row two multiply-adds for three taps, from plain loads. The P row of an
+// input row is built once (two byte interleaves and a widening per 16 channels) and serves the
+// three output rows that read it. The widening is AVX512BW: the table takes this kernel only
+// on VNNI CPUs, which have BW.
+namespace {
+
+#define PYENGINE_BW __attribute__((target("avx512f,avx512bw")))
+
+struct PixelPairs {  // P(j) for 16 channels
+    int32_t lanes[16];
+};
+inline __m512i load_pairs(const PixelPairs& p) { return _mm512_loadu_si512(p.lanes); }
+
+// P(0) .. P(W + 1) of input row ih, channels [c, c + 16).
+PYENGINE_BW void build_pairs(const uint8_t* x, int64_t ih, int64_t H, int64_t W, int64_t xs, int64_t c, uint8_t pad,
+                             PixelPairs* row) {
+    const bool inside = ih >= 0 && ih < H;
+    const __m128i pad_v = _mm_set1_epi8(static_cast<char>(pad));
+    const uint8_t* src = x + ih * W * xs + c;
+    __m128i prev = pad_v;  // X(-1)
+    for (int64_t j = 0; j < W + 2; ++j) {
+        const __m128i cur =
+            inside && j < W ? _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + j * xs)) : pad_v;
+        // bytes (X(j-1)[k], X(j)[k]) for k < 16 in channel order, widened to int16 pairs
+        const __m256i pairs = _mm256_set_m128i(_mm_unpackhi_epi8(prev, cur), _mm_unpacklo_epi8(prev, cur));
+        _mm512_storeu_si512(row[j].lanes, _mm512_cvtepu8_epi16(pairs));
+        prev = cur;
+    }
+}
+
+}  // namespace
+
+PYENGINE_BW void qdw3x3s1_avx512_vnni(const uint8_t* x, int64_t H, int64_t W, int64_t xs, int64_t C, uint8_t pad,
+                                      const int16_t* w, int64_t oh0, int64_t oh1, int32_t* acc) {
+    const int64_t cols = W + 2;
+    // Scratch from baseline code (conv_scratch): a std::vector here would leave weak symbols
+    // compiled for AVX-512 that baseline code could end up calling.
+    PixelPairs* rows_buf = reinterpret_cast<PixelPairs*>(conv_scratch(0, static_cast<size_t>(3 * cols * 16)));
+    for (int64_t c = 0; c < C; c += 16) {
+        // (w0, w1) and (w2, 0) per kernel row, low half first.
+        __m512i w01[3], w2[3];
+        for (int kh = 0; kh < 3; ++kh) {
+            const int16_t* wk = w + kh * 3 * C + c;
+            const __m512i t0 = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(wk)));
+            const __m512i t1 = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(wk + C)));
+            w01[kh] = _mm512_or_si512(t0, _mm512_slli_epi32(t1, 16));
+            w2[kh] = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(wk + 2 * C)));
+        }
+        int64_t held[3] = {-9, -9, -9};  // the input row each third of rows_buf holds
+        for (int64_t oh = oh0; oh < oh1; ++oh) {
+            const PixelPairs* r[3];
+            for (int kh = 0; kh < 3; ++kh) {
+                const int64_t ih = oh + kh - 1, slot = (ih + 3) % 3;
+                PixelPairs* row = rows_buf + slot * cols;
+                if (held[slot] != ih) {
+                    build_pairs(x, ih, H, W, xs, c, pad, row);
+                    held[slot] = ih;
+                }
+                r[kh] = row;
+            }
+            int32_t* out = acc + (oh - oh0) * W * C + c;
+            int64_t ow = 0;
+            for (; ow + 4 <= W; ow += 4) {
+                __m512i a0 = _mm512_setzero_si512(), a1 = a0, a2 = a0, a3 = a0;
+                for (int kh = 0; kh < 3; ++kh) {
+                    const PixelPairs* q = r[kh] + ow;
+                    const __m512i p2 = load_pairs(q[2]), p3 = load_pairs(q[3]);
+                    a0 = dw_mul_add<true>(a0, load_pairs(q[0]), w01[kh]);
+                    a1 = dw_mul_add<true>(a1, load_pairs(q[1]), w01[kh]);
+                    a2 = dw_mul_add<true>(a2, p2, w01[kh]);
+                    a3 = dw_mul_add<true>(a3, p3, w01[kh]);
+                    a0 = dw_mul_add<true>(a0, p2, w2[kh]);
+                    a1 = dw_mul_add<true>(a1, p3, w2[kh]);
+                    a2 = dw_mul_add<true>(a2, load_pairs(q[4]), w2[kh]);
+                    a3 = dw_mul_add<true>(a3, load_pairs(q[5]), w2[kh]);
+                }
+                _mm512_storeu_si512(out + ow * C, a0);
+                _mm512_storeu_si512(out + (ow + 1) * C, a1);
+                _mm512_storeu_si512(out + (ow + 2) * C, a2);
+                _mm512_storeu_si512(out + (ow + 3) * C, a3);
+            }
+            for (; ow < W; ++ow) {
+                __m512i a = _mm512_setzero_si512();
+                for (int kh = 0; kh < 3; ++kh) {
+                    a = dw_mul_add<true>(a, load_pairs(r[kh][ow]), w01[kh]);
+                    a = dw_mul_add<true>(a, load_pairs(r[kh][ow + 2]), w2[kh]);
+                }
+                _mm512_storeu_si512(out + ow * C, a);
+            }
+        }
+    }
+}
 
 void qdw_row_avx512(const uint8_t* const* tap_x, int64_t taps, int64_t pix_step, const int16_t* w, int64_t C,
                     int64_t n, int32_t* acc) {

@@ -41,6 +41,8 @@ void qdw_row_avx512_vnni(const uint8_t* const* tap_x, int64_t taps, int64_t pix_
                          int64_t n, int32_t* acc);
 void qepilogue_codes_avx512(const QEpilogue& e, const int32_t* C, int64_t ldc, int64_t M, int64_t N, uint8_t* y,
                             int64_t y_m, int32_t shift);
+void qdw3x3s1_avx512_vnni(const uint8_t* x, int64_t H, int64_t W, int64_t xs, int64_t C, uint8_t pad,
+                          const int16_t* w, int64_t oh0, int64_t oh1, int32_t* acc);
 void qepilogue_codes_avx512_bw(const QEpilogue& e, const int32_t* C, int64_t ldc, int64_t M, int64_t N, uint8_t* y,
                                int64_t y_m, int32_t shift);
 void qepilogue_avx512(const QEpilogue& e, const int32_t* C, int64_t ldc, int64_t M, int64_t N, float* y, int64_t y_m,
@@ -76,6 +78,7 @@ const KernelTable* kernel_table_avx512() {
         // AVX-512F without VNNI (Skylake-SP) keeps the AVX2 int8 GEMM.
         if (cpu_support_x86_avx512_vnni()) {  // VNNI CPUs have BW too (cpu_support_x86_avx512_vnni checks)
             t.qdw_row = qdw_row_avx512_vnni;
+            t.qdw3x3s1 = qdw3x3s1_avx512_vnni;
             t.qepilogue_codes = qepilogue_codes_avx512_bw;
         }
         if (cpu_support_x86_amx_int8()) {
