@@ -161,6 +161,21 @@ def op_cases() -> list[Case]:
             {"s": r(c), "b": r(c), "m": r(c), "v": r(c, low=0.5, high=1.5)},
             {"axis": -1},
         ),
+        # A pre-activation BatchNorm with its ReLU fused (DenseNet's BN-ReLU before a conv).
+        Case(
+            "batchnorm_relu",
+            "BatchNorm",
+            [r(2, c, 5, 3)],
+            {"s": r(c), "b": r(c), "m": r(c), "v": r(c, low=0.5, high=1.5)},
+            {"activation": "relu"},
+        ),
+        Case(
+            "batchnorm_clip",
+            "BatchNorm",
+            [r(2, 5, 3, c)],
+            {"s": r(c), "b": r(c), "m": r(c), "v": r(c, low=0.5, high=1.5)},
+            {"axis": -1, "activation": "clip", "min": -0.2, "max": 0.3},
+        ),
         Case("add_broadcast", "Add", [r(2, 3, 4, 5), r(3, 1, 5)]),
         Case("sub_broadcast", "Sub", [r(4, 1), r(1, 6)]),
         Case("mul_constant", "Mul", [r(2, 7, 3)], {"k": r(7, 1)}),

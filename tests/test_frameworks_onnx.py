@@ -59,6 +59,73 @@ def test_cnn_batch_norm_and_activations_fold_into_conv(models: dict[str, str]) -
     assert ops.count("Conv2D") == 2
 
 
+def _pre_activation_model(path: str, activation: str, rank4: bool = True) -> str:
+    """x -> conv -> concat(conv, x) -> BatchNorm -> activation -> conv: DenseNet's pre-activation
+    unit, whose BatchNorm cannot fold into a convolution (it follows a concatenation). 20
+    channels after the concatenation, so a channel-blocked tensor has padded channels. rank4
+    False: a [N, 20] BatchNorm and activation (the plain path)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(5)
+    f = lambda *s: (rng.standard_normal(s) * 0.5).astype(np.float32)  # noqa: E731
+    c = 20
+    bn = [numpy_helper.from_array(f(c), "g"), numpy_helper.from_array(f(c), "b"),
+          numpy_helper.from_array(f(c), "m"), numpy_helper.from_array(np.abs(f(c)) + 0.5, "v")]
+    act_attrs: dict[str, float] = {}
+    act_inputs = ["n"]
+    inits = list(bn)
+    if activation == "Clip":
+        inits += [numpy_helper.from_array(np.array(-0.2, np.float32), "lo"),
+                  numpy_helper.from_array(np.array(0.5, np.float32), "hi")]
+        act_inputs += ["lo", "hi"]
+    if rank4:
+        inits += [numpy_helper.from_array(f(12, 8, 3, 3), "w1"), numpy_helper.from_array(f(6, c, 3, 3), "w2")]
+        nodes = [helper.make_node("Conv", ["x", "w1"], ["c1"], pads=[1, 1, 1, 1]),
+                 helper.make_node("Concat", ["c1", "x"], ["cat"], axis=1),
+                 helper.make_node("BatchNormalization", ["cat", "g", "b", "m", "v"], ["n"]),
+                 helper.make_node(activation, act_inputs, ["a"], **act_attrs),
+                 helper.make_node("Conv", ["a", "w2"], ["y"], pads=[1, 1, 1, 1])]
+        x_shape, y_shape = [None, 8, 9, 11], [None, 6, 9, 11]
+    else:
+        inits += [numpy_helper.from_array(f(8, 12), "w1"), numpy_helper.from_array(f(c, 6), "w2")]
+        nodes = [helper.make_node("MatMul", ["x", "w1"], ["c1"]),
+                 helper.make_node("Concat", ["c1", "x"], ["cat"], axis=1),
+                 helper.make_node("BatchNormalization", ["cat", "g", "b", "m", "v"], ["n"]),
+                 helper.make_node(activation, act_inputs, ["a"], **act_attrs),
+                 helper.make_node("MatMul", ["a", "w2"], ["y"])]
+        x_shape, y_shape = [None, 8], [None, 6]
+    graph = helper.make_graph(nodes, "pre_activation",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, x_shape)],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, y_shape)], inits)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), path)
+    return path
+
+
+@pytest.mark.parametrize("activation, fuses", [("Relu", True), ("Clip", True), ("Sigmoid", False)])
+@pytest.mark.parametrize("rank4", [True, False])
+def test_pre_activation_batchnorm_takes_its_activation(tmp_path, activation: str, fuses: bool,  # type: ignore[no-untyped-def]
+                                                       rank4: bool) -> None:
+    """A BatchNorm left standing takes the activation after it when that keeps 0 at 0 (ReLU, a
+    clip around 0), in the blocked and the plain layout; one that does not (sigmoid) stays a node
+    of its own. Either way the outputs are onnxruntime's."""
+    from pyengine.convert import to_builder
+    from pyengine.locate import locate
+
+    path = _pre_activation_model(str(tmp_path / "m.onnx"), activation, rank4)
+    nodes = to_builder(locate(path)).graph["nodes"]
+    bn = [n for n in nodes if n["op"] == "BatchNorm"]
+    assert len(bn) == 1
+    if fuses:
+        assert activation not in [n["op"] for n in nodes]
+        assert bn[0]["attrs"]["activation"] == activation.lower()
+    else:
+        assert bn[0]["attrs"].get("activation", "none") == "none"
+    x = data((3, 8, 9, 11) if rank4 else (3, 8))
+    want = ort.InferenceSession(path, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    native = pyengine.load(pyengine.convert(path, str(tmp_path / "m.pyem")), backend="native")
+    assert_close(native.predict(x), want)
+
+
 def _unsupported_model(path: str) -> str:
     from onnx import TensorProto, helper
 

@@ -71,6 +71,18 @@ def test_spin_env():
         assert f"PYENGINE_SPIN_US='{value}' is not an integer from 0 to 100000" in out.stderr
 
 
+def test_run_spin_env():
+    """How long idle pool threads spin during a model run: any value from 0 (sleep as between
+    runs) works; a bad one is an error naming it."""
+    for value in ("0", "1000"):
+        out = info_json(PYENGINE_RUN_SPIN_US=value, PYENGINE_NUM_THREADS="2")
+        assert out.returncode == 0 and json.loads(out.stdout)["threads"] == 2, out.stderr
+    for value in ("always", "100001"):
+        out = info_json(PYENGINE_RUN_SPIN_US=value)
+        assert out.returncode == 2
+        assert f"PYENGINE_RUN_SPIN_US='{value}' is not an integer from 0 to 100000" in out.stderr
+
+
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
     d = tmp_path_factory.mktemp("rt")

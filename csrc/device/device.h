@@ -59,7 +59,7 @@ struct DeviceStep {
 
     int64_t M = 0, N = 0, K = 0;
     bool trans_b = false;
-    Epilogue ep;  // Gemm and Unary (ep.bias is unused: the bias is an input)
+    Epilogue ep;  // Gemm, Unary and BatchNorm's fused activation (ep.bias is unused: the bias is an input)
     Conv2DParams conv;
     Pool2DParams pool;
     BinaryOp binop = BinaryOp::Add;

@@ -123,6 +123,10 @@ void device_step(Dev& d, const DeviceStep& s) {
         case DeviceStep::BatchNorm:
             d.batchnorm(d.ptr(s.in[0]), d.ptr(s.in[1]), d.ptr(s.in[2]), d.ptr(s.in[3]), d.ptr(s.in[4]), s.eps, s.outer,
                         s.axis, s.inner, d.ptr(s.out[0]));
+            // A fused activation (pre-activation BN-ReLU), in place.
+            if (s.ep.act != Activation::None) {
+                d.unary(d.ptr(s.out[0]), d.ptr(s.out[0]), device_numel(s.out[0].shape), s.ep);
+            }
             return;
         case DeviceStep::Binary:
             d.binary(s.binop, d.ptr(s.in[0]), s.in[0].shape, d.ptr(s.in[1]), s.in[1].shape, d.ptr(s.out[0]),

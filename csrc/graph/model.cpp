@@ -9,6 +9,7 @@
 #include "common.h"
 #include "kernels/conv_nchwc.h"
 #include "kernels/dispatch.h"
+#include "platform/thread_pool.h"
 
 namespace pyengine {
 
@@ -337,6 +338,7 @@ void Model::run(const Plan& p, const void* const* inputs, size_t n_inputs, void*
     const size_t nv = values_.size();
     const HostSchedule& h = p.host;
     const size_t ns = h.shapes.size();
+    const KeepWorkersAwake awake;  // the run's parallel ops come back to back
     // Per-thread scratch reused across calls: no heap allocation once shapes have been seen.
     thread_local std::vector<Tensor> t;
     thread_local std::vector<const Tensor*> in;

@@ -334,7 +334,8 @@ private:
 // ---- BatchNorm (inference): y = (x - mean) / sqrt(var + eps) * scale + bias ----
 class BatchNormOp : public Op {
 public:
-    explicit BatchNormOp(const Attrs& a) : eps_(a.get_float("epsilon", 1e-5f)), axis_(a.get_int("axis", 1)) {
+    explicit BatchNormOp(const Attrs& a)
+        : eps_(a.get_float("epsilon", 1e-5f)), axis_(a.get_int("axis", 1)), ep_(a.get_epilogue()) {
         if (!(eps_ >= 0.0f)) a.fail(str("attribute 'epsilon' must be >= 0, got ", eps_));
     }
 
@@ -382,7 +383,7 @@ public:
         const Shape& s = in[0]->shape;
         if (in[0]->block != 0) {
             nchwc_channel_affine(in[0]->f32(), scale_blocked_.data(), shift_blocked_.data(), s[0], s[1], s[2] * s[3],
-                                 in[0]->block, out[0]->f32());
+                                 in[0]->block, ep_, out[0]->f32());
             return;
         }
         const size_t axis = static_cast<size_t>(normalize_axis(axis_, s.size(), "BatchNorm"));
@@ -399,6 +400,7 @@ public:
             sh = &shift;
         }
         channel_affine(in[0]->f32(), sc->data(), sh->data(), outer, C, inner, out[0]->f32());
+        if (ep_.act != Activation::None) activation_apply(out[0]->f32(), out[0]->f32(), outer * C * inner, ep_);
     }
 
     bool lower(const std::vector<Shape>& in, DeviceStep* st) const override {
@@ -410,6 +412,7 @@ public:
         for (size_t i = axis + 1; i < s.size(); ++i) st->inner *= s[i];
         st->axis = s[axis];
         st->eps = eps_;
+        st->ep = ep_;  // the fused activation, applied after it (device/device_exec.h)
         return true;
     }
 
@@ -427,6 +430,7 @@ private:
 
     float eps_;
     int64_t axis_;
+    Epilogue ep_;  // a fused activation that keeps 0 at 0 (pyengine/convert/_graph.py)
     std::vector<float> scale_, shift_;
     int block_ = 0;  // prepare_layout's block (0: no blocked parameters)
     std::vector<float> scale_blocked_, shift_blocked_;

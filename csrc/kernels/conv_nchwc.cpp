@@ -217,12 +217,13 @@ void pool2d_nchwc(const Pool2DParams& p, int cb, const float* x, float* y) {
 }
 
 void nchwc_channel_affine(const float* x, const float* scale, const float* shift, int64_t N, int64_t C,
-                          int64_t HW, int cb, float* y) {
+                          int64_t HW, int cb, const Epilogue& act, float* y) {
     const int64_t CB = (C + cb - 1) / cb;
     const NchwcAffineKernel k = kernels().nchwc_block == cb ? kernels().nchwc_affine : nchwc_affine_generic(cb);
     nchwc_for_blocks(N, CB, HW * cb, [&](int64_t n, int64_t b) {
         const int64_t at = (n * CB + b) * HW * cb;
         k(x + at, scale + b * cb, shift + b * cb, y + at, HW);
+        if (act.act != Activation::None) activation_apply(y + at, y + at, HW * cb, act);
     });
 }
 

@@ -65,10 +65,11 @@ NchwcConvKernel conv_nchwc_generic(int cb);
 void pool2d_nchwc(const Pool2DParams& p, int cb, const float* x, float* y);
 // Plain NCHW [N, C, HW] <-> blocked; `to_blocked` chooses the direction.
 void nchwc_reorder(const float* src, float* dst, int64_t N, int64_t C, int64_t HW, int cb, bool to_blocked);
-// y = x * scale[c] + shift[c] per channel of a blocked [N, C, HW] tensor; scale and shift have
-// whole blocks (padding 0).
+// y = act(x * scale[c] + shift[c]) per channel of a blocked [N, C, HW] tensor; scale and shift
+// have whole blocks (padding 0). The activation (act.act may be None) runs on each block right
+// after its affine pass, while the block is in cache.
 void nchwc_channel_affine(const float* x, const float* scale, const float* shift, int64_t N, int64_t C,
-                          int64_t HW, int cb, float* y);
+                          int64_t HW, int cb, const Epilogue& act, float* y);
 // y = a op b, a blocked [N, C, HW], b blocked [Nb, C, 1] with Nb = N or 1 (squeeze-excite).
 void nchwc_binary_channel(BinaryOp op, const float* a, const float* b, int64_t N, int64_t C, int64_t HW,
                           bool b_per_image, int cb, float* y);

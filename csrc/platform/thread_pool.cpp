@@ -49,9 +49,26 @@ std::chrono::microseconds spin_from_env() {
     return std::chrono::microseconds{n};
 }
 
+// PYENGINE_RUN_SPIN_US: the longest an idle worker spins while a model run is in progress
+// (KeepWorkersAwake); 0 turns it off.
+std::chrono::microseconds run_spin_from_env() {
+    const char* env = std::getenv("PYENGINE_RUN_SPIN_US");
+    if (env == nullptr || *env == '\0') return std::chrono::microseconds{200};
+    char* end = nullptr;
+    const long n = std::strtol(env, &end, 10);
+    if (*end != '\0' || n < 0 || n > 100000) {
+        throw InvalidArgument(
+            str("PYENGINE_RUN_SPIN_US='", env, "' is not an integer from 0 to 100000 (microseconds)"));
+    }
+    return std::chrono::microseconds{n};
+}
+
 class ThreadPool {
 public:
-    explicit ThreadPool(int threads) : threads_(threads), spin_(spin_from_env()) {}
+    explicit ThreadPool(int threads) : threads_(threads), spin_(spin_from_env()), run_spin_(run_spin_from_env()) {}
+
+    void awake_begin() { awake_.fetch_add(1, std::memory_order_relaxed); }
+    void awake_end() { awake_.fetch_sub(1, std::memory_order_relaxed); }
     ~ThreadPool() { stop_workers(); }
 
     int threads() const { return threads_.load(std::memory_order_relaxed); }
@@ -130,12 +147,18 @@ private:
         for (;;) {
             // Spin briefly before sleeping (when spinning is on): the ops of one inference come
             // back to back, and a worker that is awake joins the next one without a wake-up.
-            const auto spin_end = std::chrono::steady_clock::now() + spin_;
-            for (int i = 0; spin_.count() > 0 && generation_.load(std::memory_order_acquire) == seen &&
+            // During a model run (KeepWorkersAwake) the spin lasts up to run_spin_.
+            const auto start = std::chrono::steady_clock::now();
+            const auto spin_end = start + spin_, run_spin_end = start + run_spin_;
+            for (int i = 0; (spin_.count() > 0 || awake_.load(std::memory_order_relaxed) > 0) &&
+                            generation_.load(std::memory_order_acquire) == seen &&
                             !stop_flag_.load(std::memory_order_relaxed);
                  ++i) {
                 cpu_relax();
-                if ((i & 63) == 63 && std::chrono::steady_clock::now() > spin_end) break;
+                if ((i & 63) == 63) {
+                    const auto now = std::chrono::steady_clock::now();
+                    if (now > spin_end && (awake_.load(std::memory_order_relaxed) == 0 || now > run_spin_end)) break;
+                }
             }
             {
                 std::unique_lock<std::mutex> lock(mutex_);
@@ -176,7 +199,8 @@ private:
     }
 
     std::atomic<int> threads_;
-    const std::chrono::microseconds spin_;
+    const std::chrono::microseconds spin_, run_spin_;
+    std::atomic<int> awake_{0};  // live KeepWorkersAwake scopes
     std::mutex busy_;  // held by the caller whose job the workers run
     std::mutex mutex_;
     std::condition_variable wake_, done_;
@@ -211,5 +235,8 @@ void set_num_threads(int n) {
 }
 
 void parallel_for(int64_t n_tasks, const std::function<void(int64_t)>& fn) { pool().run(n_tasks, fn); }
+
+KeepWorkersAwake::KeepWorkersAwake() { pool().awake_begin(); }
+KeepWorkersAwake::~KeepWorkersAwake() { pool().awake_end(); }
 
 }  // namespace pyengine

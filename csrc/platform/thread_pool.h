@@ -21,4 +21,17 @@ void set_num_threads(int n);
 // is busy, or the caller is a pool worker. An exception from fn is rethrown here.
 void parallel_for(int64_t n_tasks, const std::function<void(int64_t)>& fn);
 
+// While one of these exists (a model run holds one), idle workers wait for the next job by
+// spinning, up to PYENGINE_RUN_SPIN_US (default 200) per wait, instead of going to sleep after
+// PYENGINE_SPIN_US: the parallel ops of one inference come back to back, separated only by the
+// small ops the caller runs alone, and waking a sleeping worker costs tens of microseconds each
+// time. Between runs workers sleep as before.
+class KeepWorkersAwake {
+public:
+    KeepWorkersAwake();
+    ~KeepWorkersAwake();
+    KeepWorkersAwake(const KeepWorkersAwake&) = delete;
+    KeepWorkersAwake& operator=(const KeepWorkersAwake&) = delete;
+};
+
 }  // namespace pyengine

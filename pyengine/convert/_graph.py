@@ -222,7 +222,8 @@ class Graph:
     ) -> tuple[np.ndarray | None, np.ndarray | None, str] | None:
         """(scale, shift, kind) a node applies per channel to ``x``, or None."""
         if node.op == "BatchNorm":
-            if node.inputs[0] != x or not all(self.is_const(i) for i in node.inputs[1:]):
+            if (node.inputs[0] != x or not all(self.is_const(i) for i in node.inputs[1:])
+                    or node.attrs.get("activation", "none") != "none"):
                 return None
             g, beta, m, v = (self.consts[i].astype(np.float64) for i in node.inputs[1:])
             s = g / np.sqrt(v + node.attrs.get("epsilon", 1e-5))
@@ -318,9 +319,15 @@ class Graph:
             # (rounding is monotone and maps a real 0 onto the zero point); another bound need
             # not lie on the output grid, so only an op writing float sums takes those.
             requantized = "y_scale" in p.attrs
+            # A BatchNorm that stayed (pre-activation: DenseNet's BN-ReLU-conv on each
+            # concatenation) takes an activation that keeps 0 at 0, so the zero channels that pad
+            # a channel-blocked tensor stay zero.
+            keeps_zero = act in ("relu", "relu6", "leaky_relu") or (
+                act == "clip" and attrs.get("min", -np.inf) <= 0.0 <= attrs.get("max", np.inf))
             if p.op not in ("Conv2D", "Dense") and not (
                     p.op in ("QLinearConv2D", "QLinearDense")
-                    and (act == "relu" or (not requantized and act in ("relu6", "clip")))):
+                    and (act == "relu" or (not requantized and act in ("relu6", "clip")))) and not (
+                    p.op == "BatchNorm" and keeps_zero):
                 continue
             if p.attrs.get("activation", "none") != "none":
                 continue
