@@ -370,9 +370,7 @@ private:
         const QuantWeights& qw = groups_.empty() ? empty_ : dw_weights();
         const QEpilogue ep = make_qepilogue(qw, x_, y_, lo_, hi_);
         const int64_t P = p.OH * p.OW, C = p.C, KHW = p.KH * p.KW;
-        // W pixels plus the 16 bytes a vector may read past the last channel.
-        const std::vector<uint8_t> pad_row(static_cast<size_t>(p.W * xs + 16),
-                                           static_cast<uint8_t>(x_.zero_point + x_.shift()));
+        const uint8_t pad = static_cast<uint8_t>(x_.zero_point + x_.shift());  // a real 0
         const int64_t chunk = row_chunk(P, KHW * C);
         if (const Qdw3x3s1Fn k3 = kernels().qdw3x3s1;
             k3 != nullptr && p.KH == 3 && p.KW == 3 && p.stride_h == 1 && p.stride_w == 1 && p.dilation_h == 1 &&
@@ -383,11 +381,17 @@ private:
                 thread_local std::vector<int32_t> acc_buf;
                 const int64_t oh0 = t * rows_per_task, oh1 = std::min(p.OH, oh0 + rows_per_task);
                 int32_t* acc = scratch(acc_buf, static_cast<size_t>((oh1 - oh0) * p.OW * C));
-                k3(xq, p.H, p.W, xs, C, pad_row[0], dw_w_.data(), oh0, oh1, acc);
+                k3(xq, p.H, p.W, xs, C, pad, dw_w_.data(), oh0, oh1, acc);
                 store(ep, acc, C, (oh1 - oh0) * p.OW, C, oh0 * p.OW, 0, y, yl);
             });
             return;
         }
+        // A row of the pad code: W pixels plus the 16 bytes a vector may read past the last
+        // channel (the caller's scratch; the tasks only read it).
+        thread_local std::vector<uint8_t> pad_buf;
+        const size_t pad_bytes = static_cast<size_t>(p.W * xs + 16);
+        uint8_t* pad_row = scratch(pad_buf, pad_bytes);
+        std::memset(pad_row, pad, pad_bytes);
         const int64_t tasks = (P + chunk - 1) / chunk;
         const auto row_kernel = kernels().qdw_row;
         // Output columns [ow_lo, ow_hi) have every tap inside the image's width.
@@ -413,7 +417,7 @@ private:
                         const bool inside = row_inside && iw >= 0 && iw < p.W;
                         // In a run every iw is inside the width, so the pad row steps with it.
                         tap_x[kh * p.KW + kw] = inside ? xq + (ih * p.W + iw) * xs
-                                                       : pad_row.data() + (run ? iw * xs : 0);
+                                                       : pad_row + (run ? iw * xs : 0);
                     }
                 }
                 row_kernel(tap_x, KHW, p.stride_w * xs, dw_w_.data(), C, n, acc + (m - m0) * C);
