@@ -59,28 +59,17 @@ def test_num_threads_env():
         pyengine.sysinfo.set_thread_count(0)
 
 
-def test_spin_env():
-    """How long idle pool threads spin: any value from 0 (never) works; a bad one is an error
-    naming it."""
-    for value in ("0", "200"):
-        out = info_json(PYENGINE_SPIN_US=value, PYENGINE_NUM_THREADS="2")
+@pytest.mark.parametrize("variable", ["PYENGINE_SPIN_US", "PYENGINE_RUN_SPIN_US"])
+def test_spin_env(variable):
+    """How long idle pool threads spin, between model runs and during one: any value from 0
+    (never; during a run: as between runs) to 100000 works; a bad one is an error naming it."""
+    for value in ("0", "200", "100000"):
+        out = info_json(**{variable: value, "PYENGINE_NUM_THREADS": "2"})
         assert out.returncode == 0 and json.loads(out.stdout)["threads"] == 2, out.stderr
-    for value in ("soon", "-1"):
-        out = info_json(PYENGINE_SPIN_US=value)
+    for value in ("soon", "-1", "100001"):
+        out = info_json(**{variable: value})
         assert out.returncode == 2
-        assert f"PYENGINE_SPIN_US='{value}' is not an integer from 0 to 100000" in out.stderr
-
-
-def test_run_spin_env():
-    """How long idle pool threads spin during a model run: any value from 0 (sleep as between
-    runs) works; a bad one is an error naming it."""
-    for value in ("0", "1000"):
-        out = info_json(PYENGINE_RUN_SPIN_US=value, PYENGINE_NUM_THREADS="2")
-        assert out.returncode == 0 and json.loads(out.stdout)["threads"] == 2, out.stderr
-    for value in ("always", "100001"):
-        out = info_json(PYENGINE_RUN_SPIN_US=value)
-        assert out.returncode == 2
-        assert f"PYENGINE_RUN_SPIN_US='{value}' is not an integer from 0 to 100000" in out.stderr
+        assert f"{variable}='{value}' is not an integer from 0 to 100000" in out.stderr
 
 
 @pytest.fixture(scope="module")

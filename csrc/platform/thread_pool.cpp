@@ -31,41 +31,32 @@ int threads_from_env() {
 
 thread_local bool tls_in_pool = false;
 
+// A spin limit in microseconds from the environment variable `name` (0 to 100000), else `def`.
+std::chrono::microseconds spin_us_from_env(const char* name, long def) {
+    const char* env = std::getenv(name);
+    if (env == nullptr || *env == '\0') return std::chrono::microseconds{def};
+    char* end = nullptr;
+    const long n = std::strtol(env, &end, 10);
+    if (*end != '\0' || n < 0 || n > 100000) {
+        throw InvalidArgument(str(name, "='", env, "' is not an integer from 0 to 100000 (microseconds)"));
+    }
+    return std::chrono::microseconds{n};
+}
+
 // How long an idle worker (and a caller waiting for workers) spins before it blocks:
 // PYENGINE_SPIN_US, default 5 (0: never). Long enough to catch the next op of an inference
 // coming back to back (waking a blocked worker costs about 12 us), short because on a VM a
 // spinning vCPU slows the one doing the work (pause-loop exits, shared cores): on the 2-vCPU
 // build machine a 50 us spin made a single-threaded reorder 3x slower and MobileNetV2 on 2
 // threads slower than on 1 (9.0 ms vs 7.5; 5.0 ms with this default). Dedicated cores may
-// spin longer.
-std::chrono::microseconds spin_from_env() {
-    const char* env = std::getenv("PYENGINE_SPIN_US");
-    if (env == nullptr || *env == '\0') return std::chrono::microseconds{5};
-    char* end = nullptr;
-    const long n = std::strtol(env, &end, 10);
-    if (*end != '\0' || n < 0 || n > 100000) {
-        throw InvalidArgument(str("PYENGINE_SPIN_US='", env, "' is not an integer from 0 to 100000 (microseconds)"));
-    }
-    return std::chrono::microseconds{n};
-}
-
-// PYENGINE_RUN_SPIN_US: the longest an idle worker spins while a model run is in progress
-// (KeepWorkersAwake); 0 turns it off.
-std::chrono::microseconds run_spin_from_env() {
-    const char* env = std::getenv("PYENGINE_RUN_SPIN_US");
-    if (env == nullptr || *env == '\0') return std::chrono::microseconds{200};
-    char* end = nullptr;
-    const long n = std::strtol(env, &end, 10);
-    if (*end != '\0' || n < 0 || n > 100000) {
-        throw InvalidArgument(
-            str("PYENGINE_RUN_SPIN_US='", env, "' is not an integer from 0 to 100000 (microseconds)"));
-    }
-    return std::chrono::microseconds{n};
-}
+// spin longer. While a model run is in progress (KeepWorkersAwake) the limit is
+// PYENGINE_RUN_SPIN_US instead, default 200 (0: as between runs).
 
 class ThreadPool {
 public:
-    explicit ThreadPool(int threads) : threads_(threads), spin_(spin_from_env()), run_spin_(run_spin_from_env()) {}
+    explicit ThreadPool(int threads)
+        : threads_(threads), spin_(spin_us_from_env("PYENGINE_SPIN_US", 5)),
+          run_spin_(spin_us_from_env("PYENGINE_RUN_SPIN_US", 200)) {}
 
     void awake_begin() { awake_.fetch_add(1, std::memory_order_relaxed); }
     void awake_end() { awake_.fetch_sub(1, std::memory_order_relaxed); }
